@@ -1,0 +1,77 @@
+# Parley — build, run and test.
+#   make run    install missing packages, build, start parleyd (embedded) on 127.0.0.1:8080
+#   make test   install missing packages, build with ASan+UBSan, run every test suite
+#   make        release build only (build/release/parleyd)
+
+CC      ?= gcc
+PKGS    := libuv jansson libsodium sqlite3 libcrypto
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+                 -Wno-unused-parameter -g -pthread \
+                 $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+REL_CFLAGS  := $(CFLAGS_COMMON) -O2
+ASAN_CFLAGS := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+SRC      := $(sort $(wildcard src/*/*.c))
+LIB_SRC  := $(filter-out src/app/main.c,$(SRC))
+HDR      := $(wildcard src/*/*.h)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+
+REL_OBJ  := $(patsubst src/%.c,build/release/obj/%.o,$(SRC))
+ASAN_OBJ := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC))
+ASAN_LIB_OBJ := $(patsubst src/%.c,build/asan/obj/%.o,$(LIB_SRC))
+
+LISTEN   ?= 127.0.0.1:8080
+DATA_DIR ?= ./parley-data
+PY       := /usr/bin/python3
+
+.PHONY: all run test unit integration deps clean asan
+all: build/release/parleyd
+
+deps:
+	@scripts/deps.sh
+
+build/release/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -c $< -o $@
+
+build/asan/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+
+build/release/parleyd: $(REL_OBJ)
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/asan/parleyd: $(ASAN_OBJ)
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The unit test list is generated from the TEST(name) definitions.
+build/asan/list.h: $(UNIT_SRC)
+	@mkdir -p $(dir $@)
+	@grep -ho '^TEST([a-z0-9_]*)' $(UNIT_SRC) /dev/null | sed 's/^TEST(\(.*\))/TEST_ENTRY(\1)/' > $@.tmp
+	@mv $@.tmp $@
+
+build/asan/unit-tests: tests/unit/main.c $(UNIT_SRC) build/asan/list.h $(ASAN_LIB_OBJ) tests/unit/test.h
+	$(CC) $(ASAN_CFLAGS) -Ibuild/asan -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(ASAN_LIB_OBJ) $(LDLIBS)
+
+asan: build/asan/parleyd build/asan/unit-tests
+
+run: deps
+	@$(MAKE) --no-print-directory build/release/parleyd
+	build/release/parleyd --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+unit: build/asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 build/asan/unit-tests
+
+integration: build/asan/parleyd
+	PARLEYD=$(CURDIR)/build/asan/parleyd $(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+test: deps
+	@$(MAKE) --no-print-directory asan build/release/parleyd
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+clean:
+	rm -rf build

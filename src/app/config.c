@@ -1,0 +1,150 @@
+/* config.c — the settings table and its readers (see config.h). */
+#include "config.h"
+
+#include <ctype.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct setting {
+    const char *name;
+    int         is_int;
+    long        min, max;
+    const char *def;
+    size_t      off;
+    size_t      size;     /* for strings */
+    const char *help;
+} setting;
+
+#define S(n, f, d, h) {n, 0, 0, 0, d, offsetof(pl_config, f), sizeof(((pl_config *)0)->f), h}
+#define I(n, f, lo, hi, d, h) {n, 1, lo, hi, d, offsetof(pl_config, f), 0, h}
+
+static const setting table[] = {
+    S("listen", listen, "127.0.0.1:8080", "address and port to serve on (host:port, [v6]:port)"),
+    S("data-dir", data_dir, "./parley-data", "directory for the database and the token key"),
+    S("log-level", log_level, "info", "debug, info, warn or error"),
+    S("config", config_file, "", "optional file of `name value` lines"),
+    S("web-root", web_root, "", "directory of the web client (default: ./web next to the binary's tree)"),
+    I("access-ttl", access_ttl, 1, 86400, "900", "access token lifetime, seconds"),
+    I("refresh-ttl", refresh_ttl, 60, 31536000, "2592000", "refresh token lifetime, seconds"),
+    I("argon2-ops", argon2_ops, 1, 10, "2", "argon2id passes (opslimit)"),
+    I("argon2-mem", argon2_mem, 8, 1048576, "65536", "argon2id memory, KiB"),
+    I("max-body", max_body, 1, 1048576, "16384", "largest message body, bytes"),
+    I("max-ws-message", max_ws_message, 1024, 16777216, "1048576", "largest WebSocket message, bytes"),
+    I("auth-timeout", auth_timeout, 1, 600, "10", "seconds a WebSocket has to authenticate"),
+    I("node-id", node_id, 0, 1023, "0", "node id in message ids (cluster mode: unique per node)"),
+    I("max-group-members", max_group_members, 2, 1000000, "10000", "members a group may be created with"),
+};
+#define NSET (sizeof table / sizeof table[0])
+
+static int set(pl_config *cfg, const setting *s, const char *val, const char *src) {
+    char *field = (char *)cfg + s->off;
+    if (!s->is_int) {
+        if (strlen(val) >= s->size) {
+            fprintf(stderr, "parleyd: %s: value of %s is too long\n", src, s->name);
+            return -1;
+        }
+        strcpy(field, val);
+        return 0;
+    }
+    char *end;
+    long v = strtol(val, &end, 10);
+    if (!*val || *end || v < s->min || v > s->max) {
+        fprintf(stderr, "parleyd: %s: %s must be an integer in [%ld, %ld]\n", src, s->name, s->min, s->max);
+        return -1;
+    }
+    *(int *)field = (int)v;
+    return 0;
+}
+
+static const setting *find(const char *name, size_t n) {
+    for (size_t i = 0; i < NSET; i++)
+        if (strlen(table[i].name) == n && strncmp(table[i].name, name, n) == 0) return &table[i];
+    return NULL;
+}
+
+static int load_file(pl_config *cfg, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "parleyd: cannot open config file %s\n", path);
+        return -1;
+    }
+    char line[2048];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *p = line;
+        while (isspace((unsigned char)*p)) p++;
+        if (!*p || *p == '#') continue;
+        char *name = p;
+        while (*p && !isspace((unsigned char)*p)) p++;
+        size_t nlen = (size_t)(p - name);
+        while (isspace((unsigned char)*p)) p++;
+        char *val = p;
+        size_t vl = strlen(val);
+        while (vl && isspace((unsigned char)val[vl - 1])) val[--vl] = '\0';
+        const setting *s = find(name, nlen);
+        char src[64];
+        snprintf(src, sizeof src, "config line %d", lineno);
+        if (!s) {
+            fprintf(stderr, "parleyd: %s: unknown setting %.*s\n", src, (int)nlen, name);
+            rc = -1;
+            break;
+        }
+        if (set(cfg, s, val, src)) { rc = -1; break; }
+    }
+    fclose(f);
+    return rc;
+}
+
+static void usage(void) {
+    printf("usage: parleyd [--name value ...]\n\nsettings (also PARLEY_NAME in the environment):\n");
+    for (size_t i = 0; i < NSET; i++)
+        printf("  --%-18s %s (default: %s)\n", table[i].name, table[i].help,
+               table[i].def[0] ? table[i].def : "none");
+}
+
+int pl_config_load(pl_config *cfg, int argc, char **argv) {
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NSET; i++) set(cfg, &table[i], table[i].def, "default");
+    /* the config file's path may come from the env or the flags */
+    const char *file = getenv("PARLEY_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) file = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0) file = argv[i] + 9;
+    }
+    if (file && *file && load_file(cfg, file)) return -1;
+    for (size_t i = 0; i < NSET; i++) {
+        char env[64] = "PARLEY_";
+        size_t k = 7;
+        for (const char *p = table[i].name; *p && k < sizeof env - 1; p++)
+            env[k++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        env[k] = '\0';
+        const char *v = getenv(env);
+        if (v && set(cfg, &table[i], v, env)) return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(); return 1; }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "parleyd: unexpected argument %s (try --help)\n", a);
+            return -1;
+        }
+        a += 2;
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const setting *s = find(a, nlen);
+        if (!s) {
+            fprintf(stderr, "parleyd: unknown flag --%.*s (try --help)\n", (int)nlen, a);
+            return -1;
+        }
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!val) {
+            fprintf(stderr, "parleyd: --%s needs a value\n", s->name);
+            return -1;
+        }
+        if (set(cfg, s, val, "flag")) return -1;
+    }
+    return 0;
+}

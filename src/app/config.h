@@ -1,0 +1,32 @@
+/* config.h — parleyd's settings: one typed table read from defaults, an
+ * optional file, the environment and flags (later sources win).
+ *
+ * Every setting is `--name value` (or `--name=value`), `PARLEY_NAME` in the
+ * environment (dashes become underscores), or `name value` on a line of the
+ * file given by --config / PARLEY_CONFIG. `parleyd --help` lists them all.
+ */
+#ifndef PL_CONFIG_H
+#define PL_CONFIG_H
+
+typedef struct pl_config {
+    char listen[128];         /* host:port                                   */
+    char data_dir[1024];      /* where parley.db and token.key live          */
+    char log_level[16];
+    char config_file[1024];
+    char web_root[1024];      /* static web client directory ("" = built-in lookup) */
+    int  access_ttl;          /* seconds                                     */
+    int  refresh_ttl;         /* seconds                                     */
+    int  argon2_ops;          /* argon2id passes                             */
+    int  argon2_mem;          /* argon2id memory, KiB                        */
+    int  max_body;            /* message body bytes                          */
+    int  max_ws_message;      /* WebSocket message bytes                     */
+    int  auth_timeout;        /* seconds to authenticate a WebSocket         */
+    int  node_id;             /* snowflake node id, 0-1023                   */
+    int  max_group_members;
+} pl_config;
+
+/* Fills cfg from all sources. Returns 0, 1 if --help was printed, or -1
+ * after printing an error. */
+int pl_config_load(pl_config *cfg, int argc, char **argv);
+
+#endif

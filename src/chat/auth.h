@@ -1,0 +1,47 @@
+/* auth.h — credentials: password hashes, access tokens, refresh tokens.
+ *
+ * Owns: the formats and the signing key. Access tokens are
+ *   "v1.<user>.<login>.<expires_s>.<nonce>.<sig>"
+ * (nonce: 8 random bytes, so no two tokens are alike) with sig = base64url(HMAC-SHA-256(key, everything before ".<sig>")); the
+ * key is 32 random bytes kept in <data-dir>/token.key (created 0600 on first
+ * start). Refresh tokens are "<login>.<base64url(32 random bytes)>"; only
+ * SHA-256 of the random part is stored (a leaked database cannot mint
+ * sessions). Passwords are argon2id (libsodium crypto_pwhash_str_alg).
+ * Does not own: checking that a login session is not revoked (the caller
+ * asks the store), running the slow hash off the loop (the caller queues it).
+ */
+#ifndef PL_AUTH_H
+#define PL_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PL_AUTH_TOKEN_MAX   160   /* room for any token we issue, with NUL */
+#define PL_AUTH_PWHASH_MAX  128   /* crypto_pwhash_STRBYTES                */
+
+/* Initialises libsodium and loads/creates the key. 0 or -1 with *err. */
+int  pl_auth_init(const char *data_dir, const char **err);
+
+/* out gets a NUL-terminated access token (at most PL_AUTH_TOKEN_MAX). */
+void pl_auth_access_token(int64_t user, int64_t login, int64_t expires_s, char *out);
+
+enum { PL_AUTH_OK = 0, PL_AUTH_BAD = -1, PL_AUTH_EXPIRED = -2 };
+/* Verifies signature and expiry (against now_s). */
+int  pl_auth_verify_access(const char *tok, size_t len, int64_t now_s,
+                           int64_t *user, int64_t *login);
+
+/* A new refresh secret for login: out gets the token, hash its SHA-256. */
+void pl_auth_refresh_token(int64_t login, char *out, uint8_t hash[32]);
+/* Splits a refresh token; 0 or PL_AUTH_BAD. */
+int  pl_auth_parse_refresh(const char *tok, size_t len, int64_t *login, uint8_t hash[32]);
+
+/* Slow (argon2id): call off the event loop. 0 or -1. */
+int  pl_auth_hash_password(const char *pw, size_t len, unsigned ops, size_t mem_bytes,
+                           char out[PL_AUTH_PWHASH_MAX]);
+/* Slow: 1 if pw matches hash. */
+int  pl_auth_check_password(const char *hash, const char *pw, size_t len);
+
+/* Usernames: 3-32 of [A-Za-z0-9_.-]; lower-cased into out (33 bytes). */
+int  pl_auth_normalize_username(const char *in, size_t len, char out[33]);
+
+#endif

@@ -1,0 +1,602 @@
+/* chat.c — sessions, subscriptions, fan-out and resume (see chat.h for the
+ * delivery design note and its invariants). */
+#include "chat.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "../core/map.h"
+#include "../proto/proto.h"
+#include "../ws/ws.h"
+#include "../ws/wsconn.h"
+#include "auth.h"
+
+#define REPLAY_PAGE        PL_STORE_PAGE_MAX
+#define REPLAY_SESSIONS_PER_TURN 64
+
+typedef struct chat_conv chat_conv;
+typedef struct session session;
+
+typedef struct sub {
+    chat_conv  *conv;
+    session    *sess;
+    struct sub *next, *prev;      /* in conv's list                        */
+    int64_t     sent_seq;         /* invariant 1                           */
+    uint8_t     catching_up;
+    uint8_t     report_synced;    /* send `synced` when caught up (sync)   */
+} sub;
+
+struct chat_conv {
+    int64_t id;
+    int64_t last_seq;             /* highest committed seq seen (inv. 2)   */
+    sub    *subs;                 /* subscriptions of local sessions       */
+    size_t  nsubs;
+};
+
+typedef struct chat_user {
+    int64_t  id;
+    session *sessions;
+} chat_user;
+
+struct session {
+    pl_conn   *conn;
+    int64_t    user, login;
+    session   *unext, *uprev;     /* the user's sessions                   */
+    session   *rnext, *rprev;     /* the replay list                       */
+    sub      **subs;
+    uint32_t   nsubs, capsubs;
+    uint8_t    authed;
+    uint8_t    in_replay;
+    uint8_t    waiting_drain;     /* replay paused on a full write queue   */
+    char       username[33];
+};
+
+static struct {
+    uv_loop_t       *loop;
+    pl_store        *store;
+    pl_bus          *bus;
+    const pl_config *cfg;
+    pl_map           users;       /* id -> chat_user                       */
+    pl_map           convs;       /* id -> chat_conv                       */
+    session         *replay;      /* sessions with subs catching up        */
+    uv_idle_t        replayer;
+    size_t           nsessions;
+} C;
+
+static void replay_turn(uv_idle_t *h);
+static int  session_auth(session *s, const char *tok, size_t len, json_t *cursors);
+
+void pl_chat_init(uv_loop_t *loop, pl_store *store, pl_bus *bus, const pl_config *cfg) {
+    C.loop = loop;
+    C.store = store;
+    C.bus = bus;
+    C.cfg = cfg;
+    pl_map_init(&C.users);
+    pl_map_init(&C.convs);
+    uv_idle_init(loop, &C.replayer);
+    uv_unref((uv_handle_t *)&C.replayer);
+}
+
+size_t pl_chat_session_count(void) { return C.nsessions; }
+
+const char *pl_chat_error_code(int r, int *status) {
+    switch (r) {
+    case PL_STORE_ENOTFOUND: *status = 404; return "not_found";
+    case PL_STORE_ECONFLICT: *status = 409; return "conflict";
+    case PL_STORE_EFORBID:   *status = 403; return "forbidden";
+    case PL_STORE_EINVAL:    *status = 400; return "bad_request";
+    case PL_STORE_EUNAVAIL:  *status = 503; return "unavailable";
+    default:                 *status = 500; return "internal";
+    }
+}
+
+/* ---- sending to one session --------------------------------------------- */
+
+static void send_sbuf(pl_conn *c, pl_sbuf *s) {
+    pl_wsconn_send_text(c, s->p, s->len);
+}
+
+static void send_error(pl_conn *c, json_t *req, const char *code, const char *msg) {
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_proto_error(&s, req, code, msg);
+    send_sbuf(c, &s);
+    pl_sbuf_release(&s);
+}
+
+static pl_rbuf *event_frame(const pl_event *ev) {
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_proto_event(&s, ev);
+    pl_rbuf *b = pl_ws_text_frame(s.p, s.len);
+    pl_sbuf_release(&s);
+    return b;
+}
+
+/* ---- the registry ------------------------------------------------------- */
+
+static chat_conv *conv_get(int64_t id, int64_t last_seq_if_new) {
+    chat_conv *cv = pl_map_get(&C.convs, id);
+    if (!cv) {
+        cv = pl_calloc(1, sizeof *cv);
+        cv->id = id;
+        cv->last_seq = last_seq_if_new;
+        pl_map_put(&C.convs, id, cv);
+    }
+    return cv;
+}
+
+static sub *session_sub(session *s, int64_t conv) {
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i]->conv->id == conv) return s->subs[i];
+    return NULL;
+}
+
+static sub *subscribe(session *s, int64_t conv, int64_t db_last_seq, int64_t sent_seq) {
+    sub *x = session_sub(s, conv);
+    if (x) return x;
+    chat_conv *cv = conv_get(conv, db_last_seq);
+    x = pl_calloc(1, sizeof *x);
+    x->conv = cv;
+    x->sess = s;
+    x->sent_seq = sent_seq < 0 ? cv->last_seq : sent_seq;
+    x->next = cv->subs;
+    if (cv->subs) cv->subs->prev = x;
+    cv->subs = x;
+    cv->nsubs++;
+    if (s->nsubs == s->capsubs) {
+        s->capsubs = s->capsubs ? s->capsubs * 2 : 4;
+        s->subs = pl_realloc(s->subs, s->capsubs * sizeof *s->subs);
+    }
+    s->subs[s->nsubs++] = x;
+    return x;
+}
+
+static void unsubscribe(session *s, int64_t conv) {
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        sub *x = s->subs[i];
+        if (x->conv->id != conv) continue;
+        chat_conv *cv = x->conv;
+        if (x->prev) x->prev->next = x->next;
+        else cv->subs = x->next;
+        if (x->next) x->next->prev = x->prev;
+        if (--cv->nsubs == 0) {
+            pl_map_del(&C.convs, cv->id);
+            free(cv);
+        }
+        free(x);
+        s->subs[i] = s->subs[--s->nsubs];
+        return;
+    }
+}
+
+static void replay_add(session *s) {
+    if (s->in_replay) return;
+    s->in_replay = 1;
+    s->rprev = NULL;
+    s->rnext = C.replay;
+    if (C.replay) C.replay->rprev = s;
+    C.replay = s;
+    if (!uv_is_active((uv_handle_t *)&C.replayer)) uv_idle_start(&C.replayer, replay_turn);
+}
+
+static void replay_remove(session *s) {
+    if (!s->in_replay) return;
+    s->in_replay = 0;
+    if (s->rprev) s->rprev->rnext = s->rnext;
+    else C.replay = s->rnext;
+    if (s->rnext) s->rnext->rprev = s->rprev;
+    s->rnext = s->rprev = NULL;
+    if (!C.replay) uv_idle_stop(&C.replayer);
+}
+
+static void start_catchup(sub *x, int report) {
+    x->catching_up = 1;
+    if (report) x->report_synced = 1;
+    if (!x->sess->waiting_drain) replay_add(x->sess);
+}
+
+/* ---- catch-up ----------------------------------------------------------- */
+
+/* Sends the next page of x's gap; returns 1 while more remains. */
+static int replay_sub(sub *x) {
+    session *s = x->sess;
+    pl_event *evs = NULL;
+    size_t n = 0;
+    int r = pl_store_events(C.store, x->conv->id, x->sent_seq, 0, REPLAY_PAGE, 0, &evs, &n);
+    if (r) {
+        pl_log(PL_LOG_ERROR, s->conn->id, "replay read failed", "\"conversation\":%lld", (long long)x->conv->id);
+        pl_wsconn_close(s->conn, PL_WS_CLOSE_INTERNAL, "store unavailable");
+        x->catching_up = 0;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i].seq != x->sent_seq + 1) break;     /* cannot happen: seqs are contiguous */
+        pl_rbuf *b = event_frame(&evs[i]);
+        pl_conn_send(s->conn, b);
+        pl_rbuf_unref(&b);
+        x->sent_seq = evs[i].seq;
+    }
+    pl_event_list_free(evs, n);
+    if (n == REPLAY_PAGE || x->sent_seq < x->conv->last_seq) return 1;
+    x->catching_up = 0;
+    if (x->report_synced) {
+        x->report_synced = 0;
+        char msg[96];
+        int len = snprintf(msg, sizeof msg, "{\"type\":\"synced\",\"conversation\":%lld,\"seq\":%lld}",
+                           (long long)x->conv->id, (long long)x->sent_seq);
+        pl_wsconn_send_text(s->conn, msg, (size_t)len);
+    }
+    return 0;
+}
+
+/* One page per catching-up sub of each session in the replay list. */
+static void replay_turn(uv_idle_t *h) {
+    int budget = REPLAY_SESSIONS_PER_TURN;
+    for (session *s = C.replay, *nx; s && budget-- > 0; s = nx) {
+        nx = s->rnext;
+        int more = 0;
+        for (uint32_t i = 0; i < s->nsubs && pl_conn_alive(s->conn); i++) {
+            sub *x = s->subs[i];
+            if (!x->catching_up) continue;
+            if (s->conn->high) { more = 1; break; }
+            more |= replay_sub(x);
+        }
+        if (!more || !pl_conn_alive(s->conn)) {
+            replay_remove(s);
+        } else if (s->conn->high) {           /* invariant 3: wait for on_drain */
+            replay_remove(s);
+            s->waiting_drain = 1;
+        }
+    }
+}
+
+void pl_chat_on_drain(pl_conn *c) {
+    session *s = c->session;
+    if (!s || !s->waiting_drain) return;
+    s->waiting_drain = 0;
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i]->catching_up) { replay_add(s); break; }
+}
+
+/* ---- fan-out ------------------------------------------------------------ */
+
+static int64_t data_user(const pl_event *ev) {
+    json_t *d = ev->data ? json_loads(ev->data, 0, NULL) : NULL;
+    int64_t u = d ? json_integer_value(json_object_get(d, "user")) : 0;
+    json_decref(d);
+    return u;
+}
+
+static void subscribe_user(int64_t user, int64_t conv, int64_t sent_seq) {
+    chat_user *u = pl_map_get(&C.users, user);
+    if (!u) return;
+    for (session *s = u->sessions; s; s = s->unext)
+        if (s->authed) subscribe(s, conv, sent_seq, sent_seq);
+}
+
+static void unsubscribe_user(int64_t user, int64_t conv) {
+    chat_user *u = pl_map_get(&C.users, user);
+    if (!u) return;
+    for (session *s = u->sessions; s; s = s->unext) unsubscribe(s, conv);
+}
+
+void pl_chat_on_event(void *ud, const pl_event *ev) {
+    /* new members are subscribed just before their first event */
+    if (ev->kind == PL_EV_CREATED) {
+        json_t *d = ev->data ? json_loads(ev->data, 0, NULL) : NULL;
+        json_t *m = json_object_get(d, "members");
+        size_t i;
+        json_t *v;
+        json_array_foreach(m, i, v) subscribe_user(json_integer_value(v), ev->conv, ev->seq - 1);
+        json_decref(d);
+    } else if (ev->kind == PL_EV_MEMBER_ADDED) {
+        subscribe_user(data_user(ev), ev->conv, ev->seq - 1);
+    }
+    chat_conv *cv = pl_map_get(&C.convs, ev->conv);
+    if (cv) {
+        if (ev->seq > cv->last_seq) cv->last_seq = ev->seq;
+        pl_rbuf *frame = NULL;
+        for (sub *x = cv->subs; x; x = x->next) {
+            if (x->catching_up || ev->seq <= x->sent_seq) continue;
+            if (ev->seq != x->sent_seq + 1) {            /* invariant 1: a gap */
+                start_catchup(x, 0);
+                continue;
+            }
+            if (!frame) frame = event_frame(ev);
+            pl_conn_send(x->sess->conn, frame);
+            x->sent_seq = ev->seq;
+        }
+        pl_rbuf_unref(&frame);
+    }
+    /* removed members get their removal, then nothing more */
+    if (ev->kind == PL_EV_MEMBER_REMOVED || ev->kind == PL_EV_MEMBER_LEFT)
+        unsubscribe_user(data_user(ev), ev->conv);
+}
+
+void pl_chat_committed(const pl_event *ev) { pl_bus_publish(C.bus, ev); }
+
+/* ---- sessions ----------------------------------------------------------- */
+
+int pl_chat_check_token(const char *tok, size_t len, int64_t *user, int64_t *login) {
+    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, user, login) != PL_AUTH_OK) return -1;
+    pl_login l;
+    if (pl_store_login_get(C.store, *login, &l) != 0) return -1;
+    if (l.revoked || l.user != *user) return -1;
+    return 0;
+}
+
+void pl_chat_ws_open(pl_conn *c, const char *token, size_t len) {
+    session *s = pl_calloc(1, sizeof *s);
+    s->conn = c;
+    c->session = s;
+    C.nsessions++;
+    if (token) {
+        if (session_auth(s, token, len, NULL) != 0)
+            pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
+        return;
+    }
+    c->deadline = pl_mono_ms() + (int64_t)C.cfg->auth_timeout * 1000;
+}
+
+static void do_sync(session *s, json_t *cursors, json_t *req);
+
+/* Authenticates s: registers it, subscribes it to its conversations (live
+ * from now), sends `ready`, then handles cursors as a sync. */
+static int session_auth(session *s, const char *tok, size_t len, json_t *cursors) {
+    int64_t user, login;
+    if (pl_chat_check_token(tok, len, &user, &login) != 0) return -1;
+    pl_user u;
+    if (pl_store_user_by_id(C.store, user, &u) != 0) return -1;
+    free(u.pwhash);
+    pl_conv *list = NULL;
+    size_t n = 0;
+    if (pl_store_conv_list(C.store, user, &list, &n) != 0) return -1;
+
+    s->user = user;
+    s->login = login;
+    s->authed = 1;
+    memcpy(s->username, u.username, sizeof s->username);
+    s->conn->deadline = 0;
+    chat_user *cu = pl_map_get(&C.users, user);
+    if (!cu) {
+        cu = pl_calloc(1, sizeof *cu);
+        cu->id = user;
+        pl_map_put(&C.users, user, cu);
+    }
+    s->unext = cu->sessions;
+    if (cu->sessions) cu->sessions->uprev = s;
+    cu->sessions = s;
+
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_printf(&b, "{\"type\":\"ready\",\"protocol\":%d,\"user\":{\"id\":%lld,\"username\":",
+                   PL_PROTO_VERSION, (long long)user);
+    pl_sbuf_add_json_str(&b, s->username, strlen(s->username));
+    pl_sbuf_printf(&b, "},\"session\":%lld,\"conversations\":[", (long long)login);
+    for (size_t i = 0; i < n; i++) {
+        sub *x = subscribe(s, list[i].id, list[i].last_seq, -1);
+        pl_sbuf_printf(&b, "%s{\"id\":%lld,\"last_seq\":%lld,\"unread\":%lld}", i ? "," : "",
+                       (long long)list[i].id, (long long)x->sent_seq, (long long)list[i].unread);
+    }
+    pl_sbuf_adds(&b, "]}");
+    pl_conv_list_free(list, n);
+    send_sbuf(s->conn, &b);
+    pl_sbuf_release(&b);
+    pl_log(PL_LOG_DEBUG, s->conn->id, "ws authenticated", "\"user\":%lld", (long long)user);
+    if (cursors) do_sync(s, cursors, NULL);
+    return 0;
+}
+
+void pl_chat_conn_closed(pl_conn *c) {
+    session *s = c->session;
+    if (!s) return;
+    c->session = NULL;
+    replay_remove(s);
+    while (s->nsubs) unsubscribe(s, s->subs[s->nsubs - 1]->conv->id);
+    free(s->subs);
+    if (s->authed) {
+        chat_user *cu = pl_map_get(&C.users, s->user);
+        if (s->uprev) s->uprev->unext = s->unext;
+        else if (cu) cu->sessions = s->unext;
+        if (s->unext) s->unext->uprev = s->uprev;
+        if (cu && !cu->sessions) {
+            pl_map_del(&C.users, cu->id);
+            free(cu);
+        }
+    }
+    C.nsessions--;
+    free(s);
+}
+
+void pl_chat_ws_timeout(pl_conn *c) {
+    session *s = c->session;
+    if (s && !s->authed) pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authentication timeout");
+}
+
+void pl_chat_revoke_login(int64_t user, int64_t login) {
+    chat_user *cu = pl_map_get(&C.users, user);
+    if (!cu) return;
+    for (session *s = cu->sessions; s; s = s->unext)
+        if (s->login == login) pl_wsconn_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "logged out");
+}
+
+static void close_one(pl_conn *c, void *arg) {
+    const int *code = arg;
+    if (c->mode == PL_CONN_WS) pl_wsconn_close(c, *code, "server shutting down");
+}
+
+void pl_chat_close_all(pl_net *net, int code, const char *reason) {
+    (void)reason;
+    pl_net_each(net, close_one, &code);
+}
+
+/* ---- client messages ---------------------------------------------------- */
+
+typedef struct send_op {
+    pl_job   job;                 /* first: the store hands back &job       */
+    pl_conn *conn;                /* a reference                            */
+    json_t  *root;                /* keeps the message's strings alive      */
+    json_t  *req;
+} send_op;
+
+static void send_done(pl_job *j) {
+    send_op *op = (send_op *)j;
+    pl_conn *c = op->conn;
+    if (j->result == PL_STORE_OK) {
+        if (pl_conn_alive(c)) {
+            pl_sbuf s;
+            pl_sbuf_init(&s);
+            pl_proto_sent(&s, &j->event, j->dup, op->req, 1);
+            send_sbuf(c, &s);
+            pl_sbuf_release(&s);
+        }
+        if (!j->dup && j->has_event) pl_chat_committed(&j->event);
+    } else if (pl_conn_alive(c)) {
+        int st;
+        const char *code = pl_chat_error_code(j->result, &st);
+        send_error(c, op->req, code, j->result == PL_STORE_ENOTFOUND ? "no such conversation"
+                                                                    : "message not stored");
+    }
+    pl_event_release(&j->event);
+    json_decref(op->root);
+    pl_conn_unref(c);
+    free(op);
+}
+
+static void do_send(session *s, pl_msg *m) {
+    send_op *op = pl_calloc(1, sizeof *op);
+    op->job.op = PL_JOB_MESSAGE_SEND;
+    op->job.user = s->user;
+    op->job.conv = m->conv;
+    op->job.client_msg_id = m->client_msg_id;
+    op->job.body = m->body;
+    op->job.body_len = m->body_len;
+    op->job.done = send_done;
+    op->conn = s->conn;
+    pl_conn_ref(s->conn);
+    op->root = json_incref(m->root);
+    op->req = m->req;
+    pl_store_submit(C.store, &op->job);
+}
+
+static void do_sync(session *s, json_t *cursors, json_t *req) {
+    void *it = NULL;
+    int64_t conv, seq;
+    while (pl_proto_cursor(cursors, &it, &conv, &seq) == 0) {
+        sub *x = session_sub(s, conv);
+        if (!x) {
+            pl_sbuf b;
+            pl_sbuf_init(&b);
+            pl_sbuf_adds(&b, "{\"type\":\"error\"");
+            pl_proto_add_req(&b, req);
+            pl_sbuf_printf(&b, ",\"code\":\"not_found\",\"message\":\"no such conversation\",\"conversation\":%lld}",
+                           (long long)conv);
+            send_sbuf(s->conn, &b);
+            pl_sbuf_release(&b);
+            continue;
+        }
+        if (seq > x->conv->last_seq && seq > x->sent_seq)
+            seq = x->conv->last_seq > x->sent_seq ? x->conv->last_seq : x->sent_seq;
+        x->sent_seq = seq;
+        start_catchup(x, 1);
+    }
+}
+
+int pl_chat_history(int64_t conv, int64_t user, int64_t after, int64_t before, int limit,
+                    pl_sbuf *out) {
+    if (pl_store_member_role(C.store, conv, user) == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    int from_top = before > 0 && after == 0;
+    pl_event *evs = NULL;
+    size_t n = 0;
+    int r = pl_store_events(C.store, conv, after, before, limit, from_top, &evs, &n);
+    if (r) return r;
+    int more = 0;
+    if (from_top) {
+        more = n > 0 && evs[0].seq > after + 1;
+    } else if (n == (size_t)limit) {
+        pl_event *probe = NULL;
+        size_t pn = 0;
+        if (pl_store_events(C.store, conv, evs[n - 1].seq, before, 1, 0, &probe, &pn) == 0) {
+            more = pn > 0;
+            pl_event_list_free(probe, pn);
+        }
+    }
+    pl_sbuf_printf(out, "\"conversation\":%lld,\"events\":[", (long long)conv);
+    for (size_t i = 0; i < n; i++) {
+        pl_sbuf_adds(out, i ? ",{" : "{");
+        pl_proto_event_fields(out, &evs[i]);
+        pl_sbuf_addc(out, '}');
+    }
+    pl_sbuf_printf(out, "],\"has_more\":%s", more ? "true" : "false");
+    pl_event_list_free(evs, n);
+    return 0;
+}
+
+static void do_history(session *s, pl_msg *m) {
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_adds(&b, "{\"type\":\"history\"");
+    pl_proto_add_req(&b, m->req);
+    pl_sbuf_addc(&b, ',');
+    int r = pl_chat_history(m->conv, s->user, m->after, m->before, m->limit, &b);
+    if (r) {
+        int st;
+        send_error(s->conn, m->req, pl_chat_error_code(r, &st),
+                   r == PL_STORE_ENOTFOUND ? "no such conversation" : "history unavailable");
+    } else {
+        pl_sbuf_addc(&b, '}');
+        send_sbuf(s->conn, &b);
+    }
+    pl_sbuf_release(&b);
+}
+
+void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
+    session *s = c->session;
+    if (!s) return;
+    pl_msg m;
+    pl_proto_err e;
+    int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
+    if (!s->authed) {
+        if (r || m.type != PL_MSG_AUTH)
+            pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
+        else if (session_auth(s, m.token, m.token_len, m.cursors) != 0)
+            pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
+        pl_msg_release(&m);
+        return;
+    }
+    if (r) {
+        send_error(c, e.req, e.code, e.message);
+        pl_msg_release(&m);
+        return;
+    }
+    switch (m.type) {
+    case PL_MSG_AUTH:
+        send_error(c, m.req, "bad_request", "already authenticated");
+        break;
+    case PL_MSG_SEND:
+        do_send(s, &m);
+        break;
+    case PL_MSG_SYNC:
+        do_sync(s, m.cursors, m.req);
+        break;
+    case PL_MSG_HISTORY:
+        do_history(s, &m);
+        break;
+    case PL_MSG_PING: {
+        pl_sbuf b;
+        pl_sbuf_init(&b);
+        pl_sbuf_adds(&b, "{\"type\":\"pong\"");
+        pl_proto_add_req(&b, m.req);
+        pl_sbuf_addc(&b, '}');
+        send_sbuf(c, &b);
+        pl_sbuf_release(&b);
+        break;
+    }
+    }
+    pl_msg_release(&m);
+}

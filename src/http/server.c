@@ -1,0 +1,336 @@
+/* server.c — HTTP/1.1 request loop on a connection and the WebSocket
+ * upgrade (see server.h).
+ *
+ * Per-connection state machine (struct http_state, on the heap only while a
+ * request is being read or answered; an idle keep-alive connection has none):
+ *
+ *   HEAD --head complete--> BODY --Content-Length bytes--> HANDLER
+ *    ^                                                       |
+ *    `------------------ answered (pl_http_respond) ---------'
+ *
+ *   HEAD: bytes are appended to buf; pl_http_head_end() scans them
+ *         incrementally. Deadline: PL_HTTP_HEAD_TIMEOUT from the first byte
+ *         of the request (slow-header clients are cut off).
+ *   HANDLER: reading is paused; the context holds a connection reference.
+ *         pl_http_respond() frees the context, drops the request's bytes,
+ *         resumes reading and re-runs the loop on what is left (pipelining).
+ */
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "../ws/ws.h"
+#include "../ws/wsconn.h"
+
+#define PL_HTTP_HEAD_TIMEOUT_MS 10000
+#define PL_HTTP_IDLE_TIMEOUT_MS 60000
+
+typedef struct http_state {
+    char        *buf;        /* bytes of the current (and pipelined) requests */
+    size_t       len, cap;
+    size_t       scan;       /* pl_http_head_end's resume offset            */
+    size_t       head_len;   /* 0 until the head is complete                */
+    pl_http_ctx *ctx;        /* the request being answered, or NULL         */
+    int          in_process; /* process() is on the stack: respond must not re-enter */
+} http_state;
+
+static pl_http_hooks hooks;
+
+void pl_http_init(const pl_http_hooks *h) { hooks = *h; }
+
+const char *pl_http_status_text(int status) {
+    switch (status) {
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default:  return "Unknown";
+    }
+}
+
+static void state_free(pl_conn *c) {
+    http_state *st = c->http;
+    if (!st) return;
+    free(st->buf);
+    free(st);
+    c->http = NULL;
+}
+
+/* Writes a response directly on a connection (no context). */
+static void write_response(pl_conn *c, int status, const char *ctype, const void *body,
+                           size_t len, const char *extra, int keep_alive) {
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_sbuf_printf(&s, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", status,
+                   pl_http_status_text(status), len);
+    if (ctype) pl_sbuf_printf(&s, "Content-Type: %s\r\n", ctype);
+    pl_sbuf_adds(&s, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    if (!keep_alive) pl_sbuf_adds(&s, "Connection: close\r\n");
+    if (extra) pl_sbuf_adds(&s, extra);
+    pl_sbuf_adds(&s, "\r\n");
+    if (len) pl_sbuf_add(&s, body, len);
+    pl_conn_send_copy(c, s.p, s.len);
+    pl_sbuf_release(&s);
+}
+
+static void error_and_close(pl_conn *c, int status, const char *code, const char *msg) {
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
+    write_response(c, status, "application/json", body, (size_t)n, NULL, 0);
+    state_free(c);
+    pl_conn_close(c, 1);
+}
+
+static void process(pl_conn *c);
+
+void pl_http_respond(pl_http_ctx *ctx, int status, const char *ctype, const void *body,
+                     size_t len, const char *extra) {
+    pl_conn *c = ctx->conn;
+    http_state *st = c->http;
+    int keep = ctx->req.keep_alive;
+    if (pl_conn_alive(c) && st && st->ctx == ctx) {
+        write_response(c, status, ctype, body, len, extra, keep);
+        /* drop the answered request's bytes */
+        size_t used = st->head_len + ctx->body_len;
+        memmove(st->buf, st->buf + used, st->len - used);
+        st->len -= used;
+        st->scan = 0;
+        st->head_len = 0;
+        st->ctx = NULL;
+        if (!keep) {
+            state_free(c);
+            pl_conn_close(c, 1);
+        } else {
+            pl_conn_resume(c);
+            if (!st->in_process) process(c);
+        }
+    }
+    free(ctx);
+    pl_conn_unref(c);
+}
+
+void pl_http_respond_json(pl_http_ctx *ctx, int status, json_t *obj) {
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    pl_http_respond(ctx, status, "application/json", s, strlen(s), NULL);
+    free(s);
+}
+
+void pl_http_error(pl_http_ctx *ctx, int status, const char *code, const char *msg) {
+    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+    pl_http_respond_json(ctx, status, o);
+}
+
+/* Extracts the access token offered at the handshake, if any. */
+static void handshake_token(const pl_http_req *r, const char **tok, size_t *tlen, int *want_proto) {
+    *tok = NULL;
+    *tlen = 0;
+    *want_proto = 0;
+    if (r->authorization.n > 7 && strncasecmp(r->authorization.p, "Bearer ", 7) == 0) {
+        *tok = r->authorization.p + 7;
+        *tlen = r->authorization.n - 7;
+    }
+    /* Sec-WebSocket-Protocol: parley.v1, bearer.<token> */
+    const char *p = r->ws_protocol.p, *end = p + r->ws_protocol.n;
+    while (p && p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
+        const char *s = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
+        size_t n = (size_t)(p - s);
+        if (n == 9 && memcmp(s, "parley.v1", 9) == 0) *want_proto = 1;
+        else if (n > 7 && memcmp(s, "bearer.", 7) == 0 && !*tok) {
+            *tok = s + 7;
+            *tlen = n - 7;
+        }
+    }
+}
+
+/* Answers the opening handshake; returns 0 if the connection is now WS. */
+static int upgrade(pl_conn *c, http_state *st) {
+    pl_http_req *r = &st->ctx->req;
+    char accept[29];
+    if (r->method != PL_HTTP_GET) {
+        error_and_close(c, 405, "method_not_allowed", "WebSocket needs GET");
+        return -1;
+    }
+    if (r->ws_version.n != 2 || memcmp(r->ws_version.p, "13", 2) != 0) {
+        static const char body[] =
+            "{\"error\":{\"code\":\"bad_request\",\"message\":\"WebSocket version 13 only\"}}";
+        write_response(c, 426, "application/json", body, sizeof body - 1, "Sec-WebSocket-Version: 13\r\n", 0);
+        state_free(c);
+        pl_conn_close(c, 1);
+        return -1;
+    }
+    if (pl_ws_accept_key(r->ws_key.p, r->ws_key.n, accept) != 0) {
+        error_and_close(c, 400, "bad_request", "bad Sec-WebSocket-Key");
+        return -1;
+    }
+    const char *tok;
+    size_t tlen;
+    int want_proto;
+    handshake_token(r, &tok, &tlen, &want_proto);
+    char tokbuf[512];
+    if (tlen >= sizeof tokbuf) tlen = sizeof tokbuf - 1;  /* too long to be ours: fails verify */
+    if (tok) memcpy(tokbuf, tok, tlen);
+    tokbuf[tlen] = '\0';
+
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
+                     accept, want_proto ? "Sec-WebSocket-Protocol: parley.v1\r\n" : "");
+    pl_conn_send_copy(c, head, (size_t)n);
+
+    /* bytes after the head already belong to the WebSocket */
+    size_t used = st->head_len;
+    size_t rest = st->len - used;
+    uint8_t *left = NULL;
+    if (rest) left = (uint8_t *)pl_strndup(st->buf + used, rest);
+    pl_http_ctx *ctx = st->ctx;
+    st->ctx = NULL;
+    state_free(c);
+    free(ctx);
+    pl_conn_unref(c);
+    c->deadline = 0;
+    pl_wsconn_open(c);
+    hooks.on_ws_open(c, tok ? tokbuf : NULL, tok ? tlen : 0, hooks.ud);
+    if (left) {
+        if (pl_conn_alive(c)) pl_wsconn_on_data(c, left, rest);
+        free(left);
+    }
+    return 0;
+}
+
+static const char *parse_error_status(int e, int *status) {
+    switch (e) {
+    case PL_HTTP_ETOOMANY: *status = 431; return "too many headers";
+    case PL_HTTP_EVERSION: *status = 505; return "HTTP/1.0 or HTTP/1.1 only";
+    case PL_HTTP_ECHUNKED: *status = 411; return "Content-Length required";
+    default:               *status = 400; return "malformed request";
+    }
+}
+
+/* Runs the state machine over what is buffered. Loops (rather than
+ * recursing through pl_http_respond) so pipelined requests cost no stack. */
+static void process(pl_conn *c) {
+    http_state *st;
+    while ((st = c->http) && !st->ctx && pl_conn_alive(c) && c->mode == PL_CONN_HTTP) {
+        if (!st->head_len) {
+            size_t h = pl_http_head_end(st->buf, st->len, &st->scan);
+            if (!h) {
+                if (st->len > PL_HTTP_MAX_HEAD) {
+                    error_and_close(c, 431, "too_large", "request head too large");
+                    return;
+                }
+                if (st->len == 0) {        /* idle between requests */
+                    state_free(c);
+                    c->deadline = pl_mono_ms() + PL_HTTP_IDLE_TIMEOUT_MS;
+                }
+                return;
+            }
+            if (h > PL_HTTP_MAX_HEAD) {
+                error_and_close(c, 431, "too_large", "request head too large");
+                return;
+            }
+            st->head_len = h;
+        }
+        pl_http_ctx *ctx = pl_calloc(1, sizeof *ctx);
+        int e = pl_http_parse(st->buf, st->head_len, &ctx->req);
+        if (e) {
+            free(ctx);
+            int status;
+            const char *msg = parse_error_status(e, &status);
+            error_and_close(c, status, "bad_request", msg);
+            return;
+        }
+        int64_t cl = ctx->req.content_length;
+        if (cl > PL_HTTP_MAX_BODY) {
+            free(ctx);
+            error_and_close(c, 413, "too_large", "body larger than 1 MiB");
+            return;
+        }
+        if (cl < 0) cl = 0;
+        if (st->len - st->head_len < (size_t)cl) {   /* body still coming */
+            free(ctx);
+            return;
+        }
+        ctx->conn = c;
+        pl_conn_ref(c);
+        ctx->body = cl ? (const uint8_t *)st->buf + st->head_len : NULL;
+        ctx->body_len = (size_t)cl;
+        st->ctx = ctx;
+        c->deadline = 0;
+        pl_conn_pause(c);
+        if (ctx->req.upgrade_ws && ctx->req.path.n == 3 && memcmp(ctx->req.path.p, "/ws", 3) == 0) {
+            upgrade(c, st);
+            return;
+        }
+        st->in_process = 1;
+        hooks.on_request(ctx, hooks.ud);
+        if ((st = c->http)) st->in_process = 0;
+    }
+}
+
+void pl_http_on_data(pl_conn *c, uint8_t *p, size_t n) {
+    if (!p) {                                   /* new connection */
+        c->deadline = pl_mono_ms() + PL_HTTP_HEAD_TIMEOUT_MS;
+        return;
+    }
+    http_state *st = c->http;
+    if (!st) {
+        st = c->http = pl_calloc(1, sizeof *st);
+        c->deadline = pl_mono_ms() + PL_HTTP_HEAD_TIMEOUT_MS;
+    }
+    if (st->len + n > PL_HTTP_MAX_HEAD + PL_HTTP_MAX_BODY) {
+        error_and_close(c, st->head_len ? 413 : 431, "too_large", "request too large");
+        return;
+    }
+    if (st->len + n + 1 > st->cap) {
+        size_t cap = st->cap ? st->cap : 1024;
+        while (cap < st->len + n + 1) cap *= 2;
+        st->buf = pl_realloc(st->buf, cap);
+        st->cap = cap;
+    }
+    memcpy(st->buf + st->len, p, n);
+    st->len += n;
+    if (!st->ctx) process(c);
+}
+
+void pl_http_on_close(pl_conn *c) {
+    http_state *st = c->http;
+    if (st && st->ctx) st->ctx = NULL;   /* the handler still owns and frees it */
+    state_free(c);
+}
+
+void pl_http_on_timeout(pl_conn *c) {
+    http_state *st = c->http;
+    if (st && st->len) {
+        /* slow headers or body: answer and cut off */
+        static const char body[] = "{\"error\":{\"code\":\"timeout\",\"message\":\"request took too long\"}}";
+        write_response(c, 408, "application/json", body, sizeof body - 1, NULL, 0);
+        state_free(c);
+        pl_conn_close(c, 1);
+    } else {
+        pl_conn_close(c, 0);             /* idle keep-alive connection */
+    }
+}

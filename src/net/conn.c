@@ -1,0 +1,389 @@
+/* conn.c — listener, reads into a shared buffer, queued vectored writes,
+ * deferred close, and the once-a-second deadline sweep. See conn.h. */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+
+#define READ_BUF_SIZE   (64 * 1024)
+#define IOV_MAX_BATCH   64          /* entries per vectored write              */
+#define CLOSE_LINGER_MS 5000        /* graceful close waits at most this long  */
+#define DRAIN_LOW_WATER (64 * 1024) /* on_drain fires below this after going high */
+#define DRAIN_HIGH_WATER (256 * 1024)
+
+struct pl_net {
+    uv_loop_t     *loop;
+    uv_tcp_t       listener;
+    uv_prepare_t   flusher;        /* flushes pending writes before polling */
+    uv_timer_t     sweeper;        /* deadlines, once a second              */
+    pl_net_handler h;
+    void          *ud;
+    pl_conn        all;            /* sentinel of the all-connections list  */
+    pl_conn       *flush_head;     /* pending-flush list                    */
+    size_t         count;
+    uint64_t       next_id;
+    int            accepting;
+    int            closing;
+    int            handles_open;   /* for pl_net_close                      */
+};
+
+static uint8_t read_buf[READ_BUF_SIZE];   /* shared: the loop is one thread */
+
+typedef struct write_req {
+    uv_write_t req;
+    uv_buf_t   bufs[IOV_MAX_BATCH];
+} write_req;
+
+static void conn_flush(pl_conn *c);
+
+void *pl_net_data(pl_net *n) { return n->ud; }
+size_t pl_net_count(pl_net *n) { return n->count; }
+
+void pl_conn_ref(pl_conn *c) { c->refs++; }
+
+void pl_conn_unref(pl_conn *c) {
+    if (--c->refs) return;
+    while (c->qlen) {
+        pl_rbuf_unref(&c->q[c->qhead]);
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qlen--;
+    }
+    free(c->q);
+    free(c);
+}
+
+static void on_uv_close(uv_handle_t *h) {
+    pl_conn *c = h->data;
+    pl_net *n = c->net;
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    n->count--;
+    n->h.on_close(c);
+    pl_conn_unref(c);
+    if (n->closing && --n->handles_open == 0) free(n);
+}
+
+/* Closes the socket now, dropping whatever is queued. */
+static void conn_destroy(pl_conn *c) {
+    if (c->closed) return;
+    c->closing = 1;
+    c->closed = 1;
+    uv_close((uv_handle_t *)&c->tcp, on_uv_close);
+}
+
+void pl_conn_close(pl_conn *c, int graceful) {
+    if (c->closed) return;
+    c->closing = 1;
+    if (!c->paused) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->paused = 1;
+    if (!graceful || (c->qlen == 0 && !c->writing)) {
+        conn_destroy(c);
+        return;
+    }
+    c->deadline = pl_mono_ms() + CLOSE_LINGER_MS;   /* the sweep cuts it off */
+}
+
+void pl_conn_pause(pl_conn *c) {
+    if (c->paused || c->closing) return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->paused = 1;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+    buf->base = (char *)read_buf;
+    buf->len = sizeof read_buf;
+}
+
+void pl_conn_resume(pl_conn *c) {
+    if (!c->paused || c->closing) return;
+    c->paused = 0;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    pl_conn *c = s->data;
+    if (nread > 0) {
+        if (c->closing) return;
+        pl_conn_ref(c);
+        c->net->h.on_data(c, (uint8_t *)buf->base, (size_t)nread);
+        pl_conn_unref(c);
+    } else if (nread < 0) {
+        /* EOF or error: whatever is queued can no longer matter much; try to
+         * flush it (a half-closed peer may still read) then close. */
+        pl_conn_close(c, nread == UV_EOF);
+    }
+}
+
+static void schedule_flush(pl_conn *c) {
+    if (c->in_flush) return;
+    c->in_flush = 1;
+    c->flush_next = c->net->flush_head;
+    c->net->flush_head = c;
+    pl_conn_ref(c);
+}
+
+static void queue_push(pl_conn *c, pl_rbuf *b) {
+    if (c->qlen == c->qcap) {
+        uint32_t ncap = c->qcap ? c->qcap * 2 : 4;
+        pl_rbuf **nq = pl_malloc(ncap * sizeof *nq);
+        for (uint32_t i = 0; i < c->qlen; i++) nq[i] = c->q[(c->qhead + i) % c->qcap];
+        free(c->q);
+        c->q = nq;
+        c->qcap = ncap;
+        c->qhead = 0;
+    }
+    c->q[(c->qhead + c->qlen) % c->qcap] = b;
+    c->qlen++;
+    c->qbytes += b->len;
+    if (c->qbytes > DRAIN_HIGH_WATER) c->high = 1;
+}
+
+void pl_conn_send(pl_conn *c, pl_rbuf *b) {
+    if (c->closing || b->len == 0) return;
+    queue_push(c, pl_rbuf_ref(b));
+    schedule_flush(c);
+}
+
+void pl_conn_send_copy(pl_conn *c, const void *p, size_t n) {
+    if (c->closing || n == 0) return;
+    queue_push(c, pl_rbuf_copy(p, n));
+    schedule_flush(c);
+}
+
+/* Drops `bytes` written bytes from the head of the queue. */
+static void queue_consume(pl_conn *c, size_t bytes) {
+    c->qbytes -= bytes;
+    while (bytes > 0 && c->qlen) {
+        pl_rbuf *b = c->q[c->qhead];
+        size_t left = b->len - c->qoff;
+        if (bytes < left) {
+            c->qoff += (uint32_t)bytes;
+            return;
+        }
+        bytes -= left;
+        c->qoff = 0;
+        pl_rbuf_unref(&c->q[c->qhead]);
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qlen--;
+    }
+}
+
+static size_t fill_iov(pl_conn *c, uv_buf_t *iov, size_t max) {
+    size_t k = 0;
+    for (uint32_t i = 0; i < c->qlen && k < max; i++, k++) {
+        pl_rbuf *b = c->q[(c->qhead + i) % c->qcap];
+        size_t off = i == 0 ? c->qoff : 0;
+        iov[k] = uv_buf_init((char *)b->data + off, (unsigned)(b->len - off));
+    }
+    return k;
+}
+
+static void after_queue_change(pl_conn *c) {
+    if (c->high && c->qbytes < DRAIN_LOW_WATER) {
+        c->high = 0;
+        if (!c->closing && c->net->h.on_drain) c->net->h.on_drain(c);
+    }
+    if (c->closing && !c->closed && c->qlen == 0 && !c->writing) conn_destroy(c);
+}
+
+static void on_write(uv_write_t *req, int status) {
+    write_req *w = (write_req *)req;
+    pl_conn *c = req->data;
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < c->inflight; i++) bytes += w->bufs[i].len;
+    free(w);
+    c->writing = 0;
+    c->inflight = 0;
+    if (status < 0) {
+        /* The peer is gone: nothing queued can be delivered. */
+        queue_consume(c, c->qbytes);
+        if (!c->closed) conn_destroy(c);
+    } else {
+        queue_consume(c, bytes);
+        after_queue_change(c);
+        if (c->qlen && !c->closed) conn_flush(c);
+    }
+    pl_conn_unref(c);
+}
+
+/* Writes as much as the kernel takes now; the rest goes to one uv_write. */
+static void conn_flush(pl_conn *c) {
+    if (c->closed || c->writing) return;
+    uv_buf_t iov[IOV_MAX_BATCH];
+    while (c->qlen) {
+        size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, iov, (unsigned)k);
+        if (r == UV_EAGAIN) break;
+        if (r < 0) {                   /* broken pipe, reset: drop it */
+            queue_consume(c, c->qbytes);
+            conn_destroy(c);
+            return;
+        }
+        size_t want = 0;
+        for (size_t i = 0; i < k; i++) want += iov[i].len;
+        queue_consume(c, (size_t)r);
+        if ((size_t)r < want) break;   /* kernel buffer full */
+    }
+    if (c->qlen) {
+        write_req *w = pl_malloc(sizeof *w);
+        size_t k = fill_iov(c, w->bufs, IOV_MAX_BATCH);
+        w->req.data = c;
+        c->inflight = (uint32_t)k;
+        c->writing = 1;
+        pl_conn_ref(c);
+        int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->bufs, (unsigned)k, on_write);
+        if (r < 0) {
+            free(w);
+            c->writing = 0;
+            c->inflight = 0;
+            pl_conn_unref(c);
+            queue_consume(c, c->qbytes);
+            conn_destroy(c);
+            return;
+        }
+    }
+    after_queue_change(c);
+}
+
+static void on_prepare(uv_prepare_t *p) {
+    pl_net *n = p->data;
+    while (n->flush_head) {
+        pl_conn *c = n->flush_head;
+        n->flush_head = c->flush_next;
+        c->in_flush = 0;
+        conn_flush(c);
+        pl_conn_unref(c);
+    }
+}
+
+static void on_sweep(uv_timer_t *t) {
+    pl_net *n = t->data;
+    int64_t now = pl_mono_ms();
+    for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
+        nx = c->next;
+        if (!c->deadline || c->deadline > now || c->closed) continue;
+        c->deadline = 0;
+        if (c->closing) {
+            conn_destroy(c);       /* a graceful close that did not finish */
+        } else {
+            pl_conn_ref(c);
+            n->h.on_timeout(c);
+            nx = c->next;          /* the handler may have closed c */
+            pl_conn_unref(c);
+        }
+    }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+    pl_net *n = server->data;
+    if (status < 0) return;
+    pl_conn *c = pl_calloc(1, sizeof *c);
+    uv_tcp_init(n->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || !n->accepting) {
+        c->refs = 1;
+        c->net = n;
+        c->closed = 1;
+        c->closing = 1;
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->id = ++n->next_id;
+    c->net = n;
+    c->refs = 1;                           /* dropped in on_uv_close */
+    c->next = n->all.next;
+    c->prev = &n->all;
+    n->all.next->prev = c;
+    n->all.next = c;
+    n->count++;
+    c->paused = 1;
+    pl_conn_resume(c);
+    n->h.on_data(c, NULL, 0);               /* lets the upper layer arm timers */
+}
+
+static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
+    char host[128];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr) return UV_EINVAL;
+    size_t hl = (size_t)(colon - addr);
+    if (hl >= sizeof host) return UV_EINVAL;
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    int port = atoi(colon + 1);
+    if (port < 0 || port > 65535) return UV_EINVAL;
+    if (host[0] == '[') {
+        size_t l = strlen(host);
+        if (l < 2 || host[l - 1] != ']') return UV_EINVAL;
+        host[l - 1] = '\0';
+        return uv_ip6_addr(host + 1, port, (struct sockaddr_in6 *)ss);
+    }
+    return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+}
+
+int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
+                  void *ud, pl_net **out) {
+    struct sockaddr_storage ss;
+    int r = parse_addr(addr, &ss);
+    if (r) return r;
+    pl_net *n = pl_calloc(1, sizeof *n);
+    n->loop = loop;
+    n->h = *h;
+    n->ud = ud;
+    n->all.next = n->all.prev = &n->all;
+    n->accepting = 1;
+    uv_tcp_init(loop, &n->listener);
+    n->listener.data = n;
+    r = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
+    if (!r) r = uv_listen((uv_stream_t *)&n->listener, 4096, on_connection);
+    if (r) {
+        uv_close((uv_handle_t *)&n->listener, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        free(n);
+        return r;
+    }
+    uv_prepare_init(loop, &n->flusher);
+    n->flusher.data = n;
+    uv_prepare_start(&n->flusher, on_prepare);
+    uv_timer_init(loop, &n->sweeper);
+    n->sweeper.data = n;
+    uv_timer_start(&n->sweeper, on_sweep, 250, 250);
+    *out = n;
+    return 0;
+}
+
+void pl_net_stop_accepting(pl_net *n) {
+    if (!n->accepting) return;
+    n->accepting = 0;
+    uv_close((uv_handle_t *)&n->listener, NULL);
+}
+
+void pl_net_each(pl_net *n, void (*fn)(pl_conn *c, void *arg), void *arg) {
+    for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
+        nx = c->next;
+        if (!c->closed) fn(c, arg);
+    }
+}
+
+static void on_net_handle_closed(uv_handle_t *h) {
+    pl_net *n = h->data;
+    if (--n->handles_open == 0) free(n);
+}
+
+void pl_net_close(pl_net *n) {
+    pl_net_stop_accepting(n);
+    on_prepare(&n->flusher);
+    n->closing = 1;
+    n->handles_open = 2 + (int)n->count;   /* freed by the last close callback */
+    for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
+        nx = c->next;
+        conn_destroy(c);
+    }
+    uv_close((uv_handle_t *)&n->flusher, on_net_handle_closed);
+    uv_close((uv_handle_t *)&n->sweeper, on_net_handle_closed);
+}

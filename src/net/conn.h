@@ -1,0 +1,107 @@
+/* conn.h — TCP listener and connections: reading, coalesced writes, closing.
+ *
+ * Owns: sockets. Each connection has a bounded-by-caller write queue of
+ * refcounted buffers; queued data is flushed with one vectored write per
+ * connection just before the loop sleeps (a uv_prepare handle), and only a
+ * connection whose kernel buffer is full gets a pending uv_write (allocated
+ * then, not per idle connection). Reads land in one shared buffer; the upper
+ * layer keeps only what it must (see http/server.c).
+ * Does not own: what the bytes mean (http/, ws/, chat/).
+ *
+ * Connection states:
+ *
+ *   OPEN --pl_conn_close()--> CLOSING --queue flushed or timeout--> uv_close
+ *     \                                                              |
+ *      `--read error / EOF / write error ----------------------------+
+ *                                                                    v
+ *                               on_close() callback, then unref; freed at refs == 0
+ *
+ * Invariants:
+ *   1. A connection is freed only when its refs drop to zero; asynchronous
+ *      work (password hashing, store jobs) holds a reference, and checks
+ *      pl_conn_alive() before writing.
+ *   2. on_close runs exactly once, from the loop, never inside the upper
+ *      layer's own on_data call stack.
+ */
+#ifndef PL_CONN_H
+#define PL_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../core/buf.h"
+#include "../ws/ws.h"
+
+typedef struct pl_conn pl_conn;
+typedef struct pl_net pl_net;
+
+typedef struct pl_net_handler {
+    /* Bytes arrived; p is the shared read buffer (mutable, valid only during
+     * the call). */
+    void (*on_data)(pl_conn *c, uint8_t *p, size_t n);
+    /* The connection is going away: release upper-layer state. */
+    void (*on_close)(pl_conn *c);
+    /* The connection's deadline passed (see pl_conn_set_deadline). */
+    void (*on_timeout)(pl_conn *c);
+    /* The write queue drained below the low-water mark after being high. */
+    void (*on_drain)(pl_conn *c);
+} pl_net_handler;
+
+enum { PL_CONN_HTTP = 0, PL_CONN_WS = 1 };
+
+struct pl_conn {
+    uv_tcp_t     tcp;          /* the socket; tcp.data points back here      */
+    uint64_t     id;           /* for logs                                   */
+    pl_net      *net;
+    pl_conn     *next, *prev;  /* all connections (deadline sweep)           */
+    pl_conn     *flush_next;   /* pending-flush list                         */
+    int64_t      deadline;     /* monotonic ms; 0 = none                     */
+    uint32_t     refs;
+    uint8_t      mode;         /* PL_CONN_HTTP / PL_CONN_WS                  */
+    uint8_t      closing;      /* close requested: no more reads or queueing */
+    uint8_t      closed;       /* uv_close called                            */
+    uint8_t      in_flush;     /* on the pending-flush list                  */
+    uint8_t      writing;      /* a uv_write is in flight                    */
+    uint8_t      paused;       /* reading stopped by the upper layer         */
+    uint8_t      high;         /* queue went above the high-water mark       */
+    uint8_t      ws_state;     /* ws/wsconn.c: open, close sent, ...        */
+    pl_rbuf    **q;            /* write queue ring, NULL while never used    */
+    uint32_t     qhead, qlen, qcap;
+    uint32_t     qoff;         /* bytes of q[qhead] already written          */
+    uint32_t     inflight;     /* entries handed to the pending uv_write     */
+    size_t       qbytes;       /* bytes queued, not yet written              */
+    void        *http;         /* http/ state while a request is in progress */
+    void        *session;      /* chat/ session once a WebSocket authenticated */
+    pl_ws_reader ws;           /* WebSocket reader (mode WS)                 */
+};
+
+/* Creates the network layer on loop, listening on addr ("host:port",
+ * "[v6]:port"). Returns 0 or a negative uv error. */
+int  pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
+                   void *ud, pl_net **out);
+void *pl_net_data(pl_net *n);
+/* Stops accepting new connections (drain). */
+void pl_net_stop_accepting(pl_net *n);
+/* Closes every connection immediately and the listener; frees when done. */
+void pl_net_close(pl_net *n);
+size_t pl_net_count(pl_net *n);
+/* Calls fn for each open connection. */
+void pl_net_each(pl_net *n, void (*fn)(pl_conn *c, void *arg), void *arg);
+
+/* Queues a reference to b (the caller keeps its own). No-op when closing. */
+void pl_conn_send(pl_conn *c, pl_rbuf *b);
+/* Queues a copy of p[0..n). */
+void pl_conn_send_copy(pl_conn *c, const void *p, size_t n);
+/* Requests a close; if graceful, queued data is written first (bounded by a
+ * 5 s timeout). */
+void pl_conn_close(pl_conn *c, int graceful);
+static inline int pl_conn_alive(const pl_conn *c) { return !c->closing; }
+void pl_conn_ref(pl_conn *c);
+void pl_conn_unref(pl_conn *c);
+void pl_conn_pause(pl_conn *c);
+void pl_conn_resume(pl_conn *c);
+/* Absolute monotonic deadline in ms (0 clears); on_timeout fires after it. */
+static inline void pl_conn_set_deadline(pl_conn *c, int64_t at) { c->deadline = at; }
+
+#endif

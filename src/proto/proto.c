@@ -1,0 +1,215 @@
+/* proto.c — decoding and encoding the client protocol (see proto.h). */
+#include "proto.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fail(pl_proto_err *e, const char *code, const char *fmt, const char *arg) {
+    e->code = code;
+    snprintf(e->message, sizeof e->message, fmt, arg);
+    return -1;
+}
+
+/* An integer id field: present, an integer, > 0. */
+static int get_id(json_t *o, const char *name, int64_t *out, pl_proto_err *e) {
+    json_t *v = json_object_get(o, name);
+    if (!v || !json_is_integer(v) || json_integer_value(v) <= 0)
+        return fail(e, "bad_request", "\"%s\" must be a positive integer", name);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* An optional non-negative integer; 0 if absent. */
+static int get_opt_seq(json_t *o, const char *name, int64_t *out, pl_proto_err *e) {
+    json_t *v = json_object_get(o, name);
+    *out = 0;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return fail(e, "bad_request", "\"%s\" must be a non-negative integer", name);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int get_str(json_t *o, const char *name, const char **p, size_t *n, pl_proto_err *e) {
+    json_t *v = json_object_get(o, name);
+    if (!v || !json_is_string(v)) return fail(e, "bad_request", "\"%s\" must be a string", name);
+    *p = json_string_value(v);
+    *n = json_string_length(v);
+    return 0;
+}
+
+static int check_cursors(json_t *c, pl_proto_err *e) {
+    if (!json_is_object(c)) return fail(e, "bad_request", "%s", "\"cursors\" must be an object");
+    if (json_object_size(c) > 10000) return fail(e, "too_large", "%s", "too many cursors");
+    const char *k;
+    json_t *v;
+    json_object_foreach(c, k, v) {
+        char *end;
+        long long id = strtoll(k, &end, 10);
+        if (!*k || *end || id <= 0)
+            return fail(e, "bad_request", "%s", "cursor keys must be conversation ids");
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return fail(e, "bad_request", "%s", "cursor values must be non-negative integers");
+    }
+    return 0;
+}
+
+int pl_proto_paging(int64_t after, int64_t before, int64_t limit, int *limit_out, const char **bad) {
+    if (after < 0) { *bad = "after"; return -1; }
+    if (before < 0) { *bad = "before"; return -1; }
+    if (limit == 0) limit = 50;
+    if (limit < 0 || limit > PL_STORE_PAGE_MAX) { *bad = "limit"; return -1; }
+    if (before && after && before <= after + 1) {
+        *limit_out = (int)limit;        /* an empty window is fine */
+        return 0;
+    }
+    *limit_out = (int)limit;
+    return 0;
+}
+
+int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl_proto_err *e) {
+    memset(m, 0, sizeof *m);
+    memset(e, 0, sizeof *e);
+    json_error_t jerr;
+    m->root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!m->root || !json_is_object(m->root))
+        return fail(e, "bad_json", "%s", "message must be a JSON object");
+    json_t *req = json_object_get(m->root, "req");
+    if (req) {
+        if (!json_is_string(req) && !json_is_integer(req))
+            return fail(e, "bad_request", "%s", "\"req\" must be a string or an integer");
+        if (json_is_string(req) && json_string_length(req) > PL_PROTO_REQ_MAX - 2)
+            return fail(e, "bad_request", "%s", "\"req\" is too long");
+        m->req = e->req = req;
+    }
+    json_t *t = json_object_get(m->root, "type");
+    if (!t || !json_is_string(t)) return fail(e, "bad_request", "%s", "\"type\" must be a string");
+    const char *type = json_string_value(t);
+    if (strcmp(type, "send") == 0) {
+        m->type = PL_MSG_SEND;
+        if (get_id(m->root, "conversation", &m->conv, e)) return -1;
+        if (get_str(m->root, "client_msg_id", &m->client_msg_id, &m->cmid_len, e)) return -1;
+        if (m->cmid_len < 1 || m->cmid_len > PL_PROTO_CMID_MAX || memchr(m->client_msg_id, 0, m->cmid_len))
+            return fail(e, "bad_request", "%s", "\"client_msg_id\" must be 1-64 bytes");
+        if (get_str(m->root, "body", &m->body, &m->body_len, e)) return -1;
+        if (m->body_len > max_body) return fail(e, "too_large", "%s", "\"body\" is too long");
+        if (m->body_len == 0) return fail(e, "bad_request", "%s", "\"body\" must not be empty");
+        if (memchr(m->body, 0, m->body_len)) return fail(e, "bad_request", "%s", "\"body\" must not contain NUL");
+        return 0;
+    }
+    if (strcmp(type, "auth") == 0) {
+        m->type = PL_MSG_AUTH;
+        if (get_str(m->root, "token", &m->token, &m->token_len, e)) return -1;
+        json_t *c = json_object_get(m->root, "cursors");
+        if (c && !json_is_null(c)) {
+            if (check_cursors(c, e)) return -1;
+            m->cursors = c;
+        }
+        return 0;
+    }
+    if (strcmp(type, "sync") == 0) {
+        m->type = PL_MSG_SYNC;
+        json_t *c = json_object_get(m->root, "cursors");
+        if (!c) return fail(e, "bad_request", "%s", "\"cursors\" is required");
+        if (check_cursors(c, e)) return -1;
+        m->cursors = c;
+        return 0;
+    }
+    if (strcmp(type, "history") == 0) {
+        m->type = PL_MSG_HISTORY;
+        if (get_id(m->root, "conversation", &m->conv, e)) return -1;
+        int64_t limit;
+        if (get_opt_seq(m->root, "after", &m->after, e) || get_opt_seq(m->root, "before", &m->before, e) ||
+            get_opt_seq(m->root, "limit", &limit, e))
+            return -1;
+        const char *bad;
+        if (pl_proto_paging(m->after, m->before, limit, &m->limit, &bad))
+            return fail(e, "bad_request", "\"%s\" is out of range", bad);
+        return 0;
+    }
+    if (strcmp(type, "ping") == 0) {
+        m->type = PL_MSG_PING;
+        return 0;
+    }
+    return fail(e, "unknown_type", "%s", "unknown message type");
+}
+
+void pl_msg_release(pl_msg *m) {
+    if (m->root) json_decref(m->root);
+    m->root = NULL;
+}
+
+int pl_proto_cursor(json_t *cursors, void **iter, int64_t *conv, int64_t *seq) {
+    if (!*iter) *iter = json_object_iter(cursors);
+    else *iter = json_object_iter_next(cursors, *iter);
+    if (!*iter) return -1;
+    *conv = strtoll(json_object_iter_key(*iter), NULL, 10);
+    *seq = json_integer_value(json_object_iter_value(*iter));
+    return 0;
+}
+
+const char *pl_proto_kind_name(int kind) {
+    switch (kind) {
+    case PL_EV_CREATED:        return "created";
+    case PL_EV_MESSAGE:        return "message";
+    case PL_EV_MEMBER_ADDED:   return "member_added";
+    case PL_EV_MEMBER_REMOVED: return "member_removed";
+    case PL_EV_MEMBER_LEFT:    return "member_left";
+    default:                   return "unknown";
+    }
+}
+
+void pl_proto_event_fields(pl_sbuf *s, const pl_event *ev) {
+    pl_sbuf_printf(s, "\"conversation\":%lld,\"seq\":%lld,\"id\":\"%llu\",\"ts\":%lld,\"kind\":\"%s\",\"sender\":%lld",
+                   (long long)ev->conv, (long long)ev->seq, (unsigned long long)ev->id,
+                   (long long)ev->ts, pl_proto_kind_name(ev->kind), (long long)ev->sender);
+    if (ev->client_msg_id) {
+        pl_sbuf_adds(s, ",\"client_msg_id\":");
+        pl_sbuf_add_json_str(s, ev->client_msg_id, strlen(ev->client_msg_id));
+    }
+    if (ev->body) {
+        pl_sbuf_adds(s, ",\"body\":");
+        pl_sbuf_add_json_str(s, ev->body, strlen(ev->body));
+    }
+    if (ev->data) {
+        pl_sbuf_adds(s, ",\"data\":");
+        pl_sbuf_adds(s, ev->data);     /* JSON object text written by the store */
+    }
+}
+
+void pl_proto_event(pl_sbuf *s, const pl_event *ev) {
+    pl_sbuf_adds(s, "{\"type\":\"event\",");
+    pl_proto_event_fields(s, ev);
+    pl_sbuf_addc(s, '}');
+}
+
+void pl_proto_add_req(pl_sbuf *s, json_t *req) {
+    if (!req) return;
+    char *r = json_dumps(req, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (!r) return;
+    pl_sbuf_adds(s, ",\"req\":");
+    pl_sbuf_adds(s, r);
+    free(r);
+}
+
+void pl_proto_sent(pl_sbuf *s, const pl_event *ev, int dup, json_t *req, int with_type) {
+    pl_sbuf_adds(s, with_type ? "{\"type\":\"sent\"" : "{\"ok\":true");
+    pl_proto_add_req(s, req);
+    pl_sbuf_printf(s, ",\"conversation\":%lld,\"client_msg_id\":", (long long)ev->conv);
+    pl_sbuf_add_json_str(s, ev->client_msg_id ? ev->client_msg_id : "",
+                         ev->client_msg_id ? strlen(ev->client_msg_id) : 0);
+    pl_sbuf_printf(s, ",\"id\":\"%llu\",\"seq\":%lld,\"ts\":%lld,\"duplicate\":%s}",
+                   (unsigned long long)ev->id, (long long)ev->seq, (long long)ev->ts,
+                   dup ? "true" : "false");
+}
+
+void pl_proto_error(pl_sbuf *s, json_t *req, const char *code, const char *msg) {
+    pl_sbuf_adds(s, "{\"type\":\"error\"");
+    pl_proto_add_req(s, req);
+    pl_sbuf_adds(s, ",\"code\":");
+    pl_sbuf_add_json_str(s, code, strlen(code));
+    pl_sbuf_adds(s, ",\"message\":");
+    pl_sbuf_add_json_str(s, msg, strlen(msg));
+    pl_sbuf_addc(s, '}');
+}

@@ -1,0 +1,111 @@
+/* wsconn.c — WebSocket connection handling (see wsconn.h). */
+#include "wsconn.h"
+
+#include <string.h>
+
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "ws.h"
+
+#define CLOSE_WAIT_MS 2000
+
+static pl_wsconn_hooks hooks;
+static uint32_t max_msg = 1024 * 1024;
+
+void pl_wsconn_init(const pl_wsconn_hooks *h, uint32_t max_message) {
+    hooks = *h;
+    max_msg = max_message;
+}
+
+void pl_wsconn_open(pl_conn *c) {
+    c->mode = PL_CONN_WS;
+    c->ws_state = PL_WSS_OPEN;
+    pl_ws_reader_init(&c->ws, 0, max_msg);
+    pl_conn_resume(c);
+}
+
+pl_rbuf *pl_ws_text_frame(const char *s, size_t n) {
+    uint8_t hdr[14];
+    size_t h = pl_ws_header(hdr, PL_WS_OP_TEXT, n, NULL);
+    pl_rbuf *b = pl_rbuf_new(h + n);
+    memcpy(b->data, hdr, h);
+    memcpy(b->data + h, s, n);
+    b->len = (uint32_t)(h + n);
+    return b;
+}
+
+static void send_frame(pl_conn *c, int opcode, const void *p, size_t n) {
+    uint8_t hdr[14];
+    size_t h = pl_ws_header(hdr, opcode, n, NULL);
+    pl_rbuf *b = pl_rbuf_new(h + n);
+    memcpy(b->data, hdr, h);
+    if (n) memcpy(b->data + h, p, n);
+    b->len = (uint32_t)(h + n);
+    pl_conn_send(c, b);
+    pl_rbuf_unref(&b);
+}
+
+void pl_wsconn_send_text(pl_conn *c, const char *s, size_t n) {
+    if (c->ws_state != PL_WSS_OPEN) return;
+    send_frame(c, PL_WS_OP_TEXT, s, n);
+}
+
+void pl_wsconn_close(pl_conn *c, int code, const char *reason) {
+    if (!pl_conn_alive(c) || c->ws_state != PL_WSS_OPEN) return;
+    uint8_t payload[125];
+    size_t n = pl_ws_close_payload(payload, code, reason ? reason : "");
+    send_frame(c, PL_WS_OP_CLOSE, payload, n);
+    c->ws_state = PL_WSS_CLOSE_SENT;
+    c->deadline = pl_mono_ms() + CLOSE_WAIT_MS;
+    pl_log(PL_LOG_DEBUG, c->id, "ws close sent", "\"code\":%d", code);
+}
+
+static int on_frame(void *ud, const pl_ws_msg *m) {
+    pl_conn *c = ud;
+    if (!pl_conn_alive(c)) return 1;
+    switch (m->kind) {
+    case PL_WS_MESSAGE:
+        if (c->ws_state != PL_WSS_OPEN) return 0;       /* discarded while closing */
+        if (m->opcode != PL_WS_OP_TEXT) {
+            pl_wsconn_close(c, PL_WS_CLOSE_UNSUPPORTED, "text frames only");
+            return 0;
+        }
+        hooks.on_text(c, m->data, m->len);
+        return 0;
+    case PL_WS_PING:
+        if (c->ws_state == PL_WSS_OPEN) send_frame(c, PL_WS_OP_PONG, m->data, m->len);
+        return 0;
+    case PL_WS_PONG:
+        return 0;
+    case PL_WS_CLOSE:
+        if (c->ws_state == PL_WSS_OPEN) {
+            /* echo the code (RFC 6455 5.5.1); no code -> empty close */
+            uint8_t payload[125];
+            size_t n = 0;
+            if (m->close_code != PL_WS_CLOSE_NO_STATUS)
+                n = pl_ws_close_payload(payload, m->close_code, "");
+            send_frame(c, PL_WS_OP_CLOSE, payload, n);
+            c->ws_state = PL_WSS_CLOSE_SENT;
+        }
+        pl_conn_close(c, 1);
+        return 1;
+    }
+    return 0;
+}
+
+void pl_wsconn_on_data(pl_conn *c, uint8_t *p, size_t n) {
+    if (!p) return;
+    if (c->ws_state == PL_WSS_FAILED) return;        /* reader dead: discard */
+    int r = pl_ws_reader_feed(&c->ws, p, n, on_frame, c);
+    if (r > 0 && r >= 1000) {
+        pl_log(PL_LOG_INFO, c->id, "ws protocol error", "\"code\":%d", r);
+        pl_wsconn_close(c, r, r == PL_WS_CLOSE_BAD_DATA ? "invalid UTF-8" :
+                              r == PL_WS_CLOSE_TOO_BIG ? "message too big" : "protocol error");
+        c->ws_state = PL_WSS_FAILED;   /* keep reading, discarding, until close */
+    }
+}
+
+void pl_wsconn_on_timeout(pl_conn *c) {
+    if (c->ws_state == PL_WSS_OPEN) hooks.on_timeout(c);
+    else pl_conn_close(c, 0);
+}

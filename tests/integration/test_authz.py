@@ -1,0 +1,260 @@
+"""Authentication and authorization: membership on every read and write,
+tokens (missing, forged, expired, revoked), WebSocket close 4001, refresh
+rotation and logout."""
+
+import asyncio
+
+import websockets.exceptions
+
+from pclient import WS, Harness, async_test
+
+
+def _tamper_char(s, i):
+    c = s[i]
+    return s[:i] + ("B" if c == "A" else "A") + s[i + 1:]
+
+
+def forged_variants(token, other_uid):
+    """Tokens that must all be refused: a changed signature, every payload
+    field changed (user id, expiry...) with the signature kept, no signature."""
+    out = {}
+    parts = token.split(".")
+    sig = parts[-1]
+    if len(sig) >= 2:
+        out["signature char"] = ".".join(parts[:-1] + [_tamper_char(sig, len(sig) // 2)])
+        out["signature first char"] = ".".join(parts[:-1] + [_tamper_char(sig, 0)])
+    for i in range(len(parts) - 1):
+        p = parts[i]
+        if p.isdigit():
+            alt = str(other_uid) if str(other_uid) != p else str(int(p) + 1)
+            if i >= 3 or len(p) >= 9:     # looks like a timestamp: push it far out
+                alt = str(int(p) + 10 ** 6)
+        else:
+            alt = _tamper_char(p, len(p) // 2) if p else "x"
+        out[f"payload field {i}"] = ".".join(parts[:i] + [alt] + parts[i + 1:])
+    if len(parts) > 1:
+        out["no signature"] = ".".join(parts[:-1])
+        out["empty signature"] = ".".join(parts[:-1]) + "."
+    out["middle char"] = _tamper_char(token, len(token) // 2)
+    return {k: v for k, v in out.items() if v != token}
+
+
+async def _ws_refused(h, token, auth, what):
+    """Connect with a bad token: the upgrade happens, then close 4001, no ready."""
+    c = WS(h.server.ws_url, token, auth=auth, name=f"refused-{auth}")
+    h.clients.append(c)
+    try:
+        await c.connect(expect_ready=False)
+    except websockets.exceptions.InvalidStatusCode as e:
+        raise AssertionError(f"{what} ({auth} auth): the handshake was refused with HTTP "
+                             f"{e.status_code}; it must be upgraded, then closed with 4001")
+    code = await c.wait_closed(timeout=15)
+    assert code == 4001, f"{what} ({auth} auth): close code {code} {c.close_reason!r}, msgs {c.msgs}"
+    assert not [m for m in c.msgs if m.get("type") == "ready"], f"{what}: got ready: {c.msgs}"
+
+
+@async_test(60)
+async def test_non_member_sees_nothing(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "az")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        gid = (await api.create_group(alice, [bob.id], title="private"))["id"]
+        cc = await h.ws(carol, name="carol")
+        assert not {cid, gid} & {x["id"] for x in cc.ready["conversations"]}, cc.ready
+        a = await h.ws(alice, name="a")
+        b = await h.ws(bob, name="b")
+
+        for conv in (cid, gid):
+            for method, path, body in (
+                    ("GET", f"/api/v1/conversations/{conv}", None),
+                    ("GET", f"/api/v1/conversations/{conv}/messages", None),
+                    ("GET", f"/api/v1/conversations/{conv}/messages?before=5&limit=2", None),
+                    ("POST", f"/api/v1/conversations/{conv}/messages",
+                     {"client_msg_id": "sneak", "body": "hi"})):
+                kw = {"json_body": body} if body is not None else {}
+                r = await api.req(method, path, token=carol.token, **kw)
+                assert r.status == 404 and r.code == "not_found", f"carol {method} {path}: {r!r}"
+            # The same answer as for a conversation that does not exist.
+            rep = await cc.request({"type": "send", "conversation": conv,
+                                    "client_msg_id": "sneak", "body": "hi"})
+            assert rep["type"] == "error" and rep["code"] == "not_found", rep
+            rep = await cc.request({"type": "history", "conversation": conv, "limit": 10})
+            assert rep["type"] == "error" and rep["code"] == "not_found", rep
+        r = await api.req("GET", "/api/v1/conversations/987654321/messages", token=carol.token)
+        assert r.status == 404 and r.code == "not_found", r
+        rep = await cc.request({"type": "send", "conversation": 987654321,
+                                "client_msg_id": "x", "body": "hi"})
+        assert rep["type"] == "error" and rep["code"] == "not_found", rep
+
+        # Members chat while carol is connected.
+        last = {}
+        for i in range(10):
+            last[cid] = (await a.send_msg(cid, f"dm {i}"))["seq"]
+            last[gid] = (await b.send_msg(gid, f"grp {i}"))["seq"]
+        for conv in (cid, gid):
+            await a.wait_seq(conv, last[conv])
+            await b.wait_seq(conv, last[conv])
+        await cc.ping()
+        assert not ({cid, gid} & set(cc.events)), f"carol received events: {cc.events}"
+        r = await api.expect(200, "GET", "/api/v1/conversations", token=carol.token)
+        assert not {cid, gid} & {c["id"] for c in r.body["conversations"]}, r
+        # Nothing carol tried was stored.
+        hist = await api.history_all(alice, cid)
+        assert not [e for e in hist if e.get("client_msg_id") == "sneak"], hist
+
+
+@async_test(60)
+async def test_missing_and_forged_tokens(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "tok")
+        for method, path in (("GET", "/api/v1/me"), ("GET", "/api/v1/conversations"),
+                             ("GET", f"/api/v1/users/{bob.username}")):
+            r = await api.req(method, path)
+            assert r.status == 401 and r.code == "unauthorized", f"{method} {path} without token: {r!r}"
+        r = await api.req("POST", "/api/v1/conversations", json_body={"kind": "direct", "user": bob.id})
+        assert r.status == 401, r
+        for hv in ("Basic YWxpY2U6cHc=", "Bearer", "Bearer ", f"Token {alice.token}", "bearer-ish"):
+            r = await api.req("GET", "/api/v1/me", headers={"Authorization": hv})
+            assert r.status == 401, f"Authorization: {hv!r} -> {r!r}"
+
+        variants = forged_variants(alice.token, bob.id)
+        assert len(variants) >= 4, variants
+        for what, tok in variants.items():
+            r = await api.req("GET", "/api/v1/me", token=tok)
+            assert r.status == 401 and r.code == "unauthorized", f"forged ({what}) {tok!r}: {r!r}"
+        # The genuine token still works.
+        r = await api.expect(200, "GET", "/api/v1/me", token=alice.token)
+        assert r.body["id"] == alice.id
+
+        for what in ("signature char", "payload field 1"):
+            tok = variants.get(what) or variants["middle char"]
+            for auth in ("header", "first", "subprotocol"):
+                await _ws_refused(h, tok, auth, f"forged token ({what})")
+
+        # The subprotocol form works with a good token and selects parley.v1.
+        c = await h.ws(alice, auth="subprotocol", name="subproto")
+        assert c.ws.subprotocol == "parley.v1", c.ws.subprotocol
+        assert c.ready["user"]["id"] == alice.id
+        c = await h.ws(alice, auth="first", name="first-frame")
+        assert c.ready["user"]["id"] == alice.id
+
+
+@async_test(60)
+async def test_anything_before_auth_is_refused(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "pre")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        b = await h.ws(bob)
+        for first in ({"type": "send", "conversation": cid, "client_msg_id": "pre-auth", "body": "x"},
+                      {"type": "ping", "req": 1},
+                      {"type": "sync", "cursors": {str(cid): 0}},
+                      "not json at all"):
+            c = WS(server.ws_url, None, auth=None, name="unauth")
+            h.clients.append(c)
+            await c.connect(expect_ready=False)
+            if isinstance(first, str):
+                await c.send_text(first)
+            else:
+                await c.send_json(first)
+            code = await c.wait_closed(timeout=15)
+            assert code == 4001, f"first message {first!r}: close {code}, msgs {c.msgs}"
+            assert not [m for m in c.msgs if m.get("type") in ("ready", "sent", "pong", "event")], c.msgs
+        await b.ping()
+        assert not b.conv_events(cid), f"a pre-auth send was delivered: {b.conv_events(cid)}"
+        hist = await api.history_all(bob, cid)
+        assert not [e for e in hist if e.get("kind") == "message"], hist
+
+
+@async_test(60)
+async def test_expired_token(server_factory):
+    server = server_factory(["--access-ttl", "1"])
+    async with Harness(server) as h:
+        api = h.api
+        alice, = await api.register_many(1, "exp")
+        assert alice.raw["expires_in"] == 1, alice.raw
+        await asyncio.sleep(2.5)
+        r = await api.req("GET", "/api/v1/me", token=alice.token)
+        assert r.status == 401 and r.code == "unauthorized", f"expired token: {r!r}"
+        for auth in ("header", "first"):
+            await _ws_refused(h, alice.token, auth, "expired token")
+        # The refresh token outlives the access token.
+        r = await api.refresh(alice.refresh_token)
+        assert r.status == 200 and r.body["access_token"] != alice.token, r
+
+
+@async_test(60)
+async def test_refresh_rotation_and_logout(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, = await api.register_many(1, "rot")
+
+        r = await api.refresh(alice.refresh_token)
+        assert r.status == 200, r
+        t1, rt1 = r.body["access_token"], r.body["refresh_token"]
+        assert rt1 != alice.refresh_token, r
+        assert (await api.req("GET", "/api/v1/me", token=t1)).status == 200
+        r = await api.refresh(alice.refresh_token)
+        assert r.status == 401 and r.code == "unauthorized", f"a rotated refresh token still works: {r!r}"
+        r = await api.refresh(rt1)
+        assert r.status == 200, f"the new refresh token must work: {r!r}"
+        t2, rt2 = r.body["access_token"], r.body["refresh_token"]
+        r = await api.refresh("3.bm90LWEtdG9rZW4")
+        assert r.status == 401, r
+
+        # A second, independent session.
+        other = await api.login(alice)
+        ws1 = await h.ws(t2, name="session1")
+        ws2 = await h.ws(other["access_token"], name="session2")
+        assert ws1.ready["session"] != ws2.ready["session"]
+
+        # Logout with the refresh token revokes session 1 only.
+        r = await api.req("POST", "/api/v1/auth/logout", json_body={"refresh_token": rt2})
+        assert r.status == 204, r
+        r = await api.refresh(rt2)
+        assert r.status == 401, f"refresh after logout: {r!r}"
+        for tok in (t2, t1, alice.token):
+            r = await api.req("GET", "/api/v1/me", token=tok)
+            assert r.status == 401, f"an access token of a logged-out session still works: {r!r}"
+        code = await ws1.wait_closed(timeout=10)
+        assert code == 4001, f"live WebSocket of the revoked session: close {code}"
+        await _ws_refused(h, t2, "header", "revoked session")
+        await ws2.ping()
+        assert (await api.req("GET", "/api/v1/me", token=other["access_token"])).status == 200
+
+        # Logout with the access token (header form) revokes session 2.
+        r = await api.req("POST", "/api/v1/auth/logout", token=other["access_token"])
+        assert r.status == 204, r
+        assert (await api.refresh(other["refresh_token"])).status == 401
+        assert (await api.req("GET", "/api/v1/me", token=other["access_token"])).status == 401
+        code = await ws2.wait_closed(timeout=10)
+        assert code == 4001, f"live WebSocket of the revoked session: close {code}"
+        # A fresh login still works.
+        again = await api.login(alice)
+        assert (await api.req("GET", "/api/v1/me", token=again["access_token"])).status == 200
+
+
+@async_test(60)
+async def test_account_errors(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, = await api.register_many(1, "acct")
+        r = await api.req("POST", "/api/v1/auth/register",
+                          json_body={"username": alice.username.upper(), "password": "another password"})
+        assert r.status == 409 and r.code == "conflict", f"name taken (case-insensitive): {r!r}"
+        for name, pw in (("ab", "long enough pw"), ("has space", "long enough pw"),
+                         ("x" * 33, "long enough pw"), ("bad/name", "long enough pw"),
+                         ("fine_name_1", "short")):
+            r = await api.req("POST", "/api/v1/auth/register", json_body={"username": name, "password": pw})
+            assert r.status == 400 and r.code == "bad_request", f"register {name!r}/{pw!r}: {r!r}"
+        r = await api.req("POST", "/api/v1/auth/login",
+                          json_body={"username": alice.username, "password": "wrong password"})
+        assert r.status == 401 and r.code == "unauthorized", r
+        r = await api.req("POST", "/api/v1/auth/login",
+                          json_body={"username": "nobody_here_zz", "password": "wrong password"})
+        assert r.status == 401 and r.code == "unauthorized", r
+        r = await api.req("POST", "/api/v1/auth/login",
+                          json_body={"username": alice.username.upper(), "password": alice.password})
+        assert r.status == 200 and r.body["user"]["id"] == alice.id, r

@@ -1,0 +1,348 @@
+"""Bad input gets a clear error and costs nothing else: while one client
+throws garbage (JSON, schema, frames, HTTP), two others keep chatting in the
+same conversation, and every one of their messages arrives and is stored."""
+
+import asyncio
+import json
+
+from pclient import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Harness,
+                     async_test, assert_contiguous, build_frame, msg_events, raw_http, seqs)
+
+MAX_BODY = 16384
+MAX_WS = 1 << 20
+
+
+class Chatter:
+    """Two members exchanging messages until stopped."""
+
+    def __init__(self, a, b, cid):
+        self.a, self.b, self.cid = a, b, cid
+        self.acks = []
+        self.stop = asyncio.Event()
+        self.task = None
+
+    def start(self):
+        self.task = asyncio.ensure_future(self._run())
+        return self
+
+    async def _run(self):
+        i = 0
+        while not self.stop.is_set():
+            for c in (self.a, self.b):
+                self.acks.append(await c.send_msg(self.cid, f"{c.name} chat {i}"))
+            i += 1
+            await asyncio.sleep(0.005)
+
+    async def finish(self, api, user):
+        """Stop, then check that both saw everything and history holds it."""
+        assert not self.task.done() or self.task.exception() is None, self.task.exception()
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+        assert len(self.acks) >= 10, f"the chatter barely ran: {len(self.acks)} messages"
+        last = self.acks[-1]["seq"]
+        want = sorted((x["seq"], x["id"]) for x in self.acks)
+        for c in (self.a, self.b):
+            await c.wait_seq(self.cid, last)
+            evs = c.conv_events(self.cid)
+            assert_contiguous(seqs(evs), None, f"{c.name} event seqs")
+            senders = {self.a.ready["user"]["id"], self.b.ready["user"]["id"]}
+            got = [(e["seq"], e["id"]) for e in msg_events(evs)
+                   if e["seq"] >= want[0][0] and e["sender"] in senders]
+            assert got == want, f"{c.name}: delivered messages differ from acks"
+            assert not c.closed.is_set(), f"{c.name} was disconnected"
+        hist = await api.history_all(user, self.cid)
+        assert_contiguous(seqs(hist), 1, "history seqs")
+        hs = {e["seq"]: e["id"] for e in hist}
+        for s, i in want:
+            assert hs.get(s) == i, f"acked seq {s} id {i} not in history ({hs.get(s)})"
+        return hist
+
+
+async def _setup(h):
+    api = h.api
+    a_u, b_u, x_u = await api.register_many(3, "bad")
+    cid = (await api.create_group(a_u, [b_u.id, x_u.id], title="noisy"))["id"]
+    a = await h.ws(a_u, name="a")
+    b = await h.ws(b_u, name="b")
+    x = await h.ws(x_u, name="x")
+    return api, (a_u, b_u, x_u), cid, a, b, x
+
+
+def _send(cid, req, **over):
+    m = {"type": "send", "req": req, "conversation": cid, "client_msg_id": f"bad-{req}", "body": "ok"}
+    for k, v in over.items():
+        if v is _DROP:
+            m.pop(k)
+        else:
+            m[k] = v
+    return json.dumps(m)
+
+
+_DROP = object()
+
+
+@async_test(120)
+async def test_bad_messages_get_errors_and_cost_nothing(server):
+    async with Harness(server) as h:
+        api, (a_u, b_u, x_u), cid, a, b, x = await _setup(h)
+        chat = Chatter(a, b, cid).start()
+
+        R = iter(range(1000, 100000))
+        nested_arrays = "[" * 200000 + "]" * 200000
+        nested_objects = '{"a":' * 100000 + "1" + "}" * 100000
+        cases = [
+            # (text, acceptable codes, req carried or None)
+            ("{not json", {"bad_json"}, None),
+            ('{"type": "send", ', {"bad_json"}, None),
+            ("[1, 2, 3]", {"bad_json"}, None),
+            ('"just a string"', {"bad_json"}, None),
+            ("42", {"bad_json"}, None),
+            ("null", {"bad_json"}, None),
+            ("", {"bad_json"}, None),
+            ("   ", {"bad_json"}, None),
+            ('{"type": "ping"} trailing', {"bad_json"}, None),
+            (nested_arrays, {"bad_json"}, None),
+            (nested_objects, {"bad_json", "bad_request"}, None),
+        ]
+        r = next(R)
+        cases.append((json.dumps({"type": "frobnicate", "req": r}), {"unknown_type"}, r))
+        r = next(R)
+        cases.append((json.dumps({"req": r, "conversation": cid}), {"bad_request"}, r))
+        r = next(R)
+        cases.append((json.dumps({"type": 5, "req": r}), {"bad_request", "unknown_type"}, r))
+        for field in ("conversation", "client_msg_id", "body"):
+            r = next(R)
+            cases.append((_send(cid, r, **{field: _DROP}), {"bad_request"}, r))
+        for field, val in (("conversation", str(cid)), ("conversation", 1.5), ("conversation", None),
+                           ("body", 123), ("body", None), ("body", ["x"]), ("body", ""),
+                           ("client_msg_id", 123), ("client_msg_id", ""),
+                           ("client_msg_id", "c" * 65), ("client_msg_id", None)):
+            r = next(R)
+            cases.append((_send(cid, r, **{field: val}), {"bad_request"}, r))
+        r = next(R)
+        cases.append((_send(cid, r, body="x" * (MAX_BODY + 1)), {"too_large"}, r))
+        r = next(R)
+        cases.append((_send(cid, r, body="é" * (MAX_BODY // 2 + 1)), {"too_large"}, r))
+        r = next(R)
+        cases.append((_send(cid, r, body="x" * 200000), {"too_large"}, r))
+        r = next(R)
+        cases.append(('{"type":"send","req":%d,"conversation":%d,"client_msg_id":"sur","body":"\\ud800"}'
+                      % (r, cid), {"bad_json", "bad_request"}, r))
+        r = next(R)
+        cases.append((json.dumps({"type": "history", "req": r, "conversation": cid, "limit": "ten"}),
+                      {"bad_request"}, r))
+        r = next(R)
+        cases.append((json.dumps({"type": "history", "req": r, "conversation": "x"}), {"bad_request"}, r))
+        r = next(R)
+        cases.append((json.dumps({"type": "sync", "req": r, "cursors": "all"}), {"bad_request"}, r))
+        r = next(R)
+        cases.append((json.dumps({"type": "sync", "req": r, "cursors": {str(cid): "x"}}), {"bad_request"}, r))
+
+        for text, codes, req in cases:
+            start = len(x.msgs)
+            await x.send_text(text)
+            rep = await x.wait_next_reply(start, timeout=15)
+            assert rep.get("type") == "error", f"sent {text[:120]!r}: expected an error, got {rep}"
+            assert rep.get("code") in codes, f"sent {text[:120]!r}: expected {codes}, got {rep}"
+            assert isinstance(rep.get("message"), str), rep
+            if req is not None:
+                assert rep.get("req") == req, f"sent {text[:120]!r}: error lacks req {req}: {rep}"
+            assert not x.closed.is_set(), f"connection closed after {text[:120]!r}"
+
+        # Boundaries that must be accepted: exactly 16 KiB, in ASCII and in 2-byte UTF-8.
+        for body in ("x" * MAX_BODY, "é" * (MAX_BODY // 2)):
+            ack = await x.send_msg(cid, body)
+            assert ack["duplicate"] is False
+        # A body with an escaped NUL is either stored exactly or refused, never truncated.
+        r = next(R)
+        await x.send_text(_send(cid, r, body="a\u0000b", client_msg_id="nul-body"))
+        rep = await x.wait_reply(r)
+        if rep["type"] == "sent":
+            hist = await api.history(x_u, cid, after=rep["seq"] - 1, limit=1)
+            assert hist.body["events"][0]["body"] == "a\u0000b", hist
+        else:
+            assert rep["code"] in ("bad_json", "bad_request"), rep
+
+        # The bad client is still fine.
+        ack = await x.send_msg(cid, "x is still here")
+        await a.wait_seq(cid, ack["seq"])
+        await x.ping()
+        assert not [e for e in a.conv_events(cid) if e.get("client_msg_id", "").startswith("bad-")], \
+            "a refused send was delivered"
+
+        hist = await chat.finish(api, a_u)
+        bodies = [e["body"] for e in msg_events(hist) if e["sender"] == x_u.id]
+        assert bodies[:2] == ["x" * MAX_BODY, "é" * (MAX_BODY // 2)], [len(b) for b in bodies]
+        assert bodies[-1] == "x is still here"
+
+
+async def _raw_authed(h, user):
+    rw = await h.raw(user.token)
+    assert rw.status == 101, rw.response_head
+    ready = await rw.read_json()
+    assert ready["type"] == "ready", ready
+    return rw
+
+
+async def _expect_close(rw, code, what):
+    got, reason, msgs = await rw.read_until_close(timeout=15)
+    assert got == code, f"{what}: expected close {code}, got {got} {reason!r} (msgs {msgs[-3:]})"
+
+
+@async_test(120)
+async def test_bad_frames_close_with_the_right_code(server):
+    async with Harness(server) as h:
+        api, (a_u, b_u, x_u), cid, a, b, x = await _setup(h)
+        chat = Chatter(a, b, cid).start()
+        ping = json.dumps({"type": "ping", "req": 1}).encode()
+
+        # A message of exactly 1 MiB is still a message (its body is too large).
+        rw = await _raw_authed(h, x_u)
+        head = '{"type":"send","req":77,"conversation":%d,"client_msg_id":"big","body":"' % cid
+        msg = head + "x" * (MAX_WS - len(head) - 2) + '"}'
+        assert len(msg) == MAX_WS
+        await rw.send_frame(OP_TEXT, msg.encode())
+        rep = await rw.read_json(timeout=15)
+        assert rep["type"] == "error" and rep["code"] == "too_large" and rep.get("req") == 77, rep
+        await rw.send_frame(OP_TEXT, ping)
+        assert (await rw.read_json())["type"] == "pong"
+
+        # Frame-level violations, each on a fresh connection.
+        big = b'{"type":"ping","pad":"' + b"x" * MAX_WS + b'"}'
+        third = len(big) // 3
+        violations = [
+            ("text frame over 1 MiB", [build_frame(OP_TEXT, big)], 1009),
+            ("fragmented message over 1 MiB",
+             [build_frame(OP_TEXT, big[:third], fin=False),
+              build_frame(OP_CONT, big[third:2 * third], fin=False),
+              build_frame(OP_CONT, big[2 * third:])], 1009),
+            ("invalid UTF-8", [build_frame(OP_TEXT, b'{"type":"ping","x":"\xff\xfe"}')], 1007),
+            ("overlong UTF-8", [build_frame(OP_TEXT, b'{"type":"ping","x":"\xc0\xaf"}')], 1007),
+            ("UTF-16 surrogate in UTF-8", [build_frame(OP_TEXT, b'{"type":"ping","x":"\xed\xa0\x80"}')], 1007),
+            ("invalid UTF-8 in a first fragment",
+             [build_frame(OP_TEXT, b'{"type":"ping","x":"\xff', fin=False),
+              build_frame(OP_CONT, b'"}')], 1007),
+            ("truncated UTF-8 at the end", [build_frame(OP_TEXT, b'{"type":"ping"}\xc3')], 1007),
+            ("binary frame", [build_frame(OP_BINARY, ping)], 1003),
+            ("unmasked frame", [build_frame(OP_TEXT, ping, mask=False)], 1002),
+            ("reserved bits", [build_frame(OP_TEXT, ping, rsv=4)], 1002),
+            ("reserved opcode", [build_frame(0x3, ping)], 1002),
+            ("continuation without a start", [build_frame(OP_CONT, ping)], 1002),
+            ("fragmented ping", [build_frame(OP_PING, b"a", fin=False), build_frame(OP_CONT, b"b")], 1002),
+            ("oversized ping", [build_frame(OP_PING, b"p" * 126)], 1002),
+            ("new message inside a fragmented one",
+             [build_frame(OP_TEXT, ping[:5], fin=False), build_frame(OP_TEXT, ping)], 1002),
+            ("invalid UTF-8 in a close reason", [build_frame(OP_CLOSE, b"\x03\xe8\xff\xfe")], 1007),
+        ]
+        for what, frames, code in violations:
+            rw = await _raw_authed(h, x_u)
+            writer = asyncio.ensure_future(_send_all(rw, frames))
+            await _expect_close(rw, code, what)
+            writer.cancel()
+            await rw.close()
+
+        # Things that are fine: split UTF-8 across fragments, control frames
+        # between fragments, ping frames, and a clean close.
+        rw = await _raw_authed(h, x_u)
+        m = json.dumps({"type": "ping", "req": "é-split"}, ensure_ascii=False).encode()
+        cut = m.index("é".encode()) + 1          # in the middle of the 2-byte é
+        await rw.send_frame(OP_TEXT, m[:cut], fin=False)
+        await rw.send_frame(OP_PING, b"between")
+        await rw.send_frame(OP_CONT, m[cut:])
+        pong_frame = None
+        reply = None
+        while pong_frame is None or reply is None:
+            op, fin, p = await rw.read_frame()
+            if op == OP_PONG:
+                pong_frame = p
+            elif op == OP_TEXT:
+                m = json.loads(p)
+                if m.get("type") != "event":
+                    reply = m
+        assert pong_frame == b"between", f"ping frame answered with {pong_frame!r}"
+        assert reply == {"type": "pong", "req": "é-split"}, reply
+        await rw.send_frame(OP_CLOSE, b"\x03\xe8bye")
+        await _expect_close(rw, 1000, "client close")
+
+        # The library connection of x is still fine after all of this.
+        await x.ping()
+        ack = await x.send_msg(cid, "x survived")
+        await a.wait_seq(cid, ack["seq"])
+        await chat.finish(api, a_u)
+
+
+async def _send_all(rw, frames):
+    try:
+        for f in frames:
+            await rw.send_raw(f)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+
+
+@async_test(120)
+async def test_bad_http_requests(server):
+    async with Harness(server) as h:
+        api, (a_u, b_u, x_u), cid, a, b, x = await _setup(h)
+        chat = Chatter(a, b, cid).start()
+        tok = x_u.token
+
+        r = await api.req("POST", "/api/v1/auth/register", data=b'{"username": ')
+        assert r.status == 400 and r.code == "bad_json", r
+        r = await api.req("POST", "/api/v1/auth/register", data=b"[1, 2]")
+        assert r.status == 400 and r.code == "bad_json", r
+        r = await api.req("POST", "/api/v1/auth/register", data=b"")
+        assert r.status == 400 and r.code in ("bad_json", "bad_request"), r
+        r = await api.req("POST", "/api/v1/auth/register", json_body={"username": "onlyname"})
+        assert r.status == 400 and r.code == "bad_request", r
+        r = await api.req("POST", "/api/v1/auth/register", json_body={"username": 5, "password": "longpassword"})
+        assert r.status == 400 and r.code == "bad_request", r
+        r = await api.req("POST", "/api/v1/conversations", token=tok, data=b"{]")
+        assert r.status == 400 and r.code == "bad_json", r
+        for body in ({"kind": "group"}, {"kind": "weird", "user": a_u.id}, {"kind": "direct"},
+                     {"kind": "direct", "user": "a"}, {"kind": "group", "title": "", "members": []},
+                     {"kind": "group", "title": "t" * 129, "members": []},
+                     {"kind": "group", "title": "t", "members": "all"}):
+            r = await api.req("POST", "/api/v1/conversations", token=tok, json_body=body)
+            assert r.status == 400 and r.code == "bad_request", f"{body}: {r!r}"
+        r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=tok,
+                          json_body={"client_msg_id": "no-body"})
+        assert r.status == 400 and r.code == "bad_request", r
+        r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=tok,
+                          json_body={"client_msg_id": "big", "body": "x" * (MAX_BODY + 1)})
+        assert r.status == 413 and r.code == "too_large", r
+        r = await api.req("GET", f"/api/v1/conversations/{cid}/messages?limit=abc", token=tok)
+        assert r.status == 400 and r.code == "bad_request", r
+
+        for path in ("/api/v1/nope", "/api/v2/conversations", "/api/v1/auth/registerx",
+                     f"/api/v1/conversations/{cid}/nope"):
+            r = await api.req("GET", path, token=tok)
+            assert r.status == 404 and r.code == "not_found", f"GET {path}: {r!r}"
+        r = await api.req("GET", "/nothing/here/at-all")
+        assert r.status == 404, r
+        r = await api.req("GET", "/api/v1/auth/register")
+        assert r.status == 405 and r.code == "method_not_allowed", r
+        r = await api.req("DELETE", "/api/v1/me", token=tok)
+        assert r.status == 405 and r.code == "method_not_allowed", r
+
+        host, port = server.host, server.port
+        body = b'{"username":"' + b"u" * (MAX_WS + 10) + b'","password":"longpassword"}'
+        st, head, rb = await raw_http(host, port,
+                                      "POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\n"
+                                      f"Content-Type: application/json\r\nContent-Length: {len(body)}",
+                                      body)
+        assert st == 413, f"body over 1 MiB: {st} {head!r} {rb[:200]!r}"
+        assert json.loads(rb)["error"]["code"] == "too_large", rb
+        st, head, rb = await raw_http(host, port,
+                                      "POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\n"
+                                      "Content-Type: application/json\r\nTransfer-Encoding: chunked",
+                                      b"5\r\nhello\r\n0\r\n\r\n")
+        assert st == 411, f"chunked body: {st} {head!r}"
+        st, head, rb = await raw_http(host, port,
+                                      "GET /api/v1/me HTTP/1.1\r\nHost: x\r\nX-Big: " + "b" * 17000)
+        assert st == 431, f"head over 16 KiB: {st} {head!r}"
+        st, head, rb = await raw_http(host, port, "GARBAGE\r\n\r\n")
+        assert 400 <= st < 500, st
+
+        # The server still serves, and the chatter lost nothing.
+        r = await api.expect(200, "GET", "/api/v1/me", token=tok)
+        await chat.finish(api, a_u)

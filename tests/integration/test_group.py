@@ -1,0 +1,161 @@
+"""Groups: multi-device fan-out with one order for all; member management."""
+
+import asyncio
+
+from pclient import (Harness, async_test, assert_contiguous, msg_events, seq_ids, seqs)
+
+
+@async_test(90)
+async def test_group_every_device_same_order(server):
+    async with Harness(server) as h:
+        api = h.api
+        users = await api.register_many(5, "grp")
+        u0, u1 = users[0], users[1]
+        conv = await api.create_group(u0, [u.id for u in users[1:]], title="Ops")
+        cid = conv["id"]
+        assert conv["kind"] == "group" and conv["title"] == "Ops", conv
+        assert conv["role"] == "admin", conv
+        roles = {m["id"]: m["role"] for m in conv["members"]}
+        assert roles == {u0.id: "admin", **{u.id: "member" for u in users[1:]}}, conv
+
+        # The created event is seq 1 of the log.
+        hist = await api.history_all(u0, cid)
+        assert hist and hist[0]["seq"] == 1 and hist[0]["kind"] == "created", hist
+        assert hist[0]["sender"] == u0.id, hist[0]
+        assert hist[0]["data"]["kind"] == "group" and hist[0]["data"]["title"] == "Ops", hist[0]
+        assert sorted(hist[0]["data"]["members"]) == sorted(u.id for u in users), hist[0]
+        base = hist[-1]["seq"]
+
+        # u1: three devices on the same token, plus a second login (a new session).
+        second = await api.login(u1)
+        conns = [await h.ws(u0, name="u0")]
+        conns += [await h.ws(u1, name=f"u1-dev{i}") for i in range(3)]
+        conns.append(await h.ws(second["access_token"], name="u1-login2"))
+        conns += [await h.ws(u, name=f"u{i}") for i, u in enumerate(users[2:], start=2)]
+        assert len(conns) == 8
+        s1 = {c.ready["session"] for c in conns[1:4]}
+        assert len(s1) == 1, f"devices sharing a token share a session: {s1}"
+        assert conns[4].ready["session"] not in s1, "a second login is a new session"
+        assert conns[4].ready["user"]["id"] == u1.id
+        for c in conns:
+            listed = {x["id"]: x["last_seq"] for x in c.ready["conversations"]}
+            assert listed.get(cid) == base, f"{c.name} ready: {c.ready}"
+
+        # Rounds in which all eight connections send at once.
+        acks = []
+        for rnd in range(4):
+            acks += await asyncio.gather(*[c.send_msg(cid, f"{c.name} round {rnd}") for c in conns])
+        ack_seqs = sorted(a["seq"] for a in acks)
+        assert ack_seqs == list(range(base + 1, base + 1 + len(acks))), ack_seqs
+        last = ack_seqs[-1]
+
+        for c in conns:
+            await c.wait_seq(cid, last)
+        ref = seq_ids(conns[0].conv_events(cid))
+        assert_contiguous([s for s, _ in ref], base + 1, "u0 event seqs")
+        assert sorted(ref) == sorted((a["seq"], a["id"]) for a in acks), "events differ from acks"
+        for c in conns[1:]:
+            got = seq_ids(c.conv_events(cid))
+            assert got == ref, f"{c.name} saw a different sequence than u0:\n{got}\n{ref}"
+
+        # Every device of the sender got its own message too, and the bodies match.
+        by_seq = {e["seq"]: e for e in conns[0].conv_events(cid)}
+        for a in acks:
+            e = by_seq[a["seq"]]
+            assert e["kind"] == "message" and e["client_msg_id"] == a["client_msg_id"], (e, a)
+            assert e["ts"] == a["ts"] and e["id"] == a["id"], (e, a)
+
+        hist = await api.history_all(users[3], cid)
+        assert seq_ids(hist)[-len(ref):] == ref
+        assert_contiguous(seqs(hist), 1, "history seqs")
+
+
+@async_test(90)
+async def test_group_member_management(server):
+    async with Harness(server) as h:
+        api = h.api
+        admin, m1, m2, newbie = await api.register_many(4, "mm")
+        cid = (await api.create_group(admin, [m1.id, m2.id], title="team"))["id"]
+        ca = await h.ws(admin, name="admin")
+        c1 = await h.ws(m1, name="m1")
+        c2 = await h.ws(m2, name="m2")
+        cn = await h.ws(newbie, name="newbie")   # connected before being added
+        assert cid not in [x["id"] for x in cn.ready["conversations"]]
+
+        pre = await ca.send_msg(cid, "before newbie")
+
+        # A member who is not an admin may not add.
+        r = await api.add_member(m1, cid, newbie.id)
+        assert r.status == 403 and r.code == "forbidden", r
+        r = await api.req("GET", f"/api/v1/conversations/{cid}", token=newbie.token)
+        assert r.status == 404, f"a refused add must change nothing: {r!r}"
+        # Nor remove.
+        r = await api.remove_member(m1, cid, m2.id)
+        assert r.status == 403 and r.code == "forbidden", r
+
+        # The admin adds: a member_added event to everyone, the new member included.
+        r = await api.add_member(admin, cid, newbie.id)
+        assert r.status == 200, r
+        assert newbie.id in [m["id"] for m in r.body["members"]], r
+        added_seq = pre["seq"] + 1
+        for c in (ca, c1, c2, cn):
+            await c.wait_seq(cid, added_seq)
+            e = [e for e in c.conv_events(cid) if e["seq"] == added_seq]
+            assert len(e) == 1, (c.name, c.conv_events(cid))
+            e = e[0]
+            assert e["kind"] == "member_added" and e["data"]["user"] == newbie.id, e
+            assert e["sender"] == admin.id, e
+        assert seqs(cn.conv_events(cid)) == [added_seq], \
+            f"the new member receives events from member_added on: {cn.conv_events(cid)}"
+
+        # Adding a current member again is a no-op (200, no event).
+        r = await api.add_member(admin, cid, newbie.id)
+        assert r.status == 200, r
+
+        a1 = await c1.send_msg(cid, "welcome")
+        assert a1["seq"] == added_seq + 1, f"a no-op add must not take a seq: {a1}"
+        an = await cn.send_msg(cid, "thanks")
+        for c in (ca, c1, c2, cn):
+            await c.wait_seq(cid, an["seq"])
+        assert [e["body"] for e in msg_events(cn.conv_events(cid))] == ["welcome", "thanks"]
+        r = await api.history(newbie, cid)
+        assert r.status == 200, f"a member reads history: {r!r}"
+
+        # The admin removes m2: m2 gets member_removed, then nothing more.
+        r = await api.remove_member(admin, cid, m2.id)
+        assert r.status == 204, r
+        removed_seq = an["seq"] + 1
+        for c in (ca, c1, c2, cn):
+            await c.wait_seq(cid, removed_seq)
+        e = c2.conv_events(cid)[-1]
+        assert e["seq"] == removed_seq and e["kind"] == "member_removed", e
+        assert e["data"]["user"] == m2.id and e["sender"] == admin.id, e
+
+        later = []
+        for c in (ca, c1, cn):
+            later.append(await c.send_msg(cid, f"after removal from {c.name}"))
+        last = later[-1]["seq"]
+        for c in (ca, c1, cn):
+            await c.wait_seq(cid, last)
+        await c2.ping()     # let anything still in flight to m2 arrive
+        await ca.ping()
+        assert c2.conv_events(cid)[-1]["seq"] == removed_seq, \
+            f"a removed member still receives events: {c2.conv_events(cid)[-4:]}"
+
+        # ...and can neither read nor write the conversation any more.
+        r = await api.history(m2, cid)
+        assert r.status == 404 and r.code == "not_found", r
+        rep = await c2.request({"type": "send", "conversation": cid,
+                                "client_msg_id": "after-removal", "body": "x"})
+        assert rep["type"] == "error" and rep["code"] == "not_found", rep
+
+        # The remaining members agree on one order.
+        ref = seq_ids(ca.conv_events(cid))
+        assert_contiguous([s for s, _ in ref], pre["seq"], "admin event seqs")
+        assert seq_ids(c1.conv_events(cid)) == ref
+        assert seq_ids(cn.conv_events(cid)) == [x for x in ref if x[0] >= added_seq]
+        assert seq_ids(c2.conv_events(cid)) == [x for x in ref if x[0] <= removed_seq]
+        hist = await api.history_all(admin, cid)
+        assert_contiguous(seqs(hist), 1, "history seqs")
+        assert [e["kind"] for e in hist if e["seq"] in (added_seq, removed_seq)] == \
+            ["member_added", "member_removed"], hist

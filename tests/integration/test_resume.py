@@ -1,0 +1,147 @@
+"""Reconnect and resume: a sync replays exactly the gap, in order, then goes
+live with no gap and no duplicate at the seam."""
+
+import asyncio
+
+from pclient import Harness, async_test, msg_events, pipeline_send, seq_ids, seqs
+
+GAP = 500
+
+
+@async_test(120)
+async def test_resume_replays_the_gap_then_live(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "res")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice, name="a")
+        b = await h.ws(bob, name="b")
+        for i in range(5):
+            await b.send_msg(cid, f"before {i}")
+        await a.wait_seq(cid, (await b.send_msg(cid, "before last"))["seq"])
+        S = a.conv_events(cid)[-1]["seq"]
+        await a.close()
+
+        acks = await pipeline_send(b, cid, [f"gap {i}" for i in range(GAP)], window=50)
+        assert [x["seq"] for x in acks] == list(range(S + 1, S + GAP + 1)), "ack seqs"
+        end = S + GAP
+
+        a2 = await h.ws(alice, name="a2")
+        listed = {x["id"]: x["last_seq"] for x in a2.ready["conversations"]}
+        assert listed.get(cid) == end, a2.ready
+        start = len(a2.msgs)
+        await a2.send_json({"type": "sync", "cursors": {str(cid): S}})
+        synced = await a2.wait_for(lambda m: m.get("type") == "synced" and m.get("conversation") == cid,
+                                   timeout=60, start=start, what="synced")
+        assert synced["seq"] == end, synced
+        upto = a2.msgs.index(synced)
+        replay = [m for m in a2.msgs[start:upto] if m.get("type") == "event"]
+        assert all(m["conversation"] == cid for m in replay), replay[:3]
+        assert seqs(replay) == list(range(S + 1, end + 1)), \
+            f"replay is not exactly {S + 1}..{end}: first {seqs(replay)[:5]}, len {len(replay)}"
+        assert seq_ids(replay) == [(x["seq"], x["id"]) for x in acks]
+        assert [e["body"] for e in replay] == [f"gap {i}" for i in range(GAP)]
+        assert not [m for m in a2.msgs[start:] if m.get("type") == "error"], a2.errors()
+
+        # Live traffic after the sync continues at the next seq.
+        live = [await b.send_msg(cid, f"live {i}") for i in range(20)]
+        await a2.wait_seq(cid, live[-1]["seq"])
+        got = seqs(a2.conv_events(cid))
+        assert got == list(range(S + 1, live[-1]["seq"] + 1)), \
+            f"gap or duplicate at the seam: {got[GAP - 3:GAP + 5]}"
+        assert seq_ids(a2.conv_events(cid)[GAP:]) == [(x["seq"], x["id"]) for x in live]
+
+
+@async_test(120)
+async def test_resume_while_messages_stream(server):
+    """A sender streams while the client resumes (auth with cursors): the
+    client's sequence is exactly S+1..end, whatever the interleaving."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "res")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice, name="a")
+        b = await h.ws(bob, name="b")
+        b2 = await h.ws(bob, name="b2")
+        ack = await b.send_msg(cid, "first")
+        await a.wait_seq(cid, ack["seq"])
+        S = ack["seq"]
+        await a.close()
+
+        await pipeline_send(b, cid, [f"gap {i}" for i in range(300)], window=50)
+
+        stream_acks = []
+        started = asyncio.Event()
+
+        def on_ack(i, x):
+            stream_acks.append(x)
+            if len(stream_acks) >= 20:
+                started.set()
+
+        stream = asyncio.ensure_future(pipeline_send(
+            b2, cid, [f"stream {i}" for i in range(400)], window=4, on_ack=on_ack, timeout=60))
+        await asyncio.wait_for(started.wait(), 30)
+        a2 = await h.ws(alice, auth="first", cursors={cid: S}, name="a2")
+        await asyncio.wait_for(stream, 60)
+        end = stream_acks[-1]["seq"]
+        assert end == S + 700, end
+        await a2.wait_seq(cid, end, timeout=60)
+        got = seqs(a2.conv_events(cid))
+        assert got == list(range(S + 1, end + 1)), \
+            f"resume under traffic: len {len(got)}, expected {end - S}; " \
+            f"dups {sorted({s for s in got if got.count(s) > 1})[:10]}, " \
+            f"missing {sorted(set(range(S + 1, end + 1)) - set(got))[:10]}"
+        synced = await a2.wait_for(lambda m: m.get("type") == "synced" and m.get("conversation") == cid,
+                                   what="synced")
+        assert S + 300 <= synced["seq"] <= end, synced
+        upto = a2.msgs.index(synced)
+        before = [m["seq"] for m in a2.msgs[:upto] if m.get("type") == "event"]
+        assert set(range(S + 1, synced["seq"] + 1)) <= set(before), \
+            "synced came before the replay up to its seq was delivered"
+        hist = await api.history_all(bob, cid)
+        assert seq_ids(hist)[S:] == seq_ids(a2.conv_events(cid))
+
+
+@async_test(60)
+async def test_sync_edge_cases(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "res")
+        dm = (await api.open_dm(alice, bob.id))["id"]
+        grp = (await api.create_group(alice, [bob.id], title="g"))["id"]
+        secret = (await api.open_dm(bob, carol.id))["id"]
+        a = await h.ws(alice)
+        m = [await a.send_msg(dm, f"dm {i}") for i in range(3)]
+        g = [await a.send_msg(grp, f"g {i}") for i in range(3)]
+        glast = g[-1]["seq"]
+        await a.wait_seq(grp, glast)
+        await a.wait_seq(dm, m[-1]["seq"])
+
+        b = await h.ws(bob, name="b")
+        start = len(b.msgs)
+        # dm: cursor far above the end (treated as the end); grp: from 0
+        # (everything, created included); secret: bob is a member, fine;
+        # a conversation alice is not in is answered with not_found.
+        await b.send_json({"type": "sync", "cursors": {str(dm): 10 ** 6, str(grp): 0}})
+        s_dm = await b.wait_for(lambda x: x.get("type") == "synced" and x.get("conversation") == dm,
+                                start=start, what="synced dm")
+        s_g = await b.wait_for(lambda x: x.get("type") == "synced" and x.get("conversation") == grp,
+                               start=start, what="synced grp")
+        assert s_dm["seq"] == m[-1]["seq"], s_dm
+        assert s_g["seq"] == glast, s_g
+        assert b.conv_events(dm) == [], f"a cursor past the end replays nothing: {b.conv_events(dm)}"
+        ge = b.conv_events(grp)
+        assert seqs(ge) == list(range(1, glast + 1)), seqs(ge)
+        assert ge[0]["kind"] == "created"
+        assert [e["body"] for e in msg_events(ge)] == ["g 0", "g 1", "g 2"]
+
+        start = len(a.msgs)
+        await a.send_json({"type": "sync", "cursors": {str(secret): 0, str(dm): m[0]["seq"]}})
+        err = await a.wait_for(lambda x: x.get("type") == "error", start=start, what="error")
+        assert err["code"] == "not_found" and err.get("conversation") == secret, err
+        s = await a.wait_for(lambda x: x.get("type") == "synced" and x.get("conversation") == dm,
+                             start=start, what="synced dm")
+        assert s["seq"] == m[-1]["seq"], s
+        assert secret not in a.events, "a non-member got events through sync"
+        replay = [x for x in a.msgs[start:] if x.get("type") == "event" and x["conversation"] == dm]
+        assert seqs(replay) == [m[1]["seq"], m[2]["seq"]], replay

@@ -1,0 +1,81 @@
+/* test_auth.c — src/chat/auth.c: token formats, signatures, usernames. */
+#include "test.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "chat/auth.h"
+
+static int init_once(void) {
+    static int done;
+    if (done) return 0;
+    char dir[] = "/tmp/pl-auth-XXXXXX";
+    if (!mkdtemp(dir)) return -1;
+    const char *err;
+    if (pl_auth_init(dir, &err)) return -1;
+    done = 1;
+    return 0;
+}
+
+TEST(auth_access_roundtrip) {
+    CHECK_EQ(init_once(), 0);
+    char tok[PL_AUTH_TOKEN_MAX];
+    pl_auth_access_token(7, 3, 2000, tok);
+    int64_t u = 0, l = 0;
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 1000, &u, &l), PL_AUTH_OK);
+    CHECK_EQ(u, 7);
+    CHECK_EQ(l, 3);
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 2000, &u, &l), PL_AUTH_EXPIRED);
+}
+
+TEST(auth_forged_tokens_fail) {
+    CHECK_EQ(init_once(), 0);
+    char tok[PL_AUTH_TOKEN_MAX];
+    pl_auth_access_token(7, 3, 2000, tok);
+    int64_t u, l;
+    char bad[PL_AUTH_TOKEN_MAX];
+    /* change the user id and keep the signature */
+    strcpy(bad, tok);
+    bad[3] = '8';
+    CHECK_EQ(pl_auth_verify_access(bad, strlen(bad), 1000, &u, &l), PL_AUTH_BAD);
+    /* flip the last signature char */
+    strcpy(bad, tok);
+    bad[strlen(bad) - 1] = bad[strlen(bad) - 1] == 'A' ? 'B' : 'A';
+    CHECK_EQ(pl_auth_verify_access(bad, strlen(bad), 1000, &u, &l), PL_AUTH_BAD);
+    /* truncated, empty, garbage */
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok) - 1, 1000, &u, &l), PL_AUTH_BAD);
+    CHECK_EQ(pl_auth_verify_access("", 0, 1000, &u, &l), PL_AUTH_BAD);
+    CHECK_EQ(pl_auth_verify_access("v1.a.b.c.d.e", 12, 1000, &u, &l), PL_AUTH_BAD);
+}
+
+TEST(auth_refresh_token) {
+    CHECK_EQ(init_once(), 0);
+    char tok[PL_AUTH_TOKEN_MAX];
+    uint8_t h1[32], h2[32];
+    pl_auth_refresh_token(42, tok, h1);
+    int64_t login;
+    CHECK_EQ(pl_auth_parse_refresh(tok, strlen(tok), &login, h2), PL_AUTH_OK);
+    CHECK_EQ(login, 42);
+    CHECK(memcmp(h1, h2, 32) == 0);
+    CHECK_EQ(pl_auth_parse_refresh("42.short", 8, &login, h2), PL_AUTH_BAD);
+    CHECK_EQ(pl_auth_parse_refresh("nodot", 5, &login, h2), PL_AUTH_BAD);
+}
+
+TEST(auth_password_hash) {
+    CHECK_EQ(init_once(), 0);
+    char h[PL_AUTH_PWHASH_MAX];
+    CHECK_EQ(pl_auth_hash_password("secret pw", 9, 1, 64 * 1024, h), 0);
+    CHECK(strncmp(h, "$argon2id$", 10) == 0);
+    CHECK_EQ(pl_auth_check_password(h, "secret pw", 9), 1);
+    CHECK_EQ(pl_auth_check_password(h, "secret px", 9), 0);
+}
+
+TEST(auth_usernames) {
+    char out[33];
+    CHECK_EQ(pl_auth_normalize_username("Alice_1", 7, out), 0);
+    CHECK_STR(out, "alice_1");
+    CHECK_EQ(pl_auth_normalize_username("ab", 2, out), -1);
+    CHECK_EQ(pl_auth_normalize_username("a b", 3, out), -1);
+    CHECK_EQ(pl_auth_normalize_username("ali\xc3\xa9", 5, out), -1);
+    CHECK_EQ(pl_auth_normalize_username("abcdefghijklmnopqrstuvwxyz0123456", 33, out), -1);
+}

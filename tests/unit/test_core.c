@@ -1,0 +1,60 @@
+/* test_core.c — src/core: the int64 map, refcounted buffers, JSON escaping. */
+#include "test.h"
+
+#include <stdlib.h>
+
+#include "core/buf.h"
+#include "core/map.h"
+
+TEST(map_put_get_del) {
+    pl_map m;
+    pl_map_init(&m);
+    for (int64_t k = 1; k <= 5000; k++) pl_map_put(&m, k * 7919, (void *)(intptr_t)k);
+    CHECK_EQ(m.len, 5000);
+    for (int64_t k = 1; k <= 5000; k++) CHECK_EQ((intptr_t)pl_map_get(&m, k * 7919), k);
+    /* delete every other key; the rest must stay reachable (backward shift) */
+    for (int64_t k = 1; k <= 5000; k += 2) CHECK_EQ((intptr_t)pl_map_del(&m, k * 7919), k);
+    for (int64_t k = 1; k <= 5000; k++) {
+        void *v = pl_map_get(&m, k * 7919);
+        if (k % 2) CHECK(v == NULL);
+        else CHECK_EQ((intptr_t)v, k);
+    }
+    CHECK(pl_map_del(&m, 42) == NULL);
+    CHECK_EQ(m.len, 2500);
+    pl_map_release(&m);
+}
+
+TEST(map_replace) {
+    pl_map m;
+    pl_map_init(&m);
+    pl_map_put(&m, -5, (void *)1);
+    pl_map_put(&m, -5, (void *)2);
+    CHECK_EQ(m.len, 1);
+    CHECK_EQ((intptr_t)pl_map_get(&m, -5), 2);
+    pl_map_release(&m);
+}
+
+TEST(rbuf_refcount) {
+    pl_rbuf *b = pl_rbuf_copy("abc", 3);
+    pl_rbuf *r = pl_rbuf_ref(b);
+    CHECK_EQ(b->refs, 2);
+    pl_rbuf_unref(&r);
+    CHECK(r == NULL);
+    CHECK_EQ(b->refs, 1);
+    CHECK(memcmp(b->data, "abc", 3) == 0);
+    pl_rbuf_unref(&b);
+    CHECK(b == NULL);
+}
+
+TEST(sbuf_json_escape) {
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    const char in[] = "a\"b\\c\n\x1f\xc3\xa9";
+    pl_sbuf_add_json_str(&s, in, sizeof in - 1);
+    CHECK_STR(pl_sbuf_cstr(&s), "\"a\\\"b\\\\c\\n\\u001f\xc3\xa9\"");
+    pl_sbuf_release(&s);
+    pl_sbuf_printf(&s, "%d-%s", 42, "x");
+    pl_sbuf_addi(&s, -7);
+    CHECK_STR(pl_sbuf_cstr(&s), "42-x-7");
+    pl_sbuf_release(&s);
+}
