@@ -3,7 +3,9 @@
 #   make test   install missing packages, build with ASan+UBSan, run every test suite
 #   make        release build only (build/release/parleyd)
 
-CC      ?= gcc
+ifeq ($(origin CC),default)
+CC := gcc
+endif
 PKGS    := libuv jansson libsodium sqlite3 libcrypto
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
                  -Wno-unused-parameter -g -pthread \
@@ -29,6 +31,13 @@ PY       := /usr/bin/python3
 
 .PHONY: all run test unit integration deps clean asan
 all: build/release/parleyd
+
+# Fragments in mk/ add tools and suites (bench, fuzz, browser tests). Each may
+# append to TEST_PREREQS (built before the suites run) and PYTEST_PATHS (run
+# by the one pytest invocation that ends `make test`).
+TEST_PREREQS :=
+PYTEST_PATHS := tests/integration
+include $(wildcard mk/*.mk)
 
 deps:
 	@scripts/deps.sh
@@ -65,11 +74,12 @@ run: deps
 unit: build/asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 build/asan/unit-tests
 
-integration: build/asan/parleyd
-	PARLEYD=$(CURDIR)/build/asan/parleyd $(PY) -m pytest -q -p no:cacheprovider tests/integration
+integration: build/asan/parleyd $(TEST_PREREQS)
+	PARLEYD=$(CURDIR)/build/asan/parleyd PARLEYD_RELEASE=$(CURDIR)/build/release/parleyd \
+	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_PATHS)
 
 test: deps
-	@$(MAKE) --no-print-directory asan build/release/parleyd
+	@$(MAKE) --no-print-directory asan build/release/parleyd $(TEST_PREREQS)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 

@@ -35,6 +35,10 @@ static const setting table[] = {
     I("auth-timeout", auth_timeout, 1, 600, "10", "seconds a WebSocket has to authenticate"),
     I("node-id", node_id, 0, 1023, "0", "node id in message ids (cluster mode: unique per node)"),
     I("max-group-members", max_group_members, 2, 1000000, "10000", "members a group may be created with"),
+    I("presence-timeout", presence_timeout, 1, 3600, "60", "seconds without a heartbeat before a session counts as gone"),
+    I("presence-coalesce", presence_coalesce, 0, 60000, "1000", "ms between presence updates about one user"),
+    I("typing-ttl", typing_ttl, 500, 60000, "5000", "ms a typing indicator lasts unless refreshed"),
+    I("receipt-fanout-max", receipt_fanout_max, 1, 1000000, "100", "live sessions in a conversation above which receipts go only to the reader's devices"),
 };
 #define NSET (sizeof table / sizeof table[0])
 

@@ -23,6 +23,10 @@ typedef struct pl_config {
     int  auth_timeout;        /* seconds to authenticate a WebSocket         */
     int  node_id;             /* snowflake node id, 0-1023                   */
     int  max_group_members;
+    int  presence_timeout;    /* seconds without a heartbeat before offline  */
+    int  presence_coalesce;   /* ms between presence updates per user        */
+    int  typing_ttl;          /* ms a typing start lasts without refresh     */
+    int  receipt_fanout_max;  /* live sessions above which receipts stay with the user */
 } pl_config;
 
 /* Fills cfg from all sources. Returns 0, 1 if --help was printed, or -1

@@ -204,7 +204,8 @@ struct pl_store {
 /* Opens the SQLite store under dir (created if missing; file parley.db), runs
  * migrations, starts the writer thread. notify wakes the loop when jobs
  * complete: the backend calls it from the writer thread after appending to
- * its done-queue, and the loop then calls pl_store_drain(). node is the
+ * its done-queue, and the loop then calls pl_store_drain(); it may run until
+ * pl_store_close() returns (close itself drains, without notify). node is the
  * snowflake node id. Returns 0 or PL_STORE_EUNAVAIL with *errmsg set (static). */
 int  pl_store_sqlite_open(const char *dir, int node, void (*notify)(void *),
                           void *notify_arg, pl_store **out, const char **errmsg);

@@ -58,3 +58,19 @@ TEST(sbuf_json_escape) {
     CHECK_STR(pl_sbuf_cstr(&s), "42-x-7");
     pl_sbuf_release(&s);
 }
+
+#include "core/ratelimit.h"
+
+TEST(bucket_burst_then_refill) {
+    pl_bucket b = {0};
+    int64_t t = 1000;
+    for (int i = 0; i < 10; i++) CHECK_EQ(pl_bucket_take(&b, 5, 10, 1, t), 0);   /* the burst */
+    int64_t wait = pl_bucket_take(&b, 5, 10, 1, t);
+    CHECK(wait > 0 && wait <= 201);                 /* one token every 200 ms */
+    CHECK(pl_bucket_take(&b, 5, 10, 1, t + 100) > 0);
+    CHECK_EQ(pl_bucket_take(&b, 5, 10, 1, t + 201), 0);
+    CHECK(pl_bucket_take(&b, 5, 10, 1, t + 201) > 0);
+    CHECK_EQ(pl_bucket_take(&b, 5, 10, 1, t + 10000), 0);   /* refilled, capped at burst */
+    for (int i = 0; i < 9; i++) CHECK_EQ(pl_bucket_take(&b, 5, 10, 1, t + 10000), 0);
+    CHECK(pl_bucket_take(&b, 5, 10, 1, t + 10000) > 0);
+}
