@@ -636,6 +636,81 @@ static void h_send(pl_http_ctx *ctx, int64_t conv) {
     pl_store_submit(A.store, &op->job);
 }
 
+/* ---- receipts and presence ---------------------------------------------- */
+
+static void receipt_stored(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) store_error(op->ctx, j->result, "no such conversation");
+    else {
+        pl_chat_receipt_done(j);
+        pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
+    }
+    op_free(op);
+}
+
+static void h_receipt(pl_http_ctx *ctx, int64_t conv, int read) {
+    json_t *o = body_object(ctx);
+    if (!o) return;
+    json_t *sq = json_object_get(o, "seq");
+    if (!json_is_integer(sq) || json_integer_value(sq) <= 0) {
+        json_decref(o);
+        pl_http_error(ctx, 400, "bad_request", "\"seq\" must be a positive integer");
+        return;
+    }
+    api_op *op = op_new(ctx, o);
+    job_reset(&op->job, PL_JOB_RECEIPT, receipt_stored);
+    op->job.conv = conv;
+    op->job.user = ctx->user;
+    op->job.delivered = json_integer_value(sq);
+    op->job.read = read ? json_integer_value(sq) : 0;
+    pl_store_submit(A.store, &op->job);
+}
+
+static void h_receipts(pl_http_ctx *ctx, int64_t conv) {
+    int64_t seq;
+    if (query_int(ctx, "seq", &seq)) {
+        pl_http_error(ctx, 400, "bad_request", "\"seq\" must be a non-negative integer");
+        return;
+    }
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_sbuf_addc(&s, '{');
+    int r = pl_chat_receipts(conv, ctx->user, seq, &s);
+    if (r) store_error(ctx, r, "no such conversation");
+    else {
+        pl_sbuf_addc(&s, '}');
+        pl_http_respond(ctx, 200, "application/json", s.p, s.len, NULL);
+    }
+    pl_sbuf_release(&s);
+}
+
+static void h_presence(pl_http_ctx *ctx) {
+    char list[4096];
+    if (!pl_http_query_get(ctx->req.query, "users", list, sizeof list)) {
+        pl_http_error(ctx, 400, "bad_request", "\"users\" (comma-separated ids) is required");
+        return;
+    }
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_sbuf_adds(&s, "{\"users\":[");
+    size_t k = 0, count = 0;
+    for (char *p = list, *tok; (tok = strsep(&p, ",")) != NULL;) {
+        int64_t id = parse_id(tok, strlen(tok));
+        if (!id || ++count > PL_PROTO_PRESENCE_QUERY_MAX) {
+            pl_sbuf_release(&s);
+            pl_http_error(ctx, 400, "bad_request", "\"users\" must be up to 200 comma-separated ids");
+            return;
+        }
+        size_t before = s.len;
+        if (k) pl_sbuf_addc(&s, ',');
+        if (pl_chat_presence_of(ctx->user, id, &s) == 0) k++;
+        else s.len = before;
+    }
+    pl_sbuf_adds(&s, "]}");
+    pl_http_respond(ctx, 200, "application/json", s.p, s.len, NULL);
+    pl_sbuf_release(&s);
+}
+
 /* ---- routing ------------------------------------------------------------ */
 
 /* Splits path into up to 8 segments (no allocation). */
@@ -694,7 +769,8 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         return;
     }
     /* everything else needs an access token */
-    int known = (n == 1 && (seg_is(s[0], "me") || seg_is(s[0], "conversations"))) ||
+    int known = (n == 1 && (seg_is(s[0], "me") || seg_is(s[0], "conversations") ||
+                            seg_is(s[0], "presence"))) ||
                 (n == 2 && (seg_is(s[0], "users") || seg_is(s[0], "conversations"))) ||
                 (n >= 3 && n <= 4 && seg_is(s[0], "conversations"));
     if (!known) {
@@ -710,6 +786,11 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     if (n == 2 && seg_is(s[0], "users")) {
         if (m != PL_HTTP_GET) method_not_allowed(ctx);
         else h_user(ctx, s[1].p, s[1].n);
+        return;
+    }
+    if (n == 1 && seg_is(s[0], "presence")) {
+        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+        else h_presence(ctx);
         return;
     }
     if (n == 1) {
@@ -744,6 +825,16 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         if (m != PL_HTTP_DELETE) method_not_allowed(ctx);
         else if (!peer) pl_http_error(ctx, 404, "not_found", "no such member");
         else h_member_op(ctx, conv, PL_JOB_MEMBER_REMOVE, peer);
+        return;
+    }
+    if (n == 3 && (seg_is(s[2], "read") || seg_is(s[2], "delivered"))) {
+        if (m != PL_HTTP_POST) method_not_allowed(ctx);
+        else h_receipt(ctx, conv, seg_is(s[2], "read"));
+        return;
+    }
+    if (n == 3 && seg_is(s[2], "receipts")) {
+        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+        else h_receipts(ctx, conv);
         return;
     }
     if (n == 3 && seg_is(s[2], "leave")) {

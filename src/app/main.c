@@ -80,6 +80,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     pl_net_stop_accepting(net);
     pl_net_each(net, pause_conn, NULL);
     pl_api_shutdown();
+    pl_chat_shutdown();
     pl_store_close(&store);      /* joins the writer; runs every job's callback */
     uv_close((uv_handle_t *)&store_wakeup, NULL);
     pl_chat_close_all(net, PL_WS_CLOSE_GOING_AWAY, "server shutting down");

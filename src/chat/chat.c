@@ -10,6 +10,7 @@
 #include "../core/clock.h"
 #include "../core/log.h"
 #include "../core/map.h"
+#include "../core/ratelimit.h"
 #include "../proto/proto.h"
 #include "../ws/ws.h"
 #include "../ws/wsconn.h"
@@ -17,6 +18,13 @@
 
 #define REPLAY_PAGE        PL_STORE_PAGE_MAX
 #define REPLAY_SESSIONS_PER_TURN 64
+#define TICK_MS              250      /* presence and typing sweep          */
+#define TYPING_REFWD_MS      3000     /* re-forward a held `start` this often */
+#define PRESENCE_FANOUT_MAX  200      /* live sessions above which a conversation gets no presence */
+#define TYPING_RATE 5.0               /* per user: tokens/s and burst       */
+#define TYPING_BURST 10.0
+#define PRESENCE_RATE 1.0
+#define PRESENCE_BURST 5.0
 
 typedef struct chat_conv chat_conv;
 typedef struct session session;
@@ -26,21 +34,48 @@ typedef struct sub {
     session    *sess;
     struct sub *next, *prev;      /* in conv's list                        */
     int64_t     sent_seq;         /* invariant 1                           */
+    int64_t     acked_delivered;  /* receipts this session already sent    */
+    int64_t     acked_read;
     uint8_t     catching_up;
     uint8_t     report_synced;    /* send `synced` when caught up (sync)   */
 } sub;
 
+typedef struct typing_ent {
+    int64_t user;
+    int64_t expires;              /* monotonic ms                          */
+    int64_t forwarded;            /* monotonic ms of the last forwarded start */
+} typing_ent;
+
 struct chat_conv {
-    int64_t id;
-    int64_t last_seq;             /* highest committed seq seen (inv. 2)   */
-    sub    *subs;                 /* subscriptions of local sessions       */
-    size_t  nsubs;
+    int64_t     id;
+    int64_t     last_seq;         /* highest committed seq seen (inv. 2)   */
+    sub        *subs;             /* subscriptions of local sessions       */
+    size_t      nsubs;
+    typing_ent *typing;           /* who is typing here (never stored)     */
+    uint32_t    ntyping, captyping;
+    chat_conv  *tnext, *tprev;    /* the list of conversations with typing */
+    uint8_t     in_typing;
 };
 
 typedef struct chat_user {
-    int64_t  id;
-    session *sessions;
+    int64_t   id;
+    session  *sessions;
+    pl_bucket typing_tb;          /* rate limits on ephemeral signals      */
+    pl_bucket presence_tb;
+    int64_t   limited_at;         /* last rate_limited error sent (mono ms) */
 } chat_user;
+
+/* Presence of a user with live sessions, or going offline (kept until the
+ * offline state has been announced). */
+typedef struct presence {
+    int64_t user;
+    int64_t last_active;          /* wall ms of the last heartbeat or disconnect */
+    int64_t sent_at;              /* mono ms of the last announcement      */
+    uint8_t sent;                 /* status last announced (offline first) */
+} presence;
+
+enum { ST_OFFLINE = 0, ST_AWAY = 1, ST_ONLINE = 2 };
+static const char *const status_names[] = {"offline", "away", "online"};
 
 struct session {
     pl_conn   *conn;
@@ -49,9 +84,12 @@ struct session {
     session   *rnext, *rprev;     /* the replay list                       */
     sub      **subs;
     uint32_t   nsubs, capsubs;
+    int64_t    last_hb;           /* mono ms of the last message (heartbeat) */
+    uint32_t   mark;              /* dedup generation for presence fan-out */
     uint8_t    authed;
     uint8_t    in_replay;
     uint8_t    waiting_drain;     /* replay paused on a full write queue   */
+    uint8_t    away;              /* the session said it is away           */
     char       username[33];
 };
 
@@ -65,7 +103,15 @@ static struct {
     session         *replay;      /* sessions with subs catching up        */
     uv_idle_t        replayer;
     size_t           nsessions;
+    pl_map           presence;    /* user id -> presence                   */
+    chat_conv       *typing;      /* conversations with typing entries     */
+    uv_timer_t       ticker;      /* presence and typing sweep             */
+    uint32_t         mark;
 } C;
+
+static void tick(uv_timer_t *t);
+static void typing_clear_conv(chat_conv *cv);
+static void typing_stop(chat_conv *cv, int64_t user);
 
 static void replay_turn(uv_idle_t *h);
 static int  session_auth(session *s, const char *tok, size_t len, json_t *cursors);
@@ -79,6 +125,10 @@ void pl_chat_init(uv_loop_t *loop, pl_store *store, pl_bus *bus, const pl_config
     pl_map_init(&C.convs);
     uv_idle_init(loop, &C.replayer);
     uv_unref((uv_handle_t *)&C.replayer);
+    pl_map_init(&C.presence);
+    uv_timer_init(loop, &C.ticker);
+    uv_timer_start(&C.ticker, tick, TICK_MS, TICK_MS);
+    uv_unref((uv_handle_t *)&C.ticker);
 }
 
 size_t pl_chat_session_count(void) { return C.nsessions; }
@@ -165,6 +215,7 @@ static void unsubscribe(session *s, int64_t conv) {
         else cv->subs = x->next;
         if (x->next) x->next->prev = x->prev;
         if (--cv->nsubs == 0) {
+            typing_clear_conv(cv);
             pl_map_del(&C.convs, cv->id);
             free(cv);
         }
@@ -300,6 +351,7 @@ void pl_chat_on_event(void *ud, const pl_event *ev) {
     chat_conv *cv = pl_map_get(&C.convs, ev->conv);
     if (cv) {
         if (ev->seq > cv->last_seq) cv->last_seq = ev->seq;
+        if (ev->kind == PL_EV_MESSAGE && cv->ntyping) typing_stop(cv, ev->sender);
         pl_rbuf *frame = NULL;
         for (sub *x = cv->subs; x; x = x->next) {
             if (x->catching_up || ev->seq <= x->sent_seq) continue;
@@ -319,6 +371,419 @@ void pl_chat_on_event(void *ud, const pl_event *ev) {
 }
 
 void pl_chat_committed(const pl_event *ev) { pl_bus_publish(C.bus, ev); }
+
+/* ---- ephemeral signals: rate limits ------------------------------------- */
+
+/* Takes a token from one of u's buckets; on refusal tells the session (at
+ * most once a second) and returns -1. Nothing else is affected. */
+static int limit_signal(session *s, pl_bucket *b, double rate, double burst) {
+    chat_user *u = pl_map_get(&C.users, s->user);
+    int64_t now = pl_mono_ms();
+    int64_t wait = pl_bucket_take(b, rate, burst, 1, now);
+    if (!wait) return 0;
+    if (u && now - u->limited_at >= 1000) {
+        u->limited_at = now;
+        char msg[160];
+        int n = snprintf(msg, sizeof msg,
+                         "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"too many signals\","
+                         "\"retry_after\":%.3f}", (double)wait / 1000.0);
+        pl_wsconn_send_text(s->conn, msg, (size_t)n);
+    }
+    return -1;
+}
+
+/* ---- typing ------------------------------------------------------------- */
+
+/* Sends a typing frame to every session in cv except the typist's own;
+ * dropped for connections whose write queue is above its high-water mark
+ * (ephemeral signals are shed first). */
+static void typing_forward(chat_conv *cv, int64_t user, int start) {
+    char msg[128];
+    int n = snprintf(msg, sizeof msg, "{\"type\":\"typing\",\"conversation\":%lld,\"user\":%lld,\"state\":\"%s\"}",
+                     (long long)cv->id, (long long)user, start ? "start" : "stop");
+    pl_rbuf *frame = NULL;
+    for (sub *x = cv->subs; x; x = x->next) {
+        if (x->sess->user == user || x->sess->conn->high) continue;
+        if (!frame) frame = pl_ws_text_frame(msg, (size_t)n);
+        pl_conn_send(x->sess->conn, frame);
+    }
+    pl_rbuf_unref(&frame);
+}
+
+static void typing_list_add(chat_conv *cv) {
+    if (cv->in_typing) return;
+    cv->in_typing = 1;
+    cv->tprev = NULL;
+    cv->tnext = C.typing;
+    if (C.typing) C.typing->tprev = cv;
+    C.typing = cv;
+}
+
+static void typing_list_remove(chat_conv *cv) {
+    if (!cv->in_typing) return;
+    cv->in_typing = 0;
+    if (cv->tprev) cv->tprev->tnext = cv->tnext;
+    else C.typing = cv->tnext;
+    if (cv->tnext) cv->tnext->tprev = cv->tprev;
+}
+
+static void typing_remove_at(chat_conv *cv, uint32_t i, int forward) {
+    int64_t user = cv->typing[i].user;
+    cv->typing[i] = cv->typing[--cv->ntyping];
+    if (forward) typing_forward(cv, user, 0);
+    if (!cv->ntyping) typing_list_remove(cv);
+}
+
+static void typing_stop(chat_conv *cv, int64_t user) {
+    for (uint32_t i = 0; i < cv->ntyping; i++)
+        if (cv->typing[i].user == user) {
+            typing_remove_at(cv, i, 1);
+            return;
+        }
+}
+
+static void typing_clear_conv(chat_conv *cv) {
+    typing_list_remove(cv);
+    free(cv->typing);
+    cv->typing = NULL;
+    cv->ntyping = cv->captyping = 0;
+}
+
+static void do_typing(session *s, pl_msg *m) {
+    sub *x = session_sub(s, m->conv);
+    if (!x) {
+        send_error(s->conn, m->req, "not_found", "no such conversation");
+        return;
+    }
+    chat_user *u = pl_map_get(&C.users, s->user);
+    if (!u || limit_signal(s, &u->typing_tb, TYPING_RATE, TYPING_BURST)) return;
+    chat_conv *cv = x->conv;
+    if (!m->typing) {
+        typing_stop(cv, s->user);
+        return;
+    }
+    int64_t now = pl_mono_ms();
+    for (uint32_t i = 0; i < cv->ntyping; i++) {
+        typing_ent *t = &cv->typing[i];
+        if (t->user != s->user) continue;
+        t->expires = now + C.cfg->typing_ttl;
+        if (now - t->forwarded >= TYPING_REFWD_MS) {
+            t->forwarded = now;
+            typing_forward(cv, s->user, 1);
+        }
+        return;
+    }
+    if (cv->ntyping == cv->captyping) {
+        cv->captyping = cv->captyping ? cv->captyping * 2 : 2;
+        cv->typing = pl_realloc(cv->typing, cv->captyping * sizeof *cv->typing);
+    }
+    cv->typing[cv->ntyping++] = (typing_ent){s->user, now + C.cfg->typing_ttl, now};
+    typing_list_add(cv);
+    typing_forward(cv, s->user, 1);
+}
+
+static void typing_expire(int64_t now) {
+    for (chat_conv *cv = C.typing, *nx; cv; cv = nx) {
+        nx = cv->tnext;
+        for (uint32_t i = 0; i < cv->ntyping;)
+            if (cv->typing[i].expires <= now) typing_remove_at(cv, i, 1);
+            else i++;
+    }
+}
+
+/* ---- receipts ----------------------------------------------------------- */
+
+void pl_chat_receipt_done(const pl_job *j) {
+    if (j->result || !j->created) return;
+    chat_conv *cv = pl_map_get(&C.convs, j->conv);
+    if (!cv) return;
+    char other[192], own[224];
+    int on = snprintf(other, sizeof other,
+                      "{\"type\":\"receipt\",\"conversation\":%lld,\"user\":%lld,\"delivered_seq\":%lld,\"read_seq\":%lld}",
+                      (long long)j->conv, (long long)j->user, (long long)j->out_delivered, (long long)j->out_read);
+    int wn = snprintf(own, sizeof own,
+                      "{\"type\":\"receipt\",\"conversation\":%lld,\"user\":%lld,\"delivered_seq\":%lld,\"read_seq\":%lld,\"unread\":%lld}",
+                      (long long)j->conv, (long long)j->user, (long long)j->out_delivered,
+                      (long long)j->out_read, (long long)j->out_unread);
+    int everyone = cv->nsubs <= (size_t)C.cfg->receipt_fanout_max;
+    pl_rbuf *fo = NULL, *fw = NULL;
+    for (sub *x = cv->subs; x; x = x->next) {
+        if (x->sess->user == j->user) {
+            if (!fw) fw = pl_ws_text_frame(own, (size_t)wn);
+            pl_conn_send(x->sess->conn, fw);
+        } else if (everyone) {
+            if (!fo) fo = pl_ws_text_frame(other, (size_t)on);
+            pl_conn_send(x->sess->conn, fo);
+        }
+    }
+    pl_rbuf_unref(&fo);
+    pl_rbuf_unref(&fw);
+}
+
+typedef struct receipt_op {
+    pl_job   job;
+    pl_conn *conn;                /* a reference                            */
+} receipt_op;
+
+static void receipt_done(pl_job *j) {
+    receipt_op *op = (receipt_op *)j;
+    if (j->result && pl_conn_alive(op->conn)) {
+        int st;
+        send_error(op->conn, NULL, pl_chat_error_code(j->result, &st),
+                   j->result == PL_STORE_ENOTFOUND ? "no such conversation" : "receipt not stored");
+    }
+    pl_chat_receipt_done(j);
+    pl_conn_unref(op->conn);
+    free(op);
+}
+
+static void do_receipt(session *s, pl_msg *m) {
+    sub *x = session_sub(s, m->conv);
+    if (!x) {
+        send_error(s->conn, m->req, "not_found", "no such conversation");
+        return;
+    }
+    int read = m->type == PL_MSG_READ;
+    /* this session already said as much: nothing can move */
+    if (read ? m->seq <= x->acked_read : m->seq <= x->acked_delivered) return;
+    if (read) x->acked_read = m->seq;
+    if (m->seq > x->acked_delivered) x->acked_delivered = m->seq;
+    receipt_op *op = pl_calloc(1, sizeof *op);
+    op->job.op = PL_JOB_RECEIPT;
+    op->job.conv = m->conv;
+    op->job.user = s->user;
+    op->job.delivered = m->seq;
+    op->job.read = read ? m->seq : 0;
+    op->job.done = receipt_done;
+    op->conn = s->conn;
+    pl_conn_ref(s->conn);
+    pl_store_submit(C.store, &op->job);
+}
+
+int pl_chat_receipts(int64_t conv, int64_t user, int64_t seq, pl_sbuf *out) {
+    pl_conv c;
+    int r = pl_store_conv_get(C.store, conv, user, &c);
+    if (r) return r;
+    pl_sbuf_printf(out, "\"conversation\":%lld,\"members\":[", (long long)conv);
+    for (size_t i = 0; i < c.nmembers; i++)
+        pl_sbuf_printf(out, "%s{\"user\":%lld,\"delivered_seq\":%lld,\"read_seq\":%lld}", i ? "," : "",
+                       (long long)c.members[i].user, (long long)c.members[i].delivered_seq,
+                       (long long)c.members[i].read_seq);
+    pl_sbuf_addc(out, ']');
+    pl_event *ev = NULL;
+    size_t n = 0;
+    if (seq > 0 && pl_store_events(C.store, conv, seq - 1, seq + 1, 1, 0, &ev, &n) == 0 && n == 1) {
+        int64_t sender = ev[0].sender;
+        for (int pass = 0; pass < 2; pass++) {
+            size_t count = 0;
+            pl_sbuf users;
+            pl_sbuf_init(&users);
+            for (size_t i = 0; i < c.nmembers; i++) {
+                const pl_member *mb = &c.members[i];
+                int64_t cur = pass ? mb->read_seq : mb->delivered_seq;
+                if (mb->user == sender || cur < seq) continue;
+                pl_sbuf_printf(&users, "%s%lld", count ? "," : "", (long long)mb->user);
+                count++;
+            }
+            if (!pass) pl_sbuf_printf(out, ",\"message\":{\"seq\":%lld,\"sender\":%lld,", (long long)seq, (long long)sender);
+            pl_sbuf_printf(out, "\"%s\":{\"count\":%zu,\"users\":[%s]}%s", pass ? "read" : "delivered", count,
+                           users.p ? users.p : "", pass ? "}" : ",");
+            pl_sbuf_release(&users);
+        }
+    } else if (seq > 0) {
+        pl_sbuf_adds(out, ",\"message\":null");
+    }
+    pl_event_list_free(ev, n);
+    pl_conv_release(&c);
+    return 0;
+}
+
+static void do_receipts(session *s, pl_msg *m) {
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_adds(&b, "{\"type\":\"receipts\"");
+    pl_proto_add_req(&b, m->req);
+    pl_sbuf_addc(&b, ',');
+    int r = pl_chat_receipts(m->conv, s->user, m->seq, &b);
+    if (r) {
+        int st;
+        send_error(s->conn, m->req, pl_chat_error_code(r, &st), "no such conversation");
+    } else {
+        pl_sbuf_addc(&b, '}');
+        send_sbuf(s->conn, &b);
+    }
+    pl_sbuf_release(&b);
+}
+
+/* ---- presence ----------------------------------------------------------- */
+
+static presence *presence_get(int64_t user) {
+    presence *p = pl_map_get(&C.presence, user);
+    if (!p) {
+        p = pl_calloc(1, sizeof *p);
+        p->user = user;
+        p->sent = ST_OFFLINE;
+        pl_map_put(&C.presence, user, p);
+    }
+    return p;
+}
+
+/* The user's status now, merged over their sessions (invariant: online if
+ * any session is online and heartbeating). */
+static int presence_status(int64_t user, int64_t now, int64_t *newest_hb) {
+    chat_user *u = pl_map_get(&C.users, user);
+    int st = ST_OFFLINE;
+    if (newest_hb) *newest_hb = 0;
+    if (!u) return st;
+    int64_t timeout = (int64_t)C.cfg->presence_timeout * 1000;
+    for (session *s = u->sessions; s; s = s->unext) {
+        if (newest_hb && s->last_hb > *newest_hb) *newest_hb = s->last_hb;
+        if (now - s->last_hb >= timeout) continue;
+        if (!s->away) st = ST_ONLINE;
+        else if (st == ST_OFFLINE) st = ST_AWAY;
+    }
+    return st;
+}
+
+static void presence_frame(pl_sbuf *b, const presence *p, int status, int64_t last_seen) {
+    pl_sbuf_printf(b, "\"user\":%lld,\"status\":\"%s\",\"last_seen\":%lld", (long long)p->user,
+                   status_names[status], (long long)last_seen);
+}
+
+/* Announces p's status to the sessions of everyone sharing a conversation. */
+static void presence_announce(presence *p, int status) {
+    pl_conv *list = NULL;
+    size_t n = 0;
+    if (pl_store_conv_list(C.store, p->user, &list, &n) != 0) return;
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_adds(&b, "{\"type\":\"presence\",");
+    presence_frame(&b, p, status, p->last_active);
+    pl_sbuf_addc(&b, '}');
+    pl_rbuf *frame = NULL;
+    uint32_t mark = ++C.mark;
+    for (size_t i = 0; i < n; i++) {
+        chat_conv *cv = pl_map_get(&C.convs, list[i].id);
+        if (!cv || cv->nsubs > PRESENCE_FANOUT_MAX) continue;
+        for (sub *x = cv->subs; x; x = x->next) {
+            session *s = x->sess;
+            if (s->user == p->user || s->mark == mark || s->conn->high) continue;
+            s->mark = mark;
+            if (!frame) frame = pl_ws_text_frame(b.p, b.len);
+            pl_conn_send(s->conn, frame);
+        }
+    }
+    pl_rbuf_unref(&frame);
+    pl_sbuf_release(&b);
+    pl_conv_list_free(list, n);
+}
+
+static void last_seen_done(pl_job *j) { free(j); }
+
+/* Coalesced announcements: a change is announced at most once per
+ * presence-coalesce ms, with the state at that time; a state that returns to
+ * what was last announced is not announced at all. */
+static void presence_sweep(int64_t now) {
+    int64_t wall = pl_now_ms();
+    size_t ndead = 0;
+    int64_t dead[64];
+    for (size_t i = 0; i < C.presence.cap; i++) {
+        if (!C.presence.slots[i].key) continue;
+        presence *p = C.presence.slots[i].val;
+        int64_t hb;
+        int st = presence_status(p->user, now, &hb);
+        if (hb) p->last_active = wall - (now - hb);    /* the last heartbeat, in wall time */
+        if (st != p->sent && now - p->sent_at >= C.cfg->presence_coalesce) {
+            p->sent = (uint8_t)st;
+            p->sent_at = now;
+            presence_announce(p, st);
+        }
+        if (st == ST_OFFLINE && p->sent == ST_OFFLINE && !pl_map_get(&C.users, p->user) && ndead < 64)
+            dead[ndead++] = p->user;
+    }
+    for (size_t i = 0; i < ndead; i++) {
+        presence *p = pl_map_del(&C.presence, dead[i]);
+        pl_job *j = pl_calloc(1, sizeof *j);
+        j->op = PL_JOB_LAST_SEEN;
+        j->user = p->user;
+        j->expires = p->last_active;
+        j->done = last_seen_done;
+        pl_store_submit(C.store, j);
+        free(p);
+    }
+}
+
+static void do_presence_set(session *s, pl_msg *m) {
+    chat_user *u = pl_map_get(&C.users, s->user);
+    if (!u || limit_signal(s, &u->presence_tb, PRESENCE_RATE, PRESENCE_BURST)) return;
+    s->away = (uint8_t)m->away;
+}
+
+/* Appends {"user":..,"status":..,"last_seen":..} for user, or nothing. */
+int pl_chat_presence_of(int64_t asker, int64_t user, pl_sbuf *out) {
+    if (user != asker && !pl_store_shares(C.store, asker, user)) return -1;
+    presence *p = pl_map_get(&C.presence, user);
+    int st = presence_status(user, pl_mono_ms(), NULL);
+    int64_t last = 0;
+    if (p) last = st != ST_OFFLINE ? pl_now_ms() : p->last_active;
+    else {
+        pl_user u;
+        if (pl_store_user_by_id(C.store, user, &u) != 0) return -1;
+        free(u.pwhash);
+        last = u.last_seen;
+    }
+    presence tmp = {.user = user};
+    pl_sbuf_addc(out, '{');
+    presence_frame(out, &tmp, st, last);
+    pl_sbuf_addc(out, '}');
+    return 0;
+}
+
+static void do_presence_query(session *s, pl_msg *m) {
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_adds(&b, "{\"type\":\"presence\"");
+    pl_proto_add_req(&b, m->req);
+    pl_sbuf_adds(&b, ",\"users\":[");
+    size_t i, k = 0;
+    json_t *v;
+    json_array_foreach(m->users, i, v) {
+        size_t before = b.len;
+        if (k) pl_sbuf_addc(&b, ',');
+        if (pl_chat_presence_of(s->user, json_integer_value(v), &b) == 0) k++;
+        else b.len = before;
+    }
+    pl_sbuf_adds(&b, "]}");
+    send_sbuf(s->conn, &b);
+    pl_sbuf_release(&b);
+}
+
+void pl_chat_shutdown(void) {
+    uv_timer_stop(&C.ticker);
+    uv_close((uv_handle_t *)&C.ticker, NULL);
+    uv_idle_stop(&C.replayer);
+    uv_close((uv_handle_t *)&C.replayer, NULL);
+    /* everyone is about to go offline: keep their last seen */
+    int64_t wall = pl_now_ms();
+    for (size_t i = 0; i < C.presence.cap; i++) {
+        if (!C.presence.slots[i].key) continue;
+        presence *p = C.presence.slots[i].val;
+        pl_job *j = pl_calloc(1, sizeof *j);
+        j->op = PL_JOB_LAST_SEEN;
+        j->user = p->user;
+        j->expires = pl_map_get(&C.users, p->user) ? wall : p->last_active;
+        j->done = last_seen_done;
+        pl_store_submit(C.store, j);
+        free(p);
+    }
+    pl_map_release(&C.presence);
+}
+
+static void tick(uv_timer_t *t) {
+    int64_t now = pl_mono_ms();
+    typing_expire(now);
+    presence_sweep(now);
+}
 
 /* ---- sessions ----------------------------------------------------------- */
 
@@ -360,6 +825,8 @@ static int session_auth(session *s, const char *tok, size_t len, json_t *cursors
     s->user = user;
     s->login = login;
     s->authed = 1;
+    s->last_hb = pl_mono_ms();
+    presence_get(user)->last_active = pl_now_ms();
     memcpy(s->username, u.username, sizeof s->username);
     s->conn->deadline = 0;
     chat_user *cu = pl_map_get(&C.users, user);
@@ -397,6 +864,10 @@ void pl_chat_conn_closed(pl_conn *c) {
     if (!s) return;
     c->session = NULL;
     replay_remove(s);
+    if (s->authed) {
+        presence *p = pl_map_get(&C.presence, s->user);
+        if (p) p->last_active = pl_now_ms();
+    }
     while (s->nsubs) unsubscribe(s, s->subs[s->nsubs - 1]->conv->id);
     free(s->subs);
     if (s->authed) {
@@ -569,12 +1040,31 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pl_msg_release(&m);
         return;
     }
+    s->last_hb = pl_mono_ms();                 /* any message is a heartbeat */
     if (r) {
         send_error(c, e.req, e.code, e.message);
         pl_msg_release(&m);
         return;
     }
     switch (m.type) {
+    case PL_MSG_HEARTBEAT:
+        break;
+    case PL_MSG_DELIVERED:
+    case PL_MSG_READ:
+        do_receipt(s, &m);
+        break;
+    case PL_MSG_RECEIPTS:
+        do_receipts(s, &m);
+        break;
+    case PL_MSG_TYPING:
+        do_typing(s, &m);
+        break;
+    case PL_MSG_PRESENCE:
+        do_presence_set(s, &m);
+        break;
+    case PL_MSG_PRESENCE_QUERY:
+        do_presence_query(s, &m);
+        break;
     case PL_MSG_AUTH:
         send_error(c, m.req, "bad_request", "already authenticated");
         break;

@@ -62,6 +62,9 @@ void pl_chat_on_drain(pl_conn *c);
 int  pl_chat_check_token(const char *tok, size_t len, int64_t *user, int64_t *login);
 /* Closes (4001) every live session of user opened with login. */
 void pl_chat_revoke_login(int64_t user, int64_t login);
+/* Shutdown, before the store closes: stops timers and queues every online
+ * user's last seen. No store call is made after this. */
+void pl_chat_shutdown(void);
 /* Closes every WebSocket with code (1001 on shutdown). */
 void pl_chat_close_all(pl_net *net, int code, const char *reason);
 
@@ -70,6 +73,15 @@ void pl_chat_close_all(pl_net *net, int code, const char *reason);
  * non-members). */
 int  pl_chat_history(int64_t conv, int64_t user, int64_t after, int64_t before, int limit,
                      pl_sbuf *out);
+
+/* Receipt cursors of conv's members and, if seq > 0, the aggregate for the
+ * message at seq, as JSON members (no braces). PL_STORE_* code. */
+int  pl_chat_receipts(int64_t conv, int64_t user, int64_t seq, pl_sbuf *out);
+/* A PL_JOB_RECEIPT finished: announce moved cursors (no-op otherwise). */
+void pl_chat_receipt_done(const pl_job *j);
+/* Appends user's presence as a JSON object if asker may see it (shares a
+ * conversation, or is the user); -1 otherwise. */
+int  pl_chat_presence_of(int64_t asker, int64_t user, pl_sbuf *out);
 
 /* Maps a PL_STORE_* error to a protocol error code and HTTP status. */
 const char *pl_chat_error_code(int store_err, int *http_status);

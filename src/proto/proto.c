@@ -132,6 +132,50 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
         m->type = PL_MSG_PING;
         return 0;
     }
+    if (strcmp(type, "heartbeat") == 0) {
+        m->type = PL_MSG_HEARTBEAT;
+        return 0;
+    }
+    if (strcmp(type, "delivered") == 0 || strcmp(type, "read") == 0) {
+        m->type = type[0] == 'd' ? PL_MSG_DELIVERED : PL_MSG_READ;
+        if (get_id(m->root, "conversation", &m->conv, e)) return -1;
+        return get_id(m->root, "seq", &m->seq, e);
+    }
+    if (strcmp(type, "receipts") == 0) {
+        m->type = PL_MSG_RECEIPTS;
+        if (get_id(m->root, "conversation", &m->conv, e)) return -1;
+        return get_opt_seq(m->root, "seq", &m->seq, e);
+    }
+    if (strcmp(type, "typing") == 0) {
+        m->type = PL_MSG_TYPING;
+        if (get_id(m->root, "conversation", &m->conv, e)) return -1;
+        const char *st = json_string_value(json_object_get(m->root, "state"));
+        if (!st || (strcmp(st, "start") && strcmp(st, "stop")))
+            return fail(e, "bad_request", "%s", "\"state\" must be \"start\" or \"stop\"");
+        m->typing = st[2] == 'a';
+        return 0;
+    }
+    if (strcmp(type, "presence") == 0) {
+        m->type = PL_MSG_PRESENCE;
+        const char *st = json_string_value(json_object_get(m->root, "status"));
+        if (!st || (strcmp(st, "online") && strcmp(st, "away")))
+            return fail(e, "bad_request", "%s", "\"status\" must be \"online\" or \"away\"");
+        m->away = st[0] == 'a';
+        return 0;
+    }
+    if (strcmp(type, "presence_query") == 0) {
+        m->type = PL_MSG_PRESENCE_QUERY;
+        json_t *u = json_object_get(m->root, "users");
+        if (!json_is_array(u)) return fail(e, "bad_request", "%s", "\"users\" must be an array of user ids");
+        if (json_array_size(u) > PL_PROTO_PRESENCE_QUERY_MAX)
+            return fail(e, "too_large", "%s", "at most 200 users per presence_query");
+        size_t i;
+        json_t *v;
+        json_array_foreach(u, i, v) if (!json_is_integer(v) || json_integer_value(v) <= 0)
+            return fail(e, "bad_request", "%s", "\"users\" must be an array of user ids");
+        m->users = u;
+        return 0;
+    }
     return fail(e, "unknown_type", "%s", "unknown message type");
 }
 

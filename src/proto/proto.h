@@ -20,8 +20,12 @@
 #define PL_PROTO_REQ_MAX  128        /* longest accepted "req" (as JSON text) */
 
 typedef enum pl_msg_type {
-    PL_MSG_AUTH = 1, PL_MSG_SEND, PL_MSG_SYNC, PL_MSG_HISTORY, PL_MSG_PING
+    PL_MSG_AUTH = 1, PL_MSG_SEND, PL_MSG_SYNC, PL_MSG_HISTORY, PL_MSG_PING,
+    PL_MSG_DELIVERED, PL_MSG_READ, PL_MSG_RECEIPTS, PL_MSG_HEARTBEAT,
+    PL_MSG_PRESENCE, PL_MSG_PRESENCE_QUERY, PL_MSG_TYPING
 } pl_msg_type;
+
+#define PL_PROTO_PRESENCE_QUERY_MAX 200
 
 /* A decoded client message. Strings point into root (valid until
  * pl_msg_release). */
@@ -39,6 +43,10 @@ typedef struct pl_msg {
     json_t     *cursors;         /* SYNC, AUTH (optional): object, validated */
     int64_t     after, before;   /* HISTORY; 0 = not given               */
     int         limit;           /* HISTORY, 1..PL_STORE_PAGE_MAX        */
+    int64_t     seq;             /* DELIVERED, READ (> 0); RECEIPTS (0 = none) */
+    int         away;            /* PRESENCE: 1 away, 0 online           */
+    int         typing;          /* TYPING: 1 start, 0 stop              */
+    json_t     *users;           /* PRESENCE_QUERY: array of positive ids */
 } pl_msg;
 
 typedef struct pl_proto_err {

@@ -84,6 +84,7 @@ typedef struct pl_user {
     int64_t id;
     char    username[33];
     char   *pwhash;           /* owned; NULL unless asked for            */
+    int64_t last_seen;        /* ms; 0 if never recorded                 */
 } pl_user;
 
 typedef struct pl_login {     /* a login session (refresh token family)   */
@@ -97,6 +98,8 @@ typedef struct pl_login {     /* a login session (refresh token family)   */
 typedef struct pl_member {
     int64_t user;
     int     role;             /* pl_role                                  */
+    int64_t delivered_seq;    /* receipt cursors                          */
+    int64_t read_seq;
 } pl_member;
 
 typedef struct pl_conv {
@@ -126,7 +129,12 @@ typedef enum pl_job_op {
     PL_JOB_MEMBER_ADD,        /* in: conv, user (actor), peer. out: event (none if already a member) */
     PL_JOB_MEMBER_REMOVE,     /* in: conv, user (actor), peer. out: event  */
     PL_JOB_MEMBER_LEAVE,      /* in: conv, user. out: event                */
-    PL_JOB_MESSAGE_SEND       /* in: conv, user (sender), client_msg_id, body. out: event, dup */
+    PL_JOB_MESSAGE_SEND,      /* in: conv, user (sender), client_msg_id, body. out: event, dup */
+    PL_JOB_RECEIPT,           /* in: conv, user, delivered, read (seqs; 0 = no change).
+                               * Cursors only move up; values above last_seq are clamped;
+                               * read implies delivered. out: out_delivered, out_read,
+                               * out_unread, created = 1 if a cursor moved. */
+    PL_JOB_LAST_SEEN          /* in: user, expires (= last seen, ms). Only moves forward. */
 } pl_job_op;
 
 typedef struct pl_job pl_job;
@@ -153,11 +161,16 @@ struct pl_job {
     uint8_t    hash[32];      /* login create/rotate: refresh hash (old on rotate) */
     uint8_t    hash2[32];     /* login rotate: new refresh hash            */
     int64_t    expires;
+    int64_t    delivered;     /* receipt: delivered up to                  */
+    int64_t    read;          /* receipt: read up to                       */
     /* outputs, valid in done() */
     int        result;        /* PL_STORE_OK or a PL_STORE_E*              */
     int64_t    out_id;        /* new user id / login id / conversation id  */
     int        created;       /* direct open: 1 if the conversation is new */
     int        dup;           /* send: 1 if client_msg_id was seen before  */
+    int64_t    out_delivered; /* receipt: the user's cursors after the job */
+    int64_t    out_read;
+    int64_t    out_unread;    /* receipt: messages from others above out_read */
     int        has_event;     /* 1 if event below was appended to a log    */
     pl_event   event;         /* the appended (or, on dup, original) event */
     /* callback, run on the loop thread */
@@ -194,6 +207,8 @@ typedef struct pl_store_ops {
     /* runs done() for every completed job (loop thread). */
     void (*drain)(pl_store *s);
     /* stops accepting, finishes queued jobs, drains, closes, frees s. */
+    /* 1 if users a and b are members of at least one common conversation. */
+    int  (*shares)(pl_store *s, int64_t a, int64_t b);
     void (*close)(pl_store *s);
 } pl_store_ops;
 
@@ -226,6 +241,7 @@ static inline int  pl_store_conv_list(pl_store *s, int64_t u, pl_conv **o, size_
 static inline int  pl_store_conv_get(pl_store *s, int64_t c, int64_t u, pl_conv *o) { return s->ops->conv_get(s, c, u, o); }
 static inline int  pl_store_member_role(pl_store *s, int64_t c, int64_t u) { return s->ops->member_role(s, c, u); }
 static inline int  pl_store_members(pl_store *s, int64_t c, int64_t **o, size_t *n) { return s->ops->members(s, c, o, n); }
+static inline int  pl_store_shares(pl_store *s, int64_t a, int64_t b) { return s->ops->shares(s, a, b); }
 static inline int  pl_store_events(pl_store *s, int64_t c, int64_t after, int64_t before, int limit, int top, pl_event **o, size_t *n) { return s->ops->events(s, c, after, before, limit, top, o, n); }
 
 /* Stops the writer after finishing queued jobs, drains, closes, frees. */

@@ -133,6 +133,8 @@ static const char *const migrations[] = {
     "  PRIMARY KEY(conv_id, seq)) WITHOUT ROWID;"
     "CREATE UNIQUE INDEX events_idem ON events(conv_id, sender, client_msg_id)"
     "  WHERE client_msg_id IS NOT NULL;",
+    /* 1 -> 2: presence's last seen survives restarts */
+    "ALTER TABLE users ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -147,6 +149,7 @@ enum {
     W_MEMBER_ROLE, W_MEMBER_INSERT, W_MEMBER_DELETE, W_MEMBER_HAS_ADMIN,
     W_MEMBER_OLDEST, W_MEMBER_SET_ROLE,
     W_EVENT_DUP, W_EVENT_INSERT,
+    W_MEMBER_CURSORS, W_MEMBER_SET_CURSORS, W_UNREAD, W_USER_LAST_SEEN,
     W__COUNT
 };
 
@@ -182,11 +185,18 @@ static const char *const w_sql[W__COUNT] = {
                       " WHERE conv_id = ?1 AND sender = ?2 AND client_msg_id = ?3",
     [W_EVENT_INSERT] = "INSERT INTO events(conv_id, seq, id, ts, kind, sender, client_msg_id,"
                        " body, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [W_MEMBER_CURSORS] = "SELECT delivered_seq, read_seq FROM members WHERE conv_id = ?1 AND user_id = ?2",
+    [W_MEMBER_SET_CURSORS] = "UPDATE members SET delivered_seq = ?1, read_seq = ?2"
+                             " WHERE conv_id = ?3 AND user_id = ?4",
+    [W_UNREAD]      = "SELECT count(*) FROM events WHERE conv_id = ?1 AND seq > ?2"
+                      " AND kind = 2 AND sender <> ?3",
+    [W_USER_LAST_SEEN] = "UPDATE users SET last_seen = ?1 WHERE id = ?2 AND last_seen < ?1",
 };
 
 enum {
     R_USER_BY_NAME, R_USER_BY_ID, R_LOGIN, R_CONV_LIST, R_CONV_GET,
     R_CONV_MEMBERS, R_MEMBER_ROLE, R_MEMBERS, R_EVENTS_ASC, R_EVENTS_DESC,
+    R_SHARES,
     R__COUNT
 };
 
@@ -199,8 +209,8 @@ enum {
 #define EVENT_COLUMNS "seq, id, ts, kind, sender, client_msg_id, body, data"
 
 static const char *const r_sql[R__COUNT] = {
-    [R_USER_BY_NAME] = "SELECT id, username, pwhash FROM users WHERE username = ?1",
-    [R_USER_BY_ID]   = "SELECT id, username, pwhash FROM users WHERE id = ?1",
+    [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = ?1",
+    [R_USER_BY_ID]   = "SELECT id, username, pwhash, last_seen FROM users WHERE id = ?1",
     [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked FROM logins WHERE id = ?1",
     [R_CONV_LIST]    = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
@@ -208,13 +218,16 @@ static const char *const r_sql[R__COUNT] = {
     [R_CONV_GET]     = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
                        " WHERE m.conv_id = ?1 AND m.user_id = ?2",
-    [R_CONV_MEMBERS] = "SELECT user_id, role FROM members WHERE conv_id = ?1 ORDER BY joined",
+    [R_CONV_MEMBERS] = "SELECT user_id, role, delivered_seq, read_seq FROM members"
+                       " WHERE conv_id = ?1 ORDER BY joined",
     [R_MEMBER_ROLE]  = "SELECT role FROM members WHERE conv_id = ?1 AND user_id = ?2",
     [R_MEMBERS]      = "SELECT user_id FROM members WHERE conv_id = ?1",
     [R_EVENTS_ASC]   = "SELECT " EVENT_COLUMNS " FROM events"
                        " WHERE conv_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4",
     [R_EVENTS_DESC]  = "SELECT " EVENT_COLUMNS " FROM events"
                        " WHERE conv_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+    [R_SHARES]       = "SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id"
+                       " AND b.user_id = ?2 WHERE a.user_id = ?1 LIMIT 1",
 };
 
 /* ---- the seq map: conversation id -> last seq (writer only) ------------ */
@@ -312,6 +325,7 @@ static void job_reset_outputs(pl_job *j) {
     j->created = 0;
     j->dup = 0;
     j->has_event = 0;
+    j->out_delivered = j->out_read = j->out_unread = 0;
     memset(&j->event, 0, sizeof j->event);
 }
 
@@ -761,6 +775,54 @@ static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
                     data_user(j->user));
 }
 
+/* Receipt cursors: clamp to the log, merge with max, write only if moved. */
+static int job_receipt(sq_store *s, pl_job *j, int64_t now) {
+    int role = w_member_role(s, j->conv, j->user);
+    if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
+    int err = PL_STORE_OK;
+    seq_ent *e = w_seq_get(s, j->conv, &err);
+    if (!e) return err;
+    int64_t d = j->delivered < e->last_seq ? j->delivered : e->last_seq;
+    int64_t r = j->read < e->last_seq ? j->read : e->last_seq;
+    if (r > d) d = r;                               /* read implies delivered */
+    sqlite3_stmt *st = s->w[W_MEMBER_CURSORS];
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int64(st, 2, j->user);
+    int rc = sqlite3_step(st);
+    int64_t cd = 0, cr = 0;
+    if (rc == SQLITE_ROW) {
+        cd = sqlite3_column_int64(st, 0);
+        cr = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) return w_fatal(s, rc, w_sql[W_MEMBER_CURSORS]);
+    int64_t nd = d > cd ? d : cd, nr = r > cr ? r : cr;
+    j->created = nd != cd || nr != cr;
+    if (j->created) {
+        st = s->w[W_MEMBER_SET_CURSORS];
+        sqlite3_bind_int64(st, 1, nd);
+        sqlite3_bind_int64(st, 2, nr);
+        sqlite3_bind_int64(st, 3, j->conv);
+        sqlite3_bind_int64(st, 4, j->user);
+        if (w_exec(s, W_MEMBER_SET_CURSORS) != PL_STORE_OK) return W_FATAL;
+    }
+    j->out_delivered = nd;
+    j->out_read = nr;
+    st = s->w[W_UNREAD];
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int64(st, 2, nr);
+    sqlite3_bind_int64(st, 3, j->user);
+    rc = w_lookup(s, W_UNREAD, &j->out_unread);
+    return rc < 0 ? rc : PL_STORE_OK;
+}
+
+static int job_last_seen(sq_store *s, pl_job *j, int64_t now) {
+    sqlite3_stmt *st = s->w[W_USER_LAST_SEEN];
+    sqlite3_bind_int64(st, 1, j->expires);
+    sqlite3_bind_int64(st, 2, j->user);
+    return w_exec(s, W_USER_LAST_SEEN) == PL_STORE_OK ? PL_STORE_OK : W_FATAL;
+}
+
 typedef int (*job_fn)(sq_store *s, pl_job *j, int64_t now);
 
 /* Runs a multi-statement job inside a savepoint, so that a failure after its
@@ -794,6 +856,8 @@ static int w_run_job(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_MEMBER_ADD:    return w_in_savepoint(s, j, now, job_member_add);
     case PL_JOB_MEMBER_REMOVE: return w_in_savepoint(s, j, now, job_member_remove);
     case PL_JOB_MEMBER_LEAVE:  return w_in_savepoint(s, j, now, job_member_leave);
+    case PL_JOB_RECEIPT:       return job_receipt(s, j, now);
+    case PL_JOB_LAST_SEEN:     return job_last_seen(s, j, now);
     }
     return PL_STORE_EINVAL;
 }
@@ -955,6 +1019,7 @@ static int r_user(sq_store *s, int id, pl_user *out, int with_hash) {
         const unsigned char *name = sqlite3_column_text(st, 1);
         snprintf(out->username, sizeof out->username, "%s", name ? (const char *)name : "");
         if (with_hash) out->pwhash = col_text(st, 2);
+        out->last_seen = sqlite3_column_int64(st, 3);
     }
     sqlite3_reset(st);
     return rc == SQLITE_ROW ? PL_STORE_OK : rc == SQLITE_DONE ? PL_STORE_ENOTFOUND
@@ -1054,6 +1119,8 @@ static int sq_conv_get(pl_store *base, int64_t conv, int64_t user, pl_conv *out)
         }
         out->members[out->nmembers].user = sqlite3_column_int64(ms, 0);
         out->members[out->nmembers].role = sqlite3_column_int(ms, 1);
+        out->members[out->nmembers].delivered_seq = sqlite3_column_int64(ms, 2);
+        out->members[out->nmembers].read_seq = sqlite3_column_int64(ms, 3);
         out->nmembers++;
     }
     sqlite3_reset(ms);
@@ -1063,6 +1130,17 @@ static int sq_conv_get(pl_store *base, int64_t conv, int64_t user, pl_conv *out)
         return PL_STORE_EUNAVAIL;
     }
     return PL_STORE_OK;
+}
+
+/* A failing read answers 0: refusing is the safe side. */
+static int sq_shares(pl_store *base, int64_t a, int64_t b) {
+    sq_store *s = (sq_store *)base;
+    sqlite3_stmt *st = s->r[R_SHARES];
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW;
 }
 
 /* A failing read answers PL_ROLE_NONE: refusing is the safe side. */
@@ -1325,6 +1403,7 @@ static const pl_store_ops sq_ops = {
     .member_role = sq_member_role,
     .members = sq_members,
     .events = sq_events,
+    .shares = sq_shares,
     .drain = sq_drain,
     .close = sq_close,
 };

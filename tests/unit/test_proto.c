@@ -166,3 +166,38 @@ TEST(proto_encode_sent_and_error) {
     json_decref(req);
     pl_sbuf_release(&s);
 }
+
+TEST(proto_receipts_presence_typing) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"read\",\"conversation\":4,\"seq\":9}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_READ);
+    CHECK_EQ(m.seq, 9);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"delivered\",\"conversation\":4,\"seq\":0}", &m, &e), -1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"receipts\",\"conversation\":4}", &m, &e), 0);
+    CHECK_EQ(m.seq, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"typing\",\"conversation\":4,\"state\":\"start\"}", &m, &e), 0);
+    CHECK_EQ(m.typing, 1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"typing\",\"conversation\":4,\"state\":\"stop\"}", &m, &e), 0);
+    CHECK_EQ(m.typing, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"typing\",\"conversation\":4,\"state\":\"maybe\"}", &m, &e), -1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"presence\",\"status\":\"away\"}", &m, &e), 0);
+    CHECK_EQ(m.away, 1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"presence\",\"status\":\"invisible\"}", &m, &e), -1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"presence_query\",\"users\":[1,2,3]}", &m, &e), 0);
+    CHECK_EQ(json_array_size(m.users), 3);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"presence_query\",\"users\":[1,\"x\"]}", &m, &e), -1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"heartbeat\"}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_HEARTBEAT);
+    pl_msg_release(&m);
+}

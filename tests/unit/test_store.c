@@ -224,7 +224,7 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 1);
+    CHECK_EQ(version, 2);                          /* migrations: base schema, last_seen */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -1027,4 +1027,90 @@ TEST(store_open_fails_cleanly) {
              PL_STORE_EUNAVAIL);
     CHECK(s == NULL);
     CHECK(err != NULL);
+}
+
+/* ---- receipts, last seen, shares ---------------------------------------- */
+
+static int t_receipt(tstore *t, int64_t conv, int64_t user, int64_t d, int64_t r, pl_job *out) {
+    t_init(t, out, PL_JOB_RECEIPT);
+    out->conv = conv;
+    out->user = user;
+    out->delivered = d;
+    out->read = r;
+    return t_run1(t, out);
+}
+
+TEST(store_receipts_monotonic_clamped) {
+    tstore t;
+    CHECK_EQ(t_open(&t), 0);
+    int64_t a = t_user(&t, "ra"), b = t_user(&t, "rb"), c = t_user(&t, "rc");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "r", m, 1);              /* seq 1: created */
+    pl_job s[3];
+    t_send_init(&t, &s[0], g, a, "m1", "one");
+    t_send_init(&t, &s[1], g, a, "m2", "two");
+    t_send_init(&t, &s[2], g, b, "m3", "three");        /* b's own message */
+    CHECK_EQ(t_run(&t, s, 3), 0);
+    for (int i = 0; i < 3; i++) pl_event_release(&s[i].event);
+    pl_job j;
+    CHECK_EQ(t_receipt(&t, g, b, 3, 0, &j), PL_STORE_OK);
+    CHECK(j.created);
+    CHECK_EQ(j.out_delivered, 3);
+    CHECK_EQ(j.out_read, 0);
+    CHECK_EQ(j.out_unread, 2);                          /* a's two messages */
+    /* going backwards or repeating changes nothing */
+    CHECK_EQ(t_receipt(&t, g, b, 2, 0, &j), PL_STORE_OK);
+    CHECK(!j.created);
+    CHECK_EQ(j.out_delivered, 3);
+    CHECK_EQ(t_receipt(&t, g, b, 3, 0, &j), PL_STORE_OK);
+    CHECK(!j.created);
+    /* read implies delivered; above last_seq is clamped to 4 */
+    CHECK_EQ(t_receipt(&t, g, b, 0, 99, &j), PL_STORE_OK);
+    CHECK(j.created);
+    CHECK_EQ(j.out_read, 4);
+    CHECK_EQ(j.out_delivered, 4);
+    CHECK_EQ(j.out_unread, 0);
+    /* stored: visible through conv_get members and the unread count */
+    pl_conv cv;
+    CHECK_EQ(pl_store_conv_get(t.s, g, b, &cv), PL_STORE_OK);
+    CHECK_EQ(cv.read_seq, 4);
+    CHECK_EQ(cv.unread, 0);
+    int found = 0;
+    for (size_t i = 0; i < cv.nmembers; i++)
+        if (cv.members[i].user == b) {
+            found = 1;
+            CHECK_EQ(cv.members[i].read_seq, 4);
+            CHECK_EQ(cv.members[i].delivered_seq, 4);
+        }
+    pl_conv_release(&cv);
+    CHECK(found);
+    /* non-members cannot move cursors */
+    CHECK_EQ(t_receipt(&t, g, c, 1, 1, &j), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
+TEST(store_last_seen_and_shares) {
+    tstore t;
+    CHECK_EQ(t_open(&t), 0);
+    int64_t a = t_user(&t, "la"), b = t_user(&t, "lb"), c = t_user(&t, "lc");
+    int64_t m[] = {b};
+    CHECK(t_group(&t, a, "g", m, 1) > 0);
+    CHECK_EQ(pl_store_shares(t.s, a, b), 1);
+    CHECK_EQ(pl_store_shares(t.s, b, a), 1);
+    CHECK_EQ(pl_store_shares(t.s, a, c), 0);
+    pl_job j;
+    t_init(&t, &j, PL_JOB_LAST_SEEN);
+    j.user = a;
+    j.expires = 5000;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    t_init(&t, &j, PL_JOB_LAST_SEEN);
+    j.user = a;
+    j.expires = 4000;                                   /* never backwards */
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(t_reopen(&t), 0);
+    pl_user u;
+    CHECK_EQ(pl_store_user_by_id(t.s, a, &u), PL_STORE_OK);
+    CHECK_EQ(u.last_seen, 5000);
+    free(u.pwhash);
+    t_finish(&t);
 }

@@ -1,0 +1,152 @@
+"""Presence (M11) merged over devices with heartbeats and last seen, typing
+(M12) that expires by itself, and rate limits on both that leave message
+delivery alone."""
+
+import asyncio
+import time
+
+from pclient import Harness, async_test
+
+FAST = ["--presence-timeout", "2", "--presence-coalesce", "100", "--typing-ttl", "1500"]
+
+
+def presence_of(ws, uid):
+    return [m for m in ws.msgs if isinstance(m, dict) and m.get("type") == "presence"
+            and m.get("user") == uid]
+
+
+@async_test(60)
+async def test_presence_merged_over_devices_then_offline_with_last_seen(server_factory):
+    server = server_factory(FAST)
+    async with Harness(server) as h:
+        api = h.api
+        watcher, bob = await api.register_many(2, "pr")
+        await api.open_dm(watcher, bob.id)
+        w = await h.ws(watcher, name="watcher")
+
+        b1 = await h.ws(bob, name="b1")
+        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                         and m.get("status") == "online", what="bob online")
+        b2 = await h.ws(bob, name="b2")
+
+        # b1 goes away and disconnects; b2 keeps heartbeating: still online
+        await b1.close()
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end:
+            await b2.send_json({"type": "heartbeat"})
+            await asyncio.sleep(0.3)
+        assert all(m["status"] == "online" for m in presence_of(w, bob.id)), presence_of(w, bob.id)
+        r = await w.request({"type": "presence_query", "users": [bob.id]})
+        assert r["users"][0]["status"] == "online", r
+
+        # b2 stays connected but stops heartbeating: offline after the timeout
+        silent_since = int(time.time() * 1000)
+        m = await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                             and m.get("status") == "offline", timeout=10, what="bob offline")
+        assert m["last_seen"] >= silent_since - 1000, m
+        assert m["last_seen"] <= int(time.time() * 1000), m
+        r = await w.request({"type": "presence_query", "users": [bob.id, 999999]})
+        assert [x["user"] for x in r["users"]] == [bob.id], r          # unknown ids left out
+        assert r["users"][0]["status"] == "offline", r
+
+        # away is merged too
+        await b2.send_json({"type": "presence", "status": "away"})
+        m = await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                             and m.get("status") == "away", timeout=10, what="bob away")
+        # strangers cannot see bob's presence
+        stranger, = await api.register_many(1, "st")
+        r = await api.expect(200, "GET", f"/api/v1/presence?users={bob.id}", token=stranger.token)
+        assert r.body["users"] == [], r.body
+        r = await api.expect(200, "GET", f"/api/v1/presence?users={bob.id}", token=watcher.token)
+        assert r.body["users"][0]["status"] == "away", r.body
+
+
+@async_test(60)
+async def test_flapping_connection_is_coalesced(server_factory):
+    server = server_factory(["--presence-coalesce", "1500"])
+    async with Harness(server) as h:
+        api = h.api
+        watcher, bob = await api.register_many(2, "fl")
+        await api.open_dm(watcher, bob.id)
+        w = await h.ws(watcher, name="watcher")
+        b = await h.ws(bob, name="bob")
+        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id)
+        await b.close()
+        # reconnect and drop 10 times within the coalescing window
+        for i in range(10):
+            x = await h.ws(bob, name=f"flap{i}")
+            await x.close()
+        last = await h.ws(bob, name="final")
+        await asyncio.sleep(2.0)
+        await w.ping()
+        updates = presence_of(w, bob.id)
+        assert len(updates) <= 3, updates
+        assert updates[-1]["status"] == "online", updates
+        await last.ping()
+
+
+@async_test(60)
+async def test_typing_reaches_others_not_typist_and_expires(server_factory):
+    server = server_factory(FAST)
+    async with Harness(server) as h:
+        api = h.api
+        u = await api.register_many(3, "ty")
+        cid = (await api.create_group(u[0], [u[1].id, u[2].id]))["id"]
+        typist = await h.ws(u[0], name="typist")
+        typist2 = await h.ws(u[0], name="typist-2nd-device")
+        o1 = await h.ws(u[1], name="o1")
+        o2 = await h.ws(u[2], name="o2")
+
+        await typist.send_json({"type": "typing", "conversation": cid, "state": "start"})
+        for o in (o1, o2):
+            m = await o.wait_for(lambda m: m.get("type") == "typing" and m.get("state") == "start")
+            assert m["user"] == u[0].id and m["conversation"] == cid, m
+        # expires by itself (ttl 1.5 s) with a stop from the server
+        t0 = time.monotonic()
+        m = await o1.wait_for(lambda m: m.get("type") == "typing" and m.get("state") == "stop", timeout=5)
+        assert time.monotonic() - t0 >= 0.8, "stopped too early"
+        await typist.ping()
+        await typist2.ping()
+        for t in (typist, typist2):
+            assert not [m for m in t.msgs if m.get("type") == "typing"], t.msgs
+        # an explicit stop, and a message, end typing too
+        await typist.send_json({"type": "typing", "conversation": cid, "state": "start"})
+        n = len(o2.msgs)
+        await typist.send_msg(cid, "done typing")
+        await o2.wait_for(lambda m: m.get("type") == "typing" and m.get("state") == "stop", start=n)
+        # non-members cannot type into it
+        outsider, = await api.register_many(1, "tyo")
+        wo = await h.ws(outsider)
+        e = await wo.request({"type": "typing", "conversation": cid, "state": "start"})
+        assert e["type"] == "error" and e["code"] == "not_found", e
+
+
+@async_test(90)
+async def test_signal_spam_is_limited_without_hurting_messages(server):
+    async with Harness(server) as h:
+        api = h.api
+        spammer, friend = await api.register_many(2, "sp")
+        cid = (await api.open_dm(spammer, friend.id))["id"]
+        s = await h.ws(spammer, name="spammer")
+        f = await h.ws(friend, name="friend")
+        for i in range(300):
+            await s.send_json({"type": "typing", "conversation": cid,
+                               "state": "start" if i % 2 == 0 else "stop"})
+            await s.send_json({"type": "presence", "status": "away" if i % 2 else "online"})
+        # messages still flow both ways while the spam is being processed
+        acks = []
+        for i in range(20):
+            acks.append(await s.send_msg(cid, f"real {i}"))
+            acks.append(await f.send_msg(cid, f"reply {i}"))
+        seqs = [a["seq"] for a in acks]
+        assert seqs == list(range(seqs[0], seqs[0] + 40)), seqs
+        await f.wait_seq(cid, seqs[-1])
+        await s.ping()
+        # the spammer was told, with a retry_after
+        limited = [m for m in s.errors() if m.get("code") == "rate_limited"]
+        assert limited and limited[0]["retry_after"] > 0, s.errors()
+        # far fewer typing frames reached the friend than were sent
+        typing = [m for m in f.msgs if m.get("type") == "typing"]
+        assert 0 < len(typing) < 100, len(typing)
+        got = [m["seq"] for m in f.conv_events(cid) if m["kind"] == "message"]
+        assert got == seqs, (got, seqs)

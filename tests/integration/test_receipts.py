@@ -1,0 +1,145 @@
+"""Receipts (M6) and read state across devices (M7): delivered/read cursors
+are monotonic, idempotent, durable, reach the sender, aggregate for groups,
+and clear unread counts on the reader's other devices."""
+
+import asyncio
+
+from pclient import Harness, async_test
+
+
+def receipts_of(ws, conv, user):
+    return [m for m in ws.msgs if isinstance(m, dict) and m.get("type") == "receipt"
+            and m.get("conversation") == conv and m.get("user") == user]
+
+
+@async_test(60)
+async def test_dm_delivered_then_read_and_no_regress(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "rc")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice)
+        b = await h.ws(bob)
+        ack = await a.send_msg(cid, "are you there?")
+        seq = ack["seq"]
+        await b.wait_seq(cid, seq)
+
+        # bob's device acknowledges delivery: alice sees delivered, not read
+        await b.send_json({"type": "delivered", "conversation": cid, "seq": seq})
+        r = await a.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == bob.id
+                             and m.get("delivered_seq", 0) >= seq, what="delivered receipt")
+        assert r["conversation"] == cid and r["read_seq"] < seq, r
+
+        # bob reads: alice sees read
+        await b.send_json({"type": "read", "conversation": cid, "seq": seq})
+        r = await a.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == bob.id
+                             and m.get("read_seq", 0) >= seq, what="read receipt")
+        assert r["delivered_seq"] >= seq, r
+        # bob's own session gets his unread count with it
+        own = await b.wait_for(lambda m: m.get("type") == "receipt" and m.get("read_seq", 0) >= seq)
+        assert own["unread"] == 0, own
+
+        # backwards and repeated receipts change nothing and announce nothing
+        n_before = len(receipts_of(a, cid, bob.id))
+        for t, s in (("read", seq), ("delivered", seq), ("read", 1), ("delivered", 1)):
+            await b.send_json({"type": t, "conversation": cid, "seq": s})
+        # a second device of bob repeating the same values: also nothing
+        b2 = await h.ws(bob, name="bob2")
+        await b2.send_json({"type": "read", "conversation": cid, "seq": seq})
+        await b2.send_json({"type": "delivered", "conversation": cid, "seq": 1})
+        await b.ping()
+        await b2.ping()
+        await a.ping()
+        await asyncio.sleep(0.3)
+        assert len(receipts_of(a, cid, bob.id)) == n_before, receipts_of(a, cid, bob.id)
+
+        # the cursors are durable and visible through the API
+        r = await api.expect(200, "GET", f"/api/v1/conversations/{cid}/receipts?seq={seq}", token=alice.token)
+        cur = {m["user"]: m for m in r.body["members"]}
+        assert cur[bob.id]["read_seq"] == seq and cur[bob.id]["delivered_seq"] == seq, r.body
+        assert r.body["message"]["read"]["users"] == [bob.id], r.body
+        await server.arestart()
+        r = await api.expect(200, "GET", f"/api/v1/conversations/{cid}/receipts", token=alice.token)
+        cur = {m["user"]: m for m in r.body["members"]}
+        assert cur[bob.id]["read_seq"] == seq, r.body
+
+
+@async_test(60)
+async def test_group_aggregate_shows_exactly_who(server):
+    async with Harness(server) as h:
+        api = h.api
+        u = await api.register_many(4, "ag")
+        cid = (await api.create_group(u[0], [x.id for x in u[1:]]))["id"]
+        ws = [await h.ws(x, name=x.username) for x in u]
+        ack = await ws[0].send_msg(cid, "status check")
+        seq = ack["seq"]
+        for w in ws[1:]:
+            await w.wait_seq(cid, seq)
+        # u1 and u2 got it on a device; u1 also read it; u3 did nothing
+        await ws[1].send_json({"type": "read", "conversation": cid, "seq": seq})
+        await ws[2].send_json({"type": "delivered", "conversation": cid, "seq": seq})
+        await ws[0].wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == u[2].id)
+        await ws[0].wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == u[1].id)
+
+        r = await ws[0].request({"type": "receipts", "conversation": cid, "seq": seq})
+        assert r["type"] == "receipts", r
+        msg = r["message"]
+        assert msg["sender"] == u[0].id and msg["seq"] == seq, r
+        assert sorted(msg["delivered"]["users"]) == sorted([u[1].id, u[2].id]), r
+        assert msg["delivered"]["count"] == 2, r
+        assert msg["read"]["users"] == [u[1].id] and msg["read"]["count"] == 1, r
+        # the same over REST, and refused to a non-member
+        rr = await api.expect(200, "GET", f"/api/v1/conversations/{cid}/receipts?seq={seq}", token=u[3].token)
+        assert rr.body["message"] == msg, rr.body
+        outsider, = await api.register_many(1, "out")
+        await api.expect(404, "GET", f"/api/v1/conversations/{cid}/receipts?seq={seq}", token=outsider.token)
+        wo = await h.ws(outsider, name="outsider")
+        e = await wo.request({"type": "read", "conversation": cid, "seq": seq})
+        assert e["type"] == "error" and e["code"] == "not_found", e
+
+
+@async_test(60)
+async def test_read_on_one_device_clears_unread_on_the_other(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "ud")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice)
+        phone = await h.ws(bob, name="phone")
+        laptop = await h.ws(bob, name="laptop")
+        last = None
+        for i in range(3):
+            last = (await a.send_msg(cid, f"ping {i}"))["seq"]
+        await laptop.wait_seq(cid, last)
+        await phone.wait_seq(cid, last)
+        r = await api.expect(200, "GET", "/api/v1/conversations", token=bob.token)
+        conv = next(c for c in r.body["conversations"] if c["id"] == cid)
+        assert conv["unread"] == 3, conv
+
+        await phone.send_json({"type": "read", "conversation": cid, "seq": last})
+        m = await laptop.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == bob.id
+                                  and m.get("read_seq") == last, what="read sync on the laptop")
+        assert m["unread"] == 0, m
+        r = await api.expect(200, "GET", "/api/v1/conversations", token=bob.token)
+        conv = next(c for c in r.body["conversations"] if c["id"] == cid)
+        assert conv["unread"] == 0 and conv["read_seq"] == last, conv
+        # a fresh device sees it too
+        tablet = await h.ws(bob, name="tablet")
+        listed = {c["id"]: c for c in tablet.ready["conversations"]}
+        assert listed[cid]["unread"] == 0, tablet.ready
+
+
+@async_test(60)
+async def test_rest_read_marks(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "rr")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice)
+        seq = (await a.send_msg(cid, "hello"))["seq"]
+        await api.expect(204, "POST", f"/api/v1/conversations/{cid}/read", token=bob.token,
+                         json_body={"seq": seq})
+        r = await a.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == bob.id)
+        assert r["read_seq"] == seq, r
+        await api.expect(400, "POST", f"/api/v1/conversations/{cid}/read", token=bob.token,
+                         json_body={"seq": "x"})
