@@ -18,6 +18,8 @@
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
+#include "../core/metrics.h"
+#include "../core/ratelimit.h"
 #include "../proto/proto.h"
 
 static struct {
@@ -25,6 +27,11 @@ static struct {
     pl_store        *store;
     const pl_config *cfg;
     char             dummy_hash[PL_AUTH_PWHASH_MAX];   /* equalises login timing */
+    pl_limiter       ip_requests;  /* HTTP requests and WebSocket opens per IP */
+    pl_limiter       ip_auth;      /* register/login/refresh per IP            */
+    int64_t          swept_at;
+    int              draining;
+    void           (*gauges)(pl_metrics_gauges *g);
 } A;
 
 typedef struct api_op {
@@ -80,6 +87,30 @@ static void store_error(pl_http_ctx *ctx, int r, const char *what) {
 }
 
 /* ---- request helpers ---------------------------------------------------- */
+
+/* 429 with Retry-After (whole seconds, at least 1) and retry_after (s). */
+static void too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *scope) {
+    char extra[64], body[192];
+    snprintf(extra, sizeof extra, "Retry-After: %lld\r\n", (long long)((retry_ms + 999) / 1000));
+    int n = snprintf(body, sizeof body,
+                     "{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many requests (%s)\","
+                     "\"retry_after\":%.3f}}", scope, (double)retry_ms / 1000.0);
+    pl_http_respond(ctx, 429, "application/json", body, (size_t)n, extra);
+}
+
+int pl_api_admit_ip(pl_conn *c, int auth) {
+    if (c->loopback && !A.cfg->rate_ip_loopback) return 0;
+    int64_t now = pl_mono_ms();
+    if (now - A.swept_at > 5000) {
+        A.swept_at = now;
+        pl_limiter_sweep(&A.ip_requests, now);
+        pl_limiter_sweep(&A.ip_auth, now);
+    }
+    int64_t w = pl_limiter_take(&A.ip_requests, c->ip_key, 1, now);
+    if (!w && auth) w = pl_limiter_take(&A.ip_auth, c->ip_key, 1, now);
+    if (w) pl_count(&pl_m_rate_limited_ip, 1);
+    return (int)(w > 0x7fffffff ? 0x7fffffff : w);
+}
 
 static json_t *body_object(pl_http_ctx *ctx) {
     if (!ctx->body_len) {
@@ -596,7 +627,7 @@ static void http_sent(pl_job *j) {
     api_op *op = j->data;
     if (j->result) store_error(op->ctx, j->result, "no such conversation");
     else {
-        if (!j->dup && j->has_event) pl_chat_committed(&j->event);
+        pl_chat_sent(j, 0);
         pl_sbuf s;
         pl_sbuf_init(&s);
         pl_proto_sent(&s, &j->event, j->dup, NULL, 1);
@@ -624,6 +655,13 @@ static void h_send(pl_http_ctx *ctx, int64_t conv) {
     if (json_string_length(b) > (size_t)A.cfg->max_body) {
         json_decref(o);
         pl_http_error(ctx, 413, "too_large", "\"body\" is too long");
+        return;
+    }
+    int64_t retry;
+    const char *scope;
+    if (pl_chat_admit_send(ctx->user, conv, &retry, &scope)) {
+        json_decref(o);
+        too_many(ctx, retry, scope);
         return;
     }
     api_op *op = op_new(ctx, o);
@@ -741,8 +779,31 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     pl_str seg[8];
     size_t n = split_path(ctx->req.path, seg, 8);
     int m = ctx->req.method;
+    pl_count(&pl_m_http_requests, 1);
     if (n == 1 && seg_is(seg[0], "healthz")) {
         pl_http_respond(ctx, 200, "text/plain", "ok\n", 3, NULL);
+        return;
+    }
+    if (n == 1 && seg_is(seg[0], "readyz")) {
+        if (A.draining || !A.store) pl_http_respond(ctx, 503, "text/plain", "draining\n", 9, NULL);
+        else pl_http_respond(ctx, 200, "text/plain", "ready\n", 6, NULL);
+        return;
+    }
+    if (n == 1 && seg_is(seg[0], "metrics")) {
+        pl_metrics_gauges g = {0};
+        if (A.gauges) A.gauges(&g);
+        g.draining = A.draining;
+        pl_sbuf s;
+        pl_sbuf_init(&s);
+        pl_metrics_render(&s, &g);
+        pl_http_respond(ctx, 200, "text/plain; version=0.0.4", s.p, s.len, NULL);
+        pl_sbuf_release(&s);
+        return;
+    }
+    int auth_route = n == 4 && seg_is(seg[2], "auth");
+    int64_t wait = pl_api_admit_ip(ctx->conn, auth_route);
+    if (wait) {
+        too_many(ctx, wait, "ip");
         return;
     }
     if (!A.store) {
@@ -845,12 +906,21 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     pl_http_error(ctx, 404, "not_found", "no such route");
 }
 
-void pl_api_shutdown(void) { A.store = NULL; }
+void pl_api_shutdown(void) {
+    A.store = NULL;
+    A.draining = 1;
+    pl_limiter_release(&A.ip_requests);
+    pl_limiter_release(&A.ip_auth);
+}
+
+void pl_api_set_gauges(void (*fn)(pl_metrics_gauges *g)) { A.gauges = fn; }
 
 void pl_api_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg) {
     A.loop = loop;
     A.store = store;
     A.cfg = cfg;
+    pl_limiter_init(&A.ip_requests, cfg->rate_ip_requests, cfg->rate_ip_burst);
+    pl_limiter_init(&A.ip_auth, cfg->rate_ip_auth / 60.0, cfg->rate_ip_auth ? cfg->rate_ip_auth : 1);
     /* a real argon2id string with the configured cost, for unknown users */
     pl_auth_hash_password("not a real password", 19, (unsigned)cfg->argon2_ops,
                           (size_t)cfg->argon2_mem * 1024, A.dummy_hash);

@@ -27,6 +27,19 @@ typedef struct pl_config {
     int  presence_coalesce;   /* ms between presence updates per user        */
     int  typing_ttl;          /* ms a typing start lasts without refresh     */
     int  receipt_fanout_max;  /* live sessions above which receipts stay with the user */
+    int  rate_user_msgs;      /* messages per second per user (0 = no limit) */
+    int  rate_user_burst;
+    int  rate_conv_msgs;      /* messages per second per conversation        */
+    int  rate_conv_burst;
+    int  rate_ip_requests;    /* HTTP requests and WebSocket opens per second per IP */
+    int  rate_ip_burst;
+    int  rate_ip_auth;        /* register/login/refresh per minute per IP    */
+    int  rate_ip_loopback;    /* 1: apply IP limits to loopback clients too  */
+    int  max_conns_per_ip;    /* 0 = no cap                                  */
+    int  max_outbound;        /* bytes queued to one connection before it is closed (4008) */
+    int  ping_interval;       /* seconds of silence before the server pings  */
+    int  idle_timeout;        /* seconds of silence before the server closes */
+    int  shutdown_grace;      /* seconds SIGTERM waits for clients to close  */
 } pl_config;
 
 /* Fills cfg from all sources. Returns 0, 1 if --help was printed, or -1

@@ -19,6 +19,7 @@
 #include "../bus/bus.h"
 #include "../chat/auth.h"
 #include "../chat/chat.h"
+#include "../core/clock.h"
 #include "../core/log.h"
 #include "../http/server.h"
 #include "../net/conn.h"
@@ -36,6 +37,7 @@ static uv_signal_t sigterm, sigint;
 static uv_timer_t  stop_timer;
 static pl_config   cfg;
 static int         stopping;
+static int64_t     drain_deadline;
 
 static void on_data(pl_conn *c, uint8_t *p, size_t n) {
     if (c->mode == PL_CONN_HTTP) pl_http_on_data(c, p, n);
@@ -54,7 +56,17 @@ static void on_timeout(pl_conn *c) {
 }
 
 static void on_ws_open(pl_conn *c, const char *tok, size_t len, void *ud) {
+    if (pl_api_admit_ip(c, 0)) {
+        pl_wsconn_close(c, PL_WS_CLOSE_POLICY, "rate limited: too many connections from this address");
+        return;
+    }
     pl_chat_ws_open(c, tok, len);
+}
+
+static void sample_gauges(pl_metrics_gauges *g) {
+    g->connections = pl_net_count(net);
+    g->sessions = pl_chat_session_count();
+    pl_net_queue_stats(net, &g->outbound_bytes, &g->outbound_max_bytes);
 }
 
 static void on_store_wakeup(uv_async_t *a) { pl_store_drain(store); }
@@ -62,21 +74,29 @@ static void on_store_wakeup(uv_async_t *a) { pl_store_drain(store); }
 /* Called from the store's writer thread. */
 static void store_notify(void *arg) { uv_async_send(&store_wakeup); }
 
-static void finish_stop(uv_timer_t *t) {
+static void finish_stop(void) {
+    uv_timer_stop(&stop_timer);
     pl_net_close(net);
     uv_close((uv_handle_t *)&stop_timer, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
 }
 
+/* Every 100 ms during a drain: done when every client has closed, or when
+ * the grace period is over. */
+static void drain_check(uv_timer_t *t) {
+    if (pl_net_count(net) == 0 || pl_mono_ms() >= drain_deadline) finish_stop();
+}
+
 static void pause_conn(pl_conn *c, void *arg) { pl_conn_pause(c); }
 
-/* SIGTERM/SIGINT: no new connections or requests; every queued commit
- * finishes and its ack is queued; then WebSockets get 1001 after their acks;
- * half a second later everything is closed and the loop ends. */
+/* SIGTERM/SIGINT, the drain (P6): no new connections or requests; every
+ * queued commit finishes and its ack is queued; WebSockets then get a
+ * reconnect hint and 1001 after their acks; the process exits 0 when the
+ * clients have closed or shutdown-grace seconds have passed. */
 static void on_signal(uv_signal_t *s, int signum) {
     if (stopping++) return;
-    pl_log(PL_LOG_INFO, 0, "shutting down", "\"signal\":%d", signum);
+    pl_log(PL_LOG_INFO, 0, "draining", "\"signal\":%d,\"connections\":%zu", signum, pl_net_count(net));
     pl_net_stop_accepting(net);
     pl_net_each(net, pause_conn, NULL);
     pl_api_shutdown();
@@ -84,7 +104,8 @@ static void on_signal(uv_signal_t *s, int signum) {
     pl_store_close(&store);      /* joins the writer; runs every job's callback */
     uv_close((uv_handle_t *)&store_wakeup, NULL);
     pl_chat_close_all(net, PL_WS_CLOSE_GOING_AWAY, "server shutting down");
-    uv_timer_start(&stop_timer, finish_stop, 500, 0);
+    drain_deadline = pl_mono_ms() + (int64_t)cfg.shutdown_grace * 1000;
+    uv_timer_start(&stop_timer, drain_check, 100, 100);
 }
 
 int main(int argc, char **argv) {
@@ -122,6 +143,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "parleyd: cannot listen on %s: %s\n", cfg.listen, uv_strerror(r));
         return 1;
     }
+    pl_net_set_max_per_ip(net, cfg.max_conns_per_ip);
+    pl_api_set_gauges(sample_gauges);
     uv_signal_init(loop, &sigterm);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_init(loop, &sigint);

@@ -10,6 +10,7 @@
 #include "../core/clock.h"
 #include "../core/log.h"
 #include "../core/map.h"
+#include "../core/metrics.h"
 #include "../core/ratelimit.h"
 #include "../proto/proto.h"
 #include "../ws/ws.h"
@@ -107,11 +108,15 @@ static struct {
     chat_conv       *typing;      /* conversations with typing entries     */
     uv_timer_t       ticker;      /* presence and typing sweep             */
     uint32_t         mark;
+    pl_limiter       user_sends;  /* message rate per user                 */
+    pl_limiter       conv_sends;  /* message rate per conversation         */
+    int64_t          swept_at;    /* last limiter sweep (mono ms)          */
 } C;
 
 static void tick(uv_timer_t *t);
 static void typing_clear_conv(chat_conv *cv);
 static void typing_stop(chat_conv *cv, int64_t user);
+static void liveness_arm(pl_conn *c);
 
 static void replay_turn(uv_idle_t *h);
 static int  session_auth(session *s, const char *tok, size_t len, json_t *cursors);
@@ -126,6 +131,8 @@ void pl_chat_init(uv_loop_t *loop, pl_store *store, pl_bus *bus, const pl_config
     uv_idle_init(loop, &C.replayer);
     uv_unref((uv_handle_t *)&C.replayer);
     pl_map_init(&C.presence);
+    pl_limiter_init(&C.user_sends, cfg->rate_user_msgs, cfg->rate_user_burst);
+    pl_limiter_init(&C.conv_sends, cfg->rate_conv_msgs, cfg->rate_conv_burst);
     uv_timer_init(loop, &C.ticker);
     uv_timer_start(&C.ticker, tick, TICK_MS, TICK_MS);
     uv_unref((uv_handle_t *)&C.ticker);
@@ -144,10 +151,41 @@ const char *pl_chat_error_code(int r, int *status) {
     }
 }
 
-/* ---- sending to one session --------------------------------------------- */
+/* ---- sending to one session ---------------------------------------------
+ * The slow-consumer contract (P3): a connection's write queue is bounded by
+ * max-outbound bytes. Ephemeral frames (typing, presence, receipts) are
+ * dropped once the queue is above the high-water mark (conn->high); a frame
+ * that must not be dropped (an event, an ack, a reply) and does not fit
+ * closes the connection with 4008, and the client resumes from its cursors
+ * on reconnect, losing nothing. */
+
+#define PL_CLOSE_SLOW_CONSUMER 4008
+#define PL_CLOSE_IDLE          4002
+
+static int deliver(pl_conn *c, pl_rbuf *frame) {
+    if (c->ws_state != PL_WSS_OPEN || !pl_conn_alive(c)) return -1;
+    if (c->qbytes + frame->len > (size_t)C.cfg->max_outbound) {
+        pl_count(&pl_m_slow_consumer_closes, 1);
+        pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);
+        pl_wsconn_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
+        return -1;
+    }
+    pl_conn_send(c, frame);
+    return 0;
+}
+
+static void deliver_ephemeral(pl_conn *c, pl_rbuf *frame) {
+    if (c->high) {
+        pl_count(&pl_m_dropped_ephemeral, 1);
+        return;
+    }
+    deliver(c, frame);
+}
 
 static void send_sbuf(pl_conn *c, pl_sbuf *s) {
-    pl_wsconn_send_text(c, s->p, s->len);
+    pl_rbuf *b = pl_ws_text_frame(s->p, s->len);
+    deliver(c, b);
+    pl_rbuf_unref(&b);
 }
 
 static void send_error(pl_conn *c, json_t *req, const char *code, const char *msg) {
@@ -268,8 +306,10 @@ static int replay_sub(sub *x) {
     for (size_t i = 0; i < n; i++) {
         if (evs[i].seq != x->sent_seq + 1) break;     /* cannot happen: seqs are contiguous */
         pl_rbuf *b = event_frame(&evs[i]);
-        pl_conn_send(s->conn, b);
+        int ok = deliver(s->conn, b);
         pl_rbuf_unref(&b);
+        if (ok) break;
+        pl_count(&pl_m_frames_out, 1);
         x->sent_seq = evs[i].seq;
     }
     pl_event_list_free(evs, n);
@@ -280,10 +320,13 @@ static int replay_sub(sub *x) {
         char msg[96];
         int len = snprintf(msg, sizeof msg, "{\"type\":\"synced\",\"conversation\":%lld,\"seq\":%lld}",
                            (long long)x->conv->id, (long long)x->sent_seq);
-        pl_wsconn_send_text(s->conn, msg, (size_t)len);
+        pl_rbuf *f = pl_ws_text_frame(msg, (size_t)len);
+        deliver(s->conn, f);
+        pl_rbuf_unref(&f);
     }
     return 0;
 }
+
 
 /* One page per catching-up sub of each session in the replay list. */
 static void replay_turn(uv_idle_t *h) {
@@ -360,8 +403,10 @@ void pl_chat_on_event(void *ud, const pl_event *ev) {
                 continue;
             }
             if (!frame) frame = event_frame(ev);
-            pl_conn_send(x->sess->conn, frame);
-            x->sent_seq = ev->seq;
+            if (deliver(x->sess->conn, frame) == 0) {
+                x->sent_seq = ev->seq;
+                pl_count(&pl_m_frames_out, 1);
+            }
         }
         pl_rbuf_unref(&frame);
     }
@@ -387,8 +432,11 @@ static int limit_signal(session *s, pl_bucket *b, double rate, double burst) {
         int n = snprintf(msg, sizeof msg,
                          "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"too many signals\","
                          "\"retry_after\":%.3f}", (double)wait / 1000.0);
-        pl_wsconn_send_text(s->conn, msg, (size_t)n);
+        pl_rbuf *f = pl_ws_text_frame(msg, (size_t)n);
+        deliver(s->conn, f);
+        pl_rbuf_unref(&f);
     }
+    pl_count(&pl_m_rate_limited_signal, 1);
     return -1;
 }
 
@@ -403,9 +451,9 @@ static void typing_forward(chat_conv *cv, int64_t user, int start) {
                      (long long)cv->id, (long long)user, start ? "start" : "stop");
     pl_rbuf *frame = NULL;
     for (sub *x = cv->subs; x; x = x->next) {
-        if (x->sess->user == user || x->sess->conn->high) continue;
+        if (x->sess->user == user) continue;
         if (!frame) frame = pl_ws_text_frame(msg, (size_t)n);
-        pl_conn_send(x->sess->conn, frame);
+        deliver_ephemeral(x->sess->conn, frame);
     }
     pl_rbuf_unref(&frame);
 }
@@ -510,10 +558,10 @@ void pl_chat_receipt_done(const pl_job *j) {
     for (sub *x = cv->subs; x; x = x->next) {
         if (x->sess->user == j->user) {
             if (!fw) fw = pl_ws_text_frame(own, (size_t)wn);
-            pl_conn_send(x->sess->conn, fw);
+            deliver_ephemeral(x->sess->conn, fw);
         } else if (everyone) {
             if (!fo) fo = pl_ws_text_frame(other, (size_t)on);
-            pl_conn_send(x->sess->conn, fo);
+            deliver_ephemeral(x->sess->conn, fo);
         }
     }
     pl_rbuf_unref(&fo);
@@ -667,10 +715,10 @@ static void presence_announce(presence *p, int status) {
         if (!cv || cv->nsubs > PRESENCE_FANOUT_MAX) continue;
         for (sub *x = cv->subs; x; x = x->next) {
             session *s = x->sess;
-            if (s->user == p->user || s->mark == mark || s->conn->high) continue;
+            if (s->user == p->user || s->mark == mark) continue;
             s->mark = mark;
             if (!frame) frame = pl_ws_text_frame(b.p, b.len);
-            pl_conn_send(s->conn, frame);
+            deliver_ephemeral(s->conn, frame);
         }
     }
     pl_rbuf_unref(&frame);
@@ -777,12 +825,19 @@ void pl_chat_shutdown(void) {
         free(p);
     }
     pl_map_release(&C.presence);
+    pl_limiter_release(&C.user_sends);
+    pl_limiter_release(&C.conv_sends);
 }
 
 static void tick(uv_timer_t *t) {
     int64_t now = pl_mono_ms();
     typing_expire(now);
     presence_sweep(now);
+    if (now - C.swept_at >= 5000) {
+        C.swept_at = now;
+        pl_limiter_sweep(&C.user_sends, now);
+        pl_limiter_sweep(&C.conv_sends, now);
+    }
 }
 
 /* ---- sessions ----------------------------------------------------------- */
@@ -828,7 +883,7 @@ static int session_auth(session *s, const char *tok, size_t len, json_t *cursors
     s->last_hb = pl_mono_ms();
     presence_get(user)->last_active = pl_now_ms();
     memcpy(s->username, u.username, sizeof s->username);
-    s->conn->deadline = 0;
+    liveness_arm(s->conn);
     chat_user *cu = pl_map_get(&C.users, user);
     if (!cu) {
         cu = pl_calloc(1, sizeof *cu);
@@ -884,9 +939,38 @@ void pl_chat_conn_closed(pl_conn *c) {
     free(s);
 }
 
+/* Liveness (P5): after ping-interval seconds of silence the server pings;
+ * after idle-timeout seconds of silence (no pong, no message) it closes with
+ * 4002. The connection's single deadline tracks the next check. */
+static void liveness_arm(pl_conn *c) {
+    c->deadline = c->last_rx + (int64_t)C.cfg->ping_interval * 1000;
+}
+
 void pl_chat_ws_timeout(pl_conn *c) {
     session *s = c->session;
-    if (s && !s->authed) pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authentication timeout");
+    if (!s) return;
+    if (!s->authed) {
+        pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authentication timeout");
+        return;
+    }
+    int64_t now = pl_mono_ms(), idle = now - c->last_rx;
+    if (idle < (int64_t)C.cfg->ping_interval * 1000) {   /* heard from it since */
+        c->pinged = 0;
+        liveness_arm(c);
+        return;
+    }
+    if (idle >= (int64_t)C.cfg->idle_timeout * 1000) {
+        pl_count(&pl_m_idle_closes, 1);
+        pl_wsconn_close(c, PL_CLOSE_IDLE, "idle timeout");
+        return;
+    }
+    if (!c->pinged) {
+        uint8_t hdr[14];
+        size_t h = pl_ws_header(hdr, PL_WS_OP_PING, 0, NULL);
+        pl_conn_send_copy(c, hdr, h);
+        c->pinged = 1;
+    }
+    c->deadline = c->last_rx + (int64_t)C.cfg->idle_timeout * 1000;
 }
 
 void pl_chat_revoke_login(int64_t user, int64_t login) {
@@ -898,7 +982,17 @@ void pl_chat_revoke_login(int64_t user, int64_t login) {
 
 static void close_one(pl_conn *c, void *arg) {
     const int *code = arg;
-    if (c->mode == PL_CONN_WS) pl_wsconn_close(c, *code, "server shutting down");
+    if (c->mode != PL_CONN_WS) {
+        pl_conn_close(c, 1);               /* after any response in flight */
+        return;
+    }
+    /* the drain contract (P6): a hint, then 1001; the client reconnects
+     * (to another node, or this one when it is back) and resumes */
+    static const char hint[] = "{\"type\":\"reconnect\",\"reason\":\"shutdown\",\"retry_after_ms\":1000}";
+    pl_rbuf *f = pl_ws_text_frame(hint, sizeof hint - 1);
+    pl_conn_send(c, f);                    /* even past the bound: it is the last frame */
+    pl_rbuf_unref(&f);
+    pl_wsconn_close(c, *code, "server shutting down");
 }
 
 void pl_chat_close_all(pl_net *net, int code, const char *reason) {
@@ -913,7 +1007,38 @@ typedef struct send_op {
     pl_conn *conn;                /* a reference                            */
     json_t  *root;                /* keeps the message's strings alive      */
     json_t  *req;
+    int64_t  t0;                  /* mono us when the send arrived          */
 } send_op;
+
+int pl_chat_admit_send(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope) {
+    int64_t now = pl_mono_ms();
+    int64_t w = pl_limiter_take(&C.user_sends, user, 1, now);
+    if (w) {
+        *retry_ms = w;
+        *scope = "user";
+        pl_count(&pl_m_rate_limited_user, 1);
+        return -1;
+    }
+    w = pl_limiter_take(&C.conv_sends, conv, 1, now);
+    if (w) {
+        *retry_ms = w;
+        *scope = "conversation";
+        pl_count(&pl_m_rate_limited_conv, 1);
+        return -1;
+    }
+    return 0;
+}
+
+void pl_chat_sent(const pl_job *j, int64_t t0_us) {
+    if (j->result != PL_STORE_OK) return;
+    if (j->dup) {
+        pl_count(&pl_m_sends_dup, 1);
+        return;
+    }
+    pl_count(&pl_m_sends, 1);
+    if (j->has_event) pl_chat_committed(&j->event);
+    if (t0_us) pl_observe(&pl_m_delivery_seconds, (double)(pl_mono_us() - t0_us) / 1e6);
+}
 
 static void send_done(pl_job *j) {
     send_op *op = (send_op *)j;
@@ -926,7 +1051,7 @@ static void send_done(pl_job *j) {
             send_sbuf(c, &s);
             pl_sbuf_release(&s);
         }
-        if (!j->dup && j->has_event) pl_chat_committed(&j->event);
+        pl_chat_sent(j, op->t0);
     } else if (pl_conn_alive(c)) {
         int st;
         const char *code = pl_chat_error_code(j->result, &st);
@@ -940,7 +1065,21 @@ static void send_done(pl_job *j) {
 }
 
 static void do_send(session *s, pl_msg *m) {
+    int64_t retry;
+    const char *scope;
+    if (pl_chat_admit_send(s->user, m->conv, &retry, &scope)) {
+        pl_sbuf b;
+        pl_sbuf_init(&b);
+        pl_sbuf_adds(&b, "{\"type\":\"error\"");
+        pl_proto_add_req(&b, m->req);
+        pl_sbuf_printf(&b, ",\"code\":\"rate_limited\",\"message\":\"too many messages (%s)\",\"retry_after\":%.3f}",
+                       scope, (double)retry / 1000.0);
+        send_sbuf(s->conn, &b);
+        pl_sbuf_release(&b);
+        return;
+    }
     send_op *op = pl_calloc(1, sizeof *op);
+    op->t0 = pl_mono_us();
     op->job.op = PL_JOB_MESSAGE_SEND;
     op->job.user = s->user;
     op->job.conv = m->conv;
@@ -1029,6 +1168,7 @@ static void do_history(session *s, pl_msg *m) {
 void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
     session *s = c->session;
     if (!s) return;
+    pl_count(&pl_m_ws_messages_in, 1);
     pl_msg m;
     pl_proto_err e;
     int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);

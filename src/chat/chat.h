@@ -83,6 +83,13 @@ void pl_chat_receipt_done(const pl_job *j);
  * conversation, or is the user); -1 otherwise. */
 int  pl_chat_presence_of(int64_t asker, int64_t user, pl_sbuf *out);
 
+/* Rate limits on sends (per user, then per conversation). 0 if admitted;
+ * else -1 with the wait in ms and the limit's scope ("user", "conversation"). */
+int  pl_chat_admit_send(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope);
+/* A send job finished: count it and publish its event (once, never for a
+ * duplicate). t0_us: mono us when the send arrived (0 = unknown). */
+void pl_chat_sent(const pl_job *j, int64_t t0_us);
+
 /* Maps a PL_STORE_* error to a protocol error code and HTTP status. */
 const char *pl_chat_error_code(int store_err, int *http_status);
 

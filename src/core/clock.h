@@ -17,4 +17,10 @@ static inline int64_t pl_mono_ms(void) {         /* for timeouts           */
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static inline int64_t pl_mono_us(void) {         /* for measuring          */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 #endif

@@ -8,6 +8,8 @@
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
+#include "../core/map.h"
+#include "../core/metrics.h"
 
 #define READ_BUF_SIZE   (64 * 1024)
 #define IOV_MAX_BATCH   64          /* entries per vectored write              */
@@ -29,6 +31,8 @@ struct pl_net {
     int            accepting;
     int            closing;
     int            handles_open;   /* for pl_net_close                      */
+    int            max_per_ip;     /* 0 = no cap                            */
+    pl_map         per_ip;         /* ip_key -> open connections (as intptr) */
 };
 
 static uint8_t read_buf[READ_BUF_SIZE];   /* shared: the loop is one thread */
@@ -39,6 +43,7 @@ typedef struct write_req {
 } write_req;
 
 static void conn_flush(pl_conn *c);
+static void net_free(pl_net *n);
 
 void *pl_net_data(pl_net *n) { return n->ud; }
 size_t pl_net_count(pl_net *n) { return n->count; }
@@ -56,15 +61,22 @@ void pl_conn_unref(pl_conn *c) {
     free(c);
 }
 
+static void ip_count(pl_net *n, int64_t key, int delta) {
+    intptr_t v = (intptr_t)pl_map_get(&n->per_ip, key) + delta;
+    if (v > 0) pl_map_put(&n->per_ip, key, (void *)v);
+    else pl_map_del(&n->per_ip, key);
+}
+
 static void on_uv_close(uv_handle_t *h) {
     pl_conn *c = h->data;
     pl_net *n = c->net;
+    ip_count(n, c->ip_key, -1);
     c->prev->next = c->next;
     c->next->prev = c->prev;
     n->count--;
     n->h.on_close(c);
     pl_conn_unref(c);
-    if (n->closing && --n->handles_open == 0) free(n);
+    if (n->closing && --n->handles_open == 0) net_free(n);
 }
 
 /* Closes the socket now, dropping whatever is queued. */
@@ -109,6 +121,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     pl_conn *c = s->data;
     if (nread > 0) {
         if (c->closing) return;
+        c->last_rx = pl_mono_ms();
         pl_conn_ref(c);
         c->net->h.on_data(c, (uint8_t *)buf->base, (size_t)nread);
         pl_conn_unref(c);
@@ -294,6 +307,33 @@ static void on_connection(uv_stream_t *server, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage peer;
+    int plen = sizeof peer;
+    c->ip_key = 1;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) == 0) {
+        if (peer.ss_family == AF_INET) {
+            uint32_t a = ntohl(((struct sockaddr_in *)&peer)->sin_addr.s_addr);
+            c->ip_key = (int64_t)a + 2;
+            c->loopback = (a >> 24) == 127;
+        } else if (peer.ss_family == AF_INET6) {
+            const uint8_t *b = ((struct sockaddr_in6 *)&peer)->sin6_addr.s6_addr;
+            uint64_t h = 1469598103934665603ULL;     /* FNV-1a of the address */
+            for (int i = 0; i < 16; i++) h = (h ^ b[i]) * 1099511628211ULL;
+            c->ip_key = (int64_t)(h | (1ULL << 40));  /* never collides with IPv4 keys */
+            c->loopback = IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&peer)->sin6_addr);
+        }
+    }
+    if (n->max_per_ip && (intptr_t)pl_map_get(&n->per_ip, c->ip_key) >= n->max_per_ip) {
+        pl_count(&pl_m_conn_refused_ip, 1);
+        c->refs = 1;
+        c->net = n;
+        c->closed = 1;
+        c->closing = 1;
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    ip_count(n, c->ip_key, 1);
+    c->last_rx = pl_mono_ms();
     c->id = ++n->next_id;
     c->net = n;
     c->refs = 1;                           /* dropped in on_uv_close */
@@ -357,6 +397,16 @@ int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
     return 0;
 }
 
+void pl_net_set_max_per_ip(pl_net *n, int cap) { n->max_per_ip = cap; }
+
+void pl_net_queue_stats(pl_net *n, uint64_t *total, uint64_t *max) {
+    *total = *max = 0;
+    for (pl_conn *c = n->all.next; c != &n->all; c = c->next) {
+        *total += c->qbytes;
+        if (c->qbytes > *max) *max = c->qbytes;
+    }
+}
+
 void pl_net_stop_accepting(pl_net *n) {
     if (!n->accepting) return;
     n->accepting = 0;
@@ -370,9 +420,14 @@ void pl_net_each(pl_net *n, void (*fn)(pl_conn *c, void *arg), void *arg) {
     }
 }
 
+static void net_free(pl_net *n) {
+    pl_map_release(&n->per_ip);
+    free(n);
+}
+
 static void on_net_handle_closed(uv_handle_t *h) {
     pl_net *n = h->data;
-    if (--n->handles_open == 0) free(n);
+    if (--n->handles_open == 0) net_free(n);
 }
 
 void pl_net_close(pl_net *n) {

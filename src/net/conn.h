@@ -66,6 +66,10 @@ struct pl_conn {
     uint8_t      paused;       /* reading stopped by the upper layer         */
     uint8_t      high;         /* queue went above the high-water mark       */
     uint8_t      ws_state;     /* ws/wsconn.c: open, close sent, ...        */
+    uint8_t      loopback;     /* the peer is on 127.0.0.0/8 or ::1         */
+    uint8_t      pinged;       /* chat/: a liveness ping is outstanding     */
+    int64_t      ip_key;       /* the peer address as a map key (non-zero)  */
+    int64_t      last_rx;      /* monotonic ms of the last bytes received   */
     pl_rbuf    **q;            /* write queue ring, NULL while never used    */
     uint32_t     qhead, qlen, qcap;
     uint32_t     qoff;         /* bytes of q[qhead] already written          */
@@ -86,6 +90,11 @@ void pl_net_stop_accepting(pl_net *n);
 /* Closes every connection immediately and the listener; frees when done. */
 void pl_net_close(pl_net *n);
 size_t pl_net_count(pl_net *n);
+/* Caps open connections per client IP (0 = no cap); over it, a new
+ * connection is closed at once. */
+void pl_net_set_max_per_ip(pl_net *n, int cap);
+/* Sum of queued bytes over all connections, and the largest queue. */
+void pl_net_queue_stats(pl_net *n, uint64_t *total, uint64_t *max);
 /* Calls fn for each open connection. */
 void pl_net_each(pl_net *n, void (*fn)(pl_conn *c, void *arg), void *arg);
 

@@ -61,6 +61,7 @@
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
+#include "../core/metrics.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -890,8 +891,13 @@ static void w_run_batch(sq_store *s, pl_job *head) {
     int64_t now = pl_now_ms();
     if (now < s->last_ts) now = s->last_ts;      /* ts never goes backwards */
     s->last_ts = now;
-    for (pl_job *j = head; j; j = j->next) job_reset_outputs(j);
+    size_t njobs = 0;
+    for (pl_job *j = head; j; j = j->next) {
+        job_reset_outputs(j);
+        njobs++;
+    }
     if (s->broken) { fail_all(head); return; }
+    int64_t t0 = pl_mono_us();
 
     /* BEGIN failing (another process holds the lock past the timeout) wrote
      * nothing: the batch fails but the store is not broken. */
@@ -916,9 +922,16 @@ static void w_run_batch(sq_store *s, pl_job *head) {
         w_fatal(s, SQLITE_IOERR_FSYNC, "COMMIT (fault hook)");
         goto fail;
     }
-    if (w_exec(s, W_COMMIT) == PL_STORE_OK) return;
+    if (w_exec(s, W_COMMIT) == PL_STORE_OK) {
+        pl_count(&pl_m_commit_batches, 1);
+        pl_count(&pl_m_commit_jobs, njobs);
+        pl_observe(&pl_m_commit_batch_size, (double)njobs);
+        pl_observe(&pl_m_commit_seconds, (double)(pl_mono_us() - t0) / 1e6);
+        return;
+    }
 
 fail:
+    pl_count(&pl_m_commit_failures, 1);
     /* The database state is unknown from here on (invariant 5). */
     pl_log(PL_LOG_ERROR, 0, "store: batch failed, no longer accepting writes",
            "\"rc\":%d,\"err\":\"%s\",\"step\":\"%s\"", s->fatal_rc,

@@ -74,3 +74,20 @@ TEST(bucket_burst_then_refill) {
     for (int i = 0; i < 9; i++) CHECK_EQ(pl_bucket_take(&b, 5, 10, 1, t + 10000), 0);
     CHECK(pl_bucket_take(&b, 5, 10, 1, t + 10000) > 0);
 }
+
+TEST(limiter_keys_and_sweep) {
+    pl_limiter l;
+    pl_limiter_init(&l, 10, 2);
+    CHECK_EQ(pl_limiter_take(&l, 1, 1, 1000), 0);
+    CHECK_EQ(pl_limiter_take(&l, 1, 1, 1000), 0);
+    CHECK(pl_limiter_take(&l, 1, 1, 1000) > 0);       /* key 1 is out */
+    CHECK_EQ(pl_limiter_take(&l, 2, 1, 1000), 0);     /* key 2 is not */
+    pl_limiter_sweep(&l, 1050);                         /* not refilled yet */
+    CHECK_EQ(l.buckets.len, 2);
+    pl_limiter_sweep(&l, 1300);                         /* both full again */
+    CHECK_EQ(l.buckets.len, 0);
+    pl_limiter_release(&l);
+    pl_limiter_init(&l, 0, 1);                          /* rate 0: unlimited */
+    for (int i = 0; i < 100; i++) CHECK_EQ(pl_limiter_take(&l, 5, 1, 1000), 0);
+    pl_limiter_release(&l);
+}

@@ -1,0 +1,81 @@
+/* metrics.c — the metric definitions and the Prometheus text renderer
+ * (see metrics.h). */
+#include "metrics.h"
+
+static const double size_bounds[PL_HIST_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+static const double time_bounds[PL_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                    0.01, 0.025, 0.05, 0.1, 0.25, 1};
+
+pl_counter pl_m_ws_messages_in, pl_m_sends, pl_m_sends_dup, pl_m_frames_out, pl_m_http_requests,
+    pl_m_commit_batches, pl_m_commit_jobs, pl_m_commit_failures, pl_m_dropped_ephemeral,
+    pl_m_slow_consumer_closes, pl_m_rate_limited_user, pl_m_rate_limited_conv, pl_m_rate_limited_ip,
+    pl_m_rate_limited_signal, pl_m_conn_refused_ip, pl_m_idle_closes;
+pl_hist pl_m_commit_batch_size = {.bounds = size_bounds};
+pl_hist pl_m_commit_seconds = {.bounds = time_bounds};
+pl_hist pl_m_delivery_seconds = {.bounds = time_bounds};
+
+void pl_observe(pl_hist *h, double v) {
+    int i = 0;
+    while (i < PL_HIST_BUCKETS && v > h->bounds[i]) i++;
+    __atomic_fetch_add(&h->counts[i], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->sum_micro, (uint64_t)(v * 1e6), __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->n, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t rd(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+static void counter(pl_sbuf *o, const char *name, const char *help, const char *labels, const pl_counter *c,
+                    int header) {
+    if (header) pl_sbuf_printf(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    pl_sbuf_printf(o, "%s%s %llu\n", name, labels ? labels : "", (unsigned long long)rd(&c->v));
+}
+
+static void gauge(pl_sbuf *o, const char *name, const char *help, uint64_t v) {
+    pl_sbuf_printf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name,
+                   (unsigned long long)v);
+}
+
+static void hist(pl_sbuf *o, const char *name, const char *help, const pl_hist *h) {
+    pl_sbuf_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < PL_HIST_BUCKETS; i++) {
+        cum += rd(&h->counts[i]);
+        pl_sbuf_printf(o, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
+    }
+    cum += rd(&h->counts[PL_HIST_BUCKETS]);
+    pl_sbuf_printf(o, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    pl_sbuf_printf(o, "%s_sum %.6f\n%s_count %llu\n", name, (double)rd(&h->sum_micro) / 1e6, name,
+                   (unsigned long long)cum);
+}
+
+void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
+    gauge(o, "parley_connections", "Open TCP connections (HTTP and WebSocket).", g->connections);
+    gauge(o, "parley_sessions", "Authenticated WebSocket sessions.", g->sessions);
+    gauge(o, "parley_outbound_queue_bytes", "Bytes queued for writing, all connections.", g->outbound_bytes);
+    gauge(o, "parley_outbound_queue_max_bytes", "Bytes queued on the fullest connection.", g->outbound_max_bytes);
+    gauge(o, "parley_draining", "1 while shutting down.", (uint64_t)g->draining);
+    counter(o, "parley_ws_messages_in_total", "WebSocket messages received from clients.", NULL, &pl_m_ws_messages_in, 1);
+    counter(o, "parley_messages_sent_total", "Messages durably stored and acknowledged.", NULL, &pl_m_sends, 1);
+    counter(o, "parley_messages_duplicate_total", "Sends answered from the store as retries.", NULL, &pl_m_sends_dup, 1);
+    counter(o, "parley_frames_out_total", "Conversation event frames queued to sessions.", NULL, &pl_m_frames_out, 1);
+    counter(o, "parley_http_requests_total", "HTTP requests handled.", NULL, &pl_m_http_requests, 1);
+    counter(o, "parley_commit_batches_total", "Store transactions committed.", NULL, &pl_m_commit_batches, 1);
+    counter(o, "parley_commit_jobs_total", "Store jobs committed.", NULL, &pl_m_commit_jobs, 1);
+    counter(o, "parley_commit_failures_total", "Store transactions that failed.", NULL, &pl_m_commit_failures, 1);
+    counter(o, "parley_dropped_total", "Ephemeral frames dropped for slow consumers.", "{kind=\"ephemeral\"}",
+            &pl_m_dropped_ephemeral, 1);
+    counter(o, "parley_slow_consumer_closes_total", "Connections closed because they did not read.", NULL,
+            &pl_m_slow_consumer_closes, 1);
+    counter(o, "parley_idle_closes_total", "Connections closed for not answering pings.", NULL, &pl_m_idle_closes, 1);
+    counter(o, "parley_rate_limited_total", "Requests refused by a rate limit.", "{scope=\"user\"}",
+            &pl_m_rate_limited_user, 1);
+    counter(o, "parley_rate_limited_total", NULL, "{scope=\"conversation\"}", &pl_m_rate_limited_conv, 0);
+    counter(o, "parley_rate_limited_total", NULL, "{scope=\"ip\"}", &pl_m_rate_limited_ip, 0);
+    counter(o, "parley_rate_limited_total", NULL, "{scope=\"signal\"}", &pl_m_rate_limited_signal, 0);
+    counter(o, "parley_connections_refused_total", "Connections refused over the per-IP cap.", NULL,
+            &pl_m_conn_refused_ip, 1);
+    hist(o, "parley_commit_batch_size", "Jobs per store transaction.", &pl_m_commit_batch_size);
+    hist(o, "parley_commit_seconds", "Store transaction time, BEGIN to durable COMMIT.", &pl_m_commit_seconds);
+    hist(o, "parley_delivery_seconds", "Time from a send's arrival to its frames being queued to recipients.",
+         &pl_m_delivery_seconds);
+}
