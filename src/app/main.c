@@ -144,6 +144,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     pl_net_set_max_per_ip(net, cfg.max_conns_per_ip);
+    /* shed and pause well before the hard bound closes a slow consumer */
+    pl_net_set_queue_marks(net, (size_t)cfg.max_outbound / 4, (size_t)cfg.max_outbound / 16);
     pl_api_set_gauges(sample_gauges);
     uv_signal_init(loop, &sigterm);
     uv_signal_start(&sigterm, on_signal, SIGTERM);

@@ -311,6 +311,10 @@ static int replay_sub(sub *x) {
         if (ok) break;
         pl_count(&pl_m_frames_out, 1);
         x->sent_seq = evs[i].seq;
+        if (s->conn->high && i + 1 < n) {        /* invariant 3: wait for the drain */
+            pl_event_list_free(evs, n);
+            return 1;
+        }
     }
     pl_event_list_free(evs, n);
     if (n == REPLAY_PAGE || x->sent_seq < x->conv->last_seq) return 1;
@@ -939,9 +943,11 @@ void pl_chat_conn_closed(pl_conn *c) {
     free(s);
 }
 
-/* Liveness (P5): after ping-interval seconds of silence the server pings;
- * after idle-timeout seconds of silence (no pong, no message) it closes with
- * 4002. The connection's single deadline tracks the next check. */
+/* Liveness (P5): after ping-interval seconds of silence the server pings
+ * (and again each interval while the silence lasts); after idle-timeout
+ * seconds of silence (no pong, no message, no byte) it closes with 4002. The
+ * connection's single deadline holds the next check; any byte received moves
+ * last_rx, so a pong re-arms it. */
 static void liveness_arm(pl_conn *c) {
     c->deadline = c->last_rx + (int64_t)C.cfg->ping_interval * 1000;
 }
@@ -954,23 +960,21 @@ void pl_chat_ws_timeout(pl_conn *c) {
         return;
     }
     int64_t now = pl_mono_ms(), idle = now - c->last_rx;
-    if (idle < (int64_t)C.cfg->ping_interval * 1000) {   /* heard from it since */
-        c->pinged = 0;
-        liveness_arm(c);
-        return;
-    }
-    if (idle >= (int64_t)C.cfg->idle_timeout * 1000) {
+    int64_t ping_ms = (int64_t)C.cfg->ping_interval * 1000, idle_ms = (int64_t)C.cfg->idle_timeout * 1000;
+    if (idle >= idle_ms) {
         pl_count(&pl_m_idle_closes, 1);
         pl_wsconn_close(c, PL_CLOSE_IDLE, "idle timeout");
         return;
     }
-    if (!c->pinged) {
-        uint8_t hdr[14];
-        size_t h = pl_ws_header(hdr, PL_WS_OP_PING, 0, NULL);
-        pl_conn_send_copy(c, hdr, h);
-        c->pinged = 1;
+    if (idle < ping_ms) {                      /* heard from it recently */
+        liveness_arm(c);
+        return;
     }
-    c->deadline = c->last_rx + (int64_t)C.cfg->idle_timeout * 1000;
+    /* silent for a ping interval: ping (again every interval while silent) */
+    uint8_t hdr[14];
+    size_t h = pl_ws_header(hdr, PL_WS_OP_PING, 0, NULL);
+    pl_conn_send_copy(c, hdr, h);
+    c->deadline = now + ping_ms < c->last_rx + idle_ms ? now + ping_ms : c->last_rx + idle_ms;
 }
 
 void pl_chat_revoke_login(int64_t user, int64_t login) {

@@ -14,8 +14,6 @@
 #define READ_BUF_SIZE   (64 * 1024)
 #define IOV_MAX_BATCH   64          /* entries per vectored write              */
 #define CLOSE_LINGER_MS 5000        /* graceful close waits at most this long  */
-#define DRAIN_LOW_WATER (64 * 1024) /* on_drain fires below this after going high */
-#define DRAIN_HIGH_WATER (256 * 1024)
 
 struct pl_net {
     uv_loop_t     *loop;
@@ -32,6 +30,8 @@ struct pl_net {
     int            closing;
     int            handles_open;   /* for pl_net_close                      */
     int            max_per_ip;     /* 0 = no cap                            */
+    size_t         high_water;     /* queue bytes that set conn->high       */
+    size_t         low_water;      /* ... and that clear it (on_drain)      */
     pl_map         per_ip;         /* ip_key -> open connections (as intptr) */
 };
 
@@ -153,7 +153,7 @@ static void queue_push(pl_conn *c, pl_rbuf *b) {
     c->q[(c->qhead + c->qlen) % c->qcap] = b;
     c->qlen++;
     c->qbytes += b->len;
-    if (c->qbytes > DRAIN_HIGH_WATER) c->high = 1;
+    if (c->qbytes > c->net->high_water) c->high = 1;
 }
 
 void pl_conn_send(pl_conn *c, pl_rbuf *b) {
@@ -197,7 +197,7 @@ static size_t fill_iov(pl_conn *c, uv_buf_t *iov, size_t max) {
 }
 
 static void after_queue_change(pl_conn *c) {
-    if (c->high && c->qbytes < DRAIN_LOW_WATER) {
+    if (c->high && c->qbytes < c->net->low_water) {
         c->high = 0;
         if (!c->closing && c->net->h.on_drain) c->net->h.on_drain(c);
     }
@@ -377,6 +377,8 @@ int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
     n->ud = ud;
     n->all.next = n->all.prev = &n->all;
     n->accepting = 1;
+    n->high_water = 256 * 1024;
+    n->low_water = 64 * 1024;
     uv_tcp_init(loop, &n->listener);
     n->listener.data = n;
     r = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
@@ -398,6 +400,11 @@ int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
 }
 
 void pl_net_set_max_per_ip(pl_net *n, int cap) { n->max_per_ip = cap; }
+
+void pl_net_set_queue_marks(pl_net *n, size_t high, size_t low) {
+    n->high_water = high;
+    n->low_water = low;
+}
 
 void pl_net_queue_stats(pl_net *n, uint64_t *total, uint64_t *max) {
     *total = *max = 0;

@@ -67,7 +67,6 @@ struct pl_conn {
     uint8_t      high;         /* queue went above the high-water mark       */
     uint8_t      ws_state;     /* ws/wsconn.c: open, close sent, ...        */
     uint8_t      loopback;     /* the peer is on 127.0.0.0/8 or ::1         */
-    uint8_t      pinged;       /* chat/: a liveness ping is outstanding     */
     int64_t      ip_key;       /* the peer address as a map key (non-zero)  */
     int64_t      last_rx;      /* monotonic ms of the last bytes received   */
     pl_rbuf    **q;            /* write queue ring, NULL while never used    */
@@ -93,6 +92,10 @@ size_t pl_net_count(pl_net *n);
 /* Caps open connections per client IP (0 = no cap); over it, a new
  * connection is closed at once. */
 void pl_net_set_max_per_ip(pl_net *n, int cap);
+/* A connection's queue above `high` bytes sets conn->high (ephemeral
+ * frames are shed, replays pause); below `low` it clears and on_drain runs.
+ * Defaults 256 KiB and 64 KiB. */
+void pl_net_set_queue_marks(pl_net *n, size_t high, size_t low);
 /* Sum of queued bytes over all connections, and the largest queue. */
 void pl_net_queue_stats(pl_net *n, uint64_t *total, uint64_t *max);
 /* Calls fn for each open connection. */

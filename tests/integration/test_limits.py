@@ -1,0 +1,304 @@
+"""Staying up under load, faults and bad input (issue 6): rate limits,
+backpressure on readers that stop reading, liveness, per-IP caps, slow
+headers, the SIGTERM drain, and /metrics."""
+
+import asyncio
+import json
+import re
+import socket
+import time
+import urllib.request
+
+from pclient import Harness, RawWS, async_test, close_info
+
+PROM_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
+                       r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? -?[0-9.eE+-]+$|^[a-zA-Z_:][a-zA-Z0-9_:]*'
+                       r'(\{.*\})? \+?Inf$')
+
+
+def sleeping_reader(server, token):
+    """A WebSocket client that authenticates and then never reads again (a
+    blocking socket with a tiny receive buffer: asyncio would keep reading)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect((server.host, server.port))
+    s.sendall(("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               f"Authorization: Bearer {token}\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        assert chunk, "closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def metrics(server):
+    """Parses /metrics strictly: every line a comment (# HELP/# TYPE) or a sample."""
+    with urllib.request.urlopen(server.base_url + "/metrics", timeout=5) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        assert PROM_LINE.match(line), f"not Prometheus text: {line!r}"
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+
+
+@async_test(90)
+async def test_a_flood_is_limited_while_others_flow(server_factory):
+    server = server_factory(["--rate-user-msgs", "20", "--rate-user-burst", "40"])
+    async with Harness(server) as h:
+        api = h.api
+        flooder, alice, bob = await api.register_many(3, "fd")
+        cid = (await api.create_group(flooder, [alice.id, bob.id]))["id"]
+        f = await h.ws(flooder, name="flooder")
+        a = await h.ws(alice, name="alice")
+        b = await h.ws(bob, name="bob")
+        before = metrics(server)
+
+        async def flood():
+            reqs = [await f.send_nowait(cid, f"spam {i}") for i in range(400)]
+            for req, _ in reqs:
+                await f.wait_reply(req, timeout=30)
+            return reqs
+
+        task = asyncio.ensure_future(flood())
+        # alice and bob keep talking the whole time, unaffected
+        acks = []
+        for i in range(30):
+            acks.append(await a.send_msg(cid, f"alice {i}"))
+            acks.append(await b.send_msg(cid, f"bob {i}"))
+        reqs = await task
+        replies = [f.reply(r) for r, _ in reqs]
+        limited = [r for r in replies if r["type"] == "error"]
+        stored = [r for r in replies if r["type"] == "sent"]
+        assert limited and all(r["code"] == "rate_limited" and r["retry_after"] > 0 for r in limited), limited[:3]
+        assert 40 <= len(stored) < 200, len(stored)     # the burst and the refill, not the flood
+        # nothing half-applied: exactly the acknowledged messages are in the log
+        hist = await api.history_all(alice, cid)
+        bodies = [e["body"] for e in hist if e["kind"] == "message"]
+        assert sum(1 for x in bodies if x.startswith("spam")) == len(stored), len(bodies)
+        assert sum(1 for x in bodies if not x.startswith("spam")) == 60
+        after = metrics(server)
+        assert after['parley_rate_limited_total{scope="user"}'] - before['parley_rate_limited_total{scope="user"}'] \
+            == len(limited)
+        # over REST: 429 with Retry-After
+        for _ in range(60):
+            r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=flooder.token,
+                              json_body={"client_msg_id": f"r{time.monotonic_ns()}", "body": "rest spam"})
+            if r.status == 429:
+                break
+        assert r.status == 429 and r.code == "rate_limited", r
+        assert int(r.headers["Retry-After"]) >= 1, r.headers
+
+
+@async_test(120)
+async def test_a_reader_that_stops_reading_is_bounded_closed_and_resumes(server_factory):
+    bound = 256 * 1024
+    server = server_factory(["--max-outbound", str(bound)])
+    async with Harness(server) as h:
+        api = h.api
+        sender, sleeper = await api.register_many(2, "bp")
+        cid = (await api.open_dm(sender, sleeper.id))["id"]
+        s = await h.ws(sender, name="sender")
+        # the sleeper authenticates, then never reads again; a small receive
+        # buffer keeps the kernel from absorbing much
+        raw = sleeping_reader(server, sleeper.token)
+        body = "z" * 16000
+        last = 0
+        max_q = 0
+        for i in range(400):
+            last = (await s.send_msg(cid, f"{i:04d}" + body))["seq"]
+            if i % 50 == 49:
+                m = metrics(server)
+                max_q = max(max_q, m["parley_outbound_queue_max_bytes"])
+                if m["parley_slow_consumer_closes_total"] >= 1:
+                    break
+        m = metrics(server)
+        assert m["parley_slow_consumer_closes_total"] >= 1, m
+        # the queue never grew past its bound (plus the one frame that did not fit)
+        assert max_q <= bound + 17000, max_q
+        # the connection is really gone within the close-wait timeout
+        deadline = time.monotonic() + 10
+        while metrics(server)["parley_sessions"] > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert metrics(server)["parley_sessions"] == 1
+        raw.close()
+        # the sleeper reconnects and resumes from what it had applied (nothing): all arrive
+        w = await h.ws(sleeper, name="sleeper-again", auth="first", cursors={cid: 0})
+        await w.wait_seq(cid, last, timeout=30)
+        got = [e["seq"] for e in w.conv_events(cid)]
+        assert got == list(range(1, last + 1)), (got[:5], got[-5:], last)
+
+
+@async_test(60)
+async def test_silent_connections_are_pinged_then_closed(server_factory):
+    server = server_factory(["--ping-interval", "1", "--idle-timeout", "3"])
+    async with Harness(server) as h:
+        api = h.api
+        u, = await api.register_many(1, "lv")
+        # python websockets answers pings by itself: it stays
+        alive = await h.ws(u, name="alive")
+        raw = RawWS(server.host, server.port, token=u.token)
+        await raw.connect()
+        assert (await raw.read_json())["type"] == "ready"
+        op, _, _ = await raw.read_frame(timeout=5)
+        assert op == 0x9, f"expected a ping, got opcode {op}"
+        # raw never answers: closed with 4002 within the idle timeout
+        code = None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 8:
+            op, _, payload = await raw.read_frame(timeout=8)
+            if op == 0x8:
+                code = close_info(payload)[0]
+                break
+        assert code == 4002, code
+        await asyncio.sleep(1.5)
+        await alive.ping()                       # still fine after > idle-timeout
+        assert metrics(server)["parley_idle_closes_total"] == 1
+
+
+@async_test(60)
+async def test_per_ip_caps_and_request_limits(server_factory):
+    server = server_factory(["--max-conns-per-ip", "5", "--rate-ip-loopback", "1",
+                             "--rate-ip-requests", "1000", "--rate-ip-auth", "3"])
+    socks = []
+    try:
+        for _ in range(5):
+            s = socket.create_connection((server.host, server.port), timeout=5)
+            socks.append(s)
+        extra = socket.create_connection((server.host, server.port), timeout=5)
+        extra.settimeout(5)
+        assert extra.recv(1) == b"", "a sixth connection from one IP must be closed"
+        extra.close()
+    finally:
+        for s in socks:
+            s.close()
+    await asyncio.sleep(0.3)
+    # auth endpoints: 3 per minute per IP, then 429 with Retry-After
+    async with Harness(server) as h:
+        codes = []
+        for i in range(5):
+            r = await h.api.req("POST", "/api/v1/auth/login",
+                                json_body={"username": "nobody", "password": "password1"})
+            codes.append(r.status)
+        assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429], codes
+        assert int(r.headers["Retry-After"]) >= 1
+        m = metrics(server)
+        assert m["parley_connections_refused_total"] >= 1
+        assert m['parley_rate_limited_total{scope="ip"}'] >= 2
+
+
+def test_slow_headers_are_cut_off(server):
+    s = socket.create_connection((server.host, server.port), timeout=20)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.monotonic()
+    data = b""
+    try:
+        while time.monotonic() - t0 < 15:
+            s.sendall(b"X-Drip: 1\r\n")          # a header line now and then, never the end
+            s.settimeout(1.5)
+            try:
+                chunk = s.recv(4096)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            data += chunk
+            if b"\r\n\r\n" in data:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    s.close()
+    assert data.startswith(b"HTTP/1.1 408"), data[:100]
+    assert time.monotonic() - t0 < 14
+
+
+@async_test(90)
+async def test_sigterm_drains_without_losing_acknowledged_messages(server):
+    async with Harness(server) as h:
+        api = h.api
+        a_user, b_user = await api.register_many(2, "dr")
+        cid = (await api.open_dm(a_user, b_user.id))["id"]
+        a = await h.ws(a_user, name="a")
+        b = await h.ws(b_user, name="b")
+        acks = {}
+        stop = asyncio.Event()
+
+        async def stream():
+            i = 0
+            inflight = []
+            while not stop.is_set() and not a.closed.is_set():
+                try:
+                    inflight.append(await a.send_nowait(cid, f"d{i}"))
+                except Exception:   # noqa: BLE001 - the socket closes under us
+                    break
+                i += 1
+                if len(inflight) >= 20:
+                    await asyncio.sleep(0.005)
+                    inflight = [x for x in inflight if not a.reply(x[0])]
+            return i
+
+        task = asyncio.ensure_future(stream())
+        await asyncio.sleep(1.0)
+        rc = await server.astop()               # SIGTERM; waits for exit
+        stop.set()
+        await task
+        assert rc == 0, rc
+        for m in a.msgs:
+            if m.get("type") == "sent":
+                acks[m["seq"]] = m
+        assert acks, "no message was acknowledged before the drain"
+        # both clients were told to reconnect, then closed with 1001
+        for c in (a, b):
+            await c.wait_closed(timeout=10)
+            assert any(m.get("type") == "reconnect" for m in c.msgs), c.msgs[-3:]
+            assert c.close_code == 1001, c.close_code
+        await asyncio.to_thread(server.start)
+        hist = await api.history_all(a_user, cid)
+        by_seq = {e["seq"]: e for e in hist}
+        for seq, ack in acks.items():
+            assert seq in by_seq and by_seq[seq]["id"] == ack["id"], (seq, ack)
+        assert sorted(by_seq) == list(range(1, len(by_seq) + 1))
+
+
+@async_test(60)
+async def test_metrics_move_with_traffic_and_readyz(server):
+    async with Harness(server) as h:
+        m0 = metrics(server)
+        for name in ("parley_connections", "parley_sessions", "parley_messages_sent_total",
+                     "parley_frames_out_total", "parley_commit_batches_total",
+                     "parley_commit_seconds_count", "parley_delivery_seconds_count",
+                     'parley_commit_batch_size_bucket{le="+Inf"}', "parley_outbound_queue_bytes",
+                     'parley_dropped_total{kind="ephemeral"}'):
+            assert name in m0, name
+        api = h.api
+        x, y = await api.register_many(2, "mt")
+        cid = (await api.open_dm(x, y.id))["id"]
+        wx = await h.ws(x)
+        wy = await h.ws(y)
+        for i in range(10):
+            await wx.send_msg(cid, f"m{i}")
+        await wy.wait_seq(cid, 11)
+        m1 = metrics(server)
+        assert m1["parley_messages_sent_total"] - m0["parley_messages_sent_total"] == 10
+        assert m1["parley_frames_out_total"] - m0["parley_frames_out_total"] >= 20
+        assert m1["parley_commit_batches_total"] > m0["parley_commit_batches_total"]
+        assert m1["parley_delivery_seconds_count"] - m0["parley_delivery_seconds_count"] == 10
+        assert m1["parley_sessions"] == 2
+        assert m1["parley_ws_messages_in_total"] >= 10
+        with urllib.request.urlopen(server.base_url + "/readyz", timeout=5) as r:
+            assert r.status == 200
+        # logs are JSON lines and never carry message text or tokens
+        log = server.log_text()
+        for line in log.splitlines():
+            if line.startswith("{"):
+                json.loads(line)
+        assert "m9" not in log and x.token not in log and x.refresh_token not in log
