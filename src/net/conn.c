@@ -292,6 +292,31 @@ static void on_sweep(uv_timer_t *t) {
     }
 }
 
+/* Closes a just-accepted socket that is never registered (freed by libuv's
+ * close callback; no on_close runs). */
+static void refuse(pl_conn *c) {
+    c->closed = c->closing = 1;
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+}
+
+static void peer_key(pl_conn *c) {
+    struct sockaddr_storage peer;
+    int plen = sizeof peer;
+    c->ip_key = 1;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) != 0) return;
+    if (peer.ss_family == AF_INET) {
+        uint32_t a = ntohl(((struct sockaddr_in *)&peer)->sin_addr.s_addr);
+        c->ip_key = (int64_t)a + 2;
+        c->loopback = (a >> 24) == 127;
+    } else if (peer.ss_family == AF_INET6) {
+        const struct in6_addr *a6 = &((struct sockaddr_in6 *)&peer)->sin6_addr;
+        uint64_t h = 1469598103934665603ULL;         /* FNV-1a of the address */
+        for (int i = 0; i < 16; i++) h = (h ^ a6->s6_addr[i]) * 1099511628211ULL;
+        c->ip_key = (int64_t)(h | (1ULL << 40));      /* never an IPv4 key    */
+        c->loopback = IN6_IS_ADDR_LOOPBACK(a6);
+    }
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     pl_net *n = server->data;
     if (status < 0) return;
@@ -299,37 +324,14 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_tcp_init(n->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || !n->accepting) {
-        c->refs = 1;
-        c->net = n;
-        c->closed = 1;
-        c->closing = 1;
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        refuse(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    struct sockaddr_storage peer;
-    int plen = sizeof peer;
-    c->ip_key = 1;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) == 0) {
-        if (peer.ss_family == AF_INET) {
-            uint32_t a = ntohl(((struct sockaddr_in *)&peer)->sin_addr.s_addr);
-            c->ip_key = (int64_t)a + 2;
-            c->loopback = (a >> 24) == 127;
-        } else if (peer.ss_family == AF_INET6) {
-            const uint8_t *b = ((struct sockaddr_in6 *)&peer)->sin6_addr.s6_addr;
-            uint64_t h = 1469598103934665603ULL;     /* FNV-1a of the address */
-            for (int i = 0; i < 16; i++) h = (h ^ b[i]) * 1099511628211ULL;
-            c->ip_key = (int64_t)(h | (1ULL << 40));  /* never collides with IPv4 keys */
-            c->loopback = IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&peer)->sin6_addr);
-        }
-    }
+    peer_key(c);
     if (n->max_per_ip && (intptr_t)pl_map_get(&n->per_ip, c->ip_key) >= n->max_per_ip) {
         pl_count(&pl_m_conn_refused_ip, 1);
-        c->refs = 1;
-        c->net = n;
-        c->closed = 1;
-        c->closing = 1;
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        refuse(c);
         return;
     }
     ip_count(n, c->ip_key, 1);
