@@ -445,11 +445,10 @@ class WS:
         return self.replies.get(_reqkey(req))
 
     async def wait_next_reply(self, start, timeout=DEFAULT_TIMEOUT):
-        """The first non-event message at or after index `start` (for requests
-        whose req the server cannot read, e.g. malformed JSON)."""
-        return await self.wait_for(
-            lambda m: not (isinstance(m, dict) and m.get("type") == "event"),
-            timeout, start, what="a non-event reply")
+        """The first reply at or after index `start` (for requests whose req
+        the server cannot read, e.g. malformed JSON): an error, or anything
+        carrying a req; pushes (events, presence, typing, receipts) skipped."""
+        return await self.wait_for(is_reply, timeout, start, what="a reply")
 
     async def wait_seq(self, conv, seq, timeout=DEFAULT_TIMEOUT):
         """Wait until an event of conv with seq >= `seq` arrived."""
@@ -482,6 +481,18 @@ class WS:
                 await asyncio.wait_for(self._task, 3)
             except Exception:  # noqa: BLE001
                 self._task.cancel()
+
+
+PUSH_TYPES = ("event", "presence", "typing", "receipt")
+
+
+def is_reply(m):
+    """A message answering a request, as opposed to a push."""
+    if not isinstance(m, dict):
+        return True
+    if "req" in m or m.get("type") == "error":
+        return True
+    return m.get("type") not in PUSH_TYPES
 
 
 def _reqkey(req):
@@ -653,14 +664,14 @@ class RawWS:
 
     async def read_json(self, timeout=DEFAULT_TIMEOUT, skip_events=True):
         """Next text message as JSON (control frames and, unless told
-        otherwise, conversation events skipped)."""
+        otherwise, pushes such as events and presence skipped)."""
         deadline = time.monotonic() + timeout
         while True:
             op, fin, p = await self.read_frame(max(0.01, deadline - time.monotonic()))
             if op == OP_TEXT:
                 assert fin, "server fragmented a message (allowed, but unexpected here)"
                 m = json.loads(p.decode())
-                if skip_events and isinstance(m, dict) and m.get("type") == "event":
+                if skip_events and not is_reply(m):
                     continue
                 return m
             if op == OP_CLOSE:
@@ -687,9 +698,11 @@ class RawWS:
                 return code, reason, msgs
             if op == OP_TEXT:
                 try:
-                    msgs.append(json.loads(p.decode()))
+                    m = json.loads(p.decode())
                 except ValueError:
-                    msgs.append(p)
+                    m = p
+                if is_reply(m):
+                    msgs.append(m)
 
     async def close(self):
         if self.writer is not None:
@@ -709,36 +722,56 @@ def close_info(payload):
 async def raw_http(host, port, head, body=b"", timeout=DEFAULT_TIMEOUT):
     """Send a raw HTTP request (head without the final CRLF CRLF) and a body,
     writing the body concurrently with reading the answer (the server may
-    answer before reading it all). Returns (status, headers_text, body_bytes)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    try:
-        writer.write(head.encode() + b"\r\n\r\n")
+    answer and close before reading it all). Returns (status, head, body).
+    Blocking sockets on threads: asyncio's transport would drop the answer
+    the kernel already holds once a write fails with EPIPE."""
+    return await asyncio.to_thread(_raw_http_blocking, host, port, head, body, timeout)
 
-        async def write_body():
+
+def _raw_http_blocking(host, port, head, body, timeout):
+    import socket
+    import threading
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(head.encode() + b"\r\n\r\n")
+
+        def write_body():
             try:
-                for i in range(0, len(body), 65536):
-                    writer.write(body[i:i + 65536])
-                    await writer.drain()
-            except (ConnectionResetError, BrokenPipeError):
+                sock.sendall(body)
+            except OSError:
                 pass
 
-        wt = asyncio.ensure_future(write_body())
-        try:
-            resp_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-        except asyncio.IncompleteReadError as e:
-            raise AssertionError(f"connection closed without an HTTP answer: {e.partial[:200]!r}")
-        text = resp_head.decode("latin-1")
-        status = int(text.split(" ", 2)[1])
-        clen = 0
-        for line in text.split("\r\n")[1:]:
-            if line.lower().startswith("content-length:"):
-                clen = int(line.split(":", 1)[1])
-        rbody = await asyncio.wait_for(reader.readexactly(clen), timeout) if clen else b""
-        wt.cancel()
-        return status, text, rbody
+        t = threading.Thread(target=write_body, daemon=True)
+        t.start()
+        got = b""
+        deadline = time.monotonic() + timeout
+        resp_head, clen = None, None
+        while time.monotonic() < deadline:
+            if resp_head is None and b"\r\n\r\n" in got:
+                resp_head, got = got.split(b"\r\n\r\n", 1)
+                resp_head = resp_head.decode("latin-1")
+                clen = 0
+                for line in resp_head.split("\r\n")[1:]:
+                    if line.lower().startswith("content-length:"):
+                        clen = int(line.split(":", 1)[1])
+            if resp_head is not None and len(got) >= clen:
+                break
+            try:
+                d = sock.recv(65536)
+            except OSError as e:
+                if resp_head is None:
+                    raise AssertionError(f"no HTTP answer ({e}); received {got[:200]!r}")
+                break
+            if not d:
+                break
+            got += d
+        if resp_head is None:
+            raise AssertionError(f"no complete HTTP answer within {timeout}s: {got[:200]!r}")
+        status = int(resp_head.split(" ", 2)[1])
+        return status, resp_head, got[:clen]
     finally:
-        writer.close()
         try:
-            await asyncio.wait_for(writer.wait_closed(), 2)
-        except Exception:  # noqa: BLE001
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass
+        sock.close()

@@ -169,6 +169,17 @@ async def test_anything_before_auth_is_refused(server):
 
 
 @async_test(60)
+async def test_auth_timeout(server_factory):
+    server = server_factory(["--auth-timeout", "1"])
+    async with Harness(server) as h:
+        c = WS(server.ws_url, None, auth=None, name="silent")
+        h.clients.append(c)
+        await c.connect(expect_ready=False)
+        code = await c.wait_closed(timeout=15)
+        assert code == 4001, f"no auth in time: close {code} {c.close_reason!r}"
+
+
+@async_test(60)
 async def test_expired_token(server_factory):
     server = server_factory(["--access-ttl", "1"])
     async with Harness(server) as h:

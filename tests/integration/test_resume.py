@@ -145,3 +145,50 @@ async def test_sync_edge_cases(server):
         assert secret not in a.events, "a non-member got events through sync"
         replay = [x for x in a.msgs[start:] if x.get("type") == "event" and x["conversation"] == dm]
         assert seqs(replay) == [m[1]["seq"], m[2]["seq"]], replay
+
+
+@async_test(120)
+async def test_sync_on_a_live_connection_while_messages_stream(server):
+    """Header auth (the conversation is live from the handshake), then `sync`
+    while a sender streams. Events delivered live before the sync may come
+    again in the replay, but nothing may be missing, the replay is in order,
+    and after `synced` the stream goes on with no gap and no duplicate."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "res")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        b = await h.ws(bob, name="b")
+        S = (await b.send_msg(cid, "first"))["seq"]
+        await pipeline_send(b, cid, [f"gap {i}" for i in range(200)], window=50)
+
+        stream_acks = []
+        started = asyncio.Event()
+
+        def on_ack(i, x):
+            stream_acks.append(x)
+            if len(stream_acks) >= 20:
+                started.set()
+
+        stream = asyncio.ensure_future(pipeline_send(
+            b, cid, [f"stream {i}" for i in range(300)], window=4, on_ack=on_ack, timeout=60))
+        await asyncio.wait_for(started.wait(), 30)
+        a = await h.ws(alice, name="a")
+        start = len(a.msgs)
+        await a.send_json({"type": "sync", "cursors": {str(cid): S}})
+        await asyncio.wait_for(stream, 60)
+        end = stream_acks[-1]["seq"]
+        await a.wait_seq(cid, end, timeout=60)
+        synced = await a.wait_for(lambda m: m.get("type") == "synced" and m.get("conversation") == cid,
+                                  start=start, what="synced")
+        got = seqs(a.conv_events(cid))
+        missing = sorted(set(range(S + 1, end + 1)) - set(got))
+        assert not missing, f"missing after sync: {missing[:10]} ({len(missing)})"
+        upto = a.msgs.index(synced)
+        after_sync_request = [m["seq"] for m in a.msgs[start:upto] if m.get("type") == "event"]
+        assert S + 1 in after_sync_request, f"the replay never sent seq {S + 1}"
+        replay = after_sync_request[after_sync_request.index(S + 1):]
+        assert replay == list(range(S + 1, synced["seq"] + 1)), \
+            f"replay not in order: {replay[:10]}..., synced at {synced['seq']}"
+        tail = [m["seq"] for m in a.msgs[upto + 1:] if m.get("type") == "event"]
+        assert tail == list(range(synced["seq"] + 1, end + 1)), \
+            f"after synced: gap or duplicate: {tail[:10]}..., synced at {synced['seq']}"
