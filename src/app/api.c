@@ -117,7 +117,7 @@ static json_t *body_object(pl_http_ctx *ctx) {
         pl_http_error(ctx, 400, "bad_json", "a JSON object body is required");
         return NULL;
     }
-    json_t *o = json_loadb((const char *)ctx->body, ctx->body_len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *o = json_loadb((const char *)ctx->body, ctx->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
     if (!o || !json_is_object(o)) {
         json_decref(o);
         pl_http_error(ctx, 400, "bad_json", "body must be a JSON object");

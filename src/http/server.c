@@ -165,13 +165,24 @@ static void handshake_token(const pl_http_req *r, const char **tok, size_t *tlen
     }
 }
 
+/* A refused handshake: the answer is queued and st freed; the context and
+ * the connection reference process() took for it are dropped here, as
+ * pl_http_respond() does for a request (without this, every refused
+ * handshake leaked its context and kept its connection alive for good). */
+static int refuse(pl_conn *c, pl_http_ctx *ctx) {
+    free(ctx);
+    pl_conn_unref(c);                  /* conn.c holds a reference during on_data */
+    return -1;
+}
+
 /* Answers the opening handshake; returns 0 if the connection is now WS. */
 static int upgrade(pl_conn *c, http_state *st) {
-    pl_http_req *r = &st->ctx->req;
+    pl_http_ctx *hctx = st->ctx;
+    pl_http_req *r = &hctx->req;
     char accept[29];
     if (r->method != PL_HTTP_GET) {
         error_and_close(c, 405, "method_not_allowed", "WebSocket needs GET");
-        return -1;
+        return refuse(c, hctx);
     }
     if (r->ws_version.n != 2 || memcmp(r->ws_version.p, "13", 2) != 0) {
         static const char body[] =
@@ -179,11 +190,11 @@ static int upgrade(pl_conn *c, http_state *st) {
         write_response(c, 426, "application/json", body, sizeof body - 1, "Sec-WebSocket-Version: 13\r\n", 0);
         state_free(c);
         pl_conn_close(c, 1);
-        return -1;
+        return refuse(c, hctx);
     }
     if (pl_ws_accept_key(r->ws_key.p, r->ws_key.n, accept) != 0) {
         error_and_close(c, 400, "bad_request", "bad Sec-WebSocket-Key");
-        return -1;
+        return refuse(c, hctx);
     }
     const char *tok;
     size_t tlen;

@@ -60,11 +60,7 @@ int pl_proto_paging(int64_t after, int64_t before, int64_t limit, int *limit_out
     if (before < 0) { *bad = "before"; return -1; }
     if (limit == 0) limit = 50;
     if (limit < 0 || limit > PL_STORE_PAGE_MAX) { *bad = "limit"; return -1; }
-    if (before && after && before <= after + 1) {
-        *limit_out = (int)limit;        /* an empty window is fine */
-        return 0;
-    }
-    *limit_out = (int)limit;
+    *limit_out = (int)limit;            /* an empty window (before <= after + 1) is fine */
     return 0;
 }
 
@@ -72,7 +68,7 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
     memset(m, 0, sizeof *m);
     memset(e, 0, sizeof *e);
     json_error_t jerr;
-    m->root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    m->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!m->root || !json_is_object(m->root))
         return fail(e, "bad_json", "%s", "message must be a JSON object");
     json_t *req = json_object_get(m->root, "req");

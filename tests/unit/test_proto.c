@@ -201,3 +201,12 @@ TEST(proto_receipts_presence_typing) {
     CHECK_EQ(m.type, PL_MSG_HEARTBEAT);
     pl_msg_release(&m);
 }
+
+TEST(proto_nul_in_body_is_bad_request_with_req) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"send\",\"req\":3,\"conversation\":1,\"client_msg_id\":\"c\",\"body\":\"a\\u0000b\"}", &m, &e), -1);
+    CHECK_STR(e.code, "bad_request");
+    CHECK(e.req && json_integer_value(e.req) == 3);
+    pl_msg_release(&m);
+}
