@@ -437,7 +437,8 @@ static json_t *conv_json(const pl_conv *c, int with_members) {
     if (with_members) {
         json_t *m = json_array();
         for (size_t i = 0; i < c->nmembers; i++)
-            json_array_append_new(m, json_pack("{s:I,s:s}", "id", (json_int_t)c->members[i].user,
+            json_array_append_new(m, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)c->members[i].user,
+                                               "username", c->members[i].username,
                                                "role", role_name(c->members[i].role)));
         json_object_set_new(o, "members", m);
     }

@@ -100,6 +100,7 @@ typedef struct pl_member {
     int     role;             /* pl_role                                  */
     int64_t delivered_seq;    /* receipt cursors                          */
     int64_t read_seq;
+    char    username[33];
 } pl_member;
 
 typedef struct pl_conv {

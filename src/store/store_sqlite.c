@@ -219,8 +219,9 @@ static const char *const r_sql[R__COUNT] = {
     [R_CONV_GET]     = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
                        " WHERE m.conv_id = ?1 AND m.user_id = ?2",
-    [R_CONV_MEMBERS] = "SELECT user_id, role, delivered_seq, read_seq FROM members"
-                       " WHERE conv_id = ?1 ORDER BY joined",
+    [R_CONV_MEMBERS] = "SELECT m.user_id, m.role, m.delivered_seq, m.read_seq, u.username"
+                       " FROM members m JOIN users u ON u.id = m.user_id"
+                       " WHERE m.conv_id = ?1 ORDER BY m.joined",
     [R_MEMBER_ROLE]  = "SELECT role FROM members WHERE conv_id = ?1 AND user_id = ?2",
     [R_MEMBERS]      = "SELECT user_id FROM members WHERE conv_id = ?1",
     [R_EVENTS_ASC]   = "SELECT " EVENT_COLUMNS " FROM events"
@@ -1134,6 +1135,9 @@ static int sq_conv_get(pl_store *base, int64_t conv, int64_t user, pl_conv *out)
         out->members[out->nmembers].role = sqlite3_column_int(ms, 1);
         out->members[out->nmembers].delivered_seq = sqlite3_column_int64(ms, 2);
         out->members[out->nmembers].read_seq = sqlite3_column_int64(ms, 3);
+        const unsigned char *un = sqlite3_column_text(ms, 4);
+        snprintf(out->members[out->nmembers].username, sizeof out->members[0].username, "%s",
+                 un ? (const char *)un : "");
         out->nmembers++;
     }
     sqlite3_reset(ms);

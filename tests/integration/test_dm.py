@@ -29,6 +29,9 @@ async def test_dm_exchange_both_ways(server):
         assert isinstance(cid, int), r
         assert conv["kind"] == "direct", r
         assert sorted(m["id"] for m in conv["members"]) == sorted([alice.id, bob.id]), r
+        # members carry names, so clients can show who is who without a lookup
+        assert {m["id"]: m["username"] for m in conv["members"]} == \
+            {alice.id: alice.username, bob.id: bob.username}, r
         base = conv["last_seq"]
         assert isinstance(base, int) and base >= 0, r
 

@@ -1,0 +1,237 @@
+// lib.mjs — helpers for Parley's browser tests (playwright-core + Debian chromium).
+//
+// Every scenario script takes the server's base URL as its first argument (or
+// $PARLEY_URL), launches /usr/bin/chromium (or $CHROMIUM), and exits 0 only
+// when every check passed. Each step has its own timeout and the whole script
+// a watchdog, so a hang fails fast. Screenshots go to $PARLEY_SCREENSHOTS
+// (default <repo>/test-artifacts/screenshots).
+
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+let chromium;
+try {
+  ({ chromium } = await import('playwright-core'));
+} catch (e) {
+  console.error('FATAL: playwright-core is not installed (run scripts/deps-browser.sh): ' + e.message);
+  process.exit(3);
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const BASE = (process.argv[2] || process.env.PARLEY_URL || '').replace(/\/$/, '');
+export const SHOTS = process.env.PARLEY_SCREENSHOTS || path.join(here, '..', '..', 'test-artifacts', 'screenshots');
+export const STEP_MS = 10_000;
+export const PASSWORD = 'correct horse battery';
+
+if (!BASE) {
+  console.error('usage: node <scenario>.mjs http://127.0.0.1:PORT');
+  process.exit(2);
+}
+
+const pageErrors = [];
+let browser = null;
+
+export function log(...a) {
+  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...a);
+}
+
+export class CheckError extends Error {}
+
+export function check(cond, msg) {
+  if (!cond) throw new CheckError(msg);
+}
+
+/** Polls fn until it returns a truthy value; fails with desc after timeout. */
+export async function waitFor(fn, desc, timeout = STEP_MS) {
+  const end = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) {
+      throw new CheckError(`timed out after ${timeout} ms waiting for: ${desc}` +
+        (last instanceof Error ? ` (last error: ${last.message})` : last !== undefined ? ` (last value: ${JSON.stringify(last)})` : ''));
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function launch() {
+  const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+  browser = await chromium.launch({
+    executablePath,
+    timeout: 30_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+      '--disable-dev-shm-usage', '--disable-renderer-backgrounding',
+      '--disable-background-timer-throttling', '--disable-backgrounding-occluded-windows'],
+  });
+  return browser;
+}
+
+/** A fresh browser context (its own storage: another person) with one page. */
+export async function person(name, opts = {}) {
+  const ctx = await browser.newContext({
+    viewport: opts.viewport || { width: 1180, height: 760 },
+    deviceScaleFactor: 1,
+    locale: 'en-US',
+    timezoneId: 'UTC',
+  });
+  ctx.setDefaultTimeout(STEP_MS);
+  const page = await ctx.newPage();
+  page.on('pageerror', (err) => { pageErrors.push(`${name}: ${err.message}`); log(`${name} PAGE ERROR: ${err.message}`); });
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/WebSocket|ERR_INTERNET_DISCONNECTED|Failed to load resource/.test(m.text())) {
+      log(`${name} console.error: ${m.text()}`);
+    }
+  });
+  await page.goto(BASE + '/', { waitUntil: 'domcontentloaded' });
+  return { name, ctx, page, id: null };
+}
+
+export async function register(p) {
+  const { page } = p;
+  await page.getByTestId('auth-screen').waitFor({ state: 'visible' });
+  await page.getByTestId('tab-register').click();
+  await page.getByTestId('auth-username').fill(p.name);
+  await page.getByTestId('auth-password').fill(PASSWORD);
+  await page.getByTestId('auth-submit').click();
+  await waitFor(async () => (await connState(p)) === 'online' && await page.getByTestId('app-screen').isVisible() ||
+    (await page.getByTestId('auth-error').textContent()) ||
+    false, `${p.name} to register and go online`);
+  const err = await page.getByTestId('auth-error').textContent();
+  check(!err || await page.getByTestId('app-screen').isVisible(), `${p.name}: registration failed: ${err}`);
+  await waitOnline(p);
+  p.id = await page.evaluate(() => window.parley.state.me.id);
+  log(`${p.name} registered as user ${p.id}`);
+}
+
+export async function waitOnline(p, timeout = STEP_MS) {
+  await p.page.locator('[data-testid="conn-state"][data-state="online"]').waitFor({ timeout });
+}
+
+export async function connState(p) {
+  return p.page.getByTestId('conn-state').getAttribute('data-state');
+}
+
+export async function startDm(p, username) {
+  await p.page.getByTestId('new-dm-username').fill(username);
+  await p.page.getByTestId('new-dm-submit').click();
+  await p.page.getByTestId('conversation').waitFor({ state: 'visible' });
+  await waitFor(async () => (await p.page.getByTestId('conv-title').textContent()) === username,
+    `${p.name}: the DM with ${username} opens`);
+  return p.page.evaluate(() => window.parley.state.openId);
+}
+
+export async function createGroup(p, title, members) {
+  const { page } = p;
+  await page.getByTestId('new-group').click();
+  await page.getByTestId('group-dialog').waitFor({ state: 'visible' });
+  await page.getByTestId('group-title').fill(title);
+  await page.getByTestId('group-members').fill(members.join(', '));
+  await page.getByTestId('group-submit').click();
+  await page.getByTestId('group-dialog').waitFor({ state: 'hidden' });
+  await page.getByTestId('conversation').waitFor({ state: 'visible' });
+  await waitFor(async () => (await page.getByTestId('conv-title').textContent()) === title,
+    `${p.name}: the group ${title} opens`);
+  return page.evaluate(() => window.parley.state.openId);
+}
+
+export function convItem(p, convId) {
+  return p.page.locator(`[data-testid="conv-item"][data-conv-id="${convId}"]`);
+}
+
+export async function openConv(p, convId) {
+  await convItem(p, convId).click();
+  await p.page.locator('#msg-list[data-conv="' + convId + '"]').waitFor({ state: 'attached' });
+}
+
+/** Types and sends with Enter (the composer's keyboard path). */
+export async function send(p, text) {
+  const box = p.page.getByTestId('composer-input');
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+/** The open conversation's message items, in DOM order. */
+export async function messages(p) {
+  return p.page.$$eval('[data-testid="message"]', (els) => els.map((e) => ({
+    seq: e.dataset.seq ? Number(e.dataset.seq) : null,
+    status: e.dataset.status || null,
+    mine: e.classList.contains('mine'),
+    cmid: e.dataset.clientMsgId || null,
+    body: e.querySelector('[data-testid="message-body"]').textContent,
+  })));
+}
+
+export async function bodies(p) {
+  return (await messages(p)).map((m) => m.body);
+}
+
+/** Waits until the open conversation shows exactly `expected` bodies, in order. */
+export async function waitBodies(p, expected, timeout = STEP_MS) {
+  let got;
+  try {
+    await waitFor(async () => {
+      const ms = await messages(p);
+      got = ms.map((m) => m.body);
+      // settled: the right bodies in order, each acknowledged (has a seq)
+      return JSON.stringify(got) === JSON.stringify(expected) && ms.every((m) => m.seq != null);
+    }, `${p.name} to show ${expected.length} messages in order`, timeout);
+  } catch (e) {
+    throw new CheckError(`${e.message}\n  expected: ${JSON.stringify(expected)}\n  got:      ${JSON.stringify(got)}`);
+  }
+  const ms = await messages(p);
+  const seqs = ms.map((m) => m.seq);
+  check(seqs.every((s) => s != null), `${p.name}: every message has a seq: ${JSON.stringify(seqs)}`);
+  for (let i = 1; i < seqs.length; i++) check(seqs[i] > seqs[i - 1], `${p.name}: seqs ascend: ${JSON.stringify(seqs)}`);
+  check(new Set(seqs).size === seqs.length, `${p.name}: no duplicate seq`);
+  return ms;
+}
+
+export async function statusOf(p, body) {
+  const ms = await messages(p);
+  const m = ms.filter((x) => x.body === body);
+  check(m.length <= 1, `${p.name}: "${body}" shown ${m.length} times`);
+  return m.length ? m[0].status : null;
+}
+
+export async function waitStatus(p, body, status, timeout = STEP_MS) {
+  await waitFor(async () => (await statusOf(p, body)) === status,
+    `${p.name}: "${body}" marked ${status} (now ${await statusOf(p, body).catch(() => '?')})`, timeout);
+}
+
+export async function shot(p, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  const file = path.join(SHOTS, name + '.png');
+  await p.page.screenshot({ path: file, animations: 'disabled', caret: 'hide' });
+  log(`screenshot ${file}`);
+}
+
+/** Runs a scenario with a watchdog; exits 0 on success, 1 on failure. */
+export async function run(title, fn, budgetMs = 100_000) {
+  const watchdog = setTimeout(() => {
+    console.error(`FAIL ${title}: watchdog: scenario exceeded ${budgetMs} ms`);
+    process.exit(1);
+  }, budgetMs);
+  let ok = false;
+  try {
+    await launch();
+    log(`chromium ${browser.version()} — ${title}`);
+    await fn();
+    check(pageErrors.length === 0, `uncaught errors in pages:\n  ${pageErrors.join('\n  ')}`);
+    ok = true;
+    console.log(`PASS ${title}`);
+  } catch (e) {
+    console.error(`FAIL ${title}: ${e instanceof CheckError ? e.message : e.stack || e}`);
+  } finally {
+    try { if (browser) await Promise.race([browser.close(), new Promise((r) => setTimeout(r, 5000))]); } catch { /* ignore */ }
+    clearTimeout(watchdog);
+  }
+  process.exit(ok ? 0 : 1);
+}

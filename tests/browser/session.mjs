@@ -1,0 +1,70 @@
+// session.mjs — the login session over time, with short-lived access tokens
+// (the server runs with --access-ttl 2): the client refreshes them (rotating
+// refresh tokens) so REST calls, reconnects and reloads keep working; logging
+// out on one device ends that device's session only.
+//
+// usage: node session.mjs http://127.0.0.1:PORT   (server with --access-ttl 2)
+
+import {
+  run, person, register, startDm, convItem, openConv, send, waitBodies, waitFor, check, log,
+  waitOnline, STEP_MS, PASSWORD,
+} from './lib.mjs';
+
+await run('access tokens expire and are refreshed; logout', async () => {
+  const alice = await person('alice');
+  const bob = await person('bob');
+  await register(alice);
+  await register(bob);
+  const convId = await startDm(alice, 'bob');
+  await send(alice, 'one');
+  await convItem(bob, convId).waitFor();
+  await openConv(bob, convId);
+  await waitBodies(bob, ['one']);
+
+  const rt0 = await alice.page.evaluate(() => JSON.parse(localStorage.getItem('parley.auth')).refresh_token);
+  await alice.page.waitForTimeout(3500);           // the first access token has expired
+  // REST with a refreshed token: start another conversation (carol)
+  const carol = await person('carol');
+  await register(carol);
+  const c2 = await startDm(alice, 'carol');
+  check(c2 !== convId, 'a second conversation');
+  const rt1 = await alice.page.evaluate(() => JSON.parse(localStorage.getItem('parley.auth')).refresh_token);
+  check(rt1 !== rt0, 'the refresh token rotated');
+
+  // a dropped socket reconnects with a fresh token and resumes
+  await alice.page.evaluate(() => window.parley.dropConnection());
+  await send(bob, 'two');
+  await waitOnline(alice, STEP_MS * 2);
+  await openConv(alice, convId);
+  await waitBodies(alice, ['one', 'two']);
+
+  // a reload long after the access token expired stays logged in
+  await alice.page.waitForTimeout(2500);
+  await alice.page.reload({ waitUntil: 'domcontentloaded' });
+  await waitOnline(alice);
+  await openConv(alice, convId);
+  await waitBodies(alice, ['one', 'two']);
+  log('refresh across REST, reconnect and reload ok');
+
+  // alice signs in on a second device, then logs out on the first: only the
+  // first one's session ends; the second keeps chatting
+  const alice2 = await person('alice (phone)');
+  await alice2.page.getByTestId('auth-username').fill('alice');
+  await alice2.page.getByTestId('auth-password').fill(PASSWORD);
+  await alice2.page.getByTestId('auth-submit').click();
+  await waitOnline(alice2);
+  await alice.page.getByTestId('logout').click();
+  await alice.page.getByTestId('auth-screen').waitFor();
+  await openConv(alice2, convId);
+  await send(alice2, 'three');
+  await waitBodies(bob, ['one', 'two', 'three']);
+  await alice2.page.waitForTimeout(2500);
+  check(await alice2.page.getByTestId('app-screen').isVisible(), 'the other device stays logged in');
+
+  // a wrong password is refused with a message
+  await alice.page.getByTestId('auth-username').fill('alice');
+  await alice.page.getByTestId('auth-password').fill('not the password');
+  await alice.page.getByTestId('auth-submit').click();
+  await waitFor(async () => (await alice.page.getByTestId('auth-error').textContent()).includes('Wrong'), 'wrong password shown');
+  log('logout and login errors ok');
+});

@@ -1,0 +1,54 @@
+"""Browser tests of the web client (issue 4), run by `make test`.
+
+Each scenario is a node script driving Debian's chromium through
+playwright-core against a real parleyd (see conftest.py):
+
+- dm.mjs: two browser contexts register, start a DM and exchange messages;
+  each message appears once and in order on both sides, the sender's marks go
+  sent -> delivered -> read; reload stays logged in; logout.
+- group.mjs: a group of three in three contexts: messages reach the others,
+  typing shows and disappears, group receipts ("read by 1"), members dialog.
+- offline.mjs: one context goes offline (network emulation) while the others
+  send and it queues a message; back online (no reload) it shows everything
+  exactly once, in order, and its queued message is sent once; a dropped
+  socket shows "reconnecting" and resumes.
+- session.mjs: with 2-second access tokens, refresh keeps REST, reconnects
+  and reloads working; logout on one device ends only that session.
+
+Screenshots of the main screens are written to test-artifacts/screenshots/.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCENARIO_TIMEOUT = 150     # seconds; each script also has its own watchdog
+
+
+SCENARIOS = {
+    "dm": (),
+    "group": (),
+    "offline": (),
+    "session": ("--access-ttl", "2"),      # access tokens expire during the test
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_browser(scenario, parleyd_factory, browser_deps):
+    parleyd = parleyd_factory(SCENARIOS[scenario])
+    script = os.path.join(HERE, scenario + ".mjs")
+    env = dict(os.environ)
+    env["CHROMIUM"] = browser_deps["chromium"]
+    try:
+        r = subprocess.run([browser_deps["node"], script, parleyd.base_url], cwd=HERE, env=env,
+                           capture_output=True, text=True, timeout=SCENARIO_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode("utf-8", "replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        pytest.fail(f"{scenario}.mjs did not finish within {SCENARIO_TIMEOUT}s\n{out[-4000:]}", pytrace=False)
+    output = (r.stdout or "") + (r.stderr or "")
+    if r.returncode == 3:
+        pytest.fail(f"playwright-core is not installed (run scripts/deps-browser.sh):\n{output[-4000:]}",
+                    pytrace=False)
+    assert r.returncode == 0, f"{scenario}.mjs failed (exit {r.returncode}):\n{output[-6000:]}\n{parleyd.log_tail(40)}"
