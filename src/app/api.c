@@ -601,17 +601,63 @@ static void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t 
     pl_store_submit(A.store, &op->job);
 }
 
-static void h_history(pl_http_ctx *ctx, int64_t conv) {
-    int64_t after, before, limit;
-    int lim;
-    const char *bad = "after";
-    if (query_int(ctx, "after", &after) || (bad = "before", query_int(ctx, "before", &before)) ||
-        (bad = "limit", query_int(ctx, "limit", &limit)) || pl_proto_paging(after, before, limit, &lim, &bad)) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "\"%s\" is out of range", bad);
-        pl_http_error(ctx, 400, "bad_request", msg);
-        return;
-    }
+/* ---- long-poll (the HTTP fallback for receiving, M2) ---------------------
+ * GET .../messages?after=S&wait=N with nothing above S parks the request
+ * until the conversation gets an event or N seconds (at most 30) pass, then
+ * answers as a plain history request would. Parked requests hang off a map
+ * conversation -> list; each has its own timer (they are few: clients on
+ * WebSocket never park). */
+
+#define POLL_WAIT_MAX 30
+
+typedef struct poll_wait {
+    uv_timer_t        timer;
+    pl_http_ctx      *ctx;
+    int64_t           conv, after, before;
+    int               limit;
+    struct poll_wait *next, *prev;
+} poll_wait;
+
+static pl_map polls;                   /* conv -> first poll_wait */
+
+static void history_answer(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t before, int lim);
+
+static void poll_free(uv_handle_t *h) { free(h->data); }
+
+static void poll_finish(poll_wait *w) {
+    if (w->prev) w->prev->next = w->next;
+    else if (w->next) pl_map_put(&polls, w->conv, w->next);
+    else pl_map_del(&polls, w->conv);
+    if (w->next) w->next->prev = w->prev;
+    uv_timer_stop(&w->timer);
+    if (A.store) history_answer(w->ctx, w->conv, w->after, w->before, w->limit);
+    else pl_http_error(w->ctx, 503, "unavailable", "shutting down");
+    uv_close((uv_handle_t *)&w->timer, poll_free);
+}
+
+static void poll_timeout(uv_timer_t *t) { poll_finish(t->data); }
+
+void pl_api_conv_event(int64_t conv) {
+    poll_wait *w;
+    while ((w = pl_map_get(&polls, conv)) != NULL) poll_finish(w);
+}
+
+static void poll_park(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t before, int lim, int64_t wait) {
+    poll_wait *w = pl_calloc(1, sizeof *w);
+    w->ctx = ctx;
+    w->conv = conv;
+    w->after = after;
+    w->before = before;
+    w->limit = lim;
+    w->next = pl_map_get(&polls, conv);
+    if (w->next) w->next->prev = w;
+    pl_map_put(&polls, conv, w);
+    uv_timer_init(A.loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, poll_timeout, (uint64_t)wait * 1000, 0);
+}
+
+static void history_answer(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t before, int lim) {
     pl_sbuf s;
     pl_sbuf_init(&s);
     pl_sbuf_addc(&s, '{');
@@ -622,6 +668,33 @@ static void h_history(pl_http_ctx *ctx, int64_t conv) {
         pl_http_respond(ctx, 200, "application/json", s.p, s.len, NULL);
     }
     pl_sbuf_release(&s);
+}
+
+static void h_history(pl_http_ctx *ctx, int64_t conv) {
+    int64_t after, before, limit, wait;
+    int lim;
+    const char *bad = "after";
+    if (query_int(ctx, "after", &after) || (bad = "before", query_int(ctx, "before", &before)) ||
+        (bad = "limit", query_int(ctx, "limit", &limit)) || (bad = "wait", query_int(ctx, "wait", &wait)) ||
+        wait > POLL_WAIT_MAX || pl_proto_paging(after, before, limit, &lim, &bad)) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "\"%s\" is out of range", bad);
+        pl_http_error(ctx, 400, "bad_request", msg);
+        return;
+    }
+    if (wait > 0 && before == 0) {
+        /* park only a member's request with nothing to return yet */
+        pl_event *ev = NULL;
+        size_t n = 0;
+        int role = pl_store_member_role(A.store, conv, ctx->user);
+        int r = role ? pl_store_events(A.store, conv, after, 0, 1, 0, &ev, &n) : PL_STORE_ENOTFOUND;
+        pl_event_list_free(ev, n);
+        if (r == 0 && n == 0) {
+            poll_park(ctx, conv, after, before, lim, wait);
+            return;
+        }
+    }
+    history_answer(ctx, conv, after, before, lim);
 }
 
 static void http_sent(pl_job *j) {
@@ -908,6 +981,10 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
 }
 
 void pl_api_shutdown(void) {
+    /* parked long-polls are answered now, while the store is still open */
+    for (size_t i = 0; i < polls.cap; i++)
+        while (polls.slots && polls.slots[i].key) pl_api_conv_event(polls.slots[i].key);
+    pl_map_release(&polls);
     A.store = NULL;
     A.draining = 1;
     pl_limiter_release(&A.ip_requests);

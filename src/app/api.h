@@ -21,6 +21,8 @@ void pl_api_shutdown(void);
  * 0 if admitted, else ms to wait. Loopback peers are exempt unless
  * --rate-ip-loopback. */
 int  pl_api_admit_ip(pl_conn *c, int auth);
+/* A conversation got a committed event: answer its parked long-polls. */
+void pl_api_conv_event(int64_t conv);
 /* Sets the function that samples gauges for /metrics. */
 void pl_api_set_gauges(void (*fn)(pl_metrics_gauges *g));
 /* pl_http_hooks.on_request */

@@ -71,6 +71,12 @@ static void sample_gauges(pl_metrics_gauges *g) {
 
 static void on_store_wakeup(uv_async_t *a) { pl_store_drain(store); }
 
+/* The bus delivers committed events to WebSocket sessions and long-polls. */
+static void on_bus_event(void *ud, const pl_event *ev) {
+    pl_chat_on_event(ud, ev);
+    pl_api_conv_event(ev->conv);
+}
+
 /* Called from the store's writer thread. */
 static void store_notify(void *arg) { uv_async_send(&store_wakeup); }
 
@@ -130,7 +136,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "parleyd: cannot open the store in %s: %s\n", cfg.data_dir, err ? err : "?");
         return 1;
     }
-    bus = pl_bus_local_new(pl_chat_on_event, NULL);
+    bus = pl_bus_local_new(on_bus_event, NULL);
     pl_chat_init(loop, store, bus, &cfg);
     pl_api_init(loop, store, &cfg);
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, NULL};

@@ -1,0 +1,52 @@
+"""The HTTP fallback for networks that block WebSocket (M2): send with POST,
+receive by long-polling history with `wait`."""
+
+import asyncio
+
+from pclient import Harness, async_test
+
+
+@async_test(60)
+async def test_long_poll_receives_what_is_sent(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "lp")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        base = (await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=bob.token)).body["last_seq"]
+
+        # bob parks a poll; alice sends over HTTP; the poll answers with it
+        poll = asyncio.ensure_future(api.req(
+            "GET", f"/api/v1/conversations/{cid}/messages?after={base}&wait=20", token=bob.token))
+        await asyncio.sleep(0.5)
+        assert not poll.done(), "a poll with nothing new must wait"
+        r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=alice.token,
+                          json_body={"client_msg_id": "lp-1", "body": "over plain HTTP"})
+        assert r.status == 201, r
+        got = await asyncio.wait_for(poll, 10)
+        assert got.status == 200, got
+        evs = got.body["events"]
+        assert [e["body"] for e in evs] == ["over plain HTTP"] and evs[0]["seq"] == base + 1, got.body
+
+        # something already there: answered at once
+        r = await api.expect(200, "GET", f"/api/v1/conversations/{cid}/messages?after={base}&wait=20",
+                             token=bob.token)
+        assert len(r.body["events"]) == 1
+
+        # nothing comes: an empty page after the wait
+        r = await api.expect(200, "GET", f"/api/v1/conversations/{cid}/messages?after={base + 1}&wait=1",
+                             token=bob.token)
+        assert r.body["events"] == [] and r.body["has_more"] is False, r.body
+
+        # a stranger is refused at once; a silly wait is refused
+        eve, = await api.register_many(1, "lpx")
+        await api.expect(404, "GET", f"/api/v1/conversations/{cid}/messages?after=0&wait=20", token=eve.token)
+        await api.expect(400, "GET", f"/api/v1/conversations/{cid}/messages?after=0&wait=31", token=bob.token)
+
+        # a poll parked at shutdown is answered, not dropped
+        poll = asyncio.ensure_future(api.req(
+            "GET", f"/api/v1/conversations/{cid}/messages?after={base + 1}&wait=20", token=bob.token))
+        await asyncio.sleep(0.5)
+        await server.astop()
+        got = await asyncio.wait_for(poll, 10)
+        assert got.status in (200, 503), got
+        await asyncio.to_thread(server.start)      # the fixture checks a running server at teardown
