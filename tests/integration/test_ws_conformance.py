@@ -369,7 +369,8 @@ class WS:
             except TimeoutError:
                 raise AssertionError(f"no close frame within {timeout}s (got {before})") from None
             except Closed as e:
-                raise AssertionError(f"TCP closed without a close frame ({e}; got {before})") from None
+                raise AssertionError(
+                    f"TCP closed without a close frame ({e}; got {before})") from None
             if f.op == OP_CLOSE:
                 return before, f
             before.append(f)
@@ -1039,7 +1040,7 @@ def test_7_3_6_close_124_byte_reason_fails(ws):
 def test_7_5_1_close_reason_invalid_utf8(ws):
     """7.5.1: RFC 5.5.1 + 8.1: the close reason is UTF-8; an invalid one
     fails the connection with 1007."""
-    ws.send_frame(OP_CLOSE, close_payload(1000, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"))
+    ws.send_frame(OP_CLOSE, close_payload(1000, INVALID_UTF8["6.3.1-kosme-surrogate"]))
     ws.fail_expected(1007)
 
 
