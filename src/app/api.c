@@ -884,6 +884,12 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         pl_http_error(ctx, 503, "unavailable", "shutting down");
         return;
     }
+    if (n == 1 && seg_is(seg[0], "ws")) {   /* a WebSocket URL asked for without the upgrade */
+        static const char body[] = "{\"error\":{\"code\":\"bad_request\",\"message\":\"WebSocket upgrade required\"}}";
+        pl_http_respond(ctx, 426, "application/json", body, sizeof body - 1,
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n");
+        return;
+    }
     if (n < 2 || n > 8 || !seg_is(seg[0], "api") || !seg_is(seg[1], "v1")) {
         if ((m == PL_HTTP_GET || m == PL_HTTP_HEAD) && pl_web_serve(ctx, A.cfg) == 0) return;
         pl_http_error(ctx, 404, "not_found", "no such route");

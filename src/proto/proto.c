@@ -45,9 +45,10 @@ static int check_cursors(json_t *c, pl_proto_err *e) {
     const char *k;
     json_t *v;
     json_object_foreach(c, k, v) {
-        char *end;
-        long long id = strtoll(k, &end, 10);
-        if (!*k || *end || id <= 0)
+        size_t kl = strlen(k);
+        int digits = kl > 0 && kl <= 18;
+        for (size_t i = 0; digits && i < kl; i++) digits = k[i] >= '0' && k[i] <= '9';
+        if (!digits || strtoll(k, NULL, 10) <= 0)
             return fail(e, "bad_request", "%s", "cursor keys must be conversation ids");
         if (!json_is_integer(v) || json_integer_value(v) < 0)
             return fail(e, "bad_request", "%s", "cursor values must be non-negative integers");

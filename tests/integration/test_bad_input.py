@@ -358,3 +358,16 @@ async def test_bad_http_requests(server):
         # The server still serves, and the chatter lost nothing.
         r = await api.expect(200, "GET", "/api/v1/me", token=tok)
         await chat.finish(api, a_u)
+
+
+def test_plain_get_of_the_websocket_url_is_told_to_upgrade(server):
+    """RFC 6455 4.2.2: a request to /ws that is not an upgrade gets an error
+    saying an upgrade is required, not a 404."""
+    import urllib.error
+    import urllib.request
+    try:
+        urllib.request.urlopen(server.base_url + "/ws", timeout=5)
+        raise AssertionError("GET /ws without an upgrade succeeded")
+    except urllib.error.HTTPError as e:
+        assert e.code == 426, e.code
+        assert e.headers["Upgrade"] == "websocket"

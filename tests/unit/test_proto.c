@@ -210,3 +210,15 @@ TEST(proto_nul_in_body_is_bad_request_with_req) {
     CHECK(e.req && json_integer_value(e.req) == 3);
     pl_msg_release(&m);
 }
+
+TEST(proto_cursor_keys_are_plain_digits) {
+    pl_msg m;
+    pl_proto_err e;
+    const char *bad[] = {"{\"type\":\"sync\",\"cursors\":{\" 12\":1}}", "{\"type\":\"sync\",\"cursors\":{\"+12\":1}}",
+                         "{\"type\":\"sync\",\"cursors\":{\"99999999999999999999\":1}}",
+                         "{\"type\":\"sync\",\"cursors\":{\"0\":1}}", "{\"type\":\"sync\",\"cursors\":{\"\":1}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ(decode(bad[i], &m, &e), -1);
+        pl_msg_release(&m);
+    }
+}
