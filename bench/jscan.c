@@ -1,0 +1,116 @@
+/* jscan.c — top-level field scanner (see jscan.h). */
+#include "jscan.h"
+
+#include <string.h>
+
+typedef struct cur { const char *p, *e; } cur;
+
+static void ws(cur *c) {
+    while (c->p < c->e && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
+}
+
+/* At a '"': returns the raw contents and moves past the closing quote. */
+static int str(cur *c, jstr *out) {
+    if (c->p >= c->e || *c->p != '"') return -1;
+    const char *s = ++c->p;
+    while (c->p < c->e) {
+        char ch = *c->p;
+        if (ch == '\\') { c->p += 2; continue; }
+        if (ch == '"') {
+            out->p = s;
+            out->n = (size_t)(c->p - s);
+            c->p++;
+            return 0;
+        }
+        c->p++;
+    }
+    return -1;
+}
+
+/* Skips any value; for numbers and literals leaves them in *raw. */
+static int skip(cur *c, jstr *raw) {
+    ws(c);
+    if (c->p >= c->e) return -1;
+    char ch = *c->p;
+    if (ch == '"') return str(c, raw);
+    if (ch == '{' || ch == '[') {
+        int depth = 0;
+        while (c->p < c->e) {
+            ch = *c->p;
+            if (ch == '"') {
+                jstr t;
+                if (str(c, &t)) return -1;
+                continue;
+            }
+            if (ch == '{' || ch == '[') depth++;
+            else if (ch == '}' || ch == ']') {
+                if (--depth == 0) { c->p++; return 0; }
+            }
+            c->p++;
+        }
+        return -1;
+    }
+    const char *s = c->p;
+    while (c->p < c->e && *c->p != ',' && *c->p != '}' && *c->p != ' ' && *c->p != '\n') c->p++;
+    raw->p = s;
+    raw->n = (size_t)(c->p - s);
+    return raw->n ? 0 : -1;
+}
+
+static int64_t num(jstr s, int64_t dflt) {
+    if (!s.n) return dflt;
+    size_t i = 0;
+    int neg = 0;
+    if (s.p[0] == '-') { neg = 1; i = 1; }
+    if (i >= s.n || s.p[i] < '0' || s.p[i] > '9') return dflt;
+    int64_t v = 0;
+    for (; i < s.n && s.p[i] >= '0' && s.p[i] <= '9'; i++) v = v * 10 + (s.p[i] - '0');
+    return neg ? -v : v;
+}
+
+int jscan_msg(const char *p, size_t n, jmsg *m) {
+    memset(m, 0, sizeof *m);
+    m->seq = -1;
+    m->req = -1;
+    cur c = {p, p + n};
+    ws(&c);
+    if (c.p >= c.e || *c.p != '{') return -1;
+    c.p++;
+    for (;;) {
+        ws(&c);
+        if (c.p < c.e && *c.p == '}') return 0;
+        jstr key, val = {0, 0};
+        if (str(&c, &key)) return -1;
+        ws(&c);
+        if (c.p >= c.e || *c.p != ':') return -1;
+        c.p++;
+        ws(&c);
+        int is_str = c.p < c.e && *c.p == '"';
+        if (skip(&c, &val)) return -1;
+        switch (key.n) {
+        case 3:
+            if (!memcmp(key.p, "seq", 3)) m->seq = num(val, -1);
+            else if (!memcmp(key.p, "req", 3)) m->req = is_str ? -1 : num(val, -1);
+            break;
+        case 4:
+            if (!memcmp(key.p, "type", 4)) m->type = val;
+            else if (!memcmp(key.p, "kind", 4)) m->kind = val;
+            else if (!memcmp(key.p, "body", 4)) m->body = val;
+            else if (!memcmp(key.p, "code", 4)) m->code = val;
+            break;
+        case 9:
+            if (!memcmp(key.p, "duplicate", 9)) m->duplicate = JSTR_IS(val, "true");
+            break;
+        case 12:
+            if (!memcmp(key.p, "conversation", 12)) m->conversation = num(val, 0);
+            break;
+        case 13:
+            if (!memcmp(key.p, "client_msg_id", 13)) m->cmid = val;
+            break;
+        }
+        ws(&c);
+        if (c.p < c.e && *c.p == ',') { c.p++; continue; }
+        if (c.p < c.e && *c.p == '}') return 0;
+        return -1;
+    }
+}

@@ -1,0 +1,51 @@
+# bench.mk — parley-bench, the load generator (bench/), and its smoke tests.
+#
+#   make build/release/parley-bench    build it (also built by `make test`)
+#   make bench                         run the default suite against an
+#                                      embedded parleyd; JSON in build/bench/
+#   make bench BENCH_SERVER=127.0.0.1:8080 [BENCH_SERVER_PID=1234]
+#                                      ... against a running parleyd instead
+#   make bench BENCH_ARGS="--addrs 16"  extra options for every run
+#
+# parley-bench reuses the server's WebSocket framing (src/ws/ws.c, client
+# mode) and core helpers, compiled once for the release build.
+
+BENCH_SRC  := $(sort $(wildcard bench/*.c))
+BENCH_HDR  := $(wildcard bench/*.h)
+BENCH_OBJ  := $(patsubst bench/%.c,build/release/bench/%.o,$(BENCH_SRC))
+BENCH_DEPS := build/release/obj/ws/ws.o build/release/obj/core/alloc.o \
+              build/release/obj/core/buf.o build/release/obj/core/map.o
+
+build/release/bench/%.o: bench/%.c $(BENCH_HDR) src/ws/ws.h src/core/buf.h src/core/map.h src/core/alloc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -Isrc -c $< -o $@
+
+build/release/parley-bench: $(BENCH_OBJ) $(BENCH_DEPS)
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+# `make` builds it too (adds to the top-level `all`).
+all: build/release/parley-bench
+
+TEST_PREREQS += build/release/parley-bench
+PYTEST_PATHS += tests/bench
+
+# The default suite: the figures docs/benchmarks.md records. Each run stays
+# well under three minutes on the project's machine (2 cores).
+BENCH_OUT  ?= build/bench
+BENCH_ARGS ?=
+ifdef BENCH_SERVER
+BENCH_ARGS += --server $(BENCH_SERVER) $(if $(BENCH_SERVER_PID),--server-pid $(BENCH_SERVER_PID))
+endif
+BENCH      := build/release/parley-bench
+
+.PHONY: bench
+bench: build/release/parleyd build/release/parley-bench
+	@mkdir -p $(BENCH_OUT)
+	$(BENCH) idle  -n 19000 --hold 5 --json $(BENCH_OUT)/idle-19000.json $(BENCH_ARGS)
+	$(BENCH) dm    -n 20 --window 64 --rate max --duration 10 --json $(BENCH_OUT)/dm-max.json $(BENCH_ARGS)
+	$(BENCH) dm    -n 20 --window 64 --rate 50% --probe 5 --duration 10 --json $(BENCH_OUT)/dm-half.json $(BENCH_ARGS)
+	$(BENCH) dm    -n 2000 --window 8 --rate 10000 --duration 10 --json $(BENCH_OUT)/dm-2000.json $(BENCH_ARGS)
+	$(BENCH) group -n 1000 --senders 100 --window 4 --workers 2 --duration 10 --json $(BENCH_OUT)/group-max.json $(BENCH_ARGS)
+	$(BENCH) group -n 1000 --senders 100 --rate 1000 --workers 2 --duration 10 --json $(BENCH_OUT)/group-1m.json $(BENCH_ARGS)
+	$(BENCH) storm -n 10000 --group-size 10 --rate 2000 --offline 1 --json $(BENCH_OUT)/storm-10000.json $(BENCH_ARGS)
+	@echo "parley-bench: JSON results in $(BENCH_OUT)/"

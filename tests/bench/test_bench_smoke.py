@@ -1,0 +1,126 @@
+"""Smoke runs of parley-bench, one per workload, inside `make test`.
+
+Each test runs build/release/parley-bench for a few seconds with a small N
+against a parleyd it starts itself (the release build: $PARLEYD_RELEASE, by
+default build/release/parleyd) and asserts, from the JSON result only, that
+the run was correct: every connection made, every send acknowledged, every
+delivery counted, nothing lost, duplicated or reordered, no error reply.
+Timings are never asserted: benchmarks report, tests check behaviour.
+"""
+
+import json
+import os
+import resource
+import subprocess
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BENCH = os.environ.get("PARLEY_BENCH", os.path.join(REPO, "build", "release", "parley-bench"))
+PARLEYD = os.environ.get("PARLEYD_RELEASE", os.path.join(REPO, "build", "release", "parleyd"))
+RUN_TIMEOUT = 150
+
+
+def run_bench(tmp_path, workload, *args, preexec=None):
+    out = tmp_path / f"{workload}.json"
+    cmd = [BENCH, workload, "--parleyd", PARLEYD, "--json", str(out), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                          preexec_fn=preexec)
+    assert out.exists(), f"no JSON written\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    with open(out) as f:
+        res = json.load(f)
+    return proc, res
+
+
+def assert_clean(proc, res, clients):
+    """The correctness every workload must show."""
+    detail = f"\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    v = res["verify"]
+    assert v["problems"] == [], detail
+    assert res["ok"] is True and proc.returncode == 0, detail
+    assert res["connect"]["attempted"] == clients, detail
+    assert res["connect"]["connected"] == clients and res["connect"]["failed"] == 0, detail
+    for key in ("lost", "duplicated", "reordered", "errors", "unacked", "dup_acks",
+                "ack_reordered", "sync_mismatch", "unexpected", "ready_missing",
+                "failed_connections"):
+        assert v[key] == 0, f"{key} = {v[key]}{detail}"
+    assert v["sent"] == v["acked"], detail
+    assert v["deliveries"] == v["expected_deliveries"], detail
+    assert res["server"]["exit"] == "clean exit after SIGTERM", detail
+    return v
+
+
+@pytest.fixture(autouse=True)
+def binaries():
+    if not os.access(BENCH, os.X_OK):
+        pytest.fail(f"{BENCH} is not built (make build/release/parley-bench)")
+    if not os.access(PARLEYD, os.X_OK):
+        pytest.fail(f"{PARLEYD} is not built (make)")
+
+
+def test_idle_holds_every_connection_across_workers(tmp_path):
+    proc, res = run_bench(tmp_path, "idle", "-n", "200", "--workers", "2", "--hold", "0.5")
+    assert_clean(proc, res, 200)
+    assert res["params"]["workers"] == 2
+    idle = res["idle"]
+    assert idle["connections"] == 200
+    assert idle["pinged"] == 200 and idle["pongs"] == 200
+    assert idle["rss_before_kib"] > 0 and idle["rss_after_kib"] > 0
+
+
+def test_dm_at_max_delivers_every_message_to_both_members(tmp_path):
+    proc, res = run_bench(tmp_path, "dm", "-n", "20", "--workers", "2", "--rate", "max",
+                          "--window", "4", "--warmup", "0.2", "--duration", "1")
+    v = assert_clean(proc, res, 20)
+    assert v["acked"] > 0
+    assert v["deliveries"] == 2 * v["acked"]     # the peer and the sender's own session
+    assert res["latency_ms"]["count"] > 0
+
+
+def test_dm_at_a_fraction_of_the_probed_peak(tmp_path):
+    proc, res = run_bench(tmp_path, "dm", "-n", "10", "--rate", "50%", "--probe", "0.5",
+                          "--warmup", "0.2", "--duration", "0.5")
+    v = assert_clean(proc, res, 10)
+    assert "probe" in res and res["run"]["rate_target"] > 0
+    assert v["deliveries"] == 2 * v["acked"]
+
+
+def test_group_fans_out_every_message_to_every_member(tmp_path):
+    proc, res = run_bench(tmp_path, "group", "-n", "60", "--workers", "2", "--senders", "4",
+                          "--warmup", "0.2", "--duration", "1")
+    v = assert_clean(proc, res, 60)
+    assert v["acked"] > 0
+    assert v["deliveries"] == 60 * v["acked"]
+
+
+def test_storm_resumes_every_client_without_loss(tmp_path):
+    proc, res = run_bench(tmp_path, "storm", "-n", "100", "--group-size", "10", "--workers", "2",
+                          "--rate", "300", "--warmup", "0.5", "--offline", "0.5")
+    # 100 storm clients plus one feeder per worker
+    v = assert_clean(proc, res, 102)
+    st = res["storm"]
+    assert st["clients"] == 100 and st["caught_up"] == 100 and st["failed"] == 0
+    assert st["reconnected"] == 100
+    assert st["replayed"] > 0          # the feeders kept sending while they were away
+    # every group has 10 storm members and its feeder
+    assert v["deliveries"] == 11 * v["acked"]
+
+
+def test_ceiling_is_reported_when_the_server_runs_out_of_descriptors(tmp_path):
+    """The server inherits a 300-descriptor limit: it cannot hold 400
+    connections. The bench must say so, and the connections the server did
+    take must all still work."""
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+    proc, res = run_bench(tmp_path, "idle", "-n", "400", "--workers", "2", "--hold", "0.3",
+                          "--no-idle-convs", preexec=low_fd_limit)
+    detail = f"\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 1, detail
+    ceiling = res["ceiling"]
+    assert ceiling["hit"] is True, detail
+    held = res["connect"]["connected"]
+    assert 0 < held < 400 and ceiling["held"] == held
+    assert ceiling["server_fd_limit"] == 300
+    assert res["idle"]["pongs"] == held, detail          # the server kept serving them
+    assert res["server"]["exit"] == "clean exit after SIGTERM", detail
