@@ -20,6 +20,7 @@
 #define REPLAY_PAGE        PL_STORE_PAGE_MAX
 #define REPLAY_SESSIONS_PER_TURN 64
 #define TICK_MS              250      /* presence and typing sweep          */
+#define HOLD_MS              1000     /* a handshake-authenticated session waits this long for `sync` */
 #define TYPING_REFWD_MS      3000     /* re-forward a held `start` this often */
 #define PRESENCE_FANOUT_MAX  200      /* live sessions above which a conversation gets no presence */
 #define TYPING_RATE 5.0               /* per user: tokens/s and burst       */
@@ -91,6 +92,7 @@ struct session {
     uint8_t    in_replay;
     uint8_t    waiting_drain;     /* replay paused on a full write queue   */
     uint8_t    away;              /* the session said it is away           */
+    uint8_t    held;              /* live delivery held for a first `sync` */
     char       username[33];
 };
 
@@ -119,7 +121,8 @@ static void typing_stop(chat_conv *cv, int64_t user);
 static void liveness_arm(pl_conn *c);
 
 static void replay_turn(uv_idle_t *h);
-static int  session_auth(session *s, const char *tok, size_t len, json_t *cursors);
+static int  session_auth(session *s, const char *tok, size_t len, json_t *cursors, int hold);
+static void release_hold(session *s);
 
 void pl_chat_init(uv_loop_t *loop, pl_store *store, pl_bus *bus, const pl_config *cfg) {
     C.loop = loop;
@@ -860,7 +863,7 @@ void pl_chat_ws_open(pl_conn *c, const char *token, size_t len) {
     c->session = s;
     C.nsessions++;
     if (token) {
-        if (session_auth(s, token, len, NULL) != 0)
+        if (session_auth(s, token, len, NULL, 1) != 0)
             pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         return;
     }
@@ -870,8 +873,15 @@ void pl_chat_ws_open(pl_conn *c, const char *token, size_t len) {
 static void do_sync(session *s, json_t *cursors, json_t *req);
 
 /* Authenticates s: registers it, subscribes it to its conversations (live
- * from now), sends `ready`, then handles cursors as a sync. */
-static int session_auth(session *s, const char *tok, size_t len, json_t *cursors) {
+ * from now), sends `ready`, then handles cursors as a sync.
+ *
+ * hold (authentication at the handshake, where no cursors can be given):
+ * every subscription starts in catch-up without being replayed, so nothing
+ * is sent live until the session's first message or HOLD_MS. If that message
+ * is a `sync`, its cursors are applied before anything was sent, and the
+ * stream is exact (no duplicate, no reordering at the seam); otherwise each
+ * subscription replays from its `ready` seq, so nothing is lost either. */
+static int session_auth(session *s, const char *tok, size_t len, json_t *cursors, int hold) {
     int64_t user, login;
     if (pl_chat_check_token(tok, len, &user, &login) != 0) return -1;
     pl_user u;
@@ -906,6 +916,7 @@ static int session_auth(session *s, const char *tok, size_t len, json_t *cursors
     pl_sbuf_printf(&b, "},\"session\":%lld,\"conversations\":[", (long long)login);
     for (size_t i = 0; i < n; i++) {
         sub *x = subscribe(s, list[i].id, list[i].last_seq, -1);
+        x->catching_up = (uint8_t)hold;
         pl_sbuf_printf(&b, "%s{\"id\":%lld,\"last_seq\":%lld,\"unread\":%lld}", i ? "," : "",
                        (long long)list[i].id, (long long)x->sent_seq, (long long)list[i].unread);
     }
@@ -914,8 +925,20 @@ static int session_auth(session *s, const char *tok, size_t len, json_t *cursors
     send_sbuf(s->conn, &b);
     pl_sbuf_release(&b);
     pl_log(PL_LOG_DEBUG, s->conn->id, "ws authenticated", "\"user\":%lld", (long long)user);
+    if (hold) {
+        s->held = 1;
+        s->conn->deadline = pl_mono_ms() + HOLD_MS;
+    }
     if (cursors) do_sync(s, cursors, NULL);
     return 0;
+}
+
+static void release_hold(session *s) {
+    if (!s->held) return;
+    s->held = 0;
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i]->catching_up) start_catchup(s->subs[i], 0);
+    liveness_arm(s->conn);
 }
 
 void pl_chat_conn_closed(pl_conn *c) {
@@ -957,6 +980,10 @@ void pl_chat_ws_timeout(pl_conn *c) {
     if (!s) return;
     if (!s->authed) {
         pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authentication timeout");
+        return;
+    }
+    if (s->held) {                          /* no `sync` came: go live, losing nothing */
+        release_hold(s);
         return;
     }
     int64_t now = pl_mono_ms(), idle = now - c->last_rx;
@@ -1179,12 +1206,21 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
     if (!s->authed) {
         if (r || m.type != PL_MSG_AUTH)
             pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
-        else if (session_auth(s, m.token, m.token_len, m.cursors) != 0)
+        else if (session_auth(s, m.token, m.token_len, m.cursors, 0) != 0)
             pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         pl_msg_release(&m);
         return;
     }
     s->last_hb = pl_mono_ms();                 /* any message is a heartbeat */
+    if (s->held) {                             /* the first message ends the hold */
+        if (!r && m.type == PL_MSG_SYNC) {
+            do_sync(s, m.cursors, m.req);
+            release_hold(s);
+            pl_msg_release(&m);
+            return;
+        }
+        release_hold(s);
+    }
     if (r) {
         send_error(c, e.req, e.code, e.message);
         pl_msg_release(&m);

@@ -124,3 +124,14 @@ def test_ceiling_is_reported_when_the_server_runs_out_of_descriptors(tmp_path):
     assert ceiling["server_fd_limit"] == 300
     assert res["idle"]["pongs"] == held, detail          # the server kept serving them
     assert res["server"]["exit"] == "clean exit after SIGTERM", detail
+
+
+def test_storm_resuming_with_sync_after_handshake_auth_is_exact(tmp_path):
+    """The reconnect path where the token is given at the handshake and the
+    cursors in a `sync` after `ready`. Before the server held live delivery
+    for that first `sync`, this run showed duplicates and reordering."""
+    proc, res = run_bench(tmp_path, "storm", "-n", "200", "--group-size", "10", "--workers", "2",
+                          "--rate", "2000", "--warmup", "0.5", "--offline", "0.5", "--resume", "sync")
+    assert_clean(proc, res, 202)
+    st = res["storm"]
+    assert st["caught_up"] == 200 and st["failed"] == 0
