@@ -64,10 +64,23 @@ void pl_sbuf_printf(pl_sbuf *s, const char *fmt, ...) {
     s->len += (size_t)n;
 }
 
-void pl_sbuf_addi(pl_sbuf *s, int64_t v) {
+void pl_sbuf_addu(pl_sbuf *s, uint64_t v) {
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    pl_sbuf_add(s, tmp, (size_t)n);
+    char *p = tmp + sizeof tmp;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    pl_sbuf_add(s, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+void pl_sbuf_addi(pl_sbuf *s, int64_t v) {
+    if (v < 0) {
+        pl_sbuf_addc(s, '-');
+        pl_sbuf_addu(s, (uint64_t)0 - (uint64_t)v);
+    } else {
+        pl_sbuf_addu(s, (uint64_t)v);
+    }
 }
 
 void pl_sbuf_add_json_str(pl_sbuf *s, const char *str, size_t n) {

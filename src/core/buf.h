@@ -42,6 +42,7 @@ void  pl_sbuf_adds(pl_sbuf *s, const char *str);
 void  pl_sbuf_addc(pl_sbuf *s, char c);
 void  pl_sbuf_printf(pl_sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void  pl_sbuf_addi(pl_sbuf *s, int64_t v);
+void  pl_sbuf_addu(pl_sbuf *s, uint64_t v);
 /* Appends str as a JSON string literal (with quotes), escaping as RFC 8259
  * requires. str must be valid UTF-8 (it is passed through unchanged). */
 void  pl_sbuf_add_json_str(pl_sbuf *s, const char *str, size_t n);

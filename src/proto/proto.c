@@ -201,10 +201,21 @@ const char *pl_proto_kind_name(int kind) {
     }
 }
 
+/* The hot path (every event frame): plain appends, no printf. */
 void pl_proto_event_fields(pl_sbuf *s, const pl_event *ev) {
-    pl_sbuf_printf(s, "\"conversation\":%lld,\"seq\":%lld,\"id\":\"%llu\",\"ts\":%lld,\"kind\":\"%s\",\"sender\":%lld",
-                   (long long)ev->conv, (long long)ev->seq, (unsigned long long)ev->id,
-                   (long long)ev->ts, pl_proto_kind_name(ev->kind), (long long)ev->sender);
+    pl_sbuf_reserve(s, 160);
+    pl_sbuf_adds(s, "\"conversation\":");
+    pl_sbuf_addi(s, ev->conv);
+    pl_sbuf_adds(s, ",\"seq\":");
+    pl_sbuf_addi(s, ev->seq);
+    pl_sbuf_adds(s, ",\"id\":\"");
+    pl_sbuf_addu(s, ev->id);
+    pl_sbuf_adds(s, "\",\"ts\":");
+    pl_sbuf_addi(s, ev->ts);
+    pl_sbuf_adds(s, ",\"kind\":\"");
+    pl_sbuf_adds(s, pl_proto_kind_name(ev->kind));
+    pl_sbuf_adds(s, "\",\"sender\":");
+    pl_sbuf_addi(s, ev->sender);
     if (ev->client_msg_id) {
         pl_sbuf_adds(s, ",\"client_msg_id\":");
         pl_sbuf_add_json_str(s, ev->client_msg_id, strlen(ev->client_msg_id));
@@ -227,6 +238,11 @@ void pl_proto_event(pl_sbuf *s, const pl_event *ev) {
 
 void pl_proto_add_req(pl_sbuf *s, json_t *req) {
     if (!req) return;
+    if (json_is_integer(req)) {              /* the common case, without json_dumps */
+        pl_sbuf_adds(s, ",\"req\":");
+        pl_sbuf_addi(s, json_integer_value(req));
+        return;
+    }
     char *r = json_dumps(req, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!r) return;
     pl_sbuf_adds(s, ",\"req\":");
@@ -237,12 +253,18 @@ void pl_proto_add_req(pl_sbuf *s, json_t *req) {
 void pl_proto_sent(pl_sbuf *s, const pl_event *ev, int dup, json_t *req, int with_type) {
     pl_sbuf_adds(s, with_type ? "{\"type\":\"sent\"" : "{\"ok\":true");
     pl_proto_add_req(s, req);
-    pl_sbuf_printf(s, ",\"conversation\":%lld,\"client_msg_id\":", (long long)ev->conv);
+    pl_sbuf_adds(s, ",\"conversation\":");
+    pl_sbuf_addi(s, ev->conv);
+    pl_sbuf_adds(s, ",\"client_msg_id\":");
     pl_sbuf_add_json_str(s, ev->client_msg_id ? ev->client_msg_id : "",
                          ev->client_msg_id ? strlen(ev->client_msg_id) : 0);
-    pl_sbuf_printf(s, ",\"id\":\"%llu\",\"seq\":%lld,\"ts\":%lld,\"duplicate\":%s}",
-                   (unsigned long long)ev->id, (long long)ev->seq, (long long)ev->ts,
-                   dup ? "true" : "false");
+    pl_sbuf_adds(s, ",\"id\":\"");
+    pl_sbuf_addu(s, ev->id);
+    pl_sbuf_adds(s, "\",\"seq\":");
+    pl_sbuf_addi(s, ev->seq);
+    pl_sbuf_adds(s, ",\"ts\":");
+    pl_sbuf_addi(s, ev->ts);
+    pl_sbuf_adds(s, dup ? ",\"duplicate\":true}" : ",\"duplicate\":false}");
 }
 
 void pl_proto_error(pl_sbuf *s, json_t *req, const char *code, const char *msg) {

@@ -91,3 +91,17 @@ TEST(limiter_keys_and_sweep) {
     for (int i = 0; i < 100; i++) CHECK_EQ(pl_limiter_take(&l, 5, 1, 1000), 0);
     pl_limiter_release(&l);
 }
+
+TEST(sbuf_integers) {
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_sbuf_addi(&s, 0);
+    pl_sbuf_addc(&s, ' ');
+    pl_sbuf_addi(&s, -9223372036854775807LL - 1);
+    pl_sbuf_addc(&s, ' ');
+    pl_sbuf_addu(&s, 18446744073709551615ULL);
+    pl_sbuf_addc(&s, ' ');
+    pl_sbuf_addi(&s, 1234567);
+    CHECK_STR(pl_sbuf_cstr(&s), "0 -9223372036854775808 18446744073709551615 1234567");
+    pl_sbuf_release(&s);
+}
