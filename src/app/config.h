@@ -40,6 +40,7 @@ typedef struct pl_config {
     int  ping_interval;       /* seconds of silence before the server pings  */
     int  idle_timeout;        /* seconds of silence before the server closes */
     int  shutdown_grace;      /* seconds SIGTERM waits for clients to close  */
+    int  slow_timeout;        /* seconds a replay may wait on a full queue before 4008 */
 } pl_config;
 
 /* Fills cfg from all sources. Returns 0, 1 if --help was printed, or -1

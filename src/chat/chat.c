@@ -93,6 +93,7 @@ struct session {
     uint8_t    waiting_drain;     /* replay paused on a full write queue   */
     uint8_t    away;              /* the session said it is away           */
     uint8_t    held;              /* live delivery held for a first `sync` */
+    int64_t    drain_since;       /* mono ms the replay began waiting for the queue to drain */
     char       username[33];
 };
 
@@ -352,6 +353,9 @@ static void replay_turn(uv_idle_t *h) {
         } else if (s->conn->high) {           /* invariant 3: wait for on_drain */
             replay_remove(s);
             s->waiting_drain = 1;
+            s->drain_since = pl_mono_ms();
+            int64_t cut = s->drain_since + (int64_t)C.cfg->slow_timeout * 1000;
+            if (!s->conn->deadline || cut < s->conn->deadline) s->conn->deadline = cut;
         }
     }
 }
@@ -360,6 +364,7 @@ void pl_chat_on_drain(pl_conn *c) {
     session *s = c->session;
     if (!s || !s->waiting_drain) return;
     s->waiting_drain = 0;
+    s->drain_since = 0;
     for (uint32_t i = 0; i < s->nsubs; i++)
         if (s->subs[i]->catching_up) { replay_add(s); break; }
 }
@@ -987,6 +992,12 @@ void pl_chat_ws_timeout(pl_conn *c) {
         return;
     }
     int64_t now = pl_mono_ms(), idle = now - c->last_rx;
+    int64_t slow_cut = s->drain_since + (int64_t)C.cfg->slow_timeout * 1000;
+    if (s->waiting_drain && now >= slow_cut) {  /* a replay that stays stuck (P3) */
+        pl_count(&pl_m_slow_consumer_closes, 1);
+        pl_wsconn_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
+        return;
+    }
     int64_t ping_ms = (int64_t)C.cfg->ping_interval * 1000, idle_ms = (int64_t)C.cfg->idle_timeout * 1000;
     if (idle >= idle_ms) {
         pl_count(&pl_m_idle_closes, 1);
@@ -995,6 +1006,7 @@ void pl_chat_ws_timeout(pl_conn *c) {
     }
     if (idle < ping_ms) {                      /* heard from it recently */
         liveness_arm(c);
+        if (s->waiting_drain && slow_cut < c->deadline) c->deadline = slow_cut;
         return;
     }
     /* silent for a ping interval: ping (again every interval while silent) */
@@ -1002,6 +1014,7 @@ void pl_chat_ws_timeout(pl_conn *c) {
     size_t h = pl_ws_header(hdr, PL_WS_OP_PING, 0, NULL);
     pl_conn_send_copy(c, hdr, h);
     c->deadline = now + ping_ms < c->last_rx + idle_ms ? now + ping_ms : c->last_rx + idle_ms;
+    if (s->waiting_drain && slow_cut < c->deadline) c->deadline = slow_cut;
 }
 
 void pl_chat_revoke_login(int64_t user, int64_t login) {

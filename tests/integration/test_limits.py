@@ -9,7 +9,7 @@ import socket
 import time
 import urllib.request
 
-from pclient import Harness, RawWS, async_test, close_info
+from pclient import Harness, RawWS, async_test, build_frame, close_info
 
 PROM_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
                        r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? -?[0-9.eE+-]+$|^[a-zA-Z_:][a-zA-Z0-9_:]*'
@@ -32,6 +32,9 @@ def sleeping_reader(server, token):
         assert chunk, "closed during the handshake"
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
+    # a first message ends the server's wait for a `sync` (a session
+    # authenticated at the handshake is held until then): delivery is live
+    s.sendall(build_frame(0x1, b'{"type":"heartbeat"}'))
     return s
 
 
@@ -114,7 +117,9 @@ async def test_a_reader_that_stops_reading_is_bounded_closed_and_resumes(server_
         body = "z" * 16000
         last = 0
         max_q = 0
-        for i in range(400):
+        # keep writing until the server gives up on the sleeper: the kernel's
+        # loopback buffers absorb a few MB first, how much varies by run
+        for i in range(3000):
             last = (await s.send_msg(cid, f"{i:04d}" + body))["seq"]
             if i % 50 == 49:
                 m = metrics(server)
@@ -302,3 +307,55 @@ async def test_metrics_move_with_traffic_and_readyz(server):
             if line.startswith("{"):
                 json.loads(line)
         assert "m9" not in log and x.token not in log and x.refresh_token not in log
+
+
+@async_test(90)
+async def test_a_replay_to_a_reader_that_never_reads_is_closed_after_slow_timeout(server_factory):
+    """Resume over a large backlog to a client that heartbeats but never
+    reads: the replay pauses at the high-water mark (memory stays bounded),
+    and after --slow-timeout the connection is closed with 4008."""
+    bound = 256 * 1024
+    server = server_factory(["--max-outbound", str(bound), "--slow-timeout", "2"])
+    async with Harness(server) as h:
+        api = h.api
+        sender, sleeper = await api.register_many(2, "sr")
+        cid = (await api.open_dm(sender, sleeper.id))["id"]
+        body = "q" * 16000
+        last = 0
+        for i in range(450):                   # over HTTP (no socket of its own to fill); 7 MB > the kernel buffers
+            r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=sender.token,
+                              json_body={"client_msg_id": f"b{i}", "body": f"{i:04d}" + body})
+            assert r.status == 201, r
+            last = r.body["seq"]
+
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect((server.host, server.port))
+        raw.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += raw.recv(1)
+        auth = json.dumps({"type": "auth", "token": sleeper.token, "cursors": {str(cid): 0}})
+        raw.sendall(build_frame(0x1, auth.encode()))
+        closed = False
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20:
+            try:
+                raw.sendall(build_frame(0x1, b'{"type":"heartbeat"}'))
+            except OSError:
+                closed = True
+                break
+            m = metrics(server)
+            assert m["parley_outbound_queue_max_bytes"] <= bound + 17000, m["parley_outbound_queue_max_bytes"]
+            if m["parley_slow_consumer_closes_total"] >= 1 and m["parley_sessions"] == 1:
+                closed = True
+                break
+            await asyncio.sleep(0.5)
+        raw.close()
+        assert closed, "the stuck replay was never closed"
+        assert time.monotonic() - t0 >= 1.5, "closed before the slow timeout"
+        w = await h.ws(sleeper, name="sleeper-again", auth="first", cursors={cid: 0})
+        await w.wait_seq(cid, last, timeout=30)
+        assert [e["seq"] for e in w.conv_events(cid)] == list(range(1, last + 1))
