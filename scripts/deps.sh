@@ -1,9 +1,11 @@
 #!/bin/sh
 # deps.sh — installs the Debian packages Parley needs when any is missing.
 # Called by `make run` and `make test`; a no-op when everything is there.
+# With arguments, installs those packages instead (scripts/deps-fuzz.sh).
 set -e
 PKGS="gcc make pkg-config libuv1-dev libjansson-dev libsodium-dev libsqlite3-dev
 libssl-dev python3-pytest python3-websockets python3-aiohttp"
+[ $# -gt 0 ] && PKGS="$*"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
