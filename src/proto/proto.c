@@ -78,10 +78,15 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
             return fail(e, "bad_request", "%s", "\"req\" must be a string or an integer");
         if (json_is_string(req) && json_string_length(req) > PL_PROTO_REQ_MAX - 2)
             return fail(e, "bad_request", "%s", "\"req\" is too long");
+        /* NUL is let through the JSON parser so bodies get a clear error;
+         * a req with one is refused and never echoed back */
+        if (json_is_string(req) && memchr(json_string_value(req), 0, json_string_length(req)))
+            return fail(e, "bad_request", "%s", "\"req\" must not contain NUL");
         m->req = e->req = req;
     }
     json_t *t = json_object_get(m->root, "type");
-    if (!t || !json_is_string(t)) return fail(e, "bad_request", "%s", "\"type\" must be a string");
+    if (!t || !json_is_string(t) || memchr(json_string_value(t), 0, json_string_length(t)))
+        return fail(e, "bad_request", "%s", "\"type\" must be a string");
     const char *type = json_string_value(t);
     if (strcmp(type, "send") == 0) {
         m->type = PL_MSG_SEND;

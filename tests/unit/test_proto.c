@@ -222,3 +222,17 @@ TEST(proto_cursor_keys_are_plain_digits) {
         pl_msg_release(&m);
     }
 }
+
+/* Found by fuzz_proto after NUL was let through the parser: a req holding
+ * U+0000 was echoed back with it. */
+TEST(proto_fuzz_regress_nul_in_req_is_not_echoed) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"te\":\"ping\",\"req\":\"rrrrrrrrrr\\u0000b\"}", &m, &e), -1);
+    CHECK_STR(e.code, "bad_request");
+    CHECK(e.req == NULL);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"ping\\u0000x\"}", &m, &e), -1);
+    CHECK_STR(e.code, "bad_request");
+    pl_msg_release(&m);
+}
