@@ -27,16 +27,15 @@ import base64
 import hashlib
 import json
 import os
-import shutil
-import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import time
 import urllib.request
 
 import pytest
+
+from parleyd_proc import Server, finish  # the shared server process (conftest puts tests/ on the path)
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
@@ -44,7 +43,6 @@ RSV1, RSV2, RSV3 = 4, 2, 1           # the rsv argument of frame(): bits 6..4 of
 
 MAX_MSG = 1024 * 1024                # parleyd's default --max-ws-message
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 
 READ_TIMEOUT = 5.0                   # any single expected frame
 FAST = 2.0                           # "fails fast": well before a client would give up
@@ -56,90 +54,19 @@ QUIET = 0.3                          # how long "nothing more arrives" is watche
 # the server (one per module)
 
 
-class _Parleyd:
-    """A parleyd on a free loopback port with its own data directory."""
-
-    def __init__(self, binary):
-        self.workdir = tempfile.mkdtemp(prefix="parley-wsc-")
-        self.host = "127.0.0.1"
-        s = socket.socket()
-        s.bind((self.host, 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        self.log_path = os.path.join(self.workdir, "parleyd.log")
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        cmd = [binary, "--listen", f"{self.host}:{self.port}",
-               "--data-dir", os.path.join(self.workdir, "data"),
-               "--argon2-ops", "1", "--argon2-mem", "64"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, cwd=self.workdir)
-        deadline = time.monotonic() + 10
-        while True:
-            assert self.proc.poll() is None, "parleyd exited at startup\n" + self.log_tail()
-            try:
-                with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "parleyd not ready in 10 s\n" + self.log_tail()
-            time.sleep(0.05)
-
-    @property
-    def base_url(self):
-        return f"http://{self.host}:{self.port}"
-
-    def log_text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def log_tail(self, n=40):
-        return "---- parleyd log tail ----\n" + "\n".join(self.log_text().splitlines()[-n:])
-
-    def sanitizer_report(self):
-        text = self.log_text()
-        at = [text.find(m) for m in SANITIZER_MARKERS if m in text]
-        return text[min(at):min(at) + 4000] if at else None
-
-    def stop(self):
-        """SIGTERM; returns a list of problems (empty when all is well)."""
-        problems = []
-        rc = self.proc.poll()
-        if rc is not None:
-            problems.append(f"parleyd died on its own (status {rc})")
-        else:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                problems.append("parleyd did not exit within 15 s of SIGTERM")
-            else:
-                if rc not in (0, -signal.SIGTERM):
-                    problems.append(f"parleyd exited with status {rc} after SIGTERM")
-        rep = self.sanitizer_report()
-        if rep:
-            problems.append("sanitizer report:\n" + rep)
-        return problems
-
-
 @pytest.fixture(scope="module")
 def wsd(parleyd_bin):
-    srv = _Parleyd(parleyd_bin)
+    srv = Server(parleyd_bin, tempfile.mkdtemp(prefix="parley-wsc-"))
+    srv.start()
     try:
         srv.token = _register(srv)
     except BaseException:
-        srv.stop()
-        shutil.rmtree(srv.workdir, ignore_errors=True)
+        finish([srv], "ws-conformance")
         raise
     yield srv
-    problems = srv.stop()
+    problems = finish([srv], "ws-conformance")
     if problems:
-        pytest.fail("\n".join(problems) + "\n" + srv.log_tail(), pytrace=False)
-    shutil.rmtree(srv.workdir, ignore_errors=True)
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
