@@ -233,17 +233,21 @@ static int parse_opts(int argc, char **argv) {
 
 /* ---- the server ------------------------------------------------------------- */
 
-static long proc_rss_kib(int pid) {
+/* The number after the line starting with key in /proc/PID/FILE, or -1. */
+static long proc_value(int pid, const char *file, const char *key) {
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     long v = -1;
+    size_t kl = strlen(key);
     while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6)) v = atol(line + 6);
+        if (!strncmp(line, key, kl)) v = atol(line + kl);
     fclose(f);
     return v;
 }
+
+static long proc_rss_kib(int pid) { return proc_value(pid, "status", "VmRSS:"); }
 
 static int proc_fds(int pid) {
     char path[64];
@@ -259,17 +263,7 @@ static int proc_fds(int pid) {
     return n;
 }
 
-static int proc_fd_limit(int pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/limits", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    int v = -1;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "Max open files", 14)) v = atoi(line + 14);
-    fclose(f);
-    return v;
-}
+static int proc_fd_limit(int pid) { return (int)proc_value(pid, "limits", "Max open files"); }
 
 /* CPU ticks per thread of pid (tid -> utime + stime) into tids/ticks;
  * returns how many (at most max). */
