@@ -1,7 +1,10 @@
-/* api.h — the REST API under /api/v1 and the other HTTP routes
- * (/healthz, the web client's static files).
+/* api.h — the REST API under /api/v1 and the other HTTP routes (/healthz,
+ * /readyz, /metrics, the web client's static files).
  *
- * Owns: routing and the REST handlers (docs/protocol.md sections 1-2).
+ * Owns: routing and the REST handlers (docs/protocol.md sections 1-2, 7),
+ * split by resource: api.c (routing, authentication, operations
+ * endpoints), api_auth.c (accounts and tokens), api_conv.c (conversations,
+ * members, history and long-poll, sends, receipts, presence).
  * Does not own: HTTP mechanics (http/server.c), delivery (chat/), storage.
  */
 #ifndef PL_API_H
@@ -9,9 +12,9 @@
 
 #include <uv.h>
 
+#include "../core/metrics.h"
 #include "../http/server.h"
 #include "../store/store.h"
-#include "../core/metrics.h"
 #include "config.h"
 
 void pl_api_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg);
@@ -21,10 +24,13 @@ void pl_api_shutdown(void);
  * 0 if admitted, else ms to wait. Loopback peers are exempt unless
  * --rate-ip-loopback. */
 int  pl_api_admit_ip(pl_conn *c, int auth);
-/* A conversation got a committed event: answer its parked long-polls. */
-void pl_api_conv_event(int64_t conv);
+/* chat's conv_changed hook: a conversation may have new events; parked
+ * long-polls re-check it. */
+void pl_api_conv_changed(int64_t conv);
 /* Sets the function that samples gauges for /metrics. */
 void pl_api_set_gauges(void (*fn)(pl_metrics_gauges *g));
+/* Sets the readiness check for /readyz: 1 ready, else 0 with a reason. */
+void pl_api_set_ready(int (*fn)(const char **why));
 /* pl_http_hooks.on_request */
 void pl_api_on_request(pl_http_ctx *ctx, void *ud);
 

@@ -21,7 +21,11 @@ typedef struct pl_config {
     int  max_body;            /* message body bytes                          */
     int  max_ws_message;      /* WebSocket message bytes                     */
     int  auth_timeout;        /* seconds to authenticate a WebSocket         */
-    int  node_id;             /* snowflake node id, 0-1023                   */
+    int  node_id;             /* snowflake node id, 0-1023; -1: automatic    */
+    char store[1024];         /* "" (SQLite in data_dir) or postgres://...   */
+    char redis[512];          /* "" (in-process bus) or redis://host:port    */
+    char redis_prefix[64];    /* key and channel prefix in Redis             */
+    int  store_readers;       /* reader threads/connections; 0: default      */
     int  max_group_members;
     int  presence_timeout;    /* seconds without a heartbeat before offline  */
     int  presence_coalesce;   /* ms between presence updates per user        */

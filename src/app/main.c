@@ -1,13 +1,21 @@
-/* main.c — parleyd: reads the configuration, opens the store, wires the
- * layers together and runs the event loop until SIGTERM/SIGINT.
+/* main.c — parleyd: reads the configuration, opens the store and the bus,
+ * wires the layers together and runs the event loop until SIGTERM/SIGINT.
  *
  * Wiring (each arrow is a callback table set here):
- *   net (conn.c) --bytes--> http (server.c) --request--> api.c
- *                                           --upgrade--> wsconn.c --text--> chat.c
- *   store writer --done (uv_async)--> job callbacks --committed event--> bus --> chat.c
+ *   net (conn.c) --bytes--> http (server.c) --request--> api*.c
+ *                                           --upgrade--> wsconn.c --text--> chat/
+ *   store threads --done (uv_async)--> commit hook: chat publishes on the bus
+ *                                  --> job callbacks (acks, replies)
+ *   bus (local, or Redis in cluster mode) --events, heads, signals--> chat/
  *
- * Shutdown: stop accepting, tell WebSocket clients 1001 (reconnect), let the
- * store finish queued commits (their acks are flushed), close, exit 0.
+ * Modes: no --store/--redis is embedded mode (SQLite in --data-dir, the
+ * in-process bus). --store postgres://... (plus --redis redis://... for
+ * several nodes) is cluster mode.
+ *
+ * Shutdown (P6): stop accepting; pause every connection; the store finishes
+ * queued commits (their acks are queued, their events published); every
+ * WebSocket gets a reconnect hint and 1001; when they are gone (or after
+ * --shutdown-grace) the listener, the bus and the loop close; exit 0.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -67,22 +75,34 @@ static void sample_gauges(pl_metrics_gauges *g) {
     g->connections = pl_net_count(net);
     g->sessions = pl_chat_session_count();
     pl_net_queue_stats(net, &g->outbound_bytes, &g->outbound_max_bytes);
+    g->store_up = store ? pl_store_healthy(store) : 0;
+    g->bus_up = bus ? pl_bus_healthy(bus) : 0;
 }
 
-static void on_store_wakeup(uv_async_t *a) { pl_store_drain(store); }
-
-/* The bus delivers committed events to WebSocket sessions and long-polls. */
-static void on_bus_event(void *ud, const pl_event *ev) {
-    pl_chat_on_event(ud, ev);
-    pl_api_conv_event(ev->conv);
+/* /readyz: not while the database or Redis is unreachable. */
+static int ready(const char **why) {
+    if (!store || !pl_store_healthy(store)) {
+        *why = "store unavailable";
+        return 0;
+    }
+    if (!bus || !pl_bus_healthy(bus)) {
+        *why = "bus unavailable";
+        return 0;
+    }
+    return 1;
 }
 
-/* Called from the store's writer thread. */
+static void on_store_wakeup(uv_async_t *a) {
+    if (store) pl_store_drain(store);
+}
+
+/* Called from the store's threads. */
 static void store_notify(void *arg) { uv_async_send(&store_wakeup); }
 
 static void finish_stop(void) {
     uv_timer_stop(&stop_timer);
     pl_net_close(net);
+    pl_bus_close(&bus);
     uv_close((uv_handle_t *)&stop_timer, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
@@ -96,10 +116,6 @@ static void drain_check(uv_timer_t *t) {
 
 static void pause_conn(pl_conn *c, void *arg) { pl_conn_pause(c); }
 
-/* SIGTERM/SIGINT, the drain (P6): no new connections or requests; every
- * queued commit finishes and its ack is queued; WebSockets then get a
- * reconnect hint and 1001 after their acks; the process exits 0 when the
- * clients have closed or shutdown-grace seconds have passed. */
 static void on_signal(uv_signal_t *s, int signum) {
     if (stopping++) return;
     pl_log(PL_LOG_INFO, 0, "draining", "\"signal\":%d,\"connections\":%zu", signum, pl_net_count(net));
@@ -107,11 +123,15 @@ static void on_signal(uv_signal_t *s, int signum) {
     pl_net_each(net, pause_conn, NULL);
     pl_api_shutdown();
     pl_chat_shutdown();
-    pl_store_close(&store);      /* joins the writer; runs every job's callback */
+    pl_store_close(&store);      /* finishes queued jobs: their callbacks run now */
     uv_close((uv_handle_t *)&store_wakeup, NULL);
-    pl_chat_close_all(net, PL_WS_CLOSE_GOING_AWAY, "server shutting down");
+    pl_chat_close_all(net, PL_WS_CLOSE_GOING_AWAY);
     drain_deadline = pl_mono_ms() + (int64_t)cfg.shutdown_grace * 1000;
     uv_timer_start(&stop_timer, drain_check, 100, 100);
+}
+
+static int is_postgres(const char *url) {
+    return strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
 }
 
 int main(int argc, char **argv) {
@@ -123,21 +143,62 @@ int main(int argc, char **argv) {
         return 2;
     }
     pl_log_level = lvl;
+    if (cfg.redis[0] && !is_postgres(cfg.store)) {
+        fprintf(stderr, "parleyd: --redis needs --store postgres://... (with SQLite one process owns the data)\n");
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     mkdir(cfg.data_dir, 0700);
-    const char *err = NULL;
-    if (pl_auth_init(cfg.data_dir, &err)) {
-        fprintf(stderr, "parleyd: %s\n", err);
+    const char *aerr = NULL;
+    if (pl_auth_init(cfg.data_dir, &aerr)) {
+        fprintf(stderr, "parleyd: %s\n", aerr);
         return 1;
     }
     loop = uv_default_loop();
     uv_async_init(loop, &store_wakeup, on_store_wakeup);
-    if (pl_store_sqlite_open(cfg.data_dir, cfg.node_id, store_notify, NULL, &store, &err)) {
-        fprintf(stderr, "parleyd: cannot open the store in %s: %s\n", cfg.data_dir, err ? err : "?");
+
+    char err[512] = "";
+    pl_store_opts so = {
+        .url = cfg.store,
+        .data_dir = cfg.data_dir,
+        .node_id = cfg.node_id,
+        .readers = cfg.store_readers,
+        .outbox = cfg.redis[0] != '\0',
+        .notify = store_notify,
+        .committed = pl_chat_committed,
+    };
+    if (pl_store_open(&so, &store, err, sizeof err)) {
+        fprintf(stderr, "parleyd: cannot open the store: %s\n", err);
+        pl_log(PL_LOG_ERROR, 0, "cannot open the store", "\"reason\":\"%s\"", err);
         return 1;
     }
-    bus = pl_bus_local_new(on_bus_event, NULL);
-    pl_chat_init(loop, store, bus, &cfg);
+    uint8_t shared[32];
+    if (pl_store_shared_secret(store, "token-key", shared) == PL_STORE_OK) pl_auth_set_key(shared);
+
+    pl_chat_hooks ch = {pl_api_conv_changed};
+    pl_chat_init(loop, store, &cfg, &ch);
+    pl_bus_handlers bh;
+    pl_chat_bus_handlers(&bh);
+    if (cfg.redis[0]) {
+        pl_bus_redis_opts ro = {
+            .url = cfg.redis,
+            .node = store->node_id,
+            .prefix = cfg.redis_prefix,
+            .user_rate = cfg.rate_user_msgs,
+            .user_burst = cfg.rate_user_burst,
+            .conv_rate = cfg.rate_conv_msgs,
+            .conv_burst = cfg.rate_conv_burst,
+        };
+        bus = pl_bus_redis_new(loop, &ro, &bh, err, sizeof err);
+        if (!bus) {
+            fprintf(stderr, "parleyd: cannot use Redis: %s\n", err);
+            pl_store_close(&store);
+            return 1;
+        }
+    } else {
+        bus = pl_bus_local_new(&bh, store->node_id);
+    }
+    pl_chat_set_bus(bus);
     pl_api_init(loop, store, &cfg);
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, NULL};
     pl_http_init(&hh);
@@ -153,16 +214,20 @@ int main(int argc, char **argv) {
     /* shed and pause well before the hard bound closes a slow consumer */
     pl_net_set_queue_marks(net, (size_t)cfg.max_outbound / 4, (size_t)cfg.max_outbound / 16);
     pl_api_set_gauges(sample_gauges);
+    pl_api_set_ready(ready);
     uv_signal_init(loop, &sigterm);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_init(loop, &sigint);
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_timer_init(loop, &stop_timer);
-    pl_log(PL_LOG_INFO, 0, "listening", "\"listen\":\"%s\",\"data_dir\":\"%s\"", cfg.listen, cfg.data_dir);
+    pl_log(PL_LOG_INFO, 0, "listening",
+           "\"listen\":\"%s\",\"data_dir\":\"%s\",\"store\":\"%s\",\"bus\":\"%s\",\"node\":%d", cfg.listen,
+           cfg.data_dir, pl_store_name(store), bus->ops->name, store->node_id);
 
     uv_run(loop, UV_RUN_DEFAULT);
 
-    pl_bus_close(&bus);
+    pl_chat_free();              /* every connection is gone: the registry is empty */
+    uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     pl_log(PL_LOG_INFO, 0, "stopped", "%s", "");
     return 0;

@@ -12,6 +12,8 @@
 
 static uint8_t key[32];
 
+void pl_auth_set_key(const uint8_t k[32]) { memcpy(key, k, sizeof key); }
+
 int pl_auth_init(const char *data_dir, const char **err) {
     if (sodium_init() < 0) { *err = "libsodium init failed"; return -1; }
     char path[4096];

@@ -4,7 +4,7 @@
  *   "v1.<user>.<login>.<expires_s>.<nonce>.<sig>"
  * (nonce: 8 random bytes, so no two tokens are alike) with sig = base64url(HMAC-SHA-256(key, everything before ".<sig>")); the
  * key is 32 random bytes kept in <data-dir>/token.key (created 0600 on first
- * start). Refresh tokens are "<login>.<base64url(32 random bytes)>"; only
+ * start), or in cluster mode in the database, shared by every node. Refresh tokens are "<login>.<base64url(32 random bytes)>"; only
  * SHA-256 of the random part is stored (a leaked database cannot mint
  * sessions). Passwords are argon2id (libsodium crypto_pwhash_str_alg).
  * Does not own: checking that a login session is not revoked (the caller
@@ -21,6 +21,9 @@
 
 /* Initialises libsodium and loads/creates the key. 0 or -1 with *err. */
 int  pl_auth_init(const char *data_dir, const char **err);
+/* Replaces the key (cluster mode: one key shared by every node, kept in the
+ * database, so any node verifies any node's tokens). */
+void pl_auth_set_key(const uint8_t k[32]);
 
 /* out gets a NUL-terminated access token (at most PL_AUTH_TOKEN_MAX). */
 void pl_auth_access_token(int64_t user, int64_t login, int64_t expires_s, char *out);

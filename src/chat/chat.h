@@ -1,35 +1,20 @@
-/* chat.h — live sessions, delivery and resume.
+/* chat.h — live sessions, delivery, resume, receipts, presence, typing.
  *
- * Owns: the registry of authenticated WebSocket sessions (by user, and their
- * subscriptions by conversation), what each session has been sent, turning
- * committed events into frames for the right sessions, replaying missed
- * events on resume, and the WebSocket client messages (auth, send, sync,
- * history, ping). One registry per process (the event loop thread).
- * Does not own: storage (store/), cross-node routing (bus/), REST (app/api.c,
- * which calls the helpers below).
+ * Owns: the registry of authenticated WebSocket sessions (by user, with one
+ * subscription per conversation), the order in which this node hands a
+ * conversation's events to its sessions, replay on resume, receipts,
+ * presence and typing, and the WebSocket client messages (auth, send, sync,
+ * history, receipts, presence, typing, ping). One registry per process, on
+ * the event loop thread. Files: session.c (auth, lifecycle, dispatch,
+ * liveness), deliver.c (conversation streams, subscriptions, replay, sync,
+ * history), send.c, receipts.c, presence.c, typing.c; chat_int.h holds what
+ * they share.
+ * Does not own: storage (store/), transport between nodes (bus/), REST
+ * (app/api*.c, which calls the asynchronous helpers below).
  *
- * Delivery design note — per (session, conversation) subscription `sub`:
- *
- *   sent_seq      highest seq of the conversation written to this session
- *   catching_up   1 while the gap after sent_seq is being read from the store
- *
- *   LIVE --cursor (sync) or gap detected--> CATCHING_UP
- *   CATCHING_UP --page read; short page and sent_seq >= conv.last_seq--> LIVE
- *
- * Invariants:
- *   1. A session is sent seq N of a conversation only after N-1 (sent_seq
- *      grows by exactly one per frame), so it sees every event once, in
- *      order: live events at or below sent_seq are dropped, a live event
- *      above sent_seq + 1 switches the sub to CATCHING_UP.
- *   2. Events reach this module only after they are durable (store job done),
- *      so whatever the store returns during catch-up is a superset of what
- *      live delivery has seen; conv.last_seq is the highest seq this node has
- *      seen committed, so "short page and sent_seq >= last_seq" means no
- *      committed event is missing (pitfalls: subscribe, then read, then
- *      drop live events at or below what was read).
- *   3. Catch-up reads one page per sub per loop turn and pauses while the
- *      connection's write queue is above its high-water mark (resumed by
- *      on_drain), so a replay never buffers without bound.
+ * Every helper that takes a callback returns 0 when it started (the
+ * callback runs later, on the loop, exactly once) or a negative
+ * PL_STORE_E* code when it could not start (the callback never runs).
  */
 #ifndef PL_CHAT_H
 #define PL_CHAT_H
@@ -44,11 +29,25 @@
 #include "../net/conn.h"
 #include "../store/store.h"
 
-void pl_chat_init(uv_loop_t *loop, pl_store *store, pl_bus *bus, const pl_config *cfg);
-/* bus handler: an event is durable; deliver it to local sessions. */
-void pl_chat_on_event(void *ud, const pl_event *ev);
-/* A store job appended ev durably: publish it (through the bus). */
-void pl_chat_committed(const pl_event *ev);
+/* Close codes of the protocol (docs/protocol.md section 5). */
+#define PL_CLOSE_IDLE           4002
+#define PL_CLOSE_SLOW_CONSUMER  4008
+#define PL_CLOSE_TRY_AGAIN      1013   /* the store is unavailable: reconnect later */
+
+typedef struct pl_chat_hooks {
+    /* a conversation got events (or may have: a head moved); parked
+     * long-polls re-check it */
+    void (*conv_changed)(int64_t conv);
+} pl_chat_hooks;
+
+void pl_chat_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg, const pl_chat_hooks *hooks);
+/* The bus handlers chat/ implements; main creates the bus with them, then
+ * hands the bus back. */
+void pl_chat_bus_handlers(pl_bus_handlers *h);
+void pl_chat_set_bus(pl_bus *bus);
+/* The store's commit hook (pl_store_opts.committed): a write job appended
+ * a new event; publish it, once, from here (pitfalls: one place). */
+void pl_chat_committed(void *arg, pl_job *j);
 
 /* WebSocket connection hooks. */
 void pl_chat_ws_open(pl_conn *c, const char *token, size_t len);
@@ -57,41 +56,56 @@ void pl_chat_ws_timeout(pl_conn *c);
 void pl_chat_conn_closed(pl_conn *c);
 void pl_chat_on_drain(pl_conn *c);
 
-/* Verifies an access token and that its login session is live.
- * Returns 0 with user and login, or -1. */
-int  pl_chat_check_token(const char *tok, size_t len, int64_t *user, int64_t *login);
-/* Closes (4001) every live session of user opened with login. */
+/* Token check: signature and expiry now, then the login session in the
+ * store (not revoked, same user). cb(arg, ok, user, login). */
+typedef void (*pl_chat_token_cb)(void *arg, int ok, int64_t user, int64_t login);
+int  pl_chat_check_token(const char *tok, size_t len, pl_chat_token_cb cb, void *arg);
+/* Logout: closes (4001) the live sessions of user opened with login, on
+ * every node. */
 void pl_chat_revoke_login(int64_t user, int64_t login);
-/* Shutdown, before the store closes: stops timers and queues every online
- * user's last seen. No store call is made after this. */
-void pl_chat_shutdown(void);
-/* Closes every WebSocket with code (1001 on shutdown). */
-void pl_chat_close_all(pl_net *net, int code, const char *reason);
 
-/* History page as JSON: appends {"conversation":..,"events":[..],"has_more":..}
- * members (without braces) to out. Returns a PL_STORE_* code (ENOTFOUND for
- * non-members). */
+/* History page as JSON object members (no braces):
+ * "conversation":..,"events":[..],"has_more":.. — at most max_bytes of
+ * events (at least one event when any exists), has_more true when the page
+ * ended early. result is a PL_STORE_* code (ENOTFOUND for non-members). */
+typedef void (*pl_chat_json_cb)(void *arg, int result, const char *json, size_t len);
 int  pl_chat_history(int64_t conv, int64_t user, int64_t after, int64_t before, int limit,
-                     pl_sbuf *out);
-
+                     pl_chat_json_cb cb, void *arg);
 /* Receipt cursors of conv's members and, if seq > 0, the aggregate for the
- * message at seq, as JSON members (no braces). PL_STORE_* code. */
-int  pl_chat_receipts(int64_t conv, int64_t user, int64_t seq, pl_sbuf *out);
+ * message at seq, as JSON members (no braces). */
+int  pl_chat_receipts(int64_t conv, int64_t user, int64_t seq, pl_chat_json_cb cb, void *arg);
+/* {"users":[{"user":..,"status":..,"last_seen":..},..]} for those of ids
+ * the asker may see (itself, or sharing a conversation). */
+int  pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat_json_cb cb, void *arg);
+
+/* Rate limits on sends (per user, then per conversation; shared by all
+ * nodes in cluster mode). cb(arg, 0, NULL) admitted, else the wait in ms
+ * and the limit's scope ("user", "conversation"). */
+typedef void (*pl_chat_admit_cb)(void *arg, int64_t retry_ms, const char *scope);
+int  pl_chat_admit_send(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *arg);
+/* A send job finished: count it. t0_us: mono us when it arrived (0 = unknown). */
+void pl_chat_sent(const pl_job *j, int64_t t0_us);
 /* A PL_JOB_RECEIPT finished: announce moved cursors (no-op otherwise). */
 void pl_chat_receipt_done(const pl_job *j);
-/* Appends user's presence as a JSON object if asker may see it (shares a
- * conversation, or is the user); -1 otherwise. */
-int  pl_chat_presence_of(int64_t asker, int64_t user, pl_sbuf *out);
 
-/* Rate limits on sends (per user, then per conversation). 0 if admitted;
- * else -1 with the wait in ms and the limit's scope ("user", "conversation"). */
-int  pl_chat_admit_send(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope);
-/* A send job finished: count it and publish its event (once, never for a
- * duplicate). t0_us: mono us when the send arrived (0 = unknown). */
-void pl_chat_sent(const pl_job *j, int64_t t0_us);
+/* Long-polls: while a conversation is watched this node follows its events
+ * (in cluster mode, subscribes to them); hooks.conv_changed reports events
+ * above `after` (the lowest after of its watchers). on: 1 watch, 0 stop. */
+void pl_chat_watch(int64_t conv, int64_t after, int on);
 
 /* Maps a PL_STORE_* error to a protocol error code and HTTP status. */
 const char *pl_chat_error_code(int store_err, int *http_status);
+
+/* Shutdown, step 1 (before the store closes): stops timers and replays,
+ * queues every online user's last seen. Reads that complete afterwards are
+ * dropped; nothing new is read. */
+void pl_chat_shutdown(void);
+/* Step 2: closes every WebSocket with code (1001 on shutdown), after a
+ * `reconnect` hint. */
+void pl_chat_close_all(pl_net *net, int code);
+/* Step 3, after the store closed and the connections are gone: frees the
+ * registry. */
+void pl_chat_free(void);
 
 size_t pl_chat_session_count(void);
 

@@ -9,7 +9,9 @@ static const double time_bounds[PL_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.0
 pl_counter pl_m_ws_messages_in, pl_m_sends, pl_m_sends_dup, pl_m_frames_out, pl_m_http_requests,
     pl_m_commit_batches, pl_m_commit_jobs, pl_m_commit_failures, pl_m_dropped_ephemeral,
     pl_m_slow_consumer_closes, pl_m_rate_limited_user, pl_m_rate_limited_conv, pl_m_rate_limited_ip,
-    pl_m_rate_limited_signal, pl_m_conn_refused_ip, pl_m_idle_closes;
+    pl_m_rate_limited_signal, pl_m_conn_refused_ip, pl_m_idle_closes, pl_m_bus_published,
+    pl_m_bus_received, pl_m_bus_reconnects, pl_m_bus_publish_failures, pl_m_bus_resyncs,
+    pl_m_gap_fills, pl_m_gap_events, pl_m_store_reads, pl_m_store_read_failures;
 pl_hist pl_m_commit_batch_size = {.bounds = size_bounds};
 pl_hist pl_m_commit_seconds = {.bounds = time_bounds};
 pl_hist pl_m_delivery_seconds = {.bounds = time_bounds};
@@ -74,6 +76,22 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
     counter(o, "parley_rate_limited_total", NULL, "{scope=\"signal\"}", &pl_m_rate_limited_signal, 0);
     counter(o, "parley_connections_refused_total", "Connections refused over the per-IP cap.", NULL,
             &pl_m_conn_refused_ip, 1);
+    gauge(o, "parley_store_up", "1 while the store's connections are up.", (uint64_t)g->store_up);
+    gauge(o, "parley_bus_up", "1 while the bus (Redis in cluster mode) is connected.", (uint64_t)g->bus_up);
+    counter(o, "parley_store_reads_total", "Store reads completed.", NULL, &pl_m_store_reads, 1);
+    counter(o, "parley_store_read_failures_total", "Store reads that failed (store unavailable).", NULL,
+            &pl_m_store_read_failures, 1);
+    counter(o, "parley_bus_published_total", "Messages handed to the bus transport.", NULL, &pl_m_bus_published, 1);
+    counter(o, "parley_bus_received_total", "Bus messages received from other nodes.", NULL, &pl_m_bus_received, 1);
+    counter(o, "parley_bus_reconnects_total", "Bus transport connections re-established.", NULL,
+            &pl_m_bus_reconnects, 1);
+    counter(o, "parley_bus_publish_failures_total", "Publishes not handed over (announced again as heads).",
+            NULL, &pl_m_bus_publish_failures, 1);
+    counter(o, "parley_bus_resyncs_total", "Head and membership checks after the bus may have lost messages.",
+            NULL, &pl_m_bus_resyncs, 1);
+    counter(o, "parley_gap_fills_total", "Store reads of conversation events the bus did not bring.", NULL,
+            &pl_m_gap_fills, 1);
+    counter(o, "parley_gap_events_total", "Events found by gap fills.", NULL, &pl_m_gap_events, 1);
     hist(o, "parley_commit_batch_size", "Jobs per store transaction.", &pl_m_commit_batch_size);
     hist(o, "parley_commit_seconds", "Store transaction time, BEGIN to durable COMMIT.", &pl_m_commit_seconds);
     hist(o, "parley_delivery_seconds", "Time from a send's arrival to its frames being queued to recipients.",

@@ -44,6 +44,15 @@ extern pl_counter pl_m_rate_limited_ip;
 extern pl_counter pl_m_rate_limited_signal;
 extern pl_counter pl_m_conn_refused_ip;      /* over the per-IP connection cap   */
 extern pl_counter pl_m_idle_closes;
+extern pl_counter pl_m_bus_published;       /* messages handed to the bus transport */
+extern pl_counter pl_m_bus_received;        /* messages from other nodes       */
+extern pl_counter pl_m_bus_reconnects;      /* transport connections re-established */
+extern pl_counter pl_m_bus_publish_failures;/* publishes not handed over (retried as heads) */
+extern pl_counter pl_m_bus_resyncs;         /* head/membership checks after a bus loss */
+extern pl_counter pl_m_gap_fills;           /* reads of events the bus did not bring */
+extern pl_counter pl_m_gap_events;          /* events those reads found        */
+extern pl_counter pl_m_store_reads;         /* read jobs completed             */
+extern pl_counter pl_m_store_read_failures; /* read jobs that failed (unavailable) */
 extern pl_hist    pl_m_commit_batch_size;    /* jobs per transaction            */
 extern pl_hist    pl_m_commit_seconds;       /* BEGIN..COMMIT                   */
 extern pl_hist    pl_m_delivery_seconds;     /* send received -> frames queued  */
@@ -55,6 +64,8 @@ typedef struct pl_metrics_gauges {
     uint64_t outbound_bytes;                 /* queued, all connections         */
     uint64_t outbound_max_bytes;             /* largest single queue            */
     int      draining;
+    int      store_up;                       /* 1 while the store can serve     */
+    int      bus_up;                         /* 1 while the bus is connected    */
 } pl_metrics_gauges;
 
 void pl_metrics_render(pl_sbuf *out, const pl_metrics_gauges *g);

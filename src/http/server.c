@@ -125,6 +125,7 @@ void pl_http_respond(pl_http_ctx *ctx, int status, const char *ctype, const void
             if (!st->in_process) process(c);
         }
     }
+    free(ctx->owned);
     free(ctx);
     pl_conn_unref(c);
 }
@@ -329,7 +330,11 @@ void pl_http_on_data(pl_conn *c, uint8_t *p, size_t n) {
 
 void pl_http_on_close(pl_conn *c) {
     http_state *st = c->http;
-    if (st && st->ctx) st->ctx = NULL;   /* the handler still owns and frees it */
+    if (st && st->ctx) {                 /* the handler still owns and answers it: */
+        st->ctx->owned = st->buf;        /* its strings point into these bytes */
+        st->buf = NULL;
+        st->ctx = NULL;
+    }
     state_free(c);
 }
 

@@ -10,7 +10,9 @@
  * it exactly once with pl_http_respond*, now or later (after a store job or
  * password hashing); reading from the connection is paused meanwhile, so
  * requests on one connection are answered in order. The context (and the
- * request it points into) lives until it is answered.
+ * request it points into) lives until it is answered, even when the
+ * connection closes first (the context then owns the request's bytes, and
+ * answering it only frees it).
  */
 #ifndef PL_HTTP_SERVER_H
 #define PL_HTTP_SERVER_H
@@ -33,6 +35,7 @@ typedef struct pl_http_ctx {
     int64_t        user;       /* set by the router after authentication   */
     int64_t        login;
     void          *data;       /* handler's                                */
+    char          *owned;      /* the request's bytes once the connection closed */
 } pl_http_ctx;
 
 typedef struct pl_http_hooks {

@@ -27,6 +27,7 @@ struct pl_net {
     size_t         count;
     uint64_t       next_id;
     int            accepting;
+    int            listener_open;  /* the listener's uv_close has not called back */
     int            closing;
     int            handles_open;   /* for pl_net_close                      */
     int            max_per_ip;     /* 0 = no cap                            */
@@ -379,6 +380,7 @@ int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
     n->ud = ud;
     n->all.next = n->all.prev = &n->all;
     n->accepting = 1;
+    n->listener_open = 1;
     n->high_water = 256 * 1024;
     n->low_water = 64 * 1024;
     uv_tcp_init(loop, &n->listener);
@@ -416,10 +418,20 @@ void pl_net_queue_stats(pl_net *n, uint64_t *total, uint64_t *max) {
     }
 }
 
+static void on_net_handle_closed(uv_handle_t *h);
+
+static void on_listener_closed(uv_handle_t *h) {
+    pl_net *n = h->data;
+    n->listener_open = 0;
+    if (n->closing) on_net_handle_closed(h);
+}
+
+/* The listener is embedded in n: n is freed only after its close callback
+ * (pl_net_close counts it among the handles still closing). */
 void pl_net_stop_accepting(pl_net *n) {
     if (!n->accepting) return;
     n->accepting = 0;
-    uv_close((uv_handle_t *)&n->listener, NULL);
+    uv_close((uv_handle_t *)&n->listener, on_listener_closed);
 }
 
 void pl_net_each(pl_net *n, void (*fn)(pl_conn *c, void *arg), void *arg) {
@@ -443,7 +455,9 @@ void pl_net_close(pl_net *n) {
     pl_net_stop_accepting(n);
     on_prepare(&n->flusher);
     n->closing = 1;
-    n->handles_open = 2 + (int)n->count;   /* freed by the last close callback */
+    /* freed by the last close callback: the flusher, the sweeper, every
+     * connection, and the listener if its close has not called back yet */
+    n->handles_open = 2 + (int)n->count + n->listener_open;
     for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
         nx = c->next;
         conn_destroy(c);

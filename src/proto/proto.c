@@ -11,11 +11,18 @@ static int fail(pl_proto_err *e, const char *code, const char *fmt, const char *
     return -1;
 }
 
-/* An integer id field: present, an integer, > 0. */
+/* Every integer a client sends is a JSON-safe integer (0..2^53-1): ids and
+ * seqs stay exact in every JSON implementation, and arithmetic on them
+ * (seq + 1) can never overflow. */
+static int json_safe(json_t *v) {
+    return json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= PL_JSON_INT_MAX;
+}
+
+/* An integer id field: present, an integer, > 0 (and JSON-safe). */
 static int get_id(json_t *o, const char *name, int64_t *out, pl_proto_err *e) {
     json_t *v = json_object_get(o, name);
-    if (!v || !json_is_integer(v) || json_integer_value(v) <= 0)
-        return fail(e, "bad_request", "\"%s\" must be a positive integer", name);
+    if (!v || !json_safe(v) || json_integer_value(v) == 0)
+        return fail(e, "bad_request", "\"%s\" must be a positive integer (at most 2^53-1)", name);
     *out = json_integer_value(v);
     return 0;
 }
@@ -25,8 +32,8 @@ static int get_opt_seq(json_t *o, const char *name, int64_t *out, pl_proto_err *
     json_t *v = json_object_get(o, name);
     *out = 0;
     if (!v || json_is_null(v)) return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-        return fail(e, "bad_request", "\"%s\" must be a non-negative integer", name);
+    if (!json_safe(v))
+        return fail(e, "bad_request", "\"%s\" must be a non-negative integer (at most 2^53-1)", name);
     *out = json_integer_value(v);
     return 0;
 }
@@ -46,19 +53,20 @@ static int check_cursors(json_t *c, pl_proto_err *e) {
     json_t *v;
     json_object_foreach(c, k, v) {
         size_t kl = strlen(k);
-        int digits = kl > 0 && kl <= 18;
+        int digits = kl > 0 && kl <= 16;
         for (size_t i = 0; digits && i < kl; i++) digits = k[i] >= '0' && k[i] <= '9';
-        if (!digits || strtoll(k, NULL, 10) <= 0)
+        long long id = digits ? strtoll(k, NULL, 10) : 0;
+        if (id <= 0 || id > PL_JSON_INT_MAX)
             return fail(e, "bad_request", "%s", "cursor keys must be conversation ids");
-        if (!json_is_integer(v) || json_integer_value(v) < 0)
-            return fail(e, "bad_request", "%s", "cursor values must be non-negative integers");
+        if (!json_safe(v))
+            return fail(e, "bad_request", "%s", "cursor values must be non-negative integers (at most 2^53-1)");
     }
     return 0;
 }
 
 int pl_proto_paging(int64_t after, int64_t before, int64_t limit, int *limit_out, const char **bad) {
-    if (after < 0) { *bad = "after"; return -1; }
-    if (before < 0) { *bad = "before"; return -1; }
+    if (after < 0 || after > PL_JSON_INT_MAX) { *bad = "after"; return -1; }
+    if (before < 0 || before > PL_JSON_INT_MAX) { *bad = "before"; return -1; }
     if (limit == 0) limit = 50;
     if (limit < 0 || limit > PL_STORE_PAGE_MAX) { *bad = "limit"; return -1; }
     *limit_out = (int)limit;            /* an empty window (before <= after + 1) is fine */
@@ -173,7 +181,7 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
             return fail(e, "too_large", "%s", "at most 200 users per presence_query");
         size_t i;
         json_t *v;
-        json_array_foreach(u, i, v) if (!json_is_integer(v) || json_integer_value(v) <= 0)
+        json_array_foreach(u, i, v) if (!json_safe(v) || json_integer_value(v) == 0)
             return fail(e, "bad_request", "%s", "\"users\" must be an array of user ids");
         m->users = u;
         return 0;

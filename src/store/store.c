@@ -1,13 +1,16 @@
 /* store.c — the backend-independent half of the store interface.
  *
- * Owns: releasing the structs store.h hands out (events, conversations and
- * their lists) and the wrappers that are not inline in store.h (drain,
- * close), which go through the backend's ops table.
- * Does not own: any storage; see store_sqlite.c.
+ * Owns: releasing what store.h hands out (events, conversations, job
+ * outputs), choosing a backend from the store URL, and close.
+ * Does not own: any storage; see store_sqlite*.c and store_pg*.c.
  */
 #include "store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
 
 void pl_event_release(pl_event *ev) {
     if (!ev) return;
@@ -16,15 +19,35 @@ void pl_event_release(pl_event *ev) {
     free(ev->data);
     ev->client_msg_id = NULL;
     ev->body = NULL;
+    ev->body_len = 0;
     ev->data = NULL;
+}
+
+static char *dup_n(const char *s, size_t n) {
+    char *p = pl_malloc(n + 1);
+    if (n) memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+void pl_event_copy(pl_event *dst, const pl_event *src) {
+    *dst = *src;
+    dst->client_msg_id = src->client_msg_id ? pl_strdup(src->client_msg_id) : NULL;
+    dst->body = src->body ? dup_n(src->body, src->body_len) : NULL;
+    dst->data = src->data ? pl_strdup(src->data) : NULL;
 }
 
 void pl_conv_release(pl_conv *c) {
     if (!c) return;
     free(c->title);
     free(c->members);
+    if (c->last) {
+        pl_event_release(c->last);
+        free(c->last);
+    }
     c->title = NULL;
     c->members = NULL;
+    c->last = NULL;
     c->nmembers = 0;
 }
 
@@ -40,8 +63,47 @@ void pl_event_list_free(pl_event *list, size_t n) {
     free(list);
 }
 
-void pl_store_drain(pl_store *s) {
-    s->ops->drain(s);
+void pl_job_release(pl_job *j) {
+    pl_event_release(&j->event);
+    j->has_event = 0;
+    free(j->user_out.pwhash);
+    j->user_out.pwhash = NULL;
+    pl_conv_list_free(j->convs, j->nconvs);
+    j->convs = NULL;
+    j->nconvs = 0;
+    pl_conv_release(&j->conv_out);
+    pl_event_list_free(j->events, j->nevents);
+    j->events = NULL;
+    j->nevents = 0;
+    free(j->heads);
+    j->heads = NULL;
+    free(j->out_ids);
+    j->out_ids = NULL;
+    j->nout = 0;
+    free(j->users);
+    j->users = NULL;
+    j->nusers = 0;
+    free(j->mships);
+    j->mships = NULL;
+    j->nmships = 0;
+}
+
+static int is_pg_url(const char *u) {
+    return u && (strncmp(u, "postgres://", 11) == 0 || strncmp(u, "postgresql://", 13) == 0);
+}
+
+int pl_store_open(const pl_store_opts *o, pl_store **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (!o->url || !o->url[0] || strcmp(o->url, "sqlite") == 0)
+        return pl_store_sqlite_open(o, out, err, errlen);
+    if (is_pg_url(o->url)) return pl_store_pg_open(o, out, err, errlen);
+    snprintf(err, errlen, "unknown store \"%s\" (expected postgres://... or nothing for SQLite)", o->url);
+    return PL_STORE_EUNAVAIL;
+}
+
+int pl_store_shared_secret(pl_store *s, const char *name, uint8_t out[32]) {
+    if (!s->ops->shared_secret) return PL_STORE_ENOTFOUND;
+    return s->ops->shared_secret(s, name, out);
 }
 
 void pl_store_close(pl_store **s) {

@@ -1,36 +1,54 @@
 /* store.h — the storage interface: everything Parley keeps durably.
  *
- * Owns: the contract between the server and a storage backend (SQLite now,
- * PostgreSQL later), the shape of a conversation log event, and the write
- * pipeline (jobs committed in groups by one writer).
- * Does not own: sockets, JSON, fan-out, tokens (callers hash and sign).
+ * Owns: the contract between the server and a storage backend (SQLite in
+ * embedded mode, PostgreSQL in cluster mode), the shape of a conversation
+ * log event, and the one way to reach a backend: jobs.
+ * Does not own: sockets, JSON for the wire, fan-out, tokens (callers hash
+ * and sign).
  *
- * Two kinds of call:
+ * Everything is a job (struct pl_job): the caller fills the inputs, calls
+ * pl_store_submit(), and the backend hands the job back on the event loop
+ * thread through job->done with the outputs filled. Nothing in this
+ * interface blocks the calling thread, so the event loop never waits for a
+ * disk or a network round trip.
  *
- *   Writes are jobs. pl_store_submit() queues a job for the backend's single
- *   writer; the writer takes every queued job (up to a cap), runs them in ONE
- *   transaction with one fsync (group commit), then hands each job back on the
- *   event loop thread through job->done. A job that fails (not a member, a
- *   conflict) fails alone and the rest of the batch commits: its
- *   preconditions are checked before it writes (sends, the hot path), and
- *   the rarer multi-statement jobs also run inside a savepoint. If the commit
- *   itself fails, every job of the batch is completed with PL_STORE_EUNAVAIL,
- *   nothing of it was acknowledged, and the store stops accepting writes
- *   (every later job completes with PL_STORE_EUNAVAIL): after a failed write
- *   or fsync the database state is unknown.
+ *   Writes (PL_JOB_*) go to the backend's single writer. The writer takes
+ *   every queued write (up to a cap), runs them in ONE transaction with one
+ *   durable commit (group commit), then completes them in submission order.
+ *   A job that fails on its own (not a member, a conflict) fails alone and
+ *   the rest of the batch commits. If the commit itself fails, every job of
+ *   the batch completes with PL_STORE_EUNAVAIL and nothing of it was
+ *   acknowledged. The SQLite backend then stops accepting writes for good
+ *   (its state after a failed fsync is unknown); the PostgreSQL backend
+ *   reconnects and goes on (the database, not this process, owns durability;
+ *   clients retry idempotently).
  *
- *   Reads are synchronous, called on the loop thread, and bounded (history
- *   pages are capped at PL_STORE_PAGE_MAX rows). The SQLite backend answers
- *   them from its own read connection, which WAL lets run beside the writer.
+ *   Reads (PL_READ_*) run on the backend's reader threads (each with its own
+ *   connection) and complete in any order. A read sees every write whose
+ *   done() has run before the read was submitted.
  *
- * Invariants the backend guarantees:
- *   1. Seqs in a conversation are contiguous from 1: the writer is the only
- *      code that assigns them, and it persists conversations.last_seq in the
- *      same transaction as the event, so they can never disagree.
- *   2. job->done is called only after the batch holding the job is durable
- *      (COMMIT returned with synchronous=FULL), in submission order.
+ * Invariants every backend guarantees:
+ *   1. Seqs in a conversation are contiguous from 1 and never reused: one
+ *      writer at a time appends to a conversation (the SQLite writer thread;
+ *      in PostgreSQL a row lock on the conversation, taken by every batch in
+ *      ascending conversation order so that nodes never deadlock), and
+ *      conversations.last_seq is written in the same transaction as the
+ *      event.
+ *   2. job->done for a write runs only after the batch holding it is durable
+ *      (COMMIT returned; synchronous=FULL / synchronous_commit=on).
  *   3. (conversation, sender, client_msg_id) is UNIQUE in the database; a
- *      retried send returns the stored event with dup = 1.
+ *      retried send returns the stored event with dup = 1, checked before
+ *      membership, so a sender removed after the original committed still
+ *      gets the original acknowledgement.
+ *   4. Visibility: a member sees a conversation's events from the event that
+ *      made it a member (its joined_seq: the `created` event for the
+ *      founders, its `member_added` event later) on. Reads that take a
+ *      viewer (PL_READ_EVENTS with user, PL_READ_RECEIPTS) apply it.
+ *   5. Unread counts are maintained, never counted by scanning the log:
+ *      every event carries msg_no (MESSAGE events in the conversation up to
+ *      and including it), every member own_unread (its own MESSAGEs above
+ *      its read cursor), so
+ *        unread = conv.msg_count - msg_no(max(read_seq, joined_seq - 1)) - own_unread.
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -41,11 +59,10 @@
 #include "../core/id.h"
 
 typedef struct pl_store pl_store;
-typedef struct pl_loop_hook pl_loop_hook;
 
 #define PL_STORE_PAGE_MAX 200
 
-/* Results of jobs and reads. 0 is success. */
+/* Results of jobs. 0 is success. */
 #define PL_STORE_OK        0
 #define PL_STORE_ENOTFOUND (-1)  /* no such row, or caller not a member      */
 #define PL_STORE_ECONFLICT (-2)  /* unique violation: username taken          */
@@ -73,12 +90,16 @@ typedef struct pl_event {
     int64_t  ts;              /* ms since the Unix epoch                  */
     int      kind;            /* pl_event_kind                            */
     int64_t  sender;          /* user id of the author/actor              */
+    int64_t  subject;         /* MEMBER_*: the user added/removed/left; 0 otherwise */
     char    *client_msg_id;   /* MESSAGE only, else NULL                  */
     char    *body;            /* MESSAGE only, else NULL                  */
+    size_t   body_len;        /* strlen(body) (bodies hold no NUL)        */
     char    *data;            /* JSON object text for system events, else NULL */
 } pl_event;
 
 void pl_event_release(pl_event *ev);        /* frees the strings, keeps ev */
+/* Deep copy of src into dst (new strings). */
+void pl_event_copy(pl_event *dst, const pl_event *src);
 
 typedef struct pl_user {
     int64_t id;
@@ -98,6 +119,7 @@ typedef struct pl_login {     /* a login session (refresh token family)   */
 typedef struct pl_member {
     int64_t user;
     int     role;             /* pl_role                                  */
+    int64_t joined_seq;       /* first seq this member may see            */
     int64_t delivered_seq;    /* receipt cursors                          */
     int64_t read_seq;
     char    username[33];
@@ -108,49 +130,115 @@ typedef struct pl_conv {
     int        kind;          /* pl_conv_kind                             */
     char      *title;         /* owned; NULL for direct                   */
     int64_t    last_seq;
-    int64_t    read_seq;      /* the asking user's read cursor            */
-    int64_t    unread;        /* messages from others above read_seq      */
-    int        role;          /* the asking user's role                   */
     int64_t    last_ts;       /* ts of the latest event, 0 if none        */
-    pl_member *members;       /* owned; may be NULL (nmembers 0)          */
+    int64_t    member_count;  /* members now                              */
+    /* the asking user's membership */
+    int        role;
+    int64_t    joined_seq;
+    int64_t    delivered_seq;
+    int64_t    read_seq;
+    int64_t    unread;        /* messages from others above read_seq (invariant 5) */
+    pl_event  *last;          /* owned; the latest event if asked for (and visible), else NULL */
+    pl_member *members;       /* owned; NULL unless asked for (nmembers 0) */
     size_t     nmembers;
 } pl_conv;
 
 void pl_conv_release(pl_conv *c);
 
-/* ---- write jobs ------------------------------------------------------- */
+typedef struct pl_membership { /* PL_READ_MEMBERSHIPS rows               */
+    int64_t user;
+    int64_t conv;
+    int64_t joined_seq;
+    int64_t last_seq;         /* the conversation's                      */
+} pl_membership;
+
+/* ---- jobs --------------------------------------------------------------- */
 
 typedef enum pl_job_op {
-    PL_JOB_USER_CREATE = 1,   /* in: username, pwhash. out: id (user)     */
-    PL_JOB_LOGIN_CREATE,      /* in: user, hash, expires. out: id (login) */
+    /* writes: the single writer, group commit ------------------------------ */
+    PL_JOB_USER_CREATE = 1,   /* in: username, pwhash. out: out_id (user)  */
+    PL_JOB_LOGIN_CREATE,      /* in: user, hash, expires. out: out_id (login) */
     PL_JOB_LOGIN_ROTATE,      /* in: id (login), hash (old), hash2 (new), expires */
-    PL_JOB_LOGIN_REVOKE,      /* in: id (login)                            */
+    PL_JOB_LOGIN_REVOKE,      /* in: id (login). out: out_id              */
     PL_JOB_DIRECT_OPEN,       /* in: user, peer. out: out_id (conv), created, event if created */
     PL_JOB_GROUP_CREATE,      /* in: user, title, members[]. out: out_id (conv), event */
-    PL_JOB_MEMBER_ADD,        /* in: conv, user (actor), peer. out: event (none if already a member) */
-    PL_JOB_MEMBER_REMOVE,     /* in: conv, user (actor), peer. out: event  */
-    PL_JOB_MEMBER_LEAVE,      /* in: conv, user. out: event                */
-    PL_JOB_MESSAGE_SEND,      /* in: conv, user (sender), client_msg_id, body. out: event, dup */
+    PL_JOB_MEMBER_ADD,        /* in: conv, user (actor), peer. out: out_id, event
+                               * (no event if peer is already a member)    */
+    PL_JOB_MEMBER_REMOVE,     /* in: conv, user (actor), peer. out: out_id, event */
+    PL_JOB_MEMBER_LEAVE,      /* in: conv, user. out: out_id, event        */
+    PL_JOB_MESSAGE_SEND,      /* in: conv, user (sender), client_msg_id, body, body_len.
+                               * out: event, dup. A dup (same key, any body)
+                               * returns the stored event and writes nothing. */
     PL_JOB_RECEIPT,           /* in: conv, user, delivered, read (seqs; 0 = no change).
                                * Cursors only move up; values above last_seq are clamped;
                                * read implies delivered. out: out_delivered, out_read,
-                               * out_unread, created = 1 if a cursor moved. */
-    PL_JOB_LAST_SEEN          /* in: user, expires (= last seen, ms). Only moves forward. */
+                               * out_unread, out_members (member count), out_peer
+                               * (sender of the MESSAGE at out_read if the read cursor
+                               * moved onto another user's message, else 0),
+                               * created = 1 if a cursor moved.            */
+    PL_JOB_LAST_SEEN,         /* in: user, expires (= last seen, ms). Only moves forward. */
+    PL_JOB_OUTBOX_ACK,        /* in: id: the bus published every batch up to this
+                               * outbox id; the backend forgets them (no-op without outbox). */
+    PL_JOB_OUTBOX_TAKEOVER,   /* out: ids (convs) and heads (their last seqs),
+                               * nids: events committed by nodes that died before
+                               * publishing them; the caller announces them
+                               * (no-op without outbox). */
+    PL_JOB__WRITE_END,
+
+    /* reads: reader threads, any order ------------------------------------ */
+    PL_READ_USER_BY_NAME = 100, /* in: username; flags PL_READ_WITH_HASH. out: user_out */
+    PL_READ_USER_BY_ID,       /* in: user. out: user_out                    */
+    PL_READ_LOGIN,            /* in: id (login). out: login_out              */
+    PL_READ_SESSION,          /* in: id (login), user. out: login_out, user_out, convs
+                               * (the user's conversations, no members; what a
+                               * WebSocket needs to authenticate) — one read. */
+    PL_READ_CONV_LIST,        /* in: user; flags PL_READ_WITH_LAST. out: convs, most
+                               * recently active first                        */
+    PL_READ_CONV_GET,         /* in: conv, user. out: conv_out with members.
+                               * ENOTFOUND if user is not a member.           */
+    PL_READ_EVENTS,           /* in: conv, after, before (<= 0: none), limit (1..PAGE_MAX,
+                               * larger is capped), flags PL_READ_FROM_TOP, user (0: no
+                               * membership check; else ENOTFOUND for non-members and
+                               * only seqs >= the user's joined_seq). Events with
+                               * after < seq < before, the lowest (or with FROM_TOP the
+                               * highest) limit of them, always ascending. out: events,
+                               * nevents, more (1 if more exist in the paging direction
+                               * within the visible range).                   */
+    PL_READ_RECEIPTS,         /* in: conv, user, seq (0: none). out: conv_out with members
+                               * (ENOTFOUND if user is not a member), and events/nevents
+                               * = the event at seq if it exists and user may see it.  */
+    PL_READ_USERS_VISIBLE,    /* in: user (asker), ids[nids]. out: users/nusers: those of
+                               * ids that are the asker or share a conversation with it. */
+    PL_READ_CONV_HEADS,       /* in: ids[nids] (conversations). out: heads[nids]: last_seq
+                               * of each (0 when it does not exist).          */
+    PL_READ_MEMBERSHIPS       /* in: ids[nids] (users). out: mships/nmships: every
+                               * membership of those users.                   */
 } pl_job_op;
+
+#define PL_READ_WITH_HASH  1   /* USER_BY_NAME: also return pwhash          */
+#define PL_READ_WITH_LAST  2   /* CONV_LIST: fill conv.last                  */
+#define PL_READ_FROM_TOP   4   /* EVENTS: take the highest seqs              */
+
+static inline int pl_job_is_read(int op) { return op >= PL_READ_USER_BY_NAME; }
 
 typedef struct pl_job pl_job;
 typedef void (*pl_job_cb)(pl_job *job);
 
 /* A job is allocated and owned by the caller until done() is called; done()
- * may free it (after pl_event_release(&job->event)). The input strings are
- * borrowed: they must stay valid until done() runs. */
+ * may free it (after pl_job_release()). Input strings and arrays are
+ * borrowed: they must stay valid until done() runs. Outputs are owned by
+ * the job and freed by pl_job_release(). */
 struct pl_job {
     pl_job_op  op;
     /* inputs */
-    int64_t    user;          /* acting user                               */
+    int64_t    user;          /* acting / asking user                      */
     int64_t    peer;          /* other user (direct, add, remove)          */
-    int64_t    conv;          /* conversation (member ops, send)           */
-    int64_t    id;            /* login id (rotate, revoke)                 */
+    int64_t    conv;          /* conversation                              */
+    int64_t    id;            /* login id (rotate, revoke, login, session) */
+    int64_t    after, before; /* EVENTS                                    */
+    int64_t    seq;           /* RECEIPTS                                  */
+    int        limit;         /* EVENTS                                    */
+    int        flags;         /* PL_READ_*                                 */
     const char *username;
     const char *pwhash;
     const char *title;
@@ -159,6 +247,8 @@ struct pl_job {
     size_t     body_len;
     const int64_t *members;   /* group create: other members (creator implied) */
     size_t     nmembers;
+    const int64_t *ids;       /* USERS_VISIBLE, CONV_HEADS, MEMBERSHIPS    */
+    size_t     nids;
     uint8_t    hash[32];      /* login create/rotate: refresh hash (old on rotate) */
     uint8_t    hash2[32];     /* login rotate: new refresh hash            */
     int64_t    expires;
@@ -167,88 +257,119 @@ struct pl_job {
     /* outputs, valid in done() */
     int        result;        /* PL_STORE_OK or a PL_STORE_E*              */
     int64_t    out_id;        /* new user id / login id / conversation id  */
-    int        created;       /* direct open: 1 if the conversation is new */
+    int        created;       /* direct open: new; receipt: a cursor moved */
     int        dup;           /* send: 1 if client_msg_id was seen before  */
     int64_t    out_delivered; /* receipt: the user's cursors after the job */
     int64_t    out_read;
     int64_t    out_unread;    /* receipt: messages from others above out_read */
+    int64_t    out_members;   /* receipt: the conversation's member count  */
+    int64_t    out_peer;      /* receipt: see PL_JOB_RECEIPT               */
+    int64_t    out_batch;     /* writes with an event: the backend's outbox id of
+                               * the batch (0 without outbox; see PL_JOB_OUTBOX_ACK) */
     int        has_event;     /* 1 if event below was appended to a log    */
     pl_event   event;         /* the appended (or, on dup, original) event */
+    pl_user    user_out;      /* USER_*, SESSION                           */
+    pl_login   login_out;     /* LOGIN, SESSION                            */
+    pl_conv   *convs;         /* SESSION, CONV_LIST                        */
+    size_t     nconvs;
+    pl_conv    conv_out;      /* CONV_GET, RECEIPTS                        */
+    pl_event  *events;        /* EVENTS, RECEIPTS                          */
+    size_t     nevents;
+    int        more;          /* EVENTS                                    */
+    int64_t   *heads;         /* CONV_HEADS, OUTBOX_TAKEOVER               */
+    int64_t   *out_ids;       /* OUTBOX_TAKEOVER: conversations            */
+    size_t     nout;          /* OUTBOX_TAKEOVER                           */
+    pl_user   *users;         /* USERS_VISIBLE                             */
+    size_t     nusers;
+    pl_membership *mships;    /* MEMBERSHIPS                               */
+    size_t     nmships;
     /* callback, run on the loop thread */
     pl_job_cb  done;
     void      *data;          /* caller's                                  */
-    pl_job    *next;          /* queue link, owned by the store            */
+    pl_job    *next;          /* queue link, owned by the store while queued */
 };
+
+/* Frees every output of j (event, lists, strings) and zeroes them, so the
+ * job can be freed or reused. Inputs are untouched. */
+void pl_job_release(pl_job *j);
 
 /* ---- backend table ---------------------------------------------------- */
 
 typedef struct pl_store_ops {
     const char *name;
-    void (*submit)(pl_store *s, pl_job *job);
-    int  (*user_by_name)(pl_store *s, const char *username, pl_user *out, int with_hash);
-    int  (*user_by_id)(pl_store *s, int64_t id, pl_user *out);
-    int  (*login_get)(pl_store *s, int64_t id, pl_login *out);
-    /* conversations of user, most recently active first, without members;
-     * *out is a malloc'd array the caller frees with pl_conv_list_free. */
-    int  (*conv_list)(pl_store *s, int64_t user, pl_conv **out, size_t *n);
-    /* one conversation as seen by user, with members; ENOTFOUND if user is
-     * not a member. */
-    int  (*conv_get)(pl_store *s, int64_t conv, int64_t user, pl_conv *out);
-    /* user's role in conv, PL_ROLE_NONE if not a member. */
-    int  (*member_role)(pl_store *s, int64_t conv, int64_t user);
-    /* member user ids of conv; *out malloc'd. */
-    int  (*members)(pl_store *s, int64_t conv, int64_t **out, size_t *n);
-    /* events with after < seq < before (before <= 0: no upper bound), at most
-     * limit (a larger limit is capped at PL_STORE_PAGE_MAX; limit < 1 is
-     * EINVAL). If from_top, the highest such seqs are taken; events are
-     * always returned in ascending seq. *out malloc'd (NULL when *n is 0),
-     * release with pl_event_list_free. */
-    int  (*events)(pl_store *s, int64_t conv, int64_t after, int64_t before,
-                   int limit, int from_top, pl_event **out, size_t *n);
-    /* runs done() for every completed job (loop thread). */
+    /* queues j (write or read); never blocks, never calls done() inline */
+    void (*submit)(pl_store *s, pl_job *j);
+    /* runs done() for every completed job (loop thread) */
     void (*drain)(pl_store *s);
-    /* stops accepting, finishes queued jobs, drains, closes, frees s. */
-    /* 1 if users a and b are members of at least one common conversation. */
-    int  (*shares)(pl_store *s, int64_t a, int64_t b);
+    /* 1 while the backend can serve (its connections are up): /readyz */
+    int  (*healthy)(pl_store *s);
+    /* see pl_store_shared_secret; NULL: the backend has none */
+    int  (*shared_secret)(pl_store *s, const char *name, uint8_t out[32]);
+    /* stops accepting, finishes queued jobs (their done() runs, inside
+     * close), joins the threads, frees s */
     void (*close)(pl_store *s);
 } pl_store_ops;
 
 struct pl_store {
     const pl_store_ops *ops;
+    int                 node_id;   /* snowflake node id in use (configured or leased) */
 };
 
-/* Opens the SQLite store under dir (created if missing; file parley.db), runs
- * migrations, starts the writer thread. notify wakes the loop when jobs
- * complete: the backend calls it from the writer thread after appending to
- * its done-queue, and the loop then calls pl_store_drain(); it may run until
- * pl_store_close() returns (close itself drains, without notify). node is the
- * snowflake node id. Returns 0 or PL_STORE_EUNAVAIL with *errmsg set (static). */
-int  pl_store_sqlite_open(const char *dir, int node, void (*notify)(void *),
-                          void *notify_arg, pl_store **out, const char **errmsg);
+typedef struct pl_store_opts {
+    const char *url;          /* NULL/"": SQLite in data_dir; postgres://... or postgresql://... */
+    const char *data_dir;     /* SQLite's directory (parley.db); locked while open */
+    int         node_id;      /* snowflake node id 0..1023; -1: lease one (PostgreSQL)
+                               * or 0 (SQLite). PostgreSQL refuses an id another live
+                               * node holds. */
+    int         readers;      /* reader threads; 0: the backend's default  */
+    int         outbox;       /* 1: record each batch's events in an outbox until
+                               * PL_JOB_OUTBOX_ACK (cluster mode, PostgreSQL) */
+    /* wakes the loop when jobs complete: called from backend threads after
+     * appending to the done-queue; the loop then calls pl_store_drain(). It
+     * may run until pl_store_close() returns. */
+    void      (*notify)(void *arg);
+    void       *notify_arg;
+    /* run by pl_store_drain() on the loop thread for every write job that
+     * appended a new event (result OK, has_event, not dup), just before its
+     * done(): the one place committed events are published (may be NULL) */
+    void      (*committed)(void *arg, pl_job *j);
+    void       *committed_arg;
+} pl_store_opts;
 
-/* Fault hook for tests: the next n batch commits of s fail as if the disk
- * had failed (the batch is rolled back, its jobs complete with
+/* Opens the backend o->url names (creating and migrating its schema) and
+ * starts its threads. Returns 0, or PL_STORE_EUNAVAIL with a reason in err.
+ * Opening may block (it runs before the event loop). */
+int  pl_store_open(const pl_store_opts *o, pl_store **out, char *err, size_t errlen);
+
+/* A 32-byte secret shared by every node of the deployment, created on first
+ * use (PostgreSQL: a row; SQLite: ENOTFOUND, the caller keeps its own file).
+ * Blocking; call before the loop runs. */
+int  pl_store_shared_secret(pl_store *s, const char *name, uint8_t out[32]);
+
+/* Backends. */
+int  pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size_t errlen);
+int  pl_store_pg_open(const pl_store_opts *o, pl_store **out, char *err, size_t errlen);
+
+/* Fault hook for tests (SQLite): the next n batch commits of s fail as if
+ * the disk had failed (the batch is rolled back, its jobs complete with
  * PL_STORE_EUNAVAIL, and the store turns sticky-broken as on a real error). */
 void pl_store_sqlite_fail_commits(pl_store *s, int n);
 
-/* Runs done() for every completed job; call on the loop thread. */
-void pl_store_drain(pl_store *s);
-
 static inline void pl_store_submit(pl_store *s, pl_job *j) { s->ops->submit(s, j); }
-static inline int  pl_store_user_by_name(pl_store *s, const char *u, pl_user *o, int h) { return s->ops->user_by_name(s, u, o, h); }
-static inline int  pl_store_user_by_id(pl_store *s, int64_t id, pl_user *o) { return s->ops->user_by_id(s, id, o); }
-static inline int  pl_store_login_get(pl_store *s, int64_t id, pl_login *o) { return s->ops->login_get(s, id, o); }
-static inline int  pl_store_conv_list(pl_store *s, int64_t u, pl_conv **o, size_t *n) { return s->ops->conv_list(s, u, o, n); }
-static inline int  pl_store_conv_get(pl_store *s, int64_t c, int64_t u, pl_conv *o) { return s->ops->conv_get(s, c, u, o); }
-static inline int  pl_store_member_role(pl_store *s, int64_t c, int64_t u) { return s->ops->member_role(s, c, u); }
-static inline int  pl_store_members(pl_store *s, int64_t c, int64_t **o, size_t *n) { return s->ops->members(s, c, o, n); }
-static inline int  pl_store_shares(pl_store *s, int64_t a, int64_t b) { return s->ops->shares(s, a, b); }
-static inline int  pl_store_events(pl_store *s, int64_t c, int64_t after, int64_t before, int limit, int top, pl_event **o, size_t *n) { return s->ops->events(s, c, after, before, limit, top, o, n); }
+static inline void pl_store_drain(pl_store *s) { s->ops->drain(s); }
+static inline int  pl_store_healthy(pl_store *s) { return s->ops->healthy(s); }
+static inline const char *pl_store_name(pl_store *s) { return s->ops->name; }
 
-/* Stops the writer after finishing queued jobs, drains, closes, frees. */
+/* Stops the threads after finishing queued jobs, drains, closes, frees;
+ * NULLs *s. */
 void pl_store_close(pl_store **s);
 
 void pl_conv_list_free(pl_conv *list, size_t n);
 void pl_event_list_free(pl_event *list, size_t n);
+
+/* ---- shared by the backends (store.c) ------------------------------------ */
+
+/* The largest integer a client may send (and JSON carries exactly). */
+#define PL_JSON_INT_MAX 9007199254740991LL
 
 #endif

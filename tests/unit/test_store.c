@@ -1,9 +1,12 @@
-/* test_store.c — contract tests of store.h, run against the SQLite backend.
+/* test_store.c — contract tests of store.h, written once for every backend.
  *
- * Each test owns a fresh directory from mkdtemp (removed at the end) and a
- * store opened in a subdirectory of it (which open must create). Jobs are
- * completed the way the server does it: notify() wakes the test thread
- * through a condition variable, and the test thread calls pl_store_drain().
+ * Each test owns a fresh store: SQLite in a subdirectory of a mkdtemp
+ * directory (which open must create), or, when $PARLEY_TEST_PG names a
+ * PostgreSQL server, a fresh database on it (t_pg_fresh_url, in
+ * test_store_pg.c). Tests that only make sense for one backend say so with
+ * SQLITE_ONLY. Jobs, reads included, are completed the way the server does
+ * it: notify() wakes the test thread through a condition variable, and the
+ * test thread calls pl_store_drain().
  */
 #include "test.h"
 
@@ -20,6 +23,7 @@
 typedef struct tstore {
     char       root[64];       /* mkdtemp directory                      */
     char       dir[96];        /* root/data, the store's directory       */
+    char       url[256];       /* "" for SQLite, else a fresh PostgreSQL database */
     pl_store  *s;
     pthread_mutex_t mu;
     pthread_cond_t  cv;
@@ -49,9 +53,23 @@ static void t_done(pl_job *j) {
     t->ndone++;
 }
 
+/* The backend under test: NULL for SQLite, or $PARLEY_TEST_PG. */
+static const char *t_backend(void) {
+    const char *pg = getenv("PARLEY_TEST_PG");
+    return pg && pg[0] ? pg : NULL;
+}
+
+/* test_store_pg.c: creates a fresh database on the server base names and
+ * writes its URL to out; 0 or -1. */
+int t_pg_fresh_url(const char *base, char *out, size_t n);
+
 static int t_open_store(tstore *t) {
-    const char *err = NULL;
-    return pl_store_sqlite_open(t->dir, 1, t_notify, t, &t->s, &err);
+    char err[256] = "";
+    pl_store_opts o = {.url = t->url, .data_dir = t->dir, .node_id = 1,
+                       .notify = t_notify, .notify_arg = t};
+    int rc = pl_store_open(&o, &t->s, err, sizeof err);
+    if (rc) fprintf(stderr, "  store open failed: %s\n", err);
+    return rc;
 }
 
 static int t_open(tstore *t) {
@@ -61,8 +79,12 @@ static int t_open(tstore *t) {
     snprintf(t->dir, sizeof t->dir, "%s/data", t->root);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
+    if (t_backend() && t_pg_fresh_url(t_backend(), t->url, sizeof t->url) != 0) return -1;
     return t_open_store(t);
 }
+
+/* Skips a test that only applies to the SQLite backend. */
+#define SQLITE_ONLY() do { if (t_backend()) return; } while (0)
 
 static int t_reopen(tstore *t) {
     pl_store_close(&t->s);
@@ -70,10 +92,10 @@ static int t_reopen(tstore *t) {
 }
 
 static void t_finish(tstore *t) {
-    static const char *const files[] = {"parley.db", "parley.db-wal", "parley.db-shm"};
+    static const char *const files[] = {"parley.db", "parley.db-wal", "parley.db-shm", "parley.lock"};
     char p[160];
     pl_store_close(&t->s);
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s/%s", t->dir, files[i]);
         unlink(p);
     }
@@ -117,11 +139,108 @@ static int t_run(tstore *t, pl_job *jobs, size_t n) {
     return t_wait(t, target);
 }
 
-/* Runs one job alone and returns its result (its event is released). */
+/* Runs one job alone and returns its result (its outputs are released,
+ * out_* numbers are kept). */
 static int t_run1(tstore *t, pl_job *j) {
     if (t_run(t, j, 1) != 0) return -99;
-    pl_event_release(&j->event);
+    pl_job_release(j);
     return j->result;
+}
+
+/* Runs one read and returns its result; the caller releases the outputs. */
+static int t_read(tstore *t, pl_job *j) {
+    if (t_run(t, j, 1) != 0) return -99;
+    return j->result;
+}
+
+/* ---- the old synchronous reads, as jobs (keeps the tests readable) ------- */
+
+static int rd_user_by_name(tstore *t, const char *name, pl_user *u, int with_hash) {
+    pl_job j;
+    t_init(t, &j, PL_READ_USER_BY_NAME);
+    j.username = name;
+    j.flags = with_hash ? PL_READ_WITH_HASH : 0;
+    int rc = t_read(t, &j);
+    *u = j.user_out;                       /* takes over pwhash */
+    return rc;
+}
+
+static int rd_user_by_id(tstore *t, int64_t id, pl_user *u) {
+    pl_job j;
+    t_init(t, &j, PL_READ_USER_BY_ID);
+    j.user = id;
+    int rc = t_read(t, &j);
+    *u = j.user_out;
+    return rc;
+}
+
+static int rd_login(tstore *t, int64_t id, pl_login *l) {
+    pl_job j;
+    t_init(t, &j, PL_READ_LOGIN);
+    j.id = id;
+    int rc = t_read(t, &j);
+    *l = j.login_out;
+    return rc;
+}
+
+static int rd_conv_get(tstore *t, int64_t conv, int64_t user, pl_conv *c) {
+    pl_job j;
+    t_init(t, &j, PL_READ_CONV_GET);
+    j.conv = conv;
+    j.user = user;
+    int rc = t_read(t, &j);
+    *c = j.conv_out;                       /* takes over title and members */
+    return rc;
+}
+
+static int rd_conv_list(tstore *t, int64_t user, int flags, pl_conv **list, size_t *n) {
+    pl_job j;
+    t_init(t, &j, PL_READ_CONV_LIST);
+    j.user = user;
+    j.flags = flags;
+    int rc = t_read(t, &j);
+    *list = j.convs;
+    *n = j.nconvs;
+    return rc;
+}
+
+/* PL_ROLE_NONE when not a member. */
+static int rd_role(tstore *t, int64_t conv, int64_t user) {
+    pl_conv c;
+    if (rd_conv_get(t, conv, user, &c) != PL_STORE_OK) return PL_ROLE_NONE;
+    int role = c.role;
+    pl_conv_release(&c);
+    return role;
+}
+
+static int rd_events(tstore *t, int64_t conv, int64_t viewer, int64_t after, int64_t before,
+                     int limit, int top, pl_event **ev, size_t *n, int *more) {
+    pl_job j;
+    t_init(t, &j, PL_READ_EVENTS);
+    j.conv = conv;
+    j.user = viewer;
+    j.after = after;
+    j.before = before;
+    j.limit = limit;
+    j.flags = top ? PL_READ_FROM_TOP : 0;
+    int rc = t_read(t, &j);
+    *ev = j.events;
+    *n = j.nevents;
+    if (more) *more = j.more;
+    return rc;
+}
+
+/* 1 if a and b share a conversation (USERS_VISIBLE with one id). */
+static int rd_shares(tstore *t, int64_t a, int64_t b) {
+    pl_job j;
+    t_init(t, &j, PL_READ_USERS_VISIBLE);
+    j.user = a;
+    j.ids = &b;
+    j.nids = 1;
+    int rc = t_read(t, &j);
+    int found = rc == PL_STORE_OK && j.nusers == 1 && j.users[0].id == b;
+    pl_job_release(&j);
+    return found;
 }
 
 static int64_t t_user(tstore *t, const char *name) {
@@ -168,7 +287,7 @@ static int t_member_op(tstore *t, pl_job_op op, int64_t conv, int64_t actor, int
 
 static int64_t t_last_seq(tstore *t, int64_t conv, int64_t user) {
     pl_conv c;
-    if (pl_store_conv_get(t->s, conv, user, &c) != PL_STORE_OK) return -1;
+    if (rd_conv_get(t, conv, user, &c) != PL_STORE_OK) return -1;
     int64_t v = c.last_seq;
     pl_conv_release(&c);
     return v;
@@ -180,7 +299,7 @@ static int64_t t_count_contiguous(tstore *t, int64_t conv) {
     for (;;) {
         pl_event *ev;
         size_t n;
-        if (pl_store_events(t->s, conv, after, 0, PL_STORE_PAGE_MAX, 0, &ev, &n) != PL_STORE_OK)
+        if (rd_events(t, conv, 0, after, 0, PL_STORE_PAGE_MAX, 0, &ev, &n, NULL) != PL_STORE_OK)
             return -1;
         int ok = 1;
         for (size_t i = 0; i < n; i++)
@@ -206,6 +325,7 @@ static void t_sleep_ms(int ms) {
 /* ---- open, users, logins ------------------------------------------------ */
 
 TEST(store_open_creates_dir_and_schema) {
+    SQLITE_ONLY();
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);
     char p[160];
@@ -224,7 +344,7 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 2);                          /* migrations: base schema, last_seen */
+    CHECK_EQ(version, 3);          /* migrations: base schema, last_seen, counters */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -240,17 +360,17 @@ TEST(store_user_create_and_lookup) {
     CHECK_EQ(t_user(&t, "alice"), PL_STORE_ECONFLICT);
 
     pl_user u;
-    CHECK_EQ(pl_store_user_by_name(t.s, "alice", &u, 1), PL_STORE_OK);
+    CHECK_EQ(rd_user_by_name(&t, "alice", &u, 1), PL_STORE_OK);
     CHECK_EQ(u.id, a);
     CHECK_STR(u.username, "alice");
     CHECK_STR(u.pwhash, "$argon2id$fake");
     free(u.pwhash);
-    CHECK_EQ(pl_store_user_by_name(t.s, "bob", &u, 0), PL_STORE_OK);
+    CHECK_EQ(rd_user_by_name(&t, "bob", &u, 0), PL_STORE_OK);
     CHECK(u.pwhash == NULL);
-    CHECK_EQ(pl_store_user_by_id(t.s, b, &u), PL_STORE_OK);
+    CHECK_EQ(rd_user_by_id(&t, b, &u), PL_STORE_OK);
     CHECK_STR(u.username, "bob");
-    CHECK_EQ(pl_store_user_by_name(t.s, "carol", &u, 0), PL_STORE_ENOTFOUND);
-    CHECK_EQ(pl_store_user_by_id(t.s, 999, &u), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_user_by_name(&t, "carol", &u, 0), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_user_by_id(&t, 999, &u), PL_STORE_ENOTFOUND);
 
     /* a conflict fails alone inside its batch */
     pl_job j[3];
@@ -264,7 +384,7 @@ TEST(store_user_create_and_lookup) {
     CHECK_EQ(j[0].result, PL_STORE_OK);
     CHECK_EQ(j[1].result, PL_STORE_ECONFLICT);
     CHECK_EQ(j[2].result, PL_STORE_OK);
-    CHECK_EQ(pl_store_user_by_name(t.s, "dave", &u, 0), PL_STORE_OK);
+    CHECK_EQ(rd_user_by_name(&t, "dave", &u, 0), PL_STORE_OK);
     t_finish(&t);
 }
 
@@ -287,12 +407,12 @@ TEST(store_login_lifecycle) {
     CHECK_EQ(t_run1(&t, &j), PL_STORE_ENOTFOUND);
 
     pl_login l;
-    CHECK_EQ(pl_store_login_get(t.s, login, &l), PL_STORE_OK);
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
     CHECK_EQ(l.user, a);
     CHECK_EQ(l.refresh_hash[31], 0x11);
     CHECK_EQ(l.expires, far);
     CHECK_EQ(l.revoked, 0);
-    CHECK_EQ(pl_store_login_get(t.s, login + 100, &l), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_login(&t, login + 100, &l), PL_STORE_ENOTFOUND);
 
     /* rotate with the wrong old hash */
     t_init(&t, &j, PL_JOB_LOGIN_ROTATE);
@@ -304,7 +424,7 @@ TEST(store_login_lifecycle) {
     /* with the right one */
     memset(j.hash, 0x11, 32);
     CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
-    CHECK_EQ(pl_store_login_get(t.s, login, &l), PL_STORE_OK);
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
     CHECK_EQ(l.refresh_hash[0], 0x33);
     /* the old hash no longer rotates */
     CHECK_EQ(t_run1(&t, &j), PL_STORE_ENOTFOUND);
@@ -327,7 +447,7 @@ TEST(store_login_lifecycle) {
     t_init(&t, &j, PL_JOB_LOGIN_REVOKE);
     j.id = login;
     CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
-    CHECK_EQ(pl_store_login_get(t.s, login, &l), PL_STORE_OK);
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
     CHECK_EQ(l.revoked, 1);
     t_init(&t, &j, PL_JOB_LOGIN_ROTATE);
     j.id = login;
@@ -384,14 +504,14 @@ TEST(store_direct_open_once) {
     CHECK_EQ(t_count_contiguous(&t, conv), 1);    /* one CREATED event only */
 
     pl_conv cv;
-    CHECK_EQ(pl_store_conv_get(t.s, conv, b, &cv), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, conv, b, &cv), PL_STORE_OK);
     CHECK_EQ(cv.kind, PL_CONV_DIRECT);
     CHECK(cv.title == NULL);
     CHECK_EQ(cv.nmembers, 2);
     CHECK_EQ(cv.role, PL_ROLE_MEMBER);
     CHECK_EQ(role_of(&cv, a), PL_ROLE_MEMBER);
     pl_conv_release(&cv);
-    CHECK_EQ(pl_store_conv_get(t.s, conv, c, &cv), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_conv_get(&t, conv, c, &cv), PL_STORE_ENOTFOUND);
 
     k.peer = a;
     CHECK_EQ(t_run1(&t, &k), PL_STORE_EINVAL);
@@ -430,7 +550,7 @@ TEST(store_group_create_roles_and_data) {
     CHECK(ok);
 
     pl_conv cv;
-    CHECK_EQ(pl_store_conv_get(t.s, j.out_id, b, &cv), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, j.out_id, b, &cv), PL_STORE_OK);
     CHECK_EQ(cv.kind, PL_CONV_GROUP);
     CHECK_STR(cv.title, j.title);
     CHECK_EQ(cv.last_seq, 1);
@@ -442,20 +562,20 @@ TEST(store_group_create_roles_and_data) {
     CHECK_EQ(cv.members[2].user, c);
     CHECK_EQ(cv.members[2].role, PL_ROLE_MEMBER);
     pl_conv_release(&cv);
-    CHECK_EQ(pl_store_member_role(t.s, j.out_id, a), PL_ROLE_ADMIN);
+    CHECK_EQ(rd_role(&t, j.out_id, a), PL_ROLE_ADMIN);
 
     /* an unknown member fails the job and creates nothing */
     int64_t bad[] = {b, 999};
     CHECK_EQ(t_group(&t, a, "x", bad, 2), PL_STORE_ENOTFOUND);
     pl_conv *list;
     size_t n;
-    CHECK_EQ(pl_store_conv_list(t.s, b, &list, &n), PL_STORE_OK);
+    CHECK_EQ(rd_conv_list(&t, b, 0, &list, &n), PL_STORE_OK);
     pl_conv_list_free(list, n);
     CHECK_EQ(n, 1);
     /* a creator alone is a group of one */
     int64_t solo = t_group(&t, c, "solo", NULL, 0);
     CHECK(solo > 0);
-    CHECK_EQ(pl_store_conv_get(t.s, solo, c, &cv), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, solo, c, &cv), PL_STORE_OK);
     CHECK_EQ(cv.nmembers, 1);
     pl_conv_release(&cv);
     CHECK_EQ(t_group(&t, 999, "x", NULL, 0), PL_STORE_ENOTFOUND);
@@ -493,7 +613,7 @@ TEST(store_member_add_remove_rules) {
     snprintf(want, sizeof want, "{\"user\":%lld}", (long long)c);
     CHECK_STR(j.event.data, want);
     pl_event_release(&j.event);
-    CHECK_EQ(pl_store_member_role(t.s, g, c), PL_ROLE_MEMBER);
+    CHECK_EQ(rd_role(&t, g, c), PL_ROLE_MEMBER);
 
     /* direct conversations do not change members */
     pl_job dj;
@@ -517,16 +637,16 @@ TEST(store_member_add_remove_rules) {
     CHECK_EQ(j.event.seq, 3);
     CHECK_STR(j.event.data, want);
     pl_event_release(&j.event);
-    CHECK_EQ(pl_store_member_role(t.s, g, c), PL_ROLE_NONE);
+    CHECK_EQ(rd_role(&t, g, c), PL_ROLE_NONE);
     pl_conv cv;
-    CHECK_EQ(pl_store_conv_get(t.s, g, c, &cv), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_conv_get(&t, g, c, &cv), PL_STORE_ENOTFOUND);
 
     /* re-adding joins at the end; an admin removing itself promotes the
      * earliest-joined remaining member */
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, c, NULL), PL_STORE_OK);
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, g, a, a, NULL), PL_STORE_OK);
-    CHECK_EQ(pl_store_member_role(t.s, g, b), PL_ROLE_ADMIN);
-    CHECK_EQ(pl_store_member_role(t.s, g, c), PL_ROLE_MEMBER);
+    CHECK_EQ(rd_role(&t, g, b), PL_ROLE_ADMIN);
+    CHECK_EQ(rd_role(&t, g, c), PL_ROLE_MEMBER);
     CHECK_EQ(t_last_seq(&t, g, b), 5);
     CHECK_EQ(t_count_contiguous(&t, g), 5);
     t_finish(&t);
@@ -554,24 +674,22 @@ TEST(store_member_leave_promotes_admin) {
     CHECK_EQ(j.event.sender, a);
     CHECK_EQ(j.event.seq, 3);
     pl_event_release(&j.event);
-    CHECK_EQ(pl_store_member_role(t.s, g, a), PL_ROLE_NONE);
-    CHECK_EQ(pl_store_member_role(t.s, g, c), PL_ROLE_ADMIN);
-    CHECK_EQ(pl_store_member_role(t.s, g, b), PL_ROLE_MEMBER);
+    CHECK_EQ(rd_role(&t, g, a), PL_ROLE_NONE);
+    CHECK_EQ(rd_role(&t, g, c), PL_ROLE_ADMIN);
+    CHECK_EQ(rd_role(&t, g, b), PL_ROLE_MEMBER);
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, a, 0, NULL), PL_STORE_ENOTFOUND);
 
     /* a member leaving changes no roles */
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, b, 0, NULL), PL_STORE_OK);
-    CHECK_EQ(pl_store_member_role(t.s, g, c), PL_ROLE_ADMIN);
-    CHECK_EQ(pl_store_member_role(t.s, g, d), PL_ROLE_MEMBER);
+    CHECK_EQ(rd_role(&t, g, c), PL_ROLE_ADMIN);
+    CHECK_EQ(rd_role(&t, g, d), PL_ROLE_MEMBER);
     /* the last admin leaves: the only remaining member (d) is promoted */
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, c, 0, NULL), PL_STORE_OK);
-    CHECK_EQ(pl_store_member_role(t.s, g, d), PL_ROLE_ADMIN);
+    CHECK_EQ(rd_role(&t, g, d), PL_ROLE_ADMIN);
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, d, 0, NULL), PL_STORE_OK);
-    int64_t *ids;
-    size_t n;
-    CHECK_EQ(pl_store_members(t.s, g, &ids, &n), PL_STORE_OK);
-    free(ids);
-    CHECK_EQ(n, 0);
+    int64_t everyone[] = {a, b, c, d};
+    for (int i = 0; i < 4; i++) CHECK_EQ(rd_role(&t, g, everyone[i]), PL_ROLE_NONE);
+    CHECK_EQ(t_count_contiguous(&t, g), 6);       /* the log stays */
     t_finish(&t);
 }
 
@@ -762,7 +880,7 @@ static int check_page(tstore *t, int64_t conv, int64_t after, int64_t before, in
                       int top, int64_t first, int64_t last) {
     pl_event *ev;
     size_t n;
-    int rc = pl_store_events(t->s, conv, after, before, limit, top, &ev, &n);
+    int rc = rd_events(t, conv, 0, after, before, limit, top, &ev, &n, NULL);
     if (rc != PL_STORE_OK) return rc;
     int ok = (int64_t)n == (first ? last - first + 1 : 0);
     for (size_t i = 0; ok && i < n; i++) ok = ev[i].seq == first + (int64_t)i;
@@ -802,7 +920,7 @@ TEST(store_history_paging) {
 
     pl_event *ev;
     size_t n;
-    CHECK_EQ(pl_store_events(t.s, g, 0, 3, 10, 0, &ev, &n), PL_STORE_OK);
+    CHECK_EQ(rd_events(&t, g, 0, 0, 3, 10, 0, &ev, &n, NULL), PL_STORE_OK);
     CHECK_EQ(n, 2);
     int ok = ev[0].kind == PL_EV_CREATED && ev[0].data && !ev[0].body && ev[0].conv == g &&
              ev[1].kind == PL_EV_MESSAGE && ev[1].sender == a && !ev[1].data &&
@@ -839,7 +957,7 @@ TEST(store_conv_list_unread) {
 
     pl_conv *list;
     size_t n;
-    CHECK_EQ(pl_store_conv_list(t.s, a, &list, &n), PL_STORE_OK);
+    CHECK_EQ(rd_conv_list(&t, a, 0, &list, &n), PL_STORE_OK);
     CHECK_EQ(n, 2);
     int ok = list[0].id == g && list[0].unread == 4 && list[0].last_seq == 7 &&
              list[0].role == PL_ROLE_ADMIN && list[0].read_seq == 0 && list[0].last_ts > 0 &&
@@ -855,38 +973,34 @@ TEST(store_conv_list_unread) {
     pl_job s1;
     t_send_init(&t, &s1, d, b, "d1", "x");
     CHECK_EQ(t_run1(&t, &s1), PL_STORE_OK);
-    CHECK_EQ(pl_store_conv_list(t.s, a, &list, &n), PL_STORE_OK);
+    CHECK_EQ(rd_conv_list(&t, a, 0, &list, &n), PL_STORE_OK);
     ok = n == 2 && list[0].id == d && list[0].unread == 1 && list[1].id == g;
     pl_conv_list_free(list, n);
     CHECK(ok);
 
     /* bob's view: alice's 2 and carol's 1 */
     pl_conv cv;
-    CHECK_EQ(pl_store_conv_get(t.s, g, b, &cv), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, g, b, &cv), PL_STORE_OK);
     CHECK_EQ(cv.unread, 3);
     pl_conv_release(&cv);
 
-    /* move alice's read cursor (receipts are not jobs yet: write it directly) */
-    char p[160];
-    snprintf(p, sizeof p, "%s/parley.db", t.dir);
-    sqlite3 *db;
-    CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    char sql[128];
-    snprintf(sql, sizeof sql, "UPDATE members SET read_seq = 4 WHERE conv_id = %lld AND user_id = %lld",
-             (long long)g, (long long)a);
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    sqlite3_close(db);
-    CHECK_EQ(rc, SQLITE_OK);
-    CHECK_EQ(pl_store_conv_get(t.s, g, a, &cv), PL_STORE_OK);
+    /* move alice's read cursor to seq 4 */
+    pl_job rj;
+    t_init(&t, &rj, PL_JOB_RECEIPT);
+    rj.conv = g;
+    rj.user = a;
+    rj.read = 4;
+    CHECK_EQ(t_run1(&t, &rj), PL_STORE_OK);
+    CHECK_EQ(rj.out_unread, 2);
+    CHECK_EQ(rd_conv_get(&t, g, a, &cv), PL_STORE_OK);
     CHECK_EQ(cv.read_seq, 4);
     CHECK_EQ(cv.unread, 2);                       /* b3 (seq 5), c1 (seq 6) */
     pl_conv_release(&cv);
-    CHECK_EQ(pl_store_conv_list(t.s, c, &list, &n), PL_STORE_OK);
+    CHECK_EQ(rd_conv_list(&t, c, 0, &list, &n), PL_STORE_OK);
     ok = n == 1 && list[0].unread == 5 && list[0].role == PL_ROLE_MEMBER;
     pl_conv_list_free(list, n);
     CHECK(ok);
-    CHECK_EQ(pl_store_conv_list(t.s, 999, &list, &n), PL_STORE_OK);
+    CHECK_EQ(rd_conv_list(&t, 999, 0, &list, &n), PL_STORE_OK);
     CHECK_EQ(n, 0);
     CHECK(list == NULL);
     t_finish(&t);
@@ -898,27 +1012,28 @@ TEST(store_members_and_role_reads) {
     int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
     int64_t m[] = {c, b};
     int64_t g = t_group(&t, a, "g", m, 2);
-    int64_t *ids;
-    size_t n;
-    CHECK_EQ(pl_store_members(t.s, g, &ids, &n), PL_STORE_OK);
+    pl_conv mc;
+    CHECK_EQ(rd_conv_get(&t, g, a, &mc), PL_STORE_OK);
     int64_t sum = 0;
-    for (size_t i = 0; i < n; i++) sum += ids[i];
-    free(ids);
+    for (size_t i = 0; i < mc.nmembers; i++) sum += mc.members[i].user;
+    size_t n = mc.nmembers;
+    int64_t count = mc.member_count;
+    pl_conv_release(&mc);
     CHECK_EQ(n, 3);
+    CHECK_EQ(count, 3);
     CHECK_EQ(sum, a + b + c);
-    CHECK_EQ(pl_store_member_role(t.s, g, b), PL_ROLE_MEMBER);
-    CHECK_EQ(pl_store_member_role(t.s, g, 999), PL_ROLE_NONE);
-    CHECK_EQ(pl_store_member_role(t.s, 999, a), PL_ROLE_NONE);
-    CHECK_EQ(pl_store_members(t.s, 999, &ids, &n), PL_STORE_OK);
-    CHECK_EQ(n, 0);
+    CHECK_EQ(rd_role(&t, g, b), PL_ROLE_MEMBER);
+    CHECK_EQ(rd_role(&t, g, 999), PL_ROLE_NONE);
+    CHECK_EQ(rd_role(&t, 999, a), PL_ROLE_NONE);
     pl_conv cv;
-    CHECK_EQ(pl_store_conv_get(t.s, 999, a, &cv), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_conv_get(&t, 999, a, &cv), PL_STORE_ENOTFOUND);
     t_finish(&t);
 }
 
 /* ---- durability ---------------------------------------------------------- */
 
 TEST(store_commit_failure_fails_batch_and_sticks) {
+    SQLITE_ONLY();                     /* the fault hook is SQLite's */
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);
     int64_t a = t_user(&t, "alice");
@@ -952,7 +1067,7 @@ TEST(store_commit_failure_fails_batch_and_sticks) {
     /* after a restart nothing of the failed batch exists, no seq was used */
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);
     pl_user u;
-    CHECK_EQ(pl_store_user_by_name(t.s, "bob", &u, 0), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_user_by_name(&t, "bob", &u, 0), PL_STORE_ENOTFOUND);
     CHECK_EQ(t_last_seq(&t, g, a), 2);
     CHECK_EQ(t_count_contiguous(&t, g), 2);
     t_send_init(&t, &later, g, a, "f1", "retried");
@@ -987,7 +1102,7 @@ TEST(store_reopen_keeps_last_seq) {
     pl_event_release(&k.event);
     CHECK_EQ(t_count_contiguous(&t, g), 7);
     pl_user u;
-    CHECK_EQ(pl_store_user_by_id(t.s, b, &u), PL_STORE_OK);
+    CHECK_EQ(rd_user_by_id(&t, b, &u), PL_STORE_OK);
     CHECK_STR(u.username, "bob");
     t_finish(&t);
 }
@@ -1021,12 +1136,35 @@ TEST(store_close_completes_queued_jobs) {
 }
 
 TEST(store_open_fails_cleanly) {
+    SQLITE_ONLY();
     pl_store *s = NULL;
-    const char *err = NULL;
-    CHECK_EQ(pl_store_sqlite_open("/proc/parley-no-such-dir", 1, NULL, NULL, &s, &err),
-             PL_STORE_EUNAVAIL);
+    char err[256] = "";
+    pl_store_opts o = {.data_dir = "/proc/parley-no-such-dir", .node_id = 1};
+    CHECK_EQ(pl_store_open(&o, &s, err, sizeof err), PL_STORE_EUNAVAIL);
     CHECK(s == NULL);
-    CHECK(err != NULL);
+    CHECK(err[0] != '\0');
+    o.url = "mysql://nope";
+    CHECK_EQ(pl_store_open(&o, &s, err, sizeof err), PL_STORE_EUNAVAIL);
+    CHECK(strstr(err, "unknown store") != NULL);
+}
+
+/* Invariant 6 of store_sqlite.c: one process (one open store) per directory. */
+TEST(store_sqlite_refuses_a_second_opener) {
+    SQLITE_ONLY();
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    pl_store *s2 = NULL;
+    char err[256] = "";
+    pl_store_opts o = {.data_dir = t.dir, .node_id = 2, .notify = t_notify, .notify_arg = &t};
+    CHECK_EQ(pl_store_open(&o, &s2, err, sizeof err), PL_STORE_EUNAVAIL);
+    CHECK(s2 == NULL);
+    CHECK(strstr(err, "in use") != NULL);
+    CHECK(t_user(&t, "alice") > 0);                /* the first one is unharmed */
+    pl_store_close(&t.s);                          /* the lock goes with it */
+    CHECK_EQ(pl_store_open(&o, &s2, err, sizeof err), PL_STORE_OK);
+    pl_store_close(&s2);
+    CHECK_EQ(t_open_store(&t), PL_STORE_OK);
+    t_finish(&t);
 }
 
 /* ---- receipts, last seen, shares ---------------------------------------- */
@@ -1039,6 +1177,9 @@ static int t_receipt(tstore *t, int64_t conv, int64_t user, int64_t d, int64_t r
     out->read = r;
     return t_run1(t, out);
 }
+
+/* Like t_receipt but named for the new tests: out_* kept, outputs released. */
+#define t_receipt_job t_receipt
 
 TEST(store_receipts_monotonic_clamped) {
     tstore t;
@@ -1072,7 +1213,7 @@ TEST(store_receipts_monotonic_clamped) {
     CHECK_EQ(j.out_unread, 0);
     /* stored: visible through conv_get members and the unread count */
     pl_conv cv;
-    CHECK_EQ(pl_store_conv_get(t.s, g, b, &cv), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, g, b, &cv), PL_STORE_OK);
     CHECK_EQ(cv.read_seq, 4);
     CHECK_EQ(cv.unread, 0);
     int found = 0;
@@ -1095,9 +1236,9 @@ TEST(store_last_seen_and_shares) {
     int64_t a = t_user(&t, "la"), b = t_user(&t, "lb"), c = t_user(&t, "lc");
     int64_t m[] = {b};
     CHECK(t_group(&t, a, "g", m, 1) > 0);
-    CHECK_EQ(pl_store_shares(t.s, a, b), 1);
-    CHECK_EQ(pl_store_shares(t.s, b, a), 1);
-    CHECK_EQ(pl_store_shares(t.s, a, c), 0);
+    CHECK_EQ(rd_shares(&t, a, b), 1);
+    CHECK_EQ(rd_shares(&t, b, a), 1);
+    CHECK_EQ(rd_shares(&t, a, c), 0);
     pl_job j;
     t_init(&t, &j, PL_JOB_LAST_SEEN);
     j.user = a;
@@ -1109,8 +1250,326 @@ TEST(store_last_seen_and_shares) {
     CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
     CHECK_EQ(t_reopen(&t), 0);
     pl_user u;
-    CHECK_EQ(pl_store_user_by_id(t.s, a, &u), PL_STORE_OK);
+    CHECK_EQ(rd_user_by_id(&t, a, &u), PL_STORE_OK);
     CHECK_EQ(u.last_seen, 5000);
     free(u.pwhash);
+    t_finish(&t);
+}
+
+/* ---- store.h invariants 3-5: idempotency first, visibility, unread ------ */
+
+static int64_t t_send(tstore *t, int64_t conv, int64_t user, const char *cmid) {
+    pl_job j;
+    t_send_init(t, &j, conv, user, cmid, cmid);
+    if (t_run(t, &j, 1) != 0) return -99;
+    int64_t seq = j.result == PL_STORE_OK ? j.event.seq : j.result;
+    pl_job_release(&j);
+    return seq;
+}
+
+static int64_t t_unread(tstore *t, int64_t conv, int64_t user) {
+    pl_conv c;
+    if (rd_conv_get(t, conv, user, &c) != PL_STORE_OK) return -1;
+    int64_t u = c.unread;
+    pl_conv_release(&c);
+    pl_conv *list;
+    size_t n;
+    if (rd_conv_list(t, user, 0, &list, &n) != PL_STORE_OK) return -2;
+    int64_t lu = -3;
+    for (size_t i = 0; i < n; i++)
+        if (list[i].id == conv) lu = list[i].unread;
+    pl_conv_list_free(list, n);
+    return lu == u ? u : -4;                     /* list and get agree */
+}
+
+TEST(store_unread_counters_exact) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ua"), b = t_user(&t, "ub"), c = t_user(&t, "uc"), d = t_user(&t, "ud");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);                   /* seq 1 */
+    CHECK_EQ(t_send(&t, g, b, "b1"), 2);
+    CHECK_EQ(t_send(&t, g, a, "a1"), 3);
+    CHECK_EQ(t_send(&t, g, b, "b2"), 4);
+    CHECK_EQ(t_send(&t, g, c, "c1"), 5);
+    CHECK_EQ(t_send(&t, g, a, "a2"), 6);
+    CHECK_EQ(t_unread(&t, g, a), 3);                         /* b1 b2 c1: own never count */
+    CHECK_EQ(t_unread(&t, g, b), 3);                         /* a1 c1 a2 */
+    pl_job r;
+    CHECK_EQ(t_receipt_job(&t, g, a, 0, 4, &r), PL_STORE_OK); /* read through b2 */
+    CHECK_EQ(r.out_unread, 1);
+    CHECK_EQ(t_unread(&t, g, a), 1);                         /* c1 */
+    CHECK_EQ(t_send(&t, g, a, "a3"), 7);
+    CHECK_EQ(t_unread(&t, g, a), 1);
+    CHECK_EQ(t_receipt_job(&t, g, a, 0, 7, &r), PL_STORE_OK);
+    CHECK_EQ(r.out_unread, 0);
+    CHECK_EQ(t_unread(&t, g, a), 0);
+    /* delivered alone never changes unread */
+    CHECK_EQ(t_receipt_job(&t, g, b, 7, 0, &r), PL_STORE_OK);
+    CHECK_EQ(r.out_unread, 4);                               /* a1 c1 a2 a3 */
+    /* a send and a read in the same batch */
+    pl_job j[3];
+    t_send_init(&t, &j[0], g, b, "b3", "x");                 /* seq 8 */
+    t_init(&t, &j[1], PL_JOB_RECEIPT);
+    j[1].conv = g; j[1].user = b; j[1].read = 8;
+    t_send_init(&t, &j[2], g, b, "b4", "x");                 /* seq 9 */
+    CHECK_EQ(t_run(&t, j, 3), 0);
+    CHECK_EQ(j[1].result, PL_STORE_OK);
+    CHECK_EQ(j[1].out_unread, 0);
+    for (int i = 0; i < 3; i++) pl_job_release(&j[i]);
+    CHECK_EQ(t_unread(&t, g, b), 0);                         /* b4 is own */
+    CHECK_EQ(t_unread(&t, g, a), 2);                         /* b3 b4 */
+    /* a member added later counts only what came after joining */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, d, NULL), PL_STORE_OK); /* seq 10 */
+    CHECK_EQ(t_unread(&t, g, d), 0);
+    CHECK_EQ(t_send(&t, g, c, "c2"), 11);
+    CHECK_EQ(t_unread(&t, g, d), 1);
+    CHECK_EQ(t_unread(&t, g, a), 3);                         /* member_added is not a message */
+    CHECK_EQ(t_receipt_job(&t, g, d, 0, 11, &r), PL_STORE_OK);
+    CHECK_EQ(r.out_unread, 0);
+    /* survives a reopen (counters are rows, not memory) */
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    CHECK_EQ(t_unread(&t, g, a), 3);
+    CHECK_EQ(t_unread(&t, g, b), 1);
+    CHECK_EQ(t_unread(&t, g, c), 7);                         /* b1 a1 b2 a2 a3 b3 b4 */
+    t_finish(&t);
+}
+
+TEST(store_visibility_from_joining) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "va"), b = t_user(&t, "vb"), c = t_user(&t, "vc"), d = t_user(&t, "vd");
+    int64_t g = t_group(&t, a, "g", &b, 1);                  /* seq 1 */
+    for (int i = 0; i < 3; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "m%d", i);
+        CHECK_EQ(t_send(&t, g, a, k), 2 + i);                /* 2..4 */
+    }
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, c, NULL), PL_STORE_OK);  /* 5 */
+    CHECK_EQ(t_send(&t, g, b, "after"), 6);
+    pl_event *ev;
+    size_t n;
+    int more;
+    CHECK_EQ(rd_events(&t, g, c, 0, 0, 50, 0, &ev, &n, &more), PL_STORE_OK);
+    int ok = n == 2 && ev[0].seq == 5 && ev[0].kind == PL_EV_MEMBER_ADDED && ev[0].subject == c &&
+             ev[1].seq == 6 && !more;
+    pl_event_list_free(ev, n);
+    CHECK(ok);
+    CHECK_EQ(rd_events(&t, g, c, 0, 6, 50, 1, &ev, &n, &more), PL_STORE_OK);
+    ok = n == 1 && ev[0].seq == 5 && !more;
+    pl_event_list_free(ev, n);
+    CHECK(ok);
+    CHECK_EQ(rd_events(&t, g, c, 0, 5, 50, 1, &ev, &n, &more), PL_STORE_OK);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(more, 0);
+    CHECK_EQ(rd_events(&t, g, b, 0, 0, 50, 0, &ev, &n, &more), PL_STORE_OK);
+    pl_event_list_free(ev, n);
+    CHECK_EQ(n, 6);
+    CHECK_EQ(rd_events(&t, g, d, 0, 0, 50, 0, &ev, &n, &more), PL_STORE_ENOTFOUND);
+    /* more: the paging direction within the visible range */
+    CHECK_EQ(rd_events(&t, g, a, 0, 0, 3, 0, &ev, &n, &more), PL_STORE_OK);
+    pl_event_list_free(ev, n);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(more, 1);
+    CHECK_EQ(rd_events(&t, g, a, 3, 0, 3, 0, &ev, &n, &more), PL_STORE_OK);
+    pl_event_list_free(ev, n);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(more, 0);
+    CHECK_EQ(rd_events(&t, g, a, 0, 0, 2, 1, &ev, &n, &more), PL_STORE_OK);
+    ok = n == 2 && ev[0].seq == 5 && ev[1].seq == 6 && more;
+    pl_event_list_free(ev, n);
+    CHECK(ok);
+    /* receipts: the event at a seq before joining is not shown */
+    pl_job r;
+    t_init(&t, &r, PL_READ_RECEIPTS);
+    r.conv = g; r.user = c; r.seq = 3;
+    CHECK_EQ(t_read(&t, &r), PL_STORE_OK);
+    ok = r.nevents == 0 && r.conv_out.nmembers == 3 && r.conv_out.joined_seq == 5;
+    for (size_t i = 0; i < r.conv_out.nmembers; i++)
+        if (r.conv_out.members[i].user == c && r.conv_out.members[i].joined_seq != 5) ok = 0;
+    pl_job_release(&r);
+    CHECK(ok);
+    t_init(&t, &r, PL_READ_RECEIPTS);
+    r.conv = g; r.user = c; r.seq = 6;
+    CHECK_EQ(t_read(&t, &r), PL_STORE_OK);
+    ok = r.nevents == 1 && r.events[0].seq == 6 && r.events[0].sender == b;
+    pl_job_release(&r);
+    CHECK(ok);
+    t_init(&t, &r, PL_READ_RECEIPTS);
+    r.conv = g; r.user = d; r.seq = 6;
+    CHECK_EQ(t_read(&t, &r), PL_STORE_ENOTFOUND);
+    pl_job_release(&r);
+    /* the list's last event respects it too */
+    pl_conv *list;
+    CHECK_EQ(rd_conv_list(&t, c, PL_READ_WITH_LAST, &list, &n), PL_STORE_OK);
+    ok = n == 1 && list[0].last && list[0].last->seq == 6 && list[0].last->body &&
+         strcmp(list[0].last->body, "after") == 0 && list[0].joined_seq == 5 &&
+         list[0].member_count == 3;
+    pl_conv_list_free(list, n);
+    CHECK(ok);
+    t_finish(&t);
+}
+
+TEST(store_retry_after_removal_gets_original_ack) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ra1"), b = t_user(&t, "rb1");
+    int64_t g = t_group(&t, a, "g", &b, 1);
+    CHECK_EQ(t_send(&t, g, b, "k1"), 2);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, g, a, b, NULL), PL_STORE_OK);   /* 3 */
+    pl_job j;
+    t_send_init(&t, &j, g, b, "k1", "k1");
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    CHECK_EQ(j.dup, 1);
+    CHECK_EQ(j.event.seq, 2);
+    pl_job_release(&j);
+    CHECK_EQ(t_send(&t, g, b, "k2"), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_count_contiguous(&t, g), 3);
+    t_finish(&t);
+}
+
+TEST(store_receipt_reports_author_and_member_count) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "pa"), b = t_user(&t, "pb"), c = t_user(&t, "pc");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    CHECK_EQ(t_send(&t, g, a, "x"), 2);
+    pl_job r;
+    CHECK_EQ(t_receipt_job(&t, g, b, 0, 2, &r), PL_STORE_OK);
+    CHECK(r.created);
+    CHECK_EQ(r.out_peer, a);
+    CHECK_EQ(r.out_members, 3);
+    CHECK_EQ(t_receipt_job(&t, g, b, 0, 2, &r), PL_STORE_OK);
+    CHECK(!r.created);
+    CHECK_EQ(r.out_peer, 0);
+    CHECK_EQ(t_send(&t, g, c, "y"), 3);
+    CHECK_EQ(t_receipt_job(&t, g, c, 0, 3, &r), PL_STORE_OK);   /* onto its own message */
+    CHECK_EQ(r.out_peer, 0);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, c, 0, NULL), PL_STORE_OK);
+    CHECK_EQ(t_receipt_job(&t, g, b, 4, 0, &r), PL_STORE_OK);
+    CHECK_EQ(r.out_members, 2);
+    t_finish(&t);
+}
+
+TEST(store_session_heads_memberships_reads) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "sa"), b = t_user(&t, "sb");
+    int64_t g = t_group(&t, a, "g", &b, 1);
+    CHECK_EQ(t_send(&t, g, a, "x"), 2);
+    pl_job lj;
+    t_init(&t, &lj, PL_JOB_LOGIN_CREATE);
+    lj.user = b;
+    lj.expires = 4102444800000LL;
+    CHECK_EQ(t_run1(&t, &lj), PL_STORE_OK);
+    pl_job j;
+    t_init(&t, &j, PL_READ_SESSION);
+    j.id = lj.out_id;
+    j.user = b;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    int ok = j.login_out.user == b && j.user_out.id == b && strcmp(j.user_out.username, "sb") == 0 &&
+             j.nconvs == 1 && j.convs[0].id == g && j.convs[0].last_seq == 2 && j.convs[0].unread == 1;
+    pl_job_release(&j);
+    CHECK(ok);
+    t_init(&t, &j, PL_READ_SESSION);
+    j.id = lj.out_id + 100;
+    j.user = b;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_ENOTFOUND);
+    pl_job_release(&j);
+
+    int64_t ids[] = {g, 424242};
+    t_init(&t, &j, PL_READ_CONV_HEADS);
+    j.ids = ids;
+    j.nids = 2;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    ok = j.heads && j.heads[0] == 2 && j.heads[1] == 0;
+    pl_job_release(&j);
+    CHECK(ok);
+
+    int64_t users[] = {a, b, 999};
+    t_init(&t, &j, PL_READ_MEMBERSHIPS);
+    j.ids = users;
+    j.nids = 3;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    ok = j.nmships == 2;
+    for (size_t i = 0; i < j.nmships; i++)
+        ok = ok && j.mships[i].conv == g && j.mships[i].joined_seq == 1 && j.mships[i].last_seq == 2 &&
+             (j.mships[i].user == a || j.mships[i].user == b);
+    pl_job_release(&j);
+    CHECK(ok);
+
+    int64_t who[] = {a, b, 999};
+    t_init(&t, &j, PL_READ_USERS_VISIBLE);
+    j.user = a;
+    j.ids = who;
+    j.nids = 3;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    ok = j.nusers == 2 && j.users[0].id == a && j.users[1].id == b &&
+         strcmp(j.users[1].username, "sb") == 0;
+    pl_job_release(&j);
+    CHECK(ok);
+    t_finish(&t);
+}
+
+/* A database written by the previous schema (version 2) is migrated with
+ * its counters backfilled. */
+TEST(store_migration_backfills_counters) {
+    SQLITE_ONLY();
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    pl_store_close(&t.s);
+    char p[160];
+    snprintf(p, sizeof p, "%s/parley.db", t.dir);
+    unlink(p);
+    sqlite3 *db;
+    CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
+    const char *v2 =
+        "PRAGMA journal_mode = WAL;"
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE, pwhash TEXT NOT NULL,"
+        " created INTEGER NOT NULL, last_seen INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE logins(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, refresh_hash BLOB NOT NULL,"
+        " expires INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
+        "CREATE INDEX logins_user ON logins(user_id);"
+        "CREATE TABLE conversations(id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, title TEXT,"
+        " direct_key TEXT UNIQUE, last_seq INTEGER NOT NULL DEFAULT 0, last_ts INTEGER NOT NULL DEFAULT 0,"
+        " next_join INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
+        "CREATE TABLE members(conv_id INTEGER NOT NULL, user_id INTEGER NOT NULL, role INTEGER NOT NULL,"
+        " joined INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0, read_seq INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY(conv_id, user_id)) WITHOUT ROWID;"
+        "CREATE INDEX members_user ON members(user_id, conv_id);"
+        "CREATE TABLE events(conv_id INTEGER NOT NULL, seq INTEGER NOT NULL, id INTEGER NOT NULL,"
+        " ts INTEGER NOT NULL, kind INTEGER NOT NULL, sender INTEGER NOT NULL, client_msg_id TEXT,"
+        " body TEXT, data TEXT, PRIMARY KEY(conv_id, seq)) WITHOUT ROWID;"
+        "CREATE UNIQUE INDEX events_idem ON events(conv_id, sender, client_msg_id) WHERE client_msg_id IS NOT NULL;"
+        "INSERT INTO users VALUES(1,'a','h',0,0),(2,'b','h',0,0),(3,'c','h',0,0);"
+        "INSERT INTO conversations VALUES(7,2,'g',NULL,6,60,3,0);"
+        "INSERT INTO members VALUES(7,1,2,0,0,3),(7,2,1,1,0,0),(7,3,1,2,0,0);"
+        "INSERT INTO events VALUES(7,1,101,10,1,1,NULL,NULL,'{\"kind\":\"group\",\"title\":\"g\",\"members\":[1,2]}'),"
+        " (7,2,102,20,2,2,'x1','hi',NULL),(7,3,103,30,2,1,'x2','yo',NULL),"
+        " (7,4,104,40,3,1,NULL,NULL,'{\"user\":3}'),(7,5,105,50,2,2,'x3','hey',NULL),"
+        " (7,6,106,60,2,1,'x4','ho',NULL);"
+        "PRAGMA user_version = 2;";
+    int rc = sqlite3_exec(db, v2, NULL, NULL, NULL);
+    sqlite3_close(db);
+    CHECK_EQ(rc, SQLITE_OK);
+    CHECK_EQ(t_open_store(&t), PL_STORE_OK);
+    CHECK_EQ(t_unread(&t, 7, 1), 1);        /* a read 3: b's x3 (5); x4 is own */
+    CHECK_EQ(t_unread(&t, 7, 2), 2);        /* b read 0: a's x2, x4 */
+    CHECK_EQ(t_unread(&t, 7, 3), 2);        /* c joined at 4: x3, x4 */
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, 7, 3, &cv), PL_STORE_OK);
+    int ok = cv.joined_seq == 4 && cv.member_count == 3;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    pl_event *ev;
+    size_t n;
+    CHECK_EQ(rd_events(&t, 7, 3, 0, 0, 50, 0, &ev, &n, NULL), PL_STORE_OK);
+    ok = n == 3 && ev[0].seq == 4 && ev[0].subject == 3;
+    pl_event_list_free(ev, n);
+    CHECK(ok);
+    CHECK_EQ(t_send(&t, 7, 3, "new"), 7);
+    CHECK_EQ(t_unread(&t, 7, 2), 3);        /* and c's new one */
     t_finish(&t);
 }

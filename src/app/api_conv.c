@@ -1,0 +1,458 @@
+/* api_conv.c — conversations over REST: list, create, get, members, leave,
+ * history and its long-poll, the HTTP send, receipts, presence
+ * (docs/protocol.md section 2, and the REST forms of section 3).
+ */
+#include "api_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/map.h"
+#include "../proto/proto.h"
+
+/* ---- conversations ------------------------------------------------------- */
+
+static const char *role_name(int r) {
+    return r == PL_ROLE_ADMIN ? "admin" : r == PL_ROLE_MEMBER ? "member" : "none";
+}
+
+static json_t *conv_json(const pl_conv *c, int with_members) {
+    json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:s,s:I}", "id", (json_int_t)c->id,
+                          "kind", c->kind == PL_CONV_DIRECT ? "direct" : "group",
+                          "last_seq", (json_int_t)c->last_seq, "unread", (json_int_t)c->unread,
+                          "read_seq", (json_int_t)c->read_seq, "role", role_name(c->role),
+                          "last_ts", (json_int_t)c->last_ts);
+    json_object_set_new(o, "title", c->title ? json_string(c->title) : json_null());
+    if (with_members) {
+        json_t *m = json_array();
+        for (size_t i = 0; i < c->nmembers; i++)
+            json_array_append_new(m, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)c->members[i].user,
+                                               "username", c->members[i].username,
+                                               "role", role_name(c->members[i].role)));
+        json_object_set_new(o, "members", m);
+    }
+    return o;
+}
+
+static void conv_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) api_store_error(op->ctx, j->result, "no such conversation");
+    else pl_http_respond_json(op->ctx, op->status ? op->status : 200, conv_json(&j->conv_out, 1));
+    api_op_free(op);
+}
+
+/* Answers with the conversation as ctx->user sees it (status on success). */
+static void respond_conv(api_op *op, int64_t conv, int status) {
+    op->status = status;
+    api_job_reset(op, PL_READ_CONV_GET, conv_read);
+    op->job.conv = conv;
+    op->job.user = op->ctx->user;
+    api_submit(op);
+}
+
+void h_conv_get(pl_http_ctx *ctx, int64_t conv) { respond_conv(api_op_new(ctx, NULL), conv, 200); }
+
+static void conv_changed(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        api_store_error(op->ctx, j->result, j->result == PL_STORE_EFORBID ? "admins only" :
+                                            j->result == PL_STORE_EINVAL ? "not possible for this conversation" :
+                                            "no such conversation or user");
+        api_op_free(op);
+        return;
+    }
+    pl_job_op what = j->op;
+    int64_t conv = what == PL_JOB_MEMBER_ADD || what == PL_JOB_MEMBER_REMOVE ||
+                   what == PL_JOB_MEMBER_LEAVE ? j->conv : j->out_id;
+    if (what == PL_JOB_MEMBER_REMOVE || what == PL_JOB_MEMBER_LEAVE) {
+        pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
+        api_op_free(op);
+        return;
+    }
+    respond_conv(op, conv, what == PL_JOB_MEMBER_ADD ? 200 : (what == PL_JOB_DIRECT_OPEN && !j->created) ? 200 : 201);
+}
+
+static void direct_peer_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        if (j->result == PL_STORE_ENOTFOUND) pl_http_error(op->ctx, 404, "not_found", "no such user");
+        else api_store_error(op->ctx, j->result, "");
+        api_op_free(op);
+        return;
+    }
+    int64_t peer = j->user_out.id;
+    if (peer == op->ctx->user) {
+        pl_http_error(op->ctx, 400, "bad_request", "a direct conversation needs another user");
+        api_op_free(op);
+        return;
+    }
+    api_job_reset(op, PL_JOB_DIRECT_OPEN, conv_changed);
+    op->job.user = op->ctx->user;
+    op->job.peer = peer;
+    api_submit(op);
+}
+
+void h_conv_create(pl_http_ctx *ctx) {
+    json_t *o = api_body_object(ctx);
+    if (!o) return;
+    const char *kind = json_string_value(json_object_get(o, "kind"));
+    api_op *op = api_op_new(ctx, o);
+    if (kind && strcmp(kind, "direct") == 0) {
+        json_t *u = json_object_get(o, "user"), *un = json_object_get(o, "username");
+        if (json_is_integer(u) && json_integer_value(u) > 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
+            if (json_integer_value(u) == ctx->user) {
+                pl_http_error(ctx, 400, "bad_request", "a direct conversation needs another user");
+                api_op_free(op);
+                return;
+            }
+            api_job_reset(op, PL_JOB_DIRECT_OPEN, conv_changed);
+            op->job.user = ctx->user;
+            op->job.peer = json_integer_value(u);
+        } else if (json_is_string(un)) {
+            if (pl_auth_normalize_username(json_string_value(un), json_string_length(un), op->username)) {
+                pl_http_error(ctx, 404, "not_found", "no such user");
+                api_op_free(op);
+                return;
+            }
+            api_job_reset(op, PL_READ_USER_BY_NAME, direct_peer_read);
+            op->job.username = op->username;
+        } else {
+            pl_http_error(ctx, 400, "bad_request", "\"user\" must be a user id (or \"username\" a name)");
+            api_op_free(op);
+            return;
+        }
+    } else if (kind && strcmp(kind, "group") == 0) {
+        json_t *t = json_object_get(o, "title"), *m = json_object_get(o, "members");
+        if (!json_is_string(t) || json_string_length(t) < 1 || json_string_length(t) > 128 ||
+            memchr(json_string_value(t), 0, json_string_length(t))) {
+            pl_http_error(ctx, 400, "bad_request", "\"title\" must be 1-128 bytes");
+            api_op_free(op);
+            return;
+        }
+        if (m && !json_is_array(m)) {
+            pl_http_error(ctx, 400, "bad_request", "\"members\" must be an array of user ids");
+            api_op_free(op);
+            return;
+        }
+        size_t n = m ? json_array_size(m) : 0;
+        if (n > (size_t)A.cfg->max_group_members) {
+            pl_http_error(ctx, 413, "too_large", "too many members");
+            api_op_free(op);
+            return;
+        }
+        op->members = pl_calloc(n ? n : 1, sizeof *op->members);
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = json_array_get(m, i);
+            if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > PL_JSON_INT_MAX) {
+                pl_http_error(ctx, 400, "bad_request", "\"members\" must be an array of user ids");
+                api_op_free(op);
+                return;
+            }
+            op->members[i] = json_integer_value(v);
+        }
+        api_job_reset(op, PL_JOB_GROUP_CREATE, conv_changed);
+        op->job.user = ctx->user;
+        op->job.title = json_string_value(t);
+        op->job.members = op->members;
+        op->job.nmembers = n;
+    } else {
+        pl_http_error(ctx, 400, "bad_request", "\"kind\" must be \"direct\" or \"group\"");
+        api_op_free(op);
+        return;
+    }
+    api_submit(op);
+}
+
+static void conv_list_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        api_store_error(op->ctx, j->result, "conversations unavailable");
+        api_op_free(op);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < j->nconvs; i++) {
+        json_t *o = conv_json(&j->convs[i], 0);
+        json_t *last = NULL;
+        if (j->convs[i].last) {
+            pl_sbuf s;
+            pl_sbuf_init(&s);
+            pl_sbuf_addc(&s, '{');
+            pl_proto_event_fields(&s, j->convs[i].last);
+            pl_sbuf_addc(&s, '}');
+            last = json_loadb(s.p, s.len, 0, NULL);
+            pl_sbuf_release(&s);
+        }
+        json_object_set_new(o, "last", last ? last : json_null());
+        json_array_append_new(arr, o);
+    }
+    pl_http_respond_json(op->ctx, 200, json_pack("{s:o}", "conversations", arr));
+    api_op_free(op);
+}
+
+void h_conv_list(pl_http_ctx *ctx) {
+    api_op *op = api_op_new(ctx, NULL);
+    api_job_reset(op, PL_READ_CONV_LIST, conv_list_read);
+    op->job.user = ctx->user;
+    op->job.flags = PL_READ_WITH_LAST;
+    api_submit(op);
+}
+
+void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
+    json_t *o = NULL;
+    if (what == PL_JOB_MEMBER_ADD) {
+        o = api_body_object(ctx);
+        if (!o) return;
+        json_t *u = json_object_get(o, "user");
+        if (!json_is_integer(u) || json_integer_value(u) <= 0 || json_integer_value(u) > PL_JSON_INT_MAX) {
+            json_decref(o);
+            pl_http_error(ctx, 400, "bad_request", "\"user\" must be a user id");
+            return;
+        }
+        peer = json_integer_value(u);
+    }
+    api_op *op = api_op_new(ctx, o);
+    api_job_reset(op, what, conv_changed);
+    op->job.conv = conv;
+    op->job.user = ctx->user;
+    op->job.peer = peer;
+    api_submit(op);
+}
+
+/* ---- history and the long-poll (the HTTP fallback for receiving, M2) -------
+ * GET .../messages?after=S&wait=N with nothing above S parks the request
+ * until the conversation gets an event or N seconds (at most 30) pass, then
+ * answers as a plain history request would. Parked requests hang off a map
+ * conversation -> list, each with its own timer (they are few: clients on
+ * WebSocket never park); while any is parked on a conversation, chat/
+ * follows it (pl_chat_watch) and reports its events (pl_api_conv_changed). */
+
+#define POLL_WAIT_MAX 30
+
+typedef struct poll_wait {
+    uv_timer_t        timer;
+    pl_http_ctx      *ctx;
+    int64_t           conv, after, before;
+    int               limit;
+    struct poll_wait *next, *prev;
+} poll_wait;
+
+static pl_map polls;                   /* conv -> first poll_wait */
+
+static void history_answered(void *arg, int result, const char *json, size_t len) {
+    api_respond_members(arg, result, json, len, "no such conversation");
+}
+
+static void history_answer(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t before, int lim) {
+    int r = pl_chat_history(conv, ctx->user, after, before, lim, history_answered, ctx);
+    if (r) api_store_error(ctx, r, "history unavailable");
+}
+
+static void poll_free(uv_handle_t *h) { free(h->data); }
+
+static void poll_finish(poll_wait *w) {
+    if (w->prev) w->prev->next = w->next;
+    else if (w->next) pl_map_put(&polls, w->conv, w->next);
+    else pl_map_del(&polls, w->conv);
+    if (w->next) w->next->prev = w->prev;
+    uv_timer_stop(&w->timer);
+    pl_chat_watch(w->conv, 0, 0);
+    if (A.store) history_answer(w->ctx, w->conv, w->after, w->before, w->limit);
+    else pl_http_error(w->ctx, 503, "unavailable", "shutting down");
+    uv_close((uv_handle_t *)&w->timer, poll_free);
+}
+
+static void poll_timeout(uv_timer_t *t) { poll_finish(t->data); }
+
+void pl_api_conv_changed(int64_t conv) {
+    poll_wait *w;
+    while ((w = pl_map_get(&polls, conv)) != NULL) poll_finish(w);
+}
+
+static void poll_park(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t before, int lim, int64_t wait) {
+    poll_wait *w = pl_calloc(1, sizeof *w);
+    w->ctx = ctx;
+    w->conv = conv;
+    w->after = after;
+    w->before = before;
+    w->limit = lim;
+    w->next = pl_map_get(&polls, conv);
+    if (w->next) w->next->prev = w;
+    pl_map_put(&polls, conv, w);
+    uv_timer_init(A.loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, poll_timeout, (uint64_t)wait * 1000, 0);
+    pl_chat_watch(conv, after, 1);          /* last: it may report at once */
+}
+
+void api_polls_shutdown(void) {
+    for (size_t i = 0; i < polls.cap; i++)
+        while (polls.slots && polls.slots[i].key) pl_api_conv_changed(polls.slots[i].key);
+    pl_map_release(&polls);
+}
+
+static void poll_probe_read(pl_job *j) {
+    api_op *op = j->data;
+    pl_http_ctx *ctx = op->ctx;
+    int64_t conv = j->conv, after = j->after, wait = op->user;
+    int lim = op->status;
+    int park = j->result == PL_STORE_OK && j->nevents == 0 && A.store;
+    int result = j->result;
+    api_op_free(op);
+    if (park) poll_park(ctx, conv, after, 0, lim, wait);
+    else if (result && result != PL_STORE_OK) api_store_error(ctx, result, "no such conversation");
+    else history_answer(ctx, conv, after, 0, lim);
+}
+
+void h_history(pl_http_ctx *ctx, int64_t conv) {
+    int64_t after, before, limit, wait;
+    int lim;
+    const char *bad = "after";
+    if (api_query_int(ctx, "after", &after) || (bad = "before", api_query_int(ctx, "before", &before)) ||
+        (bad = "limit", api_query_int(ctx, "limit", &limit)) || (bad = "wait", api_query_int(ctx, "wait", &wait)) ||
+        wait > POLL_WAIT_MAX || pl_proto_paging(after, before, limit, &lim, &bad)) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "\"%s\" is out of range", bad);
+        pl_http_error(ctx, 400, "bad_request", msg);
+        return;
+    }
+    if (wait > 0 && before == 0) {
+        /* park only a member's request with nothing to return yet */
+        api_op *op = api_op_new(ctx, NULL);
+        api_job_reset(op, PL_READ_EVENTS, poll_probe_read);
+        op->job.conv = conv;
+        op->job.user = ctx->user;
+        op->job.after = after;
+        op->job.limit = 1;
+        op->user = wait;
+        op->status = lim;
+        api_submit(op);
+        return;
+    }
+    history_answer(ctx, conv, after, before, lim);
+}
+
+/* ---- the HTTP send ------------------------------------------------------------ */
+
+static void http_sent(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) api_store_error(op->ctx, j->result, "no such conversation");
+    else {
+        pl_chat_sent(j, 0);
+        pl_sbuf s;
+        pl_sbuf_init(&s);
+        pl_proto_sent(&s, &j->event, j->dup, NULL, 1);
+        pl_http_respond(op->ctx, j->dup ? 200 : 201, "application/json", s.p, s.len, NULL);
+        pl_sbuf_release(&s);
+    }
+    api_op_free(op);
+}
+
+static void send_admitted(void *arg, int64_t retry, const char *scope) {
+    api_op *op = arg;
+    if (retry) {
+        api_too_many(op->ctx, retry, scope);
+        api_op_free(op);
+        return;
+    }
+    api_submit(op);
+}
+
+void h_send(pl_http_ctx *ctx, int64_t conv) {
+    json_t *o = api_body_object(ctx);
+    if (!o) return;
+    json_t *cm = json_object_get(o, "client_msg_id"), *b = json_object_get(o, "body");
+    if (!json_is_string(cm) || json_string_length(cm) < 1 || json_string_length(cm) > PL_PROTO_CMID_MAX ||
+        memchr(json_string_value(cm), 0, json_string_length(cm))) {
+        json_decref(o);
+        pl_http_error(ctx, 400, "bad_request", "\"client_msg_id\" must be 1-64 bytes");
+        return;
+    }
+    if (!json_is_string(b) || json_string_length(b) == 0 || memchr(json_string_value(b), 0, json_string_length(b))) {
+        json_decref(o);
+        pl_http_error(ctx, 400, "bad_request", "\"body\" must be a non-empty string");
+        return;
+    }
+    if (json_string_length(b) > (size_t)A.cfg->max_body) {
+        json_decref(o);
+        pl_http_error(ctx, 413, "too_large", "\"body\" is too long");
+        return;
+    }
+    api_op *op = api_op_new(ctx, o);
+    api_job_reset(op, PL_JOB_MESSAGE_SEND, http_sent);
+    op->job.user = ctx->user;
+    op->job.conv = conv;
+    op->job.client_msg_id = json_string_value(cm);
+    op->job.body = json_string_value(b);
+    op->job.body_len = json_string_length(b);
+    if (pl_chat_admit_send(ctx->user, conv, send_admitted, op)) {
+        pl_http_error(ctx, 503, "unavailable", "shutting down");
+        api_op_free(op);
+    }
+}
+
+/* ---- receipts and presence ------------------------------------------------------- */
+
+static void receipt_stored(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) api_store_error(op->ctx, j->result, "no such conversation");
+    else {
+        pl_chat_receipt_done(j);
+        pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
+    }
+    api_op_free(op);
+}
+
+void h_receipt(pl_http_ctx *ctx, int64_t conv, int read) {
+    json_t *o = api_body_object(ctx);
+    if (!o) return;
+    json_t *sq = json_object_get(o, "seq");
+    if (!json_is_integer(sq) || json_integer_value(sq) <= 0 || json_integer_value(sq) > PL_JSON_INT_MAX) {
+        json_decref(o);
+        pl_http_error(ctx, 400, "bad_request", "\"seq\" must be a positive integer (at most 2^53-1)");
+        return;
+    }
+    api_op *op = api_op_new(ctx, o);
+    api_job_reset(op, PL_JOB_RECEIPT, receipt_stored);
+    op->job.conv = conv;
+    op->job.user = ctx->user;
+    op->job.delivered = json_integer_value(sq);
+    op->job.read = read ? json_integer_value(sq) : 0;
+    api_submit(op);
+}
+
+static void members_answered(void *arg, int result, const char *json, size_t len) {
+    api_respond_members(arg, result, json, len, "no such conversation");
+}
+
+void h_receipts(pl_http_ctx *ctx, int64_t conv) {
+    int64_t seq;
+    if (api_query_int(ctx, "seq", &seq)) {
+        pl_http_error(ctx, 400, "bad_request", "\"seq\" must be a non-negative integer (at most 2^53-1)");
+        return;
+    }
+    int r = pl_chat_receipts(conv, ctx->user, seq, members_answered, ctx);
+    if (r) api_store_error(ctx, r, "");
+}
+
+void h_presence(pl_http_ctx *ctx) {
+    char list[4096];
+    if (!pl_http_query_get(ctx->req.query, "users", list, sizeof list)) {
+        pl_http_error(ctx, 400, "bad_request", "\"users\" (comma-separated ids) is required");
+        return;
+    }
+    int64_t ids[PL_PROTO_PRESENCE_QUERY_MAX];
+    size_t count = 0;
+    for (char *p = list, *tok; (tok = strsep(&p, ",")) != NULL;) {
+        int64_t id = api_parse_id(tok, strlen(tok));
+        if (!id || count == PL_PROTO_PRESENCE_QUERY_MAX) {
+            pl_http_error(ctx, 400, "bad_request", "\"users\" must be up to 200 comma-separated ids");
+            return;
+        }
+        ids[count++] = id;
+    }
+    int r = pl_chat_presence_query(ctx->user, ids, count, members_answered, ctx);
+    if (r) api_store_error(ctx, r, "");
+}

@@ -1,0 +1,88 @@
+/* api_int.h — shared by the REST handlers (api*.c) only.
+ *
+ * Every handler is asynchronous: reads and writes are store jobs, password
+ * hashing runs on libuv's thread pool. A handler keeps its state in an
+ * api_op whose first member is the store job, and answers from the job's
+ * completion. The request context stays valid until answered (server.h).
+ */
+#ifndef PL_API_INT_H
+#define PL_API_INT_H
+
+#include <jansson.h>
+
+#include "../chat/auth.h"
+#include "../chat/chat.h"
+#include "../core/ratelimit.h"
+#include "api.h"
+
+typedef struct api_state {
+    uv_loop_t       *loop;
+    pl_store        *store;       /* NULL once shutting down               */
+    const pl_config *cfg;
+    char             dummy_hash[PL_AUTH_PWHASH_MAX];   /* equalises login timing */
+    pl_limiter       ip_requests; /* HTTP requests and WebSocket opens per IP */
+    pl_limiter       ip_auth;     /* register/login/refresh per IP         */
+    int64_t          swept_at;
+    int              draining;
+    void           (*gauges)(pl_metrics_gauges *g);
+    int            (*ready)(const char **why);
+} api_state;
+
+extern api_state A;
+
+typedef struct api_op {
+    pl_job       job;             /* first: store callbacks get &job        */
+    pl_http_ctx *ctx;
+    json_t      *root;            /* request body; job strings point into it */
+    uv_work_t    work;
+    int          ok;              /* work result                            */
+    int          created;
+    char         username[33];
+    char        *password;        /* heap copy, wiped after hashing         */
+    size_t       pwlen;
+    char         pwhash[PL_AUTH_PWHASH_MAX];
+    char         refresh[PL_AUTH_TOKEN_MAX];
+    int64_t      user;
+    int64_t      login;
+    int64_t      conv;
+    int64_t     *members;
+    int          status;          /* the answer's status when it is ready   */
+} api_op;
+
+api_op *api_op_new(pl_http_ctx *ctx, json_t *root);
+void    api_op_free(api_op *op);
+/* Clears a job (outputs and inputs) so the op can submit another. */
+void    api_job_reset(api_op *op, pl_job_op o, pl_job_cb done);
+void    api_submit(api_op *op);
+void    api_store_error(pl_http_ctx *ctx, int r, const char *what);
+void    api_too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *scope);
+/* The body as a JSON object, or NULL after answering 400 (or 411 when the
+ * request had no Content-Length at all). */
+json_t *api_body_object(pl_http_ctx *ctx);
+int64_t api_parse_id(const char *s, size_t n);
+/* Reads ?name=N (0..2^53-1); 0 absent or ok, -1 invalid. */
+int     api_query_int(pl_http_ctx *ctx, const char *name, int64_t *out);
+/* Answers with {<json members>}, or the store error. */
+void    api_respond_members(pl_http_ctx *ctx, int result, const char *json, size_t len, const char *what);
+
+/* api_auth.c */
+void h_register(pl_http_ctx *ctx);
+void h_login(pl_http_ctx *ctx);
+void h_refresh(pl_http_ctx *ctx);
+void h_logout(pl_http_ctx *ctx);
+void h_me(pl_http_ctx *ctx);
+void h_user(pl_http_ctx *ctx, const char *name, size_t n);
+
+/* api_conv.c */
+void h_conv_list(pl_http_ctx *ctx);
+void h_conv_create(pl_http_ctx *ctx);
+void h_conv_get(pl_http_ctx *ctx, int64_t conv);
+void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer);
+void h_history(pl_http_ctx *ctx, int64_t conv);
+void h_send(pl_http_ctx *ctx, int64_t conv);
+void h_receipt(pl_http_ctx *ctx, int64_t conv, int read);
+void h_receipts(pl_http_ctx *ctx, int64_t conv);
+void h_presence(pl_http_ctx *ctx);
+void api_polls_shutdown(void);
+
+#endif

@@ -1,0 +1,283 @@
+/* chat_int.h — what the chat/ files share; nothing outside chat/ includes it.
+ *
+ * ---- Delivery design note ------------------------------------------------
+ *
+ * Two levels, both ordered by seq:
+ *
+ * A conversation stream (chat_conv, deliver.c) is this node's view of one
+ * conversation's log. `published` is the highest seq this node has handed
+ * to its subscriptions, contiguously: every event at or below it has been
+ * processed, in order, exactly once. Events reach it from the bus (any
+ * order, duplicates, losses: bus.h) and from the store (gap fills):
+ *
+ *   bus event seq == published + 1  --> process, then any held successors
+ *   bus event seq <= published      --> drop (seen)
+ *   bus event seq >  published + 1  --> hold it (bounded), and if the gap is
+ *                                       still open after GAP_WAIT_MS (0 in
+ *                                       embedded mode), read the gap from
+ *                                       the store (fill) and process it
+ *   head(seq), conv_ready, resync   --> known = max(known, head); fill
+ *
+ * A subscription (sub) is one session's cursor in one conversation:
+ * sent_seq is the highest seq written to that session, floor the last seq
+ * before it joined (visibility, store.h invariant 4), end_seq the seq of its
+ * own removal (0 while a member).
+ *
+ *           sync/cursor behind, or release of a hold
+ *   HELD -----------------------------------------> CATCHUP
+ *                 (handshake auth: nothing is sent until the first message
+ *                  or HOLD_MS, so a first `sync` sets the cursor exactly)
+ *   CATCHUP --sent_seq reaches min(published, end_seq)--> LIVE (or gone at end_seq)
+ *   LIVE --conversation processes seq N == sent_seq + 1--> LIVE, N delivered
+ *   LIVE --sync with an older cursor--> CATCHUP
+ *   any --own member_removed/left at R--> end_seq = R: delivered up to and
+ *         including R, then the subscription is dropped
+ *
+ * Invariants:
+ *   1. A session gets seq N of a conversation only after N-1 (sent_seq grows
+ *      by exactly one per frame) and never a seq at or below its floor: each
+ *      event once, in order, only what its user may see.
+ *   2. Only committed events reach a conversation stream (the bus carries
+ *      what the store's commit hook published; fills read the store), and a
+ *      replay never reads above `published`: a session is never sent an
+ *      event the conversation stream has not processed, so a removal at R
+ *      (processed in order) always sets end_seq before anything above R can
+ *      be sent to that member, held or catching up included.
+ *   3. A LIVE subscription has sent_seq == published of its stream (or is
+ *      ahead, when its session's own read saw a later head; then the stream
+ *      is filling up to it and the subscription skips what it has).
+ *   4. Replays are scheduled round-robin through one queue, at most
+ *      REPLAY_INFLIGHT reads at a time, one page per turn per subscription;
+ *      a subscription that is caught up is never read for; a session whose
+ *      write queue is above its high-water mark waits for on_drain (and is
+ *      closed with 4008 after slow-timeout); a dead connection stops its
+ *      replays.
+ *   5. A stream exists while it has subscriptions or long-poll watchers, and
+ *      while it exists this node is subscribed to it on the bus.
+ */
+#ifndef PL_CHAT_INT_H
+#define PL_CHAT_INT_H
+
+#include <jansson.h>
+
+#include "../core/map.h"
+#include "../core/ratelimit.h"
+#include "../proto/proto.h"
+#include "chat.h"
+
+#define REPLAY_PAGE          PL_STORE_PAGE_MAX
+#define REPLAY_INFLIGHT      32       /* replay reads in flight, all sessions */
+#define FILL_PAGE            PL_STORE_PAGE_MAX
+#define HELD_MAX             256      /* out-of-order bus events kept per stream */
+#define GAP_WAIT_MS          30       /* cluster mode: wait this long for a missing event */
+#define TICK_MS              250      /* presence and typing sweep            */
+#define HOLD_MS              1000     /* handshake sessions wait this long for `sync` */
+#define AUTH_QUEUE_MAX       64       /* messages kept while authenticating   */
+#define PRESENCE_FANOUT_MAX  200      /* live sessions above which a stream gets no presence */
+#define TYPING_FANOUT_MAX    200      /* ... and no typing                    */
+#define TYPISTS_MAX          8        /* typing entries kept per conversation */
+#define SUBMAP_MIN           16       /* subscriptions above which a session indexes them */
+
+typedef struct chat_conv chat_conv;
+typedef struct session session;
+typedef struct sub sub;
+
+enum { SUB_LIVE = 0, SUB_HELD = 1, SUB_CATCHUP = 2 };
+
+struct sub {
+    chat_conv *conv;
+    session   *sess;
+    sub       *next, *prev;       /* in the stream's list                   */
+    sub       *qnext;             /* replay queue                            */
+    int64_t    sent_seq;          /* invariant 1                             */
+    int64_t    floor;             /* joined_seq - 1                          */
+    int64_t    end_seq;           /* own removal, or 0                       */
+    int64_t    rejoin_seq;        /* re-added at this seq while ending, or 0 */
+    int64_t    acked_delivered;   /* the user's cursors as the store last said */
+    int64_t    acked_read;
+    uint8_t    state;             /* SUB_*                                   */
+    uint8_t    queued;            /* in the replay queue                     */
+    uint8_t    reading;           /* a replay read is in flight              */
+    uint8_t    report_synced;     /* send `synced` when caught up (sync)     */
+    uint8_t    detached;          /* its session is gone; freed when the read returns */
+};
+
+typedef struct typing_ent {
+    int64_t user;
+    int64_t expires;              /* mono ms                                 */
+    int64_t forwarded;            /* mono ms of the last forwarded start     */
+    int64_t published;            /* mono ms of the last start this node published */
+} typing_ent;
+
+struct chat_conv {
+    int64_t     id;
+    int64_t     published;        /* the design note                         */
+    int64_t     known;            /* highest seq known to exist, >= published */
+    sub        *subs;
+    size_t      nsubs;
+    uint32_t    watchers;         /* long-polls                              */
+    pl_event   *held;             /* out-of-order events, ascending seq      */
+    uint32_t    nheld, capheld;
+    int64_t     gap_at;           /* mono ms a fill is due (in the gap list) */
+    chat_conv  *gnext, *gprev;    /* the gap list                            */
+    uint8_t     in_gaps;
+    uint8_t     filling;          /* a fill read is in flight                */
+    uint8_t     dying;            /* released: freed when its fill returns   */
+    typing_ent *typing;           /* who is typing here (never stored)       */
+    uint32_t    ntyping, captyping;
+    chat_conv  *tnext, *tprev;    /* the list of streams with typing         */
+    uint8_t     in_typing;
+};
+
+typedef struct chat_user {
+    int64_t   id;
+    session  *sessions;
+    pl_bucket typing_tb;          /* rate limits on ephemeral signals        */
+    pl_bucket presence_tb;
+    int64_t   limited_at;         /* last rate_limited error sent (mono ms)  */
+} chat_user;
+
+typedef struct pending_msg {
+    struct pending_msg *next;
+    size_t              len;
+    uint8_t             data[];
+} pending_msg;
+
+enum { S_NEW = 0, S_AUTHING = 1, S_AUTHED = 2 };
+
+struct session {
+    pl_conn   *conn;
+    int64_t    user, login;
+    session   *unext, *uprev;     /* the user's sessions                     */
+    sub      **subs;
+    uint32_t   nsubs, capsubs;
+    pl_map    *submap;            /* conv -> sub once nsubs > SUBMAP_MIN     */
+    int64_t    last_hb;           /* mono ms of the last message (heartbeat) */
+    uint32_t   mark;              /* dedup generation for fan-out            */
+    uint8_t    state;             /* S_*                                     */
+    uint8_t    away;              /* the session said it is away            */
+    uint8_t    held;              /* live delivery held for a first `sync`   */
+    uint8_t    waiting_drain;     /* replays paused on a full write queue    */
+    int64_t    drain_since;       /* mono ms the wait began                  */
+    pending_msg *pq_head, *pq_tail;  /* messages that came while authenticating */
+    uint32_t   pq_len;
+    char       username[33];
+};
+
+typedef struct presence presence;
+
+/* Process-wide state (the loop thread only). */
+typedef struct chat_state {
+    uv_loop_t       *loop;
+    pl_store        *store;
+    pl_bus          *bus;
+    const pl_config *cfg;
+    pl_chat_hooks    hooks;
+    pl_map           users;       /* id -> chat_user                         */
+    pl_map           convs;       /* id -> chat_conv                         */
+    size_t           nsessions;
+    int              stopping;    /* pl_chat_shutdown ran                    */
+    /* deliver.c */
+    sub             *rq_head, *rq_tail;   /* replay queue                     */
+    uint32_t         inflight;    /* replay reads in flight                  */
+    uv_idle_t        replayer;
+    chat_conv       *gaps;        /* streams waiting for a missing event     */
+    uv_timer_t       gap_timer;
+    int64_t         *verify;      /* streams to check against the store      */
+    size_t           nverify, capverify;
+    int64_t         *reconcile;   /* users whose memberships to check        */
+    size_t           nreconcile, capreconcile;
+    int64_t         *changed;     /* watched streams that moved this turn    */
+    size_t           nchanged, capchanged;
+    uv_check_t       flusher;     /* sends the batched checks once per turn  */
+    /* presence.c, typing.c */
+    pl_map           presence;    /* user id -> presence                     */
+    chat_conv       *typing;      /* streams with typing entries             */
+    uv_timer_t       ticker;      /* presence and typing sweep               */
+    uint32_t         mark;
+    /* send.c */
+    pl_limiter       user_sends;  /* embedded mode's message limits          */
+    pl_limiter       conv_sends;
+    int64_t          swept_at;
+} chat_state;
+
+extern chat_state C;
+
+/* A reply to a WebSocket request, sent when an asynchronous helper answers:
+ * ws_reply_json is a pl_chat_json_cb that sends {"type":..,"req":..,<json>}
+ * or an error, and frees the reply. */
+typedef struct ws_reply {
+    pl_conn    *conn;             /* a reference                             */
+    json_t     *root;             /* keeps req alive                          */
+    json_t     *req;
+    const char *type;
+} ws_reply;
+
+/* session.c */
+ws_reply *ws_reply_new(session *s, pl_msg *m, const char *type);
+void      ws_reply_json(void *arg, int result, const char *json, size_t len);
+int      chat_deliver(pl_conn *c, pl_rbuf *frame);          /* 0, or -1 (closed) */
+int      chat_deliver_reply(pl_conn *c, pl_rbuf *frame);    /* a reply: see session.c */
+void     chat_deliver_ephemeral(pl_conn *c, pl_rbuf *frame);
+void     chat_send_text(pl_conn *c, const char *s, size_t n, int reply);
+void     chat_send_error(pl_conn *c, json_t *req, const char *code, const char *msg);
+chat_user *chat_user_get(int64_t id);
+size_t   chat_reply_budget(void);
+
+/* deliver.c */
+void       deliver_init(void);
+void       deliver_shutdown(void);
+void       deliver_free(void);
+sub       *sub_find(session *s, int64_t conv);
+sub       *sub_create(session *s, int64_t conv, int64_t stream_seq, int64_t sent_seq, int64_t floor, int state);
+void       sub_release_all(session *s);
+void       sub_catch_up(sub *x, int report_synced);
+void       session_release_hold(session *s);
+void       session_replays_resume(session *s);
+void       deliver_sync(session *s, json_t *cursors, json_t *req);
+void       deliver_on_event(void *ud, const pl_event *ev);
+void       deliver_on_head(void *ud, int64_t conv, int64_t seq);
+void       deliver_on_join(void *ud, int64_t user, int64_t conv, int64_t seq);
+void       deliver_on_resync(void *ud);
+void       deliver_on_conv_ready(void *ud, int64_t conv);
+void       deliver_on_user_ready(void *ud, int64_t user);
+void       deliver_user_added(chat_user *u);
+void       do_history(session *s, pl_msg *m);
+chat_conv *conv_find(int64_t id);
+
+/* send.c */
+void send_init(void);
+void send_free(void);
+void do_send(session *s, pl_msg *m);
+/* 0 admitted now; 1 refused now (*retry_ms, *scope set); 2 asked the bus:
+ * cb(arg, ...) runs later. */
+int  chat_admit(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope,
+                pl_chat_admit_cb cb, void *arg);
+void chat_outbox_acked(void *ud, int64_t batch);
+void chat_outbox_start(void);   /* cluster mode: take over dead nodes' outboxes */
+void chat_outbox_stop(void);
+
+/* receipts.c */
+void do_receipt(session *s, pl_msg *m);
+void do_receipts(session *s, pl_msg *m);
+void receipts_on_bus(void *ud, const pl_bus_receipt *r);
+
+/* presence.c */
+void presence_init(void);
+void presence_session_added(session *s);
+void presence_session_gone(session *s);
+void presence_tick(int64_t now);
+void presence_shutdown(void);
+void do_presence_set(session *s, pl_msg *m);
+void do_presence_query(session *s, pl_msg *m);
+void presence_on_bus(void *ud, const pl_bus_presence *p);
+int  chat_limit_signal(session *s, pl_bucket *b, double rate, double burst);
+
+/* typing.c */
+void typing_clear_conv(chat_conv *cv);
+void typing_stop(chat_conv *cv, int64_t user);
+void typing_tick(int64_t now);
+void do_typing(session *s, pl_msg *m);
+void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin);
+
+#endif

@@ -1,0 +1,932 @@
+/* deliver.c — conversation streams, subscriptions, replay, sync and history
+ * (chat_int.h holds the design note and its invariants; this file keeps
+ * them).
+ *
+ * Owns: chat_conv and sub lifecycles, ordering bus events per conversation,
+ * gap fills from the store, the replay queue, `sync`, `history`, and the
+ * checks that follow a bus subscription or a bus loss (conversation heads,
+ * memberships).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "../core/metrics.h"
+#include "../ws/ws.h"
+#include "../ws/wsconn.h"
+#include "chat_int.h"
+
+static void conv_process(chat_conv *cv, const pl_event *ev);
+static void conv_head(chat_conv *cv, int64_t seq);
+static void conv_maybe_release(chat_conv *cv);
+static void replay_turn(uv_idle_t *h);
+static void replay_next(sub *x);
+static void sub_caught_up(sub *x);
+static void sub_drop(sub *x);
+static void flush_checks(uv_check_t *h);
+static void gap_tick(uv_timer_t *t);
+
+void deliver_init(void) {
+    pl_map_init(&C.convs);
+    uv_idle_init(C.loop, &C.replayer);
+    uv_timer_init(C.loop, &C.gap_timer);
+    uv_unref((uv_handle_t *)&C.gap_timer);
+    uv_check_init(C.loop, &C.flusher);
+    uv_unref((uv_handle_t *)&C.flusher);
+}
+
+static pl_rbuf *event_frame(const pl_event *ev) {
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_proto_event(&s, ev);
+    pl_rbuf *b = pl_ws_text_frame(s.p, s.len);
+    pl_sbuf_release(&s);
+    return b;
+}
+
+static int is_ws_open(pl_conn *c) { return pl_conn_alive(c) && c->ws_state == PL_WSS_OPEN; }
+
+/* ---- batched checks against the store (subscribe, then read) ------------ */
+
+static void arm_flusher(void) {
+    if (!uv_is_active((uv_handle_t *)&C.flusher)) uv_check_start(&C.flusher, flush_checks);
+}
+
+static void push_id(int64_t **a, size_t *n, size_t *cap, int64_t id) {
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        *a = pl_realloc(*a, *cap * sizeof **a);
+    }
+    (*a)[(*n)++] = id;
+}
+
+static void verify_add(int64_t conv) {
+    push_id(&C.verify, &C.nverify, &C.capverify, conv);
+    arm_flusher();
+}
+
+/* Long-poll watchers hear about changes once per loop turn, from the
+ * flusher: never from inside a stream's processing (they may release it). */
+static void changed_add(int64_t conv) {
+    if (!C.hooks.conv_changed) return;
+    push_id(&C.changed, &C.nchanged, &C.capchanged, conv);
+    arm_flusher();
+}
+
+static void reconcile_add(int64_t user) {
+    push_id(&C.reconcile, &C.nreconcile, &C.capreconcile, user);
+    arm_flusher();
+}
+
+typedef struct check_op {
+    pl_job   job;                 /* first: the store hands back &job        */
+    int64_t *ids;                 /* owned; job.ids points here              */
+} check_op;
+
+static void heads_done(pl_job *j) {
+    check_op *op = (check_op *)j;
+    if (j->result == PL_STORE_OK && !C.stopping)
+        for (size_t i = 0; i < j->nids; i++) {
+            chat_conv *cv = conv_find(op->ids[i]);
+            if (cv && !cv->dying) {
+                conv_head(cv, j->heads[i]);
+                conv_maybe_release(cv);
+            }
+        }
+    else if (j->result && !C.stopping)           /* try again next turn */
+        for (size_t i = 0; i < j->nids; i++) verify_add(op->ids[i]);
+    pl_job_release(j);
+    free(op->ids);
+    free(op);
+}
+
+static void reconcile_done(pl_job *j);
+
+static void flush_checks(uv_check_t *h) {
+    uv_check_stop(h);
+    if (C.nchanged) {
+        int64_t *ids = C.changed;
+        size_t n = C.nchanged;
+        C.changed = NULL;
+        C.nchanged = C.capchanged = 0;
+        for (size_t i = 0; i < n; i++) C.hooks.conv_changed(ids[i]);
+        free(ids);
+    }
+    if (C.stopping) {
+        C.nverify = C.nreconcile = 0;
+        return;
+    }
+    if (C.nverify) {
+        check_op *op = pl_calloc(1, sizeof *op);
+        op->ids = C.verify;
+        op->job.op = PL_READ_CONV_HEADS;
+        op->job.ids = op->ids;
+        op->job.nids = C.nverify;
+        op->job.done = heads_done;
+        C.verify = NULL;
+        C.nverify = C.capverify = 0;
+        pl_store_submit(C.store, &op->job);
+    }
+    if (C.nreconcile) {
+        check_op *op = pl_calloc(1, sizeof *op);
+        op->ids = C.reconcile;
+        op->job.op = PL_READ_MEMBERSHIPS;
+        op->job.ids = op->ids;
+        op->job.nids = C.nreconcile;
+        op->job.done = reconcile_done;
+        C.reconcile = NULL;
+        C.nreconcile = C.capreconcile = 0;
+        pl_store_submit(C.store, &op->job);
+    }
+}
+
+/* ---- streams ------------------------------------------------------------- */
+
+chat_conv *conv_find(int64_t id) { return pl_map_get(&C.convs, id); }
+
+/* The stream of conv, created (and subscribed on the bus) if absent with
+ * published = seq. Invariant 5. */
+static chat_conv *conv_open(int64_t id, int64_t seq) {
+    chat_conv *cv = conv_find(id);
+    if (cv) return cv;
+    cv = pl_calloc(1, sizeof *cv);
+    cv->id = id;
+    cv->published = cv->known = seq;
+    pl_map_put(&C.convs, id, cv);
+    pl_bus_subscribe_conv(C.bus, id, 1);      /* conv_ready -> a heads check */
+    return cv;
+}
+
+static void held_clear(chat_conv *cv) {
+    for (uint32_t i = 0; i < cv->nheld; i++) pl_event_release(&cv->held[i]);
+    free(cv->held);
+    cv->held = NULL;
+    cv->nheld = cv->capheld = 0;
+}
+
+static void gaps_remove(chat_conv *cv) {
+    if (!cv->in_gaps) return;
+    cv->in_gaps = 0;
+    if (cv->gprev) cv->gprev->gnext = cv->gnext;
+    else C.gaps = cv->gnext;
+    if (cv->gnext) cv->gnext->gprev = cv->gprev;
+    cv->gnext = cv->gprev = NULL;
+    if (!C.gaps) uv_timer_stop(&C.gap_timer);
+}
+
+static void gaps_add(chat_conv *cv, int64_t due) {
+    cv->gap_at = due;
+    if (cv->in_gaps) return;
+    cv->in_gaps = 1;
+    cv->gprev = NULL;
+    cv->gnext = C.gaps;
+    if (C.gaps) C.gaps->gprev = cv;
+    C.gaps = cv;
+    if (!uv_is_active((uv_handle_t *)&C.gap_timer)) uv_timer_start(&C.gap_timer, gap_tick, 10, 10);
+}
+
+static int processing;            /* conv_process is on the stack */
+
+/* Frees a stream nobody follows any more (invariant 5). Call only where cv
+ * is not used afterwards; inside conv_process it waits for the caller
+ * (every entry point ends with it). */
+static void conv_maybe_release(chat_conv *cv) {
+    if (cv->nsubs || cv->watchers || cv->dying || processing) return;
+    pl_map_del(&C.convs, cv->id);
+    if (C.bus) pl_bus_subscribe_conv(C.bus, cv->id, 0);
+    gaps_remove(cv);
+    typing_clear_conv(cv);
+    held_clear(cv);
+    if (cv->filling) {                        /* freed when the fill returns */
+        cv->dying = 1;
+        return;
+    }
+    free(cv);
+}
+
+typedef struct fill_op {
+    pl_job     job;
+    chat_conv *cv;
+} fill_op;
+
+static void fill_done(pl_job *j);
+
+static void fill_start(chat_conv *cv) {
+    if (cv->filling || cv->dying || C.stopping || cv->known <= cv->published) return;
+    gaps_remove(cv);
+    fill_op *op = pl_calloc(1, sizeof *op);
+    op->cv = cv;
+    op->job.op = PL_READ_EVENTS;
+    op->job.conv = cv->id;
+    op->job.after = cv->published;
+    op->job.before = cv->known + 1;
+    op->job.limit = FILL_PAGE;
+    op->job.done = fill_done;
+    cv->filling = 1;
+    pl_count(&pl_m_gap_fills, 1);
+    pl_store_submit(C.store, &op->job);
+}
+
+/* A gap exists (known > published): fill it now (embedded mode: a gap
+ * there only comes from a stream created between a read and a publish) or
+ * after GAP_WAIT_MS, when the missing events may still come on the bus. */
+static void gap_arm(chat_conv *cv) {
+    if (cv->known <= cv->published) {
+        gaps_remove(cv);
+        return;
+    }
+    if (cv->filling) return;
+    if (!C.bus->shared) fill_start(cv);
+    else if (!cv->in_gaps) gaps_add(cv, pl_mono_ms() + GAP_WAIT_MS);
+}
+
+static void gap_tick(uv_timer_t *t) {
+    int64_t now = pl_mono_ms();
+    for (chat_conv *cv = C.gaps, *nx; cv; cv = nx) {
+        nx = cv->gnext;
+        if (cv->gap_at <= now) fill_start(cv);
+    }
+}
+
+/* Processes held events that are next in line. */
+static void held_drain(chat_conv *cv) {
+    uint32_t k = 0;
+    while (k < cv->nheld && cv->held[k].seq <= cv->published + 1) {
+        if (cv->held[k].seq == cv->published + 1) conv_process(cv, &cv->held[k]);
+        pl_event_release(&cv->held[k]);
+        k++;
+    }
+    if (k) {
+        memmove(cv->held, cv->held + k, (cv->nheld - k) * sizeof *cv->held);
+        cv->nheld -= k;
+    }
+}
+
+/* Keeps a copy of an event that came before its predecessors (bounded: a
+ * full buffer drops it, and the fill reads it). */
+static void held_add(chat_conv *cv, const pl_event *ev) {
+    uint32_t i = 0;
+    while (i < cv->nheld && cv->held[i].seq < ev->seq) i++;
+    if (i < cv->nheld && cv->held[i].seq == ev->seq) return;
+    if (cv->nheld == HELD_MAX) return;
+    if (cv->nheld == cv->capheld) {
+        cv->capheld = cv->capheld ? cv->capheld * 2 : 8;
+        cv->held = pl_realloc(cv->held, cv->capheld * sizeof *cv->held);
+    }
+    memmove(cv->held + i + 1, cv->held + i, (cv->nheld - i) * sizeof *cv->held);
+    pl_event_copy(&cv->held[i], ev);
+    cv->nheld++;
+}
+
+/* An event from the bus (any order, duplicates, losses: bus.h). */
+static void conv_bus_event(chat_conv *cv, const pl_event *ev) {
+    if (!cv->nsubs) {                         /* watchers only: no order kept */
+        if (ev->seq <= cv->published) return;
+        cv->published = cv->known = ev->seq;
+        changed_add(cv->id);
+        return;
+    }
+    if (ev->seq <= cv->published) return;
+    if (ev->seq == cv->published + 1) {
+        conv_process(cv, ev);
+        held_drain(cv);
+    } else {
+        if (ev->seq > cv->known) cv->known = ev->seq;
+        held_add(cv, ev);
+    }
+    gap_arm(cv);
+}
+
+static void conv_head(chat_conv *cv, int64_t seq) {
+    if (!cv->nsubs) {
+        if (seq > cv->published) {
+            cv->published = cv->known = seq;
+            changed_add(cv->id);
+        }
+        return;
+    }
+    if (seq > cv->known) cv->known = seq;
+    gap_arm(cv);
+}
+
+static void fill_done(pl_job *j) {
+    fill_op *op = (fill_op *)j;
+    chat_conv *cv = op->cv;
+    cv->filling = 0;
+    if (cv->dying) {
+        free(cv);
+    } else if (C.stopping) {
+    } else if (j->result != PL_STORE_OK) {
+        pl_log(PL_LOG_WARN, 0, "gap fill failed, retrying", "\"conversation\":%lld", (long long)cv->id);
+        gaps_add(cv, pl_mono_ms() + 1000);
+    } else {
+        pl_count(&pl_m_gap_events, j->nevents);
+        for (size_t i = 0; i < j->nevents && cv->nsubs; i++)
+            if (j->events[i].seq == cv->published + 1) {
+                conv_process(cv, &j->events[i]);
+                held_drain(cv);
+            }
+        /* the store is the truth: what it does not have (yet) we stop waiting for */
+        if (!j->nevents && !j->more && cv->known > cv->published && !cv->nheld) cv->known = cv->published;
+        if (cv->nsubs) gap_arm(cv);
+        if (cv->known > cv->published && j->nevents) fill_start(cv);
+        conv_maybe_release(cv);
+    }
+    pl_job_release(j);
+    free(op);
+}
+
+/* ---- subscriptions --------------------------------------------------------- */
+
+sub *sub_find(session *s, int64_t conv) {
+    if (s->submap) return pl_map_get(s->submap, conv);
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i]->conv->id == conv) return s->subs[i];
+    return NULL;
+}
+
+/* Adds x to the replay queue (invariant 4). */
+static void rq_push(sub *x) {
+    if (x->queued || x->reading || x->detached) return;
+    x->queued = 1;
+    x->qnext = NULL;
+    if (C.rq_tail) C.rq_tail->qnext = x;
+    else C.rq_head = x;
+    C.rq_tail = x;
+    if (!uv_is_active((uv_handle_t *)&C.replayer)) uv_idle_start(&C.replayer, replay_turn);
+}
+
+/* The last seq x may be sent now. */
+static int64_t sub_target(const sub *x) {
+    int64_t t = x->conv->published;
+    if (x->end_seq && x->end_seq < t) t = x->end_seq;
+    return t;
+}
+
+sub *sub_create(session *s, int64_t conv, int64_t stream_seq, int64_t sent_seq, int64_t floor, int state) {
+    sub *x = sub_find(s, conv);
+    if (x) return x;
+    chat_conv *cv = conv_find(conv);
+    if (!cv) cv = conv_open(conv, stream_seq);
+    else if (!cv->nsubs) {                    /* a watched stream gets an order now */
+        cv->published = cv->known = stream_seq;
+        verify_add(conv);
+    } else if (stream_seq > cv->known) {
+        conv_head(cv, stream_seq);
+    }
+    if (sent_seq < 0) sent_seq = stream_seq > cv->published ? stream_seq : cv->published;
+    if (sent_seq < floor) sent_seq = floor;
+    x = pl_calloc(1, sizeof *x);
+    x->conv = cv;
+    x->sess = s;
+    x->sent_seq = sent_seq;
+    x->floor = floor;
+    x->state = (uint8_t)state;
+    x->next = cv->subs;
+    if (cv->subs) cv->subs->prev = x;
+    cv->subs = x;
+    cv->nsubs++;
+    if (s->nsubs == s->capsubs) {
+        s->capsubs = s->capsubs ? s->capsubs * 2 : 4;
+        s->subs = pl_realloc(s->subs, s->capsubs * sizeof *s->subs);
+    }
+    s->subs[s->nsubs++] = x;
+    if (s->submap) pl_map_put(s->submap, conv, x);
+    else if (s->nsubs > SUBMAP_MIN) {
+        s->submap = pl_calloc(1, sizeof *s->submap);
+        pl_map_init(s->submap);
+        for (uint32_t i = 0; i < s->nsubs; i++) pl_map_put(s->submap, s->subs[i]->conv->id, s->subs[i]);
+    }
+    if (state == SUB_LIVE && x->sent_seq < cv->published) sub_catch_up(x, 0);
+    return x;
+}
+
+/* Takes x out of its session and its stream; frees it unless the replay
+ * machinery still holds it (then it is freed there, being detached). */
+static void sub_unlink(sub *x) {
+    session *s = x->sess;
+    chat_conv *cv = x->conv;
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i] == x) {
+            s->subs[i] = s->subs[--s->nsubs];
+            break;
+        }
+    if (s->submap) pl_map_del(s->submap, cv->id);
+    if (x->prev) x->prev->next = x->next;
+    else cv->subs = x->next;
+    if (x->next) x->next->prev = x->prev;
+    cv->nsubs--;
+    if (x->queued || x->reading) x->detached = 1;
+    else free(x);
+}
+
+/* End of a membership: the removal was delivered. */
+static void sub_drop(sub *x) {
+    chat_conv *cv = x->conv;
+    sub_unlink(x);
+    conv_maybe_release(cv);
+}
+
+void sub_release_all(session *s) {
+    while (s->nsubs) sub_drop(s->subs[s->nsubs - 1]);
+    free(s->subs);
+    s->subs = NULL;
+    s->capsubs = 0;
+    if (s->submap) {
+        pl_map_release(s->submap);
+        free(s->submap);
+        s->submap = NULL;
+    }
+}
+
+static void send_synced(sub *x) {
+    x->report_synced = 0;
+    char msg[96];
+    int len = snprintf(msg, sizeof msg, "{\"type\":\"synced\",\"conversation\":%lld,\"seq\":%lld}",
+                       (long long)x->conv->id, (long long)x->sent_seq);
+    chat_send_text(x->sess->conn, msg, (size_t)len, 1);
+}
+
+/* x has everything up to its target. */
+static void sub_caught_up(sub *x) {
+    if (x->end_seq && x->sent_seq >= x->end_seq) {
+        if (x->rejoin_seq) {                  /* removed, then added again */
+            x->sent_seq = x->floor = x->rejoin_seq - 1;
+            x->end_seq = x->rejoin_seq = 0;
+            replay_next(x);
+            return;
+        }
+        if (x->report_synced) send_synced(x);
+        sub_drop(x);
+        return;
+    }
+    x->state = SUB_LIVE;
+    if (x->report_synced) send_synced(x);
+}
+
+static void session_wait_drain(session *s) {
+    if (s->waiting_drain) return;
+    s->waiting_drain = 1;
+    s->drain_since = pl_mono_ms();
+    int64_t cut = s->drain_since + (int64_t)C.cfg->slow_timeout * 1000;
+    if (!s->conn->deadline || cut < s->conn->deadline) s->conn->deadline = cut;
+}
+
+/* Decides x's next step after progress (invariant 4). */
+static void replay_next(sub *x) {
+    if (x->state != SUB_CATCHUP || x->detached) return;
+    if (x->sent_seq >= sub_target(x)) {
+        sub_caught_up(x);
+        return;
+    }
+    pl_conn *c = x->sess->conn;
+    if (!is_ws_open(c)) return;              /* a dead connection stops its replays */
+    if (c->high) {
+        session_wait_drain(x->sess);         /* on_drain queues it again */
+        return;
+    }
+    rq_push(x);
+}
+
+void sub_catch_up(sub *x, int report_synced) {
+    if (report_synced) x->report_synced = 1;
+    x->state = SUB_CATCHUP;
+    if (x->reading || x->queued) return;      /* its read's completion decides */
+    if (x->sess->waiting_drain && x->sent_seq < sub_target(x)) return;
+    replay_next(x);
+}
+
+void session_release_hold(session *s) {
+    if (!s->held) return;
+    s->held = 0;
+    for (uint32_t i = 0; i < s->nsubs;) {     /* a sub may end and leave the array */
+        sub *x = s->subs[i];
+        uint32_t n = s->nsubs;
+        if (x->state == SUB_HELD) sub_catch_up(x, 0);
+        if (s->nsubs == n) i++;
+    }
+}
+
+void session_replays_resume(session *s) {
+    if (!s->waiting_drain) return;
+    s->waiting_drain = 0;
+    s->drain_since = 0;
+    for (uint32_t i = 0; i < s->nsubs;) {
+        sub *x = s->subs[i];
+        uint32_t n = s->nsubs;
+        if (x->state == SUB_CATCHUP && !x->queued && !x->reading) replay_next(x);
+        if (s->nsubs == n) i++;
+    }
+}
+
+/* ---- replay ------------------------------------------------------------- */
+
+typedef struct replay_op {
+    pl_job job;
+    sub   *x;
+} replay_op;
+
+static void replay_done(pl_job *j) {
+    replay_op *op = (replay_op *)j;
+    sub *x = op->x;
+    C.inflight--;
+    x->reading = 0;
+    if (x->detached || C.stopping) {
+        if (x->detached) free(x);
+        goto out;
+    }
+    pl_conn *c = x->sess->conn;
+    if (j->result != PL_STORE_OK) {
+        pl_log(PL_LOG_ERROR, c->id, "replay read failed", "\"conversation\":%lld", (long long)x->conv->id);
+        if (is_ws_open(c)) pl_wsconn_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
+        goto out;
+    }
+    for (size_t i = 0; i < j->nevents; i++) {
+        const pl_event *ev = &j->events[i];
+        if (ev->seq != x->sent_seq + 1 || ev->seq > sub_target(x)) break;
+        pl_rbuf *b = event_frame(ev);
+        int failed = chat_deliver(c, b);
+        pl_rbuf_unref(&b);
+        if (failed) goto out;                 /* closing: nothing more for it */
+        pl_count(&pl_m_frames_out, 1);
+        x->sent_seq = ev->seq;
+        if (c->high) break;                   /* invariant 4: wait for the drain */
+    }
+    replay_next(x);
+out:
+    pl_job_release(j);
+    free(op);
+    if (C.rq_head && !uv_is_active((uv_handle_t *)&C.replayer))
+        uv_idle_start(&C.replayer, replay_turn);
+}
+
+/* Reads one page for x (its state was checked by the caller). */
+static void replay_read(sub *x) {
+    replay_op *op = pl_calloc(1, sizeof *op);
+    op->x = x;
+    op->job.op = PL_READ_EVENTS;
+    op->job.conv = x->conv->id;
+    op->job.after = x->sent_seq;
+    op->job.before = sub_target(x) + 1;      /* invariant 2: never above published */
+    op->job.limit = REPLAY_PAGE;
+    op->job.done = replay_done;
+    x->reading = 1;
+    C.inflight++;
+    pl_store_submit(C.store, &op->job);
+}
+
+/* Serves the queue round-robin, REPLAY_INFLIGHT reads at a time. */
+static void replay_turn(uv_idle_t *h) {
+    while (C.rq_head && C.inflight < REPLAY_INFLIGHT && !C.stopping) {
+        sub *x = C.rq_head;
+        C.rq_head = x->qnext;
+        if (!C.rq_head) C.rq_tail = NULL;
+        x->queued = 0;
+        if (x->detached) {
+            free(x);
+            continue;
+        }
+        if (x->state != SUB_CATCHUP) continue;
+        if (x->sent_seq >= sub_target(x)) {
+            sub_caught_up(x);
+            continue;
+        }
+        pl_conn *c = x->sess->conn;
+        if (!is_ws_open(c)) continue;
+        if (c->high) {
+            session_wait_drain(x->sess);
+            continue;
+        }
+        replay_read(x);
+    }
+    if (!C.rq_head || C.inflight >= REPLAY_INFLIGHT || C.stopping) uv_idle_stop(h);
+}
+
+/* ---- processing an event in order (seq == published + 1) ---------------- */
+
+/* A local user became a member of cv at seq: its sessions follow from seq. */
+static void join_user(chat_conv *cv, int64_t user, int64_t seq) {
+    chat_user *u = pl_map_get(&C.users, user);
+    if (!u) return;
+    for (session *s = u->sessions; s; s = s->unext) {
+        if (s->state != S_AUTHED) continue;
+        sub *x = sub_find(s, cv->id);
+        if (x) {
+            if (!x->end_seq || x->end_seq >= seq) continue;   /* a member already */
+            if (x->rejoin_seq) {               /* a third change while lagging */
+                pl_wsconn_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
+                continue;
+            }
+            x->rejoin_seq = seq;
+            continue;
+        }
+        sub_create(s, cv->id, seq - 1, seq - 1, seq - 1, s->held ? SUB_HELD : SUB_LIVE);
+    }
+}
+
+static void join_created(chat_conv *cv, const pl_event *ev) {
+    json_t *d = ev->data ? json_loads(ev->data, 0, NULL) : NULL;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(d, "members"), i, v) join_user(cv, json_integer_value(v), ev->seq);
+    json_decref(d);
+}
+
+/* A local user's removal (or leaving) at seq, before seq is delivered: its
+ * subscriptions get end_seq = seq (invariant 2: nothing above seq can have
+ * been sent, since seq is being processed only now). */
+static void end_mark(chat_conv *cv, int64_t user, int64_t seq) {
+    chat_user *u = pl_map_get(&C.users, user);
+    for (session *s = u ? u->sessions : NULL; s; s = s->unext) {
+        sub *x = sub_find(s, cv->id);
+        if (!x || x->sent_seq >= seq || x->floor >= seq) continue;   /* an older removal */
+        if (x->end_seq && x->end_seq < seq) {  /* removed, re-added, removed while lagging */
+            if (x->rejoin_seq && x->rejoin_seq < seq)
+                pl_wsconn_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
+            continue;
+        }
+        x->end_seq = seq;
+    }
+}
+
+/* ... and after it was delivered: LIVE subscriptions that got it end now;
+ * the others end when their replay reaches it. */
+static void end_finish(chat_conv *cv, int64_t user, int64_t seq) {
+    chat_user *u = pl_map_get(&C.users, user);
+    for (session *s = u ? u->sessions : NULL; s; s = s->unext) {
+        sub *x = sub_find(s, cv->id);
+        if (x && x->end_seq == seq && x->state == SUB_LIVE && x->sent_seq >= seq) sub_caught_up(x);
+    }
+}
+
+static void conv_process(chat_conv *cv, const pl_event *ev) {
+    processing++;
+    int removal = ev->kind == PL_EV_MEMBER_REMOVED || ev->kind == PL_EV_MEMBER_LEFT;
+    if (ev->kind == PL_EV_CREATED) join_created(cv, ev);
+    else if (ev->kind == PL_EV_MEMBER_ADDED) join_user(cv, ev->subject, ev->seq);
+    else if (removal) end_mark(cv, ev->subject, ev->seq);
+    cv->published = ev->seq;
+    if (cv->known < ev->seq) cv->known = ev->seq;
+    if (ev->kind == PL_EV_MESSAGE && cv->ntyping) typing_stop(cv, ev->sender);
+    pl_rbuf *frame = NULL;
+    for (sub *x = cv->subs; x; x = x->next) {
+        if (x->state != SUB_LIVE || ev->seq <= x->sent_seq) continue;
+        if (ev->seq != x->sent_seq + 1) {     /* cannot happen (invariant 3) */
+            sub_catch_up(x, 0);
+            continue;
+        }
+        if (!frame) frame = event_frame(ev);
+        if (chat_deliver(x->sess->conn, frame) == 0) {
+            x->sent_seq = ev->seq;
+            pl_count(&pl_m_frames_out, 1);
+        }
+    }
+    pl_rbuf_unref(&frame);
+    if (removal) end_finish(cv, ev->subject, ev->seq);
+    if (cv->watchers) changed_add(cv->id);
+    processing--;
+}
+
+/* ---- bus handlers ----------------------------------------------------------- */
+
+/* 1 if ev makes a user with local sessions a member. */
+static int joins_local_user(const pl_event *ev) {
+    if (ev->kind == PL_EV_MEMBER_ADDED) return pl_map_get(&C.users, ev->subject) != NULL;
+    if (ev->kind != PL_EV_CREATED || !C.users.len) return 0;
+    json_t *d = ev->data ? json_loads(ev->data, 0, NULL) : NULL;
+    size_t i;
+    json_t *v;
+    int found = 0;
+    json_array_foreach(json_object_get(d, "members"), i, v) found |= pl_map_get(&C.users, json_integer_value(v)) != NULL;
+    json_decref(d);
+    return found;
+}
+
+void deliver_on_event(void *ud, const pl_event *ev) {
+    chat_conv *cv = conv_find(ev->conv);
+    if (!cv) {
+        if (!joins_local_user(ev)) return;
+        cv = conv_open(ev->conv, ev->seq - 1);
+        conv_process(cv, ev);                 /* creates the subscriptions first */
+        conv_maybe_release(cv);
+        return;
+    }
+    if (cv->dying) return;
+    conv_bus_event(cv, ev);
+    conv_maybe_release(cv);
+}
+
+void deliver_on_head(void *ud, int64_t conv, int64_t seq) {
+    chat_conv *cv = conv_find(conv);
+    if (!cv || cv->dying || C.stopping) return;
+    conv_head(cv, seq);
+    conv_maybe_release(cv);
+}
+
+/* A local user became a member at seq (announced on the user's channel, for
+ * nodes that did not follow the conversation yet). */
+void deliver_on_join(void *ud, int64_t user, int64_t conv, int64_t seq) {
+    chat_user *u = pl_map_get(&C.users, user);
+    if (!u || C.stopping) return;
+    for (session *s = u->sessions; s; s = s->unext) {
+        if (s->state != S_AUTHED || sub_find(s, conv)) continue;
+        sub *x = sub_create(s, conv, seq - 1, seq - 1, seq - 1, s->held ? SUB_HELD : SUB_LIVE);
+        conv_head(x->conv, seq);
+    }
+}
+
+void deliver_on_conv_ready(void *ud, int64_t conv) {
+    if (conv_find(conv) && !C.stopping) verify_add(conv);
+}
+
+void deliver_on_user_ready(void *ud, int64_t user) {
+    if (C.bus && C.bus->shared && !C.stopping) reconcile_add(user);
+}
+
+void deliver_on_resync(void *ud) {
+    if (C.stopping) return;
+    pl_count(&pl_m_bus_resyncs, 1);
+    for (size_t i = 0; i < C.convs.cap; i++)
+        if (C.convs.slots[i].key) verify_add(C.convs.slots[i].key);
+    for (size_t i = 0; i < C.users.cap; i++)
+        if (C.users.slots[i].key) reconcile_add(C.users.slots[i].key);
+}
+
+/* Memberships the bus may not have told us about (cluster mode): a session
+ * without a subscription for one of its user's conversations gets one,
+ * from the seq its user joined at. Removals come as events (heads). */
+static void reconcile_done(pl_job *j) {
+    check_op *op = (check_op *)j;
+    if (j->result && !C.stopping)
+        for (size_t i = 0; i < j->nids; i++) reconcile_add(op->ids[i]);
+    for (size_t i = 0; j->result == PL_STORE_OK && !C.stopping && i < j->nmships; i++) {
+        const pl_membership *m = &j->mships[i];
+        chat_user *u = pl_map_get(&C.users, m->user);
+        for (session *s = u ? u->sessions : NULL; s; s = s->unext) {
+            if (s->state != S_AUTHED || sub_find(s, m->conv)) continue;
+            sub *x = sub_create(s, m->conv, m->joined_seq - 1, m->joined_seq - 1, m->joined_seq - 1,
+                                s->held ? SUB_HELD : SUB_CATCHUP);
+            if (x->state == SUB_CATCHUP) sub_catch_up(x, 0);
+            conv_head(x->conv, m->last_seq);
+        }
+    }
+    pl_job_release(j);
+    free(op->ids);
+    free(op);
+}
+
+/* ---- watchers (long-polls) ------------------------------------------------ */
+
+void pl_chat_watch(int64_t conv, int64_t after, int on) {
+    if (C.stopping) return;
+    chat_conv *cv = conv_find(conv);
+    if (on) {
+        if (!cv) cv = conv_open(conv, after);
+        else if (!cv->nsubs && after < cv->published) cv->published = cv->known = after;
+        cv->watchers++;
+        return;
+    }
+    if (!cv || !cv->watchers) return;
+    cv->watchers--;
+    conv_maybe_release(cv);
+}
+
+/* ---- sync ------------------------------------------------------------------ */
+
+void deliver_sync(session *s, json_t *cursors, json_t *req) {
+    void *it = NULL;
+    int64_t conv, seq;
+    while (pl_proto_cursor(cursors, &it, &conv, &seq) == 0) {
+        sub *x = sub_find(s, conv);
+        if (!x) {
+            pl_sbuf b;
+            pl_sbuf_init(&b);
+            pl_sbuf_adds(&b, "{\"type\":\"error\"");
+            pl_proto_add_req(&b, req);
+            pl_sbuf_printf(&b, ",\"code\":\"not_found\",\"message\":\"no such conversation\",\"conversation\":%lld}",
+                           (long long)conv);
+            chat_send_text(s->conn, b.p, b.len, 1);
+            pl_sbuf_release(&b);
+            continue;
+        }
+        int64_t top = x->conv->published > x->sent_seq ? x->conv->published : x->sent_seq;
+        if (seq > top) seq = top;                /* above the last seq: the last seq */
+        if (seq < x->floor) seq = x->floor;      /* before joining: from joining */
+        x->sent_seq = seq;
+        sub_catch_up(x, 1);
+    }
+}
+
+/* ---- history ------------------------------------------------------------------ */
+
+typedef struct hist_op {
+    pl_job          job;
+    pl_chat_json_cb cb;
+    void           *arg;
+} hist_op;
+
+/* Encodes the page within the reply budget: the events nearest the paging
+ * start are kept (the lowest for a forward page, the highest for a page
+ * from the top), at least one; a page cut short says has_more. */
+static void hist_done(pl_job *j) {
+    hist_op *op = (hist_op *)j;
+    if (j->result != PL_STORE_OK) {
+        op->cb(op->arg, j->result, NULL, 0);
+        goto out;
+    }
+    size_t budget = chat_reply_budget(), n = j->nevents, used = 0;
+    int top = (j->flags & PL_READ_FROM_TOP) != 0;
+    pl_sbuf *enc = n ? pl_calloc(n, sizeof *enc) : NULL;
+    size_t first = 0, last = n;                  /* the kept range [first, last) */
+    for (size_t k = 0; k < n; k++) {
+        size_t i = top ? n - 1 - k : k;
+        pl_sbuf_init(&enc[i]);
+        pl_sbuf_addc(&enc[i], '{');
+        pl_proto_event_fields(&enc[i], &j->events[i]);
+        pl_sbuf_addc(&enc[i], '}');
+        if (k && used + enc[i].len > budget) {
+            if (top) first = i + 1;
+            else last = i;
+            pl_sbuf_release(&enc[i]);
+            break;
+        }
+        used += enc[i].len + 1;
+    }
+    int more = j->more || first > 0 || last < n;
+    pl_sbuf out;
+    pl_sbuf_init(&out);
+    pl_sbuf_printf(&out, "\"conversation\":%lld,\"events\":[", (long long)j->conv);
+    for (size_t i = first; i < last; i++) {
+        if (i > first) pl_sbuf_addc(&out, ',');
+        pl_sbuf_add(&out, enc[i].p, enc[i].len);
+    }
+    for (size_t i = first; i < last; i++) pl_sbuf_release(&enc[i]);
+    free(enc);
+    pl_sbuf_printf(&out, "],\"has_more\":%s", more ? "true" : "false");
+    op->cb(op->arg, PL_STORE_OK, out.p, out.len);
+    pl_sbuf_release(&out);
+out:
+    pl_job_release(j);
+    free(op);
+}
+
+int pl_chat_history(int64_t conv, int64_t user, int64_t after, int64_t before, int limit,
+                    pl_chat_json_cb cb, void *arg) {
+    if (C.stopping) return PL_STORE_EUNAVAIL;
+    hist_op *op = pl_calloc(1, sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    op->job.op = PL_READ_EVENTS;
+    op->job.conv = conv;
+    op->job.user = user;
+    op->job.after = after;
+    op->job.before = before;
+    op->job.limit = limit;
+    op->job.flags = before > 0 && after == 0 ? PL_READ_FROM_TOP : 0;
+    op->job.done = hist_done;
+    pl_store_submit(C.store, &op->job);
+    return 0;
+}
+
+void do_history(session *s, pl_msg *m) {
+    ws_reply *r = ws_reply_new(s, m, "history");
+    int rc = pl_chat_history(m->conv, s->user, m->after, m->before, m->limit, ws_reply_json, r);
+    if (rc) ws_reply_json(r, rc, NULL, 0);
+}
+
+/* ---- shutdown ---------------------------------------------------------------- */
+
+void deliver_shutdown(void) {
+    uv_idle_stop(&C.replayer);
+    uv_timer_stop(&C.gap_timer);
+    uv_check_stop(&C.flusher);
+}
+
+/* After the store closed (every read has completed): frees the streams and
+ * the queue, closes the handles. */
+void deliver_free(void) {
+    while (C.rq_head) {
+        sub *x = C.rq_head;
+        C.rq_head = x->qnext;
+        x->queued = 0;
+        if (x->detached) free(x);
+    }
+    C.rq_tail = NULL;
+    for (size_t i = 0; i < C.convs.cap; i++) {
+        chat_conv *cv = C.convs.slots ? C.convs.slots[i].val : NULL;
+        if (!C.convs.slots || !C.convs.slots[i].key) continue;
+        typing_clear_conv(cv);
+        held_clear(cv);
+        free(cv);
+    }
+    pl_map_release(&C.convs);
+    free(C.verify);
+    free(C.reconcile);
+    free(C.changed);
+    C.verify = C.reconcile = C.changed = NULL;
+    uv_close((uv_handle_t *)&C.replayer, NULL);
+    uv_close((uv_handle_t *)&C.gap_timer, NULL);
+    uv_close((uv_handle_t *)&C.flusher, NULL);
+}

@@ -1,0 +1,418 @@
+/* presence.c — online/away/offline and last seen (M11), merged over every
+ * device on every node, announced coalesced to the sessions of users who
+ * share a conversation.
+ *
+ * Owns: the presence table. Each node publishes, through the bus, its own
+ * view of each of its users (merged over that node's sessions: online if
+ * any session is online and heartbeating within --presence-timeout, away if
+ * all are away), when it changes and every VIEW_REFRESH_MS while not
+ * offline, with an expiry. Every node keeps the fresh views of the users it
+ * has someone to tell about and computes the user's status as the best of
+ * them, so devices on different nodes merge, and a node that dies stops
+ * counting when its views expire (about --presence-timeout seconds).
+ *
+ * Announcements: at most once per --presence-coalesce ms per user, with the
+ * state at that time; a state that returns to what was last announced is
+ * not announced at all (a flapping connection is invisible). Streams with
+ * more than PRESENCE_FANOUT_MAX live sessions get none (clients query).
+ * Last seen is written to the store when a user's last local session goes
+ * offline, and at shutdown.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "../core/metrics.h"
+#include "../ws/ws.h"
+#include "../ws/wsconn.h"
+#include "chat_int.h"
+
+#define VIEW_REFRESH_MS 20000         /* a node re-publishes its views this often */
+#define OFFLINE_KEEP_MS 120000        /* an offline view is kept this long       */
+#define PRESENCE_RATE   1.0           /* presence changes per user: tokens/s, burst */
+#define PRESENCE_BURST  5.0
+
+enum { ST_OFFLINE = 0, ST_AWAY = 1, ST_ONLINE = 2 };
+static const char *const status_names[] = {"offline", "away", "online"};
+
+typedef struct pview {
+    int      node;
+    uint8_t  status;
+    int64_t  last_active;         /* wall ms                                  */
+    int64_t  expires;             /* wall ms                                  */
+} pview;
+
+struct presence {
+    int64_t  user;
+    pview   *views;               /* one per node that published one          */
+    uint32_t nviews, capviews;
+    int64_t *convs;               /* another node's user: its conversations this node follows */
+    uint32_t nconvs;
+    uint8_t  local_pub;           /* status of this node's last published view */
+    int64_t  pub_at;              /* mono ms of that publish                  */
+    int64_t  local_active;        /* wall ms: last heartbeat or disconnect here */
+    uint8_t  dirty;               /* publish at the next tick                 */
+    uint8_t  sent;                /* status last announced                    */
+    int64_t  sent_at;             /* mono ms                                  */
+};
+
+/* ---- rate limits on ephemeral signals (shared with typing.c) ------------- */
+
+/* Takes a token from one of the user's buckets; on refusal tells the
+ * session (at most once a second) and returns -1. Nothing else is affected. */
+int chat_limit_signal(session *s, pl_bucket *b, double rate, double burst) {
+    chat_user *u = chat_user_get(s->user);
+    int64_t now = pl_mono_ms();
+    int64_t wait = pl_bucket_take(b, rate, burst, 1, now);
+    if (!wait) return 0;
+    if (u && now - u->limited_at >= 1000) {
+        u->limited_at = now;
+        char msg[160];
+        int n = snprintf(msg, sizeof msg,
+                         "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"too many signals\","
+                         "\"retry_after\":%.3f}", (double)wait / 1000.0);
+        chat_send_text(s->conn, msg, (size_t)n, 1);
+    }
+    pl_count(&pl_m_rate_limited_signal, 1);
+    return -1;
+}
+
+/* ---- the table ------------------------------------------------------------- */
+
+void presence_init(void) { pl_map_init(&C.presence); }
+
+static presence *presence_get(int64_t user) {
+    presence *p = pl_map_get(&C.presence, user);
+    if (!p) {
+        p = pl_calloc(1, sizeof *p);
+        p->user = user;
+        p->sent = ST_OFFLINE;
+        pl_map_put(&C.presence, user, p);
+    }
+    return p;
+}
+
+static void presence_free(presence *p) {
+    free(p->views);
+    free(p->convs);
+    free(p);
+}
+
+void presence_session_added(session *s) {
+    presence *p = presence_get(s->user);
+    p->local_active = pl_now_ms();
+    p->dirty = 1;
+}
+
+void presence_session_gone(session *s) {
+    presence *p = pl_map_get(&C.presence, s->user);
+    if (!p) return;
+    p->local_active = pl_now_ms();
+    p->dirty = 1;
+}
+
+void do_presence_set(session *s, pl_msg *m) {
+    chat_user *u = chat_user_get(s->user);
+    if (!u || chat_limit_signal(s, &u->presence_tb, PRESENCE_RATE, PRESENCE_BURST)) return;
+    s->away = (uint8_t)m->away;
+    presence *p = pl_map_get(&C.presence, s->user);
+    if (p) p->dirty = 1;
+}
+
+/* This node's view of user: merged over its sessions here. */
+static int local_status(int64_t user, int64_t now, int64_t *newest_hb) {
+    chat_user *u = chat_user_get(user);
+    int st = ST_OFFLINE;
+    *newest_hb = 0;
+    if (!u) return st;
+    int64_t timeout = (int64_t)C.cfg->presence_timeout * 1000;
+    for (session *s = u->sessions; s; s = s->unext) {
+        if (s->state != S_AUTHED) continue;
+        if (s->last_hb > *newest_hb) *newest_hb = s->last_hb;
+        if (now - s->last_hb >= timeout) continue;
+        if (!s->away) st = ST_ONLINE;
+        else if (st == ST_OFFLINE) st = ST_AWAY;
+    }
+    return st;
+}
+
+/* The best fresh view; *last gets the latest activity any view reports. */
+static int merged_status(const presence *p, int64_t wall, int64_t *last) {
+    int st = ST_OFFLINE;
+    *last = 0;
+    for (uint32_t i = 0; i < p->nviews; i++) {
+        const pview *v = &p->views[i];
+        if (v->last_active > *last) *last = v->last_active;
+        if (v->expires > wall && v->status > st) st = v->status;
+    }
+    return st;
+}
+
+/* The conversations of a user with sessions here (deduplicated). */
+static int64_t *local_convs(int64_t user, size_t *n) {
+    chat_user *u = chat_user_get(user);
+    size_t cap = 0, len = 0;
+    int64_t *out = NULL;
+    for (session *s = u ? u->sessions : NULL; s; s = s->unext)
+        for (uint32_t i = 0; i < s->nsubs; i++) {
+            int64_t id = s->subs[i]->conv->id;
+            int dup = 0;                      /* one session has one sub per conversation */
+            for (size_t k = 0; k < len && !dup && s != u->sessions; k++) dup = out[k] == id;
+            if (dup) continue;
+            if (len == cap) {
+                cap = cap ? cap * 2 : 16;
+                out = pl_realloc(out, cap * sizeof *out);
+            }
+            out[len++] = id;
+        }
+    *n = len;
+    return out;
+}
+
+static void publish_own(presence *p, int status, int64_t last_active, int64_t now) {
+    size_t n = 0;
+    int64_t *convs = local_convs(p->user, &n);
+    int64_t wall = pl_now_ms();
+    pl_bus_presence v = {
+        .user = p->user,
+        .node = C.bus->node,
+        .status = status,
+        .last_active = last_active,
+        .expires = wall + (status == ST_OFFLINE ? OFFLINE_KEEP_MS
+                                                : (int64_t)C.cfg->presence_timeout * 1000 + VIEW_REFRESH_MS),
+        .convs = convs,
+        .nconvs = n,
+    };
+    p->local_pub = (uint8_t)status;
+    p->pub_at = now;
+    p->dirty = 0;
+    pl_bus_publish_presence(C.bus, &v);
+    free(convs);
+}
+
+/* A view from any node (this one included: the bus hands ours back). */
+void presence_on_bus(void *ud, const pl_bus_presence *v) {
+    if (C.stopping) return;
+    presence *p = pl_map_get(&C.presence, v->user);
+    int own = v->node == C.bus->node;
+    if (!p) {
+        int relevant = own;
+        for (size_t i = 0; !relevant && i < v->nconvs; i++) relevant = conv_find(v->convs[i]) != NULL;
+        if (!relevant) return;
+        p = presence_get(v->user);
+    }
+    if (!own) {                        /* keep the conversations we can tell about */
+        free(p->convs);
+        p->convs = NULL;
+        p->nconvs = 0;
+        for (size_t i = 0; i < v->nconvs; i++) {
+            if (!conv_find(v->convs[i])) continue;
+            p->convs = pl_realloc(p->convs, (p->nconvs + 1) * sizeof *p->convs);
+            p->convs[p->nconvs++] = v->convs[i];
+        }
+    }
+    uint32_t i = 0;
+    while (i < p->nviews && p->views[i].node != v->node) i++;
+    if (i == p->nviews) {
+        if (p->nviews == p->capviews) {
+            p->capviews = p->capviews ? p->capviews * 2 : 2;
+            p->views = pl_realloc(p->views, p->capviews * sizeof *p->views);
+        }
+        p->nviews++;
+    }
+    p->views[i] = (pview){v->node, (uint8_t)v->status, v->last_active, v->expires};
+}
+
+static void frame_fields(pl_sbuf *b, int64_t user, int status, int64_t last_seen) {
+    pl_sbuf_printf(b, "\"user\":%lld,\"status\":\"%s\",\"last_seen\":%lld", (long long)user,
+                   status_names[status], (long long)last_seen);
+}
+
+static void announce_to(const int64_t *convs, size_t n, int64_t user, pl_rbuf **frame, const pl_sbuf *b,
+                        uint32_t mark) {
+    for (size_t i = 0; i < n; i++) {
+        chat_conv *cv = conv_find(convs[i]);
+        if (!cv || cv->nsubs > PRESENCE_FANOUT_MAX) continue;
+        for (sub *x = cv->subs; x; x = x->next) {
+            session *s = x->sess;
+            if (s->user == user || s->mark == mark) continue;
+            s->mark = mark;
+            if (!*frame) *frame = pl_ws_text_frame(b->p, b->len);
+            chat_deliver_ephemeral(s->conn, *frame);
+        }
+    }
+}
+
+/* Tells the local sessions of everyone sharing a conversation with p. */
+static void announce(presence *p, int status, int64_t last_seen) {
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_adds(&b, "{\"type\":\"presence\",");
+    frame_fields(&b, p->user, status, last_seen);
+    pl_sbuf_addc(&b, '}');
+    pl_rbuf *frame = NULL;
+    uint32_t mark = ++C.mark;
+    size_t n = 0;
+    int64_t *mine = local_convs(p->user, &n);
+    announce_to(mine, n, p->user, &frame, &b, mark);
+    announce_to(p->convs, p->nconvs, p->user, &frame, &b, mark);
+    free(mine);
+    pl_rbuf_unref(&frame);
+    pl_sbuf_release(&b);
+}
+
+static void last_seen_done(pl_job *j) {
+    pl_job_release(j);
+    free(j);
+}
+
+static void store_last_seen(int64_t user, int64_t when) {
+    pl_job *j = pl_calloc(1, sizeof *j);
+    j->op = PL_JOB_LAST_SEEN;
+    j->user = user;
+    j->expires = when;
+    j->done = last_seen_done;
+    pl_store_submit(C.store, j);
+}
+
+void presence_tick(int64_t now) {
+    int64_t wall = pl_now_ms();
+    size_t ndead = 0;
+    int64_t dead[64];
+    for (size_t i = 0; i < C.presence.cap; i++) {
+        if (!C.presence.slots[i].key) continue;
+        presence *p = C.presence.slots[i].val;
+        int has_local = chat_user_get(p->user) != NULL;
+        if (has_local || p->local_pub != ST_OFFLINE || p->dirty) {
+            int64_t hb;
+            int st = local_status(p->user, now, &hb);
+            if (hb) p->local_active = wall - (now - hb);      /* the last heartbeat, in wall time */
+            if (st != p->local_pub || p->dirty || (st != ST_OFFLINE && now - p->pub_at >= VIEW_REFRESH_MS)) {
+                int went_offline = st == ST_OFFLINE && p->local_pub != ST_OFFLINE && !has_local;
+                publish_own(p, st, p->local_active, now);
+                if (went_offline) store_last_seen(p->user, p->local_active);
+            }
+        }
+        int64_t last;
+        int st = merged_status(p, wall, &last);
+        if (st != p->sent && now - p->sent_at >= C.cfg->presence_coalesce) {
+            p->sent = (uint8_t)st;
+            p->sent_at = now;
+            announce(p, st, last);
+        }
+        if (st == ST_OFFLINE && p->sent == ST_OFFLINE && !has_local && p->local_pub == ST_OFFLINE &&
+            ndead < 64)
+            dead[ndead++] = p->user;
+    }
+    for (size_t i = 0; i < ndead; i++) presence_free(pl_map_del(&C.presence, dead[i]));
+}
+
+/* Everyone here is about to go offline: keep their last seen. Views are not
+ * withdrawn: clients reconnect elsewhere, and the views expire. */
+void presence_shutdown(void) {
+    int64_t wall = pl_now_ms();
+    for (size_t i = 0; i < C.presence.cap; i++) {
+        if (!C.presence.slots[i].key) continue;
+        presence *p = C.presence.slots[i].val;
+        if (chat_user_get(p->user)) store_last_seen(p->user, wall);
+        else if (p->local_pub != ST_OFFLINE) store_last_seen(p->user, p->local_active);
+        presence_free(p);
+    }
+    pl_map_release(&C.presence);
+}
+
+/* ---- the query --------------------------------------------------------------------- */
+
+typedef struct pquery {
+    pl_job          job;
+    pl_chat_json_cb cb;
+    void           *arg;
+    int64_t        *ids;          /* owned copy of the asked ids            */
+} pquery;
+
+/* Appends {"user":..,"status":..,"last_seen":..} for u; views from the bus
+ * (other nodes, cluster mode) count like this node's. */
+static void query_one(pl_sbuf *out, const pl_user *u, const pl_bus_presence *views, size_t nv) {
+    int64_t wall = pl_now_ms(), last = u->last_seen;
+    int st = ST_OFFLINE;
+    presence *p = pl_map_get(&C.presence, u->id);
+    if (p) {
+        int64_t l;
+        st = merged_status(p, wall, &l);
+        if (l > last) last = l;
+    }
+    for (size_t i = 0; i < nv; i++) {
+        if (views[i].user != u->id) continue;
+        if (views[i].expires > wall && views[i].status > st) st = views[i].status;
+        if (views[i].last_active > last) last = views[i].last_active;
+    }
+    if (st != ST_OFFLINE) last = wall;
+    pl_sbuf_addc(out, '{');
+    frame_fields(out, u->id, st, last);
+    pl_sbuf_addc(out, '}');
+}
+
+static void query_answer(pquery *q, const pl_bus_presence *views, size_t nv) {
+    pl_sbuf out;
+    pl_sbuf_init(&out);
+    pl_sbuf_adds(&out, "\"users\":[");
+    for (size_t i = 0; i < q->job.nusers; i++) {
+        if (i) pl_sbuf_addc(&out, ',');
+        query_one(&out, &q->job.users[i], views, nv);
+    }
+    pl_sbuf_addc(&out, ']');
+    q->cb(q->arg, PL_STORE_OK, out.p, out.len);
+    pl_sbuf_release(&out);
+    pl_job_release(&q->job);
+    free(q->ids);
+    free(q);
+}
+
+static void query_views(void *arg, const pl_bus_presence *views, size_t n) { query_answer(arg, views, n); }
+
+static void query_visible(pl_job *j) {
+    pquery *q = (pquery *)j;
+    if (j->result) {
+        q->cb(q->arg, j->result, NULL, 0);
+        pl_job_release(j);
+        free(q->ids);
+        free(q);
+        return;
+    }
+    if (C.bus->shared && j->nusers && !C.stopping) {   /* other nodes' views */
+        int64_t *ids = pl_malloc(j->nusers * sizeof *ids);
+        for (size_t i = 0; i < j->nusers; i++) ids[i] = j->users[i].id;
+        pl_bus_presence_get(C.bus, ids, j->nusers, query_views, q);
+        free(ids);
+        return;
+    }
+    query_answer(q, NULL, 0);
+}
+
+int pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat_json_cb cb, void *arg) {
+    if (C.stopping) return PL_STORE_EUNAVAIL;
+    pquery *q = pl_calloc(1, sizeof *q);
+    q->cb = cb;
+    q->arg = arg;
+    q->ids = pl_malloc((n ? n : 1) * sizeof *q->ids);
+    if (n) memcpy(q->ids, ids, n * sizeof *ids);
+    q->job.op = PL_READ_USERS_VISIBLE;
+    q->job.user = asker;
+    q->job.ids = q->ids;
+    q->job.nids = n;
+    q->job.done = query_visible;
+    pl_store_submit(C.store, &q->job);
+    return 0;
+}
+
+void do_presence_query(session *s, pl_msg *m) {
+    size_t n = json_array_size(m->users);
+    int64_t *ids = pl_malloc((n ? n : 1) * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = json_integer_value(json_array_get(m->users, i));
+    ws_reply *r = ws_reply_new(s, m, "presence");
+    int rc = pl_chat_presence_query(s->user, ids, n, ws_reply_json, r);
+    free(ids);
+    if (rc) ws_reply_json(r, rc, NULL, 0);
+}

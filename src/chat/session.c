@@ -1,0 +1,565 @@
+/* session.c — WebSocket sessions: authentication, the registry of users and
+ * their sessions, dispatching client messages, liveness, logout, shutdown,
+ * and the one place frames are queued to a session.
+ *
+ * Session states:
+ *
+ *   NEW --auth (first frame) or a token at the handshake--> AUTHING
+ *   AUTHING --the store confirms the login session--> AUTHED (ready sent)
+ *   AUTHING --bad token, revoked, unknown user, timeout--> closed 4001
+ *
+ * While AUTHING the connection does not read; messages that were already
+ * in the read buffer are kept (at most AUTH_QUEUE_MAX) and handled, in
+ * order, right after `ready`.
+ *
+ * The slow-consumer contract (P3): a connection's write queue is bounded by
+ * --max-outbound bytes.
+ *   - Events (chat_deliver) that do not fit close it with 4008; the client
+ *     resumes from its cursors, losing nothing.
+ *   - Replies the client asked for (chat_deliver_reply: history, receipts,
+ *     ready, acks, errors) are bounded in size by the reply budget (pages
+ *     end early with has_more) and are queued unless the queue is already
+ *     at the bound: asking never gets the asker closed; asking without
+ *     reading does.
+ *   - Ephemeral frames (typing, presence, receipts) are dropped once the
+ *     queue is above its high-water mark, and whenever they do not fit.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "../core/metrics.h"
+#include "../ws/ws.h"
+#include "../ws/wsconn.h"
+#include "auth.h"
+#include "chat_int.h"
+
+chat_state C;
+
+static void tick(uv_timer_t *t);
+static void dispatch(session *s, const uint8_t *p, size_t n);
+static void on_revoke(void *ud, int64_t user, int64_t login);
+
+void pl_chat_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg, const pl_chat_hooks *hooks) {
+    memset(&C, 0, sizeof C);
+    C.loop = loop;
+    C.store = store;
+    C.cfg = cfg;
+    if (hooks) C.hooks = *hooks;
+    pl_map_init(&C.users);
+    deliver_init();
+    presence_init();
+    send_init();
+    uv_timer_init(loop, &C.ticker);
+    uv_timer_start(&C.ticker, tick, TICK_MS, TICK_MS);
+    uv_unref((uv_handle_t *)&C.ticker);
+}
+
+void pl_chat_bus_handlers(pl_bus_handlers *h) {
+    memset(h, 0, sizeof *h);
+    h->event = deliver_on_event;
+    h->head = deliver_on_head;
+    h->join = deliver_on_join;
+    h->revoke = on_revoke;
+    h->typing = typing_on_bus;
+    h->receipt = receipts_on_bus;
+    h->presence = presence_on_bus;
+    h->resync = deliver_on_resync;
+    h->conv_ready = deliver_on_conv_ready;
+    h->user_ready = deliver_on_user_ready;
+    h->outbox_acked = chat_outbox_acked;
+}
+
+void pl_chat_set_bus(pl_bus *bus) {
+    C.bus = bus;
+    if (bus->shared) chat_outbox_start();
+}
+
+size_t pl_chat_session_count(void) { return C.nsessions; }
+
+const char *pl_chat_error_code(int r, int *status) {
+    switch (r) {
+    case PL_STORE_ENOTFOUND: *status = 404; return "not_found";
+    case PL_STORE_ECONFLICT: *status = 409; return "conflict";
+    case PL_STORE_EFORBID:   *status = 403; return "forbidden";
+    case PL_STORE_EINVAL:    *status = 400; return "bad_request";
+    case PL_STORE_EUNAVAIL:  *status = 503; return "unavailable";
+    default:                 *status = 500; return "internal";
+    }
+}
+
+/* ---- queueing frames (the slow-consumer contract above) ------------------ */
+
+static int ws_open(pl_conn *c) { return c->ws_state == PL_WSS_OPEN && pl_conn_alive(c); }
+
+static void close_slow(pl_conn *c) {
+    pl_count(&pl_m_slow_consumer_closes, 1);
+    pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);
+    pl_wsconn_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
+}
+
+int chat_deliver(pl_conn *c, pl_rbuf *frame) {
+    if (!ws_open(c)) return -1;
+    if (c->qbytes + frame->len > (size_t)C.cfg->max_outbound) {
+        close_slow(c);
+        return -1;
+    }
+    pl_conn_send(c, frame);
+    return 0;
+}
+
+int chat_deliver_reply(pl_conn *c, pl_rbuf *frame) {
+    if (!ws_open(c)) return -1;
+    if (c->qbytes >= (size_t)C.cfg->max_outbound) {
+        close_slow(c);
+        return -1;
+    }
+    pl_conn_send(c, frame);
+    return 0;
+}
+
+void chat_deliver_ephemeral(pl_conn *c, pl_rbuf *frame) {
+    if (!ws_open(c)) return;
+    if (c->high || c->qbytes + frame->len > (size_t)C.cfg->max_outbound) {
+        pl_count(&pl_m_dropped_ephemeral, 1);
+        return;
+    }
+    pl_conn_send(c, frame);
+}
+
+/* Replies are pages of at most this many bytes of events (at least one). */
+size_t chat_reply_budget(void) {
+    size_t b = (size_t)C.cfg->max_outbound / 4;
+    return b < 16384 ? 16384 : b;
+}
+
+void chat_send_text(pl_conn *c, const char *s, size_t n, int reply) {
+    pl_rbuf *b = pl_ws_text_frame(s, n);
+    if (reply) chat_deliver_reply(c, b);
+    else chat_deliver(c, b);
+    pl_rbuf_unref(&b);
+}
+
+void chat_send_error(pl_conn *c, json_t *req, const char *code, const char *msg) {
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_proto_error(&s, req, code, msg);
+    chat_send_text(c, s.p, s.len, 1);
+    pl_sbuf_release(&s);
+}
+
+/* ---- asynchronous replies ------------------------------------------------------ */
+
+ws_reply *ws_reply_new(session *s, pl_msg *m, const char *type) {
+    ws_reply *r = pl_calloc(1, sizeof *r);
+    r->conn = s->conn;
+    pl_conn_ref(s->conn);
+    r->root = json_incref(m->root);
+    r->req = m->req;
+    r->type = type;
+    return r;
+}
+
+void ws_reply_json(void *arg, int result, const char *json, size_t len) {
+    ws_reply *r = arg;
+    if (pl_conn_alive(r->conn)) {
+        if (result) {
+            int st;
+            chat_send_error(r->conn, r->req, pl_chat_error_code(result, &st),
+                            result == PL_STORE_ENOTFOUND ? "no such conversation" : "unavailable, try again");
+        } else {
+            pl_sbuf b;
+            pl_sbuf_init(&b);
+            pl_sbuf_printf(&b, "{\"type\":\"%s\"", r->type);
+            pl_proto_add_req(&b, r->req);
+            pl_sbuf_addc(&b, ',');
+            pl_sbuf_add(&b, json, len);
+            pl_sbuf_addc(&b, '}');
+            chat_send_text(r->conn, b.p, b.len, 1);
+            pl_sbuf_release(&b);
+        }
+    }
+    json_decref(r->root);
+    pl_conn_unref(r->conn);
+    free(r);
+}
+
+/* ---- users ------------------------------------------------------------------ */
+
+chat_user *chat_user_get(int64_t id) { return pl_map_get(&C.users, id); }
+
+static chat_user *user_attach(session *s) {
+    chat_user *cu = pl_map_get(&C.users, s->user);
+    if (!cu) {
+        cu = pl_calloc(1, sizeof *cu);
+        cu->id = s->user;
+        pl_map_put(&C.users, s->user, cu);
+        pl_bus_subscribe_user(C.bus, s->user, 1);     /* joins, revocations */
+    }
+    s->uprev = NULL;
+    s->unext = cu->sessions;
+    if (cu->sessions) cu->sessions->uprev = s;
+    cu->sessions = s;
+    return cu;
+}
+
+static void user_detach(session *s) {
+    chat_user *cu = pl_map_get(&C.users, s->user);
+    if (s->uprev) s->uprev->unext = s->unext;
+    else if (cu) cu->sessions = s->unext;
+    if (s->unext) s->unext->uprev = s->uprev;
+    if (cu && !cu->sessions) {
+        pl_map_del(&C.users, cu->id);
+        if (C.bus) pl_bus_subscribe_user(C.bus, cu->id, 0);
+        free(cu);
+    }
+}
+
+/* ---- tokens --------------------------------------------------------------------- */
+
+typedef struct token_op {
+    pl_job           job;
+    pl_chat_token_cb cb;
+    void            *arg;
+} token_op;
+
+static void token_done(pl_job *j) {
+    token_op *op = (token_op *)j;
+    int ok = j->result == PL_STORE_OK && !j->login_out.revoked && j->login_out.user == j->user;
+    op->cb(op->arg, ok, j->user, j->id);
+    pl_job_release(j);
+    free(op);
+}
+
+int pl_chat_check_token(const char *tok, size_t len, pl_chat_token_cb cb, void *arg) {
+    int64_t user, login;
+    if (C.stopping) return PL_STORE_EUNAVAIL;
+    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login) != PL_AUTH_OK)
+        return PL_STORE_ENOTFOUND;
+    token_op *op = pl_calloc(1, sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    op->job.op = PL_READ_LOGIN;
+    op->job.id = login;
+    op->job.user = user;
+    op->job.done = token_done;
+    pl_store_submit(C.store, &op->job);
+    return 0;
+}
+
+/* ---- authentication ------------------------------------------------------------ */
+
+typedef struct auth_op {
+    pl_job   job;
+    pl_conn *conn;                /* a reference                             */
+    json_t  *root;                /* the auth message (its cursors), or NULL */
+    json_t  *cursors;
+    int      hold;
+} auth_op;
+
+static void liveness_arm(pl_conn *c) {
+    c->deadline = c->last_rx + (int64_t)C.cfg->ping_interval * 1000;
+}
+
+static void pq_free(session *s) {
+    while (s->pq_head) {
+        pending_msg *p = s->pq_head;
+        s->pq_head = p->next;
+        free(p);
+    }
+    s->pq_tail = NULL;
+    s->pq_len = 0;
+}
+
+/* The store confirmed (or not) the login: register the session, subscribe
+ * it to its conversations, send `ready`, then handle what came meanwhile. */
+static void auth_done(pl_job *j) {
+    auth_op *op = (auth_op *)j;
+    pl_conn *c = op->conn;
+    session *s = c->session;
+    if (!s || !pl_conn_alive(c) || C.stopping) goto out;
+    if (j->result == PL_STORE_EUNAVAIL) {
+        pl_wsconn_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect later");
+        goto out;
+    }
+    if (j->result || j->login_out.revoked || j->login_out.user != j->user) {
+        pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
+        goto out;
+    }
+    s->user = j->user;
+    s->login = j->id;
+    s->state = S_AUTHED;
+    s->last_hb = pl_mono_ms();
+    memcpy(s->username, j->user_out.username, sizeof s->username);
+    user_attach(s);
+    presence_session_added(s);
+    liveness_arm(c);
+
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_printf(&b, "{\"type\":\"ready\",\"protocol\":%d,\"user\":{\"id\":%lld,\"username\":",
+                   PL_PROTO_VERSION, (long long)s->user);
+    pl_sbuf_add_json_str(&b, s->username, strlen(s->username));
+    pl_sbuf_printf(&b, "},\"session\":%lld,\"conversations\":[", (long long)s->login);
+    for (size_t i = 0; i < j->nconvs; i++) {
+        const pl_conv *cv = &j->convs[i];
+        sub *x = sub_create(s, cv->id, cv->last_seq, -1, cv->joined_seq - 1, op->hold ? SUB_HELD : SUB_LIVE);
+        x->acked_delivered = cv->delivered_seq;
+        x->acked_read = cv->read_seq;
+        pl_sbuf_printf(&b, "%s{\"id\":%lld,\"last_seq\":%lld,\"unread\":%lld}", i ? "," : "",
+                       (long long)cv->id, (long long)x->sent_seq, (long long)cv->unread);
+    }
+    pl_sbuf_adds(&b, "]}");
+    chat_send_text(c, b.p, b.len, 1);
+    pl_sbuf_release(&b);
+    pl_log(PL_LOG_DEBUG, c->id, "ws authenticated", "\"user\":%lld", (long long)s->user);
+    if (op->hold) {
+        s->held = 1;
+        c->deadline = pl_mono_ms() + HOLD_MS;
+    }
+    if (op->cursors) deliver_sync(s, op->cursors, NULL);
+    pl_conn_resume(c);
+    while (s->pq_head && pl_conn_alive(c) && c->session == s) {
+        pending_msg *p = s->pq_head;
+        s->pq_head = p->next;
+        if (!s->pq_head) s->pq_tail = NULL;
+        s->pq_len--;
+        dispatch(s, p->data, p->len);
+        free(p);
+    }
+out:
+    if (op->root) json_decref(op->root);
+    pl_job_release(j);
+    pl_conn_unref(c);
+    free(op);
+}
+
+/* Checks the token's signature now and the login session in the store. */
+static void auth_start(session *s, const char *tok, size_t len, json_t *root, json_t *cursors, int hold) {
+    int64_t user, login;
+    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login) != PL_AUTH_OK || C.stopping) {
+        pl_wsconn_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
+        return;
+    }
+    s->state = S_AUTHING;
+    pl_conn_pause(s->conn);
+    auth_op *op = pl_calloc(1, sizeof *op);
+    op->conn = s->conn;
+    pl_conn_ref(s->conn);
+    op->root = root ? json_incref(root) : NULL;
+    op->cursors = cursors;
+    op->hold = hold;
+    op->job.op = PL_READ_SESSION;
+    op->job.id = login;
+    op->job.user = user;
+    op->job.done = auth_done;
+    pl_store_submit(C.store, &op->job);
+}
+
+void pl_chat_ws_open(pl_conn *c, const char *token, size_t len) {
+    session *s = pl_calloc(1, sizeof *s);
+    s->conn = c;
+    c->session = s;
+    C.nsessions++;
+    c->deadline = pl_mono_ms() + (int64_t)C.cfg->auth_timeout * 1000;
+    if (token) auth_start(s, token, len, NULL, NULL, 1);
+}
+
+void pl_chat_conn_closed(pl_conn *c) {
+    session *s = c->session;
+    if (!s) return;
+    c->session = NULL;
+    pq_free(s);
+    if (s->state == S_AUTHED) {
+        presence_session_gone(s);
+        sub_release_all(s);
+        user_detach(s);
+    }
+    C.nsessions--;
+    free(s);
+}
+
+/* ---- messages ------------------------------------------------------------------ */
+
+void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
+    session *s = c->session;
+    if (!s) return;
+    pl_count(&pl_m_ws_messages_in, 1);
+    if (s->state == S_AUTHING) {              /* keep it for after `ready` */
+        if (s->pq_len >= AUTH_QUEUE_MAX) {
+            pl_wsconn_close(c, PL_WS_CLOSE_POLICY, "too many messages before authentication completed");
+            return;
+        }
+        pending_msg *pm = pl_malloc(sizeof *pm + n);
+        pm->next = NULL;
+        pm->len = n;
+        memcpy(pm->data, p, n);
+        if (s->pq_tail) s->pq_tail->next = pm;
+        else s->pq_head = pm;
+        s->pq_tail = pm;
+        s->pq_len++;
+        return;
+    }
+    if (s->state == S_NEW) {
+        pl_msg m;
+        pl_proto_err e;
+        int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
+        if (r || m.type != PL_MSG_AUTH) pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
+        else auth_start(s, m.token, m.token_len, m.root, m.cursors, 0);
+        pl_msg_release(&m);
+        return;
+    }
+    dispatch(s, p, n);
+}
+
+static void do_ping(session *s, pl_msg *m) {
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_adds(&b, "{\"type\":\"pong\"");
+    pl_proto_add_req(&b, m->req);
+    pl_sbuf_addc(&b, '}');
+    chat_send_text(s->conn, b.p, b.len, 1);
+    pl_sbuf_release(&b);
+}
+
+/* One message of an authenticated session. */
+static void dispatch(session *s, const uint8_t *p, size_t n) {
+    pl_conn *c = s->conn;
+    pl_msg m;
+    pl_proto_err e;
+    int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
+    s->last_hb = pl_mono_ms();                 /* any message is a heartbeat */
+    if (s->held) {                             /* the first message ends the hold */
+        if (!r && m.type == PL_MSG_SYNC) {
+            deliver_sync(s, m.cursors, m.req);
+            session_release_hold(s);
+            liveness_arm(c);
+            pl_msg_release(&m);
+            return;
+        }
+        session_release_hold(s);
+        liveness_arm(c);
+    }
+    if (r) {
+        chat_send_error(c, e.req, e.code, e.message);
+        pl_msg_release(&m);
+        return;
+    }
+    switch (m.type) {
+    case PL_MSG_HEARTBEAT:       break;
+    case PL_MSG_DELIVERED:
+    case PL_MSG_READ:            do_receipt(s, &m); break;
+    case PL_MSG_RECEIPTS:        do_receipts(s, &m); break;
+    case PL_MSG_TYPING:          do_typing(s, &m); break;
+    case PL_MSG_PRESENCE:        do_presence_set(s, &m); break;
+    case PL_MSG_PRESENCE_QUERY:  do_presence_query(s, &m); break;
+    case PL_MSG_AUTH:            chat_send_error(c, m.req, "bad_request", "already authenticated"); break;
+    case PL_MSG_SEND:            do_send(s, &m); break;
+    case PL_MSG_SYNC:            deliver_sync(s, m.cursors, m.req); break;
+    case PL_MSG_HISTORY:         do_history(s, &m); break;
+    case PL_MSG_PING:            do_ping(s, &m); break;
+    }
+    pl_msg_release(&m);
+}
+
+/* ---- liveness (P5) and the replay wait (P3) -------------------------------------
+ * After ping-interval seconds of silence the server pings (and again each
+ * interval while the silence lasts); after idle-timeout seconds of silence
+ * (no pong, no message, no byte) it closes with 4002. A replay that waits
+ * on a full queue longer than slow-timeout closes with 4008. The
+ * connection's single deadline holds the next check; any byte received
+ * moves last_rx, so a pong re-arms it. */
+
+void pl_chat_ws_timeout(pl_conn *c) {
+    session *s = c->session;
+    if (!s) return;
+    if (s->state != S_AUTHED) {
+        pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authentication timeout");
+        return;
+    }
+    if (s->held) {                          /* no `sync` came: go live, losing nothing */
+        session_release_hold(s);
+        liveness_arm(c);
+        return;
+    }
+    int64_t now = pl_mono_ms(), idle = now - c->last_rx;
+    int64_t slow_cut = s->drain_since + (int64_t)C.cfg->slow_timeout * 1000;
+    if (s->waiting_drain && now >= slow_cut) {
+        close_slow(c);
+        return;
+    }
+    int64_t ping_ms = (int64_t)C.cfg->ping_interval * 1000, idle_ms = (int64_t)C.cfg->idle_timeout * 1000;
+    if (idle >= idle_ms) {
+        pl_count(&pl_m_idle_closes, 1);
+        pl_wsconn_close(c, PL_CLOSE_IDLE, "idle timeout");
+        return;
+    }
+    if (idle < ping_ms) {
+        liveness_arm(c);
+    } else {                                /* silent for a ping interval: ping */
+        uint8_t hdr[14];
+        size_t h = pl_ws_header(hdr, PL_WS_OP_PING, 0, NULL);
+        pl_conn_send_copy(c, hdr, h);
+        c->deadline = now + ping_ms < c->last_rx + idle_ms ? now + ping_ms : c->last_rx + idle_ms;
+    }
+    if (s->waiting_drain && slow_cut < c->deadline) c->deadline = slow_cut;
+}
+
+void pl_chat_on_drain(pl_conn *c) {
+    session *s = c->session;
+    if (s && s->state == S_AUTHED) session_replays_resume(s);
+}
+
+/* ---- logout --------------------------------------------------------------------- */
+
+static void on_revoke(void *ud, int64_t user, int64_t login) {
+    chat_user *cu = pl_map_get(&C.users, user);
+    for (session *s = cu ? cu->sessions : NULL; s; s = s->unext)
+        if (s->login == login) pl_wsconn_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "logged out");
+}
+
+void pl_chat_revoke_login(int64_t user, int64_t login) {
+    if (C.bus) pl_bus_publish_revoke(C.bus, user, login);
+}
+
+/* ---- shutdown ------------------------------------------------------------------- */
+
+static void close_one(pl_conn *c, void *arg) {
+    const int *code = arg;
+    if (c->mode != PL_CONN_WS) {
+        pl_conn_close(c, 1);               /* after any response in flight */
+        return;
+    }
+    /* the drain contract (P6): a hint, then 1001; the client reconnects
+     * (to another node, or this one when it is back) and resumes */
+    static const char hint[] = "{\"type\":\"reconnect\",\"reason\":\"shutdown\",\"retry_after_ms\":1000}";
+    pl_rbuf *f = pl_ws_text_frame(hint, sizeof hint - 1);
+    if (c->ws_state == PL_WSS_OPEN) pl_conn_send(c, f);   /* even past the bound: the last frame */
+    pl_rbuf_unref(&f);
+    pl_wsconn_close(c, *code, "server shutting down");
+}
+
+void pl_chat_close_all(pl_net *net, int code) { pl_net_each(net, close_one, &code); }
+
+void pl_chat_shutdown(void) {
+    C.stopping = 1;
+    uv_timer_stop(&C.ticker);
+    chat_outbox_stop();
+    deliver_shutdown();
+    presence_shutdown();             /* queues last seen: the store is still open */
+}
+
+void pl_chat_free(void) {
+    deliver_free();
+    send_free();
+    pl_map_release(&C.users);
+    uv_close((uv_handle_t *)&C.ticker, NULL);
+}
+
+static void tick(uv_timer_t *t) {
+    int64_t now = pl_mono_ms();
+    typing_tick(now);
+    presence_tick(now);
+}

@@ -1,0 +1,99 @@
+/* sqlite_int.h — shared inside the SQLite backend (store_sqlite*.c) only.
+ *
+ * Owns: the backend's struct, its statement tables and the writer's
+ * in-memory conversation state. See store_sqlite.c for the design note.
+ */
+#ifndef PL_SQLITE_INT_H
+#define PL_SQLITE_INT_H
+
+#include <sqlite3.h>
+
+#include "pipeline.h"
+#include "store.h"
+
+#define SQ_BATCH_MAX   4096   /* jobs per transaction                       */
+#define SQ_READERS     2      /* default reader threads                     */
+#define SQ_BUSY_MS     5000   /* wait on a lock held by a checkpoint         */
+#define W_FATAL        (-100) /* internal: the whole batch must fail        */
+
+/* ---- writer statements -------------------------------------------------- */
+enum {
+    W_BEGIN, W_COMMIT, W_ROLLBACK, W_SAVEPOINT, W_RELEASE, W_ROLLBACK_TO,
+    W_USER_INSERT, W_USER_EXISTS,
+    W_LOGIN_INSERT, W_LOGIN_ROTATE, W_LOGIN_REVOKE,
+    W_CONV_BY_KEY, W_CONV_INSERT, W_CONV_KIND, W_CONV_STATE, W_CONV_UPDATE,
+    W_CONV_NEXT_JOIN,
+    W_MEMBER_ROLE, W_MEMBER_INSERT, W_MEMBER_DELETE, W_MEMBER_HAS_ADMIN,
+    W_MEMBER_OLDEST, W_MEMBER_SET_ROLE,
+    W_EVENT_DUP, W_EVENT_INSERT, W_EVENT_AT,
+    W_MEMBER_CURSORS, W_MEMBER_SET_CURSORS, W_OWN_IN_RANGE, W_OWN_UNREAD_ADD,
+    W_USER_LAST_SEEN,
+    W__COUNT
+};
+extern const char *const sq_w_sql[W__COUNT];
+
+/* ---- reader statements -------------------------------------------------- */
+enum {
+    R_BEGIN, R_COMMIT,
+    R_USER_BY_NAME, R_USER_BY_ID, R_LOGIN, R_CONV_LIST, R_CONV_LIST_LAST, R_CONV_GET,
+    R_CONV_MEMBERS, R_MEMBER, R_EVENTS_ASC, R_EVENTS_DESC, R_EVENT_AT,
+    R_SHARES, R_USER_SHORT, R_CONV_HEAD, R_MEMBERSHIPS,
+    R__COUNT
+};
+extern const char *const sq_r_sql[R__COUNT];
+
+/* ---- the writer's conversation map (conversation id -> state) ------------ */
+typedef struct sq_conv {
+    int64_t conv;          /* key; 0 marks an empty slot                     */
+    int64_t last_seq;      /* inside the open transaction                    */
+    int64_t last_ts;
+    int64_t msg_count;
+    int64_t member_count;
+    int     dirty;         /* listed in sq_store.dirty, not yet flushed      */
+} sq_conv;
+
+/* own_unread deltas of the open transaction, keyed (conversation, user) */
+typedef struct sq_own {
+    int64_t conv, user;    /* key; conv 0 marks an empty slot                */
+    int64_t delta;
+} sq_own;
+
+typedef struct sq_reader {
+    sqlite3      *db;
+    sqlite3_stmt *r[R__COUNT];
+} sq_reader;
+
+typedef struct sq_store {
+    pl_store      base;              /* ops table; must stay first            */
+    pl_pipeline  *pipe;
+    sqlite3      *wdb;               /* writer connection (writer thread)     */
+    sqlite3_stmt *w[W__COUNT];
+    sq_reader    *readers;           /* one per reader thread                 */
+    int           nreaders;
+    int           lock_fd;           /* flock on <dir>/parley.lock            */
+    /* writer thread only */
+    int           broken;            /* sticky: a batch failed after BEGIN    */
+    int           fatal_rc;          /* SQLite code of the batch's failure    */
+    const char   *fatal_what;        /* which statement failed                */
+    sq_conv      *convs;             /* open addressing, power-of-two cap     */
+    size_t        convs_cap, convs_len;
+    int64_t      *dirty;             /* convs whose state moved this batch    */
+    size_t        ndirty, dirty_cap;
+    sq_own       *own;               /* open addressing                       */
+    size_t        own_cap, own_len;
+    pl_idgen      ids;
+    int64_t       last_ts;           /* ts of the previous batch, never less  */
+    /* any thread */
+    volatile int  fail_commits;      /* fault hook (atomic builtins)          */
+    volatile int  is_broken;         /* mirror of broken for healthy()        */
+} sq_store;
+
+/* store_sqlite_write.c */
+void sq_run_batch(void *wctx, pl_job **jobs, size_t n);
+/* store_sqlite_read.c */
+void sq_run_read(void *rctx, pl_job *j);
+
+/* Copies column i as a new NUL-terminated string (NULL for SQL NULL). */
+char *sq_col_text(sqlite3_stmt *st, int i, size_t *len);
+
+#endif

@@ -1,0 +1,348 @@
+/* store_sqlite_read.c — the SQLite reads, run on reader threads, each on
+ * its own read-only connection (see store_sqlite.c; store.h says what each
+ * read returns).
+ *
+ * Every read resets its statements before returning; reads of several
+ * statements run inside BEGIN ... COMMIT so they see one snapshot, and a
+ * lingering read transaction never pins the WAL.
+ */
+#include "sqlite_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/log.h"
+
+#define RD_ERR(rc) ((rc) == SQLITE_DONE ? PL_STORE_ENOTFOUND : PL_STORE_EUNAVAIL)
+
+static void r_begin(sq_reader *r) {
+    sqlite3_step(r->r[R_BEGIN]);
+    sqlite3_reset(r->r[R_BEGIN]);
+}
+
+static void r_commit(sq_reader *r) {
+    sqlite3_step(r->r[R_COMMIT]);
+    sqlite3_reset(r->r[R_COMMIT]);
+}
+
+static void user_row(sqlite3_stmt *st, pl_user *u, int with_hash) {
+    u->id = sqlite3_column_int64(st, 0);
+    const unsigned char *name = sqlite3_column_text(st, 1);
+    snprintf(u->username, sizeof u->username, "%s", name ? (const char *)name : "");
+    if (with_hash) u->pwhash = sq_col_text(st, 2, NULL);
+    u->last_seen = sqlite3_column_int64(st, 3);
+}
+
+static int r_user(sq_reader *r, int id, pl_user *out, int with_hash) {
+    sqlite3_stmt *st = r->r[id];
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) user_row(st, out, with_hash);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? PL_STORE_OK : RD_ERR(rc);
+}
+
+static int r_user_by_id(sq_reader *r, int64_t id, pl_user *out) {
+    sqlite3_bind_int64(r->r[R_USER_BY_ID], 1, id);
+    return r_user(r, R_USER_BY_ID, out, 0);
+}
+
+static int r_login(sq_reader *r, int64_t id, pl_login *out) {
+    sqlite3_stmt *st = r->r[R_LOGIN];
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->id = sqlite3_column_int64(st, 0);
+        out->user = sqlite3_column_int64(st, 1);
+        const void *h = sqlite3_column_blob(st, 2);
+        if (h && sqlite3_column_bytes(st, 2) == (int)sizeof out->refresh_hash)
+            memcpy(out->refresh_hash, h, sizeof out->refresh_hash);
+        out->expires = sqlite3_column_int64(st, 3);
+        out->revoked = sqlite3_column_int(st, 4);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? PL_STORE_OK : RD_ERR(rc);
+}
+
+/* Columns of CONV_COLUMNS (store_sqlite.c). */
+static void conv_row(sqlite3_stmt *st, pl_conv *c) {
+    memset(c, 0, sizeof *c);
+    c->id = sqlite3_column_int64(st, 0);
+    c->kind = sqlite3_column_int(st, 1);
+    c->title = sq_col_text(st, 2, NULL);
+    c->last_seq = sqlite3_column_int64(st, 3);
+    c->last_ts = sqlite3_column_int64(st, 4);
+    c->member_count = sqlite3_column_int64(st, 5);
+    c->role = sqlite3_column_int(st, 6);
+    c->joined_seq = sqlite3_column_int64(st, 7);
+    c->delivered_seq = sqlite3_column_int64(st, 8);
+    c->read_seq = sqlite3_column_int64(st, 9);
+    c->unread = sqlite3_column_int64(st, 10);
+    if (c->unread < 0) c->unread = 0;
+}
+
+/* EVENT_COLUMNS starting at column k. */
+static void event_row(sqlite3_stmt *st, int k, int64_t conv, pl_event *e) {
+    memset(e, 0, sizeof *e);
+    e->conv = conv;
+    e->seq = sqlite3_column_int64(st, k + 0);
+    e->id = (uint64_t)sqlite3_column_int64(st, k + 1);
+    e->ts = sqlite3_column_int64(st, k + 2);
+    e->kind = sqlite3_column_int(st, k + 3);
+    e->sender = sqlite3_column_int64(st, k + 4);
+    e->client_msg_id = sq_col_text(st, k + 5, NULL);
+    e->body = sq_col_text(st, k + 6, &e->body_len);
+    e->data = sq_col_text(st, k + 7, NULL);
+    e->subject = sqlite3_column_int64(st, k + 8);
+}
+
+static int r_conv_list(sq_reader *r, int64_t user, int with_last, pl_conv **out, size_t *n) {
+    sqlite3_stmt *st = r->r[with_last ? R_CONV_LIST_LAST : R_CONV_LIST];
+    pl_conv *list = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    sqlite3_bind_int64(st, 1, user);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            list = pl_realloc(list, cap * sizeof *list);
+        }
+        pl_conv *c = &list[len++];
+        conv_row(st, c);
+        if (with_last && sqlite3_column_type(st, 11) != SQLITE_NULL) {
+            c->last = pl_malloc(sizeof *c->last);
+            event_row(st, 11, c->id, c->last);
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        pl_conv_list_free(list, len);
+        return PL_STORE_EUNAVAIL;
+    }
+    *out = list;
+    *n = len;
+    return PL_STORE_OK;
+}
+
+/* One conversation as user sees it, with its members. Inside a read
+ * transaction of the caller's. */
+static int r_conv_get(sq_reader *r, int64_t conv, int64_t user, pl_conv *out) {
+    sqlite3_stmt *st = r->r[R_CONV_GET];
+    sqlite3_bind_int64(st, 1, conv);
+    sqlite3_bind_int64(st, 2, user);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) conv_row(st, out);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) return RD_ERR(rc);
+    sqlite3_stmt *ms = r->r[R_CONV_MEMBERS];
+    size_t cap = 0;
+    sqlite3_bind_int64(ms, 1, conv);
+    while ((rc = sqlite3_step(ms)) == SQLITE_ROW) {
+        if (out->nmembers == cap) {
+            cap = cap ? cap * 2 : 8;
+            out->members = pl_realloc(out->members, cap * sizeof *out->members);
+        }
+        pl_member *m = &out->members[out->nmembers++];
+        m->user = sqlite3_column_int64(ms, 0);
+        m->role = sqlite3_column_int(ms, 1);
+        m->joined_seq = sqlite3_column_int64(ms, 2);
+        m->delivered_seq = sqlite3_column_int64(ms, 3);
+        m->read_seq = sqlite3_column_int64(ms, 4);
+        const unsigned char *un = sqlite3_column_text(ms, 5);
+        snprintf(m->username, sizeof m->username, "%s", un ? (const char *)un : "");
+    }
+    sqlite3_reset(ms);
+    if (rc != SQLITE_DONE) {
+        pl_conv_release(out);
+        return PL_STORE_EUNAVAIL;
+    }
+    return PL_STORE_OK;
+}
+
+/* The viewer's joined_seq, or ENOTFOUND / EUNAVAIL. */
+static int r_joined(sq_reader *r, int64_t conv, int64_t user, int64_t *joined) {
+    sqlite3_stmt *st = r->r[R_MEMBER];
+    sqlite3_bind_int64(st, 1, conv);
+    sqlite3_bind_int64(st, 2, user);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *joined = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? PL_STORE_OK : RD_ERR(rc);
+}
+
+static int r_events(sq_reader *r, pl_job *j) {
+    int limit = j->limit;
+    if (limit < 1) return PL_STORE_EINVAL;
+    if (limit > PL_STORE_PAGE_MAX) limit = PL_STORE_PAGE_MAX;
+    int64_t after = j->after;
+    if (j->user) {
+        int64_t joined = 1;
+        int rc = r_joined(r, j->conv, j->user, &joined);
+        if (rc) return rc;
+        if (after < joined - 1) after = joined - 1;   /* invariant 4 of store.h */
+    }
+    int top = (j->flags & PL_READ_FROM_TOP) != 0;
+    sqlite3_stmt *st = r->r[top ? R_EVENTS_DESC : R_EVENTS_ASC];
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int64(st, 3, j->before > 0 ? j->before : INT64_MAX);
+    sqlite3_bind_int(st, 4, limit + 1);               /* one more: is there more? */
+    pl_event *list = NULL;
+    size_t len = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == (size_t)limit) {
+            j->more = 1;
+            continue;
+        }
+        if (!list) list = pl_malloc((size_t)limit * sizeof *list);
+        event_row(st, 0, j->conv, &list[len++]);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        pl_event_list_free(list, len);
+        return PL_STORE_EUNAVAIL;
+    }
+    if (top) {                                /* always ascending for callers */
+        for (size_t i = 0; i < len / 2; i++) {
+            pl_event t = list[i];
+            list[i] = list[len - 1 - i];
+            list[len - 1 - i] = t;
+        }
+    }
+    j->events = list;
+    j->nevents = len;
+    return PL_STORE_OK;
+}
+
+static int r_receipts(sq_reader *r, pl_job *j) {
+    int rc = r_conv_get(r, j->conv, j->user, &j->conv_out);
+    if (rc || j->seq <= 0 || j->seq < j->conv_out.joined_seq) return rc;
+    sqlite3_stmt *st = r->r[R_EVENT_AT];
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int64(st, 2, j->seq);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        j->events = pl_malloc(sizeof *j->events);
+        event_row(st, 0, j->conv, &j->events[0]);
+        j->nevents = 1;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
+}
+
+static int r_users_visible(sq_reader *r, pl_job *j) {
+    j->users = pl_calloc(j->nids ? j->nids : 1, sizeof *j->users);
+    for (size_t i = 0; i < j->nids; i++) {
+        int64_t id = j->ids[i];
+        if (id != j->user) {
+            sqlite3_stmt *sh = r->r[R_SHARES];
+            sqlite3_bind_int64(sh, 1, j->user);
+            sqlite3_bind_int64(sh, 2, id);
+            int rc = sqlite3_step(sh);
+            sqlite3_reset(sh);
+            if (rc == SQLITE_DONE) continue;
+            if (rc != SQLITE_ROW) return PL_STORE_EUNAVAIL;
+        }
+        sqlite3_stmt *st = r->r[R_USER_SHORT];
+        sqlite3_bind_int64(st, 1, id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            pl_user *u = &j->users[j->nusers++];
+            u->id = sqlite3_column_int64(st, 0);
+            const unsigned char *name = sqlite3_column_text(st, 1);
+            snprintf(u->username, sizeof u->username, "%s", name ? (const char *)name : "");
+            u->last_seen = sqlite3_column_int64(st, 2);
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return PL_STORE_EUNAVAIL;
+    }
+    return PL_STORE_OK;
+}
+
+static int r_conv_heads(sq_reader *r, pl_job *j) {
+    j->heads = pl_calloc(j->nids ? j->nids : 1, sizeof *j->heads);
+    sqlite3_stmt *st = r->r[R_CONV_HEAD];
+    for (size_t i = 0; i < j->nids; i++) {
+        sqlite3_bind_int64(st, 1, j->ids[i]);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) j->heads[i] = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return PL_STORE_EUNAVAIL;
+    }
+    return PL_STORE_OK;
+}
+
+static int r_memberships(sq_reader *r, pl_job *j) {
+    size_t cap = 0;
+    sqlite3_stmt *st = r->r[R_MEMBERSHIPS];
+    for (size_t i = 0; i < j->nids; i++) {
+        int rc;
+        sqlite3_bind_int64(st, 1, j->ids[i]);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            if (j->nmships == cap) {
+                cap = cap ? cap * 2 : 32;
+                j->mships = pl_realloc(j->mships, cap * sizeof *j->mships);
+            }
+            pl_membership *m = &j->mships[j->nmships++];
+            m->user = j->ids[i];
+            m->conv = sqlite3_column_int64(st, 0);
+            m->joined_seq = sqlite3_column_int64(st, 1);
+            m->last_seq = sqlite3_column_int64(st, 2);
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return PL_STORE_EUNAVAIL;
+    }
+    return PL_STORE_OK;
+}
+
+static int r_dispatch(sq_reader *r, pl_job *j) {
+    switch (j->op) {
+    case PL_READ_USER_BY_NAME:
+        if (!j->username) return PL_STORE_EINVAL;
+        sqlite3_bind_text(r->r[R_USER_BY_NAME], 1, j->username, -1, SQLITE_STATIC);
+        return r_user(r, R_USER_BY_NAME, &j->user_out, (j->flags & PL_READ_WITH_HASH) != 0);
+    case PL_READ_USER_BY_ID:
+        return r_user_by_id(r, j->user, &j->user_out);
+    case PL_READ_LOGIN:
+        return r_login(r, j->id, &j->login_out);
+    case PL_READ_SESSION: {
+        int rc = r_login(r, j->id, &j->login_out);
+        if (!rc) rc = r_user_by_id(r, j->user, &j->user_out);
+        if (!rc) rc = r_conv_list(r, j->user, 0, &j->convs, &j->nconvs);
+        return rc;
+    }
+    case PL_READ_CONV_LIST:
+        return r_conv_list(r, j->user, (j->flags & PL_READ_WITH_LAST) != 0, &j->convs, &j->nconvs);
+    case PL_READ_CONV_GET:
+        return r_conv_get(r, j->conv, j->user, &j->conv_out);
+    case PL_READ_EVENTS:
+        return r_events(r, j);
+    case PL_READ_RECEIPTS:
+        return r_receipts(r, j);
+    case PL_READ_USERS_VISIBLE:
+        return r_users_visible(r, j);
+    case PL_READ_CONV_HEADS:
+        return r_conv_heads(r, j);
+    case PL_READ_MEMBERSHIPS:
+        return r_memberships(r, j);
+    default:
+        return PL_STORE_EINVAL;
+    }
+}
+
+/* pipeline.h: a reader thread's run_read. */
+void sq_run_read(void *rctx, pl_job *j) {
+    sq_reader *r = rctx;
+    pl_job_release(j);
+    j->more = 0;
+    r_begin(r);                     /* one snapshot for multi-statement reads */
+    int rc = r_dispatch(r, j);
+    r_commit(r);
+    if (rc) pl_job_release(j);
+    if (rc == PL_STORE_EUNAVAIL)
+        pl_log(PL_LOG_ERROR, 0, "store: read failed", "\"op\":%d,\"err\":\"%s\"", (int)j->op,
+               sqlite3_errmsg(r->db));
+    j->result = rc;
+}

@@ -1,0 +1,819 @@
+/* store_sqlite_write.c — the SQLite writer: every write job, run in batches
+ * on the writer thread (see store_sqlite.c for the pipeline and its
+ * invariants, which this file keeps).
+ *
+ * Owns: the jobs' SQL, the conversation map (last_seq, msg_count,
+ * member_count of conversations touched since start) and the own_unread
+ * deltas of the open transaction.
+ */
+#include "sqlite_int.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "../core/metrics.h"
+
+/* ---- the conversation map ----------------------------------------------- */
+
+static size_t slot_of(int64_t a, int64_t b, size_t cap) {
+    uint64_t h = (uint64_t)a * 0x9e3779b97f4a7c15ull ^ (uint64_t)b * 0xc2b2ae3d27d4eb4full;
+    return (size_t)(h ^ (h >> 29)) & (cap - 1);
+}
+
+static sq_conv *conv_find(sq_store *s, int64_t conv) {
+    if (!s->convs_cap) return NULL;
+    for (size_t i = slot_of(conv, 0, s->convs_cap);; i = (i + 1) & (s->convs_cap - 1)) {
+        if (s->convs[i].conv == conv) return &s->convs[i];
+        if (s->convs[i].conv == 0) return NULL;
+    }
+}
+
+/* The slot for conv, a new zeroed one if absent. May move slots. */
+static sq_conv *conv_put(sq_store *s, int64_t conv) {
+    sq_conv *e = conv_find(s, conv);
+    if (e) return e;
+    if ((s->convs_len + 1) * 2 > s->convs_cap) {
+        sq_conv *old = s->convs;
+        size_t ocap = s->convs_cap;
+        s->convs_cap = ocap ? ocap * 2 : 256;
+        s->convs = pl_calloc(s->convs_cap, sizeof *s->convs);
+        s->convs_len = 0;
+        for (size_t i = 0; i < ocap; i++) {
+            if (!old[i].conv) continue;
+            size_t k = slot_of(old[i].conv, 0, s->convs_cap);
+            while (s->convs[k].conv) k = (k + 1) & (s->convs_cap - 1);
+            s->convs[k] = old[i];
+            s->convs_len++;
+        }
+        free(old);
+    }
+    size_t i = slot_of(conv, 0, s->convs_cap);
+    while (s->convs[i].conv) i = (i + 1) & (s->convs_cap - 1);
+    s->convs[i].conv = conv;
+    s->convs_len++;
+    return &s->convs[i];
+}
+
+static void conv_clear(sq_store *s) {
+    if (s->convs_cap) memset(s->convs, 0, s->convs_cap * sizeof *s->convs);
+    s->convs_len = 0;
+    s->ndirty = 0;
+}
+
+static void mark_dirty(sq_store *s, sq_conv *e) {
+    if (e->dirty) return;
+    if (s->ndirty == s->dirty_cap) {
+        s->dirty_cap = s->dirty_cap ? s->dirty_cap * 2 : 64;
+        s->dirty = pl_realloc(s->dirty, s->dirty_cap * sizeof *s->dirty);
+    }
+    s->dirty[s->ndirty++] = e->conv;
+    e->dirty = 1;
+}
+
+/* ---- own_unread deltas of the open transaction --------------------------- */
+
+static sq_own *own_find(sq_store *s, int64_t conv, int64_t user) {
+    if (!s->own_cap) return NULL;
+    for (size_t i = slot_of(conv, user, s->own_cap);; i = (i + 1) & (s->own_cap - 1)) {
+        if (s->own[i].conv == conv && s->own[i].user == user) return &s->own[i];
+        if (s->own[i].conv == 0) return NULL;
+    }
+}
+
+static void own_add(sq_store *s, int64_t conv, int64_t user, int64_t d) {
+    sq_own *e = own_find(s, conv, user);
+    if (!e) {
+        if ((s->own_len + 1) * 2 > s->own_cap) {
+            sq_own *old = s->own;
+            size_t ocap = s->own_cap;
+            s->own_cap = ocap ? ocap * 2 : 64;
+            s->own = pl_calloc(s->own_cap, sizeof *s->own);
+            s->own_len = 0;
+            for (size_t i = 0; i < ocap; i++) {
+                if (!old[i].conv) continue;
+                size_t k = slot_of(old[i].conv, old[i].user, s->own_cap);
+                while (s->own[k].conv) k = (k + 1) & (s->own_cap - 1);
+                s->own[k] = old[i];
+                s->own_len++;
+            }
+            free(old);
+        }
+        size_t i = slot_of(conv, user, s->own_cap);
+        while (s->own[i].conv) i = (i + 1) & (s->own_cap - 1);
+        e = &s->own[i];
+        e->conv = conv;
+        e->user = user;
+        e->delta = 0;
+        s->own_len++;
+    }
+    e->delta += d;
+}
+
+static void own_clear(sq_store *s) {
+    if (s->own_cap) memset(s->own, 0, s->own_cap * sizeof *s->own);
+    s->own_len = 0;
+}
+
+/* ---- statement helpers --------------------------------------------------- */
+
+/* Records why the batch must fail and returns W_FATAL. */
+static int w_fatal(sq_store *s, int rc, const char *what) {
+    s->fatal_rc = rc;
+    s->fatal_what = what;
+    return W_FATAL;
+}
+
+static int w_exec(sq_store *s, int id) {
+    int rc = sqlite3_step(s->w[id]);
+    sqlite3_reset(s->w[id]);
+    return rc == SQLITE_DONE ? PL_STORE_OK : w_fatal(s, rc, sq_w_sql[id]);
+}
+
+/* Steps a bound one-row lookup: 1 with *out = column 0 when a row exists,
+ * 0 when none, W_FATAL on error. Resets the statement. */
+static int w_lookup(sq_store *s, int id, int64_t *out) {
+    sqlite3_stmt *st = s->w[id];
+    int rc = sqlite3_step(st);
+    int found = rc == SQLITE_ROW;
+    if (found && out) *out = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return w_fatal(s, rc, sq_w_sql[id]);
+    return found;
+}
+
+/* Steps a bound write: PL_STORE_OK, ECONFLICT on a constraint (the statement
+ * was undone by SQLite, the transaction goes on), W_FATAL otherwise. */
+static int w_write(sq_store *s, int id) {
+    int rc = sqlite3_step(s->w[id]);
+    sqlite3_reset(s->w[id]);
+    if (rc == SQLITE_DONE) return PL_STORE_OK;
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) return PL_STORE_ECONFLICT;
+    return w_fatal(s, rc, sq_w_sql[id]);
+}
+
+static int w_user_exists(sq_store *s, int64_t user) {
+    sqlite3_bind_int64(s->w[W_USER_EXISTS], 1, user);
+    return w_lookup(s, W_USER_EXISTS, NULL);
+}
+
+/* Role of user in conv (PL_ROLE_NONE if not a member) or W_FATAL. */
+static int w_member_role(sq_store *s, int64_t conv, int64_t user) {
+    int64_t role = PL_ROLE_NONE;
+    sqlite3_bind_int64(s->w[W_MEMBER_ROLE], 1, conv);
+    sqlite3_bind_int64(s->w[W_MEMBER_ROLE], 2, user);
+    int rc = w_lookup(s, W_MEMBER_ROLE, &role);
+    return rc < 0 ? rc : rc ? (int)role : PL_ROLE_NONE;
+}
+
+/* Kind of conv, 0 if it does not exist, or W_FATAL. */
+static int w_conv_kind(sq_store *s, int64_t conv) {
+    int64_t kind = 0;
+    sqlite3_bind_int64(s->w[W_CONV_KIND], 1, conv);
+    int rc = w_lookup(s, W_CONV_KIND, &kind);
+    return rc < 0 ? rc : rc ? (int)kind : 0;
+}
+
+static int w_member_insert(sq_store *s, int64_t conv, int64_t user, int role, int64_t joined,
+                           int64_t joined_seq) {
+    sqlite3_stmt *st = s->w[W_MEMBER_INSERT];
+    sqlite3_bind_int64(st, 1, conv);
+    sqlite3_bind_int64(st, 2, user);
+    sqlite3_bind_int(st, 3, role);
+    sqlite3_bind_int64(st, 4, joined);
+    sqlite3_bind_int64(st, 5, joined_seq);
+    return w_write(s, W_MEMBER_INSERT);
+}
+
+/* Inserts a conversation row; *conv gets its id. */
+static int w_conv_insert(sq_store *s, int kind, const char *title, const char *key,
+                         int64_t next_join, int64_t nmembers, int64_t now, int64_t *conv) {
+    sqlite3_stmt *st = s->w[W_CONV_INSERT];
+    sqlite3_bind_int(st, 1, kind);
+    if (title) sqlite3_bind_text(st, 2, title, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 2);
+    if (key) sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 3);
+    sqlite3_bind_int64(st, 4, next_join);
+    sqlite3_bind_int64(st, 5, now);
+    sqlite3_bind_int64(st, 6, nmembers);
+    int rc = w_write(s, W_CONV_INSERT);
+    if (rc == PL_STORE_OK) *conv = sqlite3_last_insert_rowid(s->wdb);
+    return rc;
+}
+
+/* The map entry of conv, loaded from its row on a miss; NULL with *err =
+ * ENOTFOUND or W_FATAL. */
+static sq_conv *w_conv_state(sq_store *s, int64_t conv, int *err) {
+    sq_conv *e = conv_find(s, conv);
+    if (e) return e;
+    sqlite3_stmt *st = s->w[W_CONV_STATE];
+    sqlite3_bind_int64(st, 1, conv);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        e = conv_put(s, conv);
+        e->last_seq = sqlite3_column_int64(st, 0);
+        e->last_ts = sqlite3_column_int64(st, 1);
+        e->msg_count = sqlite3_column_int64(st, 2);
+        e->member_count = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW) return e;
+    *err = rc == SQLITE_DONE ? PL_STORE_ENOTFOUND : w_fatal(s, rc, sq_w_sql[W_CONV_STATE]);
+    return NULL;
+}
+
+/* Appends an event with conv's next seq and fills job->event. data is taken
+ * over (freed on failure). The append is the last write of every job. */
+static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
+                    int64_t subject, const char *cmid, const char *body, size_t body_len, char *data) {
+    int err = PL_STORE_OK;
+    sq_conv *e = w_conv_state(s, conv, &err);
+    if (!e) { free(data); return err; }
+    int64_t seq = e->last_seq + 1;
+    int64_t msg_no = e->msg_count + (kind == PL_EV_MESSAGE);
+    uint64_t id = pl_idgen_next(&s->ids, now);
+    sqlite3_stmt *st = s->w[W_EVENT_INSERT];
+    sqlite3_bind_int64(st, 1, conv);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int64(st, 3, (int64_t)id);
+    sqlite3_bind_int64(st, 4, now);
+    sqlite3_bind_int(st, 5, kind);
+    sqlite3_bind_int64(st, 6, sender);
+    if (cmid) sqlite3_bind_text(st, 7, cmid, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 7);
+    if (body) sqlite3_bind_text(st, 8, body, (int)body_len, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 8);
+    if (data) sqlite3_bind_text(st, 9, data, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 9);
+    sqlite3_bind_int64(st, 10, subject);
+    sqlite3_bind_int64(st, 11, msg_no);
+    int rc = w_write(s, W_EVENT_INSERT);
+    if (rc != PL_STORE_OK) {
+        free(data);
+        if (rc == PL_STORE_ECONFLICT) {   /* cannot happen: keys checked first */
+            pl_log(PL_LOG_ERROR, 0, "store: event insert violated a constraint",
+                   "\"conv\":%lld,\"seq\":%lld", (long long)conv, (long long)seq);
+            return PL_STORE_EUNAVAIL;
+        }
+        return rc;
+    }
+    mark_dirty(s, e);
+    e->last_seq = seq;
+    e->last_ts = now;
+    e->msg_count = msg_no;
+    j->has_event = 1;
+    j->event.conv = conv;
+    j->event.seq = seq;
+    j->event.id = id;
+    j->event.ts = now;
+    j->event.kind = kind;
+    j->event.sender = sender;
+    j->event.subject = subject;
+    j->event.client_msg_id = cmid ? pl_strdup(cmid) : NULL;
+    if (body) {
+        j->event.body = pl_malloc(body_len + 1);
+        memcpy(j->event.body, body, body_len);
+        j->event.body[body_len] = '\0';
+        j->event.body_len = body_len;
+    }
+    j->event.data = data;
+    return PL_STORE_OK;
+}
+
+/* member_count of conv moves by d (the map entry exists: checked before). */
+static int w_member_count(sq_store *s, int64_t conv, int64_t d) {
+    int err = PL_STORE_OK;
+    sq_conv *e = w_conv_state(s, conv, &err);
+    if (!e) return err;
+    e->member_count += d;
+    mark_dirty(s, e);
+    return PL_STORE_OK;
+}
+
+/* ---- jobs -----------------------------------------------------------------
+ * Each returns PL_STORE_OK or a PL_STORE_E* for the job alone, or W_FATAL
+ * when the batch must fail. See invariant 4 for what a failing job wrote. */
+
+static int job_user_create(sq_store *s, pl_job *j, int64_t now) {
+    if (!j->username || !j->pwhash) return PL_STORE_EINVAL;
+    sqlite3_stmt *st = s->w[W_USER_INSERT];
+    sqlite3_bind_text(st, 1, j->username, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, j->pwhash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now);
+    int rc = w_write(s, W_USER_INSERT);     /* UNIQUE(username) -> ECONFLICT */
+    if (rc == PL_STORE_OK) j->out_id = sqlite3_last_insert_rowid(s->wdb);
+    return rc;
+}
+
+static int job_login_create(sq_store *s, pl_job *j, int64_t now) {
+    int rc = w_user_exists(s, j->user);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    sqlite3_stmt *st = s->w[W_LOGIN_INSERT];
+    sqlite3_bind_int64(st, 1, j->user);
+    sqlite3_bind_blob(st, 2, j->hash, sizeof j->hash, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, j->expires);
+    sqlite3_bind_int64(st, 4, now);
+    rc = w_write(s, W_LOGIN_INSERT);
+    if (rc == PL_STORE_OK) j->out_id = sqlite3_last_insert_rowid(s->wdb);
+    return rc;
+}
+
+/* Rotates only a live login presenting its current hash. */
+static int job_login_rotate(sq_store *s, pl_job *j, int64_t now) {
+    sqlite3_stmt *st = s->w[W_LOGIN_ROTATE];
+    sqlite3_bind_blob(st, 1, j->hash2, sizeof j->hash2, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, j->expires);
+    sqlite3_bind_int64(st, 3, j->id);
+    sqlite3_bind_int64(st, 4, now);
+    sqlite3_bind_blob(st, 5, j->hash, sizeof j->hash, SQLITE_STATIC);
+    int rc = w_write(s, W_LOGIN_ROTATE);
+    if (rc != PL_STORE_OK) return rc;
+    if (sqlite3_changes(s->wdb) == 0) return PL_STORE_ENOTFOUND;
+    j->out_id = j->id;
+    return PL_STORE_OK;
+}
+
+static int job_login_revoke(sq_store *s, pl_job *j, int64_t now) {
+    sqlite3_bind_int64(s->w[W_LOGIN_REVOKE], 1, j->id);
+    int rc = w_write(s, W_LOGIN_REVOKE);
+    if (rc != PL_STORE_OK) return rc;
+    if (sqlite3_changes(s->wdb) == 0) return PL_STORE_ENOTFOUND;
+    j->out_id = j->id;
+    return PL_STORE_OK;
+}
+
+/* The hot path: no savepoint. The idempotency key (first: a sender removed
+ * after the original committed still gets its ack) and membership are
+ * checked before the only writes (the append, then the own_unread delta,
+ * which is in memory until the flush). */
+static int job_send(sq_store *s, pl_job *j, int64_t now) {
+    if (!j->body || j->body_len > INT_MAX) return PL_STORE_EINVAL;
+    if (j->client_msg_id) {
+        sqlite3_stmt *st = s->w[W_EVENT_DUP];
+        sqlite3_bind_int64(st, 1, j->conv);
+        sqlite3_bind_int64(st, 2, j->user);
+        sqlite3_bind_text(st, 3, j->client_msg_id, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {      /* a retry: the stored event, nothing new */
+            j->dup = 1;
+            j->has_event = 1;
+            j->event.conv = j->conv;
+            j->event.seq = sqlite3_column_int64(st, 0);
+            j->event.id = (uint64_t)sqlite3_column_int64(st, 1);
+            j->event.ts = sqlite3_column_int64(st, 2);
+            j->event.kind = PL_EV_MESSAGE;
+            j->event.sender = j->user;
+            j->event.client_msg_id = pl_strdup(j->client_msg_id);
+            j->event.body = sq_col_text(st, 3, &j->event.body_len);
+        }
+        sqlite3_reset(st);
+        if (rc == SQLITE_ROW) return PL_STORE_OK;
+        if (rc != SQLITE_DONE) return w_fatal(s, rc, sq_w_sql[W_EVENT_DUP]);
+    }
+    int role = w_member_role(s, j->conv, j->user);
+    if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
+    int rc = w_append(s, j, now, j->conv, PL_EV_MESSAGE, j->user, 0, j->client_msg_id,
+                      j->body, j->body_len, NULL);
+    if (rc == PL_STORE_OK) own_add(s, j->conv, j->user, 1);
+    return rc;
+}
+
+static char *data_user(int64_t user) {
+    char buf[48];
+    snprintf(buf, sizeof buf, "{\"user\":%lld}", (long long)user);
+    return pl_strdup(buf);
+}
+
+static int job_direct_open(sq_store *s, pl_job *j, int64_t now) {
+    if (j->user == j->peer) return PL_STORE_EINVAL;
+    int rc = w_user_exists(s, j->user);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    rc = w_user_exists(s, j->peer);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+
+    char key[48];
+    int64_t lo = j->user < j->peer ? j->user : j->peer;
+    int64_t hi = j->user < j->peer ? j->peer : j->user;
+    snprintf(key, sizeof key, "%lld:%lld", (long long)lo, (long long)hi);
+    int64_t conv = 0;
+    sqlite3_bind_text(s->w[W_CONV_BY_KEY], 1, key, -1, SQLITE_STATIC);
+    rc = w_lookup(s, W_CONV_BY_KEY, &conv);
+    if (rc < 0) return rc;
+    if (rc) {                                    /* the pair already has one */
+        j->out_id = conv;
+        return PL_STORE_OK;
+    }
+    if ((rc = w_conv_insert(s, PL_CONV_DIRECT, NULL, key, 2, 2, now, &conv)) ||
+        (rc = w_member_insert(s, conv, j->user, PL_ROLE_MEMBER, 0, 1)) ||
+        (rc = w_member_insert(s, conv, j->peer, PL_ROLE_MEMBER, 1, 1)))
+        return rc;
+    char data[96];
+    snprintf(data, sizeof data, "{\"kind\":\"direct\",\"members\":[%lld,%lld]}",
+             (long long)j->user, (long long)j->peer);
+    rc = w_append(s, j, now, conv, PL_EV_CREATED, j->user, 0, NULL, NULL, 0, pl_strdup(data));
+    if (rc != PL_STORE_OK) return rc;
+    j->out_id = conv;
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
+/* {"kind":"group","title":..,"members":[creator, others..]} or NULL if the
+ * title is not valid UTF-8. */
+static char *data_group(const char *title, int64_t creator, const int64_t *others, size_t n) {
+    json_t *root = json_object(), *members = json_array();
+    json_t *jt = json_string(title);
+    char *out = NULL;
+    if (!root || !members || !jt) goto done;
+    json_array_append_new(members, json_integer(creator));
+    for (size_t i = 0; i < n; i++) json_array_append_new(members, json_integer(others[i]));
+    json_object_set_new(root, "kind", json_string("group"));
+    json_object_set_new(root, "title", jt);
+    jt = NULL;
+    json_object_set_new(root, "members", members);
+    members = NULL;
+    size_t len = json_dumpb(root, NULL, 0, JSON_COMPACT);
+    if (len == 0) goto done;
+    out = pl_malloc(len + 1);
+    if (json_dumpb(root, out, len, JSON_COMPACT) != len) {
+        free(out);
+        out = NULL;
+        goto done;
+    }
+    out[len] = '\0';
+done:
+    json_decref(jt);
+    json_decref(members);
+    json_decref(root);
+    return out;
+}
+
+static int job_group_create(sq_store *s, pl_job *j, int64_t now) {
+    if (!j->title || (j->nmembers && !j->members)) return PL_STORE_EINVAL;
+    int rc = w_user_exists(s, j->user);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+
+    /* the other members, deduplicated in first-seen order, creator skipped */
+    int64_t *others = pl_malloc((j->nmembers ? j->nmembers : 1) * sizeof *others);
+    size_t n = 0;
+    char *data = NULL;
+    rc = PL_STORE_OK;
+    for (size_t i = 0; i < j->nmembers; i++) {
+        int64_t u = j->members[i];
+        if (u == j->user) continue;
+        if (u <= 0) { rc = PL_STORE_ENOTFOUND; goto out; }
+        int seen = 0;
+        for (size_t k = 0; k < n && !seen; k++) seen = others[k] == u;
+        if (seen) continue;
+        int ex = w_user_exists(s, u);
+        if (ex <= 0) { rc = ex < 0 ? ex : PL_STORE_ENOTFOUND; goto out; }
+        others[n++] = u;
+    }
+    data = data_group(j->title, j->user, others, n);
+    if (!data) { rc = PL_STORE_EINVAL; goto out; }
+
+    int64_t conv = 0;
+    if ((rc = w_conv_insert(s, PL_CONV_GROUP, j->title, NULL, (int64_t)n + 1, (int64_t)n + 1, now, &conv)) ||
+        (rc = w_member_insert(s, conv, j->user, PL_ROLE_ADMIN, 0, 1)))
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        if ((rc = w_member_insert(s, conv, others[i], PL_ROLE_MEMBER, (int64_t)i + 1, 1))) goto out;
+    rc = w_append(s, j, now, conv, PL_EV_CREATED, j->user, 0, NULL, NULL, 0, data);
+    data = NULL;                                          /* taken over */
+    if (rc == PL_STORE_OK) j->out_id = conv;
+out:
+    free(data);
+    free(others);
+    return rc;
+}
+
+/* After a member left or was removed: if members remain and none is an
+ * admin, the earliest-joined one becomes admin. */
+static int w_promote_if_needed(sq_store *s, int64_t conv) {
+    sqlite3_bind_int64(s->w[W_MEMBER_HAS_ADMIN], 1, conv);
+    int rc = w_lookup(s, W_MEMBER_HAS_ADMIN, NULL);
+    if (rc != 0) return rc < 0 ? rc : PL_STORE_OK;
+    int64_t oldest = 0;
+    sqlite3_bind_int64(s->w[W_MEMBER_OLDEST], 1, conv);
+    rc = w_lookup(s, W_MEMBER_OLDEST, &oldest);
+    if (rc <= 0) return rc;                                 /* nobody left */
+    sqlite3_stmt *st = s->w[W_MEMBER_SET_ROLE];
+    sqlite3_bind_int(st, 1, PL_ROLE_ADMIN);
+    sqlite3_bind_int64(st, 2, conv);
+    sqlite3_bind_int64(st, 3, oldest);
+    return w_write(s, W_MEMBER_SET_ROLE);
+}
+
+static int w_member_delete(sq_store *s, int64_t conv, int64_t user) {
+    sq_own *o = own_find(s, conv, user);      /* a later re-join starts from 0 */
+    if (o) o->delta = 0;
+    sqlite3_bind_int64(s->w[W_MEMBER_DELETE], 1, conv);
+    sqlite3_bind_int64(s->w[W_MEMBER_DELETE], 2, user);
+    return w_write(s, W_MEMBER_DELETE);
+}
+
+/* Checks shared by add and remove: conv exists and the actor is a member
+ * (else ENOTFOUND: non-members cannot tell), it is a group (EINVAL), the
+ * actor is an admin (EFORBID). */
+static int w_check_admin(sq_store *s, pl_job *j) {
+    int kind = w_conv_kind(s, j->conv);
+    if (kind <= 0) return kind < 0 ? kind : PL_STORE_ENOTFOUND;
+    int role = w_member_role(s, j->conv, j->user);
+    if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
+    if (kind != PL_CONV_GROUP) return PL_STORE_EINVAL;
+    if (role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+    return PL_STORE_OK;
+}
+
+static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
+    int rc = w_check_admin(s, j);
+    if (rc != PL_STORE_OK) return rc;
+    rc = w_user_exists(s, j->peer);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    j->out_id = j->conv;
+    rc = w_member_role(s, j->conv, j->peer);
+    if (rc != PL_ROLE_NONE) return rc < 0 ? rc : PL_STORE_OK;   /* no-op */
+    int err = PL_STORE_OK;
+    sq_conv *e = w_conv_state(s, j->conv, &err);
+    if (!e) return err;
+    int64_t joined_seq = e->last_seq + 1;        /* the member_added event's */
+    int64_t joined = 0;
+    sqlite3_bind_int64(s->w[W_CONV_NEXT_JOIN], 1, j->conv);
+    rc = w_lookup(s, W_CONV_NEXT_JOIN, &joined);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    if ((rc = w_member_insert(s, j->conv, j->peer, PL_ROLE_MEMBER, joined, joined_seq)) ||
+        (rc = w_member_count(s, j->conv, 1)))
+        return rc;
+    return w_append(s, j, now, j->conv, PL_EV_MEMBER_ADDED, j->user, j->peer, NULL, NULL, 0,
+                    data_user(j->peer));
+}
+
+static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
+    int rc = w_check_admin(s, j);
+    if (rc != PL_STORE_OK) return rc;
+    rc = w_member_role(s, j->conv, j->peer);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    if ((rc = w_member_delete(s, j->conv, j->peer)) ||
+        (rc = w_promote_if_needed(s, j->conv)) ||
+        (rc = w_member_count(s, j->conv, -1)))
+        return rc;
+    j->out_id = j->conv;
+    return w_append(s, j, now, j->conv, PL_EV_MEMBER_REMOVED, j->user, j->peer, NULL, NULL, 0,
+                    data_user(j->peer));
+}
+
+static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
+    int kind = w_conv_kind(s, j->conv);
+    if (kind <= 0) return kind < 0 ? kind : PL_STORE_ENOTFOUND;
+    int rc = w_member_role(s, j->conv, j->user);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    if (kind != PL_CONV_GROUP) return PL_STORE_EINVAL;
+    if ((rc = w_member_delete(s, j->conv, j->user)) ||
+        (rc = w_promote_if_needed(s, j->conv)) ||
+        (rc = w_member_count(s, j->conv, -1)))
+        return rc;
+    j->out_id = j->conv;
+    return w_append(s, j, now, j->conv, PL_EV_MEMBER_LEFT, j->user, j->user, NULL, NULL, 0,
+                    data_user(j->user));
+}
+
+/* Looks up kind, sender and msg_no of the event at seq (0 < seq). Returns
+ * 1 found, 0 not, W_FATAL. */
+static int w_event_at(sq_store *s, int64_t conv, int64_t seq, int *kind, int64_t *sender,
+                      int64_t *msg_no) {
+    sqlite3_stmt *st = s->w[W_EVENT_AT];
+    sqlite3_bind_int64(st, 1, conv);
+    sqlite3_bind_int64(st, 2, seq);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *kind = sqlite3_column_int(st, 0);
+        *sender = sqlite3_column_int64(st, 1);
+        *msg_no = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return w_fatal(s, rc, sq_w_sql[W_EVENT_AT]);
+    return rc == SQLITE_ROW;
+}
+
+/* Receipt cursors: clamp to the log, merge with max, write only if moved;
+ * the unread count from the counters (store.h invariant 5). own_unread
+ * changes go through the own map like a send's (flushed before COMMIT). */
+static int job_receipt(sq_store *s, pl_job *j, int64_t now) {
+    int err = PL_STORE_OK;
+    sq_conv *e = w_conv_state(s, j->conv, &err);
+    if (!e) return err;
+    sqlite3_stmt *st = s->w[W_MEMBER_CURSORS];
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int64(st, 2, j->user);
+    int rc = sqlite3_step(st);
+    int64_t cd = 0, cr = 0, joined = 1, own = 0;
+    if (rc == SQLITE_ROW) {
+        cd = sqlite3_column_int64(st, 0);
+        cr = sqlite3_column_int64(st, 1);
+        joined = sqlite3_column_int64(st, 2);
+        own = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) return PL_STORE_ENOTFOUND;
+    if (rc != SQLITE_ROW) return w_fatal(s, rc, sq_w_sql[W_MEMBER_CURSORS]);
+    sq_own *pending = own_find(s, j->conv, j->user);      /* this batch, not flushed */
+    if (pending) own += pending->delta;
+    int64_t d = j->delivered < e->last_seq ? j->delivered : e->last_seq;
+    int64_t r = j->read < e->last_seq ? j->read : e->last_seq;
+    if (r > d) d = r;                               /* read implies delivered */
+    int64_t nd = d > cd ? d : cd, nr = r > cr ? r : cr;
+    j->created = nd != cd || nr != cr;
+    int kind = 0;
+    int64_t sender = 0, msg_no = 0;
+    if (nr != cr) {                    /* own messages the cursor passed are read */
+        int64_t passed = 0;
+        st = s->w[W_OWN_IN_RANGE];
+        sqlite3_bind_int64(st, 1, j->conv);
+        sqlite3_bind_int64(st, 2, cr);
+        sqlite3_bind_int64(st, 3, nr);
+        sqlite3_bind_int64(st, 4, j->user);
+        if ((rc = w_lookup(s, W_OWN_IN_RANGE, &passed)) < 0) return rc;
+        if (passed) {
+            own -= passed;
+            own_add(s, j->conv, j->user, -passed);
+        }
+        if ((rc = w_event_at(s, j->conv, nr, &kind, &sender, &msg_no)) < 0) return rc;
+        if (rc && kind == PL_EV_MESSAGE && sender != j->user) j->out_peer = sender;
+    }
+    if (j->created) {
+        st = s->w[W_MEMBER_SET_CURSORS];
+        sqlite3_bind_int64(st, 1, nd);
+        sqlite3_bind_int64(st, 2, nr);
+        sqlite3_bind_int64(st, 3, j->conv);
+        sqlite3_bind_int64(st, 4, j->user);
+        if (w_exec(s, W_MEMBER_SET_CURSORS) != PL_STORE_OK) return W_FATAL;
+    }
+    /* unread = msg_count - msg_no(max(read, joined - 1)) - own_unread */
+    int64_t base = nr > joined - 1 ? nr : joined - 1;
+    msg_no = 0;
+    if (base > 0 && (rc = w_event_at(s, j->conv, base, &kind, &sender, &msg_no)) < 0) return rc;
+    j->out_delivered = nd;
+    j->out_read = nr;
+    j->out_unread = e->msg_count - msg_no - own;
+    if (j->out_unread < 0) j->out_unread = 0;
+    j->out_members = e->member_count;
+    return PL_STORE_OK;
+}
+
+static int job_last_seen(sq_store *s, pl_job *j, int64_t now) {
+    sqlite3_stmt *st = s->w[W_USER_LAST_SEEN];
+    sqlite3_bind_int64(st, 1, j->expires);
+    sqlite3_bind_int64(st, 2, j->user);
+    return w_exec(s, W_USER_LAST_SEEN) == PL_STORE_OK ? PL_STORE_OK : W_FATAL;
+}
+
+typedef int (*job_fn)(sq_store *s, pl_job *j, int64_t now);
+
+static void reset_outputs(pl_job *j) {
+    pl_job_release(j);
+    j->result = PL_STORE_OK;
+    j->out_id = 0;
+    j->created = 0;
+    j->dup = 0;
+    j->out_delivered = j->out_read = j->out_unread = j->out_members = j->out_peer = 0;
+    j->out_batch = 0;
+    memset(&j->event, 0, sizeof j->event);
+}
+
+/* Runs a multi-statement job inside a savepoint, so that a failure after its
+ * first write (a constraint the checks did not foresee) leaves nothing. The
+ * conversation map is not rolled back: these jobs move it only in their last
+ * statements (member count just before the append, which is last). */
+static int w_in_savepoint(sq_store *s, pl_job *j, int64_t now, job_fn fn) {
+    if (w_exec(s, W_SAVEPOINT) != PL_STORE_OK) return W_FATAL;
+    int rc = fn(s, j, now);
+    if (rc == W_FATAL) return W_FATAL;
+    if (rc != PL_STORE_OK) {
+        if (rc == PL_STORE_ECONFLICT)          /* not a job's own error here */
+            pl_log(PL_LOG_ERROR, 0, "store: unexpected constraint violation", "\"op\":%d",
+                   (int)j->op);
+        reset_outputs(j);
+        if (w_exec(s, W_ROLLBACK_TO) != PL_STORE_OK) return W_FATAL;
+        if (rc == PL_STORE_ECONFLICT) rc = PL_STORE_EUNAVAIL;
+    }
+    if (w_exec(s, W_RELEASE) != PL_STORE_OK) return W_FATAL;
+    return rc;
+}
+
+static int w_run_job(sq_store *s, pl_job *j, int64_t now) {
+    switch (j->op) {
+    case PL_JOB_MESSAGE_SEND:  return job_send(s, j, now);
+    case PL_JOB_USER_CREATE:   return job_user_create(s, j, now);
+    case PL_JOB_LOGIN_CREATE:  return job_login_create(s, j, now);
+    case PL_JOB_LOGIN_ROTATE:  return job_login_rotate(s, j, now);
+    case PL_JOB_LOGIN_REVOKE:  return job_login_revoke(s, j, now);
+    case PL_JOB_DIRECT_OPEN:   return w_in_savepoint(s, j, now, job_direct_open);
+    case PL_JOB_GROUP_CREATE:  return w_in_savepoint(s, j, now, job_group_create);
+    case PL_JOB_MEMBER_ADD:    return w_in_savepoint(s, j, now, job_member_add);
+    case PL_JOB_MEMBER_REMOVE: return w_in_savepoint(s, j, now, job_member_remove);
+    case PL_JOB_MEMBER_LEAVE:  return w_in_savepoint(s, j, now, job_member_leave);
+    case PL_JOB_RECEIPT:       return job_receipt(s, j, now);
+    case PL_JOB_LAST_SEEN:     return job_last_seen(s, j, now);
+    case PL_JOB_OUTBOX_ACK:
+    case PL_JOB_OUTBOX_TAKEOVER: return PL_STORE_OK;      /* no outbox in embedded mode */
+    default:                   return PL_STORE_EINVAL;
+    }
+}
+
+/* Writes the conversation state and own_unread deltas the batch moved. */
+static int w_flush(sq_store *s) {
+    sqlite3_stmt *st = s->w[W_CONV_UPDATE];
+    for (size_t i = 0; i < s->ndirty; i++) {
+        sq_conv *e = conv_find(s, s->dirty[i]);
+        sqlite3_bind_int64(st, 1, e->last_seq);
+        sqlite3_bind_int64(st, 2, e->last_ts);
+        sqlite3_bind_int64(st, 3, e->msg_count);
+        sqlite3_bind_int64(st, 4, e->member_count);
+        sqlite3_bind_int64(st, 5, e->conv);
+        if (w_exec(s, W_CONV_UPDATE) != PL_STORE_OK) return W_FATAL;
+        e->dirty = 0;
+    }
+    s->ndirty = 0;
+    st = s->w[W_OWN_UNREAD_ADD];
+    for (size_t i = 0; i < s->own_cap && s->own_len; i++) {
+        sq_own *o = &s->own[i];
+        if (!o->conv || !o->delta) continue;
+        sqlite3_bind_int64(st, 1, o->delta);
+        sqlite3_bind_int64(st, 2, o->conv);
+        sqlite3_bind_int64(st, 3, o->user);
+        if (w_exec(s, W_OWN_UNREAD_ADD) != PL_STORE_OK) return W_FATAL;
+    }
+    own_clear(s);
+    return PL_STORE_OK;
+}
+
+static void fail_all(pl_job **jobs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        reset_outputs(jobs[i]);
+        jobs[i]->result = PL_STORE_EUNAVAIL;
+    }
+}
+
+/* Runs one batch in one transaction and sets every job's result
+ * (pipeline.h: the writer thread's run_batch). */
+void sq_run_batch(void *wctx, pl_job **jobs, size_t n) {
+    sq_store *s = wctx;
+    int64_t now = pl_now_ms();
+    if (now < s->last_ts) now = s->last_ts;      /* ts never goes backwards */
+    s->last_ts = now;
+    for (size_t i = 0; i < n; i++) reset_outputs(jobs[i]);
+    if (s->broken) { fail_all(jobs, n); return; }
+    int64_t t0 = pl_mono_us();
+
+    /* BEGIN failing (a checkpoint holding the lock past the timeout) wrote
+     * nothing: the batch fails but the store is not broken. */
+    if (w_exec(s, W_BEGIN) != PL_STORE_OK) {
+        pl_log(PL_LOG_ERROR, 0, "store: cannot begin a transaction", "\"rc\":%d,\"err\":\"%s\"",
+               s->fatal_rc, sqlite3_errstr(s->fatal_rc));
+        if (!sqlite3_get_autocommit(s->wdb)) w_exec(s, W_ROLLBACK);
+        fail_all(jobs, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = w_run_job(s, jobs[i], now);
+        if (rc == W_FATAL) goto fail;
+        if (rc != PL_STORE_OK) reset_outputs(jobs[i]);
+        jobs[i]->result = rc;
+    }
+    if (w_flush(s) != PL_STORE_OK) goto fail;
+    int inject = __atomic_load_n(&s->fail_commits, __ATOMIC_SEQ_CST);
+    if (inject > 0) {
+        __atomic_fetch_sub(&s->fail_commits, 1, __ATOMIC_SEQ_CST);
+        w_fatal(s, SQLITE_IOERR_FSYNC, "COMMIT (fault hook)");
+        goto fail;
+    }
+    if (w_exec(s, W_COMMIT) == PL_STORE_OK) {
+        pl_count(&pl_m_commit_batches, 1);
+        pl_count(&pl_m_commit_jobs, n);
+        pl_observe(&pl_m_commit_batch_size, (double)n);
+        pl_observe(&pl_m_commit_seconds, (double)(pl_mono_us() - t0) / 1e6);
+        return;
+    }
+
+fail:
+    pl_count(&pl_m_commit_failures, 1);
+    /* The database state is unknown from here on (invariant 5). */
+    pl_log(PL_LOG_ERROR, 0, "store: batch failed, no longer accepting writes",
+           "\"rc\":%d,\"err\":\"%s\",\"step\":\"%s\"", s->fatal_rc,
+           sqlite3_errstr(s->fatal_rc), s->fatal_what ? s->fatal_what : "?");
+    if (!sqlite3_get_autocommit(s->wdb)) {
+        int rc = sqlite3_step(s->w[W_ROLLBACK]);
+        sqlite3_reset(s->w[W_ROLLBACK]);
+        (void)rc;
+    }
+    conv_clear(s);
+    own_clear(s);
+    s->broken = 1;
+    __atomic_store_n(&s->is_broken, 1, __ATOMIC_RELAXED);
+    fail_all(jobs, n);
+}
