@@ -15,6 +15,7 @@
 #include "../core/metrics.h"
 #include "../core/ratelimit.h"
 #include "../proto/proto.h"
+#include "web.h"
 
 api_state A;
 
@@ -167,8 +168,6 @@ static int seg_is(pl_str s, const char *lit) { return s.n == strlen(lit) && memc
 static void method_not_allowed(pl_http_ctx *ctx) {
     pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
 }
-
-extern int pl_web_serve(pl_http_ctx *ctx, const pl_config *cfg);
 
 /* The routes behind an access token; ctx->user is set. */
 static void authed_route(pl_http_ctx *ctx) {

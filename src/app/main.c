@@ -35,6 +35,7 @@
 #include "../ws/wsconn.h"
 #include "api.h"
 #include "config.h"
+#include "web.h"
 
 static uv_loop_t  *loop;
 static pl_net     *net;
@@ -200,6 +201,7 @@ int main(int argc, char **argv) {
     }
     pl_chat_set_bus(bus);
     pl_api_init(loop, store, &cfg);
+    pl_web_init(&cfg);
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, NULL};
     pl_http_init(&hh);
     pl_wsconn_hooks wh = {pl_chat_ws_text, pl_chat_ws_timeout};

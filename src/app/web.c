@@ -2,9 +2,12 @@
  *
  * Owns: mapping a URL path to a file under the web root, safely: only
  * [A-Za-z0-9._-/] paths, no "..", no dotfiles; a small fixed set of content
- * types; files read whole (the client is a few small files). The web root is
- * --web-root, else ./web, else web/ beside the binary's build tree.
+ * types. The web root is --web-root, else ./web, else web/ beside the
+ * binary's build tree. Files are read once (the client is a few small files)
+ * and served from memory afterwards, so no request reads the disk on the
+ * event loop; restart parleyd to serve edited files.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -14,12 +17,72 @@
 #include <unistd.h>
 
 #include "../core/alloc.h"
-#include "../http/server.h"
-#include "config.h"
+#include "web.h"
 
 #define WEB_MAX_FILE (4 * 1024 * 1024)
+#define WEB_MAX_FILES 256
 
 static char root[PATH_MAX + 32];
+
+typedef struct web_file {
+    char   *rel;                 /* path below the root                      */
+    char   *data;
+    size_t  len;
+} web_file;
+
+static web_file cache[WEB_MAX_FILES];
+static size_t   ncache;
+
+/* Reads root/rel into the cache if it is a regular file of at most
+ * WEB_MAX_FILE bytes. */
+static void load(const char *rel) {
+    if (ncache == WEB_MAX_FILES) return;
+    char full[PATH_MAX + 320];
+    snprintf(full, sizeof full, "%s/%s", root, rel);
+    int fd = open(full, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= WEB_MAX_FILE) {
+        char *buf = pl_malloc((size_t)st.st_size + 1);
+        ssize_t got = read(fd, buf, (size_t)st.st_size);
+        if (got == st.st_size) {
+            cache[ncache].rel = pl_strdup(rel);
+            cache[ncache].data = buf;
+            cache[ncache].len = (size_t)got;
+            ncache++;
+        } else {
+            free(buf);
+        }
+    }
+    close(fd);
+}
+
+/* Loads every file of the web root and its subdirectories (two levels),
+ * skipping dotfiles: what it finds now is all that is ever served. */
+static void preload(const char *sub, int depth) {
+    char dir[PATH_MAX + 320];
+    snprintf(dir, sizeof dir, "%s%s%s", root, sub[0] ? "/" : "", sub);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char rel[256];
+        if ((size_t)snprintf(rel, sizeof rel, "%s%s%s", sub, sub[0] ? "/" : "", e->d_name) >= sizeof rel) continue;
+        if (e->d_type == DT_DIR) {
+            if (depth < 2 && strcmp(e->d_name, "node_modules")) preload(rel, depth + 1);
+        } else {
+            load(rel);
+        }
+    }
+    closedir(d);
+}
+
+static const web_file *cached(const char *rel) {
+    for (size_t i = 0; i < ncache; i++)
+        if (strcmp(cache[i].rel, rel) == 0) return &cache[i];
+    return NULL;
+}
 
 static const char *content_type(const char *path) {
     const char *dot = strrchr(path, '.');
@@ -59,8 +122,12 @@ static void find_root(const pl_config *cfg) {
     snprintf(root, sizeof root, "web");
 }
 
+void pl_web_init(const pl_config *cfg) {
+    find_root(cfg);
+    preload("", 0);
+}
+
 int pl_web_serve(pl_http_ctx *ctx, const pl_config *cfg) {
-    if (!root[0]) find_root(cfg);
     pl_str p = ctx->req.path;
     char rel[256];
     if (p.n == 1) snprintf(rel, sizeof rel, "index.html");
@@ -76,26 +143,11 @@ int pl_web_serve(pl_http_ctx *ctx, const pl_config *cfg) {
         memcpy(rel, p.p + 1, p.n - 1);
         rel[p.n - 1] = '\0';
     }
-    char full[PATH_MAX + 320];
-    snprintf(full, sizeof full, "%s/%s", root, rel);
-    int fd = open(full, O_RDONLY);
-    if (fd < 0) return -1;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > WEB_MAX_FILE) {
-        close(fd);
-        return -1;
-    }
-    char *buf = pl_malloc((size_t)st.st_size + 1);
-    ssize_t got = read(fd, buf, (size_t)st.st_size);
-    close(fd);
-    if (got != st.st_size) {
-        free(buf);
-        return -1;
-    }
-    pl_http_respond(ctx, 200, content_type(rel), buf,
-                    ctx->req.method == PL_HTTP_HEAD ? 0 : (size_t)got,
+    const web_file *w = cached(rel);
+    if (!w) return -1;
+    pl_http_respond(ctx, 200, content_type(rel), w->data,
+                    ctx->req.method == PL_HTTP_HEAD ? 0 : w->len,
                     "Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:\r\n"
                     "X-Frame-Options: DENY\r\n");
-    free(buf);
     return 0;
 }

@@ -109,4 +109,18 @@ void pl_chat_free(void);
 
 size_t pl_chat_session_count(void);
 
+/* What chat/ does to connections, replaceable so that its state machines
+ * can be tested with fake connections (tests/unit/test_deliver.c). The
+ * defaults are net/ and ws/'s functions. */
+typedef struct pl_chat_conn_ops {
+    void (*send)(pl_conn *c, pl_rbuf *frame);          /* pl_conn_send       */
+    void (*send_copy)(pl_conn *c, const void *p, size_t n);
+    void (*close)(pl_conn *c, int code, const char *reason);   /* pl_wsconn_close */
+    void (*pause)(pl_conn *c);
+    void (*resume)(pl_conn *c);
+    void (*ref)(pl_conn *c);
+    void (*unref)(pl_conn *c);
+} pl_chat_conn_ops;
+void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops);
+
 #endif

@@ -202,6 +202,7 @@ typedef struct chat_state {
 } chat_state;
 
 extern chat_state C;
+extern pl_chat_conn_ops CO;       /* connection operations (chat.h)          */
 
 /* A reply to a WebSocket request, sent when an asynchronous helper answers:
  * ws_reply_json is a pl_chat_json_cb that sends {"type":..,"req":..,<json>}

@@ -540,7 +540,7 @@ static void replay_done(pl_job *j) {
     pl_conn *c = x->sess->conn;
     if (j->result != PL_STORE_OK) {
         pl_log(PL_LOG_ERROR, c->id, "replay read failed", "\"conversation\":%lld", (long long)x->conv->id);
-        if (is_ws_open(c)) pl_wsconn_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
+        if (is_ws_open(c)) CO.close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
         goto out;
     }
     for (size_t i = 0; i < j->nevents; i++) {
@@ -616,7 +616,7 @@ static void join_user(chat_conv *cv, int64_t user, int64_t seq) {
         if (x) {
             if (!x->end_seq || x->end_seq >= seq) continue;   /* a member already */
             if (x->rejoin_seq) {               /* a third change while lagging */
-                pl_wsconn_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
+                CO.close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
                 continue;
             }
             x->rejoin_seq = seq;
@@ -644,7 +644,7 @@ static void end_mark(chat_conv *cv, int64_t user, int64_t seq) {
         if (!x || x->sent_seq >= seq || x->floor >= seq) continue;   /* an older removal */
         if (x->end_seq && x->end_seq < seq) {  /* removed, re-added, removed while lagging */
             if (x->rejoin_seq && x->rejoin_seq < seq)
-                pl_wsconn_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
+                CO.close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
             continue;
         }
         x->end_seq = seq;

@@ -61,7 +61,7 @@ static void receipt_done(pl_job *j) {
         pl_chat_receipt_done(j);
     }
     json_decref(op->root);
-    pl_conn_unref(op->conn);
+    CO.unref(op->conn);
     pl_job_release(j);
     free(op);
 }
@@ -83,7 +83,7 @@ void do_receipt(session *s, pl_msg *m) {
     op->job.read = read ? m->seq : 0;
     op->job.done = receipt_done;
     op->conn = s->conn;
-    pl_conn_ref(s->conn);
+    CO.ref(s->conn);
     op->root = json_incref(m->root);
     op->req = m->req;
     pl_store_submit(C.store, &op->job);

@@ -149,7 +149,7 @@ void pl_chat_sent(const pl_job *j, int64_t t0_us) {
 static void send_free_op(send_op *op) {
     pl_job_release(&op->job);
     json_decref(op->root);
-    pl_conn_unref(op->conn);
+    CO.unref(op->conn);
     free(op);
 }
 
@@ -211,7 +211,7 @@ void do_send(session *s, pl_msg *m) {
     op->job.body_len = m->body_len;
     op->job.done = send_done;
     op->conn = s->conn;
-    pl_conn_ref(s->conn);
+    CO.ref(s->conn);
     op->root = json_incref(m->root);
     op->req = m->req;
     int64_t retry = 0;

@@ -37,6 +37,10 @@
 #include "chat_int.h"
 
 chat_state C;
+pl_chat_conn_ops CO = {pl_conn_send, pl_conn_send_copy, pl_wsconn_close, pl_conn_pause,
+                       pl_conn_resume, pl_conn_ref, pl_conn_unref};
+
+void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops) { CO = *ops; }
 
 static void tick(uv_timer_t *t);
 static void dispatch(session *s, const uint8_t *p, size_t n);
@@ -97,7 +101,7 @@ static int ws_open(pl_conn *c) { return c->ws_state == PL_WSS_OPEN && pl_conn_al
 static void close_slow(pl_conn *c) {
     pl_count(&pl_m_slow_consumer_closes, 1);
     pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);
-    pl_wsconn_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
+    CO.close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
 }
 
 int chat_deliver(pl_conn *c, pl_rbuf *frame) {
@@ -106,7 +110,7 @@ int chat_deliver(pl_conn *c, pl_rbuf *frame) {
         close_slow(c);
         return -1;
     }
-    pl_conn_send(c, frame);
+    CO.send(c, frame);
     return 0;
 }
 
@@ -116,7 +120,7 @@ int chat_deliver_reply(pl_conn *c, pl_rbuf *frame) {
         close_slow(c);
         return -1;
     }
-    pl_conn_send(c, frame);
+    CO.send(c, frame);
     return 0;
 }
 
@@ -126,7 +130,7 @@ void chat_deliver_ephemeral(pl_conn *c, pl_rbuf *frame) {
         pl_count(&pl_m_dropped_ephemeral, 1);
         return;
     }
-    pl_conn_send(c, frame);
+    CO.send(c, frame);
 }
 
 /* Replies are pages of at most this many bytes of events (at least one). */
@@ -155,7 +159,7 @@ void chat_send_error(pl_conn *c, json_t *req, const char *code, const char *msg)
 ws_reply *ws_reply_new(session *s, pl_msg *m, const char *type) {
     ws_reply *r = pl_calloc(1, sizeof *r);
     r->conn = s->conn;
-    pl_conn_ref(s->conn);
+    CO.ref(s->conn);
     r->root = json_incref(m->root);
     r->req = m->req;
     r->type = type;
@@ -182,7 +186,7 @@ void ws_reply_json(void *arg, int result, const char *json, size_t len) {
         }
     }
     json_decref(r->root);
-    pl_conn_unref(r->conn);
+    CO.unref(r->conn);
     free(r);
 }
 
@@ -281,11 +285,11 @@ static void auth_done(pl_job *j) {
     session *s = c->session;
     if (!s || !pl_conn_alive(c) || C.stopping) goto out;
     if (j->result == PL_STORE_EUNAVAIL) {
-        pl_wsconn_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect later");
+        CO.close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect later");
         goto out;
     }
     if (j->result || j->login_out.revoked || j->login_out.user != j->user) {
-        pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
+        CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         goto out;
     }
     s->user = j->user;
@@ -320,7 +324,7 @@ static void auth_done(pl_job *j) {
         c->deadline = pl_mono_ms() + HOLD_MS;
     }
     if (op->cursors) deliver_sync(s, op->cursors, NULL);
-    pl_conn_resume(c);
+    CO.resume(c);
     while (s->pq_head && pl_conn_alive(c) && c->session == s) {
         pending_msg *p = s->pq_head;
         s->pq_head = p->next;
@@ -332,7 +336,7 @@ static void auth_done(pl_job *j) {
 out:
     if (op->root) json_decref(op->root);
     pl_job_release(j);
-    pl_conn_unref(c);
+    CO.unref(c);
     free(op);
 }
 
@@ -340,14 +344,14 @@ out:
 static void auth_start(session *s, const char *tok, size_t len, json_t *root, json_t *cursors, int hold) {
     int64_t user, login;
     if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login) != PL_AUTH_OK || C.stopping) {
-        pl_wsconn_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
+        CO.close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         return;
     }
     s->state = S_AUTHING;
-    pl_conn_pause(s->conn);
+    CO.pause(s->conn);
     auth_op *op = pl_calloc(1, sizeof *op);
     op->conn = s->conn;
-    pl_conn_ref(s->conn);
+    CO.ref(s->conn);
     op->root = root ? json_incref(root) : NULL;
     op->cursors = cursors;
     op->hold = hold;
@@ -389,7 +393,7 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
     pl_count(&pl_m_ws_messages_in, 1);
     if (s->state == S_AUTHING) {              /* keep it for after `ready` */
         if (s->pq_len >= AUTH_QUEUE_MAX) {
-            pl_wsconn_close(c, PL_WS_CLOSE_POLICY, "too many messages before authentication completed");
+            CO.close(c, PL_WS_CLOSE_POLICY, "too many messages before authentication completed");
             return;
         }
         pending_msg *pm = pl_malloc(sizeof *pm + n);
@@ -406,7 +410,7 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pl_msg m;
         pl_proto_err e;
         int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
-        if (r || m.type != PL_MSG_AUTH) pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
+        if (r || m.type != PL_MSG_AUTH) CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
         else auth_start(s, m.token, m.token_len, m.root, m.cursors, 0);
         pl_msg_release(&m);
         return;
@@ -476,7 +480,7 @@ void pl_chat_ws_timeout(pl_conn *c) {
     session *s = c->session;
     if (!s) return;
     if (s->state != S_AUTHED) {
-        pl_wsconn_close(c, PL_WS_CLOSE_UNAUTHORIZED, "authentication timeout");
+        CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "authentication timeout");
         return;
     }
     if (s->held) {                          /* no `sync` came: go live, losing nothing */
@@ -493,7 +497,7 @@ void pl_chat_ws_timeout(pl_conn *c) {
     int64_t ping_ms = (int64_t)C.cfg->ping_interval * 1000, idle_ms = (int64_t)C.cfg->idle_timeout * 1000;
     if (idle >= idle_ms) {
         pl_count(&pl_m_idle_closes, 1);
-        pl_wsconn_close(c, PL_CLOSE_IDLE, "idle timeout");
+        CO.close(c, PL_CLOSE_IDLE, "idle timeout");
         return;
     }
     if (idle < ping_ms) {
@@ -501,7 +505,7 @@ void pl_chat_ws_timeout(pl_conn *c) {
     } else {                                /* silent for a ping interval: ping */
         uint8_t hdr[14];
         size_t h = pl_ws_header(hdr, PL_WS_OP_PING, 0, NULL);
-        pl_conn_send_copy(c, hdr, h);
+        CO.send_copy(c, hdr, h);
         c->deadline = now + ping_ms < c->last_rx + idle_ms ? now + ping_ms : c->last_rx + idle_ms;
     }
     if (s->waiting_drain && slow_cut < c->deadline) c->deadline = slow_cut;
@@ -517,7 +521,7 @@ void pl_chat_on_drain(pl_conn *c) {
 static void on_revoke(void *ud, int64_t user, int64_t login) {
     chat_user *cu = pl_map_get(&C.users, user);
     for (session *s = cu ? cu->sessions : NULL; s; s = s->unext)
-        if (s->login == login) pl_wsconn_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "logged out");
+        if (s->login == login) CO.close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "logged out");
 }
 
 void pl_chat_revoke_login(int64_t user, int64_t login) {
@@ -536,9 +540,9 @@ static void close_one(pl_conn *c, void *arg) {
      * (to another node, or this one when it is back) and resumes */
     static const char hint[] = "{\"type\":\"reconnect\",\"reason\":\"shutdown\",\"retry_after_ms\":1000}";
     pl_rbuf *f = pl_ws_text_frame(hint, sizeof hint - 1);
-    if (c->ws_state == PL_WSS_OPEN) pl_conn_send(c, f);   /* even past the bound: the last frame */
+    if (c->ws_state == PL_WSS_OPEN) CO.send(c, f);   /* even past the bound: the last frame */
     pl_rbuf_unref(&f);
-    pl_wsconn_close(c, *code, "server shutting down");
+    CO.close(c, *code, "server shutting down");
 }
 
 void pl_chat_close_all(pl_net *net, int code) { pl_net_each(net, close_one, &code); }

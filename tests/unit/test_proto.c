@@ -236,3 +236,36 @@ TEST(proto_fuzz_regress_nul_in_req_is_not_echoed) {
     CHECK_STR(e.code, "bad_request");
     pl_msg_release(&m);
 }
+
+/* Issue 15 defect 5: every integer a client sends is at most 2^53 - 1, so
+ * seq + 1 can never overflow and ids stay exact in every JSON reader. */
+TEST(proto_integers_are_bounded_to_json_safe) {
+    static const char *const bad[] = {
+        "{\"type\":\"receipts\",\"conversation\":1,\"seq\":9223372036854775807}",
+        "{\"type\":\"read\",\"conversation\":1,\"seq\":9007199254740992}",
+        "{\"type\":\"delivered\",\"conversation\":9007199254740992,\"seq\":1}",
+        "{\"type\":\"history\",\"conversation\":1,\"after\":9007199254740992}",
+        "{\"type\":\"history\",\"conversation\":1,\"before\":9223372036854775807}",
+        "{\"type\":\"sync\",\"cursors\":{\"1\":9007199254740992}}",
+        "{\"type\":\"sync\",\"cursors\":{\"9007199254740992\":1}}",
+        "{\"type\":\"send\",\"conversation\":18446744073709551615,\"client_msg_id\":\"c\",\"body\":\"x\"}",
+        "{\"type\":\"presence_query\",\"users\":[9007199254740992]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pl_msg m;
+        pl_proto_err e;
+        int r = decode(bad[i], &m, &e);
+        pl_msg_release(&m);
+        CHECK_EQ(r, -1);
+        CHECK_STR(e.code, "bad_request");
+    }
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"read\",\"conversation\":9007199254740991,\"seq\":9007199254740991}", &m, &e), 0);
+    CHECK_EQ(m.seq, 9007199254740991LL);
+    pl_msg_release(&m);
+    const char *bad_field = NULL;
+    int lim;
+    CHECK_EQ(pl_proto_paging(9007199254740992LL, 0, 10, &lim, &bad_field), -1);
+    CHECK_STR(bad_field, "after");
+}

@@ -1,0 +1,835 @@
+/* test_deliver.c — the delivery state machine (chat/) with a fake store and
+ * fake connections: deterministic, no sockets, no timing.
+ *
+ * The fake store queues every job; a test inspects what chat/ asked for
+ * (which read, with which bounds) and completes jobs itself with the
+ * results it wants, in the order it wants: exactly the interleavings that
+ * are rare over real sockets (a removal arriving while a replay read is in
+ * flight, a read completing after shutdown). The fake connections record
+ * every frame chat/ queues and the close code; a test can mark a queue full
+ * (high) or drain it. The bus is the real local bus, or (for cluster-mode
+ * behaviour) the same with shared = 1.
+ */
+#include "test.h"
+
+#include <jansson.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "chat/auth.h"
+#include "chat/chat_int.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "ws/wsconn.h"
+
+/* ---- fake connections ------------------------------------------------------ */
+
+#define FRAMES_MAX 4096
+
+typedef struct fconn {
+    pl_conn   c;                   /* first: chat/ sees a pl_conn            */
+    char     *frames[FRAMES_MAX];  /* payloads of the text frames queued     */
+    size_t    nframes;
+    int       close_code;          /* 0 while open                           */
+    int       paused;
+} fconn;
+
+static char *frame_payload(const pl_rbuf *b) {
+    const uint8_t *d = b->data;
+    size_t len = d[1] & 0x7f, off = 2;
+    if (len == 126) { len = (size_t)d[2] << 8 | d[3]; off = 4; }
+    else if (len == 127) {
+        len = 0;
+        for (int i = 0; i < 8; i++) len = len << 8 | d[2 + i];
+        off = 10;
+    }
+    char *p = malloc(len + 1);
+    memcpy(p, d + off, len);
+    p[len] = '\0';
+    return p;
+}
+
+static void f_send(pl_conn *c, pl_rbuf *b) {
+    fconn *f = (fconn *)c;
+    if (f->nframes < FRAMES_MAX) f->frames[f->nframes++] = frame_payload(b);
+    c->qbytes += b->len;
+}
+static void f_send_copy(pl_conn *c, const void *p, size_t n) { c->qbytes += n; }
+static void f_close(pl_conn *c, int code, const char *reason) {
+    fconn *f = (fconn *)c;
+    if (c->ws_state != PL_WSS_OPEN) return;
+    f->close_code = code;
+    c->ws_state = PL_WSS_CLOSE_SENT;
+}
+static void f_pause(pl_conn *c) { ((fconn *)c)->paused = 1; }
+static void f_resume(pl_conn *c) { ((fconn *)c)->paused = 0; }
+static void f_ref(pl_conn *c) { c->refs++; }
+static void f_unref(pl_conn *c) { c->refs--; }
+
+static const pl_chat_conn_ops fake_ops = {f_send, f_send_copy, f_close, f_pause, f_resume, f_ref, f_unref};
+
+static fconn *fconn_new(void) {
+    fconn *f = calloc(1, sizeof *f);
+    f->c.mode = PL_CONN_WS;
+    f->c.ws_state = PL_WSS_OPEN;
+    f->c.refs = 1;
+    f->c.last_rx = pl_mono_ms();
+    return f;
+}
+
+static void fconn_free(fconn *f) {
+    for (size_t i = 0; i < f->nframes; i++) free(f->frames[i]);
+    free(f);
+}
+
+/* Frames of a type (NULL: any) since index *from; parsed, caller decrefs. */
+static json_t *next_frame(fconn *f, size_t *from, const char *type) {
+    while (*from < f->nframes) {
+        json_t *o = json_loads(f->frames[(*from)++], 0, NULL);
+        if (o && (!type || strcmp(json_string_value(json_object_get(o, "type")), type) == 0)) return o;
+        json_decref(o);
+    }
+    return NULL;
+}
+
+/* The seqs of the events of conv this connection got, in order. */
+static size_t event_seqs(fconn *f, int64_t conv, int64_t *out, size_t max) {
+    size_t n = 0, at = 0;
+    json_t *o;
+    while ((o = next_frame(f, &at, "event")) != NULL) {
+        if (json_integer_value(json_object_get(o, "conversation")) == conv && n < max)
+            out[n++] = json_integer_value(json_object_get(o, "seq"));
+        json_decref(o);
+    }
+    return n;
+}
+
+static int has_frame(fconn *f, const char *type) {
+    size_t at = 0;
+    json_t *o = next_frame(f, &at, type);
+    json_decref(o);
+    return o != NULL;
+}
+
+/* ---- fake store ---------------------------------------------------------------- */
+
+#define JOBS_MAX 8192
+
+typedef struct fstore {
+    pl_store base;
+    pl_job  *q[JOBS_MAX];
+    size_t   n;
+    size_t   submitted;           /* in total                                 */
+} fstore;
+
+static void fs_submit(pl_store *s, pl_job *j) {
+    fstore *f = (fstore *)s;
+    f->q[f->n++] = j;
+    f->submitted++;
+}
+static void fs_drain(pl_store *s) {}
+static int  fs_healthy(pl_store *s) { return 1; }
+static void fs_close(pl_store *s) {}
+static const pl_store_ops fs_ops = {"fake", fs_submit, fs_drain, fs_healthy, NULL, fs_close};
+
+/* Takes the first queued job of op (and conv, if non-zero) out of the queue. */
+static pl_job *fs_take(fstore *f, int op, int64_t conv) {
+    for (size_t i = 0; i < f->n; i++)
+        if ((int)f->q[i]->op == op && (!conv || f->q[i]->conv == conv)) {
+            pl_job *j = f->q[i];
+            memmove(&f->q[i], &f->q[i + 1], (f->n - i - 1) * sizeof *f->q);
+            f->n--;
+            return j;
+        }
+    return NULL;
+}
+
+static size_t fs_count(fstore *f, int op) {
+    size_t k = 0;
+    for (size_t i = 0; i < f->n; i++) k += (int)f->q[i]->op == op;
+    return k;
+}
+
+/* Completes every queued job of op with a plain success (no outputs). */
+static void fs_ok_all(fstore *f, int op) {
+    pl_job *j;
+    while ((j = fs_take(f, op, 0)) != NULL) {
+        j->result = PL_STORE_OK;
+        j->done(j);
+    }
+}
+
+/* Completes every queued job (shutdown: the store fails what is left). */
+static void fs_fail_all(fstore *f) {
+    while (f->n) {
+        pl_job *j = f->q[0];
+        memmove(&f->q[0], &f->q[1], (f->n - 1) * sizeof *f->q);
+        f->n--;
+        j->result = PL_STORE_EUNAVAIL;
+        j->done(j);
+    }
+}
+
+/* The event the fake log holds at seq (bodies "m<seq>", or big ones). */
+static size_t big_body;            /* 0: small bodies                          */
+
+static void make_event(pl_event *e, int64_t conv, int64_t seq, int kind, int64_t sender, int64_t subject) {
+    memset(e, 0, sizeof *e);
+    e->conv = conv;
+    e->seq = seq;
+    e->id = (uint64_t)(1000 + seq);
+    e->ts = 1700000000000LL + seq;
+    e->kind = kind;
+    e->sender = sender;
+    e->subject = subject;
+    if (kind == PL_EV_MESSAGE) {
+        char cm[32];
+        snprintf(cm, sizeof cm, "c%lld", (long long)seq);
+        e->client_msg_id = pl_strdup(cm);
+        if (big_body) {
+            e->body = pl_malloc(big_body + 1);
+            memset(e->body, 0x01, big_body);
+            e->body[big_body] = '\0';
+            e->body_len = big_body;
+        } else {
+            char b[32];
+            e->body_len = (size_t)snprintf(b, sizeof b, "m%lld", (long long)seq);
+            e->body = pl_strdup(b);
+        }
+    } else if (kind != PL_EV_CREATED) {
+        char d[48];
+        snprintf(d, sizeof d, "{\"user\":%lld}", (long long)subject);
+        e->data = pl_strdup(d);
+    } else {
+        e->data = pl_strdup("{\"kind\":\"group\",\"title\":\"t\",\"members\":[]}");
+    }
+}
+
+/* Kind of each seq in the fake log of a test (default: messages by user 1). */
+static int log_kind[512];
+static int64_t log_subject[512];
+
+/* Answers a READ_EVENTS job from the fake log: seqs after..before-1, at most
+ * limit, up to `have` (what the log holds). */
+static void fs_answer_events(pl_job *j, int64_t have) {
+    int64_t lo = j->after + 1, hi = j->before > 0 ? j->before - 1 : have;
+    if (hi > have) hi = have;
+    size_t n = hi >= lo ? (size_t)(hi - lo + 1) : 0;
+    if (n > (size_t)j->limit) {
+        n = (size_t)j->limit;
+        j->more = 1;
+    }
+    j->events = n ? pl_calloc(n, sizeof *j->events) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        int64_t seq = lo + (int64_t)i;
+        int k = seq < 512 && log_kind[seq] ? log_kind[seq] : PL_EV_MESSAGE;
+        make_event(&j->events[i], j->conv, seq, k, 1, seq < 512 ? log_subject[seq] : 0);
+    }
+    j->nevents = n;
+    j->result = PL_STORE_OK;
+    j->done(j);
+}
+
+/* ---- the harness ------------------------------------------------------------------ */
+
+typedef struct harness {
+    uv_loop_t  loop;
+    fstore     store;
+    pl_bus    *bus;
+    pl_config  cfg;
+} harness;
+
+static harness H;
+
+static void turn(void) {
+    for (int i = 0; i < 4; i++) uv_run(&H.loop, UV_RUN_NOWAIT);
+}
+
+static void h_start(int shared) {
+    memset(&H, 0, sizeof H);
+    memset(log_kind, 0, sizeof log_kind);
+    memset(log_subject, 0, sizeof log_subject);
+    big_body = 0;
+    uv_loop_init(&H.loop);
+    H.store.base.ops = &fs_ops;
+    H.store.base.node_id = 1;
+    pl_config *c = &H.cfg;
+    c->max_body = 16384;
+    c->auth_timeout = 10;
+    c->presence_timeout = 60;
+    c->presence_coalesce = 1000;
+    c->typing_ttl = 5000;
+    c->receipt_fanout_max = 100;
+    c->max_outbound = 1048576;
+    c->ping_interval = 30;
+    c->idle_timeout = 75;
+    c->slow_timeout = 30;
+    if (sodium_init() < 0) abort();
+    uint8_t key[32] = {1, 2, 3};
+    pl_auth_set_key(key);
+    pl_chat_init(&H.loop, &H.store.base, c, NULL);
+    pl_chat_set_conn_ops(&fake_ops);
+    pl_bus_handlers bh;
+    pl_chat_bus_handlers(&bh);
+    H.bus = pl_bus_local_new(&bh, 1);
+    H.bus->shared = shared;
+    pl_chat_set_bus(H.bus);
+}
+
+static void h_stop(fconn **conns, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (conns[i]) {
+            conns[i]->c.closing = 1;
+            pl_chat_conn_closed(&conns[i]->c);
+        }
+    pl_chat_shutdown();
+    fs_fail_all(&H.store);
+    turn();
+    pl_chat_free();
+    pl_bus_close(&H.bus);
+    uv_run(&H.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&H.loop);
+    for (size_t i = 0; i < n; i++)
+        if (conns[i]) fconn_free(conns[i]);
+}
+
+typedef struct conv_spec {
+    int64_t id, last_seq, joined_seq;
+} conv_spec;
+
+/* A session of user authenticated at the handshake (held) or by a first
+ * frame (live), subscribed to convs; `ready` is checked. */
+static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, size_t n, int held) {
+    fconn *f = fconn_new();
+    char tok[PL_AUTH_TOKEN_MAX];
+    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
+    if (held) {
+        pl_chat_ws_open(&f->c, tok, strlen(tok));
+    } else {
+        pl_chat_ws_open(&f->c, NULL, 0);
+        char msg[256];
+        int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
+        pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
+    }
+    pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
+    if (!j) return NULL;
+    j->login_out.id = login;
+    j->login_out.user = user;
+    j->user_out.id = user;
+    snprintf(j->user_out.username, sizeof j->user_out.username, "u%lld", (long long)user);
+    j->convs = n ? pl_calloc(n, sizeof *j->convs) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        j->convs[i].id = convs[i].id;
+        j->convs[i].last_seq = convs[i].last_seq;
+        j->convs[i].joined_seq = convs[i].joined_seq ? convs[i].joined_seq : 1;
+        j->convs[i].kind = PL_CONV_GROUP;
+    }
+    j->nconvs = n;
+    j->result = PL_STORE_OK;
+    j->done(j);
+    fs_ok_all(&H.store, PL_READ_CONV_HEADS);     /* the streams' heads check: nothing new */
+    turn();
+    return has_frame(f, "ready") ? f : NULL;
+}
+
+static void h_text(fconn *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void h_text(fconn *f, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)n);
+    turn();
+}
+
+/* A committed event, published the way the commit hook does. */
+static void h_publish(int64_t conv, int64_t seq, int kind, int64_t subject) {
+    pl_event e;
+    make_event(&e, conv, seq, kind, 1, subject);
+    if (seq < 512) {
+        log_kind[seq] = kind;
+        log_subject[seq] = subject;
+    }
+    pl_bus_publish_event(H.bus, &e, 0);
+    pl_event_release(&e);
+    turn();
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+/* Issue 15 defect 2: a catch-up page never reads above what the stream
+ * has published, and a sync on a held session is exact. */
+TEST(deliver_replay_is_capped_at_published_seq) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 1);
+    CHECK(s != NULL);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);            /* held: nothing sent yet */
+    h_publish(10, 7, PL_EV_MESSAGE, 0);
+    int64_t seqs[64];
+    CHECK_EQ(event_seqs(s, 10, seqs, 64), 0);
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":3}}");
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 3);
+    CHECK_EQ(j->before, 8);                        /* published 7: never read past it */
+    fs_answer_events(j, 9);                        /* the store already holds 8 and 9 */
+    turn();
+    size_t n = event_seqs(s, 10, seqs, 64);
+    CHECK_EQ(n, 4);
+    for (size_t i = 0; i < n; i++) CHECK_EQ(seqs[i], 4 + (int64_t)i);
+    CHECK(has_frame(s, "synced"));
+    h_publish(10, 8, PL_EV_MESSAGE, 0);            /* then live */
+    CHECK_EQ(event_seqs(s, 10, seqs, 64), 5);
+    CHECK_EQ(seqs[4], 8);
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Defect 2: a member removed while its replay read is in flight gets
+ * everything up to and including its own member_removed, then nothing. */
+TEST(deliver_removal_while_catching_up_ends_the_stream_exactly) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    fconn *other = h_session(3, 2, &cs, 1, 0);
+    CHECK(s && other);
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    pl_job *first = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(first != NULL);
+    CHECK_EQ(first->before, 6);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    h_publish(10, 7, PL_EV_MEMBER_REMOVED, 2);      /* user 2 removed at 7 */
+    h_publish(10, 8, PL_EV_MESSAGE, 0);
+    fs_answer_events(first, 8);
+    turn();
+    pl_job *second = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(second != NULL);
+    CHECK_EQ(second->after, 5);
+    CHECK_EQ(second->before, 8);                   /* capped at its removal, not at 8 */
+    fs_answer_events(second, 8);
+    turn();
+    int64_t seqs[64];
+    size_t n = event_seqs(s, 10, seqs, 64);
+    CHECK_EQ(n, 7);
+    CHECK_EQ(seqs[6], 7);                          /* ends with its member_removed */
+    h_publish(10, 9, PL_EV_MESSAGE, 0);
+    CHECK_EQ(event_seqs(s, 10, seqs, 64), 7);      /* nothing after it */
+    CHECK(sub_find(s->c.session, 10) == NULL);
+    CHECK_EQ(event_seqs(other, 10, seqs, 64), 4);  /* the others go on: 6 7 8 9 */
+    fconn *all[] = {s, other};
+    h_stop(all, 2);
+}
+
+/* Defect 2: a held session (handshake auth, no message yet) removed meanwhile
+ * still gets its member_removed after its sync, and nothing above it. */
+TEST(deliver_held_session_gets_its_removal) {
+    h_start(0);
+    conv_spec cs = {10, 3, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 1);
+    CHECK(s != NULL);
+    h_publish(10, 4, PL_EV_MESSAGE, 0);
+    h_publish(10, 5, PL_EV_MEMBER_REMOVED, 2);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":3}}");
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->before, 6);                        /* up to its removal only */
+    fs_answer_events(j, 6);
+    turn();
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(s, 10, seqs, 16), 2);
+    CHECK_EQ(seqs[0], 4);
+    CHECK_EQ(seqs[1], 5);
+    CHECK(sub_find(s->c.session, 10) == NULL);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* A session subscribed by a member_added never gets events from before it,
+ * live or by sync (visibility from joining, defect 3). */
+TEST(deliver_join_starts_at_member_added) {
+    h_start(0);
+    conv_spec cs = {10, 8, 1};
+    fconn *member = h_session(1, 1, &cs, 1, 0);
+    fconn *newbie = h_session(5, 2, NULL, 0, 0);
+    CHECK(member && newbie);
+    h_publish(10, 9, PL_EV_MEMBER_ADDED, 5);
+    h_publish(10, 10, PL_EV_MESSAGE, 0);
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(newbie, 10, seqs, 16), 2);
+    CHECK_EQ(seqs[0], 9);
+    h_text(newbie, "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");   /* from 0: from joining */
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 8);
+    fs_answer_events(j, 10);
+    turn();
+    size_t n = event_seqs(newbie, 10, seqs, 16);
+    CHECK_EQ(n, 4);
+    CHECK_EQ(seqs[2], 9);
+    CHECK_EQ(seqs[3], 10);
+    fconn *all[] = {member, newbie};
+    h_stop(all, 2);
+}
+
+/* The members the helper answers, wrapped into an object. */
+static void history_cb(void *arg, int result, const char *json, size_t len) {
+    json_t **out = arg;
+    *out = NULL;
+    if (result) return;
+    char *wrapped = malloc(len + 3);
+    wrapped[0] = '{';
+    memcpy(wrapped + 1, json, len);
+    wrapped[len + 1] = '}';
+    wrapped[len + 2] = '\0';
+    *out = json_loads(wrapped, 0, NULL);
+    free(wrapped);
+}
+
+/* Defect 1: a page ends early when its bytes reach the reply budget (with
+ * has_more), never with the asker closed; one event always fits. */
+TEST(deliver_history_pages_are_bounded_by_bytes) {
+    h_start(0);
+    big_body = 16384;                              /* each escapes to ~98 KB */
+    json_t *page = NULL;
+    CHECK_EQ(pl_chat_history(10, 2, 0, 0, 200, history_cb, &page), 0);
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->user, 2);                          /* the store checks membership and joining */
+    fs_answer_events(j, 12);
+    CHECK(page != NULL);
+    size_t n = json_array_size(json_object_get(page, "events"));
+    int more = json_is_true(json_object_get(page, "has_more"));
+    json_decref(page);
+    CHECK(n >= 1 && n < 12);
+    CHECK(more);
+    CHECK(n * 98000 <= chat_reply_budget() + 98500);
+    /* a reply larger than the whole bound still goes to a reader that reads */
+    fconn *f = fconn_new();
+    pl_rbuf *b = pl_rbuf_new(2 * 1048576);
+    b->len = 2 * 1048576;
+    memset(b->data, 0, 4);
+    b->data[0] = 0x81;
+    b->data[1] = 0;
+    CHECK_EQ(chat_deliver_reply(&f->c, b), 0);
+    CHECK_EQ(f->close_code, 0);
+    CHECK_EQ(chat_deliver_reply(&f->c, b), -1);    /* one that does not read is closed */
+    CHECK_EQ(f->close_code, PL_CLOSE_SLOW_CONSUMER);
+    pl_rbuf_unref(&b);
+    fconn_free(f);
+    h_stop(NULL, 0);
+}
+
+/* Defect 6: a replay stops at a connection that cannot take frames. */
+TEST(deliver_replay_stops_on_a_closed_connection) {
+    h_start(0);
+    conv_spec cs = {10, 900, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    f_close(&s->c, 1000, "bye");                   /* closing while the read runs */
+    fs_answer_events(j, 900);
+    for (int i = 0; i < 10; i++) turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Defect 6: at most REPLAY_INFLIGHT reads at once, served in turn: a session
+ * that got a page waits behind the others before its next one. */
+TEST(deliver_replays_are_bounded_and_round_robin) {
+    h_start(0);
+    enum { N = REPLAY_INFLIGHT + 8 };
+    fconn *s[N];
+    conv_spec cs = {10, 1000, 1};
+    for (int i = 0; i < N; i++) {
+        s[i] = h_session(100 + i, 1 + i, &cs, 1, 0);
+        CHECK(s[i] != NULL);
+    }
+    for (int i = 0; i < N; i++) h_text(s[i], "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), REPLAY_INFLIGHT);
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);   /* the first session's page */
+    fs_answer_events(j, 1000);
+    turn();
+    /* the freed slot went to a session that had no page yet */
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), REPLAY_INFLIGHT);
+    int64_t seqs[256];
+    size_t got_first = event_seqs(s[0], 10, seqs, 256);
+    CHECK_EQ(got_first, PL_STORE_PAGE_MAX);
+    int newcomer = 0;
+    for (size_t i = 0; i < H.store.n; i++)
+        if (H.store.q[i]->op == PL_READ_EVENTS && H.store.q[i]->after == 0) newcomer++;
+    CHECK_EQ(newcomer, REPLAY_INFLIGHT);           /* s[0]'s next page is queued behind */
+    for (int i = 0; i < N; i++) {                  /* drain everything */
+        pl_job *k;
+        while ((k = fs_take(&H.store, PL_READ_EVENTS, 10)) != NULL) {
+            fs_answer_events(k, 1000);
+            turn();
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        size_t n = event_seqs(s[i], 10, seqs, 256);
+        CHECK(n > 0);
+        CHECK(has_frame(s[i], "synced"));
+        for (size_t k = 1; k < n; k++) CHECK_EQ(seqs[k], seqs[k - 1] + 1);
+    }
+    h_stop((fconn **)s, N);
+}
+
+/* Defect 6: a handshake session that missed nothing reads nothing when its
+ * hold ends, however many conversations it has. */
+TEST(deliver_hold_release_reads_nothing_when_caught_up) {
+    h_start(0);
+    enum { N = 500 };
+    conv_spec *cs = calloc(N, sizeof *cs);
+    for (int i = 0; i < N; i++) cs[i] = (conv_spec){100 + i, 7, 1};
+    fconn *s = h_session(2, 1, cs, N, 1);
+    free(cs);
+    CHECK(s != NULL);
+    size_t before = H.store.submitted;
+    h_text(s, "{\"type\":\"ping\",\"req\":1}");     /* not a sync: the hold ends */
+    for (int i = 0; i < 5; i++) turn();
+    CHECK_EQ(H.store.submitted, before);
+    CHECK(has_frame(s, "pong"));
+    h_publish(100 + 42, 8, PL_EV_MESSAGE, 0);      /* and everything is live */
+    int64_t seqs[4];
+    CHECK_EQ(event_seqs(s, 142, seqs, 4), 1);
+    CHECK(((session *)s->c.session)->submap != NULL);  /* many subscriptions: indexed */
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Defect 6: a replay that meets a full queue waits for it to drain, under
+ * the slow timeout, and resumes on drain. */
+TEST(deliver_replay_waits_for_drain_under_the_slow_timeout) {
+    h_start(0);
+    conv_spec cs = {10, 50, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    s->c.high = 1;
+    int64_t t0 = pl_mono_ms();
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    session *ss = s->c.session;
+    CHECK(ss->waiting_drain);
+    CHECK(s->c.deadline > 0 && s->c.deadline <= t0 + 30 * 1000 + 1000);
+    s->c.high = 0;
+    pl_chat_on_drain(&s->c);
+    turn();
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    fs_answer_events(j, 50);
+    turn();
+    int64_t seqs[64];
+    CHECK_EQ(event_seqs(s, 10, seqs, 64), 50);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Defect 7: the session remembers the store's cursors, not the client's. */
+TEST(receipts_remember_the_store_result_not_the_request) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    h_text(s, "{\"type\":\"read\",\"conversation\":10,\"seq\":1000000000000}");
+    pl_job *j = fs_take(&H.store, PL_JOB_RECEIPT, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->read, 1000000000000LL);
+    j->result = PL_STORE_OK;
+    j->out_read = j->out_delivered = 5;
+    j->created = 1;
+    j->done(j);
+    turn();
+    h_text(s, "{\"type\":\"read\",\"conversation\":10,\"seq\":5}");   /* nothing can move */
+    CHECK_EQ(fs_count(&H.store, PL_JOB_RECEIPT), 0);
+    h_text(s, "{\"type\":\"read\",\"conversation\":10,\"seq\":7}");   /* this can */
+    j = fs_take(&H.store, PL_JOB_RECEIPT, 10);
+    CHECK(j != NULL);
+    j->result = PL_STORE_EUNAVAIL;                 /* failed: nothing remembered */
+    j->done(j);
+    turn();
+    CHECK(has_frame(s, "error"));
+    h_text(s, "{\"type\":\"read\",\"conversation\":10,\"seq\":7}");   /* so it is retried */
+    j = fs_take(&H.store, PL_JOB_RECEIPT, 10);
+    CHECK(j != NULL);
+    j->result = PL_STORE_OK;
+    j->out_read = j->out_delivered = 7;
+    j->created = 1;
+    j->done(j);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Defect 9: above --receipt-fanout-max members, a receipt goes to the
+ * reader's sessions and to the author it read, nobody else. */
+TEST(receipts_in_large_groups_reach_reader_and_author) {
+    h_start(0);
+    H.cfg.receipt_fanout_max = 2;
+    conv_spec cs = {10, 5, 1};
+    fconn *author = h_session(1, 1, &cs, 1, 0), *reader = h_session(2, 2, &cs, 1, 0),
+          *bystander = h_session(3, 3, &cs, 1, 0);
+    CHECK(author && reader && bystander);
+    pl_bus_receipt r = {10, 2, 5, 5, 0, 4, 1};     /* 4 members > 2; read onto user 1's */
+    pl_bus_publish_receipt(H.bus, &r);
+    CHECK(has_frame(author, "receipt"));
+    CHECK(has_frame(reader, "receipt"));
+    CHECK(!has_frame(bystander, "receipt"));
+    size_t at = 0;
+    json_t *own = next_frame(reader, &at, "receipt");
+    int with_unread = json_object_get(own, "unread") != NULL;
+    json_decref(own);
+    CHECK(with_unread);
+    pl_bus_receipt small = {10, 2, 5, 5, 0, 2, 0};  /* 2 members: everyone */
+    pl_bus_publish_receipt(H.bus, &small);
+    CHECK(has_frame(bystander, "receipt"));
+    fconn *all[] = {author, reader, bystander};
+    h_stop(all, 3);
+}
+
+/* Embedded mode: an event that comes before its predecessors (a stream
+ * created between a read and a publish) makes the stream read the gap and
+ * deliver in order. */
+TEST(deliver_gap_is_filled_from_the_store_in_order) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    h_publish(10, 8, PL_EV_MESSAGE, 0);            /* 6 and 7 never came */
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 5);
+    CHECK_EQ(j->before, 9);
+    CHECK_EQ(j->user, 0);
+    fs_answer_events(j, 8);
+    turn();
+    int64_t seqs[16];
+    size_t n = event_seqs(s, 10, seqs, 16);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(seqs[0], 6);
+    CHECK_EQ(seqs[2], 8);
+    h_publish(10, 7, PL_EV_MESSAGE, 0);            /* a late duplicate is dropped */
+    CHECK_EQ(event_seqs(s, 10, seqs, 16), 3);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Cluster mode: events from the bus out of order are put back in order
+ * without reading the store when the missing one arrives in time. */
+TEST(deliver_out_of_order_bus_events_are_reordered) {
+    h_start(1);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    h_publish(10, 7, PL_EV_MESSAGE, 0);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(s, 10, seqs, 16), 2);
+    CHECK_EQ(seqs[0], 6);
+    CHECK_EQ(seqs[1], 7);
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Defect 4: reads that complete after shutdown are dropped: nothing is
+ * sent, nothing new is read. */
+TEST(deliver_reads_after_shutdown_are_dropped) {
+    h_start(0);
+    conv_spec cs = {10, 500, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    pl_chat_shutdown();
+    size_t before = H.store.submitted, frames = s->nframes;
+    fs_answer_events(j, 500);
+    fs_ok_all(&H.store, PL_JOB_LAST_SEEN);
+    for (int i = 0; i < 5; i++) turn();
+    CHECK_EQ(H.store.submitted, before);
+    CHECK_EQ(s->nframes, frames);
+    s->c.closing = 1;
+    pl_chat_conn_closed(&s->c);
+    fs_fail_all(&H.store);
+    pl_chat_free();
+    pl_bus_close(&H.bus);
+    uv_run(&H.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&H.loop);
+    fconn_free(s);
+}
+
+/* Defect 9: typing fan-out is bounded (TYPISTS_MAX typists per conversation). */
+TEST(typing_tracks_a_bounded_number_of_typists) {
+    h_start(0);
+    conv_spec cs = {10, 1, 1};
+    fconn *watcher = h_session(1, 1, &cs, 1, 0);
+    fconn *t[TYPISTS_MAX + 4];
+    for (int i = 0; i < TYPISTS_MAX + 4; i++) {
+        t[i] = h_session(10 + i, 10 + i, &cs, 1, 0);
+        h_text(t[i], "{\"type\":\"typing\",\"conversation\":10,\"state\":\"start\"}");
+    }
+    size_t at = 0, starts = 0;
+    json_t *o;
+    while ((o = next_frame(watcher, &at, "typing")) != NULL) {
+        starts++;
+        json_decref(o);
+    }
+    CHECK_EQ(starts, TYPISTS_MAX);
+    fconn *all[TYPISTS_MAX + 5];
+    all[0] = watcher;
+    for (int i = 0; i < TYPISTS_MAX + 4; i++) all[i + 1] = t[i];
+    h_stop(all, TYPISTS_MAX + 5);
+}
+
+/* Messages that arrive while the store checks the token are kept and
+ * handled in order right after `ready`. */
+TEST(session_messages_during_authentication_are_kept_in_order) {
+    h_start(0);
+    fconn *f = fconn_new();
+    char tok[PL_AUTH_TOKEN_MAX];
+    pl_auth_access_token(2, 1, pl_now_ms() / 1000 + 600, tok);
+    pl_chat_ws_open(&f->c, NULL, 0);
+    char msg[256];
+    int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
+    pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
+    CHECK(f->paused);
+    static const char p1[] = "{\"type\":\"ping\",\"req\":1}", p2[] = "{\"type\":\"ping\",\"req\":2}";
+    pl_chat_ws_text(&f->c, (const uint8_t *)p1, sizeof p1 - 1);
+    pl_chat_ws_text(&f->c, (const uint8_t *)p2, sizeof p2 - 1);
+    CHECK_EQ(f->nframes, 0);
+    pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
+    CHECK(j != NULL);
+    j->login_out.id = 1;
+    j->login_out.user = 2;
+    j->user_out.id = 2;
+    j->result = PL_STORE_OK;
+    j->done(j);
+    turn();
+    CHECK(!f->paused);
+    CHECK_EQ(f->nframes, 3);
+    CHECK(strstr(f->frames[0], "\"ready\"") != NULL);
+    CHECK(strstr(f->frames[1], "\"req\":1") != NULL);
+    CHECK(strstr(f->frames[2], "\"req\":2") != NULL);
+    /* a revoked login is refused (4001) */
+    fconn *g = fconn_new();
+    pl_chat_ws_open(&g->c, tok, strlen(tok));
+    j = fs_take(&H.store, PL_READ_SESSION, 0);
+    CHECK(j != NULL);
+    j->login_out.id = 1;
+    j->login_out.user = 2;
+    j->login_out.revoked = 1;
+    j->result = PL_STORE_OK;
+    j->done(j);
+    CHECK_EQ(g->close_code, PL_WS_CLOSE_UNAUTHORIZED);
+    fconn *all[] = {f, g};
+    h_stop(all, 2);
+}
