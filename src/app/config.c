@@ -56,7 +56,7 @@ static const setting table[] = {
     I("idle-timeout", idle_timeout, 2, 7200, "75", "seconds of silence before the server closes a WebSocket (4002)"),
     I("slow-timeout", slow_timeout, 1, 3600, "30", "seconds a replay may wait for a connection that does not read before it is closed (4008)"),
     I("shutdown-grace", shutdown_grace, 1, 600, "10", "seconds SIGTERM waits for clients to close before exiting"),
-    I("receipt-fanout-max", receipt_fanout_max, 1, 1000000, "100", "live sessions in a conversation above which receipts go only to the reader's devices"),
+    I("receipt-fanout-max", receipt_fanout_max, 1, 1000000, "100", "members of a conversation above which receipts go only to the reader's devices and the author it read"),
 };
 #define NSET (sizeof table / sizeof table[0])
 
