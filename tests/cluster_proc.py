@@ -77,7 +77,7 @@ def node_cluster_args(node_id, db_url, redis_url, mode=None):
         return ["--node-id", str(node_id)]
     if mode != "cluster":
         raise ValueError(f"unknown node mode {mode!r} (cluster or embedded)")
-    return ["--store", db_url, "--redis", redis_url, "--node-id", str(node_id)]
+    return ["--store", db_url, "--redis", redis_url, "--node-id", "-1"]
 
 
 # --------------------------------------------------------------------------

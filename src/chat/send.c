@@ -190,6 +190,7 @@ static void send_rate_limited(send_op *op, int64_t retry, const char *scope) {
 static void send_admitted(void *arg, int64_t retry, const char *scope) {
     send_op *op = arg;
     if (retry) {
+        count_limited(scope);
         send_rate_limited(op, retry, scope);
         send_free_op(op);
     } else if (C.stopping) {

@@ -1,11 +1,810 @@
-/* store_pg.c — placeholder: the PostgreSQL backend is being written. */
-#include <stdio.h>
+/* store_pg.c — the PostgreSQL backend of store.h (cluster mode): opening,
+ * schema and migrations, statements, connections, the node id lease, the
+ * shared secret, close.
+ *
+ * Owns: the PostgreSQL schema, the writer connection (store_pg_write.c runs
+ * the write jobs on it, one batch per transaction), one connection per
+ * reader thread (store_pg_read.c), this node's row in node_leases and, in
+ * outbox mode, its rows in bus_outbox until acknowledged.
+ * Does not own: threads and queues (pipeline.c), the jobs (the caller's
+ * until done() runs), publishing (bus/), durability (the database's).
+ *
+ * ---- The commit pipeline, across nodes ------------------------------------
+ *
+ *   writer thread (pipeline.c)            several parleyd nodes, one database
+ *   pg_run_batch(jobs), one transaction, in round trips (pipelines):
+ *     1. BEGIN; SELECT .. FROM conversations WHERE id = ANY(touched)
+ *          ORDER BY id FOR UPDATE          <- lock order: ascending id
+ *        with the first job's queries behind it (the server runs a
+ *        pipeline in order, so they run under the locks)
+ *     2. the jobs in submission order: consecutive sends (and receipts) as
+ *        set operations, other jobs singly (the multi-statement ones in a
+ *        SAVEPOINT); seqs come from the locked rows, kept in memory
+ *     3. [lease renewal if due]; the run's INSERT, own_unread, conversation
+ *        counters, last_seen (users locked in ascending id), the outbox
+ *        row, COMMIT
+ *     -> done() of every job only after COMMIT returned
+ *   A batch of sends is two round trips and one WAL flush, whatever its size.
+ *
+ *   The writer's connection (store_pg.c, store_pg_write.c):
+ *
+ *        +----- pg_w_drop (lost) -----+
+ *        v                            |
+ *      DOWN --pg_w_connect (due)--> UP --pg_lease_renew finds the row gone
+ *        ^   (backoff; batches         |   or taken--> LEASE LOST
+ *        |    fail fast)               ^                 | (batches fail
+ *        |                             +--pg_lease_reacquire   fast)
+ *        +---------- pg_w_drop (lost) -------------------+
+ *
+ *   A reader's: UP --r_drop--> DOWN --r_ready (a read or a probe, when due)--> UP
+ *
+ * Invariants:
+ *   1. The single writer of a conversation holds across nodes: every batch
+ *      that appends to a conversation, or reads its counters, first locks
+ *      its row (FOR UPDATE) and keeps the lock to COMMIT. Seqs, msg_no and
+ *      the counters are computed from the locked row, so they are
+ *      contiguous whichever node commits next. Batches lock all their
+ *      conversations in one statement in ascending id, and lock users (for
+ *      last_seen) in ascending id at the end, so two nodes never wait on
+ *      each other in a cycle through these rows. Other waits (the same new
+ *      username or direct pair inserted by two nodes, a login rotated on
+ *      two nodes) can still deadlock in rare orders: PostgreSQL detects it
+ *      and the batch is retried (5).
+ *   2. A write job completes OK only after the COMMIT of its batch returned
+ *      COMMIT with synchronous_commit = on (WAL flushed on the server).
+ *   3. Idempotency: (conv, sender, client_msg_id) is UNIQUE in events; a
+ *      send looks its key up first (before membership), under the
+ *      conversation lock, so a retry on any node returns the original event
+ *      (dup = 1), and a key twice in one batch is a dup of the first.
+ *   4. No statement fails inside a batch transaction on a job's account
+ *      (PostgreSQL aborts the whole transaction on any error): job-level
+ *      outcomes are checked before the writes or come from ON CONFLICT DO
+ *      NOTHING; the multi-statement jobs run in a SAVEPOINT, so an
+ *      unexpected error fails that job alone (EUNAVAIL) and the batch goes
+ *      on. A job that fails alone leaves the in-memory state as it was;
+ *      after a batch failure that state is dropped (the next attempt
+ *      rebuilds it from the locked rows).
+ *   5. Failures:
+ *      - deadlock_detected / serialization_failure: ROLLBACK, retry the
+ *        whole batch (PG_RETRIES times), outputs reset.
+ *      - connection lost before COMMIT was sent: the server rolled the
+ *        transaction back; reconnect at once and retry the batch once
+ *        (the common case is a stale connection after a server restart),
+ *        else every job fails EUNAVAIL.
+ *      - COMMIT sent but its reply lost: the outcome is unknown; every job
+ *        fails EUNAVAIL (nothing acknowledged) and clients retry: a send's
+ *        idempotency key returns the committed event if it did commit.
+ *      - any other statement error: ROLLBACK, every job EUNAVAIL. A lock
+ *        held by another node longer than lock_timeout (10 s) is one.
+ *      - this process stalls inside a transaction (stopped, partitioned):
+ *        the server ends the session after 30 s idle in it
+ *        (idle_in_transaction_session_timeout), freeing its locks for the
+ *        other nodes; TCP keepalives and tcp_user_timeout bound how long
+ *        this side waits on a dead server (~10 s).
+ *      After a lost connection the writer reconnects with backoff
+ *      (PG_BACKOFF_MIN_MS doubling to PG_BACKOFF_MAX_MS, on the idle tick
+ *      or the next batch); batches arriving meanwhile fail fast with
+ *      EUNAVAIL. Unlike SQLite nothing is sticky: the database owns
+ *      durability. A server restart is a lost connection on every thread.
+ *   6. Node ids: pl_store_opts.node_id >= 0 is leased as asked, -1 leases
+ *      the lowest free id; a live lease of another owner refuses the open.
+ *      The lease lasts PG_LEASE_TTL_S (database clock) and is renewed by
+ *      the writer when PG_LEASE_RENEW_MS old: on the idle tick, and inside
+ *      a batch's transaction before COMMIT (the renewal locks the lease row
+ *      until COMMIT, so no node can take the id while this one commits with
+ *      it). If a renewal finds the row gone or owned by another, the lease
+ *      is lost: batches fail EUNAVAIL, healthy() is 0 and the writer logs
+ *      and tries to take the same id back (it is never changed at run
+ *      time: the id generator and callers use it). Released at close.
+ *   7. Outbox (o->outbox): a batch that appended events inserts one
+ *      bus_outbox row (node, id = snowflake of its first appended event,
+ *      increasing per node; convs, seqs = the highest seq it appended per
+ *      conversation) in the same transaction; each job that appended an
+ *      event gets out_batch = that id. OUTBOX_ACK deletes this node's rows
+ *      up to an id; OUTBOX_TAKEOVER deletes and reports rows older than
+ *      PG_TAKEOVER_DEAD_S of nodes whose lease expired or vanished, and
+ *      rows of this node older than PG_TAKEOVER_OWN_S (an earlier
+ *      incarnation's, or a batch whose COMMIT reply was lost).
+ *   8. Readers: one connection per reader thread; a multi-statement read
+ *      runs in one REPEATABLE READ READ ONLY transaction sent as one
+ *      pipeline (one round trip). A read that loses its connection
+ *      reconnects once at once and runs again (reads are idempotent), else
+ *      fails EUNAVAIL; while the server is down reads fail fast (backoff,
+ *      skipped as soon as any connection of this store succeeded again).
+ *   9. healthy() is 1 while the writer and at least one reader are
+ *      connected and the lease is held. An idle reader that is down is
+ *      reconnected by probe reads the writer submits on its idle tick, so
+ *      readiness comes back without traffic.
+ *  10. Only the writer thread touches w, the conversation and own maps,
+ *      the id generator and the lease state (before the threads start and
+ *      after they stop, the opening/closing thread does); reader i touches
+ *      only readers[i]. Shared flags are atomics.
+ *
+ * Every statement is prepared with parameters (extended protocol); values
+ * never go into SQL text. Bodies are BYTEA (any bytes, NUL included); text
+ * columns hold valid UTF-8 only, so text inputs are checked first (EINVAL
+ * for writes, ENOTFOUND for lookups) instead of failing a transaction.
+ */
+#include "pg_int.h"
 
-#include "store.h"
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+
+/* ---- schema and migrations ---------------------------------------------- */
+
+#define MIGRATION_LOCK "7523094288207667809"   /* pg_advisory_xact_lock key */
+
+/* migrations[v] takes a database from version v to v + 1. Append only.
+ * Version 1 is SQLite's version 3 plus what cluster mode adds. */
+static const char *const migrations[] = {
+    /* 0 -> 1 */
+    "CREATE TABLE users("
+    "  id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+    "  username TEXT NOT NULL UNIQUE,"
+    "  pwhash TEXT NOT NULL,"
+    "  created BIGINT NOT NULL,"
+    "  last_seen BIGINT NOT NULL DEFAULT 0);"
+    "CREATE TABLE logins("
+    "  id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+    "  user_id BIGINT NOT NULL,"
+    "  refresh_hash BYTEA NOT NULL,"
+    "  expires BIGINT NOT NULL,"
+    "  revoked INT NOT NULL DEFAULT 0,"
+    "  created BIGINT NOT NULL);"
+    "CREATE INDEX logins_user ON logins(user_id);"
+    "CREATE TABLE conversations("
+    "  id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+    "  kind INT NOT NULL,"
+    "  title TEXT,"
+    "  direct_key TEXT UNIQUE,"                 /* '<min>:<max>' user ids, direct only */
+    "  last_seq BIGINT NOT NULL DEFAULT 0,"
+    "  last_ts BIGINT NOT NULL DEFAULT 0,"
+    "  next_join BIGINT NOT NULL DEFAULT 0,"    /* next members.joined value */
+    "  created BIGINT NOT NULL,"
+    "  msg_count BIGINT NOT NULL DEFAULT 0,"
+    "  member_count BIGINT NOT NULL DEFAULT 0)"
+    "  WITH (fillfactor = 70);"                 /* counters: HOT updates */
+    "CREATE TABLE members("
+    "  conv_id BIGINT NOT NULL,"
+    "  user_id BIGINT NOT NULL,"
+    "  role INT NOT NULL,"
+    "  joined BIGINT NOT NULL,"                 /* order of joining in the conv */
+    "  joined_seq BIGINT NOT NULL DEFAULT 1,"
+    "  delivered_seq BIGINT NOT NULL DEFAULT 0,"
+    "  read_seq BIGINT NOT NULL DEFAULT 0,"
+    "  own_unread BIGINT NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(conv_id, user_id))"
+    "  WITH (fillfactor = 70);"                 /* cursors: HOT updates */
+    "CREATE INDEX members_user ON members(user_id, conv_id);"
+    "CREATE TABLE events("
+    "  conv_id BIGINT NOT NULL,"
+    "  seq BIGINT NOT NULL,"
+    "  id BIGINT NOT NULL,"
+    "  ts BIGINT NOT NULL,"
+    "  kind INT NOT NULL,"
+    "  sender BIGINT NOT NULL,"
+    "  subject BIGINT NOT NULL DEFAULT 0,"
+    "  msg_no BIGINT NOT NULL DEFAULT 0,"
+    "  client_msg_id TEXT,"
+    "  body BYTEA,"
+    "  data TEXT,"
+    "  PRIMARY KEY(conv_id, seq));"
+    "CREATE UNIQUE INDEX events_idem ON events(conv_id, sender, client_msg_id)"
+    "  WHERE client_msg_id IS NOT NULL;"
+    "CREATE TABLE node_leases("
+    "  node_id INT PRIMARY KEY,"
+    "  owner TEXT NOT NULL,"
+    "  expires TIMESTAMPTZ NOT NULL);"
+    "CREATE TABLE bus_outbox("
+    "  node INT NOT NULL,"
+    "  id BIGINT NOT NULL,"
+    "  convs BIGINT[] NOT NULL,"
+    "  seqs BIGINT[] NOT NULL,"
+    "  created TIMESTAMPTZ NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY(node, id));"
+    "CREATE TABLE secrets("
+    "  name TEXT PRIMARY KEY,"
+    "  value BYTEA NOT NULL);",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* ---- statements ---------------------------------------------------------- */
+
+#define EVENT_INSERT_COLS "conv_id, seq, id, ts, kind, sender, subject, msg_no, client_msg_id, body, data"
+
+const char *const pg_w_sql[W__COUNT] = {
+    [W_BEGIN]       = "BEGIN",
+    [W_COMMIT]      = "COMMIT",
+    [W_ROLLBACK]    = "ROLLBACK",
+    [W_SAVEPOINT]   = "SAVEPOINT job",
+    [W_RELEASE]     = "RELEASE SAVEPOINT job",
+    [W_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT job",
+    [W_CONV_LOCK]   = "SELECT id, kind, last_seq, last_ts, msg_count, member_count FROM conversations"
+                      " WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+    [W_USER_INSERT] = "INSERT INTO users(username, pwhash, created) VALUES($1::text, $2::text, $3::bigint)"
+                      " ON CONFLICT (username) DO NOTHING RETURNING id",
+    [W_LOGIN_INSERT] = "INSERT INTO logins(user_id, refresh_hash, expires, revoked, created)"
+                       " SELECT $1::bigint, $2::bytea, $3::bigint, 0, $4::bigint"
+                       " WHERE EXISTS (SELECT 1 FROM users WHERE id = $1::bigint) RETURNING id",
+    [W_LOGIN_ROTATE] = "UPDATE logins SET refresh_hash = $1::bytea, expires = $2::bigint"
+                       " WHERE id = $3::bigint AND revoked = 0 AND expires > $4::bigint"
+                       " AND refresh_hash = $5::bytea",
+    [W_LOGIN_REVOKE] = "UPDATE logins SET revoked = 1 WHERE id = $1::bigint",
+    [W_USERS_EXIST] = "SELECT id FROM users WHERE id = ANY($1::bigint[])",
+    [W_CONV_BY_KEY] = "SELECT id FROM conversations WHERE direct_key = $1::text",
+    /* $1 key, $2 now, $3 user, $4 peer, $5 event id, $6 data. All or nothing;
+     * no row when another transaction holds the pair (ON CONFLICT). */
+    [W_DIRECT_CREATE] =
+        "WITH c AS (INSERT INTO conversations(kind, title, direct_key, last_seq, last_ts, next_join,"
+        "           created, msg_count, member_count)"
+        "         VALUES(1, NULL, $1::text, 1, $2::bigint, 2, $2::bigint, 0, 2)"
+        "         ON CONFLICT (direct_key) DO NOTHING RETURNING id),"
+        " m AS (INSERT INTO members(conv_id, user_id, role, joined, joined_seq)"
+        "         SELECT c.id, x.u, 1, x.j, 1 FROM c, (VALUES ($3::bigint, 0), ($4::bigint, 1)) AS x(u, j)),"
+        " e AS (INSERT INTO events(" EVENT_INSERT_COLS ")"
+        "         SELECT c.id, 1, $5::bigint, $2::bigint, 1, $3::bigint, 0, 0, NULL, NULL, $6::text FROM c)"
+        " SELECT id FROM c",
+    /* $1 title, $2 now, $3 member count, $4 members (creator first), $5 event
+     * id, $6 creator, $7 data */
+    [W_GROUP_CREATE] =
+        "WITH c AS (INSERT INTO conversations(kind, title, direct_key, last_seq, last_ts, next_join,"
+        "           created, msg_count, member_count)"
+        "         VALUES(2, $1::text, NULL, 1, $2::bigint, $3::bigint, $2::bigint, 0, $3::bigint)"
+        "         RETURNING id),"
+        " m AS (INSERT INTO members(conv_id, user_id, role, joined, joined_seq)"
+        "         SELECT c.id, x.u, CASE WHEN x.j = 1 THEN 2 ELSE 1 END, x.j - 1, 1"
+        "         FROM c, unnest($4::bigint[]) WITH ORDINALITY AS x(u, j)),"
+        " e AS (INSERT INTO events(" EVENT_INSERT_COLS ")"
+        "         SELECT c.id, 1, $5::bigint, $2::bigint, 1, $6::bigint, 0, 0, NULL, NULL, $7::text FROM c)"
+        " SELECT id FROM c",
+    [W_MEMBER_CHECK] = "SELECT (SELECT role FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint),"
+                       " (SELECT role FROM members WHERE conv_id = $1::bigint AND user_id = $3::bigint),"
+                       " EXISTS (SELECT 1 FROM users WHERE id = $3::bigint)",
+    [W_MEMBER_JOIN] = "WITH nj AS (UPDATE conversations SET next_join = next_join + 1 WHERE id = $1::bigint"
+                      "   RETURNING next_join - 1 AS j)"
+                      " INSERT INTO members(conv_id, user_id, role, joined, joined_seq)"
+                      " SELECT $1::bigint, $2::bigint, 1, nj.j, $3::bigint FROM nj",
+    [W_MEMBER_DELETE] = "DELETE FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint",
+    [W_PROMOTE]     = "UPDATE members SET role = 2 WHERE conv_id = $1::bigint"
+                      " AND user_id = (SELECT user_id FROM members WHERE conv_id = $1::bigint"
+                      "   ORDER BY joined LIMIT 1)"
+                      " AND NOT EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND role = 2)",
+    [W_EVENT_INSERT] = "INSERT INTO events(" EVENT_INSERT_COLS ") VALUES($1::bigint, $2::bigint,"
+                       " $3::bigint, $4::bigint, $5::int, $6::bigint, $7::bigint, $8::bigint, NULL, NULL,"
+                       " $9::text)",
+    /* sends, as sets: x.i is the position in the arrays (1-based) */
+    [W_SEND_DUPS]   = "SELECT x.i, e.seq, e.id, e.ts, e.body"
+                      " FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS x(c, u, k, i)"
+                      " JOIN events e ON e.conv_id = x.c AND e.sender = x.u AND e.client_msg_id = x.k"
+                      "   AND e.client_msg_id IS NOT NULL",
+    [W_SEND_MEMBERS] = "SELECT x.i FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(c, u, i)"
+                       " JOIN members m ON m.conv_id = x.c AND m.user_id = x.u",
+    [W_SEND_INSERT] = "INSERT INTO events(" EVENT_INSERT_COLS ")"
+                      " SELECT x.c, x.s, x.id, $1::bigint, 2, x.u, 0, x.n, x.k, x.b, NULL"
+                      " FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],"
+                      "   $7::text[], $8::bytea[]) AS x(c, s, id, u, n, k, b)",
+    /* receipts, as sets */
+    [W_RCPT_CURSORS] = "SELECT x.i, m.delivered_seq, m.read_seq, m.joined_seq, m.own_unread"
+                       " FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(c, u, i)"
+                       " JOIN members m ON m.conv_id = x.c AND m.user_id = x.u",
+    [W_RCPT_LOOKUPS] = "SELECT x.i,"
+                       " CASE WHEN x.hi > x.lo THEN (SELECT count(*) FROM events e WHERE e.conv_id = x.c"
+                       "   AND e.seq > x.lo AND e.seq <= x.hi AND e.kind = 2 AND e.sender = x.u) ELSE 0 END,"
+                       " a.kind, a.sender, b.msg_no"
+                       " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],"
+                       "   $6::bigint[]) WITH ORDINALITY AS x(c, u, lo, hi, at, base, i)"
+                       " LEFT JOIN events a ON a.conv_id = x.c AND a.seq = x.at"
+                       " LEFT JOIN events b ON b.conv_id = x.c AND b.seq = x.base",
+    [W_RCPT_UPDATE] = "UPDATE members m SET delivered_seq = x.d, read_seq = x.r"
+                      " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS x(c, u, d, r)"
+                      " WHERE m.conv_id = x.c AND m.user_id = x.u",
+    /* the flush before COMMIT */
+    [W_OWN_FLUSH]   = "UPDATE members m SET own_unread = m.own_unread + x.d"
+                      " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS x(c, u, d)"
+                      " WHERE m.conv_id = x.c AND m.user_id = x.u",
+    [W_CONV_FLUSH]  = "UPDATE conversations c SET last_seq = x.s, last_ts = x.t, msg_count = x.m,"
+                      " member_count = x.k"
+                      " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])"
+                      "   AS x(id, s, t, m, k) WHERE c.id = x.id",
+    [W_USERS_LOCK]  = "SELECT 1 FROM users WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
+    [W_LAST_SEEN]   = "UPDATE users u SET last_seen = v.t"
+                      " FROM (SELECT x.id, max(x.t) AS t FROM unnest($1::bigint[], $2::bigint[]) AS x(id, t)"
+                      "   GROUP BY x.id) v WHERE u.id = v.id AND u.last_seen < v.t",
+    [W_OUTBOX_INSERT] = "INSERT INTO bus_outbox(node, id, convs, seqs)"
+                        " VALUES($1::int, $2::bigint, $3::bigint[], $4::bigint[])",
+    [W_OUTBOX_ACK]  = "DELETE FROM bus_outbox WHERE node = $1::int AND id <= $2::bigint",
+    /* $1 node, $2 own age (s), $3 dead nodes' age (s) */
+    [W_OUTBOX_TAKEOVER] =
+        "WITH d AS (DELETE FROM bus_outbox o"
+        "   WHERE (o.node = $1::int AND o.created < now() - make_interval(secs => $2::int))"
+        "      OR (o.node <> $1::int AND o.created < now() - make_interval(secs => $3::int)"
+        "          AND NOT EXISTS (SELECT 1 FROM node_leases l WHERE l.node_id = o.node"
+        "                          AND l.expires > now()))"
+        "   RETURNING o.convs, o.seqs)"
+        " SELECT u.c, max(u.s) FROM d, unnest(d.convs, d.seqs) AS u(c, s) GROUP BY u.c ORDER BY u.c",
+    /* $1 node, $2 owner, $3 ttl (s) */
+    [W_LEASE_RENEW] = "UPDATE node_leases SET expires = now() + make_interval(secs => $3::int)"
+                      " WHERE node_id = $1::int AND owner = $2::text RETURNING node_id",
+    [W_LEASE_TAKE]  = "INSERT INTO node_leases(node_id, owner, expires)"
+                      " VALUES($1::int, $2::text, now() + make_interval(secs => $3::int))"
+                      " ON CONFLICT (node_id) DO UPDATE SET owner = EXCLUDED.owner, expires = EXCLUDED.expires"
+                      " WHERE node_leases.expires <= now() OR node_leases.owner = EXCLUDED.owner"
+                      " RETURNING node_id",
+    /* the lowest id without a live lease: $1 owner, $2 ttl (s) */
+    [W_LEASE_ANY]   = "INSERT INTO node_leases(node_id, owner, expires)"
+                      " SELECT g, $1::text, now() + make_interval(secs => $2::int)"
+                      " FROM generate_series(0, 1023) g"
+                      " WHERE NOT EXISTS (SELECT 1 FROM node_leases l WHERE l.node_id = g AND l.expires > now())"
+                      " ORDER BY g LIMIT 1"
+                      " ON CONFLICT (node_id) DO UPDATE SET owner = EXCLUDED.owner, expires = EXCLUDED.expires"
+                      " WHERE node_leases.expires <= now() RETURNING node_id",
+    [W_LEASE_INFO]  = "SELECT owner, ceil(extract(epoch FROM expires - now()))::bigint FROM node_leases"
+                      " WHERE node_id = $1::int",
+    [W_LEASE_RELEASE] = "DELETE FROM node_leases WHERE node_id = $1::int AND owner = $2::text",
+};
+
+/* The asking member's view of a conversation. unread follows store.h
+ * invariant 5: msg_no is looked up through the events primary key. */
+#define CONV_COLUMNS \
+    "c.id, c.kind, c.title, c.last_seq, c.last_ts, c.member_count, m.role, m.joined_seq," \
+    " m.delivered_seq, m.read_seq," \
+    " c.msg_count - coalesce((SELECT r.msg_no FROM events r WHERE r.conv_id = c.id" \
+    "   AND r.seq = greatest(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread"
+#define EVENT_COLUMNS "seq, id, ts, kind, sender, client_msg_id, body, data, subject"
+#define EVENT_COLUMNS_E "e.seq, e.id, e.ts, e.kind, e.sender, e.client_msg_id, e.body, e.data, e.subject"
+
+const char *const pg_r_sql[R__COUNT] = {
+    [R_BEGIN]        = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+    [R_COMMIT]       = "COMMIT",
+    [R_ROLLBACK]     = "ROLLBACK",
+    [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = $1::text",
+    [R_USER_BY_ID]   = "SELECT id, username, pwhash, last_seen FROM users WHERE id = $1::bigint",
+    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked FROM logins WHERE id = $1::bigint",
+    [R_CONV_LIST]    = "SELECT " CONV_COLUMNS " FROM members m"
+                       " JOIN conversations c ON c.id = m.conv_id"
+                       " WHERE m.user_id = $1::bigint ORDER BY c.last_ts DESC, c.id DESC",
+    [R_CONV_LIST_LAST] = "SELECT " CONV_COLUMNS ", l.seq, l.id, l.ts, l.kind, l.sender,"
+                       " l.client_msg_id, l.body, l.data, l.subject FROM members m"
+                       " JOIN conversations c ON c.id = m.conv_id"
+                       " LEFT JOIN events l ON l.conv_id = c.id AND l.seq = c.last_seq"
+                       "   AND c.last_seq >= m.joined_seq"
+                       " WHERE m.user_id = $1::bigint ORDER BY c.last_ts DESC, c.id DESC",
+    [R_CONV_GET]     = "SELECT " CONV_COLUMNS " FROM members m"
+                       " JOIN conversations c ON c.id = m.conv_id"
+                       " WHERE m.conv_id = $1::bigint AND m.user_id = $2::bigint",
+    [R_CONV_MEMBERS] = "SELECT m.user_id, m.role, m.joined_seq, m.delivered_seq, m.read_seq, u.username"
+                       " FROM members m JOIN users u ON u.id = m.user_id"
+                       " WHERE m.conv_id = $1::bigint ORDER BY m.joined",
+    /* $1 conv, $2 after, $3 before, $4 limit */
+    [R_EVENTS_ASC]   = "SELECT " EVENT_COLUMNS " FROM events WHERE conv_id = $1::bigint"
+                       " AND seq > $2::bigint AND seq < $3::bigint ORDER BY seq LIMIT $4::int",
+    [R_EVENTS_DESC]  = "SELECT " EVENT_COLUMNS " FROM events WHERE conv_id = $1::bigint"
+                       " AND seq > $2::bigint AND seq < $3::bigint ORDER BY seq DESC LIMIT $4::int",
+    /* as viewer $5: no row if not a member, else its joined_seq and the page
+     * from there on (event columns NULL when the page is empty) */
+    [R_EVENTS_ASC_AS] = "SELECT m.joined_seq, " EVENT_COLUMNS_E " FROM members m LEFT JOIN LATERAL"
+                       " (SELECT * FROM events WHERE conv_id = $1::bigint"
+                       "   AND seq > greatest($2::bigint, m.joined_seq - 1) AND seq < $3::bigint"
+                       "   ORDER BY seq LIMIT $4::int) e ON true"
+                       " WHERE m.conv_id = $1::bigint AND m.user_id = $5::bigint",
+    [R_EVENTS_DESC_AS] = "SELECT m.joined_seq, " EVENT_COLUMNS_E " FROM members m LEFT JOIN LATERAL"
+                       " (SELECT * FROM events WHERE conv_id = $1::bigint"
+                       "   AND seq > greatest($2::bigint, m.joined_seq - 1) AND seq < $3::bigint"
+                       "   ORDER BY seq DESC LIMIT $4::int) e ON true"
+                       " WHERE m.conv_id = $1::bigint AND m.user_id = $5::bigint",
+    [R_EVENT_AT_AS]  = "SELECT " EVENT_COLUMNS_E " FROM events e JOIN members m ON m.conv_id = e.conv_id"
+                       " AND m.user_id = $3::bigint AND e.seq >= m.joined_seq"
+                       " WHERE e.conv_id = $1::bigint AND e.seq = $2::bigint",
+    [R_USERS_VISIBLE] = "SELECT u.id, u.username, u.last_seen"
+                       " FROM unnest($2::bigint[]) WITH ORDINALITY AS x(id, i) JOIN users u ON u.id = x.id"
+                       " WHERE x.id = $1::bigint OR EXISTS (SELECT 1 FROM members a JOIN members b"
+                       "   ON b.conv_id = a.conv_id AND b.user_id = x.id WHERE a.user_id = $1::bigint)"
+                       " ORDER BY x.i",
+    [R_CONV_HEADS]   = "SELECT x.i, c.last_seq FROM unnest($1::bigint[]) WITH ORDINALITY AS x(id, i)"
+                       " JOIN conversations c ON c.id = x.id",
+    [R_MEMBERSHIPS]  = "SELECT x.id, m.conv_id, m.joined_seq, c.last_seq"
+                       " FROM unnest($1::bigint[]) WITH ORDINALITY AS x(id, i)"
+                       " JOIN members m ON m.user_id = x.id JOIN conversations c ON c.id = m.conv_id"
+                       " ORDER BY x.i, m.conv_id",
+};
+
+/* ---- the writer connection ------------------------------------------------- */
+
+/* Connects and prepares the writer; then checks the lease (it may have been
+ * taken while the connection was down). Writer thread. */
+int pg_w_connect(pg_store *s) {
+    char err[320];
+    if (pgc_open(&s->w, s->url, 'w', err, sizeof err) != 0 || pgc_prepare(&s->w, err, sizeof err) != 0) {
+        pgc_close(&s->w);
+        if (s->w_backoff_ms <= PG_BACKOFF_MIN_MS)   /* once per outage, not per attempt */
+            pl_log(PL_LOG_ERROR, 0, "store: writer cannot reconnect", "\"err\":\"%s\"", err);
+        s->w_seen_gen = __atomic_load_n(&s->connect_gen, __ATOMIC_ACQUIRE);
+        s->w_next_try = pl_mono_ms() + s->w_backoff_ms;
+        s->w_backoff_ms = s->w_backoff_ms * 2 > PG_BACKOFF_MAX_MS ? PG_BACKOFF_MAX_MS : s->w_backoff_ms * 2;
+        return -1;
+    }
+    s->w_backoff_ms = PG_BACKOFF_MIN_MS;
+    __atomic_add_fetch(&s->connect_gen, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->w_up, 1, __ATOMIC_RELEASE);
+    pl_log(PL_LOG_INFO, 0, "store: writer connected", "\"node\":%d", s->base.node_id);
+    int held = pg_lease_renew(s);
+    if (held < 0) {
+        pg_w_drop(s, "lease renewal failed");
+        return -1;
+    }
+    return 0;
+}
+
+void pg_w_drop(pg_store *s, const char *why) {
+    if (s->w.pq)
+        pl_log(PL_LOG_WARN, 0, "store: writer connection closed", "\"why\":\"%s\",\"err\":\"%s\"", why,
+               s->w.errmsg);
+    pgc_close(&s->w);
+    __atomic_store_n(&s->w_up, 0, __ATOMIC_RELEASE);
+    s->w_seen_gen = __atomic_load_n(&s->connect_gen, __ATOMIC_ACQUIRE);
+    s->w_next_try = pl_mono_ms();             /* the first attempt at once */
+}
+
+/* ---- the node id lease (invariant 6) ---------------------------------------- */
+
+static void lease_set_lost(pg_store *s, int lost) {
+    s->lease_lost = lost;
+    __atomic_store_n(&s->lease_ok, !lost, __ATOMIC_RELEASE);
+}
+
+/* Renews this node's lease (inside the open transaction, if any). Returns 1
+ * held, 0 lost (logged, state set), or W_LOST / W_FATAL / W_RETRY. */
+int pg_lease_renew(pg_store *s) {
+    pg_params p = {0};
+    pg_param_i64(&p, s->base.node_id);
+    pg_param_text(&p, s->owner);
+    pg_param_i64(&p, PG_LEASE_TTL_S);
+    int64_t at = pl_mono_ms();
+    int slot = pgc_send(&s->w, W_LEASE_RENEW, &p, 1);
+    int rc = slot < 0 ? PG_GONE : pgc_sync(&s->w);
+    if (rc != PG_OK) return rc == PG_GONE ? W_LOST : pgc_retryable(&s->w) ? W_RETRY : W_FATAL;
+    if (PQntuples(s->w.res[slot]) == 1) {
+        s->lease_at = at;
+        if (s->lease_lost) {
+            pl_log(PL_LOG_WARN, 0, "store: node id lease held again", "\"node\":%d", s->base.node_id);
+            lease_set_lost(s, 0);
+        }
+        return 1;
+    }
+    if (!s->lease_lost)
+        pl_log(PL_LOG_ERROR, 0,
+               "store: NODE ID LEASE LOST: another node may use this id; refusing writes until it is back",
+               "\"node\":%d", s->base.node_id);
+    lease_set_lost(s, 1);
+    s->lease_next_try = pl_mono_ms() + PG_BACKOFF_MIN_MS;
+    return 0;
+}
+
+/* Takes this node's id back if it is free (not in a transaction). */
+int pg_lease_reacquire(pg_store *s) {
+    int64_t t = pl_mono_ms();
+    if (t < s->lease_next_try) return -1;
+    s->lease_next_try = t + PG_BACKOFF_MAX_MS;
+    pg_params p = {0};
+    pg_param_i64(&p, s->base.node_id);
+    pg_param_text(&p, s->owner);
+    pg_param_i64(&p, PG_LEASE_TTL_S);
+    int slot = pgc_send(&s->w, W_LEASE_TAKE, &p, 1);
+    int rc = slot < 0 ? PG_GONE : pgc_sync(&s->w);
+    if (rc == PG_GONE) {
+        pg_w_drop(s, "lease re-acquire");
+        return -1;
+    }
+    if (rc != PG_OK || PQntuples(s->w.res[slot]) != 1) {
+        pl_log(PL_LOG_ERROR, 0, "store: node id still taken by another node; refusing writes",
+               "\"node\":%d", s->base.node_id);
+        return -1;
+    }
+    s->lease_at = t;
+    lease_set_lost(s, 0);
+    pl_log(PL_LOG_WARN, 0, "store: node id lease re-acquired", "\"node\":%d", s->base.node_id);
+    return 0;
+}
+
+/* At open: leases o->node_id, or the lowest free id when it is -1. */
+static int lease_acquire(pg_store *s, int want, char *err, size_t errlen) {
+    for (int attempt = 0; attempt < 20; attempt++) {
+        pg_params p = {0};
+        if (want >= 0) pg_param_i64(&p, want);
+        pg_param_text(&p, s->owner);
+        pg_param_i64(&p, PG_LEASE_TTL_S);
+        int slot = pgc_send(&s->w, want >= 0 ? W_LEASE_TAKE : W_LEASE_ANY, &p, 1);
+        if (slot < 0 || pgc_sync(&s->w) != PG_OK) {
+            snprintf(err, errlen, "cannot lease a node id: %s", s->w.errmsg);
+            return -1;
+        }
+        PGresult *r = s->w.res[slot];
+        if (PQntuples(r) == 1) {
+            s->base.node_id = (int)pg_i64(r, 0, 0);
+            s->lease_at = pl_mono_ms();
+            lease_set_lost(s, 0);
+            return 0;
+        }
+        if (want < 0) continue;                  /* raced another node: again */
+        pg_params q = {0};
+        pg_param_i64(&q, want);
+        slot = pgc_send(&s->w, W_LEASE_INFO, &q, 1);
+        char who[96] = "?";
+        long long left = 0;
+        if (slot >= 0 && pgc_sync(&s->w) == PG_OK && PQntuples(s->w.res[slot]) == 1) {
+            pg_clean_msg(who, sizeof who, PQgetvalue(s->w.res[slot], 0, 0));
+            left = (long long)pg_i64(s->w.res[slot], 0, 1);
+        }
+        snprintf(err, errlen,
+                 "node id %d is in use by another live parleyd (lease owner %s, expires in %lld s)", want,
+                 who, left);
+        return -1;
+    }
+    snprintf(err, errlen, "no free node id (0-1023) to lease");
+    return -1;
+}
+
+static void lease_release(pg_store *s) {
+    if (!s->w.pq || s->lease_lost) return;
+    pg_params p = {0};
+    pg_param_i64(&p, s->base.node_id);
+    pg_param_text(&p, s->owner);
+    if (pgc_send(&s->w, W_LEASE_RELEASE, &p, 0) >= 0 && pgc_sync(&s->w) == PG_OK)
+        pl_log(PL_LOG_INFO, 0, "store: node id lease released", "\"node\":%d", s->base.node_id);
+}
+
+/* ---- migrations ------------------------------------------------------------- */
+
+static int exec_ok(PGconn *pq, const char *sql, ExecStatusType want) {
+    PGresult *r = PQexec(pq, sql);
+    int ok = PQresultStatus(r) == want;
+    PQclear(r);
+    return ok;
+}
+
+/* Brings the schema to SCHEMA_VERSION, one transaction per step, each
+ * serialized across starting nodes by a transaction-scoped advisory lock
+ * (a node that waited finds the work done and does nothing). */
+static int migrate(PGconn *pq, char *err, size_t errlen) {
+    char m[200];
+    for (;;) {
+        int v = -1;
+        if (!exec_ok(pq, "BEGIN", PGRES_COMMAND_OK) ||
+            !exec_ok(pq, "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ")", PGRES_TUPLES_OK) ||
+            !exec_ok(pq, "CREATE TABLE IF NOT EXISTS parley_schema(version INT NOT NULL)", PGRES_COMMAND_OK))
+            goto fail;
+        PGresult *r = PQexec(pq, "SELECT version FROM parley_schema");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) >= 1) v = atoi(PQgetvalue(r, 0, 0));
+        else if (PQresultStatus(r) == PGRES_TUPLES_OK) v = 0;
+        PQclear(r);
+        if (v < 0) goto fail;
+        if (v == 0 && !exec_ok(pq, "INSERT INTO parley_schema(version) SELECT 0 WHERE NOT EXISTS"
+                                   " (SELECT 1 FROM parley_schema)", PGRES_COMMAND_OK))
+            goto fail;
+        if (v > SCHEMA_VERSION) {
+            exec_ok(pq, "ROLLBACK", PGRES_COMMAND_OK);
+            snprintf(err, errlen, "the database was written by a newer Parley (schema %d)", v);
+            return -1;
+        }
+        if (v == SCHEMA_VERSION) {
+            if (exec_ok(pq, "COMMIT", PGRES_COMMAND_OK)) return 0;
+            goto fail;
+        }
+        if (!exec_ok(pq, migrations[v], PGRES_COMMAND_OK)) {
+            pg_clean_msg(m, sizeof m, PQerrorMessage(pq));
+            exec_ok(pq, "ROLLBACK", PGRES_COMMAND_OK);
+            snprintf(err, errlen, "schema migration %d -> %d failed: %s", v, v + 1, m);
+            return -1;
+        }
+        if (!exec_ok(pq, "UPDATE parley_schema SET version = version + 1", PGRES_COMMAND_OK) ||
+            !exec_ok(pq, "COMMIT", PGRES_COMMAND_OK))
+            goto fail;
+        pl_log(PL_LOG_INFO, 0, "store: schema migrated", "\"to\":%d", v + 1);
+    }
+fail:
+    pg_clean_msg(m, sizeof m, PQerrorMessage(pq));
+    exec_ok(pq, "ROLLBACK", PGRES_COMMAND_OK);
+    snprintf(err, errlen, "schema migration failed: %s", m);
+    return -1;
+}
+
+/* ---- the shared secret ------------------------------------------------------ */
+
+/* Every node gets the same 32 bytes: the first one to ask inserts random
+ * ones, the rest find them. Blocking, on a connection of its own (the
+ * pipeline's belong to their threads); called before the loop runs. */
+static int pg_shared_secret(pl_store *base, const char *name, uint8_t out[32]) {
+    pg_store *s = (pg_store *)base;
+    if (!name || !pg_utf8_ok(name)) return PL_STORE_EINVAL;
+    pg_conn c = {0};
+    char err[320];
+    if (pgc_open(&c, s->url, 'w', err, sizeof err) != 0) {
+        pl_log(PL_LOG_ERROR, 0, "store: shared secret: no connection", "\"err\":\"%s\"", err);
+        return PL_STORE_EUNAVAIL;
+    }
+    uint8_t fresh[32];
+    randombytes_buf(fresh, sizeof fresh);
+    const char *v[2] = {name, (const char *)fresh};
+    const int len[2] = {0, (int)sizeof fresh}, fmt[2] = {0, 1};
+    int rc = PL_STORE_EUNAVAIL;
+    PGresult *r = PQexecParams(c.pq, "INSERT INTO secrets(name, value) VALUES($1::text, $2::bytea)"
+                               " ON CONFLICT (name) DO NOTHING", 2, NULL, v, len, fmt, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (ok) {
+        r = PQexecParams(c.pq, "SELECT value FROM secrets WHERE name = $1::text", 1, NULL, v, len, fmt, 1);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 32) {
+            memcpy(out, PQgetvalue(r, 0, 0), 32);
+            rc = PL_STORE_OK;
+        }
+        PQclear(r);
+    }
+    if (rc != PL_STORE_OK) {
+        char m[200];
+        pg_clean_msg(m, sizeof m, PQerrorMessage(c.pq));
+        pl_log(PL_LOG_ERROR, 0, "store: shared secret failed", "\"err\":\"%s\"", m);
+    }
+    sodium_memzero(fresh, sizeof fresh);
+    pgc_close(&c);
+    return rc;
+}
+
+/* ---- readiness -------------------------------------------------------------- */
+
+static void probe_done(pl_job *j) {
+    pg_store *s = j->data;
+    __atomic_sub_fetch(&s->probes, 1, __ATOMIC_ACQ_REL);
+    free(j);
+}
+
+/* Invariant 9: one probe read per reader that is down, none while earlier
+ * probes are in flight. Writer thread (idle tick). */
+void pg_probe_readers(pg_store *s) {
+    pl_pipeline *p = __atomic_load_n(&s->pipe, __ATOMIC_ACQUIRE);
+    if (!p) return;
+    int up = __atomic_load_n(&s->r_up, __ATOMIC_ACQUIRE);
+    if (up >= s->nreaders || __atomic_load_n(&s->probes, __ATOMIC_ACQUIRE) > 0) return;
+    for (int i = up; i < s->nreaders; i++) {
+        pl_job *j = pl_calloc(1, sizeof *j);
+        j->op = (pl_job_op)PG_READ_PROBE;
+        j->done = probe_done;
+        j->data = s;
+        __atomic_add_fetch(&s->probes, 1, __ATOMIC_ACQ_REL);
+        pl_pipeline_submit(p, j);
+    }
+}
+
+static int pg_healthy(pl_store *base) {
+    pg_store *s = (pg_store *)base;
+    return __atomic_load_n(&s->w_up, __ATOMIC_ACQUIRE) && __atomic_load_n(&s->r_up, __ATOMIC_ACQUIRE) > 0 &&
+           __atomic_load_n(&s->lease_ok, __ATOMIC_ACQUIRE);
+}
+
+/* ---- open, close ------------------------------------------------------------ */
+
+static void pg_submit(pl_store *base, pl_job *j) { pl_pipeline_submit(((pg_store *)base)->pipe, j); }
+static void pg_drain(pl_store *base) { pl_pipeline_drain(((pg_store *)base)->pipe); }
+
+/* Frees everything but the pipeline (not started, or stopped); releases the
+ * lease if this store holds it. */
+static void pg_free(pg_store *s) {
+    if (__atomic_load_n(&s->lease_ok, __ATOMIC_ACQUIRE)) lease_release(s);
+    pgc_close(&s->w);
+    for (int i = 0; i < s->nreaders; i++) pgc_close(&s->readers[i].c);
+    for (size_t i = 0; i < sizeof s->arr / sizeof s->arr[0]; i++) pg_arr_free(&s->arr[i]);
+    free(s->readers);
+    free(s->convs);
+    free(s->own);
+    free(s->lockids);
+    free(s->seen);
+    free(s->url);
+    free(s);
+}
+
+static void pg_close(pl_store *base) {
+    pg_store *s = (pg_store *)base;
+    pl_pipeline *p = s->pipe;           /* s->pipe stays readable until the */
+    pl_pipeline_stop(&p);               /* writer thread is joined          */
+    pg_free(s);
+}
+
+static const pl_store_ops pg_ops = {
+    .name = "postgres",
+    .submit = pg_submit,
+    .drain = pg_drain,
+    .healthy = pg_healthy,
+    .shared_secret = pg_shared_secret,
+    .close = pg_close,
+};
+
+void pl_store_pg__hold(pl_store *base, int on) {
+    if (!base || base->ops != &pg_ops) return;
+    __atomic_store_n(&((pg_store *)base)->hold, on, __ATOMIC_SEQ_CST);
+}
+
+int pl_store_pg__held(pl_store *base) {
+    if (!base || base->ops != &pg_ops) return 0;
+    return __atomic_load_n(&((pg_store *)base)->hold, __ATOMIC_SEQ_CST) == 2;
+}
 
 int pl_store_pg_open(const pl_store_opts *o, pl_store **out, char *err, size_t errlen) {
-    (void)o;
     *out = NULL;
-    snprintf(err, errlen, "this parleyd was built without the PostgreSQL store");
+    err[0] = '\0';
+    if (sodium_init() < 0) {
+        snprintf(err, errlen, "cannot initialise libsodium");
+        return PL_STORE_EUNAVAIL;
+    }
+    if (o->node_id < -1 || o->node_id > 1023) {
+        snprintf(err, errlen, "node id %d out of range (0-1023, or -1 to lease one)", o->node_id);
+        return PL_STORE_EUNAVAIL;
+    }
+    pg_store *s = pl_calloc(1, sizeof *s);
+    s->base.ops = &pg_ops;
+    s->base.node_id = o->node_id;
+    s->url = pl_strdup(o->url);
+    s->outbox = o->outbox != 0;
+    s->nreaders = o->readers > 0 ? o->readers : PG_READERS;
+    s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
+    s->w_backoff_ms = PG_BACKOFF_MIN_MS;
+    char host[64] = "?";
+    gethostname(host, sizeof host - 1);
+    uint8_t rnd[8];
+    randombytes_buf(rnd, sizeof rnd);
+    char hex[17];
+    sodium_bin2hex(hex, sizeof hex, rnd, sizeof rnd);
+    snprintf(s->owner, sizeof s->owner, "%.40s/%ld/%s", host, (long)getpid(), hex);
+
+    if (pgc_open(&s->w, s->url, 'w', err, errlen) != 0 || migrate(s->w.pq, err, errlen) != 0 ||
+        pgc_prepare(&s->w, err, errlen) != 0 || lease_acquire(s, o->node_id, err, errlen) != 0)
+        goto fail;
+    pl_idgen_init(&s->ids, s->base.node_id);
+    s->w_up = 1;
+    s->connect_gen = 1;
+    for (int i = 0; i < s->nreaders; i++) {
+        pg_reader *r = &s->readers[i];
+        r->s = s;
+        r->backoff_ms = PG_BACKOFF_MIN_MS;
+        if (pgc_open(&r->c, s->url, 'r', err, errlen) != 0 || pgc_prepare(&r->c, err, errlen) != 0)
+            goto fail;
+        r->up = 1;
+        s->r_up++;
+    }
+    void **rctx = pl_malloc((size_t)s->nreaders * sizeof *rctx);
+    for (int i = 0; i < s->nreaders; i++) rctx[i] = &s->readers[i];
+    pl_pipeline_cfg pc = {
+        .batch_max = PG_BATCH_MAX,
+        .nreaders = s->nreaders,
+        .wctx = s,
+        .rctx = rctx,
+        .run_batch = pg_run_batch,
+        .idle = pg_idle,
+        .idle_ms = PG_IDLE_MS,
+        .run_read = pg_run_read,
+        .notify = o->notify,
+        .notify_arg = o->notify_arg,
+        .committed = o->committed,
+        .committed_arg = o->committed_arg,
+    };
+    pl_pipeline *p = pl_pipeline_start(&pc);
+    free(rctx);
+    if (!p) {
+        snprintf(err, errlen, "cannot start the store threads");
+        goto fail;
+    }
+    __atomic_store_n(&s->pipe, p, __ATOMIC_RELEASE);
+    pl_log(PL_LOG_INFO, 0, "store: PostgreSQL store open",
+           "\"node\":%d,\"readers\":%d,\"outbox\":%d", s->base.node_id, s->nreaders, s->outbox);
+    *out = &s->base;
+    return PL_STORE_OK;
+fail:
+    pg_free(s);
     return PL_STORE_EUNAVAIL;
 }

@@ -1,12 +1,23 @@
-"""Fixtures for Parley's integration tests.
+"""Fixtures for Parley's integration tests: one suite, two modes (S3).
 
-Each test gets its own parleyd (from $PARLEYD, by default build/asan/parleyd)
-on a free loopback port with its own temporary data directory. The server's
-stdout and stderr go to a log file; at teardown the server is stopped with
-SIGTERM and the test FAILS if the log holds a sanitizer report (ASan, UBSan,
-LSan), if the server died on its own, or if it did not exit after SIGTERM.
-The log tail is attached to the report of a failing test, and the whole log is
-kept in test-artifacts/ (git-ignored).
+Each test runs twice: against an embedded parleyd (SQLite, one process) and
+against a cluster: 3 nodes on PostgreSQL and Redis behind HAProxy, clients
+spread over the nodes by HAProxy (tests/cluster_proc.py). Test ids say
+which: test_dm[embedded], test_dm[cluster]. PARLEY_MODES=embedded (or
+cluster) runs one mode only.
+
+`server` / `server_factory(extra_args)` give an object with host, port,
+base_url, ws_url (the load balancer in cluster mode), start/stop/kill/
+restart, log_text(); in cluster mode also .nodes (each a parleyd_proc.Server
+with its own base_url), .node_urls, .pg, .redis, .haproxy. Every process
+logs to a file; at teardown everything is stopped with SIGTERM and the test
+FAILS if a log holds a sanitizer report (ASan, UBSan, LSan), if a server
+died on its own, or if it did not exit after SIGTERM. Logs of a failing test
+are kept in test-artifacts/ (git-ignored).
+
+A test that cannot apply to one mode says why:
+  @pytest.mark.embedded_only("why")   skipped in cluster mode
+  @pytest.mark.cluster_only("why")    skipped in embedded mode
 """
 
 import os
@@ -21,6 +32,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from parleyd_proc import Server, finish  # noqa: E402  (the shared server process)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODES = [m for m in os.environ.get("PARLEY_MODES", "embedded,cluster").split(",") if m]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "embedded_only(reason): the test cannot apply to a cluster")
+    config.addinivalue_line("markers", "cluster_only(reason): the test is about cluster mode")
 
 
 @pytest.fixture(scope="session")
@@ -33,23 +50,64 @@ def parleyd_bin():
     return os.path.abspath(b)
 
 
+_pg = {}
+
+
+def session_pg():
+    """One PostgreSQL for the whole run (each cluster gets its own database)."""
+    if "pg" not in _pg:
+        from cluster_proc import PgServer
+        pg = PgServer()
+        pg.start()
+        _pg["pg"] = pg
+    return _pg["pg"]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    pg = _pg.pop("pg", None)
+    if pg is not None:
+        pg.destroy()
+
+
+@pytest.fixture(params=MODES)
+def mode(request):
+    """embedded or cluster; skips what a test's marker excludes."""
+    if request.param == "cluster":
+        m = request.node.get_closest_marker("embedded_only")
+        if m:
+            pytest.skip(f"embedded mode only: {m.args[0] if m.args else ''}")
+    else:
+        m = request.node.get_closest_marker("cluster_only")
+        if m:
+            pytest.skip(f"cluster mode only: {m.args[0] if m.args else ''}")
+    return request.param
+
+
 @pytest.fixture
-def server_factory(parleyd_bin, request):
-    """make(extra_args=()) -> a started, ready Server. All are stopped and
-    checked at teardown."""
+def server_factory(parleyd_bin, request, mode):
+    """make(extra_args=()) -> a started, ready server (a Server, or a Cluster
+    in cluster mode). All are stopped and checked at teardown."""
     servers = []
     request.node._parley_servers = servers
 
-    def make(extra_args=()):
+    def make(extra_args=(), nodes=None):
         workdir = tempfile.mkdtemp(prefix="parley-it-")
-        s = Server(parleyd_bin, workdir, extra_args)
+        if mode == "cluster":
+            from cluster_proc import Cluster
+            s = Cluster(parleyd_bin, workdir, extra_args, nodes=nodes, pg=session_pg())
+        else:
+            s = Server(parleyd_bin, workdir, extra_args)
         servers.append(s)
         s.start()
         return s
 
     yield make
 
-    problems = finish(servers, request.node.name, _test_failed(request.node))
+    if mode == "cluster":
+        from cluster_proc import finish as cluster_finish
+        problems = cluster_finish(servers, request.node.name, _test_failed(request.node))
+    else:
+        problems = finish(servers, request.node.name, _test_failed(request.node))
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

@@ -22,6 +22,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from pclient import (OP_CLOSE, OP_TEXT, Harness, async_test, build_frame,
                      close_info, cmid, msg_events, pipeline_send, raw_http, seqs)
 from parleyd_proc import CHEAP_HASH, SANITIZER_MARKERS, free_port
@@ -873,6 +875,8 @@ async def test_unread_in_a_dm_counts_only_the_peer_regression(server):
 # 9a. a second parleyd on the same data directory is refused
 
 
+@pytest.mark.embedded_only("the data directory lock is SQLite's; a cluster refuses a duplicate "
+                            "--node-id instead (test_cluster.py)")
 @async_test(60)
 async def test_second_server_on_the_same_data_dir_is_refused(server):
     """Defect 9 (lock). A second parleyd on the first one's --data-dir (other

@@ -1,13 +1,1370 @@
-/* test_store_pg.c — the PostgreSQL side of the store contract tests
- * (test_store.c): a fresh database per test on the server $PARLEY_TEST_PG
- * names. Placeholder until the PostgreSQL backend lands. */
-#include <stddef.h>
+/* test_store_pg.c — the PostgreSQL side of the store tests.
+ *
+ * t_pg_fresh_url() gives test_store.c's contract tests a fresh database per
+ * test on the server $PARLEY_TEST_PG names (`make unit-pg` starts a
+ * throwaway one with scripts/pg-scratch.sh). The tests here apply to
+ * PostgreSQL only and return at once without $PARLEY_TEST_PG: opening and
+ * migrating, several nodes on one database (one conversation, idempotency
+ * across nodes, deadlocks), node id leases, the outbox, the shared secret,
+ * statement errors inside a batch, lost connections and a server restart
+ * (that one also needs $PARLEY_TEST_PG_DIR, the scratch server's
+ * directory), a differential test against the SQLite backend (the
+ * reference; $PARLEY_PG_DIFF_SEED picks other random jobs), and a
+ * throughput measurement run only with $PARLEY_PG_BENCH set.
+ *
+ * Jobs complete the way the server completes them: each store's notify()
+ * wakes a drain thread of the test, which calls pl_store_drain(); done()
+ * counts into a waiter the submitting thread sleeps on.
+ */
+#include "test.h"
+
+#include "core/metrics.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 int t_pg_fresh_url(const char *base, char *out, size_t n);
+void pl_store_pg__hold(pl_store *s, int on);      /* pg_int.h */
+int  pl_store_pg__held(pl_store *s);
+
+/* ---- fresh databases --------------------------------------------------------- */
+
+#define DB_PREFIX "parley_t_"
+
+static int db_seq;
+static char db_last[64];
+
+/* Drops test databases left by processes that are gone, and this process's
+ * previous one (its store is closed by now; ignored if it is not). */
+static void drop_stale(PGconn *c) {
+    PGresult *r = PQexec(c, "SELECT datname FROM pg_database WHERE datname LIKE 'parley\\_t\\_%'");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        return;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        long pid = strtol(name + strlen(DB_PREFIX), NULL, 10);
+        int mine = pid == (long)getpid();
+        if (mine ? strcmp(name, db_last) != 0 : (pid > 0 && kill((pid_t)pid, 0) == 0)) continue;
+        char *id = PQescapeIdentifier(c, name, strlen(name));
+        char sql[160];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", id);
+        PQfreemem(id);
+        PQclear(PQexec(c, sql));
+    }
+    PQclear(r);
+}
+
+static void quiet(void *arg, const char *msg) {
+    (void)arg;
+    (void)msg;
+}
+
+/* URL of database name on the server c is connected to. */
+static void url_of(PGconn *c, const char *name, char *out, size_t n) {
+    const char *host = PQhost(c), *port = PQport(c), *user = PQuser(c);
+    if (host && host[0] == '/')
+        snprintf(out, n, "postgresql:///%s?host=%s&port=%s&user=%s", name, host, port, user);
+    else
+        snprintf(out, n, "postgresql://%s@%s:%s/%s", user, host, port, name);
+}
 
 int t_pg_fresh_url(const char *base, char *out, size_t n) {
-    (void)base;
-    (void)out;
-    (void)n;
-    return -1;
+    PGconn *c = PQconnectdb(base);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "  cannot connect to %s: %s", base, PQerrorMessage(c));
+        PQfinish(c);
+        return -1;
+    }
+    PQsetNoticeProcessor(c, quiet, NULL);
+    drop_stale(c);
+    char name[64], sql[128];
+    snprintf(name, sizeof name, DB_PREFIX "%ld_%d", (long)getpid(), ++db_seq);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);     /* our own name: no quoting */
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) fprintf(stderr, "  %s", PQerrorMessage(c));
+    PQclear(r);
+    if (ok) {
+        snprintf(db_last, sizeof db_last, "%s", name);
+        url_of(c, name, out, n);
+    }
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+/* ---- a small harness: stores with drain threads, waiters ---------------------- */
+
+typedef struct pnode {
+    pl_store       *s;
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    int             pending, stop;
+    pthread_t       drainer;
+} pnode;
+
+typedef struct pwait {
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    int             done;
+} pwait;
+
+/* Stores of the tests live in static slots, never reused: a failing CHECK
+ * returns early and leaves its stores running, and their drain threads must
+ * not find that memory reused. */
+static pnode *n_slot(void) {
+    static pnode pool[96];
+    static int used;
+    if (used == (int)(sizeof pool / sizeof pool[0])) abort();
+    return &pool[used++];
+}
+
+static void n_notify(void *arg) {
+    pnode *n = arg;
+    pthread_mutex_lock(&n->mu);
+    n->pending = 1;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void *n_drain_main(void *arg) {
+    pnode *n = arg;
+    for (;;) {
+        pthread_mutex_lock(&n->mu);
+        while (!n->pending && !n->stop) pthread_cond_wait(&n->cv, &n->mu);
+        int stop = n->stop;
+        n->pending = 0;
+        pthread_mutex_unlock(&n->mu);
+        if (stop) return NULL;
+        pl_store_drain(n->s);
+    }
+}
+
+/* Opens a store on url (a SQLite one in data_dir when url is NULL). */
+static int n_open_dir(pnode *n, const char *url, const char *data_dir, int node_id, int outbox,
+                      char *err, size_t errlen) {
+    memset(n, 0, sizeof *n);
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->cv, NULL);
+    pl_store_opts o = {.url = url, .data_dir = data_dir, .node_id = node_id, .outbox = outbox,
+                       .notify = n_notify, .notify_arg = n};
+    int rc = pl_store_open(&o, &n->s, err, errlen);
+    if (rc == 0) pthread_create(&n->drainer, NULL, n_drain_main, n);
+    return rc;
+}
+
+static int n_open_opts(pnode *n, const char *url, int node_id, int outbox, char *err, size_t errlen) {
+    return n_open_dir(n, url, NULL, node_id, outbox, err, errlen);
+}
+
+static int n_open(pnode *n, const char *url, int node_id, int outbox) {
+    char err[256] = "";
+    int rc = n_open_opts(n, url, node_id, outbox, err, sizeof err);
+    if (rc) fprintf(stderr, "  store open failed: %s\n", err);
+    return rc;
+}
+
+static void n_close(pnode *n) {
+    if (!n->s) return;
+    pthread_mutex_lock(&n->mu);
+    n->stop = 1;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    pthread_join(n->drainer, NULL);
+    pl_store_close(&n->s);                    /* finishes and drains the rest */
+    pthread_mutex_destroy(&n->mu);
+    pthread_cond_destroy(&n->cv);
+}
+
+static void w_init(pwait *w) {
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->done = 0;
+}
+
+static void w_done(pl_job *j) {
+    pwait *w = j->data;
+    pthread_mutex_lock(&w->mu);
+    w->done++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits until w->done reaches target; -1 after 30 s. */
+static int w_wait(pwait *w, int target) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 30;
+    pthread_mutex_lock(&w->mu);
+    while (w->done < target)
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) != 0) break;
+    int ok = w->done >= target;
+    pthread_mutex_unlock(&w->mu);
+    return ok ? 0 : -1;
+}
+
+static void j_init(pl_job *j, pwait *w, pl_job_op op) {
+    memset(j, 0, sizeof *j);
+    j->op = op;
+    j->done = w_done;
+    j->data = w;
+}
+
+/* Submits n jobs to one store and waits for them. */
+static int n_run(pnode *n, pl_job *jobs, size_t cnt) {
+    pwait *w = jobs[0].data;
+    int target = w->done + (int)cnt;
+    for (size_t i = 0; i < cnt; i++) pl_store_submit(n->s, &jobs[i]);
+    return w_wait(w, target);
+}
+
+/* Submits jobs as exactly one batch (PostgreSQL): queued behind a held
+ * job (which then fails without running), then released. */
+static int n_run_batch(pnode *n, pl_job *jobs, size_t cnt) {
+    pwait *w = jobs[0].data;
+    pl_job first;
+    j_init(&first, w, PL_JOB_OUTBOX_ACK);
+    int target = w->done + 1 + (int)cnt;
+    pl_store_pg__hold(n->s, 1);
+    pl_store_submit(n->s, &first);
+    for (int i = 0; i < 5000 && !pl_store_pg__held(n->s); i++) {
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    for (size_t i = 0; i < cnt; i++) pl_store_submit(n->s, &jobs[i]);
+    pl_store_pg__hold(n->s, 0);
+    return w_wait(w, target);
+}
+
+static int64_t n_user(pnode *n, const char *name) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_JOB_USER_CREATE);
+    j.username = name;
+    j.pwhash = "h";
+    if (n_run(n, &j, 1)) return -99;
+    return j.result ? j.result : j.out_id;
+}
+
+static int64_t n_group(pnode *n, int64_t creator, const int64_t *m, size_t cnt) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_JOB_GROUP_CREATE);
+    j.user = creator;
+    j.title = "g";
+    j.members = m;
+    j.nmembers = cnt;
+    if (n_run(n, &j, 1)) return -99;
+    pl_job_release(&j);
+    return j.result ? j.result : j.out_id;
+}
+
+static void send_init(pl_job *j, pwait *w, int64_t conv, int64_t user, const char *cmid, const char *body) {
+    j_init(j, w, PL_JOB_MESSAGE_SEND);
+    j->conv = conv;
+    j->user = user;
+    j->client_msg_id = cmid;
+    j->body = body;
+    j->body_len = strlen(body);
+}
+
+/* Every event of conv (as no viewer), in order; -1 on failure. */
+static int n_events(pnode *n, int64_t conv, pl_event **out, size_t *nout) {
+    pwait w;
+    w_init(&w);
+    pl_event *all = NULL;
+    size_t len = 0;
+    int64_t after = 0;
+    for (;;) {
+        pl_job j;
+        j_init(&j, &w, PL_READ_EVENTS);
+        j.conv = conv;
+        j.after = after;
+        j.limit = PL_STORE_PAGE_MAX;
+        if (n_run(n, &j, 1) || j.result) {
+            pl_job_release(&j);
+            pl_event_list_free(all, len);
+            return -1;
+        }
+        if (j.nevents == 0) break;
+        all = realloc(all, (len + j.nevents) * sizeof *all);
+        memcpy(all + len, j.events, j.nevents * sizeof *all);
+        len += j.nevents;
+        after = j.events[j.nevents - 1].seq;
+        free(j.events);                      /* the strings moved to all */
+        j.events = NULL;
+        j.nevents = 0;
+        pl_job_release(&j);
+    }
+    *out = all;
+    *nout = len;
+    return 0;
+}
+
+/* 1 if conv's events run 1..n with seqs contiguous and ids and keys unique. */
+static int check_log(pnode *n, int64_t conv, size_t *count) {
+    pl_event *ev;
+    size_t len;
+    if (n_events(n, conv, &ev, &len)) return 0;
+    int ok = 1;
+    for (size_t i = 0; i < len && ok; i++) {
+        if (ev[i].seq != (int64_t)i + 1) ok = 0;
+        for (size_t k = 0; k < i && ok; k++) {
+            if (ev[k].id == ev[i].id) ok = 0;
+            if (ev[k].client_msg_id && ev[i].client_msg_id && ev[k].sender == ev[i].sender &&
+                strcmp(ev[k].client_msg_id, ev[i].client_msg_id) == 0)
+                ok = 0;
+        }
+    }
+    pl_event_list_free(ev, len);
+    if (count) *count = len;
+    return ok;
+}
+
+static const char *pg_base(void) {
+    const char *pg = getenv("PARLEY_TEST_PG");
+    return pg && pg[0] ? pg : NULL;
+}
+
+#define PG_ONLY() do { if (!pg_base()) return; } while (0)
+
+/* A libpq connection of the test's own to url (for setting up and looking). */
+static PGconn *sql_conn(const char *url) {
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "  %s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Runs constant SQL; returns the first column of the first row as an
+ * integer (0 if none), or -1 on error. */
+static long long sql_int(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    long long v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) v = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0;
+    else if (PQresultStatus(r) == PGRES_COMMAND_OK) v = atoll(PQcmdTuples(r));
+    else fprintf(stderr, "  sql failed: %s", PQerrorMessage(c));
+    PQclear(r);
+    return v;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- two nodes, one conversation ------------------------------------------------ */
+
+enum { SENDERS = 8, PER_SENDER = 120, BURST = 6 };
+
+typedef struct sender {
+    pnode   *node;
+    int64_t  conv, user;
+    int      idx;
+    pl_job   jobs[PER_SENDER];
+    char     cmid[PER_SENDER][24];
+    pwait    w;
+} sender;
+
+static void *sender_main(void *arg) {
+    sender *sd = arg;
+    w_init(&sd->w);
+    for (int i = 0; i < PER_SENDER; i += BURST) {
+        int k = i + BURST <= PER_SENDER ? BURST : PER_SENDER - i;
+        for (int b = 0; b < k; b++) {
+            snprintf(sd->cmid[i + b], sizeof sd->cmid[0], "s%d-%d", sd->idx, i + b);
+            send_init(&sd->jobs[i + b], &sd->w, sd->conv, sd->user, sd->cmid[i + b], "x");
+            pl_store_submit(sd->node->s, &sd->jobs[i + b]);
+        }
+        if (w_wait(&sd->w, i + k)) break;
+    }
+    return NULL;
+}
+
+/* Store invariant 1 across nodes: 8 senders on two stores (node ids 1 and
+ * 2) append to one conversation at once. */
+TEST(store_pg_two_nodes_one_conversation) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    CHECK_EQ(a->s->node_id, 1);
+    CHECK_EQ(b->s->node_id, 2);
+    int64_t users[SENDERS];
+    char name[16];
+    for (int i = 0; i < SENDERS; i++) {
+        snprintf(name, sizeof name, "u%d", i);
+        users[i] = n_user(i % 2 ? b : a, name);
+        CHECK(users[i] > 0);
+    }
+    int64_t g = n_group(a, users[0], users + 1, SENDERS - 1);
+    CHECK(g > 0);
+    sender *sd = calloc(SENDERS, sizeof *sd);
+    pthread_t th[SENDERS];
+    for (int i = 0; i < SENDERS; i++) {
+        sd[i].node = i % 2 ? b : a;
+        sd[i].conv = g;
+        sd[i].user = users[i];
+        sd[i].idx = i;
+        pthread_create(&th[i], NULL, sender_main, &sd[i]);
+    }
+    for (int i = 0; i < SENDERS; i++) pthread_join(th[i], NULL);
+    int bad = 0;
+    char *seen = calloc(SENDERS * PER_SENDER + 2, 1);
+    for (int i = 0; i < SENDERS; i++)
+        for (int k = 0; k < PER_SENDER; k++) {
+            pl_job *j = &sd[i].jobs[k];
+            if (j->result != PL_STORE_OK || j->dup || j->event.seq < 2 ||
+                j->event.seq > SENDERS * PER_SENDER + 1 || seen[j->event.seq])
+                bad++;
+            else seen[j->event.seq] = 1;
+            pl_job_release(j);
+        }
+    free(seen);
+    free(sd);
+    CHECK_EQ(bad, 0);
+    size_t count = 0;
+    CHECK(check_log(a, g, &count));
+    CHECK_EQ(count, 1 + SENDERS * PER_SENDER);
+    CHECK(check_log(b, g, &count));
+    CHECK_EQ(count, 1 + SENDERS * PER_SENDER);
+    CHECK(pl_store_healthy(a->s) && pl_store_healthy(b->s));
+    n_close(a);
+    n_close(b);
+}
+
+/* Store invariant 3 across nodes: a retry through the other node returns
+ * the original ack; the same key through both at once stores one copy. */
+TEST(store_pg_idempotent_across_nodes) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    int64_t u = n_user(a, "alice");
+    int64_t g = n_group(a, u, NULL, 0);
+    CHECK(g > 0);
+    pwait w;
+    w_init(&w);
+    pl_job j1, j2;
+    send_init(&j1, &w, g, u, "k1", "first");
+    CHECK_EQ(n_run(a, &j1, 1), 0);
+    CHECK_EQ(j1.result, PL_STORE_OK);
+    CHECK_EQ(j1.dup, 0);
+    send_init(&j2, &w, g, u, "k1", "retry");
+    CHECK_EQ(n_run(b, &j2, 1), 0);
+    CHECK_EQ(j2.result, PL_STORE_OK);
+    CHECK_EQ(j2.dup, 1);
+    CHECK_EQ(j2.event.seq, j1.event.seq);
+    CHECK_EQ(j2.event.id, j1.event.id);
+    CHECK_EQ(j2.event.ts, j1.event.ts);
+    CHECK_STR(j2.event.body, "first");
+    pl_job_release(&j1);
+    pl_job_release(&j2);
+
+    /* both nodes at once, many keys */
+    enum { K = 50 };
+    pl_job *ja = calloc(K, sizeof *ja), *jb = calloc(K, sizeof *jb);
+    char (*cmid)[16] = calloc(K, sizeof *cmid);
+    int target = w.done + 2 * K;
+    for (int i = 0; i < K; i++) {
+        snprintf(cmid[i], sizeof cmid[i], "both%d", i);
+        send_init(&ja[i], &w, g, u, cmid[i], "a");
+        send_init(&jb[i], &w, g, u, cmid[i], "b");
+        pl_store_submit(a->s, &ja[i]);
+        pl_store_submit(b->s, &jb[i]);
+    }
+    CHECK_EQ(w_wait(&w, target), 0);
+    int bad = 0, dups = 0;
+    for (int i = 0; i < K; i++) {
+        if (ja[i].result || jb[i].result || ja[i].event.seq != jb[i].event.seq ||
+            ja[i].event.id != jb[i].event.id || strcmp(ja[i].event.body, jb[i].event.body) != 0 ||
+            ja[i].dup + jb[i].dup != 1)
+            bad++;
+        dups += ja[i].dup + jb[i].dup;
+        pl_job_release(&ja[i]);
+        pl_job_release(&jb[i]);
+    }
+    free(ja);
+    free(jb);
+    free(cmid);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(dups, K);
+    size_t count = 0;
+    CHECK(check_log(b, g, &count));
+    CHECK_EQ(count, 2 + K);
+    n_close(a);
+    n_close(b);
+}
+
+/* Opening: an unreachable server is refused with the reason; nodes that
+ * start at once on a new database migrate it once (the advisory lock). */
+typedef struct opener {
+    const char *url;
+    int         node, rc;
+    pnode      *n;
+} opener;
+
+static void *opener_main(void *arg) {
+    opener *o = arg;
+    char err[256] = "";
+    o->rc = n_open_dir(o->n, o->url, NULL, o->node, 0, err, sizeof err);
+    if (o->rc) fprintf(stderr, "  open %d: %s\n", o->node, err);
+    return NULL;
+}
+
+TEST(store_pg_open) {
+    PG_ONLY();
+    char err[256] = "";
+    pl_store *s = NULL;
+    pl_store_opts o = {.url = "postgres://nobody@127.0.0.1:1/none", .node_id = 1};
+    CHECK_EQ(pl_store_open(&o, &s, err, sizeof err), PL_STORE_EUNAVAIL);
+    CHECK(s == NULL);
+    CHECK(strstr(err, "cannot connect to PostgreSQL") != NULL);
+    o.node_id = 1024;
+    CHECK_EQ(pl_store_open(&o, &s, err, sizeof err), PL_STORE_EUNAVAIL);
+    CHECK(strstr(err, "out of range") != NULL);
+
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    enum { N = 4 };
+    opener op[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        op[i] = (opener){.url = url, .node = 10 + i, .n = n_slot()};
+        pthread_create(&th[i], NULL, opener_main, &op[i]);
+    }
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) CHECK_EQ(op[i].rc, 0);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM parley_schema"), 1);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 1);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases"), N);
+    PQfinish(q);
+    for (int i = 0; i < N; i++) n_close(op[i].n);
+    pnode *a = n_slot();                                       /* reopen: nothing to do */
+    CHECK_EQ(n_open(a, url, -1, 0), 0);
+    CHECK_EQ(a->s->node_id, 0);
+    n_close(a);
+}
+
+/* Store invariant 6: a live node id is refused, -1 leases the lowest free
+ * one, close releases. */
+TEST(store_pg_node_id_leases) {
+    PG_ONLY();
+    char url[256], err[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot(), *c = n_slot(), *d = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open_opts(b, url, 1, 0, err, sizeof err), PL_STORE_EUNAVAIL);
+    CHECK(b->s == NULL);
+    CHECK(strstr(err, "node id 1 is in use by another live parleyd") != NULL);
+    CHECK_EQ(n_open(c, url, -1, 0), 0);
+    CHECK_EQ(c->s->node_id, 0);                         /* the lowest free */
+    CHECK_EQ(n_open(d, url, -1, 0), 0);
+    CHECK_EQ(d->s->node_id, 2);
+    n_close(a);
+    CHECK_EQ(n_open(b, url, 1, 0), 0);                /* released at close */
+    CHECK_EQ(b->s->node_id, 1);
+    /* an expired lease of a dead node is taken over */
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "INSERT INTO node_leases VALUES(7, 'dead', now() - interval '1 second')"), 1);
+    n_close(d);
+    CHECK_EQ(n_open(d, url, 7, 0), 0);
+    CHECK_EQ(d->s->node_id, 7);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases WHERE node_id = 7 AND owner <> 'dead'"), 1);
+    PQfinish(q);
+    n_close(b);
+    n_close(c);
+    n_close(d);
+}
+
+/* Invariant 6: a node whose lease was taken refuses writes (and says it
+ * is not healthy) until it has it back. */
+TEST(store_pg_lease_lost_refuses_writes) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 3, 0), 0);
+    int64_t u = n_user(a, "alice");
+    int64_t g = n_group(a, u, NULL, 0);
+    CHECK(g > 0);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "UPDATE node_leases SET owner = 'thief', expires = now() + interval '1 hour'"
+                        " WHERE node_id = 3"), 1);
+    int unhealthy = 0;                       /* the idle tick's renewal sees it */
+    for (int i = 0; i < 60 && !unhealthy; i++, sleep_ms(100)) unhealthy = !pl_store_healthy(a->s);
+    CHECK(unhealthy);
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    send_init(&j, &w, g, u, "x1", "x");
+    CHECK_EQ(n_run(a, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_EUNAVAIL);
+    CHECK_EQ(sql_int(q, "UPDATE node_leases SET expires = now() - interval '1 second' WHERE node_id = 3"), 1);
+    int ok = 0;
+    for (int i = 0; i < 40 && !ok; i++) {         /* re-acquired within a few attempts */
+        send_init(&j, &w, g, u, "x1", "x");
+        CHECK_EQ(n_run(a, &j, 1), 0);
+        ok = j.result == PL_STORE_OK;
+        pl_job_release(&j);
+        if (!ok) sleep_ms(250);
+    }
+    CHECK(ok);
+    CHECK_EQ(pl_store_healthy(a->s), 1);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases WHERE node_id = 3 AND owner <> 'thief'"), 1);
+    PQfinish(q);
+    n_close(a);
+}
+
+/* Invariant 7: outbox rows per batch, acknowledged, taken over. */
+TEST(store_pg_outbox) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 1), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);                     /* no outbox */
+    int64_t u = n_user(a, "alice");
+    int64_t g1 = n_group(a, u, NULL, 0), g2 = n_group(a, u, NULL, 0);
+    CHECK(g1 > 0 && g2 > 0);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM bus_outbox WHERE node = 1"), 2);   /* the creates */
+    pwait w;
+    w_init(&w);
+    pl_job j[5];
+    send_init(&j[0], &w, g1, u, "a", "x");
+    send_init(&j[1], &w, g2, u, "b", "x");
+    send_init(&j[2], &w, g1, u, "c", "x");
+    send_init(&j[3], &w, g1, u, "a", "dup");
+    send_init(&j[4], &w, g1, 999, "d", "not a member");
+    CHECK_EQ(n_run_batch(a, j, 5), 0);                      /* one batch */
+    int64_t batch = j[0].out_batch;
+    CHECK(batch > 0);
+    CHECK_EQ(j[1].out_batch, batch);
+    CHECK_EQ(j[2].out_batch, batch);
+    CHECK_EQ(j[3].dup, 1);
+    CHECK_EQ(j[3].out_batch, 0);                             /* nothing appended */
+    CHECK_EQ(j[4].result, PL_STORE_ENOTFOUND);
+    CHECK_EQ((int64_t)j[0].event.id, batch);                 /* the first event's id */
+    for (int i = 0; i < 5; i++) pl_job_release(&j[i]);
+    CHECK(g1 < g2);                            /* conversations ascending, max seq each */
+    char p1[24], p2[24], p3[24];
+    snprintf(p1, sizeof p1, "%lld", (long long)batch);
+    snprintf(p2, sizeof p2, "%lld", (long long)g1);
+    snprintf(p3, sizeof p3, "%lld", (long long)g2);
+    const char *pv[3] = {p1, p2, p3};
+    PGresult *pr = PQexecParams(q, "SELECT count(*) FROM bus_outbox WHERE node = 1 AND id = $1::bigint"
+                                " AND convs = ARRAY[$2::bigint, $3::bigint] AND seqs = ARRAY[3, 2]::bigint[]",
+                                3, NULL, pv, NULL, NULL, 0);
+    int rows = PQresultStatus(pr) == PGRES_TUPLES_OK ? atoi(PQgetvalue(pr, 0, 0)) : -1;
+    PQclear(pr);
+    CHECK_EQ(rows, 1);
+
+    /* ack: this node's rows up to the id go; without outbox it is a no-op */
+    pl_job ack;
+    j_init(&ack, &w, PL_JOB_OUTBOX_ACK);
+    ack.id = batch;
+    CHECK_EQ(n_run(a, &ack, 1), 0);
+    CHECK_EQ(ack.result, PL_STORE_OK);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM bus_outbox"), 0);
+    CHECK_EQ(n_run(b, &ack, 1), 0);
+    CHECK_EQ(ack.result, PL_STORE_OK);
+
+    /* takeover: a dead node's old rows and this node's old rows; not a live
+     * node's, not fresh ones */
+    CHECK_EQ(sql_int(q, "INSERT INTO bus_outbox VALUES"
+                        " (9, 1, ARRAY[100, 101], ARRAY[5, 7], now() - interval '10 seconds'),"
+                        " (9, 2, ARRAY[100], ARRAY[6], now() - interval '9 seconds'),"
+                        " (1, 3, ARRAY[102], ARRAY[1], now() - interval '6 seconds'),"
+                        " (1, 4, ARRAY[103], ARRAY[1], now()),"
+                        " (2, 5, ARRAY[104], ARRAY[1], now() - interval '10 seconds'),"
+                        " (9, 6, ARRAY[105], ARRAY[1], now())"), 6);
+    pl_job tk;
+    j_init(&tk, &w, PL_JOB_OUTBOX_TAKEOVER);
+    CHECK_EQ(n_run(a, &tk, 1), 0);
+    CHECK_EQ(tk.result, PL_STORE_OK);
+    CHECK_EQ(tk.nout, 3);
+    int ok = tk.nout == 3 && tk.out_ids[0] == 100 && tk.heads[0] == 6 && tk.out_ids[1] == 101 &&
+             tk.heads[1] == 7 && tk.out_ids[2] == 102 && tk.heads[2] == 1;
+    pl_job_release(&tk);
+    CHECK(ok);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM bus_outbox"), 3);
+    j_init(&tk, &w, PL_JOB_OUTBOX_TAKEOVER);                  /* without outbox: no-op */
+    CHECK_EQ(n_run(b, &tk, 1), 0);
+    CHECK_EQ(tk.result, PL_STORE_OK);
+    CHECK_EQ(tk.nout, 0);
+    PQfinish(q);
+    n_close(a);
+    n_close(b);
+}
+
+TEST(store_pg_shared_secret) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    uint8_t x[32], y[32], z[32], zero[32] = {0};
+    CHECK_EQ(pl_store_shared_secret(a->s, "token", x), PL_STORE_OK);
+    CHECK_EQ(pl_store_shared_secret(b->s, "token", y), PL_STORE_OK);
+    CHECK(memcmp(x, y, 32) == 0);
+    CHECK(memcmp(x, zero, 32) != 0);
+    CHECK_EQ(pl_store_shared_secret(b->s, "other", z), PL_STORE_OK);
+    CHECK(memcmp(x, z, 32) != 0);
+    n_close(a);
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(pl_store_shared_secret(a->s, "token", z), PL_STORE_OK);
+    CHECK(memcmp(x, z, 32) == 0);
+    n_close(a);
+    n_close(b);
+}
+
+/* ---- failures inside a batch (triggers make statements fail) ------------------- */
+
+/* Invariant 4: an unexpected error in a multi-statement job fails that job
+ * alone (its savepoint), the rest of the batch commits and no seq is
+ * spent; an error in a statement of the batch's own fails the whole batch,
+ * nothing of it committed. */
+TEST(store_pg_statement_errors) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    int64_t u = n_user(a, "alice");
+    int64_t g = n_group(a, u, NULL, 0);
+    CHECK(g > 0);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "INSERT INTO users(id, username, pwhash, created) VALUES(666, 'evil', 'h', 0)"), 1);
+    CHECK_EQ(sql_int(q, "CREATE FUNCTION boom_m() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                        " IF NEW.user_id = 666 THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$"), 0);
+    CHECK_EQ(sql_int(q, "CREATE FUNCTION boom_e() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                        " IF NEW.body = convert_to('boom', 'UTF8') THEN RAISE EXCEPTION 'boom'; END IF;"
+                        " RETURN NEW; END $$"), 0);
+    CHECK_EQ(sql_int(q, "CREATE TRIGGER boom BEFORE INSERT ON members FOR EACH ROW EXECUTE FUNCTION boom_m()"), 0);
+    CHECK_EQ(sql_int(q, "CREATE TRIGGER boom BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION boom_e()"), 0);
+    pwait w;
+    w_init(&w);
+    pl_job j[6];
+    int64_t evil = 666;
+    send_init(&j[0], &w, g, u, "s1", "one");
+    j_init(&j[1], &w, PL_JOB_MEMBER_ADD);
+    j[1].conv = g;
+    j[1].user = u;
+    j[1].peer = 666;
+    send_init(&j[2], &w, g, u, "s2", "two");
+    j_init(&j[3], &w, PL_JOB_GROUP_CREATE);
+    j[3].user = u;
+    j[3].title = "x";
+    j[3].members = &evil;
+    j[3].nmembers = 1;
+    j_init(&j[4], &w, PL_JOB_DIRECT_OPEN);
+    j[4].user = u;
+    j[4].peer = 666;
+    send_init(&j[5], &w, g, u, "s3", "three");
+    CHECK_EQ(n_run_batch(a, j, 6), 0);
+    CHECK_EQ(j[0].result, PL_STORE_OK);
+    CHECK_EQ(j[0].event.seq, 2);
+    CHECK_EQ(j[1].result, PL_STORE_EUNAVAIL);
+    CHECK_EQ(j[1].has_event, 0);
+    CHECK_EQ(j[2].result, PL_STORE_OK);
+    CHECK_EQ(j[2].event.seq, 3);
+    CHECK_EQ(j[3].result, PL_STORE_EUNAVAIL);
+    CHECK_EQ(j[4].result, PL_STORE_EUNAVAIL);
+    CHECK_EQ(j[5].result, PL_STORE_OK);
+    CHECK_EQ(j[5].event.seq, 4);
+    for (int i = 0; i < 6; i++) pl_job_release(&j[i]);
+    size_t count = 0;
+    CHECK(check_log(a, g, &count));
+    CHECK_EQ(count, 4);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM conversations"), 1);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM members WHERE user_id = 666"), 0);
+
+    /* the run's INSERT fails: the whole batch, nothing committed */
+    send_init(&j[0], &w, g, u, "s4", "four");
+    send_init(&j[1], &w, g, u, "s5", "boom");
+    j_init(&j[2], &w, PL_JOB_USER_CREATE);
+    j[2].username = "bob";
+    j[2].pwhash = "h";
+    CHECK_EQ(n_run_batch(a, j, 3), 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(j[i].result, PL_STORE_EUNAVAIL);
+        CHECK_EQ(j[i].has_event, 0);
+        pl_job_release(&j[i]);
+    }
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM users WHERE username = 'bob'"), 0);
+    send_init(&j[0], &w, g, u, "s4", "four");                /* the retry */
+    CHECK_EQ(n_run(a, j, 1), 0);
+    CHECK_EQ(j[0].result, PL_STORE_OK);
+    CHECK_EQ(j[0].dup, 0);
+    CHECK_EQ(j[0].event.seq, 5);
+    pl_job_release(&j[0]);
+    CHECK(check_log(a, g, &count));
+    CHECK_EQ(count, 5);
+    CHECK(pl_store_healthy(a->s));
+    PQfinish(q);
+    n_close(a);
+}
+
+/* Invariant 1 and 5: a deadlock between two nodes (here on login rows,
+ * made slow by a trigger) is detected by PostgreSQL and the losing batch is
+ * retried: both complete OK. */
+TEST(store_pg_deadlock_retried) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    int64_t u = n_user(a, "alice");
+    pwait w;
+    w_init(&w);
+    pl_job l[2];
+    for (int i = 0; i < 2; i++) {
+        j_init(&l[i], &w, PL_JOB_LOGIN_CREATE);
+        l[i].user = u;
+        l[i].expires = 4102444800000LL;
+    }
+    CHECK_EQ(n_run(a, l, 2), 0);
+    CHECK(l[0].result == 0 && l[1].result == 0);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                        " PERFORM pg_sleep(0.3); RETURN NULL; END $$"), 0);
+    CHECK_EQ(sql_int(q, "CREATE TRIGGER slow AFTER UPDATE ON logins FOR EACH ROW EXECUTE FUNCTION slow()"), 0);
+    long long before = sql_int(q, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+    pl_job ja[2], jb[2];
+    for (int i = 0; i < 2; i++) {
+        j_init(&ja[i], &w, PL_JOB_LOGIN_REVOKE);
+        j_init(&jb[i], &w, PL_JOB_LOGIN_REVOKE);
+        ja[i].id = l[i].out_id;                      /* a: L1 then L2 */
+        jb[i].id = l[1 - i].out_id;                  /* b: L2 then L1 */
+    }
+    pl_job ha, hb;                                   /* both held, released together */
+    j_init(&ha, &w, PL_JOB_OUTBOX_ACK);
+    j_init(&hb, &w, PL_JOB_OUTBOX_ACK);
+    int target = w.done + 6;
+    pl_store_pg__hold(a->s, 1);
+    pl_store_pg__hold(b->s, 1);
+    pl_store_submit(a->s, &ha);
+    pl_store_submit(b->s, &hb);
+    while (!pl_store_pg__held(a->s) || !pl_store_pg__held(b->s)) sleep_ms(1);
+    for (int i = 0; i < 2; i++) {
+        pl_store_submit(a->s, &ja[i]);
+        pl_store_submit(b->s, &jb[i]);
+    }
+    pl_store_pg__hold(a->s, 0);
+    pl_store_pg__hold(b->s, 0);
+    CHECK_EQ(w_wait(&w, target), 0);
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(ja[i].result, PL_STORE_OK);
+        CHECK_EQ(jb[i].result, PL_STORE_OK);
+    }
+    long long after = before;
+    for (int i = 0; i < 30 && after == before; i++, sleep_ms(100))
+        after = sql_int(q, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+    CHECK(after > before);                           /* there was one, and it was retried */
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM logins WHERE revoked = 1"), 2);
+    PQfinish(q);
+    n_close(a);
+    n_close(b);
+}
+
+/* ---- the SQLite backend is the reference ------------------------------------------ */
+
+static uint32_t rnd_state;
+static uint32_t rnd(void) {
+    rnd_state = rnd_state * 1103515245u + 12345u;
+    return (rnd_state >> 16) & 0x7fff;
+}
+
+static const char *const dkeys[] = {
+    "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11", "k12", "k13",
+    "k14", "k15", "k16", "k17", "k18", "k19", "k20", "k21", "k22", "k23", "k24", "k25",
+};
+static const char *const dbodies[] = {"a", "bb", "c c", "dddd", "e\xc3\xa9", "f", "g", "h"};
+
+/* One random job over users 1..nusers and conversations 1..maxconv (+1:
+ * one that does not exist); members holds 4 int64 for a group create. */
+static void gen_job(pl_job *j, pwait *w, int nusers, int64_t maxconv, int64_t *members) {
+    int r = (int)(rnd() % 100);
+    int64_t u = 1 + rnd() % (uint32_t)nusers, v = 1 + rnd() % (uint32_t)nusers;
+    int64_t hot = maxconv < 4 ? maxconv : 4;                  /* most traffic: a few busy ones */
+    int64_t c = rnd() % 4 ? 1 + rnd() % (uint32_t)hot : 1 + rnd() % (uint32_t)(maxconv + 1);
+    if (r < 45) {
+        const char *k = rnd() % 6 == 0 ? NULL : dkeys[rnd() % (sizeof dkeys / sizeof dkeys[0])];
+        send_init(j, w, c, u, k, dbodies[rnd() % (sizeof dbodies / sizeof dbodies[0])]);
+        return;
+    }
+    pl_job_op op = r < 70 ? PL_JOB_RECEIPT : r < 79 ? PL_JOB_MEMBER_ADD : r < 84 ? PL_JOB_MEMBER_REMOVE
+                 : r < 87 ? PL_JOB_MEMBER_LEAVE : r < 91 ? PL_JOB_DIRECT_OPEN : r < 95 ? PL_JOB_LAST_SEEN
+                 : r < 97 ? PL_JOB_GROUP_CREATE : PL_JOB_LOGIN_CREATE;
+    j_init(j, w, op);
+    j->conv = c;
+    j->user = u;
+    j->peer = v;
+    j->delivered = rnd() % 3 ? (int64_t)(rnd() % 40) : 0;
+    j->read = rnd() % 2 ? (int64_t)(rnd() % 40) : 0;
+    j->expires = op == PL_JOB_LOGIN_CREATE ? 4102444800000LL : (int64_t)rnd();
+    j->title = "t";
+    size_t n = rnd() % 4;
+    for (size_t i = 0; i < n; i++) members[i] = rnd() % 10 == 0 ? 999 : 1 + rnd() % (uint32_t)nusers;
+    j->members = members;
+    j->nmembers = n;
+}
+
+static int str_eq(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
+
+/* Everything but ids and times: a field-by-field diff, printed. */
+static int same_job(const pl_job *x, const pl_job *y, int idx) {
+#define SAME(f) do { if ((long long)x->f != (long long)y->f) { \
+    fprintf(stderr, "  job %d (op %d): " #f " %lld (sqlite) != %lld (pg)\n", idx, (int)x->op, \
+            (long long)x->f, (long long)y->f); return 0; } } while (0)
+    SAME(result); SAME(out_id); SAME(created); SAME(dup); SAME(has_event);
+    SAME(out_delivered); SAME(out_read); SAME(out_unread); SAME(out_members); SAME(out_peer);
+    SAME(event.conv); SAME(event.seq); SAME(event.kind); SAME(event.sender); SAME(event.subject);
+    SAME(event.body_len);
+#undef SAME
+    if (!str_eq(x->event.client_msg_id, y->event.client_msg_id) || !str_eq(x->event.data, y->event.data) ||
+        (x->event.body_len && memcmp(x->event.body, y->event.body, x->event.body_len) != 0)) {
+        fprintf(stderr, "  job %d (op %d): event strings differ\n", idx, (int)x->op);
+        return 0;
+    }
+    return 1;
+}
+
+static int same_conv(const pl_conv *x, const pl_conv *y) {
+    int ok = x->id == y->id && x->kind == y->kind && str_eq(x->title, y->title) &&
+             x->last_seq == y->last_seq && x->member_count == y->member_count && x->role == y->role &&
+             x->joined_seq == y->joined_seq && x->delivered_seq == y->delivered_seq &&
+             x->read_seq == y->read_seq && x->unread == y->unread && !x->last == !y->last &&
+             (!x->last || x->last->seq == y->last->seq) && x->nmembers == y->nmembers;
+    for (size_t i = 0; ok && i < x->nmembers; i++)
+        ok = x->members[i].user == y->members[i].user && x->members[i].role == y->members[i].role &&
+             x->members[i].joined_seq == y->members[i].joined_seq &&
+             x->members[i].read_seq == y->members[i].read_seq &&
+             x->members[i].delivered_seq == y->members[i].delivered_seq;
+    if (!ok)
+        fprintf(stderr, "  conv %lld differs: unread %lld/%lld last_seq %lld/%lld members %lld/%lld\n",
+                (long long)x->id, (long long)x->unread, (long long)y->unread, (long long)x->last_seq,
+                (long long)y->last_seq, (long long)x->member_count, (long long)y->member_count);
+    return ok;
+}
+
+static void rm_sqlite_dir(const char *root) {
+    static const char *const files[] = {"parley.db", "parley.db-wal", "parley.db-shm", "parley.lock"};
+    char p[160];
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/data/%s", root, files[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/data", root);
+    rmdir(p);
+    rmdir(root);
+}
+
+/* The same random jobs through both backends, PostgreSQL in large mixed
+ * batches (runs of sends and receipts between other jobs), SQLite however
+ * its writer batches them: every output and every read afterwards agree
+ * (ids and times aside). */
+TEST(store_pg_matches_sqlite) {
+    PG_ONLY();
+    enum { USERS = 6, GROUPS = 3, BATCHES = 60 };
+    char url[256], root[64] = "/tmp/pl-pgdiff-XXXXXX", dir[96];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    CHECK(mkdtemp(root) != NULL);
+    snprintf(dir, sizeof dir, "%s/data", root);
+    pnode *sq = n_slot(), *pg = n_slot();
+    char err[256] = "";
+    CHECK_EQ(n_open_dir(sq, NULL, dir, 1, 0, err, sizeof err), 0);
+    CHECK_EQ(n_open(pg, url, 1, 0), 0);
+    char name[16];
+    for (int i = 0; i < USERS; i++) {
+        snprintf(name, sizeof name, "d%d", i);
+        CHECK_EQ(n_user(sq, name), i + 1);
+        CHECK_EQ(n_user(pg, name), i + 1);
+    }
+    for (int i = 0; i < GROUPS; i++) {
+        int64_t m[] = {1 + (i + 1) % USERS, 1 + (i + 2) % USERS};
+        CHECK_EQ(n_group(sq, 1 + i, m, 2), i + 1);
+        CHECK_EQ(n_group(pg, 1 + i, m, 2), i + 1);
+    }
+    int64_t maxconv = GROUPS;
+    const char *seed = getenv("PARLEY_PG_DIFF_SEED");      /* other runs: other seeds */
+    rnd_state = seed ? (uint32_t)strtoul(seed, NULL, 10) : 20240601u;
+    pwait wq, wp;
+    w_init(&wq);
+    w_init(&wp);
+    int jobs_total = 0, bad = 0;
+    for (int b = 0; b < BATCHES && !bad; b++) {
+        size_t n = 1 + rnd() % (b % 10 == 0 ? 400 : 60);
+        pl_job *jq = calloc(n, sizeof *jq), *jp = calloc(n, sizeof *jp);
+        int64_t (*mem)[4] = calloc(n, sizeof *mem);
+        for (size_t i = 0; i < n; i++) {
+            gen_job(&jq[i], &wq, USERS, maxconv, mem[i]);
+            jp[i] = jq[i];
+            jp[i].data = &wp;
+        }
+        if (n_run(sq, jq, n) || n_run_batch(pg, jp, n)) bad = 1;
+        for (size_t i = 0; i < n && !bad; i++) {
+            if (!same_job(&jq[i], &jp[i], jobs_total + (int)i)) bad = 1;
+            if ((jq[i].op == PL_JOB_GROUP_CREATE || jq[i].op == PL_JOB_DIRECT_OPEN) && jq[i].out_id > maxconv)
+                maxconv = jq[i].out_id;
+        }
+        for (size_t i = 0; i < n; i++) {
+            pl_job_release(&jq[i]);
+            pl_job_release(&jp[i]);
+        }
+        jobs_total += (int)n;
+        free(jq);
+        free(jp);
+        free(mem);
+    }
+    CHECK_EQ(bad, 0);
+    /* the state afterwards, through the reads */
+    for (int64_t u = 1; u <= USERS && !bad; u++) {
+        pl_job lq, lp;
+        j_init(&lq, &wq, PL_READ_CONV_LIST);
+        lq.user = u;
+        lq.flags = PL_READ_WITH_LAST;
+        lp = lq;
+        lp.data = &wp;
+        CHECK_EQ(n_run(sq, &lq, 1), 0);
+        CHECK_EQ(n_run(pg, &lp, 1), 0);
+        if (lq.nconvs != lp.nconvs) bad = 1;
+        for (size_t i = 0; i < lq.nconvs && !bad; i++) {
+            size_t k = 0;
+            while (k < lp.nconvs && lp.convs[k].id != lq.convs[i].id) k++;
+            if (k == lp.nconvs || !same_conv(&lq.convs[i], &lp.convs[k])) bad = 1;
+            pl_job gq, gp;                                /* with members */
+            j_init(&gq, &wq, PL_READ_CONV_GET);
+            gq.conv = lq.convs[i].id;
+            gq.user = u;
+            gp = gq;
+            gp.data = &wp;
+            if (n_run(sq, &gq, 1) || n_run(pg, &gp, 1) || gq.result != gp.result ||
+                !same_conv(&gq.conv_out, &gp.conv_out))
+                bad = 1;
+            pl_job_release(&gq);
+            pl_job_release(&gp);
+        }
+        pl_job_release(&lq);
+        pl_job_release(&lp);
+    }
+    CHECK_EQ(bad, 0);
+    for (int64_t c = 1; c <= maxconv && !bad; c++) {
+        pl_event *eq, *ep;
+        size_t nq, np;
+        CHECK_EQ(n_events(sq, c, &eq, &nq), 0);
+        CHECK_EQ(n_events(pg, c, &ep, &np), 0);
+        if (nq != np) bad = 1;
+        for (size_t i = 0; i < nq && !bad; i++)
+            if (eq[i].seq != ep[i].seq || eq[i].kind != ep[i].kind || eq[i].sender != ep[i].sender ||
+                eq[i].subject != ep[i].subject || !str_eq(eq[i].client_msg_id, ep[i].client_msg_id) ||
+                !str_eq(eq[i].data, ep[i].data) || !str_eq(eq[i].body, ep[i].body))
+                bad = 1;
+        if (bad) fprintf(stderr, "  the logs of conversation %lld differ\n", (long long)c);
+        pl_event_list_free(eq, nq);
+        pl_event_list_free(ep, np);
+    }
+    CHECK_EQ(bad, 0);
+    fprintf(stderr, "  (%d jobs, %lld conversations agree)\n", jobs_total, (long long)maxconv);
+    n_close(sq);
+    n_close(pg);
+    rm_sqlite_dir(root);
+}
+
+/* ---- losing the database -------------------------------------------------------- */
+
+enum { STREAM_KEYS = 100000 };
+
+/* A client streaming sends in bursts until told to stop; a failed send is
+ * retried later with the same key, as clients do. */
+typedef struct stream {
+    pnode   *node;
+    int64_t  conv, user;
+    volatile int acked;       /* keys acknowledged so far             */
+    volatile int stop;        /* finish the keys in flight, then stop */
+    int      failures;        /* bursts with an EUNAVAIL              */
+    int64_t  worst_fail_ms;   /* longest time to a failed completion  */
+    int64_t  seq[STREAM_KEYS];/* acknowledged seq of each key         */
+    char     cmid[STREAM_KEYS][16];
+} stream;
+
+static void *stream_main(void *arg) {
+    stream *st = arg;
+    pwait w;
+    w_init(&w);
+    int next = 0, pending = 0;                 /* keys below next are acknowledged */
+    int64_t give_up = mono_ms() + 120000;
+    while (next < STREAM_KEYS - 4 && mono_ms() < give_up &&
+           !(__atomic_load_n(&st->stop, __ATOMIC_ACQUIRE) && !pending)) {
+        pl_job jobs[4];
+        int k = 0;
+        for (; k < 4; k++) {
+            snprintf(st->cmid[next + k], sizeof st->cmid[0], "k%d", next + k);
+            send_init(&jobs[k], &w, st->conv, st->user, st->cmid[next + k], st->cmid[next + k]);
+        }
+        int64_t t0 = mono_ms();
+        int target = w.done + k;
+        for (int i = 0; i < k; i++) pl_store_submit(st->node->s, &jobs[i]);
+        if (w_wait(&w, target)) break;
+        int64_t took = mono_ms() - t0;
+        int failed = 0;
+        for (int i = 0; i < k; i++) {
+            if (jobs[i].result == PL_STORE_OK && !failed) {
+                st->seq[next] = jobs[i].event.seq;
+                next++;
+            } else if (jobs[i].result != PL_STORE_OK) {
+                failed = 1;
+            }
+            pl_job_release(&jobs[i]);
+        }
+        /* keys after a failure in the burst are sent again (possibly dups) */
+        pending = failed;
+        if (failed) {
+            st->failures++;
+            if (took > st->worst_fail_ms) st->worst_fail_ms = took;
+            sleep_ms(20);
+        }
+        __atomic_store_n(&st->acked, next, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static void stream_wait(stream *st, int acked) {
+    int64_t give_up = mono_ms() + 60000;
+    while (__atomic_load_n(&st->acked, __ATOMIC_ACQUIRE) < acked && mono_ms() < give_up) sleep_ms(5);
+}
+
+/* Every key acknowledged is exactly once in the log, at its acked seq, and
+ * the log is contiguous with nothing else in it. */
+static int check_stream(pnode *n, stream *st, int64_t conv) {
+    pl_event *ev;
+    size_t len;
+    if (n_events(n, conv, &ev, &len)) return 0;
+    int ok = len == 1 + (size_t)st->acked;
+    for (size_t i = 0; i < len && ok; i++) ok = ev[i].seq == (int64_t)i + 1;
+    for (int k = 0; k < st->acked && ok; k++) {
+        int64_t s = st->seq[k];
+        ok = s >= 2 && (size_t)s <= len && ev[s - 1].client_msg_id &&
+             strcmp(ev[s - 1].client_msg_id, st->cmid[k]) == 0;
+    }
+    if (!ok) fprintf(stderr, "  stream: %d acked, %zu events\n", st->acked, len);
+    pl_event_list_free(ev, len);
+    return ok;
+}
+
+/* Every connection of the store killed by the server (as a failover or an
+ * operator would): batches in flight fail or are retried, nothing
+ * acknowledged is lost, the store recovers by itself. */
+TEST(store_pg_connections_killed) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    int64_t u = n_user(a, "alice");
+    int64_t g = n_group(a, u, NULL, 0);
+    CHECK(g > 0);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    stream *st = calloc(1, sizeof *st);
+    st->node = a;
+    st->conv = g;
+    st->user = u;
+    pthread_t th;
+    pthread_create(&th, NULL, stream_main, st);
+    for (int round = 0; round < 3; round++) {
+        stream_wait(st, 80 * (round + 1));
+        long long killed = sql_int(q, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                      " WHERE application_name = 'parleyd' AND datname = current_database()");
+        CHECK(killed >= 1);                   /* the writer at least (idle readers notice later) */
+    }
+    stream_wait(st, 300);
+    __atomic_store_n(&st->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    int ok = check_stream(a, st, g);
+    free(st);
+    CHECK(ok);
+    int healthy = 0;
+    for (int i = 0; i < 50 && !healthy; i++, sleep_ms(100)) healthy = pl_store_healthy(a->s);
+    CHECK(healthy);
+    PQfinish(q);
+    n_close(a);
+}
+
+static int scratch(const char *cmd) {
+    const char *dir = getenv("PARLEY_TEST_PG_DIR");
+    const char *script = getenv("PARLEY_TEST_PG_SCRIPT");
+    char line[1024];
+    snprintf(line, sizeof line, "%s %s %s >/dev/null", script && script[0] ? script : "scripts/pg-scratch.sh",
+             cmd, dir);
+    return system(line);
+}
+
+/* The server stops during a stream of sends: jobs fail fast with EUNAVAIL
+ * while it is down, the store reports unhealthy, then everything succeeds
+ * again after it is back; no acknowledged send is lost or duplicated. */
+TEST(store_pg_server_restart) {
+    PG_ONLY();
+    const char *dir = getenv("PARLEY_TEST_PG_DIR");
+    if (!dir || !dir[0]) {
+        fprintf(stderr, "  (skipped: set PARLEY_TEST_PG_DIR to the scratch server's directory)\n");
+        return;
+    }
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    int64_t u = n_user(a, "alice");
+    int64_t g = n_group(a, u, NULL, 0);
+    CHECK(g > 0);
+    stream *st = calloc(1, sizeof *st);
+    st->node = a;
+    st->conv = g;
+    st->user = u;
+    pthread_t th;
+    pthread_create(&th, NULL, stream_main, st);
+    stream_wait(st, 100);
+    CHECK_EQ(scratch("stop"), 0);
+    int acked_down = __atomic_load_n(&st->acked, __ATOMIC_ACQUIRE);
+    int unhealthy = 0;
+    for (int i = 0; i < 40 && !unhealthy; i++, sleep_ms(100)) unhealthy = !pl_store_healthy(a->s);
+    sleep_ms(1500);
+    int fails_down = st->failures;
+    int acked_still = __atomic_load_n(&st->acked, __ATOMIC_ACQUIRE);
+    /* reads fail fast too */
+    pwait w;
+    w_init(&w);
+    pl_job r;
+    j_init(&r, &w, PL_READ_CONV_LIST);
+    r.user = u;
+    int64_t t0 = mono_ms();
+    CHECK_EQ(n_run(a, &r, 1), 0);
+    int64_t read_ms = mono_ms() - t0;
+    int read_rc = r.result;
+    pl_job_release(&r);
+    CHECK_EQ(scratch("start"), 0);
+    stream_wait(st, acked_still + 100);         /* going again */
+    __atomic_store_n(&st->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    int ok = check_stream(a, st, g);
+    fprintf(stderr, "  (restart: %d acked before, %d failed bursts while down, worst failure %lld ms,"
+            " read while down %lld ms)\n", acked_down, fails_down, (long long)st->worst_fail_ms,
+            (long long)read_ms);
+    int64_t worst = st->worst_fail_ms;
+    free(st);
+    CHECK(unhealthy);
+    CHECK(fails_down > 0);
+    CHECK(acked_still <= acked_down + 4);        /* nothing acknowledged while down */
+    CHECK(worst < 3000);                         /* fail fast */
+    CHECK_EQ(read_rc, PL_STORE_EUNAVAIL);
+    CHECK(read_ms < 3000);
+    CHECK(ok);
+    int healthy = 0;
+    for (int i = 0; i < 50 && !healthy; i++, sleep_ms(100)) healthy = pl_store_healthy(a->s);
+    CHECK(healthy);
+    n_close(a);
+}
+
+/* ---- throughput (PARLEY_PG_BENCH=1) ---------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Batches of exactly `size` sends over 10 conversations: the batch is queued
+ * behind a held one, then timed from release to the last done(). */
+TEST(store_pg_bench_sends) {
+    PG_ONLY();
+    if (!getenv("PARLEY_PG_BENCH")) return;
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    enum { CONVS = 10 };
+    int64_t u = n_user(a, "alice");
+    int64_t conv[CONVS];
+    for (int i = 0; i < CONVS; i++) CHECK((conv[i] = n_group(a, u, NULL, 0)) > 0);
+    static const int sizes[] = {1, 10, 100, 1000, 4000};
+    static char body[101];
+    memset(body, 'b', 100);
+    int key = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int size = sizes[si], rounds = size >= 1000 ? 30 : size >= 100 ? 60 : 300;
+        pl_job *j = calloc((size_t)size, sizeof *j);
+        char (*cmid)[16] = calloc((size_t)size, sizeof *cmid);
+        pwait w;
+        w_init(&w);
+        double total_us = 0, commit_us = 0, *each = calloc((size_t)rounds, sizeof *each);
+        for (int r = 0; r < rounds; r++) {
+            pl_job first;
+            j_init(&first, &w, PL_JOB_OUTBOX_ACK);
+            pl_store_pg__hold(a->s, 1);
+            pl_store_submit(a->s, &first);
+            while (!pl_store_pg__held(a->s)) sleep_ms(1);
+            int target = w.done + 1 + size;
+            for (int i = 0; i < size; i++) {
+                snprintf(cmid[i], sizeof cmid[i], "b%d", key++);
+                send_init(&j[i], &w, conv[i % CONVS], u, cmid[i], body);
+                pl_store_submit(a->s, &j[i]);
+            }
+            uint64_t c0 = __atomic_load_n(&pl_m_commit_seconds.sum_micro, __ATOMIC_RELAXED);
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            pl_store_pg__hold(a->s, 0);               /* the held batch fails at once */
+            CHECK_EQ(w_wait(&w, target), 0);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            each[r] = (double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e3;
+            total_us += each[r];
+            commit_us += (double)(__atomic_load_n(&pl_m_commit_seconds.sum_micro, __ATOMIC_RELAXED) - c0);
+            for (int i = 0; i < size; i++) {
+                CHECK_EQ(j[i].result, PL_STORE_OK);
+                pl_job_release(&j[i]);
+            }
+        }
+        qsort(each, (size_t)rounds, sizeof *each, cmp_double);
+        double per = total_us / rounds, med = each[rounds / 2], best = each[0];
+        double cpb = commit_us / rounds;
+        fprintf(stderr, "  batch %4d sends: release->done mean %6.0f us (%6.0f sends/s), median %6.0f us"
+                " (%6.0f/s), best %6.0f us (%6.0f/s); BEGIN..COMMIT mean %6.0f us (%6.0f/s)\n",
+                size, per, size / (per / 1e6), med, size / (med / 1e6), best, size / (best / 1e6), cpb,
+                size / (cpb / 1e6));
+        free(each);
+        free(j);
+        free(cmid);
+    }
+    n_close(a);
 }

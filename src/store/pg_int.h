@@ -1,0 +1,283 @@
+/* pg_int.h — shared inside the PostgreSQL backend (store_pg*.c) only.
+ *
+ * Owns: the backend's struct, its statement tables, the connection wrapper
+ * (pipelined extended-protocol queries), parameter and array builders, and
+ * the writer's per-batch conversation state. See store_pg.c for the design
+ * note and its invariants.
+ */
+#ifndef PL_PG_INT_H
+#define PL_PG_INT_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "pipeline.h"
+#include "store.h"
+
+#define PG_BATCH_MAX      4096   /* jobs per transaction                        */
+#define PG_READERS        4      /* default reader threads                      */
+#define PG_IDLE_MS        1000   /* writer idle tick: lease renewal, probes      */
+#define PG_LEASE_TTL_S    10     /* node id lease lifetime                       */
+#define PG_LEASE_RENEW_MS 2000   /* renew when the last renewal is this old      */
+#define PG_BACKOFF_MIN_MS 100    /* reconnect backoff, doubling ...              */
+#define PG_BACKOFF_MAX_MS 2000   /* ... up to this                               */
+#define PG_RETRIES        3      /* batch retries after a deadlock/serialization */
+#define PG_TAKEOVER_OWN_S 5      /* outbox rows of this node older than this ... */
+#define PG_TAKEOVER_DEAD_S 2     /* ... or of dead nodes older than this are taken over */
+#define PG_PIPE_MAX       32     /* queries in one round trip                    */
+#define PG_MAXP           12     /* parameters of one statement                  */
+
+/* Batch-level outcomes inside the writer (job-level ones are PL_STORE_E*). */
+#define W_FATAL  (-100)          /* a statement failed: roll back, EUNAVAIL     */
+#define W_RETRY  (-101)          /* deadlock / serialization failure: retry     */
+#define W_LOST   (-102)          /* the connection is gone                      */
+#define W_LEASE  (-103)          /* the node id lease is lost                   */
+
+/* An internal read: reconnects an idle reader (see pg_probe_readers). */
+#define PG_READ_PROBE 999
+
+/* ---- writer statements -------------------------------------------------- */
+enum {
+    W_BEGIN, W_COMMIT, W_ROLLBACK, W_SAVEPOINT, W_RELEASE, W_ROLLBACK_TO,
+    W_CONV_LOCK,
+    W_USER_INSERT, W_LOGIN_INSERT, W_LOGIN_ROTATE, W_LOGIN_REVOKE,
+    W_USERS_EXIST, W_CONV_BY_KEY, W_DIRECT_CREATE, W_GROUP_CREATE,
+    W_MEMBER_CHECK, W_MEMBER_JOIN, W_MEMBER_DELETE, W_PROMOTE, W_EVENT_INSERT,
+    W_SEND_DUPS, W_SEND_MEMBERS, W_SEND_INSERT,
+    W_RCPT_CURSORS, W_RCPT_LOOKUPS, W_RCPT_UPDATE,
+    W_OWN_FLUSH, W_CONV_FLUSH, W_USERS_LOCK, W_LAST_SEEN,
+    W_OUTBOX_INSERT, W_OUTBOX_ACK, W_OUTBOX_TAKEOVER,
+    W_LEASE_RENEW, W_LEASE_TAKE, W_LEASE_ANY, W_LEASE_INFO, W_LEASE_RELEASE,
+    W__COUNT
+};
+extern const char *const pg_w_sql[W__COUNT];
+
+/* ---- reader statements -------------------------------------------------- */
+enum {
+    R_BEGIN, R_COMMIT, R_ROLLBACK,
+    R_USER_BY_NAME, R_USER_BY_ID, R_LOGIN, R_CONV_LIST, R_CONV_LIST_LAST, R_CONV_GET,
+    R_CONV_MEMBERS, R_EVENTS_ASC, R_EVENTS_DESC, R_EVENTS_ASC_AS, R_EVENTS_DESC_AS,
+    R_EVENT_AT_AS, R_USERS_VISIBLE, R_CONV_HEADS, R_MEMBERSHIPS,
+    R__COUNT
+};
+extern const char *const pg_r_sql[R__COUNT];
+
+/* ---- statement parameters ------------------------------------------------ */
+
+/* Values of one statement. Integers go as text; bytea and arrays in binary.
+ * Pointers are borrowed until the statement is sent (libpq copies them). */
+typedef struct pg_params {
+    int         n;
+    const char *v[PG_MAXP];
+    int         len[PG_MAXP];
+    int         fmt[PG_MAXP];
+    char        num[PG_MAXP][24];    /* text of the integer parameters       */
+} pg_params;
+
+void pg_param_i64(pg_params *p, int64_t x);
+void pg_param_text(pg_params *p, const char *s);            /* NULL: SQL NULL    */
+void pg_param_bytes(pg_params *p, const void *b, size_t n); /* bytea, binary     */
+
+/* A one-dimensional array in PostgreSQL's binary format, built in place. */
+typedef struct pg_arr {
+    char    *buf;
+    size_t   len, cap;
+    uint32_t oid;          /* element type: PG_INT8, PG_TEXT, PG_BYTEA     */
+    int32_t  n;            /* elements                                     */
+    int      hasnull;
+} pg_arr;
+#define PG_BYTEA 17
+#define PG_INT8  20
+#define PG_TEXT  25
+
+void pg_arr_start(pg_arr *a, uint32_t oid);     /* empties a, keeps its buffer */
+void pg_arr_i64(pg_arr *a, int64_t x);
+void pg_arr_bytes(pg_arr *a, const void *p, size_t n);   /* p NULL: NULL element */
+void pg_arr_free(pg_arr *a);
+void pg_param_arr(pg_params *p, pg_arr *a);        /* finishes a and adds it      */
+
+/* ---- a connection: pipelined queries ----------------------------------- */
+
+/* Every query goes through a pipeline: pgc_send() queues a prepared
+ * statement, pgc_sync() sends the sync point and collects the results of
+ * everything queued since the last one, in order. So the writer's trailing
+ * statements (flushes, COMMIT) and a reader's BEGIN .. COMMIT cost one
+ * round trip. After a failing statement the server skips the rest of the
+ * pipeline; pgc_sync() reports the first failure. */
+typedef struct pg_conn {
+    PGconn             *pq;         /* NULL while down                         */
+    const char *const  *sql;        /* statement table, prepared as <tag><i>   */
+    int                 nsql;
+    char                tag;        /* 'w' or 'r'                              */
+    int                 nq;         /* queries queued since the last sync      */
+    int                 qstmt[PG_PIPE_MAX];   /* statement of each             */
+    unsigned char       want[PG_PIPE_MAX];    /* keep its result               */
+    PGresult           *res[PG_PIPE_MAX];     /* kept results of the last sync */
+    int                 nres;
+    /* the first failure of the last sync */
+    int                 err_slot;   /* -1: none                                */
+    int                 err_stmt;
+    char                sqlstate[6];
+    char                errmsg[256];
+} pg_conn;
+
+#define PG_OK   0
+#define PG_ERR  (-1)               /* a statement failed (see err_*)          */
+#define PG_GONE (-2)               /* the connection is broken                */
+
+/* Connects to url with the backend's settings; role 'w' or 'r' picks the
+ * session settings. Does not prepare (see pgc_prepare). 0 or -1 with err. */
+int  pgc_open(pg_conn *c, const char *url, char role, char *err, size_t errlen);
+/* Prepares the statement table and enters pipeline mode. 0 or -1 with err. */
+int  pgc_prepare(pg_conn *c, char *err, size_t errlen);
+void pgc_close(pg_conn *c);
+/* Queues statement stmt; returns its slot in the pipeline, or PG_GONE. */
+int  pgc_send(pg_conn *c, int stmt, const pg_params *p, int want);
+/* Syncs: PG_OK, PG_ERR or PG_GONE. Results of slots sent with want stay in
+ * c->res[slot] until the next pgc_send after this sync. */
+int  pgc_sync(pg_conn *c);
+/* 1 if the last failure was a deadlock or serialization failure. */
+int  pgc_retryable(const pg_conn *c);
+
+/* Result helpers (text format). */
+int64_t pg_i64(const PGresult *r, int row, int col);       /* NULL: 0         */
+char   *pg_text(const PGresult *r, int row, int col, size_t *len);  /* NULL if NULL */
+char   *pg_bytea(const PGresult *r, int row, int col, size_t *len); /* decoded   */
+int     pg_null(const PGresult *r, int row, int col);
+
+/* 1 if s is valid UTF-8 without NUL (what a text column accepts). */
+int pg_utf8_ok(const char *s);
+
+/* ---- the writer's per-batch state --------------------------------------- */
+
+typedef struct pg_conv {
+    int64_t conv;          /* key; 0 marks an empty slot                     */
+    int     kind;
+    int64_t last_seq;      /* inside the open transaction                    */
+    int64_t last_ts;
+    int64_t msg_count;
+    int64_t member_count;
+    int     dirty;         /* differs from its row: written before COMMIT    */
+    int     appended;      /* this batch appended events (the outbox row)    */
+} pg_conv;
+
+typedef struct pg_own {    /* own_unread deltas of the open transaction      */
+    int64_t conv, user;    /* key; conv 0 marks an empty slot                */
+    int64_t delta;
+} pg_own;
+
+typedef struct pg_store pg_store;
+
+typedef struct pg_reader {
+    pg_store   *s;
+    pg_conn     c;
+    int         up;               /* connected (mirrored in s->r_up)       */
+    int64_t     next_try;         /* mono ms of the next reconnect attempt */
+    int         backoff_ms;
+    unsigned    seen_gen;         /* s->connect_gen when it last failed    */
+} pg_reader;
+
+struct pg_store {
+    pl_store      base;            /* ops table; must stay first            */
+    pl_pipeline  *pipe;
+    char         *url;
+    int           outbox;          /* record batches in bus_outbox          */
+    char          owner[96];       /* this process's lease token            */
+    pg_conn       w;               /* writer connection (writer thread)     */
+    pg_reader    *readers;
+    int           nreaders;
+    /* writer thread only */
+    pg_conv      *convs;           /* open addressing, power-of-two cap     */
+    size_t        convs_cap, convs_len;
+    pg_own       *own;
+    size_t        own_cap, own_len;
+    pl_idgen      ids;
+    int64_t       last_ts;         /* ts of the previous batch, never less  */
+    uint64_t      first_id;        /* snowflake of the batch's first append */
+    int64_t       w_next_try;      /* mono ms of the next reconnect attempt */
+    int           w_backoff_ms;
+    unsigned      w_seen_gen;
+    int64_t       lease_at;        /* mono ms the last renewal was sent     */
+    int64_t       lease_next_try;  /* while lost: next re-acquire attempt   */
+    int           lease_lost;
+    int64_t       lease_logged;    /* mono ms of the last "lease lost" line  */
+    int           commit_sent;     /* the open attempt sent its COMMIT      */
+    int           lock_slot;       /* pipeline slot of the unsynced lock query, or -1 */
+    pg_arr        arr[8];          /* scratch arrays                        */
+    int64_t      *lockids;         /* scratch: conversations to lock        */
+    size_t        lockids_cap;
+    int64_t      *seen;            /* scratch: LAST_SEEN users and times    */
+    size_t        nseen, seen_cap;
+    /* any thread (atomics) */
+    int           w_up;            /* writer connected                      */
+    int           r_up;            /* readers connected                     */
+    int           lease_ok;        /* !lease_lost, for healthy()            */
+    unsigned      connect_gen;     /* bumped by every successful connect    */
+    int           probes;          /* probe reads in flight                 */
+    int           hold;            /* test hook: 1 wait, 2 the writer waits */
+};
+
+/* Open addressing over int64 pairs (a, b) with an int value (-1: empty
+ * slot); b may be a string's hash with the string compared by match. */
+typedef struct pg_kset {
+    int64_t *a, *b;
+    int     *v;
+    size_t   cap;
+} pg_kset;
+
+/* store_pg.c */
+int  pg_w_connect(pg_store *s);                 /* writer: 0 or -1 (logged)  */
+void pg_w_drop(pg_store *s, const char *why);   /* writer: close, back off   */
+int  pg_lease_renew(pg_store *s);               /* 1 held, 0 lost, <0 W_*    */
+int  pg_lease_reacquire(pg_store *s);           /* 0 held again, -1 not      */
+void pg_probe_readers(pg_store *s);
+/* store_pg_conn.c: logging (one line fit for a JSON log field) */
+void pg_log_failure(int level, const pg_conn *c, const char *what);
+void pg_clean_msg(char *dst, size_t n, const char *src);
+/* store_pg_write.c: the batch and the writer's per-batch state */
+void pg_run_batch(void *wctx, pl_job **jobs, size_t n);
+void pg_idle(void *wctx);
+pg_conv *pg_conv_find(pg_store *s, int64_t conv);          /* NULL if not locked */
+pg_conv *pg_conv_put(pg_store *s, int64_t conv);           /* may move slots */
+pg_own  *pg_own_find(pg_store *s, int64_t conv, int64_t user);
+void     pg_own_add(pg_store *s, int64_t conv, int64_t user, int64_t d);
+void     pg_kset_init(pg_kset *k, size_t n);
+void     pg_kset_free(pg_kset *k);
+/* The slot of (a, b): k->v[slot] is -1 when new; match(arg, v) decides
+ * equality beyond (a, b) (NULL: none). */
+size_t   pg_kset_slot(pg_kset *k, int64_t a, int64_t b, int (*match)(void *, int), void *arg);
+uint64_t pg_str_hash(const char *p);
+int      pg_cmp_i64(const void *a, const void *b);         /* qsort */
+/* Queues a statement on the writer: its slot, or W_LOST. */
+int      pg_w_send(pg_store *s, int stmt, const pg_params *p, int want);
+/* Syncs the writer's pipeline: PL_STORE_OK or W_LOST / W_RETRY / W_FATAL.
+ * The first sync of a batch also fills the map from the lock query. */
+int      pg_w_sync(pg_store *s);
+/* Syncs if the lock query's rows are not in the map yet: call before
+ * pg_conv_find unless a sync happened since the batch began. */
+int      pg_w_locked(pg_store *s);
+/* One statement now (with what was queued before it): its result, or NULL
+ * with *rc set. */
+PGresult *pg_w_query(pg_store *s, int stmt, const pg_params *p, int *rc);
+void     pg_reset_outputs(pl_job *j);
+/* An event the batch appended to e at seq (its INSERT succeeded or is
+ * queued in the batch): the map moves and the job's event is filled; data
+ * is taken over. */
+void     pg_appended(pg_store *s, pg_conv *e, pl_job *j, int64_t seq, uint64_t id, int64_t now,
+                     int kind, int64_t sender, int64_t subject, const char *cmid, const char *body,
+                     size_t body_len, char *data);
+/* store_pg_jobs.c: one job that is neither a send nor a receipt */
+int  pg_run_job(pg_store *s, pl_job *j, int64_t now);
+/* store_pg_runs.c: n consecutive sends / receipts */
+int  pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now);
+int  pg_run_receipts(pg_store *s, pl_job **jobs, size_t n);
+/* store_pg_read.c */
+void pg_run_read(void *rctx, pl_job *j);
+
+/* Test hooks: with hold on, the writer's next batch waits (held() says it
+ * is waiting) until hold is off, then fails with EUNAVAIL without touching
+ * the database; so a test can queue an exact batch behind it. */
+void pl_store_pg__hold(pl_store *s, int on);
+int  pl_store_pg__held(pl_store *s);
+
+#endif

@@ -1,0 +1,454 @@
+/* store_pg_jobs.c — the PostgreSQL writer's single jobs: accounts, logins,
+ * conversations and their members, last seen, the outbox (see store_pg.c
+ * for the invariants; the SQLite backend's store_sqlite_write.c is the
+ * reference for each job's checks, their order and their outputs).
+ *
+ * Owns: each job's statements. Job-level outcomes are decided before the
+ * writes (or by ON CONFLICT DO NOTHING); a job of several statements runs
+ * in a SAVEPOINT so an unexpected error fails it alone (store_pg.c,
+ * invariant 4). Each returns PL_STORE_OK or a PL_STORE_E* for the job, or a
+ * W_* when the batch must fail.
+ */
+#include "pg_int.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/log.h"
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static int64_t cmd_tuples(const PGresult *r) { return strtoll(PQcmdTuples((PGresult *)r), NULL, 10); }
+
+/* Parameters of W_EVENT_INSERT for a system event at e's next seq. */
+static void event_params(pg_params *p, const pg_conv *e, uint64_t id, int64_t now, int kind,
+                         int64_t sender, int64_t subject, const char *data) {
+    pg_param_i64(p, e->conv);
+    pg_param_i64(p, e->last_seq + 1);
+    pg_param_i64(p, (int64_t)id);
+    pg_param_i64(p, now);
+    pg_param_i64(p, kind);
+    pg_param_i64(p, sender);
+    pg_param_i64(p, subject);
+    pg_param_i64(p, e->msg_count);
+    pg_param_text(p, data);
+}
+
+static char *data_user(int64_t user) {
+    char buf[48];
+    snprintf(buf, sizeof buf, "{\"user\":%lld}", (long long)user);
+    return pl_strdup(buf);
+}
+
+/* {"kind":"group","title":..,"members":[creator, others..]} or NULL if the
+ * title is not valid UTF-8 (as the SQLite backend writes it). */
+static char *data_group(const char *title, int64_t creator, const int64_t *others, size_t n) {
+    json_t *root = json_object(), *members = json_array();
+    json_t *jt = json_string(title);
+    char *out = NULL;
+    if (!root || !members || !jt) goto done;
+    json_array_append_new(members, json_integer(creator));
+    for (size_t i = 0; i < n; i++) json_array_append_new(members, json_integer(others[i]));
+    json_object_set_new(root, "kind", json_string("group"));
+    json_object_set_new(root, "title", jt);
+    jt = NULL;
+    json_object_set_new(root, "members", members);
+    members = NULL;
+    size_t len = json_dumpb(root, NULL, 0, JSON_COMPACT);
+    if (len == 0) goto done;
+    out = pl_malloc(len + 1);
+    if (json_dumpb(root, out, len, JSON_COMPACT) != len) {
+        free(out);
+        out = NULL;
+        goto done;
+    }
+    out[len] = '\0';
+done:
+    json_decref(jt);
+    json_decref(members);
+    json_decref(root);
+    return out;
+}
+
+/* ---- savepoints ------------------------------------------------------------ */
+
+/* After a failed round trip that holds [.. SAVEPOINT at sp .. the job's
+ * statements]: a failure at or before the savepoint (a queued statement of
+ * an earlier job), of the connection, or a deadlock fails the batch; one
+ * after it fails this job alone (invariant 4 of store_pg.c). */
+static int w_sp_failed(pg_store *s, pl_job *j, int sp, int rc) {
+    if (rc != W_FATAL || s->w.err_slot <= sp) return rc;
+    pg_log_failure(PL_LOG_ERROR, &s->w, "store: job failed; rolled back to its savepoint");
+    pg_reset_outputs(j);
+    if (pg_w_send(s, W_ROLLBACK_TO, NULL, 0) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) return W_LOST;
+    rc = pg_w_sync(s);
+    return rc ? rc : PL_STORE_EUNAVAIL;
+}
+
+/* ---- jobs ------------------------------------------------------------------- */
+
+static int job_user_create(pg_store *s, pl_job *j, int64_t now) {
+    if (!j->username || !j->pwhash || !pg_utf8_ok(j->username) || !pg_utf8_ok(j->pwhash))
+        return PL_STORE_EINVAL;
+    pg_params p = {0};
+    pg_param_text(&p, j->username);
+    pg_param_text(&p, j->pwhash);
+    pg_param_i64(&p, now);
+    int rc;
+    PGresult *r = pg_w_query(s, W_USER_INSERT, &p, &rc);
+    if (!r) return rc;
+    if (PQntuples(r) != 1) return PL_STORE_ECONFLICT;   /* the username is taken */
+    j->out_id = pg_i64(r, 0, 0);
+    return PL_STORE_OK;
+}
+
+static int job_login_create(pg_store *s, pl_job *j, int64_t now) {
+    pg_params p = {0};
+    pg_param_i64(&p, j->user);
+    pg_param_bytes(&p, j->hash, sizeof j->hash);
+    pg_param_i64(&p, j->expires);
+    pg_param_i64(&p, now);
+    int rc;
+    PGresult *r = pg_w_query(s, W_LOGIN_INSERT, &p, &rc);
+    if (!r) return rc;
+    if (PQntuples(r) != 1) return PL_STORE_ENOTFOUND;   /* no such user */
+    j->out_id = pg_i64(r, 0, 0);
+    return PL_STORE_OK;
+}
+
+/* Rotates only a live login presenting its current hash. */
+static int job_login_rotate(pg_store *s, pl_job *j, int64_t now) {
+    pg_params p = {0};
+    pg_param_bytes(&p, j->hash2, sizeof j->hash2);
+    pg_param_i64(&p, j->expires);
+    pg_param_i64(&p, j->id);
+    pg_param_i64(&p, now);
+    pg_param_bytes(&p, j->hash, sizeof j->hash);
+    int rc;
+    PGresult *r = pg_w_query(s, W_LOGIN_ROTATE, &p, &rc);
+    if (!r) return rc;
+    if (cmd_tuples(r) == 0) return PL_STORE_ENOTFOUND;
+    j->out_id = j->id;
+    return PL_STORE_OK;
+}
+
+static int job_login_revoke(pg_store *s, pl_job *j, int64_t now) {
+    pg_params p = {0};
+    pg_param_i64(&p, j->id);
+    int rc;
+    PGresult *r = pg_w_query(s, W_LOGIN_REVOKE, &p, &rc);
+    if (!r) return rc;
+    if (cmd_tuples(r) == 0) return PL_STORE_ENOTFOUND;
+    j->out_id = j->id;
+    return PL_STORE_OK;
+}
+
+/* A conversation created by this batch: its row already holds its final
+ * counters (no flush), and the batch appended its CREATED event. */
+static pg_conv *conv_created(pg_store *s, int64_t conv, int kind, int64_t members) {
+    pg_conv *e = pg_conv_put(s, conv);
+    e->kind = kind;
+    e->member_count = members;
+    return e;
+}
+
+static int job_direct_open(pg_store *s, pl_job *j, int64_t now) {
+    if (j->user == j->peer) return PL_STORE_EINVAL;
+    char key[48];
+    int64_t lo = j->user < j->peer ? j->user : j->peer;
+    int64_t hi = j->user < j->peer ? j->peer : j->user;
+    snprintf(key, sizeof key, "%lld:%lld", (long long)lo, (long long)hi);
+
+    pg_arr *ids = &s->arr[0];
+    pg_arr_start(ids, PG_INT8);
+    pg_arr_i64(ids, j->user);
+    pg_arr_i64(ids, j->peer);
+    pg_params p = {0}, q = {0};
+    pg_param_arr(&p, ids);
+    pg_param_text(&q, key);
+    int us = pg_w_send(s, W_USERS_EXIST, &p, 1), ks = us < 0 ? us : pg_w_send(s, W_CONV_BY_KEY, &q, 1);
+    if (ks < 0) return ks;
+    int rc = pg_w_sync(s);
+    if (rc) return rc;
+    if (PQntuples(s->w.res[us]) != 2) return PL_STORE_ENOTFOUND;
+    if (PQntuples(s->w.res[ks]) == 1) {              /* the pair already has one */
+        j->out_id = pg_i64(s->w.res[ks], 0, 0);
+        return PL_STORE_OK;
+    }
+
+    uint64_t id = pl_idgen_next(&s->ids, now);
+    char data[96];
+    snprintf(data, sizeof data, "{\"kind\":\"direct\",\"members\":[%lld,%lld]}", (long long)j->user,
+             (long long)j->peer);
+    pg_params c = {0};
+    pg_param_text(&c, key);
+    pg_param_i64(&c, now);
+    pg_param_i64(&c, j->user);
+    pg_param_i64(&c, j->peer);
+    pg_param_i64(&c, (int64_t)id);
+    pg_param_text(&c, data);
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
+    int cs = sp < 0 ? sp : pg_w_send(s, W_DIRECT_CREATE, &c, 1);
+    if (cs < 0 || (rc = pg_w_send(s, W_RELEASE, NULL, 0)) < 0) return W_LOST;
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) return w_sp_failed(s, j, sp, rc);
+    if (PQntuples(s->w.res[cs]) != 1) {
+        /* another node created the pair meanwhile and committed (ON CONFLICT
+         * waited for it): that one is the conversation */
+        PGresult *r = pg_w_query(s, W_CONV_BY_KEY, &q, &rc);
+        if (!r) return rc;
+        if (PQntuples(r) != 1) return PL_STORE_EUNAVAIL;
+        j->out_id = pg_i64(r, 0, 0);
+        return PL_STORE_OK;
+    }
+    int64_t conv = pg_i64(s->w.res[cs], 0, 0);
+    pg_conv *e = conv_created(s, conv, PL_CONV_DIRECT, 2);
+    pg_appended(s, e, j, 1, id, now, PL_EV_CREATED, j->user, 0, NULL, NULL, 0, pl_strdup(data));
+    e->dirty = 0;                                     /* the row has it all */
+    j->out_id = conv;
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
+static int has_i64(const int64_t *sorted, size_t n, int64_t v) {
+    return bsearch(&v, sorted, n, sizeof v, pg_cmp_i64) != NULL;
+}
+
+static int job_group_create(pg_store *s, pl_job *j, int64_t now) {
+    if (!j->title || (j->nmembers && !j->members)) return PL_STORE_EINVAL;
+    pg_arr *ids = &s->arr[0];
+    pg_arr_start(ids, PG_INT8);
+    pg_arr_i64(ids, j->user);
+    for (size_t i = 0; i < j->nmembers; i++) pg_arr_i64(ids, j->members[i]);
+    pg_params p = {0};
+    pg_param_arr(&p, ids);
+    int rc;
+    PGresult *r = pg_w_query(s, W_USERS_EXIST, &p, &rc);
+    if (!r) return rc;
+    size_t nfound = (size_t)PQntuples(r);
+    int64_t *found = pl_malloc((nfound ? nfound : 1) * sizeof *found);
+    for (size_t i = 0; i < nfound; i++) found[i] = pg_i64(r, (int)i, 0);
+    qsort(found, nfound, sizeof *found, pg_cmp_i64);
+
+    /* the other members, deduplicated in first-seen order, creator skipped;
+     * the same checks in the same order as the SQLite backend */
+    int64_t *all = pl_malloc((j->nmembers + 1) * sizeof *all);
+    size_t n = 0;
+    char *data = NULL;
+    pg_kset seen;
+    pg_kset_init(&seen, j->nmembers + 1);
+    rc = PL_STORE_OK;
+    all[n++] = j->user;
+    if (!has_i64(found, nfound, j->user)) { rc = PL_STORE_ENOTFOUND; goto out; }
+    for (size_t i = 0; i < j->nmembers; i++) {
+        int64_t u = j->members[i];
+        if (u == j->user) continue;
+        if (u <= 0) { rc = PL_STORE_ENOTFOUND; goto out; }
+        size_t k = pg_kset_slot(&seen, u, 0, NULL, NULL);
+        if (seen.v[k] >= 0) continue;
+        seen.v[k] = 1;
+        if (!has_i64(found, nfound, u)) { rc = PL_STORE_ENOTFOUND; goto out; }
+        all[n++] = u;
+    }
+    if (!pg_utf8_ok(j->title) || !(data = data_group(j->title, j->user, all + 1, n - 1))) {
+        rc = PL_STORE_EINVAL;
+        goto out;
+    }
+
+    uint64_t id = pl_idgen_next(&s->ids, now);
+    pg_arr_start(ids, PG_INT8);
+    for (size_t i = 0; i < n; i++) pg_arr_i64(ids, all[i]);
+    pg_params c = {0};
+    pg_param_text(&c, j->title);
+    pg_param_i64(&c, now);
+    pg_param_i64(&c, (int64_t)n);
+    pg_param_arr(&c, ids);
+    pg_param_i64(&c, (int64_t)id);
+    pg_param_i64(&c, j->user);
+    pg_param_text(&c, data);
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
+    int cs = sp < 0 ? sp : pg_w_send(s, W_GROUP_CREATE, &c, 1);
+    if (cs < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) { rc = W_LOST; goto out; }
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) { rc = w_sp_failed(s, j, sp, rc); goto out; }
+    if (PQntuples(s->w.res[cs]) != 1) { rc = W_FATAL; goto out; }
+    int64_t conv = pg_i64(s->w.res[cs], 0, 0);
+    pg_conv *e = conv_created(s, conv, PL_CONV_GROUP, (int64_t)n);
+    pg_appended(s, e, j, 1, id, now, PL_EV_CREATED, j->user, 0, NULL, NULL, 0, data);
+    data = NULL;                                      /* taken over */
+    e->dirty = 0;
+    j->out_id = conv;
+out:
+    pg_kset_free(&seen);
+    free(data);
+    free(all);
+    free(found);
+    return rc;
+}
+
+/* The roles of actor and peer in conv (PL_ROLE_NONE if not members) and
+ * whether peer is a user. A round trip: the map is filled after it. */
+static int w_member_check(pg_store *s, int64_t conv, int64_t actor, int64_t peer, int *arole,
+                          int *prole, int *pexists) {
+    pg_params p = {0};
+    pg_param_i64(&p, conv);
+    pg_param_i64(&p, actor);
+    pg_param_i64(&p, peer);
+    int rc;
+    PGresult *r = pg_w_query(s, W_MEMBER_CHECK, &p, &rc);
+    if (!r) return rc;
+    *arole = (int)pg_i64(r, 0, 0);
+    *prole = (int)pg_i64(r, 0, 1);
+    *pexists = PQgetvalue(r, 0, 2)[0] == 't';
+    return PL_STORE_OK;
+}
+
+/* Checks shared by add and remove, in the SQLite backend's order: conv
+ * exists and the actor is a member (else ENOTFOUND: non-members cannot
+ * tell), it is a group (EINVAL), the actor is an admin (EFORBID). */
+static int w_check_admin(pg_conv *e, int arole) {
+    if (!e || arole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    if (e->kind != PL_CONV_GROUP) return PL_STORE_EINVAL;
+    if (arole != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+    return PL_STORE_OK;
+}
+
+static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
+    int arole = 0, prole = 0, pexists = 0, rc;
+    if ((rc = w_member_check(s, j->conv, j->user, j->peer, &arole, &prole, &pexists))) return rc;
+    pg_conv *e = pg_conv_find(s, j->conv);                   /* after a sync */
+    if ((rc = w_check_admin(e, arole)) != PL_STORE_OK) return rc;
+    if (!pexists) return PL_STORE_ENOTFOUND;
+    j->out_id = j->conv;
+    if (prole != PL_ROLE_NONE) return PL_STORE_OK;               /* no-op */
+    uint64_t id = pl_idgen_next(&s->ids, now);
+    char *data = data_user(j->peer);
+    pg_params m = {0}, ev = {0};
+    pg_param_i64(&m, j->conv);
+    pg_param_i64(&m, j->peer);
+    pg_param_i64(&m, e->last_seq + 1);                  /* joined at its member_added event */
+    event_params(&ev, e, id, now, PL_EV_MEMBER_ADDED, j->user, j->peer, data);
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
+    if (sp < 0 || pg_w_send(s, W_MEMBER_JOIN, &m, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 ||
+        pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
+        free(data);
+        return W_LOST;
+    }
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
+        free(data);
+        return w_sp_failed(s, j, sp, rc);
+    }
+    e->member_count++;
+    pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_MEMBER_ADDED, j->user, j->peer, NULL, NULL, 0,
+                data);
+    return PL_STORE_OK;
+}
+
+/* Removes peer (by actor; peer == actor for a leave): the row goes, the
+ * earliest-joined member becomes admin if none is left, the event is
+ * appended. */
+static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int kind, int64_t now) {
+    uint64_t id = pl_idgen_next(&s->ids, now);
+    char *data = data_user(peer);
+    pg_params d = {0}, pr = {0}, ev = {0};
+    pg_param_i64(&d, j->conv);
+    pg_param_i64(&d, peer);
+    pg_param_i64(&pr, j->conv);
+    event_params(&ev, e, id, now, kind, j->user, peer, data);
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0), rc;
+    if (sp < 0 || pg_w_send(s, W_MEMBER_DELETE, &d, 0) < 0 || pg_w_send(s, W_PROMOTE, &pr, 0) < 0 ||
+        pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
+        free(data);
+        return W_LOST;
+    }
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
+        free(data);
+        return w_sp_failed(s, j, sp, rc);
+    }
+    pg_own *o = pg_own_find(s, j->conv, peer);       /* a later re-join starts from 0 */
+    if (o) o->delta = 0;
+    e->member_count--;
+    j->out_id = j->conv;
+    pg_appended(s, e, j, e->last_seq + 1, id, now, kind, j->user, peer, NULL, NULL, 0, data);
+    return PL_STORE_OK;
+}
+
+static int job_member_remove(pg_store *s, pl_job *j, int64_t now) {
+    int arole = 0, prole = 0, pexists = 0, rc;
+    if ((rc = w_member_check(s, j->conv, j->user, j->peer, &arole, &prole, &pexists))) return rc;
+    pg_conv *e = pg_conv_find(s, j->conv);
+    if ((rc = w_check_admin(e, arole)) != PL_STORE_OK) return rc;
+    if (prole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    return w_member_out(s, j, e, j->peer, PL_EV_MEMBER_REMOVED, now);
+}
+
+static int job_member_leave(pg_store *s, pl_job *j, int64_t now) {
+    int arole = 0, prole = 0, pexists = 0, rc;
+    if ((rc = w_member_check(s, j->conv, j->user, j->user, &arole, &prole, &pexists))) return rc;
+    pg_conv *e = pg_conv_find(s, j->conv);
+    if (!e || arole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    if (e->kind != PL_CONV_GROUP) return PL_STORE_EINVAL;
+    return w_member_out(s, j, e, j->user, PL_EV_MEMBER_LEFT, now);
+}
+
+/* Deferred to the end of the batch, where users are locked in id order
+ * (invariant 1); last_seen only moves forward, so the order of the jobs
+ * does not matter. */
+static int job_last_seen(pg_store *s, pl_job *j) {
+    if (s->nseen + 2 > s->seen_cap) {
+        s->seen_cap = s->seen_cap ? s->seen_cap * 2 : 64;
+        s->seen = pl_realloc(s->seen, s->seen_cap * sizeof *s->seen);
+    }
+    s->seen[s->nseen++] = j->user;
+    s->seen[s->nseen++] = j->expires;
+    return PL_STORE_OK;
+}
+
+static int job_outbox_ack(pg_store *s, pl_job *j) {
+    if (!s->outbox) return PL_STORE_OK;
+    pg_params p = {0};
+    pg_param_i64(&p, s->base.node_id);
+    pg_param_i64(&p, j->id);
+    return pg_w_send(s, W_OUTBOX_ACK, &p, 0) < 0 ? W_LOST : PL_STORE_OK;
+}
+
+static int job_outbox_takeover(pg_store *s, pl_job *j) {
+    if (!s->outbox) return PL_STORE_OK;
+    pg_params p = {0};
+    pg_param_i64(&p, s->base.node_id);
+    pg_param_i64(&p, PG_TAKEOVER_OWN_S);
+    pg_param_i64(&p, PG_TAKEOVER_DEAD_S);
+    int rc;
+    PGresult *r = pg_w_query(s, W_OUTBOX_TAKEOVER, &p, &rc);
+    if (!r) return rc;
+    size_t n = (size_t)PQntuples(r);
+    if (n) {
+        j->out_ids = pl_malloc(n * sizeof *j->out_ids);
+        j->heads = pl_malloc(n * sizeof *j->heads);
+        for (size_t i = 0; i < n; i++) {
+            j->out_ids[i] = pg_i64(r, (int)i, 0);
+            j->heads[i] = pg_i64(r, (int)i, 1);
+        }
+    }
+    j->nout = n;
+    return PL_STORE_OK;
+}
+int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
+    switch (j->op) {
+    case PL_JOB_USER_CREATE:     return job_user_create(s, j, now);
+    case PL_JOB_LOGIN_CREATE:    return job_login_create(s, j, now);
+    case PL_JOB_LOGIN_ROTATE:    return job_login_rotate(s, j, now);
+    case PL_JOB_LOGIN_REVOKE:    return job_login_revoke(s, j, now);
+    case PL_JOB_DIRECT_OPEN:     return job_direct_open(s, j, now);
+    case PL_JOB_GROUP_CREATE:    return job_group_create(s, j, now);
+    case PL_JOB_MEMBER_ADD:      return job_member_add(s, j, now);
+    case PL_JOB_MEMBER_REMOVE:   return job_member_remove(s, j, now);
+    case PL_JOB_MEMBER_LEAVE:    return job_member_leave(s, j, now);
+    case PL_JOB_LAST_SEEN:       return job_last_seen(s, j);
+    case PL_JOB_OUTBOX_ACK:      return job_outbox_ack(s, j);
+    case PL_JOB_OUTBOX_TAKEOVER: return job_outbox_takeover(s, j);
+    default:                     return PL_STORE_EINVAL;
+    }
+}
+
