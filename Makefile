@@ -1,6 +1,9 @@
 # Parley — build, run and test.
 #   make run    install missing packages, build, start parleyd (embedded) on 127.0.0.1:8080
-#   make test   install missing packages, build with ASan+UBSan, run every test suite
+#   make test   install missing packages, build with ASan+UBSan, run every test suite:
+#               unit tests (SQLite), the store contract tests against PostgreSQL,
+#               then one pytest run (integration suite in embedded and cluster
+#               mode, browser, bench smoke, fuzz smoke)
 #   make        release build only (build/release/parleyd)
 
 ifeq ($(origin CC),default)
@@ -81,6 +84,7 @@ integration: build/asan/parleyd $(TEST_PREREQS)
 test: deps
 	@$(MAKE) --no-print-directory asan build/release/parleyd $(TEST_PREREQS)
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-pg
 	@$(MAKE) --no-print-directory integration
 
 clean:

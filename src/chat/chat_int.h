@@ -267,6 +267,7 @@ void receipts_on_bus(void *ud, const pl_bus_receipt *r);
 void presence_init(void);
 void presence_session_added(session *s);
 void presence_session_gone(session *s);
+void presence_resync(void);
 void presence_tick(int64_t now);
 void presence_shutdown(void);
 void do_presence_set(session *s, pl_msg *m);

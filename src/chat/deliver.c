@@ -748,6 +748,7 @@ void deliver_on_user_ready(void *ud, int64_t user) {
 void deliver_on_resync(void *ud) {
     if (C.stopping) return;
     pl_count(&pl_m_bus_resyncs, 1);
+    presence_resync();
     for (size_t i = 0; i < C.convs.cap; i++)
         if (C.convs.slots[i].key) verify_add(C.convs.slots[i].key);
     for (size_t i = 0; i < C.users.cap; i++)

@@ -106,6 +106,16 @@ void presence_session_added(session *s) {
     p->dirty = 1;
 }
 
+/* The bus may have lost messages, or Redis its stored views (a restart):
+ * every local view is published again at the next tick. */
+void presence_resync(void) {
+    for (size_t i = 0; i < C.presence.cap; i++) {
+        if (!C.presence.slots || !C.presence.slots[i].key) continue;
+        presence *p = C.presence.slots[i].val;
+        if (chat_user_get(p->user) || p->local_pub != ST_OFFLINE) p->dirty = 1;
+    }
+}
+
 void presence_session_gone(session *s) {
     presence *p = pl_map_get(&C.presence, s->user);
     if (!p) return;
