@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "pipeline.h"
+#include "store_int.h"
 #include "store.h"
 
 #define PG_BATCH_MAX      4096   /* jobs per transaction                        */
@@ -161,11 +162,6 @@ typedef struct pg_conv {
     int     appended;      /* this batch appended events (the outbox row)    */
 } pg_conv;
 
-typedef struct pg_own {    /* own_unread deltas of the open transaction      */
-    int64_t conv, user;    /* key; conv 0 marks an empty slot                */
-    int64_t delta;
-} pg_own;
-
 typedef struct pg_store pg_store;
 
 typedef struct pg_reader {
@@ -189,8 +185,7 @@ struct pg_store {
     /* writer thread only */
     pg_conv      *convs;           /* open addressing, power-of-two cap     */
     size_t        convs_cap, convs_len;
-    pg_own       *own;
-    size_t        own_cap, own_len;
+    pl_own_map    own;       /* own_unread deltas of the open batch (store_int.h) */
     pl_idgen      ids;
     int64_t       last_ts;         /* ts of the previous batch, never less  */
     uint64_t      first_id;        /* snowflake of the batch's first append */
@@ -239,8 +234,6 @@ void pg_run_batch(void *wctx, pl_job **jobs, size_t n);
 void pg_idle(void *wctx);
 pg_conv *pg_conv_find(pg_store *s, int64_t conv);          /* NULL if not locked */
 pg_conv *pg_conv_put(pg_store *s, int64_t conv);           /* may move slots */
-pg_own  *pg_own_find(pg_store *s, int64_t conv, int64_t user);
-void     pg_own_add(pg_store *s, int64_t conv, int64_t user, int64_t d);
 void     pg_kset_init(pg_kset *k, size_t n);
 void     pg_kset_free(pg_kset *k);
 /* The slot of (a, b): k->v[slot] is -1 when new; match(arg, v) decides

@@ -10,6 +10,7 @@
 
 #include "pipeline.h"
 #include "store.h"
+#include "store_int.h"
 
 #define SQ_BATCH_MAX   4096   /* jobs per transaction                       */
 #define SQ_READERS     2      /* default reader threads                     */
@@ -52,12 +53,6 @@ typedef struct sq_conv {
     int     dirty;         /* listed in sq_store.dirty, not yet flushed      */
 } sq_conv;
 
-/* own_unread deltas of the open transaction, keyed (conversation, user) */
-typedef struct sq_own {
-    int64_t conv, user;    /* key; conv 0 marks an empty slot                */
-    int64_t delta;
-} sq_own;
-
 typedef struct sq_reader {
     sqlite3      *db;
     sqlite3_stmt *r[R__COUNT];
@@ -79,8 +74,7 @@ typedef struct sq_store {
     size_t        convs_cap, convs_len;
     int64_t      *dirty;             /* convs whose state moved this batch    */
     size_t        ndirty, dirty_cap;
-    sq_own       *own;               /* open addressing                       */
-    size_t        own_cap, own_len;
+    pl_own_map    own;               /* own_unread deltas of the open batch   */
     pl_idgen      ids;
     int64_t       last_ts;           /* ts of the previous batch, never less  */
     /* any thread */

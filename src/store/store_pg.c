@@ -702,7 +702,7 @@ static void pg_free(pg_store *s) {
     for (size_t i = 0; i < sizeof s->arr / sizeof s->arr[0]; i++) pg_arr_free(&s->arr[i]);
     free(s->readers);
     free(s->convs);
-    free(s->own);
+    pl_own_free(&s->own);
     free(s->lockids);
     free(s->seen);
     free(s->url);

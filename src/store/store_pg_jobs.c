@@ -37,41 +37,6 @@ static void event_params(pg_params *p, const pg_conv *e, uint64_t id, int64_t no
     pg_param_text(p, data);
 }
 
-static char *data_user(int64_t user) {
-    char buf[48];
-    snprintf(buf, sizeof buf, "{\"user\":%lld}", (long long)user);
-    return pl_strdup(buf);
-}
-
-/* {"kind":"group","title":..,"members":[creator, others..]} or NULL if the
- * title is not valid UTF-8 (as the SQLite backend writes it). */
-static char *data_group(const char *title, int64_t creator, const int64_t *others, size_t n) {
-    json_t *root = json_object(), *members = json_array();
-    json_t *jt = json_string(title);
-    char *out = NULL;
-    if (!root || !members || !jt) goto done;
-    json_array_append_new(members, json_integer(creator));
-    for (size_t i = 0; i < n; i++) json_array_append_new(members, json_integer(others[i]));
-    json_object_set_new(root, "kind", json_string("group"));
-    json_object_set_new(root, "title", jt);
-    jt = NULL;
-    json_object_set_new(root, "members", members);
-    members = NULL;
-    size_t len = json_dumpb(root, NULL, 0, JSON_COMPACT);
-    if (len == 0) goto done;
-    out = pl_malloc(len + 1);
-    if (json_dumpb(root, out, len, JSON_COMPACT) != len) {
-        free(out);
-        out = NULL;
-        goto done;
-    }
-    out[len] = '\0';
-done:
-    json_decref(jt);
-    json_decref(members);
-    json_decref(root);
-    return out;
-}
 
 /* ---- savepoints ------------------------------------------------------------ */
 
@@ -252,7 +217,7 @@ static int job_group_create(pg_store *s, pl_job *j, int64_t now) {
         if (!has_i64(found, nfound, u)) { rc = PL_STORE_ENOTFOUND; goto out; }
         all[n++] = u;
     }
-    if (!pg_utf8_ok(j->title) || !(data = data_group(j->title, j->user, all + 1, n - 1))) {
+    if (!pg_utf8_ok(j->title) || !(data = pl_store__data_group(j->title, j->user, all + 1, n - 1))) {
         rc = PL_STORE_EINVAL;
         goto out;
     }
@@ -323,7 +288,7 @@ static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
     j->out_id = j->conv;
     if (prole != PL_ROLE_NONE) return PL_STORE_OK;               /* no-op */
     uint64_t id = pl_idgen_next(&s->ids, now);
-    char *data = data_user(j->peer);
+    char *data = pl_store__data_user(j->peer);
     pg_params m = {0}, ev = {0};
     pg_param_i64(&m, j->conv);
     pg_param_i64(&m, j->peer);
@@ -350,7 +315,7 @@ static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
  * appended. */
 static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int kind, int64_t now) {
     uint64_t id = pl_idgen_next(&s->ids, now);
-    char *data = data_user(peer);
+    char *data = pl_store__data_user(peer);
     pg_params d = {0}, pr = {0}, ev = {0};
     pg_param_i64(&d, j->conv);
     pg_param_i64(&d, peer);
@@ -366,7 +331,7 @@ static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int ki
         free(data);
         return w_sp_failed(s, j, sp, rc);
     }
-    pg_own *o = pg_own_find(s, j->conv, peer);       /* a later re-join starts from 0 */
+    pl_own_ent *o = pl_own_find(&s->own, j->conv, peer);       /* a later re-join starts from 0 */
     if (o) o->delta = 0;
     e->member_count--;
     j->out_id = j->conv;

@@ -155,7 +155,7 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         pg_arr_bytes(ib, j->body, j->body_len);
         pg_appended(s, e, j, seq, id, now, PL_EV_MESSAGE, j->user, 0, j->client_msg_id, j->body,
                     j->body_len, NULL);
-        pg_own_add(s, j->conv, j->user, 1);
+        pl_own_add(&s->own, j->conv, j->user, 1);
         if (j->client_msg_id) keys.v[ks] = (int)i;
     }
     free(member);
@@ -291,13 +291,13 @@ int pg_run_receipts(pg_store *s, pl_job **jobs, size_t n) {
             int row = row_of[look[i]];
             rcpt_pair *q = &pr[x[i].pair];
             pg_conv *e = pg_conv_find(s, j->conv);
-            pg_own *pending = pg_own_find(s, j->conv, j->user);   /* this batch, not flushed */
+            pl_own_ent *pending = pl_own_find(&s->own, j->conv, j->user);   /* this batch, not flushed */
             int64_t own = q->own + (pending ? pending->delta : 0);
             if (x[i].nr != x[i].cr) {        /* own messages the cursor passed are read */
                 int64_t passed = pg_i64(r, row, 1);
                 if (passed) {
                     own -= passed;
-                    pg_own_add(s, j->conv, j->user, -passed);
+                    pl_own_add(&s->own, j->conv, j->user, -passed);
                 }
                 if (!pg_null(r, row, 2) && pg_i64(r, row, 2) == PL_EV_MESSAGE && pg_i64(r, row, 3) != j->user)
                     j->out_peer = pg_i64(r, row, 3);

@@ -83,47 +83,6 @@ static void conv_clear(pg_store *s) {
     s->convs_len = 0;
 }
 
-pg_own *pg_own_find(pg_store *s, int64_t conv, int64_t user) {
-    if (!s->own_cap) return NULL;
-    for (size_t i = slot_of(conv, user, s->own_cap);; i = (i + 1) & (s->own_cap - 1)) {
-        if (s->own[i].conv == conv && s->own[i].user == user) return &s->own[i];
-        if (s->own[i].conv == 0) return NULL;
-    }
-}
-
-void pg_own_add(pg_store *s, int64_t conv, int64_t user, int64_t d) {
-    pg_own *e = pg_own_find(s, conv, user);
-    if (!e) {
-        if ((s->own_len + 1) * 2 > s->own_cap) {
-            pg_own *old = s->own;
-            size_t ocap = s->own_cap;
-            s->own_cap = ocap ? ocap * 2 : 64;
-            s->own = pl_calloc(s->own_cap, sizeof *s->own);
-            s->own_len = 0;
-            for (size_t i = 0; i < ocap; i++) {
-                if (!old[i].conv) continue;
-                size_t k = slot_of(old[i].conv, old[i].user, s->own_cap);
-                while (s->own[k].conv) k = (k + 1) & (s->own_cap - 1);
-                s->own[k] = old[i];
-                s->own_len++;
-            }
-            free(old);
-        }
-        size_t i = slot_of(conv, user, s->own_cap);
-        while (s->own[i].conv) i = (i + 1) & (s->own_cap - 1);
-        e = &s->own[i];
-        e->conv = conv;
-        e->user = user;
-        e->delta = 0;
-        s->own_len++;
-    }
-    e->delta += d;
-}
-
-static void own_clear(pg_store *s) {
-    if (s->own_cap) memset(s->own, 0, s->own_cap * sizeof *s->own);
-    s->own_len = 0;
-}
 
 /* ---- statements ------------------------------------------------------------ */
 
@@ -315,8 +274,8 @@ static int w_finish(pg_store *s, pl_job **jobs, size_t n) {
     pg_arr *a = s->arr;
     pg_params p = {0};
     for (int i = 0; i < 3; i++) pg_arr_start(&a[i], PG_INT8);
-    for (size_t i = 0; i < s->own_cap && s->own_len; i++) {
-        pg_own *o = &s->own[i];
+    for (size_t i = 0; i < s->own.cap && s->own.len; i++) {
+        pl_own_ent *o = &s->own.tab[i];
         if (!o->conv || !o->delta) continue;
         pg_arr_i64(&a[0], o->conv);
         pg_arr_i64(&a[1], o->user);
@@ -399,7 +358,7 @@ static int w_attempt(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
     s->first_id = 0;
     s->nseen = 0;
     conv_clear(s);
-    own_clear(s);
+    pl_own_clear(&s->own);
     for (size_t i = 0; i < n; i++) pg_reset_outputs(jobs[i]);
     int rc = w_begin(s, jobs, n);
     if (rc) return rc;
@@ -437,12 +396,12 @@ static int w_ready(pg_store *s, int force) {
 static void w_abort(pg_store *s, int rc) {
     if (rc != W_LOST && s->w.pq && pg_w_send(s, W_ROLLBACK, NULL, 0) >= 0 && pgc_sync(&s->w) == PG_OK) {
         conv_clear(s);
-        own_clear(s);
+        pl_own_clear(&s->own);
         return;
     }
     pg_w_drop(s, rc == W_LOST ? "connection lost" : "rollback failed");
     conv_clear(s);
-    own_clear(s);
+    pl_own_clear(&s->own);
 }
 
 /* pipeline.h: the writer thread's run_batch. */

@@ -341,7 +341,7 @@ static void sq_free(sq_store *s) {
     if (s->lock_fd >= 0) close(s->lock_fd);   /* releases the flock */
     free(s->convs);
     free(s->dirty);
-    free(s->own);
+    pl_own_free(&s->own);
     free(s);
 }
 

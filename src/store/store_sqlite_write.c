@@ -8,7 +8,6 @@
  */
 #include "sqlite_int.h"
 
-#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,50 +73,6 @@ static void mark_dirty(sq_store *s, sq_conv *e) {
     }
     s->dirty[s->ndirty++] = e->conv;
     e->dirty = 1;
-}
-
-/* ---- own_unread deltas of the open transaction --------------------------- */
-
-static sq_own *own_find(sq_store *s, int64_t conv, int64_t user) {
-    if (!s->own_cap) return NULL;
-    for (size_t i = slot_of(conv, user, s->own_cap);; i = (i + 1) & (s->own_cap - 1)) {
-        if (s->own[i].conv == conv && s->own[i].user == user) return &s->own[i];
-        if (s->own[i].conv == 0) return NULL;
-    }
-}
-
-static void own_add(sq_store *s, int64_t conv, int64_t user, int64_t d) {
-    sq_own *e = own_find(s, conv, user);
-    if (!e) {
-        if ((s->own_len + 1) * 2 > s->own_cap) {
-            sq_own *old = s->own;
-            size_t ocap = s->own_cap;
-            s->own_cap = ocap ? ocap * 2 : 64;
-            s->own = pl_calloc(s->own_cap, sizeof *s->own);
-            s->own_len = 0;
-            for (size_t i = 0; i < ocap; i++) {
-                if (!old[i].conv) continue;
-                size_t k = slot_of(old[i].conv, old[i].user, s->own_cap);
-                while (s->own[k].conv) k = (k + 1) & (s->own_cap - 1);
-                s->own[k] = old[i];
-                s->own_len++;
-            }
-            free(old);
-        }
-        size_t i = slot_of(conv, user, s->own_cap);
-        while (s->own[i].conv) i = (i + 1) & (s->own_cap - 1);
-        e = &s->own[i];
-        e->conv = conv;
-        e->user = user;
-        e->delta = 0;
-        s->own_len++;
-    }
-    e->delta += d;
-}
-
-static void own_clear(sq_store *s) {
-    if (s->own_cap) memset(s->own, 0, s->own_cap * sizeof *s->own);
-    s->own_len = 0;
 }
 
 /* ---- statement helpers --------------------------------------------------- */
@@ -380,14 +335,8 @@ static int job_send(sq_store *s, pl_job *j, int64_t now) {
     if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
     int rc = w_append(s, j, now, j->conv, PL_EV_MESSAGE, j->user, 0, j->client_msg_id,
                       j->body, j->body_len, NULL);
-    if (rc == PL_STORE_OK) own_add(s, j->conv, j->user, 1);
+    if (rc == PL_STORE_OK) pl_own_add(&s->own, j->conv, j->user, 1);
     return rc;
-}
-
-static char *data_user(int64_t user) {
-    char buf[48];
-    snprintf(buf, sizeof buf, "{\"user\":%lld}", (long long)user);
-    return pl_strdup(buf);
 }
 
 static int job_direct_open(sq_store *s, pl_job *j, int64_t now) {
@@ -423,36 +372,6 @@ static int job_direct_open(sq_store *s, pl_job *j, int64_t now) {
     return PL_STORE_OK;
 }
 
-/* {"kind":"group","title":..,"members":[creator, others..]} or NULL if the
- * title is not valid UTF-8. */
-static char *data_group(const char *title, int64_t creator, const int64_t *others, size_t n) {
-    json_t *root = json_object(), *members = json_array();
-    json_t *jt = json_string(title);
-    char *out = NULL;
-    if (!root || !members || !jt) goto done;
-    json_array_append_new(members, json_integer(creator));
-    for (size_t i = 0; i < n; i++) json_array_append_new(members, json_integer(others[i]));
-    json_object_set_new(root, "kind", json_string("group"));
-    json_object_set_new(root, "title", jt);
-    jt = NULL;
-    json_object_set_new(root, "members", members);
-    members = NULL;
-    size_t len = json_dumpb(root, NULL, 0, JSON_COMPACT);
-    if (len == 0) goto done;
-    out = pl_malloc(len + 1);
-    if (json_dumpb(root, out, len, JSON_COMPACT) != len) {
-        free(out);
-        out = NULL;
-        goto done;
-    }
-    out[len] = '\0';
-done:
-    json_decref(jt);
-    json_decref(members);
-    json_decref(root);
-    return out;
-}
-
 static int job_group_create(sq_store *s, pl_job *j, int64_t now) {
     if (!j->title || (j->nmembers && !j->members)) return PL_STORE_EINVAL;
     int rc = w_user_exists(s, j->user);
@@ -474,7 +393,7 @@ static int job_group_create(sq_store *s, pl_job *j, int64_t now) {
         if (ex <= 0) { rc = ex < 0 ? ex : PL_STORE_ENOTFOUND; goto out; }
         others[n++] = u;
     }
-    data = data_group(j->title, j->user, others, n);
+    data = pl_store__data_group(j->title, j->user, others, n);
     if (!data) { rc = PL_STORE_EINVAL; goto out; }
 
     int64_t conv = 0;
@@ -510,7 +429,7 @@ static int w_promote_if_needed(sq_store *s, int64_t conv) {
 }
 
 static int w_member_delete(sq_store *s, int64_t conv, int64_t user) {
-    sq_own *o = own_find(s, conv, user);      /* a later re-join starts from 0 */
+    pl_own_ent *o = pl_own_find(&s->own, conv, user);      /* a later re-join starts from 0 */
     if (o) o->delta = 0;
     sqlite3_bind_int64(s->w[W_MEMBER_DELETE], 1, conv);
     sqlite3_bind_int64(s->w[W_MEMBER_DELETE], 2, user);
@@ -550,7 +469,7 @@ static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
         (rc = w_member_count(s, j->conv, 1)))
         return rc;
     return w_append(s, j, now, j->conv, PL_EV_MEMBER_ADDED, j->user, j->peer, NULL, NULL, 0,
-                    data_user(j->peer));
+                    pl_store__data_user(j->peer));
 }
 
 static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
@@ -564,7 +483,7 @@ static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
         return rc;
     j->out_id = j->conv;
     return w_append(s, j, now, j->conv, PL_EV_MEMBER_REMOVED, j->user, j->peer, NULL, NULL, 0,
-                    data_user(j->peer));
+                    pl_store__data_user(j->peer));
 }
 
 static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
@@ -579,7 +498,7 @@ static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
         return rc;
     j->out_id = j->conv;
     return w_append(s, j, now, j->conv, PL_EV_MEMBER_LEFT, j->user, j->user, NULL, NULL, 0,
-                    data_user(j->user));
+                    pl_store__data_user(j->user));
 }
 
 /* Looks up kind, sender and msg_no of the event at seq (0 < seq). Returns
@@ -621,7 +540,7 @@ static int job_receipt(sq_store *s, pl_job *j, int64_t now) {
     sqlite3_reset(st);
     if (rc == SQLITE_DONE) return PL_STORE_ENOTFOUND;
     if (rc != SQLITE_ROW) return w_fatal(s, rc, sq_w_sql[W_MEMBER_CURSORS]);
-    sq_own *pending = own_find(s, j->conv, j->user);      /* this batch, not flushed */
+    pl_own_ent *pending = pl_own_find(&s->own, j->conv, j->user);      /* this batch, not flushed */
     if (pending) own += pending->delta;
     int64_t d = j->delivered < e->last_seq ? j->delivered : e->last_seq;
     int64_t r = j->read < e->last_seq ? j->read : e->last_seq;
@@ -640,7 +559,7 @@ static int job_receipt(sq_store *s, pl_job *j, int64_t now) {
         if ((rc = w_lookup(s, W_OWN_IN_RANGE, &passed)) < 0) return rc;
         if (passed) {
             own -= passed;
-            own_add(s, j->conv, j->user, -passed);
+            pl_own_add(&s->own, j->conv, j->user, -passed);
         }
         if ((rc = w_event_at(s, j->conv, nr, &kind, &sender, &msg_no)) < 0) return rc;
         if (rc && kind == PL_EV_MESSAGE && sender != j->user) j->out_peer = sender;
@@ -740,15 +659,15 @@ static int w_flush(sq_store *s) {
     }
     s->ndirty = 0;
     st = s->w[W_OWN_UNREAD_ADD];
-    for (size_t i = 0; i < s->own_cap && s->own_len; i++) {
-        sq_own *o = &s->own[i];
+    for (size_t i = 0; i < s->own.cap && s->own.len; i++) {
+        pl_own_ent *o = &s->own.tab[i];
         if (!o->conv || !o->delta) continue;
         sqlite3_bind_int64(st, 1, o->delta);
         sqlite3_bind_int64(st, 2, o->conv);
         sqlite3_bind_int64(st, 3, o->user);
         if (w_exec(s, W_OWN_UNREAD_ADD) != PL_STORE_OK) return W_FATAL;
     }
-    own_clear(s);
+    pl_own_clear(&s->own);
     return PL_STORE_OK;
 }
 
@@ -812,7 +731,7 @@ fail:
         (void)rc;
     }
     conv_clear(s);
-    own_clear(s);
+    pl_own_clear(&s->own);
     s->broken = 1;
     __atomic_store_n(&s->is_broken, 1, __ATOMIC_RELAXED);
     fail_all(jobs, n);
