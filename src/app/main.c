@@ -102,7 +102,8 @@ static void store_notify(void *arg) { uv_async_send(&store_wakeup); }
 
 static void finish_stop(void) {
     uv_timer_stop(&stop_timer);
-    pl_net_close(net);
+    pl_net_close(net);           /* connections close later: they must not see the bus */
+    pl_chat_set_bus(NULL);
     pl_bus_close(&bus);
     uv_close((uv_handle_t *)&stop_timer, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);

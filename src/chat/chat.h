@@ -44,6 +44,8 @@ void pl_chat_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg, const 
 /* The bus handlers chat/ implements; main creates the bus with them, then
  * hands the bus back. */
 void pl_chat_bus_handlers(pl_bus_handlers *h);
+/* NULL detaches it (shutdown, before the bus closes: connections closed
+ * afterwards no longer unsubscribe). */
 void pl_chat_set_bus(pl_bus *bus);
 /* The store's commit hook (pl_store_opts.committed): a write job appended
  * a new event; publish it, once, from here (pitfalls: one place). */

@@ -78,7 +78,7 @@ void pl_chat_bus_handlers(pl_bus_handlers *h) {
 
 void pl_chat_set_bus(pl_bus *bus) {
     C.bus = bus;
-    if (bus->shared) chat_outbox_start();
+    if (bus && bus->shared) chat_outbox_start();
 }
 
 size_t pl_chat_session_count(void) { return C.nsessions; }

@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from pclient import (OP_CLOSE, OP_TEXT, Harness, async_test, build_frame,
+from pclient import (OP_CLOSE, OP_TEXT, Harness, RawWS, async_test, build_frame,
                      close_info, cmid, msg_events, pipeline_send, raw_http, seqs)
 from parleyd_proc import CHEAP_HASH, SANITIZER_MARKERS, free_port
 
@@ -1283,3 +1283,27 @@ async def test_requests_answered_after_their_connection_closed_are_harmless(serv
         # the server still answers, with the right data
         r = await h.api.req("GET", "/api/v1/conversations", token=a.token)
         assert r.status == 200 and [c["id"] for c in r.body["conversations"]] == [cid], r.text
+
+
+@async_test(60)
+async def test_sigterm_with_clients_that_never_close_exits_cleanly(server_factory):
+    """Clients that ignore the server's close frame are cut off when
+    --shutdown-grace ends; their connections close after the bus did. That
+    used to unsubscribe from the freed bus (ASan: heap-use-after-free in
+    pl_bus_subscribe_user from the connection's close, found while
+    reviewing the shutdown order); the teardown checks exit 0 and a clean
+    log."""
+    server = server_factory(["--shutdown-grace", "1"])
+    async with Harness(server) as h:
+        a, b = await h.api.register_many(2, "lg")
+        await h.api.open_dm(a, b.id)
+        raws = []
+        for u in (a, b):
+            r = RawWS(server.host, server.port, token=u.token)
+            await r.connect()
+            raws.append(r)
+        rc = await server.astop()
+        assert rc == 0, rc
+        for r in raws:
+            await r.close()
+        await asyncio.to_thread(server.start)     # the teardown stops it again
