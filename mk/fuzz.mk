@@ -14,7 +14,7 @@
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS := http ws proto
+FUZZ_TARGETS := http ws proto bus
 FUZZ_BINS    := $(addprefix build/fuzz/fuzz_,$(FUZZ_TARGETS))
 FUZZ_PKGS    := jansson libsodium libcrypto
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
@@ -26,6 +26,7 @@ FUZZ_LDLIBS  := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null)
 FUZZ_SRC_http  := src/http/http_parser.c
 FUZZ_SRC_ws    := src/ws/ws.c src/core/alloc.c
 FUZZ_SRC_proto := src/proto/proto.c src/core/buf.c src/core/alloc.c
+FUZZ_SRC_bus   := src/bus/bus_codec.c src/core/buf.c src/core/alloc.c
 
 TEST_PREREQS += $(FUZZ_BINS)
 PYTEST_PATHS += tests/fuzz
