@@ -262,7 +262,8 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
         if (r_i64(&r, &m->revoke.user) || r_i64(&r, &m->revoke.login)) goto bad;
         break;
     case PL_BM_TYPING:
-        if (r_i64(&r, &m->typing.conv) || r_i64(&r, &m->typing.user) || r_int(&r, &m->typing.start))
+        if (r_i64(&r, &m->typing.conv) || r_i64(&r, &m->typing.user) || r_int(&r, &m->typing.start) ||
+            (m->typing.start != 0 && m->typing.start != 1))    /* a flag: exactly 0 or 1 */
             goto bad;
         break;
     case PL_BM_RECEIPT: {
@@ -278,6 +279,7 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
         if (r_i64(&r, &p->user) || r_int(&r, &p->status) || r_i64(&r, &p->last_active) ||
             r_i64(&r, &p->expires) || r_i64(&r, &n))
             goto bad;
+        if (p->status < 0 || p->status > 2) { fail(&r, "bad status"); goto bad; }  /* offline/away/online */
         /* each conversation takes at least 2 bytes ("|" and a digit): a
          * count beyond that is a lie, refused before allocating for it */
         if (n < 0 || (uint64_t)n > (uint64_t)(r.end - r.p) / 2) { fail(&r, "bad count"); goto bad; }
