@@ -48,7 +48,9 @@ struct presence {
     int64_t  user;
     pview   *views;               /* one per node that published one          */
     uint32_t nviews, capviews;
-    int64_t *convs;               /* another node's user: its conversations this node follows */
+    int64_t *convs;               /* the user's conversations this node follows: from its
+                                   * sessions here (kept after they are gone, so that going
+                                   * offline reaches the same people) or from other nodes' views */
     uint32_t nconvs;
     uint8_t  local_pub;           /* status of this node's last published view */
     int64_t  pub_at;              /* mono ms of that publish                  */
@@ -181,9 +183,18 @@ static int64_t *local_convs(int64_t user, size_t *n) {
     return out;
 }
 
+/* Replaces p->convs with a copy of convs[0..n). */
+static void keep_convs(presence *p, const int64_t *convs, size_t n) {
+    free(p->convs);
+    p->convs = n ? pl_malloc(n * sizeof *p->convs) : NULL;
+    if (n) memcpy(p->convs, convs, n * sizeof *convs);
+    p->nconvs = (uint32_t)n;
+}
+
 static void publish_own(presence *p, int status, int64_t last_active, int64_t now) {
     size_t n = 0;
     int64_t *convs = local_convs(p->user, &n);
+    if (n) keep_convs(p, convs, n);           /* the last sessions' conversations stay known */
     int64_t wall = pl_now_ms();
     pl_bus_presence v = {
         .user = p->user,
@@ -192,8 +203,8 @@ static void publish_own(presence *p, int status, int64_t last_active, int64_t no
         .last_active = last_active,
         .expires = wall + (status == ST_OFFLINE ? OFFLINE_KEEP_MS
                                                 : (int64_t)C.cfg->presence_timeout * 1000 + VIEW_REFRESH_MS),
-        .convs = convs,
-        .nconvs = n,
+        .convs = n ? convs : p->convs,        /* offline: whom its sessions could see */
+        .nconvs = n ? n : p->nconvs,
     };
     p->local_pub = (uint8_t)status;
     p->pub_at = now;
@@ -213,7 +224,7 @@ void presence_on_bus(void *ud, const pl_bus_presence *v) {
         if (!relevant) return;
         p = presence_get(v->user);
     }
-    if (!own) {                        /* keep the conversations we can tell about */
+    if (!own && v->nconvs && !chat_user_get(v->user)) {   /* whom we can tell about it */
         free(p->convs);
         p->convs = NULL;
         p->nconvs = 0;

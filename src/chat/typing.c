@@ -114,6 +114,14 @@ void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin) 
     typing_forward(cv, user, 1);
 }
 
+/* How often a continuing `start` is published to the other nodes: often
+ * enough that their entries (which expire --typing-ttl after the last one
+ * they got) never lapse while the user keeps typing. */
+static int64_t republish_ms(void) {
+    int64_t half = C.cfg->typing_ttl / 2;
+    return half < TYPING_REFWD_MS ? half : TYPING_REFWD_MS;
+}
+
 void do_typing(session *s, pl_msg *m) {
     sub *x = sub_find(s, m->conv);
     if (!x || x->end_seq) {
@@ -125,7 +133,11 @@ void do_typing(session *s, pl_msg *m) {
     chat_conv *cv = x->conv;
     typing_ent *t = typing_find(cv, s->user);
     int64_t now = pl_mono_ms();
-    if (m->typing && t && now - t->published < TYPING_REFWD_MS) {
+    if (t && t->expires <= now) {             /* expired, not yet swept: a new start */
+        typing_remove_at(cv, (uint32_t)(t - cv->typing), 1);
+        t = NULL;
+    }
+    if (m->typing && t && now - t->published < republish_ms()) {
         t->expires = now + C.cfg->typing_ttl;   /* a refresh: nothing to publish yet */
         return;
     }

@@ -62,6 +62,28 @@ async def test_presence_merged_over_devices_then_offline_with_last_seen(server_f
 
 
 @async_test(60)
+async def test_offline_is_pushed_when_the_last_device_disconnects(server_factory):
+    """A user whose last session closes is announced offline, with its last
+    seen, to the people it shares a conversation with (the timeout case
+    above is not the only way to go offline). Failed before the fix: only
+    presence_query said offline; no push came (the announcement looked for
+    the user's conversations among its sessions, which were gone)."""
+    server = server_factory(FAST)
+    async with Harness(server) as h:
+        watcher, bob = await h.api.register_many(2, "po")
+        await h.api.open_dm(watcher, bob.id)
+        w = await h.ws(watcher, name="watcher")
+        b = await h.ws(bob, name="bob")
+        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                         and m.get("status") == "online", what="bob online")
+        t0 = int(time.time() * 1000)
+        await b.close()
+        m = await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                             and m.get("status") == "offline", timeout=10, what="bob offline")
+        assert t0 - 1000 <= m["last_seen"] <= int(time.time() * 1000) + 1000, m
+
+
+@async_test(60)
 async def test_flapping_connection_is_coalesced(server_factory):
     server = server_factory(["--presence-coalesce", "1500"])
     async with Harness(server) as h:
