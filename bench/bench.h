@@ -8,9 +8,17 @@
  *
  * Process shape:
  *
- *   parent: options -> start parleyd (embedded) -> setup over REST (users,
- *           conversations) -> plan -> fork workers -> drive phases -> merge
- *           -> table + JSON -> stop parleyd
+ *   parent: options -> start parleyd (embedded) or use --server's list ->
+ *           setup over REST (users, conversations) -> plan -> fork workers
+ *           -> drive phases -> merge -> table + JSON -> stop parleyd
+ *
+ * Several servers (--server a,b,c: the nodes of a cluster): client i connects
+ * to server i % nservers, from source address (i / nservers) % addrs, so a
+ * DM pair (i, i + 1) sits on two different nodes and a group's members are
+ * spread over all of them (their events cross the cluster's bus). The REST
+ * set-up spreads its keep-alive connections the same way. --server-pid's
+ * processes (any number, not tied to the addresses: behind a load balancer
+ * the address is the balancer's) are measured each and summed.
  *   worker: one epoll loop holding its slice of the connections (no thread
  *           per connection); obeys the parent's commands, reports results.
  *
@@ -40,6 +48,8 @@
 
 #include "core/map.h"
 
+#define PB_MAX_SERVERS 64      /* --server addresses, --server-pid pids    */
+
 typedef enum pb_workload { WL_IDLE = 0, WL_DM, WL_GROUP, WL_STORM } pb_workload;
 
 enum { RESUME_AUTH = 0, RESUME_SYNC = 1 };
@@ -67,8 +77,10 @@ typedef struct pb_opts {
     int    reconnect_conc;    /* storm: the same for the reconnect, 0 = all  */
     int    http_conc;         /* setup: keep-alive connections               */
     double timeout;           /* seconds to wait for acks / deliveries       */
-    char   server[128];       /* host:port of a running server, "" = embedded */
-    int    server_pid;        /* for RSS when not embedded                   */
+    char   server[4096];      /* host:port[,host:port...] of running servers,
+                                 "" = embedded                               */
+    int    server_pids[PB_MAX_SERVERS]; /* for RSS/CPU/fds when not embedded */
+    int    nserver_pids;
     char   parleyd[1024];     /* binary to start in embedded mode            */
     char   server_args[1024]; /* extra arguments for it                      */
     char   json_path[1024];   /* where to write the JSON result, "" = none   */
@@ -95,8 +107,10 @@ typedef struct pb_plan {
     int             nworkers;
     int            *lo, *hi;     /* worker w holds clients [lo[w], hi[w])     */
     pl_map          members;     /* conv -> (void *)(intptr_t) member count   */
-    char            host[64];    /* server address for the workers           */
+    char            host[64];    /* the first server (REST Host header)      */
     int             port;
+    int             nservers;    /* >= 1                                     */
+    struct pb_server { char host[64]; int port; } servers[PB_MAX_SERVERS];
     char            runid[16];   /* prefix of usernames                      */
 } pb_plan;
 
@@ -107,6 +121,12 @@ static inline int64_t pb_now(void) {
 }
 
 #define PB_NS 1000000000LL
+
+/* Which server client idx connects to, and which source address it binds
+ * (127.0.0.2 + the result): decorrelated, so each server sees every source
+ * address. With one server: idx % addrs, as before. */
+static inline int pb_server_of(const pb_plan *p, int idx) { return idx % p->nservers; }
+static inline int pb_addr_of(const pb_plan *p, int addrs, int idx) { return (idx / p->nservers) % addrs; }
 
 /* setup.c: registers users and creates conversations over REST, filling
  * plan->c[*].user/token/convs and plan->members. Returns 0 or -1 after

@@ -24,6 +24,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -57,7 +58,13 @@ static pid_t    server_pid;          /* embedded server, 0 if external       */
 static char     scratch[PATH_MAX];   /* embedded server's directory          */
 static int      server_died;
 static char     server_exit[128] = "running";
-static int      fds_max;
+static int      fds_max;             /* the most descriptors any server held */
+/* The processes measured (RSS, fds, CPU): the embedded server, or each of
+ * --server-pid's. */
+static int      spids[PB_MAX_SERVERS];
+static int      nspids;
+static int      fds_max_of[PB_MAX_SERVERS];
+static int      fds_poll_next;       /* round robin over spids (poll_fds)    */
 static char     server_cmd[4096];    /* the embedded server's command line   */
 
 /* ---- options ---------------------------------------------------------------- */
@@ -95,8 +102,13 @@ static void usage(FILE *f) {
 "  --reconnect-conc N     storm: the same for the reconnect (default 0: all at once)\n"
 "  --http-conc N          setup: keep-alive REST connections (default 64)\n"
 "  --timeout S            wait for acks / deliveries / catch-up (default 30)\n"
-"  --server HOST:PORT     use a running parleyd instead of starting one\n"
-"  --server-pid PID       its pid, for RSS and fd counts\n"
+"  --server HOST:PORT[,HOST:PORT...]\n"
+"                         use running servers instead of starting one; with a\n"
+"                         list (a cluster's nodes) client i connects to the\n"
+"                         (i mod count)th, and the REST set-up spreads too\n"
+"  --server-pid PID[,PID...]\n"
+"                         their processes, for RSS, CPU and fd counts (summed,\n"
+"                         and reported per process); a run fails if one exits\n"
 "  --parleyd PATH         binary for the embedded server (default $PARLEYD_RELEASE,\n"
 "                         else parleyd next to this binary)\n"
 "  --server-args \"...\"    extra arguments for the embedded server\n"
@@ -206,7 +218,20 @@ static int parse_opts(int argc, char **argv) {
         case o_http_conc: O.http_conc = atoi(optarg); break;
         case o_timeout: O.timeout = atof(optarg); break;
         case o_server: snprintf(O.server, sizeof O.server, "%s", optarg); break;
-        case o_server_pid: O.server_pid = atoi(optarg); break;
+        case o_server_pid: {
+            char tmp[4096];
+            snprintf(tmp, sizeof tmp, "%s", optarg);
+            O.nserver_pids = 0;
+            for (char *t = strtok(tmp, ", "); t; t = strtok(NULL, ", ")) {
+                if (O.nserver_pids == PB_MAX_SERVERS || atoi(t) <= 0) {
+                    fprintf(stderr, "parley-bench: --server-pid: up to %d positive pids, comma-separated\n",
+                            PB_MAX_SERVERS);
+                    return -1;
+                }
+                O.server_pids[O.nserver_pids++] = atoi(t);
+            }
+            break;
+        }
         case o_parleyd: snprintf(O.parleyd, sizeof O.parleyd, "%s", optarg); break;
         case o_server_args: snprintf(O.server_args, sizeof O.server_args, "%s", optarg); break;
         case o_json: snprintf(O.json_path, sizeof O.json_path, "%s", optarg); break;
@@ -249,9 +274,39 @@ static long proc_value(int pid, const char *file, const char *key) {
 
 static long proc_rss_kib(int pid) { return proc_value(pid, "status", "VmRSS:"); }
 
-static int proc_fds(int pid) {
+/* The machine's kernel memory as the idle run sees it: slab (socket
+ * structures, their inodes and dentries live there) and TCP buffer pages
+ * (/proc/net/sockstat). Machine-wide: other processes move it too. */
+typedef struct kmem { long slab_kib, tcp_inuse, tcp_mem_pages; } kmem;
+
+static void kmem_take(kmem *k) {
+    k->slab_kib = -1;
+    k->tcp_inuse = k->tcp_mem_pages = -1;
+    char line[256];
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "Slab:", 5)) k->slab_kib = atol(line + 5);
+        fclose(f);
+    }
+    f = fopen("/proc/net/sockstat", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f)) {
+            long inuse, orphan, tw, alloc, mem;
+            if (sscanf(line, "TCP: inuse %ld orphan %ld tw %ld alloc %ld mem %ld", &inuse, &orphan, &tw, &alloc,
+                       &mem) == 5) {
+                k->tcp_inuse = inuse;
+                k->tcp_mem_pages = mem;
+            }
+        }
+        fclose(f);
+    }
+}
+
+/* Descriptors server i (spids[i]) holds now; keeps its high-water mark. */
+static int proc_fds(int i) {
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    snprintf(path, sizeof path, "/proc/%d/fd", spids[i]);
     DIR *d = opendir(path);
     if (!d) return -1;
     int n = 0;
@@ -259,8 +314,17 @@ static int proc_fds(int pid) {
     while ((e = readdir(d)))
         if (e->d_name[0] != '.') n++;
     closedir(d);
+    if (n > fds_max_of[i]) fds_max_of[i] = n;
     if (n > fds_max) fds_max = n;
     return n;
+}
+
+/* Called every ~100 ms while waiting: samples one server's descriptors (a
+ * different one each time: reading /proc/PID/fd of a process holding 20,000
+ * costs a few ms, and the bench shares the CPUs with the servers). */
+static void poll_fds(void) {
+    if (!nspids) return;
+    proc_fds(fds_poll_next++ % nspids);
 }
 
 static int proc_fd_limit(int pid) { return (int)proc_value(pid, "limits", "Max open files"); }
@@ -368,11 +432,62 @@ static json_t *cpu_snap_json(int pid, const cpu_snap *a, const cpu_snap *b) {
                      "seconds", secs, "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN));
 }
 
-static int stat_pid(void) { return server_pid ? server_pid : O.server_pid; }
+typedef struct cpu_snaps { cpu_snap s[PB_MAX_SERVERS]; } cpu_snaps;
 
-/* Notices an embedded server that died on its own. */
+static void cpu_snaps_take(cpu_snaps *c) {
+    for (int i = 0; i < nspids; i++) cpu_snap_take(spids[i], &c->s[i]);
+}
+
+/* The servers' CPU between two snapshots: one server's cpu_snap_json(); for
+ * several, their sum (server_pct), the busiest loop thread (loop_pct,
+ * loop_wait_pct) and each one's figures in per_server. */
+static json_t *cpu_snaps_json(const cpu_snaps *a, const cpu_snaps *b) {
+    if (nspids == 1) return cpu_snap_json(spids[0], &a->s[0], &b->s[0]);
+    json_t *per = json_array();
+    double sum = 0, loop = 0, loop_wait = 0, machine = 0, secs = 0;
+    for (int i = 0; i < nspids; i++) {
+        json_t *one = cpu_snap_json(spids[i], &a->s[i], &b->s[i]);
+        json_object_set_new(one, "pid", json_integer(spids[i]));
+        sum += json_real_value(json_object_get(one, "server_pct"));
+        double l = json_real_value(json_object_get(one, "loop_pct"));
+        double w = json_real_value(json_object_get(one, "loop_wait_pct"));
+        if (l > loop) loop = l;
+        if (w > loop_wait) loop_wait = w;
+        machine = json_real_value(json_object_get(one, "machine_busy_pct"));
+        secs = json_real_value(json_object_get(one, "seconds"));
+        json_array_append_new(per, one);
+    }
+    return json_pack("{s:i,s:f,s:f,s:f,s:f,s:f,s:i,s:o}", "servers", nspids, "server_pct", sum, "loop_pct", loop,
+                     "loop_wait_pct", loop_wait, "machine_busy_pct", machine, "seconds", secs, "cpus",
+                     (int)sysconf(_SC_NPROCESSORS_ONLN), "per_server", per);
+}
+
+/* An external server's process still runs (not a zombie). */
+static int pid_running(int pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = '\0';
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* Notices a server that died on its own: the embedded one (reaped here), or
+ * one of --server-pid's processes. */
 static int server_alive(void) {
-    if (!server_pid || server_died) return !server_died;
+    if (server_died) return 0;
+    if (!server_pid) {
+        for (int i = 0; i < nspids; i++)
+            if (!pid_running(spids[i])) {
+                server_died = 1;
+                snprintf(server_exit, sizeof server_exit, "pid %d (--server-pid) EXITED during the run", spids[i]);
+                return 0;
+            }
+        return 1;
+    }
     int st;
     pid_t r = waitpid(server_pid, &st, WNOHANG);
     if (r == server_pid) {
@@ -494,6 +609,11 @@ static int start_server(void) {
         _exit(127);
     }
     server_pid = pid;
+    P.nservers = 1;
+    P.servers[0].port = P.port;
+    snprintf(P.servers[0].host, sizeof P.servers[0].host, "%s", P.host);
+    spids[0] = pid;
+    nspids = 1;
     if (pb_wait_healthy(P.host, P.port, 15) != 0) {
         fprintf(stderr, "parley-bench: %s did not become healthy (log: %s)\n", O.parleyd, logp);
         return -1;
@@ -588,8 +708,7 @@ static int wait_all(const char *ev, double timeout_s) {
             free(pf);
             return -1;
         }
-        int sp = stat_pid();
-        if (sp) proc_fds(sp);
+        poll_fds();
         for (int w = 0; w < P.nworkers; w++) {
             pf[w].fd = WP[w].rep;
             pf[w].events = POLLIN;
@@ -713,8 +832,7 @@ static void sleep_until(int64_t t) {
         int64_t d = t - pb_now();
         if (d <= 0) return;
         if (!server_alive()) return;
-        int sp = stat_pid();
-        if (sp) proc_fds(sp);
+        poll_fds();
         struct timespec ts = {0, d > 100000000 ? 100000000 : d};
         nanosleep(&ts, NULL);
     }
@@ -730,7 +848,8 @@ static int senders_in(int w) {
 
 /* One run: returns its measured window counts (win_acked, win_deliveries)
  * through out, -1 on failure. */
-static cpu_snap cpu_a, cpu_b;      /* server threads around the last run */
+static cpu_snaps cpu_a, cpu_b;     /* server threads around the last run */
+static int       cpu_taken;        /* cpu_b holds a snapshot             */
 static double   bench_cpu_s;       /* workers' CPU over the last run     */
 static double   bench_wall_s;      /* ... and its wall-clock length       */
 static json_t  *timeline;          /* merged 250 ms timeline of the last run */
@@ -786,9 +905,10 @@ static int do_run(double rate, double warmup, double seconds, double *msgs_s, do
     }
     VLOG("run: rate %s%.0f for %.1f s after %.1f s warm-up", rate > 0 ? "" : "max ", rate, seconds, warmup);
     sleep_until(measure);
-    cpu_snap_take(stat_pid(), &cpu_a);
+    cpu_snaps_take(&cpu_a);
     sleep_until(end);
-    cpu_snap_take(stat_pid(), &cpu_b);
+    cpu_snaps_take(&cpu_b);
+    cpu_taken = 1;
     broadcast(json_pack("{s:s}", "cmd", "stop"));
     if (wait_all("stopped", O.timeout + 15) != 0) return -1;
     bench_cpu_s = 0;
@@ -813,6 +933,50 @@ static const char *wl_name(void) {
     return names[O.wl];
 }
 
+/* --server's list into P.servers (numeric IPv4 hosts, or localhost). */
+static int parse_servers(void) {
+    char tmp[sizeof O.server];
+    snprintf(tmp, sizeof tmp, "%s", O.server);
+    P.nservers = 0;
+    for (char *t = strtok(tmp, ", "); t; t = strtok(NULL, ", ")) {
+        char *colon = strrchr(t, ':');
+        struct in_addr a;
+        if (P.nservers == PB_MAX_SERVERS || !colon || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535) {
+            fprintf(stderr, "parley-bench: --server HOST:PORT[,HOST:PORT...] (up to %d)\n", PB_MAX_SERVERS);
+            return -1;
+        }
+        struct pb_server *sv = &P.servers[P.nservers];
+        snprintf(sv->host, sizeof sv->host, "%.*s", (int)(colon - t), t);
+        if (!strcmp(sv->host, "localhost")) snprintf(sv->host, sizeof sv->host, "127.0.0.1");
+        if (inet_pton(AF_INET, sv->host, &a) != 1) {
+            fprintf(stderr, "parley-bench: --server %s: the host must be a numeric IPv4 address\n", t);
+            return -1;
+        }
+        sv->port = atoi(colon + 1);
+        P.nservers++;
+    }
+    if (!P.nservers) {
+        fprintf(stderr, "parley-bench: --server HOST:PORT[,HOST:PORT...]\n");
+        return -1;
+    }
+    snprintf(P.host, sizeof P.host, "%s", P.servers[0].host);
+    P.port = P.servers[0].port;
+    return 0;
+}
+
+/* Sum over the measured servers of proc_rss_kib, each also stored in per[]
+ * (when per is not NULL); -1 when there is none. */
+static long rss_all(long *per) {
+    if (!nspids) return -1;
+    long sum = 0;
+    for (int i = 0; i < nspids; i++) {
+        long v = proc_rss_kib(spids[i]);
+        if (per) per[i] = v;
+        if (v > 0) sum += v;
+    }
+    return sum;
+}
+
 int main(int argc, char **argv) {
     int r = parse_opts(argc, argv);
     if (r) return r > 0 ? 0 : 2;
@@ -832,23 +996,24 @@ int main(int argc, char **argv) {
 
     /* the server */
     if (O.server[0]) {
-        char *colon = strrchr(O.server, ':');
-        if (!colon) {
-            fprintf(stderr, "parley-bench: --server HOST:PORT\n");
-            return 2;
-        }
-        snprintf(P.host, sizeof P.host, "%.*s", (int)(colon - O.server), O.server);
-        if (!strcmp(P.host, "localhost")) snprintf(P.host, sizeof P.host, "127.0.0.1");
-        P.port = atoi(colon + 1);
-        if (pb_wait_healthy(P.host, P.port, 5) != 0) {
-            fprintf(stderr, "parley-bench: %s does not answer /healthz\n", O.server);
-            return 1;
-        }
+        if (parse_servers() != 0) return 2;
+        for (int k = 0; k < P.nservers; k++)
+            if (pb_wait_healthy(P.servers[k].host, P.servers[k].port, 5) != 0) {
+                fprintf(stderr, "parley-bench: %s:%d does not answer /healthz\n", P.servers[k].host,
+                        P.servers[k].port);
+                return 1;
+            }
+        for (int i = 0; i < O.nserver_pids; i++) spids[nspids++] = O.server_pids[i];
+        for (int i = 0; i < nspids; i++)
+            if (!pid_running(spids[i])) {
+                fprintf(stderr, "parley-bench: --server-pid %d: no such process\n", spids[i]);
+                return 2;
+            }
     } else if (start_server() != 0) {
         stop_server(1);
         return 1;
     }
-    int spid = stat_pid();
+    int spid = nspids ? spids[0] : 0;
     {
         json_t *m = json_object_get(res, "machine");
         json_object_set_new(m, "loadavg_start", pb_loadavg_json());
@@ -886,9 +1051,20 @@ int main(int argc, char **argv) {
                   "hold", O.hold, "offline", O.offline, "resume", O.resume == RESUME_AUTH ? "auth" : "sync",
                   "connect_conc", O.connect_conc, "idle_convs", O.idle_convs));
     json_object_set_new(json_object_get(res, "params"), "reconnect_conc", json_integer(O.reconnect_conc));
+    {
+        json_t *sl = json_array();
+        for (int k = 0; k < P.nservers; k++)
+            json_array_append_new(sl, json_sprintf("%s:%d", P.servers[k].host, P.servers[k].port));
+        json_object_set_new(json_object_get(res, "params"), "servers", sl);
+    }
 
-    /* server memory before any WebSocket */
-    long rss_before = spid ? proc_rss_kib(spid) : -1;
+    /* server memory and descriptors before any WebSocket */
+    long rss_before_of[PB_MAX_SERVERS], rss_conn_of[PB_MAX_SERVERS], rss_after_of[PB_MAX_SERVERS];
+    int fds_before_of[PB_MAX_SERVERS], fds_after_of[PB_MAX_SERVERS];
+    long rss_before = rss_all(rss_before_of);
+    kmem kbefore, kafter;
+    kmem_take(&kbefore);
+    for (int i = 0; i < nspids; i++) fds_before_of[i] = proc_fds(i);
 
     /* connect */
     int64_t tc = pb_now();
@@ -913,21 +1089,53 @@ int main(int argc, char **argv) {
                   "failed", (json_int_t)cfailed, "fail_reasons", reasons, "first_error", first_error(),
                   "seconds", conn_s, "per_s", conn_s > 0 ? connected / conn_s : 0.0, "handshake_ms",
                   pb_pct_json(&hconn)));
+    if (P.nservers > 1) {          /* where the clients went, by --server address */
+        json_t *per = json_array();
+        for (int k = 0; k < P.nservers; k++) {
+            json_int_t n = 0;
+            for (int w = 0; w < P.nworkers; w++)
+                n += json_integer_value(json_array_get(json_object_get(WP[w].msg, "per_server"), (size_t)k));
+            json_array_append_new(per, json_integer(n));
+        }
+        json_object_set_new(json_object_get(res, "connect"), "per_server", per);
+    }
+    {                              /* which node took them, behind a balancer */
+        json_t *nodes = json_object();
+        merge_counts(nodes, "nodes");
+        if (json_object_size(nodes)) json_object_set_new(json_object_get(res, "connect"), "nodes", nodes);
+        else json_decref(nodes);
+    }
     VLOG("connected %lld of %d in %.2f s", (long long)connected, P.nclients, conn_s);
     {
-        int sfds = spid ? proc_fds(spid) : -1, slim = spid ? proc_fd_limit(spid) : -1;
-        int hit = cfailed > 0 && slim > 0 && fds_max >= slim - 32;
+        /* the ceiling: a server at its descriptor limit (the fullest one) */
+        int sfds = -1, slim = -1, full = -1;
+        for (int i = 0; i < nspids; i++) {
+            int n = proc_fds(i), lim = proc_fd_limit(spids[i]);
+            if (full < 0 || (lim > 0 && fds_max_of[i] - lim > fds_max_of[full] - slim)) {
+                full = i;
+                sfds = n;
+                slim = lim;
+            }
+        }
+        int fmax = full >= 0 ? fds_max_of[full] : 0;
+        int hit = cfailed > 0 && slim > 0 && fmax >= slim - 32;
         char note[400] = "";
-        if (hit)
+        if (hit && nspids > 1)
+            snprintf(note, sizeof note,
+                     "server pid %d ran out of file descriptors: it used %d of its %d; the %d servers hold %lld "
+                     "connections; %lld more were closed or refused at accept. More connections need more "
+                     "server processes.", spids[full], fmax, slim, nspids, (long long)connected,
+                     (long long)cfailed);
+        else if (hit)
             snprintf(note, sizeof note,
                      "the server ran out of file descriptors: it used %d of its %d and holds %lld connections; "
                      "%lld more were closed or refused at accept. More connections need more server "
-                     "processes (cluster mode).", fds_max, slim, (long long)connected, (long long)cfailed);
+                     "processes (cluster mode).", fmax, slim, (long long)connected, (long long)cfailed);
         else if (cfailed > 0)
             snprintf(note, sizeof note, "%lld connections failed (server fds %d of %d): %s", (long long)cfailed,
                      sfds, slim, first_error());
         json_object_set_new(res, "ceiling", json_pack("{s:b,s:I,s:i,s:i,s:s}", "hit", hit, "held",
-                                                      (json_int_t)connected, "server_fds", fds_max,
+                                                      (json_int_t)connected, "server_fds", fmax,
                                                       "server_fd_limit", slim, "note", note));
         if (hit) fprintf(stderr, "parley-bench: CEILING: %s\n", note);
         if (cfailed) json_array_append_new(probs, json_sprintf("%lld connections failed: %s", (long long)cfailed,
@@ -937,13 +1145,15 @@ int main(int argc, char **argv) {
     double msgs_s = 0, deliv_s = 0, run_s = O.duration, target = O.rate;
     if (O.wl == WL_IDLE) {
         usleep(500000);                          /* let the server settle */
-        long rss_conn = spid ? proc_rss_kib(spid) : -1;
+        long rss_conn = rss_all(rss_conn_of);
         int64_t now = pb_now();
         broadcast(json_pack("{s:s,s:I,s:I,s:I,s:f,s:i}", "cmd", "run", "t0", (json_int_t)now, "measure",
                             (json_int_t)now, "end", (json_int_t)(now + (int64_t)(O.hold * 1e9)), "rate", 0.0,
                             "window", 1));
         sleep_until(now + (int64_t)(O.hold * 1e9));
-        long rss_after = spid ? proc_rss_kib(spid) : -1;
+        long rss_after = rss_all(rss_after_of);
+        kmem_take(&kafter);
+        for (int i = 0; i < nspids; i++) fds_after_of[i] = proc_fds(i);
         broadcast(json_pack("{s:s}", "cmd", "stop"));
         if (wait_all("stopped", O.timeout + 15) != 0) {
             failed_run = 1;
@@ -956,6 +1166,33 @@ int main(int argc, char **argv) {
                       (json_int_t)rss_before, "rss_connected_kib", (json_int_t)rss_conn, "rss_after_kib",
                       (json_int_t)rss_after, "bytes_per_conn", per, "hold_s", O.hold, "pinged",
                       (json_int_t)pinged, "pongs", (json_int_t)pongs));
+        {
+            /* both ends of each loopback connection are on this machine:
+             * the kernel's share is per connection, client and server side */
+            long ds = kafter.slab_kib - kbefore.slab_kib, dp = kafter.tcp_mem_pages - kbefore.tcp_mem_pages;
+            double per_k = connected > 0 ? ((double)ds * 1024.0 + (double)dp * 4096.0) / (double)connected : 0;
+            json_object_set_new(json_object_get(res, "idle"), "kernel",
+                json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "slab_kib_before", (json_int_t)kbefore.slab_kib,
+                          "slab_kib_after", (json_int_t)kafter.slab_kib, "tcp_inuse_before",
+                          (json_int_t)kbefore.tcp_inuse, "tcp_inuse_after", (json_int_t)kafter.tcp_inuse,
+                          "tcp_mem_pages_before", (json_int_t)kbefore.tcp_mem_pages, "tcp_mem_pages_after",
+                          (json_int_t)kafter.tcp_mem_pages, "bytes_per_conn", per_k));
+        }
+        if (nspids > 1) {
+            /* per process: its connections are the descriptors it gained
+             * (the bench cannot tell which node a balancer chose) */
+            json_t *pl = json_array();
+            for (int i = 0; i < nspids; i++) {
+                int conns = fds_after_of[i] - fds_before_of[i];
+                double b = conns > 0 && rss_before_of[i] > 0
+                               ? (double)(rss_after_of[i] - rss_before_of[i]) * 1024.0 / conns : 0;
+                json_array_append_new(pl, json_pack("{s:i,s:I,s:I,s:I,s:i,s:i,s:i,s:f}", "pid", spids[i],
+                    "rss_before_kib", (json_int_t)rss_before_of[i], "rss_connected_kib", (json_int_t)rss_conn_of[i],
+                    "rss_after_kib", (json_int_t)rss_after_of[i], "fds_before", fds_before_of[i], "fds_after",
+                    fds_after_of[i], "connections", conns, "bytes_per_conn", b));
+            }
+            json_object_set_new(json_object_get(res, "idle"), "per_server", pl);
+        }
         if (pongs != pinged)
             json_array_append_new(probs, json_sprintf("%lld of %lld connections did not answer a ping",
                                                       (long long)(pinged - pongs), (long long)pinged));
@@ -973,7 +1210,7 @@ int main(int argc, char **argv) {
             json_decref(cmd);
         }
         VLOG("storm: drop in %.1f s, reconnect %.1f s later", O.warmup, O.offline);
-        cpu_snap_take(spid, &cpu_a);
+        cpu_snaps_take(&cpu_a);
         if (wait_all("storm_done", O.warmup + O.offline + O.timeout + 15) != 0) {
             failed_run = 1;
             goto out;
@@ -981,7 +1218,8 @@ int main(int argc, char **argv) {
         int64_t caught = sum_i("caught_up"), stotal = sum_i("total"), sfail = sum_i("failed");
         sleep_until(pb_now() + 500000000);       /* a little live traffic after */
         int64_t tend = pb_now();
-        cpu_snap_take(spid, &cpu_b);
+        cpu_snaps_take(&cpu_b);
+        cpu_taken = 1;
         broadcast(json_pack("{s:s}", "cmd", "stop"));
         if (wait_all("stopped", O.timeout + 15) != 0) {
             failed_run = 1;
@@ -1022,7 +1260,7 @@ int main(int argc, char **argv) {
                                                   "sent", (json_int_t)sum_i("sent")));
     if (O.wl != WL_IDLE) {
         json_t *run = json_object_get(res, "run");
-        if (spid && cpu_b.n) json_object_set_new(run, "server_cpu", cpu_snap_json(spid, &cpu_a, &cpu_b));
+        if (nspids && cpu_taken && cpu_b.s[0].n) json_object_set_new(run, "server_cpu", cpu_snaps_json(&cpu_a, &cpu_b));
         if (timeline) json_object_set(run, "timeline", timeline);
         double bpct = bench_wall_s > 0 ? 100.0 * bench_cpu_s / bench_wall_s : 0;
         json_object_set_new(run, "bench_cpu_pct", json_real(bpct));
@@ -1125,8 +1363,17 @@ out:
     if (spid) {
         json_t *sv = json_pack("{s:b,s:i,s:s,s:s,s:I,s:i,s:i}", "embedded", server_pid != 0, "pid", spid, "binary",
                                server_pid ? O.parleyd : "", "command", server_cmd,
-                               "rss_end_kib", (json_int_t)proc_rss_kib(spid),
+                               "rss_end_kib", (json_int_t)rss_all(NULL),
                                "fds_max", fds_max, "fd_limit", proc_fd_limit(spid));
+        if (nspids > 1) {
+            json_t *per = json_array();
+            for (int i = 0; i < nspids; i++)
+                json_array_append_new(per, json_pack("{s:i,s:I,s:i,s:i}", "pid", spids[i], "rss_end_kib",
+                                                     (json_int_t)proc_rss_kib(spids[i]), "fds_max", fds_max_of[i],
+                                                     "fd_limit", proc_fd_limit(spids[i])));
+            json_object_set_new(sv, "per_server", per);
+            json_object_set_new(sv, "servers", json_integer(nspids));
+        }
         json_object_set_new(res, "server", sv);
     }
     end_workers();
@@ -1135,7 +1382,7 @@ out:
     int keep = failed_run || server_died;
     stop_server(keep);
     json_t *sv = json_object_get(res, "server");
-    if (sv) json_object_set_new(sv, "exit", json_string(server_pid ? server_exit : "external"));
+    if (sv) json_object_set_new(sv, "exit", json_string(server_pid || server_died ? server_exit : "external"));
     if (failed_run) json_array_append_new(probs, json_string("the run did not complete (see stderr)"));
     json_object_set_new(json_object_get(res, "machine"), "loadavg_end", pb_loadavg_json());
     json_t *v = json_object_get(res, "verify");

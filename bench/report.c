@@ -124,8 +124,27 @@ void pb_print_table(FILE *f, json_t *r) {
     commas(a, sizeof a, num(cn, "connected"));
     commas(b, sizeof b, num(cn, "attempted"));
     commas(c, sizeof c, num(cn, "per_s"));
-    fprintf(f, "  %-12s %s of %s in %.2f s (%s/s), %d workers, %d source addresses\n", "connect", a, b,
+    json_t *servers = json_object_get(json_object_get(r, "params"), "servers");
+    fprintf(f, "  %-12s %s of %s in %.2f s (%s/s), %d workers, %d source addresses", "connect", a, b,
             num(cn, "seconds"), c, (int)num(r, "params.workers"), (int)num(r, "params.addrs"));
+    if (json_array_size(servers) > 1) fprintf(f, ", %d servers", (int)json_array_size(servers));
+    fputc('\n', f);
+    json_t *per = json_object_get(cn, "per_server");
+    if (json_array_size(per) > 1) {
+        fprintf(f, "  %-12s", "  by server");
+        for (size_t i = 0; i < json_array_size(per); i++)
+            fprintf(f, " %s %lld", json_string_value(json_array_get(servers, i)),
+                    (long long)json_integer_value(json_array_get(per, i)));
+        fputc('\n', f);
+    }
+    json_t *nodes = json_object_get(cn, "nodes");
+    if (json_object_size(nodes)) {
+        const char *k;
+        json_t *v;
+        fprintf(f, "  %-12s", "  by node");
+        json_object_foreach(nodes, k, v) fprintf(f, " %s %lld", k, (long long)json_integer_value(v));
+        fputc('\n', f);
+    }
     pct_line(f, "  handshake", json_object_get(cn, "handshake_ms"));
     json_t *ce = json_object_get(r, "ceiling");
     if (json_is_true(json_object_get(ce, "hit")))
@@ -141,6 +160,19 @@ void pb_print_table(FILE *f, json_t *r) {
             fprintf(f, "  %-12s %s connections: server RSS %.1f MiB -> %.1f MiB = %.0f bytes per connection\n",
                     "memory", a, num(id, "rss_before_kib") / 1024, num(id, "rss_after_kib") / 1024,
                     num(id, "bytes_per_conn"));
+        json_t *km = json_object_get(id, "kernel");
+        if (km && num(km, "slab_kib_before") >= 0)
+            fprintf(f, "  %-12s kernel (machine-wide, both ends): slab %.1f MiB -> %.1f MiB, TCP buffers %.1f -> %.1f MiB"
+                       " = %.0f bytes per connection\n", "", num(km, "slab_kib_before") / 1024,
+                    num(km, "slab_kib_after") / 1024, num(km, "tcp_mem_pages_before") * 4 / 1024,
+                    num(km, "tcp_mem_pages_after") * 4 / 1024, num(km, "bytes_per_conn"));
+        json_t *ps = json_object_get(id, "per_server");
+        for (size_t i = 0; i < json_array_size(ps); i++) {
+            json_t *e = json_array_get(ps, i);
+            fprintf(f, "  %-12s pid %d: %d connections (fds), RSS %.1f MiB -> %.1f MiB = %.0f bytes per connection\n",
+                    "", (int)num(e, "pid"), (int)num(e, "connections"), num(e, "rss_before_kib") / 1024,
+                    num(e, "rss_after_kib") / 1024, num(e, "bytes_per_conn"));
+        }
         fprintf(f, "  %-12s %d of %d answered a ping after the hold\n", "alive", (int)num(id, "pongs"),
                 (int)num(id, "pinged"));
     }
@@ -161,7 +193,15 @@ void pb_print_table(FILE *f, json_t *r) {
                 num(run, "seconds"));
     }
     json_t *scpu = json_object_get(run, "server_cpu");
-    if (scpu) {
+    json_t *sper = json_object_get(scpu, "per_server");
+    if (sper) {
+        fprintf(f, "  %-12s %d servers %.0f%% in all (", "cpu", (int)json_array_size(sper), num(scpu, "server_pct"));
+        for (size_t i = 0; i < json_array_size(sper); i++)
+            fprintf(f, "%s%.0f%%", i ? " " : "", num(json_array_get(sper, i), "server_pct"));
+        fprintf(f, "), busiest loop thread %.0f%% (waited %.0f%% for a CPU); bench %.0f%%, other processes %.0f%% "
+                   "(%% of one core, %d cores)\n", num(scpu, "loop_pct"), num(scpu, "loop_wait_pct"),
+                num(run, "bench_cpu_pct"), num(run, "others_cpu_pct"), (int)num(scpu, "cpus"));
+    } else if (scpu) {
         json_t *th = json_object_get(scpu, "threads_pct");
         fprintf(f, "  %-12s server loop thread %.0f%% (waited %.0f%% for a CPU), next threads %.0f%% %.0f%%; "
                    "bench %.0f%%, other processes %.0f%% (%% of one core, %d cores)\n", "cpu",
@@ -205,7 +245,11 @@ void pb_print_table(FILE *f, json_t *r) {
                "reordered %lld errors %lld\n", "verify", (long long)num(v, "sent"), (long long)num(v, "acked"), a, b,
             (long long)num(v, "lost"), (long long)num(v, "duplicated"), (long long)num(v, "reordered"),
             (long long)num(v, "errors"));
-    if (num(sv, "rss_end_kib") > 0)
+    if (num(sv, "rss_end_kib") > 0 && num(sv, "servers") > 1)
+        fprintf(f, "  %-12s %d processes, RSS %.1f MiB in all at the end, at most %d fds of %d in one, %s\n",
+                "servers", (int)num(sv, "servers"), num(sv, "rss_end_kib") / 1024, (int)num(sv, "fds_max"),
+                (int)num(sv, "fd_limit"), json_string_value(json_object_get(sv, "exit")));
+    else if (num(sv, "rss_end_kib") > 0)
         fprintf(f, "  %-12s pid %d, RSS %.1f MiB at the end, %d fds of %d, %s\n", "server", (int)num(sv, "pid"),
                 num(sv, "rss_end_kib") / 1024, (int)num(sv, "fds_max"), (int)num(sv, "fd_limit"),
                 json_string_value(json_object_get(sv, "exit")));

@@ -43,6 +43,7 @@ typedef struct hjob_ops {
 
 typedef struct hconn {
     int    fd;
+    int    srv;          /* the server it connects to          */
     int    job;          /* -1 when idle                       */
     int    attempts;
     pl_sbuf out;
@@ -52,7 +53,7 @@ typedef struct hconn {
 } hconn;
 
 typedef struct hrun {
-    struct sockaddr_in dst;
+    struct sockaddr_in dst[PB_MAX_SERVERS];
     int     ep;
     int     njobs, next, done;
     int     failed;
@@ -67,7 +68,7 @@ static int hconnect(hrun *r, hconn *c) {
     if (c->fd < 0) return -1;
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(c->fd, (struct sockaddr *)&r->dst, sizeof r->dst) != 0) {
+    if (connect(c->fd, (struct sockaddr *)&r->dst[c->srv], sizeof r->dst[c->srv]) != 0) {
         close(c->fd);
         c->fd = -1;
         return -1;
@@ -185,13 +186,16 @@ static void hread(hrun *r, hconn *c) {
     }
 }
 
-/* Runs njobs requests over conc connections. Returns 0 or -1 (err set). */
+/* Runs njobs requests over conc connections, connection i to server
+ * i % nservers. Returns 0 or -1 (err set). */
 static int http_batch(const pb_plan *p, int conc, int njobs, const hjob_ops *ops, char *err, size_t errlen) {
     hrun r;
     memset(&r, 0, sizeof r);
-    r.dst.sin_family = AF_INET;
-    r.dst.sin_port = htons((uint16_t)p->port);
-    inet_pton(AF_INET, p->host, &r.dst.sin_addr);
+    for (int k = 0; k < p->nservers; k++) {
+        r.dst[k].sin_family = AF_INET;
+        r.dst[k].sin_port = htons((uint16_t)p->servers[k].port);
+        inet_pton(AF_INET, p->servers[k].host, &r.dst[k].sin_addr);
+    }
     r.ep = epoll_create1(EPOLL_CLOEXEC);
     r.njobs = njobs;
     r.ops = ops;
@@ -200,6 +204,7 @@ static int http_batch(const pb_plan *p, int conc, int njobs, const hjob_ops *ops
     hconn *cs = pl_calloc((size_t)(conc ? conc : 1), sizeof *cs);
     for (int i = 0; i < conc; i++) {
         cs[i].fd = -1;
+        cs[i].srv = i % p->nservers;
         cs[i].job = -1;
         pl_sbuf_init(&cs[i].out);
     }

@@ -2,7 +2,8 @@
  * slice of the WebSocket clients, running the workload the parent commands
  * and checking every delivery.
  *
- * Owns: client sockets (connect from a spread of 127.0.0.x source addresses,
+ * Owns: client sockets (connect to --server's servers round robin, from a
+ * spread of 127.0.0.x source addresses: pb_server_of, pb_addr_of in bench.h;
  * the RFC 6455 opening handshake, masked client frames, the server's frames
  * through src/ws's reader in client mode), sending at a rate or a window,
  * the per-(client, conversation) ordering check, latency histograms, the
@@ -43,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -136,7 +138,7 @@ static struct {
     const pb_opts *o;
     const pb_plan *p;
     int            w, cmd_fd, rep_fd, ep;
-    struct sockaddr_in dst;
+    struct sockaddr_in dst[PB_MAX_SERVERS];   /* client i -> dst[pb_server_of(i)] */
     bclient       *cl;
     int            n;
     bclient      **senders;
@@ -163,6 +165,8 @@ static struct {
     int64_t        dup_acks, ack_reordered, duplicated, reordered, holes;
     int64_t        errors, sync_mismatch, unexpected, ready_missing, throttled;
     int64_t        pongs, pinged;
+    int64_t        per_server[PB_MAX_SERVERS];  /* first connects, by --server */
+    json_t        *nodes;      /* X-Parley-Node of each first 101 -> count   */
     int64_t        storm_total, storm_caught, storm_failed, replayed;
     json_t        *error_codes;
     pl_map         acked_map;  /* conv -> acked_conv                          */
@@ -319,12 +323,13 @@ static void client_connect(bclient *c) {
     struct sockaddr_in src;
     memset(&src, 0, sizeof src);
     src.sin_family = AF_INET;
-    src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(c->idx % W.o->addrs));
+    src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)pb_addr_of(W.p, W.o->addrs, c->idx));
     if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0) {
         client_fail(c, R_CONNECT, strerror(errno));
         return;
     }
-    if (connect(fd, (struct sockaddr *)&W.dst, sizeof W.dst) != 0 && errno != EINPROGRESS) {
+    const struct sockaddr_in *dst = &W.dst[pb_server_of(W.p, c->idx)];
+    if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) != 0 && errno != EINPROGRESS) {
         client_fail(c, R_CONNECT, strerror(errno));
         return;
     }
@@ -351,12 +356,13 @@ static void on_connected(bclient *c) {
         return;
     }
     const pb_client_plan *pc = &W.p->c[c->idx];
+    const struct pb_server *sv = &W.p->servers[pb_server_of(W.p, c->idx)];
     char req[2048];
     int with_token = !(c->resuming && W.o->resume == RESUME_AUTH);
     int n = snprintf(req, sizeof req,
                      "GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: " WS_KEY "\r\nSec-WebSocket-Version: 13\r\n%s%s%s\r\n",
-                     W.p->host, W.p->port, with_token ? "Authorization: Bearer " : "",
+                     sv->host, sv->port, with_token ? "Authorization: Bearer " : "",
                      with_token ? pc->token : "", with_token ? "\r\n" : "");
     c->state = CS_HANDSHAKE;
     queue_raw(c, req, (size_t)n);
@@ -430,6 +436,7 @@ static void on_ready(bclient *c, const char *p, size_t n) {
         if (W.o->resume == RESUME_SYNC) send_resume(c, "sync");
     } else {
         W.connected++;
+        W.per_server[pb_server_of(W.p, c->idx)]++;
         pb_hdr_record(&W.conn, (uint64_t)(W.now - c->t_conn));
     }
     pump_connects();
@@ -663,6 +670,26 @@ static void feed_ws(bclient *c, uint8_t *p, size_t n) {
     }
 }
 
+/* Behind HAProxy (deploy/haproxy.cfg) the 101 names the node that took the
+ * connection: X-Parley-Node: nodeI. Counted, to show the balancer's spread. */
+static void note_node(const char *head, size_t n) {
+    static const char key[] = "\r\nx-parley-node:";
+    size_t k = sizeof key - 1;
+    for (size_t i = 0; i + k <= n; i++) {
+        if (strncasecmp(head + i, key, k)) continue;
+        const char *v = head + i + k;
+        while (*v == ' ') v++;
+        size_t len = strcspn(v, "\r\n");
+        char name[64];
+        if (len >= sizeof name) len = sizeof name - 1;
+        memcpy(name, v, len);
+        name[len] = '\0';
+        json_t *cur = json_object_get(W.nodes, name);
+        json_object_set_new(W.nodes, name, json_integer(cur ? json_integer_value(cur) + 1 : 1));
+        return;
+    }
+}
+
 static void feed_handshake(bclient *c, uint8_t *p, size_t n) {
     c->hs = pl_realloc(c->hs, c->hs_len + n + 1);
     memcpy(c->hs + c->hs_len, p, n);
@@ -682,6 +709,7 @@ static void feed_handshake(bclient *c, uint8_t *p, size_t n) {
         client_fail(c, R_BAD_UPGRADE, d);
         return;
     }
+    if (!c->resuming) note_node(c->hs, head);
     on_upgrade(c);
     size_t rest = c->hs_len - head;
     if (rest) {
@@ -820,9 +848,12 @@ static void report_connected(void) {
     pl_sbuf h;
     pl_sbuf_init(&h);
     pb_hdr_dump(&W.conn, &h);
-    json_t *o = json_pack("{s:s,s:i,s:I,s:I,s:o,s:s,s:s%}", "ev", "connected", "w", W.w,
+    json_t *per = json_array();
+    for (int k = 0; k < W.p->nservers; k++) json_array_append_new(per, json_integer(W.per_server[k]));
+    json_t *o = json_pack("{s:s,s:i,s:I,s:I,s:o,s:s,s:s%,s:o,s:O}", "ev", "connected", "w", W.w,
                           "connected", (json_int_t)W.connected, "failed", (json_int_t)W.failed,
-                          "fail_reasons", reasons, "first_error", W.first_error, "conn", h.p ? h.p : "", h.len);
+                          "fail_reasons", reasons, "first_error", W.first_error, "conn", h.p ? h.p : "", h.len,
+                          "per_server", per, "nodes", W.nodes);
     pl_sbuf_release(&h);
     report(o);
 }
@@ -1123,9 +1154,12 @@ void pb_worker_main(const pb_opts *o, const pb_plan *p, int w, int cmd_fd, int r
     W.body_pad = pl_malloc((size_t)o->body_size + 1);
     memset(W.body_pad, 'x', (size_t)o->body_size);
     signal(SIGPIPE, SIG_IGN);
-    W.dst.sin_family = AF_INET;
-    W.dst.sin_port = htons((uint16_t)p->port);
-    inet_pton(AF_INET, p->host, &W.dst.sin_addr);
+    for (int k = 0; k < p->nservers; k++) {
+        W.dst[k].sin_family = AF_INET;
+        W.dst[k].sin_port = htons((uint16_t)p->servers[k].port);
+        inet_pton(AF_INET, p->servers[k].host, &W.dst[k].sin_addr);
+    }
+    W.nodes = json_object();
     W.ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event cev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(W.ep, EPOLL_CTL_ADD, cmd_fd, &cev);

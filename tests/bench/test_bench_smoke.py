@@ -6,12 +6,19 @@ default build/release/parleyd) and asserts, from the JSON result only, that
 the run was correct: every connection made, every send acknowledged, every
 delivery counted, nothing lost, duplicated or reordered, no error reply.
 Timings are never asserted: benchmarks report, tests check behaviour.
+
+The cluster tests run the bench against a 3-node cluster (PostgreSQL, Redis,
+HAProxy: tests/cluster_proc.py), through the load balancer and straight to
+the nodes, where a client's events reach the peers on other nodes only
+through Redis; the same correctness is asserted.
 """
 
 import json
 import os
 import resource
 import subprocess
+import sys
+import tempfile
 
 import pytest
 
@@ -19,6 +26,9 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BENCH = os.environ.get("PARLEY_BENCH", os.path.join(REPO, "build", "release", "parley-bench"))
 PARLEYD = os.environ.get("PARLEYD_RELEASE", os.path.join(REPO, "build", "release", "parleyd"))
 RUN_TIMEOUT = 150
+# What the bench gives the parleyd it starts (bench/main.c start_server), for
+# the cluster's nodes; cluster_proc adds cheap argon2 and no message limits.
+NODE_ARGS = ["--max-outbound", "67108864", "--log-level", "warn"]
 
 
 def run_bench(tmp_path, workload, *args, preexec=None):
@@ -32,7 +42,7 @@ def run_bench(tmp_path, workload, *args, preexec=None):
     return proc, res
 
 
-def assert_clean(proc, res, clients):
+def assert_clean(proc, res, clients, external=False):
     """The correctness every workload must show."""
     detail = f"\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     v = res["verify"]
@@ -46,7 +56,10 @@ def assert_clean(proc, res, clients):
         assert v[key] == 0, f"{key} = {v[key]}{detail}"
     assert v["sent"] == v["acked"], detail
     assert v["deliveries"] == v["expected_deliveries"], detail
-    assert res["server"]["exit"] == "clean exit after SIGTERM", detail
+    if external:
+        assert res["server"]["exit"] == "external", detail
+    else:
+        assert res["server"]["exit"] == "clean exit after SIGTERM", detail
     return v
 
 
@@ -135,3 +148,95 @@ def test_storm_resuming_with_sync_after_handshake_auth_is_exact(tmp_path):
     assert_clean(proc, res, 202)
     st = res["storm"]
     assert st["caught_up"] == 200 and st["failed"] == 0
+
+
+# ---- against a cluster -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """3 nodes on one PostgreSQL and Redis, HAProxy in front, shared by the
+    cluster tests (each bench run registers its own users)."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from cluster_proc import Cluster, PgServer, finish
+    if not os.access(PARLEYD, os.X_OK):
+        pytest.fail(f"{PARLEYD} is not built (make)")
+    pg = PgServer()
+    c = None
+    try:
+        pg.start()
+        c = Cluster(PARLEYD, tempfile.mkdtemp(prefix="parley-bench-cluster-"), NODE_ARGS, nodes=3, pg=pg)
+        c.start()
+        yield c
+    finally:
+        problems = finish([c], "bench-cluster", False) if c is not None else []
+        pg.destroy()
+    assert not problems, "\n".join(problems)
+
+
+def run_cluster_bench(tmp_path, cluster, workload, *args, direct=False):
+    server = (",".join(f"{n.host}:{n.port}" for n in cluster.nodes) if direct
+              else f"{cluster.host}:{cluster.port}")
+    pids = ",".join(str(n.proc.pid) for n in cluster.nodes)
+    proc, res = run_bench(tmp_path, workload, "--server", server, "--server-pid", pids, *args)
+    detail = f"\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\n{cluster.log_tail(60)}"
+    assert res["server"]["servers"] == 3, detail
+    assert len(res["server"]["per_server"]) == 3, detail
+    return proc, res, detail
+
+
+def test_cluster_dm_through_the_balancer(tmp_path, cluster):
+    proc, res, detail = run_cluster_bench(tmp_path, cluster, "dm", "-n", "20", "--workers", "2",
+                                          "--rate", "max", "--window", "4", "--warmup", "0.2",
+                                          "--duration", "1")
+    v = assert_clean(proc, res, 20, external=True)
+    assert v["acked"] > 0 and v["deliveries"] == 2 * v["acked"], detail
+    # HAProxy spread the connections (leastconn): every node took some
+    assert sorted(res["connect"]["nodes"]) == ["node0", "node1", "node2"], detail
+    assert sum(res["connect"]["nodes"].values()) == 20, detail
+    assert len(res["run"]["server_cpu"]["per_server"]) == 3, detail
+
+
+def test_cluster_group_through_the_balancer(tmp_path, cluster):
+    proc, res, detail = run_cluster_bench(tmp_path, cluster, "group", "-n", "60", "--workers", "2",
+                                          "--senders", "4", "--warmup", "0.2", "--duration", "1")
+    v = assert_clean(proc, res, 60, external=True)
+    assert v["acked"] > 0 and v["deliveries"] == 60 * v["acked"], detail
+
+
+def test_cluster_dm_across_nodes_straight_to_the_nodes(tmp_path, cluster):
+    """--server with the node list: client i on node i % 3, so every DM pair
+    (i, i + 1) is split over two nodes and each message reaches the peer
+    through Redis."""
+    proc, res, detail = run_cluster_bench(tmp_path, cluster, "dm", "-n", "12", "--rate", "max",
+                                          "--window", "4", "--warmup", "0.2", "--duration", "1",
+                                          direct=True)
+    v = assert_clean(proc, res, 12, external=True)
+    assert v["acked"] > 0 and v["deliveries"] == 2 * v["acked"], detail
+    assert res["connect"]["per_server"] == [4, 4, 4], detail
+    assert len(res["params"]["servers"]) == 3, detail
+
+
+def test_cluster_storm_resumes_on_whichever_node_the_balancer_picks(tmp_path, cluster):
+    """Every storm client drops and reconnects through HAProxy, which may
+    put it on another node than before: its cursors must still resume it
+    exactly."""
+    proc, res, detail = run_cluster_bench(tmp_path, cluster, "storm", "-n", "60", "--group-size", "10",
+                                          "--workers", "2", "--rate", "300", "--warmup", "0.5",
+                                          "--offline", "0.5")
+    v = assert_clean(proc, res, 62, external=True)
+    st = res["storm"]
+    assert st["caught_up"] == 60 and st["reconnected"] == 60 and st["failed"] == 0, detail
+    assert v["deliveries"] == 11 * v["acked"], detail
+
+
+def test_cluster_idle_reports_each_node(tmp_path, cluster):
+    proc, res, detail = run_cluster_bench(tmp_path, cluster, "idle", "-n", "90", "--hold", "0.3",
+                                          direct=True)
+    assert_clean(proc, res, 90, external=True)
+    idle = res["idle"]
+    assert idle["pongs"] == 90, detail
+    per = idle["per_server"]
+    assert [p["pid"] for p in per] == [n.proc.pid for n in cluster.nodes], detail
+    assert all(p["rss_after_kib"] > 0 for p in per), detail
+    assert res["connect"]["per_server"] == [30, 30, 30], detail
