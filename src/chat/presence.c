@@ -46,8 +46,9 @@ typedef struct pview {
 
 struct presence {
     int64_t  user;
-    pview   *views;               /* one per node that published one          */
-    uint32_t nviews, capviews;
+    pview    view0;               /* the first node's view (usually the only one) */
+    pview   *more;                /* views of further nodes                   */
+    uint32_t nviews, capmore;     /* nviews counts view0 too                  */
     int64_t *convs;               /* the user's conversations this node follows: from its
                                    * sessions here (kept after they are gone, so that going
                                    * offline reaches the same people) or from other nodes' views */
@@ -83,6 +84,9 @@ int chat_limit_signal(session *s, pl_bucket *b, double rate, double burst) {
 
 /* ---- the table ------------------------------------------------------------- */
 
+static int64_t *local_convs(int64_t user, size_t *n);
+static void keep_convs(presence *p, const int64_t *convs, size_t n);
+
 void presence_init(void) { pl_map_init(&C.presence); }
 
 static presence *presence_get(int64_t user) {
@@ -97,7 +101,7 @@ static presence *presence_get(int64_t user) {
 }
 
 static void presence_free(presence *p) {
-    free(p->views);
+    free(p->more);
     free(p->convs);
     free(p);
 }
@@ -121,6 +125,13 @@ void presence_resync(void) {
 void presence_session_gone(session *s) {
     presence *p = pl_map_get(&C.presence, s->user);
     if (!p) return;
+    chat_user *u = chat_user_get(s->user);
+    if (u && u->sessions == s && !s->unext) {   /* the last one: whom going offline reaches */
+        size_t n = 0;
+        int64_t *convs = local_convs(s->user, &n);
+        keep_convs(p, convs, n);
+        free(convs);
+    }
     p->local_active = pl_now_ms();
     p->dirty = 1;
 }
@@ -150,12 +161,14 @@ static int local_status(int64_t user, int64_t now, int64_t *newest_hb) {
     return st;
 }
 
+static pview *view_at(presence *p, uint32_t i) { return i ? &p->more[i - 1] : &p->view0; }
+
 /* The best fresh view; *last gets the latest activity any view reports. */
-static int merged_status(const presence *p, int64_t wall, int64_t *last) {
+static int merged_status(presence *p, int64_t wall, int64_t *last) {
     int st = ST_OFFLINE;
     *last = 0;
     for (uint32_t i = 0; i < p->nviews; i++) {
-        const pview *v = &p->views[i];
+        const pview *v = view_at(p, i);
         if (v->last_active > *last) *last = v->last_active;
         if (v->expires > wall && v->status > st) st = v->status;
     }
@@ -194,7 +207,6 @@ static void keep_convs(presence *p, const int64_t *convs, size_t n) {
 static void publish_own(presence *p, int status, int64_t last_active, int64_t now) {
     size_t n = 0;
     int64_t *convs = local_convs(p->user, &n);
-    if (n) keep_convs(p, convs, n);           /* the last sessions' conversations stay known */
     int64_t wall = pl_now_ms();
     pl_bus_presence v = {
         .user = p->user,
@@ -235,15 +247,15 @@ void presence_on_bus(void *ud, const pl_bus_presence *v) {
         }
     }
     uint32_t i = 0;
-    while (i < p->nviews && p->views[i].node != v->node) i++;
+    while (i < p->nviews && view_at(p, i)->node != v->node) i++;
     if (i == p->nviews) {
-        if (p->nviews == p->capviews) {
-            p->capviews = p->capviews ? p->capviews * 2 : 2;
-            p->views = pl_realloc(p->views, p->capviews * sizeof *p->views);
+        if (i && i - 1 == p->capmore) {
+            p->capmore = p->capmore ? p->capmore * 2 : 2;
+            p->more = pl_realloc(p->more, p->capmore * sizeof *p->more);
         }
         p->nviews++;
     }
-    p->views[i] = (pview){v->node, (uint8_t)v->status, v->last_active, v->expires};
+    *view_at(p, i) = (pview){v->node, (uint8_t)v->status, v->last_active, v->expires};
 }
 
 static void frame_fields(pl_sbuf *b, int64_t user, int status, int64_t last_seen) {
