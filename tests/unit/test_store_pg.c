@@ -1207,9 +1207,15 @@ TEST(store_pg_connections_killed) {
     pthread_create(&th, NULL, stream_main, st);
     for (int round = 0; round < 3; round++) {
         stream_wait(st, 80 * (round + 1));
-        long long killed = sql_int(q, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                                      " WHERE application_name = 'parleyd' AND datname = current_database()");
-        CHECK(killed >= 1);                   /* the writer at least (idle readers notice later) */
+        /* the writer at least (idle readers notice later); after an earlier
+         * round it may still be reconnecting (backoff): wait for it, bounded */
+        long long killed = 0;
+        for (int tries = 0; tries < 100 && killed < 1; tries++) {
+            if (tries) sleep_ms(50);
+            killed = sql_int(q, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE application_name = 'parleyd' AND datname = current_database()");
+        }
+        CHECK(killed >= 1);
     }
     stream_wait(st, 300);
     __atomic_store_n(&st->stop, 1, __ATOMIC_RELEASE);
