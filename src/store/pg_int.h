@@ -151,16 +151,7 @@ int pg_utf8_ok(const char *s);
 
 /* ---- the writer's per-batch state --------------------------------------- */
 
-typedef struct pg_conv {
-    int64_t conv;          /* key; 0 marks an empty slot                     */
-    int     kind;
-    int64_t last_seq;      /* inside the open transaction                    */
-    int64_t last_ts;
-    int64_t msg_count;
-    int64_t member_count;
-    int     dirty;         /* differs from its row: written before COMMIT    */
-    int     appended;      /* this batch appended events (the outbox row)    */
-} pg_conv;
+typedef pl_conv_state pg_conv;   /* store_int.h */
 
 typedef struct pg_store pg_store;
 
@@ -183,8 +174,7 @@ struct pg_store {
     pg_reader    *readers;
     int           nreaders;
     /* writer thread only */
-    pg_conv      *convs;           /* open addressing, power-of-two cap     */
-    size_t        convs_cap, convs_len;
+    pl_conv_map   convs;           /* the conversations the batch locked    */
     pl_own_map    own;       /* own_unread deltas of the open batch (store_int.h) */
     pl_idgen      ids;
     int64_t       last_ts;         /* ts of the previous batch, never less  */
@@ -232,8 +222,8 @@ void pg_clean_msg(char *dst, size_t n, const char *src);
 /* store_pg_write.c: the batch and the writer's per-batch state */
 void pg_run_batch(void *wctx, pl_job **jobs, size_t n);
 void pg_idle(void *wctx);
-pg_conv *pg_conv_find(pg_store *s, int64_t conv);          /* NULL if not locked */
-pg_conv *pg_conv_put(pg_store *s, int64_t conv);           /* may move slots */
+static inline pg_conv *pg_conv_find(pg_store *s, int64_t conv) { return pl_conv_map_find(&s->convs, conv); }  /* NULL if not locked */
+static inline pg_conv *pg_conv_put(pg_store *s, int64_t conv) { return pl_conv_map_put(&s->convs, conv); }  /* may move slots */
 void     pg_kset_init(pg_kset *k, size_t n);
 void     pg_kset_free(pg_kset *k);
 /* The slot of (a, b): k->v[slot] is -1 when new; match(arg, v) decides

@@ -43,16 +43,6 @@ enum {
 };
 extern const char *const sq_r_sql[R__COUNT];
 
-/* ---- the writer's conversation map (conversation id -> state) ------------ */
-typedef struct sq_conv {
-    int64_t conv;          /* key; 0 marks an empty slot                     */
-    int64_t last_seq;      /* inside the open transaction                    */
-    int64_t last_ts;
-    int64_t msg_count;
-    int64_t member_count;
-    int     dirty;         /* listed in sq_store.dirty, not yet flushed      */
-} sq_conv;
-
 typedef struct sq_reader {
     sqlite3      *db;
     sqlite3_stmt *r[R__COUNT];
@@ -70,8 +60,7 @@ typedef struct sq_store {
     int           broken;            /* sticky: a batch failed after BEGIN    */
     int           fatal_rc;          /* SQLite code of the batch's failure    */
     const char   *fatal_what;        /* which statement failed                */
-    sq_conv      *convs;             /* open addressing, power-of-two cap     */
-    size_t        convs_cap, convs_len;
+    pl_conv_map   convs;             /* conversations touched since start     */
     int64_t      *dirty;             /* convs whose state moved this batch    */
     size_t        ndirty, dirty_cap;
     pl_own_map    own;               /* own_unread deltas of the open batch   */

@@ -2,7 +2,7 @@
  * includes it.
  *
  * Owns: the JSON data of system events (so both backends write the same
- * bytes) and the map of own_unread deltas a batch accumulates (store.h
+ * bytes), the writer's conversation map, and the map of own_unread deltas a batch accumulates (store.h
  * invariant 5: a send adds 1 for its sender, a moving read cursor
  * subtracts the own messages it passes; the batch flushes the deltas before
  * COMMIT). Used by one writer thread at a time.
@@ -18,6 +18,10 @@ char *pl_store__data_user(int64_t user);
 /* {"kind":"group","title":..,"members":[creator, others..]}, a new string,
  * or NULL if the title is not valid UTF-8. */
 char *pl_store__data_group(const char *title, int64_t creator, const int64_t *others, size_t n);
+
+/* The slot of the pair (a, b) in an open-addressing table of cap entries
+ * (a power of two). */
+size_t pl_store__slot(int64_t a, int64_t b, size_t cap);
 
 typedef struct pl_own_ent {
     int64_t conv, user;       /* key; conv 0 marks an empty slot            */
@@ -36,5 +40,30 @@ void        pl_own_add(pl_own_map *m, int64_t conv, int64_t user, int64_t d);
 void        pl_own_clear(pl_own_map *m);
 void        pl_own_free(pl_own_map *m);
 /* Iteration: for (size_t i = 0; i < m->cap; i++) if (m->tab[i].conv) ... */
+
+/* The writer's view of a conversation inside the open batch (the locked
+ * row in PostgreSQL, the cached row in SQLite): counters move here first
+ * and are written back before COMMIT. */
+typedef struct pl_conv_state {
+    int64_t conv;             /* key; 0 marks an empty slot                  */
+    int     kind;             /* PostgreSQL: from the locked row             */
+    int64_t last_seq;         /* inside the open transaction                 */
+    int64_t last_ts;
+    int64_t msg_count;
+    int64_t member_count;
+    int     dirty;            /* differs from its row: written before COMMIT */
+    int     appended;         /* PostgreSQL: this batch appended (outbox row) */
+} pl_conv_state;
+
+typedef struct pl_conv_map {  /* open addressing, power-of-two cap, <= 1/2 full */
+    pl_conv_state *tab;
+    size_t         cap, len;
+} pl_conv_map;
+
+pl_conv_state *pl_conv_map_find(pl_conv_map *m, int64_t conv);   /* NULL if absent */
+/* The entry of conv, a new zeroed one if absent; may move entries. */
+pl_conv_state *pl_conv_map_put(pl_conv_map *m, int64_t conv);
+void           pl_conv_map_clear(pl_conv_map *m);
+void           pl_conv_map_free(pl_conv_map *m);
 
 #endif

@@ -701,7 +701,7 @@ static void pg_free(pg_store *s) {
     for (int i = 0; i < s->nreaders; i++) pgc_close(&s->readers[i].c);
     for (size_t i = 0; i < sizeof s->arr / sizeof s->arr[0]; i++) pg_arr_free(&s->arr[i]);
     free(s->readers);
-    free(s->convs);
+    pl_conv_map_free(&s->convs);
     pl_own_free(&s->own);
     free(s->lockids);
     free(s->seen);

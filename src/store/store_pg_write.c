@@ -36,53 +36,11 @@
 #include "../core/log.h"
 #include "../core/metrics.h"
 
-/* ---- the conversation map and own_unread deltas --------------------------- */
-
-static size_t slot_of(int64_t a, int64_t b, size_t cap) {
-    uint64_t h = (uint64_t)a * 0x9e3779b97f4a7c15ull ^ (uint64_t)b * 0xc2b2ae3d27d4eb4full;
-    return (size_t)(h ^ (h >> 29)) & (cap - 1);
-}
-
-pg_conv *pg_conv_find(pg_store *s, int64_t conv) {
-    if (!s->convs_cap || conv == 0) return NULL;
-    for (size_t i = slot_of(conv, 0, s->convs_cap);; i = (i + 1) & (s->convs_cap - 1)) {
-        if (s->convs[i].conv == conv) return &s->convs[i];
-        if (s->convs[i].conv == 0) return NULL;
-    }
-}
-
-/* The slot for conv (new and zeroed if absent). May move slots. */
-pg_conv *pg_conv_put(pg_store *s, int64_t conv) {
-    pg_conv *e = pg_conv_find(s, conv);
-    if (e) return e;
-    if ((s->convs_len + 1) * 2 > s->convs_cap) {
-        pg_conv *old = s->convs;
-        size_t ocap = s->convs_cap;
-        s->convs_cap = ocap ? ocap * 2 : 256;
-        s->convs = pl_calloc(s->convs_cap, sizeof *s->convs);
-        s->convs_len = 0;
-        for (size_t i = 0; i < ocap; i++) {
-            if (!old[i].conv) continue;
-            size_t k = slot_of(old[i].conv, 0, s->convs_cap);
-            while (s->convs[k].conv) k = (k + 1) & (s->convs_cap - 1);
-            s->convs[k] = old[i];
-            s->convs_len++;
-        }
-        free(old);
-    }
-    size_t i = slot_of(conv, 0, s->convs_cap);
-    while (s->convs[i].conv) i = (i + 1) & (s->convs_cap - 1);
-    memset(&s->convs[i], 0, sizeof s->convs[i]);
-    s->convs[i].conv = conv;
-    s->convs_len++;
-    return &s->convs[i];
-}
+/* ---- the batch's state (the maps themselves are store_util.c's) ----------- */
 
 static void conv_clear(pg_store *s) {
-    if (s->convs_cap) memset(s->convs, 0, s->convs_cap * sizeof *s->convs);
-    s->convs_len = 0;
+    pl_conv_map_clear(&s->convs);
 }
-
 
 /* ---- statements ------------------------------------------------------------ */
 
@@ -209,7 +167,7 @@ void pg_kset_free(pg_kset *k) {
 /* The slot of (a, b): its value is -1 when new. match(i) decides equality
  * beyond (a, b) (NULL: none). */
 size_t pg_kset_slot(pg_kset *k, int64_t a, int64_t b, int (*match)(void *, int), void *arg) {
-    for (size_t i = slot_of(a, b, k->cap);; i = (i + 1) & (k->cap - 1)) {
+    for (size_t i = pl_store__slot(a, b, k->cap);; i = (i + 1) & (k->cap - 1)) {
         if (k->v[i] < 0) {
             k->a[i] = a;
             k->b[i] = b;
@@ -287,8 +245,8 @@ static int w_finish(pg_store *s, pl_job **jobs, size_t n) {
     }
     p.n = 0;
     for (int i = 0; i < 5; i++) pg_arr_start(&a[i], PG_INT8);
-    for (size_t i = 0; i < s->convs_cap && s->convs_len; i++) {
-        pg_conv *e = &s->convs[i];
+    for (size_t i = 0; i < s->convs.cap && s->convs.len; i++) {
+        pg_conv *e = &s->convs.tab[i];
         if (!e->conv || !e->dirty) continue;
         pg_arr_i64(&a[0], e->conv);
         pg_arr_i64(&a[1], e->last_seq);
@@ -317,12 +275,12 @@ static int w_finish(pg_store *s, pl_job **jobs, size_t n) {
     }
     if (s->outbox && s->first_id) {            /* conversations ascending */
         size_t m = 0;
-        if (s->lockids_cap < s->convs_len) {
-            s->lockids_cap = s->convs_len;
+        if (s->lockids_cap < s->convs.len) {
+            s->lockids_cap = s->convs.len;
             s->lockids = pl_realloc(s->lockids, s->lockids_cap * sizeof *s->lockids);
         }
-        for (size_t i = 0; i < s->convs_cap; i++)
-            if (s->convs[i].conv && s->convs[i].appended) s->lockids[m++] = s->convs[i].conv;
+        for (size_t i = 0; i < s->convs.cap; i++)
+            if (s->convs.tab[i].conv && s->convs.tab[i].appended) s->lockids[m++] = s->convs.tab[i].conv;
         qsort(s->lockids, m, sizeof *s->lockids, pg_cmp_i64);
         p.n = 0;
         pg_arr_start(&a[0], PG_INT8);

@@ -339,7 +339,7 @@ static void sq_free(sq_store *s) {
     for (int i = 0; i < s->nreaders; i++) close_db(&s->readers[i].db, s->readers[i].r, R__COUNT);
     free(s->readers);
     if (s->lock_fd >= 0) close(s->lock_fd);   /* releases the flock */
-    free(s->convs);
+    pl_conv_map_free(&s->convs);
     free(s->dirty);
     pl_own_free(&s->own);
     free(s);

@@ -20,52 +20,12 @@
 
 /* ---- the conversation map ----------------------------------------------- */
 
-static size_t slot_of(int64_t a, int64_t b, size_t cap) {
-    uint64_t h = (uint64_t)a * 0x9e3779b97f4a7c15ull ^ (uint64_t)b * 0xc2b2ae3d27d4eb4full;
-    return (size_t)(h ^ (h >> 29)) & (cap - 1);
-}
-
-static sq_conv *conv_find(sq_store *s, int64_t conv) {
-    if (!s->convs_cap) return NULL;
-    for (size_t i = slot_of(conv, 0, s->convs_cap);; i = (i + 1) & (s->convs_cap - 1)) {
-        if (s->convs[i].conv == conv) return &s->convs[i];
-        if (s->convs[i].conv == 0) return NULL;
-    }
-}
-
-/* The slot for conv, a new zeroed one if absent. May move slots. */
-static sq_conv *conv_put(sq_store *s, int64_t conv) {
-    sq_conv *e = conv_find(s, conv);
-    if (e) return e;
-    if ((s->convs_len + 1) * 2 > s->convs_cap) {
-        sq_conv *old = s->convs;
-        size_t ocap = s->convs_cap;
-        s->convs_cap = ocap ? ocap * 2 : 256;
-        s->convs = pl_calloc(s->convs_cap, sizeof *s->convs);
-        s->convs_len = 0;
-        for (size_t i = 0; i < ocap; i++) {
-            if (!old[i].conv) continue;
-            size_t k = slot_of(old[i].conv, 0, s->convs_cap);
-            while (s->convs[k].conv) k = (k + 1) & (s->convs_cap - 1);
-            s->convs[k] = old[i];
-            s->convs_len++;
-        }
-        free(old);
-    }
-    size_t i = slot_of(conv, 0, s->convs_cap);
-    while (s->convs[i].conv) i = (i + 1) & (s->convs_cap - 1);
-    s->convs[i].conv = conv;
-    s->convs_len++;
-    return &s->convs[i];
-}
-
 static void conv_clear(sq_store *s) {
-    if (s->convs_cap) memset(s->convs, 0, s->convs_cap * sizeof *s->convs);
-    s->convs_len = 0;
+    pl_conv_map_clear(&s->convs);
     s->ndirty = 0;
 }
 
-static void mark_dirty(sq_store *s, sq_conv *e) {
+static void mark_dirty(sq_store *s, pl_conv_state *e) {
     if (e->dirty) return;
     if (s->ndirty == s->dirty_cap) {
         s->dirty_cap = s->dirty_cap ? s->dirty_cap * 2 : 64;
@@ -164,14 +124,14 @@ static int w_conv_insert(sq_store *s, int kind, const char *title, const char *k
 
 /* The map entry of conv, loaded from its row on a miss; NULL with *err =
  * ENOTFOUND or W_FATAL. */
-static sq_conv *w_conv_state(sq_store *s, int64_t conv, int *err) {
-    sq_conv *e = conv_find(s, conv);
+static pl_conv_state *w_conv_state(sq_store *s, int64_t conv, int *err) {
+    pl_conv_state *e = pl_conv_map_find(&s->convs, conv);
     if (e) return e;
     sqlite3_stmt *st = s->w[W_CONV_STATE];
     sqlite3_bind_int64(st, 1, conv);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        e = conv_put(s, conv);
+        e = pl_conv_map_put(&s->convs, conv);
         e->last_seq = sqlite3_column_int64(st, 0);
         e->last_ts = sqlite3_column_int64(st, 1);
         e->msg_count = sqlite3_column_int64(st, 2);
@@ -188,7 +148,7 @@ static sq_conv *w_conv_state(sq_store *s, int64_t conv, int *err) {
 static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
                     int64_t subject, const char *cmid, const char *body, size_t body_len, char *data) {
     int err = PL_STORE_OK;
-    sq_conv *e = w_conv_state(s, conv, &err);
+    pl_conv_state *e = w_conv_state(s, conv, &err);
     if (!e) { free(data); return err; }
     int64_t seq = e->last_seq + 1;
     int64_t msg_no = e->msg_count + (kind == PL_EV_MESSAGE);
@@ -244,7 +204,7 @@ static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind,
 /* member_count of conv moves by d (the map entry exists: checked before). */
 static int w_member_count(sq_store *s, int64_t conv, int64_t d) {
     int err = PL_STORE_OK;
-    sq_conv *e = w_conv_state(s, conv, &err);
+    pl_conv_state *e = w_conv_state(s, conv, &err);
     if (!e) return err;
     e->member_count += d;
     mark_dirty(s, e);
@@ -458,7 +418,7 @@ static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
     rc = w_member_role(s, j->conv, j->peer);
     if (rc != PL_ROLE_NONE) return rc < 0 ? rc : PL_STORE_OK;   /* no-op */
     int err = PL_STORE_OK;
-    sq_conv *e = w_conv_state(s, j->conv, &err);
+    pl_conv_state *e = w_conv_state(s, j->conv, &err);
     if (!e) return err;
     int64_t joined_seq = e->last_seq + 1;        /* the member_added event's */
     int64_t joined = 0;
@@ -524,7 +484,7 @@ static int w_event_at(sq_store *s, int64_t conv, int64_t seq, int *kind, int64_t
  * changes go through the own map like a send's (flushed before COMMIT). */
 static int job_receipt(sq_store *s, pl_job *j, int64_t now) {
     int err = PL_STORE_OK;
-    sq_conv *e = w_conv_state(s, j->conv, &err);
+    pl_conv_state *e = w_conv_state(s, j->conv, &err);
     if (!e) return err;
     sqlite3_stmt *st = s->w[W_MEMBER_CURSORS];
     sqlite3_bind_int64(st, 1, j->conv);
@@ -648,7 +608,7 @@ static int w_run_job(sq_store *s, pl_job *j, int64_t now) {
 static int w_flush(sq_store *s) {
     sqlite3_stmt *st = s->w[W_CONV_UPDATE];
     for (size_t i = 0; i < s->ndirty; i++) {
-        sq_conv *e = conv_find(s, s->dirty[i]);
+        pl_conv_state *e = pl_conv_map_find(&s->convs, s->dirty[i]);
         sqlite3_bind_int64(st, 1, e->last_seq);
         sqlite3_bind_int64(st, 2, e->last_ts);
         sqlite3_bind_int64(st, 3, e->msg_count);

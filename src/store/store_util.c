@@ -42,14 +42,14 @@ done:
     return out;
 }
 
-static size_t slot(int64_t a, int64_t b, size_t cap) {
+size_t pl_store__slot(int64_t a, int64_t b, size_t cap) {
     uint64_t h = (uint64_t)a * 0x9e3779b97f4a7c15ull ^ (uint64_t)b * 0xc2b2ae3d27d4eb4full;
     return (size_t)(h ^ (h >> 29)) & (cap - 1);
 }
 
 pl_own_ent *pl_own_find(pl_own_map *m, int64_t conv, int64_t user) {
     if (!m->cap) return NULL;
-    for (size_t i = slot(conv, user, m->cap);; i = (i + 1) & (m->cap - 1)) {
+    for (size_t i = pl_store__slot(conv, user, m->cap);; i = (i + 1) & (m->cap - 1)) {
         if (m->tab[i].conv == conv && m->tab[i].user == user) return &m->tab[i];
         if (m->tab[i].conv == 0) return NULL;
     }
@@ -66,14 +66,14 @@ void pl_own_add(pl_own_map *m, int64_t conv, int64_t user, int64_t d) {
             m->len = 0;
             for (size_t i = 0; i < ocap; i++) {
                 if (!old[i].conv) continue;
-                size_t k = slot(old[i].conv, old[i].user, m->cap);
+                size_t k = pl_store__slot(old[i].conv, old[i].user, m->cap);
                 while (m->tab[k].conv) k = (k + 1) & (m->cap - 1);
                 m->tab[k] = old[i];
                 m->len++;
             }
             free(old);
         }
-        size_t i = slot(conv, user, m->cap);
+        size_t i = pl_store__slot(conv, user, m->cap);
         while (m->tab[i].conv) i = (i + 1) & (m->cap - 1);
         e = &m->tab[i];
         e->conv = conv;
@@ -90,6 +90,51 @@ void pl_own_clear(pl_own_map *m) {
 }
 
 void pl_own_free(pl_own_map *m) {
+    free(m->tab);
+    m->tab = NULL;
+    m->cap = m->len = 0;
+}
+
+pl_conv_state *pl_conv_map_find(pl_conv_map *m, int64_t conv) {
+    if (!m->cap || conv == 0) return NULL;
+    for (size_t i = pl_store__slot(conv, 0, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (m->tab[i].conv == conv) return &m->tab[i];
+        if (m->tab[i].conv == 0) return NULL;
+    }
+}
+
+pl_conv_state *pl_conv_map_put(pl_conv_map *m, int64_t conv) {
+    pl_conv_state *e = pl_conv_map_find(m, conv);
+    if (e) return e;
+    if ((m->len + 1) * 2 > m->cap) {
+        pl_conv_state *old = m->tab;
+        size_t ocap = m->cap;
+        m->cap = ocap ? ocap * 2 : 256;
+        m->tab = pl_calloc(m->cap, sizeof *m->tab);
+        m->len = 0;
+        for (size_t i = 0; i < ocap; i++) {
+            if (!old[i].conv) continue;
+            size_t k = pl_store__slot(old[i].conv, 0, m->cap);
+            while (m->tab[k].conv) k = (k + 1) & (m->cap - 1);
+            m->tab[k] = old[i];
+            m->len++;
+        }
+        free(old);
+    }
+    size_t i = pl_store__slot(conv, 0, m->cap);
+    while (m->tab[i].conv) i = (i + 1) & (m->cap - 1);
+    memset(&m->tab[i], 0, sizeof m->tab[i]);
+    m->tab[i].conv = conv;
+    m->len++;
+    return &m->tab[i];
+}
+
+void pl_conv_map_clear(pl_conv_map *m) {
+    if (m->cap) memset(m->tab, 0, m->cap * sizeof *m->tab);
+    m->len = 0;
+}
+
+void pl_conv_map_free(pl_conv_map *m) {
     free(m->tab);
     m->tab = NULL;
     m->cap = m->len = 0;
