@@ -45,6 +45,8 @@ void pl_bus__enc_event(pl_sbuf *s, int origin, const pl_event *ev) {
     f_str(s, ev->client_msg_id, ev->client_msg_id ? strlen(ev->client_msg_id) : 0);
     f_str(s, ev->body, ev->body ? ev->body_len : 0);
     f_str(s, ev->data, ev->data ? strlen(ev->data) : 0);
+    f_int(s, ev->ref);
+    f_str(s, ev->annot, ev->annot ? strlen(ev->annot) : 0);
     enc_end(s);
 }
 
@@ -244,11 +246,11 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
     switch (m->type) {
     case PL_BM_EVENT: {
         pl_event *e = &m->ev;
-        size_t n1, n3;
+        size_t n1, n3, n4;
         if (r_i64(&r, &e->conv) || r_i64(&r, &e->seq) || r_u64(&r, &e->id) || r_i64(&r, &e->ts) ||
             r_int(&r, &e->kind) || r_i64(&r, &e->sender) || r_i64(&r, &e->subject) ||
             r_str(&r, &e->client_msg_id, &n1) || r_str(&r, &e->body, &e->body_len) ||
-            r_str(&r, &e->data, &n3))
+            r_str(&r, &e->data, &n3) || r_i64(&r, &e->ref) || r_str(&r, &e->annot, &n4))
             goto bad;
         break;
     }

@@ -210,6 +210,10 @@ const char *pl_proto_kind_name(int kind) {
     case PL_EV_MEMBER_ADDED:   return "member_added";
     case PL_EV_MEMBER_REMOVED: return "member_removed";
     case PL_EV_MEMBER_LEFT:    return "member_left";
+    case PL_EV_EDIT:           return "edit";
+    case PL_EV_DELETE:         return "delete";
+    case PL_EV_REACTION:       return "reaction";
+    case PL_EV_PIN:            return "pin";
     default:                   return "unknown";
     }
 }
@@ -240,6 +244,10 @@ void pl_proto_event_fields(pl_sbuf *s, const pl_event *ev) {
     if (ev->data) {
         pl_sbuf_adds(s, ",\"data\":");
         pl_sbuf_adds(s, ev->data);     /* JSON object text written by the store */
+    }
+    if (ev->annot) {                   /* the current form: members written by the store */
+        pl_sbuf_addc(s, ',');
+        pl_sbuf_adds(s, ev->annot);
     }
 }
 

@@ -17,6 +17,8 @@ void pl_event_release(pl_event *ev) {
     free(ev->client_msg_id);
     free(ev->body);
     free(ev->data);
+    free(ev->annot);
+    ev->annot = NULL;
     ev->client_msg_id = NULL;
     ev->body = NULL;
     ev->body_len = 0;
@@ -35,6 +37,7 @@ void pl_event_copy(pl_event *dst, const pl_event *src) {
     dst->client_msg_id = src->client_msg_id ? pl_strdup(src->client_msg_id) : NULL;
     dst->body = src->body ? dup_n(src->body, src->body_len) : NULL;
     dst->data = src->data ? pl_strdup(src->data) : NULL;
+    dst->annot = src->annot ? pl_strdup(src->annot) : NULL;
 }
 
 void pl_conv_release(pl_conv *c) {

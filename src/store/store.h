@@ -49,6 +49,16 @@
  *      and including it), every member own_unread (its own MESSAGEs above
  *      its read cursor), so
  *        unread = conv.msg_count - msg_no(max(read_seq, joined_seq - 1)) - own_unread.
+ *   6. Message actions (edit, delete, reaction, pin) are events with the next
+ *      seq whose ref names the target MESSAGE; the target's row is changed
+ *      in the same transaction to its current form (new body and edited_ts;
+ *      on delete: body, data, reactions, mentions, pin and the bodies of
+ *      its edit events are erased, not hidden; a tombstone stays at its
+ *      seq). Reads return messages in their current form (annot).
+ *   7. Mentions: a MESSAGE's @name, @all and @here are resolved to member
+ *      ids by the writer (data.mentions); a row per mentioned member (and
+ *      one for the author of the message replied to) is kept, so
+ *      unread_mentions = those rows above the member's read cursor.
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -69,14 +79,37 @@ typedef struct pl_store pl_store;
 #define PL_STORE_EFORBID   (-3)  /* member lacks the role for this            */
 #define PL_STORE_EINVAL    (-4)  /* argument out of range (e.g. DM with self) */
 #define PL_STORE_EUNAVAIL  (-5)  /* the store failed; nothing was committed   */
+#define PL_STORE_EGONE     (-6)  /* the target message was deleted            */
+/* EINVAL, EFORBID and EGONE of message actions set job->why (a static
+ * string naming the reason, e.g. "not a message", "not your message"). */
 
 typedef enum pl_event_kind {
     PL_EV_CREATED = 1,        /* data: {"kind":..,"title":..,"members":[..]} */
     PL_EV_MESSAGE = 2,        /* body, client_msg_id                         */
     PL_EV_MEMBER_ADDED = 3,   /* data: {"user":N}                            */
     PL_EV_MEMBER_REMOVED = 4, /* data: {"user":N}                            */
-    PL_EV_MEMBER_LEFT = 5     /* data: {"user":N}                            */
+    PL_EV_MEMBER_LEFT = 5,    /* data: {"user":N}                            */
+    /* message actions: ref = the target MESSAGE's seq (invariant 6)       */
+    PL_EV_EDIT = 6,           /* body: the new text; data {"target":N,"mentions":[..]}
+                               * (mentions only when any)                     */
+    PL_EV_DELETE = 7,         /* data: {"target":N}                            */
+    PL_EV_REACTION = 8,       /* data: {"target":N,"emoji":"..","op":"add"|"remove",
+                               * "count":N (users with that emoji after it)}  */
+    PL_EV_PIN = 9             /* data: {"target":N,"op":"pin"|"unpin"}         */
 } pl_event_kind;
+
+/* MESSAGE data (NULL when none of it applies): {"reply_to":N,
+ * "mentions":[ids],"mention_all":"all"|"here"}, each key only when set. */
+
+typedef enum pl_notify_level {  /* a member's notification preference      */
+    PL_NOTIFY_ALL = 0, PL_NOTIFY_MENTIONS = 1, PL_NOTIFY_NONE = 2
+} pl_notify_level;
+
+#define PL_STORE_REACTIONS_MAX 20   /* distinct emoji on one message       */
+#define PL_STORE_PINS_MAX      50   /* pinned messages in one conversation */
+#define PL_STORE_EMOJI_MAX     32   /* bytes of one reaction emoji         */
+#define PL_STORE_MENTIONS_MAX  50   /* distinct @names resolved per message */
+#define PL_STORE_PREVIEW_CHARS 100  /* characters of a reply preview        */
 
 typedef enum pl_conv_kind { PL_CONV_DIRECT = 1, PL_CONV_GROUP = 2 } pl_conv_kind;
 typedef enum pl_role { PL_ROLE_NONE = 0, PL_ROLE_MEMBER = 1, PL_ROLE_ADMIN = 2 } pl_role;
@@ -95,6 +128,19 @@ typedef struct pl_event {
     char    *body;            /* MESSAGE only, else NULL                  */
     size_t   body_len;        /* strlen(body) (bodies hold no NUL)        */
     char    *data;            /* JSON object text for system events, else NULL */
+    int64_t  ref;             /* MESSAGE: reply_to seq (0: none); EDIT, DELETE,
+                               * REACTION, PIN: the target's seq              */
+    char    *annot;           /* the current form, as JSON object members to
+                               * append to the wire object (no braces), written
+                               * by the store, NULL if none. MESSAGE:
+                               *   "edited_ts":T  "deleted":true  "pinned":true
+                               *   "reactions":[{"emoji":"..","count":N,"me":B}]
+                               *   "reply_preview":{"seq":N,"sender":U,"body":".."}
+                               *     or {"seq":N,"deleted":true}
+                               * EDIT of a deleted message: "deleted":true.
+                               * Reads fill it ("me" for the asking user); a
+                               * committed MESSAGE with reply_to carries its
+                               * reply_preview. */
 } pl_event;
 
 void pl_event_release(pl_event *ev);        /* frees the strings, keeps ev */
@@ -138,6 +184,8 @@ typedef struct pl_conv {
     int64_t    delivered_seq;
     int64_t    read_seq;
     int64_t    unread;        /* messages from others above read_seq (invariant 5) */
+    int64_t    unread_mentions; /* mentions of the user above read_seq (invariant 7) */
+    int        notify;        /* the user's pl_notify_level                */
     pl_event  *last;          /* owned; the latest event if asked for (and visible), else NULL */
     pl_member *members;       /* owned; NULL unless asked for (nmembers 0) */
     size_t     nmembers;
@@ -166,9 +214,32 @@ typedef enum pl_job_op {
                                * (no event if peer is already a member)    */
     PL_JOB_MEMBER_REMOVE,     /* in: conv, user (actor), peer. out: out_id, event */
     PL_JOB_MEMBER_LEAVE,      /* in: conv, user. out: out_id, event        */
-    PL_JOB_MESSAGE_SEND,      /* in: conv, user (sender), client_msg_id, body, body_len.
-                               * out: event, dup. A dup (same key, any body)
-                               * returns the stored event and writes nothing. */
+    PL_JOB_MESSAGE_SEND,      /* in: conv, user (sender), client_msg_id, body, body_len,
+                               * seq (reply_to, 0: none). out: event, dup. A dup (same
+                               * key, any body) returns the stored event and writes
+                               * nothing. Mentions are resolved (invariant 7). Errors:
+                               * ENOTFOUND (not a member, or reply_to is no event the
+                               * sender may see), EINVAL (reply_to is not a message),
+                               * EGONE (reply_to deleted), EFORBID (@all/@here by a
+                               * non-admin in a group above opts.large_group). */
+    PL_JOB_MESSAGE_EDIT,      /* in: conv, user, seq (target), body, body_len. Author
+                               * only (EFORBID), within opts.edit_window_ms of the
+                               * message's ts (EFORBID). out: event (EDIT); no event
+                               * and created = 0 when the body is unchanged.   */
+    PL_JOB_MESSAGE_DELETE,    /* in: conv, user, seq. The author, or an admin of a
+                               * group (EFORBID). out: event (DELETE).         */
+    PL_JOB_REACTION,          /* in: conv, user, seq, emoji, flags PL_JOB_REMOVE. One
+                               * per user per emoji; at most REACTIONS_MAX distinct
+                               * emoji per message (EINVAL). out: event, or none
+                               * (created = 0) when nothing changed.          */
+    PL_JOB_PIN,               /* in: conv, user, seq, flags PL_JOB_REMOVE (unpin). Any
+                               * member; at most PINS_MAX pinned (EINVAL). out: event,
+                               * or none (created = 0) when nothing changed.  */
+    PL_JOB_NOTIFY_SET,        /* in: conv, user, level (pl_notify_level). No event. */
+                              /* Target errors of EDIT, DELETE, REACTION, PIN:
+                               * ENOTFOUND (not a member; no such seq; seq before the
+                               * actor's joined_seq), EINVAL (not a MESSAGE), EGONE
+                               * (deleted). All check before they write.       */
     PL_JOB_RECEIPT,           /* in: conv, user, delivered, read (seqs; 0 = no change).
                                * Cursors only move up; values above last_seq are clamped;
                                * read implies delivered. out: out_delivered, out_read,
@@ -211,9 +282,18 @@ typedef enum pl_job_op {
                                * ids that are the asker or share a conversation with it. */
     PL_READ_CONV_HEADS,       /* in: ids[nids] (conversations). out: heads[nids]: last_seq
                                * of each (0 when it does not exist).          */
-    PL_READ_MEMBERSHIPS       /* in: ids[nids] (users). out: mships/nmships: every
+    PL_READ_MEMBERSHIPS,      /* in: ids[nids] (users). out: mships/nmships: every
                                * membership of those users.                   */
+    PL_READ_PINS,             /* in: conv, user. out: events: the pinned messages the
+                               * user may see, current form, most recently pinned
+                               * first (ENOTFOUND for non-members).            */
+    PL_READ_MENTIONS          /* in: conv, user, after, limit. out: events: MESSAGEs
+                               * with seq > after that mention user or reply to its
+                               * messages (invariant 7), visible to it, ascending,
+                               * current form, at most limit; more.            */
 } pl_job_op;
+
+#define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */
 
 #define PL_READ_WITH_HASH  1   /* USER_BY_NAME: also return pwhash          */
 #define PL_READ_WITH_LAST  2   /* CONV_LIST: fill conv.last                  */
@@ -236,7 +316,7 @@ struct pl_job {
     int64_t    conv;          /* conversation                              */
     int64_t    id;            /* login id (rotate, revoke, login, session) */
     int64_t    after, before; /* EVENTS                                    */
-    int64_t    seq;           /* RECEIPTS                                  */
+    int64_t    seq;           /* RECEIPTS; message actions: the target; SEND: reply_to */
     int        limit;         /* EVENTS                                    */
     int        flags;         /* PL_READ_*                                 */
     const char *username;
@@ -245,6 +325,8 @@ struct pl_job {
     const char *client_msg_id;
     const char *body;
     size_t     body_len;
+    const char *emoji;        /* REACTION                                  */
+    int        level;         /* NOTIFY_SET                                */
     const int64_t *members;   /* group create: other members (creator implied) */
     size_t     nmembers;
     const int64_t *ids;       /* USERS_VISIBLE, CONV_HEADS, MEMBERSHIPS    */
@@ -259,6 +341,7 @@ struct pl_job {
     int64_t    out_id;        /* new user id / login id / conversation id  */
     int        created;       /* direct open: new; receipt: a cursor moved */
     int        dup;           /* send: 1 if client_msg_id was seen before  */
+    const char *why;          /* message actions: reason of EINVAL/EFORBID/EGONE (static) */
     int64_t    out_delivered; /* receipt: the user's cursors after the job */
     int64_t    out_read;
     int64_t    out_unread;    /* receipt: messages from others above out_read */
@@ -322,6 +405,9 @@ typedef struct pl_store_opts {
                                * or 0 (SQLite). PostgreSQL refuses an id another live
                                * node holds. */
     int         readers;      /* reader threads; 0: the backend's default  */
+    int64_t     large_group;  /* member count above which a group is large (@all and
+                               * @here need an admin); 0: no limit            */
+    int64_t     edit_window_ms; /* how long after sending a message may be edited; 0: always */
     int         outbox;       /* 1: record each batch's events in an outbox until
                                * PL_JOB_OUTBOX_ACK (cluster mode, PostgreSQL) */
     /* wakes the loop when jobs complete: called from backend threads after

@@ -13,11 +13,56 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store.h"
+
 /* {"user":N} (member events), a new string. */
 char *pl_store__data_user(int64_t user);
 /* {"kind":"group","title":..,"members":[creator, others..]}, a new string,
  * or NULL if the title is not valid UTF-8. */
 char *pl_store__data_group(const char *title, int64_t creator, const int64_t *others, size_t n);
+
+/* ---- message features (store.h invariants 6 and 7) ---------------------- */
+
+/* The @names of a body, lower-cased, distinct, in order of appearance, at
+ * most PL_STORE_MENTIONS_MAX: a name is 3..32 of [A-Za-z0-9_.-] after an
+ * '@' that starts the body or follows a character that cannot be part of a
+ * name (so "a@b.com" mentions nobody); a trailing '.' or '-' is not part of
+ * it. @all and @here are not names: *all becomes 1 (@all) or 2 (@here).
+ * Returns the number of names written to names[]. */
+int   pl_store__mentions_parse(const char *body, size_t len, char names[][33], int max, int *all);
+/* MESSAGE data: {"reply_to":N,"mentions":[..],"mention_all":".."}, each key
+ * only when set; NULL when none is. */
+char *pl_store__data_message(int64_t reply_to, const int64_t *ids, size_t n, int all);
+/* EDIT data: {"target":N} plus "mentions" when n > 0. */
+char *pl_store__data_edit(int64_t target, const int64_t *ids, size_t n);
+/* DELETE data {"target":N}; PIN data {"target":N,"op":"pin"|"unpin"}. */
+char *pl_store__data_target(int64_t target, const char *op);
+/* REACTION data {"target":N,"emoji":"..","op":"add"|"remove","count":N}. */
+char *pl_store__data_reaction(int64_t target, const char *emoji, int remove, int64_t count);
+/* 1 if e is an acceptable reaction: 1..PL_STORE_EMOJI_MAX bytes of valid
+ * UTF-8 with at least one non-ASCII character and no ASCII space or
+ * control character. */
+int   pl_store__emoji_ok(const char *e);
+
+/* What a read knows of a message's current form; pl_store__annot turns it
+ * into pl_event.annot. */
+typedef struct pl_annot_reaction { const char *emoji; int64_t count; int me; } pl_annot_reaction;
+typedef struct pl_annot {
+    int64_t edited_ts;        /* 0: never edited                            */
+    int     deleted;
+    int     pinned;
+    int64_t reply_seq;        /* 0: not a reply                             */
+    int64_t reply_sender;
+    int     reply_deleted;    /* or the parent does not exist               */
+    const char *reply_body;   /* the parent's body (cut to PREVIEW_CHARS here) */
+    size_t  reply_len;
+    const pl_annot_reaction *reactions;
+    size_t  nreactions;
+} pl_annot;
+/* A new string, or NULL when there is nothing to say. */
+char *pl_store__annot(const pl_annot *a);
+/* The byte length of the first PL_STORE_PREVIEW_CHARS characters of s. */
+size_t pl_store__preview_len(const char *s, size_t len);
 
 /* The slot of the pair (a, b) in an open-addressing table of cap entries
  * (a power of two). */

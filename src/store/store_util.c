@@ -139,3 +139,154 @@ void pl_conv_map_free(pl_conv_map *m) {
     m->tab = NULL;
     m->cap = m->len = 0;
 }
+
+/* ---- message features ------------------------------------------------------ */
+
+static int name_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+}
+
+int pl_store__mentions_parse(const char *body, size_t len, char names[][33], int max, int *all) {
+    int n = 0;
+    *all = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (body[i] != '@') continue;
+        if (i > 0 && (name_char((unsigned char)body[i - 1]) || body[i - 1] == '@')) continue;
+        size_t k = i + 1;
+        while (k < len && name_char((unsigned char)body[k])) k++;
+        size_t nl = k - (i + 1);
+        while (nl > 0 && (body[i + nl] == '.' || body[i + nl] == '-')) nl--;
+        if (nl < 3 || nl > 32) {
+            i = k - 1 < i ? i : k - 1;
+            continue;
+        }
+        char name[33];
+        for (size_t c = 0; c < nl; c++) {
+            char ch = body[i + 1 + c];
+            name[c] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+        }
+        name[nl] = '\0';
+        i = k - 1;
+        if (strcmp(name, "all") == 0) { *all = 1; continue; }
+        if (strcmp(name, "here") == 0) { if (*all != 1) *all = 2; continue; }
+        int seen = 0;
+        for (int m = 0; m < n && !seen; m++) seen = strcmp(names[m], name) == 0;
+        if (seen || n >= max) continue;
+        memcpy(names[n++], name, nl + 1);
+    }
+    return n;
+}
+
+static void add_ids(json_t *o, const char *key, const int64_t *ids, size_t n) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
+    json_object_set_new(o, key, a);
+}
+
+/* Compact JSON text of o (which is freed), a new string. */
+static char *dump_free(json_t *o) {
+    char *t = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    char *out = t ? pl_strdup(t) : NULL;
+    free(t);
+    return out;
+}
+
+char *pl_store__data_message(int64_t reply_to, const int64_t *ids, size_t n, int all) {
+    if (!reply_to && !n && !all) return NULL;
+    json_t *o = json_object();
+    if (reply_to) json_object_set_new(o, "reply_to", json_integer(reply_to));
+    if (n) add_ids(o, "mentions", ids, n);
+    if (all) json_object_set_new(o, "mention_all", json_string(all == 1 ? "all" : "here"));
+    return dump_free(o);
+}
+
+char *pl_store__data_edit(int64_t target, const int64_t *ids, size_t n) {
+    json_t *o = json_object();
+    json_object_set_new(o, "target", json_integer(target));
+    if (n) add_ids(o, "mentions", ids, n);
+    return dump_free(o);
+}
+
+char *pl_store__data_target(int64_t target, const char *op) {
+    json_t *o = json_object();
+    json_object_set_new(o, "target", json_integer(target));
+    if (op) json_object_set_new(o, "op", json_string(op));
+    return dump_free(o);
+}
+
+char *pl_store__data_reaction(int64_t target, const char *emoji, int remove, int64_t count) {
+    json_t *o = json_object();
+    json_object_set_new(o, "target", json_integer(target));
+    json_object_set_new(o, "emoji", json_string(emoji));
+    json_object_set_new(o, "op", json_string(remove ? "remove" : "add"));
+    json_object_set_new(o, "count", json_integer(count));
+    return dump_free(o);
+}
+
+int pl_store__emoji_ok(const char *e) {
+    if (!e) return 0;
+    size_t n = strlen(e);
+    if (n == 0 || n > PL_STORE_EMOJI_MAX) return 0;
+    int non_ascii = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)e[i];
+        if (c <= 0x20 || c == 0x7f) return 0;
+        if (c >= 0x80) non_ascii = 1;
+    }
+    if (!non_ascii) return 0;
+    json_t *v = json_stringn(e, n);           /* NULL unless valid UTF-8 */
+    if (!v) return 0;
+    json_decref(v);
+    return 1;
+}
+
+size_t pl_store__preview_len(const char *s, size_t len) {
+    size_t i = 0;
+    for (int chars = 0; i < len && chars < PL_STORE_PREVIEW_CHARS; chars++) {
+        i++;
+        while (i < len && ((unsigned char)s[i] & 0xC0) == 0x80) i++;
+    }
+    return i;
+}
+
+char *pl_store__annot(const pl_annot *a) {
+    json_t *o = json_object();
+    if (a->deleted) json_object_set_new(o, "deleted", json_true());
+    if (a->edited_ts && !a->deleted) json_object_set_new(o, "edited_ts", json_integer(a->edited_ts));
+    if (a->pinned && !a->deleted) json_object_set_new(o, "pinned", json_true());
+    if (a->nreactions && !a->deleted) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < a->nreactions; i++) {
+            json_t *r = json_object();
+            json_object_set_new(r, "emoji", json_string(a->reactions[i].emoji));
+            json_object_set_new(r, "count", json_integer(a->reactions[i].count));
+            json_object_set_new(r, "me", json_boolean(a->reactions[i].me));
+            json_array_append_new(arr, r);
+        }
+        json_object_set_new(o, "reactions", arr);
+    }
+    if (a->reply_seq && !a->deleted) {
+        json_t *p = json_object();
+        json_object_set_new(p, "seq", json_integer(a->reply_seq));
+        if (a->reply_deleted || !a->reply_body) {
+            json_object_set_new(p, "deleted", json_true());
+        } else {
+            json_object_set_new(p, "sender", json_integer(a->reply_sender));
+            size_t n = pl_store__preview_len(a->reply_body, a->reply_len);
+            json_object_set_new(p, "body", json_stringn(a->reply_body, n));
+        }
+        json_object_set_new(o, "reply_preview", p);
+    }
+    if (json_object_size(o) == 0) {
+        json_decref(o);
+        return NULL;
+    }
+    char *t = dump_free(o);                   /* "{...}": keep the members */
+    if (!t) return NULL;
+    size_t n = strlen(t);
+    memmove(t, t + 1, n - 2);
+    t[n - 2] = '\0';
+    return t;
+}
