@@ -29,6 +29,10 @@ enum {
     W_EVENT_DUP, W_EVENT_INSERT, W_EVENT_AT,
     W_MEMBER_CURSORS, W_MEMBER_SET_CURSORS, W_OWN_IN_RANGE, W_OWN_UNREAD_ADD,
     W_USER_LAST_SEEN,
+    W_MEMBER_JOINED, W_TARGET, W_MEMBER_BY_NAME, W_MENTION_INSERT, W_MENTION_ALL,
+    W_MENTION_DELETE, W_MSG_EDIT, W_MSG_ERASE, W_EDITS_ERASE, W_REACTIONS_ERASE,
+    W_REACTION_HAS, W_REACTION_KINDS, W_REACTION_INSERT, W_REACTION_DELETE, W_REACTION_COUNT,
+    W_PIN_COUNT, W_PIN_SET, W_NOTIFY_SET,
     W__COUNT
 };
 extern const char *const sq_w_sql[W__COUNT];
@@ -38,7 +42,7 @@ enum {
     R_BEGIN, R_COMMIT,
     R_USER_BY_NAME, R_USER_BY_ID, R_LOGIN, R_CONV_LIST, R_CONV_LIST_LAST, R_CONV_GET,
     R_CONV_MEMBERS, R_MEMBER, R_EVENTS_ASC, R_EVENTS_DESC, R_EVENT_AT,
-    R_SHARES, R_USER_SHORT, R_CONV_HEAD, R_MEMBERSHIPS,
+    R_SHARES, R_USER_SHORT, R_CONV_HEAD, R_MEMBERSHIPS, R_PINS, R_MENTIONS, R_REACTIONS,
     R__COUNT
 };
 extern const char *const sq_r_sql[R__COUNT];
@@ -56,6 +60,8 @@ typedef struct sq_store {
     sq_reader    *readers;           /* one per reader thread                 */
     int           nreaders;
     int           lock_fd;           /* flock on <dir>/parley.lock            */
+    int64_t       large_group;       /* opts (store.h)                        */
+    int64_t       edit_window_ms;
     /* writer thread only */
     int           broken;            /* sticky: a batch failed after BEGIN    */
     int           fatal_rc;          /* SQLite code of the batch's failure    */
@@ -66,6 +72,7 @@ typedef struct sq_store {
     pl_own_map    own;               /* own_unread deltas of the open batch   */
     pl_idgen      ids;
     int64_t       last_ts;           /* ts of the previous batch, never less  */
+    int           erased;            /* the batch deleted a message: checkpoint after COMMIT */
     /* any thread */
     volatile int  fail_commits;      /* fault hook (atomic builtins)          */
     volatile int  is_broken;         /* mirror of broken for healthy()        */

@@ -137,6 +137,28 @@ static const char *const migrations[] = {
     "  WHERE e.conv_id = members.conv_id AND e.kind = 3 AND e.subject = members.user_id), 1);"
     "UPDATE members SET own_unread = (SELECT count(*) FROM events e WHERE e.conv_id = members.conv_id"
     "  AND e.seq > members.read_seq AND e.kind = 2 AND e.sender = members.user_id);",
+    /* 3 -> 4: message actions (store.h invariant 6: ref, edited/deleted/
+     * pinned marks, reactions), mentions (invariant 7), notification levels */
+    "ALTER TABLE events ADD COLUMN ref INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE events ADD COLUMN edited_ts INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE events ADD COLUMN deleted_ts INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE events ADD COLUMN pinned_ts INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX events_ref ON events(conv_id, ref) WHERE ref > 0;"
+    "CREATE INDEX events_pinned ON events(conv_id, pinned_ts) WHERE pinned_ts > 0;"
+    "CREATE TABLE reactions("
+    "  conv_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  emoji TEXT NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  first_ts INTEGER NOT NULL,"
+    "  PRIMARY KEY(conv_id, seq, emoji, user_id)) WITHOUT ROWID;"
+    "CREATE TABLE mentions("
+    "  conv_id INTEGER NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  PRIMARY KEY(conv_id, user_id, seq)) WITHOUT ROWID;"
+    "CREATE INDEX mentions_seq ON mentions(conv_id, seq);"
+    "ALTER TABLE members ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -176,7 +198,8 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_EVENT_DUP]   = "SELECT seq, id, ts, body FROM events"
                       " WHERE conv_id = ?1 AND sender = ?2 AND client_msg_id = ?3",
     [W_EVENT_INSERT] = "INSERT INTO events(conv_id, seq, id, ts, kind, sender, client_msg_id,"
-                       " body, data, subject, msg_no) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                       " body, data, subject, msg_no, ref)"
+                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [W_EVENT_AT]    = "SELECT kind, sender, msg_no FROM events WHERE conv_id = ?1 AND seq = ?2",
     [W_MEMBER_CURSORS] = "SELECT delivered_seq, read_seq, joined_seq, own_unread FROM members"
                          " WHERE conv_id = ?1 AND user_id = ?2",
@@ -186,6 +209,33 @@ const char *const sq_w_sql[W__COUNT] = {
                        " AND kind = 2 AND sender = ?4",
     [W_OWN_UNREAD_ADD] = "UPDATE members SET own_unread = own_unread + ?1 WHERE conv_id = ?2 AND user_id = ?3",
     [W_USER_LAST_SEEN] = "UPDATE users SET last_seen = ?1 WHERE id = ?2 AND last_seen < ?1",
+    [W_MEMBER_JOINED] = "SELECT role, joined_seq FROM members WHERE conv_id = ?1 AND user_id = ?2",
+    [W_TARGET]      = "SELECT kind, sender, ts, deleted_ts, body, ref, pinned_ts FROM events"
+                      " WHERE conv_id = ?1 AND seq = ?2",
+    [W_MEMBER_BY_NAME] = "SELECT m.user_id FROM members m JOIN users u ON u.id = m.user_id"
+                         " WHERE m.conv_id = ?1 AND u.username = ?2",
+    [W_MENTION_INSERT] = "INSERT OR IGNORE INTO mentions(conv_id, user_id, seq) VALUES(?1, ?2, ?3)",
+    [W_MENTION_ALL] = "INSERT OR IGNORE INTO mentions(conv_id, user_id, seq)"
+                      " SELECT conv_id, user_id, ?2 FROM members WHERE conv_id = ?1 AND user_id <> ?3",
+    [W_MENTION_DELETE] = "DELETE FROM mentions WHERE conv_id = ?1 AND seq = ?2",
+    [W_MSG_EDIT]    = "UPDATE events SET body = ?1, data = ?2, edited_ts = ?3 WHERE conv_id = ?4 AND seq = ?5",
+    [W_MSG_ERASE]   = "UPDATE events SET body = NULL, data = NULL, deleted_ts = ?1, pinned_ts = 0,"
+                      " edited_ts = 0 WHERE conv_id = ?2 AND seq = ?3",
+    [W_EDITS_ERASE] = "UPDATE events SET body = NULL, data = json_object('target', ref)"
+                      " WHERE conv_id = ?1 AND ref = ?2 AND kind = 6",
+    [W_REACTIONS_ERASE] = "DELETE FROM reactions WHERE conv_id = ?1 AND seq = ?2",
+    [W_REACTION_HAS] = "SELECT 1 FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3"
+                       " AND user_id = ?4",
+    [W_REACTION_KINDS] = "SELECT count(DISTINCT emoji), coalesce(max(emoji = ?3), 0) FROM reactions"
+                         " WHERE conv_id = ?1 AND seq = ?2",
+    [W_REACTION_INSERT] = "INSERT INTO reactions(conv_id, seq, emoji, user_id, first_ts)"
+                          " VALUES(?1, ?2, ?3, ?4, ?5)",
+    [W_REACTION_DELETE] = "DELETE FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3"
+                          " AND user_id = ?4",
+    [W_REACTION_COUNT] = "SELECT count(*) FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3",
+    [W_PIN_COUNT]   = "SELECT count(*) FROM events WHERE conv_id = ?1 AND pinned_ts > 0",
+    [W_PIN_SET]     = "UPDATE events SET pinned_ts = ?1 WHERE conv_id = ?2 AND seq = ?3",
+    [W_NOTIFY_SET]  = "UPDATE members SET notify = ?1 WHERE conv_id = ?2 AND user_id = ?3",
 };
 
 /* The asking member's view of a conversation. unread follows store.h
@@ -194,8 +244,17 @@ const char *const sq_w_sql[W__COUNT] = {
     "c.id, c.kind, c.title, c.last_seq, c.last_ts, c.member_count, m.role, m.joined_seq," \
     " m.delivered_seq, m.read_seq," \
     " c.msg_count - coalesce((SELECT r.msg_no FROM events r WHERE r.conv_id = c.id" \
-    "   AND r.seq = max(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread"
-#define EVENT_COLUMNS "seq, id, ts, kind, sender, client_msg_id, body, data, subject"
+    "   AND r.seq = max(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread," \
+    " (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id" \
+    "   AND x.seq > max(m.read_seq, m.joined_seq - 1)), m.notify"
+/* An event e with what its current form needs (store_sqlite_read.c
+ * event_row): its marks and the parent p of a reply. */
+#define EVENT_COLUMNS \
+    "e.seq, e.id, e.ts, e.kind, e.sender, e.client_msg_id, e.body, e.data, e.subject, e.ref," \
+    " e.edited_ts, e.deleted_ts, e.pinned_ts, p.sender, p.body, p.deleted_ts, p.kind"
+#define EVENT_FROM \
+    " FROM events e LEFT JOIN events p ON e.kind = 2 AND e.ref > 0 AND p.conv_id = e.conv_id" \
+    " AND p.seq = e.ref"
 
 const char *const sq_r_sql[R__COUNT] = {
     [R_BEGIN]        = "BEGIN",
@@ -207,7 +266,8 @@ const char *const sq_r_sql[R__COUNT] = {
                        " JOIN conversations c ON c.id = m.conv_id"
                        " WHERE m.user_id = ?1 ORDER BY c.last_ts DESC, c.id DESC",
     [R_CONV_LIST_LAST] = "SELECT " CONV_COLUMNS ", l.seq, l.id, l.ts, l.kind, l.sender,"
-                       " l.client_msg_id, l.body, l.data, l.subject FROM members m"
+                       " l.client_msg_id, l.body, l.data, l.subject, l.ref, l.edited_ts,"
+                       " l.deleted_ts, l.pinned_ts, NULL, NULL, NULL, NULL FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
                        " LEFT JOIN events l ON l.conv_id = c.id AND l.seq = c.last_seq"
                        "   AND c.last_seq >= m.joined_seq"
@@ -219,11 +279,21 @@ const char *const sq_r_sql[R__COUNT] = {
                        " FROM members m JOIN users u ON u.id = m.user_id"
                        " WHERE m.conv_id = ?1 ORDER BY m.joined",
     [R_MEMBER]       = "SELECT role, joined_seq FROM members WHERE conv_id = ?1 AND user_id = ?2",
-    [R_EVENTS_ASC]   = "SELECT " EVENT_COLUMNS " FROM events"
-                       " WHERE conv_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4",
-    [R_EVENTS_DESC]  = "SELECT " EVENT_COLUMNS " FROM events"
-                       " WHERE conv_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
-    [R_EVENT_AT]     = "SELECT " EVENT_COLUMNS " FROM events WHERE conv_id = ?1 AND seq = ?2",
+    [R_EVENTS_ASC]   = "SELECT " EVENT_COLUMNS EVENT_FROM
+                       " WHERE e.conv_id = ?1 AND e.seq > ?2 AND e.seq < ?3 ORDER BY e.seq LIMIT ?4",
+    [R_EVENTS_DESC]  = "SELECT " EVENT_COLUMNS EVENT_FROM
+                       " WHERE e.conv_id = ?1 AND e.seq > ?2 AND e.seq < ?3 ORDER BY e.seq DESC LIMIT ?4",
+    [R_EVENT_AT]     = "SELECT " EVENT_COLUMNS EVENT_FROM " WHERE e.conv_id = ?1 AND e.seq = ?2",
+    [R_PINS]         = "SELECT " EVENT_COLUMNS EVENT_FROM
+                       " WHERE e.conv_id = ?1 AND e.pinned_ts > 0 AND e.seq >= ?2"
+                       " ORDER BY e.pinned_ts DESC, e.seq DESC LIMIT ?3",
+    [R_MENTIONS]     = "SELECT " EVENT_COLUMNS " FROM mentions x JOIN events e ON e.conv_id = x.conv_id"
+                       " AND e.seq = x.seq LEFT JOIN events p ON e.kind = 2 AND e.ref > 0"
+                       " AND p.conv_id = e.conv_id AND p.seq = e.ref"
+                       " WHERE x.conv_id = ?1 AND x.user_id = ?2 AND x.seq > ?3 ORDER BY x.seq LIMIT ?4",
+    [R_REACTIONS]    = "SELECT seq, emoji, count(*), max(user_id = ?4), min(first_ts) AS f FROM reactions"
+                       " WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 GROUP BY seq, emoji"
+                       " ORDER BY seq, f, emoji",
     [R_SHARES]       = "SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id"
                        " AND b.user_id = ?2 WHERE a.user_id = ?1 LIMIT 1",
     [R_USER_SHORT]   = "SELECT id, username, last_seen FROM users WHERE id = ?1",
@@ -404,6 +474,8 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     s->base.ops = &sq_ops;
     s->base.node_id = o->node_id < 0 ? 0 : o->node_id;
     s->lock_fd = -1;
+    s->large_group = o->large_group;
+    s->edit_window_ms = o->edit_window_ms;
     s->nreaders = o->readers > 0 ? o->readers : SQ_READERS;
     s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
     pl_idgen_init(&s->ids, s->base.node_id);
@@ -421,7 +493,8 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
         snprintf(err, errlen, "cannot switch the database to WAL");
     else if (sqlite3_exec(s->wdb, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK)
         snprintf(err, errlen, "cannot set synchronous = FULL");
-    else if (sqlite3_exec(s->wdb, WRITER_TUNING, NULL, NULL, NULL) != SQLITE_OK)
+    else if (sqlite3_exec(s->wdb, WRITER_TUNING, NULL, NULL, NULL) != SQLITE_OK ||
+             sqlite3_exec(s->wdb, "PRAGMA secure_delete = ON", NULL, NULL, NULL) != SQLITE_OK)
         snprintf(err, errlen, "cannot tune the write connection");
     else if (migrate(s->wdb, err, errlen) != 0)
         ;

@@ -80,10 +80,33 @@ static void conv_row(sqlite3_stmt *st, pl_conv *c) {
     c->read_seq = sqlite3_column_int64(st, 9);
     c->unread = sqlite3_column_int64(st, 10);
     if (c->unread < 0) c->unread = 0;
+    c->unread_mentions = sqlite3_column_int64(st, 11);
+    c->notify = sqlite3_column_int(st, 12);
+}
+#define CONV_NCOLS 13
+
+/* What an event row says of its current form beyond pl_event (EVENT_COLUMNS
+ * 10..16), kept until its reactions are known. */
+typedef struct ev_extra {
+    int64_t edited_ts, deleted_ts, pinned_ts;
+    int     has_parent;
+    int64_t p_sender, p_deleted;
+    char   *p_body;                 /* owned                                 */
+    size_t  p_len;
+} ev_extra;
+
+/* EVENT_COLUMNS starting at column k; x (may be NULL) gets the marks. */
+static void event_row_x(sqlite3_stmt *st, int k, int64_t conv, pl_event *e, ev_extra *x);
+static void event_row(sqlite3_stmt *st, int k, int64_t conv, pl_event *e) {
+    ev_extra x;
+    event_row_x(st, k, conv, e, &x);
+    pl_annot a = {.edited_ts = x.edited_ts, .deleted = x.deleted_ts > 0, .pinned = x.pinned_ts > 0};
+    if (e->kind == PL_EV_EDIT) a.deleted = !e->body;
+    if (e->kind == PL_EV_MESSAGE || e->kind == PL_EV_EDIT) e->annot = pl_store__annot(&a);
+    free(x.p_body);
 }
 
-/* EVENT_COLUMNS starting at column k. */
-static void event_row(sqlite3_stmt *st, int k, int64_t conv, pl_event *e) {
+static void event_row_x(sqlite3_stmt *st, int k, int64_t conv, pl_event *e, ev_extra *x) {
     memset(e, 0, sizeof *e);
     e->conv = conv;
     e->seq = sqlite3_column_int64(st, k + 0);
@@ -95,6 +118,83 @@ static void event_row(sqlite3_stmt *st, int k, int64_t conv, pl_event *e) {
     e->body = sq_col_text(st, k + 6, &e->body_len);
     e->data = sq_col_text(st, k + 7, NULL);
     e->subject = sqlite3_column_int64(st, k + 8);
+    e->ref = sqlite3_column_int64(st, k + 9);
+    memset(x, 0, sizeof *x);
+    x->edited_ts = sqlite3_column_int64(st, k + 10);
+    x->deleted_ts = sqlite3_column_int64(st, k + 11);
+    x->pinned_ts = sqlite3_column_int64(st, k + 12);
+    x->has_parent = sqlite3_column_type(st, k + 16) != SQLITE_NULL &&
+                    sqlite3_column_int(st, k + 16) == PL_EV_MESSAGE;
+    if (x->has_parent) {
+        x->p_sender = sqlite3_column_int64(st, k + 13);
+        x->p_body = sq_col_text(st, k + 14, &x->p_len);
+        x->p_deleted = sqlite3_column_int64(st, k + 15);
+    }
+}
+
+/* Fills annot of every MESSAGE and EDIT in list (store.h: the current form)
+ * from the rows' marks and the reactions of their seqs, "me" for viewer.
+ * contiguous: list is one seq range (one reactions query), else one per
+ * message. Frees the extras. */
+static int annotate(sq_reader *r, int64_t conv, int64_t viewer, pl_event *list, ev_extra *xs, size_t n,
+                    int contiguous) {
+    sqlite3_stmt *st = r->r[R_REACTIONS];
+    pl_annot_reaction *rs = NULL;
+    size_t nr = 0, cap = 0;
+    int rc = SQLITE_DONE, have_rows = 0, bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        pl_event *e = &list[i];
+        ev_extra *x = &xs[i];
+        if (e->kind != PL_EV_MESSAGE && e->kind != PL_EV_EDIT) goto next_event;
+        pl_annot a = {.edited_ts = x->edited_ts, .deleted = x->deleted_ts > 0, .pinned = x->pinned_ts > 0};
+        if (e->kind == PL_EV_EDIT) {
+            a.deleted = !e->body;
+            e->annot = pl_store__annot(&a);
+            goto next_event;
+        }
+        if (e->ref > 0) {
+            a.reply_seq = e->ref;
+            a.reply_deleted = !x->has_parent || x->p_deleted > 0 || !x->p_body;
+            a.reply_sender = x->p_sender;
+            a.reply_body = x->p_body;
+            a.reply_len = x->p_len;
+        }
+        if (!a.deleted && !bad) {
+            if (!contiguous || !have_rows) {            /* (re)bind the range */
+                sqlite3_reset(st);
+                sqlite3_bind_int64(st, 1, conv);
+                sqlite3_bind_int64(st, 2, e->seq);
+                sqlite3_bind_int64(st, 3, contiguous ? list[n - 1].seq : e->seq);
+                sqlite3_bind_int64(st, 4, viewer);
+                rc = sqlite3_step(st);
+                have_rows = 1;
+            }
+            while (rc == SQLITE_ROW && sqlite3_column_int64(st, 0) < e->seq) rc = sqlite3_step(st);
+            nr = 0;
+            for (; rc == SQLITE_ROW && sqlite3_column_int64(st, 0) == e->seq; rc = sqlite3_step(st)) {
+                if (nr == cap) {
+                    cap = cap ? cap * 2 : 8;
+                    rs = pl_realloc(rs, cap * sizeof *rs);
+                }
+                rs[nr].emoji = (const char *)pl_strdup((const char *)sqlite3_column_text(st, 1));
+                rs[nr].count = sqlite3_column_int64(st, 2);
+                rs[nr].me = sqlite3_column_int(st, 3) != 0;
+                nr++;
+            }
+            if (rc != SQLITE_ROW && rc != SQLITE_DONE) bad = 1;
+            a.reactions = rs;
+            a.nreactions = nr;
+        }
+        e->annot = pl_store__annot(&a);
+        for (size_t k = 0; k < nr; k++) free((char *)rs[k].emoji);
+        nr = 0;
+    next_event:
+        free(x->p_body);
+        x->p_body = NULL;
+    }
+    sqlite3_reset(st);
+    free(rs);
+    return bad ? PL_STORE_EUNAVAIL : PL_STORE_OK;
 }
 
 static int r_conv_list(sq_reader *r, int64_t user, int with_last, pl_conv **out, size_t *n) {
@@ -110,9 +210,9 @@ static int r_conv_list(sq_reader *r, int64_t user, int with_last, pl_conv **out,
         }
         pl_conv *c = &list[len++];
         conv_row(st, c);
-        if (with_last && sqlite3_column_type(st, 11) != SQLITE_NULL) {
+        if (with_last && sqlite3_column_type(st, CONV_NCOLS) != SQLITE_NULL) {
             c->last = pl_malloc(sizeof *c->last);
-            event_row(st, 11, c->id, c->last);
+            event_row(st, CONV_NCOLS, c->id, c->last);
         }
     }
     sqlite3_reset(st);
@@ -171,6 +271,8 @@ static int r_joined(sq_reader *r, int64_t conv, int64_t user, int64_t *joined) {
     return rc == SQLITE_ROW ? PL_STORE_OK : RD_ERR(rc);
 }
 
+static int r_event_list(sq_reader *r, pl_job *j, sqlite3_stmt *st, int limit, int top, int contiguous);
+
 static int r_events(sq_reader *r, pl_job *j) {
     int limit = j->limit;
     if (limit < 1) return PL_STORE_EINVAL;
@@ -188,7 +290,14 @@ static int r_events(sq_reader *r, pl_job *j) {
     sqlite3_bind_int64(st, 2, after);
     sqlite3_bind_int64(st, 3, j->before > 0 ? j->before : INT64_MAX);
     sqlite3_bind_int(st, 4, limit + 1);               /* one more: is there more? */
+    return r_event_list(r, j, st, limit, top, 1);
+}
+
+/* Steps st (bound, at most limit + 1 rows) into j->events with their
+ * current form; top: the rows came highest first (reversed here). */
+static int r_event_list(sq_reader *r, pl_job *j, sqlite3_stmt *st, int limit, int top, int contiguous) {
     pl_event *list = NULL;
+    ev_extra *xs = NULL;
     size_t len = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -196,24 +305,64 @@ static int r_events(sq_reader *r, pl_job *j) {
             j->more = 1;
             continue;
         }
-        if (!list) list = pl_malloc((size_t)limit * sizeof *list);
-        event_row(st, 0, j->conv, &list[len++]);
+        if (!list) {
+            list = pl_malloc((size_t)limit * sizeof *list);
+            xs = pl_malloc((size_t)limit * sizeof *xs);
+        }
+        event_row_x(st, 0, j->conv, &list[len], &xs[len]);
+        len++;
     }
     sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        pl_event_list_free(list, len);
-        return PL_STORE_EUNAVAIL;
-    }
-    if (top) {                                /* always ascending for callers */
+    if (rc == SQLITE_DONE && top) {           /* always ascending for callers */
         for (size_t i = 0; i < len / 2; i++) {
             pl_event t = list[i];
             list[i] = list[len - 1 - i];
             list[len - 1 - i] = t;
+            ev_extra tx = xs[i];
+            xs[i] = xs[len - 1 - i];
+            xs[len - 1 - i] = tx;
         }
+    }
+    if (rc == SQLITE_DONE) rc = annotate(r, j->conv, j->user, list, xs, len, contiguous);
+    else {
+        for (size_t i = 0; i < len; i++) free(xs[i].p_body);
+        rc = PL_STORE_EUNAVAIL;
+    }
+    free(xs);
+    if (rc != PL_STORE_OK) {
+        pl_event_list_free(list, len);
+        return rc;
     }
     j->events = list;
     j->nevents = len;
     return PL_STORE_OK;
+}
+
+static int r_pins(sq_reader *r, pl_job *j) {
+    int64_t joined = 1;
+    int rc = r_joined(r, j->conv, j->user, &joined);
+    if (rc) return rc;
+    sqlite3_stmt *st = r->r[R_PINS];
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int64(st, 2, joined);
+    sqlite3_bind_int(st, 3, PL_STORE_PINS_MAX + 1);
+    rc = r_event_list(r, j, st, PL_STORE_PINS_MAX, 0, 0);
+    j->more = 0;
+    return rc;
+}
+
+static int r_mentions(sq_reader *r, pl_job *j) {
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;
+    int64_t joined = 1;
+    int rc = r_joined(r, j->conv, j->user, &joined);
+    if (rc) return rc;
+    int64_t after = j->after > joined - 1 ? j->after : joined - 1;
+    sqlite3_stmt *st = r->r[R_MENTIONS];
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int64(st, 2, j->user);
+    sqlite3_bind_int64(st, 3, after);
+    sqlite3_bind_int(st, 4, limit + 1);
+    return r_event_list(r, j, st, limit, 0, 0);
 }
 
 static int r_receipts(sq_reader *r, pl_job *j) {
@@ -327,6 +476,10 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
         return r_conv_heads(r, j);
     case PL_READ_MEMBERSHIPS:
         return r_memberships(r, j);
+    case PL_READ_PINS:
+        return r_pins(r, j);
+    case PL_READ_MENTIONS:
+        return r_mentions(r, j);
     default:
         return PL_STORE_EINVAL;
     }

@@ -31,6 +31,8 @@ typedef struct tstore {
     int        notifies;       /* notify() calls in total (mu)           */
     int        ndone;          /* jobs whose done() ran                  */
     pl_job   **order;          /* jobs in the order done() saw them      */
+    int64_t    large_group;    /* opts for the next open                 */
+    int64_t    edit_window_ms;
     size_t     norder, order_cap;
 } tstore;
 
@@ -66,7 +68,8 @@ int t_pg_fresh_url(const char *base, char *out, size_t n);
 static int t_open_store(tstore *t) {
     char err[256] = "";
     pl_store_opts o = {.url = t->url, .data_dir = t->dir, .node_id = 1,
-                       .notify = t_notify, .notify_arg = t};
+                       .notify = t_notify, .notify_arg = t,
+                       .large_group = t->large_group, .edit_window_ms = t->edit_window_ms};
     int rc = pl_store_open(&o, &t->s, err, sizeof err);
     if (rc) fprintf(stderr, "  store open failed: %s\n", err);
     return rc;
@@ -344,7 +347,7 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 3);          /* migrations: base schema, last_seen, counters */
+    CHECK_EQ(version, 4);          /* migrations: base schema, last_seen, counters, actions */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -1571,5 +1574,468 @@ TEST(store_migration_backfills_counters) {
     CHECK(ok);
     CHECK_EQ(t_send(&t, 7, 3, "new"), 7);
     CHECK_EQ(t_unread(&t, 7, 2), 3);        /* and c's new one */
+    t_finish(&t);
+}
+
+/* ---- store.h invariants 6 and 7: message actions, replies, mentions ------ */
+
+/* Sends body (cmid = body) replying to reply_to; the new seq or the error;
+ * the event's annot and data go to annot/data when given (caller frees). */
+static int64_t t_say(tstore *t, int64_t conv, int64_t user, const char *body, int64_t reply_to,
+                     char **annot, char **data) {
+    pl_job j;
+    t_send_init(t, &j, conv, user, body, body);
+    j.seq = reply_to;
+    if (t_run(t, &j, 1) != 0) return -99;
+    int64_t seq = j.result == PL_STORE_OK ? j.event.seq : j.result;
+    if (annot) *annot = j.event.annot ? strdup(j.event.annot) : NULL;
+    if (data) *data = j.event.data ? strdup(j.event.data) : NULL;
+    pl_job_release(&j);
+    return seq;
+}
+
+/* Runs a message action; returns the result, *seq = the appended event's
+ * seq (0 when nothing changed), *why = the reason. */
+static int t_act(tstore *t, pl_job_op op, int64_t conv, int64_t user, int64_t target, const char *arg,
+                 int flags, int64_t *seq, const char **why) {
+    pl_job j;
+    t_init(t, &j, op);
+    j.conv = conv;
+    j.user = user;
+    j.seq = target;
+    j.flags = flags;
+    if (op == PL_JOB_REACTION) j.emoji = arg;
+    else if (arg) {
+        j.body = arg;
+        j.body_len = strlen(arg);
+    }
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (seq) *seq = j.has_event ? j.event.seq : 0;
+    if (why) *why = j.why;
+    int rc = j.result;
+    if (rc == PL_STORE_OK && !j.has_event && j.created) rc = -98;   /* created means an event */
+    pl_job_release(&j);
+    return rc;
+}
+
+/* The event at seq as viewer reads it (history), copied into *out. */
+static int t_event_at(tstore *t, int64_t conv, int64_t viewer, int64_t seq, pl_event *out) {
+    pl_event *ev;
+    size_t n;
+    int rc = rd_events(t, conv, viewer, seq - 1, seq + 1, 1, 0, &ev, &n, NULL);
+    if (rc) return rc;
+    if (n != 1 || ev[0].seq != seq) {
+        pl_event_list_free(ev, n);
+        return -97;
+    }
+    pl_event_copy(out, &ev[0]);
+    pl_event_list_free(ev, n);
+    return 0;
+}
+
+static int has(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
+
+/* 1 if the bytes of file contain needle. */
+static int file_has(const char *path, const char *needle) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t cap = 1 << 20, len = 0, nl = strlen(needle);
+    char *buf = malloc(cap);
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap) buf = realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    int found = 0;
+    for (size_t i = 0; i + nl <= len && !found; i++) found = memcmp(buf + i, needle, nl) == 0;
+    free(buf);
+    return found;
+}
+
+TEST(store_msg_edit_and_current_form) {
+    tstore t;
+    t.edit_window_ms = 0;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    CHECK_EQ(t_say(&t, g, a, "hello @bob", 0, NULL, NULL), 2);
+    const char *why = NULL;
+    int64_t seq = -1;
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, b, 2, "mine now", 0, &seq, &why), PL_STORE_EFORBID);
+    CHECK_STR(why, "not your message");
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, 2, "hello @cid", 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 3);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, 2, "hello @cid", 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 0);                                 /* unchanged: no event */
+    CHECK_EQ(t_last_seq(&t, g, a), 3);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, g, b, 2, &e), 0);
+    int ok = e.body && strcmp(e.body, "hello @cid") == 0 && has(e.annot, "\"edited_ts\":") &&
+             has(e.data, "\"mentions\":[3]");
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(t_event_at(&t, g, b, 3, &e), 0);
+    ok = e.kind == PL_EV_EDIT && e.ref == 2 && e.body && strcmp(e.body, "hello @cid") == 0 &&
+         has(e.data, "\"target\":2");
+    pl_event_release(&e);
+    CHECK(ok);
+    /* mentions follow the edit: cid is mentioned now, bob no more */
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, g, c, &cv), PL_STORE_OK);
+    CHECK_EQ(cv.unread_mentions, 1);
+    pl_conv_release(&cv);
+    CHECK_EQ(rd_conv_get(&t, g, b, &cv), PL_STORE_OK);
+    CHECK_EQ(cv.unread_mentions, 0);
+    pl_conv_release(&cv);
+    /* targets that are not messages, do not exist, or are not visible */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, 1, "x", 0, NULL, &why), PL_STORE_EINVAL);
+    CHECK_STR(why, "not a message");
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, 3, "x", 0, NULL, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, 99, "x", 0, NULL, NULL), PL_STORE_ENOTFOUND);
+    int64_t d = t_user(&t, "dan");
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, d, 2, "x", 0, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, d, NULL), PL_STORE_OK);   /* seq 4 */
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, d, 2, "\xF0\x9F\x91\x8D", 0, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_last_seq(&t, g, a), 4);
+    CHECK_EQ(t_count_contiguous(&t, g), 4);
+    t_finish(&t);
+}
+
+TEST(store_msg_edit_window) {
+    tstore t;
+    memset(&t, 0, sizeof t);
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    t.edit_window_ms = 1;
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK_EQ(t_say(&t, g, a, "typo", 0, NULL, NULL), 2);
+    t_sleep_ms(20);
+    const char *why = NULL;
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, 2, "fixed", 0, NULL, &why), PL_STORE_EFORBID);
+    CHECK_STR(why, "edit window passed");
+    CHECK_EQ(t_last_seq(&t, g, a), 2);
+    t_finish(&t);
+}
+
+TEST(store_msg_delete_erases) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    const char *secret = "zq-secret-body-71";
+    pl_job sj;
+    t_send_init(&t, &sj, g, b, "sec-1", secret);          /* the key is not secret */
+    CHECK_EQ(t_run1(&t, &sj), PL_STORE_OK);
+    CHECK_EQ(t_last_seq(&t, g, a), 2);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, b, 2, "zq-secret-edit-72 @ann", 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, c, 2, "\xF0\x9F\x91\x8D", 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_act(&t, PL_JOB_PIN, g, c, 2, NULL, 0, NULL, NULL), PL_STORE_OK);       /* seq 5 */
+    CHECK_EQ(t_say(&t, g, c, "quoting", 2, NULL, NULL), 6);
+    const char *why = NULL;
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, c, 2, NULL, 0, NULL, &why), PL_STORE_EFORBID);
+    CHECK_STR(why, "not your message");
+    int64_t seq = 0;
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, a, 2, NULL, 0, &seq, NULL), PL_STORE_OK);  /* admin */
+    CHECK_EQ(seq, 7);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, g, c, 2, &e), 0);
+    int ok = e.kind == PL_EV_MESSAGE && !e.body && !e.data && has(e.annot, "\"deleted\":true") &&
+             !has(e.annot, "reactions") && !has(e.annot, "pinned") && e.client_msg_id;
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(t_event_at(&t, g, c, 3, &e), 0);             /* its edit */
+    ok = e.kind == PL_EV_EDIT && !e.body && has(e.annot, "\"deleted\":true") && !has(e.data, "zq");
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(t_event_at(&t, g, c, 6, &e), 0);             /* a reply to it */
+    ok = has(e.annot, "\"reply_preview\":{\"seq\":2,\"deleted\":true}");
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(t_event_at(&t, g, c, 7, &e), 0);
+    ok = e.kind == PL_EV_DELETE && e.ref == 2 && e.sender == a && has(e.data, "{\"target\":2}");
+    pl_event_release(&e);
+    CHECK(ok);
+    pl_conv cv;                                           /* its mention is gone too */
+    CHECK_EQ(rd_conv_get(&t, g, a, &cv), PL_STORE_OK);
+    CHECK_EQ(cv.unread_mentions, 0);
+    pl_conv_release(&cv);
+    pl_job pj;                                            /* and its pin */
+    t_init(&t, &pj, PL_READ_PINS);
+    pj.conv = g;
+    pj.user = a;
+    CHECK_EQ(t_read(&t, &pj), PL_STORE_OK);
+    CHECK_EQ(pj.nevents, 0);
+    pl_job_release(&pj);
+    /* a deleted target is gone for every action; a retry still gets its ack */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, b, 2, NULL, 0, NULL, NULL), PL_STORE_EGONE);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, b, 2, "again", 0, NULL, NULL), PL_STORE_EGONE);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, "\xF0\x9F\x91\x8D", 0, NULL, NULL), PL_STORE_EGONE);
+    CHECK_EQ(t_act(&t, PL_JOB_PIN, g, a, 2, NULL, 0, NULL, NULL), PL_STORE_EGONE);
+    CHECK_EQ(t_say(&t, g, a, "reply to gone", 2, NULL, NULL), PL_STORE_EGONE);
+    pl_job rj;
+    t_send_init(&t, &rj, g, b, "sec-1", "another body");
+    CHECK_EQ(t_run(&t, &rj, 1), 0);
+    ok = rj.result == PL_STORE_OK && rj.dup && rj.event.seq == 2 && !rj.event.body;
+    pl_job_release(&rj);
+    CHECK(ok);
+    CHECK_EQ(t_last_seq(&t, g, a), 7);
+    CHECK_EQ(t_count_contiguous(&t, g), 7);
+    /* a direct conversation: only the author deletes */
+    pl_job dj;
+    t_init(&t, &dj, PL_JOB_DIRECT_OPEN);
+    dj.user = a;
+    dj.peer = b;
+    CHECK_EQ(t_run1(&t, &dj), PL_STORE_OK);
+    int64_t dm = dj.out_id;
+    CHECK_EQ(t_say(&t, dm, a, "dm text", 0, NULL, NULL), 2);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, dm, b, 2, NULL, 0, NULL, NULL), PL_STORE_EFORBID);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, dm, a, 2, NULL, 0, NULL, NULL), PL_STORE_OK);
+    if (!t_backend()) {                                   /* SQLite: gone from the files */
+        pl_store_close(&t.s);
+        char p[200];
+        snprintf(p, sizeof p, "%s/parley.db", t.dir);
+        CHECK(!file_has(p, "zq-secret-body-71"));
+        CHECK(!file_has(p, "zq-secret-edit-72"));
+        snprintf(p, sizeof p, "%s/parley.db-wal", t.dir);
+        CHECK(!file_has(p, "zq-secret-body-71"));
+        CHECK(!file_has(p, "zq-secret-edit-72"));
+        CHECK_EQ(t_open_store(&t), PL_STORE_OK);
+    }
+    t_finish(&t);
+}
+
+TEST(store_msg_reactions) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK_EQ(t_say(&t, g, a, "react to me", 0, NULL, NULL), 2);
+    const char *up = "\xF0\x9F\x91\x8D", *heart = "\xE2\x9D\xA4\xEF\xB8\x8F";
+    int64_t seq = 0;
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, b, 2, up, 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 3);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, b, 2, up, 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 0);                                     /* twice: nothing */
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, up, 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 4);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, heart, PL_JOB_REMOVE, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 0);                                     /* removing none: nothing */
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, b, 2, heart, 0, &seq, NULL), PL_STORE_OK);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, g, a, 4, &e), 0);
+    int ok = e.kind == PL_EV_REACTION && has(e.data, "\"op\":\"add\"") && has(e.data, "\"count\":2");
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(t_event_at(&t, g, a, 2, &e), 0);
+    ok = has(e.annot, "\"reactions\":[{\"emoji\":\"\xF0\x9F\x91\x8D\",\"count\":2,\"me\":true},"
+                      "{\"emoji\":\"\xE2\x9D\xA4\xEF\xB8\x8F\",\"count\":1,\"me\":false}]");
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, up, PL_JOB_REMOVE, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 6);
+    CHECK_EQ(t_event_at(&t, g, a, 6, &e), 0);
+    ok = has(e.data, "\"op\":\"remove\"") && has(e.data, "\"count\":1");
+    pl_event_release(&e);
+    CHECK(ok);
+    /* bad emoji, and the cap on distinct emoji */
+    const char *why = NULL;
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, "abc", 0, NULL, &why), PL_STORE_EINVAL);
+    CHECK_STR(why, "bad emoji");
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, "", 0, NULL, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, "\xF0\x9F\x91 ", 0, NULL, NULL), PL_STORE_EINVAL);
+    char big[64];
+    for (int i = 0; i < 11; i++) memcpy(big + 3 * i, "\xE2\x9D\xA4", 3);   /* 33 bytes */
+    big[33] = '\0';
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, big, 0, NULL, NULL), PL_STORE_EINVAL);
+    int64_t last = t_last_seq(&t, g, a);
+    for (int i = 2; i < PL_STORE_REACTIONS_MAX; i++) {   /* 2 distinct so far */
+        char emo[8] = "\xF0\x9F\x98\x80";
+        emo[3] = (char)(0x80 + i);
+        CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, emo, 0, NULL, NULL), PL_STORE_OK);
+    }
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, "\xF0\x9F\x99\x80", 0, NULL, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, heart, 0, NULL, NULL), PL_STORE_OK);  /* known emoji */
+    CHECK_EQ(t_last_seq(&t, g, a), last + PL_STORE_REACTIONS_MAX - 2 + 1);
+    CHECK_EQ(t_count_contiguous(&t, g), t_last_seq(&t, g, a));
+    t_finish(&t);
+}
+
+TEST(store_msg_pins) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK_EQ(t_say(&t, g, a, "one", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, b, "two", 0, NULL, NULL), 3);
+    int64_t seq = 0;
+    CHECK_EQ(t_act(&t, PL_JOB_PIN, g, b, 2, NULL, 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 4);
+    CHECK_EQ(t_act(&t, PL_JOB_PIN, g, b, 2, NULL, 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 0);
+    t_sleep_ms(3);
+    CHECK_EQ(t_act(&t, PL_JOB_PIN, g, a, 3, NULL, 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 5);
+    pl_job pj;
+    t_init(&t, &pj, PL_READ_PINS);
+    pj.conv = g;
+    pj.user = a;
+    CHECK_EQ(t_read(&t, &pj), PL_STORE_OK);
+    int ok = pj.nevents == 2 && pj.events[0].seq == 3 && pj.events[1].seq == 2 &&
+             has(pj.events[0].annot, "\"pinned\":true");
+    pl_job_release(&pj);
+    CHECK(ok);
+    CHECK_EQ(t_act(&t, PL_JOB_PIN, g, a, 2, NULL, PL_JOB_REMOVE, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 6);
+    CHECK_EQ(t_act(&t, PL_JOB_PIN, g, a, 2, NULL, PL_JOB_REMOVE, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 0);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, g, a, 6, &e), 0);
+    ok = e.kind == PL_EV_PIN && has(e.data, "\"op\":\"unpin\"") && e.ref == 2;
+    pl_event_release(&e);
+    CHECK(ok);
+    t_init(&t, &pj, PL_READ_PINS);
+    pj.conv = g;
+    pj.user = 99;
+    CHECK_EQ(t_read(&t, &pj), PL_STORE_ENOTFOUND);
+    pl_job_release(&pj);
+    /* the cap */
+    for (int i = 0; i < PL_STORE_PINS_MAX; i++) {
+        char cm[16];
+        snprintf(cm, sizeof cm, "p%d", i);
+        CHECK(t_say(&t, g, a, cm, 0, NULL, NULL) > 0);
+    }
+    int64_t last = t_last_seq(&t, g, a), pinned = 1;        /* 3 is pinned */
+    int refused = 0;
+    for (int64_t s2 = 7; s2 <= last && !refused; s2++) {
+        int rc = t_act(&t, PL_JOB_PIN, g, a, s2, NULL, 0, NULL, NULL);
+        if (rc == PL_STORE_EINVAL) refused = 1;
+        else {
+            CHECK_EQ(rc, PL_STORE_OK);
+            pinned++;
+        }
+    }
+    CHECK(refused);
+    CHECK_EQ(pinned, PL_STORE_PINS_MAX);
+    t_finish(&t);
+}
+
+TEST(store_mentions_counted) {
+    tstore t;
+    memset(&t, 0, sizeof t);
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    t.large_group = 3;
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob.x"), c = t_user(&t, "cid"), d = t_user(&t, "dan");
+    int64_t out = t_user(&t, "outsider");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);                        /* 3 members: not large */
+    char *data = NULL;
+    CHECK_EQ(t_say(&t, g, a, "hi @BOB.X. and @outsider, mail a@cid.com @ann", 0, NULL, &data), 2);
+    CHECK_STR(data, "{\"mentions\":[2]}");                        /* b only: not the sender */
+    free(data);
+    CHECK_EQ(t_say(&t, g, b, "@all look", 0, NULL, &data), 3);   /* a member may in a small group */
+    CHECK_STR(data, "{\"mention_all\":\"all\"}");
+    free(data);
+    char *annot = NULL;
+    CHECK_EQ(t_say(&t, g, c, "answering bob", 3, &annot, &data), 4);
+    CHECK_STR(data, "{\"reply_to\":3}");
+    CHECK_STR(annot, "\"reply_preview\":{\"seq\":3,\"sender\":2,\"body\":\"@all look\"}");
+    free(data);
+    free(annot);
+    pl_conv cv;
+    int64_t want[][2] = {{a, 1}, {b, 2}, {c, 1}};               /* a: @all; b: @bob, reply; c: @all */
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(rd_conv_get(&t, g, want[i][0], &cv), PL_STORE_OK);
+        CHECK_EQ(cv.unread_mentions, want[i][1]);
+        CHECK_EQ(cv.notify, PL_NOTIFY_ALL);
+        pl_conv_release(&cv);
+    }
+    CHECK_EQ(rd_conv_get(&t, g, out, &cv), PL_STORE_ENOTFOUND);
+    /* the mention list of a resuming member */
+    pl_job mj;
+    t_init(&t, &mj, PL_READ_MENTIONS);
+    mj.conv = g;
+    mj.user = b;
+    mj.after = 0;
+    mj.limit = 50;
+    CHECK_EQ(t_read(&t, &mj), PL_STORE_OK);
+    int ok = mj.nevents == 2 && mj.events[0].seq == 2 && mj.events[1].seq == 4 &&
+             has(mj.events[1].annot, "reply_preview");
+    pl_job_release(&mj);
+    CHECK(ok);
+    /* muted still counts; reading moves it down; it survives a reopen */
+    pl_job nj;
+    t_init(&t, &nj, PL_JOB_NOTIFY_SET);
+    nj.conv = g;
+    nj.user = b;
+    nj.level = PL_NOTIFY_NONE;
+    CHECK_EQ(t_run1(&t, &nj), PL_STORE_OK);
+    nj.user = out;
+    CHECK_EQ(t_run1(&t, &nj), PL_STORE_ENOTFOUND);
+    nj.user = b;
+    nj.level = 7;
+    CHECK_EQ(t_run1(&t, &nj), PL_STORE_EINVAL);
+    CHECK_EQ(t_say(&t, g, a, "@bob.x again", 0, NULL, NULL), 5);
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, g, b, &cv), PL_STORE_OK);
+    ok = cv.unread_mentions == 3 && cv.notify == PL_NOTIFY_NONE;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    pl_job rj;
+    CHECK_EQ(t_receipt(&t, g, b, 0, 4, &rj), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, g, b, &cv), PL_STORE_OK);
+    CHECK_EQ(cv.unread_mentions, 1);
+    pl_conv_release(&cv);
+    /* a large group: @all and @here need an admin */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, d, NULL), PL_STORE_OK);   /* 4 > 3 */
+    const char *why = NULL;
+    pl_job sj;
+    t_send_init(&t, &sj, g, b, "h1", "@here now");
+    CHECK_EQ(t_run(&t, &sj, 1), 0);
+    CHECK_EQ(sj.result, PL_STORE_EFORBID);
+    why = sj.why;
+    pl_job_release(&sj);
+    CHECK(why && strstr(why, "admin"));
+    int64_t last = t_last_seq(&t, g, a);
+    CHECK_EQ(t_say(&t, g, a, "@all from the admin", 0, NULL, NULL), last + 1);
+    CHECK_EQ(rd_conv_get(&t, g, d, &cv), PL_STORE_OK);
+    CHECK_EQ(cv.unread_mentions, 1);
+    pl_conv_release(&cv);
+    t_finish(&t);
+}
+
+TEST(store_reply_targets) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    char longb[400];
+    for (int i = 0; i < 150; i++) memcpy(longb + 2 * i, "\xC3\xA9", 2);   /* 150 x é */
+    longb[300] = '\0';
+    CHECK_EQ(t_say(&t, g, a, longb, 0, NULL, NULL), 2);
+    char *annot = NULL;
+    CHECK_EQ(t_say(&t, g, b, "short", 2, &annot, NULL), 3);
+    char want[320];
+    snprintf(want, sizeof want, "\"body\":\"%.*s\"}", 200, longb);       /* 100 characters */
+    CHECK(has(annot, want));
+    free(annot);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, g, a, 3, &e), 0);
+    int ok = e.ref == 3 - 1 && has(e.annot, want);
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(t_say(&t, g, b, "to created", 1, NULL, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_say(&t, g, b, "to nothing", 99, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, c, NULL), PL_STORE_OK);       /* 4 */
+    CHECK_EQ(t_say(&t, g, c, "to before me", 2, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_last_seq(&t, g, a), 4);
     t_finish(&t);
 }
