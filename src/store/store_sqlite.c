@@ -222,7 +222,7 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_MSG_ERASE]   = "UPDATE events SET body = NULL, data = NULL, deleted_ts = ?1, pinned_ts = 0,"
                       " edited_ts = 0 WHERE conv_id = ?2 AND seq = ?3",
     [W_EDITS_ERASE] = "UPDATE events SET body = NULL, data = json_object('target', ref)"
-                      " WHERE conv_id = ?1 AND ref = ?2 AND kind = 6",
+                      " WHERE conv_id = ?1 AND ref = ?2 AND ref > 0 AND kind = 6",
     [W_REACTIONS_ERASE] = "DELETE FROM reactions WHERE conv_id = ?1 AND seq = ?2",
     [W_REACTION_HAS] = "SELECT 1 FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3"
                        " AND user_id = ?4",
@@ -286,7 +286,9 @@ const char *const sq_r_sql[R__COUNT] = {
     [R_EVENT_AT]     = "SELECT " EVENT_COLUMNS EVENT_FROM " WHERE e.conv_id = ?1 AND e.seq = ?2",
     [R_PINS]         = "SELECT " EVENT_COLUMNS EVENT_FROM
                        " WHERE e.conv_id = ?1 AND e.pinned_ts > 0 AND e.seq >= ?2"
-                       " ORDER BY e.pinned_ts DESC, e.seq DESC LIMIT ?3",
+                       " ORDER BY e.pinned_ts DESC, (SELECT max(pe.seq) FROM events pe"
+                       "   WHERE pe.conv_id = e.conv_id AND pe.ref = e.seq AND pe.ref > 0 AND pe.kind = 9) DESC"
+                       " LIMIT ?3",
     [R_MENTIONS]     = "SELECT " EVENT_COLUMNS " FROM mentions x JOIN events e ON e.conv_id = x.conv_id"
                        " AND e.seq = x.seq LEFT JOIN events p ON e.kind = 2 AND e.ref > 0"
                        " AND p.conv_id = e.conv_id AND p.seq = e.ref"
