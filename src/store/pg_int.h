@@ -44,7 +44,10 @@ enum {
     W_USER_INSERT, W_LOGIN_INSERT, W_LOGIN_ROTATE, W_LOGIN_REVOKE,
     W_USERS_EXIST, W_CONV_BY_KEY, W_DIRECT_CREATE, W_GROUP_CREATE,
     W_MEMBER_CHECK, W_MEMBER_JOIN, W_MEMBER_DELETE, W_PROMOTE, W_EVENT_INSERT,
-    W_SEND_DUPS, W_SEND_MEMBERS, W_SEND_INSERT,
+    W_SEND_DUPS, W_SEND_MEMBERS, W_SEND_PARENTS, W_SEND_NAMES, W_SEND_INSERT,
+    W_MENTION_INSERT, W_MENTION_ALL, W_MENTION_ERASE,
+    W_TARGET, W_MSG_EDIT, W_MSG_ERASE, W_EDITS_ERASE, W_REACTIONS_ERASE,
+    W_REACT_STATE, W_REACT_ADD, W_REACT_DEL, W_PIN_COUNT, W_PIN_SET, W_NOTIFY_SET,
     W_RCPT_CURSORS, W_RCPT_LOOKUPS, W_RCPT_UPDATE,
     W_OWN_FLUSH, W_CONV_FLUSH, W_USERS_LOCK, W_LAST_SEEN,
     W_OUTBOX_INSERT, W_OUTBOX_ACK, W_OUTBOX_TAKEOVER,
@@ -59,6 +62,7 @@ enum {
     R_USER_BY_NAME, R_USER_BY_ID, R_LOGIN, R_CONV_LIST, R_CONV_LIST_LAST, R_CONV_GET,
     R_CONV_MEMBERS, R_EVENTS_ASC, R_EVENTS_DESC, R_EVENTS_ASC_AS, R_EVENTS_DESC_AS,
     R_EVENT_AT_AS, R_USERS_VISIBLE, R_CONV_HEADS, R_MEMBERSHIPS,
+    R_REACT_ASC, R_REACT_DESC, R_REACT_AT, R_MEMBER, R_PINS, R_REACT_PINS, R_MENTIONS, R_REACT_MENTIONS,
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
@@ -169,6 +173,8 @@ struct pg_store {
     pl_pipeline  *pipe;
     char         *url;
     int           outbox;          /* record batches in bus_outbox          */
+    int64_t       large_group;     /* opts (store.h): @all needs an admin above */
+    int64_t       edit_window_ms;  /* opts (store.h): 0, or how long edits may come */
     char          owner[96];       /* this process's lease token            */
     pg_conn       w;               /* writer connection (writer thread)     */
     pg_reader    *readers;
@@ -188,7 +194,7 @@ struct pg_store {
     int64_t       lease_logged;    /* mono ms of the last "lease lost" line  */
     int           commit_sent;     /* the open attempt sent its COMMIT      */
     int           lock_slot;       /* pipeline slot of the unsynced lock query, or -1 */
-    pg_arr        arr[8];          /* scratch arrays                        */
+    pg_arr        arr[16];         /* scratch arrays                        */
     int64_t      *lockids;         /* scratch: conversations to lock        */
     size_t        lockids_cap;
     int64_t      *seen;            /* scratch: LAST_SEEN users and times    */
@@ -251,6 +257,17 @@ void     pg_appended(pg_store *s, pg_conv *e, pl_job *j, int64_t seq, uint64_t i
                      size_t body_len, char *data);
 /* store_pg_jobs.c: one job that is neither a send nor a receipt */
 int  pg_run_job(pg_store *s, pl_job *j, int64_t now);
+int64_t pg_cmd_tuples(const PGresult *r);
+/* Parameters of W_EVENT_INSERT for an event at e's next seq (not a
+ * MESSAGE: msg_no stays); body may be NULL. */
+void pg_event_params(pg_params *p, const pg_conv *e, uint64_t id, int64_t now, int kind, int64_t sender,
+                     int64_t subject, const char *data, int64_t ref, const char *body, size_t body_len);
+/* After a failed round trip holding [.. SAVEPOINT at sp .. the job's
+ * statements]: the job fails alone (EUNAVAIL) if a statement after the
+ * savepoint failed, else the batch does (rc). */
+int  pg_sp_failed(pg_store *s, pl_job *j, int sp, int rc);
+/* store_pg_actions.c: edit, delete, reaction, pin, notification level */
+int  pg_run_action(pg_store *s, pl_job *j, int64_t now);
 /* store_pg_runs.c: n consecutive sends / receipts */
 int  pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now);
 int  pg_run_receipts(pg_store *s, pl_job **jobs, size_t n);

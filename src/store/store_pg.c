@@ -119,6 +119,17 @@
  *      the id generator and the lease state (before the threads start and
  *      after they stop, the opening/closing thread does); reader i touches
  *      only readers[i]. Shared flags are atomics.
+ *  11. Message actions (store.h invariants 6 and 7; store_pg_actions.c)
+ *      lock their conversation like any append (1), so their checks (the
+ *      target, reaction and pin counts) and their writes see the same
+ *      rows on every node; the target's row is rewritten to its current
+ *      form in the action's SAVEPOINT, with the event. A send's mention
+ *      rows and a reply's parent are part of its run (store_pg_runs.c).
+ *      Reads build the current form (pl_event.annot) from the row, its
+ *      parent and the page's reactions in one snapshot. A delete nulls
+ *      the columns in place; PostgreSQL keeps the old row version until
+ *      VACUUM reclaims it (unlike SQLite's secure_delete, not overwritten
+ *      at once).
  *
  * Every statement is prepared with parameters (extended protocol); values
  * never go into SQL text. Bodies are BYTEA (any bytes, NUL included); text
@@ -213,6 +224,30 @@ static const char *const migrations[] = {
     "CREATE TABLE secrets("
     "  name TEXT PRIMARY KEY,"
     "  value BYTEA NOT NULL);",
+    /* 1 -> 2: message actions (store.h invariant 6: ref, the edited,
+     * deleted and pinned marks, reactions), mentions (invariant 7),
+     * notification levels. The new columns have constant defaults: no
+     * table rewrite. */
+    "ALTER TABLE events ADD COLUMN ref BIGINT NOT NULL DEFAULT 0,"   /* reply_to / target seq */
+    "  ADD COLUMN edited_ts BIGINT NOT NULL DEFAULT 0,"
+    "  ADD COLUMN deleted_ts BIGINT NOT NULL DEFAULT 0,"
+    "  ADD COLUMN pinned_ts BIGINT NOT NULL DEFAULT 0;"
+    "CREATE INDEX events_ref ON events(conv_id, ref) WHERE ref > 0;"
+    "CREATE INDEX events_pinned ON events(conv_id, pinned_ts) WHERE pinned_ts > 0;"
+    "CREATE TABLE reactions("
+    "  conv_id BIGINT NOT NULL,"
+    "  seq BIGINT NOT NULL,"
+    "  emoji TEXT NOT NULL,"
+    "  user_id BIGINT NOT NULL,"
+    "  first_ts BIGINT NOT NULL,"
+    "  PRIMARY KEY(conv_id, seq, emoji, user_id));"
+    "CREATE TABLE mentions("
+    "  conv_id BIGINT NOT NULL,"
+    "  user_id BIGINT NOT NULL,"
+    "  seq BIGINT NOT NULL,"
+    "  PRIMARY KEY(conv_id, user_id, seq));"
+    "CREATE INDEX mentions_seq ON mentions(conv_id, seq);"
+    "ALTER TABLE members ADD COLUMN notify SMALLINT NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -277,20 +312,75 @@ const char *const pg_w_sql[W__COUNT] = {
                       " AND user_id = (SELECT user_id FROM members WHERE conv_id = $1::bigint"
                       "   ORDER BY joined LIMIT 1)"
                       " AND NOT EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND role = 2)",
-    [W_EVENT_INSERT] = "INSERT INTO events(" EVENT_INSERT_COLS ") VALUES($1::bigint, $2::bigint,"
-                       " $3::bigint, $4::bigint, $5::int, $6::bigint, $7::bigint, $8::bigint, NULL, NULL,"
-                       " $9::text)",
+    /* every event but MESSAGE: $10 ref, $11 body (EDIT only) */
+    [W_EVENT_INSERT] = "INSERT INTO events(" EVENT_INSERT_COLS ", ref) VALUES($1::bigint, $2::bigint,"
+                       " $3::bigint, $4::bigint, $5::int, $6::bigint, $7::bigint, $8::bigint, NULL,"
+                       " $11::bytea, $9::text, $10::bigint)",
     /* sends, as sets: x.i is the position in the arrays (1-based) */
     [W_SEND_DUPS]   = "SELECT x.i, e.seq, e.id, e.ts, e.body"
                       " FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS x(c, u, k, i)"
                       " JOIN events e ON e.conv_id = x.c AND e.sender = x.u AND e.client_msg_id = x.k"
                       "   AND e.client_msg_id IS NOT NULL",
-    [W_SEND_MEMBERS] = "SELECT x.i FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(c, u, i)"
+    [W_SEND_MEMBERS] = "SELECT x.i, m.role, m.joined_seq"
+                       " FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(c, u, i)"
                        " JOIN members m ON m.conv_id = x.c AND m.user_id = x.u",
-    [W_SEND_INSERT] = "INSERT INTO events(" EVENT_INSERT_COLS ")"
-                      " SELECT x.c, x.s, x.id, $1::bigint, 2, x.u, 0, x.n, x.k, x.b, NULL"
+    /* the messages replied to ($1 convs, $2 seqs): what the checks and the
+     * preview need (a preview's 100 characters are at most 400 bytes), and
+     * whether the parent's author is still a member */
+    [W_SEND_PARENTS] = "SELECT x.i, p.kind, p.sender, substring(p.body FROM 1 FOR 400), p.deleted_ts,"
+                       " EXISTS (SELECT 1 FROM members m WHERE m.conv_id = x.c AND m.user_id = p.sender)"
+                       " FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(c, s, i)"
+                       " JOIN events p ON p.conv_id = x.c AND p.seq = x.s",
+    /* @names ($2, lower case as usernames are stored) of members of $1 */
+    [W_SEND_NAMES]  = "SELECT x.i, u.id FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS x(c, n, i)"
+                      " JOIN users u ON u.username = x.n JOIN members m ON m.conv_id = x.c AND m.user_id = u.id",
+    [W_SEND_INSERT] = "INSERT INTO events(" EVENT_INSERT_COLS ", ref)"
+                      " SELECT x.c, x.s, x.id, $1::bigint, 2, x.u, 0, x.n, x.k, x.b, x.d, x.r"
                       " FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],"
-                      "   $7::text[], $8::bytea[]) AS x(c, s, id, u, n, k, b)",
+                      "   $7::text[], $8::bytea[], $9::text[], $10::bigint[]) AS x(c, s, id, u, n, k, b, d, r)",
+    /* mention rows (store.h invariant 7): ($1 conv, $2 user, $3 seq)...; with
+     * @all every member of $1 but the sender $2 */
+    [W_MENTION_INSERT] = "INSERT INTO mentions(conv_id, user_id, seq)"
+                         " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
+                         " ON CONFLICT DO NOTHING",
+    [W_MENTION_ALL] = "INSERT INTO mentions(conv_id, user_id, seq) SELECT m.conv_id, m.user_id, x.s"
+                      " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS x(c, u, s)"
+                      " JOIN members m ON m.conv_id = x.c AND m.user_id <> x.u ON CONFLICT DO NOTHING",
+    [W_MENTION_ERASE] = "DELETE FROM mentions WHERE conv_id = $1::bigint AND seq = $2::bigint",
+    /* message actions: the actor's membership ($1 conv, $2 actor; no row:
+     * not a member), the target at $3 (NULLs: none), the author of the
+     * message it replies to and whether that one is still a member, and
+     * the target's body if $4 */
+    [W_TARGET]      = "SELECT m.role, m.joined_seq, e.kind, e.sender, e.ts, e.deleted_ts, e.pinned_ts, e.ref,"
+                      " p.sender, EXISTS (SELECT 1 FROM members pm WHERE pm.conv_id = $1::bigint"
+                      "   AND pm.user_id = p.sender), CASE WHEN $4::bool THEN e.body END"
+                      " FROM members m LEFT JOIN events e ON e.conv_id = $1::bigint AND e.seq = $3::bigint"
+                      " LEFT JOIN events p ON e.kind = 2 AND e.ref > 0 AND p.conv_id = $1::bigint"
+                      "   AND p.seq = e.ref"
+                      " WHERE m.conv_id = $1::bigint AND m.user_id = $2::bigint",
+    [W_MSG_EDIT]    = "UPDATE events SET body = $1::bytea, data = $2::text, edited_ts = $3::bigint"
+                      " WHERE conv_id = $4::bigint AND seq = $5::bigint",
+    /* a delete erases (invariant 6 of store.h): the message's body, data and
+     * marks, the bodies of its edits, its reactions and mentions */
+    [W_MSG_ERASE]   = "UPDATE events SET body = NULL, data = NULL, deleted_ts = $1::bigint, pinned_ts = 0,"
+                      " edited_ts = 0 WHERE conv_id = $2::bigint AND seq = $3::bigint",
+    [W_EDITS_ERASE] = "UPDATE events SET body = NULL, data = $3::text"          /* ref > 0: events_ref */
+                      " WHERE conv_id = $1::bigint AND ref = $2::bigint AND ref > 0 AND kind = 6",
+    [W_REACTIONS_ERASE] = "DELETE FROM reactions WHERE conv_id = $1::bigint AND seq = $2::bigint",
+    /* $1 conv, $2 seq, $3 emoji, $4 user: has it, distinct emoji, users of $3 */
+    [W_REACT_STATE] = "SELECT EXISTS (SELECT 1 FROM reactions WHERE conv_id = $1::bigint AND seq = $2::bigint"
+                      "   AND emoji = $3::text AND user_id = $4::bigint),"
+                      " (SELECT count(DISTINCT emoji) FROM reactions WHERE conv_id = $1::bigint"
+                      "   AND seq = $2::bigint),"
+                      " (SELECT count(*) FROM reactions WHERE conv_id = $1::bigint AND seq = $2::bigint"
+                      "   AND emoji = $3::text)",
+    [W_REACT_ADD]   = "INSERT INTO reactions(conv_id, seq, emoji, user_id, first_ts)"
+                      " VALUES($1::bigint, $2::bigint, $3::text, $4::bigint, $5::bigint) ON CONFLICT DO NOTHING",
+    [W_REACT_DEL]   = "DELETE FROM reactions WHERE conv_id = $1::bigint AND seq = $2::bigint"
+                      " AND emoji = $3::text AND user_id = $4::bigint",
+    [W_PIN_COUNT]   = "SELECT count(*) FROM events WHERE conv_id = $1::bigint AND pinned_ts > 0",
+    [W_PIN_SET]     = "UPDATE events SET pinned_ts = $1::bigint WHERE conv_id = $2::bigint AND seq = $3::bigint",
+    [W_NOTIFY_SET]  = "UPDATE members SET notify = $3::smallint WHERE conv_id = $1::bigint AND user_id = $2::bigint",
     /* receipts, as sets */
     [W_RCPT_CURSORS] = "SELECT x.i, m.delivered_seq, m.read_seq, m.joined_seq, m.own_unread"
                        " FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(c, u, i)"
@@ -352,14 +442,36 @@ const char *const pg_w_sql[W__COUNT] = {
 };
 
 /* The asking member's view of a conversation. unread follows store.h
- * invariant 5: msg_no is looked up through the events primary key. */
+ * invariant 5: msg_no is looked up through the events primary key;
+ * unread_mentions invariant 7: a range of the mentions primary key. */
 #define CONV_COLUMNS \
     "c.id, c.kind, c.title, c.last_seq, c.last_ts, c.member_count, m.role, m.joined_seq," \
     " m.delivered_seq, m.read_seq," \
     " c.msg_count - coalesce((SELECT r.msg_no FROM events r WHERE r.conv_id = c.id" \
-    "   AND r.seq = greatest(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread"
-#define EVENT_COLUMNS "seq, id, ts, kind, sender, client_msg_id, body, data, subject"
-#define EVENT_COLUMNS_E "e.seq, e.id, e.ts, e.kind, e.sender, e.client_msg_id, e.body, e.data, e.subject"
+    "   AND r.seq = greatest(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread," \
+    " (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id" \
+    "   AND x.seq > greatest(m.read_seq, m.joined_seq - 1)), m.notify"
+/* An event e with what its current form needs (store_pg_read.c event_row):
+ * its marks, and the parent p of a reply (400 bytes hold the preview's 100
+ * characters). EV_COLUMNS_V: the same through a subquery v. */
+#define EV_COLUMNS \
+    "e.seq, e.id, e.ts, e.kind, e.sender, e.client_msg_id, e.body, e.data, e.subject, e.ref," \
+    " e.edited_ts, e.deleted_ts, e.pinned_ts, p.sender AS p_sender," \
+    " substring(p.body FROM 1 FOR 400) AS p_body, p.deleted_ts AS p_deleted, p.seq AS p_seq"
+#define EV_PARENT " LEFT JOIN events p ON e.kind = 2 AND e.ref > 0 AND p.conv_id = e.conv_id AND p.seq = e.ref"
+#define EV_FROM " FROM events e" EV_PARENT
+#define EV_COLUMNS_V \
+    "v.seq, v.id, v.ts, v.kind, v.sender, v.client_msg_id, v.body, v.data, v.subject, v.ref," \
+    " v.edited_ts, v.deleted_ts, v.pinned_ts, v.p_sender, v.p_body, v.p_deleted, v.p_seq"
+/* Reactions of the messages in the IN (...) that follows, viewer $V: per
+ * message and emoji, in order of first use (ties: byte order) */
+#define REACT_SELECT(V) \
+    "SELECT r.seq, r.emoji, count(*), bool_or(r.user_id = " V "::bigint), min(r.first_ts) AS f" \
+    " FROM reactions r WHERE r.conv_id = $1::bigint AND r.seq IN "
+#define REACT_ORDER " GROUP BY r.seq, r.emoji ORDER BY r.seq, f, r.emoji COLLATE \"C\""
+/* The viewer's first visible seq minus one (0 without a viewer) */
+#define JOINED_BEFORE(V) \
+    "coalesce((SELECT joined_seq FROM members WHERE conv_id = $1::bigint AND user_id = " V "::bigint), 1) - 1"
 
 const char *const pg_r_sql[R__COUNT] = {
     [R_BEGIN]        = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
@@ -371,11 +483,14 @@ const char *const pg_r_sql[R__COUNT] = {
     [R_CONV_LIST]    = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
                        " WHERE m.user_id = $1::bigint ORDER BY c.last_ts DESC, c.id DESC",
-    [R_CONV_LIST_LAST] = "SELECT " CONV_COLUMNS ", l.seq, l.id, l.ts, l.kind, l.sender,"
-                       " l.client_msg_id, l.body, l.data, l.subject FROM members m"
-                       " JOIN conversations c ON c.id = m.conv_id"
-                       " LEFT JOIN events l ON l.conv_id = c.id AND l.seq = c.last_seq"
-                       "   AND c.last_seq >= m.joined_seq"
+    /* the last event's reactions, pin, edit, delete would be later events:
+     * it has none of them, only its reply preview */
+    [R_CONV_LIST_LAST] = "SELECT " CONV_COLUMNS ", e.seq, e.id, e.ts, e.kind, e.sender,"
+                       " e.client_msg_id, e.body, e.data, e.subject, e.ref, e.edited_ts, e.deleted_ts,"
+                       " e.pinned_ts, p.sender, substring(p.body FROM 1 FOR 400), p.deleted_ts, p.seq"
+                       " FROM members m JOIN conversations c ON c.id = m.conv_id"
+                       " LEFT JOIN events e ON e.conv_id = c.id AND e.seq = c.last_seq"
+                       "   AND c.last_seq >= m.joined_seq" EV_PARENT
                        " WHERE m.user_id = $1::bigint ORDER BY c.last_ts DESC, c.id DESC",
     [R_CONV_GET]     = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
@@ -384,23 +499,23 @@ const char *const pg_r_sql[R__COUNT] = {
                        " FROM members m JOIN users u ON u.id = m.user_id"
                        " WHERE m.conv_id = $1::bigint ORDER BY m.joined",
     /* $1 conv, $2 after, $3 before, $4 limit */
-    [R_EVENTS_ASC]   = "SELECT " EVENT_COLUMNS " FROM events WHERE conv_id = $1::bigint"
-                       " AND seq > $2::bigint AND seq < $3::bigint ORDER BY seq LIMIT $4::int",
-    [R_EVENTS_DESC]  = "SELECT " EVENT_COLUMNS " FROM events WHERE conv_id = $1::bigint"
-                       " AND seq > $2::bigint AND seq < $3::bigint ORDER BY seq DESC LIMIT $4::int",
+    [R_EVENTS_ASC]   = "SELECT " EV_COLUMNS EV_FROM " WHERE e.conv_id = $1::bigint"
+                       " AND e.seq > $2::bigint AND e.seq < $3::bigint ORDER BY e.seq LIMIT $4::int",
+    [R_EVENTS_DESC]  = "SELECT " EV_COLUMNS EV_FROM " WHERE e.conv_id = $1::bigint"
+                       " AND e.seq > $2::bigint AND e.seq < $3::bigint ORDER BY e.seq DESC LIMIT $4::int",
     /* as viewer $5: no row if not a member, else its joined_seq and the page
      * from there on (event columns NULL when the page is empty) */
-    [R_EVENTS_ASC_AS] = "SELECT m.joined_seq, " EVENT_COLUMNS_E " FROM members m LEFT JOIN LATERAL"
-                       " (SELECT * FROM events WHERE conv_id = $1::bigint"
-                       "   AND seq > greatest($2::bigint, m.joined_seq - 1) AND seq < $3::bigint"
-                       "   ORDER BY seq LIMIT $4::int) e ON true"
-                       " WHERE m.conv_id = $1::bigint AND m.user_id = $5::bigint",
-    [R_EVENTS_DESC_AS] = "SELECT m.joined_seq, " EVENT_COLUMNS_E " FROM members m LEFT JOIN LATERAL"
-                       " (SELECT * FROM events WHERE conv_id = $1::bigint"
-                       "   AND seq > greatest($2::bigint, m.joined_seq - 1) AND seq < $3::bigint"
-                       "   ORDER BY seq DESC LIMIT $4::int) e ON true"
-                       " WHERE m.conv_id = $1::bigint AND m.user_id = $5::bigint",
-    [R_EVENT_AT_AS]  = "SELECT " EVENT_COLUMNS_E " FROM events e JOIN members m ON m.conv_id = e.conv_id"
+    [R_EVENTS_ASC_AS] = "SELECT m.joined_seq, " EV_COLUMNS_V " FROM members m LEFT JOIN LATERAL"
+                       " (SELECT " EV_COLUMNS EV_FROM " WHERE e.conv_id = $1::bigint"
+                       "   AND e.seq > greatest($2::bigint, m.joined_seq - 1) AND e.seq < $3::bigint"
+                       "   ORDER BY e.seq LIMIT $4::int) v ON true"
+                       " WHERE m.conv_id = $1::bigint AND m.user_id = $5::bigint ORDER BY v.seq",
+    [R_EVENTS_DESC_AS] = "SELECT m.joined_seq, " EV_COLUMNS_V " FROM members m LEFT JOIN LATERAL"
+                       " (SELECT " EV_COLUMNS EV_FROM " WHERE e.conv_id = $1::bigint"
+                       "   AND e.seq > greatest($2::bigint, m.joined_seq - 1) AND e.seq < $3::bigint"
+                       "   ORDER BY e.seq DESC LIMIT $4::int) v ON true"
+                       " WHERE m.conv_id = $1::bigint AND m.user_id = $5::bigint ORDER BY v.seq DESC",
+    [R_EVENT_AT_AS]  = "SELECT " EV_COLUMNS EV_FROM " JOIN members m ON m.conv_id = e.conv_id"
                        " AND m.user_id = $3::bigint AND e.seq >= m.joined_seq"
                        " WHERE e.conv_id = $1::bigint AND e.seq = $2::bigint",
     [R_USERS_VISIBLE] = "SELECT u.id, u.username, u.last_seen"
@@ -414,6 +529,37 @@ const char *const pg_r_sql[R__COUNT] = {
                        " FROM unnest($1::bigint[]) WITH ORDINALITY AS x(id, i)"
                        " JOIN members m ON m.user_id = x.id JOIN conversations c ON c.id = m.conv_id"
                        " ORDER BY x.i, m.conv_id",
+    /* the reactions of a page of R_EVENTS_* (same parameters; $5 the viewer,
+     * 0: none): its seqs again, in the same snapshot */
+    [R_REACT_ASC]    = REACT_SELECT("$5") "(SELECT e.seq FROM events e WHERE e.conv_id = $1::bigint"
+                       "   AND e.seq > greatest($2::bigint, " JOINED_BEFORE("$5") ") AND e.seq < $3::bigint"
+                       "   ORDER BY e.seq LIMIT $4::int)" REACT_ORDER,
+    [R_REACT_DESC]   = REACT_SELECT("$5") "(SELECT e.seq FROM events e WHERE e.conv_id = $1::bigint"
+                       "   AND e.seq > greatest($2::bigint, " JOINED_BEFORE("$5") ") AND e.seq < $3::bigint"
+                       "   ORDER BY e.seq DESC LIMIT $4::int)" REACT_ORDER,
+    /* $1 conv, $2 seq, $3 viewer */
+    [R_REACT_AT]     = REACT_SELECT("$3") "($2::bigint)" REACT_ORDER,
+    [R_MEMBER]       = "SELECT joined_seq FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint",
+    /* $1 conv, $2 viewer: most recently pinned first (within one ms: the
+     * latest pin event first) */
+    [R_PINS]         = "SELECT " EV_COLUMNS EV_FROM " JOIN members m ON m.conv_id = e.conv_id"
+                       " AND m.user_id = $2::bigint AND e.seq >= m.joined_seq"
+                       " WHERE e.conv_id = $1::bigint AND e.pinned_ts > 0 ORDER BY e.pinned_ts DESC,"
+                       " (SELECT max(q.seq) FROM events q WHERE q.conv_id = e.conv_id AND q.ref = e.seq"
+                       "   AND q.ref > 0 AND q.kind = 9) DESC, e.seq DESC",     /* ref > 0: events_ref */
+    [R_REACT_PINS]   = REACT_SELECT("$2") "(SELECT e.seq FROM events e WHERE e.conv_id = $1::bigint"
+                       "   AND e.pinned_ts > 0)" REACT_ORDER,
+    /* $1 conv, $2 viewer, $3 after, $4 limit: as R_EVENTS_ASC_AS, over the
+     * viewer's mention rows (taken first, by their key, then joined) */
+    [R_MENTIONS]     = "SELECT m.joined_seq, " EV_COLUMNS_V " FROM members m LEFT JOIN LATERAL"
+                       " (SELECT " EV_COLUMNS " FROM (SELECT x.seq FROM mentions x WHERE x.conv_id = $1::bigint"
+                       "     AND x.user_id = $2::bigint AND x.seq > greatest($3::bigint, m.joined_seq - 1)"
+                       "     ORDER BY x.seq LIMIT $4::int) x"
+                       "   JOIN events e ON e.conv_id = $1::bigint AND e.seq = x.seq" EV_PARENT ") v"
+                       " ON true WHERE m.conv_id = $1::bigint AND m.user_id = $2::bigint ORDER BY v.seq",
+    [R_REACT_MENTIONS] = REACT_SELECT("$2") "(SELECT x.seq FROM mentions x WHERE x.conv_id = $1::bigint"
+                       "   AND x.user_id = $2::bigint AND x.seq > greatest($3::bigint, " JOINED_BEFORE("$2") ")"
+                       "   ORDER BY x.seq LIMIT $4::int)" REACT_ORDER,
 };
 
 /* ---- the writer connection ------------------------------------------------- */
@@ -751,6 +897,8 @@ int pl_store_pg_open(const pl_store_opts *o, pl_store **out, char *err, size_t e
     s->base.node_id = o->node_id;
     s->url = pl_strdup(o->url);
     s->outbox = o->outbox != 0;
+    s->large_group = o->large_group;
+    s->edit_window_ms = o->edit_window_ms;
     s->nreaders = o->readers > 0 ? o->readers : PG_READERS;
     s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
     s->w_backoff_ms = PG_BACKOFF_MIN_MS;

@@ -1,7 +1,8 @@
 /* store_pg_jobs.c — the PostgreSQL writer's single jobs: accounts, logins,
- * conversations and their members, last seen, the outbox (see store_pg.c
- * for the invariants; the SQLite backend's store_sqlite_write.c is the
- * reference for each job's checks, their order and their outputs).
+ * conversations and their members, last seen, the outbox; message actions
+ * are handed to store_pg_actions.c (see store_pg.c for the invariants; the
+ * SQLite backend's store_sqlite_write.c is the reference for each job's
+ * checks, their order and their outputs).
  *
  * Owns: each job's statements. Job-level outcomes are decided before the
  * writes (or by ON CONFLICT DO NOTHING); a job of several statements runs
@@ -21,11 +22,10 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static int64_t cmd_tuples(const PGresult *r) { return strtoll(PQcmdTuples((PGresult *)r), NULL, 10); }
+int64_t pg_cmd_tuples(const PGresult *r) { return strtoll(PQcmdTuples((PGresult *)r), NULL, 10); }
 
-/* Parameters of W_EVENT_INSERT for a system event at e's next seq. */
-static void event_params(pg_params *p, const pg_conv *e, uint64_t id, int64_t now, int kind,
-                         int64_t sender, int64_t subject, const char *data) {
+void pg_event_params(pg_params *p, const pg_conv *e, uint64_t id, int64_t now, int kind, int64_t sender,
+                     int64_t subject, const char *data, int64_t ref, const char *body, size_t body_len) {
     pg_param_i64(p, e->conv);
     pg_param_i64(p, e->last_seq + 1);
     pg_param_i64(p, (int64_t)id);
@@ -35,8 +35,10 @@ static void event_params(pg_params *p, const pg_conv *e, uint64_t id, int64_t no
     pg_param_i64(p, subject);
     pg_param_i64(p, e->msg_count);
     pg_param_text(p, data);
+    pg_param_i64(p, ref);
+    if (body) pg_param_bytes(p, body, body_len);
+    else pg_param_text(p, NULL);
 }
-
 
 /* ---- savepoints ------------------------------------------------------------ */
 
@@ -44,7 +46,7 @@ static void event_params(pg_params *p, const pg_conv *e, uint64_t id, int64_t no
  * statements]: a failure at or before the savepoint (a queued statement of
  * an earlier job), of the connection, or a deadlock fails the batch; one
  * after it fails this job alone (invariant 4 of store_pg.c). */
-static int w_sp_failed(pg_store *s, pl_job *j, int sp, int rc) {
+int pg_sp_failed(pg_store *s, pl_job *j, int sp, int rc) {
     if (rc != W_FATAL || s->w.err_slot <= sp) return rc;
     pg_log_failure(PL_LOG_ERROR, &s->w, "store: job failed; rolled back to its savepoint");
     pg_reset_outputs(j);
@@ -95,7 +97,7 @@ static int job_login_rotate(pg_store *s, pl_job *j, int64_t now) {
     int rc;
     PGresult *r = pg_w_query(s, W_LOGIN_ROTATE, &p, &rc);
     if (!r) return rc;
-    if (cmd_tuples(r) == 0) return PL_STORE_ENOTFOUND;
+    if (pg_cmd_tuples(r) == 0) return PL_STORE_ENOTFOUND;
     j->out_id = j->id;
     return PL_STORE_OK;
 }
@@ -106,7 +108,7 @@ static int job_login_revoke(pg_store *s, pl_job *j, int64_t now) {
     int rc;
     PGresult *r = pg_w_query(s, W_LOGIN_REVOKE, &p, &rc);
     if (!r) return rc;
-    if (cmd_tuples(r) == 0) return PL_STORE_ENOTFOUND;
+    if (pg_cmd_tuples(r) == 0) return PL_STORE_ENOTFOUND;
     j->out_id = j->id;
     return PL_STORE_OK;
 }
@@ -158,7 +160,7 @@ static int job_direct_open(pg_store *s, pl_job *j, int64_t now) {
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
     int cs = sp < 0 ? sp : pg_w_send(s, W_DIRECT_CREATE, &c, 1);
     if (cs < 0 || (rc = pg_w_send(s, W_RELEASE, NULL, 0)) < 0) return W_LOST;
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) return w_sp_failed(s, j, sp, rc);
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) return pg_sp_failed(s, j, sp, rc);
     if (PQntuples(s->w.res[cs]) != 1) {
         /* another node created the pair meanwhile and committed (ON CONFLICT
          * waited for it): that one is the conversation */
@@ -236,7 +238,7 @@ static int job_group_create(pg_store *s, pl_job *j, int64_t now) {
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
     int cs = sp < 0 ? sp : pg_w_send(s, W_GROUP_CREATE, &c, 1);
     if (cs < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) { rc = W_LOST; goto out; }
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) { rc = w_sp_failed(s, j, sp, rc); goto out; }
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) { rc = pg_sp_failed(s, j, sp, rc); goto out; }
     if (PQntuples(s->w.res[cs]) != 1) { rc = W_FATAL; goto out; }
     int64_t conv = pg_i64(s->w.res[cs], 0, 0);
     pg_conv *e = conv_created(s, conv, PL_CONV_GROUP, (int64_t)n);
@@ -293,7 +295,7 @@ static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
     pg_param_i64(&m, j->conv);
     pg_param_i64(&m, j->peer);
     pg_param_i64(&m, e->last_seq + 1);                  /* joined at its member_added event */
-    event_params(&ev, e, id, now, PL_EV_MEMBER_ADDED, j->user, j->peer, data);
+    pg_event_params(&ev, e, id, now, PL_EV_MEMBER_ADDED, j->user, j->peer, data, 0, NULL, 0);
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
     if (sp < 0 || pg_w_send(s, W_MEMBER_JOIN, &m, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 ||
         pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
@@ -302,7 +304,7 @@ static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
     }
     if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
         free(data);
-        return w_sp_failed(s, j, sp, rc);
+        return pg_sp_failed(s, j, sp, rc);
     }
     e->member_count++;
     pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_MEMBER_ADDED, j->user, j->peer, NULL, NULL, 0,
@@ -320,7 +322,7 @@ static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int ki
     pg_param_i64(&d, j->conv);
     pg_param_i64(&d, peer);
     pg_param_i64(&pr, j->conv);
-    event_params(&ev, e, id, now, kind, j->user, peer, data);
+    pg_event_params(&ev, e, id, now, kind, j->user, peer, data, 0, NULL, 0);
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0), rc;
     if (sp < 0 || pg_w_send(s, W_MEMBER_DELETE, &d, 0) < 0 || pg_w_send(s, W_PROMOTE, &pr, 0) < 0 ||
         pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
@@ -329,7 +331,7 @@ static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int ki
     }
     if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
         free(data);
-        return w_sp_failed(s, j, sp, rc);
+        return pg_sp_failed(s, j, sp, rc);
     }
     pl_own_ent *o = pl_own_find(&s->own, j->conv, peer);       /* a later re-join starts from 0 */
     if (o) o->delta = 0;
@@ -413,6 +415,11 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_LAST_SEEN:       return job_last_seen(s, j);
     case PL_JOB_OUTBOX_ACK:      return job_outbox_ack(s, j);
     case PL_JOB_OUTBOX_TAKEOVER: return job_outbox_takeover(s, j);
+    case PL_JOB_MESSAGE_EDIT:
+    case PL_JOB_MESSAGE_DELETE:
+    case PL_JOB_REACTION:
+    case PL_JOB_PIN:
+    case PL_JOB_NOTIFY_SET:      return pg_run_action(s, j, now);
     default:                     return PL_STORE_EINVAL;
     }
 }

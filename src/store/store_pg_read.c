@@ -3,9 +3,12 @@
  * read returns, and the SQLite backend's store_sqlite_read.c is the
  * reference for every result).
  *
- * Owns: reconnecting a reader. A read of several statements (SESSION,
- * CONV_GET, RECEIPTS) is one pipeline BEGIN REPEATABLE READ .. COMMIT: one
- * snapshot, one round trip; the others are one statement each.
+ * Owns: reconnecting a reader, and the current form of the messages a read
+ * returns (store.h invariant 6: pl_event.annot, from the row's marks, the
+ * parent of a reply and the reactions of the page). A read of several
+ * statements (SESSION, CONV_GET, RECEIPTS, EVENTS with the reactions of the
+ * page, PINS, MENTIONS) is one pipeline BEGIN REPEATABLE READ .. COMMIT:
+ * one snapshot, one round trip; the others are one statement each.
  */
 #include "pg_int.h"
 
@@ -101,6 +104,7 @@ static void login_row(const PGresult *res, pl_login *out) {
 }
 
 /* Columns of CONV_COLUMNS (store_pg.c). */
+#define CONV_NCOLS 13
 static void conv_row(const PGresult *res, int row, pl_conv *c) {
     memset(c, 0, sizeof *c);
     c->id = pg_i64(res, row, 0);
@@ -115,10 +119,35 @@ static void conv_row(const PGresult *res, int row, pl_conv *c) {
     c->read_seq = pg_i64(res, row, 9);
     c->unread = pg_i64(res, row, 10);
     if (c->unread < 0) c->unread = 0;
+    c->unread_mentions = pg_i64(res, row, 11);
+    c->notify = (int)pg_i64(res, row, 12);
 }
 
-/* EVENT_COLUMNS starting at column k. */
-static void event_row(const PGresult *res, int row, int k, int64_t conv, pl_event *e) {
+/* The rows of a reactions query (R_REACT_*: seq, emoji, count, me; by seq)
+ * for seq, into rs (at most cap); their number. Strings borrowed from r. */
+static size_t reactions_of(const PGresult *r, int64_t seq, pl_annot_reaction *rs, size_t cap) {
+    if (!r) return 0;
+    int lo = 0, hi = PQntuples(r);
+    while (lo < hi) {                              /* the first row of seq */
+        int mid = lo + (hi - lo) / 2;
+        if (pg_i64(r, mid, 0) < seq) lo = mid + 1;
+        else hi = mid;
+    }
+    size_t n = 0;
+    for (int row = lo; row < PQntuples(r) && n < cap && pg_i64(r, row, 0) == seq; row++) {
+        rs[n].emoji = PQgetvalue(r, row, 1);
+        rs[n].count = pg_i64(r, row, 2);
+        rs[n].me = PQgetvalue(r, row, 3)[0] == 't';
+        n++;
+    }
+    return n;
+}
+
+/* EV_COLUMNS (store_pg.c) starting at column k, with the event's current
+ * form in annot (store.h): a MESSAGE's marks, reply preview and, from
+ * react (NULL: none), reactions; "deleted" on the EDIT of a deleted one. */
+static void event_row(const PGresult *res, int row, int k, int64_t conv, const PGresult *react,
+                      pl_event *e) {
     memset(e, 0, sizeof *e);
     e->conv = conv;
     e->seq = pg_i64(res, row, k + 0);
@@ -130,6 +159,31 @@ static void event_row(const PGresult *res, int row, int k, int64_t conv, pl_even
     e->body = pg_bytea(res, row, k + 6, &e->body_len);
     e->data = pg_text(res, row, k + 7, NULL);
     e->subject = pg_i64(res, row, k + 8);
+    e->ref = pg_i64(res, row, k + 9);
+    if (e->kind == PL_EV_EDIT) {
+        pl_annot a = {.deleted = !e->body};
+        e->annot = pl_store__annot(&a);
+        return;
+    }
+    if (e->kind != PL_EV_MESSAGE) return;
+    pl_annot a = {.edited_ts = pg_i64(res, row, k + 10), .deleted = pg_i64(res, row, k + 11) > 0,
+                  .pinned = pg_i64(res, row, k + 12) > 0};
+    char *pbody = NULL;
+    if (e->ref > 0) {
+        int found = !pg_null(res, row, k + 16);
+        a.reply_seq = e->ref;
+        a.reply_sender = pg_i64(res, row, k + 13);
+        if (found) pbody = pg_bytea(res, row, k + 14, &a.reply_len);
+        a.reply_body = pbody;
+        a.reply_deleted = !found || pg_i64(res, row, k + 15) > 0 || !pbody;
+    }
+    pl_annot_reaction rs[PL_STORE_REACTIONS_MAX];
+    if (!a.deleted) {
+        a.nreactions = reactions_of(react, e->seq, rs, PL_STORE_REACTIONS_MAX);
+        a.reactions = rs;
+    }
+    e->annot = pl_store__annot(&a);
+    free(pbody);
 }
 
 static void conv_list(const PGresult *res, int with_last, pl_conv **out, size_t *n) {
@@ -138,13 +192,27 @@ static void conv_list(const PGresult *res, int with_last, pl_conv **out, size_t 
     for (size_t i = 0; i < len; i++) {
         pl_conv *c = &list[i];
         conv_row(res, (int)i, c);
-        if (with_last && !pg_null(res, (int)i, 11)) {
+        if (with_last && !pg_null(res, (int)i, CONV_NCOLS)) {
             c->last = pl_malloc(sizeof *c->last);
-            event_row(res, (int)i, 11, c->id, c->last);
+            event_row(res, (int)i, CONV_NCOLS, c->id, NULL, c->last);
         }
     }
     *out = list;
     *n = len;
+}
+
+/* rows events of res from column k (at most limit), always ascending
+ * (top: the rows came highest first), with their reactions from react. */
+static void event_list(pl_job *j, const PGresult *res, int rows, int k, int limit, int top,
+                       const PGresult *react) {
+    size_t len = (size_t)(rows > limit ? limit : rows);
+    pl_event *list = len ? pl_malloc(len * sizeof *list) : NULL;
+    for (size_t i = 0; i < len; i++) {
+        size_t at = top ? len - 1 - i : i;
+        event_row(res, (int)i, k, j->conv, react, &list[at]);
+    }
+    j->events = list;
+    j->nevents = len;
 }
 
 static void conv_members(const PGresult *res, pl_conv *c) {
@@ -239,11 +307,16 @@ static int r_conv_get(pg_reader *r, pl_job *j, int with_event) {
     pg_param_i64(&e, j->conv);
     pg_param_i64(&e, j->seq);
     pg_param_i64(&e, j->user);
+    pg_params x = {0};
+    pg_param_i64(&x, j->conv);
+    pg_param_i64(&x, j->seq);
+    pg_param_i64(&x, j->user);
     with_event = with_event && j->seq > 0;
-    int cs, ms, es = -1;
+    int cs, ms, es = -1, xs = -1;
     if (pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (cs = pgc_send(&r->c, R_CONV_GET, &p, 1)) < 0 ||
         (ms = pgc_send(&r->c, R_CONV_MEMBERS, &m, 1)) < 0 ||
-        (with_event && (es = pgc_send(&r->c, R_EVENT_AT_AS, &e, 1)) < 0) ||
+        (with_event && ((es = pgc_send(&r->c, R_EVENT_AT_AS, &e, 1)) < 0 ||
+                        (xs = pgc_send(&r->c, R_REACT_AT, &x, 1)) < 0)) ||
         pgc_send(&r->c, R_COMMIT, NULL, 0) < 0)
         return W_LOST;
     int rc = r_sync(r);
@@ -253,43 +326,86 @@ static int r_conv_get(pg_reader *r, pl_job *j, int with_event) {
     conv_members(r->c.res[ms], &j->conv_out);
     if (es >= 0 && PQntuples(r->c.res[es]) == 1) {
         j->events = pl_malloc(sizeof *j->events);
-        event_row(r->c.res[es], 0, 0, j->conv, &j->events[0]);
+        event_row(r->c.res[es], 0, 0, j->conv, r->c.res[xs], &j->events[0]);
         j->nevents = 1;
     }
     return PL_STORE_OK;
 }
 
+/* A page of the log and its reactions: one snapshot, one round trip. */
 static int r_events(pg_reader *r, pl_job *j) {
     int limit = j->limit;
     if (limit < 1) return PL_STORE_EINVAL;
     if (limit > PL_STORE_PAGE_MAX) limit = PL_STORE_PAGE_MAX;
     int top = (j->flags & PL_READ_FROM_TOP) != 0;
-    pg_params p = {0};
-    pg_param_i64(&p, j->conv);
-    pg_param_i64(&p, j->after);
-    pg_param_i64(&p, j->before > 0 ? j->before : INT64_MAX);
-    pg_param_i64(&p, limit + 1);                            /* one more: is there more? */
+    pg_params p = {0}, x = {0};                             /* x: the reactions' */
+    for (int i = 0; i < 2; i++) {
+        pg_params *q = i ? &x : &p;
+        pg_param_i64(q, j->conv);
+        pg_param_i64(q, j->after);
+        pg_param_i64(q, j->before > 0 ? j->before : INT64_MAX);
+        pg_param_i64(q, limit + 1);                         /* one more: is there more? */
+    }
+    pg_param_i64(&x, j->user);                              /* 0: no viewer, no "me" */
     int stmt = top ? R_EVENTS_DESC : R_EVENTS_ASC, k = 0;
     if (j->user) {               /* invariant 4 of store.h, in the same statement */
         pg_param_i64(&p, j->user);
         stmt = top ? R_EVENTS_DESC_AS : R_EVENTS_ASC_AS;
         k = 1;
     }
-    int rc;
-    PGresult *res = r_query(r, stmt, &p, &rc);
-    if (!res) return rc;
+    int es, xs;
+    if (pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (es = pgc_send(&r->c, stmt, &p, 1)) < 0 ||
+        (xs = pgc_send(&r->c, top ? R_REACT_DESC : R_REACT_ASC, &x, 1)) < 0 ||
+        pgc_send(&r->c, R_COMMIT, NULL, 0) < 0)
+        return W_LOST;
+    int rc = r_sync(r);
+    if (rc) return rc;
+    const PGresult *res = r->c.res[es];
     int rows = PQntuples(res);
     if (j->user && rows == 0) return PL_STORE_ENOTFOUND;       /* not a member */
     if (j->user && pg_null(res, 0, k)) rows = 0;               /* a member, empty page */
-    size_t len = (size_t)(rows > limit ? limit : rows);
     j->more = rows > limit;
-    pl_event *list = len ? pl_malloc(len * sizeof *list) : NULL;
-    for (size_t i = 0; i < len; i++) {
-        size_t at = top ? len - 1 - i : i;            /* always ascending for callers */
-        event_row(res, (int)i, k, j->conv, &list[at]);
-    }
-    j->events = list;
-    j->nevents = len;
+    event_list(j, res, rows, k, limit, top, r->c.res[xs]);
+    return PL_STORE_OK;
+}
+
+/* The pinned messages the member sees, most recently pinned first. */
+static int r_pins(pg_reader *r, pl_job *j) {
+    pg_params p = {0};
+    pg_param_i64(&p, j->conv);
+    pg_param_i64(&p, j->user);
+    int ms, es, xs;
+    if (pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (ms = pgc_send(&r->c, R_MEMBER, &p, 1)) < 0 ||
+        (es = pgc_send(&r->c, R_PINS, &p, 1)) < 0 || (xs = pgc_send(&r->c, R_REACT_PINS, &p, 1)) < 0 ||
+        pgc_send(&r->c, R_COMMIT, NULL, 0) < 0)
+        return W_LOST;
+    int rc = r_sync(r);
+    if (rc) return rc;
+    if (PQntuples(r->c.res[ms]) != 1) return PL_STORE_ENOTFOUND;
+    event_list(j, r->c.res[es], PQntuples(r->c.res[es]), 0, PL_STORE_PINS_MAX, 0, r->c.res[xs]);
+    return PL_STORE_OK;
+}
+
+/* The messages above after that mention the member (invariant 7). */
+static int r_mentions(pg_reader *r, pl_job *j) {
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;
+    pg_params p = {0};
+    pg_param_i64(&p, j->conv);
+    pg_param_i64(&p, j->user);
+    pg_param_i64(&p, j->after);
+    pg_param_i64(&p, limit + 1);
+    int es, xs;
+    if (pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (es = pgc_send(&r->c, R_MENTIONS, &p, 1)) < 0 ||
+        (xs = pgc_send(&r->c, R_REACT_MENTIONS, &p, 1)) < 0 || pgc_send(&r->c, R_COMMIT, NULL, 0) < 0)
+        return W_LOST;
+    int rc = r_sync(r);
+    if (rc) return rc;
+    const PGresult *res = r->c.res[es];
+    int rows = PQntuples(res);
+    if (rows == 0) return PL_STORE_ENOTFOUND;                  /* not a member */
+    if (pg_null(res, 0, 1)) rows = 0;                          /* none */
+    j->more = rows > limit;
+    event_list(j, res, rows, 1, limit, 0, r->c.res[xs]);
     return PL_STORE_OK;
 }
 
@@ -371,6 +487,8 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_USERS_VISIBLE: return r_users_visible(r, j);
     case PL_READ_CONV_HEADS:    return r_conv_heads(r, j);
     case PL_READ_MEMBERSHIPS:   return r_memberships(r, j);
+    case PL_READ_PINS:          return r_pins(r, j);
+    case PL_READ_MENTIONS:      return r_mentions(r, j);
     default:                    return PL_STORE_EINVAL;
     }
 }

@@ -7,8 +7,9 @@
  * exactly what running the jobs one by one in submission order would give
  * it: idempotency keys stored before the batch, or appended earlier in the
  * run (a dup of that one); membership as of the run's start (no member job
- * sits inside a run: the batch splits runs at every other job); cursors
- * moving job by job.
+ * sits inside a run: the batch splits runs at every other job); the message
+ * a reply names, stored before the run or appended earlier in it (no
+ * delete sits inside a run either); cursors moving job by job.
  */
 #include "pg_int.h"
 
@@ -24,7 +25,15 @@ typedef struct send_x {
     int dup_row;           /* row of W_SEND_DUPS with the stored event, or -1 */
     int pair;              /* (conv, sender) index in the membership query */
     int done;              /* result already decided                    */
+    int parent_row;        /* row of W_SEND_PARENTS (reply_to stored before the run), or -1 */
+    int name_at, nnames;   /* its @names: names[name_at .. + nnames)    */
+    int all;               /* @all 1, @here 2                           */
 } send_x;
+
+typedef struct send_pair { /* a (conv, sender) of the run               */
+    int     member, role;
+    int64_t joined;
+} send_pair;
 
 typedef struct key_ctx {   /* in-run idempotency keys: (conv, sender, cmid) */
     pl_job    **jobs;
@@ -37,28 +46,51 @@ static int key_match(void *arg, int v) {
     return k->jobs[v]->conv == k->conv && strcmp(k->jobs[v]->client_msg_id, k->cmid) == 0;
 }
 
+/* The message a reply names, as the checks and the preview need it. */
+typedef struct send_parent {
+    int         found, kind, deleted, member;  /* member: its author still is */
+    int64_t     sender;
+    const char *body;                           /* borrowed                  */
+    size_t      len;
+} send_parent;
+
 /* Runs n consecutive MESSAGE_SEND jobs as if one by one: the idempotency
  * key first (stored before the batch or earlier in it: dup), then
- * membership, then the append with the conversation's next seq. Two queries
- * for the whole run, the INSERT queued into the next round trip. */
+ * membership, the message replied to (stored before the run, or appended
+ * earlier in it), the mentions (store.h invariant 7: @names resolved to
+ * members; membership does not change inside a run), then the append with
+ * the conversation's next seq. One round trip of queries for the whole
+ * run; the INSERT and the mention rows are queued into the next one. */
 int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
     send_x *x = pl_malloc(n * sizeof *x);
     int *dup_job = pl_malloc(n * sizeof *dup_job);     /* dup array index -> job */
-    pg_kset pairs, keys;
+    int *par_job = pl_malloc(n * sizeof *par_job);     /* parents array index -> job */
+    char (*names)[33] = NULL;                           /* every @name of the run */
+    int64_t *name_id = NULL;
+    size_t nnames = 0, names_cap = 0;
+    send_pair *pr = pl_calloc(n, sizeof *pr);
+    pg_kset pairs, keys, seqs;
     pg_kset_init(&pairs, n);
     pg_kset_init(&keys, n);
-    pg_arr *dc = &s->arr[0], *du = &s->arr[1], *dk = &s->arr[2], *mc = &s->arr[3], *mu = &s->arr[4];
+    pg_kset_init(&seqs, n);                             /* (conv, seq) appended -> job */
+    pg_arr *dc = &s->arr[0], *du = &s->arr[1], *dk = &s->arr[2], *mc = &s->arr[3], *mu = &s->arr[4],
+           *pc = &s->arr[5], *ps = &s->arr[6], *nc = &s->arr[7], *nk = &s->arr[8];
     pg_arr_start(dc, PG_INT8);
     pg_arr_start(du, PG_INT8);
     pg_arr_start(dk, PG_TEXT);
     pg_arr_start(mc, PG_INT8);
     pg_arr_start(mu, PG_INT8);
+    pg_arr_start(pc, PG_INT8);
+    pg_arr_start(ps, PG_INT8);
+    pg_arr_start(nc, PG_INT8);
+    pg_arr_start(nk, PG_TEXT);
     int npairs = 0, rc = PL_STORE_OK;
     for (size_t i = 0; i < n; i++) {
         pl_job *j = jobs[i];
-        x[i].dup_row = x[i].pair = -1;
-        x[i].done = 0;
-        if (!j->body || j->body_len > INT_MAX || (j->client_msg_id && !pg_utf8_ok(j->client_msg_id))) {
+        x[i].dup_row = x[i].pair = x[i].parent_row = -1;
+        x[i].done = x[i].name_at = x[i].nnames = x[i].all = 0;
+        if (!j->body || j->body_len > INT_MAX || j->seq < 0 ||
+            (j->client_msg_id && !pg_utf8_ok(j->client_msg_id))) {
             j->result = PL_STORE_EINVAL;
             x[i].done = 1;
             continue;
@@ -76,38 +108,81 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
             pg_arr_i64(mu, j->user);
         }
         x[i].pair = pairs.v[k];
+        if (j->seq > 0) {
+            par_job[pc->n] = (int)i;
+            pg_arr_i64(pc, j->conv);
+            pg_arr_i64(ps, j->seq);
+        }
+        if (j->body_len && memchr(j->body, '@', j->body_len)) {
+            if (names_cap < nnames + PL_STORE_MENTIONS_MAX) {
+                names_cap = (nnames + PL_STORE_MENTIONS_MAX) * 2;
+                names = pl_realloc(names, names_cap * sizeof *names);
+            }
+            int nn = pl_store__mentions_parse(j->body, j->body_len, names + nnames, PL_STORE_MENTIONS_MAX,
+                                              &x[i].all);
+            x[i].name_at = (int)nnames;
+            x[i].nnames = nn;
+            for (int m = 0; m < nn; m++) {
+                pg_arr_i64(nc, j->conv);
+                pg_arr_bytes(nk, names[nnames + (size_t)m], strlen(names[nnames + (size_t)m]));
+            }
+            nnames += (size_t)nn;
+        }
     }
-    int ds = -1, ms = -1;
+    int ds = -1, ms = -1, ps_slot = -1, ns = -1;
+    pg_params p = {0};
     if (dk->n) {
-        pg_params p = {0};
         pg_param_arr(&p, dc);
         pg_param_arr(&p, du);
         pg_param_arr(&p, dk);
         if ((ds = pg_w_send(s, W_SEND_DUPS, &p, 1)) < 0) { rc = ds; goto out; }
     }
     if (npairs) {
-        pg_params p = {0};
+        p.n = 0;
         pg_param_arr(&p, mc);
         pg_param_arr(&p, mu);
         if ((ms = pg_w_send(s, W_SEND_MEMBERS, &p, 1)) < 0) { rc = ms; goto out; }
     }
+    if (pc->n) {
+        p.n = 0;
+        pg_param_arr(&p, pc);
+        pg_param_arr(&p, ps);
+        if ((ps_slot = pg_w_send(s, W_SEND_PARENTS, &p, 1)) < 0) { rc = ps_slot; goto out; }
+    }
+    if (nc->n) {
+        p.n = 0;
+        pg_param_arr(&p, nc);
+        pg_param_arr(&p, nk);
+        if ((ns = pg_w_send(s, W_SEND_NAMES, &p, 1)) < 0) { rc = ns; goto out; }
+    }
     if ((ds >= 0 || ms >= 0) && (rc = pg_w_sync(s)) != PL_STORE_OK) goto out;
-    PGresult *dr = ds >= 0 ? s->w.res[ds] : NULL;
-    unsigned char *member = pl_calloc((size_t)npairs + 1, 1);
+    PGresult *dr = ds >= 0 ? s->w.res[ds] : NULL, *par = ps_slot >= 0 ? s->w.res[ps_slot] : NULL;
     if (dr)
         for (int r = 0; r < PQntuples(dr); r++) x[dup_job[pg_i64(dr, r, 0) - 1]].dup_row = r;
     if (ms >= 0)
-        for (int r = 0; r < PQntuples(s->w.res[ms]); r++) member[pg_i64(s->w.res[ms], r, 0) - 1] = 1;
+        for (int r = 0; r < PQntuples(s->w.res[ms]); r++) {
+            send_pair *q = &pr[pg_i64(s->w.res[ms], r, 0) - 1];
+            q->member = 1;
+            q->role = (int)pg_i64(s->w.res[ms], r, 1);
+            q->joined = pg_i64(s->w.res[ms], r, 2);
+        }
+    if (par)
+        for (int r = 0; r < PQntuples(par); r++) x[par_job[pg_i64(par, r, 0) - 1]].parent_row = r;
+    if (nnames) {
+        name_id = pl_calloc(nnames, sizeof *name_id);
+        for (int r = 0; ns >= 0 && r < PQntuples(s->w.res[ns]); r++) {
+            int64_t at = pg_i64(s->w.res[ns], r, 0) - 1;
+            if (at >= 0 && (size_t)at < nnames) name_id[at] = pg_i64(s->w.res[ns], r, 1);
+        }
+    }
 
     pg_arr *ic = &s->arr[0], *is = &s->arr[1], *iid = &s->arr[2], *iu = &s->arr[3], *in = &s->arr[4],
-           *ik = &s->arr[5], *ib = &s->arr[6];
-    pg_arr_start(ic, PG_INT8);
-    pg_arr_start(is, PG_INT8);
-    pg_arr_start(iid, PG_INT8);
-    pg_arr_start(iu, PG_INT8);
-    pg_arr_start(in, PG_INT8);
+           *ik = &s->arr[5], *ib = &s->arr[6], *idt = &s->arr[7], *ir = &s->arr[8], *xc = &s->arr[9],
+           *xu = &s->arr[10], *xs = &s->arr[11], *ac = &s->arr[12], *au = &s->arr[13], *as = &s->arr[14];
+    for (int a = 0; a < 15; a++) pg_arr_start(&s->arr[a], PG_INT8);
     pg_arr_start(ik, PG_TEXT);
     pg_arr_start(ib, PG_BYTEA);
+    pg_arr_start(idt, PG_TEXT);
     key_ctx kc = {.jobs = jobs};
     for (size_t i = 0; i < n; i++) {
         pl_job *j = jobs[i];
@@ -124,7 +199,7 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
             j->event.kind = PL_EV_MESSAGE;
             j->event.sender = j->user;
             j->event.client_msg_id = pl_strdup(j->client_msg_id);
-            j->event.body = pg_bytea(dr, r, 4, &j->event.body_len);
+            j->event.body = pg_bytea(dr, r, 4, &j->event.body_len);   /* NULL once deleted */
             continue;
         }
         size_t ks = 0;
@@ -134,18 +209,74 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
             ks = pg_kset_slot(&keys, j->conv ^ (int64_t)pg_str_hash(j->client_msg_id), j->user, key_match, &kc);
             if (keys.v[ks] >= 0) {           /* appended earlier in this run */
                 pl_event_copy(&j->event, &jobs[keys.v[ks]]->event);
+                free(j->event.data);          /* as a stored dup: the ack's fields only */
+                free(j->event.annot);
+                j->event.data = j->event.annot = NULL;
+                j->event.ref = 0;
                 j->dup = 1;
                 j->has_event = 1;
                 continue;
             }
         }
         pg_conv *e = pg_conv_find(s, j->conv);            /* locked (the map is in) */
-        if (!e || !member[x[i].pair]) {
+        send_pair *q = &pr[x[i].pair];
+        if (!e || !q->member) {
+            if (j->seq > 0) j->why = "no such conversation";
             j->result = PL_STORE_ENOTFOUND;
             continue;
         }
+        send_parent pa = {0};
+        char *pbody = NULL;
+        if (j->seq > 0) {
+            if (x[i].parent_row >= 0) {          /* stored before the run */
+                int r = x[i].parent_row;
+                pa.found = 1;
+                pa.kind = (int)pg_i64(par, r, 1);
+                pa.sender = pg_i64(par, r, 2);
+                pa.deleted = pg_i64(par, r, 4) > 0;
+                pa.member = PQgetvalue(par, r, 5)[0] == 't';
+            } else {                             /* appended earlier in the run? */
+                size_t k = pg_kset_slot(&seqs, j->conv, j->seq, NULL, NULL);
+                if (seqs.v[k] >= 0) {
+                    pl_job *o = jobs[seqs.v[k]];
+                    pa.found = 1;
+                    pa.kind = PL_EV_MESSAGE;
+                    pa.sender = o->user;
+                    pa.member = 1;               /* membership holds through the run */
+                    pa.body = o->body;
+                    pa.len = o->body_len;
+                }
+            }
+            if (j->seq < q->joined || !pa.found) {
+                j->why = "no such message";
+                j->result = PL_STORE_ENOTFOUND;
+                continue;
+            }
+            if (pa.kind != PL_EV_MESSAGE) {
+                j->why = "not a message";
+                j->result = PL_STORE_EINVAL;
+                continue;
+            }
+            if (pa.deleted) {
+                j->why = "message deleted";
+                j->result = PL_STORE_EGONE;
+                continue;
+            }
+        }
+        if (x[i].all && s->large_group > 0 && q->role != PL_ROLE_ADMIN && e->member_count > s->large_group) {
+            j->why = "@all and @here need an admin in a large group";
+            j->result = PL_STORE_EFORBID;
+            continue;
+        }
+        int64_t ids[PL_STORE_MENTIONS_MAX];
+        size_t nids = 0;
+        for (int m = 0; m < x[i].nnames; m++) {
+            int64_t u = name_id[x[i].name_at + m];
+            if (u > 0 && u != j->user) ids[nids++] = u;
+        }
         int64_t seq = e->last_seq + 1;
         uint64_t id = pl_idgen_next(&s->ids, now);
+        char *data = pl_store__data_message(j->seq, ids, nids, x[i].all);
         pg_arr_i64(ic, j->conv);
         pg_arr_i64(is, seq);
         pg_arr_i64(iid, (int64_t)id);
@@ -153,14 +284,37 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         pg_arr_i64(in, e->msg_count + 1);
         pg_arr_bytes(ik, j->client_msg_id, j->client_msg_id ? strlen(j->client_msg_id) : 0);
         pg_arr_bytes(ib, j->body, j->body_len);
+        pg_arr_bytes(idt, data, data ? strlen(data) : 0);
+        pg_arr_i64(ir, j->seq);
+        for (size_t m = 0; m <= nids; m++) {    /* mention rows: the named, the parent's author */
+            int64_t u = m < nids ? ids[m] : pa.member ? pa.sender : 0;
+            if (u <= 0 || u == j->user) continue;
+            pg_arr_i64(xc, j->conv);
+            pg_arr_i64(xu, u);
+            pg_arr_i64(xs, seq);
+        }
+        if (x[i].all) {
+            pg_arr_i64(ac, j->conv);
+            pg_arr_i64(au, j->user);
+            pg_arr_i64(as, seq);
+        }
         pg_appended(s, e, j, seq, id, now, PL_EV_MESSAGE, j->user, 0, j->client_msg_id, j->body,
-                    j->body_len, NULL);
+                    j->body_len, data);
+        j->event.ref = j->seq;
+        if (j->seq > 0) {                        /* its reply preview */
+            if (x[i].parent_row >= 0) pa.body = pbody = pg_bytea(par, x[i].parent_row, 3, &pa.len);
+            pl_annot an = {.reply_seq = j->seq, .reply_sender = pa.sender, .reply_body = pa.body,
+                           .reply_len = pa.len};
+            j->event.annot = pl_store__annot(&an);
+            free(pbody);
+        }
         pl_own_add(&s->own, j->conv, j->user, 1);
         if (j->client_msg_id) keys.v[ks] = (int)i;
+        size_t k = pg_kset_slot(&seqs, j->conv, seq, NULL, NULL);
+        seqs.v[k] = (int)i;
     }
-    free(member);
     if (ic->n) {
-        pg_params p = {0};
+        p.n = 0;
         pg_param_i64(&p, now);
         pg_param_arr(&p, ic);
         pg_param_arr(&p, is);
@@ -169,11 +323,32 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         pg_param_arr(&p, in);
         pg_param_arr(&p, ik);
         pg_param_arr(&p, ib);
+        pg_param_arr(&p, idt);
+        pg_param_arr(&p, ir);
         if (pg_w_send(s, W_SEND_INSERT, &p, 0) < 0) rc = W_LOST;
+    }
+    if (rc == PL_STORE_OK && xc->n) {
+        p.n = 0;
+        pg_param_arr(&p, xc);
+        pg_param_arr(&p, xu);
+        pg_param_arr(&p, xs);
+        if (pg_w_send(s, W_MENTION_INSERT, &p, 0) < 0) rc = W_LOST;
+    }
+    if (rc == PL_STORE_OK && ac->n) {
+        p.n = 0;
+        pg_param_arr(&p, ac);
+        pg_param_arr(&p, au);
+        pg_param_arr(&p, as);
+        if (pg_w_send(s, W_MENTION_ALL, &p, 0) < 0) rc = W_LOST;
     }
 out:
     pg_kset_free(&pairs);
     pg_kset_free(&keys);
+    pg_kset_free(&seqs);
+    free(names);
+    free(name_id);
+    free(pr);
+    free(par_job);
     free(dup_job);
     free(x);
     return rc;

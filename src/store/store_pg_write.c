@@ -102,6 +102,7 @@ void pg_reset_outputs(pl_job *j) {
     j->dup = 0;
     j->out_delivered = j->out_read = j->out_unread = j->out_members = j->out_peer = 0;
     j->out_batch = 0;
+    j->why = NULL;
     memset(&j->event, 0, sizeof j->event);
 }
 
@@ -189,9 +190,13 @@ int pg_cmp_i64(const void *a, const void *b) {
 
 /* ---- the batch ------------------------------------------------------------------- */
 
+/* Every job that appends to a conversation or reads its counters, and
+ * NOTIFY_SET (members rows change only under their conversation's lock). */
 static int touches_conv(int op) {
     return op == PL_JOB_MESSAGE_SEND || op == PL_JOB_RECEIPT || op == PL_JOB_MEMBER_ADD ||
-           op == PL_JOB_MEMBER_REMOVE || op == PL_JOB_MEMBER_LEAVE;
+           op == PL_JOB_MEMBER_REMOVE || op == PL_JOB_MEMBER_LEAVE || op == PL_JOB_MESSAGE_EDIT ||
+           op == PL_JOB_MESSAGE_DELETE || op == PL_JOB_REACTION || op == PL_JOB_PIN ||
+           op == PL_JOB_NOTIFY_SET;
 }
 
 /* BEGIN, and the lock on every existing conversation the batch touches, in
@@ -329,7 +334,11 @@ static int w_attempt(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         else if (op == PL_JOB_RECEIPT) rc = pg_run_receipts(s, jobs + i, k - i);
         else {
             rc = pg_run_job(s, jobs[i], now);
-            if (rc > W_FATAL && rc != PL_STORE_OK) pg_reset_outputs(jobs[i]);
+            if (rc > W_FATAL && rc != PL_STORE_OK) {
+                const char *why = jobs[i]->why;          /* the reason stays */
+                pg_reset_outputs(jobs[i]);
+                jobs[i]->why = why;
+            }
             if (rc > W_FATAL) jobs[i]->result = rc;
         }
         if (rc <= W_FATAL) return rc;

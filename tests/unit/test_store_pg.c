@@ -4,9 +4,11 @@
  * test on the server $PARLEY_TEST_PG names (`make unit-pg` starts a
  * throwaway one with scripts/pg-scratch.sh). The tests here apply to
  * PostgreSQL only and return at once without $PARLEY_TEST_PG: opening and
- * migrating, several nodes on one database (one conversation, idempotency
- * across nodes, deadlocks), node id leases, the outbox, the shared secret,
- * statement errors inside a batch, lost connections and a server restart
+ * migrating (also from schema 1, with data), several nodes on one database
+ * (one conversation, idempotency across nodes, deadlocks, message actions),
+ * node id leases, the outbox, the shared secret, statement errors inside a
+ * batch (also in a message action), sends and actions that depend on each
+ * other inside one batch, lost connections and a server restart
  * (that one also needs $PARLEY_TEST_PG_DIR, the scratch server's
  * directory), a differential test against the SQLite backend (the
  * reference; $PARLEY_PG_DIFF_SEED picks other random jobs), and a
@@ -22,6 +24,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
@@ -148,6 +151,8 @@ static void *n_drain_main(void *arg) {
     }
 }
 
+static int64_t open_large_group;                  /* opts.large_group of the next opens */
+
 /* Opens a store on url (a SQLite one in data_dir when url is NULL). */
 static int n_open_dir(pnode *n, const char *url, const char *data_dir, int node_id, int outbox,
                       char *err, size_t errlen) {
@@ -155,7 +160,7 @@ static int n_open_dir(pnode *n, const char *url, const char *data_dir, int node_
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cv, NULL);
     pl_store_opts o = {.url = url, .data_dir = data_dir, .node_id = node_id, .outbox = outbox,
-                       .notify = n_notify, .notify_arg = n};
+                       .large_group = open_large_group, .notify = n_notify, .notify_arg = n};
     int rc = pl_store_open(&o, &n->s, err, errlen);
     if (rc == 0) pthread_create(&n->drainer, NULL, n_drain_main, n);
     return rc;
@@ -561,7 +566,7 @@ TEST(store_pg_open) {
     PGconn *q = sql_conn(url);
     CHECK(q != NULL);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM parley_schema"), 1);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 1);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 2);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases"), N);
     PQfinish(q);
     for (int i = 0; i < N; i++) n_close(op[i].n);
@@ -900,6 +905,390 @@ TEST(store_pg_deadlock_retried) {
     n_close(b);
 }
 
+/* ---- message actions, replies, mentions (store.h invariants 6 and 7) ------------- */
+
+static void act_init(pl_job *j, pwait *w, pl_job_op op, int64_t conv, int64_t user, int64_t seq) {
+    j_init(j, w, op);
+    j->conv = conv;
+    j->user = user;
+    j->seq = seq;
+}
+
+/* The event at seq as viewer reads it (history), moved into *out; -1 if
+ * the read fails or has no such event. */
+static int n_event_at(pnode *n, int64_t conv, int64_t viewer, int64_t seq, pl_event *out) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_READ_EVENTS);
+    j.conv = conv;
+    j.user = viewer;
+    j.after = seq - 1;
+    j.before = seq + 1;
+    j.limit = 1;
+    int rc = n_run(n, &j, 1) || j.result || j.nevents != 1 ? -1 : 0;
+    if (!rc) {
+        *out = j.events[0];
+        memset(&j.events[0], 0, sizeof j.events[0]);
+    }
+    pl_job_release(&j);
+    return rc;
+}
+
+/* The conversation as user sees it (unread_mentions, notify); -1 if not. */
+static int n_conv(pnode *n, int64_t conv, int64_t user, pl_conv *out) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_READ_CONV_GET);
+    j.conv = conv;
+    j.user = user;
+    int rc = n_run(n, &j, 1) || j.result ? -1 : 0;
+    if (!rc) {
+        *out = j.conv_out;
+        memset(&j.conv_out, 0, sizeof j.conv_out);
+    }
+    pl_job_release(&j);
+    return rc;
+}
+
+static int has_str(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
+
+/* Schema 1 -> 2 on a database with data: the columns and tables come,
+ * messages written before it read as before (no current form, no
+ * mentions), and every action works on them. The downgrade to version 1
+ * undoes exactly migration 1 -> 2. */
+TEST(store_pg_migration_1_to_2) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    int64_t ann = n_user(a, "ann"), bob = n_user(a, "bob");
+    int64_t g = n_group(a, ann, &bob, 1);
+    CHECK(g > 0);
+    pwait w;
+    w_init(&w);
+    pl_job j[3];
+    send_init(&j[0], &w, g, ann, "m1", "old one @bob");
+    send_init(&j[1], &w, g, bob, "m2", "old two");
+    CHECK_EQ(n_run(a, j, 2), 0);
+    CHECK(j[0].result == 0 && j[1].result == 0);
+    pl_job_release(&j[0]);
+    pl_job_release(&j[1]);
+    n_close(a);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "BEGIN"), 0);
+    CHECK_EQ(sql_int(q, "ALTER TABLE events DROP COLUMN ref, DROP COLUMN edited_ts, DROP COLUMN deleted_ts,"
+                        " DROP COLUMN pinned_ts"), 0);
+    CHECK_EQ(sql_int(q, "DROP TABLE reactions, mentions"), 0);
+    CHECK_EQ(sql_int(q, "ALTER TABLE members DROP COLUMN notify"), 0);
+    CHECK_EQ(sql_int(q, "UPDATE events SET data = NULL WHERE kind = 2"), 2);   /* version 1 wrote none */
+    CHECK_EQ(sql_int(q, "UPDATE parley_schema SET version = 1"), 1);
+    CHECK_EQ(sql_int(q, "COMMIT"), 0);
+
+    pnode *b = n_slot(), *c = n_slot();
+    CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
+    CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 2);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM events WHERE ref = 0 AND edited_ts = 0 AND deleted_ts = 0"
+                        " AND pinned_ts = 0"), 3);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_ref', 'events_pinned',"
+                        " 'mentions_seq')"), 3);
+    pl_event e;
+    CHECK_EQ(n_event_at(c, g, bob, 2, &e), 0);
+    int ok = e.body && strcmp(e.body, "old one @bob") == 0 && !e.annot && !e.data && e.ref == 0;
+    pl_event_release(&e);
+    CHECK(ok);
+    pl_conv cv;
+    CHECK_EQ(n_conv(c, g, bob, &cv), 0);
+    ok = cv.unread == 1 && cv.unread_mentions == 0 && cv.notify == PL_NOTIFY_ALL;   /* no rows before */
+    if (!ok) fprintf(stderr, "  unread %lld mentions %lld notify %d\n", (long long)cv.unread,
+                     (long long)cv.unread_mentions, cv.notify);
+    pl_conv_release(&cv);
+    CHECK(ok);
+    /* every action on the old messages */
+    act_init(&j[0], &w, PL_JOB_REACTION, g, bob, 2);
+    j[0].emoji = "\xF0\x9F\x91\x8D";
+    act_init(&j[1], &w, PL_JOB_MESSAGE_EDIT, g, bob, 3);
+    j[1].body = "new two @ann";
+    j[1].body_len = strlen(j[1].body);
+    send_init(&j[2], &w, g, ann, "m3", "answer");
+    j[2].seq = 3;
+    CHECK_EQ(n_run(b, j, 3), 0);
+    for (int i = 0; i < 3; i++) CHECK_EQ(j[i].result, PL_STORE_OK);
+    CHECK_EQ(j[2].event.seq, 6);
+    CHECK_STR(j[2].event.annot, "\"reply_preview\":{\"seq\":3,\"sender\":2,\"body\":\"new two @ann\"}");
+    for (int i = 0; i < 3; i++) pl_job_release(&j[i]);
+    CHECK_EQ(n_event_at(c, g, ann, 2, &e), 0);
+    ok = has_str(e.annot, "\"reactions\":[{\"emoji\":\"\xF0\x9F\x91\x8D\",\"count\":1,\"me\":false}]");
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(n_conv(c, g, ann, &cv), 0);
+    ok = cv.unread_mentions == 1;                           /* the edit names ann; her own reply not */
+    pl_conv_release(&cv);
+    CHECK(ok);
+    CHECK_EQ(n_conv(c, g, bob, &cv), 0);
+    ok = cv.unread_mentions == 1;                           /* ann replied to bob */
+    pl_conv_release(&cv);
+    CHECK(ok);
+    size_t count = 0;
+    CHECK(check_log(c, g, &count));
+    CHECK_EQ(count, 6);
+    PQfinish(q);
+    n_close(b);
+    n_close(c);
+}
+
+/* One batch holding sends and actions that depend on each other: each job
+ * sees exactly what the jobs before it did (a reply to a message appended
+ * in the same run, actions on messages appended earlier in the batch, a
+ * reply to a message deleted earlier in it, a dup after an edit). */
+TEST(store_pg_actions_one_batch) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    int64_t ann = n_user(a, "ann"), bob = n_user(a, "bob"), cid = n_user(a, "cid");
+    int64_t m[] = {bob, cid};
+    int64_t g = n_group(a, ann, m, 2);
+    CHECK(g > 0);
+    pwait w;
+    w_init(&w);
+    enum { N = 13 };
+    pl_job j[N];
+    send_init(&j[0], &w, g, ann, "k0", "hello @bob");               /* 2 */
+    send_init(&j[1], &w, g, bob, "k1", "re: hello");                /* 3, reply to 2 (same run) */
+    j[1].seq = 2;
+    send_init(&j[2], &w, g, cid, "k2", "re re @ann @cid");          /* 4, reply to 3 */
+    j[2].seq = 3;
+    send_init(&j[3], &w, g, cid, "k3", "to the future");            /* not there yet */
+    j[3].seq = 9;
+    send_init(&j[4], &w, g, cid, "k2", "dup of 4");                 /* dup in the run */
+    act_init(&j[5], &w, PL_JOB_REACTION, g, bob, 2);                /* 5 */
+    j[5].emoji = "\xE2\x9D\xA4";
+    act_init(&j[6], &w, PL_JOB_MESSAGE_EDIT, g, ann, 2);            /* 6 */
+    j[6].body = "hello @cid";
+    j[6].body_len = strlen(j[6].body);
+    send_init(&j[7], &w, g, ann, "k0", "dup of 2");                 /* dup: the current body */
+    act_init(&j[8], &w, PL_JOB_MESSAGE_DELETE, g, ann, 3);          /* 7: an admin deletes bob's */
+    send_init(&j[9], &w, g, cid, "k9", "reply to the deleted");     /* EGONE */
+    j[9].seq = 3;
+    act_init(&j[10], &w, PL_JOB_PIN, g, cid, 2);                    /* 8 */
+    act_init(&j[11], &w, PL_JOB_NOTIFY_SET, g, cid, 0);
+    j[11].level = PL_NOTIFY_MENTIONS;
+    send_init(&j[12], &w, g, bob, "k12", "@all then");              /* 9 */
+    CHECK_EQ(n_run_batch(a, j, N), 0);
+    int64_t want_seq[N] = {2, 3, 4, 0, 4, 5, 6, 2, 7, 0, 8, 0, 9};
+    int want_rc[N] = {0, 0, 0, PL_STORE_ENOTFOUND, 0, 0, 0, 0, 0, PL_STORE_EGONE, 0, 0, 0};
+    for (int i = 0; i < N; i++) {
+        if (j[i].result != want_rc[i] || (want_seq[i] && j[i].event.seq != want_seq[i]))
+            fprintf(stderr, "  job %d: result %d seq %lld\n", i, j[i].result, (long long)j[i].event.seq);
+        CHECK_EQ(j[i].result, want_rc[i]);
+        if (want_seq[i]) CHECK_EQ(j[i].event.seq, want_seq[i]);
+    }
+    CHECK_STR(j[1].event.data, "{\"reply_to\":2}");
+    CHECK_STR(j[1].event.annot, "\"reply_preview\":{\"seq\":2,\"sender\":1,\"body\":\"hello @bob\"}");
+    CHECK_STR(j[2].event.data, "{\"reply_to\":3,\"mentions\":[1]}");
+    CHECK_STR(j[3].why, "no such message");
+    CHECK_EQ(j[4].dup, 1);
+    CHECK(j[4].event.annot == NULL && j[4].event.data == NULL);
+    CHECK_STR(j[5].event.data, "{\"target\":2,\"emoji\":\"\xE2\x9D\xA4\",\"op\":\"add\",\"count\":1}");
+    CHECK_EQ(j[6].event.kind, PL_EV_EDIT);
+    CHECK_EQ(j[6].event.ref, 2);
+    CHECK_STR(j[6].event.data, "{\"target\":2,\"mentions\":[3]}");
+    CHECK_EQ(j[7].dup, 1);
+    CHECK_STR(j[7].event.body, "hello @cid");
+    CHECK_STR(j[8].event.data, "{\"target\":3}");
+    CHECK_STR(j[9].why, "message deleted");
+    CHECK_STR(j[10].event.data, "{\"target\":2,\"op\":\"pin\"}");
+    CHECK_EQ(j[11].created, 1);
+    CHECK_EQ(j[11].has_event, 0);
+    CHECK_STR(j[12].event.data, "{\"mention_all\":\"all\"}");
+    for (int i = 0; i < N; i++) pl_job_release(&j[i]);
+
+    /* the state afterwards */
+    pl_event e;
+    CHECK_EQ(n_event_at(a, g, bob, 2, &e), 0);
+    int ok = e.body && strcmp(e.body, "hello @cid") == 0 && has_str(e.data, "\"mentions\":[3]") &&
+             has_str(e.annot, "\"edited_ts\":") && has_str(e.annot, "\"pinned\":true") &&
+             has_str(e.annot, "\"count\":1,\"me\":true");
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(n_event_at(a, g, cid, 4, &e), 0);                    /* a reply to the deleted */
+    ok = has_str(e.annot, "\"reply_preview\":{\"seq\":3,\"deleted\":true}") && e.ref == 3;
+    pl_event_release(&e);
+    CHECK(ok);
+    CHECK_EQ(n_event_at(a, g, cid, 3, &e), 0);
+    ok = !e.body && !e.data && has_str(e.annot, "\"deleted\":true") && e.client_msg_id;
+    pl_event_release(&e);
+    CHECK(ok);
+    /* mentions: ann by cid's @ann (4) and bob's @all (9), her reply row at
+     * 3 went with it; bob by cid's reply to him (4), his @bob at 2 edited
+     * away; cid by the edit (2) and @all */
+    int64_t who[3] = {ann, bob, cid}, want[3] = {2, 1, 2};
+    for (int i = 0; i < 3; i++) {
+        pl_conv cv;
+        CHECK_EQ(n_conv(a, g, who[i], &cv), 0);
+        ok = cv.unread_mentions == want[i] && cv.notify == (who[i] == cid ? PL_NOTIFY_MENTIONS : 0);
+        if (!ok) fprintf(stderr, "  user %lld: %lld mentions\n", (long long)who[i], (long long)cv.unread_mentions);
+        pl_conv_release(&cv);
+        CHECK(ok);
+    }
+    pl_job r;
+    j_init(&r, &w, PL_READ_MENTIONS);
+    r.conv = g;
+    r.user = cid;
+    r.limit = 1;
+    CHECK_EQ(n_run(a, &r, 1), 0);
+    ok = r.result == 0 && r.nevents == 1 && r.events[0].seq == 2 && r.more == 1 &&
+         has_str(r.events[0].annot, "\"reactions\"");
+    pl_job_release(&r);
+    CHECK(ok);
+    j_init(&r, &w, PL_READ_PINS);
+    r.conv = g;
+    r.user = cid;
+    CHECK_EQ(n_run(a, &r, 1), 0);
+    ok = r.result == 0 && r.nevents == 1 && r.events[0].seq == 2 && has_str(r.events[0].annot, "pinned");
+    pl_job_release(&r);
+    CHECK(ok);
+    size_t count = 0;
+    CHECK(check_log(a, g, &count));
+    CHECK_EQ(count, 9);
+    n_close(a);
+}
+
+/* Invariant 4 for actions: an unexpected error inside an action's
+ * SAVEPOINT fails that action alone, spends no seq, leaves no event; the
+ * rest of the batch commits. */
+TEST(store_pg_action_fails_alone) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    int64_t ann = n_user(a, "ann");
+    int64_t g = n_group(a, ann, NULL, 0);
+    CHECK(g > 0);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "CREATE FUNCTION boom_r() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                        " IF NEW.emoji = convert_from('\\xe29880'::bytea, 'UTF8') THEN RAISE EXCEPTION 'boom';"
+                        " END IF; RETURN NEW; END $$"), 0);
+    CHECK_EQ(sql_int(q, "CREATE TRIGGER boom BEFORE INSERT ON reactions FOR EACH ROW EXECUTE FUNCTION boom_r()"), 0);
+    pwait w;
+    w_init(&w);
+    pl_job j[5];
+    send_init(&j[0], &w, g, ann, "s1", "one");                         /* 2 */
+    act_init(&j[1], &w, PL_JOB_REACTION, g, ann, 2);                   /* boom */
+    j[1].emoji = "\xE2\x98\x80";
+    act_init(&j[2], &w, PL_JOB_REACTION, g, ann, 2);                   /* 3 */
+    j[2].emoji = "\xE2\x98\x81";
+    act_init(&j[3], &w, PL_JOB_PIN, g, ann, 2);                        /* 4 */
+    send_init(&j[4], &w, g, ann, "s2", "two");                         /* 5 */
+    CHECK_EQ(n_run_batch(a, j, 5), 0);
+    CHECK_EQ(j[0].result, PL_STORE_OK);
+    CHECK_EQ(j[1].result, PL_STORE_EUNAVAIL);
+    CHECK_EQ(j[1].has_event, 0);
+    CHECK_EQ(j[2].result, PL_STORE_OK);
+    CHECK_EQ(j[2].event.seq, 3);
+    CHECK_EQ(j[3].event.seq, 4);
+    CHECK_EQ(j[4].event.seq, 5);
+    for (int i = 0; i < 5; i++) pl_job_release(&j[i]);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM reactions"), 1);
+    size_t count = 0;
+    CHECK(check_log(a, g, &count));
+    CHECK_EQ(count, 5);
+    PQfinish(q);
+    n_close(a);
+}
+
+/* Invariant 1 for actions: reactions and pins from two nodes on one
+ * conversation serialize on its row lock: counts exact, caps held. */
+TEST(store_pg_actions_two_nodes) {
+    PG_ONLY();
+    enum { U = 12, MSGS = 60 };
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    int64_t users[U];
+    char name[16];
+    for (int i = 0; i < U; i++) {
+        snprintf(name, sizeof name, "user%d", i);
+        users[i] = n_user(a, name);
+        CHECK(users[i] > 0);
+    }
+    int64_t g = n_group(a, users[0], users + 1, U - 1);
+    CHECK(g > 0);
+    pwait w;
+    w_init(&w);
+    pl_job *j = calloc(MSGS * 2, sizeof *j);
+    char (*cm)[16] = calloc(MSGS, sizeof *cm);
+    for (int i = 0; i < MSGS; i++) {
+        snprintf(cm[i], sizeof cm[i], "m%d", i);
+        send_init(&j[i], &w, g, users[0], cm[i], cm[i]);
+    }
+    CHECK_EQ(n_run(a, j, MSGS), 0);                                  /* seqs 2 .. MSGS + 1 */
+    for (int i = 0; i < MSGS; i++) pl_job_release(&j[i]);
+    /* every user reacts to message 2 and pins one message, half through each node */
+    int target = w.done + 2 * U + MSGS;
+    for (int i = 0; i < U; i++) {
+        act_init(&j[i], &w, PL_JOB_REACTION, g, users[i], 2);
+        j[i].emoji = "\xF0\x9F\x8E\x89";
+        pl_store_submit(i % 2 ? b->s : a->s, &j[i]);
+    }
+    for (int i = 0; i < MSGS; i++) {
+        act_init(&j[U + i], &w, PL_JOB_PIN, g, users[i % U], 2 + i);
+        pl_store_submit(i % 2 ? a->s : b->s, &j[U + i]);
+    }
+    pl_job more[U];
+    for (int i = 0; i < U; i++) {                     /* a second emoji, again */
+        act_init(&more[i], &w, PL_JOB_REACTION, g, users[i], 2);
+        more[i].emoji = "\xF0\x9F\x8E\x88";
+        pl_store_submit(i % 2 ? a->s : b->s, &more[i]);
+    }
+    CHECK_EQ(w_wait(&w, target), 0);
+    int pinned = 0, refused = 0, bad = 0;
+    for (int i = 0; i < U; i++) bad += j[i].result != 0 || more[i].result != 0 || !j[i].has_event;
+    for (int i = 0; i < MSGS; i++) {
+        if (j[U + i].result == PL_STORE_OK && j[U + i].has_event) pinned++;
+        else if (j[U + i].result == PL_STORE_EINVAL) refused++;
+        else bad++;
+    }
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(pinned, PL_STORE_PINS_MAX);
+    CHECK_EQ(refused, MSGS - PL_STORE_PINS_MAX);
+    for (int i = 0; i < MSGS + U; i++) pl_job_release(&j[i]);
+    for (int i = 0; i < U; i++) pl_job_release(&more[i]);
+    free(j);
+    free(cm);
+    /* the counts in the REACTION events run 1..U per emoji, in seq order */
+    pl_event *ev;
+    size_t len;
+    CHECK_EQ(n_events(b, g, &ev, &len), 0);
+    int64_t seen1 = 0, seen2 = 0;
+    for (size_t i = 0; i < len && !bad; i++) {
+        if (ev[i].kind != PL_EV_REACTION) continue;
+        char want[96];
+        int first = has_str(ev[i].data, "\xF0\x9F\x8E\x89");
+        snprintf(want, sizeof want, "\"count\":%lld}", (long long)(first ? ++seen1 : ++seen2));
+        if (!has_str(ev[i].data, want)) bad = 1;
+    }
+    pl_event_list_free(ev, len);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(seen1, U);
+    CHECK_EQ(seen2, U);
+    size_t count = 0;
+    CHECK(check_log(a, g, &count));
+    CHECK_EQ(count, 1 + MSGS + 2 * U + PL_STORE_PINS_MAX);
+    n_close(a);
+    n_close(b);
+}
+
 /* ---- the SQLite backend is the reference ------------------------------------------ */
 
 static uint32_t rnd_state;
@@ -912,7 +1301,10 @@ static const char *const dkeys[] = {
     "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11", "k12", "k13",
     "k14", "k15", "k16", "k17", "k18", "k19", "k20", "k21", "k22", "k23", "k24", "k25",
 };
-static const char *const dbodies[] = {"a", "bb", "c c", "dddd", "e\xc3\xa9", "f", "g", "h"};
+static const char *const dbodies[] = {"a", "bb", "c c", "dddd", "e\xc3\xa9", "f", "g", "h",
+                                      "hi @du1", "@du2 and @DU3. @du2", "@all hey", "@here @du0",
+                                      "x@du4 no", "@du5-"};
+static const char *const demoji[] = {"\xF0\x9F\x91\x8D", "\xE2\x9D\xA4", "\xF0\x9F\x8E\x89", "abc"};
 
 /* One random job over users 1..nusers and conversations 1..maxconv (+1:
  * one that does not exist); members holds 4 int64 for a group create. */
@@ -924,6 +1316,22 @@ static void gen_job(pl_job *j, pwait *w, int nusers, int64_t maxconv, int64_t *m
     if (r < 45) {
         const char *k = rnd() % 6 == 0 ? NULL : dkeys[rnd() % (sizeof dkeys / sizeof dkeys[0])];
         send_init(j, w, c, u, k, dbodies[rnd() % (sizeof dbodies / sizeof dbodies[0])]);
+        if (rnd() % 4 == 0) j->seq = (int64_t)(rnd() % 30);           /* a reply */
+        return;
+    }
+    if (rnd() % 3 == 0) {                        /* message actions: a third of the rest */
+        static const pl_job_op acts[] = {PL_JOB_MESSAGE_EDIT, PL_JOB_MESSAGE_DELETE, PL_JOB_REACTION,
+                                         PL_JOB_REACTION, PL_JOB_PIN, PL_JOB_NOTIFY_SET};
+        j_init(j, w, acts[rnd() % (sizeof acts / sizeof acts[0])]);
+        j->conv = rnd() % 4 ? 1 + rnd() % (uint32_t)hot : c;
+        /* group i (of the first ones) began with users i, i+1, i+2 */
+        j->user = rnd() % 4 ? 1 + (j->conv - 1 + (int64_t)(rnd() % 3)) % nusers : u;
+        j->seq = (int64_t)(rnd() % 30);
+        j->body = dbodies[rnd() % (sizeof dbodies / sizeof dbodies[0])];
+        j->body_len = strlen(j->body);
+        j->emoji = demoji[rnd() % (sizeof demoji / sizeof demoji[0])];
+        j->flags = rnd() % 3 == 0 ? PL_JOB_REMOVE : 0;
+        j->level = (int)(rnd() % 4);
         return;
     }
     pl_job_op op = r < 70 ? PL_JOB_RECEIPT : r < 79 ? PL_JOB_MEMBER_ADD : r < 84 ? PL_JOB_MEMBER_REMOVE
@@ -945,6 +1353,80 @@ static void gen_job(pl_job *j, pwait *w, int nusers, int64_t maxconv, int64_t *m
 
 static int str_eq(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
 
+static int emoji_cmp(const void *a, const void *b) {
+    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "emoji"));
+    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "emoji"));
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+/* annot with its reactions sorted by emoji (their order of first use is
+ * the batch's time, and the two backends batch differently) and edited_ts
+ * true (a time), a new string or NULL. */
+static char *annot_norm(const char *annot) {
+    if (!annot) return NULL;
+    size_t n = strlen(annot);
+    char *txt = malloc(n + 3);
+    txt[0] = '{';
+    memcpy(txt + 1, annot, n);
+    strcpy(txt + 1 + n, "}");
+    json_t *o = json_loads(txt, 0, NULL);
+    free(txt);
+    if (!o) return strdup("(bad json)");
+    if (json_object_get(o, "edited_ts")) json_object_set_new(o, "edited_ts", json_true());   /* a time */
+    json_t *r = json_object_get(o, "reactions");
+    if (json_is_array(r) && json_array_size(r) > 1) {
+        size_t k = json_array_size(r);
+        json_t **v = malloc(k * sizeof *v);
+        for (size_t i = 0; i < k; i++) v[i] = json_incref(json_array_get(r, i));
+        qsort(v, k, sizeof *v, emoji_cmp);
+        json_array_clear(r);
+        for (size_t i = 0; i < k; i++) json_array_append_new(r, v[i]);
+        free(v);
+    }
+    char *out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return out;
+}
+
+static int annot_eq(const char *a, const char *b) {
+    char *x = annot_norm(a), *y = annot_norm(b);
+    int eq = str_eq(x, y);
+    if (!eq) fprintf(stderr, "  annot %s (sqlite) != %s (pg)\n", x ? x : "-", y ? y : "-");
+    free(x);
+    free(y);
+    return eq;
+}
+
+/* PL_READ_MENTIONS (ordered) and PL_READ_PINS (as a set: ties in the
+ * pinning time are the batch's) of user in conv agree. */
+static int same_lists(pnode *sq, pnode *pg, pwait *wq, pwait *wp, int64_t conv, int64_t user) {
+    int ok = 1;
+    for (int op = 0; op < 2 && ok; op++) {
+        pl_job q, p;
+        j_init(&q, wq, op ? PL_READ_PINS : PL_READ_MENTIONS);
+        q.conv = conv;
+        q.user = user;
+        q.limit = PL_STORE_PAGE_MAX;
+        p = q;
+        p.data = wp;
+        if (n_run(sq, &q, 1) || n_run(pg, &p, 1) || q.result != p.result || q.nevents != p.nevents ||
+            q.more != p.more)
+            ok = 0;
+        for (size_t i = 0; ok && i < q.nevents; i++) {
+            size_t k = i;
+            if (op) for (k = 0; k < p.nevents && p.events[k].seq != q.events[i].seq; k++) {}
+            ok = k < p.nevents && q.events[i].seq == p.events[k].seq &&
+                 str_eq(q.events[i].body, p.events[k].body) && annot_eq(q.events[i].annot, p.events[k].annot);
+        }
+        if (!ok)
+            fprintf(stderr, "  %s of user %lld in %lld differ: %d/%d, %zu/%zu events\n", op ? "pins" : "mentions",
+                    (long long)user, (long long)conv, q.result, p.result, q.nevents, p.nevents);
+        pl_job_release(&q);
+        pl_job_release(&p);
+    }
+    return ok;
+}
+
 /* Everything but ids and times: a field-by-field diff, printed. */
 static int same_job(const pl_job *x, const pl_job *y, int idx) {
 #define SAME(f) do { if ((long long)x->f != (long long)y->f) { \
@@ -953,8 +1435,14 @@ static int same_job(const pl_job *x, const pl_job *y, int idx) {
     SAME(result); SAME(out_id); SAME(created); SAME(dup); SAME(has_event);
     SAME(out_delivered); SAME(out_read); SAME(out_unread); SAME(out_members); SAME(out_peer);
     SAME(event.conv); SAME(event.seq); SAME(event.kind); SAME(event.sender); SAME(event.subject);
-    SAME(event.body_len);
+    SAME(event.body_len); SAME(event.ref);
 #undef SAME
+    if (!str_eq(x->why, y->why) || !str_eq(x->event.annot, y->event.annot)) {
+        fprintf(stderr, "  job %d (op %d): why %s / %s, annot %s / %s\n", idx, (int)x->op,
+                x->why ? x->why : "-", y->why ? y->why : "-", x->event.annot ? x->event.annot : "-",
+                y->event.annot ? y->event.annot : "-");
+        return 0;
+    }
     if (!str_eq(x->event.client_msg_id, y->event.client_msg_id) || !str_eq(x->event.data, y->event.data) ||
         (x->event.body_len && memcmp(x->event.body, y->event.body, x->event.body_len) != 0)) {
         fprintf(stderr, "  job %d (op %d): event strings differ\n", idx, (int)x->op);
@@ -968,6 +1456,7 @@ static int same_conv(const pl_conv *x, const pl_conv *y) {
              x->last_seq == y->last_seq && x->member_count == y->member_count && x->role == y->role &&
              x->joined_seq == y->joined_seq && x->delivered_seq == y->delivered_seq &&
              x->read_seq == y->read_seq && x->unread == y->unread && !x->last == !y->last &&
+             x->unread_mentions == y->unread_mentions && x->notify == y->notify &&
              (!x->last || x->last->seq == y->last->seq) && x->nmembers == y->nmembers;
     for (size_t i = 0; ok && i < x->nmembers; i++)
         ok = x->members[i].user == y->members[i].user && x->members[i].role == y->members[i].role &&
@@ -975,9 +1464,10 @@ static int same_conv(const pl_conv *x, const pl_conv *y) {
              x->members[i].read_seq == y->members[i].read_seq &&
              x->members[i].delivered_seq == y->members[i].delivered_seq;
     if (!ok)
-        fprintf(stderr, "  conv %lld differs: unread %lld/%lld last_seq %lld/%lld members %lld/%lld\n",
-                (long long)x->id, (long long)x->unread, (long long)y->unread, (long long)x->last_seq,
-                (long long)y->last_seq, (long long)x->member_count, (long long)y->member_count);
+        fprintf(stderr, "  conv %lld differs: unread %lld/%lld last_seq %lld/%lld members %lld/%lld"
+                " mentions %lld/%lld\n", (long long)x->id, (long long)x->unread, (long long)y->unread,
+                (long long)x->last_seq, (long long)y->last_seq, (long long)x->member_count,
+                (long long)y->member_count, (long long)x->unread_mentions, (long long)y->unread_mentions);
     return ok;
 }
 
@@ -1006,11 +1496,13 @@ TEST(store_pg_matches_sqlite) {
     snprintf(dir, sizeof dir, "%s/data", root);
     pnode *sq = n_slot(), *pg = n_slot();
     char err[256] = "";
+    open_large_group = 3;                          /* groups grow past it: @all needs an admin */
     CHECK_EQ(n_open_dir(sq, NULL, dir, 1, 0, err, sizeof err), 0);
     CHECK_EQ(n_open(pg, url, 1, 0), 0);
+    open_large_group = 0;
     char name[16];
     for (int i = 0; i < USERS; i++) {
-        snprintf(name, sizeof name, "d%d", i);
+        snprintf(name, sizeof name, "du%d", i);            /* @du0 .. in bodies */
         CHECK_EQ(n_user(sq, name), i + 1);
         CHECK_EQ(n_user(pg, name), i + 1);
     }
@@ -1025,7 +1517,7 @@ TEST(store_pg_matches_sqlite) {
     pwait wq, wp;
     w_init(&wq);
     w_init(&wp);
-    int jobs_total = 0, bad = 0;
+    int jobs_total = 0, bad = 0, acts[3] = {0}, replies = 0, mentions = 0, whys = 0;
     for (int b = 0; b < BATCHES && !bad; b++) {
         size_t n = 1 + rnd() % (b % 10 == 0 ? 400 : 60);
         pl_job *jq = calloc(n, sizeof *jq), *jp = calloc(n, sizeof *jp);
@@ -1038,6 +1530,12 @@ TEST(store_pg_matches_sqlite) {
         if (n_run(sq, jq, n) || n_run_batch(pg, jp, n)) bad = 1;
         for (size_t i = 0; i < n && !bad; i++) {
             if (!same_job(&jq[i], &jp[i], jobs_total + (int)i)) bad = 1;
+            int send = jq[i].op == PL_JOB_MESSAGE_SEND;
+            if (!send && jq[i].op >= PL_JOB_MESSAGE_EDIT && jq[i].op <= PL_JOB_NOTIFY_SET)
+                acts[jq[i].result == PL_STORE_OK ? jq[i].has_event : 2]++;
+            if (send && jq[i].event.ref > 0 && !jq[i].dup) replies++;
+            if (send && jq[i].event.data && strstr(jq[i].event.data, "mention")) mentions++;
+            if (jq[i].why) whys++;
             if ((jq[i].op == PL_JOB_GROUP_CREATE || jq[i].op == PL_JOB_DIRECT_OPEN) && jq[i].out_id > maxconv)
                 maxconv = jq[i].out_id;
         }
@@ -1091,14 +1589,18 @@ TEST(store_pg_matches_sqlite) {
         for (size_t i = 0; i < nq && !bad; i++)
             if (eq[i].seq != ep[i].seq || eq[i].kind != ep[i].kind || eq[i].sender != ep[i].sender ||
                 eq[i].subject != ep[i].subject || !str_eq(eq[i].client_msg_id, ep[i].client_msg_id) ||
-                !str_eq(eq[i].data, ep[i].data) || !str_eq(eq[i].body, ep[i].body))
+                !str_eq(eq[i].data, ep[i].data) || !str_eq(eq[i].body, ep[i].body) || eq[i].ref != ep[i].ref ||
+                !annot_eq(eq[i].annot, ep[i].annot))
                 bad = 1;
         if (bad) fprintf(stderr, "  the logs of conversation %lld differ\n", (long long)c);
+        for (int64_t u = 1; u <= USERS && !bad; u++) bad = !same_lists(sq, pg, &wq, &wp, c, u);
         pl_event_list_free(eq, nq);
         pl_event_list_free(ep, np);
     }
     CHECK_EQ(bad, 0);
-    fprintf(stderr, "  (%d jobs, %lld conversations agree)\n", jobs_total, (long long)maxconv);
+    fprintf(stderr, "  (%d jobs, %lld conversations agree; actions: %d changed, %d not, %d refused;"
+            " %d replies, %d with mentions, %d reasons)\n", jobs_total, (long long)maxconv, acts[1], acts[0],
+            acts[2], replies, mentions, whys);
     n_close(sq);
     n_close(pg);
     rm_sqlite_dir(root);
