@@ -147,7 +147,8 @@ int pl_bus__utf8_ok(const char *s, size_t n) {
 typedef struct rd {
     char       *p, *end;
     const char *why;          /* the first defect found                    */
-    char       *term[3];      /* where the strings read so far end          */
+    char       *term[4];      /* where the strings read so far end (an event
+                               * has the most: cmid, body, data, annot)      */
     int         nterm;
 } rd;
 

@@ -36,7 +36,8 @@ static int ev_same(const pl_event *a, const pl_event *b) {
     return a->conv == b->conv && a->seq == b->seq && a->id == b->id && a->ts == b->ts && a->kind == b->kind &&
            a->sender == b->sender && a->subject == b->subject && str_same(a->client_msg_id, b->client_msg_id) &&
            str_same(a->body, b->body) && (a->body ? a->body_len : 0) == (b->body ? b->body_len : 0) &&
-           (!a->body || memcmp(a->body, b->body, a->body_len) == 0) && str_same(a->data, b->data);
+           (!a->body || memcmp(a->body, b->body, a->body_len) == 0) && str_same(a->data, b->data) &&
+           a->ref == b->ref && str_same(a->annot, b->annot);
 }
 
 /* Decodes a heap copy of s (kept in *copy for the borrowed strings). */
@@ -83,8 +84,13 @@ TEST(bus_codec_roundtrip) {
                     .data = "{\"user\":9,\"t\":\"a|b\"}"};
     pl_event empty = {.conv = 3, .seq = 2, .id = 1, .ts = 0, .kind = 2, .sender = -1, .subject = INT64_MIN,
                       .client_msg_id = "", .body = "", .body_len = 0, .data = ""};
-    const pl_event *evs[] = {&full, &sys, &empty};
-    for (int i = 0; i < 3; i++) {
+    /* a reply with mentions: every string of an event at once */
+    pl_event reply = {.conv = 4, .seq = 59, .id = 7, .ts = 1, .kind = PL_EV_MESSAGE, .sender = 1,
+                      .client_msg_id = "c-43", .body = "agreed @bob", .body_len = 11,
+                      .data = "{\"reply_to\":58,\"mentions\":[2]}", .ref = 58,
+                      .annot = "\"reply_preview\":{\"seq\":58,\"sender\":2,\"body\":\"a|b\"}"};
+    const pl_event *evs[] = {&full, &sys, &empty, &reply};
+    for (int i = 0; i < 4; i++) {
         s.len = 0;
         pl_bus__enc_event(&s, 1023, evs[i]);
         CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
