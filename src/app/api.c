@@ -169,6 +169,29 @@ static void method_not_allowed(pl_http_ctx *ctx) {
     pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
 }
 
+/* .../messages/{seq}[/reactions] and .../pins/{seq}: the message actions
+ * (s[0] is "messages" or "pins"). */
+static void message_route(pl_http_ctx *ctx, int64_t conv, pl_str *s, size_t n) {
+    int m = ctx->req.method;
+    int pins = seg_is(s[0], "pins");
+    if (n == 3 && (pins || !seg_is(s[2], "reactions"))) {
+        pl_http_error(ctx, 404, "not_found", "no such route");
+        return;
+    }
+    int64_t seq = api_parse_id(s[1].p, s[1].n);
+    if (n == 3) {
+        if (m != PL_HTTP_POST) method_not_allowed(ctx);
+        else if (!seq) pl_http_error(ctx, 404, "not_found", "no such message");
+        else h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
+        return;
+    }
+    int allowed = m == PL_HTTP_DELETE || (pins ? m == PL_HTTP_PUT : m == PL_HTTP_PATCH);
+    if (!allowed) method_not_allowed(ctx);
+    else if (!seq) pl_http_error(ctx, 404, "not_found", "no such message");
+    else if (pins) h_action(ctx, conv, seq, PL_JOB_PIN, m == PL_HTTP_DELETE);
+    else h_action(ctx, conv, seq, m == PL_HTTP_DELETE ? PL_JOB_MESSAGE_DELETE : PL_JOB_MESSAGE_EDIT, 0);
+}
+
 /* The routes behind an access token; ctx->user is set. */
 static void authed_route(pl_http_ctx *ctx) {
     pl_str seg[8];
@@ -237,6 +260,20 @@ static void authed_route(pl_http_ctx *ctx) {
     if (n == 3 && seg_is(s[2], "leave")) {
         if (m != PL_HTTP_POST) method_not_allowed(ctx);
         else h_member_op(ctx, conv, PL_JOB_MEMBER_LEAVE, 0);
+        return;
+    }
+    if (n == 3 && seg_is(s[2], "pins")) {
+        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+        else h_pins(ctx, conv);
+        return;
+    }
+    if (n == 3 && seg_is(s[2], "notify")) {
+        if (m != PL_HTTP_PUT) method_not_allowed(ctx);
+        else h_action(ctx, conv, 0, PL_JOB_NOTIFY_SET, 0);
+        return;
+    }
+    if (n >= 4 && (seg_is(s[2], "messages") || seg_is(s[2], "pins"))) {
+        message_route(ctx, conv, s + 2, n - 2);
         return;
     }
     pl_http_error(ctx, 404, "not_found", "no such route");
@@ -331,7 +368,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     int known = (n == 1 && (seg_is(s[0], "me") || seg_is(s[0], "conversations") ||
                             seg_is(s[0], "presence"))) ||
                 (n == 2 && (seg_is(s[0], "users") || seg_is(s[0], "conversations"))) ||
-                (n >= 3 && n <= 4 && seg_is(s[0], "conversations"));
+                (n >= 3 && n <= 5 && seg_is(s[0], "conversations"));
     if (!known) {
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;

@@ -1,5 +1,6 @@
 /* api_conv.c — conversations over REST: list, create, get, members, leave,
- * history and its long-poll, the HTTP send, receipts, presence
+ * history and its long-poll, the HTTP send, the message actions (edit,
+ * delete, reactions, pins, notification level), receipts, presence
  * (docs/protocol.md section 2, and the REST forms of section 3).
  */
 #include "api_int.h"
@@ -25,6 +26,8 @@ static json_t *conv_json(const pl_conv *c, int with_members) {
                           "read_seq", (json_int_t)c->read_seq, "role", role_name(c->role),
                           "last_ts", (json_int_t)c->last_ts);
     json_object_set_new(o, "title", c->title ? json_string(c->title) : json_null());
+    json_object_set_new(o, "unread_mentions", json_integer((json_int_t)c->unread_mentions));
+    json_object_set_new(o, "notify", json_string(pl_proto_notify_name(c->notify)));
     if (with_members) {
         json_t *m = json_array();
         for (size_t i = 0; i < c->nmembers; i++)
@@ -336,9 +339,23 @@ void h_history(pl_http_ctx *ctx, int64_t conv) {
 
 /* ---- the HTTP send ------------------------------------------------------------ */
 
+/* A proto field error as a REST answer. */
+static void proto_error(pl_http_ctx *ctx, const pl_proto_err *e) {
+    pl_http_error(ctx, strcmp(e->code, "too_large") == 0 ? 413 : 400, e->code, e->message);
+}
+
+/* A failed send or action, with the store's reason. */
+static void job_error(pl_http_ctx *ctx, const pl_job *j) {
+    int status;
+    const char *msg;
+    const char *code = pl_chat_job_error(j, &status, &msg);
+    if (j->result == PL_STORE_EUNAVAIL) msg = "the store is unavailable; nothing was changed, try again";
+    pl_http_error(ctx, status, code, msg);
+}
+
 static void http_sent(pl_job *j) {
     api_op *op = j->data;
-    if (j->result) api_store_error(op->ctx, j->result, "no such conversation");
+    if (j->result) job_error(op->ctx, j);
     else {
         pl_chat_sent(j, 0);
         pl_sbuf s;
@@ -380,6 +397,13 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
         pl_http_error(ctx, 413, "too_large", "\"body\" is too long");
         return;
     }
+    int64_t reply_to;
+    pl_proto_err e;
+    if (pl_proto_reply_to(o, &reply_to, &e)) {
+        json_decref(o);
+        proto_error(ctx, &e);
+        return;
+    }
     api_op *op = api_op_new(ctx, o);
     api_job_reset(op, PL_JOB_MESSAGE_SEND, http_sent);
     op->job.user = ctx->user;
@@ -387,10 +411,84 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
     op->job.client_msg_id = json_string_value(cm);
     op->job.body = json_string_value(b);
     op->job.body_len = json_string_length(b);
+    op->job.seq = reply_to;
     if (pl_chat_admit_send(ctx->user, conv, send_admitted, op)) {
         pl_http_error(ctx, 503, "unavailable", "shutting down");
         api_op_free(op);
     }
+}
+
+/* ---- message actions ------------------------------------------------------------ */
+
+static void action_done(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        job_error(op->ctx, j);
+    } else {
+        int changed = j->op == PL_JOB_NOTIFY_SET || j->has_event;   /* notify: no event */
+        pl_sbuf s;
+        pl_sbuf_init(&s);
+        pl_proto_ok(&s, NULL, j->conv, j->has_event ? j->event.seq : 0, changed, 0);
+        pl_http_respond(op->ctx, 200, "application/json", s.p, s.len, NULL);
+        pl_sbuf_release(&s);
+    }
+    api_op_free(op);
+}
+
+/* The body fields of an action into op->job; 0, or -1 after answering. */
+static int action_fields(pl_http_ctx *ctx, api_op *op, json_t *o) {
+    pl_proto_err e;
+    memset(&e, 0, sizeof e);
+    int r = 0;
+    switch (op->job.op) {
+    case PL_JOB_MESSAGE_EDIT:
+        r = pl_proto_body(o, (size_t)A.cfg->max_body, "bad_request", &op->job.body, &op->job.body_len, &e);
+        break;
+    case PL_JOB_REACTION: {
+        int remove = 0;
+        r = pl_proto_reaction(o, &op->job.emoji, &remove, &e);
+        op->job.flags = remove ? PL_JOB_REMOVE : 0;
+        break;
+    }
+    default:                                   /* PL_JOB_NOTIFY_SET */
+        r = pl_proto_notify_level(o, &op->job.level, &e);
+        break;
+    }
+    if (r) proto_error(ctx, &e);
+    return r;
+}
+
+void h_action(pl_http_ctx *ctx, int64_t conv, int64_t seq, pl_job_op what, int remove) {
+    int with_body = what == PL_JOB_MESSAGE_EDIT || what == PL_JOB_REACTION || what == PL_JOB_NOTIFY_SET;
+    json_t *o = with_body ? api_body_object(ctx) : NULL;
+    if (with_body && !o) return;
+    api_op *op = api_op_new(ctx, o);
+    api_job_reset(op, what, action_done);
+    op->job.conv = conv;
+    op->job.user = ctx->user;
+    op->job.seq = seq;
+    op->job.flags = remove ? PL_JOB_REMOVE : 0;
+    if (with_body && action_fields(ctx, op, o)) {
+        api_op_free(op);
+        return;
+    }
+    if (what == PL_JOB_NOTIFY_SET) {           /* no event: not rate-limited */
+        api_submit(op);
+        return;
+    }
+    if (pl_chat_admit_send(ctx->user, conv, send_admitted, op)) {   /* limited like sends */
+        pl_http_error(ctx, 503, "unavailable", "shutting down");
+        api_op_free(op);
+    }
+}
+
+static void pins_answered(void *arg, int result, const char *json, size_t len) {
+    api_respond_members(arg, result, json, len, "no such conversation");
+}
+
+void h_pins(pl_http_ctx *ctx, int64_t conv) {
+    int r = pl_chat_pins(conv, ctx->user, pins_answered, ctx);
+    if (r) api_store_error(ctx, r, "");
 }
 
 /* ---- receipts and presence ------------------------------------------------------- */

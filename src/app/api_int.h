@@ -82,6 +82,11 @@ void h_history(pl_http_ctx *ctx, int64_t conv);
 void h_send(pl_http_ctx *ctx, int64_t conv);
 void h_receipt(pl_http_ctx *ctx, int64_t conv, int read);
 void h_receipts(pl_http_ctx *ctx, int64_t conv);
+/* The message actions (protocol.md "Message actions over REST"): op is
+ * PL_JOB_MESSAGE_EDIT, _DELETE, PL_JOB_REACTION, PL_JOB_PIN (remove: unpin)
+ * or PL_JOB_NOTIFY_SET (seq 0); the body, if any, is read here. */
+void h_action(pl_http_ctx *ctx, int64_t conv, int64_t seq, pl_job_op op, int remove);
+void h_pins(pl_http_ctx *ctx, int64_t conv);
 void h_presence(pl_http_ctx *ctx);
 void api_polls_shutdown(void);
 

@@ -39,6 +39,8 @@ static const setting table[] = {
     S("redis-prefix", redis_prefix, "parley:", "prefix of Parley's keys and channels in Redis"),
     I("store-readers", store_readers, 0, 64, "0", "store reader threads (0: 2 for SQLite, 4 for PostgreSQL)"),
     I("max-group-members", max_group_members, 2, 1000000, "10000", "members a group may be created with"),
+    I("large-group", large_group, 0, 100000000, "1000", "members above which a group is large: not replayed on sync (mentions only), @all/@here for admins only (0: off)"),
+    I("edit-window", edit_window, 0, 315360000, "0", "seconds after sending during which a message may be edited (0: always)"),
     I("presence-timeout", presence_timeout, 1, 3600, "60", "seconds without a heartbeat before a session counts as gone"),
     I("presence-coalesce", presence_coalesce, 0, 60000, "1000", "ms between presence updates about one user"),
     I("typing-ttl", typing_ttl, 500, 60000, "5000", "ms a typing indicator lasts unless refreshed"),

@@ -165,6 +165,8 @@ int main(int argc, char **argv) {
         .data_dir = cfg.data_dir,
         .node_id = cfg.node_id,
         .readers = cfg.store_readers,
+        .large_group = cfg.large_group,
+        .edit_window_ms = (int64_t)cfg.edit_window * 1000,
         .outbox = cfg.redis[0] != '\0',
         .notify = store_notify,
         .committed = pl_chat_committed,

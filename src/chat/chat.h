@@ -4,11 +4,12 @@
  * subscription per conversation), the order in which this node hands a
  * conversation's events to its sessions, replay on resume, receipts,
  * presence and typing, and the WebSocket client messages (auth, send, sync,
- * history, receipts, presence, typing, ping). One registry per process, on
- * the event loop thread. Files: session.c (auth, lifecycle, dispatch,
+ * history, receipts, presence, typing, ping, the message actions). One
+ * registry per process, on the event loop thread. Files: session.c (auth, lifecycle, dispatch,
  * liveness), deliver.c (conversation streams, subscriptions, replay, sync,
- * history), send.c, receipts.c, presence.c, typing.c; chat_int.h holds what
- * they share.
+ * history), send.c, actions.c (edits, deletes, reactions, pins, notification
+ * levels), receipts.c, presence.c, typing.c; chat_int.h holds what they
+ * share.
  * Does not own: storage (store/), transport between nodes (bus/), REST
  * (app/api*.c, which calls the asynchronous helpers below).
  *
@@ -97,6 +98,12 @@ void pl_chat_watch(int64_t conv, int64_t after, int on);
 
 /* Maps a PL_STORE_* error to a protocol error code and HTTP status. */
 const char *pl_chat_error_code(int store_err, int *http_status);
+/* The error of a failed send or message action: its code and HTTP status,
+ * and *msg, the store's reason (job->why) or a plain one. */
+const char *pl_chat_job_error(const pl_job *j, int *http_status, const char **msg);
+/* The pinned messages of conv as JSON members (no braces):
+ * "conversation":..,"events":[..] (most recently pinned first). */
+int  pl_chat_pins(int64_t conv, int64_t user, pl_chat_json_cb cb, void *arg);
 
 /* Shutdown, step 1 (before the store closes): stops timers and replays,
  * queues every online user's last seen. Reads that complete afterwards are

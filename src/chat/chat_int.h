@@ -54,6 +54,21 @@
  *      replays.
  *   5. A stream exists while it has subscriptions or long-poll watchers, and
  *      while it exists this node is subscribed to it on the bus.
+ *
+ * Replays read as the session's user, so that messages come in their
+ * current form for that user (reactions' "me"); when the store's view of
+ * the membership is ahead of the stream's (a removal, or a removal and a
+ * new joining, not processed here yet) the page is read again without the
+ * user, as gap fills read, so invariants 1 and 2 hold as before.
+ *
+ * Large groups (more than --large-group members, as the stream last knew:
+ * the session read's count, kept up to date by the membership events it
+ * processes) are not replayed: a `sync` moves the cursor to the head (or
+ * just before the session's own removal), then the subscription reads the
+ * user's mentions above the client's cursor (PL_READ_MENTIONS, through the
+ * replay queue, in CATCHUP so nothing live interleaves), sends the latest
+ * MENTIONS_MAX of them as `mention` frames, replays whatever was published
+ * meanwhile, and reports `synced` with online_only.
  */
 #ifndef PL_CHAT_INT_H
 #define PL_CHAT_INT_H
@@ -77,6 +92,7 @@
 #define TYPING_FANOUT_MAX    200      /* ... and no typing                    */
 #define TYPISTS_MAX          8        /* typing entries kept per conversation */
 #define SUBMAP_MIN           16       /* subscriptions above which a session indexes them */
+#define MENTIONS_MAX         50       /* mentions a large group's sync sends (the latest) */
 
 typedef struct chat_conv chat_conv;
 typedef struct session session;
@@ -100,6 +116,10 @@ struct sub {
     uint8_t    reading;           /* a replay read is in flight              */
     uint8_t    report_synced;     /* send `synced` when caught up (sync)     */
     uint8_t    detached;          /* its session is gone; freed when the read returns */
+    uint8_t    online_only;       /* `synced` says online_only (a large group) */
+    uint8_t    mention_pending;   /* a large group's sync: read its mentions first */
+    int64_t    mention_after;     /* ... above the client's cursor            */
+    int64_t    mention_upto;      /* ... up to the head its cursor moved to   */
 };
 
 typedef struct typing_ent {
@@ -113,6 +133,9 @@ struct chat_conv {
     int64_t     id;
     int64_t     published;        /* the design note                         */
     int64_t     known;            /* highest seq known to exist, >= published */
+    int64_t     members;          /* member count as of members_seq; -1 unknown */
+    int64_t     members_seq;
+    int         kind;             /* pl_conv_kind; 0 unknown                 */
     sub        *subs;
     size_t      nsubs;
     uint32_t    watchers;         /* long-polls                              */
@@ -245,6 +268,12 @@ void       deliver_on_user_ready(void *ud, int64_t user);
 void       deliver_user_added(chat_user *u);
 void       do_history(session *s, pl_msg *m);
 chat_conv *conv_find(int64_t id);
+/* What a read said about cv's membership (kind, member count as of seq). */
+void       conv_learn(chat_conv *cv, int kind, int64_t members, int64_t seq);
+
+/* actions.c */
+void do_action(session *s, pl_msg *m);   /* edit, delete, react, pin, notify */
+void do_pins(session *s, pl_msg *m);
 
 /* send.c */
 void send_init(void);
@@ -254,6 +283,8 @@ void do_send(session *s, pl_msg *m);
  * cb(arg, ...) runs later. */
 int  chat_admit(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope,
                 pl_chat_admit_cb cb, void *arg);
+/* Counts a refusal and answers it with a rate_limited error. */
+void chat_rate_limited(pl_conn *c, json_t *req, int64_t retry_ms, const char *scope);
 void chat_outbox_acked(void *ud, int64_t batch);
 void chat_outbox_start(void);   /* cluster mode: take over dead nodes' outboxes */
 void chat_outbox_stop(void);

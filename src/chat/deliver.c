@@ -23,6 +23,7 @@ static void conv_head(chat_conv *cv, int64_t seq);
 static void conv_maybe_release(chat_conv *cv);
 static void replay_turn(uv_idle_t *h);
 static void replay_next(sub *x);
+static void mention_read(sub *x);
 static void sub_caught_up(sub *x);
 static void sub_drop(sub *x);
 static void flush_checks(uv_check_t *h);
@@ -154,6 +155,7 @@ static chat_conv *conv_open(int64_t id, int64_t seq) {
     cv = pl_calloc(1, sizeof *cv);
     cv->id = id;
     cv->published = cv->known = seq;
+    cv->members = -1;                         /* until a read or `created` says */
     pl_map_put(&C.convs, id, cv);
     pl_bus_subscribe_conv(C.bus, id, 1);      /* conv_ready -> a heads check */
     return cv;
@@ -443,9 +445,11 @@ void sub_release_all(session *s) {
 
 static void send_synced(sub *x) {
     x->report_synced = 0;
-    char msg[96];
-    int len = snprintf(msg, sizeof msg, "{\"type\":\"synced\",\"conversation\":%lld,\"seq\":%lld}",
-                       (long long)x->conv->id, (long long)x->sent_seq);
+    char msg[128];
+    int len = snprintf(msg, sizeof msg, "{\"type\":\"synced\",\"conversation\":%lld,\"seq\":%lld%s}",
+                       (long long)x->conv->id, (long long)x->sent_seq,
+                       x->online_only ? ",\"online_only\":true" : "");
+    x->online_only = 0;
     chat_send_text(x->sess->conn, msg, (size_t)len, 1);
 }
 
@@ -477,7 +481,7 @@ static void session_wait_drain(session *s) {
 /* Decides x's next step after progress (invariant 4). */
 static void replay_next(sub *x) {
     if (x->state != SUB_CATCHUP || x->detached) return;
-    if (x->sent_seq >= sub_target(x)) {
+    if (x->sent_seq >= sub_target(x) && !x->mention_pending) {
         sub_caught_up(x);
         return;
     }
@@ -494,7 +498,7 @@ void sub_catch_up(sub *x, int report_synced) {
     if (report_synced) x->report_synced = 1;
     x->state = SUB_CATCHUP;
     if (x->reading || x->queued) return;      /* its read's completion decides */
-    if (x->sess->waiting_drain && x->sent_seq < sub_target(x)) return;
+    if (x->sess->waiting_drain && (x->sent_seq < sub_target(x) || x->mention_pending)) return;
     replay_next(x);
 }
 
@@ -528,9 +532,31 @@ typedef struct replay_op {
     sub   *x;
 } replay_op;
 
+/* Replays read as the session's user, so that messages come in their
+ * current form for it (reactions' "me"). The store answers such a read as
+ * for that user's membership, which may be ahead of the stream's: a
+ * removal it has not processed yet (refused), or a removal and a new
+ * joining (a page from the new joining on). Then the page is read again as
+ * the stream reads (no user: everything up to the removal, contiguous).
+ * Returns 1 when it read again (the read slot stays taken). */
+static int replay_read_as_stream(replay_op *op) {
+    pl_job *j = &op->job;
+    if (!j->user || op->x->detached || C.stopping) return 0;
+    int refused = j->result == PL_STORE_ENOTFOUND;
+    int skipped = j->result == PL_STORE_OK && (!j->nevents || j->events[0].seq != j->after + 1);
+    if (!refused && !skipped) return 0;
+    pl_job_release(j);
+    j->user = 0;
+    j->more = 0;
+    j->result = PL_STORE_OK;
+    pl_store_submit(C.store, j);
+    return 1;
+}
+
 static void replay_done(pl_job *j) {
     replay_op *op = (replay_op *)j;
     sub *x = op->x;
+    if (replay_read_as_stream(op)) return;
     C.inflight--;
     x->reading = 0;
     if (x->detached || C.stopping) {
@@ -568,6 +594,7 @@ static void replay_read(sub *x) {
     op->x = x;
     op->job.op = PL_READ_EVENTS;
     op->job.conv = x->conv->id;
+    op->job.user = x->end_seq ? 0 : x->sess->user;   /* removed: read as the stream */
     op->job.after = x->sent_seq;
     op->job.before = sub_target(x) + 1;      /* invariant 2: never above published */
     op->job.limit = REPLAY_PAGE;
@@ -589,7 +616,7 @@ static void replay_turn(uv_idle_t *h) {
             continue;
         }
         if (x->state != SUB_CATCHUP) continue;
-        if (x->sent_seq >= sub_target(x)) {
+        if (x->sent_seq >= sub_target(x) && !x->mention_pending) {
             sub_caught_up(x);
             continue;
         }
@@ -599,7 +626,8 @@ static void replay_turn(uv_idle_t *h) {
             session_wait_drain(x->sess);
             continue;
         }
-        replay_read(x);
+        if (x->mention_pending) mention_read(x);
+        else replay_read(x);
     }
     if (!C.rq_head || C.inflight >= REPLAY_INFLIGHT || C.stopping) uv_idle_stop(h);
 }
@@ -628,10 +656,32 @@ static void join_user(chat_conv *cv, int64_t user, int64_t seq) {
 
 static void join_created(chat_conv *cv, const pl_event *ev) {
     json_t *d = ev->data ? json_loads(ev->data, 0, NULL) : NULL;
+    json_t *members = json_object_get(d, "members");
+    const char *kind = json_string_value(json_object_get(d, "kind"));
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(d, "members"), i, v) join_user(cv, json_integer_value(v), ev->seq);
+    json_array_foreach(members, i, v) join_user(cv, json_integer_value(v), ev->seq);
+    if (json_is_array(members) && kind) {
+        cv->kind = strcmp(kind, "group") == 0 ? PL_CONV_GROUP : PL_CONV_DIRECT;
+        cv->members = (int64_t)json_array_size(members);
+        cv->members_seq = ev->seq;
+    }
     json_decref(d);
+}
+
+void conv_learn(chat_conv *cv, int kind, int64_t members, int64_t seq) {
+    if (cv->members >= 0 && seq < cv->members_seq) return;   /* ours is more recent */
+    cv->kind = kind;
+    cv->members = members;
+    cv->members_seq = seq;
+}
+
+/* Membership events the count does not include yet move it. */
+static void conv_count(chat_conv *cv, const pl_event *ev, int removal) {
+    if (cv->members < 0 || ev->seq <= cv->members_seq) return;
+    if (ev->kind == PL_EV_MEMBER_ADDED) cv->members++;
+    else if (removal && cv->members > 0) cv->members--;
+    cv->members_seq = ev->seq;
 }
 
 /* A local user's removal (or leaving) at seq, before seq is delivered: its
@@ -667,6 +717,7 @@ static void conv_process(chat_conv *cv, const pl_event *ev) {
     if (ev->kind == PL_EV_CREATED) join_created(cv, ev);
     else if (ev->kind == PL_EV_MEMBER_ADDED) join_user(cv, ev->subject, ev->seq);
     else if (removal) end_mark(cv, ev->subject, ev->seq);
+    conv_count(cv, ev, removal);
     cv->published = ev->seq;
     if (cv->known < ev->seq) cv->known = ev->seq;
     if (ev->kind == PL_EV_MESSAGE && cv->ntyping) typing_stop(cv, ev->sender);
@@ -796,6 +847,121 @@ void pl_chat_watch(int64_t conv, int64_t after, int on) {
 
 /* ---- sync ------------------------------------------------------------------ */
 
+static int conv_is_large(const chat_conv *cv) {
+    int64_t lg = C.cfg->large_group;
+    return lg > 0 && cv->kind == PL_CONV_GROUP && cv->members > lg;
+}
+
+/* A large group (the design note): the cursor moves to the head, or to just
+ * before the session's own removal so that it still gets that; its
+ * mentions above the client's cursor are read first. */
+static void sync_online_only(sub *x, int64_t cursor, int64_t top) {
+    int64_t head = top;
+    if (x->end_seq && head >= x->end_seq) head = x->end_seq - 1;
+    if (head < cursor) head = cursor;
+    x->sent_seq = head;
+    x->online_only = 1;
+    if (cursor < head) {
+        x->mention_pending = 1;
+        x->mention_after = cursor;
+        x->mention_upto = head;
+    }
+    sub_catch_up(x, 1);
+}
+
+/* The mentions of one sync, read page by page (ascending); the latest
+ * MENTIONS_MAX are kept. The read holds the subscription's read slot
+ * (x->reading) and one of the replay queue's. */
+typedef struct mention_op {
+    pl_job   job;
+    sub     *x;
+    int64_t  upto;
+    pl_event keep[MENTIONS_MAX];
+    size_t   nkeep;
+} mention_op;
+
+static void mention_keep(mention_op *op, pl_event *ev) {
+    if (op->nkeep == MENTIONS_MAX) {          /* the oldest goes */
+        pl_event_release(&op->keep[0]);
+        memmove(op->keep, op->keep + 1, (MENTIONS_MAX - 1) * sizeof *op->keep);
+        op->nkeep--;
+    }
+    op->keep[op->nkeep++] = *ev;              /* moved: the job no longer owns it */
+    memset(ev, 0, sizeof *ev);
+}
+
+static void mention_send(sub *x, mention_op *op) {
+    pl_conn *c = x->sess->conn;
+    for (size_t i = 0; i < op->nkeep; i++) {
+        pl_sbuf b;
+        pl_sbuf_init(&b);
+        pl_sbuf_printf(&b, "{\"type\":\"mention\",\"conversation\":%lld,\"event\":{", (long long)x->conv->id);
+        pl_proto_event_fields(&b, &op->keep[i]);
+        pl_sbuf_adds(&b, "}}");
+        pl_rbuf *f = pl_ws_text_frame(b.p, b.len);
+        pl_sbuf_release(&b);
+        int failed = chat_deliver(c, f);
+        pl_rbuf_unref(&f);
+        if (failed) return;                   /* closing: nothing more for it */
+        pl_count(&pl_m_frames_out, 1);
+    }
+}
+
+static void mention_done(pl_job *j) {
+    mention_op *op = (mention_op *)j;
+    sub *x = op->x;
+    int64_t last = j->after;
+    /* not a member as far as the store knows (a removal this stream has
+     * not processed yet): no mentions; the replay ends at the removal */
+    int ok = j->result == PL_STORE_OK || j->result == PL_STORE_ENOTFOUND;
+    for (size_t i = 0; ok && i < j->nevents; i++) {
+        pl_event *ev = &j->events[i];
+        if (ev->seq <= last || ev->seq > op->upto) continue;
+        last = ev->seq;
+        if (!x->end_seq || ev->seq < x->end_seq) mention_keep(op, ev);
+    }
+    int more = ok && j->more && j->nevents && last > j->after && last < op->upto;
+    pl_job_release(j);
+    if (more && !x->detached && !C.stopping && is_ws_open(x->sess->conn)) {
+        j->after = last;                      /* the next page, in the same slot */
+        j->more = 0;
+        j->result = PL_STORE_OK;
+        pl_store_submit(C.store, j);
+        return;
+    }
+    C.inflight--;
+    x->reading = 0;
+    if (x->detached || C.stopping) {
+        if (x->detached) free(x);
+    } else if (!ok) {
+        pl_conn *c = x->sess->conn;
+        pl_log(PL_LOG_ERROR, c->id, "mentions read failed", "\"conversation\":%lld", (long long)x->conv->id);
+        if (is_ws_open(c)) CO.close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
+    } else {
+        mention_send(x, op);
+        replay_next(x);                       /* what was published meanwhile, then synced */
+    }
+    for (size_t i = 0; i < op->nkeep; i++) pl_event_release(&op->keep[i]);
+    free(op);
+    if (C.rq_head && !uv_is_active((uv_handle_t *)&C.replayer)) uv_idle_start(&C.replayer, replay_turn);
+}
+
+static void mention_read(sub *x) {
+    mention_op *op = pl_calloc(1, sizeof *op);
+    op->x = x;
+    op->upto = x->mention_upto;
+    op->job.op = PL_READ_MENTIONS;
+    op->job.conv = x->conv->id;
+    op->job.user = x->sess->user;
+    op->job.after = x->mention_after;
+    op->job.limit = MENTIONS_MAX;
+    op->job.done = mention_done;
+    x->mention_pending = 0;
+    x->reading = 1;
+    C.inflight++;
+    pl_store_submit(C.store, &op->job);
+}
+
 void deliver_sync(session *s, json_t *cursors, json_t *req) {
     void *it = NULL;
     int64_t conv, seq;
@@ -815,7 +981,12 @@ void deliver_sync(session *s, json_t *cursors, json_t *req) {
         int64_t top = x->conv->published > x->sent_seq ? x->conv->published : x->sent_seq;
         if (seq > top) seq = top;                /* above the last seq: the last seq */
         if (seq < x->floor) seq = x->floor;      /* before joining: from joining */
+        if (conv_is_large(x->conv)) {
+            sync_online_only(x, seq, top);
+            continue;
+        }
         x->sent_seq = seq;
+        x->online_only = 0;
         sub_catch_up(x, 1);
     }
 }

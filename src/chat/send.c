@@ -42,6 +42,8 @@ void send_free(void) {
 }
 
 /* ---- rate limits ------------------------------------------------------------ */
+/* Sends and message actions (edit, delete, react, pin: each appends an
+ * event) take from the same buckets, per user and per conversation. */
 
 int chat_admit(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope,
                pl_chat_admit_cb cb, void *arg) {
@@ -167,22 +169,23 @@ static void send_done(pl_job *j) {
         }
     } else if (pl_conn_alive(c)) {
         int st;
-        const char *code = pl_chat_error_code(j->result, &st);
-        chat_send_error(c, op->req, code, j->result == PL_STORE_ENOTFOUND ? "no such conversation"
-                                                                          : "message not stored");
+        const char *msg;
+        const char *code = pl_chat_job_error(j, &st, &msg);
+        chat_send_error(c, op->req, code, msg);
     }
     send_free_op(op);
 }
 
-static void send_rate_limited(send_op *op, int64_t retry, const char *scope) {
-    if (pl_conn_alive(op->conn)) {
+void chat_rate_limited(pl_conn *c, json_t *req, int64_t retry, const char *scope) {
+    count_limited(scope);
+    if (pl_conn_alive(c)) {
         pl_sbuf b;
         pl_sbuf_init(&b);
         pl_sbuf_adds(&b, "{\"type\":\"error\"");
-        pl_proto_add_req(&b, op->req);
+        pl_proto_add_req(&b, req);
         pl_sbuf_printf(&b, ",\"code\":\"rate_limited\",\"message\":\"too many messages (%s)\",\"retry_after\":%.3f}",
                        scope, (double)retry / 1000.0);
-        chat_send_text(op->conn, b.p, b.len, 1);
+        chat_send_text(c, b.p, b.len, 1);
         pl_sbuf_release(&b);
     }
 }
@@ -190,8 +193,7 @@ static void send_rate_limited(send_op *op, int64_t retry, const char *scope) {
 static void send_admitted(void *arg, int64_t retry, const char *scope) {
     send_op *op = arg;
     if (retry) {
-        count_limited(scope);
-        send_rate_limited(op, retry, scope);
+        chat_rate_limited(op->conn, op->req, retry, scope);
         send_free_op(op);
     } else if (C.stopping) {
         if (pl_conn_alive(op->conn)) chat_send_error(op->conn, op->req, "unavailable", "shutting down");
@@ -210,6 +212,7 @@ void do_send(session *s, pl_msg *m) {
     op->job.client_msg_id = m->client_msg_id;
     op->job.body = m->body;
     op->job.body_len = m->body_len;
+    op->job.seq = m->reply_to;                /* 0: not a reply */
     op->job.done = send_done;
     op->conn = s->conn;
     CO.ref(s->conn);
@@ -222,8 +225,7 @@ void do_send(session *s, pl_msg *m) {
         pl_store_submit(C.store, &op->job);
         break;
     case 1:
-        count_limited(scope);
-        send_rate_limited(op, retry, scope);
+        chat_rate_limited(op->conn, op->req, retry, scope);
         send_free_op(op);
         break;
     default:                                  /* the bus answers later */

@@ -89,6 +89,7 @@ const char *pl_chat_error_code(int r, int *status) {
     case PL_STORE_ECONFLICT: *status = 409; return "conflict";
     case PL_STORE_EFORBID:   *status = 403; return "forbidden";
     case PL_STORE_EINVAL:    *status = 400; return "bad_request";
+    case PL_STORE_EGONE:     *status = 410; return "gone";
     case PL_STORE_EUNAVAIL:  *status = 503; return "unavailable";
     default:                 *status = 500; return "internal";
     }
@@ -312,8 +313,10 @@ static void auth_done(pl_job *j) {
         sub *x = sub_create(s, cv->id, cv->last_seq, -1, cv->joined_seq - 1, op->hold ? SUB_HELD : SUB_LIVE);
         x->acked_delivered = cv->delivered_seq;
         x->acked_read = cv->read_seq;
-        pl_sbuf_printf(&b, "%s{\"id\":%lld,\"last_seq\":%lld,\"unread\":%lld}", i ? "," : "",
-                       (long long)cv->id, (long long)x->sent_seq, (long long)cv->unread);
+        conv_learn(x->conv, cv->kind, cv->member_count, cv->last_seq);
+        pl_sbuf_printf(&b, "%s{\"id\":%lld,\"last_seq\":%lld,\"unread\":%lld,\"unread_mentions\":%lld,"
+                       "\"notify\":\"%s\"}", i ? "," : "", (long long)cv->id, (long long)x->sent_seq,
+                       (long long)cv->unread, (long long)cv->unread_mentions, pl_proto_notify_name(cv->notify));
     }
     pl_sbuf_adds(&b, "]}");
     chat_send_text(c, b.p, b.len, 1);
@@ -464,6 +467,12 @@ static void dispatch(session *s, const uint8_t *p, size_t n) {
     case PL_MSG_SYNC:            deliver_sync(s, m.cursors, m.req); break;
     case PL_MSG_HISTORY:         do_history(s, &m); break;
     case PL_MSG_PING:            do_ping(s, &m); break;
+    case PL_MSG_EDIT:
+    case PL_MSG_DELETE:
+    case PL_MSG_REACT:
+    case PL_MSG_PIN:
+    case PL_MSG_NOTIFY:          do_action(s, &m); break;
+    case PL_MSG_PINS:            do_pins(s, &m); break;
     }
     pl_msg_release(&m);
 }

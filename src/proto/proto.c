@@ -38,6 +38,15 @@ static int get_opt_seq(json_t *o, const char *name, int64_t *out, pl_proto_err *
     return 0;
 }
 
+/* A required non-negative integer. */
+static int get_seq(json_t *o, const char *name, int64_t *out, pl_proto_err *e) {
+    json_t *v = json_object_get(o, name);
+    if (!v || !json_safe(v))
+        return fail(e, "bad_request", "\"%s\" must be a non-negative integer (at most 2^53-1)", name);
+    *out = json_integer_value(v);
+    return 0;
+}
+
 static int get_str(json_t *o, const char *name, const char **p, size_t *n, pl_proto_err *e) {
     json_t *v = json_object_get(o, name);
     if (!v || !json_is_string(v)) return fail(e, "bad_request", "\"%s\" must be a string", name);
@@ -73,6 +82,98 @@ int pl_proto_paging(int64_t after, int64_t before, int64_t limit, int *limit_out
     return 0;
 }
 
+int pl_proto_body(json_t *o, size_t max_body, const char *too_long, const char **p, size_t *n, pl_proto_err *e) {
+    if (get_str(o, "body", p, n, e)) return -1;
+    if (*n > max_body) return fail(e, too_long, "%s", "\"body\" is too long");
+    if (*n == 0) return fail(e, "bad_request", "%s", "\"body\" must not be empty");
+    if (memchr(*p, 0, *n)) return fail(e, "bad_request", "%s", "\"body\" must not contain NUL");
+    return 0;
+}
+
+int pl_proto_reply_to(json_t *o, int64_t *out, pl_proto_err *e) {
+    json_t *v = json_object_get(o, "reply_to");
+    *out = 0;
+    if (!v || json_is_null(v)) return 0;
+    return get_id(o, "reply_to", out, e);
+}
+
+int pl_proto_emoji_ok(const char *p, size_t n) {
+    if (n == 0 || n > PL_STORE_EMOJI_MAX) return 0;
+    int non_ascii = 0;
+    for (size_t i = 0; i < n; i++) {      /* JSON strings are valid UTF-8 already */
+        unsigned char c = (unsigned char)p[i];
+        if (c <= 0x20 || c == 0x7f) return 0;
+        if (c >= 0x80) non_ascii = 1;
+    }
+    return non_ascii;
+}
+
+/* An optional string field that is one of two words: *second = 1 for the
+ * second, 0 for the first or when absent. */
+static int get_op(json_t *o, const char *first, const char *second, int *is_second, pl_proto_err *e) {
+    json_t *v = json_object_get(o, "op");
+    *is_second = 0;
+    if (!v || json_is_null(v)) return 0;
+    const char *s = json_string_value(v);
+    if (s && strcmp(s, first) == 0) return 0;
+    if (s && strcmp(s, second) == 0) {
+        *is_second = 1;
+        return 0;
+    }
+    e->code = "bad_request";
+    snprintf(e->message, sizeof e->message, "\"op\" must be \"%s\" or \"%s\"", first, second);
+    return -1;
+}
+
+int pl_proto_reaction(json_t *o, const char **emoji, int *remove, pl_proto_err *e) {
+    json_t *v = json_object_get(o, "emoji");
+    if (!json_is_string(v) || memchr(json_string_value(v), 0, json_string_length(v)) ||
+        !pl_proto_emoji_ok(json_string_value(v), json_string_length(v)))
+        return fail(e, "bad_request", "%s",
+                    "\"emoji\" must be 1-32 bytes with a non-ASCII character and no spaces");
+    *emoji = json_string_value(v);
+    return get_op(o, "add", "remove", remove, e);
+}
+
+static const char *const notify_names[] = {"all", "mentions", "none"};
+
+const char *pl_proto_notify_name(int level) {
+    return level >= PL_NOTIFY_ALL && level <= PL_NOTIFY_NONE ? notify_names[level] : "all";
+}
+
+int pl_proto_notify_level(json_t *o, int *level, pl_proto_err *e) {
+    const char *s = json_string_value(json_object_get(o, "level"));
+    for (int i = PL_NOTIFY_ALL; s && i <= PL_NOTIFY_NONE; i++)
+        if (strcmp(s, notify_names[i]) == 0) {
+            *level = i;
+            return 0;
+        }
+    return fail(e, "bad_request", "%s", "\"level\" must be \"all\", \"mentions\" or \"none\"");
+}
+
+/* The message actions: conversation and target seq, then their own fields. */
+static int decode_action(const char *type, size_t max_body, pl_msg *m, pl_proto_err *e) {
+    if (strcmp(type, "edit") == 0) m->type = PL_MSG_EDIT;
+    else if (strcmp(type, "delete") == 0) m->type = PL_MSG_DELETE;
+    else if (strcmp(type, "react") == 0) m->type = PL_MSG_REACT;
+    else if (strcmp(type, "pin") == 0) m->type = PL_MSG_PIN;
+    else if (strcmp(type, "pins") == 0) m->type = PL_MSG_PINS;
+    else if (strcmp(type, "notify") == 0) m->type = PL_MSG_NOTIFY;
+    else return fail(e, "unknown_type", "%s", "unknown message type");
+    if (get_id(m->root, "conversation", &m->conv, e)) return -1;
+    if (m->type == PL_MSG_PINS) return 0;
+    if (m->type == PL_MSG_NOTIFY) return pl_proto_notify_level(m->root, &m->level, e);
+    /* seq 0 names no message: not_found (chat/), as any other missing seq */
+    if (get_seq(m->root, "seq", &m->seq, e)) return -1;
+    switch (m->type) {
+    case PL_MSG_EDIT:  /* "a body out of range" is bad_request for actions */
+        return pl_proto_body(m->root, max_body, "bad_request", &m->body, &m->body_len, e);
+    case PL_MSG_REACT: return pl_proto_reaction(m->root, &m->emoji, &m->remove, e);
+    case PL_MSG_PIN:   return get_op(m->root, "pin", "unpin", &m->remove, e);
+    default:           return 0;
+    }
+}
+
 int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl_proto_err *e) {
     memset(m, 0, sizeof *m);
     memset(e, 0, sizeof *e);
@@ -102,11 +203,8 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
         if (get_str(m->root, "client_msg_id", &m->client_msg_id, &m->cmid_len, e)) return -1;
         if (m->cmid_len < 1 || m->cmid_len > PL_PROTO_CMID_MAX || memchr(m->client_msg_id, 0, m->cmid_len))
             return fail(e, "bad_request", "%s", "\"client_msg_id\" must be 1-64 bytes");
-        if (get_str(m->root, "body", &m->body, &m->body_len, e)) return -1;
-        if (m->body_len > max_body) return fail(e, "too_large", "%s", "\"body\" is too long");
-        if (m->body_len == 0) return fail(e, "bad_request", "%s", "\"body\" must not be empty");
-        if (memchr(m->body, 0, m->body_len)) return fail(e, "bad_request", "%s", "\"body\" must not contain NUL");
-        return 0;
+        if (pl_proto_body(m->root, max_body, "too_large", &m->body, &m->body_len, e)) return -1;
+        return pl_proto_reply_to(m->root, &m->reply_to, e);
     }
     if (strcmp(type, "auth") == 0) {
         m->type = PL_MSG_AUTH;
@@ -186,7 +284,7 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
         m->users = u;
         return 0;
     }
-    return fail(e, "unknown_type", "%s", "unknown message type");
+    return decode_action(type, max_body, m, e);
 }
 
 void pl_msg_release(pl_msg *m) {
@@ -286,6 +384,22 @@ void pl_proto_sent(pl_sbuf *s, const pl_event *ev, int dup, json_t *req, int wit
     pl_sbuf_adds(s, ",\"ts\":");
     pl_sbuf_addi(s, ev->ts);
     pl_sbuf_adds(s, dup ? ",\"duplicate\":true}" : ",\"duplicate\":false}");
+}
+
+void pl_proto_ok(pl_sbuf *s, json_t *req, int64_t conv, int64_t seq, int changed, int with_type) {
+    if (with_type) {
+        pl_sbuf_adds(s, "{\"type\":\"ok\"");
+        pl_proto_add_req(s, req);
+        pl_sbuf_adds(s, ",\"conversation\":");
+    } else {
+        pl_sbuf_adds(s, "{\"conversation\":");
+    }
+    pl_sbuf_addi(s, conv);
+    if (seq > 0) {
+        pl_sbuf_adds(s, ",\"seq\":");
+        pl_sbuf_addi(s, seq);
+    }
+    pl_sbuf_adds(s, changed ? ",\"changed\":true}" : ",\"changed\":false}");
 }
 
 void pl_proto_error(pl_sbuf *s, json_t *req, const char *code, const char *msg) {

@@ -22,7 +22,9 @@
 typedef enum pl_msg_type {
     PL_MSG_AUTH = 1, PL_MSG_SEND, PL_MSG_SYNC, PL_MSG_HISTORY, PL_MSG_PING,
     PL_MSG_DELIVERED, PL_MSG_READ, PL_MSG_RECEIPTS, PL_MSG_HEARTBEAT,
-    PL_MSG_PRESENCE, PL_MSG_PRESENCE_QUERY, PL_MSG_TYPING
+    PL_MSG_PRESENCE, PL_MSG_PRESENCE_QUERY, PL_MSG_TYPING,
+    /* message actions (docs/protocol.md "Message actions") */
+    PL_MSG_EDIT, PL_MSG_DELETE, PL_MSG_REACT, PL_MSG_PIN, PL_MSG_PINS, PL_MSG_NOTIFY
 } pl_msg_type;
 
 #define PL_PROTO_PRESENCE_QUERY_MAX 200
@@ -35,15 +37,21 @@ typedef struct pl_msg {
     json_t     *req;             /* borrowed from root, or NULL          */
     const char *token;           /* AUTH                                 */
     size_t      token_len;
-    int64_t     conv;            /* SEND, HISTORY                        */
+    int64_t     conv;            /* SEND, HISTORY, actions               */
     const char *client_msg_id;   /* SEND                                 */
     size_t      cmid_len;
-    const char *body;            /* SEND                                 */
+    const char *body;            /* SEND, EDIT                           */
     size_t      body_len;
+    int64_t     reply_to;        /* SEND (optional, 0 = none)            */
     json_t     *cursors;         /* SYNC, AUTH (optional): object, validated */
     int64_t     after, before;   /* HISTORY; 0 = not given               */
     int         limit;           /* HISTORY, 1..PL_STORE_PAGE_MAX        */
-    int64_t     seq;             /* DELIVERED, READ (> 0); RECEIPTS (0 = none) */
+    int64_t     seq;             /* DELIVERED, READ (> 0); RECEIPTS (0 = none);
+                                  * EDIT, DELETE, REACT, PIN (>= 0: 0 is no
+                                  * message, answered not_found)         */
+    const char *emoji;           /* REACT: valid (pl_proto_emoji_ok)     */
+    int         remove;          /* REACT: op "remove"; PIN: op "unpin"  */
+    int         level;           /* NOTIFY: pl_notify_level              */
     int         away;            /* PRESENCE: 1 away, 0 online           */
     int         typing;          /* TYPING: 1 start, 0 stop              */
     json_t     *users;           /* PRESENCE_QUERY: array of positive ids */
@@ -68,6 +76,26 @@ int  pl_proto_cursor(json_t *cursors, void **iter, int64_t *conv, int64_t *seq);
  * with a message naming the bad field. */
 int  pl_proto_paging(int64_t after, int64_t before, int64_t limit, int *limit_out, const char **bad);
 
+/* Fields shared by the WebSocket messages and their REST forms; each
+ * returns 0, or -1 with *err filled (bad_request naming the field, or
+ * too_large). */
+/* "body": 1..max_body bytes without NUL (send, edit); a longer one is
+ * refused with the code too_long ("too_large" for sends, "bad_request" for
+ * edits: protocol.md's table of action errors). */
+int  pl_proto_body(json_t *o, size_t max_body, const char *too_long, const char **p, size_t *n,
+                   pl_proto_err *err);
+/* Optional "reply_to": absent or null (0), else a positive JSON-safe integer. */
+int  pl_proto_reply_to(json_t *o, int64_t *out, pl_proto_err *err);
+/* "emoji" (pl_proto_emoji_ok) and the optional "op" ("add" or "remove"). */
+int  pl_proto_reaction(json_t *o, const char **emoji, int *remove, pl_proto_err *err);
+/* "level": "all", "mentions" or "none" (pl_notify_level). */
+int  pl_proto_notify_level(json_t *o, int *level, pl_proto_err *err);
+/* 1 if e[0..n) is an acceptable reaction: 1..PL_STORE_EMOJI_MAX bytes of
+ * UTF-8 with at least one non-ASCII character and no ASCII space, control
+ * character or NUL (store.h; the store checks it again). */
+int  pl_proto_emoji_ok(const char *e, size_t n);
+const char *pl_proto_notify_name(int level);
+
 /* ---- encoding (appends JSON text to s) ---------------------------------- */
 
 /* {"conversation":..,"seq":..,"id":"..","ts":..,"kind":"..",...} without "type" */
@@ -76,6 +104,10 @@ void pl_proto_event_fields(pl_sbuf *s, const pl_event *ev);
 void pl_proto_event(pl_sbuf *s, const pl_event *ev);
 /* the `sent` ack; req may be NULL; with_type adds "type":"sent" */
 void pl_proto_sent(pl_sbuf *s, const pl_event *ev, int dup, json_t *req, int with_type);
+/* The answer to a message action: {"type":"ok","req":..,"conversation":..,
+ * "seq":..,"changed":..} (seq only when > 0); without "type" when with_type
+ * is 0 (REST). */
+void pl_proto_ok(pl_sbuf *s, json_t *req, int64_t conv, int64_t seq, int changed, int with_type);
 /* {"type":"error","req":..,"code":..,"message":..} */
 void pl_proto_error(pl_sbuf *s, json_t *req, const char *code, const char *msg);
 /* Appends ,"req":<json> if req is not NULL. */

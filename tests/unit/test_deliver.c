@@ -243,6 +243,7 @@ typedef struct harness {
 } harness;
 
 static harness H;
+static int64_t session_members;   /* member_count the session read says (0: 2) */
 
 static void turn(void) {
     for (int i = 0; i < 4; i++) uv_run(&H.loop, UV_RUN_NOWAIT);
@@ -253,6 +254,7 @@ static void h_start(int shared) {
     memset(log_kind, 0, sizeof log_kind);
     memset(log_subject, 0, sizeof log_subject);
     big_body = 0;
+    session_members = 0;
     uv_loop_init(&H.loop);
     H.store.base.ops = &fs_ops;
     H.store.base.node_id = 1;
@@ -300,6 +302,7 @@ typedef struct conv_spec {
     int64_t id, last_seq, joined_seq;
 } conv_spec;
 
+
 /* A session of user authenticated at the handshake (held) or by a first
  * frame (live), subscribed to convs; `ready` is checked. */
 static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, size_t n, int held) {
@@ -326,6 +329,7 @@ static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, siz
         j->convs[i].last_seq = convs[i].last_seq;
         j->convs[i].joined_seq = convs[i].joined_seq ? convs[i].joined_seq : 1;
         j->convs[i].kind = PL_CONV_GROUP;
+        j->convs[i].member_count = session_members ? session_members : 2;
     }
     j->nconvs = n;
     j->result = PL_STORE_OK;
@@ -832,4 +836,419 @@ TEST(session_messages_during_authentication_are_kept_in_order) {
     CHECK_EQ(g->close_code, PL_WS_CLOSE_UNAUTHORIZED);
     fconn *all[] = {f, g};
     h_stop(all, 2);
+}
+
+/* ---- large groups (protocol.md "Large groups") ------------------------------- */
+
+/* Answers a READ_MENTIONS job with messages at seqs[0..n) (ascending). */
+static void fs_answer_mentions(pl_job *j, const int64_t *seqs, size_t n, int more) {
+    j->events = n ? pl_calloc(n, sizeof *j->events) : NULL;
+    for (size_t i = 0; i < n; i++) make_event(&j->events[i], j->conv, seqs[i], PL_EV_MESSAGE, 1, 0);
+    j->nevents = n;
+    j->more = more;
+    j->result = PL_STORE_OK;
+    j->done(j);
+}
+
+/* The frames of f from index *at on, as "type:seq" (events and mentions) or
+ * "synced:seq[:online_only]", space-separated. */
+static void frame_trace(fconn *f, size_t at, char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = '\0';
+    json_t *o;
+    while ((o = next_frame(f, &at, NULL)) != NULL && len < cap) {
+        const char *t = json_string_value(json_object_get(o, "type"));
+        json_t *ev = json_object_get(o, "event");
+        int64_t seq = json_integer_value(json_object_get(ev ? ev : o, "seq"));
+        if (t && (strcmp(t, "event") == 0 || strcmp(t, "mention") == 0 || strcmp(t, "synced") == 0))
+            len += (size_t)snprintf(out + len, cap - len, "%s%s:%lld%s", len ? " " : "", t, (long long)seq,
+                                    json_is_true(json_object_get(o, "online_only")) ? ":online_only" : "");
+        json_decref(o);
+    }
+}
+
+/* A sync of a large group replays nothing: the user's mentions above its
+ * cursor come first (as `mention`), then what was published meanwhile,
+ * then `synced` with online_only, then live delivery. */
+TEST(deliver_large_group_sync_sends_mentions_not_history) {
+    h_start(0);
+    H.cfg.large_group = 3;
+    conv_spec cs = {10, 100, 1};
+    session_members = 5;
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    size_t at = s->nframes;
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":40}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);       /* no replay */
+    pl_job *j = fs_take(&H.store, PL_READ_MENTIONS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->user, 2);
+    CHECK_EQ(j->after, 40);
+    CHECK_EQ(j->limit, MENTIONS_MAX);
+    h_publish(10, 101, PL_EV_MESSAGE, 0);                  /* while the read runs: held back */
+    CHECK_EQ(s->nframes, at);
+    int64_t ms[] = {45, 60, 101};                          /* 101 is above the head it moved to */
+    fs_answer_mentions(j, ms, 3, 0);
+    turn();
+    pl_job *r = fs_take(&H.store, PL_READ_EVENTS, 10);     /* what came meanwhile */
+    CHECK(r != NULL);
+    CHECK_EQ(r->after, 100);
+    CHECK_EQ(r->before, 102);
+    fs_answer_events(r, 101);
+    turn();
+    h_publish(10, 102, PL_EV_MESSAGE, 0);
+    char trace[512];
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "mention:45 mention:60 event:101 synced:101:online_only event:102");
+    size_t k = at;
+    json_t *m = next_frame(s, &k, "mention");
+    CHECK(m != NULL);
+    int shape = json_integer_value(json_object_get(m, "conversation")) == 10 &&
+                json_object_get(m, "seq") == NULL &&
+                strcmp(json_string_value(json_object_get(json_object_get(m, "event"), "kind")), "message") == 0 &&
+                json_integer_value(json_object_get(json_object_get(m, "event"), "conversation")) == 10;
+    json_decref(m);
+    CHECK(shape);
+    /* a cursor at the head: nothing to read, synced at once */
+    at = s->nframes;
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":102}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_MENTIONS), 0);
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "synced:102:online_only");
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* More than MENTIONS_MAX mentions above the cursor: the latest 50, read
+ * page by page. */
+TEST(deliver_large_group_sends_the_latest_mentions) {
+    h_start(0);
+    H.cfg.large_group = 10;
+    conv_spec cs = {10, 300, 1};
+    session_members = 11;
+    fconn *s = h_session(2, 1, &cs, 1, 1);                 /* held: the first sync is exact */
+    CHECK(s != NULL);
+    size_t at = s->nframes;
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    pl_job *j = fs_take(&H.store, PL_READ_MENTIONS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 0);
+    int64_t ms[MENTIONS_MAX];
+    for (int i = 0; i < MENTIONS_MAX; i++) ms[i] = 1 + i * 2;            /* 1 .. 99 */
+    fs_answer_mentions(j, ms, MENTIONS_MAX, 1);
+    turn();
+    j = fs_take(&H.store, PL_READ_MENTIONS, 10);           /* the next page */
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 99);
+    for (int i = 0; i < 30; i++) ms[i] = 100 + i * 5;                   /* 100 .. 245 */
+    fs_answer_mentions(j, ms, 30, 0);
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    int64_t seqs[MENTIONS_MAX + 8];
+    size_t n = 0, k = at;
+    json_t *o;
+    while ((o = next_frame(s, &k, "mention")) != NULL) {
+        if (n < MENTIONS_MAX + 8) seqs[n++] = json_integer_value(json_object_get(json_object_get(o, "event"), "seq"));
+        json_decref(o);
+    }
+    CHECK_EQ(n, MENTIONS_MAX);
+    CHECK_EQ(seqs[0], 61);                                 /* the 20 oldest were dropped */
+    CHECK_EQ(seqs[19], 99);
+    CHECK_EQ(seqs[20], 100);
+    CHECK_EQ(seqs[MENTIONS_MAX - 1], 245);
+    k = at;
+    o = next_frame(s, &k, "synced");
+    CHECK(o != NULL);
+    int synced_ok = json_integer_value(json_object_get(o, "seq")) == 300 &&
+                    json_is_true(json_object_get(o, "online_only"));
+    json_decref(o);
+    CHECK(synced_ok);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* At or below the threshold a group replays as always; one that grows past
+ * it (member_added events the stream processed) is large at the next sync. */
+TEST(deliver_group_becomes_large_when_it_grows) {
+    h_start(0);
+    H.cfg.large_group = 3;
+    conv_spec cs = {10, 20, 1};
+    session_members = 3;
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    size_t at = s->nframes;
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":18}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_MENTIONS), 0);
+    pl_job *r = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(r != NULL);
+    CHECK_EQ(r->after, 18);
+    fs_answer_events(r, 20);
+    turn();
+    char trace[256];
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "event:19 event:20 synced:20");
+    h_publish(10, 21, PL_EV_MEMBER_ADDED, 7);              /* 4 members now */
+    at = s->nframes;
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":18}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    pl_job *j = fs_take(&H.store, PL_READ_MENTIONS, 10);
+    CHECK(j != NULL);
+    fs_answer_mentions(j, NULL, 0, 0);
+    turn();
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "synced:21:online_only");
+    /* a member leaves: 3 again, replayed again */
+    h_publish(10, 22, PL_EV_MEMBER_LEFT, 7);
+    at = s->nframes;
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":21}}");
+    r = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(r != NULL);
+    fs_answer_events(r, 22);
+    turn();
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "event:22 synced:22");
+    /* off (0): never large */
+    H.cfg.large_group = 0;
+    h_publish(10, 23, PL_EV_MEMBER_ADDED, 8);
+    h_publish(10, 24, PL_EV_MEMBER_ADDED, 9);
+    at = s->nframes;
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":22}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_MENTIONS), 0);
+    r = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(r != NULL);
+    fs_answer_events(r, 24);
+    turn();
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "event:23 event:24 synced:24");
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* A member removed from a large group before its sync still gets its own
+ * member_removed (the cursor stops just before it), then nothing. */
+TEST(deliver_large_group_sync_still_ends_at_the_removal) {
+    h_start(0);
+    H.cfg.large_group = 3;
+    conv_spec cs = {10, 30, 1};
+    session_members = 9;
+    fconn *s = h_session(2, 1, &cs, 1, 1);
+    CHECK(s != NULL);
+    h_publish(10, 31, PL_EV_MESSAGE, 0);
+    h_publish(10, 32, PL_EV_MEMBER_REMOVED, 2);
+    h_publish(10, 33, PL_EV_MESSAGE, 0);
+    size_t at = s->nframes;
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":10}}");
+    pl_job *j = fs_take(&H.store, PL_READ_MENTIONS, 10);
+    CHECK(j != NULL);
+    int64_t ms[] = {12, 31};
+    fs_answer_mentions(j, ms, 2, 0);
+    turn();
+    pl_job *r = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(r != NULL);
+    CHECK_EQ(r->after, 31);
+    CHECK_EQ(r->before, 33);                               /* up to its removal only */
+    fs_answer_events(r, 33);
+    turn();
+    char trace[256];
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "mention:12 mention:31 event:32 synced:32:online_only");
+    CHECK(sub_find(s->c.session, 10) == NULL);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Actions are submitted as their store jobs and answered with `ok` (seq
+ * only when an event was appended) or the store's error with its reason. */
+TEST(actions_reply_ok_or_the_store_error) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    h_text(s, "{\"type\":\"edit\",\"req\":1,\"conversation\":10,\"seq\":4,\"body\":\"new\"}");
+    pl_job *j = fs_take(&H.store, PL_JOB_MESSAGE_EDIT, 10);
+    CHECK(j != NULL);
+    CHECK(j->user == 2 && j->seq == 4 && j->body_len == 3 && memcmp(j->body, "new", 3) == 0);
+    j->result = PL_STORE_OK;
+    j->has_event = 1;
+    make_event(&j->event, 10, 6, PL_EV_EDIT, 2, 0);
+    j->done(j);
+    size_t at = 0;
+    json_t *o = next_frame(s, &at, "ok");
+    CHECK(o != NULL);
+    int ok1 = json_integer_value(json_object_get(o, "req")) == 1 &&
+              json_integer_value(json_object_get(o, "conversation")) == 10 &&
+              json_integer_value(json_object_get(o, "seq")) == 6 && json_is_true(json_object_get(o, "changed"));
+    json_decref(o);
+    CHECK(ok1);
+    h_text(s, "{\"type\":\"react\",\"req\":2,\"conversation\":10,\"seq\":4,\"emoji\":\"\xf0\x9f\x91\x8d\",\"op\":\"remove\"}");
+    j = fs_take(&H.store, PL_JOB_REACTION, 10);
+    CHECK(j != NULL);
+    CHECK(j->flags == PL_JOB_REMOVE && strcmp(j->emoji, "\xf0\x9f\x91\x8d") == 0);
+    j->result = PL_STORE_OK;                               /* nothing changed */
+    j->done(j);
+    o = next_frame(s, &at, "ok");
+    CHECK(o != NULL);
+    int ok2 = json_object_get(o, "seq") == NULL && json_is_false(json_object_get(o, "changed"));
+    json_decref(o);
+    CHECK(ok2);
+    static const struct { int result; const char *why, *code, *message; } errs[] = {
+        {PL_STORE_EGONE, "deleted", "gone", "deleted"},
+        {PL_STORE_EFORBID, "not your message", "forbidden", "not your message"},
+        {PL_STORE_EINVAL, "not a message", "bad_request", "not a message"},
+        {PL_STORE_ENOTFOUND, NULL, "not_found", "no such conversation or message"},
+        {PL_STORE_EUNAVAIL, NULL, "unavailable", NULL},
+    };
+    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+        h_text(s, "{\"type\":\"pin\",\"req\":%zu,\"conversation\":10,\"seq\":4,\"op\":\"unpin\"}", 10 + i);
+        j = fs_take(&H.store, PL_JOB_PIN, 10);
+        CHECK(j != NULL);
+        CHECK_EQ(j->flags, PL_JOB_REMOVE);
+        j->result = errs[i].result;
+        j->why = errs[i].why;
+        j->done(j);
+        o = next_frame(s, &at, "error");
+        CHECK(o != NULL);
+        int same = json_integer_value(json_object_get(o, "req")) == (json_int_t)(10 + i) &&
+                   strcmp(json_string_value(json_object_get(o, "code")), errs[i].code) == 0 &&
+                   (!errs[i].message || strcmp(json_string_value(json_object_get(o, "message")), errs[i].message) == 0);
+        json_decref(o);
+        CHECK(same);
+    }
+    size_t before = H.store.submitted;               /* seq 0 is no message: not_found at once */
+    h_text(s, "{\"type\":\"delete\",\"req\":20,\"conversation\":10,\"seq\":0}");
+    CHECK_EQ(H.store.submitted, before);
+    o = next_frame(s, &at, "error");
+    CHECK(o != NULL);
+    int nf = strcmp(json_string_value(json_object_get(o, "code")), "not_found") == 0;
+    json_decref(o);
+    CHECK(nf);
+    h_text(s, "{\"type\":\"notify\",\"req\":3,\"conversation\":10,\"level\":\"none\"}");
+    j = fs_take(&H.store, PL_JOB_NOTIFY_SET, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->level, PL_NOTIFY_NONE);
+    j->result = PL_STORE_OK;
+    j->done(j);
+    o = next_frame(s, &at, "ok");
+    CHECK(o != NULL);
+    int ok3 = json_integer_value(json_object_get(o, "req")) == 3 && json_is_true(json_object_get(o, "changed")) &&
+              json_object_get(o, "seq") == NULL;
+    json_decref(o);
+    CHECK(ok3);
+    h_text(s, "{\"type\":\"delete\",\"req\":4,\"conversation\":10,\"seq\":4}");
+    j = fs_take(&H.store, PL_JOB_MESSAGE_DELETE, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->seq, 4);
+    j->result = PL_STORE_OK;
+    j->has_event = 1;
+    make_event(&j->event, 10, 7, PL_EV_DELETE, 2, 0);
+    j->done(j);
+    o = next_frame(s, &at, "ok");
+    CHECK(o != NULL);
+    int ok4 = json_integer_value(json_object_get(o, "seq")) == 7;
+    json_decref(o);
+    CHECK(ok4);
+    h_text(s, "{\"type\":\"pins\",\"req\":5,\"conversation\":10}");
+    j = fs_take(&H.store, PL_READ_PINS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->user, 2);
+    j->events = pl_calloc(1, sizeof *j->events);
+    make_event(&j->events[0], 10, 4, PL_EV_MESSAGE, 1, 0);
+    j->events[0].annot = pl_strdup("\"pinned\":true");
+    j->nevents = 1;
+    j->result = PL_STORE_OK;
+    j->done(j);
+    o = next_frame(s, &at, "pins");
+    CHECK(o != NULL);
+    json_t *evs = json_object_get(o, "events");
+    int pins_ok = json_integer_value(json_object_get(o, "req")) == 5 &&
+                  json_integer_value(json_object_get(o, "conversation")) == 10 && json_array_size(evs) == 1 &&
+                  json_is_true(json_object_get(json_array_get(evs, 0), "pinned")) &&
+                  json_integer_value(json_object_get(json_array_get(evs, 0), "seq")) == 4;
+    json_decref(o);
+    CHECK(pins_ok);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Action events (kinds 6..9) are delivered like messages, with their
+ * current form, also when held back for reordering (copied). */
+TEST(deliver_action_events_flow_like_messages) {
+    h_start(1);                                            /* cluster mode: events may come out of order */
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    static const int kinds[] = {PL_EV_EDIT, PL_EV_REACTION, PL_EV_PIN, PL_EV_DELETE};   /* seqs 7, 8, 9, 6 */
+    static const int64_t at_seq[] = {7, 8, 9, 6};
+    for (int i = 0; i < 4; i++) {
+        pl_event e;
+        make_event(&e, 10, at_seq[i], kinds[i], 1, 0);
+        free(e.data);
+        e.data = pl_strdup("{\"target\":4}");
+        e.ref = 4;
+        e.annot = kinds[i] == PL_EV_EDIT ? pl_strdup("\"deleted\":true") : NULL;   /* an edit of a deleted message */
+        pl_bus_publish_event(H.bus, &e, 0);
+        pl_event_release(&e);
+        turn();
+    }
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    char trace[256];
+    frame_trace(s, 0, trace, sizeof trace);
+    CHECK_STR(trace, "event:6 event:7 event:8 event:9");
+    size_t at = 0;
+    json_t *o = next_frame(s, &at, "event");
+    json_decref(o);
+    o = next_frame(s, &at, "event");                       /* 7, the edit */
+    CHECK(o != NULL);
+    int edit_ok = strcmp(json_string_value(json_object_get(o, "kind")), "edit") == 0 &&
+                  json_is_true(json_object_get(o, "deleted")) &&
+                  json_integer_value(json_object_get(json_object_get(o, "data"), "target")) == 4;
+    json_decref(o);
+    CHECK(edit_ok);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Replays read as the session's user (messages' current form for it); a
+ * read the store answers from a newer membership than the stream knows is
+ * read again without the user, and the stream stays exact. */
+TEST(deliver_replay_reads_as_the_user_then_as_the_stream) {
+    h_start(0);
+    conv_spec cs = {10, 9, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":3}}");
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->user, 2);
+    j->result = PL_STORE_ENOTFOUND;                /* removed, as far as the store knows */
+    j->done(j);
+    turn();
+    CHECK_EQ(s->close_code, 0);
+    j = fs_take(&H.store, PL_READ_EVENTS, 10);     /* read again, as the stream */
+    CHECK(j != NULL);
+    CHECK_EQ(j->user, 0);
+    CHECK_EQ(j->after, 3);
+    fs_answer_events(j, 6);                        /* a short page: 4..6 */
+    turn();
+    j = fs_take(&H.store, PL_READ_EVENTS, 10);     /* the next page as the user again */
+    CHECK(j != NULL);
+    CHECK_EQ(j->user, 2);
+    CHECK_EQ(j->after, 6);
+    int64_t later[] = {8, 9};                      /* the store started later (a new joining) */
+    fs_answer_mentions(j, later, 2, 0);            /* (messages at those seqs) */
+    turn();
+    j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->user, 0);
+    CHECK_EQ(j->after, 6);
+    fs_answer_events(j, 9);
+    turn();
+    int64_t seqs[16];
+    size_t n = event_seqs(s, 10, seqs, 16);
+    CHECK_EQ(n, 6);
+    for (size_t i = 0; i < n; i++) CHECK_EQ(seqs[i], 4 + (int64_t)i);
+    CHECK(has_frame(s, "synced"));
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    fconn *all[] = {s};
+    h_stop(all, 1);
 }

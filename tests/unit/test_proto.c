@@ -273,3 +273,203 @@ TEST(proto_integers_are_bounded_to_json_safe) {
     CHECK_EQ(pl_proto_paging(9007199254740992LL, 0, 10, &lim, &bad_field), -1);
     CHECK_STR(bad_field, "after");
 }
+
+/* ---- message actions ------------------------------------------------------ */
+
+/* Decodes s, expecting bad_request whose message names field. */
+static int refused_naming(const char *s, const char *code, const char *field) {
+    pl_msg m;
+    pl_proto_err e;
+    int r = decode(s, &m, &e);
+    pl_msg_release(&m);
+    if (r != -1 || strcmp(e.code, code) != 0 || !strstr(e.message, field)) {
+        fprintf(stderr, "  not refused as %s naming %s: %s (%s: %s)\n", code, field, s,
+                r ? e.code : "accepted", r ? e.message : "");
+        return 0;
+    }
+    return 1;
+}
+
+TEST(proto_send_reply_to) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":12,\"client_msg_id\":\"c\",\"body\":\"b\",\"reply_to\":58}",
+                    &m, &e), 0);
+    CHECK_EQ(m.reply_to, 58);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":12,\"client_msg_id\":\"c\",\"body\":\"b\"}", &m, &e), 0);
+    CHECK_EQ(m.reply_to, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":12,\"client_msg_id\":\"c\",\"body\":\"b\",\"reply_to\":null}",
+                    &m, &e), 0);
+    CHECK_EQ(m.reply_to, 0);
+    pl_msg_release(&m);
+    CHECK(refused_naming("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"body\":\"b\",\"reply_to\":0}",
+                         "bad_request", "reply_to"));
+    CHECK(refused_naming("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"body\":\"b\",\"reply_to\":\"5\"}",
+                         "bad_request", "reply_to"));
+    CHECK(refused_naming("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"body\":\"b\",\"reply_to\":-1}",
+                         "bad_request", "reply_to"));
+    CHECK(refused_naming("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"body\":\"b\","
+                         "\"reply_to\":9007199254740992}", "bad_request", "reply_to"));
+    CHECK(refused_naming("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"body\":\"b\",\"reply_to\":1.5}",
+                         "bad_request", "reply_to"));
+}
+
+TEST(proto_edit_and_delete) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"edit\",\"req\":7,\"conversation\":12,\"seq\":58,\"body\":\"ship on Monday\"}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_EDIT);
+    CHECK_EQ(m.conv, 12);
+    CHECK_EQ(m.seq, 58);
+    CHECK_EQ(m.body_len, 14);
+    CHECK(strncmp(m.body, "ship on Monday", 14) == 0);
+    CHECK_EQ(json_integer_value(m.req), 7);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"delete\",\"conversation\":12,\"seq\":58}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_DELETE);
+    CHECK_EQ(m.seq, 58);
+    pl_msg_release(&m);
+    CHECK(refused_naming("{\"type\":\"edit\",\"seq\":1,\"body\":\"x\"}", "bad_request", "conversation"));
+    CHECK(refused_naming("{\"type\":\"edit\",\"conversation\":1,\"body\":\"x\"}", "bad_request", "seq"));
+    CHECK_EQ(decode("{\"type\":\"edit\",\"conversation\":1,\"seq\":0,\"body\":\"x\"}", &m, &e), 0);
+    CHECK_EQ(m.seq, 0);                              /* no such message: not_found, later */
+    pl_msg_release(&m);
+    CHECK(refused_naming("{\"type\":\"edit\",\"conversation\":1,\"seq\":-1,\"body\":\"x\"}", "bad_request", "seq"));
+    CHECK(refused_naming("{\"type\":\"edit\",\"conversation\":1,\"seq\":\"1\",\"body\":\"x\"}", "bad_request", "seq"));
+    CHECK(refused_naming("{\"type\":\"edit\",\"conversation\":1,\"seq\":2}", "bad_request", "body"));
+    CHECK(refused_naming("{\"type\":\"edit\",\"conversation\":1,\"seq\":2,\"body\":\"\"}", "bad_request", "body"));
+    CHECK(refused_naming("{\"type\":\"edit\",\"conversation\":1,\"seq\":2,\"body\":3}", "bad_request", "body"));
+    CHECK(refused_naming("{\"type\":\"edit\",\"conversation\":1,\"seq\":2,\"body\":\"a\\u0000\"}", "bad_request", "body"));
+    CHECK(refused_naming("{\"type\":\"delete\",\"conversation\":1}", "bad_request", "seq"));
+    CHECK(refused_naming("{\"type\":\"delete\",\"conversation\":1,\"seq\":9007199254740992}", "bad_request", "seq"));
+    /* the same limit as a send's body; out of range is bad_request for actions */
+    char *s = malloc(20000);
+    int n = sprintf(s, "{\"type\":\"edit\",\"conversation\":1,\"seq\":2,\"body\":\"");
+    memset(s + n, 'x', 16385);
+    strcpy(s + n + 16385, "\"}");
+    CHECK(refused_naming(s, "bad_request", "body"));
+    strcpy(s + n + 16384, "\"}");
+    CHECK_EQ(decode(s, &m, &e), 0);
+    CHECK_EQ(m.body_len, 16384);
+    pl_msg_release(&m);
+    free(s);
+}
+
+TEST(proto_react_and_pin) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"react\",\"conversation\":12,\"seq\":58,\"emoji\":\"\xf0\x9f\x91\x8d\"}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_REACT);
+    CHECK_STR(m.emoji, "\xf0\x9f\x91\x8d");
+    CHECK_EQ(m.remove, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"react\",\"conversation\":12,\"seq\":58,\"emoji\":\"\\ud83d\\udc4d\",\"op\":\"remove\"}",
+                    &m, &e), 0);
+    CHECK_EQ(m.remove, 1);
+    CHECK_STR(m.emoji, "\xf0\x9f\x91\x8d");
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"react\",\"conversation\":12,\"seq\":58,\"emoji\":\"\xe2\x9c\x85\",\"op\":\"add\"}", &m, &e), 0);
+    CHECK_EQ(m.remove, 0);
+    pl_msg_release(&m);
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"seq\":2}", "bad_request", "emoji"));
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"\"}", "bad_request", "emoji"));
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\":+1:\"}", "bad_request", "emoji"));
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"\xf0\x9f\x91\x8d \"}",
+                         "bad_request", "emoji"));
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"\xf0\x9f\x91\x8d\\n\"}",
+                         "bad_request", "emoji"));
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"\xf0\x9f\x91\x8d\\u0000\"}",
+                         "bad_request", "emoji"));
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":7}", "bad_request", "emoji"));
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"\xf0\x9f\x91\x8d\",\"op\":\"toggle\"}",
+                         "bad_request", "op"));
+    CHECK(refused_naming("{\"type\":\"react\",\"conversation\":1,\"emoji\":\"\xf0\x9f\x91\x8d\"}", "bad_request", "seq"));
+    /* 32 bytes of emoji are fine, 33 are not */
+    char buf[256], em[64] = "";
+    for (int i = 0; i < 8; i++) strcat(em, "\xf0\x9f\x91\x8d");
+    snprintf(buf, sizeof buf, "{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"%s\"}", em);
+    CHECK_EQ(decode(buf, &m, &e), 0);
+    pl_msg_release(&m);
+    snprintf(buf, sizeof buf, "{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"%sx\"}", em);
+    CHECK(refused_naming(buf, "bad_request", "emoji"));
+
+    CHECK_EQ(decode("{\"type\":\"pin\",\"conversation\":12,\"seq\":58}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_PIN);
+    CHECK_EQ(m.remove, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"pin\",\"conversation\":12,\"seq\":58,\"op\":\"unpin\"}", &m, &e), 0);
+    CHECK_EQ(m.remove, 1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"pin\",\"conversation\":12,\"seq\":58,\"op\":\"pin\"}", &m, &e), 0);
+    CHECK_EQ(m.remove, 0);
+    pl_msg_release(&m);
+    CHECK(refused_naming("{\"type\":\"pin\",\"conversation\":12,\"seq\":58,\"op\":\"remove\"}", "bad_request", "op"));
+    CHECK(refused_naming("{\"type\":\"pin\",\"conversation\":12}", "bad_request", "seq"));
+    CHECK_EQ(decode("{\"type\":\"pins\",\"req\":\"p\",\"conversation\":12}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_PINS);
+    CHECK_EQ(m.conv, 12);
+    pl_msg_release(&m);
+    CHECK(refused_naming("{\"type\":\"pins\"}", "bad_request", "conversation"));
+}
+
+TEST(proto_notify) {
+    pl_msg m;
+    pl_proto_err e;
+    const char *levels[] = {"all", "mentions", "none"};
+    for (int i = 0; i < 3; i++) {
+        char buf[128];
+        snprintf(buf, sizeof buf, "{\"type\":\"notify\",\"req\":14,\"conversation\":12,\"level\":\"%s\"}", levels[i]);
+        CHECK_EQ(decode(buf, &m, &e), 0);
+        CHECK_EQ(m.type, PL_MSG_NOTIFY);
+        CHECK_EQ(m.level, i);
+        CHECK_STR(pl_proto_notify_name(m.level), levels[i]);
+        pl_msg_release(&m);
+    }
+    CHECK_EQ(PL_NOTIFY_MENTIONS, 1);
+    CHECK(refused_naming("{\"type\":\"notify\",\"conversation\":12}", "bad_request", "level"));
+    CHECK(refused_naming("{\"type\":\"notify\",\"conversation\":12,\"level\":\"loud\"}", "bad_request", "level"));
+    CHECK(refused_naming("{\"type\":\"notify\",\"conversation\":12,\"level\":2}", "bad_request", "level"));
+    CHECK(refused_naming("{\"type\":\"notify\",\"level\":\"all\"}", "bad_request", "conversation"));
+}
+
+TEST(proto_encode_ok_and_annotated_event) {
+    json_t *req = json_integer(7);
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_proto_ok(&s, req, 12, 60, 1, 1);
+    json_t *o = json_loads(s.p, 0, NULL);
+    CHECK(o != NULL);
+    CHECK_STR(json_string_value(json_object_get(o, "type")), "ok");
+    CHECK_EQ(json_integer_value(json_object_get(o, "req")), 7);
+    CHECK_EQ(json_integer_value(json_object_get(o, "conversation")), 12);
+    CHECK_EQ(json_integer_value(json_object_get(o, "seq")), 60);
+    CHECK(json_is_true(json_object_get(o, "changed")));
+    json_decref(o);
+    s.len = 0;
+    pl_proto_ok(&s, NULL, 12, 0, 0, 0);          /* REST: no type, no seq */
+    CHECK_EQ(s.len, strlen("{\"conversation\":12,\"changed\":false}"));
+    CHECK(memcmp(s.p, "{\"conversation\":12,\"changed\":false}", s.len) == 0);
+    s.len = 0;
+    pl_proto_ok(&s, NULL, 12, 0, 1, 1);
+    CHECK(memcmp(s.p, "{\"type\":\"ok\",\"conversation\":12,\"changed\":true}", s.len) == 0);
+    json_decref(req);
+    /* an edit event and a message with its current form */
+    pl_event ev = {0};
+    ev.conv = 12; ev.seq = 59; ev.id = 5; ev.ts = 6; ev.kind = PL_EV_MESSAGE; ev.sender = 1;
+    ev.client_msg_id = "c-43"; ev.body = "agreed @bob"; ev.data = "{\"reply_to\":58,\"mentions\":[2]}";
+    ev.ref = 58;
+    ev.annot = "\"reply_preview\":{\"seq\":58,\"sender\":2,\"body\":\"shall we\"},\"pinned\":true";
+    s.len = 0;
+    pl_proto_event(&s, &ev);
+    o = json_loads(s.p, 0, NULL);
+    CHECK(o != NULL);
+    CHECK_EQ(json_integer_value(json_object_get(json_object_get(o, "data"), "reply_to")), 58);
+    CHECK_EQ(json_integer_value(json_object_get(json_object_get(o, "reply_preview"), "sender")), 2);
+    CHECK(json_is_true(json_object_get(o, "pinned")));
+    json_decref(o);
+    const char *kinds[] = {"edit", "delete", "reaction", "pin"};
+    for (int k = PL_EV_EDIT; k <= PL_EV_PIN; k++) CHECK_STR(pl_proto_kind_name(k), kinds[k - PL_EV_EDIT]);
+    pl_sbuf_release(&s);
+}
