@@ -18,6 +18,13 @@ if [ -n "$missing" ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq $missing >/dev/null
 fi
+# Reactions are emoji: without a colour emoji font the screenshots show
+# boxes. Nice to have, so a failure to install it is not fatal.
+if [ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then
+    echo "deps-browser: installing fonts-noto-color-emoji (optional)"
+    { [ -n "$missing" ] || $SUDO apt-get update -qq; } && $SUDO apt-get install -y -qq fonts-noto-color-emoji >/dev/null ||
+        echo "deps-browser: fonts-noto-color-emoji not installed (screenshots will lack emoji)" >&2
+fi
 if [ ! -x /usr/bin/chromium ]; then
     echo "deps-browser: /usr/bin/chromium is missing after install" >&2
     exit 1

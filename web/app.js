@@ -1,4 +1,5 @@
-// app.js — Parley's web client: state, protocol handling and rendering.
+// app.js — Parley's web client: protocol handling, loading, user actions
+// on conversations and the composer, screens and wiring.
 //
 // It speaks only the documented protocol (docs/protocol.md): REST for
 // accounts and conversations, the WebSocket for events, sends, receipts,
@@ -14,10 +15,30 @@
 // same client_msg_id (the server deduplicates), and merged with their event
 // when it arrives, so a message never shows twice.
 //
+// Modules: state.js (state and what derives from it), convlist.js (the
+// conversation list), convview.js (the open conversation), actions.js and
+// reactions.js (message actions: replies, edits, deletes, reactions, pins),
+// mentions.js (@mentions and their autocomplete), notify.js (notification
+// levels), menu.js (popup menus), dom.js and icons.js (helpers).
+//
 // User-supplied text is only ever put in the page with textContent.
 
 import { Api, ApiError } from './api.js';
 import { Connection } from './conn.js';
+import { el, $, setText, paintAvatar, toast } from './dom.js';
+import { closeMenu } from './menu.js';
+import { icon } from './icons.js';
+import * as actions from './actions.js';
+import { attachAutocomplete } from './mentions.js';
+import { openNotifyMenu } from './notify.js';
+import {
+  S, conv, lsKey, lsGet, saveCursorsSoon, saveOutbox, cursors, nameOf, unreadOf,
+  learnCounts, learnMembers, visible,
+} from './state.js';
+import { initConvList, renderList, presenceOf } from './convlist.js';
+import {
+  initConvView, renderConvHead, renderHistoryState, renderMessages, renderTyping,
+} from './convview.js';
 
 const HISTORY_PAGE = 50;
 const TYPING_SEND_EVERY_MS = 2_000;
@@ -27,205 +48,9 @@ const DELIVERED_COALESCE_MS = 200;
 const api = new Api();
 let conn = null;
 
-// ---------------------------------------------------------------- state ---
-
-const S = {
-  me: null,                 // {id, username}
-  convs: new Map(),         // id -> conv
-  names: new Map(),         // user id -> username
-  presence: new Map(),      // user id -> {status, last_seen}
-  openId: null,
-  outbox: [],               // {conv, cmid, body, ts, seq?, failed?}
-  cursorsAtAuth: new Set(), // conversations whose cursor went out with `auth`
-  typingOut: null,          // {conv, since, last}
-  listLoaded: false,
-};
-
-function newConv(id) {
-  return {
-    id, kind: null, title: null, role: null, members: null,
-    streamed: false,          // we hold a position in its live stream
-    applied: 0, minLoaded: 1, events: [],
-    noOlder: false, loadingOlder: false,
-    syncing: false,
-    readSeq: 0, readSent: 0, deliveredSent: 0, deliverTimer: 0, lastOther: 0,
-    unreadBase: { value: 0, at: 0 },
-    receipts: new Map(),      // user -> {d, r}
-    typing: new Map(),        // user -> expiry (ms)
-    lastEvent: null, lastTs: 0,
-    left: false,
-    detailsLoading: null,
-  };
-}
-
-function conv(id) {
-  let c = S.convs.get(id);
-  if (!c) { c = newConv(id); S.convs.set(id, c); }
-  return c;
-}
-
-const lsKey = (what) => `parley.${what}.${S.me ? S.me.id : 0}`;
-
-function lsGet(what, dflt) {
-  try { const v = JSON.parse(localStorage.getItem(lsKey(what)) || 'null'); return v == null ? dflt : v; }
-  catch { return dflt; }
-}
-
-function lsSet(what, v) {
-  try { localStorage.setItem(lsKey(what), JSON.stringify(v)); } catch { /* quota or private mode */ }
-}
-
-let saveCursorsTimer = 0;
-function saveCursorsSoon() {
-  clearTimeout(saveCursorsTimer);
-  saveCursorsTimer = setTimeout(() => lsSet('cursors', cursors()), 300);
-}
-
-function saveOutbox() {
-  lsSet('outbox', S.outbox.map(({ conv: c, cmid, body, ts, seq }) => ({ conv: c, cmid, body, ts, seq })));
-}
-
-function cursors() {
-  const out = {};
-  for (const c of S.convs.values()) if (c.streamed && !c.left) out[c.id] = c.applied;
-  return out;
-}
-
-function nameOf(uid) {
-  if (S.me && uid === S.me.id) return S.me.username;
-  return S.names.get(uid) || `user #${uid}`;
-}
-
-function peerOf(c) {
-  if (c.kind !== 'direct' || !c.members || !S.me) return null;
-  const m = c.members.find((x) => x.id !== S.me.id);
-  return m ? m.id : null;
-}
-
-function titleOf(c) {
-  if (c.kind === 'group') return c.title || 'Group';
-  const p = peerOf(c);
-  if (p != null) return nameOf(p);
-  return c.kind === 'direct' ? 'Direct message' : 'Conversation';
-}
-
-function othersOf(c) {
-  const ids = new Set();
-  if (c.members) for (const m of c.members) ids.add(m.id);
-  else for (const u of c.receipts.keys()) ids.add(u);
-  if (S.me) ids.delete(S.me.id);
-  return [...ids];
-}
-
-function unreadOf(c) {
-  if (c.left) return 0;
-  const floor = Math.max(c.unreadBase.at, c.readSeq);
-  let n = c.readSeq >= c.unreadBase.at ? 0 : c.unreadBase.value;
-  for (let i = c.events.length - 1; i >= 0; i--) {
-    const e = c.events[i];
-    if (e.seq <= floor) break;
-    if (e.kind === 'message' && e.sender !== S.me.id) n++;
-  }
-  return n;
-}
-
-function learnMembers(c, members) {
-  c.members = members.map((m) => ({ id: m.id, role: m.role }));
-  for (const m of members) if (m.username) S.names.set(m.id, m.username);
-}
-
-// --------------------------------------------------------------- helpers ---
-
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  if (attrs) {
-    for (const [k, v] of Object.entries(attrs)) {
-      if (v == null || v === false) continue;
-      if (k === 'class') e.className = v;
-      else if (k === 'text') e.textContent = v;
-      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-      else e.setAttribute(k, v === true ? '' : String(v));
-    }
-  }
-  for (const k of kids) if (k != null) e.append(k);
-  return e;
-}
-
-const $ = (id) => document.getElementById(id);
-
-function setAttr(e, k, v) {
-  const s = v == null ? null : String(v);
-  if (s == null) { if (e.hasAttribute(k)) e.removeAttribute(k); }
-  else if (e.getAttribute(k) !== s) e.setAttribute(k, s);
-}
-
-function setText(e, s) { if (e.textContent !== s) e.textContent = s; }
-
-function initials(name) {
-  const parts = String(name).replace(/^user #/, '#').split(/[\s._-]+/).filter(Boolean);
-  const s = (parts[0] || '?')[0] + (parts[1] ? parts[1][0] : '');
-  return s.toUpperCase();
-}
-
-function hue(s) {
-  let h = 0;
-  for (const ch of String(s)) h = (h * 31 + ch.codePointAt(0)) % 360;
-  return h;
-}
-
-function paintAvatar(node, key, label) {
-  setText(node, initials(label));
-  node.dataset.hue = String(hue(key) % 12);
-}
-
-function fmtTime(ts) {
-  const d = new Date(ts);
-  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-}
-
-function fmtShort(ts) {
-  if (!ts) return '';
-  const d = new Date(ts), now = new Date();
-  if (d.toDateString() === now.toDateString()) return fmtTime(ts);
-  const diff = (now - d) / 86_400_000;
-  if (diff < 6) return d.toLocaleDateString([], { weekday: 'short' });
-  return d.toLocaleDateString([], { month: 'short', day: 'numeric' });
-}
-
-function fmtDay(ts) {
-  const d = new Date(ts), now = new Date();
-  if (d.toDateString() === now.toDateString()) return 'Today';
-  const y = new Date(now); y.setDate(now.getDate() - 1);
-  if (d.toDateString() === y.toDateString()) return 'Yesterday';
-  return d.toLocaleDateString([], { weekday: 'long', month: 'long', day: 'numeric' });
-}
-
-function fmtAgo(ts) {
-  if (!ts) return '';
-  const s = Math.max(0, (Date.now() - ts) / 1000);
-  if (s < 60) return 'just now';
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return fmtShort(ts);
-}
-
-function systemText(e) {
-  const who = nameOf(e.sender);
-  const d = e.data || {};
-  switch (e.kind) {
-    case 'created':
-      return d.kind === 'group' ? `${who} created the group “${d.title || ''}”` : `${who} started the conversation`;
-    case 'member_added': return `${who} added ${nameOf(d.user)}`;
-    case 'member_removed': return `${who} removed ${nameOf(d.user)}`;
-    case 'member_left': return `${nameOf(d.user != null ? d.user : e.sender)} left`;
-    default: return `${e.kind}`;
-  }
-}
-
-const visible = () => document.visibilityState === 'visible';
-
 // ------------------------------------------------------------ scheduling ---
 
+let mentionBox = null;     // the composer's @ autocomplete
 let renderQueued = false;
 const dirty = { list: false, conv: false, msgs: false };
 function render(what = 'all') {
@@ -250,11 +75,8 @@ function onMessage(m) {
     case 'ready': return onReady(m);
     case 'event': return onEvent(m);
     case 'sent': return onSent(m);
-    case 'synced': {
-      const c = S.convs.get(m.conversation);
-      if (c) c.syncing = false;
-      return;
-    }
+    case 'synced': return onSynced(m);
+    case 'mention': return onMention(m);
     case 'receipt': return onReceipt(m);
     case 'receipts': return onReceipts(m);
     case 'typing': return onTyping(m);
@@ -262,6 +84,37 @@ function onMessage(m) {
     case 'error': return onError(m);
     default: return;   // pong, history replies without a waiter, future types
   }
+}
+
+function onSynced(m) {
+  const c = S.convs.get(m.conversation);
+  if (!c) return;
+  c.syncing = false;
+  if (m.online_only && typeof m.seq === 'number' && m.seq > c.applied) {
+    // A large group: not replayed; the cursor moved to its head. What we
+    // hold is no longer contiguous with the live stream: start from there
+    // (history fills in when it is opened).
+    c.events = [];
+    c.applied = m.seq;
+    c.minLoaded = m.seq + 1;
+    c.noOlder = m.seq < 1;
+    for (const k of [...c.stash.keys()]) if (k <= m.seq) c.stash.delete(k);
+    drainStash(c);
+    saveCursorsSoon();
+    if (c.id === S.openId) { ensureHistory(c); render('msgs'); }
+    render('list');
+  }
+}
+
+let countsTimer = 0;
+function onMention(m) {
+  // A large group's message about me that was not replayed: the counts come
+  // from the conversation list; history shows it when opened.
+  const c = conv(m.conversation);
+  if (m.event && (!c.lastEvent || m.event.seq > c.lastEvent.seq)) { c.lastEvent = m.event; c.lastTs = Math.max(c.lastTs, m.event.ts || 0); }
+  clearTimeout(countsTimer);
+  countsTimer = setTimeout(refreshConversations, 300);
+  render('list');
 }
 
 function onReady(m) {
@@ -284,6 +137,8 @@ function onReady(m) {
       c.streamed = true;
     }
     if (typeof rc.unread === 'number') c.unreadBase = { value: rc.unread, at: rc.last_seq };
+    if (typeof rc.unread_mentions === 'number') c.mentionBase = { value: rc.unread_mentions, at: rc.last_seq };
+    if (typeof rc.notify === 'string') c.notify = rc.notify;
   }
   for (const c of S.convs.values()) {
     if (c.streamed && !seen.has(c.id)) { c.left = true; }
@@ -320,8 +175,23 @@ function onEvent(e) {
     loadDetails(c);
   }
   if (e.seq <= c.applied) return;                       // duplicate
-  if (e.seq !== c.applied + 1) { requestSync(c); return; } // gap
+  if (e.seq !== c.applied + 1) {                        // gap
+    if (c.stash.size < 1000) c.stash.set(e.seq, e);
+    requestSync(c);
+    return;
+  }
   apply(c, e);
+  drainStash(c);
+}
+
+/** Applies stashed events that are now next in line. */
+function drainStash(c) {
+  if (!c.stash.size) return;
+  for (const k of [...c.stash.keys()]) if (k <= c.applied) c.stash.delete(k);
+  for (let e = c.stash.get(c.applied + 1); e; e = c.stash.get(c.applied + 1)) {
+    c.stash.delete(e.seq);
+    apply(c, e);
+  }
 }
 
 function apply(c, e) {
@@ -338,6 +208,8 @@ function apply(c, e) {
       c.lastOther = e.seq;
       scheduleDelivered(c);
     }
+  } else if (actions.isAction(e)) {
+    actions.applyAction(c, e);
   } else if (e.kind === 'created') {
     const d = e.data || {};
     if (!c.kind && d.kind) c.kind = d.kind;
@@ -427,21 +299,29 @@ function onPresence(m) {
 }
 
 function onError(m) {
-  if (m.conversation != null) {
+  const isSend = typeof m.req === 'string' && m.req.startsWith('send:');
+  const o = isSend ? S.outbox.find((x) => x.cmid === m.req.slice(5)) : null;
+  // not_found for a conversation: we are no longer a member (but a reply to
+  // a message we may not see is only that send's problem)
+  if (m.conversation != null && m.code === 'not_found' && !(o && o.replyTo)) {
     const c = S.convs.get(m.conversation);
-    if (c && m.code === 'not_found') { c.syncing = false; c.left = true; render(); }
+    if (c) { c.syncing = false; c.left = true; render(); }
   }
-  if (typeof m.req === 'string' && m.req.startsWith('send:')) {
-    const cmid = m.req.slice(5);
-    const o = S.outbox.find((x) => x.cmid === cmid);
+  if (isSend) {
     if (!o) return;
     if (m.code === 'rate_limited' || m.code === 'unavailable' || m.code === 'internal') {
       const wait = Math.max(500, (m.retry_after || 1) * 1000);
       setTimeout(() => sendOne(o), wait);
     } else {
       o.failed = m.code || 'error';
+      if (m.code === 'gone') toast('Not sent: the message you replied to was deleted.', 'error');
+      else if (m.code === 'forbidden') toast(`Not sent: ${m.message || 'not allowed here'}.`, 'error');
+      else if (m.code === 'not_found' && o.replyTo) toast('Not sent: the message you replied to is not available.', 'error');
       render('msgs');
     }
+  } else if (m.req !== undefined && m.code !== 'rate_limited') {
+    // an answer to a request nobody waits for any more (timed out): say so
+    toast(m.message ? `The server said: ${m.message}` : `The server refused a request (${m.code}).`, 'error');
   }
 }
 
@@ -449,7 +329,9 @@ function onError(m) {
 
 function sendOne(o) {
   if (!S.outbox.includes(o) || o.seq) return;
-  conn.send({ type: 'send', req: 'send:' + o.cmid, conversation: o.conv, client_msg_id: o.cmid, body: o.body });
+  const msg = { type: 'send', req: 'send:' + o.cmid, conversation: o.conv, client_msg_id: o.cmid, body: o.body };
+  if (o.replyTo) msg.reply_to = o.replyTo;
+  conn.send(msg);
 }
 
 function flushOutbox() {
@@ -467,8 +349,9 @@ function newId() {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-function sendMessage(c, body) {
+function sendMessage(c, body, reply) {
   const o = { conv: c.id, cmid: newId(), body, ts: Date.now() };
+  if (reply) { o.replyTo = reply.seq; o.replyPreview = reply.preview; }
   S.outbox.push(o);
   saveOutbox();
   sendOne(o);
@@ -498,6 +381,7 @@ function markRead(c) {
     c.readSeq = Math.max(c.readSeq, seq);
     c.deliveredSent = Math.max(c.deliveredSent, seq);
     c.unreadBase = { value: 0, at: seq };
+    c.mentionBase = { value: 0, at: seq };
     render('list');
   }
 }
@@ -551,6 +435,7 @@ async function refreshConversations() {
     c.readSeq = Math.max(c.readSeq, rc.read_seq || 0);
     c.readSent = Math.max(c.readSent, rc.read_seq || 0);
     if (!c.streamed && typeof rc.unread === 'number') c.unreadBase = { value: rc.unread, at: rc.last_seq };
+    learnCounts(c, rc);
     if (rc.last && (!c.lastEvent || rc.last.seq > c.lastEvent.seq)) c.lastEvent = rc.last;
     c.lastTs = Math.max(c.lastTs, rc.last_ts || 0, (rc.last && rc.last.ts) || 0);
     if (!c.members) loadDetails(c);
@@ -567,6 +452,7 @@ function loadDetails(c, force) {
     c.role = d.role;
     c.readSeq = Math.max(c.readSeq, d.read_seq || 0);
     c.readSent = Math.max(c.readSent, d.read_seq || 0);
+    if (typeof d.notify === 'string') c.notify = d.notify;
     learnMembers(c, d.members || []);
     if (!c.lastTs && d.last_ts) c.lastTs = d.last_ts;
     const fresh = c.members.map((m) => m.id).filter((u) => !S.presence.has(u) && !(S.me && u === S.me.id));
@@ -586,6 +472,7 @@ async function loadOlder(c) {
   c.loadingOlder = true;
   renderHistoryState();
   const before = c.minLoaded;
+  const appliedAtAsk = c.applied;
   let res;
   try {
     if (conn.online) {
@@ -609,6 +496,7 @@ async function loadOlder(c) {
   if (add.length) {
     c.events = add.concat(c.events);
     c.minLoaded = add[0].seq;
+    actions.reapplyAfterPage(c, add[0].seq, add[add.length - 1].seq, appliedAtAsk);
     for (const e of add) {
       if (e.kind === 'message' && S.me && e.sender !== S.me.id) c.lastOther = Math.max(c.lastOther, e.seq);
       if (!c.lastEvent || e.seq > c.lastEvent.seq) c.lastEvent = e;
@@ -633,322 +521,6 @@ function ensureHistory(c) {
 }
 
 // -------------------------------------------------------------- render ---
-
-function presenceOf(uid) {
-  const p = S.presence.get(uid);
-  return p ? p.status : 'unknown';
-}
-
-function convPresence(c) {
-  const p = peerOf(c);
-  if (p != null) return presenceOf(p);
-  return null;
-}
-
-function previewOf(c) {
-  const pend = S.outbox.filter((o) => o.conv === c.id);
-  const typers = [...c.typing.keys()];
-  if (typers.length && c.id !== S.openId) return { text: typers.length === 1 && c.kind === 'direct' ? 'typing…' : `${nameOf(typers[0])} is typing…`, typing: true };
-  if (pend.length && (!c.lastEvent || pend[pend.length - 1].ts >= (c.lastEvent.ts || 0))) {
-    return { text: 'You: ' + pend[pend.length - 1].body };
-  }
-  const e = c.lastEvent;
-  if (!e) return { text: c.kind === 'group' ? 'No messages yet' : 'Say hello 👋' };
-  if (e.kind === 'message') {
-    const mine = S.me && e.sender === S.me.id;
-    const who = mine ? 'You: ' : c.kind === 'group' ? nameOf(e.sender) + ': ' : '';
-    return { text: who + e.body };
-  }
-  return { text: systemText(e) };
-}
-
-function renderList() {
-  const list = $('conv-list');
-  let total = 0;
-  for (const c of S.convs.values()) total += unreadOf(c);
-  const open = S.openId != null && S.convs.get(S.openId);
-  document.title = (total ? `(${total}) ` : '') + (open ? `${titleOf(open)} · Parley` : 'Parley');
-  const convs = [...S.convs.values()].filter((c) => c.kind || c.streamed)
-    .sort((a, b) => (b.lastTs - a.lastTs) || (b.id - a.id));
-  $('conv-empty').hidden = convs.length > 0 || !S.listLoaded;
-  const keep = new Set();
-  let prev = null;
-  for (const c of convs) {
-    const key = 'c' + c.id;
-    keep.add(key);
-    let li = list.querySelector(`:scope > li[data-key="${key}"]`);
-    if (!li) li = createConvItem(c, key);
-    updateConvItem(li, c);
-    const next = prev ? prev.nextElementSibling : list.firstElementChild;
-    if (next !== li) list.insertBefore(li, next);
-    prev = li;
-  }
-  for (const li of [...list.children]) if (!keep.has(li.dataset.key)) li.remove();
-}
-
-function createConvItem(c, key) {
-  const btn = el('button', { type: 'button', class: 'conv-item', 'data-testid': 'conv-item', onclick: () => openConv(c.id) },
-    el('span', { class: 'avatar', 'aria-hidden': 'true' }),
-    el('span', { class: 'pdot', 'aria-hidden': 'true' }),
-    el('span', { class: 'conv-main' },
-      el('span', { class: 'conv-top' },
-        el('span', { class: 'conv-name', 'data-testid': 'conv-name' }),
-        el('time', { class: 'conv-time' })),
-      el('span', { class: 'conv-bottom' },
-        el('span', { class: 'conv-preview', 'data-testid': 'conv-preview' }),
-        el('span', { class: 'badge', 'data-testid': 'unread' }))));
-  return el('li', { 'data-key': key, 'data-conv-id': c.id }, btn);
-}
-
-function updateConvItem(li, c) {
-  const btn = li.firstElementChild;
-  const title = titleOf(c);
-  const unread = unreadOf(c);
-  const pres = convPresence(c);
-  const pv = previewOf(c);
-  setAttr(btn, 'data-conv-id', c.id);
-  setAttr(btn, 'data-title', title);
-  setAttr(btn, 'data-kind', c.kind || '');
-  setAttr(btn, 'data-unread', unread);
-  setAttr(btn, 'aria-current', c.id === S.openId ? 'true' : null);
-  const presLabel = pres && pres !== 'unknown' ? `, ${pres}` : '';
-  setAttr(btn, 'aria-label', `${title}${c.kind === 'group' ? ' (group)' : ''}${presLabel}${unread ? `, ${unread} unread` : ''}${c.left ? ', left' : ''}`);
-  btn.classList.toggle('is-unread', unread > 0);
-  btn.classList.toggle('is-left', c.left);
-  const av = btn.querySelector('.avatar');
-  paintAvatar(av, c.kind === 'group' ? 'g' + c.id : title, title);
-  av.classList.toggle('avatar-group', c.kind === 'group');
-  const dot = btn.querySelector('.pdot');
-  dot.hidden = pres == null || pres === 'unknown';
-  setAttr(dot, 'data-status', pres || '');
-  setAttr(dot, 'data-testid', 'presence-dot');
-  setText(btn.querySelector('.conv-name'), title);
-  const time = btn.querySelector('.conv-time');
-  setText(time, fmtShort(c.lastTs));
-  if (c.lastTs) setAttr(time, 'datetime', new Date(c.lastTs).toISOString());
-  const pre = btn.querySelector('.conv-preview');
-  setText(pre, pv.text);
-  pre.classList.toggle('is-typing', !!pv.typing);
-  const badge = btn.querySelector('.badge');
-  setText(badge, unread > 99 ? '99+' : String(unread));
-  badge.hidden = unread === 0;
-}
-
-function renderConvHead() {
-  const c = S.openId != null ? S.convs.get(S.openId) : null;
-  $('conv').hidden = !c;
-  $('pane-empty').hidden = !!c;
-  if (!c) return;
-  const title = titleOf(c);
-  setText($('conv-title'), title);
-  paintAvatar($('conv-avatar'), c.kind === 'group' ? 'g' + c.id : title, title);
-  $('conv-avatar').classList.toggle('avatar-group', c.kind === 'group');
-  let sub = '';
-  const sc = $('conv-sub');
-  if (c.kind === 'group') {
-    const n = c.members ? c.members.length : 0;
-    const on = c.members ? c.members.filter((m) => m.id !== S.me.id && presenceOf(m.id) === 'online').length : 0;
-    sub = `${n} member${n === 1 ? '' : 's'}${on ? ` · ${on} online` : ''}`;
-    setAttr(sc, 'data-status', null);
-  } else {
-    const p = peerOf(c);
-    const pr = p != null ? S.presence.get(p) : null;
-    if (pr) sub = pr.status === 'online' ? 'Online' : pr.status === 'away' ? 'Away' : (pr.last_seen ? `Last seen ${fmtAgo(pr.last_seen)}` : 'Offline');
-    setAttr(sc, 'data-status', pr ? pr.status : null);
-  }
-  setText(sc, sub);
-  $('members-btn').hidden = c.kind !== 'group';
-  $('left-note').hidden = !c.left;
-  $('composer').hidden = c.left;
-  renderTyping();
-  renderHistoryState();
-}
-
-function renderHistoryState() {
-  const c = S.openId != null ? S.convs.get(S.openId) : null;
-  const p = $('history-state');
-  if (!c) return;
-  let t = '';
-  if (c.loadingOlder) t = 'Loading earlier messages…';
-  else if (c.noOlder && c.events.length) t = c.minLoaded <= 1 ? 'This is the beginning of the conversation.' : '';
-  else if (!c.streamed) t = 'Loading…';
-  setText(p, t);
-  setAttr(p, 'data-state', c.loadingOlder ? 'loading' : c.noOlder ? 'start' : 'more');
-}
-
-function statusOf(c, seq) {
-  const others = othersOf(c);
-  if (!others.length) return { status: 'sent', label: 'Sent' };
-  let nd = 0, nr = 0;
-  for (const u of others) {
-    const r = c.receipts.get(u);
-    if (!r) continue;
-    if (r.r >= seq) nr++;
-    if (r.d >= seq || r.r >= seq) nd++;
-  }
-  if (c.kind === 'direct') {
-    if (nr) return { status: 'read', label: 'Read' };
-    if (nd) return { status: 'delivered', label: 'Delivered' };
-    return { status: 'sent', label: 'Sent' };
-  }
-  const n = others.length;
-  const status = nr === n ? 'read' : nd === n ? 'delivered' : 'sent';
-  let label = status === 'read' ? 'Read by everyone' : status === 'delivered' ? 'Delivered to everyone' : 'Sent';
-  if (status !== 'read' && nr) label = `Read by ${nr}`;
-  else if (status === 'sent' && nd) label = `Delivered to ${nd}`;
-  return { status, label, nr, nd };
-}
-
-function buildItems(c) {
-  const items = [];
-  let lastDay = '', lastSender = null, lastTs = 0;
-  const push = (it) => {
-    const ts = it.ts || Date.now();
-    const day = new Date(ts).toDateString();
-    if (day !== lastDay) {
-      items.push({ key: 'd' + day, type: 'day', text: fmtDay(ts) });
-      lastDay = day;
-      lastSender = null;
-    }
-    if (it.type === 'msg') {
-      it.first = lastSender !== it.sender || ts - lastTs > 5 * 60_000;
-      lastSender = it.sender;
-      lastTs = ts;
-    } else lastSender = null;
-    items.push(it);
-  };
-  const pendingIds = new Set();
-  for (const e of c.events) {
-    if (e.kind === 'message') {
-      const mine = S.me && e.sender === S.me.id;
-      const st = mine ? statusOf(c, e.seq) : null;
-      push({ key: 's' + e.seq, type: 'msg', seq: e.seq, sender: e.sender, mine, body: e.body, ts: e.ts,
-             cmid: e.client_msg_id, status: st ? st.status : null, statusLabel: st ? st.label : null, st });
-    } else {
-      push({ key: 's' + e.seq, type: 'sys', seq: e.seq, text: systemText(e), ts: e.ts });
-    }
-  }
-  for (const o of S.outbox) {
-    if (o.conv !== c.id || pendingIds.has(o.cmid)) continue;
-    pendingIds.add(o.cmid);
-    const status = o.failed ? 'failed' : o.seq ? 'sent' : 'sending';
-    const label = o.failed ? 'Not sent' : o.seq ? 'Sent' : 'Sending…';
-    push({ key: 'p' + o.cmid, type: 'msg', pending: o, seq: o.seq || null, sender: S.me.id, mine: true,
-           body: o.body, ts: o.ts, cmid: o.cmid, status, statusLabel: label });
-  }
-  return items;
-}
-
-const MARKS = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
-
-function createItem(it) {
-  if (it.type === 'day') {
-    return el('li', { class: 'day', 'data-key': it.key, role: 'presentation' }, el('span', { text: it.text }));
-  }
-  if (it.type === 'sys') {
-    return el('li', { class: 'sys', 'data-key': it.key, 'data-testid': 'system-event', 'data-seq': it.seq },
-      el('span', { text: it.text }));
-  }
-  const li = el('li', { 'data-key': it.key, 'data-testid': 'message' },
-    el('div', { class: 'msg-sender' }),
-    el('div', { class: 'bubble' },
-      el('p', { class: 'msg-body', 'data-testid': 'message-body' }),
-      el('span', { class: 'msg-info' },
-        el('time', { class: 'msg-time' }),
-        el('span', { class: 'mark', 'data-testid': 'message-status' }),
-        el('span', { class: 'mark-count' }))));
-  return li;
-}
-
-function updateItem(li, it) {
-  if (it.type !== 'msg') return;
-  li.className = 'msg' + (it.mine ? ' mine' : ' theirs') + (it.first ? ' first' : '') + (it.pending ? ' pending' : '');
-  setAttr(li, 'data-seq', it.seq);
-  setAttr(li, 'data-sender', it.sender);
-  setAttr(li, 'data-client-msg-id', it.cmid || null);
-  setAttr(li, 'data-status', it.status);
-  const sender = li.querySelector('.msg-sender');
-  const c = S.convs.get(S.openId);
-  const showName = !it.mine && it.first && c && c.kind === 'group';
-  sender.hidden = !showName;
-  setText(sender, showName ? nameOf(it.sender) : '');
-  setText(li.querySelector('.msg-body'), it.body);
-  const t = li.querySelector('.msg-time');
-  setText(t, fmtTime(it.ts || Date.now()));
-  if (it.ts) setAttr(t, 'datetime', new Date(it.ts).toISOString());
-  const mark = li.querySelector('.mark');
-  const count = li.querySelector('.mark-count');
-  if (it.mine) {
-    setText(mark, MARKS[it.status] || '');
-    setAttr(mark, 'data-status', it.status);
-    setAttr(mark, 'aria-label', it.statusLabel);
-    setAttr(mark, 'title', it.statusLabel);
-    let ct = '';
-    if (c && c.kind === 'group' && it.st && it.status !== 'read') {
-      if (it.st.nr) ct = `read by ${it.st.nr}`;
-      else if (it.st.nd && it.status !== 'delivered') ct = `delivered to ${it.st.nd}`;
-    }
-    setText(count, ct);
-    setAttr(count, 'data-testid', ct ? 'read-count' : null);
-    mark.hidden = false;
-  } else {
-    mark.hidden = true;
-    setText(count, '');
-  }
-  let retry = li.querySelector('.retry');
-  if (it.status === 'failed') {
-    if (!retry) {
-      retry = el('span', { class: 'retry' },
-        el('button', { type: 'button', class: 'linkbtn', text: 'Retry', onclick: () => { it.pending.failed = null; sendOne(it.pending); render('msgs'); } }),
-        el('button', { type: 'button', class: 'linkbtn', text: 'Discard', onclick: () => {
-          S.outbox.splice(S.outbox.indexOf(it.pending), 1); saveOutbox(); render('msgs'); render('list'); } }));
-      li.querySelector('.bubble').append(retry);
-    }
-  } else if (retry) retry.remove();
-}
-
-function renderMessages() {
-  const c = S.openId != null ? S.convs.get(S.openId) : null;
-  const list = $('msg-list');
-  if (!c) { list.replaceChildren(); return; }
-  if (list.dataset.conv !== String(c.id)) { list.replaceChildren(); list.dataset.conv = String(c.id); }
-  const box = $('messages');
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  const items = buildItems(c);
-  const byKey = new Map();
-  for (const li of list.children) byKey.set(li.dataset.key, li);
-  let prev = null;
-  const keep = new Set();
-  let grewMine = false;
-  for (const it of items) {
-    keep.add(it.key);
-    let li = byKey.get(it.key);
-    if (!li) { li = createItem(it); if (it.mine && it.pending) grewMine = true; }
-    updateItem(li, it);
-    const next = prev ? prev.nextElementSibling : list.firstElementChild;
-    if (next !== li) list.insertBefore(li, next);
-    prev = li;
-  }
-  for (const li of [...list.children]) if (!keep.has(li.dataset.key)) li.remove();
-  if (atBottom || grewMine) box.scrollTop = box.scrollHeight;
-  renderHistoryState();
-}
-
-function renderTyping() {
-  const c = S.openId != null ? S.convs.get(S.openId) : null;
-  const t = $('typing');
-  if (!c) { setText(t, ''); return; }
-  const now = Date.now();
-  for (const [u, exp] of c.typing) if (exp <= now) c.typing.delete(u);
-  const names = [...c.typing.keys()].map(nameOf);
-  let s = '';
-  if (names.length === 1) s = `${names[0]} is typing…`;
-  else if (names.length === 2) s = `${names[0]} and ${names[1]} are typing…`;
-  else if (names.length > 2) s = `${names.length} people are typing…`;
-  setText(t, s);
-  setAttr(t, 'data-users', [...c.typing.keys()].join(','));
-  t.classList.toggle('on', !!s);
-}
 
 function renderMembers() {
   const c = S.convs.get(S.openId);
@@ -979,11 +551,16 @@ function renderMembers() {
 
 function openConv(id) {
   if (S.typingOut && S.typingOut.conv !== id) typingStop();
+  const switched = S.openId !== id;
   S.openId = id;
   const c = S.convs.get(id);
+  if (mentionBox) mentionBox.close();
   $('layout').dataset.view = 'conv';
-  $('composer-input').value = '';
-  autosize();
+  if (switched) {
+    actions.onConvSwitch();
+    $('composer-input').value = '';
+    autosize();
+  }
   render();
   if (c) {
     if (!c.members) loadDetails(c);
@@ -1124,11 +701,57 @@ function submitComposer(ev) {
     return;
   }
   t.setCustomValidity('');
+  const mode = actions.composeMode();
   t.value = '';
   autosize();
   typingStop();
-  sendMessage(c, body);
+  if (mentionBox) mentionBox.close();
+  if (mode && mode.mode === 'edit' && mode.conv === c.id) {
+    actions.submitEdit(c, mode.seq, body);
+  } else {
+    const reply = actions.replyFor(c);
+    sendMessage(c, body, reply);
+    actions.cancelCompose(false);
+  }
   t.focus();
+}
+
+/** Members I can @mention in the open conversation (and @all/@here in
+ *  groups). */
+function mentionCandidates() {
+  const c = S.convs.get(S.openId);
+  if (!c || c.left) return [];
+  if (!c.members) { loadDetails(c); return []; }
+  const out = [];
+  for (const m of c.members) {
+    if (S.me && m.id === S.me.id) continue;
+    const name = S.names.get(m.id);
+    if (name) out.push({ id: m.id, username: name, hint: m.role === 'admin' && c.kind === 'group' ? 'admin' : '' });
+  }
+  if (c.kind === 'group') {
+    out.push({ id: 0, username: 'all', hint: 'everyone in this group', special: true });
+    out.push({ id: 0, username: 'here', hint: 'everyone in this group', special: true });
+  }
+  return out;
+}
+
+async function setNotify(c, level) {
+  const prev = c.notify;
+  c.notify = level;
+  render('list');
+  render('conv');
+  try {
+    const r = await api.call('PUT', `/api/v1/conversations/${c.id}/notify`, { level });
+    if (r && typeof r.notify === 'string') c.notify = r.notify;
+    toast(level === 'none' ? 'Conversation muted.' : level === 'mentions' ? 'You will be notified of mentions and replies only.'
+      : 'You will be notified of all messages.');
+  } catch (e) {
+    c.notify = prev;
+    toast(e.status === 0 ? 'You are offline — the notification setting was not changed.'
+      : `Could not change notifications${e.message ? `: ${e.message}` : ''}.`, 'error');
+  }
+  render('list');
+  render('conv');
 }
 
 // ----------------------------------------------------------- screens ---
@@ -1188,6 +811,8 @@ function resetState() {
   S.cursorsAtAuth.clear();
   S.typingOut = null;
   S.listLoaded = false;
+  actions.onConvSwitch();
+  closeMenu(false);
   $('conv-list').replaceChildren();
   $('msg-list').replaceChildren();
   delete $('msg-list').dataset.conv;
@@ -1204,7 +829,8 @@ function startApp() {
   paintAvatar($('me-avatar'), S.me.username, S.me.username);
   $('layout').dataset.view = 'list';
   // restore the outbox and the stream positions of the last visit
-  S.outbox = lsGet('outbox', []).filter((o) => o && o.conv && o.cmid && typeof o.body === 'string');
+  S.outbox = lsGet('outbox', []).filter((o) => o && o.conv && o.cmid && typeof o.body === 'string')
+    .map((o) => (Number.isSafeInteger(o.replyTo) && o.replyTo > 0 ? o : { ...o, replyTo: undefined, replyPreview: undefined }));
   const saved = lsGet('cursors', {});
   for (const [k, v] of Object.entries(saved)) {
     const id = Number(k), seq = Number(v);
@@ -1304,14 +930,33 @@ function wire() {
 
   const input = $('composer-input');
   $('composer').addEventListener('submit', submitComposer);
+  mentionBox = attachAutocomplete(input, $('mention-list'), mentionCandidates);
   input.addEventListener('keydown', (ev) => {
+    if (mentionBox.handleKey(ev)) return;
+    if (actions.handleComposerKey(ev)) return;
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) submitComposer(ev);
+  });
+  $('notify-btn').addEventListener('click', (ev) => {
+    const c = S.convs.get(S.openId);
+    if (c) openNotifyMenu(ev.currentTarget, c, (level) => setNotify(c, level));
+  });
+  $('pins-btn').replaceChildren(icon('pin', 18));
+  $('pins-btn').addEventListener('click', () => {
+    const c = S.convs.get(S.openId);
+    if (c) actions.showPins(c);
+  });
+  initConvList({ openConv });
+  initConvView({ sendOne, render });
+  actions.initActions({
+    S, api, conn: () => conn, render, nameOf, loadOlder, autosize,
+    openConv: () => (S.openId != null ? S.convs.get(S.openId) || null : null),
   });
   input.addEventListener('input', () => {
     autosize();
     const c = S.convs.get(S.openId);
     if (!c) return;
-    if (input.value.trim()) typingStart(c);
+    const mode = actions.composeMode();
+    if (input.value.trim() && !(mode && mode.mode === 'edit')) typingStart(c);   // editing is not typing
     else typingStop();
   });
   input.addEventListener('blur', typingStop);

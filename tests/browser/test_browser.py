@@ -14,6 +14,12 @@ playwright-core against a real parleyd (see conftest.py):
   socket shows "reconnecting" and resumes.
 - session.mjs: with 2-second access tokens, refresh keeps REST, reconnects
   and reloads working; logout on one device ends only that session.
+- actions.mjs: message actions between alice and bob, each seeing the
+  other's change live: a reply (quoted parent, @ autocomplete, my mention
+  highlighted), reactions (picker, chips with counts), an edit, a pin, a
+  delete with confirmation (tombstone), an error as a toast; after a reload
+  history shows the current form; in a group an admin deletes a member's
+  message and notification levels drive the list's badges.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
@@ -32,6 +38,7 @@ SCENARIOS = {
     "group": (),
     "offline": (),
     "session": ("--access-ttl", "2"),      # access tokens expire during the test
+    "actions": ("--large-group", "1"),    # its group is "large": not replayed on resume
 }
 
 

@@ -1,0 +1,138 @@
+// convlist.js — the conversation list (sidebar): order, names, previews,
+// presence dots, unread and @ badges as the notification level says.
+
+import { el, $, setAttr, setText, paintAvatar, fmtShort } from './dom.js';
+import { icon } from './icons.js';
+import * as actions from './actions.js';
+import { badgesOf } from './notify.js';
+import { S, titleOf, nameOf, peerOf, unreadOf, mentionsOf, systemText } from './state.js';
+
+let openConv = () => {};
+
+/** hooks: {openConv(id)} */
+export function initConvList(hooks) { openConv = hooks.openConv; }
+
+export function presenceOf(uid) {
+  const p = S.presence.get(uid);
+  return p ? p.status : 'unknown';
+}
+
+export function convPresence(c) {
+  const p = peerOf(c);
+  if (p != null) return presenceOf(p);
+  return null;
+}
+
+export function previewOf(c) {
+  const pend = S.outbox.filter((o) => o.conv === c.id);
+  const typers = [...c.typing.keys()];
+  if (typers.length && c.id !== S.openId) return { text: typers.length === 1 && c.kind === 'direct' ? 'typing…' : `${nameOf(typers[0])} is typing…`, typing: true };
+  if (pend.length && (!c.lastEvent || pend[pend.length - 1].ts >= (c.lastEvent.ts || 0))) {
+    return { text: 'You: ' + pend[pend.length - 1].body };
+  }
+  let e = c.lastEvent;
+  if (e && actions.isAction(e)) {
+    // an edit, delete, reaction or pin: show the latest message (current
+    // form) when we hold it, else say what happened
+    for (let i = c.events.length - 1; i >= 0; i--) {
+      const x = c.events[i];
+      if (!actions.isAction(x)) { e = x; break; }
+    }
+  }
+  if (!e) return { text: c.kind === 'group' ? 'No messages yet' : 'Say hello 👋' };
+  if (e.kind === 'message') {
+    const mine = S.me && e.sender === S.me.id;
+    const who = mine ? 'You: ' : c.kind === 'group' ? nameOf(e.sender) + ': ' : '';
+    return { text: who + (e.deleted ? 'Message deleted' : e.body || '') };
+  }
+  return { text: systemText(e) };
+}
+
+export function renderList() {
+  const list = $('conv-list');
+  let total = 0;
+  for (const c of S.convs.values()) total += badgesOf(c.notify, unreadOf(c), mentionsOf(c)).attention;
+  const open = S.openId != null && S.convs.get(S.openId);
+  document.title = (total ? `(${total}) ` : '') + (open ? `${titleOf(open)} · Parley` : 'Parley');
+  const convs = [...S.convs.values()].filter((c) => c.kind || c.streamed)
+    .sort((a, b) => (b.lastTs - a.lastTs) || (b.id - a.id));
+  $('conv-empty').hidden = convs.length > 0 || !S.listLoaded;
+  const keep = new Set();
+  let prev = null;
+  for (const c of convs) {
+    const key = 'c' + c.id;
+    keep.add(key);
+    let li = list.querySelector(`:scope > li[data-key="${key}"]`);
+    if (!li) li = createConvItem(c, key);
+    updateConvItem(li, c);
+    const next = prev ? prev.nextElementSibling : list.firstElementChild;
+    if (next !== li) list.insertBefore(li, next);
+    prev = li;
+  }
+  for (const li of [...list.children]) if (!keep.has(li.dataset.key)) li.remove();
+}
+
+export function createConvItem(c, key) {
+  const btn = el('button', { type: 'button', class: 'conv-item', 'data-testid': 'conv-item', onclick: () => openConv(c.id) },
+    el('span', { class: 'avatar', 'aria-hidden': 'true' }),
+    el('span', { class: 'pdot', 'aria-hidden': 'true' }),
+    el('span', { class: 'conv-main' },
+      el('span', { class: 'conv-top' },
+        el('span', { class: 'conv-name', 'data-testid': 'conv-name' }),
+        el('span', { class: 'muted-icon', 'data-testid': 'muted-icon', 'aria-hidden': 'true', hidden: true }, icon('bell-off', 14)),
+        el('time', { class: 'conv-time' })),
+      el('span', { class: 'conv-bottom' },
+        el('span', { class: 'conv-preview', 'data-testid': 'conv-preview' }),
+        el('span', { class: 'badge badge-at', 'data-testid': 'mention-badge', 'aria-hidden': 'true', hidden: true }),
+        el('span', { class: 'badge', 'data-testid': 'unread' }))));
+  return el('li', { 'data-key': key, 'data-conv-id': c.id }, btn);
+}
+
+export function updateConvItem(li, c) {
+  const btn = li.firstElementChild;
+  const title = titleOf(c);
+  const unread = unreadOf(c);
+  const mentions = mentionsOf(c);
+  const level = c.notify || 'all';
+  const badges = badgesOf(level, unread, mentions);
+  const pres = convPresence(c);
+  const pv = previewOf(c);
+  setAttr(btn, 'data-conv-id', c.id);
+  setAttr(btn, 'data-title', title);
+  setAttr(btn, 'data-kind', c.kind || '');
+  setAttr(btn, 'data-unread', unread);
+  setAttr(btn, 'data-mentions', mentions);
+  setAttr(btn, 'data-notify', level);
+  setAttr(btn, 'data-badge', badges.count);
+  setAttr(btn, 'aria-current', c.id === S.openId ? 'true' : null);
+  const presLabel = pres && pres !== 'unknown' ? `, ${pres}` : '';
+  const countLabel = level === 'none' ? ', muted' : level === 'mentions'
+    ? `${mentions ? `, ${mentions} unread ${mentions === 1 ? 'mention' : 'mentions'}` : ''}, mentions only`
+    : `${unread ? `, ${unread} unread` : ''}${mentions ? `, ${mentions} ${mentions === 1 ? 'mention' : 'mentions'}` : ''}`;
+  setAttr(btn, 'aria-label', `${title}${c.kind === 'group' ? ' (group)' : ''}${presLabel}${countLabel}${c.left ? ', left' : ''}`);
+  btn.classList.toggle('is-unread', badges.count > 0);
+  btn.classList.toggle('is-muted', level === 'none');
+  btn.classList.toggle('is-left', c.left);
+  const av = btn.querySelector('.avatar');
+  paintAvatar(av, c.kind === 'group' ? 'g' + c.id : title, title);
+  av.classList.toggle('avatar-group', c.kind === 'group');
+  const dot = btn.querySelector('.pdot');
+  dot.hidden = pres == null || pres === 'unknown';
+  setAttr(dot, 'data-status', pres || '');
+  setAttr(dot, 'data-testid', 'presence-dot');
+  setText(btn.querySelector('.conv-name'), title);
+  const time = btn.querySelector('.conv-time');
+  setText(time, fmtShort(c.lastTs));
+  if (c.lastTs) setAttr(time, 'datetime', new Date(c.lastTs).toISOString());
+  const pre = btn.querySelector('.conv-preview');
+  setText(pre, pv.text);
+  pre.classList.toggle('is-typing', !!pv.typing);
+  const badge = btn.querySelector('.badge:not(.badge-at)');
+  setText(badge, badges.count > 99 ? '99+' : String(badges.count));
+  badge.hidden = badges.count === 0 || (level === 'mentions' && badges.at);
+  const at = btn.querySelector('.badge-at');
+  at.hidden = !badges.at;
+  setText(at, level === 'mentions' && mentions > 1 ? `@${mentions > 99 ? '99+' : mentions}` : '@');
+  setAttr(at, 'data-count', mentions);
+  btn.querySelector('.muted-icon').hidden = level !== 'none';
+}

@@ -1,0 +1,246 @@
+// convview.js — the open conversation: its header, the message list
+// (days, system lines, bubbles with their status marks; message actions'
+// parts come from actions.js), the history state line and typing.
+
+import { el, $, setAttr, setText, paintAvatar, fmtTime, fmtDay, fmtAgo } from './dom.js';
+import { setIcon } from './icons.js';
+import * as actions from './actions.js';
+import { levelInfo } from './notify.js';
+import { S, titleOf, nameOf, peerOf, othersOf, systemText, saveOutbox } from './state.js';
+import { presenceOf } from './convlist.js';
+
+let hooks = { sendOne: () => {}, render: () => {} };
+
+/** hooks: {sendOne(outboxEntry), render(what)} */
+export function initConvView(h) { hooks = h; }
+
+export function renderConvHead() {
+  const c = S.openId != null ? S.convs.get(S.openId) : null;
+  $('conv').hidden = !c;
+  $('pane-empty').hidden = !!c;
+  if (!c) return;
+  const title = titleOf(c);
+  setText($('conv-title'), title);
+  paintAvatar($('conv-avatar'), c.kind === 'group' ? 'g' + c.id : title, title);
+  $('conv-avatar').classList.toggle('avatar-group', c.kind === 'group');
+  let sub = '';
+  const sc = $('conv-sub');
+  if (c.kind === 'group') {
+    const n = c.members ? c.members.length : 0;
+    const on = c.members ? c.members.filter((m) => m.id !== S.me.id && presenceOf(m.id) === 'online').length : 0;
+    sub = `${n} member${n === 1 ? '' : 's'}${on ? ` · ${on} online` : ''}`;
+    setAttr(sc, 'data-status', null);
+  } else {
+    const p = peerOf(c);
+    const pr = p != null ? S.presence.get(p) : null;
+    if (pr) sub = pr.status === 'online' ? 'Online' : pr.status === 'away' ? 'Away' : (pr.last_seen ? `Last seen ${fmtAgo(pr.last_seen)}` : 'Offline');
+    setAttr(sc, 'data-status', pr ? pr.status : null);
+  }
+  setText(sc, sub);
+  $('members-btn').hidden = c.kind !== 'group';
+  const li = levelInfo(c.notify);
+  const nb = $('notify-btn');
+  setAttr(nb, 'data-level', li.level);
+  setAttr(nb, 'aria-label', `Notifications: ${li.label.toLowerCase()}`);
+  setAttr(nb, 'title', `Notifications: ${li.label}`);
+  setIcon($('notify-icon'), li.icon, 18);
+  nb.hidden = c.left;
+  $('pins-btn').hidden = c.left;
+  $('left-note').hidden = !c.left;
+  $('composer').hidden = c.left;
+  $('composer-area').hidden = c.left;
+  renderTyping();
+  renderHistoryState();
+}
+
+export function renderHistoryState() {
+  const c = S.openId != null ? S.convs.get(S.openId) : null;
+  const p = $('history-state');
+  if (!c) return;
+  let t = '';
+  if (c.loadingOlder) t = 'Loading earlier messages…';
+  else if (c.noOlder && c.events.length) t = c.minLoaded <= 1 ? 'This is the beginning of the conversation.' : '';
+  else if (!c.streamed) t = 'Loading…';
+  setText(p, t);
+  setAttr(p, 'data-state', c.loadingOlder ? 'loading' : c.noOlder ? 'start' : 'more');
+}
+
+export function statusOf(c, seq) {
+  const others = othersOf(c);
+  if (!others.length) return { status: 'sent', label: 'Sent' };
+  let nd = 0, nr = 0;
+  for (const u of others) {
+    const r = c.receipts.get(u);
+    if (!r) continue;
+    if (r.r >= seq) nr++;
+    if (r.d >= seq || r.r >= seq) nd++;
+  }
+  if (c.kind === 'direct') {
+    if (nr) return { status: 'read', label: 'Read' };
+    if (nd) return { status: 'delivered', label: 'Delivered' };
+    return { status: 'sent', label: 'Sent' };
+  }
+  const n = others.length;
+  const status = nr === n ? 'read' : nd === n ? 'delivered' : 'sent';
+  let label = status === 'read' ? 'Read by everyone' : status === 'delivered' ? 'Delivered to everyone' : 'Sent';
+  if (status !== 'read' && nr) label = `Read by ${nr}`;
+  else if (status === 'sent' && nd) label = `Delivered to ${nd}`;
+  return { status, label, nr, nd };
+}
+
+export function buildItems(c) {
+  const items = [];
+  let lastDay = '', lastSender = null, lastTs = 0;
+  const push = (it) => {
+    const ts = it.ts || Date.now();
+    const day = new Date(ts).toDateString();
+    if (day !== lastDay) {
+      items.push({ key: 'd' + day, type: 'day', text: fmtDay(ts) });
+      lastDay = day;
+      lastSender = null;
+    }
+    if (it.type === 'msg') {
+      it.first = lastSender !== it.sender || ts - lastTs > 5 * 60_000;
+      lastSender = it.sender;
+      lastTs = ts;
+    } else lastSender = null;
+    items.push(it);
+  };
+  const pendingIds = new Set();
+  for (const e of c.events) {
+    if (e.kind === 'message') {
+      const mine = S.me && e.sender === S.me.id;
+      const st = mine ? statusOf(c, e.seq) : null;
+      push({ key: 's' + e.seq, type: 'msg', seq: e.seq, sender: e.sender, mine, body: e.body, ts: e.ts,
+             cmid: e.client_msg_id, status: st ? st.status : null, statusLabel: st ? st.label : null, st, ev: e });
+    } else if (actions.isAction(e)) {
+      const text = actions.actionLine(c, e);     // most actions only change their target
+      if (text) push({ key: 's' + e.seq, type: 'sys', seq: e.seq, text, ts: e.ts, kind: e.kind, target: e.data && e.data.target });
+    } else {
+      push({ key: 's' + e.seq, type: 'sys', seq: e.seq, text: systemText(e), ts: e.ts });
+    }
+  }
+  for (const o of S.outbox) {
+    if (o.conv !== c.id || pendingIds.has(o.cmid)) continue;
+    pendingIds.add(o.cmid);
+    const status = o.failed ? 'failed' : o.seq ? 'sent' : 'sending';
+    const label = o.failed ? 'Not sent' : o.seq ? 'Sent' : 'Sending…';
+    push({ key: 'p' + o.cmid, type: 'msg', pending: o, seq: o.seq || null, sender: S.me.id, mine: true,
+           body: o.body, ts: o.ts, cmid: o.cmid, status, statusLabel: label });
+  }
+  return items;
+}
+
+export const MARKS = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+
+export function createItem(it) {
+  if (it.type === 'day') {
+    return el('li', { class: 'day', 'data-key': it.key, role: 'presentation' }, el('span', { text: it.text }));
+  }
+  if (it.type === 'sys') {
+    return el('li', { class: 'sys', 'data-key': it.key, 'data-testid': 'system-event', 'data-seq': it.seq,
+      'data-kind': it.kind || null }, el('span', { text: it.text }));
+  }
+  const li = el('li', { 'data-key': it.key, 'data-testid': 'message' },
+    el('div', { class: 'msg-sender' }),
+    el('div', { class: 'bubble' },
+      el('p', { class: 'msg-body', 'data-testid': 'message-body' }),
+      el('span', { class: 'msg-info' },
+        el('time', { class: 'msg-time' }),
+        el('span', { class: 'mark', 'data-testid': 'message-status' }),
+        el('span', { class: 'mark-count' }))));
+  actions.createParts(li);
+  return li;
+}
+
+export function updateItem(li, it) {
+  if (it.type === 'sys') { setText(li.firstElementChild, it.text); return; }
+  if (it.type !== 'msg') return;
+  li.className = 'msg' + (it.mine ? ' mine' : ' theirs') + (it.first ? ' first' : '') + (it.pending ? ' pending' : '');
+  setAttr(li, 'data-seq', it.seq);
+  setAttr(li, 'data-sender', it.sender);
+  setAttr(li, 'data-client-msg-id', it.cmid || null);
+  setAttr(li, 'data-status', it.status);
+  const sender = li.querySelector('.msg-sender');
+  const c = S.convs.get(S.openId);
+  const showName = !it.mine && it.first && c && c.kind === 'group';
+  sender.hidden = !showName;
+  setText(sender, showName ? nameOf(it.sender) : '');
+  actions.updateParts(li, it, c);
+  const t = li.querySelector('.msg-time');
+  setText(t, fmtTime(it.ts || Date.now()));
+  if (it.ts) setAttr(t, 'datetime', new Date(it.ts).toISOString());
+  const mark = li.querySelector('.mark');
+  const count = li.querySelector('.mark-count');
+  if (it.mine) {
+    setText(mark, MARKS[it.status] || '');
+    setAttr(mark, 'data-status', it.status);
+    setAttr(mark, 'aria-label', it.statusLabel);
+    setAttr(mark, 'title', it.statusLabel);
+    let ct = '';
+    if (c && c.kind === 'group' && it.st && it.status !== 'read') {
+      if (it.st.nr) ct = `read by ${it.st.nr}`;
+      else if (it.st.nd && it.status !== 'delivered') ct = `delivered to ${it.st.nd}`;
+    }
+    setText(count, ct);
+    setAttr(count, 'data-testid', ct ? 'read-count' : null);
+    mark.hidden = false;
+  } else {
+    mark.hidden = true;
+    setText(count, '');
+  }
+  let retry = li.querySelector('.retry');
+  if (it.status === 'failed') {
+    if (!retry) {
+      retry = el('span', { class: 'retry' },
+        el('button', { type: 'button', class: 'linkbtn', text: 'Retry', onclick: () => { it.pending.failed = null; hooks.sendOne(it.pending); hooks.render('msgs'); } }),
+        el('button', { type: 'button', class: 'linkbtn', text: 'Discard', onclick: () => {
+          S.outbox.splice(S.outbox.indexOf(it.pending), 1); saveOutbox(); hooks.render('msgs'); hooks.render('list'); } }));
+      li.querySelector('.bubble').append(retry);
+    }
+  } else if (retry) retry.remove();
+}
+
+export function renderMessages() {
+  const c = S.openId != null ? S.convs.get(S.openId) : null;
+  const list = $('msg-list');
+  if (!c) { list.replaceChildren(); return; }
+  if (list.dataset.conv !== String(c.id)) { list.replaceChildren(); list.dataset.conv = String(c.id); }
+  const box = $('messages');
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  const items = buildItems(c);
+  const byKey = new Map();
+  for (const li of list.children) byKey.set(li.dataset.key, li);
+  let prev = null;
+  const keep = new Set();
+  let grewMine = false;
+  for (const it of items) {
+    keep.add(it.key);
+    let li = byKey.get(it.key);
+    if (!li) { li = createItem(it); if (it.mine && it.pending) grewMine = true; }
+    updateItem(li, it);
+    const next = prev ? prev.nextElementSibling : list.firstElementChild;
+    if (next !== li) list.insertBefore(li, next);
+    prev = li;
+  }
+  for (const li of [...list.children]) if (!keep.has(li.dataset.key)) li.remove();
+  actions.ensureTabStop();
+  if (atBottom || grewMine) box.scrollTop = box.scrollHeight;
+  renderHistoryState();
+}
+
+export function renderTyping() {
+  const c = S.openId != null ? S.convs.get(S.openId) : null;
+  const t = $('typing');
+  if (!c) { setText(t, ''); return; }
+  const now = Date.now();
+  for (const [u, exp] of c.typing) if (exp <= now) c.typing.delete(u);
+  const names = [...c.typing.keys()].map(nameOf);
+  let s = '';
+  if (names.length === 1) s = `${names[0]} is typing…`;
+  else if (names.length === 2) s = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) s = `${names.length} people are typing…`;
+  setText(t, s);
+  setAttr(t, 'data-users', [...c.typing.keys()].join(','));
+  t.classList.toggle('on', !!s);
+}

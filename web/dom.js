@@ -1,0 +1,125 @@
+// dom.js — small DOM and formatting helpers shared by the client's modules.
+//
+// Everything that puts user text in the page goes through textContent (`el`
+// with `text`, `setText`); nothing here parses markup.
+
+/** Creates an element: attrs may hold `class`, `text` (textContent),
+ *  `on<event>` listeners and plain attributes (true = present, null/false =
+ *  left out); kids are nodes or strings (appended as text). */
+export function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  if (attrs) {
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v == null || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k === 'text') e.textContent = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+  for (const k of kids) if (k != null && k !== false) e.append(k);
+  return e;
+}
+
+export const $ = (id) => document.getElementById(id);
+
+export function setAttr(e, k, v) {
+  const s = v == null ? null : String(v);
+  if (s == null) { if (e.hasAttribute(k)) e.removeAttribute(k); }
+  else if (e.getAttribute(k) !== s) e.setAttribute(k, s);
+}
+
+export function setText(e, s) { if (e.textContent !== s) e.textContent = s; }
+
+export function initials(name) {
+  const parts = String(name).replace(/^user #/, '#').split(/[\s._-]+/).filter(Boolean);
+  const s = (parts[0] || '?')[0] + (parts[1] ? parts[1][0] : '');
+  return s.toUpperCase();
+}
+
+export function hue(s) {
+  let h = 0;
+  for (const ch of String(s)) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return h;
+}
+
+export function paintAvatar(node, key, label) {
+  setText(node, initials(label));
+  node.dataset.hue = String(hue(key) % 12);
+}
+
+export function fmtTime(ts) {
+  const d = new Date(ts);
+  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+export function fmtShort(ts) {
+  if (!ts) return '';
+  const d = new Date(ts), now = new Date();
+  if (d.toDateString() === now.toDateString()) return fmtTime(ts);
+  const diff = (now - d) / 86_400_000;
+  if (diff < 6) return d.toLocaleDateString([], { weekday: 'short' });
+  return d.toLocaleDateString([], { month: 'short', day: 'numeric' });
+}
+
+export function fmtDay(ts) {
+  const d = new Date(ts), now = new Date();
+  if (d.toDateString() === now.toDateString()) return 'Today';
+  const y = new Date(now); y.setDate(now.getDate() - 1);
+  if (d.toDateString() === y.toDateString()) return 'Yesterday';
+  return d.toLocaleDateString([], { weekday: 'long', month: 'long', day: 'numeric' });
+}
+
+export function fmtFull(ts) {
+  return new Date(ts).toLocaleString([], { weekday: 'short', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}
+
+export function fmtAgo(ts) {
+  if (!ts) return '';
+  const s = Math.max(0, (Date.now() - ts) / 1000);
+  if (s < 60) return 'just now';
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return fmtShort(ts);
+}
+
+/** The first n characters (code points) of s, with an ellipsis when cut. */
+export function snippet(s, n = 100) {
+  const cps = [...String(s || '').replace(/\s+/g, ' ').trim()];
+  return cps.length > n ? cps.slice(0, n).join('') + '…' : cps.join('');
+}
+
+// ----------------------------------------------------------------- toasts ---
+
+/** Shows a short, unobtrusive note at the bottom of the screen (a polite
+ *  live region: screen readers announce it without moving focus). */
+export function toast(text, kind = 'info', ms = 4000) {
+  let box = $('toasts');
+  if (!box) {
+    box = el('div', { id: 'toasts', class: 'toasts', role: 'status', 'aria-live': 'polite', 'data-testid': 'toasts' });
+    document.body.append(box);
+  }
+  const t = el('div', { class: 'toast toast-' + kind, 'data-testid': 'toast', 'data-kind': kind, text });
+  if (kind === 'info') for (const old of box.querySelectorAll('.toast-info')) old.remove();   // the latest says it
+  box.append(t);
+  while (box.children.length > 3) box.firstElementChild.remove();
+  setTimeout(() => { t.classList.add('leaving'); setTimeout(() => t.remove(), 250); }, ms);
+  return t;
+}
+
+/** Copies text to the clipboard (the async API, else a hidden textarea). */
+export async function copyText(text) {
+  try {
+    if (navigator.clipboard && window.isSecureContext) { await navigator.clipboard.writeText(text); return true; }
+  } catch { /* fall back */ }
+  const ta = el('textarea', { class: 'sr-only', readonly: true, 'aria-hidden': 'true' });
+  ta.value = text;
+  const prev = document.activeElement;
+  document.body.append(ta);
+  ta.select();
+  let ok = false;
+  try { ok = document.execCommand('copy'); } catch { ok = false; }
+  ta.remove();
+  if (prev && prev.focus) prev.focus();
+  return ok;
+}

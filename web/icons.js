@@ -1,0 +1,49 @@
+// icons.js — the few line icons of the interface, as inline SVG built with
+// DOM calls (no markup parsing, no emoji font needed). 24×24, stroked with
+// currentColor; always decorative (aria-hidden): the button carries the label.
+
+const NS = 'http://www.w3.org/2000/svg';
+
+const PATHS = {
+  bell: ['M6 9a6 6 0 0 1 12 0c0 6 2.5 8 2.5 8h-17S6 15 6 9z', 'M10 20.5a2.2 2.2 0 0 0 4 0'],
+  'bell-off': ['M8.5 4.2A6 6 0 0 1 18 9c0 2.6.5 4.5 1.1 5.8', 'M17 17H3.5S6 15 6 9c0-.7.1-1.3.3-1.9',
+    'M10 20.5a2.2 2.2 0 0 0 4 0', 'M3 3l18 18'],
+  at: ['M16 12a4 4 0 1 1-8 0 4 4 0 0 1 8 0z', 'M16 8v5.5a2.5 2.5 0 0 0 5 0V12a9 9 0 1 0-3.5 7.1'],
+  pin: ['M9 3h6', 'M10 3v5.5L7 12.5V15h10v-2.5l-3-4V3', 'M12 15v6'],
+  trash: ['M4 7h16', 'M9.5 7V4.5h5V7', 'M6 7l1 13h10l1-13', 'M10 11v5.5', 'M14 11v5.5'],
+  copy: ['M9 9h11v11H9z', 'M15 9V4H4v11h5'],
+  edit: ['M4 20h4.5L19.5 9 15 4.5 4 15.5z', 'M13 6.5l4.5 4.5'],
+  reply: ['M9.5 14.5L4 9l5.5-5.5', 'M4 9h10a6 6 0 0 1 6 6v4'],
+  smile: ['M21 12a9 9 0 1 1-18 0 9 9 0 0 1 18 0z', 'M8 14.5s1.5 2 4 2 4-2 4-2', 'M9 9.5h.01', 'M15 9.5h.01'],
+  more: ['M5 12h.01', 'M12 12h.01', 'M19 12h.01'],
+  close: ['M6 6l12 12', 'M18 6L6 18'],
+};
+
+/** An <svg> icon element (class "icon icon-<name>"). */
+export function icon(name, size = 18) {
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('width', String(size));
+  svg.setAttribute('height', String(size));
+  svg.setAttribute('fill', 'none');
+  svg.setAttribute('stroke', 'currentColor');
+  svg.setAttribute('stroke-width', name === 'more' ? '3' : '2');
+  svg.setAttribute('stroke-linecap', 'round');
+  svg.setAttribute('stroke-linejoin', 'round');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('focusable', 'false');
+  svg.setAttribute('class', `icon icon-${name}`);
+  for (const d of PATHS[name] || []) {
+    const p = document.createElementNS(NS, 'path');
+    p.setAttribute('d', d);
+    svg.append(p);
+  }
+  return svg;
+}
+
+/** Replaces node's content with the icon (when it is not already that one). */
+export function setIcon(node, name, size) {
+  if (node.dataset.icon === name) return;
+  node.dataset.icon = name;
+  node.replaceChildren(icon(name, size));
+}
