@@ -108,15 +108,27 @@ json_t *api_body_object(pl_http_ctx *ctx) {
     return o;
 }
 
-/* A positive decimal id of at most 2^53 - 1; 0 if invalid. */
+/* A positive decimal id of at most 2^53 - 1; 0 if not a number, -1 if
+ * all digits but above 2^53 - 1 (the client's integer is out of range:
+ * 400, not 404). */
 int64_t api_parse_id(const char *s, size_t n) {
-    if (n == 0 || n > 16) return 0;
+    if (n == 0) return 0;
     int64_t v = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return 0;
+        if (v > PL_JSON_INT_MAX) continue;             /* keep checking digits */
         v = v * 10 + (s[i] - '0');
     }
-    return v <= PL_JSON_INT_MAX ? v : 0;
+    return v <= PL_JSON_INT_MAX ? v : -1;
+}
+
+/* Answers 404 (not a number) or 400 (out of range) for a bad path id;
+ * 1 if id is good. */
+static int path_id_ok(pl_http_ctx *ctx, int64_t id, const char *missing) {
+    if (id > 0) return 1;
+    if (id < 0) pl_http_error(ctx, 400, "bad_request", "an id in the path is above 2^53 - 1");
+    else pl_http_error(ctx, 404, "not_found", missing);
+    return 0;
 }
 
 int api_query_int(pl_http_ctx *ctx, const char *name, int64_t *out) {
@@ -181,13 +193,12 @@ static void message_route(pl_http_ctx *ctx, int64_t conv, pl_str *s, size_t n) {
     int64_t seq = api_parse_id(s[1].p, s[1].n);
     if (n == 3) {
         if (m != PL_HTTP_POST) method_not_allowed(ctx);
-        else if (!seq) pl_http_error(ctx, 404, "not_found", "no such message");
-        else h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
+        else if (path_id_ok(ctx, seq, "no such message")) h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
         return;
     }
     int allowed = m == PL_HTTP_DELETE || (pins ? m == PL_HTTP_PUT : m == PL_HTTP_PATCH);
     if (!allowed) method_not_allowed(ctx);
-    else if (!seq) pl_http_error(ctx, 404, "not_found", "no such message");
+    else if (!path_id_ok(ctx, seq, "no such message")) return;
     else if (pins) h_action(ctx, conv, seq, PL_JOB_PIN, m == PL_HTTP_DELETE);
     else h_action(ctx, conv, seq, m == PL_HTTP_DELETE ? PL_JOB_MESSAGE_DELETE : PL_JOB_MESSAGE_EDIT, 0);
 }
@@ -220,10 +231,7 @@ static void authed_route(pl_http_ctx *ctx) {
         return;
     }
     int64_t conv = api_parse_id(s[1].p, s[1].n);
-    if (!conv) {
-        pl_http_error(ctx, 404, "not_found", "no such conversation");
-        return;
-    }
+    if (!path_id_ok(ctx, conv, "no such conversation")) return;
     if (n == 2) {
         if (m != PL_HTTP_GET) method_not_allowed(ctx);
         else h_conv_get(ctx, conv);
@@ -243,8 +251,7 @@ static void authed_route(pl_http_ctx *ctx) {
     if (n == 4 && seg_is(s[2], "members")) {
         int64_t peer = api_parse_id(s[3].p, s[3].n);
         if (m != PL_HTTP_DELETE) method_not_allowed(ctx);
-        else if (!peer) pl_http_error(ctx, 404, "not_found", "no such member");
-        else h_member_op(ctx, conv, PL_JOB_MEMBER_REMOVE, peer);
+        else if (path_id_ok(ctx, peer, "no such member")) h_member_op(ctx, conv, PL_JOB_MEMBER_REMOVE, peer);
         return;
     }
     if (n == 3 && (seg_is(s[2], "read") || seg_is(s[2], "delivered"))) {

@@ -545,7 +545,7 @@ void h_presence(pl_http_ctx *ctx) {
     size_t count = 0;
     for (char *p = list, *tok; (tok = strsep(&p, ",")) != NULL;) {
         int64_t id = api_parse_id(tok, strlen(tok));
-        if (!id || count == PL_PROTO_PRESENCE_QUERY_MAX) {
+        if (id <= 0 || count == PL_PROTO_PRESENCE_QUERY_MAX) {
             pl_http_error(ctx, 400, "bad_request", "\"users\" must be up to 200 comma-separated ids");
             return;
         }

@@ -329,6 +329,17 @@ async def test_bad_http_requests(server):
                      f"/api/v1/conversations/{cid}/nope"):
             r = await api.req("GET", path, token=tok)
             assert r.status == 404 and r.code == "not_found", f"GET {path}: {r!r}"
+        # Ids in a path follow the integer rule: above 2^53 - 1 is a bad request.
+        big = 2 ** 53
+        for method, path in (("GET", f"/api/v1/conversations/{big}"),
+                             ("PATCH", f"/api/v1/conversations/{cid}/messages/{big}"),
+                             ("DELETE", f"/api/v1/conversations/{cid}/pins/{big}"),
+                             ("DELETE", f"/api/v1/conversations/{cid}/members/{big}")):
+            kw = {"json_body": {"body": "x"}} if method == "PATCH" else {}
+            r = await api.req(method, path, token=tok, **kw)
+            assert r.status == 400 and r.code == "bad_request", f"{method} {path}: {r!r}"
+        r = await api.req("GET", f"/api/v1/conversations/{big - 1}", token=tok)
+        assert r.status == 404 and r.code == "not_found", r
         r = await api.req("GET", "/nothing/here/at-all")
         assert r.status == 404, r
         r = await api.req("GET", "/api/v1/auth/register")
