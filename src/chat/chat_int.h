@@ -114,12 +114,15 @@ struct sub {
     uint8_t    state;             /* SUB_*                                   */
     uint8_t    queued;            /* in the replay queue                     */
     uint8_t    reading;           /* a replay read is in flight              */
-    uint8_t    report_synced;     /* send `synced` when caught up (sync)     */
+    uint8_t    report_synced;     /* send `synced` when caught up (sync) and
+                                   * sent_seq reached synced_at             */
     uint8_t    detached;          /* its session is gone; freed when the read returns */
     uint8_t    online_only;       /* `synced` says online_only (a large group) */
     uint8_t    mention_pending;   /* a large group's sync: read its mentions first */
     int64_t    mention_after;     /* ... above the client's cursor            */
     int64_t    mention_upto;      /* ... up to the head its cursor moved to   */
+    int64_t    synced_at;         /* the head the store had when sync came (the
+                                   * stream may not have published it yet) */
 };
 
 typedef struct typing_ent {

@@ -467,7 +467,12 @@ static void sub_caught_up(sub *x) {
         return;
     }
     x->state = SUB_LIVE;
-    if (x->report_synced) send_synced(x);
+    /* Caught up with what this node published; if the store already had
+     * more when the sync came (events committed elsewhere and still on
+     * their way over the bus, a gap fill under way), `synced` waits for
+     * live delivery to reach it, so it still comes after every event the
+     * sync asked for. */
+    if (x->report_synced && x->sent_seq >= x->synced_at) send_synced(x);
 }
 
 static void session_wait_drain(session *s) {
@@ -732,6 +737,7 @@ static void conv_process(chat_conv *cv, const pl_event *ev) {
         if (chat_deliver(x->sess->conn, frame) == 0) {
             x->sent_seq = ev->seq;
             pl_count(&pl_m_frames_out, 1);
+            if (x->report_synced && x->sent_seq >= x->synced_at) send_synced(x);
         }
     }
     pl_rbuf_unref(&frame);
@@ -979,7 +985,10 @@ void deliver_sync(session *s, json_t *cursors, json_t *req) {
             continue;
         }
         int64_t top = x->conv->published > x->sent_seq ? x->conv->published : x->sent_seq;
+        if (x->conv->known > top) top = x->conv->known;   /* committed, not yet published */
         if (seq > top) seq = top;                /* above the last seq: the last seq */
+        x->synced_at = top;
+        if (x->end_seq && x->synced_at > x->end_seq) x->synced_at = x->end_seq;
         if (seq < x->floor) seq = x->floor;      /* before joining: from joining */
         if (conv_is_large(x->conv)) {
             sync_online_only(x, seq, top);

@@ -1252,3 +1252,43 @@ TEST(deliver_replay_reads_as_the_user_then_as_the_stream) {
     fconn *all[] = {s};
     h_stop(all, 1);
 }
+
+/* Cluster mode: a new session's sync, while the events it asks for are
+ * committed (its session read saw them) but still on their way over the
+ * bus to this node's stream, gets every one of them before `synced`, whose
+ * seq is the head the store had; not `synced` at the stream's older head
+ * first (found by the integration suite, issue 12). */
+TEST(deliver_sync_waits_for_committed_events_still_on_the_bus) {
+    h_start(1);
+    conv_spec old = {10, 0, 1};
+    fconn *a = h_session(2, 1, &old, 1, 0);       /* the stream: published 0 */
+    CHECK(a != NULL);
+    conv_spec now = {10, 2, 1};
+    fconn *b = h_session(2, 2, &now, 1, 1);       /* its read: 2 committed */
+    CHECK(b != NULL);
+    h_text(b, "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    CHECK(!has_frame(b, "synced"));               /* nothing to send yet, and not done */
+    h_publish(10, 1, PL_EV_MESSAGE, 0);
+    h_publish(10, 2, PL_EV_MESSAGE, 0);
+    size_t at = 0;
+    json_t *o;
+    int64_t got[8];
+    size_t n = 0;
+    int64_t synced = -1;
+    while ((o = next_frame(b, &at, NULL)) != NULL) {
+        const char *t = json_string_value(json_object_get(o, "type"));
+        if (strcmp(t, "event") == 0 && n < 8) got[n++] = json_integer_value(json_object_get(o, "seq"));
+        if (strcmp(t, "synced") == 0) {
+            CHECK_EQ(synced, -1);
+            CHECK_EQ(n, 2);                       /* after both events */
+            synced = json_integer_value(json_object_get(o, "seq"));
+        }
+        json_decref(o);
+    }
+    CHECK_EQ(n, 2);
+    CHECK_EQ(got[0], 1);
+    CHECK_EQ(got[1], 2);
+    CHECK_EQ(synced, 2);
+    fconn *all[] = {a, b};
+    h_stop(all, 2);
+}
