@@ -379,7 +379,7 @@ export function onConvSwitch() {
 export function createParts(li) {
   const bubble = li.querySelector('.bubble');
   const quote = el('button', { type: 'button', class: 'quote', 'data-testid': 'reply-quote', hidden: true },
-    el('span', { class: 'quote-name' }), el('span', { class: 'quote-text' }));
+    el('span', { class: 'quote-name', dir: 'auto' }), el('span', { class: 'quote-text', dir: 'auto' }));
   quote.addEventListener('click', (ev) => {
     ev.stopPropagation();
     const c = ctx.openConv();
@@ -622,8 +622,8 @@ export async function showPins(c) {
     const who = ctx.S.me && m.sender === ctx.S.me.id ? 'You' : ctx.nameOf(m.sender);
     return el('li', { class: 'pin-item', 'data-testid': 'pin-item', 'data-seq': p.seq },
       el('div', { class: 'pin-item-text' },
-        el('span', { class: 'pin-item-name', text: who }),
-        el('span', { class: 'pin-item-body', text: m.deleted ? 'Deleted message' : snippet(m.body, 140) })),
+        el('span', { class: 'pin-item-name', dir: 'auto', text: who }),
+        el('span', { class: 'pin-item-body', dir: 'auto', text: m.deleted ? 'Deleted message' : snippet(m.body, 140) })),
       el('button', { type: 'button', class: 'btn btn-ghost btn-sm', text: 'Show', 'aria-label': `Show the message from ${who}`,
         onclick: () => { dlg.close(); jumpTo(c, p.seq); } }),
       el('button', { type: 'button', class: 'btn btn-ghost btn-sm', text: 'Unpin', 'data-testid': 'pin-item-unpin',

@@ -19,7 +19,13 @@
 // conversation list), convview.js (the open conversation), actions.js and
 // reactions.js (message actions: replies, edits, deletes, reactions, pins),
 // mentions.js (@mentions and their autocomplete), notify.js (notification
-// levels), menu.js (popup menus), dom.js and icons.js (helpers).
+// levels), menu.js (popup menus), seen.js (what has been on screen: read
+// receipts), dom.js and icons.js (helpers).
+//
+// Read receipts: `read` says only what the user has seen — items that were
+// on screen while the page was visible and focused (seen.js), up to the
+// highest such seq. A conversation with unread messages opens at the first
+// of them, under a "New messages" divider.
 //
 // User-supplied text is only ever put in the page with textContent.
 
@@ -37,10 +43,13 @@ import {
 } from './state.js';
 import { initConvList, renderList, presenceOf } from './convlist.js';
 import {
-  initConvView, renderConvHead, renderHistoryState, renderMessages, renderTyping,
+  initConvView, renderConvHead, renderHistoryState, renderMessages, renderTyping, renderPill,
 } from './convview.js';
+import { initSeen, pageActive, highestOnScreen } from './seen.js';
 
 const HISTORY_PAGE = 50;
+const UNREAD_PAGE = 200;          // history page size when loading back to the first unread
+const UNREAD_MAX_PAGES = 8;       // ... and how far back we go for it
 const TYPING_SEND_EVERY_MS = 2_000;
 const TYPING_SHOW_MS = 6_000;
 const DELIVERED_COALESCE_MS = 200;
@@ -51,6 +60,7 @@ let conn = null;
 // ------------------------------------------------------------ scheduling ---
 
 let mentionBox = null;     // the composer's @ autocomplete
+let stick = true;          // keep the newest message in view while the pane resizes
 let renderQueued = false;
 const dirty = { list: false, conv: false, msgs: false };
 function render(what = 'all') {
@@ -370,9 +380,11 @@ function scheduleDelivered(c) {
   }, DELIVERED_COALESCE_MS);
 }
 
+/** Tells the server what the user has read in the open conversation: up to
+ *  the highest seq seen on screen (noteSeen), never more. */
 function markRead(c) {
-  if (c.id !== S.openId || !visible() || !c.streamed || c.left) return;
-  const seq = c.applied;
+  if (c.id !== S.openId || !pageActive() || !c.streamed || c.left || c.positioning) return;
+  const seq = Math.min(c.seenSeq, c.applied);
   if (seq <= c.readSent) return;
   const needed = unreadOf(c) > 0 || c.lastOther > c.readSent;
   if (!needed) return;
@@ -384,6 +396,34 @@ function markRead(c) {
     c.mentionBase = { value: 0, at: seq };
     render('list');
   }
+}
+
+/** What is on screen may have changed (scroll, new items, the page came to
+ *  the front): if the page is in front of the user, what is on screen is
+ *  seen, and read. */
+function noteSeen() {
+  const c = S.openId != null ? S.convs.get(S.openId) : null;
+  schedulePill();
+  if (!c || !conn || c.positioning || !pageActive()) return;
+  const list = $('msg-list');
+  if (list.dataset.conv !== String(c.id)) return;
+  let seq = highestOnScreen();
+  if (seq) {
+    // the list's last item is seen: so is what follows it without a line of
+    // its own (reactions, edits...), up to what the list was built from
+    let last = 0;
+    for (let li = list.lastElementChild; li && !last; li = li.previousElementSibling) last = Number(li.dataset.seq) || 0;
+    if (seq >= last) seq = Math.max(seq, Number(list.dataset.applied) || 0);
+    if (seq > c.seenSeq) c.seenSeq = seq;
+  }
+  markRead(c);
+}
+
+let pillQueued = false;
+function schedulePill() {
+  if (pillQueued) return;
+  pillQueued = true;
+  requestAnimationFrame(() => { pillQueued = false; renderPill(); });
 }
 
 function fetchReceipts(c) {
@@ -434,6 +474,7 @@ async function refreshConversations() {
     c.role = rc.role;
     c.readSeq = Math.max(c.readSeq, rc.read_seq || 0);
     c.readSent = Math.max(c.readSent, rc.read_seq || 0);
+    c.readKnown = true;
     if (!c.streamed && typeof rc.unread === 'number') c.unreadBase = { value: rc.unread, at: rc.last_seq };
     learnCounts(c, rc);
     if (rc.last && (!c.lastEvent || rc.last.seq > c.lastEvent.seq)) c.lastEvent = rc.last;
@@ -452,6 +493,7 @@ function loadDetails(c, force) {
     c.role = d.role;
     c.readSeq = Math.max(c.readSeq, d.read_seq || 0);
     c.readSent = Math.max(c.readSent, d.read_seq || 0);
+    c.readKnown = true;
     if (typeof d.notify === 'string') c.notify = d.notify;
     learnMembers(c, d.members || []);
     if (!c.lastTs && d.last_ts) c.lastTs = d.last_ts;
@@ -466,7 +508,16 @@ function loadDetails(c, force) {
   return p;
 }
 
-async function loadOlder(c) {
+/** Loads a page of history below what we hold; resolves when done (the
+ *  page being loaded already, when there is one). */
+function loadOlder(c, limit = HISTORY_PAGE) {
+  if (c.loadingOlder) return c.olderPromise || Promise.resolve();
+  const p = loadOlderPage(c, limit);
+  if (c.loadingOlder) c.olderPromise = p;
+  return p;
+}
+
+async function loadOlderPage(c, limit) {
   if (c.loadingOlder || c.noOlder || !c.streamed) return;
   if (c.minLoaded <= 1) { c.noOlder = true; return; }
   c.loadingOlder = true;
@@ -476,9 +527,9 @@ async function loadOlder(c) {
   let res;
   try {
     if (conn.online) {
-      res = await conn.request({ type: 'history', conversation: c.id, before, limit: HISTORY_PAGE });
+      res = await conn.request({ type: 'history', conversation: c.id, before, limit });
     } else {
-      res = await api.call('GET', `/api/v1/conversations/${c.id}/messages?before=${before}&limit=${HISTORY_PAGE}`);
+      res = await api.call('GET', `/api/v1/conversations/${c.id}/messages?before=${before}&limit=${limit}`);
     }
   } catch (e) {
     c.loadingOlder = false;
@@ -511,13 +562,44 @@ async function loadOlder(c) {
     box.scrollTop = box.scrollHeight - fromBottom;
     markRead(c);
     // fill the screen
-    if (!c.noOlder && box.scrollHeight <= box.clientHeight + 40) loadOlder(c);
+    if (!c.noOlder && !c.positioning && box.scrollHeight <= box.clientHeight + 40) loadOlder(c);
   }
   renderHistoryState();
 }
 
 function ensureHistory(c) {
-  if (c.streamed && !c.noOlder && c.events.length < 30) loadOlder(c);
+  if (c.streamed && !c.noOlder && c.events.length < 30 && !c.positioning) loadOlder(c);
+}
+
+/** Opens c at its first unread message: loads history back to it (bounded),
+ *  puts the "New messages" divider above it and scrolls it to the top of
+ *  the pane. Until then nothing is marked read (c.positioning). */
+async function openAtUnread(c) {
+  // where the user stopped reading: the server's read cursor (the list or
+  // the conversation's details say it; ask when neither has yet)
+  if (!c.readKnown) { try { await loadDetails(c); } catch { /* offline: what we have */ } }
+  const floor = c.readSeq;
+  for (let pages = 0; pages < UNREAD_MAX_PAGES; pages++) {
+    if (S.openId !== c.id || !c.positioning) return;
+    if (c.minLoaded <= floor + 1 || c.noOlder) break;
+    const before = c.minLoaded;
+    await loadOlder(c, UNREAD_PAGE);
+    if (c.minLoaded === before && !c.loadingOlder) break;   // nothing came (offline, refused)
+  }
+  if (S.openId !== c.id || !c.positioning) return;
+  const first = c.events.find((e) => e.seq > floor && e.kind === 'message' && S.me && e.sender !== S.me.id);
+  c.divider = first ? first.seq : null;
+  renderConvHead();       // the pane must be laid out to be scrolled
+  renderMessages();
+  c.positioning = false;
+  const box = $('messages');
+  const d = $('msg-list').querySelector(':scope > [data-key="unread"]');
+  if (d) box.scrollTop += d.getBoundingClientRect().top - box.getBoundingClientRect().top - 12;
+  else box.scrollTop = box.scrollHeight;
+  stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  renderPill();
+  ensureHistory(c);
+  requestAnimationFrame(noteSeen);
 }
 
 // -------------------------------------------------------------- render ---
@@ -533,7 +615,7 @@ function renderMembers() {
   ul.replaceChildren(...members.map((m) => {
     const name = nameOf(m.id);
     const me = S.me && m.id === S.me.id;
-    const pres = me ? 'online' : presenceOf(m.id);
+    const pres = S.conn !== 'online' ? 'unknown' : me ? 'online' : presenceOf(m.id);
     const av = el('span', { class: 'avatar avatar-sm', 'aria-hidden': 'true' });
     paintAvatar(av, name, name);
     return el('li', { class: 'member', 'data-testid': 'member', 'data-user': m.id, 'data-role': m.role },
@@ -552,14 +634,22 @@ function renderMembers() {
 function openConv(id) {
   if (S.typingOut && S.typingOut.conv !== id) typingStop();
   const switched = S.openId !== id;
+  const prev = switched && S.openId != null ? S.convs.get(S.openId) : null;
+  if (prev) { prev.divider = null; prev.positioning = false; }
   S.openId = id;
   const c = S.convs.get(id);
+  let atUnread = false;     // openAtUnread places the view (perhaps at once)
   if (mentionBox) mentionBox.close();
   $('layout').dataset.view = 'conv';
   if (switched) {
     actions.onConvSwitch();
     $('composer-input').value = '';
     autosize();
+    if (c) {
+      c.divider = null;
+      c.positioning = atUnread = c.streamed && !c.left && unreadOf(c) > 0;
+      if (c.positioning) openAtUnread(c);
+    }
   }
   render();
   if (c) {
@@ -568,7 +658,11 @@ function openConv(id) {
     ensureHistory(c);
     markRead(c);
   }
-  queueMicrotask(() => { const b = $('messages'); b.scrollTop = b.scrollHeight; $('composer-input').focus(); });
+  queueMicrotask(() => {
+    const b = $('messages');
+    if (!atUnread) b.scrollTop = b.scrollHeight;
+    $('composer-input').focus();
+  });
 }
 
 async function lookupUser(name) {
@@ -879,11 +973,17 @@ function renderConnState(state) {
   box.dataset.state = state;
   setText(box.querySelector('.conn-label'), labels[state] || state);
   document.body.dataset.conn = state;
+  S.conn = state;
   if (state !== 'online') {
     for (const c of S.convs.values()) { c.syncing = false; c.typing.clear(); }
     S.typingOut = null;
+    // what we knew of others' presence is stale: unknown until asked again
+    S.presence.clear();
     renderTyping();
   }
+  render('conv');
+  render('list');
+  if ($('members-dialog').open) renderMembers();
 }
 
 // -------------------------------------------------------------- wiring ---
@@ -962,23 +1062,32 @@ function wire() {
   input.addEventListener('blur', typingStop);
 
   const box = $('messages');
-  let stick = true;       // keep the newest message in view while the pane resizes
   box.addEventListener('scroll', () => {
     stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
     const c = S.convs.get(S.openId);
     if (c && box.scrollTop < 80) loadOlder(c);
+    schedulePill();
   }, { passive: true });
+  initSeen(box, noteSeen);
+  $('new-pill').addEventListener('click', () => {
+    box.scrollTop = box.scrollHeight;
+    stick = true;
+    renderPill();
+    $('composer-input').focus();
+  });
   if (window.ResizeObserver) {
-    new ResizeObserver(() => { if (stick) box.scrollTop = box.scrollHeight; }).observe(box);
+    new ResizeObserver(() => {
+      const c = S.convs.get(S.openId);
+      if (stick && !(c && c.positioning)) box.scrollTop = box.scrollHeight;
+    }).observe(box);
   }
 
   document.addEventListener('visibilitychange', () => {
     if (!conn) return;
     sendPresenceState();
-    const c = S.convs.get(S.openId);
-    if (c) markRead(c);
+    noteSeen();
   });
-  window.addEventListener('focus', () => { const c = S.convs.get(S.openId); if (c && conn) markRead(c); });
+  window.addEventListener('focus', () => { if (conn) noteSeen(); });
 
   // expire typing indicators and refresh relative times
   setInterval(() => {

@@ -1,5 +1,6 @@
 // convlist.js — the conversation list (sidebar): order, names, previews,
-// presence dots, unread and @ badges as the notification level says.
+// presence dots, unread and @ badges as the notification level says. Names
+// and previews carry dir="auto" (right-to-left text shows as such).
 
 import { el, $, setAttr, setText, paintAvatar, fmtShort } from './dom.js';
 import { icon } from './icons.js';
@@ -28,7 +29,7 @@ export function previewOf(c) {
   const typers = [...c.typing.keys()];
   if (typers.length && c.id !== S.openId) return { text: typers.length === 1 && c.kind === 'direct' ? 'typing…' : `${nameOf(typers[0])} is typing…`, typing: true };
   if (pend.length && (!c.lastEvent || pend[pend.length - 1].ts >= (c.lastEvent.ts || 0))) {
-    return { text: 'You: ' + pend[pend.length - 1].body };
+    return { who: 'You: ', text: pend[pend.length - 1].body };
   }
   let e = c.lastEvent;
   if (e && actions.isAction(e)) {
@@ -43,7 +44,7 @@ export function previewOf(c) {
   if (e.kind === 'message') {
     const mine = S.me && e.sender === S.me.id;
     const who = mine ? 'You: ' : c.kind === 'group' ? nameOf(e.sender) + ': ' : '';
-    return { text: who + (e.deleted ? 'Message deleted' : e.body || '') };
+    return { who, text: e.deleted ? 'Message deleted' : e.body || '' };
   }
   return { text: systemText(e) };
 }
@@ -78,11 +79,11 @@ export function createConvItem(c, key) {
     el('span', { class: 'pdot', 'aria-hidden': 'true' }),
     el('span', { class: 'conv-main' },
       el('span', { class: 'conv-top' },
-        el('span', { class: 'conv-name', 'data-testid': 'conv-name' }),
+        el('span', { class: 'conv-name', 'data-testid': 'conv-name', dir: 'auto' }),
         el('span', { class: 'muted-icon', 'data-testid': 'muted-icon', 'aria-hidden': 'true', hidden: true }, icon('bell-off', 14)),
         el('time', { class: 'conv-time' })),
       el('span', { class: 'conv-bottom' },
-        el('span', { class: 'conv-preview', 'data-testid': 'conv-preview' }),
+        el('span', { class: 'conv-preview', 'data-testid': 'conv-preview', dir: 'auto' }),
         el('span', { class: 'badge badge-at', 'data-testid': 'mention-badge', 'aria-hidden': 'true', hidden: true }),
         el('span', { class: 'badge', 'data-testid': 'unread' }))));
   return el('li', { 'data-key': key, 'data-conv-id': c.id }, btn);
@@ -125,7 +126,14 @@ export function updateConvItem(li, c) {
   setText(time, fmtShort(c.lastTs));
   if (c.lastTs) setAttr(time, 'datetime', new Date(c.lastTs).toISOString());
   const pre = btn.querySelector('.conv-preview');
-  setText(pre, pv.text);
+  // the sender's name, then the message in its own direction (isolated:
+  // an Arabic or Hebrew message reads right to left after "You: ")
+  const key = (pv.who || '') + '\u0000' + pv.text;
+  if (pre._key !== key) {
+    pre._key = key;
+    if (pv.who) pre.replaceChildren(el('span', { class: 'preview-who', text: pv.who }), el('bdi', { text: pv.text }));
+    else pre.textContent = pv.text;
+  }
   pre.classList.toggle('is-typing', !!pv.typing);
   const badge = btn.querySelector('.badge:not(.badge-at)');
   setText(badge, badges.count > 99 ? '99+' : String(badges.count));

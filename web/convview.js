@@ -1,13 +1,18 @@
 // convview.js — the open conversation: its header, the message list
 // (days, system lines, bubbles with their status marks; message actions'
-// parts come from actions.js), the history state line and typing.
+// parts come from actions.js), the history state line and typing; the
+// "New messages" divider and the "new messages" pill (jump to latest).
+//
+// Text whose direction we cannot know (message bodies, names, previews) gets
+// dir="auto", so Arabic or Hebrew reads right to left on its own.
 
 import { el, $, setAttr, setText, paintAvatar, fmtTime, fmtDay, fmtAgo } from './dom.js';
-import { setIcon } from './icons.js';
+import { icon, setIcon } from './icons.js';
 import * as actions from './actions.js';
 import { levelInfo } from './notify.js';
 import { S, titleOf, nameOf, peerOf, othersOf, systemText, saveOutbox } from './state.js';
 import { presenceOf } from './convlist.js';
+import { watch, unwatch, resetSeen, lastInView } from './seen.js';
 
 let hooks = { sendOne: () => {}, render: () => {} };
 
@@ -25,16 +30,22 @@ export function renderConvHead() {
   $('conv-avatar').classList.toggle('avatar-group', c.kind === 'group');
   let sub = '';
   const sc = $('conv-sub');
+  // Presence is only known while we are connected ourselves: when our own
+  // connection is down (or the answer is not in yet) we say so rather than
+  // repeat what was true before.
+  const live = S.conn === 'online';
   if (c.kind === 'group') {
     const n = c.members ? c.members.length : 0;
-    const on = c.members ? c.members.filter((m) => m.id !== S.me.id && presenceOf(m.id) === 'online').length : 0;
-    sub = `${n} member${n === 1 ? '' : 's'}${on ? ` · ${on} online` : ''}`;
+    // everyone online, me included (I am, when connected)
+    const on = c.members ? c.members.filter((m) => (S.me && m.id === S.me.id) || presenceOf(m.id) === 'online').length : 0;
+    sub = `${n} member${n === 1 ? '' : 's'}${!c.members ? '' : !live ? ' · connecting…' : on ? ` · ${on} online` : ''}`;
     setAttr(sc, 'data-status', null);
   } else {
     const p = peerOf(c);
-    const pr = p != null ? S.presence.get(p) : null;
+    const pr = p != null && live ? S.presence.get(p) : null;
     if (pr) sub = pr.status === 'online' ? 'Online' : pr.status === 'away' ? 'Away' : (pr.last_seen ? `Last seen ${fmtAgo(pr.last_seen)}` : 'Offline');
-    setAttr(sc, 'data-status', pr ? pr.status : null);
+    else if (p != null) sub = 'Connecting…';
+    setAttr(sc, 'data-status', pr ? pr.status : 'unknown');
   }
   setText(sc, sub);
   $('members-btn').hidden = c.kind !== 'group';
@@ -99,6 +110,10 @@ export function buildItems(c) {
       lastDay = day;
       lastSender = null;
     }
+    if (c.divider != null && it.seq === c.divider) {
+      items.push({ key: 'unread', type: 'divider' });
+      lastSender = null;
+    }
     if (it.type === 'msg') {
       it.first = lastSender !== it.sender || ts - lastTs > 5 * 60_000;
       lastSender = it.sender;
@@ -131,23 +146,30 @@ export function buildItems(c) {
   return items;
 }
 
-export const MARKS = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+/** The mark of each state of my messages: a different shape for each (not
+ *  only a different colour): a clock, one tick, two ticks, two ticks on a
+ *  filled disc, an alert. */
+export const MARKS = { sending: 'clock', sent: 'tick', delivered: 'ticks', read: 'read', failed: 'alert' };
 
 export function createItem(it) {
   if (it.type === 'day') {
     return el('li', { class: 'day', 'data-key': it.key, role: 'presentation' }, el('span', { text: it.text }));
+  }
+  if (it.type === 'divider') {
+    return el('li', { class: 'unread-divider', 'data-key': it.key, 'data-testid': 'unread-divider' },
+      el('span', { text: 'New messages' }));
   }
   if (it.type === 'sys') {
     return el('li', { class: 'sys', 'data-key': it.key, 'data-testid': 'system-event', 'data-seq': it.seq,
       'data-kind': it.kind || null }, el('span', { text: it.text }));
   }
   const li = el('li', { 'data-key': it.key, 'data-testid': 'message' },
-    el('div', { class: 'msg-sender' }),
+    el('div', { class: 'msg-sender', dir: 'auto' }),
     el('div', { class: 'bubble' },
-      el('p', { class: 'msg-body', 'data-testid': 'message-body' }),
+      el('p', { class: 'msg-body', 'data-testid': 'message-body', dir: 'auto' }),
       el('span', { class: 'msg-info' },
         el('time', { class: 'msg-time' }),
-        el('span', { class: 'mark', 'data-testid': 'message-status' }),
+        el('span', { class: 'mark', 'data-testid': 'message-status', role: 'img' }),
         el('span', { class: 'mark-count' }))));
   actions.createParts(li);
   return li;
@@ -173,7 +195,8 @@ export function updateItem(li, it) {
   const mark = li.querySelector('.mark');
   const count = li.querySelector('.mark-count');
   if (it.mine) {
-    setText(mark, MARKS[it.status] || '');
+    if (MARKS[it.status]) setIcon(mark, MARKS[it.status], 16);
+    else { mark.replaceChildren(); delete mark.dataset.icon; }
     setAttr(mark, 'data-status', it.status);
     setAttr(mark, 'aria-label', it.statusLabel);
     setAttr(mark, 'title', it.statusLabel);
@@ -205,7 +228,7 @@ export function renderMessages() {
   const c = S.openId != null ? S.convs.get(S.openId) : null;
   const list = $('msg-list');
   if (!c) { list.replaceChildren(); return; }
-  if (list.dataset.conv !== String(c.id)) { list.replaceChildren(); list.dataset.conv = String(c.id); }
+  if (list.dataset.conv !== String(c.id)) { resetSeen(); list.replaceChildren(); list.dataset.conv = String(c.id); }
   const box = $('messages');
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   const items = buildItems(c);
@@ -221,12 +244,48 @@ export function renderMessages() {
     updateItem(li, it);
     const next = prev ? prev.nextElementSibling : list.firstElementChild;
     if (next !== li) list.insertBefore(li, next);
+    if (li.dataset.seq) watch(li);
     prev = li;
   }
-  for (const li of [...list.children]) if (!keep.has(li.dataset.key)) li.remove();
+  for (const li of [...list.children]) if (!keep.has(li.dataset.key)) { unwatch(li); li.remove(); }
+  // everything up to here is on the list (events after the last item, such
+  // as reactions, have no line of their own)
+  list.dataset.applied = String(c.applied);
   actions.ensureTabStop();
-  if (atBottom || grewMine) box.scrollTop = box.scrollHeight;
+  // while the conversation is being placed at its first unread message, the
+  // view does not follow the bottom
+  if (!c.positioning && (atBottom || grewMine)) box.scrollTop = box.scrollHeight;
   renderHistoryState();
+  renderPill();
+}
+
+/** The "new messages" pill: shown while the view is scrolled up, with the
+ *  number of others' messages below what is on screen; a click jumps to the
+ *  latest message. */
+export function renderPill() {
+  const c = S.openId != null ? S.convs.get(S.openId) : null;
+  const pill = $('new-pill');
+  if (!pill) return;
+  const box = $('messages');
+  const fromBottom = box.scrollHeight - box.scrollTop - box.clientHeight;
+  let n = 0;
+  if (c && !c.positioning && fromBottom > 80) {
+    const below = Math.max(lastInView($('msg-list')), c.readSeq);
+    for (let i = c.events.length - 1; i >= 0; i--) {
+      const e = c.events[i];
+      if (e.seq <= below) break;
+      if (e.kind === 'message' && !e.deleted && S.me && e.sender !== S.me.id) n++;
+    }
+  }
+  const show = !!c && !c.positioning && fromBottom > 80 && (n > 0 || fromBottom > box.clientHeight);
+  pill.hidden = !show;
+  if (!show) return;
+  const text = n ? `${n > 999 ? '999+' : n} new message${n === 1 ? '' : 's'}` : 'Jump to latest';
+  if (!pill.firstElementChild) pill.append(icon('arrow-down', 16), el('span', { class: 'pill-text' }));
+  setText(pill.querySelector('.pill-text'), text);
+  setAttr(pill, 'data-count', n);
+  setAttr(pill, 'aria-label', n ? `${text}, jump to the latest` : 'Jump to the latest message');
+  setAttr(pill, 'title', 'Jump to the latest message');
 }
 
 export function renderTyping() {

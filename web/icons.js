@@ -1,6 +1,7 @@
 // icons.js — the few line icons of the interface, as inline SVG built with
 // DOM calls (no markup parsing, no emoji font needed). 24×24, stroked with
-// currentColor; always decorative (aria-hidden): the button carries the label.
+// currentColor (a few parts filled, or "knocked out" in the background colour);
+// always decorative (aria-hidden): the button or mark carries the label.
 
 const NS = 'http://www.w3.org/2000/svg';
 
@@ -17,6 +18,15 @@ const PATHS = {
   smile: ['M21 12a9 9 0 1 1-18 0 9 9 0 0 1 18 0z', 'M8 14.5s1.5 2 4 2 4-2 4-2', 'M9 9.5h.01', 'M15 9.5h.01'],
   more: ['M5 12h.01', 'M12 12h.01', 'M19 12h.01'],
   close: ['M6 6l12 12', 'M18 6L6 18'],
+  'arrow-down': ['M12 5v14', 'M6 13l6 6 6-6'],
+  // delivery marks: distinct shapes, not only colours (see convview.js)
+  clock: ['M20 12a8 8 0 1 1-16 0 8 8 0 0 1 16 0z', 'M12 8v4.5l2.5 1.5'],
+  tick: ['M5 12.5l4.5 4.5L19 7.5'],
+  ticks: ['M1.5 12.5l4.5 4.5L16.5 6.5', 'M11.5 15.5L13 17 23 6.5'],
+  // a filled disc with a double tick knocked out of it
+  read: [{ fill: 'M12 1.5a10.5 10.5 0 1 1 0 21 10.5 10.5 0 0 1 0-21z' },
+    { knock: 'M5 12.5l3 3 6.5-6.5' }, { knock: 'M11 14.5l1 1 6.5-6.5' }],
+  alert: ['M20 12a8 8 0 1 1-16 0 8 8 0 0 1 16 0z', 'M12 8v4.5', 'M12 16h.01'],
 };
 
 /** An <svg> icon element (class "icon icon-<name>"). */
@@ -35,7 +45,9 @@ export function icon(name, size = 18) {
   svg.setAttribute('class', `icon icon-${name}`);
   for (const d of PATHS[name] || []) {
     const p = document.createElementNS(NS, 'path');
-    p.setAttribute('d', d);
+    if (typeof d === 'string') p.setAttribute('d', d);
+    else if (d.fill) { p.setAttribute('d', d.fill); p.setAttribute('fill', 'currentColor'); p.setAttribute('stroke', 'none'); }
+    else { p.setAttribute('d', d.knock); p.setAttribute('class', 'knock'); }   // stroked in the background colour (CSS)
     svg.append(p);
   }
   return svg;

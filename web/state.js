@@ -18,6 +18,7 @@ export const S = {
   cursorsAtAuth: new Set(), // conversations whose cursor went out with `auth`
   typingOut: null,          // {conv, since, last}
   listLoaded: false,
+  conn: 'connecting',       // our own connection's state (conn.js)
 };
 
 export function newConv(id) {
@@ -28,6 +29,10 @@ export function newConv(id) {
     noOlder: false, loadingOlder: false,
     syncing: false,
     readSeq: 0, readSent: 0, deliveredSent: 0, deliverTimer: 0, lastOther: 0,
+    seenSeq: 0,               // highest seq seen on screen (seen.js); what `read` may say
+    divider: null,            // seq of the first unread message when opened ("New messages")
+    positioning: false,       // being opened at its first unread message
+    readKnown: false,         // readSeq came from the server (REST)
     unreadBase: { value: 0, at: 0 },
     mentionBase: { value: 0, at: 0 },   // unread_mentions as of seq `at`
     notify: 'all',            // notification level: all | mentions | none

@@ -20,6 +20,12 @@ playwright-core against a real parleyd (see conftest.py):
   delete with confirmation (tombstone), an error as a toast; after a reload
   history shows the current form; in a group an admin deletes a member's
   message and notification levels drive the list's badges.
+- defects.mjs (issue 14): read receipts only for what was on screen in a
+  visible, focused page; 330 unread open at the first under a "New
+  messages" divider and are read as seen; the "new messages" pill; dir="auto"
+  on messages, names and previews (Arabic, Hebrew); presence unknown while my
+  connection is down, "3 online" in a group of three; sent / delivered / read
+  marks of different shapes with labels.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
@@ -39,6 +45,7 @@ SCENARIOS = {
     "offline": (),
     "session": ("--access-ttl", "2"),      # access tokens expire during the test
     "actions": ("--large-group", "1"),    # its group is "large": not replayed on resume
+    "defects": (),
 }
 
 
