@@ -224,6 +224,12 @@ static void authed_route(pl_http_ctx *ctx) {
         else h_presence(ctx);
         return;
     }
+    if (n == 1 && (seg_is(s[0], "search") || seg_is(s[0], "users"))) {
+        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+        else if (seg_is(s[0], "search")) h_search(ctx);
+        else h_user_search(ctx);
+        return;
+    }
     if (n == 1) {
         if (m == PL_HTTP_GET) h_conv_list(ctx);
         else if (m == PL_HTTP_POST) h_conv_create(ctx);
@@ -343,6 +349,10 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         api_too_many(ctx, wait, "ip");
         return;
     }
+    if (pl_api_state_changing(&ctx->req) && !pl_api_origin_ok(ctx->conn, &ctx->req)) {
+        pl_http_error(ctx, 403, "forbidden", "Origin not allowed");   /* protocol.md "Origin checks" */
+        return;
+    }
     if (!A.store) {
         pl_http_error(ctx, 503, "unavailable", "shutting down");
         return;
@@ -373,7 +383,8 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     }
     /* everything else needs an access token */
     int known = (n == 1 && (seg_is(s[0], "me") || seg_is(s[0], "conversations") ||
-                            seg_is(s[0], "presence"))) ||
+                            seg_is(s[0], "presence") || seg_is(s[0], "search") ||
+                            seg_is(s[0], "users"))) ||
                 (n == 2 && (seg_is(s[0], "users") || seg_is(s[0], "conversations"))) ||
                 (n >= 3 && n <= 5 && seg_is(s[0], "conversations"));
     if (!known) {

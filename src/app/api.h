@@ -31,6 +31,13 @@ void pl_api_conv_changed(int64_t conv);
 void pl_api_set_gauges(void (*fn)(pl_metrics_gauges *g));
 /* Sets the readiness check for /readyz: 1 ready, else 0 with a reason. */
 void pl_api_set_ready(int (*fn)(const char **why));
+/* The Origin allow-list (api_guard.c, docs/protocol.md "Origin checks"):
+ * reads --allowed-origins and --trusted-proxies; 0, or -1 with err. */
+int  pl_api_guard_init(const pl_config *cfg, char *err, size_t errlen);
+/* 1 if the request on c has no Origin, or an allowed one; 0: refuse (403). */
+int  pl_api_origin_ok(pl_conn *c, const pl_http_req *r);
+/* 1 for POST, PUT, PATCH and DELETE: the requests the Origin check covers. */
+int  pl_api_state_changing(const pl_http_req *r);
 /* pl_http_hooks.on_request */
 void pl_api_on_request(pl_http_ctx *ctx, void *ud);
 

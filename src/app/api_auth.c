@@ -13,6 +13,7 @@
 
 #include "../core/alloc.h"
 #include "../core/clock.h"
+#include "../core/log.h"
 
 static void respond_tokens(pl_http_ctx *ctx, int status, int64_t user, const char *username,
                            int64_t login, const char *refresh) {
@@ -109,6 +110,12 @@ void h_register(pl_http_ctx *ctx) {
     if (!o) return;
     api_op *op = api_op_new(ctx, o);
     if (read_credentials(ctx, o, op)) { api_op_free(op); return; }
+    if (pl_auth_common_password(op->password, op->pwlen)) {
+        pl_http_error(ctx, 400, "bad_request",
+                      "this password is one of the 10,000 most common ones: choose another");
+        api_op_free(op);
+        return;
+    }
     op->work.data = op;
     uv_queue_work(A.loop, &op->work, hash_work, hash_done);
 }
@@ -191,6 +198,26 @@ static int refresh_valid(const pl_job *j, const uint8_t hash[32]) {
     return sodium_memcmp(l->refresh_hash, hash, 32) == 0 ? 0 : -1;
 }
 
+/* Reuse detection (protocol.md "Refresh token reuse"): 1 if the token is
+ * the one the live login's last rotation replaced. */
+static int refresh_reused(const pl_job *j, const uint8_t hash[32]) {
+    const pl_login *l = &j->login_out;
+    if (j->result || l->revoked || !l->rotated) return 0;
+    return sodium_memcmp(l->prev_hash, hash, 32) == 0;
+}
+
+static void reuse_revoked(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result && j->result != PL_STORE_ENOTFOUND) {
+        api_store_error(op->ctx, j->result, "could not revoke the session");
+    } else {
+        pl_chat_revoke_login(op->user, op->login);   /* live WebSockets close with 4001 */
+        pl_http_error(op->ctx, 401, "unauthorized",
+                      "refresh token was already used: the login session is revoked, log in again");
+    }
+    api_op_free(op);
+}
+
 static void refresh_login_read(pl_job *j) {
     api_op *op = j->data;
     if (j->result == PL_STORE_EUNAVAIL) {
@@ -201,6 +228,24 @@ static void refresh_login_read(pl_job *j) {
     uint8_t hash[32];
     memcpy(hash, op->job.hash, 32);
     if (refresh_valid(j, hash)) {
+        if (refresh_reused(j, hash)) {
+            int64_t age = pl_now_ms() - j->login_out.rotated;
+            if (age < (int64_t)A.cfg->refresh_reuse_grace * 1000) {
+                /* another tab refreshed moments ago: refuse, keep the session */
+                pl_http_error(op->ctx, 401, "unauthorized",
+                              "refresh token was just rotated: use the newer one");
+                api_op_free(op);
+                return;
+            }
+            op->user = j->login_out.user;
+            op->login = j->login_out.id;
+            pl_log(PL_LOG_WARN, op->ctx->conn->id, "refresh token reuse: session revoked",
+                   "\"user\":%lld,\"login\":%lld", (long long)op->user, (long long)op->login);
+            api_job_reset(op, PL_JOB_LOGIN_REVOKE, reuse_revoked);
+            op->job.id = op->login;
+            api_submit(op);
+            return;
+        }
         pl_http_error(op->ctx, 401, "unauthorized", "refresh token is not valid");
         api_op_free(op);
         return;

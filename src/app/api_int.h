@@ -90,4 +90,8 @@ void h_pins(pl_http_ctx *ctx, int64_t conv);
 void h_presence(pl_http_ctx *ctx);
 void api_polls_shutdown(void);
 
+/* api_search.c */
+void h_search(pl_http_ctx *ctx);
+void h_user_search(pl_http_ctx *ctx);
+
 #endif

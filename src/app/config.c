@@ -58,6 +58,9 @@ static const setting table[] = {
     I("idle-timeout", idle_timeout, 2, 7200, "75", "seconds of silence before the server closes a WebSocket (4002)"),
     I("slow-timeout", slow_timeout, 1, 3600, "30", "seconds a replay may wait for a connection that does not read before it is closed (4008)"),
     I("shutdown-grace", shutdown_grace, 1, 600, "10", "seconds SIGTERM waits for clients to close before exiting"),
+    S("allowed-origins", allowed_origins, "", "browser origins allowed besides the server's own, comma-separated scheme://host[:port] (exact match)"),
+    S("trusted-proxies", trusted_proxies, "127.0.0.0/8,::1", "IPs or CIDRs of proxies whose X-Forwarded-Host and X-Forwarded-Proto are believed (empty: none)"),
+    I("refresh-reuse-grace", refresh_reuse_grace, 0, 300, "10", "seconds after a rotation during which the old refresh token is refused without revoking the session (two tabs refreshing at once)"),
     I("receipt-fanout-max", receipt_fanout_max, 1, 1000000, "100", "members of a conversation above which receipts go only to the reader's devices and the author it read"),
 };
 #define NSET (sizeof table / sizeof table[0])

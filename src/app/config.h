@@ -47,6 +47,9 @@ typedef struct pl_config {
     int  idle_timeout;        /* seconds of silence before the server closes */
     int  shutdown_grace;      /* seconds SIGTERM waits for clients to close  */
     int  slow_timeout;        /* seconds a replay may wait on a full queue before 4008 */
+    char allowed_origins[2048]; /* browser origins allowed besides our own (comma-separated) */
+    char trusted_proxies[1024]; /* IPs/CIDRs whose X-Forwarded-Host/-Proto count */
+    int  refresh_reuse_grace; /* seconds a rotated refresh token is answered 401 without revoking */
 } pl_config;
 
 /* Fills cfg from all sources. Returns 0, 1 if --help was printed, or -1

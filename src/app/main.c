@@ -72,6 +72,8 @@ static void on_ws_open(pl_conn *c, const char *tok, size_t len, void *ud) {
     pl_chat_ws_open(c, tok, len);
 }
 
+static int upgrade_ok(pl_conn *c, const pl_http_req *r, void *ud) { return pl_api_origin_ok(c, r); }
+
 static void sample_gauges(pl_metrics_gauges *g) {
     g->connections = pl_net_count(net);
     g->sessions = pl_chat_session_count();
@@ -149,6 +151,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "parleyd: --redis needs --store postgres://... (with SQLite one process owns the data)\n");
         return 2;
     }
+    char gerr[256];
+    if (pl_api_guard_init(&cfg, gerr, sizeof gerr)) {
+        fprintf(stderr, "parleyd: %s\n", gerr);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     mkdir(cfg.data_dir, 0700);
     const char *aerr = NULL;
@@ -205,7 +212,7 @@ int main(int argc, char **argv) {
     pl_chat_set_bus(bus);
     pl_api_init(loop, store, &cfg);
     pl_web_init(&cfg);
-    pl_http_hooks hh = {pl_api_on_request, on_ws_open, NULL};
+    pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_ok, NULL};
     pl_http_init(&hh);
     pl_wsconn_hooks wh = {pl_chat_ws_text, pl_chat_ws_timeout};
     pl_wsconn_init(&wh, (uint32_t)cfg.max_ws_message);

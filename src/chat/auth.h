@@ -44,6 +44,11 @@ int  pl_auth_hash_password(const char *pw, size_t len, unsigned ops, size_t mem_
 /* Slow: 1 if pw matches hash. */
 int  pl_auth_check_password(const char *hash, const char *pw, size_t len);
 
+/* 1 if pw is on the bundled list of the 10,000 most common passwords of 8
+ * bytes or more (data/common-passwords.txt, compared ASCII
+ * case-insensitively; NIST SP 800-63B 5.1.1.2). common_passwords.c. */
+int  pl_auth_common_password(const char *pw, size_t len);
+
 /* Usernames: 3-32 of [A-Za-z0-9_.-]; lower-cased into out (33 bytes). */
 int  pl_auth_normalize_username(const char *in, size_t len, char out[33]);
 

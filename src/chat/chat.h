@@ -104,6 +104,14 @@ const char *pl_chat_job_error(const pl_job *j, int *http_status, const char **ms
 /* The pinned messages of conv as JSON members (no braces):
  * "conversation":..,"events":[..] (most recently pinned first). */
 int  pl_chat_pins(int64_t conv, int64_t user, pl_chat_json_cb cb, void *arg);
+/* Full-text search over what user may read (docs/protocol.md "Search"):
+ * a (a checked pl_search_args, proto.h; copied) as JSON members (no
+ * braces): "results":[..],"next_cursor":..; EINVAL for a bad query. */
+struct pl_search_args;
+int  pl_chat_search(const struct pl_search_args *a, int64_t user, pl_chat_json_cb cb, void *arg);
+/* The users user may see (itself, or sharing a conversation) whose name
+ * contains q (copied), as "users":[{"id":..,"username":..},..]. */
+int  pl_chat_user_search(const char *q, int limit, int64_t user, pl_chat_json_cb cb, void *arg);
 
 /* Shutdown, step 1 (before the store closes): stops timers and replays,
  * queues every online user's last seen. Reads that complete afterwards are

@@ -278,6 +278,9 @@ void       conv_learn(chat_conv *cv, int kind, int64_t members, int64_t seq);
 void do_action(session *s, pl_msg *m);   /* edit, delete, react, pin, notify */
 void do_pins(session *s, pl_msg *m);
 
+/* search.c */
+void do_search(session *s, pl_msg *m);
+
 /* send.c */
 void send_init(void);
 void send_free(void);

@@ -473,6 +473,7 @@ static void dispatch(session *s, const uint8_t *p, size_t n) {
     case PL_MSG_PIN:
     case PL_MSG_NOTIFY:          do_action(s, &m); break;
     case PL_MSG_PINS:            do_pins(s, &m); break;
+    case PL_MSG_SEARCH:          do_search(s, &m); break;
     }
     pl_msg_release(&m);
 }

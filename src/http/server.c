@@ -85,7 +85,8 @@ static void write_response(pl_conn *c, int status, const char *ctype, const void
     pl_sbuf_printf(&s, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", status,
                    pl_http_status_text(status), len);
     if (ctype) pl_sbuf_printf(&s, "Content-Type: %s\r\n", ctype);
-    pl_sbuf_adds(&s, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    pl_sbuf_adds(&s, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                     "Referrer-Policy: no-referrer\r\n");
     if (!keep_alive) pl_sbuf_adds(&s, "Connection: close\r\n");
     if (extra) pl_sbuf_adds(&s, extra);
     pl_sbuf_adds(&s, "\r\n");
@@ -143,14 +144,22 @@ void pl_http_error(pl_http_ctx *ctx, int status, const char *code, const char *m
     pl_http_respond_json(ctx, status, o);
 }
 
-/* Extracts the access token offered at the handshake, if any. */
+/* Extracts the access token offered at the handshake, if any. An empty
+ * one ("Authorization: Bearer" with nothing or only spaces after it, the
+ * value being trimmed; or the subprotocol "bearer.") is offered all the
+ * same: *tok is "" and the session closes with 4001 at once instead of
+ * waiting for the auth timeout. */
 static void handshake_token(const pl_http_req *r, const char **tok, size_t *tlen, int *want_proto) {
+    static const char empty[] = "";
     *tok = NULL;
     *tlen = 0;
     *want_proto = 0;
-    if (r->authorization.n > 7 && strncasecmp(r->authorization.p, "Bearer ", 7) == 0) {
-        *tok = r->authorization.p + 7;
-        *tlen = r->authorization.n - 7;
+    pl_str a = r->authorization;
+    if (a.n >= 6 && strncasecmp(a.p, "Bearer", 6) == 0 && (a.n == 6 || a.p[6] == ' ' || a.p[6] == '\t')) {
+        size_t i = 6;
+        while (i < a.n && (a.p[i] == ' ' || a.p[i] == '\t')) i++;
+        *tok = i < a.n ? a.p + i : empty;
+        *tlen = a.n - i;
     }
     /* Sec-WebSocket-Protocol: parley.v1, bearer.<token> */
     const char *p = r->ws_protocol.p, *end = p + r->ws_protocol.n;
@@ -160,8 +169,8 @@ static void handshake_token(const pl_http_req *r, const char **tok, size_t *tlen
         while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
         size_t n = (size_t)(p - s);
         if (n == 9 && memcmp(s, "parley.v1", 9) == 0) *want_proto = 1;
-        else if (n > 7 && memcmp(s, "bearer.", 7) == 0 && !*tok) {
-            *tok = s + 7;
+        else if (n >= 7 && memcmp(s, "bearer.", 7) == 0 && !*tok) {
+            *tok = n > 7 ? s + 7 : empty;
             *tlen = n - 7;
         }
     }
@@ -198,6 +207,10 @@ static int upgrade(pl_conn *c, http_state *st) {
         error_and_close(c, 400, "bad_request", "bad Sec-WebSocket-Key");
         return refuse(c, hctx);
     }
+    if (hooks.upgrade_ok && !hooks.upgrade_ok(c, r, hooks.ud)) {
+        error_and_close(c, 403, "forbidden", "Origin not allowed");
+        return refuse(c, hctx);
+    }
     const char *tok;
     size_t tlen;
     int want_proto;
@@ -207,10 +220,11 @@ static int upgrade(pl_conn *c, http_state *st) {
     if (tok) memcpy(tokbuf, tok, tlen);
     tokbuf[tlen] = '\0';
 
-    char head[256];
+    char head[320];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+                     "Referrer-Policy: no-referrer\r\n%s\r\n",
                      accept, want_proto ? "Sec-WebSocket-Protocol: parley.v1\r\n" : "");
     pl_conn_send_copy(c, head, (size_t)n);
 

@@ -44,8 +44,14 @@ typedef struct pl_http_hooks {
     /* A WebSocket handshake was answered with 101; the connection is now in
      * WS mode. token is the access token presented at the handshake
      * (Authorization: Bearer or the bearer.<token> subprotocol), NULL if
-     * none; borrowed for the call. */
+     * none, "" (token_len 0) if one was offered empty ("Bearer" with nothing
+     * or only spaces after it, or "bearer."): that fails at once (4001);
+     * borrowed for the call. */
     void (*on_ws_open)(pl_conn *c, const char *token, size_t token_len, void *ud);
+    /* Asked before a WebSocket handshake is answered: 0 refuses it with 403
+     * forbidden (an Origin that is not allowed, docs/protocol.md "Origin
+     * checks"). NULL: every handshake may proceed. */
+    int  (*upgrade_ok)(pl_conn *c, const pl_http_req *req, void *ud);
     void *ud;
 } pl_http_hooks;
 

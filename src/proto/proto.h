@@ -24,8 +24,23 @@ typedef enum pl_msg_type {
     PL_MSG_DELIVERED, PL_MSG_READ, PL_MSG_RECEIPTS, PL_MSG_HEARTBEAT,
     PL_MSG_PRESENCE, PL_MSG_PRESENCE_QUERY, PL_MSG_TYPING,
     /* message actions (docs/protocol.md "Message actions") */
-    PL_MSG_EDIT, PL_MSG_DELETE, PL_MSG_REACT, PL_MSG_PIN, PL_MSG_PINS, PL_MSG_NOTIFY
+    PL_MSG_EDIT, PL_MSG_DELETE, PL_MSG_REACT, PL_MSG_PIN, PL_MSG_PINS, PL_MSG_NOTIFY,
+    PL_MSG_SEARCH                /* docs/protocol.md "Search" */
 } pl_msg_type;
+
+#define PL_PROTO_SEARCH_LIMIT 20     /* results of a search page by default  */
+
+/* A search request (WebSocket `search`, REST GET /api/v1/search), checked by
+ * pl_proto_search_check. */
+typedef struct pl_search_args {
+    const char *q;               /* NUL-terminated                       */
+    size_t      q_len;
+    int64_t     conv, sender;    /* 0: any                               */
+    int64_t     after, before;   /* ts bounds, ms: after <= ts < before; 0: none */
+    int64_t     cursor;          /* from next_cursor; 0: the first page  */
+    int         mentions;        /* only messages mentioning the asker   */
+    int         limit;           /* 0: PL_PROTO_SEARCH_LIMIT             */
+} pl_search_args;
 
 #define PL_PROTO_PRESENCE_QUERY_MAX 200
 
@@ -55,6 +70,7 @@ typedef struct pl_msg {
     int         away;            /* PRESENCE: 1 away, 0 online           */
     int         typing;          /* TYPING: 1 start, 0 stop              */
     json_t     *users;           /* PRESENCE_QUERY: array of positive ids */
+    pl_search_args search;       /* SEARCH (q points into root)          */
 } pl_msg;
 
 typedef struct pl_proto_err {
@@ -95,6 +111,17 @@ int  pl_proto_notify_level(json_t *o, int *level, pl_proto_err *err);
  * character or NUL (store.h; the store checks it again). */
 int  pl_proto_emoji_ok(const char *e, size_t n);
 const char *pl_proto_notify_name(int level);
+/* Checks a search request: q is 1..PL_STORE_QUERY_MAX bytes of UTF-8 with
+ * a non-space character and no NUL (too long: bad_request too), before >
+ * after when both are given, limit 0 (becomes PL_PROTO_SEARCH_LIMIT) or
+ * 1..PL_STORE_SEARCH_MAX. 0, or -1 with *err filled (bad_request). */
+int  pl_proto_search_check(pl_search_args *a, pl_proto_err *err);
+/* A next_cursor string: 1..19 decimal digits, 1..2^63-1. 0, or -1. */
+int  pl_proto_search_cursor(const char *s, size_t n, int64_t *out);
+/* The search answer's members (no braces): "results":[{<event fields>,
+ * "snippet":".."},..],"next_cursor":".."|null. */
+void pl_proto_search_results(pl_sbuf *s, const pl_event *evs, char *const *snippets, size_t n,
+                             int64_t next_cursor);
 
 /* ---- encoding (appends JSON text to s) ---------------------------------- */
 

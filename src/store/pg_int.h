@@ -63,6 +63,7 @@ enum {
     R_CONV_MEMBERS, R_EVENTS_ASC, R_EVENTS_DESC, R_EVENTS_ASC_AS, R_EVENTS_DESC_AS,
     R_EVENT_AT_AS, R_USERS_VISIBLE, R_CONV_HEADS, R_MEMBERSHIPS,
     R_REACT_ASC, R_REACT_DESC, R_REACT_AT, R_MEMBER, R_PINS, R_REACT_PINS, R_MENTIONS, R_REACT_MENTIONS,
+    R_SEARCH, R_USER_SEARCH,
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
@@ -152,6 +153,9 @@ int     pg_null(const PGresult *r, int row, int col);
 
 /* 1 if s is valid UTF-8 without NUL (what a text column accepts). */
 int pg_utf8_ok(const char *s);
+/* 1 if s[0..len) is valid UTF-8, NUL bytes allowed (what a message body
+ * must be: the search index reads it as text, store.h invariant 8). */
+int pg_utf8_ok_n(const char *s, size_t len);
 
 /* ---- the writer's per-batch state --------------------------------------- */
 

@@ -87,6 +87,12 @@ static void *writer_main(void *arg) {
         pthread_mutex_unlock(&p->mu);
         p->cfg.run_batch(p->cfg.wctx, p->batch, n);
         complete(p, p->batch, n);
+        if (p->cfg.after_batch) {
+            pthread_mutex_lock(&p->mu);
+            int queued = p->wq.head != NULL;
+            pthread_mutex_unlock(&p->mu);
+            p->cfg.after_batch(p->cfg.wctx, queued);
+        }
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);

@@ -40,6 +40,10 @@ typedef struct pl_pipeline_cfg {
     /* writer thread, when no write came for idle_ms (0: never) */
     void  (*idle)(void *wctx);
     int     idle_ms;
+    /* writer thread, after each batch's jobs were handed to the done-queue
+     * (background work that must not delay their completion; may be NULL);
+     * queued: whether more writes are already waiting */
+    void  (*after_batch)(void *wctx, int queued);
     /* reader thread: run one read and set its result */
     void  (*run_read)(void *rctx, pl_job *j);
     void  (*notify)(void *arg);

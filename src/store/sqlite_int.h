@@ -33,6 +33,7 @@ enum {
     W_MENTION_DELETE, W_MSG_EDIT, W_MSG_ERASE, W_EDITS_ERASE, W_REACTIONS_ERASE,
     W_REACTION_HAS, W_REACTION_KINDS, W_REACTION_INSERT, W_REACTION_DELETE, W_REACTION_COUNT,
     W_PIN_COUNT, W_PIN_SET, W_NOTIFY_SET,
+    W_FTS_INDEX, W_FTS_DONE,
     W__COUNT
 };
 extern const char *const sq_w_sql[W__COUNT];
@@ -43,6 +44,7 @@ enum {
     R_USER_BY_NAME, R_USER_BY_ID, R_LOGIN, R_CONV_LIST, R_CONV_LIST_LAST, R_CONV_GET,
     R_CONV_MEMBERS, R_MEMBER, R_EVENTS_ASC, R_EVENTS_DESC, R_EVENT_AT,
     R_SHARES, R_USER_SHORT, R_CONV_HEAD, R_MEMBERSHIPS, R_PINS, R_MENTIONS, R_REACTIONS,
+    R_SEARCH, R_USER_CONVS, R_USER_SEARCH,
     R__COUNT
 };
 extern const char *const sq_r_sql[R__COUNT];
@@ -73,13 +75,30 @@ typedef struct sq_store {
     pl_idgen      ids;
     int64_t       last_ts;           /* ts of the previous batch, never less  */
     int           erased;            /* the batch deleted a message: checkpoint after COMMIT */
+    int           fts_pending;       /* fts_pending may hold messages to index */
+    int           fts_behind;        /* the last indexing pass was full       */
+    int64_t       fts_at;            /* mono ms of the last indexing pass     */
+    int           fts_secure;        /* FTS5 erases deleted rows' words itself
+                                      * (secure-delete, SQLite >= 3.42)       */
     /* any thread */
     volatile int  fail_commits;      /* fault hook (atomic builtins)          */
     volatile int  is_broken;         /* mirror of broken for healthy()        */
 } sq_store;
 
+#define SQ_INDEX_ROWS     2000  /* messages per search indexing transaction */
+#define SQ_SEARCH_CONVS   64    /* a search names the asker's conversations
+                                 * in the MATCH when it has at most this many */
+#define SQ_INDEX_EVERY_MS 100   /* while writes are waiting, indexing passes
+                                 * at most this often, unless it is behind */
+
 /* store_sqlite_write.c */
 void sq_run_batch(void *wctx, pl_job **jobs, size_t n);
+/* The search index (store.h invariant 8): pipeline hooks that index the
+ * queued messages in a transaction of their own after a batch — at once
+ * when no write is waiting, else at most every SQ_INDEX_EVERY_MS unless
+ * behind — or when the writer is idle. */
+void sq_index_after_batch(void *wctx, int queued);
+void sq_index_idle(void *wctx);
 /* store_sqlite_read.c */
 void sq_run_read(void *rctx, pl_job *j);
 

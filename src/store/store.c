@@ -75,6 +75,10 @@ void pl_job_release(pl_job *j) {
     j->convs = NULL;
     j->nconvs = 0;
     pl_conv_release(&j->conv_out);
+    if (j->snippets)
+        for (size_t i = 0; i < j->nevents; i++) free(j->snippets[i]);
+    free(j->snippets);
+    j->snippets = NULL;
     pl_event_list_free(j->events, j->nevents);
     j->events = NULL;
     j->nevents = 0;

@@ -25,7 +25,8 @@
  *
  *   Reads (PL_READ_*) run on the backend's reader threads (each with its own
  *   connection) and complete in any order. A read sees every write whose
- *   done() has run before the read was submitted.
+ *   done() has run before the read was submitted (SQLite's search index
+ *   may lag by a moment: invariant 8).
  *
  * Invariants every backend guarantees:
  *   1. Seqs in a conversation are contiguous from 1 and never reused: one
@@ -59,6 +60,19 @@
  *      ids by the writer (data.mentions); a row per mentioned member (and
  *      one for the author of the message replied to) is kept, so
  *      unread_mentions = those rows above the member's read cursor.
+ *   8. Search: the full-text index holds each MESSAGE's current body.
+ *      PostgreSQL: a GIN expression index over the body, so a message is
+ *      searchable from the transaction that appends or edits it. SQLite:
+ *      an FTS5 table filled asynchronously — the send's transaction queues
+ *      the message (fts_pending) and the writer indexes the queue, oldest
+ *      first, in transactions of its own between batches (right after a
+ *      batch when no write waits, else about every SQ_INDEX_EVERY_MS), so
+ *      a message is searchable moments after its commit while the writer
+ *      keeps up (PL_READ_SEARCH is the one read that may lag its writes). In both, an edit takes the old text out of the index and a
+ *      delete (body erased) the message, in the edit's or delete's own
+ *      transaction: an old or deleted text never matches. PL_READ_SEARCH
+ *      applies membership and invariant 4 inside its query (a join on the
+ *      asker's members row and joined_seq), never by filtering afterwards.
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -160,6 +174,9 @@ typedef struct pl_login {     /* a login session (refresh token family)   */
     uint8_t refresh_hash[32]; /* SHA-256 of the current refresh secret    */
     int64_t expires;          /* ms since epoch                           */
     int     revoked;
+    uint8_t prev_hash[32];    /* the refresh hash before the last rotation
+                               * (all zero if never rotated): reuse detection */
+    int64_t rotated;          /* ms since epoch of the last rotation, 0 if none */
 } pl_login;
 
 typedef struct pl_member {
@@ -206,7 +223,8 @@ typedef enum pl_job_op {
     /* writes: the single writer, group commit ------------------------------ */
     PL_JOB_USER_CREATE = 1,   /* in: username, pwhash. out: out_id (user)  */
     PL_JOB_LOGIN_CREATE,      /* in: user, hash, expires. out: out_id (login) */
-    PL_JOB_LOGIN_ROTATE,      /* in: id (login), hash (old), hash2 (new), expires */
+    PL_JOB_LOGIN_ROTATE,      /* in: id (login), hash (old), hash2 (new), expires;
+                               * keeps the old hash as prev_hash, rotated = now */
     PL_JOB_LOGIN_REVOKE,      /* in: id (login). out: out_id              */
     PL_JOB_DIRECT_OPEN,       /* in: user, peer. out: out_id (conv), created, event if created */
     PL_JOB_GROUP_CREATE,      /* in: user, title, members[]. out: out_id (conv), event */
@@ -219,7 +237,8 @@ typedef enum pl_job_op {
                                * key, any body) returns the stored event and writes
                                * nothing. Mentions are resolved (invariant 7). Errors:
                                * ENOTFOUND (not a member, or reply_to is no event the
-                               * sender may see), EINVAL (reply_to is not a message),
+                               * sender may see), EINVAL (reply_to is not a message;
+                               * PostgreSQL: the body is not UTF-8, as for EDIT),
                                * EGONE (reply_to deleted), EFORBID (@all/@here by a
                                * non-admin in a group above opts.large_group). */
     PL_JOB_MESSAGE_EDIT,      /* in: conv, user, seq (target), body, body_len. Author
@@ -287,10 +306,25 @@ typedef enum pl_job_op {
     PL_READ_PINS,             /* in: conv, user. out: events: the pinned messages the
                                * user may see, current form, most recently pinned
                                * first (ENOTFOUND for non-members).            */
-    PL_READ_MENTIONS          /* in: conv, user, after, limit. out: events: MESSAGEs
+    PL_READ_MENTIONS,         /* in: conv, user, after, limit. out: events: MESSAGEs
                                * with seq > after that mention user or reply to its
                                * messages (invariant 7), visible to it, ascending,
                                * current form, at most limit; more.            */
+    PL_READ_SEARCH,           /* full-text search (invariant 8). in: user, query (the
+                               * words; PL_STORE_QUERY_MAX bytes at most), conv (0: any),
+                               * peer (sender; 0: any), after/before (ts bounds in ms:
+                               * after <= ts < before; 0: none), cursor (0: from the
+                               * newest; else only ids below it), flags
+                               * PL_READ_MENTIONS_ME, limit (1..PL_STORE_SEARCH_MAX).
+                               * out: events (MESSAGEs in their current form, newest
+                               * id first, each with e.conv set), snippets[nevents],
+                               * more, and out_id = the cursor of the next page (the
+                               * last result's id) when more. EINVAL: query too long. */
+    PL_READ_USER_SEARCH       /* in: user (asker), query (PL_STORE_QUERY_MAX bytes),
+                               * limit (1..PL_STORE_SEARCH_MAX). out: users/nusers: the
+                               * asker and users sharing a conversation with it whose
+                               * username contains query (case-insensitive), names
+                               * starting with it first, then by name.        */
 } pl_job_op;
 
 #define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */
@@ -298,6 +332,13 @@ typedef enum pl_job_op {
 #define PL_READ_WITH_HASH  1   /* USER_BY_NAME: also return pwhash          */
 #define PL_READ_WITH_LAST  2   /* CONV_LIST: fill conv.last                  */
 #define PL_READ_FROM_TOP   4   /* EVENTS: take the highest seqs              */
+#define PL_READ_MENTIONS_ME 8  /* SEARCH: only messages mentioning the user
+                                * or replying to it (invariant 7's rows)     */
+
+#define PL_STORE_QUERY_MAX  256 /* bytes of a search query                   */
+#define PL_STORE_SEARCH_MAX 50  /* results of one search page                */
+#define PL_STORE_SNIPPET_START '\x02' /* snippets mark each match with these  */
+#define PL_STORE_SNIPPET_END   '\x03' /* (removed from the text itself)       */
 
 static inline int pl_job_is_read(int op) { return op >= PL_READ_USER_BY_NAME; }
 
@@ -330,6 +371,8 @@ struct pl_job {
     const int64_t *members;   /* group create: other members (creator implied) */
     size_t     nmembers;
     const int64_t *ids;       /* USERS_VISIBLE, CONV_HEADS, MEMBERSHIPS    */
+    const char *query;        /* SEARCH, USER_SEARCH                       */
+    int64_t    cursor;        /* SEARCH: only event ids below it (0: none) */
     size_t     nids;
     uint8_t    hash[32];      /* login create/rotate: refresh hash (old on rotate) */
     uint8_t    hash2[32];     /* login rotate: new refresh hash            */
@@ -356,8 +399,9 @@ struct pl_job {
     pl_conv   *convs;         /* SESSION, CONV_LIST                        */
     size_t     nconvs;
     pl_conv    conv_out;      /* CONV_GET, RECEIPTS                        */
-    pl_event  *events;        /* EVENTS, RECEIPTS                          */
+    pl_event  *events;        /* EVENTS, RECEIPTS, SEARCH                  */
     size_t     nevents;
+    char     **snippets;      /* SEARCH: one per event (owned)             */
     int        more;          /* EVENTS                                    */
     int64_t   *heads;         /* CONV_HEADS, OUTBOX_TAKEOVER               */
     int64_t   *out_ids;       /* OUTBOX_TAKEOVER: conversations            */

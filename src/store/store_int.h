@@ -64,6 +64,19 @@ char *pl_store__annot(const pl_annot *a);
 /* The byte length of the first PL_STORE_PREVIEW_CHARS characters of s. */
 size_t pl_store__preview_len(const char *s, size_t len);
 
+/* ---- search (store.h invariant 8) ---------------------------------------- */
+
+#define PL_STORE_SEARCH_TERMS 32  /* words of a query that count             */
+/* The FTS5 MATCH expression of a user's query q: each whitespace-separated
+ * word holding a letter or digit becomes a quoted phrase ('"' doubled, so
+ * no FTS5 syntax gets through), the phrases ANDed; at most
+ * PL_STORE_SEARCH_TERMS of them. Returns their number (0: q has no word and
+ * matches nothing). cap >= 4 * PL_STORE_QUERY_MAX + 8 holds any query. */
+int   pl_store__fts5_query(const char *q, char *out, size_t cap);
+/* The username search key of q: ASCII lower-cased (usernames are stored in
+ * lower case), cut to PL_STORE_QUERY_MAX bytes. */
+void  pl_store__name_query(const char *q, char out[PL_STORE_QUERY_MAX + 1]);
+
 /* The slot of the pair (a, b) in an open-addressing table of cap entries
  * (a power of two). */
 size_t pl_store__slot(int64_t a, int64_t b, size_t cap);

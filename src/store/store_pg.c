@@ -248,6 +248,27 @@ static const char *const migrations[] = {
     "  PRIMARY KEY(conv_id, user_id, seq));"
     "CREATE INDEX mentions_seq ON mentions(conv_id, seq);"
     "ALTER TABLE members ADD COLUMN notify SMALLINT NOT NULL DEFAULT 0;",
+    /* 2 -> 3: refresh-token reuse detection (protocol.md "Refresh token
+     * reuse"): the hash a rotation replaced and when */
+    "ALTER TABLE logins ADD COLUMN IF NOT EXISTS prev_hash BYTEA,"
+    "  ADD COLUMN IF NOT EXISTS rotated BIGINT NOT NULL DEFAULT 0;",
+    /* 3 -> 4: full-text search (store.h invariant 8): a GIN index over the
+     * 'simple' text search vector of every MESSAGE body (no stemming, no
+     * stop words: the same for every language). An expression index, so
+     * the writer's statements are unchanged and an edit or a delete
+     * (body erased: out of the partial index) is reflected in the same
+     * transaction; building it indexes the existing messages. The wrapper
+     * is IMMUTABLE (convert_from is only STABLE: the bodies' encoding is
+     * fixed: the writer accepts UTF-8 bodies only), leaves a body with a
+     * NUL out (NULL: text cannot hold it) and blanks the snippet markers
+     * \x02 and \x03. */
+    "CREATE OR REPLACE FUNCTION parley_body_tsv(b bytea) RETURNS tsvector"
+    "  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$"
+    "  SELECT CASE WHEN position('\\x00'::bytea IN b) = 0 THEN"
+    "  to_tsvector('simple'::regconfig, translate(convert_from(b, 'UTF8'), E'\\x02\\x03', '  ')) END"
+    "  $f$;"
+    "CREATE INDEX IF NOT EXISTS events_fts ON events USING gin (parley_body_tsv(body))"
+    "  WITH (fastupdate = off) WHERE kind = 2 AND body IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -269,7 +290,8 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_LOGIN_INSERT] = "INSERT INTO logins(user_id, refresh_hash, expires, revoked, created)"
                        " SELECT $1::bigint, $2::bytea, $3::bigint, 0, $4::bigint"
                        " WHERE EXISTS (SELECT 1 FROM users WHERE id = $1::bigint) RETURNING id",
-    [W_LOGIN_ROTATE] = "UPDATE logins SET refresh_hash = $1::bytea, expires = $2::bigint"
+    [W_LOGIN_ROTATE] = "UPDATE logins SET prev_hash = refresh_hash, rotated = $4::bigint,"
+                       " refresh_hash = $1::bytea, expires = $2::bigint"
                        " WHERE id = $3::bigint AND revoked = 0 AND expires > $4::bigint"
                        " AND refresh_hash = $5::bytea",
     [W_LOGIN_REVOKE] = "UPDATE logins SET revoked = 1 WHERE id = $1::bigint",
@@ -479,7 +501,8 @@ const char *const pg_r_sql[R__COUNT] = {
     [R_ROLLBACK]     = "ROLLBACK",
     [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = $1::text",
     [R_USER_BY_ID]   = "SELECT id, username, pwhash, last_seen FROM users WHERE id = $1::bigint",
-    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked FROM logins WHERE id = $1::bigint",
+    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked, prev_hash, rotated"
+                       " FROM logins WHERE id = $1::bigint",
     [R_CONV_LIST]    = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
                        " WHERE m.user_id = $1::bigint ORDER BY c.last_ts DESC, c.id DESC",
@@ -551,6 +574,27 @@ const char *const pg_r_sql[R__COUNT] = {
                        "   AND e.pinned_ts > 0)" REACT_ORDER,
     /* $1 conv, $2 viewer, $3 after, $4 limit: as R_EVENTS_ASC_AS, over the
      * viewer's mention rows (taken first, by their key, then joined) */
+    /* $1 user, $2 query text, $3 below this id, $4 conv (0: any), $5 sender
+     * (0: any), $6 <= ts < $7, $8 mentions of $1 only, $9 limit. Membership
+     * and joined_seq are part of the join (store.h invariant 8). */
+    [R_SEARCH]       = "SELECT e.conv_id, ts_headline('simple'::regconfig,"
+                       "   translate(convert_from(e.body, 'UTF8'), E'\\x02\\x03', '  '), q.q,"
+                       "   'StartSel=\x02, StopSel=\x03, MaxWords=24, MinWords=12, ShortWord=0'), " EV_COLUMNS
+                       " FROM plainto_tsquery('simple'::regconfig, translate($2::text, E'\\x02\\x03', '  '))"
+                       "   AS q(q), events e"
+                       " JOIN members m ON m.conv_id = e.conv_id AND m.user_id = $1::bigint"
+                       "   AND e.seq >= m.joined_seq" EV_PARENT
+                       " WHERE e.kind = 2 AND e.body IS NOT NULL AND parley_body_tsv(e.body) @@ q.q"
+                       "   AND e.id < $3::bigint AND ($4::bigint = 0 OR e.conv_id = $4::bigint)"
+                       "   AND e.deleted_ts = 0 AND ($5::bigint = 0 OR e.sender = $5::bigint)"
+                       "   AND e.ts >= $6::bigint AND e.ts < $7::bigint"
+                       "   AND (NOT $8::bool OR EXISTS (SELECT 1 FROM mentions x WHERE x.conv_id = e.conv_id"
+                       "     AND x.user_id = $1::bigint AND x.seq = e.seq))"
+                       " ORDER BY e.id DESC LIMIT $9::int",
+    [R_USER_SEARCH]  = "SELECT id, username, last_seen FROM users WHERE strpos(username, $2::text) > 0"
+                       " AND (id = $1::bigint OR id IN (SELECT b.user_id FROM members a JOIN members b"
+                       "   ON b.conv_id = a.conv_id WHERE a.user_id = $1::bigint))"
+                       " ORDER BY strpos(username, $2::text) > 1, username COLLATE \"C\" LIMIT $3::int",
     [R_MENTIONS]     = "SELECT m.joined_seq, " EV_COLUMNS_V " FROM members m LEFT JOIN LATERAL"
                        " (SELECT " EV_COLUMNS " FROM (SELECT x.seq FROM mentions x WHERE x.conv_id = $1::bigint"
                        "     AND x.user_id = $2::bigint AND x.seq > greatest($3::bigint, m.joined_seq - 1)"

@@ -181,7 +181,7 @@ static int mentions_queue(pg_store *s, int64_t conv, int64_t seq, int64_t author
 /* ---- the actions ------------------------------------------------------------------ */
 
 static int job_edit(pg_store *s, pl_job *j, int64_t now) {
-    if (!j->body || j->body_len > INT_MAX) return PL_STORE_EINVAL;
+    if (!j->body || j->body_len > INT_MAX || !pg_utf8_ok_n(j->body, j->body_len)) return PL_STORE_EINVAL;
     char names[PL_STORE_MENTIONS_MAX][33];
     int all = 0;
     int nn = pl_store__mentions_parse(j->body, j->body_len, names, PL_STORE_MENTIONS_MAX, &all);

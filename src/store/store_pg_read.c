@@ -101,6 +101,10 @@ static void login_row(const PGresult *res, pl_login *out) {
     free(h);
     out->expires = pg_i64(res, 0, 3);
     out->revoked = (int)pg_i64(res, 0, 4);
+    h = pg_bytea(res, 0, 5, &n);
+    if (h && n == sizeof out->prev_hash) memcpy(out->prev_hash, h, n);
+    free(h);
+    out->rotated = pg_i64(res, 0, 6);
 }
 
 /* Columns of CONV_COLUMNS (store_pg.c). */
@@ -431,6 +435,64 @@ static int r_users_visible(pg_reader *r, pl_job *j) {
     return PL_STORE_OK;
 }
 
+/* Invariant 8 of store.h: one statement; membership and joined_seq are in
+ * its join. Each result gets its current form but its reactions (as in
+ * the SQLite backend). */
+static int r_search(pg_reader *r, pl_job *j) {
+    if (!j->query || strlen(j->query) > PL_STORE_QUERY_MAX) return PL_STORE_EINVAL;
+    if (!pg_utf8_ok(j->query)) return PL_STORE_EINVAL;
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_SEARCH_MAX ? PL_STORE_SEARCH_MAX : j->limit;
+    pg_params p = {0};
+    pg_param_i64(&p, j->user);
+    pg_param_text(&p, j->query);
+    pg_param_i64(&p, j->cursor > 0 ? j->cursor : INT64_MAX);
+    pg_param_i64(&p, j->conv);
+    pg_param_i64(&p, j->peer);
+    pg_param_i64(&p, j->after > 0 ? j->after : 0);
+    pg_param_i64(&p, j->before > 0 ? j->before : INT64_MAX);
+    pg_param_text(&p, (j->flags & PL_READ_MENTIONS_ME) ? "true" : "false");
+    pg_param_i64(&p, limit + 1);
+    int rc;
+    PGresult *res = r_query(r, R_SEARCH, &p, &rc);
+    if (!res) return rc;
+    int rows = PQntuples(res);
+    size_t len = (size_t)(rows > limit ? limit : rows);
+    j->more = rows > limit;
+    if (!len) return PL_STORE_OK;
+    j->events = pl_malloc(len * sizeof *j->events);
+    j->snippets = pl_calloc(len, sizeof *j->snippets);
+    for (size_t i = 0; i < len; i++) {
+        event_row(res, (int)i, 2, pg_i64(res, (int)i, 0), NULL, &j->events[i]);
+        j->snippets[i] = pg_text(res, (int)i, 1, NULL);
+        if (!j->snippets[i]) j->snippets[i] = pl_strdup("");
+    }
+    j->nevents = len;
+    if (j->more) j->out_id = (int64_t)j->events[len - 1].id;
+    return PL_STORE_OK;
+}
+
+static int r_user_search(pg_reader *r, pl_job *j) {
+    if (!j->query || strlen(j->query) > PL_STORE_QUERY_MAX || !pg_utf8_ok(j->query)) return PL_STORE_EINVAL;
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_SEARCH_MAX ? PL_STORE_SEARCH_MAX : j->limit;
+    char key[PL_STORE_QUERY_MAX + 1];
+    pl_store__name_query(j->query, key);
+    pg_params p = {0};
+    pg_param_i64(&p, j->user);
+    pg_param_text(&p, key);
+    pg_param_i64(&p, limit);
+    int rc;
+    PGresult *res = r_query(r, R_USER_SEARCH, &p, &rc);
+    if (!res) return rc;
+    j->users = pl_calloc((size_t)limit, sizeof *j->users);
+    for (int row = 0; row < PQntuples(res) && row < limit; row++) {
+        pl_user *u = &j->users[j->nusers++];
+        u->id = pg_i64(res, row, 0);
+        snprintf(u->username, sizeof u->username, "%s", PQgetvalue(res, row, 1));
+        u->last_seen = pg_i64(res, row, 2);
+    }
+    return PL_STORE_OK;
+}
+
 static int r_conv_heads(pg_reader *r, pl_job *j) {
     j->heads = pl_calloc(j->nids ? j->nids : 1, sizeof *j->heads);
     if (!j->nids) return PL_STORE_OK;
@@ -489,6 +551,8 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_MEMBERSHIPS:   return r_memberships(r, j);
     case PL_READ_PINS:          return r_pins(r, j);
     case PL_READ_MENTIONS:      return r_mentions(r, j);
+    case PL_READ_SEARCH:        return r_search(r, j);
+    case PL_READ_USER_SEARCH:   return r_user_search(r, j);
     default:                    return PL_STORE_EINVAL;
     }
 }

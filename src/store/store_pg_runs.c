@@ -89,7 +89,7 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         pl_job *j = jobs[i];
         x[i].dup_row = x[i].pair = x[i].parent_row = -1;
         x[i].done = x[i].name_at = x[i].nnames = x[i].all = 0;
-        if (!j->body || j->body_len > INT_MAX || j->seq < 0 ||
+        if (!j->body || j->body_len > INT_MAX || j->seq < 0 || !pg_utf8_ok_n(j->body, j->body_len) ||
             (j->client_msg_id && !pg_utf8_ok(j->client_msg_id))) {
             j->result = PL_STORE_EINVAL;
             x[i].done = 1;

@@ -66,6 +66,12 @@
  * with the same worst-case commit latency (~25 ms). */
 #define WRITER_TUNING "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;"
 
+/* Deleting from the search index (store.h invariant 8) also erases the
+ * words of the deleted body from the FTS5 b-tree at once, where the
+ * library has the option (SQLite >= 3.42); with older ones the writer
+ * rewrites the index after a batch that deleted (store_sqlite_write.c). */
+#define FTS_SECURE_DELETE "INSERT INTO events_fts(events_fts, rank) VALUES('secure-delete', 1)"
+
 /* ---- schema and migrations ---------------------------------------------- */
 
 /* migrations[v] takes a database from user_version v to v + 1. Append only. */
@@ -159,6 +165,36 @@ static const char *const migrations[] = {
     "  PRIMARY KEY(conv_id, user_id, seq)) WITHOUT ROWID;"
     "CREATE INDEX mentions_seq ON mentions(conv_id, seq);"
     "ALTER TABLE members ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;",
+    /* 4 -> 5: refresh-token reuse detection (protocol.md "Refresh token
+     * reuse"): the hash a rotation replaced and when */
+    "ALTER TABLE logins ADD COLUMN prev_hash BLOB;"
+    "ALTER TABLE logins ADD COLUMN rotated INTEGER NOT NULL DEFAULT 0;",
+    /* 5 -> 6: full-text search (store.h invariant 8). One FTS5 row per
+     * MESSAGE with a body, keyed by the event's snowflake id (so newest
+     * first is rowid order); column conv holds the token c<conversation id>
+     * so a search can intersect with the asker's conversations inside the
+     * index (store_sqlite_read.c r_search). Indexing is asynchronous: a trigger queues a
+     * new message in fts_pending inside the send's transaction and the
+     * writer indexes the queue in transactions of its own after batches
+     * (store_sqlite_write.c, sq_index); an edit takes the old text out of
+     * the index at once and queues the new, a delete (body erased) takes
+     * it out and unqueues it, both in their own transaction. The snippet
+     * markers \x02 and \x03 are blanked out of the indexed copy. Existing
+     * messages are queued (indexed after start). */
+    "CREATE VIRTUAL TABLE events_fts USING fts5(body, conv, conv_id UNINDEXED, seq UNINDEXED,"
+    "  tokenize = 'unicode61 remove_diacritics 0');"
+    "CREATE TABLE fts_pending(id INTEGER PRIMARY KEY, conv_id INTEGER NOT NULL, seq INTEGER NOT NULL);"
+    "CREATE TRIGGER events_fts_ai AFTER INSERT ON events WHEN new.kind = 2 AND new.body IS NOT NULL"
+    " BEGIN INSERT OR REPLACE INTO fts_pending(id, conv_id, seq) VALUES(new.id, new.conv_id, new.seq); END;"
+    "CREATE TRIGGER events_fts_au AFTER UPDATE OF body ON events WHEN new.kind = 2"
+    " BEGIN DELETE FROM events_fts WHERE rowid = old.id;"
+    "   DELETE FROM fts_pending WHERE id = old.id;"
+    "   INSERT INTO fts_pending(id, conv_id, seq) SELECT new.id, new.conv_id, new.seq"
+    "   WHERE new.body IS NOT NULL; END;"
+    "CREATE TRIGGER events_fts_ad AFTER DELETE ON events WHEN old.kind = 2"
+    " BEGIN DELETE FROM events_fts WHERE rowid = old.id; DELETE FROM fts_pending WHERE id = old.id; END;"
+    "INSERT OR REPLACE INTO fts_pending(id, conv_id, seq)"
+    "  SELECT id, conv_id, seq FROM events WHERE kind = 2 AND body IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -175,7 +211,8 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
     [W_LOGIN_INSERT] = "INSERT INTO logins(user_id, refresh_hash, expires, revoked, created)"
                        " VALUES(?1, ?2, ?3, 0, ?4)",
-    [W_LOGIN_ROTATE] = "UPDATE logins SET refresh_hash = ?1, expires = ?2"
+    [W_LOGIN_ROTATE] = "UPDATE logins SET prev_hash = refresh_hash, rotated = ?4,"
+                       " refresh_hash = ?1, expires = ?2"
                        " WHERE id = ?3 AND revoked = 0 AND expires > ?4 AND refresh_hash = ?5",
     [W_LOGIN_REVOKE] = "UPDATE logins SET revoked = 1 WHERE id = ?1",
     [W_CONV_BY_KEY] = "SELECT id FROM conversations WHERE direct_key = ?1",
@@ -236,6 +273,14 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_PIN_COUNT]   = "SELECT count(*) FROM events WHERE conv_id = ?1 AND pinned_ts > 0",
     [W_PIN_SET]     = "UPDATE events SET pinned_ts = ?1 WHERE conv_id = ?2 AND seq = ?3",
     [W_NOTIFY_SET]  = "UPDATE members SET notify = ?1 WHERE conv_id = ?2 AND user_id = ?3",
+    /* the search index's queue (migration 5 -> 6): the ?1 oldest entries */
+    [W_FTS_INDEX]   = "INSERT OR REPLACE INTO events_fts(rowid, body, conv, conv_id, seq)"
+                      " SELECT e.id, replace(replace(e.body, char(2), ' '), char(3), ' '), 'c' || e.conv_id,"
+                      " e.conv_id, e.seq"
+                      " FROM (SELECT conv_id, seq FROM fts_pending ORDER BY id LIMIT ?1) q"
+                      " JOIN events e ON e.conv_id = q.conv_id AND e.seq = q.seq"
+                      " WHERE e.kind = 2 AND e.body IS NOT NULL",
+    [W_FTS_DONE]    = "DELETE FROM fts_pending WHERE id IN (SELECT id FROM fts_pending ORDER BY id LIMIT ?1)",
 };
 
 /* The asking member's view of a conversation. unread follows store.h
@@ -261,7 +306,8 @@ const char *const sq_r_sql[R__COUNT] = {
     [R_COMMIT]       = "COMMIT",
     [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = ?1",
     [R_USER_BY_ID]   = "SELECT id, username, pwhash, last_seen FROM users WHERE id = ?1",
-    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked FROM logins WHERE id = ?1",
+    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked, prev_hash, rotated"
+                       " FROM logins WHERE id = ?1",
     [R_CONV_LIST]    = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
                        " WHERE m.user_id = ?1 ORDER BY c.last_ts DESC, c.id DESC",
@@ -296,6 +342,26 @@ const char *const sq_r_sql[R__COUNT] = {
     [R_REACTIONS]    = "SELECT seq, emoji, count(*), max(user_id = ?4), min(first_ts) AS f FROM reactions"
                        " WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 GROUP BY seq, emoji"
                        " ORDER BY seq, f, emoji",
+    /* ?1 user, ?2 MATCH expression, ?3 below this id, ?4 conv (0: any), ?5
+     * sender (0: any), ?6 <= ts < ?7, ?8 mentions of ?1 only, ?9 limit.
+     * Membership and joined_seq are part of the join (invariant 8). */
+    [R_SEARCH]       = "SELECT f.conv_id, snippet(events_fts, 0, char(2), char(3), '…', 24), " EVENT_COLUMNS
+                       " FROM events_fts f"
+                       " JOIN members m ON m.conv_id = f.conv_id AND m.user_id = ?1"
+                       " JOIN events e ON e.conv_id = f.conv_id AND e.seq = f.seq"
+                       " LEFT JOIN events p ON e.kind = 2 AND e.ref > 0 AND p.conv_id = e.conv_id"
+                       "   AND p.seq = e.ref"
+                       " WHERE events_fts MATCH ?2 AND f.rowid < ?3 AND (?4 = 0 OR f.conv_id = ?4)"
+                       "   AND e.seq >= m.joined_seq AND e.kind = 2 AND e.body IS NOT NULL"
+                       "   AND e.deleted_ts = 0 AND (?5 = 0 OR e.sender = ?5) AND e.ts >= ?6 AND e.ts < ?7"
+                       "   AND (?8 = 0 OR EXISTS (SELECT 1 FROM mentions x WHERE x.conv_id = e.conv_id"
+                       "     AND x.user_id = ?1 AND x.seq = e.seq))"
+                       " ORDER BY f.rowid DESC LIMIT ?9",
+    [R_USER_CONVS]   = "SELECT conv_id FROM members WHERE user_id = ?1 LIMIT ?2",
+    [R_USER_SEARCH]  = "SELECT id, username, last_seen FROM users WHERE instr(username, ?2) > 0"
+                       " AND (id = ?1 OR id IN (SELECT b.user_id FROM members a JOIN members b"
+                       "   ON b.conv_id = a.conv_id WHERE a.user_id = ?1))"
+                       " ORDER BY instr(username, ?2) > 1, username LIMIT ?3",
     [R_SHARES]       = "SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id"
                        " AND b.user_id = ?2 WHERE a.user_id = ?1 LIMIT 1",
     [R_USER_SHORT]   = "SELECT id, username, last_seen FROM users WHERE id = ?1",
@@ -481,6 +547,7 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     s->nreaders = o->readers > 0 ? o->readers : SQ_READERS;
     s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
     pl_idgen_init(&s->ids, s->base.node_id);
+    s->fts_pending = 1;             /* a previous run may have left some */
     if (lock_dir(s, dir, err, errlen) != 0) {
         sq_free(s);
         return PL_STORE_EUNAVAIL;
@@ -500,7 +567,9 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
         snprintf(err, errlen, "cannot tune the write connection");
     else if (migrate(s->wdb, err, errlen) != 0)
         ;
-    else if (prepare_all(s->wdb, sq_w_sql, s->w, W__COUNT) != 0)
+    /* SQLite < 3.42 has no secure-delete for FTS5 (docs/design.md "Search") */
+    else if ((s->fts_secure = sqlite3_exec(s->wdb, FTS_SECURE_DELETE, NULL, NULL, NULL) == SQLITE_OK),
+             prepare_all(s->wdb, sq_w_sql, s->w, W__COUNT) != 0)
         snprintf(err, errlen, "cannot prepare statements");
     for (int i = 0; !err[0] && i < s->nreaders; i++) {
         sq_reader *r = &s->readers[i];
@@ -523,6 +592,9 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
         .wctx = s,
         .rctx = rctx,
         .run_batch = sq_run_batch,
+        .idle = sq_index_idle,
+        .idle_ms = SQ_INDEX_EVERY_MS,
+        .after_batch = sq_index_after_batch,
         .run_read = sq_run_read,
         .notify = o->notify,
         .notify_arg = o->notify_arg,

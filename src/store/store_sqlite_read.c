@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/buf.h"
 #include "../core/log.h"
 
 #define RD_ERR(rc) ((rc) == SQLITE_DONE ? PL_STORE_ENOTFOUND : PL_STORE_EUNAVAIL)
@@ -60,6 +61,10 @@ static int r_login(sq_reader *r, int64_t id, pl_login *out) {
             memcpy(out->refresh_hash, h, sizeof out->refresh_hash);
         out->expires = sqlite3_column_int64(st, 3);
         out->revoked = sqlite3_column_int(st, 4);
+        const void *ph = sqlite3_column_blob(st, 5);
+        if (ph && sqlite3_column_bytes(st, 5) == (int)sizeof out->prev_hash)
+            memcpy(out->prev_hash, ph, sizeof out->prev_hash);
+        out->rotated = sqlite3_column_int64(st, 6);
     }
     sqlite3_reset(st);
     return rc == SQLITE_ROW ? PL_STORE_OK : RD_ERR(rc);
@@ -446,6 +451,129 @@ static int r_memberships(sq_reader *r, pl_job *j) {
     return PL_STORE_OK;
 }
 
+/* Invariant 8 of store.h: one statement; membership and joined_seq are in
+ * its join. Each result gets its current form but its reactions (those are
+ * per conversation; a client that shows the message reads them there). */
+static int r_search(sq_reader *r, pl_job *j) {
+    if (!j->query || strlen(j->query) > PL_STORE_QUERY_MAX) return PL_STORE_EINVAL;
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_SEARCH_MAX ? PL_STORE_SEARCH_MAX : j->limit;
+    char words[4 * PL_STORE_QUERY_MAX + 8];
+    if (pl_store__fts5_query(j->query, words, sizeof words) == 0) return PL_STORE_OK;  /* no word */
+    /* The words in the body; and, where the asker's conversations are few,
+     * the conversation token (column conv) of one of them: FTS5 intersects
+     * the lists instead of the join rejecting other conversations' matches
+     * one by one (membership is still the join's). */
+    pl_sbuf match;
+    pl_sbuf_init(&match);
+    pl_sbuf_printf(&match, "{body}: (%s)", words);
+    if (j->conv > 0) {
+        pl_sbuf_printf(&match, " AND conv: c%lld", (long long)j->conv);
+    } else {
+        sqlite3_stmt *cs = r->r[R_USER_CONVS];
+        sqlite3_bind_int64(cs, 1, j->user);
+        sqlite3_bind_int(cs, 2, SQ_SEARCH_CONVS + 1);
+        int64_t cv[SQ_SEARCH_CONVS + 1];
+        int nc = 0, crc;
+        while ((crc = sqlite3_step(cs)) == SQLITE_ROW && nc <= SQ_SEARCH_CONVS) cv[nc++] = sqlite3_column_int64(cs, 0);
+        sqlite3_reset(cs);
+        if (crc != SQLITE_ROW && crc != SQLITE_DONE) {
+            pl_sbuf_release(&match);
+            return PL_STORE_EUNAVAIL;
+        }
+        if (nc == 0) {                                   /* a member of nothing */
+            pl_sbuf_release(&match);
+            return PL_STORE_OK;
+        }
+        if (nc <= SQ_SEARCH_CONVS) {
+            pl_sbuf_adds(&match, " AND conv: (");
+            for (int i = 0; i < nc; i++) pl_sbuf_printf(&match, "%sc%lld", i ? " OR " : "", (long long)cv[i]);
+            pl_sbuf_addc(&match, ')');
+        }
+    }
+    sqlite3_stmt *st = r->r[R_SEARCH];
+    sqlite3_bind_int64(st, 1, j->user);
+    sqlite3_bind_text(st, 2, match.p, (int)match.len, SQLITE_TRANSIENT);
+    pl_sbuf_release(&match);
+    sqlite3_bind_int64(st, 3, j->cursor > 0 ? j->cursor : INT64_MAX);
+    sqlite3_bind_int64(st, 4, j->conv);
+    sqlite3_bind_int64(st, 5, j->peer);
+    sqlite3_bind_int64(st, 6, j->after > 0 ? j->after : 0);
+    sqlite3_bind_int64(st, 7, j->before > 0 ? j->before : INT64_MAX);
+    sqlite3_bind_int(st, 8, (j->flags & PL_READ_MENTIONS_ME) != 0);
+    sqlite3_bind_int(st, 9, limit + 1);
+    pl_event *list = NULL;
+    ev_extra *xs = NULL;
+    char **snips = NULL;
+    size_t len = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == (size_t)limit) {
+            j->more = 1;
+            break;
+        }
+        if (!list) {
+            list = pl_malloc((size_t)limit * sizeof *list);
+            xs = pl_malloc((size_t)limit * sizeof *xs);
+            snips = pl_calloc((size_t)limit, sizeof *snips);
+        }
+        event_row_x(st, 2, sqlite3_column_int64(st, 0), &list[len], &xs[len]);
+        snips[len] = sq_col_text(st, 1, NULL);
+        if (!snips[len]) snips[len] = pl_strdup("");
+        len++;
+    }
+    sqlite3_reset(st);
+    int bad = rc != SQLITE_ROW && rc != SQLITE_DONE;
+    for (size_t i = 0; i < len; i++) {     /* the current form but reactions */
+        ev_extra *x = &xs[i];
+        pl_event *e = &list[i];
+        pl_annot a = {.edited_ts = x->edited_ts, .deleted = x->deleted_ts > 0, .pinned = x->pinned_ts > 0};
+        if (e->ref > 0) {
+            a.reply_seq = e->ref;
+            a.reply_deleted = !x->has_parent || x->p_deleted > 0 || !x->p_body;
+            a.reply_sender = x->p_sender;
+            a.reply_body = x->p_body;
+            a.reply_len = x->p_len;
+        }
+        if (!bad) e->annot = pl_store__annot(&a);
+        free(x->p_body);
+    }
+    free(xs);
+    if (bad) {
+        for (size_t i = 0; i < len; i++) free(snips[i]);
+        free(snips);
+        pl_event_list_free(list, len);
+        j->more = 0;
+        return PL_STORE_EUNAVAIL;
+    }
+    j->events = list;
+    j->nevents = len;
+    j->snippets = snips;
+    if (j->more && len) j->out_id = (int64_t)list[len - 1].id;
+    return PL_STORE_OK;
+}
+
+static int r_user_search(sq_reader *r, pl_job *j) {
+    if (!j->query || strlen(j->query) > PL_STORE_QUERY_MAX) return PL_STORE_EINVAL;
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_SEARCH_MAX ? PL_STORE_SEARCH_MAX : j->limit;
+    char key[PL_STORE_QUERY_MAX + 1];
+    pl_store__name_query(j->query, key);
+    sqlite3_stmt *st = r->r[R_USER_SEARCH];
+    sqlite3_bind_int64(st, 1, j->user);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, limit);
+    j->users = pl_calloc((size_t)limit, sizeof *j->users);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && j->nusers < (size_t)limit) {
+        pl_user *u = &j->users[j->nusers++];
+        u->id = sqlite3_column_int64(st, 0);
+        const unsigned char *name = sqlite3_column_text(st, 1);
+        snprintf(u->username, sizeof u->username, "%s", name ? (const char *)name : "");
+        u->last_seen = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
+}
+
 static int r_dispatch(sq_reader *r, pl_job *j) {
     switch (j->op) {
     case PL_READ_USER_BY_NAME:
@@ -480,6 +608,10 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
         return r_pins(r, j);
     case PL_READ_MENTIONS:
         return r_mentions(r, j);
+    case PL_READ_SEARCH:
+        return r_search(r, j);
+    case PL_READ_USER_SEARCH:
+        return r_user_search(r, j);
     default:
         return PL_STORE_EINVAL;
     }

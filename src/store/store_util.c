@@ -290,3 +290,45 @@ char *pl_store__annot(const pl_annot *a) {
     t[n - 2] = '\0';
     return t;
 }
+
+/* ---- search (store.h invariant 8) --------------------------------------------- */
+
+static int word_byte(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
+}
+
+int pl_store__fts5_query(const char *q, char *out, size_t cap) {
+    size_t o = 0;
+    int n = 0;
+    out[0] = '\0';
+    const char *p = q;
+    while (*p && n < PL_STORE_SEARCH_TERMS) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v') p++;
+        const char *s = p;
+        int word = 0;
+        while (*p && !(*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')) {
+            word |= word_byte((unsigned char)*p);
+            p++;
+        }
+        if (!word) continue;
+        /* worst case: '"' doubled, two quotes and a space */
+        if (o + 2 * (size_t)(p - s) + 4 > cap) break;
+        if (n) out[o++] = ' ';
+        out[o++] = '"';
+        for (const char *c = s; c < p; c++) {
+            if (*c == '"') out[o++] = '"';
+            out[o++] = *c == PL_STORE_SNIPPET_START || *c == PL_STORE_SNIPPET_END ? ' ' : *c;
+        }
+        out[o++] = '"';
+        out[o] = '\0';
+        n++;
+    }
+    return n;
+}
+
+void pl_store__name_query(const char *q, char out[PL_STORE_QUERY_MAX + 1]) {
+    size_t i = 0;
+    for (; q[i] && i < PL_STORE_QUERY_MAX; i++)
+        out[i] = (q[i] >= 'A' && q[i] <= 'Z') ? (char)(q[i] - 'A' + 'a') : q[i];
+    out[i] = '\0';
+}

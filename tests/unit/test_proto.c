@@ -473,3 +473,66 @@ TEST(proto_encode_ok_and_annotated_event) {
     for (int k = PL_EV_EDIT; k <= PL_EV_PIN; k++) CHECK_STR(pl_proto_kind_name(k), kinds[k - PL_EV_EDIT]);
     pl_sbuf_release(&s);
 }
+
+TEST(proto_search) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"search\",\"req\":1,\"q\":\"h\\u00e9llo world\",\"conversation\":5,\"sender\":7,"
+                    "\"after\":10,\"before\":20,\"mentions\":true,\"cursor\":\"9223372036854775807\",\"limit\":3}",
+                    &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_SEARCH);
+    CHECK_STR(m.search.q, "h\xc3\xa9llo world");
+    CHECK_EQ(m.search.q_len, 12);
+    CHECK_EQ(m.search.conv, 5);
+    CHECK_EQ(m.search.sender, 7);
+    CHECK_EQ(m.search.after, 10);
+    CHECK_EQ(m.search.before, 20);
+    CHECK_EQ(m.search.mentions, 1);
+    CHECK_EQ(m.search.cursor, INT64_MAX);
+    CHECK_EQ(m.search.limit, 3);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"search\",\"q\":\"x\",\"cursor\":null,\"mentions\":null}", &m, &e), 0);
+    CHECK_EQ(m.search.limit, PL_PROTO_SEARCH_LIMIT);
+    CHECK_EQ(m.search.cursor, 0);
+    CHECK_EQ(m.search.mentions, 0);
+    pl_msg_release(&m);
+    char big[400];
+    snprintf(big, sizeof big, "{\"type\":\"search\",\"q\":\"%0257d\"}", 0);
+    const char *const bad[] = {
+        "{\"type\":\"search\"}", "{\"type\":\"search\",\"q\":\"\"}", "{\"type\":\"search\",\"q\":\" \\t\"}",
+        "{\"type\":\"search\",\"q\":\"a\\u0000b\"}", "{\"type\":\"search\",\"q\":7}",
+        "{\"type\":\"search\",\"q\":\"a\",\"limit\":0}", "{\"type\":\"search\",\"q\":\"a\",\"limit\":51}",
+        "{\"type\":\"search\",\"q\":\"a\",\"after\":5,\"before\":5}",
+        "{\"type\":\"search\",\"q\":\"a\",\"after\":-1}", "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"0\"}",
+        "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"9223372036854775808\"}",
+        "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"12a\"}", "{\"type\":\"search\",\"q\":\"a\",\"cursor\":12}",
+        "{\"type\":\"search\",\"q\":\"a\",\"mentions\":1}", "{\"type\":\"search\",\"q\":\"a\",\"sender\":\"x\"}",
+        big};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ(decode(bad[i], &m, &e), -1);
+        CHECK_STR(e.code, "bad_request");
+        pl_msg_release(&m);
+    }
+    big[strlen(big) - 3] = '\0';                           /* 256 bytes: fine */
+    strcat(big, "\"}");
+    CHECK_EQ(decode(big, &m, &e), 0);
+    CHECK_EQ(m.search.q_len, 256);
+    pl_msg_release(&m);
+    /* invalid UTF-8 (REST decodes %xx into arbitrary bytes) */
+    pl_search_args a = {.q = "a\xff", .q_len = 2};
+    CHECK_EQ(pl_proto_search_check(&a, &e), -1);
+    /* the answer */
+    pl_event ev = {.conv = 3, .seq = 4, .id = 99, .ts = 5, .kind = PL_EV_MESSAGE, .sender = 6, .body = "a b"};
+    char *snip[] = {"a \x02" "b\x03"};
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_proto_search_results(&s, &ev, snip, 1, 99);
+    CHECK(strstr(s.p, "\"snippet\":\"a \\u0002b\\u0003\"") != NULL);
+    CHECK(strstr(s.p, "\"next_cursor\":\"99\"") != NULL);
+    CHECK(strncmp(s.p, "\"results\":[{\"conversation\":3,\"seq\":4,", 37) == 0);
+    s.len = 0;
+    pl_proto_search_results(&s, NULL, NULL, 0, 0);
+    CHECK_EQ(s.len, strlen("\"results\":[],\"next_cursor\":null"));
+    CHECK(memcmp(s.p, "\"results\":[],\"next_cursor\":null", s.len) == 0);
+    pl_sbuf_release(&s);
+}

@@ -13,6 +13,7 @@
 #include "store/store.h"
 
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -347,7 +348,8 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 4);          /* migrations: base schema, last_seen, counters, actions */
+    CHECK_EQ(version, 6);          /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+                                    * search */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -460,6 +462,70 @@ TEST(store_login_lifecycle) {
     t_init(&t, &j, PL_JOB_LOGIN_REVOKE);
     j.id = 12345;
     CHECK_EQ(t_run1(&t, &j), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
+/* Reuse detection (protocol.md "Refresh token reuse"): a rotation keeps
+ * the hash it replaced and when; a refused rotation changes nothing. */
+TEST(store_login_rotation_keeps_previous) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice");
+    int64_t far = 4102444800000LL;
+    pl_job j;
+    t_init(&t, &j, PL_JOB_LOGIN_CREATE);
+    j.user = a;
+    memset(j.hash, 0x11, 32);
+    j.expires = far;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    int64_t login = j.out_id;
+    pl_login l;
+    static const uint8_t zero[32];
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
+    CHECK(memcmp(l.prev_hash, zero, 32) == 0);       /* never rotated */
+    CHECK_EQ(l.rotated, 0);
+
+    int64_t before = (int64_t)time(NULL) * 1000 - 2000;
+    t_init(&t, &j, PL_JOB_LOGIN_ROTATE);
+    j.id = login;
+    memset(j.hash, 0x11, 32);
+    memset(j.hash2, 0x33, 32);
+    j.expires = far;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    int64_t after = (int64_t)time(NULL) * 1000 + 2000;
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
+    CHECK_EQ(l.refresh_hash[0], 0x33);
+    CHECK_EQ(l.prev_hash[0], 0x11);
+    CHECK_EQ(l.prev_hash[31], 0x11);
+    CHECK(l.rotated >= before && l.rotated <= after);
+    int64_t rotated = l.rotated;
+
+    /* a refused rotation (the old hash again) leaves both as they are */
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
+    CHECK_EQ(l.refresh_hash[0], 0x33);
+    CHECK_EQ(l.prev_hash[0], 0x11);
+    CHECK_EQ(l.rotated, rotated);
+
+    /* the next rotation remembers only the hash it replaced */
+    t_init(&t, &j, PL_JOB_LOGIN_ROTATE);
+    j.id = login;
+    memset(j.hash, 0x33, 32);
+    memset(j.hash2, 0x55, 32);
+    j.expires = far;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
+    CHECK_EQ(l.refresh_hash[0], 0x55);
+    CHECK_EQ(l.prev_hash[0], 0x33);
+    CHECK(l.rotated >= rotated);
+
+    /* revoking keeps them readable (the refresh handler answers 401 either way) */
+    t_init(&t, &j, PL_JOB_LOGIN_REVOKE);
+    j.id = login;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
+    CHECK_EQ(l.revoked, 1);
+    CHECK_EQ(l.prev_hash[0], 0x33);
     t_finish(&t);
 }
 
@@ -2037,5 +2103,517 @@ TEST(store_reply_targets) {
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, c, NULL), PL_STORE_OK);       /* 4 */
     CHECK_EQ(t_say(&t, g, c, "to before me", 2, NULL, NULL), PL_STORE_ENOTFOUND);
     CHECK_EQ(t_last_seq(&t, g, a), 4);
+    t_finish(&t);
+}
+
+/* ---- search (store.h invariant 8) ---------------------------------------- */
+
+/* Runs PL_READ_SEARCH; the caller releases j's outputs. */
+static int t_search(tstore *t, pl_job *j, int64_t user, const char *q, int64_t conv, int64_t sender,
+                    int64_t after, int64_t before, int flags, int64_t cursor, int limit) {
+    t_init(t, j, PL_READ_SEARCH);
+    j->user = user;
+    j->query = q;
+    j->conv = conv;
+    j->peer = sender;
+    j->after = after;
+    j->before = before;
+    j->flags = flags;
+    j->cursor = cursor;
+    j->limit = limit;
+    return t_read(t, j);
+}
+
+/* The number of results of a one-page search, or a negative result. */
+static int t_hits(tstore *t, int64_t user, const char *q, int64_t conv) {
+    pl_job j;
+    int rc = t_search(t, &j, user, q, conv, 0, 0, 0, 0, 0, PL_STORE_SEARCH_MAX);
+    int n = rc ? rc : (int)j.nevents;
+    pl_job_release(&j);
+    return n;
+}
+
+/* Indexing is asynchronous in SQLite (store.h invariant 8): the number of
+ * results once it is want, or what it is after 3 s. */
+static int t_found(tstore *t, int64_t user, const char *q, int64_t conv, int want) {
+    int n = 0;
+    for (int i = 0; i < 300; i++) {
+        n = t_hits(t, user, q, conv);
+        if (n == want || n < 0) break;
+        t_sleep_ms(10);
+    }
+    return n;
+}
+
+TEST(store_search_membership_and_visibility) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid"), d = t_user(&t, "dee");
+    int64_t mb[] = {b};
+    int64_t g1 = t_group(&t, a, "one", mb, 1);
+    int64_t g2 = t_group(&t, c, "two", NULL, 0);
+    CHECK(t_say(&t, g1, a, "Apple banana pie", 0, NULL, NULL) > 0);
+    CHECK(t_say(&t, g2, c, "apple cherry tart", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, a, "apple", 0, 1), 1);
+    CHECK_EQ(t_found(&t, c, "apple", 0, 1), 1);
+    CHECK_EQ(t_found(&t, b, "APPLE", 0, 1), 1);         /* case-insensitive */
+    CHECK_EQ(t_found(&t, a, "apple", g2, 0), 0);        /* not a member: nothing, not an error */
+    CHECK_EQ(t_found(&t, d, "apple", 0, 0), 0);
+    CHECK_EQ(t_found(&t, a, "apple cherry", 0, 0), 0);  /* every word must match */
+    CHECK_EQ(t_found(&t, c, "cherry apple", 0, 1), 1);
+    pl_job j;
+    CHECK_EQ(t_search(&t, &j, a, "banana", 0, 0, 0, 0, 0, 0, 10), PL_STORE_OK);
+    CHECK_EQ(j.nevents, 1);
+    CHECK_EQ(j.events[0].conv, g1);
+    CHECK_EQ(j.events[0].kind, PL_EV_MESSAGE);
+    CHECK_EQ(j.events[0].sender, a);
+    CHECK_STR(j.events[0].body, "Apple banana pie");
+    CHECK(has(j.snippets[0], "\x02" "banana" "\x03"));
+    CHECK(!has(j.snippets[0], "\x02" "Apple"));
+    CHECK(!j.more);
+    pl_job_release(&j);
+    /* FTS syntax in a query is just text */
+    static const char *const odd[] = {"apple\"", "apple OR cherry", "NEAR(apple", "*", "(((", "apple*",
+                                      "-apple", "\"\"", "apple AND", "\x02" "apple" "\x03", "^apple"};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        int n = t_hits(&t, a, odd[i], 0);
+        CHECK(n == 0 || n == 1);
+    }
+    CHECK_EQ(t_found(&t, a, "apple\"", 0, 1), 1);
+    CHECK_EQ(t_found(&t, a, "(((", 0, 0), 0);
+    /* joined_seq: a member added later finds only what it may see */
+    CHECK(t_say(&t, g1, a, "kiwi early", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g1, a, d, NULL), PL_STORE_OK);
+    CHECK(t_say(&t, g1, a, "kiwi late", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, d, "kiwi", 0, 1), 1);
+    CHECK_EQ(t_found(&t, b, "kiwi", 0, 2), 2);
+    CHECK_EQ(t_search(&t, &j, d, "kiwi", g1, 0, 0, 0, 0, 0, 10), PL_STORE_OK);
+    CHECK(j.nevents == 1 && strcmp(j.events[0].body, "kiwi late") == 0);
+    pl_job_release(&j);
+    /* a removed member finds nothing of the conversation any more */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, g1, a, b, NULL), PL_STORE_OK);
+    CHECK_EQ(t_found(&t, b, "kiwi", 0, 0), 0);
+    CHECK_EQ(t_found(&t, b, "apple", 0, 0), 0);
+    /* bodies the index cannot read: with NUL (stored, not indexed); not
+     * UTF-8 (PostgreSQL refuses it: its index reads bodies as text) */
+    pl_job z;
+    t_send_init(&t, &z, g1, a, "nul", "x");
+    z.body = "nul\0kiwi";
+    z.body_len = 8;
+    CHECK_EQ(t_run(&t, &z, 1), 0);
+    CHECK_EQ(z.result, PL_STORE_OK);
+    pl_job_release(&z);
+    t_send_init(&t, &z, g1, a, "bad", "not \xff utf-8 kiwi");
+    CHECK_EQ(t_run(&t, &z, 1), 0);
+    CHECK_EQ(z.result, t_backend() ? PL_STORE_EINVAL : PL_STORE_OK);
+    pl_job_release(&z);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g1, a, 2, "edited \xfe", 0, NULL, NULL),
+             t_backend() ? PL_STORE_EINVAL : PL_STORE_OK);
+    /* too long a query */
+    char longq[PL_STORE_QUERY_MAX + 2];
+    memset(longq, 'x', sizeof longq - 1);
+    longq[sizeof longq - 1] = '\0';
+    CHECK_EQ(t_found(&t, a, longq, 0, PL_STORE_EINVAL), PL_STORE_EINVAL);
+    t_finish(&t);
+}
+
+TEST(store_search_edit_reindexes_delete_removes) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t mb[] = {b};
+    int64_t g = t_group(&t, a, "g", mb, 1);
+    int64_t s = t_say(&t, g, a, "original walrus text", 0, NULL, NULL);
+    CHECK(s > 0);
+    CHECK_EQ(t_found(&t, b, "walrus", 0, 1), 1);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, s, "changed narwhal text", 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_found(&t, b, "walrus", 0, 0), 0);
+    CHECK_EQ(t_found(&t, b, "original", 0, 0), 0);
+    CHECK_EQ(t_found(&t, b, "narwhal", 0, 1), 1);
+    pl_job j;
+    CHECK_EQ(t_search(&t, &j, b, "narwhal", 0, 0, 0, 0, 0, 0, 10), PL_STORE_OK);
+    CHECK_EQ(j.nevents, 1);
+    CHECK_EQ(j.events[0].seq, s);
+    CHECK_STR(j.events[0].body, "changed narwhal text");
+    CHECK(has(j.events[0].annot, "\"edited_ts\":"));
+    pl_job_release(&j);
+    /* the edit event's own text is not a second hit */
+    CHECK_EQ(t_found(&t, b, "changed", 0, 1), 1);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, a, s, NULL, 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_found(&t, b, "narwhal", 0, 0), 0);
+    CHECK_EQ(t_found(&t, a, "narwhal", 0, 0), 0);
+    CHECK_EQ(t_found(&t, a, "text", 0, 0), 0);
+    if (!t_backend()) {              /* erased from the index's bytes too (invariant 6) */
+        static const char *const files[] = {"parley.db", "parley.db-wal"};
+        for (size_t i = 0; i < 2; i++) {
+            char p[160];
+            snprintf(p, sizeof p, "%s/%s", t.dir, files[i]);
+            CHECK(!file_has(p, "narwhal"));   /* (the first text is also its client_msg_id) */
+        }
+    }
+    /* deleted or edited before an indexing pass ran: never the old text */
+    int64_t s2 = t_say(&t, g, a, "ephemeral puffin", 0, NULL, NULL);
+    int64_t s3 = t_say(&t, g, a, "draft puffin", 0, NULL, NULL);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, a, s2, NULL, 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, s3, "final gannet", 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_found(&t, b, "gannet", 0, 1), 1);
+    t_sleep_ms(250);
+    CHECK_EQ(t_hits(&t, b, "puffin", 0), 0);
+    CHECK_EQ(t_hits(&t, b, "ephemeral", 0), 0);
+    /* after a reopen too */
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    CHECK_EQ(t_found(&t, a, "narwhal", 0, 0), 0);
+    CHECK(t_say(&t, g, b, "fresh narwhal", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, a, "narwhal", 0, 1), 1);
+    t_finish(&t);
+}
+
+TEST(store_search_filters_and_paging) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bobby");
+    int64_t mb[] = {b};
+    int64_t g = t_group(&t, a, "g", mb, 1);
+    int64_t g2 = t_group(&t, a, "h", mb, 1);
+    enum { N = 25 };
+    int64_t ts[N];
+    int mentions = 0, by_b = 0;
+    for (int i = 0; i < N; i++) {
+        char body[64];
+        int ment = i % 4 == 0;
+        snprintf(body, sizeof body, "%scommon word %d", ment ? "@bobby " : "", i);
+        int64_t who = i % 3 == 0 ? b : a;
+        int64_t conv = i % 5 == 0 ? g2 : g;
+        pl_job j;
+        t_send_init(&t, &j, conv, who, body, body);
+        CHECK_EQ(t_run(&t, &j, 1), 0);
+        CHECK_EQ(j.result, PL_STORE_OK);
+        ts[i] = j.event.ts;
+        pl_job_release(&j);
+        mentions += ment && who == a;
+        by_b += who == b;
+        t_sleep_ms(2);
+    }
+    CHECK_EQ(t_found(&t, a, "common", 0, N), N);
+    /* sender */
+    pl_job j;
+    CHECK_EQ(t_search(&t, &j, a, "common", 0, b, 0, 0, 0, 0, 50), PL_STORE_OK);
+    CHECK_EQ(j.nevents, by_b);
+    for (size_t i = 0; i < j.nevents; i++) CHECK_EQ(j.events[i].sender, b);
+    pl_job_release(&j);
+    /* conversation */
+    CHECK_EQ(t_search(&t, &j, a, "common", g2, 0, 0, 0, 0, 0, 50), PL_STORE_OK);
+    CHECK_EQ(j.nevents, 5);
+    for (size_t i = 0; i < j.nevents; i++) CHECK_EQ(j.events[i].conv, g2);
+    pl_job_release(&j);
+    /* mentions of bobby (by alice; its own @bobby is no mention) */
+    CHECK_EQ(t_search(&t, &j, b, "common", 0, 0, 0, 0, PL_READ_MENTIONS_ME, 0, 50), PL_STORE_OK);
+    CHECK_EQ(j.nevents, mentions);
+    for (size_t i = 0; i < j.nevents; i++) CHECK(has(j.events[i].body, "@bobby"));
+    pl_job_release(&j);
+    CHECK_EQ(t_search(&t, &j, a, "common", 0, 0, 0, 0, PL_READ_MENTIONS_ME, 0, 50), PL_STORE_OK);
+    CHECK_EQ(j.nevents, 0);
+    pl_job_release(&j);
+    /* time range: after <= ts < before */
+    int want = 0;
+    for (int i = 0; i < N; i++) want += ts[i] >= ts[8] && ts[i] < ts[19];
+    CHECK_EQ(t_search(&t, &j, a, "common", 0, 0, ts[8], ts[19], 0, 0, 50), PL_STORE_OK);
+    CHECK_EQ(j.nevents, want);
+    for (size_t i = 0; i < j.nevents; i++) CHECK(j.events[i].ts >= ts[8] && j.events[i].ts < ts[19]);
+    pl_job_release(&j);
+    /* pages of 7, newest first: no duplicates, no gaps, even with sends in between */
+    uint64_t seen[N];
+    size_t nseen = 0;
+    int64_t cursor = 0;
+    int pages = 0;
+    for (;;) {
+        CHECK_EQ(t_search(&t, &j, a, "common", 0, 0, 0, 0, 0, cursor, 7), PL_STORE_OK);
+        pages++;
+        for (size_t i = 0; i < j.nevents; i++) {
+            CHECK(nseen < N);
+            if (nseen) CHECK(j.events[i].id < seen[nseen - 1]);
+            seen[nseen++] = j.events[i].id;
+        }
+        int more = j.more;
+        if (more) CHECK_EQ(j.out_id, (int64_t)j.events[j.nevents - 1].id);
+        cursor = j.out_id;
+        pl_job_release(&j);
+        if (pages == 1) CHECK(t_say(&t, g, a, "common newcomer", 0, NULL, NULL) > 0);
+        if (!more) break;
+        CHECK(pages < 10);
+    }
+    CHECK_EQ(nseen, N);
+    CHECK_EQ(pages, 4);
+    CHECK_EQ(t_found(&t, a, "common", 0, N + 1), N + 1);
+    t_finish(&t);
+}
+
+/* More conversations than a search names in its MATCH (SQ_SEARCH_CONVS):
+ * membership is the join's alone then. */
+TEST(store_search_many_conversations) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    enum { N = 70 };
+    int64_t g[N];
+    for (int i = 0; i < N; i++) CHECK((g[i] = t_group(&t, a, "g", i % 10 ? NULL : &b, i % 10 ? 0 : 1)) > 0);
+    for (int i = 0; i < N; i++) {
+        char body[32];
+        snprintf(body, sizeof body, "osprey %d", i);
+        CHECK(t_say(&t, g[i], a, body, 0, NULL, NULL) > 0);
+    }
+    CHECK_EQ(t_found(&t, a, "osprey", 0, PL_STORE_SEARCH_MAX), PL_STORE_SEARCH_MAX);
+    CHECK_EQ(t_found(&t, b, "osprey", 0, N / 10), N / 10);    /* seven conversations */
+    CHECK_EQ(t_found(&t, a, "osprey 69", 0, 1), 1);
+    CHECK_EQ(t_found(&t, a, "osprey", g[69], 1), 1);
+    CHECK_EQ(t_found(&t, b, "osprey", g[69], 0), 0);
+    pl_job j;
+    int64_t cursor = 0;
+    int total = 0;
+    for (int pages = 0; pages < 10; pages++) {
+        CHECK_EQ(t_search(&t, &j, a, "osprey", 0, 0, 0, 0, 0, cursor, 30), PL_STORE_OK);
+        total += (int)j.nevents;
+        cursor = j.more ? j.out_id : 0;
+        pl_job_release(&j);
+        if (!cursor) break;
+    }
+    CHECK_EQ(total, N);
+    t_finish(&t);
+}
+
+TEST(store_user_search) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t alice = t_user(&t, "alice"), alfred = t_user(&t, "alfred"), bob = t_user(&t, "bob");
+    int64_t val = t_user(&t, "val"), zed = t_user(&t, "zed");
+    int64_t m[] = {alfred, bob, val};
+    CHECK(t_group(&t, alice, "g", m, 3) > 0);
+    (void)zed;
+    pl_job j;
+    t_init(&t, &j, PL_READ_USER_SEARCH);
+    j.user = alice;
+    j.query = "AL";
+    j.limit = 10;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nusers, 3);                            /* prefix first, then by name */
+    CHECK_STR(j.users[0].username, "alfred");
+    CHECK_STR(j.users[1].username, "alice");
+    CHECK_STR(j.users[2].username, "val");
+    CHECK_EQ(j.users[1].id, alice);
+    pl_job_release(&j);
+    t_init(&t, &j, PL_READ_USER_SEARCH);
+    j.user = alice;
+    j.query = "zed";
+    j.limit = 10;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nusers, 0);                            /* shares nothing with alice */
+    pl_job_release(&j);
+    t_init(&t, &j, PL_READ_USER_SEARCH);
+    j.user = zed;
+    j.query = "e";
+    j.limit = 10;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nusers, 1);                            /* itself only */
+    CHECK_EQ(j.users[0].id, zed);
+    pl_job_release(&j);
+    t_init(&t, &j, PL_READ_USER_SEARCH);
+    j.user = alice;
+    j.query = "%";
+    j.limit = 2;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nusers, 0);                            /* no pattern syntax */
+    pl_job_release(&j);
+    t_init(&t, &j, PL_READ_USER_SEARCH);
+    j.user = alice;
+    j.query = "";
+    j.limit = 2;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nusers, 2);                            /* limit */
+    pl_job_release(&j);
+    t_finish(&t);
+}
+
+/* A database from before search (schema 5) gets its messages indexed. */
+TEST(store_search_migration_backfills) {
+    SQLITE_ONLY();
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann");
+    int64_t g = t_group(&t, a, "g", NULL, 0);
+    CHECK(t_say(&t, g, a, "old heron", 0, NULL, NULL) > 0);
+    int64_t gone = t_say(&t, g, a, "old heron deleted", 0, NULL, NULL);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, a, gone, NULL, 0, NULL, NULL), PL_STORE_OK);
+    pl_store_close(&t.s);
+    char p[160];
+    snprintf(p, sizeof p, "%s/parley.db", t.dir);
+    sqlite3 *db;
+    CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
+    CHECK_EQ(sqlite3_exec(db, "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au;"
+                              " DROP TRIGGER events_fts_ad; DROP TABLE events_fts; DROP TABLE fts_pending;"
+                              " PRAGMA user_version = 5;",
+                          NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    CHECK_EQ(t_open_store(&t), PL_STORE_OK);
+    CHECK_EQ(t_found(&t, a, "heron", 0, 1), 1);
+    t_finish(&t);
+}
+
+/* ---- the cost of indexing (PARLEY_SEARCH_BENCH=1) ---------------------------- */
+
+static double t_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sends in batches of `size` over convs (bodies of 8 words of a 500-word
+ * vocabulary); returns sends per second. */
+static double t_bench_sends(tstore *t, int64_t u, const int64_t *convs, int nconv, int size, int rounds,
+                            int *key) {
+    pl_job *j = calloc((size_t)size, sizeof *j);
+    char (*cm)[24] = calloc((size_t)size, sizeof *cm);
+    char (*body)[128] = calloc((size_t)size, sizeof *body);
+    double total = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < size; i++) {
+            int k = (*key)++;
+            snprintf(cm[i], sizeof cm[i], "b%d", k);
+            int o = 0;
+            for (int w = 0; w < 8; w++)
+                o += snprintf(body[i] + o, sizeof body[i] - (size_t)o, "%sw%03d", w ? " " : "",
+                              (int)((unsigned)(k * 7919 + w * 104729) % 500));
+            t_send_init(t, &j[i], convs[k % nconv], u, cm[i], body[i]);
+        }
+        double t0 = t_now_us();
+        if (t_run(t, j, (size_t)size) != 0) break;
+        total += t_now_us() - t0;
+        for (int i = 0; i < size; i++) pl_job_release(&j[i]);
+    }
+    free(j);
+    free(cm);
+    free(body);
+    return (double)size * rounds / (total / 1e6);
+}
+
+/* Drops the search index (to measure without it). */
+static int t_drop_index(tstore *t) {
+    if (t->url[0]) {
+        PGconn *c = PQconnectdb(t->url);
+        PGresult *r = PQexec(c, "DROP INDEX events_fts");
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        PQfinish(c);
+        return ok ? 0 : -1;
+    }
+    pl_store_close(&t->s);
+    char p[160];
+    snprintf(p, sizeof p, "%s/parley.db", t->dir);
+    sqlite3 *db;
+    if (sqlite3_open(p, &db) != SQLITE_OK) return -1;
+    int rc = sqlite3_exec(db, "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au; DROP TRIGGER events_fts_ad;",
+                          NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? t_open_store(t) : -1;
+}
+
+TEST(store_search_bench) {
+    if (!getenv("PARLEY_SEARCH_BENCH")) return;
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t u = t_user(&t, "bench");
+    enum { CONVS = 100 };
+    int64_t convs[CONVS];
+    int64_t few = t_user(&t, "few");              /* a member of one conversation of the 100 */
+    for (int i = 0; i < CONVS; i++) CHECK((convs[i] = t_group(&t, u, "b", i ? NULL : &few, i ? 0 : 1)) > 0);
+    int key = 0;
+    int n_fill = atoi(getenv("PARLEY_SEARCH_BENCH")) > 1 ? atoi(getenv("PARLEY_SEARCH_BENCH")) : 50000;
+    double fill = t_bench_sends(&t, u, convs, CONVS, 1000, n_fill / 1000, &key);
+    CHECK(t_say(&t, convs[0], u, "zzsentinel zero", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, u, "zero", 0, 1), 1);              /* the fill is indexed */
+    double s0 = t_now_us();
+    double b1000 = t_bench_sends(&t, u, convs, CONVS, 1000, 10, &key);
+    CHECK(t_say(&t, convs[0], u, "zzsentinel one", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, u, "one", 0, 1), 1);               /* everything before it is indexed */
+    double sustained = 10001 / ((t_now_us() - s0) / 1e6);
+    double b1 = t_bench_sends(&t, u, convs, CONVS, 1, 300, &key);
+    /* from the acknowledgement to searchable, one message at a time */
+    double vis[20];
+    for (int i = 0; i < 20; i++) {
+        char body[48];
+        snprintf(body, sizeof body, "zzfresh%d now", i);
+        CHECK(t_say(&t, convs[i], u, body, 0, NULL, NULL) > 0);
+        double t0 = t_now_us();
+        char q[24];
+        snprintf(q, sizeof q, "zzfresh%d", i);
+        while (t_hits(&t, u, q, 0) != 1) {
+            CHECK(t_now_us() - t0 < 5e6);
+            t_sleep_ms(1);
+        }
+        vis[i] = t_now_us() - t0;
+        t_sleep_ms(i * 7 % 150);
+    }
+    qsort(vis, 20, sizeof vis[0], cmp_dbl);
+    fprintf(stderr, "  acknowledged -> searchable: median %.1f ms, max %.1f ms\n", vis[10] / 1e3, vis[19] / 1e3);
+    /* search latency over what is there */
+    enum { Q = 300 };
+    double lat[Q];
+    for (int i = 0; i < Q; i++) {
+        char q[32];
+        if (i % 2) snprintf(q, sizeof q, "w%03d", (i * 37) % 500);
+        else snprintf(q, sizeof q, "w%03d w%03d", (i * 37) % 500, (i * 91) % 500);
+        pl_job j;
+        double t0 = t_now_us();
+        CHECK_EQ(t_search(&t, &j, u, q, 0, 0, 0, 0, 0, 0, 20), PL_STORE_OK);
+        lat[i] = t_now_us() - t0;
+        pl_job_release(&j);
+    }
+    qsort(lat, Q, sizeof lat[0], cmp_dbl);
+    double lat2[Q];                               /* 99 % of the matches are not for it */
+    for (int i = 0; i < Q; i++) {
+        char q[32];
+        snprintf(q, sizeof q, "w%03d", (i * 37) % 500);
+        pl_job j;
+        double t0 = t_now_us();
+        CHECK_EQ(t_search(&t, &j, few, q, 0, 0, 0, 0, 0, 0, 20), PL_STORE_OK);
+        lat2[i] = t_now_us() - t0;
+        pl_job_release(&j);
+    }
+    qsort(lat2, Q, sizeof lat2[0], cmp_dbl);
+    fprintf(stderr, "  search by a member of 1 of the 100 conversations: p50 %.2f ms, p95 %.2f ms, max %.2f ms\n",
+            lat2[Q / 2] / 1e3, lat2[Q * 95 / 100] / 1e3, lat2[Q - 1] / 1e3);
+    fprintf(stderr, "  %s, %d messages: indexed: %.0f sends/s in batches of 1000 (%.0f/s until all are"
+            " searchable), %.0f sends/s one at a time; search (20 results) p50 %.2f ms, p95 %.2f ms\n",
+            t.url[0] ? "postgresql" : "sqlite", key, b1000, sustained, b1, lat[Q / 2] / 1e3,
+            lat[Q * 95 / 100] / 1e3);
+    (void)fill;
+    if (!t.url[0]) {      /* SQLite: the same index written synchronously, by the send's trigger */
+        pl_store_close(&t.s);
+        char p[160];
+        snprintf(p, sizeof p, "%s/parley.db", t.dir);
+        sqlite3 *db;
+        CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
+        CHECK_EQ(sqlite3_exec(db, "DROP TRIGGER events_fts_ai;"
+                              "CREATE TRIGGER events_fts_ai AFTER INSERT ON events WHEN new.kind = 2"
+                              " AND new.body IS NOT NULL BEGIN INSERT INTO events_fts(rowid, body, conv_id, seq)"
+                              " VALUES(new.id, new.body, new.conv_id, new.seq); END;", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+        CHECK_EQ(t_open_store(&t), PL_STORE_OK);
+        double y1000 = t_bench_sends(&t, u, convs, CONVS, 1000, 10, &key);
+        double y1 = t_bench_sends(&t, u, convs, CONVS, 1, 300, &key);
+        fprintf(stderr, "  indexed synchronously instead: %.0f sends/s in batches of 1000, %.0f sends/s one at a"
+                " time\n", y1000, y1);
+    }
+    CHECK_EQ(t_drop_index(&t), 0);
+    double n1000 = t_bench_sends(&t, u, convs, CONVS, 1000, 10, &key);
+    double n1 = t_bench_sends(&t, u, convs, CONVS, 1, 300, &key);
+    fprintf(stderr, "  without the index: %.0f sends/s in batches of 1000 (with it: %.1f us/send more to"
+            " acknowledge, %.1f us/send more until searchable), %.0f sends/s one at a time (%.1f us/send"
+            " more with it)\n", n1000, 1e6 / b1000 - 1e6 / n1000, 1e6 / sustained - 1e6 / n1000, n1,
+            1e6 / b1 - 1e6 / n1);
     t_finish(&t);
 }
