@@ -269,6 +269,11 @@ static const char *const migrations[] = {
     "  $f$;"
     "CREATE INDEX IF NOT EXISTS events_fts ON events USING gin (parley_body_tsv(body))"
     "  WITH (fastupdate = off) WHERE kind = 2 AND body IS NOT NULL;",
+    /* 4 -> 5: reactions are listed in order of first use, which is the seq
+     * of the reaction event that added the first one (a time ties within a
+     * batch). Rows from before hold a time, which sorts after any seq;
+     * only development databases of the day had them. */
+    "ALTER TABLE reactions RENAME COLUMN first_ts TO first_seq;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -396,7 +401,7 @@ const char *const pg_w_sql[W__COUNT] = {
                       "   AND seq = $2::bigint),"
                       " (SELECT count(*) FROM reactions WHERE conv_id = $1::bigint AND seq = $2::bigint"
                       "   AND emoji = $3::text)",
-    [W_REACT_ADD]   = "INSERT INTO reactions(conv_id, seq, emoji, user_id, first_ts)"
+    [W_REACT_ADD]   = "INSERT INTO reactions(conv_id, seq, emoji, user_id, first_seq)"
                       " VALUES($1::bigint, $2::bigint, $3::text, $4::bigint, $5::bigint) ON CONFLICT DO NOTHING",
     [W_REACT_DEL]   = "DELETE FROM reactions WHERE conv_id = $1::bigint AND seq = $2::bigint"
                       " AND emoji = $3::text AND user_id = $4::bigint",
@@ -488,7 +493,7 @@ const char *const pg_w_sql[W__COUNT] = {
 /* Reactions of the messages in the IN (...) that follows, viewer $V: per
  * message and emoji, in order of first use (ties: byte order) */
 #define REACT_SELECT(V) \
-    "SELECT r.seq, r.emoji, count(*), bool_or(r.user_id = " V "::bigint), min(r.first_ts) AS f" \
+    "SELECT r.seq, r.emoji, count(*), bool_or(r.user_id = " V "::bigint), min(r.first_seq) AS f" \
     " FROM reactions r WHERE r.conv_id = $1::bigint AND r.seq IN "
 #define REACT_ORDER " GROUP BY r.seq, r.emoji ORDER BY r.seq, f, r.emoji COLLATE \"C\""
 /* The viewer's first visible seq minus one (0 without a viewer) */

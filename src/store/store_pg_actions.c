@@ -320,7 +320,7 @@ static int job_reaction(pg_store *s, pl_job *j, int64_t now) {
     pg_param_i64(&p, j->seq);
     pg_param_text(&p, j->emoji);
     pg_param_i64(&p, j->user);
-    if (!remove) pg_param_i64(&p, now);
+    if (!remove) pg_param_i64(&p, e->last_seq + 1);       /* this event's seq: order of first use */
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
     if (sp < 0 || pg_w_send(s, remove ? W_REACT_DEL : W_REACT_ADD, &p, 0) < 0 ||
         queue_event(s, e, id, now, PL_EV_REACTION, j->user, data, j->seq, NULL, 0)) {

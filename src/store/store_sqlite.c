@@ -195,6 +195,11 @@ static const char *const migrations[] = {
     " BEGIN DELETE FROM events_fts WHERE rowid = old.id; DELETE FROM fts_pending WHERE id = old.id; END;"
     "INSERT OR REPLACE INTO fts_pending(id, conv_id, seq)"
     "  SELECT id, conv_id, seq FROM events WHERE kind = 2 AND body IS NOT NULL;",
+    /* 6 -> 7: reactions are listed in order of first use, which is the seq
+     * of the reaction event that added the first one (a time ties within a
+     * batch). Rows from before hold a time, which sorts after any seq;
+     * only development databases of the day had them. */
+    "ALTER TABLE reactions RENAME COLUMN first_ts TO first_seq;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -265,7 +270,7 @@ const char *const sq_w_sql[W__COUNT] = {
                        " AND user_id = ?4",
     [W_REACTION_KINDS] = "SELECT count(DISTINCT emoji), coalesce(max(emoji = ?3), 0) FROM reactions"
                          " WHERE conv_id = ?1 AND seq = ?2",
-    [W_REACTION_INSERT] = "INSERT INTO reactions(conv_id, seq, emoji, user_id, first_ts)"
+    [W_REACTION_INSERT] = "INSERT INTO reactions(conv_id, seq, emoji, user_id, first_seq)"
                           " VALUES(?1, ?2, ?3, ?4, ?5)",
     [W_REACTION_DELETE] = "DELETE FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3"
                           " AND user_id = ?4",
@@ -339,7 +344,7 @@ const char *const sq_r_sql[R__COUNT] = {
                        " AND e.seq = x.seq LEFT JOIN events p ON e.kind = 2 AND e.ref > 0"
                        " AND p.conv_id = e.conv_id AND p.seq = e.ref"
                        " WHERE x.conv_id = ?1 AND x.user_id = ?2 AND x.seq > ?3 ORDER BY x.seq LIMIT ?4",
-    [R_REACTIONS]    = "SELECT seq, emoji, count(*), max(user_id = ?4), min(first_ts) AS f FROM reactions"
+    [R_REACTIONS]    = "SELECT seq, emoji, count(*), max(user_id = ?4), min(first_seq) AS f FROM reactions"
                        " WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 GROUP BY seq, emoji"
                        " ORDER BY seq, f, emoji",
     /* ?1 user, ?2 MATCH expression, ?3 below this id, ?4 conv (0: any), ?5

@@ -562,7 +562,12 @@ static int job_reaction(sq_store *s, pl_job *j, int64_t now) {
     sqlite3_bind_int64(st, 2, j->seq);
     sqlite3_bind_text(st, 3, j->emoji, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, j->user);
-    if (!remove) sqlite3_bind_int64(st, 5, now);
+    if (!remove) {                                  /* this event's seq: order of first use */
+        int err = PL_STORE_OK;
+        pl_conv_state *e = w_conv_state(s, j->conv, &err);
+        if (!e) return err;
+        sqlite3_bind_int64(st, 5, e->last_seq + 1);
+    }
     if ((rc = w_exec(s, id)) != PL_STORE_OK) return rc;
     int64_t count = 0;
     st = s->w[W_REACTION_COUNT];

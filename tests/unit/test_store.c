@@ -348,8 +348,8 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 6);          /* migrations: base schema, last_seen, counters, actions, refresh reuse,
-                                    * search */
+    CHECK_EQ(version, 7);          /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+                                    * search, reaction order */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2450,6 +2450,7 @@ TEST(store_search_migration_backfills) {
     CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
     CHECK_EQ(sqlite3_exec(db, "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au;"
                               " DROP TRIGGER events_fts_ad; DROP TABLE events_fts; DROP TABLE fts_pending;"
+                              " ALTER TABLE reactions RENAME COLUMN first_seq TO first_ts;"
                               " PRAGMA user_version = 5;",
                           NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
@@ -2615,5 +2616,37 @@ TEST(store_search_bench) {
             " acknowledge, %.1f us/send more until searchable), %.0f sends/s one at a time (%.1f us/send"
             " more with it)\n", n1000, 1e6 / b1000 - 1e6 / n1000, 1e6 / sustained - 1e6 / n1000, n1,
             1e6 / b1 - 1e6 / n1);
+    t_finish(&t);
+}
+
+/* Reactions list in order of first use even when they were added in one
+ * batch (one timestamp): the later emoji sorts first by its bytes, so an
+ * order by time then bytes would put it first (failed intermittently). */
+TEST(store_reactions_order_of_first_use_in_one_batch) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK_EQ(t_say(&t, g, a, "react", 0, NULL, NULL), 2);
+    pl_job j[2];
+    const char *emo[2] = {"\xF0\x9F\x91\x8D", "\xE2\x9D\xA4"};   /* the second is byte-smaller */
+    for (int i = 0; i < 2; i++) {
+        t_init(&t, &j[i], PL_JOB_REACTION);
+        j[i].conv = g;
+        j[i].user = b;
+        j[i].seq = 2;
+        j[i].emoji = emo[i];
+    }
+    CHECK_EQ(t_run(&t, j, 2), 0);
+    CHECK_EQ(j[0].result, PL_STORE_OK);
+    CHECK_EQ(j[1].result, PL_STORE_OK);
+    pl_job_release(&j[0]);
+    pl_job_release(&j[1]);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, g, a, 2, &e), 0);
+    int ok = has(e.annot, "\"reactions\":[{\"emoji\":\"\xF0\x9F\x91\x8D\"");
+    pl_event_release(&e);
+    CHECK(ok);
     t_finish(&t);
 }
