@@ -10,6 +10,7 @@ what went wrong (the caller fails the test with it).
 """
 
 import asyncio
+import collections
 import os
 import shutil
 import signal
@@ -31,13 +32,25 @@ READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
 
 
+_recent_ports = collections.deque(maxlen=1024)
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A port nothing listens on now and that this process has not handed
+    out recently: the kernel may offer a released port again at once, and a
+    cluster picks its load balancer's port before its nodes bind theirs
+    (two of them got the same port once, and HAProxy could not bind)."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _recent_ports:
+            _recent_ports.append(port)
+            return port
+    raise RuntimeError("no free port that was not handed out recently")
 
 
 class Server:
