@@ -173,28 +173,6 @@ char *pg_bytea(const PGresult *r, int row, int col, size_t *len) {
     return p;
 }
 
-int pg_utf8_ok(const char *s) {
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned c = *p;
-        if (c < 0x80) { p++; continue; }
-        int n;
-        unsigned min;
-        uint32_t cp;
-        if ((c & 0xe0) == 0xc0) { n = 1; cp = c & 0x1f; min = 0x80; }
-        else if ((c & 0xf0) == 0xe0) { n = 2; cp = c & 0x0f; min = 0x800; }
-        else if ((c & 0xf8) == 0xf0) { n = 3; cp = c & 0x07; min = 0x10000; }
-        else return 0;
-        for (int i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80) return 0;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-        p += n + 1;
-    }
-    return 1;
-}
-
 int pg_utf8_ok_n(const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
     while (p < end) {
@@ -217,6 +195,8 @@ int pg_utf8_ok_n(const char *s, size_t len) {
     }
     return 1;
 }
+
+int pg_utf8_ok(const char *s) { return pg_utf8_ok_n(s, strlen(s)); }
 
 /* ---- connections ----------------------------------------------------------- */
 
