@@ -59,6 +59,8 @@ struct presence {
     uint8_t  dirty;               /* publish at the next tick                 */
     uint8_t  sent;                /* status last announced                    */
     int64_t  sent_at;             /* mono ms                                  */
+    int64_t  offline_since;       /* mono ms the merged status first read offline
+                                   * while `sent` was not; 0 otherwise           */
 };
 
 /* ---- rate limits on ephemeral signals (shared with typing.c) ------------- */
@@ -330,7 +332,14 @@ void presence_tick(int64_t now) {
         }
         int64_t last;
         int st = merged_status(p, wall, &last);
-        if (st != p->sent && now - p->sent_at >= C.cfg->presence_coalesce) {
+        /* Going offline must hold for a coalesce window first: a device
+         * closing on one node just as another connected elsewhere reads as
+         * offline here until the other node's view arrives, and a flap
+         * that ends where it started sends nothing (protocol.md). */
+        if (st != ST_OFFLINE || st == p->sent) p->offline_since = 0;
+        else if (!p->offline_since) p->offline_since = now;
+        int settled = st != ST_OFFLINE || now - p->offline_since >= C.cfg->presence_coalesce;
+        if (st != p->sent && settled && now - p->sent_at >= C.cfg->presence_coalesce) {
             p->sent = (uint8_t)st;
             p->sent_at = now;
             announce(p, st, last);
