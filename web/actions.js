@@ -30,7 +30,7 @@ let confirmResolve = null;
 
 /**
  * ctx: {S, api, conn(), render(what), nameOf(uid), loadOlder(c) -> Promise,
- *       autosize(), openConv() -> c | null}
+ *       autosize(), openConv() -> c | null, openProfile(uid)?}
  */
 export function initActions(context) {
   ctx = context;
@@ -545,6 +545,8 @@ export function openActionsMenu(li, opener, at) {
     opener: back, at, label: 'Message actions', testid: 'message-menu', align: 'end',
     items: [
       { label: 'Reply', icon: 'reply', testid: 'menu-reply', onSelect: () => startReply(c, m) },
+      ctx.openProfile && !(ctx.S.me && m.sender === ctx.S.me.id)
+        ? { label: `Profile of ${ctx.nameOf(m.sender)}`, icon: 'message', testid: 'menu-profile', onSelect: () => ctx.openProfile(m.sender) } : null,
       { label: 'React…', icon: 'smile', testid: 'menu-react',
         onSelect: () => openPicker(back, m, (emoji) => react(c, m, emoji), at) },
       canEdit(c, m) ? { label: 'Edit', icon: 'edit', testid: 'menu-edit', onSelect: () => startEdit(c, m) } : null,

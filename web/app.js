@@ -15,42 +15,56 @@
 // same client_msg_id (the server deduplicates), and merged with their event
 // when it arrives, so a message never shows twice.
 //
-// Modules: state.js (state and what derives from it), convlist.js (the
-// conversation list), convview.js (the open conversation), actions.js and
+// Modules: state.js (state and what derives from it), auth.js (the sign-in
+// screen), convlist.js (the conversation list), convview.js (the open
+// conversation), composer.js (the composer and typing), actions.js and
 // reactions.js (message actions: replies, edits, deletes, reactions, pins),
-// mentions.js (@mentions and their autocomplete), notify.js (notification
-// levels), menu.js (popup menus), seen.js (what has been on screen: read
-// receipts), dom.js and icons.js (helpers).
+// mentions.js (@mentions and their autocomplete), richtext.js (Markdown
+// subset, links, shortcodes), groups.js (group dialogs), people.js (people
+// search, profile card), search.js (message search), switcher.js
+// (Ctrl/Cmd+K), alerts.js (desktop notifications, sound, favicon count),
+// theme.js and settings.js (dark mode, settings dialog), notify.js
+// (notification levels), menu.js (popup menus), seen.js (what has been on
+// screen: read receipts), dom.js and icons.js (helpers).
 //
 // Read receipts: `read` says only what the user has seen — items that were
 // on screen while the page was visible and focused (seen.js), up to the
 // highest such seq. A conversation with unread messages opens at the first
 // of them, under a "New messages" divider.
 //
-// User-supplied text is only ever put in the page with textContent.
+// User-supplied text is only ever put in the page as Text nodes (textContent,
+// or richtext.js's DOM building): never parsed as HTML.
 
 import { Api, ApiError } from './api.js';
 import { Connection } from './conn.js';
-import { el, $, setText, paintAvatar, toast } from './dom.js';
+import { el, $, setText, paintUserAvatar, toast } from './dom.js';
 import { closeMenu } from './menu.js';
 import { icon } from './icons.js';
 import * as actions from './actions.js';
-import { attachAutocomplete } from './mentions.js';
 import { openNotifyMenu } from './notify.js';
 import {
   S, conv, lsKey, lsGet, saveCursorsSoon, saveOutbox, cursors, nameOf, unreadOf,
-  learnCounts, learnMembers, visible,
+  learnCounts, learnMembers, visible, titleOf, peerOf,
 } from './state.js';
 import { initConvList, renderList, presenceOf } from './convlist.js';
 import {
   initConvView, renderConvHead, renderHistoryState, renderMessages, renderTyping, renderPill,
 } from './convview.js';
 import { initSeen, pageActive, highestOnScreen } from './seen.js';
+import { concernsMe } from './mentions.js';
+import { initTheme } from './theme.js';
+import { initSettings, openSettings } from './settings.js';
+import * as alerts from './alerts.js';
+import { initPeople, openProfile, refreshProfile } from './people.js';
+import { initSwitcher } from './switcher.js';
+import { initSearch, openSearch } from './search.js';
+import { initGroups, renderMembers } from './groups.js';
+import { initComposer, autosize, typingStop, closeMentions } from './composer.js';
+import { initAuth, showAuth } from './auth.js';
 
 const HISTORY_PAGE = 50;
 const UNREAD_PAGE = 200;          // history page size when loading back to the first unread
 const UNREAD_MAX_PAGES = 8;       // ... and how far back we go for it
-const TYPING_SEND_EVERY_MS = 2_000;
 const TYPING_SHOW_MS = 6_000;
 const DELIVERED_COALESCE_MS = 200;
 
@@ -59,7 +73,6 @@ let conn = null;
 
 // ------------------------------------------------------------ scheduling ---
 
-let mentionBox = null;     // the composer's @ autocomplete
 let stick = true;          // keep the newest message in view while the pane resizes
 let renderQueued = false;
 const dirty = { list: false, conv: false, msgs: false };
@@ -217,6 +230,7 @@ function apply(c, e) {
       c.typing.delete(e.sender);
       c.lastOther = e.seq;
       scheduleDelivered(c);
+      if (!c.syncing) alertFor(c, e);
     }
   } else if (actions.isAction(e)) {
     actions.applyAction(c, e);
@@ -244,6 +258,18 @@ function apply(c, e) {
   saveCursorsSoon();
   if (c.id === S.openId) { markRead(c); render('msgs'); render('conv'); }
   render('list');
+}
+
+/** A live message from someone else: a desktop notification and a sound
+ *  when alerts.js says so (the page in the background, or a mention
+ *  elsewhere; within the conversation's level). */
+function alertFor(c, e) {
+  const parent = e.data && e.data.reply_to != null ? actions.findMsg(c, e.data.reply_to) : null;
+  alerts.onIncoming(c, e, {
+    title: titleOf(c), sender: nameOf(e.sender),
+    concernsMe: concernsMe(e, S.me && S.me.id, parent ? parent.sender : undefined),
+    isOpen: c.id === S.openId, active: pageActive(), open: (id) => openConv(id),
+  });
 }
 
 function requestSync(c) {
@@ -306,6 +332,7 @@ function onPresence(m) {
   render('list');
   render('conv');
   if ($('members-dialog').open) renderMembers();
+  refreshProfile();
 }
 
 function onError(m) {
@@ -444,21 +471,6 @@ function queryPresence(ids) {
 
 function sendPresenceState() {
   conn.send({ type: 'presence', status: visible() ? 'online' : 'away' });
-}
-
-function typingStart(c) {
-  const now = Date.now();
-  const t = S.typingOut;
-  if (t && t.conv === c.id && now - t.last < TYPING_SEND_EVERY_MS) return;
-  if (t && t.conv !== c.id) typingStop();
-  if (conn.send({ type: 'typing', conversation: c.id, state: 'start' })) S.typingOut = { conv: c.id, last: now };
-}
-
-function typingStop() {
-  const t = S.typingOut;
-  if (!t) return;
-  S.typingOut = null;
-  conn.send({ type: 'typing', conversation: t.conv, state: 'stop' });
 }
 
 // -------------------------------------------------------- REST loaders ---
@@ -602,33 +614,6 @@ async function openAtUnread(c) {
   requestAnimationFrame(noteSeen);
 }
 
-// -------------------------------------------------------------- render ---
-
-function renderMembers() {
-  const c = S.convs.get(S.openId);
-  const ul = $('member-list');
-  if (!c) return;
-  const admin = c.role === 'admin' && !c.left;
-  $('add-member-form').hidden = !admin;
-  $('leave-group').hidden = c.left;
-  const members = (c.members || []).slice().sort((a, b) => (a.role === b.role ? nameOf(a.id).localeCompare(nameOf(b.id)) : a.role === 'admin' ? -1 : 1));
-  ul.replaceChildren(...members.map((m) => {
-    const name = nameOf(m.id);
-    const me = S.me && m.id === S.me.id;
-    const pres = S.conn !== 'online' ? 'unknown' : me ? 'online' : presenceOf(m.id);
-    const av = el('span', { class: 'avatar avatar-sm', 'aria-hidden': 'true' });
-    paintAvatar(av, name, name);
-    return el('li', { class: 'member', 'data-testid': 'member', 'data-user': m.id, 'data-role': m.role },
-      av,
-      el('span', { class: 'pdot', 'data-status': pres, 'aria-hidden': 'true' }),
-      el('span', { class: 'member-name', text: name + (me ? ' (you)' : '') }),
-      el('span', { class: 'role', text: m.role === 'admin' ? 'Admin' : 'Member' }),
-      el('span', { class: 'sr-only', text: pres === 'unknown' ? '' : `, ${pres}` }),
-      admin && !me ? el('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'remove-member',
-        'aria-label': `Remove ${name}`, text: 'Remove', onclick: () => removeMember(c, m.id) }) : null);
-  }));
-}
-
 // ------------------------------------------------------------- actions ---
 
 function openConv(id) {
@@ -639,7 +624,7 @@ function openConv(id) {
   S.openId = id;
   const c = S.convs.get(id);
   let atUnread = false;     // openAtUnread places the view (perhaps at once)
-  if (mentionBox) mentionBox.close();
+  closeMentions();
   $('layout').dataset.view = 'conv';
   if (switched) {
     actions.onConvSwitch();
@@ -689,6 +674,36 @@ function upsertConv(d) {
   return c;
 }
 
+/** Opens (creating it when needed) the direct conversation with uid. */
+async function openDm(uid) {
+  if (S.me && uid === S.me.id) throw new Error('That is you — pick someone else.');
+  const d = await api.call('POST', '/api/v1/conversations', { kind: 'direct', user: uid });
+  const c = upsertConv(d);
+  if (conn && conn.online) queryPresence([uid]);
+  openConv(c.id);
+  return c;
+}
+
+/** Opens conversation convId at message seq (a search result): loads the
+ *  history back to a little before it, then scrolls it into view and
+ *  focuses it (actions.jumpTo). */
+async function jumpToMessage(convId, seq) {
+  const c = conv(convId);
+  if (S.openId !== convId) openConv(convId);
+  for (let n = 0; n < 100 && S.openId === convId && (c.positioning || !c.streamed); n++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const CONTEXT = 10;
+  for (let pages = 0; pages < 30 && S.openId === convId && c.minLoaded > Math.max(1, seq - CONTEXT) && !c.noOlder; pages++) {
+    const before = c.minLoaded;
+    await loadOlder(c, UNREAD_PAGE);
+    if (c.minLoaded === before && !c.loadingOlder) break;
+  }
+  if (S.openId !== convId) return;
+  stick = false;
+  await actions.jumpTo(c, seq);
+}
+
 async function startDm(ev) {
   ev.preventDefault();
   const input = $('new-dm-username');
@@ -698,135 +713,11 @@ async function startDm(ev) {
   if (!name) { err.textContent = 'Type a username to start a conversation.'; input.focus(); return; }
   try {
     const u = await lookupUser(name);
-    if (S.me && u.id === S.me.id) throw new Error('That is you — pick someone else.');
-    const d = await api.call('POST', '/api/v1/conversations', { kind: 'direct', user: u.id });
-    const c = upsertConv(d);
+    await openDm(u.id);
     input.value = '';
-    if (conn.online) queryPresence([u.id]);
-    openConv(c.id);
   } catch (e) {
     err.textContent = e.message || 'Could not start the conversation.';
   }
-}
-
-async function createGroup(ev) {
-  ev.preventDefault();
-  const err = $('group-error');
-  err.textContent = '';
-  const title = $('group-title').value.trim();
-  const names = $('group-members').value.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
-  if (!title) { err.textContent = 'Give the group a name.'; $('group-title').focus(); return; }
-  try {
-    const users = await Promise.all(names.map(lookupUser));
-    const ids = [...new Set(users.map((u) => u.id).filter((id) => !S.me || id !== S.me.id))];
-    const d = await api.call('POST', '/api/v1/conversations', { kind: 'group', title, members: ids });
-    const c = upsertConv(d);
-    $('group-dialog').close();
-    if (conn.online) queryPresence(ids);
-    openConv(c.id);
-  } catch (e) {
-    err.textContent = e.message || 'Could not create the group.';
-  }
-}
-
-async function addMember(ev) {
-  ev.preventDefault();
-  const c = S.convs.get(S.openId);
-  const input = $('add-member-username');
-  const err = $('members-error');
-  err.textContent = '';
-  if (!c) return;
-  try {
-    const u = await lookupUser(input.value);
-    const d = await api.call('POST', `/api/v1/conversations/${c.id}/members`, { user: u.id });
-    if (d && d.members) learnMembers(c, d.members);
-    input.value = '';
-    if (conn.online) queryPresence([u.id]);
-    renderMembers();
-    render('conv');
-  } catch (e) {
-    err.textContent = e.status === 403 ? 'Only admins can add members.' : (e.message || 'Could not add the member.');
-  }
-}
-
-async function removeMember(c, uid) {
-  const err = $('members-error');
-  err.textContent = '';
-  try {
-    await api.call('DELETE', `/api/v1/conversations/${c.id}/members/${uid}`);
-    if (c.members) c.members = c.members.filter((m) => m.id !== uid);
-    renderMembers();
-    render('conv');
-  } catch (e) {
-    err.textContent = e.status === 403 ? 'Only admins can remove members.' : (e.message || 'Could not remove the member.');
-  }
-}
-
-async function leaveGroup() {
-  const c = S.convs.get(S.openId);
-  const err = $('members-error');
-  err.textContent = '';
-  if (!c) return;
-  try {
-    await api.call('POST', `/api/v1/conversations/${c.id}/leave`);
-    c.left = true;
-    $('members-dialog').close();
-    render();
-  } catch (e) {
-    err.textContent = e.message || 'Could not leave the group.';
-  }
-}
-
-function autosize() {
-  const t = $('composer-input');
-  t.style.height = 'auto';
-  t.style.height = Math.min(t.scrollHeight, 160) + 'px';
-}
-
-function submitComposer(ev) {
-  if (ev) ev.preventDefault();
-  const c = S.convs.get(S.openId);
-  const t = $('composer-input');
-  const body = t.value.replace(/\s+$/, '');
-  if (!c || c.left || !body.trim()) return;
-  if (new TextEncoder().encode(body).length > 16384) {
-    t.setCustomValidity('This message is too long (16 KB at most).');
-    t.reportValidity();
-    return;
-  }
-  t.setCustomValidity('');
-  const mode = actions.composeMode();
-  t.value = '';
-  autosize();
-  typingStop();
-  if (mentionBox) mentionBox.close();
-  if (mode && mode.mode === 'edit' && mode.conv === c.id) {
-    actions.submitEdit(c, mode.seq, body);
-  } else {
-    const reply = actions.replyFor(c);
-    sendMessage(c, body, reply);
-    actions.cancelCompose(false);
-  }
-  t.focus();
-}
-
-/** Members I can @mention in the open conversation (and @all/@here in
- *  groups). */
-function mentionCandidates() {
-  const c = S.convs.get(S.openId);
-  if (!c || c.left) return [];
-  if (!c.members) { loadDetails(c); return []; }
-  const out = [];
-  for (const m of c.members) {
-    if (S.me && m.id === S.me.id) continue;
-    const name = S.names.get(m.id);
-    if (name) out.push({ id: m.id, username: name, hint: m.role === 'admin' && c.kind === 'group' ? 'admin' : '' });
-  }
-  if (c.kind === 'group') {
-    out.push({ id: 0, username: 'all', hint: 'everyone in this group', special: true });
-    out.push({ id: 0, username: 'here', hint: 'everyone in this group', special: true });
-  }
-  return out;
 }
 
 async function setNotify(c, level) {
@@ -849,51 +740,6 @@ async function setNotify(c, level) {
 }
 
 // ----------------------------------------------------------- screens ---
-
-let authMode = 'login';
-
-function setAuthMode(mode) {
-  authMode = mode;
-  $('tab-login').setAttribute('aria-selected', String(mode === 'login'));
-  $('tab-register').setAttribute('aria-selected', String(mode === 'register'));
-  $('auth-form').setAttribute('aria-labelledby', mode === 'login' ? 'tab-login' : 'tab-register');
-  $('auth-submit').textContent = mode === 'login' ? 'Sign in' : 'Create account';
-  $('auth-password').setAttribute('autocomplete', mode === 'login' ? 'current-password' : 'new-password');
-  $('auth-error').textContent = '';
-}
-
-async function submitAuth(ev) {
-  ev.preventDefault();
-  const u = $('auth-username').value.trim();
-  const p = $('auth-password').value;
-  const err = $('auth-error');
-  err.textContent = '';
-  if (!/^[A-Za-z0-9_.-]{3,32}$/.test(u)) { err.textContent = 'Usernames are 3–32 letters, digits, _ . or -.'; $('auth-username').focus(); return; }
-  if (p.length < 8) { err.textContent = 'Passwords have at least 8 characters.'; $('auth-password').focus(); return; }
-  const btn = $('auth-submit');
-  btn.disabled = true;
-  try {
-    if (authMode === 'login') await api.login(u, p);
-    else await api.register(u, p);
-    $('auth-password').value = '';
-    startApp();
-  } catch (e) {
-    if (e.status === 401) err.textContent = 'Wrong username or password.';
-    else if (e.status === 409) err.textContent = 'That username is taken.';
-    else if (e.status === 429) err.textContent = 'Too many attempts — wait a moment and try again.';
-    else err.textContent = e.message || 'Something went wrong.';
-  } finally {
-    btn.disabled = false;
-  }
-}
-
-function showAuth() {
-  $('app-screen').hidden = true;
-  $('auth-screen').hidden = false;
-  document.title = 'Parley — sign in';
-  setAuthMode(authMode);
-  $('auth-username').focus();
-}
 
 function resetState() {
   S.me = null;
@@ -920,7 +766,7 @@ function startApp() {
   $('app-screen').hidden = false;
   document.title = 'Parley';
   setText($('me-name'), S.me.username);
-  paintAvatar($('me-avatar'), S.me.username, S.me.username);
+  paintUserAvatar($('me-avatar'), S.me.id, S.me.username);
   $('layout').dataset.view = 'list';
   // restore the outbox and the stream positions of the last visit
   S.outbox = lsGet('outbox', []).filter((o) => o && o.conv && o.cmid && typeof o.body === 'string')
@@ -989,38 +835,14 @@ function renderConnState(state) {
 // -------------------------------------------------------------- wiring ---
 
 function wire() {
-  $('tab-login').addEventListener('click', () => setAuthMode('login'));
-  $('tab-register').addEventListener('click', () => setAuthMode('register'));
-  for (const tab of [$('tab-login'), $('tab-register')]) {
-    tab.addEventListener('keydown', (ev) => {
-      if (ev.key === 'ArrowLeft' || ev.key === 'ArrowRight') {
-        const other = tab.id === 'tab-login' ? $('tab-register') : $('tab-login');
-        other.focus();
-        setAuthMode(other.dataset.mode);
-      }
-    });
-  }
-  $('auth-form').addEventListener('submit', submitAuth);
+  initAuth({ api, signedIn: startApp });
   $('logout').addEventListener('click', logout);
   $('new-dm-form').addEventListener('submit', startDm);
-  $('new-group').addEventListener('click', () => {
-    $('group-form').reset();
-    $('group-error').textContent = '';
-    $('group-dialog').showModal();
-    $('group-title').focus();
+  initGroups({
+    api, render, openConv, lookupUser, upsertConv, loadDetails,
+    queryPresence: (ids) => { if (conn && conn.online) queryPresence(ids); },
+    openProfile: (uid) => openProfile(uid, nameOf(uid)),
   });
-  $('group-cancel').addEventListener('click', () => $('group-dialog').close());
-  $('group-form').addEventListener('submit', createGroup);
-  $('members-btn').addEventListener('click', () => {
-    const c = S.convs.get(S.openId);
-    $('members-error').textContent = '';
-    if (c) loadDetails(c, true);
-    renderMembers();
-    $('members-dialog').showModal();
-  });
-  $('members-close').addEventListener('click', () => $('members-dialog').close());
-  $('add-member-form').addEventListener('submit', addMember);
-  $('leave-group').addEventListener('click', leaveGroup);
   $('back').addEventListener('click', () => {
     typingStop();
     $('layout').dataset.view = 'list';
@@ -1028,14 +850,7 @@ function wire() {
     if (cur) cur.focus();
   });
 
-  const input = $('composer-input');
-  $('composer').addEventListener('submit', submitComposer);
-  mentionBox = attachAutocomplete(input, $('mention-list'), mentionCandidates);
-  input.addEventListener('keydown', (ev) => {
-    if (mentionBox.handleKey(ev)) return;
-    if (actions.handleComposerKey(ev)) return;
-    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) submitComposer(ev);
-  });
+  initComposer({ conn: () => conn, send: sendMessage, loadDetails });
   $('notify-btn').addEventListener('click', (ev) => {
     const c = S.convs.get(S.openId);
     if (c) openNotifyMenu(ev.currentTarget, c, (level) => setNotify(c, level));
@@ -1046,20 +861,35 @@ function wire() {
     if (c) actions.showPins(c);
   });
   initConvList({ openConv });
-  initConvView({ sendOne, render });
+  initConvView({ sendOne, render, openProfile: (uid) => openProfile(uid, nameOf(uid)) });
+  initTheme();
+  initSettings();
+  $('settings-btn').replaceChildren(icon('settings', 18));
+  $('settings-btn').addEventListener('click', openSettings);
+  $('search-btn').replaceChildren(icon('search', 18));
+  $('search-btn').addEventListener('click', openSearch);
+  initPeople({
+    api, me: () => S.me, presence: (uid) => S.presence.get(uid), live: () => S.conn === 'online',
+    queryPresence: (ids) => { if (conn && conn.online) queryPresence(ids); },
+    learnName: (id, name) => S.names.set(id, name), openDm,
+  });
+  const convChoices = () => [...S.convs.values()].filter((c) => (c.kind || c.streamed) && !c.left)
+    .sort((a, b) => (b.lastTs - a.lastTs) || (b.id - a.id))
+    .map((c) => {
+      const peer = peerOf(c);
+      return { id: c.id, title: titleOf(c), kind: c.kind, unread: unreadOf(c),
+        avatarKey: c.kind === 'group' ? 'g' + c.id : peer != null ? 'u' + peer : titleOf(c) };
+    });
+  initSwitcher({ convs: convChoices, open: openConv, enabled: () => !!conn && !$('app-screen').hidden });
+  initSearch({
+    api, convs: convChoices, lookupUser, nameOf: (uid) => (S.me && uid === S.me.id ? 'You' : nameOf(uid)),
+    titleOf: (id) => (S.convs.has(id) ? titleOf(S.convs.get(id)) : `Conversation ${id}`), jump: jumpToMessage,
+  });
   actions.initActions({
     S, api, conn: () => conn, render, nameOf, loadOlder, autosize,
     openConv: () => (S.openId != null ? S.convs.get(S.openId) || null : null),
+    openProfile: (uid) => openProfile(uid, nameOf(uid)),
   });
-  input.addEventListener('input', () => {
-    autosize();
-    const c = S.convs.get(S.openId);
-    if (!c) return;
-    const mode = actions.composeMode();
-    if (input.value.trim() && !(mode && mode.mode === 'edit')) typingStart(c);   // editing is not typing
-    else typingStop();
-  });
-  input.addEventListener('blur', typingStop);
 
   const box = $('messages');
   box.addEventListener('scroll', () => {
@@ -1117,4 +947,5 @@ window.parley = {
   connState: () => (conn ? conn.state : 'stopped'),
   // closes the socket as a network failure would (the client then reconnects)
   dropConnection: () => { if (conn && conn.ws) conn.ws.close(); },
+  alerts: alerts.stats,
 };

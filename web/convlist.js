@@ -6,6 +6,8 @@ import { el, $, setAttr, setText, paintAvatar, fmtShort } from './dom.js';
 import { icon } from './icons.js';
 import * as actions from './actions.js';
 import { badgesOf } from './notify.js';
+import { setBadge } from './alerts.js';
+import { plainText } from './richtext.js';
 import { S, titleOf, nameOf, peerOf, unreadOf, mentionsOf, systemText } from './state.js';
 
 let openConv = () => {};
@@ -29,7 +31,7 @@ export function previewOf(c) {
   const typers = [...c.typing.keys()];
   if (typers.length && c.id !== S.openId) return { text: typers.length === 1 && c.kind === 'direct' ? 'typing…' : `${nameOf(typers[0])} is typing…`, typing: true };
   if (pend.length && (!c.lastEvent || pend[pend.length - 1].ts >= (c.lastEvent.ts || 0))) {
-    return { who: 'You: ', text: pend[pend.length - 1].body };
+    return { who: 'You: ', text: plainText(pend[pend.length - 1].body) };
   }
   let e = c.lastEvent;
   if (e && actions.isAction(e)) {
@@ -44,7 +46,7 @@ export function previewOf(c) {
   if (e.kind === 'message') {
     const mine = S.me && e.sender === S.me.id;
     const who = mine ? 'You: ' : c.kind === 'group' ? nameOf(e.sender) + ': ' : '';
-    return { who, text: e.deleted ? 'Message deleted' : e.body || '' };
+    return { who, text: e.deleted ? 'Message deleted' : plainText(e.body || '') };
   }
   return { text: systemText(e) };
 }
@@ -55,6 +57,7 @@ export function renderList() {
   for (const c of S.convs.values()) total += badgesOf(c.notify, unreadOf(c), mentionsOf(c)).attention;
   const open = S.openId != null && S.convs.get(S.openId);
   document.title = (total ? `(${total}) ` : '') + (open ? `${titleOf(open)} · Parley` : 'Parley');
+  setBadge(total);
   const convs = [...S.convs.values()].filter((c) => c.kind || c.streamed)
     .sort((a, b) => (b.lastTs - a.lastTs) || (b.id - a.id));
   $('conv-empty').hidden = convs.length > 0 || !S.listLoaded;
@@ -115,7 +118,8 @@ export function updateConvItem(li, c) {
   btn.classList.toggle('is-muted', level === 'none');
   btn.classList.toggle('is-left', c.left);
   const av = btn.querySelector('.avatar');
-  paintAvatar(av, c.kind === 'group' ? 'g' + c.id : title, title);
+  const peer = peerOf(c);
+  paintAvatar(av, c.kind === 'group' ? 'g' + c.id : peer != null ? 'u' + peer : title, title);
   av.classList.toggle('avatar-group', c.kind === 'group');
   const dot = btn.querySelector('.pdot');
   dot.hidden = pres == null || pres === 'unknown';

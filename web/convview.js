@@ -6,7 +6,7 @@
 // Text whose direction we cannot know (message bodies, names, previews) gets
 // dir="auto", so Arabic or Hebrew reads right to left on its own.
 
-import { el, $, setAttr, setText, paintAvatar, fmtTime, fmtDay, fmtAgo } from './dom.js';
+import { el, $, setAttr, setText, paintAvatar, paintUserAvatar, fmtTime, fmtDay, fmtAgo, fmtFull } from './dom.js';
 import { icon, setIcon } from './icons.js';
 import * as actions from './actions.js';
 import { levelInfo } from './notify.js';
@@ -14,9 +14,9 @@ import { S, titleOf, nameOf, peerOf, othersOf, systemText, saveOutbox } from './
 import { presenceOf } from './convlist.js';
 import { watch, unwatch, resetSeen, lastInView } from './seen.js';
 
-let hooks = { sendOne: () => {}, render: () => {} };
+let hooks = { sendOne: () => {}, render: () => {}, openProfile: () => {} };
 
-/** hooks: {sendOne(outboxEntry), render(what)} */
+/** hooks: {sendOne(outboxEntry), render(what), openProfile(uid, opener)} */
 export function initConvView(h) { hooks = h; }
 
 export function renderConvHead() {
@@ -26,7 +26,8 @@ export function renderConvHead() {
   if (!c) return;
   const title = titleOf(c);
   setText($('conv-title'), title);
-  paintAvatar($('conv-avatar'), c.kind === 'group' ? 'g' + c.id : title, title);
+  const peer = peerOf(c);
+  paintAvatar($('conv-avatar'), c.kind === 'group' ? 'g' + c.id : peer != null ? 'u' + peer : title, title);
   $('conv-avatar').classList.toggle('avatar-group', c.kind === 'group');
   let sub = '';
   const sc = $('conv-sub');
@@ -164,9 +165,12 @@ export function createItem(it) {
       'data-kind': it.kind || null }, el('span', { text: it.text }));
   }
   const li = el('li', { 'data-key': it.key, 'data-testid': 'message' },
-    el('div', { class: 'msg-sender', dir: 'auto' }),
+    el('button', { type: 'button', class: 'avatar avatar-xs msg-avatar', 'data-testid': 'message-avatar', tabindex: '-1',
+      hidden: true, onclick: (ev) => { ev.stopPropagation(); hooks.openProfile(Number(li.dataset.sender), ev.currentTarget); } }),
+    el('button', { type: 'button', class: 'msg-sender', dir: 'auto', tabindex: '-1', 'data-testid': 'message-sender',
+      onclick: (ev) => { ev.stopPropagation(); hooks.openProfile(Number(li.dataset.sender), ev.currentTarget); } }),
     el('div', { class: 'bubble' },
-      el('p', { class: 'msg-body', 'data-testid': 'message-body', dir: 'auto' }),
+      el('div', { class: 'msg-body', 'data-testid': 'message-body', dir: 'auto' }),
       el('span', { class: 'msg-info' },
         el('time', { class: 'msg-time' }),
         el('span', { class: 'mark', 'data-testid': 'message-status', role: 'img' }),
@@ -185,13 +189,25 @@ export function updateItem(li, it) {
   setAttr(li, 'data-status', it.status);
   const sender = li.querySelector('.msg-sender');
   const c = S.convs.get(S.openId);
-  const showName = !it.mine && it.first && c && c.kind === 'group';
+  // in groups, others' messages have an avatar beside them: shown on the
+  // first of a run (same sender, a few minutes apart), room kept on the rest
+  const inGroup = !it.mine && !!c && c.kind === 'group';
+  const showName = inGroup && it.first;
+  li.classList.toggle('with-avatar', inGroup);
   sender.hidden = !showName;
   setText(sender, showName ? nameOf(it.sender) : '');
+  setAttr(sender, 'aria-label', showName ? `${nameOf(it.sender)}: show profile` : null);
+  const av = li.querySelector('.msg-avatar');
+  av.hidden = !showName;
+  if (showName) {
+    paintUserAvatar(av, it.sender, nameOf(it.sender));
+    setAttr(av, 'aria-label', `${nameOf(it.sender)}: show profile`);
+    setAttr(av, 'title', nameOf(it.sender));
+  }
   actions.updateParts(li, it, c);
   const t = li.querySelector('.msg-time');
   setText(t, fmtTime(it.ts || Date.now()));
-  if (it.ts) setAttr(t, 'datetime', new Date(it.ts).toISOString());
+  if (it.ts) { setAttr(t, 'datetime', new Date(it.ts).toISOString()); setAttr(t, 'title', fmtFull(it.ts)); }
   const mark = li.querySelector('.mark');
   const count = li.querySelector('.mark-count');
   if (it.mine) {

@@ -48,9 +48,26 @@ export function paintAvatar(node, key, label) {
   node.dataset.hue = String(hue(key) % 12);
 }
 
+/** A user's avatar: initials of the name, the colour from the user id (so
+ *  it stays when the name is not known yet, and is the same everywhere). */
+export function paintUserAvatar(node, uid, name) {
+  paintAvatar(node, 'u' + uid, name);
+}
+
+// Locale-aware formats (the browser's locale), built once.
+const F = {
+  time: new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' }),
+  weekday: new Intl.DateTimeFormat(undefined, { weekday: 'short' }),
+  monthDay: new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' }),
+  day: new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long', day: 'numeric' }),
+  dayYear: new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long', day: 'numeric', year: 'numeric' }),
+  full: new Intl.DateTimeFormat(undefined, { weekday: 'short', month: 'short', day: 'numeric', year: 'numeric',
+    hour: 'numeric', minute: '2-digit' }),
+  date: new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', year: 'numeric' }),
+};
+
 export function fmtTime(ts) {
-  const d = new Date(ts);
-  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return F.time.format(new Date(ts));
 }
 
 export function fmtShort(ts) {
@@ -58,20 +75,26 @@ export function fmtShort(ts) {
   const d = new Date(ts), now = new Date();
   if (d.toDateString() === now.toDateString()) return fmtTime(ts);
   const diff = (now - d) / 86_400_000;
-  if (diff < 6) return d.toLocaleDateString([], { weekday: 'short' });
-  return d.toLocaleDateString([], { month: 'short', day: 'numeric' });
+  if (diff < 6) return F.weekday.format(d);
+  return d.getFullYear() === now.getFullYear() ? F.monthDay.format(d) : F.date.format(d);
 }
 
+/** A date separator's text: "Today", "Yesterday", else the date (with the
+ *  year when it is not this year). */
 export function fmtDay(ts) {
   const d = new Date(ts), now = new Date();
   if (d.toDateString() === now.toDateString()) return 'Today';
   const y = new Date(now); y.setDate(now.getDate() - 1);
   if (d.toDateString() === y.toDateString()) return 'Yesterday';
-  return d.toLocaleDateString([], { weekday: 'long', month: 'long', day: 'numeric' });
+  return (d.getFullYear() === now.getFullYear() ? F.day : F.dayYear).format(d);
 }
 
 export function fmtFull(ts) {
-  return new Date(ts).toLocaleString([], { weekday: 'short', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+  return F.full.format(new Date(ts));
+}
+
+export function fmtDate(ts) {
+  return F.date.format(new Date(ts));
 }
 
 export function fmtAgo(ts) {

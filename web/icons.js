@@ -19,6 +19,11 @@ const PATHS = {
   more: ['M5 12h.01', 'M12 12h.01', 'M19 12h.01'],
   close: ['M6 6l12 12', 'M18 6L6 18'],
   'arrow-down': ['M12 5v14', 'M6 13l6 6 6-6'],
+  search: ['M17 10.5a6.5 6.5 0 1 1-13 0 6.5 6.5 0 0 1 13 0z', 'M15.5 15.5L21 21'],
+  settings: ['M15 12a3 3 0 1 1-6 0 3 3 0 0 1 6 0z',
+    'M12 2.5v2.2M12 19.3v2.2M4.9 4.9l1.6 1.6M17.5 17.5l1.6 1.6M2.5 12h2.2M19.3 12h2.2M4.9 19.1l1.6-1.6M17.5 6.5l1.6-1.6',
+    'M18.5 12a6.5 6.5 0 1 1-13 0 6.5 6.5 0 0 1 13 0z'],
+  message: ['M4 5h16v11H9l-5 4z'],
   // delivery marks: distinct shapes, not only colours (see convview.js)
   clock: ['M20 12a8 8 0 1 1-16 0 8 8 0 0 1 16 0z', 'M12 8v4.5l2.5 1.5'],
   tick: ['M5 12.5l4.5 4.5L19 7.5'],

@@ -10,6 +10,7 @@
 // `-` being punctuation.
 
 import { el, setAttr } from './dom.js';
+import { renderRich, expandShortcodes } from './richtext.js';
 
 const NAME_CH = /[A-Za-z0-9_.-]/;
 const MAX_OPTIONS = 8;
@@ -50,34 +51,42 @@ export function mentionsMe(e, me) {
 }
 
 /**
- * Renders body into node as text, with the resolved mentions wrapped in
+ * Renders body into node (richtext.js: the safe Markdown subset, links,
+ * shortcodes), with the resolved mentions in its text runs wrapped in
  * <span class="mention"> (class "mention-me" for mentions of me). `names` is
  * a Set of lower-case usernames to highlight, `all` whether @all/@here is
  * resolved, `meName` my lower-case username, `mine` whether I wrote it.
- * Returns whether anything was highlighted. Only textContent is used.
+ * Returns whether anything was highlighted. Only DOM calls and Text nodes
+ * are used: nothing of the body is parsed as HTML.
  */
 export function renderBody(node, body, { names, all, meName, mine }) {
-  const toks = scanMentions(body).filter((t) => {
-    const n = t.name.toLowerCase();
-    return names.has(n) || (all && (n === 'all' || n === 'here'));
-  });
-  const key = JSON.stringify([body, toks.map((t) => [t.start, t.end]), meName, mine]);
-  if (node._bodyKey === key) return toks.length > 0;
+  const key = JSON.stringify([body, [...names], all, meName, mine]);
+  if (node._bodyKey === key) return !!node._hasMention;
   node._bodyKey = key;
-  if (!toks.length) { node.textContent = body; return false; }
-  const frag = document.createDocumentFragment();
-  let at = 0;
-  for (const t of toks) {
-    if (t.start > at) frag.append(document.createTextNode(body.slice(at, t.start)));
-    const n = t.name.toLowerCase();
-    const me = !mine && (n === meName || n === 'all' || n === 'here');
-    frag.append(el('span', { class: 'mention' + (me ? ' mention-me' : ''), 'data-testid': me ? 'mention-me' : 'mention',
-      text: body.slice(t.start, t.end) }));
-    at = t.end;
-  }
-  if (at < body.length) frag.append(document.createTextNode(body.slice(at)));
-  node.replaceChildren(frag);
-  return true;
+  let any = false;
+  const text = (run) => {
+    const toks = scanMentions(run).filter((t) => {
+      const n = t.name.toLowerCase();
+      return names.has(n) || (all && (n === 'all' || n === 'here'));
+    });
+    if (!toks.length) return [document.createTextNode(expandShortcodes(run))];
+    any = true;
+    const out = [];
+    let at = 0;
+    for (const t of toks) {
+      if (t.start > at) out.push(document.createTextNode(expandShortcodes(run.slice(at, t.start))));
+      const n = t.name.toLowerCase();
+      const me = !mine && (n === meName || n === 'all' || n === 'here');
+      out.push(el('span', { class: 'mention' + (me ? ' mention-me' : ''), 'data-testid': me ? 'mention-me' : 'mention',
+        text: run.slice(t.start, t.end) }));
+      at = t.end;
+    }
+    if (at < run.length) out.push(document.createTextNode(expandShortcodes(run.slice(at))));
+    return out;
+  };
+  node.replaceChildren(...renderRich(body, text));
+  node._hasMention = any;
+  return any;
 }
 
 // ----------------------------------------------------------- autocomplete ---

@@ -74,15 +74,21 @@ export async function launch() {
   return browser;
 }
 
-/** A fresh browser context (its own storage: another person) with one page. */
+/** A fresh browser context (its own storage: another person) with one page.
+ *  opts: viewport, colorScheme ('light' default), permissions (e.g.
+ *  ['notifications']), initScript (a function run in every page first, with
+ *  initArg). */
 export async function person(name, opts = {}) {
   const ctx = await browser.newContext({
     viewport: opts.viewport || { width: 1180, height: 760 },
     deviceScaleFactor: 1,
     locale: 'en-US',
     timezoneId: 'UTC',
+    colorScheme: opts.colorScheme || 'light',
+    permissions: opts.permissions || [],
   });
   ctx.setDefaultTimeout(STEP_MS);
+  if (opts.initScript) await ctx.addInitScript(opts.initScript, opts.initArg);
   const page = await ctx.newPage();
   page.on('pageerror', (err) => { pageErrors.push(`${name}: ${err.message}`); log(`${name} PAGE ERROR: ${err.message}`); });
   page.on('console', (m) => {

@@ -26,6 +26,12 @@ playwright-core against a real parleyd (see conftest.py):
   on messages, names and previews (Arabic, Hebrew); presence unknown while my
   connection is down, "3 online" in a group of three; sent / delivered / read
   marks of different shapes with labels.
+- features.mjs (issue 14's gaps): the safe Markdown subset, links and
+  shortcodes, and hostile input that must not become markup; dark mode
+  (system and the remembered switch); desktop notifications (hidden tab,
+  mentions, levels, sound) and the favicon count; people search, avatars
+  and the profile card; grouped messages, time format, Ctrl+K switcher; a
+  390x844 phone; message search with filters jumping into history.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
@@ -46,6 +52,7 @@ SCENARIOS = {
     "session": ("--access-ttl", "2"),      # access tokens expire during the test
     "actions": ("--large-group", "1"),    # its group is "large": not replayed on resume
     "defects": (),
+    "features": (),
 }
 
 

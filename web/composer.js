@@ -1,0 +1,140 @@
+// composer.js — the message composer: the textarea (Enter sends, Shift+Enter
+// a new line, growing up to 160 px), the @ autocomplete of the open
+// conversation's members (mentions.js), typing notifications (start at most
+// every 2 s while typing, stop on send, blur or empty), and the send itself
+// (app.js's outbox) or an edit's save (actions.js: reply / edit modes, Up to
+// edit the last message).
+
+import { $ } from './dom.js';
+import * as actions from './actions.js';
+import { attachAutocomplete } from './mentions.js';
+import * as alerts from './alerts.js';
+import { S } from './state.js';
+import { openMenu } from './menu.js';
+import { icon } from './icons.js';
+
+/** The composer's emoji picker: [emoji, name]. */
+const PICK = [
+  ['😀', 'grinning'], ['😂', 'joy'], ['😊', 'blush'], ['😍', 'heart eyes'], ['🤔', 'thinking'], ['😅', 'sweat smile'],
+  ['😢', 'cry'], ['😮', 'surprised'], ['👍', 'thumbs up'], ['👎', 'thumbs down'], ['👏', 'clap'], ['🙏', 'thank you'],
+  ['👋', 'wave'], ['💪', 'muscle'], ['🎉', 'party popper'], ['🔥', 'fire'], ['❤️', 'heart'], ['✅', 'check'],
+  ['👀', 'eyes'], ['🚀', 'rocket'], ['💯', 'hundred'], ['☕', 'coffee'], ['🍕', 'pizza'], ['⚠️', 'warning'],
+];
+
+const TYPING_SEND_EVERY_MS = 2_000;
+
+let h = null;
+let mentionBox = null;     // the composer's @ autocomplete
+
+/** hooks: {conn() -> Connection, send(c, body, reply), loadDetails(c)} */
+export function initComposer(hooks) {
+  h = hooks;
+  const input = $('composer-input');
+  $('composer').addEventListener('submit', submitComposer);
+  mentionBox = attachAutocomplete(input, $('mention-list'), mentionCandidates);
+  input.addEventListener('keydown', (ev) => {
+    if (mentionBox.handleKey(ev)) return;
+    if (actions.handleComposerKey(ev)) return;
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) submitComposer(ev);
+  });
+  input.addEventListener('input', () => {
+    autosize();
+    const c = S.convs.get(S.openId);
+    if (!c) return;
+    const mode = actions.composeMode();
+    if (input.value.trim() && !(mode && mode.mode === 'edit')) typingStart(c);   // editing is not typing
+    else typingStop();
+  });
+  input.addEventListener('blur', typingStop);
+  const eb = $('emoji-btn');
+  eb.replaceChildren(icon('smile', 20));
+  eb.addEventListener('click', () => openMenu({
+    opener: eb, grid: true, label: 'Insert an emoji', testid: 'emoji-picker', align: 'end',
+    items: PICK.map(([emoji, name]) => ({
+      label: emoji, emoji, testid: 'emoji-option', ariaLabel: name, title: name, keepFocusAway: true,
+      onSelect: () => insertAtCaret(emoji),
+    })),
+  }));
+}
+
+/** Inserts text at the composer's caret (replacing a selection). */
+function insertAtCaret(text) {
+  const t = $('composer-input');
+  const a = t.selectionStart ?? t.value.length, b = t.selectionEnd ?? t.value.length;
+  t.value = t.value.slice(0, a) + text + t.value.slice(b);
+  t.focus();
+  t.setSelectionRange(a + text.length, a + text.length);
+  t.dispatchEvent(new Event('input', { bubbles: true }));
+}
+
+export function closeMentions() { if (mentionBox) mentionBox.close(); }
+
+export function autosize() {
+  const t = $('composer-input');
+  t.style.height = 'auto';
+  t.style.height = Math.min(t.scrollHeight, 160) + 'px';
+}
+
+function submitComposer(ev) {
+  if (ev) ev.preventDefault();
+  const c = S.convs.get(S.openId);
+  const t = $('composer-input');
+  const body = t.value.replace(/\s+$/, '');
+  if (!c || c.left || !body.trim()) return;
+  if (new TextEncoder().encode(body).length > 16384) {
+    t.setCustomValidity('This message is too long (16 KB at most).');
+    t.reportValidity();
+    return;
+  }
+  t.setCustomValidity('');
+  const mode = actions.composeMode();
+  t.value = '';
+  autosize();
+  typingStop();
+  if (mentionBox) mentionBox.close();
+  if (mode && mode.mode === 'edit' && mode.conv === c.id) {
+    actions.submitEdit(c, mode.seq, body);
+  } else {
+    const reply = actions.replyFor(c);
+    h.send(c, body, reply);
+    actions.cancelCompose(false);
+    alerts.askAfterFirstSend();      // a sensible moment: the user is engaged (and this is a gesture)
+  }
+  t.focus();
+}
+
+/** Members I can @mention in the open conversation (and @all/@here in
+ *  groups). */
+function mentionCandidates() {
+  const c = S.convs.get(S.openId);
+  if (!c || c.left) return [];
+  if (!c.members) { h.loadDetails(c); return []; }
+  const out = [];
+  for (const m of c.members) {
+    if (S.me && m.id === S.me.id) continue;
+    const name = S.names.get(m.id);
+    if (name) out.push({ id: m.id, username: name, hint: m.role === 'admin' && c.kind === 'group' ? 'admin' : '' });
+  }
+  if (c.kind === 'group') {
+    out.push({ id: 0, username: 'all', hint: 'everyone in this group', special: true });
+    out.push({ id: 0, username: 'here', hint: 'everyone in this group', special: true });
+  }
+  return out;
+}
+
+function typingStart(c) {
+  const now = Date.now();
+  const t = S.typingOut;
+  if (t && t.conv === c.id && now - t.last < TYPING_SEND_EVERY_MS) return;
+  if (t && t.conv !== c.id) typingStop();
+  const conn = h.conn();
+  if (conn && conn.send({ type: 'typing', conversation: c.id, state: 'start' })) S.typingOut = { conv: c.id, last: now };
+}
+
+export function typingStop() {
+  const t = S.typingOut;
+  if (!t) return;
+  S.typingOut = null;
+  const conn = h.conn();
+  if (conn) conn.send({ type: 'typing', conversation: t.conv, state: 'stop' });
+}

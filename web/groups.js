@@ -1,0 +1,135 @@
+// groups.js — the group dialogs: "New group" (a title and members by
+// username) and "Members" (the list with roles and presence, a member's
+// profile card, an admin adding and removing members, leaving the group).
+// REST: docs/protocol.md section 2.
+
+import { el, $, paintUserAvatar } from './dom.js';
+import { S, nameOf, learnMembers } from './state.js';
+import { presenceOf } from './convlist.js';
+import { attachPeoplePicker } from './people.js';
+
+let h = null;
+
+/** hooks: {api, render(what), openConv(id), lookupUser(name) -> Promise<user>,
+ *  upsertConv(d) -> c, loadDetails(c, force), queryPresence(ids),
+ *  openProfile(uid)} */
+export function initGroups(hooks) {
+  h = hooks;
+  $('new-group').addEventListener('click', () => {
+    $('group-form').reset();
+    $('group-error').textContent = '';
+    $('group-dialog').showModal();
+    $('group-title').focus();
+  });
+  $('group-cancel').addEventListener('click', () => $('group-dialog').close());
+  $('group-form').addEventListener('submit', createGroup);
+  $('members-btn').addEventListener('click', () => {
+    const c = S.convs.get(S.openId);
+    $('members-error').textContent = '';
+    if (c) h.loadDetails(c, true);
+    renderMembers();
+    $('members-dialog').showModal();
+  });
+  $('members-close').addEventListener('click', () => $('members-dialog').close());
+  $('add-member-form').addEventListener('submit', addMember);
+  attachPeoplePicker($('group-members'), $('group-people-list'), null, true);
+  attachPeoplePicker($('add-member-username'), $('add-people-list'), (u) => {
+    $('add-member-username').value = u.username;
+    $('add-member-form').requestSubmit();
+  });
+  $('leave-group').addEventListener('click', leaveGroup);
+}
+
+export function renderMembers() {
+  const c = S.convs.get(S.openId);
+  const ul = $('member-list');
+  if (!c) return;
+  const admin = c.role === 'admin' && !c.left;
+  $('add-member-form').hidden = !admin;
+  $('leave-group').hidden = c.left;
+  const members = (c.members || []).slice().sort((a, b) => (a.role === b.role ? nameOf(a.id).localeCompare(nameOf(b.id)) : a.role === 'admin' ? -1 : 1));
+  ul.replaceChildren(...members.map((m) => {
+    const name = nameOf(m.id);
+    const me = S.me && m.id === S.me.id;
+    const pres = S.conn !== 'online' ? 'unknown' : me ? 'online' : presenceOf(m.id);
+    const av = el('span', { class: 'avatar avatar-sm', 'aria-hidden': 'true' });
+    paintUserAvatar(av, m.id, name);
+    return el('li', { class: 'member', 'data-testid': 'member', 'data-user': m.id, 'data-role': m.role },
+      av,
+      el('span', { class: 'pdot', 'data-status': pres, 'aria-hidden': 'true' }),
+      el('button', { type: 'button', class: 'member-name', dir: 'auto', 'data-testid': 'member-name',
+        'aria-label': `${name}${me ? ' (you)' : ''}: show profile`, onclick: () => h.openProfile(m.id) }, name + (me ? ' (you)' : '')),
+      el('span', { class: 'role', text: m.role === 'admin' ? 'Admin' : 'Member' }),
+      el('span', { class: 'sr-only', text: pres === 'unknown' ? '' : `, ${pres}` }),
+      admin && !me ? el('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'remove-member',
+        'aria-label': `Remove ${name}`, text: 'Remove', onclick: () => removeMember(c, m.id) }) : null);
+  }));
+}
+
+async function createGroup(ev) {
+  ev.preventDefault();
+  const err = $('group-error');
+  err.textContent = '';
+  const title = $('group-title').value.trim();
+  const names = $('group-members').value.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
+  if (!title) { err.textContent = 'Give the group a name.'; $('group-title').focus(); return; }
+  try {
+    const users = await Promise.all(names.map(h.lookupUser));
+    const ids = [...new Set(users.map((u) => u.id).filter((id) => !S.me || id !== S.me.id))];
+    const d = await h.api.call('POST', '/api/v1/conversations', { kind: 'group', title, members: ids });
+    const c = h.upsertConv(d);
+    $('group-dialog').close();
+    h.queryPresence(ids);
+    h.openConv(c.id);
+  } catch (e) {
+    err.textContent = e.message || 'Could not create the group.';
+  }
+}
+
+async function addMember(ev) {
+  ev.preventDefault();
+  const c = S.convs.get(S.openId);
+  const input = $('add-member-username');
+  const err = $('members-error');
+  err.textContent = '';
+  if (!c) return;
+  try {
+    const u = await h.lookupUser(input.value);
+    const d = await h.api.call('POST', `/api/v1/conversations/${c.id}/members`, { user: u.id });
+    if (d && d.members) learnMembers(c, d.members);
+    input.value = '';
+    h.queryPresence([u.id]);
+    renderMembers();
+    h.render('conv');
+  } catch (e) {
+    err.textContent = e.status === 403 ? 'Only admins can add members.' : (e.message || 'Could not add the member.');
+  }
+}
+
+async function removeMember(c, uid) {
+  const err = $('members-error');
+  err.textContent = '';
+  try {
+    await h.api.call('DELETE', `/api/v1/conversations/${c.id}/members/${uid}`);
+    if (c.members) c.members = c.members.filter((m) => m.id !== uid);
+    renderMembers();
+    h.render('conv');
+  } catch (e) {
+    err.textContent = e.status === 403 ? 'Only admins can remove members.' : (e.message || 'Could not remove the member.');
+  }
+}
+
+async function leaveGroup() {
+  const c = S.convs.get(S.openId);
+  const err = $('members-error');
+  err.textContent = '';
+  if (!c) return;
+  try {
+    await h.api.call('POST', `/api/v1/conversations/${c.id}/leave`);
+    c.left = true;
+    $('members-dialog').close();
+    h.render();
+  } catch (e) {
+    err.textContent = e.message || 'Could not leave the group.';
+  }
+}

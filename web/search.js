@@ -1,0 +1,128 @@
+// search.js — the message search dialog: words, filters (conversation,
+// sender, dates, mentions of me), results newest first with their
+// highlighted snippet, paged with "More results"; a result opens its
+// conversation at that message, with the history around it loaded
+// (app.js jumpToMessage). The API is docs/protocol.md "Search"
+// (GET /api/v1/search).
+//
+// A snippet marks matched words with U+0002 ... U+0003: those become <mark>
+// elements; every piece of text is a Text node (never parsed as HTML).
+
+import { el, $, setText, fmtFull } from './dom.js';
+
+const PAGE = 20;
+let h = null;
+let last = null;         // the params of the shown results
+let cursor = null;
+let gen = 0;
+
+/** hooks: {api, convs() -> [{id, title}], lookupUser(name) -> Promise<{id}>, nameOf(uid), titleOf(convId),
+ *  jump(convId, seq)} */
+export function initSearch(hooks) {
+  h = hooks;
+  $('search-form').addEventListener('submit', (ev) => { ev.preventDefault(); runSearch(false); });
+  $('search-more').addEventListener('click', () => runSearch(true));
+  $('search-close').addEventListener('click', () => $('search-dialog').close());
+  for (const id of ['search-conv', 'search-mentions', 'search-after', 'search-before']) {
+    $(id).addEventListener('change', () => { if ($('search-q').value.trim()) runSearch(false); });
+  }
+}
+
+export function openSearch() {
+  const sel = $('search-conv');
+  const prev = sel.value;
+  sel.replaceChildren(el('option', { value: '', text: 'All conversations' }),
+    ...h.convs().map((c) => el('option', { value: String(c.id), text: c.title })));
+  sel.value = prev && [...sel.options].some((o) => o.value === prev) ? prev : '';
+  $('search-dialog').showModal();
+  $('search-q').focus();
+  $('search-q').select();
+}
+
+function dayStart(v) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(v || '');
+  return m ? new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3])).getTime() : null;
+}
+
+async function params() {
+  const q = $('search-q').value.trim();
+  if (!q) throw new Error('Type a word to search for.');
+  const p = new URLSearchParams({ q, limit: String(PAGE) });
+  const conv = $('search-conv').value;
+  if (conv) p.set('conversation', conv);
+  const who = $('search-sender').value.trim().replace(/^@/, '');
+  if (who) {
+    let u;
+    try { u = await h.lookupUser(who); } catch (e) { throw new Error(e.message || `No user named “${who}”.`); }
+    p.set('sender', String(u.id));
+  }
+  const after = dayStart($('search-after').value);
+  const before = dayStart($('search-before').value);
+  if (after != null) p.set('after', String(after));
+  if (before != null) p.set('before', String(before));
+  if (after != null && before != null && before <= after) throw new Error('“Before” must be a later day than “After”.');
+  if ($('search-mentions').checked) p.set('mentions', '1');
+  return p;
+}
+
+async function runSearch(more) {
+  const state = $('search-state');
+  const ul = $('search-results');
+  const my = ++gen;
+  let p;
+  try {
+    p = more && last ? new URLSearchParams(last) : await params();
+  } catch (e) {
+    setText(state, e.message);
+    return;
+  }
+  if (more) { if (!cursor) return; p.set('cursor', cursor); }
+  else { ul.replaceChildren(); cursor = null; }
+  last = new URLSearchParams(p);
+  last.delete('cursor');
+  setText(state, 'Searching…');
+  $('search-more').hidden = true;
+  let r;
+  try {
+    r = await h.api.call('GET', '/api/v1/search?' + p.toString());
+  } catch (e) {
+    if (my !== gen) return;
+    setText(state, e.status === 0 ? 'You are offline — search needs the server.' : `Search failed${e.message ? `: ${e.message}` : ''}.`);
+    return;
+  }
+  if (my !== gen) return;
+  const results = (r && r.results) || [];
+  cursor = r && typeof r.next_cursor === 'string' ? r.next_cursor : null;
+  ul.append(...results.map(resultItem));
+  const n = ul.children.length;
+  setText(state, n ? `${n}${cursor ? '+' : ''} message${n === 1 ? '' : 's'} found.` : 'Nothing found.');
+  $('search-more').hidden = !cursor;
+}
+
+/** The snippet's text with the marked words as <mark>. */
+function snippetNodes(s) {
+  const out = [];
+  const parts = String(s || '').split(/(\u0002[^\u0003]*\u0003)/);
+  for (const part of parts) {
+    if (!part) continue;
+    if (part[0] === '\u0002') out.push(el('mark', { text: part.slice(1, -1) }));
+    else out.push(document.createTextNode(part.replace(/[\u0002\u0003]/g, '')));
+  }
+  return out;
+}
+
+function resultItem(m) {
+  const title = h.titleOf(m.conversation);
+  const who = h.nameOf(m.sender);
+  const open = () => { $('search-dialog').close(); h.jump(m.conversation, m.seq); };
+  return el('li', { class: 'search-result', 'data-testid': 'search-result', 'data-conv-id': m.conversation, 'data-seq': m.seq },
+    el('button', { type: 'button', class: 'search-open', onclick: open,
+      'aria-label': `${who} in ${title}, ${fmtFull(m.ts)}: ${String(m.snippet || m.body || '').replace(/[\u0002\u0003]/g, '')}. Show in the conversation` },
+    el('span', { class: 'search-meta' },
+      el('span', { class: 'search-conv', dir: 'auto', text: title }),
+      el('span', { class: 'search-who', dir: 'auto', text: who }),
+      el('time', { class: 'search-time', datetime: new Date(m.ts).toISOString(), text: fmtFull(m.ts) })),
+    el('span', { class: 'search-snippet', dir: 'auto', 'data-testid': 'search-snippet' }, ...snippetNodes(m.snippet || m.body))));
+}
+
+export function searchOpen() { return $('search-dialog').open; }
