@@ -13,7 +13,8 @@
 
 #define READ_BUF_SIZE   (64 * 1024)
 #define IOV_MAX_BATCH   64          /* entries per vectored write              */
-#define CLOSE_LINGER_MS 5000        /* graceful close waits at most this long  */
+#define CLOSE_LINGER_MS 5000        /* graceful close waits at most this long
+                                       (flush, then the peer's EOF)            */
 
 struct pl_net {
     uv_loop_t     *loop;
@@ -88,16 +89,51 @@ static void conn_destroy(pl_conn *c) {
     uv_close((uv_handle_t *)&c->tcp, on_uv_close);
 }
 
-void pl_conn_close(pl_conn *c, int graceful) {
-    if (c->closed) return;
-    c->closing = 1;
-    if (!c->paused) uv_read_stop((uv_stream_t *)&c->tcp);
-    c->paused = 1;
-    if (!graceful || (c->qlen == 0 && !c->writing)) {
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    pl_conn *c = req->data;
+    free(req);
+    if (status < 0 && !c->closed) conn_destroy(c);
+    pl_conn_unref(c);
+}
+
+/* A closing connection whose queue is written: closed if the peer already
+ * half-closed, otherwise half-closed from our side (FIN) to linger until the
+ * peer's EOF or the deadline. See "lingers" in conn.h. */
+static void conn_finish(pl_conn *c) {
+    if (c->closed || c->qlen || c->writing || c->shut) return;
+    if (c->peer_eof) {
         conn_destroy(c);
         return;
     }
-    c->deadline = pl_mono_ms() + CLOSE_LINGER_MS;   /* the sweep cuts it off */
+    uv_shutdown_t *req = pl_malloc(sizeof *req);
+    req->data = c;
+    c->shut = 1;
+    pl_conn_ref(c);
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        free(req);
+        pl_conn_unref(c);
+        conn_destroy(c);
+    }
+}
+
+void pl_conn_close(pl_conn *c, int graceful) {
+    if (c->closed) return;
+    if (!graceful) {
+        conn_destroy(c);
+        return;
+    }
+    if (!c->closing) {
+        c->closing = 1;
+        c->deadline = pl_mono_ms() + CLOSE_LINGER_MS;   /* the sweep cuts it off */
+        if (c->paused && !c->peer_eof) {                /* read, to discard */
+            c->paused = 0;
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        }
+    }
+    conn_finish(c);
 }
 
 void pl_conn_pause(pl_conn *c) {
@@ -106,7 +142,6 @@ void pl_conn_pause(pl_conn *c) {
     c->paused = 1;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     buf->base = (char *)read_buf;
     buf->len = sizeof read_buf;
@@ -127,9 +162,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         c->net->h.on_data(c, (uint8_t *)buf->base, (size_t)nread);
         pl_conn_unref(c);
     } else if (nread < 0) {
-        /* EOF or error: whatever is queued can no longer matter much; try to
-         * flush it (a half-closed peer may still read) then close. */
-        pl_conn_close(c, nread == UV_EOF);
+        /* EOF: flush what is queued (a half-closed peer may still read),
+         * then close. An error: the peer is gone. */
+        if (nread != UV_EOF) {
+            conn_destroy(c);
+            return;
+        }
+        c->peer_eof = 1;
+        uv_read_stop(s);
+        c->paused = 1;
+        pl_conn_close(c, 1);
     }
 }
 
@@ -202,7 +244,7 @@ static void after_queue_change(pl_conn *c) {
         c->high = 0;
         if (!c->closing && c->net->h.on_drain) c->net->h.on_drain(c);
     }
-    if (c->closing && !c->closed && c->qlen == 0 && !c->writing) conn_destroy(c);
+    if (c->closing) conn_finish(c);
 }
 
 static void on_write(uv_write_t *req, int status) {

@@ -10,11 +10,20 @@
  *
  * Connection states:
  *
- *   OPEN --pl_conn_close()--> CLOSING --queue flushed or timeout--> uv_close
- *     \                                                              |
- *      `--read error / EOF / write error ----------------------------+
- *                                                                    v
+ *   OPEN --pl_conn_close(graceful)--> CLOSING --queue written--> FIN sent
+ *     |         (input read and discarded)                  |
+ *     |                                     peer EOF or linger timeout
+ *     |                                                     v
+ *     `--read error / write error / pl_conn_close(0) ---> uv_close
+ *                                                           |
  *                               on_close() callback, then unref; freed at refs == 0
+ *
+ * The graceful close lingers (RFC 9112 9.6): closing a socket that still has
+ * unread input makes the kernel send a reset, which can destroy the response
+ * still in flight (a proxy that sees the reset while forwarding a request
+ * body drops the answer). So a closing connection keeps reading, discards
+ * what arrives, half-closes once its queue is written, and is closed at the
+ * peer's EOF or after at most CLOSE_LINGER_MS.
  *
  * Invariants:
  *   1. A connection is freed only when its refs drop to zero; asynchronous
@@ -59,7 +68,7 @@ struct pl_conn {
     int64_t      deadline;     /* monotonic ms; 0 = none                     */
     uint32_t     refs;
     uint8_t      mode;         /* PL_CONN_HTTP / PL_CONN_WS                  */
-    uint8_t      closing;      /* close requested: no more reads or queueing */
+    uint8_t      closing;      /* close requested: input discarded, no queueing */
     uint8_t      closed;       /* uv_close called                            */
     uint8_t      in_flush;     /* on the pending-flush list                  */
     uint8_t      writing;      /* a uv_write is in flight                    */
@@ -67,6 +76,8 @@ struct pl_conn {
     uint8_t      high;         /* queue went above the high-water mark       */
     uint8_t      ws_state;     /* ws/wsconn.c: open, close sent, ...        */
     uint8_t      loopback;     /* the peer is on 127.0.0.0/8 or ::1         */
+    uint8_t      peer_eof;     /* the peer half-closed (read EOF)           */
+    uint8_t      shut;         /* our FIN was requested (lingering close)   */
     int64_t      ip_key;       /* the peer address as a map key (non-zero)  */
     int64_t      last_rx;      /* monotonic ms of the last bytes received   */
     pl_rbuf    **q;            /* write queue ring, NULL while never used    */

@@ -382,3 +382,50 @@ def test_plain_get_of_the_websocket_url_is_told_to_upgrade(server):
     except urllib.error.HTTPError as e:
         assert e.code == 426, e.code
         assert e.headers["Upgrade"] == "websocket"
+
+
+def test_an_answer_before_the_body_survives_the_rest_of_the_body(server):
+    """A request refused before its body was read (413 here) is answered, and
+    the client may go on sending the body it had started: the server reads
+    and discards it, half-closes, and never resets the connection, which
+    would destroy the answer in flight (RFC 9112 9.6). Through HAProxy a
+    reset while it forwarded the body made it drop the 413 and close the
+    client's connection with nothing (seen as an intermittent failure of
+    test_bad_http_requests[cluster])."""
+    import socket
+    import time
+    body_len = 4 << 20
+    s = socket.create_connection((server.host, server.port), timeout=10)
+    try:
+        s.sendall(b"POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % body_len)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = s.recv(65536)
+            assert d, f"closed before an answer: {got!r}"
+            got += d
+        head, rest = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 413 "), head
+        clen = int([ln.split(b":", 1)[1] for ln in head.split(b"\r\n")
+                    if ln.lower().startswith(b"content-length:")][0])
+        while len(rest) < clen:
+            d = s.recv(65536)
+            assert d, "closed inside the answer"
+            rest += d
+        assert json.loads(rest[:clen])["error"]["code"] == "too_large"
+        # The server had the head only; give it time to close, then send the
+        # body it refused. Before the fix, the socket was closed by now and the
+        # body ran into a reset.
+        time.sleep(0.3)
+        chunk = b"x" * 65536
+        for _ in range(body_len // len(chunk)):
+            s.sendall(chunk)
+        s.shutdown(socket.SHUT_WR)
+        # Then an orderly end: EOF, not a reset.
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+    finally:
+        s.close()
