@@ -73,6 +73,7 @@ typedef struct pb_opts {
     double offline;           /* storm: seconds between drop and reconnect   */
     int    resume;            /* storm: RESUME_AUTH or RESUME_SYNC           */
     int    idle_convs;        /* idle: put each pair in a DM                 */
+    int    tls;               /* --tls: wss/https to the server (bench/tlsc.c) */
     int    connect_conc;      /* handshakes in flight per worker             */
     int    reconnect_conc;    /* storm: the same for the reconnect, 0 = all  */
     int    http_conc;         /* setup: keep-alive connections               */

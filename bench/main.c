@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "tlsc.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "hdr.h"
@@ -101,6 +102,8 @@ static void usage(FILE *f) {
 "  --connect-conc N       handshakes in flight per worker (default 512)\n"
 "  --reconnect-conc N     storm: the same for the reconnect (default 0: all at once)\n"
 "  --http-conc N          setup: keep-alive REST connections (default 64)\n"
+"  --tls                  speak TLS (https, wss) to the server: one started with\n"
+"                         --tls-cert/--tls-key (no certificate verification)\n"
 "  --timeout S            wait for acks / deliveries / catch-up (default 30)\n"
 "  --server HOST:PORT[,HOST:PORT...]\n"
 "                         use running servers instead of starting one; with a\n"
@@ -171,7 +174,7 @@ static int parse_opts(int argc, char **argv) {
     enum { o_workers = 256, o_per_worker, o_addrs, o_duration, o_warmup, o_rate, o_probe, o_window,
            o_senders, o_group_size, o_body, o_hold, o_offline, o_resume, o_no_idle_convs,
            o_connect_conc, o_reconnect_conc, o_http_conc, o_timeout, o_server, o_server_pid, o_parleyd, o_server_args,
-           o_json, o_label, o_keep };
+           o_json, o_label, o_keep, o_tls };
     static const struct option lo[] = {
         {"clients", 1, 0, 'n'}, {"workers", 1, 0, o_workers}, {"per-worker", 1, 0, o_per_worker},
         {"addrs", 1, 0, o_addrs}, {"duration", 1, 0, o_duration}, {"warmup", 1, 0, o_warmup},
@@ -183,7 +186,7 @@ static int parse_opts(int argc, char **argv) {
         {"http-conc", 1, 0, o_http_conc}, {"timeout", 1, 0, o_timeout}, {"server", 1, 0, o_server},
         {"server-pid", 1, 0, o_server_pid}, {"parleyd", 1, 0, o_parleyd},
         {"server-args", 1, 0, o_server_args}, {"json", 1, 0, o_json}, {"label", 1, 0, o_label},
-        {"keep-data", 0, 0, o_keep}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"keep-data", 0, 0, o_keep}, {"tls", 0, 0, o_tls}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 2;
     int ch;
     while ((ch = getopt_long(argc, argv, "n:vh", lo, NULL)) != -1) {
@@ -216,6 +219,13 @@ static int parse_opts(int argc, char **argv) {
         case o_connect_conc: O.connect_conc = atoi(optarg); break;
         case o_reconnect_conc: O.reconnect_conc = atoi(optarg); break;
         case o_http_conc: O.http_conc = atoi(optarg); break;
+        case o_tls:
+            O.tls = 1;
+            if (pb_tls_init() != 0) {
+                fprintf(stderr, "parley-bench: cannot set up TLS\n");
+                return -1;
+            }
+            break;
         case o_timeout: O.timeout = atof(optarg); break;
         case o_server: snprintf(O.server, sizeof O.server, "%s", optarg); break;
         case o_server_pid: {
@@ -1051,6 +1061,7 @@ int main(int argc, char **argv) {
                   "hold", O.hold, "offline", O.offline, "resume", O.resume == RESUME_AUTH ? "auth" : "sync",
                   "connect_conc", O.connect_conc, "idle_convs", O.idle_convs));
     json_object_set_new(json_object_get(res, "params"), "reconnect_conc", json_integer(O.reconnect_conc));
+    json_object_set_new(json_object_get(res, "params"), "tls", json_boolean(O.tls));
     {
         json_t *sl = json_array();
         for (int k = 0; k < P.nservers; k++)

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "tlsc.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 
@@ -43,6 +44,7 @@ typedef struct hjob_ops {
 
 typedef struct hconn {
     int    fd;
+    pb_ssl *ssl;         /* --tls, else NULL                   */
     int    srv;          /* the server it connects to          */
     int    job;          /* -1 when idle                       */
     int    attempts;
@@ -63,6 +65,13 @@ typedef struct hrun {
     const hjob_ops *ops;
 } hrun;
 
+static void hclose(hconn *c) {
+    pb_tls_free(c->ssl);
+    c->ssl = NULL;
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+}
+
 static int hconnect(hrun *r, hconn *c) {
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0) return -1;
@@ -73,6 +82,15 @@ static int hconnect(hrun *r, hconn *c) {
         c->fd = -1;
         return -1;
     }
+    if (pb_tls_on()) {                  /* the socket is still blocking: handshake now */
+        int ww;
+        c->ssl = pb_tls_new(c->fd);
+        if (!c->ssl || pb_tls_handshake(c->ssl, &ww) != 1) {
+            hclose(c);
+            errno = EPROTO;
+            return -1;
+        }
+    }
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     epoll_ctl(r->ep, EPOLL_CTL_ADD, c->fd, &ev);
@@ -81,8 +99,7 @@ static int hconnect(hrun *r, hconn *c) {
 }
 
 static void hdrop(hrun *r, hconn *c) {
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
+    hclose(c);
     if (c->job >= 0) {
         if (++c->attempts > 3) {
             if (!r->failed)
@@ -97,7 +114,8 @@ static void hdrop(hrun *r, hconn *c) {
 
 static void hflush(hrun *r, hconn *c) {
     while (c->out_off < c->out.len) {
-        ssize_t k = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        ssize_t k = c->ssl ? pb_tls_send(c->ssl, c->out.p + c->out_off, c->out.len - c->out_off)
+                           : send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (k > 0) {
             c->out_off += (size_t)k;
             continue;
@@ -147,7 +165,8 @@ static void hread(hrun *r, hconn *c) {
             c->in_cap = c->in_cap ? c->in_cap * 2 : 65536;
             c->in = pl_realloc(c->in, c->in_cap);
         }
-        ssize_t k = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len - 1, 0);
+        ssize_t k = c->ssl ? pb_tls_recv(c->ssl, c->in + c->in_len, c->in_cap - c->in_len - 1)
+                           : recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len - 1, 0);
         if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
             hdrop(r, c);
             return;
@@ -178,10 +197,7 @@ static void hread(hrun *r, hconn *c) {
         r->done++;
         memmove(c->in, c->in + head + blen, c->in_len - head - blen);
         c->in_len -= head + blen;
-        if (close_after) {
-            close(c->fd);
-            c->fd = -1;
-        }
+        if (close_after) hclose(c);
         hstart(r, c);
     }
 }
@@ -230,7 +246,7 @@ static int http_batch(const pb_plan *p, int conc, int njobs, const hjob_ops *ops
         }
     }
     for (int i = 0; i < conc; i++) {
-        if (cs[i].fd >= 0) close(cs[i].fd);
+        hclose(&cs[i]);
         pl_sbuf_release(&cs[i].out);
         free(cs[i].in);
     }
@@ -455,18 +471,23 @@ int pb_wait_healthy(const char *host, int port, double timeout_s) {
     int64_t deadline = pb_now() + (int64_t)(timeout_s * 1e9);
     while (pb_now() < deadline) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&dst, sizeof dst) == 0) {
+        pb_ssl *ssl = NULL;
+        int ww;
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&dst, sizeof dst) == 0 &&
+            (!pb_tls_on() || ((ssl = pb_tls_new(fd)) && pb_tls_handshake(ssl, &ww) == 1))) {
             char req[256], buf[512];
             int n = snprintf(req, sizeof req, "GET /healthz HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n",
                              host, port);
-            if (send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
-                ssize_t k = recv(fd, buf, sizeof buf - 1, 0);
+            if ((ssl ? pb_tls_send(ssl, req, (size_t)n) : send(fd, req, (size_t)n, MSG_NOSIGNAL)) == n) {
+                ssize_t k = ssl ? pb_tls_recv(ssl, buf, sizeof buf - 1) : recv(fd, buf, sizeof buf - 1, 0);
                 if (k >= 12 && !strncmp(buf, "HTTP/1.1 200", 12)) {
+                    pb_tls_free(ssl);
                     close(fd);
                     return 0;
                 }
             }
         }
+        pb_tls_free(ssl);
         if (fd >= 0) close(fd);
         usleep(50000);
     }

@@ -13,6 +13,7 @@
  * Client states (client_* functions perform the transitions):
  *
  *   NEW/OFFLINE --client_connect()--> CONNECTING --on_connected()--> HANDSHAKE
+ *     (--tls: CONNECTING --on_connected()--> TLS --tls_step()--> HANDSHAKE)
  *     --on_upgrade() (101 read)--> AUTH --on_ready() ("ready" read)--> READY
  *   any state --client_fail()--> CLOSED        (a failure; never retried)
  *   READY --storm_drop()--> OFFLINE            (on purpose; reconnected later)
@@ -51,6 +52,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "tlsc.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "hdr.h"
@@ -71,7 +73,7 @@
 #define WS_KEY          "dGhlIHNhbXBsZSBub25jZQ=="
 #define WS_ACCEPT       "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
-enum { CS_NEW = 0, CS_CONNECTING, CS_HANDSHAKE, CS_AUTH, CS_READY, CS_OFFLINE, CS_CLOSED };
+enum { CS_NEW = 0, CS_CONNECTING, CS_HANDSHAKE, CS_AUTH, CS_READY, CS_OFFLINE, CS_CLOSED, CS_TLS };
 
 /* Why a client failed; names index fail_names. */
 enum {
@@ -103,6 +105,7 @@ typedef struct rconv {
 
 typedef struct bclient {
     int          fd;
+    pb_ssl      *ssl;          /* --tls: the connection's TLS, else NULL     */
     int          idx;          /* index in the plan                          */
     uint8_t      state;
     uint8_t      role;
@@ -297,7 +300,7 @@ static void ep_set(bclient *c, int want_out) {
 /* ---- connecting ------------------------------------------------------------ */
 
 static int in_handshake(const bclient *c) {
-    return c->state == CS_CONNECTING || c->state == CS_HANDSHAKE || c->state == CS_AUTH;
+    return c->state == CS_CONNECTING || c->state == CS_TLS || c->state == CS_HANDSHAKE || c->state == CS_AUTH;
 }
 
 static void conn_finished(bclient *c) {
@@ -347,6 +350,9 @@ static void pump_connects(void) {
     pumping = 0;
 }
 
+static void tls_step(bclient *c);
+static void send_upgrade(bclient *c);
+
 static void on_connected(bclient *c) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -355,6 +361,36 @@ static void on_connected(bclient *c) {
         client_fail(c, R_CONNECT, strerror(err));
         return;
     }
+    if (pb_tls_on()) {
+        c->ssl = pb_tls_new(c->fd);
+        if (!c->ssl) {
+            client_fail(c, R_CONNECT, "SSL_new");
+            return;
+        }
+        c->state = CS_TLS;
+        tls_step(c);
+        return;
+    }
+    send_upgrade(c);
+}
+
+/* --tls: drives the handshake; at its end, the WebSocket upgrade. */
+static void tls_step(bclient *c) {
+    int want_write = 0;
+    int r = pb_tls_handshake(c->ssl, &want_write);
+    if (r < 0) {
+        client_fail(c, R_EOF_UPGRADE, "TLS handshake failed");
+        return;
+    }
+    if (r == 0) {
+        ep_set(c, want_write);
+        return;
+    }
+    ep_set(c, 0);
+    send_upgrade(c);
+}
+
+static void send_upgrade(bclient *c) {
     const pb_client_plan *pc = &W.p->c[c->idx];
     const struct pb_server *sv = &W.p->servers[pb_server_of(W.p, c->idx)];
     char req[2048];
@@ -449,6 +485,8 @@ static void client_fail(bclient *c, int reason, const char *detail) {
     if (c->state == CS_READY) W.ready_now--;
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
+    pb_tls_free(c->ssl);
+    c->ssl = NULL;
     c->state = CS_CLOSED;
     W.failed++;
     W.fail_reason[reason]++;
@@ -728,20 +766,20 @@ static void feed_handshake(bclient *c, uint8_t *p, size_t n) {
 }
 
 static void on_eof(bclient *c, const char *detail) {
-    int reason = c->state == CS_HANDSHAKE || c->state == CS_CONNECTING ? R_EOF_UPGRADE
+    int reason = c->state == CS_HANDSHAKE || c->state == CS_CONNECTING || c->state == CS_TLS ? R_EOF_UPGRADE
                : c->state == CS_AUTH ? R_EOF_AUTH : R_LOST;
     client_fail(c, reason, detail);
 }
 
 static void on_readable(bclient *c) {
     for (int i = 0; i < READS_PER_WAKE; i++) {
-        ssize_t k = recv(c->fd, W.rbuf, sizeof W.rbuf, 0);
+        ssize_t k = c->ssl ? pb_tls_recv(c->ssl, W.rbuf, sizeof W.rbuf) : recv(c->fd, W.rbuf, sizeof W.rbuf, 0);
         if (k > 0) {
             W.now = pb_now();
             if (c->state == CS_HANDSHAKE) feed_handshake(c, W.rbuf, (size_t)k);
             else feed_ws(c, W.rbuf, (size_t)k);
             if (c->state == CS_CLOSED || c->state == CS_OFFLINE) return;
-            if ((size_t)k < sizeof W.rbuf) return;
+            if (!c->ssl && (size_t)k < sizeof W.rbuf) return;   /* TLS: one record per read */
             continue;
         }
         if (k == 0) {
@@ -756,7 +794,8 @@ static void on_readable(bclient *c) {
 
 static void flush_client(bclient *c) {
     while (c->out_off < c->out_len) {
-        ssize_t k = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t k = c->ssl ? pb_tls_send(c->ssl, c->out + c->out_off, c->out_len - c->out_off)
+                           : send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (k > 0) {
             c->out_off += (uint32_t)k;
             continue;
@@ -783,7 +822,8 @@ static void flush_dirty(void) {
         bclient *c = W.dirty;
         W.dirty = c->dirty_next;
         c->in_dirty = 0;
-        if (c->state != CS_CLOSED && c->state != CS_OFFLINE && c->state != CS_CONNECTING) flush_client(c);
+        if (c->state != CS_CLOSED && c->state != CS_OFFLINE && c->state != CS_CONNECTING && c->state != CS_TLS)
+            flush_client(c);
     }
 }
 
@@ -791,6 +831,11 @@ static void on_client_event(bclient *c, uint32_t ev) {
     if (c->state == CS_CLOSED || c->state == CS_OFFLINE) return;
     if (c->state == CS_CONNECTING) {
         if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
+        if (c->state == CS_HANDSHAKE) flush_client(c);
+        return;
+    }
+    if (c->state == CS_TLS) {
+        tls_step(c);
         if (c->state == CS_HANDSHAKE) flush_client(c);
         return;
     }
@@ -806,6 +851,8 @@ static void storm_drop(void) {
         if (c->role != ROLE_STORM || c->state != CS_READY) continue;
         close(c->fd);                 /* abrupt: no close handshake, like a lost network */
         c->fd = -1;
+        pb_tls_free(c->ssl);
+        c->ssl = NULL;
         c->state = CS_OFFLINE;
         W.ready_now--;
         pl_ws_reader_release(&c->rd);

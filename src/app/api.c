@@ -37,6 +37,8 @@ void api_op_free(api_op *op) {
         free(op->password);
     }
     free(op->members);
+    free(op->ciphertext);
+    free(op->attach_json);
     free(op);
 }
 
@@ -209,6 +211,10 @@ static void authed_route(pl_http_ctx *ctx) {
     size_t n = split_path(ctx->req.path, seg, 8) - 2;
     pl_str *s = seg + 2;
     int m = ctx->req.method;
+    if (seg_is(s[0], "media")) {             /* api_media.c */
+        h_media_route(ctx, s, n);
+        return;
+    }
     if (n == 1 && seg_is(s[0], "me")) {
         if (m != PL_HTTP_GET) method_not_allowed(ctx);
         else h_me(ctx);
@@ -217,6 +223,20 @@ static void authed_route(pl_http_ctx *ctx) {
     if (n == 2 && seg_is(s[0], "users")) {
         if (m != PL_HTTP_GET) method_not_allowed(ctx);
         else h_user(ctx, s[1].p, s[1].n);
+        return;
+    }
+    /* end-to-end encryption (api_keys.c) */
+    if (n == 1 && seg_is(s[0], "keys")) {
+        h_keys(ctx);
+        return;
+    }
+    if (n == 3 && seg_is(s[0], "users")) {
+        int64_t peer = api_parse_id(s[1].p, s[1].n);
+        int bundle = seg_is(s[2], "bundle");
+        if (m != (bundle ? PL_HTTP_POST : PL_HTTP_GET)) method_not_allowed(ctx);
+        else if (!path_id_ok(ctx, peer, "no such user")) return;
+        else if (bundle) h_bundle(ctx, peer);
+        else h_devices(ctx, peer);
         return;
     }
     if (n == 1 && seg_is(s[0], "presence")) {
@@ -273,6 +293,11 @@ static void authed_route(pl_http_ctx *ctx) {
     if (n == 3 && seg_is(s[2], "leave")) {
         if (m != PL_HTTP_POST) method_not_allowed(ctx);
         else h_member_op(ctx, conv, PL_JOB_MEMBER_LEAVE, 0);
+        return;
+    }
+    if (n == 3 && seg_is(s[2], "e2ee")) {         /* api_keys.c */
+        if (m != PL_HTTP_POST) method_not_allowed(ctx);
+        else h_conv_e2ee(ctx, conv);
         return;
     }
     if (n == 3 && seg_is(s[2], "pins")) {
@@ -363,6 +388,10 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
                         "Upgrade: websocket\r\nConnection: Upgrade\r\n");
         return;
     }
+    if (n == 2 && seg_is(seg[0], "media") && (m == PL_HTTP_GET || m == PL_HTTP_HEAD)) {
+        h_media_signed(ctx, seg[1].p, seg[1].n);   /* a signed URL: no token (api_media.c) */
+        return;
+    }
     if (n < 2 || n > 8 || !seg_is(seg[0], "api") || !seg_is(seg[1], "v1")) {
         if ((m == PL_HTTP_GET || m == PL_HTTP_HEAD) && pl_web_serve(ctx, A.cfg) == 0) return;
         pl_http_error(ctx, 404, "not_found", "no such route");
@@ -381,12 +410,19 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         else h_logout(ctx);
         return;
     }
+    if (n == 1 && seg_is(s[0], "events")) {   /* the SSE stream authenticates itself */
+        h_events(ctx);
+        return;
+    }
     /* everything else needs an access token */
     int known = (n == 1 && (seg_is(s[0], "me") || seg_is(s[0], "conversations") ||
                             seg_is(s[0], "presence") || seg_is(s[0], "search") ||
                             seg_is(s[0], "users"))) ||
                 (n == 2 && (seg_is(s[0], "users") || seg_is(s[0], "conversations"))) ||
-                (n >= 3 && n <= 5 && seg_is(s[0], "conversations"));
+                (n >= 3 && n <= 5 && seg_is(s[0], "conversations")) ||
+                (n == 1 && seg_is(s[0], "keys")) ||                       /* e2ee: api_keys.c */
+                (n >= 1 && n <= 3 && seg_is(s[0], "media")) ||             /* api_media.c */
+                (n == 3 && seg_is(s[0], "users") && (seg_is(s[2], "devices") || seg_is(s[2], "bundle")));
     if (!known) {
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;

@@ -4,7 +4,8 @@
  * Owns: routing and the REST handlers (docs/protocol.md sections 1-2, 7),
  * split by resource: api.c (routing, authentication, operations
  * endpoints), api_auth.c (accounts and tokens), api_conv.c (conversations,
- * members, history and long-poll, sends, receipts, presence).
+ * members, history and long-poll, sends, receipts, presence), api_events.c
+ * (the Server-Sent Events stream).
  * Does not own: HTTP mechanics (http/server.c), delivery (chat/), storage.
  */
 #ifndef PL_API_H
@@ -40,5 +41,13 @@ int  pl_api_origin_ok(pl_conn *c, const pl_http_req *r);
 int  pl_api_state_changing(const pl_http_req *r);
 /* pl_http_hooks.on_request */
 void pl_api_on_request(pl_http_ctx *ctx, void *ud);
+
+/* Media (api_media.c): opens the blob store (--media-dir), libmagic and
+ * the signed-URL key (call after the token key is final), starts the
+ * collector and claims the upload routes' bodies for streaming. 0, or -1
+ * with err. */
+int  pl_api_media_init(uv_loop_t *loop, const pl_config *cfg, char *err, size_t errlen);
+void pl_api_media_shutdown(void);
+int  pl_api_media_stream_pred(const pl_http_req *r);
 
 #endif

@@ -11,6 +11,8 @@
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/map.h"
+#include "../chat/attach.h"
+#include "../chat/e2ee.h"
 #include "../proto/proto.h"
 
 /* ---- conversations ------------------------------------------------------- */
@@ -28,6 +30,7 @@ static json_t *conv_json(const pl_conv *c, int with_members) {
     json_object_set_new(o, "title", c->title ? json_string(c->title) : json_null());
     json_object_set_new(o, "unread_mentions", json_integer((json_int_t)c->unread_mentions));
     json_object_set_new(o, "notify", json_string(pl_proto_notify_name(c->notify)));
+    json_object_set_new(o, "e2ee", json_boolean(c->e2ee));      /* end-to-end encrypted */
     if (with_members) {
         json_t *m = json_array();
         for (size_t i = 0; i < c->nmembers; i++)
@@ -57,6 +60,18 @@ static void respond_conv(api_op *op, int64_t conv, int status) {
 
 void h_conv_get(pl_http_ctx *ctx, int64_t conv) { respond_conv(api_op_new(ctx, NULL), conv, 200); }
 
+/* A conversation created (or a direct one opened) with "e2ee": true was
+ * marked end-to-end encrypted (protocol.md "End-to-end encryption"). */
+static void created_marked(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        api_store_error(op->ctx, j->result, j->why ? j->why : "could not mark the conversation");
+        api_op_free(op);
+        return;
+    }
+    respond_conv(op, j->conv, op->status);
+}
+
 static void conv_changed(pl_job *j) {
     api_op *op = j->data;
     if (j->result) {
@@ -74,7 +89,16 @@ static void conv_changed(pl_job *j) {
         api_op_free(op);
         return;
     }
-    respond_conv(op, conv, what == PL_JOB_MEMBER_ADD ? 200 : (what == PL_JOB_DIRECT_OPEN && !j->created) ? 200 : 201);
+    int status = what == PL_JOB_MEMBER_ADD ? 200 : (what == PL_JOB_DIRECT_OPEN && !j->created) ? 200 : 201;
+    if (what != PL_JOB_MEMBER_ADD && op->root && json_is_true(json_object_get(op->root, "e2ee"))) {
+        op->status = status;
+        api_job_reset(op, PL_JOB_CONV_E2EE, created_marked);
+        op->job.conv = conv;
+        op->job.user = op->ctx->user;
+        api_submit(op);
+        return;
+    }
+    respond_conv(op, conv, status);
 }
 
 static void direct_peer_read(pl_job *j) {
@@ -377,6 +401,29 @@ static void send_admitted(void *arg, int64_t retry, const char *scope) {
     api_submit(op);
 }
 
+static void send_go(api_op *op) {
+    if (pl_chat_admit_send(op->job.user, op->job.conv, send_admitted, op)) {
+        pl_http_error(op->ctx, 503, "unavailable", "shutting down");
+        api_op_free(op);
+    }
+}
+
+static void send_attached(void *arg, int rc, char *json) {
+    api_op *op = arg;
+    if (rc) {
+        api_store_error(op->ctx, rc, rc == PL_STORE_ENOTFOUND ? "an attachment is not one of your uploads" : "");
+        api_op_free(op);
+        return;
+    }
+    op->job.attach_json = op->attach_json = json;
+    if (!A.store) {
+        pl_http_error(op->ctx, 503, "unavailable", "shutting down");
+        api_op_free(op);
+        return;
+    }
+    send_go(op);
+}
+
 void h_send(pl_http_ctx *ctx, int64_t conv) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
@@ -387,21 +434,40 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
         pl_http_error(ctx, 400, "bad_request", "\"client_msg_id\" must be 1-64 bytes");
         return;
     }
-    if (!json_is_string(b) || json_string_length(b) == 0 || memchr(json_string_value(b), 0, json_string_length(b))) {
+    int64_t reply_to, attach[PL_PROTO_ATTACH_MAX];
+    int ciphertext, nattach;
+    pl_proto_err e;
+    if (pl_proto_send_kind(o, &ciphertext, &e) || pl_proto_reply_to(o, &reply_to, &e) ||
+        pl_proto_attachments(o, attach, &nattach, &e)) {
+        json_decref(o);
+        proto_error(ctx, &e);
+        return;
+    }
+    if (nattach && ciphertext) {
+        json_decref(o);
+        pl_http_error(ctx, 400, "bad_request", "a ciphertext message carries no attachments");
+        return;
+    }
+    if (nattach && (!b || (json_is_string(b) && !json_string_length(b))))
+        b = NULL;                            /* attachments alone need no text */
+    char *ct = NULL;
+    if (nattach && !b) {
+        /* media only: the body is "" */
+    } else if (ciphertext) {                        /* end-to-end encryption (chat/e2ee.h) */
+        const char *code, *why;
+        if (!(ct = pl_e2ee_payloads(json_object_get(o, "payloads"), (size_t)A.cfg->max_body, &code, &why))) {
+            json_decref(o);
+            pl_http_error(ctx, code[0] == 't' ? 413 : 400, code, why);
+            return;
+        }
+    } else if (!json_is_string(b) || json_string_length(b) == 0 ||
+               memchr(json_string_value(b), 0, json_string_length(b))) {
         json_decref(o);
         pl_http_error(ctx, 400, "bad_request", "\"body\" must be a non-empty string");
         return;
-    }
-    if (json_string_length(b) > (size_t)A.cfg->max_body) {
+    } else if (json_string_length(b) > (size_t)A.cfg->max_body) {
         json_decref(o);
         pl_http_error(ctx, 413, "too_large", "\"body\" is too long");
-        return;
-    }
-    int64_t reply_to;
-    pl_proto_err e;
-    if (pl_proto_reply_to(o, &reply_to, &e)) {
-        json_decref(o);
-        proto_error(ctx, &e);
         return;
     }
     api_op *op = api_op_new(ctx, o);
@@ -409,13 +475,15 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
     op->job.user = ctx->user;
     op->job.conv = conv;
     op->job.client_msg_id = json_string_value(cm);
-    op->job.body = json_string_value(b);
-    op->job.body_len = json_string_length(b);
+    op->job.body = ct || !b ? "" : json_string_value(b);
+    op->job.body_len = ct || !b ? 0 : json_string_length(b);
+    op->job.ciphertext = op->ciphertext = ct;
     op->job.seq = reply_to;
-    if (pl_chat_admit_send(ctx->user, conv, send_admitted, op)) {
-        pl_http_error(ctx, 503, "unavailable", "shutting down");
-        api_op_free(op);
+    if (nattach) {                           /* media: resolve them first (chat/attach.h) */
+        pl_attach_resolve(A.store, ctx->user, attach, nattach, send_attached, op);
+        return;
     }
+    send_go(op);
 }
 
 /* ---- message actions ------------------------------------------------------------ */

@@ -22,7 +22,7 @@ int pl_api_origin_ok(pl_conn *c, const pl_http_req *r) {
     int plen = sizeof peer;
     const struct sockaddr *sa = NULL;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) == 0) sa = (struct sockaddr *)&peer;
-    if (pl_origin_allowed(&policy, r, sa)) return 1;
+    if (pl_origin_allowed(&policy, r, sa, c->tls != NULL)) return 1;
     pl_log(PL_LOG_INFO, c->id, "origin refused", "\"origin_len\":%zu", r->origin.n);
     return 0;
 }

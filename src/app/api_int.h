@@ -47,6 +47,8 @@ typedef struct api_op {
     int64_t      conv;
     int64_t     *members;
     int          status;          /* the answer's status when it is ready   */
+    char        *attach_json;     /* send: the attachments (chat/attach.h)  */
+    char        *ciphertext;      /* a ciphertext send's payloads (owned; chat/e2ee.h) */
 } api_op;
 
 api_op *api_op_new(pl_http_ctx *ctx, json_t *root);
@@ -89,6 +91,19 @@ void h_action(pl_http_ctx *ctx, int64_t conv, int64_t seq, pl_job_op op, int rem
 void h_pins(pl_http_ctx *ctx, int64_t conv);
 void h_presence(pl_http_ctx *ctx);
 void api_polls_shutdown(void);
+
+/* api_events.c: GET /api/v1/events (Server-Sent Events) */
+void h_events(pl_http_ctx *ctx);
+
+/* api_keys.c: end-to-end encryption (protocol.md "End-to-end encryption") */
+void h_keys(pl_http_ctx *ctx);                         /* GET, PUT, DELETE /keys */
+void h_devices(pl_http_ctx *ctx, int64_t user);        /* GET /users/{id}/devices */
+void h_bundle(pl_http_ctx *ctx, int64_t user);         /* POST /users/{id}/bundle */
+void h_conv_e2ee(pl_http_ctx *ctx, int64_t conv);      /* POST /conversations/{id}/e2ee */
+
+/* api_media.c (docs/protocol.md "Media") */
+void h_media_route(pl_http_ctx *ctx, pl_str *s, size_t n);      /* s[0] == "media" */
+void h_media_signed(pl_http_ctx *ctx, const char *id, size_t n); /* /media/{id}?exp&sig */
 
 /* api_search.c */
 void h_search(pl_http_ctx *ctx);

@@ -46,6 +46,13 @@ void h_search(pl_http_ctx *ctx) {
             return;
         }
     }
+    if (pl_http_query_get(ctx->req.query, "has_media", ment, sizeof ment)) {   /* media */
+        if (strcmp(ment, "1") == 0 || strcmp(ment, "true") == 0) a.has_media = 1;
+        else if (strcmp(ment, "0") && strcmp(ment, "false") && ment[0]) {
+            bad(ctx, "\"has_media\" must be 1 or 0");
+            return;
+        }
+    }
     if (pl_http_query_get(ctx->req.query, "cursor", cur, sizeof cur) && cur[0] &&
         pl_proto_search_cursor(cur, strlen(cur), &a.cursor)) {
         bad(ctx, "\"cursor\" must be a next_cursor of an earlier search");

@@ -57,11 +57,31 @@ static const setting table[] = {
     I("ping-interval", ping_interval, 1, 3600, "30", "seconds of silence before the server pings a WebSocket"),
     I("idle-timeout", idle_timeout, 2, 7200, "75", "seconds of silence before the server closes a WebSocket (4002)"),
     I("slow-timeout", slow_timeout, 1, 3600, "30", "seconds a replay may wait for a connection that does not read before it is closed (4008)"),
+    /* flow control (chat/flow.c): acks wait while a conversation's fan-out lags */
+    I("flow-lag", flow_lag, 0, 100000000, "256", "events behind its conversation's head at which a subscription lags; when --flow-share of a conversation's subscriptions (at least 2) lag, acks of sends to it wait (0: flow control off)"),
+    I("flow-share", flow_share, 1, 100, "25", "percent of a conversation's open subscriptions that must lag (at least 2) before its senders' acks wait"),
     I("shutdown-grace", shutdown_grace, 1, 600, "10", "seconds SIGTERM waits for clients to close before exiting"),
     S("allowed-origins", allowed_origins, "", "browser origins allowed besides the server's own, comma-separated scheme://host[:port] (exact match)"),
     S("trusted-proxies", trusted_proxies, "127.0.0.0/8,::1", "IPs or CIDRs of proxies whose X-Forwarded-Host and X-Forwarded-Proto are believed (empty: none)"),
     I("refresh-reuse-grace", refresh_reuse_grace, 0, 300, "10", "seconds after a rotation during which the old refresh token is refused without revoking the session (two tabs refreshing at once)"),
     I("receipt-fanout-max", receipt_fanout_max, 1, 1000000, "100", "members of a conversation above which receipts go only to the reader's devices and the author it read"),
+    /* TLS (net/tls.c): https and wss on --listen when both files are set */
+    S("tls-cert", tls_cert, "", "PEM certificate chain: serve https/wss (with --tls-key); reread on SIGHUP"),
+    S("tls-key", tls_key, "", "PEM private key of --tls-cert; reread on SIGHUP"),
+    S("tls-min", tls_min, "1.3", "lowest TLS version accepted: 1.3 or 1.2"),
+    I("tls-openssl-records", tls_openssl_records, 0, 1, "0", "1: keep OpenSSL's record layer after TLS 1.3 handshakes (~15 KB more per connection; default 0: Parley's own)"),
+    I("hsts-max-age", hsts_max_age, 0, 315360000, "31536000", "Strict-Transport-Security max-age on https responses, seconds (0: no header)"),
+    /* Server-Sent Events (GET /api/v1/events, chat/sse.c) */
+    I("sse-heartbeat", sse_heartbeat, 1, 3600, "15", "seconds between heartbeat comments on a Server-Sent Events stream"),
+    /* media (app/api_media.c, docs/protocol.md "Media") */
+    S("media-dir", media_dir, "", "blob store directory; cluster mode: one directory every node mounts (default: <data-dir>/media)"),
+    I("media-max-image", media_max_image, 1, 2147483647, "16777216", "largest image upload, bytes"),
+    I("media-max-video", media_max_video, 1, 2147483647, "104857600", "largest video upload, bytes"),
+    I("media-max-audio", media_max_audio, 1, 2147483647, "10485760", "largest audio upload, bytes"),
+    I("media-max-file", media_max_file, 1, 2147483647, "104857600", "largest upload of any other type, bytes"),
+    I("media-quota-mb", media_quota_mb, 0, 1048576, "1024", "MiB of uploads one user may own (0: no quota)"),
+    I("media-url-ttl", media_url_ttl, 1, 604800, "3600", "seconds a signed media URL stays valid"),
+    I("media-gc-grace", media_gc_grace, 1, 31536000, "86400", "seconds an upload no message references is kept before it is deleted"),
 };
 #define NSET (sizeof table / sizeof table[0])
 

@@ -47,9 +47,28 @@ typedef struct pl_config {
     int  idle_timeout;        /* seconds of silence before the server closes */
     int  shutdown_grace;      /* seconds SIGTERM waits for clients to close  */
     int  slow_timeout;        /* seconds a replay may wait on a full queue before 4008 */
+    int  flow_lag;            /* events behind the head at which a subscription lags (flow.c); 0: off */
+    int  flow_share;          /* percent of subscriptions lagging (>= 2) that hold a conversation's acks */
     char allowed_origins[2048]; /* browser origins allowed besides our own (comma-separated) */
     char trusted_proxies[1024]; /* IPs/CIDRs whose X-Forwarded-Host/-Proto count */
     int  refresh_reuse_grace; /* seconds a rotated refresh token is answered 401 without revoking */
+    /* TLS (net/tls.c) */
+    char tls_cert[1024];      /* PEM chain; "" = plaintext                   */
+    char tls_key[1024];       /* PEM private key                             */
+    char tls_min[8];          /* "1.3" or "1.2"                              */
+    int  tls_openssl_records; /* 1: TLS 1.3 stays on OpenSSL after the handshake */
+    int  hsts_max_age;        /* seconds; 0 = no Strict-Transport-Security   */
+    /* Server-Sent Events (chat/sse.c) */
+    int  sse_heartbeat;       /* seconds between `: ping` comments on a stream */
+    /* media (app/api_media.c) */
+    char media_dir[1024];     /* blob store directory ("" = <data-dir>/media) */
+    int  media_max_image;     /* bytes per kind                               */
+    int  media_max_video;
+    int  media_max_audio;
+    int  media_max_file;
+    int  media_quota_mb;      /* MiB of uploads a user may own (0: no quota)  */
+    int  media_url_ttl;       /* seconds a signed media URL lasts             */
+    int  media_gc_grace;      /* seconds an unreferenced upload is kept       */
 } pl_config;
 
 /* Fills cfg from all sources. Returns 0, 1 if --help was printed, or -1

@@ -31,6 +31,7 @@
 #include "../core/log.h"
 #include "../http/server.h"
 #include "../net/conn.h"
+#include "../net/tls.h"
 #include "../store/store.h"
 #include "../ws/wsconn.h"
 #include "api.h"
@@ -43,6 +44,8 @@ static pl_store   *store;
 static pl_bus     *bus;
 static uv_async_t  store_wakeup;
 static uv_signal_t sigterm, sigint;
+static uv_signal_t sighup;       /* TLS: reread the certificate and key */
+static pl_tls     *tls;          /* NULL: plaintext                     */
 static uv_timer_t  stop_timer;
 static pl_config   cfg;
 static int         stopping;
@@ -50,6 +53,7 @@ static int64_t     drain_deadline;
 
 static void on_data(pl_conn *c, uint8_t *p, size_t n) {
     if (c->mode == PL_CONN_HTTP) pl_http_on_data(c, p, n);
+    else if (c->mode == PL_CONN_SSE) pl_http_stream_on_data(c, p, n);   /* GET /api/v1/events */
     else pl_wsconn_on_data(c, p, n);
 }
 
@@ -61,7 +65,13 @@ static void on_close(pl_conn *c) {
 
 static void on_timeout(pl_conn *c) {
     if (c->mode == PL_CONN_HTTP) pl_http_on_timeout(c);
+    else if (c->mode == PL_CONN_SSE) pl_chat_sse_timeout(c);   /* heartbeats, slow cut */
     else pl_wsconn_on_timeout(c);
+}
+
+static void on_drain(pl_conn *c) {
+    if (c->mode == PL_CONN_HTTP) pl_http_on_drain(c);   /* a streamed response (media) */
+    else pl_chat_on_drain(c);
 }
 
 static void on_ws_open(pl_conn *c, const char *tok, size_t len, void *ud) {
@@ -110,6 +120,7 @@ static void finish_stop(void) {
     uv_close((uv_handle_t *)&stop_timer, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
+    uv_close((uv_handle_t *)&sighup, NULL);
 }
 
 /* Every 100 ms during a drain: done when every client has closed, or when
@@ -126,12 +137,58 @@ static void on_signal(uv_signal_t *s, int signum) {
     pl_net_stop_accepting(net);
     pl_net_each(net, pause_conn, NULL);
     pl_api_shutdown();
+    pl_api_media_shutdown();
     pl_chat_shutdown();
     pl_store_close(&store);      /* finishes queued jobs: their callbacks run now */
     uv_close((uv_handle_t *)&store_wakeup, NULL);
     pl_chat_close_all(net, PL_WS_CLOSE_GOING_AWAY);
     drain_deadline = pl_mono_ms() + (int64_t)cfg.shutdown_grace * 1000;
     uv_timer_start(&stop_timer, drain_check, 100, 100);
+}
+
+/* SIGHUP: new connections get the certificate and key now in the files;
+ * open ones keep theirs. A bad pair keeps the old one. */
+static void on_sighup(uv_signal_t *s, int signum) {
+    char err[512], desc[512];
+    if (!tls) {
+        pl_log(PL_LOG_INFO, 0, "sighup: no TLS to reload", "%s", "");
+        return;
+    }
+    if (pl_tls_reload(tls, err, sizeof err)) {
+        pl_log(PL_LOG_ERROR, 0, "tls reload failed: keeping the previous certificate", "\"reason\":\"%s\"", err);
+        return;
+    }
+    pl_tls_describe(tls, desc, sizeof desc);
+    pl_log(PL_LOG_INFO, 0, "tls reloaded", "\"certificate\":\"%s\"", desc);
+}
+
+/* --tls-cert/--tls-key: 0 (tls set, or plaintext), or -1 after printing why. */
+static int tls_setup(void) {
+    if (!cfg.tls_cert[0] && !cfg.tls_key[0]) return 0;
+    if (!cfg.tls_cert[0] || !cfg.tls_key[0]) {
+        fprintf(stderr, "parleyd: --tls-cert and --tls-key go together\n");
+        return -1;
+    }
+    int minv = strcmp(cfg.tls_min, "1.2") == 0 ? 12 : strcmp(cfg.tls_min, "1.3") == 0 ? 13 : 0;
+    if (!minv) {
+        fprintf(stderr, "parleyd: --tls-min must be 1.2 or 1.3\n");
+        return -1;
+    }
+    uint8_t secret[32];
+    int shared = pl_store_shared_secret(store, "tls-ticket-key", secret) == PL_STORE_OK;
+    pl_tls_opts o = {cfg.tls_cert, cfg.tls_key, minv, shared ? secret : NULL, cfg.tls_openssl_records};
+    char err[512], desc[512];
+    int r = pl_tls_new(&o, &tls, err, sizeof err);
+    memset(secret, 0, sizeof secret);
+    if (r) {
+        fprintf(stderr, "parleyd: TLS: %s\n", err);
+        return -1;
+    }
+    pl_tls_describe(tls, desc, sizeof desc);
+    pl_log(PL_LOG_INFO, 0, "tls on", "\"certificate\":\"%s\",\"min\":\"%s\",\"tickets\":\"%s\"", desc,
+           cfg.tls_min, shared ? "shared" : "per process");
+    pl_http_set_hsts(cfg.hsts_max_age);
+    return 0;
 }
 
 static int is_postgres(const char *url) {
@@ -211,17 +268,26 @@ int main(int argc, char **argv) {
     }
     pl_chat_set_bus(bus);
     pl_api_init(loop, store, &cfg);
+    if (pl_api_media_init(loop, &cfg, err, sizeof err)) {   /* media: blob store, libmagic */
+        fprintf(stderr, "parleyd: %s\n", err);
+        return 1;
+    }
     pl_web_init(&cfg);
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_ok, NULL};
     pl_http_init(&hh);
     pl_wsconn_hooks wh = {pl_chat_ws_text, pl_chat_ws_timeout};
     pl_wsconn_init(&wh, (uint32_t)cfg.max_ws_message);
-    pl_net_handler nh = {on_data, on_close, on_timeout, pl_chat_on_drain};
+    pl_net_handler nh = {on_data, on_close, on_timeout, on_drain};
+    if (tls_setup()) {
+        pl_store_close(&store);
+        return 2;
+    }
     r = pl_net_listen(loop, cfg.listen, &nh, NULL, &net);
     if (r) {
         fprintf(stderr, "parleyd: cannot listen on %s: %s\n", cfg.listen, uv_strerror(r));
         return 1;
     }
+    pl_net_set_tls(net, tls);    /* before the loop runs: no connection yet */
     pl_net_set_max_per_ip(net, cfg.max_conns_per_ip);
     /* shed and pause well before the hard bound closes a slow consumer */
     pl_net_set_queue_marks(net, (size_t)cfg.max_outbound / 4, (size_t)cfg.max_outbound / 16);
@@ -231,6 +297,8 @@ int main(int argc, char **argv) {
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_init(loop, &sigint);
     uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_init(loop, &sighup);
+    uv_signal_start(&sighup, on_sighup, SIGHUP);
     uv_timer_init(loop, &stop_timer);
     pl_log(PL_LOG_INFO, 0, "listening",
            "\"listen\":\"%s\",\"data_dir\":\"%s\",\"store\":\"%s\",\"bus\":\"%s\",\"node\":%d", cfg.listen,
@@ -241,6 +309,7 @@ int main(int argc, char **argv) {
     pl_chat_free();              /* every connection is gone: the registry is empty */
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    pl_tls_free(&tls);
     pl_log(PL_LOG_INFO, 0, "stopped", "%s", "");
     return 0;
 }

@@ -82,6 +82,9 @@ typedef struct pl_bus_handlers {
     void (*user_ready)(void *ud, int64_t user);
     /* every batch up to `batch` was handed over (guarantee 4) */
     void (*outbox_acked)(void *ud, int64_t batch);
+    /* end-to-end encryption: a device of user holds only count one-time
+     * prekeys (ephemeral, guarantee 5; may be NULL) */
+    void (*keys_low)(void *ud, int64_t user, int64_t device, int64_t count);
     void *ud;
 } pl_bus_handlers;
 
@@ -102,6 +105,8 @@ typedef struct pl_bus_ops {
     /* stores p as this node's view of p->user (kept until p->expires) and
      * announces it to every node (including this one) */
     void (*publish_presence)(pl_bus *b, const pl_bus_presence *p);
+    /* to the nodes subscribed to user (ephemeral; see handlers.keys_low) */
+    void (*publish_keys_low)(pl_bus *b, int64_t user, int64_t device, int64_t count);
     /* this node wants (on) or no longer wants (off) a conversation's events,
      * heads, typing and receipts, or a user's joins and revocations */
     void (*subscribe_conv)(pl_bus *b, int64_t conv, int on);
@@ -148,6 +153,7 @@ static inline void pl_bus_publish_head(pl_bus *b, int64_t c, int64_t s) { b->ops
 static inline void pl_bus_publish_join(pl_bus *b, int64_t u, int64_t c, int64_t s) { b->ops->publish_join(b, u, c, s); }
 static inline void pl_bus_publish_revoke(pl_bus *b, int64_t u, int64_t l) { b->ops->publish_revoke(b, u, l); }
 static inline void pl_bus_publish_typing(pl_bus *b, int64_t c, int64_t u, int st) { b->ops->publish_typing(b, c, u, st); }
+static inline void pl_bus_publish_keys_low(pl_bus *b, int64_t u, int64_t d, int64_t n) { b->ops->publish_keys_low(b, u, d, n); }
 static inline void pl_bus_publish_receipt(pl_bus *b, const pl_bus_receipt *r) { b->ops->publish_receipt(b, r); }
 static inline void pl_bus_publish_presence(pl_bus *b, const pl_bus_presence *p) { b->ops->publish_presence(b, p); }
 static inline void pl_bus_subscribe_conv(pl_bus *b, int64_t c, int on) { b->ops->subscribe_conv(b, c, on); }

@@ -72,6 +72,14 @@ void pl_bus__enc_revoke(pl_sbuf *s, int origin, int64_t user, int64_t login) {
     enc_end(s);
 }
 
+void pl_bus__enc_keys_low(pl_sbuf *s, int origin, int64_t user, int64_t device, int64_t count) {
+    enc_head(s, PL_BM_KEYS_LOW, origin);
+    f_int(s, user);
+    f_int(s, device);
+    f_int(s, count);
+    enc_end(s);
+}
+
 void pl_bus__enc_typing(pl_sbuf *s, int origin, int64_t conv, int64_t user, int start) {
     enc_head(s, PL_BM_TYPING, origin);
     f_int(s, conv);
@@ -263,6 +271,10 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
         break;
     case PL_BM_REVOKE:
         if (r_i64(&r, &m->revoke.user) || r_i64(&r, &m->revoke.login)) goto bad;
+        break;
+    case PL_BM_KEYS_LOW:
+        if (r_i64(&r, &m->keys_low.user) || r_i64(&r, &m->keys_low.device) || r_i64(&r, &m->keys_low.count))
+            goto bad;
         break;
     case PL_BM_TYPING:
         if (r_i64(&r, &m->typing.conv) || r_i64(&r, &m->typing.user) || r_int(&r, &m->typing.start) ||

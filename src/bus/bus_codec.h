@@ -54,6 +54,7 @@ enum {
     PL_BM_TYPING = 'T',
     PL_BM_RECEIPT = 'C',
     PL_BM_PRESENCE = 'P',
+    PL_BM_KEYS_LOW = 'K',
     PL_BM_BEAT = 'Z'
 };
 
@@ -71,6 +72,7 @@ typedef struct pl_bus_msg {
         pl_bus_receipt receipt;                           /* C                 */
         pl_bus_presence presence;                         /* P (node = origin) */
         struct { int64_t n; } beat;                       /* Z                 */
+        struct { int64_t user, device, count; } keys_low; /* K                 */
     };
 } pl_bus_msg;
 
@@ -83,6 +85,7 @@ void pl_bus__enc_typing(pl_sbuf *s, int origin, int64_t conv, int64_t user, int 
 void pl_bus__enc_receipt(pl_sbuf *s, int origin, const pl_bus_receipt *r);
 void pl_bus__enc_presence(pl_sbuf *s, int origin, const pl_bus_presence *p);
 void pl_bus__enc_beat(pl_sbuf *s, int origin, int64_t n);
+void pl_bus__enc_keys_low(pl_sbuf *s, int origin, int64_t user, int64_t device, int64_t count);
 
 /* Decodes buf[0..len) into m, in place: the separator after each string
  * (a "|" or the final ".") is overwritten with NUL so that m's strings

@@ -19,6 +19,9 @@ static void l_typing(pl_bus *b, int64_t conv, int64_t user, int start) {
 }
 static void l_receipt(pl_bus *b, const pl_bus_receipt *r) { b->h.receipt(b->h.ud, r); }
 static void l_presence(pl_bus *b, const pl_bus_presence *p) { b->h.presence(b->h.ud, p); }
+static void l_keys_low(pl_bus *b, int64_t user, int64_t device, int64_t count) {
+    if (b->h.keys_low) b->h.keys_low(b->h.ud, user, device, count);
+}
 static void l_sub_conv(pl_bus *b, int64_t id, int on) {
     if (on && b->h.conv_ready) b->h.conv_ready(b->h.ud, id);
 }
@@ -45,6 +48,7 @@ static const pl_bus_ops local_ops = {
     .publish_typing = l_typing,
     .publish_receipt = l_receipt,
     .publish_presence = l_presence,
+    .publish_keys_low = l_keys_low,
     .subscribe_conv = l_sub_conv,
     .subscribe_user = l_sub_user,
     .rate_take = l_rate,

@@ -351,6 +351,7 @@ static const pl_bus_ops redis_ops = {
     .publish_head = pl_bus__redis_head,
     .publish_join = pl_bus__redis_join,
     .publish_revoke = pl_bus__redis_revoke,
+    .publish_keys_low = pl_bus__redis_keys_low,
     .publish_typing = pl_bus__redis_typing,
     .publish_receipt = pl_bus__redis_receipt,
     .publish_presence = pl_bus__redis_presence,

@@ -224,6 +224,16 @@ void pl_bus__redis_revoke(pl_bus *pb, int64_t user, int64_t login) {
     send_retry(b, &e);
 }
 
+void pl_bus__redis_keys_low(pl_bus *pb, int64_t user, int64_t device, int64_t count) {
+    pl_bus_redis *b = B(pb);
+    if (b->base.h.keys_low) b->base.h.keys_low(b->base.h.ud, user, device, count);
+    if (b->closing || !pl_rconn_is_up(&b->cmd)) return;
+    pl_bus__redis_enc_reset(b);
+    pl_bus__enc_keys_low(&b->enc, b->base.node, user, device, count);
+    pub_ent e = {0, 0, 0, 0, PUB_EPHEMERAL};
+    pl_bus__redis_pub_send(b, "u:", user, &e);
+}
+
 void pl_bus__redis_typing(pl_bus *pb, int64_t conv, int64_t user, int start) {
     pl_bus_redis *b = B(pb);
     if (b->base.h.typing) b->base.h.typing(b->base.h.ud, conv, user, start, b->base.node);

@@ -161,6 +161,9 @@ static void on_message(pl_bus_redis *b, redisReply *payload) {
     case PL_BM_REVOKE:
         if (h->revoke) h->revoke(h->ud, m.revoke.user, m.revoke.login);
         break;
+    case PL_BM_KEYS_LOW:
+        if (h->keys_low) h->keys_low(h->ud, m.keys_low.user, m.keys_low.device, m.keys_low.count);
+        break;
     case PL_BM_TYPING:
         if (h->typing) h->typing(h->ud, m.typing.conv, m.typing.user, m.typing.start, m.origin);
         break;

@@ -14,6 +14,12 @@ static uint8_t key[32];
 
 void pl_auth_set_key(const uint8_t k[32]) { memcpy(key, k, sizeof key); }
 
+/* Media's signed URLs (media/media.c) use HMAC-SHA-256(key, label) as their
+ * key, so they share the token key's distribution but never its MACs. */
+void pl_auth_derive_key(const char *label, uint8_t out[32]) {
+    crypto_auth_hmacsha256(out, (const uint8_t *)label, strlen(label), key);
+}
+
 int pl_auth_init(const char *data_dir, const char **err) {
     if (sodium_init() < 0) { *err = "libsodium init failed"; return -1; }
     char path[4096];

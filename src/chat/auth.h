@@ -24,6 +24,9 @@ int  pl_auth_init(const char *data_dir, const char **err);
 /* Replaces the key (cluster mode: one key shared by every node, kept in the
  * database, so any node verifies any node's tokens). */
 void pl_auth_set_key(const uint8_t k[32]);
+/* A key for another purpose: HMAC-SHA-256(key, label). Call after the key
+ * is set (it follows pl_auth_set_key only if called again). */
+void pl_auth_derive_key(const char *label, uint8_t out[32]);
 
 /* out gets a NUL-terminated access token (at most PL_AUTH_TOKEN_MAX). */
 void pl_auth_access_token(int64_t user, int64_t login, int64_t expires_s, char *out);

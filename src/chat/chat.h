@@ -1,13 +1,15 @@
 /* chat.h — live sessions, delivery, resume, receipts, presence, typing.
  *
- * Owns: the registry of authenticated WebSocket sessions (by user, with one
+ * Owns: the registry of authenticated sessions (WebSocket or Server-Sent
+ * Events; by user, with one
  * subscription per conversation), the order in which this node hands a
  * conversation's events to its sessions, replay on resume, receipts,
  * presence and typing, and the WebSocket client messages (auth, send, sync,
  * history, receipts, presence, typing, ping, the message actions). One
  * registry per process, on the event loop thread. Files: session.c (auth, lifecycle, dispatch,
  * liveness), deliver.c (conversation streams, subscriptions, replay, sync,
- * history), send.c, actions.c (edits, deletes, reactions, pins, notification
+ * history), sse.c (Server-Sent Events sessions: the transport
+ * besides WebSocket), send.c, actions.c (edits, deletes, reactions, pins, notification
  * levels), receipts.c, presence.c, typing.c; chat_int.h holds what they
  * share.
  * Does not own: storage (store/), transport between nodes (bus/), REST
@@ -28,6 +30,7 @@
 #include "../bus/bus.h"
 #include "../core/buf.h"
 #include "../net/conn.h"
+#include "../proto/cursor_id.h"
 #include "../store/store.h"
 
 /* Close codes of the protocol (docs/protocol.md section 5). */
@@ -58,6 +61,28 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n);
 void pl_chat_ws_timeout(pl_conn *c);
 void pl_chat_conn_closed(pl_conn *c);
 void pl_chat_on_drain(pl_conn *c);
+
+/* Server-Sent Events sessions (docs/protocol.md "Server-Sent Events";
+ * sse.c). The same session as a WebSocket's, receiving only: frames go out
+ * as SSE events, conversation events with an `id:` that holds every
+ * cursor of the session (proto/cursor_id.h).
+ *
+ * pl_chat_sse_open starts one on c, an HTTP connection still answering the
+ * request: it checks tok (borrowed for the call), then reads the login
+ * session. cb(arg, 0): authenticated; cb must write the response head at
+ * once (http/server.c pl_http_stream_begin), after which the session
+ * queues `ready`, and, if resuming (a Last-Event-ID came), replays from
+ * resume[0..nresume) (taken over; sorted by conversation) as sync does,
+ * then goes live. cb(arg, PL_STORE_ENOTFOUND): bad,
+ * expired or revoked token (answer 401); other codes: answer 503. Returns
+ * 0 (cb runs later, exactly once) or a PL_STORE_E* code (cb never runs;
+ * resume was freed). */
+typedef void (*pl_chat_sse_cb)(void *arg, int result);
+int  pl_chat_sse_open(pl_conn *c, const char *tok, size_t len, int resuming, pl_cursor *resume,
+                      size_t nresume, pl_chat_sse_cb cb, void *arg);
+/* The connection's deadline passed: heartbeat (a `: ping` comment) or the
+ * slow-consumer cut. */
+void pl_chat_sse_timeout(pl_conn *c);
 
 /* Token check: signature and expiry now, then the login session in the
  * store (not revoked, same user). cb(arg, ok, user, login). */
@@ -137,6 +162,7 @@ typedef struct pl_chat_conn_ops {
     void (*resume)(pl_conn *c);
     void (*ref)(pl_conn *c);
     void (*unref)(pl_conn *c);
+    void (*shut)(pl_conn *c);   /* SSE close: pl_conn_close(c, 1) after the queue */
 } pl_chat_conn_ops;
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops);
 

@@ -153,6 +153,9 @@ struct chat_conv {
     uint32_t    ntyping, captyping;
     chat_conv  *tnext, *tprev;    /* the list of streams with typing         */
     uint8_t     in_typing;
+    uint8_t     flow_on;          /* pushing back on senders (flow.c)        */
+    uint8_t     flow_evaluated;   /* flow_on was computed at flow_turn       */
+    uint32_t    flow_turn;
 };
 
 typedef struct chat_user {
@@ -171,6 +174,12 @@ typedef struct pending_msg {
 
 enum { S_NEW = 0, S_AUTHING = 1, S_AUTHED = 2 };
 
+/* How a session's frames reach its client (docs/design.md "Transports").
+ * Frames are built once as WebSocket text frames (the common case, shared
+ * by every recipient); chat_deliver* hand them to the session's transport,
+ * and sse.c re-encodes them, once per frame, for SSE sessions. */
+enum { TP_WS = 0, TP_SSE = 1 };
+
 struct session {
     pl_conn   *conn;
     int64_t    user, login;
@@ -184,9 +193,13 @@ struct session {
     uint8_t    away;              /* the session said it is away            */
     uint8_t    held;              /* live delivery held for a first `sync`   */
     uint8_t    waiting_drain;     /* replays paused on a full write queue    */
+    uint8_t    tp;                /* TP_WS or TP_SSE                         */
+    uint8_t    resuming;          /* SSE: opened with a Last-Event-ID        */
     int64_t    drain_since;       /* mono ms the wait began                  */
     pending_msg *pq_head, *pq_tail;  /* messages that came while authenticating */
     uint32_t   pq_len;
+    pl_cursor *resume;            /* SSE: the Last-Event-ID cursors, until applied */
+    size_t     nresume;
     char       username[33];
 };
 
@@ -250,6 +263,29 @@ void     chat_send_text(pl_conn *c, const char *s, size_t n, int reply);
 void     chat_send_error(pl_conn *c, json_t *req, const char *code, const char *msg);
 chat_user *chat_user_get(int64_t id);
 size_t   chat_reply_budget(void);
+/* Closes c the way its transport does: a WebSocket close frame with code,
+ * or (SSE) a final `close` event with code and reason, then end of stream. */
+void     chat_close(pl_conn *c, int code, const char *reason);
+/* A conversation event (x's conversation at seq) for x's session: as
+ * chat_deliver, and an SSE session's event also carries its cursor id. */
+int      chat_deliver_event(sub *x, pl_rbuf *frame, int64_t seq);
+int      chat_is_open(const pl_conn *c);   /* frames may still be queued */
+
+/* sse.c */
+/* Queues frame (a WebSocket text frame) on SSE connection c; id: the
+ * frame gets an `id:` line, the session's cursors, with id_for's
+ * conversation (if not NULL) moved to seq by this event. The size check of the caller's contract comes
+ * first: sse_frame_len says how many bytes it will queue. */
+size_t   sse_frame_len(pl_conn *c, pl_rbuf *frame, int id, sub *id_for, int64_t seq);
+void     sse_send(pl_conn *c, pl_rbuf *frame, int id, sub *id_for, int64_t seq);
+void     sse_close(pl_conn *c, int code, const char *reason);
+/* After `ready`: applies the Last-Event-ID cursors like a `sync`
+ * (conversations it does not name: from their joining; ones the user left:
+ * an error) and frees them. */
+void     sse_resume(session *s);
+/* Appends the session's cursor id (x's conversation at seq when x). */
+void     sse_cursor_id(pl_sbuf *b, session *s, sub *x, int64_t seq);
+void     sse_free(void);
 
 /* deliver.c */
 void       deliver_init(void);
@@ -311,6 +347,9 @@ void do_presence_set(session *s, pl_msg *m);
 void do_presence_query(session *s, pl_msg *m);
 void presence_on_bus(void *ud, const pl_bus_presence *p);
 int  chat_limit_signal(session *s, pl_bucket *b, double rate, double burst);
+
+/* e2ee.c (public half: e2ee.h) */
+void e2ee_on_keys_low(void *ud, int64_t user, int64_t device, int64_t count);
 
 /* typing.c */
 void typing_clear_conv(chat_conv *cv);

@@ -17,6 +17,7 @@
 #include "../ws/ws.h"
 #include "../ws/wsconn.h"
 #include "chat_int.h"
+#include "flow.h"
 
 static void conv_process(chat_conv *cv, const pl_event *ev);
 static void conv_head(chat_conv *cv, int64_t seq);
@@ -36,6 +37,7 @@ void deliver_init(void) {
     uv_unref((uv_handle_t *)&C.gap_timer);
     uv_check_init(C.loop, &C.flusher);
     uv_unref((uv_handle_t *)&C.flusher);
+    flow_init();
 }
 
 static pl_rbuf *event_frame(const pl_event *ev) {
@@ -47,7 +49,7 @@ static pl_rbuf *event_frame(const pl_event *ev) {
     return b;
 }
 
-static int is_ws_open(pl_conn *c) { return pl_conn_alive(c) && c->ws_state == PL_WSS_OPEN; }
+static int is_ws_open(pl_conn *c) { return chat_is_open(c); }   /* either transport */
 
 /* ---- batched checks against the store (subscribe, then read) ------------ */
 
@@ -571,14 +573,14 @@ static void replay_done(pl_job *j) {
     pl_conn *c = x->sess->conn;
     if (j->result != PL_STORE_OK) {
         pl_log(PL_LOG_ERROR, c->id, "replay read failed", "\"conversation\":%lld", (long long)x->conv->id);
-        if (is_ws_open(c)) CO.close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
+        if (is_ws_open(c)) chat_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
         goto out;
     }
     for (size_t i = 0; i < j->nevents; i++) {
         const pl_event *ev = &j->events[i];
         if (ev->seq != x->sent_seq + 1 || ev->seq > sub_target(x)) break;
         pl_rbuf *b = event_frame(ev);
-        int failed = chat_deliver(c, b);
+        int failed = chat_deliver_event(x, b, ev->seq);
         pl_rbuf_unref(&b);
         if (failed) goto out;                 /* closing: nothing more for it */
         pl_count(&pl_m_frames_out, 1);
@@ -649,7 +651,7 @@ static void join_user(chat_conv *cv, int64_t user, int64_t seq) {
         if (x) {
             if (!x->end_seq || x->end_seq >= seq) continue;   /* a member already */
             if (x->rejoin_seq) {               /* a third change while lagging */
-                CO.close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
+                chat_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
                 continue;
             }
             x->rejoin_seq = seq;
@@ -699,7 +701,7 @@ static void end_mark(chat_conv *cv, int64_t user, int64_t seq) {
         if (!x || x->sent_seq >= seq || x->floor >= seq) continue;   /* an older removal */
         if (x->end_seq && x->end_seq < seq) {  /* removed, re-added, removed while lagging */
             if (x->rejoin_seq && x->rejoin_seq < seq)
-                CO.close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
+                chat_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
             continue;
         }
         x->end_seq = seq;
@@ -734,7 +736,7 @@ static void conv_process(chat_conv *cv, const pl_event *ev) {
             continue;
         }
         if (!frame) frame = event_frame(ev);
-        if (chat_deliver(x->sess->conn, frame) == 0) {
+        if (chat_deliver_event(x, frame, ev->seq) == 0) {
             x->sent_seq = ev->seq;
             pl_count(&pl_m_frames_out, 1);
             if (x->report_synced && x->sent_seq >= x->synced_at) send_synced(x);
@@ -942,7 +944,7 @@ static void mention_done(pl_job *j) {
     } else if (!ok) {
         pl_conn *c = x->sess->conn;
         pl_log(PL_LOG_ERROR, c->id, "mentions read failed", "\"conversation\":%lld", (long long)x->conv->id);
-        if (is_ws_open(c)) CO.close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
+        if (is_ws_open(c)) chat_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
     } else {
         mention_send(x, op);
         replay_next(x);                       /* what was published meanwhile, then synced */
@@ -1080,6 +1082,7 @@ void do_history(session *s, pl_msg *m) {
 /* ---- shutdown ---------------------------------------------------------------- */
 
 void deliver_shutdown(void) {
+    flow_shutdown();                          /* held acks go out before `reconnect` */
     uv_idle_stop(&C.replayer);
     uv_timer_stop(&C.gap_timer);
     uv_check_stop(&C.flusher);
@@ -1110,4 +1113,5 @@ void deliver_free(void) {
     uv_close((uv_handle_t *)&C.replayer, NULL);
     uv_close((uv_handle_t *)&C.gap_timer, NULL);
     uv_close((uv_handle_t *)&C.flusher, NULL);
+    flow_free();
 }

@@ -14,6 +14,9 @@
 #include "../core/log.h"
 #include "../core/metrics.h"
 #include "chat_int.h"
+#include "attach.h"
+#include "e2ee.h"
+#include "flow.h"
 
 #define TAKEOVER_MS 2000              /* cluster mode: look for dead nodes' outboxes */
 
@@ -136,6 +139,8 @@ typedef struct send_op {
     json_t  *root;                /* keeps the message's strings alive       */
     json_t  *req;
     int64_t  t0;                  /* mono us when the send arrived           */
+    char    *ciphertext;          /* the payloads of a ciphertext send (e2ee.h) */
+    char    *attach_json;         /* the attachments (attach.h), or NULL     */
 } send_op;
 
 void pl_chat_sent(const pl_job *j, int64_t t0_us) {
@@ -152,6 +157,8 @@ static void send_free_op(send_op *op) {
     pl_job_release(&op->job);
     json_decref(op->root);
     CO.unref(op->conn);
+    free(op->ciphertext);
+    free(op->attach_json);
     free(op);
 }
 
@@ -164,7 +171,7 @@ static void send_done(pl_job *j) {
             pl_sbuf s;
             pl_sbuf_init(&s);
             pl_proto_sent(&s, &j->event, j->dup, op->req, 1);
-            chat_send_text(c, s.p, s.len, 1);
+            flow_ack(c, op->job.conv, s.p, s.len);   /* now, or when the fan-out catches up */
             pl_sbuf_release(&s);
         }
     } else if (pl_conn_alive(c)) {
@@ -203,8 +210,40 @@ static void send_admitted(void *arg, int64_t retry, const char *scope) {
     }
 }
 
+static void send_admit(send_op *op);
+
+/* The attachments are the sender's uploads (attach.h): now admit the send. */
+static void send_attached(void *arg, int rc, char *json) {
+    send_op *op = arg;
+    if (rc) {
+        if (pl_conn_alive(op->conn))
+            chat_send_error(op->conn, op->req, rc == PL_STORE_EUNAVAIL ? "unavailable" : "not_found",
+                            rc == PL_STORE_EUNAVAIL ? "the store is unavailable; nothing was changed, try again"
+                                                    : "an attachment is not one of your uploads");
+        send_free_op(op);
+        return;
+    }
+    op->job.attach_json = op->attach_json = json;
+    if (C.stopping) {
+        if (pl_conn_alive(op->conn)) chat_send_error(op->conn, op->req, "unavailable", "shutting down");
+        send_free_op(op);
+        return;
+    }
+    send_admit(op);
+}
+
 void do_send(session *s, pl_msg *m) {
+    char *ct = NULL;
+    if (!m->body_len && !m->nattach) {        /* kind "ciphertext" (proto.c, e2ee.h) */
+        const char *code, *why;
+        ct = pl_e2ee_payloads(json_object_get(m->root, "payloads"), (size_t)C.cfg->max_body, &code, &why);
+        if (!ct) {
+            chat_send_error(s->conn, m->req, code, why);
+            return;
+        }
+    }
     send_op *op = pl_calloc(1, sizeof *op);
+    op->job.ciphertext = op->ciphertext = ct;
     op->t0 = pl_mono_us();
     op->job.op = PL_JOB_MESSAGE_SEND;
     op->job.user = s->user;
@@ -218,9 +257,22 @@ void do_send(session *s, pl_msg *m) {
     CO.ref(s->conn);
     op->root = json_incref(m->root);
     op->req = m->req;
-    int64_t retry = 0;
+    if (m->nattach) {                         /* media: resolve them first */
+        pl_attach_resolve(C.store, s->user, m->attach, m->nattach, send_attached, op);
+        return;
+    }
+    send_admit(op);
+}
+
+static void send_admit(send_op *op) {
+    int64_t retry = flow_admit(op->conn, op->job.conv);   /* too many acks held (flow.h) */
     const char *scope = NULL;
-    switch (chat_admit(s->user, m->conv, &retry, &scope, send_admitted, op)) {
+    if (retry) {
+        chat_rate_limited(op->conn, op->req, retry, "overloaded");
+        send_free_op(op);
+        return;
+    }
+    switch (chat_admit(op->job.user, op->job.conv, &retry, &scope, send_admitted, op)) {
     case 0:
         pl_store_submit(C.store, &op->job);
         break;

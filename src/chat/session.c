@@ -23,6 +23,8 @@
  *     reading does.
  *   - Ephemeral frames (typing, presence, receipts) are dropped once the
  *     queue is above its high-water mark, and whenever they do not fit.
+ * The contract is the transport's too: an SSE session (sse.c) is held to
+ * the same bound with its frames' SSE sizes, and closed the SSE way.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +37,12 @@
 #include "../ws/wsconn.h"
 #include "auth.h"
 #include "chat_int.h"
+#include "e2ee.h"
 
 chat_state C;
+static void conn_shut(pl_conn *c) { pl_conn_close(c, 1); }
 pl_chat_conn_ops CO = {pl_conn_send, pl_conn_send_copy, pl_wsconn_close, pl_conn_pause,
-                       pl_conn_resume, pl_conn_ref, pl_conn_unref};
+                       pl_conn_resume, pl_conn_ref, pl_conn_unref, conn_shut};
 
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops) { CO = *ops; }
 
@@ -74,6 +78,7 @@ void pl_chat_bus_handlers(pl_bus_handlers *h) {
     h->conv_ready = deliver_on_conv_ready;
     h->user_ready = deliver_on_user_ready;
     h->outbox_acked = chat_outbox_acked;
+    h->keys_low = e2ee_on_keys_low;          /* e2ee.c */
 }
 
 void pl_chat_set_bus(pl_bus *bus) {
@@ -97,41 +102,68 @@ const char *pl_chat_error_code(int r, int *status) {
 
 /* ---- queueing frames (the slow-consumer contract above) ------------------ */
 
-static int ws_open(pl_conn *c) { return c->ws_state == PL_WSS_OPEN && pl_conn_alive(c); }
+/* An SSE connection has ws_state OPEN (0) until sse_close ends it, which
+ * also makes it not alive: one test for both transports. */
+int chat_is_open(const pl_conn *c) { return c->ws_state == PL_WSS_OPEN && pl_conn_alive(c); }
+
+static int is_sse(const pl_conn *c) {
+    const session *s = c->session;
+    return s && s->tp == TP_SSE;
+}
+
+void chat_close(pl_conn *c, int code, const char *reason) {
+    if (is_sse(c)) sse_close(c, code, reason);
+    else CO.close(c, code, reason);
+}
 
 static void close_slow(pl_conn *c) {
     pl_count(&pl_m_slow_consumer_closes, 1);
     pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);
-    CO.close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
+    chat_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
 }
 
-int chat_deliver(pl_conn *c, pl_rbuf *frame) {
-    if (!ws_open(c)) return -1;
-    if (c->qbytes + frame->len > (size_t)C.cfg->max_outbound) {
+/* The bytes frame will take in c's queue, and queueing it. id: an SSE
+ * session's frame carries its cursor id (with x's conversation at seq). */
+static size_t frame_len(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) {
+    return is_sse(c) ? sse_frame_len(c, frame, id, x, seq) : frame->len;
+}
+
+static void frame_send(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) {
+    if (is_sse(c)) sse_send(c, frame, id, x, seq);
+    else CO.send(c, frame);
+}
+
+static int deliver(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) {
+    if (!chat_is_open(c)) return -1;
+    if (c->qbytes + frame_len(c, frame, id, x, seq) > (size_t)C.cfg->max_outbound) {
         close_slow(c);
         return -1;
     }
-    CO.send(c, frame);
+    frame_send(c, frame, id, x, seq);
     return 0;
 }
 
+int chat_deliver(pl_conn *c, pl_rbuf *frame) { return deliver(c, frame, 0, NULL, 0); }
+
+int chat_deliver_event(sub *x, pl_rbuf *frame, int64_t seq) { return deliver(x->sess->conn, frame, 1, x, seq); }
+
 int chat_deliver_reply(pl_conn *c, pl_rbuf *frame) {
-    if (!ws_open(c)) return -1;
+    if (!chat_is_open(c)) return -1;
     if (c->qbytes >= (size_t)C.cfg->max_outbound) {
         close_slow(c);
         return -1;
     }
-    CO.send(c, frame);
+    frame_send(c, frame, 0, NULL, 0);
     return 0;
 }
 
 void chat_deliver_ephemeral(pl_conn *c, pl_rbuf *frame) {
-    if (!ws_open(c)) return;
-    if (c->high || c->qbytes + frame->len > (size_t)C.cfg->max_outbound) {
+    if (!chat_is_open(c)) return;
+    if (c->high || c->qbytes + frame_len(c, frame, 0, NULL, 0) > (size_t)C.cfg->max_outbound) {
         pl_count(&pl_m_dropped_ephemeral, 1);
         return;
     }
-    CO.send(c, frame);
+    frame_send(c, frame, 0, NULL, 0);
 }
 
 /* Replies are pages of at most this many bytes of events (at least one). */
@@ -262,6 +294,8 @@ typedef struct auth_op {
     json_t  *root;                /* the auth message (its cursors), or NULL */
     json_t  *cursors;
     int      hold;
+    pl_chat_sse_cb sse_cb;        /* SSE: told how authentication ended     */
+    void    *sse_arg;
 } auth_op;
 
 static void liveness_arm(pl_conn *c) {
@@ -276,6 +310,30 @@ static void pq_free(session *s) {
     }
     s->pq_tail = NULL;
     s->pq_len = 0;
+    free(s->resume);
+    s->resume = NULL;
+    s->nresume = 0;
+}
+
+/* Forgets a session that never authenticated (its connection stays). */
+static void session_discard(pl_conn *c) {
+    session *s = c->session;
+    c->session = NULL;
+    pq_free(s);
+    C.nsessions--;
+    free(s);
+}
+
+/* SSE: tells the opener how authentication ended (it answers the HTTP
+ * request: the stream's head, or 401/503); 1 if the session goes on. */
+static int sse_auth_result(auth_op *op, session *s, pl_job *j) {
+    pl_conn *c = op->conn;
+    int r = PL_STORE_OK;
+    if (!s || !pl_conn_alive(c) || C.stopping || j->result == PL_STORE_EUNAVAIL) r = PL_STORE_EUNAVAIL;
+    else if (j->result || j->login_out.revoked || j->login_out.user != j->user) r = PL_STORE_ENOTFOUND;
+    if (r && s && c->session == s) session_discard(c);
+    op->sse_cb(op->sse_arg, r);
+    return r == PL_STORE_OK && c->session == s && chat_is_open(c);
 }
 
 /* The store confirmed (or not) the login: register the session, subscribe
@@ -284,12 +342,14 @@ static void auth_done(pl_job *j) {
     auth_op *op = (auth_op *)j;
     pl_conn *c = op->conn;
     session *s = c->session;
-    if (!s || !pl_conn_alive(c) || C.stopping) goto out;
-    if (j->result == PL_STORE_EUNAVAIL) {
+    if (op->sse_cb) {
+        if (!sse_auth_result(op, s, j)) goto out;
+    } else if (!s || !pl_conn_alive(c) || C.stopping) {
+        goto out;
+    } else if (j->result == PL_STORE_EUNAVAIL) {
         CO.close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect later");
         goto out;
-    }
-    if (j->result || j->login_out.revoked || j->login_out.user != j->user) {
+    } else if (j->result || j->login_out.revoked || j->login_out.user != j->user) {
         CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         goto out;
     }
@@ -300,7 +360,8 @@ static void auth_done(pl_job *j) {
     memcpy(s->username, j->user_out.username, sizeof s->username);
     user_attach(s);
     presence_session_added(s);
-    liveness_arm(c);
+    if (s->tp == TP_SSE) c->deadline = pl_mono_ms() + (int64_t)C.cfg->sse_heartbeat * 1000;
+    else liveness_arm(c);
 
     pl_sbuf b;
     pl_sbuf_init(&b);
@@ -319,7 +380,13 @@ static void auth_done(pl_job *j) {
                        (long long)cv->unread, (long long)cv->unread_mentions, pl_proto_notify_name(cv->notify));
     }
     pl_sbuf_adds(&b, "]}");
-    chat_send_text(c, b.p, b.len, 1);
+    if (s->tp == TP_SSE && !s->resuming) {    /* a new stream starts from here: an id */
+        pl_rbuf *f = pl_ws_text_frame(b.p, b.len);
+        deliver(c, f, 1, NULL, 0);
+        pl_rbuf_unref(&f);
+    } else {
+        chat_send_text(c, b.p, b.len, 1);
+    }
     pl_sbuf_release(&b);
     pl_log(PL_LOG_DEBUG, c->id, "ws authenticated", "\"user\":%lld", (long long)s->user);
     if (op->hold) {
@@ -327,6 +394,7 @@ static void auth_done(pl_job *j) {
         c->deadline = pl_mono_ms() + HOLD_MS;
     }
     if (op->cursors) deliver_sync(s, op->cursors, NULL);
+    if (s->resuming) sse_resume(s);
     CO.resume(c);
     while (s->pq_head && pl_conn_alive(c) && c->session == s) {
         pending_msg *p = s->pq_head;
@@ -343,12 +411,20 @@ out:
     free(op);
 }
 
-/* Checks the token's signature now and the login session in the store. */
-static void auth_start(session *s, const char *tok, size_t len, json_t *root, json_t *cursors, int hold) {
+/* Checks the token's signature now and the login session in the store.
+ * SSE (sse_cb): returns an error instead of closing. */
+static int auth_start(session *s, const char *tok, size_t len, json_t *root, json_t *cursors, int hold,
+                      pl_chat_sse_cb sse_cb, void *sse_arg) {
     int64_t user, login;
-    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login) != PL_AUTH_OK || C.stopping) {
+    if (C.stopping) {
+        if (sse_cb) return PL_STORE_EUNAVAIL;
         CO.close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
-        return;
+        return 0;
+    }
+    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login) != PL_AUTH_OK) {
+        if (sse_cb) return PL_STORE_ENOTFOUND;
+        CO.close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
+        return 0;
     }
     s->state = S_AUTHING;
     CO.pause(s->conn);
@@ -358,11 +434,14 @@ static void auth_start(session *s, const char *tok, size_t len, json_t *root, js
     op->root = root ? json_incref(root) : NULL;
     op->cursors = cursors;
     op->hold = hold;
+    op->sse_cb = sse_cb;
+    op->sse_arg = sse_arg;
     op->job.op = PL_READ_SESSION;
     op->job.id = login;
     op->job.user = user;
     op->job.done = auth_done;
     pl_store_submit(C.store, &op->job);
+    return 0;
 }
 
 void pl_chat_ws_open(pl_conn *c, const char *token, size_t len) {
@@ -371,7 +450,22 @@ void pl_chat_ws_open(pl_conn *c, const char *token, size_t len) {
     c->session = s;
     C.nsessions++;
     c->deadline = pl_mono_ms() + (int64_t)C.cfg->auth_timeout * 1000;
-    if (token) auth_start(s, token, len, NULL, NULL, 1);
+    if (token) auth_start(s, token, len, NULL, NULL, 1, NULL, NULL);
+}
+
+int pl_chat_sse_open(pl_conn *c, const char *tok, size_t len, int resuming, pl_cursor *resume,
+                     size_t nresume, pl_chat_sse_cb cb, void *arg) {
+    session *s = pl_calloc(1, sizeof *s);
+    s->conn = c;
+    s->tp = TP_SSE;
+    s->resuming = (uint8_t)(resuming != 0);
+    s->resume = resume;
+    s->nresume = nresume;
+    c->session = s;
+    C.nsessions++;
+    int r = auth_start(s, tok, len, NULL, NULL, 0, cb, arg);
+    if (r) session_discard(c);
+    return r;
 }
 
 void pl_chat_conn_closed(pl_conn *c) {
@@ -414,7 +508,7 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pl_proto_err e;
         int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
         if (r || m.type != PL_MSG_AUTH) CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
-        else auth_start(s, m.token, m.token_len, m.root, m.cursors, 0);
+        else auth_start(s, m.token, m.token_len, m.root, m.cursors, 0, NULL, NULL);
         pl_msg_release(&m);
         return;
     }
@@ -489,6 +583,10 @@ static void dispatch(session *s, const uint8_t *p, size_t n) {
 void pl_chat_ws_timeout(pl_conn *c) {
     session *s = c->session;
     if (!s) return;
+    if (s->tp == TP_SSE) {
+        pl_chat_sse_timeout(c);
+        return;
+    }
     if (s->state != S_AUTHED) {
         CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "authentication timeout");
         return;
@@ -531,18 +629,19 @@ void pl_chat_on_drain(pl_conn *c) {
 static void on_revoke(void *ud, int64_t user, int64_t login) {
     chat_user *cu = pl_map_get(&C.users, user);
     for (session *s = cu ? cu->sessions : NULL; s; s = s->unext)
-        if (s->login == login) CO.close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "logged out");
+        if (s->login == login) chat_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "logged out");
 }
 
 void pl_chat_revoke_login(int64_t user, int64_t login) {
     if (C.bus) pl_bus_publish_revoke(C.bus, user, login);
+    pl_e2ee_device_gone(user, login);        /* its keys go too (e2ee.c) */
 }
 
 /* ---- shutdown ------------------------------------------------------------------- */
 
 static void close_one(pl_conn *c, void *arg) {
     const int *code = arg;
-    if (c->mode != PL_CONN_WS) {
+    if (c->mode != PL_CONN_WS && !(is_sse(c) && c->mode == PL_CONN_SSE)) {
         pl_conn_close(c, 1);               /* after any response in flight */
         return;
     }
@@ -550,9 +649,9 @@ static void close_one(pl_conn *c, void *arg) {
      * (to another node, or this one when it is back) and resumes */
     static const char hint[] = "{\"type\":\"reconnect\",\"reason\":\"shutdown\",\"retry_after_ms\":1000}";
     pl_rbuf *f = pl_ws_text_frame(hint, sizeof hint - 1);
-    if (c->ws_state == PL_WSS_OPEN) CO.send(c, f);   /* even past the bound: the last frame */
+    if (chat_is_open(c)) frame_send(c, f, 0, NULL, 0);   /* even past the bound: the last frame */
     pl_rbuf_unref(&f);
-    CO.close(c, *code, "server shutting down");
+    chat_close(c, *code, "server shutting down");
 }
 
 void pl_chat_close_all(pl_net *net, int code) { pl_net_each(net, close_one, &code); }
@@ -566,6 +665,7 @@ void pl_chat_shutdown(void) {
 }
 
 void pl_chat_free(void) {
+    sse_free();
     deliver_free();
     send_free();
     pl_map_release(&C.users);

@@ -11,7 +11,7 @@ pl_counter pl_m_ws_messages_in, pl_m_sends, pl_m_sends_dup, pl_m_frames_out, pl_
     pl_m_slow_consumer_closes, pl_m_rate_limited_user, pl_m_rate_limited_conv, pl_m_rate_limited_ip,
     pl_m_rate_limited_signal, pl_m_conn_refused_ip, pl_m_idle_closes, pl_m_bus_published,
     pl_m_bus_received, pl_m_bus_reconnects, pl_m_bus_publish_failures, pl_m_bus_resyncs,
-    pl_m_gap_fills, pl_m_gap_events, pl_m_store_reads, pl_m_store_read_failures;
+    pl_m_gap_fills, pl_m_gap_events, pl_m_store_reads, pl_m_store_read_failures, pl_m_flow_held;
 pl_hist pl_m_commit_batch_size = {.bounds = size_bounds};
 pl_hist pl_m_commit_seconds = {.bounds = time_bounds};
 pl_hist pl_m_delivery_seconds = {.bounds = time_bounds};
@@ -68,6 +68,8 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
             &pl_m_dropped_ephemeral, 1);
     counter(o, "parley_slow_consumer_closes_total", "Connections closed because they did not read.", NULL,
             &pl_m_slow_consumer_closes, 1);
+    counter(o, "parley_flow_held_acks_total", "Send acks held until a lagging conversation caught up (flow control).",
+            NULL, &pl_m_flow_held, 1);
     counter(o, "parley_idle_closes_total", "Connections closed for not answering pings.", NULL, &pl_m_idle_closes, 1);
     counter(o, "parley_rate_limited_total", "Requests refused by a rate limit.", "{scope=\"user\"}",
             &pl_m_rate_limited_user, 1);

@@ -38,6 +38,7 @@ extern pl_counter pl_m_commit_jobs;
 extern pl_counter pl_m_commit_failures;
 extern pl_counter pl_m_dropped_ephemeral;    /* typing/presence/receipt frames shed */
 extern pl_counter pl_m_slow_consumer_closes;
+extern pl_counter pl_m_flow_held;           /* acks held by flow control (chat/flow.c) */
 extern pl_counter pl_m_rate_limited_user;
 extern pl_counter pl_m_rate_limited_conv;
 extern pl_counter pl_m_rate_limited_ip;

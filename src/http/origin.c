@@ -217,8 +217,8 @@ static pl_str first_entry(pl_str v) {
 }
 
 int pl_origin_own(const pl_origin_policy *p, const pl_http_req *req, const struct sockaddr *peer,
-                  pl_origin *out) {
-    int https = 0;
+                  int tls, pl_origin *out) {
+    int https = tls ? 1 : 0;
     pl_str host = req->host;
     if (pl_origin_trusted(p, peer)) {
         pl_str proto = pl_http_header_get(req, "x-forwarded-proto");
@@ -236,7 +236,8 @@ int pl_origin_own(const pl_origin_policy *p, const pl_http_req *req, const struc
     return pl_origin_parse_host(host.p, host.n, https, out);
 }
 
-int pl_origin_allowed(const pl_origin_policy *p, const pl_http_req *req, const struct sockaddr *peer) {
+int pl_origin_allowed(const pl_origin_policy *p, const pl_http_req *req, const struct sockaddr *peer,
+                      int tls) {
     if (!req->origin.p) return 1;              /* not a browser: nothing to check */
     size_t count = 0;
     for (size_t i = 0; i < req->nheaders; i++)
@@ -244,7 +245,7 @@ int pl_origin_allowed(const pl_origin_policy *p, const pl_http_req *req, const s
     if (count != 1) return 0;
     pl_origin o, own;
     if (pl_origin_parse(req->origin.p, req->origin.n, &o)) return 0;
-    if (pl_origin_own(p, req, peer, &own) == 0 && pl_origin_same(&o, &own)) return 1;
+    if (pl_origin_own(p, req, peer, tls, &own) == 0 && pl_origin_same(&o, &own)) return 1;
     for (size_t i = 0; i < p->nallowed; i++)
         if (pl_origin_same(&o, &p->allowed[i])) return 1;
     return 0;

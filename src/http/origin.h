@@ -9,7 +9,8 @@
  * settings (app/config.c: --allowed-origins, --trusted-proxies).
  *
  * The server's own origin is the one the client reached: scheme http (https
- * when a trusted proxy says X-Forwarded-Proto: https), the host and port of
+ * when the connection is TLS, or when a trusted proxy says
+ * X-Forwarded-Proto: https), the host and port of
  * Host (of X-Forwarded-Host when a trusted proxy sets it; a missing port is
  * the scheme's default). Comparison is exact after lower-casing the scheme
  * and host and making the default port explicit, so http://h and
@@ -68,11 +69,13 @@ void pl_origin_policy_release(pl_origin_policy *p);
 /* 1 if peer is one of the trusted proxies. */
 int  pl_origin_trusted(const pl_origin_policy *p, const struct sockaddr *peer);
 /* The origin the client reached (see the top of this file); 0, or -1 when
- * there is no usable Host. peer may be NULL (not trusted). */
+ * there is no usable Host. peer may be NULL (not trusted); tls is 1 when
+ * the request came over TLS to this server. */
 int  pl_origin_own(const pl_origin_policy *p, const pl_http_req *req, const struct sockaddr *peer,
-                   pl_origin *out);
+                   int tls, pl_origin *out);
 /* 1 if the request may go on: it has no Origin header, or exactly one whose
  * value is the server's own origin or on the allow-list. 0: refuse (403). */
-int  pl_origin_allowed(const pl_origin_policy *p, const pl_http_req *req, const struct sockaddr *peer);
+int  pl_origin_allowed(const pl_origin_policy *p, const pl_http_req *req, const struct sockaddr *peer,
+                       int tls);
 
 #endif

@@ -14,6 +14,11 @@
  *   HANDLER: reading is paused; the context holds a connection reference.
  *         pl_http_respond() frees the context, drops the request's bytes,
  *         resumes reading and re-runs the loop on what is left (pipelining).
+ *
+ * Streamed request bodies (uploads) skip BODY: the handler takes the body
+ * in chunks while in HANDLER; streamed responses (files) stay in HANDLER
+ * until their last byte is queued. See "Streaming bodies and responses" at
+ * the end of this file.
  */
 #include "server.h"
 
@@ -43,12 +48,17 @@ static pl_http_hooks hooks;
 
 void pl_http_init(const pl_http_hooks *h) { hooks = *h; }
 
+static int hsts_max_age;            /* TLS: Strict-Transport-Security (0: none) */
+void pl_http_set_hsts(int max_age) { hsts_max_age = max_age; }
+
 const char *pl_http_status_text(int status) {
     switch (status) {
     case 101: return "Switching Protocols";
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -59,6 +69,8 @@ const char *pl_http_status_text(int status) {
     case 410: return "Gone";
     case 411: return "Length Required";
     case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
     case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -77,22 +89,30 @@ static void state_free(pl_conn *c) {
     c->http = NULL;
 }
 
-/* Writes a response directly on a connection (no context). */
-static void write_response(pl_conn *c, int status, const char *ctype, const void *body,
-                           size_t len, const char *extra, int keep_alive) {
+/* Writes a response head, and body if any, directly on a connection (no
+ * context). A head of a streamed response has body NULL and len its
+ * Content-Length. extra may bring its own Cache-Control (media responses). */
+static void write_head_body(pl_conn *c, int status, const char *ctype, const void *body,
+                            int64_t len, const char *extra, int keep_alive) {
     pl_sbuf s;
     pl_sbuf_init(&s);
-    pl_sbuf_printf(&s, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", status,
-                   pl_http_status_text(status), len);
+    pl_sbuf_printf(&s, "HTTP/1.1 %d %s\r\nContent-Length: %lld\r\n", status,
+                   pl_http_status_text(status), (long long)len);
     if (ctype) pl_sbuf_printf(&s, "Content-Type: %s\r\n", ctype);
-    pl_sbuf_adds(&s, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-                     "Referrer-Policy: no-referrer\r\n");
+    if (!extra || !strcasestr(extra, "Cache-Control:")) pl_sbuf_adds(&s, "Cache-Control: no-store\r\n");
+    pl_sbuf_adds(&s, "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n");
+    if (c->tls && hsts_max_age) pl_sbuf_printf(&s, "Strict-Transport-Security: max-age=%d\r\n", hsts_max_age);
     if (!keep_alive) pl_sbuf_adds(&s, "Connection: close\r\n");
     if (extra) pl_sbuf_adds(&s, extra);
     pl_sbuf_adds(&s, "\r\n");
-    if (len) pl_sbuf_add(&s, body, len);
+    if (body && len) pl_sbuf_add(&s, body, (size_t)len);
     pl_conn_send_copy(c, s.p, s.len);
     pl_sbuf_release(&s);
+}
+
+static void write_response(pl_conn *c, int status, const char *ctype, const void *body,
+                           size_t len, const char *extra, int keep_alive) {
+    write_head_body(c, status, ctype, body ? body : "", (int64_t)len, extra, keep_alive);
 }
 
 static void error_and_close(pl_conn *c, int status, const char *code, const char *msg) {
@@ -104,14 +124,36 @@ static void error_and_close(pl_conn *c, int status, const char *code, const char
 }
 
 static void process(pl_conn *c);
+static int (*stream_pred)(const pl_http_req *req);
+static void stream_dispatch(pl_conn *c, http_state *st, pl_http_ctx *ctx);
+static size_t stream_feed(pl_http_ctx *ctx, const uint8_t *p, size_t n);
+static void stream_closed(pl_http_ctx *ctx);
+static void req_rebase(pl_http_req *r, const char *old, size_t len, const char *now);
+
+/* A streamed request answered before its body was read to the end: what
+ * follows on the connection is body, not a request. */
+static int keep_alive_of(const pl_http_ctx *ctx) {
+    return ctx->req.keep_alive && !(ctx->streaming && ctx->body_left > 0);
+}
+
+static void finish(pl_http_ctx *ctx);
 
 void pl_http_respond(pl_http_ctx *ctx, int status, const char *ctype, const void *body,
                      size_t len, const char *extra) {
     pl_conn *c = ctx->conn;
     http_state *st = c->http;
-    int keep = ctx->req.keep_alive;
+    if (pl_conn_alive(c) && st && st->ctx == ctx)
+        write_response(c, status, ctype, body, len, extra, keep_alive_of(ctx));
+    finish(ctx);
+}
+
+/* The answer is queued: drops the request, goes on with the next one (or
+ * closes), frees ctx. */
+static void finish(pl_http_ctx *ctx) {
+    pl_conn *c = ctx->conn;
+    http_state *st = c->http;
+    int keep = keep_alive_of(ctx);
     if (pl_conn_alive(c) && st && st->ctx == ctx) {
-        write_response(c, status, ctype, body, len, extra, keep);
         /* drop the answered request's bytes */
         size_t used = st->head_len + ctx->body_len;
         memmove(st->buf, st->buf + used, st->len - used);
@@ -291,6 +333,10 @@ static void process(pl_conn *c) {
             return;
         }
         int64_t cl = ctx->req.content_length;
+        if (stream_pred && !ctx->req.upgrade_ws && stream_pred(&ctx->req)) {
+            stream_dispatch(c, st, ctx);
+            continue;
+        }
         if (cl > PL_HTTP_MAX_BODY) {
             free(ctx);
             error_and_close(c, 413, "too_large", "body larger than 1 MiB");
@@ -324,6 +370,13 @@ void pl_http_on_data(pl_conn *c, uint8_t *p, size_t n) {
         return;
     }
     http_state *st = c->http;
+    if (st && st->ctx && st->ctx->streaming && st->ctx->body_waiting) {
+        size_t take = stream_feed(st->ctx, p, n);   /* may answer and close */
+        p += take;
+        n -= take;
+        if (!n || !pl_conn_alive(c)) return;
+        st = c->http;                    /* pipelined bytes after the body */
+    }
     if (!st) {
         st = c->http = pl_calloc(1, sizeof *st);
         c->deadline = pl_mono_ms() + PL_HTTP_HEAD_TIMEOUT_MS;
@@ -335,8 +388,12 @@ void pl_http_on_data(pl_conn *c, uint8_t *p, size_t n) {
     if (st->len + n + 1 > st->cap) {
         size_t cap = st->cap ? st->cap : 1024;
         while (cap < st->len + n + 1) cap *= 2;
+        char *old = st->buf;
         st->buf = pl_realloc(st->buf, cap);
         st->cap = cap;
+        /* bytes pipelined behind a streamed body arrive while its handler
+         * still holds the request: its strings follow the buffer */
+        if (st->ctx && old && st->buf != old) req_rebase(&st->ctx->req, old, st->head_len, st->buf);
     }
     memcpy(st->buf + st->len, p, n);
     st->len += n;
@@ -345,16 +402,22 @@ void pl_http_on_data(pl_conn *c, uint8_t *p, size_t n) {
 
 void pl_http_on_close(pl_conn *c) {
     http_state *st = c->http;
-    if (st && st->ctx) {                 /* the handler still owns and answers it: */
-        st->ctx->owned = st->buf;        /* its strings point into these bytes */
+    pl_http_ctx *ctx = st ? st->ctx : NULL;
+    if (ctx) {                           /* the handler still owns and answers it: */
+        ctx->owned = st->buf;            /* its strings point into these bytes */
         st->buf = NULL;
         st->ctx = NULL;
     }
     state_free(c);
+    if (ctx) stream_closed(ctx);         /* a streaming handler waiting on us learns it */
 }
 
 void pl_http_on_timeout(pl_conn *c) {
     http_state *st = c->http;
+    if (st && st->ctx) {                 /* a streamed body stalled */
+        pl_conn_close(c, 0);
+        return;
+    }
     if (st && st->len) {
         /* slow headers or body: answer and cut off */
         static const char body[] = "{\"error\":{\"code\":\"timeout\",\"message\":\"request took too long\"}}";
@@ -365,3 +428,170 @@ void pl_http_on_timeout(pl_conn *c) {
         pl_conn_close(c, 0);             /* idle keep-alive connection */
     }
 }
+
+/* ---- Streaming bodies and responses (server.h) ---------------------------
+ *
+ * A streamed request stays in HANDLER state (st->ctx set) for its whole
+ * body. Its body bytes never enter st->buf for long: those that came with
+ * the head are handed over by body_start and cut out of buf (the head stays:
+ * ctx->req points into it); later ones go from the shared read buffer
+ * straight to the handler (stream_feed). Reading is paused except while
+ * ctx->body_waiting, so at most one read's worth is in flight:
+ *
+ *   dispatched --body_start--> WAITING --bytes--> BUSY --body_next--> WAITING
+ *                                  \______ last byte: cb(fin 1) ______/
+ *   connection closed: cb(fin -1) now if WAITING, else at the next
+ *   body_start/body_next.
+ */
+#define PL_HTTP_BODY_IDLE_MS 60000   /* a body that stalls this long is cut off */
+
+void pl_http_set_stream_pred(int (*pred)(const pl_http_req *req)) { stream_pred = pred; }
+
+static void stream_dispatch(pl_conn *c, http_state *st, pl_http_ctx *ctx) {
+    ctx->conn = c;
+    pl_conn_ref(c);
+    ctx->streaming = 1;
+    ctx->body_left = ctx->req.content_length > 0 ? ctx->req.content_length : 0;
+    st->ctx = ctx;
+    c->deadline = 0;
+    pl_conn_pause(c);
+    st->in_process = 1;
+    hooks.on_request(ctx, hooks.ud);
+    if ((st = c->http)) st->in_process = 0;
+}
+
+/* Hands n bytes (the body's next) to the handler: returns how many it took. */
+static size_t stream_feed(pl_http_ctx *ctx, const uint8_t *p, size_t n) {
+    size_t take = (int64_t)n < ctx->body_left ? n : (size_t)ctx->body_left;
+    ctx->body_waiting = 0;
+    ctx->body_left -= (int64_t)take;
+    pl_conn_pause(ctx->conn);
+    ctx->conn->deadline = 0;
+    ctx->body_cb(ctx, p, take, ctx->body_left == 0, ctx->body_ud);   /* may free ctx */
+    return take;
+}
+
+static void stream_closed(pl_http_ctx *ctx) {
+    if (ctx->streaming && ctx->body_waiting) {
+        ctx->body_waiting = 0;
+        ctx->body_cb(ctx, NULL, 0, -1, ctx->body_ud);
+    } else if (ctx->on_drain) {
+        ctx->on_drain(ctx);
+    }
+}
+
+void pl_http_body_start(pl_http_ctx *ctx, pl_http_body_cb cb, void *ud) {
+    pl_conn *c = ctx->conn;
+    http_state *st = c->http;
+    ctx->body_cb = cb;
+    ctx->body_ud = ud;
+    if (!pl_conn_alive(c) || !st || st->ctx != ctx) {
+        cb(ctx, NULL, 0, -1, ud);
+        return;
+    }
+    if (ctx->body_left == 0) {
+        cb(ctx, NULL, 0, 1, ud);
+        return;
+    }
+    pl_str ex = pl_http_header_get(&ctx->req, "expect");
+    if (ex.p && ex.n == 12 && strncasecmp(ex.p, "100-continue", 12) == 0 && st->len == st->head_len)
+        pl_conn_send_copy(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    size_t have = st->len - st->head_len;
+    if (have) {                          /* body bytes that came with the head */
+        size_t take = (int64_t)have < ctx->body_left ? have : (size_t)ctx->body_left;
+        uint8_t *tmp = pl_malloc(take);
+        memcpy(tmp, st->buf + st->head_len, take);
+        memmove(st->buf + st->head_len, st->buf + st->head_len + take, st->len - st->head_len - take);
+        st->len -= take;
+        stream_feed(ctx, tmp, take);
+        free(tmp);
+        return;
+    }
+    pl_http_body_next(ctx);
+}
+
+void pl_http_body_next(pl_http_ctx *ctx) {
+    pl_conn *c = ctx->conn;
+    http_state *st = c->http;
+    if (!pl_conn_alive(c) || !st || st->ctx != ctx) {
+        ctx->body_cb(ctx, NULL, 0, -1, ctx->body_ud);
+        return;
+    }
+    if (ctx->body_left == 0) return;
+    ctx->body_waiting = 1;
+    c->deadline = pl_mono_ms() + PL_HTTP_BODY_IDLE_MS;
+    pl_conn_resume(c);
+}
+
+void pl_http_respond_head(pl_http_ctx *ctx, int status, const char *ctype, int64_t len,
+                          const char *extra) {
+    pl_conn *c = ctx->conn;
+    http_state *st = c->http;
+    if (pl_conn_alive(c) && st && st->ctx == ctx)
+        write_head_body(c, status, ctype, NULL, len, extra, keep_alive_of(ctx));
+}
+
+void pl_http_respond_end(pl_http_ctx *ctx) {
+    ctx->on_drain = NULL;
+    finish(ctx);
+}
+
+void pl_http_on_drain(pl_conn *c) {
+    http_state *st = c->http;
+    if (st && st->ctx && st->ctx->on_drain) st->ctx->on_drain(st->ctx);
+}
+
+/* ---- Event streams (server.h) --------------------------------------------
+ * A response without an end: close-delimited (RFC 9112 6.3 item 8), so no
+ * chunked framing around each event. The connection is never HTTP again. */
+
+int pl_http_stream_begin(pl_http_ctx *ctx, const char *extra) {
+    pl_conn *c = ctx->conn;
+    http_state *st = c->http;
+    int r = -1;
+    if (pl_conn_alive(c) && st && st->ctx == ctx) {
+        pl_sbuf s;
+        pl_sbuf_init(&s);
+        pl_sbuf_adds(&s, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                         "Referrer-Policy: no-referrer\r\nX-Accel-Buffering: no\r\nConnection: close\r\n");
+        if (c->tls && hsts_max_age) pl_sbuf_printf(&s, "Strict-Transport-Security: max-age=%d\r\n", hsts_max_age);
+        if (extra) pl_sbuf_adds(&s, extra);
+        pl_sbuf_adds(&s, "\r\n");
+        pl_conn_send_copy(c, s.p, s.len);
+        pl_sbuf_release(&s);
+        st->ctx = NULL;
+        state_free(c);                   /* pipelined bytes: nothing may follow a stream */
+        c->mode = PL_CONN_SSE;
+        c->deadline = 0;
+        pl_conn_resume(c);               /* EOF must be seen: the client left */
+        r = 0;
+    }
+    free(ctx->owned);
+    free(ctx);
+    pl_conn_unref(c);
+    return r;
+}
+
+void pl_http_stream_on_data(pl_conn *c, uint8_t *p, size_t n) {
+    (void)c, (void)p, (void)n;           /* a stream's client has nothing to say */
+}
+
+/* Moves the strings of r that pointed into old[0..len) to the same offsets
+ * in now (the head buffer was reallocated under a live request). Every
+ * pl_str of pl_http_req must be listed here. */
+static void rebase1(pl_str *x, const char *old, size_t len, const char *now) {
+    uintptr_t o = (uintptr_t)old, q = (uintptr_t)x->p;   /* old is freed: compare addresses only */
+    if (x->p && q >= o && q <= o + len) x->p = now + (q - o);
+}
+
+static void req_rebase(pl_http_req *r, const char *old, size_t len, const char *now) {
+    pl_str *all[] = {&r->method_str, &r->target, &r->path, &r->query, &r->ws_key, &r->ws_version,
+                     &r->ws_protocol, &r->authorization, &r->origin, &r->content_type, &r->host};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) rebase1(all[i], old, len, now);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        rebase1(&r->headers[i].name, old, len, now);
+        rebase1(&r->headers[i].value, old, len, now);
+    }
+}
+

@@ -36,6 +36,15 @@ typedef struct pl_http_ctx {
     int64_t        login;
     void          *data;       /* handler's                                */
     char          *owned;      /* the request's bytes once the connection closed */
+    /* streaming (server.c "Streaming bodies and responses"; 0/NULL otherwise) */
+    int            streaming;  /* the body is handed over in chunks (pl_http_body_start) */
+    int            body_waiting; /* the server reads for the handler (not busy) */
+    int64_t        body_left;  /* body bytes not yet handed to the handler  */
+    void         (*body_cb)(struct pl_http_ctx *ctx, const uint8_t *p, size_t n, int fin, void *ud);
+    void          *body_ud;
+    /* set by a streaming response: called when the connection's write queue
+     * drained below its low-water mark, and once when the connection closes */
+    void         (*on_drain)(struct pl_http_ctx *ctx);
 } pl_http_ctx;
 
 typedef struct pl_http_hooks {
@@ -71,5 +80,53 @@ void pl_http_respond_json(pl_http_ctx *ctx, int status, json_t *obj);
 void pl_http_error(pl_http_ctx *ctx, int status, const char *code, const char *msg);
 
 const char *pl_http_status_text(int status);
+/* Every response on a TLS connection carries Strict-Transport-Security:
+ * max-age=max_age (0: none; the 101 of an upgrade has none). */
+void pl_http_set_hsts(int max_age);
+
+/* ---- streaming bodies and responses (media uploads and downloads) -------
+ *
+ * A route the predicate claims (pl_http_set_stream_pred) is dispatched as
+ * soon as its head is complete, whatever its Content-Length: ctx->body is
+ * NULL, ctx->streaming 1, ctx->body_left the declared length (0 when none).
+ * Nothing of the body is read until the handler calls pl_http_body_start;
+ * then cb gets the body in chunks as they arrive (p valid only during the
+ * call: copy it), and reading stays paused after each chunk until the
+ * handler calls pl_http_body_next — so a slow disk slows the client (TCP
+ * backpressure) and a body of any size costs one chunk of memory (at most
+ * 64 KiB, or what was buffered with the head). fin is 1 on the last chunk
+ * (n may be 0 for an empty body), -1 when the connection went away (p NULL):
+ * the handler must still answer (pl_http_respond only frees then). An
+ * answer before the body was read to its end closes the connection. A
+ * request carrying `Expect: 100-continue` gets its 100 from body_start. */
+typedef void (*pl_http_body_cb)(pl_http_ctx *ctx, const uint8_t *p, size_t n, int fin, void *ud);
+void pl_http_set_stream_pred(int (*pred)(const pl_http_req *req));
+void pl_http_body_start(pl_http_ctx *ctx, pl_http_body_cb cb, void *ud);
+void pl_http_body_next(pl_http_ctx *ctx);
+
+/* A response whose body the handler writes itself: the head (with
+ * Content-Length len) now; then the handler queues the bytes with
+ * pl_conn_send*, watching ctx->on_drain while ctx->conn->high, and calls
+ * pl_http_respond_end when all len bytes are queued (or the connection is
+ * gone: pl_conn_alive). http/file.c serves files this way. */
+void pl_http_respond_head(pl_http_ctx *ctx, int status, const char *content_type,
+                          int64_t len, const char *extra_headers);
+void pl_http_respond_end(pl_http_ctx *ctx);
+/* Connection callback (wired by app/main.c): the write queue drained. */
+void pl_http_on_drain(pl_conn *c);
+
+/* ---- event streams (Server-Sent Events; server.c "Event streams") --------
+ * Answers ctx with the head of an endless text/event-stream response (200,
+ * no Content-Length, Cache-Control: no-store, X-Accel-Buffering: no,
+ * Connection: close; extra_headers may add more) and frees ctx. The
+ * connection leaves HTTP for good: its mode becomes PL_CONN_SSE, anything
+ * pipelined after the request is dropped, and whatever the client sends
+ * from now on is read and discarded (pl_http_stream_on_data; EOF still
+ * closes it). The caller then queues events with pl_conn_send* and ends
+ * the stream with pl_conn_close. Returns 0, or -1 when the connection is
+ * already gone (ctx freed all the same). */
+int  pl_http_stream_begin(pl_http_ctx *ctx, const char *extra_headers);
+/* Connection callback for PL_CONN_SSE mode (wired by app/main.c). */
+void pl_http_stream_on_data(pl_conn *c, uint8_t *p, size_t n);
 
 #endif

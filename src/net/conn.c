@@ -1,5 +1,7 @@
 /* conn.c — listener, reads into a shared buffer, queued vectored writes,
- * deferred close, and the once-a-second deadline sweep. See conn.h. */
+ * deferred close, and the once-a-second deadline sweep; for TLS
+ * connections, moving ciphertext between the socket and net/tls.c (the
+ * "TLS I/O" section). See conn.h. */
 #include "conn.h"
 
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 
 #define READ_BUF_SIZE   (64 * 1024)
 #define IOV_MAX_BATCH   64          /* entries per vectored write              */
+#define TLS_WRITE_CHUNK (64 * 1024) /* plaintext encrypted per SSL_write       */
 #define CLOSE_LINGER_MS 5000        /* graceful close waits at most this long
                                        (flush, then the peer's EOF)            */
 
@@ -35,9 +38,12 @@ struct pl_net {
     size_t         high_water;     /* queue bytes that set conn->high       */
     size_t         low_water;      /* ... and that clear it (on_drain)      */
     pl_map         per_ip;         /* ip_key -> open connections (as intptr) */
+    pl_tls        *tls;            /* NULL: plaintext                       */
 };
 
 static uint8_t read_buf[READ_BUF_SIZE];   /* shared: the loop is one thread */
+static uint8_t plain_buf[READ_BUF_SIZE];  /* TLS: decrypted bytes for on_data */
+static uint8_t tls_stage[TLS_WRITE_CHUNK]; /* TLS: small queue entries gathered */
 
 typedef struct write_req {
     uv_write_t req;
@@ -46,6 +52,9 @@ typedef struct write_req {
 
 static void conn_flush(pl_conn *c);
 static void net_free(pl_net *n);
+static void schedule_flush(pl_conn *c);
+static void tls_read(pl_conn *c, const uint8_t *p, size_t n);
+static void tls_flush(pl_conn *c);
 
 void *pl_net_data(pl_net *n) { return n->ud; }
 size_t pl_net_count(pl_net *n) { return n->count; }
@@ -76,6 +85,7 @@ static void on_uv_close(uv_handle_t *h) {
     c->prev->next = c->next;
     c->next->prev = c->prev;
     n->count--;
+    pl_tls_conn_free(&c->tls);          /* no more I/O: the SSL state goes now */
     n->h.on_close(c);
     pl_conn_unref(c);
     if (n->closing && --n->handles_open == 0) net_free(n);
@@ -104,6 +114,11 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
  * peer's EOF or the deadline. See "lingers" in conn.h. */
 static void conn_finish(pl_conn *c) {
     if (c->closed || c->qlen || c->writing || c->shut) return;
+    const uint8_t *tls_out;
+    if (c->tls && (!pl_tls_conn_notified(c->tls) || pl_tls_conn_out(c->tls, &tls_out))) {
+        schedule_flush(c);                 /* close_notify or an alert goes out first */
+        return;
+    }
     if (c->peer_eof) {
         conn_destroy(c);
         return;
@@ -159,7 +174,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         if (c->closing) return;
         c->last_rx = pl_mono_ms();
         pl_conn_ref(c);
-        c->net->h.on_data(c, (uint8_t *)buf->base, (size_t)nread);
+        if (c->tls) tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
+        else c->net->h.on_data(c, (uint8_t *)buf->base, (size_t)nread);
         pl_conn_unref(c);
     } else if (nread < 0) {
         /* EOF: flush what is queued (a half-closed peer may still read),
@@ -269,6 +285,10 @@ static void on_write(uv_write_t *req, int status) {
 
 /* Writes as much as the kernel takes now; the rest goes to one uv_write. */
 static void conn_flush(pl_conn *c) {
+    if (c->tls) {
+        tls_flush(c);
+        return;
+    }
     if (c->closed || c->writing) return;
     uv_buf_t iov[IOV_MAX_BATCH];
     while (c->qlen) {
@@ -302,6 +322,140 @@ static void conn_flush(pl_conn *c) {
             conn_destroy(c);
             return;
         }
+    }
+    after_queue_change(c);
+}
+
+/* ---- TLS I/O -----------------------------------------------------------------
+ *
+ * Reads: the ciphertext read into read_buf is fed to the connection's TLS
+ * state, which hands the plaintext to on_data from plain_buf. Writes:
+ * tls_flush encrypts queued plaintext a chunk at a time and writes the
+ * ciphertext with uv_try_write; what the kernel does not take is detached
+ * from the TLS state and handed to one uv_write, and nothing more is
+ * encrypted until it completes. So the queue (and its high-water and
+ * slow-consumer accounting) holds plaintext, and at most one chunk of
+ * ciphertext per connection waits in memory.
+ * Invariant: after tls_drain, the TLS output is empty or c->writing is set.
+ * A graceful close sends close_notify (tls_flush) before conn_finish's FIN.
+ */
+
+typedef struct tls_write_req {
+    uv_write_t req;
+    uv_buf_t   buf;
+    void      *block;              /* the detached output, freed when written */
+} tls_write_req;
+
+static int tls_deliver(void *arg, uint8_t *p, size_t n) {
+    pl_conn *c = arg;
+    c->net->h.on_data(c, p, n);
+    return c->closing;
+}
+
+static void tls_read(pl_conn *c, const uint8_t *p, size_t n) {
+    int r = pl_tls_conn_feed(c->tls, p, n, plain_buf, sizeof plain_buf, tls_deliver, c);
+    if (r == PL_TLS_EPROTO) {
+        pl_log(PL_LOG_INFO, c->id, "tls error", "\"reason\":\"%s\"", pl_tls_error());
+        pl_conn_close(c, 1);               /* the alert goes out, then FIN */
+    } else if (r == PL_TLS_EOF) {
+        pl_conn_close(c, 1);
+    }
+    const uint8_t *o;
+    if (!c->closed && pl_tls_conn_out(c->tls, &o)) schedule_flush(c);   /* handshake, tickets */
+}
+
+static void tls_fail(pl_conn *c) {
+    queue_consume(c, c->qbytes);
+    conn_destroy(c);
+}
+
+static void on_tls_write(uv_write_t *req, int status) {
+    tls_write_req *w = (tls_write_req *)req;
+    pl_conn *c = req->data;
+    free(w->block);
+    free(w);
+    c->writing = 0;
+    if (status < 0) {
+        if (!c->closed) tls_fail(c);
+    } else if (!c->closed) {
+        tls_flush(c);
+    }
+    pl_conn_unref(c);
+}
+
+/* Writes the TLS output: 1 when the kernel took all of it; 0 when the rest
+ * waits on a uv_write, or the connection was destroyed. */
+static int tls_drain(pl_conn *c) {
+    const uint8_t *p;
+    size_t n = pl_tls_conn_out(c->tls, &p);
+    if (!n) return 1;
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r == UV_EAGAIN) r = 0;
+    if (r < 0) {
+        tls_fail(c);
+        return 0;
+    }
+    pl_tls_conn_out_consume(c->tls, (size_t)r);
+    if ((size_t)r == n) return 1;
+    tls_write_req *w = pl_malloc(sizeof *w);
+    w->block = pl_tls_conn_out_detach(c->tls, &p, &n);
+    w->buf = uv_buf_init((char *)p, (unsigned)n);
+    w->req.data = c;
+    c->writing = 1;
+    pl_conn_ref(c);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, on_tls_write) < 0) {
+        free(w->block);
+        free(w);
+        c->writing = 0;
+        pl_conn_unref(c);
+        tls_fail(c);
+    }
+    return 0;
+}
+
+/* Copies queued bytes from the head (not consumed) into tls_stage, up to
+ * its size; returns how many. */
+static size_t tls_gather(pl_conn *c) {
+    size_t n = 0;
+    for (uint32_t i = 0; i < c->qlen && n < sizeof tls_stage; i++) {
+        pl_rbuf *b = c->q[(c->qhead + i) % c->qcap];
+        size_t off = i == 0 ? c->qoff : 0, k = b->len - off;
+        if (k > sizeof tls_stage - n) k = sizeof tls_stage - n;
+        memcpy(tls_stage + n, b->data + off, k);
+        n += k;
+    }
+    return n;
+}
+
+/* Encrypts the queue a chunk at a time: a large head entry directly, many
+ * small ones (WebSocket frames) gathered first, so a burst becomes a few
+ * full records and one write instead of a record and a write per frame. */
+static void tls_flush(pl_conn *c) {
+    if (c->closed || c->writing) return;
+    pl_tls_conn *t = c->tls;
+    int more = tls_drain(c);
+    while (more && c->qlen && pl_tls_conn_ready(t)) {
+        pl_rbuf *b = c->q[c->qhead];
+        size_t left = b->len - c->qoff;
+        const uint8_t *p = b->data + c->qoff;
+        size_t n = left < TLS_WRITE_CHUNK ? left : TLS_WRITE_CHUNK;
+        if (c->qlen > 1 && left < TLS_WRITE_CHUNK / 4) {
+            p = tls_stage;
+            n = tls_gather(c);
+        }
+        long r = pl_tls_conn_write(t, p, n);
+        if (r < 0) {
+            tls_fail(c);
+            return;
+        }
+        if (r == 0) break;
+        queue_consume(c, (size_t)r);
+        more = tls_drain(c);
+    }
+    if (more && c->closing && !c->qlen) {
+        pl_tls_conn_shutdown(t);
+        tls_drain(c);
     }
     after_queue_change(c);
 }
@@ -388,6 +542,7 @@ static void on_connection(uv_stream_t *server, int status) {
     n->all.next = c;
     n->count++;
     c->paused = 1;
+    if (n->tls) c->tls = pl_tls_conn_new(n->tls);
     pl_conn_resume(c);
     n->h.on_data(c, NULL, 0);               /* lets the upper layer arm timers */
 }
@@ -446,6 +601,8 @@ int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
 }
 
 void pl_net_set_max_per_ip(pl_net *n, int cap) { n->max_per_ip = cap; }
+
+void pl_net_set_tls(pl_net *n, pl_tls *t) { n->tls = t; }
 
 void pl_net_set_queue_marks(pl_net *n, size_t high, size_t low) {
     n->high_water = high;

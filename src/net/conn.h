@@ -6,7 +6,13 @@
  * connection whose kernel buffer is full gets a pending uv_write (allocated
  * then, not per idle connection). Reads land in one shared buffer; the upper
  * layer keeps only what it must (see http/server.c).
- * Does not own: what the bytes mean (http/, ws/, chat/).
+ * Does not own: what the bytes mean (http/, ws/, chat/), or TLS itself
+ * (net/tls.c). With pl_net_set_tls, new connections speak TLS: reads are
+ * fed to the connection's pl_tls_conn and on_data sees plaintext; the write
+ * queue holds plaintext, encrypted at flush time only as far as the kernel
+ * takes it (so queue sizes, high water and slow-consumer limits still count
+ * plaintext, and at most one flush's ciphertext waits in a uv_write). A
+ * plaintext connection pays a NULL test of c->tls on read and flush.
  *
  * Connection states:
  *
@@ -41,6 +47,7 @@
 
 #include "../core/buf.h"
 #include "../ws/ws.h"
+#include "tls.h"
 
 typedef struct pl_conn pl_conn;
 typedef struct pl_net pl_net;
@@ -57,7 +64,7 @@ typedef struct pl_net_handler {
     void (*on_drain)(pl_conn *c);
 } pl_net_handler;
 
-enum { PL_CONN_HTTP = 0, PL_CONN_WS = 1 };
+enum { PL_CONN_HTTP = 0, PL_CONN_WS = 1, PL_CONN_SSE = 2 /* http/server.c pl_http_stream_begin */ };
 
 struct pl_conn {
     uv_tcp_t     tcp;          /* the socket; tcp.data points back here      */
@@ -67,7 +74,7 @@ struct pl_conn {
     pl_conn     *flush_next;   /* pending-flush list                         */
     int64_t      deadline;     /* monotonic ms; 0 = none                     */
     uint32_t     refs;
-    uint8_t      mode;         /* PL_CONN_HTTP / PL_CONN_WS                  */
+    uint8_t      mode;         /* PL_CONN_HTTP / PL_CONN_WS / PL_CONN_SSE    */
     uint8_t      closing;      /* close requested: input discarded, no queueing */
     uint8_t      closed;       /* uv_close called                            */
     uint8_t      in_flush;     /* on the pending-flush list                  */
@@ -88,6 +95,7 @@ struct pl_conn {
     void        *http;         /* http/ state while a request is in progress */
     void        *session;      /* chat/ session once a WebSocket authenticated */
     pl_ws_reader ws;           /* WebSocket reader (mode WS)                 */
+    pl_tls_conn *tls;          /* TLS state, NULL on a plaintext listener    */
 };
 
 /* Creates the network layer on loop, listening on addr ("host:port",
@@ -100,6 +108,9 @@ void pl_net_stop_accepting(pl_net *n);
 /* Closes every connection immediately and the listener; frees when done. */
 void pl_net_close(pl_net *n);
 size_t pl_net_count(pl_net *n);
+/* Connections accepted from now on speak TLS with t's current context
+ * (borrowed: t outlives n; NULL: plaintext). */
+void pl_net_set_tls(pl_net *n, pl_tls *t);
 /* Caps open connections per client IP (0 = no cap); over it, a new
  * connection is closed at once. */
 void pl_net_set_max_per_ip(pl_net *n, int cap);

@@ -90,6 +90,37 @@ int pl_proto_body(json_t *o, size_t max_body, const char *too_long, const char *
     return 0;
 }
 
+int pl_proto_attachments(json_t *o, int64_t *out, int *n, pl_proto_err *e) {
+    json_t *a = json_object_get(o, "attachments");
+    *n = 0;
+    if (!a || json_is_null(a)) return 0;
+    if (!json_is_array(a) || json_array_size(a) > PL_PROTO_ATTACH_MAX)
+        return fail(e, "bad_request", "%s", "\"attachments\" must be an array of at most 10 media ids");
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        json_int_t id = json_is_integer(v) ? json_integer_value(v) : 0;
+        if (id <= 0 || id > PL_JSON_INT_MAX)
+            return fail(e, "bad_request", "%s", "\"attachments\" must hold media ids");
+        for (int k = 0; k < *n; k++)
+            if (out[k] == id) return fail(e, "bad_request", "%s", "\"attachments\" names a media twice");
+        out[(*n)++] = id;
+    }
+    return 0;
+}
+
+int pl_proto_send_kind(json_t *o, int *ciphertext, pl_proto_err *e) {
+    json_t *k = json_object_get(o, "kind");
+    *ciphertext = 0;
+    if (!k || json_is_null(k)) return 0;
+    if (json_is_string(k) && strcmp(json_string_value(k), "text") == 0) return 0;
+    if (json_is_string(k) && strcmp(json_string_value(k), "ciphertext") == 0) {
+        *ciphertext = 1;
+        return 0;
+    }
+    return fail(e, "bad_request", "%s", "\"kind\" must be \"text\" or \"ciphertext\"");
+}
+
 int pl_proto_reply_to(json_t *o, int64_t *out, pl_proto_err *e) {
     json_t *v = json_object_get(o, "reply_to");
     *out = 0;
@@ -221,6 +252,10 @@ static int decode_search(pl_msg *m, pl_proto_err *e) {
     if (v && !json_is_null(v) && !json_is_boolean(v))
         return fail(e, "bad_request", "%s", "\"mentions\" must be a boolean");
     a->mentions = json_is_true(v);
+    v = json_object_get(m->root, "has_media");
+    if (v && !json_is_null(v) && !json_is_boolean(v))
+        return fail(e, "bad_request", "%s", "\"has_media\" must be a boolean");
+    a->has_media = json_is_true(v);
     v = json_object_get(m->root, "cursor");
     if (v && !json_is_null(v) &&
         (!json_is_string(v) || pl_proto_search_cursor(json_string_value(v), json_string_length(v), &a->cursor)))
@@ -298,7 +333,18 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
         if (get_str(m->root, "client_msg_id", &m->client_msg_id, &m->cmid_len, e)) return -1;
         if (m->cmid_len < 1 || m->cmid_len > PL_PROTO_CMID_MAX || memchr(m->client_msg_id, 0, m->cmid_len))
             return fail(e, "bad_request", "%s", "\"client_msg_id\" must be 1-64 bytes");
-        if (pl_proto_body(m->root, max_body, "too_large", &m->body, &m->body_len, e)) return -1;
+        int ciphertext;                   /* end-to-end encryption: payloads, no body */
+        if (pl_proto_send_kind(m->root, &ciphertext, e)) return -1;
+        if (pl_proto_attachments(m->root, m->attach, &m->nattach, e)) return -1;   /* media */
+        json_t *bv = json_object_get(m->root, "body");
+        if (ciphertext && m->nattach) {
+            return fail(e, "bad_request", "%s", "a ciphertext message carries no attachments");
+        } else if (ciphertext || (m->nattach && (!bv || (json_is_string(bv) && !json_string_length(bv))))) {
+            m->body = "";                 /* attachments alone need no text */
+            m->body_len = 0;
+        } else if (pl_proto_body(m->root, max_body, "too_large", &m->body, &m->body_len, e)) {
+            return -1;
+        }
         return pl_proto_reply_to(m->root, &m->reply_to, e);
     }
     if (strcmp(type, "auth") == 0) {
@@ -408,9 +454,14 @@ const char *pl_proto_kind_name(int kind) {
     case PL_EV_DELETE:         return "delete";
     case PL_EV_REACTION:       return "reaction";
     case PL_EV_PIN:            return "pin";
+    case PL_EV_E2EE:           return "e2ee";
     default:                   return "unknown";
     }
 }
+
+static void (*attach_encoder)(pl_sbuf *s, const char *data);
+
+void pl_proto_set_attachment_encoder(void (*fn)(pl_sbuf *s, const char *data)) { attach_encoder = fn; }
 
 /* The hot path (every event frame): plain appends, no printf. */
 void pl_proto_event_fields(pl_sbuf *s, const pl_event *ev) {
@@ -437,7 +488,10 @@ void pl_proto_event_fields(pl_sbuf *s, const pl_event *ev) {
     }
     if (ev->data) {
         pl_sbuf_adds(s, ",\"data\":");
-        pl_sbuf_adds(s, ev->data);     /* JSON object text written by the store */
+        if (attach_encoder && ev->kind == PL_EV_MESSAGE && strstr(ev->data, "\"attachments\""))
+            attach_encoder(s, ev->data);   /* each attachment gets its signed URL (media) */
+        else
+            pl_sbuf_adds(s, ev->data); /* JSON object text written by the store */
     }
     if (ev->annot) {                   /* the current form: members written by the store */
         pl_sbuf_addc(s, ',');

@@ -17,6 +17,7 @@
 
 #define PL_PROTO_VERSION 1
 #define PL_PROTO_CMID_MAX 64
+#define PL_PROTO_ATTACH_MAX 10   /* media ids one message may attach */
 #define PL_PROTO_REQ_MAX  128        /* longest accepted "req" (as JSON text) */
 
 typedef enum pl_msg_type {
@@ -39,6 +40,7 @@ typedef struct pl_search_args {
     int64_t     after, before;   /* ts bounds, ms: after <= ts < before; 0: none */
     int64_t     cursor;          /* from next_cursor; 0: the first page  */
     int         mentions;        /* only messages mentioning the asker   */
+    int         has_media;       /* only messages with attachments       */
     int         limit;           /* 0: PL_PROTO_SEARCH_LIMIT             */
 } pl_search_args;
 
@@ -71,6 +73,8 @@ typedef struct pl_msg {
     int         typing;          /* TYPING: 1 start, 0 stop              */
     json_t     *users;           /* PRESENCE_QUERY: array of positive ids */
     pl_search_args search;       /* SEARCH (q points into root)          */
+    int64_t     attach[PL_PROTO_ATTACH_MAX]; /* SEND: media ids (docs "Media") */
+    int         nattach;
 } pl_msg;
 
 typedef struct pl_proto_err {
@@ -102,6 +106,16 @@ int  pl_proto_body(json_t *o, size_t max_body, const char *too_long, const char 
                    pl_proto_err *err);
 /* Optional "reply_to": absent or null (0), else a positive JSON-safe integer. */
 int  pl_proto_reply_to(json_t *o, int64_t *out, pl_proto_err *err);
+/* Encodes a MESSAGE's data that holds "attachments" (media.h
+ * pl_media_data_with_urls: signed URLs added); unset: data as stored. Set
+ * once at start (app/api_media.c), before any event is encoded. */
+void pl_proto_set_attachment_encoder(void (*fn)(pl_sbuf *s, const char *data));
+/* o["attachments"]: absent or null (n = 0), or an array of at most
+ * PL_PROTO_ATTACH_MAX distinct media ids (> 0) into out. 0 or -1 (bad_request). */
+int  pl_proto_attachments(json_t *o, int64_t *out, int *n, pl_proto_err *err);
+/* send's "kind": absent or "text" (*ciphertext = 0), "ciphertext" (1: the
+ * message carries "payloads" and no body; end-to-end encryption). */
+int  pl_proto_send_kind(json_t *o, int *ciphertext, pl_proto_err *err);
 /* "emoji" (pl_proto_emoji_ok) and the optional "op" ("add" or "remove"). */
 int  pl_proto_reaction(json_t *o, const char **emoji, int *remove, pl_proto_err *err);
 /* "level": "all", "mentions" or "none" (pl_notify_level). */

@@ -52,6 +52,10 @@ enum {
     W_OWN_FLUSH, W_CONV_FLUSH, W_USERS_LOCK, W_LAST_SEEN,
     W_OUTBOX_INSERT, W_OUTBOX_ACK, W_OUTBOX_TAKEOVER,
     W_LEASE_RENEW, W_LEASE_TAKE, W_LEASE_ANY, W_LEASE_INFO, W_LEASE_RELEASE,
+    /* end-to-end encryption (store_pg_keys.c) */
+    W_KEYS_STATE, W_KEYS_DEVICE, W_KEYS_DROP, W_KEYS_ADD, W_KEYS_COUNT, W_KEYS_DELETE,
+    W_KEYS_SHARES, W_KEYS_CLAIM, W_CONV_E2EE,
+    W_MEDIA_SUM, W_MEDIA_INSERT, W_MEDIA_THUMB, W_MEDIA_GC,   /* media (store_pg_media.c) */
     W__COUNT
 };
 extern const char *const pg_w_sql[W__COUNT];
@@ -64,6 +68,8 @@ enum {
     R_EVENT_AT_AS, R_USERS_VISIBLE, R_CONV_HEADS, R_MEMBERSHIPS,
     R_REACT_ASC, R_REACT_DESC, R_REACT_AT, R_MEMBER, R_PINS, R_REACT_PINS, R_MENTIONS, R_REACT_MENTIONS,
     R_SEARCH, R_USER_SEARCH,
+    R_KEYS_SHARES, R_DEVICES,           /* end-to-end encryption (store_pg_keys.c) */
+    R_MEDIA_GET, R_MEDIA_OWNED,         /* media (store_pg_media.c) */
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
@@ -277,6 +283,17 @@ int  pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now);
 int  pg_run_receipts(pg_store *s, pl_job **jobs, size_t n);
 /* store_pg_read.c */
 void pg_run_read(void *rctx, pl_job *j);
+/* One reader statement now: its result, or NULL with *rc set. */
+PGresult *pg_r_query(pg_reader *r, int stmt, const pg_params *p, int *rc);
+
+/* ---- end-to-end encryption (store.h invariant 9): store_pg_keys.c -------- */
+int  pg_job_e2ee(pg_store *s, pl_job *j, int64_t now);   /* KEYS_*, CONV_E2EE, DEVICES_ANNOUNCE */
+int  pg_read_devices(pg_reader *r, pl_job *j);           /* PL_READ_DEVICES */
+int  pg_job_media(pg_store *s, pl_job *j, int64_t now);   /* PL_JOB_MEDIA_* */
+int  pg_read_media(pg_reader *r, pl_job *j);             /* PL_READ_MEDIA_GET */
+/* The role of user in conv (PL_ROLE_NONE: not a member), one round trip
+ * (store_pg_jobs.c); PL_STORE_OK or a W_* code. */
+int  pg_member_role(pg_store *s, int64_t conv, int64_t user, int *role);
 
 /* Test hooks: with hold on, the writer's next batch waits (held() says it
  * is waiting) until hold is off, then fails with EUNAVAIL without touching

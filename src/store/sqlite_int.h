@@ -102,6 +102,22 @@ void sq_index_idle(void *wctx);
 /* store_sqlite_read.c */
 void sq_run_read(void *rctx, pl_job *j);
 
+/* ---- end-to-end encryption (store.h invariant 9) ------------------------- */
+/* store_sqlite_keys.c: the key directory's jobs and read, and the
+ * conversation mark; their statements are prepared on use (rare jobs). */
+int  sq_job_e2ee(sq_store *s, pl_job *j, int64_t now);  /* a write job, in a savepoint */
+int  sq_read_devices(sq_reader *r, pl_job *j);
+/* store_sqlite_media.c: PL_JOB_MEDIA_* (in a savepoint) and PL_READ_MEDIA_GET */
+int  sq_job_media(sq_store *s, pl_job *j, int64_t now);
+int  sq_read_media(sq_reader *r, pl_job *j);
+/* store_sqlite_write.c: the writer's helpers, for the file above */
+int  sq_w_fatal(sq_store *s, int rc, const char *what);
+int  sq_w_member_role(sq_store *s, int64_t conv, int64_t user);  /* PL_ROLE_NONE if not */
+pl_conv_state *sq_w_conv_state(sq_store *s, int64_t conv, int *err);
+/* Appends an event (not a MESSAGE) as the job's last write; data taken over. */
+int  sq_w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
+                 int64_t subject, char *data);
+
 /* Copies column i as a new NUL-terminated string (NULL for SQL NULL). */
 char *sq_col_text(sqlite3_stmt *st, int i, size_t *len);
 

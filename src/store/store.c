@@ -93,6 +93,23 @@ void pl_job_release(pl_job *j) {
     free(j->mships);
     j->mships = NULL;
     j->nmships = 0;
+    free(j->media);                  /* media */
+    j->media = NULL;
+    j->nmedia = 0;
+    pl_device_list_free(j->devices, j->ndevices);   /* end-to-end encryption */
+    j->devices = NULL;
+    j->ndevices = 0;
+}
+
+void pl_device_list_free(pl_device *list, size_t n) {
+    if (!list) return;
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].identity);
+        free(list[i].spk);
+        free(list[i].spk_sig);
+        free(list[i].otk);
+    }
+    free(list);
 }
 
 static int is_pg_url(const char *u) {

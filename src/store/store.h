@@ -73,6 +73,20 @@
  *      transaction: an old or deleted text never matches. PL_READ_SEARCH
  *      applies membership and invariant 4 inside its query (a join on the
  *      asker's members row and joined_seq), never by filtering afterwards.
+ *   9. End-to-end encryption (docs/design.md "End-to-end encryption"). The
+ *      key directory holds, per device (a device is a login session: its
+ *      id is the login's), an identity key, a signed prekey and one-time
+ *      prekeys, as the validated base64 text the device uploaded; only live
+ *      logins' devices are listed or claimed. PL_JOB_KEYS_CLAIM takes each
+ *      one-time prekey out in the claiming transaction, so no key is ever
+ *      handed out twice, also across nodes (PostgreSQL: FOR UPDATE SKIP
+ *      LOCKED; SQLite: one writer). A conversation marked end-to-end
+ *      encrypted (conversations.e2ee, never unmarked) takes only ciphertext
+ *      sends (job.ciphertext; a plain send is EFORBID, a ciphertext send to
+ *      an unmarked conversation EINVAL) and no edits (EFORBID). A
+ *      ciphertext MESSAGE has an empty body (so nothing reaches the search
+ *      index, mentions or previews) and data {"ciphertext":[..]} (plus
+ *      "reply_to"), the payloads as the sender gave them.
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -109,8 +123,48 @@ typedef enum pl_event_kind {
     PL_EV_DELETE = 7,         /* data: {"target":N}                            */
     PL_EV_REACTION = 8,       /* data: {"target":N,"emoji":"..","op":"add"|"remove",
                                * "count":N (users with that emoji after it)}  */
-    PL_EV_PIN = 9             /* data: {"target":N,"op":"pin"|"unpin"}         */
+    PL_EV_PIN = 9,            /* data: {"target":N,"op":"pin"|"unpin"}         */
+    PL_EV_E2EE = 10           /* end-to-end encryption (invariant 9): data
+                               * {"op":"enabled"} (the conversation was marked)
+                               * or {"op":"devices","user":N} (N's device list
+                               * changed); subject = N for "devices"          */
 } pl_event_kind;
+
+/* ---- end-to-end encryption (invariant 9) -------------------------------- */
+#define PL_KEYS_KEY_BYTES   32   /* a public key, decoded (Ed25519 / X25519)  */
+#define PL_KEYS_SIG_BYTES   64   /* an Ed25519 signature, decoded             */
+#define PL_KEYS_B64_MAX     88   /* base64 text of a key or signature, bytes  */
+#define PL_KEYS_OTK_UPLOAD  100  /* one-time prekeys in one upload            */
+#define PL_KEYS_OTK_HELD    200  /* one-time prekeys a device may hold        */
+
+typedef struct pl_prekey {      /* a one-time prekey of an upload (borrowed)  */
+    int64_t     id;             /* 0..2^53-1, the device's own numbering      */
+    const char *key;            /* base64                                     */
+} pl_prekey;
+
+typedef struct pl_keys_in {     /* PL_JOB_KEYS_UPLOAD's input (borrowed)      */
+    const char *identity;       /* base64; NULL: keep (only add prekeys)      */
+    int64_t     spk_id;         /* signed prekey: with identity               */
+    const char *spk;
+    const char *spk_sig;
+    const pl_prekey *otks;
+    size_t      notks;
+    int         replace_otks;   /* drop the held one-time prekeys first       */
+} pl_keys_in;
+
+typedef struct pl_device {      /* a device's public keys; strings owned       */
+    int64_t id;                 /* the login id                               */
+    int64_t user;
+    char   *identity;
+    int64_t spk_id;
+    char   *spk, *spk_sig;
+    int64_t otk_id;             /* KEYS_CLAIM: the prekey taken ...            */
+    char   *otk;                /* ... (NULL: none was left)                   */
+    int64_t otk_count;          /* one-time prekeys held (after a claim)      */
+    int64_t updated;            /* ms of the last identity/signed prekey change */
+} pl_device;
+
+void pl_device_list_free(pl_device *list, size_t n);
 
 /* MESSAGE data (NULL when none of it applies): {"reply_to":N,
  * "mentions":[ids],"mention_all":"all"|"here"}, each key only when set. */
@@ -203,6 +257,7 @@ typedef struct pl_conv {
     int64_t    unread;        /* messages from others above read_seq (invariant 5) */
     int64_t    unread_mentions; /* mentions of the user above read_seq (invariant 7) */
     int        notify;        /* the user's pl_notify_level                */
+    int        e2ee;          /* end-to-end encrypted (invariant 9)        */
     pl_event  *last;          /* owned; the latest event if asked for (and visible), else NULL */
     pl_member *members;       /* owned; NULL unless asked for (nmembers 0) */
     size_t     nmembers;
@@ -216,6 +271,26 @@ typedef struct pl_membership { /* PL_READ_MEMBERSHIPS rows               */
     int64_t joined_seq;
     int64_t last_seq;         /* the conversation's                      */
 } pl_membership;
+
+/* An uploaded file (media/, app/api_media.c). The bytes live in the blob
+ * store under sha256; a row per upload (identical uploads share the blob).
+ * A row is garbage once no message references it (media_refs) and its
+ * gc_after has passed: gc_after is its creation at first, and the time the
+ * last reference went. Strings are inline, NUL-terminated. */
+#define PL_MEDIA_NAME_MAX 255
+typedef struct pl_media {
+    int64_t id;               /* random, 1..2^53-1                        */
+    int64_t owner;            /* the uploader                             */
+    int64_t size;             /* bytes                                    */
+    int64_t created;          /* ms since the Unix epoch                  */
+    int     kind;             /* media.h pl_media_kind                    */
+    int     width, height;    /* images once thumbnailed, else 0          */
+    char    sha256[65];       /* lower-case hex of the content            */
+    char    mime[128];        /* the sniffed (or agreed) type             */
+    char    name[PL_MEDIA_NAME_MAX + 1]; /* sanitized file name           */
+    char    placeholder[128]; /* blurhash once thumbnailed, else ""       */
+    char    thumb_sha[65];    /* the thumbnail's blob, else ""            */
+} pl_media;
 
 /* ---- jobs --------------------------------------------------------------- */
 
@@ -240,7 +315,9 @@ typedef enum pl_job_op {
                                * sender may see), EINVAL (reply_to is not a message;
                                * PostgreSQL: the body is not UTF-8, as for EDIT),
                                * EGONE (reply_to deleted), EFORBID (@all/@here by a
-                               * non-admin in a group above opts.large_group). */
+                               * non-admin in a group above opts.large_group), and
+                               * with ciphertext (a ciphertext message) or into an
+                               * end-to-end encrypted conversation: invariant 9. */
     PL_JOB_MESSAGE_EDIT,      /* in: conv, user, seq (target), body, body_len. Author
                                * only (EFORBID), within opts.edit_window_ms of the
                                * message's ts (EFORBID). out: event (EDIT); no event
@@ -273,6 +350,38 @@ typedef enum pl_job_op {
                                * nids: events committed by nodes that died before
                                * publishing them; the caller announces them
                                * (no-op without outbox). */
+    /* ---- end-to-end encryption (invariant 9; explicit values) ---------- */
+    PL_JOB_KEYS_UPLOAD = 40,  /* in: user, id (device = the user's login), keys. Sets
+                               * the device's identity key and signed prekey (when
+                               * keys->identity) and adds keys->otks (replacing the
+                               * held ones with keys->replace_otks). ENOTFOUND: no
+                               * such live login of user, or no identity yet; EINVAL
+                               * (why): more than PL_KEYS_OTK_HELD would be held.
+                               * out: out_id = one-time prekeys held now, created = 1
+                               * when the device is new or its identity key changed */
+    PL_JOB_KEYS_DELETE,       /* in: user, id (device). out: created = 1 if it had keys */
+    PL_JOB_KEYS_CLAIM,        /* in: user (asker), peer. ENOTFOUND unless asker == peer
+                               * or they share a conversation. out: devices: each live
+                               * device of peer with ONE of its one-time prekeys,
+                               * taken out of the store (otk NULL when none was left),
+                               * otk_count = how many it holds after; ascending id */
+    PL_JOB_CONV_E2EE,         /* in: conv, user. Marks conv end-to-end encrypted, for
+                               * good: a group's admin, either member of a direct one
+                               * (EFORBID, ENOTFOUND). out: event (E2EE "enabled"),
+                               * none and created = 0 if it already was.       */
+    PL_JOB_DEVICES_ANNOUNCE,  /* in: conv, user. If conv is end-to-end encrypted and
+                               * user a member: event (E2EE "devices" of user);
+                               * else no event, created = 0 (ENOTFOUND if not a member) */
+    PL_JOB_MEDIA_CREATE,      /* in: media_in (all but created; width, height,
+                               * placeholder, thumb_sha may be 0/""),
+                               * expires = the owner's quota in bytes (0: none). EFORBID
+                               * (why "quota") when the owner's media would exceed it. */
+    PL_JOB_MEDIA_THUMB,       /* in: media_in (id, width, height, placeholder, thumb_sha).
+                               * ENOTFOUND if the row is gone.               */
+    PL_JOB_MEDIA_GC,          /* in: expires (cutoff ms), limit (rows). Deletes rows no
+                               * message references whose gc_after < cutoff. out:
+                               * media/nmedia: only sha256 set, each blob (content or
+                               * thumbnail) no remaining row names: the caller removes it. */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */
@@ -320,11 +429,20 @@ typedef enum pl_job_op {
                                * id first, each with e.conv set), snippets[nevents],
                                * more, and out_id = the cursor of the next page (the
                                * last result's id) when more. EINVAL: query too long. */
-    PL_READ_USER_SEARCH       /* in: user (asker), query (PL_STORE_QUERY_MAX bytes),
+    PL_READ_MEDIA_LIST,       /* in: ids[nids] (media), user. out: media/nmedia: those
+                               * of ids that user owns (what a send may attach). */
+    PL_READ_MEDIA_GET,        /* in: id (media), user (0: no check). out: media[0].
+                               * ENOTFOUND unless user owns it or is a member of a
+                               * conversation with a message referencing it, at or
+                               * after the member's joined_seq (invariant 4).  */
+    PL_READ_USER_SEARCH,      /* in: user (asker), query (PL_STORE_QUERY_MAX bytes),
                                * limit (1..PL_STORE_SEARCH_MAX). out: users/nusers: the
                                * asker and users sharing a conversation with it whose
                                * username contains query (case-insensitive), names
                                * starting with it first, then by name.        */
+    /* end-to-end encryption (invariant 9; explicit value) */
+    PL_READ_DEVICES = 140     /* in: user (asker), peer. As KEYS_CLAIM without
+                               * taking a key: devices with otk_count, otk NULL. */
 } pl_job_op;
 
 #define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */
@@ -334,6 +452,8 @@ typedef enum pl_job_op {
 #define PL_READ_FROM_TOP   4   /* EVENTS: take the highest seqs              */
 #define PL_READ_MENTIONS_ME 8  /* SEARCH: only messages mentioning the user
                                 * or replying to it (invariant 7's rows)     */
+#define PL_READ_HAS_MEDIA  16  /* SEARCH: only messages with attachments
+                                * (media_refs rows)                          */
 
 #define PL_STORE_QUERY_MAX  256 /* bytes of a search query                   */
 #define PL_STORE_SEARCH_MAX 50  /* results of one search page                */
@@ -410,6 +530,23 @@ struct pl_job {
     size_t     nusers;
     pl_membership *mships;    /* MEMBERSHIPS                               */
     size_t     nmships;
+    /* media (app/api_media.c) */
+    const pl_media *media_in; /* MEDIA_CREATE, MEDIA_THUMB (borrowed)      */
+    const char *attach_json;  /* SEND: the attachments, a JSON array of media
+                               * objects (chat/attach.c), or NULL; kept in
+                               * data.attachments. A MESSAGE whose data has
+                               * attachments references each id (media_refs,
+                               * by trigger): an edit keeps them, a delete
+                               * drops the references (the media's gc_after
+                               * becomes the delete's time). */
+    pl_media  *media;         /* MEDIA_GET, MEDIA_GC (owned)               */
+    size_t     nmedia;
+    /* end-to-end encryption (invariant 9) */
+    const pl_keys_in *keys;   /* in: KEYS_UPLOAD                           */
+    const char *ciphertext;   /* in: SEND: the payloads as JSON array text, a
+                               * ciphertext message (body then ""); NULL: plain */
+    pl_device  *devices;      /* out: KEYS_CLAIM, READ_DEVICES (owned)     */
+    size_t      ndevices;
     /* callback, run on the loop thread */
     pl_job_cb  done;
     void      *data;          /* caller's                                  */

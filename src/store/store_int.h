@@ -77,6 +77,18 @@ int   pl_store__fts5_query(const char *q, char *out, size_t cap);
  * lower case), cut to PL_STORE_QUERY_MAX bytes. */
 void  pl_store__name_query(const char *q, char out[PL_STORE_QUERY_MAX + 1]);
 
+/* ---- end-to-end encryption (store.h invariant 9; store_e2ee.c) ---------- */
+
+/* Whether a send fits the conversation: PL_STORE_OK, or EFORBID (plain
+ * text into an end-to-end encrypted conversation) / EINVAL (ciphertext
+ * into another), with *why set. */
+int   pl_store__e2ee_send_check(int e2ee, const char *ciphertext, const char **why);
+/* MESSAGE data of a ciphertext send: {"reply_to":N,"ciphertext":<payloads>}
+ * (reply_to only when set); a new string. */
+char *pl_store__data_ciphertext(int64_t reply_to, const char *payloads);
+/* E2EE data: {"op":"enabled"} (user 0) or {"op":"devices","user":N}. */
+char *pl_store__data_e2ee(int64_t user);
+
 /* The slot of the pair (a, b) in an open-addressing table of cap entries
  * (a power of two). */
 size_t pl_store__slot(int64_t a, int64_t b, size_t cap);
@@ -111,6 +123,7 @@ typedef struct pl_conv_state {
     int64_t member_count;
     int     dirty;            /* differs from its row: written before COMMIT */
     int     appended;         /* PostgreSQL: this batch appended (outbox row) */
+    int     e2ee;             /* end-to-end encrypted (store.h invariant 9)   */
 } pl_conv_state;
 
 typedef struct pl_conv_map {  /* open addressing, power-of-two cap, <= 1/2 full */
@@ -123,5 +136,12 @@ pl_conv_state *pl_conv_map_find(pl_conv_map *m, int64_t conv);   /* NULL if abse
 pl_conv_state *pl_conv_map_put(pl_conv_map *m, int64_t conv);
 void           pl_conv_map_clear(pl_conv_map *m);
 void           pl_conv_map_free(pl_conv_map *m);
+
+/* ---- media (store_media.c) ------------------------------------------------- */
+
+/* MESSAGE data with "attachments": attach_json (a JSON array) added to data
+ * (a JSON object text, taken over; NULL: none). Returns a new string (data
+ * itself when attach_json is NULL). */
+char *pl_store__data_attach(char *data, const char *attach_json);
 
 #endif

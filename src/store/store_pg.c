@@ -274,6 +274,82 @@ static const char *const migrations[] = {
      * batch). Rows from before hold a time, which sorts after any seq;
      * only development databases of the day had them. */
     "ALTER TABLE reactions RENAME COLUMN first_ts TO first_seq;",
+    /* 5 -> 6: end-to-end encryption (store.h invariant 9): the key directory, one
+     * row per device (a login session) and its one-time prekeys, which a
+     * claim deletes (FOR UPDATE SKIP LOCKED: two nodes never take the same);
+     * the conversation mark */
+    "CREATE TABLE IF NOT EXISTS e2ee_devices("
+    "  device BIGINT PRIMARY KEY,"
+    "  user_id BIGINT NOT NULL,"
+    "  identity TEXT NOT NULL,"
+    "  spk_id BIGINT NOT NULL,"
+    "  spk TEXT NOT NULL,"
+    "  spk_sig TEXT NOT NULL,"
+    "  updated BIGINT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS e2ee_devices_user ON e2ee_devices(user_id);"
+    "CREATE TABLE IF NOT EXISTS e2ee_otks("
+    "  device BIGINT NOT NULL,"
+    "  key_id BIGINT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  PRIMARY KEY(device, key_id));"
+    "ALTER TABLE conversations ADD COLUMN IF NOT EXISTS e2ee SMALLINT NOT NULL DEFAULT 0;",
+    /* 6 -> 7: media (store_pg_media.c): a row per upload, blobs shared by
+     * sha256; media_refs: the messages that reference a row (GC keeps
+     * those). Idempotent, like the migrations before it. The update
+     * trigger names no columns, so it depends on none (migration tests
+     * drop and re-add events' columns). */
+    "CREATE TABLE IF NOT EXISTS media("
+    "  id BIGINT PRIMARY KEY,"
+    "  owner BIGINT NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size BIGINT NOT NULL,"
+    "  mime TEXT NOT NULL,"
+    "  kind SMALLINT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  created BIGINT NOT NULL,"
+    "  width INT NOT NULL DEFAULT 0,"
+    "  height INT NOT NULL DEFAULT 0,"
+    "  placeholder TEXT,"
+    "  thumb_sha TEXT,"
+    "  gc_after BIGINT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS media_owner ON media(owner);"
+    "CREATE INDEX IF NOT EXISTS media_sha ON media(sha256);"
+    "CREATE INDEX IF NOT EXISTS media_thumb ON media(thumb_sha) WHERE thumb_sha IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS media_gc ON media(gc_after);"
+    "CREATE TABLE IF NOT EXISTS media_refs("
+    "  media_id BIGINT NOT NULL,"
+    "  conv_id BIGINT NOT NULL,"
+    "  seq BIGINT NOT NULL,"
+    "  PRIMARY KEY(media_id, conv_id, seq));"
+    "CREATE INDEX IF NOT EXISTS media_refs_msg ON media_refs(conv_id, seq);"
+    /* a MESSAGE's data.attachments are its references; an edit keeps them;
+     * a delete (or the row's removal) drops them and starts the grace period */
+    "CREATE OR REPLACE FUNCTION parley_media_ai() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    "  INSERT INTO media_refs(media_id, conv_id, seq)"
+    "    SELECT (a->>'id')::bigint, NEW.conv_id, NEW.seq"
+    "    FROM jsonb_array_elements(NEW.data::jsonb->'attachments') a ON CONFLICT DO NOTHING;"
+    "  RETURN NULL; END $$;"
+    "CREATE OR REPLACE TRIGGER events_media_ai AFTER INSERT ON events FOR EACH ROW"
+    "  WHEN (NEW.kind = 2 AND strpos(NEW.data, '\"attachments\"') > 0) EXECUTE FUNCTION parley_media_ai();"
+    "CREATE OR REPLACE FUNCTION parley_media_bu() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    "  IF NEW.deleted_ts > 0 AND OLD.deleted_ts = 0 THEN"
+    "    UPDATE media SET gc_after = NEW.deleted_ts WHERE id IN"
+    "      (SELECT media_id FROM media_refs WHERE conv_id = NEW.conv_id AND seq = NEW.seq);"
+    "    DELETE FROM media_refs WHERE conv_id = NEW.conv_id AND seq = NEW.seq;"
+    "  ELSIF NEW.deleted_ts = 0 AND (NEW.data IS NULL OR strpos(NEW.data, '\"attachments\"') = 0) THEN"
+    "    NEW.data := jsonb_set(coalesce(NEW.data::jsonb, '{}'::jsonb), '{attachments}',"
+    "      OLD.data::jsonb->'attachments')::text;"
+    "  END IF;"
+    "  RETURN NEW; END $$;"
+    "CREATE OR REPLACE TRIGGER events_media_bu BEFORE UPDATE ON events FOR EACH ROW"
+    "  WHEN (OLD.kind = 2 AND strpos(OLD.data, '\"attachments\"') > 0) EXECUTE FUNCTION parley_media_bu();"
+    "CREATE OR REPLACE FUNCTION parley_media_ad() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    "  UPDATE media SET gc_after = greatest(gc_after, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+    "    WHERE id IN (SELECT media_id FROM media_refs WHERE conv_id = OLD.conv_id AND seq = OLD.seq);"
+    "  DELETE FROM media_refs WHERE conv_id = OLD.conv_id AND seq = OLD.seq;"
+    "  RETURN NULL; END $$;"
+    "CREATE OR REPLACE TRIGGER events_media_ad AFTER DELETE ON events FOR EACH ROW"
+    "  WHEN (OLD.kind = 2) EXECUTE FUNCTION parley_media_ad();",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -288,7 +364,7 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_SAVEPOINT]   = "SAVEPOINT job",
     [W_RELEASE]     = "RELEASE SAVEPOINT job",
     [W_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT job",
-    [W_CONV_LOCK]   = "SELECT id, kind, last_seq, last_ts, msg_count, member_count FROM conversations"
+    [W_CONV_LOCK]   = "SELECT id, kind, last_seq, last_ts, msg_count, member_count, e2ee FROM conversations"
                       " WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
     [W_USER_INSERT] = "INSERT INTO users(username, pwhash, created) VALUES($1::text, $2::text, $3::bigint)"
                       " ON CONFLICT (username) DO NOTHING RETURNING id",
@@ -466,6 +542,65 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_LEASE_INFO]  = "SELECT owner, ceil(extract(epoch FROM expires - now()))::bigint FROM node_leases"
                       " WHERE node_id = $1::int",
     [W_LEASE_RELEASE] = "DELETE FROM node_leases WHERE node_id = $1::int AND owner = $2::text",
+    /* ---- end-to-end encryption (store_pg_keys.c, store.h invariant 9) ---- */
+    /* $1 device, $2 user, $3 now: a live login of the user?, the device's
+     * identity key (row locked), its one-time prekeys */
+    [W_KEYS_STATE]  = "SELECT EXISTS (SELECT 1 FROM logins WHERE id = $1::bigint AND user_id = $2::bigint"
+                      "   AND revoked = 0 AND expires > $3::bigint),"
+                      " (SELECT identity FROM e2ee_devices WHERE device = $1::bigint FOR UPDATE),"
+                      " (SELECT count(*) FROM e2ee_otks WHERE device = $1::bigint)",
+    [W_KEYS_DEVICE] = "INSERT INTO e2ee_devices(device, user_id, identity, spk_id, spk, spk_sig, updated)"
+                      " VALUES($1::bigint, $2::bigint, $3::text, $4::bigint, $5::text, $6::text, $7::bigint)"
+                      " ON CONFLICT (device) DO UPDATE SET identity = excluded.identity,"
+                      " spk_id = excluded.spk_id, spk = excluded.spk, spk_sig = excluded.spk_sig,"
+                      " updated = excluded.updated",
+    [W_KEYS_DROP]   = "DELETE FROM e2ee_otks WHERE device = $1::bigint",
+    [W_KEYS_ADD]    = "INSERT INTO e2ee_otks(device, key_id, key)"
+                      " SELECT $1::bigint, x.i, x.k FROM unnest($2::bigint[], $3::text[]) AS x(i, k)"
+                      " ON CONFLICT (device, key_id) DO UPDATE SET key = excluded.key",
+    [W_KEYS_COUNT]  = "SELECT count(*) FROM e2ee_otks WHERE device = $1::bigint",
+    [W_KEYS_DELETE] = "WITH d AS (DELETE FROM e2ee_devices WHERE device = $1::bigint AND user_id = $2::bigint"
+                      "   RETURNING device),"
+                      " o AS (DELETE FROM e2ee_otks WHERE device IN (SELECT device FROM d))"
+                      " SELECT count(*) FROM d",
+    /* $1 asker, $2 peer: may the asker see the peer's keys? */
+    [W_KEYS_SHARES] = "SELECT $1::bigint = $2::bigint OR EXISTS (SELECT 1 FROM members a JOIN members b"
+                      " ON b.conv_id = a.conv_id AND b.user_id = $2::bigint WHERE a.user_id = $1::bigint)",
+    /* $1 peer, $2 now: each live device with one one-time prekey taken out;
+     * SKIP LOCKED passes over a key another transaction is taking, so no
+     * two claims (any nodes) get the same one. The count is of the
+     * statement's snapshot, less the key taken. */
+    [W_KEYS_CLAIM]  = "WITH d AS (SELECT d.device, d.identity, d.spk_id, d.spk, d.spk_sig, d.updated"
+                      "   FROM e2ee_devices d JOIN logins l ON l.id = d.device AND l.revoked = 0"
+                      "   AND l.expires > $2::bigint WHERE d.user_id = $1::bigint),"
+                      " pick AS (SELECT o.device, o.key_id FROM d CROSS JOIN LATERAL"
+                      "   (SELECT x.device, x.key_id FROM e2ee_otks x WHERE x.device = d.device"
+                      "    ORDER BY x.key_id LIMIT 1 FOR UPDATE SKIP LOCKED) o),"
+                      " del AS (DELETE FROM e2ee_otks t USING pick WHERE t.device = pick.device"
+                      "   AND t.key_id = pick.key_id RETURNING t.device, t.key_id, t.key)"
+                      " SELECT d.device, d.identity, d.spk_id, d.spk, d.spk_sig, d.updated, del.key_id, del.key,"
+                      " (SELECT count(*) FROM e2ee_otks c WHERE c.device = d.device)"
+                      "   - (del.device IS NOT NULL)::int"
+                      " FROM d LEFT JOIN del ON del.device = d.device ORDER BY d.device",
+    [W_CONV_E2EE]   = "UPDATE conversations SET e2ee = 1 WHERE id = $1::bigint",
+    /* media (store_pg_media.c); the quota sum locks the owner's row first so
+     * two uploads of one user are checked one after the other */
+    [W_MEDIA_SUM]   = "SELECT coalesce((SELECT sum(size) FROM media WHERE owner = $1::bigint), 0)"
+                      " FROM users WHERE id = $1::bigint FOR UPDATE",
+    [W_MEDIA_INSERT] = "INSERT INTO media(id, owner, sha256, size, mime, kind, name, created, gc_after,"
+                       " width, height, placeholder, thumb_sha)"
+                       " VALUES($1::bigint, $2::bigint, $3::text, $4::bigint, $5::text, $6::smallint,"
+                       " $7::text, $8::bigint, $8::bigint, $9::int, $10::int, nullif($11::text, ''),"
+                       " nullif($12::text, '')) ON CONFLICT (id) DO NOTHING RETURNING id",
+    [W_MEDIA_THUMB] = "UPDATE media SET width = $1::int, height = $2::int, placeholder = $3::text,"
+                      " thumb_sha = nullif($4::text, '') WHERE id = $5::bigint RETURNING id",
+    [W_MEDIA_GC]    = "WITH d AS (DELETE FROM media WHERE id IN (SELECT m.id FROM media m"
+                      "   WHERE m.gc_after < $1::bigint AND NOT EXISTS (SELECT 1 FROM media_refs r"
+                      "   WHERE r.media_id = m.id) LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+                      "   RETURNING id, sha256, thumb_sha),"
+                      " x AS (SELECT sha256 AS sha FROM d UNION SELECT thumb_sha FROM d WHERE thumb_sha IS NOT NULL)"
+                      " SELECT x.sha FROM x WHERE NOT EXISTS (SELECT 1 FROM media m"
+                      "   WHERE (m.sha256 = x.sha OR m.thumb_sha = x.sha) AND m.id NOT IN (SELECT id FROM d))",
 };
 
 /* The asking member's view of a conversation. unread follows store.h
@@ -477,7 +612,7 @@ const char *const pg_w_sql[W__COUNT] = {
     " c.msg_count - coalesce((SELECT r.msg_no FROM events r WHERE r.conv_id = c.id" \
     "   AND r.seq = greatest(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread," \
     " (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id" \
-    "   AND x.seq > greatest(m.read_seq, m.joined_seq - 1)), m.notify"
+    "   AND x.seq > greatest(m.read_seq, m.joined_seq - 1)), m.notify, c.e2ee"
 /* An event e with what its current form needs (store_pg_read.c event_row):
  * its marks, and the parent p of a reply (400 bytes hold the preview's 100
  * characters). EV_COLUMNS_V: the same through a subquery v. */
@@ -595,7 +730,24 @@ const char *const pg_r_sql[R__COUNT] = {
                        "   AND e.ts >= $6::bigint AND e.ts < $7::bigint"
                        "   AND (NOT $8::bool OR EXISTS (SELECT 1 FROM mentions x WHERE x.conv_id = e.conv_id"
                        "     AND x.user_id = $1::bigint AND x.seq = e.seq))"
+                       "   AND (NOT $10::bool OR EXISTS (SELECT 1 FROM media_refs r WHERE r.conv_id = e.conv_id"
+                       "     AND r.seq = e.seq))"
                        " ORDER BY e.id DESC LIMIT $9::int",
+    /* end-to-end encryption (store_pg_keys.c): $1 asker, $2 peer; $1 peer, $2 now */
+    [R_KEYS_SHARES]  = "SELECT $1::bigint = $2::bigint OR EXISTS (SELECT 1 FROM members a JOIN members b"
+                       " ON b.conv_id = a.conv_id AND b.user_id = $2::bigint WHERE a.user_id = $1::bigint)",
+    [R_DEVICES]      = "SELECT d.device, d.identity, d.spk_id, d.spk, d.spk_sig, d.updated, NULL, NULL,"
+                       " (SELECT count(*) FROM e2ee_otks c WHERE c.device = d.device)"
+                       " FROM e2ee_devices d JOIN logins l ON l.id = d.device AND l.revoked = 0"
+                       " AND l.expires > $2::bigint WHERE d.user_id = $1::bigint ORDER BY d.device",
+    [R_MEDIA_OWNED]  = "SELECT id, owner, sha256, size, mime, kind, name, created, width, height,"
+                       " coalesce(placeholder, ''), coalesce(thumb_sha, '') FROM media"
+                       " WHERE id = ANY($1::bigint[]) AND owner = $2::bigint",
+    [R_MEDIA_GET]    = "SELECT id, owner, sha256, size, mime, kind, name, created, width, height,"
+                       " coalesce(placeholder, ''), coalesce(thumb_sha, '') FROM media m"
+                       " WHERE m.id = $1::bigint AND ($2::bigint = 0 OR m.owner = $2::bigint OR EXISTS"
+                       " (SELECT 1 FROM media_refs x JOIN members b ON b.conv_id = x.conv_id"
+                       "  AND b.user_id = $2::bigint WHERE x.media_id = m.id AND x.seq >= b.joined_seq))",
     [R_USER_SEARCH]  = "SELECT id, username, last_seen FROM users WHERE strpos(username, $2::text) > 0"
                        " AND (id = $1::bigint OR id IN (SELECT b.user_id FROM members a JOIN members b"
                        "   ON b.conv_id = a.conv_id WHERE a.user_id = $1::bigint))"

@@ -209,6 +209,11 @@ static int job_edit(pg_store *s, pl_job *j, int64_t now) {
         rc = PL_STORE_ENOTFOUND;
         goto out;
     }
+    if (e->e2ee) {                                    /* store.h invariant 9 */
+        j->why = "messages of an end-to-end encrypted conversation cannot be edited";
+        rc = PL_STORE_EFORBID;
+        goto out;
+    }
     if (all && s->large_group > 0 && t.role != PL_ROLE_ADMIN && e->member_count > s->large_group) {
         j->why = "@all and @here need an admin in a large group";
         rc = PL_STORE_EFORBID;

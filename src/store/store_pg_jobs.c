@@ -271,6 +271,11 @@ static int w_member_check(pg_store *s, int64_t conv, int64_t actor, int64_t peer
     return PL_STORE_OK;
 }
 
+int pg_member_role(pg_store *s, int64_t conv, int64_t user, int *role) {
+    int prole = 0, pexists = 0;
+    return w_member_check(s, conv, user, user, role, &prole, &pexists);
+}
+
 /* Checks shared by add and remove, in the SQLite backend's order: conv
  * exists and the actor is a member (else ENOTFOUND: non-members cannot
  * tell), it is a group (EINVAL), the actor is an admin (EFORBID). */
@@ -420,6 +425,14 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_REACTION:
     case PL_JOB_PIN:
     case PL_JOB_NOTIFY_SET:      return pg_run_action(s, j, now);
+    case PL_JOB_KEYS_UPLOAD:                                   /* store_pg_keys.c */
+    case PL_JOB_KEYS_DELETE:
+    case PL_JOB_KEYS_CLAIM:
+    case PL_JOB_CONV_E2EE:
+    case PL_JOB_DEVICES_ANNOUNCE: return pg_job_e2ee(s, j, now);
+    case PL_JOB_MEDIA_CREATE:
+    case PL_JOB_MEDIA_THUMB:
+    case PL_JOB_MEDIA_GC:        return pg_job_media(s, j, now);   /* store_pg_media.c */
     default:                     return PL_STORE_EINVAL;
     }
 }

@@ -83,6 +83,8 @@ static PGresult *r_query(pg_reader *r, int stmt, const pg_params *p, int *rc) {
     return *rc ? NULL : r->c.res[slot];
 }
 
+PGresult *pg_r_query(pg_reader *r, int stmt, const pg_params *p, int *rc) { return r_query(r, stmt, p, rc); }
+
 /* ---- rows ------------------------------------------------------------------ */
 
 static void user_row(const PGresult *res, int row, pl_user *u, int with_hash) {
@@ -108,7 +110,7 @@ static void login_row(const PGresult *res, pl_login *out) {
 }
 
 /* Columns of CONV_COLUMNS (store_pg.c). */
-#define CONV_NCOLS 13
+#define CONV_NCOLS 14
 static void conv_row(const PGresult *res, int row, pl_conv *c) {
     memset(c, 0, sizeof *c);
     c->id = pg_i64(res, row, 0);
@@ -125,6 +127,7 @@ static void conv_row(const PGresult *res, int row, pl_conv *c) {
     if (c->unread < 0) c->unread = 0;
     c->unread_mentions = pg_i64(res, row, 11);
     c->notify = (int)pg_i64(res, row, 12);
+    c->e2ee = (int)pg_i64(res, row, 13);
 }
 
 /* The rows of a reactions query (R_REACT_*: seq, emoji, count, me; by seq)
@@ -452,6 +455,7 @@ static int r_search(pg_reader *r, pl_job *j) {
     pg_param_i64(&p, j->before > 0 ? j->before : INT64_MAX);
     pg_param_text(&p, (j->flags & PL_READ_MENTIONS_ME) ? "true" : "false");
     pg_param_i64(&p, limit + 1);
+    pg_param_text(&p, (j->flags & PL_READ_HAS_MEDIA) ? "true" : "false");
     int rc;
     PGresult *res = r_query(r, R_SEARCH, &p, &rc);
     if (!res) return rc;
@@ -553,6 +557,9 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_MENTIONS:      return r_mentions(r, j);
     case PL_READ_SEARCH:        return r_search(r, j);
     case PL_READ_USER_SEARCH:   return r_user_search(r, j);
+    case PL_READ_DEVICES:       return pg_read_devices(r, j);   /* store_pg_keys.c */
+    case PL_READ_MEDIA_GET:
+    case PL_READ_MEDIA_LIST:    return pg_read_media(r, j);     /* store_pg_media.c */
     default:                    return PL_STORE_EINVAL;
     }
 }

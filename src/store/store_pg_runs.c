@@ -225,6 +225,8 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
             j->result = PL_STORE_ENOTFOUND;
             continue;
         }
+        if ((j->result = pl_store__e2ee_send_check(e->e2ee, j->ciphertext, &j->why)) != PL_STORE_OK)
+            continue;                                 /* store.h invariant 9 */
         send_parent pa = {0};
         char *pbody = NULL;
         if (j->seq > 0) {
@@ -276,7 +278,9 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         }
         int64_t seq = e->last_seq + 1;
         uint64_t id = pl_idgen_next(&s->ids, now);
-        char *data = pl_store__data_message(j->seq, ids, nids, x[i].all);
+        char *data = j->ciphertext ? pl_store__data_ciphertext(j->seq, j->ciphertext)
+                                   : pl_store__data_message(j->seq, ids, nids, x[i].all);
+        data = pl_store__data_attach(data, j->attach_json);   /* media: refs by trigger */
         pg_arr_i64(ic, j->conv);
         pg_arr_i64(is, seq);
         pg_arr_i64(iid, (int64_t)id);

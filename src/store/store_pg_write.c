@@ -62,6 +62,7 @@ static void lock_rows(pg_store *s) {
         e->last_ts = pg_i64(r, row, 3);
         e->msg_count = pg_i64(r, row, 4);
         e->member_count = pg_i64(r, row, 5);
+        e->e2ee = (int)pg_i64(r, row, 6);
     }
 }
 
@@ -196,7 +197,7 @@ static int touches_conv(int op) {
     return op == PL_JOB_MESSAGE_SEND || op == PL_JOB_RECEIPT || op == PL_JOB_MEMBER_ADD ||
            op == PL_JOB_MEMBER_REMOVE || op == PL_JOB_MEMBER_LEAVE || op == PL_JOB_MESSAGE_EDIT ||
            op == PL_JOB_MESSAGE_DELETE || op == PL_JOB_REACTION || op == PL_JOB_PIN ||
-           op == PL_JOB_NOTIFY_SET;
+           op == PL_JOB_NOTIFY_SET || op == PL_JOB_CONV_E2EE || op == PL_JOB_DEVICES_ANNOUNCE;
 }
 
 /* BEGIN, and the lock on every existing conversation the batch touches, in

@@ -200,6 +200,72 @@ static const char *const migrations[] = {
      * batch). Rows from before hold a time, which sorts after any seq;
      * only development databases of the day had them. */
     "ALTER TABLE reactions RENAME COLUMN first_ts TO first_seq;",
+    /* 7 -> 8: end-to-end encryption (store.h invariant 9): the key directory, one
+     * row per device (a login session) and its one-time prekeys; the
+     * conversation mark */
+    "CREATE TABLE e2ee_devices("
+    "  device INTEGER PRIMARY KEY,"          /* logins.id */
+    "  user_id INTEGER NOT NULL,"
+    "  identity TEXT NOT NULL,"
+    "  spk_id INTEGER NOT NULL,"
+    "  spk TEXT NOT NULL,"
+    "  spk_sig TEXT NOT NULL,"
+    "  updated INTEGER NOT NULL);"
+    "CREATE INDEX e2ee_devices_user ON e2ee_devices(user_id);"
+    "CREATE TABLE e2ee_otks("
+    "  device INTEGER NOT NULL,"
+    "  key_id INTEGER NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  PRIMARY KEY(device, key_id)) WITHOUT ROWID;"
+    "ALTER TABLE conversations ADD COLUMN e2ee INTEGER NOT NULL DEFAULT 0;",
+    /* 8 -> 9: media (store_sqlite_media.c): a row per upload, blobs shared
+     * by sha256; media_refs: the messages that reference a row (GC keeps
+     * those). */
+    "CREATE TABLE media("
+    "  id INTEGER PRIMARY KEY,"
+    "  owner INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  mime TEXT NOT NULL,"
+    "  kind INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  width INTEGER NOT NULL DEFAULT 0,"
+    "  height INTEGER NOT NULL DEFAULT 0,"
+    "  placeholder TEXT,"
+    "  thumb_sha TEXT,"
+    "  gc_after INTEGER NOT NULL);"
+    "CREATE INDEX media_owner ON media(owner);"
+    "CREATE INDEX media_sha ON media(sha256);"
+    "CREATE INDEX media_thumb ON media(thumb_sha) WHERE thumb_sha IS NOT NULL;"
+    "CREATE INDEX media_gc ON media(gc_after);"
+    "CREATE TABLE media_refs("
+    "  media_id INTEGER NOT NULL,"
+    "  conv_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  PRIMARY KEY(media_id, conv_id, seq)) WITHOUT ROWID;"
+    "CREATE INDEX media_refs_msg ON media_refs(conv_id, seq);"
+    /* a MESSAGE's data.attachments are its references; an edit keeps them;
+     * a delete (or the row's removal) drops them and starts the grace period */
+    "CREATE TRIGGER events_media_ai AFTER INSERT ON events"
+    " WHEN new.kind = 2 AND instr(coalesce(new.data, ''), '\"attachments\"') > 0"
+    " BEGIN INSERT OR IGNORE INTO media_refs(media_id, conv_id, seq)"
+    "   SELECT json_extract(a.value, '$.id'), new.conv_id, new.seq"
+    "   FROM json_each(new.data, '$.attachments') a; END;"
+    "CREATE TRIGGER events_media_keep AFTER UPDATE OF data ON events"
+    " WHEN new.kind = 2 AND new.deleted_ts = 0 AND instr(coalesce(old.data, ''), '\"attachments\"') > 0"
+    "   AND json_extract(coalesce(new.data, '{}'), '$.attachments') IS NULL"
+    " BEGIN UPDATE events SET data = json_set(coalesce(new.data, '{}'), '$.attachments',"
+    "   json(json_extract(old.data, '$.attachments'))) WHERE conv_id = new.conv_id AND seq = new.seq; END;"
+    "CREATE TRIGGER events_media_del AFTER UPDATE OF deleted_ts ON events"
+    " WHEN new.kind = 2 AND new.deleted_ts > 0 AND old.deleted_ts = 0"
+    " BEGIN UPDATE media SET gc_after = new.deleted_ts WHERE id IN"
+    "   (SELECT media_id FROM media_refs WHERE conv_id = new.conv_id AND seq = new.seq);"
+    "   DELETE FROM media_refs WHERE conv_id = new.conv_id AND seq = new.seq; END;"
+    "CREATE TRIGGER events_media_ad AFTER DELETE ON events WHEN old.kind = 2"
+    " BEGIN UPDATE media SET gc_after = max(gc_after, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) WHERE id IN"
+    "   (SELECT media_id FROM media_refs WHERE conv_id = old.conv_id AND seq = old.seq);"
+    "   DELETE FROM media_refs WHERE conv_id = old.conv_id AND seq = old.seq; END;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -225,7 +291,7 @@ const char *const sq_w_sql[W__COUNT] = {
                       " next_join, created, msg_count, member_count)"
                       " VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, 0, ?6)",
     [W_CONV_KIND]   = "SELECT kind FROM conversations WHERE id = ?1",
-    [W_CONV_STATE]  = "SELECT last_seq, last_ts, msg_count, member_count FROM conversations WHERE id = ?1",
+    [W_CONV_STATE]  = "SELECT last_seq, last_ts, msg_count, member_count, e2ee FROM conversations WHERE id = ?1",
     [W_CONV_UPDATE] = "UPDATE conversations SET last_seq = ?1, last_ts = ?2, msg_count = ?3,"
                       " member_count = ?4 WHERE id = ?5",
     [W_CONV_NEXT_JOIN] = "UPDATE conversations SET next_join = next_join + 1 WHERE id = ?1"
@@ -296,7 +362,7 @@ const char *const sq_w_sql[W__COUNT] = {
     " c.msg_count - coalesce((SELECT r.msg_no FROM events r WHERE r.conv_id = c.id" \
     "   AND r.seq = max(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread," \
     " (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id" \
-    "   AND x.seq > max(m.read_seq, m.joined_seq - 1)), m.notify"
+    "   AND x.seq > max(m.read_seq, m.joined_seq - 1)), m.notify, c.e2ee"
 /* An event e with what its current form needs (store_sqlite_read.c
  * event_row): its marks and the parent p of a reply. */
 #define EVENT_COLUMNS \
@@ -361,6 +427,8 @@ const char *const sq_r_sql[R__COUNT] = {
                        "   AND e.deleted_ts = 0 AND (?5 = 0 OR e.sender = ?5) AND e.ts >= ?6 AND e.ts < ?7"
                        "   AND (?8 = 0 OR EXISTS (SELECT 1 FROM mentions x WHERE x.conv_id = e.conv_id"
                        "     AND x.user_id = ?1 AND x.seq = e.seq))"
+                       "   AND (?10 = 0 OR EXISTS (SELECT 1 FROM media_refs r WHERE r.conv_id = e.conv_id"
+                       "     AND r.seq = e.seq))"
                        " ORDER BY f.rowid DESC LIMIT ?9",
     [R_USER_CONVS]   = "SELECT conv_id FROM members WHERE user_id = ?1 LIMIT ?2",
     [R_USER_SEARCH]  = "SELECT id, username, last_seen FROM users WHERE instr(username, ?2) > 0"

@@ -87,8 +87,9 @@ static void conv_row(sqlite3_stmt *st, pl_conv *c) {
     if (c->unread < 0) c->unread = 0;
     c->unread_mentions = sqlite3_column_int64(st, 11);
     c->notify = sqlite3_column_int(st, 12);
+    c->e2ee = sqlite3_column_int(st, 13);
 }
-#define CONV_NCOLS 13
+#define CONV_NCOLS 14
 
 /* What an event row says of its current form beyond pl_event (EVENT_COLUMNS
  * 10..16), kept until its reactions are known. */
@@ -501,6 +502,7 @@ static int r_search(sq_reader *r, pl_job *j) {
     sqlite3_bind_int64(st, 7, j->before > 0 ? j->before : INT64_MAX);
     sqlite3_bind_int(st, 8, (j->flags & PL_READ_MENTIONS_ME) != 0);
     sqlite3_bind_int(st, 9, limit + 1);
+    sqlite3_bind_int(st, 10, (j->flags & PL_READ_HAS_MEDIA) != 0);
     pl_event *list = NULL;
     ev_extra *xs = NULL;
     char **snips = NULL;
@@ -610,8 +612,13 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
         return r_mentions(r, j);
     case PL_READ_SEARCH:
         return r_search(r, j);
+    case PL_READ_DEVICES:                 /* store_sqlite_keys.c */
+        return sq_read_devices(r, j);
     case PL_READ_USER_SEARCH:
         return r_user_search(r, j);
+    case PL_READ_MEDIA_GET:
+    case PL_READ_MEDIA_LIST:
+        return sq_read_media(r, j);
     default:
         return PL_STORE_EINVAL;
     }

@@ -136,6 +136,7 @@ static pl_conv_state *w_conv_state(sq_store *s, int64_t conv, int *err) {
         e->last_ts = sqlite3_column_int64(st, 1);
         e->msg_count = sqlite3_column_int64(st, 2);
         e->member_count = sqlite3_column_int64(st, 3);
+        e->e2ee = sqlite3_column_int(st, 4);
     }
     sqlite3_reset(st);
     if (rc == SQLITE_ROW) return e;
@@ -416,10 +417,13 @@ static int job_send(sq_store *s, pl_job *j, int64_t now) {
     int err = PL_STORE_OK;
     pl_conv_state *e = w_conv_state(s, j->conv, &err);
     if (!e) { rc = err; goto out; }
+    if ((rc = pl_store__e2ee_send_check(e->e2ee, j->ciphertext, &j->why)) != PL_STORE_OK) goto out;
     if ((n || all || j->seq) &&
         (rc = w_mention_rows(s, j->conv, e->last_seq + 1, j->user, ids, n, all, parent.sender)) != PL_STORE_OK)
         goto out;
-    data = pl_store__data_message(j->seq, ids, n, all);
+    data = j->ciphertext ? pl_store__data_ciphertext(j->seq, j->ciphertext)
+                         : pl_store__data_message(j->seq, ids, n, all);
+    data = pl_store__data_attach(data, j->attach_json);   /* media: refs by trigger */
     rc = w_append(s, j, now, j->conv, PL_EV_MESSAGE, j->user, 0, j->seq, j->client_msg_id, j->body,
                   j->body_len, data);
     data = NULL;                                      /* taken over */
@@ -443,6 +447,14 @@ static int job_edit(sq_store *s, pl_job *j, int64_t now) {
     char *data = NULL, *edata = NULL;
     if (rc != PL_STORE_OK) goto out;
     if (t.sender != j->user) { j->why = "not your message"; rc = PL_STORE_EFORBID; goto out; }
+    int e2err = PL_STORE_OK;                          /* invariant 9: no edits */
+    pl_conv_state *ce = w_conv_state(s, j->conv, &e2err);
+    if (!ce) { rc = e2err; goto out; }
+    if (ce->e2ee) {
+        j->why = "messages of an end-to-end encrypted conversation cannot be edited";
+        rc = PL_STORE_EFORBID;
+        goto out;
+    }
     if (s->edit_window_ms > 0 && now - t.ts > s->edit_window_ms) {
         j->why = "edit window passed";
         rc = PL_STORE_EFORBID;
@@ -928,8 +940,26 @@ static int w_run_job(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_LAST_SEEN:     return job_last_seen(s, j, now);
     case PL_JOB_OUTBOX_ACK:
     case PL_JOB_OUTBOX_TAKEOVER: return PL_STORE_OK;      /* no outbox in embedded mode */
+    case PL_JOB_KEYS_UPLOAD:                               /* store_sqlite_keys.c */
+    case PL_JOB_KEYS_DELETE:
+    case PL_JOB_KEYS_CLAIM:
+    case PL_JOB_CONV_E2EE:
+    case PL_JOB_DEVICES_ANNOUNCE: return w_in_savepoint(s, j, now, sq_job_e2ee);
+    case PL_JOB_MEDIA_CREATE:
+    case PL_JOB_MEDIA_THUMB:
+    case PL_JOB_MEDIA_GC:      return w_in_savepoint(s, j, now, sq_job_media);
     default:                   return PL_STORE_EINVAL;
     }
+}
+
+/* ---- for store_sqlite_keys.c (sqlite_int.h) ------------------------------ */
+
+int sq_w_fatal(sq_store *s, int rc, const char *what) { return w_fatal(s, rc, what); }
+int sq_w_member_role(sq_store *s, int64_t conv, int64_t user) { return w_member_role(s, conv, user); }
+pl_conv_state *sq_w_conv_state(sq_store *s, int64_t conv, int *err) { return w_conv_state(s, conv, err); }
+int sq_w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
+                int64_t subject, char *data) {
+    return w_append(s, j, now, conv, kind, sender, subject, 0, NULL, NULL, 0, data);
 }
 
 /* Writes the conversation state and own_unread deltas the batch moved. */

@@ -81,6 +81,24 @@ def test_idle_holds_every_connection_across_workers(tmp_path):
     assert idle["rss_before_kib"] > 0 and idle["rss_after_kib"] > 0
 
 
+def test_idle_and_dm_over_tls(tmp_path):
+    """--tls: the set-up over https and the WebSockets over wss, to a parleyd
+    serving TLS (a self-signed certificate made here)."""
+    crt, key = str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    tls = ["--tls", "--server-args", f"--tls-cert {crt} --tls-key {key}"]
+    proc, res = run_bench(tmp_path, "idle", "-n", "40", "--hold", "0.5", *tls)
+    assert_clean(proc, res, 40)
+    assert res["params"]["tls"] is True
+    assert res["idle"]["pongs"] == 40
+    proc, res = run_bench(tmp_path, "dm", "-n", "10", "--rate", "max", "--window", "4",
+                          "--warmup", "0.2", "--duration", "0.5", *tls)
+    v = assert_clean(proc, res, 10)
+    assert v["acked"] > 0 and v["deliveries"] == 2 * v["acked"]
+
+
 def test_dm_at_max_delivers_every_message_to_both_members(tmp_path):
     proc, res = run_bench(tmp_path, "dm", "-n", "20", "--workers", "2", "--rate", "max",
                           "--window", "4", "--warmup", "0.2", "--duration", "1")
@@ -104,6 +122,19 @@ def test_group_fans_out_every_message_to_every_member(tmp_path):
     v = assert_clean(proc, res, 60)
     assert v["acked"] > 0
     assert v["deliveries"] == 60 * v["acked"]
+
+
+def test_group_at_max_under_flow_control(tmp_path):
+    """The flow-control path (chat/flow.c): a low --flow-lag makes the
+    server hold acks while the members authenticated at the handshake lag;
+    every send is still acknowledged once and delivered to every member."""
+    proc, res = run_bench(tmp_path, "group", "-n", "200", "--workers", "2", "--senders", "20",
+                          "--window", "4", "--warmup", "0.2", "--duration", "1",
+                          "--server-args", "--flow-lag 8 --flow-share 10")
+    v = assert_clean(proc, res, 200)
+    assert v["acked"] > 0
+    assert v["deliveries"] == 200 * v["acked"]
+    assert "--flow-lag 8" in res["server"]["command"]
 
 
 def test_storm_resumes_every_client_without_loss(tmp_path):

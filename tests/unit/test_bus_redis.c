@@ -119,6 +119,13 @@ TEST(bus_codec_roundtrip) {
     free(copy);
     CHECK(m.type == PL_BM_REVOKE && m.revoke.user == 21 && m.revoke.login == 22);
 
+    s.len = 0;                                        /* end-to-end encryption's keys_low */
+    pl_bus__enc_keys_low(&s, 3, 23, 24, 9);
+    CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
+    free(copy);
+    CHECK(m.type == PL_BM_KEYS_LOW && m.origin == 3 && m.keys_low.user == 23 && m.keys_low.device == 24 &&
+          m.keys_low.count == 9);
+
     s.len = 0;
     pl_bus__enc_typing(&s, 4, 31, 32, 1);
     CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);

@@ -35,6 +35,9 @@ typedef struct fconn {
     size_t    nframes;
     int       close_code;          /* 0 while open                           */
     int       paused;
+    int       shut;                /* SSE: the stream was ended              */
+    int       sse;                 /* an SSE session: raw keeps the bytes    */
+    pl_sbuf   raw;
 } fconn;
 
 static char *frame_payload(const pl_rbuf *b) {
@@ -54,10 +57,15 @@ static char *frame_payload(const pl_rbuf *b) {
 
 static void f_send(pl_conn *c, pl_rbuf *b) {
     fconn *f = (fconn *)c;
-    if (f->nframes < FRAMES_MAX) f->frames[f->nframes++] = frame_payload(b);
+    if (f->sse) pl_sbuf_add(&f->raw, b->data, b->len);
+    else if (f->nframes < FRAMES_MAX) f->frames[f->nframes++] = frame_payload(b);
     c->qbytes += b->len;
 }
-static void f_send_copy(pl_conn *c, const void *p, size_t n) { c->qbytes += n; }
+static void f_send_copy(pl_conn *c, const void *p, size_t n) {
+    fconn *f = (fconn *)c;
+    if (f->sse) pl_sbuf_add(&f->raw, p, n);
+    c->qbytes += n;
+}
 static void f_close(pl_conn *c, int code, const char *reason) {
     fconn *f = (fconn *)c;
     if (c->ws_state != PL_WSS_OPEN) return;
@@ -68,8 +76,9 @@ static void f_pause(pl_conn *c) { ((fconn *)c)->paused = 1; }
 static void f_resume(pl_conn *c) { ((fconn *)c)->paused = 0; }
 static void f_ref(pl_conn *c) { c->refs++; }
 static void f_unref(pl_conn *c) { c->refs--; }
+static void f_shut(pl_conn *c) { ((fconn *)c)->shut = 1; }
 
-static const pl_chat_conn_ops fake_ops = {f_send, f_send_copy, f_close, f_pause, f_resume, f_ref, f_unref};
+static const pl_chat_conn_ops fake_ops = {f_send, f_send_copy, f_close, f_pause, f_resume, f_ref, f_unref, f_shut};
 
 static fconn *fconn_new(void) {
     fconn *f = calloc(1, sizeof *f);
@@ -81,6 +90,7 @@ static fconn *fconn_new(void) {
 }
 
 static void fconn_free(fconn *f) {
+    pl_sbuf_release(&f->raw);
     for (size_t i = 0; i < f->nframes; i++) free(f->frames[i]);
     free(f);
 }
@@ -1291,4 +1301,477 @@ TEST(deliver_sync_waits_for_committed_events_still_on_the_bus) {
     CHECK_EQ(synced, 2);
     fconn *all[] = {a, b};
     h_stop(all, 2);
+}
+
+/* ---- Server-Sent Events sessions (chat/sse.c) -------------------------------------- */
+
+typedef struct sse_ev {
+    json_t *data;                  /* NULL for a comment-only block          */
+    char    id[512];               /* "" when the event has no id            */
+    int     comment;
+} sse_ev;
+
+/* Splits f's SSE bytes into events (complete ones only). */
+static size_t sse_events(fconn *f, sse_ev *out, size_t max) {
+    size_t n = 0;
+    const char *p = f->raw.p, *end = p ? p + f->raw.len : NULL;
+    while (p && p < end && n < max) {
+        const char *blk = strstr(p, "\n\n");
+        if (!blk) break;
+        sse_ev *e = &out[n++];
+        memset(e, 0, sizeof *e);
+        for (const char *ln = p; ln < blk + 1;) {
+            const char *nl = memchr(ln, '\n', (size_t)(blk + 1 - ln));
+            size_t len = (size_t)(nl - ln);
+            if (len >= 6 && memcmp(ln, "data: ", 6) == 0) e->data = json_loadb(ln + 6, len - 6, 0, NULL);
+            else if (len >= 4 && memcmp(ln, "id: ", 4) == 0 && len - 4 < sizeof e->id) memcpy(e->id, ln + 4, len - 4);
+            else if (len && ln[0] == ':') e->comment = 1;
+            ln = nl + 1;
+        }
+        p = blk + 2;
+    }
+    return n;
+}
+
+static void sse_release(sse_ev *e, size_t n) {
+    for (size_t i = 0; i < n; i++) json_decref(e[i].data);
+}
+
+static const char *ev_type(const sse_ev *e) {
+    return e->data ? json_string_value(json_object_get(e->data, "type")) : "";
+}
+
+/* The cursor of conv in an id (-1: not named, -2: not a valid id). */
+static int64_t id_cursor(const char *id, int64_t conv) {
+    pl_cursor *c;
+    size_t n;
+    const char *why;
+    if (pl_cursor_id_decode(id, strlen(id), &c, &n, &why)) return -2;
+    int64_t r = -1;
+    for (size_t i = 0; i < n; i++)
+        if (c[i].conv == conv) r = c[i].seq;
+    free(c);
+    return r;
+}
+
+static int sse_result = 99;
+static void sse_cb(void *arg, int result) { *(int *)arg = result; }
+
+/* An SSE session of user over convs; resume (copied) when resuming. */
+static fconn *h_sse(int64_t user, int64_t login, const conv_spec *convs, size_t n, int resuming,
+                    const pl_cursor *resume, size_t nresume) {
+    H.cfg.sse_heartbeat = 15;
+    fconn *f = fconn_new();
+    f->sse = 1;
+    f->c.mode = PL_CONN_SSE;
+    char tok[PL_AUTH_TOKEN_MAX];
+    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
+    pl_cursor *r = nresume ? pl_malloc(nresume * sizeof *r) : NULL;
+    if (nresume) memcpy(r, resume, nresume * sizeof *r);
+    sse_result = 99;
+    if (pl_chat_sse_open(&f->c, tok, strlen(tok), resuming, r, nresume, sse_cb, &sse_result)) return NULL;
+    pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
+    if (!j) return NULL;
+    j->login_out.id = login;
+    j->login_out.user = user;
+    j->user_out.id = user;
+    snprintf(j->user_out.username, sizeof j->user_out.username, "u%lld", (long long)user);
+    j->convs = n ? pl_calloc(n, sizeof *j->convs) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        j->convs[i].id = convs[i].id;
+        j->convs[i].last_seq = convs[i].last_seq;
+        j->convs[i].joined_seq = convs[i].joined_seq ? convs[i].joined_seq : 1;
+        j->convs[i].kind = PL_CONV_GROUP;
+        j->convs[i].member_count = 2;
+    }
+    j->nconvs = n;
+    j->result = PL_STORE_OK;
+    j->done(j);
+    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
+    turn();
+    return sse_result == 0 ? f : NULL;
+}
+
+/* Every conversation event carries the session's cursors after it; a new
+ * stream's `ready` carries the starting ones; other frames carry none. */
+TEST(sse_ids_hold_every_cursor) {
+    h_start(0);
+    conv_spec cs[] = {{10, 5, 1}, {11, 3, 1}};
+    fconn *f = h_sse(2, 1, cs, 2, 0, NULL, 0);
+    CHECK(f != NULL);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    h_publish(11, 4, PL_EV_MESSAGE, 0);
+    h_publish(10, 7, PL_EV_MESSAGE, 0);
+    pl_chat_sse_timeout(&f->c);                    /* a heartbeat */
+    sse_ev ev[16];
+    size_t n = sse_events(f, ev, 16);
+    CHECK_EQ(n, 5);
+    CHECK_STR(ev_type(&ev[0]), "ready");
+    CHECK_EQ(id_cursor(ev[0].id, 10), 5);
+    CHECK_EQ(id_cursor(ev[0].id, 11), 3);
+    int64_t want[3][3] = {{10, 6, 3}, {11, 6, 4}, {10, 7, 4}};   /* conv; then cursors of 10, 11 */
+    for (int i = 0; i < 3; i++) {
+        CHECK_STR(ev_type(&ev[1 + i]), "event");
+        CHECK_EQ(json_integer_value(json_object_get(ev[1 + i].data, "conversation")), want[i][0]);
+        CHECK_EQ(id_cursor(ev[1 + i].id, 10), want[i][1]);
+        CHECK_EQ(id_cursor(ev[1 + i].id, 11), want[i][2]);
+    }
+    CHECK(ev[4].comment && !ev[4].data && !ev[4].id[0]);
+    CHECK(strstr(f->raw.p, ": ping\n\n") != NULL);
+    CHECK(f->c.deadline > pl_mono_ms());           /* the next heartbeat is armed */
+    sse_release(ev, n);
+    fconn *all[] = {f};
+    h_stop(all, 1);
+}
+
+/* A resume from an id: like a sync with its cursors; a conversation it does
+ * not name (joined since) from its joining; one the user left: an error.
+ * The resumed stream's `ready` has no id (the client's last one stays). */
+TEST(sse_resume_is_exact) {
+    h_start(0);
+    conv_spec cs[] = {{10, 8, 1}, {11, 5, 1}, {12, 4, 2}};
+    pl_cursor from[] = {{10, 6}, {11, 5}, {99, 3}};
+    fconn *f = h_sse(2, 1, cs, 3, 1, from, 3);
+    CHECK(f != NULL);
+    pl_job *j10 = fs_take(&H.store, PL_READ_EVENTS, 10);
+    pl_job *j12 = fs_take(&H.store, PL_READ_EVENTS, 12);
+    CHECK(j10 && j12);
+    CHECK(fs_take(&H.store, PL_READ_EVENTS, 11) == NULL);   /* up to date */
+    CHECK_EQ(j10->after, 6);
+    CHECK_EQ(j12->after, 1);                      /* from its joining at 2 */
+    fs_answer_events(j10, 8);
+    fs_answer_events(j12, 4);
+    turn();
+    sse_ev ev[32];
+    size_t n = sse_events(f, ev, 32);
+    CHECK_STR(ev_type(&ev[0]), "ready");
+    CHECK(!ev[0].id[0]);
+    int64_t got10[8], got12[8];
+    size_t n10 = 0, n12 = 0, nsynced = 0, nerr = 0;
+    const char *last_id = NULL;
+    for (size_t i = 1; i < n; i++) {
+        const char *t = ev_type(&ev[i]);
+        if (strcmp(t, "event") == 0) {
+            int64_t conv = json_integer_value(json_object_get(ev[i].data, "conversation"));
+            int64_t seq = json_integer_value(json_object_get(ev[i].data, "seq"));
+            if (conv == 10) got10[n10++] = seq;
+            if (conv == 12) got12[n12++] = seq;
+            CHECK(ev[i].id[0]);
+            last_id = ev[i].id;
+        } else if (strcmp(t, "synced") == 0) {
+            nsynced++;
+        } else if (strcmp(t, "error") == 0) {
+            CHECK_EQ(json_integer_value(json_object_get(ev[i].data, "conversation")), 99);
+            nerr++;
+        }
+    }
+    CHECK_EQ(n10, 2);
+    CHECK_EQ(got10[0], 7);
+    CHECK_EQ(got10[1], 8);
+    CHECK_EQ(n12, 3);
+    CHECK_EQ(got12[0], 2);
+    CHECK_EQ(got12[2], 4);
+    CHECK_EQ(nsynced, 3);
+    CHECK_EQ(nerr, 1);
+    CHECK(last_id != NULL);
+    CHECK_EQ(id_cursor(last_id, 10), 8);
+    CHECK_EQ(id_cursor(last_id, 11), 5);
+    CHECK_EQ(id_cursor(last_id, 12), 4);
+    CHECK_EQ(id_cursor(last_id, 99), -1);         /* not a member: not named again */
+    sse_release(ev, n);
+    fconn *all[] = {f};
+    h_stop(all, 1);
+}
+
+/* The slow-consumer bound holds with SSE sizes; the close is a last `close`
+ * event, then the end of the stream. Bad tokens never make a session. */
+TEST(sse_slow_consumer_and_refusals) {
+    h_start(0);
+    conv_spec cs = {10, 1, 1};
+    fconn *f = h_sse(2, 1, &cs, 1, 0, NULL, 0);
+    CHECK(f != NULL);
+    f->c.qbytes = (size_t)H.cfg.max_outbound - 10;   /* nearly full, not read */
+    h_publish(10, 2, PL_EV_MESSAGE, 0);
+    sse_ev ev[8];
+    size_t n = sse_events(f, ev, 8);
+    CHECK_EQ(n, 2);                                /* ready, then close: the event did not fit */
+    CHECK_STR(ev_type(&ev[1]), "close");
+    CHECK_EQ(json_integer_value(json_object_get(ev[1].data, "code")), PL_CLOSE_SLOW_CONSUMER);
+    CHECK(f->shut);
+    sse_release(ev, n);
+    h_publish(10, 3, PL_EV_MESSAGE, 0);            /* nothing after the close */
+    CHECK_EQ(sse_events(f, ev, 8), 2);
+    sse_release(ev, 2);
+
+    size_t before = pl_chat_session_count();
+    fconn *g = fconn_new();
+    g->sse = 1;
+    sse_result = 99;
+    CHECK_EQ(pl_chat_sse_open(&g->c, "v1.bad", 6, 0, NULL, 0, sse_cb, &sse_result), PL_STORE_ENOTFOUND);
+    CHECK_EQ(sse_result, 99);                      /* the callback never runs on an error */
+    CHECK(g->c.session == NULL);
+    CHECK_EQ(pl_chat_session_count(), before);
+    /* a revoked login: the callback says so, the session is gone */
+    char tok[PL_AUTH_TOKEN_MAX];
+    pl_auth_access_token(3, 7, pl_now_ms() / 1000 + 600, tok);
+    CHECK_EQ(pl_chat_sse_open(&g->c, tok, strlen(tok), 0, NULL, 0, sse_cb, &sse_result), 0);
+    pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
+    CHECK(j != NULL);
+    j->login_out.user = 3;
+    j->login_out.revoked = 1;
+    j->result = PL_STORE_OK;
+    j->done(j);
+    CHECK_EQ(sse_result, PL_STORE_ENOTFOUND);
+    CHECK(g->c.session == NULL);
+    CHECK_EQ(pl_chat_session_count(), before);
+    CHECK(g->raw.len == 0);                        /* nothing was written: HTTP answers 401 */
+    fconn *all[] = {f, g};
+    h_stop(all, 2);
+}
+
+/* ---- flow control (chat/flow.c) ---------------------------------------------------- */
+
+#include "chat/flow.h"
+
+/* The loop's check handle ends each turn with flow_turn(); the test loop
+ * has no listener to keep it alive, so the tests end turns themselves. */
+static void fturn(void) {
+    turn();
+    flow_turn();
+}
+
+/* Takes the queued replay read of user's session in conv. */
+static pl_job *fs_take_user_read(int64_t conv, int64_t user) {
+    for (size_t i = 0; i < H.store.n; i++) {
+        pl_job *j = H.store.q[i];
+        if (j->op == PL_READ_EVENTS && j->conv == conv && j->user == user) {
+            memmove(&H.store.q[i], &H.store.q[i + 1], (H.store.n - i - 1) * sizeof *H.store.q);
+            H.store.n--;
+            return j;
+        }
+    }
+    return NULL;
+}
+
+/* Answers user's replay reads in conv from a log of `have` events until it
+ * asks for nothing more (it is live). */
+static void flow_catch_up(int64_t conv, int64_t user, int64_t have) {
+    for (int k = 0; k < 64; k++) {
+        fturn();
+        pl_job *j = fs_take_user_read(conv, user);
+        if (!j) return;
+        fs_answer_events(j, have);
+    }
+}
+
+/* A send from f (req = client_msg_id = "s<req>") to conv, committed at seq:
+ * published the way the commit hook does, then completed. 0 if no store
+ * job came (refused). */
+static int flow_send(fconn *f, int req, int64_t conv, int64_t seq) {
+    h_text(f, "{\"type\":\"send\",\"req\":%d,\"conversation\":%lld,\"client_msg_id\":\"s%d\",\"body\":\"b\"}", req,
+           (long long)conv, req);
+    pl_job *j = fs_take(&H.store, PL_JOB_MESSAGE_SEND, conv);
+    if (!j) return 0;
+    h_publish(conv, seq, PL_EV_MESSAGE, 0);
+    flow_turn();
+    j->result = PL_STORE_OK;
+    make_event(&j->event, conv, seq, PL_EV_MESSAGE, 1, 0);
+    j->done(j);
+    return 1;
+}
+
+/* The reqs of f's `sent` frames, in order. */
+static size_t sent_reqs(fconn *f, int64_t *out, size_t max) {
+    size_t n = 0, at = 0;
+    json_t *o;
+    while ((o = next_frame(f, &at, "sent")) != NULL) {
+        if (n < max) out[n++] = json_integer_value(json_object_get(o, "req"));
+        json_decref(o);
+    }
+    return n;
+}
+
+static void flow_start(int lag) {
+    h_start(0);
+    H.cfg.flow_lag = lag;
+    H.cfg.flow_share = 25;
+}
+static void flow_stop(fconn **conns, size_t n) { h_stop(conns, n); }
+
+/* A sender s (user 1, live), readers r1, r2 (users 2, 3) authenticated at
+ * the handshake; 5 events published while they are held, then their holds
+ * end: both catch up from the store, their reads left pending. */
+static void flow_setup(fconn **s, fconn **r1, fconn **r2, int lag) {
+    flow_start(lag);
+    conv_spec cs[2] = {{10, 0, 1}, {11, 0, 1}};
+    *s = h_session(1, 1, cs, 2, 0);
+    *r1 = h_session(2, 1, cs, 1, 1);
+    *r2 = h_session(3, 1, cs, 1, 1);
+    for (int64_t q = 1; q <= 5; q++) h_publish(10, q, PL_EV_MESSAGE, 0);
+    h_text(*r1, "{\"type\":\"ping\"}");           /* not a sync: the holds end */
+    h_text(*r2, "{\"type\":\"ping\"}");
+}
+
+/* Pushback engages when two subscriptions are owed catch-up above the
+ * bound, holds the ack (the send is durable: it was published), and
+ * releases it once fewer than two lag by half the bound. */
+TEST(flow_engages_above_the_bound_and_releases_below) {
+    fconn *s, *r1, *r2;
+    flow_setup(&s, &r1, &r2, 4);
+    CHECK(s && r1 && r2);
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 2);
+    chat_conv *cv = conv_find(10);
+    CHECK(cv != NULL && flow_engaged(cv));
+    CHECK(flow_send(s, 1, 10, 6));
+    int64_t reqs[8];
+    CHECK_EQ(sent_reqs(s, reqs, 8), 0);           /* held */
+    CHECK_EQ(flow_held(), 1);
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(s, 10, seqs, 16), 6);     /* and delivered live meanwhile */
+    flow_catch_up(10, 2, 6);                      /* r1 catches up: one left behind */
+    CHECK_EQ(event_seqs(r1, 10, seqs, 16), 6);
+    fturn();
+    CHECK(!flow_engaged(cv));
+    CHECK_EQ(flow_held(), 0);
+    CHECK_EQ(sent_reqs(s, reqs, 8), 1);
+    CHECK_EQ(reqs[0], 1);
+    fconn *all[] = {s, r1, r2};
+    flow_stop(all, 3);
+}
+
+/* One slow reader (its queue above the high-water mark) or one member
+ * catching up never holds a conversation's acks; readers that do not read
+ * hold them only at --flow-share of the conversation. */
+TEST(flow_single_slow_reader_does_not_engage) {
+    flow_start(4);
+    conv_spec cs = {10, 0, 1};
+    fconn *s = h_session(1, 1, &cs, 1, 0);
+    fconn *r[4];
+    for (int i = 0; i < 4; i++) r[i] = h_session(2 + i, 1, &cs, 1, i == 3);
+    CHECK(s && r[0] && r[1] && r[2] && r[3]);
+    r[0]->c.high = 1;                             /* a reader that does not read */
+    r[0]->c.qbytes = 300000;
+    CHECK(flow_send(s, 1, 10, 1));
+    int64_t reqs[8];
+    CHECK_EQ(sent_reqs(s, reqs, 8), 1);           /* at once */
+    for (int64_t q = 2; q <= 8; q++) h_publish(10, q, PL_EV_MESSAGE, 0);
+    h_text(r[3], "{\"type\":\"ping\"}");          /* r3 catches up from 0, read pending */
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 1);
+    r[0]->c.high = 0;
+    CHECK(flow_send(s, 2, 10, 9));                /* one member owed 8 events */
+    CHECK_EQ(sent_reqs(s, reqs, 8), 2);
+    r[0]->c.high = 1;                             /* a slow reader and a catching-up one: */
+    CHECK(flow_send(s, 3, 10, 10));               /* 2 of 5 lag (need: max(2, 25 %)) */
+    CHECK_EQ(sent_reqs(s, reqs, 8), 2);
+    CHECK_EQ(flow_held(), 1);
+    r[0]->c.high = 0;                             /* it read */
+    fturn();
+    CHECK_EQ(sent_reqs(s, reqs, 8), 3);
+    CHECK_EQ(reqs[2], 3);
+    CHECK(r[0]->close_code == 0 && r[3]->close_code == 0);   /* nobody was closed for it */
+    fconn *all[] = {s, r[0], r[1], r[2], r[3]};
+    flow_stop(all, 5);
+}
+
+/* Every committed send is acknowledged exactly once, in the order of the
+ * connection's sends (an ack to a conversation that does not push back
+ * waits behind a held one); a sender that does not wait for its acks is
+ * refused past FLOW_CONN_HELD_MAX (nothing stored); a closed connection's
+ * held acks are dropped. */
+TEST(flow_acks_are_sent_once_in_order) {
+    fconn *s, *r1, *r2;
+    flow_setup(&s, &r1, &r2, 4);
+    CHECK(s && r1 && r2);
+    CHECK(flow_send(s, 1, 10, 6));
+    CHECK(flow_send(s, 2, 10, 7));
+    CHECK(flow_send(s, 3, 11, 1));                /* conversation 11 is not behind */
+    CHECK(!flow_engaged(conv_find(11)));
+    CHECK(flow_send(s, 4, 10, 8));
+    int64_t reqs[FLOW_CONN_HELD_MAX + 8];
+    CHECK_EQ(sent_reqs(s, reqs, 8), 0);
+    CHECK_EQ(flow_held(), 4);
+    int64_t seq = 8;
+    for (int i = 5; i <= FLOW_CONN_HELD_MAX; i++) CHECK(flow_send(s, i, 10, ++seq));
+    CHECK_EQ(flow_held(), FLOW_CONN_HELD_MAX);
+    size_t before = H.store.submitted;
+    CHECK(!flow_send(s, 999, 10, seq + 1));      /* refused, nothing stored */
+    CHECK_EQ(H.store.submitted, before);
+    size_t at = 0;
+    json_t *e = next_frame(s, &at, "error");
+    CHECK(e != NULL);
+    int refused = strcmp(json_string_value(json_object_get(e, "code")), "rate_limited") == 0 &&
+                  json_integer_value(json_object_get(e, "req")) == 999 &&
+                  json_real_value(json_object_get(e, "retry_after")) > 0;
+    json_decref(e);
+    CHECK(refused);
+    flow_catch_up(10, 2, seq);
+    flow_catch_up(10, 3, seq);
+    fturn();
+    size_t n = sent_reqs(s, reqs, FLOW_CONN_HELD_MAX + 8);
+    CHECK_EQ(n, FLOW_CONN_HELD_MAX);
+    for (size_t i = 0; i < n; i++) CHECK_EQ(reqs[i], (int64_t)i + 1);
+    CHECK_EQ(flow_held(), 0);
+    /* held, then the sender goes away: dropped (nobody to tell), once */
+    r1->c.high = r2->c.high = 1;                  /* two of three do not read */
+    fturn();
+    CHECK(flow_engaged(conv_find(10)));
+    CHECK(flow_send(s, 1000, 10, ++seq));
+    CHECK_EQ(flow_held(), 1);
+    s->c.closing = 1;
+    fturn();
+    CHECK_EQ(flow_held(), 0);
+    CHECK_EQ(sent_reqs(s, reqs, FLOW_CONN_HELD_MAX + 8), FLOW_CONN_HELD_MAX);
+    s->c.closing = 0;
+    r1->c.high = r2->c.high = 0;
+    fconn *all[] = {s, r1, r2};
+    flow_stop(all, 3);
+}
+
+/* Off (--flow-lag 0): nothing is ever held. */
+TEST(flow_off_holds_nothing) {
+    fconn *s, *r1, *r2;
+    flow_setup(&s, &r1, &r2, 0);
+    CHECK(s && r1 && r2);
+    CHECK(!flow_engaged(conv_find(10)));
+    CHECK(flow_send(s, 1, 10, 6));
+    int64_t reqs[4];
+    CHECK_EQ(sent_reqs(s, reqs, 4), 1);
+    fconn *all[] = {s, r1, r2};
+    flow_stop(all, 3);
+}
+
+/* The drain (SIGTERM): held acks go out at once, before the `reconnect`
+ * hint, and a send completing during the drain is not held. */
+TEST(flow_held_acks_go_out_when_the_server_drains) {
+    fconn *s, *r1, *r2;
+    flow_setup(&s, &r1, &r2, 4);
+    CHECK(s && r1 && r2);
+    CHECK(flow_send(s, 1, 10, 6));
+    h_text(s, "{\"type\":\"send\",\"req\":2,\"conversation\":10,\"client_msg_id\":\"s2\",\"body\":\"b\"}");
+    pl_job *j = fs_take(&H.store, PL_JOB_MESSAGE_SEND, 10);
+    CHECK(j != NULL);
+    int64_t reqs[4];
+    CHECK_EQ(sent_reqs(s, reqs, 4), 0);
+    CHECK_EQ(flow_held(), 1);
+    pl_chat_shutdown();
+    CHECK_EQ(flow_held(), 0);
+    CHECK_EQ(sent_reqs(s, reqs, 4), 1);
+    j->result = PL_STORE_OK;                      /* the store finishes what was queued */
+    make_event(&j->event, 10, 7, PL_EV_MESSAGE, 1, 0);
+    j->done(j);
+    CHECK_EQ(flow_held(), 0);
+    CHECK_EQ(sent_reqs(s, reqs, 4), 2);
+    CHECK(reqs[0] == 1 && reqs[1] == 2);
+    fconn *all[] = {s, r1, r2};                   /* h_stop, without a second shutdown */
+    for (size_t i = 0; i < 3; i++) {
+        all[i]->c.closing = 1;
+        pl_chat_conn_closed(&all[i]->c);
+    }
+    fs_fail_all(&H.store);
+    turn();
+    pl_chat_free();
+    pl_bus_close(&H.bus);
+    uv_run(&H.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&H.loop);
+    for (size_t i = 0; i < 3; i++) fconn_free(all[i]);
 }

@@ -172,7 +172,7 @@ TEST(origin_policy_decides) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         CHECK_EQ(head(cases[i].req, &r), 0);
-        int got = pl_origin_allowed(&p, &r, cases[i].peer);
+        int got = pl_origin_allowed(&p, &r, cases[i].peer, 0);
         if (got != cases[i].ok) {
             fprintf(stderr, "  case %zu: got %d for %s\n", i, got, cases[i].req);
             CHECK(!"wrong Origin decision");
@@ -184,10 +184,32 @@ TEST(origin_policy_decides) {
     CHECK_EQ(pl_origin_policy_init(&p, "", "", err, sizeof err), 0);
     CHECK_EQ(head("GET /ws HTTP/1.1\r\nHost: b:1\r\nX-Forwarded-Host: chat.example\r\n"
                   "Origin: http://chat.example\r\n\r\n", &r), 0);
-    CHECK_EQ(pl_origin_allowed(&p, &r, LO), 0);
+    CHECK_EQ(pl_origin_allowed(&p, &r, LO, 0), 0);
     CHECK_EQ(head("GET /ws HTTP/1.1\r\nHost: b:1\r\nX-Forwarded-Host: chat.example\r\n"
                   "Origin: http://b:1\r\n\r\n", &r), 0);
-    CHECK_EQ(pl_origin_allowed(&p, &r, LO), 1);
+    CHECK_EQ(pl_origin_allowed(&p, &r, LO, 0), 1);
+    pl_origin_policy_release(&p);
+}
+
+/* Over TLS the own origin is https (scheme, host and port of Host; 443 by
+ * default); an http origin on the same host and port is another origin. */
+TEST(origin_policy_tls) {
+    pl_origin_policy p;
+    pl_http_req r;
+    char err[128];
+    struct sockaddr_storage far = addr("203.0.113.9");
+    const struct sockaddr *FAR = (struct sockaddr *)&far;
+    CHECK_EQ(pl_origin_policy_init(&p, "", "127.0.0.0/8", err, sizeof err), 0);
+    CHECK_EQ(head("GET /ws HTTP/1.1\r\nHost: h:8443\r\nOrigin: https://h:8443\r\n\r\n", &r), 0);
+    CHECK_EQ(pl_origin_allowed(&p, &r, FAR, 1), 1);
+    CHECK_EQ(pl_origin_allowed(&p, &r, FAR, 0), 0);
+    CHECK_EQ(head("GET /ws HTTP/1.1\r\nHost: h:8443\r\nOrigin: http://h:8443\r\n\r\n", &r), 0);
+    CHECK_EQ(pl_origin_allowed(&p, &r, FAR, 1), 0);
+    CHECK_EQ(pl_origin_allowed(&p, &r, FAR, 0), 1);
+    CHECK_EQ(head("GET /ws HTTP/1.1\r\nHost: h\r\nOrigin: https://h:443\r\n\r\n", &r), 0);
+    CHECK_EQ(pl_origin_allowed(&p, &r, FAR, 1), 1);
+    CHECK_EQ(head("GET /ws HTTP/1.1\r\nHost: h\r\nOrigin: https://h.evil.example\r\n\r\n", &r), 0);
+    CHECK_EQ(pl_origin_allowed(&p, &r, FAR, 1), 0);
     pl_origin_policy_release(&p);
 }
 

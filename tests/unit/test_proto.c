@@ -536,3 +536,25 @@ TEST(proto_search) {
     CHECK(memcmp(s.p, "\"results\":[],\"next_cursor\":null", s.len) == 0);
     pl_sbuf_release(&s);
 }
+
+/* end-to-end encryption: send's "kind" (docs/protocol.md "Ciphertext messages") */
+TEST(proto_send_kind) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"kind\":\"ciphertext\","
+                    "\"payloads\":[]}", &m, &e), 0);
+    CHECK_EQ(m.body_len, 0);                /* no body: the payloads are checked by chat/e2ee.c */
+    CHECK(m.body != NULL);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"kind\":\"text\","
+                    "\"body\":\"b\"}", &m, &e), 0);
+    CHECK_EQ(m.body_len, 1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"kind\":\"text\"}", &m, &e), -1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"kind\":7,\"body\":\"b\"}",
+                    &m, &e), -1);
+    CHECK_STR(e.code, "bad_request");
+    CHECK(strstr(e.message, "kind") != NULL);
+    pl_msg_release(&m);
+}

@@ -348,8 +348,8 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 7);          /* migrations: base schema, last_seen, counters, actions, refresh reuse,
-                                    * search, reaction order */
+    CHECK_EQ(version, 9);          /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+                                    * search, reaction order, e2ee key directory, media */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2451,6 +2451,11 @@ TEST(store_search_migration_backfills) {
     CHECK_EQ(sqlite3_exec(db, "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au;"
                               " DROP TRIGGER events_fts_ad; DROP TABLE events_fts; DROP TABLE fts_pending;"
                               " ALTER TABLE reactions RENAME COLUMN first_seq TO first_ts;"
+                              " DROP TABLE e2ee_devices; DROP TABLE e2ee_otks;"     /* 7 -> 8 */
+                              " ALTER TABLE conversations DROP COLUMN e2ee;"
+                              " DROP TRIGGER events_media_ai; DROP TRIGGER events_media_keep;"   /* media */
+                              " DROP TRIGGER events_media_del; DROP TRIGGER events_media_ad;"
+                              " DROP TABLE media; DROP TABLE media_refs;"
                               " PRAGMA user_version = 5;",
                           NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
@@ -2648,5 +2653,493 @@ TEST(store_reactions_order_of_first_use_in_one_batch) {
     int ok = has(e.annot, "\"reactions\":[{\"emoji\":\"\xF0\x9F\x91\x8D\"");
     pl_event_release(&e);
     CHECK(ok);
+    t_finish(&t);
+}
+
+/* ---- end-to-end encryption (store.h invariant 9) -------------------------- */
+
+static int64_t t_login(tstore *t, int64_t user) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_LOGIN_CREATE);
+    j.user = user;
+    memset(j.hash, 7, sizeof j.hash);
+    j.expires = (int64_t)time(NULL) * 1000 + 3600 * 1000;
+    int rc = t_run1(t, &j);
+    return rc == PL_STORE_OK ? j.out_id : rc;
+}
+
+/* Uploads keys for device (identity NULL: only prekeys ids first..first+n-1);
+ * returns the result, *held = prekeys held, *created. */
+static int t_upload(tstore *t, int64_t user, int64_t device, const char *identity, int64_t first, size_t n,
+                    int replace, int64_t *held, int *created) {
+    static char keys[PL_KEYS_OTK_HELD + 50][16];
+    pl_prekey otks[PL_KEYS_OTK_HELD + 50];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof keys[i], "otk%lld", (long long)(first + (int64_t)i));
+        otks[i].id = first + (int64_t)i;
+        otks[i].key = keys[i];
+    }
+    pl_keys_in k = {.identity = identity, .spk_id = 1, .spk = identity ? "spk" : NULL,
+                    .spk_sig = identity ? "sig" : NULL, .otks = otks, .notks = n, .replace_otks = replace};
+    pl_job j;
+    t_init(t, &j, PL_JOB_KEYS_UPLOAD);
+    j.user = user;
+    j.id = device;
+    j.keys = &k;
+    int rc = t_run1(t, &j);
+    if (held) *held = j.out_id;
+    if (created) *created = j.created;
+    return rc;
+}
+
+/* A claim (take 1) or a listing of peer's devices as asker; the caller
+ * releases j. */
+static int t_devices(tstore *t, pl_job *j, int64_t asker, int64_t peer, int take) {
+    t_init(t, j, take ? PL_JOB_KEYS_CLAIM : PL_READ_DEVICES);
+    j->user = asker;
+    j->peer = peer;
+    return t_read(t, j);
+}
+
+TEST(store_e2ee_key_directory) {
+    tstore t;
+    CHECK_EQ(t_open(&t), 0);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t da = t_login(&t, a), da2 = t_login(&t, a), db = t_login(&t, b);
+    CHECK(da > 0 && da2 > 0 && db > 0);
+    int64_t held = -1;
+    int created = -1;
+    /* prekeys before any identity, a login that is not mine: refused */
+    CHECK_EQ(t_upload(&t, a, da, NULL, 1, 3, 0, &held, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_upload(&t, b, da, "idA", 1, 3, 0, &held, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_upload(&t, a, da, "idA", 1, 5, 0, &held, &created), PL_STORE_OK);
+    CHECK_EQ(held, 5);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_upload(&t, a, da, "idA", 6, 2, 0, &held, &created), PL_STORE_OK);   /* same identity */
+    CHECK_EQ(held, 7);
+    CHECK_EQ(created, 0);
+    CHECK_EQ(t_upload(&t, a, da, NULL, 3, 2, 0, &held, &created), PL_STORE_OK);     /* ids 3, 4 again */
+    CHECK_EQ(held, 7);
+    CHECK_EQ(t_upload(&t, a, da2, "idA2", 100, 2, 0, &held, &created), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    /* the cap on held prekeys */
+    CHECK_EQ(t_upload(&t, a, da, NULL, 1000, PL_KEYS_OTK_UPLOAD, 0, &held, NULL), PL_STORE_OK);
+    CHECK_EQ(held, 7 + PL_KEYS_OTK_UPLOAD);
+    CHECK_EQ(t_upload(&t, a, da, NULL, 2000, PL_KEYS_OTK_UPLOAD, 0, &held, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_upload(&t, a, da, NULL, 10, 3, 1, &held, NULL), PL_STORE_OK);        /* replace */
+    CHECK_EQ(held, 3);
+
+    /* strangers see nothing; sharing a conversation (or oneself) does */
+    pl_job j;
+    CHECK_EQ(t_devices(&t, &j, b, a, 0), PL_STORE_ENOTFOUND);
+    pl_job_release(&j);
+    CHECK_EQ(t_devices(&t, &j, b, a, 1), PL_STORE_ENOTFOUND);
+    pl_job_release(&j);
+    CHECK_EQ(t_devices(&t, &j, a, a, 0), PL_STORE_OK);
+    CHECK_EQ(j.ndevices, 2);
+    pl_job_release(&j);
+    int64_t m[] = {b};
+    CHECK(t_group(&t, a, "g", m, 1) > 0);
+    CHECK_EQ(t_devices(&t, &j, b, a, 0), PL_STORE_OK);
+    CHECK_EQ(j.ndevices, 2);
+    CHECK_EQ(j.devices[0].id, da);
+    CHECK_STR(j.devices[0].identity, "idA");
+    CHECK_STR(j.devices[0].spk, "spk");
+    CHECK_STR(j.devices[0].spk_sig, "sig");
+    CHECK_EQ(j.devices[0].otk_count, 3);
+    CHECK(j.devices[0].otk == NULL);
+    CHECK_EQ(j.devices[1].id, da2);
+    CHECK_EQ(j.devices[1].otk_count, 2);
+    pl_job_release(&j);
+    CHECK_EQ(t_devices(&t, &j, c, a, 1), PL_STORE_ENOTFOUND);   /* carol shares nothing */
+    pl_job_release(&j);
+
+    /* claims take the lowest id, once; then none is left */
+    int64_t want[] = {10, 11, 12};
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(t_devices(&t, &j, b, a, 1), PL_STORE_OK);
+        CHECK_EQ(j.ndevices, 2);
+        if (i < 3) {
+            CHECK_EQ(j.devices[0].otk_id, want[i]);
+            char k[16];
+            snprintf(k, sizeof k, "otk%lld", (long long)want[i]);
+            CHECK_STR(j.devices[0].otk, k);
+            CHECK_EQ(j.devices[0].otk_count, 2 - i);
+        } else {
+            CHECK(j.devices[0].otk == NULL);
+            CHECK_EQ(j.devices[0].otk_count, 0);
+        }
+        pl_job_release(&j);
+    }
+    /* a revoked login's device is no longer listed; delete removes keys */
+    pl_job r;
+    t_init(&t, &r, PL_JOB_LOGIN_REVOKE);
+    r.id = da2;
+    CHECK_EQ(t_run1(&t, &r), PL_STORE_OK);
+    CHECK_EQ(t_devices(&t, &j, b, a, 0), PL_STORE_OK);
+    CHECK_EQ(j.ndevices, 1);
+    pl_job_release(&j);
+    t_init(&t, &r, PL_JOB_KEYS_DELETE);
+    r.user = b;                                   /* not bob's device: nothing */
+    r.id = da;
+    CHECK_EQ(t_run1(&t, &r), PL_STORE_OK);
+    CHECK_EQ(r.created, 0);
+    r.user = a;
+    CHECK_EQ(t_run1(&t, &r), PL_STORE_OK);
+    CHECK_EQ(r.created, 1);
+    CHECK_EQ(t_devices(&t, &j, b, a, 0), PL_STORE_OK);
+    CHECK_EQ(j.ndevices, 0);
+    pl_job_release(&j);
+    t_finish(&t);
+}
+
+/* Invariant 9: many claims at once (one batch) never get the same key, and
+ * every key is handed out exactly once. */
+TEST(store_e2ee_claims_never_twice) {
+    tstore t;
+    CHECK_EQ(t_open(&t), 0);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob");
+    int64_t da = t_login(&t, a);
+    int64_t m[] = {b};
+    CHECK(t_group(&t, a, "g", m, 1) > 0);
+    CHECK_EQ(t_upload(&t, a, da, "idA", 1, 50, 0, NULL, NULL), PL_STORE_OK);
+    enum { N = 60 };
+    pl_job *jobs = calloc(N, sizeof *jobs);
+    for (int i = 0; i < N; i++) {
+        t_init(&t, &jobs[i], PL_JOB_KEYS_CLAIM);
+        jobs[i].user = b;
+        jobs[i].peer = a;
+    }
+    CHECK_EQ(t_run(&t, jobs, N), 0);
+    int seen[51] = {0}, got = 0, none = 0, bad = 0;
+    for (int i = 0; i < N; i++) {
+        if (jobs[i].result || jobs[i].ndevices != 1) bad++;
+        else if (!jobs[i].devices[0].otk) none++;
+        else if (jobs[i].devices[0].otk_id < 1 || jobs[i].devices[0].otk_id > 50 ||
+                 seen[jobs[i].devices[0].otk_id]++)
+            bad++;
+        else got++;
+        pl_job_release(&jobs[i]);
+    }
+    free(jobs);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(got, 50);
+    CHECK_EQ(none, N - 50);
+    t_finish(&t);
+}
+
+/* Invariant 9: the mark, plain sends refused, ciphertext stored with an
+ * empty body and out of the search index, edits refused, device-list
+ * events only in marked conversations. */
+TEST(store_e2ee_conversations) {
+    tstore t;
+    CHECK_EQ(t_open(&t), 0);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1), g2 = t_group(&t, a, "plain", m, 1);
+    CHECK(g > 0 && g2 > 0);
+    CHECK(t_say(&t, g, a, "before secret", 0, NULL, NULL) > 0);
+    pl_job j;
+    /* a member who is not an admin may not mark a group */
+    t_init(&t, &j, PL_JOB_CONV_E2EE);
+    j.conv = g;
+    j.user = b;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_EFORBID);
+    j.user = a;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    CHECK_EQ(j.has_event, 1);
+    CHECK_EQ(j.event.kind, PL_EV_E2EE);
+    CHECK(has(j.event.data, "\"enabled\""));
+    pl_job_release(&j);
+    t_init(&t, &j, PL_JOB_CONV_E2EE);                  /* again: no event */
+    j.conv = g;
+    j.user = a;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.created, 0);
+    pl_conv c;
+    CHECK_EQ(rd_conv_get(&t, g, b, &c), PL_STORE_OK);
+    CHECK_EQ(c.e2ee, 1);
+    pl_conv_release(&c);
+    CHECK_EQ(rd_conv_get(&t, g2, b, &c), PL_STORE_OK);
+    CHECK_EQ(c.e2ee, 0);
+    pl_conv_release(&c);
+
+    /* plain refused; ciphertext into a plain conversation refused */
+    t_send_init(&t, &j, g, b, "p1", "plain text");
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_EFORBID);
+    const char *payloads = "[{\"device\":1,\"type\":0,\"body\":\"Y2lwaGVyc2VjcmV0\"}]";
+    t_send_init(&t, &j, g2, b, "c0", "");
+    j.ciphertext = payloads;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_EINVAL);
+    t_send_init(&t, &j, g, b, "c1", "");
+    j.ciphertext = payloads;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    int64_t cseq = j.event.seq;
+    CHECK(has(j.event.data, "\"ciphertext\":[{\"device\":1"));
+    pl_job_release(&j);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, g, a, cseq, &e), 0);
+    CHECK_EQ(e.kind, PL_EV_MESSAGE);
+    CHECK_EQ(e.body_len, 0);
+    CHECK(has(e.data, "Y2lwaGVyc2VjcmV0"));
+    pl_event_release(&e);
+    /* a retry is a dup */
+    t_send_init(&t, &j, g, b, "c1", "");
+    j.ciphertext = payloads;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.dup, 1);
+    CHECK_EQ(j.event.seq, cseq);
+    pl_job_release(&j);
+    /* no edits; delete works */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, b, cseq, "new text", 0, NULL, NULL), PL_STORE_EFORBID);
+    /* search: the body (empty) and the payload text never match */
+    CHECK_EQ(t_found(&t, a, "secret", 0, 1), 1);       /* the plain message from before */
+    t_sleep_ms(50);                                    /* SQLite indexes asynchronously */
+    CHECK_EQ(t_hits(&t, a, "Y2lwaGVyc2VjcmV0", 0), 0);
+    CHECK_EQ(t_hits(&t, a, "ciphertext", 0), 0);
+    CHECK_EQ(t_hits(&t, a, "device", 0), 0);
+
+    /* device-list events: in the marked conversation only */
+    t_init(&t, &j, PL_JOB_DEVICES_ANNOUNCE);
+    j.conv = g;
+    j.user = b;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    CHECK_EQ(j.has_event, 1);
+    CHECK_EQ(j.event.kind, PL_EV_E2EE);
+    CHECK_EQ(j.event.subject, b);
+    CHECK(has(j.event.data, "\"devices\""));
+    pl_job_release(&j);
+    t_init(&t, &j, PL_JOB_DEVICES_ANNOUNCE);
+    j.conv = g2;
+    j.user = b;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.has_event, 0);
+    int64_t stranger = t_user(&t, "carol");
+    t_init(&t, &j, PL_JOB_DEVICES_ANNOUNCE);
+    j.conv = g;
+    j.user = stranger;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_count_contiguous(&t, g), cseq + 1);
+    t_finish(&t);
+}
+
+/* ---- media (store.h pl_media, PL_JOB_MEDIA_*, PL_READ_MEDIA_GET) ------------- */
+
+static void t_media(pl_media *m, int64_t id, int64_t owner, char shac, int64_t size) {
+    memset(m, 0, sizeof *m);
+    m->id = id;
+    m->owner = owner;
+    m->size = size;
+    m->kind = 1;
+    memset(m->sha256, shac, 64);
+    m->sha256[64] = '\0';
+    snprintf(m->mime, sizeof m->mime, "image/png");
+    snprintf(m->name, sizeof m->name, "caf\xc3\xa9.png");
+}
+
+static int t_media_create(tstore *t, const pl_media *m, int64_t quota, const char **why) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_MEDIA_CREATE);
+    j.media_in = m;
+    j.expires = quota;
+    int rc = t_run1(t, &j);
+    if (why) *why = j.why;
+    return rc;
+}
+
+static int t_media_get(tstore *t, int64_t id, int64_t user, pl_media *out) {
+    pl_job j;
+    t_init(t, &j, PL_READ_MEDIA_GET);
+    j.id = id;
+    j.user = user;
+    int rc = t_read(t, &j);
+    if (rc == PL_STORE_OK && j.nmedia == 1 && out) *out = j.media[0];
+    pl_job_release(&j);
+    return rc;
+}
+
+TEST(store_media_create_get_quota) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob");
+    pl_media m, got;
+    t_media(&m, 1001, a, 'a', 600);
+    const char *why = NULL;
+    CHECK_EQ(t_media_create(&t, &m, 1000, &why), PL_STORE_OK);
+    CHECK_EQ(t_media_get(&t, 1001, a, &got), PL_STORE_OK);       /* the owner */
+    CHECK_EQ(got.owner, a);
+    CHECK_EQ(got.size, 600);
+    CHECK_EQ(got.kind, 1);
+    CHECK_STR(got.sha256, m.sha256);
+    CHECK_STR(got.mime, "image/png");
+    CHECK_STR(got.name, "caf\xc3\xa9.png");
+    CHECK_EQ(got.width, 0);
+    CHECK_STR(got.placeholder, "");
+    CHECK(got.created > 0);
+    CHECK_EQ(t_media_get(&t, 1001, b, NULL), PL_STORE_ENOTFOUND); /* not shared with bob */
+    CHECK_EQ(t_media_get(&t, 1001, 0, &got), PL_STORE_OK);       /* no check (signed URL) */
+    CHECK_EQ(t_media_get(&t, 999, a, NULL), PL_STORE_ENOTFOUND);
+    /* quota: 600 + 500 > 1000 refused, and nothing written; no quota: fine */
+    t_media(&m, 1002, a, 'b', 500);
+    CHECK_EQ(t_media_create(&t, &m, 1000, &why), PL_STORE_EFORBID);
+    CHECK(why && strcmp(why, "quota") == 0);
+    CHECK_EQ(t_media_get(&t, 1002, a, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_media_create(&t, &m, 0, NULL), PL_STORE_OK);
+    /* bob's quota is his own */
+    t_media(&m, 1003, b, 'a', 900);
+    CHECK_EQ(t_media_create(&t, &m, 1000, NULL), PL_STORE_OK);
+    /* thumbnail fields */
+    pl_media th;
+    memset(&th, 0, sizeof th);
+    th.id = 1001;
+    th.width = 640;
+    th.height = 480;
+    snprintf(th.placeholder, sizeof th.placeholder, "LEHV6nWB2yk8pyo0adR*.7kCMdnj");
+    memset(th.thumb_sha, 'c', 64);
+    pl_job j;
+    t_init(&t, &j, PL_JOB_MEDIA_THUMB);
+    j.media_in = &th;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(t_media_get(&t, 1001, a, &got), PL_STORE_OK);
+    CHECK_EQ(got.width, 640);
+    CHECK_EQ(got.height, 480);
+    CHECK_STR(got.placeholder, "LEHV6nWB2yk8pyo0adR*.7kCMdnj");
+    CHECK_STR(got.thumb_sha, th.thumb_sha);
+    th.id = 4242;
+    t_init(&t, &j, PL_JOB_MEDIA_THUMB);
+    j.media_in = &th;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
+TEST(store_media_gc_shared_blobs) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice");
+    pl_media m;
+    t_media(&m, 1, a, 'a', 10);             /* two uploads of one content ... */
+    CHECK_EQ(t_media_create(&t, &m, 0, NULL), PL_STORE_OK);
+    t_media(&m, 2, a, 'a', 10);
+    CHECK_EQ(t_media_create(&t, &m, 0, NULL), PL_STORE_OK);
+    t_media(&m, 3, a, 'b', 10);             /* ... and one of another */
+    CHECK_EQ(t_media_create(&t, &m, 0, NULL), PL_STORE_OK);
+    pl_media th;
+    memset(&th, 0, sizeof th);
+    th.id = 3;
+    memset(th.thumb_sha, 'c', 64);
+    pl_job j;
+    t_init(&t, &j, PL_JOB_MEDIA_THUMB);
+    j.media_in = &th;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+
+    /* a cutoff before they were made: nothing goes */
+    t_init(&t, &j, PL_JOB_MEDIA_GC);
+    j.expires = 1;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nmedia, 0);
+    pl_job_release(&j);
+    CHECK_EQ(t_media_get(&t, 1, a, NULL), PL_STORE_OK);
+
+    /* one row at a time: the shared blob is named only when its last row goes */
+    t_init(&t, &j, PL_JOB_MEDIA_GC);
+    j.expires = INT64_MAX / 2;
+    j.limit = 1;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    int first_named = (int)j.nmedia;        /* row 1 or 2 (shared): 0; row 3: 2 */
+    pl_job_release(&j);
+    int rows = 1, named = first_named;
+    while (rows < 3) {
+        t_init(&t, &j, PL_JOB_MEDIA_GC);
+        j.expires = INT64_MAX / 2;
+        j.limit = 1;
+        CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+        for (size_t i = 0; i < j.nmedia; i++)
+            CHECK(j.media[i].sha256[0] == 'a' || j.media[i].sha256[0] == 'b' || j.media[i].sha256[0] == 'c');
+        named += (int)j.nmedia;
+        pl_job_release(&j);
+        rows++;
+    }
+    CHECK_EQ(named, 3);                     /* 'a' once, 'b' and the thumbnail 'c' */
+    CHECK_EQ(t_media_get(&t, 1, a, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_media_get(&t, 3, a, NULL), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
+/* Attachments (store.h attach_json): a send references its media, so
+ * members may read them; an edit keeps them in data; a delete drops the
+ * references and starts the grace period; then GC names the blob. */
+TEST(store_media_attachments_refs) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t g = t_group(&t, a, "g", &b, 1);
+    CHECK(g > 0);
+    pl_media m;
+    t_media(&m, 77, a, 'd', 10);
+    CHECK_EQ(t_media_create(&t, &m, 0, NULL), PL_STORE_OK);
+    CHECK_EQ(t_media_get(&t, 77, b, NULL), PL_STORE_ENOTFOUND);   /* not posted yet */
+    /* what a send may attach: only the sender's own */
+    pl_job j;
+    int64_t ids[2] = {77, 78};
+    t_init(&t, &j, PL_READ_MEDIA_LIST);
+    j.user = a;
+    j.ids = ids;
+    j.nids = 2;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nmedia, 1);
+    CHECK_EQ(j.media[0].id, 77);
+    pl_job_release(&j);
+    t_init(&t, &j, PL_READ_MEDIA_LIST);
+    j.user = b;
+    j.ids = ids;
+    j.nids = 2;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nmedia, 0);
+    pl_job_release(&j);
+
+    t_send_init(&t, &j, g, a, "att1", "");
+    j.attach_json = "[{\"id\":77,\"kind\":\"image\",\"mime\":\"image/png\",\"size\":10,\"name\":\"x.png\"}]";
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    int64_t seq = j.event.seq;
+    CHECK(j.event.data && strstr(j.event.data, "\"attachments\":[{\"id\":77"));
+    pl_job_release(&j);
+    CHECK_EQ(t_media_get(&t, 77, b, NULL), PL_STORE_OK);          /* a member now may */
+    CHECK_EQ(t_media_get(&t, 77, c, NULL), PL_STORE_ENOTFOUND);   /* a stranger still not */
+
+    /* an edit keeps the attachments */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, seq, "now with text", 0, NULL, NULL), PL_STORE_OK);
+    pl_event ev;
+    CHECK_EQ(t_event_at(&t, g, b, seq, &ev), PL_STORE_OK);
+    CHECK_STR(ev.body, "now with text");
+    CHECK(ev.data && strstr(ev.data, "\"attachments\"") && strstr(ev.data, "77"));   /* PG: jsonb spacing */
+    pl_event_release(&ev);
+
+    /* referenced: GC leaves it, however old */
+    t_init(&t, &j, PL_JOB_MEDIA_GC);
+    j.expires = INT64_MAX / 2;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nmedia, 0);
+    pl_job_release(&j);
+    CHECK_EQ(t_media_get(&t, 77, a, NULL), PL_STORE_OK);
+
+    /* deleted: the reference goes, the member loses access, GC takes it after the grace */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, a, seq, NULL, 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_media_get(&t, 77, b, NULL), PL_STORE_ENOTFOUND);
+    t_init(&t, &j, PL_JOB_MEDIA_GC);
+    j.expires = 1;                                               /* a cutoff before the delete */
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nmedia, 0);
+    pl_job_release(&j);
+    t_init(&t, &j, PL_JOB_MEDIA_GC);
+    j.expires = INT64_MAX / 2;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nmedia, 1);
+    CHECK(j.media[0].sha256[0] == 'd');
+    pl_job_release(&j);
+    CHECK_EQ(t_media_get(&t, 77, a, NULL), PL_STORE_ENOTFOUND);
     t_finish(&t);
 }

@@ -566,7 +566,7 @@ TEST(store_pg_open) {
     PGconn *q = sql_conn(url);
     CHECK(q != NULL);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM parley_schema"), 1);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 5);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 7);   /* ..., e2ee keys, media */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases"), N);
     PQfinish(q);
     for (int i = 0; i < N; i++) n_close(op[i].n);
@@ -991,7 +991,7 @@ TEST(store_pg_migration_1_to_2) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 5);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 7);   /* ..., e2ee keys, media */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM events WHERE ref = 0 AND edited_ts = 0 AND deleted_ts = 0"
                         " AND pinned_ts = 0"), 3);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_ref', 'events_pinned',"
@@ -1875,4 +1875,98 @@ TEST(store_pg_bench_sends) {
         free(cmid);
     }
     n_close(a);
+}
+
+/* ---- end-to-end encryption: one-time prekeys across nodes (store.h 9) ------- */
+
+enum { CLAIMERS = 4, CLAIMS = 25, CLAIM_BURST = 5, OTKS = 100 };
+
+typedef struct claimer {
+    pnode  *node;
+    int64_t asker, peer;
+    pl_job  jobs[CLAIMS];
+    pwait   w;
+} claimer;
+
+static void *claimer_main(void *arg) {
+    claimer *c = arg;
+    w_init(&c->w);
+    for (int i = 0; i < CLAIMS; i += CLAIM_BURST) {  /* bursts: batches of several claims */
+        for (int k = i; k < i + CLAIM_BURST; k++) {
+            j_init(&c->jobs[k], &c->w, PL_JOB_KEYS_CLAIM);
+            c->jobs[k].user = c->asker;
+            c->jobs[k].peer = c->peer;
+            pl_store_submit(c->node->s, &c->jobs[k]);
+        }
+        if (w_wait(&c->w, i + CLAIM_BURST)) break;
+    }
+    return NULL;
+}
+
+/* Claims through two nodes at once (4 threads, 100 claims, 100 keys): each
+ * key is handed out once, and no claim comes back empty while keys are
+ * left (a claim blocked behind another node's would, without SKIP LOCKED). */
+TEST(store_pg_e2ee_claims_across_nodes) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    int64_t alice = n_user(a, "alice"), bob = n_user(b, "bob");
+    CHECK(alice > 0 && bob > 0);
+    CHECK(n_group(a, alice, &bob, 1) > 0);
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_JOB_LOGIN_CREATE);
+    j.user = alice;
+    j.expires = (int64_t)time(NULL) * 1000 + 3600 * 1000;
+    CHECK_EQ(n_run(a, &j, 1), 0);
+    int64_t device = j.out_id;
+    CHECK(device > 0);
+    static char keys[OTKS][16];
+    pl_prekey otks[OTKS];
+    for (int i = 0; i < OTKS; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i + 1);
+        otks[i].id = i + 1;
+        otks[i].key = keys[i];
+    }
+    for (int half = 0; half < 2; half++) {          /* at most PL_KEYS_OTK_UPLOAD per upload */
+        pl_keys_in k = {.identity = "id", .spk_id = 1, .spk = "s", .spk_sig = "g",
+                        .otks = otks + half * OTKS / 2, .notks = OTKS / 2};
+        j_init(&j, &w, PL_JOB_KEYS_UPLOAD);
+        j.user = alice;
+        j.id = device;
+        j.keys = &k;
+        CHECK_EQ(n_run(half ? b : a, &j, 1), 0);
+        CHECK_EQ(j.result, PL_STORE_OK);
+    }
+    CHECK_EQ(j.out_id, OTKS);
+    claimer *c = calloc(CLAIMERS, sizeof *c);
+    pthread_t th[CLAIMERS];
+    for (int i = 0; i < CLAIMERS; i++) {
+        c[i].node = i % 2 ? b : a;
+        c[i].asker = bob;
+        c[i].peer = alice;
+        pthread_create(&th[i], NULL, claimer_main, &c[i]);
+    }
+    for (int i = 0; i < CLAIMERS; i++) pthread_join(th[i], NULL);
+    int seen[OTKS + 1] = {0}, got = 0, none = 0, bad = 0;
+    for (int i = 0; i < CLAIMERS; i++)
+        for (int k = 0; k < CLAIMS; k++) {
+            pl_job *x = &c[i].jobs[k];
+            if (x->result || x->ndevices != 1) bad++;
+            else if (!x->devices[0].otk) none++;
+            else if (x->devices[0].otk_id < 1 || x->devices[0].otk_id > OTKS || seen[x->devices[0].otk_id]++)
+                bad++;
+            else got++;
+            pl_job_release(x);
+        }
+    free(c);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(got, OTKS);
+    CHECK_EQ(none, CLAIMERS * CLAIMS - OTKS);
+    n_close(a);
+    n_close(b);
 }

@@ -1,0 +1,763 @@
+/* api_media.c — media over REST (docs/protocol.md "Media"): uploads,
+ * single and resumable; downloads with a bearer token or a signed URL; the
+ * collector of unreferenced uploads.
+ *
+ * Owns: the media routes, the upload pipeline and the collector's timer.
+ * Does not own: HTTP streaming (http/server.c, http/file.c), policy
+ * (media/media.c), bytes on disk (media/blob.c), rows (store/).
+ *
+ * An upload (one POST, or the last PATCH of a resumable one):
+ *
+ *   head: auth, limits --body_start--> chunk --write (thread pool)--> body_next ...
+ *   last chunk --> FINALIZE (thread pool: SHA-256, sniff, kind limit, digest)
+ *     --> PL_JOB_MEDIA_CREATE (quota, in the writer's transaction)
+ *     --> COMMIT (thread pool: fsync, rename into the blob store) --> 201
+ *
+ * Invariants:
+ *   1. One chunk in flight per upload: reading stays paused while it is
+ *      written (server.h), so an upload costs one chunk of memory.
+ *   2. The row exists before the blob is in place, so the collector (which
+ *      only removes blobs no row names) never takes a blob an upload is
+ *      committing; a failed commit leaves a row without bytes, served 404.
+ *   3. A failed upload removes its temp file; a resumable one keeps its
+ *      bytes until committed (or the collector's sweep, not yet written).
+ */
+#include "api_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "../http/file.h"
+#include "../media/blob.h"
+#include "../media/media.h"
+#include "../media/thumb.h"
+#include "../proto/proto.h"
+
+#define SNIFF_BYTES   8192
+#define GC_BATCH      500
+
+static struct {
+    pl_blob_store *blobs;
+    uv_loop_t     *loop;
+    uv_timer_t     gc_timer;
+    int            gc_busy;
+    int            up;
+    int64_t        swept_at;     /* mono ms of the last sweep of abandoned uploads */
+} M;
+
+/* ---- limits and objects ----------------------------------------------------- */
+
+static int64_t kind_limit(int kind) {
+    switch (kind) {
+    case PL_MEDIA_IMAGE: return A.cfg->media_max_image;
+    case PL_MEDIA_VIDEO: return A.cfg->media_max_video;
+    case PL_MEDIA_AUDIO: return A.cfg->media_max_audio;
+    default:             return A.cfg->media_max_file;
+    }
+}
+
+static int64_t max_limit(void) {
+    int64_t m = 0;
+    for (int k = PL_MEDIA_IMAGE; k <= PL_MEDIA_FILE; k++)
+        if (kind_limit(k) > m) m = kind_limit(k);
+    return m;
+}
+
+/* The wire form of a media row. */
+static json_t *media_json(const pl_media *m) {
+    char url[200];
+    int64_t exp;
+    pl_media_url(m->id, 0, url, sizeof url, &exp);
+    json_t *o = json_pack("{s:I,s:s,s:s,s:I,s:s,s:s,s:I,s:s,s:I}", "id", (json_int_t)m->id,
+                          "kind", pl_media_kind_name(m->kind), "mime", m->mime, "size", (json_int_t)m->size,
+                          "name", m->name, "sha256", m->sha256, "created", (json_int_t)m->created,
+                          "url", url, "url_expires", (json_int_t)exp);
+    if (m->width > 0) {
+        json_object_set_new(o, "width", json_integer(m->width));
+        json_object_set_new(o, "height", json_integer(m->height));
+    }
+    if (m->placeholder[0]) json_object_set_new(o, "placeholder", json_string(m->placeholder));
+    if (m->thumb_sha[0]) {
+        pl_media_url(m->id, 1, url, sizeof url, NULL);
+        json_object_set_new(o, "thumb_url", json_string(url));
+    }
+    return o;
+}
+
+/* ---- uploads ------------------------------------------------------------------- */
+
+typedef struct up_op {
+    pl_job       job;          /* first: store callbacks get &job            */
+    pl_http_ctx *ctx;
+    uv_work_t    work;
+    int          resumable;    /* PATCH of uploads/<uid>                     */
+    char         uid[33];
+    char         path[1200];   /* the file being written                     */
+    int          fd;
+    uint8_t     *chunk;        /* the chunk being written (owned, reused)    */
+    size_t       chunk_len, chunk_cap;
+    int          fin;
+    int          err;          /* work result: 0 or -errno                   */
+    int64_t      offset;       /* bytes in the file before this request      */
+    int64_t      length;       /* resumable: the declared total              */
+    char         declared[128];
+    char         want_sha[65];
+    int          status;       /* finalize's refusal: status, code, message  */
+    const char  *code, *msg;
+    pl_media     m;
+} up_op;
+
+static void up_free(up_op *op) {
+    if (op->fd >= 0) close(op->fd);
+    pl_job_release(&op->job);
+    free(op->chunk);
+    free(op);
+}
+
+/* Answers an error, removes a single upload's temp file, frees op. */
+static void up_fail(up_op *op, int status, const char *code, const char *msg) {
+    if (op->fd >= 0) { close(op->fd); op->fd = -1; }
+    if (!op->resumable && op->path[0]) unlink(op->path);
+    pl_http_error(op->ctx, status, code, msg);
+    up_free(op);
+}
+
+static void up_chunk(pl_http_ctx *ctx, const uint8_t *p, size_t n, int fin, void *ud);
+
+static void w_write(uv_work_t *w) {
+    up_op *op = w->data;
+    size_t off = 0;
+    op->err = 0;
+    while (off < op->chunk_len) {
+        ssize_t k = write(op->fd, op->chunk + off, op->chunk_len - off);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            op->err = -errno;
+            return;
+        }
+        off += (size_t)k;
+    }
+}
+
+/* FINALIZE: digest, sniff, limits (thread pool). */
+static void w_finalize(uv_work_t *w) {
+    up_op *op = w->data;
+    uint8_t head[SNIFF_BYTES];
+    size_t hl = 0;
+    char sniffed[128];
+    op->status = 0;
+    if (op->fd >= 0 && fdatasync(op->fd) != 0) op->err = -errno;
+    if (op->fd >= 0) { close(op->fd); op->fd = -1; }
+    if (op->err || (op->err = pl_blob_digest(op->path, op->m.sha256, &op->m.size, head, sizeof head, &hl))) return;
+    pl_media_sniff(head, hl, sniffed, sizeof sniffed);
+    pl_media_pick_type(op->declared, sniffed, op->m.mime, sizeof op->m.mime);
+    op->m.kind = pl_media_kind_of(op->m.mime);
+    if (op->m.size > kind_limit(op->m.kind)) {
+        op->status = 413, op->code = "too_large", op->msg = "larger than the limit for its kind";
+    } else if (op->want_sha[0] && strcmp(op->want_sha, op->m.sha256) != 0) {
+        op->status = 400, op->code = "digest_mismatch", op->msg = "the content does not match the sha256 given";
+    }
+    if (op->status) unlink(op->path);
+}
+
+static void w_commit(uv_work_t *w) {
+    up_op *op = w->data;
+    op->err = pl_blob_commit(M.blobs, op->path, op->m.sha256);
+    if (!op->err && op->resumable) {
+        char meta[1300];
+        snprintf(meta, sizeof meta, "%s.json", op->path);
+        unlink(meta);
+    }
+}
+
+/* ---- thumbnails (media/thumb.h) -----------------------------------------------
+ *
+ * Made on the work queue as the last step of an image upload, before its
+ * row is written: the upload's answer, and so every message that attaches
+ * it, carries width, height and placeholder from the start (clients reserve
+ * space; no later event is needed). Blocks (libvips): thread pool only. */
+static void make_thumb(const char *src, pl_media *m) {
+    char tmp[1200], sha[65], err[160];
+    int fd;
+    if (pl_blob_temp(M.blobs, tmp, sizeof tmp, &fd)) return;
+    close(fd);
+    pl_thumb_info info;
+    memset(&info, 0, sizeof info);
+    int rc = pl_thumb_make(src, tmp, PL_THUMB_DEFAULT_SIDE, &info, err, sizeof err);
+    if (rc == 0) {
+        int64_t size;
+        uint8_t head[4];
+        size_t hl;
+        if (pl_blob_digest(tmp, sha, &size, head, sizeof head, &hl) == 0 && pl_blob_commit(M.blobs, tmp, sha) == 0)
+            memcpy(m->thumb_sha, sha, sizeof sha);
+        snprintf(m->placeholder, sizeof m->placeholder, "%s", info.placeholder);
+    } else {
+        pl_log(PL_LOG_INFO, 0, "media: no thumbnail", "\"code\":%d,\"why\":\"%s\"", rc, pl_thumb_strerror(rc));
+    }
+    unlink(tmp);
+    if (rc == 0 || rc == PL_THUMB_ETOOBIG) {
+        m->width = info.width;
+        m->height = info.height;
+    }
+}
+
+static void after_commit(uv_work_t *w, int status) {
+    up_op *op = w->data;
+    if (op->err) {
+        pl_log(PL_LOG_ERROR, 0, "media: commit failed", "\"err\":%d", op->err);
+        up_fail(op, 500, "internal", "could not store the file");
+        return;
+    }
+    pl_http_respond_json(op->ctx, 201, media_json(&op->m));
+    up_free(op);
+}
+
+static void created(pl_job *j) {
+    up_op *op = j->data;
+    if (j->result == PL_STORE_EFORBID) {
+        unlink(op->path);
+        if (op->resumable) {
+            char meta[1300];
+            snprintf(meta, sizeof meta, "%s.json", op->path);
+            unlink(meta);
+        }
+        up_fail(op, 413, "quota", "the storage quota would be exceeded");
+        return;
+    }
+    if (j->result) {
+        unlink(op->path);
+        api_store_error(op->ctx, j->result, "could not record the file");
+        up_free(op);
+        return;
+    }
+    uv_queue_work(M.loop, &op->work, w_commit, after_commit);
+}
+
+static void w_up_thumb(uv_work_t *w);
+static void after_up_thumb(uv_work_t *w, int status);
+static void up_create(up_op *op);
+
+static void after_finalize(uv_work_t *w, int status) {
+    up_op *op = w->data;
+    if (op->err) {
+        up_fail(op, 500, "internal", "could not read back the file");
+        return;
+    }
+    if (op->status) {
+        if (op->resumable) {                 /* the upload is over: its metadata too */
+            char meta[1300];
+            snprintf(meta, sizeof meta, "%s.json", op->path);
+            unlink(meta);
+        }
+        op->path[0] = '\0';                  /* finalize removed it */
+        up_fail(op, op->status, op->code, op->msg);
+        return;
+    }
+    if (op->m.kind == PL_MEDIA_IMAGE) {      /* the thumbnail first: the row carries it */
+        uv_queue_work(M.loop, &op->work, w_up_thumb, after_up_thumb);
+        return;
+    }
+    up_create(op);
+}
+
+/* THUMB (thread pool): for an image, a thumbnail blob, its dimensions and
+ * placeholder, before the row is written. A file libvips refuses is kept
+ * without (a corrupt image is still a file the user sent). */
+static void w_up_thumb(uv_work_t *w) {
+    up_op *op = w->data;
+    make_thumb(op->path, &op->m);
+}
+
+static void after_up_thumb(uv_work_t *w, int status) { up_create(w->data); }
+
+/* Writes the row (quota checked in the writer's transaction). */
+static void up_create(up_op *op) {
+    if (!A.store) {
+        up_fail(op, 503, "unavailable", "shutting down");
+        return;
+    }
+    randombytes_buf(&op->m.id, sizeof op->m.id);
+    op->m.id = (int64_t)((uint64_t)op->m.id & (uint64_t)PL_JSON_INT_MAX);
+    if (op->m.id == 0) op->m.id = 1;
+    op->m.owner = op->ctx->user;
+    op->m.created = pl_now_ms();
+    pl_job_release(&op->job);
+    memset(&op->job, 0, sizeof op->job);
+    op->job.op = PL_JOB_MEDIA_CREATE;
+    op->job.done = created;
+    op->job.data = op;
+    op->job.media_in = &op->m;
+    op->job.expires = (int64_t)A.cfg->media_quota_mb * 1024 * 1024;
+    pl_store_submit(A.store, &op->job);
+}
+
+static void after_write(uv_work_t *w, int status) {
+    up_op *op = w->data;
+    if (op->err) {
+        pl_log(PL_LOG_ERROR, 0, "media: write failed", "\"err\":%d", op->err);
+        up_fail(op, 500, "internal", "could not write the file");
+        return;
+    }
+    op->offset += (int64_t)op->chunk_len;
+    if (!op->fin) {
+        pl_http_body_next(op->ctx);
+        return;
+    }
+    if (op->resumable && op->offset < op->length) {  /* a part: say where we are */
+        char extra[64];
+        snprintf(extra, sizeof extra, "Upload-Offset: %lld\r\n", (long long)op->offset);
+        pl_http_respond(op->ctx, 204, NULL, NULL, 0, extra);
+        up_free(op);
+        return;
+    }
+    uv_queue_work(M.loop, &op->work, w_finalize, after_finalize);
+}
+
+static void up_chunk(pl_http_ctx *ctx, const uint8_t *p, size_t n, int fin, void *ud) {
+    up_op *op = ud;
+    if (fin < 0) {                           /* the client went away */
+        up_fail(op, 400, "aborted", "connection closed");
+        return;
+    }
+    op->fin = fin;
+    op->chunk_len = n;
+    if (n > op->chunk_cap) {                 /* one buffer per upload, reused */
+        free(op->chunk);
+        op->chunk_cap = n < PL_HTTP_FILE_CHUNK ? PL_HTTP_FILE_CHUNK : n;
+        op->chunk = pl_malloc(op->chunk_cap);
+    }
+    if (n) memcpy(op->chunk, p, n);
+    op->work.data = op;
+    uv_queue_work(M.loop, &op->work, w_write, after_write);
+}
+
+static up_op *up_new(pl_http_ctx *ctx) {
+    up_op *op = pl_calloc(1, sizeof *op);
+    op->ctx = ctx;
+    op->fd = -1;
+    op->job.data = op;
+    op->work.data = op;
+    return op;
+}
+
+/* name, type and sha256 from the query (type falls back to Content-Type);
+ * 0, or -1 after answering 400. */
+static int up_params(pl_http_ctx *ctx, up_op *op, char *name, size_t cap) {
+    char raw[1024], sha[80] = "";
+    if (!pl_http_query_get(ctx->req.query, "name", raw, sizeof raw)) raw[0] = '\0';
+    pl_media_sanitize_name(raw, strlen(raw), name, cap);
+    if (!pl_http_query_get(ctx->req.query, "type", op->declared, sizeof op->declared)) {
+        pl_str ct = ctx->req.content_type;
+        snprintf(op->declared, sizeof op->declared, "%.*s", (int)(ct.n < 127 ? ct.n : 127), ct.p ? ct.p : "");
+    }
+    if (pl_http_query_get(ctx->req.query, "sha256", sha, sizeof sha)) {
+        for (char *q = sha; *q; q++)
+            if (*q >= 'A' && *q <= 'F') *q = (char)(*q - 'A' + 'a');
+        if (!pl_blob_sha_ok(sha)) {
+            pl_http_error(ctx, 400, "bad_request", "sha256 must be 64 hex digits");
+            return -1;
+        }
+        memcpy(op->want_sha, sha, 65);
+    }
+    return 0;
+}
+
+/* 413 when len is over what the declared type's kind (or any kind) may be. */
+static int up_size_ok(pl_http_ctx *ctx, const char *declared, int64_t len) {
+    if (len > max_limit() || len > kind_limit(pl_media_kind_of(declared))) {
+        pl_http_error(ctx, 413, "too_large", "larger than the limit for its kind");
+        return 0;
+    }
+    return 1;
+}
+
+/* POST /api/v1/media */
+static void h_upload(pl_http_ctx *ctx) {
+    int64_t cl = ctx->req.content_length;
+    if (cl < 0) {
+        pl_http_error(ctx, 411, "length_required", "Content-Length is required");
+        return;
+    }
+    if (cl == 0) {
+        pl_http_error(ctx, 400, "bad_request", "an upload needs a body");
+        return;
+    }
+    up_op *op = up_new(ctx);
+    if (up_params(ctx, op, op->m.name, sizeof op->m.name) || !up_size_ok(ctx, op->declared, cl)) {
+        up_free(op);
+        return;
+    }
+    int e = pl_blob_temp(M.blobs, op->path, sizeof op->path, &op->fd);
+    if (e) {
+        op->path[0] = '\0';
+        up_fail(op, 500, "internal", "cannot create a file");
+        return;
+    }
+    pl_http_body_start(ctx, up_chunk, op);
+}
+
+/* ---- resumable uploads ------------------------------------------------------------- */
+
+static int uid_ok(pl_str s) {
+    if (s.n != 32) return 0;
+    for (size_t i = 0; i < 32; i++)
+        if (!((s.p[i] >= '0' && s.p[i] <= '9') || (s.p[i] >= 'a' && s.p[i] <= 'f'))) return 0;
+    return 1;
+}
+
+/* Loads uploads/<uid>.json into op (and the data file's size into
+ * op->offset); answers 404 and returns -1 unless it exists and is the
+ * caller's. */
+static int session_load(pl_http_ctx *ctx, up_op *op, pl_str uid) {
+    if (!uid_ok(uid)) goto missing;
+    memcpy(op->uid, uid.p, 32);
+    op->uid[32] = '\0';
+    snprintf(op->path, sizeof op->path, "%s/uploads/%s", pl_blob_root(M.blobs), op->uid);
+    char meta[1300];
+    snprintf(meta, sizeof meta, "%s.json", op->path);
+    json_t *o = json_load_file(meta, 0, NULL);
+    if (!o) goto missing;
+    json_int_t owner = json_integer_value(json_object_get(o, "owner"));
+    op->length = json_integer_value(json_object_get(o, "length"));
+    snprintf(op->m.name, sizeof op->m.name, "%s", json_string_value(json_object_get(o, "name")) ?: "file");
+    snprintf(op->declared, sizeof op->declared, "%s", json_string_value(json_object_get(o, "type")) ?: "");
+    snprintf(op->want_sha, sizeof op->want_sha, "%s", json_string_value(json_object_get(o, "sha256")) ?: "");
+    json_decref(o);
+    struct stat st;
+    if (owner != ctx->user || stat(op->path, &st) != 0) goto missing;
+    op->offset = st.st_size;
+    op->resumable = 1;
+    return 0;
+missing:
+    pl_http_error(ctx, 404, "not_found", "no such upload");
+    return -1;
+}
+
+/* POST /api/v1/media/uploads?length=N&name=&type=&sha256= */
+static void h_session_create(pl_http_ctx *ctx) {
+    up_op *op = up_new(ctx);
+    int64_t len = 0;
+    if (up_params(ctx, op, op->m.name, sizeof op->m.name)) { up_free(op); return; }
+    if (api_query_int(ctx, "length", &len) || len <= 0) {
+        pl_http_error(ctx, 400, "bad_request", "length (the file's size in bytes) is required");
+        up_free(op);
+        return;
+    }
+    if (!up_size_ok(ctx, op->declared, len)) { up_free(op); return; }
+    uint8_t r[16];
+    randombytes_buf(r, sizeof r);
+    sodium_bin2hex(op->uid, sizeof op->uid, r, sizeof r);
+    snprintf(op->path, sizeof op->path, "%s/uploads/%s", pl_blob_root(M.blobs), op->uid);
+    char meta[1300];
+    snprintf(meta, sizeof meta, "%s.json", op->path);
+    json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s}", "owner", (json_int_t)ctx->user, "length", (json_int_t)len,
+                          "name", op->m.name, "type", op->declared, "sha256", op->want_sha);
+    int fd = open(op->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int ok = fd >= 0 && json_dump_file(o, meta, JSON_COMPACT) == 0;
+    if (fd >= 0) close(fd);
+    json_decref(o);
+    if (!ok) {
+        unlink(op->path);
+        unlink(meta);
+        pl_http_error(ctx, 500, "internal", "cannot create the upload");
+        up_free(op);
+        return;
+    }
+    char extra[160];
+    snprintf(extra, sizeof extra, "Location: /api/v1/media/uploads/%s\r\nUpload-Offset: 0\r\n", op->uid);
+    json_t *res = json_pack("{s:s,s:I,s:I}", "upload_id", op->uid, "offset", (json_int_t)0, "length", (json_int_t)len);
+    char *body = json_dumps(res, JSON_COMPACT);
+    json_decref(res);
+    pl_http_respond(ctx, 201, "application/json", body, strlen(body), extra);
+    free(body);
+    up_free(op);
+}
+
+/* HEAD/GET .../uploads/{uid}: where it stands. */
+static void h_session_get(pl_http_ctx *ctx, pl_str uid) {
+    up_op *op = up_new(ctx);
+    if (session_load(ctx, op, uid)) { up_free(op); return; }
+    char extra[96];
+    snprintf(extra, sizeof extra, "Upload-Offset: %lld\r\nUpload-Length: %lld\r\n", (long long)op->offset,
+             (long long)op->length);
+    if (ctx->req.method == PL_HTTP_HEAD) {
+        pl_http_respond(ctx, 204, NULL, NULL, 0, extra);
+    } else {
+        json_t *res = json_pack("{s:s,s:I,s:I}", "upload_id", op->uid, "offset", (json_int_t)op->offset,
+                                "length", (json_int_t)op->length);
+        char *body = json_dumps(res, JSON_COMPACT);
+        json_decref(res);
+        pl_http_respond(ctx, 200, "application/json", body, strlen(body), extra);
+        free(body);
+    }
+    up_free(op);
+}
+
+/* PATCH .../uploads/{uid} with Upload-Offset: appends the body. */
+static void h_session_patch(pl_http_ctx *ctx, pl_str uid) {
+    up_op *op = up_new(ctx);
+    if (session_load(ctx, op, uid)) { up_free(op); return; }
+    pl_str ov = pl_http_header_get(&ctx->req, "upload-offset");
+    int64_t at = ov.p ? api_parse_id(ov.p, ov.n) : -1;
+    if (ov.p && ov.n == 1 && ov.p[0] == '0') at = 0;
+    int64_t cl = ctx->req.content_length;
+    char extra[64];
+    snprintf(extra, sizeof extra, "Upload-Offset: %lld\r\n", (long long)op->offset);
+    if (at < 0 || cl < 0) {
+        op->path[0] = '\0';
+        up_fail(op, 400, "bad_request", "Upload-Offset and Content-Length are required");
+        return;
+    }
+    if (at != op->offset) {
+        char body[160];
+        int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"offset_mismatch\",\"message\":"
+                         "\"the upload is at another offset\",\"offset\":%lld}}", (long long)op->offset);
+        pl_http_respond(ctx, 409, "application/json", body, (size_t)n, extra);
+        up_free(op);
+        return;
+    }
+    if (at + cl > op->length) {
+        op->path[0] = '\0';
+        up_fail(op, 413, "too_large", "more bytes than the upload's length");
+        return;
+    }
+    op->fd = open(op->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (op->fd < 0) {
+        op->path[0] = '\0';
+        up_fail(op, 500, "internal", "cannot open the upload");
+        return;
+    }
+    pl_http_body_start(ctx, up_chunk, op);
+}
+
+/* ---- downloads ------------------------------------------------------------------ */
+
+typedef struct dl_op {
+    pl_job       job;          /* first */
+    pl_http_ctx *ctx;
+    int          signed_url;   /* reached through /media/{id}?exp&sig     */
+    int          thumb;        /* the thumbnail rather than the file      */
+} dl_op;
+
+static void serve(dl_op *op, const pl_media *m) {
+    pl_http_ctx *ctx = op->ctx;
+    const char *sha = op->thumb ? m->thumb_sha : m->sha256;
+    int fd;
+    int64_t size;
+    if (!sha[0] || pl_blob_open_read(M.blobs, sha, &fd, &size) != 0) {
+        pl_http_error(ctx, 404, "not_found", "no such media");
+        return;
+    }
+    const char *ctype = pl_media_serve_type(m->mime);
+    if (op->thumb) {                         /* ours: a JPEG, or a WebP when transparent */
+        uint8_t magic[12] = {0};
+        ctype = pread(fd, magic, sizeof magic, 0) == 12 && memcmp(magic + 8, "WEBP", 4) == 0
+                    ? "image/webp" : "image/jpeg";
+    }
+    pl_sbuf h;
+    pl_sbuf_init(&h);
+    pl_sbuf_adds(&h, "Content-Security-Policy: default-src 'none'; sandbox\r\n"
+                     "Cross-Origin-Resource-Policy: same-origin\r\n");
+    pl_sbuf_printf(&h, "Cache-Control: private, max-age=%d, immutable\r\n",
+                   op->signed_url ? A.cfg->media_url_ttl : 3600);
+    pl_media_disposition(&h, m->name, op->thumb ? 0 : !pl_media_inline_ok(m->mime));
+    pl_sbuf_addc(&h, '\0');
+    pl_http_file f = {ctype, sha, h.p};
+    pl_http_send_file(ctx, fd, size, &f);
+    pl_sbuf_release(&h);
+}
+
+static void got_media(pl_job *j) {
+    dl_op *op = j->data;
+    if (j->result || !j->nmedia) {
+        if (j->result == PL_STORE_EUNAVAIL) api_store_error(op->ctx, j->result, "");
+        else pl_http_error(op->ctx, 404, "not_found", "no such media");
+    } else if (op->ctx->req.query.n && pl_http_query_get(op->ctx->req.query, "info", (char[2]){0}, 2)) {
+        pl_http_respond_json(op->ctx, 200, media_json(&j->media[0]));
+    } else {
+        serve(op, &j->media[0]);
+    }
+    pl_job_release(j);
+    free(op);
+}
+
+static void fetch(pl_http_ctx *ctx, int64_t id, int64_t user, int signed_url) {
+    dl_op *op = pl_calloc(1, sizeof *op);
+    op->ctx = ctx;
+    op->signed_url = signed_url;
+    char t[4];
+    op->thumb = pl_http_query_get(ctx->req.query, "thumb", t, sizeof t) && t[0] == '1';
+    op->job.op = PL_READ_MEDIA_GET;
+    op->job.id = id;
+    op->job.user = user;
+    op->job.done = got_media;
+    op->job.data = op;
+    pl_store_submit(A.store, &op->job);
+}
+
+/* GET|HEAD /media/{id}?exp=..&sig=..: no token; the signature is the key. */
+void h_media_signed(pl_http_ctx *ctx, const char *idp, size_t idn) {
+    int64_t id = api_parse_id(idp, idn), exp = 0;
+    char sig[64] = "";
+    if (id <= 0) {
+        pl_http_error(ctx, 404, "not_found", "no such media");
+        return;
+    }
+    if (api_query_int(ctx, "exp", &exp) || !exp || !pl_http_query_get(ctx->req.query, "sig", sig, sizeof sig)) {
+        pl_http_error(ctx, 403, "forbidden", "a signed URL needs exp and sig");
+        return;
+    }
+    int v = pl_media_verify(id, exp, sig, strlen(sig), pl_now_ms() / 1000);
+    if (v) {
+        pl_http_error(ctx, 403, "forbidden", v == -2 ? "the signed URL has expired" : "bad signature");
+        return;
+    }
+    fetch(ctx, id, 0, 1);
+}
+
+/* /api/v1/media[/...]: s[0] is "media", n segments after /api/v1. */
+void h_media_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
+    int m = ctx->req.method;
+    if (n == 1) {
+        if (m == PL_HTTP_POST) h_upload(ctx);
+        else pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
+        return;
+    }
+    if (n == 2 && s[1].n == 7 && memcmp(s[1].p, "uploads", 7) == 0) {
+        if (m == PL_HTTP_POST) h_session_create(ctx);
+        else pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
+        return;
+    }
+    if (n == 3 && s[1].n == 7 && memcmp(s[1].p, "uploads", 7) == 0) {
+        if (m == PL_HTTP_PATCH) h_session_patch(ctx, s[2]);
+        else if (m == PL_HTTP_HEAD || m == PL_HTTP_GET) h_session_get(ctx, s[2]);
+        else pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
+        return;
+    }
+    if (n == 2) {
+        int64_t id = api_parse_id(s[1].p, s[1].n);
+        if (m != PL_HTTP_GET && m != PL_HTTP_HEAD)
+            pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
+        else if (id <= 0) pl_http_error(ctx, 404, "not_found", "no such media");
+        else fetch(ctx, id, ctx->user, 0);
+        return;
+    }
+    pl_http_error(ctx, 404, "not_found", "no such route");
+}
+
+/* The routes whose body streams (server.h): uploads. */
+int pl_api_media_stream_pred(const pl_http_req *r) {
+    static const char pre[] = "/api/v1/media";
+    if (r->method != PL_HTTP_POST && r->method != PL_HTTP_PATCH) return 0;
+    return r->path.n >= sizeof pre - 1 && memcmp(r->path.p, pre, sizeof pre - 1) == 0 &&
+           (r->path.n == sizeof pre - 1 || r->path.p[sizeof pre - 1] == '/');
+}
+
+/* ---- the collector ------------------------------------------------------------- */
+
+typedef struct gc_op {
+    pl_job    job;            /* first */
+    uv_work_t work;
+    int       removed;
+    int       sweep;          /* also sweep abandoned uploads (blob.h)     */
+} gc_op;
+
+/* Abandoned uploads (temp files, unfinished resumable ones) go once not
+ * written for the grace period, and never sooner than this: a stalled
+ * upload has 60 s before its connection is cut. */
+#define SWEEP_MIN_AGE_MS  (3600 * 1000LL)
+#define SWEEP_EVERY_MS    (600 * 1000LL)
+
+static void w_remove(uv_work_t *w) {
+    gc_op *op = w->data;
+    int64_t age = (int64_t)A.cfg->media_gc_grace * 1000;
+    for (size_t i = 0; i < op->job.nmedia; i++)
+        if (pl_blob_remove(M.blobs, op->job.media[i].sha256, age) > 0) op->removed++;
+    if (op->sweep) op->removed += pl_blob_sweep(M.blobs, age > SWEEP_MIN_AGE_MS ? age : SWEEP_MIN_AGE_MS);
+}
+
+static void after_remove(uv_work_t *w, int status) {
+    gc_op *op = w->data;
+    if (op->removed) pl_log(PL_LOG_INFO, 0, "media: blobs collected", "\"count\":%d", op->removed);
+    pl_job_release(&op->job);
+    free(op);
+    M.gc_busy = 0;
+}
+
+static void gc_done(pl_job *j) {
+    gc_op *op = j->data;
+    int64_t now = pl_mono_ms();
+    if (!j->result && M.up && now - M.swept_at >= SWEEP_EVERY_MS) {
+        M.swept_at = now;
+        op->sweep = 1;
+    }
+    if (j->result || (!j->nmedia && !op->sweep) || !M.up) {
+        pl_job_release(j);
+        free(op);
+        M.gc_busy = 0;
+        return;
+    }
+    op->work.data = op;
+    uv_queue_work(M.loop, &op->work, w_remove, after_remove);
+}
+
+static void gc_tick(uv_timer_t *t) {
+    if (M.gc_busy || !A.store) return;
+    M.gc_busy = 1;
+    gc_op *op = pl_calloc(1, sizeof *op);
+    op->job.op = PL_JOB_MEDIA_GC;
+    op->job.expires = pl_now_ms() - (int64_t)A.cfg->media_gc_grace * 1000;
+    op->job.limit = GC_BATCH;
+    op->job.done = gc_done;
+    op->job.data = op;
+    pl_store_submit(A.store, &op->job);
+}
+
+/* ---- setup --------------------------------------------------------------------- */
+
+int pl_api_media_init(uv_loop_t *loop, const pl_config *cfg, char *err, size_t errlen) {
+    char root[1100];
+    if (cfg->media_dir[0]) snprintf(root, sizeof root, "%s", cfg->media_dir);
+    else snprintf(root, sizeof root, "%s/media", cfg->data_dir);
+    if (pl_blob_open(root, &M.blobs, err, errlen)) return -1;
+    if (cfg->store[0] && !cfg->media_dir[0])
+        pl_log(PL_LOG_WARN, 0, "media: cluster mode without --media-dir: each node keeps its own uploads",
+               "\"dir\":\"%s\"", root);
+    if (pl_media_sniff_init()) {
+        snprintf(err, errlen, "cannot load libmagic's database");
+        return -1;
+    }
+    uint8_t k[32];
+    pl_auth_derive_key("media-url", k);
+    pl_media_set_key(k);
+    pl_media_set_url_ttl(cfg->media_url_ttl);
+    pl_proto_set_attachment_encoder(pl_media_data_with_urls);
+    sodium_memzero(k, sizeof k);
+    M.loop = loop;
+    M.up = 1;
+    M.swept_at = pl_mono_ms() - SWEEP_EVERY_MS;   /* the first pass sweeps */
+    uv_timer_init(loop, &M.gc_timer);
+    int64_t every = (int64_t)cfg->media_gc_grace * 500;
+    if (every < 500) every = 500;
+    if (every > 60000) every = 60000;
+    uv_timer_start(&M.gc_timer, gc_tick, (uint64_t)every, (uint64_t)every);
+    uv_unref((uv_handle_t *)&M.gc_timer);
+    pl_http_set_stream_pred(pl_api_media_stream_pred);
+    return 0;
+}
+
+void pl_api_media_shutdown(void) {
+    if (!M.up) return;
+    M.up = 0;
+    uv_timer_stop(&M.gc_timer);
+    uv_close((uv_handle_t *)&M.gc_timer, NULL);
+}

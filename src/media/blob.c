@@ -1,0 +1,202 @@
+/* blob.c — the directory blob store (see blob.h). */
+#include "blob.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/alloc.h"
+
+struct pl_blob_store {
+    char root[1024];
+};
+
+static int mkdir_ok(const char *p) { return mkdir(p, 0700) == 0 || errno == EEXIST ? 0 : -1; }
+
+int pl_blob_open(const char *root, pl_blob_store **out, char *err, size_t errlen) {
+    if (strlen(root) > 900) {
+        snprintf(err, errlen, "media directory path too long");
+        return -1;
+    }
+    char p[1100];
+    const char *subs[] = {"", "/tmp", "/uploads"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s%s", root, subs[i]);
+        if (mkdir_ok(p)) {
+            snprintf(err, errlen, "cannot create %s: %s", p, strerror(errno));
+            return -1;
+        }
+    }
+    pl_blob_store *b = pl_calloc(1, sizeof *b);
+    snprintf(b->root, sizeof b->root, "%s", root);
+    *out = b;
+    return 0;
+}
+
+void pl_blob_close(pl_blob_store **b) {
+    free(*b);
+    *b = NULL;
+}
+
+const char *pl_blob_root(const pl_blob_store *b) { return b->root; }
+
+int pl_blob_sha_ok(const char *s) {
+    if (!s) return 0;
+    for (int i = 0; i < 64; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return s[64] == '\0';
+}
+
+int pl_blob_path(const pl_blob_store *b, const char *sha, char *out, size_t cap) {
+    if (!pl_blob_sha_ok(sha)) return -1;
+    int n = snprintf(out, cap, "%s/%.2s/%.2s/%s", b->root, sha, sha + 2, sha);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+int pl_blob_temp(pl_blob_store *b, char *out, size_t cap, int *fd) {
+    uint8_t r[12];
+    char hex[25];
+    randombytes_buf(r, sizeof r);
+    sodium_bin2hex(hex, sizeof hex, r, sizeof r);
+    snprintf(out, cap, "%s/tmp/%s", b->root, hex);
+    *fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    return *fd < 0 ? -errno : 0;
+}
+
+int pl_blob_digest(const char *path, char sha[65], int64_t *size, void *head, size_t head_cap,
+                   size_t *head_len) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    uint8_t *buf = pl_malloc(256 * 1024);
+    int64_t total = 0;
+    *head_len = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, 256 * 1024);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            rc = -errno;
+            break;
+        }
+        if (n == 0) break;
+        if (*head_len < head_cap) {
+            size_t k = head_cap - *head_len < (size_t)n ? head_cap - *head_len : (size_t)n;
+            memcpy((uint8_t *)head + *head_len, buf, k);
+            *head_len += k;
+        }
+        crypto_hash_sha256_update(&st, buf, (unsigned long long)n);
+        total += n;
+    }
+    free(buf);
+    close(fd);
+    if (rc) return rc;
+    uint8_t d[32];
+    crypto_hash_sha256_final(&st, d);
+    sodium_bin2hex(sha, 65, d, sizeof d);
+    *size = total;
+    return 0;
+}
+
+static int fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = fsync(fd) ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+int pl_blob_commit(pl_blob_store *b, const char *tmp, const char *sha) {
+    char path[1200], dir[1200];
+    if (pl_blob_path(b, sha, path, sizeof path)) return -EINVAL;
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = fsync(fd) ? -errno : 0;
+    close(fd);
+    if (rc) return rc;
+    snprintf(dir, sizeof dir, "%s/%.2s", b->root, sha);
+    if (mkdir_ok(dir)) return -errno;
+    snprintf(dir, sizeof dir, "%s/%.2s/%.2s", b->root, sha, sha + 2);
+    if (mkdir_ok(dir)) return -errno;
+    if (rename(tmp, path)) return -errno;          /* onto an identical blob: same bytes, new mtime */
+    return fsync_dir(dir);
+}
+
+int pl_blob_open_read(const pl_blob_store *b, const char *sha, int *fd, int64_t *size) {
+    char path[1200];
+    if (pl_blob_path(b, sha, path, sizeof path)) return -EINVAL;
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) return -errno;
+    struct stat st;
+    if (fstat(*fd, &st)) {
+        int e = -errno;
+        close(*fd);
+        return e;
+    }
+    *size = st.st_size;
+    return 0;
+}
+
+static int64_t age_ms(const struct stat *st) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return ((int64_t)now.tv_sec - st->st_mtim.tv_sec) * 1000 + ((int64_t)now.tv_nsec - st->st_mtim.tv_nsec) / 1000000;
+}
+
+int pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms) {
+    static const char *const subs[] = {"tmp", "uploads"};
+    int removed = 0;
+    for (int k = 0; k < 2; k++) {
+        char dir[1100];
+        snprintf(dir, sizeof dir, "%s/%s", b->root, subs[k]);
+        DIR *d = opendir(dir);
+        if (!d) continue;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            size_t n = strlen(e->d_name);
+            char p[1400], meta[1410];
+            struct stat st, sm;
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (k == 1 && n > 5 && strcmp(e->d_name + n - 5, ".json") == 0) {
+                snprintf(meta, sizeof meta, "%.*s", (int)(strlen(p) - 5), p);
+                if (stat(meta, &sm) == 0) continue;          /* judged with its data */
+            }
+            if (lstat(p, &st) || !S_ISREG(st.st_mode) || age_ms(&st) < min_age_ms) continue;
+            if (k == 1 && n > 5 && strcmp(e->d_name + n - 5, ".json") == 0) {   /* metadata alone */
+                if (unlink(p) == 0) removed++;
+                continue;
+            }
+            if (k == 1) {
+                snprintf(meta, sizeof meta, "%s.json", p);
+                if (stat(meta, &sm) == 0 && age_ms(&sm) < min_age_ms) continue;
+                if (unlink(meta) == 0) removed++;
+            }
+            if (unlink(p) == 0) removed++;
+        }
+        closedir(d);
+    }
+    return removed;
+}
+
+int pl_blob_remove(pl_blob_store *b, const char *sha, int64_t min_age_ms) {
+    char path[1200];
+    if (pl_blob_path(b, sha, path, sizeof path)) return -EINVAL;
+    struct stat st;
+    if (stat(path, &st)) return errno == ENOENT ? 0 : -errno;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t age = ((int64_t)now.tv_sec - st.st_mtim.tv_sec) * 1000 +
+                  ((int64_t)now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+    if (age < min_age_ms) return 0;
+    if (unlink(path)) return errno == ENOENT ? 0 : -errno;
+    return 1;
+}

@@ -1,0 +1,645 @@
+"""Media (docs/protocol.md "Media"): uploads, downloads, limits, inert
+serving, Range, signed URLs, dedup, resumable uploads, collection, and the
+memory an upload costs. Every test runs in both modes; in cluster mode the
+nodes share one --media-dir (the blob store every node reaches) and
+HAProxy spreads the requests over them.
+
+Servers are costly to start (a cluster is PostgreSQL, Redis, HAProxy and
+three nodes), so each test starts one per configuration and runs the
+check_* coroutines below on it in turn.
+
+Written from the document:
+  * each kind uploads and downloads byte for byte, by bearer token and by
+    signed URL (check_media_kinds_roundtrip); identical uploads share one
+    blob file (check_media_dedup_and_digest);
+  * limits: per kind (declared and sniffed) and per user quota answer 413
+    (check_media_limits);
+  * lying types are corrected, HTML/SVG/scripts/executables are served
+    inert: octet-stream, attachment, nosniff, CSP sandbox; path-like names
+    are cut to their last part (check_media_inert_serving);
+  * Range: first bytes, middle, suffix, several (multipart/byteranges),
+    unsatisfiable 416; ETag/If-None-Match 304 (check_media_ranges);
+  * signed URLs: forged, tampered and expired ones 403; other users 404
+    (check_media_access);
+  * a resumable upload resumes after a dropped connection (check_media_resumable);
+  * a request pipelined behind an upload's body is answered after it
+    (check_media_pipelined);
+  * an upload no message references is collected after the grace period
+    (check_media_gc);
+  * a 100 MB upload grows the server's RSS by far less than 100 MB
+    (check_media_upload_memory_bounded);
+  * image thumbnails are made off the event loop, with dimensions and a
+    placeholder (check_media_thumbnail);
+  * messages attach media: live and read events carry them with signed
+    URLs, members may fetch them and others not, only one's own uploads,
+    an edit keeps them, search's has_media filter, and deleting the last
+    message referencing a blob frees it after the grace period
+    (check_media_attachments).
+"""
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import struct
+import tempfile
+import time
+import urllib.parse
+import zlib
+
+import aiohttp
+import pytest
+
+from pclient import Harness, async_test
+
+
+def png(w, h):
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    raw = b"".join(b"\x00" + bytes(((x * 9) % 256, (y * 7) % 256, ((x + y) * 3) % 256) * 1
+                                    for x in range(w) for _ in [0]).join([b""]) if False else
+                   b"\x00" + b"".join(bytes(((x * 9) % 256, (y * 7) % 256, ((x + y) * 3) % 256)) for x in range(w))
+                   for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def wav(n=4000):
+    return (b"RIFF" + struct.pack("<I", 36 + n) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, 8000, 8000, 1, 8) + b"data" + struct.pack("<I", n) +
+            bytes((i * 13) % 256 for i in range(n)))
+
+
+def mp4():
+    ftyp = struct.pack(">I", 24) + b"ftypisom" + struct.pack(">I", 512) + b"isomiso2"
+    mdat = os.urandom(3000)
+    return ftyp + struct.pack(">I", 8 + len(mdat)) + b"mdat" + mdat
+
+
+def pdf():
+    return b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n" + b" " * 500
+
+
+@pytest.fixture
+def media_dirs():
+    """The --media-dir of each server a test starts (in cluster mode shared
+    by its nodes: the blob store every node reaches); removed afterwards."""
+    made = []
+    yield made
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def media_server(server_factory, media_dirs, *extra):
+    d = tempfile.mkdtemp(prefix="parley-media-")
+    media_dirs.append(d)
+    s = server_factory(["--media-dir", d] + list(extra))
+    s.media_dir = d
+    return s
+
+
+def blob_files(d):
+    out = []
+    for root, dirs, files in os.walk(d):
+        if os.path.relpath(root, d).split(os.sep)[0] in ("tmp", "uploads"):
+            continue
+        out += [f for f in files if re.fullmatch(r"[0-9a-f]{64}", f)]
+    return out
+
+
+async def upload(api, user, data, name="f.bin", type_=None, sha=None, status=201, query=None):
+    q = {"name": name}
+    if type_:
+        q["type"] = type_
+    if sha:
+        q["sha256"] = sha
+    q.update(query or {})
+    r = await api.req("POST", "/api/v1/media?" + urllib.parse.urlencode(q), token=user.token, data=data,
+                      headers={"Content-Type": type_ or "application/octet-stream"}, timeout=120)
+    assert r.status == status, f"upload {name}: expected {status}, got {r!r}"
+    if status == 201:
+        b = r.body
+        assert set(b) >= {"id", "kind", "mime", "size", "name", "sha256", "url", "url_expires"}, b
+        assert b["size"] == len(data) and b["sha256"] == hashlib.sha256(data).hexdigest(), b
+    return r.body
+
+
+async def get(session, url, headers=None):
+    async with session.get(url, headers=headers or {}, timeout=aiohttp.ClientTimeout(total=60)) as r:
+        return r.status, await r.read(), r.headers
+
+
+def hdr(r, name):
+    """A response header from pclient's Resp (a plain dict: HAProxy lower-cases names)."""
+    return {k.lower(): v for k, v in r.headers.items()}.get(name.lower())
+
+
+def check_inert_headers(h):
+    assert h["X-Content-Type-Options"] == "nosniff", h
+    assert h["Content-Security-Policy"] == "default-src 'none'; sandbox", h
+
+
+async def check_media_kinds_roundtrip(h, srv):
+    a = await h.api.register("med")
+    cases = [(png(8, 6), "p.png", "image/png", "image", "inline"),
+             (wav(), "v.wav", "audio/wav", "audio", "inline"),
+             (mp4(), "m.mp4", "video/mp4", "video", "inline"),
+             (pdf(), "d.pdf", "application/pdf", "file", "attachment")]
+    for data, name, t, kind, disp in cases:
+        m = await upload(h.api, a, data, name, t)
+        assert m["kind"] == kind, m
+        assert m["name"] == name, m
+        bearer = {"Authorization": f"Bearer {a.token}"}
+        st, body, hd = await get(h.session, f"{srv.base_url}/api/v1/media/{m['id']}", bearer)
+        assert st == 200 and body == data, (st, hd)
+        assert hd["ETag"] == f"\"{m['sha256']}\"", hd
+        assert hd["Content-Disposition"].startswith(disp + ";"), hd
+        assert hd["Accept-Ranges"] == "bytes", hd
+        check_inert_headers(hd)
+        if kind != "file":
+            assert hd["Content-Type"] == m["mime"], (hd, m)
+        st, body, hd = await get(h.session, srv.base_url + m["url"])      # signed: no header
+        assert st == 200 and body == data, st
+        check_inert_headers(hd)
+        info = await h.api.expect(200, "GET", f"/api/v1/media/{m['id']}?info=1", token=a.token)
+        assert info.body["id"] == m["id"] and info.body["sha256"] == m["sha256"], info
+    # HEAD: the length, no body
+    async with h.session.head(srv.base_url + m["url"]) as r:
+        assert r.status == 200 and int(r.headers["Content-Length"]) == len(cases[-1][0])
+        assert await r.read() == b""
+    await h.api.expect(401, "POST", "/api/v1/media", data=b"x")
+    await h.api.expect(400, "POST", "/api/v1/media", token=a.token, data=b"")
+
+
+async def check_media_dedup_and_digest(h, srv):
+    a, b = await h.api.register_many(2, "dd")
+    data = pdf() + os.urandom(1000)
+    m1 = await upload(h.api, a, data, "one.pdf")
+    n = len(blob_files(srv.media_dir))
+    m2 = await upload(h.api, b, data, "two.pdf", sha=hashlib.sha256(data).hexdigest().upper())
+    assert m1["id"] != m2["id"] and m1["sha256"] == m2["sha256"]
+    assert len(blob_files(srv.media_dir)) == n, "identical content must be stored once"
+    assert blob_files(srv.media_dir).count(m1["sha256"]) == 1
+    r = await upload(h.api, a, data + b"x", "x.pdf", sha=hashlib.sha256(data).hexdigest(), status=400)
+    assert r["error"]["code"] == "digest_mismatch", r
+    r = await upload(h.api, a, data, "x.pdf", sha="nothex", status=400)
+    assert r["error"]["code"] == "bad_request", r
+    assert len(blob_files(srv.media_dir)) == n
+    assert os.listdir(os.path.join(srv.media_dir, "tmp")) == [], "failed uploads leave no temp file"
+
+
+async def check_media_limits(h, srv):
+    a = await h.api.register("lim")
+    big = png(40, 40)
+    assert len(big) > 2000
+    r = await upload(h.api, a, big, "big.png", "image/png", status=413)      # declared image
+    assert r["error"]["code"] == "too_large", r
+    r = await upload(h.api, a, big, "big.bin", "application/octet-stream", status=413)  # sniffed image
+    assert r["error"]["code"] == "too_large", r
+    r = await upload(h.api, a, wav(5000), "w.wav", "application/octet-stream", status=413)
+    assert r["error"]["code"] == "too_large", r
+    await upload(h.api, a, png(4, 4), "small.png", "image/png")
+    # quota: 1 MiB per user
+    await upload(h.api, a, os.urandom(600_000), "q1.bin")
+    r = await upload(h.api, a, os.urandom(600_000), "q2.bin", status=413)
+    assert r["error"]["code"] == "quota", r
+    other = await h.api.register("lim")
+    await upload(h.api, other, os.urandom(600_000), "q3.bin")       # a quota is per user
+    # a head announcing too much is refused before any byte is read
+    reader, writer = await asyncio.open_connection(srv.host, srv.port)
+    writer.write((f"POST /api/v1/media?name=x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.token}\r\n"
+                  f"Content-Length: 900000000\r\n\r\n").encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    writer.close()
+
+
+async def check_media_inert_serving(h, srv):
+    a = await h.api.register("xss")
+    html = b"<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>\n"
+    svg = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)">'
+           b"<script>alert(2)</script></svg>\n")
+    script = b"#!/bin/sh\necho pwned\nrm -rf /\n"
+    elf = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00" + b"\x00" * 300
+    for data, name, declared in [(html, "cat.png", "image/png"),          # a lie
+                                 (html, "page.html", "text/html"),
+                                 (svg, "logo.svg", "image/svg+xml"),
+                                 (script, "run.sh", "text/plain"),
+                                 (elf, "a.out", "image/jpeg")]:
+        m = await upload(h.api, a, data, name, declared)
+        assert m["kind"] == "file", m
+        if declared == "image/png":
+            assert m["mime"] == "text/html", m                            # corrected from the bytes
+        for url, hdr in [(f"{srv.base_url}/api/v1/media/{m['id']}", {"Authorization": f"Bearer {a.token}"}),
+                         (srv.base_url + m["url"], {})]:
+            st, body, hd = await get(h.session, url, hdr)
+            assert st == 200 and body == data
+            assert hd["Content-Type"] == "application/octet-stream", (name, hd)
+            assert hd["Content-Disposition"].startswith("attachment;"), hd
+            check_inert_headers(hd)
+    # path-like and hostile names
+    m = await upload(h.api, a, pdf(), "../../etc/passwd", "application/pdf")
+    assert m["name"] == "passwd", m
+    m = await upload(h.api, a, pdf(), 'C:\\x\\"evil\r\nSet-Cookie: a=b".pdf', "application/pdf")
+    assert m["name"] == "evilSet-Cookie a=b.pdf", m
+    st, body, hd = await get(h.session, srv.base_url + m["url"])
+    assert "Set-Cookie" not in hd, hd
+    assert hd["Content-Disposition"] == ("attachment; filename=\"evilSet-Cookie a=b.pdf\"; "
+                                         "filename*=UTF-8''evilSet-Cookie%20a%3Db.pdf"), hd
+    m = await upload(h.api, a, pdf(), "r\u00e9sum\u00e9.pdf", "application/pdf")
+    assert m["name"] == "r\u00e9sum\u00e9.pdf", m
+    st, body, hd = await get(h.session, srv.base_url + m["url"])
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9.pdf" in hd["Content-Disposition"], hd
+
+
+async def check_media_ranges(h, srv):
+    a = await h.api.register("rng")
+    data = os.urandom(200_000)
+    m = await upload(h.api, a, data, "r.bin")
+    url = srv.base_url + m["url"]
+    st, body, hd = await get(h.session, url, {"Range": "bytes=0-99"})        # first bytes
+    assert st == 206 and body == data[:100] and hd["Content-Range"] == "bytes 0-99/200000", hd
+    st, body, hd = await get(h.session, url, {"Range": "bytes=100000-150000"})  # middle
+    assert st == 206 and body == data[100000:150001], st
+    st, body, hd = await get(h.session, url, {"Range": "bytes=-500"})        # suffix
+    assert st == 206 and body == data[-500:] and hd["Content-Range"] == "bytes 199500-199999/200000"
+    st, body, hd = await get(h.session, url, {"Range": "bytes=199990-"})     # open end
+    assert st == 206 and body == data[199990:]
+    st, body, hd = await get(h.session, url, {"Range": "bytes=0-9,1000-1009,-5"})   # several
+    assert st == 206, st
+    ct = hd["Content-Type"]
+    assert ct.startswith("multipart/byteranges; boundary="), hd
+    boundary = ct.split("boundary=")[1].encode()
+    parts = [p for p in body.split(b"--" + boundary) if p.strip(b"\r\n") not in (b"", b"--")]
+    assert len(parts) == 3, body[:400]
+    want = [(0, 9), (1000, 1009), (199995, 199999)]
+    for p, (f, l) in zip(parts, want):
+        head, _, payload = p.partition(b"\r\n\r\n")
+        assert f"Content-Range: bytes {f}-{l}/200000".encode() in head, head
+        assert payload[:l - f + 1] == data[f:l + 1]
+    assert int(hd["Content-Length"]) == len(body)
+    st, body, hd = await get(h.session, url, {"Range": "bytes=300000-"})     # past the end
+    assert st == 416 and hd["Content-Range"] == "bytes */200000", (st, hd)
+    st, body, hd = await get(h.session, url, {"Range": "bytes=" + ",".join(f"{i}-{i}" for i in range(20))})
+    assert st == 416, st                                                    # too many: a clear 416
+    st, body, hd = await get(h.session, url, {"Range": "bytes=junk"})        # malformed: ignored
+    assert st == 200 and body == data
+    st, body, hd = await get(h.session, url, {"If-None-Match": f"\"{m['sha256']}\""})
+    assert st == 304 and body == b"", st
+    # several downloads at once on one server, each whole
+    res = await asyncio.gather(*[get(h.session, url) for _ in range(4)])
+    assert all(r[0] == 200 and r[1] == data for r in res)
+
+
+async def check_media_access(h, srv):
+    a, b = await h.api.register_many(2, "acc")
+    m = await upload(h.api, a, pdf(), "secret.pdf")
+    url = srv.base_url + m["url"]
+    q = urllib.parse.parse_qs(urllib.parse.urlparse(m["url"]).query)
+    exp, sig = q["exp"][0], q["sig"][0]
+    st, _, _ = await get(h.session, url)
+    assert st == 200
+    forged = sig[:-2] + ("AA" if not sig.endswith("AA") else "BB")
+    for bad in [f"/media/{m['id']}?exp={exp}&sig={forged}",
+                f"/media/{m['id']}?exp={int(exp) + 3600}&sig={sig}",              # a longer life
+                f"/media/{m['id'] + 1}?exp={exp}&sig={sig}",                       # another id
+                f"/media/{m['id']}?exp={exp}", f"/media/{m['id']}"]:
+        st, body, _ = await get(h.session, srv.base_url + bad)
+        assert st == 403, (bad, st, body)
+    # another user: no access by bearer token, whoever knows the id
+    st, _, _ = await get(h.session, f"{srv.base_url}/api/v1/media/{m['id']}",
+                         {"Authorization": f"Bearer {b.token}"})
+    assert st == 404
+    r = await h.api.req("GET", f"/api/v1/media/{m['id']}?info=1", token=b.token)
+    assert r.status == 404, r
+    st, _, _ = await get(h.session, f"{srv.base_url}/api/v1/media/{m['id']}")
+    assert st == 401
+    # expiry: the URL lived at most ttl + one step (1 s each)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        st, body, _ = await get(h.session, url)
+        if st == 403:
+            break
+        await asyncio.sleep(0.5)
+    assert st == 403 and b"expired" in body, (st, body)
+
+
+async def raw_request(srv, head, body, drop_after=None):
+    reader, writer = await asyncio.open_connection(srv.host, srv.port)
+    writer.write(head.encode() + (body if drop_after is None else body[:drop_after]))
+    await writer.drain()
+    if drop_after is not None:
+        await asyncio.sleep(0.3)
+        writer.transport.abort()
+        return None
+    resp = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    return resp
+
+
+async def check_media_pipelined(h, srv):
+    """A request pipelined right behind an upload's body (same packet) is
+    answered after the upload, on the same connection."""
+    a = await h.api.register("pipe")
+    data = pdf() + os.urandom(300_000)
+    head = (f"POST /api/v1/media?name=p.pdf HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.token}\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode()
+    tail = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 8000 + b"\r\n\r\n"
+    reader, writer = await asyncio.open_connection(srv.host, srv.port)
+    writer.write(head + data + tail)
+    await writer.drain()
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    assert first.startswith(b"HTTP/1.1 201"), first
+    n = int(re.search(rb"content-length: *(\d+)", first, re.I).group(1))
+    body = await asyncio.wait_for(reader.readexactly(n), 10)
+    assert b'"sha256":"' + hashlib.sha256(data).hexdigest().encode() in body
+    second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert second.startswith(b"HTTP/1.1 200"), second
+    writer.close()
+
+
+async def check_media_resumable(h, srv):
+    a = await h.api.register("res")
+    data = os.urandom(500_000)
+    r = await h.api.expect(201, "POST", "/api/v1/media/uploads?" + urllib.parse.urlencode(
+        {"length": len(data), "name": "big.bin", "sha256": hashlib.sha256(data).hexdigest()}), token=a.token)
+    uid = r.body["upload_id"]
+    assert r.body["offset"] == 0 and hdr(r, "Location") == f"/api/v1/media/uploads/{uid}"
+    path = f"/api/v1/media/uploads/{uid}"
+    # the first PATCH carries everything but drops after 200 kB
+    head = (f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.token}\r\n"
+            f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n")
+    await raw_request(srv, head, data, drop_after=200_000)
+    off = None
+    for _ in range(50):                  # the server notices the drop, keeps what it wrote
+        r = await h.api.req("HEAD", path, token=a.token)
+        assert r.status == 204, r
+        off = int(hdr(r, "Upload-Offset"))
+        if off > 0:
+            break
+        await asyncio.sleep(0.1)
+    assert 0 < off <= 200_000, off
+    assert hdr(r, "Upload-Length") == str(len(data))
+    # a PATCH at the wrong offset is refused with where it stands
+    r = await h.api.req("PATCH", path, token=a.token, data=b"xx", headers={"Upload-Offset": "1"})
+    assert r.status == 409 and r.body["error"]["code"] == "offset_mismatch" and r.body["error"]["offset"] == off
+    # a middle part, then the rest
+    mid = off + 100_000
+    r = await h.api.req("PATCH", path, token=a.token, data=data[off:mid],
+                        headers={"Upload-Offset": str(off), "Content-Type": "application/octet-stream"})
+    assert r.status == 204 and hdr(r, "Upload-Offset") == str(mid), r
+    r = await h.api.req("PATCH", path, token=a.token, data=data[mid:],
+                        headers={"Upload-Offset": str(mid), "Content-Type": "application/octet-stream"})
+    assert r.status == 201, r
+    m = r.body
+    assert m["size"] == len(data) and m["sha256"] == hashlib.sha256(data).hexdigest()
+    st, body, _ = await get(h.session, srv.base_url + m["url"])
+    assert st == 200 and body == data
+    r = await h.api.req("HEAD", path, token=a.token)
+    assert r.status == 404                                            # done: the session is gone
+    # someone else's upload is not found
+    b = await h.api.register("res")
+    r = await h.api.expect(201, "POST", "/api/v1/media/uploads?length=10", token=a.token)
+    r2 = await h.api.req("PATCH", f"/api/v1/media/uploads/{r.body['upload_id']}", token=b.token,
+                         data=b"0123456789", headers={"Upload-Offset": "0"})
+    assert r2.status == 404, r2
+    r2 = await h.api.req("PATCH", f"/api/v1/media/uploads/{r.body['upload_id']}", token=a.token,
+                         data=b"0123456789abc", headers={"Upload-Offset": "0"})
+    assert r2.status == 413, r2
+
+
+async def check_media_gc(h, srv):
+    a = await h.api.register("gc")
+    data = pdf() + os.urandom(100)
+    m = await upload(h.api, a, data, "gone.pdf")
+    assert m["sha256"] in blob_files(srv.media_dir)
+    deadline = time.time() + 20
+    while time.time() < deadline and m["sha256"] in blob_files(srv.media_dir):
+        await asyncio.sleep(0.3)
+    assert m["sha256"] not in blob_files(srv.media_dir), "an unreferenced upload must be collected"
+    r = await h.api.req("GET", f"/api/v1/media/{m['id']}?info=1", token=a.token)
+    assert r.status == 404, r
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def server_pids(srv):
+    if hasattr(srv, "nodes"):
+        return [n.proc.pid for n in srv.nodes]
+    return [srv.proc.pid]
+
+
+async def check_media_upload_memory_bounded(h, srv):
+    a = await h.api.register("rss")
+    await upload(h.api, a, os.urandom(2_000_000), "warm.bin")      # warm up the paths
+    pids = server_pids(srv)
+    before = {p: rss_kb(p) for p in pids}
+    peak = dict(before)
+    size = 100 * 1000 * 1000
+    block = os.urandom(1 << 20)
+    sha = hashlib.sha256()
+    done = asyncio.Event()
+
+    async def body():
+        sent = 0
+        while sent < size:
+            n = min(len(block), size - sent)
+            sha.update(block[:n])
+            yield block[:n]
+            sent += n
+
+    async def sample():
+        while not done.is_set():
+            for p in pids:
+                peak[p] = max(peak[p], rss_kb(p))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        async with h.session.post(f"{srv.base_url}/api/v1/media?name=huge.bin", data=body(),
+                                  headers={"Authorization": f"Bearer {a.token}",
+                                           "Content-Length": str(size),
+                                           "Content-Type": "application/octet-stream"},
+                                  timeout=aiohttp.ClientTimeout(total=240)) as r:
+            status, m = r.status, await r.json()
+    finally:
+        done.set()
+        await sampler
+    assert status == 201, m
+    assert m["size"] == size and m["sha256"] == sha.hexdigest(), m
+    for p in pids:
+        peak[p] = max(peak[p], rss_kb(p))
+    growth = max(peak[p] - before[p] for p in pids)
+    print(f"RSS growth during a 100 MB upload: {growth} kB (before: {before}, peak: {peak})")
+    assert growth < 30_000, f"RSS grew by {growth} kB during a 100 MB upload"
+    # and downloading it streams too
+    st, _, hd = await get(h.session, srv.base_url + m["url"], {"Range": "bytes=-10"})
+    assert st == 206
+
+
+async def check_media_thumbnail(h, srv):
+    a = await h.api.register("th")
+    m = await upload(h.api, a, png(64, 48), "pic.png", "image/png")
+    assert m["kind"] == "image"
+    info = None
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        info = (await h.api.expect(200, "GET", f"/api/v1/media/{m['id']}?info=1", token=a.token)).body
+        if "thumb_url" in info:
+            break
+        await asyncio.sleep(0.2)
+    assert info.get("width") == 64 and info.get("height") == 48, info
+    assert isinstance(info.get("placeholder"), str) and len(info["placeholder"]) >= 6, info
+    st, body, hd = await get(h.session, srv.base_url + info["thumb_url"])
+    assert st == 200 and hd["Content-Type"] in ("image/jpeg", "image/webp"), hd
+    assert body[:2] == b"\xff\xd8" or body[8:12] == b"WEBP"
+    check_inert_headers(hd)
+
+
+def attachments_of(ev):
+    return (ev.get("data") or {}).get("attachments")
+
+
+async def check_media_attachments(h, srv):
+    a, b, c = await h.api.register_many(3, "att")
+    g = (await h.api.create_group(a, [b.id]))["id"]
+    pic = await upload(h.api, a, png(32, 24), "pic.png", "image/png")
+    doc = await upload(h.api, a, pdf() + os.urandom(64), "doc.pdf", "application/pdf")
+    theirs = await upload(h.api, b, pdf() + os.urandom(64), "b.pdf", "application/pdf")
+    wb = await h.ws(b)
+    # REST: attachments alone, no text
+    r = await h.api.expect(201, "POST", f"/api/v1/conversations/{g}/messages", token=a.token,
+                           json_body={"client_msg_id": "m1", "attachments": [pic["id"], doc["id"]]})
+    ev = r.body                                    # the acknowledgement: seq, id, ts
+    live = await wb.wait_for(lambda m: m.get("type") == "event" and m.get("seq") == ev["seq"]
+                             and m.get("conversation") == g, what="the message with attachments")
+    att = attachments_of(live)
+    assert live["body"] == "" and [x["id"] for x in att] == [pic["id"], doc["id"]], live
+    assert att[0]["kind"] == "image" and att[0]["width"] == 32 and att[0]["height"] == 24, att
+    assert att[0]["placeholder"] and att[0]["thumb_url"].endswith("&thumb=1"), att
+    assert att[1]["kind"] == "file" and att[1]["name"] == "doc.pdf" and att[1]["size"] == doc["size"], att
+    assert "thumb_url" not in att[1]
+    # the member sees them on reads too, and may fetch them
+    hist = await h.api.expect(200, "GET", f"/api/v1/conversations/{g}/messages", token=b.token)
+    [msg] = [e for e in hist.body["events"] if e["seq"] == ev["seq"]]
+    for x in attachments_of(msg):
+        st, body, _ = await get(h.session, srv.base_url + x["url"])
+        assert st == 200 and len(body) == x["size"]
+        st, _, _ = await get(h.session, f"{srv.base_url}/api/v1/media/{x['id']}",
+                             {"Authorization": f"Bearer {b.token}"})
+        assert st == 200, "a member of a conversation where it was posted may fetch it"
+        st, _, _ = await get(h.session, f"{srv.base_url}/api/v1/media/{x['id']}",
+                             {"Authorization": f"Bearer {c.token}"})
+        assert st == 404, "a non-member may not"
+    st, body, _ = await get(h.session, srv.base_url + attachments_of(msg)[0]["thumb_url"])
+    assert st == 200 and len(body) > 0
+    # WebSocket send, with text; only one's own uploads; at most 10, no repeats
+    wa = await h.ws(a)
+    rep = await wa.request({"type": "send", "conversation": g, "client_msg_id": "m2", "body": "see",
+                            "attachments": [doc["id"]]})
+    assert rep["type"] == "sent", rep
+    word = "zq" + os.urandom(4).hex()
+    await h.api.expect(201, "POST", f"/api/v1/conversations/{g}/messages", token=a.token,
+                       json_body={"client_msg_id": "m2b", "body": f"{word} plain"})
+    rep2 = await wa.request({"type": "send", "conversation": g, "client_msg_id": "m2c",
+                             "body": f"{word} with a file", "attachments": [doc["id"]]})
+    assert rep2["type"] == "sent", rep2
+    # search: has_media keeps only messages with attachments
+    deadline = time.time() + 10
+    while True:
+        r = await h.api.expect(200, "GET", f"/api/v1/search?q={word}", token=b.token)
+        if len(r.body["results"]) == 2 or time.time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert len(r.body["results"]) == 2, r
+    r = await h.api.expect(200, "GET", f"/api/v1/search?q={word}&has_media=1", token=b.token)
+    assert [x["seq"] for x in r.body["results"]] == [rep2["seq"]], r
+    r = await h.api.req("GET", f"/api/v1/search?q={word}&has_media=maybe", token=b.token)
+    assert r.status == 400, r
+    rep = await wa.request({"type": "send", "conversation": g, "client_msg_id": "m3",
+                            "attachments": [theirs["id"]]})
+    assert rep["type"] == "error" and rep["code"] == "not_found", rep
+    r = await h.api.req("POST", f"/api/v1/conversations/{g}/messages", token=a.token,
+                        json_body={"client_msg_id": "m4", "attachments": [doc["id"], doc["id"]]})
+    assert r.status == 400, r
+    r = await h.api.req("POST", f"/api/v1/conversations/{g}/messages", token=a.token,
+                        json_body={"client_msg_id": "m5", "attachments": list(range(1, 12))})
+    assert r.status == 400, r
+    r = await h.api.req("POST", f"/api/v1/conversations/{g}/messages", token=a.token,
+                        json_body={"client_msg_id": "m6", "body": ""})
+    assert r.status == 400, r                      # no text and nothing attached
+    # an edit keeps the attachments
+    await h.api.expect(200, "PATCH", f"/api/v1/conversations/{g}/messages/{ev['seq']}",
+                       token=a.token, json_body={"body": "edited"})
+    hist = await h.api.expect(200, "GET", f"/api/v1/conversations/{g}/messages", token=b.token)
+    [msg] = [e for e in hist.body["events"] if e["seq"] == ev["seq"]]
+    assert msg["body"] == "edited" and [x["id"] for x in attachments_of(msg)] == [pic["id"], doc["id"]], msg
+    # attached media outlive the grace period (2 s; the collector runs every second) ...
+    await asyncio.sleep(3.5)
+    assert pic["sha256"] in blob_files(srv.media_dir)
+    # ... until the last message referencing them is deleted
+    await h.api.expect(200, "DELETE", f"/api/v1/conversations/{g}/messages/{ev['seq']}", token=a.token)
+    deadline = time.time() + 20
+    while time.time() < deadline and pic["sha256"] in blob_files(srv.media_dir):
+        await asyncio.sleep(0.3)
+    assert pic["sha256"] not in blob_files(srv.media_dir), "the last reference went: the blob is freed"
+    st, _, _ = await get(h.session, f"{srv.base_url}/api/v1/media/{pic['id']}",
+                         {"Authorization": f"Bearer {a.token}"})
+    assert st == 404
+    assert doc["sha256"] in blob_files(srv.media_dir), "doc is still attached to the second message"
+
+
+# ---- the tests: one server per configuration, the checks above in turn ------
+
+
+@async_test(timeout=240)
+async def test_media_default_server(server_factory, media_dirs):
+    """kinds, dedup and digest, inert serving, Range, resumable uploads, thumbnails"""
+    srv = media_server(server_factory, media_dirs)
+    async with Harness(srv) as h:
+        await check_media_kinds_roundtrip(h, srv)
+        await check_media_dedup_and_digest(h, srv)
+        await check_media_inert_serving(h, srv)
+        await check_media_ranges(h, srv)
+        await check_media_resumable(h, srv)
+        await check_media_pipelined(h, srv)
+        await check_media_thumbnail(h, srv)
+
+
+@async_test(timeout=120)
+async def test_media_limits(server_factory, media_dirs):
+    srv = media_server(server_factory, media_dirs, "--media-max-image", "2000", "--media-max-audio", "3000",
+                       "--media-quota-mb", "1")
+    async with Harness(srv) as h:
+        await check_media_limits(h, srv)
+
+
+@async_test(timeout=120)
+async def test_media_access(server_factory, media_dirs):
+    srv = media_server(server_factory, media_dirs, "--media-url-ttl", "1")
+    async with Harness(srv) as h:
+        await check_media_access(h, srv)
+
+
+@async_test(timeout=180)
+async def test_media_attachments_and_gc(server_factory, media_dirs):
+    srv = media_server(server_factory, media_dirs, "--media-gc-grace", "2")
+    async with Harness(srv) as h:
+        await check_media_gc(h, srv)
+        await check_media_attachments(h, srv)
+
+
+@async_test(timeout=300)
+async def test_media_upload_memory_bounded(server_factory, media_dirs):
+    srv = media_server(server_factory, media_dirs)
+    async with Harness(srv) as h:
+        await check_media_upload_memory_bounded(h, srv)
+
