@@ -15,6 +15,7 @@
 
 import { snippet } from './dom.js';
 import { plainText } from './richtext.js';
+import { attachmentsSummary } from './media.js';
 
 const SOUND_KEY = 'parley.sound';
 const ASKED_KEY = 'parley.notify-asked';
@@ -84,7 +85,8 @@ export function onIncoming(c, e, o) {
   if (notifPermission() === 'granted') {
     const group = c.kind === 'group';
     const title = group ? `${o.sender} in ${o.title}` : o.sender;
-    const body = (o.concernsMe && group ? '@ ' : '') + snippet(plainText(e.body || ''), 140);
+    const body = (o.concernsMe && group ? '@ ' : '') +
+      (snippet(plainText(e.body || ''), 140) || attachmentsSummary(e.data && e.data.attachments));
     try {
       const n = new window.Notification(title, { body, tag: `parley-${c.id}`, lang: '', dir: 'auto' });
       n.onclick = () => { try { window.focus(); } catch { /* ignore */ } o.open(c.id); n.close(); };

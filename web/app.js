@@ -61,6 +61,7 @@ import { initSearch, openSearch } from './search.js';
 import { initGroups, renderMembers } from './groups.js';
 import { initComposer, autosize, typingStop, closeMentions } from './composer.js';
 import { initAuth, showAuth } from './auth.js';
+import { config as mediaConfig } from './media.js';
 
 const HISTORY_PAGE = 50;
 const UNREAD_PAGE = 200;          // history page size when loading back to the first unread
@@ -368,6 +369,7 @@ function sendOne(o) {
   if (!S.outbox.includes(o) || o.seq) return;
   const msg = { type: 'send', req: 'send:' + o.cmid, conversation: o.conv, client_msg_id: o.cmid, body: o.body };
   if (o.replyTo) msg.reply_to = o.replyTo;
+  if (o.attachments && o.attachments.length) msg.attachments = o.attachments.map((a) => a.id);
   conn.send(msg);
 }
 
@@ -386,8 +388,9 @@ function newId() {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-function sendMessage(c, body, reply) {
+function sendMessage(c, body, reply, attachments) {
   const o = { conv: c.id, cmid: newId(), body, ts: Date.now() };
+  if (attachments && attachments.length) o.attachments = attachments;   // media objects (media.js)
   if (reply) { o.replyTo = reply.seq; o.replyPreview = reply.preview; }
   S.outbox.push(o);
   saveOutbox();
@@ -850,7 +853,7 @@ function wire() {
     if (cur) cur.focus();
   });
 
-  initComposer({ conn: () => conn, send: sendMessage, loadDetails });
+  initComposer({ api, conn: () => conn, send: sendMessage, loadDetails });
   $('notify-btn').addEventListener('click', (ev) => {
     const c = S.convs.get(S.openId);
     if (c) openNotifyMenu(ev.currentTarget, c, (level) => setNotify(c, level));
@@ -948,4 +951,5 @@ window.parley = {
   // closes the socket as a network failure would (the client then reconnects)
   dropConnection: () => { if (conn && conn.ws) conn.ws.close(); },
   alerts: alerts.stats,
+  mediaConfig,               // upload tunables (media.js), for tests
 };

@@ -3,7 +3,10 @@
 // conversation's members (mentions.js), typing notifications (start at most
 // every 2 s while typing, stop on send, blur or empty), and the send itself
 // (app.js's outbox) or an edit's save (actions.js: reply / edit modes, Up to
-// edit the last message).
+// edit the last message). Attachments are media.js's: a send waits for
+// their uploads (a send pressed while they run goes out when the last one
+// finishes, unless one failed) and carries the finished ones; the body may
+// then be empty.
 
 import { $ } from './dom.js';
 import * as actions from './actions.js';
@@ -12,6 +15,7 @@ import * as alerts from './alerts.js';
 import { S } from './state.js';
 import { openMenu } from './menu.js';
 import { icon } from './icons.js';
+import * as media from './media.js';
 
 /** The composer's emoji picker: [emoji, name]. */
 const PICK = [
@@ -25,10 +29,12 @@ const TYPING_SEND_EVERY_MS = 2_000;
 
 let h = null;
 let mentionBox = null;     // the composer's @ autocomplete
+let sendWhenReady = null;  // conversation id: send once the uploads finish
 
-/** hooks: {conn() -> Connection, send(c, body, reply), loadDetails(c)} */
+/** hooks: {api, conn() -> Connection, send(c, body, reply, attachments), loadDetails(c)} */
 export function initComposer(hooks) {
   h = hooks;
+  media.initMedia({ api: hooks.api, onReadyChange });
   const input = $('composer-input');
   $('composer').addEventListener('submit', submitComposer);
   mentionBox = attachAutocomplete(input, $('mention-list'), mentionCandidates);
@@ -79,28 +85,53 @@ function submitComposer(ev) {
   if (ev) ev.preventDefault();
   const c = S.convs.get(S.openId);
   const t = $('composer-input');
-  const body = t.value.replace(/\s+$/, '');
-  if (!c || c.left || !body.trim()) return;
+  let body = t.value.replace(/\s+$/, '');
+  const mode = actions.composeMode();
+  const editing = !!(mode && mode.mode === 'edit' && c && mode.conv === c.id);
+  const st = media.status();
+  const withMedia = !editing && st.count > 0;
+  sendWhenReady = null;
+  if (!c || c.left || (!body.trim() && !(withMedia && (st.ready || st.uploading)))) return;
+  if (withMedia && st.uploading) {
+    sendWhenReady = c.id;
+    media.notice(st.failed ? 'Remove the attachments that failed, or wait for the uploads.' : 'Sending when the uploads finish…');
+    return;
+  }
+  if (!body.trim()) body = '';
   if (new TextEncoder().encode(body).length > 16384) {
     t.setCustomValidity('This message is too long (16 KB at most).');
     t.reportValidity();
     return;
   }
   t.setCustomValidity('');
-  const mode = actions.composeMode();
+  const attachments = withMedia ? media.takeReady() : [];
+  if (!body && !attachments.length) return;
   t.value = '';
   autosize();
   typingStop();
   if (mentionBox) mentionBox.close();
-  if (mode && mode.mode === 'edit' && mode.conv === c.id) {
+  if (editing) {
     actions.submitEdit(c, mode.seq, body);
   } else {
     const reply = actions.replyFor(c);
-    h.send(c, body, reply);
+    h.send(c, body, reply, attachments);
     actions.cancelCompose(false);
     alerts.askAfterFirstSend();      // a sensible moment: the user is engaged (and this is a gesture)
   }
   t.focus();
+}
+
+/** An upload finished, failed or was removed: a send waiting for the
+ *  uploads goes out when none is left running and none failed. */
+function onReadyChange() {
+  if (sendWhenReady == null) return;
+  const st = media.status();
+  if (st.failed) { sendWhenReady = null; media.notice('An upload failed: remove it, then send again.'); return; }
+  if (st.uploading) return;
+  const conv = sendWhenReady;
+  sendWhenReady = null;
+  media.notice('');
+  if (conv === S.openId) submitComposer(null);
 }
 
 /** Members I can @mention in the open conversation (and @all/@here in

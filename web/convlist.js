@@ -8,6 +8,7 @@ import * as actions from './actions.js';
 import { badgesOf } from './notify.js';
 import { setBadge } from './alerts.js';
 import { plainText } from './richtext.js';
+import { attachmentsSummary } from './media.js';
 import { S, titleOf, nameOf, peerOf, unreadOf, mentionsOf, systemText } from './state.js';
 
 let openConv = () => {};
@@ -31,7 +32,8 @@ export function previewOf(c) {
   const typers = [...c.typing.keys()];
   if (typers.length && c.id !== S.openId) return { text: typers.length === 1 && c.kind === 'direct' ? 'typing…' : `${nameOf(typers[0])} is typing…`, typing: true };
   if (pend.length && (!c.lastEvent || pend[pend.length - 1].ts >= (c.lastEvent.ts || 0))) {
-    return { who: 'You: ', text: plainText(pend[pend.length - 1].body) };
+    const o = pend[pend.length - 1];
+    return { who: 'You: ', text: plainText(o.body) || attachmentsSummary(o.attachments) };
   }
   let e = c.lastEvent;
   if (e && actions.isAction(e)) {
@@ -46,7 +48,7 @@ export function previewOf(c) {
   if (e.kind === 'message') {
     const mine = S.me && e.sender === S.me.id;
     const who = mine ? 'You: ' : c.kind === 'group' ? nameOf(e.sender) + ': ' : '';
-    return { who, text: e.deleted ? 'Message deleted' : plainText(e.body || '') };
+    return { who, text: e.deleted ? 'Message deleted' : plainText(e.body || '') || attachmentsSummary(e.data && e.data.attachments) };
   }
   return { text: systemText(e) };
 }

@@ -2,6 +2,7 @@
 // (days, system lines, bubbles with their status marks; message actions'
 // parts come from actions.js), the history state line and typing; the
 // "New messages" divider and the "new messages" pill (jump to latest).
+// A message's attachments are drawn by media.js (renderAttachments).
 //
 // Text whose direction we cannot know (message bodies, names, previews) gets
 // dir="auto", so Arabic or Hebrew reads right to left on its own.
@@ -13,6 +14,7 @@ import { levelInfo } from './notify.js';
 import { S, titleOf, nameOf, peerOf, othersOf, systemText, saveOutbox } from './state.js';
 import { presenceOf } from './convlist.js';
 import { watch, unwatch, resetSeen, lastInView } from './seen.js';
+import { renderAttachments } from './media.js';
 
 let hooks = { sendOne: () => {}, render: () => {}, openProfile: () => {} };
 
@@ -128,7 +130,8 @@ export function buildItems(c) {
       const mine = S.me && e.sender === S.me.id;
       const st = mine ? statusOf(c, e.seq) : null;
       push({ key: 's' + e.seq, type: 'msg', seq: e.seq, sender: e.sender, mine, body: e.body, ts: e.ts,
-             cmid: e.client_msg_id, status: st ? st.status : null, statusLabel: st ? st.label : null, st, ev: e });
+             cmid: e.client_msg_id, status: st ? st.status : null, statusLabel: st ? st.label : null, st, ev: e,
+             atts: e.data && e.data.attachments, deleted: !!e.deleted });
     } else if (actions.isAction(e)) {
       const text = actions.actionLine(c, e);     // most actions only change their target
       if (text) push({ key: 's' + e.seq, type: 'sys', seq: e.seq, text, ts: e.ts, kind: e.kind, target: e.data && e.data.target });
@@ -142,7 +145,7 @@ export function buildItems(c) {
     const status = o.failed ? 'failed' : o.seq ? 'sent' : 'sending';
     const label = o.failed ? 'Not sent' : o.seq ? 'Sent' : 'Sending…';
     push({ key: 'p' + o.cmid, type: 'msg', pending: o, seq: o.seq || null, sender: S.me.id, mine: true,
-           body: o.body, ts: o.ts, cmid: o.cmid, status, statusLabel: label });
+           body: o.body, ts: o.ts, cmid: o.cmid, status, statusLabel: label, atts: o.attachments });
   }
   return items;
 }
@@ -205,6 +208,7 @@ export function updateItem(li, it) {
     setAttr(av, 'title', nameOf(it.sender));
   }
   actions.updateParts(li, it, c);
+  renderAttachments(li, it.atts, it.deleted);
   const t = li.querySelector('.msg-time');
   setText(t, fmtTime(it.ts || Date.now()));
   if (it.ts) { setAttr(t, 'datetime', new Date(it.ts).toISOString()); setAttr(t, 'title', fmtFull(it.ts)); }

@@ -1,5 +1,5 @@
 // search.js — the message search dialog: words, filters (conversation,
-// sender, dates, mentions of me), results newest first with their
+// sender, dates, mentions of me, has attachments), results newest first with their
 // highlighted snippet, paged with "More results"; a result opens its
 // conversation at that message, with the history around it loaded
 // (app.js jumpToMessage). The API is docs/protocol.md "Search"
@@ -23,7 +23,7 @@ export function initSearch(hooks) {
   $('search-form').addEventListener('submit', (ev) => { ev.preventDefault(); runSearch(false); });
   $('search-more').addEventListener('click', () => runSearch(true));
   $('search-close').addEventListener('click', () => $('search-dialog').close());
-  for (const id of ['search-conv', 'search-mentions', 'search-after', 'search-before']) {
+  for (const id of ['search-conv', 'search-mentions', 'search-media', 'search-after', 'search-before']) {
     $(id).addEventListener('change', () => { if ($('search-q').value.trim()) runSearch(false); });
   }
 }
@@ -62,6 +62,7 @@ async function params() {
   if (before != null) p.set('before', String(before));
   if (after != null && before != null && before <= after) throw new Error('“Before” must be a later day than “After”.');
   if ($('search-mentions').checked) p.set('mentions', '1');
+  if ($('search-media').checked) p.set('has_media', '1');
   return p;
 }
 
@@ -122,7 +123,15 @@ function resultItem(m) {
       el('span', { class: 'search-conv', dir: 'auto', text: title }),
       el('span', { class: 'search-who', dir: 'auto', text: who }),
       el('time', { class: 'search-time', datetime: new Date(m.ts).toISOString(), text: fmtFull(m.ts) })),
-    el('span', { class: 'search-snippet', dir: 'auto', 'data-testid': 'search-snippet' }, ...snippetNodes(m.snippet || m.body))));
+    el('span', { class: 'search-snippet', dir: 'auto', 'data-testid': 'search-snippet' }, ...snippetNodes(m.snippet || m.body)),
+    attachmentsLine(m.data && m.data.attachments)));
+}
+
+/** "📎 2 attachments: a.png, b.pdf" under a result that has some. */
+function attachmentsLine(atts) {
+  if (!Array.isArray(atts) || !atts.length) return null;
+  return el('span', { class: 'search-media', dir: 'auto', 'data-testid': 'search-attachments',
+    text: `📎 ${atts.length} attachment${atts.length === 1 ? '' : 's'}: ${atts.map((a) => a.name).join(', ')}` });
 }
 
 export function searchOpen() { return $('search-dialog').open; }

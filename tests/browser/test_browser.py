@@ -32,6 +32,14 @@ playwright-core against a real parleyd (see conftest.py):
   mentions, levels, sound) and the favicon count; people search, avatars
   and the profile card; grouped messages, time format, Ctrl+K switcher; a
   390x844 phone; message search with filters jumping into history.
+- sse.mjs: WebSocket blocked in the page (every `new WebSocket` fails): the
+  client falls back to Server-Sent Events (fetch) and REST; two people chat,
+  each message once and in order with sent -> delivered -> read marks; one
+  goes offline and resumes from its cursors (a Last-Event-ID).
+- media.mjs (issue 13): attachments: the attach button, drop and paste,
+  progress, cancel, an over-limit error, a resumable upload resumed after a
+  dropped connection; thumbnails over BlurHash placeholders, the lightbox,
+  file cards, audio; search with "has attachments".
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
@@ -53,6 +61,8 @@ SCENARIOS = {
     "actions": ("--large-group", "1"),    # its group is "large": not replayed on resume
     "defects": (),
     "features": (),
+    "sse": ("--sse-heartbeat", "2"),      # WebSocket blocked: Server-Sent Events and REST
+    "media": ("--media-max-file", "1048576"),   # a 1 MiB document limit: the over-limit case
 }
 
 
