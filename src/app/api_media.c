@@ -442,6 +442,17 @@ missing:
     return -1;
 }
 
+/* Answers with where a resumable upload stands: {upload_id, offset, length}. */
+static void respond_state(pl_http_ctx *ctx, int status, const char *uid, int64_t offset,
+                          int64_t length, const char *extra) {
+    json_t *res = json_pack("{s:s,s:I,s:I}", "upload_id", uid, "offset", (json_int_t)offset,
+                            "length", (json_int_t)length);
+    char *body = json_dumps(res, JSON_COMPACT);
+    json_decref(res);
+    pl_http_respond(ctx, status, "application/json", body, strlen(body), extra);
+    free(body);
+}
+
 /* POST /api/v1/media/uploads?length=N&name=&type=&sha256= */
 static void h_session_create(pl_http_ctx *ctx) {
     up_op *op = up_new(ctx);
@@ -474,11 +485,7 @@ static void h_session_create(pl_http_ctx *ctx) {
     }
     char extra[160];
     snprintf(extra, sizeof extra, "Location: /api/v1/media/uploads/%s\r\nUpload-Offset: 0\r\n", op->uid);
-    json_t *res = json_pack("{s:s,s:I,s:I}", "upload_id", op->uid, "offset", (json_int_t)0, "length", (json_int_t)len);
-    char *body = json_dumps(res, JSON_COMPACT);
-    json_decref(res);
-    pl_http_respond(ctx, 201, "application/json", body, strlen(body), extra);
-    free(body);
+    respond_state(ctx, 201, op->uid, 0, len, extra);
     up_free(op);
 }
 
@@ -492,12 +499,7 @@ static void h_session_get(pl_http_ctx *ctx, pl_str uid) {
     if (ctx->req.method == PL_HTTP_HEAD) {
         pl_http_respond(ctx, 204, NULL, NULL, 0, extra);
     } else {
-        json_t *res = json_pack("{s:s,s:I,s:I}", "upload_id", op->uid, "offset", (json_int_t)op->offset,
-                                "length", (json_int_t)op->length);
-        char *body = json_dumps(res, JSON_COMPACT);
-        json_decref(res);
-        pl_http_respond(ctx, 200, "application/json", body, strlen(body), extra);
-        free(body);
+        respond_state(ctx, 200, op->uid, op->offset, op->length, extra);
     }
     up_free(op);
 }
