@@ -118,12 +118,17 @@ export class Api {
         if (stored.expires_at - Date.now() > EARLY_MS) { this._schedule(); return true; }
       }
       if (!this.auth) return false;
+      const used = this.auth.refresh_token;
       try {
-        this._store(await this._fetch('POST', '/api/v1/auth/refresh',
-                                      { refresh_token: this.auth.refresh_token }));
+        this._store(await this._fetch('POST', '/api/v1/auth/refresh', { refresh_token: used }));
         return true;
       } catch (e) {
         if (e.status === 401) {
+          // Two tabs refreshing at once: the server rotated the token for
+          // the other one and refused ours (without revoking, inside its
+          // reuse grace). Its new tokens reach storage a moment later:
+          // adopt them rather than log out (and wipe them).
+          if (await this._adoptNewer(used)) return true;
           this._clear();
           this.onLoggedOut();
           return false;
@@ -132,6 +137,24 @@ export class Api {
       }
     })().finally(() => { this._refreshing = null; });
     return this._refreshing;
+  }
+
+  /** Waits up to ~1.5 s for another tab to store tokens newer than `used`
+   *  for the same user; true when adopted (here, or already by the
+   *  'storage' listener). */
+  async _adoptNewer(used) {
+    for (let i = 0; i < 8; i++) {
+      if (this.auth && this.auth.refresh_token !== used) return true;
+      const stored = readStored();
+      if (stored && this.auth && stored.user.id === this.auth.user.id &&
+          stored.refresh_token !== used) {
+        this.auth = stored;
+        this._schedule();
+        return true;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return false;
   }
 
   /** A usable access token (refreshed first when about to expire). */

@@ -952,4 +952,5 @@ window.parley = {
   dropConnection: () => { if (conn && conn.ws) conn.ws.close(); },
   alerts: alerts.stats,
   mediaConfig,               // upload tunables (media.js), for tests
+  refreshNow: () => api.refresh(),   // rotates the refresh token now (tests)
 };

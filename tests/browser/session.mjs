@@ -61,6 +61,26 @@ await run('access tokens expire and are refreshed; logout', async () => {
   await alice2.page.waitForTimeout(2500);
   check(await alice2.page.getByTestId('app-screen').isVisible(), 'the other device stays logged in');
 
+  // two tabs of one browser (one storage) refresh at the same moment: the
+  // server rotates for one and refuses the other inside its reuse grace;
+  // the refused tab adopts the other's new tokens instead of logging out
+  // (before the fix it logged out and wiped the stored tokens of both)
+  const tab2 = { name: 'alice (phone, tab 2)', ctx: alice2.ctx, page: await alice2.ctx.newPage() };
+  await tab2.page.goto(alice2.page.url());
+  await waitOnline(tab2);
+  const both = await Promise.all([alice2, tab2].map((t) => t.page.evaluate(() => window.parley.refreshNow())));
+  check(both[0] === true && both[1] === true, `both tabs refreshed (${both})`);
+  for (const t of [alice2, tab2])
+    check(await t.page.getByTestId('app-screen').isVisible(), `${t.name} stays logged in after the race`);
+  const rts = await Promise.all([alice2, tab2].map((t) => t.page.evaluate(() => localStorage.getItem('parley.auth'))));
+  check(rts[0] && rts[0] === rts[1], 'one stored session after the race');
+  await tab2.page.waitForTimeout(2500);            // access tokens expire again
+  await openConv(tab2, convId);
+  await send(tab2, 'four');
+  await waitBodies(bob, ['one', 'two', 'three', 'four']);
+  await tab2.page.close();
+  log('two tabs refreshing at once ok');
+
   // a wrong password is refused with a message
   await alice.page.getByTestId('auth-username').fill('alice');
   await alice.page.getByTestId('auth-password').fill('not the password');
