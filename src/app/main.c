@@ -123,10 +123,11 @@ static void finish_stop(void) {
     uv_close((uv_handle_t *)&sighup, NULL);
 }
 
-/* Every 100 ms during a drain: done when every client has closed, or when
- * the grace period is over. */
+/* Every 100 ms during a drain: done when every client has closed (or is
+ * only lingering: our side is finished, see net/conn.h), or when the grace
+ * period is over. */
 static void drain_check(uv_timer_t *t) {
-    if (pl_net_count(net) == 0 || pl_mono_ms() >= drain_deadline) finish_stop();
+    if (pl_net_active(net) == 0 || pl_mono_ms() >= drain_deadline) finish_stop();
 }
 
 static void pause_conn(pl_conn *c, void *arg) { pl_conn_pause(c); }

@@ -29,6 +29,7 @@ struct pl_net {
     pl_conn        all;            /* sentinel of the all-connections list  */
     pl_conn       *flush_head;     /* pending-flush list                    */
     size_t         count;
+    size_t         lingering;      /* of count: FIN sent, only discarding input */
     uint64_t       next_id;
     int            accepting;
     int            listener_open;  /* the listener's uv_close has not called back */
@@ -58,6 +59,7 @@ static void tls_flush(pl_conn *c);
 
 void *pl_net_data(pl_net *n) { return n->ud; }
 size_t pl_net_count(pl_net *n) { return n->count; }
+size_t pl_net_active(pl_net *n) { return n->count - n->lingering; }
 
 void pl_conn_ref(pl_conn *c) { c->refs++; }
 
@@ -85,6 +87,7 @@ static void on_uv_close(uv_handle_t *h) {
     c->prev->next = c->next;
     c->next->prev = c->prev;
     n->count--;
+    if (c->shut) n->lingering--;
     pl_tls_conn_free(&c->tls);          /* no more I/O: the SSL state goes now */
     n->h.on_close(c);
     pl_conn_unref(c);
@@ -113,7 +116,11 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
  * half-closed, otherwise half-closed from our side (FIN) to linger until the
  * peer's EOF or the deadline. See "lingers" in conn.h. */
 static void conn_finish(pl_conn *c) {
-    if (c->closed || c->qlen || c->writing || c->shut) return;
+    if (c->closed || c->qlen || c->writing) return;
+    if (c->shut) {                         /* lingering: the peer's EOF ends it */
+        if (c->peer_eof) conn_destroy(c);
+        return;
+    }
     const uint8_t *tls_out;
     if (c->tls && (!pl_tls_conn_notified(c->tls) || pl_tls_conn_out(c->tls, &tls_out))) {
         schedule_flush(c);                 /* close_notify or an alert goes out first */
@@ -126,6 +133,7 @@ static void conn_finish(pl_conn *c) {
     uv_shutdown_t *req = pl_malloc(sizeof *req);
     req->data = c;
     c->shut = 1;
+    c->net->lingering++;
     pl_conn_ref(c);
     if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         free(req);

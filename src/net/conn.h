@@ -108,6 +108,9 @@ void pl_net_stop_accepting(pl_net *n);
 /* Closes every connection immediately and the listener; frees when done. */
 void pl_net_close(pl_net *n);
 size_t pl_net_count(pl_net *n);
+/* Connections not lingering after a graceful close (their FIN is sent and
+ * they only wait for the peer's: nothing more can go either way). */
+size_t pl_net_active(pl_net *n);
 /* Connections accepted from now on speak TLS with t's current context
  * (borrowed: t outlives n; NULL: plaintext). */
 void pl_net_set_tls(pl_net *n, pl_tls *t);

@@ -1,0 +1,127 @@
+/* test_conn.c — net/conn.c on a real loopback socket: the lingering
+ * graceful close (the answer arrives whole, then FIN; input after it is
+ * read and discarded, not reset; on_close once, at the peer's EOF), and a
+ * lingering connection no longer counting as active (a drain does not wait
+ * for it). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net/conn.h"
+#include "test.h"
+
+static pl_conn *last_conn;
+static int      closes;
+static size_t   received;
+
+static void t_data(pl_conn *c, uint8_t *p, size_t n) {
+    if (!p) last_conn = c;
+    else received += n;
+}
+static void t_close(pl_conn *c) { closes++; }
+static void t_timeout(pl_conn *c) {}
+
+/* A port free on 127.0.0.1 now. */
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void spin(uv_loop_t *loop, int turns) {
+    for (int i = 0; i < turns; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        usleep(2000);
+    }
+}
+
+/* recv with a short poll; -2 when nothing came. */
+static ssize_t recv_some(int fd, uv_loop_t *loop, char *buf, size_t n) {
+    for (int i = 0; i < 200; i++) {
+        spin(loop, 1);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 0) == 1) return recv(fd, buf, n, 0);
+    }
+    return -2;
+}
+
+TEST(conn_graceful_close_lingers) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pl_net_handler h = {t_data, t_close, t_timeout, NULL};
+    pl_net *n = NULL;
+    char addr[32];
+    int port = free_port();
+    CHECK(port > 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    CHECK_EQ(pl_net_listen(&loop, addr, &h, NULL, &n), 0);
+    last_conn = NULL;
+    closes = 0;
+    received = 0;
+
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    for (int i = 0; i < 200 && !last_conn; i++) spin(&loop, 1);
+    CHECK(last_conn != NULL);
+    pl_conn *c = last_conn;
+    CHECK_EQ(pl_net_count(n), 1);
+    CHECK_EQ(pl_net_active(n), 1);
+
+    /* The client has sent bytes the server never reads as a request (the
+     * upper layer closes at once, as an early 413 does). */
+    CHECK_EQ(send(fd, "unread input", 12, 0), 12);
+    pl_conn_send_copy(c, "answer", 6);
+    pl_conn_close(c, 1);
+    spin(&loop, 5);
+
+    /* The answer, then EOF: an orderly FIN, not a reset. */
+    char buf[64];
+    ssize_t r = recv_some(fd, &loop, buf, sizeof buf);
+    CHECK_EQ(r, 6);
+    CHECK(memcmp(buf, "answer", 6) == 0);
+    r = recv_some(fd, &loop, buf, sizeof buf);
+    CHECK_EQ(r, 0);
+
+    /* Lingering: still open, not active, on_close not yet run; what the
+     * client still sends is read and dropped (no reset, no on_data). */
+    CHECK_EQ(pl_net_count(n), 1);
+    CHECK_EQ(pl_net_active(n), 0);
+    CHECK_EQ(closes, 0);
+    static char more[256 * 1024];
+    memset(more, 'x', sizeof more);
+    size_t sent = 0;
+    while (sent < sizeof more) {
+        spin(&loop, 1);
+        ssize_t w = send(fd, more + sent, sizeof more - sent, MSG_DONTWAIT);
+        if (w < 0 && errno == EAGAIN) continue;
+        CHECK(w > 0);                         /* EPIPE/ECONNRESET: it was reset */
+        sent += (size_t)w;
+    }
+    spin(&loop, 10);
+    CHECK_EQ(received, 0);
+    CHECK_EQ(closes, 0);
+
+    /* The peer's EOF ends it: on_close once. */
+    close(fd);
+    for (int i = 0; i < 200 && closes == 0; i++) spin(&loop, 1);
+    CHECK_EQ(closes, 1);
+    CHECK_EQ(pl_net_count(n), 0);
+    CHECK_EQ(pl_net_active(n), 0);
+
+    pl_net_close(n);
+    spin(&loop, 5);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
