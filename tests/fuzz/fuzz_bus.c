@@ -27,6 +27,9 @@ static void encode(pl_sbuf *s, const pl_bus_msg *m) {
     case PL_BM_RECEIPT:  pl_bus__enc_receipt(s, m->origin, &m->receipt); break;
     case PL_BM_PRESENCE: pl_bus__enc_presence(s, m->origin, &m->presence); break;
     case PL_BM_BEAT:     pl_bus__enc_beat(s, m->origin, m->beat.n); break;
+    case PL_BM_KEYS_LOW:
+        pl_bus__enc_keys_low(s, m->origin, m->keys_low.user, m->keys_low.device, m->keys_low.count);
+        break;
     default:             FZ_CHECK(!"decoded an unknown type");
     }
 }
@@ -96,6 +99,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case PL_BM_TYPING:
         FZ_CHECK(m2.typing.conv == m.typing.conv && m2.typing.user == m.typing.user &&
                  m2.typing.start == m.typing.start);
+        break;
+    case PL_BM_KEYS_LOW:
+        FZ_CHECK(m2.keys_low.user == m.keys_low.user && m2.keys_low.device == m.keys_low.device &&
+                 m2.keys_low.count == m.keys_low.count);
         break;
     default:
         FZ_CHECK(m2.beat.n == m.beat.n);
