@@ -27,8 +27,12 @@ build/release/bench/%.o: bench/%.c $(BENCH_HDR) src/ws/ws.h src/core/buf.h src/c
 	@mkdir -p $(dir $@)
 	$(CC) $(REL_CFLAGS) -Isrc -c $< -o $@
 
+# Only what the bench uses (not the server's libvips and friends: each
+# process start would load them).
+BENCH_LDLIBS := $(shell pkg-config --libs jansson libssl libcrypto libsodium 2>/dev/null) -lpthread -lm
+
 build/release/parley-bench: $(BENCH_OBJ) $(BENCH_DEPS)
-	$(CC) $(REL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(BENCH_LDLIBS)
 
 # `make` builds it too (adds to the top-level `all`).
 all: build/release/parley-bench
