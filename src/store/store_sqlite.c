@@ -48,6 +48,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -556,7 +557,17 @@ static void sq_free(sq_store *s) {
     free(s);
 }
 
+/* Before SQLite's first use in the process: no global memory statistics.
+ * With them (Debian's default), every sqlite3_malloc and free takes one
+ * process-wide mutex, which the writer and every reader contend for; the
+ * statistics are never read here (docs/benchmarks.md, "SQLite memory
+ * statistics"). Later calls are refused by SQLite (already initialised),
+ * which is harmless. */
+static void sqlite_config_once(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+
 static int open_conn(const char *path, int flags, sqlite3 **db) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_config_once);
     if (sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) return -1;
     sqlite3_extended_result_codes(*db, 1);
     sqlite3_busy_timeout(*db, SQ_BUSY_MS);
