@@ -188,16 +188,8 @@ export class Connection {
     if (navigator.onLine === false) { this._setState('offline'); return; }
     if (this.state !== 'connecting') this._setState('reconnecting', { dialing: true });
     const gen = ++this.gen;
-    let token;
-    try {
-      token = await this.h.token();
-    } catch (e) {
-      if (gen !== this.gen) return;
-      if (e && e.status === 401) return;              // logged out
-      this._scheduleRetry();
-      return;
-    }
-    if (gen !== this.gen || this.stopped) return;
+    const token = await this._dialToken(gen);
+    if (token === null) return;
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
     let ws;
     try { ws = new WebSocket(url); } catch { this.wsFails++; this._scheduleRetry(); return; }
@@ -262,21 +254,28 @@ export class Connection {
 
   // ---- the HTTP fallback: Server-Sent Events in, REST out -----------------
 
+  /** The access token for dial number gen, or null when this dial is over:
+   *  superseded or stopped, logged out (401), or failed (a retry is set). */
+  async _dialToken(gen) {
+    let token;
+    try {
+      token = await this.h.token();
+    } catch (e) {
+      if (gen !== this.gen) return null;
+      if (!(e && e.status === 401)) this._scheduleRetry();   // 401: logged out
+      return null;
+    }
+    if (gen !== this.gen || this.stopped) return null;
+    return token;
+  }
+
   async _dialSse() {
     if (this.stopped || this.ws || this.sse) return;
     if (navigator.onLine === false) { this._setState('offline'); return; }
     if (this.state !== 'connecting') this._setState('reconnecting', { dialing: true, transport: 'sse' });
     const gen = ++this.gen;
-    let token;
-    try {
-      token = await this.h.token();
-    } catch (e) {
-      if (gen !== this.gen) return;
-      if (e && e.status === 401) return;
-      this._scheduleRetry();
-      return;
-    }
-    if (gen !== this.gen || this.stopped) return;
+    const token = await this._dialToken(gen);
+    if (token === null) return;
     const ctl = new AbortController();
     this.sse = ctl;
     this.sseClose = 0;
