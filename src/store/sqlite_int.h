@@ -33,7 +33,7 @@ enum {
     W_MENTION_DELETE, W_MSG_EDIT, W_MSG_ERASE, W_EDITS_ERASE, W_REACTIONS_ERASE,
     W_REACTION_HAS, W_REACTION_KINDS, W_REACTION_INSERT, W_REACTION_DELETE, W_REACTION_COUNT,
     W_PIN_COUNT, W_PIN_SET, W_NOTIFY_SET,
-    W_FTS_INDEX, W_FTS_DONE,
+    W_FTS_PRUNE,
     W__COUNT
 };
 extern const char *const sq_w_sql[W__COUNT];
@@ -75,11 +75,8 @@ typedef struct sq_store {
     pl_idgen      ids;
     int64_t       last_ts;           /* ts of the previous batch, never less  */
     int           erased;            /* the batch deleted a message: checkpoint after COMMIT */
-    int           fts_pending;       /* fts_pending may hold messages to index */
-    int           fts_behind;        /* the last indexing pass was full       */
-    int64_t       fts_at;            /* mono ms of the last indexing pass     */
-    int           fts_secure;        /* FTS5 erases deleted rows' words itself
-                                      * (secure-delete, SQLite >= 3.42)       */
+    int64_t       fts_pruned;        /* fts_queue rows up to this are deleted */
+    struct sq_indexer *ix;           /* store_sqlite_index.c                  */
     /* any thread */
     volatile int  fail_commits;      /* fault hook (atomic builtins)          */
     volatile int  is_broken;         /* mirror of broken for healthy()        */
@@ -88,17 +85,25 @@ typedef struct sq_store {
 #define SQ_INDEX_ROWS     2000  /* messages per search indexing transaction */
 #define SQ_SEARCH_CONVS   64    /* a search names the asker's conversations
                                  * in the MATCH when it has at most this many */
-#define SQ_INDEX_EVERY_MS 100   /* while writes are waiting, indexing passes
-                                 * at most this often, unless it is behind */
+#define SQ_INDEX_EVERY_MS 100   /* the indexer looks at the queue at least
+                                 * this often without being woken */
+#define SQ_PRUNE_ROWS     2000  /* the writer deletes indexed queue rows in
+                                 * a batch once this many are done */
 
 /* store_sqlite_write.c */
 void sq_run_batch(void *wctx, pl_job **jobs, size_t n);
-/* The search index (store.h invariant 8): pipeline hooks that index the
- * queued messages in a transaction of their own after a batch — at once
- * when no write is waiting, else at most every SQ_INDEX_EVERY_MS unless
- * behind — or when the writer is idle. */
-void sq_index_after_batch(void *wctx, int queued);
-void sq_index_idle(void *wctx);
+/* store_sqlite_index.c: the search index (store.h invariant 8) in
+ * search.db, filled by a thread of its own from parley.db's fts_queue.
+ * open: after parley.db's migrations, on the writer connection's thread
+ * (a new or foreign search.db queues every message again); start: the
+ * thread; kick: the writer committed queue rows; done: the qid up to which
+ * the queue is indexed (any thread); close: stops and joins the thread. */
+typedef struct sq_indexer sq_indexer;
+int     sq_index_open(sq_store *s, const char *search_path, const char *main_path, char *err, size_t errlen);
+int     sq_index_start(sq_store *s);
+void    sq_index_kick(sq_store *s);
+int64_t sq_index_done(sq_store *s);
+void    sq_index_close(sq_store *s);
 /* store_sqlite_read.c */
 void sq_run_read(void *rctx, pl_job *j);
 

@@ -63,14 +63,16 @@
  *   8. Search: the full-text index holds each MESSAGE's current body.
  *      PostgreSQL: a GIN expression index over the body, so a message is
  *      searchable from the transaction that appends or edits it. SQLite:
- *      an FTS5 table filled asynchronously — the send's transaction queues
- *      the message (fts_pending) and the writer indexes the queue, oldest
- *      first, in transactions of its own between batches (right after a
- *      batch when no write waits, else about every SQ_INDEX_EVERY_MS), so
- *      a message is searchable moments after its commit while the writer
- *      keeps up (PL_READ_SEARCH is the one read that may lag its writes). In both, an edit takes the old text out of the index and a
- *      delete (body erased) the message, in the edit's or delete's own
- *      transaction: an old or deleted text never matches. PL_READ_SEARCH
+ *      an FTS5 table in a file of its own (search.db) filled
+ *      asynchronously — the send's, edit's or delete's transaction queues
+ *      the message (fts_queue) and an indexer thread indexes the queue,
+ *      oldest first, beside the writer (store_sqlite_index.c), so a
+ *      message is searchable moments after its commit while the indexer
+ *      keeps up (PL_READ_SEARCH is the one read that may lag its writes).
+ *      PostgreSQL takes the old text out of the index in the edit's or
+ *      delete's own transaction; SQLite's search keeps a hit only if the
+ *      indexed text is the message's current text. In both, an old or
+ *      deleted text never matches. PL_READ_SEARCH
  *      applies membership and invariant 4 inside its query (a join on the
  *      asker's members row and joined_seq), never by filtering afterwards.
  *   9. End-to-end encryption (docs/design.md "End-to-end encryption"). The

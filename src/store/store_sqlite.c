@@ -3,7 +3,9 @@
  *
  * Owns: the database file <dir>/parley.db and its lock <dir>/parley.lock,
  * the writer connection (store_sqlite_write.c runs the jobs on it) and one
- * read-only connection per reader thread (store_sqlite_read.c).
+ * read-only connection per reader thread (store_sqlite_read.c), which also
+ * attaches the search index <dir>/search.db as `s` (store_sqlite_index.c
+ * owns that file and the thread that fills it).
  * Does not own: threads and queues (pipeline.c), the jobs (the caller's
  * until done() runs), JSON for the wire.
  *
@@ -67,11 +69,6 @@
  * with the same worst-case commit latency (~25 ms). */
 #define WRITER_TUNING "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;"
 
-/* Deleting from the search index (store.h invariant 8) also erases the
- * words of the deleted body from the FTS5 b-tree at once, where the
- * library has the option (SQLite >= 3.42); with older ones the writer
- * rewrites the index after a batch that deleted (store_sqlite_write.c). */
-#define FTS_SECURE_DELETE "INSERT INTO events_fts(events_fts, rank) VALUES('secure-delete', 1)"
 
 /* ---- schema and migrations ---------------------------------------------- */
 
@@ -267,6 +264,24 @@ static const char *const migrations[] = {
     " BEGIN UPDATE media SET gc_after = max(gc_after, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) WHERE id IN"
     "   (SELECT media_id FROM media_refs WHERE conv_id = old.conv_id AND seq = old.seq);"
     "   DELETE FROM media_refs WHERE conv_id = old.conv_id AND seq = old.seq; END;",
+    /* 9 -> 10: the search index moves to its own file, search.db, filled by
+     * a thread of its own (store_sqlite_index.c); parley.db keeps the
+     * queue: every new message (op 0), changed text (1) and erased text or
+     * removed row (2), in order (qid). search_pair ties a search.db to this
+     * database (a new token: search.db is rebuilt from the queue). */
+    "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au; DROP TRIGGER events_fts_ad;"
+    "DROP TABLE events_fts; DROP TABLE fts_pending;"
+    "CREATE TABLE fts_queue(qid INTEGER PRIMARY KEY, id INTEGER NOT NULL, conv_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL, op INTEGER NOT NULL);"
+    "CREATE TRIGGER events_fts_ai AFTER INSERT ON events WHEN new.kind = 2 AND new.body IS NOT NULL"
+    " BEGIN INSERT INTO fts_queue(id, conv_id, seq, op) VALUES(new.id, new.conv_id, new.seq, 0); END;"
+    "CREATE TRIGGER events_fts_au AFTER UPDATE OF body ON events WHEN new.kind = 2"
+    " BEGIN INSERT INTO fts_queue(id, conv_id, seq, op)"
+    "   VALUES(new.id, new.conv_id, new.seq, CASE WHEN new.body IS NULL THEN 2 ELSE 1 END); END;"
+    "CREATE TRIGGER events_fts_ad AFTER DELETE ON events WHEN old.kind = 2"
+    " BEGIN INSERT INTO fts_queue(id, conv_id, seq, op) VALUES(old.id, old.conv_id, old.seq, 2); END;"
+    "CREATE TABLE search_pair(id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);"
+    "INSERT INTO search_pair(id, token) VALUES(1, lower(hex(randomblob(16))));",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -345,14 +360,10 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_PIN_COUNT]   = "SELECT count(*) FROM events WHERE conv_id = ?1 AND pinned_ts > 0",
     [W_PIN_SET]     = "UPDATE events SET pinned_ts = ?1 WHERE conv_id = ?2 AND seq = ?3",
     [W_NOTIFY_SET]  = "UPDATE members SET notify = ?1 WHERE conv_id = ?2 AND user_id = ?3",
-    /* the search index's queue (migration 5 -> 6): the ?1 oldest entries */
-    [W_FTS_INDEX]   = "INSERT OR REPLACE INTO events_fts(rowid, body, conv, conv_id, seq)"
-                      " SELECT e.id, replace(replace(e.body, char(2), ' '), char(3), ' '), 'c' || e.conv_id,"
-                      " e.conv_id, e.seq"
-                      " FROM (SELECT conv_id, seq FROM fts_pending ORDER BY id LIMIT ?1) q"
-                      " JOIN events e ON e.conv_id = q.conv_id AND e.seq = q.seq"
-                      " WHERE e.kind = 2 AND e.body IS NOT NULL",
-    [W_FTS_DONE]    = "DELETE FROM fts_pending WHERE id IN (SELECT id FROM fts_pending ORDER BY id LIMIT ?1)",
+    /* the search queue's rows the indexer is done with (?1), always but
+     * the newest, so that the next qid stays above what is done
+     * (store_sqlite_index.c) */
+    [W_FTS_PRUNE]   = "DELETE FROM fts_queue WHERE qid <= ?1 AND qid < (SELECT max(qid) FROM fts_queue)",
 };
 
 /* The asking member's view of a conversation. unread follows store.h
@@ -418,7 +429,7 @@ const char *const sq_r_sql[R__COUNT] = {
      * sender (0: any), ?6 <= ts < ?7, ?8 mentions of ?1 only, ?9 limit.
      * Membership and joined_seq are part of the join (invariant 8). */
     [R_SEARCH]       = "SELECT f.conv_id, snippet(events_fts, 0, char(2), char(3), '…', 24), " EVENT_COLUMNS
-                       " FROM events_fts f"
+                       " FROM s.events_fts f"
                        " JOIN members m ON m.conv_id = f.conv_id AND m.user_id = ?1"
                        " JOIN events e ON e.conv_id = f.conv_id AND e.seq = f.seq"
                        " LEFT JOIN events p ON e.kind = 2 AND e.ref > 0 AND p.conv_id = e.conv_id"
@@ -426,6 +437,8 @@ const char *const sq_r_sql[R__COUNT] = {
                        " WHERE events_fts MATCH ?2 AND f.rowid < ?3 AND (?4 = 0 OR f.conv_id = ?4)"
                        "   AND e.seq >= m.joined_seq AND e.kind = 2 AND e.body IS NOT NULL"
                        "   AND e.deleted_ts = 0 AND (?5 = 0 OR e.sender = ?5) AND e.ts >= ?6 AND e.ts < ?7"
+                       /* the indexed text is the current one (not yet re-indexed after an edit) */
+                       "   AND f.body = replace(replace(e.body, char(2), ' '), char(3), ' ')"
                        "   AND (?8 = 0 OR EXISTS (SELECT 1 FROM mentions x WHERE x.conv_id = e.conv_id"
                        "     AND x.user_id = ?1 AND x.seq = e.seq))"
                        "   AND (?10 = 0 OR EXISTS (SELECT 1 FROM media_refs r WHERE r.conv_id = e.conv_id"
@@ -547,6 +560,7 @@ static void close_db(sqlite3 **db, sqlite3_stmt **st, int n) {
 
 /* Frees everything but the pipeline (not started, or stopped). */
 static void sq_free(sq_store *s) {
+    sq_index_close(s);                 /* its thread first: it reads parley.db */
     close_db(&s->wdb, s->w, W__COUNT);
     for (int i = 0; i < s->nreaders; i++) close_db(&s->readers[i].db, s->readers[i].r, R__COUNT);
     free(s->readers);
@@ -631,7 +645,6 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     s->nreaders = o->readers > 0 ? o->readers : SQ_READERS;
     s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
     pl_idgen_init(&s->ids, s->base.node_id);
-    s->fts_pending = 1;             /* a previous run may have left some */
     if (lock_dir(s, dir, err, errlen) != 0) {
         sq_free(s);
         return PL_STORE_EUNAVAIL;
@@ -651,18 +664,24 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
         snprintf(err, errlen, "cannot tune the write connection");
     else if (migrate(s->wdb, err, errlen) != 0)
         ;
-    /* SQLite < 3.42 has no secure-delete for FTS5 (docs/design.md "Search") */
-    else if ((s->fts_secure = sqlite3_exec(s->wdb, FTS_SECURE_DELETE, NULL, NULL, NULL) == SQLITE_OK),
-             prepare_all(s->wdb, sq_w_sql, s->w, W__COUNT) != 0)
+    else if (prepare_all(s->wdb, sq_w_sql, s->w, W__COUNT) != 0)
         snprintf(err, errlen, "cannot prepare statements");
+    size_t slen = strlen(dir) + sizeof "/search.db";
+    char *spath = pl_malloc(slen);
+    snprintf(spath, slen, "%s/search.db", dir);
+    if (!err[0]) sq_index_open(s, spath, path, err, errlen);
+    char *attach = sqlite3_mprintf("ATTACH %Q AS s", spath);
     for (int i = 0; !err[0] && i < s->nreaders; i++) {
         sq_reader *r = &s->readers[i];
         if (open_conn(path, SQLITE_OPEN_READWRITE, &r->db) != 0 ||
+            sqlite3_exec(r->db, attach, NULL, NULL, NULL) != SQLITE_OK ||
             sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK)
             snprintf(err, errlen, "cannot open a read connection");
         else if (prepare_all(r->db, sq_r_sql, r->r, R__COUNT) != 0)
             snprintf(err, errlen, "cannot prepare statements");
     }
+    sqlite3_free(attach);
+    free(spath);
     free(path);
     if (err[0]) {
         sq_free(s);
@@ -676,9 +695,6 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
         .wctx = s,
         .rctx = rctx,
         .run_batch = sq_run_batch,
-        .idle = sq_index_idle,
-        .idle_ms = SQ_INDEX_EVERY_MS,
-        .after_batch = sq_index_after_batch,
         .run_read = sq_run_read,
         .notify = o->notify,
         .notify_arg = o->notify_arg,
@@ -687,7 +703,8 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     };
     s->pipe = pl_pipeline_start(&pc);
     free(rctx);
-    if (!s->pipe) {
+    if (!s->pipe || sq_index_start(s) != 0) {
+        if (s->pipe) pl_pipeline_stop(&s->pipe);
         snprintf(err, errlen, "cannot start the store threads");
         sq_free(s);
         return PL_STORE_EUNAVAIL;

@@ -996,71 +996,22 @@ static int w_flush(sq_store *s) {
  * effort: readers may hold it up (busy timeout), a later delete retries. */
 static void w_checkpoint_erased(sq_store *s) {
     s->erased = 0;
-    /* FTS5 keeps a deleted row's words in its segments until they merge:
-     * without secure-delete, 'optimize' rewrites the index without them
-     * (the old segment pages are zeroed by secure_delete, and the
-     * checkpoint below empties the WAL). Costs a pass over the index. */
-    if (!s->fts_secure) {
-        int64_t t0 = pl_mono_us();
-        int orc = sqlite3_exec(s->wdb, "INSERT INTO events_fts(events_fts) VALUES('optimize')", NULL, NULL, NULL);
-        if (orc != SQLITE_OK)
-            pl_log(PL_LOG_WARN, 0, "store: search index rewrite after a delete failed", "\"rc\":%d", orc);
-        else
-            pl_log(PL_LOG_DEBUG, 0, "store: search index rewritten after a delete", "\"us\":%lld",
-                   (long long)(pl_mono_us() - t0));
-    }
     int rc = sqlite3_wal_checkpoint_v2(s->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     if (rc != SQLITE_OK)
         pl_log(PL_LOG_WARN, 0, "store: checkpoint after a delete did not complete", "\"rc\":%d", rc);
 }
 
-/* ---- the search index (store.h invariant 8) ------------------------------ */
-
-/* One indexing transaction: the SQ_INDEX_ROWS oldest queued messages go
- * into events_fts (those deleted meanwhile are dropped). Sends never wait
- * for it: it runs between batches, after their jobs completed. A failed
- * BEGIN (lock timeout) leaves the queue for the next pass; a failure after
- * it breaks the store like a failed batch (the database state is unknown). */
-static void sq_index(sq_store *s) {
-    if (s->broken || !s->fts_pending) return;
-    s->fts_at = pl_mono_ms();
-    if (w_exec(s, W_BEGIN) != PL_STORE_OK) {
-        if (!sqlite3_get_autocommit(s->wdb)) w_exec(s, W_ROLLBACK);
-        return;
-    }
-    int64_t t0 = pl_mono_us();
-    sqlite3_bind_int(s->w[W_FTS_INDEX], 1, SQ_INDEX_ROWS);
-    sqlite3_bind_int(s->w[W_FTS_DONE], 1, SQ_INDEX_ROWS);
-    int done = 0;
-    if (w_exec(s, W_FTS_INDEX) == PL_STORE_OK && w_exec(s, W_FTS_DONE) == PL_STORE_OK) {
-        done = sqlite3_changes(s->wdb);
-        if (w_exec(s, W_COMMIT) == PL_STORE_OK) {
-            s->fts_behind = done >= SQ_INDEX_ROWS;
-            s->fts_pending = s->fts_behind;
-            if (done)
-                pl_log(PL_LOG_DEBUG, 0, "store: search index pass", "\"messages\":%d,\"us\":%lld", done,
-                       (long long)(pl_mono_us() - t0));
-            return;
-        }
-    }
-    pl_log(PL_LOG_ERROR, 0, "store: search indexing failed, no longer accepting writes",
-           "\"rc\":%d,\"err\":\"%s\",\"step\":\"%s\"", s->fatal_rc, sqlite3_errstr(s->fatal_rc),
-           s->fatal_what ? s->fatal_what : "?");
-    if (!sqlite3_get_autocommit(s->wdb)) {
-        sqlite3_step(s->w[W_ROLLBACK]);
-        sqlite3_reset(s->w[W_ROLLBACK]);
-    }
-    s->broken = 1;
-    __atomic_store_n(&s->is_broken, 1, __ATOMIC_RELAXED);
+/* The search queue's rows the indexer is done with, deleted inside the
+ * batch once SQ_PRUNE_ROWS of them are (store_sqlite_index.c). */
+static int w_prune_queue(sq_store *s, int64_t *upto) {
+    int64_t done = sq_index_done(s);
+    *upto = s->fts_pruned;
+    if (done - s->fts_pruned < SQ_PRUNE_ROWS) return PL_STORE_OK;
+    sqlite3_bind_int64(s->w[W_FTS_PRUNE], 1, done);
+    if (w_exec(s, W_FTS_PRUNE) != PL_STORE_OK) return W_FATAL;
+    *upto = done;
+    return PL_STORE_OK;
 }
-
-void sq_index_after_batch(void *wctx, int queued) {
-    sq_store *s = wctx;
-    if (s->fts_pending && (!queued || s->fts_behind || pl_mono_ms() - s->fts_at >= SQ_INDEX_EVERY_MS))
-        sq_index(s);
-}
-
-void sq_index_idle(void *wctx) { sq_index(wctx); }
 
 static void fail_all(pl_job **jobs, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -1099,7 +1050,8 @@ void sq_run_batch(void *wctx, pl_job **jobs, size_t n) {
         }
         jobs[i]->result = rc;
     }
-    if (w_flush(s) != PL_STORE_OK) goto fail;
+    int64_t pruned;
+    if (w_flush(s) != PL_STORE_OK || w_prune_queue(s, &pruned) != PL_STORE_OK) goto fail;
     int inject = __atomic_load_n(&s->fail_commits, __ATOMIC_SEQ_CST);
     if (inject > 0) {
         __atomic_fetch_sub(&s->fail_commits, 1, __ATOMIC_SEQ_CST);
@@ -1111,10 +1063,14 @@ void sq_run_batch(void *wctx, pl_job **jobs, size_t n) {
         pl_count(&pl_m_commit_jobs, n);
         pl_observe(&pl_m_commit_batch_size, (double)n);
         pl_observe(&pl_m_commit_seconds, (double)(pl_mono_us() - t0) / 1e6);
+        s->fts_pruned = pruned;
         if (s->erased) w_checkpoint_erased(s);
-        for (size_t i = 0; i < n && !s->fts_pending; i++)   /* queued messages to index */
-            s->fts_pending = jobs[i]->result == PL_STORE_OK &&
-                             (jobs[i]->op == PL_JOB_MESSAGE_SEND || jobs[i]->op == PL_JOB_MESSAGE_EDIT);
+        int queued = 0;                      /* the queue's triggers ran: wake the indexer */
+        for (size_t i = 0; i < n && !queued; i++)
+            queued = jobs[i]->result == PL_STORE_OK && !jobs[i]->dup &&
+                     (jobs[i]->op == PL_JOB_MESSAGE_SEND || jobs[i]->op == PL_JOB_MESSAGE_EDIT ||
+                      jobs[i]->op == PL_JOB_MESSAGE_DELETE);
+        if (queued) sq_index_kick(s);
         return;
     }
 

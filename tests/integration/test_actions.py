@@ -676,9 +676,10 @@ async def test_delete_erases_everywhere(server, mode):
 @pytest.mark.embedded_only("the raw bytes of the SQLite files")
 @async_test(60)
 async def test_delete_erases_sqlite_bytes(server):
-    """secure_delete and a checkpoint: no byte of parley.db or its -wal
-    still holds the deleted text."""
-    paths = [os.path.join(server.data_dir, f) for f in ("parley.db", "parley.db-wal")]
+    """secure_delete and a checkpoint: no byte of parley.db, the search
+    index's search.db or their -wal files still holds the deleted text."""
+    paths = [os.path.join(server.data_dir, f)
+             for f in ("parley.db", "parley.db-wal", "search.db", "search.db-wal")]
 
     async def probe(secrets_):
         found = {n for _, n in _raw_hits(paths, secrets_)}

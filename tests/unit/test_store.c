@@ -96,10 +96,11 @@ static int t_reopen(tstore *t) {
 }
 
 static void t_finish(tstore *t) {
-    static const char *const files[] = {"parley.db", "parley.db-wal", "parley.db-shm", "parley.lock"};
+    static const char *const files[] = {"parley.db", "parley.db-wal", "parley.db-shm", "parley.lock",
+                                        "search.db", "search.db-wal", "search.db-shm"};
     char p[160];
     pl_store_close(&t->s);
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         snprintf(p, sizeof p, "%s/%s", t->dir, files[i]);
         unlink(p);
     }
@@ -348,8 +349,8 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 9);          /* migrations: base schema, last_seen, counters, actions, refresh reuse,
-                                    * search, reaction order, e2ee key directory, media */
+    CHECK_EQ(version, 10);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+                                    * search, reaction order, e2ee key directory, media, search.db */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -1870,6 +1871,12 @@ TEST(store_msg_delete_erases) {
         snprintf(p, sizeof p, "%s/parley.db-wal", t.dir);
         CHECK(!file_has(p, "zq-secret-body-71"));
         CHECK(!file_has(p, "zq-secret-edit-72"));
+        static const char *const search_files[] = {"search.db", "search.db-wal"};
+        for (size_t i = 0; i < 2; i++) {       /* the search index's file too */
+            snprintf(p, sizeof p, "%s/%s", t.dir, search_files[i]);
+            CHECK(!file_has(p, "zq-secret-body-71"));
+            CHECK(!file_has(p, "zq-secret-edit-72"));
+        }
         CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     }
     t_finish(&t);
@@ -2244,10 +2251,12 @@ TEST(store_search_edit_reindexes_delete_removes) {
     CHECK_EQ(t_found(&t, a, "narwhal", 0, 0), 0);
     CHECK_EQ(t_found(&t, a, "text", 0, 0), 0);
     if (!t_backend()) {              /* erased from the index's bytes too (invariant 6) */
-        static const char *const files[] = {"parley.db", "parley.db-wal"};
-        for (size_t i = 0; i < 2; i++) {
+        static const char *const files[] = {"parley.db", "parley.db-wal", "search.db", "search.db-wal"};
+        for (size_t i = 0; i < 4; i++) {
             char p[160];
             snprintf(p, sizeof p, "%s/%s", t.dir, files[i]);
+            int k = 0;                        /* search.db: once the indexer took it out */
+            while (file_has(p, "narwhal") && k++ < 300) t_sleep_ms(10);
             CHECK(!file_has(p, "narwhal"));   /* (the first text is also its client_msg_id) */
         }
     }
@@ -2448,8 +2457,8 @@ TEST(store_search_migration_backfills) {
     snprintf(p, sizeof p, "%s/parley.db", t.dir);
     sqlite3 *db;
     CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
-    CHECK_EQ(sqlite3_exec(db, "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au;"
-                              " DROP TRIGGER events_fts_ad; DROP TABLE events_fts; DROP TABLE fts_pending;"
+    CHECK_EQ(sqlite3_exec(db, "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au;"  /* 9 -> 10, 5 -> 6 */
+                              " DROP TRIGGER events_fts_ad; DROP TABLE fts_queue; DROP TABLE search_pair;"
                               " ALTER TABLE reactions RENAME COLUMN first_seq TO first_ts;"
                               " DROP TABLE e2ee_devices; DROP TABLE e2ee_otks;"     /* 7 -> 8 */
                               " ALTER TABLE conversations DROP COLUMN e2ee;"
@@ -2462,6 +2471,49 @@ TEST(store_search_migration_backfills) {
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     CHECK_EQ(t_found(&t, a, "heron", 0, 1), 1);
     t_finish(&t);
+}
+
+/* The index lives in search.db (store_sqlite_index.c): one deleted, or
+ * taken from another data directory, is rebuilt from parley.db, and what
+ * it held for the other database is gone. */
+TEST(store_search_index_file_rebuilds) {
+    SQLITE_ONLY();
+    tstore t, o;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    CHECK_EQ(t_open(&o), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann");
+    int64_t g = t_group(&t, a, "g", NULL, 0);
+    CHECK(t_say(&t, g, a, "lonely kestrel", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, a, "kestrel", 0, 1), 1);
+    int64_t oa = t_user(&o, "otto");
+    int64_t og = t_group(&o, oa, "og", NULL, 0);
+    CHECK(t_say(&o, og, oa, "foreign kestrel", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&o, oa, "kestrel", 0, 1), 1);
+    pl_store_close(&t.s);
+    pl_store_close(&o.s);
+    char p[200], q[200];
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {          /* deleted */
+        snprintf(p, sizeof p, "%s/search.db%s", t.dir, sfx[i]);
+        unlink(p);
+    }
+    CHECK_EQ(t_open_store(&t), PL_STORE_OK);
+    CHECK_EQ(t_found(&t, a, "kestrel", 0, 1), 1);
+    pl_store_close(&t.s);
+    for (size_t i = 0; i < 3; i++) {          /* another directory's */
+        snprintf(p, sizeof p, "%s/search.db%s", o.dir, sfx[i]);
+        snprintf(q, sizeof q, "%s/search.db%s", t.dir, sfx[i]);
+        unlink(q);
+        if (access(p, F_OK) == 0) CHECK(link(p, q) == 0);
+    }
+    CHECK_EQ(t_open_store(&t), PL_STORE_OK);
+    CHECK_EQ(t_found(&t, a, "kestrel", 0, 1), 1);
+    CHECK_EQ(t_found(&t, a, "foreign", 0, 0), 0);
+    CHECK(t_say(&t, g, a, "second kestrel", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, a, "kestrel", 0, 2), 2);
+    t_finish(&t);
+    CHECK_EQ(t_open_store(&o), PL_STORE_OK);
+    t_finish(&o);
 }
 
 /* ---- the cost of indexing (PARLEY_SEARCH_BENCH=1) ---------------------------- */

@@ -1,0 +1,288 @@
+/* store_sqlite_index.c — the embedded search index (store.h invariant 8):
+ * its own database file, search.db, and the thread that fills it.
+ *
+ * Owns: search.db (the FTS5 table events_fts and a meta table), the indexer
+ * thread and its connection, the pairing of search.db with parley.db.
+ *
+ * Why a second file and a thread of its own: FTS5 costs several µs per
+ * message, which in parley.db was half of the store writer's time at peak
+ * (docs/benchmarks.md "Issue 11: the search index off the writer"). SQLite
+ * has one writer per database file, so only a separate file lets indexing
+ * run beside the writer instead of between its batches.
+ *
+ * The queue. A trigger on parley.db's events appends to fts_queue(qid, id,
+ * conv_id, seq, op) in the sending, editing or deleting transaction: op 0 a
+ * new message, 1 its text changed, 2 its text erased (delete) or the row
+ * removed. The indexer reads the queue above its watermark `done` through an
+ * ATTACHed parley.db (a read snapshot: it never takes parley.db's write lock)
+ * and, in one search.db transaction, takes out the rows of op >= 1, indexes
+ * the current text of every queued message that still has one, and moves
+ * `done` (kept in search.db, so the index and its watermark commit together,
+ * synchronous = FULL). The writer deletes queue rows at or below `done` in
+ * its own batches (store_sqlite_write.c), always keeping the newest row so
+ * that rowids never go back below `done`.
+ *
+ * Pairing: parley.db holds a random token (search_pair); search.db records
+ * the token it was built for. A missing search.db, or one built for another
+ * parley.db, is emptied and every message queued again, so a deleted or
+ * mismatched index rebuilds itself in the background.
+ *
+ * Reads never trust the index alone: PL_READ_SEARCH joins events and keeps
+ * a hit only if the indexed text is the message's current text, so an old
+ * (edited) or deleted text never matches, even before the indexer ran.
+ * Erasure (invariant 6): after a pass that took out erased messages, the
+ * index is rewritten without their words (FTS5 'optimize', unless
+ * secure-delete is available) and search.db's WAL is checkpointed and
+ * truncated.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "sqlite_int.h"
+
+#define IX_SCHEMA                                                                                  \
+    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"                        \
+    "CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(body, conv, conv_id UNINDEXED,"      \
+    "  seq UNINDEXED, tokenize = 'unicode61 remove_diacritics 0', columnsize = 0);"
+
+#define IX_SECURE_DELETE "INSERT INTO events_fts(events_fts, rank) VALUES('secure-delete', 1)"
+
+enum { IX_BEGIN, IX_COMMIT, IX_ROLLBACK, IX_HIGH, IX_ERASED, IX_TAKE_OUT, IX_ADD, IX_DONE, IX__COUNT };
+
+static const char *const ix_sql[IX__COUNT] = {
+    [IX_BEGIN]    = "BEGIN",               /* deferred: parley.db is only read */
+    [IX_COMMIT]   = "COMMIT",
+    [IX_ROLLBACK] = "ROLLBACK",
+    /* ?1 done, ?2 rows: the highest qid of this pass, and whether it erases */
+    [IX_HIGH]     = "SELECT max(qid) FROM (SELECT qid FROM m.fts_queue WHERE qid > ?1 ORDER BY qid LIMIT ?2)",
+    [IX_ERASED]   = "SELECT EXISTS (SELECT 1 FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2 AND op = 2)",
+    [IX_TAKE_OUT] = "DELETE FROM events_fts WHERE rowid IN"
+                    " (SELECT id FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2 AND op > 0)",
+    [IX_ADD]      = "INSERT OR REPLACE INTO events_fts(rowid, body, conv, conv_id, seq)"
+                    " SELECT e.id, replace(replace(e.body, char(2), ' '), char(3), ' '), 'c' || e.conv_id,"
+                    " e.conv_id, e.seq"
+                    " FROM (SELECT DISTINCT conv_id, seq FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2) q"
+                    " JOIN m.events e ON e.conv_id = q.conv_id AND e.seq = q.seq"
+                    " WHERE e.kind = 2 AND e.body IS NOT NULL AND e.deleted_ts = 0",
+    [IX_DONE]     = "INSERT OR REPLACE INTO meta(k, v) VALUES('done', ?1)",
+};
+
+struct sq_indexer {
+    sqlite3        *db;                 /* search.db, parley.db attached as m */
+    sqlite3_stmt   *st[IX__COUNT];
+    int             secure;             /* FTS5 secure-delete is on          */
+    pthread_t       thread;
+    int             started;
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    int             kick, stop;         /* under mu                          */
+    int64_t         done;               /* atomic: the watermark committed   */
+};
+
+static int ix_exec(sq_indexer *x, int id) {
+    int rc = sqlite3_step(x->st[id]);
+    sqlite3_reset(x->st[id]);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc;
+}
+
+static int64_t ix_scalar(sq_indexer *x, int id, int *rc) {
+    sqlite3_stmt *st = x->st[id];
+    int r = sqlite3_step(st);
+    int64_t v = r == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL ? sqlite3_column_int64(st, 0) : -1;
+    if (r != SQLITE_ROW) *rc = r;
+    sqlite3_reset(st);
+    return v;
+}
+
+/* The index without erased words on disk (invariant 6). Best effort: a
+ * reader holding the WAL delays the truncation to a later erasing pass. */
+static void ix_erase_from_disk(sq_indexer *x) {
+    if (!x->secure &&
+        sqlite3_exec(x->db, "INSERT INTO events_fts(events_fts) VALUES('optimize')", NULL, NULL, NULL) != SQLITE_OK)
+        pl_log(PL_LOG_WARN, 0, "store: search index rewrite after a delete failed", "\"err\":\"%s\"",
+               sqlite3_errmsg(x->db));
+    int rc = sqlite3_wal_checkpoint_v2(x->db, "main", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc != SQLITE_OK)
+        pl_log(PL_LOG_WARN, 0, "store: search index checkpoint after a delete did not complete", "\"rc\":%d", rc);
+}
+
+/* One pass over at most SQ_INDEX_ROWS queue rows. Returns the rows taken
+ * (0: the queue is empty), or -1 on an error (logged; retried later). */
+static int ix_pass(sq_indexer *x) {
+    int64_t done = __atomic_load_n(&x->done, __ATOMIC_ACQUIRE);
+    if (ix_exec(x, IX_BEGIN)) return -1;
+    int rc = 0;
+    sqlite3_bind_int64(x->st[IX_HIGH], 1, done);
+    sqlite3_bind_int(x->st[IX_HIGH], 2, SQ_INDEX_ROWS);
+    int64_t high = ix_scalar(x, IX_HIGH, &rc);
+    if (rc || high <= done) {
+        ix_exec(x, IX_ROLLBACK);
+        return rc ? -1 : 0;
+    }
+    int64_t t0 = pl_mono_us();
+    sqlite3_bind_int64(x->st[IX_ERASED], 1, done);
+    sqlite3_bind_int64(x->st[IX_ERASED], 2, high);
+    int erased = ix_scalar(x, IX_ERASED, &rc) == 1;
+    for (int id = IX_TAKE_OUT; !rc && id <= IX_ADD; id++) {
+        sqlite3_bind_int64(x->st[id], 1, done);
+        sqlite3_bind_int64(x->st[id], 2, high);
+        rc = ix_exec(x, id);
+    }
+    if (!rc) {
+        sqlite3_bind_int64(x->st[IX_DONE], 1, high);
+        rc = ix_exec(x, IX_DONE);
+    }
+    if (!rc) rc = ix_exec(x, IX_COMMIT);
+    if (rc) {
+        pl_log(PL_LOG_ERROR, 0, "store: search indexing pass failed", "\"rc\":%d,\"err\":\"%s\"", rc,
+               sqlite3_errmsg(x->db));
+        if (!sqlite3_get_autocommit(x->db)) ix_exec(x, IX_ROLLBACK);
+        return -1;
+    }
+    __atomic_store_n(&x->done, high, __ATOMIC_RELEASE);
+    pl_log(PL_LOG_DEBUG, 0, "store: search index pass", "\"upto\":%lld,\"us\":%lld", (long long)high,
+           (long long)(pl_mono_us() - t0));
+    if (erased) ix_erase_from_disk(x);
+    return (int)(high - done);
+}
+
+static void *ix_main(void *arg) {
+    sq_indexer *x = arg;
+    pthread_setname_np(pthread_self(), "pl-indexer");
+    for (;;) {
+        pthread_mutex_lock(&x->mu);
+        if (!x->kick && !x->stop) {
+            struct timespec dl;
+            clock_gettime(CLOCK_REALTIME, &dl);
+            dl.tv_nsec += (long)SQ_INDEX_EVERY_MS * 1000000L;
+            if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+            pthread_cond_timedwait(&x->cv, &x->mu, &dl);
+        }
+        int stop = x->stop;
+        x->kick = 0;
+        pthread_mutex_unlock(&x->mu);
+        if (stop) {                 /* close: what is queued, for up to 2 s */
+            int64_t until = pl_mono_ms() + 2000;
+            while (pl_mono_ms() < until && ix_pass(x) > 0) {}
+            break;
+        }
+        int n, errors = 0;
+        while ((n = ix_pass(x)) != 0) {
+            if (n < 0 && ++errors >= 3) break;     /* e.g. a lock timeout: next wake-up */
+            pthread_mutex_lock(&x->mu);
+            stop = x->stop;
+            pthread_mutex_unlock(&x->mu);
+            if (stop) break;        /* the drain above, on the next turn */
+        }
+    }
+    return NULL;
+}
+
+static int ix_text_is(sqlite3 *db, const char *sql, char *out, size_t n) {
+    sqlite3_stmt *st;
+    out[0] = '\0';
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+int sq_index_open(sq_store *s, const char *search_path, const char *main_path, char *err, size_t errlen) {
+    sq_indexer *x = pl_calloc(1, sizeof *x);
+    s->ix = x;
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_cond_init(&x->cv, NULL);
+    char mine[64], theirs[64];
+    if (sqlite3_open_v2(search_path, &x->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open the search index %s", search_path);
+        return -1;
+    }
+    sqlite3_extended_result_codes(x->db, 1);
+    sqlite3_busy_timeout(x->db, SQ_BUSY_MS);
+    char *attach = sqlite3_mprintf("ATTACH %Q AS m", main_path);
+    int ok = sqlite3_exec(x->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+                                 " PRAGMA secure_delete = ON; PRAGMA cache_size = -16384;",
+                          NULL, NULL, NULL) == SQLITE_OK &&
+             sqlite3_exec(x->db, IX_SCHEMA, NULL, NULL, NULL) == SQLITE_OK &&
+             sqlite3_exec(x->db, attach, NULL, NULL, NULL) == SQLITE_OK &&
+             ix_text_is(x->db, "SELECT token FROM m.search_pair", mine, sizeof mine) == 0 && mine[0] &&
+             ix_text_is(x->db, "SELECT v FROM meta WHERE k = 'pair'", theirs, sizeof theirs) == 0;
+    sqlite3_free(attach);
+    if (ok && strcmp(mine, theirs) != 0) {
+        /* new, or built for another parley.db: empty it and queue everything
+         * (in one parley.db transaction of the writer connection, before any
+         * thread runs) */
+        if (theirs[0])
+            pl_log(PL_LOG_WARN, 0, "store: the search index belongs to another database; rebuilding it", "%s", "");
+        char *reset = sqlite3_mprintf("BEGIN; DELETE FROM events_fts; DELETE FROM meta;"
+                                      " INSERT INTO meta(k, v) VALUES('pair', %Q), ('done', 0); COMMIT;",
+                                      mine);
+        ok = sqlite3_exec(x->db, reset, NULL, NULL, NULL) == SQLITE_OK &&
+             sqlite3_exec(s->wdb, "INSERT INTO fts_queue(id, conv_id, seq, op)"
+                                  " SELECT id, conv_id, seq, 0 FROM events"
+                                  " WHERE kind = 2 AND body IS NOT NULL AND deleted_ts = 0",
+                          NULL, NULL, NULL) == SQLITE_OK;
+        sqlite3_free(reset);
+    }
+    if (ok) {
+        char done[32];
+        ok = ix_text_is(x->db, "SELECT v FROM meta WHERE k = 'done'", done, sizeof done) == 0;
+        x->done = strtoll(done, NULL, 10);
+    }
+    /* SQLite < 3.42 has no secure-delete for FTS5 (docs/design.md "Search") */
+    if (ok) x->secure = sqlite3_exec(x->db, IX_SECURE_DELETE, NULL, NULL, NULL) == SQLITE_OK;
+    for (int i = 0; ok && i < IX__COUNT; i++)
+        ok = sqlite3_prepare_v3(x->db, ix_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &x->st[i], NULL) == SQLITE_OK;
+    if (!ok) {
+        snprintf(err, errlen, "cannot set up the search index %s: %s", search_path, sqlite3_errmsg(x->db));
+        return -1;
+    }
+    return 0;
+}
+
+int sq_index_start(sq_store *s) {
+    sq_indexer *x = s->ix;
+    if (pthread_create(&x->thread, NULL, ix_main, x) != 0) return -1;
+    x->started = 1;
+    sq_index_kick(s);                        /* what a previous run left queued */
+    return 0;
+}
+
+void sq_index_kick(sq_store *s) {
+    sq_indexer *x = s->ix;
+    if (!x) return;
+    pthread_mutex_lock(&x->mu);
+    x->kick = 1;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+int64_t sq_index_done(sq_store *s) { return s->ix ? __atomic_load_n(&s->ix->done, __ATOMIC_ACQUIRE) : 0; }
+
+void sq_index_close(sq_store *s) {
+    sq_indexer *x = s->ix;
+    if (!x) return;
+    if (x->started) {
+        pthread_mutex_lock(&x->mu);
+        x->stop = 1;
+        pthread_cond_signal(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+        pthread_join(x->thread, NULL);
+    }
+    for (int i = 0; i < IX__COUNT; i++) sqlite3_finalize(x->st[i]);
+    if (x->db) sqlite3_close(x->db);
+    pthread_cond_destroy(&x->cv);
+    pthread_mutex_destroy(&x->mu);
+    free(x);
+    s->ix = NULL;
+}
