@@ -136,8 +136,9 @@ int pl_chat_admit_send(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *ar
 typedef struct send_op {
     pl_job   job;                 /* first: the store hands back &job        */
     pl_conn *conn;                /* a reference                             */
-    json_t  *root;                /* keeps the message's strings alive       */
-    json_t  *req;
+    json_t  *root;                /* keeps the message's strings alive,      */
+    char    *own;                 /* or holds them (proto.h pl_msg.own)      */
+    json_t  *req;                 /* a reference                             */
     int64_t  t0;                  /* mono us when the send arrived           */
     char    *ciphertext;          /* the payloads of a ciphertext send (e2ee.h) */
     char    *attach_json;         /* the attachments (attach.h), or NULL     */
@@ -156,6 +157,8 @@ void pl_chat_sent(const pl_job *j, int64_t t0_us) {
 static void send_free_op(send_op *op) {
     pl_job_release(&op->job);
     json_decref(op->root);
+    free(op->own);
+    json_decref(op->req);
     CO.unref(op->conn);
     free(op->ciphertext);
     free(op->attach_json);
@@ -256,7 +259,9 @@ void do_send(session *s, pl_msg *m) {
     op->conn = s->conn;
     CO.ref(s->conn);
     op->root = json_incref(m->root);
-    op->req = m->req;
+    op->own = m->own;                         /* taken over */
+    m->own = NULL;
+    op->req = json_incref(m->req);
     if (m->nattach) {                         /* media: resolve them first */
         pl_attach_resolve(C.store, s->user, m->attach, m->nattach, send_attached, op);
         return;

@@ -304,9 +304,251 @@ static int decode_action(const char *type, size_t max_body, pl_msg *m, pl_proto_
     }
 }
 
+/* ---- the send fast path ------------------------------------------------------
+ * Every 1:1 and group message is a `send`; parsing it with jansson (an object,
+ * its hash table, a value per member) was a third of the event loop's time
+ * at the 1:1 peak (docs/benchmarks.md "Issue 11: decoding sends without
+ * jansson"). fast_send reads the common shape in one pass with two
+ * allocations: a flat object of type "send", conversation, client_msg_id,
+ * body, optional req and reply_to, plain integers, strings in valid UTF-8
+ * with the usual escapes. It only ever ACCEPTS: anything else (another key,
+ * a duplicate, a number with a sign, fraction or exponent, \u0000, a lone
+ * surrogate, a field out of range...) returns 0 and the message goes
+ * through jansson, which gives the answer and the error it always gave.
+ * test_proto.c checks both paths agree. */
+
+int pl_proto_fast = 1;                  /* tests turn it off to compare */
+
+typedef struct fs_str { const char *p; size_t n; int esc; } fs_str;
+
+static const char *fs_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* Bytes of the UTF-8 sequence at p (1..4), 0 if invalid (overlong,
+ * surrogate, above U+10FFFF, truncated) or a control character. */
+static size_t fs_utf8(const unsigned char *p, const unsigned char *end) {
+    unsigned c = p[0];
+    if (c < 0x20) return 0;
+    if (c < 0x80) return 1;
+    size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+    if (!n || c > 0xF4 || (size_t)(end - p) < n) return 0;
+    for (size_t i = 1; i < n; i++) if ((p[i] & 0xC0) != 0x80) return 0;
+    if (c == 0xE0 && p[1] < 0xA0) return 0;           /* overlong */
+    if (c == 0xED && p[1] >= 0xA0) return 0;          /* surrogate */
+    if (c == 0xF0 && p[1] < 0x90) return 0;           /* overlong */
+    if (c == 0xF4 && p[1] >= 0x90) return 0;          /* > U+10FFFF */
+    return n;
+}
+
+static int fs_hex4(const char *p, unsigned *v) {
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0') : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                   : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10) : 16u;
+        if (d > 15) return -1;
+        *v = *v << 4 | d;
+    }
+    return 0;
+}
+
+/* A string at *pp (after its opening quote); its decoded length in s->n.
+ * -1: not one fast_send takes. */
+static int fs_string(const char **pp, const char *end, fs_str *s) {
+    const char *p = *pp;
+    s->p = p;
+    s->n = 0;
+    s->esc = 0;
+    while (p < end && *p != '"') {
+        if (*p == '\\') {
+            if (end - p < 2) return -1;
+            s->esc = 1;
+            char c = p[1];
+            if (c == 'u') {
+                unsigned v, w;
+                if (end - p < 6 || fs_hex4(p + 2, &v)) return -1;
+                if (v == 0 || (v >= 0xDC00 && v <= 0xDFFF)) return -1;
+                if (v >= 0xD800 && v <= 0xDBFF) {           /* a pair */
+                    if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || fs_hex4(p + 8, &w) ||
+                        w < 0xDC00 || w > 0xDFFF)
+                        return -1;
+                    s->n += 4;
+                    p += 12;
+                    continue;
+                }
+                s->n += v < 0x80 ? 1 : v < 0x800 ? 2 : 3;
+                p += 6;
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", c) || !c) return -1;
+            s->n++;
+            p += 2;
+            continue;
+        }
+        size_t k = fs_utf8((const unsigned char *)p, (const unsigned char *)end);
+        if (!k) return -1;
+        s->n += k;
+        p += k;
+    }
+    if (p >= end) return -1;
+    *pp = p + 1;
+    return 0;
+}
+
+/* Writes the decoded string to out (s->n bytes). */
+static void fs_decode(const fs_str *s, char *out) {
+    if (!s->esc) {
+        memcpy(out, s->p, s->n);
+        return;
+    }
+    const char *p = s->p;
+    for (size_t o = 0; o < s->n;) {
+        if (*p != '\\') { out[o++] = *p++; continue; }
+        char c = p[1];
+        if (c != 'u') {
+            out[o++] = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
+            p += 2;
+            continue;
+        }
+        unsigned v, w;
+        fs_hex4(p + 2, &v);
+        p += 6;
+        if (v >= 0xD800 && v <= 0xDBFF) {
+            fs_hex4(p + 2, &w);
+            p += 6;
+            v = 0x10000 + ((v - 0xD800) << 10) + (w - 0xDC00);
+        }
+        if (v < 0x80) out[o++] = (char)v;
+        else if (v < 0x800) { out[o++] = (char)(0xC0 | v >> 6); out[o++] = (char)(0x80 | (v & 0x3F)); }
+        else if (v < 0x10000) {
+            out[o++] = (char)(0xE0 | v >> 12);
+            out[o++] = (char)(0x80 | (v >> 6 & 0x3F));
+            out[o++] = (char)(0x80 | (v & 0x3F));
+        } else {
+            out[o++] = (char)(0xF0 | v >> 18);
+            out[o++] = (char)(0x80 | (v >> 12 & 0x3F));
+            out[o++] = (char)(0x80 | (v >> 6 & 0x3F));
+            out[o++] = (char)(0x80 | (v & 0x3F));
+        }
+    }
+}
+
+/* A JSON-safe integer 0..2^53-1 without sign, fraction or exponent; -1 if not. */
+static int64_t fs_int(const char **pp, const char *end) {
+    const char *p = *pp;
+    if (p >= end || *p < '0' || *p > '9' || (*p == '0' && p + 1 < end && p[1] >= '0' && p[1] <= '9')) return -1;
+    int64_t v = 0;
+    int digits = 0;
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (++digits > 16) return -1;
+        v = v * 10 + (*p++ - '0');
+    }
+    if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) return -1;
+    if (v > PL_JSON_INT_MAX) return -1;
+    *pp = p;
+    return v;
+}
+
+/* 1: m holds the send; 0: not taken (nothing allocated), use jansson. */
+static int fast_send(const char *data, size_t len, size_t max_body, pl_msg *m) {
+    enum { F_TYPE = 1, F_REQ = 2, F_CONV = 4, F_CMID = 8, F_BODY = 16, F_REPLY = 32 };
+    const char *p = data, *end = data + len;
+    fs_str cmid = {0}, body = {0}, sreq = {0};
+    int64_t conv = 0, reply = 0, ireq = -1;
+    unsigned seen = 0;
+    p = fs_ws(p, end);
+    if (p >= end || *p++ != '{') return 0;
+    for (;;) {
+        p = fs_ws(p, end);
+        if (p >= end || *p++ != '"') return 0;
+        const char *k = p;
+        while (p < end && *p != '"' && *p != '\\') p++;
+        if (p >= end || *p != '"') return 0;
+        size_t kl = (size_t)(p - k);
+        p = fs_ws(p + 1, end);
+        if (p >= end || *p++ != ':') return 0;
+        p = fs_ws(p, end);
+        if (p >= end) return 0;
+        unsigned f = kl == 4 && !memcmp(k, "type", 4) ? F_TYPE : kl == 3 && !memcmp(k, "req", 3) ? F_REQ
+                   : kl == 12 && !memcmp(k, "conversation", 12) ? F_CONV
+                   : kl == 13 && !memcmp(k, "client_msg_id", 13) ? F_CMID
+                   : kl == 4 && !memcmp(k, "body", 4) ? F_BODY : kl == 8 && !memcmp(k, "reply_to", 8) ? F_REPLY : 0;
+        if (!f || (seen & f)) return 0;
+        seen |= f;
+        fs_str tmp;
+        switch (f) {
+        case F_TYPE:
+            if (*p++ != '"' || fs_string(&p, end, &tmp) || tmp.esc || tmp.n != 4 || memcmp(tmp.p, "send", 4))
+                return 0;
+            break;
+        case F_REQ:
+            if (*p == '"') {
+                p++;
+                if (fs_string(&p, end, &sreq) || sreq.n > PL_PROTO_REQ_MAX - 2) return 0;
+            } else if ((ireq = fs_int(&p, end)) < 0) {
+                return 0;
+            }
+            break;
+        case F_CONV:
+            if ((conv = fs_int(&p, end)) <= 0) return 0;
+            break;
+        case F_CMID:
+            if (*p++ != '"' || fs_string(&p, end, &cmid) || cmid.n < 1 || cmid.n > PL_PROTO_CMID_MAX) return 0;
+            break;
+        case F_BODY:
+            if (*p++ != '"' || fs_string(&p, end, &body) || body.n < 1 || body.n > max_body) return 0;
+            break;
+        case F_REPLY:
+            if (end - p >= 4 && !memcmp(p, "null", 4)) { p += 4; reply = 0; }
+            else if ((reply = fs_int(&p, end)) <= 0) return 0;
+            break;
+        }
+        p = fs_ws(p, end);
+        if (p >= end) return 0;
+        if (*p == ',') { p++; continue; }
+        if (*p++ != '}') return 0;
+        break;
+    }
+    if (fs_ws(p, end) != end || (seen & (F_TYPE | F_CONV | F_CMID | F_BODY)) != (F_TYPE | F_CONV | F_CMID | F_BODY))
+        return 0;
+    char *own = malloc(cmid.n + body.n + 2);
+    if (!own) return 0;
+    fs_decode(&cmid, own);
+    own[cmid.n] = '\0';
+    fs_decode(&body, own + cmid.n + 1);
+    own[cmid.n + 1 + body.n] = '\0';
+    if (seen & F_REQ) {
+        if (sreq.p) {
+            char *r = malloc(sreq.n + 1);
+            if (!r) { free(own); return 0; }
+            fs_decode(&sreq, r);
+            m->req = json_stringn_nocheck(r, sreq.n);
+            free(r);
+        } else {
+            m->req = json_integer(ireq);
+        }
+        if (!m->req) { free(own); return 0; }
+    }
+    m->type = PL_MSG_SEND;
+    m->own = own;
+    m->conv = conv;
+    m->client_msg_id = own;
+    m->cmid_len = cmid.n;
+    m->body = own + cmid.n + 1;
+    m->body_len = body.n;
+    m->reply_to = reply;
+    return 1;
+}
+
 int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl_proto_err *e) {
     memset(m, 0, sizeof *m);
     memset(e, 0, sizeof *e);
+    if (pl_proto_fast && fast_send(data, len, max_body, m)) {
+        e->req = m->req;
+        return 0;
+    }
     json_error_t jerr;
     m->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!m->root || !json_is_object(m->root))
@@ -431,7 +673,11 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
 
 void pl_msg_release(pl_msg *m) {
     if (m->root) json_decref(m->root);
+    else if (m->req) json_decref(m->req);      /* fast_send's own */
+    free(m->own);
     m->root = NULL;
+    m->req = NULL;
+    m->own = NULL;
 }
 
 int pl_proto_cursor(json_t *cursors, void **iter, int64_t *conv, int64_t *seq) {

@@ -46,12 +46,15 @@ typedef struct pl_search_args {
 
 #define PL_PROTO_PRESENCE_QUERY_MAX 200
 
-/* A decoded client message. Strings point into root (valid until
- * pl_msg_release). */
+/* A decoded client message. Strings point into root or own (valid until
+ * pl_msg_release); whoever keeps them longer takes a reference to root and
+ * takes own over (chat/send.c). req is root's, or (no root) m's own
+ * reference: keep it with json_incref. */
 typedef struct pl_msg {
     pl_msg_type type;
-    json_t     *root;
-    json_t     *req;             /* borrowed from root, or NULL          */
+    json_t     *root;            /* NULL when the send fast path read it */
+    char       *own;             /* SEND read by the fast path: its strings */
+    json_t     *req;             /* borrowed from root or owned, or NULL */
     const char *token;           /* AUTH                                 */
     size_t      token_len;
     int64_t     conv;            /* SEND, HISTORY, actions               */
@@ -84,8 +87,11 @@ typedef struct pl_proto_err {
 } pl_proto_err;
 
 /* Decodes one text message. Returns 0, or -1 with *err filled; in both
- * cases call pl_msg_release(m) afterwards. max_body bounds SEND bodies. */
+ * cases call pl_msg_release(m) afterwards. max_body bounds SEND bodies.
+ * A plain `send` is read without jansson (root NULL); pl_proto_fast = 0
+ * turns that off (tests compare the two). */
 int  pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl_proto_err *err);
+extern int pl_proto_fast;
 void pl_msg_release(pl_msg *m);
 
 /* Iterates a validated cursors object: returns 0 and the i-th pair, or -1

@@ -19,6 +19,9 @@
  *   3. Re-encoding what was decoded gives JSON that parses back to the same
  *      values: an event and a `sent` ack built from a SEND (body, ids, req),
  *      an error echoing the req, and ,"req":<req> on its own.
+ *   (1-3 on the jansson path, pl_proto_fast = 0.)
+ *   4. The send fast path (pl_proto_fast = 1) takes only sends jansson
+ *      accepts, with the same fields and req.
  * pl_msg_release runs in every case (LeakSanitizer checks the JSON tree).
  */
 #include <jansson.h>
@@ -207,10 +210,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n) {
     char *text = (char *)fz_dup(p + 1, n - 1);
     pl_msg m;
     pl_proto_err e;
+    pl_proto_fast = 0;               /* jansson: the contract above */
     int rc = pl_proto_decode(text, n - 1, max_body, &m, &e);
+    pl_proto_fast = 1;
     FZ_CHECK(rc == 0 || rc == -1);
     if (rc == 0) check_msg(&m, max_body);
     else check_error(&e, m.root);
+    /* 4. the send fast path takes a message only if jansson accepts it as
+     *    the same send: same fields, same req */
+    pl_msg f;
+    pl_proto_err fe;
+    if (pl_proto_decode(text, n - 1, max_body, &f, &fe) == 0 && !f.root) {
+        FZ_CHECK(rc == 0 && m.type == PL_MSG_SEND && f.type == PL_MSG_SEND);
+        FZ_CHECK(f.conv == m.conv && f.reply_to == m.reply_to);
+        FZ_CHECK(f.cmid_len == m.cmid_len && !memcmp(f.client_msg_id, m.client_msg_id, f.cmid_len));
+        FZ_CHECK(f.body_len == m.body_len && !memcmp(f.body, m.body, f.body_len));
+        FZ_CHECK(!f.client_msg_id[f.cmid_len] && !f.body[f.body_len]);
+        FZ_CHECK((!f.req && !m.req) || (f.req && m.req && json_equal(f.req, m.req)));
+    }
+    pl_msg_release(&f);
     pl_msg_release(&m);
     pl_msg_release(&m);              /* safe twice */
     free(text);

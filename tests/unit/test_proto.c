@@ -558,3 +558,106 @@ TEST(proto_send_kind) {
     CHECK(strstr(e.message, "kind") != NULL);
     pl_msg_release(&m);
 }
+
+/* ---- the send fast path (proto.c fast_send) agrees with jansson ---------------- */
+
+/* The outcome of one decode as text: fields, or the error. */
+static void outcome(const char *s, size_t n, size_t max_body, int fast, char *out, size_t cap, int *was_fast) {
+    pl_msg m;
+    pl_proto_err e;
+    pl_proto_fast = fast;
+    int r = pl_proto_decode(s, n, max_body, &m, &e);
+    pl_proto_fast = 1;
+    *was_fast = !r && !m.root;
+    char *req = e.req ? json_dumps(e.req, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    if (r) {
+        snprintf(out, cap, "ERR %s %s req=%s", e.code, e.message, req ? req : "-");
+    } else {
+        int o = snprintf(out, cap, "OK t=%d conv=%lld reply=%lld req=%s cmid=", (int)m.type, (long long)m.conv,
+                         (long long)m.reply_to, req ? req : "-");
+        if (m.type == PL_MSG_SEND) {
+            for (size_t i = 0; i < m.cmid_len && o < (int)cap - 4; i++) o += snprintf(out + o, cap - o, "%02x", (unsigned char)m.client_msg_id[i]);
+            o += snprintf(out + o, cap - o, " body=");
+            for (size_t i = 0; i < m.body_len && o < (int)cap - 4; i++) o += snprintf(out + o, cap - o, "%02x", (unsigned char)m.body[i]);
+            /* NUL-terminated like jansson's strings */
+            if (m.client_msg_id[m.cmid_len] || m.body[m.body_len]) snprintf(out + o, cap - o, " UNTERMINATED");
+        }
+    }
+    free(req);
+    pl_msg_release(&m);
+}
+
+static int fast_agrees(const char *s, size_t n, int *was_fast) {
+    char a[4096], b[4096];
+    int fa, fb;
+    outcome(s, n, 100, 1, a, sizeof a, &fa);
+    outcome(s, n, 100, 0, b, sizeof b, &fb);
+    *was_fast = fa;
+    if (strcmp(a, b)) fprintf(stderr, "  differ on %.*s\n    fast:    %s\n    jansson: %s\n", (int)n, s, a, b);
+    return strcmp(a, b) == 0 && !fb;
+}
+
+TEST(proto_send_fast_path_agrees_with_jansson) {
+    static const char *const taken[] = {
+        "{\"type\":\"send\",\"req\":7,\"conversation\":12,\"client_msg_id\":\"c1\",\"body\":\"hi\"}",
+        " {\"body\" : \"x\\n\\\"y\\\\ \\/ \\b\\f\\r\\t\" , \"client_msg_id\":\"a\",\"conversation\":9007199254740991,\"type\":\"send\"}\n",
+        "{\"type\":\"send\",\"req\":\"r-\\u00e9\",\"conversation\":1,\"client_msg_id\":\"\\u0041b\",\"body\":\"\\ud83d\\ude00 caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"reply_to\":null}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"reply_to\":41,\"req\":0}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"0123456789012345678901234567890123456789012345678901234567890123\",\"body\":\"b\"}",
+    };
+    int fast;
+    for (size_t i = 0; i < sizeof taken / sizeof *taken; i++) {
+        CHECK(fast_agrees(taken[i], strlen(taken[i]), &fast));
+        CHECK(fast);                          /* these are the fast path's */
+    }
+    static const char *const left[] = {          /* jansson decides, as before */
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"kind\":\"text\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"body\":\"c\"}",
+        "{\"type\":\"send\",\"conversation\":-3,\"client_msg_id\":\"x\",\"body\":\"b\"}",
+        "{\"type\":\"send\",\"conversation\":3.0,\"client_msg_id\":\"x\",\"body\":\"b\"}",
+        "{\"type\":\"send\",\"conversation\":1e3,\"client_msg_id\":\"x\",\"body\":\"b\"}",
+        "{\"type\":\"send\",\"conversation\":03,\"client_msg_id\":\"x\",\"body\":\"b\"}",
+        "{\"type\":\"send\",\"conversation\":9007199254740992,\"client_msg_id\":\"x\",\"body\":\"b\"}",
+        "{\"type\":\"send\",\"conversation\":0,\"client_msg_id\":\"x\",\"body\":\"b\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"\",\"body\":\"b\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"a\\u0000b\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"\\ud800\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"\\udc00x\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"\xc0\xaf\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"\xed\xa0\x80\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"a\tb\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\"} x",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"reply_to\":0}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"req\":-1}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"req\":true}",
+        "{\"type\":\"sen\\u0064\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\"}",
+        "{\"ty\\u0070e\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\"}",
+        "{\"type\":\"edit\",\"conversation\":3,\"seq\":1,\"body\":\"b\"}",
+        "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"01234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789\"}",
+    };
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
+        CHECK(fast_agrees(left[i], strlen(left[i]), &fast));
+        CHECK(!fast);
+    }
+    /* mutations of a taken message: every byte replaced and every prefix */
+    const char *base = taken[2];
+    size_t n = strlen(base);
+    char buf[512];
+    static const char subst[] = {'"', '\\', '}', ',', ':', ' ', '0', '9', 'u', 'x', '\x80', '\xff', '\x01', '-', 'e'};
+    unsigned agreed = 0, total = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < sizeof subst; k++) {
+            memcpy(buf, base, n);
+            buf[i] = subst[k];
+            total++;
+            agreed += fast_agrees(buf, n, &fast);
+        }
+        total++;
+        agreed += fast_agrees(base, i, &fast);
+    }
+    CHECK_EQ(agreed, total);
+}
