@@ -87,6 +87,8 @@ typedef struct sq_store {
                                  * in the MATCH when it has at most this many */
 #define SQ_INDEX_EVERY_MS 100   /* the indexer looks at the queue at least
                                  * this often without being woken */
+#define SQ_INDEX_GAP_MS   50    /* and starts a pass at most this often
+                                 * unless it is behind */
 #define SQ_PRUNE_ROWS     2000  /* the writer deletes indexed queue rows in
                                  * a batch once this many are done */
 

@@ -153,17 +153,32 @@ static int ix_pass(sq_indexer *x) {
     return (int)(high - done);
 }
 
+/* Waits on the condition for at most ms (mu held). */
+static void ix_wait(sq_indexer *x, int64_t ms) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+    pthread_cond_timedwait(&x->cv, &x->mu, &dl);
+}
+
+/* Passes when kicked (or every SQ_INDEX_EVERY_MS), at most one per
+ * SQ_INDEX_GAP_MS unless the last one was full: each pass commits (and
+ * fsyncs) a segment of its own, so under a steady stream of small batches
+ * fewer, larger passes cost much less per message; back to back while
+ * behind. */
 static void *ix_main(void *arg) {
     sq_indexer *x = arg;
     pthread_setname_np(pthread_self(), "pl-indexer");
+    int behind = 0, errors = 0;
+    int64_t last = -SQ_INDEX_GAP_MS;
     for (;;) {
         pthread_mutex_lock(&x->mu);
-        if (!x->kick && !x->stop) {
-            struct timespec dl;
-            clock_gettime(CLOCK_REALTIME, &dl);
-            dl.tv_nsec += (long)SQ_INDEX_EVERY_MS * 1000000L;
-            if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
-            pthread_cond_timedwait(&x->cv, &x->mu, &dl);
+        if (!behind) {
+            if (!x->kick && !x->stop) ix_wait(x, SQ_INDEX_EVERY_MS);
+            for (int64_t now; !x->stop && (now = pl_mono_ms()) < last + SQ_INDEX_GAP_MS;)
+                ix_wait(x, last + SQ_INDEX_GAP_MS - now);
         }
         int stop = x->stop;
         x->kick = 0;
@@ -173,14 +188,11 @@ static void *ix_main(void *arg) {
             while (pl_mono_ms() < until && ix_pass(x) > 0) {}
             break;
         }
-        int n, errors = 0;
-        while ((n = ix_pass(x)) != 0) {
-            if (n < 0 && ++errors >= 3) break;     /* e.g. a lock timeout: next wake-up */
-            pthread_mutex_lock(&x->mu);
-            stop = x->stop;
-            pthread_mutex_unlock(&x->mu);
-            if (stop) break;        /* the drain above, on the next turn */
-        }
+        int64_t t = pl_mono_ms();
+        int n = ix_pass(x);
+        if (n > 0) last = t;
+        errors = n < 0 ? errors + 1 : 0;
+        behind = n >= SQ_INDEX_ROWS || (n < 0 && errors < 3);   /* errors: e.g. a lock timeout */
     }
     return NULL;
 }
