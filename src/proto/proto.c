@@ -362,6 +362,11 @@ static int fs_string(const char **pp, const char *end, fs_str *s) {
     s->n = 0;
     s->esc = 0;
     while (p < end && *p != '"') {
+        const char *q = p;                   /* a run of plain ASCII */
+        while (q < end && (unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 && *q != '"' && *q != '\\') q++;
+        s->n += (size_t)(q - p);
+        p = q;
+        if (p >= end || *p == '"') break;
         if (*p == '\\') {
             if (end - p < 2) return -1;
             s->esc = 1;
