@@ -89,6 +89,7 @@ typedef struct sq_store {
                                  * this often without being woken */
 #define SQ_INDEX_GAP_MS   50    /* and starts a pass at most this often
                                  * unless it is behind */
+#define SQ_INDEX_NICE     10    /* the indexer thread's nice value */
 #define SQ_PRUNE_ROWS     2000  /* the writer deletes indexed queue rows in
                                  * a batch once this many are done */
 

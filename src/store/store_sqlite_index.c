@@ -35,11 +35,14 @@
  * secure-delete is available) and search.db's WAL is checkpointed and
  * truncated.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../core/alloc.h"
@@ -171,6 +174,11 @@ static void ix_wait(sq_indexer *x, int64_t ms) {
 static void *ix_main(void *arg) {
     sq_indexer *x = arg;
     pthread_setname_np(pthread_self(), "pl-indexer");
+    /* Delivery before search: when the cores are busy the indexer yields
+     * to the loop and the writer (and lags, catching up when load drops);
+     * on an idle core it runs at full speed. Linux: nice is per thread. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SQ_INDEX_NICE) != 0)
+        pl_log(PL_LOG_DEBUG, 0, "store: cannot lower the indexer's priority", "\"errno\":%d", errno);
     int behind = 0, errors = 0;
     int64_t last = -SQ_INDEX_GAP_MS;
     for (;;) {
