@@ -59,7 +59,7 @@ static void on_data(pl_conn *c, uint8_t *p, size_t n) {
 
 static void on_close(pl_conn *c) {
     pl_http_on_close(c);
-    if (c->mode == PL_CONN_WS) pl_ws_reader_release(&c->ws);
+    if (c->mode == PL_CONN_WS) pl_wsconn_release(c);
     pl_chat_conn_closed(c);
 }
 

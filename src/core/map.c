@@ -38,7 +38,7 @@ static void grow(pl_map *m) {
 }
 
 void pl_map_put(pl_map *m, int64_t key, void *val) {
-    if ((m->len + 1) * 2 > m->cap) grow(m);
+    if ((m->len + 1) * 4 > m->cap * 3) grow(m);   /* load factor at most 3/4 (map.h) */
     size_t mask = m->cap - 1;
     for (size_t i = hash64(key) & mask;; i = (i + 1) & mask) {
         if (m->slots[i].key == key) { m->slots[i].val = val; return; }

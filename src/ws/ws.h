@@ -73,8 +73,9 @@ typedef struct pl_ws_msg {
 /* Return 0 to go on; any other value stops the feed, which returns it. */
 typedef int (*pl_ws_cb)(void *ud, const pl_ws_msg *m);
 
-/* Embedded in each connection; keep it small (it is per idle connection):
- * sizeof(pl_ws_reader) must stay at most 64 bytes on x86-64. */
+/* A connection holds one only while a frame or message is partly read
+ * (wsconn.c; on the stack otherwise); keep it small: sizeof(pl_ws_reader)
+ * must stay at most 64 bytes on x86-64. */
 typedef struct pl_ws_reader {
     /* Private; ordered widest first so the struct packs into 64 bytes. */
     uint64_t remaining;      /* payload bytes of the current frame still to come */
@@ -139,5 +140,7 @@ size_t pl_ws_close_payload(uint8_t out[125], int code, const char *reason);
  * out gets 28 chars and a NUL. Returns 0, or -1 if the key is not 24 chars of
  * base64 decoding to 16 bytes. */
 int    pl_ws_accept_key(const char *key, size_t key_len, char out[29]);
+/* SHA-1 of p[0..n) into out (the handshake's checksum; not for security). */
+void   pl_ws_sha1(const uint8_t *p, size_t n, uint8_t out[20]);
 
 #endif

@@ -1,8 +1,10 @@
 /* wsconn.c — WebSocket connection handling (see wsconn.h). */
 #include "wsconn.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
 #include "ws.h"
@@ -20,8 +22,15 @@ void pl_wsconn_init(const pl_wsconn_hooks *h, uint32_t max_message) {
 void pl_wsconn_open(pl_conn *c) {
     c->mode = PL_CONN_WS;
     c->ws_state = PL_WSS_OPEN;
-    pl_ws_reader_init(&c->ws, 0, max_msg);
+    c->ws = NULL;                  /* between frames: see pl_wsconn_on_data */
     pl_conn_resume(c);
+}
+
+void pl_wsconn_release(pl_conn *c) {
+    if (!c->ws) return;
+    pl_ws_reader_release(c->ws);
+    free(c->ws);
+    c->ws = NULL;
 }
 
 pl_rbuf *pl_ws_text_frame(const char *s, size_t n) {
@@ -96,7 +105,27 @@ static int on_frame(void *ud, const pl_ws_msg *m) {
 void pl_wsconn_on_data(pl_conn *c, uint8_t *p, size_t n) {
     if (!p) return;
     if (c->ws_state == PL_WSS_FAILED) return;        /* reader dead: discard */
-    int r = pl_ws_reader_feed(&c->ws, p, n, on_frame, c);
+    /* A reader that is not busy (between frames, no message in progress)
+     * holds nothing but its settings, so an idle connection keeps none: a
+     * feed that ends on a frame boundary runs on a fresh reader on the
+     * stack, and only one that ends inside a frame or a fragmented message
+     * moves the reader to the heap, until a feed ends on a boundary again. */
+    pl_ws_reader local, *rd = c->ws;
+    if (!rd) {
+        pl_ws_reader_init(&local, 0, max_msg);
+        rd = &local;
+    }
+    int r = pl_ws_reader_feed(rd, p, n, on_frame, c);
+    if (r == 0 && pl_ws_reader_busy(rd)) {
+        if (rd == &local) {
+            c->ws = pl_malloc(sizeof *c->ws);
+            *c->ws = local;        /* takes over its buffer, if any */
+        }
+    } else if (rd == &local) {
+        pl_ws_reader_release(&local);
+    } else {
+        pl_wsconn_release(c);
+    }
     if (r > 0 && r >= 1000) {
         pl_log(PL_LOG_INFO, c->id, "ws protocol error", "\"code\":%d", r);
         pl_wsconn_close(c, r, r == PL_WS_CLOSE_BAD_DATA ? "invalid UTF-8" :

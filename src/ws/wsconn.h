@@ -37,6 +37,8 @@ void pl_wsconn_init(const pl_wsconn_hooks *h, uint32_t max_message);
 /* Switches a connection to WebSocket mode (called after the 101). */
 void pl_wsconn_open(pl_conn *c);
 void pl_wsconn_on_data(pl_conn *c, uint8_t *p, size_t n);
+/* Frees the connection's frame reader, if it has one (at close). */
+void pl_wsconn_release(pl_conn *c);
 void pl_wsconn_on_timeout(pl_conn *c);
 
 /* An unmasked text frame holding s[0..n), one reference, for sending to one

@@ -128,6 +128,30 @@ TEST(ws_accept_key_rfc_example) {
     CHECK_STR(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
+/* FIPS 180 vectors and every padding case: a one-block tail (55), a tail
+ * that needs a second block (56, 119), whole blocks (64), several blocks. */
+TEST(ws_sha1_vectors) {
+    static const struct { size_t n; const char *hex; } v[] = {
+        {0, "da39a3ee5e6b4b0d3255bfef95601890afd80709"},
+        {55, "c1c8bbdc22796e28c0e15163d20899b65621d65a"},
+        {56, "c2db330f6083854c99d4b5bfb6e8f29f201be699"},
+        {64, "0098ba824b5c16427bd7a1122a5a442a25ec644d"},
+        {119, "ee971065aaa017e0632a8ca6c77bb3bf8b1dfc56"},
+        {200, "e61cfffe0d9195a525fc6cf06ca2d77119c24a40"},
+    };
+    uint8_t a[200], out[20];
+    char hex[41];
+    memset(a, 'a', sizeof a);
+    pl_ws_sha1((const uint8_t *)"abc", 3, out);
+    for (int i = 0; i < 20; i++) snprintf(hex + 2 * i, 3, "%02x", out[i]);
+    CHECK_STR(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    for (size_t k = 0; k < sizeof v / sizeof *v; k++) {
+        pl_ws_sha1(a, v[k].n, out);
+        for (int i = 0; i < 20; i++) snprintf(hex + 2 * i, 3, "%02x", out[i]);
+        CHECK_STR(hex, v[k].hex);
+    }
+}
+
 TEST(ws_accept_key_rejects_bad_keys) {
     char out[29];
     CHECK_EQ(pl_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ=", 23, out), -1);
@@ -891,4 +915,75 @@ TEST(ws_random_input_is_safe) {
         }
         pl_ws_reader_release(&r);
     }
+}
+
+/* ---- the connection's reader (src/ws/wsconn.c) ------------------------------ */
+
+#include "ws/wsconn.h"
+
+static int wsc_texts;
+static size_t wsc_last_len;
+
+static void wsc_on_text(pl_conn *c, const uint8_t *data, size_t len) {
+    (void)c;
+    (void)data;
+    wsc_texts++;
+    wsc_last_len = len;
+}
+
+static void wsc_on_timeout(pl_conn *c) { (void)c; }
+
+/* Feeds a copy of p[0..n) (the reader unmasks in place). */
+static void wsc_feed(pl_conn *c, const uint8_t *p, size_t n) {
+    uint8_t *cp = malloc(n ? n : 1);
+    memcpy(cp, p, n);
+    pl_wsconn_on_data(c, cp, n);
+    free(cp);
+}
+
+/* An idle WebSocket keeps no reader: one exists only while a feed has ended
+ * inside a frame or a fragmented message, and goes once one ends on a
+ * message boundary (memory per idle connection, issue 11). */
+TEST(wsconn_reader_only_while_a_frame_is_partial) {
+    pl_wsconn_hooks h = {wsc_on_text, wsc_on_timeout};
+    pl_wsconn_init(&h, 1 << 20);
+    pl_conn *c = calloc(1, sizeof *c);
+    pl_wsconn_open(c);
+    CHECK(c->ws == NULL);
+    uint8_t f[300], g[300];
+    size_t n = mk(f, 0x81, "hello", 5, 1);
+    wsc_texts = 0;
+    wsc_feed(c, f, n);                              /* whole frame */
+    CHECK_EQ(wsc_texts, 1);
+    CHECK(c->ws == NULL);
+    wsc_feed(c, f, 3);                              /* header split */
+    CHECK(c->ws != NULL);
+    wsc_feed(c, f + 3, n - 3);
+    CHECK_EQ(wsc_texts, 2);
+    CHECK(c->ws == NULL);
+    size_t m = mk(g, 0x01, "frag", 4, 1);           /* a fragmented message: */
+    m += mk(g + m, 0x80, "ment", 4, 1);
+    size_t first = mk(f, 0x01, "frag", 4, 1);
+    wsc_feed(c, g, first);                          /* first fragment, whole */
+    CHECK(c->ws != NULL);                           /* ... the message is not */
+    wsc_feed(c, g + first, m - first);
+    CHECK_EQ(wsc_texts, 3);
+    CHECK_EQ(wsc_last_len, 8);
+    CHECK(c->ws == NULL);
+    uint8_t two[40];                                /* a message and half the next */
+    size_t k = mk(two, 0x81, "one", 3, 1);
+    size_t k2 = mk(two + k, 0x81, "second", 6, 1);
+    wsc_feed(c, two, k + 4);
+    CHECK_EQ(wsc_texts, 4);
+    CHECK(c->ws != NULL);
+    wsc_feed(c, two + k + 4, k2 - 4);
+    CHECK_EQ(wsc_texts, 5);
+    CHECK_EQ(wsc_last_len, 6);
+    CHECK(c->ws == NULL);
+    wsc_feed(c, two, 5);                            /* partial at close: freed there */
+    CHECK(c->ws != NULL);
+    pl_wsconn_release(c);
+    CHECK(c->ws == NULL);
+    pl_wsconn_release(c);                           /* safe twice */
+    free(c);
 }
