@@ -46,8 +46,11 @@
  *   3. A LIVE subscription has sent_seq == published of its stream (or is
  *      ahead, when its session's own read saw a later head; then the stream
  *      is filling up to it and the subscription skips what it has).
- *   4. Replays are scheduled round-robin through one queue, at most
- *      REPLAY_INFLIGHT reads at a time, one page per turn per subscription;
+ *   4. Replays are scheduled round-robin through one queue, one page per
+ *      turn per subscription, with at most REPLAY_INFLIGHT pages' worth of
+ *      events in flight (a read's worth is the smaller of a page and its
+ *      gap, sub_target - sent_seq, which bounds what it can return) and at
+ *      most REPLAY_READS_MAX reads;
  *      a subscription that is caught up is never read for; a session whose
  *      write queue is above its high-water mark waits for on_drain (and is
  *      closed with 4008 after slow-timeout); a dead connection stops its
@@ -81,7 +84,8 @@
 #include "chat.h"
 
 #define REPLAY_PAGE          PL_STORE_PAGE_MAX
-#define REPLAY_INFLIGHT      32       /* replay reads in flight, all sessions */
+#define REPLAY_INFLIGHT      32       /* pages' worth of replay events in flight */
+#define REPLAY_READS_MAX     512      /* replay reads in flight, all sessions  */
 #define FILL_PAGE            PL_STORE_PAGE_MAX
 #define HELD_MAX             256      /* out-of-order bus events kept per stream */
 #define GAP_WAIT_MS          30       /* cluster mode: wait this long for a missing event */
@@ -180,6 +184,9 @@ enum { S_NEW = 0, S_AUTHING = 1, S_AUTHED = 2 };
  * and sse.c re-encodes them, once per frame, for SSE sessions. */
 enum { TP_WS = 0, TP_SSE = 1 };
 
+/* One per connection, idle ones included: keep it within 120 bytes on
+ * x86-64 (a 128-byte malloc chunk; the assertion in session.c), pointers
+ * and 64-bit fields first, then the 32-bit ones, then the bytes. */
 struct session {
     pl_conn   *conn;
     int64_t    user, login;
@@ -188,6 +195,11 @@ struct session {
     uint32_t   nsubs, capsubs;
     pl_map    *submap;            /* conv -> sub once nsubs > SUBMAP_MIN     */
     int64_t    last_hb;           /* mono ms of the last message (heartbeat) */
+    int64_t    drain_since;       /* mono ms the wait began                  */
+    pending_msg *pq_head;         /* messages that came while authenticating */
+    pl_cursor *resume;            /* SSE: the Last-Event-ID cursors, until applied */
+    uint32_t   nresume;
+    uint32_t   pq_len;
     uint32_t   mark;              /* dedup generation for fan-out            */
     uint8_t    state;             /* S_*                                     */
     uint8_t    away;              /* the session said it is away            */
@@ -195,12 +207,6 @@ struct session {
     uint8_t    waiting_drain;     /* replays paused on a full write queue    */
     uint8_t    tp;                /* TP_WS or TP_SSE                         */
     uint8_t    resuming;          /* SSE: opened with a Last-Event-ID        */
-    int64_t    drain_since;       /* mono ms the wait began                  */
-    pending_msg *pq_head, *pq_tail;  /* messages that came while authenticating */
-    uint32_t   pq_len;
-    pl_cursor *resume;            /* SSE: the Last-Event-ID cursors, until applied */
-    size_t     nresume;
-    char       username[33];
 };
 
 typedef struct presence presence;
@@ -219,6 +225,7 @@ typedef struct chat_state {
     /* deliver.c */
     sub             *rq_head, *rq_tail;   /* replay queue                     */
     uint32_t         inflight;    /* replay reads in flight                  */
+    uint32_t         inflight_cost; /* events those reads may return (invariant 4) */
     uv_idle_t        replayer;
     chat_conv       *gaps;        /* streams waiting for a missing event     */
     uv_timer_t       gap_timer;
@@ -269,6 +276,7 @@ void     chat_close(pl_conn *c, int code, const char *reason);
 /* A conversation event (x's conversation at seq) for x's session: as
  * chat_deliver, and an SSE session's event also carries its cursor id. */
 int      chat_deliver_event(sub *x, pl_rbuf *frame, int64_t seq);
+int      chat_deliver_event_part(sub *x, pl_rbuf *b, size_t off, size_t len);   /* WebSocket only */
 int      chat_is_open(const pl_conn *c);   /* frames may still be queued */
 
 /* sse.c */

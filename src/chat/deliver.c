@@ -51,6 +51,70 @@ static pl_rbuf *event_frame(const pl_event *ev) {
 
 static int is_ws_open(pl_conn *c) { return chat_is_open(c); }   /* either transport */
 
+/* ---- the frame arena ----------------------------------------------------------
+ *
+ * Live events' frames for WebSocket sessions are encoded back to back into
+ * one shared buffer, the arena, and queued as byte ranges of it
+ * (chat_deliver_event_part -> pl_conn_send_part). A connection that gets
+ * several events in a loop turn (a busy group: dozens) then holds them as
+ * one queue entry, one reference and one iovec, instead of one of each per
+ * frame; the kernel copies one run instead of dozens of small segments
+ * (benchmarks.md, "Issue 11: group fan-out cost per delivery").
+ * Invariants:
+ *   1. Bytes of the arena below arena->len are never rewritten while any
+ *      queue holds a reference: the arena is reused from offset 0 only
+ *      when this module holds its only reference (refs == 1).
+ *   2. A full arena is replaced, not grown (queued ranges point into it);
+ *      the last queue to write its range frees it.
+ * Memory: a queue that is written each turn holds its ranges for that
+ * turn only; one whose kernel buffer is full copies the ranges it gets
+ * (pl_conn_send_part), so it keeps alive only the arenas of the ranges its
+ * pending write took. Frames larger than ARENA_SIZE / 4 are encoded on
+ * their own; SSE sessions get whole frames (sse.c rewrites them). Replay
+ * pages (deliver_one) are encoded into it too, one frame per event and
+ * subscription as before, minus an allocation each. */
+#define ARENA_SIZE (64 * 1024)
+
+static pl_rbuf *arena;            /* NULL until the first live event         */
+static pl_sbuf  arena_json;       /* reused encoding scratch                 */
+
+/* Encodes ev as a WebSocket text frame at the arena's end: the arena (a new
+ * reference) and the frame's range, or NULL when it is too large. */
+static pl_rbuf *arena_frame(const pl_event *ev, uint32_t *off, uint32_t *len) {
+    arena_json.len = 0;
+    pl_proto_event(&arena_json, ev);
+    uint8_t hdr[14];
+    size_t h = pl_ws_header(hdr, PL_WS_OP_TEXT, arena_json.len, NULL);
+    size_t n = h + arena_json.len;
+    if (n > ARENA_SIZE / 4) return NULL;
+    if (arena && arena->refs == 1) arena->len = 0;          /* invariant 1 */
+    if (arena && arena->cap - arena->len < n) pl_rbuf_unref(&arena);   /* invariant 2 */
+    if (!arena) arena = pl_rbuf_new(ARENA_SIZE);
+    *off = arena->len;
+    *len = (uint32_t)n;
+    memcpy(arena->data + arena->len, hdr, h);
+    memcpy(arena->data + arena->len + h, arena_json.p, arena_json.len);
+    arena->len += (uint32_t)n;
+    return pl_rbuf_ref(arena);
+}
+
+/* Queues ev to x alone (a replay page): through the arena for a WebSocket
+ * session, so a page's frames are one queue entry too and cost no
+ * allocation each. Returns chat_deliver_event's result. */
+static int deliver_one(sub *x, const pl_event *ev) {
+    uint32_t off, len;
+    pl_rbuf *b = NULL;
+    int r;
+    if (CO.send_part && x->sess->tp == TP_WS && (b = arena_frame(ev, &off, &len))) {
+        r = chat_deliver_event_part(x, b, off, len);
+    } else {
+        b = event_frame(ev);
+        r = chat_deliver_event(x, b, ev->seq);
+    }
+    pl_rbuf_unref(&b);
+    return r;
+}
+
 /* ---- batched checks against the store (subscribe, then read) ------------ */
 
 static void arm_flusher(void) {
@@ -393,7 +457,7 @@ sub *sub_create(session *s, int64_t conv, int64_t stream_seq, int64_t sent_seq, 
     cv->subs = x;
     cv->nsubs++;
     if (s->nsubs == s->capsubs) {
-        s->capsubs = s->capsubs ? s->capsubs * 2 : 4;
+        s->capsubs = s->capsubs ? s->capsubs * 2 : 3;   /* 24 bytes: malloc's smallest chunk */
         s->subs = pl_realloc(s->subs, s->capsubs * sizeof *s->subs);
     }
     s->subs[s->nsubs++] = x;
@@ -535,9 +599,26 @@ void session_replays_resume(session *s) {
 /* ---- replay ------------------------------------------------------------- */
 
 typedef struct replay_op {
-    pl_job job;
-    sub   *x;
+    pl_job   job;
+    sub     *x;
+    uint32_t cost;                /* its share of C.inflight_cost            */
 } replay_op;
+
+/* The events a read for x may return (invariant 4): a page, or fewer when
+ * the gap up to its target is smaller (seqs are unique, so a read of
+ * (sent_seq, target] returns at most target - sent_seq events). A storm of
+ * resumes, each a few events behind, keeps many small reads in flight
+ * instead of waiting a store round trip per REPLAY_INFLIGHT sessions. */
+static uint32_t replay_cost(const sub *x) {
+    if (x->detached || x->state != SUB_CATCHUP) return 1;   /* not read for; its stream may be gone */
+    if (x->mention_pending) return REPLAY_PAGE;
+    int64_t gap = sub_target(x) - x->sent_seq;
+    return gap < 1 ? 1 : gap > REPLAY_PAGE ? REPLAY_PAGE : (uint32_t)gap;
+}
+
+static int replay_fits(const sub *x) {
+    return C.inflight < REPLAY_READS_MAX && C.inflight_cost + replay_cost(x) <= REPLAY_INFLIGHT * REPLAY_PAGE;
+}
 
 /* Replays read as the session's user, so that messages come in their
  * current form for it (reactions' "me"). The store answers such a read as
@@ -565,6 +646,7 @@ static void replay_done(pl_job *j) {
     sub *x = op->x;
     if (replay_read_as_stream(op)) return;
     C.inflight--;
+    C.inflight_cost -= op->cost;
     x->reading = 0;
     if (x->detached || C.stopping) {
         if (x->detached) free(x);
@@ -579,10 +661,7 @@ static void replay_done(pl_job *j) {
     for (size_t i = 0; i < j->nevents; i++) {
         const pl_event *ev = &j->events[i];
         if (ev->seq != x->sent_seq + 1 || ev->seq > sub_target(x)) break;
-        pl_rbuf *b = event_frame(ev);
-        int failed = chat_deliver_event(x, b, ev->seq);
-        pl_rbuf_unref(&b);
-        if (failed) goto out;                 /* closing: nothing more for it */
+        if (deliver_one(x, ev)) goto out;     /* closing: nothing more for it */
         pl_count(&pl_m_frames_out, 1);
         x->sent_seq = ev->seq;
         if (c->high) break;                   /* invariant 4: wait for the drain */
@@ -606,14 +685,16 @@ static void replay_read(sub *x) {
     op->job.before = sub_target(x) + 1;      /* invariant 2: never above published */
     op->job.limit = REPLAY_PAGE;
     op->job.done = replay_done;
+    op->cost = replay_cost(x);
     x->reading = 1;
     C.inflight++;
+    C.inflight_cost += op->cost;
     pl_store_submit(C.store, &op->job);
 }
 
-/* Serves the queue round-robin, REPLAY_INFLIGHT reads at a time. */
+/* Serves the queue round-robin within invariant 4's bounds. */
 static void replay_turn(uv_idle_t *h) {
-    while (C.rq_head && C.inflight < REPLAY_INFLIGHT && !C.stopping) {
+    while (C.rq_head && replay_fits(C.rq_head) && !C.stopping) {
         sub *x = C.rq_head;
         C.rq_head = x->qnext;
         if (!C.rq_head) C.rq_tail = NULL;
@@ -636,7 +717,7 @@ static void replay_turn(uv_idle_t *h) {
         if (x->mention_pending) mention_read(x);
         else replay_read(x);
     }
-    if (!C.rq_head || C.inflight >= REPLAY_INFLIGHT || C.stopping) uv_idle_stop(h);
+    if (!C.rq_head || !replay_fits(C.rq_head) || C.stopping) uv_idle_stop(h);
 }
 
 /* ---- processing an event in order (seq == published + 1) ---------------- */
@@ -728,21 +809,34 @@ static void conv_process(chat_conv *cv, const pl_event *ev) {
     cv->published = ev->seq;
     if (cv->known < ev->seq) cv->known = ev->seq;
     if (ev->kind == PL_EV_MESSAGE && cv->ntyping) typing_stop(cv, ev->sender);
-    pl_rbuf *frame = NULL;
+    pl_rbuf *frame = NULL;                    /* whole: SSE sessions, large frames */
+    pl_rbuf *ab = NULL;                       /* the arena holding it (WebSocket) */
+    uint32_t aoff = 0, alen = 0;
+    int parts = CO.send_part != NULL;         /* 0 once the arena refused the frame */
+    uint64_t queued = 0;                      /* counted once: an atomic add each cost 2% */
     for (sub *x = cv->subs; x; x = x->next) {
         if (x->state != SUB_LIVE || ev->seq <= x->sent_seq) continue;
         if (ev->seq != x->sent_seq + 1) {     /* cannot happen (invariant 3) */
             sub_catch_up(x, 0);
             continue;
         }
-        if (!frame) frame = event_frame(ev);
-        if (chat_deliver_event(x, frame, ev->seq) == 0) {
+        int r, ws = x->sess->tp == TP_WS;
+        if (parts && ws && !ab && !(ab = arena_frame(ev, &aoff, &alen))) parts = 0;
+        if (parts && ws) {
+            r = chat_deliver_event_part(x, ab, aoff, alen);
+        } else {
+            if (!frame) frame = event_frame(ev);
+            r = chat_deliver_event(x, frame, ev->seq);
+        }
+        if (r == 0) {
             x->sent_seq = ev->seq;
-            pl_count(&pl_m_frames_out, 1);
+            queued++;
             if (x->report_synced && x->sent_seq >= x->synced_at) send_synced(x);
         }
     }
+    if (queued) pl_count(&pl_m_frames_out, queued);
     pl_rbuf_unref(&frame);
+    if (ab) pl_rbuf_unref(&ab);
     if (removal) end_finish(cv, ev->subject, ev->seq);
     if (cv->watchers) changed_add(cv->id);
     processing--;
@@ -938,6 +1032,7 @@ static void mention_done(pl_job *j) {
         return;
     }
     C.inflight--;
+    C.inflight_cost -= REPLAY_PAGE;
     x->reading = 0;
     if (x->detached || C.stopping) {
         if (x->detached) free(x);
@@ -967,6 +1062,7 @@ static void mention_read(sub *x) {
     x->mention_pending = 0;
     x->reading = 1;
     C.inflight++;
+    C.inflight_cost += REPLAY_PAGE;           /* replay_cost of a mention read */
     pl_store_submit(C.store, &op->job);
 }
 
@@ -1114,4 +1210,6 @@ void deliver_free(void) {
     uv_close((uv_handle_t *)&C.gap_timer, NULL);
     uv_close((uv_handle_t *)&C.flusher, NULL);
     flow_free();
+    pl_rbuf_unref(&arena);
+    pl_sbuf_release(&arena_json);
 }

@@ -40,9 +40,14 @@
 #include "e2ee.h"
 
 chat_state C;
+
+#if defined(__x86_64__)
+_Static_assert(sizeof(session) <= 120, "session must fit a 128-byte malloc chunk (chat_int.h)");
+#endif
+
 static void conn_shut(pl_conn *c) { pl_conn_close(c, 1); }
 pl_chat_conn_ops CO = {pl_conn_send, pl_conn_send_copy, pl_wsconn_close, pl_conn_pause,
-                       pl_conn_resume, pl_conn_ref, pl_conn_unref, conn_shut};
+                       pl_conn_resume, pl_conn_ref, pl_conn_unref, conn_shut, pl_conn_send_part};
 
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops) { CO = *ops; }
 
@@ -146,6 +151,19 @@ static int deliver(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) {
 int chat_deliver(pl_conn *c, pl_rbuf *frame) { return deliver(c, frame, 0, NULL, 0); }
 
 int chat_deliver_event(sub *x, pl_rbuf *frame, int64_t seq) { return deliver(x->sess->conn, frame, 1, x, seq); }
+
+/* The same for a WebSocket session (not SSE) when CO.send_part is set: the
+ * frame is bytes [off, off + len) of b (deliver.c's frame arena). */
+int chat_deliver_event_part(sub *x, pl_rbuf *b, size_t off, size_t len) {
+    pl_conn *c = x->sess->conn;
+    if (!chat_is_open(c)) return -1;
+    if (c->qbytes + len > (size_t)C.cfg->max_outbound) {
+        close_slow(c);
+        return -1;
+    }
+    CO.send_part(c, b, off, len);
+    return 0;
+}
 
 int chat_deliver_reply(pl_conn *c, pl_rbuf *frame) {
     if (!chat_is_open(c)) return -1;
@@ -308,7 +326,6 @@ static void pq_free(session *s) {
         s->pq_head = p->next;
         free(p);
     }
-    s->pq_tail = NULL;
     s->pq_len = 0;
     free(s->resume);
     s->resume = NULL;
@@ -357,7 +374,6 @@ static void auth_done(pl_job *j) {
     s->login = j->id;
     s->state = S_AUTHED;
     s->last_hb = pl_mono_ms();
-    memcpy(s->username, j->user_out.username, sizeof s->username);
     user_attach(s);
     presence_session_added(s);
     if (s->tp == TP_SSE) c->deadline = pl_mono_ms() + (int64_t)C.cfg->sse_heartbeat * 1000;
@@ -367,7 +383,7 @@ static void auth_done(pl_job *j) {
     pl_sbuf_init(&b);
     pl_sbuf_printf(&b, "{\"type\":\"ready\",\"protocol\":%d,\"user\":{\"id\":%lld,\"username\":",
                    PL_PROTO_VERSION, (long long)s->user);
-    pl_sbuf_add_json_str(&b, s->username, strlen(s->username));
+    pl_sbuf_add_json_str(&b, j->user_out.username, strnlen(j->user_out.username, sizeof j->user_out.username));
     pl_sbuf_printf(&b, "},\"session\":%lld,\"conversations\":[", (long long)s->login);
     for (size_t i = 0; i < j->nconvs; i++) {
         const pl_conv *cv = &j->convs[i];
@@ -399,7 +415,6 @@ static void auth_done(pl_job *j) {
     while (s->pq_head && pl_conn_alive(c) && c->session == s) {
         pending_msg *p = s->pq_head;
         s->pq_head = p->next;
-        if (!s->pq_head) s->pq_tail = NULL;
         s->pq_len--;
         dispatch(s, p->data, p->len);
         free(p);
@@ -427,7 +442,11 @@ static int auth_start(session *s, const char *tok, size_t len, json_t *root, jso
         return 0;
     }
     s->state = S_AUTHING;
-    CO.pause(s->conn);
+    /* A WebSocket session stops reading only when a message arrives before
+     * `ready` (pl_chat_ws_text): a resuming client sends nothing else, and
+     * a pause and resume per authentication cost the loop two epoll_ctl
+     * calls each (a reconnect storm's worth of them). */
+    if (sse_cb) CO.pause(s->conn);
     auth_op *op = pl_calloc(1, sizeof *op);
     op->conn = s->conn;
     CO.ref(s->conn);
@@ -497,10 +516,11 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pm->next = NULL;
         pm->len = n;
         memcpy(pm->data, p, n);
-        if (s->pq_tail) s->pq_tail->next = pm;
-        else s->pq_head = pm;
-        s->pq_tail = pm;
+        pending_msg **tail = &s->pq_head;   /* at most AUTH_QUEUE_MAX: no tail pointer */
+        while (*tail) tail = &(*tail)->next;
+        *tail = pm;
         s->pq_len++;
+        CO.pause(c);                          /* no more until `ready` (auth_done resumes) */
         return;
     }
     if (s->state == S_NEW) {

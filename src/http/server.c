@@ -353,11 +353,14 @@ static void process(pl_conn *c) {
         ctx->body_len = (size_t)cl;
         st->ctx = ctx;
         c->deadline = 0;
-        pl_conn_pause(c);
+        /* An upgrade is answered before this returns, so it reads on without
+         * a pause (a pause and resume cost two epoll_ctl calls: a reconnect
+         * storm's worth of them, benchmarks.md "Issue 11: reconnect storm"). */
         if (ctx->req.upgrade_ws && ctx->req.path.n == 3 && memcmp(ctx->req.path.p, "/ws", 3) == 0) {
             upgrade(c, st);
             return;
         }
+        pl_conn_pause(c);
         st->in_process = 1;
         hooks.on_request(ctx, hooks.ud);
         if ((st = c->http)) st->in_process = 0;

@@ -14,8 +14,14 @@
 #include "../core/metrics.h"
 
 #define READ_BUF_SIZE   (64 * 1024)
-#define IOV_MAX_BATCH   64          /* entries per vectored write              */
+#define IOV_MAX_BATCH   1024        /* entries per vectored write (IOV_MAX):
+                                       a fan-out turn queues one frame per
+                                       event, often more than 64, and each
+                                       writev costs a loopback skb and the
+                                       receiver's wakeup (benchmarks.md,
+                                       "group fan-out cost per delivery")  */
 #define TLS_WRITE_CHUNK (64 * 1024) /* plaintext encrypted per SSL_write       */
+#define PART_COPY_MIN   4096        /* a stalled queue's own tail buffer (pl_conn_send_part) */
 #define CLOSE_LINGER_MS 5000        /* graceful close waits at most this long
                                        (flush, then the peer's EOF)            */
 
@@ -42,13 +48,18 @@ struct pl_net {
     pl_tls        *tls;            /* NULL: plaintext                       */
 };
 
+#if defined(__x86_64__)
+_Static_assert(sizeof(pl_conn) <= 392, "pl_conn must fit a 400-byte malloc chunk (conn.h)");
+#endif
+
 static uint8_t read_buf[READ_BUF_SIZE];   /* shared: the loop is one thread */
 static uint8_t plain_buf[READ_BUF_SIZE];  /* TLS: decrypted bytes for on_data */
 static uint8_t tls_stage[TLS_WRITE_CHUNK]; /* TLS: small queue entries gathered */
 
 typedef struct write_req {
     uv_write_t req;
-    uv_buf_t   bufs[IOV_MAX_BATCH];
+    size_t     bytes;              /* queued bytes handed to this write
+                                      (libuv keeps its own copy of the iov) */
 } write_req;
 
 static void conn_flush(pl_conn *c);
@@ -66,8 +77,8 @@ void pl_conn_ref(pl_conn *c) { c->refs++; }
 void pl_conn_unref(pl_conn *c) {
     if (--c->refs) return;
     while (c->qlen) {
-        pl_rbuf_unref(&c->q[c->qhead]);
-        c->qhead = (c->qhead + 1) % c->qcap;
+        pl_rbuf_unref(&c->q[c->qhead].b);
+        c->qhead = (c->qhead + 1) & (c->qcap - 1);
         c->qlen--;
     }
     free(c->q);
@@ -207,31 +218,85 @@ static void schedule_flush(pl_conn *c) {
     pl_conn_ref(c);
 }
 
-static void queue_push(pl_conn *c, pl_rbuf *b) {
+static pl_qent *queue_at(pl_conn *c, uint32_t i) { return &c->q[(c->qhead + i) & (c->qcap - 1)]; }
+
+/* Appends bytes [off, off + len) of b; takes_ref: the caller's reference
+ * passes to the queue (otherwise one is taken when a new entry is made).
+ * Bytes that directly follow the last entry's in the same buffer extend
+ * it. That is safe while a uv_write is pending: its iovecs were fixed when
+ * it was made and on_write consumes exactly their bytes from the head. */
+static void queue_push(pl_conn *c, pl_rbuf *b, size_t off, size_t len, int takes_ref) {
+    if (c->qlen) {
+        pl_qent *t = queue_at(c, c->qlen - 1);
+        if (t->b == b && (size_t)t->off + t->len == off) {
+            t->len += (uint32_t)len;
+            if (takes_ref) pl_rbuf_unref(&b);
+            goto counted;
+        }
+    }
     if (c->qlen == c->qcap) {
-        uint32_t ncap = c->qcap ? c->qcap * 2 : 4;
-        pl_rbuf **nq = pl_malloc(ncap * sizeof *nq);
-        for (uint32_t i = 0; i < c->qlen; i++) nq[i] = c->q[(c->qhead + i) % c->qcap];
+        uint32_t ncap = c->qcap ? c->qcap * 2 : 4;   /* a power of two: queue_at masks */
+        pl_qent *nq = pl_malloc(ncap * sizeof *nq);
+        for (uint32_t i = 0; i < c->qlen; i++) nq[i] = *queue_at(c, i);
         free(c->q);
         c->q = nq;
         c->qcap = ncap;
         c->qhead = 0;
     }
-    c->q[(c->qhead + c->qlen) % c->qcap] = b;
+    pl_qent *e = &c->q[(c->qhead + c->qlen) & (c->qcap - 1)];
+    e->b = takes_ref ? b : pl_rbuf_ref(b);
+    e->off = (uint32_t)off;
+    e->len = (uint32_t)len;
     c->qlen++;
-    c->qbytes += b->len;
+counted:
+    c->qbytes += len;
     if (c->qbytes > c->net->high_water) c->high = 1;
 }
 
 void pl_conn_send(pl_conn *c, pl_rbuf *b) {
     if (c->closing || b->len == 0) return;
-    queue_push(c, pl_rbuf_ref(b));
+    queue_push(c, b, 0, b->len, 0);
+    schedule_flush(c);
+}
+
+/* Appends p[0..n) to the queue's own tail buffer: the last entry's buffer
+ * when only the queue references it, the entry ends at its end and it has
+ * room (appending past len touches no byte a pending write points to);
+ * otherwise a new buffer with room for more. */
+static void queue_copy(pl_conn *c, const uint8_t *p, size_t n) {
+    if (c->qlen) {
+        pl_qent *t = queue_at(c, c->qlen - 1);
+        pl_rbuf *b = t->b;
+        if (b->refs == 1 && (size_t)t->off + t->len == b->len && b->cap - b->len >= n) {
+            memcpy(b->data + b->len, p, n);
+            b->len += (uint32_t)n;
+            queue_push(c, b, b->len - n, n, 0);       /* extends t */
+            return;
+        }
+    }
+    pl_rbuf *nb = pl_rbuf_new(n > PART_COPY_MIN ? n : PART_COPY_MIN);
+    memcpy(nb->data, p, n);
+    nb->len = (uint32_t)n;
+    queue_push(c, nb, 0, n, 1);
+}
+
+/* A range that extends the last entry costs nothing. Otherwise, while the
+ * kernel buffer is full (c->writing) the queue may wait long (a dead peer:
+ * until the slow-consumer bound or timeout), and a reference would keep
+ * the whole shared buffer alive (64 KiB of deliver.c's frame arena, mostly
+ * other connections' frames) for a few bytes: the range is copied. */
+void pl_conn_send_part(pl_conn *c, pl_rbuf *b, size_t off, size_t len) {
+    if (c->closing || len == 0) return;
+    const pl_qent *t = c->qlen ? queue_at(c, c->qlen - 1) : NULL;
+    int extends = t && t->b == b && (size_t)t->off + t->len == off;
+    if (c->writing && !extends && len < b->len) queue_copy(c, b->data + off, len);
+    else queue_push(c, b, off, len, 0);
     schedule_flush(c);
 }
 
 void pl_conn_send_copy(pl_conn *c, const void *p, size_t n) {
     if (c->closing || n == 0) return;
-    queue_push(c, pl_rbuf_copy(p, n));
+    queue_push(c, pl_rbuf_copy(p, n), 0, n, 1);
     schedule_flush(c);
 }
 
@@ -239,16 +304,16 @@ void pl_conn_send_copy(pl_conn *c, const void *p, size_t n) {
 static void queue_consume(pl_conn *c, size_t bytes) {
     c->qbytes -= bytes;
     while (bytes > 0 && c->qlen) {
-        pl_rbuf *b = c->q[c->qhead];
-        size_t left = b->len - c->qoff;
+        pl_qent *e = &c->q[c->qhead];
+        size_t left = e->len - c->qoff;
         if (bytes < left) {
             c->qoff += (uint32_t)bytes;
             return;
         }
         bytes -= left;
         c->qoff = 0;
-        pl_rbuf_unref(&c->q[c->qhead]);
-        c->qhead = (c->qhead + 1) % c->qcap;
+        pl_rbuf_unref(&e->b);
+        c->qhead = (c->qhead + 1) & (c->qcap - 1);
         c->qlen--;
     }
 }
@@ -256,9 +321,9 @@ static void queue_consume(pl_conn *c, size_t bytes) {
 static size_t fill_iov(pl_conn *c, uv_buf_t *iov, size_t max) {
     size_t k = 0;
     for (uint32_t i = 0; i < c->qlen && k < max; i++, k++) {
-        pl_rbuf *b = c->q[(c->qhead + i) % c->qcap];
+        const pl_qent *e = queue_at(c, i);
         size_t off = i == 0 ? c->qoff : 0;
-        iov[k] = uv_buf_init((char *)b->data + off, (unsigned)(b->len - off));
+        iov[k] = uv_buf_init((char *)e->b->data + e->off + off, (unsigned)(e->len - off));
     }
     return k;
 }
@@ -274,8 +339,7 @@ static void after_queue_change(pl_conn *c) {
 static void on_write(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     pl_conn *c = req->data;
-    size_t bytes = 0;
-    for (uint32_t i = 0; i < c->inflight; i++) bytes += w->bufs[i].len;
+    size_t bytes = w->bytes;
     free(w);
     c->writing = 0;
     c->inflight = 0;
@@ -298,7 +362,7 @@ static void conn_flush(pl_conn *c) {
         return;
     }
     if (c->closed || c->writing) return;
-    uv_buf_t iov[IOV_MAX_BATCH];
+    uv_buf_t iov[IOV_MAX_BATCH];         /* 16 KiB of the loop's stack */
     while (c->qlen) {
         size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
         int r = uv_try_write((uv_stream_t *)&c->tcp, iov, (unsigned)k);
@@ -315,12 +379,14 @@ static void conn_flush(pl_conn *c) {
     }
     if (c->qlen) {
         write_req *w = pl_malloc(sizeof *w);
-        size_t k = fill_iov(c, w->bufs, IOV_MAX_BATCH);
+        size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
+        w->bytes = 0;
+        for (size_t i = 0; i < k; i++) w->bytes += iov[i].len;
         w->req.data = c;
         c->inflight = (uint32_t)k;
         c->writing = 1;
         pl_conn_ref(c);
-        int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->bufs, (unsigned)k, on_write);
+        int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, iov, (unsigned)k, on_write);
         if (r < 0) {
             free(w);
             c->writing = 0;
@@ -427,10 +493,10 @@ static int tls_drain(pl_conn *c) {
 static size_t tls_gather(pl_conn *c) {
     size_t n = 0;
     for (uint32_t i = 0; i < c->qlen && n < sizeof tls_stage; i++) {
-        pl_rbuf *b = c->q[(c->qhead + i) % c->qcap];
-        size_t off = i == 0 ? c->qoff : 0, k = b->len - off;
+        const pl_qent *e = queue_at(c, i);
+        size_t off = i == 0 ? c->qoff : 0, k = e->len - off;
         if (k > sizeof tls_stage - n) k = sizeof tls_stage - n;
-        memcpy(tls_stage + n, b->data + off, k);
+        memcpy(tls_stage + n, e->b->data + e->off + off, k);
         n += k;
     }
     return n;
@@ -444,9 +510,9 @@ static void tls_flush(pl_conn *c) {
     pl_tls_conn *t = c->tls;
     int more = tls_drain(c);
     while (more && c->qlen && pl_tls_conn_ready(t)) {
-        pl_rbuf *b = c->q[c->qhead];
-        size_t left = b->len - c->qoff;
-        const uint8_t *p = b->data + c->qoff;
+        const pl_qent *e = &c->q[c->qhead];
+        size_t left = e->len - c->qoff;
+        const uint8_t *p = e->b->data + e->off + c->qoff;
         size_t n = left < TLS_WRITE_CHUNK ? left : TLS_WRITE_CHUNK;
         if (c->qlen > 1 && left < TLS_WRITE_CHUNK / 4) {
             p = tls_stage;
@@ -484,6 +550,11 @@ static void on_sweep(uv_timer_t *t) {
     int64_t now = pl_mono_ms();
     for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
         nx = c->next;
+        if (c->q && !c->qlen) {    /* an empty ring goes: idle connections keep none */
+            free(c->q);
+            c->q = NULL;
+            c->qhead = c->qcap = 0;
+        }
         if (!c->deadline || c->deadline > now || c->closed) continue;
         c->deadline = 0;
         if (c->closing) {

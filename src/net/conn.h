@@ -1,7 +1,8 @@
 /* conn.h — TCP listener and connections: reading, coalesced writes, closing.
  *
  * Owns: sockets. Each connection has a bounded-by-caller write queue of
- * refcounted buffers; queued data is flushed with one vectored write per
+ * byte ranges of refcounted buffers (pl_qent; adjacent ranges of one buffer
+ * merge into one entry); queued data is flushed with one vectored write per
  * connection just before the loop sleeps (a uv_prepare handle), and only a
  * connection whose kernel buffer is full gets a pending uv_write (allocated
  * then, not per idle connection). Reads land in one shared buffer; the upper
@@ -52,6 +53,15 @@
 typedef struct pl_conn pl_conn;
 typedef struct pl_net pl_net;
 
+/* A write queue entry: bytes [off, off + len) of b, whose reference the
+ * queue holds. Consecutive sends of adjacent bytes of one buffer extend
+ * the last entry (pl_conn_send_part), so a fan-out turn's frames, encoded
+ * back to back into one buffer, go out as one iovec entry. */
+typedef struct pl_qent {
+    pl_rbuf *b;
+    uint32_t off, len;
+} pl_qent;
+
 typedef struct pl_net_handler {
     /* Bytes arrived; p is the shared read buffer (mutable, valid only during
      * the call). */
@@ -75,26 +85,31 @@ struct pl_conn {
     int64_t      deadline;     /* monotonic ms; 0 = none                     */
     uint32_t     refs;
     uint8_t      mode;         /* PL_CONN_HTTP / PL_CONN_WS / PL_CONN_SSE    */
-    uint8_t      closing;      /* close requested: input discarded, no queueing */
-    uint8_t      closed;       /* uv_close called                            */
-    uint8_t      in_flush;     /* on the pending-flush list                  */
-    uint8_t      writing;      /* a uv_write is in flight                    */
-    uint8_t      paused;       /* reading stopped by the upper layer         */
-    uint8_t      high;         /* queue went above the high-water mark       */
     uint8_t      ws_state;     /* ws/wsconn.c: open, close sent, ...        */
-    uint8_t      loopback;     /* the peer is on 127.0.0.0/8 or ::1         */
-    uint8_t      peer_eof;     /* the peer half-closed (read EOF)           */
-    uint8_t      shut;         /* our FIN was requested (lingering close)   */
+    /* Flags as bits: one per connection, idle ones included (the struct
+     * stays within a 400-byte malloc chunk; the assertion in conn.c). */
+    uint8_t      closing : 1;  /* close requested: input discarded, no queueing */
+    uint8_t      closed : 1;   /* uv_close called                            */
+    uint8_t      in_flush : 1; /* on the pending-flush list                  */
+    uint8_t      writing : 1;  /* a uv_write is in flight                    */
+    uint8_t      paused : 1;   /* reading stopped by the upper layer         */
+    uint8_t      high : 1;     /* queue went above the high-water mark       */
+    uint8_t      loopback : 1; /* the peer is on 127.0.0.0/8 or ::1         */
+    uint8_t      peer_eof : 1; /* the peer half-closed (read EOF)           */
+    uint8_t      shut : 1;     /* our FIN was requested (lingering close)   */
     int64_t      ip_key;       /* the peer address as a map key (non-zero)  */
     int64_t      last_rx;      /* monotonic ms of the last bytes received   */
-    pl_rbuf    **q;            /* write queue ring, NULL while never used    */
-    uint32_t     qhead, qlen, qcap;
+    pl_qent     *q;            /* write queue ring; NULL until used, and again
+                                * once empty at a sweep (on_sweep)          */
+    uint32_t     qhead, qlen, qcap;   /* qcap: 0 or a power of two           */
     uint32_t     qoff;         /* bytes of q[qhead] already written          */
     uint32_t     inflight;     /* entries handed to the pending uv_write     */
     size_t       qbytes;       /* bytes queued, not yet written              */
     void        *http;         /* http/ state while a request is in progress */
     void        *session;      /* chat/ session once a WebSocket authenticated */
-    pl_ws_reader ws;           /* WebSocket reader (mode WS)                 */
+    pl_ws_reader *ws;          /* WebSocket reader while a frame or message
+                                * is partly read (mode WS), else NULL: see
+                                * pl_wsconn_on_data                          */
     pl_tls_conn *tls;          /* TLS state, NULL on a plaintext listener    */
 };
 
@@ -128,6 +143,12 @@ void pl_net_each(pl_net *n, void (*fn)(pl_conn *c, void *arg), void *arg);
 
 /* Queues a reference to b (the caller keeps its own). No-op when closing. */
 void pl_conn_send(pl_conn *c, pl_rbuf *b);
+/* Queues bytes [off, off + len) of b (the caller keeps its reference; the
+ * queue takes one unless the bytes directly follow its last entry's, in
+ * the same buffer: then that entry grows). While the kernel buffer is full
+ * the bytes are copied instead, so that a stalled queue keeps only its own
+ * bytes alive, not the rest of a large shared buffer. No-op when closing. */
+void pl_conn_send_part(pl_conn *c, pl_rbuf *b, size_t off, size_t len);
 /* Queues a copy of p[0..n). */
 void pl_conn_send_copy(pl_conn *c, const void *p, size_t n);
 /* Requests a close; if graceful, queued data is written first (bounded by a

@@ -125,3 +125,92 @@ TEST(conn_graceful_close_lingers) {
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
+
+/* Reads from fd until want bytes came (spinning the loop); returns them. */
+static size_t recv_all(int fd, uv_loop_t *loop, char *buf, size_t want) {
+    size_t got = 0;
+    for (int i = 0; i < 2000 && got < want; i++) {
+        spin(loop, 1);
+        ssize_t r;
+        while (got < want && (r = recv(fd, buf + got, want - got, MSG_DONTWAIT)) > 0) got += (size_t)r;
+    }
+    return got;
+}
+
+/* pl_conn_send_part: adjacent ranges of one buffer become one queue entry
+ * (one reference), anything else a new one; while a uv_write is pending
+ * (the kernel buffer full) ranges are copied into one buffer of the
+ * queue's own instead of keeping b alive; the peer gets the bytes in
+ * order either way. */
+TEST(conn_send_part_merges_adjacent_ranges) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pl_net_handler h = {t_data, t_close, t_timeout, NULL};
+    pl_net *n = NULL;
+    char addr[32];
+    int port = free_port();
+    CHECK(port > 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    CHECK_EQ(pl_net_listen(&loop, addr, &h, NULL, &n), 0);
+    last_conn = NULL;
+    closes = 0;
+    received = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    for (int i = 0; i < 200 && !last_conn; i++) spin(&loop, 1);
+    CHECK(last_conn != NULL);
+    pl_conn *c = last_conn;
+
+    pl_rbuf *b = pl_rbuf_copy("aaabbbccc", 9);
+    pl_conn_send_part(c, b, 0, 3);
+    pl_conn_send_part(c, b, 3, 3);            /* follows: the entry grows */
+    CHECK_EQ(c->qlen, 1);
+    CHECK_EQ(c->qbytes, 6);
+    CHECK_EQ(b->refs, 2);
+    pl_conn_send_copy(c, "X", 1);
+    pl_conn_send_part(c, b, 6, 3);            /* after another buffer: new entry */
+    pl_conn_send_part(c, b, 0, 3);            /* not adjacent: new entry */
+    CHECK_EQ(c->qlen, 4);
+    CHECK_EQ(c->qbytes, 13);
+    CHECK_EQ(b->refs, 4);
+    char buf[64];
+    CHECK_EQ(recv_all(fd, &loop, buf, 13), 13);
+    CHECK(memcmp(buf, "aaabbbXcccaaa", 13) == 0);
+    CHECK_EQ(c->qlen, 0);
+    CHECK_EQ(b->refs, 1);
+
+    /* The client does not read: the kernel buffer fills and a uv_write
+     * waits with part of a large entry. */
+    size_t big = 16 * 1024 * 1024;
+    char *blob = malloc(big);
+    for (size_t i = 0; i < big; i++) blob[i] = (char)('0' + i % 10);
+    pl_conn_send_copy(c, blob, big);
+    spin(&loop, 3);
+    CHECK(c->writing);
+    pl_conn_send_part(c, b, 0, 3);            /* stalled: copied, b not kept alive */
+    pl_conn_send_part(c, b, 3, 3);
+    pl_conn_send_part(c, b, 6, 3);
+    CHECK_EQ(c->qlen, 2);                     /* the blob, then one copy of the three */
+    CHECK_EQ(b->refs, 1);
+    CHECK_EQ(c->qbytes > 9, 1);
+    char *got = malloc(big + 9);
+    CHECK_EQ(recv_all(fd, &loop, got, big + 9), big + 9);
+    CHECK(memcmp(got, blob, big) == 0);
+    CHECK(memcmp(got + big, "aaabbbccc", 9) == 0);
+    CHECK_EQ(c->qlen, 0);
+    CHECK_EQ(c->qbytes, 0);
+    CHECK_EQ(b->refs, 1);
+    free(blob);
+    free(got);
+    pl_rbuf_unref(&b);
+
+    close(fd);
+    for (int i = 0; i < 200 && closes == 0; i++) spin(&loop, 1);
+    CHECK_EQ(closes, 1);
+    pl_net_close(n);
+    spin(&loop, 5);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}

@@ -37,11 +37,14 @@ typedef struct fconn {
     int       paused;
     int       shut;                /* SSE: the stream was ended              */
     int       sse;                 /* an SSE session: raw keeps the bytes    */
+    pl_rbuf  *part;                /* the buffer of the last range queued (a
+                                      reference, as a real queue holds)     */
+    size_t    part_off, part_end;  /* ... and that range                     */
+    int       adjacent;            /* ranges that followed the last one      */
     pl_sbuf   raw;
 } fconn;
 
-static char *frame_payload(const pl_rbuf *b) {
-    const uint8_t *d = b->data;
+static char *frame_payload_at(const uint8_t *d) {
     size_t len = d[1] & 0x7f, off = 2;
     if (len == 126) { len = (size_t)d[2] << 8 | d[3]; off = 4; }
     else if (len == 127) {
@@ -55,11 +58,26 @@ static char *frame_payload(const pl_rbuf *b) {
     return p;
 }
 
+static char *frame_payload(const pl_rbuf *b) { return frame_payload_at(b->data); }
+
 static void f_send(pl_conn *c, pl_rbuf *b) {
     fconn *f = (fconn *)c;
     if (f->sse) pl_sbuf_add(&f->raw, b->data, b->len);
     else if (f->nframes < FRAMES_MAX) f->frames[f->nframes++] = frame_payload(b);
     c->qbytes += b->len;
+}
+/* An arena range (deliver.c): exactly one frame, never for SSE. */
+static void f_send_part(pl_conn *c, pl_rbuf *b, size_t off, size_t n) {
+    fconn *f = (fconn *)c;
+    CHECK(!f->sse);
+    CHECK(off + n <= b->len);
+    if (f->nframes < FRAMES_MAX) f->frames[f->nframes++] = frame_payload_at(b->data + off);
+    c->qbytes += n;
+    if (f->part == b && f->part_end == off) f->adjacent++;
+    pl_rbuf_unref(&f->part);
+    f->part = pl_rbuf_ref(b);
+    f->part_off = off;
+    f->part_end = off + n;
 }
 static void f_send_copy(pl_conn *c, const void *p, size_t n) {
     fconn *f = (fconn *)c;
@@ -78,7 +96,8 @@ static void f_ref(pl_conn *c) { c->refs++; }
 static void f_unref(pl_conn *c) { c->refs--; }
 static void f_shut(pl_conn *c) { ((fconn *)c)->shut = 1; }
 
-static const pl_chat_conn_ops fake_ops = {f_send, f_send_copy, f_close, f_pause, f_resume, f_ref, f_unref, f_shut};
+static const pl_chat_conn_ops fake_ops = {f_send, f_send_copy, f_close, f_pause, f_resume, f_ref, f_unref, f_shut,
+                                          f_send_part};
 
 static fconn *fconn_new(void) {
     fconn *f = calloc(1, sizeof *f);
@@ -90,6 +109,7 @@ static fconn *fconn_new(void) {
 }
 
 static void fconn_free(fconn *f) {
+    pl_rbuf_unref(&f->part);
     pl_sbuf_release(&f->raw);
     for (size_t i = 0; i < f->nframes; i++) free(f->frames[i]);
     free(f);
@@ -598,6 +618,106 @@ TEST(deliver_replays_are_bounded_and_round_robin) {
     h_stop((fconn **)s, N);
 }
 
+/* Issue 11 (reconnect storm): the replay bound counts what reads may
+ * return, not reads. Sessions a few events behind keep many small reads in
+ * flight (up to REPLAY_READS_MAX); gaps of 100 fit 64 at once; the event
+ * bound (REPLAY_INFLIGHT pages) holds throughout, and every session still
+ * gets its events once, in order, then `synced`. */
+static uint32_t inflight_events(void) {
+    uint32_t sum = 0;
+    for (size_t i = 0; i < H.store.n; i++) {
+        pl_job *j = H.store.q[i];
+        if (j->op != PL_READ_EVENTS) continue;
+        int64_t span = j->before - 1 - j->after;
+        sum += (uint32_t)(span < PL_STORE_PAGE_MAX ? span : PL_STORE_PAGE_MAX);
+    }
+    return sum;
+}
+
+TEST(deliver_replay_bound_counts_events_not_reads) {
+    h_start(0);
+    enum { N = REPLAY_READS_MAX + 8 };
+    fconn **s = calloc(N, sizeof *s);
+    conv_spec small = {10, 5, 1};
+    for (int i = 0; i < N; i++) {
+        s[i] = h_session(100 + i, 1 + i, &small, 1, 0);
+        CHECK(s[i] != NULL);
+    }
+    for (int i = 0; i < N; i++) h_text(s[i], "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), REPLAY_READS_MAX);   /* not REPLAY_INFLIGHT */
+    CHECK(inflight_events() <= REPLAY_INFLIGHT * PL_STORE_PAGE_MAX);
+    pl_job *k;
+    while ((k = fs_take(&H.store, PL_READ_EVENTS, 10)) != NULL) {
+        fs_answer_events(k, 5);
+        turn();
+        CHECK(fs_count(&H.store, PL_READ_EVENTS) <= REPLAY_READS_MAX);
+    }
+    int64_t seqs[16];
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(event_seqs(s[i], 10, seqs, 16), 5);
+        for (int q = 0; q < 5; q++) CHECK_EQ(seqs[q], q + 1);
+        CHECK(has_frame(s[i], "synced"));
+    }
+    h_stop(s, N);
+    free(s);
+
+    h_start(0);
+    enum { M = 80 };                              /* gaps of 100: 64 reads fill the bound */
+    fconn *t[M];
+    conv_spec mid = {20, 100, 1};
+    for (int i = 0; i < M; i++) {
+        t[i] = h_session(100 + i, 1 + i, &mid, 1, 0);
+        CHECK(t[i] != NULL);
+    }
+    for (int i = 0; i < M; i++) h_text(t[i], "{\"type\":\"sync\",\"cursors\":{\"20\":0}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), REPLAY_INFLIGHT * PL_STORE_PAGE_MAX / 100);
+    CHECK_EQ(inflight_events(), REPLAY_INFLIGHT * PL_STORE_PAGE_MAX);
+    while ((k = fs_take(&H.store, PL_READ_EVENTS, 20)) != NULL) {
+        fs_answer_events(k, 100);
+        turn();
+        CHECK(inflight_events() <= REPLAY_INFLIGHT * PL_STORE_PAGE_MAX);
+    }
+    int64_t all[128];
+    for (int i = 0; i < M; i++) {
+        CHECK_EQ(event_seqs(t[i], 20, all, 128), 100);
+        for (int q = 1; q < 100; q++) CHECK_EQ(all[q], all[q - 1] + 1);
+        CHECK(has_frame(t[i], "synced"));
+    }
+    h_stop(t, M);
+}
+
+/* A session that leaves while its replay waits in the queue: the queue's
+ * head is then a detached subscription whose stream is gone; weighing it
+ * against the bound must not touch that stream (ASan: use after free), and
+ * everyone else's replay completes. */
+TEST(deliver_replay_queue_outlives_a_session_that_left) {
+    h_start(0);
+    enum { N = REPLAY_INFLIGHT };
+    fconn *s[N + 1];
+    conv_spec big = {10, 1000, 1}, own = {77, 1000, 1};
+    for (int i = 0; i < N; i++) {
+        s[i] = h_session(100 + i, 1 + i, &big, 1, 0);
+        CHECK(s[i] != NULL);
+    }
+    s[N] = h_session(99, 99, &own, 1, 0);
+    CHECK(s[N] != NULL);
+    for (int i = 0; i < N; i++) h_text(s[i], "{\"type\":\"sync\",\"cursors\":{\"10\":0}}");
+    h_text(s[N], "{\"type\":\"sync\",\"cursors\":{\"77\":0}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), N);   /* the bound is full: 77 waits */
+    s[N]->c.closing = 1;
+    pl_chat_conn_closed(&s[N]->c);                     /* detached; stream 77 released */
+    CHECK(conv_find(77) == NULL);
+    pl_job *k;
+    while ((k = fs_take(&H.store, PL_READ_EVENTS, 0)) != NULL) {
+        CHECK(k->conv == 10);
+        fs_answer_events(k, 1000);
+        turn();
+    }
+    int64_t seqs[1024];
+    for (int i = 0; i < N; i++) CHECK_EQ(event_seqs(s[i], 10, seqs, 1024), 1000);
+    h_stop(s, N + 1);
+}
+
 /* Defect 6: a handshake session that missed nothing reads nothing when its
  * hold ends, however many conversations it has. */
 TEST(deliver_hold_release_reads_nothing_when_caught_up) {
@@ -754,6 +874,75 @@ TEST(deliver_out_of_order_bus_events_are_reordered) {
     h_stop(all, 1);
 }
 
+/* Issue 11: live frames for WebSocket sessions are ranges of one shared
+ * buffer, a recipient's consecutive frames adjacent (its queue holds them
+ * as one entry); the buffer is written from the start again only once no
+ * queue holds it. */
+TEST(deliver_live_frames_are_adjacent_ranges_of_one_buffer) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *a = h_session(2, 1, &cs, 1, 0);
+    fconn *b = h_session(3, 2, &cs, 1, 0);
+    CHECK(a != NULL && b != NULL);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    CHECK(a->part != NULL);
+    CHECK(a->part == b->part);                 /* encoded once, for both */
+    CHECK_EQ(a->part_off, b->part_off);
+    h_publish(10, 7, PL_EV_MESSAGE, 0);
+    h_publish(10, 8, PL_EV_MESSAGE, 0);
+    CHECK_EQ(a->adjacent, 2);
+    CHECK_EQ(b->adjacent, 2);
+    CHECK(a->part_off > 0);
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(a, 10, seqs, 16), 3);
+    CHECK_EQ(seqs[0], 6);
+    CHECK_EQ(seqs[2], 8);
+    CHECK_EQ(event_seqs(b, 10, seqs, 16), 3);
+    pl_rbuf *first = a->part;
+    pl_rbuf_unref(&a->part);                   /* both queues written */
+    pl_rbuf_unref(&b->part);
+    h_publish(10, 9, PL_EV_MESSAGE, 0);
+    CHECK(a->part == first);                   /* reused (same buffer, from 0) */
+    CHECK_EQ(a->part_off, 0);
+    CHECK_EQ(event_seqs(a, 10, seqs, 16), 4);
+    CHECK_EQ(seqs[3], 9);
+    big_body = 4096;                           /* escapes to ~24 KB: a frame of its own */
+    h_publish(10, 10, PL_EV_MESSAGE, 0);
+    big_body = 0;
+    CHECK_EQ(a->part_off, 0);                  /* no new range */
+    CHECK_EQ(event_seqs(a, 10, seqs, 16), 5);
+    CHECK_EQ(seqs[4], 10);
+    CHECK_EQ(event_seqs(b, 10, seqs, 16), 5);
+    h_publish(10, 11, PL_EV_MESSAGE, 0);       /* and small ones use the arena again */
+    CHECK(a->part_off > 0);
+    CHECK_EQ(a->adjacent, 3);                  /* 7, 8, then 11 right after 9 */
+    CHECK_EQ(event_seqs(a, 10, seqs, 16), 6);
+    fconn *all[] = {a, b};
+    h_stop(all, 2);
+}
+
+/* ... and a replay page's frames are adjacent ranges too (one entry). */
+TEST(deliver_replay_page_frames_are_adjacent_ranges) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 1);
+    CHECK(s != NULL);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    h_publish(10, 7, PL_EV_MESSAGE, 0);
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":3}}");
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    fs_answer_events(j, 7);
+    turn();
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(s, 10, seqs, 16), 4);
+    CHECK_EQ(seqs[0], 4);
+    CHECK_EQ(seqs[3], 7);
+    CHECK_EQ(s->adjacent, 3);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
 /* Defect 4: reads that complete after shutdown are dropped: nothing is
  * sent, nothing new is read. */
 TEST(deliver_reads_after_shutdown_are_dropped) {
@@ -815,9 +1004,10 @@ TEST(session_messages_during_authentication_are_kept_in_order) {
     char msg[256];
     int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
     pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
-    CHECK(f->paused);
+    CHECK(!f->paused);                  /* reading stops only when something waits */
     static const char p1[] = "{\"type\":\"ping\",\"req\":1}", p2[] = "{\"type\":\"ping\",\"req\":2}";
     pl_chat_ws_text(&f->c, (const uint8_t *)p1, sizeof p1 - 1);
+    CHECK(f->paused);
     pl_chat_ws_text(&f->c, (const uint8_t *)p2, sizeof p2 - 1);
     CHECK_EQ(f->nframes, 0);
     pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
