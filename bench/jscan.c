@@ -9,22 +9,26 @@ static void ws(cur *c) {
     while (c->p < c->e && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
 }
 
-/* At a '"': returns the raw contents and moves past the closing quote. */
+/* At a '"': returns the raw contents and moves past the closing quote.
+ * memchr finds the candidates (the bench reads millions of frames a
+ * second: a byte loop here was half of its CPU); a quote preceded by an
+ * odd run of backslashes is escaped. */
 static int str(cur *c, jstr *out) {
     if (c->p >= c->e || *c->p != '"') return -1;
     const char *s = ++c->p;
-    while (c->p < c->e) {
-        char ch = *c->p;
-        if (ch == '\\') { c->p += 2; continue; }
-        if (ch == '"') {
+    for (;;) {
+        const char *q = memchr(c->p, '"', (size_t)(c->e - c->p));
+        if (!q) return -1;
+        const char *b = q;
+        while (b > s && b[-1] == '\\') b--;
+        if (((q - b) & 1) == 0) {
             out->p = s;
-            out->n = (size_t)(c->p - s);
-            c->p++;
+            out->n = (size_t)(q - s);
+            c->p = q + 1;
             return 0;
         }
-        c->p++;
+        c->p = q + 1;
     }
-    return -1;
 }
 
 /* Skips any value; for numbers and literals leaves them in *raw. */
