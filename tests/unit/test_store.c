@@ -2516,6 +2516,33 @@ TEST(store_search_index_file_rebuilds) {
     t_finish(&o);
 }
 
+/* A search.db whose watermark went back (restored from a backup) meets
+ * messages it already holds: the indexer indexes them again, once each,
+ * and goes on with new ones. */
+TEST(store_search_index_watermark_back) {
+    SQLITE_ONLY();
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann");
+    int64_t g = t_group(&t, a, "g", NULL, 0);
+    CHECK(t_say(&t, g, a, "heron one", 0, NULL, NULL) > 0);
+    CHECK(t_say(&t, g, a, "heron two", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, a, "heron", 0, 2), 2);
+    pl_store_close(&t.s);
+    char p[200];
+    snprintf(p, sizeof p, "%s/search.db", t.dir);
+    sqlite3 *db;
+    CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
+    CHECK_EQ(sqlite3_exec(db, "UPDATE meta SET v = 0 WHERE k = 'done'", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    CHECK_EQ(t_open_store(&t), PL_STORE_OK);
+    CHECK(t_say(&t, g, a, "heron three", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, a, "heron", 0, 3), 3);
+    t_sleep_ms(150);
+    CHECK_EQ(t_hits(&t, a, "heron", 0), 3);
+    t_finish(&t);
+}
+
 /* ---- the cost of indexing (PARLEY_SEARCH_BENCH=1) ---------------------------- */
 
 static double t_now_us(void) {
