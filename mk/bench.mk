@@ -20,10 +20,10 @@
 BENCH_SRC  := $(sort $(wildcard bench/*.c))
 BENCH_HDR  := $(wildcard bench/*.h)
 BENCH_OBJ  := $(patsubst bench/%.c,build/release/bench/%.o,$(BENCH_SRC))
-BENCH_DEPS := build/release/obj/ws/ws.o build/release/obj/core/alloc.o \
+BENCH_DEPS := build/release/obj/ws/ws.o build/release/obj/core/utf8.o build/release/obj/core/alloc.o \
               build/release/obj/core/buf.o build/release/obj/core/map.o
 
-build/release/bench/%.o: bench/%.c $(BENCH_HDR) src/ws/ws.h src/core/buf.h src/core/map.h src/core/alloc.h
+build/release/bench/%.o: bench/%.c $(BENCH_HDR) src/ws/ws.h src/core/utf8.h src/core/buf.h src/core/map.h src/core/alloc.h
 	@mkdir -p $(dir $@)
 	$(CC) $(REL_CFLAGS) -Isrc -c $< -o $@
 

@@ -1,6 +1,8 @@
 /* proto.c — decoding and encoding the client protocol (see proto.h). */
 #include "proto.h"
 
+#include "../core/utf8.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,22 +328,6 @@ static const char *fs_ws(const char *p, const char *end) {
     return p;
 }
 
-/* Bytes of the UTF-8 sequence at p (1..4), 0 if invalid (overlong,
- * surrogate, above U+10FFFF, truncated) or a control character. */
-static size_t fs_utf8(const unsigned char *p, const unsigned char *end) {
-    unsigned c = p[0];
-    if (c < 0x20) return 0;
-    if (c < 0x80) return 1;
-    size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
-    if (!n || c > 0xF4 || (size_t)(end - p) < n) return 0;
-    for (size_t i = 1; i < n; i++) if ((p[i] & 0xC0) != 0x80) return 0;
-    if (c == 0xE0 && p[1] < 0xA0) return 0;           /* overlong */
-    if (c == 0xED && p[1] >= 0xA0) return 0;          /* surrogate */
-    if (c == 0xF0 && p[1] < 0x90) return 0;           /* overlong */
-    if (c == 0xF4 && p[1] >= 0x90) return 0;          /* > U+10FFFF */
-    return n;
-}
-
 static int fs_hex4(const char *p, unsigned *v) {
     *v = 0;
     for (int i = 0; i < 4; i++) {
@@ -392,10 +378,12 @@ static int fs_string(const char **pp, const char *end, fs_str *s) {
             p += 2;
             continue;
         }
-        size_t k = fs_utf8((const unsigned char *)p, (const unsigned char *)end);
-        if (!k) return -1;
-        s->n += k;
-        p += k;
+        if ((unsigned char)*p < 0x20) return -1;   /* a control character */
+        q = p;                               /* a run of non-ASCII: whole code points */
+        while (q < end && (unsigned char)*q >= 0x80) q++;
+        if (!pl_utf8_valid((const uint8_t *)p, (size_t)(q - p))) return -1;
+        s->n += (size_t)(q - p);
+        p = q;
     }
     if (p >= end) return -1;
     *pp = p + 1;

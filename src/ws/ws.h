@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/utf8.h"
+
 enum {
     PL_WS_OP_CONT = 0x0, PL_WS_OP_TEXT = 0x1, PL_WS_OP_BINARY = 0x2,
     PL_WS_OP_CLOSE = 0x8, PL_WS_OP_PING = 0x9, PL_WS_OP_PONG = 0xA
@@ -40,18 +42,7 @@ enum {
     PL_WS_CLOSE_UNAUTHORIZED = 4001
 };
 
-/* ---- incremental UTF-8 validation (Hoehrmann-style DFA) ---------------- */
-
-typedef struct pl_utf8 { uint32_t state; } pl_utf8;   /* 0 = at a boundary */
-
-void pl_utf8_init(pl_utf8 *v);
-/* Returns 0 while the bytes so far can still be valid UTF-8, -1 at the first
- * byte that makes them invalid (overlongs, surrogates, > U+10FFFF rejected). */
-int  pl_utf8_feed(pl_utf8 *v, const uint8_t *p, size_t n);
-/* 1 if the bytes fed end on a code point boundary. */
-int  pl_utf8_done(const pl_utf8 *v);
-/* One-shot: 1 if p[0..n) is valid UTF-8. */
-int  pl_utf8_valid(const uint8_t *p, size_t n);
+/* UTF-8 validation (pl_utf8_*) is core/utf8.h's. */
 
 /* ---- the frame reader --------------------------------------------------- */
 

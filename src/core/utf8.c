@@ -1,0 +1,64 @@
+/* utf8.c — UTF-8 validation, one-shot and incremental (utf8.h). Used by
+ * the WebSocket reader (text frames, close reasons) and the protocol's send
+ * fast path (proto.c). */
+#include "utf8.h"
+
+#include <string.h>
+
+/* Bjoern Hoehrmann's DFA (http://bjoern.hoehrmann.de/utf-8/decoder/dfa/):
+ * the first 256 entries map a byte to a class, the rest map state + class to
+ * the next state. States are multiples of 12; 0 accepts, 12 rejects for good.
+ * It rejects overlongs, surrogates (ED A0..BF) and code points > U+10FFFF,
+ * exactly as RFC 3629's table (checked exhaustively for all 1-4 byte inputs
+ * when this was written). */
+#define UTF8_ACCEPT 0
+#define UTF8_REJECT 12
+
+static const uint8_t utf8d[] = {
+    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+    1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,
+    7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,
+    8,8,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,
+    10,3,3,3,3,3,3,3,3,3,3,3,3,4,3,3, 11,6,6,6,5,8,8,8,8,8,8,8,8,8,8,8,
+
+    0,12,24,36,60,96,84,12,12,12,48,72, 12,12,12,12,12,12,12,12,12,12,12,12,
+    12, 0,12,12,12,12,12, 0,12, 0,12,12, 12,24,12,12,12,12,12,24,12,24,12,12,
+    12,12,12,12,12,12,12,24,12,12,12,12, 12,24,12,12,12,12,12,12,12,24,12,12,
+    12,12,12,12,12,12,12,36,12,36,12,12, 12,36,12,12,12,12,12,36,12,36,12,12,
+    12,36,12,12,12,12,12,12,12,12,12,12,
+};
+
+void pl_utf8_init(pl_utf8 *v) { v->state = UTF8_ACCEPT; }
+
+int pl_utf8_feed(pl_utf8 *v, const uint8_t *p, size_t n) {
+    uint32_t s = v->state;
+    size_t i = 0;
+    if (s == UTF8_REJECT) return -1;
+    while (i < n) {
+        if (s == UTF8_ACCEPT) {
+            /* Chat text is mostly ASCII: skip it a word at a time. */
+            uint64_t w;
+            while (n - i >= 8) {
+                memcpy(&w, p + i, 8);
+                if (w & 0x8080808080808080ull) break;
+                i += 8;
+            }
+            if (i == n) break;
+        }
+        s = utf8d[256 + s + utf8d[p[i++]]];
+        if (s == UTF8_REJECT) break;
+    }
+    v->state = s;
+    return s == UTF8_REJECT ? -1 : 0;
+}
+
+int pl_utf8_done(const pl_utf8 *v) { return v->state == UTF8_ACCEPT; }
+
+int pl_utf8_valid(const uint8_t *p, size_t n) {
+    pl_utf8 v;
+    pl_utf8_init(&v);
+    return pl_utf8_feed(&v, p, n) == 0 && pl_utf8_done(&v);
+}

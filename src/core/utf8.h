@@ -1,0 +1,22 @@
+/* utf8.h — UTF-8 validation (RFC 3629: overlongs, surrogates and code
+ * points above U+10FFFF rejected), one-shot and incremental.
+ * Owns: nothing but the check. Used by ws/ (text frames) and proto/. */
+#ifndef PL_UTF8_H
+#define PL_UTF8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Incremental: a Hoehrmann-style DFA. */
+typedef struct pl_utf8 { uint32_t state; } pl_utf8;   /* 0 = at a boundary */
+
+void pl_utf8_init(pl_utf8 *v);
+/* Returns 0 while the bytes so far can still be valid UTF-8, -1 at the first
+ * byte that makes them invalid (overlongs, surrogates, > U+10FFFF rejected). */
+int  pl_utf8_feed(pl_utf8 *v, const uint8_t *p, size_t n);
+/* 1 if the bytes fed end on a code point boundary. */
+int  pl_utf8_done(const pl_utf8 *v);
+/* One-shot: 1 if p[0..n) is valid UTF-8. */
+int  pl_utf8_valid(const uint8_t *p, size_t n);
+
+#endif
