@@ -45,6 +45,31 @@ static void spin(uv_loop_t *loop, int turns) {
     }
 }
 
+/* A listener on a free loopback port (*n) and a client connected to it:
+ * returns the client's fd with the server's side in *c, or -1. */
+static int t_connect(uv_loop_t *loop, pl_net **n, pl_conn **c) {
+    pl_net_handler h = {t_data, t_close, t_timeout, NULL};
+    char addr[32];
+    int port = free_port();
+    *c = NULL;
+    if (port <= 0) return -1;
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    if (pl_net_listen(loop, addr, &h, NULL, n) != 0) return -1;
+    last_conn = NULL;
+    closes = 0;
+    received = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    for (int i = 0; i < 200 && !last_conn; i++) spin(loop, 1);
+    *c = last_conn;
+    return fd;
+}
+
 /* recv with a short poll; -2 when nothing came. */
 static ssize_t recv_some(int fd, uv_loop_t *loop, char *buf, size_t n) {
     for (int i = 0; i < 200; i++) {
@@ -58,24 +83,10 @@ static ssize_t recv_some(int fd, uv_loop_t *loop, char *buf, size_t n) {
 TEST(conn_graceful_close_lingers) {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    pl_net_handler h = {t_data, t_close, t_timeout, NULL};
     pl_net *n = NULL;
-    char addr[32];
-    int port = free_port();
-    CHECK(port > 0);
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    CHECK_EQ(pl_net_listen(&loop, addr, &h, NULL, &n), 0);
-    last_conn = NULL;
-    closes = 0;
-    received = 0;
-
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    for (int i = 0; i < 200 && !last_conn; i++) spin(&loop, 1);
-    CHECK(last_conn != NULL);
-    pl_conn *c = last_conn;
+    pl_conn *c = NULL;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
     CHECK_EQ(pl_net_count(n), 1);
     CHECK_EQ(pl_net_active(n), 1);
 
@@ -145,23 +156,10 @@ static size_t recv_all(int fd, uv_loop_t *loop, char *buf, size_t want) {
 TEST(conn_send_part_merges_adjacent_ranges) {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    pl_net_handler h = {t_data, t_close, t_timeout, NULL};
     pl_net *n = NULL;
-    char addr[32];
-    int port = free_port();
-    CHECK(port > 0);
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    CHECK_EQ(pl_net_listen(&loop, addr, &h, NULL, &n), 0);
-    last_conn = NULL;
-    closes = 0;
-    received = 0;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    for (int i = 0; i < 200 && !last_conn; i++) spin(&loop, 1);
-    CHECK(last_conn != NULL);
-    pl_conn *c = last_conn;
+    pl_conn *c = NULL;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
 
     pl_rbuf *b = pl_rbuf_copy("aaabbbccc", 9);
     pl_conn_send_part(c, b, 0, 3);

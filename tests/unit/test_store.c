@@ -2442,6 +2442,18 @@ TEST(store_user_search) {
     t_finish(&t);
 }
 
+/* Closes the store and runs sql on <dir>/file; the SQLite result. */
+static int t_closed_sql(tstore *t, const char *file, const char *sql) {
+    pl_store_close(&t->s);
+    char p[200];
+    snprintf(p, sizeof p, "%s/%s", t->dir, file);
+    sqlite3 *db;
+    int rc = sqlite3_open(p, &db);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc;
+}
+
 /* A database from before search (schema 5) gets its messages indexed. */
 TEST(store_search_migration_backfills) {
     SQLITE_ONLY();
@@ -2452,12 +2464,8 @@ TEST(store_search_migration_backfills) {
     CHECK(t_say(&t, g, a, "old heron", 0, NULL, NULL) > 0);
     int64_t gone = t_say(&t, g, a, "old heron deleted", 0, NULL, NULL);
     CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, a, gone, NULL, 0, NULL, NULL), PL_STORE_OK);
-    pl_store_close(&t.s);
-    char p[160];
-    snprintf(p, sizeof p, "%s/parley.db", t.dir);
-    sqlite3 *db;
-    CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
-    CHECK_EQ(sqlite3_exec(db, "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au;"  /* 9 -> 10, 5 -> 6 */
+    CHECK_EQ(t_closed_sql(&t, "parley.db",
+                          "DROP TRIGGER events_fts_ai; DROP TRIGGER events_fts_au;"  /* 9 -> 10, 5 -> 6 */
                               " DROP TRIGGER events_fts_ad; DROP TABLE fts_queue; DROP TABLE search_pair;"
                               " ALTER TABLE reactions RENAME COLUMN first_seq TO first_ts;"
                               " DROP TABLE e2ee_devices; DROP TABLE e2ee_otks;"     /* 7 -> 8 */
@@ -2465,9 +2473,7 @@ TEST(store_search_migration_backfills) {
                               " DROP TRIGGER events_media_ai; DROP TRIGGER events_media_keep;"   /* media */
                               " DROP TRIGGER events_media_del; DROP TRIGGER events_media_ad;"
                               " DROP TABLE media; DROP TABLE media_refs;"
-                              " PRAGMA user_version = 5;",
-                          NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+                              " PRAGMA user_version = 5;"), SQLITE_OK);
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     CHECK_EQ(t_found(&t, a, "heron", 0, 1), 1);
     t_finish(&t);
@@ -2528,13 +2534,7 @@ TEST(store_search_index_watermark_back) {
     CHECK(t_say(&t, g, a, "heron one", 0, NULL, NULL) > 0);
     CHECK(t_say(&t, g, a, "heron two", 0, NULL, NULL) > 0);
     CHECK_EQ(t_found(&t, a, "heron", 0, 2), 2);
-    pl_store_close(&t.s);
-    char p[200];
-    snprintf(p, sizeof p, "%s/search.db", t.dir);
-    sqlite3 *db;
-    CHECK_EQ(sqlite3_open(p, &db), SQLITE_OK);
-    CHECK_EQ(sqlite3_exec(db, "UPDATE meta SET v = 0 WHERE k = 'done'", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    CHECK_EQ(t_closed_sql(&t, "search.db", "UPDATE meta SET v = 0 WHERE k = 'done'"), SQLITE_OK);
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     CHECK(t_say(&t, g, a, "heron three", 0, NULL, NULL) > 0);
     CHECK_EQ(t_found(&t, a, "heron", 0, 3), 3);
