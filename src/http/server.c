@@ -153,6 +153,10 @@ static void finish(pl_http_ctx *ctx) {
     pl_conn *c = ctx->conn;
     http_state *st = c->http;
     int keep = keep_alive_of(ctx);
+    /* Closing but not yet closed (on_close still to run): the request's
+     * bytes are still the connection's and are freed with it; only the
+     * pointer to ctx must go. */
+    if (!pl_conn_alive(c) && st && st->ctx == ctx) st->ctx = NULL;
     if (pl_conn_alive(c) && st && st->ctx == ctx) {
         /* drop the answered request's bytes */
         size_t used = st->head_len + ctx->body_len;
@@ -569,6 +573,8 @@ int pl_http_stream_begin(pl_http_ctx *ctx, const char *extra) {
         c->deadline = 0;
         pl_conn_resume(c);               /* EOF must be seen: the client left */
         r = 0;
+    } else if (st && st->ctx == ctx) {
+        st->ctx = NULL;                  /* closing: as in finish() */
     }
     free(ctx->owned);
     free(ctx);

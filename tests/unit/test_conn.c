@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "http/server.h"
 #include "net/conn.h"
 #include "test.h"
 
@@ -45,16 +46,16 @@ static void spin(uv_loop_t *loop, int turns) {
     }
 }
 
-/* A listener on a free loopback port (*n) and a client connected to it:
- * returns the client's fd with the server's side in *c, or -1. */
-static int t_connect(uv_loop_t *loop, pl_net **n, pl_conn **c) {
-    pl_net_handler h = {t_data, t_close, t_timeout, NULL};
+/* A listener on a free loopback port (*n) whose connections call h, and a
+ * client connected to it: returns the client's fd with the server's side
+ * in *c, or -1. h's on_data must call t_data. */
+static int t_connect_with(uv_loop_t *loop, const pl_net_handler *h, pl_net **n, pl_conn **c) {
     char addr[32];
     int port = free_port();
     *c = NULL;
     if (port <= 0) return -1;
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    if (pl_net_listen(loop, addr, &h, NULL, n) != 0) return -1;
+    if (pl_net_listen(loop, addr, h, NULL, n) != 0) return -1;
     last_conn = NULL;
     closes = 0;
     received = 0;
@@ -68,6 +69,11 @@ static int t_connect(uv_loop_t *loop, pl_net **n, pl_conn **c) {
     for (int i = 0; i < 200 && !last_conn; i++) spin(loop, 1);
     *c = last_conn;
     return fd;
+}
+
+static int t_connect(uv_loop_t *loop, pl_net **n, pl_conn **c) {
+    pl_net_handler h = {t_data, t_close, t_timeout, NULL};
+    return t_connect_with(loop, &h, n, c);
 }
 
 /* recv with a short poll; -2 when nothing came. */
@@ -211,4 +217,68 @@ TEST(conn_send_part_merges_adjacent_ranges) {
     spin(&loop, 5);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* ---- http/server.c over a real socket ------------------------------------ */
+
+static pl_http_ctx *held;
+static int          http_closes;
+
+static void h_request(pl_http_ctx *ctx, void *ud) { held = ctx; }
+static void h_data(pl_conn *c, uint8_t *p, size_t n) {
+    t_data(c, p, n);
+    pl_http_on_data(c, p, n);
+}
+static void h_close(pl_conn *c) {
+    http_closes++;
+    pl_http_on_close(c);
+}
+
+/* A handler answers a request after its connection started closing but
+ * before the close completed (http/file.c finishing a download whose
+ * client went away): the answer frees the context, and the close that
+ * follows must not touch it. (The CI run of 2026-12-01 died here under
+ * ASan: heap-use-after-free in pl_http_on_close, in the browser's media
+ * scenario.) Also: answered after the close completed, the context owns
+ * the request's bytes, which stay readable until the answer frees them.
+ * The same for an event stream begun on a closing connection. */
+TEST(http_answer_while_connection_closes) {
+    pl_http_hooks hooks = {.on_request = h_request};
+    pl_http_init(&hooks);
+    pl_net_handler h = {h_data, h_close, t_timeout, pl_http_on_drain};
+    for (int late = 0; late < 4; late++) {   /* 2, 3: as an event stream */
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        pl_net *n = NULL;
+        pl_conn *c = NULL;
+        held = NULL;
+        http_closes = 0;
+        int fd = t_connect_with(&loop, &h, &n, &c);
+        CHECK(fd >= 0 && c != NULL);
+        const char *rq = "GET /file HTTP/1.1\r\nHost: x\r\n\r\n";
+        CHECK_EQ(send(fd, rq, strlen(rq), 0), (ssize_t)strlen(rq));
+        for (int i = 0; i < 200 && !held; i++) spin(&loop, 1);
+        CHECK(held != NULL);
+        pl_http_ctx *ctx = held;
+        pl_conn_close(c, 0);                  /* closing; on_close not yet run */
+        CHECK_EQ(http_closes, 0);
+        if (late & 1) {
+            spin(&loop, 5);
+            CHECK_EQ(http_closes, 1);
+            CHECK(ctx->req.path.n == 5 && memcmp(ctx->req.path.p, "/file", 5) == 0);
+        }
+        if (late < 2) {
+            pl_http_respond_head(ctx, 200, "text/plain", 2, NULL);
+            pl_http_respond_end(ctx);
+        } else {
+            CHECK_EQ(pl_http_stream_begin(ctx, NULL), -1);
+        }
+        spin(&loop, 5);
+        CHECK_EQ(http_closes, 1);
+        close(fd);
+        pl_net_close(n);
+        spin(&loop, 5);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK_EQ(uv_loop_close(&loop), 0);
+    }
 }
