@@ -99,13 +99,17 @@ def ready_unread(ws, cid):
 
 
 def metrics(server):
-    with urllib.request.urlopen(server.base_url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
+    """The samples of /metrics; in cluster mode each node's, summed (through
+    HAProxy successive reads would alternate between nodes, and a value
+    would never be seen twice in a row)."""
     out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
+    for url in getattr(server, "node_urls", [server.base_url]):
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = out.get(name, 0.0) + float(value)
     return out
 
 
