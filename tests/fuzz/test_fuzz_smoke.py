@@ -1,7 +1,7 @@
 """Smoke run of the libFuzzer drivers (tests/fuzz/fuzz_*.c), part of `make test`.
 
 Each driver (built by mk/fuzz.mk into build/fuzz/, or $FUZZ_BIN_DIR) fuzzes
-for FUZZ_SMOKE_SECONDS (default 15) on a copy of its committed corpus in a
+for FUZZ_SMOKE_SECONDS (default 8) on a copy of its committed corpus in a
 temporary directory, so the committed corpus never changes. The run must end
 with exit status 0 and leave no crash, leak, timeout or out-of-memory file.
 Longer runs: `make fuzz` (FUZZ_SECONDS per driver).
@@ -17,7 +17,7 @@ import pytest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN_DIR = os.environ.get("FUZZ_BIN_DIR") or os.path.join(REPO, "build", "fuzz")
 CORPUS = os.path.join(REPO, "tests", "fuzz", "corpus")
-SECONDS = int(os.environ.get("FUZZ_SMOKE_SECONDS", "15"))
+SECONDS = int(os.environ.get("FUZZ_SMOKE_SECONDS", "8"))
 ARTIFACT_PREFIXES = ("crash-", "leak-", "timeout-", "oom-", "slow-unit-")
 
 
