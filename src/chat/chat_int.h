@@ -142,24 +142,27 @@ struct chat_conv {
     int64_t     known;            /* highest seq known to exist, >= published */
     int64_t     members;          /* member count as of members_seq; -1 unknown */
     int64_t     members_seq;
-    int         kind;             /* pl_conv_kind; 0 unknown                 */
     sub        *subs;
-    size_t      nsubs;
-    uint32_t    watchers;         /* long-polls                              */
     pl_event   *held;             /* out-of-order events, ascending seq      */
-    uint32_t    nheld, capheld;
     int64_t     gap_at;           /* mono ms a fill is due (in the gap list) */
     chat_conv  *gnext, *gprev;    /* the gap list                            */
-    uint8_t     in_gaps;
-    uint8_t     filling;          /* a fill read is in flight                */
-    uint8_t     dying;            /* released: freed when its fill returns   */
     typing_ent *typing;           /* who is typing here (never stored)       */
-    uint32_t    ntyping, captyping;
     chat_conv  *tnext, *tprev;    /* the list of streams with typing         */
-    uint8_t     in_typing;
-    uint8_t     flow_on;          /* pushing back on senders (flow.c)        */
-    uint8_t     flow_evaluated;   /* flow_on was computed at flow_turn       */
+    uint32_t    nsubs;
+    uint32_t    watchers;         /* long-polls                              */
+    uint32_t    nheld, capheld;
+    uint32_t    ntyping, captyping;
     uint32_t    flow_turn;
+    uint8_t     kind;             /* pl_conv_kind; 0 unknown                 */
+    /* flags as bits: a node holds one of these per conversation it follows
+     * (a DM per pair of users online); the assertion in deliver.c keeps it
+     * within a 144-byte malloc chunk */
+    uint8_t     in_gaps : 1;
+    uint8_t     filling : 1;      /* a fill read is in flight                */
+    uint8_t     dying : 1;        /* released: freed when its fill returns   */
+    uint8_t     in_typing : 1;
+    uint8_t     flow_on : 1;      /* pushing back on senders (flow.c)        */
+    uint8_t     flow_evaluated : 1; /* flow_on was computed at flow_turn     */
 };
 
 typedef struct chat_user {
@@ -191,7 +194,9 @@ struct session {
     pl_conn   *conn;
     int64_t    user, login;
     session   *unext, *uprev;     /* the user's sessions                     */
-    sub      **subs;
+    sub      **subs;              /* &sub1 while capsubs is 1: a session in one
+                                   * conversation allocates no array       */
+    sub       *sub1;
     uint32_t   nsubs, capsubs;
     pl_map    *submap;            /* conv -> sub once nsubs > SUBMAP_MIN     */
     int64_t    last_hb;           /* mono ms of the last message (heartbeat) */
@@ -201,12 +206,14 @@ struct session {
     uint32_t   nresume;
     uint32_t   pq_len;
     uint32_t   mark;              /* dedup generation for fan-out            */
-    uint8_t    state;             /* S_*                                     */
-    uint8_t    away;              /* the session said it is away            */
-    uint8_t    held;              /* live delivery held for a first `sync`   */
-    uint8_t    waiting_drain;     /* replays paused on a full write queue    */
-    uint8_t    tp;                /* TP_WS or TP_SSE                         */
-    uint8_t    resuming;          /* SSE: opened with a Last-Event-ID        */
+    /* bits: the session stays within a 128-byte malloc chunk (the
+     * assertion in session.c) */
+    uint8_t    state : 2;         /* S_*                                     */
+    uint8_t    away : 1;          /* the session said it is away            */
+    uint8_t    held : 1;          /* live delivery held for a first `sync`   */
+    uint8_t    waiting_drain : 1; /* replays paused on a full write queue    */
+    uint8_t    tp : 1;            /* TP_WS or TP_SSE                         */
+    uint8_t    resuming : 1;      /* SSE: opened with a Last-Event-ID        */
 };
 
 typedef struct presence presence;

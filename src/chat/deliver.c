@@ -19,6 +19,8 @@
 #include "chat_int.h"
 #include "flow.h"
 
+_Static_assert(sizeof(chat_conv) <= 136, "chat_conv must fit a 144-byte malloc chunk (chat_int.h)");
+
 static void conv_process(chat_conv *cv, const pl_event *ev);
 static void conv_head(chat_conv *cv, int64_t seq);
 static void conv_maybe_release(chat_conv *cv);
@@ -456,9 +458,20 @@ sub *sub_create(session *s, int64_t conv, int64_t stream_seq, int64_t sent_seq, 
     if (cv->subs) cv->subs->prev = x;
     cv->subs = x;
     cv->nsubs++;
-    if (s->nsubs == s->capsubs) {
-        s->capsubs = s->capsubs ? s->capsubs * 2 : 3;   /* 24 bytes: malloc's smallest chunk */
-        s->subs = pl_realloc(s->subs, s->capsubs * sizeof *s->subs);
+    if (s->nsubs == s->capsubs) {             /* the first lives in the session */
+        if (!s->capsubs) {
+            s->subs = &s->sub1;
+            s->capsubs = 1;
+        } else {
+            uint32_t cap = s->capsubs == 1 ? 4 : s->capsubs * 2;
+            if (s->subs == &s->sub1) {
+                s->subs = pl_malloc(cap * sizeof *s->subs);
+                s->subs[0] = s->sub1;
+            } else {
+                s->subs = pl_realloc(s->subs, cap * sizeof *s->subs);
+            }
+            s->capsubs = cap;
+        }
     }
     s->subs[s->nsubs++] = x;
     if (s->submap) pl_map_put(s->submap, conv, x);
@@ -499,7 +512,7 @@ static void sub_drop(sub *x) {
 
 void sub_release_all(session *s) {
     while (s->nsubs) sub_drop(s->subs[s->nsubs - 1]);
-    free(s->subs);
+    if (s->subs != &s->sub1) free(s->subs);
     s->subs = NULL;
     s->capsubs = 0;
     if (s->submap) {

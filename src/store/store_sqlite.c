@@ -69,6 +69,15 @@
  * with the same worst-case commit latency (~25 ms). */
 #define WRITER_TUNING "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;"
 
+/* A reader's page cache, 512 KiB instead of SQLite's 2 MiB: authentication
+ * reads (users, logins, memberships) filled both readers' caches to the
+ * bound, 4 MiB that showed up as ~200 bytes per idle connection at 19,000
+ * (docs/benchmarks.md "Issue 11: memory per idle connection, third
+ * session"). What a reader re-reads most (a conversation's recent events,
+ * a group's catch-up) is a few pages; the rest comes from the OS page
+ * cache with one pread per page. */
+#define READER_TUNING "PRAGMA cache_size = -512;"
+
 
 /* ---- schema and migrations ---------------------------------------------- */
 
@@ -675,7 +684,7 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
         sq_reader *r = &s->readers[i];
         if (open_conn(path, SQLITE_OPEN_READWRITE, &r->db) != 0 ||
             sqlite3_exec(r->db, attach, NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK)
+            sqlite3_exec(r->db, "PRAGMA query_only = 1; " READER_TUNING, NULL, NULL, NULL) != SQLITE_OK)
             snprintf(err, errlen, "cannot open a read connection");
         else if (prepare_all(r->db, sq_r_sql, r->r, R__COUNT) != 0)
             snprintf(err, errlen, "cannot prepare statements");
