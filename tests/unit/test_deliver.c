@@ -425,6 +425,37 @@ TEST(deliver_replay_is_capped_at_published_seq) {
     h_stop(all, 1);
 }
 
+/* A session's first subscription lives in the session; more move to an
+ * array that grows (1 -> 4 -> 8). Live events reach every one of them
+ * before and after the moves, and a removal unlinks the right one. ASan
+ * checks the session's slot is never freed as an array. */
+TEST(deliver_session_subscriptions_grow_from_the_inline_one) {
+    h_start(0);
+    conv_spec one = {20, 1, 1};
+    fconn *a = h_session(3, 2, &one, 1, 0);     /* one conversation: inline only */
+    CHECK(a != NULL);
+    conv_spec cs[6];
+    for (int i = 0; i < 6; i++) cs[i] = (conv_spec){20 + i, 1, 1};
+    fconn *b = h_session(2, 1, cs, 6, 0);
+    CHECK(b != NULL);
+    int64_t seqs[8];
+    for (int i = 0; i < 6; i++) h_publish(20 + i, 2, PL_EV_MESSAGE, 0);
+    for (int i = 0; i < 6; i++) {
+        CHECK_EQ(event_seqs(b, 20 + i, seqs, 8), 1);
+        CHECK_EQ(seqs[0], 2);
+    }
+    CHECK_EQ(event_seqs(a, 20, seqs, 8), 1);
+    h_publish(22, 3, PL_EV_MEMBER_REMOVED, 2);  /* b leaves conversation 22 */
+    h_publish(22, 4, PL_EV_MESSAGE, 0);
+    h_publish(25, 3, PL_EV_MESSAGE, 0);
+    CHECK_EQ(event_seqs(b, 22, seqs, 8), 2);      /* 2, then its own removal */
+    CHECK_EQ(seqs[1], 3);
+    CHECK_EQ(event_seqs(b, 25, seqs, 8), 2);
+    CHECK_EQ(seqs[1], 3);
+    fconn *all[] = {a, b};
+    h_stop(all, 2);
+}
+
 /* Defect 2: a member removed while its replay read is in flight gets
  * everything up to and including its own member_removed, then nothing. */
 TEST(deliver_removal_while_catching_up_ends_the_stream_exactly) {
