@@ -163,6 +163,7 @@ struct chat_conv {
     uint8_t     in_typing : 1;
     uint8_t     flow_on : 1;      /* pushing back on senders (flow.c)        */
     uint8_t     flow_evaluated : 1; /* flow_on was computed at flow_turn     */
+    uint8_t     has_ring : 1;     /* keeps its recent frames (deliver.c)     */
 };
 
 typedef struct chat_user {

@@ -31,9 +31,14 @@ static void sub_caught_up(sub *x);
 static void sub_drop(sub *x);
 static void flush_checks(uv_check_t *h);
 static void gap_tick(uv_timer_t *t);
+static void ring_free(chat_conv *cv);
+static int64_t sub_target(const sub *x);
+
+static pl_map rings;               /* conv id -> frame_ring (busy conversations) */
 
 void deliver_init(void) {
     pl_map_init(&C.convs);
+    pl_map_init(&rings);
     uv_idle_init(C.loop, &C.replayer);
     uv_timer_init(C.loop, &C.gap_timer);
     uv_unref((uv_handle_t *)&C.gap_timer);
@@ -269,6 +274,7 @@ static void conv_maybe_release(chat_conv *cv) {
     gaps_remove(cv);
     typing_clear_conv(cv);
     held_clear(cv);
+    ring_free(cv);
     if (cv->filling) {                        /* freed when the fill returns */
         cv->dying = 1;
         return;
@@ -406,6 +412,118 @@ static void fill_done(pl_job *j) {
     }
     pl_job_release(j);
     free(op);
+}
+
+/* ---- recent frames of busy conversations ---------------------------------
+ *
+ * A conversation with at least RING_MIN_SUBS subscriptions here keeps the
+ * frames of its last RING_FRAMES published events (at most RING_BYTES). A
+ * subscription catching up whose next seq is among them gets the rest from
+ * here, as the live subscriptions got it, instead of another store read.
+ * Without this, in a busy group the members that fell behind each read a
+ * page, the stream moved on during the read, and they read again: a read
+ * per member per round that never converged while the store was the
+ * bottleneck (benchmarks.md "Cluster mode, third session").
+ * Invariants:
+ *   1. The frames held are those of seqs first .. first + n - 1,
+ *      consecutive and all <= published (added in conv_process, in order).
+ *   2. A held frame is a message's current form as a replay would send it
+ *      (docs/protocol.md: sync replays carry the current form): an edit,
+ *      delete, reaction or pin of seq T drops the frames of T and of every
+ *      event naming T (a reply's preview, an earlier edit), so a
+ *      subscription that reaches a dropped frame reads from the store. A
+ *      deleted message's text is not kept here either. */
+#define RING_MIN_SUBS 16
+#define RING_FRAMES   256
+#define RING_BYTES    (128 * 1024)
+
+typedef struct frame_ring {
+    int64_t  first;               /* seq of fr[head]                         */
+    uint32_t head, n;
+    size_t   bytes;
+    pl_rbuf *fr[RING_FRAMES];     /* NULL: dropped (invariant 2)             */
+    int64_t  ref[RING_FRAMES];    /* the event's ref: a reply's parent, an action's target */
+} frame_ring;
+
+static void ring_drop(frame_ring *r, uint32_t i) {
+    if (!r->fr[i]) return;
+    r->bytes -= r->fr[i]->len;
+    pl_rbuf_unref(&r->fr[i]);
+}
+
+static void ring_drop_oldest(frame_ring *r) {
+    ring_drop(r, r->head);
+    r->head = (r->head + 1) % RING_FRAMES;
+    r->n--;
+    r->first++;
+}
+
+static void ring_free(chat_conv *cv) {
+    if (!cv->has_ring) return;
+    frame_ring *r = pl_map_get(&rings, cv->id);
+    while (r && r->n) ring_drop_oldest(r);
+    free(r);
+    pl_map_del(&rings, cv->id);
+    cv->has_ring = 0;
+}
+
+/* Keeps ev's frame (bytes [off, off + len) of b when b is an arena, else
+ * the whole of b; NULL: encoded here). */
+static void ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off, uint32_t len, int whole) {
+    frame_ring *r = cv->has_ring ? pl_map_get(&rings, cv->id) : NULL;
+    if (!r) {
+        if (cv->nsubs < RING_MIN_SUBS) return;
+        r = pl_calloc(1, sizeof *r);
+        pl_map_put(&rings, cv->id, r);
+        cv->has_ring = 1;
+    }
+    if (r->n && r->first + r->n != ev->seq)   /* the stream's head jumped: start again */
+        while (r->n) ring_drop_oldest(r);
+    int action = ev->kind == PL_EV_EDIT || ev->kind == PL_EV_DELETE || ev->kind == PL_EV_REACTION ||
+                 ev->kind == PL_EV_PIN;
+    if (action && ev->ref > 0)                /* invariant 2 */
+        for (uint32_t k = 0; k < r->n; k++) {
+            uint32_t i = (r->head + k) % RING_FRAMES;
+            if (r->first + k == ev->ref || r->ref[i] == ev->ref) ring_drop(r, i);
+        }
+    pl_rbuf *f;
+    if (b && whole) {
+        f = pl_rbuf_ref(b);
+    } else if (b) {
+        f = pl_rbuf_new(len);
+        memcpy(f->data, b->data + off, len);
+        f->len = len;
+    } else {
+        f = event_frame(ev);
+    }
+    if (f->len > RING_BYTES / 4) {            /* a huge frame: not kept, and no hole */
+        pl_rbuf_unref(&f);
+        while (r->n) ring_drop_oldest(r);
+        return;
+    }
+    while (r->n && (r->n == RING_FRAMES || r->bytes + f->len > RING_BYTES)) ring_drop_oldest(r);
+    if (!r->n) r->first = ev->seq;
+    r->fr[(r->head + r->n) % RING_FRAMES] = f;
+    r->ref[(r->head + r->n) % RING_FRAMES] = ev->ref;
+    r->n++;
+    r->bytes += f->len;
+}
+
+/* Sends x what the ring holds from its next seq on, up to its target or a
+ * full queue. */
+static void ring_serve(sub *x) {
+    if (!x->conv->has_ring || x->mention_pending) return;
+    frame_ring *r = pl_map_get(&rings, x->conv->id);
+    pl_conn *c = x->sess->conn;
+    int64_t target = sub_target(x);
+    while (r && x->sent_seq < target && !c->high) {
+        int64_t seq = x->sent_seq + 1;
+        if (seq < r->first || seq >= r->first + r->n) return;
+        pl_rbuf *f = r->fr[(r->head + (uint32_t)(seq - r->first)) % RING_FRAMES];
+        if (!f || chat_deliver_event(x, f, seq)) return;
+        pl_count(&pl_m_frames_out, 1);
+        x->sent_seq = seq;
+    }
 }
 
 /* ---- subscriptions --------------------------------------------------------- */
@@ -565,6 +683,7 @@ static void session_wait_drain(session *s) {
 /* Decides x's next step after progress (invariant 4). */
 static void replay_next(sub *x) {
     if (x->state != SUB_CATCHUP || x->detached) return;
+    ring_serve(x);                            /* the recent part, without a read */
     if (x->sent_seq >= sub_target(x) && !x->mention_pending) {
         sub_caught_up(x);
         return;
@@ -848,6 +967,10 @@ static void conv_process(chat_conv *cv, const pl_event *ev) {
         }
     }
     if (queued) pl_count(&pl_m_frames_out, queued);
+    if (cv->has_ring || cv->nsubs >= RING_MIN_SUBS) {
+        if (frame) ring_add(cv, ev, frame, 0, 0, 1);
+        else ring_add(cv, ev, ab, aoff, alen, 0);
+    }
     pl_rbuf_unref(&frame);
     if (ab) pl_rbuf_unref(&ab);
     if (removal) end_finish(cv, ev->subject, ev->seq);
@@ -1212,9 +1335,11 @@ void deliver_free(void) {
         if (!C.convs.slots || !C.convs.slots[i].key) continue;
         typing_clear_conv(cv);
         held_clear(cv);
+        ring_free(cv);
         free(cv);
     }
     pl_map_release(&C.convs);
+    pl_map_release(&rings);
     free(C.verify);
     free(C.reconcile);
     free(C.changed);

@@ -456,6 +456,76 @@ TEST(deliver_session_subscriptions_grow_from_the_inline_one) {
     h_stop(all, 2);
 }
 
+/* A conversation with 16 or more subscriptions here keeps its recent
+ * frames: a catching-up subscription whose next seq is among them gets the
+ * rest without a store read (a busy group's members that fell behind read
+ * again and again otherwise, benchmarks.md "Cluster mode, third session");
+ * one further behind reads what is older, then takes the rest from the
+ * frames, including one published while its read was in flight; and a
+ * message edited since it was published is read from the store again. */
+TEST(deliver_catch_up_near_the_head_comes_from_recent_frames) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1};
+    fconn *all[19];
+    for (int i = 0; i < 16; i++) {
+        all[i] = h_session(100 + i, 100 + i, &cs, 1, 0);
+        CHECK(all[i] != NULL);
+    }
+    fconn *near = all[16] = h_session(200, 200, &cs, 1, 1);   /* held until their sync */
+    fconn *far = all[17] = h_session(201, 201, &cs, 1, 1);
+    fconn *mid = all[18] = h_session(202, 202, &cs, 1, 1);
+    CHECK(near != NULL && far != NULL && mid != NULL);
+    for (int64_t seq = 2; seq <= 10; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
+    int64_t seqs[64];
+    CHECK_EQ(event_seqs(all[0], 30, seqs, 64), 9);
+
+    h_text(near, "{\"type\":\"sync\",\"cursors\":{\"30\":5}}");
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    size_t n = event_seqs(near, 30, seqs, 64);
+    CHECK_EQ(n, 5);
+    for (size_t i = 0; i < n; i++) CHECK_EQ(seqs[i], 6 + (int64_t)i);
+    CHECK(has_frame(near, "synced"));
+    h_publish(30, 11, PL_EV_MESSAGE, 0);          /* and live from there */
+    CHECK_EQ(event_seqs(near, 30, seqs, 64), 6);
+    CHECK_EQ(seqs[5], 11);
+
+    h_text(far, "{\"type\":\"sync\",\"cursors\":{\"30\":0}}");
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 30);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 0);
+    h_publish(30, 12, PL_EV_MESSAGE, 0);          /* while the read is in flight */
+    fs_answer_events(j, 1);                       /* only seq 1 predates the frames */
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    n = event_seqs(far, 30, seqs, 64);
+    CHECK_EQ(n, 12);
+    for (size_t i = 0; i < n; i++) CHECK_EQ(seqs[i], 1 + (int64_t)i);
+    CHECK(has_frame(far, "synced"));
+
+    /* an edit of 8: the frames of 8 (as published) are no longer its
+     * current form, so a subscription reaching 8 reads from the store */
+    pl_event e;
+    make_event(&e, 30, 13, PL_EV_EDIT, 1, 0);
+    e.ref = 8;
+    log_kind[13] = PL_EV_EDIT;
+    pl_bus_publish_event(H.bus, &e, 0);
+    pl_event_release(&e);
+    turn();
+    h_text(mid, "{\"type\":\"sync\",\"cursors\":{\"30\":5}}");
+    j = fs_take(&H.store, PL_READ_EVENTS, 30);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 7);                        /* 6 and 7 came from the frames */
+    fs_answer_events(j, 13);
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    n = event_seqs(mid, 30, seqs, 64);
+    CHECK_EQ(n, 8);
+    for (size_t i = 0; i < n; i++) CHECK_EQ(seqs[i], 6 + (int64_t)i);
+    CHECK(has_frame(mid, "synced"));
+    h_stop(all, 19);
+}
+
 /* Defect 2: a member removed while its replay read is in flight gets
  * everything up to and including its own member_removed, then nothing. */
 TEST(deliver_removal_while_catching_up_ends_the_stream_exactly) {
