@@ -700,11 +700,19 @@ const char *const pg_r_sql[R__COUNT] = {
                        " WHERE x.id = $1::bigint OR EXISTS (SELECT 1 FROM members a JOIN members b"
                        "   ON b.conv_id = a.conv_id AND b.user_id = x.id WHERE a.user_id = $1::bigint)"
                        " ORDER BY x.i",
+    /* These two look rows up per id through LATERAL subqueries that the
+     * planner may not flatten (OFFSET 0): without statistics (a database
+     * just filled, before autovacuum's first ANALYZE) it hash-joined whole
+     * tables instead, 4.7 ms a call against 0.45, and a cluster's reconnect
+     * storm spent PostgreSQL's CPU on it (benchmarks.md "Cluster mode,
+     * third session"). */
     [R_CONV_HEADS]   = "SELECT x.i, c.last_seq FROM unnest($1::bigint[]) WITH ORDINALITY AS x(id, i)"
-                       " JOIN conversations c ON c.id = x.id",
+                       " CROSS JOIN LATERAL (SELECT c.last_seq FROM conversations c WHERE c.id = x.id OFFSET 0) c",
     [R_MEMBERSHIPS]  = "SELECT x.id, m.conv_id, m.joined_seq, c.last_seq"
                        " FROM unnest($1::bigint[]) WITH ORDINALITY AS x(id, i)"
-                       " JOIN members m ON m.user_id = x.id JOIN conversations c ON c.id = m.conv_id"
+                       " CROSS JOIN LATERAL (SELECT m.conv_id, m.joined_seq FROM members m"
+                       "   WHERE m.user_id = x.id OFFSET 0) m"
+                       " CROSS JOIN LATERAL (SELECT c.last_seq FROM conversations c WHERE c.id = m.conv_id OFFSET 0) c"
                        " ORDER BY x.i, m.conv_id",
     /* the reactions of a page of R_EVENTS_* (same parameters; $5 the viewer,
      * 0: none): its seqs again, in the same snapshot */
