@@ -7,7 +7,8 @@ is either a server bug or a discrepancy with the document.
 
   * edits, deletes, replies, reactions and pins are events with the next
     seq, seen live by every member device in log order and replayed by
-    `sync` (test_actions_live_in_order_and_replayed);
+    `sync` in their current form, also in a busy group
+    (test_actions_live_in_order_and_replayed);
   * who may do what, and every documented error, changing nothing
     (test_action_permissions, test_action_errors_change_nothing,
     test_reaction_and_pin_limits, test_edit_window);
@@ -215,12 +216,19 @@ def events_between(frames, cid):
 # 1. every action is an event: live on every device, in order, and replayed
 
 
-@async_test(60)
-async def test_actions_live_in_order_and_replayed(server):
+@async_test(90)
+@pytest.mark.parametrize("busy", [False, True], ids=["small", "busy"])
+async def test_actions_live_in_order_and_replayed(server, mode, busy):
+    """busy: the group also has many other members online (20 per node), so
+    a node keeps its recent frames (design.md "Recent frames of busy
+    conversations"); replays must still carry the current form."""
     async with Harness(server) as h:
         api = h.api
         alice, bob = await api.register_many(2, "act")
-        cid = (await api.create_group(alice, [bob.id], title="actions"))["id"]
+        others = await api.register_many((60 if mode == "cluster" else 20) if busy else 0, "busy")
+        cid = (await api.create_group(alice, [bob.id] + [u.id for u in others], title="actions"))["id"]
+        for i, u in enumerate(others):
+            await connect(h, u, f"other-{i}")
         login2 = await api.login(alice)
         # alice on two devices (two logins), bob on one; all from seq 1
         a1 = await connect(h, alice, "alice-1", {cid: 0})
