@@ -456,6 +456,15 @@ TEST(deliver_session_subscriptions_grow_from_the_inline_one) {
     h_stop(all, 2);
 }
 
+/* Whether f's events of conv are exactly seqs first .. first + n - 1. */
+static int is_run(fconn *f, int64_t conv, int64_t first, size_t n) {
+    int64_t seqs[64];
+    if (event_seqs(f, conv, seqs, 64) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (seqs[i] != first + (int64_t)i) return 0;
+    return 1;
+}
+
 /* A conversation with 16 or more subscriptions here keeps its recent
  * frames: a catching-up subscription whose next seq is among them gets the
  * rest without a store read (a busy group's members that fell behind read
@@ -482,9 +491,7 @@ TEST(deliver_catch_up_near_the_head_comes_from_recent_frames) {
     h_text(near, "{\"type\":\"sync\",\"cursors\":{\"30\":5}}");
     turn();
     CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
-    size_t n = event_seqs(near, 30, seqs, 64);
-    CHECK_EQ(n, 5);
-    for (size_t i = 0; i < n; i++) CHECK_EQ(seqs[i], 6 + (int64_t)i);
+    CHECK(is_run(near, 30, 6, 5));
     CHECK(has_frame(near, "synced"));
     h_publish(30, 11, PL_EV_MESSAGE, 0);          /* and live from there */
     CHECK_EQ(event_seqs(near, 30, seqs, 64), 6);
@@ -498,9 +505,7 @@ TEST(deliver_catch_up_near_the_head_comes_from_recent_frames) {
     fs_answer_events(j, 1);                       /* only seq 1 predates the frames */
     turn();
     CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
-    n = event_seqs(far, 30, seqs, 64);
-    CHECK_EQ(n, 12);
-    for (size_t i = 0; i < n; i++) CHECK_EQ(seqs[i], 1 + (int64_t)i);
+    CHECK(is_run(far, 30, 1, 12));
     CHECK(has_frame(far, "synced"));
 
     /* an edit of 8: the frames of 8 (as published) are no longer its
@@ -519,9 +524,7 @@ TEST(deliver_catch_up_near_the_head_comes_from_recent_frames) {
     fs_answer_events(j, 13);
     turn();
     CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
-    n = event_seqs(mid, 30, seqs, 64);
-    CHECK_EQ(n, 8);
-    for (size_t i = 0; i < n; i++) CHECK_EQ(seqs[i], 6 + (int64_t)i);
+    CHECK(is_run(mid, 30, 6, 8));
     CHECK(has_frame(mid, "synced"));
     h_stop(all, 19);
 }
