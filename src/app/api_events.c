@@ -30,10 +30,8 @@ static void unauthorized(pl_http_ctx *ctx, const char *msg) {
  * unacknowledged: the kernel gives up after --idle-timeout (the WebSocket
  * idle cut's counterpart; a stream's client never sends). */
 static void set_user_timeout(pl_conn *c) {
-    uv_os_fd_t fd;
     unsigned int ms = (unsigned int)A.cfg->idle_timeout * 1000u;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+    if (c->fd >= 0) (void)setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
 }
 
 static void started(void *arg, int result) {

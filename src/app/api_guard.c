@@ -19,9 +19,8 @@ int pl_api_guard_init(const pl_config *cfg, char *err, size_t errlen) {
 int pl_api_origin_ok(pl_conn *c, const pl_http_req *r) {
     if (!r->origin.p) return 1;                /* no Origin: not a browser */
     struct sockaddr_storage peer;
-    int plen = sizeof peer;
     const struct sockaddr *sa = NULL;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) == 0) sa = (struct sockaddr *)&peer;
+    if (pl_conn_peer(c, &peer) == 0) sa = (struct sockaddr *)&peer;
     if (pl_origin_allowed(&policy, r, sa, c->tls != NULL)) return 1;
     pl_log(PL_LOG_INFO, c->id, "origin refused", "\"origin_len\":%zu", r->origin.n);
     return 0;

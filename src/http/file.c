@@ -181,7 +181,7 @@ static void pump(fsend *fs) {
         uv_buf_t b = uv_buf_init((char *)fs->buf, (unsigned)want);
         fs->req.data = fs;
         fs->reading = 1;
-        if (uv_fs_read(c->tcp.loop, &fs->req, fs->fd, &b, 1, pt->off + fs->pos, on_read) < 0) {
+        if (uv_fs_read(pl_conn_loop(c), &fs->req, fs->fd, &b, 1, pt->off + fs->pos, on_read) < 0) {
             fs->reading = 0;
             pl_conn_close(c, 0);
             fs_done(fs);

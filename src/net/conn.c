@@ -1,11 +1,19 @@
-/* conn.c — listener, reads into a shared buffer, queued vectored writes,
- * deferred close, and the once-a-second deadline sweep; for TLS
+/* conn.c — listener, the connections' epoll, reads into a shared buffer,
+ * queued vectored writes, deferred close, and the deadline sweep; for TLS
  * connections, moving ciphertext between the socket and net/tls.c (the
  * "TLS I/O" section). See conn.h. */
 #include "conn.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "../core/alloc.h"
 #include "../core/clock.h"
@@ -14,6 +22,9 @@
 #include "../core/metrics.h"
 
 #define READ_BUF_SIZE   (64 * 1024)
+#define READS_PER_EVENT 4           /* reads of a full buffer per readiness  */
+#define EVENTS_BATCH    1024        /* epoll_wait batch                      */
+#define ACCEPTS_PER_EVENT 512       /* a storm's connects per loop turn      */
 #define IOV_MAX_BATCH   1024        /* entries per vectored write (IOV_MAX):
                                        a fan-out turn queues one frame per
                                        event, often more than 64, and each
@@ -27,9 +38,13 @@
 
 struct pl_net {
     uv_loop_t     *loop;
-    uv_tcp_t       listener;
-    uv_prepare_t   flusher;        /* flushes pending writes before polling */
-    uv_timer_t     sweeper;        /* deadlines, once a second              */
+    int            epfd;           /* our epoll: the listener and connections */
+    int            listen_fd;      /* -1 once stopped                        */
+    int            reserve_fd;     /* spent to shed connects at EMFILE       */
+    uv_poll_t      poller;         /* the loop's watch on epfd               */
+    uv_prepare_t   flusher;        /* flushes pending writes before polling,
+                                      and releases closed connections        */
+    uv_timer_t     sweeper;        /* deadlines, four times a second         */
     pl_net_handler h;
     void          *ud;
     pl_conn        all;            /* sentinel of the all-connections list  */
@@ -37,8 +52,6 @@ struct pl_net {
     size_t         count;
     size_t         lingering;      /* of count: FIN sent, only discarding input */
     uint64_t       next_id;
-    int            accepting;
-    int            listener_open;  /* the listener's uv_close has not called back */
     int            closing;
     int            handles_open;   /* for pl_net_close                      */
     int            max_per_ip;     /* 0 = no cap                            */
@@ -49,18 +62,13 @@ struct pl_net {
 };
 
 #if defined(__x86_64__)
-_Static_assert(sizeof(pl_conn) <= 392, "pl_conn must fit a 400-byte malloc chunk (conn.h)");
+_Static_assert(sizeof(pl_conn) <= 136, "pl_conn must fit a 144-byte malloc chunk (conn.h)");
 #endif
 
 static uint8_t read_buf[READ_BUF_SIZE];   /* shared: the loop is one thread */
 static uint8_t plain_buf[READ_BUF_SIZE];  /* TLS: decrypted bytes for on_data */
 static uint8_t tls_stage[TLS_WRITE_CHUNK]; /* TLS: small queue entries gathered */
-
-typedef struct write_req {
-    uv_write_t req;
-    size_t     bytes;              /* queued bytes handed to this write
-                                      (libuv keeps its own copy of the iov) */
-} write_req;
+static struct epoll_event events[EVENTS_BATCH];
 
 static void conn_flush(pl_conn *c);
 static void net_free(pl_net *n);
@@ -71,6 +79,12 @@ static void tls_flush(pl_conn *c);
 void *pl_net_data(pl_net *n) { return n->ud; }
 size_t pl_net_count(pl_net *n) { return n->count; }
 size_t pl_net_active(pl_net *n) { return n->count - n->lingering; }
+uv_loop_t *pl_conn_loop(const pl_conn *c) { return c->net->loop; }
+
+int pl_conn_peer(const pl_conn *c, struct sockaddr_storage *ss) {
+    socklen_t l = sizeof *ss;
+    return c->fd >= 0 && getpeername(c->fd, (struct sockaddr *)ss, &l) == 0 ? 0 : -1;
+}
 
 void pl_conn_ref(pl_conn *c) { c->refs++; }
 
@@ -91,9 +105,26 @@ static void ip_count(pl_net *n, int64_t key, int delta) {
     else pl_map_del(&n->per_ip, key);
 }
 
-static void on_uv_close(uv_handle_t *h) {
-    pl_conn *c = h->data;
+/* Brings the epoll registration up to what c wants (invariant 3): adds an
+ * interest at once; drops one only when `drop` (its event fired). */
+static void sync_events(pl_conn *c, int drop) {
+    int in = !c->paused, out = c->writing;
+    if (!drop) {
+        in |= c->ev_in;
+        out |= c->ev_out;
+    }
+    if (c->closed || (in == c->ev_in && out == c->ev_out)) return;
+    struct epoll_event e = {.events = (in ? EPOLLIN : 0u) | (out ? EPOLLOUT : 0u), .data.ptr = c};
+    if (epoll_ctl(c->net->epfd, EPOLL_CTL_MOD, c->fd, &e) == 0) {
+        c->ev_in = (uint8_t)in;
+        c->ev_out = (uint8_t)out;
+    }
+}
+
+/* on_close, from the flusher (invariant 2): the upper layer lets go. */
+static void conn_release(pl_conn *c) {
     pl_net *n = c->net;
+    c->released = 1;
     ip_count(n, c->ip_key, -1);
     c->prev->next = c->next;
     c->next->prev = c->prev;
@@ -102,25 +133,19 @@ static void on_uv_close(uv_handle_t *h) {
     pl_tls_conn_free(&c->tls);          /* no more I/O: the SSL state goes now */
     n->h.on_close(c);
     pl_conn_unref(c);
-    if (n->closing && --n->handles_open == 0) net_free(n);
 }
 
-/* Closes the socket now, dropping whatever is queued. */
+/* Closes the socket now, dropping whatever is queued; on_close follows
+ * from the flusher. */
 static void conn_destroy(pl_conn *c) {
     if (c->closed) return;
     c->closing = 1;
     c->closed = 1;
-    uv_close((uv_handle_t *)&c->tcp, on_uv_close);
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
-
-static void on_shutdown(uv_shutdown_t *req, int status) {
-    pl_conn *c = req->data;
-    free(req);
-    if (status < 0 && !c->closed) conn_destroy(c);
-    pl_conn_unref(c);
+    c->writing = 0;
+    epoll_ctl(c->net->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    schedule_flush(c);
 }
 
 /* A closing connection whose queue is written: closed if the peer already
@@ -137,20 +162,12 @@ static void conn_finish(pl_conn *c) {
         schedule_flush(c);                 /* close_notify or an alert goes out first */
         return;
     }
-    if (c->peer_eof) {
+    if (c->peer_eof || shutdown(c->fd, SHUT_WR) != 0) {
         conn_destroy(c);
         return;
     }
-    uv_shutdown_t *req = pl_malloc(sizeof *req);
-    req->data = c;
     c->shut = 1;
     c->net->lingering++;
-    pl_conn_ref(c);
-    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-        free(req);
-        pl_conn_unref(c);
-        conn_destroy(c);
-    }
 }
 
 void pl_conn_close(pl_conn *c, int graceful) {
@@ -164,7 +181,7 @@ void pl_conn_close(pl_conn *c, int graceful) {
         c->deadline = pl_mono_ms() + CLOSE_LINGER_MS;   /* the sweep cuts it off */
         if (c->paused && !c->peer_eof) {                /* read, to discard */
             c->paused = 0;
-            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+            sync_events(c, 0);
         }
     }
     conn_finish(c);
@@ -172,41 +189,40 @@ void pl_conn_close(pl_conn *c, int graceful) {
 
 void pl_conn_pause(pl_conn *c) {
     if (c->paused || c->closing) return;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->paused = 1;
-}
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-    buf->base = (char *)read_buf;
-    buf->len = sizeof read_buf;
+    c->paused = 1;                      /* EPOLLIN goes if it fires (invariant 3) */
 }
 
 void pl_conn_resume(pl_conn *c) {
     if (!c->paused || c->closing) return;
     c->paused = 0;
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    sync_events(c, 0);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-    pl_conn *c = s->data;
-    if (nread > 0) {
-        if (c->closing) return;
-        c->last_rx = pl_mono_ms();
-        pl_conn_ref(c);
-        if (c->tls) tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
-        else c->net->h.on_data(c, (uint8_t *)buf->base, (size_t)nread);
-        pl_conn_unref(c);
-    } else if (nread < 0) {
-        /* EOF: flush what is queued (a half-closed peer may still read),
-         * then close. An error: the peer is gone. */
-        if (nread != UV_EOF) {
-            conn_destroy(c);
+/* Readable: up to READS_PER_EVENT full buffers (level-triggered: the rest
+ * comes at the next poll). */
+static void conn_read(pl_conn *c) {
+    for (int i = 0; i < READS_PER_EVENT && !c->paused && !c->closed; i++) {
+        ssize_t r = read(c->fd, read_buf, sizeof read_buf);
+        if (r > 0) {
+            if (c->closing) continue;          /* lingering: discarded */
+            c->last_rx = pl_mono_ms();
+            pl_conn_ref(c);
+            if (c->tls) tls_read(c, read_buf, (size_t)r);
+            else c->net->h.on_data(c, read_buf, (size_t)r);
+            pl_conn_unref(c);
+            if ((size_t)r < sizeof read_buf) return;
+        } else if (r == 0) {
+            /* EOF: flush what is queued (a half-closed peer may still
+             * read), then close. */
+            c->peer_eof = 1;
+            c->paused = 1;
+            pl_conn_close(c, 1);
+            return;
+        } else {
+            if (errno == EAGAIN || errno == EINTR) return;
+            conn_destroy(c);                   /* reset: the peer is gone */
             return;
         }
-        c->peer_eof = 1;
-        uv_read_stop(s);
-        c->paused = 1;
-        pl_conn_close(c, 1);
     }
 }
 
@@ -223,8 +239,7 @@ static pl_qent *queue_at(pl_conn *c, uint32_t i) { return &c->q[(c->qhead + i) &
 /* Appends bytes [off, off + len) of b; takes_ref: the caller's reference
  * passes to the queue (otherwise one is taken when a new entry is made).
  * Bytes that directly follow the last entry's in the same buffer extend
- * it. That is safe while a uv_write is pending: its iovecs were fixed when
- * it was made and on_write consumes exactly their bytes from the head. */
+ * it (no write holds iovecs across loop turns: writev is synchronous). */
 static void queue_push(pl_conn *c, pl_rbuf *b, size_t off, size_t len, int takes_ref) {
     if (c->qlen) {
         pl_qent *t = queue_at(c, c->qlen - 1);
@@ -318,12 +333,13 @@ static void queue_consume(pl_conn *c, size_t bytes) {
     }
 }
 
-static size_t fill_iov(pl_conn *c, uv_buf_t *iov, size_t max) {
+static size_t fill_iov(pl_conn *c, struct iovec *iov, size_t max) {
     size_t k = 0;
     for (uint32_t i = 0; i < c->qlen && k < max; i++, k++) {
         const pl_qent *e = queue_at(c, i);
         size_t off = i == 0 ? c->qoff : 0;
-        iov[k] = uv_buf_init((char *)e->b->data + e->off + off, (unsigned)(e->len - off));
+        iov[k].iov_base = e->b->data + e->off + off;
+        iov[k].iov_len = e->len - off;
     }
     return k;
 }
@@ -336,65 +352,39 @@ static void after_queue_change(pl_conn *c) {
     if (c->closing) conn_finish(c);
 }
 
-static void on_write(uv_write_t *req, int status) {
-    write_req *w = (write_req *)req;
-    pl_conn *c = req->data;
-    size_t bytes = w->bytes;
-    free(w);
-    c->writing = 0;
-    c->inflight = 0;
-    if (status < 0) {
-        /* The peer is gone: nothing queued can be delivered. */
-        queue_consume(c, c->qbytes);
-        if (!c->closed) conn_destroy(c);
-    } else {
-        queue_consume(c, bytes);
-        after_queue_change(c);
-        if (c->qlen && !c->closed) conn_flush(c);
-    }
-    pl_conn_unref(c);
+/* The kernel buffer is full: wait for EPOLLOUT. */
+static void wait_writable(pl_conn *c) {
+    c->writing = 1;
+    sync_events(c, 0);
 }
 
-/* Writes as much as the kernel takes now; the rest goes to one uv_write. */
+/* Writes as much as the kernel takes now; the rest waits for EPOLLOUT. */
 static void conn_flush(pl_conn *c) {
     if (c->tls) {
         tls_flush(c);
         return;
     }
     if (c->closed || c->writing) return;
-    uv_buf_t iov[IOV_MAX_BATCH];         /* 16 KiB of the loop's stack */
+    static struct iovec iov[IOV_MAX_BATCH];
     while (c->qlen) {
         size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
-        int r = uv_try_write((uv_stream_t *)&c->tcp, iov, (unsigned)k);
-        if (r == UV_EAGAIN) break;
-        if (r < 0) {                   /* broken pipe, reset: drop it */
-            queue_consume(c, c->qbytes);
+        ssize_t r = writev(c->fd, iov, (int)k);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                wait_writable(c);
+                break;
+            }
+            queue_consume(c, c->qbytes);   /* broken pipe, reset: drop it */
             conn_destroy(c);
             return;
         }
         size_t want = 0;
-        for (size_t i = 0; i < k; i++) want += iov[i].len;
+        for (size_t i = 0; i < k; i++) want += iov[i].iov_len;
         queue_consume(c, (size_t)r);
-        if ((size_t)r < want) break;   /* kernel buffer full */
-    }
-    if (c->qlen) {
-        write_req *w = pl_malloc(sizeof *w);
-        size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
-        w->bytes = 0;
-        for (size_t i = 0; i < k; i++) w->bytes += iov[i].len;
-        w->req.data = c;
-        c->inflight = (uint32_t)k;
-        c->writing = 1;
-        pl_conn_ref(c);
-        int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, iov, (unsigned)k, on_write);
-        if (r < 0) {
-            free(w);
-            c->writing = 0;
-            c->inflight = 0;
-            pl_conn_unref(c);
-            queue_consume(c, c->qbytes);
-            conn_destroy(c);
-            return;
+        if ((size_t)r < want) {            /* kernel buffer full */
+            wait_writable(c);
+            break;
         }
     }
     after_queue_change(c);
@@ -405,20 +395,14 @@ static void conn_flush(pl_conn *c) {
  * Reads: the ciphertext read into read_buf is fed to the connection's TLS
  * state, which hands the plaintext to on_data from plain_buf. Writes:
  * tls_flush encrypts queued plaintext a chunk at a time and writes the
- * ciphertext with uv_try_write; what the kernel does not take is detached
- * from the TLS state and handed to one uv_write, and nothing more is
- * encrypted until it completes. So the queue (and its high-water and
- * slow-consumer accounting) holds plaintext, and at most one chunk of
- * ciphertext per connection waits in memory.
+ * ciphertext; what the kernel does not take stays in the TLS state's
+ * output until EPOLLOUT, and nothing more is encrypted until it is
+ * written. So the queue (and its high-water and slow-consumer accounting)
+ * holds plaintext, and at most one chunk of ciphertext per connection
+ * waits in memory (plus what reads add meanwhile: handshake, alerts).
  * Invariant: after tls_drain, the TLS output is empty or c->writing is set.
  * A graceful close sends close_notify (tls_flush) before conn_finish's FIN.
  */
-
-typedef struct tls_write_req {
-    uv_write_t req;
-    uv_buf_t   buf;
-    void      *block;              /* the detached output, freed when written */
-} tls_write_req;
 
 static int tls_deliver(void *arg, uint8_t *p, size_t n) {
     pl_conn *c = arg;
@@ -443,48 +427,21 @@ static void tls_fail(pl_conn *c) {
     conn_destroy(c);
 }
 
-static void on_tls_write(uv_write_t *req, int status) {
-    tls_write_req *w = (tls_write_req *)req;
-    pl_conn *c = req->data;
-    free(w->block);
-    free(w);
-    c->writing = 0;
-    if (status < 0) {
-        if (!c->closed) tls_fail(c);
-    } else if (!c->closed) {
-        tls_flush(c);
-    }
-    pl_conn_unref(c);
-}
-
 /* Writes the TLS output: 1 when the kernel took all of it; 0 when the rest
- * waits on a uv_write, or the connection was destroyed. */
+ * waits for EPOLLOUT, or the connection was destroyed. */
 static int tls_drain(pl_conn *c) {
     const uint8_t *p;
     size_t n = pl_tls_conn_out(c->tls, &p);
     if (!n) return 1;
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (r == UV_EAGAIN) r = 0;
+    ssize_t r = write(c->fd, p, n);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) r = 0;
     if (r < 0) {
         tls_fail(c);
         return 0;
     }
     pl_tls_conn_out_consume(c->tls, (size_t)r);
     if ((size_t)r == n) return 1;
-    tls_write_req *w = pl_malloc(sizeof *w);
-    w->block = pl_tls_conn_out_detach(c->tls, &p, &n);
-    w->buf = uv_buf_init((char *)p, (unsigned)n);
-    w->req.data = c;
-    c->writing = 1;
-    pl_conn_ref(c);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, on_tls_write) < 0) {
-        free(w->block);
-        free(w);
-        c->writing = 0;
-        pl_conn_unref(c);
-        tls_fail(c);
-    }
+    wait_writable(c);
     return 0;
 }
 
@@ -534,15 +491,21 @@ static void tls_flush(pl_conn *c) {
     after_queue_change(c);
 }
 
+static void net_shut(pl_net *n);
+
+/* Before the loop sleeps: each pending connection's queue goes out in one
+ * writev, and closed connections are released (on_close). */
 static void on_prepare(uv_prepare_t *p) {
     pl_net *n = p->data;
     while (n->flush_head) {
         pl_conn *c = n->flush_head;
         n->flush_head = c->flush_next;
         c->in_flush = 0;
-        conn_flush(c);
+        if (!c->closed) conn_flush(c);
+        else if (!c->released) conn_release(c);
         pl_conn_unref(c);
     }
+    if (n->closing == 1 && n->count == 0) net_shut(n);
 }
 
 static void on_sweep(uv_timer_t *t) {
@@ -568,24 +531,37 @@ static void on_sweep(uv_timer_t *t) {
     }
 }
 
-/* Closes a just-accepted socket that is never registered (freed by libuv's
- * close callback; no on_close runs). */
-static void refuse(pl_conn *c) {
-    c->closed = c->closing = 1;
-    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+/* Readiness of one connection. An error or hang-up reads (to learn EOF or
+ * the error) unless reading is paused: then nothing can come of it. */
+static void conn_event(pl_conn *c, uint32_t ev) {
+    if (c->closed) return;
+    pl_conn_ref(c);
+    if (ev & (EPOLLERR | EPOLLHUP)) {
+        if (c->paused) {
+            queue_consume(c, c->qbytes);
+            conn_destroy(c);
+            goto out;
+        }
+        ev |= EPOLLIN | (c->writing ? EPOLLOUT : 0u);
+    }
+    if ((ev & EPOLLOUT) && c->writing) {
+        c->writing = 0;
+        conn_flush(c);
+    }
+    if ((ev & EPOLLIN) && !c->paused && !c->closed) conn_read(c);
+    sync_events(c, 1);
+out:
+    pl_conn_unref(c);
 }
 
-static void peer_key(pl_conn *c) {
-    struct sockaddr_storage peer;
-    int plen = sizeof peer;
+static void peer_key(pl_conn *c, const struct sockaddr_storage *peer) {
     c->ip_key = 1;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) != 0) return;
-    if (peer.ss_family == AF_INET) {
-        uint32_t a = ntohl(((struct sockaddr_in *)&peer)->sin_addr.s_addr);
+    if (peer->ss_family == AF_INET) {
+        uint32_t a = ntohl(((const struct sockaddr_in *)peer)->sin_addr.s_addr);
         c->ip_key = (int64_t)a + 2;
         c->loopback = (a >> 24) == 127;
-    } else if (peer.ss_family == AF_INET6) {
-        const struct in6_addr *a6 = &((struct sockaddr_in6 *)&peer)->sin6_addr;
+    } else if (peer->ss_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)peer)->sin6_addr;
         uint64_t h = 1469598103934665603ULL;         /* FNV-1a of the address */
         for (int i = 0; i < 16; i++) h = (h ^ a6->s6_addr[i]) * 1099511628211ULL;
         c->ip_key = (int64_t)(h | (1ULL << 40));      /* never an IPv4 key    */
@@ -593,37 +569,86 @@ static void peer_key(pl_conn *c) {
     }
 }
 
-static void on_connection(uv_stream_t *server, int status) {
-    pl_net *n = server->data;
-    if (status < 0) return;
+static void conn_accepted(pl_net *n, int fd, const struct sockaddr_storage *peer) {
     pl_conn *c = pl_calloc(1, sizeof *c);
-    uv_tcp_init(n->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || !n->accepting) {
-        refuse(c);
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
-    peer_key(c);
+    peer_key(c, peer);
     if (n->max_per_ip && (intptr_t)pl_map_get(&n->per_ip, c->ip_key) >= n->max_per_ip) {
         pl_count(&pl_m_conn_refused_ip, 1);
-        refuse(c);
+        close(fd);
+        free(c);
         return;
     }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->fd = fd;
+    c->ev_in = 1;
     ip_count(n, c->ip_key, 1);
     c->last_rx = pl_mono_ms();
-    c->id = ++n->next_id;
+    c->id = (uint32_t)++n->next_id;
     c->net = n;
-    c->refs = 1;                           /* dropped in on_uv_close */
+    c->refs = 1;                           /* dropped in conn_release */
     c->next = n->all.next;
     c->prev = &n->all;
     n->all.next->prev = c;
     n->all.next = c;
     n->count++;
-    c->paused = 1;
     if (n->tls) c->tls = pl_tls_conn_new(n->tls);
-    pl_conn_resume(c);
     n->h.on_data(c, NULL, 0);               /* lets the upper layer arm timers */
+}
+
+/* Out of descriptors: the reserve one is spent to accept and close what
+ * waits, so the listener does not stay readable (and the loop busy) until
+ * a descriptor frees up. */
+static void shed_connects(pl_net *n) {
+    static int64_t logged;
+    if (n->reserve_fd < 0) return;
+    close(n->reserve_fd);
+    int fd, shed = 0;
+    while ((fd = accept4(n->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+        close(fd);
+        shed++;
+    }
+    n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int64_t now = pl_mono_ms();
+    if (now - logged >= 1000) {
+        logged = now;
+        pl_log(PL_LOG_WARN, 0, "out of file descriptors: connections refused", "\"refused\":%d", shed);
+    }
+}
+
+static void net_accept(pl_net *n) {
+    for (int i = 0; i < ACCEPTS_PER_EVENT && n->listen_fd >= 0; i++) {
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof peer;
+        int fd = accept4(n->listen_fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_accepted(n, fd, &peer);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE) shed_connects(n);
+        return;                            /* EAGAIN: none left */
+    }
+}
+
+/* Our epoll has events: a bounded number of batches per loop turn (libuv
+ * polls epfd level-triggered: what is left comes at the next turn). */
+static void on_poll(uv_poll_t *p, int status, int evmask) {
+    pl_net *n = p->data;
+    for (int round = 0; round < 4; round++) {
+        int k = epoll_wait(n->epfd, events, EVENTS_BATCH, 0);
+        for (int i = 0; i < k; i++) {
+            if (events[i].data.ptr) conn_event(events[i].data.ptr, events[i].events);
+            else net_accept(n);
+        }
+        if (k < EVENTS_BATCH) return;
+    }
 }
 
 static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
@@ -645,30 +670,53 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
     return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
 }
 
+/* A listening socket on ss: the fd, or a negative errno. */
+static int listen_on(const struct sockaddr_storage *ss) {
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1, zero = 0;
+    socklen_t sl = sizeof(struct sockaddr_in);
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6) {            /* dual stack, as libuv binds */
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        sl = sizeof(struct sockaddr_in6);
+    }
+    if (bind(fd, (const struct sockaddr *)ss, sl) != 0 || listen(fd, 4096) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
 int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
                   void *ud, pl_net **out) {
     struct sockaddr_storage ss;
     int r = parse_addr(addr, &ss);
     if (r) return r;
+    int lfd = listen_on(&ss);
+    if (lfd < 0) return lfd;
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &e) != 0) {
+        r = -errno;
+        if (epfd >= 0) close(epfd);
+        close(lfd);
+        return r;
+    }
     pl_net *n = pl_calloc(1, sizeof *n);
     n->loop = loop;
     n->h = *h;
     n->ud = ud;
     n->all.next = n->all.prev = &n->all;
-    n->accepting = 1;
-    n->listener_open = 1;
+    n->epfd = epfd;
+    n->listen_fd = lfd;
+    n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     n->high_water = 256 * 1024;
     n->low_water = 64 * 1024;
-    uv_tcp_init(loop, &n->listener);
-    n->listener.data = n;
-    r = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
-    if (!r) r = uv_listen((uv_stream_t *)&n->listener, 4096, on_connection);
-    if (r) {
-        uv_close((uv_handle_t *)&n->listener, NULL);
-        uv_run(loop, UV_RUN_NOWAIT);
-        free(n);
-        return r;
-    }
+    uv_poll_init(loop, &n->poller, epfd);
+    n->poller.data = n;
+    uv_poll_start(&n->poller, UV_READABLE, on_poll);
     uv_prepare_init(loop, &n->flusher);
     n->flusher.data = n;
     uv_prepare_start(&n->flusher, on_prepare);
@@ -696,20 +744,11 @@ void pl_net_queue_stats(pl_net *n, uint64_t *total, uint64_t *max) {
     }
 }
 
-static void on_net_handle_closed(uv_handle_t *h);
-
-static void on_listener_closed(uv_handle_t *h) {
-    pl_net *n = h->data;
-    n->listener_open = 0;
-    if (n->closing) on_net_handle_closed(h);
-}
-
-/* The listener is embedded in n: n is freed only after its close callback
- * (pl_net_close counts it among the handles still closing). */
 void pl_net_stop_accepting(pl_net *n) {
-    if (!n->accepting) return;
-    n->accepting = 0;
-    uv_close((uv_handle_t *)&n->listener, on_listener_closed);
+    if (n->listen_fd < 0) return;
+    epoll_ctl(n->epfd, EPOLL_CTL_DEL, n->listen_fd, NULL);
+    close(n->listen_fd);
+    n->listen_fd = -1;
 }
 
 void pl_net_each(pl_net *n, void (*fn)(pl_conn *c, void *arg), void *arg) {
@@ -720,6 +759,8 @@ void pl_net_each(pl_net *n, void (*fn)(pl_conn *c, void *arg), void *arg) {
 }
 
 static void net_free(pl_net *n) {
+    close(n->epfd);
+    if (n->reserve_fd >= 0) close(n->reserve_fd);
     pl_map_release(&n->per_ip);
     free(n);
 }
@@ -729,17 +770,23 @@ static void on_net_handle_closed(uv_handle_t *h) {
     if (--n->handles_open == 0) net_free(n);
 }
 
-void pl_net_close(pl_net *n) {
-    pl_net_stop_accepting(n);
-    on_prepare(&n->flusher);
-    n->closing = 1;
-    /* freed by the last close callback: the flusher, the sweeper, every
-     * connection, and the listener if its close has not called back yet */
-    n->handles_open = 2 + (int)n->count + n->listener_open;
-    for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
-        nx = c->next;
-        conn_destroy(c);
-    }
+/* The last connection is released: the loop's handles go, then n. */
+static void net_shut(pl_net *n) {
+    n->closing = 2;
+    n->handles_open = 3;
+    uv_close((uv_handle_t *)&n->poller, on_net_handle_closed);
     uv_close((uv_handle_t *)&n->flusher, on_net_handle_closed);
     uv_close((uv_handle_t *)&n->sweeper, on_net_handle_closed);
+}
+
+/* Queued bytes get one last write; every connection is closed now and
+ * released (on_close) at the next loop turn, then n is freed. */
+void pl_net_close(pl_net *n) {
+    pl_net_stop_accepting(n);
+    n->closing = 1;
+    for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
+        nx = c->next;
+        if (!c->closed) conn_flush(c);
+        conn_destroy(c);
+    }
 }

@@ -1,19 +1,22 @@
 /* conn.h — TCP listener and connections: reading, coalesced writes, closing.
  *
- * Owns: sockets. Each connection has a bounded-by-caller write queue of
- * byte ranges of refcounted buffers (pl_qent; adjacent ranges of one buffer
- * merge into one entry); queued data is flushed with one vectored write per
- * connection just before the loop sleeps (a uv_prepare handle), and only a
- * connection whose kernel buffer is full gets a pending uv_write (allocated
- * then, not per idle connection). Reads land in one shared buffer; the upper
- * layer keeps only what it must (see http/server.c).
+ * Owns: sockets. The listener and every connection are registered in one
+ * epoll instance of our own, which the libuv loop polls as a single fd (a
+ * uv_poll_t): a connection is a plain fd and a few bits, not a 248-byte
+ * uv_tcp_t (design.md, "Sockets: one epoll of our own").
+ * Each connection has a bounded-by-caller write queue of byte ranges of
+ * refcounted buffers (pl_qent; adjacent ranges of one buffer merge into one
+ * entry); queued data is flushed with one writev per connection just
+ * before the loop sleeps (a uv_prepare handle); only a connection whose
+ * kernel buffer is full waits for EPOLLOUT. Reads land in one shared
+ * buffer; the upper layer keeps only what it must (see http/server.c).
  * Does not own: what the bytes mean (http/, ws/, chat/), or TLS itself
  * (net/tls.c). With pl_net_set_tls, new connections speak TLS: reads are
  * fed to the connection's pl_tls_conn and on_data sees plaintext; the write
  * queue holds plaintext, encrypted at flush time only as far as the kernel
  * takes it (so queue sizes, high water and slow-consumer limits still count
- * plaintext, and at most one flush's ciphertext waits in a uv_write). A
- * plaintext connection pays a NULL test of c->tls on read and flush.
+ * plaintext, and at most one flush's ciphertext waits in the TLS state).
+ * A plaintext connection pays a NULL test of c->tls on read and flush.
  *
  * Connection states:
  *
@@ -21,9 +24,10 @@
  *     |         (input read and discarded)                  |
  *     |                                     peer EOF or linger timeout
  *     |                                                     v
- *     `--read error / write error / pl_conn_close(0) ---> uv_close
+ *     `--read error / write error / pl_conn_close(0) ---> fd closed (closed)
  *                                                           |
- *                               on_close() callback, then unref; freed at refs == 0
+ *                  on_close() at the next loop turn's prepare, then unref;
+ *                                                    freed at refs == 0
  *
  * The graceful close lingers (RFC 9112 9.6): closing a socket that still has
  * unread input makes the kernel send a reset, which can destroy the response
@@ -38,6 +42,10 @@
  *      pl_conn_alive() before writing.
  *   2. on_close runs exactly once, from the loop, never inside the upper
  *      layer's own on_data call stack.
+ *   3. The epoll registration (ev_in, ev_out) includes EPOLLIN while reading
+ *      is wanted (!paused) and EPOLLOUT while the kernel buffer is full
+ *      (writing); an interest no longer wanted is dropped lazily, when its
+ *      event fires (a pause and resume between two polls costs nothing).
  */
 #ifndef PL_CONN_H
 #define PL_CONN_H
@@ -77,33 +85,35 @@ typedef struct pl_net_handler {
 enum { PL_CONN_HTTP = 0, PL_CONN_WS = 1, PL_CONN_SSE = 2 /* http/server.c pl_http_stream_begin */ };
 
 struct pl_conn {
-    uv_tcp_t     tcp;          /* the socket; tcp.data points back here      */
-    uint64_t     id;           /* for logs                                   */
+    int          fd;           /* the socket; -1 once closed                 */
+    uint32_t     refs;
     pl_net      *net;
     pl_conn     *next, *prev;  /* all connections (deadline sweep)           */
     pl_conn     *flush_next;   /* pending-flush list                         */
     int64_t      deadline;     /* monotonic ms; 0 = none                     */
-    uint32_t     refs;
     uint8_t      mode;         /* PL_CONN_HTTP / PL_CONN_WS / PL_CONN_SSE    */
     uint8_t      ws_state;     /* ws/wsconn.c: open, close sent, ...        */
     /* Flags as bits: one per connection, idle ones included (the struct
-     * stays within a 400-byte malloc chunk; the assertion in conn.c). */
+     * stays within a 144-byte malloc chunk; the assertion in conn.c). */
     uint8_t      closing : 1;  /* close requested: input discarded, no queueing */
-    uint8_t      closed : 1;   /* uv_close called                            */
-    uint8_t      in_flush : 1; /* on the pending-flush list                  */
-    uint8_t      writing : 1;  /* a uv_write is in flight                    */
+    uint8_t      closed : 1;   /* the fd is closed; on_close is pending or ran */
+    uint8_t      released : 1; /* on_close ran                               */
+    uint8_t      in_flush : 1; /* on the pending-flush (or release) list     */
+    uint8_t      writing : 1;  /* the kernel buffer is full: waiting for EPOLLOUT */
+    uint8_t      ev_in : 1;    /* EPOLLIN is registered (invariant 3)        */
+    uint8_t      ev_out : 1;   /* EPOLLOUT is registered                     */
     uint8_t      paused : 1;   /* reading stopped by the upper layer         */
     uint8_t      high : 1;     /* queue went above the high-water mark       */
     uint8_t      loopback : 1; /* the peer is on 127.0.0.0/8 or ::1         */
     uint8_t      peer_eof : 1; /* the peer half-closed (read EOF)           */
     uint8_t      shut : 1;     /* our FIN was requested (lingering close)   */
+    uint32_t     id;           /* for logs                                   */
     int64_t      ip_key;       /* the peer address as a map key (non-zero)  */
     int64_t      last_rx;      /* monotonic ms of the last bytes received   */
     pl_qent     *q;            /* write queue ring; NULL until used, and again
                                 * once empty at a sweep (on_sweep)          */
     uint32_t     qhead, qlen, qcap;   /* qcap: 0 or a power of two           */
     uint32_t     qoff;         /* bytes of q[qhead] already written          */
-    uint32_t     inflight;     /* entries handed to the pending uv_write     */
     size_t       qbytes;       /* bytes queued, not yet written              */
     void        *http;         /* http/ state while a request is in progress */
     void        *session;      /* chat/ session once a WebSocket authenticated */
@@ -161,5 +171,9 @@ void pl_conn_pause(pl_conn *c);
 void pl_conn_resume(pl_conn *c);
 /* Absolute monotonic deadline in ms (0 clears); on_timeout fires after it. */
 static inline void pl_conn_set_deadline(pl_conn *c, int64_t at) { c->deadline = at; }
+/* The loop the connection's network layer runs on. */
+uv_loop_t *pl_conn_loop(const pl_conn *c);
+/* The peer's address (0), or -1. */
+int pl_conn_peer(const pl_conn *c, struct sockaddr_storage *ss);
 
 #endif

@@ -541,20 +541,6 @@ void pl_tls_conn_out_consume(pl_tls_conn *tc, size_t n) {
     }
 }
 
-void *pl_tls_conn_out_detach(pl_tls_conn *tc, const uint8_t **p, size_t *n) {
-    if (!tc->out || tc->out_off >= tc->out_len) {
-        *p = NULL;
-        *n = 0;
-        return NULL;
-    }
-    void *block = tc->out;
-    *p = tc->out + tc->out_off;
-    *n = tc->out_len - tc->out_off;
-    tc->out = NULL;
-    tc->out_off = tc->out_len = tc->out_cap = 0;
-    return block;
-}
-
 const char *pl_tls_conn_version(const pl_tls_conn *tc) {
     return tc->ssl ? SSL_get_version(tc->ssl) : "TLSv1.3";
 }

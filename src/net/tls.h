@@ -125,10 +125,6 @@ int  pl_tls_conn_notified(const pl_tls_conn *tc);
 size_t pl_tls_conn_out(pl_tls_conn *tc, const uint8_t **p);
 /* The first n bytes of the output were sent; an emptied buffer is freed. */
 void pl_tls_conn_out_consume(pl_tls_conn *tc, size_t n);
-/* Hands the output over (for an asynchronous write): returns the heap
- * block to free() when done, sets *p and *n to the bytes to send in it; the
- * connection starts a new, empty output. NULL when there is none. */
-void *pl_tls_conn_out_detach(pl_tls_conn *tc, const uint8_t **p, size_t *n);
 
 /* The negotiated protocol version ("TLSv1.3"). */
 const char *pl_tls_conn_version(const pl_tls_conn *tc);

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -155,8 +156,8 @@ static size_t recv_all(int fd, uv_loop_t *loop, char *buf, size_t want) {
 }
 
 /* pl_conn_send_part: adjacent ranges of one buffer become one queue entry
- * (one reference), anything else a new one; while a uv_write is pending
- * (the kernel buffer full) ranges are copied into one buffer of the
+ * (one reference), anything else a new one; while the kernel buffer is
+ * full (waiting for EPOLLOUT) ranges are copied into one buffer of the
  * queue's own instead of keeping b alive; the peer gets the bytes in
  * order either way. */
 TEST(conn_send_part_merges_adjacent_ranges) {
@@ -185,8 +186,8 @@ TEST(conn_send_part_merges_adjacent_ranges) {
     CHECK_EQ(c->qlen, 0);
     CHECK_EQ(b->refs, 1);
 
-    /* The client does not read: the kernel buffer fills and a uv_write
-     * waits with part of a large entry. */
+    /* The client does not read: the kernel buffer fills and part of a
+     * large entry waits for EPOLLOUT. */
     size_t big = 16 * 1024 * 1024;
     char *blob = malloc(big);
     for (size_t i = 0; i < big; i++) blob[i] = (char)('0' + i % 10);
@@ -215,6 +216,117 @@ TEST(conn_send_part_merges_adjacent_ranges) {
     CHECK_EQ(closes, 1);
     pl_net_close(n);
     spin(&loop, 5);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* Pausing costs no syscall until input arrives: then EPOLLIN is dropped
+ * (the level-triggered poll would report it every turn), nothing reaches
+ * on_data, and resume registers it again and delivers what waited. */
+TEST(conn_pause_holds_input_until_resume) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pl_net *n = NULL;
+    pl_conn *c = NULL;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
+    CHECK(c->ev_in);
+
+    pl_conn_pause(c);
+    pl_conn_resume(c);                        /* between two polls: nothing changes */
+    CHECK(c->ev_in);
+    CHECK_EQ(send(fd, "one", 3, 0), 3);
+    for (int i = 0; i < 200 && received < 3; i++) spin(&loop, 1);
+    CHECK_EQ(received, 3);
+
+    pl_conn_pause(c);
+    CHECK(c->ev_in);                          /* dropped lazily */
+    CHECK_EQ(send(fd, "two", 3, 0), 3);
+    spin(&loop, 20);
+    CHECK_EQ(received, 3);
+    CHECK(!c->ev_in);                         /* it fired while paused */
+    pl_conn_resume(c);
+    CHECK(c->ev_in);
+    for (int i = 0; i < 200 && received < 6; i++) spin(&loop, 1);
+    CHECK_EQ(received, 6);
+
+    close(fd);
+    for (int i = 0; i < 200 && closes == 0; i++) spin(&loop, 1);
+    CHECK_EQ(closes, 1);
+    pl_net_close(n);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* pl_net_close closes every connection at once but runs on_close at the
+ * next loop turn (main.c unsets the bus in between), and frees the network
+ * layer after the last one. */
+TEST(conn_net_close_releases_connections_on_the_next_turn) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pl_net *n = NULL;
+    pl_conn *c = NULL;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
+    pl_conn_send_copy(c, "bye", 3);
+    pl_net_close(n);
+    CHECK_EQ(closes, 0);
+    CHECK(c->closed);
+    uv_run(&loop, UV_RUN_DEFAULT);            /* returns once every handle is closed */
+    CHECK_EQ(closes, 1);
+    char buf[8];
+    CHECK_EQ(recv(fd, buf, sizeof buf, 0), 3); /* the queue's last write */
+    close(fd);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* Out of descriptors, the listener would stay readable and the loop spin:
+ * waiting connects are accepted with the reserve descriptor and closed,
+ * and once descriptors free up, connections are accepted again. */
+TEST(conn_out_of_descriptors_sheds_connects) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pl_net *n = NULL;
+    pl_conn *c = NULL;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    CHECK_EQ(getpeername(fd, (struct sockaddr *)&a, &al), 0);
+
+    int cl[3];
+    for (int i = 0; i < 3; i++) cl[i] = socket(AF_INET, SOCK_STREAM, 0);
+    int probe = dup(0);                       /* the lowest free descriptor */
+    close(probe);
+    struct rlimit old, low;
+    CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)probe;             /* every descriptor is taken */
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    for (int i = 0; i < 3; i++) CHECK_EQ(connect(cl[i], (struct sockaddr *)&a, sizeof a), 0);
+    spin(&loop, 10);
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    CHECK_EQ(pl_net_count(n), 1);
+    for (int i = 0; i < 3; i++) {             /* closed by the server: EOF or reset */
+        char b;
+        struct pollfd p = {.fd = cl[i], .events = POLLIN};
+        CHECK_EQ(poll(&p, 1, 1000), 1);
+        CHECK(recv(cl[i], &b, 1, 0) <= 0);
+        close(cl[i]);
+    }
+
+    last_conn = NULL;                         /* descriptors again: accepted */
+    int again = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK_EQ(connect(again, (struct sockaddr *)&a, sizeof a), 0);
+    for (int i = 0; i < 200 && !last_conn; i++) spin(&loop, 1);
+    CHECK(last_conn != NULL);
+    CHECK_EQ(pl_net_count(n), 2);
+
+    close(again);
+    close(fd);
+    for (int i = 0; i < 200 && closes < 2; i++) spin(&loop, 1);
+    CHECK_EQ(closes, 2);
+    pl_net_close(n);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
