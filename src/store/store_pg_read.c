@@ -6,9 +6,10 @@
  * Owns: reconnecting a reader, and the current form of the messages a read
  * returns (store.h invariant 6: pl_event.annot, from the row's marks, the
  * parent of a reply and the reactions of the page). A read of several
- * statements (SESSION, CONV_GET, RECEIPTS, EVENTS with the reactions of the
- * page, PINS, MENTIONS) is one pipeline BEGIN REPEATABLE READ .. COMMIT:
- * one snapshot, one round trip; the others are one statement each.
+ * statements (SESSION, CONV_GET, RECEIPTS, PINS, MENTIONS) is one pipeline
+ * BEGIN REPEATABLE READ .. COMMIT: one snapshot, one round trip; the others
+ * are one statement each (EVENTS, a page with its reactions, too: PAGE in
+ * store_pg.c).
  */
 #include "pg_int.h"
 
@@ -109,8 +110,9 @@ static void login_row(const PGresult *res, pl_login *out) {
     out->rotated = pg_i64(res, 0, 6);
 }
 
-/* Columns of CONV_COLUMNS (store_pg.c). */
+/* Columns of CONV_COLUMNS and of EV_COLUMNS (store_pg.c). */
 #define CONV_NCOLS 14
+#define EV_NCOLS 17
 static void conv_row(const PGresult *res, int row, pl_conv *c) {
     memset(c, 0, sizeof *c);
     c->id = pg_i64(res, row, 0);
@@ -130,21 +132,32 @@ static void conv_row(const PGresult *res, int row, pl_conv *c) {
     c->e2ee = (int)pg_i64(res, row, 13);
 }
 
-/* The rows of a reactions query (R_REACT_*: seq, emoji, count, me; by seq)
- * for seq, into rs (at most cap); their number. Strings borrowed from r. */
-static size_t reactions_of(const PGresult *r, int64_t seq, pl_annot_reaction *rs, size_t cap) {
-    if (!r) return 0;
-    int lo = 0, hi = PQntuples(r);
+/* Reaction rows: rows [lo, hi) of r hold seq, emoji, count, me from column
+ * col on, by seq (a whole R_REACT_* result, or the tail of a page's: PAGE
+ * in store_pg.c). */
+typedef struct react_rows {
+    const PGresult *r;
+    int             lo, hi;       /* the rows                                */
+    int             col;          /* the column of seq                       */
+} react_rows;
+
+static react_rows react_all(const PGresult *r) { return (react_rows){r, 0, PQntuples(r), 0}; }
+
+/* The reactions of seq in x (NULL: none), into rs (at most cap); their
+ * number. Strings borrowed from x->r. */
+static size_t reactions_of(const react_rows *x, int64_t seq, pl_annot_reaction *rs, size_t cap) {
+    if (!x) return 0;
+    int lo = x->lo, hi = x->hi, c = x->col;
     while (lo < hi) {                              /* the first row of seq */
         int mid = lo + (hi - lo) / 2;
-        if (pg_i64(r, mid, 0) < seq) lo = mid + 1;
+        if (pg_i64(x->r, mid, c) < seq) lo = mid + 1;
         else hi = mid;
     }
     size_t n = 0;
-    for (int row = lo; row < PQntuples(r) && n < cap && pg_i64(r, row, 0) == seq; row++) {
-        rs[n].emoji = PQgetvalue(r, row, 1);
-        rs[n].count = pg_i64(r, row, 2);
-        rs[n].me = PQgetvalue(r, row, 3)[0] == 't';
+    for (int row = lo; row < x->hi && n < cap && pg_i64(x->r, row, c) == seq; row++) {
+        rs[n].emoji = PQgetvalue(x->r, row, c + 1);
+        rs[n].count = pg_i64(x->r, row, c + 2);
+        rs[n].me = PQgetvalue(x->r, row, c + 3)[0] == 't';
         n++;
     }
     return n;
@@ -153,7 +166,7 @@ static size_t reactions_of(const PGresult *r, int64_t seq, pl_annot_reaction *rs
 /* EV_COLUMNS (store_pg.c) starting at column k, with the event's current
  * form in annot (store.h): a MESSAGE's marks, reply preview and, from
  * react (NULL: none), reactions; "deleted" on the EDIT of a deleted one. */
-static void event_row(const PGresult *res, int row, int k, int64_t conv, const PGresult *react,
+static void event_row(const PGresult *res, int row, int k, int64_t conv, const react_rows *react,
                       pl_event *e) {
     memset(e, 0, sizeof *e);
     e->conv = conv;
@@ -211,7 +224,7 @@ static void conv_list(const PGresult *res, int with_last, pl_conv **out, size_t 
 /* rows events of res from column k (at most limit), always ascending
  * (top: the rows came highest first), with their reactions from react. */
 static void event_list(pl_job *j, const PGresult *res, int rows, int k, int limit, int top,
-                       const PGresult *react) {
+                       const react_rows *react) {
     size_t len = (size_t)(rows > limit ? limit : rows);
     pl_event *list = len ? pl_malloc(len * sizeof *list) : NULL;
     for (size_t i = 0; i < len; i++) {
@@ -332,47 +345,42 @@ static int r_conv_get(pg_reader *r, pl_job *j, int with_event) {
     conv_row(r->c.res[cs], 0, &j->conv_out);
     conv_members(r->c.res[ms], &j->conv_out);
     if (es >= 0 && PQntuples(r->c.res[es]) == 1) {
+        react_rows rx = react_all(r->c.res[xs]);
         j->events = pl_malloc(sizeof *j->events);
-        event_row(r->c.res[es], 0, 0, j->conv, r->c.res[xs], &j->events[0]);
+        event_row(r->c.res[es], 0, 0, j->conv, &rx, &j->events[0]);
         j->nevents = 1;
     }
     return PL_STORE_OK;
 }
 
-/* A page of the log and its reactions: one snapshot, one round trip. */
+/* A page of the log and its reactions: one statement (PAGE in store_pg.c),
+ * so one snapshot and one round trip. */
 static int r_events(pg_reader *r, pl_job *j) {
     int limit = j->limit;
     if (limit < 1) return PL_STORE_EINVAL;
     if (limit > PL_STORE_PAGE_MAX) limit = PL_STORE_PAGE_MAX;
     int top = (j->flags & PL_READ_FROM_TOP) != 0;
-    pg_params p = {0}, x = {0};                             /* x: the reactions' */
-    for (int i = 0; i < 2; i++) {
-        pg_params *q = i ? &x : &p;
-        pg_param_i64(q, j->conv);
-        pg_param_i64(q, j->after);
-        pg_param_i64(q, j->before > 0 ? j->before : INT64_MAX);
-        pg_param_i64(q, limit + 1);                         /* one more: is there more? */
-    }
-    pg_param_i64(&x, j->user);                              /* 0: no viewer, no "me" */
-    int stmt = top ? R_EVENTS_DESC : R_EVENTS_ASC, k = 0;
+    pg_params p = {0};
+    pg_param_i64(&p, j->conv);
+    pg_param_i64(&p, j->after);
+    pg_param_i64(&p, j->before > 0 ? j->before : INT64_MAX);
+    pg_param_i64(&p, limit + 1);                            /* one more: is there more? */
+    int stmt = top ? R_EVENTS_DESC : R_EVENTS_ASC, k = 1;   /* k: after the part column */
     if (j->user) {               /* invariant 4 of store.h, in the same statement */
         pg_param_i64(&p, j->user);
         stmt = top ? R_EVENTS_DESC_AS : R_EVENTS_ASC_AS;
-        k = 1;
+        k = 2;                                              /* and joined_seq */
     }
-    int es, xs;
-    if (pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (es = pgc_send(&r->c, stmt, &p, 1)) < 0 ||
-        (xs = pgc_send(&r->c, top ? R_REACT_DESC : R_REACT_ASC, &x, 1)) < 0 ||
-        pgc_send(&r->c, R_COMMIT, NULL, 0) < 0)
-        return W_LOST;
-    int rc = r_sync(r);
-    if (rc) return rc;
-    const PGresult *res = r->c.res[es];
-    int rows = PQntuples(res);
+    int rc;
+    const PGresult *res = r_query(r, stmt, &p, &rc);
+    if (!res) return rc;
+    int all = PQntuples(res), rows = 0;
+    while (rows < all && pg_i64(res, rows, 0) == 0) rows++;   /* part 0: the page */
+    react_rows x = {res, rows, all, k + EV_NCOLS};            /* part 1: its reactions */
     if (j->user && rows == 0) return PL_STORE_ENOTFOUND;       /* not a member */
     if (j->user && pg_null(res, 0, k)) rows = 0;               /* a member, empty page */
     j->more = rows > limit;
-    event_list(j, res, rows, k, limit, top, r->c.res[xs]);
+    event_list(j, res, rows, k, limit, top, &x);
     return PL_STORE_OK;
 }
 
@@ -389,7 +397,8 @@ static int r_pins(pg_reader *r, pl_job *j) {
     int rc = r_sync(r);
     if (rc) return rc;
     if (PQntuples(r->c.res[ms]) != 1) return PL_STORE_ENOTFOUND;
-    event_list(j, r->c.res[es], PQntuples(r->c.res[es]), 0, PL_STORE_PINS_MAX, 0, r->c.res[xs]);
+    react_rows x = react_all(r->c.res[xs]);
+    event_list(j, r->c.res[es], PQntuples(r->c.res[es]), 0, PL_STORE_PINS_MAX, 0, &x);
     return PL_STORE_OK;
 }
 
@@ -412,7 +421,8 @@ static int r_mentions(pg_reader *r, pl_job *j) {
     if (rows == 0) return PL_STORE_ENOTFOUND;                  /* not a member */
     if (pg_null(res, 0, 1)) rows = 0;                          /* none */
     j->more = rows > limit;
-    event_list(j, res, rows, 1, limit, 0, r->c.res[xs]);
+    react_rows x = react_all(r->c.res[xs]);
+    event_list(j, res, rows, 1, limit, 0, &x);
     return PL_STORE_OK;
 }
 

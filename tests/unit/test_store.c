@@ -2735,6 +2735,81 @@ TEST(store_reactions_order_of_first_use_in_one_batch) {
     t_finish(&t);
 }
 
+/* 1 if the page of g (after, before, limit, top) as viewer (0: none) is
+ * exactly the seqs first..last, more as said, and each message at seq s in
+ * it has the reactions rx[s] ("[...]"; NULL: no annot at all). */
+static int t_page_is(tstore *t, int64_t g, int64_t viewer, int64_t after, int64_t before, int limit,
+                     int top, int64_t first, int64_t last, int more, const char *const *rx) {
+    pl_event *ev;
+    size_t n;
+    int m = -1;
+    if (rd_events(t, g, viewer, after, before, limit, top, &ev, &n, &m) != PL_STORE_OK) return 0;
+    int ok = (int64_t)n == last - first + 1 && m == more;
+    for (size_t i = 0; i < n && ok; i++) {
+        char want[256] = "";
+        const char *r = rx[ev[i].seq];
+        if (r) snprintf(want, sizeof want, "\"reactions\":%s", r);
+        ok = ev[i].seq == first + (int64_t)i && (r ? ev[i].annot && !strcmp(ev[i].annot, want) : !ev[i].annot);
+        if (!ok)
+            fprintf(stderr, "  seq %lld (viewer %lld): annot %s, wanted %s\n", (long long)ev[i].seq,
+                    (long long)viewer, ev[i].annot ? ev[i].annot : "-", r ? want : "-");
+    }
+    pl_event_list_free(ev, n);
+    return ok;
+}
+
+/* A page carries its messages' reactions whichever way it is read: from
+ * either end, as a member (me: that member's), as a member who joined
+ * later (from its joined_seq on), without a viewer (me: false), cut short
+ * by the limit (the reactions of the row read to tell "more" are not
+ * anyone's). The PostgreSQL backend reads a page and its reactions in one
+ * statement, the rows of the page then those of its reactions. */
+TEST(store_page_reactions_every_direction) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cat"), d = t_user(&t, "dan");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);                              /* 1 */
+    CHECK_EQ(t_say(&t, g, a, "two", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, b, "three", 0, NULL, NULL), 3);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, c, NULL), PL_STORE_OK);   /* 4: c joins */
+    CHECK_EQ(t_say(&t, g, a, "five", 0, NULL, NULL), 5);
+    CHECK_EQ(t_say(&t, g, b, "six", 0, NULL, NULL), 6);
+    const char *up = "\xF0\x9F\x91\x8D", *heart = "\xE2\x9D\xA4";      /* heart: byte-smaller */
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, b, 2, up, 0, NULL, NULL), PL_STORE_OK);      /* 7 */
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, up, 0, NULL, NULL), PL_STORE_OK);      /* 8 */
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, c, 5, heart, 0, NULL, NULL), PL_STORE_OK);   /* 9 */
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, b, 6, up, 0, NULL, NULL), PL_STORE_OK);      /* 10 */
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 6, heart, 0, NULL, NULL), PL_STORE_OK);   /* 11 */
+    CHECK_EQ(t_last_seq(&t, g, a), 11);
+#define UP(n, me) "{\"emoji\":\"\xF0\x9F\x91\x8D\",\"count\":" #n ",\"me\":" #me "}"
+#define HEART(n, me) "{\"emoji\":\"\xE2\x9D\xA4\",\"count\":" #n ",\"me\":" #me "}"
+    const char *as_a[12] = {[2] = "[" UP(2, true) "]", [5] = "[" HEART(1, false) "]",
+                            [6] = "[" UP(1, false) "," HEART(1, true) "]"};
+    const char *as_c[12] = {[2] = "[" UP(2, false) "]", [5] = "[" HEART(1, true) "]",
+                            [6] = "[" UP(1, false) "," HEART(1, false) "]"};
+    const char *none[12] = {[2] = "[" UP(2, false) "]", [5] = "[" HEART(1, false) "]",
+                            [6] = "[" UP(1, false) "," HEART(1, false) "]"};
+#undef UP
+#undef HEART
+    CHECK(t_page_is(&t, g, a, 0, 0, 4, 0, 1, 4, 1, as_a));           /* from the start, cut short */
+    CHECK(t_page_is(&t, g, a, 4, 0, 50, 0, 5, 11, 0, as_a));         /* the rest */
+    CHECK(t_page_is(&t, g, a, 0, 7, 3, 1, 4, 6, 1, as_a));           /* from the end, cut short */
+    CHECK(t_page_is(&t, g, a, 1, 3, 50, 1, 2, 2, 0, as_a));          /* one message, from the end */
+    CHECK(t_page_is(&t, g, c, 0, 0, 50, 1, 4, 11, 0, as_c));         /* from c's joining on */
+    CHECK(t_page_is(&t, g, c, 0, 0, 50, 0, 4, 11, 0, as_c));
+    CHECK(t_page_is(&t, g, c, 0, 6, 1, 1, 5, 5, 1, as_c));
+    CHECK(t_page_is(&t, g, 0, 0, 0, 50, 0, 1, 11, 0, none));         /* no viewer */
+    CHECK(t_page_is(&t, g, 0, 0, 7, 5, 1, 2, 6, 1, none));
+    CHECK(t_page_is(&t, g, a, 11, 0, 50, 0, 1, 0, 0, as_a));         /* a member, nothing after */
+    CHECK(t_page_is(&t, g, a, 0, 2, 50, 1, 1, 1, 0, as_a));
+    pl_event *ev;
+    size_t n;
+    CHECK_EQ(rd_events(&t, g, d, 0, 0, 50, 0, &ev, &n, NULL), PL_STORE_ENOTFOUND);   /* not a member */
+    CHECK_EQ(rd_events(&t, g, d, 0, 0, 50, 1, &ev, &n, NULL), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
 /* ---- end-to-end encryption (store.h invariant 9) -------------------------- */
 
 static int64_t t_login(tstore *t, int64_t user) {
