@@ -142,8 +142,7 @@ static void conn_destroy(pl_conn *c) {
     c->closing = 1;
     c->closed = 1;
     c->writing = 0;
-    epoll_ctl(c->net->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    close(c->fd);                       /* leaves the epoll: the only reference */
     c->fd = -1;
     schedule_flush(c);
 }
