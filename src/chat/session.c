@@ -309,7 +309,8 @@ int pl_chat_check_token(const char *tok, size_t len, pl_chat_token_cb cb, void *
 typedef struct auth_op {
     pl_job   job;
     pl_conn *conn;                /* a reference                             */
-    json_t  *root;                /* the auth message (its cursors), or NULL */
+    json_t  *root;                /* a reference keeping cursors alive: the auth
+                                   * message, or (fast path) cursors itself  */
     json_t  *cursors;
     int      hold;
     pl_chat_sse_cb sse_cb;        /* SSE: told how authentication ended     */
@@ -528,7 +529,7 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pl_proto_err e;
         int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
         if (r || m.type != PL_MSG_AUTH) CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
-        else auth_start(s, m.token, m.token_len, m.root, m.cursors, 0, NULL, NULL);
+        else auth_start(s, m.token, m.token_len, m.root ? m.root : m.cursors, m.cursors, 0, NULL, NULL);
         pl_msg_release(&m);
         return;
     }

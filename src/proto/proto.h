@@ -48,8 +48,9 @@ typedef struct pl_search_args {
 
 /* A decoded client message. Strings point into root or own (valid until
  * pl_msg_release); whoever keeps them longer takes a reference to root and
- * takes own over (chat/send.c). req is root's, or (no root) m's own
- * reference: keep it with json_incref. */
+ * takes own over (chat/send.c). req and cursors are root's, or (no root:
+ * the send and auth fast paths) m's own references: keep them with
+ * json_incref. */
 typedef struct pl_msg {
     pl_msg_type type;
     json_t     *root;            /* NULL when the send fast path read it */
@@ -88,8 +89,8 @@ typedef struct pl_proto_err {
 
 /* Decodes one text message. Returns 0, or -1 with *err filled; in both
  * cases call pl_msg_release(m) afterwards. max_body bounds SEND bodies.
- * A plain `send` is read without jansson (root NULL); pl_proto_fast = 0
- * turns that off (tests compare the two). */
+ * A plain `send` and a plain `auth` are read without jansson (root NULL);
+ * pl_proto_fast = 0 turns that off (tests compare the two). */
 int  pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl_proto_err *err);
 extern int pl_proto_fast;
 void pl_msg_release(pl_msg *m);

@@ -20,8 +20,9 @@
  *      values: an event and a `sent` ack built from a SEND (body, ids, req),
  *      an error echoing the req, and ,"req":<req> on its own.
  *   (1-3 on the jansson path, pl_proto_fast = 0.)
- *   4. The send fast path (pl_proto_fast = 1) takes only sends jansson
- *      accepts, with the same fields and req.
+ *   4. The send and auth fast paths (pl_proto_fast = 1) take only sends
+ *      and auths jansson accepts, with the same fields (req, token,
+ *      cursors).
  * pl_msg_release runs in every case (LeakSanitizer checks the JSON tree).
  */
 #include <jansson.h>
@@ -216,11 +217,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n) {
     FZ_CHECK(rc == 0 || rc == -1);
     if (rc == 0) check_msg(&m, max_body);
     else check_error(&e, m.root);
-    /* 4. the send fast path takes a message only if jansson accepts it as
-     *    the same send: same fields, same req */
+    /* 4. the fast paths take a message only if jansson accepts it as the
+     *    same send or auth: same fields, same req, token and cursors */
     pl_msg f;
     pl_proto_err fe;
-    if (pl_proto_decode(text, n - 1, max_body, &f, &fe) == 0 && !f.root) {
+    int fr = pl_proto_decode(text, n - 1, max_body, &f, &fe);
+    if (fr == 0 && !f.root && f.type == PL_MSG_AUTH) {
+        FZ_CHECK(rc == 0 && m.type == PL_MSG_AUTH);
+        FZ_CHECK(f.token_len == m.token_len && !memcmp(f.token, m.token, f.token_len) && !f.token[f.token_len]);
+        FZ_CHECK((!f.cursors && !m.cursors) || (f.cursors && m.cursors && json_equal(f.cursors, m.cursors)));
+        FZ_CHECK(!f.req);
+    } else if (fr == 0 && !f.root) {
         FZ_CHECK(rc == 0 && m.type == PL_MSG_SEND && f.type == PL_MSG_SEND);
         FZ_CHECK(f.conv == m.conv && f.reply_to == m.reply_to);
         FZ_CHECK(f.cmid_len == m.cmid_len && !memcmp(f.client_msg_id, m.client_msg_id, f.cmid_len));

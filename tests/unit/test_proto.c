@@ -581,6 +581,17 @@ static void outcome(const char *s, size_t n, size_t max_body, int fast, char *ou
             for (size_t i = 0; i < m.body_len && o < (int)cap - 4; i++) o += snprintf(out + o, cap - o, "%02x", (unsigned char)m.body[i]);
             /* NUL-terminated like jansson's strings */
             if (m.client_msg_id[m.cmid_len] || m.body[m.body_len]) snprintf(out + o, cap - o, " UNTERMINATED");
+        } else if (m.type == PL_MSG_AUTH) {
+            o += snprintf(out + o, cap - o, " token=");
+            for (size_t i = 0; i < m.token_len && o < (int)cap - 4; i++) o += snprintf(out + o, cap - o, "%02x", (unsigned char)m.token[i]);
+            char *cur = m.cursors ? json_dumps(m.cursors, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            o += snprintf(out + o, cap - o, " cursors=%s", cur ? cur : "-");
+            free(cur);
+            int64_t conv, seq, sum = 0;           /* what deliver_sync walks */
+            void *it = NULL;
+            while (m.cursors && pl_proto_cursor(m.cursors, &it, &conv, &seq) == 0) sum += conv * 7 + seq;
+            o += snprintf(out + o, cap - o, " walk=%lld", (long long)sum);
+            if (m.token[m.token_len]) snprintf(out + o, cap - o, " UNTERMINATED");
         }
     }
     free(req);
@@ -648,6 +659,72 @@ TEST(proto_send_fast_path_agrees_with_jansson) {
     size_t n = strlen(base);
     char buf[512];
     static const char subst[] = {'"', '\\', '}', ',', ':', ' ', '0', '9', 'u', 'x', '\x80', '\xff', '\x01', '-', 'e'};
+    unsigned agreed = 0, total = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < sizeof subst; k++) {
+            memcpy(buf, base, n);
+            buf[i] = subst[k];
+            total++;
+            agreed += fast_agrees(buf, n, &fast);
+        }
+        total++;
+        agreed += fast_agrees(base, i, &fast);
+    }
+    CHECK_EQ(agreed, total);
+}
+
+/* ---- the auth fast path (proto.c fast_auth) agrees with jansson ---------------- */
+
+TEST(proto_auth_fast_path_agrees_with_jansson) {
+    static const char *const taken[] = {
+        "{\"type\":\"auth\",\"token\":\"eyJhbGciOi.x-y_z\"}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"12\":0,\"7\":41,\"9007199254740991\":9007199254740991}}",
+        " { \"cursors\" : { } , \"token\" : \"a\\/b\" , \"type\" : \"auth\" } ",
+        "{\"token\":\"\",\"type\":\"auth\",\"cursors\":null}",
+        "{\"type\":\"auth\",\"token\":\"caf\xc3\xa9\",\"cursors\":{\"0012\":3}}",
+    };
+    int fast;
+    for (size_t i = 0; i < sizeof taken / sizeof *taken; i++) {
+        CHECK(fast_agrees(taken[i], strlen(taken[i]), &fast));
+        CHECK(fast);
+    }
+    static const char *const left[] = {          /* jansson decides, as before */
+        "{\"type\":\"auth\",\"token\":\"t\",\"req\":1}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"token\":\"u\"}",
+        "{\"type\":\"auth\",\"token\":7}",
+        "{\"type\":\"auth\"}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"1\":1,\"1\":2}}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"0\":1}}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"x\":1}}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"1\":-1}}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"1\":1.5}}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"1\":9007199254740992}}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"12345678901234567\":1}}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":[]}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"1\":1,}}",
+        "{\"type\":\"auth\",\"token\":\"a\\u0000b\"}",
+        "{\"type\":\"auth\",\"token\":\"t\"} x",
+        "{\"type\":\"au\\u0074h\",\"token\":\"t\"}",
+        "{\"type\":\"sync\",\"cursors\":{\"1\":1}}",
+    };
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
+        CHECK(fast_agrees(left[i], strlen(left[i]), &fast));
+        CHECK(!fast);
+    }
+    /* more cursors than the limit: jansson's too_large */
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    pl_sbuf_adds(&b, "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{");
+    for (int i = 1; i <= 10001; i++) pl_sbuf_printf(&b, "%s\"%d\":1", i > 1 ? "," : "", i);
+    pl_sbuf_adds(&b, "}}");
+    CHECK(fast_agrees(b.p, b.len, &fast));
+    CHECK(!fast);
+    pl_sbuf_release(&b);
+    /* mutations of a taken message: every byte replaced and every prefix */
+    const char *base = taken[1];
+    size_t n = strlen(base);
+    char buf[512];
+    static const char subst[] = {'"', '\\', '}', '{', ',', ':', ' ', '0', '9', 'n', 'x', '\x80', '\x01', '-', 'e'};
     unsigned agreed = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < sizeof subst; k++) {
