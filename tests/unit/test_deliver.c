@@ -2069,3 +2069,60 @@ TEST(flow_held_acks_go_out_when_the_server_drains) {
     uv_loop_close(&H.loop);
     for (size_t i = 0; i < 3; i++) fconn_free(all[i]);
 }
+
+/* ---- presence: the tick's hot list and slices (presence.c) -------------------- */
+
+static size_t presence_frames(fconn *f, int64_t user, const char *status) {
+    size_t at = 0, n = 0;
+    json_t *o;
+    while ((o = next_frame(f, &at, "presence")) != NULL) {
+        if (json_integer_value(json_object_get(o, "user")) == user &&
+            !strcmp(json_string_value(json_object_get(o, "status")), status))
+            n++;
+        json_decref(o);
+    }
+    return n;
+}
+
+/* A tick looks at what changed at once (a status set is announced at the
+ * next tick, though the tick's slice of the table is one slot), and at
+ * everyone else only a slice at a time: users whose heartbeats stopped are
+ * announced offline as the slices come round, all of them within one
+ * sweep period (presence_timeout / 8, here 2 s). */
+TEST(presence_tick_handles_changes_at_once_and_the_rest_in_slices) {
+    h_start(0);
+    H.cfg.presence_coalesce = 0;
+    enum { OTHERS = 300 };
+    conv_spec cs = {10, 1, 1}, pairs[OTHERS];      /* the watcher and each other user */
+    for (int i = 0; i < OTHERS; i++) pairs[i] = (conv_spec){1000 + i, 1, 1};
+    fconn *all[OTHERS + 3];
+    fconn *alice = all[0] = h_session(1, 1, &cs, 1, 0);
+    fconn *bob = all[1] = h_session(2, 2, &cs, 1, 0);
+    fconn *watcher = all[2] = h_session(3, 3, pairs, OTHERS, 0);
+    for (int i = 0; i < OTHERS; i++) all[3 + i] = h_session(100 + i, 100 + i, &pairs[i], 1, 0);
+    int64_t t0 = pl_mono_ms() + 1000;
+    presence_tick(t0);                        /* everyone new: hot, online */
+    CHECK_EQ(presence_frames(bob, 1, "online"), 1);
+    CHECK_EQ(presence_frames(watcher, 100, "online"), 1);
+    presence_tick(t0 + 1);
+
+    h_text(alice, "{\"type\":\"presence\",\"status\":\"away\"}");
+    presence_tick(t0 + 2);                    /* a slice of one slot, alice hot */
+    CHECK_EQ(presence_frames(bob, 1, "away"), 1);
+
+    /* nobody heartbeats: after 60 s, offline, slice by slice (ticks every
+     * 250 ms as the timer runs them) */
+    int64_t t = t0 + 55000;
+    size_t offline = 0;
+    while (offline == 0 && t < t0 + 62000) {
+        presence_tick(t += 250);
+        for (int i = 0; i < OTHERS; i++) offline += presence_frames(watcher, 100 + i, "offline");
+    }
+    CHECK(offline > 0 && offline < OTHERS);   /* a first slice, not the table */
+    for (int k = 0; k < 8; k++) presence_tick(t += 250);
+    offline = 0;
+    for (int i = 0; i < OTHERS; i++) offline += presence_frames(watcher, 100 + i, "offline");
+    CHECK_EQ(offline, OTHERS);                /* within one sweep period */
+    CHECK_EQ(presence_frames(bob, 1, "offline"), 1);
+    h_stop(all, OTHERS + 3);
+}
