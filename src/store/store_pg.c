@@ -752,9 +752,6 @@ const char *const pg_r_sql[R__COUNT] = {
                        "   WHERE m.user_id = x.id OFFSET 0) m"
                        " CROSS JOIN LATERAL (SELECT c.last_seq FROM conversations c WHERE c.id = m.conv_id OFFSET 0) c"
                        " ORDER BY x.i, m.conv_id",
-    /* folded into R_EVENTS_* (PAGE); not prepared */
-    [R_REACT_ASC]    = NULL,
-    [R_REACT_DESC]   = NULL,
     /* $1 conv, $2 seq, $3 viewer */
     [R_REACT_AT]     = REACT_SELECT("$3") "($2::bigint)" REACT_ORDER,
     [R_MEMBER]       = "SELECT joined_seq FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint",

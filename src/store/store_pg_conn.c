@@ -281,13 +281,12 @@ int pgc_prepare(pg_conn *c, char *err, size_t errlen) {
     for (int i = 0; i < c->nsql && ok; i++) {
         char name[16];
         snprintf(name, sizeof name, "%c%d", c->tag, i);
-        if (c->sql[i]) ok = PQsendPrepare(c->pq, name, c->sql[i], 0, NULL) == 1;   /* NULL: retired */
+        ok = PQsendPrepare(c->pq, name, c->sql[i], 0, NULL) == 1;
     }
     ok = ok && PQpipelineSync(c->pq) == 1;
     int failed = -1;
     m[0] = '\0';
     for (int i = 0; i < c->nsql && ok; i++) {
-        if (!c->sql[i]) continue;
         PGresult *r = PQgetResult(c->pq);
         if (!r) { ok = 0; break; }
         if (PQresultStatus(r) != PGRES_COMMAND_OK && failed < 0) {
