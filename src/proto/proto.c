@@ -444,6 +444,33 @@ static int64_t fs_int(const char **pp, const char *end) {
     return v;
 }
 
+/* At a member of an object (after '{' or ','): reads its key, which has no
+ * escapes, and the colon; *pp is left at the value. -1: not a shape the
+ * fast paths take. */
+static int fs_key(const char **pp, const char *end, const char **k, size_t *kl) {
+    const char *p = fs_ws(*pp, end);
+    if (p >= end || *p++ != '"') return -1;
+    *k = p;
+    while (p < end && *p != '"' && *p != '\\') p++;
+    if (p >= end || *p != '"') return -1;
+    *kl = (size_t)(p - *k);
+    p = fs_ws(p + 1, end);
+    if (p >= end || *p++ != ':') return -1;
+    p = fs_ws(p, end);
+    if (p >= end) return -1;
+    *pp = p;
+    return 0;
+}
+
+/* After a member's value: 1 at ',' (another member follows), 0 at the
+ * object's '}', -1 otherwise; *pp is left past it. */
+static int fs_next(const char **pp, const char *end) {
+    const char *p = fs_ws(*pp, end);
+    if (p >= end) return -1;
+    *pp = p + 1;
+    return *p == ',' ? 1 : *p == '}' ? 0 : -1;
+}
+
 /* 1: m holds the send; 0: not taken (nothing allocated), use jansson. */
 static int fast_send(const char *data, size_t len, size_t max_body, pl_msg *m) {
     enum { F_TYPE = 1, F_REQ = 2, F_CONV = 4, F_CMID = 8, F_BODY = 16, F_REPLY = 32 };
@@ -453,17 +480,10 @@ static int fast_send(const char *data, size_t len, size_t max_body, pl_msg *m) {
     unsigned seen = 0;
     p = fs_ws(p, end);
     if (p >= end || *p++ != '{') return 0;
-    for (;;) {
-        p = fs_ws(p, end);
-        if (p >= end || *p++ != '"') return 0;
-        const char *k = p;
-        while (p < end && *p != '"' && *p != '\\') p++;
-        if (p >= end || *p != '"') return 0;
-        size_t kl = (size_t)(p - k);
-        p = fs_ws(p + 1, end);
-        if (p >= end || *p++ != ':') return 0;
-        p = fs_ws(p, end);
-        if (p >= end) return 0;
+    for (int more = 1; more;) {
+        const char *k;
+        size_t kl;
+        if (fs_key(&p, end, &k, &kl)) return 0;
         unsigned f = kl == 4 && !memcmp(k, "type", 4) ? F_TYPE : kl == 3 && !memcmp(k, "req", 3) ? F_REQ
                    : kl == 12 && !memcmp(k, "conversation", 12) ? F_CONV
                    : kl == 13 && !memcmp(k, "client_msg_id", 13) ? F_CMID
@@ -498,11 +518,7 @@ static int fast_send(const char *data, size_t len, size_t max_body, pl_msg *m) {
             else if ((reply = fs_int(&p, end)) <= 0) return 0;
             break;
         }
-        p = fs_ws(p, end);
-        if (p >= end) return 0;
-        if (*p == ',') { p++; continue; }
-        if (*p++ != '}') return 0;
-        break;
+        if ((more = fs_next(&p, end)) < 0) return 0;
     }
     if (fs_ws(p, end) != end || (seen & (F_TYPE | F_CONV | F_CMID | F_BODY)) != (F_TYPE | F_CONV | F_CMID | F_BODY))
         return 0;
@@ -554,17 +570,10 @@ static int fast_auth(const char *data, size_t len, pl_msg *m) {
     unsigned seen = 0;
     p = fs_ws(p, end);
     if (p >= end || *p++ != '{') return 0;
-    for (;;) {
-        p = fs_ws(p, end);
-        if (p >= end || *p++ != '"') goto no;
-        const char *k = p;
-        while (p < end && *p != '"' && *p != '\\') p++;
-        if (p >= end || *p != '"') goto no;
-        size_t kl = (size_t)(p - k);
-        p = fs_ws(p + 1, end);
-        if (p >= end || *p++ != ':') goto no;
-        p = fs_ws(p, end);
-        if (p >= end) goto no;
+    for (int more = 1; more;) {
+        const char *k;
+        size_t kl;
+        if (fs_key(&p, end, &k, &kl)) goto no;
         unsigned f = kl == 4 && !memcmp(k, "type", 4) ? F_TYPE : kl == 5 && !memcmp(k, "token", 5) ? F_TOKEN
                    : kl == 7 && !memcmp(k, "cursors", 7) ? F_CURSORS : 0;
         if (!f || (seen & f)) goto no;
@@ -580,38 +589,30 @@ static int fast_auth(const char *data, size_t len, pl_msg *m) {
         } else {
             if (*p++ != '{' || !(cursors = json_object())) goto no;
             p = fs_ws(p, end);
-            if (p < end && *p == '}') p++;
-            else for (;;) {
-                p = fs_ws(p, end);
-                if (p >= end || *p++ != '"') goto no;
-                const char *ck = p;
-                while (p < end && *p >= '0' && *p <= '9') p++;
-                size_t cl = (size_t)(p - ck);
-                if (p >= end || *p != '"' || cl < 1 || cl > 16) goto no;
+            int cmore = 1;
+            if (p < end && *p == '}') {
+                p++;
+                cmore = 0;
+            }
+            while (cmore) {                  /* "<conversation id>": <seq> */
+                const char *ck;
+                size_t cl, digits = 0;
+                if (fs_key(&p, end, &ck, &cl) || cl < 1 || cl > 16) goto no;
+                while (digits < cl && ck[digits] >= '0' && ck[digits] <= '9') digits++;
+                if (digits != cl) goto no;
                 char key[17];
                 memcpy(key, ck, cl);
                 key[cl] = '\0';
                 long long id = strtoll(key, NULL, 10);
-                p = fs_ws(p + 1, end);
-                if (p >= end || *p++ != ':') goto no;
-                p = fs_ws(p, end);
                 int64_t v = fs_int(&p, end);
                 if (id <= 0 || id > PL_JSON_INT_MAX || v < 0 || json_object_get(cursors, key) ||
                     json_object_size(cursors) >= 10000 ||
-                    json_object_set_new_nocheck(cursors, key, json_integer(v)))
+                    json_object_set_new_nocheck(cursors, key, json_integer(v)) ||
+                    (cmore = fs_next(&p, end)) < 0)
                     goto no;
-                p = fs_ws(p, end);
-                if (p >= end) goto no;
-                if (*p == ',') { p++; continue; }
-                if (*p++ != '}') goto no;
-                break;
             }
         }
-        p = fs_ws(p, end);
-        if (p >= end) goto no;
-        if (*p == ',') { p++; continue; }
-        if (*p++ != '}') goto no;
-        break;
+        if ((more = fs_next(&p, end)) < 0) goto no;
     }
     if (fs_ws(p, end) != end || (seen & (F_TYPE | F_TOKEN)) != (F_TYPE | F_TOKEN)) goto no;
     char *own = malloc(tok.n + 1);
