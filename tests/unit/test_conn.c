@@ -77,6 +77,19 @@ static int t_connect(uv_loop_t *loop, pl_net **n, pl_conn **c) {
     return t_connect_with(loop, &h, n, c);
 }
 
+/* Spins until on_close has run `want` times in all (or gives up). */
+static void wait_closes(uv_loop_t *loop, int want) {
+    for (int i = 0; i < 200 && closes < want; i++) spin(loop, 1);
+}
+
+/* Closes n and runs the loop until its handles are gone; returns
+ * uv_loop_close's result (0: nothing left open). */
+static int t_shut(uv_loop_t *loop, pl_net *n) {
+    pl_net_close(n);
+    uv_run(loop, UV_RUN_DEFAULT);
+    return uv_loop_close(loop);
+}
+
 /* recv with a short poll; -2 when nothing came. */
 static ssize_t recv_some(int fd, uv_loop_t *loop, char *buf, size_t n) {
     for (int i = 0; i < 200; i++) {
@@ -133,15 +146,12 @@ TEST(conn_graceful_close_lingers) {
 
     /* The peer's EOF ends it: on_close once. */
     close(fd);
-    for (int i = 0; i < 200 && closes == 0; i++) spin(&loop, 1);
+    wait_closes(&loop, 1);
     CHECK_EQ(closes, 1);
     CHECK_EQ(pl_net_count(n), 0);
     CHECK_EQ(pl_net_active(n), 0);
 
-    pl_net_close(n);
-    spin(&loop, 5);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK_EQ(uv_loop_close(&loop), 0);
+    CHECK_EQ(t_shut(&loop, n), 0);
 }
 
 /* Reads from fd until want bytes came (spinning the loop); returns them. */
@@ -212,12 +222,9 @@ TEST(conn_send_part_merges_adjacent_ranges) {
     pl_rbuf_unref(&b);
 
     close(fd);
-    for (int i = 0; i < 200 && closes == 0; i++) spin(&loop, 1);
+    wait_closes(&loop, 1);
     CHECK_EQ(closes, 1);
-    pl_net_close(n);
-    spin(&loop, 5);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK_EQ(uv_loop_close(&loop), 0);
+    CHECK_EQ(t_shut(&loop, n), 0);
 }
 
 /* Pausing costs no syscall until input arrives: then EPOLLIN is dropped
@@ -251,11 +258,9 @@ TEST(conn_pause_holds_input_until_resume) {
     CHECK_EQ(received, 6);
 
     close(fd);
-    for (int i = 0; i < 200 && closes == 0; i++) spin(&loop, 1);
+    wait_closes(&loop, 1);
     CHECK_EQ(closes, 1);
-    pl_net_close(n);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK_EQ(uv_loop_close(&loop), 0);
+    CHECK_EQ(t_shut(&loop, n), 0);
 }
 
 /* pl_net_close closes every connection at once but runs on_close at the
@@ -324,11 +329,9 @@ TEST(conn_out_of_descriptors_sheds_connects) {
 
     close(again);
     close(fd);
-    for (int i = 0; i < 200 && closes < 2; i++) spin(&loop, 1);
+    wait_closes(&loop, 2);
     CHECK_EQ(closes, 2);
-    pl_net_close(n);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK_EQ(uv_loop_close(&loop), 0);
+    CHECK_EQ(t_shut(&loop, n), 0);
 }
 
 /* ---- http/server.c over a real socket ------------------------------------ */
@@ -388,9 +391,6 @@ TEST(http_answer_while_connection_closes) {
         spin(&loop, 5);
         CHECK_EQ(http_closes, 1);
         close(fd);
-        pl_net_close(n);
-        spin(&loop, 5);
-        uv_run(&loop, UV_RUN_DEFAULT);
-        CHECK_EQ(uv_loop_close(&loop), 0);
+        CHECK_EQ(t_shut(&loop, n), 0);
     }
 }

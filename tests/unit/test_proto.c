@@ -608,6 +608,35 @@ static int fast_agrees(const char *s, size_t n, int *was_fast) {
     return strcmp(a, b) == 0 && !fb;
 }
 
+/* How many of msgs[0..n) the two paths disagree on, or the fast path
+ * takes when it should not (want_fast 0) or leaves when it should take. */
+static unsigned paths_differ(const char *const *msgs, size_t n, int want_fast) {
+    unsigned bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        int fast;
+        bad += !fast_agrees(msgs[i], strlen(msgs[i]), &fast) || fast != want_fast;
+    }
+    return bad;
+}
+
+/* Mutations of base, every byte replaced by each of subst[0..nsubst) and
+ * every prefix: how many of them the two paths disagree on. */
+static unsigned mutations_differ(const char *base, const char *subst, size_t nsubst) {
+    size_t n = strlen(base);
+    char buf[512];
+    unsigned bad = 0;
+    int fast;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < nsubst; k++) {
+            memcpy(buf, base, n);
+            buf[i] = subst[k];
+            bad += !fast_agrees(buf, n, &fast);
+        }
+        bad += !fast_agrees(base, i, &fast);
+    }
+    return bad;
+}
+
 TEST(proto_send_fast_path_agrees_with_jansson) {
     static const char *const taken[] = {
         "{\"type\":\"send\",\"req\":7,\"conversation\":12,\"client_msg_id\":\"c1\",\"body\":\"hi\"}",
@@ -617,11 +646,7 @@ TEST(proto_send_fast_path_agrees_with_jansson) {
         "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"reply_to\":41,\"req\":0}",
         "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"0123456789012345678901234567890123456789012345678901234567890123\",\"body\":\"b\"}",
     };
-    int fast;
-    for (size_t i = 0; i < sizeof taken / sizeof *taken; i++) {
-        CHECK(fast_agrees(taken[i], strlen(taken[i]), &fast));
-        CHECK(fast);                          /* these are the fast path's */
-    }
+    CHECK_EQ(paths_differ(taken, sizeof taken / sizeof *taken, 1), 0);   /* these are the fast path's */
     static const char *const left[] = {          /* jansson decides, as before */
         "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"kind\":\"text\"}",
         "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"b\",\"body\":\"c\"}",
@@ -650,27 +675,10 @@ TEST(proto_send_fast_path_agrees_with_jansson) {
         "{\"type\":\"edit\",\"conversation\":3,\"seq\":1,\"body\":\"b\"}",
         "{\"type\":\"send\",\"conversation\":3,\"client_msg_id\":\"x\",\"body\":\"01234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789\"}",
     };
-    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
-        CHECK(fast_agrees(left[i], strlen(left[i]), &fast));
-        CHECK(!fast);
-    }
+    CHECK_EQ(paths_differ(left, sizeof left / sizeof *left, 0), 0);
     /* mutations of a taken message: every byte replaced and every prefix */
-    const char *base = taken[2];
-    size_t n = strlen(base);
-    char buf[512];
     static const char subst[] = {'"', '\\', '}', ',', ':', ' ', '0', '9', 'u', 'x', '\x80', '\xff', '\x01', '-', 'e'};
-    unsigned agreed = 0, total = 0;
-    for (size_t i = 0; i < n; i++) {
-        for (size_t k = 0; k < sizeof subst; k++) {
-            memcpy(buf, base, n);
-            buf[i] = subst[k];
-            total++;
-            agreed += fast_agrees(buf, n, &fast);
-        }
-        total++;
-        agreed += fast_agrees(base, i, &fast);
-    }
-    CHECK_EQ(agreed, total);
+    CHECK_EQ(mutations_differ(taken[2], subst, sizeof subst), 0);
 }
 
 /* ---- the auth fast path (proto.c fast_auth) agrees with jansson ---------------- */
@@ -683,11 +691,7 @@ TEST(proto_auth_fast_path_agrees_with_jansson) {
         "{\"token\":\"\",\"type\":\"auth\",\"cursors\":null}",
         "{\"type\":\"auth\",\"token\":\"caf\xc3\xa9\",\"cursors\":{\"0012\":3}}",
     };
-    int fast;
-    for (size_t i = 0; i < sizeof taken / sizeof *taken; i++) {
-        CHECK(fast_agrees(taken[i], strlen(taken[i]), &fast));
-        CHECK(fast);
-    }
+    CHECK_EQ(paths_differ(taken, sizeof taken / sizeof *taken, 1), 0);   /* these are the fast path's */
     static const char *const left[] = {          /* jansson decides, as before */
         "{\"type\":\"auth\",\"token\":\"t\",\"req\":1}",
         "{\"type\":\"auth\",\"token\":\"t\",\"token\":\"u\"}",
@@ -707,34 +711,18 @@ TEST(proto_auth_fast_path_agrees_with_jansson) {
         "{\"type\":\"au\\u0074h\",\"token\":\"t\"}",
         "{\"type\":\"sync\",\"cursors\":{\"1\":1}}",
     };
-    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
-        CHECK(fast_agrees(left[i], strlen(left[i]), &fast));
-        CHECK(!fast);
-    }
+    CHECK_EQ(paths_differ(left, sizeof left / sizeof *left, 0), 0);
     /* more cursors than the limit: jansson's too_large */
     pl_sbuf b;
     pl_sbuf_init(&b);
     pl_sbuf_adds(&b, "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{");
     for (int i = 1; i <= 10001; i++) pl_sbuf_printf(&b, "%s\"%d\":1", i > 1 ? "," : "", i);
     pl_sbuf_adds(&b, "}}");
+    int fast;
     CHECK(fast_agrees(b.p, b.len, &fast));
     CHECK(!fast);
     pl_sbuf_release(&b);
     /* mutations of a taken message: every byte replaced and every prefix */
-    const char *base = taken[1];
-    size_t n = strlen(base);
-    char buf[512];
     static const char subst[] = {'"', '\\', '}', '{', ',', ':', ' ', '0', '9', 'n', 'x', '\x80', '\x01', '-', 'e'};
-    unsigned agreed = 0, total = 0;
-    for (size_t i = 0; i < n; i++) {
-        for (size_t k = 0; k < sizeof subst; k++) {
-            memcpy(buf, base, n);
-            buf[i] = subst[k];
-            total++;
-            agreed += fast_agrees(buf, n, &fast);
-        }
-        total++;
-        agreed += fast_agrees(base, i, &fast);
-    }
-    CHECK_EQ(agreed, total);
+    CHECK_EQ(mutations_differ(taken[1], subst, sizeof subst), 0);
 }
