@@ -291,6 +291,14 @@ static const char *const migrations[] = {
     " BEGIN INSERT INTO fts_queue(id, conv_id, seq, op) VALUES(old.id, old.conv_id, old.seq, 2); END;"
     "CREATE TABLE search_pair(id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);"
     "INSERT INTO search_pair(id, token) VALUES(1, lower(hex(randomblob(16))));",
+    /* 10 -> 11: a new event's search-queue row and media references are
+     * written by the writer's code (store_sqlite_write.c, w_append), not by
+     * AFTER INSERT triggers: a trigger makes the event insert a multi-write
+     * statement, which SQLite runs with a statement journal, a copy of
+     * every page it touches (11 % of the writer at the 1:1 peak,
+     * docs/benchmarks.md "Issue 11: the event insert without triggers").
+     * Edits and deletes keep their triggers. */
+    "DROP TRIGGER events_fts_ai; DROP TRIGGER events_media_ai;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -373,6 +381,9 @@ const char *const sq_w_sql[W__COUNT] = {
      * the newest, so that the next qid stays above what is done
      * (store_sqlite_index.c) */
     [W_FTS_PRUNE]   = "DELETE FROM fts_queue WHERE qid <= ?1 AND qid < (SELECT max(qid) FROM fts_queue)",
+    [W_FTS_QUEUE]   = "INSERT INTO fts_queue(id, conv_id, seq, op) VALUES(?1, ?2, ?3, 0)",
+    [W_MEDIA_REFS]  = "INSERT OR IGNORE INTO media_refs(media_id, conv_id, seq)"
+                      " SELECT json_extract(a.value, '$.id'), ?1, ?2 FROM json_each(?3, '$.attachments') a",
 };
 
 /* The asking member's view of a conversation. unread follows store.h

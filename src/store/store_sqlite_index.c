@@ -10,8 +10,9 @@
  * has one writer per database file, so only a separate file lets indexing
  * run beside the writer instead of between its batches.
  *
- * The queue. A trigger on parley.db's events appends to fts_queue(qid, id,
- * conv_id, seq, op) in the sending, editing or deleting transaction: op 0 a
+ * The queue. The sending, editing or deleting transaction appends to
+ * fts_queue(qid, id, conv_id, seq, op) in parley.db (the writer's w_append
+ * for a new message, triggers on events for the others): op 0 a
  * new message, 1 its text changed, 2 its text erased (delete) or the row
  * removed. The indexer reads the queue above its watermark `done` through an
  * ATTACHed parley.db (a read snapshot: it never takes parley.db's write lock)

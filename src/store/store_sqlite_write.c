@@ -144,6 +144,30 @@ static pl_conv_state *w_conv_state(sq_store *s, int64_t conv, int *err) {
     return NULL;
 }
 
+/* What an inserted event adds beside its row: a MESSAGE with text is
+ * queued for the search index, and one with attachments references them
+ * (migration 10 -> 11 says why this is code, not triggers). Either failing
+ * fails the batch: the event row is already written. */
+static int w_append_side(sq_store *s, int kind, int64_t conv, int64_t seq, uint64_t id, const char *body,
+                         const char *data) {
+    if (kind != PL_EV_MESSAGE) return PL_STORE_OK;
+    if (body) {
+        sqlite3_stmt *st = s->w[W_FTS_QUEUE];
+        sqlite3_bind_int64(st, 1, (int64_t)id);
+        sqlite3_bind_int64(st, 2, conv);
+        sqlite3_bind_int64(st, 3, seq);
+        if (w_exec(s, W_FTS_QUEUE) != PL_STORE_OK) return W_FATAL;
+    }
+    if (data && strstr(data, "\"attachments\"")) {
+        sqlite3_stmt *st = s->w[W_MEDIA_REFS];
+        sqlite3_bind_int64(st, 1, conv);
+        sqlite3_bind_int64(st, 2, seq);
+        sqlite3_bind_text(st, 3, data, -1, SQLITE_STATIC);
+        if (w_exec(s, W_MEDIA_REFS) != PL_STORE_OK) return W_FATAL;
+    }
+    return PL_STORE_OK;
+}
+
 /* Appends an event with conv's next seq and fills job->event. data is taken
  * over (freed on failure). The append is the last write of every job. */
 static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
@@ -179,6 +203,10 @@ static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind,
                    "\"conv\":%lld,\"seq\":%lld", (long long)conv, (long long)seq);
             return PL_STORE_EUNAVAIL;
         }
+        return rc;
+    }
+    if ((rc = w_append_side(s, kind, conv, seq, id, body, data)) != PL_STORE_OK) {
+        free(data);
         return rc;
     }
     mark_dirty(s, e);
@@ -1065,7 +1093,7 @@ void sq_run_batch(void *wctx, pl_job **jobs, size_t n) {
         pl_observe(&pl_m_commit_seconds, (double)(pl_mono_us() - t0) / 1e6);
         s->fts_pruned = pruned;
         if (s->erased) w_checkpoint_erased(s);
-        int queued = 0;                      /* the queue's triggers ran: wake the indexer */
+        int queued = 0;                      /* the search queue got rows: wake the indexer */
         for (size_t i = 0; i < n && !queued; i++)
             queued = jobs[i]->result == PL_STORE_OK && !jobs[i]->dup &&
                      (jobs[i]->op == PL_JOB_MESSAGE_SEND || jobs[i]->op == PL_JOB_MESSAGE_EDIT ||
