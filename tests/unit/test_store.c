@@ -3199,6 +3199,37 @@ TEST(store_media_gc_shared_blobs) {
     t_finish(&t);
 }
 
+/* Membership decides every send, also right after it changed: a member
+ * removed, re-added or leaving is refused or allowed at once, within one
+ * batch as well as across batches (a writer-side cache of roles, tried for
+ * issue 11, must keep this). */
+TEST(store_send_follows_membership_changes) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob");
+    int64_t g = t_group(&t, a, "g", &b, 1);
+    CHECK(g > 0);
+    CHECK(t_say(&t, g, b, "one", 0, NULL, NULL) > 0);                 /* bob's role is known */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, g, a, b, NULL), PL_STORE_OK);
+    CHECK_EQ(t_say(&t, g, b, "two", 0, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, b, NULL), PL_STORE_OK);
+    CHECK(t_say(&t, g, b, "three", 0, NULL, NULL) > 0);
+    /* one batch: bob sends, leaves, sends again */
+    pl_job j[3];
+    t_send_init(&t, &j[0], g, b, NULL, "four");
+    t_init(&t, &j[1], PL_JOB_MEMBER_LEAVE);
+    j[1].conv = g;
+    j[1].user = b;
+    t_send_init(&t, &j[2], g, b, NULL, "five");
+    CHECK_EQ(t_run(&t, j, 3), 0);
+    CHECK_EQ(j[0].result, PL_STORE_OK);
+    CHECK_EQ(j[1].result, PL_STORE_OK);
+    CHECK_EQ(j[2].result, PL_STORE_ENOTFOUND);
+    for (int i = 0; i < 3; i++) pl_job_release(&j[i]);
+    CHECK(t_say(&t, g, a, "alice still", 0, NULL, NULL) > 0);
+    t_finish(&t);
+}
+
 /* Closes the store and returns column 0 of sql's first row on
  * <dir>/parley.db, -1 on an error. */
 static int64_t t_closed_int(tstore *t, const char *sql) {
