@@ -48,6 +48,10 @@ struct pl_pipeline {
     int             writer_started;
     reader         *readers;
     pl_job        **batch;         /* writer thread only                      */
+    size_t          wq_len;        /* writes in wq                            */
+    size_t          last_n;        /* writes in the previous batch            */
+    int             lingering;     /* the writer waits for more (invariant 5):
+                                    * submit wakes it only at linger_until   */
 };
 
 /* Appends finished jobs to the done-queue and wakes the loop. */
@@ -56,6 +60,20 @@ static void complete(pl_pipeline *p, pl_job **jobs, size_t n) {
     for (size_t i = 0; i < n; i++) jq_push(&p->done, jobs[i]);
     pthread_mutex_unlock(&p->mu);
     p->cfg.notify(p->cfg.notify_arg);
+}
+
+/* The group-commit delay (invariant 5), under mu: waits until linger_until
+ * writes are queued, linger_us passed, or stop began. */
+static void linger(pl_pipeline *p) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_nsec += p->cfg.linger_us % 1000000L * 1000L;
+    dl.tv_sec += p->cfg.linger_us / 1000000L + dl.tv_nsec / 1000000000L;
+    dl.tv_nsec %= 1000000000L;
+    p->lingering = 1;
+    while (p->wq_len < p->cfg.linger_until && !p->stopping)
+        if (pthread_cond_timedwait(&p->wcv, &p->mu, &dl) == ETIMEDOUT) break;
+    p->lingering = 0;
 }
 
 static void *writer_main(void *arg) {
@@ -81,9 +99,13 @@ static void *writer_main(void *arg) {
             }
             continue;
         }
+        if (p->cfg.linger_us > 0 && p->last_n >= p->cfg.linger_from && p->wq_len < p->cfg.linger_until)
+            linger(p);
         size_t n = 0;
         pl_job *j;
         while (n < p->cfg.batch_max && (j = jq_pop(&p->wq)) != NULL) p->batch[n++] = j;
+        p->wq_len -= n;
+        p->last_n = n;
         pthread_mutex_unlock(&p->mu);
         p->cfg.run_batch(p->cfg.wctx, p->batch, n);
         complete(p, p->batch, n);
@@ -156,7 +178,8 @@ void pl_pipeline_submit(pl_pipeline *p, pl_job *j) {
         return;
     }
     jq_push(write ? &p->wq : &p->rq, j);
-    pthread_cond_signal(write ? &p->wcv : &p->rcv);
+    if (!write) pthread_cond_signal(&p->rcv);
+    else if (++p->wq_len >= p->cfg.linger_until || !p->lingering) pthread_cond_signal(&p->wcv);
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -14,6 +14,13 @@
 
 #define SQ_BATCH_MAX   4096   /* jobs per transaction                       */
 #define SQ_READERS     2      /* default reader threads                     */
+/* Group-commit delay (pipeline.h): after a batch of at least SQ_LINGER_FROM
+ * writes the writer waits up to SQ_LINGER_US for SQ_LINGER_UNTIL of them
+ * before the next transaction (docs/benchmarks.md "Issue 11: a group-commit
+ * delay, fifth session"). Lone writes never wait. */
+#define SQ_LINGER_US    1000
+#define SQ_LINGER_FROM  8
+#define SQ_LINGER_UNTIL 256
 #define SQ_BUSY_MS     5000   /* wait on a lock held by a checkpoint         */
 #define W_FATAL        (-100) /* internal: the whole batch must fail        */
 

@@ -711,6 +711,9 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     for (int i = 0; i < s->nreaders; i++) rctx[i] = &s->readers[i];
     pl_pipeline_cfg pc = {
         .batch_max = SQ_BATCH_MAX,
+        .linger_us = SQ_LINGER_US,
+        .linger_from = SQ_LINGER_FROM,
+        .linger_until = SQ_LINGER_UNTIL,
         .nreaders = s->nreaders,
         .wctx = s,
         .rctx = rctx,

@@ -1,0 +1,164 @@
+/* test_pipeline.c — the store's writer thread (store/pipeline.c) with a fake
+ * backend: which writes go into which batch, and the group-commit delay
+ * (pipeline.h invariant 5). The fake run_batch records batch sizes and can
+ * be held at a gate, so the tests decide what is queued when the writer
+ * takes its next batch; no assertion depends on timing.
+ */
+#include "test.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "core/clock.h"
+#include "store/pipeline.h"
+
+typedef struct fake {
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    int             held;          /* run_batch waits while set             */
+    int             running;       /* batches started                       */
+    size_t          sizes[64];
+    int             nbatches;
+    int             done;          /* jobs completed (drain)                */
+} fake;
+
+static void f_run_batch(void *ctx, pl_job **jobs, size_t n) {
+    fake *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    f->running++;
+    pthread_cond_broadcast(&f->cv);
+    while (f->held) pthread_cond_wait(&f->cv, &f->mu);
+    if (f->nbatches < 64) f->sizes[f->nbatches++] = n;
+    pthread_mutex_unlock(&f->mu);
+    for (size_t i = 0; i < n; i++) jobs[i]->result = PL_STORE_OK;
+}
+
+static void f_run_read(void *ctx, pl_job *j) { j->result = PL_STORE_OK; }
+static void f_notify(void *arg) {}
+static void f_done(pl_job *j) { ((fake *)j->data)->done++; }
+
+static void f_set(fake *f, int *field, int v) {
+    pthread_mutex_lock(&f->mu);
+    *field = v;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Waits (bounded) until the writer has started `want` batches. */
+static int f_wait_running(fake *f, int want) {
+    int64_t t0 = pl_mono_us();
+    for (;;) {
+        pthread_mutex_lock(&f->mu);
+        int r = f->running;
+        pthread_mutex_unlock(&f->mu);
+        if (r >= want) return 0;
+        if (pl_mono_us() - t0 > 10 * 1000000) return -1;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Drains until `want` jobs completed (bounded). */
+static int f_wait_done(fake *f, pl_pipeline *p, int want) {
+    int64_t t0 = pl_mono_us();
+    while (f->done < want) {
+        pl_pipeline_drain(p);
+        if (pl_mono_us() - t0 > 10 * 1000000) return -1;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static pl_pipeline *f_start(fake *f, long linger_us, size_t from, size_t until) {
+    memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    void *rctx[1] = {f};
+    pl_pipeline_cfg cfg = {
+        .batch_max = 100, .nreaders = 1, .wctx = f, .rctx = rctx, .run_batch = f_run_batch,
+        .run_read = f_run_read, .notify = f_notify, .linger_us = linger_us, .linger_from = from,
+        .linger_until = until,
+    };
+    return pl_pipeline_start(&cfg);
+}
+
+static void f_submit(fake *f, pl_pipeline *p, pl_job *jobs, int from, int to) {
+    for (int i = from; i < to; i++) {
+        memset(&jobs[i], 0, sizeof jobs[i]);
+        jobs[i].op = PL_JOB_LAST_SEEN;
+        jobs[i].done = f_done;
+        jobs[i].data = f;
+        pl_pipeline_submit(p, &jobs[i]);
+    }
+}
+
+/* After a batch of at least linger_from writes, the writer waits for
+ * linger_until of them (here: an hour's delay, so only the count can end
+ * it) instead of committing the three that are queued; a lone write after
+ * a small batch does not wait at all. */
+TEST(pipeline_group_commit_delay_waits_for_more_after_a_busy_batch) {
+    fake f;
+    pl_pipeline *p = f_start(&f, 3600L * 1000000L, 8, 10);
+    CHECK(p != NULL);
+    pl_job jobs[32];
+    f_set(&f, &f.held, 1);
+    f_submit(&f, p, jobs, 0, 1);                 /* batch 1: alone (nothing before it) */
+    CHECK_EQ(f_wait_running(&f, 1), 0);
+    f_submit(&f, p, jobs, 1, 9);                 /* queued behind it: batch 2, 8 writes */
+    f_set(&f, &f.held, 0);
+    CHECK_EQ(f_wait_done(&f, p, 9), 0);
+    f_submit(&f, p, jobs, 9, 12);                /* 3 queued: the writer waits for 10 */
+    struct timespec ts = {0, 50 * 1000000};
+    nanosleep(&ts, NULL);
+    pl_pipeline_drain(p);
+    CHECK_EQ(f.done, 9);
+    f_submit(&f, p, jobs, 12, 19);               /* 10 queued: batch 3 */
+    CHECK_EQ(f_wait_done(&f, p, 19), 0);
+    f_submit(&f, p, jobs, 19, 20);               /* after a batch of 10: waits again */
+    nanosleep(&ts, NULL);
+    pl_pipeline_drain(p);
+    CHECK_EQ(f.done, 19);
+    pl_pipeline_stop(&p);                        /* stop ends the wait; the write still runs */
+    CHECK_EQ(f.done, 20);
+    CHECK_EQ(f.nbatches, 4);
+    CHECK_EQ(f.sizes[0], 1);
+    CHECK_EQ(f.sizes[1], 8);
+    CHECK_EQ(f.sizes[2], 10);
+    CHECK_EQ(f.sizes[3], 1);
+}
+
+/* Small batches never wait: each write queued alone after a batch smaller
+ * than linger_from is committed without a delay (here the delay would be an
+ * hour, so a wait would fail the bounded drain). */
+TEST(pipeline_group_commit_delay_spares_lone_writes) {
+    fake f;
+    pl_pipeline *p = f_start(&f, 3600L * 1000000L, 8, 10);
+    CHECK(p != NULL);
+    pl_job jobs[8];
+    for (int i = 0; i < 8; i++) {
+        f_submit(&f, p, jobs, i, i + 1);
+        CHECK_EQ(f_wait_done(&f, p, i + 1), 0);
+    }
+    pl_pipeline_stop(&p);
+    CHECK_EQ(f.nbatches, 8);
+}
+
+/* Without a delay configured the writer takes whatever is queued. */
+TEST(pipeline_without_delay_commits_what_is_queued) {
+    fake f;
+    pl_pipeline *p = f_start(&f, 0, 8, 10);
+    CHECK(p != NULL);
+    pl_job jobs[16];
+    f_set(&f, &f.held, 1);
+    f_submit(&f, p, jobs, 0, 1);
+    CHECK_EQ(f_wait_running(&f, 1), 0);
+    f_submit(&f, p, jobs, 1, 9);
+    f_set(&f, &f.held, 0);
+    CHECK_EQ(f_wait_done(&f, p, 9), 0);
+    f_submit(&f, p, jobs, 9, 12);
+    CHECK_EQ(f_wait_done(&f, p, 12), 0);
+    pl_pipeline_stop(&p);
+    CHECK_EQ(f.nbatches, 3);
+    CHECK_EQ(f.sizes[2], 3);
+}
