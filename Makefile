@@ -5,6 +5,7 @@
 #               then one pytest run (integration suite in embedded and cluster
 #               mode, browser, bench smoke, fuzz smoke)
 #   make        release build only (build/release/parleyd)
+#   make release  the release parleyd and parley-bench (the benchmarks' build)
 
 ifeq ($(origin CC),default)
 CC := gcc
@@ -32,8 +33,11 @@ LISTEN   ?= 127.0.0.1:8080
 DATA_DIR ?= ./parley-data
 PY       := /usr/bin/python3
 
-.PHONY: all run test unit integration deps clean asan
+.PHONY: all run test unit integration deps clean asan release
 all: build/release/parleyd
+
+# what the benchmarks use (docs/benchmarks.md): parleyd and parley-bench, -O2
+release: build/release/parleyd build/release/parley-bench
 
 # Fragments in mk/ add tools and suites (bench, fuzz, browser tests). Each may
 # append to TEST_PREREQS (built before the suites run) and PYTEST_PATHS (run
