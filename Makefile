@@ -83,7 +83,7 @@ unit: build/asan/unit-tests
 
 integration: build/asan/parleyd $(TEST_PREREQS)
 	PARLEYD=$(CURDIR)/build/asan/parleyd PARLEYD_RELEASE=$(CURDIR)/build/release/parleyd \
-	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_PATHS)
+	  $(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_PATHS)
 
 test: deps
 	@$(MAKE) --no-print-directory asan build/release/parleyd $(TEST_PREREQS)
