@@ -36,7 +36,8 @@
  *   4. A job that fails on its own writes nothing: sends check the
  *      idempotency key and membership before their first write; the
  *      multi-statement jobs check first and also run in a savepoint. The
- *      event append is the last write of every job.
+ *      event append (with its search-queue row and media references,
+ *      whose failure fails the batch) is the last write of every job.
  *   5. After a failure at batch level (anything once BEGIN succeeded) the
  *      store is broken for good: the database state after a failed write or
  *      fsync is unknown, so nothing is acknowledged any more. A batch that

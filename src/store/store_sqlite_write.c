@@ -169,7 +169,8 @@ static int w_append_side(sq_store *s, int kind, int64_t conv, int64_t seq, uint6
 }
 
 /* Appends an event with conv's next seq and fills job->event. data is taken
- * over (freed on failure). The append is the last write of every job. */
+ * over (freed on failure). The append (and w_append_side) is the last write
+ * of every job. */
 static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
                     int64_t subject, int64_t ref, const char *cmid, const char *body, size_t body_len,
                     char *data) {
