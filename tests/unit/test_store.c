@@ -2443,16 +2443,36 @@ TEST(store_user_search) {
     t_finish(&t);
 }
 
-/* Closes the store and runs sql on <dir>/file; the SQLite result. */
-static int t_closed_sql(tstore *t, const char *file, const char *sql) {
+/* Closes the store and opens <dir>/file; the SQLite result (*db is set
+ * either way, for sqlite3_close). */
+static int t_closed_open(tstore *t, const char *file, sqlite3 **db) {
     pl_store_close(&t->s);
     char p[200];
     snprintf(p, sizeof p, "%s/%s", t->dir, file);
+    return sqlite3_open(p, db);
+}
+
+/* Closes the store and runs sql on <dir>/file; the SQLite result. */
+static int t_closed_sql(tstore *t, const char *file, const char *sql) {
     sqlite3 *db;
-    int rc = sqlite3_open(p, &db);
+    int rc = t_closed_open(t, file, &db);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     sqlite3_close(db);
     return rc;
+}
+
+/* Closes the store and returns column 0 of sql's first row on
+ * <dir>/parley.db, -1 on an error. */
+static int64_t t_closed_int(tstore *t, const char *sql) {
+    sqlite3 *db;
+    sqlite3_stmt *q = NULL;
+    int64_t v = -1;
+    if (t_closed_open(t, "parley.db", &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
 }
 
 /* A database from before search (schema 5) gets its messages indexed. */
@@ -3228,23 +3248,6 @@ TEST(store_send_follows_membership_changes) {
     for (int i = 0; i < 3; i++) pl_job_release(&j[i]);
     CHECK(t_say(&t, g, a, "alice still", 0, NULL, NULL) > 0);
     t_finish(&t);
-}
-
-/* Closes the store and returns column 0 of sql's first row on
- * <dir>/parley.db, -1 on an error. */
-static int64_t t_closed_int(tstore *t, const char *sql) {
-    pl_store_close(&t->s);
-    char p[200];
-    snprintf(p, sizeof p, "%s/parley.db", t->dir);
-    sqlite3 *db;
-    sqlite3_stmt *q = NULL;
-    int64_t v = -1;
-    if (sqlite3_open(p, &db) == SQLITE_OK && sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW)
-        v = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return v;
 }
 
 /* A new message's search-queue row and media references are written by
