@@ -84,6 +84,7 @@ typedef struct sq_store {
     int           erased;            /* the batch deleted a message: checkpoint after COMMIT */
     int64_t       fts_pruned;        /* fts_queue rows up to this are deleted */
     struct sq_indexer *ix;           /* store_sqlite_index.c                  */
+    struct sq_ckpt *ck;              /* store_sqlite_ckpt.c                   */
     /* any thread */
     volatile int  fail_commits;      /* fault hook (atomic builtins)          */
     volatile int  is_broken;         /* mirror of broken for healthy()        */
@@ -116,6 +117,33 @@ int64_t sq_index_done(sq_store *s);
 void    sq_index_close(sq_store *s);
 /* store_sqlite_read.c */
 void sq_run_read(void *rctx, pl_job *j);
+
+/* store_sqlite_vfs.c: the VFS every connection opens with (NULL: SQLite's
+ * default, if the shim could not be registered). Call only after the
+ * SQLite configuration of open_conn (store_sqlite.c). */
+const char *sq_vfs(void);
+
+/* store_sqlite_ckpt.c: parley.db's WAL checkpoints off the writer's
+ * commits (store_sqlite.c invariant 7). open: after the writer connection
+ * (installs its WAL hook); start: the thread; after_batch: the pipeline's
+ * hook on the writer thread; close: stops and joins the thread, before the
+ * writer connection closes. */
+#define SQ_CKPT_STEP  2000   /* frames the WAL grows by before a background copy */
+#define SQ_CKPT_RESET 8000   /* the WAL's frames past which the writer restarts it */
+#define SQ_CKPT_TAIL  1000   /* ... once no more than this many are left to copy */
+#define SQ_CKPT_MAX   40000  /* ... or in any case (~160 MiB) */
+typedef struct sq_ckpt sq_ckpt;
+typedef struct sq_ckpt_stats {
+    int64_t frames, copied;            /* the WAL now, as last seen           */
+    int64_t background;                /* checkpoints run by the thread       */
+    int64_t writer;                    /* ... and by the writer               */
+    int64_t writer_left_max;           /* most frames left to the writer's    */
+} sq_ckpt_stats;
+int  sq_ckpt_open(sq_store *s, const char *path, char *err, size_t errlen);
+int  sq_ckpt_start(sq_store *s);
+void sq_ckpt_after_batch(void *wctx, int queued);
+void sq_ckpt_stats_get(sq_store *s, sq_ckpt_stats *out);   /* any thread */
+void sq_ckpt_close(sq_store *s);
 
 /* ---- end-to-end encryption (store.h invariant 9) ------------------------- */
 /* store_sqlite_keys.c: the key directory's jobs and read, and the

@@ -46,6 +46,10 @@
  *      event back through the idempotency key.
  *   6. One process at a time: <dir>/parley.lock is held (flock) from open to
  *      close; a second parleyd on the same directory is refused at start.
+ *   7. parley.db's WAL is copied back into the database by a thread of its
+ *      own (store_sqlite_ckpt.c), never inside the writer's COMMIT; the
+ *      writer only checkpoints between batches, to restart the WAL once
+ *      nearly all of it is copied, or past a bound on its size.
  */
 #include "sqlite_int.h"
 
@@ -67,7 +71,9 @@
  * idempotency index). A 64 MiB page cache stops the writer re-reading them
  * from the WAL, and checkpointing every 10000 pages (WAL <= ~40 MiB) instead
  * of 1000 copies each hot page once per many batches: 66k -> 90k sends/s,
- * with the same worst-case commit latency (~25 ms). */
+ * with the same worst-case commit latency (~25 ms). The automatic
+ * checkpoint only serves the migrations: once open, store_sqlite_ckpt.c
+ * takes over (invariant 7). */
 #define WRITER_TUNING "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;"
 
 /* A reader's page cache, 512 KiB instead of SQLite's 2 MiB: authentication
@@ -582,6 +588,7 @@ static void close_db(sqlite3 **db, sqlite3_stmt **st, int n) {
 /* Frees everything but the pipeline (not started, or stopped). */
 static void sq_free(sq_store *s) {
     sq_index_close(s);                 /* its thread first: it reads parley.db */
+    sq_ckpt_close(s);
     close_db(&s->wdb, s->w, W__COUNT);
     for (int i = 0; i < s->nreaders; i++) close_db(&s->readers[i].db, s->readers[i].r, R__COUNT);
     free(s->readers);
@@ -603,7 +610,7 @@ static void sqlite_config_once(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0
 static int open_conn(const char *path, int flags, sqlite3 **db) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, sqlite_config_once);
-    if (sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) return -1;
+    if (sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, sq_vfs()) != SQLITE_OK) return -1;
     sqlite3_extended_result_codes(*db, 1);
     sqlite3_busy_timeout(*db, SQ_BUSY_MS);
     return 0;
@@ -691,6 +698,7 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     char *spath = pl_malloc(slen);
     snprintf(spath, slen, "%s/search.db", dir);
     if (!err[0]) sq_index_open(s, spath, path, err, errlen);
+    if (!err[0]) sq_ckpt_open(s, path, err, errlen);
     char *attach = sqlite3_mprintf("ATTACH %Q AS s", spath);
     for (int i = 0; !err[0] && i < s->nreaders; i++) {
         sq_reader *r = &s->readers[i];
@@ -719,6 +727,7 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
         .wctx = s,
         .rctx = rctx,
         .run_batch = sq_run_batch,
+        .after_batch = sq_ckpt_after_batch,
         .run_read = sq_run_read,
         .notify = o->notify,
         .notify_arg = o->notify_arg,
@@ -727,7 +736,7 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     };
     s->pipe = pl_pipeline_start(&pc);
     free(rctx);
-    if (!s->pipe || sq_index_start(s) != 0) {
+    if (!s->pipe || sq_index_start(s) != 0 || sq_ckpt_start(s) != 0) {
         if (s->pipe) pl_pipeline_stop(&s->pipe);
         snprintf(err, errlen, "cannot start the store threads");
         sq_free(s);

@@ -242,7 +242,7 @@ int sq_index_open(sq_store *s, const char *search_path, const char *main_path, c
     pthread_cond_init(&x->cv, NULL);
     char mine[64], theirs[64];
     if (sqlite3_open_v2(search_path, &x->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
+                        sq_vfs()) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open the search index %s", search_path);
         return -1;
     }

@@ -1,0 +1,184 @@
+/* test_sqlite_vfs.c — the SQLite backend's file layer: the VFS shim that
+ * writes a commit's WAL frames at once (store_sqlite_vfs.c) and the
+ * checkpointer that keeps WAL copies out of the writer's commits
+ * (store_sqlite_ckpt.c), on raw connections in a mkdtemp directory. */
+#include "test.h"
+
+#include "store/sqlite_int.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static sqlite3 *v_open(const char *path, const char *vfs) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+static int64_t v_int(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -2;
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int v_ok(sqlite3 *db) {
+    sqlite3_stmt *st;
+    int ok = 0;
+    if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK) return 0;
+    if (sqlite3_step(st) == SQLITE_ROW) ok = !strcmp((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+static void v_rm(const char *dir) {
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "  cannot remove %s\n", dir);
+}
+
+#define V_SETUP "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;" \
+                " CREATE TABLE IF NOT EXISTS t(k INTEGER PRIMARY KEY, v TEXT);"
+/* 200 rows of ~3 KiB: one transaction of ~800 KiB of WAL frames, past the
+ * unix VFS's 128 KiB per write and the shim's chunks */
+#define V_FILL  "WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 200)" \
+                " INSERT INTO t(k, v) SELECT k, k || '-' || hex(zeroblob(1500)) FROM n"
+
+TEST(sqlite_vfs_large_commit_reaches_other_connections) {
+    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/v.db", dir);
+    CHECK(sq_vfs() != NULL);
+    sqlite3 *a = v_open(path, sq_vfs()), *b = v_open(path, sq_vfs()), *plain = v_open(path, NULL);
+    CHECK(a && b && plain);
+    CHECK_EQ(sqlite3_exec(a, V_SETUP, NULL, NULL, NULL), SQLITE_OK);
+    CHECK_EQ(sqlite3_exec(a, "BEGIN; " V_FILL "; COMMIT;", NULL, NULL, NULL), SQLITE_OK);
+    /* committed means on disk for every other connection, shim or not */
+    CHECK_EQ(v_int(b, "SELECT count(*) FROM t"), 200);
+    CHECK_EQ(v_int(plain, "SELECT sum(length(v)) FROM t"), v_int(a, "SELECT sum(length(v)) FROM t"));
+    /* a transaction bigger than a small page cache spills frames and then
+     * rewrites some of them before its commit: writes that go back inside
+     * what the shim holds */
+    CHECK_EQ(sqlite3_exec(a, "PRAGMA cache_size = 8; BEGIN;"
+                             " UPDATE t SET v = (k * 7) || '-' || hex(zeroblob(1500));"
+                             " UPDATE t SET v = (k * 3) || '-' || hex(zeroblob(1500)) WHERE k % 2 = 0;"
+                             " COMMIT;", NULL, NULL, NULL), SQLITE_OK);
+    int64_t want = 0;
+    for (int k = 1; k <= 200; k++) want += k % 2 ? k * 7 : k * 3;
+    const char *sum = "SELECT sum(CAST(substr(v, 1, instr(v, '-') - 1) AS INTEGER)) FROM t";
+    CHECK_EQ(v_int(b, sum), want);
+    CHECK_EQ(v_int(plain, sum), want);
+    CHECK(v_ok(plain));
+    sqlite3_close(a);
+    sqlite3_close(b);
+    sqlite3_close(plain);
+    sqlite3 *again = v_open(path, NULL);        /* after the last close's checkpoint */
+    CHECK(again);
+    CHECK_EQ(v_int(again, sum), want);
+    CHECK(v_ok(again));
+    sqlite3_close(again);
+    v_rm(dir);
+}
+
+/* Invariant 3: frames the kernel refuses fail the COMMIT, although the
+ * write that failed happened only when the shim wrote its buffer out. */
+TEST(sqlite_vfs_failed_write_fails_the_commit) {
+    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/v.db", dir);
+    CHECK(sq_vfs() != NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {                        /* files may not grow past 256 KiB */
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {256 * 1024, 256 * 1024};
+        sqlite3 *a = v_open(path, sq_vfs());
+        if (!a || sqlite3_exec(a, V_SETUP, NULL, NULL, NULL) != SQLITE_OK) _exit(2);
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(3);
+        int rc = sqlite3_exec(a, "BEGIN; " V_FILL "; COMMIT;", NULL, NULL, NULL);
+        _exit(rc == SQLITE_OK ? 4 : 0);
+    }
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+    sqlite3 *plain = v_open(path, NULL);
+    CHECK(plain);
+    CHECK_EQ(v_int(plain, "SELECT count(*) FROM t"), 0);   /* nothing of it committed */
+    CHECK(v_ok(plain));
+    sqlite3_close(plain);
+    v_rm(dir);
+}
+
+static int64_t v_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+/* Invariant 7 of store_sqlite.c: the thread copies the WAL, the writer
+ * only restarts it once a tail is left, and the WAL stays bounded while
+ * commits go on. */
+TEST(sqlite_ckpt_copies_off_the_writer_and_restarts_the_wal) {
+    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64], wal[72], err[256] = "";
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/v.db", dir);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    sq_store *s = calloc(1, sizeof *s);
+    s->wdb = v_open(path, sq_vfs());
+    CHECK(s->wdb);
+    CHECK_EQ(sqlite3_exec(s->wdb, V_SETUP, NULL, NULL, NULL), SQLITE_OK);
+    CHECK_EQ(sq_ckpt_open(s, path, err, sizeof err), 0);
+    CHECK_EQ(sq_ckpt_start(s), 0);
+    /* ~18 frames a commit, 3x the WAL size at which the writer restarts it */
+    int commits = 3 * SQ_CKPT_RESET / 18, restarted = 0;
+    int64_t wal_max = 0, last = 0;
+    sq_ckpt_stats st;
+    for (int i = 0; i < commits; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 16)"
+                 " INSERT INTO t(v) SELECT %d || '-' || hex(zeroblob(1500)) FROM n", i);
+        CHECK_EQ(sqlite3_exec(s->wdb, sql, NULL, NULL, NULL), SQLITE_OK);
+        sq_ckpt_stats_get(s, &st);
+        if (st.frames < last) restarted++;
+        last = st.frames;
+        sq_ckpt_after_batch(s, 0);
+        /* the next commit restarts a WAL the writer's checkpoint finished */
+        if (st.frames >= SQ_CKPT_RESET) {
+            sq_ckpt_stats_get(s, &st);
+            if (st.copied < st.frames) usleep(2000);   /* an idle moment for the thread */
+        }
+        int64_t size = v_size(wal);
+        if (size > wal_max) wal_max = size;
+    }
+    sq_ckpt_stats_get(s, &st);
+    fprintf(stderr, "  (%d commits: %lld background checkpoints, %lld by the writer, at most %lld frames"
+            " left to it, %d restarts, WAL at most %lld bytes)\n", commits, (long long)st.background,
+            (long long)st.writer, (long long)st.writer_left_max, restarted, (long long)wal_max);
+    CHECK(st.background >= 3);                  /* the thread did the copying */
+    CHECK(st.writer >= 1);
+    CHECK(st.writer_left_max <= SQ_CKPT_TAIL);  /* the writer only ever a tail */
+    CHECK(restarted >= 1);
+    /* bounded: the WAL file never held more than one restart's worth */
+    CHECK(wal_max < (int64_t)(SQ_CKPT_RESET + SQ_CKPT_STEP + SQ_CKPT_TAIL) * (4096 + 24));
+    sq_ckpt_close(s);
+    CHECK_EQ(v_int(s->wdb, "SELECT count(*) FROM t"), (int64_t)commits * 16);
+    sqlite3_close(s->wdb);
+    free(s);
+    sqlite3 *plain = v_open(path, NULL);
+    CHECK(plain);
+    CHECK_EQ(v_int(plain, "SELECT count(*) FROM t"), (int64_t)commits * 16);
+    CHECK(v_ok(plain));
+    sqlite3_close(plain);
+    v_rm(dir);
+}
