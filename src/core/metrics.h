@@ -54,6 +54,8 @@ extern pl_counter pl_m_gap_fills;           /* reads of events the bus did not b
 extern pl_counter pl_m_gap_events;          /* events those reads found        */
 extern pl_counter pl_m_store_reads;         /* read jobs completed             */
 extern pl_counter pl_m_store_read_failures; /* read jobs that failed (unavailable) */
+extern pl_counter pl_m_ckpt_background;     /* WAL checkpoints by the checkpoint thread */
+extern pl_counter pl_m_ckpt_writer;         /* ... by the writer, to restart the WAL */
 extern pl_hist    pl_m_commit_batch_size;    /* jobs per transaction            */
 extern pl_hist    pl_m_commit_seconds;       /* BEGIN..COMMIT                   */
 extern pl_hist    pl_m_delivery_seconds;     /* send received -> frames queued  */

@@ -33,6 +33,7 @@
 
 #include "../core/alloc.h"
 #include "../core/log.h"
+#include "../core/metrics.h"
 #include "sqlite_int.h"
 
 struct sq_ckpt {
@@ -67,6 +68,7 @@ static void *ck_main(void *arg) {
         int nlog = -1, nckpt = -1;
         int rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
         __atomic_fetch_add(&c->st.background, 1, __ATOMIC_RELAXED);
+        pl_count(&pl_m_ckpt_background, 1);
         if (rc == SQLITE_OK) ck_copied(c, nckpt);
         else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
             pl_log(PL_LOG_WARN, 0, "store: background checkpoint failed", "\"rc\":%d,\"err\":\"%s\"", rc,
@@ -145,6 +147,7 @@ void sq_ckpt_after_batch(void *wctx, int queued) {
     int nlog = -1, nckpt = -1;
     int rc = sqlite3_wal_checkpoint_v2(s->wdb, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
     __atomic_fetch_add(&c->st.writer, 1, __ATOMIC_RELAXED);
+    pl_count(&pl_m_ckpt_writer, 1);
     if (frames - copied > c->st.writer_left_max)   /* written by the writer only */
         __atomic_store_n(&c->st.writer_left_max, frames - copied, __ATOMIC_RELAXED);
     if (rc == SQLITE_OK) ck_copied(c, nckpt);

@@ -289,7 +289,9 @@ async def test_metrics_move_with_traffic_and_readyz(server):
                      "parley_frames_out_total", "parley_commit_batches_total",
                      "parley_commit_seconds_count", "parley_delivery_seconds_count",
                      'parley_commit_batch_size_bucket{le="+Inf"}', "parley_outbound_queue_bytes",
-                     'parley_dropped_total{kind="ephemeral"}'):
+                     'parley_dropped_total{kind="ephemeral"}',
+                     'parley_wal_checkpoints_total{by="background"}',
+                     'parley_wal_checkpoints_total{by="writer"}'):
             assert name in m0, name
         api = h.api
         x, y = await api.register_many(2, "mt")

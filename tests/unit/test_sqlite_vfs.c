@@ -4,6 +4,7 @@
  * (store_sqlite_ckpt.c), on raw connections in a mkdtemp directory. */
 #include "test.h"
 
+#include "core/metrics.h"
 #include "store/sqlite_int.h"
 
 #include <signal.h>
@@ -139,6 +140,7 @@ TEST(sqlite_ckpt_copies_off_the_writer_and_restarts_the_wal) {
     CHECK_EQ(sqlite3_exec(s->wdb, V_SETUP, NULL, NULL, NULL), SQLITE_OK);
     CHECK_EQ(sq_ckpt_open(s, path, err, sizeof err), 0);
     CHECK_EQ(sq_ckpt_start(s), 0);
+    uint64_t bg0 = pl_m_ckpt_background.v, wr0 = pl_m_ckpt_writer.v;
     /* ~18 frames a commit, 3x the WAL size at which the writer restarts it */
     int commits = 3 * SQ_CKPT_RESET / 18, restarted = 0;
     int64_t wal_max = 0, last = 0;
@@ -172,6 +174,8 @@ TEST(sqlite_ckpt_copies_off_the_writer_and_restarts_the_wal) {
     /* bounded: the WAL file never held more than one restart's worth */
     CHECK(wal_max < (int64_t)(SQ_CKPT_RESET + SQ_CKPT_STEP + SQ_CKPT_TAIL) * (4096 + 24));
     sq_ckpt_close(s);
+    CHECK(pl_m_ckpt_background.v - bg0 >= 3);   /* what /metrics shows */
+    CHECK(pl_m_ckpt_writer.v - wr0 >= 1);
     CHECK_EQ(v_int(s->wdb, "SELECT count(*) FROM t"), (int64_t)commits * 16);
     sqlite3_close(s->wdb);
     free(s);
