@@ -37,6 +37,7 @@
  * truncated.
  */
 #include <errno.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +59,7 @@
 
 #define IX_SECURE_DELETE "INSERT INTO events_fts(events_fts, rank) VALUES('secure-delete', 1)"
 
-enum { IX_BEGIN, IX_COMMIT, IX_ROLLBACK, IX_HIGH, IX_ERASED, IX_TAKE_OUT, IX_ADD, IX_ADD_REPLACE, IX_DONE,
+enum { IX_BEGIN, IX_COMMIT, IX_ROLLBACK, IX_HIGH, IX_NEWEST, IX_ERASED, IX_TAKE_OUT, IX_ADD, IX_ADD_REPLACE, IX_DONE,
        IX__COUNT };
 
 static const char *const ix_sql[IX__COUNT] = {
@@ -67,6 +68,7 @@ static const char *const ix_sql[IX__COUNT] = {
     [IX_ROLLBACK] = "ROLLBACK",
     /* ?1 done, ?2 rows: the highest qid of this pass, and whether it erases */
     [IX_HIGH]     = "SELECT max(qid) FROM (SELECT qid FROM m.fts_queue WHERE qid > ?1 ORDER BY qid LIMIT ?2)",
+    [IX_NEWEST]   = "SELECT max(qid) FROM m.fts_queue",      /* the lag: newest - done */
     [IX_ERASED]   = "SELECT EXISTS (SELECT 1 FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2 AND op = 2)",
     [IX_TAKE_OUT] = "DELETE FROM events_fts WHERE rowid IN"
                     " (SELECT id FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2 AND op > 0)",
@@ -97,6 +99,8 @@ struct sq_indexer {
     pthread_cond_t  cv;
     int             kick, stop;         /* under mu                          */
     int64_t         done;               /* atomic: the watermark committed   */
+    int64_t         lag;                /* indexer thread: queued past done  */
+    int             can_idle;           /* SCHED_IDLE can be left again      */
 };
 
 static int ix_exec(sq_indexer *x, int id) {
@@ -137,8 +141,11 @@ static int ix_pass_as(sq_indexer *x, int replace) {
     int64_t high = ix_scalar(x, IX_HIGH, &rc);
     if (rc || high <= done) {
         ix_exec(x, IX_ROLLBACK);
+        if (!rc) x->lag = 0;
         return rc ? -1 : 0;
     }
+    int64_t newest = ix_scalar(x, IX_NEWEST, &rc);
+    x->lag = newest > high ? newest - high : 0;
     int64_t t0 = pl_mono_us();
     sqlite3_bind_int64(x->st[IX_ERASED], 1, done);
     sqlite3_bind_int64(x->st[IX_ERASED], 2, high);
@@ -185,6 +192,44 @@ static void ix_wait(sq_indexer *x, int64_t ms) {
     pthread_cond_timedwait(&x->cv, &x->mu, &dl);
 }
 
+/* Linux: whether this process may take a thread out of SCHED_IDLE again
+ * (root, CAP_SYS_NICE, or an RLIMIT_NICE that allows SQ_INDEX_NICE). A
+ * thread of its own tries both ways and ends, stuck or not. */
+static void *ix_probe_main(void *arg) {
+    struct sched_param sp = {0};
+    int *ok = arg;
+    *ok = sched_setscheduler(0, SCHED_IDLE, &sp) == 0 && sched_setscheduler(0, SCHED_OTHER, &sp) == 0;
+    return NULL;
+}
+
+static int ix_probe_idle(void) {
+    pthread_t t;
+    int ok = 0;
+    if (pthread_create(&t, NULL, ix_probe_main, &ok) != 0) return 0;
+    pthread_join(t, NULL);
+    return ok;
+}
+
+int sq_index_yields(int yielding, int64_t lag) {
+    return yielding ? lag <= SQ_INDEX_LAG_MAX : lag < SQ_INDEX_LAG_MAX / 4;
+}
+
+/* Delivery before search (invariant 8's thread): SCHED_IDLE while the
+ * queue is within SQ_INDEX_LAG_MAX of the newest message, so that a burst
+ * the two cores cannot carry goes to the loop and the writer and the
+ * index catches up after it; nice SQ_INDEX_NICE past that bound, so that
+ * under load that does not end the index still keeps up. */
+static int ix_set_yielding(sq_indexer *x, int yielding) {
+    struct sched_param sp = {0};
+    if (sched_setscheduler(0, yielding ? SCHED_IDLE : SCHED_OTHER, &sp) != 0) {
+        x->can_idle = 0;
+        yielding = 0;
+    }
+    if (!yielding && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SQ_INDEX_NICE) != 0)
+        pl_log(PL_LOG_DEBUG, 0, "store: cannot lower the indexer's priority", "\"errno\":%d", errno);
+    return yielding;
+}
+
 /* Passes when kicked (or every SQ_INDEX_EVERY_MS), at most one per
  * SQ_INDEX_GAP_MS unless the last one was full: each pass commits (and
  * fsyncs) a segment of its own, so under a steady stream of small batches
@@ -195,9 +240,9 @@ static void *ix_main(void *arg) {
     pthread_setname_np(pthread_self(), "pl-indexer");
     /* Delivery before search: when the cores are busy the indexer yields
      * to the loop and the writer (and lags, catching up when load drops);
-     * on an idle core it runs at full speed. Linux: nice is per thread. */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SQ_INDEX_NICE) != 0)
-        pl_log(PL_LOG_DEBUG, 0, "store: cannot lower the indexer's priority", "\"errno\":%d", errno);
+     * on an idle core it runs at full speed. Linux: policy and nice are per
+     * thread. */
+    int yielding = ix_set_yielding(x, x->can_idle);
     int behind = 0, errors = 0;
     int64_t last = -SQ_INDEX_GAP_MS;
     for (;;) {
@@ -220,6 +265,8 @@ static void *ix_main(void *arg) {
         if (n > 0) last = t;
         errors = n < 0 ? errors + 1 : 0;
         behind = n >= SQ_INDEX_ROWS || (n < 0 && errors < 3);   /* errors: e.g. a lock timeout */
+        if (n >= 0 && x->can_idle && sq_index_yields(yielding, x->lag) != yielding)
+            yielding = ix_set_yielding(x, !yielding);
     }
     return NULL;
 }
@@ -295,6 +342,7 @@ int sq_index_open(sq_store *s, const char *search_path, const char *main_path, c
 
 int sq_index_start(sq_store *s) {
     sq_indexer *x = s->ix;
+    x->can_idle = ix_probe_idle();
     if (pthread_create(&x->thread, NULL, ix_main, x) != 0) return -1;
     x->started = 1;
     sq_index_kick(s);                        /* what a previous run left queued */

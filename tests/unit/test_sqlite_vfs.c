@@ -1,7 +1,8 @@
-/* test_sqlite_vfs.c — the SQLite backend's file layer: the VFS shim that
- * writes a commit's WAL frames at once (store_sqlite_vfs.c) and the
+/* test_sqlite_vfs.c — the SQLite backend below the store contract: the VFS
+ * shim that writes a commit's WAL frames at once (store_sqlite_vfs.c), the
  * checkpointer that keeps WAL copies out of the writer's commits
- * (store_sqlite_ckpt.c), on raw connections in a mkdtemp directory. */
+ * (store_sqlite_ckpt.c), on raw connections in a mkdtemp directory, and
+ * the search indexer's scheduling rule (store_sqlite_index.c). */
 #include "test.h"
 
 #include "core/metrics.h"
@@ -185,4 +186,18 @@ TEST(sqlite_ckpt_copies_off_the_writer_and_restarts_the_wal) {
     CHECK(v_ok(plain));
     sqlite3_close(plain);
     v_rm(dir);
+}
+
+/* The indexer yields the CPU entirely (SCHED_IDLE) while it is at most
+ * SQ_INDEX_LAG_MAX messages behind, stops yielding past that, and yields
+ * again only once it is back under a quarter of it: a burst goes to
+ * delivery, and under load that does not end the index still keeps up. */
+TEST(sqlite_indexer_yields_within_its_lag_bound) {
+    CHECK(sq_index_yields(1, 0));
+    CHECK(sq_index_yields(1, SQ_INDEX_LAG_MAX));
+    CHECK(!sq_index_yields(1, SQ_INDEX_LAG_MAX + 1));
+    CHECK(!sq_index_yields(0, SQ_INDEX_LAG_MAX));
+    CHECK(!sq_index_yields(0, SQ_INDEX_LAG_MAX / 4));
+    CHECK(sq_index_yields(0, SQ_INDEX_LAG_MAX / 4 - 1));
+    CHECK(sq_index_yields(0, 0));
 }
