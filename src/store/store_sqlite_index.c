@@ -97,7 +97,9 @@ struct sq_indexer {
     int             started;
     pthread_mutex_t mu;
     pthread_cond_t  cv;
-    int             kick, stop;         /* under mu                          */
+    int             kick;               /* atomic; the writer signals cv only
+                                         * if mu is free (sq_index_kick)   */
+    int             stop;               /* under mu                          */
     int64_t         done;               /* atomic: the watermark committed   */
     int64_t         lag;                /* indexer thread: queued past done  */
     int             can_idle;           /* SCHED_IDLE can be left again      */
@@ -248,12 +250,12 @@ static void *ix_main(void *arg) {
     for (;;) {
         pthread_mutex_lock(&x->mu);
         if (!behind) {
-            if (!x->kick && !x->stop) ix_wait(x, SQ_INDEX_EVERY_MS);
+            if (!__atomic_load_n(&x->kick, __ATOMIC_ACQUIRE) && !x->stop) ix_wait(x, SQ_INDEX_EVERY_MS);
             for (int64_t now; !x->stop && (now = pl_mono_ms()) < last + SQ_INDEX_GAP_MS;)
                 ix_wait(x, last + SQ_INDEX_GAP_MS - now);
         }
         int stop = x->stop;
-        x->kick = 0;
+        __atomic_store_n(&x->kick, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&x->mu);
         if (stop) {                 /* close: what is queued, for up to 2 s */
             int64_t until = pl_mono_ms() + 2000;
@@ -349,11 +351,16 @@ int sq_index_start(sq_store *s) {
     return 0;
 }
 
+/* The writer never waits for the indexer's mutex: at SCHED_IDLE the
+ * indexer can be off the CPU for a long time while it holds it (a priority
+ * inversion that would stall every commit). If the mutex is taken the flag
+ * alone is set; the indexer sees it at its next look, at most
+ * SQ_INDEX_EVERY_MS later. */
 void sq_index_kick(sq_store *s) {
     sq_indexer *x = s->ix;
     if (!x) return;
-    pthread_mutex_lock(&x->mu);
-    x->kick = 1;
+    __atomic_store_n(&x->kick, 1, __ATOMIC_RELEASE);
+    if (pthread_mutex_trylock(&x->mu) != 0) return;
     pthread_cond_signal(&x->cv);
     pthread_mutex_unlock(&x->mu);
 }
