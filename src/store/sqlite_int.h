@@ -99,8 +99,10 @@ typedef struct sq_store {
                                  * unless it is behind */
 #define SQ_INDEX_NICE     10    /* the indexer thread's nice value once it
                                  * stopped yielding: */
-#define SQ_INDEX_LAG_MAX  200000 /* queued messages past which the indexer
-                                 * leaves SCHED_IDLE (back below a quarter) */
+#define SQ_INDEX_LAG_MAX  200000 /* queued messages, or */
+#define SQ_INDEX_BEHIND_MS 10000 /* ms since the queue was last all indexed,
+                                  * past which the indexer leaves SCHED_IDLE
+                                  * (until it has caught up) */
 #define SQ_PRUNE_ROWS     2000  /* the writer deletes indexed queue rows in
                                  * a batch once this many are done */
 
@@ -117,9 +119,10 @@ int     sq_index_open(sq_store *s, const char *search_path, const char *main_pat
 int     sq_index_start(sq_store *s);
 void    sq_index_kick(sq_store *s);
 int64_t sq_index_done(sq_store *s);
-/* whether the indexer runs at SCHED_IDLE next, given whether it does now
- * and the messages queued past its watermark (store_sqlite_index.c) */
-int     sq_index_yields(int yielding, int64_t lag);
+/* whether the indexer runs at SCHED_IDLE next, given whether it does now,
+ * the messages queued past its watermark and how long ago it last had
+ * none (store_sqlite_index.c) */
+int     sq_index_yields(int yielding, int64_t lag, int64_t behind_ms);
 void    sq_index_close(sq_store *s);
 /* store_sqlite_read.c */
 void sq_run_read(void *rctx, pl_job *j);

@@ -212,15 +212,17 @@ static int ix_probe_idle(void) {
     return ok;
 }
 
-int sq_index_yields(int yielding, int64_t lag) {
-    return yielding ? lag <= SQ_INDEX_LAG_MAX : lag < SQ_INDEX_LAG_MAX / 4;
+int sq_index_yields(int yielding, int64_t lag, int64_t behind_ms) {
+    return yielding ? lag <= SQ_INDEX_LAG_MAX && behind_ms <= SQ_INDEX_BEHIND_MS : lag == 0;
 }
 
 /* Delivery before search (invariant 8's thread): SCHED_IDLE while the
- * queue is within SQ_INDEX_LAG_MAX of the newest message, so that a burst
- * the two cores cannot carry goes to the loop and the writer and the
- * index catches up after it; nice SQ_INDEX_NICE past that bound, so that
- * under load that does not end the index still keeps up. */
+ * index is within SQ_INDEX_LAG_MAX messages of the queue's end and was
+ * all caught up within SQ_INDEX_BEHIND_MS, so that a burst the cores
+ * cannot carry goes to the loop and the writer and the index catches up
+ * after it; past either bound nice SQ_INDEX_NICE until it is caught up
+ * again, so that neither load that does not end nor a busy neighbour
+ * process leaves search behind for longer. */
 static int ix_set_yielding(sq_indexer *x, int yielding) {
     struct sched_param sp = {0};
     if (sched_setscheduler(0, yielding ? SCHED_IDLE : SCHED_OTHER, &sp) != 0) {
@@ -246,6 +248,7 @@ static void *ix_main(void *arg) {
      * thread. */
     int yielding = ix_set_yielding(x, x->can_idle);
     int behind = 0, errors = 0;
+    int64_t caught = pl_mono_ms();          /* when the queue was last all indexed */
     int64_t last = -SQ_INDEX_GAP_MS;
     for (;;) {
         pthread_mutex_lock(&x->mu);
@@ -267,7 +270,9 @@ static void *ix_main(void *arg) {
         if (n > 0) last = t;
         errors = n < 0 ? errors + 1 : 0;
         behind = n >= SQ_INDEX_ROWS || (n < 0 && errors < 3);   /* errors: e.g. a lock timeout */
-        if (n >= 0 && x->can_idle && sq_index_yields(yielding, x->lag) != yielding)
+        int64_t now = pl_mono_ms();
+        if (n >= 0 && x->lag == 0) caught = now;
+        if (n >= 0 && x->can_idle && sq_index_yields(yielding, x->lag, now - caught) != yielding)
             yielding = ix_set_yielding(x, !yielding);
     }
     return NULL;

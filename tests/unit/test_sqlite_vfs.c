@@ -189,15 +189,16 @@ TEST(sqlite_ckpt_copies_off_the_writer_and_restarts_the_wal) {
 }
 
 /* The indexer yields the CPU entirely (SCHED_IDLE) while it is at most
- * SQ_INDEX_LAG_MAX messages behind, stops yielding past that, and yields
- * again only once it is back under a quarter of it: a burst goes to
- * delivery, and under load that does not end the index still keeps up. */
+ * SQ_INDEX_LAG_MAX messages behind and was last caught up at most
+ * SQ_INDEX_BEHIND_MS ago; past either bound it stops yielding until it has
+ * caught up: a burst goes to delivery, and neither load that does not end
+ * nor a busy neighbour leaves search behind for long. */
 TEST(sqlite_indexer_yields_within_its_lag_bound) {
-    CHECK(sq_index_yields(1, 0));
-    CHECK(sq_index_yields(1, SQ_INDEX_LAG_MAX));
-    CHECK(!sq_index_yields(1, SQ_INDEX_LAG_MAX + 1));
-    CHECK(!sq_index_yields(0, SQ_INDEX_LAG_MAX));
-    CHECK(!sq_index_yields(0, SQ_INDEX_LAG_MAX / 4));
-    CHECK(sq_index_yields(0, SQ_INDEX_LAG_MAX / 4 - 1));
-    CHECK(sq_index_yields(0, 0));
+    CHECK(sq_index_yields(1, 0, 0));
+    CHECK(sq_index_yields(1, SQ_INDEX_LAG_MAX, SQ_INDEX_BEHIND_MS));
+    CHECK(!sq_index_yields(1, SQ_INDEX_LAG_MAX + 1, 0));
+    CHECK(!sq_index_yields(1, 10, SQ_INDEX_BEHIND_MS + 1));    /* a slow trickle, starved */
+    CHECK(!sq_index_yields(0, 1, 0));                          /* once out: until caught up */
+    CHECK(!sq_index_yields(0, SQ_INDEX_LAG_MAX / 4, 0));
+    CHECK(sq_index_yields(0, 0, 0));
 }
