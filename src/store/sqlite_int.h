@@ -6,6 +6,7 @@
 #ifndef PL_SQLITE_INT_H
 #define PL_SQLITE_INT_H
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "pipeline.h"
@@ -127,6 +128,10 @@ void    sq_index_close(sq_store *s);
 /* store_sqlite_read.c */
 void sq_run_read(void *rctx, pl_job *j);
 
+/* store_sqlite.c: ends a backend thread (the indexer, the checkpointer)
+ * that waits on cv under mu until *stop: sets it, wakes and joins it. */
+void sq_thread_stop(pthread_mutex_t *mu, pthread_cond_t *cv, int *stop, pthread_t thread);
+
 /* store_sqlite_vfs.c: the VFS every connection opens with (NULL: SQLite's
  * default, if the shim could not be registered). Call only after the
  * SQLite configuration of open_conn (store_sqlite.c). */
@@ -142,10 +147,9 @@ const char *sq_vfs(void);
 #define SQ_CKPT_TAIL  1000   /* ... once no more than this many are left to copy */
 #define SQ_CKPT_MAX   40000  /* ... or in any case (~160 MiB) */
 typedef struct sq_ckpt sq_ckpt;
-typedef struct sq_ckpt_stats {
+typedef struct sq_ckpt_stats {            /* (the checkpoints themselves are
+                                         * counted in /metrics)            */
     int64_t frames, copied;            /* the WAL now, as last seen           */
-    int64_t background;                /* checkpoints run by the thread       */
-    int64_t writer;                    /* ... and by the writer               */
     int64_t writer_left_max;           /* most frames left to the writer's    */
 } sq_ckpt_stats;
 int  sq_ckpt_open(sq_store *s, const char *path, char *err, size_t errlen);

@@ -585,6 +585,14 @@ static void close_db(sqlite3 **db, sqlite3_stmt **st, int n) {
     *db = NULL;
 }
 
+void sq_thread_stop(pthread_mutex_t *mu, pthread_cond_t *cv, int *stop, pthread_t thread) {
+    pthread_mutex_lock(mu);
+    *stop = 1;
+    pthread_cond_signal(cv);
+    pthread_mutex_unlock(mu);
+    pthread_join(thread, NULL);
+}
+
 /* Frees everything but the pipeline (not started, or stopped). */
 static void sq_free(sq_store *s) {
     sq_index_close(s);                 /* its thread first: it reads parley.db */

@@ -46,13 +46,25 @@ struct sq_ckpt {
     int             running;            /* under mu: a background copy runs  */
     int64_t         frames;             /* atomic: the WAL's frames          */
     int64_t         copied;             /* atomic: of those, copied          */
-    sq_ckpt_stats   st;                 /* atomic builtins                   */
+    int64_t         writer_left_max;    /* atomic: most frames left to the writer */
 };
 
 /* A stale count (a copy of the WAL before it restarted) is harmless: the
  * next commit's hook sees fewer frames than copied and resets it. */
 static void ck_copied(sq_ckpt *c, int nckpt) {
     if (nckpt >= 0) __atomic_store_n(&c->copied, (int64_t)nckpt, __ATOMIC_RELEASE);
+}
+
+/* One PASSIVE checkpoint on db (the thread's connection or the writer's),
+ * counted in /metrics under `by`. */
+static void ck_run(sq_ckpt *c, sqlite3 *db, pl_counter *by, const char *who) {
+    int nlog = -1, nckpt = -1;
+    int rc = sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+    pl_count(by, 1);
+    if (rc == SQLITE_OK) ck_copied(c, nckpt);
+    else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+        pl_log(PL_LOG_WARN, 0, "store: checkpoint failed", "\"by\":\"%s\",\"rc\":%d,\"err\":\"%s\"", who, rc,
+               sqlite3_errmsg(db));
 }
 
 static void *ck_main(void *arg) {
@@ -65,14 +77,7 @@ static void *ck_main(void *arg) {
         c->kick = 0;
         c->running = 1;
         pthread_mutex_unlock(&c->mu);
-        int nlog = -1, nckpt = -1;
-        int rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
-        __atomic_fetch_add(&c->st.background, 1, __ATOMIC_RELAXED);
-        pl_count(&pl_m_ckpt_background, 1);
-        if (rc == SQLITE_OK) ck_copied(c, nckpt);
-        else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
-            pl_log(PL_LOG_WARN, 0, "store: background checkpoint failed", "\"rc\":%d,\"err\":\"%s\"", rc,
-                   sqlite3_errmsg(c->db));
+        ck_run(c, c->db, &pl_m_ckpt_background, "background");
         pthread_mutex_lock(&c->mu);
         c->running = 0;
     }
@@ -144,16 +149,9 @@ void sq_ckpt_after_batch(void *wctx, int queued) {
     int running = c->running;
     pthread_mutex_unlock(&c->mu);
     if (running && frames < SQ_CKPT_MAX) return;   /* it ends soon; next batch */
-    int nlog = -1, nckpt = -1;
-    int rc = sqlite3_wal_checkpoint_v2(s->wdb, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
-    __atomic_fetch_add(&c->st.writer, 1, __ATOMIC_RELAXED);
-    pl_count(&pl_m_ckpt_writer, 1);
-    if (frames - copied > c->st.writer_left_max)   /* written by the writer only */
-        __atomic_store_n(&c->st.writer_left_max, frames - copied, __ATOMIC_RELAXED);
-    if (rc == SQLITE_OK) ck_copied(c, nckpt);
-    else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
-        pl_log(PL_LOG_WARN, 0, "store: checkpoint failed", "\"rc\":%d,\"err\":\"%s\"", rc,
-               sqlite3_errmsg(s->wdb));
+    if (frames - copied > c->writer_left_max)   /* written by the writer only */
+        __atomic_store_n(&c->writer_left_max, frames - copied, __ATOMIC_RELAXED);
+    ck_run(c, s->wdb, &pl_m_ckpt_writer, "writer");
 }
 
 void sq_ckpt_stats_get(sq_store *s, sq_ckpt_stats *out) {
@@ -161,21 +159,13 @@ void sq_ckpt_stats_get(sq_store *s, sq_ckpt_stats *out) {
     if (!s->ck) return;
     out->frames = __atomic_load_n(&s->ck->frames, __ATOMIC_ACQUIRE);
     out->copied = __atomic_load_n(&s->ck->copied, __ATOMIC_ACQUIRE);
-    out->background = __atomic_load_n(&s->ck->st.background, __ATOMIC_RELAXED);
-    out->writer = __atomic_load_n(&s->ck->st.writer, __ATOMIC_RELAXED);
-    out->writer_left_max = __atomic_load_n(&s->ck->st.writer_left_max, __ATOMIC_RELAXED);
+    out->writer_left_max = __atomic_load_n(&s->ck->writer_left_max, __ATOMIC_RELAXED);
 }
 
 void sq_ckpt_close(sq_store *s) {
     sq_ckpt *c = s->ck;
     if (!c) return;
-    if (c->started) {
-        pthread_mutex_lock(&c->mu);
-        c->stop = 1;
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-        pthread_join(c->thread, NULL);
-    }
+    if (c->started) sq_thread_stop(&c->mu, &c->cv, &c->stop, c->thread);
     if (s->wdb) sqlite3_wal_hook(s->wdb, NULL, NULL);
     if (c->db) sqlite3_close(c->db);
     pthread_cond_destroy(&c->cv);

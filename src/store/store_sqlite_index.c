@@ -375,13 +375,7 @@ int64_t sq_index_done(sq_store *s) { return s->ix ? __atomic_load_n(&s->ix->done
 void sq_index_close(sq_store *s) {
     sq_indexer *x = s->ix;
     if (!x) return;
-    if (x->started) {
-        pthread_mutex_lock(&x->mu);
-        x->stop = 1;
-        pthread_cond_signal(&x->cv);
-        pthread_mutex_unlock(&x->mu);
-        pthread_join(x->thread, NULL);
-    }
+    if (x->started) sq_thread_stop(&x->mu, &x->cv, &x->stop, x->thread);
     for (int i = 0; i < IX__COUNT; i++) sqlite3_finalize(x->st[i]);
     if (x->db) sqlite3_close(x->db);
     pthread_cond_destroy(&x->cv);
