@@ -347,7 +347,9 @@ const char *const sq_w_sql[W__COUNT] = {
                       " WHERE conv_id = ?1 AND sender = ?2 AND client_msg_id = ?3",
     [W_EVENT_INSERT] = "INSERT INTO events(conv_id, seq, id, ts, kind, sender, client_msg_id,"
                        " body, data, subject, msg_no, ref)"
-                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                       " ON CONFLICT(conv_id, sender, client_msg_id) WHERE client_msg_id IS NOT NULL"
+                       " DO NOTHING",
     [W_EVENT_AT]    = "SELECT kind, sender, msg_no FROM events WHERE conv_id = ?1 AND seq = ?2",
     [W_MEMBER_CURSORS] = "SELECT delivered_seq, read_seq, joined_seq, own_unread FROM members"
                          " WHERE conv_id = ?1 AND user_id = ?2",

@@ -37,6 +37,10 @@ static void mark_dirty(sq_store *s, pl_conv_state *e) {
 
 /* ---- statement helpers --------------------------------------------------- */
 
+#define W_DUP (-101)   /* internal: w_append met the idempotency key of a stored event */
+
+static void reset_outputs(pl_job *j);
+
 /* Records why the batch must fail and returns W_FATAL. */
 static int w_fatal(sq_store *s, int rc, const char *what) {
     s->fatal_rc = rc;
@@ -170,7 +174,8 @@ static int w_append_side(sq_store *s, int kind, int64_t conv, int64_t seq, uint6
 
 /* Appends an event with conv's next seq and fills job->event. data is taken
  * over (freed on failure). The append (and w_append_side) is the last write
- * of every job. */
+ * of every job. W_DUP, with nothing written, when cmid is already taken by
+ * an event of the sender in conv (the insert's ON CONFLICT DO NOTHING). */
 static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
                     int64_t subject, int64_t ref, const char *cmid, const char *body, size_t body_len,
                     char *data) {
@@ -197,6 +202,10 @@ static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind,
     sqlite3_bind_int64(st, 11, msg_no);
     sqlite3_bind_int64(st, 12, ref);
     int rc = w_write(s, W_EVENT_INSERT);
+    if (rc == PL_STORE_OK && cmid && sqlite3_changes(s->wdb) == 0) {
+        free(data);                      /* the key is taken: a retry (job_send) */
+        return W_DUP;
+    }
     if (rc != PL_STORE_OK) {
         free(data);
         if (rc == PL_STORE_ECONFLICT) {   /* cannot happen: keys checked first */
@@ -398,34 +407,38 @@ static int w_mention_rows(sq_store *s, int64_t conv, int64_t seq, int64_t sender
     return PL_STORE_OK;
 }
 
-/* The hot path: no savepoint. The idempotency key (first: a sender removed
- * after the original committed still gets its ack), membership and the
- * parent of a reply are checked before the first write; the mention rows
- * are written for the seq the append then takes, and the append is last. */
-static int job_send(sq_store *s, pl_job *j, int64_t now) {
-    if (!j->body || j->body_len > INT_MAX || j->seq < 0) return PL_STORE_EINVAL;
-    if (j->client_msg_id) {
-        sqlite3_stmt *st = s->w[W_EVENT_DUP];
-        sqlite3_bind_int64(st, 1, j->conv);
-        sqlite3_bind_int64(st, 2, j->user);
-        sqlite3_bind_text(st, 3, j->client_msg_id, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {      /* a retry: the stored event, nothing new */
-            j->dup = 1;
-            j->has_event = 1;
-            j->event.conv = j->conv;
-            j->event.seq = sqlite3_column_int64(st, 0);
-            j->event.id = (uint64_t)sqlite3_column_int64(st, 1);
-            j->event.ts = sqlite3_column_int64(st, 2);
-            j->event.kind = PL_EV_MESSAGE;
-            j->event.sender = j->user;
-            j->event.client_msg_id = pl_strdup(j->client_msg_id);
-            j->event.body = sq_col_text(st, 3, &j->event.body_len);
-        }
-        sqlite3_reset(st);
-        if (rc == SQLITE_ROW) return PL_STORE_OK;
-        if (rc != SQLITE_DONE) return w_fatal(s, rc, sq_w_sql[W_EVENT_DUP]);
+/* A retry: the stored event of j's idempotency key (conv, sender,
+ * client_msg_id) into j, as the ack of the original. 1 if there is one, 0
+ * if not, W_FATAL. */
+static int w_send_stored(sq_store *s, pl_job *j) {
+    sqlite3_stmt *st = s->w[W_EVENT_DUP];
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int64(st, 2, j->user);
+    sqlite3_bind_text(st, 3, j->client_msg_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        j->dup = 1;
+        j->has_event = 1;
+        j->event.conv = j->conv;
+        j->event.seq = sqlite3_column_int64(st, 0);
+        j->event.id = (uint64_t)sqlite3_column_int64(st, 1);
+        j->event.ts = sqlite3_column_int64(st, 2);
+        j->event.kind = PL_EV_MESSAGE;
+        j->event.sender = j->user;
+        j->event.client_msg_id = pl_strdup(j->client_msg_id);
+        j->event.body = sq_col_text(st, 3, &j->event.body_len);
     }
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW) return 1;
+    return rc == SQLITE_DONE ? 0 : w_fatal(s, rc, sq_w_sql[W_EVENT_DUP]);
+}
+
+/* A new message: membership and the parent of a reply are checked before
+ * the first write; the mention rows are written for the seq the append
+ * then takes, and the append is last. Its insert finds a retry (W_DUP);
+ * only a message with mention rows looks for one first, so that a retry
+ * writes nothing. */
+static int w_send_new(sq_store *s, pl_job *j, int64_t now) {
     int role, rc;
     w_target parent = {0};
     if (j->seq > 0) {                                 /* a reply */
@@ -447,9 +460,15 @@ static int job_send(sq_store *s, pl_job *j, int64_t now) {
     pl_conv_state *e = w_conv_state(s, j->conv, &err);
     if (!e) { rc = err; goto out; }
     if ((rc = pl_store__e2ee_send_check(e->e2ee, j->ciphertext, &j->why)) != PL_STORE_OK) goto out;
-    if ((n || all || j->seq) &&
-        (rc = w_mention_rows(s, j->conv, e->last_seq + 1, j->user, ids, n, all, parent.sender)) != PL_STORE_OK)
-        goto out;
+    if (n || all || j->seq) {
+        if (j->client_msg_id && (rc = w_send_stored(s, j)) != 0) {
+            rc = rc == 1 ? PL_STORE_OK : rc;
+            goto out;
+        }
+        if ((rc = w_mention_rows(s, j->conv, e->last_seq + 1, j->user, ids, n, all, parent.sender)) !=
+            PL_STORE_OK)
+            goto out;
+    }
     data = j->ciphertext ? pl_store__data_ciphertext(j->seq, j->ciphertext)
                          : pl_store__data_message(j->seq, ids, n, all);
     data = pl_store__data_attach(data, j->attach_json);   /* media: refs by trigger */
@@ -466,6 +485,26 @@ static int job_send(sq_store *s, pl_job *j, int64_t now) {
 out:
     free(data);
     free(parent.body);
+    return rc;
+}
+
+/* The hot path: no savepoint. A retry gets the stored event, also when a
+ * check would fail now (a sender removed after the original committed
+ * still gets its ack). */
+static int job_send(sq_store *s, pl_job *j, int64_t now) {
+    if (!j->body || j->body_len > INT_MAX || j->seq < 0) return PL_STORE_EINVAL;
+    int rc = w_send_new(s, j, now);
+    if (rc == PL_STORE_OK || rc == W_FATAL || !j->client_msg_id) return rc;
+    const char *why = j->why;
+    reset_outputs(j);
+    int found = w_send_stored(s, j);
+    if (found) return found == 1 ? PL_STORE_OK : found;
+    if (rc == W_DUP) {                   /* the insert saw the key, the lookup not */
+        pl_log(PL_LOG_ERROR, 0, "store: idempotency key conflict without its event", "\"conv\":%lld",
+               (long long)j->conv);
+        return PL_STORE_EUNAVAIL;
+    }
+    j->why = why;
     return rc;
 }
 

@@ -2000,6 +2000,68 @@ TEST(store_msg_pins) {
     t_finish(&t);
 }
 
+/* Sends body as user under key cmid (reply_to: a reply); the result, *seq
+ * and *dup of the ack. */
+static int t_send_key(tstore *t, int64_t conv, int64_t user, const char *cmid, const char *body,
+                      int64_t reply_to, int64_t *seq, int *dup) {
+    pl_job j;
+    t_send_init(t, &j, conv, user, cmid, body);
+    j.seq = reply_to;
+    if (t_run(t, &j, 1) != 0) return -99;
+    int rc = j.result;
+    *seq = j.event.seq;
+    *dup = j.dup;
+    pl_job_release(&j);
+    return rc;
+}
+
+static int64_t t_unread_mentions(tstore *t, int64_t conv, int64_t user) {
+    pl_conv cv;
+    if (rd_conv_get(t, conv, user, &cv) != PL_STORE_OK) return -1;
+    int64_t n = cv.unread_mentions;
+    pl_conv_release(&cv);
+    return n;
+}
+
+/* A retry writes nothing, whatever its body now mentions or replies to: no
+ * mention row for a seq the next message would then take (the send finds
+ * a retry at its insert, or before the mention rows when it has some). */
+TEST(store_retry_with_mentions_writes_nothing) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t g = t_group(&t, a, "g", &b, 1);
+    int64_t seq;
+    int dup;
+    CHECK_EQ(t_send_key(&t, g, a, "k1", "plain", 0, &seq, &dup), PL_STORE_OK);
+    CHECK_EQ(seq, 2);
+    CHECK_EQ(dup, 0);
+    CHECK_EQ(t_send_key(&t, g, a, "k1", "now @bob and @all", 0, &seq, &dup), PL_STORE_OK);
+    CHECK_EQ(seq, 2);
+    CHECK_EQ(dup, 1);
+    CHECK_EQ(t_send_key(&t, g, a, "k1", "a reply now", 2, &seq, &dup), PL_STORE_OK);
+    CHECK_EQ(seq, 2);
+    CHECK_EQ(dup, 1);
+    CHECK_EQ(t_send_key(&t, g, a, "k2", "next", 0, &seq, &dup), PL_STORE_OK);
+    CHECK_EQ(seq, 3);
+    CHECK_EQ(dup, 0);
+    CHECK_EQ(t_unread_mentions(&t, g, b), 0);
+    /* a reply with a mention, then its retry */
+    CHECK_EQ(t_send_key(&t, g, b, "kb", "from bob", 0, &seq, &dup), PL_STORE_OK);
+    CHECK_EQ(seq, 4);
+    CHECK_EQ(t_send_key(&t, g, a, "k3", "yes @bob", 4, &seq, &dup), PL_STORE_OK);
+    CHECK_EQ(seq, 5);
+    CHECK_EQ(t_unread_mentions(&t, g, b), 1);
+    CHECK_EQ(t_send_key(&t, g, a, "k3", "yes @bob", 4, &seq, &dup), PL_STORE_OK);
+    CHECK_EQ(seq, 5);
+    CHECK_EQ(dup, 1);
+    CHECK_EQ(t_send_key(&t, g, a, "k4", "after", 0, &seq, &dup), PL_STORE_OK);
+    CHECK_EQ(seq, 6);
+    CHECK_EQ(t_unread_mentions(&t, g, b), 1);
+    CHECK_EQ(t_count_contiguous(&t, g), 6);
+    t_finish(&t);
+}
+
 TEST(store_mentions_counted) {
     tstore t;
     memset(&t, 0, sizeof t);
