@@ -106,6 +106,8 @@ typedef struct sq_store {
                                   * (until it has caught up) */
 #define SQ_PRUNE_ROWS     2000  /* the writer deletes indexed queue rows in
                                  * a batch once this many are done */
+#define SQ_INDEX_CKPT_FRAMES 1000 /* search.db WAL frames between the
+                                   * indexer's checkpoints */
 
 /* store_sqlite_write.c */
 void sq_run_batch(void *wctx, pl_job **jobs, size_t n);
@@ -114,7 +116,8 @@ void sq_run_batch(void *wctx, pl_job **jobs, size_t n);
  * open: after parley.db's migrations, on the writer connection's thread
  * (a new or foreign search.db queues every message again); start: the
  * thread; kick: the writer committed queue rows; done: the qid up to which
- * the queue is indexed (any thread); close: stops and joins the thread. */
+ * the queue is indexed and on disk (any thread); close: stops and joins the
+ * thread. */
 typedef struct sq_indexer sq_indexer;
 int     sq_index_open(sq_store *s, const char *search_path, const char *main_path, char *err, size_t errlen);
 int     sq_index_start(sq_store *s);
@@ -136,6 +139,11 @@ void sq_thread_stop(pthread_mutex_t *mu, pthread_cond_t *cv, int *stop, pthread_
  * default, if the shim could not be registered). Call only after the
  * SQLite configuration of open_conn (store_sqlite.c). */
 const char *sq_vfs(void);
+/* Marks the calling thread's writes through the shim as background: paced,
+ * so that they leave the disk to the writer's commits (store_sqlite_vfs.c
+ * invariant 4). sq_vfs_waits: the pacing waits so far (tests). */
+void          sq_vfs_background(void);
+unsigned long sq_vfs_waits(void);
 
 /* store_sqlite_ckpt.c: parley.db's WAL checkpoints off the writer's
  * commits (store_sqlite.c invariant 7). open: after the writer connection

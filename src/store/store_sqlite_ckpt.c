@@ -70,6 +70,7 @@ static void ck_run(sq_ckpt *c, sqlite3 *db, pl_counter *by, const char *who) {
 static void *ck_main(void *arg) {
     sq_ckpt *c = arg;
     pthread_setname_np(pthread_self(), "pl-ckpt");
+    sq_vfs_background();                    /* its copies leave the disk to commits */
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->kick && !c->stop) pthread_cond_wait(&c->cv, &c->mu);

@@ -18,10 +18,21 @@
  * ATTACHed parley.db (a read snapshot: it never takes parley.db's write lock)
  * and, in one search.db transaction, takes out the rows of op >= 1, indexes
  * the current text of every queued message that still has one, and moves
- * `done` (kept in search.db, so the index and its watermark commit together,
- * synchronous = FULL). The writer deletes queue rows at or below `done` in
- * its own batches (store_sqlite_write.c), always keeping the newest row so
+ * `done` (kept in search.db, so the index and its watermark commit
+ * together). The writer deletes queue rows at or below `durable` in its
+ * own batches (store_sqlite_write.c), always keeping the newest row so
  * that rowids never go back below `done`.
+ *
+ * Durability: search.db is derived data, so the indexer's commits do not
+ * fsync (synchronous = NORMAL, set on its own thread: a crash of the process loses nothing, a power
+ * loss at most the passes since the last checkpoint, which the queue still
+ * holds). Each of those fsyncs took 2-13 ms of the disk at 30,000 msg/s,
+ * and the writer's commit fsync waited behind them (docs/benchmarks.md
+ * "Issue 11: paced background writes"). The indexer checkpoints search.db
+ * itself (every SQ_INDEX_CKPT_FRAMES WAL frames, once SQ_PRUNE_ROWS queue
+ * rows are indexed but not yet durable, and once caught up), and
+ * a checkpoint that copied the whole WAL has synced the WAL and the file:
+ * only then does `durable` move up to the `done` it covers.
  *
  * Pairing: parley.db holds a random token (search_pair); search.db records
  * the token it was built for. A missing search.db, or one built for another
@@ -101,6 +112,8 @@ struct sq_indexer {
                                          * if mu is free (sq_index_kick)   */
     int             stop;               /* under mu                          */
     int64_t         done;               /* atomic: the watermark committed   */
+    int64_t         durable;            /* atomic: the watermark on disk     */
+    int             frames;             /* indexer thread: search.db's WAL   */
     int64_t         lag;                /* indexer thread: queued past done  */
     int             can_idle;           /* SCHED_IDLE can be left again      */
 };
@@ -120,6 +133,30 @@ static int64_t ix_scalar(sq_indexer *x, int id, int *rc) {
     return v;
 }
 
+/* search.db's WAL hook: runs in the indexer's COMMIT (the automatic
+ * checkpoint is off: ix_checkpoint). */
+static int ix_wal_hook(void *arg, sqlite3 *db, const char *name, int nframes) {
+    (void)db;
+    (void)name;
+    ((sq_indexer *)arg)->frames = nframes;
+    return SQLITE_OK;
+}
+
+/* Checkpoints search.db; when the whole WAL was copied (so the WAL and the
+ * file were synced), the committed watermark is durable (the header note).
+ * SQLITE_OK or the error; a reader that holds part of the WAL leaves
+ * `durable` where it was until a later checkpoint. */
+static int ix_checkpoint(sq_indexer *x, int mode) {
+    int64_t done = __atomic_load_n(&x->done, __ATOMIC_ACQUIRE);
+    int nlog = -1, nckpt = -1;
+    int rc = sqlite3_wal_checkpoint_v2(x->db, "main", mode, &nlog, &nckpt);
+    if (rc == SQLITE_OK && nlog >= 0 && nckpt == nlog) {
+        __atomic_store_n(&x->durable, done, __ATOMIC_RELEASE);
+        x->frames = 0;
+    }
+    return rc;
+}
+
 /* The index without erased words on disk (invariant 6). Best effort: a
  * reader holding the WAL delays the truncation to a later erasing pass. */
 static void ix_erase_from_disk(sq_indexer *x) {
@@ -127,7 +164,7 @@ static void ix_erase_from_disk(sq_indexer *x) {
         sqlite3_exec(x->db, "INSERT INTO events_fts(events_fts) VALUES('optimize')", NULL, NULL, NULL) != SQLITE_OK)
         pl_log(PL_LOG_WARN, 0, "store: search index rewrite after a delete failed", "\"err\":\"%s\"",
                sqlite3_errmsg(x->db));
-    int rc = sqlite3_wal_checkpoint_v2(x->db, "main", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    int rc = ix_checkpoint(x, SQLITE_CHECKPOINT_TRUNCATE);
     if (rc != SQLITE_OK)
         pl_log(PL_LOG_WARN, 0, "store: search index checkpoint after a delete did not complete", "\"rc\":%d", rc);
 }
@@ -179,6 +216,9 @@ static int ix_pass_as(sq_indexer *x, int replace) {
     pl_log(PL_LOG_DEBUG, 0, "store: search index pass", "\"upto\":%lld,\"us\":%lld", (long long)high,
            (long long)(pl_mono_us() - t0));
     if (erased) ix_erase_from_disk(x);
+    else if (x->frames >= SQ_INDEX_CKPT_FRAMES ||
+             high - __atomic_load_n(&x->durable, __ATOMIC_ACQUIRE) >= SQ_PRUNE_ROWS)
+        ix_checkpoint(x, SQLITE_CHECKPOINT_PASSIVE);      /* the writer may prune that much */
     return (int)(high - done);
 }
 
@@ -242,6 +282,12 @@ static int ix_set_yielding(sq_indexer *x, int yielding) {
 static void *ix_main(void *arg) {
     sq_indexer *x = arg;
     pthread_setname_np(pthread_self(), "pl-indexer");
+    sq_vfs_background();                    /* its writes leave the disk to commits */
+    /* from this thread only: the shim does not buffer a background
+     * thread's WAL writes (store_sqlite_vfs.c invariant 2) */
+    if (sqlite3_exec(x->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) != SQLITE_OK)
+        pl_log(PL_LOG_WARN, 0, "store: the search index stays at synchronous = FULL", "\"err\":\"%s\"",
+               sqlite3_errmsg(x->db));
     /* Delivery before search: when the cores are busy the indexer yields
      * to the loop and the writer (and lags, catching up when load drops);
      * on an idle core it runs at full speed. Linux: policy and nice are per
@@ -268,6 +314,8 @@ static void *ix_main(void *arg) {
         int64_t t = pl_mono_ms();
         int n = ix_pass(x);
         if (n > 0) last = t;
+        if (n == 0 && __atomic_load_n(&x->durable, __ATOMIC_ACQUIRE) < x->done)
+            ix_checkpoint(x, SQLITE_CHECKPOINT_PASSIVE);      /* caught up: make it durable */
         errors = n < 0 ? errors + 1 : 0;
         behind = n >= SQ_INDEX_ROWS || (n < 0 && errors < 3);   /* errors: e.g. a lock timeout */
         int64_t now = pl_mono_ms();
@@ -336,6 +384,12 @@ int sq_index_open(sq_store *s, const char *search_path, const char *main_path, c
         ok = ix_text_is(x->db, "SELECT v FROM meta WHERE k = 'done'", done, sizeof done) == 0;
         x->done = strtoll(done, NULL, 10);
     }
+    /* nothing is durable before a checkpoint says so: a process that
+     * crashed may have left passes in the page cache only */
+    if (ok) {
+        sqlite3_wal_hook(x->db, ix_wal_hook, x);           /* automatic checkpoints off */
+        ix_checkpoint(x, SQLITE_CHECKPOINT_PASSIVE);
+    }
     /* SQLite < 3.42 has no secure-delete for FTS5 (docs/design.md "Search") */
     if (ok) x->secure = sqlite3_exec(x->db, IX_SECURE_DELETE, NULL, NULL, NULL) == SQLITE_OK;
     for (int i = 0; ok && i < IX__COUNT; i++)
@@ -370,7 +424,7 @@ void sq_index_kick(sq_store *s) {
     pthread_mutex_unlock(&x->mu);
 }
 
-int64_t sq_index_done(sq_store *s) { return s->ix ? __atomic_load_n(&s->ix->done, __ATOMIC_ACQUIRE) : 0; }
+int64_t sq_index_done(sq_store *s) { return s->ix ? __atomic_load_n(&s->ix->durable, __ATOMIC_ACQUIRE) : 0; }
 
 void sq_index_close(sq_store *s) {
     sq_indexer *x = s->ix;

@@ -14,25 +14,42 @@
  * elsewhere, close, or a full buffer.
  *
  * Invariants:
- *   1. Only files SQLite opens as a WAL (SQLITE_OPEN_WAL) are buffered;
- *      every other file and every other call goes straight to the unix VFS.
+ *   1. Only files SQLite opens as a WAL (SQLITE_OPEN_WAL) are buffered, and
+ *      only writes from threads that are not background (invariant 4);
+ *      every other write and every other call goes straight to the unix VFS.
  *   2. The buffer is written before xSync returns. A connection that writes
- *      through this VFS must use synchronous = FULL (the store's writer and
- *      indexer do): SQLite then syncs the WAL before it publishes a commit in
- *      the wal-index, so no other connection (its own file descriptor) can
- *      be told about a frame that is still in the buffer.
+ *      through this VFS from a thread that is not background must use
+ *      synchronous = FULL (the store's writer does): SQLite then syncs the
+ *      WAL before it publishes a commit in the wal-index, so no other
+ *      connection (its own file descriptor) can be told about a frame that
+ *      is still in the buffer. A background thread's writes are never
+ *      buffered, so its connection may use synchronous = NORMAL (the search
+ *      indexer does: store_sqlite_index.c).
  *   3. A failed buffered write is reported by the call that wrote the
  *      buffer out (xSync for a commit), with the unix VFS's error code: the
  *      commit fails as it would have failed at the write itself.
+ *   4. Writes from a background thread (sq_vfs_background: the checkpoint
+ *      thread, the search indexer) are paced: after every SQ_VFS_PACE bytes
+ *      written to a file the thread waits until the kernel has written
+ *      them to the device (sync_file_range on a descriptor of its own for
+ *      that file). Durability is unchanged (SQLite's xSync still follows);
+ *      what changes is that a checkpoint's megabytes reach the disk in
+ *      steps, so the writer's commit fsync waits behind one step instead
+ *      of a whole checkpoint's fsync (docs/benchmarks.md "Issue 11: paced
+ *      background writes"). A write-back error seen by the wait is seen
+ *      again by the file's own fsync (Linux records it per open file).
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sqlite_int.h"
 
 #define SQ_VFS_NAME "parley"
 #define SQ_VFS_BUF   (2 * 1024 * 1024)  /* bytes buffered per WAL at most  */
 #define SQ_VFS_CHUNK (64 * 1024)        /* bytes per write to the unix VFS */
+#define SQ_VFS_PACE  (256 * 1024)       /* background bytes per wait (invariant 4) */
 
 typedef struct wc_file {
     sqlite3_file   base;                 /* pMethods: wc_io                  */
@@ -41,11 +58,35 @@ typedef struct wc_file {
     unsigned char *buf;                  /* sqlite3_malloc'ed on first use   */
     int            len;
     sqlite3_int64  off;                  /* file offset of buf[0]            */
+    const char    *name;                 /* the path, as SQLite opened it    */
+    int            pace_fd;              /* invariant 4: -1 until needed     */
+    sqlite3_int64  pace_lo, pace_hi;     /* the span written since the last wait */
+    sqlite3_int64  pace_n;               /* and its bytes                    */
 } wc_file;
+
+static __thread int wc_background;       /* invariant 4                      */
+static unsigned long wc_waits;           /* atomic: pacing waits, for tests  */
 
 static sqlite3_vfs *wc_real;             /* the default VFS, set once        */
 
 #define REAL(f) (((wc_file *)(f))->real)
+
+/* Counts n bytes written at off; on a background thread, waits once
+ * SQ_VFS_PACE of them are pending (invariant 4). Best effort: without a
+ * descriptor of its own the file is simply not paced. */
+static void wc_pace(wc_file *p, sqlite3_int64 off, int n) {
+    if (!wc_background || !p->name) return;
+    if (p->pace_n == 0 || off < p->pace_lo) p->pace_lo = off;
+    if (p->pace_n == 0 || off + n > p->pace_hi) p->pace_hi = off + n;
+    p->pace_n += n;
+    if (p->pace_n < SQ_VFS_PACE) return;
+    p->pace_n = 0;
+    if (p->pace_fd == -1 && (p->pace_fd = open(p->name, O_RDONLY | O_CLOEXEC)) < 0) p->pace_fd = -2;
+    if (p->pace_fd < 0) return;
+    sync_file_range(p->pace_fd, p->pace_lo, p->pace_hi - p->pace_lo,
+                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    __atomic_fetch_add(&wc_waits, 1, __ATOMIC_RELAXED);
+}
 
 /* Writes the buffer out (invariant 3); 0 or the unix VFS's error. In
  * pieces: the unix VFS writes at most 128 KiB - 1 bytes per call (it masks
@@ -55,6 +96,7 @@ static int wc_flush(wc_file *p) {
     for (int at = 0; at < p->len && rc == SQLITE_OK; at += SQ_VFS_CHUNK) {
         int n = p->len - at < SQ_VFS_CHUNK ? p->len - at : SQ_VFS_CHUNK;
         rc = p->real->pMethods->xWrite(p->real, p->buf + at, n, p->off + at);
+        if (rc == SQLITE_OK) wc_pace(p, p->off + at, n);
     }
     p->len = 0;
     return rc;
@@ -64,6 +106,7 @@ static int wc_close(sqlite3_file *f) {
     wc_file *p = (wc_file *)f;
     int rc = wc_flush(p);
     int rc2 = p->real->pMethods->xClose(p->real);
+    if (p->pace_fd >= 0) close(p->pace_fd);
     sqlite3_free(p->buf);
     p->buf = NULL;
     return rc != SQLITE_OK ? rc : rc2;
@@ -75,16 +118,26 @@ static int wc_read(sqlite3_file *f, void *out, int n, sqlite3_int64 off) {
     return rc != SQLITE_OK ? rc : p->real->pMethods->xRead(p->real, out, n, off);
 }
 
+/* Writes straight to the unix VFS, paced (invariant 4). */
+static int wc_write_through(wc_file *p, const void *in, int n, sqlite3_int64 off) {
+    int rc = p->real->pMethods->xWrite(p->real, in, n, off);
+    if (rc == SQLITE_OK) wc_pace(p, off, n);
+    return rc;
+}
+
 static int wc_write(sqlite3_file *f, const void *in, int n, sqlite3_int64 off) {
     wc_file *p = (wc_file *)f;
-    if (!p->wal) return p->real->pMethods->xWrite(p->real, in, n, off);
+    if (!p->wal || wc_background) {      /* invariant 1 */
+        int rc = p->len ? wc_flush(p) : SQLITE_OK;
+        return rc != SQLITE_OK ? rc : wc_write_through(p, in, n, off);
+    }
     if (p->len > 0 && (off != p->off + p->len || p->len + n > SQ_VFS_BUF)) {
         int rc = wc_flush(p);
         if (rc != SQLITE_OK) return rc;
     }
-    if (n > SQ_VFS_CHUNK) return p->real->pMethods->xWrite(p->real, in, n, off);
+    if (n > SQ_VFS_CHUNK) return wc_write_through(p, in, n, off);
     if (!p->buf && !(p->buf = sqlite3_malloc(SQ_VFS_BUF)))
-        return p->real->pMethods->xWrite(p->real, in, n, off);   /* unbuffered, not failed */
+        return wc_write_through(p, in, n, off);   /* unbuffered, not failed */
     if (p->len == 0) p->off = off;
     memcpy(p->buf + p->len, in, (size_t)n);
     p->len += n;
@@ -100,6 +153,7 @@ static int wc_truncate(sqlite3_file *f, sqlite3_int64 size) {
 static int wc_sync(sqlite3_file *f, int flags) {
     wc_file *p = (wc_file *)f;
     int rc = wc_flush(p);
+    p->pace_n = 0;                       /* the sync writes the rest         */
     return rc != SQLITE_OK ? rc : p->real->pMethods->xSync(p->real, flags);
 }
 
@@ -154,6 +208,8 @@ static int wc_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
         return SQLITE_CANTOPEN;
     }
     p->wal = (flags & SQLITE_OPEN_WAL) != 0;
+    p->name = name;                      /* valid until xClose (SQLite's rule) */
+    p->pace_fd = -1;
     p->base.pMethods = &wc_io;
     (void)vfs;
     return SQLITE_OK;
@@ -211,6 +267,10 @@ static void wc_register(void) {
     wc_vfs.mxPathname = real->mxPathname;
     if (sqlite3_vfs_register(&wc_vfs, 0) == SQLITE_OK) wc_name = SQ_VFS_NAME;
 }
+
+void sq_vfs_background(void) { wc_background = 1; }
+
+unsigned long sq_vfs_waits(void) { return __atomic_load_n(&wc_waits, __ATOMIC_RELAXED); }
 
 const char *sq_vfs(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
