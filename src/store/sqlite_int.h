@@ -106,8 +106,8 @@ typedef struct sq_store {
                                   * (until it has caught up) */
 #define SQ_PRUNE_ROWS     2000  /* the writer deletes indexed queue rows in
                                  * a batch once this many are done */
-#define SQ_INDEX_CKPT_FRAMES 1000 /* search.db WAL frames between the
-                                   * indexer's checkpoints */
+#define SQ_INDEX_CKPT_FRAMES 1000 /* search.db WAL frames, or */
+#define SQ_INDEX_CKPT_MS  1000  /* ms, between the indexer's checkpoints */
 
 /* store_sqlite_write.c */
 void sq_run_batch(void *wctx, pl_job **jobs, size_t n);

@@ -29,8 +29,10 @@
  * holds). Each of those fsyncs took 2-13 ms of the disk at 30,000 msg/s,
  * and the writer's commit fsync waited behind them (docs/benchmarks.md
  * "Issue 11: paced background writes"). The indexer checkpoints search.db
- * itself (every SQ_INDEX_CKPT_FRAMES WAL frames, once SQ_PRUNE_ROWS queue
- * rows are indexed but not yet durable, and once caught up), and
+ * itself, when what it committed is not yet durable and either the WAL
+ * has SQ_INDEX_CKPT_FRAMES frames or SQ_INDEX_CKPT_MS passed since its
+ * last checkpoint (so at most about once a second, plus when the WAL
+ * fills: a checkpoint fsyncs twice), and
  * a checkpoint that copied the whole WAL has synced the WAL and the file:
  * only then does `durable` move up to the `done` it covers.
  *
@@ -114,6 +116,7 @@ struct sq_indexer {
     int64_t         done;               /* atomic: the watermark committed   */
     int64_t         durable;            /* atomic: the watermark on disk     */
     int             frames;             /* indexer thread: search.db's WAL   */
+    int64_t         ckpt_ms;            /* indexer thread: its last checkpoint */
     int64_t         lag;                /* indexer thread: queued past done  */
     int             can_idle;           /* SCHED_IDLE can be left again      */
 };
@@ -216,9 +219,6 @@ static int ix_pass_as(sq_indexer *x, int replace) {
     pl_log(PL_LOG_DEBUG, 0, "store: search index pass", "\"upto\":%lld,\"us\":%lld", (long long)high,
            (long long)(pl_mono_us() - t0));
     if (erased) ix_erase_from_disk(x);
-    else if (x->frames >= SQ_INDEX_CKPT_FRAMES ||
-             high - __atomic_load_n(&x->durable, __ATOMIC_ACQUIRE) >= SQ_PRUNE_ROWS)
-        ix_checkpoint(x, SQLITE_CHECKPOINT_PASSIVE);      /* the writer may prune that much */
     return (int)(high - done);
 }
 
@@ -314,8 +314,11 @@ static void *ix_main(void *arg) {
         int64_t t = pl_mono_ms();
         int n = ix_pass(x);
         if (n > 0) last = t;
-        if (n == 0 && __atomic_load_n(&x->durable, __ATOMIC_ACQUIRE) < x->done)
-            ix_checkpoint(x, SQLITE_CHECKPOINT_PASSIVE);      /* caught up: make it durable */
+        if (__atomic_load_n(&x->durable, __ATOMIC_ACQUIRE) < x->done &&
+            (x->frames >= SQ_INDEX_CKPT_FRAMES || t - x->ckpt_ms >= SQ_INDEX_CKPT_MS)) {
+            x->ckpt_ms = t;
+            ix_checkpoint(x, SQLITE_CHECKPOINT_PASSIVE);
+        }
         errors = n < 0 ? errors + 1 : 0;
         behind = n >= SQ_INDEX_ROWS || (n < 0 && errors < 3);   /* errors: e.g. a lock timeout */
         int64_t now = pl_mono_ms();
