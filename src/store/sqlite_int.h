@@ -80,6 +80,8 @@ typedef struct sq_store {
     int64_t      *dirty;             /* convs whose state moved this batch    */
     size_t        ndirty, dirty_cap;
     pl_own_map    own;               /* own_unread deltas of the open batch   */
+    struct sq_role *roles;           /* members' roles as last read (store_sqlite_write.c) */
+    int           roles_off;         /* a job that may change members runs    */
     pl_idgen      ids;
     int64_t       last_ts;           /* ts of the previous batch, never less  */
     int           erased;            /* the batch deleted a message: checkpoint after COMMIT */
@@ -91,6 +93,7 @@ typedef struct sq_store {
     volatile int  is_broken;         /* mirror of broken for healthy()        */
 } sq_store;
 
+#define SQ_ROLES          4096  /* the writer's role cache: entries, a power of two */
 #define SQ_INDEX_ROWS     2000  /* messages per search indexing transaction */
 #define SQ_SEARCH_CONVS   64    /* a search names the asker's conversations
                                  * in the MATCH when it has at most this many */

@@ -606,6 +606,7 @@ static void sq_free(sq_store *s) {
     pl_conv_map_free(&s->convs);
     free(s->dirty);
     pl_own_free(&s->own);
+    free(s->roles);
     free(s);
 }
 

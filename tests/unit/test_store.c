@@ -2000,6 +2000,43 @@ TEST(store_msg_pins) {
     t_finish(&t);
 }
 
+/* The writer's role cache (store_sqlite_write.c) follows every change of
+ * members, inside a batch too: a non-member's refused send, then its
+ * addition, then its send in the same transaction; a removal; an admin's
+ * leaving that promotes the oldest member, whose @all in a large group is
+ * then allowed. */
+TEST(store_membership_changes_reach_sends_at_once) {
+    tstore t;
+    memset(&t, 0, sizeof t);
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    t.large_group = 1;                                  /* every group is large */
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ca1"), b = t_user(&t, "cb1"), c = t_user(&t, "cc1");
+    int64_t g = t_group(&t, a, "g", &b, 1);
+    CHECK_EQ(t_send(&t, g, b, "b1"), 2);               /* b's role is now known */
+    pl_job j[3];
+    t_send_init(&t, &j[0], g, c, "c1", "not yet");
+    t_init(&t, &j[1], PL_JOB_MEMBER_ADD);
+    j[1].conv = g;
+    j[1].user = a;
+    j[1].peer = c;
+    t_send_init(&t, &j[2], g, c, "c2", "now a member");
+    CHECK_EQ(t_run(&t, j, 3), 0);
+    CHECK_EQ(j[0].result, PL_STORE_ENOTFOUND);
+    CHECK_EQ(j[1].result, PL_STORE_OK);
+    CHECK_EQ(j[2].result, PL_STORE_OK);
+    for (int i = 0; i < 3; i++) pl_job_release(&j[i]);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, g, a, c, NULL), PL_STORE_OK);
+    CHECK_EQ(t_send(&t, g, c, "c3"), PL_STORE_ENOTFOUND);
+    /* b may not @all while a is the admin; after a leaves, b (the oldest
+     * member) is promoted and may */
+    CHECK_EQ(t_say(&t, g, b, "@all one", 0, NULL, NULL), PL_STORE_EFORBID);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, a, 0, NULL), PL_STORE_OK);
+    CHECK(t_say(&t, g, b, "@all two", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_send(&t, g, a, "a-gone"), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
 /* Sends body as user under key cmid (reply_to: a reply); the result, *seq
  * and *dup of the ack. */
 static int t_send_key(tstore *t, int64_t conv, int64_t user, const char *cmid, const char *body,
