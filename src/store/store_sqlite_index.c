@@ -24,17 +24,17 @@
  * that rowids never go back below `done`.
  *
  * Durability: search.db is derived data, so the indexer's commits do not
- * fsync (synchronous = NORMAL, set on its own thread: a crash of the process loses nothing, a power
- * loss at most the passes since the last checkpoint, which the queue still
- * holds). Each of those fsyncs took 2-13 ms of the disk at 30,000 msg/s,
- * and the writer's commit fsync waited behind them (docs/benchmarks.md
- * "Issue 11: paced background writes"). The indexer checkpoints search.db
- * itself, when what it committed is not yet durable and either the WAL
- * has SQ_INDEX_CKPT_FRAMES frames or SQ_INDEX_CKPT_MS passed since its
- * last checkpoint (so at most about once a second, plus when the WAL
- * fills: a checkpoint fsyncs twice), and
- * a checkpoint that copied the whole WAL has synced the WAL and the file:
- * only then does `durable` move up to the `done` it covers.
+ * fsync (synchronous = NORMAL, set on its own thread): a crash of the
+ * process loses nothing, a power loss at most the passes since the last
+ * checkpoint, whose messages the queue still holds. Each of those fsyncs
+ * took 2-13 ms of the disk at 30,000 msg/s, and the writer's commit fsync
+ * waited behind them (docs/benchmarks.md "Issue 11: paced background
+ * writes"). The indexer checkpoints search.db itself when what it
+ * committed is not yet durable and either the WAL has SQ_INDEX_CKPT_FRAMES
+ * frames or SQ_INDEX_CKPT_MS passed since its last checkpoint (so about
+ * once a second at most, plus when the WAL fills: a checkpoint fsyncs
+ * twice). A checkpoint that copied the whole WAL has synced the WAL and
+ * the file: only then does `durable` move up to the `done` it covers.
  *
  * Pairing: parley.db holds a random token (search_pair); search.db records
  * the token it was built for. A missing search.db, or one built for another
