@@ -64,7 +64,15 @@ async def test_dm_exchange_both_ways(server):
             f"ack seqs are not contiguous from {base + 1}: {ack_seqs}"
         ids = [int(s[2]["id"]) for s in sent]
         assert len(set(ids)) == len(ids), f"duplicate message ids: {ids}"
-        assert ids == sorted(ids), f"ids of successive sends do not sort by time: {ids}"
+        # Snowflake ids sort by creation time to the millisecond (protocol.md
+        # "message id"); two ids of one millisecond from different nodes
+        # (cluster mode: alice and bob may be on different nodes) sort by
+        # node. Each node's own ids strictly increase.
+        ms = [i >> 22 for i in ids]
+        assert ms == sorted(ms), f"ids of successive sends do not sort by time: {ids}"
+        for node in {(i >> 12) & 0x3FF for i in ids}:
+            mine = [i for i in ids if (i >> 12) & 0x3FF == node]
+            assert mine == sorted(mine), f"one node's ids do not increase: {ids}"
 
         last = ack_seqs[-1]
         expected = [(ack["seq"], ack["id"], u.id, body, ack["client_msg_id"], ack["ts"])
