@@ -2560,18 +2560,25 @@ static int t_closed_sql(tstore *t, const char *file, const char *sql) {
     return rc;
 }
 
-/* Closes the store and returns column 0 of sql's first row on
- * <dir>/parley.db, -1 on an error. */
-static int64_t t_closed_int(tstore *t, const char *sql) {
-    sqlite3 *db;
+/* Column 0 of sql's first row on db (opened with rc), -1 on an error;
+ * closes db. */
+static int64_t t_db_int(int rc, sqlite3 *db, const char *sql) {
     sqlite3_stmt *q = NULL;
     int64_t v = -1;
-    if (t_closed_open(t, "parley.db", &db) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+    if (rc == SQLITE_OK && sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
         v = sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
     sqlite3_close(db);
     return v;
+}
+
+/* Closes the store and returns column 0 of sql's first row on
+ * <dir>/parley.db, -1 on an error. */
+static int64_t t_closed_int(tstore *t, const char *sql) {
+    sqlite3 *db = NULL;
+    int rc = t_closed_open(t, "parley.db", &db);
+    return t_db_int(rc, db, sql);
 }
 
 /* A database from before search (schema 5) gets its messages indexed. */
@@ -2668,15 +2675,9 @@ TEST(store_search_index_watermark_back) {
 static int64_t t_live_int(tstore *t, const char *sql) {
     char p[200];
     snprintf(p, sizeof p, "%s/parley.db", t->dir);
-    sqlite3 *db;
-    sqlite3_stmt *q = NULL;
-    int64_t v = -1;
-    if (sqlite3_open_v2(p, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
-        v = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return v;
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(p, &db, SQLITE_OPEN_READONLY, NULL);
+    return t_db_int(rc, db, sql);
 }
 
 /* The indexer's commits do not fsync (store_sqlite_index.c "Durability"),
