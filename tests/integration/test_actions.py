@@ -759,6 +759,28 @@ def _pg_hits(server, needles):
 # 4. mentions
 
 
+@async_test(60)
+async def test_retry_with_a_mention_mentions_nothing(server):
+    """A retry stores nothing, whatever its body now mentions or replies to:
+    no mention is counted for it, nor for the message that takes the next
+    seq (store_sqlite_write.c finds a retry before any mention row)."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "rtm")
+        g = (await api.create_group(alice, [bob.id], title="retry mentions"))["id"]
+        a = await connect(h, alice, "alice")
+        key = cmid("rtm")
+        first = await sendm(a, g, "plain words", cm=key)
+        again = await sendm(a, g, f"now @{bob.username} and @all", cm=key)
+        assert again.get("duplicate") is True and again["seq"] == first["seq"], (first, again)
+        again = await sendm(a, g, "now a reply", reply_to=first["seq"], cm=key)
+        assert again.get("duplicate") is True and again["seq"] == first["seq"], (first, again)
+        nxt = await sendm(a, g, "the next one")
+        assert nxt["seq"] == first["seq"] + 1, nxt
+        real = await sendm(a, g, f"a real one, @{bob.username}")
+        await wait_mentions(api, bob, g, 1)                 # the real one alone
+        assert await mention_counts(api, bob, g) == (1, 1), real
+
 @async_test(90)
 async def test_mentions_and_unread_mentions(server):
     async with Harness(server) as h:
