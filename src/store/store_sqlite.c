@@ -709,6 +709,9 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     char *spath = pl_malloc(slen);
     snprintf(spath, slen, "%s/search.db", dir);
     if (!err[0]) sq_index_open(s, spath, path, err, errlen);
+    /* the writer prunes the queue in steps from its oldest row */
+    if (!err[0] && db_int(s->wdb, "SELECT coalesce(min(qid), 1) - 1 FROM fts_queue", &s->fts_pruned) != 0)
+        snprintf(err, errlen, "cannot read the search queue");
     if (!err[0]) sq_ckpt_open(s, path, err, errlen);
     char *attach = sqlite3_mprintf("ATTACH %Q AS s", spath);
     for (int i = 0; !err[0] && i < s->nreaders; i++) {

@@ -1117,11 +1117,23 @@ static void w_checkpoint_erased(sq_store *s) {
 }
 
 /* The search queue's rows the indexer is done with, deleted inside the
- * batch once SQ_PRUNE_ROWS of them are (store_sqlite_index.c). */
-static int w_prune_queue(sq_store *s, int64_t *upto) {
-    int64_t done = sq_index_done(s);
+ * batch once SQ_PRUNE_ROWS of them are (store_sqlite_index.c), a bounded
+ * step per batch: the indexer's watermark becomes durable in jumps (one
+ * per search.db checkpoint), and deleting a whole jump in one batch
+ * stalled that batch's acks (docs/benchmarks.md "Issue 11: the queue
+ * pruned in steps"). A prune, once started, goes on to the watermark it
+ * started at; its step is at least twice the batch, so the queue, which
+ * grows by at most one row per job, is pruned faster than it grows. */
+static int w_prune_queue(sq_store *s, size_t n, int64_t *upto) {
     *upto = s->fts_pruned;
-    if (done - s->fts_pruned < SQ_PRUNE_ROWS) return PL_STORE_OK;
+    if (s->fts_prune_to <= s->fts_pruned) {             /* none under way: start one? */
+        int64_t done = sq_index_done(s);
+        if (done - s->fts_pruned < SQ_PRUNE_ROWS) return PL_STORE_OK;
+        s->fts_prune_to = done;
+    }
+    int64_t done = s->fts_prune_to, step = (int64_t)n * SQ_PRUNE_PER_JOB;
+    if (step < SQ_PRUNE_STEP) step = SQ_PRUNE_STEP;
+    if (done > s->fts_pruned + step) done = s->fts_pruned + step;
     sqlite3_bind_int64(s->w[W_FTS_PRUNE], 1, done);
     if (w_exec(s, W_FTS_PRUNE) != PL_STORE_OK) return W_FATAL;
     *upto = done;
@@ -1166,7 +1178,7 @@ void sq_run_batch(void *wctx, pl_job **jobs, size_t n) {
         jobs[i]->result = rc;
     }
     int64_t pruned;
-    if (w_flush(s) != PL_STORE_OK || w_prune_queue(s, &pruned) != PL_STORE_OK) goto fail;
+    if (w_flush(s) != PL_STORE_OK || w_prune_queue(s, n, &pruned) != PL_STORE_OK) goto fail;
     int inject = __atomic_load_n(&s->fail_commits, __ATOMIC_SEQ_CST);
     if (inject > 0) {
         __atomic_fetch_sub(&s->fail_commits, 1, __ATOMIC_SEQ_CST);
