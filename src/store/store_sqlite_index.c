@@ -15,11 +15,12 @@
  * for a new message, triggers on events for the others): op 0 a
  * new message, 1 its text changed, 2 its text erased (delete) or the row
  * removed. The indexer reads the queue above its watermark `done` through an
- * ATTACHed parley.db (a read snapshot: it never takes parley.db's write lock)
- * and, in one search.db transaction, takes out the rows of op >= 1, indexes
- * the current text of every queued message that still has one, and moves
- * `done` (kept in search.db, so the index and its watermark commit
- * together). The writer deletes queue rows at or below `durable` in its
+ * ATTACHed parley.db (read only: it never takes parley.db's write lock)
+ * into temp tables, each read a statement of its own, and then, in one
+ * search.db transaction that reads nothing of parley.db (ix_pass_as),
+ * takes out the rows of op >= 1, indexes the current text of every queued
+ * message that still has one, and moves `done` (kept in search.db, so the
+ * index and its watermark commit together). The writer deletes queue rows at or below `durable` in its
  * own batches (store_sqlite_write.c), always keeping the newest row so
  * that rowids never go back below `done`.
  *
@@ -72,19 +73,38 @@
 
 #define IX_SECURE_DELETE "INSERT INTO events_fts(events_fts, rank) VALUES('secure-delete', 1)"
 
-enum { IX_BEGIN, IX_COMMIT, IX_ROLLBACK, IX_HIGH, IX_NEWEST, IX_ERASED, IX_TAKE_OUT, IX_ADD, IX_ADD_REPLACE, IX_DONE,
-       IX__COUNT };
+/* The pass's working set, read from parley.db before search.db's
+ * transaction begins (ix_pass_as): only memory, one connection's own. */
+#define IX_TEMP                                                                                    \
+    "PRAGMA temp_store = MEMORY;"                                                                  \
+    "CREATE TEMP TABLE ix_out(id INTEGER NOT NULL);"                                               \
+    "CREATE TEMP TABLE ix_add(id INTEGER NOT NULL, body TEXT, conv TEXT, conv_id INTEGER, seq INTEGER);"
+
+enum { IX_BEGIN, IX_COMMIT, IX_ROLLBACK, IX_HIGH, IX_NEWEST, IX_ERASED, IX_CLEAR_OUT, IX_CLEAR_ADD, IX_READ_OUT,
+       IX_READ_ADD, IX_TAKE_OUT, IX_ADD, IX_ADD_REPLACE, IX_DONE, IX__COUNT };
 
 static const char *const ix_sql[IX__COUNT] = {
-    [IX_BEGIN]    = "BEGIN",               /* deferred: parley.db is only read */
+    [IX_BEGIN]    = "BEGIN",               /* deferred: search.db only */
     [IX_COMMIT]   = "COMMIT",
     [IX_ROLLBACK] = "ROLLBACK",
-    /* ?1 done, ?2 rows: the highest qid of this pass, and whether it erases */
+    /* Reads of parley.db, each a statement of its own outside the
+     * transaction, so that none holds a parley.db snapshot longer than it
+     * runs (ix_pass_as). ?1 done, ?2 rows: the highest qid of this pass */
     [IX_HIGH]     = "SELECT max(qid) FROM (SELECT qid FROM m.fts_queue WHERE qid > ?1 ORDER BY qid LIMIT ?2)",
     [IX_NEWEST]   = "SELECT max(qid) FROM m.fts_queue",      /* the lag: newest - done */
     [IX_ERASED]   = "SELECT EXISTS (SELECT 1 FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2 AND op = 2)",
-    [IX_TAKE_OUT] = "DELETE FROM events_fts WHERE rowid IN"
-                    " (SELECT id FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2 AND op > 0)",
+    [IX_CLEAR_OUT] = "DELETE FROM temp.ix_out",
+    [IX_CLEAR_ADD] = "DELETE FROM temp.ix_add",
+    [IX_READ_OUT] = "INSERT INTO temp.ix_out(id)"
+                    " SELECT id FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2 AND op > 0",
+    [IX_READ_ADD] = "INSERT INTO temp.ix_add(id, body, conv, conv_id, seq)"
+                    " SELECT e.id, replace(replace(e.body, char(2), ' '), char(3), ' '), 'c' || e.conv_id,"
+                    " e.conv_id, e.seq"
+                    " FROM (SELECT DISTINCT conv_id, seq FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2) q"
+                    " JOIN m.events e ON e.conv_id = q.conv_id AND e.seq = q.seq"
+                    " WHERE e.kind = 2 AND e.body IS NOT NULL AND e.deleted_ts = 0",
+    /* search.db's transaction */
+    [IX_TAKE_OUT] = "DELETE FROM events_fts WHERE rowid IN (SELECT id FROM temp.ix_out)",
     /* A message is in the index at most once: its op 0 row is queued once,
      * and a row of op > 0 took it out above. Plain INSERT (27 % cheaper
      * than OR REPLACE, which looks every rowid up first); a pass that
@@ -92,11 +112,7 @@ static const char *const ix_sql[IX__COUNT] = {
      * again with OR REPLACE. */
 #define IX_ADD_SQL(verb)                                                                           \
     verb " INTO events_fts(rowid, body, conv, conv_id, seq)"                                       \
-    " SELECT e.id, replace(replace(e.body, char(2), ' '), char(3), ' '), 'c' || e.conv_id,"         \
-    " e.conv_id, e.seq"                                                                            \
-    " FROM (SELECT DISTINCT conv_id, seq FROM m.fts_queue WHERE qid > ?1 AND qid <= ?2) q"        \
-    " JOIN m.events e ON e.conv_id = q.conv_id AND e.seq = q.seq"                                  \
-    " WHERE e.kind = 2 AND e.body IS NOT NULL AND e.deleted_ts = 0"
+    " SELECT id, body, conv, conv_id, seq FROM temp.ix_add"
     [IX_ADD]         = IX_ADD_SQL("INSERT"),
     [IX_ADD_REPLACE] = IX_ADD_SQL("INSERT OR REPLACE"),
     [IX_DONE]     = "INSERT OR REPLACE INTO meta(k, v) VALUES('done', ?1)",
@@ -173,16 +189,27 @@ static void ix_erase_from_disk(sq_indexer *x) {
 }
 
 /* One pass over at most SQ_INDEX_ROWS queue rows. Returns the rows taken
- * (0: the queue is empty), or -1 on an error (logged; retried later). */
+ * (0: the queue is empty), or -1 on an error (logged; retried later).
+ *
+ * First what the pass needs from parley.db is copied into temp tables,
+ * each read a statement of its own; only then does search.db's
+ * transaction begin, which reads nothing of parley.db. A read of
+ * parley.db held through the FTS5 work (tens of ms, longer when the
+ * thread yields its CPU) kept parley.db's WAL from restarting and its
+ * checkpoints from completing: the writer then checkpointed after almost
+ * every batch (149 times in 10 s at the peak, 18 without the indexer;
+ * docs/benchmarks.md "Issue 11: the indexer's reads of parley.db").
+ * Separate snapshots are safe: queue rows in (done, high] never change
+ * (the writer prunes only below the durable watermark), and a text that
+ * changes after it was read has a queue row above high, which a later
+ * pass takes out and indexes again. */
 static int ix_pass_as(sq_indexer *x, int replace) {
     int64_t done = __atomic_load_n(&x->done, __ATOMIC_ACQUIRE);
-    if (ix_exec(x, IX_BEGIN)) return -1;
     int rc = 0;
     sqlite3_bind_int64(x->st[IX_HIGH], 1, done);
     sqlite3_bind_int(x->st[IX_HIGH], 2, SQ_INDEX_ROWS);
     int64_t high = ix_scalar(x, IX_HIGH, &rc);
     if (rc || high <= done) {
-        ix_exec(x, IX_ROLLBACK);
         if (!rc) x->lag = 0;
         return rc ? -1 : 0;
     }
@@ -192,12 +219,17 @@ static int ix_pass_as(sq_indexer *x, int replace) {
     sqlite3_bind_int64(x->st[IX_ERASED], 1, done);
     sqlite3_bind_int64(x->st[IX_ERASED], 2, high);
     int erased = ix_scalar(x, IX_ERASED, &rc) == 1;
-    const int steps[2] = {IX_TAKE_OUT, replace ? IX_ADD_REPLACE : IX_ADD};
-    for (int i = 0; !rc && i < 2; i++) {
-        sqlite3_bind_int64(x->st[steps[i]], 1, done);
-        sqlite3_bind_int64(x->st[steps[i]], 2, high);
-        rc = ix_exec(x, steps[i]);
+    const int reads[4] = {IX_CLEAR_OUT, IX_CLEAR_ADD, IX_READ_OUT, IX_READ_ADD};
+    for (int i = 0; !rc && i < 4; i++) {
+        if (i >= 2) {
+            sqlite3_bind_int64(x->st[reads[i]], 1, done);
+            sqlite3_bind_int64(x->st[reads[i]], 2, high);
+        }
+        rc = ix_exec(x, reads[i]);
     }
+    if (!rc) rc = ix_exec(x, IX_BEGIN);
+    const int steps[2] = {IX_TAKE_OUT, replace ? IX_ADD_REPLACE : IX_ADD};
+    for (int i = 0; !rc && i < 2; i++) rc = ix_exec(x, steps[i]);
     if (!replace && (rc & 0xff) == SQLITE_CONSTRAINT) {
         ix_exec(x, IX_ROLLBACK);
         pl_log(PL_LOG_WARN, 0, "store: the search index already held a queued message; indexing again",
@@ -359,6 +391,7 @@ int sq_index_open(sq_store *s, const char *search_path, const char *main_path, c
                           NULL, NULL, NULL) == SQLITE_OK &&
              sqlite3_exec(x->db, IX_SCHEMA, NULL, NULL, NULL) == SQLITE_OK &&
              sqlite3_exec(x->db, attach, NULL, NULL, NULL) == SQLITE_OK &&
+             sqlite3_exec(x->db, IX_TEMP, NULL, NULL, NULL) == SQLITE_OK &&
              ix_text_is(x->db, "SELECT token FROM m.search_pair", mine, sizeof mine) == 0 && mine[0] &&
              ix_text_is(x->db, "SELECT v FROM meta WHERE k = 'pair'", theirs, sizeof theirs) == 0;
     sqlite3_free(attach);

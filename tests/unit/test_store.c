@@ -2741,6 +2741,43 @@ TEST(store_search_queue_pruned_only_once_durable) {
     t_finish(&t);
 }
 
+/* The indexer reads parley.db before its search.db transaction, not in
+ * it (store_sqlite_index.c ix_pass_as): while its pass waits on
+ * search.db's write lock (held here from outside), it holds no parley.db
+ * snapshot, so a checkpoint of parley.db copies every frame, also those
+ * written after the pass began. */
+TEST(store_indexer_holds_no_snapshot_of_the_log) {
+    SQLITE_ONLY();
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann");
+    int64_t g = t_group(&t, a, "g", NULL, 0);
+    CHECK(t_say(&t, g, a, "plover first", 0, NULL, NULL) > 0);
+    CHECK_EQ(t_found(&t, a, "plover", 0, 1), 1);
+    char p[200];
+    snprintf(p, sizeof p, "%s/search.db", t.dir);
+    sqlite3 *lock, *main_db;
+    CHECK_EQ(sqlite3_open(p, &lock), SQLITE_OK);
+    CHECK_EQ(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    CHECK(t_say(&t, g, a, "avocet", 0, NULL, NULL) > 0);    /* the pass starts, then waits */
+    t_sleep_ms(300);
+    CHECK(t_say(&t, g, a, "curlew", 0, NULL, NULL) > 0);    /* frames past its start */
+    snprintf(p, sizeof p, "%s/parley.db", t.dir);
+    CHECK_EQ(sqlite3_open(p, &main_db), SQLITE_OK);
+    CHECK_EQ(sqlite3_exec(main_db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL), SQLITE_OK);
+    int nlog = -1, nckpt = -1;
+    int rc = sqlite3_wal_checkpoint_v2(main_db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+    sqlite3_close(main_db);
+    CHECK_EQ(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    CHECK_EQ(rc, SQLITE_OK);
+    CHECK(nlog > 0);
+    CHECK_EQ(nckpt, nlog);
+    CHECK_EQ(t_found(&t, a, "avocet", 0, 1), 1);            /* the pass went on */
+    CHECK_EQ(t_found(&t, a, "curlew", 0, 1), 1);
+    t_finish(&t);
+}
+
 /* ---- the cost of indexing (PARLEY_SEARCH_BENCH=1) ---------------------------- */
 
 static double t_now_us(void) {
