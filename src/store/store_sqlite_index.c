@@ -20,9 +20,10 @@
  * search.db transaction that reads nothing of parley.db (ix_pass_as),
  * takes out the rows of op >= 1, indexes the current text of every queued
  * message that still has one, and moves `done` (kept in search.db, so the
- * index and its watermark commit together). The writer deletes queue rows at or below `durable` in its
- * own batches (store_sqlite_write.c), always keeping the newest row so
- * that rowids never go back below `done`.
+ * index and its watermark commit together). The writer deletes queue rows
+ * at or below `durable` in its own batches (store_sqlite_write.c), in
+ * steps, always keeping the newest row so that rowids never go back below
+ * `done`.
  *
  * Durability: search.db is derived data, so the indexer's commits do not
  * fsync (synchronous = NORMAL, set on its own thread): a crash of the
@@ -74,9 +75,11 @@
 #define IX_SECURE_DELETE "INSERT INTO events_fts(events_fts, rank) VALUES('secure-delete', 1)"
 
 /* The pass's working set, read from parley.db before search.db's
- * transaction begins (ix_pass_as): only memory, one connection's own. */
+ * transaction begins (ix_pass_as): in memory only, emptied after each
+ * pass; auto_vacuum gives the pages back (a pass of long bodies must not
+ * stay resident), secure_delete zeroes the texts it held. */
 #define IX_TEMP                                                                                    \
-    "PRAGMA temp_store = MEMORY;"                                                                  \
+    "PRAGMA temp_store = MEMORY; PRAGMA temp.auto_vacuum = FULL; PRAGMA temp.secure_delete = ON;"  \
     "CREATE TEMP TABLE ix_out(id INTEGER NOT NULL);"                                               \
     "CREATE TEMP TABLE ix_add(id INTEGER NOT NULL, body TEXT, conv TEXT, conv_id INTEGER, seq INTEGER);"
 
@@ -203,6 +206,13 @@ static void ix_erase_from_disk(sq_indexer *x) {
  * (the writer prunes only below the durable watermark), and a text that
  * changes after it was read has a queue row above high, which a later
  * pass takes out and indexes again. */
+/* Empties the pass's temp tables. */
+static void ix_clear(sq_indexer *x) {
+    if (ix_exec(x, IX_CLEAR_OUT) || ix_exec(x, IX_CLEAR_ADD))
+        pl_log(PL_LOG_WARN, 0, "store: cannot empty the indexer's temp tables", "\"err\":\"%s\"",
+               sqlite3_errmsg(x->db));
+}
+
 static int ix_pass_as(sq_indexer *x, int replace) {
     int64_t done = __atomic_load_n(&x->done, __ATOMIC_ACQUIRE);
     int rc = 0;
@@ -219,12 +229,10 @@ static int ix_pass_as(sq_indexer *x, int replace) {
     sqlite3_bind_int64(x->st[IX_ERASED], 1, done);
     sqlite3_bind_int64(x->st[IX_ERASED], 2, high);
     int erased = ix_scalar(x, IX_ERASED, &rc) == 1;
-    const int reads[4] = {IX_CLEAR_OUT, IX_CLEAR_ADD, IX_READ_OUT, IX_READ_ADD};
-    for (int i = 0; !rc && i < 4; i++) {
-        if (i >= 2) {
-            sqlite3_bind_int64(x->st[reads[i]], 1, done);
-            sqlite3_bind_int64(x->st[reads[i]], 2, high);
-        }
+    const int reads[2] = {IX_READ_OUT, IX_READ_ADD};
+    for (int i = 0; !rc && i < 2; i++) {
+        sqlite3_bind_int64(x->st[reads[i]], 1, done);
+        sqlite3_bind_int64(x->st[reads[i]], 2, high);
         rc = ix_exec(x, reads[i]);
     }
     if (!rc) rc = ix_exec(x, IX_BEGIN);
@@ -232,6 +240,7 @@ static int ix_pass_as(sq_indexer *x, int replace) {
     for (int i = 0; !rc && i < 2; i++) rc = ix_exec(x, steps[i]);
     if (!replace && (rc & 0xff) == SQLITE_CONSTRAINT) {
         ix_exec(x, IX_ROLLBACK);
+        ix_clear(x);
         pl_log(PL_LOG_WARN, 0, "store: the search index already held a queued message; indexing again",
                "\"upto\":%lld", (long long)high);
         return ix_pass_as(x, 1);
@@ -245,8 +254,10 @@ static int ix_pass_as(sq_indexer *x, int replace) {
         pl_log(PL_LOG_ERROR, 0, "store: search indexing pass failed", "\"rc\":%d,\"err\":\"%s\"", rc,
                sqlite3_errmsg(x->db));
         if (!sqlite3_get_autocommit(x->db)) ix_exec(x, IX_ROLLBACK);
+        ix_clear(x);
         return -1;
     }
+    ix_clear(x);
     __atomic_store_n(&x->done, high, __ATOMIC_RELEASE);
     pl_log(PL_LOG_DEBUG, 0, "store: search index pass", "\"upto\":%lld,\"us\":%lld", (long long)high,
            (long long)(pl_mono_us() - t0));
