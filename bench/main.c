@@ -1024,9 +1024,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     int spid = nspids ? spids[0] : 0;
+    long long drops0 = -1;
     {
         json_t *m = json_object_get(res, "machine");
         json_object_set_new(m, "loadavg_start", pb_loadavg_json());
+        drops0 = pb_listen_drops();
         json_object_set_new(m, "fdatasync_ms", pb_fsync_probe(scratch[0] ? scratch : "/tmp", 100));
     }
     uint32_t seed = (uint32_t)(pb_now() ^ getpid());
@@ -1396,6 +1398,9 @@ out:
     if (sv) json_object_set_new(sv, "exit", json_string(server_pid || server_died ? server_exit : "external"));
     if (failed_run) json_array_append_new(probs, json_string("the run did not complete (see stderr)"));
     json_object_set_new(json_object_get(res, "machine"), "loadavg_end", pb_loadavg_json());
+    long long drops1 = pb_listen_drops();
+    if (drops0 >= 0 && drops1 >= drops0)
+        json_object_set_new(json_object_get(res, "machine"), "listen_drops", json_integer(drops1 - drops0));
     json_t *v = json_object_get(res, "verify");
     if (!v) {
         v = json_object();

@@ -52,6 +52,29 @@ json_t *pb_loadavg_json(void) {
     return json_pack("[f,f,f]", a[0], a[1], a[2]);
 }
 
+long long pb_listen_drops(void) {
+    FILE *f = fopen("/proc/net/netstat", "r");
+    if (!f) return -1;
+    char names[8192], vals[8192];
+    long long v = -1;
+    while (v < 0 && fgets(names, sizeof names, f) && fgets(vals, sizeof vals, f)) {
+        if (strncmp(names, "TcpExt:", 7) != 0) continue;
+        char *sn, *sv;
+        char *n = strtok_r(names, " \n", &sn), *x = strtok_r(vals, " \n", &sv);
+        while (n && x) {
+            if (strcmp(n, "ListenDrops") == 0) {
+                v = atoll(x);
+                break;
+            }
+            n = strtok_r(NULL, " \n", &sn);
+            x = strtok_r(NULL, " \n", &sv);
+        }
+        break;
+    }
+    fclose(f);
+    return v;
+}
+
 json_t *pb_fsync_probe(const char *dir, int n) {
     char path[4200];
     snprintf(path, sizeof path, "%s/.parley-bench-fsync", dir);
@@ -113,6 +136,11 @@ void pb_print_table(FILE *f, json_t *r) {
         fprintf(f, "  %-12s load average %.2f at start, %.2f at end; fdatasync p50 %.3f p99 %.3f max %.3f ms\n",
                 "machine", json_number_value(json_array_get(la0, 0)), json_number_value(json_array_get(la1, 0)),
                 num(fs, "p50"), num(fs, "p99"), num(fs, "max"));
+    if (num(m, "listen_drops") > 0) {
+        commas(a, sizeof a, num(m, "listen_drops"));
+        fprintf(f, "  %-12s %s handshake packets dropped at a full accept queue during the run (TcpExt\n"
+                   "  %-12s ListenDrops; each costs its client a 1 s SYN retransmission or more)\n", "", a, "");
+    }
     json_t *s = json_object_get(r, "setup");
     if (s) {
         commas(a, sizeof a, num(s, "users"));

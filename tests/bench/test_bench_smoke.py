@@ -16,9 +16,11 @@ through Redis; the same correctness is asserted.
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -168,6 +170,41 @@ def test_ceiling_is_reported_when_the_server_runs_out_of_descriptors(tmp_path):
     assert ceiling["server_fd_limit"] == 300
     assert res["idle"]["pongs"] == held, detail          # the server kept serving them
     assert res["server"]["exit"] == "clean exit after SIGTERM", detail
+
+
+def test_accept_queue_drops_during_a_run_are_reported(tmp_path):
+    """The bench reports the handshake packets the kernel dropped at a full
+    accept queue while it ran (a peer whose listen backlog overflows in a
+    storm shows its clients' 1 s SYN retransmissions as steps in reconnect
+    times). A listener here with a backlog of 1 that never accepts is sent
+    connects, and retransmissions, throughout the run."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    stop = threading.Event()
+    socks = []
+
+    def flood():
+        while not stop.is_set() and len(socks) < 300:
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(lst.getsockname())
+            socks.append(s)
+            stop.wait(0.02)
+
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        proc, res = run_bench(tmp_path, "idle", "-n", "20", "--hold", "1")
+    finally:
+        stop.set()
+        t.join()
+        for s in socks:
+            s.close()
+        lst.close()
+    assert_clean(proc, res, 20)
+    assert res["machine"]["listen_drops"] > 0, proc.stdout
+    assert "dropped at a full accept queue" in proc.stdout
 
 
 def test_storm_resuming_with_sync_after_handshake_auth_is_exact(tmp_path):
