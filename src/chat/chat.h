@@ -165,6 +165,9 @@ typedef struct pl_chat_conn_ops {
     void (*shut)(pl_conn *c);   /* SSE close: pl_conn_close(c, 1) after the queue */
     /* pl_conn_send_part; NULL: event frames are sent whole (with send) */
     void (*send_part)(pl_conn *c, pl_rbuf *b, size_t off, size_t len);
+    /* pl_conn_cork / pl_conn_uncork; NULL: never corked */
+    void (*cork)(pl_conn *c);
+    void (*uncork)(pl_conn *c);
 } pl_chat_conn_ops;
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops);
 

@@ -85,7 +85,10 @@
 
 #define REPLAY_PAGE          PL_STORE_PAGE_MAX
 #define REPLAY_INFLIGHT      32       /* pages' worth of replay events in flight */
-#define REPLAY_READS_MAX     512      /* replay reads in flight, all sessions  */
+#define REPLAY_READS_MAX     4096     /* replay reads in flight, all sessions (~1 KB
+                                         each): a storm's resumes, a few events
+                                         behind each, are held by the event
+                                         bound above (~2,000 reads), not this */
 #define FILL_PAGE            PL_STORE_PAGE_MAX
 #define HELD_MAX             256      /* out-of-order bus events kept per stream */
 #define GAP_WAIT_MS          30       /* cluster mode: wait this long for a missing event */
@@ -215,6 +218,7 @@ struct session {
     uint8_t    waiting_drain : 1; /* replays paused on a full write queue    */
     uint8_t    tp : 1;            /* TP_WS or TP_SSE                         */
     uint8_t    resuming : 1;      /* SSE: opened with a Last-Event-ID        */
+    uint8_t    corked : 1;        /* `ready` waits for the first replay page */
 };
 
 typedef struct presence presence;
@@ -313,6 +317,8 @@ void       sub_release_all(session *s);
 void       sub_catch_up(sub *x, int report_synced);
 void       session_release_hold(session *s);
 void       session_replays_resume(session *s);
+void       session_cork_for_replay(session *s);
+void       session_uncork(session *s);
 void       deliver_sync(session *s, json_t *cursors, json_t *req);
 void       deliver_on_event(void *ud, const pl_event *ev);
 void       deliver_on_head(void *ud, int64_t conv, int64_t seq);

@@ -673,6 +673,7 @@ static void sub_caught_up(sub *x) {
 }
 
 static void session_wait_drain(session *s) {
+    session_uncork(s);                        /* a corked queue cannot drain */
     if (s->waiting_drain) return;
     s->waiting_drain = 1;
     s->drain_since = pl_mono_ms();
@@ -726,6 +727,29 @@ void session_replays_resume(session *s) {
         if (x->state == SUB_CATCHUP && !x->queued && !x->reading) replay_next(x);
         if (s->nsubs == n) i++;
     }
+}
+
+/* A resume's `ready` and its first replayed page leave in one write: after
+ * `ready`, a WebSocket session with a replay read to wait for is corked
+ * until the first of its reads completes (or a queued replay turns out to
+ * need none, or it must wait for a drain); the connection layer bounds the
+ * cork in bytes and time (conn.h). In a reconnect storm that is one write
+ * of about four per client, a write being the loop's costliest step there
+ * (the kernel's loopback delivery; benchmarks.md "the storm's writes"). */
+void session_cork_for_replay(session *s) {
+    if (s->tp != TP_WS || !CO.cork || s->corked) return;
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i]->reading || s->subs[i]->queued) {
+            s->corked = 1;
+            CO.cork(s->conn);
+            return;
+        }
+}
+
+void session_uncork(session *s) {
+    if (!s->corked) return;
+    s->corked = 0;
+    if (CO.uncork) CO.uncork(s->conn);
 }
 
 /* ---- replay ------------------------------------------------------------- */
@@ -785,6 +809,7 @@ static void replay_done(pl_job *j) {
         goto out;
     }
     pl_conn *c = x->sess->conn;
+    session_uncork(x->sess);                  /* this page leaves with `ready` */
     if (j->result != PL_STORE_OK) {
         pl_log(PL_LOG_ERROR, c->id, "replay read failed", "\"conversation\":%lld", (long long)x->conv->id);
         if (is_ws_open(c)) chat_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
@@ -835,9 +860,14 @@ static void replay_turn(uv_idle_t *h) {
             free(x);
             continue;
         }
-        if (x->state != SUB_CATCHUP) continue;
+        session *s = x->sess;
+        if (x->state != SUB_CATCHUP) {        /* nothing to read for it after all */
+            session_uncork(s);
+            continue;
+        }
         if (x->sent_seq >= sub_target(x) && !x->mention_pending) {
-            sub_caught_up(x);
+            sub_caught_up(x);                 /* may free x */
+            session_uncork(s);
             continue;
         }
         pl_conn *c = x->sess->conn;
@@ -1177,6 +1207,7 @@ static void mention_done(pl_job *j) {
         pl_log(PL_LOG_ERROR, c->id, "mentions read failed", "\"conversation\":%lld", (long long)x->conv->id);
         if (is_ws_open(c)) chat_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
     } else {
+        session_uncork(x->sess);
         mention_send(x, op);
         replay_next(x);                       /* what was published meanwhile, then synced */
     }

@@ -47,7 +47,8 @@ _Static_assert(sizeof(session) <= 120, "session must fit a 128-byte malloc chunk
 
 static void conn_shut(pl_conn *c) { pl_conn_close(c, 1); }
 pl_chat_conn_ops CO = {pl_conn_send, pl_conn_send_copy, pl_wsconn_close, pl_conn_pause,
-                       pl_conn_resume, pl_conn_ref, pl_conn_unref, conn_shut, pl_conn_send_part};
+                       pl_conn_resume, pl_conn_ref, pl_conn_unref, conn_shut, pl_conn_send_part,
+                       pl_conn_cork, pl_conn_uncork};
 
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops) { CO = *ops; }
 
@@ -411,6 +412,7 @@ static void auth_done(pl_job *j) {
         c->deadline = pl_mono_ms() + HOLD_MS;
     }
     if (op->cursors) deliver_sync(s, op->cursors, NULL);
+    session_cork_for_replay(s);
     if (s->resuming) sse_resume(s);
     CO.resume(c);
     while (s->pq_head && pl_conn_alive(c) && c->session == s) {

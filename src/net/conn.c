@@ -169,8 +169,21 @@ static void conn_finish(pl_conn *c) {
     c->net->lingering++;
 }
 
+void pl_conn_cork(pl_conn *c) {
+    if (c->closing) return;
+    c->corked = 1;
+    c->cork_aged = 0;
+}
+
+void pl_conn_uncork(pl_conn *c) {
+    if (!c->corked) return;
+    c->corked = 0;
+    if (c->qlen && !c->closed) schedule_flush(c);
+}
+
 void pl_conn_close(pl_conn *c, int graceful) {
     if (c->closed) return;
+    pl_conn_uncork(c);                     /* what is queued goes first */
     if (!graceful) {
         conn_destroy(c);
         return;
@@ -226,7 +239,7 @@ static void conn_read(pl_conn *c) {
 }
 
 static void schedule_flush(pl_conn *c) {
-    if (c->in_flush) return;
+    if (c->in_flush || (c->corked && !c->closing)) return;
     c->in_flush = 1;
     c->flush_next = c->net->flush_head;
     c->net->flush_head = c;
@@ -264,7 +277,10 @@ static void queue_push(pl_conn *c, pl_rbuf *b, size_t off, size_t len, int takes
     c->qlen++;
 counted:
     c->qbytes += len;
-    if (c->qbytes > c->net->high_water) c->high = 1;
+    if (c->qbytes > c->net->high_water) {
+        c->high = 1;
+        c->corked = 0;                     /* a cork never holds more (the caller flushes) */
+    }
 }
 
 void pl_conn_send(pl_conn *c, pl_rbuf *b) {
@@ -303,7 +319,7 @@ void pl_conn_send_part(pl_conn *c, pl_rbuf *b, size_t off, size_t len) {
     if (c->closing || len == 0) return;
     const pl_qent *t = c->qlen ? queue_at(c, c->qlen - 1) : NULL;
     int extends = t && t->b == b && (size_t)t->off + t->len == off;
-    if (c->writing && !extends && len < b->len) queue_copy(c, b->data + off, len);
+    if ((c->writing || c->corked) && !extends && len < b->len) queue_copy(c, b->data + off, len);
     else queue_push(c, b, off, len, 0);
     schedule_flush(c);
 }
@@ -500,8 +516,11 @@ static void on_prepare(uv_prepare_t *p) {
         pl_conn *c = n->flush_head;
         n->flush_head = c->flush_next;
         c->in_flush = 0;
-        if (!c->closed) conn_flush(c);
-        else if (!c->released) conn_release(c);
+        if (!c->closed) {
+            if (!c->corked) conn_flush(c);     /* corked after it was listed: pl_conn_uncork lists it again */
+        } else if (!c->released) {
+            conn_release(c);
+        }
         pl_conn_unref(c);
     }
     if (n->closing == 1 && n->count == 0) net_shut(n);
@@ -512,6 +531,10 @@ static void on_sweep(uv_timer_t *t) {
     int64_t now = pl_mono_ms();
     for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
         nx = c->next;
+        if (c->corked) {           /* a cork lasts at most two sweeps */
+            if (c->cork_aged) pl_conn_uncork(c);
+            else c->cork_aged = 1;
+        }
         if (c->q && !c->qlen) {    /* an empty ring goes: idle connections keep none */
             free(c->q);
             c->q = NULL;

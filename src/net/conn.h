@@ -107,6 +107,8 @@ struct pl_conn {
     uint8_t      loopback : 1; /* the peer is on 127.0.0.0/8 or ::1         */
     uint8_t      peer_eof : 1; /* the peer half-closed (read EOF)           */
     uint8_t      shut : 1;     /* our FIN was requested (lingering close)   */
+    uint8_t      corked : 1;   /* queued bytes wait for pl_conn_uncork        */
+    uint8_t      cork_aged : 1; /* a sweep saw it corked (the next uncorks)  */
     uint32_t     id;           /* for logs                                   */
     int64_t      ip_key;       /* the peer address as a map key (non-zero)  */
     int64_t      last_rx;      /* monotonic ms of the last bytes received   */
@@ -156,11 +158,21 @@ void pl_conn_send(pl_conn *c, pl_rbuf *b);
 /* Queues bytes [off, off + len) of b (the caller keeps its reference; the
  * queue takes one unless the bytes directly follow its last entry's, in
  * the same buffer: then that entry grows). While the kernel buffer is full
- * the bytes are copied instead, so that a stalled queue keeps only its own
- * bytes alive, not the rest of a large shared buffer. No-op when closing. */
+ * or the connection is corked the bytes are copied instead, so that a
+ * queue that waits keeps only its own bytes alive, not the rest of a large
+ * shared buffer. No-op when closing. */
 void pl_conn_send_part(pl_conn *c, pl_rbuf *b, size_t off, size_t len);
 /* Queues a copy of p[0..n). */
 void pl_conn_send_copy(pl_conn *c, const void *p, size_t n);
+/* Corks c: what is queued from now on waits instead of going out at the
+ * end of the loop turn, so that replies produced over a few turns (a
+ * resume's `ready` and its first replayed page) leave in one write. A cork
+ * ends at pl_conn_uncork, when the queue passes the high-water mark, at a
+ * close, or at the second deadline sweep that finds it (250-500 ms): it
+ * can delay bytes, never keep them. No-op when closing. */
+void pl_conn_cork(pl_conn *c);
+/* Ends the cork: the queue goes out at the end of this loop turn. */
+void pl_conn_uncork(pl_conn *c);
 /* Requests a close; if graceful, queued data is written first (bounded by a
  * 5 s timeout). */
 void pl_conn_close(pl_conn *c, int graceful);

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "http/server.h"
 #include "net/conn.h"
 #include "test.h"
@@ -221,6 +222,74 @@ TEST(conn_send_part_merges_adjacent_ranges) {
     free(got);
     pl_rbuf_unref(&b);
 
+    close(fd);
+    wait_closes(&loop, 1);
+    CHECK_EQ(closes, 1);
+    CHECK_EQ(t_shut(&loop, n), 0);
+}
+
+/* Nothing a corked connection queues is written until pl_conn_uncork, and
+ * a cork ends by itself: above the high-water mark, at a graceful close
+ * (the queue first, then FIN), and at the second deadline sweep (250-500
+ * ms). A corked queue copies shared ranges instead of holding the buffer. */
+TEST(conn_cork_delays_bytes_and_never_keeps_them) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pl_net *n = NULL;
+    pl_conn *c = NULL;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
+    pl_net_set_queue_marks(n, 4096, 1024);
+    char buf[8192];
+
+    pl_conn_send_copy(c, "ready", 5);        /* queued, then corked in the same turn */
+    pl_conn_cork(c);
+    spin(&loop, 10);
+    CHECK_EQ(recv(fd, buf, sizeof buf, MSG_DONTWAIT), -1);
+    pl_rbuf *b = pl_rbuf_copy("page+synced", 11);
+    pl_conn_send_part(c, b, 0, 4);            /* corked: a copy, b not kept */
+    CHECK_EQ(b->refs, 1);
+    pl_conn_uncork(c);
+    CHECK_EQ(recv_all(fd, &loop, buf, 9), 9);
+    CHECK(memcmp(buf, "readypage", 9) == 0);
+    pl_rbuf_unref(&b);
+
+    /* above the high-water mark */
+    pl_conn_cork(c);
+    static char big[6000];
+    memset(big, 'h', sizeof big);
+    pl_conn_send_copy(c, big, sizeof big);
+    CHECK(!c->corked);
+    CHECK_EQ(recv_all(fd, &loop, buf, sizeof big), sizeof big);
+
+    /* the sweep: at most two of them (250 ms apart) */
+    pl_conn_cork(c);
+    pl_conn_send_copy(c, "late", 4);
+    spin(&loop, 10);
+    CHECK_EQ(recv(fd, buf, sizeof buf, MSG_DONTWAIT), -1);
+    int64_t t0 = pl_mono_ms();
+    size_t got = 0;
+    while (got < 4 && pl_mono_ms() - t0 < 2000) {
+        spin(&loop, 1);
+        ssize_t r = recv(fd, buf + got, 4 - got, MSG_DONTWAIT);
+        if (r > 0) got += (size_t)r;
+    }
+    CHECK_EQ(got, 4);
+    CHECK(memcmp(buf, "late", 4) == 0);
+    CHECK(pl_mono_ms() - t0 < 1000);
+
+    /* a graceful close writes what the cork held, then FIN */
+    pl_conn_cork(c);
+    pl_conn_send_copy(c, "bye", 3);
+    pl_conn_close(c, 1);
+    CHECK_EQ(recv_all(fd, &loop, buf, 3), 3);
+    CHECK(memcmp(buf, "bye", 3) == 0);
+    ssize_t r = -2;
+    for (int i = 0; i < 200 && r != 0; i++) {
+        spin(&loop, 1);
+        r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    }
+    CHECK_EQ(r, 0);
     close(fd);
     wait_closes(&loop, 1);
     CHECK_EQ(closes, 1);

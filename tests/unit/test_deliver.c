@@ -41,6 +41,9 @@ typedef struct fconn {
                                       reference, as a real queue holds)     */
     size_t    part_off, part_end;  /* ... and that range                     */
     int       adjacent;            /* ranges that followed the last one      */
+    int       corked;              /* CO.cork without CO.uncork since        */
+    int       corks;               /* CO.cork calls                          */
+    size_t    corked_at;           /* frames queued when it was corked       */
     pl_sbuf   raw;
 } fconn;
 
@@ -95,9 +98,17 @@ static void f_resume(pl_conn *c) { ((fconn *)c)->paused = 0; }
 static void f_ref(pl_conn *c) { c->refs++; }
 static void f_unref(pl_conn *c) { c->refs--; }
 static void f_shut(pl_conn *c) { ((fconn *)c)->shut = 1; }
+static void f_cork(pl_conn *c) {
+    fconn *f = (fconn *)c;
+    CHECK(!f->corked);                   /* corked once per resume */
+    f->corked = 1;
+    f->corks++;
+    f->corked_at = f->nframes;
+}
+static void f_uncork(pl_conn *c) { ((fconn *)c)->corked = 0; }
 
 static const pl_chat_conn_ops fake_ops = {f_send, f_send_copy, f_close, f_pause, f_resume, f_ref, f_unref, f_shut,
-                                          f_send_part};
+                                          f_send_part, f_cork, f_uncork};
 
 static fconn *fconn_new(void) {
     fconn *f = calloc(1, sizeof *f);
@@ -742,7 +753,7 @@ TEST(deliver_replay_bound_counts_events_not_reads) {
     h_start(0);
     enum { N = REPLAY_READS_MAX + 8 };
     fconn **s = calloc(N, sizeof *s);
-    conv_spec small = {10, 5, 1};
+    conv_spec small = {10, 1, 1};                 /* gaps of 1: the read bound binds */
     for (int i = 0; i < N; i++) {
         s[i] = h_session(100 + i, 1 + i, &small, 1, 0);
         CHECK(s[i] != NULL);
@@ -752,14 +763,14 @@ TEST(deliver_replay_bound_counts_events_not_reads) {
     CHECK(inflight_events() <= REPLAY_INFLIGHT * PL_STORE_PAGE_MAX);
     pl_job *k;
     while ((k = fs_take(&H.store, PL_READ_EVENTS, 10)) != NULL) {
-        fs_answer_events(k, 5);
+        fs_answer_events(k, 1);
         turn();
         CHECK(fs_count(&H.store, PL_READ_EVENTS) <= REPLAY_READS_MAX);
     }
     int64_t seqs[16];
     for (int i = 0; i < N; i++) {
-        CHECK_EQ(event_seqs(s[i], 10, seqs, 16), 5);
-        for (int q = 0; q < 5; q++) CHECK_EQ(seqs[q], q + 1);
+        CHECK_EQ(event_seqs(s[i], 10, seqs, 16), 1);
+        CHECK_EQ(seqs[0], 1);
         CHECK(has_frame(s[i], "synced"));
     }
     h_stop(s, N);
@@ -1140,6 +1151,95 @@ TEST(session_messages_during_authentication_are_kept_in_order) {
     CHECK_EQ(g->close_code, PL_WS_CLOSE_UNAUTHORIZED);
     fconn *all[] = {f, g};
     h_stop(all, 2);
+}
+
+/* A session authenticated by a first frame carrying resume cursors (the
+ * reconnect path), in conversation 10 whose head is 7; NULL unless `ready`
+ * was queued. */
+static fconn *h_resume(int64_t user, int64_t login, int64_t cursor) {
+    fconn *f = fconn_new();
+    char tok[PL_AUTH_TOKEN_MAX], msg[512];
+    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
+    pl_chat_ws_open(&f->c, NULL, 0);
+    int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\",\"cursors\":{\"10\":%lld}}", tok,
+                       (long long)cursor);
+    pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
+    pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
+    if (!j) return NULL;
+    j->login_out.id = login;
+    j->login_out.user = user;
+    j->user_out.id = user;
+    j->convs = pl_calloc(1, sizeof *j->convs);
+    j->convs[0] = (pl_conv){.id = 10, .last_seq = 7, .joined_seq = 1, .kind = PL_CONV_GROUP, .member_count = 2};
+    j->nconvs = 1;
+    j->result = PL_STORE_OK;
+    j->done(j);
+    return f->nframes && strstr(f->frames[0], "\"ready\"") ? f : NULL;
+}
+
+/* A turn, then the streams' head checks answered: every head is 7. */
+static void h_turn_heads_at_7(void) {
+    turn();
+    pl_job *j;
+    while ((j = fs_take(&H.store, PL_READ_CONV_HEADS, 0)) != NULL) {
+        j->heads = pl_calloc(j->nids, sizeof *j->heads);
+        for (size_t i = 0; i < j->nids; i++) j->heads[i] = 7;
+        j->result = PL_STORE_OK;
+        j->done(j);
+    }
+    turn();
+}
+
+/* The reconnect storm's writes: `ready` waits (the connection corked) for
+ * the first replayed page, so both leave in one write; a resume with
+ * nothing to read is never corked; a session that must wait for a drain
+ * is uncorked (a corked queue cannot drain). */
+TEST(deliver_resume_ready_leaves_with_the_first_replay_page) {
+    h_start(0);
+    fconn *f = h_resume(2, 1, 3);
+    CHECK(f != NULL);
+    CHECK_EQ(f->corks, 1);                         /* with `ready` in its queue */
+    CHECK(f->corked);
+    CHECK_EQ(f->corked_at, 1);
+    h_turn_heads_at_7();
+    CHECK(f->corked);                              /* while its read is out */
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 3);
+    fs_answer_events(j, 7);
+    turn();
+    CHECK(!f->corked);
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(f, 10, seqs, 16), 4);
+    CHECK_EQ(seqs[0], 4);
+    CHECK(strstr(f->frames[f->nframes - 1], "\"synced\"") != NULL);
+
+    fconn *g = h_resume(3, 2, 7);                  /* at the head: nothing to read */
+    CHECK(g != NULL);
+    h_turn_heads_at_7();
+    CHECK_EQ(g->corks, 0);
+    CHECK(has_frame(g, "synced"));
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+
+    fconn *h = h_resume(4, 3, 0);                  /* its queue fills before the read */
+    CHECK(h != NULL);
+    CHECK(h->corked);
+    h->c.high = 1;
+    h_turn_heads_at_7();
+    CHECK(!h->corked);
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);   /* waits for the drain */
+    h->c.high = 0;
+    pl_chat_on_drain(&h->c);
+    turn();
+    j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 0);
+    fs_answer_events(j, 7);
+    turn();
+    CHECK_EQ(event_seqs(h, 10, seqs, 16), 7);
+    CHECK_EQ(h->corks, 1);
+    fconn *all[] = {f, g, h};
+    h_stop(all, 3);
 }
 
 /* ---- large groups (protocol.md "Large groups") ------------------------------- */
