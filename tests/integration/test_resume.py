@@ -2,8 +2,14 @@
 live with no gap and no duplicate at the seam."""
 
 import asyncio
+import base64
+import json
+import os
+import select
+import socket
+import struct
 
-from pclient import Harness, async_test, msg_events, pipeline_send, seq_ids, seqs
+from pclient import OP_TEXT, Harness, async_test, build_frame, msg_events, pipeline_send, seq_ids, seqs
 
 GAP = 500
 
@@ -212,3 +218,79 @@ async def test_handshake_session_without_sync_goes_live_losing_nothing(server):
         acks += [await b.send_msg(cid, f"after hold {i}") for i in range(5)]
         await a.wait_seq(cid, acks[-1]["seq"], timeout=10)
         assert seqs(a.conv_events(cid)) == list(range(base + 1, acks[-1]["seq"] + 1))
+
+
+def _first_read_after_auth(host, port, token, cursors):
+    """Upgrades, sends a first-frame `auth` with cursors, and returns the
+    text messages in the first bytes that arrive after it (one recv as soon
+    as the socket is readable), then everything up to `synced`."""
+    sk = socket.create_connection((host, port), timeout=10)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sk.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sk.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        assert rest == b"", rest
+        auth = {"type": "auth", "token": token, "cursors": {str(c): s for c, s in cursors.items()}}
+        sk.sendall(build_frame(OP_TEXT, json.dumps(auth)))
+        assert select.select([sk], [], [], 10)[0], "nothing after auth"
+        first = sk.recv(1 << 20)
+
+        def frames(buf):
+            out, i = [], 0
+            while i + 2 <= len(buf):
+                n, o = buf[i + 1] & 0x7F, 2
+                if n == 126:
+                    if i + 4 > len(buf):
+                        break
+                    n, o = struct.unpack("!H", buf[i + 2:i + 4])[0], 4
+                elif n == 127:
+                    if i + 10 > len(buf):
+                        break
+                    n, o = struct.unpack("!Q", buf[i + 2:i + 10])[0], 10
+                if i + o + n > len(buf):
+                    break
+                out.append(json.loads(buf[i + o:i + o + n]))
+                i += o + n
+            return out, buf[i:]
+
+        got, left = frames(first)
+        in_first = list(got)
+        while not any(m.get("type") == "synced" for m in got):
+            assert select.select([sk], [], [], 10)[0], f"no synced; got {got}"
+            more, left = frames(left + sk.recv(1 << 20))
+            got += more
+        return in_first, got
+    finally:
+        sk.close()
+
+
+@async_test(60)
+async def test_resume_ready_arrives_with_the_first_replayed_page(server):
+    """A client that resumes with cursors in its first frame gets `ready`,
+    the replayed events and `synced` in one write (docs/design.md: the
+    cork): the first bytes it can read hold all of them, in that order."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "res")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        b = await h.ws(bob, name="b")
+        S = (await b.send_msg(cid, "seen"))["seq"]
+        last = S
+        for i in range(5):
+            last = (await b.send_msg(cid, f"missed {i}"))["seq"]
+        in_first, got = await asyncio.to_thread(
+            _first_read_after_auth, server.host, server.port, alice.token, {cid: S})
+        kinds = [m["type"] for m in got]
+        assert kinds[0] == "ready", kinds
+        events = [m for m in got if m["type"] == "event" and m["conversation"] == cid]
+        assert [m["seq"] for m in events] == list(range(S + 1, last + 1)), kinds
+        assert got[-1]["type"] == "synced" and got[-1]["seq"] == last, got[-1]
+        # the point: nothing of it waited for a second write
+        assert [m["type"] for m in in_first][:7] == ["ready"] + ["event"] * 5 + ["synced"], \
+            [m["type"] for m in in_first]
