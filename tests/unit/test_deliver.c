@@ -344,22 +344,11 @@ typedef struct conv_spec {
 } conv_spec;
 
 
-/* A session of user authenticated at the handshake (held) or by a first
- * frame (live), subscribed to convs; `ready` is checked. */
-static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, size_t n, int held) {
-    fconn *f = fconn_new();
-    char tok[PL_AUTH_TOKEN_MAX];
-    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
-    if (held) {
-        pl_chat_ws_open(&f->c, tok, strlen(tok));
-    } else {
-        pl_chat_ws_open(&f->c, NULL, 0);
-        char msg[256];
-        int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
-        pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
-    }
+/* Answers the session read an authentication asked for: user's login, a
+ * member of convs (groups). -1 when no read was asked for. */
+static int h_answer_session(int64_t user, int64_t login, const conv_spec *convs, size_t n) {
     pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
-    if (!j) return NULL;
+    if (!j) return -1;
     j->login_out.id = login;
     j->login_out.user = user;
     j->user_out.id = user;
@@ -375,6 +364,24 @@ static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, siz
     j->nconvs = n;
     j->result = PL_STORE_OK;
     j->done(j);
+    return 0;
+}
+
+/* A session of user authenticated at the handshake (held) or by a first
+ * frame (live), subscribed to convs; `ready` is checked. */
+static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, size_t n, int held) {
+    fconn *f = fconn_new();
+    char tok[PL_AUTH_TOKEN_MAX];
+    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
+    if (held) {
+        pl_chat_ws_open(&f->c, tok, strlen(tok));
+    } else {
+        pl_chat_ws_open(&f->c, NULL, 0);
+        char msg[256];
+        int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
+        pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
+    }
+    if (h_answer_session(user, login, convs, n) != 0) return NULL;
     fs_ok_all(&H.store, PL_READ_CONV_HEADS);     /* the streams' heads check: nothing new */
     turn();
     return has_frame(f, "ready") ? f : NULL;
@@ -1164,16 +1171,8 @@ static fconn *h_resume(int64_t user, int64_t login, int64_t cursor) {
     int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\",\"cursors\":{\"10\":%lld}}", tok,
                        (long long)cursor);
     pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
-    pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
-    if (!j) return NULL;
-    j->login_out.id = login;
-    j->login_out.user = user;
-    j->user_out.id = user;
-    j->convs = pl_calloc(1, sizeof *j->convs);
-    j->convs[0] = (pl_conv){.id = 10, .last_seq = 7, .joined_seq = 1, .kind = PL_CONV_GROUP, .member_count = 2};
-    j->nconvs = 1;
-    j->result = PL_STORE_OK;
-    j->done(j);
+    conv_spec cs = {10, 7, 1};
+    if (h_answer_session(user, login, &cs, 1) != 0) return NULL;
     return f->nframes && strstr(f->frames[0], "\"ready\"") ? f : NULL;
 }
 
