@@ -16,6 +16,7 @@ typedef struct fake {
     pthread_mutex_t mu;
     pthread_cond_t  cv;
     int             held;          /* run_batch waits while set             */
+    int             hold_batch;    /* ... and while it is this batch (1-based) */
     int             running;       /* batches started                       */
     size_t          sizes[64];
     int             nbatches;
@@ -27,7 +28,8 @@ static void f_run_batch(void *ctx, pl_job **jobs, size_t n) {
     pthread_mutex_lock(&f->mu);
     f->running++;
     pthread_cond_broadcast(&f->cv);
-    while (f->held) pthread_cond_wait(&f->cv, &f->mu);
+    int me = f->running;
+    while (f->held || (f->hold_batch && me == f->hold_batch)) pthread_cond_wait(&f->cv, &f->mu);
     if (f->nbatches < 64) f->sizes[f->nbatches++] = n;
     pthread_mutex_unlock(&f->mu);
     for (size_t i = 0; i < n; i++) jobs[i]->result = PL_STORE_OK;
@@ -144,19 +146,25 @@ TEST(pipeline_group_commit_delay_spares_lone_writes) {
     CHECK_EQ(f.nbatches, 8);
 }
 
-/* Without a delay configured the writer takes whatever is queued. */
+/* Without a delay configured the writer takes whatever is queued. The
+ * third batch's writes are queued while the second is held, so that the
+ * writer cannot take the first of them alone (it did, now and then, when
+ * they were submitted to an idle writer). */
 TEST(pipeline_without_delay_commits_what_is_queued) {
     fake f;
     pl_pipeline *p = f_start(&f, 0, 8, 10);
     CHECK(p != NULL);
     pl_job jobs[16];
     f_set(&f, &f.held, 1);
+    f_set(&f, &f.hold_batch, 2);
     f_submit(&f, p, jobs, 0, 1);
     CHECK_EQ(f_wait_running(&f, 1), 0);
     f_submit(&f, p, jobs, 1, 9);
     f_set(&f, &f.held, 0);
-    CHECK_EQ(f_wait_done(&f, p, 9), 0);
+    CHECK_EQ(f_wait_running(&f, 2), 0);
     f_submit(&f, p, jobs, 9, 12);
+    f_set(&f, &f.hold_batch, 0);
+    CHECK_EQ(f_wait_done(&f, p, 9), 0);
     CHECK_EQ(f_wait_done(&f, p, 12), 0);
     pl_pipeline_stop(&p);
     CHECK_EQ(f.nbatches, 3);
