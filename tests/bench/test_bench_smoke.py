@@ -81,6 +81,9 @@ def test_idle_holds_every_connection_across_workers(tmp_path):
     assert idle["connections"] == 200
     assert idle["pinged"] == 200 and idle["pongs"] == 200
     assert idle["rss_before_kib"] > 0 and idle["rss_after_kib"] > 0
+    # The server's descriptors (counted from /proc/PID/fd): one per held
+    # connection plus its own few (listener, database, event loop).
+    assert 200 <= res["server"]["fds_max"] < 200 + 64, res["server"]
 
 
 def test_idle_and_dm_over_tls(tmp_path):
