@@ -67,13 +67,14 @@ void api_store_error(pl_http_ctx *ctx, int r, const char *what) {
     pl_http_error(ctx, status, code, what);
 }
 
-/* 429 with Retry-After (whole seconds, at least 1) and retry_after (s). */
-void api_too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *scope) {
+/* 429 with Retry-After (whole seconds, at least 1) and retry_after (s);
+ * the message says "too many <what> (<scope>)". */
+void api_too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *what, const char *scope) {
     char extra[64], body[192];
     snprintf(extra, sizeof extra, "Retry-After: %lld\r\n", (long long)((retry_ms + 999) / 1000));
     int n = snprintf(body, sizeof body,
-                     "{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many requests (%s)\","
-                     "\"retry_after\":%.3f}}", scope, (double)retry_ms / 1000.0);
+                     "{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many %s (%s)\","
+                     "\"retry_after\":%.3f}}", what, scope, (double)retry_ms / 1000.0);
     pl_http_respond(ctx, 429, "application/json", body, (size_t)n, extra);
 }
 
@@ -365,13 +366,14 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     int m = ctx->req.method;
     pl_count(&pl_m_http_requests, 1);
     if (n == 1 && (seg_is(seg[0], "healthz") || seg_is(seg[0], "readyz") || seg_is(seg[0], "metrics"))) {
-        operations(ctx, seg[0]);
+        if (m != PL_HTTP_GET && m != PL_HTTP_HEAD) method_not_allowed(ctx);
+        else operations(ctx, seg[0]);
         return;
     }
     int auth_route = n == 4 && seg_is(seg[2], "auth");
     int64_t wait = pl_api_admit_ip(ctx->conn, auth_route);
     if (wait) {
-        api_too_many(ctx, wait, "ip");
+        api_too_many(ctx, wait, "requests", "ip");
         return;
     }
     if (pl_api_state_changing(&ctx->req) && !pl_api_origin_ok(ctx->conn, &ctx->req)) {

@@ -51,18 +51,27 @@ static void create_login(api_op *op) {
 
 /* ---- register / login --------------------------------------------------- */
 
-static int read_credentials(pl_http_ctx *ctx, json_t *o, api_op *op) {
+/* Reads and checks the body's username and password into op. At login a
+ * username or password no account can have is a wrong one (401, like any
+ * other); at register it is a bad request that says which rule. */
+static int read_credentials(pl_http_ctx *ctx, json_t *o, api_op *op, int login) {
     json_t *u = json_object_get(o, "username"), *p = json_object_get(o, "password");
     if (!json_is_string(u) || !json_is_string(p)) {
         pl_http_error(ctx, 400, "bad_request", "\"username\" and \"password\" must be strings");
         return -1;
     }
-    if (pl_auth_normalize_username(json_string_value(u), json_string_length(u), op->username)) {
+    size_t pl = json_string_length(p);
+    int bad_name = pl_auth_normalize_username(json_string_value(u), json_string_length(u), op->username) != 0;
+    int bad_password = pl < 8 || pl > 256;
+    if (login && (bad_name || bad_password)) {
+        pl_http_error(ctx, 401, "unauthorized", "wrong username or password");
+        return -1;
+    }
+    if (bad_name) {
         pl_http_error(ctx, 400, "bad_request", "username must be 3-32 of A-Z a-z 0-9 _ . -");
         return -1;
     }
-    size_t pl = json_string_length(p);
-    if (pl < 8 || pl > 256) {
+    if (bad_password) {
         pl_http_error(ctx, 400, "bad_request", "password must be 8-256 bytes");
         return -1;
     }
@@ -109,7 +118,7 @@ void h_register(pl_http_ctx *ctx) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
     api_op *op = api_op_new(ctx, o);
-    if (read_credentials(ctx, o, op)) { api_op_free(op); return; }
+    if (read_credentials(ctx, o, op, 0)) { api_op_free(op); return; }
     if (pl_auth_common_password(op->password, op->pwlen)) {
         pl_http_error(ctx, 400, "bad_request",
                       "this password is one of the 10,000 most common ones: choose another");
@@ -158,7 +167,7 @@ void h_login(pl_http_ctx *ctx) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
     api_op *op = api_op_new(ctx, o);
-    if (read_credentials(ctx, o, op)) { api_op_free(op); return; }
+    if (read_credentials(ctx, o, op, 1)) { api_op_free(op); return; }
     api_job_reset(op, PL_READ_USER_BY_NAME, login_user_read);
     op->job.username = op->username;
     op->job.flags = PL_READ_WITH_HASH;

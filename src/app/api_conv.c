@@ -121,10 +121,33 @@ static void direct_peer_read(pl_job *j) {
     api_submit(op);
 }
 
+static int cmp_id(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Members a new group will have: the creator and the distinct others. */
+static size_t group_size(const int64_t *ids, size_t n, int64_t creator) {
+    int64_t *v = pl_malloc((n ? n : 1) * sizeof *v);
+    memcpy(v, ids, n * sizeof *v);
+    qsort(v, n, sizeof *v, cmp_id);
+    size_t size = 1;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] != creator && (i == 0 || v[i] != v[i - 1])) size++;
+    free(v);
+    return size;
+}
+
 void h_conv_create(pl_http_ctx *ctx) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
     const char *kind = json_string_value(json_object_get(o, "kind"));
+    json_t *e2ee = json_object_get(o, "e2ee");
+    if (e2ee && !json_is_boolean(e2ee)) {
+        pl_http_error(ctx, 400, "bad_request", "\"e2ee\" must be true or false");
+        json_decref(o);
+        return;
+    }
     api_op *op = api_op_new(ctx, o);
     if (kind && strcmp(kind, "direct") == 0) {
         json_t *u = json_object_get(o, "user"), *un = json_object_get(o, "username");
@@ -164,11 +187,6 @@ void h_conv_create(pl_http_ctx *ctx) {
             return;
         }
         size_t n = m ? json_array_size(m) : 0;
-        if (n > (size_t)A.cfg->max_group_members) {
-            pl_http_error(ctx, 413, "too_large", "too many members");
-            api_op_free(op);
-            return;
-        }
         op->members = pl_calloc(n ? n : 1, sizeof *op->members);
         for (size_t i = 0; i < n; i++) {
             json_t *v = json_array_get(m, i);
@@ -178,6 +196,11 @@ void h_conv_create(pl_http_ctx *ctx) {
                 return;
             }
             op->members[i] = json_integer_value(v);
+        }
+        if (group_size(op->members, n, ctx->user) > (size_t)A.cfg->max_group_members) {
+            pl_http_error(ctx, 413, "too_large", "too many members");
+            api_op_free(op);
+            return;
         }
         api_job_reset(op, PL_JOB_GROUP_CREATE, conv_changed);
         op->job.user = ctx->user;
@@ -394,7 +417,7 @@ static void http_sent(pl_job *j) {
 static void send_admitted(void *arg, int64_t retry, const char *scope) {
     api_op *op = arg;
     if (retry) {
-        api_too_many(op->ctx, retry, scope);
+        api_too_many(op->ctx, retry, "messages", scope);
         api_op_free(op);
         return;
     }

@@ -147,9 +147,13 @@ static int load_file(pl_config *cfg, const char *path) {
 
 static void usage(void) {
     printf("usage: parleyd [--name value ...]\n\nsettings (also PARLEY_NAME in the environment):\n");
-    for (size_t i = 0; i < NSET; i++)
-        printf("  --%-18s %s (default: %s)\n", table[i].name, table[i].help,
-               table[i].def[0] ? table[i].def : "none");
+    for (size_t i = 0; i < NSET; i++) {
+        if (strstr(table[i].help, "(default:"))    /* the help says it */
+            printf("  --%-18s %s\n", table[i].name, table[i].help);
+        else
+            printf("  --%-18s %s (default: %s)\n", table[i].name, table[i].help,
+                   table[i].def[0] ? table[i].def : "none");
+    }
 }
 
 int pl_config_load(pl_config *cfg, int argc, char **argv) {

@@ -165,14 +165,14 @@ static void on_sighup(uv_signal_t *s, int signum) {
 
 /* --tls-cert/--tls-key: 0 (tls set, or plaintext), or -1 after printing why. */
 static int tls_setup(void) {
+    int minv = strcmp(cfg.tls_min, "1.2") == 0 ? 12 : strcmp(cfg.tls_min, "1.3") == 0 ? 13 : 0;
+    if (!minv) {                    /* a bad value is refused with or without TLS */
+        fprintf(stderr, "parleyd: --tls-min must be 1.2 or 1.3\n");
+        return -1;
+    }
     if (!cfg.tls_cert[0] && !cfg.tls_key[0]) return 0;
     if (!cfg.tls_cert[0] || !cfg.tls_key[0]) {
         fprintf(stderr, "parleyd: --tls-cert and --tls-key go together\n");
-        return -1;
-    }
-    int minv = strcmp(cfg.tls_min, "1.2") == 0 ? 12 : strcmp(cfg.tls_min, "1.3") == 0 ? 13 : 0;
-    if (!minv) {
-        fprintf(stderr, "parleyd: --tls-min must be 1.2 or 1.3\n");
         return -1;
     }
     uint8_t secret[32];

@@ -148,8 +148,7 @@ int pl_web_serve(pl_http_ctx *ctx, const pl_config *cfg) {
     /* connect-src 'self': the client talks to its own origin only; CSP 3's
      * 'self' also matches ws:/wss: to the same host and port (protocol.md
      * "Response headers") */
-    pl_http_respond(ctx, 200, content_type(rel), w->data,
-                    ctx->req.method == PL_HTTP_HEAD ? 0 : w->len,
+    pl_http_respond(ctx, 200, content_type(rel), w->data, w->len,
                     "Content-Security-Policy: default-src 'self'; connect-src 'self'; img-src 'self' data: blob:\r\n"
                     "X-Frame-Options: DENY\r\n");
     return 0;

@@ -142,8 +142,12 @@ void pl_http_respond(pl_http_ctx *ctx, int status, const char *ctype, const void
                      size_t len, const char *extra) {
     pl_conn *c = ctx->conn;
     http_state *st = c->http;
-    if (pl_conn_alive(c) && st && st->ctx == ctx)
-        write_response(c, status, ctype, body, len, extra, keep_alive_of(ctx));
+    if (pl_conn_alive(c) && st && st->ctx == ctx) {
+        if (ctx->req.method == PL_HTTP_HEAD)   /* the length a GET gets, no body (RFC 9110 9.3.2) */
+            write_head_body(c, status, ctype, NULL, (int64_t)len, extra, keep_alive_of(ctx));
+        else
+            write_response(c, status, ctype, body, len, extra, keep_alive_of(ctx));
+    }
     finish(ctx);
 }
 
@@ -266,11 +270,12 @@ static int upgrade(pl_conn *c, http_state *st) {
     if (tok) memcpy(tokbuf, tok, tlen);
     tokbuf[tlen] = '\0';
 
-    char head[320];
+    char head[384];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
-                     "Referrer-Policy: no-referrer\r\n%s\r\n",
+                     "Referrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\n"
+                     "Cache-Control: no-store\r\n%s\r\n",
                      accept, want_proto ? "Sec-WebSocket-Protocol: parley.v1\r\n" : "");
     pl_conn_send_copy(c, head, (size_t)n);
 
@@ -294,12 +299,14 @@ static int upgrade(pl_conn *c, http_state *st) {
     return 0;
 }
 
-static const char *parse_error_status(int e, int *status) {
+/* The status, error code and message a request head that does not parse
+ * is answered with (protocol.md sections 4 and 6). */
+static const char *parse_error_status(int e, int *status, const char **code) {
     switch (e) {
-    case PL_HTTP_ETOOMANY: *status = 431; return "too many headers";
-    case PL_HTTP_EVERSION: *status = 505; return "HTTP/1.0 or HTTP/1.1 only";
-    case PL_HTTP_ECHUNKED: *status = 411; return "Content-Length required";
-    default:               *status = 400; return "malformed request";
+    case PL_HTTP_ETOOMANY: *status = 431; *code = "too_large"; return "too many headers";
+    case PL_HTTP_EVERSION: *status = 505; *code = "bad_request"; return "HTTP/1.0 or HTTP/1.1 only";
+    case PL_HTTP_ECHUNKED: *status = 411; *code = "length_required"; return "Content-Length required";
+    default:               *status = 400; *code = "bad_request"; return "malformed request";
     }
 }
 
@@ -332,8 +339,9 @@ static void process(pl_conn *c) {
         if (e) {
             free(ctx);
             int status;
-            const char *msg = parse_error_status(e, &status);
-            error_and_close(c, status, "bad_request", msg);
+            const char *code;
+            const char *msg = parse_error_status(e, &status, &code);
+            error_and_close(c, status, code, msg);
             return;
         }
         int64_t cl = ctx->req.content_length;

@@ -266,6 +266,13 @@ async def test_account_errors(server):
         r = await api.req("POST", "/api/v1/auth/login",
                           json_body={"username": "nobody_here_zz", "password": "wrong password"})
         assert r.status == 401 and r.code == "unauthorized", r
+        # credentials no account can have are wrong ones too, not a bad request
+        for name, pw in ((alice.username, "x"), (alice.username, "p" * 257), ("zz", "wrong password"),
+                         ("has space", "wrong password")):
+            r = await api.req("POST", "/api/v1/auth/login", json_body={"username": name, "password": pw})
+            assert r.status == 401 and r.code == "unauthorized", f"login {name!r}/{pw[:10]!r}: {r!r}"
+        r = await api.req("POST", "/api/v1/auth/login", json_body={"username": alice.username, "password": 5})
+        assert r.status == 400 and r.code == "bad_request", r
         r = await api.req("POST", "/api/v1/auth/login",
                           json_body={"username": alice.username.upper(), "password": alice.password})
         assert r.status == 200 and r.body["user"]["id"] == alice.id, r

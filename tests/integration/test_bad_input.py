@@ -315,7 +315,9 @@ async def test_bad_http_requests(server):
         for body in ({"kind": "group"}, {"kind": "weird", "user": a_u.id}, {"kind": "direct"},
                      {"kind": "direct", "user": "a"}, {"kind": "group", "title": "", "members": []},
                      {"kind": "group", "title": "t" * 129, "members": []},
-                     {"kind": "group", "title": "t", "members": "all"}):
+                     {"kind": "group", "title": "t", "members": "all"},
+                     {"kind": "group", "title": "t", "members": [], "e2ee": "yes"},
+                     {"kind": "direct", "user": a_u.id + 1, "e2ee": 1}):
             r = await api.req("POST", "/api/v1/conversations", token=tok, json_body=body)
             assert r.status == 400 and r.code == "bad_request", f"{body}: {r!r}"
         r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=tok,
@@ -362,9 +364,15 @@ async def test_bad_http_requests(server):
                                       "Content-Type: application/json\r\nTransfer-Encoding: chunked",
                                       b"5\r\nhello\r\n0\r\n\r\n")
         assert st == 411, f"chunked body: {st} {head!r}"
+        assert json.loads(rb)["error"]["code"] == "length_required", rb
         st, head, rb = await raw_http(host, port,
                                       "GET /api/v1/me HTTP/1.1\r\nHost: x\r\nX-Big: " + "b" * 17000)
         assert st == 431, f"head over 16 KiB: {st} {head!r}"
+        assert json.loads(rb)["error"]["code"] == "too_large", rb
+        st, head, rb = await raw_http(host, port, "GET /api/v1/me HTTP/1.1\r\nHost: x\r\n"
+                                      + "\r\n".join(f"X-H{i}: v" for i in range(64)))
+        assert st == 431, f"65 headers: {st} {head!r}"
+        assert json.loads(rb)["error"]["code"] == "too_large", rb
         st, head, rb = await raw_http(host, port, "GARBAGE\r\n\r\n")
         assert 400 <= st < 500, st
 
@@ -431,3 +439,49 @@ def test_an_answer_before_the_body_survives_the_rest_of_the_body(server):
                 break
     finally:
         s.close()
+
+
+def _raw_exchange(server, request):
+    """Sends one raw request with Connection: close; returns (head, rest)."""
+    import socket
+    s = socket.create_connection((server.host, server.port), timeout=10)
+    try:
+        s.sendall(request)
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    finally:
+        s.close()
+    head, _, rest = got.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _content_length(head):
+    return int([ln.split(b":", 1)[1] for ln in head.split(b"\r\n")
+                if ln.lower().startswith(b"content-length:")][0])
+
+
+def test_head_gets_the_length_of_get_and_no_body(server):
+    """RFC 9110 9.3.2: HEAD answers what GET would, without the body: the
+    same status and Content-Length."""
+    for path in (b"/", b"/healthz", b"/api/v1/nope"):
+        ghead, gbody = _raw_exchange(server, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
+        hhead, hbody = _raw_exchange(server, b"HEAD %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
+        assert ghead.split(b"\r\n")[0] == hhead.split(b"\r\n")[0], (ghead, hhead)
+        assert _content_length(ghead) == len(gbody) > 0, ghead
+        assert _content_length(hhead) == len(gbody), hhead
+        assert hbody == b"", hbody
+
+
+def test_operations_endpoints_take_get_and_head_only(server):
+    """/healthz, /readyz and /metrics are GET routes (protocol.md section 7):
+    another method is 405 method_not_allowed, like any route's."""
+    for path in (b"/healthz", b"/readyz", b"/metrics"):
+        for method in (b"POST", b"PUT", b"DELETE"):
+            head, body = _raw_exchange(server, b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                                               b"Connection: close\r\n\r\n" % (method, path))
+            assert head.startswith(b"HTTP/1.1 405 "), (method, path, head)
+            assert json.loads(body)["error"]["code"] == "method_not_allowed", body

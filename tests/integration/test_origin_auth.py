@@ -86,11 +86,15 @@ async def test_ws_upgrade_origin(server):
             raise AssertionError("an upgrade from https://evil.example was accepted")
         except websockets.exceptions.InvalidStatusCode as e:
             assert e.status_code == 403, e
-        # no Origin (not a browser): accepted, and the 101 carries Referrer-Policy
+        # no Origin (not a browser): accepted, and the 101 carries the headers
+        # every response carries
         c = await h.ws(alice)
         assert c.ready["user"]["id"] == alice.id
         r = await h.raw(token=alice.token)
-        assert r.status == 101 and head_has(r.response_head, "Referrer-Policy: no-referrer"), r.response_head
+        assert r.status == 101, r.response_head
+        for line in ("Referrer-Policy: no-referrer", "X-Content-Type-Options: nosniff",
+                     "Cache-Control: no-store"):
+            assert head_has(r.response_head, line), r.response_head
 
 
 @async_test(90)
@@ -138,6 +142,8 @@ async def test_rest_origin_and_referrer_policy(server):
                                   ("GET", "/ws", None), ("POST", "/api/v1/auth/refresh", None)):
             r = await api.req(method, path, token=tok)
             assert hdr(r, "Referrer-Policy") == "no-referrer", f"{method} {path}: {r.status} {r.headers}"
+            assert hdr(r, "X-Content-Type-Options") == "nosniff", f"{method} {path}: {r.status} {r.headers}"
+            assert hdr(r, "Cache-Control"), f"{method} {path}: {r.status} {r.headers}"
         # the web client's CSP: connect-src is its own origin only
         r = await api.req("GET", "/")
         if r.status == 200:

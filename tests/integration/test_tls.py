@@ -203,6 +203,7 @@ def test_bad_tls_flags_refused(parleyd_bin, certs):
     for args, why in ((["--tls-cert", a[0]], "go together"),
                       (["--tls-cert", a[0], "--tls-key", b[1]], "does not match"),
                       (["--tls-cert", a[0], "--tls-key", a[1], "--tls-min", "1.1"], "1.2 or 1.3"),
+                      (["--tls-min", "1.1"], "1.2 or 1.3"),     # refused without TLS too
                       (["--tls-cert", os.path.join(d, "none.crt"), "--tls-key", a[1]], "certificate")):
         work = tempfile.mkdtemp(prefix="parley-it-")
         try:
@@ -482,3 +483,11 @@ async def test_cluster_wss_through_haproxy_tls(server_factory, certs):
             proc.kill()
         log.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_help_gives_each_default_once(parleyd_bin):
+    p = subprocess.run([parleyd_bin, "--help"], capture_output=True, text=True, timeout=20)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("  --")]
+    assert len(lines) > 20, p.stdout
+    for ln in lines:
+        assert ln.count("(default:") == 1, ln
