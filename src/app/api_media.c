@@ -21,6 +21,9 @@
  *      committing; a failed commit leaves a row without bytes, served 404.
  *   3. A failed upload removes its temp file; a resumable one keeps its
  *      bytes until committed (or the collector's sweep, not yet written).
+ *   4. One PATCH at a time per resumable upload, on every node sharing the
+ *      media dir: a PATCH holds a lock on the upload's data file from its
+ *      head until its op is freed (session_lock); another gets 409 conflict.
  */
 #include "api_int.h"
 
@@ -103,6 +106,7 @@ typedef struct up_op {
     char         uid[33];
     char         path[1200];   /* the file being written                     */
     int          fd;
+    int          lock;         /* PATCH: holds the upload's lock (session_lock) */
     uint8_t     *chunk;        /* the chunk being written (owned, reused)    */
     size_t       chunk_len, chunk_cap;
     int          fin;
@@ -118,6 +122,7 @@ typedef struct up_op {
 
 static void up_free(up_op *op) {
     if (op->fd >= 0) close(op->fd);
+    if (op->lock >= 0) close(op->lock);      /* the next PATCH may go on */
     pl_job_release(&op->job);
     free(op->chunk);
     free(op);
@@ -344,6 +349,7 @@ static up_op *up_new(pl_http_ctx *ctx) {
     up_op *op = pl_calloc(1, sizeof *op);
     op->ctx = ctx;
     op->fd = -1;
+    op->lock = -1;
     op->job.data = op;
     op->work.data = op;
     return op;
@@ -504,6 +510,42 @@ static void h_session_get(pl_http_ctx *ctx, pl_str uid) {
     up_free(op);
 }
 
+/* Takes the upload's lock (invariant 4): an exclusive OFD lock (owned by
+ * the open file, not the process, so two PATCHes in one process conflict
+ * as well as two nodes) on its data file, opened into op->fd for the
+ * writes, with op->lock a second descriptor of the same open file that
+ * keeps the lock when finalize closes op->fd. The kernel drops the lock
+ * with the last of the two, in up_free, however the PATCH ends (answered,
+ * client gone, timed out, failed). Sets op->offset to the file's size
+ * under the lock. 0, or -1 after answering (404: the upload was completed
+ * or dropped since session_load; 409 conflict; 500); the caller frees op. */
+static int session_lock(pl_http_ctx *ctx, up_op *op) {
+    op->fd = open(op->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (op->fd < 0) {
+        if (errno == ENOENT) goto missing;
+        pl_http_error(ctx, 500, "internal", "cannot open the upload");
+        return -1;
+    }
+    op->lock = fcntl(op->fd, F_DUPFD_CLOEXEC, 0);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};   /* the whole file */
+    if (op->lock < 0 || fcntl(op->lock, F_OFD_SETLK, &fl) != 0) {
+        if (op->lock >= 0 && (errno == EAGAIN || errno == EACCES))
+            pl_http_error(ctx, 409, "conflict", "another PATCH of this upload is in progress");
+        else
+            pl_http_error(ctx, 500, "internal", "cannot lock the upload");
+        return -1;
+    }
+    struct stat held, now;                   /* still the upload's file, not a committed blob */
+    if (fstat(op->fd, &held) != 0 || stat(op->path, &now) != 0 || held.st_ino != now.st_ino ||
+        held.st_dev != now.st_dev)
+        goto missing;
+    op->offset = held.st_size;
+    return 0;
+missing:
+    pl_http_error(ctx, 404, "not_found", "no such upload");
+    return -1;
+}
+
 /* PATCH .../uploads/{uid} with Upload-Offset: appends the body. */
 static void h_session_patch(pl_http_ctx *ctx, pl_str uid) {
     up_op *op = up_new(ctx);
@@ -512,13 +554,14 @@ static void h_session_patch(pl_http_ctx *ctx, pl_str uid) {
     int64_t at = ov.p ? api_parse_id(ov.p, ov.n) : -1;
     if (ov.p && ov.n == 1 && ov.p[0] == '0') at = 0;
     int64_t cl = ctx->req.content_length;
-    char extra[64];
-    snprintf(extra, sizeof extra, "Upload-Offset: %lld\r\n", (long long)op->offset);
     if (at < 0 || cl < 0) {
         op->path[0] = '\0';
         up_fail(op, 400, "bad_request", "Upload-Offset and Content-Length are required");
         return;
     }
+    if (session_lock(ctx, op)) { up_free(op); return; }
+    char extra[64];
+    snprintf(extra, sizeof extra, "Upload-Offset: %lld\r\n", (long long)op->offset);
     if (at != op->offset) {
         char body[160];
         int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"offset_mismatch\",\"message\":"
@@ -530,12 +573,6 @@ static void h_session_patch(pl_http_ctx *ctx, pl_str uid) {
     if (at + cl > op->length) {
         op->path[0] = '\0';
         up_fail(op, 413, "too_large", "more bytes than the upload's length");
-        return;
-    }
-    op->fd = open(op->path, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (op->fd < 0) {
-        op->path[0] = '\0';
-        up_fail(op, 500, "internal", "cannot open the upload");
         return;
     }
     pl_http_body_start(ctx, up_chunk, op);

@@ -228,6 +228,7 @@ void pl_media_data_with_urls(pl_sbuf *s, const char *data) {
             pl_media_url(id, 1, url, sizeof url, NULL);
             json_object_set_new(v, "thumb_url", json_string(url));
         }
+        json_object_del(v, "thumb");      /* the stored marker; clients get thumb_url */
     }
     char *t = json_dumps(o, JSON_COMPACT);
     pl_sbuf_adds(s, t);

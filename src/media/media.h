@@ -67,7 +67,7 @@ void pl_media_set_url_ttl(int ttl_s);
  * and browsers cache them. *exp_out (may be NULL) gets the expiry. */
 void pl_media_url(int64_t id, int thumb, char *out, size_t cap, int64_t *exp_out);
 /* Appends a MESSAGE's data (JSON object text) with a signed "url" (and
- * "thumb_url" when "thumb" is true) added to each of data.attachments;
+ * "thumb_url" in place of the stored "thumb": true) added to each of data.attachments;
  * data as it is when it has none. Every recipient gets the same URLs (they
  * carry no user: a signed URL is a capability until it expires). */
 void pl_media_data_with_urls(pl_sbuf *s, const char *data);

@@ -22,6 +22,10 @@ Written from the document:
   * signed URLs: forged, tampered and expired ones 403; other users 404
     (check_media_access);
   * a resumable upload resumes after a dropped connection (check_media_resumable);
+  * one PATCH at a time per upload: a second one while the first is
+    mid-body is 409 conflict and writes nothing; once the first ends
+    (answered, or its connection dropped) the next is taken, and the file
+    is byte for byte what was sent (check_media_patch_one_at_a_time);
   * a request pipelined behind an upload's body is answered after it
     (check_media_pipelined);
   * an upload no message references is collected after the grace period
@@ -39,6 +43,7 @@ Written from the document:
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -383,7 +388,7 @@ async def check_media_resumable(h, srv):
     assert 0 < off <= 200_000, off
     assert hdr(r, "Upload-Length") == str(len(data))
     # a PATCH at the wrong offset is refused with where it stands
-    r = await h.api.req("PATCH", path, token=a.token, data=b"xx", headers={"Upload-Offset": "1"})
+    r = await patch_when_free(h, a.token, path, b"xx", 1)
     assert r.status == 409 and r.body["error"]["code"] == "offset_mismatch" and r.body["error"]["offset"] == off
     # a middle part, then the rest
     mid = off + 100_000
@@ -408,6 +413,111 @@ async def check_media_resumable(h, srv):
     r2 = await h.api.req("PATCH", f"/api/v1/media/uploads/{r.body['upload_id']}", token=a.token,
                          data=b"0123456789abc", headers={"Upload-Offset": "0"})
     assert r2.status == 413, r2
+
+
+async def patch_when_free(h, token, path, data, offset):
+    """A PATCH, sent again while it is refused with 409 conflict: a PATCH
+    whose connection dropped holds the upload until the server notices
+    (at once on a local socket; through HAProxy a moment later). Bounded:
+    an upload that stays held is the last answer."""
+    deadline = time.time() + 10
+    while True:
+        r = await h.api.req("PATCH", path, token=token, data=data,
+                            headers={"Upload-Offset": str(offset), "Content-Type": "application/octet-stream"})
+        if r.status != 409 or r.code != "conflict" or time.time() > deadline:
+            return r
+        await asyncio.sleep(0.1)
+
+
+async def upload_offset(h, token, path, want=None):
+    """Where a resumable upload stands (HEAD); with want, waits (bounded)
+    until it stands there."""
+    deadline = time.time() + 10
+    while True:
+        r = await h.api.req("HEAD", path, token=token)
+        assert r.status == 204, r
+        off = int(hdr(r, "Upload-Offset"))
+        if want is None or off == want or time.time() > deadline:
+            return off
+        await asyncio.sleep(0.05)
+
+
+async def read_response(reader, timeout=30):
+    """One response off a raw connection: status, headers (names
+    lower-cased), body (by Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    body = await asyncio.wait_for(reader.readexactly(n), timeout) if n else b""
+    return status, headers, body
+
+
+async def check_media_patch_one_at_a_time(h, srv):
+    """One PATCH at a time per upload (docs/protocol.md "Resumable uploads"):
+    a second PATCH while the first is mid-body is 409 conflict and writes
+    nothing (in cluster mode the two may reach different nodes); the first
+    goes on; once it ends, answered or dropped, the next is taken."""
+    a = await h.api.register("lock")
+    data = os.urandom(1024)
+    r = await h.api.expect(201, "POST", "/api/v1/media/uploads?" + urllib.parse.urlencode(
+        {"length": len(data), "name": "lock.bin", "sha256": hashlib.sha256(data).hexdigest()}), token=a.token)
+    path = f"/api/v1/media/uploads/{r.body['upload_id']}"
+
+    def patch_head(offset, length):
+        return (f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.token}\r\n"
+                f"Upload-Offset: {offset}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+    # the first PATCH announces 500 bytes, sends 200 and pauses
+    r1, w1 = await asyncio.open_connection(srv.host, srv.port)
+    w1.write(patch_head(0, 500) + data[:200])
+    await w1.drain()
+    assert await upload_offset(h, a.token, path, 200) == 200
+    # meanwhile a second, at where the upload stands: refused, nothing written
+    r2, w2 = await asyncio.open_connection(srv.host, srv.port)
+    w2.write(patch_head(200, 100) + data[200:300])
+    await w2.drain()
+    st, hs, body = await read_response(r2)
+    w2.close()
+    assert st == 409 and json.loads(body)["error"]["code"] == "conflict", (st, hs, body)
+    assert await upload_offset(h, a.token, path) == 200
+    # the first goes on and ends where it said
+    w1.write(data[200:500])
+    await w1.drain()
+    st, hs, body = await read_response(r1)
+    w1.close()
+    assert st == 204 and hs.get("upload-offset") == "500", (st, hs, body)
+    assert await upload_offset(h, a.token, path) == 500
+    # the upload takes the next PATCH: the rest
+    r = await patch_when_free(h, a.token, path, data[500:], 500)
+    assert r.status == 201, r
+    assert r.body["size"] == len(data) and r.body["sha256"] == hashlib.sha256(data).hexdigest(), r
+    st, got, _ = await get(h.session, srv.base_url + r.body["url"])
+    assert st == 200 and got == data
+
+    # a first PATCH whose connection drops mid-body frees the upload too
+    data = os.urandom(1000)
+    r = await h.api.expect(201, "POST", "/api/v1/media/uploads?" + urllib.parse.urlencode(
+        {"length": len(data), "name": "drop.bin"}), token=a.token)
+    path = f"/api/v1/media/uploads/{r.body['upload_id']}"
+    r1, w1 = await asyncio.open_connection(srv.host, srv.port)
+    w1.write(patch_head(0, len(data)) + data[:300])
+    await w1.drain()
+    assert await upload_offset(h, a.token, path, 300) == 300
+    w1.transport.abort()
+    off = await upload_offset(h, a.token, path)
+    assert off == 300, off
+    r = await patch_when_free(h, a.token, path, data[off:600], off)
+    assert r.status == 204 and hdr(r, "Upload-Offset") == "600", r
+    r = await patch_when_free(h, a.token, path, data[600:], 600)
+    assert r.status == 201 and r.body["size"] == len(data), r
+    st, got, _ = await get(h.session, srv.base_url + r.body["url"])
+    assert st == 200 and got == data
 
 
 async def check_media_gc(h, srv):
@@ -525,6 +635,8 @@ async def check_media_attachments(h, srv):
     assert live["body"] == "" and [x["id"] for x in att] == [pic["id"], doc["id"]], live
     assert att[0]["kind"] == "image" and att[0]["width"] == 32 and att[0]["height"] == 24, att
     assert att[0]["placeholder"] and att[0]["thumb_url"].endswith("&thumb=1"), att
+    documented = {"id", "kind", "mime", "size", "name", "width", "height", "placeholder", "url", "thumb_url"}
+    assert all(set(x) <= documented for x in att), att   # protocol.md "Attachments in messages"
     assert att[1]["kind"] == "file" and att[1]["name"] == "doc.pdf" and att[1]["size"] == doc["size"], att
     assert "thumb_url" not in att[1]
     # the member sees them on reads too, and may fetch them
@@ -602,7 +714,7 @@ async def check_media_attachments(h, srv):
 
 @async_test(timeout=240)
 async def test_media_default_server(server_factory, media_dirs):
-    """kinds, dedup and digest, inert serving, Range, resumable uploads, thumbnails"""
+    """kinds, dedup and digest, inert serving, Range, resumable uploads (one PATCH at a time), thumbnails"""
     srv = media_server(server_factory, media_dirs)
     async with Harness(srv) as h:
         await check_media_kinds_roundtrip(h, srv)
@@ -610,6 +722,7 @@ async def test_media_default_server(server_factory, media_dirs):
         await check_media_inert_serving(h, srv)
         await check_media_ranges(h, srv)
         await check_media_resumable(h, srv)
+        await check_media_patch_one_at_a_time(h, srv)
         await check_media_pipelined(h, srv)
         await check_media_thumbnail(h, srv)
 
