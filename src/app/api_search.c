@@ -33,6 +33,8 @@ void h_search(pl_http_ctx *ctx) {
         bad(ctx, "\"after\" and \"before\" must be times in ms (0..2^53-1)");
         return;
     }
+    a.has_after = pl_http_query_get(ctx->req.query, "after", NULL, 0);   /* 0 is a bound too */
+    a.has_before = pl_http_query_get(ctx->req.query, "before", NULL, 0);
     if (api_query_int(ctx, "limit", &limit) || limit > PL_STORE_SEARCH_MAX ||
         (pl_http_query_get(ctx->req.query, "limit", NULL, 0) && limit == 0)) {
         bad(ctx, "\"limit\" must be 1..50");

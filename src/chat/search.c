@@ -70,7 +70,8 @@ int pl_chat_search(const pl_search_args *a, int64_t user, pl_chat_json_cb cb, vo
     op->job.after = a->after;
     op->job.before = a->before;
     op->job.cursor = a->cursor;
-    op->job.flags = (a->mentions ? PL_READ_MENTIONS_ME : 0) | (a->has_media ? PL_READ_HAS_MEDIA : 0);
+    op->job.flags = (a->mentions ? PL_READ_MENTIONS_ME : 0) | (a->has_media ? PL_READ_HAS_MEDIA : 0) |
+                    (a->has_before ? PL_READ_BEFORE : 0);
     pl_store_submit(C.store, &op->job);
     return 0;
 }

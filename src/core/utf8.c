@@ -1,6 +1,7 @@
 /* utf8.c — UTF-8 validation, one-shot and incremental (utf8.h). Used by
  * the WebSocket reader (text frames, close reasons) and the protocol's send
- * fast path (proto.c). */
+ * fast path (proto.c); the white-space/control check of reaction emoji
+ * (proto.c, store_util.c). */
 #include "utf8.h"
 
 #include <string.h>
@@ -61,4 +62,27 @@ int pl_utf8_valid(const uint8_t *p, size_t n) {
     pl_utf8 v;
     pl_utf8_init(&v);
     return pl_utf8_feed(&v, p, n) == 0 && pl_utf8_done(&v);
+}
+
+int pl_utf8_space_or_control(uint32_t cp) {
+    if (cp <= 0x20 || (cp >= 0x7f && cp <= 0xa0)) return 1;   /* C0, space, DEL, C1 (NEL), NBSP */
+    if (cp >= 0x2000 && cp <= 0x200a) return 1;                /* EN QUAD .. HAIR SPACE */
+    switch (cp) {
+    case 0x1680: case 0x2028: case 0x2029: case 0x202f: case 0x205f: case 0x3000: return 1;
+    default: return 0;
+    }
+}
+
+int pl_utf8_has_space_or_control(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t len = c < 0xc0 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        if (len > n - i) len = 1;                     /* cut short: the lead byte alone */
+        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1fu : len == 3 ? c & 0x0fu : c & 0x07u;
+        for (size_t k = 1; k < len; k++) cp = cp << 6 | (p[i + k] & 0x3fu);
+        if (pl_utf8_space_or_control(cp)) return 1;
+        i += len;
+    }
+    return 0;
 }

@@ -19,4 +19,12 @@ int  pl_utf8_done(const pl_utf8 *v);
 /* One-shot: 1 if p[0..n) is valid UTF-8. */
 int  pl_utf8_valid(const uint8_t *p, size_t n);
 
+/* 1 if code point cp is Unicode White_Space (U+0009..U+000D, U+0020,
+ * U+0085, U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F,
+ * U+3000) or a control character (Cc: U+0000..U+001F, U+007F..U+009F). */
+int  pl_utf8_space_or_control(uint32_t cp);
+/* 1 if p[0..n), valid UTF-8, holds a code point of pl_utf8_space_or_control
+ * (or, not being valid UTF-8, a lone byte that decodes as one). */
+int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);
+
 #endif

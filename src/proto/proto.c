@@ -133,12 +133,10 @@ int pl_proto_reply_to(json_t *o, int64_t *out, pl_proto_err *e) {
 int pl_proto_emoji_ok(const char *p, size_t n) {
     if (n == 0 || n > PL_STORE_EMOJI_MAX) return 0;
     int non_ascii = 0;
-    for (size_t i = 0; i < n; i++) {      /* JSON strings are valid UTF-8 already */
-        unsigned char c = (unsigned char)p[i];
-        if (c <= 0x20 || c == 0x7f) return 0;
-        if (c >= 0x80) non_ascii = 1;
-    }
-    return non_ascii;
+    for (size_t i = 0; i < n && !non_ascii; i++) non_ascii = (unsigned char)p[i] >= 0x80;
+    /* JSON strings are valid UTF-8 already; no Unicode space or control
+     * (U+00A0, U+3000, U+2028, C1 ..), but ZWJ and variation selectors are fine */
+    return non_ascii && !pl_utf8_has_space_or_control((const uint8_t *)p, n);
 }
 
 /* An optional string field that is one of two words: *second = 1 for the
@@ -217,7 +215,7 @@ int pl_proto_search_check(pl_search_args *a, pl_proto_err *e) {
         return fail(e, "bad_request", "%s", "\"after\" must be a time in ms (0..2^53-1)");
     if (a->before < 0 || a->before > PL_JSON_INT_MAX)
         return fail(e, "bad_request", "%s", "\"before\" must be a time in ms (0..2^53-1)");
-    if (a->before > 0 && a->after >= a->before)
+    if (a->has_before && a->has_after && a->after >= a->before)
         return fail(e, "bad_request", "%s", "\"before\" must be above \"after\"");
     if (a->conv < 0 || a->conv > PL_JSON_INT_MAX || a->sender < 0 || a->sender > PL_JSON_INT_MAX)
         return fail(e, "bad_request", "%s", "\"conversation\" and \"sender\" must be ids");
@@ -248,9 +246,13 @@ static int decode_search(pl_msg *m, pl_proto_err *e) {
         get_opt_seq(m->root, "after", &a->after, e) || get_opt_seq(m->root, "before", &a->before, e) ||
         get_opt_seq(m->root, "limit", &limit, e))
         return -1;
+    json_t *v = json_object_get(m->root, "after");   /* given (0 too) or absent/null */
+    a->has_after = v && !json_is_null(v);
+    v = json_object_get(m->root, "before");
+    a->has_before = v && !json_is_null(v);
     if (limit > PL_STORE_SEARCH_MAX) return fail(e, "bad_request", "%s", "\"limit\" must be 1..50");
     a->limit = (int)limit;
-    json_t *v = json_object_get(m->root, "mentions");
+    v = json_object_get(m->root, "mentions");
     if (v && !json_is_null(v) && !json_is_boolean(v))
         return fail(e, "bad_request", "%s", "\"mentions\" must be a boolean");
     a->mentions = json_is_true(v);

@@ -37,7 +37,10 @@ typedef struct pl_search_args {
     const char *q;               /* NUL-terminated                       */
     size_t      q_len;
     int64_t     conv, sender;    /* 0: any                               */
-    int64_t     after, before;   /* ts bounds, ms: after <= ts < before; 0: none */
+    int64_t     after, before;   /* ts bounds, ms: after <= ts < before  */
+    int         has_after;       /* after was given (else 0: no bound)   */
+    int         has_before;      /* before was given: a bound even when 0
+                                  * (nothing has ts < 0); else none      */
     int64_t     cursor;          /* from next_cursor; 0: the first page  */
     int         mentions;        /* only messages mentioning the asker   */
     int         has_media;       /* only messages with attachments       */

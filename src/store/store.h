@@ -178,7 +178,8 @@ typedef enum pl_notify_level {  /* a member's notification preference      */
 #define PL_STORE_REACTIONS_MAX 20   /* distinct emoji on one message       */
 #define PL_STORE_PINS_MAX      50   /* pinned messages in one conversation */
 #define PL_STORE_EMOJI_MAX     32   /* bytes of one reaction emoji         */
-#define PL_STORE_MENTIONS_MAX  50   /* distinct @names resolved per message */
+#define PL_STORE_MENTIONS_MAX  50   /* mentioned members listed per message
+                                     * (names of non-members do not count) */
 #define PL_STORE_PREVIEW_CHARS 100  /* characters of a reply preview        */
 
 typedef enum pl_conv_kind { PL_CONV_DIRECT = 1, PL_CONV_GROUP = 2 } pl_conv_kind;
@@ -424,7 +425,8 @@ typedef enum pl_job_op {
     PL_READ_SEARCH,           /* full-text search (invariant 8). in: user, query (the
                                * words; PL_STORE_QUERY_MAX bytes at most), conv (0: any),
                                * peer (sender; 0: any), after/before (ts bounds in ms:
-                               * after <= ts < before; 0: none), cursor (0: from the
+                               * after <= ts < before; 0: none, but a before of 0
+                               * with PL_READ_BEFORE matches nothing), cursor (0: from the
                                * newest; else only ids below it), flags
                                * PL_READ_MENTIONS_ME, limit (1..PL_STORE_SEARCH_MAX).
                                * out: events (MESSAGEs in their current form, newest
@@ -456,6 +458,8 @@ typedef enum pl_job_op {
                                 * or replying to it (invariant 7's rows)     */
 #define PL_READ_HAS_MEDIA  16  /* SEARCH: only messages with attachments
                                 * (media_refs rows)                          */
+#define PL_READ_BEFORE     32  /* SEARCH: before is a bound even when 0 (then
+                                * nothing matches); without it 0 is none     */
 
 #define PL_STORE_QUERY_MAX  256 /* bytes of a search query                   */
 #define PL_STORE_SEARCH_MAX 50  /* results of one search page                */

@@ -23,13 +23,25 @@ char *pl_store__data_group(const char *title, int64_t creator, const int64_t *ot
 
 /* ---- message features (store.h invariants 6 and 7) ---------------------- */
 
+/* Distinct @names looked up per message (the first ones of the body): a
+ * bound on the writer's work per send, an indexed lookup each (a 16 KiB
+ * body holds up to ~3,000 names). The names are resolved first, and
+ * PL_STORE_MENTIONS_MAX caps the members found, so names of non-members
+ * do not use up that cap (invariant 7). protocol.md "Mentions". */
+#define PL_STORE_MENTION_NAMES_MAX 256
+
 /* The @names of a body, lower-cased, distinct, in order of appearance, at
- * most PL_STORE_MENTIONS_MAX: a name is 3..32 of [A-Za-z0-9_.-] after an
- * '@' that starts the body or follows a character that cannot be part of a
- * name (so "a@b.com" mentions nobody); a trailing '.' or '-' is not part of
- * it. @all and @here are not names: *all becomes 1 (@all) or 2 (@here).
+ * most max (itself at most PL_STORE_MENTION_NAMES_MAX): a name is 3..32 of
+ * [A-Za-z0-9_.-] after an '@' that starts the body or follows a character
+ * that cannot be part of a name nor is an '@' (so "a@b.com" and "@@bob"
+ * mention nobody); a trailing '.' or '-' is not part of it. @all and @here
+ * are not names: *all becomes 1 (@all) or 2 (@here), also past max.
  * Returns the number of names written to names[]. */
 int   pl_store__mentions_parse(const char *body, size_t len, char names[][33], int max, int *all);
+typedef char pl_mention_name[33];
+/* The same into a new array of *n names (at most PL_STORE_MENTION_NAMES_MAX;
+ * NULL when there is none; the caller frees it). */
+pl_mention_name *pl_store__mention_names(const char *body, size_t len, int *n, int *all);
 /* MESSAGE data: {"reply_to":N,"mentions":[..],"mention_all":".."}, each key
  * only when set; NULL when none is. */
 char *pl_store__data_message(int64_t reply_to, const int64_t *ids, size_t n, int all);
@@ -40,8 +52,8 @@ char *pl_store__data_target(int64_t target, const char *op);
 /* REACTION data {"target":N,"emoji":"..","op":"add"|"remove","count":N}. */
 char *pl_store__data_reaction(int64_t target, const char *emoji, int remove, int64_t count);
 /* 1 if e is an acceptable reaction: 1..PL_STORE_EMOJI_MAX bytes of valid
- * UTF-8 with at least one non-ASCII character and no ASCII space or
- * control character. */
+ * UTF-8 with at least one non-ASCII character and no Unicode White_Space
+ * or control character (C0, DEL, C1: pl_utf8_space_or_control). */
 int   pl_store__emoji_ok(const char *e);
 
 /* What a read knows of a message's current form; pl_store__annot turns it

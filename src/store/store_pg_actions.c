@@ -113,7 +113,7 @@ static int finish(pg_store *s, pl_job *j, int sp, pg_conv *e, uint64_t id, int64
 /* ---- mentions of an edit (store.h invariant 7) ----------------------------------- */
 
 /* Queues the resolution of names[n] to members of conv (W_SEND_NAMES). */
-static int names_send(pg_store *s, int64_t conv, char names[][33], int n) {
+static int names_send(pg_store *s, int64_t conv, pl_mention_name *names, int n) {
     pg_arr *c = &s->arr[0], *k = &s->arr[1];
     pg_arr_start(c, PG_INT8);
     pg_arr_start(k, PG_TEXT);
@@ -127,16 +127,18 @@ static int names_send(pg_store *s, int64_t conv, char names[][33], int n) {
     return pg_w_send(s, W_SEND_NAMES, &p, 1);
 }
 
-/* The named members but the author, in order of the names. */
+/* The named members but the author, in order of the names, at most
+ * PL_STORE_MENTIONS_MAX (names of non-members do not count). */
 static size_t names_ids(const PGresult *r, int n, int64_t author, int64_t *ids) {
-    int64_t by[PL_STORE_MENTIONS_MAX] = {0};
+    int64_t *by = pl_calloc((size_t)n, sizeof *by);
     for (int row = 0; row < PQntuples(r); row++) {
         int64_t i = pg_i64(r, row, 0) - 1;
         if (i >= 0 && i < n) by[i] = pg_i64(r, row, 1);
     }
     size_t m = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n && m < PL_STORE_MENTIONS_MAX; i++)
         if (by[i] > 0 && by[i] != author) ids[m++] = by[i];
+    free(by);
     return m;
 }
 
@@ -182,12 +184,12 @@ static int mentions_queue(pg_store *s, int64_t conv, int64_t seq, int64_t author
 
 static int job_edit(pg_store *s, pl_job *j, int64_t now) {
     if (!j->body || j->body_len > INT_MAX || !pg_utf8_ok_n(j->body, j->body_len)) return PL_STORE_EINVAL;
-    char names[PL_STORE_MENTIONS_MAX][33];
-    int all = 0;
-    int nn = pl_store__mentions_parse(j->body, j->body_len, names, PL_STORE_MENTIONS_MAX, &all);
+    int all = 0, nn;
+    pl_mention_name *names = pl_store__mention_names(j->body, j->body_len, &nn, &all);
     int ts = target_send(s, j, 1), ns = -1, rc;
-    if (ts < 0) return W_LOST;
-    if (nn && (ns = names_send(s, j->conv, names, nn)) < 0) return W_LOST;
+    if (ts >= 0 && nn) ns = names_send(s, j->conv, names, nn);
+    free(names);
+    if (ts < 0 || (nn && ns < 0)) return W_LOST;
     if ((rc = pg_w_sync(s)) != PL_STORE_OK) return rc;
     pg_target t;
     char *data = NULL, *edata = NULL;

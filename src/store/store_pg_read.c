@@ -462,7 +462,7 @@ static int r_search(pg_reader *r, pl_job *j) {
     pg_param_i64(&p, j->conv);
     pg_param_i64(&p, j->peer);
     pg_param_i64(&p, j->after > 0 ? j->after : 0);
-    pg_param_i64(&p, j->before > 0 ? j->before : INT64_MAX);
+    pg_param_i64(&p, j->before > 0 || (j->flags & PL_READ_BEFORE) ? j->before : INT64_MAX);
     pg_param_text(&p, (j->flags & PL_READ_MENTIONS_ME) ? "true" : "false");
     pg_param_i64(&p, limit + 1);
     pg_param_text(&p, (j->flags & PL_READ_HAS_MEDIA) ? "true" : "false");

@@ -65,9 +65,8 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
     send_x *x = pl_malloc(n * sizeof *x);
     int *dup_job = pl_malloc(n * sizeof *dup_job);     /* dup array index -> job */
     int *par_job = pl_malloc(n * sizeof *par_job);     /* parents array index -> job */
-    char (*names)[33] = NULL;                           /* every @name of the run */
-    int64_t *name_id = NULL;
-    size_t nnames = 0, names_cap = 0;
+    int64_t *name_id = NULL;                            /* member of every @name of the run */
+    size_t nnames = 0;
     send_pair *pr = pl_calloc(n, sizeof *pr);
     pg_kset pairs, keys, seqs;
     pg_kset_init(&pairs, n);
@@ -114,19 +113,18 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
             pg_arr_i64(ps, j->seq);
         }
         if (j->body_len && memchr(j->body, '@', j->body_len)) {
-            if (names_cap < nnames + PL_STORE_MENTIONS_MAX) {
-                names_cap = (nnames + PL_STORE_MENTIONS_MAX) * 2;
-                names = pl_realloc(names, names_cap * sizeof *names);
-            }
-            int nn = pl_store__mentions_parse(j->body, j->body_len, names + nnames, PL_STORE_MENTIONS_MAX,
-                                              &x[i].all);
+            /* every distinct name (not only the first PL_STORE_MENTIONS_MAX):
+             * names of non-members do not count towards that cap */
+            int nn;
+            pl_mention_name *names = pl_store__mention_names(j->body, j->body_len, &nn, &x[i].all);
             x[i].name_at = (int)nnames;
             x[i].nnames = nn;
             for (int m = 0; m < nn; m++) {
                 pg_arr_i64(nc, j->conv);
-                pg_arr_bytes(nk, names[nnames + (size_t)m], strlen(names[nnames + (size_t)m]));
+                pg_arr_bytes(nk, names[m], strlen(names[m]));
             }
             nnames += (size_t)nn;
+            free(names);
         }
     }
     int ds = -1, ms = -1, ps_slot = -1, ns = -1;
@@ -272,7 +270,7 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         }
         int64_t ids[PL_STORE_MENTIONS_MAX];
         size_t nids = 0;
-        for (int m = 0; m < x[i].nnames; m++) {
+        for (int m = 0; m < x[i].nnames && nids < PL_STORE_MENTIONS_MAX; m++) {
             int64_t u = name_id[x[i].name_at + m];
             if (u > 0 && u != j->user) ids[nids++] = u;
         }
@@ -349,7 +347,6 @@ out:
     pg_kset_free(&pairs);
     pg_kset_free(&keys);
     pg_kset_free(&seqs);
-    free(names);
     free(name_id);
     free(pr);
     free(par_job);

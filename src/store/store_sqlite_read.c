@@ -499,7 +499,7 @@ static int r_search(sq_reader *r, pl_job *j) {
     sqlite3_bind_int64(st, 4, j->conv);
     sqlite3_bind_int64(st, 5, j->peer);
     sqlite3_bind_int64(st, 6, j->after > 0 ? j->after : 0);
-    sqlite3_bind_int64(st, 7, j->before > 0 ? j->before : INT64_MAX);
+    sqlite3_bind_int64(st, 7, j->before > 0 || (j->flags & PL_READ_BEFORE) ? j->before : INT64_MAX);
     sqlite3_bind_int(st, 8, (j->flags & PL_READ_MENTIONS_ME) != 0);
     sqlite3_bind_int(st, 9, limit + 1);
     sqlite3_bind_int(st, 10, (j->flags & PL_READ_HAS_MEDIA) != 0);

@@ -392,32 +392,39 @@ static int w_target_load(sq_store *s, pl_job *j, int64_t seq, w_target *t) {
     return PL_STORE_OK;
 }
 
-/* The members a body mentions (invariant 7): ids[] of named members other
- * than the sender, *all for @all/@here; EFORBID for @all/@here by a
- * non-admin of a large group. */
+/* The members a body mentions (invariant 7): ids[] (PL_STORE_MENTIONS_MAX
+ * at most) of named members other than the sender, in order of first
+ * appearance; names of non-members do not count towards the cap. *all for
+ * @all/@here; EFORBID for @all/@here by a non-admin of a large group. */
 static int w_mentions(sq_store *s, pl_job *j, const char *body, size_t len, int role,
                       int64_t *ids, size_t *n, int *all) {
-    char names[PL_STORE_MENTIONS_MAX][33];
-    int nn = pl_store__mentions_parse(body, len, names, PL_STORE_MENTIONS_MAX, all);
+    int nn;
+    pl_mention_name *names = pl_store__mention_names(body, len, &nn, all);
+    int rc = PL_STORE_OK;
     *n = 0;
     if (*all && s->large_group > 0 && role != PL_ROLE_ADMIN) {
-        int err = PL_STORE_OK;
-        pl_conv_state *e = w_conv_state(s, j->conv, &err);
-        if (!e) return err;
+        pl_conv_state *e = w_conv_state(s, j->conv, &rc);
+        if (!e) goto out;
         if (e->member_count > s->large_group) {
             j->why = "@all and @here need an admin in a large group";
-            return PL_STORE_EFORBID;
+            rc = PL_STORE_EFORBID;
+            goto out;
         }
     }
-    for (int i = 0; i < nn; i++) {
+    for (int i = 0; i < nn && *n < PL_STORE_MENTIONS_MAX; i++) {
         int64_t id = 0;
         sqlite3_bind_int64(s->w[W_MEMBER_BY_NAME], 1, j->conv);
         sqlite3_bind_text(s->w[W_MEMBER_BY_NAME], 2, names[i], -1, SQLITE_STATIC);
-        int rc = w_lookup(s, W_MEMBER_BY_NAME, &id);
-        if (rc < 0) return rc;
-        if (rc && id != j->user) ids[(*n)++] = id;
+        int found = w_lookup(s, W_MEMBER_BY_NAME, &id);
+        if (found < 0) {
+            rc = found;
+            goto out;
+        }
+        if (found && id != j->user) ids[(*n)++] = id;
     }
-    return PL_STORE_OK;
+out:
+    free(names);
+    return rc;
 }
 
 /* The mention rows of the message at seq (invariant 7): the named members,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/utf8.h"
 
 char *pl_store__data_user(int64_t user) {
     char buf[48];
@@ -147,9 +148,22 @@ static int name_char(unsigned char c) {
            c == '.' || c == '-';
 }
 
+/* FNV-1a of a name, for the distinctness check of mentions_parse. */
+static uint32_t name_hash(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
 int pl_store__mentions_parse(const char *body, size_t len, char names[][33], int max, int *all) {
     int n = 0;
+    uint16_t slot[2 * PL_STORE_MENTION_NAMES_MAX];  /* index + 1 of a name in names[]; 0: empty */
+    size_t cap = 16;                                /* used: a power of two >= 2 * max */
     *all = 0;
+    if (max > PL_STORE_MENTION_NAMES_MAX) max = PL_STORE_MENTION_NAMES_MAX;
+    if (max < 0) max = 0;
+    while (cap < 2 * (size_t)max) cap <<= 1;
+    memset(slot, 0, cap * sizeof *slot);
     for (size_t i = 0; i < len; i++) {
         if (body[i] != '@') continue;
         if (i > 0 && (name_char((unsigned char)body[i - 1]) || body[i - 1] == '@')) continue;
@@ -170,12 +184,33 @@ int pl_store__mentions_parse(const char *body, size_t len, char names[][33], int
         i = k - 1;
         if (strcmp(name, "all") == 0) { *all = 1; continue; }
         if (strcmp(name, "here") == 0) { if (*all != 1) *all = 2; continue; }
-        int seen = 0;
-        for (int m = 0; m < n && !seen; m++) seen = strcmp(names[m], name) == 0;
-        if (seen || n >= max) continue;
+        if (n >= max) continue;                       /* still looking for @all/@here */
+        size_t h = name_hash(name) & (cap - 1);
+        while (slot[h] && strcmp(names[slot[h] - 1], name) != 0) h = (h + 1) & (cap - 1);
+        if (slot[h]) continue;                        /* seen */
         memcpy(names[n++], name, nl + 1);
+        slot[h] = (uint16_t)n;
     }
     return n;
+}
+
+pl_mention_name *pl_store__mention_names(const char *body, size_t len, int *n, int *all) {
+    size_t ats = 0;                                   /* every name follows an '@' */
+    for (const char *p = body, *end = body + len; p < end && ats < PL_STORE_MENTION_NAMES_MAX; p++) {
+        p = memchr(p, '@', (size_t)(end - p));
+        if (!p) break;
+        ats++;
+    }
+    *n = 0;
+    *all = 0;
+    if (ats == 0) return NULL;
+    pl_mention_name *names = pl_malloc(ats * sizeof *names);
+    *n = pl_store__mentions_parse(body, len, names, (int)ats, all);
+    if (*n == 0) {
+        free(names);
+        return NULL;
+    }
+    return names;
 }
 
 static void add_ids(json_t *o, const char *key, const int64_t *ids, size_t n) {
@@ -230,16 +265,11 @@ int pl_store__emoji_ok(const char *e) {
     size_t n = strlen(e);
     if (n == 0 || n > PL_STORE_EMOJI_MAX) return 0;
     int non_ascii = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)e[i];
-        if (c <= 0x20 || c == 0x7f) return 0;
-        if (c >= 0x80) non_ascii = 1;
-    }
-    if (!non_ascii) return 0;
-    json_t *v = json_stringn(e, n);           /* NULL unless valid UTF-8 */
-    if (!v) return 0;
-    json_decref(v);
-    return 1;
+    for (size_t i = 0; i < n && !non_ascii; i++) non_ascii = (unsigned char)e[i] >= 0x80;
+    if (!non_ascii || !pl_utf8_valid((const uint8_t *)e, n)) return 0;
+    /* no Unicode space or control (U+00A0, U+3000, U+2028, C1 ..); ZWJ and
+     * variation selectors are part of many emoji and fine */
+    return !pl_utf8_has_space_or_control((const uint8_t *)e, n);
 }
 
 size_t pl_store__preview_len(const char *s, size_t len) {

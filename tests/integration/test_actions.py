@@ -11,11 +11,15 @@ is either a server bug or a discrepancy with the document.
     (test_actions_live_in_order_and_replayed);
   * who may do what, and every documented error, changing nothing
     (test_action_permissions, test_action_errors_change_nothing,
-    test_reaction_and_pin_limits, test_edit_window);
+    test_reaction_and_pin_limits, test_edit_window); an emoji with any
+    Unicode space or control character is refused, ZWJ sequences are not
+    (test_emoji_unicode_spaces_and_controls);
   * a delete erases the body from history, reply previews and the database
     (test_delete_erases_everywhere, test_delete_erases_sqlite_bytes);
   * mentions and unread-mention counts, notification levels, restarts
-    (test_mentions_and_unread_mentions, test_mentions_at_most_50);
+    (test_mentions_and_unread_mentions, test_mentions_at_most_50); the 50
+    count members only: names of non-members do not use them up
+    (test_mentions_cap_counts_members_only);
   * large groups: @all needs an admin, no replay on resume but `mention`
     frames and `online_only` (test_large_group_online_only);
   * the REST equivalents and the WebSocket `pins` list
@@ -522,6 +526,36 @@ async def test_action_errors_change_nothing(server):
 
 
 @async_test(60)
+async def test_emoji_unicode_spaces_and_controls(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "emsp")
+        g = (await api.create_group(alice, [bob.id], title="emoji spaces"))["id"]
+        a = await connect(h, alice, "alice")
+        m = (await sendm(a, g, "react to me"))["seq"]
+        base = await last_seq(api, alice, g)
+        # every Unicode White_Space code point and every control (C0, DEL, C1)
+        bad_cps = ([*range(0x00, 0x21), 0x7F, *range(0x80, 0xA1), 0x1680, *range(0x2000, 0x200B),
+                    0x2028, 0x2029, 0x202F, 0x205F, 0x3000])
+        for cp in bad_cps:
+            for e in (THUMBS + chr(cp), chr(cp) + THUMBS, THUMBS + chr(cp) + PARTY):
+                await err(a, react(g, m, e), "bad_request")
+        for cp in (0xA0, 0x3000, 0x2028, 0x85):   # the same over REST
+            r = await api.req("POST", f"/api/v1/conversations/{g}/messages/{m}/reactions", token=bob.token,
+                              json_body={"emoji": THUMBS + chr(cp)})
+            assert r.status == 400 and r.body["error"]["code"] == "bad_request", (hex(cp), r)
+        assert await last_seq(api, alice, g) == base, "a refused emoji appended an event"
+        # ZWJ sequences and variation selectors are emoji
+        family = "👨‍👩‍👧"     # 👨‍👩‍👧 (18 bytes)
+        rainbow = "🏳️‍🌈"              # 🏳️‍🌈
+        for e in (family, rainbow, HEART, "☺️", "©️"):
+            await ok(a, react(g, m, e))
+        hist = await history_map(api, alice, g)
+        assert [x["emoji"] for x in hist[m]["reactions"]] == [family, rainbow, HEART, "☺️",
+                                                              "©️"], hist[m]
+
+
+@async_test(60)
 async def test_reaction_and_pin_limits(server):
     async with Harness(server) as h:
         api = h.api
@@ -903,6 +937,42 @@ async def test_mentions_at_most_50(server):
         ev = await a.wait_for(lambda x: x.get("type") == "event" and x.get("seq") == ack["seq"])
         assert ev.get("data") == {"mentions": [u.id for u in order[:50]]}, \
             f"the first 50 distinct members, in order: {ev.get('data')}"
+
+
+@async_test(90)
+async def test_mentions_cap_counts_members_only(server):
+    """Names of non-members and unknown names are left out and do not use up
+    the 50: 50 unknown @names, then a member, still mention the member (send
+    and edit); with more than 50 members named after them, the first 50."""
+    async with Harness(server) as h:
+        api = h.api
+        users = await api.register_many(55, "mcap")
+        alice, bob, outsiders, rest = users[0], users[1], users[2:4], users[4:]
+        g = (await api.create_group(alice, [u.id for u in [bob] + rest], title="cap"))["id"]
+        a = await connect(h, alice, "alice")
+        tag = secrets.token_hex(3)
+        nobodies = " ".join(f"@nobody{i:02d}{tag}" for i in range(50))
+        strangers = " ".join(f"@{u.username}" for u in outsiders)   # registered, not members
+        body = f"{nobodies} {strangers} @@{alice.username} @{alice.username} hi @{bob.username}!"
+        ack = await sendm(a, g, body)
+        ev = await a.wait_for(lambda x: x.get("type") == "event" and x.get("seq") == ack["seq"])
+        assert ev.get("data") == {"mentions": [bob.id]}, \
+            f"non-members must not use up the 50: {ev.get('data')}"
+        await wait_mentions(api, bob, g, 1)
+        # an edit re-parses the same way
+        plain = (await sendm(a, g, "nothing yet"))["seq"]
+        e = (await ok(a, edit(g, plain, f"{nobodies} {strangers} then @{bob.username}")))["seq"]
+        ev = await a.wait_for(lambda x: x.get("type") == "event" and x.get("seq") == e)
+        assert ev.get("data") == {"target": plain, "mentions": [bob.id]}, ev
+        hist = await history_map(api, alice, g)
+        assert hist[plain].get("data") == {"mentions": [bob.id]}, hist[plain]
+        await wait_mentions(api, bob, g, 2)
+        # more than 50 members after the non-members: the first 50 of them
+        order = list(reversed(rest)) + [bob]                         # 52 members
+        body = f"{nobodies} {strangers} " + " ".join(f"@{u.username}" for u in order)
+        ack = await sendm(a, g, body)
+        ev = await a.wait_for(lambda x: x.get("type") == "event" and x.get("seq") == ack["seq"])
+        assert ev.get("data") == {"mentions": [u.id for u in order[:50]]}, ev.get("data")
 
 
 # --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ Written from the document:
   * every filter: conversation, sender, after/before, mentions
     (test_search_filters);
   * bad input is bad_request on both transports (test_search_bad_input);
+  * a `before` of 0 is a bound, not "left out" (test_search_before_zero);
   * people search finds only users sharing a conversation (test_user_search).
 """
 
@@ -264,6 +265,36 @@ async def test_search_bad_input(server):
             assert rep.get("type") == "error" and rep.get("code") == "bad_request", (m, rep)
         rep = await ws.request({"type": "search", "q": "xxxxxxxxxx"})
         assert rep.get("type") == "search" and len(rep["results"]) == 1, rep
+
+
+@async_test()
+async def test_search_before_zero(server):
+    """`before` given as 0 is a bound (ts < 0: nothing), not "left out";
+    `after=0&before=0` is `before <= after`: bad_request. Both transports."""
+    async with Harness(server) as h:
+        api = h.api
+        (alice,) = await api.register_many(1, "bz")
+        g = (await api.create_group(alice, [], title="bz"))["id"]
+        w = word()
+        sent = await say(api, alice, g, f"zero {w}")
+        await found_within(api, alice, w, 1)
+        assert keys((await search(api, alice, q=w, after=0))["results"]) == {(g, sent["seq"])}
+        b = await search(api, alice, q=w, before=0)
+        assert b == {"results": [], "next_cursor": None}, f"before=0: nothing has ts < 0: {b}"
+        assert (await search(api, alice, q=w, before=1))["results"] == []
+        await search(api, alice, status=400, q=w, after=0, before=0)
+        await search(api, alice, status=400, q=w, after=5, before=0)
+        ws = await h.ws(alice)
+        rep = await ws.request({"type": "search", "q": w, "before": 0})
+        assert rep.get("type") == "search" and rep["results"] == [] and rep["next_cursor"] is None, rep
+        for m in ({"type": "search", "q": w, "after": 0, "before": 0},
+                  {"type": "search", "q": w, "after": 7, "before": 0}):
+            rep = await ws.request(m)
+            assert rep.get("type") == "error" and rep.get("code") == "bad_request", (m, rep)
+        for m in ({"type": "search", "q": w, "before": None}, {"type": "search", "q": w, "after": 0},
+                  {"type": "search", "q": w, "after": None, "before": None}):
+            rep = await ws.request(m)
+            assert rep.get("type") == "search" and len(rep["results"]) == 1, (m, rep)
 
 
 @async_test()

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "core/utf8.h"
 #include "proto/proto.h"
 
 static int decode(const char *s, pl_msg *m, pl_proto_err *e) {
@@ -394,6 +395,31 @@ TEST(proto_react_and_pin) {
     pl_msg_release(&m);
     snprintf(buf, sizeof buf, "{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"%sx\"}", em);
     CHECK(refused_naming(buf, "bad_request", "emoji"));
+    /* no Unicode White_Space nor control anywhere (not only ASCII ones) */
+    const char *const spaced[] = {"\\u00a0", "\\u3000", "\\u2028", "\\u2029", "\\u0085", "\\u0080", "\\u009f",
+                                  "\\u007f", "\\u1680", "\\u2000", "\\u200a", "\\u202f", "\\u205f", "\\u000b"};
+    for (size_t i = 0; i < sizeof spaced / sizeof spaced[0]; i++) {
+        snprintf(buf, sizeof buf, "{\"type\":\"react\",\"conversation\":1,\"seq\":2,\"emoji\":\"\xf0\x9f\x91\x8d%s\"}",
+                 spaced[i]);
+        CHECK(refused_naming(buf, "bad_request", "emoji"));
+    }
+    CHECK(!pl_proto_emoji_ok("\xc2\xa0\xf0\x9f\x91\x8d", 6));             /* U+00A0 first */
+    CHECK(!pl_proto_emoji_ok("\xe3\x80\x80", 3));                         /* U+3000 alone */
+    CHECK(!pl_proto_emoji_ok("\xf0\x9f\x91\x8d\xc2\x85", 6));             /* NEL (C1) */
+    /* ZWJ sequences and variation selectors are emoji; U+200B is no White_Space */
+    CHECK(pl_proto_emoji_ok("\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7", 18));
+    CHECK(pl_proto_emoji_ok("\xe2\x9d\xa4\xef\xb8\x8f", 6));
+    CHECK(pl_proto_emoji_ok("\xf0\x9f\x8f\xb3\xef\xb8\x8f\xe2\x80\x8d\xf0\x9f\x8c\x88", 14));
+    CHECK(pl_proto_emoji_ok("\xe2\x80\x8b\xf0\x9f\x91\x8d", 7));
+    /* the code point check itself: every White_Space and Cc, nothing else */
+    for (uint32_t cp = 0; cp <= 0x10ffff; cp++) {
+        int want = cp <= 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
+                   cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
+        if (pl_utf8_space_or_control(cp) != want) {
+            CHECK_EQ(cp, 0);
+            break;
+        }
+    }
 
     CHECK_EQ(decode("{\"type\":\"pin\",\"conversation\":12,\"seq\":58}", &m, &e), 0);
     CHECK_EQ(m.type, PL_MSG_PIN);
@@ -495,6 +521,18 @@ TEST(proto_search) {
     CHECK_EQ(m.search.limit, PL_PROTO_SEARCH_LIMIT);
     CHECK_EQ(m.search.cursor, 0);
     CHECK_EQ(m.search.mentions, 0);
+    CHECK_EQ(m.search.has_after, 0);
+    CHECK_EQ(m.search.has_before, 0);
+    pl_msg_release(&m);
+    /* a before of 0 is a bound (matches nothing), not "left out"; null is */
+    CHECK_EQ(decode("{\"type\":\"search\",\"q\":\"x\",\"before\":0}", &m, &e), 0);
+    CHECK_EQ(m.search.has_before, 1);
+    CHECK_EQ(m.search.before, 0);
+    CHECK_EQ(m.search.has_after, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"search\",\"q\":\"x\",\"after\":0,\"before\":null}", &m, &e), 0);
+    CHECK_EQ(m.search.has_after, 1);
+    CHECK_EQ(m.search.has_before, 0);
     pl_msg_release(&m);
     char big[400];
     snprintf(big, sizeof big, "{\"type\":\"search\",\"q\":\"%0257d\"}", 0);
@@ -503,6 +541,8 @@ TEST(proto_search) {
         "{\"type\":\"search\",\"q\":\"a\\u0000b\"}", "{\"type\":\"search\",\"q\":7}",
         "{\"type\":\"search\",\"q\":\"a\",\"limit\":0}", "{\"type\":\"search\",\"q\":\"a\",\"limit\":51}",
         "{\"type\":\"search\",\"q\":\"a\",\"after\":5,\"before\":5}",
+        "{\"type\":\"search\",\"q\":\"a\",\"after\":0,\"before\":0}",
+        "{\"type\":\"search\",\"q\":\"a\",\"after\":3,\"before\":0}",
         "{\"type\":\"search\",\"q\":\"a\",\"after\":-1}", "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"0\"}",
         "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"9223372036854775808\"}",
         "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"12a\"}", "{\"type\":\"search\",\"q\":\"a\",\"cursor\":12}",

@@ -1923,6 +1923,13 @@ TEST(store_msg_reactions) {
     CHECK_STR(why, "bad emoji");
     CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, "", 0, NULL, NULL), PL_STORE_EINVAL);
     CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, "\xF0\x9F\x91 ", 0, NULL, NULL), PL_STORE_EINVAL);
+    /* no Unicode White_Space nor control, also past ASCII: NBSP, NEL (C1),
+     * U+3000, U+2028, U+202F */
+    const char *const spaced[] = {"\xF0\x9F\x91\x8D\xC2\xA0", "\xC2\x85\xF0\x9F\x91\x8D", "\xE3\x80\x80",
+                                  "\xF0\x9F\x91\x8D\xE2\x80\xA8\xF0\x9F\x91\x8D", "\xE2\x80\xAF\xE2\x9D\xA4",
+                                  "\xF0\x9F\x91\x8D\xC2\x9F"};
+    for (size_t i = 0; i < sizeof spaced / sizeof spaced[0]; i++)
+        CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, spaced[i], 0, NULL, NULL), PL_STORE_EINVAL);
     char big[64];
     for (int i = 0; i < 11; i++) memcpy(big + 3 * i, "\xE2\x9D\xA4", 3);   /* 33 bytes */
     big[33] = '\0';
@@ -2096,6 +2103,92 @@ TEST(store_retry_with_mentions_writes_nothing) {
     CHECK_EQ(seq, 6);
     CHECK_EQ(t_unread_mentions(&t, g, b), 1);
     CHECK_EQ(t_count_contiguous(&t, g), 6);
+    t_finish(&t);
+}
+
+/* PL_STORE_MENTIONS_MAX counts mentioned members: unknown names and names
+ * of non-members (and the sender) before them do not use it up; send and
+ * edit, also with a body of about 16 KiB of unknown names. */
+static char *t_mention_body(int unknown, const char *tail) {   /* "@n0000 @n0001 .. <tail>" */
+    size_t cap = (size_t)unknown * 7 + strlen(tail) + 1, o = 0;
+    char *s = malloc(cap);
+    for (int i = 0; i < unknown; i++) o += (size_t)snprintf(s + o, cap - o, "@n%04d ", i);
+    snprintf(s + o, cap - o, "%s", tail);
+    return s;
+}
+
+static int64_t t_say_cmid(tstore *t, int64_t conv, int64_t user, const char *cmid, const char *body,
+                          char **data) {
+    pl_job j;
+    t_send_init(t, &j, conv, user, cmid, body);
+    if (t_run(t, &j, 1) != 0) return -99;
+    int64_t seq = j.result == PL_STORE_OK ? j.event.seq : j.result;
+    *data = j.event.data ? strdup(j.event.data) : NULL;
+    pl_job_release(&j);
+    return seq;
+}
+
+TEST(store_mentions_cap_counts_members) {
+    tstore t;
+    memset(&t, 0, sizeof t);
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    CHECK_EQ(t_user(&t, "outsider") > 0, 1);
+    int64_t ms[56];
+    char name[16], tail[1200] = "";
+    ms[0] = b;
+    for (int i = 1; i < 56; i++) {
+        snprintf(name, sizeof name, "mem%02d", i);
+        ms[i] = t_user(&t, name);
+    }
+    int64_t g = t_group(&t, a, "g", ms, 56);
+    /* 60 unknown names, a non-member, the sender, "@@bob" (no mention), then bob */
+    char *body = t_mention_body(60, "@outsider @ann @@bob @BOB!");
+    char *data = NULL;
+    int64_t seq = t_say_cmid(&t, g, a, "c1", body, &data);
+    CHECK(seq > 0);
+    char want[1024];
+    snprintf(want, sizeof want, "{\"mentions\":[%lld]}", (long long)b);
+    CHECK_STR(data, want);
+    free(data);
+    free(body);
+    /* the names looked up are bounded (the first 256 distinct ones): bob
+     * after 300 unknown names is not found, after 250 he is */
+    body = t_mention_body(300, "@bob");
+    CHECK(t_say_cmid(&t, g, a, "c2x", body, &data) > 0);
+    CHECK(data == NULL);
+    free(body);
+    body = t_mention_body(250, "@bob");
+    CHECK(t_say_cmid(&t, g, a, "c2", body, &data) > 0);
+    CHECK_STR(data, want);
+    free(data);
+    /* an edit to such a body mentions bob too */
+    CHECK(t_say_cmid(&t, g, a, "c3", "plain", &data) > 0);
+    free(data);
+    int64_t plain = t_last_seq(&t, g, a), eseq = 0;
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, plain, body, 0, &eseq, NULL), PL_STORE_OK);
+    CHECK(eseq > plain);
+    free(body);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, g, b, plain, &e), 0);
+    CHECK_STR(e.data, want);
+    pl_event_release(&e);
+    CHECK_EQ(t_event_at(&t, g, b, eseq, &e), 0);
+    snprintf(want, sizeof want, "{\"target\":%lld,\"mentions\":[%lld]}", (long long)plain, (long long)b);
+    CHECK_STR(e.data, want);
+    pl_event_release(&e);
+    /* unknown names, then 55 members in reverse: the first 50 of them */
+    size_t o = 0;
+    for (int i = 55; i >= 1; i--) o += (size_t)snprintf(tail + o, sizeof tail - o, "@mem%02d ", i);
+    body = t_mention_body(70, tail);
+    CHECK(t_say_cmid(&t, g, a, "c4", body, &data) > 0);
+    free(body);
+    o = (size_t)snprintf(want, sizeof want, "{\"mentions\":[");
+    for (int i = 55; i >= 6; i--) o += (size_t)snprintf(want + o, sizeof want - o, "%s%lld", i < 55 ? "," : "",
+                                                        (long long)ms[i]);
+    snprintf(want + o, sizeof want - o, "]}");
+    CHECK_STR(data, want);
+    free(data);
     t_finish(&t);
 }
 
