@@ -118,6 +118,8 @@ int pl_proto_send_kind(json_t *o, int *ciphertext, pl_proto_err *e) {
     if (json_is_string(k) && strcmp(json_string_value(k), "text") == 0) return 0;
     if (json_is_string(k) && strcmp(json_string_value(k), "ciphertext") == 0) {
         *ciphertext = 1;
+        if (json_object_get(o, "body"))   /* the text is in the payloads only */
+            return fail(e, "bad_request", "%s", "a ciphertext message has no \"body\"");
         return 0;
     }
     return fail(e, "bad_request", "%s", "\"kind\" must be \"text\" or \"ciphertext\"");

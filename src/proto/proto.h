@@ -124,20 +124,23 @@ void pl_proto_set_attachment_encoder(void (*fn)(pl_sbuf *s, const char *data));
  * PL_PROTO_ATTACH_MAX distinct media ids (> 0) into out. 0 or -1 (bad_request). */
 int  pl_proto_attachments(json_t *o, int64_t *out, int *n, pl_proto_err *err);
 /* send's "kind": absent or "text" (*ciphertext = 0), "ciphertext" (1: the
- * message carries "payloads" and no body; end-to-end encryption). */
+ * message carries "payloads" and no body: one is bad_request; end-to-end
+ * encryption). */
 int  pl_proto_send_kind(json_t *o, int *ciphertext, pl_proto_err *err);
 /* "emoji" (pl_proto_emoji_ok) and the optional "op" ("add" or "remove"). */
 int  pl_proto_reaction(json_t *o, const char **emoji, int *remove, pl_proto_err *err);
 /* "level": "all", "mentions" or "none" (pl_notify_level). */
 int  pl_proto_notify_level(json_t *o, int *level, pl_proto_err *err);
 /* 1 if e[0..n) is an acceptable reaction: 1..PL_STORE_EMOJI_MAX bytes of
- * UTF-8 with at least one non-ASCII character and no ASCII space, control
- * character or NUL (store.h; the store checks it again). */
+ * UTF-8 with at least one non-ASCII character and no Unicode White_Space,
+ * control character (C0, DEL, C1) or NUL (pl_utf8_space_or_control; store.h;
+ * the store checks it again). */
 int  pl_proto_emoji_ok(const char *e, size_t n);
 const char *pl_proto_notify_name(int level);
 /* Checks a search request: q is 1..PL_STORE_QUERY_MAX bytes of UTF-8 with
  * a non-space character and no NUL (too long: bad_request too), before >
- * after when both are given, limit 0 (becomes PL_PROTO_SEARCH_LIMIT) or
+ * after when both are given (has_after, has_before; a given before of 0
+ * alone is fine and matches nothing), limit 0 (becomes PL_PROTO_SEARCH_LIMIT) or
  * 1..PL_STORE_SEARCH_MAX. 0, or -1 with *err filled (bad_request). */
 int  pl_proto_search_check(pl_search_args *a, pl_proto_err *err);
 /* A next_cursor string: 1..19 decimal digits, 1..2^63-1. 0, or -1. */

@@ -403,6 +403,13 @@ async def test_e2ee_bad_input(server):
         r = await api.req("POST", f"/api/v1/conversations/{conv}/messages", token=alice.token,
                           json_body={"client_msg_id": cmid(), "kind": "ciphertext", "payloads": []})
         assert r.status == 400 and r.code == "bad_request", r
+        # a ciphertext send carries no plaintext body: refused, not dropped
+        e = await a.request(dict(ct_send(conv, [pl]), body="zebrafish"))
+        assert e.get("type") == "error" and e["code"] == "bad_request" and "body" in e["message"], e
+        r = await api.req("POST", f"/api/v1/conversations/{conv}/messages", token=alice.token,
+                          json_body={"client_msg_id": cmid(), "kind": "ciphertext", "payloads": [pl],
+                                     "body": "zebrafish"})
+        assert r.status == 400 and r.code == "bad_request", r
         hist = await api.history_all(alice, conv)
         assert not [x for x in hist if x["kind"] == "message"], hist      # nothing was stored
 
