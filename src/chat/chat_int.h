@@ -368,7 +368,7 @@ void presence_shutdown(void);
 void do_presence_set(session *s, pl_msg *m);
 void do_presence_query(session *s, pl_msg *m);
 void presence_on_bus(void *ud, const pl_bus_presence *p);
-int  chat_limit_signal(session *s, pl_bucket *b, double rate, double burst);
+int  chat_limit_signal(session *s, json_t *req, pl_bucket *b, double rate, double burst);
 
 /* e2ee.c (public half: e2ee.h) */
 void e2ee_on_keys_low(void *ud, int64_t user, int64_t device, int64_t count);

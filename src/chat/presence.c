@@ -77,19 +77,23 @@ struct presence {
 /* ---- rate limits on ephemeral signals (shared with typing.c) ------------- */
 
 /* Takes a token from one of the user's buckets; on refusal tells the
- * session (at most once a second) and returns -1. Nothing else is affected. */
-int chat_limit_signal(session *s, pl_bucket *b, double rate, double burst) {
+ * session (at most once a second; with the message's req) and returns -1.
+ * Nothing else is affected. */
+int chat_limit_signal(session *s, json_t *req, pl_bucket *b, double rate, double burst) {
     chat_user *u = chat_user_get(s->user);
     int64_t now = pl_mono_ms();
     int64_t wait = pl_bucket_take(b, rate, burst, 1, now);
     if (!wait) return 0;
     if (u && now - u->limited_at >= 1000) {
         u->limited_at = now;
-        char msg[160];
-        int n = snprintf(msg, sizeof msg,
-                         "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"too many signals\","
-                         "\"retry_after\":%.3f}", (double)wait / 1000.0);
-        chat_send_text(s->conn, msg, (size_t)n, 1);
+        pl_sbuf e;
+        pl_sbuf_init(&e);
+        pl_sbuf_adds(&e, "{\"type\":\"error\"");
+        pl_proto_add_req(&e, req);
+        pl_sbuf_printf(&e, ",\"code\":\"rate_limited\",\"message\":\"too many signals\",\"retry_after\":%.3f}",
+                       (double)wait / 1000.0);
+        chat_send_text(s->conn, e.p, e.len, 1);
+        pl_sbuf_release(&e);
     }
     pl_count(&pl_m_rate_limited_signal, 1);
     return -1;
@@ -177,7 +181,7 @@ void presence_session_gone(session *s) {
 
 void do_presence_set(session *s, pl_msg *m) {
     chat_user *u = chat_user_get(s->user);
-    if (!u || chat_limit_signal(s, &u->presence_tb, PRESENCE_RATE, PRESENCE_BURST)) return;
+    if (!u || chat_limit_signal(s, m->req, &u->presence_tb, PRESENCE_RATE, PRESENCE_BURST)) return;
     s->away = (uint8_t)m->away;
     presence *p = pl_map_get(&C.presence, s->user);
     if (p) {

@@ -14,8 +14,10 @@
  *
  * The slow-consumer contract (P3): a connection's write queue is bounded by
  * --max-outbound bytes.
- *   - Events (chat_deliver) that do not fit close it with 4008; the client
- *     resumes from its cursors, losing nothing.
+ *   - Events (chat_deliver) that do not fit, once what the kernel takes
+ *     now is written, close it with 4008 (its unsent events dropped, so
+ *     the close frame comes next); the client resumes from its cursors,
+ *     losing nothing.
  *   - Replies the client asked for (chat_deliver_reply: history, receipts,
  *     ready, acks, errors) are bounded in size by the reply budget (pages
  *     end early with has_more) and are queued unless the queue is already
@@ -48,7 +50,7 @@ _Static_assert(sizeof(session) <= 120, "session must fit a 128-byte malloc chunk
 static void conn_shut(pl_conn *c) { pl_conn_close(c, 1); }
 pl_chat_conn_ops CO = {pl_conn_send, pl_conn_send_copy, pl_wsconn_close, pl_conn_pause,
                        pl_conn_resume, pl_conn_ref, pl_conn_unref, conn_shut, pl_conn_send_part,
-                       pl_conn_cork, pl_conn_uncork};
+                       pl_conn_cork, pl_conn_uncork, pl_conn_write_now, pl_conn_drop_unsent};
 
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops) { CO = *ops; }
 
@@ -122,10 +124,24 @@ void chat_close(pl_conn *c, int code, const char *reason) {
     else CO.close(c, code, reason);
 }
 
+/* The queued events are of no use to a client that must resync: a
+ * WebSocket's are dropped so that the close frame comes next (an SSE
+ * event spans queue entries: its queue stays). */
 static void close_slow(pl_conn *c) {
     pl_count(&pl_m_slow_consumer_closes, 1);
     pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);
+    if (!is_sse(c) && CO.drop_unsent) CO.drop_unsent(c);
     chat_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
+}
+
+/* Whether n more bytes fit c's queue; when they do not, what the kernel
+ * takes now is written first: a burst queued within one loop turn (a
+ * batch of commits) is no sign that the client does not read. */
+static int fits(pl_conn *c, size_t n) {
+    size_t bound = (size_t)C.cfg->max_outbound;
+    if (c->qbytes + n <= bound) return 1;
+    if (CO.write_now) CO.write_now(c);
+    return c->qbytes + n <= bound;
 }
 
 /* The bytes frame will take in c's queue, and queueing it. id: an SSE
@@ -141,7 +157,7 @@ static void frame_send(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) 
 
 static int deliver(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) {
     if (!chat_is_open(c)) return -1;
-    if (c->qbytes + frame_len(c, frame, id, x, seq) > (size_t)C.cfg->max_outbound) {
+    if (!fits(c, frame_len(c, frame, id, x, seq))) {
         close_slow(c);
         return -1;
     }
@@ -158,7 +174,7 @@ int chat_deliver_event(sub *x, pl_rbuf *frame, int64_t seq) { return deliver(x->
 int chat_deliver_event_part(sub *x, pl_rbuf *b, size_t off, size_t len) {
     pl_conn *c = x->sess->conn;
     if (!chat_is_open(c)) return -1;
-    if (c->qbytes + len > (size_t)C.cfg->max_outbound) {
+    if (!fits(c, len)) {
         close_slow(c);
         return -1;
     }
@@ -168,7 +184,7 @@ int chat_deliver_event_part(sub *x, pl_rbuf *b, size_t off, size_t len) {
 
 int chat_deliver_reply(pl_conn *c, pl_rbuf *frame) {
     if (!chat_is_open(c)) return -1;
-    if (c->qbytes >= (size_t)C.cfg->max_outbound) {
+    if (!fits(c, 1)) {
         close_slow(c);
         return -1;
     }
@@ -383,7 +399,12 @@ static void auth_done(pl_job *j) {
 
     pl_sbuf b;
     pl_sbuf_init(&b);
-    pl_sbuf_printf(&b, "{\"type\":\"ready\",\"protocol\":%d,\"user\":{\"id\":%lld,\"username\":",
+    /* the auth message's req, if it had one (the fast path keeps cursors
+     * alone: it takes no auth with a req) */
+    json_t *req = op->root && op->root != op->cursors ? json_object_get(op->root, "req") : NULL;
+    pl_sbuf_adds(&b, "{\"type\":\"ready\"");
+    pl_proto_add_req(&b, req);
+    pl_sbuf_printf(&b, ",\"protocol\":%d,\"user\":{\"id\":%lld,\"username\":",
                    PL_PROTO_VERSION, (long long)s->user);
     pl_sbuf_add_json_str(&b, j->user_out.username, strnlen(j->user_out.username, sizeof j->user_out.username));
     pl_sbuf_printf(&b, "},\"session\":%lld,\"conversations\":[", (long long)s->login);
@@ -411,7 +432,7 @@ static void auth_done(pl_job *j) {
         s->held = 1;
         c->deadline = pl_mono_ms() + HOLD_MS;
     }
-    if (op->cursors) deliver_sync(s, op->cursors, NULL);
+    if (op->cursors) deliver_sync(s, op->cursors, req);
     session_cork_for_replay(s);
     if (s->resuming) sse_resume(s);
     CO.resume(c);

@@ -129,7 +129,7 @@ void do_typing(session *s, pl_msg *m) {
         return;
     }
     chat_user *u = chat_user_get(s->user);
-    if (!u || chat_limit_signal(s, &u->typing_tb, TYPING_RATE, TYPING_BURST)) return;
+    if (!u || chat_limit_signal(s, m->req, &u->typing_tb, TYPING_RATE, TYPING_BURST)) return;
     chat_conv *cv = x->conv;
     typing_ent *t = typing_find(cv, s->user);
     int64_t now = pl_mono_ms();

@@ -405,6 +405,40 @@ static void conn_flush(pl_conn *c) {
     after_queue_change(c);
 }
 
+void pl_conn_write_now(pl_conn *c) {
+    if (c->tls || c->closed || c->writing) return;
+    static struct iovec iov[IOV_MAX_BATCH];
+    while (c->qlen) {
+        size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
+        ssize_t r = writev(c->fd, iov, (int)k);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) wait_writable(c);
+            return;                        /* other errors: the flush destroys it */
+        }
+        size_t want = 0;
+        for (size_t i = 0; i < k; i++) want += iov[i].iov_len;
+        queue_consume(c, (size_t)r);
+        if ((size_t)r < want) {            /* kernel buffer full */
+            wait_writable(c);
+            return;
+        }
+    }
+}
+
+void pl_conn_drop_unsent(pl_conn *c) {
+    /* TLS: a write the library must retry may hold bytes of several entries
+     * (tls_gather), so nothing is dropped */
+    if (c->tls) return;
+    uint32_t keep = c->qlen && c->qoff ? 1 : 0;   /* a write began the head */
+    while (c->qlen > keep) {
+        pl_qent *e = queue_at(c, c->qlen - 1);
+        c->qbytes -= e->len - (c->qlen == 1 ? c->qoff : 0);
+        pl_rbuf_unref(&e->b);
+        c->qlen--;
+    }
+}
+
 /* ---- TLS I/O -----------------------------------------------------------------
  *
  * Reads: the ciphertext read into read_buf is fed to the connection's TLS

@@ -173,6 +173,16 @@ void pl_conn_send_copy(pl_conn *c, const void *p, size_t n);
 void pl_conn_cork(pl_conn *c);
 /* Ends the cork: the queue goes out at the end of this loop turn. */
 void pl_conn_uncork(pl_conn *c);
+/* Writes what the kernel takes of the queue now, in the middle of a loop
+ * turn, rather than at its end: for a caller about to judge the queue full
+ * (chat's slow-consumer bound) while a burst is being queued. Never closes
+ * or calls back: an error is left for the turn's flush to find. Plain
+ * connections only (TLS: no-op), not while the kernel buffer is full. */
+void pl_conn_write_now(pl_conn *c);
+/* Drops the queued bytes no write has begun: whatever the peer is getting
+ * is whole (the entry being written stays), and what is queued next goes
+ * out right after it (a slow consumer's close frame). TLS: no-op. */
+void pl_conn_drop_unsent(pl_conn *c);
 /* Requests a close; if graceful, queued data is written first (bounded by a
  * 5 s timeout). */
 void pl_conn_close(pl_conn *c, int graceful);

@@ -134,7 +134,10 @@ void pl_wsconn_on_data(pl_conn *c, uint8_t *p, size_t n) {
     }
 }
 
+/* Closing: the peer did not answer our close within CLOSE_WAIT_MS. What
+ * is still queued (our close frame, behind a full kernel buffer) gets the
+ * graceful close's bounded wait before the FIN. */
 void pl_wsconn_on_timeout(pl_conn *c) {
     if (c->ws_state == PL_WSS_OPEN) hooks.on_timeout(c);
-    else pl_conn_close(c, 0);
+    else pl_conn_close(c, c->qlen != 0);
 }

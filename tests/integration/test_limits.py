@@ -18,6 +18,40 @@ PROM_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"
                        r'(\{.*\})? \+?Inf$')
 
 
+def read_to_close_frame(s, timeout=10):
+    """Reads a server's frames (unmasked) from blocking socket s, whose
+    upgrade head was read, until a close frame; returns its code (None at
+    EOF without one)."""
+    s.settimeout(timeout)
+    buf = b""
+
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            d = s.recv(65536)
+            if not d:
+                return False
+            buf += d
+        return True
+
+    while need(2):
+        op, ln, h = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        if ln == 126:
+            if not need(4):
+                return None
+            ln, h = int.from_bytes(buf[2:4], "big"), 4
+        elif ln == 127:
+            if not need(10):
+                return None
+            ln, h = int.from_bytes(buf[2:10], "big"), 10
+        if not need(h + ln):
+            return None
+        payload, buf = buf[h:h + ln], buf[h + ln:]
+        if op == 0x8:
+            return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+    return None
+
+
 def sleeping_reader(server, token):
     """A WebSocket client that authenticates and then never reads again (a
     blocking socket with a tiny receive buffer: asyncio would keep reading)."""
@@ -104,6 +138,7 @@ async def test_a_flood_is_limited_while_others_flow(server_factory):
             if r.status == 429:
                 break
         assert r.status == 429 and r.code == "rate_limited", r
+        assert r.body["error"]["message"] == "too many messages (user)", r   # as over the WebSocket
         assert int(r.headers["Retry-After"]) >= 1, r.headers
 
 
@@ -202,6 +237,7 @@ async def test_per_ip_caps_and_request_limits(server_factory):
                                 json_body={"username": "nobody", "password": "password1"})
             codes.append(r.status)
         assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429], codes
+        assert r.body["error"]["message"] == "too many requests (ip)", r
         assert int(r.headers["Retry-After"]) >= 1
         m = metrics(server)
         assert m["parley_connections_refused_total"] >= 1
@@ -362,9 +398,68 @@ async def test_a_replay_to_a_reader_that_never_reads_is_closed_after_slow_timeou
                 closed = True
                 break
             await asyncio.sleep(0.5)
-        raw.close()
         assert closed, "the stuck replay was never closed"
         assert time.monotonic() - t0 >= 1.5, "closed before the slow timeout"
+        # Reading only after the server gave up waiting for its close to be
+        # answered (2 s), the client still gets whole frames and then the
+        # close frame with 4008: the events still queued were dropped, so the
+        # close frame was next, and it waited for the client to read.
+        await asyncio.sleep(3)
+        code = read_to_close_frame(raw)
+        raw.close()
+        assert code == 4008, code
         w = await h.ws(sleeper, name="sleeper-again", auth="first", cursors={cid: 0})
         await w.wait_seq(cid, last, timeout=30)
         assert [e["seq"] for e in w.conv_events(cid)] == list(range(1, last + 1))
+
+
+@async_test(60)
+async def test_group_size_at_creation_counts_distinct_members_and_the_creator(server_factory):
+    """--max-group-members bounds the group a creation makes: the creator and
+    the distinct others. A repeated id or the creator's own id in "members"
+    does not count twice; one member too many is 413 too_large."""
+    server = server_factory(["--max-group-members", "3"])
+    async with Harness(server) as h:
+        api = h.api
+        a, b, c, d = await api.register_many(4, "gsz")
+
+        async def create(ids):
+            return await api.req("POST", "/api/v1/conversations", token=a.token,
+                                 json_body={"kind": "group", "title": "g", "members": ids})
+
+        r = await create([b.id, c.id])
+        assert r.status == 201 and len(r.body["members"]) == 3, r
+        r = await create([b.id, b.id, c.id, c.id, a.id])
+        assert r.status == 201 and len(r.body["members"]) == 3, r
+        r = await create([b.id, c.id, d.id])
+        assert r.status == 413 and r.code == "too_large", r
+        r = await create([d.id] * 5)
+        assert r.status == 201 and len(r.body["members"]) == 2, r
+
+
+@async_test(120)
+async def test_a_burst_over_the_bound_does_not_close_clients_that_read(server_factory):
+    """--max-outbound bounds what waits for a client that does not read. A
+    burst of sends committed together queues more than that to every member
+    within one loop turn, before the turn's writes: what the kernel takes is
+    written first, so clients that read get everything and stay connected."""
+    bound = 256 * 1024
+    server = server_factory(["--max-outbound", str(bound)])
+    async with Harness(server) as h:
+        api = h.api
+        a, b = await api.register_many(2, "burst")
+        cid = (await api.open_dm(a, b.id))["id"]
+        wa = await h.ws(a)
+        wb = await h.ws(b)
+        body = "q" * 16000
+        for _round in range(3):
+            reqs = await asyncio.gather(*[wa.send_nowait(cid, f"{i:03d}" + body) for i in range(40)])
+            for req, _ in reqs:
+                reply = await wa.wait_reply(req, timeout=30)
+                assert reply.get("type") == "sent", reply
+            last = max(wa.reply(req)["seq"] for req, _ in reqs)
+            await wb.wait_seq(cid, last, timeout=30)
+            await wa.wait_seq(cid, last, timeout=30)
+        assert wa.close_code is None and wb.close_code is None, (wa.close_code, wb.close_code)
+        m = metrics(server)
+        assert m["parley_slow_consumer_closes_total"] == 0, m["parley_slow_consumer_closes_total"]

@@ -152,9 +152,9 @@ async def test_signal_spam_is_limited_without_hurting_messages(server):
         s = await h.ws(spammer, name="spammer")
         f = await h.ws(friend, name="friend")
         for i in range(300):
-            await s.send_json({"type": "typing", "conversation": cid,
+            await s.send_json({"type": "typing", "conversation": cid, "req": f"t{i}",
                                "state": "start" if i % 2 == 0 else "stop"})
-            await s.send_json({"type": "presence", "status": "away" if i % 2 else "online"})
+            await s.send_json({"type": "presence", "req": f"p{i}", "status": "away" if i % 2 else "online"})
         # messages still flow both ways while the spam is being processed
         acks = []
         for i in range(20):
@@ -167,6 +167,8 @@ async def test_signal_spam_is_limited_without_hurting_messages(server):
         # the spammer was told, with a retry_after
         limited = [m for m in s.errors() if m.get("code") == "rate_limited"]
         assert limited and limited[0]["retry_after"] > 0, s.errors()
+        # ... with the req of the signal that was refused
+        assert all(str(m.get("req", ""))[:1] in ("t", "p") for m in limited), limited
         # far fewer typing frames reached the friend than were sent
         typing = [m for m in f.msgs if m.get("type") == "typing"]
         assert 0 < len(typing) < 100, len(typing)

@@ -294,3 +294,31 @@ async def test_resume_ready_arrives_with_the_first_replayed_page(server):
         # the point: nothing of it waited for a second write
         assert [m["type"] for m in in_first][:7] == ["ready"] + ["event"] * 5 + ["synced"], \
             [m["type"] for m in in_first]
+
+
+@async_test(60)
+async def test_auth_req_is_copied_into_ready_and_its_errors(server):
+    """An `auth` with a req and cursors: `ready` and the errors about its
+    cursors (a conversation the user left) carry that req; the replay of
+    the others follows as usual."""
+    import websockets
+    async with Harness(server) as h:
+        api = h.api
+        a, b = await api.register_many(2, "areq")
+        cid = (await api.open_dm(a, b.id))["id"]
+        g = (await api.create_group(a, [b.id]))["id"]
+        await api.expect(204, "POST", f"/api/v1/conversations/{g}/leave", token=b.token)
+        ws = await websockets.connect(server.ws_url, open_timeout=10, close_timeout=2)
+        try:
+            await ws.send(json.dumps({"type": "auth", "token": b.token, "req": "au",
+                                      "cursors": {str(cid): 0, str(g): 0}}))
+            got = []
+            while not any(m.get("type") == "synced" for m in got):
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        finally:
+            await ws.close()
+        assert got[0]["type"] == "ready" and got[0]["req"] == "au", got[0]
+        errs = [m for m in got if m.get("type") == "error"]
+        assert [(e["code"], e["conversation"], e.get("req")) for e in errs] == [("not_found", g, "au")], errs
+        synced = [m for m in got if m.get("type") == "synced"]
+        assert synced[0]["conversation"] == cid and "req" not in synced[0], synced

@@ -296,6 +296,66 @@ TEST(conn_cork_delays_bytes_and_never_keeps_them) {
     CHECK_EQ(t_shut(&loop, n), 0);
 }
 
+/* pl_conn_write_now writes the queue in the middle of a turn, without the
+ * loop; pl_conn_drop_unsent then drops what no write began, keeping the
+ * entry a partial write began, so the peer gets whole entries and then
+ * what is queued next. */
+TEST(conn_write_now_and_drop_unsent_keep_the_stream_whole) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pl_net *n = NULL;
+    pl_conn *c = NULL;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
+    char buf[64];
+
+    pl_conn_send_copy(c, "abc", 3);
+    pl_conn_write_now(c);                     /* no loop turn */
+    CHECK_EQ(c->qbytes, 0);
+    CHECK_EQ(c->qlen, 0);
+    ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    CHECK_EQ(r, 3);
+    CHECK(memcmp(buf, "abc", 3) == 0);
+
+    /* nothing written yet: everything goes */
+    pl_conn_send_copy(c, "x", 1);
+    pl_conn_send_copy(c, "y", 1);
+    pl_conn_drop_unsent(c);
+    CHECK_EQ(c->qlen, 0);
+    CHECK_EQ(c->qbytes, 0);
+
+    /* a head the kernel took part of stays; the rest goes */
+    size_t big_n = 32u << 20;                 /* more than the kernel buffers hold */
+    char *big = malloc(big_n);
+    CHECK(big != NULL);
+    for (size_t i = 0; i < big_n; i++) big[i] = (char)('a' + i % 26);
+    pl_conn_send_copy(c, big, big_n);
+    pl_conn_write_now(c);
+    CHECK(c->writing);
+    CHECK_EQ(c->qlen, 1);
+    CHECK(c->qoff > 0 && c->qbytes < big_n);
+    pl_conn_send_copy(c, "dropped", 7);
+    pl_conn_send_copy(c, "dropped too", 11);
+    size_t left = c->qbytes - 18;
+    pl_conn_drop_unsent(c);
+    CHECK_EQ(c->qlen, 1);
+    CHECK_EQ(c->qbytes, left);
+    pl_conn_send_copy(c, "END", 3);
+    char *got = malloc(big_n + 16);
+    CHECK(got != NULL);
+    CHECK_EQ(recv_all(fd, &loop, got, big_n + 3), big_n + 3);
+    CHECK(memcmp(got, big, big_n) == 0);
+    CHECK(memcmp(got + big_n, "END", 3) == 0);
+    spin(&loop, 5);
+    CHECK_EQ(recv(fd, buf, sizeof buf, MSG_DONTWAIT), -1);   /* nothing more */
+    free(got);
+    free(big);
+
+    close(fd);
+    wait_closes(&loop, 1);
+    CHECK_EQ(t_shut(&loop, n), 0);
+}
+
 /* Pausing costs no syscall until input arrives: then EPOLLIN is dropped
  * (the level-triggered poll would report it every turn), nothing reaches
  * on_data, and resume registers it again and delivers what waited. */

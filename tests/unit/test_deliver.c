@@ -108,7 +108,7 @@ static void f_cork(pl_conn *c) {
 static void f_uncork(pl_conn *c) { ((fconn *)c)->corked = 0; }
 
 static const pl_chat_conn_ops fake_ops = {f_send, f_send_copy, f_close, f_pause, f_resume, f_ref, f_unref, f_shut,
-                                          f_send_part, f_cork, f_uncork};
+                                          f_send_part, f_cork, f_uncork, NULL, NULL};
 
 static fconn *fconn_new(void) {
     fconn *f = calloc(1, sizeof *f);
