@@ -216,7 +216,9 @@ node_args() {
     if [ "$CLUSTER_NODE_MODE" = embedded ]; then
         echo "--node-id $1"
     else
-        echo "--store postgres://$DB_USER@$HOST:$PG_PORT/$DB_NAME --redis redis://$HOST:$REDIS_PORT --node-id $1"
+        # one blob store for every node (a shared mount in production):
+        # any node serves any upload
+        echo "--store postgres://$DB_USER@$HOST:$PG_PORT/$DB_NAME --redis redis://$HOST:$REDIS_PORT --node-id $1 --media-dir $CLUSTER_DIR/media"
     fi
 }
 
@@ -225,7 +227,7 @@ start_nodes() {
     for ((i = 0; i < N; i++)); do
         port=$(node_port "$i")
         log=$CLUSTER_DIR/node$i.log
-        mkdir -p "$CLUSTER_DIR/node$i"
+        mkdir -p "$CLUSTER_DIR/node$i" "$CLUSTER_DIR/media"
         # shellcheck disable=SC2206  # PARLEYD_ARGS is split on blanks on purpose
         cmd=("$PARLEYD" --listen "$HOST:$port" --data-dir "$CLUSTER_DIR/node$i" $(node_args "$i") $PARLEYD_ARGS)
         echo "=== cluster.sh $(date -u +%FT%TZ): ${cmd[*]}" >>"$log"

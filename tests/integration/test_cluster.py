@@ -1220,3 +1220,54 @@ def test_second_node_with_a_leased_node_id_is_refused(server, parleyd_bin, tmp_p
     st, body = readyz(server.node_urls[0])
     assert st == 200, f"node 0 after the refused duplicate: /readyz {st} {body!r}"
     assert node_id_of(server.nodes[0]) == taken
+
+
+@pytest.mark.cluster_only("scripts/cluster.sh starts a cluster of its own")
+def test_cluster_script_as_the_readme_runs_it_serves_uploads_from_every_node(mode, parleyd_bin):
+    """README "Cluster mode": `scripts/cluster.sh up N`, clients at the `lb`
+    address. Any node serves any user: an upload made through one node is
+    there on every node (the script gives the nodes one --media-dir)."""
+    import shutil
+    import tempfile
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    scratch = tempfile.mkdtemp(prefix="parley-clsh-")   # the postgres user must reach it
+    os.chmod(scratch, 0o755)
+    env = dict(os.environ, CLUSTER_DIR=os.path.join(scratch, "cl"), PARLEYD=parleyd_bin)
+    script = os.path.join(repo, "scripts", "cluster.sh")
+    up = subprocess.run([script, "up", "2"], env=env, capture_output=True, text=True, timeout=180)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        lb = [ln.split()[1] for ln in up.stdout.splitlines() if ln.startswith("lb ")]
+        assert lb, up.stdout
+        base = f"http://{lb[0]}"
+
+        def call(method, path, body=None, token=None, data=None, ctype="application/json"):
+            h = {"Content-Type": ctype}
+            if token:
+                h["Authorization"] = f"Bearer {token}"
+            if body is not None:
+                data = json.dumps(body).encode()
+            r = urllib.request.Request(base + path, method=method, headers=h, data=data)
+            try:
+                with urllib.request.urlopen(r, timeout=10) as resp:
+                    return resp.status, resp.headers.get("X-Parley-Node"), resp.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers.get("X-Parley-Node"), e.read()
+
+        st, _, b = call("POST", "/api/v1/auth/register", {"username": "lbmedia", "password": "a long password 1"})
+        assert st == 201, b
+        tok = json.loads(b)["access_token"]
+        st, _, b = call("POST", "/api/v1/media?name=f.txt&type=text/plain", token=tok,
+                        data=b"one blob store", ctype="text/plain")
+        assert st == 201, b
+        mid = json.loads(b)["id"]
+        nodes = set()
+        for _ in range(6):
+            st, node, b = call("GET", f"/api/v1/media/{mid}", token=tok)
+            assert st == 200 and b == b"one blob store", (st, node, b)
+            nodes.add(node)
+        assert len(nodes) == 2, nodes          # HAProxy spread the reads over both nodes
+    finally:
+        down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)
+        assert down.returncode == 0, down.stdout + down.stderr
