@@ -373,6 +373,31 @@ static void wait_writable(pl_conn *c) {
     sync_events(c, 0);
 }
 
+/* Writes the queue until it is empty or the kernel buffer is full (then
+ * waits for EPOLLOUT): 0, or -1 at a write error (broken pipe, reset),
+ * what failed still queued. */
+static int write_queue(pl_conn *c) {
+    static struct iovec iov[IOV_MAX_BATCH];
+    while (c->qlen) {
+        size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
+        ssize_t r = writev(c->fd, iov, (int)k);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN) return -1;
+            wait_writable(c);
+            return 0;
+        }
+        size_t want = 0;
+        for (size_t i = 0; i < k; i++) want += iov[i].iov_len;
+        queue_consume(c, (size_t)r);
+        if ((size_t)r < want) {            /* kernel buffer full */
+            wait_writable(c);
+            return 0;
+        }
+    }
+    return 0;
+}
+
 /* Writes as much as the kernel takes now; the rest waits for EPOLLOUT. */
 static void conn_flush(pl_conn *c) {
     if (c->tls) {
@@ -380,50 +405,18 @@ static void conn_flush(pl_conn *c) {
         return;
     }
     if (c->closed || c->writing) return;
-    static struct iovec iov[IOV_MAX_BATCH];
-    while (c->qlen) {
-        size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
-        ssize_t r = writev(c->fd, iov, (int)k);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) {
-                wait_writable(c);
-                break;
-            }
-            queue_consume(c, c->qbytes);   /* broken pipe, reset: drop it */
-            conn_destroy(c);
-            return;
-        }
-        size_t want = 0;
-        for (size_t i = 0; i < k; i++) want += iov[i].iov_len;
-        queue_consume(c, (size_t)r);
-        if ((size_t)r < want) {            /* kernel buffer full */
-            wait_writable(c);
-            break;
-        }
+    if (write_queue(c)) {
+        queue_consume(c, c->qbytes);       /* broken pipe, reset: drop it */
+        conn_destroy(c);
+        return;
     }
     after_queue_change(c);
 }
 
+/* An error is left queued: the turn's flush meets it again and destroys. */
 void pl_conn_write_now(pl_conn *c) {
     if (c->tls || c->closed || c->writing) return;
-    static struct iovec iov[IOV_MAX_BATCH];
-    while (c->qlen) {
-        size_t k = fill_iov(c, iov, IOV_MAX_BATCH);
-        ssize_t r = writev(c->fd, iov, (int)k);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) wait_writable(c);
-            return;                        /* other errors: the flush destroys it */
-        }
-        size_t want = 0;
-        for (size_t i = 0; i < k; i++) want += iov[i].iov_len;
-        queue_consume(c, (size_t)r);
-        if ((size_t)r < want) {            /* kernel buffer full */
-            wait_writable(c);
-            return;
-        }
-    }
+    (void)write_queue(c);
 }
 
 void pl_conn_drop_unsent(pl_conn *c) {
