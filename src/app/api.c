@@ -324,10 +324,14 @@ static void unauthorized(pl_http_ctx *ctx) {
     pl_http_respond(ctx, 401, "application/json", body, sizeof body - 1, "WWW-Authenticate: Bearer\r\n");
 }
 
-static void token_checked(void *arg, int ok, int64_t user, int64_t login) {
+static void token_checked(void *arg, int result, int64_t user, int64_t login) {
     pl_http_ctx *ctx = arg;
-    if (!ok) {
+    if (result == PL_STORE_ENOTFOUND) {
         unauthorized(ctx);
+        return;
+    }
+    if (result) {                   /* the store could not tell: not the token's fault */
+        api_store_error(ctx, result, "could not check the access token");
         return;
     }
     ctx->user = user;

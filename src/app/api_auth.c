@@ -331,10 +331,14 @@ static void logout_refresh_read(pl_job *j) {
     revoke_login(op);
 }
 
-static void logout_bearer_checked(void *arg, int ok, int64_t user, int64_t login) {
+static void logout_bearer_checked(void *arg, int result, int64_t user, int64_t login) {
     pl_http_ctx *ctx = arg;
-    if (!ok) {
+    if (result == PL_STORE_ENOTFOUND) {
         pl_http_error(ctx, 401, "unauthorized", "a valid refresh or access token is required");
+        return;
+    }
+    if (result) {
+        api_store_error(ctx, result, "could not check the access token");
         return;
     }
     api_op *op = api_op_new(ctx, NULL);

@@ -85,8 +85,13 @@ int  pl_chat_sse_open(pl_conn *c, const char *tok, size_t len, int resuming, pl_
 void pl_chat_sse_timeout(pl_conn *c);
 
 /* Token check: signature and expiry now, then the login session in the
- * store (not revoked, same user). cb(arg, ok, user, login). */
-typedef void (*pl_chat_token_cb)(void *arg, int ok, int64_t user, int64_t login);
+ * store (not revoked, same user). cb(arg, result, user, login): result
+ * PL_STORE_OK (valid), PL_STORE_ENOTFOUND (revoked or unknown), or the
+ * store's error when it could not tell (PL_STORE_EUNAVAIL...): never a 401
+ * for a token the store could not check. The call itself returns
+ * PL_STORE_ENOTFOUND for a bad signature or an expired token,
+ * PL_STORE_EUNAVAIL while stopping (cb is then not called), else 0. */
+typedef void (*pl_chat_token_cb)(void *arg, int result, int64_t user, int64_t login);
 int  pl_chat_check_token(const char *tok, size_t len, pl_chat_token_cb cb, void *arg);
 /* Logout: closes (4001) the live sessions of user opened with login, on
  * every node. */

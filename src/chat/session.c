@@ -299,8 +299,9 @@ typedef struct token_op {
 
 static void token_done(pl_job *j) {
     token_op *op = (token_op *)j;
-    int ok = j->result == PL_STORE_OK && !j->login_out.revoked && j->login_out.user == j->user;
-    op->cb(op->arg, ok, j->user, j->id);
+    int r = j->result;
+    if (r == PL_STORE_OK && (j->login_out.revoked || j->login_out.user != j->user)) r = PL_STORE_ENOTFOUND;
+    op->cb(op->arg, r, j->user, j->id);
     pl_job_release(j);
     free(op);
 }

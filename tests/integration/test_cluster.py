@@ -1271,3 +1271,30 @@ def test_cluster_script_as_the_readme_runs_it_serves_uploads_from_every_node(mod
         down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=120)
         shutil.rmtree(scratch, ignore_errors=True)
         assert down.returncode == 0, down.stdout + down.stderr
+
+
+@pytest.mark.cluster_only(WHY)
+@async_test(120)
+async def test_a_token_the_store_cannot_check_is_unavailable_not_unauthorized(server):
+    """While PostgreSQL is down a node cannot check a login session: REST
+    answers 503 unavailable (retry), never 401, which would tell a client
+    to throw away tokens that are fine (before: 401)."""
+    pg = server.pg
+    async with Harness(server) as h:
+        api = Api(server.node_urls[0], h.session)
+        a = await api.register("tokdown")
+        await api.expect(200, "GET", "/api/v1/me", token=a.token)
+        await asyncio.to_thread(pg.stop)
+        try:
+            await wait_readyz(server.node_urls, 503, "store unavailable", timeout=20)
+            for method, path in (("GET", "/api/v1/me"), ("GET", "/api/v1/conversations"),
+                                 ("POST", "/api/v1/auth/logout")):
+                r = await api.req(method, path, token=a.token)
+                assert r.status == 503 and r.body["error"]["code"] == "unavailable", (method, path, r)
+            r = await api.req("GET", "/api/v1/me", token="v1.1.1.1.forged")
+            assert r.status == 401, r                       # a bad token is still a bad token
+        finally:
+            await asyncio.to_thread(pg.start)
+        await wait_readyz(server.node_urls, 200, "ready", timeout=40)
+        r = await api.expect(200, "GET", "/api/v1/me", token=a.token)
+        assert r.body["id"] == a.id
