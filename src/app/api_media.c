@@ -20,7 +20,9 @@
  *      only removes blobs no row names) never takes a blob an upload is
  *      committing; a failed commit leaves a row without bytes, served 404.
  *   3. A failed upload removes its temp file; a resumable one keeps its
- *      bytes until committed (or the collector's sweep, not yet written).
+ *      bytes until committed, until its last PATCH fails (the data and
+ *      its .json both go), or until the collector sweeps it after an hour
+ *      without writes (pl_blob_sweep; never while a PATCH holds it).
  *   4. One PATCH at a time per resumable upload, on every node sharing the
  *      media dir: a PATCH holds a lock on the upload's data file from its
  *      head until its op is freed (session_lock); another gets 409 conflict.
@@ -226,20 +228,26 @@ static void after_commit(uv_work_t *w, int status) {
     up_free(op);
 }
 
+/* The upload is over without a blob: its bytes, and a resumable one's
+ * metadata, go (invariant 3). */
+static void up_discard(up_op *op) {
+    unlink(op->path);
+    if (op->resumable) {
+        char meta[1300];
+        snprintf(meta, sizeof meta, "%s.json", op->path);
+        unlink(meta);
+    }
+}
+
 static void created(pl_job *j) {
     up_op *op = j->data;
     if (j->result == PL_STORE_EFORBID) {
-        unlink(op->path);
-        if (op->resumable) {
-            char meta[1300];
-            snprintf(meta, sizeof meta, "%s.json", op->path);
-            unlink(meta);
-        }
+        up_discard(op);
         up_fail(op, 413, "quota", "the storage quota would be exceeded");
         return;
     }
     if (j->result) {
-        unlink(op->path);
+        up_discard(op);
         api_store_error(op->ctx, j->result, "could not record the file");
         up_free(op);
         return;

@@ -151,6 +151,21 @@ static int64_t age_ms(const struct stat *st) {
     return ((int64_t)now.tv_sec - st->st_mtim.tv_sec) * 1000 + ((int64_t)now.tv_nsec - st->st_mtim.tv_nsec) / 1000000;
 }
 
+/* The OFD lock a PATCH holds on a resumable upload's data file
+ * (api_media.c invariant 4), taken without waiting: the descriptor, or -1
+ * when a PATCH holds it (or the file cannot be opened). A PATCH that locks
+ * after the sweep unlinked the file finds its path gone and answers 404. */
+static int upload_trylock(const char *path) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);           /* a write lock needs a writer */
+    if (fd < 0) return -1;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};   /* the whole file */
+    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms) {
     static const char *const subs[] = {"tmp", "uploads"};
     int removed = 0;
@@ -175,12 +190,15 @@ int pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms) {
                 if (unlink(p) == 0) removed++;
                 continue;
             }
+            int lock = -1;
             if (k == 1) {
                 snprintf(meta, sizeof meta, "%s.json", p);
                 if (stat(meta, &sm) == 0 && age_ms(&sm) < min_age_ms) continue;
+                if ((lock = upload_trylock(p)) < 0) continue;      /* a PATCH holds it */
                 if (unlink(meta) == 0) removed++;
             }
             if (unlink(p) == 0) removed++;
+            if (lock >= 0) close(lock);
         }
         closedir(d);
     }

@@ -51,8 +51,9 @@ int  pl_blob_remove(pl_blob_store *b, const char *sha, int64_t min_age_ms);
 /* Removes what abandoned uploads left: files under tmp/ and uploads/ not
  * written for min_age_ms (an upload in progress writes, so its file stays
  * fresh; a resumable upload's data and .json go together, judged by the
- * newer of the two; a .json without data goes by its own age). Returns how
- * many files went. */
+ * newer of the two; a .json without data goes by its own age; an upload
+ * whose data file a PATCH holds locked is kept). Returns how many files
+ * went. */
 int  pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms);
 
 #endif

@@ -1,5 +1,6 @@
 /* test_media.c — media policy (media/media.c), Range parsing and ETag
  * matching (http/file.c), the blob store (media/blob.c). */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,23 @@ TEST(media_blob_sweep_abandoned) {
     CHECK_EQ(pl_blob_sweep(b, 60000), 0);                        /* all fresh: kept */
     CHECK_EQ(pl_blob_sweep(b, 0), 4);                            /* temp, data + its .json, a lone .json */
     snprintf(p, sizeof p, "%s/uploads/aaaa.json", root);
+    CHECK(access(p, F_OK) != 0);
+    /* an upload a PATCH holds (api_media.c's lock on its data file) stays */
+    const char *held[] = {"uploads/cccc", "uploads/cccc.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, held[i]);
+        FILE *f = fopen(p, "w");
+        CHECK(f != NULL);
+        fclose(f);
+    }
+    snprintf(p, sizeof p, "%s/uploads/cccc", root);
+    int lk = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    CHECK(lk >= 0 && fcntl(lk, F_OFD_SETLK, &fl) == 0);
+    CHECK_EQ(pl_blob_sweep(b, 0), 0);
+    CHECK(access(p, F_OK) == 0);
+    close(lk);                                                   /* the PATCH ended */
+    CHECK_EQ(pl_blob_sweep(b, 0), 2);
     CHECK(access(p, F_OK) != 0);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
