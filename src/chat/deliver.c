@@ -1134,7 +1134,6 @@ static void sync_online_only(sub *x, int64_t cursor, int64_t top) {
         x->mention_after = cursor;
         x->mention_upto = head;
     }
-    sub_catch_up(x, 1);
 }
 
 /* The mentions of one sync, read page by page (ascending); the latest
@@ -1233,9 +1232,16 @@ static void mention_read(sub *x) {
     pl_store_submit(C.store, &op->job);
 }
 
+/* Every cursor is applied before any replay starts: a replay served from
+ * the frame ring goes out at once, and an SSE event's id carries every
+ * conversation's sent_seq, so a conversation not yet applied would be
+ * named at its head, not at its cursor (a resume from that id lost its
+ * events). */
 void deliver_sync(session *s, json_t *cursors, json_t *req) {
     void *it = NULL;
     int64_t conv, seq;
+    size_t n = 0, cap = json_object_size(cursors);
+    sub **catch_up = cap ? pl_malloc(cap * sizeof *catch_up) : NULL;
     while (pl_proto_cursor(cursors, &it, &conv, &seq) == 0) {
         sub *x = sub_find(s, conv);
         if (!x) {
@@ -1255,14 +1261,15 @@ void deliver_sync(session *s, json_t *cursors, json_t *req) {
         x->synced_at = top;
         if (x->end_seq && x->synced_at > x->end_seq) x->synced_at = x->end_seq;
         if (seq < x->floor) seq = x->floor;      /* before joining: from joining */
-        if (conv_is_large(x->conv)) {
-            sync_online_only(x, seq, top);
-            continue;
+        if (conv_is_large(x->conv)) sync_online_only(x, seq, top);
+        else {
+            x->sent_seq = seq;
+            x->online_only = 0;
         }
-        x->sent_seq = seq;
-        x->online_only = 0;
-        sub_catch_up(x, 1);
+        if (n < cap) catch_up[n++] = x;
     }
+    for (size_t i = 0; i < n; i++) sub_catch_up(catch_up[i], 1);
+    free(catch_up);
 }
 
 /* ---- history ------------------------------------------------------------------ */

@@ -1876,6 +1876,50 @@ TEST(sse_resume_is_exact) {
     h_stop(all, 1);
 }
 
+/* A resume served from the frame rings (conversations with at least 16
+ * sessions here) goes out at once, conversation after conversation: every
+ * id must name each conversation at what this stream sent of it, also the
+ * ones whose replay has not started yet. Before, those were named at their
+ * heads, and a resume from such an id lost their events. */
+TEST(sse_resume_ids_from_the_frame_rings) {
+    h_start(0);
+    conv_spec cs[] = {{10, 1, 1}, {11, 1, 1}};
+    fconn *all[17];
+    for (int i = 0; i < 16; i++) {
+        all[i] = h_session(100 + i, 100 + i, cs, 2, 0);
+        CHECK(all[i] != NULL);
+    }
+    for (int64_t seq = 2; seq <= 5; seq++) {
+        h_publish(10, seq, PL_EV_MESSAGE, 0);
+        h_publish(11, seq, PL_EV_MESSAGE, 0);
+    }
+    conv_spec heads[] = {{10, 5, 1}, {11, 5, 1}};
+    pl_cursor from[] = {{10, 2}, {11, 3}};
+    fconn *f = all[16] = h_sse(2, 1, heads, 2, 1, from, 2);
+    CHECK(f != NULL);
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);   /* both from the rings */
+    sse_ev ev[32];
+    size_t n = sse_events(f, ev, 32);
+    int64_t had[2] = {2, 3};
+    int nev = 0, nsynced = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ev_type(&ev[i]), "synced") == 0) nsynced++;
+        if (strcmp(ev_type(&ev[i]), "event") != 0) continue;
+        int64_t conv = json_integer_value(json_object_get(ev[i].data, "conversation"));
+        int64_t seq = json_integer_value(json_object_get(ev[i].data, "seq"));
+        int k = conv == 11;
+        CHECK_EQ(seq, had[k] + 1);
+        had[k] = seq;
+        CHECK_EQ(id_cursor(ev[i].id, 10), had[0]);
+        CHECK_EQ(id_cursor(ev[i].id, 11), had[1]);
+        nev++;
+    }
+    CHECK_EQ(nev, 5);                              /* 3..5 of 10, 4..5 of 11 */
+    CHECK_EQ(nsynced, 2);
+    sse_release(ev, n);
+    h_stop(all, 17);
+}
+
 /* The slow-consumer bound holds with SSE sizes; the close is a last `close`
  * event, then the end of the stream. Bad tokens never make a session. */
 TEST(sse_slow_consumer_and_refusals) {
