@@ -404,7 +404,7 @@ static void http_sent(pl_job *j) {
     api_op *op = j->data;
     if (j->result) job_error(op->ctx, j);
     else {
-        pl_chat_sent(j, 0);
+        pl_chat_sent(j, op->t0_us);           /* the event was published just before */
         pl_sbuf s;
         pl_sbuf_init(&s);
         pl_proto_sent(&s, &j->event, j->dup, NULL, 1);
@@ -494,6 +494,7 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
         return;
     }
     api_op *op = api_op_new(ctx, o);
+    op->t0_us = pl_mono_us();
     api_job_reset(op, PL_JOB_MESSAGE_SEND, http_sent);
     op->job.user = ctx->user;
     op->job.conv = conv;

@@ -49,6 +49,7 @@ typedef struct api_op {
     int          status;          /* the answer's status when it is ready   */
     char        *attach_json;     /* send: the attachments (chat/attach.h)  */
     char        *ciphertext;      /* a ciphertext send's payloads (owned; chat/e2ee.h) */
+    int64_t      t0_us;           /* send: when the request was complete (pl_mono_us) */
 } api_op;
 
 api_op *api_op_new(pl_http_ctx *ctx, json_t *root);

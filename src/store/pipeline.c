@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../core/alloc.h"
+#include "../core/metrics.h"
 
 typedef struct jqueue {
     pl_job *head, *tail;
@@ -134,6 +135,8 @@ static void *reader_main(void *arg) {
         }
         pthread_mutex_unlock(&p->mu);
         p->cfg.run_read(r->ctx, j);
+        pl_count(&pl_m_store_reads, 1);
+        if (j->result == PL_STORE_EUNAVAIL) pl_count(&pl_m_store_read_failures, 1);
         complete(p, &j, 1);
         pthread_mutex_lock(&p->mu);
     }

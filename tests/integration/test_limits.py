@@ -344,6 +344,18 @@ async def test_metrics_move_with_traffic_and_readyz(server):
         assert m1["parley_delivery_seconds_count"] - m0["parley_delivery_seconds_count"] == 10
         assert m1["parley_sessions"] == 2
         assert m1["parley_ws_messages_in_total"] >= 10
+        # HTTP sends count in the delivery histogram too, and reads in the
+        # store's read counter (before: neither moved)
+        for i in range(3):
+            await api.expect(201, "POST", f"/api/v1/conversations/{cid}/messages", token=x.token,
+                             json_body={"client_msg_id": f"mt-http-{i}", "body": f"over http {i}"})
+        await wy.wait_seq(cid, 14)
+        await api.history(x, cid)
+        m2 = metrics(server)
+        assert m2["parley_messages_sent_total"] - m1["parley_messages_sent_total"] == 3
+        assert m2["parley_delivery_seconds_count"] - m1["parley_delivery_seconds_count"] == 3
+        assert m2["parley_store_reads_total"] > m1["parley_store_reads_total"]
+        assert m2["parley_store_read_failures_total"] == m0["parley_store_read_failures_total"]
         with urllib.request.urlopen(server.base_url + "/readyz", timeout=5) as r:
             assert r.status == 200
         # logs are JSON lines and never carry message text or tokens
