@@ -29,8 +29,11 @@ REL_OBJ  := $(patsubst src/%.c,build/release/obj/%.o,$(SRC))
 ASAN_OBJ := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC))
 ASAN_LIB_OBJ := $(patsubst src/%.c,build/asan/obj/%.o,$(LIB_SRC))
 
-LISTEN   ?= 127.0.0.1:8080
-DATA_DIR ?= ./parley-data
+# `make run LISTEN=host:port DATA_DIR=dir`: given, they become flags; not
+# given, parleyd's own defaults (127.0.0.1:8080, ./parley-data) apply, and
+# with them PARLEY_LISTEN, PARLEY_DATA_DIR or a --config file's lines.
+LISTEN   ?=
+DATA_DIR ?=
 PY       := /usr/bin/python3
 
 .PHONY: all run test unit integration deps clean asan release
@@ -76,7 +79,7 @@ asan: build/asan/parleyd build/asan/unit-tests
 
 run: deps
 	@$(MAKE) --no-print-directory build/release/parleyd
-	build/release/parleyd --listen $(LISTEN) --data-dir $(DATA_DIR)
+	build/release/parleyd$(if $(LISTEN), --listen $(LISTEN))$(if $(DATA_DIR), --data-dir $(DATA_DIR))
 
 unit: build/asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 build/asan/unit-tests

@@ -159,6 +159,11 @@ static void usage(void) {
 int pl_config_load(pl_config *cfg, int argc, char **argv) {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < NSET; i++) set(cfg, &table[i], table[i].def, "default");
+    for (int i = 1; i < argc; i++)      /* help first: whatever the rest says */
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage();
+            return 1;
+        }
     /* the config file's path may come from the env or the flags */
     const char *file = getenv("PARLEY_CONFIG");
     for (int i = 1; i < argc; i++) {
@@ -177,7 +182,6 @@ int pl_config_load(pl_config *cfg, int argc, char **argv) {
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(); return 1; }
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "parleyd: unexpected argument %s (try --help)\n", a);
             return -1;

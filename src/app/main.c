@@ -17,6 +17,7 @@
  * WebSocket gets a reconnect hint and 1001; when they are gone (or after
  * --shutdown-grace) the listener, the bus and the loop close; exit 0.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,7 +216,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    mkdir(cfg.data_dir, 0700);
+    struct stat dst;
+    if (mkdir(cfg.data_dir, 0700) != 0 && (errno != EEXIST || stat(cfg.data_dir, &dst) != 0 || !S_ISDIR(dst.st_mode))) {
+        fprintf(stderr, "parleyd: cannot create the data directory %s: %s\n", cfg.data_dir,
+                errno == EEXIST ? "not a directory" : strerror(errno));
+        return 1;
+    }
     const char *aerr = NULL;
     if (pl_auth_init(cfg.data_dir, &aerr)) {
         fprintf(stderr, "parleyd: %s\n", aerr);

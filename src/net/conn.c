@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -700,23 +701,38 @@ static void on_poll(uv_poll_t *p, int status, int evmask) {
     }
 }
 
+/* host:port, [v6]:port, or name:port (resolved at start, IPv4 first:
+ * `localhost` is 127.0.0.1 as in the default). */
 static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
-    char host[128];
+    char host[256];
     const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr) return UV_EINVAL;
+    if (!colon || colon == addr || !colon[1]) return UV_EINVAL;
     size_t hl = (size_t)(colon - addr);
     if (hl >= sizeof host) return UV_EINVAL;
     memcpy(host, addr, hl);
     host[hl] = '\0';
-    int port = atoi(colon + 1);
-    if (port < 0 || port > 65535) return UV_EINVAL;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535) return UV_EINVAL;
     if (host[0] == '[') {
         size_t l = strlen(host);
         if (l < 2 || host[l - 1] != ']') return UV_EINVAL;
         host[l - 1] = '\0';
-        return uv_ip6_addr(host + 1, port, (struct sockaddr_in6 *)ss);
+        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss);
     }
-    return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) return 0;
+    static const int families[] = {AF_INET, AF_UNSPEC};
+    for (int i = 0; i < 2; i++) {
+        struct addrinfo hints = {.ai_family = families[i], .ai_socktype = SOCK_STREAM}, *res;
+        if (getaddrinfo(host, NULL, &hints, &res) != 0) continue;
+        memset(ss, 0, sizeof *ss);
+        memcpy(ss, res->ai_addr, res->ai_addrlen);
+        if (ss->ss_family == AF_INET6) ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+        else ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+        freeaddrinfo(res);
+        return 0;
+    }
+    return UV_EAI_NONAME;
 }
 
 /* A listening socket on ss: the fd, or a negative errno. */

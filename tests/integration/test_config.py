@@ -1,0 +1,93 @@
+"""Configuration as the README documents it: the listen address, the data
+directory, --help, and what `make run` passes. Each test starts parleyd
+itself (no fixture server: these are about starting)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from parleyd_proc import free_port
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def run(parleyd_bin, *args, env=None, timeout=20):
+    return subprocess.run([parleyd_bin, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_listen_takes_a_host_name(parleyd_bin):
+    """`localhost:PORT` is served on 127.0.0.1 (before: "invalid argument")."""
+    work = tempfile.mkdtemp(prefix="parley-it-")
+    port = free_port()
+    p = subprocess.Popen([parleyd_bin, "--listen", f"localhost:{port}", "--data-dir", work,
+                          "--log-level", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, status = time.monotonic() + 20, None
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    status = r.status
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert status == 200, (p.poll(), p.stderr.read() if p.poll() is not None else "")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        shutil.rmtree(work, ignore_errors=True)
+    assert p.returncode == 0, err
+    assert "ERROR: AddressSanitizer" not in err and "runtime error" not in err, err
+
+
+def test_bad_listen_and_data_dir_are_refused_clearly(parleyd_bin):
+    work = tempfile.mkdtemp(prefix="parley-it-")
+    try:
+        for listen, why in (("nosuchhost.invalid:8080", "unknown node or service"),
+                            ("127.0.0.1:80x", "invalid argument"),
+                            (":8080", "invalid argument")):
+            p = run(parleyd_bin, "--listen", listen, "--data-dir", work)
+            assert p.returncode == 1 and f"cannot listen on {listen}: {why}" in p.stderr, (listen, p.stderr)
+        missing = os.path.join(work, "no", "such", "dir")
+        p = run(parleyd_bin, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", missing)
+        assert p.returncode == 1, p.stderr
+        assert f"cannot create the data directory {missing}: No such file or directory" in p.stderr, p.stderr
+        afile = os.path.join(work, "afile")
+        open(afile, "w").close()
+        p = run(parleyd_bin, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", afile)
+        assert p.returncode == 1 and "not a directory" in p.stderr, p.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_help_wins_over_bad_settings(parleyd_bin):
+    """--help prints the table whatever else the environment or the flags
+    say (before: a bad PARLEY_ variable or flag stopped it)."""
+    for env, args in (({"PARLEY_ACCESS_TTL": "abc"}, ["--help"]), ({}, ["--bogus", "--help"])):
+        p = run(parleyd_bin, *args, env=env)
+        assert p.returncode == 0 and p.stdout.startswith("usage: parleyd"), (env, args, p.stderr)
+
+
+def test_make_run_passes_only_the_settings_given():
+    """`make run` leaves the address and the data directory to parleyd's
+    defaults, the environment and a config file unless LISTEN or DATA_DIR is
+    given (before: it always passed its own, which won over both)."""
+    def dry(*extra):
+        p = subprocess.run(["make", "-n", "-s", "--no-print-directory", "-C", REPO, "run", *extra],
+                           capture_output=True, text=True, timeout=120,
+                           env={k: v for k, v in os.environ.items()
+                                if k not in ("LISTEN", "DATA_DIR", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")})
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("build/release/parleyd")]
+        assert p.returncode == 0 and len(lines) == 1, (p.returncode, p.stdout, p.stderr)
+        return lines[0]
+    assert dry() == "build/release/parleyd"
+    assert dry("LISTEN=127.0.0.1:9", "DATA_DIR=/tmp/d") == \
+        "build/release/parleyd --listen 127.0.0.1:9 --data-dir /tmp/d"
