@@ -580,7 +580,8 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_KEYS_STATE]  = "SELECT EXISTS (SELECT 1 FROM logins WHERE id = $1::bigint AND user_id = $2::bigint"
                       "   AND revoked = 0 AND expires > $3::bigint),"
                       " (SELECT identity FROM e2ee_devices WHERE device = $1::bigint FOR UPDATE),"
-                      " (SELECT count(*) FROM e2ee_otks WHERE device = $1::bigint)",
+                      " (SELECT count(*) FROM e2ee_otks WHERE device = $1::bigint"
+                      "   AND NOT key_id = ANY($4::bigint[]))",      /* held, besides ids re-uploaded */
     [W_KEYS_DEVICE] = "INSERT INTO e2ee_devices(device, user_id, identity, spk_id, spk, spk_sig, updated)"
                       " VALUES($1::bigint, $2::bigint, $3::text, $4::bigint, $5::text, $6::text, $7::bigint)"
                       " ON CONFLICT (device) DO UPDATE SET identity = excluded.identity,"

@@ -73,12 +73,17 @@ static int k_upload(pg_store *s, pl_job *j, int64_t now) {
                 j->why = "duplicate one-time prekey id";
                 return PL_STORE_EINVAL;
             }
+    pg_arr up = {0};                             /* the ids uploaded: they replace, not add */
+    pg_arr_start(&up, PG_INT8);
+    for (size_t i = 0; i < k->notks; i++) pg_arr_i64(&up, k->otks[i].id);
     pg_params p = {0};
     pg_param_i64(&p, j->id);
     pg_param_i64(&p, j->user);
     pg_param_i64(&p, now);
+    pg_param_arr(&p, &up);
     int rc;
     PGresult *r = pg_w_query(s, W_KEYS_STATE, &p, &rc);
+    pg_arr_free(&up);
     if (!r) return rc;
     if (PQgetvalue(r, 0, 0)[0] != 't') {
         j->why = "no such device";

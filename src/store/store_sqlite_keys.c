@@ -163,11 +163,20 @@ static int k_upload(sq_store *s, pl_job *j, int64_t now) {
         j->why = "upload the identity key and signed prekey first";
         return PL_STORE_EINVAL;
     }
-    int64_t held = 0;
+    int64_t held = 0;                            /* after the upload: an id held is replaced */
     if (!k->replace_otks &&
         k_run(db, "SELECT count(*) FROM e2ee_otks WHERE device = ?1", j->id, 0, 0, NULL, NULL, &held, &src) < 0) {
         free(old);
         return k_fatal(s, src);
+    }
+    for (size_t i = 0; !k->replace_otks && i < k->notks; i++) {
+        rc = k_run(db, "SELECT 1 FROM e2ee_otks WHERE device = ?1 AND key_id = ?2", j->id, k->otks[i].id, 0,
+                   NULL, NULL, NULL, &src);
+        if (rc < 0) {
+            free(old);
+            return k_fatal(s, src);
+        }
+        held -= rc;
     }
     if (held + (int64_t)k->notks > PL_KEYS_OTK_HELD) {
         free(old);

@@ -3184,6 +3184,13 @@ TEST(store_e2ee_key_directory) {
     CHECK_EQ(t_upload(&t, a, da, NULL, 1000, PL_KEYS_OTK_UPLOAD, 0, &held, NULL), PL_STORE_OK);
     CHECK_EQ(held, 7 + PL_KEYS_OTK_UPLOAD);
     CHECK_EQ(t_upload(&t, a, da, NULL, 2000, PL_KEYS_OTK_UPLOAD, 0, &held, NULL), PL_STORE_EINVAL);
+    /* at the cap, ids already held are replaced, not added (before: refused) */
+    size_t to_cap = PL_KEYS_OTK_HELD - 7 - PL_KEYS_OTK_UPLOAD;
+    CHECK_EQ(t_upload(&t, a, da, NULL, 3000, to_cap, 0, &held, NULL), PL_STORE_OK);
+    CHECK_EQ(held, PL_KEYS_OTK_HELD);
+    CHECK_EQ(t_upload(&t, a, da, NULL, 1000, PL_KEYS_OTK_UPLOAD, 0, &held, NULL), PL_STORE_OK);
+    CHECK_EQ(held, PL_KEYS_OTK_HELD);
+    CHECK_EQ(t_upload(&t, a, da, NULL, 1099, 2, 0, &held, NULL), PL_STORE_EINVAL);  /* 1100 is new */
     CHECK_EQ(t_upload(&t, a, da, NULL, 10, 3, 1, &held, NULL), PL_STORE_OK);        /* replace */
     CHECK_EQ(held, 3);
 
