@@ -369,6 +369,10 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     size_t n = split_path(ctx->req.path, seg, 8);
     int m = ctx->req.method;
     pl_count(&pl_m_http_requests, 1);
+    if (pl_api_state_changing(&ctx->req) && !pl_api_origin_ok(ctx->conn, &ctx->req)) {
+        pl_http_error(ctx, 403, "forbidden", "Origin not allowed");   /* protocol.md "Origin checks" */
+        return;
+    }
     if (n == 1 && (seg_is(seg[0], "healthz") || seg_is(seg[0], "readyz") || seg_is(seg[0], "metrics"))) {
         if (m != PL_HTTP_GET && m != PL_HTTP_HEAD) method_not_allowed(ctx);
         else operations(ctx, seg[0]);
@@ -378,10 +382,6 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     int64_t wait = pl_api_admit_ip(ctx->conn, auth_route);
     if (wait) {
         api_too_many(ctx, wait, "requests", "ip");
-        return;
-    }
-    if (pl_api_state_changing(&ctx->req) && !pl_api_origin_ok(ctx->conn, &ctx->req)) {
-        pl_http_error(ctx, 403, "forbidden", "Origin not allowed");   /* protocol.md "Origin checks" */
         return;
     }
     if (!A.store) {

@@ -50,7 +50,7 @@ static int parse_authority(const char *s, size_t n, int def_port, pl_origin *out
     }
     if (s[i] != ':') return -1;                /* e.g. "[::1]x" */
     i++;
-    if (i == n || n - i > 5) return -1;        /* "host:" or too many digits */
+    if (i == n || n - i > 5 || s[i] == '0') return -1;   /* "host:", too many digits, ":080" */
     long port = 0;
     for (; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return -1;

@@ -241,6 +241,10 @@ static int upgrade(pl_conn *c, http_state *st) {
     pl_http_ctx *hctx = st->ctx;
     pl_http_req *r = &hctx->req;
     char accept[29];
+    if (hooks.upgrade_ok && !hooks.upgrade_ok(c, r, hooks.ud)) {   /* Origin before anything else */
+        error_and_close(c, 403, "forbidden", "Origin not allowed");
+        return refuse(c, hctx);
+    }
     if (r->method != PL_HTTP_GET) {
         error_and_close(c, 405, "method_not_allowed", "WebSocket needs GET");
         return refuse(c, hctx);
@@ -255,10 +259,6 @@ static int upgrade(pl_conn *c, http_state *st) {
     }
     if (pl_ws_accept_key(r->ws_key.p, r->ws_key.n, accept) != 0) {
         error_and_close(c, 400, "bad_request", "bad Sec-WebSocket-Key");
-        return refuse(c, hctx);
-    }
-    if (hooks.upgrade_ok && !hooks.upgrade_ok(c, r, hooks.ud)) {
-        error_and_close(c, 403, "forbidden", "Origin not allowed");
         return refuse(c, hctx);
     }
     const char *tok;

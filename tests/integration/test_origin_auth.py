@@ -11,7 +11,7 @@ import time
 import websockets
 import websockets.exceptions
 
-from pclient import PASSWORD, WS, Harness, async_test, unique_name
+from pclient import PASSWORD, WS, Harness, async_test, raw_http, unique_name
 
 
 def hdr(resp, name):
@@ -64,6 +64,19 @@ async def test_ws_upgrade_origin(server):
                          if l.lower().startswith("content-length:")))
             body = await asyncio.wait_for(r.reader.readexactly(n), 5)
             assert b'"forbidden"' in body, f"{what}: {body!r}"
+        # the Origin decides first, also for a handshake that is malformed
+        # in other ways (before: 405, 426 or 400 for these)
+        for what, lines in (("POST", ["POST /ws HTTP/1.1", "Content-Length: 0"]),
+                            ("version 8", ["GET /ws HTTP/1.1", "Sec-WebSocket-Version: 8"]),
+                            ("bad key", ["GET /ws HTTP/1.1", "Sec-WebSocket-Version: 13",
+                                         "Sec-WebSocket-Key: short"])):
+            if what == "bad key" and hasattr(server, "node_urls"):
+                continue                        # HAProxy answers a malformed key itself (400)
+            head = "\r\n".join(lines + [f"Host: {server.host}:{server.port}", "Upgrade: websocket",
+                                        "Connection: Upgrade", "Origin: https://evil.example"]
+                                + ([] if what == "bad key" else ["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]))
+            st, rh, body = await raw_http(server.host, server.port, head)
+            assert st == 403 and b'"forbidden"' in body, f"{what}: {st} {rh!r} {body!r}"
         # two Origin headers (one good) are refused too
         r = await h.raw(extra_headers={"Origin": own_origin(server)})
         assert r.status == 101, r.response_head
@@ -122,6 +135,10 @@ async def test_rest_origin_and_referrer_policy(server):
             r = await api.req(method, "/api/v1/conversations/1/messages/1", token=alice.token,
                               headers={"Origin": "https://evil.example"})
             assert r.status == 403 and r.code == "forbidden", f"{method}: {r!r}"
+        # any path, before routing: the operations endpoints too (before: 405)
+        for path in ("/healthz", "/readyz", "/metrics", "/no/such/route"):
+            r = await api.req("POST", path, headers={"Origin": "https://evil.example"})
+            assert r.status == 403 and r.code == "forbidden", f"{path}: {r!r}"
         # reads are not state-changing: a foreign Origin does not matter
         r = await api.req("GET", "/api/v1/me", token=alice.token, headers={"Origin": "https://evil.example"})
         assert r.status == 200, r

@@ -36,6 +36,7 @@ TEST(origin_parse_strict) {
         "http://host:+80", "http://ho st", " http://host", "http://host ", "http://host, http://other",
         "http://host http://other", "http://h%6fst", "http://[::1", "http://[]", "http://[::1]x",
         "http://[::g]", "http://hôst", "http://host\\@evil", "http://:80",
+        "http://host:080", "http://host:00080",          /* the port exactly: no leading zero */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (parses(bad[i])) {
