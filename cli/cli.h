@@ -1,0 +1,88 @@
+/* cli.h — what the command files of `parley` share: argument parsing,
+ * usage errors, resolving CONV and USER arguments, history paging, and each
+ * command's entry point.
+ *
+ * Commands (cmd_*.c, tail.c) take argv with argv[0] the command's name and
+ * return the process's exit status (http.h: PC_EXIT_*). They print results
+ * on stdout (human lines, or with --json the server's objects one per
+ * line) and failures as one line on stderr: `parley: <what>: ...`.
+ */
+#ifndef PC_CLI_H
+#define PC_CLI_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "http.h"
+
+#define PC_JSON_INT_MAX 9007199254740991LL   /* 2^53 - 1: the API's integers */
+
+/* ---- arguments (main.c) ---- */
+
+typedef struct pc_opt {
+    const char *name;            /* "--limit"                                */
+    int         takes_value;     /* 1: "--limit N" or "--limit=N"            */
+    const char *value;           /* what was given ("" for a flag)           */
+    int         set;
+} pc_opt;
+
+/* Splits argv[1..argc) into options of opts[0..nopts) and positional
+ * arguments (pos: room for argc pointers, borrowed from argv). "--" ends
+ * the options; "-" is positional. 0, or PC_EXIT_USAGE after the usage. */
+int pc_args(const char *cmd, int argc, char **argv, pc_opt *opts, size_t nopts, char **pos, int *npos);
+
+/* Prints `parley: <cmd>: <message>` and the usage on stderr; returns
+ * PC_EXIT_USAGE. */
+int pc_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void pc_usage(FILE *f);
+
+/* Parses a decimal integer in [min, 2^53 - 1]; 0, or a usage error naming
+ * `what`. */
+int pc_num(const char *cmd, const char *what, const char *s, int64_t min, int64_t *out);
+
+/* args[0..n) joined by single spaces: a new string. */
+char *pc_join(char **args, int n);
+
+/* 1 when s[0..n) is valid UTF-8 (what JSON strings must be). */
+int pc_utf8(const char *s, size_t n);
+
+/* ---- CONV and USER arguments, conversations (cmd_conv.c) ---- */
+
+/* A CONV argument: a conversation id, or @username (the direct
+ * conversation with that user, opened if needed). 0, or the exit status
+ * after the error line. */
+int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv);
+/* A USER argument (a username, "@" allowed in front) to its id. */
+int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id);
+/* GET /api/v1/conversations/{conv}: *out a new reference. */
+int pc_conv_get(pc_client *c, const char *cmd, int64_t conv, json_t **out);
+
+/* ---- history (cmd_message.c) ---- */
+
+/* The events of conv in seq order, paging as needed (pages hold at most 200
+ * events, and fewer when large): with after (>0), up to limit events above
+ * it (and below before when before > 0); with before only, the limit events
+ * just below it. *events: a new array. */
+int pc_history(pc_client *c, const char *cmd, int64_t conv, int64_t after, int64_t before, int64_t limit,
+               json_t **events);
+
+/* ---- commands ---- */
+
+int pc_cmd_register(pc_client *c, int argc, char **argv);
+int pc_cmd_login(pc_client *c, int argc, char **argv);
+int pc_cmd_logout(pc_client *c, int argc, char **argv);
+int pc_cmd_whoami(pc_client *c, int argc, char **argv);
+int pc_cmd_users(pc_client *c, int argc, char **argv);
+int pc_cmd_conversations(pc_client *c, int argc, char **argv);
+int pc_cmd_dm(pc_client *c, int argc, char **argv);
+int pc_cmd_group(pc_client *c, int argc, char **argv);
+int pc_cmd_leave(pc_client *c, int argc, char **argv);
+int pc_cmd_members(pc_client *c, int argc, char **argv);
+int pc_cmd_read(pc_client *c, int argc, char **argv);
+int pc_cmd_send(pc_client *c, int argc, char **argv);
+int pc_cmd_history(pc_client *c, int argc, char **argv);
+int pc_cmd_search(pc_client *c, int argc, char **argv);
+int pc_cmd_tail(pc_client *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,295 @@
+/* cmd_conv.c — the conversation commands: conversations (ls), dm, group
+ * create/add/remove, leave, members, read (docs/protocol.md section 2 and
+ * "Receipts"), and resolving CONV and USER arguments for every command.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "format.h"
+#include "names.h"
+
+#define PREVIEW_CHARS 60              /* a conversation's last event, cut */
+
+/* ---- arguments --------------------------------------------------------------- */
+
+static const char *bare_name(const char *arg) { return arg[0] == '@' ? arg + 1 : arg; }
+
+/* POST /api/v1/conversations {"kind": "direct", "username": name}. */
+static int open_direct(pc_client *c, const char *cmd, const char *name, json_t **conv) {
+    json_t *b = json_pack("{s:s,s:s}", "kind", "direct", "username", name);
+    int rc = pc_call(c, cmd, "POST", "/api/v1/conversations", b, conv);
+    json_decref(b);
+    return rc;
+}
+
+int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv) {
+    if (arg[0] == '@') {
+        if (!arg[1] || !pc_utf8(arg, strlen(arg)))
+            return pc_usage_error(cmd, "\"%s\" is not a conversation (an id or @username)", arg);
+        json_t *o;
+        int rc = open_direct(c, cmd, arg + 1, &o);
+        if (rc) return rc;
+        *conv = json_integer_value(json_object_get(o, "id"));
+        json_decref(o);
+        return 0;
+    }
+    const char *p = arg;
+    while (*p >= '0' && *p <= '9') p++;
+    if (p == arg || *p)
+        return pc_usage_error(cmd, "\"%s\" is not a conversation (an id or @username)", arg);
+    return pc_num(cmd, "a conversation id", arg, 1, conv);
+}
+
+int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id) {
+    const char *name = bare_name(arg);
+    if (!*name || !pc_utf8(name, strlen(name))) return pc_usage_error(cmd, "\"%s\" is not a username", arg);
+    char *e = pc_escape(c, name);
+    pl_sbuf path;
+    pl_sbuf_init(&path);
+    pl_sbuf_printf(&path, "/api/v1/users/%s", e);
+    free(e);
+    json_t *u;
+    int rc = pc_call(c, cmd, "GET", path.p, NULL, &u);
+    pl_sbuf_release(&path);
+    if (rc) return rc;
+    *id = json_integer_value(json_object_get(u, "id"));
+    json_decref(u);
+    return 0;
+}
+
+int pc_conv_get(pc_client *c, const char *cmd, int64_t conv, json_t **out) {
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/conversations/%lld", (long long)conv);
+    return pc_call(c, cmd, "GET", path, NULL, out);
+}
+
+/* Splits argv (no options) into pos[0..*npos): exactly `want` of them (-1:
+ * at least one), else a usage error saying what. */
+static int plain_args(const char *cmd, int argc, char **argv, char **pos, int *npos, int want,
+                      const char *what) {
+    int rc = pc_args(cmd, argc, argv, NULL, 0, pos, npos);
+    if (rc) return rc;
+    if (want >= 0 ? *npos != want : *npos < 1) return pc_usage_error(cmd, "%s", what);
+    return 0;
+}
+
+/* ---- conversations ------------------------------------------------------------ */
+
+/* My user id: the session's, or (with $PARLEY_TOKEN) GET /me's. */
+static int64_t self_id(pc_client *c) {
+    if (!c->env_token && c->has_session && c->sess.user_id) return c->sess.user_id;
+    pc_resp r;
+    pc_request(c, "GET", "/api/v1/me", NULL, 1, &r);
+    int64_t id = r.status == 200 ? json_integer_value(json_object_get(r.body, "id")) : 0;
+    pc_resp_release(&r);
+    return id;
+}
+
+/* A direct conversation's name: "@" and the other member's username (its
+ * member list also names the senders of its preview). */
+static void direct_name(pl_sbuf *s, pc_client *c, pc_names *names, int64_t conv, int64_t me) {
+    json_t *o;
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/conversations/%lld", (long long)conv);
+    pc_resp r;
+    pc_request(c, "GET", path, NULL, 1, &r);
+    if (r.status == 200) pc_names_seed(names, r.body);
+    const char *other = NULL;
+    size_t i;
+    json_array_foreach(json_object_get(r.body, "members"), i, o) {
+        if (json_integer_value(json_object_get(o, "id")) != me)
+            other = json_string_value(json_object_get(o, "username"));
+    }
+    if (other) pl_sbuf_printf(s, "@%s", other);
+    else pl_sbuf_adds(s, "(direct)");
+    pc_resp_release(&r);
+}
+
+int pc_cmd_conversations(pc_client *c, int argc, char **argv) {
+    char **pos = pl_calloc((size_t)argc, sizeof *pos);
+    int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 0, "takes no arguments");
+    free(pos);
+    if (rc) return rc;
+    json_t *ans;
+    if ((rc = pc_call(c, argv[0], "GET", "/api/v1/conversations", NULL, &ans))) return rc;
+    pc_names *names = c->json ? NULL : pc_names_new(c);
+    int64_t me = c->json ? 0 : self_id(c);
+    pl_sbuf line;
+    pl_sbuf_init(&line);
+    size_t i;
+    json_t *cv;
+    json_array_foreach(json_object_get(ans, "conversations"), i, cv) {
+        if (c->json) {
+            pc_print_json(cv);
+            continue;
+        }
+        int64_t id = json_integer_value(json_object_get(cv, "id"));
+        const char *kind = json_string_value(json_object_get(cv, "kind"));
+        json_t *title = json_object_get(cv, "title");
+        pl_sbuf_printf(&line, "%lld  %-6s  ", (long long)id, kind ? kind : "?");
+        if (json_is_string(title)) {
+            pl_sbuf_addc(&line, '"');
+            pc_format_text(&line, json_string_value(title), json_string_length(title), 1);
+            pl_sbuf_addc(&line, '"');
+        } else {
+            direct_name(&line, c, names, id, me);
+        }
+        pl_sbuf_printf(&line, "  unread %lld  ", (long long)json_integer_value(json_object_get(cv, "unread")));
+        json_t *last = json_object_get(cv, "last");
+        if (json_is_object(last)) pc_format_preview(&line, last, names, PREVIEW_CHARS);
+        else pl_sbuf_adds(&line, "-");
+        pc_format_flush(&line);
+    }
+    pl_sbuf_release(&line);
+    pc_names_free(&names);
+    json_decref(ans);
+    return 0;
+}
+
+/* ---- dm, group ----------------------------------------------------------------------- */
+
+int pc_cmd_dm(pc_client *c, int argc, char **argv) {
+    char **pos = pl_calloc((size_t)argc, sizeof *pos);
+    int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 1, "give one USER");
+    const char *user = pos[0];
+    free(pos);
+    if (rc) return rc;
+    const char *name = bare_name(user);
+    if (!*name || !pc_utf8(name, strlen(name))) return pc_usage_error(argv[0], "\"%s\" is not a username", user);
+    json_t *o;
+    if ((rc = open_direct(c, "dm", name, &o))) return rc;
+    if (c->json) pc_print_json(o);
+    else printf("%lld\n", (long long)json_integer_value(json_object_get(o, "id")));
+    json_decref(o);
+    return 0;
+}
+
+static int group_create(pc_client *c, int argc, char **argv, char **pos) {
+    const char *cmd = "group create";
+    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, -1, "give a TITLE (and USERs to add)");
+    if (rc) return rc;
+    const char *title = pos[0];
+    if (!*title || !pc_utf8(title, strlen(title))) return pc_usage_error(cmd, "the title must be non-empty UTF-8");
+    json_t *members = json_array();
+    for (int i = 1; i < npos && rc == 0; i++) {
+        int64_t id;
+        if ((rc = pc_user_arg(c, cmd, pos[i], &id)) == 0) json_array_append_new(members, json_integer(id));
+    }
+    if (rc) {
+        json_decref(members);
+        return rc;
+    }
+    json_t *b = json_pack("{s:s,s:s,s:o}", "kind", "group", "title", title, "members", members);
+    json_t *o;
+    rc = pc_call(c, cmd, "POST", "/api/v1/conversations", b, &o);
+    json_decref(b);
+    if (rc) return rc;
+    if (c->json) pc_print_json(o);
+    else printf("%lld\n", (long long)json_integer_value(json_object_get(o, "id")));
+    json_decref(o);
+    return 0;
+}
+
+/* group add|remove CONV USER */
+static int group_member(pc_client *c, int argc, char **argv, char **pos, int add) {
+    const char *cmd = add ? "group add" : "group remove";
+    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 2, "give CONV and USER");
+    if (rc) return rc;
+    int64_t conv, user;
+    if ((rc = pc_conv_arg(c, cmd, pos[0], &conv)) || (rc = pc_user_arg(c, cmd, pos[1], &user))) return rc;
+    char path[96];
+    json_t *o = NULL;
+    if (add) {
+        snprintf(path, sizeof path, "/api/v1/conversations/%lld/members", (long long)conv);
+        json_t *b = json_pack("{s:I}", "user", (json_int_t)user);
+        rc = pc_call(c, cmd, "POST", path, b, &o);
+        json_decref(b);
+    } else {
+        snprintf(path, sizeof path, "/api/v1/conversations/%lld/members/%lld", (long long)conv, (long long)user);
+        rc = pc_call(c, cmd, "DELETE", path, NULL, &o);
+    }
+    if (rc) return rc;
+    if (c->json && o) pc_print_json(o);
+    else if (!c->json) printf(add ? "added %s to %lld\n" : "removed %s from %lld\n", bare_name(pos[1]), (long long)conv);
+    json_decref(o);
+    return 0;
+}
+
+int pc_cmd_group(pc_client *c, int argc, char **argv) {
+    if (argc < 2) return pc_usage_error("group", "create, add or remove?");
+    char **pos = pl_calloc((size_t)argc, sizeof *pos);
+    int rc;
+    if (strcmp(argv[1], "create") == 0) rc = group_create(c, argc - 1, argv + 1, pos);
+    else if (strcmp(argv[1], "add") == 0) rc = group_member(c, argc - 1, argv + 1, pos, 1);
+    else if (strcmp(argv[1], "remove") == 0) rc = group_member(c, argc - 1, argv + 1, pos, 0);
+    else rc = pc_usage_error("group", "unknown subcommand \"%s\" (create, add or remove)", argv[1]);
+    free(pos);
+    return rc;
+}
+
+/* ---- leave, members, read ------------------------------------------------------------ */
+
+int pc_cmd_leave(pc_client *c, int argc, char **argv) {
+    char **pos = pl_calloc((size_t)argc, sizeof *pos);
+    int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 1, "give one CONV");
+    int64_t conv;
+    if (rc == 0) rc = pc_conv_arg(c, argv[0], pos[0], &conv);
+    free(pos);
+    if (rc) return rc;
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/conversations/%lld/leave", (long long)conv);
+    json_t *o;
+    if ((rc = pc_call(c, "leave", "POST", path, NULL, &o))) return rc;
+    json_decref(o);
+    if (!c->json) printf("left %lld\n", (long long)conv);
+    return 0;
+}
+
+int pc_cmd_members(pc_client *c, int argc, char **argv) {
+    char **pos = pl_calloc((size_t)argc, sizeof *pos);
+    int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 1, "give one CONV");
+    int64_t conv;
+    if (rc == 0) rc = pc_conv_arg(c, argv[0], pos[0], &conv);
+    free(pos);
+    if (rc) return rc;
+    json_t *o;
+    if ((rc = pc_conv_get(c, "members", conv, &o))) return rc;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(o, "members"), i, m) {
+        if (c->json) pc_print_json(m);
+        else printf("%lld %s %s\n", (long long)json_integer_value(json_object_get(m, "id")),
+                    json_string_value(json_object_get(m, "username")),
+                    json_string_value(json_object_get(m, "role")));
+    }
+    json_decref(o);
+    return 0;
+}
+
+int pc_cmd_read(pc_client *c, int argc, char **argv) {
+    char **pos = pl_calloc((size_t)argc, sizeof *pos);
+    int npos, rc = pc_args(argv[0], argc, argv, NULL, 0, pos, &npos);
+    int64_t conv = 0, seq = 0;
+    if (rc == 0 && (npos < 1 || npos > 2)) rc = pc_usage_error(argv[0], "give CONV and optionally SEQ");
+    if (rc == 0 && npos == 2) rc = pc_num(argv[0], "SEQ", pos[1], 1, &seq);
+    if (rc == 0) rc = pc_conv_arg(c, argv[0], pos[0], &conv);
+    free(pos);
+    if (rc) return rc;
+    if (!seq) {
+        json_t *o;
+        if ((rc = pc_conv_get(c, "read", conv, &o))) return rc;
+        seq = json_integer_value(json_object_get(o, "last_seq"));
+        json_decref(o);
+    }
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/conversations/%lld/read", (long long)conv);
+    json_t *b = json_pack("{s:I}", "seq", (json_int_t)seq), *o;
+    rc = pc_call(c, "read", "POST", path, b, &o);
+    json_decref(b);
+    json_decref(o);
+    if (rc == 0 && !c->json) printf("read %lld up to #%lld\n", (long long)conv, (long long)seq);
+    return rc;
+}

@@ -1,0 +1,36 @@
+/* format.h — the human form of events, one line each (history, tail,
+ * search, the conversation list's previews):
+ *
+ *     12#58 15:04:05 alice: hello
+ *     12#59 15:04:07 * alice edited #58: new text
+ *
+ * Owns: the wording of each event kind, local HH:MM:SS times, and making
+ * server text safe for a terminal (control characters shown as U+FFFD; a
+ * body's line breaks become indented continuation lines, so every line
+ * that starts with a digit starts an event). Does not own: JSON output
+ * (--json prints the server's objects untouched) or names (names.c).
+ */
+#ifndef PC_FORMAT_H
+#define PC_FORMAT_H
+
+#include <jansson.h>
+
+#include "core/buf.h"
+#include "names.h"
+
+/* Appends ev's line (no final newline): "conv#seq HH:MM:SS " then the
+ * text. names may be NULL ("user 5" for everyone). */
+void pc_format_event(pl_sbuf *s, json_t *ev, pc_names *names);
+
+/* Appends ev's text alone on one line, cut to about max characters
+ * (a conversation's preview). */
+void pc_format_preview(pl_sbuf *s, json_t *ev, pc_names *names, size_t max);
+
+/* Appends text (n bytes of UTF-8) made safe for a terminal; line breaks
+ * become "\n   " (one_line: a space). */
+void pc_format_text(pl_sbuf *s, const char *text, size_t n, int one_line);
+
+/* Prints s and a newline on stdout, then empties s. */
+void pc_format_flush(pl_sbuf *s);
+
+#endif

@@ -1,0 +1,735 @@
+"""The `parley` command line (cli/, README "The `parley` command line"): every
+command run as a subprocess against the real server, in embedded and cluster
+mode, checked through what the server then holds (REST history, a WebSocket
+of another user) rather than only through the CLI's own output.
+
+The binary is $PARLEY_CLI, else build/asan/parley (ASan + UBSan: every run's
+stderr is checked for sanitizer reports). Each user of a test has its own
+session file in a temporary directory (PARLEY_SESSION); passwords come from
+PARLEY_PASSWORD or stdin.
+
+  * accounts: register, whoami, logout, login (password on stdin), the
+    session file's mode and contents (test_account_session_file);
+  * send by argv, stdin and --lines, seen in order by another user's
+    WebSocket; --id twice is one message (test_send_modes_and_idempotency);
+  * @username opens the DM; group create/add/remove/leave/members, the human
+    history lines of member events (test_groups_and_members);
+  * history's human format for every event kind, --json lines equal to the
+    server's events, paging options (test_history_format_and_json);
+  * tail: live --count, --last N without gap or repeat, resuming across a
+    server restart (test_tail_*);
+  * token refresh after the access token expired, also two processes at
+    once (test_token_refresh);
+  * usage errors, server refusals and an unreachable server, with their exit
+    statuses (test_errors_and_exit_statuses);
+  * read, search (test_read_marks_read, test_search).
+"""
+
+import asyncio
+import json
+import os
+import pathlib
+import queue
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from parleyd_proc import SANITIZER_MARKERS, free_port
+from pclient import PASSWORD, Harness, async_test, unique_name
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TIMEOUT = 30                      # any one CLI run; a test may fail, never hang
+LINE = re.compile(r"^(\d+)#(\d+) (\d\d:\d\d:\d\d) (.*)$")
+
+
+@pytest.fixture(scope="session")
+def cli_bin():
+    b = os.environ.get("PARLEY_CLI") or os.path.join(REPO, "build", "asan", "parley")
+    if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+        pytest.fail(f"parley binary not found at {b!r}: set $PARLEY_CLI or run "
+                    f"`make build/asan/parley`", pytrace=False)
+    return os.path.abspath(b)
+
+
+def no_sanitizer_report(stderr, what):
+    for m in SANITIZER_MARKERS:
+        assert m not in stderr, f"{what}: sanitizer report in the CLI's stderr:\n{stderr}"
+
+
+class Cli:
+    """One user of the command line: a session file of its own."""
+
+    def __init__(self, binary, server, workdir, name=None):
+        self.binary = binary
+        self.server = server
+        self.name = name or unique_name("cli")
+        self.dir = os.path.join(workdir, self.name)
+        self.session = os.path.join(self.dir, "session.json")
+        self.bgs = []
+
+    def env(self, extra=None):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PARLEY_") and k != "XDG_CONFIG_HOME"}
+        env.update(PARLEY_SESSION=self.session, PARLEY_SERVER=self.server.base_url,
+                   PARLEY_PASSWORD=PASSWORD, ASAN_OPTIONS="detect_leaks=1",
+                   UBSAN_OPTIONS="print_stacktrace=1", LC_ALL="C.UTF-8")
+        for k, v in (extra or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        return env
+
+    def run(self, *args, input=None, expect=0, env=None, timeout=TIMEOUT):
+        p = subprocess.run([self.binary, *args], input=input, capture_output=True, env=self.env(env),
+                           timeout=timeout, encoding="utf-8")
+        no_sanitizer_report(p.stderr, f"parley {' '.join(args)}")
+        if expect is not None:
+            assert p.returncode == expect, (f"parley {' '.join(args)}: exit {p.returncode}, expected "
+                                            f"{expect}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+        return p
+
+    def out(self, *args, **kw):
+        return self.run(*args, **kw).stdout
+
+    def register(self):
+        out = self.out("register", self.name)
+        m = re.fullmatch(rf"registered {re.escape(self.name.lower())} \(user (\d+)\)\n", out)
+        assert m, out
+        self.id = int(m.group(1))
+        return self
+
+    def saved(self):
+        with open(self.session) as f:
+            return json.load(f)
+
+    @property
+    def token(self):
+        return self.saved()["access_token"]
+
+    def bg(self, *args, env=None):
+        b = Bg([self.binary, *args], self.env(env))
+        self.bgs.append(b)
+        return b
+
+
+class Bg:
+    """A CLI process left running (tail): its stdout lines as they come."""
+
+    def __init__(self, argv, env):
+        self.argv = argv
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                  stdin=subprocess.DEVNULL, encoding="utf-8")
+        self.lines = queue.Queue()
+        self.err = []
+        threading.Thread(target=self._pump, args=(self.p.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.p.stderr, self.err.append), daemon=True).start()
+
+    @staticmethod
+    def _pump(f, put):
+        for line in f:
+            put(line.rstrip("\n"))
+        put(None)
+
+    def line(self, timeout=20):
+        try:
+            ln = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"{self.argv[1:]}: no line within {timeout}s; stderr: {self.err}")
+        assert ln is not None, f"{self.argv[1:]}: ended (exit {self.p.wait()}); stderr: {self.err}"
+        return ln
+
+    def finish(self, timeout=20):
+        """Waits for the exit; returns (status, the rest of stdout's lines)."""
+        rc = self.p.wait(timeout=timeout)
+        rest = []
+        while True:
+            ln = self.lines.get(timeout=5)
+            if ln is None:
+                break
+            rest.append(ln)
+        time.sleep(0.05)                       # the stderr pump's last lines
+        no_sanitizer_report("\n".join(x for x in self.err if x), f"parley {self.argv[1:]}")
+        return rc, rest
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(timeout=10)
+
+
+@pytest.fixture
+def workdir():
+    """A directory of the test's own (not pytest's tmp_path: pytest keeps its
+    three newest base directories and deletes older ones, also those a
+    concurrent pytest session on the machine is still using)."""
+    d = tempfile.mkdtemp(prefix="parley-cli-")
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def cli(cli_bin, server, workdir):
+    """cli() -> a new Cli user against `server` (not registered yet)."""
+    made = []
+
+    def make(name=None):
+        c = Cli(cli_bin, server, str(workdir), name)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        for b in c.bgs:
+            b.kill()
+
+
+def parse_lines(out):
+    """History/tail human lines as (conv, seq, text); continuation lines (a
+    body's line breaks) are joined to their event."""
+    evs = []
+    for ln in out.splitlines():
+        m = LINE.match(ln)
+        if m:
+            evs.append([int(m.group(1)), int(m.group(2)), m.group(4)])
+        else:
+            assert ln.startswith("   ") and evs, f"not an event line nor a continuation: {ln!r}"
+            evs[-1][2] += "\n" + ln[3:]
+    return [tuple(e) for e in evs]
+
+
+async def history_of(h, user_token, conv):
+    r = await h.api.req("GET", f"/api/v1/conversations/{conv}/messages?limit=200", token=user_token)
+    assert r.status == 200, r
+    return r.body["events"]
+
+
+# --------------------------------------------------------------------------
+# accounts
+
+
+def test_account_session_file(cli):
+    alice = cli()
+    alice.register()
+    assert alice.out("whoami") == f"{alice.name.lower()} (user {alice.id})\n"
+    me = json.loads(alice.out("--json", "whoami"))
+    assert me == {"id": alice.id, "username": alice.name.lower()}
+
+    # the session file: 0600 in a 0700 directory, tokens and no password
+    st = os.stat(alice.session)
+    assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    assert stat.S_IMODE(os.stat(alice.dir).st_mode) == 0o700
+    s = alice.saved()
+    assert s["server"] == alice.server.base_url
+    assert s["user"] == {"id": alice.id, "username": alice.name.lower()}
+    assert s["access_token"] and s["refresh_token"]
+    with open(alice.session, "rb") as f:
+        assert PASSWORD.encode() not in f.read()
+
+    # logout: the file goes, and the next command says so
+    assert alice.out("logout") == "logged out\n"
+    assert not os.path.exists(alice.session)
+    p = alice.run("whoami", expect=1)
+    assert p.stdout == "" and "not logged in" in p.stderr and p.stderr.startswith("parley: whoami: "), p.stderr
+    # logout revoked the login session: its access token is dead too
+    assert alice.run("whoami", env={"PARLEY_TOKEN": s["access_token"]}, expect=1).stderr.startswith(
+        "parley: whoami: 401 unauthorized")
+
+    # login with the password on stdin (not a terminal: read as one line)
+    p = alice.run("login", alice.name, input=PASSWORD + "\n", env={"PARLEY_PASSWORD": None})
+    assert p.stdout == f"logged in as {alice.name.lower()} (user {alice.id})\n"
+    assert alice.out("whoami") == f"{alice.name.lower()} (user {alice.id})\n"
+    # a wrong password is the server's 401, and the session stays as it was
+    before = alice.saved()
+    p = alice.run("login", alice.name, env={"PARLEY_PASSWORD": "not the password"}, expect=1)
+    assert p.stderr.startswith("parley: login: 401 unauthorized: "), p.stderr
+    assert alice.saved() == before
+    # --json: the answer without its tokens
+    j = json.loads(alice.out("--json", "login", alice.name))
+    assert j["user"] == {"id": alice.id, "username": alice.name.lower()} and "refresh_token" not in j
+    # a taken name is 409 conflict, exit 1, and the session stays
+    before = alice.saved()
+    assert alice.run("register", alice.name, expect=1).stderr.startswith("parley: register: 409 conflict")
+    assert alice.saved() == before
+
+
+# --------------------------------------------------------------------------
+# sending
+
+
+@async_test(120)
+async def test_send_modes_and_idempotency(server, cli):
+    alice, bob = cli().register(), cli().register()
+    async with Harness(server) as h:
+        ws = await h.ws(bob.token, name="bob-ws")             # bob watches over a WebSocket
+        conv = int(alice.out("dm", "@" + bob.name).strip())   # @username: the DM, opened
+        assert int(bob.out("dm", alice.name).strip()) == conv  # the same pair, the same one
+
+        acks = []
+        acks += alice.out("send", str(conv), "hello", "there", " spaced").splitlines()
+        acks += alice.out("send", "@" + bob.name, input="from stdin\nsecond line\n").splitlines()
+        acks += alice.out("send", str(conv), "-", input="dash means stdin").splitlines()
+        acks += alice.out("send", str(conv), "--lines", input="line one\n\nline two\r\n\nline three").splitlines()
+        seqs = [int(re.fullmatch(rf"{conv}#(\d+)", a).group(1)) for a in acks]
+        assert seqs == list(range(seqs[0], seqs[0] + 6)), acks
+        bodies = ["hello there  spaced", "from stdin\nsecond line", "dash means stdin",
+                  "line one", "line two", "line three"]
+        await ws.wait_seq(conv, seqs[-1])
+        got = [(e["seq"], e["body"], e["sender"]) for e in ws.conv_events(conv) if e["kind"] == "message"]
+        assert got == [(s, b, alice.id) for s, b in zip(seqs, bodies)], got
+
+        # --id: the same key twice is one message; the second says (duplicate)
+        first = alice.out("send", str(conv), "--id", "cli-test-key-1", "only once")
+        second = alice.out("send", str(conv), "--id=cli-test-key-1", "only once, again")
+        n = seqs[-1] + 1
+        assert first == f"{conv}#{n}\n" and second == f"{conv}#{n} (duplicate)\n", (first, second)
+        ack = json.loads(alice.out("--json", "send", str(conv), "--id", "cli-test-key-1", "x"))
+        assert ack["duplicate"] is True and ack["seq"] == n and ack["client_msg_id"] == "cli-test-key-1", ack
+        events = await history_of(h, bob.token, conv)
+        assert [e["seq"] for e in events if e.get("client_msg_id") == "cli-test-key-1"] == [n]
+        assert events[-1]["seq"] == n and events[-1]["body"] == "only once"
+        # generated keys are distinct
+        cmids = [e["client_msg_id"] for e in events if e["kind"] == "message"]
+        assert len(set(cmids)) == len(cmids)
+
+        # --reply-to, and --json acks
+        ack = json.loads(alice.out("--json", "send", str(conv), "--reply-to", str(seqs[0]), "a reply"))
+        assert ack["seq"] == n + 1 and ack["duplicate"] is False
+        await ws.wait_seq(conv, n + 1)
+        assert ws.conv_events(conv)[-1]["data"]["reply_to"] == seqs[0]
+
+        # refused: empty, a stray option, --id with --lines
+        assert "empty" in alice.run("send", str(conv), input="\n", expect=2).stderr
+        assert alice.run("send", str(conv), "--lines", "--id", "k", input="x\n", expect=2).stderr
+        assert "unknown option --bogus" in alice.run("send", str(conv), "--bogus", expect=2).stderr
+        p = alice.out("send", str(conv), "--", "--bogus", "-5")       # after --, text
+        assert re.fullmatch(rf"{conv}#{n + 2}\n", p)
+        await ws.wait_seq(conv, n + 2)
+        assert ws.conv_events(conv)[-1]["body"] == "--bogus -5"
+
+
+# --------------------------------------------------------------------------
+# groups
+
+
+def test_groups_and_members(cli):
+    alice, bob, carol = cli().register(), cli().register(), cli().register()
+    a, b, c = alice.name.lower(), bob.name.lower(), carol.name.lower()
+    g = int(alice.out("group", "create", "Ops team", bob.name).strip())
+    assert alice.out("members", str(g)) == f"{alice.id} {a} admin\n{bob.id} {b} member\n"
+    assert alice.out("group", "add", str(g), "@" + carol.name) == f"added {c} to {g}\n"
+    # the log in the human format, names from the member list
+    evs = parse_lines(alice.out("history", str(g)))
+    assert [(x, s, t) for x, s, t in evs] == [(g, 1, f'* {a} created "Ops team"'), (g, 2, f"* {a} added {c}")]
+    # people search finds who shares a conversation
+    assert f"{carol.id} {c}\n" in alice.out("users", c[:6])
+    assert alice.out("group", "remove", str(g), bob.name) == f"removed {b} from {g}\n"
+    ms = [json.loads(x) for x in alice.out("--json", "members", str(g)).splitlines()]
+    assert ms == [{"id": alice.id, "username": a, "role": "admin"},
+                  {"id": carol.id, "username": c, "role": "member"}]
+    # bob is out: the server's 404, exit 1
+    p = bob.run("members", str(g), expect=1)
+    assert p.stderr == "parley: members: 404 not_found: no such conversation\n", p.stderr
+    # carol may not add (admins only): 403
+    assert carol.run("group", "add", str(g), bob.name, expect=1).stderr.startswith("parley: group add: 403 forbidden")
+    assert carol.out("leave", str(g)) == f"left {g}\n"
+    assert alice.out("members", str(g)) == f"{alice.id} {a} admin\n"
+    # who is no longer a member has no name to show (the API looks users up
+    # by name only): "user N"
+    evs = parse_lines(alice.out("history", str(g), "--after", "2"))
+    assert [(s, t) for _, s, t in evs] == [(3, f"* {a} removed user {bob.id}"), (4, f"* user {carol.id} left")]
+    # unknown users and conversations
+    assert alice.run("group", "add", str(g), "nobody_" + a[:10], expect=1).stderr.startswith(
+        "parley: group add: 404 not_found")
+    assert alice.run("dm", "@nobody_" + a[:10], expect=1).stderr.startswith("parley: dm: 404 not_found")
+    assert alice.run("group", "create", expect=2).returncode == 2
+    assert alice.run("group", "rename", str(g), expect=2).returncode == 2
+    # the list: id, kind, name (the other member's for a DM), unread, last event
+    dm = int(alice.out("dm", bob.name).strip())
+    alice.out("send", str(dm), "hi bob")
+    lines = alice.out("conversations").splitlines()
+    assert f"{dm}  direct  @{b}  unread 0  {a}: hi bob" in lines, lines
+    assert f'{g}  group   "Ops team"  unread 0  * user {carol.id} left' in lines, lines
+    assert alice.out("ls") == alice.out("conversations")
+
+
+# --------------------------------------------------------------------------
+# history
+
+
+@async_test(120)
+async def test_history_format_and_json(server, cli):
+    alice, bob = cli().register(), cli().register()
+    a, b = alice.name.lower(), bob.name.lower()
+    conv = int(alice.out("dm", bob.name).strip())
+    alice.out("send", str(conv), "first")                                  # 2
+    alice.out("send", str(conv), input="two\nlines\n")                     # 3
+    bob.out("send", str(conv), "--reply-to", "2", "a reply")               # 4
+    async with Harness(server) as h:
+        api = h.api
+        at, bt = alice.token, bob.token
+        base = f"/api/v1/conversations/{conv}/messages"
+        await api.expect(200, "PATCH", f"{base}/2", token=at, json_body={"body": "first, edited"})      # 5
+        await api.expect(200, "POST", f"{base}/2/reactions", token=bt, json_body={"emoji": "👍"})     # 6
+        await api.expect(200, "POST", f"{base}/2/reactions", token=bt,
+                         json_body={"emoji": "👍", "op": "remove"})                                    # 7
+        await api.expect(200, "PUT", f"/api/v1/conversations/{conv}/pins/2", token=at)                 # 8
+        await api.expect(200, "DELETE", f"{base}/3", token=at)                                          # 9
+        server_events = await history_of(h, at, conv)
+
+    out = alice.out("history", str(conv))
+    evs = parse_lines(out)
+    assert [(c, s) for c, s, _ in evs] == [(conv, s) for s in range(1, 10)], out
+    assert [t for _, _, t in evs] == [
+        f"* {a} created a direct conversation",
+        f"{a}: first, edited (edited)",
+        f"{a}: (deleted)",
+        f"{b}: [re #2] a reply",
+        f"* {a} edited #2: first, edited",
+        f"* {b} reacted 👍 to #2",
+        f"* {b} removed 👍 from #2",
+        f"* {a} pinned #2",
+        f"* {a} deleted #3",
+    ], out
+    # local time of day from ts
+    ts = server_events[1]["ts"] / 1000
+    assert LINE.match(out.splitlines()[1]).group(3) == time.strftime("%H:%M:%S", time.localtime(ts))
+    # a multi-line body keeps one event per line start
+    alice.out("send", str(conv), input="x\ny")                               # 10
+    last = alice.out("history", str(conv), "--limit", "1")
+    assert last == f"{conv}#10 {LINE.match(last.splitlines()[0]).group(3)} {a}: x\n   y\n", last
+    # --json: the server's event objects, one compact JSON per line
+    lines = alice.out("--json", "history", str(conv)).splitlines()
+    assert [json.loads(x) for x in lines[:9]] == server_events
+    assert all(x == json.dumps(json.loads(x), separators=(",", ":"), ensure_ascii=False) for x in lines)
+    # paging: --after, --before, --limit, a window
+    seqs = lambda *args: [s for _, s, _ in parse_lines(alice.out("history", str(conv), *args))]  # noqa: E731
+    assert seqs("--after", "7") == [8, 9, 10]
+    assert seqs("--before", "4") == [1, 2, 3]
+    assert seqs("--before", "9", "--limit", "2") == [7, 8]
+    assert seqs("--after", "2", "--before", "6") == [3, 4, 5]
+    assert seqs("--after", "0", "--limit", "3") == [1, 2, 3]
+    assert seqs("--limit", "3") == [8, 9, 10]
+    # refused
+    assert alice.run("history", str(conv), "--limit", "x", expect=2).returncode == 2
+    assert alice.run("history", expect=2).returncode == 2
+    assert alice.run("history", "conv12", expect=2).returncode == 2
+
+
+@async_test(120)
+async def test_history_pages_past_one_request(server, cli):
+    """More than one page (200 events) is paged by the CLI, in order."""
+    alice, bob = cli().register(), cli().register()
+    conv = int(alice.out("dm", bob.name).strip())
+    alice.run("send", str(conv), "--lines", input="".join(f"m{i}\n" for i in range(230)))
+    evs = parse_lines(alice.out("history", str(conv), "--limit", "231"))
+    assert [s for _, s, _ in evs] == list(range(1, 232))
+    evs = parse_lines(alice.out("history", str(conv), "--after", "1", "--limit", "300"))
+    assert [t.split(": ")[1] for _, _, t in evs] == [f"m{i}" for i in range(230)]
+
+
+# --------------------------------------------------------------------------
+# tail
+
+
+async def wait_online(ws, user_id):
+    """The tail's stream is open: its session's presence reached ws."""
+    await ws.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == user_id
+                      and m.get("status") == "online", timeout=15, what=f"user {user_id} online")
+
+
+@async_test(90)
+async def test_tail_count_prints_what_arrives(server, cli):
+    alice, bob = cli().register(), cli().register()
+    conv = int(alice.out("dm", bob.name).strip())
+    other = int(alice.out("group", "create", "other", bob.name).strip())
+    async with Harness(server) as h:
+        ws = await h.ws(alice.token, name="alice-ws")
+        t = bob.bg("tail", str(conv), "--count", "3")
+        await wait_online(ws, bob.id)
+        for i in range(3):
+            await ws.send_msg(other, f"elsewhere {i}")      # not the tailed conversation
+            await ws.send_msg(conv, f"m{i}")
+        rc, rest = await asyncio.to_thread(t.finish)
+    assert rc == 0, (rc, rest, t.err)
+    evs = parse_lines("\n".join(rest))
+    assert evs == [(conv, 2 + i, f"{alice.name.lower()}: m{i}") for i in range(3)], rest
+
+    # --json: the stream's event objects, from every conversation (--last 1:
+    # once the last event of each is printed, the resume point is set and
+    # nothing sent after can be missed, whenever the stream opens)
+    async with Harness(server) as h:
+        ws = await h.ws(alice.token, name="alice-ws")
+        t = bob.bg("--json", "tail", "--last", "1", "--count", "4")
+        old = [json.loads(t.line()), json.loads(t.line())]
+        assert [(o["conversation"], o["seq"], o["body"]) for o in old] == [(conv, 4, "m2"), (other, 4, "elsewhere 2")]
+        a1 = await ws.send_msg(conv, "j1")
+        a2 = await ws.send_msg(other, "j2")
+        rc, rest = await asyncio.to_thread(t.finish)
+    assert rc == 0
+    objs = [json.loads(x) for x in rest]                    # (order is per conversation only)
+    assert sorted((o["type"], o["conversation"], o["seq"], o["body"]) for o in objs) == sorted([
+        ("event", conv, a1["seq"], "j1"), ("event", other, a2["seq"], "j2")]), objs
+
+
+@async_test(90)
+async def test_tail_last_then_live_without_gap_or_repeat(server, cli):
+    alice, bob = cli().register(), cli().register()
+    a = alice.name.lower()
+    conv = int(alice.out("dm", bob.name).strip())
+    other = int(bob.out("group", "create", "busy", alice.name).strip())
+    alice.run("send", str(conv), "--lines", input="one\ntwo\nthree\nfour\n")   # seqs 2..5
+    alice.run("send", str(other), "--lines", input="x\ny\n")
+
+    t = bob.bg("tail", str(conv), "--last", "2", "--count", "3")
+    first = [t.line(), t.line()]                    # printed from history before anything new
+    assert parse_lines("\n".join(first)) == [(conv, 4, f"{a}: three"), (conv, 5, f"{a}: four")]
+    alice.out("send", str(other), "not followed")
+    alice.out("send", str(conv), "five")
+    rc, rest = await asyncio.to_thread(t.finish)
+    assert rc == 0, (rest, t.err)
+    assert parse_lines("\n".join(rest)) == [(conv, 6, f"{a}: five")]
+
+    # all conversations, --last 1 each, then the next event: nothing twice
+    t = bob.bg("tail", "--last", "1", "--count", "3")
+    got = parse_lines("\n".join([t.line(), t.line()]))
+    assert got == [(conv, 6, f"{a}: five"), (other, 4, f"{a}: not followed")], got   # by id
+    alice.out("send", str(other), "live")
+    rc, rest = await asyncio.to_thread(t.finish)
+    assert rc == 0 and parse_lines("\n".join(rest)) == [(other, 5, f"{a}: live")], rest
+
+    # --json: the same objects from history and from the stream
+    t = bob.bg("--json", "tail", str(conv), "--last", "1", "--count", "2")
+    old = json.loads(t.line())
+    assert (old["type"], old["seq"], old["body"]) == ("event", 6, "five"), old
+    alice.out("send", str(conv), "six")
+    rc, rest = await asyncio.to_thread(t.finish)
+    assert rc == 0 and [(json.loads(x)["type"], json.loads(x)["seq"]) for x in rest] == [("event", 7)], rest
+
+
+@async_test(150)
+async def test_tail_resumes_across_a_server_restart(server, cli):
+    """The stream drops when every node is killed, and ends with `reconnect`
+    and close 1001 when the server drains; tail reconnects with its last id
+    each time and prints what was sent meanwhile once, in order."""
+    alice, bob = cli().register(), cli().register()
+    a = alice.name.lower()
+    conv = int(alice.out("dm", bob.name).strip())
+    async with Harness(server) as h:
+        ws = await h.ws(alice.token, name="alice-ws")
+        t = bob.bg("tail", str(conv), "--count", "6")   # seqs 2..7
+        await wait_online(ws, bob.id)
+        alice.out("send", str(conv), "before")
+        assert parse_lines(t.line()) == [(conv, 2, f"{a}: before")]
+    await asyncio.to_thread(server.restart)            # SIGKILL every node, start again
+    for i in range(3):
+        alice.out("send", str(conv), f"while away {i}")
+    got = [t.line() for _ in range(3)]
+    assert parse_lines("\n".join(got)) == [(conv, 3 + i, f"{a}: while away {i}") for i in range(3)], got
+    await asyncio.to_thread(server.stop)               # SIGTERM: drains, close 1001
+    await asyncio.to_thread(server.start)
+    alice.out("send", str(conv), "after the drain")
+    alice.out("send", str(conv), "last")
+    rc, rest = await asyncio.to_thread(t.finish, 60)
+    assert rc == 0, (rc, rest, t.err)
+    assert parse_lines("\n".join(rest)) == [(conv, 6, f"{a}: after the drain"), (conv, 7, f"{a}: last")], rest
+
+
+@async_test(150)
+async def test_tail_refreshes_its_token_to_reconnect(cli_bin, server_factory, workdir):
+    """A stream outlives its access token; the reconnect after a restart is
+    answered 401, so tail refreshes (saving the rotated pair) and goes on."""
+    srv = server_factory(["--access-ttl", "1"])
+    alice, bob = (Cli(cli_bin, srv, str(workdir)).register() for _ in range(2))
+    conv = int(alice.out("dm", bob.name).strip())
+    t = bob.bg("tail", str(conv), "--last", "1", "--count", "4")
+    assert parse_lines(t.line()) == [(conv, 1, f"* {alice.name.lower()} created a direct conversation")]
+    alice.out("send", str(conv), "one")
+    assert parse_lines(t.line()) == [(conv, 2, f"{alice.name.lower()}: one")]
+    before = bob.saved()["refresh_token"]
+    await asyncio.sleep(2.2)                           # bob's access token expires
+    await asyncio.to_thread(srv.restart)
+    alice.out("send", str(conv), "two")                # (alice's CLI refreshes too)
+    alice.out("send", str(conv), "three")
+    rc, rest = await asyncio.to_thread(t.finish, 60)
+    assert rc == 0, (rest, t.err)
+    assert [s for _, s, _ in parse_lines("\n".join(rest))] == [3, 4]
+    assert bob.saved()["refresh_token"] != before
+
+
+@async_test(60)
+async def test_tail_ends_when_the_session_is_revoked(server, cli):
+    """logout revokes the login session: the stream's last event is close
+    4001, the refresh is refused, and tail says so (exit 1)."""
+    alice = cli().register()
+    conv = int(alice.out("group", "create", "solo").strip())
+    t = alice.bg("tail", str(conv), "--last", "1")
+    assert parse_lines(t.line()) == [(conv, 1, f'* {alice.name.lower()} created "solo"')]
+    async with Harness(server) as h:
+        ws = await h.ws(alice.token, name="alice-ws")
+        s = alice.saved()
+        await h.api.expect(204, "POST", "/api/v1/auth/logout", json_body={"refresh_token": s["refresh_token"]})
+        assert await ws.wait_closed() == 4001
+    rc, rest = await asyncio.to_thread(t.finish)
+    assert rc == 1 and rest == [], (rc, rest)
+    err = "\n".join(x for x in t.err if x)
+    assert err.startswith("parley: tail: ") and "log in again" in err, err
+
+
+def test_tail_refuses_bad_arguments(cli):
+    alice = cli().register()
+    assert alice.run("tail", "--count", "0", expect=2).returncode == 2
+    assert alice.run("tail", "--last", "x", expect=2).returncode == 2
+    assert alice.run("tail", "999999", expect=1).stderr == \
+        "parley: tail: 404 not_found: no such conversation\n"
+    fresh = cli()
+    assert "not logged in" in fresh.run("tail", expect=1).stderr
+
+
+# --------------------------------------------------------------------------
+# token refresh
+
+
+def test_token_refresh(cli_bin, server_factory, workdir):
+    srv = server_factory(["--access-ttl", "1"])        # seconds (README: access-ttl)
+    alice = Cli(cli_bin, srv, str(workdir))
+    alice.register()
+    before = alice.saved()
+    time.sleep(2.2)                                    # past the access token's life
+    assert alice.run("whoami", env={"PARLEY_TOKEN": before["access_token"]}, expect=1).stderr.startswith(
+        "parley: whoami: 401 unauthorized")           # an env token is never refreshed
+    assert alice.out("whoami") == f"{alice.name.lower()} (user {alice.id})\n"
+    after = alice.saved()
+    assert after["refresh_token"] != before["refresh_token"]
+    assert after["access_token"] != before["access_token"]
+    assert stat.S_IMODE(os.stat(alice.session).st_mode) == 0o600
+
+    # two processes needing a refresh at once: one rotates, the other takes
+    # the saved pair (presenting the replaced token would be refused)
+    time.sleep(2.2)
+    procs = [subprocess.Popen([cli_bin, "whoami"], env=alice.env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, encoding="utf-8") for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=TIMEOUT)
+        no_sanitizer_report(err, "concurrent whoami")
+        assert p.returncode == 0 and out == f"{alice.name.lower()} (user {alice.id})\n", (out, err)
+    assert alice.saved()["refresh_token"] != after["refresh_token"]
+    assert alice.out("whoami")                         # the login session is still alive
+
+
+# --------------------------------------------------------------------------
+# errors and exit statuses
+
+
+def test_errors_and_exit_statuses(cli, server):
+    alice = cli().register()
+    for args in ([], ["bogus"], ["send"], ["history", "1", "--limit"], ["whoami", "extra"],
+                 ["read", "1", "seq"], ["--server"], ["search"]):
+        p = alice.run(*args, expect=2)
+        assert p.stderr.startswith("parley: ") and "usage: parley" in p.stderr, (args, p.stderr)
+    p = alice.run("help")
+    for word in ("register", "login", "logout", "whoami", "users", "conversations", "dm", "group create",
+                 "group add", "group remove", "leave", "members", "send", "history", "tail", "read", "search"):
+        assert word in p.stdout, word
+    assert alice.out("--help") == p.stdout and alice.out("-h") == p.stdout
+    assert alice.out("--version").startswith("parley ")
+    # refused by the server: 4xx, its code and message
+    p = alice.run("history", "424242", expect=1)
+    assert p.stderr == "parley: history: 404 not_found: no such conversation\n", p.stderr
+    p = alice.run("send", "424242", "x", expect=1)
+    assert p.stderr == "parley: send: 404 not_found: no such conversation\n", p.stderr
+    # no server there: exit 3 (also for a session made elsewhere)
+    down = f"http://127.0.0.1:{free_port()}"
+    p = alice.run("--server", down, "whoami", expect=3)
+    assert p.stderr.startswith(f"parley: whoami: cannot reach {down}: "), p.stderr
+    p = alice.run("conversations", env={"PARLEY_SERVER": down}, expect=3)
+    assert "cannot reach" in p.stderr
+    assert alice.run("--server", "ftp://x", "whoami", expect=2).returncode == 2
+    # --server wins over the environment; a trailing slash is the same server
+    assert alice.out("--server", server.base_url + "/", "whoami", env={"PARLEY_SERVER": down})
+
+
+def test_send_to_a_stopped_server_is_exit_3(cli, server):
+    alice = cli().register()
+    conv = int(alice.out("dm", cli().register().name).strip())
+    server.stop()
+    p = alice.run("send", str(conv), "lost?", expect=3)      # after its bounded retries
+    assert p.stderr.startswith("parley: send: cannot reach"), p.stderr
+    assert alice.run("history", str(conv), expect=3).returncode == 3
+    server.start()
+    assert "lost?" not in alice.out("history", str(conv))
+
+
+@pytest.mark.embedded_only("parleyd's own TLS; in a cluster HAProxy terminates it (test_tls.py)")
+@async_test(90)
+async def test_https_with_cacert(cli_bin, parleyd_bin, mode, workdir):
+    from parleyd_proc import finish
+    from test_tls import TlsServer, make_cert
+    crt, key = make_cert(str(workdir), "srv", "parley-cli-test", 4242)
+    s = TlsServer(parleyd_bin, str(workdir / "srv"), crt, key, [crt])
+    try:
+        s.start()
+        alice, bob = Cli(cli_bin, s, str(workdir)), Cli(cli_bin, s, str(workdir))
+        alice.run("register", alice.name, env={"PARLEY_CACERT": crt})
+        bob.run("--cacert", crt, "register", bob.name)
+        p = alice.run("whoami", expect=3)                     # not trusted without the CA
+        assert p.stderr.startswith(f"parley: whoami: cannot reach {s.base_url}: ") and "certificate" in p.stderr
+        conv = int(alice.out("--cacert", crt, "dm", bob.name).strip())
+        t = bob.bg("tail", str(conv), "--last", "1", "--count", "2", env={"PARLEY_CACERT": crt})
+        assert parse_lines(t.line())[0][1] == 1                # the stream over https too
+        alice.out("--cacert", crt, "send", str(conv), "over tls")
+        rc, rest = await asyncio.to_thread(t.finish)
+        assert rc == 0 and parse_lines("\n".join(rest)) == [(conv, 2, f"{alice.name.lower()}: over tls")]
+    finally:
+        problems = finish([s], "test_https_with_cacert")
+    assert not problems, problems
+
+
+# --------------------------------------------------------------------------
+# read, search
+
+
+def test_read_marks_read(cli):
+    alice, bob = cli().register(), cli().register()
+    conv = int(bob.out("dm", alice.name).strip())
+    bob.run("send", str(conv), "--lines", input="a\nb\nc\n")            # seqs 2, 3, 4
+
+    def mine():
+        cs = [json.loads(x) for x in alice.out("--json", "conversations").splitlines()]
+        return next(c for c in cs if c["id"] == conv)
+    assert mine()["unread"] == 3
+    assert alice.out("read", str(conv), "3") == f"read {conv} up to #3\n"
+    assert mine()["unread"] == 1
+    assert alice.out("read", "@" + bob.name) == f"read {conv} up to #4\n"   # default: the last
+    c = mine()
+    assert c["unread"] == 0 and c["read_seq"] == 4, c
+    assert f"  unread 0  {bob.name.lower()}: c" in alice.out("ls")
+    assert alice.run("read", "424242", expect=1).stderr.startswith("parley: read: 404 not_found")
+
+
+def test_search(cli):
+    alice, bob = cli().register(), cli().register()
+    conv = int(alice.out("dm", bob.name).strip())
+    word = "w" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
+    alice.out("send", str(conv), f"lunch {word} friday")
+    deadline = time.monotonic() + 5                    # embedded indexing is asynchronous
+    while True:
+        lines = bob.out("--json", "search", word, "friday").splitlines()
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(lines) == 1, lines
+    r = json.loads(lines[0])
+    assert r["conversation"] == conv and r["seq"] == 2 and r["body"] == f"lunch {word} friday"
+    assert "\u0002" in r["snippet"]
+    assert parse_lines(bob.out("search", word)) == [(conv, 2, f"{alice.name.lower()}: lunch {word} friday")]
+    assert bob.out("search", word, "--conversation", "@" + alice.name, "--limit", "5").count("\n") == 1
+    assert bob.out("search", word, "absentword") == ""
+    assert bob.run("search", word, "--limit", "99", expect=1).stderr.startswith("parley: search: 400 bad_request")
