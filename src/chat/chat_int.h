@@ -323,6 +323,11 @@ void       deliver_sync(session *s, json_t *cursors, json_t *req);
 void       deliver_on_event(void *ud, const pl_event *ev);
 void       deliver_on_head(void *ud, int64_t conv, int64_t seq);
 void       deliver_on_join(void *ud, int64_t user, int64_t conv, int64_t seq);
+/* The membership log (deliver.c): changes an authenticating session's read
+ * may predate. */
+uint64_t   deliver_mlog_mark(void);
+int        deliver_mlog_changed(uint64_t mark, int64_t user, int64_t conv, int64_t seq);
+void       deliver_mlog_apply(session *s, uint64_t mark);
 void       deliver_on_resync(void *ud);
 void       deliver_on_conv_ready(void *ud, int64_t conv);
 void       deliver_on_user_ready(void *ud, int64_t user);

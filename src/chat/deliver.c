@@ -882,26 +882,104 @@ static void replay_turn(uv_idle_t *h) {
     if (!C.rq_head || !replay_fits(C.rq_head) || C.stopping) uv_idle_stop(h);
 }
 
+/* ---- the membership log ---------------------------------------------------- */
+
+/* Membership changes this loop processed, the last MLOG_MAX of them. A
+ * session reads its conversations (PL_READ_SESSION) while the loop goes on
+ * processing events, and is not among its user's sessions until the read
+ * is back: a change processed in between reached none of its
+ * subscriptions. Its read notes mlog_n when it is submitted and, once
+ * authenticated, applies what came since (deliver_mlog_apply): a removal
+ * its read predates ends its stream at that removal; an addition its read
+ * predates subscribes it from that member_added. Without this, the first
+ * left a removed user receiving the conversation and the second lost a
+ * conversation for good (embedded mode; cluster mode reconciled additions
+ * only). Entries are cheap and changes rare: 1,024 is far more than one
+ * authentication's read can see. */
+#define MLOG_MAX 1024
+
+typedef struct mlog_ent {
+    int64_t user, conv, seq;
+    int     add;                            /* 1 member_added/created, 0 removed/left */
+} mlog_ent;
+
+static mlog_ent mlog[MLOG_MAX];
+static uint64_t mlog_n;                     /* entries ever logged */
+
+static void mlog_add(int64_t user, int64_t conv, int64_t seq, int add) {
+    mlog[mlog_n % MLOG_MAX] = (mlog_ent){user, conv, seq, add};
+    mlog_n++;
+}
+
+uint64_t deliver_mlog_mark(void) { return mlog_n; }
+
+/* 1 if a change to user's membership of conv above seq was logged since mark. */
+int deliver_mlog_changed(uint64_t mark, int64_t user, int64_t conv, int64_t seq) {
+    if (mlog_n - mark > MLOG_MAX) return 1;
+    for (uint64_t i = mark; i < mlog_n; i++) {
+        const mlog_ent *e = &mlog[i % MLOG_MAX];
+        if (e->user == user && e->conv == conv && e->seq > seq) return 1;
+    }
+    return 0;
+}
+
+static void join_session(session *s, int64_t conv, int64_t seq);
+static void end_session(session *s, chat_conv *cv, int64_t seq);
+
+/* After `ready`: the changes to s's user logged since mark, in order.
+ * More than the log holds: the session cannot know what it missed, and is
+ * closed to reconnect (1013). */
+void deliver_mlog_apply(session *s, uint64_t mark) {
+    if (mlog_n == mark) return;
+    if (mlog_n - mark > MLOG_MAX) {
+        chat_close(s->conn, PL_CLOSE_TRY_AGAIN, "membership changed during authentication: reconnect");
+        return;
+    }
+    for (uint64_t i = mark; i < mlog_n && is_ws_open(s->conn); i++) {
+        const mlog_ent *e = &mlog[i % MLOG_MAX];
+        if (e->user != s->user) continue;
+        if (e->add) {
+            join_session(s, e->conv, e->seq);
+            chat_conv *cv = conv_find(e->conv);
+            if (cv) conv_head(cv, e->seq);      /* a stream opened just now reads up to it */
+        } else if (conv_find(e->conv)) {
+            end_session(s, conv_find(e->conv), e->seq);
+        }
+    }
+    /* the events the loop already processed come from the store */
+    for (uint64_t i = mark; i < mlog_n && is_ws_open(s->conn); i++) {
+        const mlog_ent *e = &mlog[i % MLOG_MAX];
+        sub *x = e->user == s->user ? sub_find(s, e->conv) : NULL;
+        if (x && x->state == SUB_LIVE && x->sent_seq < x->conv->published) sub_catch_up(x, 0);
+    }
+}
+
 /* ---- processing an event in order (seq == published + 1) ---------------- */
+
+/* An authenticated session of a user who became a member of conv at seq
+ * follows it from seq. */
+static void join_session(session *s, int64_t conv, int64_t seq) {
+    sub *x = sub_find(s, conv);
+    if (x) {
+        if (!x->end_seq || x->end_seq >= seq) return;     /* a member already */
+        if (x->rejoin_seq) {                   /* a third change while lagging */
+            if (x->rejoin_seq != seq)
+                chat_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
+            return;
+        }
+        x->rejoin_seq = seq;
+        return;
+    }
+    sub_create(s, conv, seq - 1, seq - 1, seq - 1, s->held ? SUB_HELD : SUB_LIVE);
+}
 
 /* A local user became a member of cv at seq: its sessions follow from seq. */
 static void join_user(chat_conv *cv, int64_t user, int64_t seq) {
+    mlog_add(user, cv->id, seq, 1);
     chat_user *u = pl_map_get(&C.users, user);
     if (!u) return;
-    for (session *s = u->sessions; s; s = s->unext) {
-        if (s->state != S_AUTHED) continue;
-        sub *x = sub_find(s, cv->id);
-        if (x) {
-            if (!x->end_seq || x->end_seq >= seq) continue;   /* a member already */
-            if (x->rejoin_seq) {               /* a third change while lagging */
-                chat_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
-                continue;
-            }
-            x->rejoin_seq = seq;
-            continue;
-        }
-        sub_create(s, cv->id, seq - 1, seq - 1, seq - 1, s->held ? SUB_HELD : SUB_LIVE);
-    }
+    for (session *s = u->sessions; s; s = s->unext)
+        if (s->state == S_AUTHED) join_session(s, cv->id, seq);
 }
 
 static void join_created(chat_conv *cv, const pl_event *ev) {
@@ -937,18 +1015,21 @@ static void conv_count(chat_conv *cv, const pl_event *ev, int removal) {
 /* A local user's removal (or leaving) at seq, before seq is delivered: its
  * subscriptions get end_seq = seq (invariant 2: nothing above seq can have
  * been sent, since seq is being processed only now). */
-static void end_mark(chat_conv *cv, int64_t user, int64_t seq) {
-    chat_user *u = pl_map_get(&C.users, user);
-    for (session *s = u ? u->sessions : NULL; s; s = s->unext) {
-        sub *x = sub_find(s, cv->id);
-        if (!x || x->sent_seq >= seq || x->floor >= seq) continue;   /* an older removal */
-        if (x->end_seq && x->end_seq < seq) {  /* removed, re-added, removed while lagging */
-            if (x->rejoin_seq && x->rejoin_seq < seq)
-                chat_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
-            continue;
-        }
-        x->end_seq = seq;
+static void end_session(session *s, chat_conv *cv, int64_t seq) {
+    sub *x = sub_find(s, cv->id);
+    if (!x || x->sent_seq >= seq || x->floor >= seq) return;   /* an older removal */
+    if (x->end_seq && x->end_seq < seq) {      /* removed, re-added, removed while lagging */
+        if (x->rejoin_seq && x->rejoin_seq < seq)
+            chat_close(s->conn, PL_CLOSE_SLOW_CONSUMER, "membership changed: reconnect and sync");
+        return;
     }
+    x->end_seq = seq;
+}
+
+static void end_mark(chat_conv *cv, int64_t user, int64_t seq) {
+    mlog_add(user, cv->id, seq, 0);
+    chat_user *u = pl_map_get(&C.users, user);
+    for (session *s = u ? u->sessions : NULL; s; s = s->unext) end_session(s, cv, seq);
 }
 
 /* ... and after it was delivered: LIVE subscriptions that got it end now;
@@ -1023,10 +1104,27 @@ static int joins_local_user(const pl_event *ev) {
     return found;
 }
 
+/* A membership event of a conversation this node does not follow: logged
+ * for sessions still authenticating (the membership log). */
+static void mlog_unfollowed(const pl_event *ev) {
+    if (ev->kind == PL_EV_MEMBER_ADDED) mlog_add(ev->subject, ev->conv, ev->seq, 1);
+    else if (ev->kind == PL_EV_MEMBER_REMOVED || ev->kind == PL_EV_MEMBER_LEFT) mlog_add(ev->subject, ev->conv, ev->seq, 0);
+    else if (ev->kind == PL_EV_CREATED) {
+        json_t *d = ev->data ? json_loads(ev->data, 0, NULL) : NULL;
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(d, "members"), i, v) mlog_add(json_integer_value(v), ev->conv, ev->seq, 1);
+        json_decref(d);
+    }
+}
+
 void deliver_on_event(void *ud, const pl_event *ev) {
     chat_conv *cv = conv_find(ev->conv);
     if (!cv) {
-        if (!joins_local_user(ev)) return;
+        if (!joins_local_user(ev)) {
+            mlog_unfollowed(ev);
+            return;
+        }
         cv = conv_open(ev->conv, ev->seq - 1);
         conv_process(cv, ev);                 /* creates the subscriptions first */
         conv_maybe_release(cv);
@@ -1047,6 +1145,7 @@ void deliver_on_head(void *ud, int64_t conv, int64_t seq) {
 /* A local user became a member at seq (announced on the user's channel, for
  * nodes that did not follow the conversation yet). */
 void deliver_on_join(void *ud, int64_t user, int64_t conv, int64_t seq) {
+    mlog_add(user, conv, seq, 1);
     chat_user *u = pl_map_get(&C.users, user);
     if (!u || C.stopping) return;
     for (session *s = u->sessions; s; s = s->unext) {

@@ -333,6 +333,7 @@ typedef struct auth_op {
     int      hold;
     pl_chat_sse_cb sse_cb;        /* SSE: told how authentication ended     */
     void    *sse_arg;
+    uint64_t mlog_at;             /* the membership log when the read was submitted */
 } auth_op;
 
 static void liveness_arm(pl_conn *c) {
@@ -411,7 +412,11 @@ static void auth_done(pl_job *j) {
     pl_sbuf_printf(&b, "},\"session\":%lld,\"conversations\":[", (long long)s->login);
     for (size_t i = 0; i < j->nconvs; i++) {
         const pl_conv *cv = &j->convs[i];
-        sub *x = sub_create(s, cv->id, cv->last_seq, -1, cv->joined_seq - 1, op->hold ? SUB_HELD : SUB_LIVE);
+        /* from the read's seq when the user's membership changed since (the
+         * change is then replayed to it: deliver_mlog_apply), else from
+         * what the stream already published */
+        int64_t from = deliver_mlog_changed(op->mlog_at, s->user, cv->id, cv->last_seq) ? cv->last_seq : -1;
+        sub *x = sub_create(s, cv->id, cv->last_seq, from, cv->joined_seq - 1, op->hold ? SUB_HELD : SUB_LIVE);
         x->acked_delivered = cv->delivered_seq;
         x->acked_read = cv->read_seq;
         conv_learn(x->conv, cv->kind, cv->member_count, cv->last_seq);
@@ -433,6 +438,7 @@ static void auth_done(pl_job *j) {
         s->held = 1;
         c->deadline = pl_mono_ms() + HOLD_MS;
     }
+    deliver_mlog_apply(s, op->mlog_at);
     if (op->cursors) deliver_sync(s, op->cursors, req);
     session_cork_for_replay(s);
     if (s->resuming) sse_resume(s);
@@ -484,6 +490,7 @@ static int auth_start(session *s, const char *tok, size_t len, json_t *root, jso
     op->job.id = login;
     op->job.user = user;
     op->job.done = auth_done;
+    op->mlog_at = deliver_mlog_mark();       /* what the read may predate (auth_done) */
     pl_store_submit(C.store, &op->job);
     return 0;
 }

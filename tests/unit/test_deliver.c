@@ -582,6 +582,84 @@ TEST(deliver_removal_while_catching_up_ends_the_stream_exactly) {
     h_stop(all, 2);
 }
 
+/* Starts a first-frame authentication of user and leaves its session read
+ * unanswered (the caller publishes, then h_answer_session). */
+static fconn *h_auth_begin(int64_t user, int64_t login) {
+    fconn *f = fconn_new();
+    char tok[PL_AUTH_TOKEN_MAX], msg[256];
+    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
+    pl_chat_ws_open(&f->c, NULL, 0);
+    int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
+    pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
+    return f;
+}
+
+/* The read of a session's conversations predates a removal the loop then
+ * processed before the session was authenticated: the session gets the
+ * events up to its member_removed, then nothing (before: it went live past
+ * the removal and kept receiving the conversation). */
+TEST(deliver_removal_during_authentication_ends_the_stream) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *other = h_session(3, 2, &cs, 1, 0);     /* keeps the stream followed */
+    CHECK(other != NULL);
+    fconn *s = h_auth_begin(2, 1);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    h_publish(10, 7, PL_EV_MEMBER_REMOVED, 2);
+    h_publish(10, 8, PL_EV_MESSAGE, 0);
+    CHECK_EQ(h_answer_session(2, 1, &cs, 1), 0);   /* read at seq 5 */
+    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
+    turn();
+    size_t at = 0;
+    json_t *r = next_frame(s, &at, "ready");
+    CHECK(r != NULL);
+    CHECK_EQ(json_integer_value(json_object_get(json_array_get(json_object_get(r, "conversations"), 0),
+                                                "last_seq")), 5);   /* what it has, not the head */
+    json_decref(r);
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 5);
+    fs_answer_events(j, 8);
+    turn();
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(s, 10, seqs, 16), 2);
+    CHECK_EQ(seqs[0], 6);
+    CHECK_EQ(seqs[1], 7);                          /* ends with its member_removed */
+    h_publish(10, 9, PL_EV_MESSAGE, 0);
+    CHECK_EQ(event_seqs(s, 10, seqs, 16), 2);      /* nothing after it */
+    CHECK(sub_find(s->c.session, 10) == NULL);
+    fconn *all[] = {s, other};
+    h_stop(all, 2);
+}
+
+/* ... and an addition: the session follows the conversation from its
+ * member_added (before: it never got the conversation). */
+TEST(deliver_addition_during_authentication_subscribes) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *other = h_session(3, 2, &cs, 1, 0);
+    CHECK(other != NULL);
+    fconn *s = h_auth_begin(2, 1);
+    h_publish(10, 6, PL_EV_MEMBER_ADDED, 2);
+    h_publish(10, 7, PL_EV_MESSAGE, 0);
+    CHECK_EQ(h_answer_session(2, 1, NULL, 0), 0);  /* read before the addition */
+    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
+    turn();
+    CHECK(has_frame(s, "ready"));
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 5);
+    fs_answer_events(j, 7);
+    turn();
+    h_publish(10, 8, PL_EV_MESSAGE, 0);
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(s, 10, seqs, 16), 3);
+    CHECK_EQ(seqs[0], 6);
+    CHECK_EQ(seqs[2], 8);
+    fconn *all[] = {s, other};
+    h_stop(all, 2);
+}
+
 /* Defect 2: a held session (handshake auth, no message yet) removed meanwhile
  * still gets its member_removed after its sync, and nothing above it. */
 TEST(deliver_held_session_gets_its_removal) {
