@@ -432,7 +432,10 @@ static void fill_done(pl_job *j) {
  *      delete, reaction or pin of seq T drops the frames of T and of every
  *      event naming T (a reply's preview, an earlier edit), so a
  *      subscription that reaches a dropped frame reads from the store. A
- *      deleted message's text is not kept here either. */
+ *      deleted message's text is not kept here either.
+ *   3. A message with attachments is held as a hole: its frame carries
+ *      signed media URLs that expire (--media-url-ttl), and a replay signs
+ *      them afresh (docs/protocol.md "Attachments in messages"). */
 #define RING_MIN_SUBS 16
 #define RING_FRAMES   256
 #define RING_BYTES    (128 * 1024)
@@ -487,7 +490,9 @@ static void ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off
             if (r->first + k == ev->ref || r->ref[i] == ev->ref) ring_drop(r, i);
         }
     pl_rbuf *f;
-    if (b && whole) {
+    if (ev->kind == PL_EV_MESSAGE && ev->data && strstr(ev->data, "\"attachments\"")) {
+        f = NULL;                             /* invariant 3: a hole */
+    } else if (b && whole) {
         f = pl_rbuf_ref(b);
     } else if (b) {
         f = pl_rbuf_new(len);
@@ -496,17 +501,18 @@ static void ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off
     } else {
         f = event_frame(ev);
     }
-    if (f->len > RING_BYTES / 4) {            /* a huge frame: not kept, and no hole */
+    if (f && f->len > RING_BYTES / 4) {       /* a huge frame: not kept, and no hole */
         pl_rbuf_unref(&f);
         while (r->n) ring_drop_oldest(r);
         return;
     }
-    while (r->n && (r->n == RING_FRAMES || r->bytes + f->len > RING_BYTES)) ring_drop_oldest(r);
+    size_t flen = f ? f->len : 0;
+    while (r->n && (r->n == RING_FRAMES || r->bytes + flen > RING_BYTES)) ring_drop_oldest(r);
     if (!r->n) r->first = ev->seq;
     r->fr[(r->head + r->n) % RING_FRAMES] = f;
     r->ref[(r->head + r->n) % RING_FRAMES] = ev->ref;
     r->n++;
-    r->bytes += f->len;
+    r->bytes += flen;
 }
 
 /* Sends x what the ring holds from its next seq on, up to its target or a

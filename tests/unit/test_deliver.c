@@ -547,6 +547,41 @@ TEST(deliver_catch_up_near_the_head_comes_from_recent_frames) {
     h_stop(all, 19);
 }
 
+/* A message with attachments is not replayed from the recent frames: its
+ * frame's signed media URLs may have expired; the store's copy is signed
+ * afresh (before: a replay from the frames carried the live frame's URLs). */
+TEST(deliver_recent_frames_skip_messages_with_attachments) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1};
+    fconn *all[17];
+    for (int i = 0; i < 16; i++) {
+        all[i] = h_session(100 + i, 100 + i, &cs, 1, 0);
+        CHECK(all[i] != NULL);
+    }
+    fconn *late = all[16] = h_session(200, 200, &cs, 1, 1);   /* held until its sync */
+    CHECK(late != NULL);
+    for (int64_t seq = 2; seq <= 6; seq++) {
+        pl_event e;
+        make_event(&e, 30, seq, PL_EV_MESSAGE, 1, 0);
+        log_kind[seq] = PL_EV_MESSAGE;
+        if (seq == 4) e.data = pl_strdup("{\"attachments\":[{\"id\":7,\"kind\":\"image\"}]}");
+        pl_bus_publish_event(H.bus, &e, 0);
+        pl_event_release(&e);
+        turn();
+    }
+    h_text(late, "{\"type\":\"sync\",\"cursors\":{\"30\":1}}");
+    int64_t seqs[16];
+    CHECK_EQ(event_seqs(late, 30, seqs, 16), 2);   /* 2 and 3 from the frames */
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 30);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 3);                         /* 4 from the store */
+    fs_answer_events(j, 6);
+    turn();
+    CHECK_EQ(event_seqs(late, 30, seqs, 16), 5);
+    CHECK_EQ(seqs[4], 6);
+    h_stop(all, 17);
+}
+
 /* Defect 2: a member removed while its replay read is in flight gets
  * everything up to and including its own member_removed, then nothing. */
 TEST(deliver_removal_while_catching_up_ends_the_stream_exactly) {
