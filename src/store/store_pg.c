@@ -496,8 +496,9 @@ const char *const pg_w_sql[W__COUNT] = {
      * marks, the bodies of its edits, its reactions and mentions */
     [W_MSG_ERASE]   = "UPDATE events SET body = NULL, data = NULL, deleted_ts = $1::bigint, pinned_ts = 0,"
                       " edited_ts = 0 WHERE conv_id = $2::bigint AND seq = $3::bigint",
+    /* a deleted message's edits (6) and reactions (8) keep only their target */
     [W_EDITS_ERASE] = "UPDATE events SET body = NULL, data = $3::text"          /* ref > 0: events_ref */
-                      " WHERE conv_id = $1::bigint AND ref = $2::bigint AND ref > 0 AND kind = 6",
+                      " WHERE conv_id = $1::bigint AND ref = $2::bigint AND ref > 0 AND kind IN (6, 8)",
     [W_REACTIONS_ERASE] = "DELETE FROM reactions WHERE conv_id = $1::bigint AND seq = $2::bigint",
     /* $1 conv, $2 seq, $3 emoji, $4 user: has it, distinct emoji, users of $3 */
     [W_REACT_STATE] = "SELECT EXISTS (SELECT 1 FROM reactions WHERE conv_id = $1::bigint AND seq = $2::bigint"

@@ -371,8 +371,9 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_MSG_EDIT]    = "UPDATE events SET body = ?1, data = ?2, edited_ts = ?3 WHERE conv_id = ?4 AND seq = ?5",
     [W_MSG_ERASE]   = "UPDATE events SET body = NULL, data = NULL, deleted_ts = ?1, pinned_ts = 0,"
                       " edited_ts = 0 WHERE conv_id = ?2 AND seq = ?3",
+    /* a deleted message's edits (6) and reactions (8) keep only their target */
     [W_EDITS_ERASE] = "UPDATE events SET body = NULL, data = json_object('target', ref)"
-                      " WHERE conv_id = ?1 AND ref = ?2 AND ref > 0 AND kind = 6",
+                      " WHERE conv_id = ?1 AND ref = ?2 AND ref > 0 AND kind IN (6, 8)",
     [W_REACTIONS_ERASE] = "DELETE FROM reactions WHERE conv_id = ?1 AND seq = ?2",
     [W_REACTION_HAS] = "SELECT 1 FROM reactions WHERE conv_id = ?1 AND seq = ?2 AND emoji = ?3"
                        " AND user_id = ?4",

@@ -1820,6 +1820,11 @@ TEST(store_msg_delete_erases) {
     ok = e.kind == PL_EV_EDIT && !e.body && has(e.annot, "\"deleted\":true") && !has(e.data, "zq");
     pl_event_release(&e);
     CHECK(ok);
+    CHECK_EQ(t_event_at(&t, g, c, 4, &e), 0);             /* its reaction: the target only */
+    ok = e.kind == PL_EV_REACTION && e.ref == 2 && has(e.data, "{\"target\":2}") && !has(e.data, "emoji") &&
+         !has(e.data, "\xF0\x9F\x91\x8D");
+    pl_event_release(&e);
+    CHECK(ok);
     CHECK_EQ(t_event_at(&t, g, c, 6, &e), 0);             /* a reply to it */
     ok = has(e.annot, "\"reply_preview\":{\"seq\":2,\"deleted\":true}");
     pl_event_release(&e);
