@@ -201,7 +201,7 @@ async function request(c, msg) {
       case 'react': return await api.call('POST', `${base}/messages/${msg.seq}/reactions`,
         msg.op ? { emoji: msg.emoji, op: msg.op } : { emoji: msg.emoji });
       case 'pin': return await api.call(msg.op === 'unpin' ? 'DELETE' : 'PUT', `${base}/pins/${msg.seq}`);
-      case 'pins': return await api.call('GET', `${base}/pins`);
+      case 'pins': return await api.call('GET', `${base}/pins?offset=${msg.offset || 0}`);
       default: throw new Error('unknown action');
     }
   } catch (e) {
@@ -608,15 +608,19 @@ export async function showPins(c) {
   ul.replaceChildren();
   setText(state, 'Loading…');
   dlg.showModal();
-  let res;
-  try {
-    res = await request(c, { type: 'pins' });
+  const evs = [];
+  try {                        // a reply is bounded in bytes: page until has_more is false
+    for (let more = true; more && evs.length < 1000;) {
+      const res = await request(c, { type: 'pins', offset: evs.length });
+      const page = (res && res.events) || [];
+      evs.push(...page);
+      more = !!(res && res.has_more) && page.length > 0;
+    }
   } catch (e) {
     setText(state, explain(e, 'load the pinned messages'));
     return;
   }
   if (!dlg.open) return;
-  const evs = (res && res.events) || [];
   setText(state, evs.length ? '' : 'No pinned messages yet. Pin one from its menu.');
   ul.replaceChildren(...evs.map((p) => {
     const loaded = findMsg(c, p.seq);

@@ -579,7 +579,12 @@ static void pins_answered(void *arg, int result, const char *json, size_t len) {
 }
 
 void h_pins(pl_http_ctx *ctx, int64_t conv) {
-    int r = pl_chat_pins(conv, ctx->user, pins_answered, ctx);
+    int64_t offset;
+    if (api_query_int(ctx, "offset", &offset)) {
+        pl_http_error(ctx, 400, "bad_request", "\"offset\" must be a non-negative integer");
+        return;
+    }
+    int r = pl_chat_pins(conv, ctx->user, offset, pins_answered, ctx);
     if (r) api_store_error(ctx, r, "");
 }
 

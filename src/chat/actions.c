@@ -160,6 +160,7 @@ typedef struct pins_op {
     pl_job          job;
     pl_chat_json_cb cb;
     void           *arg;
+    int64_t         offset;
 } pins_op;
 
 static void pins_done(pl_job *j) {
@@ -170,12 +171,19 @@ static void pins_done(pl_job *j) {
         pl_sbuf out;
         pl_sbuf_init(&out);
         pl_sbuf_printf(&out, "\"conversation\":%lld,\"events\":[", (long long)j->conv);
-        for (size_t i = 0; i < j->nevents; i++) {
-            pl_sbuf_adds(&out, i ? ",{" : "{");
+        size_t budget = chat_reply_budget(), i = op->offset < (int64_t)j->nevents ? (size_t)op->offset : j->nevents;
+        size_t start = out.len;
+        for (size_t first = i; i < j->nevents; i++) {   /* bounded like a history page */
+            size_t mark = out.len;
+            pl_sbuf_adds(&out, i > first ? ",{" : "{");
             pl_proto_event_fields(&out, &j->events[i]);
             pl_sbuf_addc(&out, '}');
+            if (i > first && out.len - start > budget) {
+                out.len = mark;
+                break;
+            }
         }
-        pl_sbuf_addc(&out, ']');
+        pl_sbuf_printf(&out, "],\"has_more\":%s", i < j->nevents ? "true" : "false");
         op->cb(op->arg, PL_STORE_OK, out.p, out.len);
         pl_sbuf_release(&out);
     }
@@ -183,11 +191,12 @@ static void pins_done(pl_job *j) {
     free(op);
 }
 
-int pl_chat_pins(int64_t conv, int64_t user, pl_chat_json_cb cb, void *arg) {
+int pl_chat_pins(int64_t conv, int64_t user, int64_t offset, pl_chat_json_cb cb, void *arg) {
     if (C.stopping) return PL_STORE_EUNAVAIL;
     pins_op *op = pl_calloc(1, sizeof *op);
     op->cb = cb;
     op->arg = arg;
+    op->offset = offset;
     op->job.op = PL_READ_PINS;
     op->job.conv = conv;
     op->job.user = user;
@@ -198,6 +207,6 @@ int pl_chat_pins(int64_t conv, int64_t user, pl_chat_json_cb cb, void *arg) {
 
 void do_pins(session *s, pl_msg *m) {
     ws_reply *r = ws_reply_new(s, m, "pins");
-    int rc = pl_chat_pins(m->conv, s->user, ws_reply_json, r);
+    int rc = pl_chat_pins(m->conv, s->user, m->after, ws_reply_json, r);
     if (rc) ws_reply_json(r, rc, NULL, 0);
 }

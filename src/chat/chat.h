@@ -133,7 +133,9 @@ const char *pl_chat_error_code(int store_err, int *http_status);
 const char *pl_chat_job_error(const pl_job *j, int *http_status, const char **msg);
 /* The pinned messages of conv as JSON members (no braces):
  * "conversation":..,"events":[..] (most recently pinned first). */
-int  pl_chat_pins(int64_t conv, int64_t user, pl_chat_json_cb cb, void *arg);
+/* The pinned messages from offset on, as many as the reply budget holds
+ * (at least one), with has_more. */
+int  pl_chat_pins(int64_t conv, int64_t user, int64_t offset, pl_chat_json_cb cb, void *arg);
 /* Full-text search over what user may read (docs/protocol.md "Search"):
  * a (a checked pl_search_args, proto.h; copied) as JSON members (no
  * braces): "results":[..],"next_cursor":..; EINVAL for a bad query. */

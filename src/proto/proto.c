@@ -297,7 +297,7 @@ static int decode_action(const char *type, size_t max_body, pl_msg *m, pl_proto_
     else if (strcmp(type, "notify") == 0) m->type = PL_MSG_NOTIFY;
     else return fail(e, "unknown_type", "%s", "unknown message type");
     if (get_id(m->root, "conversation", &m->conv, e)) return -1;
-    if (m->type == PL_MSG_PINS) return 0;
+    if (m->type == PL_MSG_PINS) return get_opt_seq(m->root, "offset", &m->after, e);   /* paging */
     if (m->type == PL_MSG_NOTIFY) return pl_proto_notify_level(m->root, &m->level, e);
     /* seq 0 names no message: not_found (chat/), as any other missing seq */
     if (get_seq(m->root, "seq", &m->seq, e)) return -1;

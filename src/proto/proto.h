@@ -68,7 +68,8 @@ typedef struct pl_msg {
     size_t      body_len;
     int64_t     reply_to;        /* SEND (optional, 0 = none)            */
     json_t     *cursors;         /* SYNC, AUTH (optional): object, validated */
-    int64_t     after, before;   /* HISTORY; 0 = not given               */
+    int64_t     after, before;   /* HISTORY; 0 = not given. PINS: after is
+                                  * the offset into the list             */
     int         limit;           /* HISTORY, 1..PL_STORE_PAGE_MAX        */
     int64_t     seq;             /* DELIVERED, READ (> 0); RECEIPTS (0 = none);
                                   * EDIT, DELETE, REACT, PIN (>= 0: 0 is no

@@ -599,6 +599,47 @@ async def test_reaction_and_pin_limits(server):
         assert [x["seq"] for x in r["events"]] == [ps[50]] + ps[49:0:-1], r
 
 
+@async_test(60)
+async def test_pins_replies_are_bounded_and_page_by_offset(server_factory):
+    """The pins list is bounded in bytes like a history page (a quarter of
+    --max-outbound, at least 16 KiB): it ends early with has_more, and
+    `offset` pages through the rest (before: one reply of any size, which
+    could get the asking reader closed 4008)."""
+    server = server_factory(["--max-outbound", "65536"])
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "pgp")
+        g = (await api.create_group(alice, [bob.id], title="pins"))["id"]
+        a = await connect(h, alice, "alice")
+        acks = await pipeline_send(a, g, [f"{i:02d}" + "p" * 4000 for i in range(10)])
+        ps = [x["seq"] for x in acks]
+        for s_ in ps:
+            await ok(a, pin(g, s_))
+        want = ps[::-1]                                   # most recently pinned first
+        got, offset, pages = [], 0, 0
+        while True:
+            r = await a.request({"type": "pins", "conversation": g, "offset": offset})
+            assert r["type"] == "pins" and r["events"], r
+            got += [x["seq"] for x in r["events"]]
+            pages += 1
+            offset += len(r["events"])
+            if not r["has_more"]:
+                break
+        assert got == want and pages > 1, (got, pages)
+        got, offset = [], 0
+        while True:                                       # REST pages the same way
+            r = await api.expect(200, "GET", f"/api/v1/conversations/{g}/pins?offset={offset}", token=bob.token)
+            got += [x["seq"] for x in r.body["events"]]
+            offset += len(r.body["events"])
+            if not r.body["has_more"]:
+                break
+        assert got == want, got
+        r = await api.expect(200, "GET", f"/api/v1/conversations/{g}/pins?offset=99", token=bob.token)
+        assert r.body["events"] == [] and r.body["has_more"] is False, r.body
+        await api.expect(400, "GET", f"/api/v1/conversations/{g}/pins?offset=-1", token=bob.token)
+        await err(a, {"type": "pins", "conversation": g, "offset": "x"}, "bad_request")
+
+
 @async_test(30)
 async def test_edit_window(server_factory):
     server = server_factory(["--edit-window", "1"])
