@@ -39,6 +39,7 @@ TEST(proto_bad_json_and_types) {
     pl_msg_release(&m);
     CHECK_EQ(decode("{\"type\":\"send\",\"type\":\"send\"}", &m, &e), -1);   /* duplicate keys */
     CHECK_STR(e.code, "bad_json");
+    CHECK_STR(e.message, "message repeats a key");   /* not "must be a JSON object" */
     pl_msg_release(&m);
 }
 
