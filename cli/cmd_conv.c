@@ -232,12 +232,18 @@ int pc_cmd_group(pc_client *c, int argc, char **argv) {
 
 /* ---- leave, members, read ------------------------------------------------------------ */
 
-int pc_cmd_leave(pc_client *c, int argc, char **argv) {
+/* The one CONV argument of a command (leave, members). */
+static int one_conv(pc_client *c, int argc, char **argv, int64_t *conv) {
     char **pos = pl_calloc((size_t)argc, sizeof *pos);
     int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 1, "give one CONV");
-    int64_t conv;
-    if (rc == 0) rc = pc_conv_arg(c, argv[0], pos[0], &conv);
+    if (rc == 0) rc = pc_conv_arg(c, argv[0], pos[0], conv);
     free(pos);
+    return rc;
+}
+
+int pc_cmd_leave(pc_client *c, int argc, char **argv) {
+    int64_t conv;
+    int rc = one_conv(c, argc, argv, &conv);
     if (rc) return rc;
     char path[96];
     snprintf(path, sizeof path, "/api/v1/conversations/%lld/leave", (long long)conv);
@@ -249,11 +255,8 @@ int pc_cmd_leave(pc_client *c, int argc, char **argv) {
 }
 
 int pc_cmd_members(pc_client *c, int argc, char **argv) {
-    char **pos = pl_calloc((size_t)argc, sizeof *pos);
-    int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 1, "give one CONV");
     int64_t conv;
-    if (rc == 0) rc = pc_conv_arg(c, argv[0], pos[0], &conv);
-    free(pos);
+    int rc = one_conv(c, argc, argv, &conv);
     if (rc) return rc;
     json_t *o;
     if ((rc = pc_conv_get(c, "members", conv, &o))) return rc;

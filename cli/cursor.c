@@ -5,30 +5,12 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/codec.h"
 
 static int by_conv(const void *a, const void *b) {
     const pc_cursor *x = a, *y = b;
     if (x->conv != y->conv) return x->conv < y->conv ? -1 : 1;
     return (x->seq > y->seq) - (x->seq < y->seq);
-}
-
-static uint32_t crc32_ieee(const uint8_t *p, size_t n) {
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
-    }
-    return ~c;
-}
-
-static size_t put_varint(uint8_t *p, uint64_t v) {
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
 }
 
 char *pc_cursor_id(pc_cursor *cur, size_t n) {
@@ -39,14 +21,14 @@ char *pc_cursor_id(pc_cursor *cur, size_t n) {
         else cur[k++] = cur[i];
     }
     uint8_t *bin = pl_malloc(10 + k * 20 + 4);
-    size_t len = put_varint(bin, k);
+    size_t len = pl_varint_put(bin, k);
     int64_t prev = 0;
     for (size_t i = 0; i < k; i++) {
-        len += put_varint(bin + len, (uint64_t)(cur[i].conv - prev));
-        len += put_varint(bin + len, (uint64_t)(cur[i].seq < 0 ? 0 : cur[i].seq));
+        len += pl_varint_put(bin + len, (uint64_t)(cur[i].conv - prev));
+        len += pl_varint_put(bin + len, (uint64_t)(cur[i].seq < 0 ? 0 : cur[i].seq));
         prev = cur[i].conv;
     }
-    uint32_t crc = crc32_ieee(bin, len);
+    uint32_t crc = pl_crc32_ieee(bin, len);
     for (int i = 0; i < 4; i++) bin[len++] = (uint8_t)(crc >> (8 * i));
 
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/codec.h"
 
 #define PREFIX     "c1."
 #define PREFIX_LEN 3
@@ -18,25 +19,6 @@ static int cmp_conv(const void *a, const void *b) {
 
 void pl_cursor_sort(pl_cursor *cur, size_t n) {
     if (n > 1) qsort(cur, n, sizeof *cur, cmp_conv);
-}
-
-static uint32_t crc32_ieee(const uint8_t *p, size_t n) {
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
-    }
-    return ~c;
-}
-
-static size_t put_varint(uint8_t *p, uint64_t v) {
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
 }
 
 /* Reads a varint of at most 8 bytes (56 bits, enough for 2^53 - 1); -1 if
@@ -58,14 +40,14 @@ static int get_varint(const uint8_t *p, size_t len, size_t *at, uint64_t *v) {
 void pl_cursor_id_encode(pl_sbuf *s, const pl_cursor *cur, size_t n) {
     size_t cap = 10 + n * 16 + 4;
     uint8_t stackbuf[1024], *bin = cap <= sizeof stackbuf ? stackbuf : pl_malloc(cap);
-    size_t len = put_varint(bin, n);
+    size_t len = pl_varint_put(bin, n);
     int64_t prev = 0;
     for (size_t i = 0; i < n; i++) {
-        len += put_varint(bin + len, (uint64_t)(cur[i].conv - prev));
-        len += put_varint(bin + len, (uint64_t)cur[i].seq);
+        len += pl_varint_put(bin + len, (uint64_t)(cur[i].conv - prev));
+        len += pl_varint_put(bin + len, (uint64_t)cur[i].seq);
         prev = cur[i].conv;
     }
-    uint32_t crc = crc32_ieee(bin, len);
+    uint32_t crc = pl_crc32_ieee(bin, len);
     for (int k = 0; k < 4; k++) bin[len++] = (uint8_t)(crc >> (8 * k));
     size_t b64 = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     pl_sbuf_reserve(s, PREFIX_LEN + b64);
@@ -103,7 +85,7 @@ int pl_cursor_id_decode(const char *id, size_t len, pl_cursor **out, size_t *n, 
     uint32_t crc = (uint32_t)bin[blen - 4] | (uint32_t)bin[blen - 3] << 8 | (uint32_t)bin[blen - 2] << 16 |
                    (uint32_t)bin[blen - 1] << 24;
     blen -= 4;
-    if (crc32_ieee(bin, blen) != crc) { *why = "Last-Event-ID is damaged (check failed)"; goto out; }
+    if (pl_crc32_ieee(bin, blen) != crc) { *why = "Last-Event-ID is damaged (check failed)"; goto out; }
     size_t at = 0;
     uint64_t count;
     if (get_varint(bin, blen, &at, &count) || count > PL_CURSOR_ID_MAX_CONVS) {
