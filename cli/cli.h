@@ -18,6 +18,12 @@
 
 #define PC_JSON_INT_MAX 9007199254740991LL   /* 2^53 - 1: the API's integers */
 
+/* o[key] as a string to print: "?" when the server's answer has none. */
+static inline const char *pc_jstr(json_t *o, const char *key) {
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "?";
+}
+
 /* ---- arguments (main.c) ---- */
 
 typedef struct pc_opt {

@@ -29,7 +29,7 @@ static void restore_tty(int sig) {
  * stderr. */
 static char *read_password(const char *cmd) {
     const char *env = getenv("PARLEY_PASSWORD");
-    if (env) return pl_strdup(env);
+    if (env && *env) return pl_strdup(env);      /* set but empty: as unset */
     int tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tty) == 0;
     void (*old_int)(int) = SIG_DFL, (*old_term)(int) = SIG_DFL;
     if (tty) {
@@ -161,7 +161,7 @@ int pc_cmd_whoami(pc_client *c, int argc, char **argv) {
     json_t *me;
     if ((rc = pc_call(c, "whoami", "GET", "/api/v1/me", NULL, &me))) return rc;
     if (c->json) pc_print_json(me);
-    else printf("%s (user %lld)\n", json_string_value(json_object_get(me, "username")),
+    else printf("%s (user %lld)\n", pc_jstr(me, "username"),
                 (long long)json_integer_value(json_object_get(me, "id")));
     json_decref(me);
     return 0;
@@ -189,7 +189,7 @@ int pc_cmd_users(pc_client *c, int argc, char **argv) {
     json_array_foreach(json_object_get(ans, "users"), i, u) {
         if (c->json) pc_print_json(u);
         else printf("%lld %s\n", (long long)json_integer_value(json_object_get(u, "id")),
-                    json_string_value(json_object_get(u, "username")));
+                    pc_jstr(u, "username"));
     }
     json_decref(ans);
     return 0;

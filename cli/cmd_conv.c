@@ -265,8 +265,7 @@ int pc_cmd_members(pc_client *c, int argc, char **argv) {
     json_array_foreach(json_object_get(o, "members"), i, m) {
         if (c->json) pc_print_json(m);
         else printf("%lld %s %s\n", (long long)json_integer_value(json_object_get(m, "id")),
-                    json_string_value(json_object_get(m, "username")),
-                    json_string_value(json_object_get(m, "role")));
+                    pc_jstr(m, "username"), pc_jstr(m, "role"));
     }
     json_decref(o);
     return 0;
@@ -281,18 +280,19 @@ int pc_cmd_read(pc_client *c, int argc, char **argv) {
     if (rc == 0) rc = pc_conv_arg(c, argv[0], pos[0], &conv);
     free(pos);
     if (rc) return rc;
-    if (!seq) {
-        json_t *o;
-        if ((rc = pc_conv_get(c, "read", conv, &o))) return rc;
-        seq = json_integer_value(json_object_get(o, "last_seq"));
-        json_decref(o);
-    }
+    json_t *cv;                               /* the cursor the server will hold: */
+    if ((rc = pc_conv_get(c, "read", conv, &cv))) return rc;
+    int64_t last = json_integer_value(json_object_get(cv, "last_seq"));
+    int64_t had = json_integer_value(json_object_get(cv, "read_seq"));
+    json_decref(cv);
+    if (!seq || seq > last) seq = last;       /* at most the last event ... */
     char path[96];
     snprintf(path, sizeof path, "/api/v1/conversations/%lld/read", (long long)conv);
     json_t *b = json_pack("{s:I}", "seq", (json_int_t)seq), *o;
     rc = pc_call(c, "read", "POST", path, b, &o);
     json_decref(b);
     json_decref(o);
-    if (rc == 0 && !c->json) printf("read %lld up to #%lld\n", (long long)conv, (long long)seq);
+    if (rc == 0 && !c->json)                  /* ... and never back */
+        printf("read %lld up to #%lld\n", (long long)conv, (long long)(seq > had ? seq : had));
     return rc;
 }

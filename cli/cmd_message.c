@@ -73,7 +73,12 @@ static int send_one(pc_client *c, int64_t conv, const char *body, size_t len, co
     }
     json_decref(b);
     int rc = pc_exit_of(&r);
-    if (rc) {
+    if (rc == 0 && !(json_is_integer(json_object_get(r.body, "conversation")) &&
+                     json_is_integer(json_object_get(r.body, "seq")))) {
+        fprintf(stderr, "parley: send: the answer (HTTP %ld) is not an acknowledgement: the message may not "
+                "be stored; send again with --id %s to be sure\n", r.status, cmid);
+        rc = PC_EXIT_DOWN;
+    } else if (rc) {
         rc = pc_fail("send", &r);
     } else if (c->json) {
         pc_print_json(r.body);
@@ -129,7 +134,12 @@ int pc_cmd_send(pc_client *c, int argc, char **argv) {
     char **pos = pl_calloc((size_t)argc, sizeof *pos);
     int npos, rc = pc_args("send", argc, argv, o, 3, pos, &npos);
     int64_t conv = 0, reply_to = 0;
-    int from_stdin = npos == 1 || (npos == 2 && strcmp(pos[1], "-") == 0);
+    int dashdash = 0;                          /* "-" after "--" is text, not stdin */
+    for (int i = 1; i < argc && !dashdash; i++) {
+        if (npos == 2 && argv[i] == pos[1]) break;
+        dashdash = strcmp(argv[i], "--") == 0;
+    }
+    int from_stdin = npos == 1 || (npos == 2 && strcmp(pos[1], "-") == 0 && !dashdash);
     size_t idlen = o[1].set ? strlen(o[1].value) : 0;
     if (rc == 0 && npos < 1)
         rc = pc_usage_error("send", "give CONV (and TEXT, or the message on stdin)");
@@ -140,6 +150,7 @@ int pc_cmd_send(pc_client *c, int argc, char **argv) {
     if (rc == 0 && o[1].set && (idlen < 1 || idlen > 64 || !pc_utf8(o[1].value, idlen)))
         rc = pc_usage_error("send", "--id must be 1-64 bytes of UTF-8");
     if (rc == 0 && o[2].set) rc = pc_num("send", "--reply-to", o[2].value, 1, &reply_to);
+    if (rc == 0 && !pc_token(c)) rc = pc_not_logged_in(c, "send");    /* no text leaves without one */
     if (rc == 0) rc = pc_conv_arg(c, "send", pos[0], &conv);
     if (rc) {
         free(pos);
@@ -171,7 +182,8 @@ int pc_cmd_send(pc_client *c, int argc, char **argv) {
 int pc_history(pc_client *c, const char *cmd, int64_t conv, int64_t after, int64_t before, int64_t limit,
                json_t **events) {
     json_t *out = json_array();
-    int down = after == 0 && before > 0;      /* the `limit` events just below `before` */
+    int down = after < 0 && before > 0;       /* no after: the `limit` events just below `before` */
+    if (after < 0) after = 0;
     int rc = 0;
     while ((int64_t)json_array_size(out) < limit) {
         int64_t want = limit - (int64_t)json_array_size(out);
@@ -180,6 +192,9 @@ int pc_history(pc_client *c, const char *cmd, int64_t conv, int64_t after, int64
         if (down)
             snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?before=%lld&limit=%lld",
                      (long long)conv, (long long)before, (long long)want);
+        else if (after == 0)                  /* the API reads after=0 as "no after": from the start */
+            snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?after=0&limit=%lld",
+                     (long long)conv, (long long)want);
         else
             snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?after=%lld&before=%lld&limit=%lld",
                      (long long)conv, (long long)after, (long long)before, (long long)want);
@@ -187,11 +202,17 @@ int pc_history(pc_client *c, const char *cmd, int64_t conv, int64_t after, int64
         if ((rc = pc_call(c, cmd, "GET", path, NULL, &page))) break;
         json_t *evs = json_object_get(page, "events");
         size_t n = json_array_size(evs);
-        for (size_t i = 0; i < n; i++) {
-            if (down) json_array_insert(out, i, json_array_get(evs, i));   /* an older page goes first */
-            else json_array_append(out, json_array_get(evs, i));
-        }
         int more = json_is_true(json_object_get(page, "has_more")) && n > 0;
+        for (size_t i = 0; i < n; i++) {
+            json_t *ev = json_array_get(evs, i);
+            if (!down && before > 0 && json_integer_value(json_object_get(ev, "seq")) >= before) {
+                more = 0;                     /* the window's end (after=0 asked without it) */
+                n = i;
+                break;
+            }
+            if (down) json_array_insert(out, i, ev);   /* an older page goes first */
+            else json_array_append(out, ev);
+        }
         if (n) {
             if (down) before = json_integer_value(json_object_get(json_array_get(evs, 0), "seq"));
             else after = json_integer_value(json_object_get(json_array_get(evs, n - 1), "seq"));
@@ -244,7 +265,7 @@ int pc_cmd_history(pc_client *c, int argc, char **argv) {
     pc_names_seed(names, cv);
     json_decref(cv);
     json_t *events;
-    if ((rc = pc_history(c, "history", conv, after, before, limit, &events)) == 0) {
+    if ((rc = pc_history(c, "history", conv, o[2].set ? after : -1, before, limit, &events)) == 0) {
         print_events(c, events, names);
         json_decref(events);
     }

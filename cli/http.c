@@ -302,7 +302,7 @@ int pc_fail_hint(const char *what, const pc_resp *r, const char *hint) {
 
 int pc_fail(const char *what, const pc_resp *r) { return pc_fail_hint(what, r, NULL); }
 
-static int not_logged_in(const pc_client *c, const char *what) {
+int pc_not_logged_in(const pc_client *c, const char *what) {
     if (c->other_server)
         fprintf(stderr, "parley: %s: not logged in to %s (the session file is for %s: use --server %s, "
                 "or log in)\n", what, c->server, c->other_server, c->other_server);
@@ -326,7 +326,7 @@ int pc_call(pc_client *c, const char *what, const char *method, const char *path
     }
     int rc = pc_exit_of(&r);
     if (rc && r.status == 401 && anonymous) {
-        rc = not_logged_in(c, what);
+        rc = pc_not_logged_in(c, what);
     } else if (rc) {
         rc = pc_fail_hint(what, &r, r.status == 401 && !c->env_token ? PC_LOGIN_AGAIN : NULL);
     } else {
@@ -347,8 +347,8 @@ int pc_refresh(pc_client *c, const char *failed, int *adopted, pc_resp *out) {
     pc_session disk;
     int loaded = pc_session_load(c->session_path, &disk) == 0;
     int rc = PC_EXIT_REFUSED;
-    if (!loaded || !disk.server || strcmp(disk.server, c->server) != 0) {
-        c->has_session = 0;                       /* logged out (or away) meanwhile */
+    if (!loaded || !disk.server || strcmp(disk.server, c->server) != 0 || disk.user_id != c->sess.user_id) {
+        c->has_session = 0;                       /* logged out, away, or another user logged in */
     } else if (failed && disk.access_token && strcmp(disk.access_token, failed) != 0) {
         pc_session_release(&c->sess);             /* another process refreshed */
         c->sess = disk;

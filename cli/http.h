@@ -84,6 +84,9 @@ int  pc_exit_of(const pc_resp *r);
 /* An authenticated request that must succeed: 0 with *out the body (a new
  * reference; NULL for an empty body), or the exit status after the error
  * line (also "not logged in"). body is borrowed. */
+/* "not logged in" (to this server, when the session is for another) on
+ * stderr; PC_EXIT_REFUSED. */
+int  pc_not_logged_in(const pc_client *c, const char *what);
 int  pc_call(pc_client *c, const char *what, const char *method, const char *path, json_t *body,
              json_t **out);
 

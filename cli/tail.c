@@ -20,7 +20,11 @@
  *      the named ones after printing their events up to that seq, the
  *      others so they are not replayed from their start.
  *   4. printed[conv] only grows; an event at or below it is not printed
- *      again (the server's guarantee, enforced once more here).
+ *      again (the server's guarantee, enforced once more here). A first
+ *      stream's `ready` sets it to each conversation's head.
+ *   5. A large group is not replayed on resume: the server moves its
+ *      cursor to the head and says `synced` with online_only; tail then
+ *      prints what it skipped from history (fill_skipped).
  *
  *   CONNECT --200--> STREAMING --event--> print (stop at --count: exit 0)
  *      ^                |
@@ -64,6 +68,7 @@ typedef struct tail {
     pc_sse     sse;
     pl_sbuf    line;
     int        done;             /* --count reached                          */
+    int        fresh;            /* this stream started without a Last-Event-ID */
     int        broken;           /* the stream broke the SSE format          */
     int        frames;           /* frames seen on this connection           */
     int        close_code;       /* the last `close` event's code, or 0      */
@@ -115,6 +120,28 @@ static int print_event(tail *t, json_t *ev) {
     return 0;
 }
 
+/* Rule 5: a large group resumed "online only" (the server moved its
+ * cursor to the head without replaying: protocol.md "Large groups"): what
+ * was skipped comes from history, so nothing is skipped here either. */
+static int fill_skipped(tail *t, int64_t conv, int64_t head) {
+    pc_cursor *p = printed_of(t, conv);
+    if (head <= p->seq) return 0;
+    json_t *events = NULL;
+    int stop = 0;
+    if (pc_history(t->c, "tail", conv, p->seq, head + 1, head - p->seq, &events) != 0) return 0;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev) {
+        json_t *frame = json_pack("{s:s}", "type", "event");      /* as the stream sends them */
+        json_object_update(frame, ev);
+        stop = print_event(t, frame);
+        json_decref(frame);
+        if (stop) break;
+    }
+    json_decref(events);
+    return stop;
+}
+
 /* One SSE event (STREAMING): returns 1 to stop the stream. */
 static int on_frame(void *ud, const char *data, size_t len) {
     tail *t = ud;
@@ -126,6 +153,17 @@ static int on_frame(void *ud, const char *data, size_t len) {
         /* not an object of the protocol: skipped */
     } else if (strcmp(type, "event") == 0) {
         if (wanted(t, json_integer_value(json_object_get(o, "conversation")))) stop = print_event(t, o);
+    } else if (strcmp(type, "ready") == 0 && t->fresh) {     /* live from these heads (rule 2) */
+        size_t i;
+        json_t *cv;
+        json_array_foreach(json_object_get(o, "conversations"), i, cv) {
+            pc_cursor *p = printed_of(t, json_integer_value(json_object_get(cv, "id")));
+            int64_t head = json_integer_value(json_object_get(cv, "last_seq"));
+            if (p->seq < head) p->seq = head;
+        }
+    } else if (strcmp(type, "synced") == 0 && json_is_true(json_object_get(o, "online_only"))) {
+        int64_t conv = json_integer_value(json_object_get(o, "conversation"));
+        if (wanted(t, conv)) stop = fill_skipped(t, conv, json_integer_value(json_object_get(o, "seq")));
     } else if (strcmp(type, "close") == 0 || strcmp(type, "reconnect") == 0) {
         json_t *ms = json_object_get(o, "retry_after_ms");
         if (json_is_integer(ms)) t->retry_ms = json_integer_value(ms);
@@ -166,7 +204,7 @@ static int start_from_last(tail *t, int64_t n) {
             if (cur[j].conv == conv) last = cur[j].seq;
         if (last < 0) continue;                   /* not a member any more */
         json_t *events = NULL;
-        if (n > 0 && last > 0) rc = pc_history(c, "tail", conv, 0, last + 1, n, &events);
+        if (n > 0 && last > 0) rc = pc_history(c, "tail", conv, -1, last + 1, n, &events);
         size_t e;
         json_t *ev;
         json_array_foreach(events, e, ev) {
@@ -248,6 +286,7 @@ int pc_cmd_tail(pc_client *c, int argc, char **argv) {
         t.frames = t.close_code = t.broken = 0;
         t.retry_ms = -1;
         char *used = pl_strdup(pc_token(c) ? pc_token(c) : "");
+        t.fresh = pc_sse_last_id(&t.sse) == NULL;
         pc_resp r;
         pc_stream(c, "/api/v1/events", pc_sse_last_id(&t.sse), on_bytes, &t, &r);
         int64_t wait = 0;
@@ -277,8 +316,9 @@ int pc_cmd_tail(pc_client *c, int argc, char **argv) {
             if (x == PC_EXIT_DOWN) {
                 wait = next_backoff(&backoff);                 /* the server is away: later */
             } else if (x) {
-                if (rr.status) rc = pc_fail_hint("tail", &rr, PC_LOGIN_AGAIN);
-                else if (r.status == 401) rc = pc_fail_hint("tail", &r, PC_LOGIN_AGAIN);
+                const char *hint = c->env_token ? NULL : PC_LOGIN_AGAIN;   /* PARLEY_TOKEN wins over a login */
+                if (rr.status) rc = pc_fail_hint("tail", &rr, hint);
+                else if (r.status == 401) rc = pc_fail_hint("tail", &r, hint);
                 else {
                     fprintf(stderr, "parley: tail: the server ended the login session (close 4001): "
                                     "log in again\n");

@@ -583,6 +583,75 @@ async def test_tail_ends_when_the_session_is_revoked(server, cli):
     assert err.startswith("parley: tail: ") and "log in again" in err, err
 
 
+@async_test(150)
+async def test_tail_fills_a_large_group_resumed_online_only(cli_bin, server_factory, workdir):
+    """A large group is not replayed on resume (the server moves the cursor
+    to the head and says synced online_only): tail prints what was skipped
+    from history, once, in order (before: those events never appeared)."""
+    srv = server_factory(["--large-group", "2"])
+    alice, bob, carol = (Cli(cli_bin, srv, str(workdir)).register() for _ in range(3))
+    a = alice.name.lower()
+    g = int(alice.out("group", "create", "big", bob.name, carol.name).strip())
+    t = bob.bg("tail", str(g), "--last", "1", "--count", "5")
+    assert parse_lines(t.line()) == [(g, 1, f'* {a} created "big"')]
+    alice.out("send", str(g), "before")
+    assert parse_lines(t.line()) == [(g, 2, f"{a}: before")]
+    await asyncio.to_thread(srv.stop)                  # the stream ends; tail backs off
+    await asyncio.sleep(2.5)
+    await asyncio.to_thread(srv.start)
+    async with Harness(srv) as h:                      # sent while tail is still away, mostly
+        for i in range(3):
+            await h.api.expect((200, 201), "POST", f"/api/v1/conversations/{g}/messages", token=alice.token,
+                               json_body={"client_msg_id": f"gap-{i}", "body": f"in the gap {i}"})
+    rc, rest = await asyncio.to_thread(t.finish, 60)
+    assert rc == 0, (rc, rest, t.err)
+    assert parse_lines("\n".join(rest)) == [(g, 3 + i, f"{a}: in the gap {i}") for i in range(3)], rest
+
+
+@async_test(90)
+async def test_a_running_parley_never_becomes_another_user(cli_bin, server_factory, workdir):
+    """A tail whose session file is logged in to another account meanwhile
+    stops at its next refresh instead of going on as that account (before:
+    it adopted the other user's tokens and printed their conversations)."""
+    srv = server_factory(["--access-ttl", "1"])
+    alice, bob = (Cli(cli_bin, srv, str(workdir)).register() for _ in range(2))
+    secret = int(bob.out("group", "create", "bob only").strip())
+    bob.out("send", str(secret), "bob's secret")
+    conv = int(alice.out("group", "create", "alice's").strip())
+    t = alice.bg("tail", "--last", "1")
+    assert parse_lines(t.line()) == [(conv, 1, f'* {alice.name.lower()} created "alice\'s"')]
+    alice.out("login", bob.name)                       # the same session file, now bob's
+    await asyncio.sleep(1.5)                           # alice's access token expires
+    await asyncio.to_thread(srv.restart)               # the stream must reconnect: 401, refresh
+    rc, rest = await asyncio.to_thread(t.finish, 60)
+    assert rc == 1 and rest == [], (rc, rest, t.err)
+    assert not any(x and "secret" in x for x in t.err), t.err
+
+
+def test_send_needs_a_login_before_any_text_leaves(cli, server):
+    """send with no token for the server named asks nothing (before: it
+    POSTed the text anonymously, retrying, to whatever server it was given)."""
+    alice = cli().register()
+    other = f"http://127.0.0.1:{free_port()}"
+    p = alice.run("--server", other, "send", "1", "hi", expect=1)
+    assert p.stderr.startswith(f"parley: send: not logged in to {other}"), p.stderr
+    p = cli().run("send", "1", "hi", expect=1)
+    assert "not logged in" in p.stderr, p.stderr
+
+
+def test_history_after_zero_is_a_window_and_a_lone_dash_is_text(cli):
+    alice, bob = cli().register(), cli().register()
+    conv = int(alice.out("dm", bob.name).strip())
+    alice.run("send", str(conv), "--lines", input="".join(f"m{i}\n" for i in range(2, 13)))   # 2..12
+    seqs = [s for _, s, _ in parse_lines(alice.out("history", str(conv), "--after", "0", "--before", "10",
+                                                   "--limit", "3"))]
+    assert seqs == [1, 2, 3], seqs                     # the lowest of the window (before: 7, 8, 9)
+    seqs = [s for _, s, _ in parse_lines(alice.out("history", str(conv), "--before", "10", "--limit", "3"))]
+    assert seqs == [7, 8, 9], seqs
+    assert alice.out("send", str(conv), "--", "-") == f"{conv}#13\n"      # "-" after -- is the text
+    assert parse_lines(alice.out("history", str(conv), "--limit", "1")) == [(conv, 13, f"{alice.name.lower()}: -")]
+
+
 def test_tail_refuses_bad_arguments(cli):
     alice = cli().register()
     assert alice.run("tail", "--count", "0", expect=2).returncode == 2
@@ -712,6 +781,9 @@ def test_read_marks_read(cli):
     assert c["unread"] == 0 and c["read_seq"] == 4, c
     assert f"  unread 0  {bob.name.lower()}: c" in alice.out("ls")
     assert alice.run("read", "424242", expect=1).stderr.startswith("parley: read: 404 not_found")
+    # past the last event: what the server applies (the last); never back
+    assert alice.out("read", str(conv), "99") == f"read {conv} up to #4\n"
+    assert alice.out("read", str(conv), "2") == f"read {conv} up to #4\n"
 
 
 def test_search(cli):
