@@ -33,6 +33,7 @@ import queue
 import re
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -596,13 +597,16 @@ async def test_tail_fills_a_large_group_resumed_online_only(cli_bin, server_fact
     assert parse_lines(t.line()) == [(g, 1, f'* {a} created "big"')]
     alice.out("send", str(g), "before")
     assert parse_lines(t.line()) == [(g, 2, f"{a}: before")]
-    await asyncio.to_thread(srv.stop)                  # the stream ends; tail backs off
-    await asyncio.sleep(2.5)
-    await asyncio.to_thread(srv.start)
-    async with Harness(srv) as h:                      # sent while tail is still away, mostly
-        for i in range(3):
-            await h.api.expect((200, 201), "POST", f"/api/v1/conversations/{g}/messages", token=alice.token,
-                               json_body={"client_msg_id": f"gap-{i}", "body": f"in the gap {i}"})
+    t.p.send_signal(signal.SIGSTOP)                    # tail cannot reconnect before the sends
+    try:
+        await asyncio.to_thread(srv.restart)           # its stream is gone
+        async with Harness(srv) as h:
+            for i in range(3):
+                await h.api.expect((200, 201), "POST", f"/api/v1/conversations/{g}/messages",
+                                   token=alice.token,
+                                   json_body={"client_msg_id": f"gap-{i}", "body": f"in the gap {i}"})
+    finally:
+        t.p.send_signal(signal.SIGCONT)                # it finds the stream dead and resumes
     rc, rest = await asyncio.to_thread(t.finish, 60)
     assert rc == 0, (rc, rest, t.err)
     assert parse_lines("\n".join(rest)) == [(g, 3 + i, f"{a}: in the gap {i}") for i in range(3)], rest
