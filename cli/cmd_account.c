@@ -175,11 +175,9 @@ int pc_cmd_users(pc_client *c, int argc, char **argv) {
     if (rc) return rc;
     if (!q) return pc_usage_error(argv[0], "give one QUERY (part of a username)");
     if (!pc_utf8(q, strlen(q))) return pc_usage_error(argv[0], "the query is not valid UTF-8");
-    char *eq = pc_escape(c, q);
     pl_sbuf path;
     pl_sbuf_init(&path);
-    pl_sbuf_printf(&path, "/api/v1/users?q=%s", eq);
-    free(eq);
+    pc_path_add(c, &path, "/api/v1/users?q=", q);
     json_t *ans;
     rc = pc_call(c, "users", "GET", path.p, NULL, &ans);
     pl_sbuf_release(&path);

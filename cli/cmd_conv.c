@@ -46,11 +46,9 @@ int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv) {
 int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id) {
     const char *name = bare_name(arg);
     if (!*name || !pc_utf8(name, strlen(name))) return pc_usage_error(cmd, "\"%s\" is not a username", arg);
-    char *e = pc_escape(c, name);
     pl_sbuf path;
     pl_sbuf_init(&path);
-    pl_sbuf_printf(&path, "/api/v1/users/%s", e);
-    free(e);
+    pc_path_add(c, &path, "/api/v1/users/", name);
     json_t *u;
     int rc = pc_call(c, cmd, "GET", path.p, NULL, &u);
     pl_sbuf_release(&path);

@@ -293,12 +293,10 @@ int pc_cmd_search(pc_client *c, int argc, char **argv) {
         free(q);
         return rc;
     }
-    char *eq = pc_escape(c, q);
-    free(q);
     pl_sbuf path;
     pl_sbuf_init(&path);
-    pl_sbuf_printf(&path, "/api/v1/search?q=%s", eq);
-    free(eq);
+    pc_path_add(c, &path, "/api/v1/search?q=", q);
+    free(q);
     if (conv) pl_sbuf_printf(&path, "&conversation=%lld", (long long)conv);
     if (limit) pl_sbuf_printf(&path, "&limit=%lld", (long long)limit);
     json_t *ans;

@@ -412,11 +412,10 @@ void pc_stream(pc_client *c, const char *path, const char *last_id,
 
 /* ---- small things --------------------------------------------------------------- */
 
-char *pc_escape(pc_client *c, const char *s) {
-    char *e = curl_easy_escape(c->curl, s, 0);
-    char *out = pl_strdup(e ? e : "");
+void pc_path_add(pc_client *c, pl_sbuf *path, const char *text, const char *raw) {
+    char *e = curl_easy_escape(c->curl, raw, 0);
+    pl_sbuf_printf(path, "%s%s", text, e ? e : "");
     curl_free(e);
-    return out;
 }
 
 void pc_print_json(json_t *o) {

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "core/buf.h"
 #include "session.h"
 
 #define PC_VERSION "1.0.0"
@@ -109,8 +110,9 @@ int  pc_refresh(pc_client *c, const char *failed, int *adopted, pc_resp *r);
 void pc_stream(pc_client *c, const char *path, const char *last_id,
                int (*on_data)(const char *p, size_t n, void *ud), void *ud, pc_resp *r);
 
-/* path-escapes s (usernames in URLs, search words): a new string. */
-char *pc_escape(pc_client *c, const char *s);
+/* Appends text and then raw path-escaped (a username in a URL, search
+ * words) to path. */
+void pc_path_add(pc_client *c, pl_sbuf *path, const char *text, const char *raw);
 
 /* Prints o on stdout as one compact JSON line. */
 void pc_print_json(json_t *o);

@@ -51,9 +51,14 @@ static void spin(uv_loop_t *loop, int turns) {
 /* A listener on a free loopback port (*n) whose connections call h, and a
  * client connected to it: returns the client's fd with the server's side
  * in *c, or -1. h's on_data must call t_data. */
+/* Initialises loop, listens on it with h, connects a client socket and
+ * spins until the server's connection exists: the client fd (-1 on
+ * failure), *n and *c (NULL when it did not come). */
 static int t_connect_with(uv_loop_t *loop, const pl_net_handler *h, pl_net **n, pl_conn **c) {
     char addr[32];
+    uv_loop_init(loop);
     int port = free_port();
+    *n = NULL;
     *c = NULL;
     if (port <= 0) return -1;
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
@@ -103,9 +108,8 @@ static ssize_t recv_some(int fd, uv_loop_t *loop, char *buf, size_t n) {
 
 TEST(conn_graceful_close_lingers) {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pl_net *n = NULL;
-    pl_conn *c = NULL;
+    pl_net *n;
+    pl_conn *c;
     int fd = t_connect(&loop, &n, &c);
     CHECK(fd >= 0 && c != NULL);
     CHECK_EQ(pl_net_count(n), 1);
@@ -173,9 +177,8 @@ static size_t recv_all(int fd, uv_loop_t *loop, char *buf, size_t want) {
  * order either way. */
 TEST(conn_send_part_merges_adjacent_ranges) {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pl_net *n = NULL;
-    pl_conn *c = NULL;
+    pl_net *n;
+    pl_conn *c;
     int fd = t_connect(&loop, &n, &c);
     CHECK(fd >= 0 && c != NULL);
 
@@ -234,9 +237,8 @@ TEST(conn_send_part_merges_adjacent_ranges) {
  * ms). A corked queue copies shared ranges instead of holding the buffer. */
 TEST(conn_cork_delays_bytes_and_never_keeps_them) {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pl_net *n = NULL;
-    pl_conn *c = NULL;
+    pl_net *n;
+    pl_conn *c;
     int fd = t_connect(&loop, &n, &c);
     CHECK(fd >= 0 && c != NULL);
     pl_net_set_queue_marks(n, 4096, 1024);
@@ -302,9 +304,8 @@ TEST(conn_cork_delays_bytes_and_never_keeps_them) {
  * what is queued next. */
 TEST(conn_write_now_and_drop_unsent_keep_the_stream_whole) {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pl_net *n = NULL;
-    pl_conn *c = NULL;
+    pl_net *n;
+    pl_conn *c;
     int fd = t_connect(&loop, &n, &c);
     CHECK(fd >= 0 && c != NULL);
     char buf[64];
@@ -361,9 +362,8 @@ TEST(conn_write_now_and_drop_unsent_keep_the_stream_whole) {
  * on_data, and resume registers it again and delivers what waited. */
 TEST(conn_pause_holds_input_until_resume) {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pl_net *n = NULL;
-    pl_conn *c = NULL;
+    pl_net *n;
+    pl_conn *c;
     int fd = t_connect(&loop, &n, &c);
     CHECK(fd >= 0 && c != NULL);
     CHECK(c->ev_in);
@@ -397,9 +397,8 @@ TEST(conn_pause_holds_input_until_resume) {
  * layer after the last one. */
 TEST(conn_net_close_releases_connections_on_the_next_turn) {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pl_net *n = NULL;
-    pl_conn *c = NULL;
+    pl_net *n;
+    pl_conn *c;
     int fd = t_connect(&loop, &n, &c);
     CHECK(fd >= 0 && c != NULL);
     pl_conn_send_copy(c, "bye", 3);
@@ -419,9 +418,8 @@ TEST(conn_net_close_releases_connections_on_the_next_turn) {
  * and once descriptors free up, connections are accepted again. */
 TEST(conn_out_of_descriptors_sheds_connects) {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    pl_net *n = NULL;
-    pl_conn *c = NULL;
+    pl_net *n;
+    pl_conn *c;
     int fd = t_connect(&loop, &n, &c);
     CHECK(fd >= 0 && c != NULL);
     struct sockaddr_in a;
@@ -492,9 +490,8 @@ TEST(http_answer_while_connection_closes) {
     pl_net_handler h = {h_data, h_close, t_timeout, pl_http_on_drain};
     for (int late = 0; late < 4; late++) {   /* 2, 3: as an event stream */
         uv_loop_t loop;
-        uv_loop_init(&loop);
-        pl_net *n = NULL;
-        pl_conn *c = NULL;
+        pl_net *n;
+        pl_conn *c;
         held = NULL;
         http_closes = 0;
         int fd = t_connect_with(&loop, &h, &n, &c);

@@ -367,9 +367,9 @@ static int h_answer_session(int64_t user, int64_t login, const conv_spec *convs,
     return 0;
 }
 
-/* A session of user authenticated at the handshake (held) or by a first
- * frame (live), subscribed to convs; `ready` is checked. */
-static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, size_t n, int held) {
+/* Starts the authentication of user at the handshake (held) or by a first
+ * frame (live), and leaves its session read unanswered (h_auth_end). */
+static fconn *h_auth_begin(int64_t user, int64_t login, int held) {
     fconn *f = fconn_new();
     char tok[PL_AUTH_TOKEN_MAX];
     pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
@@ -381,10 +381,33 @@ static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, siz
         int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
         pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
     }
-    if (h_answer_session(user, login, convs, n) != 0) return NULL;
-    fs_ok_all(&H.store, PL_READ_CONV_HEADS);     /* the streams' heads check: nothing new */
+    return f;
+}
+
+/* Answers that read (a member of convs) and the streams' heads check
+ * (nothing new); 1 when f then has its `ready`. */
+static int h_auth_end(fconn *f, int64_t user, int64_t login, const conv_spec *convs, size_t n) {
+    if (h_answer_session(user, login, convs, n) != 0) return 0;
+    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
     turn();
-    return has_frame(f, "ready") ? f : NULL;
+    return has_frame(f, "ready");
+}
+
+/* A session of user authenticated at the handshake (held) or by a first
+ * frame (live), subscribed to convs; `ready` is checked. */
+static fconn *h_session(int64_t user, int64_t login, const conv_spec *convs, size_t n, int held) {
+    fconn *f = h_auth_begin(user, login, held);
+    return h_auth_end(f, user, login, convs, n) ? f : NULL;
+}
+
+/* Takes conv's replay read, which must start after `after`, and answers it
+ * with the events up to upto; 0, or -1 when there was no such read. */
+static int h_replay_read(int64_t conv, int64_t after, int64_t upto) {
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, conv);
+    if (!j || j->after != after) return -1;
+    fs_answer_events(j, upto);
+    turn();
+    return 0;
 }
 
 static void h_text(fconn *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -617,18 +640,6 @@ TEST(deliver_removal_while_catching_up_ends_the_stream_exactly) {
     h_stop(all, 2);
 }
 
-/* Starts a first-frame authentication of user and leaves its session read
- * unanswered (the caller publishes, then h_answer_session). */
-static fconn *h_auth_begin(int64_t user, int64_t login) {
-    fconn *f = fconn_new();
-    char tok[PL_AUTH_TOKEN_MAX], msg[256];
-    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
-    pl_chat_ws_open(&f->c, NULL, 0);
-    int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
-    pl_chat_ws_text(&f->c, (const uint8_t *)msg, (size_t)len);
-    return f;
-}
-
 /* The read of a session's conversations predates a removal the loop then
  * processed before the session was authenticated: the session gets the
  * events up to its member_removed, then nothing (before: it went live past
@@ -638,24 +649,18 @@ TEST(deliver_removal_during_authentication_ends_the_stream) {
     conv_spec cs = {10, 5, 1};
     fconn *other = h_session(3, 2, &cs, 1, 0);     /* keeps the stream followed */
     CHECK(other != NULL);
-    fconn *s = h_auth_begin(2, 1);
+    fconn *s = h_auth_begin(2, 1, 0);
     h_publish(10, 6, PL_EV_MESSAGE, 0);
     h_publish(10, 7, PL_EV_MEMBER_REMOVED, 2);
     h_publish(10, 8, PL_EV_MESSAGE, 0);
-    CHECK_EQ(h_answer_session(2, 1, &cs, 1), 0);   /* read at seq 5 */
-    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
-    turn();
+    CHECK(h_auth_end(s, 2, 1, &cs, 1));            /* read at seq 5 */
     size_t at = 0;
     json_t *r = next_frame(s, &at, "ready");
     CHECK(r != NULL);
     CHECK_EQ(json_integer_value(json_object_get(json_array_get(json_object_get(r, "conversations"), 0),
                                                 "last_seq")), 5);   /* what it has, not the head */
     json_decref(r);
-    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
-    CHECK(j != NULL);
-    CHECK_EQ(j->after, 5);
-    fs_answer_events(j, 8);
-    turn();
+    CHECK_EQ(h_replay_read(10, 5, 8), 0);
     int64_t seqs[16];
     CHECK_EQ(event_seqs(s, 10, seqs, 16), 2);
     CHECK_EQ(seqs[0], 6);
@@ -674,18 +679,11 @@ TEST(deliver_addition_during_authentication_subscribes) {
     conv_spec cs = {10, 5, 1};
     fconn *other = h_session(3, 2, &cs, 1, 0);
     CHECK(other != NULL);
-    fconn *s = h_auth_begin(2, 1);
+    fconn *s = h_auth_begin(2, 1, 0);
     h_publish(10, 6, PL_EV_MEMBER_ADDED, 2);
     h_publish(10, 7, PL_EV_MESSAGE, 0);
-    CHECK_EQ(h_answer_session(2, 1, NULL, 0), 0);  /* read before the addition */
-    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
-    turn();
-    CHECK(has_frame(s, "ready"));
-    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
-    CHECK(j != NULL);
-    CHECK_EQ(j->after, 5);
-    fs_answer_events(j, 7);
-    turn();
+    CHECK(h_auth_end(s, 2, 1, NULL, 0));           /* read before the addition */
+    CHECK_EQ(h_replay_read(10, 5, 7), 0);
     h_publish(10, 8, PL_EV_MESSAGE, 0);
     int64_t seqs[16];
     CHECK_EQ(event_seqs(s, 10, seqs, 16), 3);

@@ -1329,13 +1329,21 @@ TEST(store_last_seen_and_shares) {
 
 /* ---- store.h invariants 3-5: idempotency first, visibility, unread ------ */
 
-static int64_t t_send(tstore *t, int64_t conv, int64_t user, const char *cmid) {
+/* Sends body (cmid's text when NULL) with key cmid: its seq, the store's
+ * error, or -99; *data (when given) a copy of the event's data, or NULL. */
+static int64_t t_send_body(tstore *t, int64_t conv, int64_t user, const char *cmid, const char *body,
+                           char **data) {
     pl_job j;
-    t_send_init(t, &j, conv, user, cmid, cmid);
+    t_send_init(t, &j, conv, user, cmid, body ? body : cmid);
     if (t_run(t, &j, 1) != 0) return -99;
     int64_t seq = j.result == PL_STORE_OK ? j.event.seq : j.result;
+    if (data) *data = j.event.data ? strdup(j.event.data) : NULL;
     pl_job_release(&j);
     return seq;
+}
+
+static int64_t t_send(tstore *t, int64_t conv, int64_t user, const char *cmid) {
+    return t_send_body(t, conv, user, cmid, NULL, NULL);
 }
 
 static int64_t t_unread(tstore *t, int64_t conv, int64_t user) {
@@ -2122,17 +2130,6 @@ static char *t_mention_body(int unknown, const char *tail) {   /* "@n0000 @n0001
     return s;
 }
 
-static int64_t t_say_cmid(tstore *t, int64_t conv, int64_t user, const char *cmid, const char *body,
-                          char **data) {
-    pl_job j;
-    t_send_init(t, &j, conv, user, cmid, body);
-    if (t_run(t, &j, 1) != 0) return -99;
-    int64_t seq = j.result == PL_STORE_OK ? j.event.seq : j.result;
-    *data = j.event.data ? strdup(j.event.data) : NULL;
-    pl_job_release(&j);
-    return seq;
-}
-
 TEST(store_mentions_cap_counts_members) {
     tstore t;
     memset(&t, 0, sizeof t);
@@ -2150,7 +2147,7 @@ TEST(store_mentions_cap_counts_members) {
     /* 60 unknown names, a non-member, the sender, "@@bob" (no mention), then bob */
     char *body = t_mention_body(60, "@outsider @ann @@bob @BOB!");
     char *data = NULL;
-    int64_t seq = t_say_cmid(&t, g, a, "c1", body, &data);
+    int64_t seq = t_send_body(&t, g, a, "c1", body, &data);
     CHECK(seq > 0);
     char want[1024];
     snprintf(want, sizeof want, "{\"mentions\":[%lld]}", (long long)b);
@@ -2160,15 +2157,15 @@ TEST(store_mentions_cap_counts_members) {
     /* the names looked up are bounded (the first 256 distinct ones): bob
      * after 300 unknown names is not found, after 250 he is */
     body = t_mention_body(300, "@bob");
-    CHECK(t_say_cmid(&t, g, a, "c2x", body, &data) > 0);
+    CHECK(t_send_body(&t, g, a, "c2x", body, &data) > 0);
     CHECK(data == NULL);
     free(body);
     body = t_mention_body(250, "@bob");
-    CHECK(t_say_cmid(&t, g, a, "c2", body, &data) > 0);
+    CHECK(t_send_body(&t, g, a, "c2", body, &data) > 0);
     CHECK_STR(data, want);
     free(data);
     /* an edit to such a body mentions bob too */
-    CHECK(t_say_cmid(&t, g, a, "c3", "plain", &data) > 0);
+    CHECK(t_send_body(&t, g, a, "c3", "plain", &data) > 0);
     free(data);
     int64_t plain = t_last_seq(&t, g, a), eseq = 0;
     CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, plain, body, 0, &eseq, NULL), PL_STORE_OK);
@@ -2186,7 +2183,7 @@ TEST(store_mentions_cap_counts_members) {
     size_t o = 0;
     for (int i = 55; i >= 1; i--) o += (size_t)snprintf(tail + o, sizeof tail - o, "@mem%02d ", i);
     body = t_mention_body(70, tail);
-    CHECK(t_say_cmid(&t, g, a, "c4", body, &data) > 0);
+    CHECK(t_send_body(&t, g, a, "c4", body, &data) > 0);
     free(body);
     o = (size_t)snprintf(want, sizeof want, "{\"mentions\":[");
     for (int i = 55; i >= 6; i--) o += (size_t)snprintf(want + o, sizeof want - o, "%s%lld", i < 55 ? "," : "",
