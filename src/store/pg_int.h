@@ -44,7 +44,7 @@ enum {
     W_USER_INSERT, W_LOGIN_INSERT, W_LOGIN_ROTATE, W_LOGIN_REVOKE,
     W_USERS_EXIST, W_CONV_BY_KEY, W_DIRECT_CREATE, W_GROUP_CREATE,
     W_MEMBER_CHECK, W_MEMBER_JOIN, W_MEMBER_DELETE, W_PROMOTE, W_EVENT_INSERT,
-    W_SEND_DUPS, W_SEND_MEMBERS, W_SEND_PARENTS, W_SEND_NAMES, W_SEND_INSERT,
+    W_SEND_DUPS, W_SEND_MEMBERS, W_SEND_PARENTS, W_SEND_NAMES, W_SEND_INSERT, W_SEND_INSERT_PUSH,
     W_MENTION_INSERT, W_MENTION_ALL, W_MENTION_ERASE,
     W_TARGET, W_MSG_EDIT, W_MSG_ERASE, W_EDITS_ERASE, W_REACTIONS_ERASE,
     W_REACT_STATE, W_REACT_ADD, W_REACT_DEL, W_PIN_COUNT, W_PIN_SET, W_NOTIFY_SET,
@@ -56,6 +56,9 @@ enum {
     W_KEYS_STATE, W_KEYS_DEVICE, W_KEYS_DROP, W_KEYS_ADD, W_KEYS_COUNT, W_KEYS_DELETE,
     W_KEYS_SHARES, W_KEYS_CLAIM, W_CONV_E2EE,
     W_MEDIA_SUM, W_MEDIA_INSERT, W_MEDIA_THUMB, W_MEDIA_GC,   /* media (store_pg_media.c) */
+    /* push notifications (store_pg_push.c) */
+    W_PUSH_USER_LOCK, W_PUSH_STATE, W_PUSH_REGISTER, W_PUSH_UNREGISTER, W_PUSH_DROP, W_PUSH_CLAIM,
+    W_PUSH_FINISH, W_PUSH_DEAD, W_PUSH_RETRY,
     W__COUNT
 };
 extern const char *const pg_w_sql[W__COUNT];
@@ -70,6 +73,7 @@ enum {
     R_SEARCH, R_USER_SEARCH,
     R_KEYS_SHARES, R_DEVICES,           /* end-to-end encryption (store_pg_keys.c) */
     R_MEDIA_GET, R_MEDIA_OWNED,         /* media (store_pg_media.c) */
+    R_PUSH_DEVICES, R_PUSH_MSGS, R_PUSH_TARGETS,   /* push notifications (store_pg_push.c) */
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
@@ -183,6 +187,7 @@ struct pg_store {
     pl_pipeline  *pipe;
     char         *url;
     int           outbox;          /* record batches in bus_outbox          */
+    int           push;            /* opts (store.h): a push_outbox row per MESSAGE */
     int64_t       large_group;     /* opts (store.h): @all needs an admin above */
     int64_t       edit_window_ms;  /* opts (store.h): 0, or how long edits may come */
     char          owner[96];       /* this process's lease token            */
@@ -285,12 +290,18 @@ int  pg_run_receipts(pg_store *s, pl_job **jobs, size_t n);
 void pg_run_read(void *rctx, pl_job *j);
 /* One reader statement now: its result, or NULL with *rc set. */
 PGresult *pg_r_query(pg_reader *r, int stmt, const pg_params *p, int *rc);
+/* Syncs what a read queued (pgc_send): PL_STORE_OK, EUNAVAIL (logged; an
+ * open transaction rolled back) or W_LOST. */
+int pg_r_sync(pg_reader *r);
 
 /* ---- end-to-end encryption (store.h invariant 9): store_pg_keys.c -------- */
 int  pg_job_e2ee(pg_store *s, pl_job *j, int64_t now);   /* KEYS_*, CONV_E2EE, DEVICES_ANNOUNCE */
 int  pg_read_devices(pg_reader *r, pl_job *j);           /* PL_READ_DEVICES */
 int  pg_job_media(pg_store *s, pl_job *j, int64_t now);   /* PL_JOB_MEDIA_* */
 int  pg_read_media(pg_reader *r, pl_job *j);             /* PL_READ_MEDIA_GET */
+/* ---- push notifications (store.h invariant 10): store_pg_push.c ---------- */
+int  pg_job_push(pg_store *s, pl_job *j, int64_t now);   /* PL_JOB_PUSH_* */
+int  pg_read_push(pg_reader *r, pl_job *j);              /* PL_READ_PUSH_DEVICES, _TARGETS */
 /* The role of user in conv (PL_ROLE_NONE: not a member), one round trip
  * (store_pg_jobs.c); PL_STORE_OK or a W_* code. */
 int  pg_member_role(pg_store *s, int64_t conv, int64_t user, int *role);

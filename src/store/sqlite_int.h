@@ -41,7 +41,7 @@ enum {
     W_MENTION_DELETE, W_MSG_EDIT, W_MSG_ERASE, W_EDITS_ERASE, W_REACTIONS_ERASE,
     W_REACTION_HAS, W_REACTION_KINDS, W_REACTION_INSERT, W_REACTION_DELETE, W_REACTION_COUNT,
     W_PIN_COUNT, W_PIN_SET, W_NOTIFY_SET,
-    W_FTS_PRUNE, W_FTS_QUEUE, W_MEDIA_REFS,
+    W_FTS_PRUNE, W_FTS_QUEUE, W_MEDIA_REFS, W_PUSH_OUTBOX,
     W__COUNT
 };
 extern const char *const sq_w_sql[W__COUNT];
@@ -72,6 +72,7 @@ typedef struct sq_store {
     int           lock_fd;           /* flock on <dir>/parley.lock            */
     int64_t       large_group;       /* opts (store.h)                        */
     int64_t       edit_window_ms;
+    int           push;              /* opts.push: MESSAGEs fill push_outbox  */
     /* writer thread only */
     int           broken;            /* sticky: a batch failed after BEGIN    */
     int           fatal_rc;          /* SQLite code of the batch's failure    */
@@ -182,7 +183,12 @@ int  sq_read_devices(sq_reader *r, pl_job *j);
 /* store_sqlite_media.c: PL_JOB_MEDIA_* (in a savepoint) and PL_READ_MEDIA_GET */
 int  sq_job_media(sq_store *s, pl_job *j, int64_t now);
 int  sq_read_media(sq_reader *r, pl_job *j);
-/* store_sqlite_write.c: the writer's helpers, for the file above */
+/* store_sqlite_push.c: PL_JOB_PUSH_* (in a savepoint), the push reads,
+ * and the login revoke's device cleanup */
+int  sq_job_push(sq_store *s, pl_job *j, int64_t now);
+int  sq_push_forget_login(sq_store *s, int64_t login);
+int  sq_read_push(sq_reader *r, pl_job *j);
+/* store_sqlite_write.c: the writer's helpers, for the files above */
 int  sq_w_fatal(sq_store *s, int rc, const char *what);
 int  sq_w_member_role(sq_store *s, int64_t conv, int64_t user);  /* PL_ROLE_NONE if not */
 pl_conv_state *sq_w_conv_state(sq_store *s, int64_t conv, int *err);

@@ -99,6 +99,28 @@ void pl_job_release(pl_job *j) {
     pl_device_list_free(j->devices, j->ndevices);   /* end-to-end encryption */
     j->devices = NULL;
     j->ndevices = 0;
+    pl_push_device_list_free(j->push_devices, j->npush_devices);   /* push */
+    j->push_devices = NULL;
+    j->npush_devices = 0;
+    pl_push_list_free(j->pushes, j->npushes);
+    j->pushes = NULL;
+    j->npushes = 0;
+}
+
+void pl_push_device_list_free(pl_push_device *list, size_t n) {
+    if (!list) return;
+    for (size_t i = 0; i < n; i++) free(list[i].token);
+    free(list);
+}
+
+void pl_push_list_free(pl_push *list, size_t n) {
+    if (!list) return;
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].title);
+        free(list[i].body);
+        free(list[i].token);
+    }
+    free(list);
 }
 
 void pl_device_list_free(pl_device *list, size_t n) {

@@ -89,6 +89,18 @@
  *      ciphertext MESSAGE has an empty body (so nothing reaches the search
  *      index, mentions or previews) and data {"ciphertext":[..]} (plus
  *      "reply_to"), the payloads as the sender gave them.
+ *  10. Push notifications (M10; docs/design.md "Push notifications"). With
+ *      opts.push, the transaction that appends a MESSAGE also writes a
+ *      push_outbox row (conv, seq): the transactional outbox the push
+ *      worker drains, so a committed message is pushed even if the process
+ *      dies right after its commit, on whichever node claims the row.
+ *      PL_JOB_PUSH_CLAIM leases rows (PostgreSQL: FOR UPDATE SKIP LOCKED,
+ *      so two nodes never hold the same row at once); a row whose lease
+ *      ran out (its claimer died, or PUSH_DONE asked for a retry) is
+ *      claimed again, and one claimed PL_PUSH_ATTEMPTS times is dropped.
+ *      Push devices are tokens a login registered (a device is a login
+ *      session, as in invariant 9): revoking the login deletes them, and
+ *      only live logins' devices are pushed to.
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -167,6 +179,54 @@ typedef struct pl_device {      /* a device's public keys; strings owned       *
 } pl_device;
 
 void pl_device_list_free(pl_device *list, size_t n);
+
+/* ---- push notifications (invariant 10) ----------------------------------- */
+
+typedef enum pl_push_platform {
+    PL_PUSH_WEBHOOK = 1, PL_PUSH_FCM = 2, PL_PUSH_APNS = 3
+} pl_push_platform;
+
+#define PL_PUSH_TOKEN_MAX    512   /* bytes of a device token               */
+#define PL_PUSH_DEVICES_MAX  20    /* push devices one user may register    */
+#define PL_PUSH_ATTEMPTS     8     /* claims of an outbox row before it is dropped */
+
+typedef struct pl_push_device { /* a registered push token; token owned     */
+    int64_t id;
+    int64_t user;
+    int64_t login;
+    int     platform;           /* pl_push_platform                         */
+    char   *token;
+    int64_t created;            /* ms                                       */
+} pl_push_device;
+
+/* One notification to send: a message, one recipient device. Strings owned. */
+typedef struct pl_push {
+    int64_t  outbox;            /* the push_outbox row it comes from        */
+    int64_t  conv, seq;
+    uint64_t id;                /* the message's id                         */
+    int64_t  ts;
+    int64_t  sender;
+    char     sender_name[33];
+    int      conv_kind;         /* PL_CONV_DIRECT or PL_CONV_GROUP          */
+    char    *title;             /* a group's title (NULL: none)             */
+    char    *body;              /* the message's text; NULL when it has none
+                                 * (a ciphertext message)                   */
+    size_t   body_len;
+    int64_t  user;              /* the recipient                            */
+    int      mention;           /* 1: the message mentions user or replies to it */
+    int64_t  device;            /* pl_push_device id                        */
+    int      platform;
+    char    *token;
+} pl_push;
+
+typedef struct pl_push_retry {  /* PUSH_DONE: an outbox row to send again   */
+    int64_t        id;          /* the row                                  */
+    const int64_t *devices;     /* only to these devices                    */
+    size_t         ndevices;
+} pl_push_retry;
+
+void pl_push_device_list_free(pl_push_device *list, size_t n);
+void pl_push_list_free(pl_push *list, size_t n);
 
 /* MESSAGE data (NULL when none of it applies): {"reply_to":N,
  * "mentions":[ids],"mention_all":"all"|"here"}, each key only when set. */
@@ -385,6 +445,22 @@ typedef enum pl_job_op {
                                * message references whose gc_after < cutoff. out:
                                * media/nmedia: only sha256 set, each blob (content or
                                * thumbnail) no remaining row names: the caller removes it. */
+    /* ---- push notifications (invariant 10; explicit value) ------------ */
+    PL_JOB_PUSH_REGISTER = 60, /* in: user, id (login), platform, token. One row per
+                               * (platform, token): a token another login held moves
+                               * to this one (the device changed accounts). ENOTFOUND:
+                               * no such live login of user; EINVAL (why): the user
+                               * would hold more than PL_PUSH_DEVICES_MAX. out: out_id
+                               * = the device's id, created = 1 when it is new here. */
+    PL_JOB_PUSH_UNREGISTER,   /* in: user, id (device). ENOTFOUND unless user's.   */
+    PL_JOB_PUSH_CLAIM,        /* in: limit (rows), expires (lease until, ms). Leases
+                               * the oldest rows whose lease is over (attempts + 1);
+                               * rows already claimed PL_PUSH_ATTEMPTS times are
+                               * deleted instead. out: out_ids/nout: the rows.  */
+    PL_JOB_PUSH_DONE,         /* in: ids/nids: rows finished (deleted); dead/ndead:
+                               * devices the push service refused for good
+                               * (deleted); retries/nretries: rows to send again to
+                               * those devices only, leased until expires.      */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */
@@ -445,8 +521,17 @@ typedef enum pl_job_op {
                                * username contains query (case-insensitive), names
                                * starting with it first, then by name.        */
     /* end-to-end encryption (invariant 9; explicit value) */
-    PL_READ_DEVICES = 140     /* in: user (asker), peer. As KEYS_CLAIM without
+    PL_READ_DEVICES = 140,    /* in: user (asker), peer. As KEYS_CLAIM without
                                * taking a key: devices with otk_count, otk NULL. */
+    /* push notifications (invariant 10; explicit values) */
+    PL_READ_PUSH_DEVICES = 150, /* in: user. out: push_devices: the user's, by id  */
+    PL_READ_PUSH_TARGETS      /* in: ids/nids (claimed outbox rows). out: pushes:
+                               * for each row's MESSAGE that is not deleted, one per
+                               * device (of a live login; a retried row: only its
+                               * devices) of each member other than the sender who
+                               * joined at or before it and whose level notifies
+                               * (all; mentions: when mention), rows in id order.
+                               * Rows whose message is gone give none.          */
 } pl_job_op;
 
 #define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */
@@ -553,6 +638,17 @@ struct pl_job {
                                * ciphertext message (body then ""); NULL: plain */
     pl_device  *devices;      /* out: KEYS_CLAIM, READ_DEVICES (owned)     */
     size_t      ndevices;
+    /* push notifications (invariant 10) */
+    int         platform;     /* in: PUSH_REGISTER (pl_push_platform)      */
+    const char *token;        /* in: PUSH_REGISTER                         */
+    const int64_t *dead;      /* in: PUSH_DONE                             */
+    size_t      ndead;
+    const pl_push_retry *retries; /* in: PUSH_DONE                         */
+    size_t      nretries;
+    pl_push_device *push_devices; /* out: READ_PUSH_DEVICES (owned)        */
+    size_t      npush_devices;
+    pl_push    *pushes;       /* out: READ_PUSH_TARGETS (owned)            */
+    size_t      npushes;
     /* callback, run on the loop thread */
     pl_job_cb  done;
     void      *data;          /* caller's                                  */
@@ -597,6 +693,7 @@ typedef struct pl_store_opts {
     int64_t     edit_window_ms; /* how long after sending a message may be edited; 0: always */
     int         outbox;       /* 1: record each batch's events in an outbox until
                                * PL_JOB_OUTBOX_ACK (cluster mode, PostgreSQL) */
+    int         push;         /* 1: write a push_outbox row per MESSAGE (invariant 10) */
     /* wakes the loop when jobs complete: called from backend threads after
      * appending to the done-queue; the loop then calls pl_store_drain(). It
      * may run until pl_store_close() returns. */

@@ -1,8 +1,8 @@
 /* store_pg_jobs.c — the PostgreSQL writer's single jobs: accounts, logins,
  * conversations and their members, last seen, the outbox; message actions
- * are handed to store_pg_actions.c (see store_pg.c for the invariants; the
- * SQLite backend's store_sqlite_write.c is the reference for each job's
- * checks, their order and their outputs).
+ * are handed to store_pg_actions.c, push jobs to store_pg_push.c (see
+ * store_pg.c for the invariants; the SQLite backend's store_sqlite_write.c
+ * is the reference for each job's checks, their order and their outputs).
  *
  * Owns: each job's statements. Job-level outcomes are decided before the
  * writes (or by ON CONFLICT DO NOTHING); a job of several statements runs
@@ -102,13 +102,14 @@ static int job_login_rotate(pg_store *s, pl_job *j, int64_t now) {
     return PL_STORE_OK;
 }
 
+/* Revokes the login and deletes its push devices (one statement). */
 static int job_login_revoke(pg_store *s, pl_job *j, int64_t now) {
     pg_params p = {0};
     pg_param_i64(&p, j->id);
     int rc;
     PGresult *r = pg_w_query(s, W_LOGIN_REVOKE, &p, &rc);
     if (!r) return rc;
-    if (pg_cmd_tuples(r) == 0) return PL_STORE_ENOTFOUND;
+    if (pg_i64(r, 0, 0) == 0) return PL_STORE_ENOTFOUND;
     j->out_id = j->id;
     return PL_STORE_OK;
 }
@@ -433,6 +434,10 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_MEDIA_CREATE:
     case PL_JOB_MEDIA_THUMB:
     case PL_JOB_MEDIA_GC:        return pg_job_media(s, j, now);   /* store_pg_media.c */
+    case PL_JOB_PUSH_REGISTER:                                  /* store_pg_push.c */
+    case PL_JOB_PUSH_UNREGISTER:
+    case PL_JOB_PUSH_CLAIM:
+    case PL_JOB_PUSH_DONE:       return pg_job_push(s, j, now);
     default:                     return PL_STORE_EINVAL;
     }
 }

@@ -85,6 +85,7 @@ static PGresult *r_query(pg_reader *r, int stmt, const pg_params *p, int *rc) {
 }
 
 PGresult *pg_r_query(pg_reader *r, int stmt, const pg_params *p, int *rc) { return r_query(r, stmt, p, rc); }
+int pg_r_sync(pg_reader *r) { return r_sync(r); }
 
 /* ---- rows ------------------------------------------------------------------ */
 
@@ -570,6 +571,8 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_DEVICES:       return pg_read_devices(r, j);   /* store_pg_keys.c */
     case PL_READ_MEDIA_GET:
     case PL_READ_MEDIA_LIST:    return pg_read_media(r, j);     /* store_pg_media.c */
+    case PL_READ_PUSH_DEVICES:
+    case PL_READ_PUSH_TARGETS:  return pg_read_push(r, j);      /* store_pg_push.c */
     default:                    return PL_STORE_EINVAL;
     }
 }

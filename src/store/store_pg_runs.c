@@ -60,7 +60,8 @@ typedef struct send_parent {
  * earlier in it), the mentions (store.h invariant 7: @names resolved to
  * members; membership does not change inside a run), then the append with
  * the conversation's next seq. One round trip of queries for the whole
- * run; the INSERT and the mention rows are queued into the next one. */
+ * run; the INSERT (with opts.push, and the outbox rows) and the mention
+ * rows are queued into the next one. */
 int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
     send_x *x = pl_malloc(n * sizeof *x);
     int *dup_job = pl_malloc(n * sizeof *dup_job);     /* dup array index -> job */
@@ -327,7 +328,9 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         pg_param_arr(&p, ib);
         pg_param_arr(&p, idt);
         pg_param_arr(&p, ir);
-        if (pg_w_send(s, W_SEND_INSERT, &p, 0) < 0) rc = W_LOST;
+        /* with push, the same INSERT also writes each MESSAGE's push_outbox
+         * row (store.h invariant 10) */
+        if (pg_w_send(s, s->push ? W_SEND_INSERT_PUSH : W_SEND_INSERT, &p, 0) < 0) rc = W_LOST;
     }
     if (rc == PL_STORE_OK && xc->n) {
         p.n = 0;

@@ -306,6 +306,27 @@ static const char *const migrations[] = {
      * docs/benchmarks.md "Issue 11: the event insert without triggers").
      * Edits and deletes keep their triggers. */
     "DROP TRIGGER events_fts_ai; DROP TRIGGER events_media_ai;",
+    /* 11 -> 12: push notifications (store.h invariant 10,
+     * store_sqlite_push.c): the tokens logins registered, and the outbox
+     * the push worker drains (a row per MESSAGE while push is on; only:
+     * NULL, or the device ids a retry goes to, comma-separated). */
+    "CREATE TABLE push_devices("
+    "  id INTEGER PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL,"
+    "  login INTEGER NOT NULL,"
+    "  platform INTEGER NOT NULL,"
+    "  token TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  UNIQUE(platform, token));"
+    "CREATE INDEX push_devices_user ON push_devices(user_id);"
+    "CREATE INDEX push_devices_login ON push_devices(login);"
+    "CREATE TABLE push_outbox("
+    "  id INTEGER PRIMARY KEY,"
+    "  conv_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  lease INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  only_devices TEXT);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -392,6 +413,7 @@ const char *const sq_w_sql[W__COUNT] = {
      * (store_sqlite_index.c) */
     [W_FTS_PRUNE]   = "DELETE FROM fts_queue WHERE qid <= ?1 AND qid < (SELECT max(qid) FROM fts_queue)",
     [W_FTS_QUEUE]   = "INSERT INTO fts_queue(id, conv_id, seq, op) VALUES(?1, ?2, ?3, 0)",
+    [W_PUSH_OUTBOX] = "INSERT INTO push_outbox(conv_id, seq) VALUES(?1, ?2)",
     [W_MEDIA_REFS]  = "INSERT OR IGNORE INTO media_refs(media_id, conv_id, seq)"
                       " SELECT json_extract(a.value, '$.id'), ?1, ?2 FROM json_each(?3, '$.attachments') a",
 };
@@ -682,6 +704,7 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     s->lock_fd = -1;
     s->large_group = o->large_group;
     s->edit_window_ms = o->edit_window_ms;
+    s->push = o->push;
     s->nreaders = o->readers > 0 ? o->readers : SQ_READERS;
     s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
     pl_idgen_init(&s->ids, s->base.node_id);
@@ -704,6 +727,9 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
         snprintf(err, errlen, "cannot tune the write connection");
     else if (migrate(s->wdb, err, errlen) != 0)
         ;
+    /* one process owns the file: every lease is a dead process's (invariant 10) */
+    else if (sqlite3_exec(s->wdb, "UPDATE push_outbox SET lease = 0 WHERE lease > 0", NULL, NULL, NULL) != SQLITE_OK)
+        snprintf(err, errlen, "cannot release the push outbox's leases");
     else if (prepare_all(s->wdb, sq_w_sql, s->w, W__COUNT) != 0)
         snprintf(err, errlen, "cannot prepare statements");
     size_t slen = strlen(dir) + sizeof "/search.db";

@@ -619,6 +619,9 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
     case PL_READ_MEDIA_GET:
     case PL_READ_MEDIA_LIST:
         return sq_read_media(r, j);
+    case PL_READ_PUSH_DEVICES:            /* store_sqlite_push.c */
+    case PL_READ_PUSH_TARGETS:
+        return sq_read_push(r, j);
     default:
         return PL_STORE_EINVAL;
     }

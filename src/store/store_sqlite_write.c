@@ -103,6 +103,7 @@ static int w_keeps_members(pl_job_op op) {
     case PL_JOB_REACTION: case PL_JOB_PIN: case PL_JOB_NOTIFY_SET: case PL_JOB_RECEIPT:
     case PL_JOB_LAST_SEEN: case PL_JOB_USER_CREATE: case PL_JOB_LOGIN_CREATE:
     case PL_JOB_LOGIN_ROTATE: case PL_JOB_LOGIN_REVOKE:
+    case PL_JOB_PUSH_REGISTER: case PL_JOB_PUSH_UNREGISTER: case PL_JOB_PUSH_CLAIM: case PL_JOB_PUSH_DONE:
         return 1;
     default:
         return 0;
@@ -199,6 +200,12 @@ static int w_append_side(sq_store *s, int kind, int64_t conv, int64_t seq, uint6
         sqlite3_bind_int64(st, 2, conv);
         sqlite3_bind_int64(st, 3, seq);
         if (w_exec(s, W_FTS_QUEUE) != PL_STORE_OK) return W_FATAL;
+    }
+    if (s->push) {                       /* store.h invariant 10 */
+        sqlite3_stmt *st = s->w[W_PUSH_OUTBOX];
+        sqlite3_bind_int64(st, 1, conv);
+        sqlite3_bind_int64(st, 2, seq);
+        if (w_exec(s, W_PUSH_OUTBOX) != PL_STORE_OK) return W_FATAL;
     }
     if (data && strstr(data, "\"attachments\"")) {
         sqlite3_stmt *st = s->w[W_MEDIA_REFS];
@@ -339,6 +346,7 @@ static int job_login_revoke(sq_store *s, pl_job *j, int64_t now) {
     int rc = w_write(s, W_LOGIN_REVOKE);
     if (rc != PL_STORE_OK) return rc;
     if (sqlite3_changes(s->wdb) == 0) return PL_STORE_ENOTFOUND;
+    if ((rc = sq_push_forget_login(s, j->id)) != PL_STORE_OK) return rc;
     j->out_id = j->id;
     return PL_STORE_OK;
 }
@@ -1061,6 +1069,10 @@ static int w_run_job_op(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_MEDIA_CREATE:
     case PL_JOB_MEDIA_THUMB:
     case PL_JOB_MEDIA_GC:      return w_in_savepoint(s, j, now, sq_job_media);
+    case PL_JOB_PUSH_REGISTER:                             /* store_sqlite_push.c */
+    case PL_JOB_PUSH_UNREGISTER:
+    case PL_JOB_PUSH_CLAIM:
+    case PL_JOB_PUSH_DONE:     return w_in_savepoint(s, j, now, sq_job_push);
     default:                   return PL_STORE_EINVAL;
     }
 }

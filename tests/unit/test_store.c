@@ -34,6 +34,7 @@ typedef struct tstore {
     pl_job   **order;          /* jobs in the order done() saw them      */
     int64_t    large_group;    /* opts for the next open                 */
     int64_t    edit_window_ms;
+    int        push;           /* opts.push for the next open            */
     size_t     norder, order_cap;
 } tstore;
 
@@ -70,7 +71,8 @@ static int t_open_store(tstore *t) {
     char err[256] = "";
     pl_store_opts o = {.url = t->url, .data_dir = t->dir, .node_id = 1,
                        .notify = t_notify, .notify_arg = t,
-                       .large_group = t->large_group, .edit_window_ms = t->edit_window_ms};
+                       .large_group = t->large_group, .edit_window_ms = t->edit_window_ms,
+                       .push = t->push};
     int rc = pl_store_open(&o, &t->s, err, sizeof err);
     if (rc) fprintf(stderr, "  store open failed: %s\n", err);
     return rc;
@@ -349,9 +351,9 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 11);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 12);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
-                                    * insert triggers to code */
+                                    * insert triggers to code, push */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2695,6 +2697,7 @@ TEST(store_search_migration_backfills) {
                               " DROP TRIGGER events_media_keep;"   /* media (10 -> 11 dropped events_media_ai) */
                               " DROP TRIGGER events_media_del; DROP TRIGGER events_media_ad;"
                               " DROP TABLE media; DROP TABLE media_refs;"
+                              " DROP TABLE push_devices; DROP TABLE push_outbox;"   /* 11 -> 12 */
                               " PRAGMA user_version = 5;"), SQLITE_OK);
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     CHECK_EQ(t_found(&t, a, "heron", 0, 1), 1);
@@ -3588,6 +3591,7 @@ TEST(store_event_insert_queues_and_references_once) {
                           " BEGIN INSERT OR IGNORE INTO media_refs(media_id, conv_id, seq)"
                           " SELECT json_extract(a.value, '$.id'), new.conv_id, new.seq"
                           " FROM json_each(new.data, '$.attachments') a; END;"
+                          "DROP TABLE push_devices; DROP TABLE push_outbox;"   /* 11 -> 12 */
                           "PRAGMA user_version = 10;"), SQLITE_OK);
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     pl_media m;
@@ -3690,4 +3694,428 @@ TEST(store_media_attachments_refs) {
     pl_job_release(&j);
     CHECK_EQ(t_media_get(&t, 77, a, NULL), PL_STORE_ENOTFOUND);
     t_finish(&t);
+}
+
+/* ---- push notifications (store.h invariant 10) ------------------------------ */
+
+/* Registers token on platform for user's login; the result, *id, *created
+ * and *why (each when given). */
+static int t_push_reg(tstore *t, int64_t user, int64_t login, int platform, const char *token, int64_t *id,
+                      int *created, const char **why) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_PUSH_REGISTER);
+    j.user = user;
+    j.id = login;
+    j.platform = platform;
+    j.token = token;
+    int rc = t_run1(t, &j);
+    if (id) *id = j.out_id;
+    if (created) *created = j.created;
+    if (why) *why = j.why;
+    return rc;
+}
+
+static int t_push_unreg(tstore *t, int64_t user, int64_t device) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_PUSH_UNREGISTER);
+    j.user = user;
+    j.id = device;
+    return t_run1(t, &j);
+}
+
+/* The user's push devices into j (the caller releases it). */
+static int t_push_devices(tstore *t, pl_job *j, int64_t user) {
+    t_init(t, j, PL_READ_PUSH_DEVICES);
+    j->user = user;
+    return t_read(t, j);
+}
+
+/* Claims up to limit outbox rows leased until expires: their number (ids
+ * into out, at most cap), or -(1000 - error). */
+static int t_push_claim(tstore *t, int limit, int64_t expires, int64_t *out, size_t cap) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_PUSH_CLAIM);
+    j.limit = limit;
+    j.expires = expires;
+    if (t_run(t, &j, 1) != 0) return -1099;
+    int n = j.result ? -(1000 - j.result) : (int)j.nout;
+    for (size_t i = 0; i < j.nout; i++) {
+        if (i > 0 && j.out_ids[i] <= j.out_ids[i - 1]) n = -2000;   /* ascending */
+        if (i < cap) out[i] = j.out_ids[i];
+    }
+    pl_job_release(&j);
+    return n;
+}
+
+static int t_push_done(tstore *t, const int64_t *ids, size_t nids, const int64_t *dead, size_t ndead,
+                       const pl_push_retry *retries, size_t nretries, int64_t expires) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_PUSH_DONE);
+    j.ids = ids;
+    j.nids = nids;
+    j.dead = dead;
+    j.ndead = ndead;
+    j.retries = retries;
+    j.nretries = nretries;
+    j.expires = expires;
+    return t_run1(t, &j);
+}
+
+/* The notifications of outbox rows ids into j (the caller releases it). */
+static int t_push_targets(tstore *t, pl_job *j, const int64_t *ids, size_t n) {
+    t_init(t, j, PL_READ_PUSH_TARGETS);
+    j->ids = ids;
+    j->nids = n;
+    return t_read(t, j);
+}
+
+static int t_notify_set(tstore *t, int64_t conv, int64_t user, int level) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_NOTIFY_SET);
+    j.conv = conv;
+    j.user = user;
+    j.level = level;
+    return t_run1(t, &j);
+}
+
+static int t_revoke(tstore *t, int64_t login) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_LOGIN_REVOKE);
+    j.id = login;
+    return t_run1(t, &j);
+}
+
+#define T_FAR (4102444800000LL)          /* 2100: a lease that does not end in a test */
+
+/* Registration: one row per (platform, token), moved between logins and
+ * users, the cap, live logins only; unregister; a revoke takes the
+ * login's devices. */
+TEST(store_push_devices) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob");
+    int64_t la = t_login(&t, a), la2 = t_login(&t, a), lb = t_login(&t, b), lr = t_login(&t, a);
+    CHECK(la > 0 && la2 > 0 && lb > 0 && lr > 0);
+    int64_t d1 = 0, id = 0;
+    int created = -1;
+    const char *why = NULL;
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_FCM, "tokA", &d1, &created, NULL), PL_STORE_OK);
+    CHECK(d1 > 0);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_FCM, "tokA", &id, &created, NULL), PL_STORE_OK);   /* again */
+    CHECK_EQ(id, d1);
+    CHECK_EQ(created, 0);
+    /* another platform, same text: another device */
+    int64_t d2 = 0;
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_APNS, "tokA", &d2, &created, NULL), PL_STORE_OK);
+    CHECK(d2 > d1);
+    CHECK_EQ(created, 1);
+    /* not a's login; a revoked login; an expired one */
+    CHECK_EQ(t_push_reg(&t, a, lb, PL_PUSH_FCM, "tokX", NULL, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_revoke(&t, lr), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, a, lr, PL_PUSH_FCM, "tokX", NULL, NULL, NULL), PL_STORE_ENOTFOUND);
+    pl_job j;
+    t_init(&t, &j, PL_JOB_LOGIN_CREATE);
+    j.user = a;
+    j.expires = 1;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, a, j.out_id, PL_PUSH_FCM, "tokX", NULL, NULL, NULL), PL_STORE_ENOTFOUND);
+
+    /* the token moves to bob's login: alice no longer lists it */
+    CHECK_EQ(t_push_reg(&t, b, lb, PL_PUSH_FCM, "tokA", &id, &created, NULL), PL_STORE_OK);
+    CHECK_EQ(id, d1);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_push_devices(&t, &j, a), PL_STORE_OK);
+    CHECK_EQ(j.npush_devices, 1);
+    CHECK_EQ(j.push_devices[0].id, d2);
+    CHECK_EQ(j.push_devices[0].platform, PL_PUSH_APNS);
+    pl_job_release(&j);
+    CHECK_EQ(t_push_devices(&t, &j, b), PL_STORE_OK);
+    CHECK_EQ(j.npush_devices, 1);
+    CHECK_EQ(j.push_devices[0].id, d1);
+    CHECK_EQ(j.push_devices[0].user, b);
+    CHECK_EQ(j.push_devices[0].login, lb);
+    CHECK_EQ(j.push_devices[0].platform, PL_PUSH_FCM);
+    CHECK_STR(j.push_devices[0].token, "tokA");
+    CHECK(j.push_devices[0].created > 0);
+    pl_job_release(&j);
+    /* and back to alice's other login */
+    CHECK_EQ(t_push_reg(&t, a, la2, PL_PUSH_FCM, "tokA", &id, &created, NULL), PL_STORE_OK);
+    CHECK_EQ(id, d1);
+    CHECK_EQ(created, 1);
+
+    /* the cap: alice holds 2; new tokens up to PL_PUSH_DEVICES_MAX */
+    char tok[32];
+    for (int i = 2; i < PL_PUSH_DEVICES_MAX; i++) {
+        snprintf(tok, sizeof tok, "cap%d", i);
+        CHECK_EQ(t_push_reg(&t, a, i % 2 ? la : la2, PL_PUSH_WEBHOOK, tok, NULL, &created, NULL), PL_STORE_OK);
+        CHECK_EQ(created, 1);
+    }
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_WEBHOOK, "one too many", NULL, NULL, &why), PL_STORE_EINVAL);
+    CHECK_STR(why, "too many push devices");
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_WEBHOOK, "cap3", NULL, &created, NULL), PL_STORE_OK);   /* held */
+    CHECK_EQ(created, 0);
+    CHECK_EQ(t_push_devices(&t, &j, a), PL_STORE_OK);
+    CHECK_EQ(j.npush_devices, PL_PUSH_DEVICES_MAX);
+    int ascending = 1;
+    for (size_t i = 1; i < j.npush_devices; i++) ascending &= j.push_devices[i].id > j.push_devices[i - 1].id;
+    CHECK(ascending);
+    pl_job_release(&j);
+
+    /* unregister: only one's own */
+    CHECK_EQ(t_push_unreg(&t, b, d2), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_push_unreg(&t, a, d2), PL_STORE_OK);
+    CHECK_EQ(t_push_unreg(&t, a, d2), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_WEBHOOK, "room again", NULL, &created, NULL), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+
+    /* rotating a login's refresh token keeps its devices */
+    CHECK_EQ(t_push_devices(&t, &j, a), PL_STORE_OK);
+    size_t before_rotate = j.npush_devices;
+    pl_job_release(&j);
+    t_init(&t, &j, PL_JOB_LOGIN_ROTATE);
+    j.id = la;
+    memset(j.hash, 7, sizeof j.hash);             /* t_login's */
+    memset(j.hash2, 8, sizeof j.hash2);
+    j.expires = (int64_t)time(NULL) * 1000 + 3600 * 1000;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(t_push_devices(&t, &j, a), PL_STORE_OK);
+    CHECK_EQ(j.npush_devices, before_rotate);
+    pl_job_release(&j);
+
+    /* revoking la takes its devices; la2's stay */
+    CHECK_EQ(t_push_devices(&t, &j, a), PL_STORE_OK);
+    size_t on_la = 0, total = j.npush_devices;
+    for (size_t i = 0; i < j.npush_devices; i++) on_la += j.push_devices[i].login == la;
+    pl_job_release(&j);
+    CHECK(on_la > 0 && on_la < total);
+    CHECK_EQ(t_revoke(&t, la), PL_STORE_OK);
+    CHECK_EQ(t_push_devices(&t, &j, a), PL_STORE_OK);
+    CHECK_EQ(j.npush_devices, total - on_la);
+    int none_left = 1;
+    for (size_t i = 0; i < j.npush_devices; i++) none_left &= j.push_devices[i].login == la2;
+    CHECK(none_left);
+    pl_job_release(&j);
+    t_finish(&t);
+}
+
+/* The outbox: a row per MESSAGE only with opts.push; claims lease the
+ * oldest free rows, a leased row is not claimed again before its lease
+ * ends, a retry frees it, PL_PUSH_ATTEMPTS claims drop it; done deletes
+ * rows and dead devices. Leases are set in the past (free at once) or far
+ * ahead, so nothing waits on the clock. */
+TEST(store_push_outbox_claims) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t g = t_group(&t, a, "g", &b, 1);
+    CHECK(g > 0);
+    CHECK_EQ(t_send(&t, g, a, "before push"), 2);
+    int64_t ids[16];
+    CHECK_EQ(t_push_claim(&t, 100, T_FAR, ids, 16), 0);          /* push off: no rows */
+
+    t.push = 1;
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    CHECK_EQ(t_push_claim(&t, 100, T_FAR, ids, 16), 0);
+    int64_t g2 = t_group(&t, a, "g2", &b, 1);                     /* created: no row */
+    CHECK(g2 > 0);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, c, NULL), PL_STORE_OK);   /* member_added: none */
+    CHECK_EQ(t_push_claim(&t, 100, T_FAR, ids, 16), 0);
+    /* three sends in one batch (one run), one alone, a dup, an action */
+    pl_job s[4];
+    t_send_init(&t, &s[0], g, a, "m1", "one");
+    t_send_init(&t, &s[1], g, b, "m2", "two");
+    t_send_init(&t, &s[2], g2, a, "m3", "three");
+    t_send_init(&t, &s[3], g, a, "m1", "one");                     /* a dup: nothing new */
+    CHECK_EQ(t_run(&t, s, 4), 0);
+    CHECK_EQ(s[3].dup, 1);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(s[i].result, PL_STORE_OK);
+        pl_job_release(&s[i]);
+    }
+    int64_t m4 = t_send(&t, g, c, "m4");
+    CHECK(m4 > 0);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, b, m4, "\xF0\x9F\x91\x8D", 0, NULL, NULL), PL_STORE_OK);
+
+    /* four rows: the oldest two, then the rest, then none while leased */
+    int64_t r[4];
+    CHECK_EQ(t_push_claim(&t, 2, T_FAR, r, 2), 2);
+    CHECK_EQ(t_push_claim(&t, 100, T_FAR, r + 2, 2), 2);
+    CHECK(r[0] < r[1] && r[1] < r[2] && r[2] < r[3]);
+    CHECK_EQ(t_push_claim(&t, 100, T_FAR, ids, 16), 0);
+    /* which message each row is: the targets read says (one row each) */
+    pl_job tj;
+    CHECK_EQ(t_push_targets(&t, &tj, r, 4), PL_STORE_OK);        /* nobody has a device yet */
+    CHECK_EQ(tj.npushes, 0);
+    pl_job_release(&tj);
+
+    /* done: r[0] finished, a device dead, r[1] retried with a lease already
+     * over; r[2] and r[3] stay leased far ahead */
+    int64_t dev = 0;
+    int64_t lb = t_login(&t, b);
+    CHECK_EQ(t_push_reg(&t, b, lb, PL_PUSH_FCM, "dead one", &dev, NULL, NULL), PL_STORE_OK);
+    pl_push_retry rt = {.id = r[1], .devices = &dev, .ndevices = 1};
+    CHECK_EQ(t_push_done(&t, &r[0], 1, &dev, 1, &rt, 1, 1), PL_STORE_OK);
+    CHECK_EQ(t_push_devices(&t, &tj, b), PL_STORE_OK);           /* the dead device is gone */
+    CHECK_EQ(tj.npush_devices, 0);
+    pl_job_release(&tj);
+    /* r[1] comes back (a lease in the past: free again at once), counting
+     * its claims: the first was above, PL_PUSH_ATTEMPTS in all */
+    for (int i = 2; i <= PL_PUSH_ATTEMPTS; i++) {
+        CHECK_EQ(t_push_claim(&t, 100, 1, ids, 16), 1);
+        CHECK_EQ(ids[0], r[1]);
+    }
+    CHECK_EQ(t_push_claim(&t, 100, 1, ids, 16), 0);               /* out of attempts: dropped */
+    rt.ndevices = 0;
+    CHECK_EQ(t_push_done(&t, NULL, 0, NULL, 0, &rt, 1, 1), PL_STORE_OK);   /* gone: nothing to free */
+    CHECK_EQ(t_push_claim(&t, 100, 1, ids, 16), 0);
+    /* r[0] is deleted; a retry frees r[2] */
+    rt.id = r[2];
+    CHECK_EQ(t_push_done(&t, NULL, 0, NULL, 0, &rt, 1, 1), PL_STORE_OK);
+    CHECK_EQ(t_push_claim(&t, 100, T_FAR, ids, 16), 1);
+    CHECK_EQ(ids[0], r[2]);
+
+    /* nothing is written without push, again: only the old rows are left
+     * (SQLite frees every lease at open: they were a dead process's) */
+    t.push = 0;
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    CHECK(t_send(&t, g, a, "m5") > 0);
+    int n = t_push_claim(&t, 100, T_FAR, ids, 16);
+    CHECK(n >= 0 && n <= 2);
+    for (int i = 0; i < n; i++) CHECK(ids[i] == r[2] || ids[i] == r[3]);
+    t_finish(&t);
+}
+
+/* The notifications of claimed rows: members but the sender who joined
+ * at or before the message, by level (all; mentions only when mentioned;
+ * none), on the devices of live logins (a retried row: only its devices);
+ * none for a deleted message; a ciphertext message has no body. */
+TEST(store_push_targets) {
+    tstore t;
+    memset(&t, 0, sizeof t);
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    t.push = 1;
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol"), d = t_user(&t, "dave"),
+            e = t_user(&t, "erin"), f = t_user(&t, "frank");
+    int64_t la = t_login(&t, a), lb1 = t_login(&t, b), lb2 = t_login(&t, b), lc = t_login(&t, c),
+            ld = t_login(&t, d), le = t_login(&t, e), lf = t_login(&t, f), lf2 = t_login(&t, f);
+    int64_t da, db1, db2, dc, dd, de, df, df2;
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_FCM, "ta", &da, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, b, lb1, PL_PUSH_FCM, "tb1", &db1, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, b, lb2, PL_PUSH_APNS, "tb2", &db2, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, c, lc, PL_PUSH_FCM, "tc", &dc, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, d, ld, PL_PUSH_FCM, "td", &dd, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, e, le, PL_PUSH_WEBHOOK, "te", &de, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, f, lf, PL_PUSH_FCM, "tf", &df, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, f, lf2, PL_PUSH_FCM, "tf2", &df2, NULL, NULL), PL_STORE_OK);
+    int64_t m[] = {b, c, d, f};
+    int64_t g = t_group(&t, a, "crew", m, 4);
+    CHECK(g > 0);
+    CHECK_EQ(t_notify_set(&t, g, c, PL_NOTIFY_MENTIONS), PL_STORE_OK);
+    CHECK_EQ(t_notify_set(&t, g, d, PL_NOTIFY_NONE), PL_STORE_OK);
+    /* frank: one login revoked, the other expired (rotated to a past expiry) */
+    CHECK_EQ(t_revoke(&t, lf), PL_STORE_OK);
+    pl_job j;
+    t_init(&t, &j, PL_JOB_LOGIN_ROTATE);
+    j.id = lf2;
+    memset(j.hash, 7, sizeof j.hash);
+    memset(j.hash2, 8, sizeof j.hash2);
+    j.expires = 1;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+
+    int64_t s1 = t_say(&t, g, a, "hello all", 0, NULL, NULL);
+    int64_t s2 = t_say(&t, g, a, "hi @carol and @dave", 0, NULL, NULL);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, e, NULL), PL_STORE_OK);   /* after s1, s2 */
+    int64_t s3 = t_say(&t, g, b, "from bob", 0, NULL, NULL);
+    int64_t s4 = t_say(&t, g, a, "regret", 0, NULL, NULL);
+    CHECK(s1 > 0 && s2 == s1 + 1 && s3 == s2 + 2 && s4 == s3 + 1);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, a, s4, NULL, 0, NULL, NULL), PL_STORE_OK);
+    int64_t r[8];
+    CHECK_EQ(t_push_claim(&t, 100, T_FAR, r, 8), 4);              /* s1 .. s4, in order */
+
+    /* expected: (row, user, device, mention), by row, user, device */
+    struct { int row; int64_t user, device; int mention; } want[] = {
+        {0, b, db1, 0}, {0, b, db2, 0},                 /* s1: carol only when mentioned, dave never */
+        {1, b, db1, 0}, {1, b, db2, 0}, {1, c, dc, 1},  /* s2: dave muted though named */
+        {2, a, da, 0}, {2, e, de, 0},                   /* s3: not bob's own; erin joined before it */
+    };
+    size_t nwant = sizeof want / sizeof want[0];
+    int64_t seqs[] = {s1, s2, s3};
+    const char *bodies[] = {"hello all", "hi @carol and @dave", "from bob"};
+    int64_t senders[] = {a, a, b};
+    CHECK_EQ(t_push_targets(&t, &j, r, 4), PL_STORE_OK);
+    CHECK_EQ(j.npushes, nwant);
+    for (size_t i = 0; i < nwant; i++) {
+        const pl_push *p = &j.pushes[i];
+        int row = want[i].row;
+        CHECK_EQ(p->outbox, r[row]);
+        CHECK_EQ(p->conv, g);
+        CHECK_EQ(p->seq, seqs[row]);
+        CHECK(p->id > 0 && p->ts > 0);
+        CHECK_EQ(p->sender, senders[row]);
+        CHECK_STR(p->sender_name, senders[row] == a ? "alice" : "bob");
+        CHECK_EQ(p->conv_kind, PL_CONV_GROUP);
+        CHECK_STR(p->title, "crew");
+        CHECK_STR(p->body, bodies[row]);
+        CHECK_EQ(p->body_len, strlen(bodies[row]));
+        CHECK_EQ(p->user, want[i].user);
+        CHECK_EQ(p->device, want[i].device);
+        CHECK_EQ(p->mention, want[i].mention);
+        CHECK_STR(p->token, p->device == da ? "ta" : p->device == db1 ? "tb1" : p->device == db2 ? "tb2"
+                            : p->device == dc ? "tc" : "te");
+        CHECK_EQ(p->platform, p->device == db2 ? PL_PUSH_APNS : p->device == de ? PL_PUSH_WEBHOOK : PL_PUSH_FCM);
+    }
+    pl_event ev;
+    CHECK_EQ(t_event_at(&t, g, b, s1, &ev), 0);
+    CHECK_EQ(j.pushes[0].id, ev.id);
+    CHECK_EQ(j.pushes[0].ts, ev.ts);
+    pl_event_release(&ev);
+    pl_job_release(&j);
+    CHECK_EQ(t_push_targets(&t, &j, &r[3], 1), PL_STORE_OK);      /* deleted: nothing */
+    CHECK_EQ(j.npushes, 0);
+    pl_job_release(&j);
+
+    /* a retry of s1 to bob's second device only; to no device: nothing */
+    pl_push_retry rt[2] = {{.id = r[0], .devices = &db2, .ndevices = 1}, {.id = r[1], .ndevices = 0}};
+    CHECK_EQ(t_push_done(&t, NULL, 0, NULL, 0, rt, 2, T_FAR), PL_STORE_OK);
+    CHECK_EQ(t_push_targets(&t, &j, r, 2), PL_STORE_OK);
+    CHECK_EQ(j.npushes, 1);
+    CHECK_EQ(j.pushes[0].outbox, r[0]);
+    CHECK_EQ(j.pushes[0].device, db2);
+    pl_job_release(&j);
+    /* a device unregistered or revoked later is not pushed to either */
+    CHECK_EQ(t_revoke(&t, le), PL_STORE_OK);
+    CHECK_EQ(t_push_unreg(&t, a, da), PL_STORE_OK);
+    CHECK_EQ(t_push_targets(&t, &j, &r[2], 1), PL_STORE_OK);
+    CHECK_EQ(j.npushes, 0);
+    pl_job_release(&j);
+
+    /* a ciphertext message: a notification without a body; a direct
+     * conversation has no title */
+    t_init(&t, &j, PL_JOB_DIRECT_OPEN);
+    j.user = a;
+    j.peer = b;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    int64_t dm = j.out_id;
+    t_init(&t, &j, PL_JOB_CONV_E2EE);
+    j.conv = dm;
+    j.user = a;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    t_send_init(&t, &j, dm, a, "c1", "");
+    j.ciphertext = "[{\"device\":1,\"type\":0,\"body\":\"Y2lwaGVy\"}]";
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    CHECK_EQ(t_push_claim(&t, 100, T_FAR, r, 8), 1);
+    CHECK_EQ(t_push_targets(&t, &j, r, 1), PL_STORE_OK);
+    CHECK_EQ(j.npushes, 2);                                       /* bob's two devices */
+    CHECK_EQ(j.pushes[0].user, b);
+    CHECK(j.pushes[0].body == NULL);
+    CHECK_EQ(j.pushes[0].body_len, 0);
+    CHECK(j.pushes[0].title == NULL);
+    CHECK_EQ(j.pushes[0].conv_kind, PL_CONV_DIRECT);
+    pl_job_release(&j);
+    t_finish(&t);
+    (void)dd;
+    (void)df;
+    (void)df2;
 }

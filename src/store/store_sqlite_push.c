@@ -1,0 +1,317 @@
+/* store_sqlite_push.c — push notifications in the SQLite backend (store.h
+ * invariant 10): the devices logins registered, the outbox's claims and
+ * completions, and the read that turns claimed rows into notifications.
+ *
+ * Owns: the SQL of push_devices and push_outbox, except the outbox row a
+ * MESSAGE's append writes (W_PUSH_OUTBOX, store_sqlite_write.c). The write
+ * jobs run on the writer thread inside a savepoint; one writer means a row
+ * is claimed by one worker at a time. These jobs are rare next to sends
+ * (a claim per worker pass): their statements are prepared on use.
+ * Does not own: sending (src/push/), who is online (chat/presence.c).
+ */
+#include "sqlite_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+
+#define P_ERR (-1000)     /* a statement failed (SQLite code in *src)       */
+
+static sqlite3_stmt *p_prep(sqlite3 *db, const char *sql, int *src) {
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        *src = rc;
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* Runs sql with its parameters given by fmt, one letter each: 'i' an
+ * int64_t, 't' a string (borrowed). 1 when it returned a row (*out =
+ * column 0 when out), 0 when none, P_ERR on failure. */
+static int p_run(sqlite3 *db, int *src, int64_t *out, const char *sql, const char *fmt, ...) {
+    sqlite3_stmt *st = p_prep(db, sql, src);
+    if (!st) return P_ERR;
+    va_list ap;
+    va_start(ap, fmt);
+    for (int i = 0; fmt[i]; i++) {
+        if (fmt[i] == 'i') sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        else sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_STATIC);
+    }
+    va_end(ap);
+    int rc = sqlite3_step(st);
+    int found = rc == SQLITE_ROW;
+    if (found && out) *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        *src = rc;
+        return P_ERR;
+    }
+    return found;
+}
+
+/* ---- the writer's jobs ----------------------------------------------------- */
+
+static int p_fatal(sq_store *s, int src) { return sq_w_fatal(s, src, "push statement"); }
+
+static int p_register(sq_store *s, pl_job *j, int64_t now) {
+    int src = 0;
+    size_t tlen = j->token ? strlen(j->token) : 0;
+    if (j->platform < PL_PUSH_WEBHOOK || j->platform > PL_PUSH_APNS || !tlen || tlen > PL_PUSH_TOKEN_MAX) {
+        j->why = "bad platform or token";
+        return PL_STORE_EINVAL;
+    }
+    int64_t id = 0, login = 0, held = 0;
+    int rc = p_run(s->wdb, &src, NULL,
+                   "SELECT 1 FROM logins WHERE id = ?1 AND user_id = ?2 AND revoked = 0 AND expires > ?3", "iii",
+                   j->id, j->user, now);
+    if (rc <= 0) return rc < 0 ? p_fatal(s, src) : PL_STORE_ENOTFOUND;
+    rc = p_run(s->wdb, &src, &id, "SELECT id FROM push_devices WHERE platform = ?1 AND token = ?2", "it",
+               (int64_t)j->platform, j->token);
+    if (rc < 0) return p_fatal(s, src);
+    if (rc) {
+        if (p_run(s->wdb, &src, &login, "SELECT login FROM push_devices WHERE id = ?1", "i", id) < 0)
+            return p_fatal(s, src);
+        j->out_id = id;
+        if (login == j->id) return PL_STORE_OK;          /* already this login's */
+    }
+    if (p_run(s->wdb, &src, &held, "SELECT count(*) FROM push_devices WHERE user_id = ?1 AND id <> ?2", "ii",
+              j->user, id) < 0)                          /* a move between its logins adds none */
+        return p_fatal(s, src);
+    if (held >= PL_PUSH_DEVICES_MAX) {
+        j->why = "too many push devices";
+        return PL_STORE_EINVAL;
+    }
+    if (id)                                              /* the device changed accounts */
+        rc = p_run(s->wdb, &src, NULL, "UPDATE push_devices SET user_id = ?1, login = ?2, created = ?3 WHERE id = ?4",
+                   "iiii", j->user, j->id, now, id);
+    else
+        rc = p_run(s->wdb, &src, &id,
+                   "INSERT INTO push_devices(user_id, login, platform, token, created)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5) RETURNING id",
+                   "iiiti", j->user, j->id, (int64_t)j->platform, j->token, now);
+    if (rc < 0) return p_fatal(s, src);
+    j->out_id = id;
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
+static int p_unregister(sq_store *s, pl_job *j) {
+    int src = 0;
+    int rc = p_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE id = ?1 AND user_id = ?2 RETURNING id", "ii",
+                   j->id, j->user);
+    if (rc < 0) return p_fatal(s, src);
+    return rc ? PL_STORE_OK : PL_STORE_ENOTFOUND;
+}
+
+static int p_claim(sq_store *s, pl_job *j, int64_t now) {
+    int src = 0;
+    int64_t dropped = 0;
+    if (p_run(s->wdb, &src, &dropped, "SELECT count(*) FROM push_outbox WHERE lease < ?1 AND attempts >= ?2", "ii",
+              now, (int64_t)PL_PUSH_ATTEMPTS) < 0 ||
+        (dropped && p_run(s->wdb, &src, NULL, "DELETE FROM push_outbox WHERE lease < ?1 AND attempts >= ?2", "ii",
+                          now, (int64_t)PL_PUSH_ATTEMPTS) < 0))
+        return p_fatal(s, src);
+    if (dropped)
+        pl_log(PL_LOG_WARN, 0, "push: notifications dropped after their last attempt", "\"rows\":%lld",
+               (long long)dropped);
+    sqlite3_stmt *st = p_prep(s->wdb,
+                              "UPDATE push_outbox SET lease = ?2, attempts = attempts + 1 WHERE id IN"
+                              " (SELECT id FROM push_outbox WHERE lease < ?1 ORDER BY id LIMIT ?3) RETURNING id",
+                              &src);
+    if (!st) return p_fatal(s, src);
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, j->expires);
+    sqlite3_bind_int64(st, 3, j->limit > 0 ? j->limit : 1);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (j->nout == cap) {
+            cap = cap ? cap * 2 : 16;
+            j->out_ids = pl_realloc(j->out_ids, cap * sizeof *j->out_ids);
+        }
+        j->out_ids[j->nout++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return p_fatal(s, rc);
+    for (size_t a = 1; a < j->nout; a++)                 /* RETURNING has no order */
+        for (size_t b = a; b > 0 && j->out_ids[b - 1] > j->out_ids[b]; b--) {
+            int64_t t = j->out_ids[b];
+            j->out_ids[b] = j->out_ids[b - 1];
+            j->out_ids[b - 1] = t;
+        }
+    return PL_STORE_OK;
+}
+
+static int p_done(sq_store *s, pl_job *j) {
+    int src = 0;
+    for (size_t i = 0; i < j->nids; i++)
+        if (p_run(s->wdb, &src, NULL, "DELETE FROM push_outbox WHERE id = ?1", "i", j->ids[i]) < 0)
+            return p_fatal(s, src);
+    for (size_t i = 0; i < j->ndead; i++)
+        if (p_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE id = ?1", "i", j->dead[i]) < 0)
+            return p_fatal(s, src);
+    for (size_t i = 0; i < j->nretries; i++) {
+        const pl_push_retry *r = &j->retries[i];
+        char *only = pl_malloc(r->ndevices * 21 + 1);
+        size_t n = 0;
+        only[0] = '\0';
+        for (size_t d = 0; d < r->ndevices; d++)
+            n += (size_t)sprintf(only + n, "%s%lld", d ? "," : "", (long long)r->devices[d]);
+        int rc = p_run(s->wdb, &src, NULL, "UPDATE push_outbox SET lease = ?1, only_devices = ?2 WHERE id = ?3", "iti",
+                       j->expires, only, r->id);
+        free(only);
+        if (rc < 0) return p_fatal(s, src);
+    }
+    return PL_STORE_OK;
+}
+
+int sq_job_push(sq_store *s, pl_job *j, int64_t now) {
+    switch (j->op) {
+    case PL_JOB_PUSH_REGISTER:   return p_register(s, j, now);
+    case PL_JOB_PUSH_UNREGISTER: return p_unregister(s, j);
+    case PL_JOB_PUSH_CLAIM:      return p_claim(s, j, now);
+    case PL_JOB_PUSH_DONE:       return p_done(s, j);
+    default:                     return PL_STORE_EINVAL;
+    }
+}
+
+int sq_push_forget_login(sq_store *s, int64_t login) {
+    int src = 0;
+    if (p_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE login = ?1", "i", login) < 0)
+        return p_fatal(s, src);
+    return PL_STORE_OK;
+}
+
+/* ---- reads ------------------------------------------------------------------ */
+
+static int p_read_devices(sq_reader *r, pl_job *j) {
+    int src = 0;
+    sqlite3_stmt *st = p_prep(r->db,
+                              "SELECT id, login, platform, token, created FROM push_devices WHERE user_id = ?1"
+                              " ORDER BY id", &src);
+    if (!st) return PL_STORE_EUNAVAIL;
+    sqlite3_bind_int64(st, 1, j->user);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (j->npush_devices == cap) {
+            cap = cap ? cap * 2 : 4;
+            j->push_devices = pl_realloc(j->push_devices, cap * sizeof *j->push_devices);
+        }
+        pl_push_device *d = &j->push_devices[j->npush_devices++];
+        d->id = sqlite3_column_int64(st, 0);
+        d->user = j->user;
+        d->login = sqlite3_column_int64(st, 1);
+        d->platform = sqlite3_column_int(st, 2);
+        d->token = sq_col_text(st, 3, NULL);
+        d->created = sqlite3_column_int64(st, 4);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
+}
+
+/* Whether device id is in the comma-separated list only (NULL: all are). */
+static int p_only_has(const char *only, int64_t id) {
+    if (!only) return 1;
+    for (const char *p = only; *p;) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p) return 0;
+        if (v == id) return 1;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* One query per claimed row: its message (not deleted), the conversation,
+ * the sender's name, and each (member, device) the level lets through. */
+static const char *const targets_sql =
+    "SELECT o.only_devices, e.conv_id, e.seq, e.id, e.ts, e.sender, u.username, c.kind, c.title, e.body,"
+    "  m.user_id, EXISTS (SELECT 1 FROM mentions x WHERE x.conv_id = e.conv_id AND x.user_id = m.user_id"
+    "    AND x.seq = e.seq) AS mentioned, d.id, d.platform, d.token, m.notify"
+    " FROM push_outbox o"
+    " JOIN events e ON e.conv_id = o.conv_id AND e.seq = o.seq AND e.kind = 2 AND e.deleted_ts = 0"
+    " JOIN conversations c ON c.id = e.conv_id"
+    " JOIN users u ON u.id = e.sender"
+    " JOIN members m ON m.conv_id = e.conv_id AND m.user_id <> e.sender AND m.joined_seq <= e.seq"
+    "   AND m.notify <> 2"                               /* PL_NOTIFY_NONE */
+    " JOIN push_devices d ON d.user_id = m.user_id"
+    " JOIN logins l ON l.id = d.login AND l.revoked = 0 AND l.expires > ?2"
+    " WHERE o.id = ?1 ORDER BY m.user_id, d.id";
+
+static int p_read_targets(sq_reader *r, pl_job *j) {
+    int src = 0;
+    sqlite3_stmt *st = p_prep(r->db, targets_sql, &src);
+    if (!st) {
+        pl_log(PL_LOG_ERROR, 0, "store: push targets statement", "\"err\":\"%s\"", sqlite3_errmsg(r->db));
+        return PL_STORE_EUNAVAIL;
+    }
+    int64_t now = pl_now_ms();
+    int rc = SQLITE_DONE;
+    size_t cap = 0;
+    int64_t *ids = pl_malloc((j->nids ? j->nids : 1) * sizeof *ids);
+    memcpy(ids, j->ids, j->nids * sizeof *ids);
+    for (size_t a = 1; a < j->nids; a++)                 /* rows in id order */
+        for (size_t b = a; b > 0 && ids[b - 1] > ids[b]; b--) {
+            int64_t t = ids[b];
+            ids[b] = ids[b - 1];
+            ids[b - 1] = t;
+        }
+    for (size_t i = 0; i < j->nids && rc == SQLITE_DONE; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, ids[i]);
+        sqlite3_bind_int64(st, 2, now);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *only = (const char *)sqlite3_column_text(st, 0);
+            int mentioned = sqlite3_column_int(st, 11);
+            if (sqlite3_column_int(st, 15) == PL_NOTIFY_MENTIONS && !mentioned) continue;
+            if (!p_only_has(only, sqlite3_column_int64(st, 12))) continue;
+            if (j->npushes == cap) {
+                cap = cap ? cap * 2 : 16;
+                j->pushes = pl_realloc(j->pushes, cap * sizeof *j->pushes);
+            }
+            pl_push *p = &j->pushes[j->npushes];
+            memset(p, 0, sizeof *p);
+            p->outbox = ids[i];
+            p->conv = sqlite3_column_int64(st, 1);
+            p->seq = sqlite3_column_int64(st, 2);
+            p->id = (uint64_t)sqlite3_column_int64(st, 3);
+            p->ts = sqlite3_column_int64(st, 4);
+            p->sender = sqlite3_column_int64(st, 5);
+            const char *name = (const char *)sqlite3_column_text(st, 6);
+            snprintf(p->sender_name, sizeof p->sender_name, "%s", name ? name : "");
+            p->conv_kind = sqlite3_column_int(st, 7);
+            p->title = sq_col_text(st, 8, NULL);
+            p->body = sq_col_text(st, 9, &p->body_len);
+            if (p->body && !p->body_len) {
+                free(p->body);
+                p->body = NULL;
+            }
+            p->user = sqlite3_column_int64(st, 10);
+            p->mention = mentioned;
+            p->device = sqlite3_column_int64(st, 12);
+            p->platform = sqlite3_column_int(st, 13);
+            p->token = sq_col_text(st, 14, NULL);
+            j->npushes++;
+        }
+    }
+    free(ids);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        pl_log(PL_LOG_ERROR, 0, "store: push targets read failed", "\"err\":\"%s\"", sqlite3_errmsg(r->db));
+        return PL_STORE_EUNAVAIL;
+    }
+    return PL_STORE_OK;
+}
+
+int sq_read_push(sq_reader *r, pl_job *j) {
+    return j->op == PL_READ_PUSH_DEVICES ? p_read_devices(r, j) : p_read_targets(r, j);
+}
