@@ -226,6 +226,14 @@ static void authed_route(pl_http_ctx *ctx) {
         else h_user(ctx, s[1].p, s[1].n);
         return;
     }
+    /* push notification devices (api_push.c) */
+    if (n >= 2 && seg_is(s[0], "push") && seg_is(s[1], "devices")) {
+        int64_t id = n == 3 ? api_parse_id(s[2].p, s[2].n) : 0;
+        if (n == 2) h_push_devices(ctx);
+        else if (ctx->req.method != PL_HTTP_DELETE) method_not_allowed(ctx);
+        else if (path_id_ok(ctx, id, "no such device")) h_push_device(ctx, id);
+        return;
+    }
     /* end-to-end encryption (api_keys.c) */
     if (n == 1 && seg_is(s[0], "keys")) {
         h_keys(ctx);
@@ -427,6 +435,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
                 (n == 2 && (seg_is(s[0], "users") || seg_is(s[0], "conversations"))) ||
                 (n >= 3 && n <= 5 && seg_is(s[0], "conversations")) ||
                 (n == 1 && seg_is(s[0], "keys")) ||                       /* e2ee: api_keys.c */
+                ((n == 2 || n == 3) && seg_is(s[0], "push") && seg_is(s[1], "devices")) ||  /* api_push.c */
                 (n >= 1 && n <= 3 && seg_is(s[0], "media")) ||             /* api_media.c */
                 (n == 3 && seg_is(s[0], "users") && (seg_is(s[2], "devices") || seg_is(s[2], "bundle")));
     if (!known) {

@@ -106,6 +106,10 @@ void h_conv_e2ee(pl_http_ctx *ctx, int64_t conv);      /* POST /conversations/{i
 void h_media_route(pl_http_ctx *ctx, pl_str *s, size_t n);      /* s[0] == "media" */
 void h_media_signed(pl_http_ctx *ctx, const char *id, size_t n); /* /media/{id}?exp&sig */
 
+/* api_push.c (docs/protocol.md "Push notifications") */
+void h_push_devices(pl_http_ctx *ctx);                 /* GET, POST /push/devices */
+void h_push_device(pl_http_ctx *ctx, int64_t id);      /* DELETE /push/devices/{id} */
+
 /* api_search.c */
 void h_search(pl_http_ctx *ctx);
 void h_user_search(pl_http_ctx *ctx);

@@ -82,6 +82,19 @@ static const setting table[] = {
     I("media-quota-mb", media_quota_mb, 0, 1048576, "1024", "MiB of uploads one user may own (0: no quota)"),
     I("media-url-ttl", media_url_ttl, 1, 604800, "3600", "seconds a signed media URL stays valid"),
     I("media-gc-grace", media_gc_grace, 1, 31536000, "86400", "seconds an upload no message references is kept before it is deleted"),
+    /* push notifications (push/, docs/protocol.md "Push notifications") */
+    S("push-webhook", push_webhook, "", "URL the notifications of webhook devices are POSTed to (http or https; enables push)"),
+    S("push-webhook-secret", push_webhook_secret, "", "key of the HMAC-SHA-256 X-Parley-Signature header on webhook posts (empty: no header)"),
+    S("push-fcm-url", push_fcm_url, "", "FCM HTTP v1 send URL, https://fcm.googleapis.com/v1/projects/<project>/messages:send (enables fcm devices)"),
+    S("push-fcm-credentials", push_fcm_credentials, "", "a Google service account's JSON key file: OAuth 2 tokens for FCM are minted with it (enables fcm devices; the send URL defaults to its project's)"),
+    S("push-fcm-token", push_fcm_token, "", "OAuth 2 access token sent to --push-fcm-url as is, when --push-fcm-credentials is not set"),
+    S("push-apns-url", push_apns_url, "", "APNs base URL, https://api.push.apple.com (enables apns devices)"),
+    S("push-apns-topic", push_apns_topic, "", "apns-topic header: the app's bundle id"),
+    S("push-apns-key", push_apns_key, "", "APNs .p8 signing key (EC P-256 PEM): provider tokens are minted with it every 40 minutes (with --push-apns-key-id and --push-apns-team-id)"),
+    S("push-apns-key-id", push_apns_key_id, "", "the key id of --push-apns-key (the JWT's kid)"),
+    S("push-apns-team-id", push_apns_team_id, "", "the Apple team id (the JWT's iss)"),
+    S("push-apns-token", push_apns_token, "", "APNs provider token (a JWT) sent as is, when --push-apns-key is not set"),
+    I("push-previews", push_previews, 0, 1, "0", "1: notifications carry the sender's name, the conversation's title and the first 100 characters of the text (default 0: no text)"),
 };
 #define NSET (sizeof table / sizeof table[0])
 

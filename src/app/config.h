@@ -69,6 +69,19 @@ typedef struct pl_config {
     int  media_quota_mb;      /* MiB of uploads a user may own (0: no quota)  */
     int  media_url_ttl;       /* seconds a signed media URL lasts             */
     int  media_gc_grace;      /* seconds an unreferenced upload is kept       */
+    /* push notifications (push/): on when any endpoint is set            */
+    char push_webhook[1024];  /* URL every webhook device's notification is POSTed to */
+    char push_webhook_secret[256]; /* HMAC-SHA-256 key of X-Parley-Signature ("" = none) */
+    char push_fcm_url[1024];  /* FCM HTTP v1 messages:send URL              */
+    char push_fcm_token[2048]; /* its OAuth 2 bearer token                  */
+    char push_fcm_credentials[1024]; /* a service account's JSON key file  */
+    char push_apns_url[1024]; /* APNs base URL (https://api.push.apple.com)  */
+    char push_apns_topic[256]; /* apns-topic: the app's bundle id           */
+    char push_apns_token[2048]; /* provider authentication token (JWT)      */
+    char push_apns_key[1024]; /* .p8 key the provider token is minted with   */
+    char push_apns_key_id[64];
+    char push_apns_team_id[64];
+    int  push_previews;       /* 1: notifications carry the sender, title and text */
 } pl_config;
 
 /* Fills cfg from all sources. Returns 0, 1 if --help was printed, or -1

@@ -33,6 +33,7 @@
 #include "../http/server.h"
 #include "../net/conn.h"
 #include "../net/tls.h"
+#include "../push/push.h"
 #include "../store/store.h"
 #include "../ws/wsconn.h"
 #include "api.h"
@@ -141,6 +142,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     pl_api_shutdown();
     pl_api_media_shutdown();
     pl_chat_shutdown();
+    pl_push_stop();              /* before the store: its jobs' callbacks see it stopped */
     pl_store_close(&store);      /* finishes queued jobs: their callbacks run now */
     uv_close((uv_handle_t *)&store_wakeup, NULL);
     pl_chat_close_all(net, PL_WS_CLOSE_GOING_AWAY);
@@ -193,6 +195,31 @@ static int tls_setup(void) {
     return 0;
 }
 
+/* A MESSAGE committed here: deliver it, and let the push worker look. */
+static void on_committed(void *arg, pl_job *j) {
+    pl_chat_committed(arg, j);
+    if (j->event.kind == PL_EV_MESSAGE) pl_push_kick();
+}
+
+static void push_config(pl_push_config *pc) {
+    *pc = (pl_push_config){cfg.push_webhook,   cfg.push_webhook_secret, cfg.push_fcm_url,   cfg.push_fcm_token,
+                           cfg.push_apns_url,  cfg.push_apns_topic,     cfg.push_apns_token, cfg.push_previews,
+                           cfg.push_apns_key,  cfg.push_apns_key_id,    cfg.push_apns_team_id,
+                           cfg.push_fcm_credentials};
+}
+
+/* The push endpoints are http(s) URLs. 0, or -1 after printing which is not. */
+static int push_check(void) {
+    const char *names[] = {"--push-webhook", "--push-fcm-url", "--push-apns-url"};
+    const char *urls[] = {cfg.push_webhook, cfg.push_fcm_url, cfg.push_apns_url};
+    for (int i = 0; i < 3; i++)
+        if (urls[i][0] && strncmp(urls[i], "http://", 7) != 0 && strncmp(urls[i], "https://", 8) != 0) {
+            fprintf(stderr, "parleyd: %s must be an http:// or https:// URL\n", names[i]);
+            return -1;
+        }
+    return 0;
+}
+
 static int is_postgres(const char *url) {
     return strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
 }
@@ -210,6 +237,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "parleyd: --redis needs --store postgres://... (with SQLite one process owns the data)\n");
         return 2;
     }
+    if (push_check()) return 2;
     char gerr[256];
     if (pl_api_guard_init(&cfg, gerr, sizeof gerr)) {
         fprintf(stderr, "parleyd: %s\n", gerr);
@@ -239,8 +267,9 @@ int main(int argc, char **argv) {
         .large_group = cfg.large_group,
         .edit_window_ms = (int64_t)cfg.edit_window * 1000,
         .outbox = cfg.redis[0] != '\0',
+        .push = cfg.push_webhook[0] || cfg.push_fcm_url[0] || cfg.push_fcm_credentials[0] || cfg.push_apns_url[0],
         .notify = store_notify,
-        .committed = pl_chat_committed,
+        .committed = on_committed,
     };
     if (pl_store_open(&so, &store, err, sizeof err)) {
         fprintf(stderr, "parleyd: cannot open the store: %s\n", err);
@@ -280,6 +309,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     pl_web_init(&cfg);
+    pl_push_config pc;
+    push_config(&pc);
+    if (pl_push_start(loop, store, &pc, err, sizeof err)) {
+        fprintf(stderr, "parleyd: push: %s\n", err);
+        pl_store_close(&store);
+        return 2;
+    }
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_ok, NULL};
     pl_http_init(&hh);
     pl_wsconn_hooks wh = {pl_chat_ws_text, pl_chat_ws_timeout};

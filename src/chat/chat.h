@@ -110,6 +110,12 @@ int  pl_chat_receipts(int64_t conv, int64_t user, int64_t seq, pl_chat_json_cb c
 /* {"users":[{"user":..,"status":..,"last_seen":..},..]} for those of ids
  * the asker may see (itself, or sharing a conversation). */
 int  pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat_json_cb cb, void *arg);
+/* Whether each of ids is reachable live (push notifications go to users
+ * who are not): a session authenticated on this node, or a status other
+ * than offline from any node's view (cluster mode asks the bus). cb gets
+ * online[i] for ids[i], maybe before this returns; after shutdown, all 0. */
+typedef void (*pl_chat_online_cb)(void *arg, const uint8_t *online, size_t n);
+void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, void *arg);
 
 /* Rate limits on sends (per user, then per conversation; shared by all
  * nodes in cluster mode). cb(arg, 0, NULL) admitted, else the wait in ms

@@ -527,6 +527,54 @@ int pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat_
     return 0;
 }
 
+/* ---- reachable users (push notifications) ------------------------------------------ */
+
+typedef struct oquery {
+    pl_chat_online_cb cb;
+    void             *arg;
+    size_t            n;
+    int64_t          *ids;
+    uint8_t          *online;
+} oquery;
+
+static void online_answer(oquery *q, const pl_bus_presence *views, size_t nv) {
+    int64_t wall = pl_now_ms();
+    for (size_t i = 0; i < nv; i++) {
+        if (views[i].expires <= wall || views[i].status == ST_OFFLINE) continue;
+        for (size_t k = 0; k < q->n; k++)
+            if (q->ids[k] == views[i].user) q->online[k] = 1;
+    }
+    q->cb(q->arg, q->online, q->n);
+    free(q->ids);
+    free(q->online);
+    free(q);
+}
+
+static void online_views(void *arg, const pl_bus_presence *views, size_t n) { online_answer(arg, views, n); }
+
+void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, void *arg) {
+    oquery *q = pl_calloc(1, sizeof *q);
+    q->cb = cb;
+    q->arg = arg;
+    q->n = n;
+    q->ids = pl_malloc((n ? n : 1) * sizeof *q->ids);
+    q->online = pl_calloc(n ? n : 1, 1);
+    if (n) memcpy(q->ids, ids, n * sizeof *ids);
+    int64_t wall = pl_now_ms(), last;
+    for (size_t i = 0; i < n && !C.stopping; i++) {
+        chat_user *u = chat_user_get(ids[i]);
+        for (session *s = u ? u->sessions : NULL; s && !q->online[i]; s = s->unext)
+            if (s->state == S_AUTHED) q->online[i] = 1;
+        presence *p = pl_map_get(&C.presence, ids[i]);
+        if (p && merged_status(p, wall, &last) != ST_OFFLINE) q->online[i] = 1;
+    }
+    if (n && C.bus && C.bus->shared && !C.stopping) {     /* other nodes' views */
+        pl_bus_presence_get(C.bus, q->ids, n, online_views, q);
+        return;
+    }
+    online_answer(q, NULL, 0);
+}
+
 void do_presence_query(session *s, pl_msg *m) {
     size_t n = json_array_size(m->users);
     int64_t *ids = pl_malloc((n ? n : 1) * sizeof *ids);

@@ -12,7 +12,8 @@ pl_counter pl_m_ws_messages_in, pl_m_sends, pl_m_sends_dup, pl_m_frames_out, pl_
     pl_m_rate_limited_signal, pl_m_conn_refused_ip, pl_m_idle_closes, pl_m_bus_published,
     pl_m_bus_received, pl_m_bus_reconnects, pl_m_bus_publish_failures, pl_m_bus_resyncs,
     pl_m_gap_fills, pl_m_gap_events, pl_m_store_reads, pl_m_store_read_failures, pl_m_flow_held,
-    pl_m_ckpt_background, pl_m_ckpt_writer;
+    pl_m_ckpt_background, pl_m_ckpt_writer, pl_m_push_sent, pl_m_push_gone, pl_m_push_retry, pl_m_push_failed,
+    pl_m_push_online;
 pl_hist pl_m_commit_batch_size = {.bounds = size_bounds};
 pl_hist pl_m_commit_seconds = {.bounds = time_bounds};
 pl_hist pl_m_delivery_seconds = {.bounds = time_bounds};
@@ -68,6 +69,12 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
     counter(o, "parley_wal_checkpoints_total", "SQLite WAL checkpoints (embedded mode), by the thread that ran them.",
             "{by=\"background\"}", &pl_m_ckpt_background, 1);
     counter(o, "parley_wal_checkpoints_total", NULL, "{by=\"writer\"}", &pl_m_ckpt_writer, 0);
+    counter(o, "parley_push_total", "Push notification requests by outcome (online: not sent, the user was connected).",
+            "{outcome=\"sent\"}", &pl_m_push_sent, 1);
+    counter(o, "parley_push_total", NULL, "{outcome=\"gone\"}", &pl_m_push_gone, 0);
+    counter(o, "parley_push_total", NULL, "{outcome=\"retry\"}", &pl_m_push_retry, 0);
+    counter(o, "parley_push_total", NULL, "{outcome=\"failed\"}", &pl_m_push_failed, 0);
+    counter(o, "parley_push_total", NULL, "{outcome=\"online\"}", &pl_m_push_online, 0);
     counter(o, "parley_dropped_total", "Ephemeral frames dropped for slow consumers.", "{kind=\"ephemeral\"}",
             &pl_m_dropped_ephemeral, 1);
     counter(o, "parley_slow_consumer_closes_total", "Connections closed because they did not read.", NULL,

@@ -56,6 +56,11 @@ extern pl_counter pl_m_store_reads;         /* read jobs completed             *
 extern pl_counter pl_m_store_read_failures; /* read jobs that failed (unavailable) */
 extern pl_counter pl_m_ckpt_background;     /* WAL checkpoints by the checkpoint thread */
 extern pl_counter pl_m_ckpt_writer;         /* ... by the writer, to restart the WAL */
+extern pl_counter pl_m_push_sent;           /* push requests a service accepted */
+extern pl_counter pl_m_push_gone;           /* ... refused: the device is gone  */
+extern pl_counter pl_m_push_retry;          /* ... to be tried again            */
+extern pl_counter pl_m_push_failed;         /* ... refused otherwise            */
+extern pl_counter pl_m_push_online;         /* not sent: the user was connected */
 extern pl_hist    pl_m_commit_batch_size;    /* jobs per transaction            */
 extern pl_hist    pl_m_commit_seconds;       /* BEGIN..COMMIT                   */
 extern pl_hist    pl_m_delivery_seconds;     /* send received -> frames queued  */

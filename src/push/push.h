@@ -1,0 +1,38 @@
+/* push.h — push notifications for users who are not connected (M10).
+ *
+ * Owns: the push worker on the event loop. It drains the push outbox
+ * (store.h invariant 10): claims rows, reads who is to be notified on which
+ * device, leaves out users connected to any node, hands the requests to
+ * the sender thread (sender.h) and records the outcomes (rows done or to
+ * retry, dead tokens forgotten). Every node runs one; the claims' leases
+ * keep two nodes off the same row. docs/design.md "Push notifications".
+ */
+#ifndef PL_PUSH_H
+#define PL_PUSH_H
+
+#include <uv.h>
+
+#include "../store/store.h"
+#include "payload.h"
+
+#define PL_PUSH_CLAIM_ROWS 256     /* outbox rows per pass                   */
+#define PL_PUSH_LEASE_MS   60000   /* a claim holds its rows this long       */
+#define PL_PUSH_RETRY_MS   10000   /* a row to retry is claimed again after  */
+#define PL_PUSH_TICK_MS    1000    /* the worker looks at the outbox this often
+                                    * (and when a message commits here)     */
+
+/* Starts the worker when cfg has any endpoint (copied). 0, or -1 with the
+ * reason in err (an APNs key that cannot be used, no thread). */
+int  pl_push_start(uv_loop_t *loop, pl_store *store, const pl_push_config *cfg, char *err, size_t errlen);
+/* 1 while started: messages fill the outbox, devices may register. */
+int  pl_push_enabled(void);
+/* The configuration in use (platforms enabled, for the REST routes). */
+const pl_push_config *pl_push_config_get(void);
+/* A MESSAGE committed on this node: look at the outbox soon. */
+void pl_push_kick(void);
+/* Before the store closes: stops the timer and the sender thread. Rows
+ * claimed and not finished stay leased; they are sent after their lease
+ * (by this node when it is back, or another). */
+void pl_push_stop(void);
+
+#endif

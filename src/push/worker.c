@@ -1,0 +1,471 @@
+/* worker.c — the push worker (see push.h).
+ *
+ * One pass at a time: PUSH_CLAIM (the writer leases up to
+ * PL_PUSH_CLAIM_ROWS rows) -> READ_PUSH_TARGETS (a reader expands them into
+ * one pl_push per message and device, levels applied) -> which of those
+ * users are connected (chat: this node's sessions, every node's presence)
+ * -> the requests of the others go to the sender thread -> PUSH_DONE
+ * (finished rows deleted, rows with a transient failure kept for their
+ * failed devices and leased PL_PUSH_RETRY_MS, dead devices deleted). A
+ * pass that claimed a full page starts the next at once. A crash anywhere
+ * leaves the rows leased: they are sent again after the lease, so a
+ * notification is sent at least once (a retry may repeat one; APNs
+ * collapses repeats by apns-collapse-id).
+ */
+#include "push.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "../chat/chat.h"
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/log.h"
+#include "../core/metrics.h"
+#include "jwt.h"
+#include "sender.h"
+
+typedef struct pass {
+    pl_job    job;                /* first: the store's callbacks get &job    */
+    int64_t  *rows;               /* claimed outbox rows (owned)              */
+    size_t    nrows;
+    int       full;               /* the claim took a whole page              */
+    pl_push  *pushes;             /* taken from the targets read (owned)      */
+    size_t    npushes;
+    uint8_t  *outcome;            /* per push: pl_push_outcome, 0 = not sent  */
+    size_t    pending;            /* requests at the sender                   */
+    int64_t  *dead;               /* PUSH_DONE's inputs (owned)               */
+    pl_push_retry *retries;
+    int64_t  *retry_devs;
+} pass;
+
+static struct {
+    uv_loop_t      *loop;
+    pl_store       *store;
+    pl_push_config  cfg;
+    char           *strings[11];  /* owned copies behind cfg                  */
+    pl_jwt_key     *fcm_key;      /* --push-fcm-credentials: the account's key */
+    char           *fcm_email, *fcm_token_uri;
+    char           *fcm_token;    /* (owned) the OAuth 2 access token          */
+    int64_t         fcm_expires;  /* mono ms                                  */
+    int64_t         fcm_asked;    /* mono ms of the last token request         */
+    int             fcm_asking;
+    pl_jwt_key     *apns_key;     /* --push-apns-key: cfg.apns_token is minted */
+    char           *apns_jwt;     /* (owned) every PL_JWT_RENEW_S             */
+    int64_t         apns_jwt_at;  /* mono ms it was minted                    */
+    pl_push_sender *sender;
+    uv_timer_t      tick, soon;
+    uv_async_t      wake;
+    int             started, stopping, soon_armed;
+    pass           *cur;
+} W;
+
+static void start_pass(void);
+
+#define TOKEN_REQ ((uintptr_t)-1)  /* a sender request that is the OAuth exchange */
+#define FCM_TOKEN_EARLY_MS 300000  /* a token is renewed this long before it ends */
+#define FCM_TOKEN_RETRY_MS 10000   /* a failed exchange is tried again after     */
+
+/* 1 when FCM requests can be made now (a token minted from credentials
+ * that is not about to end, or none needed). */
+static int fcm_ready(void) { return !W.fcm_key || (W.fcm_token && pl_mono_ms() < W.fcm_expires); }
+
+/* RFC 7523: a signed assertion for a token (sender thread; answered in
+ * fcm_token_answer). */
+static void fcm_token_ask(void) {
+    int64_t now = pl_mono_ms();
+    if (!W.fcm_key || W.fcm_asking || !W.sender) return;
+    if (W.fcm_token && now < W.fcm_expires - FCM_TOKEN_EARLY_MS) return;
+    if (W.fcm_asked && now - W.fcm_asked < FCM_TOKEN_RETRY_MS) return;
+    int64_t iat = pl_now_ms() / 1000;
+    json_t *c = json_pack("{s:s,s:s,s:s,s:I,s:I}", "iss", W.fcm_email, "scope",
+                          "https://www.googleapis.com/auth/firebase.messaging", "aud", W.fcm_token_uri, "iat",
+                          (json_int_t)iat, "exp", (json_int_t)(iat + 3600));
+    char *claims = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    char *jwt = claims ? pl_jwt_sign(W.fcm_key, "{\"alg\":\"RS256\",\"typ\":\"JWT\"}", claims) : NULL;
+    free(claims);
+    if (!jwt) {
+        pl_log(PL_LOG_ERROR, 0, "push: cannot sign the FCM token request", "%s", "");
+        W.fcm_asked = now;
+        return;
+    }
+    pl_push_req *r = pl_calloc(1, sizeof *r);
+    r->http.url = pl_strdup(W.fcm_token_uri);
+    r->http.headers[r->http.nheaders++] = pl_strdup("Content-Type: application/x-www-form-urlencoded");
+    size_t n = strlen(jwt) + 80;
+    r->http.body = malloc(n);
+    snprintf(r->http.body, n, "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-bearer&assertion=%s", jwt);
+    r->http.body_len = strlen(r->http.body);
+    free(jwt);
+    r->arg = (void *)TOKEN_REQ;
+    W.fcm_asking = 1;
+    W.fcm_asked = now;
+    pl_push_sender_submit(W.sender, r);
+}
+
+static void fcm_token_answer(const pl_push_req *r) {
+    W.fcm_asking = 0;
+    json_t *o = r->status == 200 ? json_loadb(r->answer, r->answer_len, 0, NULL) : NULL;
+    json_t *t = json_object_get(o, "access_token"), *e = json_object_get(o, "expires_in");
+    if (!json_is_string(t) || !json_is_integer(e) || json_integer_value(e) <= 0) {
+        pl_log(PL_LOG_ERROR, 0, "push: the FCM token request was refused", "\"status\":%ld", r->status);
+    } else {
+        free(W.fcm_token);
+        W.fcm_token = pl_strdup(json_string_value(t));
+        W.fcm_expires = pl_mono_ms() + (int64_t)json_integer_value(e) * 1000;
+        W.cfg.fcm_token = W.fcm_token;
+    }
+    json_decref(o);
+}
+
+static void pass_free(pass *p) {
+    pl_job_release(&p->job);
+    free(p->rows);
+    pl_push_list_free(p->pushes, p->npushes);
+    free(p->outcome);
+    free(p->dead);
+    free(p->retries);
+    free(p->retry_devs);
+    free(p);
+}
+
+static void end_pass(pass *p, int again) {
+    if (W.cur == p) W.cur = NULL;
+    pass_free(p);
+    if (again && !W.stopping) start_pass();
+}
+
+/* ---- 4. the outcomes ------------------------------------------------------- */
+
+static void recorded(pl_job *j) {
+    pass *p = (pass *)j;
+    if (j->result && !W.stopping)
+        pl_log(PL_LOG_WARN, 0, "push: outcomes not recorded (sent again after the lease)", "\"rows\":%zu",
+               p->nrows);
+    end_pass(p, p->full && !j->result);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void finish(pass *p) {
+    if (W.stopping) {
+        end_pass(p, 0);
+        return;
+    }
+    pl_job *j = &p->job;
+    pl_job_release(j);
+    memset(j, 0, sizeof *j);
+    int64_t *done = pl_malloc((p->nrows ? p->nrows : 1) * sizeof *done);
+    size_t ndone = 0, ndead = 0, nretries = 0, ndevs = 0;
+    p->dead = pl_malloc((p->npushes ? p->npushes : 1) * sizeof *p->dead);
+    p->retries = pl_malloc((p->nrows ? p->nrows : 1) * sizeof *p->retries);
+    p->retry_devs = pl_malloc((p->npushes ? p->npushes : 1) * sizeof *p->retry_devs);
+    for (size_t i = 0; i < p->npushes; i++)
+        if (p->outcome[i] == PL_PUSH_GONE) p->dead[ndead++] = p->pushes[i].device;
+    qsort(p->dead, ndead, sizeof *p->dead, cmp_i64);
+    size_t k = 0;
+    for (size_t i = 0; i < ndead; i++)               /* a device once */
+        if (!k || p->dead[k - 1] != p->dead[i]) p->dead[k++] = p->dead[i];
+    ndead = k;
+    for (size_t r = 0; r < p->nrows; r++) {          /* pushes are in row order */
+        size_t first = ndevs;
+        for (size_t i = 0; i < p->npushes; i++)
+            if (p->pushes[i].outbox == p->rows[r] && p->outcome[i] == PL_PUSH_RETRY)
+                p->retry_devs[ndevs++] = p->pushes[i].device;
+        if (ndevs == first) done[ndone++] = p->rows[r];
+        else p->retries[nretries++] = (pl_push_retry){p->rows[r], p->retry_devs + first, ndevs - first};
+    }
+    free(p->rows);                                   /* done takes its place */
+    p->rows = done;
+    j->op = PL_JOB_PUSH_DONE;
+    j->ids = done;
+    j->nids = ndone;
+    j->dead = p->dead;
+    j->ndead = ndead;
+    j->retries = p->retries;
+    j->nretries = nretries;
+    j->expires = pl_now_ms() + PL_PUSH_RETRY_MS;
+    j->done = recorded;
+    pl_store_submit(W.store, j);
+}
+
+/* The sender thread finished requests (loop thread, through W.wake). */
+static void on_wake(uv_async_t *a) {
+    pl_push_req *r = W.sender ? pl_push_sender_take(W.sender) : NULL;
+    while (r) {
+        pl_push_req *next = r->next;
+        pass *p = W.cur;
+        size_t i = (size_t)(uintptr_t)r->arg;
+        if ((uintptr_t)r->arg == TOKEN_REQ) {
+            fcm_token_answer(r);
+        } else if (p && i < p->npushes) {
+            const pl_push *x = &p->pushes[i];
+            pl_push_outcome o = pl_push_classify(x->platform, r->status, r->answer, r->answer_len);
+            p->outcome[i] = (uint8_t)o;
+            switch (o) {
+            case PL_PUSH_SENT: pl_count(&pl_m_push_sent, 1); break;
+            case PL_PUSH_GONE: pl_count(&pl_m_push_gone, 1); break;
+            case PL_PUSH_RETRY: pl_count(&pl_m_push_retry, 1); break;
+            default:
+                pl_count(&pl_m_push_failed, 1);
+                pl_log(PL_LOG_WARN, 0, "push: refused", "\"platform\":\"%s\",\"status\":%ld,\"device\":%lld",
+                       pl_push_platform_name(x->platform), r->status, (long long)x->device);
+                break;
+            }
+            if (--p->pending == 0) finish(p);
+        }
+        free(r);
+        r = next;
+    }
+}
+
+static void sender_wake(void *arg) { uv_async_send(&W.wake); }
+
+/* ---- 3. leave out who is connected, send the rest -------------------------- */
+
+static void onlined(void *arg, const uint8_t *online, size_t n) {
+    pass *p = arg;
+    if (W.stopping) {
+        end_pass(p, 0);
+        return;
+    }
+    int64_t *users = (int64_t *)p->job.ids;          /* the asked ids (see targeted) */
+    pl_push_req *list = NULL;
+    for (size_t i = 0; i < p->npushes; i++) {
+        const pl_push *x = &p->pushes[i];
+        const int64_t *at = bsearch(&x->user, users, n, sizeof *users, cmp_i64);
+        if (at && online[at - users]) {
+            pl_count(&pl_m_push_online, 1);
+            continue;
+        }
+        if (x->platform == PL_PUSH_FCM && !fcm_ready()) {  /* no OAuth token yet */
+            p->outcome[i] = PL_PUSH_RETRY;
+            pl_count(&pl_m_push_retry, 1);
+            continue;
+        }
+        pl_push_req *r = pl_calloc(1, sizeof *r);
+        if (pl_push_build(&W.cfg, x, &r->http) != 0) {   /* its platform is off now */
+            free(r);
+            p->outcome[i] = PL_PUSH_FAILED;
+            pl_count(&pl_m_push_failed, 1);
+            continue;
+        }
+        r->arg = (void *)(uintptr_t)i;
+        r->next = list;
+        list = r;
+        p->pending++;
+    }
+    free(users);
+    p->job.ids = NULL;
+    if (!p->pending) {
+        finish(p);
+        return;
+    }
+    pl_push_sender_submit(W.sender, list);
+}
+
+/* ---- 2. who is to be told ------------------------------------------------- */
+
+static void targeted(pl_job *j) {
+    pass *p = (pass *)j;
+    if (W.stopping || j->result) {
+        if (j->result && !W.stopping)
+            pl_log(PL_LOG_WARN, 0, "push: targets not read (sent again after the lease)", "\"rows\":%zu", p->nrows);
+        end_pass(p, 0);
+        return;
+    }
+    p->pushes = j->pushes;                           /* take them over */
+    p->npushes = j->npushes;
+    j->pushes = NULL;
+    j->npushes = 0;
+    p->outcome = pl_calloc(p->npushes ? p->npushes : 1, 1);
+    int64_t *users = pl_malloc((p->npushes ? p->npushes : 1) * sizeof *users);
+    size_t n = 0;
+    for (size_t i = 0; i < p->npushes; i++) users[n++] = p->pushes[i].user;
+    qsort(users, n, sizeof *users, cmp_i64);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!k || users[k - 1] != users[i]) users[k++] = users[i];
+    pl_job_release(j);
+    j->ids = users;                                  /* kept for onlined() */
+    pl_chat_users_online(users, k, onlined, p);
+}
+
+/* ---- 1. claim ---------------------------------------------------------------- */
+
+static void claimed(pl_job *j) {
+    pass *p = (pass *)j;
+    if (W.stopping || j->result || j->nout == 0) {
+        end_pass(p, 0);
+        return;
+    }
+    p->rows = j->out_ids;                            /* take them over */
+    p->nrows = j->nout;
+    p->full = j->nout >= PL_PUSH_CLAIM_ROWS;
+    j->out_ids = NULL;
+    j->nout = 0;
+    pl_job_release(j);
+    memset(j, 0, sizeof *j);
+    j->op = PL_READ_PUSH_TARGETS;
+    j->ids = p->rows;
+    j->nids = p->nrows;
+    j->done = targeted;
+    pl_store_submit(W.store, j);
+}
+
+/* A fresh APNs provider token when the last is PL_JWT_RENEW_S old. */
+static void renew_apns_token(void) {
+    if (!W.apns_key || (W.apns_jwt && pl_mono_ms() - W.apns_jwt_at < (int64_t)PL_JWT_RENEW_S * 1000)) return;
+    char *t = pl_jwt_es256(W.apns_key, W.cfg.apns_key_id, W.cfg.apns_team_id, pl_now_ms() / 1000);
+    if (!t) {
+        pl_log(PL_LOG_ERROR, 0, "push: cannot sign an APNs provider token", "%s", "");
+        return;
+    }
+    free(W.apns_jwt);
+    W.apns_jwt = t;
+    W.apns_jwt_at = pl_mono_ms();
+    W.cfg.apns_token = t;
+}
+
+static void start_pass(void) {
+    if (W.stopping) return;
+    fcm_token_ask();
+    if (W.cur) return;
+    renew_apns_token();
+    pass *p = pl_calloc(1, sizeof *p);
+    W.cur = p;
+    p->job.op = PL_JOB_PUSH_CLAIM;
+    p->job.limit = PL_PUSH_CLAIM_ROWS;
+    p->job.expires = pl_now_ms() + PL_PUSH_LEASE_MS;
+    p->job.done = claimed;
+    pl_store_submit(W.store, &p->job);
+}
+
+static void on_tick(uv_timer_t *t) { start_pass(); }
+
+static void on_soon(uv_timer_t *t) {
+    W.soon_armed = 0;
+    start_pass();
+}
+
+/* ---- the interface ----------------------------------------------------------- */
+
+static const char *keep(int i, const char *s) {
+    W.strings[i] = pl_strdup(s ? s : "");
+    return W.strings[i];
+}
+
+/* --push-fcm-credentials: the service account's email, key and token URI;
+ * the send URL from its project unless --push-fcm-url is set. */
+static int fcm_credentials_load(char *err, size_t errlen) {
+    json_error_t je;
+    json_t *o = json_load_file(W.cfg.fcm_credentials, 0, &je);
+    const char *email = json_string_value(json_object_get(o, "client_email"));
+    const char *key = json_string_value(json_object_get(o, "private_key"));
+    const char *uri = json_string_value(json_object_get(o, "token_uri"));
+    const char *project = json_string_value(json_object_get(o, "project_id"));
+    int rc = -1;
+    if (!o)
+        snprintf(err, errlen, "cannot read %s: %s", W.cfg.fcm_credentials, je.text);
+    else if (!email || !key)
+        snprintf(err, errlen, "%s has no client_email or private_key (a service account key file?)",
+                 W.cfg.fcm_credentials);
+    else if (uri && strncmp(uri, "https://", 8) != 0 && strncmp(uri, "http://", 7) != 0)
+        snprintf(err, errlen, "%s: token_uri must be an http(s) URL", W.cfg.fcm_credentials);
+    else if (!W.cfg.fcm_url[0] && !project)
+        snprintf(err, errlen, "%s has no project_id: give --push-fcm-url", W.cfg.fcm_credentials);
+    else if ((W.fcm_key = pl_jwt_rsa_parse(key, err, errlen)))
+        rc = 0;
+    if (rc == 0) {
+        W.fcm_email = pl_strdup(email);
+        W.fcm_token_uri = pl_strdup(uri ? uri : "https://oauth2.googleapis.com/token");
+        if (!W.cfg.fcm_url[0]) {
+            size_t n = strlen(project) + 64;
+            free(W.strings[2]);
+            W.strings[2] = pl_malloc(n);
+            snprintf(W.strings[2], n, "https://fcm.googleapis.com/v1/projects/%s/messages:send", project);
+            W.cfg.fcm_url = W.strings[2];
+        }
+    }
+    json_decref(o);
+    return rc;
+}
+
+int pl_push_start(uv_loop_t *loop, pl_store *store, const pl_push_config *cfg, char *err, size_t errlen) {
+    if (!pl_push_platform_enabled(cfg, PL_PUSH_WEBHOOK) && !pl_push_platform_enabled(cfg, PL_PUSH_FCM) &&
+        !pl_push_platform_enabled(cfg, PL_PUSH_APNS) && !(cfg->fcm_credentials && cfg->fcm_credentials[0]))
+        return 0;
+    W.loop = loop;
+    W.store = store;
+    W.cfg.webhook = keep(0, cfg->webhook);
+    W.cfg.webhook_secret = keep(1, cfg->webhook_secret);
+    W.cfg.fcm_url = keep(2, cfg->fcm_url);
+    W.cfg.fcm_token = keep(3, cfg->fcm_token);
+    W.cfg.apns_url = keep(4, cfg->apns_url);
+    W.cfg.apns_topic = keep(5, cfg->apns_topic);
+    W.cfg.apns_token = keep(6, cfg->apns_token);
+    W.cfg.previews = cfg->previews;
+    W.cfg.apns_key_file = keep(7, cfg->apns_key_file);
+    W.cfg.apns_key_id = keep(8, cfg->apns_key_id);
+    W.cfg.apns_team_id = keep(9, cfg->apns_team_id);
+    if (W.cfg.apns_key_file[0]) {
+        if (!W.cfg.apns_key_id[0] || !W.cfg.apns_team_id[0]) {
+            snprintf(err, errlen, "--push-apns-key needs --push-apns-key-id and --push-apns-team-id");
+            return -1;
+        }
+        if (!(W.apns_key = pl_jwt_key_load(W.cfg.apns_key_file, err, errlen))) return -1;
+        renew_apns_token();
+        if (!W.apns_jwt) {
+            snprintf(err, errlen, "cannot sign with %s", W.cfg.apns_key_file);
+            return -1;
+        }
+    }
+    W.cfg.fcm_credentials = keep(10, cfg->fcm_credentials);
+    if (W.cfg.fcm_credentials[0] && fcm_credentials_load(err, errlen)) return -1;
+    W.sender = pl_push_sender_start(sender_wake, NULL);
+    if (!W.sender) {
+        snprintf(err, errlen, "cannot start the sender thread");
+        return -1;
+    }
+    fcm_token_ask();
+    uv_async_init(loop, &W.wake, on_wake);
+    uv_timer_init(loop, &W.tick);
+    uv_timer_init(loop, &W.soon);
+    uv_timer_start(&W.tick, on_tick, 200, PL_PUSH_TICK_MS);
+    W.started = 1;
+    pl_log(PL_LOG_INFO, 0, "push on", "\"webhook\":%s,\"fcm\":%s,\"apns\":%s,\"previews\":%s",
+           W.cfg.webhook[0] ? "true" : "false", W.cfg.fcm_url[0] ? "true" : "false",
+           W.cfg.apns_url[0] ? "true" : "false", W.cfg.previews ? "true" : "false");
+    return 0;
+}
+
+int pl_push_enabled(void) { return W.started && !W.stopping; }
+
+const pl_push_config *pl_push_config_get(void) { return &W.cfg; }
+
+void pl_push_kick(void) {
+    if (!W.started || W.stopping || W.soon_armed) return;
+    W.soon_armed = 1;
+    uv_timer_start(&W.soon, on_soon, 5, 0);
+}
+
+void pl_push_stop(void) {
+    if (!W.started || W.stopping) return;
+    W.stopping = 1;
+    uv_timer_stop(&W.tick);
+    uv_timer_stop(&W.soon);
+    pl_push_sender_stop(W.sender);               /* joins: nothing wakes us after */
+    W.sender = NULL;
+    uv_close((uv_handle_t *)&W.tick, NULL);
+    uv_close((uv_handle_t *)&W.soon, NULL);
+    uv_close((uv_handle_t *)&W.wake, NULL);
+    if (W.cur && W.cur->pending) end_pass(W.cur, 0);  /* its requests were abandoned */
+    /* W.cfg's strings stay: REST handlers may still look until exit */
+}

@@ -1,0 +1,506 @@
+"""Push notifications (docs/protocol.md "Push notifications", brief M10):
+devices register tokens over REST; a message to a user who is not
+connected reaches its devices through the configured endpoints (a
+webhook, FCM- and APNs-shaped HTTP APIs), played here by one local HTTP
+server (PushSink) that records every request.
+
+Written from the document:
+  * an offline member's device gets a notification with no text by
+    default; the webhook is signed; nothing for the sender itself; exactly
+    one request per message and device, also with three nodes
+    (test_push_offline_member_is_notified);
+  * nothing while the user is connected; again once it is gone
+    (test_push_skips_connected_users);
+  * notification levels: all, mentions (mention only), none
+    (test_push_levels);
+  * FCM and APNs request shapes (test_push_fcm_and_apns_shapes);
+  * --push-previews puts the sender, title and text in (test_push_previews);
+  * a token the service calls dead (410) is forgotten; a 500 is retried
+    (test_push_dead_token_and_retry);
+  * logout forgets the session's devices; a token registered by another
+    account moves (test_push_devices_follow_logins);
+  * bad input and authorization (test_push_bad_input);
+  * a committed message is pushed after a crash (kill -9) before its push
+    went out: the outbox (test_push_survives_crash, embedded).
+"""
+
+import asyncio
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from pclient import Harness, async_test, cmid
+
+SECRET = "sink-secret"
+APNS_TOKEN = "ab" * 32
+
+
+class PushSink:
+    """A local HTTP server playing the webhook, FCM and APNs: records
+    (path, headers, body) of every POST; answers status_for(path, body)."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        self.answers = {}            # token -> list of statuses to answer in turn
+        sink = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(n)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = None
+                status = sink._record(self.path, dict(self.headers), raw, body)
+                out = b'{"reason":"Unregistered"}' if status == 410 else b"{}"
+                if self.path == "/token":          # an OAuth 2 token endpoint (RFC 7523)
+                    out = json.dumps({"access_token": "ya29.minted", "expires_in": 3599,
+                                      "token_type": "Bearer"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _token_of(self, path, body):
+        if path == "/token":
+            return "/token"
+        if path.startswith("/apns/3/device/"):
+            return path.rsplit("/", 1)[1]
+        if isinstance(body, dict):
+            if "message" in body:
+                return body["message"].get("token")
+            return body.get("token")
+        return None
+
+    def _record(self, path, headers, raw, body):
+        tok = self._token_of(path, body)
+        with self.lock:
+            seq = self.answers.get(tok)
+            status = seq.pop(0) if seq else 200
+            self.requests.append({"path": path, "headers": headers, "raw": raw, "body": body,
+                                  "token": tok, "status": status})
+        return status
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def args(self, previews=False):
+        a = ["--push-webhook", self.url("/hook"), "--push-webhook-secret", SECRET,
+             "--push-fcm-url", self.url("/fcm"), "--push-fcm-token", "fcm-oauth",
+             "--push-apns-url", self.url("/apns"), "--push-apns-topic", "chat.parley.app",
+             "--push-apns-token", "apns-jwt"]
+        if previews:
+            a += ["--push-previews", "1"]
+        return a
+
+    def for_token(self, tok):
+        with self.lock:
+            return [r for r in self.requests if r["token"] == tok]
+
+    async def wait_for(self, tok, n=1, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.for_token(tok)
+            if len(got) >= n:
+                return got
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"push sink: {n} request(s) for {tok!r} not seen in {timeout} s; "
+                             f"saw {[r['path'] for r in self.requests]}")
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def sink():
+    s = PushSink()
+    yield s
+    s.close()
+
+
+def note(req):
+    """The webhook body's notification."""
+    return req["body"]["notification"]
+
+
+async def register_device(api, user, platform, token, status=201):
+    r = await api.req("POST", "/api/v1/push/devices", token=user.token,
+                      json_body={"platform": platform, "token": token})
+    assert r.status == status, r
+    return r.body
+
+
+async def send(api, user, conv, text):
+    r = await api.expect(201, "POST", f"/api/v1/conversations/{conv}/messages", token=user.token,
+                         json_body={"client_msg_id": cmid(), "body": text})
+    return r.body
+
+
+QUIET = 2.5   # seconds a test waits to see that nothing more was pushed
+
+
+@async_test(timeout=90)
+async def test_push_offline_member_is_notified(server_factory, sink):
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b = await h.api.register_many(2, "pu")
+        conv = (await h.api.open_dm(a, b.id))["id"]
+        dev = await register_device(h.api, b, "webhook", "tok-b-" + b.username)
+        assert dev["platform"] == "webhook" and dev["current"] is True and isinstance(dev["id"], int)
+        await register_device(h.api, a, "webhook", "tok-a-" + a.username)
+        ack = await send(h.api, a, conv, "the secret plan")
+        got = await sink.wait_for("tok-b-" + b.username)
+        r = got[0]
+        assert r["path"] == "/hook"
+        n = note(r)
+        assert n["type"] == "message" and n["conversation"] == conv
+        assert n["seq"] == ack["seq"] and n["id"] == ack["id"] and n["sender"] == a.id
+        assert n["mention"] is False
+        assert "text" not in n and "sender_name" not in n and b"secret" not in r["raw"], r
+        assert r["body"]["user"] == b.id and r["body"]["device"] == dev["id"]
+        mac = hmac.new(SECRET.encode(), r["raw"], hashlib.sha256).hexdigest()
+        assert r["headers"].get("X-Parley-Signature") == "sha256=" + mac
+        await asyncio.sleep(QUIET)
+        assert len(sink.for_token("tok-b-" + b.username)) == 1, "one request per message and device"
+        assert sink.for_token("tok-a-" + a.username) == [], "the sender is not notified"
+
+
+@async_test(timeout=90)
+async def test_push_skips_connected_users(server_factory, sink):
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b = await h.api.register_many(2, "pc")
+        conv = (await h.api.open_dm(a, b.id))["id"]
+        tok = "tok-" + b.username
+        await register_device(h.api, b, "webhook", tok)
+        ws = await h.ws(b)
+        await asyncio.sleep(1.0)            # presence views reach every node
+        first = await send(h.api, a, conv, "while connected")
+        await ws.wait_seq(conv, first["seq"])
+        await asyncio.sleep(QUIET)
+        assert sink.for_token(tok) == [], "a connected user gets no push"
+        await ws.close()
+        await asyncio.sleep(1.5)            # its view goes offline on every node
+        second = await send(h.api, a, conv, "after leaving")
+        got = await sink.wait_for(tok)
+        assert [note(r)["seq"] for r in got] == [second["seq"]]
+
+
+@async_test(timeout=90)
+async def test_push_levels(server_factory, sink):
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, c, d = await h.api.register_many(4, "pl")
+        conv = (await h.api.create_group(a, [b.id, c.id, d.id], title="levels"))["id"]
+        for u in (b, c, d):
+            await register_device(h.api, u, "webhook", "tok-" + u.username)
+        await h.api.expect(200, "PUT", f"/api/v1/conversations/{conv}/notify", token=c.token,
+                           json_body={"level": "mentions"})
+        await h.api.expect(200, "PUT", f"/api/v1/conversations/{conv}/notify", token=d.token,
+                           json_body={"level": "none"})
+        plain = await send(h.api, a, conv, "hello all")
+        mention = await send(h.api, a, conv, f"hi @{c.username} and @{d.username}")
+        got_b = await sink.wait_for("tok-" + b.username, 2)
+        got_c = await sink.wait_for("tok-" + c.username, 1)
+        await asyncio.sleep(QUIET)
+        assert sorted(note(r)["seq"] for r in got_b) == [plain["seq"], mention["seq"]]
+        assert all(note(r)["mention"] is False for r in got_b)
+        got_c = sink.for_token("tok-" + c.username)
+        assert [note(r)["seq"] for r in got_c] == [mention["seq"]], "mentions level: only the mention"
+        assert note(got_c[0])["mention"] is True
+        assert sink.for_token("tok-" + d.username) == [], "level none: nothing, mentioned or not"
+
+
+@async_test(timeout=90)
+async def test_push_fcm_and_apns_shapes(server_factory, sink):
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, c = await h.api.register_many(3, "ps")
+        conv = (await h.api.create_group(a, [b.id, c.id], title="shapes"))["id"]
+        ftok = "fcm:" + b.username + "-AbC_1"
+        await register_device(h.api, b, "fcm", ftok)
+        await register_device(h.api, c, "apns", APNS_TOKEN)
+        ack = await send(h.api, a, conv, "private words")
+        f = (await sink.wait_for(ftok))[0]
+        assert f["path"] == "/fcm"
+        assert f["headers"].get("Authorization") == "Bearer fcm-oauth"
+        m = f["body"]["message"]
+        assert m["token"] == ftok and m["android"]["priority"] == "high"
+        assert m["data"] == {"type": "message", "conversation": str(conv), "seq": str(ack["seq"]),
+                             "id": ack["id"], "sender": str(a.id), "mention": "0"}
+        assert "notification" not in m and b"private" not in f["raw"]
+        p = (await sink.wait_for(APNS_TOKEN))[0]
+        assert p["path"] == "/apns/3/device/" + APNS_TOKEN
+        hd = {k.lower(): v for k, v in p["headers"].items()}
+        assert hd["apns-topic"] == "chat.parley.app" and hd["apns-push-type"] == "alert"
+        assert hd["authorization"] == "bearer apns-jwt"
+        assert hd["apns-collapse-id"] == f"{conv}:{ack['seq']}"
+        body = p["body"]
+        assert body["aps"]["alert"] == {"loc-key": "PARLEY_NEW_MESSAGE"}
+        assert body["aps"]["mutable-content"] == 1 and body["aps"]["thread-id"] == f"c{conv}"
+        assert body["conversation"] == conv and body["seq"] == ack["seq"] and body["id"] == ack["id"]
+        assert b"private" not in p["raw"]
+
+
+@async_test(timeout=90)
+async def test_push_previews(server_factory, sink):
+    srv = server_factory(sink.args(previews=True))
+    async with Harness(srv) as h:
+        a, b, c = await h.api.register_many(3, "pv")
+        dm = (await h.api.open_dm(a, b.id))["id"]
+        grp = (await h.api.create_group(a, [c.id], title="Team room"))["id"]
+        await register_device(h.api, b, "webhook", "tok-" + b.username)
+        await register_device(h.api, c, "apns", APNS_TOKEN[:-2] + "cd")
+        long_text = "é" * 150
+        await send(h.api, a, dm, long_text)
+        n = note((await sink.wait_for("tok-" + b.username))[0])
+        assert n["sender_name"] == a.username and n["title"] == a.username
+        assert n["text"] == "é" * 100 + "\u2026", "the first 100 characters"
+        await send(h.api, a, grp, "standup at ten")
+        p = (await sink.wait_for(APNS_TOKEN[:-2] + "cd"))[0]
+        assert p["body"]["aps"]["alert"] == {"title": "Team room", "body": "standup at ten"}
+
+
+@async_test(timeout=120)
+async def test_push_dead_token_and_retry(server_factory, sink):
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, c = await h.api.register_many(3, "pd")
+        conv = (await h.api.create_group(a, [b.id, c.id], title="dead"))["id"]
+        dead, flaky = "gone-" + b.username, "flaky-" + c.username
+        sink.answers[dead] = [410]
+        sink.answers[flaky] = [500]
+        await register_device(h.api, b, "webhook", dead)
+        await register_device(h.api, c, "webhook", flaky)
+        await send(h.api, a, conv, "one")
+        await sink.wait_for(dead)
+        for _ in range(100):
+            r = await h.api.expect(200, "GET", "/api/v1/push/devices", token=b.token)
+            if not r.body["devices"]:
+                break
+            await asyncio.sleep(0.1)
+        assert r.body["devices"] == [], "a token the service called gone is forgotten"
+        got = await sink.wait_for(flaky, 2, timeout=40)      # retried after a 500
+        assert [x["status"] for x in got] == [500, 200]
+        assert note(got[0])["seq"] == note(got[1])["seq"]
+        await asyncio.sleep(QUIET)
+        assert len(sink.for_token(dead)) == 1, "only the failed device is retried"
+        assert len(sink.for_token(flaky)) == 2
+
+
+@async_test(timeout=90)
+async def test_push_devices_follow_logins(server_factory, sink):
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, c = await h.api.register_many(3, "pf")
+        tok = "shared-" + b.username
+        d1 = await register_device(h.api, b, "webhook", tok)
+        again = await register_device(h.api, b, "webhook", tok, status=200)
+        assert again["id"] == d1["id"] and again["changed"] is False
+        # a token refresh keeps the session's devices
+        r = await h.api.refresh(b.refresh_token)
+        assert r.status == 200, r
+        b.token = r.body["access_token"]
+        r = await h.api.expect(200, "GET", "/api/v1/push/devices", token=b.token)
+        assert [d["id"] for d in r.body["devices"]] == [d1["id"]] and r.body["devices"][0]["current"] is True
+        # the phone changes accounts: the token moves to c
+        moved = await register_device(h.api, c, "webhook", tok, status=201)
+        assert moved["id"] == d1["id"]
+        r = await h.api.expect(200, "GET", "/api/v1/push/devices", token=b.token)
+        assert r.body["devices"] == [] and r.body["enabled"] is True
+        r = await h.api.expect(200, "GET", "/api/v1/push/devices", token=c.token)
+        assert [d["token"] for d in r.body["devices"]] == [tok]
+        # logout forgets the session's devices
+        await h.api.expect(204, "POST", "/api/v1/auth/logout", token=c.token,
+                           json_body={"refresh_token": c.refresh_token})
+        conv = (await h.api.open_dm(a, c.id))["id"]
+        second = await h.api.login(c)
+        r = await h.api.expect(200, "GET", "/api/v1/push/devices", token=second["access_token"])
+        assert r.body["devices"] == []
+        await send(h.api, a, conv, "after logout")
+        await asyncio.sleep(QUIET)
+        assert sink.for_token(tok) == [], "a logged-out session's device gets nothing"
+        # DELETE removes one's own device only
+        d2 = await register_device(h.api, b, "webhook", "own-" + b.username)
+        await h.api.expect(404, "DELETE", f"/api/v1/push/devices/{d2['id']}", token=a.token)
+        await h.api.expect(204, "DELETE", f"/api/v1/push/devices/{d2['id']}", token=b.token)
+        await h.api.expect(404, "DELETE", f"/api/v1/push/devices/{d2['id']}", token=b.token)
+
+
+@async_test(timeout=60)
+async def test_push_bad_input(server_factory, sink):
+    srv = server_factory(["--push-webhook", sink.url("/hook")])     # webhook only
+    async with Harness(srv) as h:
+        (a,) = await h.api.register_many(1, "pb")
+        bad = [
+            ({"platform": "sms", "token": "x"}, "platform"),
+            ({"token": "x"}, "platform"),
+            ({"platform": "webhook"}, "token"),
+            ({"platform": "webhook", "token": ""}, "token"),
+            ({"platform": "webhook", "token": "has space"}, "token"),
+            ({"platform": "webhook", "token": "x" * 513}, "token"),
+            ({"platform": "apns", "token": "zz" * 32}, "token"),
+            ({"platform": "fcm", "token": "fine-token"}, "not enabled"),
+            ({"platform": "apns", "token": APNS_TOKEN}, "not enabled"),
+        ]
+        for body, word in bad:
+            r = await h.api.req("POST", "/api/v1/push/devices", token=a.token, json_body=body)
+            assert r.status == 400 and r.body["error"]["code"] == "bad_request", (body, r)
+            assert word in r.body["error"]["message"], (body, r)
+        r = await h.api.req("POST", "/api/v1/push/devices", json_body={"platform": "webhook", "token": "t"})
+        assert r.status == 401, r
+        r = await h.api.req("GET", "/api/v1/push/devices")
+        assert r.status == 401, r
+        r = await h.api.req("PUT", "/api/v1/push/devices", token=a.token, json_body={})
+        assert r.status == 405, r
+        r = await h.api.req("DELETE", "/api/v1/push/devices/0", token=a.token)
+        assert r.status == 404, r
+        for i in range(20):
+            await register_device(h.api, a, "webhook", f"many-{i}-{a.username}")
+        r = await h.api.req("POST", "/api/v1/push/devices", token=a.token,
+                            json_body={"platform": "webhook", "token": "one-too-many"})
+        assert r.status == 400 and "too many" in r.body["error"]["message"], r
+        r = await h.api.expect(200, "GET", "/api/v1/push/devices", token=a.token)
+        assert len(r.body["devices"]) == 20, "a refused registration changes nothing"
+
+
+@async_test(timeout=60)
+async def test_push_off_without_endpoints(server):
+    async with Harness(server) as h:
+        (a,) = await h.api.register_many(1, "po")
+        r = await h.api.req("POST", "/api/v1/push/devices", token=a.token,
+                            json_body={"platform": "webhook", "token": "t"})
+        assert r.status == 400 and "not enabled" in r.body["error"]["message"], r
+        r = await h.api.expect(200, "GET", "/api/v1/push/devices", token=a.token)
+        assert r.body == {"devices": [], "enabled": False}
+
+
+@pytest.mark.embedded_only("kill -9 of the one process; a dead node's rows are re-claimed after their lease")
+@async_test(timeout=120)
+async def test_push_survives_crash(server_factory, sink):
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b = await h.api.register_many(2, "pk")
+        conv = (await h.api.open_dm(a, b.id))["id"]
+        tok = "crash-" + b.username
+        sink.answers[tok] = [503]                # the service is down at first
+        await register_device(h.api, b, "webhook", tok)
+        ack = await send(h.api, a, conv, "before the crash")
+        await sink.wait_for(tok)                 # tried once, refused: still in the outbox
+        srv.kill()
+        srv.restart()
+        h.new_api()
+        got = await sink.wait_for(tok, 2, timeout=30)
+        assert got[1]["status"] == 200 and note(got[1])["seq"] == ack["seq"]
+
+
+def _b64url(s):
+    import base64
+    return json.loads(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)))
+
+
+@async_test(timeout=90)
+async def test_push_apns_provider_token_minted(server_factory, sink, tmp_path):
+    import subprocess
+    key = tmp_path / "AuthKey_K1.p8"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-out", str(key)], check=True, capture_output=True)
+    srv = server_factory(["--push-apns-url", sink.url("/apns"), "--push-apns-topic", "chat.parley.app",
+                          "--push-apns-key", str(key), "--push-apns-key-id", "K1",
+                          "--push-apns-team-id", "TEAM42"])
+    async with Harness(srv) as h:
+        a, b = await h.api.register_many(2, "pj")
+        conv = (await h.api.open_dm(a, b.id))["id"]
+        tok = "cd" * 32
+        await register_device(h.api, b, "apns", tok)
+        before = int(time.time())
+        await send(h.api, a, conv, "hello")
+        r = (await sink.wait_for(tok))[0]
+        auth = {k.lower(): v for k, v in r["headers"].items()}["authorization"]
+        assert auth.startswith("bearer ")
+        head, claims, sig = auth[7:].split(".")
+        assert _b64url(head) == {"alg": "ES256", "kid": "K1"}
+        c = _b64url(claims)
+        assert c["iss"] == "TEAM42" and before - 60 <= c["iat"] <= time.time() + 1
+        assert len(sig) == 86, "64 bytes r || s, base64url without padding"
+
+
+def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
+    import subprocess
+
+    def run(*args):
+        return subprocess.run([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"), *args],
+                              capture_output=True, text=True, timeout=30)
+    p = run("--push-webhook", "ftp://example/hook")
+    assert p.returncode == 2 and "--push-webhook must be an http:// or https:// URL" in p.stderr, p
+    p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"),
+            "--push-apns-key-id", "K", "--push-apns-team-id", "T")
+    assert p.returncode == 2 and "cannot read" in p.stderr, p
+    p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"))
+    assert p.returncode == 2 and "--push-apns-key-id" in p.stderr, p
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps({"type": "service_account", "project_id": "p"}))
+    p = run("--push-fcm-credentials", str(creds))
+    assert p.returncode == 2 and "no client_email or private_key" in p.stderr, p
+    creds.write_text(json.dumps({"client_email": "a@b", "private_key": "not a key", "project_id": "p"}))
+    p = run("--push-fcm-credentials", str(creds))
+    assert p.returncode == 2 and "not a PEM RSA key" in p.stderr, p
+
+
+@async_test(timeout=90)
+async def test_push_fcm_oauth_from_service_account(server_factory, sink, tmp_path):
+    import base64
+    import subprocess
+    import urllib.parse
+    key, pub = tmp_path / "sa.pem", tmp_path / "sa.pub"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", str(key)], check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)], check=True,
+                   capture_output=True)
+    creds = tmp_path / "service-account.json"
+    creds.write_text(json.dumps({
+        "type": "service_account", "project_id": "parley-test", "private_key_id": "k1",
+        "private_key": key.read_text(), "client_email": "push@parley-test.iam.gserviceaccount.com",
+        "token_uri": sink.url("/token")}))
+    srv = server_factory(["--push-fcm-credentials", str(creds), "--push-fcm-url", sink.url("/fcm")])
+    async with Harness(srv) as h:
+        a, b = await h.api.register_many(2, "po")
+        conv = (await h.api.open_dm(a, b.id))["id"]
+        tok = "fcm-" + b.username
+        await register_device(h.api, b, "fcm", tok)
+        await send(h.api, a, conv, "hello")
+        f = (await sink.wait_for(tok))[0]
+        assert f["headers"].get("Authorization") == "Bearer ya29.minted"
+        t = sink.for_token("/token")[0]
+        form = urllib.parse.parse_qs(t["raw"].decode())
+        assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+        head, claims, sig = form["assertion"][0].split(".")
+        assert _b64url(head) == {"alg": "RS256", "typ": "JWT"}
+        c = _b64url(claims)
+        assert c["iss"] == "push@parley-test.iam.gserviceaccount.com" and c["aud"] == sink.url("/token")
+        assert c["scope"] == "https://www.googleapis.com/auth/firebase.messaging"
+        assert c["exp"] - c["iat"] == 3600
+        (tmp_path / "signed").write_bytes(f"{head}.{claims}".encode())
+        (tmp_path / "sig").write_bytes(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+        v = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(pub), "-signature",
+                            str(tmp_path / "sig"), str(tmp_path / "signed")], capture_output=True, text=True)
+        assert v.returncode == 0 and "Verified OK" in v.stdout, v

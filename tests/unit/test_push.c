@@ -1,0 +1,252 @@
+/* test_push.c — push notification requests and answers (src/push/payload.c;
+ * docs/protocol.md "Push notifications"). */
+#include "test.h"
+
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+
+#include "push/payload.h"
+
+static const pl_push_config cfg_all = {
+    .webhook = "http://hook.example/in", .webhook_secret = "k3y", .fcm_url = "https://fcm.example/send",
+    .fcm_token = "oauth", .apns_url = "https://apns.example/", .apns_topic = "app.topic", .apns_token = "jwt",
+};
+
+static pl_push sample(int platform, const char *token) {
+    pl_push p;
+    memset(&p, 0, sizeof p);
+    p.outbox = 7;
+    p.conv = 12;
+    p.seq = 34;
+    p.id = 386602381883736064ULL;
+    p.ts = 1700000000000;
+    p.sender = 5;
+    strcpy(p.sender_name, "alice");
+    p.conv_kind = PL_CONV_GROUP;
+    p.title = (char *)"Team";
+    p.body = (char *)"secret words";
+    p.body_len = strlen(p.body);
+    p.user = 9;
+    p.device = 3;
+    p.platform = platform;
+    p.token = (char *)token;
+    return p;
+}
+
+static const char *header(const pl_push_http *h, const char *name) {
+    size_t n = strlen(name);
+    for (int i = 0; i < h->nheaders; i++)
+        if (strncmp(h->headers[i], name, n) == 0 && h->headers[i][n] == ':') return h->headers[i] + n + 2;
+    return NULL;
+}
+
+TEST(push_webhook_carries_no_text_and_is_signed) {
+    pl_push p = sample(PL_PUSH_WEBHOOK, "tok");
+    pl_push_http h;
+    CHECK_EQ(pl_push_build(&cfg_all, &p, &h), 0);
+    CHECK_STR(h.url, "http://hook.example/in");
+    CHECK(strstr(h.body, "secret") == NULL);
+    CHECK(strstr(h.body, "alice") == NULL);
+    CHECK(strstr(h.body, "Team") == NULL);
+    json_t *o = json_loads(h.body, 0, NULL);
+    CHECK(o != NULL);
+    json_t *n = json_object_get(o, "notification");
+    CHECK_EQ(json_integer_value(json_object_get(n, "conversation")), 12);
+    CHECK_EQ(json_integer_value(json_object_get(n, "seq")), 34);
+    CHECK_STR(json_string_value(json_object_get(n, "id")), "386602381883736064");
+    CHECK(json_is_false(json_object_get(n, "mention")));
+    CHECK_STR(json_string_value(json_object_get(o, "token")), "tok");
+    json_decref(o);
+    uint8_t mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, (const uint8_t *)"k3y", 3);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)h.body, h.body_len);
+    crypto_auth_hmacsha256_final(&st, mac);
+    char want[80] = "sha256=";
+    sodium_bin2hex(want + 7, sizeof want - 7, mac, sizeof mac);
+    CHECK_STR(header(&h, "X-Parley-Signature"), want);
+    pl_push_http_release(&h);
+}
+
+TEST(push_previews_truncate_to_100_characters) {
+    pl_push_config cfg = cfg_all;
+    cfg.previews = 1;
+    char body[400] = "";
+    for (int i = 0; i < 120; i++) strcat(body, "\xC3\xA9");    /* é: two bytes each */
+    pl_push p = sample(PL_PUSH_FCM, "tok");
+    p.body = body;
+    p.body_len = strlen(body);
+    pl_push_http h;
+    CHECK_EQ(pl_push_build(&cfg, &p, &h), 0);
+    json_t *o = json_loads(h.body, 0, NULL);
+    json_t *nt = json_object_get(json_object_get(o, "message"), "notification");
+    CHECK_STR(json_string_value(json_object_get(nt, "title")), "Team");
+    const char *text = json_string_value(json_object_get(nt, "body"));
+    CHECK(text != NULL);
+    CHECK_EQ(strlen(text), 200 + 3);                            /* 100 é and an ellipsis */
+    CHECK_STR(text + 200, "\xE2\x80\xA6");
+    json_decref(o);
+    pl_push_http_release(&h);
+    /* a direct conversation's title is the sender; a ciphertext message has no text */
+    p.conv_kind = PL_CONV_DIRECT;
+    p.body = NULL;
+    p.body_len = 0;
+    p.platform = PL_PUSH_APNS;
+    p.token = (char *)"abcd";
+    CHECK_EQ(pl_push_build(&cfg, &p, &h), 0);
+    o = json_loads(h.body, 0, NULL);
+    json_t *alert = json_object_get(json_object_get(o, "aps"), "alert");
+    CHECK_STR(json_string_value(json_object_get(alert, "title")), "alice");
+    CHECK_STR(json_string_value(json_object_get(alert, "body")), "");
+    json_decref(o);
+    pl_push_http_release(&h);
+}
+
+TEST(push_fcm_and_apns_requests) {
+    pl_push p = sample(PL_PUSH_FCM, "f-tok");
+    p.mention = 1;
+    pl_push_http h;
+    CHECK_EQ(pl_push_build(&cfg_all, &p, &h), 0);
+    CHECK_STR(h.url, "https://fcm.example/send");
+    CHECK_STR(header(&h, "Authorization"), "Bearer oauth");
+    json_t *o = json_loads(h.body, 0, NULL);
+    json_t *m = json_object_get(o, "message");
+    CHECK_STR(json_string_value(json_object_get(m, "token")), "f-tok");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(m, "data"), "mention")), "1");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(m, "data"), "seq")), "34");
+    CHECK(json_object_get(m, "notification") == NULL);
+    json_decref(o);
+    pl_push_http_release(&h);
+    p.platform = PL_PUSH_APNS;
+    p.token = (char *)"a1b2";
+    CHECK_EQ(pl_push_build(&cfg_all, &p, &h), 0);
+    CHECK_STR(h.url, "https://apns.example/3/device/a1b2");      /* the trailing slash once */
+    CHECK_STR(header(&h, "apns-topic"), "app.topic");
+    CHECK_STR(header(&h, "apns-push-type"), "alert");
+    CHECK_STR(header(&h, "apns-collapse-id"), "12:34");
+    CHECK_STR(header(&h, "authorization"), "bearer jwt");
+    o = json_loads(h.body, 0, NULL);
+    json_t *alert = json_object_get(json_object_get(o, "aps"), "alert");
+    CHECK_STR(json_string_value(json_object_get(alert, "loc-key")), "PARLEY_NEW_MENTION");
+    CHECK(strstr(h.body, "secret") == NULL);
+    json_decref(o);
+    pl_push_http_release(&h);
+    pl_push_config none = {.previews = 0};
+    CHECK_EQ(pl_push_build(&none, &p, &h), -1);                  /* no endpoint: no request */
+}
+
+TEST(push_answers_classified) {
+    CHECK_EQ(pl_push_classify(PL_PUSH_WEBHOOK, 200, NULL, 0), PL_PUSH_SENT);
+    CHECK_EQ(pl_push_classify(PL_PUSH_WEBHOOK, 204, NULL, 0), PL_PUSH_SENT);
+    CHECK_EQ(pl_push_classify(PL_PUSH_WEBHOOK, 410, NULL, 0), PL_PUSH_GONE);
+    CHECK_EQ(pl_push_classify(PL_PUSH_WEBHOOK, 404, NULL, 0), PL_PUSH_GONE);
+    CHECK_EQ(pl_push_classify(PL_PUSH_WEBHOOK, 0, NULL, 0), PL_PUSH_RETRY);     /* no answer */
+    CHECK_EQ(pl_push_classify(PL_PUSH_WEBHOOK, 429, NULL, 0), PL_PUSH_RETRY);
+    CHECK_EQ(pl_push_classify(PL_PUSH_WEBHOOK, 503, NULL, 0), PL_PUSH_RETRY);
+    CHECK_EQ(pl_push_classify(PL_PUSH_WEBHOOK, 400, NULL, 0), PL_PUSH_FAILED);
+    CHECK_EQ(pl_push_classify(PL_PUSH_FCM, 404, "{}", 2), PL_PUSH_GONE);
+    const char *fcm_bad = "{\"error\":{\"message\":\"The registration token is not a valid FCM registration token\"}}";
+    CHECK_EQ(pl_push_classify(PL_PUSH_FCM, 400, fcm_bad, strlen(fcm_bad)), PL_PUSH_GONE);
+    CHECK_EQ(pl_push_classify(PL_PUSH_FCM, 401, NULL, 0), PL_PUSH_FAILED);
+    CHECK_EQ(pl_push_classify(PL_PUSH_APNS, 410, NULL, 0), PL_PUSH_GONE);
+    CHECK_EQ(pl_push_classify(PL_PUSH_APNS, 400, "{\"reason\":\"BadDeviceToken\"}", 27), PL_PUSH_GONE);
+    CHECK_EQ(pl_push_classify(PL_PUSH_APNS, 400, "{\"reason\":\"BadTopic\"}", 21), PL_PUSH_FAILED);
+    CHECK_EQ(pl_push_classify(PL_PUSH_APNS, 403, NULL, 0), PL_PUSH_FAILED);
+}
+
+TEST(push_tokens_checked) {
+    CHECK(pl_push_token_check(PL_PUSH_WEBHOOK, "abc:DEF-_1", 10) == NULL);
+    CHECK(pl_push_token_check(PL_PUSH_WEBHOOK, "", 0) != NULL);
+    CHECK(pl_push_token_check(PL_PUSH_WEBHOOK, "a b", 3) != NULL);
+    CHECK(pl_push_token_check(PL_PUSH_WEBHOOK, "a\x01", 2) != NULL);
+    CHECK(pl_push_token_check(PL_PUSH_FCM, "caf\xC3\xA9", 5) != NULL);
+    char big[PL_PUSH_TOKEN_MAX + 2];
+    memset(big, 'a', sizeof big);
+    CHECK(pl_push_token_check(PL_PUSH_FCM, big, PL_PUSH_TOKEN_MAX) == NULL);
+    CHECK(pl_push_token_check(PL_PUSH_FCM, big, PL_PUSH_TOKEN_MAX + 1) != NULL);
+    CHECK(pl_push_token_check(PL_PUSH_APNS, big, 64) == NULL);                  /* 'a' is hex */
+    CHECK(pl_push_token_check(PL_PUSH_APNS, big, 63) != NULL);                  /* odd, short */
+    CHECK(pl_push_token_check(PL_PUSH_APNS, "zz", 2) != NULL);
+    CHECK_EQ(pl_push_platform_parse("apns"), PL_PUSH_APNS);
+    CHECK_EQ(pl_push_platform_parse("APNS"), 0);
+    CHECK_EQ(pl_push_platform_parse(NULL), 0);
+    CHECK_STR(pl_push_platform_name(PL_PUSH_FCM), "fcm");
+}
+
+/* ---- the APNs provider token (src/push/jwt.c) ------------------------------- */
+
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <unistd.h>
+
+#include "push/jwt.h"
+
+static size_t unb64(const char *s, size_t n, uint8_t *out, size_t cap) {
+    size_t len = 0;
+    if (sodium_base642bin(out, cap, s, n, NULL, &len, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) return 0;
+    return len;
+}
+
+static char *write_key(EVP_PKEY *pk) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/parley-jwt-%d.p8", (int)getpid());
+    FILE *f = fopen(path, "w");
+    if (!f) return NULL;
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    return path;
+}
+
+TEST(push_apns_jwt_verifies) {
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    CHECK(pk != NULL);
+    char *path = write_key(pk);
+    CHECK(path != NULL);
+    char err[256];
+    pl_jwt_key *k = pl_jwt_key_load(path, err, sizeof err);
+    unlink(path);
+    CHECK(k != NULL);
+    char *t = pl_jwt_es256(k, "KEY123", "TEAM9", 1700000000);
+    pl_jwt_key_free(k);
+    CHECK(t != NULL);
+    char *d1 = strchr(t, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+    CHECK(d1 && d2 && !strchr(d2 + 1, '.'));
+    uint8_t buf[256];
+    size_t n = unb64(t, (size_t)(d1 - t), buf, sizeof buf);
+    buf[n] = 0;
+    CHECK_STR((char *)buf, "{\"alg\":\"ES256\",\"kid\":\"KEY123\"}");
+    n = unb64(d1 + 1, (size_t)(d2 - d1 - 1), buf, sizeof buf);
+    buf[n] = 0;
+    CHECK_STR((char *)buf, "{\"iss\":\"TEAM9\",\"iat\":1700000000}");
+    uint8_t raw[64];
+    CHECK_EQ(unb64(d2 + 1, strlen(d2 + 1), raw, sizeof raw), 64);     /* r || s, as JWS wants */
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    ECDSA_SIG_set0(sig, BN_bin2bn(raw, 32, NULL), BN_bin2bn(raw + 32, 32, NULL));
+    uint8_t *der = NULL;
+    int dlen = i2d_ECDSA_SIG(sig, &der);
+    ECDSA_SIG_free(sig);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pk) == 1 &&
+             EVP_DigestVerify(ctx, der, (size_t)dlen, (const uint8_t *)t, (size_t)(d2 - t)) == 1;
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_free(der);
+    free(t);
+    EVP_PKEY_free(pk);
+    CHECK(ok);
+}
+
+TEST(push_apns_key_refused_unless_p256) {
+    char err[256] = "";
+    CHECK(pl_jwt_key_load("/nonexistent/key.p8", err, sizeof err) == NULL);
+    CHECK(strstr(err, "cannot read") != NULL);
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    char *path = write_key(pk);
+    CHECK(path != NULL);
+    CHECK(pl_jwt_key_load(path, err, sizeof err) == NULL);
+    CHECK(strstr(err, "P-256") != NULL);
+    unlink(path);
+    EVP_PKEY_free(pk);
+}
