@@ -205,7 +205,7 @@ static void push_config(pl_push_config *pc) {
     *pc = (pl_push_config){cfg.push_webhook,   cfg.push_webhook_secret, cfg.push_fcm_url,   cfg.push_fcm_token,
                            cfg.push_apns_url,  cfg.push_apns_topic,     cfg.push_apns_token, cfg.push_previews,
                            cfg.push_apns_key,  cfg.push_apns_key_id,    cfg.push_apns_team_id,
-                           cfg.push_fcm_credentials};
+                           cfg.push_fcm_credentials, cfg.large_group};
 }
 
 /* The push endpoints are http(s) URLs. 0, or -1 after printing which is not. */

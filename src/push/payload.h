@@ -27,6 +27,8 @@ typedef struct pl_push_config {     /* strings borrowed; "" or NULL: unset    */
     const char *apns_team_id;       /* ... and the team                       */
     const char *fcm_credentials;    /* worker.c: a service account's JSON file:
                                      * fcm_token is an OAuth 2 token it mints */
+    int64_t     large_group;        /* worker.c: members above which only the
+                                     * mentioned are notified (0: no limit) */
 } pl_push_config;
 
 #define PL_PUSH_HEADERS_MAX 8

@@ -15,7 +15,7 @@
 #include "../store/store.h"
 #include "payload.h"
 
-#define PL_PUSH_CLAIM_ROWS 256     /* outbox rows per pass                   */
+#define PL_PUSH_CLAIM_ROWS 64      /* outbox rows per pass                   */
 #define PL_PUSH_LEASE_MS   60000   /* a claim holds its rows this long       */
 #define PL_PUSH_RETRY_MS   10000   /* a row to retry is claimed again after  */
 #define PL_PUSH_TICK_MS    1000    /* the worker looks at the outbox this often
@@ -30,6 +30,25 @@ int  pl_push_enabled(void);
 const pl_push_config *pl_push_config_get(void);
 /* A MESSAGE committed on this node: look at the outbox soon. */
 void pl_push_kick(void);
+/* What a pass's outcomes mean for the outbox (PUSH_DONE's inputs): rows
+ * whose every notification was sent, refused for good or not needed (the
+ * user was connected) are done; a row with transient failures is retried
+ * to those devices only; devices the service called gone are dead (each
+ * once). pushes are in row order (as READ_PUSH_TARGETS gives them);
+ * outcome[i] is pushes[i]'s pl_push_outcome, 0 when not sent. */
+typedef struct pl_push_settled {
+    int64_t       *done;
+    size_t         ndone;
+    int64_t       *dead;
+    size_t         ndead;
+    pl_push_retry *retries;          /* devices point into retry_devs       */
+    size_t         nretries;
+    int64_t       *retry_devs;
+} pl_push_settled;
+void pl_push_settle(const int64_t *rows, size_t nrows, const pl_push *pushes, const uint8_t *outcome,
+                    size_t npushes, pl_push_settled *out);
+void pl_push_settled_release(pl_push_settled *s);
+
 /* Before the store closes: stops the timer and the sender thread. Rows
  * claimed and not finished stay leased; they are sent after their lease
  * (by this node when it is back, or another). */

@@ -37,9 +37,7 @@ typedef struct pass {
     size_t    npushes;
     uint8_t  *outcome;            /* per push: pl_push_outcome, 0 = not sent  */
     size_t    pending;            /* requests at the sender                   */
-    int64_t  *dead;               /* PUSH_DONE's inputs (owned)               */
-    pl_push_retry *retries;
-    int64_t  *retry_devs;
+    pl_push_settled settled;      /* PUSH_DONE's inputs (owned)               */
 } pass;
 
 static struct {
@@ -127,9 +125,7 @@ static void pass_free(pass *p) {
     free(p->rows);
     pl_push_list_free(p->pushes, p->npushes);
     free(p->outcome);
-    free(p->dead);
-    free(p->retries);
-    free(p->retry_devs);
+    pl_push_settled_release(&p->settled);
     free(p);
 }
 
@@ -154,6 +150,39 @@ static int cmp_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+void pl_push_settle(const int64_t *rows, size_t nrows, const pl_push *pushes, const uint8_t *outcome,
+                    size_t npushes, pl_push_settled *out) {
+    memset(out, 0, sizeof *out);
+    out->done = pl_malloc((nrows ? nrows : 1) * sizeof *out->done);
+    out->dead = pl_malloc((npushes ? npushes : 1) * sizeof *out->dead);
+    out->retries = pl_malloc((nrows ? nrows : 1) * sizeof *out->retries);
+    out->retry_devs = pl_malloc((npushes ? npushes : 1) * sizeof *out->retry_devs);
+    for (size_t i = 0; i < npushes; i++)
+        if (outcome[i] == PL_PUSH_GONE) out->dead[out->ndead++] = pushes[i].device;
+    qsort(out->dead, out->ndead, sizeof *out->dead, cmp_i64);
+    size_t k = 0;
+    for (size_t i = 0; i < out->ndead; i++)           /* a device once */
+        if (!k || out->dead[k - 1] != out->dead[i]) out->dead[k++] = out->dead[i];
+    out->ndead = k;
+    size_t i = 0, ndevs = 0;
+    for (size_t r = 0; r < nrows; r++) {              /* one walk: pushes are in row order */
+        size_t first = ndevs;
+        while (i < npushes && pushes[i].outbox < rows[r]) i++;
+        for (; i < npushes && pushes[i].outbox == rows[r]; i++)
+            if (outcome[i] == PL_PUSH_RETRY) out->retry_devs[ndevs++] = pushes[i].device;
+        if (ndevs == first) out->done[out->ndone++] = rows[r];
+        else out->retries[out->nretries++] = (pl_push_retry){rows[r], out->retry_devs + first, ndevs - first};
+    }
+}
+
+void pl_push_settled_release(pl_push_settled *s) {
+    free(s->done);
+    free(s->dead);
+    free(s->retries);
+    free(s->retry_devs);
+    memset(s, 0, sizeof *s);
+}
+
 static void finish(pass *p) {
     if (W.stopping) {
         end_pass(p, 0);
@@ -162,35 +191,14 @@ static void finish(pass *p) {
     pl_job *j = &p->job;
     pl_job_release(j);
     memset(j, 0, sizeof *j);
-    int64_t *done = pl_malloc((p->nrows ? p->nrows : 1) * sizeof *done);
-    size_t ndone = 0, ndead = 0, nretries = 0, ndevs = 0;
-    p->dead = pl_malloc((p->npushes ? p->npushes : 1) * sizeof *p->dead);
-    p->retries = pl_malloc((p->nrows ? p->nrows : 1) * sizeof *p->retries);
-    p->retry_devs = pl_malloc((p->npushes ? p->npushes : 1) * sizeof *p->retry_devs);
-    for (size_t i = 0; i < p->npushes; i++)
-        if (p->outcome[i] == PL_PUSH_GONE) p->dead[ndead++] = p->pushes[i].device;
-    qsort(p->dead, ndead, sizeof *p->dead, cmp_i64);
-    size_t k = 0;
-    for (size_t i = 0; i < ndead; i++)               /* a device once */
-        if (!k || p->dead[k - 1] != p->dead[i]) p->dead[k++] = p->dead[i];
-    ndead = k;
-    for (size_t r = 0; r < p->nrows; r++) {          /* pushes are in row order */
-        size_t first = ndevs;
-        for (size_t i = 0; i < p->npushes; i++)
-            if (p->pushes[i].outbox == p->rows[r] && p->outcome[i] == PL_PUSH_RETRY)
-                p->retry_devs[ndevs++] = p->pushes[i].device;
-        if (ndevs == first) done[ndone++] = p->rows[r];
-        else p->retries[nretries++] = (pl_push_retry){p->rows[r], p->retry_devs + first, ndevs - first};
-    }
-    free(p->rows);                                   /* done takes its place */
-    p->rows = done;
+    pl_push_settle(p->rows, p->nrows, p->pushes, p->outcome, p->npushes, &p->settled);
     j->op = PL_JOB_PUSH_DONE;
-    j->ids = done;
-    j->nids = ndone;
-    j->dead = p->dead;
-    j->ndead = ndead;
-    j->retries = p->retries;
-    j->nretries = nretries;
+    j->ids = p->settled.done;
+    j->nids = p->settled.ndone;
+    j->dead = p->settled.dead;
+    j->ndead = p->settled.ndead;
+    j->retries = p->settled.retries;
+    j->nretries = p->settled.nretries;
     j->expires = pl_now_ms() + PL_PUSH_RETRY_MS;
     j->done = recorded;
     pl_store_submit(W.store, j);
@@ -316,6 +324,7 @@ static void claimed(pl_job *j) {
     j->op = PL_READ_PUSH_TARGETS;
     j->ids = p->rows;
     j->nids = p->nrows;
+    j->after = W.cfg.large_group;
     j->done = targeted;
     pl_store_submit(W.store, j);
 }
@@ -412,6 +421,7 @@ int pl_push_start(uv_loop_t *loop, pl_store *store, const pl_push_config *cfg, c
     W.cfg.apns_topic = keep(5, cfg->apns_topic);
     W.cfg.apns_token = keep(6, cfg->apns_token);
     W.cfg.previews = cfg->previews;
+    W.cfg.large_group = cfg->large_group;
     W.cfg.apns_key_file = keep(7, cfg->apns_key_file);
     W.cfg.apns_key_id = keep(8, cfg->apns_key_id);
     W.cfg.apns_team_id = keep(9, cfg->apns_team_id);

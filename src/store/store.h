@@ -525,13 +525,16 @@ typedef enum pl_job_op {
                                * taking a key: devices with otk_count, otk NULL. */
     /* push notifications (invariant 10; explicit values) */
     PL_READ_PUSH_DEVICES = 150, /* in: user. out: push_devices: the user's, by id  */
-    PL_READ_PUSH_TARGETS      /* in: ids/nids (claimed outbox rows). out: pushes:
-                               * for each row's MESSAGE that is not deleted, one per
-                               * device (of a live login; a retried row: only its
-                               * devices) of each member other than the sender who
-                               * joined at or before it and whose level notifies
-                               * (all; mentions: when mention), rows in id order.
-                               * Rows whose message is gone give none.          */
+    PL_READ_PUSH_TARGETS      /* in: ids/nids (claimed outbox rows), after (0, or
+                               * a member count: in a conversation with more
+                               * members, only members the message mentions: large
+                               * groups). out: pushes: for each row's MESSAGE that
+                               * is not deleted, one per device (of a live login; a
+                               * retried row: only its devices) of each member other
+                               * than the sender who joined at or before it and
+                               * whose level notifies (all; mentions: when mention),
+                               * rows in id order. Rows whose message is gone give
+                               * none.                                          */
 } pl_job_op;
 
 #define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */

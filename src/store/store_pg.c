@@ -914,7 +914,8 @@ const char *const pg_r_sql[R__COUNT] = {
                        "   WHERE c.id = o.conv_id OFFSET 0) c"
                        " LEFT JOIN users u ON u.id = e.sender"
                        " WHERE o.id = ANY($1::bigint[]) ORDER BY o.id",
-    /* $1 outbox ids, $2 now: per row, each member but the sender who joined
+    /* $1 outbox ids, $2 now, $3 large group (0: none; above it, mentions
+     * only): per row, each member but the sender who joined
      * at or before it and whose level lets it through (0 all; 1 mentions:
      * when a mentions row names it, store.h invariant 7), times each of
      * its devices of a live login (a retried row: only its devices) */
@@ -928,6 +929,8 @@ const char *const pg_r_sql[R__COUNT] = {
                        "   JOIN logins l ON l.id = d.login AND l.revoked = 0 AND l.expires > $2::bigint"
                        "   WHERE d.user_id = m.user_id OFFSET 0) d"
                        " WHERE o.id = ANY($1::bigint[]) AND (m.notify = 0 OR m.mention)"
+                       " AND (m.mention OR $3::bigint = 0 OR (SELECT c.member_count FROM conversations c"
+                       "   WHERE c.id = o.conv_id) <= $3::bigint)"
                        " AND (o.only_devices IS NULL"
                        "   OR d.id = ANY(string_to_array(o.only_devices, ',')::bigint[]))"
                        " ORDER BY o.id, m.user_id, d.id",

@@ -199,6 +199,7 @@ static int p_read_targets(pg_reader *r, pl_job *j) {
     pg_param_arr(&m, &a);
     pg_param_arr(&t, &a);
     pg_param_i64(&t, pl_now_ms());
+    pg_param_i64(&t, j->after > 0 ? j->after : 0);
     int ms = -1, ts = -1;
     int lost = pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (ms = pgc_send(&r->c, R_PUSH_MSGS, &m, 1)) < 0 ||
                (ts = pgc_send(&r->c, R_PUSH_TARGETS, &t, 1)) < 0 || pgc_send(&r->c, R_COMMIT, NULL, 0) < 0;

@@ -236,7 +236,7 @@ static int p_only_has(const char *only, int64_t id) {
 static const char *const targets_sql =
     "SELECT o.only_devices, e.conv_id, e.seq, e.id, e.ts, e.sender, u.username, c.kind, c.title, e.body,"
     "  m.user_id, EXISTS (SELECT 1 FROM mentions x WHERE x.conv_id = e.conv_id AND x.user_id = m.user_id"
-    "    AND x.seq = e.seq) AS mentioned, d.id, d.platform, d.token, m.notify"
+    "    AND x.seq = e.seq) AS mentioned, d.id, d.platform, d.token, m.notify, c.member_count"
     " FROM push_outbox o"
     " JOIN events e ON e.conv_id = o.conv_id AND e.seq = o.seq AND e.kind = 2 AND e.deleted_ts = 0"
     " JOIN conversations c ON c.id = e.conv_id"
@@ -273,6 +273,7 @@ static int p_read_targets(sq_reader *r, pl_job *j) {
             const char *only = (const char *)sqlite3_column_text(st, 0);
             int mentioned = sqlite3_column_int(st, 11);
             if (sqlite3_column_int(st, 15) == PL_NOTIFY_MENTIONS && !mentioned) continue;
+            if (j->after > 0 && sqlite3_column_int64(st, 16) > j->after && !mentioned) continue;
             if (!p_only_has(only, sqlite3_column_int64(st, 12))) continue;
             if (j->npushes == cap) {
                 cap = cap ? cap * 2 : 16;

@@ -12,7 +12,8 @@ Written from the document:
   * nothing while the user is connected; again once it is gone
     (test_push_skips_connected_users);
   * notification levels: all, mentions (mention only), none
-    (test_push_levels);
+    (test_push_levels); large groups: mentions only
+    (test_push_large_groups_notify_mentions_only);
   * FCM and APNs request shapes (test_push_fcm_and_apns_shapes);
   * --push-previews puts the sender, title and text in (test_push_previews);
   * a token the service calls dead (410) is forgotten; a 500 is retried
@@ -21,7 +22,12 @@ Written from the document:
     account moves (test_push_devices_follow_logins);
   * bad input and authorization (test_push_bad_input);
   * a committed message is pushed after a crash (kill -9) before its push
-    went out: the outbox (test_push_survives_crash, embedded).
+    went out: the outbox (test_push_survives_crash, embedded);
+  * the APNs provider token is an ES256 JWT minted from the .p8 key
+    (test_push_apns_provider_token_minted); FCM's OAuth token comes from a
+    service account's signed assertion (test_push_fcm_oauth_from_service_account);
+    bad push settings stop the server with a clear error
+    (test_push_settings_refused_clearly).
 """
 
 import asyncio
@@ -228,6 +234,22 @@ async def test_push_levels(server_factory, sink):
         assert [note(r)["seq"] for r in got_c] == [mention["seq"]], "mentions level: only the mention"
         assert note(got_c[0])["mention"] is True
         assert sink.for_token("tok-" + d.username) == [], "level none: nothing, mentioned or not"
+
+
+@async_test(timeout=90)
+async def test_push_large_groups_notify_mentions_only(server_factory, sink):
+    srv = server_factory(sink.args() + ["--large-group", "3"])
+    async with Harness(srv) as h:
+        a, b, c, d = await h.api.register_many(4, "pg")
+        conv = (await h.api.create_group(a, [b.id, c.id, d.id], title="big"))["id"]
+        for u in (b, c):
+            await register_device(h.api, u, "webhook", "tok-" + u.username)
+        await send(h.api, a, conv, "to everyone")
+        m = await send(h.api, a, conv, f"@{c.username} look")
+        got = await sink.wait_for("tok-" + c.username)
+        await asyncio.sleep(QUIET)
+        assert [note(r)["seq"] for r in got] == [m["seq"]] and note(got[0])["mention"] is True
+        assert sink.for_token("tok-" + b.username) == [], "above --large-group: mentions only"
 
 
 @async_test(timeout=90)

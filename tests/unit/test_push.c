@@ -250,3 +250,39 @@ TEST(push_apns_key_refused_unless_p256) {
     unlink(path);
     EVP_PKEY_free(pk);
 }
+
+/* ---- settling a pass (src/push/worker.c) -------------------------------------- */
+
+#include "push/push.h"
+
+TEST(push_settle_outcomes) {
+    /* rows 10, 11, 12, 13; pushes in row order; 13 had none (all online) */
+    int64_t rows[] = {10, 11, 12, 13};
+    pl_push p[7];
+    memset(p, 0, sizeof p);
+    int64_t outbox[] = {10, 10, 11, 11, 11, 12, 12};
+    int64_t device[] = {1, 2, 5, 6, 7, 2, 8};
+    uint8_t outcome[] = {PL_PUSH_SENT, PL_PUSH_GONE, PL_PUSH_RETRY, PL_PUSH_SENT, PL_PUSH_RETRY, PL_PUSH_GONE, 0};
+    for (int i = 0; i < 7; i++) {
+        p[i].outbox = outbox[i];
+        p[i].device = device[i];
+    }
+    pl_push_settled s;
+    pl_push_settle(rows, 4, p, outcome, 7, &s);
+    CHECK_EQ(s.ndone, 3);                         /* 10 (sent, gone), 12 (gone, online), 13 */
+    CHECK_EQ(s.done[0], 10);
+    CHECK_EQ(s.done[1], 12);
+    CHECK_EQ(s.done[2], 13);
+    CHECK_EQ(s.nretries, 1);                      /* 11: to its failed devices only */
+    CHECK_EQ(s.retries[0].id, 11);
+    CHECK_EQ(s.retries[0].ndevices, 2);
+    CHECK_EQ(s.retries[0].devices[0], 5);
+    CHECK_EQ(s.retries[0].devices[1], 7);
+    CHECK_EQ(s.ndead, 1);                         /* device 2, once */
+    CHECK_EQ(s.dead[0], 2);
+    pl_push_settled_release(&s);
+    pl_push_settle(rows, 4, NULL, NULL, 0, &s);   /* nothing to send: every row done */
+    CHECK_EQ(s.ndone, 4);
+    CHECK_EQ(s.nretries + s.ndead, 0);
+    pl_push_settled_release(&s);
+}

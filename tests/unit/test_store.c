@@ -4070,6 +4070,22 @@ TEST(store_push_targets) {
     CHECK_EQ(t_event_at(&t, g, b, s1, &ev), 0);
     CHECK_EQ(j.pushes[0].id, ev.id);
     CHECK_EQ(j.pushes[0].ts, ev.ts);
+    /* a large group (more members than `after`): only the mentioned */
+    pl_job jl;
+    t_init(&t, &jl, PL_READ_PUSH_TARGETS);
+    jl.ids = r;
+    jl.nids = 4;
+    jl.after = 5;                                /* crew has 6 members now */
+    CHECK_EQ(t_read(&t, &jl), PL_STORE_OK);
+    CHECK_EQ(jl.npushes, 1);
+    CHECK_EQ(jl.pushes[0].user, c);
+    CHECK_EQ(jl.pushes[0].seq, s2);
+    CHECK_EQ(jl.pushes[0].mention, 1);
+    pl_job_release(&jl);
+    jl.after = 6;                                /* not above: as before */
+    CHECK_EQ(t_read(&t, &jl), PL_STORE_OK);
+    CHECK_EQ(jl.npushes, nwant);
+    pl_job_release(&jl);
     pl_event_release(&ev);
     pl_job_release(&j);
     CHECK_EQ(t_push_targets(&t, &j, &r[3], 1), PL_STORE_OK);      /* deleted: nothing */
