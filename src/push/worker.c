@@ -37,6 +37,7 @@ typedef struct pass {
     size_t    npushes;
     uint8_t  *outcome;            /* per push: pl_push_outcome, 0 = not sent  */
     size_t    pending;            /* requests at the sender                   */
+    int64_t  *users;              /* the recipients, sorted, once (owned)      */
     pl_push_settled settled;      /* PUSH_DONE's inputs (owned)               */
 } pass;
 
@@ -125,6 +126,7 @@ static void pass_free(pass *p) {
     free(p->rows);
     pl_push_list_free(p->pushes, p->npushes);
     free(p->outcome);
+    free(p->users);
     pl_push_settled_release(&p->settled);
     free(p);
 }
@@ -244,7 +246,7 @@ static void onlined(void *arg, const uint8_t *online, size_t n) {
         end_pass(p, 0);
         return;
     }
-    int64_t *users = (int64_t *)p->job.ids;          /* the asked ids (see targeted) */
+    const int64_t *users = p->users;
     pl_push_req *list = NULL;
     for (size_t i = 0; i < p->npushes; i++) {
         const pl_push *x = &p->pushes[i];
@@ -270,8 +272,6 @@ static void onlined(void *arg, const uint8_t *online, size_t n) {
         list = r;
         p->pending++;
     }
-    free(users);
-    p->job.ids = NULL;
     if (!p->pending) {
         finish(p);
         return;
@@ -294,7 +294,7 @@ static void targeted(pl_job *j) {
     j->pushes = NULL;
     j->npushes = 0;
     p->outcome = pl_calloc(p->npushes ? p->npushes : 1, 1);
-    int64_t *users = pl_malloc((p->npushes ? p->npushes : 1) * sizeof *users);
+    int64_t *users = p->users = pl_malloc((p->npushes ? p->npushes : 1) * sizeof *users);
     size_t n = 0;
     for (size_t i = 0; i < p->npushes; i++) users[n++] = p->pushes[i].user;
     qsort(users, n, sizeof *users, cmp_i64);
@@ -302,7 +302,6 @@ static void targeted(pl_job *j) {
     for (size_t i = 0; i < n; i++)
         if (!k || users[k - 1] != users[i]) users[k++] = users[i];
     pl_job_release(j);
-    j->ids = users;                                  /* kept for onlined() */
     pl_chat_users_online(users, k, onlined, p);
 }
 
