@@ -196,6 +196,10 @@ pl_conv_state *sq_w_conv_state(sq_store *s, int64_t conv, int *err);
 int  sq_w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
                  int64_t subject, char *data);
 
+/* Prepares sql on db (a rare job's statement, finalized by the caller);
+ * NULL on failure with *src set to SQLite's code. */
+sqlite3_stmt *sq_prep(sqlite3 *db, const char *sql, int *src);
+
 /* Copies column i as a new NUL-terminated string (NULL for SQL NULL). */
 char *sq_col_text(sqlite3_stmt *st, int i, size_t *len);
 

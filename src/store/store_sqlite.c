@@ -511,6 +511,17 @@ const char *const sq_r_sql[R__COUNT] = {
 
 /* ---- helpers shared with the job files ---------------------------------- */
 
+sqlite3_stmt *sq_prep(sqlite3 *db, const char *sql, int *src) {
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        *src = rc;
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    return st;
+}
+
 char *sq_col_text(sqlite3_stmt *st, int i, size_t *len) {
     if (sqlite3_column_type(st, i) == SQLITE_NULL) {
         if (len) *len = 0;

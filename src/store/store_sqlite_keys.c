@@ -21,24 +21,12 @@
 
 #define K_ERR (-1000)     /* a statement failed (SQLite code in *src)       */
 
-/* Prepares sql on db; NULL on failure with *src set. */
-static sqlite3_stmt *k_prep(sqlite3 *db, const char *sql, int *src) {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK) {
-        *src = rc;
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    return st;
-}
-
 /* Runs a statement with up to three integer and two text parameters
  * (NULL text: not bound); 1 when it returned a row (*out = column 0),
  * 0 when none, K_ERR on failure. */
 static int k_run(sqlite3 *db, const char *sql, int64_t a, int64_t b, int64_t c, const char *t4,
                  const char *t5, int64_t *out, int *src) {
-    sqlite3_stmt *st = k_prep(db, sql, src);
+    sqlite3_stmt *st = sq_prep(db, sql, src);
     if (!st) return K_ERR;
     int np = sqlite3_bind_parameter_count(st);
     if (np >= 1) sqlite3_bind_int64(st, 1, a);
@@ -73,7 +61,7 @@ static int k_devices(sqlite3 *db, pl_job *j, int take, int *src) {
             return rc < 0 ? rc : PL_STORE_ENOTFOUND;
         }
     }
-    sqlite3_stmt *st = k_prep(db, "SELECT d.device, d.identity, d.spk_id, d.spk, d.spk_sig, d.updated,"
+    sqlite3_stmt *st = sq_prep(db, "SELECT d.device, d.identity, d.spk_id, d.spk, d.spk_sig, d.updated,"
                                   " (SELECT count(*) FROM e2ee_otks o WHERE o.device = d.device)"
                                   " FROM e2ee_devices d JOIN logins l ON l.id = d.device"
                                   " AND l.revoked = 0 AND l.expires > ?2"
@@ -104,7 +92,7 @@ static int k_devices(sqlite3 *db, pl_job *j, int take, int *src) {
         return K_ERR;
     }
     if (!take) return PL_STORE_OK;
-    sqlite3_stmt *pick = k_prep(db, "DELETE FROM e2ee_otks WHERE device = ?1 AND key_id ="
+    sqlite3_stmt *pick = sq_prep(db, "DELETE FROM e2ee_otks WHERE device = ?1 AND key_id ="
                                     " (SELECT min(key_id) FROM e2ee_otks WHERE device = ?1)"
                                     " RETURNING key_id, key", src);
     if (!pick) return K_ERR;
@@ -152,7 +140,7 @@ static int k_upload(sq_store *s, pl_job *j, int64_t now) {
         return rc < 0 ? k_fatal(s, src) : PL_STORE_ENOTFOUND;
     }
     char *old = NULL;
-    sqlite3_stmt *st = k_prep(db, "SELECT identity FROM e2ee_devices WHERE device = ?1", &src);
+    sqlite3_stmt *st = sq_prep(db, "SELECT identity FROM e2ee_devices WHERE device = ?1", &src);
     if (!st) return k_fatal(s, src);
     sqlite3_bind_int64(st, 1, j->id);
     rc = sqlite3_step(st);
@@ -186,7 +174,7 @@ static int k_upload(sq_store *s, pl_job *j, int64_t now) {
     j->created = !old || (k->identity && strcmp(old, k->identity) != 0);
     free(old);
     if (k->identity) {
-        st = k_prep(db, "INSERT INTO e2ee_devices(device, user_id, identity, spk_id, spk, spk_sig, updated)"
+        st = sq_prep(db, "INSERT INTO e2ee_devices(device, user_id, identity, spk_id, spk, spk_sig, updated)"
                         " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(device) DO UPDATE SET"
                         " identity = excluded.identity, spk_id = excluded.spk_id, spk = excluded.spk,"
                         " spk_sig = excluded.spk_sig, updated = excluded.updated", &src);
@@ -206,7 +194,7 @@ static int k_upload(sq_store *s, pl_job *j, int64_t now) {
         k_run(db, "DELETE FROM e2ee_otks WHERE device = ?1", j->id, 0, 0, NULL, NULL, NULL, &src) < 0)
         return k_fatal(s, src);
     if (k->notks) {
-        st = k_prep(db, "INSERT OR REPLACE INTO e2ee_otks(device, key_id, key) VALUES(?1, ?2, ?3)", &src);
+        st = sq_prep(db, "INSERT OR REPLACE INTO e2ee_otks(device, key_id, key) VALUES(?1, ?2, ?3)", &src);
         if (!st) return k_fatal(s, src);
         for (size_t i = 0; i < k->notks; i++) {
             sqlite3_bind_int64(st, 1, j->id);

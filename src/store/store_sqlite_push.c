@@ -22,22 +22,11 @@
 
 #define P_ERR (-1000)     /* a statement failed (SQLite code in *src)       */
 
-static sqlite3_stmt *p_prep(sqlite3 *db, const char *sql, int *src) {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK) {
-        *src = rc;
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    return st;
-}
-
 /* Runs sql with its parameters given by fmt, one letter each: 'i' an
  * int64_t, 't' a string (borrowed). 1 when it returned a row (*out =
  * column 0 when out), 0 when none, P_ERR on failure. */
 static int p_run(sqlite3 *db, int *src, int64_t *out, const char *sql, const char *fmt, ...) {
-    sqlite3_stmt *st = p_prep(db, sql, src);
+    sqlite3_stmt *st = sq_prep(db, sql, src);
     if (!st) return P_ERR;
     va_list ap;
     va_start(ap, fmt);
@@ -122,7 +111,7 @@ static int p_claim(sq_store *s, pl_job *j, int64_t now) {
     if (dropped)
         pl_log(PL_LOG_WARN, 0, "push: notifications dropped after their last attempt", "\"rows\":%lld",
                (long long)dropped);
-    sqlite3_stmt *st = p_prep(s->wdb,
+    sqlite3_stmt *st = sq_prep(s->wdb,
                               "UPDATE push_outbox SET lease = ?2, attempts = attempts + 1 WHERE id IN"
                               " (SELECT id FROM push_outbox WHERE lease < ?1 ORDER BY id LIMIT ?3) RETURNING id",
                               &src);
@@ -194,7 +183,7 @@ int sq_push_forget_login(sq_store *s, int64_t login) {
 
 static int p_read_devices(sq_reader *r, pl_job *j) {
     int src = 0;
-    sqlite3_stmt *st = p_prep(r->db,
+    sqlite3_stmt *st = sq_prep(r->db,
                               "SELECT id, login, platform, token, created FROM push_devices WHERE user_id = ?1"
                               " ORDER BY id", &src);
     if (!st) return PL_STORE_EUNAVAIL;
@@ -249,7 +238,7 @@ static const char *const targets_sql =
 
 static int p_read_targets(sq_reader *r, pl_job *j) {
     int src = 0;
-    sqlite3_stmt *st = p_prep(r->db, targets_sql, &src);
+    sqlite3_stmt *st = sq_prep(r->db, targets_sql, &src);
     if (!st) {
         pl_log(PL_LOG_ERROR, 0, "store: push targets statement", "\"err\":\"%s\"", sqlite3_errmsg(r->db));
         return PL_STORE_EUNAVAIL;

@@ -164,12 +164,17 @@ async def send(api, user, conv, text):
 QUIET = 2.5   # seconds a test waits to see that nothing more was pushed
 
 
+async def pair(h, prefix):
+    """Two new users and their direct conversation: (a, b, conv)."""
+    a, b = await h.api.register_many(2, prefix)
+    return a, b, (await h.api.open_dm(a, b.id))["id"]
+
+
 @async_test(timeout=90)
 async def test_push_offline_member_is_notified(server_factory, sink):
     srv = server_factory(sink.args())
     async with Harness(srv) as h:
-        a, b = await h.api.register_many(2, "pu")
-        conv = (await h.api.open_dm(a, b.id))["id"]
+        a, b, conv = await pair(h, "pu")
         dev = await register_device(h.api, b, "webhook", "tok-b-" + b.username)
         assert dev["platform"] == "webhook" and dev["current"] is True and isinstance(dev["id"], int)
         await register_device(h.api, a, "webhook", "tok-a-" + a.username)
@@ -194,8 +199,7 @@ async def test_push_offline_member_is_notified(server_factory, sink):
 async def test_push_skips_connected_users(server_factory, sink):
     srv = server_factory(sink.args())
     async with Harness(srv) as h:
-        a, b = await h.api.register_many(2, "pc")
-        conv = (await h.api.open_dm(a, b.id))["id"]
+        a, b, conv = await pair(h, "pc")
         tok = "tok-" + b.username
         await register_device(h.api, b, "webhook", tok)
         ws = await h.ws(b)
@@ -421,8 +425,7 @@ async def test_push_off_without_endpoints(server):
 async def test_push_survives_crash(server_factory, sink):
     srv = server_factory(sink.args())
     async with Harness(srv) as h:
-        a, b = await h.api.register_many(2, "pk")
-        conv = (await h.api.open_dm(a, b.id))["id"]
+        a, b, conv = await pair(h, "pk")
         tok = "crash-" + b.username
         sink.answers[tok] = [503]                # the service is down at first
         await register_device(h.api, b, "webhook", tok)
@@ -450,8 +453,7 @@ async def test_push_apns_provider_token_minted(server_factory, sink, tmp_path):
                           "--push-apns-key", str(key), "--push-apns-key-id", "K1",
                           "--push-apns-team-id", "TEAM42"])
     async with Harness(srv) as h:
-        a, b = await h.api.register_many(2, "pj")
-        conv = (await h.api.open_dm(a, b.id))["id"]
+        a, b, conv = await pair(h, "pj")
         tok = "cd" * 32
         await register_device(h.api, b, "apns", tok)
         before = int(time.time())
@@ -505,8 +507,7 @@ async def test_push_fcm_oauth_from_service_account(server_factory, sink, tmp_pat
         "token_uri": sink.url("/token")}))
     srv = server_factory(["--push-fcm-credentials", str(creds), "--push-fcm-url", sink.url("/fcm")])
     async with Harness(srv) as h:
-        a, b = await h.api.register_many(2, "po")
-        conv = (await h.api.open_dm(a, b.id))["id"]
+        a, b, conv = await pair(h, "po")
         tok = "fcm-" + b.username
         await register_device(h.api, b, "fcm", tok)
         await send(h.api, a, conv, "hello")
