@@ -208,15 +208,40 @@ static void push_config(pl_push_config *pc) {
                            cfg.push_fcm_credentials, cfg.large_group};
 }
 
-/* The push endpoints are http(s) URLs. 0, or -1 after printing which is not. */
+/* An http(s) URL with a host. */
+static int push_url_ok(const char *u) {
+    size_t n = strncmp(u, "http://", 7) == 0 ? 7 : strncmp(u, "https://", 8) == 0 ? 8 : 0;
+    return n && u[n] && !strchr("/:?#", u[n]);
+}
+
+/* The push settings: endpoints are http(s) URLs with a host, and what goes
+ * with an endpoint is not given without it. 0, or -1 after saying why. */
 static int push_check(void) {
     const char *names[] = {"--push-webhook", "--push-fcm-url", "--push-apns-url"};
     const char *urls[] = {cfg.push_webhook, cfg.push_fcm_url, cfg.push_apns_url};
     for (int i = 0; i < 3; i++)
-        if (urls[i][0] && strncmp(urls[i], "http://", 7) != 0 && strncmp(urls[i], "https://", 8) != 0) {
-            fprintf(stderr, "parleyd: %s must be an http:// or https:// URL\n", names[i]);
+        if (urls[i][0] && !push_url_ok(urls[i])) {
+            fprintf(stderr, "parleyd: %s must be an http:// or https:// URL with a host\n", names[i]);
             return -1;
         }
+    const struct { const char *val, *name, *needs, *needs_val; } deps[] = {
+        {cfg.push_webhook_secret, "--push-webhook-secret", "--push-webhook", cfg.push_webhook},
+        {cfg.push_fcm_token, "--push-fcm-token", "--push-fcm-url", cfg.push_fcm_url},
+        {cfg.push_apns_topic, "--push-apns-topic", "--push-apns-url", cfg.push_apns_url},
+        {cfg.push_apns_token, "--push-apns-token", "--push-apns-url", cfg.push_apns_url},
+        {cfg.push_apns_key, "--push-apns-key", "--push-apns-url", cfg.push_apns_url},
+        {cfg.push_apns_key_id, "--push-apns-key-id", "--push-apns-key", cfg.push_apns_key},
+        {cfg.push_apns_team_id, "--push-apns-team-id", "--push-apns-key", cfg.push_apns_key},
+    };
+    for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++)
+        if (deps[i].val[0] && !deps[i].needs_val[0]) {
+            fprintf(stderr, "parleyd: %s needs %s\n", deps[i].name, deps[i].needs);
+            return -1;
+        }
+    if ((cfg.push_fcm_token[0] && cfg.push_fcm_credentials[0]) || (cfg.push_apns_token[0] && cfg.push_apns_key[0])) {
+        fprintf(stderr, "parleyd: give a push service a token or a key, not both\n");
+        return -1;
+    }
     return 0;
 }
 

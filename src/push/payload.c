@@ -53,7 +53,7 @@ const char *pl_push_token_check(int platform, const char *token, size_t len) {
             return "an APNs token is hexadecimal";
     }
     if (platform == PL_PUSH_APNS && (len < 64 || len > 200 || len % 2))
-        return "an APNs token is 64 to 200 hexadecimal digits";
+        return "an APNs token is an even number of hexadecimal digits, 64 to 200";
     return NULL;
 }
 
@@ -80,10 +80,11 @@ static json_t *preview(const char *s, size_t len) {
 static void id_string(char out[24], uint64_t id) { snprintf(out, 24, "%llu", (unsigned long long)id); }
 
 /* The notification's title (conversation or sender) and text when
- * previews are on; NULL otherwise. */
+ * previews are on and the message is not end-to-end encrypted; NULL
+ * otherwise. */
 static int preview_parts(const pl_push_config *cfg, const pl_push *p, json_t **title, json_t **text) {
     *title = *text = NULL;
-    if (!cfg->previews) return 0;
+    if (!cfg->previews || p->encrypted) return 0;     /* nothing of an end-to-end message */
     *title = json_string(p->conv_kind == PL_CONV_GROUP && p->title && *p->title ? p->title : p->sender_name);
     if (p->body) *text = preview(p->body, p->body_len);
     if (!*title) *title = json_string("");

@@ -17,6 +17,8 @@
 
 #define PL_PUSH_CLAIM_ROWS 64      /* outbox rows per pass                   */
 #define PL_PUSH_LEASE_MS   60000   /* a claim holds its rows this long       */
+#define PL_PUSH_PASSES_MAX 8       /* passes with requests out at once: a slow
+                                    * service holds up only its own pass     */
 #define PL_PUSH_RETRY_MS   10000   /* a row to retry is claimed again after  */
 #define PL_PUSH_TICK_MS    1000    /* the worker looks at the outbox this often
                                     * (and when a message commits here)     */

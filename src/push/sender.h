@@ -21,6 +21,7 @@
 typedef struct pl_push_req {
     pl_push_http       http;      /* the request (owned; released by the sender once sent) */
     void              *arg;       /* the caller's                           */
+    size_t             index;     /* the caller's                           */
     long               status;    /* out: HTTP status, 0 if none arrived    */
     char               answer[PL_PUSH_ANSWER_MAX]; /* out: the answer's first bytes */
     size_t             answer_len;

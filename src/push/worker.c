@@ -39,6 +39,8 @@ typedef struct pass {
     size_t    pending;            /* requests at the sender                   */
     int64_t  *users;              /* the recipients, sorted, once (owned)      */
     pl_push_settled settled;      /* PUSH_DONE's inputs (owned)               */
+    int       sending;            /* on W.sending (requests at the sender)    */
+    struct pass *prev, *next;     /* W.sending's links                        */
 } pass;
 
 static struct {
@@ -59,7 +61,10 @@ static struct {
     uv_timer_t      tick, soon;
     uv_async_t      wake;
     int             started, stopping, soon_armed;
-    pass           *cur;
+    int             again;        /* a pass is wanted when one can start      */
+    pass           *cur;          /* the pass claiming, reading, asking who is on */
+    pass           *sending;      /* passes whose requests are out (a list)   */
+    int             npasses;      /* passes between hand-off and PUSH_DONE    */
 } W;
 
 static void start_pass(void);
@@ -131,10 +136,29 @@ static void pass_free(pass *p) {
     free(p);
 }
 
+/* A pass is over (its rows recorded, or left to their lease). again: it
+ * claimed a full page, so more rows may wait. */
 static void end_pass(pass *p, int again) {
     if (W.cur == p) W.cur = NULL;
+    else W.npasses--;
     pass_free(p);
-    if (again && !W.stopping) start_pass();
+    if (again) W.again = 1;
+    if (W.again && !W.stopping) start_pass();
+}
+
+static void sending_add(pass *p) {
+    p->sending = 1;
+    p->next = W.sending;
+    if (W.sending) W.sending->prev = p;
+    W.sending = p;
+}
+
+static void sending_remove(pass *p) {
+    if (p->prev) p->prev->next = p->next;
+    else W.sending = p->next;
+    if (p->next) p->next->prev = p->prev;
+    p->sending = 0;
+    p->prev = p->next = NULL;
 }
 
 /* ---- 4. the outcomes ------------------------------------------------------- */
@@ -211,11 +235,11 @@ static void on_wake(uv_async_t *a) {
     pl_push_req *r = W.sender ? pl_push_sender_take(W.sender) : NULL;
     while (r) {
         pl_push_req *next = r->next;
-        pass *p = W.cur;
-        size_t i = (size_t)(uintptr_t)r->arg;
+        pass *p = r->arg;
+        size_t i = r->index;
         if ((uintptr_t)r->arg == TOKEN_REQ) {
             fcm_token_answer(r);
-        } else if (p && i < p->npushes) {
+        } else if (p && p->sending && i < p->npushes) {
             const pl_push *x = &p->pushes[i];
             pl_push_outcome o = pl_push_classify(x->platform, r->status, r->answer, r->answer_len);
             p->outcome[i] = (uint8_t)o;
@@ -229,7 +253,10 @@ static void on_wake(uv_async_t *a) {
                        pl_push_platform_name(x->platform), r->status, (long long)x->device);
                 break;
             }
-            if (--p->pending == 0) finish(p);
+            if (--p->pending == 0) {
+                sending_remove(p);
+                finish(p);
+            }
         }
         free(r);
         r = next;
@@ -267,16 +294,21 @@ static void onlined(void *arg, const uint8_t *online, size_t n) {
             pl_count(&pl_m_push_failed, 1);
             continue;
         }
-        r->arg = (void *)(uintptr_t)i;
+        r->arg = p;
+        r->index = i;
         r->next = list;
         list = r;
         p->pending++;
     }
-    if (!p->pending) {
+    W.cur = NULL;                         /* hand-off: the next pass may start */
+    W.npasses++;
+    if (p->pending) {
+        sending_add(p);
+        pl_push_sender_submit(W.sender, list);
+    } else {
         finish(p);
-        return;
     }
-    pl_push_sender_submit(W.sender, list);
+    if ((p->full || W.again) && !W.stopping) start_pass();   /* a slow service holds only its pass */
 }
 
 /* ---- 2. who is to be told ------------------------------------------------- */
@@ -309,6 +341,7 @@ static void targeted(pl_job *j) {
 
 static void claimed(pl_job *j) {
     pass *p = (pass *)j;
+    if (!j->result && j->created > 0) pl_count(&pl_m_push_dropped, (uint64_t)j->created);
     if (W.stopping || j->result || j->nout == 0) {
         end_pass(p, 0);
         return;
@@ -345,7 +378,11 @@ static void renew_apns_token(void) {
 static void start_pass(void) {
     if (W.stopping) return;
     fcm_token_ask();
-    if (W.cur) return;
+    if (W.cur || W.npasses >= PL_PUSH_PASSES_MAX) {
+        W.again = 1;                      /* when one ends */
+        return;
+    }
+    W.again = 0;
     renew_apns_token();
     pass *p = pl_calloc(1, sizeof *p);
     W.cur = p;
@@ -438,13 +475,13 @@ int pl_push_start(uv_loop_t *loop, pl_store *store, const pl_push_config *cfg, c
     }
     W.cfg.fcm_credentials = keep(10, cfg->fcm_credentials);
     if (W.cfg.fcm_credentials[0] && fcm_credentials_load(err, errlen)) return -1;
+    uv_async_init(loop, &W.wake, on_wake);     /* before the thread can wake it */
     W.sender = pl_push_sender_start(sender_wake, NULL);
     if (!W.sender) {
         snprintf(err, errlen, "cannot start the sender thread");
         return -1;
     }
     fcm_token_ask();
-    uv_async_init(loop, &W.wake, on_wake);
     uv_timer_init(loop, &W.tick);
     uv_timer_init(loop, &W.soon);
     uv_timer_start(&W.tick, on_tick, 200, PL_PUSH_TICK_MS);
@@ -475,6 +512,10 @@ void pl_push_stop(void) {
     uv_close((uv_handle_t *)&W.tick, NULL);
     uv_close((uv_handle_t *)&W.soon, NULL);
     uv_close((uv_handle_t *)&W.wake, NULL);
-    if (W.cur && W.cur->pending) end_pass(W.cur, 0);  /* its requests were abandoned */
+    while (W.sending) {                   /* their requests were abandoned */
+        pass *p = W.sending;
+        sending_remove(p);
+        end_pass(p, 0);
+    }
     /* W.cfg's strings stay: REST handlers may still look until exit */
 }

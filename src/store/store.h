@@ -210,8 +210,9 @@ typedef struct pl_push {
     int      conv_kind;         /* PL_CONV_DIRECT or PL_CONV_GROUP          */
     char    *title;             /* a group's title (NULL: none)             */
     char    *body;              /* the message's text; NULL when it has none
-                                 * (a ciphertext message)                   */
+                                 * (attachments only, a ciphertext message) */
     size_t   body_len;
+    int      encrypted;         /* 1: a ciphertext message (invariant 9)     */
     int64_t  user;              /* the recipient                            */
     int      mention;           /* 1: the message mentions user or replies to it */
     int64_t  device;            /* pl_push_device id                        */
@@ -456,7 +457,8 @@ typedef enum pl_job_op {
     PL_JOB_PUSH_CLAIM,        /* in: limit (rows), expires (lease until, ms). Leases
                                * the oldest rows whose lease is over (attempts + 1);
                                * rows already claimed PL_PUSH_ATTEMPTS times are
-                               * deleted instead. out: out_ids/nout: the rows.  */
+                               * deleted instead. out: out_ids/nout: the rows;
+                               * created: how many were deleted so.            */
     PL_JOB_PUSH_DONE,         /* in: ids/nids: rows finished (deleted); dead/ndead:
                                * devices the push service refused for good
                                * (deleted); retries/nretries: rows to send again to

@@ -778,7 +778,8 @@ const char *const pg_w_sql[W__COUNT] = {
     " ORDER BY part, seq" DIR ", r_seq, f, emoji"
 /* An outbox row o's MESSAGE e, unless it is gone or deleted (store.h
  * invariant 10), looked up through the events key (as CONV_OF_M) */
-#define PUSH_OUTBOX_MSG " CROSS JOIN LATERAL (SELECT e.id, e.ts, e.sender, e.body FROM events e" \
+#define PUSH_OUTBOX_MSG " CROSS JOIN LATERAL (SELECT e.id, e.ts, e.sender, e.body," \
+    "   strpos(coalesce(e.data, ''), '\"ciphertext\"') > 0 AS encrypted FROM events e" \
     " WHERE e.conv_id = o.conv_id AND e.seq = o.seq AND e.kind = 2 AND e.deleted_ts = 0 OFFSET 0) e"
 /* A NULL for each of EV_COLUMNS */
 #define EV_NULLS "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
@@ -908,7 +909,8 @@ const char *const pg_r_sql[R__COUNT] = {
                        " WHERE user_id = $1::bigint ORDER BY id",
     /* $1 outbox ids: per row, its MESSAGE if not deleted (PUSH_OUTBOX_MSG),
      * the conversation and the sender's name; the body once per row */
-    [R_PUSH_MSGS]    = "SELECT o.id, o.conv_id, o.seq, e.id, e.ts, e.sender, u.username, c.kind, c.title, e.body"
+    [R_PUSH_MSGS]    = "SELECT o.id, o.conv_id, o.seq, e.id, e.ts, e.sender, u.username, c.kind, c.title, e.body,"
+                       " e.encrypted"
                        " FROM push_outbox o" PUSH_OUTBOX_MSG
                        " CROSS JOIN LATERAL (SELECT c.kind, c.title FROM conversations c"
                        "   WHERE c.id = o.conv_id OFFSET 0) c"

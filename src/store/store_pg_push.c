@@ -97,6 +97,7 @@ static int p_claim(pg_store *s, pl_job *j, int64_t now) {
     int rc = pg_w_sync(s);
     if (rc) return pg_sp_failed(s, j, sp, rc);
     int64_t dropped = pg_cmd_tuples(s->w.res[ds]);
+    j->created = (int)dropped;
     if (dropped > 0)
         pl_log(PL_LOG_WARN, 0, "push: notifications dropped after their last attempt", "\"rows\":%lld",
                (long long)dropped);
@@ -231,6 +232,7 @@ static int p_read_targets(pg_reader *r, pl_job *j) {
         snprintf(p->sender_name, sizeof p->sender_name, "%s", PQgetvalue(mr, k, 6));
         p->conv_kind = (int)pg_i64(mr, k, 7);
         p->title = pg_text(mr, k, 8, NULL);
+        p->encrypted = PQgetvalue(mr, k, 10)[0] == 't';
         if (body && body_len) {                 /* empty: a ciphertext message */
             p->body = pl_malloc(body_len + 1);
             memcpy(p->body, body, body_len + 1);

@@ -108,6 +108,7 @@ static int p_claim(sq_store *s, pl_job *j, int64_t now) {
         (dropped && p_run(s->wdb, &src, NULL, "DELETE FROM push_outbox WHERE lease < ?1 AND attempts >= ?2", "ii",
                           now, (int64_t)PL_PUSH_ATTEMPTS) < 0))
         return p_fatal(s, src);
+    j->created = (int)dropped;
     if (dropped)
         pl_log(PL_LOG_WARN, 0, "push: notifications dropped after their last attempt", "\"rows\":%lld",
                (long long)dropped);
@@ -225,7 +226,8 @@ static int p_only_has(const char *only, int64_t id) {
 static const char *const targets_sql =
     "SELECT o.only_devices, e.conv_id, e.seq, e.id, e.ts, e.sender, u.username, c.kind, c.title, e.body,"
     "  m.user_id, EXISTS (SELECT 1 FROM mentions x WHERE x.conv_id = e.conv_id AND x.user_id = m.user_id"
-    "    AND x.seq = e.seq) AS mentioned, d.id, d.platform, d.token, m.notify, c.member_count"
+    "    AND x.seq = e.seq) AS mentioned, d.id, d.platform, d.token, m.notify, c.member_count,"
+    "  instr(coalesce(e.data, ''), '\"ciphertext\"') > 0"
     " FROM push_outbox o"
     " JOIN events e ON e.conv_id = o.conv_id AND e.seq = o.seq AND e.kind = 2 AND e.deleted_ts = 0"
     " JOIN conversations c ON c.id = e.conv_id"
@@ -285,6 +287,7 @@ static int p_read_targets(sq_reader *r, pl_job *j) {
                 free(p->body);
                 p->body = NULL;
             }
+            p->encrypted = sqlite3_column_int(st, 17);
             p->user = sqlite3_column_int64(st, 10);
             p->mention = mentioned;
             p->device = sqlite3_column_int64(st, 12);

@@ -17,7 +17,9 @@ Written from the document:
   * FCM and APNs request shapes (test_push_fcm_and_apns_shapes);
   * --push-previews puts the sender, title and text in (test_push_previews);
   * a token the service calls dead (410) is forgotten; a 500 is retried
-    (test_push_dead_token_and_retry);
+    (test_push_dead_token_and_retry); a service that is slow to answer
+    holds up no one else's notifications
+    (test_push_slow_service_holds_up_no_one_else);
   * logout forgets the session's devices; a token registered by another
     account moves (test_push_devices_follow_logins);
   * bad input and authorization (test_push_bad_input);
@@ -54,6 +56,8 @@ class PushSink:
         self.requests = []
         self.lock = threading.Lock()
         self.answers = {}            # token -> list of statuses to answer in turn
+        self.hold = {}               # token -> threading.Event the answer waits for
+        self.answered = set()        # tokens whose held answer went out
         sink = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -67,6 +71,10 @@ class PushSink:
                 except ValueError:
                     body = None
                 status = sink._record(self.path, dict(self.headers), raw, body)
+                held = sink.hold.get(sink._token_of(self.path, body))
+                if held:
+                    held.wait(9)                    # a slow service (under the 10 s timeout)
+                    sink.answered.add(sink._token_of(self.path, body))
                 out = b'{"reason":"Unregistered"}' if status == 410 else b"{}"
                 if self.path == "/token":          # an OAuth 2 token endpoint (RFC 7523)
                     out = json.dumps({"access_token": "ya29.minted", "expires_in": 3599,
@@ -161,7 +169,7 @@ async def send(api, user, conv, text):
     return r.body
 
 
-QUIET = 2.5   # seconds a test waits to see that nothing more was pushed
+QUIET = 1.5   # seconds a test waits to see that nothing more was pushed
 
 
 async def pair(h, prefix):
@@ -254,6 +262,27 @@ async def test_push_large_groups_notify_mentions_only(server_factory, sink):
         await asyncio.sleep(QUIET)
         assert [note(r)["seq"] for r in got] == [m["seq"]] and note(got[0])["mention"] is True
         assert sink.for_token("tok-" + b.username) == [], "above --large-group: mentions only"
+
+
+@async_test(timeout=90)
+async def test_push_slow_service_holds_up_no_one_else(server_factory, sink):
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, to_b = await pair(h, "pw")
+        c = (await h.api.register_many(1, "pw"))[0]
+        to_c = (await h.api.open_dm(a, c.id))["id"]
+        slow, fast = "slow-" + c.username, "fast-" + b.username
+        sink.hold[slow] = threading.Event()
+        await register_device(h.api, c, "webhook", slow)
+        await register_device(h.api, b, "webhook", fast)
+        try:
+            await send(h.api, a, to_c, "to the slow one")
+            await sink.wait_for(slow)            # its answer is held
+            await send(h.api, a, to_b, "to the fast one")
+            await sink.wait_for(fast)
+            assert slow not in sink.answered, "b is notified while c's service still holds its answer"
+        finally:
+            sink.hold[slow].set()
 
 
 @async_test(timeout=90)
@@ -476,6 +505,12 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
                               capture_output=True, text=True, timeout=30)
     p = run("--push-webhook", "ftp://example/hook")
     assert p.returncode == 2 and "--push-webhook must be an http:// or https:// URL" in p.stderr, p
+    p = run("--push-apns-url", "https://")
+    assert p.returncode == 2 and "--push-apns-url must be an http:// or https:// URL with a host" in p.stderr, p
+    p = run("--push-webhook-secret", "s")
+    assert p.returncode == 2 and "--push-webhook-secret needs --push-webhook" in p.stderr, p
+    p = run("--push-apns-url", "https://apns.example", "--push-apns-token", "t", "--push-apns-key", "k.p8")
+    assert p.returncode == 2 and "a token or a key, not both" in p.stderr, p
     p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"),
             "--push-apns-key-id", "K", "--push-apns-team-id", "T")
     assert p.returncode == 2 and "cannot read" in p.stderr, p

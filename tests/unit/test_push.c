@@ -88,7 +88,14 @@ TEST(push_previews_truncate_to_100_characters) {
     CHECK_STR(text + 200, "\xE2\x80\xA6");
     json_decref(o);
     pl_push_http_release(&h);
-    /* a direct conversation's title is the sender; a ciphertext message has no text */
+    /* an end-to-end encrypted message: nothing of it, previews or not */
+    p.encrypted = 1;
+    CHECK_EQ(pl_push_build(&cfg, &p, &h), 0);
+    CHECK(strstr(h.body, "notification") == NULL);
+    CHECK(strstr(h.body, "Team") == NULL);
+    pl_push_http_release(&h);
+    p.encrypted = 0;
+    /* a direct conversation's title is the sender; a message without text */
     p.conv_kind = PL_CONV_DIRECT;
     p.body = NULL;
     p.body_len = 0;

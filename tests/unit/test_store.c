@@ -3730,6 +3730,8 @@ static int t_push_devices(tstore *t, pl_job *j, int64_t user) {
     return t_read(t, j);
 }
 
+static int t_push_dropped;              /* the last claim's rows dropped (out of attempts) */
+
 /* Claims up to limit outbox rows leased until expires: their number (ids
  * into out, at most cap), or -(1000 - error). */
 static int t_push_claim(tstore *t, int limit, int64_t expires, int64_t *out, size_t cap) {
@@ -3739,6 +3741,7 @@ static int t_push_claim(tstore *t, int limit, int64_t expires, int64_t *out, siz
     j.expires = expires;
     if (t_run(t, &j, 1) != 0) return -1099;
     int n = j.result ? -(1000 - j.result) : (int)j.nout;
+    t_push_dropped = j.created;
     for (size_t i = 0; i < j.nout; i++) {
         if (i > 0 && j.out_ids[i] <= j.out_ids[i - 1]) n = -2000;   /* ascending */
         if (i < cap) out[i] = j.out_ids[i];
@@ -3964,8 +3967,10 @@ TEST(store_push_outbox_claims) {
     for (int i = 2; i <= PL_PUSH_ATTEMPTS; i++) {
         CHECK_EQ(t_push_claim(&t, 100, 1, ids, 16), 1);
         CHECK_EQ(ids[0], r[1]);
+        CHECK_EQ(t_push_dropped, 0);
     }
     CHECK_EQ(t_push_claim(&t, 100, 1, ids, 16), 0);               /* out of attempts: dropped */
+    CHECK_EQ(t_push_dropped, 1);
     rt.ndevices = 0;
     CHECK_EQ(t_push_done(&t, NULL, 0, NULL, 0, &rt, 1, 1), PL_STORE_OK);   /* gone: nothing to free */
     CHECK_EQ(t_push_claim(&t, 100, 1, ids, 16), 0);
@@ -4059,6 +4064,7 @@ TEST(store_push_targets) {
         CHECK_STR(p->title, "crew");
         CHECK_STR(p->body, bodies[row]);
         CHECK_EQ(p->body_len, strlen(bodies[row]));
+        CHECK_EQ(p->encrypted, 0);
         CHECK_EQ(p->user, want[i].user);
         CHECK_EQ(p->device, want[i].device);
         CHECK_EQ(p->mention, want[i].mention);
@@ -4129,6 +4135,7 @@ TEST(store_push_targets) {
     CHECK_EQ(j.pushes[0].body_len, 0);
     CHECK(j.pushes[0].title == NULL);
     CHECK_EQ(j.pushes[0].conv_kind, PL_CONV_DIRECT);
+    CHECK_EQ(j.pushes[0].encrypted, 1);
     pl_job_release(&j);
     t_finish(&t);
     (void)dd;
