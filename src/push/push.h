@@ -15,7 +15,9 @@
 #include "../store/store.h"
 #include "payload.h"
 
-#define PL_PUSH_CLAIM_ROWS 64      /* outbox rows per pass                   */
+#define PL_PUSH_CLAIM_MIN  16      /* outbox rows per pass: adapts between   */
+#define PL_PUSH_CLAIM_MAX  1024    /* these, so that a pass holds about      */
+#define PL_PUSH_PASS_PUSHES 4096   /* this many notifications (memory bound) */
 #define PL_PUSH_LEASE_MS   60000   /* a claim holds its rows this long       */
 #define PL_PUSH_PASSES_MAX 8       /* passes with requests out at once: a slow
                                     * service holds up only its own pass     */

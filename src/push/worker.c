@@ -1,7 +1,7 @@
 /* worker.c — the push worker (see push.h).
  *
  * One pass at a time: PUSH_CLAIM (the writer leases up to
- * PL_PUSH_CLAIM_ROWS rows) -> READ_PUSH_TARGETS (a reader expands them into
+ * PL_PUSH_CLAIM_MAX rows) -> READ_PUSH_TARGETS (a reader expands them into
  * one pl_push per message and device, levels applied) -> which of those
  * users are connected (chat: this node's sessions, every node's presence)
  * -> the requests of the others go to the sender thread -> PUSH_DONE
@@ -62,6 +62,7 @@ static struct {
     uv_async_t      wake;
     int             started, stopping, soon_armed;
     int             again;        /* a pass is wanted when one can start      */
+    int             claim_rows;   /* rows the next pass claims (adapts)        */
     pass           *cur;          /* the pass claiming, reading, asking who is on */
     pass           *sending;      /* passes whose requests are out (a list)   */
     int             npasses;      /* passes between hand-off and PUSH_DONE    */
@@ -323,6 +324,11 @@ static void targeted(pl_job *j) {
     }
     p->pushes = j->pushes;                           /* take them over */
     p->npushes = j->npushes;
+    /* the next claim: more rows while they give few notifications (a
+     * busy server whose users are mostly connected, or have no devices),
+     * fewer when a pass grows large (large groups with many devices) */
+    if (p->full && p->npushes < PL_PUSH_PASS_PUSHES / 2 && W.claim_rows < PL_PUSH_CLAIM_MAX) W.claim_rows *= 2;
+    else if (p->npushes > PL_PUSH_PASS_PUSHES && W.claim_rows > PL_PUSH_CLAIM_MIN) W.claim_rows /= 2;
     j->pushes = NULL;
     j->npushes = 0;
     p->outcome = pl_calloc(p->npushes ? p->npushes : 1, 1);
@@ -348,7 +354,7 @@ static void claimed(pl_job *j) {
     }
     p->rows = j->out_ids;                            /* take them over */
     p->nrows = j->nout;
-    p->full = j->nout >= PL_PUSH_CLAIM_ROWS;
+    p->full = j->nout >= (size_t)p->job.limit;
     j->out_ids = NULL;
     j->nout = 0;
     pl_job_release(j);
@@ -387,7 +393,7 @@ static void start_pass(void) {
     pass *p = pl_calloc(1, sizeof *p);
     W.cur = p;
     p->job.op = PL_JOB_PUSH_CLAIM;
-    p->job.limit = PL_PUSH_CLAIM_ROWS;
+    p->job.limit = W.claim_rows;
     p->job.expires = pl_now_ms() + PL_PUSH_LEASE_MS;
     p->job.done = claimed;
     pl_store_submit(W.store, &p->job);
@@ -449,6 +455,7 @@ int pl_push_start(uv_loop_t *loop, pl_store *store, const pl_push_config *cfg, c
         return 0;
     W.loop = loop;
     W.store = store;
+    W.claim_rows = 64;
     W.cfg.webhook = keep(0, cfg->webhook);
     W.cfg.webhook_secret = keep(1, cfg->webhook_secret);
     W.cfg.fcm_url = keep(2, cfg->fcm_url);

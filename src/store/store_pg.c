@@ -698,7 +698,8 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_PUSH_UNREGISTER] = "DELETE FROM push_devices WHERE id = $1::bigint AND user_id = $2::bigint",
     /* $1 now, $2 attempts: rows out of attempts whose lease is over */
     [W_PUSH_DROP]   = "DELETE FROM push_outbox WHERE id IN (SELECT id FROM push_outbox"
-                      "   WHERE lease < $1::bigint AND attempts >= $2::int FOR UPDATE SKIP LOCKED)",
+                      "   WHERE lease < $1::bigint ORDER BY id LIMIT $3::int FOR UPDATE SKIP LOCKED)"
+                      " AND attempts >= $2::int",
     /* $1 now, $2 lease end, $3 limit: the oldest rows whose lease is over;
      * SKIP LOCKED passes over rows another transaction is claiming, so no
      * two nodes hold a row at once */

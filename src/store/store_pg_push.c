@@ -85,8 +85,9 @@ static int p_unregister(pg_store *s, pl_job *j) {
  * oldest free ones until j->expires: one round trip. */
 static int p_claim(pg_store *s, pl_job *j, int64_t now) {
     pg_params d = {0}, c = {0};
-    pg_param_i64(&d, now);
-    pg_param_i64(&d, PL_PUSH_ATTEMPTS);
+    pg_param_i64(&d, now);                       /* among the rows a claim takes: */
+    pg_param_i64(&d, PL_PUSH_ATTEMPTS);          /* never a scan of the whole outbox */
+    pg_param_i64(&d, j->limit > 0 ? j->limit : 1);
     pg_param_i64(&c, now);
     pg_param_i64(&c, j->expires);
     pg_param_i64(&c, j->limit > 0 ? j->limit : 1);

@@ -103,10 +103,16 @@ static int p_unregister(sq_store *s, pl_job *j) {
 static int p_claim(sq_store *s, pl_job *j, int64_t now) {
     int src = 0;
     int64_t dropped = 0;
-    if (p_run(s->wdb, &src, &dropped, "SELECT count(*) FROM push_outbox WHERE lease < ?1 AND attempts >= ?2", "ii",
-              now, (int64_t)PL_PUSH_ATTEMPTS) < 0 ||
-        (dropped && p_run(s->wdb, &src, NULL, "DELETE FROM push_outbox WHERE lease < ?1 AND attempts >= ?2", "ii",
-                          now, (int64_t)PL_PUSH_ATTEMPTS) < 0))
+    int64_t limit = j->limit > 0 ? j->limit : 1;
+    /* out of attempts, among the rows this claim takes (never a scan of
+     * the whole outbox, which may be long behind a busy server) */
+    if (p_run(s->wdb, &src, &dropped,
+              "SELECT count(*) FROM (SELECT attempts FROM push_outbox WHERE lease < ?1 ORDER BY id LIMIT ?3)"
+              " WHERE attempts >= ?2", "iii", now, (int64_t)PL_PUSH_ATTEMPTS, limit) < 0 ||
+        (dropped && p_run(s->wdb, &src, NULL,
+                          "DELETE FROM push_outbox WHERE id IN (SELECT id FROM push_outbox WHERE lease < ?1"
+                          " ORDER BY id LIMIT ?3) AND attempts >= ?2", "iii", now, (int64_t)PL_PUSH_ATTEMPTS,
+                          limit) < 0))
         return p_fatal(s, src);
     j->created = (int)dropped;
     if (dropped)
@@ -119,7 +125,7 @@ static int p_claim(sq_store *s, pl_job *j, int64_t now) {
     if (!st) return p_fatal(s, src);
     sqlite3_bind_int64(st, 1, now);
     sqlite3_bind_int64(st, 2, j->expires);
-    sqlite3_bind_int64(st, 3, j->limit > 0 ? j->limit : 1);
+    sqlite3_bind_int64(st, 3, limit);
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -140,11 +146,39 @@ static int p_claim(sq_store *s, pl_job *j, int64_t now) {
     return PL_STORE_OK;
 }
 
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Deletes outbox rows ids[n]: one statement, run once per stretch of
+ * consecutive ids (a pass's rows mostly are one). */
+static int p_delete_rows(sq_store *s, const int64_t *ids, size_t n, int *src) {
+    if (!n) return 0;
+    int64_t *v = pl_malloc(n * sizeof *v);
+    memcpy(v, ids, n * sizeof *v);
+    qsort(v, n, sizeof *v, cmp_i64);
+    sqlite3_stmt *st = sq_prep(s->wdb, "DELETE FROM push_outbox WHERE id BETWEEN ?1 AND ?2", src);
+    int rc = st ? SQLITE_DONE : P_ERR;
+    for (size_t i = 0; i < n && rc == SQLITE_DONE;) {
+        size_t k = i;
+        while (k + 1 < n && v[k + 1] <= v[k] + 1) k++;
+        sqlite3_bind_int64(st, 1, v[i]);
+        sqlite3_bind_int64(st, 2, v[k]);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        i = k + 1;
+    }
+    sqlite3_finalize(st);
+    free(v);
+    if (rc == SQLITE_DONE) return 0;
+    if (rc != P_ERR) *src = rc;
+    return P_ERR;
+}
+
 static int p_done(sq_store *s, pl_job *j) {
     int src = 0;
-    for (size_t i = 0; i < j->nids; i++)
-        if (p_run(s->wdb, &src, NULL, "DELETE FROM push_outbox WHERE id = ?1", "i", j->ids[i]) < 0)
-            return p_fatal(s, src);
+    if (p_delete_rows(s, j->ids, j->nids, &src) < 0) return p_fatal(s, src);
     for (size_t i = 0; i < j->ndead; i++)
         if (p_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE id = ?1", "i", j->dead[i]) < 0)
             return p_fatal(s, src);
