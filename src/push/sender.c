@@ -13,7 +13,9 @@ struct pl_push_sender {
     pthread_t        thread;
     pthread_mutex_t  mu;
     CURLM           *multi;
-    pl_push_req     *queued, *queued_tail;    /* under mu */
+    pl_push_req     *queued[PL_PUSH_LANES], *queued_tail[PL_PUSH_LANES]; /* under mu */
+    int              lane_inflight[PL_PUSH_LANES]; /* thread only */
+    int              next_lane;               /* thread only: round robin */
     pl_push_req     *done;                    /* under mu */
     int              stop;                    /* under mu */
     void           (*wake)(void *arg);
@@ -82,20 +84,35 @@ static void complete(pl_push_sender *s, pl_push_req *r) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The next request to start (under mu): the lanes in turn, passing over
+ * one with PL_PUSH_LANE_MAX in flight. NULL: none may start now. */
+static pl_push_req *take(pl_push_sender *s) {
+    for (int k = 0; k < PL_PUSH_LANES; k++) {
+        int l = (s->next_lane + k) % PL_PUSH_LANES;
+        pl_push_req *r = s->queued[l];
+        if (!r || s->lane_inflight[l] >= PL_PUSH_LANE_MAX) continue;
+        s->queued[l] = r->next;
+        if (!s->queued[l]) s->queued_tail[l] = NULL;
+        r->next = NULL;
+        s->next_lane = (l + 1) % PL_PUSH_LANES;
+        return r;
+    }
+    return NULL;
+}
+
 static void *run(void *ud) {
     pl_push_sender *s = ud;
     int inflight = 0;
     for (;;) {
         pthread_mutex_lock(&s->mu);
         int stop = s->stop;
-        while (!stop && s->queued && inflight < PL_PUSH_INFLIGHT) {
-            pl_push_req *r = s->queued;
-            s->queued = r->next;
-            if (!s->queued) s->queued_tail = NULL;
+        pl_push_req *r;
+        while (!stop && inflight < PL_PUSH_INFLIGHT && (r = take(s))) {
             pthread_mutex_unlock(&s->mu);
             xfer *x = xfer_new(r);
             for (x->slot = 0; s->slots[x->slot]; x->slot++) {}
             s->slots[x->slot] = x;
+            s->lane_inflight[r->lane]++;
             curl_multi_add_handle(s->multi, x->easy);
             inflight++;
             pthread_mutex_lock(&s->mu);
@@ -116,6 +133,7 @@ static void *run(void *ud) {
             x->req->status = status;
             curl_multi_remove_handle(s->multi, x->easy);
             s->slots[x->slot] = NULL;
+            s->lane_inflight[x->req->lane]--;
             complete(s, x->req);
             xfer_free(x);
             inflight--;
@@ -157,12 +175,16 @@ pl_push_sender *pl_push_sender_start(void (*wake)(void *arg), void *arg) {
 
 void pl_push_sender_submit(pl_push_sender *s, pl_push_req *list) {
     if (!list) return;
-    pl_push_req *tail = list;
-    while (tail->next) tail = tail->next;
     pthread_mutex_lock(&s->mu);
-    if (s->queued_tail) s->queued_tail->next = list;
-    else s->queued = list;
-    s->queued_tail = tail;
+    while (list) {
+        pl_push_req *r = list;
+        list = r->next;
+        r->next = NULL;
+        if (r->lane < 0 || r->lane >= PL_PUSH_LANES) r->lane = 0;
+        if (s->queued_tail[r->lane]) s->queued_tail[r->lane]->next = r;
+        else s->queued[r->lane] = r;
+        s->queued_tail[r->lane] = r;
+    }
     pthread_mutex_unlock(&s->mu);
     curl_multi_wakeup(s->multi);
 }
@@ -191,7 +213,7 @@ void pl_push_sender_stop(pl_push_sender *s) {
     pthread_mutex_unlock(&s->mu);
     curl_multi_wakeup(s->multi);
     pthread_join(s->thread, NULL);
-    free_list(s->queued);
+    for (int l = 0; l < PL_PUSH_LANES; l++) free_list(s->queued[l]);
     free_list(s->done);
     curl_multi_cleanup(s->multi);
     pthread_mutex_destroy(&s->mu);

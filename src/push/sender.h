@@ -2,8 +2,9 @@
  *
  * Owns: a thread with one libcurl multi handle: requests queued by the
  * loop are sent (at most PL_PUSH_INFLIGHT at once, connections kept and
- * reused, HTTP/2 over TLS where the service speaks it, as APNs demands),
- * and each completes with the answer's status and first bytes. The loop
+ * reused, HTTP/2 over TLS where the service speaks it, as APNs demands,
+ * at most PL_PUSH_LANE_MAX of one service, taken from the services' queues
+ * in turn), and each completes with the answer's status and first bytes. The loop
  * is told through wake() and takes what completed. Nothing here blocks
  * the loop, and nothing here decides what to send (worker.c).
  */
@@ -15,6 +16,10 @@
 #include "payload.h"
 
 #define PL_PUSH_INFLIGHT   32      /* requests in flight at once             */
+#define PL_PUSH_LANES      4       /* requests queue by lane (a service) ... */
+#define PL_PUSH_LANE_MAX   16      /* ... and at most this many of one lane are
+                                    * in flight: one that hangs cannot take
+                                    * every slot from the others            */
 #define PL_PUSH_TIMEOUT_MS 10000   /* a request's whole time                 */
 #define PL_PUSH_ANSWER_MAX 4096    /* bytes of an answer kept (classify; an OAuth token) */
 
@@ -22,6 +27,7 @@ typedef struct pl_push_req {
     pl_push_http       http;      /* the request (owned; released by the sender once sent) */
     void              *arg;       /* the caller's                           */
     size_t             index;     /* the caller's                           */
+    int                lane;      /* 0 .. PL_PUSH_LANES - 1 (the service)  */
     long               status;    /* out: HTTP status, 0 if none arrived    */
     char               answer[PL_PUSH_ANSWER_MAX]; /* out: the answer's first bytes */
     size_t             answer_len;

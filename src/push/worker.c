@@ -297,6 +297,7 @@ static void onlined(void *arg, const uint8_t *online, size_t n) {
         }
         r->arg = p;
         r->index = i;
+        r->lane = x->platform;            /* 1..3; lane 0 is the OAuth exchange */
         r->next = list;
         list = r;
         p->pending++;

@@ -293,3 +293,118 @@ TEST(push_settle_outcomes) {
     CHECK_EQ(s.nretries + s.ndead, 0);
     pl_push_settled_release(&s);
 }
+
+/* ---- the sender's lanes (src/push/sender.c) ----------------------------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include "push/sender.h"
+
+/* A local HTTP server: answers POST /ok with 200 at once, keeps every
+ * other request unanswered until stop. */
+typedef struct hold_srv {
+    int             fd, port, stop;
+    pthread_t       th;
+    int             held[64];
+    int             nheld;
+} hold_srv;
+
+static void *hold_main(void *arg) {
+    hold_srv *h = arg;
+    while (!__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE)) {
+        int c = accept(h->fd, NULL, NULL);
+        if (c < 0) continue;
+        char buf[4096];
+        ssize_t n = recv(c, buf, sizeof buf - 1, 0);
+        if (n > 0 && strncmp(buf, "POST /ok", 8) == 0) {
+            const char *ans = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            (void)!send(c, ans, strlen(ans), 0);
+            close(c);
+        } else if (h->nheld < 64) {
+            h->held[h->nheld++] = c;          /* never answered */
+        } else {
+            close(c);
+        }
+    }
+    return NULL;
+}
+
+static pthread_mutex_t wake_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t  wake_cv = PTHREAD_COND_INITIALIZER;
+static int             wakes;
+
+static void on_sender_wake(void *arg) {
+    pthread_mutex_lock(&wake_mu);
+    wakes++;
+    pthread_cond_signal(&wake_cv);
+    pthread_mutex_unlock(&wake_mu);
+}
+
+static pl_push_req *hold_req(int port, const char *path, int lane, size_t index) {
+    pl_push_req *r = calloc(1, sizeof *r);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    r->http.url = strdup(url);
+    r->http.body = strdup("{}");
+    r->http.body_len = 2;
+    r->lane = lane;
+    r->index = index;
+    return r;
+}
+
+/* 40 requests to a service that does not answer, then one to another
+ * service: the other's comes back first, while all 40 still hang (one
+ * lane holds at most PL_PUSH_LANE_MAX of the PL_PUSH_INFLIGHT slots). */
+TEST(push_sender_hung_service_leaves_slots_to_others) {
+    hold_srv h;
+    memset(&h, 0, sizeof h);
+    h.fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    CHECK_EQ(bind(h.fd, (struct sockaddr *)&a, sizeof a), 0);
+    CHECK_EQ(listen(h.fd, 128), 0);
+    getsockname(h.fd, (struct sockaddr *)&a, &al);
+    h.port = ntohs(a.sin_port);
+    pthread_create(&h.th, NULL, hold_main, &h);
+    pl_push_sender *s = pl_push_sender_start(on_sender_wake, NULL);
+    CHECK(s != NULL);
+    pl_push_req *list = NULL;
+    for (size_t i = 0; i < 40; i++) {
+        pl_push_req *r = hold_req(h.port, "/hang", 1, i);
+        r->next = list;
+        list = r;
+    }
+    pl_push_sender_submit(s, list);
+    pl_push_sender_submit(s, hold_req(h.port, "/ok", 2, 99));
+    pl_push_req *first = NULL;
+    int others = 0;
+    while (!first) {                              /* the first completions */
+        pthread_mutex_lock(&wake_mu);
+        while (!wakes) pthread_cond_wait(&wake_cv, &wake_mu);
+        wakes = 0;
+        pthread_mutex_unlock(&wake_mu);
+        for (pl_push_req *r = pl_push_sender_take(s), *next; r; r = next) {
+            next = r->next;
+            if (r->index == 99) first = r;
+            else {
+                others++;
+                free(r);
+            }
+        }
+    }
+    pl_push_sender_stop(s);                       /* abandons the hung ones */
+    __atomic_store_n(&h.stop, 1, __ATOMIC_RELEASE);
+    shutdown(h.fd, SHUT_RDWR);
+    int c = socket(AF_INET, SOCK_STREAM, 0);      /* wakes accept() */
+    (void)!connect(c, (struct sockaddr *)&a, sizeof a);
+    close(c);
+    pthread_join(h.th, NULL);
+    for (int i = 0; i < h.nheld; i++) close(h.held[i]);
+    close(h.fd);
+    CHECK_EQ(first->status, 200);
+    CHECK_EQ(others, 0);                          /* every /hang was still out */
+    free(first);
+}
