@@ -1,8 +1,9 @@
 /* payload.c — push requests per platform and the meaning of their answers
  * (see payload.h; docs/protocol.md "Push notifications" shows each body).
  *
- * Every payload names the message (conversation, seq, id), its sender's id
- * and whether it mentions the recipient: enough for an app to fetch it. The
+ * Every payload names the message (conversation, seq, id), its sender's id,
+ * whether it mentions the recipient and the recipient's badge (unread, as
+ * its clients count it): enough for an app to fetch it. The
  * text, the sender's name and the conversation's title go in only with
  * previews on (--push-previews), and never for a ciphertext message, which
  * has no text here (store.h invariant 9).
@@ -112,9 +113,9 @@ static void bearer(pl_push_http *h, const char *token) {
 static json_t *webhook_body(const pl_push_config *cfg, const pl_push *p) {
     char id[24];
     id_string(id, p->id);
-    json_t *n = json_pack("{s:s,s:I,s:I,s:s,s:I,s:I,s:b}", "type", "message", "conversation", (json_int_t)p->conv, "seq",
-                          (json_int_t)p->seq, "id", id, "ts", (json_int_t)p->ts, "sender", (json_int_t)p->sender,
-                          "mention", p->mention);
+    json_t *n = json_pack("{s:s,s:I,s:I,s:s,s:I,s:I,s:b,s:I}", "type", "message", "conversation", (json_int_t)p->conv,
+                          "seq", (json_int_t)p->seq, "id", id, "ts", (json_int_t)p->ts, "sender",
+                          (json_int_t)p->sender, "mention", p->mention, "badge", (json_int_t)p->badge);
     json_t *title, *text;
     if (preview_parts(cfg, p, &title, &text)) {
         json_object_set_new(n, "sender_name", json_string(p->sender_name));
@@ -129,13 +130,14 @@ static json_t *webhook_body(const pl_push_config *cfg, const pl_push *p) {
 /* FCM HTTP v1: data values are strings; a notification block only with
  * previews (without it the app shows its own "new message"). */
 static json_t *fcm_body(const pl_push_config *cfg, const pl_push *p) {
-    char id[24], conv[24], seq[24], sender[24];
+    char id[24], conv[24], seq[24], sender[24], badge[24];
     id_string(id, p->id);
+    snprintf(badge, sizeof badge, "%lld", (long long)p->badge);
     snprintf(conv, sizeof conv, "%lld", (long long)p->conv);
     snprintf(seq, sizeof seq, "%lld", (long long)p->seq);
     snprintf(sender, sizeof sender, "%lld", (long long)p->sender);
-    json_t *data = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "message", "conversation", conv, "seq", seq, "id",
-                             id, "sender", sender, "mention", p->mention ? "1" : "0");
+    json_t *data = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "type", "message", "conversation", conv, "seq", seq,
+                             "id", id, "sender", sender, "mention", p->mention ? "1" : "0", "badge", badge);
     json_t *msg = json_pack("{s:s,s:o,s:{s:s}}", "token", p->token, "data", data, "android", "priority", "high");
     json_t *title, *text;
     if (preview_parts(cfg, p, &title, &text)) {
@@ -159,9 +161,10 @@ static json_t *apns_body(const pl_push_config *cfg, const pl_push *p) {
         alert = json_pack("{s:o,s:o}", "title", title, "body", text ? text : json_string(""));
     else
         alert = json_pack("{s:s}", "loc-key", p->mention ? "PARLEY_NEW_MENTION" : "PARLEY_NEW_MESSAGE");
-    return json_pack("{s:{s:o,s:s,s:i,s:s},s:I,s:I,s:s,s:I,s:b}", "aps", "alert", alert, "sound", "default",
-                     "mutable-content", 1, "thread-id", thread, "conversation", (json_int_t)p->conv, "seq",
-                     (json_int_t)p->seq, "id", id, "sender", (json_int_t)p->sender, "mention", p->mention);
+    return json_pack("{s:{s:o,s:s,s:i,s:s,s:I},s:I,s:I,s:s,s:I,s:b}", "aps", "alert", alert, "sound", "default",
+                     "mutable-content", 1, "thread-id", thread, "badge", (json_int_t)p->badge, "conversation",
+                     (json_int_t)p->conv, "seq", (json_int_t)p->seq, "id", id, "sender", (json_int_t)p->sender,
+                     "mention", p->mention);
 }
 
 int pl_push_build(const pl_push_config *cfg, const pl_push *p, pl_push_http *out) {

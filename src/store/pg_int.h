@@ -73,7 +73,7 @@ enum {
     R_SEARCH, R_USER_SEARCH,
     R_KEYS_SHARES, R_DEVICES,           /* end-to-end encryption (store_pg_keys.c) */
     R_MEDIA_GET, R_MEDIA_OWNED,         /* media (store_pg_media.c) */
-    R_PUSH_DEVICES, R_PUSH_MSGS, R_PUSH_TARGETS,   /* push notifications (store_pg_push.c) */
+    R_PUSH_DEVICES, R_PUSH_MSGS, R_PUSH_TARGETS, R_PUSH_BADGES, /* push notifications (store_pg_push.c) */
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];

@@ -213,6 +213,10 @@ typedef struct pl_push {
                                  * (attachments only, a ciphertext message) */
     size_t   body_len;
     int      encrypted;         /* 1: a ciphertext message (invariant 9)     */
+    int64_t  badge;             /* the recipient's unread count as its clients
+                                 * badge it: over its conversations, unread
+                                 * messages (level all) or unread mentions
+                                 * (mentions), none for muted ones            */
     int64_t  user;              /* the recipient                            */
     int      mention;           /* 1: the message mentions user or replies to it */
     int64_t  device;            /* pl_push_device id                        */

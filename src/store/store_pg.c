@@ -937,6 +937,14 @@ const char *const pg_r_sql[R__COUNT] = {
                        " AND (o.only_devices IS NULL"
                        "   OR d.id = ANY(string_to_array(o.only_devices, ',')::bigint[]))"
                        " ORDER BY o.id, m.user_id, d.id",
+    /* $1 users: each one's badge (pl_push.badge), by invariant 5's counts */
+    [R_PUSH_BADGES]  = "SELECT m.user_id, coalesce(sum(CASE m.notify"
+                       "  WHEN 0 THEN c.msg_count - coalesce((SELECT x.msg_no FROM events x WHERE x.conv_id = c.id"
+                       "    AND x.seq = greatest(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread"
+                       "  WHEN 1 THEN (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id"
+                       "    AND x.seq > greatest(m.read_seq, m.joined_seq - 1))"
+                       "  ELSE 0 END), 0) FROM members m JOIN conversations c ON c.id = m.conv_id"
+                       " WHERE m.user_id = ANY($1::bigint[]) GROUP BY m.user_id",
     [R_MENTIONS]     = "SELECT m.joined_seq, " EV_COLUMNS_V " FROM members m LEFT JOIN LATERAL"
                        " (SELECT " EV_COLUMNS " FROM (SELECT x.seq FROM mentions x WHERE x.conv_id = $1::bigint"
                        "     AND x.user_id = $2::bigint AND x.seq > greatest($3::bigint, m.joined_seq - 1)"

@@ -192,6 +192,54 @@ static int p_read_devices(pg_reader *r, pl_job *j) {
 /* The claimed rows' messages (R_PUSH_MSGS, a body once per row) and their
  * recipients' devices (R_PUSH_TARGETS) in one snapshot and one round trip,
  * both by outbox id: each target row takes its message's fields. */
+static int cmp_user(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Every push's badge: one query over the distinct recipients (a round
+ * trip after the targets', its own snapshot: a count, not an event). */
+static int p_badges(pg_reader *r, pl_job *j) {
+    if (!j->npushes) return PL_STORE_OK;
+    int64_t *u = pl_malloc(j->npushes * sizeof *u);
+    size_t n = 0;
+    for (size_t i = 0; i < j->npushes; i++) u[n++] = j->pushes[i].user;
+    qsort(u, n, sizeof *u, cmp_user);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!k || u[k - 1] != u[i]) u[k++] = u[i];
+    pg_arr a = {0};
+    pg_arr_start(&a, PG_INT8);
+    for (size_t i = 0; i < k; i++) pg_arr_i64(&a, u[i]);
+    pg_params p = {0};
+    pg_param_arr(&p, &a);
+    int bs = pgc_send(&r->c, R_PUSH_BADGES, &p, 1);
+    pg_arr_free(&a);
+    if (bs < 0) {
+        free(u);
+        return W_LOST;
+    }
+    int rc = pg_r_sync(r);
+    if (rc) {
+        free(u);
+        return rc;
+    }
+    const PGresult *br = r->c.res[bs];
+    int64_t *badge = pl_calloc(k ? k : 1, sizeof *badge);
+    for (int row = 0; row < PQntuples(br); row++) {
+        int64_t user = pg_i64(br, row, 0);
+        const int64_t *at = bsearch(&user, u, k, sizeof *u, cmp_user);
+        if (at) badge[at - u] = pg_i64(br, row, 1);
+    }
+    for (size_t i = 0; i < j->npushes; i++) {
+        const int64_t *at = bsearch(&j->pushes[i].user, u, k, sizeof *u, cmp_user);
+        j->pushes[i].badge = at ? badge[at - u] : 0;
+    }
+    free(badge);
+    free(u);
+    return PL_STORE_OK;
+}
+
 static int p_read_targets(pg_reader *r, pl_job *j) {
     if (!j->nids) return PL_STORE_OK;
     pg_arr a = {0};
@@ -246,7 +294,7 @@ static int p_read_targets(pg_reader *r, pl_job *j) {
         p->token = pg_text(tr, row, 5, NULL);
     }
     free(body);
-    return PL_STORE_OK;
+    return p_badges(r, j);
 }
 
 int pg_read_push(pg_reader *r, pl_job *j) {

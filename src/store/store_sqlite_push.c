@@ -272,6 +272,45 @@ static const char *const targets_sql =
     " JOIN logins l ON l.id = d.login AND l.revoked = 0 AND l.expires > ?2"
     " WHERE o.id = ?1 ORDER BY m.user_id, d.id";
 
+/* A user's badge (pl_push.badge), by the unread counts of invariant 5. */
+static const char *const badge_sql =
+    "SELECT coalesce(sum(CASE m.notify"
+    "  WHEN 0 THEN c.msg_count - coalesce((SELECT x.msg_no FROM events x WHERE x.conv_id = c.id"
+    "    AND x.seq = max(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread"
+    "  WHEN 1 THEN (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id"
+    "    AND x.seq > max(m.read_seq, m.joined_seq - 1))"
+    "  ELSE 0 END), 0)"
+    " FROM members m JOIN conversations c ON c.id = m.conv_id WHERE m.user_id = ?1";
+
+/* Fills every push's badge, one query per recipient. 0, or -1. */
+static int p_badges(sqlite3 *db, pl_job *j) {
+    int src = 0, rc = SQLITE_DONE;
+    if (!j->npushes) return 0;
+    sqlite3_stmt *st = sq_prep(db, badge_sql, &src);
+    if (!st) return -1;
+    int64_t user = 0, badge = 0;
+    for (size_t i = 0; i < j->npushes && rc == SQLITE_DONE; i++) {
+        pl_push *p = &j->pushes[i];
+        if (i == 0 || p->user != user) {                 /* per row, users come sorted */
+            size_t k = 0;
+            while (k < i && j->pushes[k].user != p->user) k++;
+            if (k < i) {
+                badge = j->pushes[k].badge;              /* seen in an earlier row */
+            } else {
+                sqlite3_reset(st);
+                sqlite3_bind_int64(st, 1, p->user);
+                rc = sqlite3_step(st);
+                badge = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+                rc = rc == SQLITE_ROW ? SQLITE_DONE : rc;
+            }
+            user = p->user;
+        }
+        p->badge = badge;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 static int p_read_targets(sq_reader *r, pl_job *j) {
     int src = 0;
     sqlite3_stmt *st = sq_prep(r->db, targets_sql, &src);
@@ -332,6 +371,7 @@ static int p_read_targets(sq_reader *r, pl_job *j) {
     }
     free(ids);
     sqlite3_finalize(st);
+    if (rc == SQLITE_DONE && p_badges(r->db, j) != 0) rc = SQLITE_ERROR;
     if (rc != SQLITE_DONE) {
         pl_log(PL_LOG_ERROR, 0, "store: push targets read failed", "\"err\":\"%s\"", sqlite3_errmsg(r->db));
         return PL_STORE_EUNAVAIL;

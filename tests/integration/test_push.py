@@ -193,7 +193,7 @@ async def test_push_offline_member_is_notified(server_factory, sink):
         n = note(r)
         assert n["type"] == "message" and n["conversation"] == conv
         assert n["seq"] == ack["seq"] and n["id"] == ack["id"] and n["sender"] == a.id
-        assert n["mention"] is False
+        assert n["mention"] is False and n["badge"] == 1, "its one unread message"
         assert "text" not in n and "sender_name" not in n and b"secret" not in r["raw"], r
         assert r["body"]["user"] == b.id and r["body"]["device"] == dev["id"]
         mac = hmac.new(SECRET.encode(), r["raw"], hashlib.sha256).hexdigest()
@@ -242,9 +242,12 @@ async def test_push_levels(server_factory, sink):
         await asyncio.sleep(QUIET)
         assert sorted(note(r)["seq"] for r in got_b) == [plain["seq"], mention["seq"]]
         assert all(note(r)["mention"] is False for r in got_b)
+        assert max(note(r)["badge"] for r in got_b) == 2, "unread messages, counted when sent"
+        assert all(note(r)["badge"] in (1, 2) for r in got_b)
         got_c = sink.for_token("tok-" + c.username)
         assert [note(r)["seq"] for r in got_c] == [mention["seq"]], "mentions level: only the mention"
         assert note(got_c[0])["mention"] is True
+        assert note(got_c[0])["badge"] == 1, "level mentions: the badge counts unread mentions"
         assert sink.for_token("tok-" + d.username) == [], "level none: nothing, mentioned or not"
 
 
@@ -301,7 +304,7 @@ async def test_push_fcm_and_apns_shapes(server_factory, sink):
         m = f["body"]["message"]
         assert m["token"] == ftok and m["android"]["priority"] == "high"
         assert m["data"] == {"type": "message", "conversation": str(conv), "seq": str(ack["seq"]),
-                             "id": ack["id"], "sender": str(a.id), "mention": "0"}
+                             "id": ack["id"], "sender": str(a.id), "mention": "0", "badge": "1"}
         assert "notification" not in m and b"private" not in f["raw"]
         p = (await sink.wait_for(APNS_TOKEN))[0]
         assert p["path"] == "/apns/3/device/" + APNS_TOKEN
@@ -312,6 +315,7 @@ async def test_push_fcm_and_apns_shapes(server_factory, sink):
         body = p["body"]
         assert body["aps"]["alert"] == {"loc-key": "PARLEY_NEW_MESSAGE"}
         assert body["aps"]["mutable-content"] == 1 and body["aps"]["thread-id"] == f"c{conv}"
+        assert body["aps"]["badge"] == 1
         assert body["conversation"] == conv and body["seq"] == ack["seq"] and body["id"] == ack["id"]
         assert b"private" not in p["raw"]
 

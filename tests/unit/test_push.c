@@ -29,6 +29,7 @@ static pl_push sample(int platform, const char *token) {
     p.body_len = strlen(p.body);
     p.user = 9;
     p.device = 3;
+    p.badge = 7;
     p.platform = platform;
     p.token = (char *)token;
     return p;
@@ -56,6 +57,7 @@ TEST(push_webhook_carries_no_text_and_is_signed) {
     CHECK_EQ(json_integer_value(json_object_get(n, "seq")), 34);
     CHECK_STR(json_string_value(json_object_get(n, "id")), "386602381883736064");
     CHECK(json_is_false(json_object_get(n, "mention")));
+    CHECK_EQ(json_integer_value(json_object_get(n, "badge")), 7);
     CHECK_STR(json_string_value(json_object_get(o, "token")), "tok");
     json_decref(o);
     uint8_t mac[crypto_auth_hmacsha256_BYTES];
@@ -122,6 +124,7 @@ TEST(push_fcm_and_apns_requests) {
     CHECK_STR(json_string_value(json_object_get(m, "token")), "f-tok");
     CHECK_STR(json_string_value(json_object_get(json_object_get(m, "data"), "mention")), "1");
     CHECK_STR(json_string_value(json_object_get(json_object_get(m, "data"), "seq")), "34");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(m, "data"), "badge")), "7");
     CHECK(json_object_get(m, "notification") == NULL);
     json_decref(o);
     pl_push_http_release(&h);
@@ -136,6 +139,7 @@ TEST(push_fcm_and_apns_requests) {
     o = json_loads(h.body, 0, NULL);
     json_t *alert = json_object_get(json_object_get(o, "aps"), "alert");
     CHECK_STR(json_string_value(json_object_get(alert, "loc-key")), "PARLEY_NEW_MENTION");
+    CHECK_EQ(json_integer_value(json_object_get(json_object_get(o, "aps"), "badge")), 7);
     CHECK(strstr(h.body, "secret") == NULL);
     json_decref(o);
     pl_push_http_release(&h);

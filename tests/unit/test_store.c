@@ -4072,6 +4072,20 @@ TEST(store_push_targets) {
                             : p->device == dc ? "tc" : "te");
         CHECK_EQ(p->platform, p->device == db2 ? PL_PUSH_APNS : p->device == de ? PL_PUSH_WEBHOOK : PL_PUSH_FCM);
     }
+    /* badges: what the user's clients count, the conversation list's
+     * unread (level all) or unread mentions (level mentions) */
+    for (size_t i = 0; i < j.npushes; i++) {
+        pl_conv *list = NULL;
+        size_t nl = 0;
+        CHECK_EQ(rd_conv_list(&t, j.pushes[i].user, 0, &list, &nl), PL_STORE_OK);
+        int64_t want_badge = 0;
+        for (size_t k = 0; k < nl; k++)
+            want_badge += list[k].notify == PL_NOTIFY_ALL ? list[k].unread
+                          : list[k].notify == PL_NOTIFY_MENTIONS ? list[k].unread_mentions : 0;
+        pl_conv_list_free(list, nl);
+        CHECK(want_badge > 0);
+        CHECK_EQ(j.pushes[i].badge, want_badge);
+    }
     pl_event ev;
     CHECK_EQ(t_event_at(&t, g, b, s1, &ev), 0);
     CHECK_EQ(j.pushes[0].id, ev.id);
