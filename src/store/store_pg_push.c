@@ -192,11 +192,6 @@ static int p_read_devices(pg_reader *r, pl_job *j) {
 /* The claimed rows' messages (R_PUSH_MSGS, a body once per row) and their
  * recipients' devices (R_PUSH_TARGETS) in one snapshot and one round trip,
  * both by outbox id: each target row takes its message's fields. */
-static int cmp_user(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Every push's badge: one query over the distinct recipients (a round
  * trip after the targets', its own snapshot: a count, not an event). */
 static int p_badges(pg_reader *r, pl_job *j) {
@@ -204,7 +199,7 @@ static int p_badges(pg_reader *r, pl_job *j) {
     int64_t *u = pl_malloc(j->npushes * sizeof *u);
     size_t n = 0;
     for (size_t i = 0; i < j->npushes; i++) u[n++] = j->pushes[i].user;
-    qsort(u, n, sizeof *u, cmp_user);
+    qsort(u, n, sizeof *u, pg_cmp_i64);
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (!k || u[k - 1] != u[i]) u[k++] = u[i];
@@ -228,11 +223,11 @@ static int p_badges(pg_reader *r, pl_job *j) {
     int64_t *badge = pl_calloc(k ? k : 1, sizeof *badge);
     for (int row = 0; row < PQntuples(br); row++) {
         int64_t user = pg_i64(br, row, 0);
-        const int64_t *at = bsearch(&user, u, k, sizeof *u, cmp_user);
+        const int64_t *at = bsearch(&user, u, k, sizeof *u, pg_cmp_i64);
         if (at) badge[at - u] = pg_i64(br, row, 1);
     }
     for (size_t i = 0; i < j->npushes; i++) {
-        const int64_t *at = bsearch(&j->pushes[i].user, u, k, sizeof *u, cmp_user);
+        const int64_t *at = bsearch(&j->pushes[i].user, u, k, sizeof *u, pg_cmp_i64);
         j->pushes[i].badge = at ? badge[at - u] : 0;
     }
     free(badge);
