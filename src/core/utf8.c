@@ -86,3 +86,12 @@ int pl_utf8_has_space_or_control(const uint8_t *p, size_t n) {
     }
     return 0;
 }
+
+size_t pl_utf8_prefix(const char *s, size_t len, size_t chars) {
+    size_t i = 0;
+    for (size_t c = 0; i < len && c < chars; c++) {
+        i++;
+        while (i < len && ((unsigned char)s[i] & 0xC0) == 0x80) i++;
+    }
+    return i;
+}

@@ -26,5 +26,8 @@ int  pl_utf8_space_or_control(uint32_t cp);
 /* 1 if p[0..n), valid UTF-8, holds a code point of pl_utf8_space_or_control
  * (or, not being valid UTF-8, a lone byte that decodes as one). */
 int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);
+/* The bytes of the first `chars` code points of valid UTF-8 s[0..len)
+ * (len when it has fewer): a prefix that never cuts one in two. */
+size_t pl_utf8_prefix(const char *s, size_t len, size_t chars);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include "../core/alloc.h"
 #include "../core/clock.h"
+#include "../core/utf8.h"
 
 static int set(const char *s) { return s && *s; }
 
@@ -60,12 +61,7 @@ const char *pl_push_token_check(int platform, const char *token, size_t len) {
 
 /* The first PL_PUSH_PREVIEW_CHARS characters of a (valid UTF-8) text. */
 static json_t *preview(const char *s, size_t len) {
-    size_t n = 0, chars = 0;
-    while (n < len && chars < PL_PUSH_PREVIEW_CHARS) {
-        n++;
-        while (n < len && ((unsigned char)s[n] & 0xC0) == 0x80) n++;
-        chars++;
-    }
+    size_t n = pl_utf8_prefix(s, len, PL_PUSH_PREVIEW_CHARS);
     json_t *v = json_stringn(s, n);
     if (n < len && v) {
         char *t = pl_malloc(n + 4);

@@ -75,6 +75,9 @@ typedef struct pl_annot {
 char *pl_store__annot(const pl_annot *a);
 /* The byte length of the first PL_STORE_PREVIEW_CHARS characters of s. */
 size_t pl_store__preview_len(const char *s, size_t len);
+/* "1,2,3": a push retry's devices as push_outbox.only_devices holds them
+ * (store.h invariant 10); a new string. */
+char *pl_store__id_list(const int64_t *ids, size_t n);
 
 /* ---- search (store.h invariant 8) ---------------------------------------- */
 

@@ -113,17 +113,6 @@ static int p_claim(pg_store *s, pl_job *j, int64_t now) {
     return PL_STORE_OK;
 }
 
-/* "1,2,3": the devices a retry goes to (only_devices). */
-static char *device_list(const pl_push_retry *x, size_t *len) {
-    char *out = pl_malloc(x->ndevices * 21 + 1);
-    size_t n = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < x->ndevices; i++)
-        n += (size_t)sprintf(out + n, "%s%lld", i ? "," : "", (long long)x->devices[i]);
-    *len = n;
-    return out;
-}
-
 /* Rows finished, devices dead, rows to retry: one round trip. */
 static int p_done(pg_store *s, pl_job *j) {
     pg_arr *ids = &s->arr[0], *dead = &s->arr[1], *rid = &s->arr[2], *rdev = &s->arr[3];
@@ -134,10 +123,9 @@ static int p_done(pg_store *s, pl_job *j) {
     for (size_t i = 0; i < j->nids; i++) pg_arr_i64(ids, j->ids[i]);
     for (size_t i = 0; i < j->ndead; i++) pg_arr_i64(dead, j->dead[i]);
     for (size_t i = 0; i < j->nretries; i++) {
-        size_t len;
-        char *list = device_list(&j->retries[i], &len);
+        char *list = pl_store__id_list(j->retries[i].devices, j->retries[i].ndevices);
         pg_arr_i64(rid, j->retries[i].id);
-        pg_arr_bytes(rdev, list, len);
+        pg_arr_bytes(rdev, list, strlen(list));
         free(list);
     }
     if (!ids->n && !dead->n && !rid->n) return PL_STORE_OK;

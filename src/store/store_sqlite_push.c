@@ -184,11 +184,7 @@ static int p_done(sq_store *s, pl_job *j) {
             return p_fatal(s, src);
     for (size_t i = 0; i < j->nretries; i++) {
         const pl_push_retry *r = &j->retries[i];
-        char *only = pl_malloc(r->ndevices * 21 + 1);
-        size_t n = 0;
-        only[0] = '\0';
-        for (size_t d = 0; d < r->ndevices; d++)
-            n += (size_t)sprintf(only + n, "%s%lld", d ? "," : "", (long long)r->devices[d]);
+        char *only = pl_store__id_list(r->devices, r->ndevices);
         int rc = p_run(s->wdb, &src, NULL, "UPDATE push_outbox SET lease = ?1, only_devices = ?2 WHERE id = ?3", "iti",
                        j->expires, only, r->id);
         free(only);

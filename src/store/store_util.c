@@ -272,13 +272,14 @@ int pl_store__emoji_ok(const char *e) {
     return !pl_utf8_has_space_or_control((const uint8_t *)e, n);
 }
 
-size_t pl_store__preview_len(const char *s, size_t len) {
-    size_t i = 0;
-    for (int chars = 0; i < len && chars < PL_STORE_PREVIEW_CHARS; chars++) {
-        i++;
-        while (i < len && ((unsigned char)s[i] & 0xC0) == 0x80) i++;
-    }
-    return i;
+size_t pl_store__preview_len(const char *s, size_t len) { return pl_utf8_prefix(s, len, PL_STORE_PREVIEW_CHARS); }
+
+char *pl_store__id_list(const int64_t *ids, size_t n) {
+    char *out = pl_malloc(n * 21 + 1);
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) k += (size_t)sprintf(out + k, "%s%lld", i ? "," : "", (long long)ids[i]);
+    return out;
 }
 
 char *pl_store__annot(const pl_annot *a) {
