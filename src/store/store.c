@@ -60,6 +60,15 @@ void pl_conv_list_free(pl_conv *list, size_t n) {
     free(list);
 }
 
+void pl_workspace_list_free(pl_workspace *list, size_t n) {
+    if (!list) return;
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].name);
+        free(list[i].members);
+    }
+    free(list);
+}
+
 void pl_event_list_free(pl_event *list, size_t n) {
     if (!list) return;
     for (size_t i = 0; i < n; i++) pl_event_release(&list[i]);
@@ -99,6 +108,9 @@ void pl_job_release(pl_job *j) {
     pl_device_list_free(j->devices, j->ndevices);   /* end-to-end encryption */
     j->devices = NULL;
     j->ndevices = 0;
+    pl_workspace_list_free(j->workspaces, j->nworkspaces);        /* workspaces */
+    j->workspaces = NULL;
+    j->nworkspaces = 0;
     pl_push_device_list_free(j->push_devices, j->npush_devices);   /* push */
     j->push_devices = NULL;
     j->npush_devices = 0;

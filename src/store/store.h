@@ -101,6 +101,21 @@
  *      Push devices are tokens a login registered (a device is a login
  *      session, as in invariant 9): revoking the login deletes them, and
  *      only live logins' devices are pushed to.
+ *  11. Workspaces and channels (M1, P10; docs/design.md "Workspaces"). A
+ *      workspace has members (admin or member) and channels: conversations
+ *      of kind PL_CONV_CHANNEL with a workspace and a name (the title;
+ *      pl_store__channel_name_ok; unique in the workspace), public or
+ *      private. A channel behaves as a group (roles, add, remove, leave,
+ *      large groups) except that only members of its workspace may be in
+ *      it: CHANNEL_CREATE and MEMBER_ADD refuse anyone else, and any
+ *      member of the workspace may join a public channel (CHANNEL_JOIN).
+ *      Every workspace has the public channel "general", created with it;
+ *      joining the workspace joins it. Leaving or being removed from a
+ *      workspace returns the channels the user is still in; the caller
+ *      removes it from each (MEMBER_REMOVE with PL_JOB_EVICT). Private
+ *      channels are invisible to non-members: ENOTFOUND, as for a channel
+ *      that does not exist. Quotas: opts.workspace_members members and
+ *      opts.workspace_channels channels per workspace (0: none).
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -247,7 +262,10 @@ typedef enum pl_notify_level {  /* a member's notification preference      */
                                      * (names of non-members do not count) */
 #define PL_STORE_PREVIEW_CHARS 100  /* characters of a reply preview        */
 
-typedef enum pl_conv_kind { PL_CONV_DIRECT = 1, PL_CONV_GROUP = 2 } pl_conv_kind;
+typedef enum pl_conv_kind {
+    PL_CONV_DIRECT = 1, PL_CONV_GROUP = 2,
+    PL_CONV_CHANNEL = 3       /* a group inside a workspace (invariant 11) */
+} pl_conv_kind;
 typedef enum pl_role { PL_ROLE_NONE = 0, PL_ROLE_MEMBER = 1, PL_ROLE_ADMIN = 2 } pl_role;
 
 /* One entry of a conversation log. Strings are NUL-terminated, owned by the
@@ -326,6 +344,8 @@ typedef struct pl_conv {
     int64_t    unread_mentions; /* mentions of the user above read_seq (invariant 7) */
     int        notify;        /* the user's pl_notify_level                */
     int        e2ee;          /* end-to-end encrypted (invariant 9)        */
+    int64_t    workspace;     /* a channel's workspace, else 0 (invariant 11) */
+    int        is_private;    /* a private channel                         */
     pl_event  *last;          /* owned; the latest event if asked for (and visible), else NULL */
     pl_member *members;       /* owned; NULL unless asked for (nmembers 0) */
     size_t     nmembers;
@@ -360,6 +380,32 @@ typedef struct pl_media {
     char    thumb_sha[65];    /* the thumbnail's blob, else ""            */
 } pl_media;
 
+/* ---- workspaces and channels (invariant 11) ------------------------------ */
+
+#define PL_WORKSPACE_NAME_MAX 64  /* bytes of a workspace name (1.., UTF-8)   */
+#define PL_CHANNEL_NAME_MAX   80  /* bytes of a channel name: a-z 0-9 - _ . and
+                                   * non-ASCII letters (UTF-8), no uppercase  */
+
+typedef struct pl_workspace {
+    int64_t    id;
+    char      *name;          /* owned                                     */
+    int64_t    created_by;
+    int64_t    created;       /* ms                                        */
+    int64_t    general;       /* its "general" channel                     */
+    int64_t    member_count;
+    int64_t    channel_count; /* channels, private ones included           */
+    int        role;          /* the asking user's pl_role                 */
+    pl_member *members;       /* WORKSPACE_GET: owned, in joining order (user,
+                               * role, username; the seqs 0), else NULL    */
+    size_t     nmembers;
+} pl_workspace;
+
+void pl_workspace_list_free(pl_workspace *list, size_t n);
+
+/* 1 if name (NUL-terminated) may name a channel: 1..PL_CHANNEL_NAME_MAX
+ * bytes of valid UTF-8, ASCII only as a-z, 0-9, '-', '_', '.'. */
+int pl_store__channel_name_ok(const char *name);
+
 /* ---- jobs --------------------------------------------------------------- */
 
 typedef enum pl_job_op {
@@ -372,8 +418,14 @@ typedef enum pl_job_op {
     PL_JOB_DIRECT_OPEN,       /* in: user, peer. out: out_id (conv), created, event if created */
     PL_JOB_GROUP_CREATE,      /* in: user, title, members[]. out: out_id (conv), event */
     PL_JOB_MEMBER_ADD,        /* in: conv, user (actor), peer. out: out_id, event
-                               * (no event if peer is already a member)    */
-    PL_JOB_MEMBER_REMOVE,     /* in: conv, user (actor), peer. out: out_id, event */
+                               * (no event if peer is already a member). A
+                               * channel: EFORBID (why "not in the workspace")
+                               * unless peer is a member of its workspace.  */
+    PL_JOB_MEMBER_REMOVE,     /* in: conv, user (actor), peer. out: out_id, event.
+                               * flags PL_JOB_EVICT: conv is a channel and peer
+                               * no longer in its workspace (else EFORBID); the
+                               * actor's membership and role are not checked
+                               * (it is the sender of the MEMBER_REMOVED).  */
     PL_JOB_MEMBER_LEAVE,      /* in: conv, user. out: out_id, event        */
     PL_JOB_MESSAGE_SEND,      /* in: conv, user (sender), client_msg_id, body, body_len,
                                * seq (reply_to, 0: none). out: event, dup. A dup (same
@@ -467,6 +519,44 @@ typedef enum pl_job_op {
                                * devices the push service refused for good
                                * (deleted); retries/nretries: rows to send again to
                                * those devices only, leased until expires.      */
+    /* ---- workspaces and channels (invariant 11; explicit value) ------- */
+    PL_JOB_WORKSPACE_CREATE = 70, /* in: user, title (the name, 1..NAME_MAX bytes
+                               * of UTF-8, else EINVAL). Creates the workspace, user
+                               * its admin, and its public channel "general", user
+                               * its admin. out: out_id = the workspace, event (the
+                               * channel's CREATED; event.conv = general).     */
+    PL_JOB_WORKSPACE_ADD,     /* in: id (workspace), user (actor), peer. Actor an
+                               * admin (EFORBID); ENOTFOUND: no such workspace,
+                               * actor not in it, no such peer; EINVAL (why
+                               * "workspace full") beyond opts.workspace_members.
+                               * Adds peer as a member and to "general": event
+                               * (MEMBER_ADDED there, sender = actor), created = 1.
+                               * Already a member: nothing, created = 0. out_id =
+                               * the workspace.                                */
+    PL_JOB_WORKSPACE_REMOVE,  /* in: id (workspace), user (actor), peer (== user:
+                               * leave, any member; else actor an admin, EFORBID).
+                               * ENOTFOUND: no such workspace, actor or peer not in
+                               * it. Removes peer; if no admin remains, the
+                               * earliest-joined member becomes admin. out: out_ids
+                               * /nout = the workspace's channels peer is still in
+                               * (ascending), for the caller to evict it from. No
+                               * event.                                        */
+    PL_JOB_CHANNEL_CREATE,    /* in: id (workspace), user, title (the name,
+                               * pl_store__channel_name_ok, else EINVAL why "bad
+                               * channel name"), members[] (others, as GROUP_CREATE),
+                               * flags PL_JOB_PRIVATE. ENOTFOUND: no such workspace
+                               * or user not in it; EFORBID (why "not in the
+                               * workspace"): a member not in it; ECONFLICT: the
+                               * name is taken in the workspace; EINVAL (why "too
+                               * many channels") beyond opts.workspace_channels.
+                               * out: out_id (conv), event CREATED with data
+                               * {"kind":"channel","title":..,"members":[..],
+                               *  "workspace":W,"private":B}                   */
+    PL_JOB_CHANNEL_JOIN,      /* in: conv, user. A public channel of a workspace
+                               * user is in (else ENOTFOUND, private channels
+                               * included). out: out_id = conv; event MEMBER_ADDED
+                               * (sender = subject = user), created = 1; already a
+                               * member: nothing, created = 0.                 */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */
@@ -531,7 +621,7 @@ typedef enum pl_job_op {
                                * taking a key: devices with otk_count, otk NULL. */
     /* push notifications (invariant 10; explicit values) */
     PL_READ_PUSH_DEVICES = 150, /* in: user. out: push_devices: the user's, by id  */
-    PL_READ_PUSH_TARGETS      /* in: ids/nids (claimed outbox rows), after (0, or
+    PL_READ_PUSH_TARGETS,     /* in: ids/nids (claimed outbox rows), after (0, or
                                * a member count: in a conversation with more
                                * members, only members the message mentions: large
                                * groups). out: pushes: for each row's MESSAGE that
@@ -541,9 +631,23 @@ typedef enum pl_job_op {
                                * whose level notifies (all; mentions: when mention),
                                * rows in id order. Rows whose message is gone give
                                * none.                                          */
+    /* workspaces and channels (invariant 11; explicit values) */
+    PL_READ_WORKSPACES = 160, /* in: user. out: workspaces: those user is in (no
+                               * members), by id                             */
+    PL_READ_WORKSPACE_GET,    /* in: id (workspace), user. out: workspaces[0] with
+                               * members. ENOTFOUND unless user is in it.    */
+    PL_READ_CHANNELS          /* in: id (workspace), user. out: convs: its public
+                               * channels and the private ones user is in, by
+                               * title; each with id, kind, title, workspace,
+                               * is_private, last_seq, last_ts, member_count and
+                               * role = user's (PL_ROLE_NONE: not in it; then the
+                               * other per-user fields are 0). ENOTFOUND unless
+                               * user is in the workspace.                    */
 } pl_job_op;
 
 #define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */
+#define PL_JOB_PRIVATE     2   /* CHANNEL_CREATE: a private channel           */
+#define PL_JOB_EVICT       4   /* MEMBER_REMOVE: see there                    */
 
 #define PL_READ_WITH_HASH  1   /* USER_BY_NAME: also return pwhash          */
 #define PL_READ_WITH_LAST  2   /* CONV_LIST: fill conv.last                  */
@@ -658,6 +762,9 @@ struct pl_job {
     size_t      npush_devices;
     pl_push    *pushes;       /* out: READ_PUSH_TARGETS (owned)            */
     size_t      npushes;
+    /* workspaces (invariant 11) */
+    pl_workspace *workspaces; /* out: READ_WORKSPACES, READ_WORKSPACE_GET (owned) */
+    size_t      nworkspaces;
     /* callback, run on the loop thread */
     pl_job_cb  done;
     void      *data;          /* caller's                                  */
@@ -703,6 +810,8 @@ typedef struct pl_store_opts {
     int         outbox;       /* 1: record each batch's events in an outbox until
                                * PL_JOB_OUTBOX_ACK (cluster mode, PostgreSQL) */
     int         push;         /* 1: write a push_outbox row per MESSAGE (invariant 10) */
+    int64_t     workspace_members;  /* quotas per workspace (invariant 11); 0: none */
+    int64_t     workspace_channels;
     /* wakes the loop when jobs complete: called from backend threads after
      * appending to the done-queue; the loop then calls pl_store_drain(). It
      * may run until pl_store_close() returns. */

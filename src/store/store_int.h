@@ -20,6 +20,10 @@ char *pl_store__data_user(int64_t user);
 /* {"kind":"group","title":..,"members":[creator, others..]}, a new string,
  * or NULL if the title is not valid UTF-8. */
 char *pl_store__data_group(const char *title, int64_t creator, const int64_t *others, size_t n);
+/* A channel's (store.h invariant 11): {"kind":"channel","title":..,
+ * "members":[..],"workspace":W,"private":B}, a new string, or NULL as above. */
+char *pl_store__data_channel(const char *name, int64_t creator, const int64_t *others, size_t n,
+                             int64_t workspace, int is_private);
 
 /* ---- message features (store.h invariants 6 and 7) ---------------------- */
 

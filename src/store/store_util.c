@@ -15,18 +15,24 @@ char *pl_store__data_user(int64_t user) {
     return pl_strdup(buf);
 }
 
-char *pl_store__data_group(const char *title, int64_t creator, const int64_t *others, size_t n) {
+/* The CREATED data of a group (workspace 0) or a channel. */
+static char *data_created(const char *title, int64_t creator, const int64_t *others, size_t n,
+                          int64_t workspace, int is_private) {
     json_t *root = json_object(), *members = json_array();
     json_t *jt = json_string(title);
     char *out = NULL;
     if (!root || !members || !jt) goto done;
     json_array_append_new(members, json_integer(creator));
     for (size_t i = 0; i < n; i++) json_array_append_new(members, json_integer(others[i]));
-    json_object_set_new(root, "kind", json_string("group"));
+    json_object_set_new(root, "kind", json_string(workspace ? "channel" : "group"));
     json_object_set_new(root, "title", jt);
     jt = NULL;
     json_object_set_new(root, "members", members);
     members = NULL;
+    if (workspace) {
+        json_object_set_new(root, "workspace", json_integer(workspace));
+        json_object_set_new(root, "private", json_boolean(is_private));
+    }
     size_t len = json_dumpb(root, NULL, 0, JSON_COMPACT);
     if (len == 0) goto done;
     out = pl_malloc(len + 1);
@@ -41,6 +47,26 @@ done:
     json_decref(members);
     json_decref(root);
     return out;
+}
+
+char *pl_store__data_group(const char *title, int64_t creator, const int64_t *others, size_t n) {
+    return data_created(title, creator, others, n, 0, 0);
+}
+
+char *pl_store__data_channel(const char *name, int64_t creator, const int64_t *others, size_t n,
+                             int64_t workspace, int is_private) {
+    return data_created(name, creator, others, n, workspace, is_private);
+}
+
+int pl_store__channel_name_ok(const char *name) {
+    size_t len = name ? strlen(name) : 0;
+    if (len == 0 || len > PL_CHANNEL_NAME_MAX || !pl_utf8_valid((const uint8_t *)name, len)) return 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        if (*p >= 0x80) continue;
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+            return 0;
+    }
+    return 1;
 }
 
 size_t pl_store__slot(int64_t a, int64_t b, size_t cap) {
