@@ -178,9 +178,7 @@ static size_t split_path(pl_str path, pl_str *seg, size_t max) {
     return p < end ? max + 1 : n;
 }
 
-static int seg_is(pl_str s, const char *lit) { return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0; }
-
-static void method_not_allowed(pl_http_ctx *ctx) {
+void api_method_not_allowed(pl_http_ctx *ctx) {
     pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
 }
 
@@ -188,19 +186,19 @@ static void method_not_allowed(pl_http_ctx *ctx) {
  * (s[0] is "messages" or "pins"). */
 static void message_route(pl_http_ctx *ctx, int64_t conv, pl_str *s, size_t n) {
     int m = ctx->req.method;
-    int pins = seg_is(s[0], "pins");
-    if (n == 3 && (pins || !seg_is(s[2], "reactions"))) {
+    int pins = api_seg_is(s[0], "pins");
+    if (n == 3 && (pins || !api_seg_is(s[2], "reactions"))) {
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;
     }
     int64_t seq = api_parse_id(s[1].p, s[1].n);
     if (n == 3) {
-        if (m != PL_HTTP_POST) method_not_allowed(ctx);
+        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
         else if (path_id_ok(ctx, seq, "no such message")) h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
         return;
     }
     int allowed = m == PL_HTTP_DELETE || (pins ? m == PL_HTTP_PUT : m == PL_HTTP_PATCH);
-    if (!allowed) method_not_allowed(ctx);
+    if (!allowed) api_method_not_allowed(ctx);
     else if (!path_id_ok(ctx, seq, "no such message")) return;
     else if (pins) h_action(ctx, conv, seq, PL_JOB_PIN, m == PL_HTTP_DELETE);
     else h_action(ctx, conv, seq, m == PL_HTTP_DELETE ? PL_JOB_MESSAGE_DELETE : PL_JOB_MESSAGE_EDIT, 0);
@@ -212,114 +210,123 @@ static void authed_route(pl_http_ctx *ctx) {
     size_t n = split_path(ctx->req.path, seg, 8) - 2;
     pl_str *s = seg + 2;
     int m = ctx->req.method;
-    if (seg_is(s[0], "media")) {             /* api_media.c */
+    if (api_seg_is(s[0], "media")) {             /* api_media.c */
         h_media_route(ctx, s, n);
         return;
     }
-    if (n == 1 && seg_is(s[0], "me")) {
-        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+    if (api_seg_is(s[0], "workspaces")) {    /* api_ws.c */
+        h_ws_route(ctx, s, n);
+        return;
+    }
+    if (n == 1 && api_seg_is(s[0], "me")) {
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_me(ctx);
         return;
     }
-    if (n == 2 && seg_is(s[0], "users")) {
-        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+    if (n == 2 && api_seg_is(s[0], "users")) {
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_user(ctx, s[1].p, s[1].n);
         return;
     }
     /* push notification devices (api_push.c) */
-    if (n >= 2 && seg_is(s[0], "push") && seg_is(s[1], "devices")) {
+    if (n >= 2 && api_seg_is(s[0], "push") && api_seg_is(s[1], "devices")) {
         int64_t id = n == 3 ? api_parse_id(s[2].p, s[2].n) : 0;
         if (n == 2) h_push_devices(ctx);
-        else if (ctx->req.method != PL_HTTP_DELETE) method_not_allowed(ctx);
+        else if (ctx->req.method != PL_HTTP_DELETE) api_method_not_allowed(ctx);
         else if (path_id_ok(ctx, id, "no such device")) h_push_device(ctx, id);
         return;
     }
     /* end-to-end encryption (api_keys.c) */
-    if (n == 1 && seg_is(s[0], "keys")) {
+    if (n == 1 && api_seg_is(s[0], "keys")) {
         h_keys(ctx);
         return;
     }
-    if (n == 3 && seg_is(s[0], "users")) {
+    if (n == 3 && api_seg_is(s[0], "users")) {
         int64_t peer = api_parse_id(s[1].p, s[1].n);
-        int bundle = seg_is(s[2], "bundle");
-        if (m != (bundle ? PL_HTTP_POST : PL_HTTP_GET)) method_not_allowed(ctx);
+        int bundle = api_seg_is(s[2], "bundle");
+        if (m != (bundle ? PL_HTTP_POST : PL_HTTP_GET)) api_method_not_allowed(ctx);
         else if (!path_id_ok(ctx, peer, "no such user")) return;
         else if (bundle) h_bundle(ctx, peer);
         else h_devices(ctx, peer);
         return;
     }
-    if (n == 1 && seg_is(s[0], "presence")) {
-        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+    if (n == 1 && api_seg_is(s[0], "presence")) {
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_presence(ctx);
         return;
     }
-    if (n == 1 && (seg_is(s[0], "search") || seg_is(s[0], "users"))) {
-        if (m != PL_HTTP_GET) method_not_allowed(ctx);
-        else if (seg_is(s[0], "search")) h_search(ctx);
+    if (n == 1 && (api_seg_is(s[0], "search") || api_seg_is(s[0], "users"))) {
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
+        else if (api_seg_is(s[0], "search")) h_search(ctx);
         else h_user_search(ctx);
         return;
     }
     if (n == 1) {
         if (m == PL_HTTP_GET) h_conv_list(ctx);
         else if (m == PL_HTTP_POST) h_conv_create(ctx);
-        else method_not_allowed(ctx);
+        else api_method_not_allowed(ctx);
         return;
     }
     int64_t conv = api_parse_id(s[1].p, s[1].n);
     if (!path_id_ok(ctx, conv, "no such conversation")) return;
     if (n == 2) {
-        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_conv_get(ctx, conv);
         return;
     }
-    if (n == 3 && seg_is(s[2], "messages")) {
+    if (n == 3 && api_seg_is(s[2], "messages")) {
         if (m == PL_HTTP_GET) h_history(ctx, conv);
         else if (m == PL_HTTP_POST) h_send(ctx, conv);
-        else method_not_allowed(ctx);
+        else api_method_not_allowed(ctx);
         return;
     }
-    if (n == 3 && seg_is(s[2], "members")) {
+    if (n == 3 && api_seg_is(s[2], "members")) {
         if (m == PL_HTTP_POST) h_member_op(ctx, conv, PL_JOB_MEMBER_ADD, 0);
-        else method_not_allowed(ctx);
+        else api_method_not_allowed(ctx);
         return;
     }
-    if (n == 4 && seg_is(s[2], "members")) {
+    if (n == 4 && api_seg_is(s[2], "members")) {
         int64_t peer = api_parse_id(s[3].p, s[3].n);
-        if (m != PL_HTTP_DELETE) method_not_allowed(ctx);
+        if (m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
         else if (path_id_ok(ctx, peer, "no such member")) h_member_op(ctx, conv, PL_JOB_MEMBER_REMOVE, peer);
         return;
     }
-    if (n == 3 && (seg_is(s[2], "read") || seg_is(s[2], "delivered"))) {
-        if (m != PL_HTTP_POST) method_not_allowed(ctx);
-        else h_receipt(ctx, conv, seg_is(s[2], "read"));
+    if (n == 3 && (api_seg_is(s[2], "read") || api_seg_is(s[2], "delivered"))) {
+        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
+        else h_receipt(ctx, conv, api_seg_is(s[2], "read"));
         return;
     }
-    if (n == 3 && seg_is(s[2], "receipts")) {
-        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+    if (n == 3 && api_seg_is(s[2], "receipts")) {
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_receipts(ctx, conv);
         return;
     }
-    if (n == 3 && seg_is(s[2], "leave")) {
-        if (m != PL_HTTP_POST) method_not_allowed(ctx);
+    if (n == 3 && api_seg_is(s[2], "join")) {     /* api_ws.c */
+        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
+        else h_channel_join(ctx, conv);
+        return;
+    }
+    if (n == 3 && api_seg_is(s[2], "leave")) {
+        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
         else h_member_op(ctx, conv, PL_JOB_MEMBER_LEAVE, 0);
         return;
     }
-    if (n == 3 && seg_is(s[2], "e2ee")) {         /* api_keys.c */
-        if (m != PL_HTTP_POST) method_not_allowed(ctx);
+    if (n == 3 && api_seg_is(s[2], "e2ee")) {         /* api_keys.c */
+        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
         else h_conv_e2ee(ctx, conv);
         return;
     }
-    if (n == 3 && seg_is(s[2], "pins")) {
-        if (m != PL_HTTP_GET) method_not_allowed(ctx);
+    if (n == 3 && api_seg_is(s[2], "pins")) {
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_pins(ctx, conv);
         return;
     }
-    if (n == 3 && seg_is(s[2], "notify")) {
-        if (m != PL_HTTP_PUT) method_not_allowed(ctx);
+    if (n == 3 && api_seg_is(s[2], "notify")) {
+        if (m != PL_HTTP_PUT) api_method_not_allowed(ctx);
         else h_action(ctx, conv, 0, PL_JOB_NOTIFY_SET, 0);
         return;
     }
-    if (n >= 4 && (seg_is(s[2], "messages") || seg_is(s[2], "pins"))) {
+    if (n >= 4 && (api_seg_is(s[2], "messages") || api_seg_is(s[2], "pins"))) {
         message_route(ctx, conv, s + 2, n - 2);
         return;
     }
@@ -349,9 +356,9 @@ static void token_checked(void *arg, int result, int64_t user, int64_t login) {
 }
 
 static void operations(pl_http_ctx *ctx, pl_str what) {
-    if (seg_is(what, "healthz")) {
+    if (api_seg_is(what, "healthz")) {
         pl_http_respond(ctx, 200, "text/plain", "ok\n", 3, NULL);
-    } else if (seg_is(what, "readyz")) {
+    } else if (api_seg_is(what, "readyz")) {
         const char *why = "draining";
         if (!A.draining && A.store && (!A.ready || A.ready(&why))) {
             pl_http_respond(ctx, 200, "text/plain", "ready\n", 6, NULL);
@@ -381,12 +388,12 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         pl_http_error(ctx, 403, "forbidden", "Origin not allowed");   /* protocol.md "Origin checks" */
         return;
     }
-    if (n == 1 && (seg_is(seg[0], "healthz") || seg_is(seg[0], "readyz") || seg_is(seg[0], "metrics"))) {
-        if (m != PL_HTTP_GET && m != PL_HTTP_HEAD) method_not_allowed(ctx);
+    if (n == 1 && (api_seg_is(seg[0], "healthz") || api_seg_is(seg[0], "readyz") || api_seg_is(seg[0], "metrics"))) {
+        if (m != PL_HTTP_GET && m != PL_HTTP_HEAD) api_method_not_allowed(ctx);
         else operations(ctx, seg[0]);
         return;
     }
-    int auth_route = n == 4 && seg_is(seg[2], "auth");
+    int auth_route = n == 4 && api_seg_is(seg[2], "auth");
     int64_t wait = pl_api_admit_ip(ctx->conn, auth_route);
     if (wait) {
         api_too_many(ctx, wait, "requests", "ip");
@@ -396,48 +403,49 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         pl_http_error(ctx, 503, "unavailable", "shutting down");
         return;
     }
-    if (n == 1 && seg_is(seg[0], "ws")) {   /* a WebSocket URL asked for without the upgrade */
+    if (n == 1 && api_seg_is(seg[0], "ws")) {   /* a WebSocket URL asked for without the upgrade */
         static const char body[] = "{\"error\":{\"code\":\"bad_request\",\"message\":\"WebSocket upgrade required\"}}";
         pl_http_respond(ctx, 426, "application/json", body, sizeof body - 1,
                         "Upgrade: websocket\r\nConnection: Upgrade\r\n");
         return;
     }
-    if (n == 2 && seg_is(seg[0], "media") && (m == PL_HTTP_GET || m == PL_HTTP_HEAD)) {
+    if (n == 2 && api_seg_is(seg[0], "media") && (m == PL_HTTP_GET || m == PL_HTTP_HEAD)) {
         h_media_signed(ctx, seg[1].p, seg[1].n);   /* a signed URL: no token (api_media.c) */
         return;
     }
-    if (n < 2 || n > 8 || !seg_is(seg[0], "api") || !seg_is(seg[1], "v1")) {
+    if (n < 2 || n > 8 || !api_seg_is(seg[0], "api") || !api_seg_is(seg[1], "v1")) {
         if ((m == PL_HTTP_GET || m == PL_HTTP_HEAD) && pl_web_serve(ctx, A.cfg) == 0) return;
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;
     }
     pl_str *s = seg + 2;
     n -= 2;
-    if (n == 2 && seg_is(s[0], "auth")) {
-        int known_auth = seg_is(s[1], "register") || seg_is(s[1], "login") ||
-                         seg_is(s[1], "refresh") || seg_is(s[1], "logout");
+    if (n == 2 && api_seg_is(s[0], "auth")) {
+        int known_auth = api_seg_is(s[1], "register") || api_seg_is(s[1], "login") ||
+                         api_seg_is(s[1], "refresh") || api_seg_is(s[1], "logout");
         if (!known_auth) { pl_http_error(ctx, 404, "not_found", "no such route"); return; }
-        if (m != PL_HTTP_POST) { method_not_allowed(ctx); return; }
-        if (seg_is(s[1], "register")) h_register(ctx);
-        else if (seg_is(s[1], "login")) h_login(ctx);
-        else if (seg_is(s[1], "refresh")) h_refresh(ctx);
+        if (m != PL_HTTP_POST) { api_method_not_allowed(ctx); return; }
+        if (api_seg_is(s[1], "register")) h_register(ctx);
+        else if (api_seg_is(s[1], "login")) h_login(ctx);
+        else if (api_seg_is(s[1], "refresh")) h_refresh(ctx);
         else h_logout(ctx);
         return;
     }
-    if (n == 1 && seg_is(s[0], "events")) {   /* the SSE stream authenticates itself */
+    if (n == 1 && api_seg_is(s[0], "events")) {   /* the SSE stream authenticates itself */
         h_events(ctx);
         return;
     }
     /* everything else needs an access token */
-    int known = (n == 1 && (seg_is(s[0], "me") || seg_is(s[0], "conversations") ||
-                            seg_is(s[0], "presence") || seg_is(s[0], "search") ||
-                            seg_is(s[0], "users"))) ||
-                (n == 2 && (seg_is(s[0], "users") || seg_is(s[0], "conversations"))) ||
-                (n >= 3 && n <= 5 && seg_is(s[0], "conversations")) ||
-                (n == 1 && seg_is(s[0], "keys")) ||                       /* e2ee: api_keys.c */
-                ((n == 2 || n == 3) && seg_is(s[0], "push") && seg_is(s[1], "devices")) ||  /* api_push.c */
-                (n >= 1 && n <= 3 && seg_is(s[0], "media")) ||             /* api_media.c */
-                (n == 3 && seg_is(s[0], "users") && (seg_is(s[2], "devices") || seg_is(s[2], "bundle")));
+    int known = (n == 1 && (api_seg_is(s[0], "me") || api_seg_is(s[0], "conversations") ||
+                            api_seg_is(s[0], "presence") || api_seg_is(s[0], "search") ||
+                            api_seg_is(s[0], "users"))) ||
+                (n == 2 && (api_seg_is(s[0], "users") || api_seg_is(s[0], "conversations"))) ||
+                (n >= 3 && n <= 5 && api_seg_is(s[0], "conversations")) ||
+                (n == 1 && api_seg_is(s[0], "keys")) ||                       /* e2ee: api_keys.c */
+                ((n == 2 || n == 3) && api_seg_is(s[0], "push") && api_seg_is(s[1], "devices")) ||  /* api_push.c */
+                (n >= 1 && n <= 3 && api_seg_is(s[0], "media")) ||             /* api_media.c */
+                (n >= 1 && n <= 4 && api_seg_is(s[0], "workspaces")) ||        /* api_ws.c */
+                (n == 3 && api_seg_is(s[0], "users") && (api_seg_is(s[2], "devices") || api_seg_is(s[2], "bundle")));
     if (!known) {
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;

@@ -21,9 +21,13 @@ static const char *role_name(int r) {
     return r == PL_ROLE_ADMIN ? "admin" : r == PL_ROLE_MEMBER ? "member" : "none";
 }
 
+const char *api_conv_kind_name(int kind) {
+    return kind == PL_CONV_DIRECT ? "direct" : kind == PL_CONV_CHANNEL ? "channel" : "group";
+}
+
 static json_t *conv_json(const pl_conv *c, int with_members) {
     json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:s,s:I}", "id", (json_int_t)c->id,
-                          "kind", c->kind == PL_CONV_DIRECT ? "direct" : "group",
+                          "kind", api_conv_kind_name(c->kind),
                           "last_seq", (json_int_t)c->last_seq, "unread", (json_int_t)c->unread,
                           "read_seq", (json_int_t)c->read_seq, "role", role_name(c->role),
                           "last_ts", (json_int_t)c->last_ts);
@@ -31,6 +35,8 @@ static json_t *conv_json(const pl_conv *c, int with_members) {
     json_object_set_new(o, "unread_mentions", json_integer((json_int_t)c->unread_mentions));
     json_object_set_new(o, "notify", json_string(pl_proto_notify_name(c->notify)));
     json_object_set_new(o, "e2ee", json_boolean(c->e2ee));      /* end-to-end encrypted */
+    json_object_set_new(o, "workspace", c->workspace ? json_integer((json_int_t)c->workspace) : json_null());
+    json_object_set_new(o, "private", json_boolean(c->is_private));
     if (with_members) {
         json_t *m = json_array();
         for (size_t i = 0; i < c->nmembers; i++)
@@ -50,7 +56,7 @@ static void conv_read(pl_job *j) {
 }
 
 /* Answers with the conversation as ctx->user sees it (status on success). */
-static void respond_conv(api_op *op, int64_t conv, int status) {
+void api_respond_conv(api_op *op, int64_t conv, int status) {
     op->status = status;
     api_job_reset(op, PL_READ_CONV_GET, conv_read);
     op->job.conv = conv;
@@ -58,7 +64,7 @@ static void respond_conv(api_op *op, int64_t conv, int status) {
     api_submit(op);
 }
 
-void h_conv_get(pl_http_ctx *ctx, int64_t conv) { respond_conv(api_op_new(ctx, NULL), conv, 200); }
+void h_conv_get(pl_http_ctx *ctx, int64_t conv) { api_respond_conv(api_op_new(ctx, NULL), conv, 200); }
 
 /* A conversation created (or a direct one opened) with "e2ee": true was
  * marked end-to-end encrypted (protocol.md "End-to-end encryption"). */
@@ -69,13 +75,13 @@ static void created_marked(pl_job *j) {
         api_op_free(op);
         return;
     }
-    respond_conv(op, j->conv, op->status);
+    api_respond_conv(op, j->conv, op->status);
 }
 
-static void conv_changed(pl_job *j) {
+void api_conv_changed(pl_job *j) {
     api_op *op = j->data;
     if (j->result) {
-        api_store_error(op->ctx, j->result, j->result == PL_STORE_EFORBID ? "admins only" :
+        api_store_error(op->ctx, j->result, j->why ? j->why : j->result == PL_STORE_EFORBID ? "admins only" :
                                             j->result == PL_STORE_EINVAL ? "not possible for this conversation" :
                                             "no such conversation or user");
         api_op_free(op);
@@ -89,8 +95,9 @@ static void conv_changed(pl_job *j) {
         api_op_free(op);
         return;
     }
-    int status = what == PL_JOB_MEMBER_ADD ? 200 : (what == PL_JOB_DIRECT_OPEN && !j->created) ? 200 : 201;
-    if (what != PL_JOB_MEMBER_ADD && op->root && json_is_true(json_object_get(op->root, "e2ee"))) {
+    int status = what == PL_JOB_MEMBER_ADD || what == PL_JOB_CHANNEL_JOIN ? 200
+               : (what == PL_JOB_DIRECT_OPEN && !j->created) ? 200 : 201;
+    if (what != PL_JOB_MEMBER_ADD && what != PL_JOB_CHANNEL_JOIN && op->root && json_is_true(json_object_get(op->root, "e2ee"))) {
         op->status = status;
         api_job_reset(op, PL_JOB_CONV_E2EE, created_marked);
         op->job.conv = conv;
@@ -98,7 +105,7 @@ static void conv_changed(pl_job *j) {
         api_submit(op);
         return;
     }
-    respond_conv(op, conv, status);
+    api_respond_conv(op, conv, status);
 }
 
 static void direct_peer_read(pl_job *j) {
@@ -115,7 +122,7 @@ static void direct_peer_read(pl_job *j) {
         api_op_free(op);
         return;
     }
-    api_job_reset(op, PL_JOB_DIRECT_OPEN, conv_changed);
+    api_job_reset(op, PL_JOB_DIRECT_OPEN, api_conv_changed);
     op->job.user = op->ctx->user;
     op->job.peer = peer;
     api_submit(op);
@@ -138,6 +145,33 @@ static size_t group_size(const int64_t *ids, size_t n, int64_t creator) {
     return size;
 }
 
+int api_group_members(api_op *op, json_t *m, size_t *nout) {
+    pl_http_ctx *ctx = op->ctx;
+    if (m && !json_is_array(m)) {
+        pl_http_error(ctx, 400, "bad_request", "\"members\" must be an array of user ids");
+        api_op_free(op);
+        return -1;
+    }
+    size_t n = m ? json_array_size(m) : 0;
+    op->members = pl_calloc(n ? n : 1, sizeof *op->members);
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(m, i);
+        if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > PL_JSON_INT_MAX) {
+            pl_http_error(ctx, 400, "bad_request", "\"members\" must be an array of user ids");
+            api_op_free(op);
+            return -1;
+        }
+        op->members[i] = json_integer_value(v);
+    }
+    if (group_size(op->members, n, ctx->user) > (size_t)A.cfg->max_group_members) {
+        pl_http_error(ctx, 413, "too_large", "too many members");
+        api_op_free(op);
+        return -1;
+    }
+    *nout = n;
+    return 0;
+}
+
 void h_conv_create(pl_http_ctx *ctx) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
@@ -157,7 +191,7 @@ void h_conv_create(pl_http_ctx *ctx) {
                 api_op_free(op);
                 return;
             }
-            api_job_reset(op, PL_JOB_DIRECT_OPEN, conv_changed);
+            api_job_reset(op, PL_JOB_DIRECT_OPEN, api_conv_changed);
             op->job.user = ctx->user;
             op->job.peer = json_integer_value(u);
         } else if (json_is_string(un)) {
@@ -174,35 +208,16 @@ void h_conv_create(pl_http_ctx *ctx) {
             return;
         }
     } else if (kind && strcmp(kind, "group") == 0) {
-        json_t *t = json_object_get(o, "title"), *m = json_object_get(o, "members");
+        json_t *t = json_object_get(o, "title");
         if (!json_is_string(t) || json_string_length(t) < 1 || json_string_length(t) > 128 ||
             memchr(json_string_value(t), 0, json_string_length(t))) {
             pl_http_error(ctx, 400, "bad_request", "\"title\" must be 1-128 bytes");
             api_op_free(op);
             return;
         }
-        if (m && !json_is_array(m)) {
-            pl_http_error(ctx, 400, "bad_request", "\"members\" must be an array of user ids");
-            api_op_free(op);
-            return;
-        }
-        size_t n = m ? json_array_size(m) : 0;
-        op->members = pl_calloc(n ? n : 1, sizeof *op->members);
-        for (size_t i = 0; i < n; i++) {
-            json_t *v = json_array_get(m, i);
-            if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > PL_JSON_INT_MAX) {
-                pl_http_error(ctx, 400, "bad_request", "\"members\" must be an array of user ids");
-                api_op_free(op);
-                return;
-            }
-            op->members[i] = json_integer_value(v);
-        }
-        if (group_size(op->members, n, ctx->user) > (size_t)A.cfg->max_group_members) {
-            pl_http_error(ctx, 413, "too_large", "too many members");
-            api_op_free(op);
-            return;
-        }
-        api_job_reset(op, PL_JOB_GROUP_CREATE, conv_changed);
+        size_t n = 0;
+        if (api_group_members(op, json_object_get(o, "members"), &n) != 0) return;
+        api_job_reset(op, PL_JOB_GROUP_CREATE, api_conv_changed);
         op->job.user = ctx->user;
         op->job.title = json_string_value(t);
         op->job.members = op->members;
@@ -264,7 +279,7 @@ void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
         peer = json_integer_value(u);
     }
     api_op *op = api_op_new(ctx, o);
-    api_job_reset(op, what, conv_changed);
+    api_job_reset(op, what, api_conv_changed);
     op->job.conv = conv;
     op->job.user = ctx->user;
     op->job.peer = peer;

@@ -9,6 +9,7 @@
 #define PL_API_INT_H
 
 #include <jansson.h>
+#include <string.h>
 
 #include "../chat/auth.h"
 #include "../chat/chat.h"
@@ -63,6 +64,9 @@ void    api_too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *what, const
  * request had no Content-Length at all). */
 json_t *api_body_object(pl_http_ctx *ctx);
 int64_t api_parse_id(const char *s, size_t n);
+/* 1 if the path segment s is lit. */
+static inline int api_seg_is(pl_str s, const char *lit) { return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0; }
+void    api_method_not_allowed(pl_http_ctx *ctx);    /* 405 */
 /* Reads ?name=N (0..2^53-1); 0 absent or ok, -1 invalid. */
 int     api_query_int(pl_http_ctx *ctx, const char *name, int64_t *out);
 /* Answers with {<json members>}, or the store error. */
@@ -81,6 +85,19 @@ void h_conv_list(pl_http_ctx *ctx);
 void h_conv_create(pl_http_ctx *ctx);
 void h_conv_get(pl_http_ctx *ctx, int64_t conv);
 void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer);
+/* api_conv.c, for api_ws.c: the conversation object's kind; answering
+ * with the conversation as op's user sees it; the done() of jobs that
+ * create or change a conversation (answers with it, or the error: j->why
+ * when set); a new group's or channel's "members" into op->members (*n of
+ * them; -1 after answering 400/413 and freeing op). */
+const char *api_conv_kind_name(int kind);
+void api_respond_conv(api_op *op, int64_t conv, int status);
+void api_conv_changed(pl_job *j);
+int  api_group_members(api_op *op, json_t *members, size_t *n);
+/* api_ws.c: /api/v1/workspaces/... (s[0] == "workspaces"), and
+ * POST /api/v1/conversations/{id}/join */
+void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n);
+void h_channel_join(pl_http_ctx *ctx, int64_t conv);
 void h_history(pl_http_ctx *ctx, int64_t conv);
 void h_send(pl_http_ctx *ctx, int64_t conv);
 void h_receipt(pl_http_ctx *ctx, int64_t conv, int read);

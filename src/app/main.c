@@ -290,6 +290,8 @@ int main(int argc, char **argv) {
         .node_id = cfg.node_id,
         .readers = cfg.store_readers,
         .large_group = cfg.large_group,
+        .workspace_members = cfg.workspace_max_members,
+        .workspace_channels = cfg.workspace_max_channels,
         .edit_window_ms = (int64_t)cfg.edit_window * 1000,
         .outbox = cfg.redis[0] != '\0',
         .push = cfg.push_webhook[0] || cfg.push_fcm_url[0] || cfg.push_fcm_credentials[0] || cfg.push_apns_url[0],

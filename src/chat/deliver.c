@@ -996,7 +996,8 @@ static void join_created(chat_conv *cv, const pl_event *ev) {
     json_t *v;
     json_array_foreach(members, i, v) join_user(cv, json_integer_value(v), ev->seq);
     if (json_is_array(members) && kind) {
-        cv->kind = strcmp(kind, "group") == 0 ? PL_CONV_GROUP : PL_CONV_DIRECT;
+        cv->kind = strcmp(kind, "group") == 0 ? PL_CONV_GROUP
+                 : strcmp(kind, "channel") == 0 ? PL_CONV_CHANNEL : PL_CONV_DIRECT;
         cv->members = (int64_t)json_array_size(members);
         cv->members_seq = ev->seq;
     }
@@ -1222,7 +1223,7 @@ void pl_chat_watch(int64_t conv, int64_t after, int on) {
 
 static int conv_is_large(const chat_conv *cv) {
     int64_t lg = C.cfg->large_group;
-    return lg > 0 && cv->kind == PL_CONV_GROUP && cv->members > lg;
+    return lg > 0 && cv->kind != PL_CONV_DIRECT && cv->members > lg;
 }
 
 /* A large group (the design note): the cursor moves to the head, or to just

@@ -82,7 +82,7 @@ static void id_string(char out[24], uint64_t id) { snprintf(out, 24, "%llu", (un
 static int preview_parts(const pl_push_config *cfg, const pl_push *p, json_t **title, json_t **text) {
     *title = *text = NULL;
     if (!cfg->previews || p->encrypted) return 0;     /* nothing of an end-to-end message */
-    *title = json_string(p->conv_kind == PL_CONV_GROUP && p->title && *p->title ? p->title : p->sender_name);
+    *title = json_string(p->conv_kind != PL_CONV_DIRECT && p->title && *p->title ? p->title : p->sender_name);
     if (p->body) *text = preview(p->body, p->body_len);
     if (!*title) *title = json_string("");
     return 1;

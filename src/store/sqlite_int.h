@@ -73,6 +73,8 @@ typedef struct sq_store {
     int64_t       large_group;       /* opts (store.h)                        */
     int64_t       edit_window_ms;
     int           push;              /* opts.push: MESSAGEs fill push_outbox  */
+    int64_t       workspace_members; /* opts: quotas (store.h invariant 11)  */
+    int64_t       workspace_channels;
     /* writer thread only */
     int           broken;            /* sticky: a batch failed after BEGIN    */
     int           fatal_rc;          /* SQLite code of the batch's failure    */
@@ -188,6 +190,15 @@ int  sq_read_media(sq_reader *r, pl_job *j);
 int  sq_job_push(sq_store *s, pl_job *j, int64_t now);
 int  sq_push_forget_login(sq_store *s, int64_t login);
 int  sq_read_push(sq_reader *r, pl_job *j);
+/* store_sqlite_ws.c: workspaces and channels (store.h invariant 11):
+ * PL_JOB_WORKSPACE_* and CHANNEL_* (in a savepoint), their reads, and the
+ * checks MEMBER_ADD (admits: PL_STORE_OK unless conv is a channel and user
+ * not in its workspace, EFORBID) and MEMBER_REMOVE with PL_JOB_EVICT
+ * (evictable) make of channels. */
+int  sq_job_ws(sq_store *s, pl_job *j, int64_t now);
+int  sq_ws_channel_admits(sq_store *s, int64_t conv, int64_t user);
+int  sq_ws_evictable(sq_store *s, int64_t conv, int64_t user);
+int  sq_read_ws(sq_reader *r, pl_job *j);
 /* store_sqlite_write.c: the writer's helpers, for the files above */
 int  sq_w_fatal(sq_store *s, int rc, const char *what);
 int  sq_w_member_role(sq_store *s, int64_t conv, int64_t user);  /* PL_ROLE_NONE if not */
@@ -196,6 +207,19 @@ pl_conv_state *sq_w_conv_state(sq_store *s, int64_t conv, int *err);
 int  sq_w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
                  int64_t subject, char *data);
 
+/* A group, or with workspace a channel (the caller checked the workspace
+ * and the name): GROUP_CREATE's work. */
+int  sq_w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, int is_private);
+/* Makes peer a member of conv with a MEMBER_ADDED by actor, created = 1;
+ * nothing if it is one. */
+int  sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer);
+int  sq_w_user_exists(sq_store *s, int64_t user);    /* 1, 0, W_FATAL */
+/* Runs sql with its parameters given by fmt, one letter each: 'i' an
+ * int64_t, 't' a string (borrowed). 1 when it returned a row (*out =
+ * column 0 when out), 0 when none, SQ_RUN_ERR on failure (SQLite's code in
+ * *src). For rare jobs: the statement is prepared on use. */
+#define SQ_RUN_ERR (-1000)
+int  sq_run(sqlite3 *db, int *src, int64_t *out, const char *sql, const char *fmt, ...);
 /* Prepares sql on db (a rare job's statement, finalized by the caller);
  * NULL on failure with *src set to SQLite's code. */
 sqlite3_stmt *sq_prep(sqlite3 *db, const char *sql, int *src);

@@ -54,6 +54,7 @@
 #include "sqlite_int.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -327,6 +328,26 @@ static const char *const migrations[] = {
     "  lease INTEGER NOT NULL DEFAULT 0,"
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  only_devices TEXT);",
+    /* 12 -> 13: workspaces and their channels (store.h invariant 11,
+     * store_sqlite_ws.c): a channel is a conversation of kind 3 with a
+     * workspace, a name (title) unique in it, and private 0/1. */
+    "CREATE TABLE workspaces("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  created_by INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  general INTEGER NOT NULL DEFAULT 0,"
+    "  next_join INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE workspace_members("
+    "  workspace_id INTEGER NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  role INTEGER NOT NULL,"
+    "  joined INTEGER NOT NULL,"          /* order of joining */
+    "  PRIMARY KEY(workspace_id, user_id)) WITHOUT ROWID;"
+    "CREATE INDEX workspace_members_user ON workspace_members(user_id, workspace_id);"
+    "ALTER TABLE conversations ADD COLUMN workspace INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE conversations ADD COLUMN private INTEGER NOT NULL DEFAULT 0;"
+    "CREATE UNIQUE INDEX conversations_channel ON conversations(workspace, title) WHERE kind = 3;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -349,8 +370,8 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_LOGIN_REVOKE] = "UPDATE logins SET revoked = 1 WHERE id = ?1",
     [W_CONV_BY_KEY] = "SELECT id FROM conversations WHERE direct_key = ?1",
     [W_CONV_INSERT] = "INSERT INTO conversations(kind, title, direct_key, last_seq, last_ts,"
-                      " next_join, created, msg_count, member_count)"
-                      " VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, 0, ?6)",
+                      " next_join, created, msg_count, member_count, workspace, private)"
+                      " VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, 0, ?6, ?7, ?8)",
     [W_CONV_KIND]   = "SELECT kind FROM conversations WHERE id = ?1",
     [W_CONV_STATE]  = "SELECT last_seq, last_ts, msg_count, member_count, e2ee FROM conversations WHERE id = ?1",
     [W_CONV_UPDATE] = "UPDATE conversations SET last_seq = ?1, last_ts = ?2, msg_count = ?3,"
@@ -426,7 +447,7 @@ const char *const sq_w_sql[W__COUNT] = {
     " c.msg_count - coalesce((SELECT r.msg_no FROM events r WHERE r.conv_id = c.id" \
     "   AND r.seq = max(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread," \
     " (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id" \
-    "   AND x.seq > max(m.read_seq, m.joined_seq - 1)), m.notify, c.e2ee"
+    "   AND x.seq > max(m.read_seq, m.joined_seq - 1)), m.notify, c.e2ee, c.workspace, c.private"
 /* An event e with what its current form needs (store_sqlite_read.c
  * event_row): its marks and the parent p of a reply. */
 #define EVENT_COLUMNS \
@@ -520,6 +541,27 @@ sqlite3_stmt *sq_prep(sqlite3 *db, const char *sql, int *src) {
         return NULL;
     }
     return st;
+}
+
+int sq_run(sqlite3 *db, int *src, int64_t *out, const char *sql, const char *fmt, ...) {
+    sqlite3_stmt *st = sq_prep(db, sql, src);
+    if (!st) return SQ_RUN_ERR;
+    va_list ap;
+    va_start(ap, fmt);
+    for (int i = 0; fmt[i]; i++) {
+        if (fmt[i] == 'i') sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        else sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_STATIC);
+    }
+    va_end(ap);
+    int rc = sqlite3_step(st);
+    int found = rc == SQLITE_ROW;
+    if (found && out) *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        *src = rc;
+        return SQ_RUN_ERR;
+    }
+    return found;
 }
 
 char *sq_col_text(sqlite3_stmt *st, int i, size_t *len) {
@@ -716,6 +758,8 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     s->large_group = o->large_group;
     s->edit_window_ms = o->edit_window_ms;
     s->push = o->push;
+    s->workspace_members = o->workspace_members;
+    s->workspace_channels = o->workspace_channels;
     s->nreaders = o->readers > 0 ? o->readers : SQ_READERS;
     s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
     pl_idgen_init(&s->ids, s->base.node_id);

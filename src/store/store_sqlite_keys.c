@@ -245,7 +245,7 @@ static int k_conv(sq_store *s, pl_job *j, int64_t now) {
     int64_t kind = 0;
     if (k_run(s->wdb, "SELECT kind FROM conversations WHERE id = ?1", j->conv, 0, 0, NULL, NULL, &kind, &src) < 0)
         return k_fatal(s, src);
-    if (kind == PL_CONV_GROUP && role != PL_ROLE_ADMIN) {
+    if (kind != PL_CONV_DIRECT && role != PL_ROLE_ADMIN) {
         j->why = "admins only";
         return PL_STORE_EFORBID;
     }

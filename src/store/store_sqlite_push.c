@@ -11,7 +11,6 @@
  */
 #include "sqlite_int.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,32 +18,6 @@
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
-
-#define P_ERR (-1000)     /* a statement failed (SQLite code in *src)       */
-
-/* Runs sql with its parameters given by fmt, one letter each: 'i' an
- * int64_t, 't' a string (borrowed). 1 when it returned a row (*out =
- * column 0 when out), 0 when none, P_ERR on failure. */
-static int p_run(sqlite3 *db, int *src, int64_t *out, const char *sql, const char *fmt, ...) {
-    sqlite3_stmt *st = sq_prep(db, sql, src);
-    if (!st) return P_ERR;
-    va_list ap;
-    va_start(ap, fmt);
-    for (int i = 0; fmt[i]; i++) {
-        if (fmt[i] == 'i') sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
-        else sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_STATIC);
-    }
-    va_end(ap);
-    int rc = sqlite3_step(st);
-    int found = rc == SQLITE_ROW;
-    if (found && out) *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        *src = rc;
-        return P_ERR;
-    }
-    return found;
-}
 
 /* ---- the writer's jobs ----------------------------------------------------- */
 
@@ -58,20 +31,20 @@ static int p_register(sq_store *s, pl_job *j, int64_t now) {
         return PL_STORE_EINVAL;
     }
     int64_t id = 0, login = 0, held = 0;
-    int rc = p_run(s->wdb, &src, NULL,
+    int rc = sq_run(s->wdb, &src, NULL,
                    "SELECT 1 FROM logins WHERE id = ?1 AND user_id = ?2 AND revoked = 0 AND expires > ?3", "iii",
                    j->id, j->user, now);
     if (rc <= 0) return rc < 0 ? p_fatal(s, src) : PL_STORE_ENOTFOUND;
-    rc = p_run(s->wdb, &src, &id, "SELECT id FROM push_devices WHERE platform = ?1 AND token = ?2", "it",
+    rc = sq_run(s->wdb, &src, &id, "SELECT id FROM push_devices WHERE platform = ?1 AND token = ?2", "it",
                (int64_t)j->platform, j->token);
     if (rc < 0) return p_fatal(s, src);
     if (rc) {
-        if (p_run(s->wdb, &src, &login, "SELECT login FROM push_devices WHERE id = ?1", "i", id) < 0)
+        if (sq_run(s->wdb, &src, &login, "SELECT login FROM push_devices WHERE id = ?1", "i", id) < 0)
             return p_fatal(s, src);
         j->out_id = id;
         if (login == j->id) return PL_STORE_OK;          /* already this login's */
     }
-    if (p_run(s->wdb, &src, &held, "SELECT count(*) FROM push_devices WHERE user_id = ?1 AND id <> ?2", "ii",
+    if (sq_run(s->wdb, &src, &held, "SELECT count(*) FROM push_devices WHERE user_id = ?1 AND id <> ?2", "ii",
               j->user, id) < 0)                          /* a move between its logins adds none */
         return p_fatal(s, src);
     if (held >= PL_PUSH_DEVICES_MAX) {
@@ -79,10 +52,10 @@ static int p_register(sq_store *s, pl_job *j, int64_t now) {
         return PL_STORE_EINVAL;
     }
     if (id)                                              /* the device changed accounts */
-        rc = p_run(s->wdb, &src, NULL, "UPDATE push_devices SET user_id = ?1, login = ?2, created = ?3 WHERE id = ?4",
+        rc = sq_run(s->wdb, &src, NULL, "UPDATE push_devices SET user_id = ?1, login = ?2, created = ?3 WHERE id = ?4",
                    "iiii", j->user, j->id, now, id);
     else
-        rc = p_run(s->wdb, &src, &id,
+        rc = sq_run(s->wdb, &src, &id,
                    "INSERT INTO push_devices(user_id, login, platform, token, created)"
                    " VALUES(?1, ?2, ?3, ?4, ?5) RETURNING id",
                    "iiiti", j->user, j->id, (int64_t)j->platform, j->token, now);
@@ -94,7 +67,7 @@ static int p_register(sq_store *s, pl_job *j, int64_t now) {
 
 static int p_unregister(sq_store *s, pl_job *j) {
     int src = 0;
-    int rc = p_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE id = ?1 AND user_id = ?2 RETURNING id", "ii",
+    int rc = sq_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE id = ?1 AND user_id = ?2 RETURNING id", "ii",
                    j->id, j->user);
     if (rc < 0) return p_fatal(s, src);
     return rc ? PL_STORE_OK : PL_STORE_ENOTFOUND;
@@ -106,10 +79,10 @@ static int p_claim(sq_store *s, pl_job *j, int64_t now) {
     int64_t limit = j->limit > 0 ? j->limit : 1;
     /* out of attempts, among the rows this claim takes (never a scan of
      * the whole outbox, which may be long behind a busy server) */
-    if (p_run(s->wdb, &src, &dropped,
+    if (sq_run(s->wdb, &src, &dropped,
               "SELECT count(*) FROM (SELECT attempts FROM push_outbox WHERE lease < ?1 ORDER BY id LIMIT ?3)"
               " WHERE attempts >= ?2", "iii", now, (int64_t)PL_PUSH_ATTEMPTS, limit) < 0 ||
-        (dropped && p_run(s->wdb, &src, NULL,
+        (dropped && sq_run(s->wdb, &src, NULL,
                           "DELETE FROM push_outbox WHERE id IN (SELECT id FROM push_outbox WHERE lease < ?1"
                           " ORDER BY id LIMIT ?3) AND attempts >= ?2", "iii", now, (int64_t)PL_PUSH_ATTEMPTS,
                           limit) < 0))
@@ -159,7 +132,7 @@ static int p_delete_rows(sq_store *s, const int64_t *ids, size_t n, int *src) {
     memcpy(v, ids, n * sizeof *v);
     qsort(v, n, sizeof *v, cmp_i64);
     sqlite3_stmt *st = sq_prep(s->wdb, "DELETE FROM push_outbox WHERE id BETWEEN ?1 AND ?2", src);
-    int rc = st ? SQLITE_DONE : P_ERR;
+    int rc = st ? SQLITE_DONE : SQ_RUN_ERR;
     for (size_t i = 0; i < n && rc == SQLITE_DONE;) {
         size_t k = i;
         while (k + 1 < n && v[k + 1] <= v[k] + 1) k++;
@@ -172,20 +145,20 @@ static int p_delete_rows(sq_store *s, const int64_t *ids, size_t n, int *src) {
     sqlite3_finalize(st);
     free(v);
     if (rc == SQLITE_DONE) return 0;
-    if (rc != P_ERR) *src = rc;
-    return P_ERR;
+    if (rc != SQ_RUN_ERR) *src = rc;
+    return SQ_RUN_ERR;
 }
 
 static int p_done(sq_store *s, pl_job *j) {
     int src = 0;
     if (p_delete_rows(s, j->ids, j->nids, &src) < 0) return p_fatal(s, src);
     for (size_t i = 0; i < j->ndead; i++)
-        if (p_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE id = ?1", "i", j->dead[i]) < 0)
+        if (sq_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE id = ?1", "i", j->dead[i]) < 0)
             return p_fatal(s, src);
     for (size_t i = 0; i < j->nretries; i++) {
         const pl_push_retry *r = &j->retries[i];
         char *only = pl_store__id_list(r->devices, r->ndevices);
-        int rc = p_run(s->wdb, &src, NULL, "UPDATE push_outbox SET lease = ?1, only_devices = ?2 WHERE id = ?3", "iti",
+        int rc = sq_run(s->wdb, &src, NULL, "UPDATE push_outbox SET lease = ?1, only_devices = ?2 WHERE id = ?3", "iti",
                        j->expires, only, r->id);
         free(only);
         if (rc < 0) return p_fatal(s, src);
@@ -205,7 +178,7 @@ int sq_job_push(sq_store *s, pl_job *j, int64_t now) {
 
 int sq_push_forget_login(sq_store *s, int64_t login) {
     int src = 0;
-    if (p_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE login = ?1", "i", login) < 0)
+    if (sq_run(s->wdb, &src, NULL, "DELETE FROM push_devices WHERE login = ?1", "i", login) < 0)
         return p_fatal(s, src);
     return PL_STORE_OK;
 }

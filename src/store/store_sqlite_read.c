@@ -88,8 +88,10 @@ static void conv_row(sqlite3_stmt *st, pl_conv *c) {
     c->unread_mentions = sqlite3_column_int64(st, 11);
     c->notify = sqlite3_column_int(st, 12);
     c->e2ee = sqlite3_column_int(st, 13);
+    c->workspace = sqlite3_column_int64(st, 14);
+    c->is_private = sqlite3_column_int(st, 15);
 }
-#define CONV_NCOLS 14
+#define CONV_NCOLS 16
 
 /* What an event row says of its current form beyond pl_event (EVENT_COLUMNS
  * 10..16), kept until its reactions are known. */
@@ -622,6 +624,10 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
     case PL_READ_PUSH_DEVICES:            /* store_sqlite_push.c */
     case PL_READ_PUSH_TARGETS:
         return sq_read_push(r, j);
+    case PL_READ_WORKSPACES:              /* store_sqlite_ws.c */
+    case PL_READ_WORKSPACE_GET:
+    case PL_READ_CHANNELS:
+        return sq_read_ws(r, j);
     default:
         return PL_STORE_EINVAL;
     }

@@ -150,7 +150,8 @@ static int w_member_insert(sq_store *s, int64_t conv, int64_t user, int role, in
 
 /* Inserts a conversation row; *conv gets its id. */
 static int w_conv_insert(sq_store *s, int kind, const char *title, const char *key,
-                         int64_t next_join, int64_t nmembers, int64_t now, int64_t *conv) {
+                         int64_t next_join, int64_t nmembers, int64_t now, int64_t workspace,
+                         int is_private, int64_t *conv) {
     sqlite3_stmt *st = s->w[W_CONV_INSERT];
     sqlite3_bind_int(st, 1, kind);
     if (title) sqlite3_bind_text(st, 2, title, -1, SQLITE_STATIC);
@@ -160,6 +161,8 @@ static int w_conv_insert(sq_store *s, int kind, const char *title, const char *k
     sqlite3_bind_int64(st, 4, next_join);
     sqlite3_bind_int64(st, 5, now);
     sqlite3_bind_int64(st, 6, nmembers);
+    sqlite3_bind_int64(st, 7, workspace);
+    sqlite3_bind_int(st, 8, is_private);
     int rc = w_write(s, W_CONV_INSERT);
     if (rc == PL_STORE_OK) *conv = sqlite3_last_insert_rowid(s->wdb);
     return rc;
@@ -633,7 +636,7 @@ static int job_delete(sq_store *s, pl_job *j, int64_t now) {
     if (t.sender != j->user) {
         int kind = w_conv_kind(s, j->conv);
         if (kind < 0) return kind;
-        if (kind != PL_CONV_GROUP || t.role != PL_ROLE_ADMIN) {
+        if (kind == PL_CONV_DIRECT || t.role != PL_ROLE_ADMIN) {
             j->why = "not your message";
             return PL_STORE_EFORBID;
         }
@@ -771,7 +774,7 @@ static int job_direct_open(sq_store *s, pl_job *j, int64_t now) {
         j->out_id = conv;
         return PL_STORE_OK;
     }
-    if ((rc = w_conv_insert(s, PL_CONV_DIRECT, NULL, key, 2, 2, now, &conv)) ||
+    if ((rc = w_conv_insert(s, PL_CONV_DIRECT, NULL, key, 2, 2, now, 0, 0, &conv)) ||
         (rc = w_member_insert(s, conv, j->user, PL_ROLE_MEMBER, 0, 1)) ||
         (rc = w_member_insert(s, conv, j->peer, PL_ROLE_MEMBER, 1, 1)))
         return rc;
@@ -785,7 +788,9 @@ static int job_direct_open(sq_store *s, pl_job *j, int64_t now) {
     return PL_STORE_OK;
 }
 
-static int job_group_create(sq_store *s, pl_job *j, int64_t now) {
+/* A group, or (workspace != 0) a channel whose checks the caller made
+ * (store_sqlite_ws.c). */
+static int w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, int is_private) {
     if (!j->title || (j->nmembers && !j->members)) return PL_STORE_EINVAL;
     int rc = w_user_exists(s, j->user);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
@@ -806,11 +811,13 @@ static int job_group_create(sq_store *s, pl_job *j, int64_t now) {
         if (ex <= 0) { rc = ex < 0 ? ex : PL_STORE_ENOTFOUND; goto out; }
         others[n++] = u;
     }
-    data = pl_store__data_group(j->title, j->user, others, n);
+    data = workspace ? pl_store__data_channel(j->title, j->user, others, n, workspace, is_private)
+                     : pl_store__data_group(j->title, j->user, others, n);
     if (!data) { rc = PL_STORE_EINVAL; goto out; }
 
     int64_t conv = 0;
-    if ((rc = w_conv_insert(s, PL_CONV_GROUP, j->title, NULL, (int64_t)n + 1, (int64_t)n + 1, now, &conv)) ||
+    if ((rc = w_conv_insert(s, workspace ? PL_CONV_CHANNEL : PL_CONV_GROUP, j->title, NULL, (int64_t)n + 1,
+                            (int64_t)n + 1, now, workspace, is_private, &conv)) ||
         (rc = w_member_insert(s, conv, j->user, PL_ROLE_ADMIN, 0, 1)))
         goto out;
     for (size_t i = 0; i < n; i++)
@@ -823,6 +830,8 @@ out:
     free(others);
     return rc;
 }
+
+static int job_group_create(sq_store *s, pl_job *j, int64_t now) { return w_group_create(s, j, now, 0, 0); }
 
 /* After a member left or was removed: if members remain and none is an
  * admin, the earliest-joined one becomes admin. */
@@ -850,16 +859,37 @@ static int w_member_delete(sq_store *s, int64_t conv, int64_t user) {
 }
 
 /* Checks shared by add and remove: conv exists and the actor is a member
- * (else ENOTFOUND: non-members cannot tell), it is a group (EINVAL), the
- * actor is an admin (EFORBID). */
+ * (else ENOTFOUND: non-members cannot tell), it is a group or a channel
+ * (EINVAL), the actor is an admin (EFORBID). */
 static int w_check_admin(sq_store *s, pl_job *j) {
     int kind = w_conv_kind(s, j->conv);
     if (kind <= 0) return kind < 0 ? kind : PL_STORE_ENOTFOUND;
     int role = w_member_role(s, j->conv, j->user);
     if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
-    if (kind != PL_CONV_GROUP) return PL_STORE_EINVAL;
+    if (kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
     if (role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
     return PL_STORE_OK;
+}
+
+/* Makes peer a member of conv with a MEMBER_ADDED event by actor (no-op
+ * when it is one). */
+static int w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer) {
+    int rc = w_member_role(s, conv, peer);
+    if (rc != PL_ROLE_NONE) return rc < 0 ? rc : PL_STORE_OK;   /* no-op */
+    int err = PL_STORE_OK;
+    pl_conv_state *e = w_conv_state(s, conv, &err);
+    if (!e) return err;
+    int64_t joined_seq = e->last_seq + 1;        /* the member_added event's */
+    int64_t joined = 0;
+    sqlite3_bind_int64(s->w[W_CONV_NEXT_JOIN], 1, conv);
+    rc = w_lookup(s, W_CONV_NEXT_JOIN, &joined);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    if ((rc = w_member_insert(s, conv, peer, PL_ROLE_MEMBER, joined, joined_seq)) ||
+        (rc = w_member_count(s, conv, 1)))
+        return rc;
+    rc = w_append(s, j, now, conv, PL_EV_MEMBER_ADDED, actor, peer, 0, NULL, NULL, 0, pl_store__data_user(peer));
+    if (rc == PL_STORE_OK) j->created = 1;
+    return rc;
 }
 
 static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
@@ -867,26 +897,16 @@ static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
     if (rc != PL_STORE_OK) return rc;
     rc = w_user_exists(s, j->peer);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    j->out_id = j->conv;
-    rc = w_member_role(s, j->conv, j->peer);
-    if (rc != PL_ROLE_NONE) return rc < 0 ? rc : PL_STORE_OK;   /* no-op */
-    int err = PL_STORE_OK;
-    pl_conv_state *e = w_conv_state(s, j->conv, &err);
-    if (!e) return err;
-    int64_t joined_seq = e->last_seq + 1;        /* the member_added event's */
-    int64_t joined = 0;
-    sqlite3_bind_int64(s->w[W_CONV_NEXT_JOIN], 1, j->conv);
-    rc = w_lookup(s, W_CONV_NEXT_JOIN, &joined);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    if ((rc = w_member_insert(s, j->conv, j->peer, PL_ROLE_MEMBER, joined, joined_seq)) ||
-        (rc = w_member_count(s, j->conv, 1)))
+    if ((rc = sq_ws_channel_admits(s, j->conv, j->peer)) != PL_STORE_OK) {
+        if (rc == PL_STORE_EFORBID) j->why = "not in the workspace";
         return rc;
-    return w_append(s, j, now, j->conv, PL_EV_MEMBER_ADDED, j->user, j->peer, 0, NULL, NULL, 0,
-                    pl_store__data_user(j->peer));
+    }
+    j->out_id = j->conv;
+    return w_member_join(s, j, now, j->conv, j->user, j->peer);
 }
 
 static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
-    int rc = w_check_admin(s, j);
+    int rc = j->flags & PL_JOB_EVICT ? sq_ws_evictable(s, j->conv, j->peer) : w_check_admin(s, j);
     if (rc != PL_STORE_OK) return rc;
     rc = w_member_role(s, j->conv, j->peer);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
@@ -904,7 +924,7 @@ static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
     if (kind <= 0) return kind < 0 ? kind : PL_STORE_ENOTFOUND;
     int rc = w_member_role(s, j->conv, j->user);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    if (kind != PL_CONV_GROUP) return PL_STORE_EINVAL;
+    if (kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
     if ((rc = w_member_delete(s, j->conv, j->user)) ||
         (rc = w_promote_if_needed(s, j->conv)) ||
         (rc = w_member_count(s, j->conv, -1)))
@@ -1027,14 +1047,16 @@ static int w_in_savepoint(sq_store *s, pl_job *j, int64_t now, job_fn fn) {
     int rc = fn(s, j, now);
     if (rc == W_FATAL) return W_FATAL;
     if (rc != PL_STORE_OK) {
-        if (rc == PL_STORE_ECONFLICT)          /* not a job's own error here */
+        /* a constraint no check foresaw, unless the job named it (why) */
+        int unforeseen = rc == PL_STORE_ECONFLICT && !j->why;
+        if (unforeseen)
             pl_log(PL_LOG_ERROR, 0, "store: unexpected constraint violation", "\"op\":%d",
                    (int)j->op);
         const char *why = j->why;
         reset_outputs(j);
         j->why = why;
         if (w_exec(s, W_ROLLBACK_TO) != PL_STORE_OK) return W_FATAL;
-        if (rc == PL_STORE_ECONFLICT) rc = PL_STORE_EUNAVAIL;
+        if (unforeseen) rc = PL_STORE_EUNAVAIL;
     }
     if (w_exec(s, W_RELEASE) != PL_STORE_OK) return W_FATAL;
     return rc;
@@ -1073,6 +1095,11 @@ static int w_run_job_op(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_PUSH_UNREGISTER:
     case PL_JOB_PUSH_CLAIM:
     case PL_JOB_PUSH_DONE:     return w_in_savepoint(s, j, now, sq_job_push);
+    case PL_JOB_WORKSPACE_CREATE:                          /* store_sqlite_ws.c */
+    case PL_JOB_WORKSPACE_ADD:
+    case PL_JOB_WORKSPACE_REMOVE:
+    case PL_JOB_CHANNEL_CREATE:
+    case PL_JOB_CHANNEL_JOIN:  return w_in_savepoint(s, j, now, sq_job_ws);
     default:                   return PL_STORE_EINVAL;
     }
 }
@@ -1095,6 +1122,13 @@ int sq_w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int
                 int64_t subject, char *data) {
     return w_append(s, j, now, conv, kind, sender, subject, 0, NULL, NULL, 0, data);
 }
+int sq_w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, int is_private) {
+    return w_group_create(s, j, now, workspace, is_private);
+}
+int sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer) {
+    return w_member_join(s, j, now, conv, actor, peer);
+}
+int sq_w_user_exists(sq_store *s, int64_t user) { return w_user_exists(s, user); }
 
 /* Writes the conversation state and own_unread deltas the batch moved. */
 static int w_flush(sq_store *s) {

@@ -351,9 +351,9 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 12);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 13);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
-                                    * insert triggers to code, push */
+                                    * insert triggers to code, push, workspaces */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2698,6 +2698,10 @@ TEST(store_search_migration_backfills) {
                               " DROP TRIGGER events_media_del; DROP TRIGGER events_media_ad;"
                               " DROP TABLE media; DROP TABLE media_refs;"
                               " DROP TABLE push_devices; DROP TABLE push_outbox;"   /* 11 -> 12 */
+                              " DROP TABLE workspaces; DROP TABLE workspace_members;"   /* 12 -> 13 */
+                              " DROP INDEX conversations_channel;"
+                              " ALTER TABLE conversations DROP COLUMN workspace;"
+                              " ALTER TABLE conversations DROP COLUMN private;"
                               " PRAGMA user_version = 5;"), SQLITE_OK);
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     CHECK_EQ(t_found(&t, a, "heron", 0, 1), 1);
@@ -3592,6 +3596,10 @@ TEST(store_event_insert_queues_and_references_once) {
                           " SELECT json_extract(a.value, '$.id'), new.conv_id, new.seq"
                           " FROM json_each(new.data, '$.attachments') a; END;"
                           "DROP TABLE push_devices; DROP TABLE push_outbox;"   /* 11 -> 12 */
+                          "DROP TABLE workspaces; DROP TABLE workspace_members;"   /* 12 -> 13 */
+                          "DROP INDEX conversations_channel;"
+                          "ALTER TABLE conversations DROP COLUMN workspace;"
+                          "ALTER TABLE conversations DROP COLUMN private;"
                           "PRAGMA user_version = 10;"), SQLITE_OK);
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     pl_media m;

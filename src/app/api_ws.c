@@ -1,0 +1,336 @@
+/* api_ws.c — workspaces and their channels over REST (docs/protocol.md
+ * "Workspaces and channels"; store.h invariant 11): create and list
+ * workspaces, add and remove members (leaving included), list and create
+ * channels, and join a public channel (POST /conversations/{id}/join, routed
+ * here from api.c).
+ *
+ * A user removed from a workspace (or leaving it) is then removed from each
+ * of its channels it is still in, one MEMBER_REMOVE with PL_JOB_EVICT per
+ * channel, in order, before the answer: the store hands back that list, so
+ * the member_removed events go through the ordinary path (the channel's log,
+ * its fan-out, the sessions' unsubscription).
+ */
+#include "api_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+
+static const char *role_name(int r) {
+    return r == PL_ROLE_ADMIN ? "admin" : r == PL_ROLE_MEMBER ? "member" : "none";
+}
+
+static json_t *ws_json(const pl_workspace *w, int with_members) {
+    json_t *o = json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "id", (json_int_t)w->id, "name", w->name ? w->name : "",
+                          "role", role_name(w->role), "general", (json_int_t)w->general,
+                          "member_count", (json_int_t)w->member_count, "channel_count",
+                          (json_int_t)w->channel_count, "created", (json_int_t)w->created, "created_by",
+                          (json_int_t)w->created_by);
+    if (with_members) {
+        json_t *m = json_array();
+        for (size_t i = 0; i < w->nmembers; i++)
+            json_array_append_new(m, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)w->members[i].user, "username",
+                                               w->members[i].username, "role", role_name(w->members[i].role)));
+        json_object_set_new(o, "members", m);
+    }
+    return o;
+}
+
+/* Answers with the quota errors as 413 quota, the others as the store's. */
+static void ws_error(pl_http_ctx *ctx, const pl_job *j, const char *what) {
+    if (j->result == PL_STORE_EINVAL && j->why &&
+        (strcmp(j->why, "workspace full") == 0 || strcmp(j->why, "too many channels") == 0))
+        pl_http_error(ctx, 413, "quota", j->why);
+    else if (j->result == PL_STORE_ECONFLICT)
+        pl_http_error(ctx, 409, "conflict", "a channel of that name exists in this workspace");
+    else
+        api_store_error(ctx, j->result, j->why ? j->why : what);
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+static void ws_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result || (j->op == PL_READ_WORKSPACE_GET && !j->nworkspaces)) {
+        ws_error(op->ctx, j, "no such workspace");
+    } else if (j->op == PL_READ_WORKSPACE_GET) {
+        pl_http_respond_json(op->ctx, op->status ? op->status : 200, ws_json(&j->workspaces[0], 1));
+    } else {
+        json_t *a = json_array();
+        for (size_t i = 0; i < j->nworkspaces; i++) json_array_append_new(a, ws_json(&j->workspaces[i], 0));
+        pl_http_respond_json(op->ctx, 200, json_pack("{s:o}", "workspaces", a));
+    }
+    api_op_free(op);
+}
+
+/* Answers with workspace ws as op's user sees it. */
+static void respond_ws(api_op *op, int64_t ws, int status) {
+    op->status = status;
+    api_job_reset(op, PL_READ_WORKSPACE_GET, ws_read);
+    op->job.id = ws;
+    op->job.user = op->ctx->user;
+    api_submit(op);
+}
+
+static void channels_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        ws_error(op->ctx, j, "no such workspace");
+        api_op_free(op);
+        return;
+    }
+    json_t *a = json_array();
+    for (size_t i = 0; i < j->nconvs; i++) {
+        const pl_conv *c = &j->convs[i];
+        json_array_append_new(a, json_pack("{s:I,s:s,s:s,s:I,s:b,s:I,s:I,s:I,s:b,s:s}", "id", (json_int_t)c->id,
+                                           "kind", api_conv_kind_name(c->kind), "title", c->title ? c->title : "",
+                                           "workspace", (json_int_t)c->workspace, "private", c->is_private,
+                                           "member_count", (json_int_t)c->member_count, "last_seq",
+                                           (json_int_t)c->last_seq, "last_ts", (json_int_t)c->last_ts, "joined",
+                                           c->role != PL_ROLE_NONE, "role", role_name(c->role)));
+    }
+    pl_http_respond_json(op->ctx, 200, json_pack("{s:o}", "channels", a));
+    api_op_free(op);
+}
+
+/* ---- changing ------------------------------------------------------------------ */
+
+static void ws_created(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        ws_error(op->ctx, j, "could not create the workspace");
+        api_op_free(op);
+        return;
+    }
+    respond_ws(op, j->out_id, 201);
+}
+
+static void ws_added(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        ws_error(op->ctx, j, j->result == PL_STORE_EFORBID ? "admins only" : "no such workspace or user");
+        api_op_free(op);
+        return;
+    }
+    respond_ws(op, j->id, 200);
+}
+
+static void ws_add_peer_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        if (j->result == PL_STORE_ENOTFOUND) pl_http_error(op->ctx, 404, "not_found", "no such user");
+        else api_store_error(op->ctx, j->result, "");
+        api_op_free(op);
+        return;
+    }
+    int64_t peer = j->user_out.id;
+    api_job_reset(op, PL_JOB_WORKSPACE_ADD, ws_added);
+    op->job.id = op->conv;                      /* the workspace */
+    op->job.user = op->ctx->user;
+    op->job.peer = peer;
+    api_submit(op);
+}
+
+/* The evictions after a removal: op->members[op->user ..] are the channels
+ * left, op->login the removed user (see the top of the file). */
+static void evicted(pl_job *j);
+
+static void evict_next(api_op *op) {
+    size_t at = (size_t)op->user, n = (size_t)op->created;
+    if (at >= n) {
+        pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
+        api_op_free(op);
+        return;
+    }
+    op->user++;
+    api_job_reset(op, PL_JOB_MEMBER_REMOVE, evicted);
+    op->job.conv = op->members[at];
+    op->job.user = op->ctx->user;
+    op->job.peer = op->login;
+    op->job.flags = PL_JOB_EVICT;
+    api_submit(op);
+}
+
+static void evicted(pl_job *j) {
+    api_op *op = j->data;
+    /* ENOTFOUND: it left the channel meanwhile; anything else stops here
+     * (the store failed: the client retries the removal, which lists what
+     * is left) */
+    if (j->result && j->result != PL_STORE_ENOTFOUND) {
+        api_store_error(op->ctx, j->result, "could not remove the user from a channel");
+        api_op_free(op);
+        return;
+    }
+    evict_next(op);
+}
+
+static void ws_removed(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        ws_error(op->ctx, j, j->result == PL_STORE_EFORBID ? "admins only" : "no such workspace or member");
+        api_op_free(op);
+        return;
+    }
+    op->members = pl_malloc((j->nout ? j->nout : 1) * sizeof *op->members);
+    if (j->nout) memcpy(op->members, j->out_ids, j->nout * sizeof *op->members);
+    op->created = (int)j->nout;
+    op->user = 0;
+    op->login = j->peer;
+    evict_next(op);
+}
+
+static void ws_remove(pl_http_ctx *ctx, int64_t ws, int64_t peer) {
+    api_op *op = api_op_new(ctx, NULL);
+    api_job_reset(op, PL_JOB_WORKSPACE_REMOVE, ws_removed);
+    op->job.id = ws;
+    op->job.user = ctx->user;
+    op->job.peer = peer;
+    api_submit(op);
+}
+
+static void channel_created(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        ws_error(op->ctx, j, j->result == PL_STORE_ENOTFOUND ? "no such workspace or user" : "");
+        api_op_free(op);
+        return;
+    }
+    api_conv_changed(j);
+}
+
+/* ---- the handlers ---------------------------------------------------------------- */
+
+static void h_ws_create(pl_http_ctx *ctx) {
+    json_t *o = api_body_object(ctx);
+    if (!o) return;
+    json_t *name = json_object_get(o, "name");
+    if (!json_is_string(name) || json_string_length(name) < 1 || json_string_length(name) > PL_WORKSPACE_NAME_MAX ||
+        memchr(json_string_value(name), 0, json_string_length(name))) {
+        pl_http_error(ctx, 400, "bad_request", "\"name\" must be 1-64 bytes");
+        json_decref(o);
+        return;
+    }
+    api_op *op = api_op_new(ctx, o);
+    api_job_reset(op, PL_JOB_WORKSPACE_CREATE, ws_created);
+    op->job.user = ctx->user;
+    op->job.title = json_string_value(name);
+    api_submit(op);
+}
+
+static void h_ws_add(pl_http_ctx *ctx, int64_t ws) {
+    json_t *o = api_body_object(ctx);
+    if (!o) return;
+    json_t *u = json_object_get(o, "user"), *un = json_object_get(o, "username");
+    api_op *op = api_op_new(ctx, o);
+    op->conv = ws;
+    if (json_is_integer(u) && json_integer_value(u) > 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
+        api_job_reset(op, PL_JOB_WORKSPACE_ADD, ws_added);
+        op->job.id = ws;
+        op->job.user = ctx->user;
+        op->job.peer = json_integer_value(u);
+    } else if (json_is_string(un)) {
+        if (pl_auth_normalize_username(json_string_value(un), json_string_length(un), op->username)) {
+            pl_http_error(ctx, 404, "not_found", "no such user");
+            api_op_free(op);
+            return;
+        }
+        api_job_reset(op, PL_READ_USER_BY_NAME, ws_add_peer_read);
+        op->job.username = op->username;
+    } else {
+        pl_http_error(ctx, 400, "bad_request", "\"user\" must be a user id (or \"username\" a name)");
+        api_op_free(op);
+        return;
+    }
+    api_submit(op);
+}
+
+static void h_channel_create(pl_http_ctx *ctx, int64_t ws) {
+    json_t *o = api_body_object(ctx);
+    if (!o) return;
+    json_t *name = json_object_get(o, "name"), *priv = json_object_get(o, "private"),
+           *e2ee = json_object_get(o, "e2ee");
+    const char *why = NULL;
+    if (!json_is_string(name) || memchr(json_string_value(name), 0, json_string_length(name)) ||
+        !pl_store__channel_name_ok(json_string_value(name)))
+        why = "\"name\" must be 1-80 bytes: lowercase letters, digits, '-', '_' and '.'";
+    else if (priv && !json_is_boolean(priv))
+        why = "\"private\" must be true or false";
+    else if (e2ee && !json_is_boolean(e2ee))
+        why = "\"e2ee\" must be true or false";
+    if (why) {
+        pl_http_error(ctx, 400, "bad_request", why);
+        json_decref(o);
+        return;
+    }
+    api_op *op = api_op_new(ctx, o);
+    size_t n = 0;
+    if (api_group_members(op, json_object_get(o, "members"), &n) != 0) return;
+    api_job_reset(op, PL_JOB_CHANNEL_CREATE, channel_created);
+    op->job.id = ws;
+    op->job.user = ctx->user;
+    op->job.title = json_string_value(name);
+    op->job.members = op->members;
+    op->job.nmembers = n;
+    op->job.flags = json_is_true(priv) ? PL_JOB_PRIVATE : 0;
+    api_submit(op);
+}
+
+void h_channel_join(pl_http_ctx *ctx, int64_t conv) {
+    api_op *op = api_op_new(ctx, NULL);
+    api_job_reset(op, PL_JOB_CHANNEL_JOIN, channel_created);
+    op->job.conv = conv;
+    op->job.user = ctx->user;
+    api_submit(op);
+}
+
+void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
+    int m = ctx->req.method;
+    if (n == 1) {
+        if (m == PL_HTTP_POST) {
+            h_ws_create(ctx);
+        } else if (m == PL_HTTP_GET) {
+            api_op *op = api_op_new(ctx, NULL);
+            api_job_reset(op, PL_READ_WORKSPACES, ws_read);
+            op->job.user = ctx->user;
+            api_submit(op);
+        } else {
+            api_method_not_allowed(ctx);
+        }
+        return;
+    }
+    int64_t ws = api_parse_id(s[1].p, s[1].n);
+    if (ws <= 0) {
+        pl_http_error(ctx, 404, "not_found", "no such workspace");
+        return;
+    }
+    if (n == 2) {
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
+        else respond_ws(api_op_new(ctx, NULL), ws, 200);
+    } else if (n == 3 && api_seg_is(s[2], "members")) {
+        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
+        else h_ws_add(ctx, ws);
+    } else if (n == 4 && api_seg_is(s[2], "members")) {
+        int64_t peer = api_parse_id(s[3].p, s[3].n);
+        if (m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
+        else if (peer <= 0) pl_http_error(ctx, 404, "not_found", "no such member");
+        else ws_remove(ctx, ws, peer);
+    } else if (n == 3 && api_seg_is(s[2], "leave")) {
+        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
+        else ws_remove(ctx, ws, ctx->user);
+    } else if (n == 3 && api_seg_is(s[2], "channels")) {
+        if (m == PL_HTTP_POST) {
+            h_channel_create(ctx, ws);
+        } else if (m == PL_HTTP_GET) {
+            api_op *op = api_op_new(ctx, NULL);
+            api_job_reset(op, PL_READ_CHANNELS, channels_read);
+            op->job.id = ws;
+            op->job.user = ctx->user;
+            api_submit(op);
+        } else {
+            api_method_not_allowed(ctx);
+        }
+    } else {
+        pl_http_error(ctx, 404, "not_found", "no such route");
+    }
+}

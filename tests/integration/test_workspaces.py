@@ -1,0 +1,220 @@
+"""Workspaces and channels (protocol.md "Workspaces and channels"; M1, P10):
+a workspace's members, its "general" channel, public and private channels,
+joining, removal from every channel with the workspace, isolation, quotas."""
+
+from pclient import Harness, async_test, msg_events
+
+
+async def ws_create(api, user, name="Acme", status=201):
+    r = await api.expect(status, "POST", "/api/v1/workspaces", token=user.token, json_body={"name": name})
+    return r.body
+
+
+async def ws_add(api, admin, ws, body, status=200):
+    r = await api.expect(status, "POST", f"/api/v1/workspaces/{ws}/members", token=admin.token,
+                         json_body=body)
+    return r.body
+
+
+async def channel_create(api, user, ws, name, private=False, members=(), status=201):
+    r = await api.expect(status, "POST", f"/api/v1/workspaces/{ws}/channels", token=user.token,
+                         json_body={"name": name, "private": private, "members": list(members)})
+    return r.body
+
+
+async def channels(api, user, ws):
+    r = await api.expect(200, "GET", f"/api/v1/workspaces/{ws}/channels", token=user.token)
+    return {c["title"]: c for c in r.body["channels"]}
+
+
+@async_test(90)
+async def test_workspace_general_channel_joined_live(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, eve = await api.register_many(3, "wsg")
+        w = await ws_create(api, alice, "Acme Corp")
+        assert w["name"] == "Acme Corp" and w["role"] == "admin", w
+        assert w["member_count"] == 1 and w["channel_count"] == 1, w
+        assert [m["id"] for m in w["members"]] == [alice.id], w
+        gen = w["general"]
+        conv = (await api.expect(200, "GET", f"/api/v1/conversations/{gen}", token=alice.token)).body
+        assert conv["kind"] == "channel" and conv["title"] == "general", conv
+        assert conv["workspace"] == w["id"] and conv["private"] is False and conv["role"] == "admin", conv
+        listed = (await api.expect(200, "GET", "/api/v1/workspaces", token=alice.token)).body["workspaces"]
+        assert [x["id"] for x in listed] == [w["id"]] and "members" not in listed[0], listed
+
+        # An outsider learns nothing of it.
+        for path in (f"/api/v1/workspaces/{w['id']}", f"/api/v1/workspaces/{w['id']}/channels",
+                     f"/api/v1/conversations/{gen}"):
+            await api.expect(404, "GET", path, token=eve.token)
+        await api.expect(404, "POST", f"/api/v1/workspaces/{w['id']}/members", token=eve.token,
+                         json_body={"user": eve.id})
+        assert (await api.expect(200, "GET", "/api/v1/workspaces", token=eve.token)).body == {"workspaces": []}
+
+        ca = await h.ws(alice, name="alice")
+        cb = await h.ws(bob, name="bob")
+        w2 = await ws_add(api, alice, w["id"], {"username": bob.username})
+        assert {m["id"]: m["role"] for m in w2["members"]} == {alice.id: "admin", bob.id: "member"}, w2
+        assert w2["member_count"] == 2, w2
+        again = await ws_add(api, alice, w["id"], {"user": bob.id})          # a no-op
+        assert again["member_count"] == 2, again
+
+        # bob's open connection is in general at once: the member_added, then messages.
+        added = await cb.wait_for(lambda m: m.get("type") == "event" and m["conversation"] == gen
+                                  and m["kind"] == "member_added", what="bob added to general")
+        assert added["data"]["user"] == bob.id and added["sender"] == alice.id, added
+        ack = await cb.send_msg(gen, "hello from bob")
+        await ca.wait_seq(gen, ack["seq"])
+        assert [e["body"] for e in msg_events(ca.conv_events(gen))] == ["hello from bob"]
+        mine = (await api.expect(200, "GET", "/api/v1/workspaces", token=bob.token)).body["workspaces"]
+        assert [(x["id"], x["role"]) for x in mine] == [(w["id"], "member")], mine
+
+        # Only admins add; adding a user who does not exist is 404.
+        await ws_add(api, bob, w["id"], {"user": eve.id}, status=403)
+        await ws_add(api, alice, w["id"], {"user": 9007199254740000}, status=404)
+        await ws_add(api, alice, w["id"], {"username": "nobody-such-user"}, status=404)
+
+
+@async_test(120)
+async def test_channels_public_private_and_join(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol, eve = await api.register_many(4, "wsc")
+        w = await ws_create(api, alice)
+        wid = w["id"]
+        for u in (bob, carol):
+            await ws_add(api, alice, wid, {"user": u.id})
+
+        pub = await channel_create(api, alice, wid, "random")
+        assert pub["kind"] == "channel" and pub["private"] is False and pub["workspace"] == wid, pub
+        assert [m["id"] for m in pub["members"]] == [alice.id], pub
+        sec = await channel_create(api, alice, wid, "secret", private=True, members=[carol.id])
+        assert sec["private"] is True and {m["id"] for m in sec["members"]} == {alice.id, carol.id}, sec
+
+        # Names: unique in the workspace, Slack-like.
+        await channel_create(api, bob, wid, "random", status=409)
+        for bad in ("Random", "has space", "", "x" * 81, "#hash"):
+            await channel_create(api, bob, wid, bad, status=400)
+        other = await ws_create(api, eve, "Other")
+        await channel_create(api, eve, other["id"], "random")            # another workspace: fine
+        # Members must be in the workspace; outsiders cannot create there.
+        await channel_create(api, alice, wid, "ops", members=[eve.id], status=403)
+        await channel_create(api, eve, wid, "ops", status=404)
+
+        # bob sees the public channels and only the private ones he is in.
+        seen = await channels(api, bob, wid)
+        assert set(seen) == {"general", "random"}, seen
+        assert seen["general"]["joined"] is True and seen["random"]["joined"] is False, seen
+        assert seen["random"]["member_count"] == 1 and seen["random"]["role"] == "none", seen
+        assert set(await channels(api, carol, wid)) == {"general", "random", "secret"}
+
+        # Joining a public channel: its log from the join on.
+        cid = pub["id"]
+        ca = await h.ws(alice, name="alice")
+        early = await ca.send_msg(cid, "before bob")
+        cb = await h.ws(bob, name="bob")
+        joined = await api.expect(200, "POST", f"/api/v1/conversations/{cid}/join", token=bob.token)
+        assert joined.body["role"] == "member" and joined.body["id"] == cid, joined
+        assert (await api.expect(200, "POST", f"/api/v1/conversations/{cid}/join", token=bob.token)).body["id"] == cid
+        ev = await ca.wait_for(lambda m: m.get("type") == "event" and m["conversation"] == cid
+                               and m["kind"] == "member_added", what="bob joined")
+        assert ev["sender"] == bob.id and ev["data"]["user"] == bob.id, ev
+        late = await ca.send_msg(cid, "after bob")
+        await cb.wait_seq(cid, late["seq"])
+        assert [e["body"] for e in msg_events(cb.conv_events(cid))] == ["after bob"]
+        hist = await api.history_all(bob, cid)
+        assert hist[0]["kind"] == "member_added" and all(e["seq"] > early["seq"] for e in hist), hist
+
+        # Private channels cannot be joined or seen by others; outsiders join nothing.
+        await api.expect(404, "POST", f"/api/v1/conversations/{sec['id']}/join", token=bob.token)
+        await api.expect(404, "POST", f"/api/v1/conversations/{cid}/join", token=eve.token)
+        await api.expect(404, "GET", f"/api/v1/conversations/{sec['id']}", token=bob.token)
+        # A group is not a channel: nothing to join.
+        g = await api.create_group(alice, [carol.id], title="g")
+        await api.expect(404, "POST", f"/api/v1/conversations/{g['id']}/join", token=bob.token)
+
+        # Adding to a channel: workspace members only.
+        r = await api.add_member(alice, cid, eve.id)
+        assert r.status == 403 and r.body["error"]["code"] == "forbidden", r
+        r = await api.add_member(alice, sec["id"], bob.id)
+        assert r.status == 200, r
+        assert "secret" in await channels(api, bob, wid)
+
+
+@async_test(120)
+async def test_workspace_removal_leaves_every_channel(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "wsr")
+        w = await ws_create(api, alice)
+        wid, gen = w["id"], w["general"]
+        for u in (bob, carol):
+            await ws_add(api, alice, wid, {"user": u.id})
+        pub = (await channel_create(api, alice, wid, "random"))["id"]
+        sec = (await channel_create(api, alice, wid, "secret", private=True, members=[bob.id]))["id"]
+        await api.expect(200, "POST", f"/api/v1/conversations/{pub}/join", token=bob.token)
+        cb = await h.ws(bob, name="bob")
+        ca = await h.ws(alice, name="alice")
+
+        # A member may not remove others.
+        await api.expect(403, "DELETE", f"/api/v1/workspaces/{wid}/members/{carol.id}", token=bob.token)
+        await api.expect(204, "DELETE", f"/api/v1/workspaces/{wid}/members/{bob.id}", token=alice.token)
+        for conv in (gen, pub, sec):
+            e = await ca.wait_for(lambda m, c=conv: m.get("type") == "event" and m["conversation"] == c
+                                  and m["kind"] == "member_removed", what=f"bob out of {conv}")
+            assert e["data"]["user"] == bob.id and e["sender"] == alice.id, e
+            await cb.wait_for(lambda m, c=conv: m.get("type") == "event" and m["conversation"] == c
+                              and m["kind"] == "member_removed", what=f"bob told of {conv}")
+            await api.expect(404, "GET", f"/api/v1/conversations/{conv}", token=bob.token)
+        # ... and stays out: no rejoin, no sends, nothing listed.
+        await api.expect(404, "POST", f"/api/v1/conversations/{pub}/join", token=bob.token)
+        r = await cb.request({"type": "send", "conversation": pub, "client_msg_id": "after-removal", "body": "x"})
+        assert r["type"] == "error" and r["code"] == "not_found", r
+        assert (await api.expect(200, "GET", "/api/v1/workspaces", token=bob.token)).body == {"workspaces": []}
+        await api.expect(404, "DELETE", f"/api/v1/workspaces/{wid}/members/{bob.id}", token=alice.token)
+
+        # Leaving: the last admin leaves, the earliest-joined member becomes admin.
+        await api.expect(204, "POST", f"/api/v1/workspaces/{wid}/leave", token=alice.token)
+        w2 = (await api.expect(200, "GET", f"/api/v1/workspaces/{wid}", token=carol.token)).body
+        assert [(m["id"], m["role"]) for m in w2["members"]] == [(carol.id, "admin")], w2
+        await api.expect(404, "GET", f"/api/v1/conversations/{pub}", token=alice.token)
+        hist = await api.history_all(carol, gen)
+        assert [e["data"]["user"] for e in hist if e["kind"] == "member_removed"] == [bob.id, alice.id], hist
+
+
+@async_test(60)
+async def test_workspace_quotas_and_bad_input(server_factory):
+    s = server_factory(["--workspace-max-members", "2", "--workspace-max-channels", "2"])
+    async with Harness(s) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "wsq")
+        w = await ws_create(api, alice)
+        wid = w["id"]
+        await ws_add(api, alice, wid, {"user": bob.id})
+        r = await api.req("POST", f"/api/v1/workspaces/{wid}/members", token=alice.token,
+                          json_body={"user": carol.id})
+        assert r.status == 413 and r.body["error"]["code"] == "quota", r
+        await channel_create(api, alice, wid, "second")                   # general + 1
+        r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token,
+                          json_body={"name": "third"})
+        assert r.status == 413 and r.body["error"]["code"] == "quota", r
+        assert (await channels(api, alice, wid)).keys() == {"general", "second"}
+
+        for body in ({}, {"name": ""}, {"name": "x" * 65}, {"name": 5}, {"name": "a\u0001b"}):
+            r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body=body)
+            assert r.status == 400 and r.body["error"]["code"] == "bad_request", (body, r)
+        r = await api.req("POST", "/api/v1/workspaces", token=alice.token, data=b"not json")
+        assert r.status == 400, r
+        r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token,
+                          json_body={"name": "ok", "private": "yes"})
+        assert r.status == 400, r
+        r = await api.req("POST", f"/api/v1/workspaces/{wid}/members", token=alice.token, json_body={"user": "x"})
+        assert r.status == 400, r
+        await api.expect(404, "GET", "/api/v1/workspaces/abc", token=alice.token)
+        await api.expect(404, "GET", f"/api/v1/workspaces/{wid}/nothing", token=alice.token)
+        await api.expect(405, "PATCH", f"/api/v1/workspaces/{wid}", token=alice.token, json_body={})
+        await api.expect(401, "GET", "/api/v1/workspaces")
+        # Nothing above changed the workspace.
+        w2 = (await api.expect(200, "GET", f"/api/v1/workspaces/{wid}", token=alice.token)).body
+        assert w2["member_count"] == 2 and w2["channel_count"] == 2, w2
+        assert len((await api.expect(200, "GET", "/api/v1/workspaces", token=alice.token)).body["workspaces"]) == 1
