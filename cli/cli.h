@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/buf.h"
 #include "http.h"
 
 #define PC_JSON_INT_MAX 9007199254740991LL   /* 2^53 - 1: the API's integers */
@@ -55,14 +56,31 @@ int pc_utf8(const char *s, size_t n);
 
 /* ---- CONV and USER arguments, conversations (cmd_conv.c) ---- */
 
-/* A CONV argument: a conversation id, or @username (the direct
- * conversation with that user, opened if needed). 0, or the exit status
- * after the error line. */
+/* A CONV argument: a conversation id, @username (the direct
+ * conversation with that user, opened if needed), or WS/#NAME (a channel:
+ * pc_channel_arg). 0, or the exit status after the error line. */
 int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv);
 /* A USER argument (a username, "@" allowed in front) to its id. */
 int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id);
 /* GET /api/v1/conversations/{conv}: *out a new reference. */
 int pc_conv_get(pc_client *c, const char *cmd, int64_t conv, json_t **out);
+
+/* ---- WS and channel arguments, workspaces (cmd_workspace.c) ---- */
+
+/* A WS argument: a workspace id (digits only), or the name of one of my
+ * workspaces (exactly, else ignoring ASCII case; it must name only one).
+ * 0, or the exit status after the error line. */
+int pc_ws_arg(pc_client *c, const char *cmd, const char *arg, int64_t *ws);
+/* A channel argument WS/#NAME or WS/NAME (split at the last '/'): the
+ * channel's conversation id, found in the workspace's channel list. */
+int pc_channel_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv);
+/* GET /api/v1/workspaces without an error line: the array (a new
+ * reference), or NULL when it failed. */
+json_t *pc_ws_fetch(pc_client *c);
+/* Appends the WS/#NAME of channel object conv (borrowed): the workspace's
+ * name when it resolves back to it among workspaces (borrowed, may be
+ * NULL), else its id. */
+void pc_channel_label(pl_sbuf *s, json_t *workspaces, json_t *conv);
 
 /* ---- history (cmd_message.c) ---- */
 
@@ -90,5 +108,9 @@ int pc_cmd_send(pc_client *c, int argc, char **argv);
 int pc_cmd_history(pc_client *c, int argc, char **argv);
 int pc_cmd_search(pc_client *c, int argc, char **argv);
 int pc_cmd_tail(pc_client *c, int argc, char **argv);
+int pc_cmd_workspaces(pc_client *c, int argc, char **argv);
+int pc_cmd_workspace(pc_client *c, int argc, char **argv);
+int pc_cmd_channels(pc_client *c, int argc, char **argv);
+int pc_cmd_channel(pc_client *c, int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 /* cmd_conv.c — the conversation commands: conversations (ls), dm, group
  * create/add/remove, leave, members, read (docs/protocol.md section 2 and
- * "Receipts"), and resolving CONV and USER arguments for every command.
+ * "Receipts"), and resolving CONV and USER arguments for every command (a
+ * channel's WS/#NAME is cmd_workspace.c's).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@ static int open_direct(pc_client *c, const char *cmd, const char *name, json_t *
 int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv) {
     if (arg[0] == '@') {
         if (!arg[1] || !pc_utf8(arg, strlen(arg)))
-            return pc_usage_error(cmd, "\"%s\" is not a conversation (an id or @username)", arg);
+            return pc_usage_error(cmd, "\"%s\" is not a conversation (an id, @username or WS/#channel)", arg);
         json_t *o;
         int rc = open_direct(c, cmd, arg + 1, &o);
         if (rc) return rc;
@@ -36,10 +37,11 @@ int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv) {
         json_decref(o);
         return 0;
     }
+    if (strchr(arg, '/')) return pc_channel_arg(c, cmd, arg, conv);
     const char *p = arg;
     while (*p >= '0' && *p <= '9') p++;
     if (p == arg || *p)
-        return pc_usage_error(cmd, "\"%s\" is not a conversation (an id or @username)", arg);
+        return pc_usage_error(cmd, "\"%s\" is not a conversation (an id, @username or WS/#channel)", arg);
     return pc_num(cmd, "a conversation id", arg, 1, conv);
 }
 
@@ -115,6 +117,8 @@ int pc_cmd_conversations(pc_client *c, int argc, char **argv) {
     if ((rc = pc_call(c, argv[0], "GET", "/api/v1/conversations", NULL, &ans))) return rc;
     pc_names *names = c->json ? NULL : pc_names_new(c);
     int64_t me = c->json ? 0 : self_id(c);
+    json_t *workspaces = NULL;                /* fetched for the first channel */
+    int ws_fetched = 0;
     pl_sbuf line;
     pl_sbuf_init(&line);
     size_t i;
@@ -128,7 +132,10 @@ int pc_cmd_conversations(pc_client *c, int argc, char **argv) {
         const char *kind = json_string_value(json_object_get(cv, "kind"));
         json_t *title = json_object_get(cv, "title");
         pl_sbuf_printf(&line, "%lld  %-6s  ", (long long)id, kind ? kind : "?");
-        if (json_is_string(title)) {
+        if (kind && strcmp(kind, "channel") == 0) {
+            if (!ws_fetched++) workspaces = pc_ws_fetch(c);
+            pc_channel_label(&line, workspaces, cv);
+        } else if (json_is_string(title)) {
             pl_sbuf_addc(&line, '"');
             pc_format_text(&line, json_string_value(title), json_string_length(title), 1);
             pl_sbuf_addc(&line, '"');
@@ -143,6 +150,7 @@ int pc_cmd_conversations(pc_client *c, int argc, char **argv) {
     }
     pl_sbuf_release(&line);
     pc_names_free(&names);
+    json_decref(workspaces);
     json_decref(ans);
     return 0;
 }

@@ -117,12 +117,20 @@ static void event_text(pl_sbuf *s, json_t *ev, pc_names *names, int one_line) {
     } else if (strcmp(kind, "pin") == 0) {
         pl_sbuf_printf(s, op && strcmp(op, "unpin") == 0 ? " unpinned #%lld" : " pinned #%lld",
                        (long long)target);
+    } else if (strcmp(kind, "member_added") == 0 && user == sender) {
+        pl_sbuf_adds(s, " joined");                  /* a public channel, by itself */
+    } else if (strcmp(kind, "member_removed") == 0 && user == sender) {
+        pl_sbuf_adds(s, " left");                    /* its workspace, or an admin naming itself */
     } else if (strcmp(kind, "member_added") == 0 || strcmp(kind, "member_removed") == 0) {
         pl_sbuf_adds(s, kind[7] == 'a' ? " added " : " removed ");
         add_name(s, names, conv, user);
     } else if (strcmp(kind, "created") == 0) {
         json_t *title = json_object_get(data, "title");
-        if (json_is_string(title)) {
+        const char *ckind = str_of(data, "kind");
+        if (json_is_string(title) && ckind && strcmp(ckind, "channel") == 0) {
+            pl_sbuf_adds(s, " created #");
+            add_str(s, title, 1);
+        } else if (json_is_string(title)) {
             pl_sbuf_adds(s, " created \"");
             add_str(s, title, 1);
             pl_sbuf_addc(s, '"');

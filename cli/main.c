@@ -5,7 +5,8 @@
  *
  * Owns: the process (curl_global_init/cleanup, the exit status) and the
  * words on the command line. Does not own: any request (http.c) or what a
- * command does (cmd_account.c, cmd_conv.c, cmd_message.c, tail.c).
+ * command does (cmd_account.c, cmd_conv.c, cmd_workspace.c, cmd_message.c,
+ * tail.c).
  *
  * Global options are recognised before or after the command, up to a "--"
  * (which the command then sees: `parley send 12 -- --not-an-option`).
@@ -29,7 +30,8 @@ void pc_usage(FILE *f) {
 "  logout                        end the session; removes the session file\n"
 "  whoami                        the logged-in user\n"
 "  users QUERY                   people you share a conversation with, by name\n"
-"conversations (CONV: a conversation id, or @USERNAME for the direct one):\n"
+"conversations (CONV: a conversation id, @USERNAME for the direct one, or\n"
+"  WS/#NAME for a channel):\n"
 "  conversations (or ls)         id, kind, name, unread count, last event\n"
 "  dm USER                       open the direct conversation with USER; prints its id\n"
 "  group create TITLE [USER...]  create a group; prints its id\n"
@@ -38,6 +40,19 @@ void pc_usage(FILE *f) {
 "  leave CONV                    leave a group\n"
 "  members CONV                  one `id username role` per line\n"
 "  read CONV [SEQ]               mark read up to SEQ (default: the last event)\n"
+"workspaces and channels (WS: a workspace id, or the name of one of yours):\n"
+"  workspaces (or workspace list)  id, name, your role, member and channel counts\n"
+"  workspace create NAME         create a workspace (and its #general); prints its id\n"
+"  workspace show WS             its members: `id username role` per line\n"
+"  workspace add WS USER         add a member (admins); also joins #general\n"
+"  workspace remove WS USER      remove a member from it and its channels (admins)\n"
+"  workspace leave WS            leave it and its channels\n"
+"  channels WS (or channel list WS)\n"
+"                                id, #name, public/private, joined or -, members\n"
+"  channel create WS NAME [USER...] [--private]\n"
+"                                create a channel; prints its id\n"
+"  channel join CONV             join a public channel (CONV: e.g. Acme/#random)\n"
+"  channel leave CONV            leave a channel (as leave CONV)\n"
 "messages:\n"
 "  send CONV [TEXT...]           send TEXT; without TEXT (or with -) all of stdin\n"
 "       [--lines] [--id CLIENT_MSG_ID] [--reply-to SEQ]\n"
@@ -152,6 +167,8 @@ static const command commands[] = {
     {"members", pc_cmd_members},         {"read", pc_cmd_read},
     {"send", pc_cmd_send},               {"history", pc_cmd_history},
     {"search", pc_cmd_search},           {"tail", pc_cmd_tail},
+    {"workspaces", pc_cmd_workspaces},   {"workspace", pc_cmd_workspace},
+    {"channels", pc_cmd_channels},       {"channel", pc_cmd_channel},
 };
 
 int main(int argc, char **argv) {

@@ -22,7 +22,11 @@ PARLEY_PASSWORD or stdin.
     once (test_token_refresh);
   * usage errors, server refusals and an unreachable server, with their exit
     statuses (test_errors_and_exit_statuses);
-  * read, search (test_read_marks_read, test_search).
+  * read, search (test_read_marks_read, test_search);
+  * workspaces and channels: workspace create/list/show/add/remove/leave,
+    channels, channel create/join/leave, WS by id or name, a channel as
+    WS/#name for send, history, tail, members, and their errors
+    (test_workspaces_and_channels).
 """
 
 import asyncio
@@ -359,6 +363,77 @@ def test_groups_and_members(cli):
     assert f"{dm}  direct  @{b}  unread 0  {a}: hi bob" in lines, lines
     assert f'{g}  group   "Ops team"  unread 0  * user {carol.id} left' in lines, lines
     assert alice.out("ls") == alice.out("conversations")
+
+
+# --------------------------------------------------------------------------
+# workspaces and channels
+
+
+def test_workspaces_and_channels(cli):
+    alice, bob, carol = cli().register(), cli().register(), cli().register()
+    a, b, c = alice.name.lower(), bob.name.lower(), carol.name.lower()
+    ws = int(alice.out("workspace", "create", "Acme").strip())
+    assert alice.out("workspaces") == f'{ws}  "Acme"  admin  members 1  channels 1\n'
+    assert alice.out("workspace", "list") == alice.out("workspaces")
+    big = json.loads(alice.out("--json", "workspace", "create", "Big Co"))
+    assert big["name"] == "Big Co" and big["role"] == "admin" and big["members"][0]["id"] == alice.id, big
+    # WS: an id, or a name of mine (any case); USER with or without @
+    assert alice.out("workspace", "add", "Acme", bob.name) == f"added {b} to workspace {ws}\n"
+    assert alice.out("workspace", "add", str(ws), "@" + carol.name) == f"added {c} to workspace {ws}\n"
+    assert alice.out("workspace", "show", "acme") == (f"{alice.id} {a} admin\n{bob.id} {b} member\n"
+                                                      f"{carol.id} {c} member\n")
+    assert bob.run("workspace", "add", "Acme", "@" + alice.name, expect=1).stderr.startswith(
+        "parley: workspace add: 403 forbidden")
+
+    # channels: create (public, private with a member), list, join by WS/#name
+    r = int(alice.out("channel", "create", "Acme", "random").strip())
+    sec = json.loads(alice.out("--json", "channel", "create", "Acme", "secret", carol.name, "--private"))
+    assert sec["kind"] == "channel" and sec["private"] is True and sec["workspace"] == ws, sec
+    assert alice.run("channel", "create", "Acme", "Random", expect=1).stderr.startswith(
+        "parley: channel create: 400 bad_request")
+    assert alice.run("channel", "create", "Acme", "random", expect=1).stderr.startswith(
+        "parley: channel create: 409 conflict")
+    gen = json.loads(alice.out("--json", "workspace", "show", "Acme"))["general"]
+    lines = bob.out("channels", "Acme").splitlines()               # by name; the private one is unseen
+    assert lines == [f"{gen}  #general  public   joined  members 3",
+                     f"{r}  #random  public   -       members 1"], lines
+    assert carol.out("channel", "list", str(ws)).splitlines()[1] == f"{r}  #random  public   -       members 1"
+    assert f"{sec['id']}  #secret  private  joined  members 2" in carol.out("channels", "Acme")
+    p = bob.run("channel", "join", "Acme/#secret", expect=1)
+    assert p.stderr.startswith("parley: channel join: no channel #secret in workspace Acme"), p.stderr
+    assert bob.out("channel", "join", "Acme/#random") == f"joined {r}\n"
+    assert bob.out("send", "acme/random", "hello", "channel") == f"{r}#3\n"
+    assert parse_lines(alice.out("history", f"{ws}/#random")) == [
+        (r, 1, f"* {a} created #random"), (r, 2, f"* {b} joined"), (r, 3, f"{b}: hello channel")]
+    assert parse_lines(bob.out("tail", "Acme/#random", "--last", "1", "--count", "1")) == [
+        (r, 3, f"{b}: hello channel")]
+    assert f"{r}  channel  Acme/#random  unread 1  {b}: hello channel" in alice.out("ls").splitlines()
+    assert [json.loads(x)["joined"] for x in bob.out("--json", "channels", str(ws)).splitlines()] == [True, True]
+
+    # leaving and removal: out of the workspace is out of its channels
+    assert alice.out("channel", "leave", "Acme/#secret") == f"left {sec['id']}\n"
+    assert "#secret" not in alice.out("channels", "Acme")
+    assert alice.out("workspace", "remove", "Acme", bob.name) == f"removed {b} from workspace {ws}\n"
+    assert alice.out("members", "Acme/#random") == f"{alice.id} {a} admin\n"
+    assert bob.out("workspaces") == ""
+    assert bob.run("channels", str(ws), expect=1).stderr == "parley: channels: 404 not_found: no such workspace\n"
+    assert carol.out("workspace", "leave", "Acme") == f"left workspace {ws}\n"
+    assert parse_lines(alice.out("history", "Acme/#general", "--limit", "1"))[0][2] == f"* user {carol.id} left"
+
+    # a name that names none, or two, of my workspaces; malformed arguments
+    p = alice.run("channels", "Nope", expect=1)
+    assert p.stderr == 'parley: channels: you are in no workspace named "Nope" (parley workspaces lists yours)\n'
+    other = int(alice.out("workspace", "create", "Acme").strip())
+    p = alice.run("send", "Acme/#general", "x", expect=1)
+    assert p.stderr == (f'parley: send: 2 of your workspaces are named "Acme" ({ws}, {other}): '
+                        f"give its id\n"), p.stderr
+    assert f"{r}  channel  {ws}/#random  " in alice.out("ls")      # the name no longer says which
+    for args in (["workspace"], ["workspace", "rename", "Acme"], ["channel", "create", "Acme"],
+                 ["channels"], ["send", "/#general", "x"], ["send", "Acme/#", "x"], ["workspace", "show"]):
+        assert alice.run(*args, expect=2).stderr.startswith("parley: "), args
+    help_text = alice.out("help")
+    for word in ("workspaces", "workspace create", "workspace add", "channels WS", "channel create", "channel join"):
+        assert word in help_text, word
 
 
 # --------------------------------------------------------------------------
