@@ -59,6 +59,9 @@ enum {
     /* push notifications (store_pg_push.c) */
     W_PUSH_USER_LOCK, W_PUSH_STATE, W_PUSH_REGISTER, W_PUSH_UNREGISTER, W_PUSH_DROP, W_PUSH_CLAIM,
     W_PUSH_FINISH, W_PUSH_DEAD, W_PUSH_RETRY,
+    /* workspaces and channels (store_pg_ws.c) */
+    W_WS_CONV_LOCK, W_WS_LOCK, W_WS_STATE, W_WS_CONV, W_WS_INSERT, W_WS_FOUNDER, W_WS_JOIN, W_WS_LEAVE,
+    W_WS_PROMOTE, W_WS_CHANNELS_OF, W_CHANNEL_CREATE,
     W__COUNT
 };
 extern const char *const pg_w_sql[W__COUNT];
@@ -74,6 +77,7 @@ enum {
     R_KEYS_SHARES, R_DEVICES,           /* end-to-end encryption (store_pg_keys.c) */
     R_MEDIA_GET, R_MEDIA_OWNED,         /* media (store_pg_media.c) */
     R_PUSH_DEVICES, R_PUSH_MSGS, R_PUSH_TARGETS, R_PUSH_BADGES, /* push notifications (store_pg_push.c) */
+    R_WORKSPACES, R_WORKSPACE_GET, R_WS_MEMBERS, R_CHANNELS,     /* workspaces (store_pg_ws.c) */
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
@@ -190,6 +194,8 @@ struct pg_store {
     int           push;            /* opts (store.h): a push_outbox row per MESSAGE */
     int64_t       large_group;     /* opts (store.h): @all needs an admin above */
     int64_t       edit_window_ms;  /* opts (store.h): 0, or how long edits may come */
+    int64_t       ws_members;      /* opts.workspace_members (store.h invariant 11); 0: none */
+    int64_t       ws_channels;     /* opts.workspace_channels; 0: none            */
     char          owner[96];       /* this process's lease token            */
     pg_conn       w;               /* writer connection (writer thread)     */
     pg_reader    *readers;
@@ -272,6 +278,9 @@ void     pg_appended(pg_store *s, pg_conv *e, pl_job *j, int64_t seq, uint64_t i
                      size_t body_len, char *data);
 /* store_pg_jobs.c: one job that is neither a send nor a receipt */
 int  pg_run_job(pg_store *s, pl_job *j, int64_t now);
+/* A conversation this batch created (its row holds its final counters and
+ * the batch appended its CREATED event): its new map entry. */
+pg_conv *pg_conv_created(pg_store *s, int64_t conv, int kind, int64_t members);
 int64_t pg_cmd_tuples(const PGresult *r);
 /* Parameters of W_EVENT_INSERT for an event at e's next seq (not a
  * MESSAGE: msg_no stays); body may be NULL. */
@@ -288,6 +297,8 @@ int  pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now);
 int  pg_run_receipts(pg_store *s, pl_job **jobs, size_t n);
 /* store_pg_read.c */
 void pg_run_read(void *rctx, pl_job *j);
+/* A row of CONV_COLUMNS (store_pg.c) into c (zeroed first). */
+void pg_conv_row(const PGresult *res, int row, pl_conv *c);
 /* One reader statement now: its result, or NULL with *rc set. */
 PGresult *pg_r_query(pg_reader *r, int stmt, const pg_params *p, int *rc);
 /* Syncs what a read queued (pgc_send): PL_STORE_OK, EUNAVAIL (logged; an
@@ -305,6 +316,26 @@ int  pg_read_push(pg_reader *r, pl_job *j);              /* PL_READ_PUSH_DEVICES
 /* The role of user in conv (PL_ROLE_NONE: not a member), one round trip
  * (store_pg_jobs.c); PL_STORE_OK or a W_* code. */
 int  pg_member_role(pg_store *s, int64_t conv, int64_t user, int *role);
+/* A member joining e (store_pg_jobs.c): pg_member_join_send queues its
+ * members row (joined_seq = the seq of the event) and the MEMBER_ADDED
+ * event (sender, subject peer, data) at e's next seq: 0 or W_LOST; after
+ * they ran, pg_member_joined moves the map and fills j's event (data
+ * taken over). */
+int  pg_member_join_send(pg_store *s, const pg_conv *e, int64_t sender, int64_t peer, uint64_t id,
+                         int64_t now, const char *data);
+void pg_member_joined(pg_store *s, pg_conv *e, pl_job *j, int64_t sender, int64_t peer, uint64_t id,
+                      int64_t now, char *data);
+/* ---- workspaces and channels (store.h invariant 11): store_pg_ws.c ------- */
+int  pg_job_ws(pg_store *s, pl_job *j, int64_t now);     /* WORKSPACE_*, CHANNEL_* */
+int  pg_read_ws(pg_reader *r, pl_job *j);                /* READ_WORKSPACES, _WORKSPACE_GET, _CHANNELS */
+/* The workspace whose row a job locks at the start of its batch (0: none),
+ * and with_general: whether its "general" channel is locked with the
+ * batch's conversations (store_pg_write.c w_begin). */
+int64_t pg_ws_lock_of(const pl_job *j, int *with_general);
+/* For MEMBER_ADD to a channel and MEMBER_REMOVE with PL_JOB_EVICT (conv
+ * locked): whether user is a member of conv's workspace (*in_ws), the row
+ * kept from a removal until COMMIT. PL_STORE_OK or a W_* code. */
+int  pg_ws_member_of_conv(pg_store *s, int64_t conv, int64_t user, int *in_ws);
 
 /* Test hooks: with hold on, the writer's next batch waits (held() says it
  * is waiting) until hold is off, then fails with EUNAVAIL without touching

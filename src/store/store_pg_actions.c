@@ -252,7 +252,7 @@ out:
 
 /* Erases the message (invariant 6): body, data, marks, the bodies of its
  * edit events, its reactions and mention rows; the author, or an admin of a
- * group. */
+ * group or a channel. */
 static int job_delete(pg_store *s, pl_job *j, int64_t now) {
     int ts = target_send(s, j, 0), rc;
     if (ts < 0) return W_LOST;
@@ -263,7 +263,7 @@ static int job_delete(pg_store *s, pl_job *j, int64_t now) {
     if (rc != PL_STORE_OK) return rc;
     pg_conv *e = pg_conv_find(s, j->conv);
     if (!e) return PL_STORE_ENOTFOUND;
-    if (t.sender != j->user && (e->kind != PL_CONV_GROUP || t.role != PL_ROLE_ADMIN)) {
+    if (t.sender != j->user && (e->kind == PL_CONV_DIRECT || t.role != PL_ROLE_ADMIN)) {
         j->why = "not your message";
         return PL_STORE_EFORBID;
     }

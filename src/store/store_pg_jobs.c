@@ -116,7 +116,7 @@ static int job_login_revoke(pg_store *s, pl_job *j, int64_t now) {
 
 /* A conversation created by this batch: its row already holds its final
  * counters (no flush), and the batch appended its CREATED event. */
-static pg_conv *conv_created(pg_store *s, int64_t conv, int kind, int64_t members) {
+pg_conv *pg_conv_created(pg_store *s, int64_t conv, int kind, int64_t members) {
     pg_conv *e = pg_conv_put(s, conv);
     e->kind = kind;
     e->member_count = members;
@@ -172,7 +172,7 @@ static int job_direct_open(pg_store *s, pl_job *j, int64_t now) {
         return PL_STORE_OK;
     }
     int64_t conv = pg_i64(s->w.res[cs], 0, 0);
-    pg_conv *e = conv_created(s, conv, PL_CONV_DIRECT, 2);
+    pg_conv *e = pg_conv_created(s, conv, PL_CONV_DIRECT, 2);
     pg_appended(s, e, j, 1, id, now, PL_EV_CREATED, j->user, 0, NULL, NULL, 0, pl_strdup(data));
     e->dirty = 0;                                     /* the row has it all */
     j->out_id = conv;
@@ -242,7 +242,7 @@ static int job_group_create(pg_store *s, pl_job *j, int64_t now) {
     if ((rc = pg_w_sync(s)) != PL_STORE_OK) { rc = pg_sp_failed(s, j, sp, rc); goto out; }
     if (PQntuples(s->w.res[cs]) != 1) { rc = W_FATAL; goto out; }
     int64_t conv = pg_i64(s->w.res[cs], 0, 0);
-    pg_conv *e = conv_created(s, conv, PL_CONV_GROUP, (int64_t)n);
+    pg_conv *e = pg_conv_created(s, conv, PL_CONV_GROUP, (int64_t)n);
     pg_appended(s, e, j, 1, id, now, PL_EV_CREATED, j->user, 0, NULL, NULL, 0, data);
     data = NULL;                                      /* taken over */
     e->dirty = 0;
@@ -279,31 +279,54 @@ int pg_member_role(pg_store *s, int64_t conv, int64_t user, int *role) {
 
 /* Checks shared by add and remove, in the SQLite backend's order: conv
  * exists and the actor is a member (else ENOTFOUND: non-members cannot
- * tell), it is a group (EINVAL), the actor is an admin (EFORBID). */
+ * tell), it is a group or a channel (EINVAL), the actor is an admin
+ * (EFORBID). */
 static int w_check_admin(pg_conv *e, int arole) {
     if (!e || arole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
-    if (e->kind != PL_CONV_GROUP) return PL_STORE_EINVAL;
+    if (e->kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
     if (arole != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
     return PL_STORE_OK;
 }
 
+int pg_member_join_send(pg_store *s, const pg_conv *e, int64_t sender, int64_t peer, uint64_t id,
+                        int64_t now, const char *data) {
+    pg_params m = {0}, ev = {0};
+    pg_param_i64(&m, e->conv);
+    pg_param_i64(&m, peer);
+    pg_param_i64(&m, e->last_seq + 1);                  /* joined at its member_added event */
+    pg_event_params(&ev, e, id, now, PL_EV_MEMBER_ADDED, sender, peer, data, 0, NULL, 0);
+    if (pg_w_send(s, W_MEMBER_JOIN, &m, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0) return W_LOST;
+    return PL_STORE_OK;
+}
+
+void pg_member_joined(pg_store *s, pg_conv *e, pl_job *j, int64_t sender, int64_t peer, uint64_t id,
+                      int64_t now, char *data) {
+    e->member_count++;
+    pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_MEMBER_ADDED, sender, peer, NULL, NULL, 0, data);
+}
+
+/* A channel takes only members of its workspace (store.h invariant 11). */
 static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
     int arole = 0, prole = 0, pexists = 0, rc;
     if ((rc = w_member_check(s, j->conv, j->user, j->peer, &arole, &prole, &pexists))) return rc;
     pg_conv *e = pg_conv_find(s, j->conv);                   /* after a sync */
     if ((rc = w_check_admin(e, arole)) != PL_STORE_OK) return rc;
     if (!pexists) return PL_STORE_ENOTFOUND;
+    if (e->kind == PL_CONV_CHANNEL) {
+        int in_ws = 0;
+        if ((rc = pg_ws_member_of_conv(s, j->conv, j->peer, &in_ws)) != PL_STORE_OK) return rc;
+        if (!in_ws) {
+            j->why = "not in the workspace";
+            return PL_STORE_EFORBID;
+        }
+        e = pg_conv_find(s, j->conv);
+    }
     j->out_id = j->conv;
     if (prole != PL_ROLE_NONE) return PL_STORE_OK;               /* no-op */
     uint64_t id = pl_idgen_next(&s->ids, now);
     char *data = pl_store__data_user(j->peer);
-    pg_params m = {0}, ev = {0};
-    pg_param_i64(&m, j->conv);
-    pg_param_i64(&m, j->peer);
-    pg_param_i64(&m, e->last_seq + 1);                  /* joined at its member_added event */
-    pg_event_params(&ev, e, id, now, PL_EV_MEMBER_ADDED, j->user, j->peer, data, 0, NULL, 0);
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    if (sp < 0 || pg_w_send(s, W_MEMBER_JOIN, &m, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 ||
+    if (sp < 0 || pg_member_join_send(s, e, j->user, j->peer, id, now, data) != PL_STORE_OK ||
         pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
         free(data);
         return W_LOST;
@@ -312,9 +335,7 @@ static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
         free(data);
         return pg_sp_failed(s, j, sp, rc);
     }
-    e->member_count++;
-    pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_MEMBER_ADDED, j->user, j->peer, NULL, NULL, 0,
-                data);
+    pg_member_joined(s, e, j, j->user, j->peer, id, now, data);
     return PL_STORE_OK;
 }
 
@@ -347,10 +368,27 @@ static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int ki
     return PL_STORE_OK;
 }
 
+/* With PL_JOB_EVICT (store.h invariant 11): peer, a member of the channel
+ * but no longer of its workspace, is removed by the actor, whatever the
+ * actor's own membership; anything else is EFORBID. */
 static int job_member_remove(pg_store *s, pl_job *j, int64_t now) {
     int arole = 0, prole = 0, pexists = 0, rc;
     if ((rc = w_member_check(s, j->conv, j->user, j->peer, &arole, &prole, &pexists))) return rc;
     pg_conv *e = pg_conv_find(s, j->conv);
+    if (j->flags & PL_JOB_EVICT) {
+        if (!e) return PL_STORE_ENOTFOUND;
+        int in_ws = 1;
+        if (e->kind == PL_CONV_CHANNEL && prole != PL_ROLE_NONE &&
+            (rc = pg_ws_member_of_conv(s, j->conv, j->peer, &in_ws)) != PL_STORE_OK)
+            return rc;
+        if (e->kind != PL_CONV_CHANNEL || prole == PL_ROLE_NONE || in_ws) {
+            j->why = e->kind != PL_CONV_CHANNEL ? "not a channel"
+                     : prole == PL_ROLE_NONE    ? "not a member"
+                                                : "still in the workspace";
+            return PL_STORE_EFORBID;
+        }
+        return w_member_out(s, j, pg_conv_find(s, j->conv), j->peer, PL_EV_MEMBER_REMOVED, now);
+    }
     if ((rc = w_check_admin(e, arole)) != PL_STORE_OK) return rc;
     if (prole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
     return w_member_out(s, j, e, j->peer, PL_EV_MEMBER_REMOVED, now);
@@ -361,7 +399,7 @@ static int job_member_leave(pg_store *s, pl_job *j, int64_t now) {
     if ((rc = w_member_check(s, j->conv, j->user, j->user, &arole, &prole, &pexists))) return rc;
     pg_conv *e = pg_conv_find(s, j->conv);
     if (!e || arole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
-    if (e->kind != PL_CONV_GROUP) return PL_STORE_EINVAL;
+    if (e->kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
     return w_member_out(s, j, e, j->user, PL_EV_MEMBER_LEFT, now);
 }
 
@@ -438,6 +476,11 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_PUSH_UNREGISTER:
     case PL_JOB_PUSH_CLAIM:
     case PL_JOB_PUSH_DONE:       return pg_job_push(s, j, now);
+    case PL_JOB_WORKSPACE_CREATE:                               /* store_pg_ws.c */
+    case PL_JOB_WORKSPACE_ADD:
+    case PL_JOB_WORKSPACE_REMOVE:
+    case PL_JOB_CHANNEL_CREATE:
+    case PL_JOB_CHANNEL_JOIN:    return pg_job_ws(s, j, now);
     default:                     return PL_STORE_EINVAL;
     }
 }

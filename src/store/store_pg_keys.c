@@ -183,7 +183,7 @@ static int k_conv(pg_store *s, pl_job *j, int64_t now) {
     j->out_id = j->conv;
     int mark = j->op == PL_JOB_CONV_E2EE;
     if (mark) {
-        if (e->kind == PL_CONV_GROUP && role != PL_ROLE_ADMIN) {
+        if (e->kind != PL_CONV_DIRECT && role != PL_ROLE_ADMIN) {     /* a group or a channel */
             j->why = "admins only";
             return PL_STORE_EFORBID;
         }

@@ -112,7 +112,7 @@ static void login_row(const PGresult *res, pl_login *out) {
 }
 
 /* Columns of CONV_COLUMNS and of EV_COLUMNS (store_pg.c). */
-#define CONV_NCOLS 14
+#define CONV_NCOLS 16
 #define EV_NCOLS 17
 static void conv_row(const PGresult *res, int row, pl_conv *c) {
     memset(c, 0, sizeof *c);
@@ -131,7 +131,11 @@ static void conv_row(const PGresult *res, int row, pl_conv *c) {
     c->unread_mentions = pg_i64(res, row, 11);
     c->notify = (int)pg_i64(res, row, 12);
     c->e2ee = (int)pg_i64(res, row, 13);
+    c->workspace = pg_i64(res, row, 14);
+    c->is_private = (int)pg_i64(res, row, 15);
 }
+
+void pg_conv_row(const PGresult *res, int row, pl_conv *c) { conv_row(res, row, c); }
 
 /* Reaction rows: rows [lo, hi) of r hold seq, emoji, count, me from column
  * col on, by seq (a whole R_REACT_* result, or the tail of a page's: PAGE
@@ -573,6 +577,9 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_MEDIA_LIST:    return pg_read_media(r, j);     /* store_pg_media.c */
     case PL_READ_PUSH_DEVICES:
     case PL_READ_PUSH_TARGETS:  return pg_read_push(r, j);      /* store_pg_push.c */
+    case PL_READ_WORKSPACES:
+    case PL_READ_WORKSPACE_GET:
+    case PL_READ_CHANNELS:      return pg_read_ws(r, j);        /* store_pg_ws.c */
     default:                    return PL_STORE_EINVAL;
     }
 }

@@ -197,33 +197,51 @@ static int touches_conv(int op) {
     return op == PL_JOB_MESSAGE_SEND || op == PL_JOB_RECEIPT || op == PL_JOB_MEMBER_ADD ||
            op == PL_JOB_MEMBER_REMOVE || op == PL_JOB_MEMBER_LEAVE || op == PL_JOB_MESSAGE_EDIT ||
            op == PL_JOB_MESSAGE_DELETE || op == PL_JOB_REACTION || op == PL_JOB_PIN ||
-           op == PL_JOB_NOTIFY_SET || op == PL_JOB_CONV_E2EE || op == PL_JOB_DEVICES_ANNOUNCE;
+           op == PL_JOB_NOTIFY_SET || op == PL_JOB_CONV_E2EE || op == PL_JOB_DEVICES_ANNOUNCE ||
+           op == PL_JOB_CHANNEL_JOIN;
 }
 
 /* BEGIN, and the lock on every existing conversation the batch touches, in
  * ascending id (invariant 1), queued: the first round trip of the batch
- * carries them, and their rows fill the map then (pg_w_sync). */
+ * carries them, and their rows fill the map then (pg_w_sync). Then the
+ * workspaces whose members or channels the batch changes, ascending too
+ * (invariant 13), and with them the "general" channels it joins people to
+ * (in the conversations' lock, so in their order). */
 static int w_begin(pg_store *s, pl_job **jobs, size_t n) {
     if (s->lockids_cap < n) {
         s->lockids_cap = n;
         s->lockids = pl_realloc(s->lockids, n * sizeof *s->lockids);
     }
     size_t m = 0;
-    for (size_t i = 0; i < n; i++)
+    pg_arr *a = &s->arr[0], *ws = &s->arr[1], *gen = &s->arr[2];
+    pg_arr_start(ws, PG_INT8);
+    pg_arr_start(gen, PG_INT8);
+    for (size_t i = 0; i < n; i++) {
+        int with_general = 0;
+        int64_t w = pg_ws_lock_of(jobs[i], &with_general);
+        if (w) pg_arr_i64(ws, w);              /* duplicates: ANY() takes them */
+        if (w && with_general) pg_arr_i64(gen, w);
         if (touches_conv(jobs[i]->op)) s->lockids[m++] = jobs[i]->conv;
+    }
     qsort(s->lockids, m, sizeof *s->lockids, pg_cmp_i64);
-    pg_arr *a = &s->arr[0];
     pg_arr_start(a, PG_INT8);
     for (size_t i = 0; i < m; i++)
         if (i == 0 || s->lockids[i] != s->lockids[i - 1]) pg_arr_i64(a, s->lockids[i]);
     if (pg_w_send(s, W_BEGIN, NULL, 0) < 0) return W_LOST;
-    if (!a->n) return PL_STORE_OK;                /* BEGIN goes with the next query */
-    pg_params p = {0};
-    pg_param_arr(&p, a);
-    int slot = pg_w_send(s, W_CONV_LOCK, &p, 1);
-    if (slot < 0) return slot;
-    s->lock_slot = slot;                          /* its rows: at the next sync */
-    return PL_STORE_OK;
+    if (a->n || gen->n) {
+        pg_params p = {0};
+        pg_param_arr(&p, a);
+        if (gen->n) pg_param_arr(&p, gen);
+        int slot = pg_w_send(s, gen->n ? W_WS_CONV_LOCK : W_CONV_LOCK, &p, 1);
+        if (slot < 0) return slot;
+        s->lock_slot = slot;                      /* its rows: at the next sync */
+    }
+    if (ws->n) {
+        pg_params p = {0};
+        pg_param_arr(&p, ws);
+        if (pg_w_send(s, W_WS_LOCK, &p, 0) < 0) return W_LOST;
+    }
+    return PL_STORE_OK;                           /* BEGIN goes with the next query */
 }
 
 /* Queues the writes the batch kept in memory, then COMMIT, in one round

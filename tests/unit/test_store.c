@@ -35,6 +35,8 @@ typedef struct tstore {
     int64_t    large_group;    /* opts for the next open                 */
     int64_t    edit_window_ms;
     int        push;           /* opts.push for the next open            */
+    int64_t    workspace_members;  /* opts quotas for the next open (invariant 11) */
+    int64_t    workspace_channels;
     size_t     norder, order_cap;
 } tstore;
 
@@ -72,7 +74,8 @@ static int t_open_store(tstore *t) {
     pl_store_opts o = {.url = t->url, .data_dir = t->dir, .node_id = 1,
                        .notify = t_notify, .notify_arg = t,
                        .large_group = t->large_group, .edit_window_ms = t->edit_window_ms,
-                       .push = t->push};
+                       .push = t->push, .workspace_members = t->workspace_members,
+                       .workspace_channels = t->workspace_channels};
     int rc = pl_store_open(&o, &t->s, err, sizeof err);
     if (rc) fprintf(stderr, "  store open failed: %s\n", err);
     return rc;
@@ -287,9 +290,10 @@ static int t_member_op(tstore *t, pl_job_op op, int64_t conv, int64_t actor, int
     j.conv = conv;
     j.user = actor;
     j.peer = peer;
-    int rc = t_run1(t, &j);
-    if (has_event) *has_event = j.has_event;
-    return rc;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (has_event) *has_event = j.has_event;        /* before the release clears it */
+    pl_job_release(&j);
+    return j.result;
 }
 
 static int64_t t_last_seq(tstore *t, int64_t conv, int64_t user) {
@@ -4163,4 +4167,873 @@ TEST(store_push_targets) {
     (void)dd;
     (void)df;
     (void)df2;
+}
+
+/* ---- workspaces and channels (store.h invariant 11) ---------------------- */
+
+/* WORKSPACE_CREATE: the workspace's id (or the error), *general its channel. */
+static int64_t t_ws(tstore *t, int64_t user, const char *name, int64_t *general) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_WORKSPACE_CREATE);
+    j.user = user;
+    j.title = name;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (general) *general = j.has_event ? j.event.conv : 0;
+    int64_t rc = j.result == PL_STORE_OK ? j.out_id : j.result;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* WORKSPACE_ADD or WORKSPACE_REMOVE: the result; *created, *why. */
+static int t_ws_op(tstore *t, pl_job_op op, int64_t ws, int64_t actor, int64_t peer, int *created,
+                   const char **why) {
+    pl_job j;
+    t_init(t, &j, op);
+    j.id = ws;
+    j.user = actor;
+    j.peer = peer;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (created) *created = j.created;
+    if (why) *why = j.why;
+    int rc = j.result;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* WORKSPACE_REMOVE: the result; the channels listed, ascending, in out
+ * (at most cap), their number in *n. */
+static int t_ws_remove(tstore *t, int64_t ws, int64_t actor, int64_t peer, int64_t *out, size_t cap,
+                       size_t *n) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_WORKSPACE_REMOVE);
+    j.id = ws;
+    j.user = actor;
+    j.peer = peer;
+    if (t_run(t, &j, 1) != 0) return -99;
+    *n = j.nout;
+    for (size_t i = 0; i < j.nout && i < cap; i++) out[i] = j.out_ids[i];
+    int rc = j.result;
+    if (rc == PL_STORE_OK && j.has_event) rc = -98;            /* no event */
+    pl_job_release(&j);
+    return rc;
+}
+
+/* CHANNEL_CREATE: the channel's id, or the error with *why. */
+static int64_t t_channel(tstore *t, int64_t ws, int64_t user, const char *name, const int64_t *m,
+                         size_t n, int flags, const char **why) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_CHANNEL_CREATE);
+    j.id = ws;
+    j.user = user;
+    j.title = name;
+    j.members = m;
+    j.nmembers = n;
+    j.flags = flags;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (why) *why = j.why;
+    int64_t rc = j.result == PL_STORE_OK ? j.out_id : j.result;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* CHANNEL_JOIN: the result; *created, *seq (the event's, 0: none). */
+static int t_join(tstore *t, int64_t conv, int64_t user, int *created, int64_t *seq) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_CHANNEL_JOIN);
+    j.conv = conv;
+    j.user = user;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (created) *created = j.created;
+    if (seq) *seq = j.has_event ? j.event.seq : 0;
+    int rc = j.result;
+    if (rc == PL_STORE_OK && j.has_event && (j.event.kind != PL_EV_MEMBER_ADDED || j.event.sender != user ||
+                                             j.event.subject != user || j.out_id != conv))
+        rc = -97;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* MEMBER_REMOVE with PL_JOB_EVICT: the result; *seq of its event. */
+static int t_evict(tstore *t, int64_t conv, int64_t actor, int64_t peer, int64_t *seq) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_MEMBER_REMOVE);
+    j.conv = conv;
+    j.user = actor;
+    j.peer = peer;
+    j.flags = PL_JOB_EVICT;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (seq) *seq = j.has_event ? j.event.seq : 0;
+    int rc = j.result;
+    if (rc == PL_STORE_OK && (!j.has_event || j.event.kind != PL_EV_MEMBER_REMOVED || j.event.sender != actor ||
+                              j.event.subject != peer))
+        rc = -97;
+    pl_job_release(&j);
+    return rc;
+}
+
+static int rd_workspaces(tstore *t, int64_t user, pl_workspace **list, size_t *n) {
+    pl_job j;
+    t_init(t, &j, PL_READ_WORKSPACES);
+    j.user = user;
+    int rc = t_read(t, &j);
+    *list = j.workspaces;                      /* taken over */
+    *n = j.nworkspaces;
+    return rc;
+}
+
+/* WORKSPACE_GET: *w is the one workspace (pl_workspace_list_free(*w, 1)). */
+static int rd_workspace(tstore *t, int64_t ws, int64_t user, pl_workspace **w) {
+    pl_job j;
+    t_init(t, &j, PL_READ_WORKSPACE_GET);
+    j.id = ws;
+    j.user = user;
+    int rc = t_read(t, &j);
+    *w = NULL;
+    if (rc == PL_STORE_OK && j.nworkspaces != 1) rc = -98;
+    if (rc == PL_STORE_OK) *w = j.workspaces;
+    else pl_workspace_list_free(j.workspaces, j.nworkspaces);
+    return rc;
+}
+
+static int rd_channels(tstore *t, int64_t ws, int64_t user, pl_conv **list, size_t *n) {
+    pl_job j;
+    t_init(t, &j, PL_READ_CHANNELS);
+    j.id = ws;
+    j.user = user;
+    int rc = t_read(t, &j);
+    *list = j.convs;
+    *n = j.nconvs;
+    return rc;
+}
+
+/* user's role in the workspace (PL_ROLE_NONE: not in it), as it reads it */
+static int rd_ws_role(tstore *t, int64_t ws, int64_t user) {
+    pl_workspace *w;
+    if (rd_workspace(t, ws, user, &w) != PL_STORE_OK) return PL_ROLE_NONE;
+    int role = w->role;
+    pl_workspace_list_free(w, 1);
+    return role;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* 1 if data (CREATED of a channel) says kind "channel", the title, the
+ * members in that order, the workspace and the private flag. */
+static int channel_data_is(const char *data, const char *title, const int64_t *m, size_t n, int64_t ws,
+                           int priv) {
+    json_error_t err;
+    json_t *d = data ? json_loads(data, 0, &err) : NULL;
+    json_t *mem = json_object_get(d, "members");
+    int ok = json_is_object(d) && json_is_string(json_object_get(d, "kind")) &&
+             strcmp(json_string_value(json_object_get(d, "kind")), "channel") == 0 &&
+             json_is_string(json_object_get(d, "title")) &&
+             strcmp(json_string_value(json_object_get(d, "title")), title) == 0 &&
+             json_array_size(mem) == n && json_integer_value(json_object_get(d, "workspace")) == ws &&
+             json_is_boolean(json_object_get(d, "private")) &&
+             json_boolean_value(json_object_get(d, "private")) == (priv != 0);
+    for (size_t i = 0; ok && i < n; i++) ok = json_integer_value(json_array_get(mem, i)) == m[i];
+    json_decref(d);
+    return ok;
+}
+
+TEST(store_ws_create_and_general) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob");
+    pl_job j;
+    t_init(&t, &j, PL_JOB_WORKSPACE_CREATE);
+    j.user = a;
+    j.title = "Acme \xc3\xa9quipe";
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    int64_t w = j.out_id, gen = j.event.conv;
+    int ok = w > 0 && j.has_event && gen > 0 && j.event.seq == 1 && j.event.kind == PL_EV_CREATED &&
+             j.event.sender == a && channel_data_is(j.event.data, "general", &a, 1, w, 0);
+    pl_job_release(&j);
+    CHECK(ok);
+
+    /* "general": a public channel of the workspace, its creator the admin */
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, gen, a, &cv), PL_STORE_OK);
+    ok = cv.kind == PL_CONV_CHANNEL && cv.title && strcmp(cv.title, "general") == 0 && cv.workspace == w &&
+         cv.is_private == 0 && cv.role == PL_ROLE_ADMIN && cv.member_count == 1 && cv.last_seq == 1 &&
+         cv.nmembers == 1 && cv.members[0].user == a && cv.joined_seq == 1;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    CHECK_EQ(rd_conv_get(&t, gen, b, &cv), PL_STORE_ENOTFOUND);
+
+    pl_workspace *ws;
+    size_t n;
+    CHECK_EQ(rd_workspaces(&t, a, &ws, &n), PL_STORE_OK);
+    ok = n == 1 && ws[0].id == w && ws[0].name && strcmp(ws[0].name, "Acme \xc3\xa9quipe") == 0 &&
+         ws[0].created_by == a && ws[0].created > 0 && ws[0].general == gen && ws[0].member_count == 1 &&
+         ws[0].channel_count == 1 && ws[0].role == PL_ROLE_ADMIN && ws[0].members == NULL;
+    pl_workspace_list_free(ws, n);
+    CHECK(ok);
+    CHECK_EQ(rd_workspaces(&t, b, &ws, &n), PL_STORE_OK);
+    pl_workspace_list_free(ws, n);
+    CHECK_EQ(n, 0);
+
+    /* names: 1..PL_WORKSPACE_NAME_MAX bytes of UTF-8; each workspace has a
+     * "general" of its own */
+    char name[PL_WORKSPACE_NAME_MAX + 2];
+    memset(name, 'n', sizeof name);
+    name[PL_WORKSPACE_NAME_MAX] = '\0';
+    int64_t gen2 = 0, w2 = t_ws(&t, a, name, &gen2);
+    CHECK(w2 > 0 && w2 != w);
+    CHECK(gen2 > 0 && gen2 != gen);
+    name[PL_WORKSPACE_NAME_MAX] = 'n';
+    name[PL_WORKSPACE_NAME_MAX + 1] = '\0';
+    CHECK_EQ(t_ws(&t, a, name, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_ws(&t, a, "", NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_ws(&t, a, NULL, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_ws(&t, a, "bad \xff", NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_ws(&t, 999, "nobody's", NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_workspaces(&t, a, &ws, &n), PL_STORE_OK);
+    ok = n == 2 && ws[0].id == w && ws[1].id == w2 && ws[1].general == gen2 && ws[1].channel_count == 1;
+    pl_workspace_list_free(ws, n);
+    CHECK(ok);
+    CHECK_EQ(t_count_contiguous(&t, gen2), 1);
+    t_finish(&t);
+}
+
+TEST(store_ws_add_joins_general) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol"),
+            d = t_user(&t, "dave"), e = t_user(&t, "erin");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen);
+    CHECK(w > 0);
+    pl_job j;
+    t_init(&t, &j, PL_JOB_WORKSPACE_ADD);
+    j.id = w;
+    j.user = a;
+    j.peer = b;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    char want[32];
+    snprintf(want, sizeof want, "{\"user\":%lld}", (long long)b);
+    int ok = j.created == 1 && j.out_id == w && j.has_event && j.event.conv == gen &&
+             j.event.kind == PL_EV_MEMBER_ADDED && j.event.seq == 2 && j.event.sender == a &&
+             j.event.subject == b && j.event.data && strcmp(j.event.data, want) == 0;
+    pl_job_release(&j);
+    CHECK(ok);
+    int created = -1;
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, &created, NULL), PL_STORE_OK);
+    CHECK_EQ(created, 0);                                   /* already: nothing */
+    CHECK_EQ(t_last_seq(&t, gen, a), 2);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, b, c, NULL, NULL), PL_STORE_EFORBID);  /* not an admin */
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, d, c, NULL, NULL), PL_STORE_ENOTFOUND); /* not in it */
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, 999, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, 777, a, c, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_ws_role(&t, w, c), PL_ROLE_NONE);
+    CHECK_EQ(t_last_seq(&t, gen, a), 2);
+
+    /* three adds in one batch (one a no-op): consecutive seqs in general */
+    pl_job k[3];
+    int64_t peers[3] = {c, b, d};
+    for (int i = 0; i < 3; i++) {
+        t_init(&t, &k[i], PL_JOB_WORKSPACE_ADD);
+        k[i].id = w;
+        k[i].user = a;
+        k[i].peer = peers[i];
+    }
+    CHECK_EQ(t_run(&t, k, 3), 0);
+    ok = k[0].result == PL_STORE_OK && k[0].created && k[0].event.seq == 3 && k[0].event.subject == c &&
+         k[1].result == PL_STORE_OK && !k[1].created && !k[1].has_event &&
+         k[2].result == PL_STORE_OK && k[2].created && k[2].event.seq == 4 && k[2].event.subject == d;
+    for (int i = 0; i < 3; i++) pl_job_release(&k[i]);
+    CHECK(ok);
+    CHECK_EQ(t_count_contiguous(&t, gen), 4);
+
+    /* the joiner sees general from its MEMBER_ADDED on */
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, gen, d, &cv), PL_STORE_OK);
+    ok = cv.role == PL_ROLE_MEMBER && cv.joined_seq == 4 && cv.member_count == 4 && cv.unread == 0 &&
+         cv.workspace == w;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    pl_event *ev;
+    size_t n;
+    CHECK_EQ(rd_events(&t, gen, d, 0, 0, 50, 0, &ev, &n, NULL), PL_STORE_OK);
+    ok = n == 1 && ev[0].seq == 4 && ev[0].kind == PL_EV_MEMBER_ADDED && ev[0].subject == d;
+    pl_event_list_free(ev, n);
+    CHECK(ok);
+    CHECK_EQ(t_send(&t, gen, a, "hello"), 5);
+    CHECK_EQ(t_unread(&t, gen, d), 1);
+
+    /* the members, in joining order */
+    pl_workspace *ws;
+    CHECK_EQ(rd_workspace(&t, w, b, &ws), PL_STORE_OK);
+    ok = ws->id == w && ws->role == PL_ROLE_MEMBER && ws->member_count == 4 && ws->general == gen &&
+         ws->nmembers == 4 && ws->members[0].user == a && ws->members[0].role == PL_ROLE_ADMIN &&
+         strcmp(ws->members[0].username, "alice") == 0 && ws->members[1].user == b &&
+         ws->members[1].role == PL_ROLE_MEMBER && strcmp(ws->members[1].username, "bob") == 0 &&
+         ws->members[2].user == c && ws->members[3].user == d && strcmp(ws->members[3].username, "dave") == 0;
+    pl_workspace_list_free(ws, 1);
+    CHECK(ok);
+    CHECK_EQ(rd_workspace(&t, w, e, &ws), PL_STORE_ENOTFOUND);          /* not in it */
+    CHECK_EQ(rd_workspace(&t, 777, a, &ws), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
+TEST(store_ws_member_quota) {
+    tstore t;
+    memset(&t, 0, sizeof t);
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    t.workspace_members = 3;
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol"),
+            d = t_user(&t, "dave");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    /* the last place and one beyond it in one batch */
+    pl_job k[2];
+    for (int i = 0; i < 2; i++) {
+        t_init(&t, &k[i], PL_JOB_WORKSPACE_ADD);
+        k[i].id = w;
+        k[i].user = a;
+        k[i].peer = i ? d : c;
+    }
+    CHECK_EQ(t_run(&t, k, 2), 0);
+    int ok = k[0].result == PL_STORE_OK && k[1].result == PL_STORE_EINVAL && k[1].why &&
+             strcmp(k[1].why, "workspace full") == 0 && !k[1].has_event;
+    for (int i = 0; i < 2; i++) pl_job_release(&k[i]);
+    CHECK(ok);
+    const char *why = NULL;
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, d, NULL, &why), PL_STORE_EINVAL);
+    CHECK_STR(why, "workspace full");
+    CHECK_EQ(rd_ws_role(&t, w, d), PL_ROLE_NONE);
+    CHECK_EQ(t_count_contiguous(&t, gen), 3);               /* b and c joined general */
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, c, NULL, NULL), PL_STORE_OK);  /* already in: fine */
+    /* a place freed is a place */
+    size_t n = 0;
+    int64_t out[4];
+    CHECK_EQ(t_ws_remove(&t, w, c, c, out, 4, &n), PL_STORE_OK);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, d, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_ws_role(&t, w, d), PL_ROLE_MEMBER);
+    pl_workspace *ws;
+    CHECK_EQ(rd_workspace(&t, w, a, &ws), PL_STORE_OK);
+    ok = ws->member_count == 3 && ws->nmembers == 3;
+    pl_workspace_list_free(ws, 1);
+    CHECK(ok);
+    t_finish(&t);
+}
+
+TEST(store_ws_remove_lists_channels_and_evict) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol"),
+            d = t_user(&t, "dave");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, c, NULL, NULL), PL_STORE_OK);
+    int64_t dev = t_channel(&t, w, a, "dev", &b, 1, 0, NULL);
+    int64_t secret = t_channel(&t, w, a, "secret", &b, 1, PL_JOB_PRIVATE, NULL);
+    int64_t ops = t_channel(&t, w, a, "ops", NULL, 0, 0, NULL);           /* b is not in it */
+    CHECK(dev > 0 && secret > 0 && ops > 0);
+    int64_t g = t_group(&t, a, "plain group", &b, 1);
+    CHECK(g > 0);
+
+    /* only an admin removes another; outsiders and non-members: ENOTFOUND */
+    int64_t out[8];
+    size_t n = 99;
+    CHECK_EQ(t_ws_remove(&t, w, c, b, out, 8, &n), PL_STORE_EFORBID);
+    CHECK_EQ(t_ws_remove(&t, w, d, b, out, 8, &n), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_ws_remove(&t, w, a, d, out, 8, &n), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_ws_remove(&t, 777, a, b, out, 8, &n), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_ws_role(&t, w, b), PL_ROLE_MEMBER);
+
+    /* a removal lists the channels b is still in, ascending, private ones too */
+    int64_t want[3] = {gen, dev, secret};
+    qsort(want, 3, sizeof want[0], cmp_i64);
+    CHECK_EQ(t_ws_remove(&t, w, a, b, out, 8, &n), PL_STORE_OK);
+    CHECK_EQ(n, 3);
+    for (int i = 0; i < 3; i++) CHECK_EQ(out[i], want[i]);
+    CHECK_EQ(rd_ws_role(&t, w, b), PL_ROLE_NONE);
+    pl_workspace *ws;
+    CHECK_EQ(rd_workspace(&t, w, b, &ws), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_ws_role(&t, w, a), PL_ROLE_ADMIN);
+    CHECK_EQ(rd_role(&t, gen, b), PL_ROLE_MEMBER);      /* until the caller evicts it */
+    CHECK_EQ(t_ws_remove(&t, w, a, b, out, 8, &n), PL_STORE_ENOTFOUND);   /* gone already */
+
+    /* eviction: only from a channel, only someone out of its workspace; the
+     * actor's membership and role are not checked */
+    int64_t seq = 0, last = t_last_seq(&t, gen, a);
+    CHECK_EQ(t_evict(&t, gen, c, c, NULL), PL_STORE_EFORBID);        /* c is in the workspace */
+    CHECK_EQ(t_evict(&t, g, a, b, NULL), PL_STORE_EFORBID);          /* a group */
+    CHECK_EQ(t_evict(&t, ops, a, b, NULL), PL_STORE_EFORBID);        /* b is not in it */
+    CHECK_EQ(t_evict(&t, gen, a, b, &seq), PL_STORE_OK);
+    CHECK_EQ(seq, last + 1);
+    CHECK_EQ(rd_role(&t, gen, b), PL_ROLE_NONE);
+    CHECK_EQ(t_evict(&t, gen, a, b, NULL), PL_STORE_EFORBID);        /* done */
+    CHECK_EQ(t_evict(&t, dev, d, b, NULL), PL_STORE_OK);             /* d: no member of anything */
+    CHECK_EQ(t_evict(&t, secret, c, b, NULL), PL_STORE_OK);          /* c: not in secret */
+    CHECK_EQ(rd_role(&t, dev, b), PL_ROLE_NONE);
+    CHECK_EQ(rd_role(&t, secret, b), PL_ROLE_NONE);
+    CHECK_EQ(rd_role(&t, secret, a), PL_ROLE_ADMIN);
+    CHECK_EQ(rd_role(&t, g, b), PL_ROLE_MEMBER);                     /* groups are not touched */
+    pl_event *ev;
+    CHECK_EQ(rd_events(&t, dev, a, 0, 0, 50, 1, &ev, &n, NULL), PL_STORE_OK);
+    int ok = n >= 1 && ev[n - 1].kind == PL_EV_MEMBER_REMOVED && ev[n - 1].sender == d &&
+             ev[n - 1].subject == b;
+    pl_event_list_free(ev, n);
+    CHECK(ok);
+    CHECK_EQ(t_ws_remove(&t, w, a, b, out, 8, &n), PL_STORE_ENOTFOUND);
+
+    /* a leave lists its channels too; a member may leave */
+    CHECK_EQ(t_ws_remove(&t, w, c, c, out, 8, &n), PL_STORE_OK);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(out[0], gen);
+    CHECK_EQ(rd_ws_role(&t, w, c), PL_ROLE_NONE);
+    /* back in: the workspace and general again, not the channels it had */
+    CHECK_EQ(t_evict(&t, gen, a, c, NULL), PL_STORE_OK);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_role(&t, gen, b), PL_ROLE_MEMBER);
+    CHECK_EQ(rd_role(&t, dev, b), PL_ROLE_NONE);
+    CHECK_EQ(t_evict(&t, gen, a, b, NULL), PL_STORE_EFORBID);        /* in the workspace again */
+    t_finish(&t);
+}
+
+TEST(store_ws_leave_promotes_admin) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, c, NULL, NULL), PL_STORE_OK);   /* c before b */
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    int64_t out[4];
+    size_t n = 0;
+    CHECK_EQ(t_ws_remove(&t, w, b, b, out, 4, &n), PL_STORE_OK);      /* a member leaving: no change */
+    CHECK_EQ(rd_ws_role(&t, w, a), PL_ROLE_ADMIN);
+    CHECK_EQ(rd_ws_role(&t, w, c), PL_ROLE_MEMBER);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);   /* b last again */
+    CHECK_EQ(t_ws_remove(&t, w, a, a, out, 4, &n), PL_STORE_OK);      /* the only admin leaves */
+    CHECK_EQ(n, 1);
+    CHECK_EQ(out[0], gen);
+    CHECK_EQ(rd_ws_role(&t, w, c), PL_ROLE_ADMIN);                     /* earliest-joined */
+    CHECK_EQ(rd_ws_role(&t, w, b), PL_ROLE_MEMBER);
+    pl_workspace *ws;
+    CHECK_EQ(rd_workspace(&t, w, c, &ws), PL_STORE_OK);
+    int ok = ws->member_count == 2 && ws->nmembers == 2 && ws->members[0].user == c &&
+             ws->members[0].role == PL_ROLE_ADMIN && ws->members[1].user == b;
+    pl_workspace_list_free(ws, 1);
+    CHECK(ok);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, c, a, NULL, NULL), PL_STORE_OK);   /* c can add now */
+    CHECK_EQ(rd_ws_role(&t, w, a), PL_ROLE_MEMBER);
+    t_finish(&t);
+}
+
+TEST(store_channel_create_rules) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen), w2 = t_ws(&t, a, "w2", NULL);
+    CHECK(w > 0 && w2 > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+
+    int64_t m[] = {b, a, b};                      /* duplicates and the creator */
+    pl_job j;
+    t_init(&t, &j, PL_JOB_CHANNEL_CREATE);
+    j.id = w;
+    j.user = a;
+    j.title = "dev";
+    j.members = m;
+    j.nmembers = 3;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    int64_t dev = j.out_id, both[] = {a, b};
+    int ok = dev > 0 && dev != gen && j.has_event && j.event.conv == dev && j.event.seq == 1 &&
+             j.event.kind == PL_EV_CREATED && j.event.sender == a &&
+             channel_data_is(j.event.data, "dev", both, 2, w, 0);
+    pl_job_release(&j);
+    CHECK(ok);
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, dev, b, &cv), PL_STORE_OK);
+    ok = cv.kind == PL_CONV_CHANNEL && strcmp(cv.title, "dev") == 0 && cv.workspace == w && !cv.is_private &&
+         cv.role == PL_ROLE_MEMBER && cv.nmembers == 2 && cv.members[0].user == a &&
+         cv.members[0].role == PL_ROLE_ADMIN && cv.members[1].user == b && cv.joined_seq == 1;
+    pl_conv_release(&cv);
+    CHECK(ok);
+
+    /* names: pl_store__channel_name_ok */
+    const char *why = NULL;
+    const char *bad[] = {"Dev", "", "two words", "tab\t", "a/b", "#dev", "caf\xc3", NULL};
+    for (int i = 0; bad[i]; i++) {
+        why = NULL;
+        CHECK_EQ(t_channel(&t, w, a, bad[i], NULL, 0, 0, &why), PL_STORE_EINVAL);
+        CHECK_STR(why, "bad channel name");
+    }
+    CHECK_EQ(t_channel(&t, w, a, NULL, NULL, 0, 0, &why), PL_STORE_EINVAL);
+    char name[PL_CHANNEL_NAME_MAX + 2];
+    memset(name, 'x', sizeof name);
+    name[PL_CHANNEL_NAME_MAX + 1] = '\0';
+    CHECK_EQ(t_channel(&t, w, a, name, NULL, 0, 0, &why), PL_STORE_EINVAL);
+    name[PL_CHANNEL_NAME_MAX] = '\0';
+    CHECK(t_channel(&t, w, a, name, NULL, 0, 0, NULL) > 0);
+    CHECK(t_channel(&t, w, a, "caf\xc3\xa9-2_0.x", NULL, 0, 0, NULL) > 0);   /* non-ASCII letters */
+
+    /* unique in the workspace, not across workspaces */
+    CHECK_EQ(t_channel(&t, w, a, "dev", NULL, 0, 0, NULL), PL_STORE_ECONFLICT);
+    CHECK_EQ(t_channel(&t, w, b, "general", NULL, 0, 0, NULL), PL_STORE_ECONFLICT);
+    CHECK_EQ(t_channel(&t, w, a, "dev", NULL, 0, PL_JOB_PRIVATE, NULL), PL_STORE_ECONFLICT);
+    int64_t dev2 = t_channel(&t, w2, a, "dev", NULL, 0, 0, NULL);
+    CHECK(dev2 > 0 && dev2 != dev);
+
+    /* members: only the workspace's; the creator must be in it */
+    int64_t mc[] = {b, c};
+    why = NULL;
+    CHECK_EQ(t_channel(&t, w, a, "with-carol", mc, 2, 0, &why), PL_STORE_EFORBID);
+    CHECK_STR(why, "not in the workspace");
+    CHECK_EQ(t_channel(&t, w2, a, "with-bob", &b, 1, 0, &why), PL_STORE_EFORBID);   /* b: not in w2 */
+    CHECK_EQ(t_channel(&t, w, c, "carols", NULL, 0, 0, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_channel(&t, 777, a, "nowhere", NULL, 0, 0, NULL), PL_STORE_ENOTFOUND);
+    pl_conv *list;
+    size_t n;
+    CHECK_EQ(rd_conv_list(&t, c, 0, &list, &n), PL_STORE_OK);     /* nothing was created for c */
+    pl_conv_list_free(list, n);
+    CHECK_EQ(n, 0);
+
+    /* any member of the workspace creates channels; private ones */
+    t_init(&t, &j, PL_JOB_CHANNEL_CREATE);
+    j.id = w;
+    j.user = b;
+    j.title = "secret";
+    j.members = &a;
+    j.nmembers = 1;
+    j.flags = PL_JOB_PRIVATE;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    int64_t ba[] = {b, a};
+    ok = j.result == PL_STORE_OK && channel_data_is(j.event.data, "secret", ba, 2, w, 1);
+    int64_t secret = j.out_id;
+    pl_job_release(&j);
+    CHECK(ok);
+    CHECK_EQ(rd_conv_get(&t, secret, a, &cv), PL_STORE_OK);
+    ok = cv.is_private == 1 && cv.workspace == w && cv.role == PL_ROLE_MEMBER && cv.kind == PL_CONV_CHANNEL;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    CHECK_EQ(rd_role(&t, secret, b), PL_ROLE_ADMIN);
+    pl_workspace *ws;
+    CHECK_EQ(rd_workspace(&t, w, a, &ws), PL_STORE_OK);
+    ok = ws->channel_count == 5;            /* general, dev, xxx.., café.., secret */
+    pl_workspace_list_free(ws, 1);
+    CHECK(ok);
+    t_finish(&t);
+}
+
+TEST(store_channel_quota) {
+    tstore t;
+    memset(&t, 0, sizeof t);
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    t.workspace_channels = 3;
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice");
+    int64_t w = t_ws(&t, a, "w", NULL), w2 = t_ws(&t, a, "w2", NULL);   /* general counts */
+    CHECK(w > 0 && w2 > 0);
+    CHECK(t_channel(&t, w, a, "one", NULL, 0, 0, NULL) > 0);
+    /* the last place and one beyond it in one batch; private ones count */
+    pl_job k[2];
+    const char *names[2] = {"two", "three"};
+    for (int i = 0; i < 2; i++) {
+        t_init(&t, &k[i], PL_JOB_CHANNEL_CREATE);
+        k[i].id = w;
+        k[i].user = a;
+        k[i].title = names[i];
+        k[i].flags = PL_JOB_PRIVATE;
+    }
+    CHECK_EQ(t_run(&t, k, 2), 0);
+    int ok = k[0].result == PL_STORE_OK && k[1].result == PL_STORE_EINVAL && k[1].why &&
+             strcmp(k[1].why, "too many channels") == 0 && !k[1].has_event;
+    for (int i = 0; i < 2; i++) pl_job_release(&k[i]);
+    CHECK(ok);
+    const char *why = NULL;
+    CHECK_EQ(t_channel(&t, w, a, "four", NULL, 0, 0, &why), PL_STORE_EINVAL);
+    CHECK_STR(why, "too many channels");
+    CHECK(t_channel(&t, w2, a, "three", NULL, 0, 0, NULL) > 0);        /* per workspace */
+    pl_conv *list;
+    size_t n;
+    CHECK_EQ(rd_channels(&t, w, a, &list, &n), PL_STORE_OK);
+    pl_conv_list_free(list, n);
+    CHECK_EQ(n, 3);
+    t_finish(&t);
+}
+
+TEST(store_channel_join_and_visibility) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    int64_t pub = t_channel(&t, w, a, "pub", NULL, 0, 0, NULL);
+    int64_t priv = t_channel(&t, w, a, "priv", NULL, 0, PL_JOB_PRIVATE, NULL);
+    int64_t g = t_group(&t, a, "g", NULL, 0);
+    CHECK(pub > 0 && priv > 0 && g > 0);
+    CHECK_EQ(t_send(&t, pub, a, "before-1"), 2);
+    CHECK_EQ(t_send(&t, pub, a, "before-2"), 3);
+
+    int created = -1;
+    int64_t seq = -1;
+    CHECK_EQ(t_join(&t, pub, b, &created, &seq), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(seq, 4);
+    CHECK_EQ(t_join(&t, pub, b, &created, &seq), PL_STORE_OK);        /* already: nothing */
+    CHECK_EQ(created, 0);
+    CHECK_EQ(seq, 0);
+    CHECK_EQ(t_join(&t, priv, b, NULL, NULL), PL_STORE_ENOTFOUND);     /* private */
+    CHECK_EQ(t_join(&t, pub, c, NULL, NULL), PL_STORE_ENOTFOUND);      /* not in the workspace */
+    CHECK_EQ(t_join(&t, g, b, NULL, NULL), PL_STORE_ENOTFOUND);        /* a group */
+    CHECK_EQ(t_join(&t, 777, b, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_role(&t, priv, b), PL_ROLE_NONE);
+    CHECK_EQ(t_count_contiguous(&t, pub), 4);
+
+    /* the joiner sees the channel from its MEMBER_ADDED on (invariant 4),
+     * and its unread count starts there (invariant 5) */
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, pub, b, &cv), PL_STORE_OK);
+    int ok = cv.role == PL_ROLE_MEMBER && cv.joined_seq == 4 && cv.unread == 0 && cv.member_count == 2;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    CHECK_EQ(t_send(&t, pub, a, "after"), 5);
+    CHECK_EQ(t_unread(&t, pub, b), 1);
+    pl_event *ev;
+    size_t n;
+    CHECK_EQ(rd_events(&t, pub, b, 0, 0, 50, 0, &ev, &n, NULL), PL_STORE_OK);
+    ok = n == 2 && ev[0].seq == 4 && ev[0].kind == PL_EV_MEMBER_ADDED && ev[0].sender == b &&
+         ev[0].subject == b && ev[1].seq == 5 && ev[1].body && strcmp(ev[1].body, "after") == 0;
+    pl_event_list_free(ev, n);
+    CHECK(ok);
+    CHECK_EQ(t_send(&t, pub, b, "mine"), 6);                           /* a member now */
+    CHECK_EQ(t_unread(&t, pub, a), 1);
+
+    /* several joins in one batch: consecutive seqs */
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, c, NULL, NULL), PL_STORE_OK);
+    int64_t pub2 = t_channel(&t, w, a, "pub2", NULL, 0, 0, NULL);
+    pl_job k[3];
+    int64_t who[3] = {c, b, c};
+    int64_t where[3] = {pub, pub2, pub2};
+    for (int i = 0; i < 3; i++) {
+        t_init(&t, &k[i], PL_JOB_CHANNEL_JOIN);
+        k[i].conv = where[i];
+        k[i].user = who[i];
+    }
+    CHECK_EQ(t_run(&t, k, 3), 0);
+    ok = k[0].result == PL_STORE_OK && k[0].event.seq == 7 && k[1].result == PL_STORE_OK &&
+         k[1].event.seq == 2 && k[2].result == PL_STORE_OK && k[2].event.seq == 3 && k[2].created == 1;
+    for (int i = 0; i < 3; i++) pl_job_release(&k[i]);
+    CHECK(ok);
+    CHECK_EQ(t_count_contiguous(&t, pub2), 3);
+    t_finish(&t);
+}
+
+TEST(store_channel_member_add_needs_workspace) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t w = t_ws(&t, a, "w", NULL);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    int64_t priv = t_channel(&t, w, a, "priv", NULL, 0, PL_JOB_PRIVATE, NULL);
+    CHECK(priv > 0);
+    pl_job j;
+    t_init(&t, &j, PL_JOB_MEMBER_ADD);
+    j.conv = priv;
+    j.user = a;
+    j.peer = c;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    int ok = j.result == PL_STORE_EFORBID && j.why && strcmp(j.why, "not in the workspace") == 0 &&
+             !j.has_event;
+    pl_job_release(&j);
+    CHECK(ok);
+    CHECK_EQ(rd_role(&t, priv, c), PL_ROLE_NONE);
+    CHECK_EQ(t_last_seq(&t, priv, a), 1);
+    /* a workspace member: added as to a group (admins only) */
+    int ev = -1;
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, priv, a, b, &ev), PL_STORE_OK);
+    CHECK_EQ(ev, 1);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, priv, a, b, &ev), PL_STORE_OK);
+    CHECK_EQ(ev, 0);
+    CHECK_EQ(rd_role(&t, priv, b), PL_ROLE_MEMBER);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, c, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, priv, b, c, NULL), PL_STORE_EFORBID);  /* b: no admin */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, priv, a, c, &ev), PL_STORE_OK);
+    CHECK_EQ(ev, 1);
+    CHECK_EQ(rd_role(&t, priv, c), PL_ROLE_MEMBER);
+    /* out of the workspace: not added back */
+    int64_t out[4];
+    size_t n;
+    CHECK_EQ(t_ws_remove(&t, w, a, c, out, 4, &n), PL_STORE_OK);
+    CHECK_EQ(t_evict(&t, priv, a, c, NULL), PL_STORE_OK);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, priv, a, c, NULL), PL_STORE_EFORBID);
+    CHECK_EQ(t_count_contiguous(&t, priv), 4);                 /* created, b, c added, c removed */
+    t_finish(&t);
+}
+
+static int conv_has_title(const pl_conv *x, const char *title) { return x->title && strcmp(x->title, title) == 0; }
+
+TEST(store_channel_reads) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen), gen2 = 0, w2 = t_ws(&t, b, "w2", &gen2);
+    CHECK(w > 0 && w2 > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    int64_t zeta = t_channel(&t, w, a, "zeta", NULL, 0, 0, NULL);                 /* b not in it */
+    int64_t mine = t_channel(&t, w, a, "b-private", &b, 1, PL_JOB_PRIVATE, NULL);
+    int64_t hidden = t_channel(&t, w, a, "a-private", NULL, 0, PL_JOB_PRIVATE, NULL);
+    int64_t alpha = t_channel(&t, w, b, "alpha", NULL, 0, 0, NULL);
+    CHECK(zeta > 0 && mine > 0 && hidden > 0 && alpha > 0);
+    CHECK_EQ(t_send(&t, zeta, a, "z1"), 2);
+    CHECK_EQ(t_send(&t, zeta, a, "z2"), 3);
+
+    /* CHANNELS: public ones and b's private ones, by name; b's role or NONE */
+    pl_conv *list;
+    size_t n;
+    CHECK_EQ(rd_channels(&t, w, b, &list, &n), PL_STORE_OK);
+    int ok = n == 4 && conv_has_title(&list[0], "alpha") && conv_has_title(&list[1], "b-private") &&
+             conv_has_title(&list[2], "general") && conv_has_title(&list[3], "zeta");
+    for (size_t i = 0; ok && i < n; i++)
+        ok = list[i].kind == PL_CONV_CHANNEL && list[i].workspace == w && list[i].members == NULL;
+    ok = ok && list[0].id == alpha && list[0].role == PL_ROLE_ADMIN && !list[0].is_private &&
+         list[1].id == mine && list[1].role == PL_ROLE_MEMBER && list[1].is_private == 1 &&
+         list[1].member_count == 2 && list[2].id == gen && list[2].role == PL_ROLE_MEMBER &&
+         list[2].joined_seq == 2 && list[3].id == zeta && list[3].role == PL_ROLE_NONE &&
+         list[3].last_seq == 3 && list[3].last_ts > 0 && list[3].member_count == 1 && list[3].unread == 0 &&
+         list[3].joined_seq == 0 && list[3].read_seq == 0 && list[3].unread_mentions == 0;
+    pl_conv_list_free(list, n);
+    CHECK(ok);
+    /* a sees its own private one, not b's unless in it (it is) */
+    CHECK_EQ(rd_channels(&t, w, a, &list, &n), PL_STORE_OK);
+    ok = n == 5 && conv_has_title(&list[0], "a-private") && list[0].role == PL_ROLE_ADMIN &&
+         conv_has_title(&list[1], "alpha") && list[1].role == PL_ROLE_NONE && list[4].id == zeta &&
+         list[4].unread == 0 && list[4].role == PL_ROLE_ADMIN;
+    pl_conv_list_free(list, n);
+    CHECK(ok);
+    CHECK_EQ(rd_channels(&t, w, c, &list, &n), PL_STORE_ENOTFOUND);   /* not in the workspace */
+    pl_conv_list_free(list, n);
+    CHECK_EQ(rd_channels(&t, 777, a, &list, &n), PL_STORE_ENOTFOUND);
+    pl_conv_list_free(list, n);
+    CHECK_EQ(rd_channels(&t, w2, a, &list, &n), PL_STORE_ENOTFOUND);
+    pl_conv_list_free(list, n);
+    /* a private channel is invisible to others, as one that does not exist */
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, hidden, b, &cv), PL_STORE_ENOTFOUND);
+
+    /* WORKSPACES: b's, by id, with its role and the counts */
+    pl_workspace *ws;
+    CHECK_EQ(rd_workspaces(&t, b, &ws, &n), PL_STORE_OK);
+    ok = n == 2 && ws[0].id == w && ws[0].role == PL_ROLE_MEMBER && ws[0].member_count == 2 &&
+         ws[0].channel_count == 5 && ws[0].general == gen && ws[0].created_by == a && ws[0].name &&
+         strcmp(ws[0].name, "w") == 0 && ws[1].id == w2 && ws[1].role == PL_ROLE_ADMIN &&
+         ws[1].member_count == 1 && ws[1].channel_count == 1 && ws[1].general == gen2 &&
+         ws[1].created_by == b;
+    pl_workspace_list_free(ws, n);
+    CHECK(ok);
+
+    /* every conversation object carries its workspace and private flag */
+    int64_t grp = t_group(&t, a, "grp", &b, 1);
+    CHECK(grp > 0);
+    CHECK_EQ(rd_conv_list(&t, b, PL_READ_WITH_LAST, &list, &n), PL_STORE_OK);
+    int seen = 0;
+    ok = n == 5;                                   /* general, general2, b-private, alpha, grp */
+    for (size_t i = 0; i < n; i++) {
+        if (list[i].id == mine) seen++, ok = ok && list[i].workspace == w && list[i].is_private == 1;
+        if (list[i].id == gen2) seen++, ok = ok && list[i].workspace == w2 && !list[i].is_private &&
+                                              list[i].kind == PL_CONV_CHANNEL;
+        if (list[i].id == grp) seen++, ok = ok && list[i].workspace == 0 && !list[i].is_private &&
+                                             list[i].kind == PL_CONV_GROUP;
+    }
+    pl_conv_list_free(list, n);
+    CHECK(ok);
+    CHECK_EQ(seen, 3);
+    CHECK_EQ(rd_conv_get(&t, mine, b, &cv), PL_STORE_OK);
+    ok = cv.workspace == w && cv.is_private == 1;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    pl_job j;
+    t_init(&t, &j, PL_READ_RECEIPTS);
+    j.conv = mine;
+    j.user = b;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    ok = j.conv_out.workspace == w && j.conv_out.is_private == 1 && j.conv_out.kind == PL_CONV_CHANNEL;
+    pl_job_release(&j);
+    CHECK(ok);
+    t_init(&t, &j, PL_JOB_LOGIN_CREATE);
+    j.user = b;
+    j.expires = 4102444800000LL;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    int64_t login = j.out_id;
+    t_init(&t, &j, PL_READ_SESSION);
+    j.id = login;
+    j.user = b;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    ok = j.nconvs == 5;
+    for (size_t i = 0; i < j.nconvs; i++)
+        if (j.convs[i].id == alpha) ok = ok && j.convs[i].workspace == w && !j.convs[i].is_private;
+        else if (j.convs[i].id == grp) ok = ok && j.convs[i].workspace == 0;
+    pl_job_release(&j);
+    CHECK(ok);
+    t_finish(&t);
+}
+
+/* A channel is a group in everything else: admins remove, members leave
+ * (the last admin's leaving promotes), an admin deletes another's message,
+ * a member does not; an admin marks it end-to-end encrypted. */
+TEST(store_channel_group_behaviours) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, c, NULL, NULL), PL_STORE_OK);
+    int64_t m[] = {b, c};
+    int64_t ch = t_channel(&t, w, a, "dev", m, 2, 0, NULL);
+    CHECK(ch > 0);
+    int64_t sb = t_send(&t, ch, b, "from bob"), sc = t_send(&t, ch, c, "from carol");
+    CHECK(sb == 2 && sc == 3);
+    const char *why = NULL;
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, ch, c, sb, NULL, 0, NULL, &why), PL_STORE_EFORBID);
+    int64_t seq = 0;
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, ch, a, sb, NULL, 0, &seq, NULL), PL_STORE_OK);   /* admin */
+    CHECK_EQ(seq, 4);
+    pl_event e;
+    CHECK_EQ(t_event_at(&t, ch, b, sb, &e), PL_STORE_OK);
+    int ok = e.body == NULL || e.body_len == 0;
+    pl_event_release(&e);
+    CHECK(ok);
+    /* the e2ee mark: admins only, as in a group */
+    pl_job j;
+    t_init(&t, &j, PL_JOB_CONV_E2EE);
+    j.conv = ch;
+    j.user = b;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_EFORBID);
+
+    /* remove by an admin; EFORBID for a member; leave; promotion */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, ch, b, c, NULL), PL_STORE_EFORBID);
+    int ev = 0;
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, ch, a, c, &ev), PL_STORE_OK);
+    CHECK_EQ(ev, 1);
+    CHECK_EQ(rd_role(&t, ch, c), PL_ROLE_NONE);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, ch, a, 0, &ev), PL_STORE_OK);
+    CHECK_EQ(ev, 1);
+    CHECK_EQ(rd_role(&t, ch, a), PL_ROLE_NONE);
+    CHECK_EQ(rd_role(&t, ch, b), PL_ROLE_ADMIN);                  /* the remaining member */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, gen, c, 0, &ev), PL_STORE_OK);   /* general too */
+    CHECK_EQ(rd_role(&t, gen, c), PL_ROLE_NONE);
+    CHECK_EQ(rd_ws_role(&t, w, c), PL_ROLE_MEMBER);               /* still in the workspace */
+    CHECK_EQ(t_join(&t, gen, c, NULL, NULL), PL_STORE_OK);        /* and may come back */
+    CHECK_EQ(rd_role(&t, gen, c), PL_ROLE_MEMBER);
+    t_init(&t, &j, PL_JOB_CONV_E2EE);
+    j.conv = ch;
+    j.user = b;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);                        /* b is its admin now */
+    CHECK_EQ(t_count_contiguous(&t, ch), 7);
+    t_finish(&t);
 }

@@ -153,6 +153,7 @@ static void *n_drain_main(void *arg) {
 
 static int64_t open_large_group;                  /* opts.large_group of the next opens */
 static int open_push;                             /* opts.push of the next opens */
+static int64_t open_ws_members, open_ws_channels; /* opts.workspace_* of the next opens */
 
 /* Opens a store on url (a SQLite one in data_dir when url is NULL). */
 static int n_open_dir(pnode *n, const char *url, const char *data_dir, int node_id, int outbox,
@@ -161,7 +162,9 @@ static int n_open_dir(pnode *n, const char *url, const char *data_dir, int node_
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cv, NULL);
     pl_store_opts o = {.url = url, .data_dir = data_dir, .node_id = node_id, .outbox = outbox,
-                       .large_group = open_large_group, .push = open_push, .notify = n_notify,
+                       .large_group = open_large_group, .push = open_push,
+                       .workspace_members = open_ws_members, .workspace_channels = open_ws_channels,
+                       .notify = n_notify,
                        .notify_arg = n};
     int rc = pl_store_open(&o, &n->s, err, errlen);
     if (rc == 0) pthread_create(&n->drainer, NULL, n_drain_main, n);
@@ -568,7 +571,7 @@ TEST(store_pg_open) {
     PGconn *q = sql_conn(url);
     CHECK(q != NULL);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM parley_schema"), 1);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 10);  /* ..., search list, tsv, push */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 11);  /* ..., search list, tsv, push, workspaces */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases"), N);
     PQfinish(q);
     for (int i = 0; i < N; i++) n_close(op[i].n);
@@ -993,7 +996,7 @@ TEST(store_pg_migration_1_to_2) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 10);  /* ..., search list, tsv, push */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 11);  /* ..., search list, tsv, push, workspaces */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM events WHERE ref = 0 AND edited_ts = 0 AND deleted_ts = 0"
                         " AND pinned_ts = 0"), 3);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_ref', 'events_pinned',"
@@ -2072,4 +2075,245 @@ TEST(store_pg_push_claims_across_nodes) {
     CHECK_EQ(failed, 0);
     CHECK_EQ(dup, 0);
     CHECK_EQ(total, PUSH_MSGS);                        /* one row per message, each once */
+}
+
+/* ---- workspaces and channels across nodes (store.h invariant 11) ------------ */
+
+static int64_t n_ws_job(pnode *n, pl_job_op op, int64_t ws, int64_t user, int64_t peer, const char *title,
+                        const int64_t *m, size_t cnt) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, op);
+    j.id = ws;
+    j.user = user;
+    j.peer = peer;
+    j.title = title;
+    j.members = m;
+    j.nmembers = cnt;
+    if (n_run(n, &j, 1)) return -99;
+    pl_job_release(&j);
+    return j.result ? j.result : j.out_id;
+}
+
+/* 1 if bus_outbox has the row (node 1, id) with exactly these convs and seqs. */
+static int outbox_row(PGconn *q, int64_t id, const int64_t *convs, const int64_t *seqs, int n) {
+    char sql[512];
+    int at = snprintf(sql, sizeof sql, "SELECT count(*) FROM bus_outbox WHERE node = 1 AND id = %lld"
+                      " AND convs = ARRAY[", (long long)id);
+    for (int i = 0; i < n; i++) at += snprintf(sql + at, sizeof sql - at, "%s%lld", i ? "," : "", (long long)convs[i]);
+    at += snprintf(sql + at, sizeof sql - at, "]::bigint[] AND seqs = ARRAY[");
+    for (int i = 0; i < n; i++) at += snprintf(sql + at, sizeof sql - at, "%s%lld", i ? "," : "", (long long)seqs[i]);
+    snprintf(sql + at, sizeof sql - at, "]::bigint[]");
+    return sql_int(q, sql) == 1;
+}
+
+/* Invariant 7 for the workspace jobs: their events are in the batch's
+ * outbox row like any other; a removal appends nothing. */
+TEST(store_pg_workspaces_outbox) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 1), 0);
+    int64_t u1 = n_user(a, "ann"), u2 = n_user(a, "bob");
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    pwait w;
+    w_init(&w);
+    pl_job j[3];
+    j_init(&j[0], &w, PL_JOB_WORKSPACE_CREATE);
+    j[0].user = u1;
+    j[0].title = "w";
+    CHECK_EQ(n_run(a, j, 1), 0);
+    CHECK_EQ(j[0].result, PL_STORE_OK);
+    int64_t ws = j[0].out_id, gen = j[0].event.conv, one = 1;
+    CHECK(j[0].out_batch > 0);
+    CHECK(outbox_row(q, j[0].out_batch, &gen, &one, 1));
+    pl_job_release(&j[0]);
+    int64_t pub = n_ws_job(a, PL_JOB_CHANNEL_CREATE, ws, u1, 0, "pub", NULL, 0);
+    CHECK(pub > gen);
+
+    /* one batch: an add (general), a new channel, a join */
+    j_init(&j[0], &w, PL_JOB_WORKSPACE_ADD);
+    j[0].id = ws;
+    j[0].user = u1;
+    j[0].peer = u2;
+    j_init(&j[1], &w, PL_JOB_CHANNEL_CREATE);
+    j[1].id = ws;
+    j[1].user = u1;
+    j[1].title = "dev";
+    j[1].members = &u2;
+    j[1].nmembers = 1;
+    j_init(&j[2], &w, PL_JOB_CHANNEL_JOIN);
+    j[2].conv = pub;
+    j[2].user = u2;
+    CHECK_EQ(n_run_batch(a, j, 3), 0);
+    for (int i = 0; i < 3; i++) CHECK_EQ(j[i].result, PL_STORE_OK);
+    int64_t batch = j[0].out_batch, dev = j[1].out_id;
+    CHECK(batch > 0 && dev > pub);
+    CHECK_EQ(j[1].out_batch, batch);
+    CHECK_EQ(j[2].out_batch, batch);
+    CHECK_EQ((int64_t)j[0].event.id, batch);
+    for (int i = 0; i < 3; i++) pl_job_release(&j[i]);
+    int64_t convs[3] = {gen, pub, dev}, seqs[3] = {2, 2, 1};
+    CHECK(outbox_row(q, batch, convs, seqs, 3));
+
+    j_init(&j[0], &w, PL_JOB_WORKSPACE_REMOVE);
+    j[0].id = ws;
+    j[0].user = u2;
+    j[0].peer = u2;
+    CHECK_EQ(n_run(a, j, 1), 0);
+    CHECK_EQ(j[0].result, PL_STORE_OK);
+    CHECK_EQ(j[0].has_event, 0);
+    CHECK_EQ(j[0].out_batch, 0);
+    CHECK_EQ(j[0].nout, 3);
+    pl_job_release(&j[0]);
+    PQfinish(q);
+    n_close(a);
+}
+
+/* Invariant 13 of store_pg.c: a removal from a workspace on one node while
+ * another node joins the member to channels. Every channel it ends up in
+ * is in the removal's list (nothing to evict is missed), and no join
+ * lands after the removal. Several rounds, the removal submitted at
+ * another point of the joins each time. */
+TEST(store_pg_workspace_remove_races_joins) {
+    PG_ONLY();
+    enum { K = 24, ROUNDS = 4 };
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    int64_t owner = n_user(a, "owner"), x = n_user(a, "xena");
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    for (int round = 0; round < ROUNDS; round++) {
+        int64_t ws = n_ws_job(a, PL_JOB_WORKSPACE_CREATE, 0, owner, 0, "w", NULL, 0);
+        CHECK(ws > 0);
+        CHECK_EQ(n_ws_job(b, PL_JOB_WORKSPACE_ADD, ws, owner, x, NULL, NULL, 0), ws);
+        int64_t ch[K];
+        for (int i = 0; i < K; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "c%d", i);
+            ch[i] = n_ws_job(i % 2 ? a : b, PL_JOB_CHANNEL_CREATE, ws, owner, 0, name, NULL, 0);
+            CHECK(ch[i] > 0);
+        }
+        pwait w;
+        w_init(&w);
+        pl_job jn[K], rm;
+        for (int i = 0; i < K; i++) {
+            j_init(&jn[i], &w, PL_JOB_CHANNEL_JOIN);
+            jn[i].conv = ch[i];
+            jn[i].user = x;
+        }
+        j_init(&rm, &w, PL_JOB_WORKSPACE_REMOVE);
+        rm.id = ws;
+        rm.user = owner;
+        rm.peer = x;
+        int split = K * round / ROUNDS + 2;
+        for (int i = 0; i < K; i++) {
+            if (i == split) pl_store_submit(b->s, &rm);
+            pl_store_submit(a->s, &jn[i]);
+        }
+        CHECK_EQ(w_wait(&w, K + 1), 0);
+        CHECK_EQ(rm.result, PL_STORE_OK);
+        int joined = 0;
+        for (int i = 0; i < K; i++) {
+            CHECK(jn[i].result == PL_STORE_OK || jn[i].result == PL_STORE_ENOTFOUND);
+            joined += jn[i].result == PL_STORE_OK;
+            pl_job_release(&jn[i]);
+        }
+        char sql[4096];
+        int at = snprintf(sql, sizeof sql, "SELECT count(*) FROM members m JOIN conversations c ON c.id = m.conv_id"
+                          " WHERE c.workspace = %lld AND m.user_id = %lld AND m.conv_id = ANY(ARRAY[0",
+                          (long long)ws, (long long)x);
+        for (size_t i = 0; i < rm.nout; i++) at += snprintf(sql + at, sizeof sql - at, ",%lld", (long long)rm.out_ids[i]);
+        snprintf(sql + at, sizeof sql - at, "]::bigint[])");
+        long long listed = sql_int(q, sql);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM members m JOIN conversations c ON c.id = m.conv_id"
+                 " WHERE c.workspace = %lld AND m.user_id = %lld", (long long)ws, (long long)x);
+        long long in = sql_int(q, sql);
+        size_t nout = rm.nout;
+        pl_job_release(&rm);
+        CHECK_EQ(in, (long long)joined + 1);                  /* the joins and general */
+        CHECK_EQ(nout, (size_t)in);                           /* each one listed ... */
+        CHECK_EQ(listed, in);                                 /* ... by its id */
+    }
+    PQfinish(q);
+    n_close(a);
+    n_close(b);
+}
+
+/* The quotas and channel names hold across nodes: two nodes add members
+ * and create channels of one workspace at once. */
+TEST(store_pg_workspace_quotas_across_nodes) {
+    PG_ONLY();
+    enum { N = 12 };
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    open_ws_members = 5;
+    open_ws_channels = 4;
+    pnode *a = n_slot(), *b = n_slot();
+    int ra = n_open(a, url, 1, 0), rb = n_open(b, url, 2, 0);
+    open_ws_members = open_ws_channels = 0;
+    CHECK(ra == 0 && rb == 0);
+    int64_t owner = n_user(a, "owner"), u[N];
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "user%d", i);
+        CHECK((u[i] = n_user(a, name)) > 0);
+    }
+    int64_t ws = n_ws_job(a, PL_JOB_WORKSPACE_CREATE, 0, owner, 0, "w", NULL, 0);
+    CHECK(ws > 0);
+    pwait w;
+    w_init(&w);
+    pl_job add[N], mk[N];
+    static const char *const names[N] = {"same", "same", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8",
+                                         "c9", "c10"};
+    for (int i = 0; i < N; i++) {
+        j_init(&add[i], &w, PL_JOB_WORKSPACE_ADD);
+        add[i].id = ws;
+        add[i].user = owner;
+        add[i].peer = u[i];
+        j_init(&mk[i], &w, PL_JOB_CHANNEL_CREATE);
+        mk[i].id = ws;
+        mk[i].user = owner;
+        mk[i].title = names[i];
+    }
+    for (int i = 0; i < N; i++) {
+        pl_store_submit((i % 2 ? a : b)->s, &add[i]);
+        pl_store_submit((i % 2 ? b : a)->s, &mk[i]);
+    }
+    CHECK_EQ(w_wait(&w, 2 * N), 0);
+    int added = 0, full = 0, made = 0, many = 0, conflict = 0, same = 0;
+    for (int i = 0; i < N; i++) {
+        added += add[i].result == PL_STORE_OK;
+        full += add[i].result == PL_STORE_EINVAL && add[i].why && strcmp(add[i].why, "workspace full") == 0;
+        made += mk[i].result == PL_STORE_OK;
+        same += i < 2 && mk[i].result == PL_STORE_OK;
+        many += mk[i].result == PL_STORE_EINVAL && mk[i].why && strcmp(mk[i].why, "too many channels") == 0;
+        conflict += mk[i].result == PL_STORE_ECONFLICT;
+        pl_job_release(&add[i]);
+        pl_job_release(&mk[i]);
+    }
+    CHECK_EQ(added, 4);                                       /* the owner and 4 */
+    CHECK_EQ(full, N - 4);
+    CHECK_EQ(made, 3);                                        /* general and 3 */
+    CHECK_EQ(made + many + conflict, N);
+    CHECK(same <= 1);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM workspace_members WHERE workspace_id = %lld", (long long)ws);
+    CHECK_EQ(sql_int(q, sql), 5);
+    snprintf(sql, sizeof sql, "SELECT member_count * 100 + channel_count FROM workspaces WHERE id = %lld",
+             (long long)ws);
+    CHECK_EQ(sql_int(q, sql), 504);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM conversations WHERE workspace = %lld AND kind = 3", (long long)ws);
+    CHECK_EQ(sql_int(q, sql), 4);
+    PQfinish(q);
+    n_close(a);
+    n_close(b);
 }
