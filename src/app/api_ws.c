@@ -154,10 +154,10 @@ static void evict_next(api_op *op) {
 
 static void evicted(pl_job *j) {
     api_op *op = j->data;
-    /* ENOTFOUND: it left the channel meanwhile; anything else stops here
-     * (the store failed: the client retries the removal, which lists what
-     * is left) */
-    if (j->result && j->result != PL_STORE_ENOTFOUND) {
+    /* EFORBID, ENOTFOUND: it left the channel (or was added back to the
+     * workspace) meanwhile; anything else stops here (the store failed: the
+     * client retries the removal, which lists what is left) */
+    if (j->result && j->result != PL_STORE_ENOTFOUND && j->result != PL_STORE_EFORBID) {
         api_store_error(op->ctx, j->result, "could not remove the user from a channel");
         api_op_free(op);
         return;
@@ -205,9 +205,9 @@ static void h_ws_create(pl_http_ctx *ctx) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
     json_t *name = json_object_get(o, "name");
-    if (!json_is_string(name) || json_string_length(name) < 1 || json_string_length(name) > PL_WORKSPACE_NAME_MAX ||
-        memchr(json_string_value(name), 0, json_string_length(name))) {
-        pl_http_error(ctx, 400, "bad_request", "\"name\" must be 1-64 bytes");
+    if (!json_is_string(name) || memchr(json_string_value(name), 0, json_string_length(name)) ||
+        !pl_store__workspace_name_ok(json_string_value(name))) {
+        pl_http_error(ctx, 400, "bad_request", "\"name\" must be 1-64 bytes, no control characters");
         json_decref(o);
         return;
     }

@@ -197,7 +197,7 @@ int  sq_read_push(sq_reader *r, pl_job *j);
  * (evictable) make of channels. */
 int  sq_job_ws(sq_store *s, pl_job *j, int64_t now);
 int  sq_ws_channel_admits(sq_store *s, int64_t conv, int64_t user);
-int  sq_ws_evictable(sq_store *s, int64_t conv, int64_t user);
+int  sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, const char **why);
 int  sq_read_ws(sq_reader *r, pl_job *j);
 /* store_sqlite_write.c: the writer's helpers, for the files above */
 int  sq_w_fatal(sq_store *s, int rc, const char *what);
@@ -210,7 +210,7 @@ int  sq_w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, in
 /* A group, or with workspace a channel (the caller checked the workspace
  * and the name): GROUP_CREATE's work. */
 int  sq_w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, int is_private);
-/* Makes peer a member of conv with a MEMBER_ADDED by actor, created = 1;
+/* Makes peer a member of conv with a MEMBER_ADDED by actor (has_event);
  * nothing if it is one. */
 int  sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer);
 int  sq_w_user_exists(sq_store *s, int64_t user);    /* 1, 0, W_FATAL */

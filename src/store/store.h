@@ -402,6 +402,9 @@ typedef struct pl_workspace {
 
 void pl_workspace_list_free(pl_workspace *list, size_t n);
 
+/* 1 if name (NUL-terminated) may name a workspace: 1..PL_WORKSPACE_NAME_MAX
+ * bytes of valid UTF-8 without C0 control characters or DEL. */
+int pl_store__workspace_name_ok(const char *name);
 /* 1 if name (NUL-terminated) may name a channel: 1..PL_CHANNEL_NAME_MAX
  * bytes of valid UTF-8, ASCII only as a-z, 0-9, '-', '_', '.'. */
 int pl_store__channel_name_ok(const char *name);
@@ -540,7 +543,11 @@ typedef enum pl_job_op {
                                * earliest-joined member becomes admin. out: out_ids
                                * /nout = the workspace's channels peer is still in
                                * (ascending), for the caller to evict it from. No
-                               * event.                                        */
+                               * event. A peer already out of the workspace (a
+                               * removal whose evictions were cut short) but in
+                               * some of its channels: an admin's removal lists
+                               * them and changes nothing (ENOTFOUND when there
+                               * are none, or for a leave).                    */
     PL_JOB_CHANNEL_CREATE,    /* in: id (workspace), user, title (the name,
                                * pl_store__channel_name_ok, else EINVAL why "bad
                                * channel name"), members[] (others, as GROUP_CREATE),

@@ -158,8 +158,7 @@ static int channel_send(pg_store *s, const char *name, int64_t now, pg_arr *memb
 /* The workspace, then (its id is in the channel's CREATED data) "general"
  * and the creator's membership of both: two round trips in one savepoint. */
 static int ws_create(pg_store *s, pl_job *j, int64_t now) {
-    size_t len = j->title ? strlen(j->title) : 0;
-    if (len == 0 || len > PL_WORKSPACE_NAME_MAX || !pg_utf8_ok(j->title)) {
+    if (!pl_store__workspace_name_ok(j->title)) {
         j->why = "bad workspace name";
         return PL_STORE_EINVAL;
     }
@@ -255,16 +254,25 @@ static int ws_remove(pg_store *s, pl_job *j) {
     if (rc) return rc;
     if (!st.found || st.arole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
     if (peer != j->user && st.arole != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
-    if (st.prole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
     pg_params d = {0}, pr = {0};
     pg_param_i64(&d, j->id);
     pg_param_i64(&d, peer);
     pg_param_i64(&pr, j->id);
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0), cs = -1;
-    if (sp < 0 || pg_w_send(s, W_WS_LEAVE, &d, 0) < 0 || pg_w_send(s, W_WS_PROMOTE, &pr, 0) < 0 ||
-        (cs = pg_w_send(s, W_WS_CHANNELS_OF, &d, 1)) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0)
-        return W_LOST;
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) return pg_sp_failed(s, j, sp, rc);
+    int sp = -1, cs = -1;
+    if (st.prole == PL_ROLE_NONE) {
+        /* out already: an admin's repeated removal lists the channels a
+         * removal cut short left it in (store.h), else there is nothing */
+        if (peer == j->user) return PL_STORE_ENOTFOUND;
+        if ((cs = pg_w_send(s, W_WS_CHANNELS_OF, &d, 1)) < 0) return W_LOST;
+        if ((rc = pg_w_sync(s)) != PL_STORE_OK) return rc;
+        if (PQntuples(s->w.res[cs]) == 0) return PL_STORE_ENOTFOUND;
+    } else {
+        sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
+        if (sp < 0 || pg_w_send(s, W_WS_LEAVE, &d, 0) < 0 || pg_w_send(s, W_WS_PROMOTE, &pr, 0) < 0 ||
+            (cs = pg_w_send(s, W_WS_CHANNELS_OF, &d, 1)) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0)
+            return W_LOST;
+        if ((rc = pg_w_sync(s)) != PL_STORE_OK) return pg_sp_failed(s, j, sp, rc);
+    }
     const PGresult *r = s->w.res[cs];
     size_t n = (size_t)PQntuples(r);
     if (n) {

@@ -887,9 +887,7 @@ static int w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int6
     if ((rc = w_member_insert(s, conv, peer, PL_ROLE_MEMBER, joined, joined_seq)) ||
         (rc = w_member_count(s, conv, 1)))
         return rc;
-    rc = w_append(s, j, now, conv, PL_EV_MEMBER_ADDED, actor, peer, 0, NULL, NULL, 0, pl_store__data_user(peer));
-    if (rc == PL_STORE_OK) j->created = 1;
-    return rc;
+    return w_append(s, j, now, conv, PL_EV_MEMBER_ADDED, actor, peer, 0, NULL, NULL, 0, pl_store__data_user(peer));
 }
 
 static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
@@ -906,7 +904,7 @@ static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
 }
 
 static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
-    int rc = j->flags & PL_JOB_EVICT ? sq_ws_evictable(s, j->conv, j->peer) : w_check_admin(s, j);
+    int rc = j->flags & PL_JOB_EVICT ? sq_ws_evictable(s, j->conv, j->peer, &j->why) : w_check_admin(s, j);
     if (rc != PL_STORE_OK) return rc;
     rc = w_member_role(s, j->conv, j->peer);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;

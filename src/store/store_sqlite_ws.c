@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "../core/alloc.h"
-#include "../core/utf8.h"
 
 static int ws_fatal(sq_store *s, int src) { return sq_w_fatal(s, src, "workspace statement"); }
 
@@ -43,16 +42,8 @@ static int ws_member_insert(sq_store *s, int64_t ws, int64_t user, int role) {
     return PL_STORE_OK;
 }
 
-static int ws_name_ok(const char *name) {
-    size_t len = name ? strlen(name) : 0;
-    if (len == 0 || len > PL_WORKSPACE_NAME_MAX || !pl_utf8_valid((const uint8_t *)name, len)) return 0;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-        if (*p < 0x20 || *p == 0x7f) return 0;
-    return 1;
-}
-
 static int ws_create(sq_store *s, pl_job *j, int64_t now) {
-    if (!ws_name_ok(j->title)) {
+    if (!pl_store__workspace_name_ok(j->title)) {
         j->why = "bad workspace name";
         return PL_STORE_EINVAL;
     }
@@ -118,15 +109,19 @@ static int ws_remove(sq_store *s, pl_job *j) {
     int role = ws_role(s, j->id, j->user);
     if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
     if (j->peer != j->user && role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
-    if ((role = ws_role(s, j->id, j->peer)) <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
-    if (sq_run(s->wdb, &src, NULL, "DELETE FROM workspace_members WHERE workspace_id = ?1 AND user_id = ?2", "ii",
-               j->id, j->peer) < 0 ||
+    if ((role = ws_role(s, j->id, j->peer)) < 0) return role;
+    /* out already: an admin's repeated removal lists the channels a removal
+     * cut short left it in (store.h), else there is nothing to do */
+    int out = role == PL_ROLE_NONE;
+    if (out && j->peer == j->user) return PL_STORE_ENOTFOUND;
+    if (!out && (sq_run(s->wdb, &src, NULL, "DELETE FROM workspace_members WHERE workspace_id = ?1 AND user_id = ?2",
+                        "ii", j->id, j->peer) < 0 ||
         /* no admin left: the earliest-joined member becomes one */
         sq_run(s->wdb, &src, NULL,
                "UPDATE workspace_members SET role = 2 WHERE workspace_id = ?1 AND user_id = (SELECT user_id"
                " FROM workspace_members WHERE workspace_id = ?1 ORDER BY joined LIMIT 1)"
                " AND NOT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = ?1 AND role = 2)",
-               "i", j->id) < 0)
+               "i", j->id) < 0))
         return ws_fatal(s, src);
     sqlite3_stmt *st = sq_prep(s->wdb,
                                "SELECT c.id FROM conversations c JOIN members m ON m.conv_id = c.id"
@@ -144,6 +139,7 @@ static int ws_remove(sq_store *s, pl_job *j) {
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return ws_fatal(s, rc);
+    if (out && !j->nout) return PL_STORE_ENOTFOUND;
     j->out_id = j->id;
     return PL_STORE_OK;
 }
@@ -204,7 +200,8 @@ static int channel_join(sq_store *s, pl_job *j, int64_t now) {
         return ws_fatal(s, src);
     if (priv) return PL_STORE_ENOTFOUND;
     j->out_id = j->conv;
-    return sq_w_member_join(s, j, now, j->conv, j->user, j->user);
+    if ((rc = sq_w_member_join(s, j, now, j->conv, j->user, j->user)) == PL_STORE_OK) j->created = 1;
+    return rc;
 }
 
 int sq_job_ws(sq_store *s, pl_job *j, int64_t now) {
@@ -241,15 +238,27 @@ int sq_ws_channel_admits(sq_store *s, int64_t conv, int64_t user) {
     return role != PL_ROLE_NONE ? PL_STORE_OK : PL_STORE_EFORBID;
 }
 
-int sq_ws_evictable(sq_store *s, int64_t conv, int64_t user) {
+int sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, const char **why) {
     int exists = 0;
     int64_t ws = channel_ws(s, conv, &exists);
     if (ws < 0) return (int)ws;
     if (!exists) return PL_STORE_ENOTFOUND;
-    if (!ws) return PL_STORE_EFORBID;
-    int role = ws_role(s, ws, user);
+    if (!ws) {
+        *why = "not a channel";
+        return PL_STORE_EFORBID;
+    }
+    int role = sq_w_member_role(s, conv, user);
     if (role < 0) return role;
-    return role == PL_ROLE_NONE ? PL_STORE_OK : PL_STORE_EFORBID;
+    if (role == PL_ROLE_NONE) {
+        *why = "not a member";
+        return PL_STORE_EFORBID;
+    }
+    if ((role = ws_role(s, ws, user)) < 0) return role;
+    if (role != PL_ROLE_NONE) {
+        *why = "still in the workspace";
+        return PL_STORE_EFORBID;
+    }
+    return PL_STORE_OK;
 }
 
 /* ---- reads ---------------------------------------------------------------- */

@@ -58,6 +58,14 @@ char *pl_store__data_channel(const char *name, int64_t creator, const int64_t *o
     return data_created(name, creator, others, n, workspace, is_private);
 }
 
+int pl_store__workspace_name_ok(const char *name) {
+    size_t len = name ? strlen(name) : 0;
+    if (len == 0 || len > PL_WORKSPACE_NAME_MAX || !pl_utf8_valid((const uint8_t *)name, len)) return 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) return 0;
+    return 1;
+}
+
 int pl_store__channel_name_ok(const char *name) {
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len > PL_CHANNEL_NAME_MAX || !pl_utf8_valid((const uint8_t *)name, len)) return 0;
