@@ -20,6 +20,7 @@ import { openMenu, closeMenu } from './menu.js';
 import { applyReaction, renderReactions, openPicker, hasMine } from './reactions.js';
 import { renderBody, mentionsMe } from './mentions.js';
 import { icon, setIcon } from './icons.js';
+import { isGroupLike } from './state.js';
 
 export const ACTION_KINDS = new Set(['edit', 'delete', 'reaction', 'pin']);
 export const isAction = (e) => !!e && ACTION_KINDS.has(e.kind);
@@ -179,7 +180,7 @@ function explain(err, what) {
     case 'gone': return `Could not ${what}: it was deleted.`;
     case 'forbidden':
       if (what.startsWith('edit')) return 'You can only edit your own messages.';
-      if (what.startsWith('delete')) return 'Only its author or a group admin can delete a message.';
+      if (what.startsWith('delete')) return 'Only its author or an admin of the group or channel can delete a message.';
       return `You are not allowed to ${what}.`;
     case 'rate_limited': return 'Slow down a little — try again in a moment.';
     case 'bad_request': return `Could not ${what}${err.message && err.message !== code ? `: ${err.message}` : '.'}`;
@@ -264,7 +265,7 @@ export function canEdit(c, m) {
 export function canDelete(c, m) {
   if (!m || m.deleted || !m.seq || c.left) return false;
   if (ctx.S.me && m.sender === ctx.S.me.id) return true;
-  return c.kind === 'group' && c.role === 'admin';
+  return isGroupLike(c) && c.role === 'admin';
 }
 
 const canAct = (c, m) => !!(c && m && m.seq && !m.deleted && !c.left);
@@ -457,7 +458,7 @@ export function updateParts(li, it, c) {
       all = !!d.mention_all;
     } else if (c && c.members) {
       for (const m of c.members) names.add(ctx.nameOf(m.id).toLowerCase());
-      all = c.kind === 'group';
+      all = isGroupLike(c);
     }
     renderBody(body, it.body || '', { names, all, meName: S.me ? S.me.username.toLowerCase() : '', mine: it.mine });
     mine = mentionsMe(e, me);

@@ -16,6 +16,7 @@
 import { snippet } from './dom.js';
 import { plainText } from './richtext.js';
 import { attachmentsSummary } from './media.js';
+import { isGroupLike } from './state.js';
 
 const SOUND_KEY = 'parley.sound';
 const ASKED_KEY = 'parley.notify-asked';
@@ -83,7 +84,7 @@ export function onIncoming(c, e, o) {
   if (o.active && !(o.concernsMe && !o.isOpen)) return null;
   let desktop = false;
   if (notifPermission() === 'granted') {
-    const group = c.kind === 'group';
+    const group = isGroupLike(c);
     const title = group ? `${o.sender} in ${o.title}` : o.sender;
     const body = (o.concernsMe && group ? '@ ' : '') +
       (snippet(plainText(e.body || ''), 140) || attachmentsSummary(e.data && e.data.attachments));

@@ -20,7 +20,8 @@
 // conversation), composer.js (the composer and typing), actions.js and
 // reactions.js (message actions: replies, edits, deletes, reactions, pins),
 // mentions.js (@mentions and their autocomplete), richtext.js (Markdown
-// subset, links, shortcodes), groups.js (group dialogs), people.js (people
+// subset, links, shortcodes), groups.js (group dialogs), workspaces.js
+// (workspaces: browsing, joining and creating channels), people.js (people
 // search, profile card), search.js (message search), switcher.js
 // (Ctrl/Cmd+K), alerts.js (desktop notifications, sound, favicon count),
 // theme.js and settings.js (dark mode, settings dialog), notify.js
@@ -44,7 +45,7 @@ import * as actions from './actions.js';
 import { openNotifyMenu } from './notify.js';
 import {
   S, conv, lsKey, lsGet, saveCursorsSoon, saveOutbox, cursors, nameOf, unreadOf,
-  learnCounts, learnMembers, visible, titleOf, peerOf,
+  learnCounts, learnMembers, visible, titleOf, learnChannel, avatarOf,
 } from './state.js';
 import { initConvList, renderList, presenceOf } from './convlist.js';
 import {
@@ -59,6 +60,9 @@ import { initPeople, openProfile, refreshProfile } from './people.js';
 import { initSwitcher } from './switcher.js';
 import { initSearch, openSearch } from './search.js';
 import { initGroups, renderMembers } from './groups.js';
+import {
+  initWorkspaces, loadWorkspaces, noteWorkspace, workspacesChanged, resetWorkspaces,
+} from './workspaces.js';
 import { initComposer, autosize, typingStop, closeMentions } from './composer.js';
 import { initAuth, showAuth } from './auth.js';
 import { config as mediaConfig } from './media.js';
@@ -170,6 +174,7 @@ function onReady(m) {
   saveCursorsSoon();
   flushOutbox();
   refreshConversations();
+  loadWorkspaces();
   queryPresence();
   for (const c of S.convs.values()) {
     if (c.left) continue;
@@ -239,6 +244,7 @@ function apply(c, e) {
     const d = e.data || {};
     if (!c.kind && d.kind) c.kind = d.kind;
     if (!c.title && d.title) c.title = d.title;
+    if (d.kind === 'channel') { learnChannel(c, d); noteWorkspace(c.workspace); }
     if (!c.members && Array.isArray(d.members)) {
       c.members = d.members.map((u) => ({ id: u, role: u === e.sender ? 'admin' : 'member' }));
     }
@@ -247,6 +253,7 @@ function apply(c, e) {
     if (S.me && u === S.me.id && e.kind !== 'member_added') {
       c.left = true;
       c.role = null;
+      if (c.kind === 'channel') workspacesChanged();   // perhaps out of its workspace too
     } else {
       if (S.me && u === S.me.id) c.left = false;
       if (c.members) {
@@ -487,6 +494,8 @@ async function refreshConversations() {
     c.kind = rc.kind;
     c.title = rc.title;
     c.role = rc.role;
+    learnChannel(c, rc);
+    noteWorkspace(c.workspace);
     c.readSeq = Math.max(c.readSeq, rc.read_seq || 0);
     c.readSent = Math.max(c.readSent, rc.read_seq || 0);
     c.readKnown = true;
@@ -506,6 +515,8 @@ function loadDetails(c, force) {
     c.kind = d.kind;
     c.title = d.title;
     c.role = d.role;
+    learnChannel(c, d);
+    noteWorkspace(c.workspace);
     c.readSeq = Math.max(c.readSeq, d.read_seq || 0);
     c.readSent = Math.max(c.readSent, d.read_seq || 0);
     c.readKnown = true;
@@ -671,6 +682,12 @@ function upsertConv(d) {
   c.kind = d.kind;
   c.title = d.title;
   c.role = d.role;
+  learnChannel(c, d);
+  noteWorkspace(c.workspace);
+  // A conversation we had left and are in again (a channel joined back)
+  // whose `member_added` has not come yet: its stream starts again there
+  // (onEvent), not after the cursor we had when we left.
+  if (c.left && c.streamed) c.streamed = false;
   c.left = false;
   if (d.members) learnMembers(c, d.members);
   c.lastTs = Math.max(c.lastTs, d.last_ts || 0, Date.now());
@@ -754,6 +771,8 @@ function resetState() {
   S.cursorsAtAuth.clear();
   S.typingOut = null;
   S.listLoaded = false;
+  S.workspaces.clear();
+  resetWorkspaces();
   actions.onConvSwitch();
   closeMenu(false);
   $('conv-list').replaceChildren();
@@ -799,6 +818,7 @@ function startApp() {
   });
   conn.start();
   refreshConversations();
+  loadWorkspaces();
   render();
 }
 
@@ -846,6 +866,12 @@ function wire() {
     queryPresence: (ids) => { if (conn && conn.online) queryPresence(ids); },
     openProfile: (uid) => openProfile(uid, nameOf(uid)),
   });
+  initWorkspaces({
+    api, render, openConv, upsertConv,
+    queryPresence: (ids) => { if (conn && conn.online) queryPresence(ids); },
+    openProfile: (uid) => openProfile(uid, nameOf(uid)),
+  });
+  $('conv-lock').replaceChildren(icon('lock', 14));
   $('back').addEventListener('click', () => {
     typingStop();
     $('layout').dataset.view = 'list';
@@ -879,9 +905,9 @@ function wire() {
   const convChoices = () => [...S.convs.values()].filter((c) => (c.kind || c.streamed) && !c.left)
     .sort((a, b) => (b.lastTs - a.lastTs) || (b.id - a.id))
     .map((c) => {
-      const peer = peerOf(c);
-      return { id: c.id, title: titleOf(c), kind: c.kind, unread: unreadOf(c),
-        avatarKey: c.kind === 'group' ? 'g' + c.id : peer != null ? 'u' + peer : titleOf(c) };
+      const a = avatarOf(c);
+      return { id: c.id, title: titleOf(c), kind: c.kind, unread: unreadOf(c), private: c.kind === 'channel' && c.private,
+        avatarKey: a.key, avatarLabel: a.label, square: a.square };
     });
   initSwitcher({ convs: convChoices, open: openConv, enabled: () => !!conn && !$('app-screen').hidden });
   initSearch({

@@ -12,7 +12,7 @@ import { $ } from './dom.js';
 import * as actions from './actions.js';
 import { attachAutocomplete } from './mentions.js';
 import * as alerts from './alerts.js';
-import { S } from './state.js';
+import { S, isGroupLike } from './state.js';
 import { openMenu } from './menu.js';
 import { icon } from './icons.js';
 import * as media from './media.js';
@@ -135,7 +135,7 @@ function onReadyChange() {
 }
 
 /** Members I can @mention in the open conversation (and @all/@here in
- *  groups). */
+ *  groups and channels). */
 function mentionCandidates() {
   const c = S.convs.get(S.openId);
   if (!c || c.left) return [];
@@ -144,11 +144,12 @@ function mentionCandidates() {
   for (const m of c.members) {
     if (S.me && m.id === S.me.id) continue;
     const name = S.names.get(m.id);
-    if (name) out.push({ id: m.id, username: name, hint: m.role === 'admin' && c.kind === 'group' ? 'admin' : '' });
+    if (name) out.push({ id: m.id, username: name, hint: m.role === 'admin' && isGroupLike(c) ? 'admin' : '' });
   }
-  if (c.kind === 'group') {
-    out.push({ id: 0, username: 'all', hint: 'everyone in this group', special: true });
-    out.push({ id: 0, username: 'here', hint: 'everyone in this group', special: true });
+  if (isGroupLike(c)) {
+    const hint = `everyone in this ${c.kind === 'channel' ? 'channel' : 'group'}`;
+    out.push({ id: 0, username: 'all', hint, special: true });
+    out.push({ id: 0, username: 'here', hint, special: true });
   }
   return out;
 }

@@ -1,6 +1,7 @@
 // convlist.js — the conversation list (sidebar): order, names, previews,
 // presence dots, unread and @ badges as the notification level says. Names
-// and previews carry dir="auto" (right-to-left text shows as such).
+// and previews carry dir="auto" (right-to-left text shows as such). A
+// channel shows as "#name", a private one with a lock mark.
 
 import { el, $, setAttr, setText, paintAvatar, fmtShort } from './dom.js';
 import { icon } from './icons.js';
@@ -9,7 +10,7 @@ import { badgesOf } from './notify.js';
 import { setBadge } from './alerts.js';
 import { plainText } from './richtext.js';
 import { attachmentsSummary } from './media.js';
-import { S, titleOf, nameOf, peerOf, unreadOf, mentionsOf, systemText } from './state.js';
+import { S, titleOf, nameOf, peerOf, unreadOf, mentionsOf, systemText, isGroupLike, avatarOf } from './state.js';
 
 let openConv = () => {};
 
@@ -44,10 +45,10 @@ export function previewOf(c) {
       if (!actions.isAction(x)) { e = x; break; }
     }
   }
-  if (!e) return { text: c.kind === 'group' ? 'No messages yet' : 'Say hello 👋' };
+  if (!e) return { text: isGroupLike(c) ? 'No messages yet' : 'Say hello 👋' };
   if (e.kind === 'message') {
     const mine = S.me && e.sender === S.me.id;
-    const who = mine ? 'You: ' : c.kind === 'group' ? nameOf(e.sender) + ': ' : '';
+    const who = mine ? 'You: ' : isGroupLike(c) ? nameOf(e.sender) + ': ' : '';
     return { who, text: e.deleted ? 'Message deleted' : plainText(e.body || '') || attachmentsSummary(e.data && e.data.attachments) };
   }
   return { text: systemText(e) };
@@ -85,6 +86,7 @@ export function createConvItem(c, key) {
     el('span', { class: 'conv-main' },
       el('span', { class: 'conv-top' },
         el('span', { class: 'conv-name', 'data-testid': 'conv-name', dir: 'auto' }),
+        el('span', { class: 'lock-mark', 'data-testid': 'private-mark', title: 'Private channel', 'aria-hidden': 'true', hidden: true }, icon('lock', 13)),
         el('span', { class: 'muted-icon', 'data-testid': 'muted-icon', 'aria-hidden': 'true', hidden: true }, icon('bell-off', 14)),
         el('time', { class: 'conv-time' })),
       el('span', { class: 'conv-bottom' },
@@ -112,17 +114,23 @@ export function updateConvItem(li, c) {
   setAttr(btn, 'data-badge', badges.count);
   setAttr(btn, 'aria-current', c.id === S.openId ? 'true' : null);
   const presLabel = pres && pres !== 'unknown' ? `, ${pres}` : '';
+  const ws = c.kind === 'channel' ? S.workspaces.get(c.workspace) : null;
+  const wsName = ws ? ws.name : '';
   const countLabel = level === 'none' ? ', muted' : level === 'mentions'
     ? `${mentions ? `, ${mentions} unread ${mentions === 1 ? 'mention' : 'mentions'}` : ''}, mentions only`
     : `${unread ? `, ${unread} unread` : ''}${mentions ? `, ${mentions} ${mentions === 1 ? 'mention' : 'mentions'}` : ''}`;
-  setAttr(btn, 'aria-label', `${title}${c.kind === 'group' ? ' (group)' : ''}${presLabel}${countLabel}${c.left ? ', left' : ''}`);
+  const kindLabel = c.kind === 'group' ? ' (group)' : c.kind === 'channel' ? ` (${c.private ? 'private ' : ''}channel${wsName ? ` in ${wsName}` : ''})` : '';
+  setAttr(btn, 'aria-label', `${title}${kindLabel}${presLabel}${countLabel}${c.left ? ', left' : ''}`);
   btn.classList.toggle('is-unread', badges.count > 0);
   btn.classList.toggle('is-muted', level === 'none');
   btn.classList.toggle('is-left', c.left);
+  setAttr(btn, 'data-private', c.kind === 'channel' ? String(c.private) : null);
+  setAttr(btn, 'title', wsName ? `${title} · ${wsName}` : null);
   const av = btn.querySelector('.avatar');
-  const peer = peerOf(c);
-  paintAvatar(av, c.kind === 'group' ? 'g' + c.id : peer != null ? 'u' + peer : title, title);
-  av.classList.toggle('avatar-group', c.kind === 'group');
+  const a = avatarOf(c);
+  paintAvatar(av, a.key, a.label);
+  av.classList.toggle('avatar-group', a.square);
+  btn.querySelector('.lock-mark').hidden = !(c.kind === 'channel' && c.private);
   const dot = btn.querySelector('.pdot');
   dot.hidden = pres == null || pres === 'unknown';
   setAttr(dot, 'data-status', pres || '');

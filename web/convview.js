@@ -2,7 +2,9 @@
 // (days, system lines, bubbles with their status marks; message actions'
 // parts come from actions.js), the history state line and typing; the
 // "New messages" divider and the "new messages" pill (jump to latest).
-// A message's attachments are drawn by media.js (renderAttachments).
+// A message's attachments are drawn by media.js (renderAttachments). A
+// channel's header: "#name" (a lock mark when private), its workspace and
+// members, and a button to the workspace's channels (workspaces.js).
 //
 // Text whose direction we cannot know (message bodies, names, previews) gets
 // dir="auto", so Arabic or Hebrew reads right to left on its own.
@@ -11,7 +13,7 @@ import { el, $, setAttr, setText, paintAvatar, paintUserAvatar, fmtTime, fmtDay,
 import { icon, setIcon } from './icons.js';
 import * as actions from './actions.js';
 import { levelInfo } from './notify.js';
-import { S, titleOf, nameOf, peerOf, othersOf, systemText, saveOutbox } from './state.js';
+import { S, titleOf, nameOf, peerOf, othersOf, systemText, saveOutbox, isGroupLike, avatarOf } from './state.js';
 import { presenceOf } from './convlist.js';
 import { watch, unwatch, resetSeen, lastInView } from './seen.js';
 import { renderAttachments } from './media.js';
@@ -28,20 +30,26 @@ export function renderConvHead() {
   if (!c) return;
   const title = titleOf(c);
   setText($('conv-title'), title);
-  const peer = peerOf(c);
-  paintAvatar($('conv-avatar'), c.kind === 'group' ? 'g' + c.id : peer != null ? 'u' + peer : title, title);
-  $('conv-avatar').classList.toggle('avatar-group', c.kind === 'group');
+  const a = avatarOf(c);
+  paintAvatar($('conv-avatar'), a.key, a.label);
+  $('conv-avatar').classList.toggle('avatar-group', a.square);
+  const channel = c.kind === 'channel';
+  const ws = channel ? S.workspaces.get(c.workspace) : null;
+  $('conv-lock').hidden = !(channel && c.private);
+  $('ws-btn').hidden = !channel || c.workspace == null;
+  setText($('ws-btn-label'), ws ? ws.name : 'Workspace');
+  setAttr($('ws-btn'), 'aria-label', `${ws ? ws.name : 'Workspace'}: browse channels and members`);
   let sub = '';
   const sc = $('conv-sub');
   // Presence is only known while we are connected ourselves: when our own
   // connection is down (or the answer is not in yet) we say so rather than
   // repeat what was true before.
   const live = S.conn === 'online';
-  if (c.kind === 'group') {
+  if (isGroupLike(c)) {
     const n = c.members ? c.members.length : 0;
     // everyone online, me included (I am, when connected)
     const on = c.members ? c.members.filter((m) => (S.me && m.id === S.me.id) || presenceOf(m.id) === 'online').length : 0;
-    sub = `${n} member${n === 1 ? '' : 's'}${!c.members ? '' : !live ? ' · connecting…' : on ? ` · ${on} online` : ''}`;
+    sub = `${c.private ? 'Private · ' : ''}${n} member${n === 1 ? '' : 's'}${!c.members ? '' : !live ? ' · connecting…' : on ? ` · ${on} online` : ''}`;
     setAttr(sc, 'data-status', null);
   } else {
     const p = peerOf(c);
@@ -51,7 +59,7 @@ export function renderConvHead() {
     setAttr(sc, 'data-status', pr ? pr.status : 'unknown');
   }
   setText(sc, sub);
-  $('members-btn').hidden = c.kind !== 'group';
+  $('members-btn').hidden = !isGroupLike(c);
   const li = levelInfo(c.notify);
   const nb = $('notify-btn');
   setAttr(nb, 'data-level', li.level);
@@ -194,7 +202,7 @@ export function updateItem(li, it) {
   const c = S.convs.get(S.openId);
   // in groups, others' messages have an avatar beside them: shown on the
   // first of a run (same sender, a few minutes apart), room kept on the rest
-  const inGroup = !it.mine && !!c && c.kind === 'group';
+  const inGroup = !it.mine && isGroupLike(c);
   const showName = inGroup && it.first;
   li.classList.toggle('with-avatar', inGroup);
   sender.hidden = !showName;
@@ -221,7 +229,7 @@ export function updateItem(li, it) {
     setAttr(mark, 'aria-label', it.statusLabel);
     setAttr(mark, 'title', it.statusLabel);
     let ct = '';
-    if (c && c.kind === 'group' && it.st && it.status !== 'read') {
+    if (isGroupLike(c) && it.st && it.status !== 'read') {
       if (it.st.nr) ct = `read by ${it.st.nr}`;
       else if (it.st.nd && it.status !== 'delivered') ct = `delivered to ${it.st.nd}`;
     }

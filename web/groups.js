@@ -1,9 +1,11 @@
 // groups.js — the group dialogs: "New group" (a title and members by
 // username) and "Members" (the list with roles and presence, a member's
 // profile card, an admin adding and removing members, leaving the group).
-// REST: docs/protocol.md section 2.
+// REST: docs/protocol.md section 2. The members dialog serves channels too
+// (a channel is a group inside a workspace; only its workspace's members
+// can be added to it).
 
-import { el, $, paintUserAvatar } from './dom.js';
+import { el, $, paintUserAvatar, setText } from './dom.js';
 import { S, nameOf, learnMembers } from './state.js';
 import { presenceOf } from './convlist.js';
 import { attachPeoplePicker } from './people.js';
@@ -47,6 +49,7 @@ export function renderMembers() {
   const admin = c.role === 'admin' && !c.left;
   $('add-member-form').hidden = !admin;
   $('leave-group').hidden = c.left;
+  setText($('leave-group'), c.kind === 'channel' ? 'Leave channel' : 'Leave group');
   const members = (c.members || []).slice().sort((a, b) => (a.role === b.role ? nameOf(a.id).localeCompare(nameOf(b.id)) : a.role === 'admin' ? -1 : 1));
   ul.replaceChildren(...members.map((m) => {
     const name = nameOf(m.id);
@@ -102,8 +105,18 @@ async function addMember(ev) {
     renderMembers();
     h.render('conv');
   } catch (e) {
-    err.textContent = e.status === 403 ? 'Only admins can add members.' : (e.message || 'Could not add the member.');
+    err.textContent = addError(c, e, input.value.trim().replace(/^@/, ''));
   }
+}
+
+function addError(c, e, name) {
+  if (e.status === 403 && c.kind === 'channel' && (c.role === 'admin' || /workspace/i.test(e.message))) {
+    // an admin refused: the user is not in the channel's workspace
+    const w = S.workspaces.get(c.workspace);
+    return `${name} is not a member of ${w ? `the workspace “${w.name}”` : 'this workspace'}: a workspace admin must add them to it first.`;
+  }
+  if (e.status === 403) return 'Only admins can add members.';
+  return e.message || 'Could not add the member.';
 }
 
 async function removeMember(c, uid) {
@@ -130,6 +143,6 @@ async function leaveGroup() {
     $('members-dialog').close();
     h.render();
   } catch (e) {
-    err.textContent = e.message || 'Could not leave the group.';
+    err.textContent = e.message || `Could not leave the ${c.kind === 'channel' ? 'channel' : 'group'}.`;
   }
 }

@@ -24,6 +24,8 @@ const PATHS = {
     'M12 2.5v2.2M12 19.3v2.2M4.9 4.9l1.6 1.6M17.5 17.5l1.6 1.6M2.5 12h2.2M19.3 12h2.2M4.9 19.1l1.6-1.6M17.5 6.5l1.6-1.6',
     'M18.5 12a6.5 6.5 0 1 1-13 0 6.5 6.5 0 0 1 13 0z'],
   message: ['M4 5h16v11H9l-5 4z'],
+  // a private channel (convlist.js, convview.js, workspaces.js)
+  lock: ['M5.5 11h13v9.5h-13z', 'M8.5 11V7.5a3.5 3.5 0 0 1 7 0V11'],
   // attachments (media.js)
   paperclip: ['M20.5 11.5l-8.2 8.2a5.3 5.3 0 0 1-7.5-7.5l8.6-8.6a3.5 3.5 0 0 1 5 5l-8.6 8.6a1.8 1.8 0 0 1-2.5-2.5l7.9-7.9'],
   download: ['M12 4v11', 'M7 10.5l5 5 5-5', 'M5 20h14'],

@@ -1,6 +1,10 @@
 // state.js — the client's state and what is derived from it: conversations
-// (their loaded events, cursors, counts), names, presence, the outbox;
-// persistence of cursors and outbox in localStorage.
+// (their loaded events, cursors, counts), names, presence, the outbox, the
+// workspaces I am in; persistence of cursors and outbox in localStorage.
+//
+// A channel (kind "channel", docs/protocol.md "Workspaces and channels") is
+// a group that lives in a workspace: everything that holds for groups holds
+// for it (isGroupLike), it is titled "#name" and may be private.
 //
 // Ordering rule (see app.js): per conversation `applied` is the last seq
 // applied; loaded events are contiguous, minLoaded..applied.
@@ -19,11 +23,14 @@ export const S = {
   typingOut: null,          // {conv, since, last}
   listLoaded: false,
   conn: 'connecting',       // our own connection's state (conn.js)
+  workspaces: new Map(),    // id -> workspace object (REST, without members)
 };
 
 export function newConv(id) {
   return {
     id, kind: null, title: null, role: null, members: null,
+    workspace: null,          // a channel's workspace id
+    private: false,           // a private channel
     streamed: false,          // we hold a position in its live stream
     applied: 0, minLoaded: 1, events: [],
     noOlder: false, loadingOlder: false,
@@ -90,7 +97,29 @@ export function peerOf(c) {
   return m ? m.id : null;
 }
 
+/** A group or a channel: several members, admins, titles, @all. */
+export function isGroupLike(c) {
+  return !!c && (c.kind === 'group' || c.kind === 'channel');
+}
+
+/** What a conversation object (REST) or a channel's `created` event data
+ *  says of its workspace. */
+export function learnChannel(c, d) {
+  if (d.workspace !== undefined) c.workspace = d.workspace;
+  if (d.private !== undefined) c.private = !!d.private;
+}
+
+/** The avatar of a conversation: {key (colour), label (initials), square}. */
+export function avatarOf(c) {
+  if (c.kind === 'channel') return { key: 'g' + c.id, label: '#', square: true };
+  if (c.kind === 'group') return { key: 'g' + c.id, label: titleOf(c), square: true };
+  const peer = peerOf(c);
+  const title = titleOf(c);
+  return { key: peer != null ? 'u' + peer : title, label: title, square: false };
+}
+
 export function titleOf(c) {
+  if (c.kind === 'channel') return '#' + (c.title || 'channel');
   if (c.kind === 'group') return c.title || 'Group';
   const p = peerOf(c);
   if (p != null) return nameOf(p);
@@ -154,9 +183,14 @@ export function systemText(e) {
   const d = e.data || {};
   switch (e.kind) {
     case 'created':
+      if (d.kind === 'channel') return `${who} created the ${d.private ? 'private ' : ''}channel #${d.title || ''}`;
       return d.kind === 'group' ? `${who} created the group “${d.title || ''}”` : `${who} started the conversation`;
-    case 'member_added': return `${who} added ${nameOf(d.user)}`;
-    case 'member_removed': return `${who} removed ${nameOf(d.user)}`;
+    case 'member_added': return e.sender === d.user ? `${who} joined` : `${who} added ${nameOf(d.user)}`;
+    case 'member_removed':
+      // a member removing itself: an admin leaving a group, or (in a
+      // channel) someone who left the workspace
+      if (e.sender !== d.user) return `${who} removed ${nameOf(d.user)}`;
+      return (S.convs.get(e.conversation) || {}).kind === 'channel' ? `${who} left the workspace` : `${who} left`;
     case 'member_left': return `${nameOf(d.user != null ? d.user : e.sender)} left`;
     default: return actions.isAction(e) ? actions.actionPreview(S.convs.get(e.conversation), e) : `${e.kind}`;
   }

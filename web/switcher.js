@@ -5,6 +5,7 @@
 // back where it was).
 
 import { el, $, setAttr, paintAvatar } from './dom.js';
+import { icon } from './icons.js';
 
 const MAX = 20;
 let h = null;
@@ -12,8 +13,8 @@ let opts = [];
 let active = 0;
 let back = null;
 
-/** hooks: {convs() -> [{id, title, kind, unread, avatarKey}] (most recent
- *  first), open(id), enabled() -> bool} */
+/** hooks: {convs() -> [{id, title, kind, unread, avatarKey, avatarLabel,
+ *  square, private}] (most recent first), open(id), enabled() -> bool} */
 export function initSwitcher(hooks) {
   h = hooks;
   const dlg = $('switcher-dialog');
@@ -57,10 +58,11 @@ export function openSwitcher() {
 
 function matches(q) {
   const all = h.convs();
+  q = q.replace(/^#/, '');                 // "#ran" and "ran" both find #random
   if (!q) return all.slice(0, MAX);
   const starts = [], contains = [];
   for (const c of all) {
-    const t = c.title.toLowerCase();
+    const t = c.title.toLowerCase().replace(/^#/, '');
     if (t.startsWith(q)) starts.push(c);
     else if (t.includes(q)) contains.push(c);
   }
@@ -73,13 +75,14 @@ function paint(refilter = true) {
   if (refilter) opts = matches(input.value.trim().toLowerCase());
   if (active >= opts.length) active = 0;
   list.replaceChildren(...opts.map((c, i) => {
-    const av = el('span', { class: 'avatar avatar-xs' + (c.kind === 'group' ? ' avatar-group' : ''), 'aria-hidden': 'true' });
-    paintAvatar(av, c.avatarKey, c.title);
+    const av = el('span', { class: 'avatar avatar-xs' + (c.square ? ' avatar-group' : ''), 'aria-hidden': 'true' });
+    paintAvatar(av, c.avatarKey, c.avatarLabel || c.title);
     return el('li', {
       id: `switcher-opt-${i}`, role: 'option', class: 'switcher-opt', 'aria-selected': String(i === active),
       'data-testid': 'switcher-option', 'data-conv-id': c.id,
       onpointerdown: (ev) => { ev.preventDefault(); choose(i); },
     }, av, el('span', { class: 'switcher-name', dir: 'auto', text: c.title }),
+    c.private ? el('span', { class: 'lock-mark', role: 'img', 'aria-label': 'private channel' }, icon('lock', 13)) : null,
     c.unread ? el('span', { class: 'badge', text: c.unread > 99 ? '99+' : String(c.unread), 'aria-label': `${c.unread} unread` }) : null);
   }));
   if (!opts.length) list.append(el('li', { class: 'switcher-empty', role: 'presentation', text: 'No conversation by that name.' }));

@@ -40,6 +40,12 @@ playwright-core against a real parleyd (see conftest.py):
   progress, cancel, an over-limit error, a resumable upload resumed after a
   dropped connection; thumbnails over BlurHash placeholders, the lightbox,
   file cards, audio; search with "has attachments".
+- workspaces.mjs: workspaces and channels: create a workspace and channels
+  (public, private; a bad and a taken name, one too many refused in
+  words), add a member
+  by username (its #general appears live), browse (the private channel is
+  not listed for a non-member), join a public channel (history from the
+  join), messages both ways.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
@@ -63,6 +69,7 @@ SCENARIOS = {
     "features": (),
     "sse": ("--sse-heartbeat", "2"),      # WebSocket blocked: Server-Sent Events and REST
     "media": ("--media-max-file", "1048576"),   # a 1 MiB document limit: the over-limit case
+    "workspaces": ("--workspace-max-channels", "3"),   # its third channel fills the workspace: 413 quota
 }
 
 
