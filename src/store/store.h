@@ -222,7 +222,7 @@ typedef struct pl_push {
     int64_t  ts;
     int64_t  sender;
     char     sender_name[33];
-    int      conv_kind;         /* PL_CONV_DIRECT or PL_CONV_GROUP          */
+    int      conv_kind;         /* pl_conv_kind                             */
     char    *title;             /* a group's title (NULL: none)             */
     char    *body;              /* the message's text; NULL when it has none
                                  * (attachments only, a ciphertext message) */
