@@ -69,6 +69,16 @@ void pl_workspace_list_free(pl_workspace *list, size_t n) {
     free(list);
 }
 
+void pl_report_list_free(pl_report *list, size_t n) {
+    if (!list) return;
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].reason);
+        free(list[i].note);
+        free(list[i].body);
+    }
+    free(list);
+}
+
 void pl_event_list_free(pl_event *list, size_t n) {
     if (!list) return;
     for (size_t i = 0; i < n; i++) pl_event_release(&list[i]);
@@ -108,6 +118,9 @@ void pl_job_release(pl_job *j) {
     pl_device_list_free(j->devices, j->ndevices);   /* end-to-end encryption */
     j->devices = NULL;
     j->ndevices = 0;
+    pl_report_list_free(j->reports, j->nreports);                  /* reports */
+    j->reports = NULL;
+    j->nreports = 0;
     pl_workspace_list_free(j->workspaces, j->nworkspaces);        /* workspaces */
     j->workspaces = NULL;
     j->nworkspaces = 0;

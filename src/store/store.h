@@ -116,6 +116,16 @@
  *      channels are invisible to non-members: ENOTFOUND, as for a channel
  *      that does not exist. Quotas: opts.workspace_members members and
  *      opts.workspace_channels channels per workspace (0: none).
+ *  12. Reports (P12; docs/design.md "Moderation"). A member may report
+ *      another user's message it can see (invariant 4) with a reason; the
+ *      report keeps a snapshot of the message as it was (sender, body), so
+ *      an edit or a delete after it does not erase the evidence. One report
+ *      per (message, reporter). Reports are not events: they are in no
+ *      log, and only a group's or channel's admins (for its conversation)
+ *      or server admins (PL_JOB_ADMIN / PL_READ_ADMIN: the caller checked)
+ *      read and resolve them; anyone else gets ENOTFOUND (the reporter's
+ *      fellow members cannot tell a report exists) or EFORBID (a member who
+ *      is not an admin asking for the list).
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -409,6 +419,31 @@ int pl_store__workspace_name_ok(const char *name);
  * bytes of valid UTF-8, ASCII only as a-z, 0-9, '-', '_', '.'. */
 int pl_store__channel_name_ok(const char *name);
 
+/* ---- reports (invariant 12) ---------------------------------------------- */
+
+#define PL_REPORT_NOTE_MAX 500   /* bytes of a report's note                */
+
+typedef struct pl_report {      /* strings owned                             */
+    int64_t  id;
+    int64_t  conv, seq;
+    int      conv_kind;         /* pl_conv_kind                              */
+    int64_t  reporter;
+    char     reporter_name[33];
+    int64_t  sender;            /* the message's author                      */
+    char     sender_name[33];
+    char    *reason;            /* as given (the API checks the words)       */
+    char    *note;              /* NULL: none                                */
+    char    *body;              /* the message's text when reported; NULL for
+                                 * none (attachments only, ciphertext)       */
+    uint64_t msg_id;            /* the message's id                          */
+    int64_t  msg_ts;
+    int64_t  created;           /* ms                                        */
+    int64_t  resolved;          /* ms; 0: open                               */
+    int64_t  resolved_by;
+} pl_report;
+
+void pl_report_list_free(pl_report *list, size_t n);
+
 /* ---- jobs --------------------------------------------------------------- */
 
 typedef enum pl_job_op {
@@ -564,6 +599,22 @@ typedef enum pl_job_op {
                                * included). out: out_id = conv; event MEMBER_ADDED
                                * (sender = subject = user), created = 1; already a
                                * member: nothing, created = 0.                 */
+    /* ---- reports (invariant 12; explicit value) ------------------------ */
+    PL_JOB_REPORT = 80,       /* in: conv, user (reporter), seq (target), title (the
+                               * reason, 1..32 bytes), body/body_len (note, 0..
+                               * PL_REPORT_NOTE_MAX bytes; NULL: none). Target errors
+                               * as EDIT's (ENOTFOUND: not a member, no such seq,
+                               * before joined_seq; EINVAL why "not a message";
+                               * EGONE: deleted), and EINVAL why "your own message".
+                               * out: out_id = the report, created = 1; a repeat by
+                               * the same reporter: the first one's id, created = 0.
+                               * No event.                                      */
+    PL_JOB_REPORT_RESOLVE,    /* in: id (report), user, flags PL_JOB_ADMIN (a server
+                               * admin: any report). Else user must be an admin of
+                               * the report's conversation (a group or a channel):
+                               * ENOTFOUND otherwise (no such report included).
+                               * out: out_id = id, created = 1; already resolved:
+                               * created = 0.                                   */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */
@@ -643,18 +694,30 @@ typedef enum pl_job_op {
                                * members), by id                             */
     PL_READ_WORKSPACE_GET,    /* in: id (workspace), user. out: workspaces[0] with
                                * members. ENOTFOUND unless user is in it.    */
-    PL_READ_CHANNELS          /* in: id (workspace), user. out: convs: its public
+    PL_READ_CHANNELS,         /* in: id (workspace), user. out: convs: its public
                                * channels and the private ones user is in, by
                                * title; each with id, kind, title, workspace,
                                * is_private, last_seq, last_ts, member_count and
                                * role = user's (PL_ROLE_NONE: not in it; then the
                                * other per-user fields are 0). ENOTFOUND unless
                                * user is in the workspace.                    */
+    /* reports (invariant 12; explicit value) */
+    PL_READ_REPORTS = 170     /* in: conv (0: every conversation, only with
+                               * PL_READ_ADMIN), user, flags PL_READ_ADMIN (a server
+                               * admin: any conversation) and PL_READ_RESOLVED
+                               * (resolved ones too; else open ones only), cursor
+                               * (0: from the newest; else ids below it), limit
+                               * (1..PL_STORE_PAGE_MAX). Without PL_READ_ADMIN user
+                               * must be an admin of conv, a group or channel
+                               * (ENOTFOUND: not a member, or a direct one;
+                               * EFORBID: a member, not an admin). out: reports
+                               * (newest id first), more.                    */
 } pl_job_op;
 
 #define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */
 #define PL_JOB_PRIVATE     2   /* CHANNEL_CREATE: a private channel           */
 #define PL_JOB_EVICT       4   /* MEMBER_REMOVE: see there                    */
+#define PL_JOB_ADMIN       8   /* REPORT_RESOLVE: by a server admin           */
 
 #define PL_READ_WITH_HASH  1   /* USER_BY_NAME: also return pwhash          */
 #define PL_READ_WITH_LAST  2   /* CONV_LIST: fill conv.last                  */
@@ -665,6 +728,8 @@ typedef enum pl_job_op {
                                 * (media_refs rows)                          */
 #define PL_READ_BEFORE     32  /* SEARCH: before is a bound even when 0 (then
                                 * nothing matches); without it 0 is none     */
+#define PL_READ_ADMIN      64  /* REPORTS: asked by a server admin           */
+#define PL_READ_RESOLVED  128  /* REPORTS: resolved ones too                 */
 
 #define PL_STORE_QUERY_MAX  256 /* bytes of a search query                   */
 #define PL_STORE_SEARCH_MAX 50  /* results of one search page                */
@@ -772,6 +837,9 @@ struct pl_job {
     /* workspaces (invariant 11) */
     pl_workspace *workspaces; /* out: READ_WORKSPACES, READ_WORKSPACE_GET (owned) */
     size_t      nworkspaces;
+    /* reports (invariant 12) */
+    pl_report  *reports;      /* out: READ_REPORTS (owned)                 */
+    size_t      nreports;
     /* callback, run on the loop thread */
     pl_job_cb  done;
     void      *data;          /* caller's                                  */
