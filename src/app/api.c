@@ -187,11 +187,17 @@ void api_method_not_allowed(pl_http_ctx *ctx) {
 static void message_route(pl_http_ctx *ctx, int64_t conv, pl_str *s, size_t n) {
     int m = ctx->req.method;
     int pins = api_seg_is(s[0], "pins");
-    if (n == 3 && (pins || !api_seg_is(s[2], "reactions"))) {
+    int report = n == 3 && !pins && api_seg_is(s[2], "report");
+    if (n == 3 && (pins || (!api_seg_is(s[2], "reactions") && !report))) {
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;
     }
     int64_t seq = api_parse_id(s[1].p, s[1].n);
+    if (report) {                                     /* api_reports.c */
+        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
+        else if (path_id_ok(ctx, seq, "no such message")) h_report(ctx, conv, seq);
+        return;
+    }
     if (n == 3) {
         if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
         else if (path_id_ok(ctx, seq, "no such message")) h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
@@ -212,6 +218,10 @@ static void authed_route(pl_http_ctx *ctx) {
     int m = ctx->req.method;
     if (api_seg_is(s[0], "media")) {             /* api_media.c */
         h_media_route(ctx, s, n);
+        return;
+    }
+    if (api_seg_is(s[0], "reports")) {       /* api_reports.c */
+        h_reports_route(ctx, s, n);
         return;
     }
     if (api_seg_is(s[0], "workspaces")) {    /* api_ws.c */
@@ -299,6 +309,11 @@ static void authed_route(pl_http_ctx *ctx) {
     if (n == 3 && api_seg_is(s[2], "receipts")) {
         if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_receipts(ctx, conv);
+        return;
+    }
+    if (n == 3 && api_seg_is(s[2], "reports")) {  /* api_reports.c */
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
+        else h_conv_reports(ctx, conv);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "join")) {     /* api_ws.c */
@@ -445,6 +460,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
                 ((n == 2 || n == 3) && api_seg_is(s[0], "push") && api_seg_is(s[1], "devices")) ||  /* api_push.c */
                 (n >= 1 && n <= 3 && api_seg_is(s[0], "media")) ||             /* api_media.c */
                 (n >= 1 && n <= 4 && api_seg_is(s[0], "workspaces")) ||        /* api_ws.c */
+                ((n == 1 || n == 3) && api_seg_is(s[0], "reports")) ||          /* api_reports.c */
                 (n == 3 && api_seg_is(s[0], "users") && (api_seg_is(s[2], "devices") || api_seg_is(s[2], "bundle")));
     if (!known) {
         pl_http_error(ctx, 404, "not_found", "no such route");

@@ -98,6 +98,11 @@ int  api_group_members(api_op *op, json_t *members, size_t *n);
  * POST /api/v1/conversations/{id}/join */
 void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n);
 void h_channel_join(pl_http_ctx *ctx, int64_t conv);
+/* api_reports.c: POST .../messages/{seq}/report, GET /conversations/{id}/reports,
+ * /api/v1/reports[/{id}/resolve] (s[0] == "reports") */
+void h_report(pl_http_ctx *ctx, int64_t conv, int64_t seq);
+void h_conv_reports(pl_http_ctx *ctx, int64_t conv);
+void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n);
 void h_history(pl_http_ctx *ctx, int64_t conv);
 void h_send(pl_http_ctx *ctx, int64_t conv);
 void h_receipt(pl_http_ctx *ctx, int64_t conv, int read);

@@ -39,6 +39,7 @@ static const setting table[] = {
     S("redis-prefix", redis_prefix, "parley:", "prefix of Parley's keys and channels in Redis"),
     I("store-readers", store_readers, 0, 64, "0", "store reader threads (0: 2 for SQLite, 4 for PostgreSQL)"),
     I("max-group-members", max_group_members, 2, 1000000, "10000", "members a group may be created with"),
+    S("admins", admins, "", "usernames of the server's admins, comma-separated: they read and resolve every report (docs/protocol.md \"Reports\")"),
     I("workspace-max-members", workspace_max_members, 0, 100000000, "100000", "members a workspace may have (0: no limit)"),
     I("workspace-max-channels", workspace_max_channels, 0, 10000000, "10000", "channels a workspace may have, private ones and general included (0: no limit)"),
     I("large-group", large_group, 0, 100000000, "1000", "members above which a group is large: not replayed on sync (mentions only), @all/@here for admins only (0: off)"),

@@ -27,6 +27,7 @@ typedef struct pl_config {
     char redis_prefix[64];    /* key and channel prefix in Redis             */
     int  store_readers;       /* reader threads/connections; 0: default      */
     int  max_group_members;
+    char admins[1024];        /* server admins' usernames, comma-separated   */
     int  workspace_max_members;  /* quotas per workspace (0: none) */
     int  workspace_max_channels;
     int  large_group;         /* members above which a group is large (not replayed, @all for admins); 0: off */

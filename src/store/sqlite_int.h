@@ -199,6 +199,10 @@ int  sq_job_ws(sq_store *s, pl_job *j, int64_t now);
 int  sq_ws_channel_admits(sq_store *s, int64_t conv, int64_t user);
 int  sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, const char **why);
 int  sq_read_ws(sq_reader *r, pl_job *j);
+/* store_sqlite_reports.c: PL_JOB_REPORT, REPORT_RESOLVE (in a savepoint)
+ * and PL_READ_REPORTS (store.h invariant 12) */
+int  sq_job_report(sq_store *s, pl_job *j, int64_t now);
+int  sq_read_reports(sq_reader *r, pl_job *j);
 /* store_sqlite_write.c: the writer's helpers, for the files above */
 int  sq_w_fatal(sq_store *s, int rc, const char *what);
 int  sq_w_member_role(sq_store *s, int64_t conv, int64_t user);  /* PL_ROLE_NONE if not */
@@ -214,6 +218,18 @@ int  sq_w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, i
  * nothing if it is one. */
 int  sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer);
 int  sq_w_user_exists(sq_store *s, int64_t user);    /* 1, 0, W_FATAL */
+/* A message an action targets, as the writer sees it. */
+typedef struct sq_target {
+    int     kind;
+    int64_t sender, ts, deleted_ts, ref, pinned_ts;
+    char   *body;                 /* owned; NULL when deleted               */
+    size_t  body_len;
+    int     role;                 /* the actor's                            */
+} sq_target;
+/* Loads j->user's membership and the target at seq with the checks every
+ * message action makes (store.h: target errors; j->why set); t->body is
+ * the caller's to free, also on failure. */
+int  sq_w_target_load(sq_store *s, pl_job *j, int64_t seq, sq_target *t);
 /* Runs sql with its parameters given by fmt, one letter each: 'i' an
  * int64_t, 't' a string (borrowed). 1 when it returned a row (*out =
  * column 0 when out), 0 when none, SQ_RUN_ERR on failure (SQLite's code in

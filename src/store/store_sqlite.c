@@ -348,6 +348,25 @@ static const char *const migrations[] = {
     "ALTER TABLE conversations ADD COLUMN workspace INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE conversations ADD COLUMN private INTEGER NOT NULL DEFAULT 0;"
     "CREATE UNIQUE INDEX conversations_channel ON conversations(workspace, title) WHERE kind = 3;",
+    /* 13 -> 14: reports of messages (store.h invariant 12,
+     * store_sqlite_reports.c), with a snapshot of the message */
+    "CREATE TABLE reports("
+    "  id INTEGER PRIMARY KEY,"
+    "  conv_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  reporter INTEGER NOT NULL,"
+    "  sender INTEGER NOT NULL,"
+    "  reason TEXT NOT NULL,"
+    "  note TEXT,"
+    "  body TEXT,"
+    "  msg_id INTEGER NOT NULL,"
+    "  msg_ts INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  resolved INTEGER NOT NULL DEFAULT 0,"
+    "  resolved_by INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE(conv_id, seq, reporter));"
+    "CREATE INDEX reports_conv ON reports(conv_id, id);"
+    "CREATE INDEX reports_open ON reports(id) WHERE resolved = 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

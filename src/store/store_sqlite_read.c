@@ -628,6 +628,8 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
     case PL_READ_WORKSPACE_GET:
     case PL_READ_CHANNELS:
         return sq_read_ws(r, j);
+    case PL_READ_REPORTS:                 /* store_sqlite_reports.c */
+        return sq_read_reports(r, j);
     default:
         return PL_STORE_EINVAL;
     }

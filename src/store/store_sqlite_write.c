@@ -104,6 +104,7 @@ static int w_keeps_members(pl_job_op op) {
     case PL_JOB_LAST_SEEN: case PL_JOB_USER_CREATE: case PL_JOB_LOGIN_CREATE:
     case PL_JOB_LOGIN_ROTATE: case PL_JOB_LOGIN_REVOKE:
     case PL_JOB_PUSH_REGISTER: case PL_JOB_PUSH_UNREGISTER: case PL_JOB_PUSH_CLAIM: case PL_JOB_PUSH_DONE:
+    case PL_JOB_REPORT: case PL_JOB_REPORT_RESOLVE:
         return 1;
     default:
         return 0;
@@ -356,14 +357,7 @@ static int job_login_revoke(sq_store *s, pl_job *j, int64_t now) {
 
 /* ---- message features (store.h invariants 6 and 7) ------------------------ */
 
-/* A message an action targets, as the writer sees it. */
-typedef struct w_target {
-    int     kind;
-    int64_t sender, ts, deleted_ts, ref, pinned_ts;
-    char   *body;                 /* owned; NULL when deleted               */
-    size_t  body_len;
-    int     role;                 /* the actor's                            */
-} w_target;
+typedef sq_target w_target;      /* sqlite_int.h */
 
 /* Loads the actor's membership and the target at seq, checking what every
  * action checks (store.h: target errors). */
@@ -1098,6 +1092,8 @@ static int w_run_job_op(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_WORKSPACE_REMOVE:
     case PL_JOB_CHANNEL_CREATE:
     case PL_JOB_CHANNEL_JOIN:  return w_in_savepoint(s, j, now, sq_job_ws);
+    case PL_JOB_REPORT:                                    /* store_sqlite_reports.c */
+    case PL_JOB_REPORT_RESOLVE: return w_in_savepoint(s, j, now, sq_job_report);
     default:                   return PL_STORE_EINVAL;
     }
 }
@@ -1127,6 +1123,7 @@ int sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t 
     return w_member_join(s, j, now, conv, actor, peer);
 }
 int sq_w_user_exists(sq_store *s, int64_t user) { return w_user_exists(s, user); }
+int sq_w_target_load(sq_store *s, pl_job *j, int64_t seq, sq_target *t) { return w_target_load(s, j, seq, t); }
 
 /* Writes the conversation state and own_unread deltas the batch moved. */
 static int w_flush(sq_store *s) {

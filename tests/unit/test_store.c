@@ -355,9 +355,9 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 13);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 14);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
-                                    * insert triggers to code, push, workspaces */
+                                    * insert triggers to code, push, workspaces, reports */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2706,6 +2706,7 @@ TEST(store_search_migration_backfills) {
                               " DROP INDEX conversations_channel;"
                               " ALTER TABLE conversations DROP COLUMN workspace;"
                               " ALTER TABLE conversations DROP COLUMN private;"
+                              " DROP TABLE reports;"                                 /* 13 -> 14 */
                               " PRAGMA user_version = 5;"), SQLITE_OK);
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     CHECK_EQ(t_found(&t, a, "heron", 0, 1), 1);
@@ -3604,6 +3605,7 @@ TEST(store_event_insert_queues_and_references_once) {
                           "DROP INDEX conversations_channel;"
                           "ALTER TABLE conversations DROP COLUMN workspace;"
                           "ALTER TABLE conversations DROP COLUMN private;"
+                          "DROP TABLE reports;"                                 /* 13 -> 14 */
                           "PRAGMA user_version = 10;"), SQLITE_OK);
     CHECK_EQ(t_open_store(&t), PL_STORE_OK);
     pl_media m;

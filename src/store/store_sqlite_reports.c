@@ -1,0 +1,180 @@
+/* store_sqlite_reports.c — reports of messages in the SQLite backend
+ * (store.h invariant 12).
+ *
+ * Owns: the SQL of the reports table: the report (with its snapshot of the
+ * message), its resolution, and the admins' list. A report checks its
+ * target as every message action does (sq_w_target_load), and is no event:
+ * nothing of it reaches a conversation's log. Rare jobs: statements are
+ * prepared on use.
+ */
+#include "sqlite_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/utf8.h"
+
+#define REPORT_REASON_MAX 32
+
+static int r_fatal(sq_store *s, int src) { return sq_w_fatal(s, src, "report statement"); }
+
+static int report(sq_store *s, pl_job *j, int64_t now) {
+    size_t rlen = j->title ? strlen(j->title) : 0;
+    if (!rlen || rlen > REPORT_REASON_MAX || !pl_utf8_valid((const uint8_t *)j->title, rlen)) {
+        j->why = "bad reason";
+        return PL_STORE_EINVAL;
+    }
+    size_t nlen = j->body ? j->body_len : 0;
+    if (nlen > PL_REPORT_NOTE_MAX || (nlen && !pl_utf8_valid((const uint8_t *)j->body, nlen))) {
+        j->why = "bad note";
+        return PL_STORE_EINVAL;
+    }
+    sq_target t;
+    int rc = sq_w_target_load(s, j, j->seq, &t);
+    if (rc == PL_STORE_OK && t.sender == j->user) {
+        j->why = "your own message";
+        rc = PL_STORE_EINVAL;
+    }
+    int src = 0;
+    int64_t id = 0, msg_id = 0;
+    if (rc == PL_STORE_OK) {
+        int found = sq_run(s->wdb, &src, &id, "SELECT id FROM reports WHERE conv_id = ?1 AND seq = ?2 AND reporter = ?3",
+                           "iii", j->conv, j->seq, j->user);
+        if (found < 0) rc = r_fatal(s, src);
+        else if (found) j->out_id = id;             /* a repeat: the first one */
+        else if (sq_run(s->wdb, &src, &msg_id, "SELECT id FROM events WHERE conv_id = ?1 AND seq = ?2", "ii", j->conv,
+                        j->seq) < 0)
+            rc = r_fatal(s, src);
+        else
+            id = -1;                                /* to insert */
+    }
+    if (rc == PL_STORE_OK && id < 0) {
+        sqlite3_stmt *st = sq_prep(s->wdb,
+                                   "INSERT INTO reports(conv_id, seq, reporter, sender, reason, note, body, msg_id,"
+                                   " msg_ts, created) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+                                   &src);
+        if (!st) {
+            rc = r_fatal(s, src);
+        } else {
+            sqlite3_bind_int64(st, 1, j->conv);
+            sqlite3_bind_int64(st, 2, j->seq);
+            sqlite3_bind_int64(st, 3, j->user);
+            sqlite3_bind_int64(st, 4, t.sender);
+            sqlite3_bind_text(st, 5, j->title, (int)rlen, SQLITE_STATIC);
+            if (nlen) sqlite3_bind_text(st, 6, j->body, (int)nlen, SQLITE_STATIC);
+            else sqlite3_bind_null(st, 6);
+            if (t.body && t.body_len) sqlite3_bind_text(st, 7, t.body, (int)t.body_len, SQLITE_STATIC);
+            else sqlite3_bind_null(st, 7);                  /* ciphertext, attachments only */
+            sqlite3_bind_int64(st, 8, msg_id);
+            sqlite3_bind_int64(st, 9, t.ts);
+            sqlite3_bind_int64(st, 10, now);
+            int step = sqlite3_step(st);
+            if (step == SQLITE_ROW) {
+                j->out_id = sqlite3_column_int64(st, 0);
+                j->created = 1;
+            }
+            sqlite3_finalize(st);
+            if (step != SQLITE_ROW) rc = r_fatal(s, step);
+        }
+    }
+    free(t.body);
+    return rc;
+}
+
+static int resolve(sq_store *s, pl_job *j, int64_t now) {
+    int src = 0;
+    int64_t conv = 0, resolved = 0, kind = 0;
+    int rc = sq_run(s->wdb, &src, &conv, "SELECT conv_id FROM reports WHERE id = ?1", "i", j->id);
+    if (rc <= 0) return rc < 0 ? r_fatal(s, src) : PL_STORE_ENOTFOUND;
+    if (!(j->flags & PL_JOB_ADMIN)) {
+        if (sq_run(s->wdb, &src, &kind, "SELECT kind FROM conversations WHERE id = ?1", "i", conv) < 0)
+            return r_fatal(s, src);
+        int role = sq_w_member_role(s, conv, j->user);
+        if (role < 0) return role;
+        if (kind == PL_CONV_DIRECT || role != PL_ROLE_ADMIN) return PL_STORE_ENOTFOUND;
+    }
+    j->out_id = j->id;
+    if (sq_run(s->wdb, &src, &resolved, "SELECT resolved FROM reports WHERE id = ?1", "i", j->id) < 0)
+        return r_fatal(s, src);
+    if (resolved) return PL_STORE_OK;
+    if (sq_run(s->wdb, &src, NULL, "UPDATE reports SET resolved = ?1, resolved_by = ?2 WHERE id = ?3", "iii", now,
+               j->user, j->id) < 0)
+        return r_fatal(s, src);
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
+int sq_job_report(sq_store *s, pl_job *j, int64_t now) {
+    return j->op == PL_JOB_REPORT ? report(s, j, now) : resolve(s, j, now);
+}
+
+/* ---- the list --------------------------------------------------------------- */
+
+static void name_copy(char dst[33], sqlite3_stmt *st, int i) {
+    const char *v = (const char *)sqlite3_column_text(st, i);
+    snprintf(dst, 33, "%s", v ? v : "");
+}
+
+int sq_read_reports(sq_reader *r, pl_job *j) {
+    int admin = (j->flags & PL_READ_ADMIN) != 0, src = 0, rc;
+    if (!j->conv && !admin) return PL_STORE_EINVAL;
+    sqlite3_stmt *st;
+    if (!admin) {
+        st = sq_prep(r->db, "SELECT c.kind, m.role FROM conversations c JOIN members m ON m.conv_id = c.id"
+                            " AND m.user_id = ?2 WHERE c.id = ?1", &src);
+        if (!st) return PL_STORE_EUNAVAIL;
+        sqlite3_bind_int64(st, 1, j->conv);
+        sqlite3_bind_int64(st, 2, j->user);
+        int kind = 0, role = PL_ROLE_NONE;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            kind = sqlite3_column_int(st, 0);
+            role = sqlite3_column_int(st, 1);
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return PL_STORE_EUNAVAIL;
+        if (rc == SQLITE_DONE || kind == PL_CONV_DIRECT) return PL_STORE_ENOTFOUND;
+        if (role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+    }
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;
+    st = sq_prep(r->db,
+                 "SELECT r.id, r.conv_id, r.seq, c.kind, r.reporter, ur.username, r.sender, us.username, r.reason,"
+                 " r.note, r.body, r.msg_id, r.msg_ts, r.created, r.resolved, r.resolved_by"
+                 " FROM reports r JOIN conversations c ON c.id = r.conv_id"
+                 " LEFT JOIN users ur ON ur.id = r.reporter LEFT JOIN users us ON us.id = r.sender"
+                 " WHERE (?1 = 0 OR r.conv_id = ?1) AND (?2 OR r.resolved = 0) AND (?3 = 0 OR r.id < ?3)"
+                 " ORDER BY r.id DESC LIMIT ?4", &src);
+    if (!st) return PL_STORE_EUNAVAIL;
+    sqlite3_bind_int64(st, 1, j->conv);
+    sqlite3_bind_int(st, 2, (j->flags & PL_READ_RESOLVED) != 0);
+    sqlite3_bind_int64(st, 3, j->cursor);
+    sqlite3_bind_int(st, 4, limit + 1);
+    j->reports = pl_calloc((size_t)limit, sizeof *j->reports);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (j->nreports == (size_t)limit) {
+            j->more = 1;
+            break;
+        }
+        pl_report *p = &j->reports[j->nreports++];
+        p->id = sqlite3_column_int64(st, 0);
+        p->conv = sqlite3_column_int64(st, 1);
+        p->seq = sqlite3_column_int64(st, 2);
+        p->conv_kind = sqlite3_column_int(st, 3);
+        p->reporter = sqlite3_column_int64(st, 4);
+        name_copy(p->reporter_name, st, 5);
+        p->sender = sqlite3_column_int64(st, 6);
+        name_copy(p->sender_name, st, 7);
+        p->reason = sq_col_text(st, 8, NULL);
+        p->note = sq_col_text(st, 9, NULL);
+        p->body = sq_col_text(st, 10, NULL);
+        p->msg_id = (uint64_t)sqlite3_column_int64(st, 11);
+        p->msg_ts = sqlite3_column_int64(st, 12);
+        p->created = sqlite3_column_int64(st, 13);
+        p->resolved = sqlite3_column_int64(st, 14);
+        p->resolved_by = sqlite3_column_int64(st, 15);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
+}
