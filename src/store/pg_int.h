@@ -62,6 +62,7 @@ enum {
     /* workspaces and channels (store_pg_ws.c) */
     W_WS_CONV_LOCK, W_WS_LOCK, W_WS_STATE, W_WS_CONV, W_WS_INSERT, W_WS_FOUNDER, W_WS_JOIN, W_WS_LEAVE,
     W_WS_PROMOTE, W_WS_CHANNELS_OF, W_CHANNEL_CREATE,
+    W_REPORT_TARGET, W_REPORT_INSERT, W_REPORT_RESOLVE,      /* reports (store_pg_reports.c) */
     W__COUNT
 };
 extern const char *const pg_w_sql[W__COUNT];
@@ -78,6 +79,7 @@ enum {
     R_MEDIA_GET, R_MEDIA_OWNED,         /* media (store_pg_media.c) */
     R_PUSH_DEVICES, R_PUSH_MSGS, R_PUSH_TARGETS, R_PUSH_BADGES, /* push notifications (store_pg_push.c) */
     R_WORKSPACES, R_WORKSPACE_GET, R_WS_MEMBERS, R_CHANNELS,     /* workspaces (store_pg_ws.c) */
+    R_REPORT_ACCESS, R_REPORTS_CONV, R_REPORTS_OPEN, R_REPORTS_ALL, /* reports (store_pg_reports.c) */
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
@@ -336,6 +338,10 @@ int64_t pg_ws_lock_of(const pl_job *j, int *with_general);
  * locked): whether user is a member of conv's workspace (*in_ws), the row
  * kept from a removal until COMMIT. PL_STORE_OK or a W_* code. */
 int  pg_ws_member_of_conv(pg_store *s, int64_t conv, int64_t user, int *in_ws);
+
+/* ---- reports (store.h invariant 12): store_pg_reports.c ------------------- */
+int  pg_job_report(pg_store *s, pl_job *j, int64_t now); /* REPORT, REPORT_RESOLVE */
+int  pg_read_reports(pg_reader *r, pl_job *j);           /* READ_REPORTS */
 
 /* Test hooks: with hold on, the writer's next batch waits (held() says it
  * is waiting) until hold is off, then fails with EUNAVAIL without touching

@@ -1,8 +1,9 @@
 /* store_pg_jobs.c — the PostgreSQL writer's single jobs: accounts, logins,
  * conversations and their members, last seen, the outbox; message actions
- * are handed to store_pg_actions.c, push jobs to store_pg_push.c (see
- * store_pg.c for the invariants; the SQLite backend's store_sqlite_write.c
- * is the reference for each job's checks, their order and their outputs).
+ * are handed to store_pg_actions.c, push jobs to store_pg_push.c, reports
+ * to store_pg_reports.c (see store_pg.c for the invariants; the SQLite
+ * backend's store_sqlite_write.c is the reference for each job's checks,
+ * their order and their outputs).
  *
  * Owns: each job's statements. Job-level outcomes are decided before the
  * writes (or by ON CONFLICT DO NOTHING); a job of several statements runs
@@ -481,6 +482,8 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_WORKSPACE_REMOVE:
     case PL_JOB_CHANNEL_CREATE:
     case PL_JOB_CHANNEL_JOIN:    return pg_job_ws(s, j, now);
+    case PL_JOB_REPORT:                                         /* store_pg_reports.c */
+    case PL_JOB_REPORT_RESOLVE:  return pg_job_report(s, j, now);
     default:                     return PL_STORE_EINVAL;
     }
 }

@@ -580,6 +580,7 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_WORKSPACES:
     case PL_READ_WORKSPACE_GET:
     case PL_READ_CHANNELS:      return pg_read_ws(r, j);        /* store_pg_ws.c */
+    case PL_READ_REPORTS:       return pg_read_reports(r, j);   /* store_pg_reports.c */
     default:                    return PL_STORE_EINVAL;
     }
 }

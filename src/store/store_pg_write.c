@@ -191,14 +191,15 @@ int pg_cmp_i64(const void *a, const void *b) {
 
 /* ---- the batch ------------------------------------------------------------------- */
 
-/* Every job that appends to a conversation or reads its counters, and
- * NOTIFY_SET (members rows change only under their conversation's lock). */
+/* Every job that appends to a conversation or reads its counters,
+ * NOTIFY_SET (members rows change only under their conversation's lock),
+ * and REPORT (its checks and snapshot see the target as an action's do). */
 static int touches_conv(int op) {
     return op == PL_JOB_MESSAGE_SEND || op == PL_JOB_RECEIPT || op == PL_JOB_MEMBER_ADD ||
            op == PL_JOB_MEMBER_REMOVE || op == PL_JOB_MEMBER_LEAVE || op == PL_JOB_MESSAGE_EDIT ||
            op == PL_JOB_MESSAGE_DELETE || op == PL_JOB_REACTION || op == PL_JOB_PIN ||
            op == PL_JOB_NOTIFY_SET || op == PL_JOB_CONV_E2EE || op == PL_JOB_DEVICES_ANNOUNCE ||
-           op == PL_JOB_CHANNEL_JOIN;
+           op == PL_JOB_CHANNEL_JOIN || op == PL_JOB_REPORT;
 }
 
 /* BEGIN, and the lock on every existing conversation the batch touches, in

@@ -5046,3 +5046,457 @@ TEST(store_channel_group_behaviours) {
     CHECK_EQ(t_count_contiguous(&t, ch), 7);
     t_finish(&t);
 }
+
+/* ---- reports (store.h invariant 12) -------------------------------------- */
+
+/* REPORT: the result; *id = out_id, *created, *why. */
+static int t_report(tstore *t, int64_t conv, int64_t user, int64_t seq, const char *reason, const char *note,
+                    int64_t *id, int *created, const char **why) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_REPORT);
+    j.conv = conv;
+    j.user = user;
+    j.seq = seq;
+    j.title = reason;
+    j.body = note;
+    j.body_len = note ? strlen(note) : 0;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (id) *id = j.out_id;
+    if (created) *created = j.created;
+    if (why) *why = j.why;
+    int rc = j.result;
+    if (rc == PL_STORE_OK && j.has_event) rc = -98;            /* reports are no events */
+    pl_job_release(&j);
+    return rc;
+}
+
+/* REPORT_RESOLVE: the result; *created. */
+static int t_resolve(tstore *t, int64_t id, int64_t user, int flags, int *created) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_REPORT_RESOLVE);
+    j.id = id;
+    j.user = user;
+    j.flags = flags;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (created) *created = j.created;
+    int rc = j.result;
+    if (rc == PL_STORE_OK && (j.has_event || j.out_id != id)) rc = -98;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* READ_REPORTS: the result; the list is taken over (pl_report_list_free). */
+static int rd_reports(tstore *t, int64_t conv, int64_t user, int flags, int64_t cursor, int limit,
+                      pl_report **list, size_t *n, int *more) {
+    pl_job j;
+    t_init(t, &j, PL_READ_REPORTS);
+    j.conv = conv;
+    j.user = user;
+    j.flags = flags;
+    j.cursor = cursor;
+    j.limit = limit;
+    int rc = t_read(t, &j);
+    *list = j.reports;
+    *n = j.nreports;
+    if (more) *more = j.more;
+    return rc;
+}
+
+/* READ_REPORTS' ids into out (at most cap): the result; *n, *more. */
+static int rd_report_ids(tstore *t, int64_t conv, int64_t user, int flags, int64_t cursor, int limit,
+                         int64_t *out, size_t cap, size_t *n, int *more) {
+    pl_report *l;
+    int rc = rd_reports(t, conv, user, flags, cursor, limit, &l, n, more);
+    for (size_t i = 0; i < *n && i < cap; i++) out[i] = l[i].id;
+    pl_report_list_free(l, *n);
+    return rc;
+}
+
+static int64_t t_direct(tstore *t, int64_t a, int64_t b) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_DIRECT_OPEN);
+    j.user = a;
+    j.peer = b;
+    int rc = t_run1(t, &j);
+    return rc == PL_STORE_OK ? j.out_id : rc;
+}
+
+/* The report keeps the message as it was reported: an edit or a delete
+ * after it changes nothing of it; one report per (message, reporter). */
+TEST(store_report_snapshot_and_repeat) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    CHECK(g > 0);
+    CHECK_EQ(t_say(&t, g, b, "buy cheap pills", 0, NULL, NULL), 2);
+    pl_event ev;
+    CHECK_EQ(t_event_at(&t, g, a, 2, &ev), 0);
+    uint64_t msg_id = ev.id;
+    int64_t msg_ts = ev.ts;
+    pl_event_release(&ev);
+
+    int64_t r1 = 0, r2 = 0, again = 0;
+    int created = -1;
+    const char *why = NULL;
+    CHECK_EQ(t_report(&t, g, c, 2, "spam", "he sends this \xc3\xa0 everyone", &r1, &created, NULL), PL_STORE_OK);
+    CHECK(r1 > 0);
+    CHECK_EQ(created, 1);
+    /* a repeat by the same reporter (another reason): the first one */
+    CHECK_EQ(t_report(&t, g, c, 2, "abuse", NULL, &again, &created, &why), PL_STORE_OK);
+    CHECK_EQ(again, r1);
+    CHECK_EQ(created, 0);
+    /* another reporter: a report of its own */
+    CHECK_EQ(t_report(&t, g, a, 2, "scam", NULL, &r2, &created, NULL), PL_STORE_OK);
+    CHECK(r2 > r1);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_last_seq(&t, g, a), 2);                          /* no event */
+
+    /* the author edits it: the reports keep the old text */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, b, 2, "hello all", 0, NULL, NULL), PL_STORE_OK);
+    pl_report *l;
+    size_t n;
+    int more = -1;
+    CHECK_EQ(rd_reports(&t, g, a, 0, 0, 10, &l, &n, &more), PL_STORE_OK);
+    int ok = n == 2 && more == 0 && l[0].id == r2 && l[1].id == r1;
+    pl_report *p = ok ? &l[1] : NULL;
+    ok = ok && p->conv == g && p->seq == 2 && p->conv_kind == PL_CONV_GROUP && p->reporter == c &&
+         strcmp(p->reporter_name, "cid") == 0 && p->sender == b && strcmp(p->sender_name, "bob") == 0 &&
+         p->reason && strcmp(p->reason, "spam") == 0 && p->note &&
+         strcmp(p->note, "he sends this \xc3\xa0 everyone") == 0 && p->body &&
+         strcmp(p->body, "buy cheap pills") == 0 && p->msg_id == msg_id && p->msg_ts == msg_ts &&
+         p->created > 0 && p->resolved == 0 && p->resolved_by == 0;
+    ok = ok && l[0].reporter == a && strcmp(l[0].reporter_name, "ann") == 0 && l[0].note == NULL &&
+         l[0].reason && strcmp(l[0].reason, "scam") == 0 && l[0].body &&
+         strcmp(l[0].body, "buy cheap pills") == 0 && l[0].created >= p->created;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+
+    /* ... and a delete: still there, with the text it had when reported */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, b, 2, NULL, 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_report(&t, g, c, 2, "spam", NULL, &again, &created, &why), PL_STORE_EGONE);
+    CHECK_EQ(rd_reports(&t, g, a, 0, 0, 10, &l, &n, &more), PL_STORE_OK);
+    ok = n == 2 && l[1].id == r1 && l[1].body && strcmp(l[1].body, "buy cheap pills") == 0 && l[1].sender == b &&
+         l[1].msg_id == msg_id && l[0].body && strcmp(l[0].body, "buy cheap pills") == 0;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+
+    /* a message without text (attachments only) or a ciphertext one: no body */
+    pl_media md;
+    t_media(&md, 77, b, 'd', 10);
+    CHECK_EQ(t_media_create(&t, &md, 0, NULL), PL_STORE_OK);
+    pl_job j;
+    t_send_init(&t, &j, g, b, "att1", "");
+    j.attach_json = "[{\"id\":77,\"kind\":\"image\",\"mime\":\"image/png\",\"size\":10,\"name\":\"x.png\"}]";
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    int64_t aseq = j.event.seq;                                 /* 5: after the edit and the delete */
+    pl_job_release(&j);
+    int64_t dm = t_direct(&t, b, c);
+    CHECK(dm > 0);
+    t_init(&t, &j, PL_JOB_CONV_E2EE);
+    j.conv = dm;
+    j.user = b;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    t_send_init(&t, &j, dm, b, "c1", "");
+    j.ciphertext = "[{\"device\":1,\"type\":0,\"body\":\"Y2lwaGVy\"}]";
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    int64_t cseq = j.event.seq;
+    pl_job_release(&j);
+    int64_t r3 = 0, r4 = 0;
+    CHECK_EQ(aseq, 5);
+    CHECK_EQ(t_report(&t, g, c, aseq, "nsfw", "", &r3, &created, NULL), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_report(&t, dm, c, cseq, "harassment", NULL, &r4, &created, NULL), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(rd_reports(&t, 0, 0, PL_READ_ADMIN, 0, 10, &l, &n, &more), PL_STORE_OK);
+    ok = n == 4 && l[0].id == r4 && l[1].id == r3 && l[0].body == NULL && l[1].body == NULL &&
+         l[1].note == NULL && l[0].conv == dm && l[0].conv_kind == PL_CONV_DIRECT && l[0].sender == b &&
+         l[1].seq == aseq && l[1].sender == b;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+    CHECK_EQ(t_count_contiguous(&t, g), 5);
+    t_finish(&t);
+}
+
+/* A report's target is checked as EDIT's; its reason and note as store.h
+ * says; nothing is written when it fails. */
+TEST(store_report_target_and_input_errors) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid"), d = t_user(&t, "dan");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    CHECK(g > 0);
+    CHECK_EQ(t_say(&t, g, b, "one", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, b, "two", 0, NULL, NULL), 3);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, b, 3, "two!", 0, NULL, NULL), PL_STORE_OK);   /* seq 4 */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, b, 3, NULL, 0, NULL, NULL), PL_STORE_OK);   /* seq 5 */
+    const char *why = NULL;
+    int64_t id = -1;
+    CHECK_EQ(t_report(&t, g, b, 2, "spam", NULL, NULL, NULL, &why), PL_STORE_EINVAL);
+    CHECK_STR(why, "your own message");
+    why = NULL;
+    CHECK_EQ(t_report(&t, g, c, 1, "spam", NULL, NULL, NULL, &why), PL_STORE_EINVAL);      /* CREATED */
+    CHECK_STR(why, "not a message");
+    why = NULL;
+    CHECK_EQ(t_report(&t, g, c, 4, "spam", NULL, NULL, NULL, &why), PL_STORE_EINVAL);      /* an EDIT */
+    CHECK_STR(why, "not a message");
+    CHECK_EQ(t_report(&t, g, c, 3, "spam", NULL, NULL, NULL, NULL), PL_STORE_EGONE);       /* deleted */
+    CHECK_EQ(t_report(&t, g, c, 99, "spam", NULL, NULL, NULL, NULL), PL_STORE_ENOTFOUND);  /* no such seq */
+    CHECK_EQ(t_report(&t, g, c, 0, "spam", NULL, NULL, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_report(&t, g, d, 2, "spam", NULL, NULL, NULL, NULL), PL_STORE_ENOTFOUND);   /* not a member */
+    CHECK_EQ(t_report(&t, 9999, c, 2, "spam", NULL, NULL, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, d, NULL), PL_STORE_OK);              /* seq 6 */
+    CHECK_EQ(t_report(&t, g, d, 2, "spam", NULL, NULL, NULL, NULL), PL_STORE_ENOTFOUND);   /* before joining */
+
+    /* the reason: 1..32 bytes of UTF-8; the note: 0..PL_REPORT_NOTE_MAX */
+    char reason[40], note[PL_REPORT_NOTE_MAX + 2];
+    memset(reason, 'r', sizeof reason);
+    reason[33] = '\0';
+    const char *bad_reasons[] = {NULL, "", reason, "sp\xff" "am"};
+    for (size_t i = 0; i < sizeof bad_reasons / sizeof *bad_reasons; i++) {
+        why = NULL;
+        CHECK_EQ(t_report(&t, g, c, 2, bad_reasons[i], NULL, NULL, NULL, &why), PL_STORE_EINVAL);
+        CHECK_STR(why, "bad reason");
+    }
+    memset(note, 'n', sizeof note);
+    note[PL_REPORT_NOTE_MAX + 1] = '\0';
+    why = NULL;
+    CHECK_EQ(t_report(&t, g, c, 2, "spam", note, NULL, NULL, &why), PL_STORE_EINVAL);
+    CHECK_STR(why, "bad note");
+    why = NULL;
+    CHECK_EQ(t_report(&t, g, c, 2, "spam", "bad \xc3(", NULL, NULL, &why), PL_STORE_EINVAL);
+    CHECK_STR(why, "bad note");
+    pl_report *l;
+    size_t n;
+    CHECK_EQ(rd_reports(&t, 0, 0, PL_READ_ADMIN | PL_READ_RESOLVED, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    pl_report_list_free(l, n);
+    CHECK_EQ(n, 0);                                             /* nothing written */
+
+    /* the limits themselves are fine */
+    reason[32] = '\0';
+    note[PL_REPORT_NOTE_MAX] = '\0';
+    int created = 0;
+    CHECK_EQ(t_report(&t, g, c, 2, reason, note, &id, &created, NULL), PL_STORE_OK);
+    CHECK(id > 0);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(rd_reports(&t, g, a, 0, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    int ok = n == 1 && l[0].id == id && l[0].reason && strlen(l[0].reason) == 32 && l[0].note &&
+             strlen(l[0].note) == PL_REPORT_NOTE_MAX && l[0].body && strcmp(l[0].body, "one") == 0;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+    /* a member may report in a direct conversation too */
+    int64_t dm = t_direct(&t, b, d);
+    CHECK(dm > 0);
+    CHECK_EQ(t_say(&t, dm, b, "psst", 0, NULL, NULL), 2);
+    CHECK_EQ(t_report(&t, dm, d, 2, "harassment", NULL, &id, &created, NULL), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_report(&t, dm, c, 2, "spam", NULL, NULL, NULL, NULL), PL_STORE_ENOTFOUND);  /* not in it */
+    CHECK_EQ(t_last_seq(&t, g, a), 6);                                   /* reports are no events */
+    CHECK_EQ(t_count_contiguous(&t, g), 6);
+    CHECK_EQ(t_last_seq(&t, dm, b), 2);
+    t_finish(&t);
+}
+
+/* Only the conversation's admins (a group or a channel) or a server admin
+ * resolve; anyone else cannot tell the report exists. */
+TEST(store_report_resolve) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid"), e = t_user(&t, "eve");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    CHECK(g > 0);
+    CHECK_EQ(t_say(&t, g, b, "rude", 0, NULL, NULL), 2);
+    int64_t r1 = 0;
+    CHECK_EQ(t_report(&t, g, c, 2, "abuse", NULL, &r1, NULL, NULL), PL_STORE_OK);
+    CHECK(r1 > 0);
+    int created = -1;
+    CHECK_EQ(t_resolve(&t, r1, b, 0, NULL), PL_STORE_ENOTFOUND);         /* a member */
+    CHECK_EQ(t_resolve(&t, r1, c, 0, NULL), PL_STORE_ENOTFOUND);         /* the reporter */
+    CHECK_EQ(t_resolve(&t, r1, e, 0, NULL), PL_STORE_ENOTFOUND);         /* a stranger */
+    CHECK_EQ(t_resolve(&t, r1 + 100, a, 0, NULL), PL_STORE_ENOTFOUND);   /* no such report */
+    CHECK_EQ(t_resolve(&t, r1 + 100, a, PL_JOB_ADMIN, NULL), PL_STORE_ENOTFOUND);
+    pl_report *l;
+    size_t n;
+    CHECK_EQ(rd_reports(&t, g, a, 0, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    int ok = n == 1 && l[0].id == r1 && l[0].resolved == 0 && l[0].resolved_by == 0;
+    pl_report_list_free(l, n);
+    CHECK(ok);                                                  /* still open */
+
+    CHECK_EQ(t_resolve(&t, r1, a, 0, &created), PL_STORE_OK);           /* the group's admin */
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_resolve(&t, r1, a, 0, &created), PL_STORE_OK);           /* twice: nothing */
+    CHECK_EQ(created, 0);
+    CHECK_EQ(t_resolve(&t, r1, e, PL_JOB_ADMIN, &created), PL_STORE_OK);
+    CHECK_EQ(created, 0);
+    CHECK_EQ(rd_reports(&t, g, a, PL_READ_RESOLVED, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    ok = n == 1 && l[0].id == r1 && l[0].resolved > 0 && l[0].resolved >= l[0].created &&
+         l[0].resolved_by == a;                                 /* the first resolution's */
+    pl_report_list_free(l, n);
+    CHECK(ok);
+    CHECK_EQ(t_last_seq(&t, g, a), 2);                          /* no event */
+
+    /* a direct conversation has no admins: a server admin only */
+    int64_t dm = t_direct(&t, b, c);
+    CHECK(dm > 0);
+    CHECK_EQ(t_say(&t, dm, b, "hey", 0, NULL, NULL), 2);
+    int64_t r2 = 0;
+    CHECK_EQ(t_report(&t, dm, c, 2, "harassment", NULL, &r2, NULL, NULL), PL_STORE_OK);
+    CHECK(r2 > r1);
+    CHECK_EQ(t_resolve(&t, r2, b, 0, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_resolve(&t, r2, c, 0, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_resolve(&t, r2, a, 0, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_resolve(&t, r2, e, PL_JOB_ADMIN, &created), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(rd_reports(&t, dm, 0, PL_READ_ADMIN | PL_READ_RESOLVED, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    ok = n == 1 && l[0].id == r2 && l[0].resolved > 0 && l[0].resolved_by == e;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+
+    /* an admin no more cannot; the new admin can */
+    CHECK_EQ(t_say(&t, g, c, "rude too", 0, NULL, NULL), 3);
+    int64_t r3 = 0;
+    CHECK_EQ(t_report(&t, g, b, 3, "abuse", NULL, &r3, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, a, 0, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_role(&t, g, b), PL_ROLE_ADMIN);                 /* promoted: the earliest joined */
+    CHECK_EQ(t_resolve(&t, r3, a, 0, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_resolve(&t, r3, b, 0, &created), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    t_finish(&t);
+}
+
+/* The list: a group's or channel's admins see its reports, a server admin
+ * any conversation's or all; open ones only unless PL_READ_RESOLVED;
+ * newest first, in pages. */
+TEST(store_report_list) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid"), d = t_user(&t, "dan"),
+            e = t_user(&t, "eve");
+    int64_t m[] = {b, c, d};
+    int64_t g = t_group(&t, a, "g", m, 3);
+    CHECK(g > 0);
+    CHECK_EQ(t_say(&t, g, b, "one", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, b, "two", 0, NULL, NULL), 3);
+    CHECK_EQ(t_say(&t, g, b, "three", 0, NULL, NULL), 4);
+    int64_t r[4] = {0};
+    CHECK_EQ(t_report(&t, g, c, 2, "spam", NULL, &r[0], NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_report(&t, g, c, 3, "spam", NULL, &r[1], NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_report(&t, g, c, 4, "spam", NULL, &r[2], NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_report(&t, g, d, 3, "abuse", "again", &r[3], NULL, NULL), PL_STORE_OK);
+    CHECK(r[0] > 0 && r[1] > r[0] && r[2] > r[1] && r[3] > r[2]);
+
+    int64_t ids[8];
+    size_t n = 0;
+    int more = -1;
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, 0, 10, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK_EQ(n, 4);
+    CHECK(ids[0] == r[3] && ids[1] == r[2] && ids[2] == r[1] && ids[3] == r[0]);   /* newest first */
+    CHECK_EQ(more, 0);
+    pl_report *l;
+    CHECK_EQ(rd_reports(&t, g, b, 0, 0, 10, &l, &n, NULL), PL_STORE_EFORBID);    /* a member */
+    pl_report_list_free(l, n);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(rd_reports(&t, g, c, 0, 0, 10, &l, &n, NULL), PL_STORE_EFORBID);    /* the reporter */
+    pl_report_list_free(l, n);
+    CHECK_EQ(rd_reports(&t, g, e, 0, 0, 10, &l, &n, NULL), PL_STORE_ENOTFOUND);  /* a stranger */
+    pl_report_list_free(l, n);
+    CHECK_EQ(rd_reports(&t, 9999, a, 0, 0, 10, &l, &n, NULL), PL_STORE_ENOTFOUND);
+    pl_report_list_free(l, n);
+    CHECK_EQ(rd_reports(&t, 0, a, 0, 0, 10, &l, &n, NULL), PL_STORE_EINVAL);     /* all: admins only */
+    pl_report_list_free(l, n);
+    CHECK_EQ(n, 0);
+
+    /* a direct conversation: only with PL_READ_ADMIN */
+    int64_t dm = t_direct(&t, b, c);
+    CHECK(dm > 0);
+    CHECK_EQ(t_say(&t, dm, b, "hey", 0, NULL, NULL), 2);
+    int64_t rd = 0;
+    CHECK_EQ(t_report(&t, dm, c, 2, "harassment", NULL, &rd, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_reports(&t, dm, c, 0, 0, 10, &l, &n, NULL), PL_STORE_ENOTFOUND);
+    pl_report_list_free(l, n);
+    CHECK_EQ(rd_reports(&t, dm, b, 0, 0, 10, &l, &n, NULL), PL_STORE_ENOTFOUND);
+    pl_report_list_free(l, n);
+    CHECK_EQ(rd_reports(&t, dm, e, PL_READ_ADMIN, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    int ok = n == 1 && l[0].id == rd && l[0].conv == dm && l[0].conv_kind == PL_CONV_DIRECT &&
+             l[0].reporter == c && l[0].sender == b && strcmp(l[0].sender_name, "bob") == 0;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+
+    /* a channel's admin sees its reports, and only its */
+    int64_t w = t_ws(&t, a, "w", NULL);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, c, NULL, NULL), PL_STORE_OK);
+    int64_t cm[] = {b, c};
+    int64_t ch = t_channel(&t, w, c, "dev", cm, 2, 0, NULL);     /* cid its admin */
+    CHECK(ch > 0);
+    CHECK_EQ(t_say(&t, ch, b, "off topic", 0, NULL, NULL), 2);
+    int64_t rc_ = 0;
+    CHECK_EQ(t_report(&t, ch, a, 2, "off-topic", NULL, &rc_, NULL, NULL), PL_STORE_ENOTFOUND);  /* not in it */
+    CHECK_EQ(t_report(&t, ch, c, 2, "off-topic", NULL, &rc_, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_reports(&t, ch, c, 0, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    ok = n == 1 && l[0].id == rc_ && l[0].conv == ch && l[0].conv_kind == PL_CONV_CHANNEL;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+    CHECK_EQ(rd_reports(&t, ch, b, 0, 0, 10, &l, &n, NULL), PL_STORE_EFORBID);
+    pl_report_list_free(l, n);
+    CHECK_EQ(rd_reports(&t, ch, a, 0, 0, 10, &l, &n, NULL), PL_STORE_ENOTFOUND);  /* workspace admin, not in it */
+    pl_report_list_free(l, n);
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, 0, 10, ids, 8, &n, NULL), PL_STORE_OK);   /* g's only */
+    CHECK_EQ(n, 4);
+    CHECK_EQ(ids[0], r[3]);
+
+    /* resolved ones: out of the default list, in with PL_READ_RESOLVED */
+    CHECK_EQ(t_resolve(&t, r[2], a, 0, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, 0, 10, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK_EQ(n, 3);
+    CHECK(ids[0] == r[3] && ids[1] == r[1] && ids[2] == r[0]);
+    CHECK_EQ(more, 0);
+    CHECK_EQ(rd_report_ids(&t, g, a, PL_READ_RESOLVED, 0, 10, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK_EQ(n, 4);
+    CHECK(ids[0] == r[3] && ids[1] == r[2] && ids[2] == r[1] && ids[3] == r[0]);
+
+    /* every conversation's, for a server admin */
+    CHECK_EQ(rd_report_ids(&t, 0, 0, PL_READ_ADMIN, 0, 10, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK_EQ(n, 5);
+    CHECK(ids[0] == rc_ && ids[1] == rd && ids[2] == r[3] && ids[3] == r[1] && ids[4] == r[0]);
+    CHECK_EQ(more, 0);
+    CHECK_EQ(rd_report_ids(&t, 0, e, PL_READ_ADMIN | PL_READ_RESOLVED, 0, 10, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK_EQ(n, 6);
+    CHECK(ids[0] == rc_ && ids[1] == rd && ids[2] == r[3] && ids[3] == r[2] && ids[4] == r[1] && ids[5] == r[0]);
+    CHECK_EQ(rd_report_ids(&t, g, e, PL_READ_ADMIN, 0, 10, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK_EQ(n, 3);
+    CHECK_EQ(ids[0], r[3]);
+
+    /* pages: ids below the cursor, at most limit, more when there are */
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, 0, 2, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK(n == 2 && ids[0] == r[3] && ids[1] == r[1]);
+    CHECK_EQ(more, 1);
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, ids[1], 2, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK(n == 1 && ids[0] == r[0]);
+    CHECK_EQ(more, 0);
+    CHECK_EQ(rd_report_ids(&t, g, a, PL_READ_RESOLVED, 0, 2, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK(n == 2 && ids[0] == r[3] && ids[1] == r[2]);
+    CHECK_EQ(more, 1);
+    CHECK_EQ(rd_report_ids(&t, g, a, PL_READ_RESOLVED, ids[1], 2, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK(n == 2 && ids[0] == r[1] && ids[1] == r[0]);
+    CHECK_EQ(more, 0);
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, r[0], 2, ids, 8, &n, &more), PL_STORE_OK);   /* nothing below */
+    CHECK_EQ(n, 0);
+    CHECK_EQ(more, 0);
+    CHECK_EQ(rd_report_ids(&t, 0, 0, PL_READ_ADMIN, rd, 1, ids, 8, &n, &more), PL_STORE_OK);
+    CHECK(n == 1 && ids[0] == r[3]);
+    CHECK_EQ(more, 1);
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, 0, 0, ids, 8, &n, &more), PL_STORE_OK);   /* limit 0: 1 */
+    CHECK(n == 1 && ids[0] == r[3]);
+    CHECK_EQ(more, 1);
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, 0, 100000, ids, 8, &n, &more), PL_STORE_OK);   /* capped */
+    CHECK_EQ(n, 3);
+    CHECK_EQ(more, 0);
+    t_finish(&t);
+}

@@ -1,0 +1,188 @@
+/* store_pg_reports.c — reports of messages in the PostgreSQL backend
+ * (store.h invariant 12): the report with its snapshot of the message, its
+ * resolution, and the admins' list.
+ *
+ * Owns: running the statements W_REPORT_*, R_REPORT* (store_pg.c). A report
+ * locks its conversation with the batch like a message action
+ * (store_pg_write.c touches_conv), so its checks and the snapshot see the
+ * same row on every node: one round trip checks (W_REPORT_TARGET: the
+ * reporter's membership, the target, the reporter's earlier report), the
+ * next inserts the row, copying the message's sender, id, ts and body in
+ * the statement (the body never comes to this process). A resolution is
+ * one statement (W_REPORT_RESOLVE). Each job writes one statement that
+ * cannot fail on the client's input (checked first), so it takes no
+ * savepoint. Reports are no events: no log, no outbox, no publishing.
+ * Does not own: the reasons' words (the API), the SQLite backend's twin
+ * (store_sqlite_reports.c, the reference for each outcome and its order).
+ */
+#include "pg_int.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+
+#define REPORT_REASON_MAX 32     /* bytes of a reason (store.h PL_JOB_REPORT) */
+
+/* ---- the writer's jobs --------------------------------------------------------- */
+
+/* The checks of store.h in the SQLite backend's order: the reason and the
+ * note, the target as EDIT's (membership, seq, joined_seq, kind, deleted),
+ * not the reporter's own message; then a repeat returns the first report. */
+static int r_report(pg_store *s, pl_job *j, int64_t now) {
+    size_t rlen = j->title ? strlen(j->title) : 0;
+    if (rlen < 1 || rlen > REPORT_REASON_MAX || !pg_utf8_ok(j->title)) {
+        j->why = "bad reason";
+        return PL_STORE_EINVAL;
+    }
+    size_t nlen = j->body ? j->body_len : 0;       /* a text column: no NUL */
+    if (nlen > PL_REPORT_NOTE_MAX || (nlen && (memchr(j->body, '\0', nlen) || !pg_utf8_ok_n(j->body, nlen)))) {
+        j->why = "bad note";
+        return PL_STORE_EINVAL;
+    }
+    pg_params t = {0};
+    pg_param_i64(&t, j->conv);
+    pg_param_i64(&t, j->user);
+    pg_param_i64(&t, j->seq);
+    int rc;
+    PGresult *r = pg_w_query(s, W_REPORT_TARGET, &t, &rc);
+    if (!r) return rc;
+    if (PQntuples(r) != 1) {
+        j->why = "no such conversation";
+        return PL_STORE_ENOTFOUND;
+    }
+    if (j->seq <= 0 || j->seq < pg_i64(r, 0, 0) || pg_null(r, 0, 1)) {
+        j->why = "no such message";
+        return PL_STORE_ENOTFOUND;
+    }
+    if (pg_i64(r, 0, 1) != PL_EV_MESSAGE) {
+        j->why = "not a message";
+        return PL_STORE_EINVAL;
+    }
+    if (pg_i64(r, 0, 3)) {
+        j->why = "message deleted";
+        return PL_STORE_EGONE;
+    }
+    if (pg_i64(r, 0, 2) == j->user) {
+        j->why = "your own message";
+        return PL_STORE_EINVAL;
+    }
+    if (!pg_null(r, 0, 4)) {                       /* a repeat: the first one */
+        j->out_id = pg_i64(r, 0, 4);
+        return PL_STORE_OK;
+    }
+    char *note = NULL;
+    if (nlen) {
+        note = pl_malloc(nlen + 1);
+        memcpy(note, j->body, nlen);
+        note[nlen] = '\0';
+    }
+    pg_params w = {0};
+    pg_param_i64(&w, j->conv);
+    pg_param_i64(&w, j->seq);
+    pg_param_i64(&w, j->user);
+    pg_param_text(&w, j->title);
+    pg_param_text(&w, note);
+    pg_param_i64(&w, now);
+    r = pg_w_query(s, W_REPORT_INSERT, &w, &rc);
+    free(note);
+    if (!r) return rc;
+    if (PQntuples(r) != 1) return W_FATAL;         /* not expected: the conversation is locked */
+    j->out_id = pg_i64(r, 0, 0);
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
+/* ENOTFOUND for a report that does not exist and for one user may not
+ * resolve alike (store.h: nobody else can tell a report exists). */
+static int r_resolve(pg_store *s, pl_job *j, int64_t now) {
+    pg_params p = {0};
+    pg_param_i64(&p, j->id);
+    pg_param_i64(&p, j->user);
+    pg_param_text(&p, (j->flags & PL_JOB_ADMIN) ? "t" : "f");
+    pg_param_i64(&p, now);
+    int rc;
+    PGresult *r = pg_w_query(s, W_REPORT_RESOLVE, &p, &rc);
+    if (!r) return rc;
+    if (PQntuples(r) != 1 || PQgetvalue(r, 0, 0)[0] != 't') return PL_STORE_ENOTFOUND;
+    j->out_id = j->id;
+    j->created = pg_i64(r, 0, 1) > 0;              /* 0: it was resolved already */
+    return PL_STORE_OK;
+}
+
+int pg_job_report(pg_store *s, pl_job *j, int64_t now) {
+    switch (j->op) {
+    case PL_JOB_REPORT:         return r_report(s, j, now);
+    case PL_JOB_REPORT_RESOLVE: return r_resolve(s, j, now);
+    default:                    return PL_STORE_EINVAL;
+    }
+}
+
+/* ---- the list ------------------------------------------------------------------ */
+
+/* A row of REPORT_COLUMNS (store_pg.c). */
+static void report_row(const PGresult *r, int row, pl_report *p) {
+    memset(p, 0, sizeof *p);
+    p->id = pg_i64(r, row, 0);
+    p->conv = pg_i64(r, row, 1);
+    p->seq = pg_i64(r, row, 2);
+    p->conv_kind = (int)pg_i64(r, row, 3);
+    p->reporter = pg_i64(r, row, 4);
+    snprintf(p->reporter_name, sizeof p->reporter_name, "%s", PQgetvalue(r, row, 5));
+    p->sender = pg_i64(r, row, 6);
+    snprintf(p->sender_name, sizeof p->sender_name, "%s", PQgetvalue(r, row, 7));
+    p->reason = pg_text(r, row, 8, NULL);
+    p->note = pg_text(r, row, 9, NULL);
+    p->body = pg_bytea(r, row, 10, NULL);
+    p->msg_id = (uint64_t)pg_i64(r, row, 11);
+    p->msg_ts = pg_i64(r, row, 12);
+    p->created = pg_i64(r, row, 13);
+    p->resolved = pg_i64(r, row, 14);
+    p->resolved_by = pg_i64(r, row, 15);
+}
+
+/* A server admin's list is one statement; a conversation admin's is the
+ * asker's access and the page in one snapshot and one round trip, the page
+ * kept only if the access allows it. */
+int pg_read_reports(pg_reader *r, pl_job *j) {
+    int admin = (j->flags & PL_READ_ADMIN) != 0, resolved = (j->flags & PL_READ_RESOLVED) != 0;
+    if (!j->conv && !admin) return PL_STORE_EINVAL;
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;
+    pg_params p = {0}, a = {0};
+    pg_param_i64(&p, j->cursor > 0 ? j->cursor : INT64_MAX);
+    pg_param_i64(&p, limit + 1);                   /* one more: is there more? */
+    int stmt = R_REPORTS_ALL;
+    if (j->conv) {
+        pg_param_i64(&p, j->conv);
+        pg_param_text(&p, resolved ? "t" : "f");
+        stmt = R_REPORTS_CONV;
+    } else if (!resolved) {
+        stmt = R_REPORTS_OPEN;
+    }
+    int as = -1, ls, rc;
+    if (admin) {
+        if ((ls = pgc_send(&r->c, stmt, &p, 1)) < 0) return W_LOST;
+    } else {
+        pg_param_i64(&a, j->conv);
+        pg_param_i64(&a, j->user);
+        if (pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (as = pgc_send(&r->c, R_REPORT_ACCESS, &a, 1)) < 0 ||
+            (ls = pgc_send(&r->c, stmt, &p, 1)) < 0 || pgc_send(&r->c, R_COMMIT, NULL, 0) < 0)
+            return W_LOST;
+    }
+    if ((rc = pg_r_sync(r)) != PL_STORE_OK) return rc;
+    if (as >= 0) {
+        const PGresult *x = r->c.res[as];
+        if (PQntuples(x) != 1 || pg_i64(x, 0, 0) == PL_CONV_DIRECT) return PL_STORE_ENOTFOUND;
+        if (pg_i64(x, 0, 1) != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+    }
+    const PGresult *l = r->c.res[ls];
+    int rows = PQntuples(l);
+    j->more = rows > limit;
+    size_t n = (size_t)(rows > limit ? limit : rows);
+    if (n) j->reports = pl_malloc(n * sizeof *j->reports);
+    for (size_t i = 0; i < n; i++) report_row(l, (int)i, &j->reports[i]);
+    j->nreports = n;
+    return PL_STORE_OK;
+}
