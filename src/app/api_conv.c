@@ -145,6 +145,27 @@ static size_t group_size(const int64_t *ids, size_t n, int64_t creator) {
     return size;
 }
 
+int api_user_arg(api_op *op, json_t *o, int64_t *peer, pl_job_cb by_name_done) {
+    json_t *u = json_object_get(o, "user"), *un = json_object_get(o, "username");
+    if (json_is_integer(u) && json_integer_value(u) > 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
+        *peer = json_integer_value(u);
+        return 1;
+    }
+    if (json_is_string(un)) {
+        if (pl_auth_normalize_username(json_string_value(un), json_string_length(un), op->username)) {
+            pl_http_error(op->ctx, 404, "not_found", "no such user");
+            api_op_free(op);
+            return -1;
+        }
+        api_job_reset(op, PL_READ_USER_BY_NAME, by_name_done);
+        op->job.username = op->username;
+        return 0;
+    }
+    pl_http_error(op->ctx, 400, "bad_request", "\"user\" must be a user id (or \"username\" a name)");
+    api_op_free(op);
+    return -1;
+}
+
 int api_group_members(api_op *op, json_t *m, size_t *nout) {
     pl_http_ctx *ctx = op->ctx;
     if (m && !json_is_array(m)) {
@@ -184,28 +205,18 @@ void h_conv_create(pl_http_ctx *ctx) {
     }
     api_op *op = api_op_new(ctx, o);
     if (kind && strcmp(kind, "direct") == 0) {
-        json_t *u = json_object_get(o, "user"), *un = json_object_get(o, "username");
-        if (json_is_integer(u) && json_integer_value(u) > 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
-            if (json_integer_value(u) == ctx->user) {
+        int64_t peer = 0;
+        int by = api_user_arg(op, o, &peer, direct_peer_read);
+        if (by < 0) return;
+        if (by == 1) {
+            if (peer == ctx->user) {
                 pl_http_error(ctx, 400, "bad_request", "a direct conversation needs another user");
                 api_op_free(op);
                 return;
             }
             api_job_reset(op, PL_JOB_DIRECT_OPEN, api_conv_changed);
             op->job.user = ctx->user;
-            op->job.peer = json_integer_value(u);
-        } else if (json_is_string(un)) {
-            if (pl_auth_normalize_username(json_string_value(un), json_string_length(un), op->username)) {
-                pl_http_error(ctx, 404, "not_found", "no such user");
-                api_op_free(op);
-                return;
-            }
-            api_job_reset(op, PL_READ_USER_BY_NAME, direct_peer_read);
-            op->job.username = op->username;
-        } else {
-            pl_http_error(ctx, 400, "bad_request", "\"user\" must be a user id (or \"username\" a name)");
-            api_op_free(op);
-            return;
+            op->job.peer = peer;
         }
     } else if (kind && strcmp(kind, "group") == 0) {
         json_t *t = json_object_get(o, "title");

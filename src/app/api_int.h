@@ -94,6 +94,11 @@ const char *api_conv_kind_name(int kind);
 void api_respond_conv(api_op *op, int64_t conv, int status);
 void api_conv_changed(pl_job *j);
 int  api_group_members(api_op *op, json_t *members, size_t *n);
+/* The user a body names, {"user": id} or {"username": name}: 1 with *peer
+ * set; 0 with op's job reset to read the name (PL_READ_USER_BY_NAME,
+ * by_name_done) for the caller to submit; -1 after answering 400/404 and
+ * freeing op. */
+int  api_user_arg(api_op *op, json_t *body, int64_t *peer, pl_job_cb by_name_done);
 /* api_ws.c: /api/v1/workspaces/... (s[0] == "workspaces"), and
  * POST /api/v1/conversations/{id}/join */
 void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n);

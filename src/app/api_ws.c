@@ -221,26 +221,16 @@ static void h_ws_create(pl_http_ctx *ctx) {
 static void h_ws_add(pl_http_ctx *ctx, int64_t ws) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
-    json_t *u = json_object_get(o, "user"), *un = json_object_get(o, "username");
     api_op *op = api_op_new(ctx, o);
     op->conv = ws;
-    if (json_is_integer(u) && json_integer_value(u) > 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
+    int64_t peer = 0;
+    int by = api_user_arg(op, o, &peer, ws_add_peer_read);
+    if (by < 0) return;
+    if (by == 1) {
         api_job_reset(op, PL_JOB_WORKSPACE_ADD, ws_added);
         op->job.id = ws;
         op->job.user = ctx->user;
-        op->job.peer = json_integer_value(u);
-    } else if (json_is_string(un)) {
-        if (pl_auth_normalize_username(json_string_value(un), json_string_length(un), op->username)) {
-            pl_http_error(ctx, 404, "not_found", "no such user");
-            api_op_free(op);
-            return;
-        }
-        api_job_reset(op, PL_READ_USER_BY_NAME, ws_add_peer_read);
-        op->job.username = op->username;
-    } else {
-        pl_http_error(ctx, 400, "bad_request", "\"user\" must be a user id (or \"username\" a name)");
-        api_op_free(op);
-        return;
+        op->job.peer = peer;
     }
     api_submit(op);
 }
