@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../core/alloc.h"
 #include "../core/log.h"
@@ -24,7 +25,8 @@ static int reason_ok(const char *r) {
     return 0;
 }
 
-/* 1 if name is one of --admins (comma-separated, spaces around ignored). */
+/* 1 if name is one of --admins (comma-separated, spaces around ignored,
+ * case-insensitive: usernames are stored in lower case). */
 static int is_server_admin(const char *name) {
     const char *p = A.cfg->admins;
     size_t n = strlen(name);
@@ -34,7 +36,7 @@ static int is_server_admin(const char *name) {
         while (*e && *e != ',') e++;
         const char *t = e;
         while (t > p && t[-1] == ' ') t--;
-        if ((size_t)(t - p) == n && n && strncmp(p, name, n) == 0) return 1;
+        if ((size_t)(t - p) == n && n && strncasecmp(p, name, n) == 0) return 1;
         p = e;
     }
     return 0;

@@ -25,7 +25,7 @@ async def report(api, user, conv, seq, reason="spam", note=None, status=201):
 @async_test(90)
 async def test_reports_reviewed_by_admins(server_factory):
     boss = "mod" + secrets.token_hex(4)
-    s = server_factory(["--admins", f"someone-else, {boss}"])
+    s = server_factory(["--admins", f"someone-else, {boss.upper()}"])   # names are case-insensitive
     async with Harness(s) as h:
         api = h.api
         alice, bob, carol, eve, dave = await api.register_many(5, "rep")
