@@ -38,6 +38,9 @@ typedef struct pc_opt {
  * arguments (pos: room for argc pointers, borrowed from argv). "--" ends
  * the options; "-" is positional. 0, or PC_EXIT_USAGE after the usage. */
 int pc_args(const char *cmd, int argc, char **argv, pc_opt *opts, size_t nopts, char **pos, int *npos);
+/* pc_args without options: exactly `want` positional arguments (-1: at
+ * least one), else a usage error saying what. */
+int pc_plain_args(const char *cmd, int argc, char **argv, char **pos, int *npos, int want, const char *what);
 
 /* Prints `parley: <cmd>: <message>` and the usage on stderr; returns
  * PC_EXIT_USAGE. */
@@ -112,5 +115,8 @@ int pc_cmd_workspaces(pc_client *c, int argc, char **argv);
 int pc_cmd_workspace(pc_client *c, int argc, char **argv);
 int pc_cmd_channels(pc_client *c, int argc, char **argv);
 int pc_cmd_channel(pc_client *c, int argc, char **argv);
+int pc_cmd_report(pc_client *c, int argc, char **argv);
+int pc_cmd_reports(pc_client *c, int argc, char **argv);
+int pc_cmd_resolve(pc_client *c, int argc, char **argv);
 
 #endif

@@ -66,16 +66,6 @@ int pc_conv_get(pc_client *c, const char *cmd, int64_t conv, json_t **out) {
     return pc_call(c, cmd, "GET", path, NULL, out);
 }
 
-/* Splits argv (no options) into pos[0..*npos): exactly `want` of them (-1:
- * at least one), else a usage error saying what. */
-static int plain_args(const char *cmd, int argc, char **argv, char **pos, int *npos, int want,
-                      const char *what) {
-    int rc = pc_args(cmd, argc, argv, NULL, 0, pos, npos);
-    if (rc) return rc;
-    if (want >= 0 ? *npos != want : *npos < 1) return pc_usage_error(cmd, "%s", what);
-    return 0;
-}
-
 /* ---- conversations ------------------------------------------------------------ */
 
 /* My user id: the session's, or (with $PARLEY_TOKEN) GET /me's. */
@@ -110,7 +100,7 @@ static void direct_name(pl_sbuf *s, pc_client *c, pc_names *names, int64_t conv,
 
 int pc_cmd_conversations(pc_client *c, int argc, char **argv) {
     char **pos = pl_calloc((size_t)argc, sizeof *pos);
-    int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 0, "takes no arguments");
+    int npos, rc = pc_plain_args(argv[0], argc, argv, pos, &npos, 0, "takes no arguments");
     free(pos);
     if (rc) return rc;
     json_t *ans;
@@ -159,7 +149,7 @@ int pc_cmd_conversations(pc_client *c, int argc, char **argv) {
 
 int pc_cmd_dm(pc_client *c, int argc, char **argv) {
     char **pos = pl_calloc((size_t)argc, sizeof *pos);
-    int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 1, "give one USER");
+    int npos, rc = pc_plain_args(argv[0], argc, argv, pos, &npos, 1, "give one USER");
     const char *user = pos[0];
     free(pos);
     if (rc) return rc;
@@ -175,7 +165,7 @@ int pc_cmd_dm(pc_client *c, int argc, char **argv) {
 
 static int group_create(pc_client *c, int argc, char **argv, char **pos) {
     const char *cmd = "group create";
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, -1, "give a TITLE (and USERs to add)");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, -1, "give a TITLE (and USERs to add)");
     if (rc) return rc;
     const char *title = pos[0];
     if (!*title || !pc_utf8(title, strlen(title))) return pc_usage_error(cmd, "the title must be non-empty UTF-8");
@@ -202,7 +192,7 @@ static int group_create(pc_client *c, int argc, char **argv, char **pos) {
 /* group add|remove CONV USER */
 static int group_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     const char *cmd = add ? "group add" : "group remove";
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 2, "give CONV and USER");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 2, "give CONV and USER");
     if (rc) return rc;
     int64_t conv, user;
     if ((rc = pc_conv_arg(c, cmd, pos[0], &conv)) || (rc = pc_user_arg(c, cmd, pos[1], &user))) return rc;
@@ -241,7 +231,7 @@ int pc_cmd_group(pc_client *c, int argc, char **argv) {
 /* The one CONV argument of a command (leave, members). */
 static int one_conv(pc_client *c, int argc, char **argv, int64_t *conv) {
     char **pos = pl_calloc((size_t)argc, sizeof *pos);
-    int npos, rc = plain_args(argv[0], argc, argv, pos, &npos, 1, "give one CONV");
+    int npos, rc = pc_plain_args(argv[0], argc, argv, pos, &npos, 1, "give one CONV");
     if (rc == 0) rc = pc_conv_arg(c, argv[0], pos[0], conv);
     free(pos);
     return rc;

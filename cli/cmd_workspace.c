@@ -168,16 +168,6 @@ void pc_channel_label(pl_sbuf *s, json_t *workspaces, json_t *conv) {
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* Splits argv (no options) into pos[0..*npos): exactly `want` of them (-1:
- * at least one), else a usage error saying what. */
-static int plain_args(const char *cmd, int argc, char **argv, char **pos, int *npos, int want,
-                      const char *what) {
-    int rc = pc_args(cmd, argc, argv, NULL, 0, pos, npos);
-    if (rc) return rc;
-    if (want >= 0 ? *npos != want : *npos < 1) return pc_usage_error(cmd, "%s", what);
-    return 0;
-}
-
 /* "3  "Acme"  admin  members 2  channels 4" */
 static void print_ws_line(json_t *w) {
     pl_sbuf line;
@@ -201,7 +191,7 @@ static void print_created(pc_client *c, json_t *o) {
 
 static int ws_list(pc_client *c, const char *cmd, int argc, char **argv, char **pos) {
     json_t *list;
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 0, "takes no arguments");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 0, "takes no arguments");
     if (rc || (rc = ws_list_get(c, cmd, &list))) return rc;
     size_t i;
     json_t *w;
@@ -215,7 +205,7 @@ static int ws_list(pc_client *c, const char *cmd, int argc, char **argv, char **
 
 static int ws_create(pc_client *c, int argc, char **argv, char **pos) {
     const char *cmd = "workspace create";
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 1, "give one NAME (quote a name with spaces)");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 1, "give one NAME (quote a name with spaces)");
     if (rc) return rc;
     if (!pc_utf8(pos[0], strlen(pos[0]))) return pc_usage_error(cmd, "the name must be UTF-8");
     json_t *b = json_pack("{s:s}", "name", pos[0]), *o;
@@ -230,7 +220,7 @@ static int ws_create(pc_client *c, int argc, char **argv, char **pos) {
 static int ws_show(pc_client *c, int argc, char **argv, char **pos) {
     const char *cmd = "workspace show";
     int64_t ws;
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 1, "give one WS");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 1, "give one WS");
     if (rc || (rc = pc_ws_arg(c, cmd, pos[0], &ws))) return rc;
     char path[64];
     snprintf(path, sizeof path, "/api/v1/workspaces/%lld", (long long)ws);
@@ -252,7 +242,7 @@ static int ws_show(pc_client *c, int argc, char **argv, char **pos) {
 /* workspace add|remove WS USER */
 static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     const char *cmd = add ? "workspace add" : "workspace remove";
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 2, "give WS and USER");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 2, "give WS and USER");
     if (rc) return rc;
     const char *user = pos[1][0] == '@' ? pos[1] + 1 : pos[1];
     if (!*user || !pc_utf8(user, strlen(user))) return pc_usage_error(cmd, "\"%s\" is not a username", pos[1]);
@@ -281,7 +271,7 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
 static int ws_leave(pc_client *c, int argc, char **argv, char **pos) {
     const char *cmd = "workspace leave";
     int64_t ws;
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 1, "give one WS");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 1, "give one WS");
     if (rc || (rc = pc_ws_arg(c, cmd, pos[0], &ws))) return rc;
     char path[96];
     snprintf(path, sizeof path, "/api/v1/workspaces/%lld/leave", (long long)ws);
@@ -320,7 +310,7 @@ int pc_cmd_workspace(pc_client *c, int argc, char **argv) {
 /* "41  #general  public   joined  members 2" */
 static int ch_list(pc_client *c, const char *cmd, int argc, char **argv, char **pos) {
     int64_t ws;
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 1, "give one WS");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 1, "give one WS");
     if (rc || (rc = pc_ws_arg(c, cmd, pos[0], &ws))) return rc;
     json_t *chans;
     if ((rc = channels_of(c, cmd, ws, &chans))) return rc;
@@ -383,7 +373,7 @@ static int ch_create(pc_client *c, int argc, char **argv, char **pos) {
 static int ch_join_leave(pc_client *c, int argc, char **argv, char **pos, int join) {
     const char *cmd = join ? "channel join" : "channel leave";
     int64_t conv;
-    int npos, rc = plain_args(cmd, argc, argv, pos, &npos, 1, "give one channel (an id or WS/#NAME)");
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 1, "give one channel (an id or WS/#NAME)");
     if (rc || (rc = pc_conv_arg(c, cmd, pos[0], &conv))) return rc;
     char path[96];
     snprintf(path, sizeof path, "/api/v1/conversations/%lld/%s", (long long)conv, join ? "join" : "leave");

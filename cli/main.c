@@ -6,7 +6,7 @@
  * Owns: the process (curl_global_init/cleanup, the exit status) and the
  * words on the command line. Does not own: any request (http.c) or what a
  * command does (cmd_account.c, cmd_conv.c, cmd_workspace.c, cmd_message.c,
- * tail.c).
+ * cmd_report.c, tail.c).
  *
  * Global options are recognised before or after the command, up to a "--"
  * (which the command then sees: `parley send 12 -- --not-an-option`).
@@ -65,6 +65,14 @@ void pc_usage(FILE *f) {
 "                                of each; --count N: exit after N events\n"
 "  search QUERY... [--conversation CONV] [--limit N]\n"
 "                                messages containing every word, newest first\n"
+"moderation:\n"
+"  report CONV SEQ REASON [NOTE...]\n"
+"                                report another user's message; REASON: spam,\n"
+"                                abuse, harassment, illegal or other\n"
+"  reports [CONV] [--all]        open reports, newest first, one per line: a\n"
+"                                conversation's (its admins), or without CONV\n"
+"                                every one (server admins); --all: resolved too\n"
+"  resolve REPORT                mark a report done (admins)\n"
 "  help                          this text\n"
 "\n"
 "options:\n"
@@ -125,6 +133,13 @@ int pc_args(const char *cmd, int argc, char **argv, pc_opt *opts, size_t nopts, 
     return 0;
 }
 
+int pc_plain_args(const char *cmd, int argc, char **argv, char **pos, int *npos, int want, const char *what) {
+    int rc = pc_args(cmd, argc, argv, NULL, 0, pos, npos);
+    if (rc) return rc;
+    if (want >= 0 ? *npos != want : *npos < 1) return pc_usage_error(cmd, "%s", what);
+    return 0;
+}
+
 int pc_num(const char *cmd, const char *what, const char *s, int64_t min, int64_t *out) {
     int64_t v = 0;
     const char *p = s;
@@ -169,6 +184,8 @@ static const command commands[] = {
     {"search", pc_cmd_search},           {"tail", pc_cmd_tail},
     {"workspaces", pc_cmd_workspaces},   {"workspace", pc_cmd_workspace},
     {"channels", pc_cmd_channels},       {"channel", pc_cmd_channel},
+    {"report", pc_cmd_report},           {"reports", pc_cmd_reports},
+    {"resolve", pc_cmd_resolve},
 };
 
 int main(int argc, char **argv) {

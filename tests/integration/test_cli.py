@@ -26,7 +26,10 @@ PARLEY_PASSWORD or stdin.
   * workspaces and channels: workspace create/list/show/add/remove/leave,
     channels, channel create/join/leave, WS by id or name, a channel as
     WS/#name for send, history, tail, members, and their errors
-    (test_workspaces_and_channels).
+    (test_workspaces_and_channels);
+  * moderation: report (by id, @username, WS/#name; a repeat; refusals),
+    reports of a conversation for its admin and of the whole server for a
+    server admin (--admins), --all, --json, resolve (test_reports).
 """
 
 import asyncio
@@ -884,3 +887,72 @@ def test_search(cli):
     assert bob.out("search", word, "--conversation", "@" + alice.name, "--limit", "5").count("\n") == 1
     assert bob.out("search", word, "absentword") == ""
     assert bob.run("search", word, "--limit", "99", expect=1).stderr.startswith("parley: search: 400 bad_request")
+
+
+# --------------------------------------------------------------------------
+# moderation: report, reports, resolve
+
+
+def test_reports(cli_bin, server_factory, workdir):
+    boss = "mod" + secrets.token_hex(4)                # a server admin (registered below)
+    srv = server_factory(["--admins", boss])
+    alice, bob, carol = (Cli(cli_bin, srv, str(workdir)).register() for _ in range(3))
+    mod = Cli(cli_bin, srv, str(workdir), boss).register()
+    a, b, c = alice.name.lower(), bob.name.lower(), carol.name.lower()
+    g = int(alice.out("group", "create", "Mods", bob.name, carol.name).strip())
+    seq = int(bob.out("send", str(g), "buy cheap pills").strip().split("#")[1])
+
+    # carol reports bob's message (a NOTE of several words); a repeat changes nothing
+    out = carol.out("report", str(g), str(seq), "spam", "third", "time")
+    m = re.fullmatch(rf"reported {g}#{seq} \(report (\d+)\)\n", out)
+    assert m, out
+    rid = int(m.group(1))
+    assert carol.out("report", str(g), str(seq), "abuse") == f"already reported {g}#{seq} (report {rid})\n"
+    # refused by the server (exit 1), bad usage (exit 2)
+    assert carol.run("report", str(g), str(seq), "boring", expect=1).stderr.startswith(
+        "parley: report: 400 bad_request: \"reason\" must be")
+    assert bob.run("report", str(g), str(seq), "spam", expect=1).stderr.startswith(
+        "parley: report: 400 bad_request")                             # his own message
+    assert carol.run("report", str(g), "999", "spam", expect=1).stderr.startswith("parley: report: 404 not_found")
+    for args in (["report", str(g), str(seq)], ["report", str(g), "x", "spam"], ["reports", "1", "2"],
+                 ["resolve"], ["resolve", "seven"]):
+        assert carol.run(*args, expect=2).stderr.startswith("parley: "), args
+
+    # a direct conversation by @username, a channel by WS/#name
+    dm_seq = int(bob.out("send", "@" + carol.name, "psst").strip().split("#")[1])
+    dm_rep = json.loads(carol.out("--json", "report", "@" + bob.name, str(dm_seq), "harassment"))
+    assert dm_rep["created"] is True and dm_rep["seq"] == dm_seq, dm_rep
+    alice.out("workspace", "create", "Acme")
+    alice.out("workspace", "add", "Acme", bob.name)
+    ch_seq = int(alice.out("send", "Acme/#general", "welcome all").strip().split("#")[1])
+    out = bob.out("report", "Acme/#general", str(ch_seq), "other", "--", "-not spam, just odd")
+    m = re.fullmatch(rf"reported (\d+)#{ch_seq} \(report (\d+)\)\n", out)
+    assert m, out
+    ch, ch_rid = int(m.group(1)), int(m.group(2))
+
+    # the group's admin lists its reports, one line each; a member may not
+    line = rf"{rid}  {g}#{seq}  \d{{4}}-\d\d-\d\d \d\d:\d\d  open  spam  by {c}  {b}: buy cheap pills  note: third time"
+    lines = alice.out("reports", str(g)).splitlines()
+    assert len(lines) == 1 and re.fullmatch(line, lines[0]), lines
+    assert carol.run("reports", str(g), expect=1).stderr == "parley: reports: 403 forbidden: admins only\n"
+    assert alice.run("reports", expect=1).stderr == "parley: reports: 403 forbidden: server admins only\n"
+    assert alice.out("reports", "Acme/#general").startswith(f"{ch_rid}  {ch}#{ch_seq}  ")
+    # a server admin: every report, newest first (the direct one too)
+    assert [int(x.split()[0]) for x in mod.out("reports").splitlines()] == [ch_rid, dm_rep["id"], rid]
+    objs = [json.loads(x) for x in mod.out("--json", "reports").splitlines()]
+    assert objs[1]["kind"] == "direct" and objs[1]["reporter"]["username"] == c and objs[1]["note"] is None, objs
+    assert objs[0]["note"] == "-not spam, just odd" and objs[0]["message"]["body"] == "welcome all", objs
+
+    # resolving: not a member's to do (as if it did not exist); an admin's, twice
+    assert carol.run("resolve", str(rid), expect=1).stderr.startswith("parley: resolve: 404 not_found")
+    assert alice.out("resolve", str(rid)) == f"resolved report {rid}\n"
+    assert alice.out("resolve", str(rid)) == f"report {rid} was already resolved\n"
+    assert alice.out("reports", str(g)) == ""
+    assert "  resolved  spam  " in alice.out("reports", str(g), "--all")
+    assert alice.run("resolve", str(dm_rep["id"]), expect=1).returncode == 1      # a direct one: server admins
+    assert json.loads(mod.out("--json", "resolve", str(dm_rep["id"]))) == {"id": dm_rep["id"], "changed": True}
+    assert [int(x.split()[0]) for x in mod.out("reports").splitlines()] == [ch_rid]
+    assert len(mod.out("reports", "--all").splitlines()) == 3
+    help_text = alice.out("help")
+    for word in ("report CONV SEQ REASON", "reports [CONV] [--all]", "resolve REPORT"):
+        assert word in help_text, word
