@@ -1,6 +1,7 @@
 // actions.js — message actions: replies, edits, deletes, reactions, pins,
-// copy; the hover toolbar and the context menu of each message; the reply /
-// edit bar above the composer; the delete confirmation; the pins dialog.
+// copy, report (its dialog is reports.js's); the hover toolbar and the
+// context menu of each message; the reply / edit bar above the composer;
+// the delete confirmation; the pins dialog.
 //
 // Actions are events in the conversation's log (docs/protocol.md, "Message
 // actions"): `edit`, `delete`, `reaction` and `pin` name their target by
@@ -31,7 +32,8 @@ let confirmResolve = null;
 
 /**
  * ctx: {S, api, conn(), render(what), nameOf(uid), loadOlder(c) -> Promise,
- *       autosize(), openConv() -> c | null, openProfile(uid)?}
+ *       autosize(), openConv() -> c | null, openProfile(uid)?,
+ *       canReport(c, m)?, openReport(c, m, opener)? (reports.js)}
  */
 export function initActions(context) {
   ctx = context;
@@ -554,6 +556,8 @@ export function openActionsMenu(li, opener, at) {
       { label: m.pinned ? 'Unpin' : 'Pin', icon: 'pin', testid: 'menu-pin', onSelect: () => togglePin(c, m) },
       { label: 'Copy text', icon: 'copy', testid: 'menu-copy',
         onSelect: async () => toast((await copyText(m.body || '')) ? 'Copied to the clipboard.' : 'Could not copy the text.') },
+      ctx.canReport && ctx.canReport(c, m) ? { label: 'Report…', icon: 'flag', testid: 'menu-report',
+        onSelect: () => ctx.openReport(c, m, back) } : null,
       canDelete(c, m) ? { label: 'Delete', icon: 'trash', testid: 'menu-delete', danger: true,
         onSelect: () => deleteMessage(c, m, back) } : null,
     ],

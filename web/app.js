@@ -20,7 +20,8 @@
 // conversation), composer.js (the composer and typing), actions.js and
 // reactions.js (message actions: replies, edits, deletes, reactions, pins),
 // mentions.js (@mentions and their autocomplete), richtext.js (Markdown
-// subset, links, shortcodes), groups.js (group dialogs), workspaces.js
+// subset, links, shortcodes), groups.js (group dialogs), reports.js
+// (reporting a message; admins reviewing reports), workspaces.js
 // (workspaces: browsing, joining and creating channels), people.js (people
 // search, profile card), search.js (message search), switcher.js
 // (Ctrl/Cmd+K), alerts.js (desktop notifications, sound, favicon count),
@@ -60,6 +61,7 @@ import { initPeople, openProfile, refreshProfile } from './people.js';
 import { initSwitcher } from './switcher.js';
 import { initSearch, openSearch } from './search.js';
 import { initGroups, renderMembers } from './groups.js';
+import { initReports, canReport, openReport, refreshReportsButton } from './reports.js';
 import {
   initWorkspaces, loadWorkspaces, noteWorkspace, workspacesChanged, resetWorkspaces,
 } from './workspaces.js';
@@ -865,6 +867,7 @@ function wire() {
     api, render, openConv, lookupUser, upsertConv, loadDetails,
     queryPresence: (ids) => { if (conn && conn.online) queryPresence(ids); },
     openProfile: (uid) => openProfile(uid, nameOf(uid)),
+    refreshReportsButton,
   });
   initWorkspaces({
     api, render, openConv, upsertConv,
@@ -918,7 +921,9 @@ function wire() {
     S, api, conn: () => conn, render, nameOf, loadOlder, autosize,
     openConv: () => (S.openId != null ? S.convs.get(S.openId) || null : null),
     openProfile: (uid) => openProfile(uid, nameOf(uid)),
+    canReport, openReport,
   });
+  initReports({ S, api, nameOf, openConv: () => (S.openId != null ? S.convs.get(S.openId) || null : null) });
 
   const box = $('messages');
   box.addEventListener('scroll', () => {

@@ -1,6 +1,7 @@
 // groups.js — the group dialogs: "New group" (a title and members by
 // username) and "Members" (the list with roles and presence, a member's
-// profile card, an admin adding and removing members, leaving the group).
+// profile card, an admin adding and removing members, leaving the group;
+// for admins, the way to the conversation's reports, reports.js).
 // REST: docs/protocol.md section 2. The members dialog serves channels too
 // (a channel is a group inside a workspace; only its workspace's members
 // can be added to it).
@@ -14,7 +15,7 @@ let h = null;
 
 /** hooks: {api, render(what), openConv(id), lookupUser(name) -> Promise<user>,
  *  upsertConv(d) -> c, loadDetails(c, force), queryPresence(ids),
- *  openProfile(uid)} */
+ *  openProfile(uid), refreshReportsButton(c) (reports.js)} */
 export function initGroups(hooks) {
   h = hooks;
   $('new-group').addEventListener('click', () => {
@@ -28,7 +29,14 @@ export function initGroups(hooks) {
   $('members-btn').addEventListener('click', () => {
     const c = S.convs.get(S.openId);
     $('members-error').textContent = '';
-    if (c) h.loadDetails(c, true);
+    $('reports-btn').hidden = true;
+    if (c) {
+      // its admins get a "Reports" button with the open count, once the
+      // role is fresh
+      Promise.resolve(h.loadDetails(c, true)).catch(() => {}).then(() => {
+        if ($('members-dialog').open && S.openId === c.id) h.refreshReportsButton(c);
+      });
+    }
     renderMembers();
     $('members-dialog').showModal();
   });
@@ -48,6 +56,7 @@ export function renderMembers() {
   if (!c) return;
   const admin = c.role === 'admin' && !c.left;
   $('add-member-form').hidden = !admin;
+  if (!admin) $('reports-btn').hidden = true;
   $('leave-group').hidden = c.left;
   setText($('leave-group'), c.kind === 'channel' ? 'Leave channel' : 'Leave group');
   const members = (c.members || []).slice().sort((a, b) => (a.role === b.role ? nameOf(a.id).localeCompare(nameOf(b.id)) : a.role === 'admin' ? -1 : 1));

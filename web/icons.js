@@ -24,6 +24,8 @@ const PATHS = {
     'M12 2.5v2.2M12 19.3v2.2M4.9 4.9l1.6 1.6M17.5 17.5l1.6 1.6M2.5 12h2.2M19.3 12h2.2M4.9 19.1l1.6-1.6M17.5 6.5l1.6-1.6',
     'M18.5 12a6.5 6.5 0 1 1-13 0 6.5 6.5 0 0 1 13 0z'],
   message: ['M4 5h16v11H9l-5 4z'],
+  // report a message (reports.js)
+  flag: ['M5 21V4', 'M5 4h12l-2.5 4.5L17 13H5'],
   // a private channel (convlist.js, convview.js, workspaces.js)
   lock: ['M5.5 11h13v9.5h-13z', 'M8.5 11V7.5a3.5 3.5 0 0 1 7 0V11'],
   // attachments (media.js)

@@ -1,7 +1,11 @@
 // group.mjs — a group of three in three browser contexts: a message from one
 // appears (once, in order) in the others; typing shows and disappears; the
 // sender's marks aggregate the group's receipts; members are managed through
-// the members dialog (add, remove).
+// the members dialog (add, remove). Moderation: bob reports carol's message
+// from its menu (a reason is required; his own message has no "Report");
+// alice, the admin, finds it under the members dialog's "Reports (1)" with
+// the text, sender, reporter, reason and note, deletes the message through
+// the usual confirmation and resolves the report.
 //
 // usage: node group.mjs http://127.0.0.1:PORT
 
@@ -96,4 +100,64 @@ await run('group of three: messages, typing, receipts, members', async () => {
   await waitFor(async () => (await alice.page.locator('[data-testid="message"]', { hasText: 'Back again.' }).count()) === 1,
     'alice sees carol\'s message after re-adding her');
   log('members: remove and add ok');
+
+  // reports: bob reports carol's message; his own has no "Report"
+  const msg = (p, text) => p.page.locator('[data-testid="message"]', { hasText: text });
+  const openMenuOf = async (p, text) => {
+    await msg(p, text).hover();
+    await msg(p, text).getByTestId('action-more').click();
+    await p.page.getByTestId('message-menu').waitFor({ state: 'visible' });
+  };
+  const B = bob.page, A = alice.page;
+  await openMenuOf(bob, 'Sounds good');
+  check(!(await B.getByTestId('menu-report').count()), 'bob: no "Report" on his own message');
+  await B.keyboard.press('Escape');
+  await openMenuOf(bob, 'Count me in.');
+  await B.getByTestId('menu-report').click();
+  await B.getByTestId('report-dialog').waitFor({ state: 'visible' });
+  check((await B.locator('#report-quote').textContent()) === 'Count me in.', 'bob: the dialog quotes the message');
+  check(/carol is not told who reported it/.test(await B.locator('#report-text').textContent()), 'bob: who will see it is said');
+  await B.getByTestId('report-submit').click();
+  await waitFor(async () => (await B.getByTestId('report-error').textContent()) === 'Choose a reason.', 'bob: a reason is required');
+  await B.getByTestId('report-reason-harassment').check();
+  await B.getByTestId('report-note').fill('Third time this week.');
+  await shot(bob, '13-group-report');
+  await B.getByTestId('report-submit').click();
+  await B.getByTestId('report-dialog').waitFor({ state: 'hidden' });
+  await waitFor(async () => (await B.getByTestId('toast').allTextContents()).some((t) => t.startsWith('Report sent.')),
+    'bob: "report sent" confirmation');
+  check(!(await B.getByTestId('report-dialog').isVisible()), 'bob: the dialog closed');
+
+  // alice (admin) reviews it from the members dialog: deletes the message, resolves
+  await A.getByTestId('members-button').click();
+  await A.getByTestId('members-dialog').waitFor({ state: 'visible' });
+  await waitFor(async () => (await A.getByTestId('reports-button').textContent()) === 'Reports (1)', 'alice: "Reports (1)"');
+  await A.getByTestId('reports-button').click();
+  await A.getByTestId('reports-dialog').waitFor({ state: 'visible' });
+  const rep = A.getByTestId('report-item');
+  await waitFor(async () => (await rep.count()) === 1, 'alice: one open report');
+  const got = {
+    reason: await rep.getByTestId('report-reason').textContent(),
+    sender: await rep.getByTestId('report-sender').textContent(),
+    reporter: await rep.getByTestId('report-reporter').textContent(),
+    body: await rep.getByTestId('report-body').textContent(),
+    note: await rep.getByTestId('report-note').textContent(),
+  };
+  check(JSON.stringify(got) === JSON.stringify({ reason: 'Harassment', sender: 'carol', reporter: 'bob',
+    body: 'Count me in.', note: 'Note: Third time this week.' }), `alice: the report as sent: ${JSON.stringify(got)}`);
+  await shot(alice, '14-group-reports');
+  await rep.getByTestId('report-delete').click();
+  await A.getByTestId('confirm-delete').click();
+  await rep.getByTestId('report-deleted').waitFor({ state: 'visible' });
+  check((await rep.getByTestId('report-body').textContent()) === 'Count me in.', 'alice: the report keeps the text');
+  for (const p of [alice, bob]) {
+    await waitFor(async () => (await msg(p, 'This message was deleted').count()) === 1, `${p.name}: carol's message deleted`);
+  }
+  await rep.getByTestId('report-resolve').click();
+  await waitFor(async () => (await rep.count()) === 0, 'alice: the report is resolved');
+  check(/^No open reports/.test(await A.getByTestId('reports-state').textContent()), 'alice: "no open reports"');
+  await A.getByTestId('reports-close').click();
+  await waitFor(async () => (await A.getByTestId('reports-button').textContent()) === 'Reports', 'alice: the count is gone (server side too)');
+  await A.getByTestId('members-close').click();
+  log('reports: report, review, delete, resolve ok');
 });

@@ -7,7 +7,8 @@ playwright-core against a real parleyd (see conftest.py):
   each message appears once and in order on both sides, the sender's marks go
   sent -> delivered -> read; reload stays logged in; logout.
 - group.mjs: a group of three in three contexts: messages reach the others,
-  typing shows and disappears, group receipts ("read by 1"), members dialog.
+  typing shows and disappears, group receipts ("read by 1"), members dialog;
+  a member reports a message, the admin reviews it (deletes, resolves).
 - offline.mjs: one context goes offline (network emulation) while the others
   send and it queues a message; back online (no reload) it shows everything
   exactly once, in order, and its queued message is sent once; a dropped
