@@ -125,9 +125,7 @@ int64_t api_parse_id(const char *s, size_t n) {
     return v <= PL_JSON_INT_MAX ? v : -1;
 }
 
-/* Answers 404 (not a number) or 400 (out of range) for a bad path id;
- * 1 if id is good. */
-static int path_id_ok(pl_http_ctx *ctx, int64_t id, const char *missing) {
+int api_path_id_ok(pl_http_ctx *ctx, int64_t id, const char *missing) {
     if (id > 0) return 1;
     if (id < 0) pl_http_error(ctx, 400, "bad_request", "an id in the path is above 2^53 - 1");
     else pl_http_error(ctx, 404, "not_found", missing);
@@ -195,17 +193,17 @@ static void message_route(pl_http_ctx *ctx, int64_t conv, pl_str *s, size_t n) {
     int64_t seq = api_parse_id(s[1].p, s[1].n);
     if (report) {                                     /* api_reports.c */
         if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else if (path_id_ok(ctx, seq, "no such message")) h_report(ctx, conv, seq);
+        else if (api_path_id_ok(ctx, seq, "no such message")) h_report(ctx, conv, seq);
         return;
     }
     if (n == 3) {
         if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else if (path_id_ok(ctx, seq, "no such message")) h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
+        else if (api_path_id_ok(ctx, seq, "no such message")) h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
         return;
     }
     int allowed = m == PL_HTTP_DELETE || (pins ? m == PL_HTTP_PUT : m == PL_HTTP_PATCH);
     if (!allowed) api_method_not_allowed(ctx);
-    else if (!path_id_ok(ctx, seq, "no such message")) return;
+    else if (!api_path_id_ok(ctx, seq, "no such message")) return;
     else if (pins) h_action(ctx, conv, seq, PL_JOB_PIN, m == PL_HTTP_DELETE);
     else h_action(ctx, conv, seq, m == PL_HTTP_DELETE ? PL_JOB_MESSAGE_DELETE : PL_JOB_MESSAGE_EDIT, 0);
 }
@@ -243,7 +241,7 @@ static void authed_route(pl_http_ctx *ctx) {
         int64_t id = n == 3 ? api_parse_id(s[2].p, s[2].n) : 0;
         if (n == 2) h_push_devices(ctx);
         else if (ctx->req.method != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else if (path_id_ok(ctx, id, "no such device")) h_push_device(ctx, id);
+        else if (api_path_id_ok(ctx, id, "no such device")) h_push_device(ctx, id);
         return;
     }
     /* end-to-end encryption (api_keys.c) */
@@ -255,7 +253,7 @@ static void authed_route(pl_http_ctx *ctx) {
         int64_t peer = api_parse_id(s[1].p, s[1].n);
         int bundle = api_seg_is(s[2], "bundle");
         if (m != (bundle ? PL_HTTP_POST : PL_HTTP_GET)) api_method_not_allowed(ctx);
-        else if (!path_id_ok(ctx, peer, "no such user")) return;
+        else if (!api_path_id_ok(ctx, peer, "no such user")) return;
         else if (bundle) h_bundle(ctx, peer);
         else h_devices(ctx, peer);
         return;
@@ -278,7 +276,7 @@ static void authed_route(pl_http_ctx *ctx) {
         return;
     }
     int64_t conv = api_parse_id(s[1].p, s[1].n);
-    if (!path_id_ok(ctx, conv, "no such conversation")) return;
+    if (!api_path_id_ok(ctx, conv, "no such conversation")) return;
     if (n == 2) {
         if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_conv_get(ctx, conv);
@@ -298,7 +296,7 @@ static void authed_route(pl_http_ctx *ctx) {
     if (n == 4 && api_seg_is(s[2], "members")) {
         int64_t peer = api_parse_id(s[3].p, s[3].n);
         if (m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else if (path_id_ok(ctx, peer, "no such member")) h_member_op(ctx, conv, PL_JOB_MEMBER_REMOVE, peer);
+        else if (api_path_id_ok(ctx, peer, "no such member")) h_member_op(ctx, conv, PL_JOB_MEMBER_REMOVE, peer);
         return;
     }
     if (n == 3 && (api_seg_is(s[2], "read") || api_seg_is(s[2], "delivered"))) {

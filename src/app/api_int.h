@@ -64,6 +64,9 @@ void    api_too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *what, const
  * request had no Content-Length at all). */
 json_t *api_body_object(pl_http_ctx *ctx);
 int64_t api_parse_id(const char *s, size_t n);
+/* Answers 404 (not a number: missing says what) or 400 (above 2^53 - 1)
+ * for a bad path id (api_parse_id's); 1 if id is good. */
+int     api_path_id_ok(pl_http_ctx *ctx, int64_t id, const char *missing);
 /* 1 if the path segment s is lit. */
 static inline int api_seg_is(pl_str s, const char *lit) { return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0; }
 void    api_method_not_allowed(pl_http_ctx *ctx);    /* 405 */

@@ -213,9 +213,7 @@ void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
         pl_http_error(ctx, 404, "not_found", "no such route");
     } else if (m != PL_HTTP_POST) {
         api_method_not_allowed(ctx);
-    } else if (id <= 0) {
-        pl_http_error(ctx, 404, "not_found", "no such report");
-    } else {
+    } else if (api_path_id_ok(ctx, id, "no such report")) {
         start(ctx, R_RESOLVE, id);
     }
 }

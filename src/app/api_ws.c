@@ -4,11 +4,13 @@
  * channels, and join a public channel (POST /conversations/{id}/join, routed
  * here from api.c).
  *
- * A user removed from a workspace (or leaving it) is then removed from each
- * of its channels it is still in, one MEMBER_REMOVE with PL_JOB_EVICT per
- * channel, in order, before the answer: the store hands back that list, so
- * the member_removed events go through the ordinary path (the channel's log,
- * its fan-out, the sessions' unsubscription).
+ * A user removed from a workspace (or leaving it) is first removed from
+ * each of its channels, one MEMBER_REMOVE with PL_JOB_EVICT per channel,
+ * while it is still in the workspace (so that a crash midway leaves a
+ * removal that can be repeated), then from the workspace, then from any
+ * channel it joined meanwhile, before the answer: the member_removed
+ * events go through the ordinary path (the channel's log, its fan-out, the
+ * sessions' unsubscription).
  */
 #include "api_int.h"
 
@@ -132,32 +134,45 @@ static void ws_add_peer_read(pl_job *j) {
     api_submit(op);
 }
 
-/* The evictions after a removal: op->members[op->user ..] are the channels
- * left, op->login the removed user (see the top of the file). */
+/* Removing op->login from workspace op->conv (see the top of the file):
+ * phase 1 evicts it from the channels it is in (op->members[op->user ..
+ * op->created)), phase 2 removes it from the workspace, phase 3 evicts it
+ * from what it joined meanwhile (WORKSPACE_REMOVE's list). A crash in
+ * phase 1 leaves it in the workspace, where the removal can be repeated. */
+static void ws_removed(pl_job *j);
 static void evicted(pl_job *j);
 
 static void evict_next(api_op *op) {
     size_t at = (size_t)op->user, n = (size_t)op->created;
-    if (at >= n) {
+    if (at < n) {
+        op->user++;
+        api_job_reset(op, PL_JOB_MEMBER_REMOVE, evicted);
+        op->job.conv = op->members[at];
+        op->job.user = op->ctx->user;
+        op->job.peer = op->login;
+        op->job.flags = PL_JOB_EVICT;
+        api_submit(op);
+    } else if (op->status == 1) {                   /* phase 1 done */
+        op->status = 2;
+        api_job_reset(op, PL_JOB_WORKSPACE_REMOVE, ws_removed);
+        op->job.id = op->conv;
+        op->job.user = op->ctx->user;
+        op->job.peer = op->login;
+        api_submit(op);
+    } else {
         pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
         api_op_free(op);
-        return;
     }
-    op->user++;
-    api_job_reset(op, PL_JOB_MEMBER_REMOVE, evicted);
-    op->job.conv = op->members[at];
-    op->job.user = op->ctx->user;
-    op->job.peer = op->login;
-    op->job.flags = PL_JOB_EVICT;
-    api_submit(op);
 }
 
 static void evicted(pl_job *j) {
     api_op *op = j->data;
-    /* EFORBID, ENOTFOUND: it left the channel (or was added back to the
-     * workspace) meanwhile; anything else stops here (the store failed: the
-     * client retries the removal, which lists what is left) */
-    if (j->result && j->result != PL_STORE_ENOTFOUND && j->result != PL_STORE_EFORBID) {
+    if (j->result == PL_STORE_EFORBID && op->status == 1 && !(j->why && strcmp(j->why, "not a member") == 0)) {
+        /* the caller may not remove it: the workspace removal says why */
+        op->user = op->created;
+    } else if (j->result && j->result != PL_STORE_ENOTFOUND && j->result != PL_STORE_EFORBID) {
+        /* the store failed; the client repeats the removal, which goes on
+         * from what is left (EFORBID, ENOTFOUND: it left meanwhile) */
         api_store_error(op->ctx, j->result, "could not remove the user from a channel");
         api_op_free(op);
         return;
@@ -172,27 +187,48 @@ static void ws_removed(pl_job *j) {
         api_op_free(op);
         return;
     }
+    free(op->members);
     op->members = pl_malloc((j->nout ? j->nout : 1) * sizeof *op->members);
     if (j->nout) memcpy(op->members, j->out_ids, j->nout * sizeof *op->members);
     op->created = (int)j->nout;
     op->user = 0;
-    op->login = j->peer;
+    op->status = 3;
+    evict_next(op);
+}
+
+/* Phase 1's list: the channels the user is in (as it sees them). */
+static void ws_remove_listed(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result && j->result != PL_STORE_ENOTFOUND) {
+        api_store_error(op->ctx, j->result, "could not read the channels");
+        api_op_free(op);
+        return;
+    }
+    size_t n = 0;
+    op->members = pl_malloc((j->nconvs ? j->nconvs : 1) * sizeof *op->members);
+    for (size_t i = 0; i < j->nconvs; i++)
+        if (j->convs[i].role != PL_ROLE_NONE) op->members[n++] = j->convs[i].id;
+    op->created = (int)n;
+    op->user = 0;
     evict_next(op);
 }
 
 static void ws_remove(pl_http_ctx *ctx, int64_t ws, int64_t peer) {
     api_op *op = api_op_new(ctx, NULL);
-    api_job_reset(op, PL_JOB_WORKSPACE_REMOVE, ws_removed);
+    op->conv = ws;
+    op->login = peer;
+    op->status = 1;
+    api_job_reset(op, PL_READ_CHANNELS, ws_remove_listed);
     op->job.id = ws;
-    op->job.user = ctx->user;
-    op->job.peer = peer;
+    op->job.user = peer;
     api_submit(op);
 }
 
 static void channel_created(pl_job *j) {
     api_op *op = j->data;
     if (j->result) {
-        ws_error(op->ctx, j, j->result == PL_STORE_ENOTFOUND ? "no such workspace or user" : "");
+        ws_error(op->ctx, j, j->result != PL_STORE_ENOTFOUND ? ""
+                             : j->op == PL_JOB_CHANNEL_JOIN ? "no such channel" : "no such workspace or user");
         api_op_free(op);
         return;
     }
@@ -290,10 +326,7 @@ void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
         return;
     }
     int64_t ws = api_parse_id(s[1].p, s[1].n);
-    if (ws <= 0) {
-        pl_http_error(ctx, 404, "not_found", "no such workspace");
-        return;
-    }
+    if (!api_path_id_ok(ctx, ws, "no such workspace")) return;
     if (n == 2) {
         if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else respond_ws(api_op_new(ctx, NULL), ws, 200);
@@ -303,8 +336,7 @@ void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
     } else if (n == 4 && api_seg_is(s[2], "members")) {
         int64_t peer = api_parse_id(s[3].p, s[3].n);
         if (m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else if (peer <= 0) pl_http_error(ctx, 404, "not_found", "no such member");
-        else ws_remove(ctx, ws, peer);
+        else if (api_path_id_ok(ctx, peer, "no such member")) ws_remove(ctx, ws, peer);
     } else if (n == 3 && api_seg_is(s[2], "leave")) {
         if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
         else ws_remove(ctx, ws, ctx->user);

@@ -73,7 +73,9 @@ int pl_utf8_space_or_control(uint32_t cp) {
     }
 }
 
-int pl_utf8_has_space_or_control(const uint8_t *p, size_t n) {
+/* 1 if p[0..n) holds a code point pred accepts (a lone byte of invalid
+ * UTF-8 is taken as the code point it would start). */
+static int has_cp(const uint8_t *p, size_t n, int (*pred)(uint32_t)) {
     size_t i = 0;
     while (i < n) {
         uint8_t c = p[i];
@@ -81,11 +83,30 @@ int pl_utf8_has_space_or_control(const uint8_t *p, size_t n) {
         if (len > n - i) len = 1;                     /* cut short: the lead byte alone */
         uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1fu : len == 3 ? c & 0x0fu : c & 0x07u;
         for (size_t k = 1; k < len; k++) cp = cp << 6 | (p[i + k] & 0x3fu);
-        if (pl_utf8_space_or_control(cp)) return 1;
+        if (pred(cp)) return 1;
         i += len;
     }
     return 0;
 }
+
+int pl_utf8_has_space_or_control(const uint8_t *p, size_t n) { return has_cp(p, n, pl_utf8_space_or_control); }
+
+int pl_utf8_invisible(uint32_t cp) {
+    if (cp != 0x20 && pl_utf8_space_or_control(cp)) return 1;
+    if ((cp >= 0x200b && cp <= 0x200f) || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x206f) ||
+        (cp >= 0x180b && cp <= 0x180f) || (cp >= 0xfe00 && cp <= 0xfe0f) || (cp >= 0xfff0 && cp <= 0xfffb) ||
+        (cp >= 0x1d173 && cp <= 0x1d17a) || (cp >= 0xe0000 && cp <= 0xe0fff))
+        return 1;
+    switch (cp) {
+    case 0x00ad: case 0x034f: case 0x061c: case 0x115f: case 0x1160: case 0x17b4: case 0x17b5:
+    case 0x3164: case 0xfeff: case 0xffa0:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int pl_utf8_has_invisible(const uint8_t *p, size_t n) { return has_cp(p, n, pl_utf8_invisible); }
 
 size_t pl_utf8_prefix(const char *s, size_t len, size_t chars) {
     size_t i = 0;

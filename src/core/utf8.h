@@ -26,6 +26,14 @@ int  pl_utf8_space_or_control(uint32_t cp);
 /* 1 if p[0..n), valid UTF-8, holds a code point of pl_utf8_space_or_control
  * (or, not being valid UTF-8, a lone byte that decodes as one). */
 int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);
+/* 1 if cp shows nothing, or moves text around, where a name is read: a
+ * pl_utf8_space_or_control code point other than U+0020, a format
+ * character (zero-width spaces and joiners, bidirectional marks, embeddings
+ * and overrides, word joiners, BOM, soft hyphen, variation selectors, tags)
+ * or a Hangul filler. */
+int  pl_utf8_invisible(uint32_t cp);
+/* 1 if p[0..n) holds a pl_utf8_invisible code point (as has_space_or_control). */
+int  pl_utf8_has_invisible(const uint8_t *p, size_t n);
 /* The bytes of the first `chars` code points of valid UTF-8 s[0..len)
  * (len when it has fewer): a prefix that never cuts one in two. */
 size_t pl_utf8_prefix(const char *s, size_t len, size_t chars);

@@ -337,7 +337,7 @@ int64_t pg_ws_lock_of(const pl_job *j, int *with_general);
 /* For MEMBER_ADD to a channel and MEMBER_REMOVE with PL_JOB_EVICT (conv
  * locked): whether user is a member of conv's workspace (*in_ws), the row
  * kept from a removal until COMMIT. PL_STORE_OK or a W_* code. */
-int  pg_ws_member_of_conv(pg_store *s, int64_t conv, int64_t user, int *in_ws);
+int  pg_ws_member_of_conv(pg_store *s, int64_t conv, int64_t user, int *in_ws);   /* *in_ws: the pl_role */
 
 /* ---- reports (store.h invariant 12): store_pg_reports.c ------------------- */
 int  pg_job_report(pg_store *s, pl_job *j, int64_t now); /* REPORT, REPORT_RESOLVE */

@@ -197,7 +197,7 @@ int  sq_read_push(sq_reader *r, pl_job *j);
  * (evictable) make of channels. */
 int  sq_job_ws(sq_store *s, pl_job *j, int64_t now);
 int  sq_ws_channel_admits(sq_store *s, int64_t conv, int64_t user);
-int  sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, const char **why);
+int  sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, int64_t actor, const char **why);
 int  sq_read_ws(sq_reader *r, pl_job *j);
 /* store_sqlite_reports.c: PL_JOB_REPORT, REPORT_RESOLVE (in a savepoint)
  * and PL_READ_REPORTS (store.h invariant 12) */

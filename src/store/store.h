@@ -111,8 +111,10 @@
  *      member of the workspace may join a public channel (CHANNEL_JOIN).
  *      Every workspace has the public channel "general", created with it;
  *      joining the workspace joins it. Leaving or being removed from a
- *      workspace returns the channels the user is still in; the caller
- *      removes it from each (MEMBER_REMOVE with PL_JOB_EVICT). Private
+ *      workspace is the caller's evictions from its channels (MEMBER_REMOVE
+ *      with PL_JOB_EVICT, while the user is still in the workspace) and
+ *      then WORKSPACE_REMOVE, which returns the channels the user is still
+ *      in (joined meanwhile) for the caller to evict it from too. Private
  *      channels are invisible to non-members: ENOTFOUND, as for a channel
  *      that does not exist. Quotas: opts.workspace_members members and
  *      opts.workspace_channels channels per workspace (0: none).
@@ -394,7 +396,7 @@ typedef struct pl_media {
 
 #define PL_WORKSPACE_NAME_MAX 64  /* bytes of a workspace name (1.., UTF-8)   */
 #define PL_CHANNEL_NAME_MAX   80  /* bytes of a channel name: a-z 0-9 - _ . and
-                                   * non-ASCII letters (UTF-8), no uppercase  */
+                                   * visible non-ASCII characters (UTF-8)     */
 
 typedef struct pl_workspace {
     int64_t    id;
@@ -413,10 +415,12 @@ typedef struct pl_workspace {
 void pl_workspace_list_free(pl_workspace *list, size_t n);
 
 /* 1 if name (NUL-terminated) may name a workspace: 1..PL_WORKSPACE_NAME_MAX
- * bytes of valid UTF-8 without C0 control characters or DEL. */
+ * bytes of valid UTF-8, no invisible character (pl_utf8_invisible: spaces
+ * other than U+0020, controls, format characters), no space first or last. */
 int pl_store__workspace_name_ok(const char *name);
 /* 1 if name (NUL-terminated) may name a channel: 1..PL_CHANNEL_NAME_MAX
- * bytes of valid UTF-8, ASCII only as a-z, 0-9, '-', '_', '.'. */
+ * bytes of valid UTF-8, ASCII only as a-z, 0-9, '-', '_', '.', and no
+ * invisible character (pl_utf8_invisible). */
 int pl_store__channel_name_ok(const char *name);
 
 /* ---- reports (invariant 12) ---------------------------------------------- */
@@ -460,10 +464,12 @@ typedef enum pl_job_op {
                                * channel: EFORBID (why "not in the workspace")
                                * unless peer is a member of its workspace.  */
     PL_JOB_MEMBER_REMOVE,     /* in: conv, user (actor), peer. out: out_id, event.
-                               * flags PL_JOB_EVICT: conv is a channel and peer
-                               * no longer in its workspace (else EFORBID); the
-                               * actor's membership and role are not checked
-                               * (it is the sender of the MEMBER_REMOVED).  */
+                               * flags PL_JOB_EVICT: conv is a channel, peer a
+                               * member of it, and peer out of its workspace, or
+                               * the actor itself, or the actor an admin of the
+                               * workspace (else EFORBID, why); the actor's
+                               * membership and role in the channel are not
+                               * checked (it is the MEMBER_REMOVED's sender). */
     PL_JOB_MEMBER_LEAVE,      /* in: conv, user. out: out_id, event        */
     PL_JOB_MESSAGE_SEND,      /* in: conv, user (sender), client_msg_id, body, body_len,
                                * seq (reply_to, 0: none). out: event, dup. A dup (same

@@ -369,19 +369,25 @@ static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int ki
     return PL_STORE_OK;
 }
 
-/* With PL_JOB_EVICT (store.h invariant 11): peer, a member of the channel
- * but no longer of its workspace, is removed by the actor, whatever the
- * actor's own membership; anything else is EFORBID. */
+/* With PL_JOB_EVICT (store.h invariant 11): peer, a member of the channel,
+ * is removed by the actor when peer is out of the workspace, or is the
+ * actor, or the actor is an admin of the workspace (whatever the actor's
+ * membership of the channel); anything else is EFORBID. */
 static int job_member_remove(pg_store *s, pl_job *j, int64_t now) {
     int arole = 0, prole = 0, pexists = 0, rc;
     if ((rc = w_member_check(s, j->conv, j->user, j->peer, &arole, &prole, &pexists))) return rc;
     pg_conv *e = pg_conv_find(s, j->conv);
     if (j->flags & PL_JOB_EVICT) {
         if (!e) return PL_STORE_ENOTFOUND;
-        int in_ws = 1;
+        int in_ws = 1, actor_ws = PL_ROLE_NONE;
         if (e->kind == PL_CONV_CHANNEL && prole != PL_ROLE_NONE &&
             (rc = pg_ws_member_of_conv(s, j->conv, j->peer, &in_ws)) != PL_STORE_OK)
             return rc;
+        if (in_ws && j->user == j->peer) in_ws = 0;           /* leaving: its own */
+        if (in_ws && e->kind == PL_CONV_CHANNEL && prole != PL_ROLE_NONE &&
+            (rc = pg_ws_member_of_conv(s, j->conv, j->user, &actor_ws)) != PL_STORE_OK)
+            return rc;
+        if (actor_ws == PL_ROLE_ADMIN) in_ws = 0;             /* a workspace admin's */
         if (e->kind != PL_CONV_CHANNEL || prole == PL_ROLE_NONE || in_ws) {
             j->why = e->kind != PL_CONV_CHANNEL ? "not a channel"
                      : prole == PL_ROLE_NONE    ? "not a member"

@@ -85,7 +85,7 @@ static int ws_conv_get(pg_store *s, int64_t conv, int64_t user, ws_conv *c) {
 int pg_ws_member_of_conv(pg_store *s, int64_t conv, int64_t user, int *in_ws) {
     ws_conv c;
     int rc = ws_conv_get(s, conv, user, &c);
-    *in_ws = c.found && c.workspace > 0 && c.ws_role != PL_ROLE_NONE;
+    *in_ws = c.found && c.workspace > 0 ? c.ws_role : PL_ROLE_NONE;
     return rc;
 }
 

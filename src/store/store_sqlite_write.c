@@ -898,7 +898,7 @@ static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
 }
 
 static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
-    int rc = j->flags & PL_JOB_EVICT ? sq_ws_evictable(s, j->conv, j->peer, &j->why) : w_check_admin(s, j);
+    int rc = j->flags & PL_JOB_EVICT ? sq_ws_evictable(s, j->conv, j->peer, j->user, &j->why) : w_check_admin(s, j);
     if (rc != PL_STORE_OK) return rc;
     rc = w_member_role(s, j->conv, j->peer);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;

@@ -160,8 +160,7 @@ static int channel_create(sq_store *s, pl_job *j, int64_t now) {
         if (u == j->user) continue;
         if ((role = ws_role(s, j->id, u)) < 0) return role;
         if (role != PL_ROLE_NONE) continue;
-        if ((rc = sq_w_user_exists(s, u)) <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-        j->why = "not in the workspace";
+        j->why = "not in the workspace";                /* no such user included */
         return PL_STORE_EFORBID;
     }
     if (s->workspace_channels > 0) {
@@ -238,7 +237,7 @@ int sq_ws_channel_admits(sq_store *s, int64_t conv, int64_t user) {
     return role != PL_ROLE_NONE ? PL_STORE_OK : PL_STORE_EFORBID;
 }
 
-int sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, const char **why) {
+int sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, int64_t actor, const char **why) {
     int exists = 0;
     int64_t ws = channel_ws(s, conv, &exists);
     if (ws < 0) return (int)ws;
@@ -254,11 +253,11 @@ int sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, const char **why) {
         return PL_STORE_EFORBID;
     }
     if ((role = ws_role(s, ws, user)) < 0) return role;
-    if (role != PL_ROLE_NONE) {
-        *why = "still in the workspace";
-        return PL_STORE_EFORBID;
-    }
-    return PL_STORE_OK;
+    if (role == PL_ROLE_NONE || actor == user) return PL_STORE_OK;       /* out, or leaving */
+    if ((role = ws_role(s, ws, actor)) < 0) return role;
+    if (role == PL_ROLE_ADMIN) return PL_STORE_OK;                          /* a workspace admin */
+    *why = "still in the workspace";
+    return PL_STORE_EFORBID;
 }
 
 /* ---- reads ---------------------------------------------------------------- */

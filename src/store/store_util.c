@@ -61,9 +61,8 @@ char *pl_store__data_channel(const char *name, int64_t creator, const int64_t *o
 int pl_store__workspace_name_ok(const char *name) {
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len > PL_WORKSPACE_NAME_MAX || !pl_utf8_valid((const uint8_t *)name, len)) return 0;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-        if (*p < 0x20 || *p == 0x7f) return 0;
-    return 1;
+    if (name[0] == ' ' || name[len - 1] == ' ') return 0;
+    return !pl_utf8_has_invisible((const uint8_t *)name, len);
 }
 
 int pl_store__channel_name_ok(const char *name) {
@@ -74,7 +73,7 @@ int pl_store__channel_name_ok(const char *name) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
             return 0;
     }
-    return 1;
+    return !pl_utf8_has_invisible((const uint8_t *)name, len);
 }
 
 size_t pl_store__slot(int64_t a, int64_t b, size_t cap) {

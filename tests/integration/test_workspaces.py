@@ -152,6 +152,8 @@ async def test_workspace_removal_leaves_every_channel(server):
             await ws_add(api, alice, wid, {"user": u.id})
         pub = (await channel_create(api, alice, wid, "random"))["id"]
         sec = (await channel_create(api, alice, wid, "secret", private=True, members=[bob.id]))["id"]
+        # bob's own private channel, which alice is not in: a workspace admin removes from it too
+        bobs = (await channel_create(api, bob, wid, "bobs", private=True, members=[carol.id]))["id"]
         await api.expect(200, "POST", f"/api/v1/conversations/{pub}/join", token=bob.token)
         cb = await h.ws(bob, name="bob")
         ca = await h.ws(alice, name="alice")
@@ -159,10 +161,15 @@ async def test_workspace_removal_leaves_every_channel(server):
         # A member may not remove others.
         await api.expect(403, "DELETE", f"/api/v1/workspaces/{wid}/members/{carol.id}", token=bob.token)
         await api.expect(204, "DELETE", f"/api/v1/workspaces/{wid}/members/{bob.id}", token=alice.token)
-        for conv in (gen, pub, sec):
-            e = await ca.wait_for(lambda m, c=conv: m.get("type") == "event" and m["conversation"] == c
-                                  and m["kind"] == "member_removed", what=f"bob out of {conv}")
-            assert e["data"]["user"] == bob.id and e["sender"] == alice.id, e
+        after = await api.history_all(carol, bobs)
+        assert [(e["sender"], e["data"]["user"]) for e in after if e["kind"] == "member_removed"] == \
+            [(alice.id, bob.id)], after
+        assert (await api.expect(200, "GET", f"/api/v1/conversations/{bobs}", token=carol.token)).body["role"] == "admin"
+        for conv in (gen, pub, sec, bobs):
+            if conv != bobs:                                    # alice is not in bobs
+                e = await ca.wait_for(lambda m, c=conv: m.get("type") == "event" and m["conversation"] == c
+                                      and m["kind"] == "member_removed", what=f"bob out of {conv}")
+                assert e["data"]["user"] == bob.id and e["sender"] == alice.id, e
             await cb.wait_for(lambda m, c=conv: m.get("type") == "event" and m["conversation"] == c
                               and m["kind"] == "member_removed", what=f"bob told of {conv}")
             await api.expect(404, "GET", f"/api/v1/conversations/{conv}", token=bob.token)
@@ -200,7 +207,8 @@ async def test_workspace_quotas_and_bad_input(server_factory):
         assert r.status == 413 and r.body["error"]["code"] == "quota", r
         assert (await channels(api, alice, wid)).keys() == {"general", "second"}
 
-        for body in ({}, {"name": ""}, {"name": "x" * 65}, {"name": 5}, {"name": "a\u0001b"}):
+        for body in ({}, {"name": ""}, {"name": "x" * 65}, {"name": 5}, {"name": "a\u0001b"}, {"name": "x\u0085y"},
+                     {"name": " lead"}, {"name": "trail "}, {"name": "\u200b"}, {"name": "x\u202ey"}):
             r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body=body)
             assert r.status == 400 and r.body["error"]["code"] == "bad_request", (body, r)
         r = await api.req("POST", "/api/v1/workspaces", token=alice.token, data=b"not json")
@@ -210,6 +218,15 @@ async def test_workspace_quotas_and_bad_input(server_factory):
         assert r.status == 400, r
         r = await api.req("POST", f"/api/v1/workspaces/{wid}/members", token=alice.token, json_body={"user": "x"})
         assert r.status == 400, r
+        for name in ("ge\u200bneral", "a\u00a0b", "x\u202ey", "\u3000", "a\ufeff"):   # look-alikes of other names
+            r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token, json_body={"name": name})
+            assert r.status == 400 and r.body["error"]["code"] == "bad_request", (name, r)
+        r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token,
+                          json_body={"name": "late", "members": [9007199254740000]})
+        assert r.status == 403 and r.body["error"]["code"] == "forbidden", r       # no such user: not in it
+        for path in (f"/api/v1/workspaces/9007199254740992", f"/api/v1/workspaces/{wid}/members/9007199254740992"):
+            r = await api.req("DELETE" if "members" in path else "GET", path, token=alice.token)
+            assert r.status == 400, (path, r)
         await api.expect(404, "GET", "/api/v1/workspaces/abc", token=alice.token)
         await api.expect(404, "GET", f"/api/v1/workspaces/{wid}/nothing", token=alice.token)
         await api.expect(405, "PATCH", f"/api/v1/workspaces/{wid}", token=alice.token, json_body={})

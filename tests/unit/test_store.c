@@ -4526,6 +4526,32 @@ TEST(store_ws_member_quota) {
     t_finish(&t);
 }
 
+/* Evictions while the user is still in the workspace (the first step of a
+ * removal or a leave, store.h invariant 11): by a workspace admin, or by
+ * the user itself; nobody else. */
+TEST(store_ws_evict_by_admin_or_self) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    int64_t gen = 0, w = t_ws(&t, a, "w", &gen);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, c, NULL, NULL), PL_STORE_OK);
+    int64_t dev = t_channel(&t, w, b, "dev", &c, 1, 0, NULL);         /* b its admin, c in it */
+    CHECK(dev > 0);
+    CHECK_EQ(t_evict(&t, dev, b, c, NULL), PL_STORE_EFORBID);        /* the channel's admin: no */
+    CHECK_EQ(t_evict(&t, gen, c, b, NULL), PL_STORE_EFORBID);
+    CHECK_EQ(rd_role(&t, dev, c), PL_ROLE_MEMBER);
+    int64_t seq = 0;
+    CHECK_EQ(t_evict(&t, dev, a, c, &seq), PL_STORE_OK);             /* the workspace's admin */
+    CHECK(seq > 0);
+    CHECK_EQ(rd_role(&t, dev, c), PL_ROLE_NONE);
+    CHECK_EQ(t_evict(&t, gen, b, b, NULL), PL_STORE_OK);             /* itself */
+    CHECK_EQ(rd_role(&t, gen, b), PL_ROLE_NONE);
+    CHECK_EQ(rd_ws_role(&t, w, b), PL_ROLE_MEMBER);                  /* still in the workspace */
+    t_finish(&t);
+}
+
 TEST(store_ws_remove_lists_channels_and_evict) {
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);
@@ -4573,7 +4599,7 @@ TEST(store_ws_remove_lists_channels_and_evict) {
     /* eviction: only from a channel, only someone out of its workspace; the
      * actor's membership and role are not checked */
     int64_t seq = 0, last = t_last_seq(&t, gen, a);
-    CHECK_EQ(t_evict(&t, gen, c, c, NULL), PL_STORE_EFORBID);        /* c is in the workspace */
+    CHECK_EQ(t_evict(&t, gen, b, c, NULL), PL_STORE_EFORBID);        /* c is in the workspace, b no admin */
     CHECK_EQ(t_evict(&t, g, a, b, NULL), PL_STORE_EFORBID);          /* a group */
     CHECK_EQ(t_evict(&t, ops, a, b, NULL), PL_STORE_EFORBID);        /* b is not in it */
     CHECK_EQ(t_evict(&t, gen, a, b, &seq), PL_STORE_OK);
@@ -4605,7 +4631,7 @@ TEST(store_ws_remove_lists_channels_and_evict) {
     CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
     CHECK_EQ(rd_role(&t, gen, b), PL_ROLE_MEMBER);
     CHECK_EQ(rd_role(&t, dev, b), PL_ROLE_NONE);
-    CHECK_EQ(t_evict(&t, gen, a, b, NULL), PL_STORE_EFORBID);        /* in the workspace again */
+    CHECK_EQ(t_evict(&t, gen, c, b, NULL), PL_STORE_EFORBID);        /* in the workspace again */
     t_finish(&t);
 }
 
