@@ -61,7 +61,7 @@ enum {
     W_PUSH_FINISH, W_PUSH_DEAD, W_PUSH_RETRY,
     /* workspaces and channels (store_pg_ws.c) */
     W_WS_CONV_LOCK, W_WS_LOCK, W_WS_STATE, W_WS_CONV, W_WS_INSERT, W_WS_FOUNDER, W_WS_JOIN, W_WS_LEAVE,
-    W_WS_PROMOTE, W_WS_CHANNELS_OF, W_CHANNEL_CREATE,
+    W_WS_PROMOTE, W_WS_CHANNELS_OF, W_WS_IS_GENERAL, W_CHANNEL_CREATE,
     W_REPORT_TARGET, W_REPORT_INSERT, W_REPORT_RESOLVE,      /* reports (store_pg_reports.c) */
     W__COUNT
 };
@@ -338,6 +338,9 @@ int64_t pg_ws_lock_of(const pl_job *j, int *with_general);
  * locked): whether user is a member of conv's workspace (*in_ws), the row
  * kept from a removal until COMMIT. PL_STORE_OK or a W_* code. */
 int  pg_ws_member_of_conv(pg_store *s, int64_t conv, int64_t user, int *in_ws);   /* *in_ws: the pl_role */
+/* 1 in *general if conv is a workspace's "general" (no member leaves it,
+ * nor is removed from it but with its workspace). */
+int  pg_ws_is_general(pg_store *s, int64_t conv, int *general);
 
 /* ---- reports (store.h invariant 12): store_pg_reports.c ------------------- */
 int  pg_job_report(pg_store *s, pl_job *j, int64_t now); /* REPORT, REPORT_RESOLVE */

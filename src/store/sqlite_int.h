@@ -199,6 +199,7 @@ int  sq_job_ws(sq_store *s, pl_job *j, int64_t now);
 int  sq_ws_channel_admits(sq_store *s, int64_t conv, int64_t user);
 int  sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, int64_t actor, const char **why);
 int  sq_read_ws(sq_reader *r, pl_job *j);
+int  sq_ws_is_general(sq_store *s, int64_t conv);     /* 1, 0, W_FATAL */
 /* store_sqlite_reports.c: PL_JOB_REPORT, REPORT_RESOLVE (in a savepoint)
  * and PL_READ_REPORTS (store.h invariant 12) */
 int  sq_job_report(sq_store *s, pl_job *j, int64_t now);
@@ -218,6 +219,8 @@ int  sq_w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, i
  * nothing if it is one. */
 int  sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer);
 int  sq_w_user_exists(sq_store *s, int64_t user);    /* 1, 0, W_FATAL */
+/* No admin left among conv's members: the earliest-joined becomes one. */
+int  sq_w_promote_if_needed(sq_store *s, int64_t conv);
 /* A message an action targets, as the writer sees it. */
 typedef struct sq_target {
     int     kind;

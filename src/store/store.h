@@ -110,7 +110,10 @@
  *      it: CHANNEL_CREATE and MEMBER_ADD refuse anyone else, and any
  *      member of the workspace may join a public channel (CHANNEL_JOIN).
  *      Every workspace has the public channel "general", created with it;
- *      joining the workspace joins it. Leaving or being removed from a
+ *      joining the workspace joins it, and only leaving the workspace
+ *      leaves it (MEMBER_LEAVE, and MEMBER_REMOVE but with PL_JOB_EVICT:
+ *      EINVAL, why). A join of a channel with no admin (everyone left)
+ *      makes the joiner its admin. Leaving or being removed from a
  *      workspace is the caller's evictions from its channels (MEMBER_REMOVE
  *      with PL_JOB_EVICT, while the user is still in the workspace) and
  *      then WORKSPACE_REMOVE, which returns the channels the user is still

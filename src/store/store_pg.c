@@ -832,6 +832,7 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_WS_CHANNELS_OF] = "SELECT m.conv_id FROM members m CROSS JOIN LATERAL (SELECT 1 FROM conversations c"
                        "   WHERE c.id = m.conv_id AND c.workspace = $1::bigint AND c.kind = 3 OFFSET 0) c"
                        " WHERE m.user_id = $2::bigint ORDER BY m.conv_id",
+    [W_WS_IS_GENERAL] = "SELECT 1 FROM workspaces WHERE general = $1::bigint",
     /* as W_GROUP_CREATE, and $8 workspace, $9 private; no row when the name
      * is taken in the workspace */
     [W_CHANNEL_CREATE] =

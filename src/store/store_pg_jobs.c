@@ -369,6 +369,17 @@ static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int ki
     return PL_STORE_OK;
 }
 
+/* EINVAL (why) for a workspace's "general": its members leave it only
+ * with the workspace (store.h invariant 11). */
+static int w_not_general(pg_store *s, pl_job *j, const pg_conv *e) {
+    int general = 0, rc;
+    if (e->kind != PL_CONV_CHANNEL) return PL_STORE_OK;
+    if ((rc = pg_ws_is_general(s, j->conv, &general)) != PL_STORE_OK) return rc;
+    if (!general) return PL_STORE_OK;
+    j->why = "everyone in the workspace is in #general";
+    return PL_STORE_EINVAL;
+}
+
 /* With PL_JOB_EVICT (store.h invariant 11): peer, a member of the channel,
  * is removed by the actor when peer is out of the workspace, or is the
  * actor, or the actor is an admin of the workspace (whatever the actor's
@@ -398,6 +409,7 @@ static int job_member_remove(pg_store *s, pl_job *j, int64_t now) {
     }
     if ((rc = w_check_admin(e, arole)) != PL_STORE_OK) return rc;
     if (prole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    if ((rc = w_not_general(s, j, e)) != PL_STORE_OK) return rc;
     return w_member_out(s, j, e, j->peer, PL_EV_MEMBER_REMOVED, now);
 }
 
@@ -407,6 +419,7 @@ static int job_member_leave(pg_store *s, pl_job *j, int64_t now) {
     pg_conv *e = pg_conv_find(s, j->conv);
     if (!e || arole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
     if (e->kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
+    if ((rc = w_not_general(s, j, e)) != PL_STORE_OK) return rc;
     return w_member_out(s, j, e, j->user, PL_EV_MEMBER_LEFT, now);
 }
 

@@ -89,6 +89,16 @@ int pg_ws_member_of_conv(pg_store *s, int64_t conv, int64_t user, int *in_ws) {
     return rc;
 }
 
+int pg_ws_is_general(pg_store *s, int64_t conv, int *general) {
+    pg_params p = {0};
+    pg_param_i64(&p, conv);
+    int rc;
+    PGresult *r = pg_w_query(s, W_WS_IS_GENERAL, &p, &rc);
+    if (!r) return rc;
+    *general = PQntuples(r) > 0;
+    return PL_STORE_OK;
+}
+
 /* W_WS_STATE of a workspace, after its row's lock (a statement before it,
  * so its snapshot is taken after any wait for the lock). */
 typedef struct ws_state {
@@ -381,8 +391,11 @@ static int channel_join(pg_store *s, pl_job *j, int64_t now) {
     if (c.is_private || c.ws_role == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
     uint64_t id = pl_idgen_next(&s->ids, now);
     char *data = pl_store__data_user(j->user);
+    pg_params pr = {0};
+    pg_param_i64(&pr, j->conv);
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
     if (sp < 0 || pg_member_join_send(s, e, j->user, j->user, id, now, data) != PL_STORE_OK ||
+        pg_w_send(s, W_PROMOTE, &pr, 0) < 0 ||                /* an empty channel: its admin now */
         pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
         free(data);
         return W_LOST;

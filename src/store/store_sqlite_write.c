@@ -897,8 +897,18 @@ static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
     return w_member_join(s, j, now, j->conv, j->user, j->peer);
 }
 
+/* EINVAL (why) for a workspace's "general": its members leave it only
+ * with the workspace (store.h invariant 11). */
+static int w_not_general(sq_store *s, pl_job *j) {
+    int rc = sq_ws_is_general(s, j->conv);
+    if (rc <= 0) return rc;
+    j->why = "everyone in the workspace is in #general";
+    return PL_STORE_EINVAL;
+}
+
 static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
     int rc = j->flags & PL_JOB_EVICT ? sq_ws_evictable(s, j->conv, j->peer, j->user, &j->why) : w_check_admin(s, j);
+    if (rc == PL_STORE_OK && !(j->flags & PL_JOB_EVICT)) rc = w_not_general(s, j);
     if (rc != PL_STORE_OK) return rc;
     rc = w_member_role(s, j->conv, j->peer);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
@@ -917,6 +927,7 @@ static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
     int rc = w_member_role(s, j->conv, j->user);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
     if (kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
+    if ((rc = w_not_general(s, j)) != PL_STORE_OK) return rc;
     if ((rc = w_member_delete(s, j->conv, j->user)) ||
         (rc = w_promote_if_needed(s, j->conv)) ||
         (rc = w_member_count(s, j->conv, -1)))
@@ -1123,6 +1134,7 @@ int sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t 
     return w_member_join(s, j, now, conv, actor, peer);
 }
 int sq_w_user_exists(sq_store *s, int64_t user) { return w_user_exists(s, user); }
+int sq_w_promote_if_needed(sq_store *s, int64_t conv) { return w_promote_if_needed(s, conv); }
 int sq_w_target_load(sq_store *s, pl_job *j, int64_t seq, sq_target *t) { return w_target_load(s, j, seq, t); }
 
 /* Writes the conversation state and own_unread deltas the batch moved. */

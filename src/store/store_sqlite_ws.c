@@ -199,8 +199,17 @@ static int channel_join(sq_store *s, pl_job *j, int64_t now) {
         return ws_fatal(s, src);
     if (priv) return PL_STORE_ENOTFOUND;
     j->out_id = j->conv;
-    if ((rc = sq_w_member_join(s, j, now, j->conv, j->user, j->user)) == PL_STORE_OK) j->created = 1;
-    return rc;
+    if ((rc = sq_w_member_join(s, j, now, j->conv, j->user, j->user)) != PL_STORE_OK ||
+        (rc = sq_w_promote_if_needed(s, j->conv)) != PL_STORE_OK)      /* an empty channel: its admin now */
+        return rc;
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
+int sq_ws_is_general(sq_store *s, int64_t conv) {
+    int src = 0;
+    int rc = sq_run(s->wdb, &src, NULL, "SELECT 1 FROM workspaces WHERE general = ?1", "i", conv);
+    return rc < 0 ? ws_fatal(s, src) : rc;
 }
 
 int sq_job_ws(sq_store *s, pl_job *j, int64_t now) {

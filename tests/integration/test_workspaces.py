@@ -69,6 +69,12 @@ async def test_workspace_general_channel_joined_live(server):
         mine = (await api.expect(200, "GET", "/api/v1/workspaces", token=bob.token)).body["workspaces"]
         assert [(x["id"], x["role"]) for x in mine] == [(w["id"], "member")], mine
 
+        # general is left only with the workspace.
+        r = await api.req("POST", f"/api/v1/conversations/{gen}/leave", token=bob.token)
+        assert r.status == 400 and r.body["error"]["code"] == "bad_request", r
+        r = await api.req("DELETE", f"/api/v1/conversations/{gen}/members/{bob.id}", token=alice.token)
+        assert r.status == 400, r
+
         # Only admins add; adding a user who does not exist is 404.
         await ws_add(api, bob, w["id"], {"user": eve.id}, status=403)
         await ws_add(api, alice, w["id"], {"user": 9007199254740000}, status=404)

@@ -5060,16 +5060,24 @@ TEST(store_channel_group_behaviours) {
     CHECK_EQ(ev, 1);
     CHECK_EQ(rd_role(&t, ch, a), PL_ROLE_NONE);
     CHECK_EQ(rd_role(&t, ch, b), PL_ROLE_ADMIN);                  /* the remaining member */
-    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, gen, c, 0, &ev), PL_STORE_OK);   /* general too */
-    CHECK_EQ(rd_role(&t, gen, c), PL_ROLE_NONE);
-    CHECK_EQ(rd_ws_role(&t, w, c), PL_ROLE_MEMBER);               /* still in the workspace */
-    CHECK_EQ(t_join(&t, gen, c, NULL, NULL), PL_STORE_OK);        /* and may come back */
+    /* general is no channel to leave, nor to be removed from, but with the
+     * workspace */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, gen, c, 0, &ev), PL_STORE_EINVAL);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, gen, a, c, &ev), PL_STORE_EINVAL);
     CHECK_EQ(rd_role(&t, gen, c), PL_ROLE_MEMBER);
+    /* a channel everyone left: the next one in is its admin */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, ch, b, 0, &ev), PL_STORE_OK);
+    CHECK_EQ(t_join(&t, ch, c, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_role(&t, ch, c), PL_ROLE_ADMIN);
+    CHECK_EQ(t_join(&t, ch, b, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_role(&t, ch, b), PL_ROLE_MEMBER);
     t_init(&t, &j, PL_JOB_CONV_E2EE);
     j.conv = ch;
     j.user = b;
-    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);                        /* b is its admin now */
-    CHECK_EQ(t_count_contiguous(&t, ch), 7);
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_EFORBID);                   /* b is no admin now */
+    j.user = c;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);                        /* c is */
+    CHECK_EQ(t_count_contiguous(&t, ch), 10);
     t_finish(&t);
 }
 
