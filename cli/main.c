@@ -37,7 +37,7 @@ void pc_usage(FILE *f) {
 "  group create TITLE [USER...]  create a group; prints its id\n"
 "  group add CONV USER           add a member (admins)\n"
 "  group remove CONV USER        remove a member (admins)\n"
-"  leave CONV                    leave a group\n"
+"  leave CONV                    leave a group or a channel\n"
 "  members CONV                  one `id username role` per line\n"
 "  read CONV [SEQ]               mark read up to SEQ (default: the last event)\n"
 "workspaces and channels (WS: a workspace id, or the name of one of yours):\n"

@@ -110,12 +110,7 @@ void api_conv_changed(pl_job *j) {
 
 static void direct_peer_read(pl_job *j) {
     api_op *op = j->data;
-    if (j->result) {
-        if (j->result == PL_STORE_ENOTFOUND) pl_http_error(op->ctx, 404, "not_found", "no such user");
-        else api_store_error(op->ctx, j->result, "");
-        api_op_free(op);
-        return;
-    }
+    if (api_user_read_failed(op)) return;
     int64_t peer = j->user_out.id;
     if (peer == op->ctx->user) {
         pl_http_error(op->ctx, 400, "bad_request", "a direct conversation needs another user");
@@ -143,6 +138,15 @@ static size_t group_size(const int64_t *ids, size_t n, int64_t creator) {
         if (v[i] != creator && (i == 0 || v[i] != v[i - 1])) size++;
     free(v);
     return size;
+}
+
+int api_user_read_failed(api_op *op) {
+    int r = op->job.result;
+    if (!r) return 0;
+    if (r == PL_STORE_ENOTFOUND) pl_http_error(op->ctx, 404, "not_found", "no such user");
+    else api_store_error(op->ctx, r, "");
+    api_op_free(op);
+    return 1;
 }
 
 int api_user_arg(api_op *op, json_t *o, int64_t *peer, pl_job_cb by_name_done) {

@@ -102,6 +102,9 @@ int  api_group_members(api_op *op, json_t *members, size_t *n);
  * by_name_done) for the caller to submit; -1 after answering 400/404 and
  * freeing op. */
 int  api_user_arg(api_op *op, json_t *body, int64_t *peer, pl_job_cb by_name_done);
+/* In by_name_done: 1 after answering a failed read (404 no such user, or
+ * the store's error) and freeing op; 0 when j->user_out is the user. */
+int  api_user_read_failed(api_op *op);
 /* api_ws.c: /api/v1/workspaces/... (s[0] == "workspaces"), and
  * POST /api/v1/conversations/{id}/join */
 void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n);

@@ -120,12 +120,7 @@ static void ws_added(pl_job *j) {
 
 static void ws_add_peer_read(pl_job *j) {
     api_op *op = j->data;
-    if (j->result) {
-        if (j->result == PL_STORE_ENOTFOUND) pl_http_error(op->ctx, 404, "not_found", "no such user");
-        else api_store_error(op->ctx, j->result, "");
-        api_op_free(op);
-        return;
-    }
+    if (api_user_read_failed(op)) return;
     int64_t peer = j->user_out.id;
     api_job_reset(op, PL_JOB_WORKSPACE_ADD, ws_added);
     op->job.id = op->conv;                      /* the workspace */
