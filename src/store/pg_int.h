@@ -318,15 +318,14 @@ int  pg_read_push(pg_reader *r, pl_job *j);              /* PL_READ_PUSH_DEVICES
 /* The role of user in conv (PL_ROLE_NONE: not a member), one round trip
  * (store_pg_jobs.c); PL_STORE_OK or a W_* code. */
 int  pg_member_role(pg_store *s, int64_t conv, int64_t user, int *role);
-/* A member joining e (store_pg_jobs.c): pg_member_join_send queues its
- * members row (joined_seq = the seq of the event) and the MEMBER_ADDED
- * event (sender, subject peer, data) at e's next seq: 0 or W_LOST; after
- * they ran, pg_member_joined moves the map and fills j's event (data
- * taken over). */
-int  pg_member_join_send(pg_store *s, const pg_conv *e, int64_t sender, int64_t peer, uint64_t id,
-                         int64_t now, const char *data);
-void pg_member_joined(pg_store *s, pg_conv *e, pl_job *j, int64_t sender, int64_t peer, uint64_t id,
-                      int64_t now, char *data);
+/* peer joins e, added by j->user (store_pg_jobs.c): in one savepoint and
+ * one round trip, statement pre (pre_p; -1: none), then with join its
+ * members row (joined_seq = the event's seq) and the MEMBER_ADDED event at
+ * e's next seq, then statement post (-1: none); after the sync, e's counts
+ * move and j's event is filled. PL_STORE_OK, W_LOST or the savepoint's
+ * failure (pg_sp_failed). */
+int  pg_member_join(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int64_t now, int join, int pre,
+                    const pg_params *pre_p, int post, const pg_params *post_p);
 /* ---- workspaces and channels (store.h invariant 11): store_pg_ws.c ------- */
 int  pg_job_ws(pg_store *s, pl_job *j, int64_t now);     /* WORKSPACE_*, CHANNEL_* */
 int  pg_read_ws(pg_reader *r, pl_job *j);                /* READ_WORKSPACES, _WORKSPACE_GET, _CHANNELS */

@@ -289,21 +289,33 @@ static int w_check_admin(pg_conv *e, int arole) {
     return PL_STORE_OK;
 }
 
-int pg_member_join_send(pg_store *s, const pg_conv *e, int64_t sender, int64_t peer, uint64_t id,
-                        int64_t now, const char *data) {
+int pg_member_join(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int64_t now, int join, int pre,
+                   const pg_params *pre_p, int post, const pg_params *post_p) {
+    uint64_t id = join ? pl_idgen_next(&s->ids, now) : 0;
+    char *data = join ? pl_store__data_user(peer) : NULL;
     pg_params m = {0}, ev = {0};
-    pg_param_i64(&m, e->conv);
-    pg_param_i64(&m, peer);
-    pg_param_i64(&m, e->last_seq + 1);                  /* joined at its member_added event */
-    pg_event_params(&ev, e, id, now, PL_EV_MEMBER_ADDED, sender, peer, data, 0, NULL, 0);
-    if (pg_w_send(s, W_MEMBER_JOIN, &m, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0) return W_LOST;
+    if (join) {
+        pg_param_i64(&m, e->conv);
+        pg_param_i64(&m, peer);
+        pg_param_i64(&m, e->last_seq + 1);              /* joined at its member_added event */
+        pg_event_params(&ev, e, id, now, PL_EV_MEMBER_ADDED, j->user, peer, data, 0, NULL, 0);
+    }
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0), rc;
+    if (sp < 0 || (pre >= 0 && pg_w_send(s, pre, pre_p, 0) < 0) ||
+        (join && (pg_w_send(s, W_MEMBER_JOIN, &m, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0)) ||
+        (post >= 0 && pg_w_send(s, post, post_p, 0) < 0) || pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
+        free(data);
+        return W_LOST;
+    }
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
+        free(data);
+        return pg_sp_failed(s, j, sp, rc);
+    }
+    if (join) {
+        e->member_count++;
+        pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_MEMBER_ADDED, j->user, peer, NULL, NULL, 0, data);
+    }
     return PL_STORE_OK;
-}
-
-void pg_member_joined(pg_store *s, pg_conv *e, pl_job *j, int64_t sender, int64_t peer, uint64_t id,
-                      int64_t now, char *data) {
-    e->member_count++;
-    pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_MEMBER_ADDED, sender, peer, NULL, NULL, 0, data);
 }
 
 /* A channel takes only members of its workspace (store.h invariant 11). */
@@ -324,20 +336,7 @@ static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
     }
     j->out_id = j->conv;
     if (prole != PL_ROLE_NONE) return PL_STORE_OK;               /* no-op */
-    uint64_t id = pl_idgen_next(&s->ids, now);
-    char *data = pl_store__data_user(j->peer);
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    if (sp < 0 || pg_member_join_send(s, e, j->user, j->peer, id, now, data) != PL_STORE_OK ||
-        pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
-        free(data);
-        return W_LOST;
-    }
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
-        free(data);
-        return pg_sp_failed(s, j, sp, rc);
-    }
-    pg_member_joined(s, e, j, j->user, j->peer, id, now, data);
-    return PL_STORE_OK;
+    return pg_member_join(s, j, e, j->peer, now, 1, -1, NULL, -1, NULL);
 }
 
 /* Removes peer (by actor; peer == actor for a leave): the row goes, the

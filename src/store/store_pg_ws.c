@@ -235,23 +235,9 @@ static int ws_add(pg_store *s, pl_job *j, int64_t now) {
     pg_params m = {0};
     pg_param_i64(&m, j->id);
     pg_param_i64(&m, j->peer);
-    int join = st.pgeneral == PL_ROLE_NONE;
-    uint64_t id = join ? pl_idgen_next(&s->ids, now) : 0;
-    char *data = join ? pl_store__data_user(j->peer) : NULL;
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    if (sp < 0 || pg_w_send(s, W_WS_JOIN, &m, 0) < 0 ||
-        (join && pg_member_join_send(s, e, j->user, j->peer, id, now, data) != PL_STORE_OK) ||
-        pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
-        free(data);
-        return W_LOST;
-    }
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
-        free(data);
-        return pg_sp_failed(s, j, sp, rc);
-    }
-    if (join) pg_member_joined(s, e, j, j->user, j->peer, id, now, data);
-    j->created = 1;
-    return PL_STORE_OK;
+    rc = pg_member_join(s, j, e, j->peer, now, st.pgeneral == PL_ROLE_NONE, W_WS_JOIN, &m, -1, NULL);
+    if (rc == PL_STORE_OK) j->created = 1;
+    return rc;
 }
 
 /* Leave (peer == user, or 0) or removal by an admin. The channels peer is
@@ -389,24 +375,11 @@ static int channel_join(pg_store *s, pl_job *j, int64_t now) {
     j->out_id = j->conv;
     if (c.role != PL_ROLE_NONE) return PL_STORE_OK;            /* already */
     if (c.is_private || c.ws_role == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
-    uint64_t id = pl_idgen_next(&s->ids, now);
-    char *data = pl_store__data_user(j->user);
     pg_params pr = {0};
-    pg_param_i64(&pr, j->conv);
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    if (sp < 0 || pg_member_join_send(s, e, j->user, j->user, id, now, data) != PL_STORE_OK ||
-        pg_w_send(s, W_PROMOTE, &pr, 0) < 0 ||                /* an empty channel: its admin now */
-        pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
-        free(data);
-        return W_LOST;
-    }
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
-        free(data);
-        return pg_sp_failed(s, j, sp, rc);
-    }
-    pg_member_joined(s, e, j, j->user, j->user, id, now, data);
-    j->created = 1;
-    return PL_STORE_OK;
+    pg_param_i64(&pr, j->conv);                              /* an empty channel: its admin now */
+    rc = pg_member_join(s, j, e, j->user, now, 1, -1, NULL, W_PROMOTE, &pr);
+    if (rc == PL_STORE_OK) j->created = 1;
+    return rc;
 }
 
 int pg_job_ws(pg_store *s, pl_job *j, int64_t now) {
