@@ -131,6 +131,36 @@
  *      read and resolve them; anyone else gets ENOTFOUND (the reporter's
  *      fellow members cannot tell a report exists) or EFORBID (a member who
  *      is not an admin asking for the list).
+ *  13. Data lifecycle (P9; docs/design.md "Data lifecycle").
+ *      Retention: conversations.retention and workspaces.retention, in
+ *      seconds (0: not set). A conversation's effective retention is its
+ *      own if set, else its workspace's (a channel's), else
+ *      opts.retention (the server's; 0: keep for ever). RETENTION_PURGE
+ *      erases MESSAGEs older than that (ts < now - retention * 1000) as a
+ *      delete erases them (invariant 6: body, data, reactions, mentions,
+ *      pin, the bodies of its edit events, media references, the search
+ *      index) and sets deleted_ts, but appends no event: the message
+ *      stays a tombstone at its seq, so logs stay contiguous and unread
+ *      counts do not move. It erases the same way every MESSAGE whose
+ *      sender is a deleted user.
+ *      Legal hold: conversations.hold and workspaces.hold (a workspace's
+ *      covers its channels). RETENTION_PURGE skips a held conversation
+ *      entirely (retention and deleted users alike); a member's own edits
+ *      and deletes are not held back.
+ *      Account deletion: ACCOUNT_DELETE ends a user whose memberships of
+ *      groups, channels and workspaces are gone (the caller left them
+ *      with the ordinary jobs, so each left an ordinary event): it sets
+ *      users.deleted, renames the user "deleted#<id>" (a name no
+ *      registration can take: '#' is not allowed), blanks the password
+ *      hash (no login matches), revokes every login (and so its push
+ *      devices), deletes its end-to-end keys (devices and one-time
+ *      prekeys), and makes its uploads garbage once unreferenced (gc_after
+ *      = now). Direct conversations keep both members (the other one keeps
+ *      the history; the deleted user's messages in it are erased by the
+ *      purge). A deleted user is an unknown user to DIRECT_OPEN,
+ *      GROUP_CREATE, MEMBER_ADD, WORKSPACE_ADD, CHANNEL_CREATE (members)
+ *      and USER_BY_NAME, and is never listed by USER_SEARCH; USER_BY_ID,
+ *      USERS_VISIBLE and member lists still name it "deleted#<id>".
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -168,10 +198,12 @@ typedef enum pl_event_kind {
     PL_EV_REACTION = 8,       /* data: {"target":N,"emoji":"..","op":"add"|"remove",
                                * "count":N (users with that emoji after it)}  */
     PL_EV_PIN = 9,            /* data: {"target":N,"op":"pin"|"unpin"}         */
-    PL_EV_E2EE = 10           /* end-to-end encryption (invariant 9): data
+    PL_EV_E2EE = 10,          /* end-to-end encryption (invariant 9): data
                                * {"op":"enabled"} (the conversation was marked)
                                * or {"op":"devices","user":N} (N's device list
                                * changed); subject = N for "devices"          */
+    PL_EV_RETENTION = 11      /* the conversation's own retention was set
+                               * (invariant 13): data {"seconds":N} (0: unset) */
 } pl_event_kind;
 
 /* ---- end-to-end encryption (invariant 9) -------------------------------- */
@@ -361,6 +393,10 @@ typedef struct pl_conv {
     int        e2ee;          /* end-to-end encrypted (invariant 9)        */
     int64_t    workspace;     /* a channel's workspace, else 0 (invariant 11) */
     int        is_private;    /* a private channel                         */
+    int64_t    retention;     /* CONV_GET: its own retention (seconds, 0: not
+                               * set; invariant 13); other reads leave 0    */
+    int64_t    ws_retention;  /* CONV_GET: its workspace's (channels), else 0 */
+    int        hold;          /* CONV_GET: held, by itself or its workspace */
     pl_event  *last;          /* owned; the latest event if asked for (and visible), else NULL */
     pl_member *members;       /* owned; NULL unless asked for (nmembers 0) */
     size_t     nmembers;
@@ -410,6 +446,8 @@ typedef struct pl_workspace {
     int64_t    member_count;
     int64_t    channel_count; /* channels, private ones included           */
     int        role;          /* the asking user's pl_role                 */
+    int64_t    retention;     /* seconds, 0: not set (invariant 13)        */
+    int        hold;          /* under legal hold                          */
     pl_member *members;       /* WORKSPACE_GET: owned, in joining order (user,
                                * role, username; the seqs 0), else NULL    */
     size_t     nmembers;
@@ -624,6 +662,31 @@ typedef enum pl_job_op {
                                * ENOTFOUND otherwise (no such report included).
                                * out: out_id = id, created = 1; already resolved:
                                * created = 0.                                   */
+    /* data lifecycle (invariant 13; explicit values) */
+    PL_JOB_RETENTION_SET = 90, /* in: conv, or conv = 0 and id (workspace); user;
+                               * value (seconds, 0..PL_RETENTION_MAX; 0 unsets);
+                               * flags PL_JOB_ADMIN (a server admin: any one).
+                               * Else a conversation needs an admin of a group
+                               * or channel, or either member of a direct one;
+                               * a workspace one of its admins. ENOTFOUND: no
+                               * such one, or user not in it (without ADMIN);
+                               * EFORBID: a member, not an admin. A
+                               * conversation's appends PL_EV_RETENTION (also
+                               * when unchanged); a workspace's has no event.
+                               * out: out_id = conv or id.                   */
+    PL_JOB_HOLD_SET,          /* in: conv, or conv = 0 and id (workspace); flags
+                               * PL_JOB_REMOVE (release). The caller checked
+                               * the user is a server admin. No event.
+                               * ENOTFOUND: no such one. out: out_id.        */
+    PL_JOB_RETENTION_PURGE,   /* in: expires (now, ms), limit (1..10000 rows).
+                               * Erases up to limit MESSAGEs as invariant 13
+                               * says (oldest conversations' first is not
+                               * promised). out: out_id = messages erased;
+                               * fewer than limit: nothing more to erase now. */
+    PL_JOB_ACCOUNT_DELETE,    /* in: user. Invariant 13. ECONFLICT (why: "still
+                               * a member") while user is in a group, channel
+                               * or workspace; ENOTFOUND: no such user or
+                               * already deleted. out: out_id = user.         */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */
@@ -721,12 +784,21 @@ typedef enum pl_job_op {
                                * (ENOTFOUND: not a member, or a direct one;
                                * EFORBID: a member, not an admin). out: reports
                                * (newest id first), more.                    */
+    /* data lifecycle (invariant 13; explicit value) */
+    PL_READ_USER_MESSAGES = 180 /* in: user, cursor (event id; 0: from the
+                               * first), limit (1..PL_STORE_PAGE_MAX). out:
+                               * events: the MESSAGEs user sent with ids above
+                               * cursor, not deleted, in id order, current form
+                               * (annot as PL_READ_EVENTS without a viewer),
+                               * each with its conv; more.                   */
 } pl_job_op;
 
 #define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */
 #define PL_JOB_PRIVATE     2   /* CHANNEL_CREATE: a private channel           */
 #define PL_JOB_EVICT       4   /* MEMBER_REMOVE: see there                    */
-#define PL_JOB_ADMIN       8   /* REPORT_RESOLVE: by a server admin           */
+#define PL_JOB_ADMIN       8   /* REPORT_RESOLVE, RETENTION_SET: by a server admin */
+
+#define PL_RETENTION_MAX  (100LL * 366 * 86400) /* seconds: a century        */
 
 #define PL_READ_WITH_HASH  1   /* USER_BY_NAME: also return pwhash          */
 #define PL_READ_WITH_LAST  2   /* CONV_LIST: fill conv.last                  */
@@ -782,6 +854,7 @@ struct pl_job {
     uint8_t    hash[32];      /* login create/rotate: refresh hash (old on rotate) */
     uint8_t    hash2[32];     /* login rotate: new refresh hash            */
     int64_t    expires;
+    int64_t    value;         /* RETENTION_SET: seconds                    */
     int64_t    delivered;     /* receipt: delivered up to                  */
     int64_t    read;          /* receipt: read up to                       */
     /* outputs, valid in done() */
@@ -896,6 +969,7 @@ typedef struct pl_store_opts {
     int         push;         /* 1: write a push_outbox row per MESSAGE (invariant 10) */
     int64_t     workspace_members;  /* quotas per workspace (invariant 11); 0: none */
     int64_t     workspace_channels;
+    int64_t     retention;    /* the server's retention, seconds (invariant 13); 0: none */
     /* wakes the loop when jobs complete: called from backend threads after
      * appending to the done-queue; the loop then calls pl_store_drain(). It
      * may run until pl_store_close() returns. */
