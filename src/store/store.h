@@ -774,7 +774,7 @@ typedef enum pl_job_op {
                                * other per-user fields are 0). ENOTFOUND unless
                                * user is in the workspace.                    */
     /* reports (invariant 12; explicit value) */
-    PL_READ_REPORTS = 170     /* in: conv (0: every conversation, only with
+    PL_READ_REPORTS = 170,    /* in: conv (0: every conversation, only with
                                * PL_READ_ADMIN), user, flags PL_READ_ADMIN (a server
                                * admin: any conversation) and PL_READ_RESOLVED
                                * (resolved ones too; else open ones only), cursor
