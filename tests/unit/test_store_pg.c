@@ -571,7 +571,7 @@ TEST(store_pg_open) {
     PGconn *q = sql_conn(url);
     CHECK(q != NULL);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM parley_schema"), 1);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 12);  /* ..., search list, tsv, push, workspaces, reports */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 13);  /* ..., push, workspaces, reports, lifecycle */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases"), N);
     PQfinish(q);
     for (int i = 0; i < N; i++) n_close(op[i].n);
@@ -996,7 +996,7 @@ TEST(store_pg_migration_1_to_2) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 12);  /* ..., search list, tsv, push, workspaces, reports */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 13);  /* ..., push, workspaces, reports, lifecycle */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM events WHERE ref = 0 AND edited_ts = 0 AND deleted_ts = 0"
                         " AND pinned_ts = 0"), 3);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_ref', 'events_pinned',"
