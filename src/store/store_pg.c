@@ -549,9 +549,12 @@ const char *const pg_w_sql[W__COUNT] = {
                       " WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
     [W_USER_INSERT] = "INSERT INTO users(username, pwhash, created) VALUES($1::text, $2::text, $3::bigint)"
                       " ON CONFLICT (username) DO NOTHING RETURNING id",
+    /* a live user's, its row kept as W_USERS_EXIST's (an ACCOUNT_DELETE
+     * revokes it, or it finds the user deleted) */
     [W_LOGIN_INSERT] = "INSERT INTO logins(user_id, refresh_hash, expires, revoked, created)"
                        " SELECT $1::bigint, $2::bytea, $3::bigint, 0, $4::bigint"
-                       " WHERE EXISTS (SELECT 1 FROM users WHERE id = $1::bigint) RETURNING id",
+                       " WHERE EXISTS (SELECT 1 FROM users WHERE id = $1::bigint AND deleted = 0 FOR KEY SHARE)"
+                       " RETURNING id",
     [W_LOGIN_ROTATE] = "UPDATE logins SET prev_hash = refresh_hash, rotated = $4::bigint,"
                        " refresh_hash = $1::bytea, expires = $2::bigint"
                        " WHERE id = $3::bigint AND revoked = 0 AND expires > $4::bigint"
@@ -880,10 +883,12 @@ const char *const pg_w_sql[W__COUNT] = {
                       " FROM conversations c LEFT JOIN LATERAL (SELECT x.role FROM workspace_members x"
                       "   WHERE x.workspace_id = c.workspace AND x.user_id = $2::bigint FOR KEY SHARE) x ON true"
                       " WHERE c.id = $1::bigint",
-    /* $1 name, $2 creator, $3 now: no row if the creator is no user */
+    /* $1 name, $2 creator, $3 now: no row if the creator is no live user
+     * (its row kept as W_USERS_EXIST's) */
     [W_WS_INSERT]   = "INSERT INTO workspaces(name, created_by, created, general, member_count, channel_count,"
                       " next_join) SELECT $1::text, $2::bigint, $3::bigint, 0, 1, 0, 1"
-                      " WHERE EXISTS (SELECT 1 FROM users WHERE id = $2::bigint) RETURNING id",
+                      " WHERE EXISTS (SELECT 1 FROM users WHERE id = $2::bigint AND deleted = 0 FOR KEY SHARE)"
+                      " RETURNING id",
     /* after W_CHANNEL_CREATE of "general" ($3): the creator its admin */
     [W_WS_FOUNDER]  = "WITH x AS (INSERT INTO workspace_members(workspace_id, user_id, role, joined)"
                       "   VALUES($1::bigint, $2::bigint, 2, 0))"
@@ -968,18 +973,19 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_LIFE_USER_BUSY] = "SELECT EXISTS (SELECT 1 FROM members m CROSS JOIN LATERAL (SELECT c.kind FROM conversations c"
                          "   WHERE c.id = m.conv_id OFFSET 0) c WHERE m.user_id = $1::bigint AND c.kind IN (2, 3))"
                          " OR EXISTS (SELECT 1 FROM workspace_members WHERE user_id = $1::bigint)",
-    /* $1 user, $2 now: the name no registration can take, no password,
-     * every login revoked with its push devices, the end-to-end keys of
-     * its devices (the logins), its uploads garbage once unreferenced */
+    /* $1 user, $2 now: the name no registration can take, no password, no
+     * last seen, every login revoked with its push devices, the end-to-end
+     * keys of its devices (the logins), its uploads garbage once
+     * unreferenced (gc_after now, or earlier as it was) */
     [W_LIFE_ACCOUNT_DELETE] =
-        "WITH u AS (UPDATE users SET deleted = $2::bigint, username = 'deleted#' || id, pwhash = ''"
+        "WITH u AS (UPDATE users SET deleted = $2::bigint, username = 'deleted#' || id, pwhash = '', last_seen = 0"
         "   WHERE id = $1::bigint AND deleted = 0 RETURNING id),"
         " l AS (UPDATE logins SET revoked = 1 WHERE user_id = $1::bigint AND revoked = 0),"
         " p AS (DELETE FROM push_devices WHERE user_id = $1::bigint"
         "   OR login IN (SELECT id FROM logins WHERE user_id = $1::bigint)),"
         " k AS (DELETE FROM e2ee_otks WHERE device IN (SELECT id FROM logins WHERE user_id = $1::bigint)),"
         " d AS (DELETE FROM e2ee_devices WHERE user_id = $1::bigint),"
-        " g AS (UPDATE media SET gc_after = $2::bigint WHERE owner = $1::bigint)"
+        " g AS (UPDATE media SET gc_after = least(gc_after, $2::bigint) WHERE owner = $1::bigint)"
         " SELECT count(*) FROM u",
     /* The purge (store_pg_life.c has its rounds). $1 now, $2 the server's
      * retention, $3 ids above, $4 how many: conversations whose oldest

@@ -75,7 +75,10 @@ static char *data_seconds(int64_t seconds) {
  * batch: pg_ws_lock_of). A conversation's (locked by the batch): the
  * checks, then its row and the event in one savepoint. */
 static int retention_set(pg_store *s, pl_job *j, int64_t now) {
-    if (j->value < 0 || j->value > PL_RETENTION_MAX) return PL_STORE_EINVAL;
+    if (j->value < 0 || j->value > PL_RETENTION_MAX) {
+        j->why = "bad retention";
+        return PL_STORE_EINVAL;
+    }
     int admin = (j->flags & PL_JOB_ADMIN) != 0, rc;
     if (!j->conv) {
         pg_params p = {0};
@@ -115,6 +118,7 @@ static int retention_set(pg_store *s, pl_job *j, int64_t now) {
     }
     pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_RETENTION, j->user, 0, NULL, NULL, 0, data);
     j->out_id = j->conv;
+    j->created = 1;
     return PL_STORE_OK;
 }
 
@@ -178,8 +182,8 @@ static int account_delete(pg_store *s, pl_job *j, int64_t now) {
 
 /* A purge job's course. */
 typedef struct purge_run {
-    pl_job  *j;
     int64_t  now;           /* the batch's time: the erasures' deleted_ts      */
+    int64_t  clock;         /* the job's (expires; 0: now): the cutoffs'       */
     int64_t  budget;        /* messages it may still erase                     */
     int64_t  erased;
     int      sp;            /* the SAVEPOINT's slot until its round trip, then -1 */
@@ -283,7 +287,7 @@ static int purge_expired(pg_store *s, purge_run *u) {
     int64_t cursor = 0, swept = 0;
     while (u->budget > 0) {
         pg_params p = {0};
-        pg_param_i64(&p, u->j->expires);
+        pg_param_i64(&p, u->clock);
         pg_param_i64(&p, s->retention);
         pg_param_i64(&p, cursor);
         pg_param_i64(&p, PURGE_CONVS);
@@ -330,11 +334,13 @@ static int purge_deleted_users(pg_store *s, purge_run *u) {
     return PL_STORE_OK;
 }
 
-/* j->expires is the job's now (store.h): the cutoffs come from it; the
- * erasures are dated by the batch's time, as a delete's are. */
+/* j->expires is the job's now (store.h; 0: the batch's): the cutoffs come
+ * from it; the erasures are dated by the batch's time, as a delete's are.
+ * A limit out of 1..PURGE_LIMIT_MAX is taken as the nearest one. */
 static int purge(pg_store *s, pl_job *j, int64_t now) {
-    if (j->limit < 1 || j->limit > PURGE_LIMIT_MAX) return PL_STORE_EINVAL;
-    purge_run u = {.j = j, .now = now, .budget = j->limit, .sp = pg_w_send(s, W_SAVEPOINT, NULL, 0)};
+    int64_t limit = j->limit < 1 ? 1 : j->limit > PURGE_LIMIT_MAX ? PURGE_LIMIT_MAX : j->limit;
+    purge_run u = {.now = now, .clock = j->expires > 0 ? j->expires : now, .budget = limit,
+                   .sp = pg_w_send(s, W_SAVEPOINT, NULL, 0)};
     if (u.sp < 0) return W_LOST;
     int rc = purge_expired(s, &u);
     if (rc == PL_STORE_OK) rc = purge_deleted_users(s, &u);
@@ -376,13 +382,13 @@ static void react_range(const PGresult *x, int64_t conv, int64_t seq, int *lo, i
 }
 
 /* The page and its reactions in one snapshot and one round trip; each
- * message's current form as PL_READ_EVENTS gives it without a viewer. */
+ * message's current form as PL_READ_EVENTS gives it without a viewer. A
+ * limit out of 1..PL_STORE_PAGE_MAX is taken as the nearest one. */
 static int r_user_messages(pg_reader *r, pl_job *j) {
-    if (j->limit < 1) return PL_STORE_EINVAL;
-    int limit = j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;
     pg_params p = {0};
     pg_param_i64(&p, j->user);
-    pg_param_i64(&p, j->cursor);
+    pg_param_i64(&p, j->cursor > 0 ? j->cursor : 0);
     pg_param_i64(&p, limit + 1);                   /* one more: is there more? */
     int es, xs;
     if (pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (es = pgc_send(&r->c, R_USER_MESSAGES, &p, 1)) < 0 ||
