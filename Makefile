@@ -84,9 +84,15 @@ run: deps
 unit: build/asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 build/asan/unit-tests
 
+# The suites run on two pytest-xdist workers (the tests wait on servers far
+# more than they compute: 15 min alone, under 10 on two); each worker starts
+# its own PostgreSQL and takes its own half of the free ports
+# (tests/parleyd_proc.py free_port). PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 2
 integration: build/asan/parleyd $(TEST_PREREQS)
 	PARLEYD=$(CURDIR)/build/asan/parleyd PARLEYD_RELEASE=$(CURDIR)/build/release/parleyd \
-	  $(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_PATHS)
+	  $(PY) -m pytest -q -p no:cacheprovider --durations=15 \
+	  $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS)) $(PYTEST_PATHS)
 
 test: deps
 	@$(MAKE) --no-print-directory asan build/release/parleyd $(TEST_PREREQS)

@@ -35,18 +35,34 @@ STOP_TIMEOUT = 15.0
 _recent_ports = collections.deque(maxlen=1024)
 
 
+def _worker_slot():
+    """(index, count) of this pytest-xdist worker, (0, 1) without xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")     # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if name.startswith("gw") and name[2:].isdigit() and count > 1:
+        return int(name[2:]) % count, count
+    return 0, 1
+
+
 def free_port():
     """A port nothing listens on now and that this process has not handed
     out recently: the kernel may offer a released port again at once, and a
     cluster picks its load balancer's port before its nodes bind theirs
-    (two of them got the same port once, and HAProxy could not bind)."""
-    for _ in range(100):
+    (two of them got the same port once, and HAProxy could not bind).
+    Under pytest-xdist each worker takes only the ports whose half
+    (Linux's bind() to port 0 hands out odd ports) modulo the worker count
+    is its index, so two workers never hand out the same port between
+    picking it and binding it."""
+    index, count = _worker_slot()
+    for _ in range(100 * count):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         finally:
             s.close()
+        if (port >> 1) % count != index:     # bind(0) hands out odd ports
+            continue
         if port not in _recent_ports:
             _recent_ports.append(port)
             return port

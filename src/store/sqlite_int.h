@@ -51,7 +51,7 @@ enum {
     R_BEGIN, R_COMMIT,
     R_USER_BY_NAME, R_USER_BY_ID, R_LOGIN, R_CONV_LIST, R_CONV_LIST_LAST, R_CONV_GET,
     R_CONV_MEMBERS, R_MEMBER, R_EVENTS_ASC, R_EVENTS_DESC, R_EVENT_AT,
-    R_SHARES, R_USER_SHORT, R_CONV_HEAD, R_MEMBERSHIPS, R_PINS, R_MENTIONS, R_REACTIONS,
+    R_SHARES, R_USER_SHORT, R_CONV_HEAD, R_MEMBERSHIPS, R_USER_MESSAGES, R_PINS, R_MENTIONS, R_REACTIONS,
     R_SEARCH, R_USER_CONVS, R_USER_SEARCH,
     R__COUNT
 };
@@ -75,6 +75,7 @@ typedef struct sq_store {
     int           push;              /* opts.push: MESSAGEs fill push_outbox  */
     int64_t       workspace_members; /* opts: quotas (store.h invariant 11)  */
     int64_t       workspace_channels;
+    int64_t       retention;        /* opts.retention: the server's, seconds */
     /* writer thread only */
     int           broken;            /* sticky: a batch failed after BEGIN    */
     int           fatal_rc;          /* SQLite code of the batch's failure    */
@@ -204,6 +205,11 @@ int  sq_ws_is_general(sq_store *s, int64_t conv);     /* 1, 0, W_FATAL */
  * and PL_READ_REPORTS (store.h invariant 12) */
 int  sq_job_report(sq_store *s, pl_job *j, int64_t now);
 int  sq_read_reports(sq_reader *r, pl_job *j);
+/* store_sqlite_life.c: the data lifecycle (store.h invariant 13):
+ * PL_JOB_RETENTION_SET, HOLD_SET, RETENTION_PURGE, ACCOUNT_DELETE (in a
+ * savepoint), and CONV_GET's retention and hold (sq_read_conv_life). */
+int  sq_job_life(sq_store *s, pl_job *j, int64_t now);
+int  sq_read_conv_life(sq_reader *r, pl_conv *c);
 /* store_sqlite_write.c: the writer's helpers, for the files above */
 int  sq_w_fatal(sq_store *s, int rc, const char *what);
 int  sq_w_member_role(sq_store *s, int64_t conv, int64_t user);  /* PL_ROLE_NONE if not */
@@ -218,7 +224,9 @@ int  sq_w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, i
 /* Makes peer a member of conv with a MEMBER_ADDED by actor (has_event);
  * nothing if it is one. */
 int  sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer);
-int  sq_w_user_exists(sq_store *s, int64_t user);    /* 1, 0, W_FATAL */
+int  sq_w_user_exists(sq_store *s, int64_t user);    /* 1, 0, W_FATAL (deleted: 0) */
+/* Erases the MESSAGE at (conv, seq) as a delete does, without an event. */
+int  sq_w_erase(sq_store *s, int64_t conv, int64_t seq, int64_t now);
 /* No admin left among conv's members: the earliest-joined becomes one. */
 int  sq_w_promote_if_needed(sq_store *s, int64_t conv);
 /* A message an action targets, as the writer sees it. */

@@ -367,6 +367,24 @@ static const char *const migrations[] = {
     "  UNIQUE(conv_id, seq, reporter));"
     "CREATE INDEX reports_conv ON reports(conv_id, id);"
     "CREATE INDEX reports_open ON reports(id) WHERE resolved = 0;",
+    /* 14 -> 15: the data lifecycle (store.h invariant 13,
+     * store_sqlite_life.c): retention and legal hold of conversations and
+     * workspaces, deleted users. purged_seq / purge_next: the purge's place
+     * in a conversation (every seq up to purged_seq is past; the next event
+     * is not older than purge_next, ms), so a run skips, by the
+     * conversations table alone, every conversation with nothing to erase.
+     * erasures: deleted users whose messages the purge still looks for,
+     * conversation by conversation (next_conv: done up to it) through
+     * events_idem, so no index on the sender slows every send. */
+    "ALTER TABLE conversations ADD COLUMN retention INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE conversations ADD COLUMN hold INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE conversations ADD COLUMN purged_seq INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE conversations ADD COLUMN purge_next INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE workspaces ADD COLUMN retention INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE workspaces ADD COLUMN hold INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE users ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX conversations_retention ON conversations(id) WHERE retention > 0;"
+    "CREATE TABLE erasures(user_id INTEGER PRIMARY KEY, next_conv INTEGER NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -380,7 +398,7 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_RELEASE]     = "RELEASE job",
     [W_ROLLBACK_TO] = "ROLLBACK TO job",
     [W_USER_INSERT] = "INSERT INTO users(username, pwhash, created) VALUES(?1, ?2, ?3)",
-    [W_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
+    [W_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1 AND deleted = 0",
     [W_LOGIN_INSERT] = "INSERT INTO logins(user_id, refresh_hash, expires, revoked, created)"
                        " VALUES(?1, ?2, ?3, 0, ?4)",
     [W_LOGIN_ROTATE] = "UPDATE logins SET prev_hash = refresh_hash, rotated = ?4,"
@@ -479,7 +497,7 @@ const char *const sq_w_sql[W__COUNT] = {
 const char *const sq_r_sql[R__COUNT] = {
     [R_BEGIN]        = "BEGIN",
     [R_COMMIT]       = "COMMIT",
-    [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = ?1",
+    [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = ?1 AND deleted = 0",
     [R_USER_BY_ID]   = "SELECT id, username, pwhash, last_seen FROM users WHERE id = ?1",
     [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked, prev_hash, rotated"
                        " FROM logins WHERE id = ?1",
@@ -537,7 +555,7 @@ const char *const sq_r_sql[R__COUNT] = {
                        "     AND r.seq = e.seq))"
                        " ORDER BY f.rowid DESC LIMIT ?9",
     [R_USER_CONVS]   = "SELECT conv_id FROM members WHERE user_id = ?1 LIMIT ?2",
-    [R_USER_SEARCH]  = "SELECT id, username, last_seen FROM users WHERE instr(username, ?2) > 0"
+    [R_USER_SEARCH]  = "SELECT id, username, last_seen FROM users WHERE instr(username, ?2) > 0 AND deleted = 0"
                        " AND (id = ?1 OR id IN (SELECT b.user_id FROM members a JOIN members b"
                        "   ON b.conv_id = a.conv_id WHERE a.user_id = ?1))"
                        " ORDER BY instr(username, ?2) > 1, username LIMIT ?3",
@@ -547,6 +565,11 @@ const char *const sq_r_sql[R__COUNT] = {
     [R_CONV_HEAD]    = "SELECT last_seq FROM conversations WHERE id = ?1",
     [R_MEMBERSHIPS]  = "SELECT m.conv_id, m.joined_seq, c.last_seq FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id WHERE m.user_id = ?1",
+    /* store.h invariant 13: no index leads by sender (one would cost every
+     * send), so a data export scans the log (rare, on a reader) */
+    [R_USER_MESSAGES] = "SELECT e.conv_id, " EVENT_COLUMNS EVENT_FROM
+                        " WHERE e.sender = ?1 AND e.kind = 2 AND e.deleted_ts = 0 AND e.id > ?2"
+                        " ORDER BY e.id LIMIT ?3",
 };
 
 /* ---- helpers shared with the job files ---------------------------------- */
@@ -779,6 +802,7 @@ int pl_store_sqlite_open(const pl_store_opts *o, pl_store **out, char *err, size
     s->push = o->push;
     s->workspace_members = o->workspace_members;
     s->workspace_channels = o->workspace_channels;
+    s->retention = o->retention;
     s->nreaders = o->readers > 0 ? o->readers : SQ_READERS;
     s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
     pl_idgen_init(&s->ids, s->base.node_id);

@@ -578,6 +578,48 @@ static int r_user_search(sq_reader *r, pl_job *j) {
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
 }
 
+/* A user's own messages across conversations, by id (store.h invariant
+ * 13: a data export). No index leads by sender (one would cost every
+ * send), so this scans the log: an export is rare and runs on a reader. */
+static int r_user_messages(sq_reader *r, pl_job *j) {
+    int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;
+    sqlite3_stmt *st = r->r[R_USER_MESSAGES];
+    sqlite3_bind_int64(st, 1, j->user);
+    sqlite3_bind_int64(st, 2, j->cursor > 0 ? j->cursor : 0);
+    sqlite3_bind_int(st, 3, limit + 1);
+    pl_event *list = NULL;
+    ev_extra *xs = NULL;
+    size_t len = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == (size_t)limit) {
+            j->more = 1;
+            break;
+        }
+        if (!list) {
+            list = pl_malloc((size_t)limit * sizeof *list);
+            xs = pl_malloc((size_t)limit * sizeof *xs);
+        }
+        event_row_x(st, 1, sqlite3_column_int64(st, 0), &list[len], &xs[len]);
+        len++;
+    }
+    sqlite3_reset(st);
+    int bad = rc != SQLITE_ROW && rc != SQLITE_DONE;
+    for (size_t i = 0; i < len; i++) {          /* each its own conversation's reactions */
+        if (bad) free(xs[i].p_body);
+        else if (annotate(r, list[i].conv, 0, &list[i], &xs[i], 1, 1) != PL_STORE_OK) bad = 1;
+    }
+    free(xs);
+    if (bad) {
+        pl_event_list_free(list, len);
+        j->more = 0;
+        return PL_STORE_EUNAVAIL;
+    }
+    j->events = list;
+    j->nevents = len;
+    return PL_STORE_OK;
+}
+
 static int r_dispatch(sq_reader *r, pl_job *j) {
     switch (j->op) {
     case PL_READ_USER_BY_NAME:
@@ -596,8 +638,14 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
     }
     case PL_READ_CONV_LIST:
         return r_conv_list(r, j->user, (j->flags & PL_READ_WITH_LAST) != 0, &j->convs, &j->nconvs);
-    case PL_READ_CONV_GET:
-        return r_conv_get(r, j->conv, j->user, &j->conv_out);
+    case PL_READ_CONV_GET: {
+        int rc = r_conv_get(r, j->conv, j->user, &j->conv_out);
+        if (rc == PL_STORE_OK && (rc = sq_read_conv_life(r, &j->conv_out)) != PL_STORE_OK)
+            pl_conv_release(&j->conv_out);
+        return rc;
+    }
+    case PL_READ_USER_MESSAGES:
+        return r_user_messages(r, j);
     case PL_READ_EVENTS:
         return r_events(r, j);
     case PL_READ_RECEIPTS:

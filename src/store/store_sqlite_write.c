@@ -620,8 +620,27 @@ out:
     return rc;
 }
 
-/* Erases the message at j->seq (invariant 6): body, data, marks, mention
- * rows, reactions, and the bodies of its edit events. */
+/* Erases the MESSAGE at seq (invariant 6): body, data, marks, mention rows,
+ * reactions, and the bodies of its edit events (its media references and
+ * search entry go by trigger). */
+static int w_erase(sq_store *s, int64_t conv, int64_t seq, int64_t now) {
+    sqlite3_stmt *st = s->w[W_MSG_ERASE];
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, conv);
+    sqlite3_bind_int64(st, 3, seq);
+    int rc = w_exec(s, W_MSG_ERASE);
+    if (rc != PL_STORE_OK) return rc;
+    static const int erase[] = {W_EDITS_ERASE, W_REACTIONS_ERASE, W_MENTION_DELETE};
+    for (size_t i = 0; i < sizeof erase / sizeof erase[0]; i++) {
+        sqlite3_bind_int64(s->w[erase[i]], 1, conv);
+        sqlite3_bind_int64(s->w[erase[i]], 2, seq);
+        if ((rc = w_exec(s, erase[i])) != PL_STORE_OK) return rc;
+    }
+    s->erased = 1;
+    return PL_STORE_OK;
+}
+
+/* Erases the message at j->seq (invariant 6) with a DELETE event. */
 static int job_delete(sq_store *s, pl_job *j, int64_t now) {
     w_target t;
     int rc = w_target_load(s, j, j->seq, &t);
@@ -635,18 +654,7 @@ static int job_delete(sq_store *s, pl_job *j, int64_t now) {
             return PL_STORE_EFORBID;
         }
     }
-    sqlite3_stmt *st = s->w[W_MSG_ERASE];
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_int64(st, 2, j->conv);
-    sqlite3_bind_int64(st, 3, j->seq);
-    if ((rc = w_exec(s, W_MSG_ERASE)) != PL_STORE_OK) return rc;
-    static const int erase[] = {W_EDITS_ERASE, W_REACTIONS_ERASE, W_MENTION_DELETE};
-    for (size_t i = 0; i < sizeof erase / sizeof erase[0]; i++) {
-        sqlite3_bind_int64(s->w[erase[i]], 1, j->conv);
-        sqlite3_bind_int64(s->w[erase[i]], 2, j->seq);
-        if ((rc = w_exec(s, erase[i])) != PL_STORE_OK) return rc;
-    }
-    s->erased = 1;
+    if ((rc = w_erase(s, j->conv, j->seq, now)) != PL_STORE_OK) return rc;
     rc = w_append(s, j, now, j->conv, PL_EV_DELETE, j->user, 0, j->seq, NULL, NULL, 0,
                   pl_store__data_target(j->seq, NULL));
     if (rc == PL_STORE_OK) j->created = 1;
@@ -1105,6 +1113,10 @@ static int w_run_job_op(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_CHANNEL_JOIN:  return w_in_savepoint(s, j, now, sq_job_ws);
     case PL_JOB_REPORT:                                    /* store_sqlite_reports.c */
     case PL_JOB_REPORT_RESOLVE: return w_in_savepoint(s, j, now, sq_job_report);
+    case PL_JOB_RETENTION_SET:                             /* store_sqlite_life.c */
+    case PL_JOB_HOLD_SET:
+    case PL_JOB_RETENTION_PURGE:
+    case PL_JOB_ACCOUNT_DELETE: return w_in_savepoint(s, j, now, sq_job_life);
     default:                   return PL_STORE_EINVAL;
     }
 }
@@ -1134,6 +1146,7 @@ int sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t 
     return w_member_join(s, j, now, conv, actor, peer);
 }
 int sq_w_user_exists(sq_store *s, int64_t user) { return w_user_exists(s, user); }
+int sq_w_erase(sq_store *s, int64_t conv, int64_t seq, int64_t now) { return w_erase(s, conv, seq, now); }
 int sq_w_promote_if_needed(sq_store *s, int64_t conv) { return w_promote_if_needed(s, conv); }
 int sq_w_target_load(sq_store *s, pl_job *j, int64_t seq, sq_target *t) { return w_target_load(s, j, seq, t); }
 

@@ -274,7 +274,8 @@ int sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, int64_t actor, cons
 #define WS_COLUMNS \
     "w.id, w.name, w.created_by, w.created, w.general," \
     " (SELECT count(*) FROM workspace_members x WHERE x.workspace_id = w.id)," \
-    " (SELECT count(*) FROM conversations c WHERE c.workspace = w.id AND c.kind = 3), m.role" \
+    " (SELECT count(*) FROM conversations c WHERE c.workspace = w.id AND c.kind = 3), m.role," \
+    " w.retention, w.hold" \
     " FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id"
 
 static int r_workspaces(sq_reader *r, pl_job *j, int one) {
@@ -301,6 +302,8 @@ static int r_workspaces(sq_reader *r, pl_job *j, int one) {
         w->member_count = sqlite3_column_int64(st, 5);
         w->channel_count = sqlite3_column_int64(st, 6);
         w->role = sqlite3_column_int(st, 7);
+        w->retention = sqlite3_column_int64(st, 8);           /* invariant 13 */
+        w->hold = sqlite3_column_int(st, 9);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return PL_STORE_EUNAVAIL;

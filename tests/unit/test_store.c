@@ -37,6 +37,7 @@ typedef struct tstore {
     int        push;           /* opts.push for the next open            */
     int64_t    workspace_members;  /* opts quotas for the next open (invariant 11) */
     int64_t    workspace_channels;
+    int64_t    retention;      /* opts.retention for the next open (invariant 13) */
     size_t     norder, order_cap;
 } tstore;
 
@@ -75,7 +76,7 @@ static int t_open_store(tstore *t) {
                        .notify = t_notify, .notify_arg = t,
                        .large_group = t->large_group, .edit_window_ms = t->edit_window_ms,
                        .push = t->push, .workspace_members = t->workspace_members,
-                       .workspace_channels = t->workspace_channels};
+                       .workspace_channels = t->workspace_channels, .retention = t->retention};
     int rc = pl_store_open(&o, &t->s, err, sizeof err);
     if (rc) fprintf(stderr, "  store open failed: %s\n", err);
     return rc;
@@ -355,9 +356,9 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 14);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 15);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
-                                    * insert triggers to code, push, workspaces, reports */
+                                    * insert triggers to code, push, workspaces, reports, lifecycle */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2701,6 +2702,12 @@ TEST(store_search_migration_backfills) {
                               " DROP TRIGGER events_media_keep;"   /* media (10 -> 11 dropped events_media_ai) */
                               " DROP TRIGGER events_media_del; DROP TRIGGER events_media_ad;"
                               " DROP TABLE media; DROP TABLE media_refs;"
+                              " DROP INDEX conversations_retention; DROP TABLE erasures;"         /* 14 -> 15 */
+                              " ALTER TABLE conversations DROP COLUMN retention;"
+                              " ALTER TABLE conversations DROP COLUMN hold;"
+                              " ALTER TABLE conversations DROP COLUMN purged_seq;"
+                              " ALTER TABLE conversations DROP COLUMN purge_next;"
+                              " ALTER TABLE users DROP COLUMN deleted;"
                               " DROP TABLE push_devices; DROP TABLE push_outbox;"   /* 11 -> 12 */
                               " DROP TABLE workspaces; DROP TABLE workspace_members;"   /* 12 -> 13 */
                               " DROP INDEX conversations_channel;"
@@ -3600,6 +3607,12 @@ TEST(store_event_insert_queues_and_references_once) {
                           " BEGIN INSERT OR IGNORE INTO media_refs(media_id, conv_id, seq)"
                           " SELECT json_extract(a.value, '$.id'), new.conv_id, new.seq"
                           " FROM json_each(new.data, '$.attachments') a; END;"
+                          "DROP INDEX conversations_retention; DROP TABLE erasures;"         /* 14 -> 15 */
+                          "ALTER TABLE conversations DROP COLUMN retention;"
+                          "ALTER TABLE conversations DROP COLUMN hold;"
+                          "ALTER TABLE conversations DROP COLUMN purged_seq;"
+                          "ALTER TABLE conversations DROP COLUMN purge_next;"
+                          "ALTER TABLE users DROP COLUMN deleted;"
                           "DROP TABLE push_devices; DROP TABLE push_outbox;"   /* 11 -> 12 */
                           "DROP TABLE workspaces; DROP TABLE workspace_members;"   /* 12 -> 13 */
                           "DROP INDEX conversations_channel;"
@@ -5532,5 +5545,415 @@ TEST(store_report_list) {
     CHECK_EQ(rd_report_ids(&t, g, a, 0, 0, 100000, ids, 8, &n, &more), PL_STORE_OK);   /* capped */
     CHECK_EQ(n, 3);
     CHECK_EQ(more, 0);
+    t_finish(&t);
+}
+
+/* ---- the data lifecycle (invariant 13) -------------------------------------- */
+
+static int64_t t_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* RETENTION_SET: the result; *seq of its event (0: none), *why. */
+static int t_retention(tstore *t, int64_t conv, int64_t ws, int64_t user, int64_t seconds, int flags, int64_t *seq,
+                       const char **why) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_RETENTION_SET);
+    j.conv = conv;
+    j.id = ws;
+    j.user = user;
+    j.value = seconds;
+    j.flags = flags;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (seq) *seq = j.has_event ? j.event.seq : 0;
+    if (why) *why = j.why;
+    int rc = j.result;
+    char want[48];
+    snprintf(want, sizeof want, "{\"seconds\":%lld}", (long long)seconds);
+    if (rc == PL_STORE_OK && j.out_id != (conv ? conv : ws)) rc = -98;
+    if (rc == PL_STORE_OK && conv && (!j.has_event || j.event.kind != PL_EV_RETENTION || j.event.sender != user ||
+                                      !j.event.data || strcmp(j.event.data, want) != 0))
+        rc = -97;
+    if (rc == PL_STORE_OK && !conv && j.has_event) rc = -96;
+    pl_job_release(&j);
+    return rc;
+}
+
+static int t_hold(tstore *t, int64_t conv, int64_t ws, int release) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_HOLD_SET);
+    j.conv = conv;
+    j.id = ws;
+    j.flags = release ? PL_JOB_REMOVE : 0;
+    if (t_run(t, &j, 1) != 0) return -99;
+    int rc = j.result;
+    if (rc == PL_STORE_OK && j.has_event) rc = -98;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* RETENTION_PURGE as of clock: the messages erased, or the error. */
+static int64_t t_purge(tstore *t, int64_t clock, int limit) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_RETENTION_PURGE);
+    j.expires = clock;
+    j.limit = limit;
+    if (t_run(t, &j, 1) != 0) return -99;
+    int64_t rc = j.result == PL_STORE_OK ? j.out_id : j.result;
+    if (j.has_event) rc = -98;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* Purges until a run erases nothing: the total. */
+static int64_t t_purge_all(tstore *t, int64_t clock) {
+    int64_t total = 0, n;
+    for (int i = 0; i < 1000 && (n = t_purge(t, clock, 100)) > 0; i++) total += n;
+    return n < 0 ? n : total;
+}
+
+/* 1: the message at seq is erased (viewer's view), 0: it is not, <0: error. */
+static int t_erased(tstore *t, int64_t conv, int64_t viewer, int64_t seq) {
+    pl_event ev;
+    int rc = t_event_at(t, conv, viewer, seq, &ev);
+    if (rc) return rc < 0 ? rc : -rc;
+    int erased = ev.kind == PL_EV_MESSAGE && !ev.body && !ev.data && has(ev.annot, "\"deleted\":true");
+    int intact = ev.kind == PL_EV_MESSAGE && ev.body && !has(ev.annot, "\"deleted\":true");
+    pl_event_release(&ev);
+    return erased ? 1 : intact ? 0 : -95;
+}
+
+static int t_account_delete(tstore *t, int64_t user, const char **why) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_ACCOUNT_DELETE);
+    j.user = user;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (why) *why = j.why;
+    int rc = j.result;
+    if (rc == PL_STORE_OK && (j.has_event || j.out_id != user)) rc = -98;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* Who may set a retention, its event, and the checks of its value. */
+TEST(store_life_retention_set) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1), d = t_direct(&t, a, b);
+    CHECK(g > 0 && d > 0);
+    int64_t seq = -1;
+    const char *why = NULL;
+    CHECK_EQ(t_retention(&t, g, 0, b, 60, 0, &seq, NULL), PL_STORE_EFORBID);   /* a member */
+    CHECK_EQ(t_retention(&t, g, 0, c, 60, 0, &seq, NULL), PL_STORE_ENOTFOUND); /* not one */
+    CHECK_EQ(t_retention(&t, 999999, 0, a, 60, 0, &seq, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_retention(&t, g, 0, a, -1, 0, &seq, &why), PL_STORE_EINVAL);
+    CHECK(why && strcmp(why, "bad retention") == 0);
+    CHECK_EQ(t_retention(&t, g, 0, a, PL_RETENTION_MAX + 1, 0, &seq, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_last_seq(&t, g, a), 1);                         /* nothing appended */
+    CHECK_EQ(t_retention(&t, g, 0, a, 60, 0, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 2);
+    CHECK_EQ(t_retention(&t, d, 0, b, 3600, 0, &seq, NULL), PL_STORE_OK);   /* either in a DM */
+    CHECK_EQ(seq, 2);
+    CHECK_EQ(t_retention(&t, g, 0, c, PL_RETENTION_MAX, PL_JOB_ADMIN, &seq, NULL), PL_STORE_OK);
+    CHECK_EQ(seq, 3);
+    CHECK_EQ(t_retention(&t, 999999, 0, c, 5, PL_JOB_ADMIN, &seq, NULL), PL_STORE_ENOTFOUND);
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, g, b, &cv), PL_STORE_OK);
+    int ok = cv.retention == PL_RETENTION_MAX && cv.ws_retention == 0 && cv.hold == 0 && cv.last_seq == 3;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    CHECK_EQ(t_retention(&t, g, 0, a, 0, 0, &seq, NULL), PL_STORE_OK);      /* unset: an event too */
+    CHECK_EQ(seq, 4);
+    pl_event ev;
+    CHECK_EQ(t_event_at(&t, g, b, 4, &ev), 0);
+    ok = ev.kind == PL_EV_RETENTION && ev.sender == a && ev.data && strcmp(ev.data, "{\"seconds\":0}") == 0;
+    pl_event_release(&ev);
+    CHECK(ok);
+
+    /* a workspace's: its admins, no event; its channels read it */
+    int64_t w = t_ws(&t, a, "acme", NULL);
+    CHECK(w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    int64_t ch = t_channel(&t, w, a, "news", NULL, 0, 0, NULL);
+    CHECK(ch > 0);
+    CHECK_EQ(t_retention(&t, 0, w, b, 60, 0, NULL, NULL), PL_STORE_EFORBID);
+    CHECK_EQ(t_retention(&t, 0, w, c, 60, 0, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_retention(&t, 0, 999999, a, 60, 0, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_retention(&t, 0, w, a, 86400, 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_retention(&t, 0, w, c, 86400 * 2, PL_JOB_ADMIN, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, ch, a, &cv), PL_STORE_OK);
+    ok = cv.retention == 0 && cv.ws_retention == 86400 * 2 && cv.hold == 0;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    pl_workspace *wl;
+    size_t n;
+    CHECK_EQ(rd_workspaces(&t, b, &wl, &n), PL_STORE_OK);
+    ok = n == 1 && wl[0].retention == 86400 * 2 && wl[0].hold == 0;
+    pl_workspace_list_free(wl, n);
+    CHECK(ok);
+
+    /* holds: no event; a workspace's covers its channels */
+    CHECK_EQ(t_hold(&t, 0, w, 0), PL_STORE_OK);
+    CHECK_EQ(t_hold(&t, 999999, 0, 0), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_hold(&t, 0, 999999, 0), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_conv_get(&t, ch, a, &cv), PL_STORE_OK);
+    ok = cv.hold == 1;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    pl_workspace *one;
+    CHECK_EQ(rd_workspace(&t, w, a, &one), PL_STORE_OK);
+    ok = one->hold == 1 && one->retention == 86400 * 2;
+    pl_workspace_list_free(one, 1);
+    CHECK(ok);
+    CHECK_EQ(t_hold(&t, 0, w, 1), PL_STORE_OK);
+    CHECK_EQ(t_hold(&t, d, 0, 0), PL_STORE_OK);
+    CHECK_EQ(rd_conv_get(&t, ch, a, &cv), PL_STORE_OK);
+    ok = cv.hold == 0;
+    pl_conv_release(&cv);
+    CHECK_EQ(rd_conv_get(&t, d, b, &cv), PL_STORE_OK);
+    ok = ok && cv.hold == 1 && cv.retention == 3600 && cv.last_seq == 2;
+    pl_conv_release(&cv);
+    CHECK(ok);
+    t_finish(&t);
+}
+
+/* The purge erases what is older than the effective retention (its own,
+ * its workspace's, the server's), as a delete does but with no event, and
+ * leaves held conversations alone. */
+TEST(store_life_purge) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1), d = t_direct(&t, a, b), keep = t_group(&t, a, "keep", m, 1);
+    int64_t w = t_ws(&t, a, "acme", NULL);
+    CHECK(g > 0 && d > 0 && keep > 0 && w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    int64_t ch = t_channel(&t, w, a, "news", m, 1, 0, NULL), own = t_channel(&t, w, a, "own", m, 1, 0, NULL);
+    CHECK(ch > 0 && own > 0);
+    CHECK_EQ(t_say(&t, g, b, "zebra one", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, a, "zebra two", 2, NULL, NULL), 3);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, a, 2, "\xf0\x9f\x91\x8d", 0, NULL, NULL), PL_STORE_OK);   /* 4 */
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, b, 2, "zebra uno", 0, NULL, NULL), PL_STORE_OK);      /* 5 */
+    CHECK_EQ(t_act(&t, PL_JOB_PIN, g, a, 3, NULL, 0, NULL, NULL), PL_STORE_OK);                      /* 6 */
+    CHECK_EQ(t_say(&t, d, a, "zebra direct", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, keep, a, "zebra kept", 0, NULL, NULL), 2);
+    int64_t chs = t_say(&t, ch, a, "zebra channel", 0, NULL, NULL), owns = t_say(&t, own, a, "zebra own", 0, NULL, NULL);
+    CHECK(chs > 1 && owns > 1);
+    CHECK_EQ(t_found(&t, b, "zebra", 0, 6), 6);
+    int64_t unread = t_unread(&t, g, b);
+    CHECK_EQ(t_retention(&t, g, 0, a, 60, 0, NULL, NULL), PL_STORE_OK);     /* seq 7 */
+    CHECK_EQ(t_retention(&t, d, 0, a, 3600, 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_retention(&t, 0, w, a, 60, 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_retention(&t, own, 0, a, 3600, 0, NULL, NULL), PL_STORE_OK); /* its own wins */
+
+    /* nothing is old yet */
+    CHECK_EQ(t_purge_all(&t, t_now_ms()), 0);
+    CHECK_EQ(t_erased(&t, g, a, 2), 0);
+    /* a minute on: the group's and the channel's go, not the DM's (an
+     * hour), not the own channel's, not the group without one */
+    int64_t later = t_now_ms() + 61000;
+    CHECK_EQ(t_purge(&t, later, 1), 1);                        /* limit is a limit */
+    CHECK_EQ(t_purge_all(&t, later), 2);
+    CHECK_EQ(t_erased(&t, g, a, 2), 1);
+    CHECK_EQ(t_erased(&t, g, b, 3), 1);
+    CHECK_EQ(t_erased(&t, ch, a, chs), 1);
+    CHECK_EQ(t_erased(&t, d, a, 2), 0);
+    CHECK_EQ(t_erased(&t, own, a, owns), 0);
+    CHECK_EQ(t_erased(&t, keep, a, 2), 0);
+    /* ... no event, the log and unread as they were; the edit's text gone */
+    CHECK_EQ(t_last_seq(&t, g, a), 7);
+    CHECK_EQ(t_unread(&t, g, b), unread);
+    pl_event ev;
+    CHECK_EQ(t_event_at(&t, g, a, 5, &ev), 0);
+    int ok = ev.kind == PL_EV_EDIT && !ev.body;
+    pl_event_release(&ev);
+    CHECK(ok);
+    CHECK_EQ(t_found(&t, b, "zebra", 0, 3), 3);                 /* out of the index */
+    CHECK_EQ(t_purge_all(&t, later), 0);                       /* once */
+
+    /* an hour on: the DM's and the own channel's */
+    int64_t hour = t_now_ms() + 3601000;
+    CHECK_EQ(t_hold(&t, d, 0, 0), PL_STORE_OK);                /* ... but d is held */
+    CHECK_EQ(t_purge_all(&t, hour), 1);
+    CHECK_EQ(t_erased(&t, own, a, owns), 1);
+    CHECK_EQ(t_erased(&t, d, a, 2), 0);
+    CHECK_EQ(t_hold(&t, d, 0, 1), PL_STORE_OK);
+    CHECK_EQ(t_purge_all(&t, hour), 1);
+    CHECK_EQ(t_erased(&t, d, a, 2), 1);
+
+    /* a message sent now is not older than the minute */
+    CHECK_EQ(t_say(&t, g, a, "fresh", 0, NULL, NULL), 8);
+    CHECK_EQ(t_purge_all(&t, t_now_ms()), 0);
+    CHECK_EQ(t_erased(&t, g, a, 8), 0);
+    /* a held workspace holds its channels */
+    int64_t chs2 = t_say(&t, ch, b, "in the channel", 0, NULL, NULL);
+    CHECK_EQ(chs2, chs + 1);
+    CHECK_EQ(t_hold(&t, 0, w, 0), PL_STORE_OK);
+    CHECK_EQ(t_purge_all(&t, t_now_ms() + 120000), 1);          /* g's "fresh" only */
+    CHECK_EQ(t_erased(&t, ch, a, chs2), 0);
+    CHECK_EQ(t_erased(&t, g, a, 8), 1);
+
+    /* the server's retention applies where nothing else does */
+    CHECK_EQ(t_say(&t, d, a, "an hour of its own", 0, NULL, NULL), 4);
+    t.retention = 30;
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);
+    CHECK_EQ(t_purge_all(&t, t_now_ms() + 31000), 1);
+    CHECK_EQ(t_erased(&t, keep, a, 2), 1);
+    CHECK_EQ(t_erased(&t, d, a, 4), 0);                         /* its own is longer */
+    CHECK_EQ(t_erased(&t, ch, a, chs2), 0);                     /* still held */
+    CHECK_EQ(t_purge(&t, t_now_ms(), 0), 0);                    /* limit 0: 1, nothing to do */
+    t_finish(&t);
+}
+
+/* Account deletion: only once out of every group, channel and workspace;
+ * then no login, no keys, no name, no new membership; its messages are
+ * erased by the purge except where held. */
+TEST(store_life_account_delete) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1), d = t_direct(&t, a, b), e = t_direct(&t, b, c);
+    int64_t w = t_ws(&t, a, "acme", NULL);
+    CHECK(g > 0 && d > 0 && e > 0 && w > 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_OK);
+    int64_t login = t_login(&t, b);
+    CHECK(login > 0);
+    CHECK_EQ(t_push_reg(&t, b, login, 1, "tok-bob", NULL, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_say(&t, g, b, "bob in g", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, a, "ann in g", 0, NULL, NULL), 3);
+    CHECK_EQ(t_say(&t, d, b, "bob in d", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, d, a, "ann in d", 0, NULL, NULL), 3);
+    CHECK_EQ(t_say(&t, e, b, "bob in e", 0, NULL, NULL), 2);
+    pl_media md;
+    t_media(&md, 4242, b, 'b', 10);
+    CHECK_EQ(t_media_create(&t, &md, 0, NULL), PL_STORE_OK);
+
+    const char *why = NULL;
+    CHECK_EQ(t_account_delete(&t, b, &why), PL_STORE_ECONFLICT);
+    CHECK(why && strcmp(why, "still a member") == 0);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, b, b, NULL), PL_STORE_OK);
+    CHECK_EQ(t_account_delete(&t, b, &why), PL_STORE_ECONFLICT);          /* the workspace */
+    int64_t chs[8];
+    size_t nch = 0;
+    CHECK_EQ(t_ws_remove(&t, w, b, b, chs, 8, &nch), PL_STORE_OK);
+    CHECK_EQ(nch, 1);                                          /* general */
+    CHECK_EQ(t_account_delete(&t, b, &why), PL_STORE_ECONFLICT);          /* a channel */
+    CHECK_EQ(t_evict(&t, chs[0], b, b, NULL), PL_STORE_OK);
+    CHECK_EQ(t_hold(&t, e, 0, 0), PL_STORE_OK);
+    CHECK_EQ(t_account_delete(&t, b, NULL), PL_STORE_OK);
+    CHECK_EQ(t_account_delete(&t, b, NULL), PL_STORE_ENOTFOUND);          /* once */
+    CHECK_EQ(t_account_delete(&t, 999999, NULL), PL_STORE_ENOTFOUND);
+
+    /* the account: renamed, no password, logins revoked, devices gone */
+    pl_user u;
+    char name[40];
+    snprintf(name, sizeof name, "deleted#%lld", (long long)b);
+    CHECK_EQ(rd_user_by_id(&t, b, &u), PL_STORE_OK);
+    int ok = strcmp(u.username, name) == 0;
+    free(u.pwhash);
+    CHECK(ok);
+    CHECK_EQ(rd_user_by_name(&t, "bob", &u, 0), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_user_by_name(&t, name, &u, 1), PL_STORE_ENOTFOUND);
+    pl_login l;
+    CHECK_EQ(rd_login(&t, login, &l), PL_STORE_OK);
+    CHECK_EQ(l.revoked, 1);
+    pl_job j;
+    CHECK_EQ(t_push_devices(&t, &j, b), PL_STORE_OK);
+    CHECK_EQ(j.npush_devices, 0);
+    pl_job_release(&j);
+    CHECK(t_user(&t, "bob") > 0);                              /* the name is free again */
+
+    /* a deleted user is an unknown one to everything that adds */
+    int64_t ghost = 999999;
+    int64_t gm[] = {b}, gx[] = {ghost};
+    CHECK_EQ(t_group(&t, a, "again", gm, 1), t_group(&t, a, "again", gx, 1));
+    CHECK(t_group(&t, a, "again", gm, 1) < 0);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, b, NULL), t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, ghost, NULL));
+    CHECK(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, b, NULL) < 0);
+    CHECK_EQ(t_ws_op(&t, PL_JOB_WORKSPACE_ADD, w, a, b, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_direct(&t, c, b), t_direct(&t, c, ghost));
+    CHECK(t_direct(&t, c, b) < 0);
+    CHECK_EQ(t_direct(&t, a, b), PL_STORE_ENOTFOUND);           /* also the one there is */
+    CHECK(t_channel(&t, w, a, "x", gm, 1, 0, NULL) < 0);
+    CHECK_EQ(t_login(&t, b), t_login(&t, ghost));
+    t_init(&t, &j, PL_READ_USER_SEARCH);
+    j.user = c;
+    j.query = "deleted";
+    j.limit = 10;
+    CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+    CHECK_EQ(j.nusers, 0);
+    pl_job_release(&j);
+    /* the DM keeps its members (and the other one its history) */
+    pl_conv cv;
+    CHECK_EQ(rd_conv_get(&t, d, a, &cv), PL_STORE_OK);
+    ok = cv.nmembers == 2;
+    for (size_t i = 0; ok && i < cv.nmembers; i++)
+        if (cv.members[i].user == b) ok = strcmp(cv.members[i].username, name) == 0;
+    pl_conv_release(&cv);
+    CHECK(ok);
+
+    /* the purge erases its messages (not in the held e), now, not the others' */
+    CHECK_EQ(t_purge_all(&t, t_now_ms()), 2);
+    CHECK_EQ(t_erased(&t, g, a, 2), 1);
+    CHECK_EQ(t_erased(&t, g, a, 3), 0);
+    CHECK_EQ(t_erased(&t, d, a, 2), 1);
+    CHECK_EQ(t_erased(&t, d, a, 3), 0);
+    CHECK_EQ(t_erased(&t, e, c, 2), 0);
+    CHECK_EQ(t_purge_all(&t, t_now_ms()), 0);
+    t_finish(&t);
+}
+
+/* A user's own messages, across conversations, by id, in pages. */
+TEST(store_life_user_messages) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1), d = t_direct(&t, a, b);
+    CHECK(g > 0 && d > 0);
+    CHECK_EQ(t_say(&t, g, a, "one", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, d, a, "two", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, b, "not mine", 0, NULL, NULL), 3);
+    CHECK_EQ(t_say(&t, g, a, "three", 2, NULL, NULL), 4);
+    CHECK_EQ(t_say(&t, d, a, "gone", 0, NULL, NULL), 3);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, d, a, 3, NULL, 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, a, 2, "one!", 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, g, b, 2, "\xf0\x9f\x91\x8d", 0, NULL, NULL), PL_STORE_OK);
+    static const char *const want[] = {"one!", "two", "three"};
+    int64_t cursor = 0;
+    size_t got = 0;
+    for (int page = 0; page < 5; page++) {
+        pl_job j;
+        t_init(&t, &j, PL_READ_USER_MESSAGES);
+        j.user = a;
+        j.cursor = cursor;
+        j.limit = 2;
+        CHECK_EQ(t_read(&t, &j), PL_STORE_OK);
+        int ok = 1;
+        for (size_t i = 0; i < j.nevents; i++, got++) {
+            pl_event *e = &j.events[i];
+            ok = ok && got < 3 && e->kind == PL_EV_MESSAGE && e->sender == a && e->body &&
+                 strcmp(e->body, want[got]) == 0 && (uint64_t)cursor < e->id;
+            ok = ok && e->conv == (got == 1 ? d : g);
+            if (got == 0) ok = ok && has(e->annot, "\"reactions\"") && has(e->annot, "\"edited_ts\"");
+            if (got == 2) ok = ok && e->ref == 2;
+            cursor = (int64_t)e->id;
+        }
+        int more = j.more, n = (int)j.nevents;
+        pl_job_release(&j);
+        CHECK(ok);
+        CHECK_EQ(more, page == 0 ? 1 : 0);
+        if (!more) {
+            CHECK_EQ(n, 1);
+            break;
+        }
+    }
+    CHECK_EQ(got, 3);
     t_finish(&t);
 }
