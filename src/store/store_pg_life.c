@@ -21,24 +21,24 @@
  *   events nor all of the conversations, however big the database.
  *
  * A purge job (one SAVEPOINT around it: store_pg.c invariant 4) runs rounds:
- *   1. W_PURGE_CONVS: the next PURGE_CONVS candidates by id, locked FOR
- *      UPDATE SKIP LOCKED: one another transaction holds (a batch appending
- *      to it, another node's purge) is left for the next purge, so the
- *      purge never waits for a conversation (store_pg.c invariant 15);
+ *   1. W_PURGE_CONVS: up to PURGE_CONVS candidates, locked FOR UPDATE SKIP
+ *      LOCKED: one another transaction holds (a batch appending to it,
+ *      another node's purge) is left for the next purge, so the purge
+ *      never waits for a conversation (store_pg.c invariant 15);
  *   2. W_PURGE_SCAN, a statement after the locks (its snapshot has all that
  *      was committed before them): the live MESSAGEs above each one's
  *      purge_seq, oldest first, a page each;
  *   3. here, in seq order, every one older than its cutoff is taken up to
  *      the first that is not (or the job's limit), and W_PURGE_ERASE erases
  *      them while W_PURGE_MARK moves purge_seq and purge_at, one round trip.
- *   When the candidates run out and the sweep erased something with limit
- *   left, one more sweep from the start (a page that was all due left its
- *   conversation due). Then the deleted users' messages: W_PURGE_USERS, one
- *   statement a round (find, lock SKIP LOCKED, erase), until it erases
- *   nothing or the limit is reached. The erasure is a delete's
- *   (PURGE_ERASE in store_pg.c) without its event: no seq, no counter and
- *   no unread count moves, and UPDATE .. WHERE deleted_ts = 0 erases a
- *   message once whichever node gets to it.
+ *   Each candidate leaves a round with erasures or not due any more, so
+ *   the rounds end: when none is due, or at the limit (a page that was all
+ *   due leaves its conversation due for the next round). Then the deleted
+ *   users' messages: W_PURGE_USERS, one statement a round (find, lock SKIP
+ *   LOCKED, erase), until it erases nothing or the limit is reached. The
+ *   erasure is a delete's (PURGE_ERASE in store_pg.c) without its event:
+ *   no seq, no counter and no unread count moves, and UPDATE .. WHERE
+ *   deleted_ts = 0 erases a message once whichever node gets to it.
  * Known limit: a seq's ts can be lower than an earlier seq's by the time a
  * batch waited for the conversation's lock (its time is taken before), so
  * such a message, behind a younger one, is erased when that one is (at
@@ -281,38 +281,35 @@ static int purge_convs_erase(pg_store *s, purge_run *u, const purge_convs *c, in
     return PL_STORE_OK;
 }
 
-/* Expired MESSAGEs (retention): sweeps over the candidates by id. */
+/* Expired MESSAGEs (retention): rounds until none is due or the limit is
+ * reached. Each candidate a round returns leaves it with erasures, or not
+ * due any more (its purge_at moved on, or 0), so the rounds end. */
 static int purge_expired(pg_store *s, purge_run *u) {
     purge_convs c;
-    int64_t cursor = 0, swept = 0;
     while (u->budget > 0) {
         pg_params p = {0};
         pg_param_i64(&p, u->clock);
         pg_param_i64(&p, s->retention);
-        pg_param_i64(&p, cursor);
         pg_param_i64(&p, PURGE_CONVS);
         int rc;
         PGresult *r = purge_query(s, u, W_PURGE_CONVS, &p, &rc);
         if (!r) return rc;
-        c.n = PQntuples(r);
-        for (int i = 0; i < c.n; i++) {
-            c.conv[i] = pg_i64(r, i, 0);
-            c.purge_seq[i] = pg_i64(r, i, 1);
-            c.cutoff[i] = pg_i64(r, i, 2);
+        c.n = 0;
+        for (int i = 0; i < PQntuples(r) && i < PURGE_CONVS; i++) {
+            int64_t conv = pg_i64(r, i, 0);
+            int seen = 0;                          /* a channel may come twice */
+            for (int k = 0; k < c.n && !seen; k++) seen = c.conv[k] == conv;
+            if (seen) continue;
+            c.conv[c.n] = conv;
+            c.purge_seq[c.n] = pg_i64(r, i, 1);
+            c.cutoff[c.n] = pg_i64(r, i, 2);
+            c.n++;
         }
+        if (!c.n) break;
         int64_t got = 0;
-        if (c.n) {
-            cursor = c.conv[c.n - 1];
-            if ((rc = purge_convs_erase(s, u, &c, &got)) != PL_STORE_OK) return rc;
-        }
+        if ((rc = purge_convs_erase(s, u, &c, &got)) != PL_STORE_OK) return rc;
         u->erased += got;
         u->budget -= got;
-        swept += got;
-        if (c.n < PURGE_CONVS) {                   /* the sweep is over */
-            if (!swept) break;
-            cursor = 0;
-            swept = 0;
-        }
     }
     return PL_STORE_OK;
 }
