@@ -987,6 +987,9 @@ const char *const pg_w_sql[W__COUNT] = {
         " d AS (DELETE FROM e2ee_devices WHERE user_id = $1::bigint),"
         " g AS (UPDATE media SET gc_after = least(gc_after, $2::bigint) WHERE owner = $1::bigint)"
         " SELECT count(*) FROM u",
+    /* $1 now, $2 conversations the batch appended to (locked): the flush's
+     * purge_at (W_CONV_FLUSH) now, for a purge later in the same batch */
+    [W_PURGE_TOUCH] = "UPDATE conversations SET purge_at = $1::bigint WHERE id = ANY($2::bigint[]) AND purge_at = 0",
     /* The purge (store_pg_life.c has its rounds). $1 now, $2 the server's
      * retention, $3 how many: conversations whose oldest live MESSAGE (by
      * purge_at) is due, not held, locked; SKIP LOCKED: one another

@@ -13,7 +13,8 @@
  *       the ts of the oldest live one (up to the skew below). The purge
  *       writes both under the conversation's lock; the writer's flush
  *       (W_CONV_FLUSH) sets purge_at to the batch's time when the batch
- *       appended MESSAGEs to a conversation whose purge_at is 0; a delete
+ *       appended MESSAGEs to a conversation whose purge_at is 0 (a purge
+ *       later in the same batch sets it first: W_PURGE_TOUCH); a delete
  *       leaves it (too early is harmless: the purge looks and moves it on).
  *   So a conversation is a candidate only when its effective retention
  *   makes its purge_at due, and the candidates come from three small index
@@ -339,6 +340,18 @@ static int purge(pg_store *s, pl_job *j, int64_t now) {
     purge_run u = {.now = now, .clock = j->expires > 0 ? j->expires : now, .budget = limit,
                    .sp = pg_w_send(s, W_SAVEPOINT, NULL, 0)};
     if (u.sp < 0) return W_LOST;
+    /* MESSAGEs the batch appended before this job have no purge_at yet
+     * where it was 0 (the flush comes at the end: P2): theirs now */
+    pg_arr *a = &s->arr[0];
+    pg_arr_start(a, PG_INT8);
+    for (size_t i = 0; i < s->convs.cap && s->convs.len; i++)
+        if (s->convs.tab[i].conv && s->convs.tab[i].appended) pg_arr_i64(a, s->convs.tab[i].conv);
+    if (a->n) {
+        pg_params t = {0};
+        pg_param_i64(&t, now);
+        pg_param_arr(&t, a);
+        if (pg_w_send(s, W_PURGE_TOUCH, &t, 0) < 0) return W_LOST;
+    }
     int rc = purge_expired(s, &u);
     if (rc == PL_STORE_OK) rc = purge_deleted_users(s, &u);
     if (rc == W_FATAL && s->w.err_slot < 0) {     /* ours, not a statement's: roll back */

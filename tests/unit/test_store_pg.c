@@ -378,6 +378,12 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int64_t mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1330,6 +1336,21 @@ static void gen_job(pl_job *j, pwait *w, int nusers, int64_t maxconv, int64_t *m
         if (rnd() % 4 == 0) j->seq = (int64_t)(rnd() % 30);           /* a reply */
         return;
     }
+    if (rnd() % 25 == 0) {                       /* the data lifecycle (store.h invariant 13) */
+        static const int64_t secs[] = {0, 1, 3600, -1};
+        static const pl_job_op ops[] = {PL_JOB_RETENTION_SET, PL_JOB_RETENTION_SET, PL_JOB_RETENTION_SET,
+                                        PL_JOB_RETENTION_SET, PL_JOB_HOLD_SET, PL_JOB_HOLD_SET,
+                                        PL_JOB_RETENTION_PURGE, PL_JOB_RETENTION_PURGE, PL_JOB_RETENTION_PURGE,
+                                        PL_JOB_ACCOUNT_DELETE};
+        j_init(j, w, ops[rnd() % (sizeof ops / sizeof ops[0])]);
+        j->conv = c;
+        j->user = rnd() % 2 ? 1 + (c - 1) % nusers : u;        /* often the group's creator, its admin */
+        j->value = secs[rnd() % 4];
+        j->flags = rnd() % 8 == 0 ? PL_JOB_ADMIN : rnd() % 2 ? PL_JOB_REMOVE : 0;
+        j->expires = wall_ms() + 10000;           /* retention 1 s: all due; 3600 s: none */
+        j->limit = PL_STORE_PAGE_MAX * 50;
+        return;
+    }
     if (rnd() % 3 == 0) {                        /* message actions: a third of the rest */
         static const pl_job_op acts[] = {PL_JOB_MESSAGE_EDIT, PL_JOB_MESSAGE_DELETE, PL_JOB_REACTION,
                                          PL_JOB_REACTION, PL_JOB_PIN, PL_JOB_NOTIFY_SET};
@@ -1528,6 +1549,8 @@ TEST(store_pg_matches_sqlite) {
     pwait wq, wp;
     w_init(&wq);
     w_init(&wp);
+    int life[2] = {0};
+    int64_t purged = 0;
     int jobs_total = 0, bad = 0, acts[3] = {0}, replies = 0, mentions = 0, whys = 0;
     for (int b = 0; b < BATCHES && !bad; b++) {
         size_t n = 1 + rnd() % (b % 10 == 0 ? 400 : 60);
@@ -1547,6 +1570,9 @@ TEST(store_pg_matches_sqlite) {
             if (send && jq[i].event.ref > 0 && !jq[i].dup) replies++;
             if (send && jq[i].event.data && strstr(jq[i].event.data, "mention")) mentions++;
             if (jq[i].why) whys++;
+            if (jq[i].op >= PL_JOB_RETENTION_SET && jq[i].op <= PL_JOB_ACCOUNT_DELETE)
+                life[jq[i].result == PL_STORE_OK ? 0 : 1]++;
+            if (jq[i].op == PL_JOB_RETENTION_PURGE && jq[i].result == PL_STORE_OK) purged += jq[i].out_id;
             if ((jq[i].op == PL_JOB_GROUP_CREATE || jq[i].op == PL_JOB_DIRECT_OPEN) && jq[i].out_id > maxconv)
                 maxconv = jq[i].out_id;
         }
@@ -1610,8 +1636,9 @@ TEST(store_pg_matches_sqlite) {
     }
     CHECK_EQ(bad, 0);
     fprintf(stderr, "  (%d jobs, %lld conversations agree; actions: %d changed, %d not, %d refused;"
-            " %d replies, %d with mentions, %d reasons)\n", jobs_total, (long long)maxconv, acts[1], acts[0],
-            acts[2], replies, mentions, whys);
+            " %d replies, %d with mentions, %d reasons; lifecycle: %d done, %d refused, %lld purged)\n",
+            jobs_total, (long long)maxconv, acts[1], acts[0], acts[2], replies, mentions, whys, life[0], life[1],
+            (long long)purged);
     n_close(sq);
     n_close(pg);
     rm_sqlite_dir(root);
@@ -2321,12 +2348,6 @@ TEST(store_pg_workspace_quotas_across_nodes) {
 }
 
 /* ---- the data lifecycle (store.h invariant 13; store_pg_life.c) ------------------- */
-
-static int64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* One lifecycle job: its result, or out_id when OK. */
 static int64_t n_life(pnode *n, pl_job_op op, int64_t conv, int64_t id, int64_t user, int64_t value, int flags) {
