@@ -1023,7 +1023,8 @@ const char *const pg_w_sql[W__COUNT] = {
                      "   AND e.kind = 2 AND e.deleted_ts = 0 ORDER BY e.seq LIMIT $3::int) e ORDER BY x.i, e.seq",
     /* $1 now, $2 conversations (locked), $3 seqs: erased as a delete
      * erases (PURGE_ERASE); how many */
-    [W_PURGE_ERASE] = "WITH t AS (SELECT x.c AS conv_id, x.s AS seq FROM unnest($2::bigint[], $3::bigint[]) AS x(c, s)),"
+    [W_PURGE_ERASE] = "WITH t AS (SELECT x.c AS conv_id, x.s AS seq"
+                      "   FROM unnest($2::bigint[], $3::bigint[]) AS x(c, s)),"
                       PURGE_ERASE " SELECT count(*) FROM m",
     [W_PURGE_MARK]  = "UPDATE conversations c SET purge_seq = x.s, purge_at = x.t"
                       " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS x(id, s, t) WHERE c.id = x.id",

@@ -2562,7 +2562,8 @@ TEST(store_pg_purge_two_nodes) {
         int wrong = 0, fresh = 0;
         for (size_t i = 0; i < len; i++) {
             if (ev[i].kind != PL_EV_MESSAGE) continue;
-            int old = c > LG || ev[i].seq <= LOLD + 1, erased_now = !ev[i].body && has_str(ev[i].annot, "\"deleted\":true");
+            int old = c > LG || ev[i].seq <= LOLD + 1;
+            int erased_now = !ev[i].body && has_str(ev[i].annot, "\"deleted\":true");
             if (c == LG ? erased_now : old != erased_now) wrong++;
             if (!old) fresh++;
             if (ev[i].seq != (int64_t)i + 1) wrong++;
