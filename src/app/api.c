@@ -227,8 +227,15 @@ static void authed_route(pl_http_ctx *ctx) {
         return;
     }
     if (n == 1 && api_seg_is(s[0], "me")) {
+        if (m == PL_HTTP_GET) h_me(ctx);
+        else if (m == PL_HTTP_DELETE) h_me_delete(ctx);   /* api_life.c */
+        else api_method_not_allowed(ctx);
+        return;
+    }
+    if (n == 2 && api_seg_is(s[0], "me") && (api_seg_is(s[1], "export") || api_seg_is(s[1], "messages"))) {
         if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else h_me(ctx);
+        else if (api_seg_is(s[1], "export")) h_me_export(ctx);
+        else h_me_messages(ctx);
         return;
     }
     if (n == 2 && api_seg_is(s[0], "users")) {
@@ -332,6 +339,16 @@ static void authed_route(pl_http_ctx *ctx) {
     if (n == 3 && api_seg_is(s[2], "pins")) {
         if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else h_pins(ctx, conv);
+        return;
+    }
+    if (n == 3 && api_seg_is(s[2], "retention")) {    /* api_life.c */
+        if (m != PL_HTTP_PUT) api_method_not_allowed(ctx);
+        else h_retention(ctx, conv, 0);
+        return;
+    }
+    if (n == 3 && api_seg_is(s[2], "hold")) {
+        if (m != PL_HTTP_PUT && m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
+        else h_hold(ctx, conv, 0, m == PL_HTTP_DELETE);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "notify")) {
@@ -453,6 +470,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
                             api_seg_is(s[0], "presence") || api_seg_is(s[0], "search") ||
                             api_seg_is(s[0], "users"))) ||
                 (n == 2 && (api_seg_is(s[0], "users") || api_seg_is(s[0], "conversations"))) ||
+                (n == 2 && api_seg_is(s[0], "me")) ||                           /* api_life.c */
                 (n >= 3 && n <= 5 && api_seg_is(s[0], "conversations")) ||
                 (n == 1 && api_seg_is(s[0], "keys")) ||                       /* e2ee: api_keys.c */
                 ((n == 2 || n == 3) && api_seg_is(s[0], "push") && api_seg_is(s[1], "devices")) ||  /* api_push.c */

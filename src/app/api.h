@@ -48,6 +48,10 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud);
  * with err. */
 int  pl_api_media_init(uv_loop_t *loop, const pl_config *cfg, char *err, size_t errlen);
 void pl_api_media_shutdown(void);
+/* The purge of messages past their retention and of deleted accounts'
+ * (api_life.c): a timer every cfg->purge_interval seconds; shutdown stops it. */
+void pl_api_life_init(uv_loop_t *loop, const pl_config *cfg);
+void pl_api_life_shutdown(void);
 int  pl_api_media_stream_pred(const pl_http_req *r);
 
 #endif

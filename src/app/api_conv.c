@@ -37,7 +37,12 @@ static json_t *conv_json(const pl_conv *c, int with_members) {
     json_object_set_new(o, "e2ee", json_boolean(c->e2ee));      /* end-to-end encrypted */
     json_object_set_new(o, "workspace", c->workspace ? json_integer((json_int_t)c->workspace) : json_null());
     json_object_set_new(o, "private", json_boolean(c->is_private));
-    if (with_members) {
+    if (with_members) {                 /* one conversation (CONV_GET): its retention */
+        int64_t r = c->retention ? c->retention : c->ws_retention ? c->ws_retention : A.cfg->retention;
+        const char *from = c->retention ? "conversation" : c->ws_retention ? "workspace"
+                         : A.cfg->retention ? "server" : NULL;
+        json_object_set_new(o, "retention_seconds", json_integer((json_int_t)r));
+        json_object_set_new(o, "retention_source", from ? json_string(from) : json_null());
         json_t *m = json_array();
         for (size_t i = 0; i < c->nmembers; i++)
             json_array_append_new(m, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)c->members[i].user,
@@ -59,6 +64,28 @@ static void conv_read(pl_job *j) {
 void api_respond_conv(api_op *op, int64_t conv, int status) {
     op->status = status;
     api_job_reset(op, PL_READ_CONV_GET, conv_read);
+    op->job.conv = conv;
+    op->job.user = op->ctx->user;
+    api_submit(op);
+}
+
+/* After a retention change (api_life.c): the conversation, or, for a
+ * server admin who is not in it, {"id", "retention_seconds"} (op->login:
+ * the value set). */
+static void retention_conv_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result == PL_STORE_ENOTFOUND)
+        pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:I,s:s}", "id", (json_int_t)op->conv, "retention_seconds",
+                                                     (json_int_t)op->login, "retention_source", "conversation"));
+    else if (j->result) api_store_error(op->ctx, j->result, "no such conversation");
+    else pl_http_respond_json(op->ctx, 200, conv_json(&j->conv_out, 1));
+    api_op_free(op);
+}
+
+void api_respond_conv_retention(api_op *op, int64_t conv, int64_t seconds) {
+    op->conv = conv;
+    op->login = seconds;
+    api_job_reset(op, PL_READ_CONV_GET, retention_conv_read);
     op->job.conv = conv;
     op->job.user = op->ctx->user;
     api_submit(op);
@@ -245,13 +272,7 @@ void h_conv_create(pl_http_ctx *ctx) {
     api_submit(op);
 }
 
-static void conv_list_read(pl_job *j) {
-    api_op *op = j->data;
-    if (j->result) {
-        api_store_error(op->ctx, j->result, "conversations unavailable");
-        api_op_free(op);
-        return;
-    }
+json_t *api_conv_list_json(const pl_job *j) {
     json_t *arr = json_array();
     for (size_t i = 0; i < j->nconvs; i++) {
         json_t *o = conv_json(&j->convs[i], 0);
@@ -268,7 +289,13 @@ static void conv_list_read(pl_job *j) {
         json_object_set_new(o, "last", last ? last : json_null());
         json_array_append_new(arr, o);
     }
-    pl_http_respond_json(op->ctx, 200, json_pack("{s:o}", "conversations", arr));
+    return arr;
+}
+
+static void conv_list_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) api_store_error(op->ctx, j->result, "conversations unavailable");
+    else pl_http_respond_json(op->ctx, 200, json_pack("{s:o}", "conversations", api_conv_list_json(j)));
     api_op_free(op);
 }
 

@@ -94,7 +94,13 @@ void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer);
  * when set); a new group's or channel's "members" into op->members (*n of
  * them; -1 after answering 400/413 and freeing op). */
 const char *api_conv_kind_name(int kind);
+/* The conversations a PL_READ_CONV_LIST job read (WITH_LAST), as
+ * GET /conversations lists them: a JSON array. */
+json_t *api_conv_list_json(const pl_job *j);
 void api_respond_conv(api_op *op, int64_t conv, int status);
+/* As api_respond_conv (200), but a server admin who is not in conv gets
+ * {"id", "retention_seconds": seconds, "retention_source"} (api_life.c). */
+void api_respond_conv_retention(api_op *op, int64_t conv, int64_t seconds);
 void api_conv_changed(pl_job *j);
 int  api_group_members(api_op *op, json_t *members, size_t *n);
 /* The user a body names, {"user": id} or {"username": name}: 1 with *peer
@@ -108,10 +114,19 @@ int  api_user_read_failed(api_op *op);
 /* api_ws.c: /api/v1/workspaces/... (s[0] == "workspaces"), and
  * POST /api/v1/conversations/{id}/join */
 void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n);
+/* Answers with workspace ws as op's user sees it; the workspaces a
+ * PL_READ_WORKSPACES job read, as a JSON array (for the export) */
+void api_respond_ws(api_op *op, int64_t ws, int status);
+/* As api_respond_ws (200), but a server admin who is not in ws gets
+ * {"id", "retention_seconds": seconds} (api_life.c). */
+void api_respond_ws_retention(api_op *op, int64_t ws, int64_t seconds);
+json_t *api_ws_list_json(const pl_job *j);
 void h_channel_join(pl_http_ctx *ctx, int64_t conv);
 /* api_reports.c: POST .../messages/{seq}/report, GET /conversations/{id}/reports,
  * /api/v1/reports[/{id}/resolve] (s[0] == "reports") */
 void h_report(pl_http_ctx *ctx, int64_t conv, int64_t seq);
+/* 1 if name is one of --admins (case-insensitive) */
+int  api_is_server_admin(const char *name);
 void h_conv_reports(pl_http_ctx *ctx, int64_t conv);
 void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n);
 void h_history(pl_http_ctx *ctx, int64_t conv);
@@ -142,6 +157,16 @@ void h_media_signed(pl_http_ctx *ctx, const char *id, size_t n); /* /media/{id}?
 /* api_push.c (docs/protocol.md "Push notifications") */
 void h_push_devices(pl_http_ctx *ctx);                 /* GET, POST /push/devices */
 void h_push_device(pl_http_ctx *ctx, int64_t id);      /* DELETE /push/devices/{id} */
+json_t *api_push_devices_json(const pl_job *j, int64_t login);   /* a READ_PUSH_DEVICES list */
+
+/* api_life.c: the data lifecycle (docs/protocol.md "Data lifecycle"):
+ * PUT .../retention, PUT/DELETE .../hold (ws: a workspace, else conv),
+ * GET /me/export, GET /me/messages, DELETE /me */
+void h_retention(pl_http_ctx *ctx, int64_t conv, int64_t ws);
+void h_hold(pl_http_ctx *ctx, int64_t conv, int64_t ws, int release);
+void h_me_export(pl_http_ctx *ctx);
+void h_me_messages(pl_http_ctx *ctx);
+void h_me_delete(pl_http_ctx *ctx);
 
 /* api_search.c */
 void h_search(pl_http_ctx *ctx);

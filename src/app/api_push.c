@@ -21,15 +21,19 @@ static json_t *device_json(const pl_push_device *d, int64_t login) {
                      "token", d->token, "created", (json_int_t)d->created, "current", d->login == login);
 }
 
+json_t *api_push_devices_json(const pl_job *j, int64_t login) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < j->npush_devices; i++) json_array_append_new(a, device_json(&j->push_devices[i], login));
+    return a;
+}
+
 static void listed(pl_job *j) {
     api_op *op = j->data;
     if (j->result) {
         api_store_error(op->ctx, j->result, "could not read the devices");
     } else {
-        json_t *a = json_array();
-        for (size_t i = 0; i < j->npush_devices; i++)
-            json_array_append_new(a, device_json(&j->push_devices[i], op->ctx->login));
-        pl_http_respond_json(op->ctx, 200, json_pack("{s:o,s:b}", "devices", a, "enabled", pl_push_enabled()));
+        pl_http_respond_json(op->ctx, 200, json_pack("{s:o,s:b}", "devices", api_push_devices_json(j, op->ctx->login),
+                                                     "enabled", pl_push_enabled()));
     }
     api_op_free(op);
 }

@@ -27,7 +27,7 @@ static int reason_ok(const char *r) {
 
 /* 1 if name is one of --admins (comma-separated, spaces around ignored,
  * case-insensitive: usernames are stored in lower case). */
-static int is_server_admin(const char *name) {
+int api_is_server_admin(const char *name) {
     const char *p = A.cfg->admins;
     size_t n = strlen(name);
     while (*p) {
@@ -166,7 +166,7 @@ static void asker_read(pl_job *j) {
         api_op_free(op);
         return;
     }
-    go(op, j->result == PL_STORE_OK && is_server_admin(j->user_out.username));
+    go(op, j->result == PL_STORE_OK && api_is_server_admin(j->user_out.username));
 }
 
 static void start(pl_http_ctx *ctx, int what, int64_t id) {

@@ -24,11 +24,11 @@ static const char *role_name(int r) {
 }
 
 static json_t *ws_json(const pl_workspace *w, int with_members) {
-    json_t *o = json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "id", (json_int_t)w->id, "name", w->name ? w->name : "",
-                          "role", role_name(w->role), "general", (json_int_t)w->general,
+    json_t *o = json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "id", (json_int_t)w->id, "name",
+                          w->name ? w->name : "", "role", role_name(w->role), "general", (json_int_t)w->general,
                           "member_count", (json_int_t)w->member_count, "channel_count",
                           (json_int_t)w->channel_count, "created", (json_int_t)w->created, "created_by",
-                          (json_int_t)w->created_by);
+                          (json_int_t)w->created_by, "retention_seconds", (json_int_t)w->retention);
     if (with_members) {
         json_t *m = json_array();
         for (size_t i = 0; i < w->nmembers; i++)
@@ -52,22 +52,35 @@ static void ws_error(pl_http_ctx *ctx, const pl_job *j, const char *what) {
 
 /* ---- reading ------------------------------------------------------------------ */
 
+json_t *api_ws_list_json(const pl_job *j) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < j->nworkspaces; i++) json_array_append_new(a, ws_json(&j->workspaces[i], 0));
+    return a;
+}
+
 static void ws_read(pl_job *j) {
     api_op *op = j->data;
-    if (j->result || (j->op == PL_READ_WORKSPACE_GET && !j->nworkspaces)) {
+    if (j->result == PL_STORE_ENOTFOUND && op->ok) {        /* api_respond_ws_retention */
+        pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:I}", "id", (json_int_t)j->id, "retention_seconds",
+                                                     (json_int_t)op->login));
+    } else if (j->result || (j->op == PL_READ_WORKSPACE_GET && !j->nworkspaces)) {
         ws_error(op->ctx, j, "no such workspace");
     } else if (j->op == PL_READ_WORKSPACE_GET) {
         pl_http_respond_json(op->ctx, op->status ? op->status : 200, ws_json(&j->workspaces[0], 1));
     } else {
-        json_t *a = json_array();
-        for (size_t i = 0; i < j->nworkspaces; i++) json_array_append_new(a, ws_json(&j->workspaces[i], 0));
-        pl_http_respond_json(op->ctx, 200, json_pack("{s:o}", "workspaces", a));
+        pl_http_respond_json(op->ctx, 200, json_pack("{s:o}", "workspaces", api_ws_list_json(j)));
     }
     api_op_free(op);
 }
 
+void api_respond_ws_retention(api_op *op, int64_t ws, int64_t seconds) {
+    op->ok = 1;
+    op->login = seconds;
+    api_respond_ws(op, ws, 200);
+}
+
 /* Answers with workspace ws as op's user sees it. */
-static void respond_ws(api_op *op, int64_t ws, int status) {
+void api_respond_ws(api_op *op, int64_t ws, int status) {
     op->status = status;
     api_job_reset(op, PL_READ_WORKSPACE_GET, ws_read);
     op->job.id = ws;
@@ -105,7 +118,7 @@ static void ws_created(pl_job *j) {
         api_op_free(op);
         return;
     }
-    respond_ws(op, j->out_id, 201);
+    api_respond_ws(op, j->out_id, 201);
 }
 
 static void ws_added(pl_job *j) {
@@ -115,7 +128,7 @@ static void ws_added(pl_job *j) {
         api_op_free(op);
         return;
     }
-    respond_ws(op, j->id, 200);
+    api_respond_ws(op, j->id, 200);
 }
 
 static void ws_add_peer_read(pl_job *j) {
@@ -324,7 +337,7 @@ void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
     if (!api_path_id_ok(ctx, ws, "no such workspace")) return;
     if (n == 2) {
         if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else respond_ws(api_op_new(ctx, NULL), ws, 200);
+        else api_respond_ws(api_op_new(ctx, NULL), ws, 200);
     } else if (n == 3 && api_seg_is(s[2], "members")) {
         if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
         else h_ws_add(ctx, ws);
@@ -335,6 +348,12 @@ void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
     } else if (n == 3 && api_seg_is(s[2], "leave")) {
         if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
         else ws_remove(ctx, ws, ctx->user);
+    } else if (n == 3 && api_seg_is(s[2], "retention")) {     /* api_life.c */
+        if (m != PL_HTTP_PUT) api_method_not_allowed(ctx);
+        else h_retention(ctx, 0, ws);
+    } else if (n == 3 && api_seg_is(s[2], "hold")) {
+        if (m != PL_HTTP_PUT && m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
+        else h_hold(ctx, 0, ws, m == PL_HTTP_DELETE);
     } else if (n == 3 && api_seg_is(s[2], "channels")) {
         if (m == PL_HTTP_POST) {
             h_channel_create(ctx, ws);

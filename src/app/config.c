@@ -42,6 +42,8 @@ static const setting table[] = {
     S("admins", admins, "", "usernames of the server's admins, comma-separated: they read and resolve every report (docs/protocol.md \"Reports\")"),
     I("workspace-max-members", workspace_max_members, 0, 100000000, "100000", "members a workspace may have (0: no limit)"),
     I("workspace-max-channels", workspace_max_channels, 0, 10000000, "10000", "channels a workspace may have, private ones and general included (0: no limit)"),
+    I("retention", retention, 0, 2147483647, "0", "seconds a message is kept where neither its conversation nor its workspace sets a retention (0: for ever; docs/protocol.md \"Data lifecycle\")"),
+    I("purge-interval", purge_interval, 1, 86400, "60", "seconds between passes that erase messages past their retention and those of deleted accounts"),
     I("large-group", large_group, 0, 100000000, "1000", "members above which a group is large: not replayed on sync (mentions only), @all/@here for admins only (0: off)"),
     I("edit-window", edit_window, 0, 315360000, "0", "seconds after sending during which a message may be edited (0: always)"),
     I("presence-timeout", presence_timeout, 1, 3600, "60", "seconds without a heartbeat before a session counts as gone"),

@@ -30,6 +30,8 @@ typedef struct pl_config {
     char admins[1024];        /* server admins' usernames, comma-separated   */
     int  workspace_max_members;  /* quotas per workspace (0: none) */
     int  workspace_max_channels;
+    int  retention;           /* seconds messages are kept where nothing else says (0: for ever) */
+    int  purge_interval;      /* seconds between retention purges            */
     int  large_group;         /* members above which a group is large (not replayed, @all for admins); 0: off */
     int  edit_window;         /* seconds after sending a message may be edited; 0: always */
     int  presence_timeout;    /* seconds without a heartbeat before offline  */

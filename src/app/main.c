@@ -141,6 +141,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     pl_net_each(net, pause_conn, NULL);
     pl_api_shutdown();
     pl_api_media_shutdown();
+    pl_api_life_shutdown();
     pl_chat_shutdown();
     pl_push_stop();              /* before the store: its jobs' callbacks see it stopped */
     pl_store_close(&store);      /* finishes queued jobs: their callbacks run now */
@@ -292,6 +293,7 @@ int main(int argc, char **argv) {
         .large_group = cfg.large_group,
         .workspace_members = cfg.workspace_max_members,
         .workspace_channels = cfg.workspace_max_channels,
+        .retention = cfg.retention,
         .edit_window_ms = (int64_t)cfg.edit_window * 1000,
         .outbox = cfg.redis[0] != '\0',
         .push = cfg.push_webhook[0] || cfg.push_fcm_url[0] || cfg.push_fcm_credentials[0] || cfg.push_apns_url[0],
@@ -335,6 +337,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "parleyd: %s\n", err);
         return 1;
     }
+    pl_api_life_init(loop, &cfg);               /* the retention purge's timer */
     pl_web_init(&cfg);
     pl_push_config pc;
     push_config(&pc);

@@ -94,7 +94,7 @@ void pl_chat_sse_timeout(pl_conn *c);
 typedef void (*pl_chat_token_cb)(void *arg, int result, int64_t user, int64_t login);
 int  pl_chat_check_token(const char *tok, size_t len, pl_chat_token_cb cb, void *arg);
 /* Logout: closes (4001) the live sessions of user opened with login, on
- * every node. */
+ * every node; login 0: every session of user (its account was deleted). */
 void pl_chat_revoke_login(int64_t user, int64_t login);
 
 /* History page as JSON object members (no braces):

@@ -681,12 +681,13 @@ void pl_chat_on_drain(pl_conn *c) {
 static void on_revoke(void *ud, int64_t user, int64_t login) {
     chat_user *cu = pl_map_get(&C.users, user);
     for (session *s = cu ? cu->sessions : NULL; s; s = s->unext)
-        if (s->login == login) chat_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "logged out");
+        if (!login || s->login == login)
+            chat_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, login ? "logged out" : "account deleted");
 }
 
 void pl_chat_revoke_login(int64_t user, int64_t login) {
     if (C.bus) pl_bus_publish_revoke(C.bus, user, login);
-    pl_e2ee_device_gone(user, login);        /* its keys go too (e2ee.c) */
+    if (login) pl_e2ee_device_gone(user, login);   /* its keys go too (e2ee.c) */
 }
 
 /* ---- shutdown ------------------------------------------------------------------- */

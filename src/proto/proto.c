@@ -801,6 +801,7 @@ const char *pl_proto_kind_name(int kind) {
     case PL_EV_REACTION:       return "reaction";
     case PL_EV_PIN:            return "pin";
     case PL_EV_E2EE:           return "e2ee";
+    case PL_EV_RETENTION:      return "retention";
     default:                   return "unknown";
     }
 }

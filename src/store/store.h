@@ -798,7 +798,7 @@ typedef enum pl_job_op {
 #define PL_JOB_EVICT       4   /* MEMBER_REMOVE: see there                    */
 #define PL_JOB_ADMIN       8   /* REPORT_RESOLVE, RETENTION_SET: by a server admin */
 
-#define PL_RETENTION_MAX  (100LL * 366 * 86400) /* seconds: a century        */
+#define PL_RETENTION_MAX  3155760000LL  /* seconds: a century (100 x 365.25 days) */
 
 #define PL_READ_WITH_HASH  1   /* USER_BY_NAME: also return pwhash          */
 #define PL_READ_WITH_LAST  2   /* CONV_LIST: fill conv.last                  */
