@@ -171,7 +171,15 @@ static int my_messages(pc_client *c, json_t **all) {
         if ((rc = pc_call(c, "export", "GET", pl_sbuf_cstr(&path), NULL, &page))) break;
         json_t *msgs = json_object_get(page, "messages");
         if (json_is_array(msgs)) json_array_extend(*all, msgs);
-        const char *next = json_string_value(json_object_get(page, "next"));
+        /* a message id is a string; a number is taken too, so that a page
+         * is never mistaken for the last one */
+        json_t *nv = json_object_get(page, "next");
+        char num[32];
+        const char *next = json_string_value(nv);
+        if (json_is_integer(nv)) {
+            snprintf(num, sizeof num, "%lld", (long long)json_integer_value(nv));
+            next = num;
+        }
         /* the next page starts after a message this one held: a `next` that
          * does not move on (or a page with nothing) would never end */
         int more = next && json_array_size(msgs) > 0 && (!after || strcmp(next, after) != 0);
