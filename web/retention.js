@@ -85,10 +85,17 @@ export function renderRetention(c) {
   if (!allowed) return;
   const own = c.retentionSource === 'conversation' ? c.retention : 0;
   const sel = $('retention-select');
+  if (sel.disabled) return;                 // a change in flight: its answer renders
   const choices = CHOICES.slice();
   if (!choices.some(([v]) => v === own)) choices.push([own, fmtDuration(own)]);
-  sel.replaceChildren(...choices.map(([v, label]) => el('option', { value: String(v), text: label })));
-  sel.value = String(own);
+  // the dialog is drawn again on every presence change: rebuilding the
+  // options would close a select the user has open
+  const key = choices.map(([v]) => v).join(',');
+  if (sel.dataset.choices !== key) {
+    sel.replaceChildren(...choices.map(([v, label]) => el('option', { value: String(v), text: label })));
+    sel.dataset.choices = key;
+  }
+  if (sel.value !== String(own)) sel.value = String(own);
   setText($('retention-hint'), c.kind === 'channel'
     ? 'Everyone in the channel sees the change. “Off” follows the workspace’s setting, if it has one.'
     : 'Everyone in the conversation sees the change. Messages older than this are erased for everyone.');
