@@ -256,6 +256,17 @@ static void authed_route(pl_http_ctx *ctx) {
         h_keys(ctx);
         return;
     }
+    if (n == 3 && api_seg_is(s[0], "users") && api_seg_is(s[2], "block")) {   /* api_reports.c */
+        int64_t peer = api_parse_id(s[1].p, s[1].n);
+        if (m != PL_HTTP_PUT && m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
+        else if (api_path_id_ok(ctx, peer, "no such user")) h_block(ctx, peer, m == PL_HTTP_DELETE);
+        return;
+    }
+    if (n == 1 && api_seg_is(s[0], "blocks")) {
+        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
+        else h_blocks(ctx);
+        return;
+    }
     if (n == 3 && api_seg_is(s[0], "users")) {
         int64_t peer = api_parse_id(s[1].p, s[1].n);
         int bundle = api_seg_is(s[2], "bundle");
@@ -473,11 +484,13 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
                 (n == 2 && api_seg_is(s[0], "me")) ||                           /* api_life.c */
                 (n >= 3 && n <= 5 && api_seg_is(s[0], "conversations")) ||
                 (n == 1 && api_seg_is(s[0], "keys")) ||                       /* e2ee: api_keys.c */
+                (n == 1 && api_seg_is(s[0], "blocks")) ||                     /* api_reports.c */
                 ((n == 2 || n == 3) && api_seg_is(s[0], "push") && api_seg_is(s[1], "devices")) ||  /* api_push.c */
                 (n >= 1 && n <= 3 && api_seg_is(s[0], "media")) ||             /* api_media.c */
                 (n >= 1 && n <= 4 && api_seg_is(s[0], "workspaces")) ||        /* api_ws.c */
                 ((n == 1 || n == 3) && api_seg_is(s[0], "reports")) ||          /* api_reports.c */
-                (n == 3 && api_seg_is(s[0], "users") && (api_seg_is(s[2], "devices") || api_seg_is(s[2], "bundle")));
+                (n == 3 && api_seg_is(s[0], "users") &&
+                 (api_seg_is(s[2], "devices") || api_seg_is(s[2], "bundle") || api_seg_is(s[2], "block")));
     if (!known) {
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;

@@ -37,6 +37,7 @@ static json_t *conv_json(const pl_conv *c, int with_members) {
     json_object_set_new(o, "e2ee", json_boolean(c->e2ee));      /* end-to-end encrypted */
     json_object_set_new(o, "workspace", c->workspace ? json_integer((json_int_t)c->workspace) : json_null());
     json_object_set_new(o, "private", json_boolean(c->is_private));
+    if (c->kind == PL_CONV_DIRECT) json_object_set_new(o, "blocked", json_boolean(c->blocked));
     if (with_members) {                 /* one conversation (CONV_GET): its retention */
         int64_t r = c->retention ? c->retention : c->ws_retention ? c->ws_retention : A.cfg->retention;
         const char *from = c->retention ? "conversation" : c->ws_retention ? "workspace"

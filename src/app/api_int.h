@@ -129,6 +129,9 @@ void h_report(pl_http_ctx *ctx, int64_t conv, int64_t seq);
 int  api_is_server_admin(const char *name);
 void h_conv_reports(pl_http_ctx *ctx, int64_t conv);
 void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n);
+/* api_reports.c: PUT/DELETE /api/v1/users/{id}/block, GET /api/v1/blocks */
+void h_block(pl_http_ctx *ctx, int64_t peer, int remove);
+void h_blocks(pl_http_ctx *ctx);
 void h_history(pl_http_ctx *ctx, int64_t conv);
 void h_send(pl_http_ctx *ctx, int64_t conv);
 void h_receipt(pl_http_ctx *ctx, int64_t conv, int read);

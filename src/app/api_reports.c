@@ -1,7 +1,7 @@
-/* api_reports.c — reports of messages over REST (docs/protocol.md
+/* api_reports.c — moderation over REST: reports of messages (docs/protocol.md
  * "Reports"; store.h invariant 12): a member reports a message; a group's
  * or channel's admins, and the server's admins (--admins), list and
- * resolve them.
+ * resolve them. Blocks (protocol.md "Blocking a user"; invariant 14).
  *
  * A server admin is a user whose name --admins lists; the caller's name is
  * read (one read) on the routes where it matters. Resolutions are logged
@@ -216,4 +216,45 @@ void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
     } else if (api_path_id_ok(ctx, id, "no such report")) {
         start(ctx, R_RESOLVE, id);
     }
+}
+
+/* ---- blocks (store.h invariant 14) --------------------------------------------------- */
+
+static void blocked(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result == PL_STORE_EINVAL) pl_http_error(op->ctx, 400, "bad_request", "you cannot block yourself");
+    else if (j->result) api_store_error(op->ctx, j->result, "no such user");
+    else pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:b,s:b}", "user", (json_int_t)j->peer, "blocked",
+                                                      !(j->flags & PL_JOB_REMOVE), "changed", j->created));
+    api_op_free(op);
+}
+
+void h_block(pl_http_ctx *ctx, int64_t peer, int remove) {
+    api_op *op = api_op_new(ctx, NULL);
+    api_job_reset(op, PL_JOB_BLOCK, blocked);
+    op->job.user = ctx->user;
+    op->job.peer = peer;
+    op->job.flags = remove ? PL_JOB_REMOVE : 0;
+    api_submit(op);
+}
+
+static void blocks_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        api_store_error(op->ctx, j->result, "");
+    } else {
+        json_t *a = json_array();
+        for (size_t i = 0; i < j->nusers; i++)
+            json_array_append_new(a, json_pack("{s:I,s:s}", "id", (json_int_t)j->users[i].id, "username",
+                                               j->users[i].username));
+        pl_http_respond_json(op->ctx, 200, json_pack("{s:o}", "blocked", a));
+    }
+    api_op_free(op);
+}
+
+void h_blocks(pl_http_ctx *ctx) {
+    api_op *op = api_op_new(ctx, NULL);
+    api_job_reset(op, PL_READ_BLOCKS, blocks_read);
+    op->job.user = ctx->user;
+    api_submit(op);
 }

@@ -201,10 +201,13 @@ int  sq_ws_channel_admits(sq_store *s, int64_t conv, int64_t user);
 int  sq_ws_evictable(sq_store *s, int64_t conv, int64_t user, int64_t actor, const char **why);
 int  sq_read_ws(sq_reader *r, pl_job *j);
 int  sq_ws_is_general(sq_store *s, int64_t conv);     /* 1, 0, W_FATAL */
-/* store_sqlite_reports.c: PL_JOB_REPORT, REPORT_RESOLVE (in a savepoint)
- * and PL_READ_REPORTS (store.h invariant 12) */
+/* store_sqlite_reports.c: moderation. PL_JOB_REPORT, REPORT_RESOLVE and
+ * BLOCK (in a savepoint), PL_READ_REPORTS and READ_BLOCKS (store.h
+ * invariants 12 and 14); sq_blocked_pair: 1 if a or b blocks the other,
+ * 0 if not, W_FATAL. */
 int  sq_job_report(sq_store *s, pl_job *j, int64_t now);
 int  sq_read_reports(sq_reader *r, pl_job *j);
+int  sq_blocked_pair(sq_store *s, int64_t a, int64_t b);
 /* store_sqlite_life.c: the data lifecycle (store.h invariant 13):
  * PL_JOB_RETENTION_SET, HOLD_SET, RETENTION_PURGE, ACCOUNT_DELETE (in a
  * savepoint), and CONV_GET's retention and hold (sq_read_conv_life). */

@@ -161,6 +161,17 @@
  *      GROUP_CREATE, MEMBER_ADD, WORKSPACE_ADD, CHANNEL_CREATE (members)
  *      and USER_BY_NAME, and is never listed by USER_SEARCH; USER_BY_ID,
  *      USERS_VISIBLE and member lists still name it "deleted#<id>".
+ *  14. Blocks (P12; docs/design.md "Moderation"). A user may block
+ *      another (blocks(user, blocked); BLOCK, no event: a block is
+ *      private). While either of two users blocks the other, their direct
+ *      conversation takes no MESSAGE_SEND, MESSAGE_EDIT or REACTION
+ *      (EFORBID, why "blocked"), and DIRECT_OPEN creates none (EFORBID,
+ *      why "blocked"; one that exists is still returned, for its
+ *      history). Deletes, pins and receipts still apply; groups and
+ *      channels are not affected. conversations.blocked says, for a direct
+ *      conversation, whether a block exists between its two members (BLOCK
+ *      keeps it, also in the writer's cached conversation state), so the
+ *      send path reads a flag it already holds instead of the blocks table.
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -397,6 +408,8 @@ typedef struct pl_conv {
                                * set; invariant 13); other reads leave 0    */
     int64_t    ws_retention;  /* CONV_GET: its workspace's (channels), else 0 */
     int        hold;          /* CONV_GET: held, by itself or its workspace */
+    int        blocked;       /* CONV_GET, CONV_LIST: a direct one whose members
+                               * block each other, one way or both (invariant 14) */
     pl_event  *last;          /* owned; the latest event if asked for (and visible), else NULL */
     pl_member *members;       /* owned; NULL unless asked for (nmembers 0) */
     size_t     nmembers;
@@ -687,6 +700,13 @@ typedef enum pl_job_op {
                                * a member") while user is in a group, channel
                                * or workspace; ENOTFOUND: no such user or
                                * already deleted. out: out_id = user.         */
+    /* blocks (invariant 14; explicit value) */
+    PL_JOB_BLOCK = 95,        /* in: user, peer; flags PL_JOB_REMOVE (unblock).
+                               * EINVAL: peer == user; ENOTFOUND: no such (or a
+                               * deleted) peer when blocking (unblocking one
+                               * that is not blocked is OK, created = 0). No
+                               * event. out: out_id = peer, created = 1 if it
+                               * changed anything.                          */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */
@@ -785,13 +805,19 @@ typedef enum pl_job_op {
                                * EFORBID: a member, not an admin). out: reports
                                * (newest id first), more.                    */
     /* data lifecycle (invariant 13; explicit value) */
-    PL_READ_USER_MESSAGES = 180 /* in: user, cursor (event id; 0: from the
+    PL_READ_USER_MESSAGES = 180, /* in: user, cursor (event id; 0: from the
                                * first), limit (1..PL_STORE_PAGE_MAX). out:
                                * events: the MESSAGEs user sent with ids above
                                * cursor, not deleted, in id order, current form
                                * (annot as PL_READ_EVENTS without a viewer),
                                * each with its conv; more.                   */
+    /* blocks (invariant 14; explicit value) */
+    PL_READ_BLOCKS = 190      /* in: user. out: users/nusers: those user blocks
+                               * (id, username), by id.                      */
 } pl_job_op;
+
+/* writes take the values below the reads: pl_job_is_read() */
+_Static_assert(PL_JOB__WRITE_END <= PL_READ_USER_BY_NAME, "a write op among the reads");
 
 #define PL_JOB_REMOVE      1   /* REACTION: remove; PIN: unpin               */
 #define PL_JOB_PRIVATE     2   /* CHANNEL_CREATE: a private channel           */

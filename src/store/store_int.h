@@ -143,6 +143,7 @@ typedef struct pl_conv_state {
     int     dirty;            /* differs from its row: written before COMMIT */
     int     appended;         /* PostgreSQL: this batch appended (outbox row) */
     int     e2ee;             /* end-to-end encrypted (store.h invariant 9)   */
+    int     blocked;          /* a direct one under a block (invariant 14)   */
 } pl_conv_state;
 
 typedef struct pl_conv_map {  /* open addressing, power-of-two cap, <= 1/2 full */

@@ -385,6 +385,13 @@ static const char *const migrations[] = {
     "ALTER TABLE users ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX conversations_retention ON conversations(id) WHERE retention > 0;"
     "CREATE TABLE erasures(user_id INTEGER PRIMARY KEY, next_conv INTEGER NOT NULL);",
+    /* 15 -> 16: blocks (store.h invariant 14, store_sqlite_reports.c);
+     * conversations.blocked: a direct one under a block, read by the send
+     * path with the conversation's state */
+    "CREATE TABLE blocks(user_id INTEGER NOT NULL, blocked_id INTEGER NOT NULL, created INTEGER NOT NULL,"
+    "  PRIMARY KEY(user_id, blocked_id)) WITHOUT ROWID;"
+    "CREATE INDEX blocks_blocked ON blocks(blocked_id);"
+    "ALTER TABLE conversations ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -410,7 +417,7 @@ const char *const sq_w_sql[W__COUNT] = {
                       " next_join, created, msg_count, member_count, workspace, private)"
                       " VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, 0, ?6, ?7, ?8)",
     [W_CONV_KIND]   = "SELECT kind FROM conversations WHERE id = ?1",
-    [W_CONV_STATE]  = "SELECT last_seq, last_ts, msg_count, member_count, e2ee FROM conversations WHERE id = ?1",
+    [W_CONV_STATE]  = "SELECT last_seq, last_ts, msg_count, member_count, e2ee, blocked FROM conversations WHERE id = ?1",
     [W_CONV_UPDATE] = "UPDATE conversations SET last_seq = ?1, last_ts = ?2, msg_count = ?3,"
                       " member_count = ?4 WHERE id = ?5",
     [W_CONV_NEXT_JOIN] = "UPDATE conversations SET next_join = next_join + 1 WHERE id = ?1"
@@ -484,7 +491,7 @@ const char *const sq_w_sql[W__COUNT] = {
     " c.msg_count - coalesce((SELECT r.msg_no FROM events r WHERE r.conv_id = c.id" \
     "   AND r.seq = max(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread," \
     " (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id" \
-    "   AND x.seq > max(m.read_seq, m.joined_seq - 1)), m.notify, c.e2ee, c.workspace, c.private"
+    "   AND x.seq > max(m.read_seq, m.joined_seq - 1)), m.notify, c.e2ee, c.workspace, c.private, c.blocked"
 /* An event e with what its current form needs (store_sqlite_read.c
  * event_row): its marks and the parent p of a reply. */
 #define EVENT_COLUMNS \

@@ -90,8 +90,9 @@ static void conv_row(sqlite3_stmt *st, pl_conv *c) {
     c->e2ee = sqlite3_column_int(st, 13);
     c->workspace = sqlite3_column_int64(st, 14);
     c->is_private = sqlite3_column_int(st, 15);
+    c->blocked = sqlite3_column_int(st, 16);
 }
-#define CONV_NCOLS 16
+#define CONV_NCOLS 17
 
 /* What an event row says of its current form beyond pl_event (EVENT_COLUMNS
  * 10..16), kept until its reactions are known. */
@@ -677,6 +678,7 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
     case PL_READ_CHANNELS:
         return sq_read_ws(r, j);
     case PL_READ_REPORTS:                 /* store_sqlite_reports.c */
+    case PL_READ_BLOCKS:
         return sq_read_reports(r, j);
     default:
         return PL_STORE_EINVAL;

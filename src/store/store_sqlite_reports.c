@@ -1,11 +1,13 @@
-/* store_sqlite_reports.c — reports of messages in the SQLite backend
- * (store.h invariant 12).
+/* store_sqlite_reports.c — moderation in the SQLite backend: reports of
+ * messages (store.h invariant 12) and blocks (invariant 14).
  *
  * Owns: the SQL of the reports table: the report (with its snapshot of the
  * message), its resolution, and the admins' list. A report checks its
  * target as every message action does (sq_w_target_load), and is no event:
- * nothing of it reaches a conversation's log. Rare jobs: statements are
- * prepared on use.
+ * nothing of it reaches a conversation's log. The blocks table, and
+ * conversations.blocked of the pair's direct conversation, which a block
+ * or unblock sets in the same transaction and in the writer's cached
+ * state (the send path's check). Rare jobs: statements are prepared on use.
  */
 #include "sqlite_int.h"
 
@@ -106,9 +108,52 @@ static int resolve(sq_store *s, pl_job *j, int64_t now) {
     return PL_STORE_OK;
 }
 
+/* ---- blocks (invariant 14) ------------------------------------------------------ */
+
+int sq_blocked_pair(sq_store *s, int64_t a, int64_t b) {
+    int src = 0;
+    int rc = sq_run(s->wdb, &src, NULL, "SELECT 1 FROM blocks WHERE (user_id = ?1 AND blocked_id = ?2)"
+                    " OR (user_id = ?2 AND blocked_id = ?1)", "ii", a, b);
+    return rc < 0 ? r_fatal(s, src) : rc;
+}
+
+static int block(sq_store *s, pl_job *j, int64_t now) {
+    if (j->peer == j->user) return PL_STORE_EINVAL;
+    int src = 0, rc, remove = (j->flags & PL_JOB_REMOVE) != 0;
+    if (!remove) {
+        rc = sq_w_user_exists(s, j->peer);
+        if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    }
+    rc = remove ? sq_run(s->wdb, &src, NULL, "DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2 RETURNING 1",
+                         "ii", j->user, j->peer)
+                : sq_run(s->wdb, &src, NULL, "INSERT INTO blocks(user_id, blocked_id, created) VALUES(?1, ?2, ?3)"
+                         " ON CONFLICT DO NOTHING RETURNING 1", "iii", j->user, j->peer, now);
+    if (rc < 0) return r_fatal(s, src);
+    j->out_id = j->peer;
+    j->created = rc;
+    /* the pair's direct conversation, if any: its flag, row and cached */
+    char key[48];
+    int64_t lo = j->user < j->peer ? j->user : j->peer, hi = j->user < j->peer ? j->peer : j->user, conv = 0;
+    snprintf(key, sizeof key, "%lld:%lld", (long long)lo, (long long)hi);
+    rc = sq_run(s->wdb, &src, &conv, "SELECT id FROM conversations WHERE direct_key = ?1", "t", key);
+    if (rc <= 0) return rc < 0 ? r_fatal(s, src) : PL_STORE_OK;
+    int blocked = sq_blocked_pair(s, j->user, j->peer);
+    if (blocked < 0) return blocked;
+    if (sq_run(s->wdb, &src, NULL, "UPDATE conversations SET blocked = ?1 WHERE id = ?2", "ii", (int64_t)blocked,
+               conv) < 0)
+        return r_fatal(s, src);
+    int err = PL_STORE_OK;
+    pl_conv_state *e = sq_w_conv_state(s, conv, &err);
+    if (!e) return err;
+    e->blocked = blocked;
+    return PL_STORE_OK;
+}
+
 int sq_job_report(sq_store *s, pl_job *j, int64_t now) {
+    if (j->op == PL_JOB_BLOCK) return block(s, j, now);
     return j->op == PL_JOB_REPORT ? report(s, j, now) : resolve(s, j, now);
 }
+
 
 /* ---- the list --------------------------------------------------------------- */
 
@@ -117,7 +162,10 @@ static void name_copy(char dst[33], sqlite3_stmt *st, int i) {
     snprintf(dst, 33, "%s", v ? v : "");
 }
 
+static int read_blocks(sq_reader *r, pl_job *j);
+
 int sq_read_reports(sq_reader *r, pl_job *j) {
+    if (j->op == PL_READ_BLOCKS) return read_blocks(r, j);
     int admin = (j->flags & PL_READ_ADMIN) != 0, src = 0, rc;
     if (!j->conv && !admin) return PL_STORE_EINVAL;
     sqlite3_stmt *st;
@@ -177,4 +225,25 @@ int sq_read_reports(sq_reader *r, pl_job *j) {
     }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
+}
+
+static int read_blocks(sq_reader *r, pl_job *j) {
+    int src = 0, rc;
+    sqlite3_stmt *st = sq_prep(r->db, "SELECT u.id, u.username FROM blocks b JOIN users u ON u.id = b.blocked_id"
+                                      " WHERE b.user_id = ?1 ORDER BY u.id", &src);
+    if (!st) return PL_STORE_EUNAVAIL;
+    sqlite3_bind_int64(st, 1, j->user);
+    size_t cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (j->nusers == cap) {
+            cap = cap ? cap * 2 : 8;
+            j->users = pl_realloc(j->users, cap * sizeof *j->users);
+        }
+        pl_user *u = &j->users[j->nusers++];
+        memset(u, 0, sizeof *u);
+        u->id = sqlite3_column_int64(st, 0);
+        name_copy(u->username, st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
 }

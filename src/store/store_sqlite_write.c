@@ -184,6 +184,7 @@ static pl_conv_state *w_conv_state(sq_store *s, int64_t conv, int *err) {
         e->msg_count = sqlite3_column_int64(st, 2);
         e->member_count = sqlite3_column_int64(st, 3);
         e->e2ee = sqlite3_column_int(st, 4);
+        e->blocked = sqlite3_column_int(st, 5);
     }
     sqlite3_reset(st);
     if (rc == SQLITE_ROW) return e;
@@ -510,6 +511,11 @@ static int w_send_new(sq_store *s, pl_job *j, int64_t now) {
     pl_conv_state *e = w_conv_state(s, j->conv, &err);
     if (!e) { rc = err; goto out; }
     if ((rc = pl_store__e2ee_send_check(e->e2ee, j->ciphertext, &j->why)) != PL_STORE_OK) goto out;
+    if (e->blocked) {                                  /* invariant 14 */
+        j->why = "blocked";
+        rc = PL_STORE_EFORBID;
+        goto out;
+    }
     if (n || all || j->seq) {
         if (j->client_msg_id && (rc = w_send_stored(s, j)) != 0) {
             rc = rc == 1 ? PL_STORE_OK : rc;
@@ -568,8 +574,8 @@ static int job_edit(sq_store *s, pl_job *j, int64_t now) {
     int e2err = PL_STORE_OK;                          /* invariant 9: no edits */
     pl_conv_state *ce = w_conv_state(s, j->conv, &e2err);
     if (!ce) { rc = e2err; goto out; }
-    if (ce->e2ee) {
-        j->why = "messages of an end-to-end encrypted conversation cannot be edited";
+    if (ce->e2ee || ce->blocked) {
+        j->why = ce->e2ee ? "messages of an end-to-end encrypted conversation cannot be edited" : "blocked";
         rc = PL_STORE_EFORBID;
         goto out;
     }
@@ -667,6 +673,9 @@ static int job_reaction(sq_store *s, pl_job *j, int64_t now) {
     free(t.body);
     if (rc != PL_STORE_OK) return rc;
     if (!pl_store__emoji_ok(j->emoji)) { j->why = "bad emoji"; return PL_STORE_EINVAL; }
+    pl_conv_state *ce = w_conv_state(s, j->conv, &rc);
+    if (!ce) return rc;
+    if (ce->blocked) { j->why = "blocked"; return PL_STORE_EFORBID; }   /* invariant 14 */
     int remove = (j->flags & PL_JOB_REMOVE) != 0;
     sqlite3_stmt *st = s->w[W_REACTION_HAS];
     sqlite3_bind_int64(st, 1, j->conv);
@@ -775,6 +784,11 @@ static int job_direct_open(sq_store *s, pl_job *j, int64_t now) {
     if (rc) {                                    /* the pair already has one */
         j->out_id = conv;
         return PL_STORE_OK;
+    }
+    if ((rc = sq_blocked_pair(s, j->user, j->peer)) != 0) {   /* invariant 14 */
+        if (rc < 0) return rc;
+        j->why = "blocked";
+        return PL_STORE_EFORBID;
     }
     if ((rc = w_conv_insert(s, PL_CONV_DIRECT, NULL, key, 2, 2, now, 0, 0, &conv)) ||
         (rc = w_member_insert(s, conv, j->user, PL_ROLE_MEMBER, 0, 1)) ||
@@ -1112,7 +1126,8 @@ static int w_run_job_op(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_CHANNEL_CREATE:
     case PL_JOB_CHANNEL_JOIN:  return w_in_savepoint(s, j, now, sq_job_ws);
     case PL_JOB_REPORT:                                    /* store_sqlite_reports.c */
-    case PL_JOB_REPORT_RESOLVE: return w_in_savepoint(s, j, now, sq_job_report);
+    case PL_JOB_REPORT_RESOLVE:
+    case PL_JOB_BLOCK:         return w_in_savepoint(s, j, now, sq_job_report);
     case PL_JOB_RETENTION_SET:                             /* store_sqlite_life.c */
     case PL_JOB_HOLD_SET:
     case PL_JOB_RETENTION_PURGE:

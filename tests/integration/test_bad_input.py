@@ -348,7 +348,7 @@ async def test_bad_http_requests(server):
         assert r.status == 404, r
         r = await api.req("GET", "/api/v1/auth/register")
         assert r.status == 405 and r.code == "method_not_allowed", r
-        r = await api.req("DELETE", "/api/v1/me", token=tok)
+        r = await api.req("PATCH", "/api/v1/me", token=tok)   # DELETE is account deletion
         assert r.status == 405 and r.code == "method_not_allowed", r
 
         host, port = server.host, server.port

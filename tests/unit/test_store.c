@@ -356,9 +356,10 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 15);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 16);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
-                                    * insert triggers to code, push, workspaces, reports, lifecycle */
+                                    * insert triggers to code, push, workspaces, reports, lifecycle,
+                                    * blocks */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2702,6 +2703,7 @@ TEST(store_search_migration_backfills) {
                               " DROP TRIGGER events_media_keep;"   /* media (10 -> 11 dropped events_media_ai) */
                               " DROP TRIGGER events_media_del; DROP TRIGGER events_media_ad;"
                               " DROP TABLE media; DROP TABLE media_refs;"
+                              " DROP TABLE blocks; ALTER TABLE conversations DROP COLUMN blocked;"   /* 15 -> 16 */
                               " DROP INDEX conversations_retention; DROP TABLE erasures;"         /* 14 -> 15 */
                               " ALTER TABLE conversations DROP COLUMN retention;"
                               " ALTER TABLE conversations DROP COLUMN hold;"
@@ -3607,6 +3609,7 @@ TEST(store_event_insert_queues_and_references_once) {
                           " BEGIN INSERT OR IGNORE INTO media_refs(media_id, conv_id, seq)"
                           " SELECT json_extract(a.value, '$.id'), new.conv_id, new.seq"
                           " FROM json_each(new.data, '$.attachments') a; END;"
+                          "DROP TABLE blocks; ALTER TABLE conversations DROP COLUMN blocked;"   /* 15 -> 16 */
                           "DROP INDEX conversations_retention; DROP TABLE erasures;"         /* 14 -> 15 */
                           "ALTER TABLE conversations DROP COLUMN retention;"
                           "ALTER TABLE conversations DROP COLUMN hold;"
@@ -5955,5 +5958,139 @@ TEST(store_life_user_messages) {
         }
     }
     CHECK_EQ(got, 3);
+    t_finish(&t);
+}
+
+/* ---- blocks (invariant 14) ------------------------------------------------------ */
+
+static int t_block(tstore *t, int64_t user, int64_t peer, int remove, int *created) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_BLOCK);
+    j.user = user;
+    j.peer = peer;
+    j.flags = remove ? PL_JOB_REMOVE : 0;
+    if (t_run(t, &j, 1) != 0) return -99;
+    if (created) *created = j.created;
+    int rc = j.result;
+    if (rc == PL_STORE_OK && (j.has_event || j.out_id != peer)) rc = -98;
+    pl_job_release(&j);
+    return rc;
+}
+
+/* The ids user blocks, into out (at most cap): how many, or the error. */
+static int rd_blocks(tstore *t, int64_t user, int64_t *out, size_t cap) {
+    pl_job j;
+    t_init(t, &j, PL_READ_BLOCKS);
+    j.user = user;
+    int rc = t_read(t, &j);
+    int n = rc ? rc : (int)j.nusers;
+    for (size_t i = 0; !rc && i < j.nusers && i < cap; i++) out[i] = j.users[i].id;
+    pl_job_release(&j);
+    return n;
+}
+
+static int rd_blocked_flag(tstore *t, int64_t conv, int64_t user) {
+    pl_conv c;
+    int rc = rd_conv_get(t, conv, user, &c);
+    if (rc) return rc;
+    int b = c.blocked;
+    pl_conv_release(&c);
+    return b;
+}
+
+/* A block, either way, stops sends, edits and reactions in the pair's
+ * direct conversation and the creation of one; groups go on; unblocking
+ * (both ways) lets it go on. */
+TEST(store_block_direct) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t d = t_direct(&t, a, b);
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK(d > 0 && g > 0);
+    CHECK_EQ(t_say(&t, d, b, "hi", 0, NULL, NULL), 2);
+    int created = -1;
+    CHECK_EQ(t_block(&t, a, a, 0, NULL), PL_STORE_EINVAL);
+    CHECK_EQ(t_block(&t, a, 999999, 0, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_block(&t, a, b, 1, &created), PL_STORE_OK);          /* not blocked: nothing */
+    CHECK_EQ(created, 0);
+    CHECK_EQ(t_block(&t, a, b, 0, &created), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_block(&t, a, b, 0, &created), PL_STORE_OK);          /* again: nothing */
+    CHECK_EQ(created, 0);
+    int64_t ids[4];
+    CHECK_EQ(rd_blocks(&t, a, ids, 4), 1);
+    CHECK_EQ(ids[0], b);
+    CHECK_EQ(rd_blocks(&t, b, ids, 4), 0);
+    CHECK_EQ(rd_blocked_flag(&t, d, a), 1);
+    CHECK_EQ(rd_blocked_flag(&t, d, b), 1);
+    CHECK_EQ(rd_blocked_flag(&t, g, b), 0);
+
+    /* both ways: the blocked one and the blocker */
+    pl_job j;
+    t_send_init(&t, &j, d, b, "b-2", "are you there");
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    int ok = j.result == PL_STORE_EFORBID && j.why && strcmp(j.why, "blocked") == 0 && !j.has_event;
+    pl_job_release(&j);
+    CHECK(ok);
+    t_send_init(&t, &j, d, a, "a-2", "go away");
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_EFORBID);
+    const char *why = NULL;
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, d, b, 2, "hi!", 0, NULL, &why), PL_STORE_EFORBID);
+    CHECK(why && strcmp(why, "blocked") == 0);
+    CHECK_EQ(t_act(&t, PL_JOB_REACTION, d, b, 2, "\xf0\x9f\x91\x8d", 0, NULL, NULL), PL_STORE_EFORBID);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, d, b, 2, NULL, 0, NULL, NULL), PL_STORE_OK);   /* deletes apply */
+    CHECK_EQ(t_last_seq(&t, d, a), 3);
+    CHECK_EQ(t_say(&t, g, b, "in the group", 0, NULL, NULL), 2);   /* groups go on */
+    /* the open: the one there is, for its history; no new one */
+    CHECK_EQ(t_direct(&t, b, a), d);
+    CHECK_EQ(t_block(&t, c, a, 0, NULL), PL_STORE_OK);
+    pl_job o;
+    t_init(&t, &o, PL_JOB_DIRECT_OPEN);
+    o.user = a;
+    o.peer = c;
+    CHECK_EQ(t_run(&t, &o, 1), 0);
+    ok = o.result == PL_STORE_EFORBID && o.why && strcmp(o.why, "blocked") == 0;
+    pl_job_release(&o);
+    CHECK(ok);
+
+    /* b blocks a too; a unblocks: still blocked (b's); b unblocks: free */
+    CHECK_EQ(t_block(&t, b, a, 0, NULL), PL_STORE_OK);
+    CHECK_EQ(t_block(&t, a, b, 1, &created), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    t_send_init(&t, &j, d, a, "a-3", "sorry");
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_EFORBID);
+    CHECK_EQ(t_reopen(&t), PL_STORE_OK);                            /* the flag is stored */
+    CHECK_EQ(rd_blocked_flag(&t, d, a), 1);
+    t_send_init(&t, &j, d, a, "a-3", "sorry");
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_EFORBID);
+    CHECK_EQ(t_block(&t, b, a, 1, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_blocked_flag(&t, d, a), 0);
+    CHECK_EQ(t_say(&t, d, a, "sorry", 0, NULL, NULL), 4);
+    CHECK_EQ(t_block(&t, c, a, 1, NULL), PL_STORE_OK);
+    CHECK(t_direct(&t, a, c) > 0);
+    CHECK_EQ(rd_blocks(&t, a, ids, 4), 0);
+    t_finish(&t);
+}
+
+/* A block and a send of the same batch: in submission order. */
+TEST(store_block_in_one_batch) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t d = t_direct(&t, a, b);
+    CHECK(d > 0);
+    CHECK_EQ(t_say(&t, d, b, "warm up", 0, NULL, NULL), 2);      /* the state is cached */
+    pl_job js[3];
+    t_send_init(&t, &js[0], d, b, "b-1", "before");
+    t_init(&t, &js[1], PL_JOB_BLOCK);
+    js[1].user = a;
+    js[1].peer = b;
+    t_send_init(&t, &js[2], d, b, "b-2", "after");
+    CHECK_EQ(t_run(&t, js, 3), 0);
+    int ok = js[0].result == PL_STORE_OK && js[1].result == PL_STORE_OK && js[2].result == PL_STORE_EFORBID;
+    for (int i = 0; i < 3; i++) pl_job_release(&js[i]);
+    CHECK(ok);
     t_finish(&t);
 }

@@ -1,0 +1,67 @@
+"""Blocking a user (protocol.md "Blocking a user"; P12): either way, a
+block stops the pair's direct messages, edits and reactions, and new
+direct conversations; groups go on; the blocked user learns it only by
+the answer. Both modes."""
+
+from pclient import Harness, async_test
+
+
+@async_test(90)
+async def test_a_block_stops_the_direct_conversation_both_ways(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "blk")
+        d = (await api.open_dm(alice, bob.id))["id"]
+        g = (await api.create_group(alice, [bob.id], title="g"))["id"]
+        wb = await h.ws(bob, name="bob")
+        wa = await h.ws(alice, name="alice")
+        first = await wb.send_msg(d, "hello alice")
+
+        await api.expect(400, "PUT", f"/api/v1/users/{alice.id}/block", token=alice.token)
+        await api.expect(404, "PUT", "/api/v1/users/99999999/block", token=alice.token)
+        r = (await api.expect(200, "DELETE", f"/api/v1/users/{bob.id}/block", token=alice.token)).body
+        assert r == {"user": bob.id, "blocked": False, "changed": False}, r
+        r = (await api.expect(200, "PUT", f"/api/v1/users/{bob.id}/block", token=alice.token)).body
+        assert r == {"user": bob.id, "blocked": True, "changed": True}, r
+        r = (await api.expect(200, "PUT", f"/api/v1/users/{bob.id}/block", token=alice.token)).body
+        assert r["changed"] is False, r
+        lst = (await api.expect(200, "GET", "/api/v1/blocks", token=alice.token)).body
+        assert lst == {"blocked": [{"id": bob.id, "username": bob.username}]}, lst
+        assert (await api.expect(200, "GET", "/api/v1/blocks", token=bob.token)).body == {"blocked": []}
+        for who in (alice, bob):
+            conv = (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=who.token)).body
+            assert conv["blocked"] is True, conv
+        assert "blocked" not in (await api.expect(200, "GET", f"/api/v1/conversations/{g}", token=bob.token)).body
+        head = (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=alice.token)).body["last_seq"]
+
+        # the blocked one, over the WebSocket and REST
+        req = wb.next_req()
+        await wb.send_json({"type": "send", "req": req, "conversation": d, "client_msg_id": "b-2",
+                            "body": "are you there?"})
+        err = await wb.wait_reply(req)
+        assert err["type"] == "error" and err["code"] == "forbidden" and err["message"] == "blocked", err
+        r = await api.req("POST", f"/api/v1/conversations/{d}/messages", token=bob.token,
+                          json_body={"client_msg_id": "b-3", "body": "hello?"})
+        assert r.status == 403 and r.body["error"]["message"] == "blocked", r
+        r = await api.req("PATCH", f"/api/v1/conversations/{d}/messages/{first['seq']}", token=bob.token,
+                          json_body={"body": "edited"})
+        assert r.status == 403, r
+        # ... and the blocker
+        r = await api.req("POST", f"/api/v1/conversations/{d}/messages", token=alice.token,
+                          json_body={"client_msg_id": "a-1", "body": "stop"})
+        assert r.status == 403, r
+        assert (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=alice.token)).body["last_seq"] == head
+        # the existing conversation still opens (its history); groups go on
+        again = await api.open_dm(bob, alice.id)
+        assert again["id"] == d, again
+        await wb.send_msg(g, "in the group")
+        # a new direct conversation with a blocker: refused
+        await api.expect(200, "PUT", f"/api/v1/users/{bob.id}/block", token=carol.token)
+        r = await api.req("POST", "/api/v1/conversations", token=bob.token, json_body={"kind": "direct", "user": carol.id})
+        assert r.status == 403 and r.body["error"]["message"] == "blocked", r
+
+        # unblocked: it goes on
+        await api.expect(200, "DELETE", f"/api/v1/users/{bob.id}/block", token=alice.token)
+        assert (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=bob.token)).body["blocked"] is False
+        m = await wb.send_msg(d, "thanks")
+        await wa.wait_seq(d, m["seq"])
