@@ -43,7 +43,7 @@ enum {
     W_CONV_LOCK,
     W_USER_INSERT, W_LOGIN_INSERT, W_LOGIN_ROTATE, W_LOGIN_REVOKE,
     W_USERS_EXIST, W_CONV_BY_KEY, W_DIRECT_CREATE, W_GROUP_CREATE,
-    W_MEMBER_CHECK, W_MEMBER_JOIN, W_MEMBER_DELETE, W_PROMOTE, W_EVENT_INSERT,
+    W_MEMBER_CHECK, W_MEMBER_CHECK_ADD, W_MEMBER_JOIN, W_MEMBER_DELETE, W_PROMOTE, W_EVENT_INSERT,
     W_SEND_DUPS, W_SEND_MEMBERS, W_SEND_PARENTS, W_SEND_NAMES, W_SEND_INSERT, W_SEND_INSERT_PUSH,
     W_MENTION_INSERT, W_MENTION_ALL, W_MENTION_ERASE,
     W_TARGET, W_MSG_EDIT, W_MSG_ERASE, W_EDITS_ERASE, W_REACTIONS_ERASE,
@@ -63,6 +63,10 @@ enum {
     W_WS_CONV_LOCK, W_WS_LOCK, W_WS_STATE, W_WS_CONV, W_WS_INSERT, W_WS_FOUNDER, W_WS_JOIN, W_WS_LEAVE,
     W_WS_PROMOTE, W_WS_CHANNELS_OF, W_WS_IS_GENERAL, W_CHANNEL_CREATE,
     W_REPORT_TARGET, W_REPORT_INSERT, W_REPORT_RESOLVE,      /* reports (store_pg_reports.c) */
+    /* the data lifecycle (store_pg_life.c) */
+    W_LIFE_CONV_RETENTION, W_LIFE_WS_RETENTION, W_LIFE_CONV_HOLD, W_LIFE_WS_HOLD,
+    W_LIFE_USER_LOCK, W_LIFE_USER_BUSY, W_LIFE_ACCOUNT_DELETE,
+    W_PURGE_TOUCH, W_PURGE_CONVS, W_PURGE_SCAN, W_PURGE_ERASE, W_PURGE_MARK, W_PURGE_USERS,
     W__COUNT
 };
 extern const char *const pg_w_sql[W__COUNT];
@@ -80,6 +84,7 @@ enum {
     R_PUSH_DEVICES, R_PUSH_MSGS, R_PUSH_TARGETS, R_PUSH_BADGES, /* push notifications (store_pg_push.c) */
     R_WORKSPACES, R_WORKSPACE_GET, R_WS_MEMBERS, R_CHANNELS,     /* workspaces (store_pg_ws.c) */
     R_REPORT_ACCESS, R_REPORTS_CONV, R_REPORTS_OPEN, R_REPORTS_ALL, /* reports (store_pg_reports.c) */
+    R_USER_MESSAGES, R_USER_MESSAGES_REACT,                      /* the data lifecycle (store_pg_life.c) */
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
@@ -198,6 +203,7 @@ struct pg_store {
     int64_t       edit_window_ms;  /* opts (store.h): 0, or how long edits may come */
     int64_t       ws_members;      /* opts.workspace_members (store.h invariant 11); 0: none */
     int64_t       ws_channels;     /* opts.workspace_channels; 0: none            */
+    int64_t       retention;       /* opts.retention (store.h invariant 13), seconds; 0: none */
     char          owner[96];       /* this process's lease token            */
     pg_conn       w;               /* writer connection (writer thread)     */
     pg_reader    *readers;
@@ -301,6 +307,11 @@ int  pg_run_receipts(pg_store *s, pl_job **jobs, size_t n);
 void pg_run_read(void *rctx, pl_job *j);
 /* A row of CONV_COLUMNS (store_pg.c) into c (zeroed first). */
 void pg_conv_row(const PGresult *res, int row, pl_conv *c);
+/* A row of EV_COLUMNS (store_pg.c) from column k into e, in its current form
+ * (store.h invariant 6), its reactions from rows [lo, hi) of react (NULL:
+ * none; columns seq, emoji, count, me from column col on, by seq). */
+void pg_event_row(const PGresult *res, int row, int k, int64_t conv, const PGresult *react, int lo, int hi,
+                  int col, pl_event *e);
 /* One reader statement now: its result, or NULL with *rc set. */
 PGresult *pg_r_query(pg_reader *r, int stmt, const pg_params *p, int *rc);
 /* Syncs what a read queued (pgc_send): PL_STORE_OK, EUNAVAIL (logged; an
@@ -344,6 +355,10 @@ int  pg_ws_is_general(pg_store *s, int64_t conv, int *general);
 /* ---- reports (store.h invariant 12): store_pg_reports.c ------------------- */
 int  pg_job_report(pg_store *s, pl_job *j, int64_t now); /* REPORT, REPORT_RESOLVE */
 int  pg_read_reports(pg_reader *r, pl_job *j);           /* READ_REPORTS */
+
+/* ---- the data lifecycle (store.h invariant 13): store_pg_life.c ----------- */
+int  pg_job_life(pg_store *s, pl_job *j, int64_t now);   /* RETENTION_SET, HOLD_SET, RETENTION_PURGE, ACCOUNT_DELETE */
+int  pg_read_life(pg_reader *r, pl_job *j);              /* READ_USER_MESSAGES */
 
 /* Test hooks: with hold on, the writer's next batch waits (held() says it
  * is waiting) until hold is off, then fails with EUNAVAIL without touching

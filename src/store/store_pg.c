@@ -154,6 +154,21 @@
  *      SELECT; UNIQUE(conv_id, seq, reporter) keeps one per reporter. A
  *      resolution is one UPDATE .. WHERE resolved = 0, so of two at once
  *      (any nodes) one resolves and the other finds it resolved.
+ *  15. The data lifecycle (store.h invariant 13; store_pg_life.c). A
+ *      conversation's RETENTION_SET and HOLD_SET lock it with the batch
+ *      (1), a workspace's the workspace (13). The purge finds its
+ *      conversations as it goes, so it cannot lock them at the start of
+ *      the batch: it locks them FOR UPDATE SKIP LOCKED, never waiting for
+ *      one (a conversation another transaction holds, any node's, is left
+ *      for the next purge), so it is in no cycle of waits through them;
+ *      it then erases under those locks, and UPDATE .. WHERE deleted_ts = 0
+ *      erases a message once. ACCOUNT_DELETE locks the user's row FOR
+ *      UPDATE before it reads the memberships; the joins (DIRECT_OPEN,
+ *      GROUP_CREATE, MEMBER_ADD, WORKSPACE_ADD) keep the row they found
+ *      live FOR KEY SHARE to COMMIT, so a deleted user never becomes a
+ *      member of anything. Like the other mid-batch user locks (media,
+ *      push), these can deadlock in rare orders; PostgreSQL detects it
+ *      and the batch is retried (5).
  *
  * Every statement is prepared with parameters (extended protocol); values
  * never go into SQL text. Bodies are BYTEA (any bytes, NUL included); text
@@ -464,6 +479,35 @@ static const char *const migrations[] = {
     "  UNIQUE(conv_id, seq, reporter));"
     "CREATE INDEX IF NOT EXISTS reports_conv ON reports(conv_id, id);"
     "CREATE INDEX IF NOT EXISTS reports_open ON reports(id) WHERE resolved = 0;",
+    /* 12 -> 13: the data lifecycle (store.h invariant 13, store_pg_life.c).
+     * Retention in seconds (0: not set) and legal hold (0/1) of
+     * conversations and workspaces; users.deleted (ms, 0: live). The
+     * purge's bookkeeping per conversation (store_pg_life.c has the
+     * rules): purge_seq, below which no MESSAGE is live any more, and
+     * purge_at, the time of the oldest live MESSAGE above it (0: none;
+     * the writer sets it when a batch appends the first one), filled here
+     * from the messages there are. Indexes: events_sender, a user's live
+     * messages (READ_USER_MESSAGES, the purge of deleted users' messages;
+     * erased ones leave it, so it holds only what is left to do);
+     * users_deleted, conversations_retention and conversations_purge, the
+     * purge's candidates without a scan of conversations or events (their
+     * columns change rarely, so the counters' updates stay HOT). The new
+     * columns have constant defaults: no table rewrite; the indexes are
+     * built in the migration's transaction (writes to events wait for the
+     * build, as for events_fts). Idempotent, like the migrations before it. */
+    "ALTER TABLE conversations ADD COLUMN IF NOT EXISTS retention BIGINT NOT NULL DEFAULT 0,"
+    "  ADD COLUMN IF NOT EXISTS hold SMALLINT NOT NULL DEFAULT 0,"
+    "  ADD COLUMN IF NOT EXISTS purge_seq BIGINT NOT NULL DEFAULT 0,"
+    "  ADD COLUMN IF NOT EXISTS purge_at BIGINT NOT NULL DEFAULT 0;"
+    "ALTER TABLE workspaces ADD COLUMN IF NOT EXISTS retention BIGINT NOT NULL DEFAULT 0,"
+    "  ADD COLUMN IF NOT EXISTS hold SMALLINT NOT NULL DEFAULT 0;"
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS deleted BIGINT NOT NULL DEFAULT 0;"
+    "UPDATE conversations c SET purge_at = x.t FROM (SELECT conv_id, min(ts) AS t FROM events"
+    "  WHERE kind = 2 AND deleted_ts = 0 GROUP BY conv_id) x WHERE x.conv_id = c.id AND c.purge_at = 0;"
+    "CREATE INDEX IF NOT EXISTS events_sender ON events(sender, id) WHERE kind = 2 AND deleted_ts = 0;"
+    "CREATE INDEX IF NOT EXISTS users_deleted ON users(id) WHERE deleted > 0;"
+    "CREATE INDEX IF NOT EXISTS conversations_retention ON conversations(id) WHERE retention > 0;"
+    "CREATE INDEX IF NOT EXISTS conversations_purge ON conversations(purge_at) WHERE purge_at <> 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -476,6 +520,24 @@ static const char *const migrations[] = {
     " FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]," \
     "   $7::text[], $8::bytea[], $9::text[], $10::bigint[]) AS x(c, s, id, u, n, k, b, d, r)"
 
+/* The purge (store_pg_life.c): a conversation c's workspace w (channels),
+ * its effective retention (store.h invariant 13; $2 the server's), and the
+ * erasure of the MESSAGEs of t (conv_id, seq; their conversations locked)
+ * as W_MSG_ERASE, W_EDITS_ERASE, W_REACTIONS_ERASE and W_MENTION_ERASE
+ * erase a deleted one (the media trigger drops its references), in CTEs
+ * over m, the rows that were live: no event, no counter moves. */
+#define PURGE_WS " LEFT JOIN workspaces w ON c.kind = 3 AND w.id = c.workspace"
+#define PURGE_EFF "(CASE WHEN c.retention > 0 THEN c.retention" \
+    " WHEN c.kind = 3 AND coalesce(w.retention, 0) > 0 THEN w.retention ELSE $2::bigint END)"
+#define PURGE_ERASE \
+    " m AS (UPDATE events e SET body = NULL, data = NULL, deleted_ts = $1::bigint, pinned_ts = 0, edited_ts = 0" \
+    "   FROM t WHERE e.conv_id = t.conv_id AND e.seq = t.seq AND e.kind = 2 AND e.deleted_ts = 0" \
+    "   RETURNING e.conv_id, e.seq)," \
+    " ed AS (UPDATE events e SET body = NULL, data = '{\"target\":' || e.ref || '}' FROM m" \
+    "   WHERE e.conv_id = m.conv_id AND e.ref = m.seq AND e.ref > 0 AND e.kind IN (6, 8))," \
+    " rx AS (DELETE FROM reactions r USING m WHERE r.conv_id = m.conv_id AND r.seq = m.seq)," \
+    " mx AS (DELETE FROM mentions x USING m WHERE x.conv_id = m.conv_id AND x.seq = m.seq)"
+
 const char *const pg_w_sql[W__COUNT] = {
     [W_BEGIN]       = "BEGIN",
     [W_COMMIT]      = "COMMIT",
@@ -487,9 +549,12 @@ const char *const pg_w_sql[W__COUNT] = {
                       " WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
     [W_USER_INSERT] = "INSERT INTO users(username, pwhash, created) VALUES($1::text, $2::text, $3::bigint)"
                       " ON CONFLICT (username) DO NOTHING RETURNING id",
+    /* a live user's, its row kept as W_USERS_EXIST's (an ACCOUNT_DELETE
+     * revokes it, or it finds the user deleted) */
     [W_LOGIN_INSERT] = "INSERT INTO logins(user_id, refresh_hash, expires, revoked, created)"
                        " SELECT $1::bigint, $2::bytea, $3::bigint, 0, $4::bigint"
-                       " WHERE EXISTS (SELECT 1 FROM users WHERE id = $1::bigint) RETURNING id",
+                       " WHERE EXISTS (SELECT 1 FROM users WHERE id = $1::bigint AND deleted = 0 FOR KEY SHARE)"
+                       " RETURNING id",
     [W_LOGIN_ROTATE] = "UPDATE logins SET prev_hash = refresh_hash, rotated = $4::bigint,"
                        " refresh_hash = $1::bytea, expires = $2::bigint"
                        " WHERE id = $3::bigint AND revoked = 0 AND expires > $4::bigint"
@@ -498,7 +563,11 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_LOGIN_REVOKE] = "WITH r AS (UPDATE logins SET revoked = 1 WHERE id = $1::bigint RETURNING id),"
                        " d AS (DELETE FROM push_devices WHERE login IN (SELECT id FROM r))"
                        " SELECT count(*) FROM r",
-    [W_USERS_EXIST] = "SELECT id FROM users WHERE id = ANY($1::bigint[])",
+    /* live users (a deleted one is unknown: store.h invariant 13), each row
+     * kept (KEY SHARE) to COMMIT, so an ACCOUNT_DELETE of one of them (any
+     * node; it locks the row FOR UPDATE first) waits and then sees the
+     * membership this batch gives it, or this waits and finds it deleted */
+    [W_USERS_EXIST] = "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND deleted = 0 FOR KEY SHARE",
     [W_CONV_BY_KEY] = "SELECT id FROM conversations WHERE direct_key = $1::text",
     /* $1 key, $2 now, $3 user, $4 peer, $5 event id, $6 data. All or nothing;
      * no row when another transaction holds the pair (ON CONFLICT). */
@@ -528,6 +597,10 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_MEMBER_CHECK] = "SELECT (SELECT role FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint),"
                        " (SELECT role FROM members WHERE conv_id = $1::bigint AND user_id = $3::bigint),"
                        " EXISTS (SELECT 1 FROM users WHERE id = $3::bigint)",
+    /* MEMBER_ADD's: the peer a live user, its row kept as W_USERS_EXIST's */
+    [W_MEMBER_CHECK_ADD] = "SELECT (SELECT role FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint),"
+                       " (SELECT role FROM members WHERE conv_id = $1::bigint AND user_id = $3::bigint),"
+                       " EXISTS (SELECT 1 FROM users WHERE id = $3::bigint AND deleted = 0 FOR KEY SHARE)",
     [W_MEMBER_JOIN] = "WITH nj AS (UPDATE conversations SET next_join = next_join + 1 WHERE id = $1::bigint"
                       "   RETURNING next_join - 1 AS j)"
                       " INSERT INTO members(conv_id, user_id, role, joined, joined_seq)"
@@ -642,8 +715,11 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_OWN_FLUSH]   = "UPDATE members m SET own_unread = m.own_unread + x.d"
                       " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS x(c, u, d)"
                       " WHERE m.conv_id = x.c AND m.user_id = x.u",
+    /* $6 the batch's time: the purge's purge_at when the batch appended the
+     * conversation's only live MESSAGEs (store_pg_life.c) */
     [W_CONV_FLUSH]  = "UPDATE conversations c SET last_seq = x.s, last_ts = x.t, msg_count = x.m,"
-                      " member_count = x.k"
+                      " member_count = x.k,"
+                      " purge_at = CASE WHEN c.purge_at = 0 AND x.m > c.msg_count THEN $6::bigint ELSE c.purge_at END"
                       " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])"
                       "   AS x(id, s, t, m, k) WHERE c.id = x.id",
     [W_USERS_LOCK]  = "SELECT 1 FROM users WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
@@ -724,9 +800,10 @@ const char *const pg_w_sql[W__COUNT] = {
                       " FROM d LEFT JOIN del ON del.device = d.device ORDER BY d.device",
     [W_CONV_E2EE]   = "UPDATE conversations SET e2ee = 1 WHERE id = $1::bigint",
     /* media (store_pg_media.c); the quota sum locks the owner's row first so
-     * two uploads of one user are checked one after the other */
+     * two uploads of one user are checked one after the other (NO KEY
+     * UPDATE: a join's KEY SHARE of the row, W_USERS_EXIST, does not wait) */
     [W_MEDIA_SUM]   = "SELECT coalesce((SELECT sum(size) FROM media WHERE owner = $1::bigint), 0)"
-                      " FROM users WHERE id = $1::bigint FOR UPDATE",
+                      " FROM users WHERE id = $1::bigint FOR NO KEY UPDATE",
     [W_MEDIA_INSERT] = "INSERT INTO media(id, owner, sha256, size, mime, kind, name, created, gc_after,"
                        " width, height, placeholder, thumb_sha)"
                        " VALUES($1::bigint, $2::bigint, $3::text, $4::bigint, $5::text, $6::smallint,"
@@ -785,12 +862,12 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_WS_LOCK]     = "SELECT id FROM workspaces WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
     /* $1 workspace, $2 actor, $3 peer, $4 a channel name, $5 users: its
      * general, counters, the roles of actor and peer (NULL: not in it),
-     * whether peer is a user, peer's role in general, whether the name is
-     * taken, how many of $5 are in it */
+     * whether peer is a live user (its row kept as W_USERS_EXIST's), peer's
+     * role in general, whether the name is taken, how many of $5 are in it */
     [W_WS_STATE]    = "SELECT w.general, w.member_count, w.channel_count,"
                       " (SELECT role FROM workspace_members WHERE workspace_id = w.id AND user_id = $2::bigint),"
                       " (SELECT role FROM workspace_members WHERE workspace_id = w.id AND user_id = $3::bigint),"
-                      " EXISTS (SELECT 1 FROM users WHERE id = $3::bigint),"
+                      " EXISTS (SELECT 1 FROM users WHERE id = $3::bigint AND deleted = 0 FOR KEY SHARE),"
                       " (SELECT role FROM members WHERE conv_id = w.general AND user_id = $3::bigint),"
                       " EXISTS (SELECT 1 FROM conversations WHERE workspace = w.id AND kind = 3"
                       "   AND title = $4::text),"
@@ -806,10 +883,12 @@ const char *const pg_w_sql[W__COUNT] = {
                       " FROM conversations c LEFT JOIN LATERAL (SELECT x.role FROM workspace_members x"
                       "   WHERE x.workspace_id = c.workspace AND x.user_id = $2::bigint FOR KEY SHARE) x ON true"
                       " WHERE c.id = $1::bigint",
-    /* $1 name, $2 creator, $3 now: no row if the creator is no user */
+    /* $1 name, $2 creator, $3 now: no row if the creator is no live user
+     * (its row kept as W_USERS_EXIST's) */
     [W_WS_INSERT]   = "INSERT INTO workspaces(name, created_by, created, general, member_count, channel_count,"
                       " next_join) SELECT $1::text, $2::bigint, $3::bigint, 0, 1, 0, 1"
-                      " WHERE EXISTS (SELECT 1 FROM users WHERE id = $2::bigint) RETURNING id",
+                      " WHERE EXISTS (SELECT 1 FROM users WHERE id = $2::bigint AND deleted = 0 FOR KEY SHARE)"
+                      " RETURNING id",
     /* after W_CHANNEL_CREATE of "general" ($3): the creator its admin */
     [W_WS_FOUNDER]  = "WITH x AS (INSERT INTO workspace_members(workspace_id, user_id, role, joined)"
                       "   VALUES($1::bigint, $2::bigint, 2, 0))"
@@ -874,6 +953,98 @@ const char *const pg_w_sql[W__COUNT] = {
         " u AS (UPDATE reports SET resolved = $4::bigint, resolved_by = $2::bigint"
         "   WHERE id = $1::bigint AND resolved = 0 AND (SELECT may FROM r) RETURNING id)"
         " SELECT r.may, (SELECT count(*) FROM u) FROM r",
+    /* ---- the data lifecycle (store_pg_life.c, store.h invariant 13) ---- */
+    [W_LIFE_CONV_RETENTION] = "UPDATE conversations SET retention = $2::bigint WHERE id = $1::bigint",
+    /* $1 workspace, $2 user, $3 seconds, $4 a server admin: user's role (no
+     * row: no such workspace; NULL: not in it), set if an admin's */
+    [W_LIFE_WS_RETENTION] =
+        "WITH w AS (SELECT (SELECT role FROM workspace_members m WHERE m.workspace_id = w.id"
+        "   AND m.user_id = $2::bigint) AS role FROM workspaces w WHERE w.id = $1::bigint),"
+        " u AS (UPDATE workspaces SET retention = $3::bigint WHERE id = $1::bigint"
+        "   AND ($4::bool OR (SELECT role FROM w) = 2))"
+        " SELECT role FROM w",
+    [W_LIFE_CONV_HOLD] = "UPDATE conversations SET hold = $2::smallint WHERE id = $1::bigint",
+    [W_LIFE_WS_HOLD] = "UPDATE workspaces SET hold = $2::smallint WHERE id = $1::bigint RETURNING id",
+    /* ACCOUNT_DELETE: the row locked first (a join's KEY SHARE waits, or
+     * this waits for the join's COMMIT), then, a statement of its own (a
+     * snapshot after the wait), whether it is in a group, a channel or a
+     * workspace */
+    [W_LIFE_USER_LOCK] = "SELECT deleted FROM users WHERE id = $1::bigint FOR UPDATE",
+    [W_LIFE_USER_BUSY] = "SELECT EXISTS (SELECT 1 FROM members m CROSS JOIN LATERAL (SELECT c.kind FROM conversations c"
+                         "   WHERE c.id = m.conv_id OFFSET 0) c WHERE m.user_id = $1::bigint AND c.kind IN (2, 3))"
+                         " OR EXISTS (SELECT 1 FROM workspace_members WHERE user_id = $1::bigint)",
+    /* $1 user, $2 now: the name no registration can take, no password, no
+     * last seen, every login revoked with its push devices, the end-to-end
+     * keys of its devices (the logins), its uploads garbage once
+     * unreferenced (gc_after now, or earlier as it was) */
+    [W_LIFE_ACCOUNT_DELETE] =
+        "WITH u AS (UPDATE users SET deleted = $2::bigint, username = 'deleted#' || id, pwhash = '', last_seen = 0"
+        "   WHERE id = $1::bigint AND deleted = 0 RETURNING id),"
+        " l AS (UPDATE logins SET revoked = 1 WHERE user_id = $1::bigint AND revoked = 0),"
+        " p AS (DELETE FROM push_devices WHERE user_id = $1::bigint"
+        "   OR login IN (SELECT id FROM logins WHERE user_id = $1::bigint)),"
+        " k AS (DELETE FROM e2ee_otks WHERE device IN (SELECT id FROM logins WHERE user_id = $1::bigint)),"
+        " d AS (DELETE FROM e2ee_devices WHERE user_id = $1::bigint),"
+        " g AS (UPDATE media SET gc_after = least(gc_after, $2::bigint) WHERE owner = $1::bigint)"
+        " SELECT count(*) FROM u",
+    /* $1 now, $2 conversations the batch appended to (locked): the flush's
+     * purge_at (W_CONV_FLUSH) now, for a purge later in the same batch */
+    [W_PURGE_TOUCH] = "UPDATE conversations SET purge_at = $1::bigint WHERE id = ANY($2::bigint[]) AND purge_at = 0",
+    /* The purge (store_pg_life.c has its rounds). $1 now, $2 the server's
+     * retention, $3 how many: conversations whose oldest live MESSAGE (by
+     * purge_at) is due, not held, locked; SKIP LOCKED: one another
+     * transaction holds is left for the next purge, so the purge never
+     * waits for a conversation (store_pg.c invariant 15). The candidates
+     * come from three small index scans, each filtered by its due time:
+     * own retention (conversations_retention), channels of workspaces with
+     * one, and with the server's the due purge_at (conversations_purge);
+     * then each is checked exactly and locked by its key in a LATERAL,
+     * only as the LIMIT takes them (no sort: a channel may come twice). A
+     * join ordered by id walked the whole primary key instead (100,000
+     * conversations: 42 ms for none due, against 1-3). */
+    [W_PURGE_CONVS] =
+        "SELECT c.id, c.purge_seq, c.cutoff FROM"
+        "  (SELECT id FROM conversations WHERE retention > 0 AND purge_at <> 0"
+        "     AND purge_at < $1::bigint - retention * 1000"
+        "   UNION ALL SELECT x.id FROM workspaces v JOIN conversations x ON x.workspace = v.id AND x.kind = 3"
+        "     WHERE v.retention > 0 AND x.retention = 0 AND x.purge_at <> 0"
+        "     AND x.purge_at < $1::bigint - v.retention * 1000"
+        "   UNION ALL SELECT id FROM conversations WHERE $2::bigint > 0 AND purge_at <> 0"
+        "     AND purge_at < $1::bigint - $2::bigint * 1000 AND retention = 0) k"
+        " CROSS JOIN LATERAL (SELECT c.id, c.purge_seq, $1::bigint - " PURGE_EFF " * 1000 AS cutoff"
+        "   FROM conversations c" PURGE_WS " WHERE c.id = k.id AND c.hold = 0 AND coalesce(w.hold, 0) = 0"
+        "   AND " PURGE_EFF " > 0 AND c.purge_at <> 0 AND c.purge_at < $1::bigint - " PURGE_EFF " * 1000"
+        "   FOR UPDATE OF c SKIP LOCKED) c"
+        " LIMIT $3::int",
+    /* $1 conversations (locked), $2 their purge_seq, $3 rows each: the live
+     * MESSAGEs above purge_seq, oldest first, through the primary key */
+    [W_PURGE_SCAN] = "SELECT x.i, e.seq, e.ts FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(c, p, i)"
+                     " CROSS JOIN LATERAL (SELECT e.seq, e.ts FROM events e WHERE e.conv_id = x.c AND e.seq > x.p"
+                     "   AND e.kind = 2 AND e.deleted_ts = 0 ORDER BY e.seq LIMIT $3::int) e ORDER BY x.i, e.seq",
+    /* $1 now, $2 conversations (locked), $3 seqs: erased as a delete
+     * erases (PURGE_ERASE); how many */
+    [W_PURGE_ERASE] = "WITH t AS (SELECT x.c AS conv_id, x.s AS seq"
+                      "   FROM unnest($2::bigint[], $3::bigint[]) AS x(c, s)),"
+                      PURGE_ERASE " SELECT count(*) FROM m",
+    [W_PURGE_MARK]  = "UPDATE conversations c SET purge_seq = x.s, purge_at = x.t"
+                      " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS x(id, s, t) WHERE c.id = x.id",
+    /* $1 now, $2 at most: live MESSAGEs of deleted users (users_deleted,
+     * events_sender) outside held conversations, erased in the ones this
+     * statement could lock (SKIP LOCKED, as W_PURGE_CONVS). The snapshot
+     * is older than the locks: a delete committed in between is seen by
+     * the UPDATE's recheck of deleted_ts (READ COMMITTED), so nothing is
+     * erased twice. */
+    [W_PURGE_USERS] =
+        "WITH t0 AS MATERIALIZED (SELECT e.conv_id, e.seq FROM users u CROSS JOIN LATERAL"
+        "   (SELECT e.conv_id, e.seq, e.id FROM events e WHERE e.sender = u.id AND e.kind = 2 AND e.deleted_ts = 0"
+        "    AND NOT EXISTS (SELECT 1 FROM conversations c" PURGE_WS " WHERE c.id = e.conv_id"
+        "      AND (c.hold <> 0 OR coalesce(w.hold, 0) <> 0))"
+        "    ORDER BY e.id LIMIT $2::int) e WHERE u.deleted > 0 ORDER BY e.id LIMIT $2::int),"
+        " l AS MATERIALIZED (SELECT c.id FROM conversations c" PURGE_WS
+        "   WHERE c.id IN (SELECT conv_id FROM t0) AND c.hold = 0 AND coalesce(w.hold, 0) = 0"
+        "   ORDER BY c.id FOR UPDATE OF c SKIP LOCKED),"
+        " t AS (SELECT t0.conv_id, t0.seq FROM t0 JOIN l ON l.id = t0.conv_id),"
+        PURGE_ERASE " SELECT count(*) FROM m",
 };
 
 /* The asking member's view of a conversation. unread follows store.h
@@ -959,7 +1130,8 @@ const char *const pg_w_sql[W__COUNT] = {
          " WHERE m.conv_id = $1::bigint AND m.user_id = $5::bigint", \
          "NULL, " EV_NULLS, "r.user_id = $5::bigint", DIR)
 /* A workspace w as its member m sees it (pl_workspace) */
-#define WS_COLUMNS "w.id, w.name, w.created_by, w.created, w.general, w.member_count, w.channel_count, m.role"
+#define WS_COLUMNS "w.id, w.name, w.created_by, w.created, w.general, w.member_count, w.channel_count, m.role," \
+    " w.retention, w.hold"
 /* A report r (pl_report; store_pg_reports.c report_row), the names and
  * the conversation's kind looked up per row returned (below the LIMIT) */
 #define REPORT_COLUMNS "r.id, r.conv_id, r.seq, (SELECT c.kind FROM conversations c WHERE c.id = r.conv_id)," \
@@ -974,7 +1146,8 @@ const char *const pg_r_sql[R__COUNT] = {
     [R_BEGIN]        = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
     [R_COMMIT]       = "COMMIT",
     [R_ROLLBACK]     = "ROLLBACK",
-    [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = $1::text",
+    [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = $1::text"
+                       " AND deleted = 0",                        /* store.h invariant 13 */
     [R_USER_BY_ID]   = "SELECT id, username, pwhash, last_seen FROM users WHERE id = $1::bigint",
     [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked, prev_hash, rotated"
                        " FROM logins WHERE id = $1::bigint",
@@ -989,7 +1162,12 @@ const char *const pg_r_sql[R__COUNT] = {
                        " LEFT JOIN events e ON e.conv_id = c.id AND e.seq = c.last_seq"
                        "   AND c.last_seq >= m.joined_seq" EV_PARENT
                        " WHERE m.user_id = $1::bigint ORDER BY c.last_ts DESC, c.id DESC",
-    [R_CONV_GET]     = "SELECT " CONV_COLUMNS " FROM members m" CONV_OF_M
+    /* and after CONV_COLUMNS (CONV_GET only): its retention, its
+     * workspace's, whether either holds it (store.h invariant 13) */
+    [R_CONV_GET]     = "SELECT " CONV_COLUMNS ", l.retention, l.ws_retention, l.hold FROM members m" CONV_OF_M
+                       " CROSS JOIN LATERAL (SELECT c.retention, coalesce(w.retention, 0) AS ws_retention,"
+                       "   c.hold <> 0 OR coalesce(w.hold, 0) <> 0 AS hold FROM conversations c" PURGE_WS
+                       "   WHERE c.id = m.conv_id OFFSET 0) l"
                        " WHERE m.conv_id = $1::bigint AND m.user_id = $2::bigint",
     [R_CONV_MEMBERS] = "SELECT m.user_id, m.role, m.joined_seq, m.delivered_seq, m.read_seq, u.username"
                        " FROM members m JOIN users u ON u.id = m.user_id"
@@ -1074,7 +1252,7 @@ const char *const pg_r_sql[R__COUNT] = {
                        " (SELECT 1 FROM media_refs x JOIN members b ON b.conv_id = x.conv_id"
                        "  AND b.user_id = $2::bigint WHERE x.media_id = m.id AND x.seq >= b.joined_seq))",
     [R_USER_SEARCH]  = "SELECT id, username, last_seen FROM users WHERE strpos(username, $2::text) > 0"
-                       " AND (id = $1::bigint OR id IN (SELECT b.user_id FROM members a JOIN members b"
+                       " AND deleted = 0 AND (id = $1::bigint OR id IN (SELECT b.user_id FROM members a JOIN members b"
                        "   ON b.conv_id = a.conv_id WHERE a.user_id = $1::bigint))"
                        " ORDER BY strpos(username, $2::text) > 1, username COLLATE \"C\" LIMIT $3::int",
     /* push notifications (store_pg_push.c): $1 user */
@@ -1151,6 +1329,19 @@ const char *const pg_r_sql[R__COUNT] = {
                        " ORDER BY r.id DESC LIMIT $2::int",
     [R_REPORTS_ALL]  = "SELECT " REPORT_COLUMNS " FROM reports r WHERE r.id < $1::bigint"
                        " ORDER BY r.id DESC LIMIT $2::int",
+    /* the data lifecycle (store_pg_life.c): $1 user, $2 ids above, $3 at
+     * most: its live MESSAGEs by id (events_sender), each with its
+     * conversation; their reactions (no viewer: me false) per message and
+     * emoji, by conversation and seq, then in order of first use */
+    [R_USER_MESSAGES] = "SELECT e.conv_id, " EV_COLUMNS EV_FROM " WHERE e.sender = $1::bigint AND e.kind = 2"
+                       " AND e.deleted_ts = 0 AND e.id > $2::bigint ORDER BY e.id LIMIT $3::int",
+    [R_USER_MESSAGES_REACT] =
+        "SELECT p.conv_id, p.seq, r.emoji, count(*), false, min(r.first_seq) AS f"
+        " FROM (SELECT e.conv_id, e.seq FROM events e WHERE e.sender = $1::bigint AND e.kind = 2"
+        "   AND e.deleted_ts = 0 AND e.id > $2::bigint ORDER BY e.id LIMIT $3::int) p"
+        " CROSS JOIN LATERAL (SELECT r.emoji, r.first_seq FROM reactions r WHERE r.conv_id = p.conv_id"
+        "   AND r.seq = p.seq OFFSET 0) r"
+        " GROUP BY p.conv_id, p.seq, r.emoji ORDER BY p.conv_id, p.seq, f, r.emoji COLLATE \"C\"",
 };
 
 /* ---- the writer connection ------------------------------------------------- */
@@ -1493,6 +1684,7 @@ int pl_store_pg_open(const pl_store_opts *o, pl_store **out, char *err, size_t e
     s->edit_window_ms = o->edit_window_ms;
     s->ws_members = o->workspace_members;
     s->ws_channels = o->workspace_channels;
+    s->retention = o->retention;
     s->nreaders = o->readers > 0 ? o->readers : PG_READERS;
     s->readers = pl_calloc((size_t)s->nreaders, sizeof *s->readers);
     s->w_backoff_ms = PG_BACKOFF_MIN_MS;

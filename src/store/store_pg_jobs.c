@@ -1,9 +1,9 @@
 /* store_pg_jobs.c — the PostgreSQL writer's single jobs: accounts, logins,
  * conversations and their members, last seen, the outbox; message actions
  * are handed to store_pg_actions.c, push jobs to store_pg_push.c, reports
- * to store_pg_reports.c (see store_pg.c for the invariants; the SQLite
- * backend's store_sqlite_write.c is the reference for each job's checks,
- * their order and their outputs).
+ * to store_pg_reports.c, the data lifecycle to store_pg_life.c (see
+ * store_pg.c for the invariants; the SQLite backend's store_sqlite_write.c
+ * is the reference for each job's checks, their order and their outputs).
  *
  * Owns: each job's statements. Job-level outcomes are decided before the
  * writes (or by ON CONFLICT DO NOTHING); a job of several statements runs
@@ -257,15 +257,17 @@ out:
 }
 
 /* The roles of actor and peer in conv (PL_ROLE_NONE if not members) and
- * whether peer is a user. A round trip: the map is filled after it. */
-static int w_member_check(pg_store *s, int64_t conv, int64_t actor, int64_t peer, int *arole,
+ * whether peer is a user (stmt W_MEMBER_CHECK), or a live user whose row is
+ * kept to COMMIT (W_MEMBER_CHECK_ADD: store.h invariant 13). A round trip:
+ * the map is filled after it. */
+static int w_member_check(pg_store *s, int stmt, int64_t conv, int64_t actor, int64_t peer, int *arole,
                           int *prole, int *pexists) {
     pg_params p = {0};
     pg_param_i64(&p, conv);
     pg_param_i64(&p, actor);
     pg_param_i64(&p, peer);
     int rc;
-    PGresult *r = pg_w_query(s, W_MEMBER_CHECK, &p, &rc);
+    PGresult *r = pg_w_query(s, stmt, &p, &rc);
     if (!r) return rc;
     *arole = (int)pg_i64(r, 0, 0);
     *prole = (int)pg_i64(r, 0, 1);
@@ -275,7 +277,7 @@ static int w_member_check(pg_store *s, int64_t conv, int64_t actor, int64_t peer
 
 int pg_member_role(pg_store *s, int64_t conv, int64_t user, int *role) {
     int prole = 0, pexists = 0;
-    return w_member_check(s, conv, user, user, role, &prole, &pexists);
+    return w_member_check(s, W_MEMBER_CHECK, conv, user, user, role, &prole, &pexists);
 }
 
 /* Checks shared by add and remove, in the SQLite backend's order: conv
@@ -321,7 +323,8 @@ int pg_member_join(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int64_t now
 /* A channel takes only members of its workspace (store.h invariant 11). */
 static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
     int arole = 0, prole = 0, pexists = 0, rc;
-    if ((rc = w_member_check(s, j->conv, j->user, j->peer, &arole, &prole, &pexists))) return rc;
+    if ((rc = w_member_check(s, W_MEMBER_CHECK_ADD, j->conv, j->user, j->peer, &arole, &prole, &pexists)))
+        return rc;
     pg_conv *e = pg_conv_find(s, j->conv);                   /* after a sync */
     if ((rc = w_check_admin(e, arole)) != PL_STORE_OK) return rc;
     if (!pexists) return PL_STORE_ENOTFOUND;
@@ -385,7 +388,8 @@ static int w_not_general(pg_store *s, pl_job *j, const pg_conv *e) {
  * membership of the channel); anything else is EFORBID. */
 static int job_member_remove(pg_store *s, pl_job *j, int64_t now) {
     int arole = 0, prole = 0, pexists = 0, rc;
-    if ((rc = w_member_check(s, j->conv, j->user, j->peer, &arole, &prole, &pexists))) return rc;
+    if ((rc = w_member_check(s, W_MEMBER_CHECK, j->conv, j->user, j->peer, &arole, &prole, &pexists)))
+        return rc;
     pg_conv *e = pg_conv_find(s, j->conv);
     if (j->flags & PL_JOB_EVICT) {
         if (!e) return PL_STORE_ENOTFOUND;
@@ -414,7 +418,8 @@ static int job_member_remove(pg_store *s, pl_job *j, int64_t now) {
 
 static int job_member_leave(pg_store *s, pl_job *j, int64_t now) {
     int arole = 0, prole = 0, pexists = 0, rc;
-    if ((rc = w_member_check(s, j->conv, j->user, j->user, &arole, &prole, &pexists))) return rc;
+    if ((rc = w_member_check(s, W_MEMBER_CHECK, j->conv, j->user, j->user, &arole, &prole, &pexists)))
+        return rc;
     pg_conv *e = pg_conv_find(s, j->conv);
     if (!e || arole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
     if (e->kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
@@ -502,6 +507,10 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_CHANNEL_JOIN:    return pg_job_ws(s, j, now);
     case PL_JOB_REPORT:                                         /* store_pg_reports.c */
     case PL_JOB_REPORT_RESOLVE:  return pg_job_report(s, j, now);
+    case PL_JOB_RETENTION_SET:                                  /* store_pg_life.c */
+    case PL_JOB_HOLD_SET:
+    case PL_JOB_RETENTION_PURGE:
+    case PL_JOB_ACCOUNT_DELETE:  return pg_job_life(s, j, now);
     default:                     return PL_STORE_EINVAL;
     }
 }

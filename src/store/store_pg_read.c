@@ -211,6 +211,12 @@ static void event_row(const PGresult *res, int row, int k, int64_t conv, const r
     free(pbody);
 }
 
+void pg_event_row(const PGresult *res, int row, int k, int64_t conv, const PGresult *react, int lo, int hi,
+                  int col, pl_event *e) {
+    react_rows x = {react, lo, hi, col};
+    event_row(res, row, k, conv, react ? &x : NULL, e);
+}
+
 static void conv_list(const PGresult *res, int with_last, pl_conv **out, size_t *n) {
     size_t len = (size_t)PQntuples(res);
     pl_conv *list = len ? pl_malloc(len * sizeof *list) : NULL;
@@ -348,6 +354,11 @@ static int r_conv_get(pg_reader *r, pl_job *j, int with_event) {
     if (rc) return rc;
     if (PQntuples(r->c.res[cs]) != 1) return PL_STORE_ENOTFOUND;
     conv_row(r->c.res[cs], 0, &j->conv_out);
+    if (j->op == PL_READ_CONV_GET) {                  /* store.h invariant 13: CONV_GET only */
+        j->conv_out.retention = pg_i64(r->c.res[cs], 0, CONV_NCOLS);
+        j->conv_out.ws_retention = pg_i64(r->c.res[cs], 0, CONV_NCOLS + 1);
+        j->conv_out.hold = PQgetvalue(r->c.res[cs], 0, CONV_NCOLS + 2)[0] == 't';
+    }
     conv_members(r->c.res[ms], &j->conv_out);
     if (es >= 0 && PQntuples(r->c.res[es]) == 1) {
         react_rows rx = react_all(r->c.res[xs]);
@@ -581,6 +592,7 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_WORKSPACE_GET:
     case PL_READ_CHANNELS:      return pg_read_ws(r, j);        /* store_pg_ws.c */
     case PL_READ_REPORTS:       return pg_read_reports(r, j);   /* store_pg_reports.c */
+    case PL_READ_USER_MESSAGES: return pg_read_life(r, j);      /* store_pg_life.c */
     default:                    return PL_STORE_EINVAL;
     }
 }

@@ -193,13 +193,17 @@ int pg_cmp_i64(const void *a, const void *b) {
 
 /* Every job that appends to a conversation or reads its counters,
  * NOTIFY_SET (members rows change only under their conversation's lock),
- * and REPORT (its checks and snapshot see the target as an action's do). */
+ * REPORT (its checks and snapshot see the target as an action's do), and
+ * a conversation's RETENTION_SET and HOLD_SET (its row is written; a
+ * workspace's, conv 0, locks the workspace: pg_ws_lock_of). The purge
+ * locks its conversations itself, SKIP LOCKED (store_pg_life.c). */
 static int touches_conv(int op) {
     return op == PL_JOB_MESSAGE_SEND || op == PL_JOB_RECEIPT || op == PL_JOB_MEMBER_ADD ||
            op == PL_JOB_MEMBER_REMOVE || op == PL_JOB_MEMBER_LEAVE || op == PL_JOB_MESSAGE_EDIT ||
            op == PL_JOB_MESSAGE_DELETE || op == PL_JOB_REACTION || op == PL_JOB_PIN ||
            op == PL_JOB_NOTIFY_SET || op == PL_JOB_CONV_E2EE || op == PL_JOB_DEVICES_ANNOUNCE ||
-           op == PL_JOB_CHANNEL_JOIN || op == PL_JOB_REPORT;
+           op == PL_JOB_CHANNEL_JOIN || op == PL_JOB_REPORT || op == PL_JOB_RETENTION_SET ||
+           op == PL_JOB_HOLD_SET;
 }
 
 /* BEGIN, and the lock on every existing conversation the batch touches, in
@@ -222,7 +226,7 @@ static int w_begin(pg_store *s, pl_job **jobs, size_t n) {
         int64_t w = pg_ws_lock_of(jobs[i], &with_general);
         if (w) pg_arr_i64(ws, w);              /* duplicates: ANY() takes them */
         if (w && with_general) pg_arr_i64(gen, w);
-        if (touches_conv(jobs[i]->op)) s->lockids[m++] = jobs[i]->conv;
+        if (touches_conv(jobs[i]->op) && jobs[i]->conv) s->lockids[m++] = jobs[i]->conv;
     }
     qsort(s->lockids, m, sizeof *s->lockids, pg_cmp_i64);
     pg_arr_start(a, PG_INT8);
@@ -246,8 +250,9 @@ static int w_begin(pg_store *s, pl_job **jobs, size_t n) {
 }
 
 /* Queues the writes the batch kept in memory, then COMMIT, in one round
- * trip (after the lease renewal's, when due: invariant 6). */
-static int w_finish(pg_store *s, pl_job **jobs, size_t n) {
+ * trip (after the lease renewal's, when due: invariant 6). now: the batch's
+ * time (W_CONV_FLUSH). */
+static int w_finish(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
     int rc;
     if ((rc = pg_w_locked(s)) != PL_STORE_OK) return rc;
     if (pl_mono_ms() - s->lease_at >= PG_LEASE_RENEW_MS) {
@@ -281,6 +286,7 @@ static int w_finish(pg_store *s, pl_job **jobs, size_t n) {
     }
     if (a[0].n) {
         for (int i = 0; i < 5; i++) pg_param_arr(&p, &a[i]);
+        pg_param_i64(&p, now);
         if (pg_w_send(s, W_CONV_FLUSH, &p, 0) < 0) return W_LOST;
     }
     if (s->nseen) {
@@ -364,7 +370,7 @@ static int w_attempt(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         if (rc <= W_FATAL) return rc;
         i = k;
     }
-    return w_finish(s, jobs, n);
+    return w_finish(s, jobs, n, now);
 }
 
 /* Connected, lease held: may run a batch. Reconnects when due (at once if

@@ -50,6 +50,9 @@ int64_t pg_ws_lock_of(const pl_job *j, int *with_general) {
     case PL_JOB_WORKSPACE_REMOVE:
     case PL_JOB_CHANNEL_CREATE:
         return j->id > 0 ? j->id : 0;
+    case PL_JOB_RETENTION_SET:             /* a workspace's (store_pg_life.c) */
+    case PL_JOB_HOLD_SET:
+        return j->conv == 0 && j->id > 0 ? j->id : 0;
     default:
         return 0;
     }
@@ -406,6 +409,8 @@ static void ws_row(const PGresult *r, int row, pl_workspace *w) {
     w->member_count = pg_i64(r, row, 5);
     w->channel_count = pg_i64(r, row, 6);
     w->role = (int)pg_i64(r, row, 7);
+    w->retention = pg_i64(r, row, 8);
+    w->hold = pg_i64(r, row, 9) != 0;
 }
 
 static int r_workspaces(pg_reader *r, pl_job *j) {
