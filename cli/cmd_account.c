@@ -229,8 +229,8 @@ int pc_cmd_delete_account(pc_client *c, int argc, char **argv) {
     free(pos);
     if (rc) return rc;
     if (npos) return pc_usage_error(cmd, "takes no arguments (the account is the one logged in)");
-    /* who: also makes sure the access token is fresh, so that a 401 to the
-     * DELETE below can only mean a wrong password */
+    /* who: also makes sure the access token is fresh (a wrong password is
+     * the DELETE's 403) */
     json_t *me;
     if ((rc = pc_call(c, cmd, "GET", "/api/v1/me", NULL, &me))) return rc;
     char *user = pl_strdup(pc_jstr(me, "username"));
@@ -255,7 +255,7 @@ int pc_cmd_delete_account(pc_client *c, int argc, char **argv) {
     pc_request_raw(c, "DELETE", "/api/v1/me", body.p, body.len, PC_AUTH_ONCE, &r);
     explicit_bzero(body.p, body.cap);
     pl_sbuf_release(&body);
-    if (r.status == 401) {
+    if (r.status == 403) {
         rc = pc_fail_hint(cmd, &r, " (wrong password: nothing was deleted)");
     } else if (r.status == 503) {
         rc = pc_fail_hint(cmd, &r, " (part of it may be done: run delete-account again)");

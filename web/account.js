@@ -6,7 +6,7 @@
 // by page from GET /api/v1/me/messages until `next` is null; it is
 // downloaded as a .json file. Deleting the account asks for the password
 // and an explicit confirmation, then app.js ends the session and shows the
-// sign-in screen; a 401 is a wrong password (nothing was deleted).
+// sign-in screen; a 403 is a wrong password (nothing was deleted).
 
 import { $, el, toast } from './dom.js';
 import { openMenu } from './menu.js';
@@ -110,14 +110,14 @@ async function submitDelete(ev) {
     $('delete-account-dialog').close();
   } catch (e) {
     err.textContent = deleteError(e);
-    if (e.status === 401) { $('delete-account-password').select(); $('delete-account-password').focus(); }
+    if (e.status === 403) { $('delete-account-password').select(); $('delete-account-password').focus(); }
   } finally {
     btn.disabled = false;
   }
 }
 
 function deleteError(e) {
-  if (e.status === 401) return 'Wrong password: nothing was deleted.';
+  if (e.status === 403) return 'Wrong password: nothing was deleted.';
   if (e.status === 0) return 'You are offline: nothing was deleted.';
   if (e.status === 429) return 'Too many attempts: wait a moment and try again.';
   if (e.status === 503) return 'The server could only do part of it (you may have left some conversations): try again.';

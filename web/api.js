@@ -184,9 +184,9 @@ export class Api {
     return (this._refreshing || Promise.resolve()).then(() => {}, () => {});
   }
 
-  /** DELETE /api/v1/me with the password asked again. Here a 401 means a
-   *  wrong password, not an expired token (token() refreshed one close to
-   *  expiry), so there is no refresh and retry: the ApiError is the answer.
+  /** DELETE /api/v1/me with the password asked again (a wrong one is a
+   *  403). token() refreshed one close to expiry, so there is no refresh
+   *  and retry: the ApiError is the answer.
    *  On success the account's tokens (revoked by the server) are forgotten. */
   async deleteAccount(password) {
     const tok = await this.token();

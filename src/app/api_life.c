@@ -342,7 +342,8 @@ static void verify_work(uv_work_t *w) {
 static void verified(uv_work_t *w, int status) {
     api_op *op = w->data;
     if (!op->ok || status) {
-        pl_http_error(op->ctx, 401, "unauthorized", "wrong password");
+        /* not 401: that says the token is bad, and clients refresh on it */
+        pl_http_error(op->ctx, 403, "forbidden", "wrong password");
         api_op_free(op);
         return;
     }

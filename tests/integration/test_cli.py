@@ -1086,7 +1086,7 @@ def test_export_and_delete_account(cli_bin, server_factory, workdir):
     assert "not confirmed" in p.stderr and "nothing was deleted" in p.stderr, p.stderr
     alice.run("delete-account", input="someone else\n", expect=2)
     p = alice.run("delete-account", "--yes", env={"PARLEY_PASSWORD": "not the password"}, expect=1)
-    assert p.stderr.startswith("parley: delete-account: 401 unauthorized") and \
+    assert p.stderr.startswith("parley: delete-account: 403 forbidden") and \
         p.stderr.endswith("(wrong password: nothing was deleted)\n"), p.stderr
     p = alice.run("delete-account", input=f"{a}\n", env={"PARLEY_PASSWORD": None}, expect=2)   # no password line
     assert "no password" in p.stderr, p.stderr

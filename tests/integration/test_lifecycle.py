@@ -178,7 +178,8 @@ async def test_export_and_account_deletion(server_factory):
 
         # deletion: the password again; a wrong one changes nothing
         await api.expect(400, "DELETE", "/api/v1/me", token=bob.token, json_body={})
-        await api.expect(401, "DELETE", "/api/v1/me", token=bob.token, json_body={"password": "not it at all"})
+        r = await api.expect(403, "DELETE", "/api/v1/me", token=bob.token, json_body={"password": "not it at all"})
+        assert r.body["error"]["message"] == "wrong password", r
         still = (await api.expect(200, "GET", f"/api/v1/conversations/{g}", token=bob.token)).body
         assert still["role"] == "member", still
         await api.expect(204, "DELETE", "/api/v1/me", token=bob.token, json_body={"password": PASSWORD})
