@@ -39,7 +39,7 @@ static struct {
 enum { T_RETENTION = 1, T_HOLD, T_RELEASE };
 
 static void life_error(api_op *op, const pl_job *j, const char *what) {
-    if (j->result == PL_STORE_EFORBID) pl_http_error(op->ctx, 403, "forbidden", "admins only");
+    if (j->result == PL_STORE_EFORBID) pl_http_error(op->ctx, 403, "forbidden", j->why ? j->why : "admins only");
     else api_store_error(op->ctx, j->result, j->why ? j->why : what);
 }
 
@@ -372,6 +372,14 @@ static void name_read(pl_job *j) {
         return;
     }
     snprintf(op->username, sizeof op->username, "%s", j->user_out.username);
+    if (api_is_server_admin(op->username)) {
+        /* the role follows the name, which deletion frees: whoever
+         * registered it next would be a server admin */
+        pl_http_error(op->ctx, 403, "forbidden",
+                      "a server admin's account cannot be deleted while --admins names it");
+        api_op_free(op);
+        return;
+    }
     api_job_reset(op, PL_READ_USER_BY_NAME, hash_read);
     op->job.username = op->username;
     op->job.flags = PL_READ_WITH_HASH;

@@ -98,12 +98,15 @@ async def test_retention_erases_without_an_event_and_holds_stop_it(server_factor
 
         # a server admin may set any conversation's, without being in it
         conv = await retention(api, admin, f"conversations/{k}", 0)
-        assert conv == {"id": k, "retention_seconds": 0, "retention_source": "conversation"}, conv
+        assert conv == {"id": k, "retention_seconds": 0, "retention_source": None}, conv
 
         # a workspace's: its admins; its channels follow it unless they have their own
         w = (await api.expect(201, "POST", "/api/v1/workspaces", token=alice.token, json_body={"name": "acme"})).body
         await api.expect(200, "POST", f"/api/v1/workspaces/{w['id']}/members", token=alice.token,
                          json_body={"user": bob.id})
+        # a server admin's account cannot go while --admins names it (the name would be free)
+        r = await api.expect(403, "DELETE", "/api/v1/me", token=admin.token, json_body={"password": PASSWORD})
+        assert "--admins" in r.body["error"]["message"], r
         await retention(api, bob, f"workspaces/{w['id']}", 60, status=403)
         await retention(api, carol, f"workspaces/{w['id']}", 60, status=404)
         ws = await retention(api, alice, f"workspaces/{w['id']}", 86400)
