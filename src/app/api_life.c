@@ -21,6 +21,7 @@
 #include "../core/buf.h"
 #include "../core/clock.h"
 #include "../core/log.h"
+#include "../chat/e2ee.h"
 #include "../proto/proto.h"
 
 #define PURGE_BATCH   1000    /* messages one purge job erases at most          */
@@ -248,6 +249,7 @@ static void closed(pl_job *j) {
         api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
     } else {
         pl_chat_revoke_login(op->ctx->user, 0);         /* every session, on every node: 4001 */
+        pl_e2ee_announce(op->ctx->user);                /* its keys went: e2ee direct ones say so */
         pl_log(PL_LOG_INFO, 0, "account deleted", "\"user\":%lld", (long long)op->ctx->user);
         pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
     }

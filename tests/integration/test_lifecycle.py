@@ -146,8 +146,11 @@ async def test_export_and_account_deletion(server_factory):
     s = server_factory(["--purge-interval", "1"])
     async with Harness(s) as h:
         api = h.api
-        alice, bob = await api.register_many(2, "del")
+        alice, bob, carol = await api.register_many(3, "del")
         d = (await api.open_dm(alice, bob.id))["id"]
+        e = (await api.open_dm(carol, bob.id))["id"]                 # end-to-end encrypted
+        await api.expect(200, "POST", f"/api/v1/conversations/{e}/e2ee", token=carol.token)
+        wc = await h.ws(carol, name="carol")
         g = (await api.create_group(alice, [bob.id], title="g"))["id"]
         w = (await api.expect(201, "POST", "/api/v1/workspaces", token=alice.token, json_body={"name": "acme"})).body
         await api.expect(200, "POST", f"/api/v1/workspaces/{w['id']}/members", token=alice.token,
@@ -161,7 +164,7 @@ async def test_export_and_account_deletion(server_factory):
         # the export: the account, its conversations and workspaces, its messages in pages
         ex = (await api.expect(200, "GET", "/api/v1/me/export", token=bob.token)).body
         assert ex["user"] == {"id": bob.id, "username": bob.username}, ex
-        assert sorted(c["id"] for c in ex["conversations"]) == sorted([d, g, w["general"]]), ex
+        assert sorted(c["id"] for c in ex["conversations"]) == sorted([d, e, g, w["general"]]), ex
         assert [x["id"] for x in ex["workspaces"]] == [w["id"]] and ex["push_devices"] == [], ex
         assert ex["messages"] == "/api/v1/me/messages" and ex["exported"] > 0, ex
         got, after = [], None
@@ -199,6 +202,10 @@ async def test_export_and_account_deletion(server_factory):
                           and m.get("kind") == "member_removed" and m["data"]["user"] == bob.id, what="left general")
         ws = (await api.expect(200, "GET", f"/api/v1/workspaces/{w['id']}", token=alice.token)).body
         assert [m["id"] for m in ws["members"]] == [alice.id], ws
+        # its keys went: carol's encrypted conversation says its device list changed
+        await wc.wait_for(lambda m: m.get("type") == "event" and m.get("conversation") == e
+                          and m.get("kind") == "e2ee" and m["data"] == {"op": "devices", "user": bob.id},
+                          what="devices event")
         dm = (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=alice.token)).body
         names = {m["id"]: m["username"] for m in dm["members"]}
         assert names[bob.id] == f"deleted#{bob.id}", dm
