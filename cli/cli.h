@@ -65,6 +65,8 @@ int pc_utf8(const char *s, size_t n);
 int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv);
 /* A USER argument (a username, "@" allowed in front) to its id. */
 int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id);
+/* The same, *user the server's {"id", "username"} (a new reference). */
+int pc_user_lookup(pc_client *c, const char *cmd, const char *arg, json_t **user);
 /* GET /api/v1/conversations/{conv}: *out a new reference. */
 int pc_conv_get(pc_client *c, const char *cmd, int64_t conv, json_t **out);
 
@@ -122,5 +124,8 @@ int pc_cmd_retention(pc_client *c, int argc, char **argv);
 int pc_cmd_hold(pc_client *c, int argc, char **argv);
 int pc_cmd_export(pc_client *c, int argc, char **argv);
 int pc_cmd_delete_account(pc_client *c, int argc, char **argv);
+int pc_cmd_block(pc_client *c, int argc, char **argv);
+int pc_cmd_unblock(pc_client *c, int argc, char **argv);
+int pc_cmd_blocks(pc_client *c, int argc, char **argv);
 
 #endif

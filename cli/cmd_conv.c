@@ -45,15 +45,20 @@ int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv) {
     return pc_num(cmd, "a conversation id", arg, 1, conv);
 }
 
-int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id) {
+int pc_user_lookup(pc_client *c, const char *cmd, const char *arg, json_t **user) {
     const char *name = bare_name(arg);
     if (!*name || !pc_utf8(name, strlen(name))) return pc_usage_error(cmd, "\"%s\" is not a username", arg);
     pl_sbuf path;
     pl_sbuf_init(&path);
     pc_path_add(c, &path, "/api/v1/users/", name);
-    json_t *u;
-    int rc = pc_call(c, cmd, "GET", path.p, NULL, &u);
+    int rc = pc_call(c, cmd, "GET", path.p, NULL, user);
     pl_sbuf_release(&path);
+    return rc;
+}
+
+int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id) {
+    json_t *u;
+    int rc = pc_user_lookup(c, cmd, arg, &u);
     if (rc) return rc;
     *id = json_integer_value(json_object_get(u, "id"));
     json_decref(u);

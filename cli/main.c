@@ -6,7 +6,7 @@
  * Owns: the process (curl_global_init/cleanup, the exit status) and the
  * words on the command line. Does not own: any request (http.c) or what a
  * command does (cmd_account.c, cmd_conv.c, cmd_workspace.c, cmd_message.c,
- * cmd_report.c, cmd_lifecycle.c, tail.c).
+ * cmd_report.c, cmd_block.c, cmd_lifecycle.c, tail.c).
  *
  * Global options are recognised before or after the command, up to a "--"
  * (which the command then sees: `parley send 12 -- --not-an-option`).
@@ -77,6 +77,9 @@ void pc_usage(FILE *f) {
 "                                conversation's (its admins), or without CONV\n"
 "                                every one (server admins); --all: resolved too\n"
 "  resolve REPORT                mark a report done (admins)\n"
+"  block USER, unblock USER      block a user: no messages, edits or reactions\n"
+"                                between you in your direct conversation\n"
+"  blocks                        the users you block: `id username` per line\n"
 "data lifecycle:\n"
 "  retention CONV [SECONDS]      how long CONV keeps messages; SECONDS sets it (also\n"
 "                                90m, 12h, 7d, 1y; 0: none of its own)\n"
@@ -200,6 +203,8 @@ static const command commands[] = {
     {"resolve", pc_cmd_resolve},         {"retention", pc_cmd_retention},
     {"hold", pc_cmd_hold},               {"export", pc_cmd_export},
     {"delete-account", pc_cmd_delete_account},
+    {"block", pc_cmd_block},             {"unblock", pc_cmd_unblock},
+    {"blocks", pc_cmd_blocks},
 };
 
 int main(int argc, char **argv) {

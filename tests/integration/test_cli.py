@@ -30,6 +30,10 @@ PARLEY_PASSWORD or stdin.
   * moderation: report (by id, @username, WS/#name; a repeat; refusals),
     reports of a conversation for its admin and of the whole server for a
     server admin (--admins), --all, --json, resolve (test_reports);
+  * blocks: block and unblock by name (twice: "already", "not blocked"),
+    blocks and --json, a send and a new DM refused with the server's
+    "blocked" both ways, groups unaffected, sends again after unblocking
+    (test_block_unblock_and_blocks);
   * data lifecycle: retention of a DM, a group, a channel and a workspace
     (who may set it, where it comes from, the `retention` event live and in
     history, units, the server's 400), legal hold by a server admin
@@ -962,6 +966,60 @@ def test_reports(cli_bin, server_factory, workdir):
     assert len(mod.out("reports", "--all").splitlines()) == 3
     help_text = alice.out("help")
     for word in ("report CONV SEQ REASON", "reports [CONV] [--all]", "resolve REPORT"):
+        assert word in help_text, word
+
+
+# --------------------------------------------------------------------------
+# blocking a user: block, unblock, blocks
+
+
+def test_block_unblock_and_blocks(cli):
+    alice, bob, carol = cli().register(), cli().register(), cli().register()
+    a, b, c = alice.name.lower(), bob.name.lower(), carol.name.lower()
+    dm = int(alice.out("dm", bob.name).strip())
+    bob.out("send", str(dm), "hi alice")
+    g = int(alice.out("group", "create", "Still friends", bob.name).strip())
+
+    assert alice.out("blocks") == ""
+    # the server's spelling of the name, "@" allowed; a second time changes nothing
+    assert alice.out("block", "@" + bob.name.upper()) == f"blocked {b}\n"
+    assert alice.out("block", bob.name) == f"{b} was already blocked\n"
+    assert alice.out("block", carol.name) == f"blocked {c}\n"
+    assert alice.out("blocks") == f"{bob.id} {b}\n{carol.id} {c}\n"          # by id
+    objs = [json.loads(x) for x in alice.out("--json", "blocks").splitlines()]
+    assert objs == [{"id": bob.id, "username": b}, {"id": carol.id, "username": c}], objs
+    assert bob.out("blocks") == ""                        # blocked is not blocking
+
+    # sends in the direct conversation are refused both ways, in the server's words
+    for who in (bob, alice):
+        p = who.run("send", str(dm), "anyone?", expect=1)
+        assert p.stderr == "parley: send: 403 forbidden: blocked\n", p.stderr
+    p = bob.run("send", "@" + a, "by name", expect=1)         # the DM exists: found, then refused
+    assert p.stderr == "parley: send: 403 forbidden: blocked\n", p.stderr
+    p = alice.run("dm", carol.name, expect=1)                 # none yet: none can be started
+    assert p.stderr == "parley: dm: 403 forbidden: blocked\n", p.stderr
+    assert [t for _, _, t in parse_lines(alice.out("history", str(dm)))][-1] == f"{b}: hi alice"
+    bob.out("send", str(g), "groups go on")                   # groups are not affected
+    assert json.loads(alice.out("--json", "history", str(g), "--limit", "1"))["body"] == "groups go on"
+
+    # unblocking: "not blocked" is no error; then the conversation takes messages again
+    assert alice.out("unblock", bob.name) == f"unblocked {b}\n"
+    assert alice.out("unblock", bob.name) == f"{b} was not blocked\n"
+    assert json.loads(alice.out("--json", "unblock", carol.name)) == \
+        {"user": carol.id, "blocked": False, "changed": True}
+    assert alice.out("blocks") == ""
+    bob.out("send", str(dm), "back again")
+    assert [t for _, _, t in parse_lines(alice.out("history", str(dm)))][-1] == f"{b}: back again"
+
+    # refusals and bad usage
+    p = alice.run("block", alice.name, expect=1)
+    assert p.stderr.startswith("parley: block: 400 bad_request"), p.stderr
+    p = alice.run("block", "nobody_" + a[:10], expect=1)
+    assert p.stderr.startswith("parley: block: 404 not_found"), p.stderr
+    for args in (["block"], ["unblock", bob.name, carol.name], ["blocks", "extra"], ["block", "@"]):
+        assert alice.run(*args, expect=2).stderr.startswith("parley: "), args
+    help_text = alice.out("help")
+    for word in ("block USER", "unblock USER", "blocks"):
         assert word in help_text, word
 
 
