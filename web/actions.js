@@ -33,7 +33,8 @@ let confirmResolve = null;
 /**
  * ctx: {S, api, conn(), render(what), nameOf(uid), loadOlder(c) -> Promise,
  *       autosize(), openConv() -> c | null, openProfile(uid)?,
- *       canReport(c, m)?, openReport(c, m, opener)? (reports.js)}
+ *       canReport(c, m)?, openReport(c, m, opener)? (reports.js),
+ *       onBlocked(c)? (a write refused as "blocked": blocks.js)}
  */
 export function initActions(context) {
   ctx = context;
@@ -181,6 +182,7 @@ function explain(err, what) {
     case 'not_found': return `Could not ${what}: it is no longer available.`;
     case 'gone': return `Could not ${what}: it was deleted.`;
     case 'forbidden':
+      if (err.message === 'blocked') return `Could not ${what}: you can’t send messages, edits or reactions in this conversation.`;
       if (what.startsWith('edit')) return 'You can only edit your own messages.';
       if (what.startsWith('delete')) return 'Only its author or an admin of the group or channel can delete a message.';
       return `You are not allowed to ${what}.`;
@@ -218,6 +220,7 @@ async function act(c, msg, verb) {
     return await request(c, msg);
   } catch (e) {
     toast(explain(e, verb), 'error');
+    if (e && e.message === 'blocked' && ctx.onBlocked) ctx.onBlocked(c);
     return null;
   }
 }
@@ -588,15 +591,28 @@ export async function jumpTo(c, seq) {
 // --------------------------------------------------------------- dialogs ---
 
 function confirmDelete(m, opener) {
+  return confirmDialog({
+    title: 'Delete this message?',
+    text: 'It will be deleted for everyone in this conversation. This cannot be undone.',
+    quote: snippet(m.body || '', 140), ok: 'Delete', opener,
+  });
+}
+
+/** The confirmation dialog: resolves true when its OK button (labelled
+ *  `ok`) closes it; focus goes back to opener. `quote`: a text shown as a
+ *  quotation, or none. */
+export function confirmDialog({ title, text, quote = '', ok, opener }) {
   const dlg = $('confirm-dialog');
-  setText($('confirm-title'), 'Delete this message?');
-  setText($('confirm-text'), 'It will be deleted for everyone in this conversation. This cannot be undone.');
-  setText($('confirm-quote'), snippet(m.body || '', 140));
+  setText($('confirm-title'), title);
+  setText($('confirm-text'), text);
+  setText($('confirm-quote'), quote);
+  $('confirm-quote').hidden = !quote;
+  setText($('confirm-ok'), ok);
   if (confirmResolve) confirmResolve(false);
   return new Promise((resolve) => {
-    confirmResolve = (ok) => {
+    confirmResolve = (yes) => {
       if (opener && opener.isConnected) opener.focus({ preventScroll: true });
-      resolve(ok);
+      resolve(yes);
     };
     dlg.returnValue = '';
     dlg.showModal();

@@ -23,7 +23,8 @@
 // subset, links, shortcodes), groups.js (group dialogs), reports.js
 // (reporting a message; admins reviewing reports), workspaces.js
 // (workspaces: browsing, joining and creating channels), retention.js
-// (disappearing messages), account.js (export, account deletion), people.js (people
+// (disappearing messages), account.js (export, account deletion), blocks.js
+// (blocking a user), people.js (people
 // search, profile card), search.js (message search), switcher.js
 // (Ctrl/Cmd+K), alerts.js (desktop notifications, sound, favicon count),
 // theme.js and settings.js (dark mode, settings dialog), notify.js
@@ -70,6 +71,7 @@ import { initComposer, autosize, typingStop, closeMentions } from './composer.js
 import { initAuth, showAuth } from './auth.js';
 import { initRetention, learnRetention, onRetentionEvent, expire } from './retention.js';
 import { initAccount } from './account.js';
+import { initBlocks, loadBlocks, learnBlocked, onBlockedRefusal, resetBlocks, BLOCKED_TEXT } from './blocks.js';
 import { config as mediaConfig } from './media.js';
 
 const HISTORY_PAGE = 50;
@@ -180,6 +182,7 @@ function onReady(m) {
   flushOutbox();
   refreshConversations();
   loadWorkspaces();
+  loadBlocks();             // a block makes no event: asked on every connection
   queryPresence();
   for (const c of S.convs.values()) {
     if (c.left) continue;
@@ -367,7 +370,10 @@ function onError(m) {
     } else {
       o.failed = m.code || 'error';
       if (m.code === 'gone') toast('Not sent: the message you replied to was deleted.', 'error');
-      else if (m.code === 'forbidden') toast(`Not sent: ${m.message || 'not allowed here'}.`, 'error');
+      else if (m.code === 'forbidden' && m.message === 'blocked') {
+        toast(`Not sent: ${BLOCKED_TEXT.charAt(0).toLowerCase()}${BLOCKED_TEXT.slice(1)}`, 'error');
+        onBlockedRefusal(S.convs.get(o.conv));
+      } else if (m.code === 'forbidden') toast(`Not sent: ${m.message || 'not allowed here'}.`, 'error');
       else if (m.code === 'not_found' && o.replyTo) toast('Not sent: the message you replied to is not available.', 'error');
       render('msgs');
     }
@@ -508,6 +514,7 @@ async function refreshConversations() {
     c.readKnown = true;
     if (!c.streamed && typeof rc.unread === 'number') c.unreadBase = { value: rc.unread, at: rc.last_seq };
     learnCounts(c, rc);
+    learnBlocked(c, rc);
     if (rc.last && (!c.lastEvent || rc.last.seq > c.lastEvent.seq)) c.lastEvent = rc.last;
     c.lastTs = Math.max(c.lastTs, rc.last_ts || 0, (rc.last && rc.last.ts) || 0);
     if (!c.members) loadDetails(c);
@@ -530,6 +537,7 @@ function loadDetails(c, force) {
     if (typeof d.notify === 'string') c.notify = d.notify;
     learnMembers(c, d.members || []);
     learnRetention(c, d);
+    learnBlocked(c, d);
     if (!c.lastTs && d.last_ts) c.lastTs = d.last_ts;
     const fresh = c.members.map((m) => m.id).filter((u) => !S.presence.has(u) && !(S.me && u === S.me.id));
     if (fresh.length && conn.online) queryPresence(fresh);
@@ -661,7 +669,8 @@ function openConv(id) {
   }
   render();
   if (c) {
-    if (!c.members) loadDetails(c);
+    // a blocked DM is asked again on opening: an unblock makes no event
+    if (!c.members || c.blocked) loadDetails(c, !!c.blocked);
     if (conn.online) fetchReceipts(c);
     ensureHistory(c);
     markRead(c);
@@ -700,6 +709,7 @@ function upsertConv(d) {
   c.left = false;
   if (d.members) learnMembers(c, d.members);
   learnRetention(c, d);
+  learnBlocked(c, d);
   c.lastTs = Math.max(c.lastTs, d.last_ts || 0, Date.now());
   return c;
 }
@@ -746,7 +756,9 @@ async function startDm(ev) {
     await openDm(u.id);
     input.value = '';
   } catch (e) {
-    err.textContent = e.message || 'Could not start the conversation.';
+    err.textContent = e.status === 403 && e.message === 'blocked'
+      ? 'You can’t start a conversation with this user: one of you has blocked the other.'
+      : e.message || 'Could not start the conversation.';
   }
 }
 
@@ -783,6 +795,7 @@ function resetState() {
   S.listLoaded = false;
   S.workspaces.clear();
   resetWorkspaces();
+  resetBlocks();
   actions.onConvSwitch();
   closeMenu(false);
   $('conv-list').replaceChildren();
@@ -955,10 +968,11 @@ function wire() {
     S, api, conn: () => conn, render, nameOf, loadOlder, autosize,
     openConv: () => (S.openId != null ? S.convs.get(S.openId) || null : null),
     openProfile: (uid) => openProfile(uid, nameOf(uid)),
-    canReport, openReport,
+    canReport, openReport, onBlocked: onBlockedRefusal,
   });
   initReports({ S, api, nameOf, openConv: () => (S.openId != null ? S.convs.get(S.openId) || null : null) });
   initRetention({ api, render, loadDetails });
+  initBlocks({ api, render, loadDetails });
   initAccount({ api, me: () => S.me, deleteAccount });
 
   const box = $('messages');

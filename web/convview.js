@@ -4,7 +4,9 @@
 // "New messages" divider and the "new messages" pill (jump to latest).
 // A message's attachments are drawn by media.js (renderAttachments). A
 // channel's header: "#name" (a lock mark when private), its workspace and
-// members, and a button to the workspace's channels (workspaces.js).
+// members, and a button to the workspace's channels (workspaces.js). A
+// blocked direct conversation shows blocks.js's notice instead of the
+// composer.
 //
 // Text whose direction we cannot know (message bodies, names, previews) gets
 // dir="auto", so Arabic or Hebrew reads right to left on its own.
@@ -17,6 +19,7 @@ import { S, titleOf, nameOf, peerOf, othersOf, systemText, saveOutbox, isGroupLi
 import { presenceOf } from './convlist.js';
 import { watch, unwatch, resetSeen, lastInView } from './seen.js';
 import { renderAttachments } from './media.js';
+import { renderBlockedNote } from './blocks.js';
 
 let hooks = { sendOne: () => {}, render: () => {}, openProfile: () => {} };
 
@@ -71,8 +74,11 @@ export function renderConvHead() {
   nb.hidden = c.left;
   $('pins-btn').hidden = c.left;
   $('left-note').hidden = !c.left;
-  $('composer').hidden = c.left;
-  $('composer-area').hidden = c.left;
+  // a blocked direct conversation takes no writes: a notice instead (blocks.js)
+  const blocked = c.kind === 'direct' && !!c.blocked;
+  $('composer').hidden = c.left || blocked;
+  $('composer-area').hidden = c.left || blocked;
+  renderBlockedNote(c);
   renderTyping();
   renderHistoryState();
 }

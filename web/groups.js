@@ -6,13 +6,15 @@
 // REST: docs/protocol.md section 2. The members dialog serves channels too
 // (a channel is a group inside a workspace; only its workspace's members
 // can be added to it), and direct conversations as "Details" (the two
-// members and the retention: no adding, no leaving).
+// members, the retention and blocking the other, blocks.js: no adding, no
+// leaving).
 
 import { el, $, paintUserAvatar, setText } from './dom.js';
 import { S, nameOf, learnMembers } from './state.js';
 import { presenceOf } from './convlist.js';
 import { attachPeoplePicker } from './people.js';
 import { renderRetention } from './retention.js';
+import { renderBlock } from './blocks.js';
 
 let h = null;
 
@@ -64,6 +66,7 @@ export function renderMembers() {
   if (!admin) $('reports-btn').hidden = true;
   $('leave-group').hidden = c.left || c.kind === 'direct';
   renderRetention(c);
+  renderBlock(c);
   setText($('leave-group'), c.kind === 'channel' ? 'Leave channel' : 'Leave group');
   const members = (c.members || []).slice().sort((a, b) => (a.role === b.role ? nameOf(a.id).localeCompare(nameOf(b.id)) : a.role === 'admin' ? -1 : 1));
   ul.replaceChildren(...members.map((m) => {

@@ -72,7 +72,8 @@ export function retentionText(c) {
 }
 
 export function canSetRetention(c) {
-  return !!c && !c.left && (c.kind === 'direct' || (isGroupLike(c) && c.role === 'admin'));
+  // a blocked direct conversation takes no retention change (blocks.js)
+  return !!c && !c.left && ((c.kind === 'direct' && !c.blocked) || (isGroupLike(c) && c.role === 'admin'));
 }
 
 /** The retention part of the details dialog. */
@@ -121,6 +122,7 @@ async function changeRetention(c, seconds) {
 
 function retentionError(e) {
   if (e.status === 0) return 'You are offline: the setting was not changed.';
+  if (e.status === 403 && e.message === 'blocked') return 'This conversation is blocked: its setting cannot be changed.';
   if (e.status === 403) return 'Only the admins of this conversation can change how long messages are kept.';
   if (e.status === 404) return 'You are no longer a member of this conversation.';
   if (e.status === 400) return 'That duration is not allowed.';

@@ -54,6 +54,10 @@ playwright-core against a real parleyd (see conftest.py):
   draws nothing; "Export my data" downloads valid JSON with the user's
   messages; "Delete account…" (wrong password in words), back to sign-in,
   the other member sees her leave and, after a reload, "deleted#N".
+- blocks.mjs: alice blocks bob from their DM's details (confirmed); her
+  composer gives way to a notice with "Unblock"; bob's send is refused in
+  words, and after a reload he has the notice (no "Unblock") and the API
+  refuses his send; alice unblocks, bob sends again and she sees it.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
@@ -79,6 +83,7 @@ SCENARIOS = {
     "media": ("--media-max-file", "1048576"),   # a 1 MiB document limit: the over-limit case
     "workspaces": ("--workspace-max-channels", "3"),   # its third channel fills the workspace: 413 quota
     "lifecycle": (),
+    "blocks": (),
 }
 
 
