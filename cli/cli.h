@@ -118,5 +118,9 @@ int pc_cmd_channel(pc_client *c, int argc, char **argv);
 int pc_cmd_report(pc_client *c, int argc, char **argv);
 int pc_cmd_reports(pc_client *c, int argc, char **argv);
 int pc_cmd_resolve(pc_client *c, int argc, char **argv);
+int pc_cmd_retention(pc_client *c, int argc, char **argv);
+int pc_cmd_hold(pc_client *c, int argc, char **argv);
+int pc_cmd_export(pc_client *c, int argc, char **argv);
+int pc_cmd_delete_account(pc_client *c, int argc, char **argv);
 
 #endif

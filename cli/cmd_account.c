@@ -1,13 +1,15 @@
 /* cmd_account.c — the account commands: register, login, logout, whoami,
- * users (docs/protocol.md section 1).
+ * users (docs/protocol.md section 1), delete-account ("Data lifecycle").
  *
  * Owns: reading the password ($PARLEY_PASSWORD, else one line of stdin,
  * not echoed on a terminal; never argv) and keeping it out of everything
- * but the one request body, which is wiped after use.
+ * but the one request body, which is wiped after use; the confirmation
+ * that an account deletion needs (--yes, or the username typed).
  */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -191,4 +193,80 @@ int pc_cmd_users(pc_client *c, int argc, char **argv) {
     }
     json_decref(ans);
     return 0;
+}
+
+/* ---- delete-account -------------------------------------------------------------- */
+
+/* Without --yes: one line of stdin (after a prompt on a terminal) must be
+ * the username, ASCII case aside. 0, or PC_EXIT_USAGE after a line. */
+static int confirm_deletion(const char *user) {
+    int tty = isatty(STDIN_FILENO);
+    if (tty) {
+        fprintf(stderr, "This deletes the account %s for good: you leave every group, channel and workspace,\n"
+                        "your messages are erased, and the name is free for anyone to take.\n"
+                        "Type %s to confirm: ", user, user);
+        fflush(stderr);
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, stdin);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+    int ok = n > 0 && strcasecmp(line, user) == 0;
+    free(line);
+    if (!ok) {
+        fprintf(stderr, "parley: delete-account: not confirmed (type the username, or give --yes): "
+                        "nothing was deleted\n");
+        return PC_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int pc_cmd_delete_account(pc_client *c, int argc, char **argv) {
+    const char *cmd = "delete-account";
+    pc_opt o[] = {{"--yes", 0, NULL, 0}};
+    char **pos = pl_calloc((size_t)argc, sizeof *pos);
+    int npos, rc = pc_args(cmd, argc, argv, o, 1, pos, &npos);
+    free(pos);
+    if (rc) return rc;
+    if (npos) return pc_usage_error(cmd, "takes no arguments (the account is the one logged in)");
+    /* who: also makes sure the access token is fresh (a wrong password is
+     * the DELETE's 403) */
+    json_t *me;
+    if ((rc = pc_call(c, cmd, "GET", "/api/v1/me", NULL, &me))) return rc;
+    char *user = pl_strdup(pc_jstr(me, "username"));
+    int64_t uid = json_integer_value(json_object_get(me, "id"));
+    json_decref(me);
+    if (!o[0].set && (rc = confirm_deletion(user))) {
+        free(user);
+        return rc;
+    }
+    char *pw = read_password(cmd);
+    if (!pw) {
+        free(user);
+        return PC_EXIT_USAGE;
+    }
+    pl_sbuf body;
+    pl_sbuf_init(&body);
+    pl_sbuf_adds(&body, "{\"password\":");
+    pl_sbuf_add_json_str(&body, pw, strlen(pw));
+    pl_sbuf_addc(&body, '}');
+    wipe_free(pw);
+    pc_resp r;
+    pc_request_raw(c, "DELETE", "/api/v1/me", body.p, body.len, PC_AUTH_ONCE, &r);
+    explicit_bzero(body.p, body.cap);
+    pl_sbuf_release(&body);
+    if (r.status == 403) {
+        rc = pc_fail_hint(cmd, &r, " (wrong password: nothing was deleted)");
+    } else if (r.status == 503) {
+        rc = pc_fail_hint(cmd, &r, " (part of it may be done: run delete-account again)");
+    } else if (pc_exit_of(&r)) {
+        rc = pc_fail(cmd, &r);
+    } else {
+        /* the server revoked every login: the saved one is dead, forget it */
+        if (c->has_session && pc_session_remove(c->session_path)) rc = PC_EXIT_REFUSED;
+        if (!c->json) printf("deleted account %s (user %lld)\n", user, (long long)uid);
+    }
+    pc_resp_release(&r);
+    free(user);
+    return rc;
 }

@@ -137,12 +137,36 @@ static void event_text(pl_sbuf *s, json_t *ev, pc_names *names, int one_line) {
         } else {
             pl_sbuf_adds(s, " created a direct conversation");
         }
+    } else if (strcmp(kind, "retention") == 0) {
+        int64_t secs = int_of(data, "seconds");
+        if (secs > 0) {
+            pl_sbuf_adds(s, " set messages to disappear after ");
+            pc_format_duration(s, secs);
+        } else {
+            pl_sbuf_adds(s, " turned off disappearing messages");
+        }
     } else if (strcmp(kind, "e2ee") == 0) {
         pl_sbuf_adds(s, " turned on end-to-end encryption");
     } else {
         pl_sbuf_addc(s, ' ');
         pc_format_text(s, kind, strlen(kind), 1);
     }
+}
+
+void pc_format_duration(pl_sbuf *s, int64_t seconds) {
+    static const struct { int64_t len; const char *name; } units[] = {
+        {31536000, "year"}, {86400, "day"}, {3600, "hour"}, {60, "minute"},
+    };
+    const char *name = "second";
+    int64_t n = seconds;
+    for (size_t i = 0; i < sizeof units / sizeof units[0] && seconds > 0; i++) {
+        if (seconds % units[i].len == 0) {
+            name = units[i].name;
+            n = seconds / units[i].len;
+            break;
+        }
+    }
+    pl_sbuf_printf(s, "%lld %s%s", (long long)n, name, n == 1 ? "" : "s");
 }
 
 void pc_format_event(pl_sbuf *s, json_t *ev, pc_names *names) {

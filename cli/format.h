@@ -14,6 +14,7 @@
 #define PC_FORMAT_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 #include "core/buf.h"
 #include "names.h"
@@ -29,6 +30,11 @@ void pc_format_preview(pl_sbuf *s, json_t *ev, pc_names *names, size_t max);
 /* Appends text (n bytes of UTF-8) made safe for a terminal; line breaks
  * become "\n   " (one_line: a space). */
 void pc_format_text(pl_sbuf *s, const char *text, size_t n, int one_line);
+
+/* Appends a duration in words: "1 day", "7 days", "1 year", "90 minutes",
+ * in the largest unit (year of 365 days, day, hour, minute, second)
+ * that divides it exactly; 0 is "0 seconds". */
+void pc_format_duration(pl_sbuf *s, int64_t seconds);
 
 /* Prints s and a newline on stdout, then empties s. */
 void pc_format_flush(pl_sbuf *s);

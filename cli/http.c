@@ -249,7 +249,7 @@ void pc_request_raw(pc_client *c, const char *method, const char *path, const ch
     perform(c, method, path, body, len, auth ? pc_token(c) : NULL, r);
     /* rule 2: one refresh, one retry; a second round only when the first
      * took tokens another process had saved, which may have expired too */
-    for (int round = 0; round < 2 && auth && r->status == 401 && pc_token(c) && !c->env_token; round++) {
+    for (int round = 0; round < 2 && auth == PC_AUTH && r->status == 401 && pc_token(c) && !c->env_token; round++) {
         char *failed = pl_strdup(pc_token(c));
         int adopted = 0;
         int rc = pc_refresh(c, failed, &adopted, NULL);

@@ -64,8 +64,12 @@ const char *pc_token(const pc_client *c);
 int  pc_adopt_login(pc_client *c, json_t *answer);
 
 /* One request: method, path (from "/api/v1/..."), an optional body (len
- * bytes of JSON, borrowed). With auth, it carries the access token, and a
- * 401 is answered by pc_refresh and one retry. Fills *r (release it). */
+ * bytes of JSON, borrowed). With auth (PC_AUTH), it carries the access
+ * token, and a 401 is answered by pc_refresh and one retry; with
+ * PC_AUTH_ONCE it carries the token but a 401 is the answer (a request whose
+ * 401 means something else: DELETE /me's wrong password). Fills *r
+ * (release it). */
+enum { PC_AUTH = 1, PC_AUTH_ONCE = 2 };
 void pc_request_raw(pc_client *c, const char *method, const char *path, const char *body,
                     size_t len, int auth, pc_resp *r);
 /* The same with a jansson body (borrowed; NULL for none). */

@@ -6,7 +6,7 @@
  * Owns: the process (curl_global_init/cleanup, the exit status) and the
  * words on the command line. Does not own: any request (http.c) or what a
  * command does (cmd_account.c, cmd_conv.c, cmd_workspace.c, cmd_message.c,
- * cmd_report.c, tail.c).
+ * cmd_report.c, cmd_lifecycle.c, tail.c).
  *
  * Global options are recognised before or after the command, up to a "--"
  * (which the command then sees: `parley send 12 -- --not-an-option`).
@@ -30,6 +30,10 @@ void pc_usage(FILE *f) {
 "  logout                        end the session; removes the session file\n"
 "  whoami                        the logged-in user\n"
 "  users QUERY                   people you share a conversation with, by name\n"
+"  export [FILE]                 your data and every message you sent, as one JSON\n"
+"                                document, to FILE (else stdout)\n"
+"  delete-account [--yes]        delete your account: type the username to confirm\n"
+"                                (or --yes), then the password\n"
 "conversations (CONV: a conversation id, @USERNAME for the direct one, or\n"
 "  WS/#NAME for a channel):\n"
 "  conversations (or ls)         id, kind, name, unread count, last event\n"
@@ -73,6 +77,14 @@ void pc_usage(FILE *f) {
 "                                conversation's (its admins), or without CONV\n"
 "                                every one (server admins); --all: resolved too\n"
 "  resolve REPORT                mark a report done (admins)\n"
+"data lifecycle:\n"
+"  retention CONV [SECONDS]      how long CONV keeps messages; SECONDS sets it (also\n"
+"                                90m, 12h, 7d, 1y; 0: none of its own)\n"
+"  retention --workspace WS [SECONDS]\n"
+"                                the same for a workspace's channels (its admins)\n"
+"  hold [--release] CONV, hold [--release] --workspace WS\n"
+"                                legal hold (server admins): retention and account\n"
+"                                deletion erase nothing there; --release lifts it\n"
 "  help                          this text\n"
 "\n"
 "options:\n"
@@ -185,7 +197,9 @@ static const command commands[] = {
     {"workspaces", pc_cmd_workspaces},   {"workspace", pc_cmd_workspace},
     {"channels", pc_cmd_channels},       {"channel", pc_cmd_channel},
     {"report", pc_cmd_report},           {"reports", pc_cmd_reports},
-    {"resolve", pc_cmd_resolve},
+    {"resolve", pc_cmd_resolve},         {"retention", pc_cmd_retention},
+    {"hold", pc_cmd_hold},               {"export", pc_cmd_export},
+    {"delete-account", pc_cmd_delete_account},
 };
 
 int main(int argc, char **argv) {

@@ -179,6 +179,21 @@ export class Api {
     }
   }
 
+  /** Resolves when no token refresh is in flight (whatever its outcome). */
+  idle() {
+    return (this._refreshing || Promise.resolve()).then(() => {}, () => {});
+  }
+
+  /** DELETE /api/v1/me with the password asked again (a wrong one is a
+   *  403). token() refreshed one close to expiry, so there is no refresh
+   *  and retry: the ApiError is the answer.
+   *  On success the account's tokens (revoked by the server) are forgotten. */
+  async deleteAccount(password) {
+    const tok = await this.token();
+    await this._fetch('DELETE', '/api/v1/me', { password }, tok);
+    this._clear();
+  }
+
   async logout() {
     const a = this.auth;
     this._clear();

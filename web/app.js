@@ -22,7 +22,8 @@
 // mentions.js (@mentions and their autocomplete), richtext.js (Markdown
 // subset, links, shortcodes), groups.js (group dialogs), reports.js
 // (reporting a message; admins reviewing reports), workspaces.js
-// (workspaces: browsing, joining and creating channels), people.js (people
+// (workspaces: browsing, joining and creating channels), retention.js
+// (disappearing messages), account.js (export, account deletion), people.js (people
 // search, profile card), search.js (message search), switcher.js
 // (Ctrl/Cmd+K), alerts.js (desktop notifications, sound, favicon count),
 // theme.js and settings.js (dark mode, settings dialog), notify.js
@@ -67,6 +68,8 @@ import {
 } from './workspaces.js';
 import { initComposer, autosize, typingStop, closeMentions } from './composer.js';
 import { initAuth, showAuth } from './auth.js';
+import { initRetention, learnRetention, onRetentionEvent, expire } from './retention.js';
+import { initAccount } from './account.js';
 import { config as mediaConfig } from './media.js';
 
 const HISTORY_PAGE = 50;
@@ -250,6 +253,8 @@ function apply(c, e) {
     if (!c.members && Array.isArray(d.members)) {
       c.members = d.members.map((u) => ({ id: u, role: u === e.sender ? 'admin' : 'member' }));
     }
+  } else if (e.kind === 'retention') {
+    onRetentionEvent(c, e);
   } else if (e.kind === 'member_added' || e.kind === 'member_removed' || e.kind === 'member_left') {
     const u = e.data && e.data.user;
     if (S.me && u === S.me.id && e.kind !== 'member_added') {
@@ -524,6 +529,7 @@ function loadDetails(c, force) {
     c.readKnown = true;
     if (typeof d.notify === 'string') c.notify = d.notify;
     learnMembers(c, d.members || []);
+    learnRetention(c, d);
     if (!c.lastTs && d.last_ts) c.lastTs = d.last_ts;
     const fresh = c.members.map((m) => m.id).filter((u) => !S.presence.has(u) && !(S.me && u === S.me.id));
     if (fresh.length && conn.online) queryPresence(fresh);
@@ -581,6 +587,7 @@ async function loadOlderPage(c, limit) {
       if (!c.lastEvent || e.seq > c.lastEvent.seq) c.lastEvent = e;
     }
     scheduleDelivered(c);
+    expire(c);                       // what the server has not purged yet
   }
   if (!res.has_more || !add.length || c.minLoaded <= 1) c.noOlder = true;
   if (c.id === S.openId) {
@@ -692,6 +699,7 @@ function upsertConv(d) {
   if (c.left && c.streamed) c.streamed = false;
   c.left = false;
   if (d.members) learnMembers(c, d.members);
+  learnRetention(c, d);
   c.lastTs = Math.max(c.lastTs, d.last_ts || 0, Date.now());
   return c;
 }
@@ -833,6 +841,32 @@ async function logout() {
   showAuth();
 }
 
+let deletingAccount = false;      // DELETE /me in flight: its 4001 closes are expected
+
+/** Deletes the account (account.js asked for the password and the
+ *  confirmation): on success the session ends here and the sign-in screen
+ *  says so; a refusal rejects with the ApiError and changes nothing. */
+async function deleteAccount(password) {
+  deletingAccount = true;
+  try {
+    await api.deleteAccount(password);
+  } catch (e) {
+    deletingAccount = false;
+    throw e;
+  }
+  typingStop();
+  if (conn) { conn.stop(); conn = null; }
+  // the server closed our socket with 4001 as it revoked the logins: a
+  // refresh that started then ends in a 401, which must not say "session
+  // ended" over what happened
+  await api.idle();
+  try { localStorage.removeItem(lsKey('cursors')); localStorage.removeItem(lsKey('outbox')); } catch { /* ignore */ }
+  resetState();
+  showAuth();
+  $('auth-error').textContent = 'Your account was deleted.';
+  deletingAccount = false;
+}
+
 function renderConnState(state) {
   const box = $('conn-state');
   const labels = {
@@ -924,6 +958,8 @@ function wire() {
     canReport, openReport,
   });
   initReports({ S, api, nameOf, openConv: () => (S.openId != null ? S.convs.get(S.openId) || null : null) });
+  initRetention({ api, render, loadDetails });
+  initAccount({ api, me: () => S.me, deleteAccount });
 
   const box = $('messages');
   box.addEventListener('scroll', () => {
@@ -964,6 +1000,7 @@ function wire() {
   setInterval(() => { if (conn) render('conv'); }, 30_000);
 
   api.onLoggedOut = () => {
+    if (deletingAccount) return;       // deleteAccount ends the session itself
     if (conn) { conn.stop(); conn = null; }
     resetState();
     showAuth();

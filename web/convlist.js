@@ -37,13 +37,15 @@ export function previewOf(c) {
     return { who: 'You: ', text: plainText(o.body) || attachmentsSummary(o.attachments) };
   }
   let e = c.lastEvent;
-  if (e && actions.isAction(e)) {
+  if (e && (actions.isAction(e) || e.expired || (e.kind !== 'message' && !systemText(e)))) {
     // an edit, delete, reaction or pin: show the latest message (current
-    // form) when we hold it, else say what happened
+    // form) when we hold it, else say what happened; nothing past the
+    // retention (retention.js) nor a kind this client does not know
     for (let i = c.events.length - 1; i >= 0; i--) {
       const x = c.events[i];
-      if (!actions.isAction(x)) { e = x; break; }
+      if (!actions.isAction(x) && !x.expired && (x.kind === 'message' || systemText(x))) { e = x; break; }
     }
+    if (e.expired) e = null;
   }
   if (!e) return { text: isGroupLike(c) ? 'No messages yet' : 'Say hello 👋' };
   if (e.kind === 'message') {

@@ -59,7 +59,9 @@ export function renderConvHead() {
     setAttr(sc, 'data-status', pr ? pr.status : 'unknown');
   }
   setText(sc, sub);
-  $('members-btn').hidden = !isGroupLike(c);
+  // a group's members, or a direct conversation's details (its retention)
+  $('members-btn').hidden = !isGroupLike(c) && c.kind !== 'direct';
+  setText($('members-btn'), c.kind === 'direct' ? 'Details' : 'Members');
   const li = levelInfo(c.notify);
   const nb = $('notify-btn');
   setAttr(nb, 'data-level', li.level);
@@ -134,6 +136,7 @@ export function buildItems(c) {
   };
   const pendingIds = new Set();
   for (const e of c.events) {
+    if (e.expired) continue;          // past the conversation's retention (retention.js)
     if (e.kind === 'message') {
       const mine = S.me && e.sender === S.me.id;
       const st = mine ? statusOf(c, e.seq) : null;
@@ -144,7 +147,8 @@ export function buildItems(c) {
       const text = actions.actionLine(c, e);     // most actions only change their target
       if (text) push({ key: 's' + e.seq, type: 'sys', seq: e.seq, text, ts: e.ts, kind: e.kind, target: e.data && e.data.target });
     } else {
-      push({ key: 's' + e.seq, type: 'sys', seq: e.seq, text: systemText(e), ts: e.ts });
+      const text = systemText(e);      // '' for a kind this client does not know
+      if (text) push({ key: 's' + e.seq, type: 'sys', seq: e.seq, text, ts: e.ts, kind: e.kind });
     }
   }
   for (const o of S.outbox) {

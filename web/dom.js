@@ -106,6 +106,18 @@ export function fmtAgo(ts) {
   return fmtShort(ts);
 }
 
+/** A duration in words, in the largest unit that divides it exactly
+ *  (a year is 365 days): "1 day", "7 days", "1 year", "90 minutes". The
+ *  CLI words it the same way (cli/format.c). */
+export function fmtDuration(seconds) {
+  const units = [[31_536_000, 'year'], [86_400, 'day'], [3_600, 'hour'], [60, 'minute']];
+  let n = seconds, name = 'second';
+  for (const [len, u] of units) {
+    if (seconds > 0 && seconds % len === 0) { n = seconds / len; name = u; break; }
+  }
+  return `${n} ${name}${n === 1 ? '' : 's'}`;
+}
+
 /** The first n characters (code points) of s, with an ellipsis when cut. */
 export function snippet(s, n = 100) {
   const cps = [...String(s || '').replace(/\s+/g, ' ').trim()];

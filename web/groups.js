@@ -1,15 +1,18 @@
 // groups.js — the group dialogs: "New group" (a title and members by
 // username) and "Members" (the list with roles and presence, a member's
 // profile card, an admin adding and removing members, leaving the group;
-// for admins, the way to the conversation's reports, reports.js).
+// for admins, the way to the conversation's reports, reports.js; how long
+// messages are kept, retention.js).
 // REST: docs/protocol.md section 2. The members dialog serves channels too
 // (a channel is a group inside a workspace; only its workspace's members
-// can be added to it).
+// can be added to it), and direct conversations as "Details" (the two
+// members and the retention: no adding, no leaving).
 
 import { el, $, paintUserAvatar, setText } from './dom.js';
 import { S, nameOf, learnMembers } from './state.js';
 import { presenceOf } from './convlist.js';
 import { attachPeoplePicker } from './people.js';
+import { renderRetention } from './retention.js';
 
 let h = null;
 
@@ -29,6 +32,7 @@ export function initGroups(hooks) {
   $('members-btn').addEventListener('click', () => {
     const c = S.convs.get(S.openId);
     $('members-error').textContent = '';
+    $('retention-error').textContent = '';
     $('reports-btn').hidden = true;
     if (c) {
       // its admins get a "Reports" button with the open count, once the
@@ -54,10 +58,12 @@ export function renderMembers() {
   const c = S.convs.get(S.openId);
   const ul = $('member-list');
   if (!c) return;
-  const admin = c.role === 'admin' && !c.left;
+  const admin = c.role === 'admin' && !c.left && c.kind !== 'direct';
+  setText($('members-dialog-title'), c.kind === 'direct' ? 'Details' : 'Members');
   $('add-member-form').hidden = !admin;
   if (!admin) $('reports-btn').hidden = true;
-  $('leave-group').hidden = c.left;
+  $('leave-group').hidden = c.left || c.kind === 'direct';
+  renderRetention(c);
   setText($('leave-group'), c.kind === 'channel' ? 'Leave channel' : 'Leave group');
   const members = (c.members || []).slice().sort((a, b) => (a.role === b.role ? nameOf(a.id).localeCompare(nameOf(b.id)) : a.role === 'admin' ? -1 : 1));
   ul.replaceChildren(...members.map((m) => {

@@ -11,6 +11,7 @@
 
 import * as actions from './actions.js';
 import { concernsMe } from './mentions.js';
+import { fmtDuration } from './dom.js';
 
 export const S = {
   me: null,                 // {id, username}
@@ -49,6 +50,8 @@ export function newConv(id) {
     lastEvent: null, lastTs: 0,
     left: false,
     detailsLoading: null,
+    retention: 0,             // seconds the server keeps its messages (0: for ever); retention.js
+    retentionSource: null,    // whose value: 'conversation' | 'workspace' | 'server' | null
   };
 }
 
@@ -178,9 +181,12 @@ export function learnMembers(c, members) {
   for (const m of members) if (m.username) S.names.set(m.id, m.username);
 }
 
+/** The text of a system line (an event that is not a message), or '' for
+ *  a kind this client does not know (drawn as nothing: a newer server may
+ *  add kinds). */
 export function systemText(e) {
   const who = nameOf(e.sender);
-  const d = e.data || {};
+  const d = (e.data && typeof e.data === 'object') ? e.data : {};
   switch (e.kind) {
     case 'created':
       if (d.kind === 'channel') return `${who} created the ${d.private ? 'private ' : ''}channel #${d.title || ''}`;
@@ -192,7 +198,11 @@ export function systemText(e) {
       if (e.sender !== d.user) return `${who} removed ${nameOf(d.user)}`;
       return (S.convs.get(e.conversation) || {}).kind === 'channel' ? `${who} left the workspace` : `${who} left`;
     case 'member_left': return `${nameOf(d.user != null ? d.user : e.sender)} left`;
-    default: return actions.isAction(e) ? actions.actionPreview(S.convs.get(e.conversation), e) : `${e.kind}`;
+    case 'retention':
+      return Number.isSafeInteger(d.seconds) && d.seconds > 0
+        ? `${who} set messages to disappear after ${fmtDuration(d.seconds)}` : `${who} turned off disappearing messages`;
+    case 'e2ee': return d.op === 'enabled' ? `${who} turned on end-to-end encryption` : '';
+    default: return actions.isAction(e) ? actions.actionPreview(S.convs.get(e.conversation), e) : '';
   }
 }
 

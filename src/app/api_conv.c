@@ -76,8 +76,9 @@ void api_respond_conv(api_op *op, int64_t conv, int status) {
 static void retention_conv_read(pl_job *j) {
     api_op *op = j->data;
     if (j->result == PL_STORE_ENOTFOUND)
-        pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:I,s:s}", "id", (json_int_t)op->conv, "retention_seconds",
-                                                     (json_int_t)op->login, "retention_source", "conversation"));
+        pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:I,s:o}", "id", (json_int_t)op->conv, "retention_seconds",
+                                                     (json_int_t)op->login, "retention_source",
+                                                     op->login ? json_string("conversation") : json_null()));
     else if (j->result) api_store_error(op->ctx, j->result, "no such conversation");
     else pl_http_respond_json(op->ctx, 200, conv_json(&j->conv_out, 1));
     api_op_free(op);

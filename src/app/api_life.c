@@ -21,6 +21,7 @@
 #include "../core/buf.h"
 #include "../core/clock.h"
 #include "../core/log.h"
+#include "../chat/e2ee.h"
 #include "../proto/proto.h"
 
 #define PURGE_BATCH   1000    /* messages one purge job erases at most          */
@@ -39,7 +40,7 @@ static struct {
 enum { T_RETENTION = 1, T_HOLD, T_RELEASE };
 
 static void life_error(api_op *op, const pl_job *j, const char *what) {
-    if (j->result == PL_STORE_EFORBID) pl_http_error(op->ctx, 403, "forbidden", "admins only");
+    if (j->result == PL_STORE_EFORBID) pl_http_error(op->ctx, 403, "forbidden", j->why ? j->why : "admins only");
     else api_store_error(op->ctx, j->result, j->why ? j->why : what);
 }
 
@@ -248,6 +249,7 @@ static void closed(pl_job *j) {
         api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
     } else {
         pl_chat_revoke_login(op->ctx->user, 0);         /* every session, on every node: 4001 */
+        pl_e2ee_announce(op->ctx->user);                /* its keys went: e2ee direct ones say so */
         pl_log(PL_LOG_INFO, 0, "account deleted", "\"user\":%lld", (long long)op->ctx->user);
         pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
     }
@@ -342,7 +344,8 @@ static void verify_work(uv_work_t *w) {
 static void verified(uv_work_t *w, int status) {
     api_op *op = w->data;
     if (!op->ok || status) {
-        pl_http_error(op->ctx, 401, "unauthorized", "wrong password");
+        /* not 401: that says the token is bad, and clients refresh on it */
+        pl_http_error(op->ctx, 403, "forbidden", "wrong password");
         api_op_free(op);
         return;
     }
@@ -371,6 +374,14 @@ static void name_read(pl_job *j) {
         return;
     }
     snprintf(op->username, sizeof op->username, "%s", j->user_out.username);
+    if (api_is_server_admin(op->username)) {
+        /* the role follows the name, which deletion frees: whoever
+         * registered it next would be a server admin */
+        pl_http_error(op->ctx, 403, "forbidden",
+                      "a server admin's account cannot be deleted while --admins names it");
+        api_op_free(op);
+        return;
+    }
     api_job_reset(op, PL_READ_USER_BY_NAME, hash_read);
     op->job.username = op->username;
     op->job.flags = PL_READ_WITH_HASH;

@@ -164,7 +164,8 @@
  *  14. Blocks (P12; docs/design.md "Moderation"). A user may block
  *      another (blocks(user, blocked); BLOCK, no event: a block is
  *      private). While either of two users blocks the other, their direct
- *      conversation takes no MESSAGE_SEND, MESSAGE_EDIT or REACTION
+ *      conversation takes no MESSAGE_SEND, MESSAGE_EDIT, REACTION, and from
+ *      its members no RETENTION_SET or CONV_E2EE (the mark) either
  *      (EFORBID, why "blocked"), and DIRECT_OPEN creates none (EFORBID,
  *      why "blocked"; one that exists is still returned, for its
  *      history). Deletes, pins and receipts still apply; groups and

@@ -392,6 +392,10 @@ static const char *const migrations[] = {
     "  PRIMARY KEY(user_id, blocked_id)) WITHOUT ROWID;"
     "CREATE INDEX blocks_blocked ON blocks(blocked_id);"
     "ALTER TABLE conversations ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;",
+    /* 16 -> 17: the conversations a deleted user's erasure pass found held
+     * (store_sqlite_life.c): erased once the hold is released */
+    "CREATE TABLE erasure_held(user_id INTEGER NOT NULL, conv_id INTEGER NOT NULL,"
+    "  PRIMARY KEY(user_id, conv_id)) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

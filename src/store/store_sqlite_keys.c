@@ -250,6 +250,10 @@ static int k_conv(sq_store *s, pl_job *j, int64_t now) {
         return PL_STORE_EFORBID;
     }
     if (e->e2ee) return PL_STORE_OK;                      /* already: no event */
+    if (e->blocked) {                                     /* invariant 14 */
+        j->why = "blocked";
+        return PL_STORE_EFORBID;
+    }
     if (k_run(s->wdb, "UPDATE conversations SET e2ee = 1 WHERE id = ?1", j->conv, 0, 0, NULL, NULL, NULL,
               &src) < 0)
         return k_fatal(s, src);

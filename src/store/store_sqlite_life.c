@@ -4,7 +4,8 @@
  * Owns: the SQL of the retention and hold columns (conversations,
  * workspaces), the purge's bookkeeping (conversations.purged_seq and
  * purge_next, the erasures table: migration 14 -> 15 in store_sqlite.c says
- * why), and account deletion. The erasing itself is a delete's
+ * why; erasure_held: the conversations a deleted user's pass found held,
+ * erased once released), and account deletion. The erasing itself is a delete's
  * (sq_w_erase), without the DELETE event. Rare jobs: statements are
  * prepared on use. The purge runs on the writer thread like every write,
  * so a run is bounded: j->limit messages, one conversations scan, and at
@@ -51,6 +52,13 @@ static int retention_set(sq_store *s, pl_job *j, int64_t now) {
             if (role < 0) return role;
             if (role == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
             if (kind != PL_CONV_DIRECT && role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+            int err = PL_STORE_OK;
+            pl_conv_state *e = sq_w_conv_state(s, j->conv, &err);
+            if (!e) return err;
+            if (e->blocked) {                          /* invariant 14 */
+                j->why = "blocked";
+                return PL_STORE_EFORBID;
+            }
         }
         if (sq_run(s->wdb, &src, NULL, "UPDATE conversations SET retention = ?1 WHERE id = ?2", "ii", j->value,
                    j->conv) < 0)
@@ -196,15 +204,20 @@ static int purge_deleted(sq_store *s, int64_t now, int *left, int *erased) {
     if (!cs) return l_fatal(s, src);
     sqlite3_bind_int64(cs, 1, from);
     sqlite3_bind_int64(cs, 2, ERASE_CONVS);
-    int64_t convs[ERASE_CONVS], last = from;
-    int nconvs = 0, nrows = 0;
+    int64_t convs[ERASE_CONVS], held[ERASE_CONVS], last = from;
+    int nconvs = 0, nheld = 0, nrows = 0;
     while ((rc = sqlite3_step(cs)) == SQLITE_ROW) {
         nrows++;
         last = sqlite3_column_int64(cs, 0);
         if (!sqlite3_column_int(cs, 1)) convs[nconvs++] = last;
+        else held[nheld++] = last;
     }
     sqlite3_finalize(cs);
     if (rc != SQLITE_DONE) return l_fatal(s, rc);
+    for (int i = 0; i < nheld; i++)            /* again once released (purge_released) */
+        if (sq_run(s->wdb, &src, NULL, "INSERT OR IGNORE INTO erasure_held(user_id, conv_id) VALUES(?1, ?2)", "ii",
+                   user, held[i]) < 0)
+            return l_fatal(s, src);
     if (nrows == 0) {                          /* every conversation looked at */
         if (sq_run(s->wdb, &src, NULL, "DELETE FROM erasures WHERE user_id = ?1", "i", user) < 0)
             return l_fatal(s, src);
@@ -245,6 +258,53 @@ static int purge_deleted(sq_store *s, int64_t now, int *left, int *erased) {
     return PL_STORE_OK;
 }
 
+/* A deleted user's messages in conversations its pass found held and that
+ * are held no more. */
+static int purge_released(sq_store *s, int64_t now, int *left, int *erased) {
+    int src = 0, rc;
+    sqlite3_stmt *st = sq_prep(s->wdb, "SELECT h.user_id, h.conv_id FROM erasure_held h"
+                                       " JOIN conversations c ON c.id = h.conv_id"
+                                       " LEFT JOIN workspaces w ON w.id = c.workspace"
+                                       " WHERE c.hold = 0 AND coalesce(w.hold, 0) = 0 LIMIT 64", &src);
+    if (!st) return l_fatal(s, src);
+    int64_t users[64], convs[64];
+    int n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        users[n] = sqlite3_column_int64(st, 0);
+        convs[n++] = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return l_fatal(s, rc);
+    sqlite3_stmt *ms = sq_prep(s->wdb, "SELECT seq FROM events WHERE conv_id = ?1 AND sender = ?2"
+                                       " AND client_msg_id IS NOT NULL AND kind = 2 AND deleted_ts = 0 LIMIT ?3",
+                               &src);
+    if (!ms) return l_fatal(s, src);
+    int64_t *seqs = pl_malloc((size_t)*left * sizeof *seqs);
+    rc = PL_STORE_OK;
+    for (int i = 0; i < n && *left > 0 && rc == PL_STORE_OK; i++) {
+        int k = 0, step;
+        sqlite3_bind_int64(ms, 1, convs[i]);
+        sqlite3_bind_int64(ms, 2, users[i]);
+        sqlite3_bind_int64(ms, 3, *left);
+        while ((step = sqlite3_step(ms)) == SQLITE_ROW) seqs[k++] = sqlite3_column_int64(ms, 0);
+        sqlite3_reset(ms);
+        if (step != SQLITE_DONE) {
+            rc = l_fatal(s, step);
+            break;
+        }
+        for (int x = 0; x < k && rc == PL_STORE_OK; x++) rc = sq_w_erase(s, convs[i], seqs[x], now);
+        if (rc == PL_STORE_OK && k < *left &&           /* all of them: done with the pair */
+            sq_run(s->wdb, &src, NULL, "DELETE FROM erasure_held WHERE user_id = ?1 AND conv_id = ?2", "ii",
+                   users[i], convs[i]) < 0)
+            rc = l_fatal(s, src);
+        *left -= k;
+        *erased += k;
+    }
+    sqlite3_finalize(ms);
+    free(seqs);
+    return rc;
+}
+
 static int purge(sq_store *s, pl_job *j, int64_t now) {
     int limit = j->limit < 1 ? 1 : j->limit > PURGE_LIMIT_MAX ? PURGE_LIMIT_MAX : j->limit;
     int64_t clock = j->expires > 0 ? j->expires : now;
@@ -256,6 +316,7 @@ static int purge(sq_store *s, pl_job *j, int64_t now) {
         rc = purge_conv_run(s, &cands[i], clock, now, &left, &erased);
     free(cands);
     if (rc == PL_STORE_OK && left > 0) rc = purge_deleted(s, now, &left, &erased);
+    if (rc == PL_STORE_OK && left > 0) rc = purge_released(s, now, &left, &erased);
     if (rc != PL_STORE_OK) return rc;
     j->out_id = erased;
     return PL_STORE_OK;

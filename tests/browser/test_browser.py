@@ -47,6 +47,13 @@ playwright-core against a real parleyd (see conftest.py):
   by username (its #general appears live), browse (the private channel is
   not listed for a non-member), join a public channel (history from the
   join), messages both ways.
+- lifecycle.mjs: the data lifecycle: a DM's retention set from its details
+  dialog and seen live by the other member (system line, dialog), only a
+  group's admin may change it, a refusal in words; messages past a short
+  retention leave both screens (also after a reload); an unknown event kind
+  draws nothing; "Export my data" downloads valid JSON with the user's
+  messages; "Delete account…" (wrong password in words), back to sign-in,
+  the other member sees her leave and, after a reload, "deleted#N".
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
@@ -71,6 +78,7 @@ SCENARIOS = {
     "sse": ("--sse-heartbeat", "2"),      # WebSocket blocked: Server-Sent Events and REST
     "media": ("--media-max-file", "1048576"),   # a 1 MiB document limit: the over-limit case
     "workspaces": ("--workspace-max-channels", "3"),   # its third channel fills the workspace: 413 quota
+    "lifecycle": (),
 }
 
 

@@ -51,6 +51,11 @@ async def test_a_block_stops_the_direct_conversation_both_ways(server):
                           json_body={"client_msg_id": "a-1", "body": "stop"})
         assert r.status == 403, r
         assert (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=alice.token)).body["last_seq"] == head
+        # nor its retention, nor its encryption
+        r = await api.req("PUT", f"/api/v1/conversations/{d}/retention", token=bob.token, json_body={"seconds": 1})
+        assert r.status == 403 and r.body["error"]["message"] == "blocked", r
+        r = await api.req("POST", f"/api/v1/conversations/{d}/e2ee", token=bob.token)
+        assert r.status == 403 and r.body["error"]["message"] == "blocked", r
         # the existing conversation still opens (its history); groups go on
         again = await api.open_dm(bob, alice.id)
         assert again["id"] == d, again

@@ -29,7 +29,14 @@ PARLEY_PASSWORD or stdin.
     (test_workspaces_and_channels);
   * moderation: report (by id, @username, WS/#name; a repeat; refusals),
     reports of a conversation for its admin and of the whole server for a
-    server admin (--admins), --all, --json, resolve (test_reports).
+    server admin (--admins), --all, --json, resolve (test_reports);
+  * data lifecycle: retention of a DM, a group, a channel and a workspace
+    (who may set it, where it comes from, the `retention` event live and in
+    history, units, the server's 400), legal hold by a server admin
+    (test_retention_and_hold); export to a file and stdout past one page of
+    /me/messages, delete-account's confirmation, wrong password, the
+    forgotten session, what the other member then sees
+    (test_export_and_delete_account).
 """
 
 import asyncio
@@ -956,3 +963,147 @@ def test_reports(cli_bin, server_factory, workdir):
     help_text = alice.out("help")
     for word in ("report CONV SEQ REASON", "reports [CONV] [--all]", "resolve REPORT"):
         assert word in help_text, word
+
+
+# --------------------------------------------------------------------------
+# data lifecycle: retention, hold, export, delete-account
+
+
+@async_test(150)
+async def test_retention_and_hold(cli_bin, server_factory, workdir):
+    boss = "ad" + secrets.token_hex(4)                 # a server admin (registered below)
+    srv = server_factory(["--admins", boss])
+    alice, bob, carol = (Cli(cli_bin, srv, str(workdir)).register() for _ in range(3))
+    mod = Cli(cli_bin, srv, str(workdir), boss).register()
+    a = alice.name.lower()
+    async with Harness(srv) as h:
+        ws = await h.ws(bob.token, name="bob-ws")      # bob sees the retention event live
+        dm = int(alice.out("dm", bob.name).strip())
+
+        # either member of a direct conversation sets it; SECONDS with a unit
+        assert alice.out("retention", "@" + bob.name, "7d") == f"retention of {dm}: 7 days (set by the conversation)\n"
+        ev = await ws.wait_for(lambda m: m.get("type") == "event" and m.get("conversation") == dm
+                               and m.get("kind") == "retention", what="the retention event")
+        assert ev["sender"] == alice.id and ev["data"] == {"seconds": 604800}, ev
+        assert bob.out("retention", str(dm)) == f"retention of {dm}: 7 days (set by the conversation)\n"
+        o = json.loads(bob.out("--json", "retention", str(dm), "86400"))
+        assert o["id"] == dm and o["retention_seconds"] == 86400 and o["retention_source"] == "conversation", o
+        assert bob.out("retention", str(dm), "0") == f"retention of {dm}: none (messages are kept for ever)\n"
+        # the events in history's human lines
+        evs = parse_lines(alice.out("history", str(dm)))
+        assert [t for _, _, t in evs[-3:]] == [f"* {a} set messages to disappear after 7 days",
+                                              f"* {bob.name.lower()} set messages to disappear after 1 day",
+                                              f"* {bob.name.lower()} turned off disappearing messages"], evs
+
+        # a group: its admin, not a member (403); out of range is the server's 400
+        g = int(alice.out("group", "create", "Short lived", bob.name).strip())
+        assert alice.out("retention", str(g), "90m") == f"retention of {g}: 90 minutes (set by the conversation)\n"
+        assert bob.run("retention", str(g), "1h", expect=1).stderr.startswith("parley: retention: 403 forbidden")
+        assert carol.run("retention", str(g), "1h", expect=1).stderr.startswith("parley: retention: 404 not_found")
+        assert alice.run("retention", str(g), "3155760001", expect=1).stderr.startswith(
+            "parley: retention: 400 bad_request")
+        assert alice.out("retention", str(g), "3155760000") == f"retention of {g}: 36525 days (set by the conversation)\n"
+        assert alice.out("retention", str(g), "3601") == f"retention of {g}: 3601 seconds (set by the conversation)\n"
+        # a server admin may set any conversation's
+        assert mod.out("retention", str(g), "1y") == f"retention of {g}: 1 year (set by the conversation)\n"
+
+        # a workspace's retention applies to its channels without their own
+        wsid = int(alice.out("workspace", "create", "Acme").strip())
+        alice.out("workspace", "add", "Acme", bob.name)
+        general = json.loads(alice.out("--json", "workspace", "show", "Acme"))["general"]
+        assert alice.out("retention", "Acme/#general") == f"retention of {general}: none (messages are kept for ever)\n"
+        assert alice.out("retention", "--workspace", "Acme", "1d") == f"retention of workspace {wsid}: 1 day\n"
+        w = json.loads(alice.out("--json", "retention", "--workspace", str(wsid)))
+        assert w["id"] == wsid and w["retention_seconds"] == 86400, w
+        assert bob.out("retention", "Acme/#general") == f"retention of {general}: 1 day (set by the workspace)\n"
+        assert alice.out("retention", "Acme/#general", "2h") == f"retention of {general}: 2 hours (set by the conversation)\n"
+        assert alice.out("retention", f"{wsid}/#general", "0") == f"retention of {general}: 1 day (set by the workspace)\n"
+        assert bob.run("retention", "--workspace", "Acme", "1h", expect=1).stderr.startswith(
+            "parley: retention: 403 forbidden")
+        assert alice.out("retention", "--workspace", "Acme", "0") == (
+            f"retention of workspace {wsid}: none (its channels follow their own, else the server's)\n")
+
+        # legal hold: server admins only, by conversation or workspace id
+        assert mod.out("hold", str(g)) == f"legal hold on {g}\n"
+        assert json.loads(mod.out("--json", "hold", str(g))) == {"conversation": g, "legal_hold": True}
+        assert mod.out("hold", "--release", str(g)) == f"legal hold released on {g}\n"
+        assert json.loads(mod.out("--json", "hold", str(g), "--release")) == {"conversation": g, "legal_hold": False}
+        assert mod.out("hold", "--workspace", str(wsid)) == f"legal hold on workspace {wsid}\n"
+        assert mod.out("hold", "--release", "--workspace", str(wsid)) == f"legal hold released on workspace {wsid}\n"
+        assert alice.run("hold", str(g), expect=1).stderr == "parley: hold: 403 forbidden: server admins only\n"
+        assert alice.run("hold", "--workspace", "Acme", expect=1).stderr.startswith("parley: hold: 403 forbidden")
+        assert mod.run("hold", "999999", expect=1).stderr.startswith("parley: hold: 404 not_found")
+
+    # bad usage, before anything is asked of the server
+    for args in (["retention"], ["retention", str(dm), "soon"], ["retention", str(dm), "1d", "2d"],
+                 ["retention", str(dm), "-1"], ["retention", "--workspace"], ["retention", "--workspace", "Acme", "1", "2"],
+                 ["retention", str(dm), "99999999999999999999"], ["hold"], ["hold", str(g), str(dm)],
+                 ["hold", "--workspace", "Acme", str(g)], ["hold", "--bogus", str(g)]):
+        assert alice.run(*args, expect=2).stderr.startswith("parley: "), args
+    help_text = alice.out("help")
+    for word in ("retention CONV [SECONDS]", "retention --workspace WS", "hold [--release] CONV",
+                 "export [FILE]", "delete-account [--yes]"):
+        assert word in help_text, word
+
+
+def test_export_and_delete_account(cli_bin, server_factory, workdir):
+    srv = server_factory(["--retention", "31536000"])   # the server's own: a year (nothing erased here)
+    alice, bob = (Cli(cli_bin, srv, str(workdir)).register() for _ in range(2))
+    a = alice.name.lower()
+    dm = int(alice.out("dm", bob.name).strip())
+    g = int(alice.out("group", "create", "Export me", bob.name).strip())
+    assert alice.out("retention", str(g)) == f"retention of {g}: 1 year (set by the server)\n"
+    bob.out("send", str(dm), "not mine")
+    # more than one page of /me/messages (200): the CLI follows `next` to the end
+    alice.run("send", str(dm), "--lines", input="".join(f"dm {i}\n" for i in range(205)))
+    alice.out("send", str(g), "in the group")
+    bob.out("send", str(g), "bob's, not mine")
+
+    out = os.path.join(str(workdir), "alice-export.json")
+    assert alice.out("export", out) == f"exported 206 messages, 2 conversations to {out}\n"
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    with open(out) as f:
+        doc = json.load(f)
+    assert doc["user"] == {"id": alice.id, "username": a}, doc["user"]
+    assert isinstance(doc["exported"], int) and isinstance(doc["push_devices"], list)
+    assert sorted(c["id"] for c in doc["conversations"]) == sorted([dm, g]) and doc["workspaces"] == []
+    msgs = doc["messages"]
+    assert [m["body"] for m in msgs] == [f"dm {i}" for i in range(205)] + ["in the group"], len(msgs)
+    assert all(m["sender"] == alice.id and m["kind"] == "message" for m in msgs)
+    assert [(m["conversation"], m["seq"]) for m in msgs[:2]] == [(dm, 3), (dm, 4)], msgs[:2]
+    # stdout: the same document (pretty), --json: one compact line
+    same = json.loads(alice.out("export"))
+    assert same["messages"] == msgs and same["user"] == doc["user"]
+    line = alice.out("--json", "export", "-")
+    assert line.count("\n") == 1 and json.loads(line)["messages"] == msgs
+    # a file that cannot be written: exit 3, nothing left behind
+    bad = os.path.join(str(workdir), "no-such-dir", "x.json")
+    assert alice.run("export", bad, expect=3).stderr.startswith(f"parley: export: cannot write {bad}")
+    assert alice.run("export", "a", "b", expect=2).returncode == 2
+
+    # delete-account: a confirmation (--yes, or the username typed) and the password
+    p = alice.run("delete-account", input="", expect=2)
+    assert "not confirmed" in p.stderr and "nothing was deleted" in p.stderr, p.stderr
+    alice.run("delete-account", input="someone else\n", expect=2)
+    p = alice.run("delete-account", "--yes", env={"PARLEY_PASSWORD": "not the password"}, expect=1)
+    assert p.stderr.startswith("parley: delete-account: 403 forbidden") and \
+        p.stderr.endswith("(wrong password: nothing was deleted)\n"), p.stderr
+    p = alice.run("delete-account", input=f"{a}\n", env={"PARLEY_PASSWORD": None}, expect=2)   # no password line
+    assert "no password" in p.stderr, p.stderr
+    assert alice.out("whoami") == f"{a} (user {alice.id})\n"          # all of that changed nothing
+    assert alice.run("delete-account", "now", expect=2).returncode == 2
+    token = alice.token
+    # the name typed (any case), then the password, both on stdin
+    p = alice.run("delete-account", input=f"{alice.name.upper()}\n{PASSWORD}\n", env={"PARLEY_PASSWORD": None})
+    assert p.stdout == f"deleted account {a} (user {alice.id})\n", p.stdout
+    assert not os.path.exists(alice.session)                          # the credentials are forgotten
+    assert "not logged in" in alice.run("whoami", expect=1).stderr
+    assert alice.run("whoami", env={"PARLEY_TOKEN": token}, expect=1).stderr.startswith(
+        "parley: whoami: 401 unauthorized")
+    # bob: alice left the group; the direct conversation keeps her, renamed
+    assert [ln.split()[:2] for ln in bob.out("members", str(g)).splitlines()] == [[str(bob.id), bob.name.lower()]]
+    assert parse_lines(bob.out("history", str(g), "--limit", "1"))[0][2] == f"* user {alice.id} left"
+    assert f"{alice.id} deleted#{alice.id} " in bob.out("members", str(dm))
+    # the name is free again
+    again = Cli(cli_bin, srv, str(workdir), alice.name).register()
+    assert again.id != alice.id

@@ -98,12 +98,15 @@ async def test_retention_erases_without_an_event_and_holds_stop_it(server_factor
 
         # a server admin may set any conversation's, without being in it
         conv = await retention(api, admin, f"conversations/{k}", 0)
-        assert conv == {"id": k, "retention_seconds": 0, "retention_source": "conversation"}, conv
+        assert conv == {"id": k, "retention_seconds": 0, "retention_source": None}, conv
 
         # a workspace's: its admins; its channels follow it unless they have their own
         w = (await api.expect(201, "POST", "/api/v1/workspaces", token=alice.token, json_body={"name": "acme"})).body
         await api.expect(200, "POST", f"/api/v1/workspaces/{w['id']}/members", token=alice.token,
                          json_body={"user": bob.id})
+        # a server admin's account cannot go while --admins names it (the name would be free)
+        r = await api.expect(403, "DELETE", "/api/v1/me", token=admin.token, json_body={"password": PASSWORD})
+        assert "--admins" in r.body["error"]["message"], r
         await retention(api, bob, f"workspaces/{w['id']}", 60, status=403)
         await retention(api, carol, f"workspaces/{w['id']}", 60, status=404)
         ws = await retention(api, alice, f"workspaces/{w['id']}", 86400)
@@ -143,8 +146,11 @@ async def test_export_and_account_deletion(server_factory):
     s = server_factory(["--purge-interval", "1"])
     async with Harness(s) as h:
         api = h.api
-        alice, bob = await api.register_many(2, "del")
+        alice, bob, carol = await api.register_many(3, "del")
         d = (await api.open_dm(alice, bob.id))["id"]
+        e = (await api.open_dm(carol, bob.id))["id"]                 # end-to-end encrypted
+        await api.expect(200, "POST", f"/api/v1/conversations/{e}/e2ee", token=carol.token)
+        wc = await h.ws(carol, name="carol")
         g = (await api.create_group(alice, [bob.id], title="g"))["id"]
         w = (await api.expect(201, "POST", "/api/v1/workspaces", token=alice.token, json_body={"name": "acme"})).body
         await api.expect(200, "POST", f"/api/v1/workspaces/{w['id']}/members", token=alice.token,
@@ -158,7 +164,7 @@ async def test_export_and_account_deletion(server_factory):
         # the export: the account, its conversations and workspaces, its messages in pages
         ex = (await api.expect(200, "GET", "/api/v1/me/export", token=bob.token)).body
         assert ex["user"] == {"id": bob.id, "username": bob.username}, ex
-        assert sorted(c["id"] for c in ex["conversations"]) == sorted([d, g, w["general"]]), ex
+        assert sorted(c["id"] for c in ex["conversations"]) == sorted([d, e, g, w["general"]]), ex
         assert [x["id"] for x in ex["workspaces"]] == [w["id"]] and ex["push_devices"] == [], ex
         assert ex["messages"] == "/api/v1/me/messages" and ex["exported"] > 0, ex
         got, after = [], None
@@ -178,7 +184,8 @@ async def test_export_and_account_deletion(server_factory):
 
         # deletion: the password again; a wrong one changes nothing
         await api.expect(400, "DELETE", "/api/v1/me", token=bob.token, json_body={})
-        await api.expect(401, "DELETE", "/api/v1/me", token=bob.token, json_body={"password": "not it at all"})
+        r = await api.expect(403, "DELETE", "/api/v1/me", token=bob.token, json_body={"password": "not it at all"})
+        assert r.body["error"]["message"] == "wrong password", r
         still = (await api.expect(200, "GET", f"/api/v1/conversations/{g}", token=bob.token)).body
         assert still["role"] == "member", still
         await api.expect(204, "DELETE", "/api/v1/me", token=bob.token, json_body={"password": PASSWORD})
@@ -195,6 +202,10 @@ async def test_export_and_account_deletion(server_factory):
                           and m.get("kind") == "member_removed" and m["data"]["user"] == bob.id, what="left general")
         ws = (await api.expect(200, "GET", f"/api/v1/workspaces/{w['id']}", token=alice.token)).body
         assert [m["id"] for m in ws["members"]] == [alice.id], ws
+        # its keys went: carol's encrypted conversation says its device list changed
+        await wc.wait_for(lambda m: m.get("type") == "event" and m.get("conversation") == e
+                          and m.get("kind") == "e2ee" and m["data"] == {"op": "devices", "user": bob.id},
+                          what="devices event")
         dm = (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=alice.token)).body
         names = {m["id"]: m["username"] for m in dm["members"]}
         assert names[bob.id] == f"deleted#{bob.id}", dm

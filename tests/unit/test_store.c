@@ -356,10 +356,10 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 16);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 17);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
                                     * insert triggers to code, push, workspaces, reports, lifecycle,
-                                    * blocks */
+                                    * blocks, held erasures */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2703,6 +2703,7 @@ TEST(store_search_migration_backfills) {
                               " DROP TRIGGER events_media_keep;"   /* media (10 -> 11 dropped events_media_ai) */
                               " DROP TRIGGER events_media_del; DROP TRIGGER events_media_ad;"
                               " DROP TABLE media; DROP TABLE media_refs;"
+                              " DROP TABLE erasure_held;"                                             /* 16 -> 17 */
                               " DROP TABLE blocks; ALTER TABLE conversations DROP COLUMN blocked;"   /* 15 -> 16 */
                               " DROP INDEX conversations_retention; DROP TABLE erasures;"         /* 14 -> 15 */
                               " ALTER TABLE conversations DROP COLUMN retention;"
@@ -3609,6 +3610,7 @@ TEST(store_event_insert_queues_and_references_once) {
                           " BEGIN INSERT OR IGNORE INTO media_refs(media_id, conv_id, seq)"
                           " SELECT json_extract(a.value, '$.id'), new.conv_id, new.seq"
                           " FROM json_each(new.data, '$.attachments') a; END;"
+                          "DROP TABLE erasure_held;"                                             /* 16 -> 17 */
                           "DROP TABLE blocks; ALTER TABLE conversations DROP COLUMN blocked;"   /* 15 -> 16 */
                           "DROP INDEX conversations_retention; DROP TABLE erasures;"         /* 14 -> 15 */
                           "ALTER TABLE conversations DROP COLUMN retention;"
@@ -5909,6 +5911,11 @@ TEST(store_life_account_delete) {
     CHECK_EQ(t_erased(&t, d, a, 3), 0);
     CHECK_EQ(t_erased(&t, e, c, 2), 0);
     CHECK_EQ(t_purge_all(&t, t_now_ms()), 0);
+    /* the hold released: they go too */
+    CHECK_EQ(t_hold(&t, e, 0, 1), PL_STORE_OK);
+    CHECK_EQ(t_purge_all(&t, t_now_ms()), 1);
+    CHECK_EQ(t_erased(&t, e, c, 2), 1);
+    CHECK_EQ(t_purge_all(&t, t_now_ms()), 0);
     t_finish(&t);
 }
 
@@ -6040,6 +6047,14 @@ TEST(store_block_direct) {
     CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, d, b, 2, "hi!", 0, NULL, &why), PL_STORE_EFORBID);
     CHECK(why && strcmp(why, "blocked") == 0);
     CHECK_EQ(t_act(&t, PL_JOB_REACTION, d, b, 2, "\xf0\x9f\x91\x8d", 0, NULL, NULL), PL_STORE_EFORBID);
+    /* nor its retention or its encryption, by its members */
+    CHECK_EQ(t_retention(&t, d, 0, b, 1, 0, NULL, &why), PL_STORE_EFORBID);
+    CHECK(why && strcmp(why, "blocked") == 0);
+    pl_job e2;
+    t_init(&t, &e2, PL_JOB_CONV_E2EE);
+    e2.conv = d;
+    e2.user = b;
+    CHECK_EQ(t_run1(&t, &e2), PL_STORE_EFORBID);
     CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, d, b, 2, NULL, 0, NULL, NULL), PL_STORE_OK);   /* deletes apply */
     CHECK_EQ(t_last_seq(&t, d, a), 3);
     CHECK_EQ(t_say(&t, g, b, "in the group", 0, NULL, NULL), 2);   /* groups go on */
