@@ -169,17 +169,17 @@
  *      member of anything. Like the other mid-batch user locks (media,
  *      push), these can deadlock in rare orders; PostgreSQL detects it
  *      and the batch is retried (5).
-
  *  16. Blocks (store.h invariant 14; store_pg_reports.c). The send path,
- *      EDIT and REACTION read conversations.blocked from the row their
- *      batch locked (1); a BLOCK's batch locks the pair's direct
- *      conversation at its start too (found by direct_key, in the same
- *      statement and order), and writes the flag under that lock and in
- *      the batch's map. So a send that commits after the block (any node)
- *      saw the flag set, and one before it was simply before. BLOCK and
- *      DIRECT_OPEN's creation take the pair's advisory lock to COMMIT, so
- *      a block never misses a direct conversation created at the same time
- *      on another node, nor does a creation miss a block.
+ *      EDIT, REACTION, and a member's RETENTION_SET and CONV_E2EE read
+ *      conversations.blocked from the row their batch locked (1); a
+ *      BLOCK's batch locks the pair's direct conversation at its start
+ *      too (found by direct_key, in the same statement and order), and
+ *      writes the flag under that lock and in the batch's map. So a send
+ *      that commits after the block (any node) saw the flag set, and one
+ *      before it was simply before. BLOCK and DIRECT_OPEN's creation take
+ *      the pair's advisory lock to COMMIT, so a block never misses a
+ *      direct conversation created at the same time on another node, nor
+ *      does a creation miss a block.
  *
  * Every statement is prepared with parameters (extended protocol); values
  * never go into SQL text. Bodies are BYTEA (any bytes, NUL included); text
@@ -1005,7 +1005,8 @@ const char *const pg_w_sql[W__COUNT] = {
                       " i AS (INSERT INTO blocks(user_id, blocked_id, created) SELECT $1::bigint, p.id, $3::bigint"
                       "   FROM p ON CONFLICT DO NOTHING RETURNING 1)"
                       " SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM i)",
-    [W_BLOCK_DEL]   = "WITH d AS (DELETE FROM blocks WHERE user_id = $1::bigint AND blocked_id = $2::bigint RETURNING 1)"
+    [W_BLOCK_DEL]   = "WITH d AS (DELETE FROM blocks WHERE user_id = $1::bigint AND blocked_id = $2::bigint"
+                      "   RETURNING 1)"
                       " SELECT 1, count(*) FROM d",
     /* $1 user, $2 peer, $3 their direct_key: the flag of their direct
      * conversation, where it changes (its row and the value) */

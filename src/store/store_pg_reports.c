@@ -16,11 +16,13 @@
  * Blocks: the blocks table, and conversations.blocked of the pair's direct
  * conversation, which BLOCK sets in its transaction and in the batch's map
  * (W_BLOCK_*, W_PAIR_LOCK, R_BLOCKS). The send path (store_pg_runs.c), EDIT
- * and REACTION (store_pg_actions.c) read the flag from the map, that is
- * from the conversation's row locked at the start of their batch; they
- * never read the blocks table. Across nodes (store_pg.c invariant 16):
- *   - BLOCK and a send, edit or reaction in the pair's direct conversation
- *     meet on the conversation's row. The block's batch locks that row at
+ * and REACTION (store_pg_actions.c), and a member's RETENTION_SET
+ * (store_pg_life.c) and CONV_E2EE (store_pg_keys.c) read the flag from the
+ * map, that is from the conversation's row locked at the start of their
+ * batch; they never read the blocks table. Across nodes (store_pg.c
+ * invariant 16):
+ *   - BLOCK and a send (or another of those jobs) in the pair's direct
+ *     conversation meet on the conversation's row. The block's batch locks that row at
  *     its start, found by its direct_key, in ascending id with the batch's
  *     other conversations (pg_block_key, store_pg_write.c w_begin), like any
  *     job that touches a conversation, and keeps it to COMMIT. A batch
