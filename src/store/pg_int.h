@@ -60,9 +60,10 @@ enum {
     W_PUSH_USER_LOCK, W_PUSH_STATE, W_PUSH_REGISTER, W_PUSH_UNREGISTER, W_PUSH_DROP, W_PUSH_CLAIM,
     W_PUSH_FINISH, W_PUSH_DEAD, W_PUSH_RETRY,
     /* workspaces and channels (store_pg_ws.c) */
-    W_WS_CONV_LOCK, W_WS_LOCK, W_WS_STATE, W_WS_CONV, W_WS_INSERT, W_WS_FOUNDER, W_WS_JOIN, W_WS_LEAVE,
+    W_CONV_LOCK_MORE, W_WS_LOCK, W_WS_STATE, W_WS_CONV, W_WS_INSERT, W_WS_FOUNDER, W_WS_JOIN, W_WS_LEAVE,
     W_WS_PROMOTE, W_WS_CHANNELS_OF, W_WS_IS_GENERAL, W_CHANNEL_CREATE,
     W_REPORT_TARGET, W_REPORT_INSERT, W_REPORT_RESOLVE,      /* reports (store_pg_reports.c) */
+    W_PAIR_LOCK, W_BLOCKED_PAIR, W_BLOCK_ADD, W_BLOCK_DEL, W_BLOCK_FLAG,   /* blocks (store_pg_reports.c) */
     /* the data lifecycle (store_pg_life.c) */
     W_LIFE_CONV_RETENTION, W_LIFE_WS_RETENTION, W_LIFE_CONV_HOLD, W_LIFE_WS_HOLD,
     W_LIFE_USER_LOCK, W_LIFE_USER_BUSY, W_LIFE_ACCOUNT_DELETE,
@@ -85,6 +86,7 @@ enum {
     R_WORKSPACES, R_WORKSPACE_GET, R_WS_MEMBERS, R_CHANNELS,     /* workspaces (store_pg_ws.c) */
     R_REPORT_ACCESS, R_REPORTS_CONV, R_REPORTS_OPEN, R_REPORTS_ALL, /* reports (store_pg_reports.c) */
     R_USER_MESSAGES, R_USER_MESSAGES_REACT,                      /* the data lifecycle (store_pg_life.c) */
+    R_BLOCKS,                                                    /* blocks (store_pg_reports.c) */
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
@@ -352,9 +354,13 @@ int  pg_ws_member_of_conv(pg_store *s, int64_t conv, int64_t user, int *in_ws); 
  * nor is removed from it but with its workspace). */
 int  pg_ws_is_general(pg_store *s, int64_t conv, int *general);
 
-/* ---- reports (store.h invariant 12): store_pg_reports.c ------------------- */
-int  pg_job_report(pg_store *s, pl_job *j, int64_t now); /* REPORT, REPORT_RESOLVE */
-int  pg_read_reports(pg_reader *r, pl_job *j);           /* READ_REPORTS */
+/* ---- moderation (store.h invariants 12 and 14): store_pg_reports.c ------- */
+int  pg_job_report(pg_store *s, pl_job *j, int64_t now); /* REPORT, REPORT_RESOLVE, BLOCK */
+int  pg_read_reports(pg_reader *r, pl_job *j);           /* READ_REPORTS, READ_BLOCKS */
+/* 1 and the direct_key of its pair into key if j is a BLOCK whose pair's
+ * direct conversation its batch locks at the start (store_pg_write.c
+ * w_begin), else 0. */
+int  pg_block_key(const pl_job *j, char key[48]);
 
 /* ---- the data lifecycle (store.h invariant 13): store_pg_life.c ----------- */
 int  pg_job_life(pg_store *s, pl_job *j, int64_t now);   /* RETENTION_SET, HOLD_SET, RETENTION_PURGE, ACCOUNT_DELETE */

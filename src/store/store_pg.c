@@ -169,6 +169,17 @@
  *      member of anything. Like the other mid-batch user locks (media,
  *      push), these can deadlock in rare orders; PostgreSQL detects it
  *      and the batch is retried (5).
+ *  16. Blocks (store.h invariant 14; store_pg_reports.c). The send path,
+ *      EDIT, REACTION, and a member's RETENTION_SET and CONV_E2EE read
+ *      conversations.blocked from the row their batch locked (1); a
+ *      BLOCK's batch locks the pair's direct conversation at its start
+ *      too (found by direct_key, in the same statement and order), and
+ *      writes the flag under that lock and in the batch's map. So a send
+ *      that commits after the block (any node) saw the flag set, and one
+ *      before it was simply before. BLOCK and DIRECT_OPEN's creation take
+ *      the pair's advisory lock to COMMIT, so a block never misses a
+ *      direct conversation created at the same time on another node, nor
+ *      does a creation miss a block.
  *
  * Every statement is prepared with parameters (extended protocol); values
  * never go into SQL text. Bodies are BYTEA (any bytes, NUL included); text
@@ -191,6 +202,15 @@
 /* ---- schema and migrations ---------------------------------------------- */
 
 #define MIGRATION_LOCK "7523094288207667809"   /* pg_advisory_xact_lock key */
+/* pg_advisory_xact_lock(PAIR_LOCK, hashtext(direct_key)): a pair of users'
+ * lock, taken by BLOCK and by DIRECT_OPEN before it creates (store.h
+ * invariant 14; store_pg_reports.c). The two-key form: a keyspace apart
+ * from MIGRATION_LOCK's. A hash: two pairs may share a lock, and then
+ * only wait for each other. */
+#define PAIR_LOCK "1347174987"
+/* whether $1 or $2 blocks the other (through the primary key, both ways) */
+#define BLOCKED_PAIR "EXISTS (SELECT 1 FROM blocks WHERE (user_id = $1::bigint AND blocked_id = $2::bigint)" \
+    " OR (user_id = $2::bigint AND blocked_id = $1::bigint))"
 
 /* migrations[v] takes a database from version v to v + 1. Append only.
  * Version 1 is SQLite's version 3 plus what cluster mode adds. */
@@ -508,6 +528,20 @@ static const char *const migrations[] = {
     "CREATE INDEX IF NOT EXISTS users_deleted ON users(id) WHERE deleted > 0;"
     "CREATE INDEX IF NOT EXISTS conversations_retention ON conversations(id) WHERE retention > 0;"
     "CREATE INDEX IF NOT EXISTS conversations_purge ON conversations(purge_at) WHERE purge_at <> 0;",
+    /* 13 -> 14: blocks (store.h invariant 14, store_pg_reports.c): who
+     * blocks whom (blocks_blocked: the rows naming a user as the blocked
+     * one), and conversations.blocked, whether a block exists between the
+     * two members of a direct conversation, kept by BLOCK in its
+     * transaction and read by the send path with the locked row (W_CONV_LOCK).
+     * A constant default: no table rewrite. Idempotent, like the
+     * migrations before it. */
+    "CREATE TABLE IF NOT EXISTS blocks("
+    "  user_id BIGINT NOT NULL,"
+    "  blocked_id BIGINT NOT NULL,"
+    "  created BIGINT NOT NULL,"
+    "  PRIMARY KEY(user_id, blocked_id));"
+    "CREATE INDEX IF NOT EXISTS blocks_blocked ON blocks(blocked_id);"
+    "ALTER TABLE conversations ADD COLUMN IF NOT EXISTS blocked SMALLINT NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -545,8 +579,8 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_SAVEPOINT]   = "SAVEPOINT job",
     [W_RELEASE]     = "RELEASE SAVEPOINT job",
     [W_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT job",
-    [W_CONV_LOCK]   = "SELECT id, kind, last_seq, last_ts, msg_count, member_count, e2ee FROM conversations"
-                      " WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+    [W_CONV_LOCK]   = "SELECT id, kind, last_seq, last_ts, msg_count, member_count, e2ee, blocked"
+                      " FROM conversations WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
     [W_USER_INSERT] = "INSERT INTO users(username, pwhash, created) VALUES($1::text, $2::text, $3::bigint)"
                       " ON CONFLICT (username) DO NOTHING RETURNING id",
     /* a live user's, its row kept as W_USERS_EXIST's (an ACCOUNT_DELETE
@@ -570,11 +604,15 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_USERS_EXIST] = "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND deleted = 0 FOR KEY SHARE",
     [W_CONV_BY_KEY] = "SELECT id FROM conversations WHERE direct_key = $1::text",
     /* $1 key, $2 now, $3 user, $4 peer, $5 event id, $6 data. All or nothing;
-     * no row when another transaction holds the pair (ON CONFLICT). */
+     * no row when another transaction holds the pair (ON CONFLICT), or
+     * when either of the two blocks the other (store.h invariant 14; run
+     * under the pair's lock, W_PAIR_LOCK) */
     [W_DIRECT_CREATE] =
         "WITH c AS (INSERT INTO conversations(kind, title, direct_key, last_seq, last_ts, next_join,"
         "           created, msg_count, member_count)"
-        "         VALUES(1, NULL, $1::text, 1, $2::bigint, 2, $2::bigint, 0, 2)"
+        "         SELECT 1, NULL, $1::text, 1, $2::bigint, 2, $2::bigint, 0, 2"
+        "         WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE (user_id = $3::bigint AND blocked_id = $4::bigint)"
+        "           OR (user_id = $4::bigint AND blocked_id = $3::bigint))"
         "         ON CONFLICT (direct_key) DO NOTHING RETURNING id),"
         " m AS (INSERT INTO members(conv_id, user_id, role, joined, joined_seq)"
         "         SELECT c.id, x.u, 1, x.j, 1 FROM c, (VALUES ($3::bigint, 0), ($4::bigint, 1)) AS x(u, j)),"
@@ -854,11 +892,14 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_PUSH_RETRY]  = "UPDATE push_outbox o SET lease = $1::bigint, only_devices = x.d"
                       " FROM unnest($2::bigint[], $3::text[]) AS x(id, d) WHERE o.id = x.id",
     /* ---- workspaces and channels (store_pg_ws.c, store.h invariant 11) ---- */
-    /* the batch's lock (W_CONV_LOCK) when it holds WORKSPACE_ADDs: also the
-     * "general" channels of the workspaces $2, in the same ascending order */
-    [W_WS_CONV_LOCK] = "SELECT id, kind, last_seq, last_ts, msg_count, member_count, e2ee FROM conversations"
-                       " WHERE id = ANY($1::bigint[] || ARRAY(SELECT general FROM workspaces"
-                       "   WHERE id = ANY($2::bigint[]))) ORDER BY id FOR UPDATE",
+    /* the batch's lock (W_CONV_LOCK) when it holds WORKSPACE_ADDs or BLOCKs:
+     * also the "general" channels of the workspaces $2 and the direct
+     * conversations of the pairs $3 (direct_key; store_pg_reports.c), in
+     * the same ascending order */
+    [W_CONV_LOCK_MORE] = "SELECT id, kind, last_seq, last_ts, msg_count, member_count, e2ee, blocked"
+                       " FROM conversations WHERE id = ANY($1::bigint[] || ARRAY(SELECT general FROM workspaces"
+                       "   WHERE id = ANY($2::bigint[])) || ARRAY(SELECT id FROM conversations"
+                       "   WHERE direct_key = ANY($3::text[]))) ORDER BY id FOR UPDATE",
     [W_WS_LOCK]     = "SELECT id FROM workspaces WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
     /* $1 workspace, $2 actor, $3 peer, $4 a channel name, $5 users: its
      * general, counters, the roles of actor and peer (NULL: not in it),
@@ -953,6 +994,24 @@ const char *const pg_w_sql[W__COUNT] = {
         " u AS (UPDATE reports SET resolved = $4::bigint, resolved_by = $2::bigint"
         "   WHERE id = $1::bigint AND resolved = 0 AND (SELECT may FROM r) RETURNING id)"
         " SELECT r.may, (SELECT count(*) FROM u) FROM r",
+    /* ---- blocks (store_pg_reports.c, store.h invariant 14) ---- */
+    /* $1 the pair's direct_key */
+    [W_PAIR_LOCK]   = "SELECT pg_advisory_xact_lock(" PAIR_LOCK ", hashtext($1::text))",
+    [W_BLOCKED_PAIR] = "SELECT " BLOCKED_PAIR,
+    /* $1 user, $2 peer, $3 now: whether peer is a live user, and how many
+     * rows this inserted (0: it was blocked already); the unblock's $2
+     * whatever, how many it deleted */
+    [W_BLOCK_ADD]   = "WITH p AS (SELECT id FROM users WHERE id = $2::bigint AND deleted = 0),"
+                      " i AS (INSERT INTO blocks(user_id, blocked_id, created) SELECT $1::bigint, p.id, $3::bigint"
+                      "   FROM p ON CONFLICT DO NOTHING RETURNING 1)"
+                      " SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM i)",
+    [W_BLOCK_DEL]   = "WITH d AS (DELETE FROM blocks WHERE user_id = $1::bigint AND blocked_id = $2::bigint"
+                      "   RETURNING 1)"
+                      " SELECT 1, count(*) FROM d",
+    /* $1 user, $2 peer, $3 their direct_key: the flag of their direct
+     * conversation, where it changes (its row and the value) */
+    [W_BLOCK_FLAG]  = "UPDATE conversations c SET blocked = x.v FROM (SELECT (" BLOCKED_PAIR ")::int AS v) x"
+                      " WHERE c.direct_key = $3::text AND c.blocked <> x.v RETURNING c.id, c.blocked",
     /* ---- the data lifecycle (store_pg_life.c, store.h invariant 13) ---- */
     [W_LIFE_CONV_RETENTION] = "UPDATE conversations SET retention = $2::bigint WHERE id = $1::bigint",
     /* $1 workspace, $2 user, $3 seconds, $4 a server admin: user's role (no
@@ -1058,7 +1117,7 @@ const char *const pg_w_sql[W__COUNT] = {
     " c.msg_count - coalesce((SELECT r.msg_no FROM events r WHERE r.conv_id = c.id" \
     "   AND r.seq = greatest(m.read_seq, m.joined_seq - 1)), 0) - m.own_unread," \
     " (SELECT count(*) FROM mentions x WHERE x.conv_id = c.id AND x.user_id = m.user_id" \
-    "   AND x.seq > greatest(m.read_seq, m.joined_seq - 1)), m.notify, c.e2ee, c.workspace, c.private"
+    "   AND x.seq > greatest(m.read_seq, m.joined_seq - 1)), m.notify, c.e2ee, c.workspace, c.private, c.blocked"
 /* The conversation c of the members rows m, looked up per row through its
  * primary key in a subquery the planner may not flatten (OFFSET 0), as in
  * R_MEMBERSHIPS: without statistics (a database just filled, before
@@ -1067,7 +1126,8 @@ const char *const pg_w_sql[W__COUNT] = {
  * database (1,000 conversations) 0.24-0.27 ms of PostgreSQL's CPU a call
  * against 0.04-0.06, and half of its statement time in the storm. */
 #define CONV_OF_M " CROSS JOIN LATERAL (SELECT c.id, c.kind, c.title, c.last_seq, c.last_ts, c.member_count," \
-    " c.msg_count, c.e2ee, c.workspace, c.private FROM conversations c WHERE c.id = m.conv_id OFFSET 0) c"
+    " c.msg_count, c.e2ee, c.workspace, c.private, c.blocked FROM conversations c WHERE c.id = m.conv_id" \
+    " OFFSET 0) c"
 /* An event e with what its current form needs (store_pg_read.c event_row):
  * its marks, and the parent p of a reply (400 bytes hold the preview's 100
  * characters). EV_COLUMNS_V: the same through a subquery v. */
@@ -1342,6 +1402,9 @@ const char *const pg_r_sql[R__COUNT] = {
         " CROSS JOIN LATERAL (SELECT r.emoji, r.first_seq FROM reactions r WHERE r.conv_id = p.conv_id"
         "   AND r.seq = p.seq OFFSET 0) r"
         " GROUP BY p.conv_id, p.seq, r.emoji ORDER BY p.conv_id, p.seq, f, r.emoji COLLATE \"C\"",
+    /* blocks (store_pg_reports.c): $1 user: those it blocks, by id */
+    [R_BLOCKS]       = "SELECT u.id, u.username FROM blocks b JOIN users u ON u.id = b.blocked_id"
+                       " WHERE b.user_id = $1::bigint ORDER BY u.id",
 };
 
 /* ---- the writer connection ------------------------------------------------- */

@@ -199,6 +199,16 @@ static int job_edit(pg_store *s, pl_job *j, int64_t now) {
         rc = PL_STORE_EFORBID;
         goto out;
     }
+    pg_conv *e = pg_conv_find(s, j->conv);            /* locked (the actor is a member) */
+    if (!e) {
+        rc = PL_STORE_ENOTFOUND;
+        goto out;
+    }
+    if (e->e2ee || e->blocked) {                      /* store.h invariants 9 and 14 */
+        j->why = e->e2ee ? "messages of an end-to-end encrypted conversation cannot be edited" : "blocked";
+        rc = PL_STORE_EFORBID;
+        goto out;
+    }
     if (s->edit_window_ms > 0 && now - t.ts > s->edit_window_ms) {
         j->why = "edit window passed";
         rc = PL_STORE_EFORBID;
@@ -206,16 +216,6 @@ static int job_edit(pg_store *s, pl_job *j, int64_t now) {
     }
     if (t.body && t.body_len == j->body_len && memcmp(t.body, j->body, j->body_len) == 0)
         goto out;                                     /* unchanged: no event */
-    pg_conv *e = pg_conv_find(s, j->conv);            /* locked (the actor is a member) */
-    if (!e) {
-        rc = PL_STORE_ENOTFOUND;
-        goto out;
-    }
-    if (e->e2ee) {                                    /* store.h invariant 9 */
-        j->why = "messages of an end-to-end encrypted conversation cannot be edited";
-        rc = PL_STORE_EFORBID;
-        goto out;
-    }
     if (all && s->large_group > 0 && t.role != PL_ROLE_ADMIN && e->member_count > s->large_group) {
         j->why = "@all and @here need an admin in a large group";
         rc = PL_STORE_EFORBID;
@@ -309,6 +309,12 @@ static int job_reaction(pg_store *s, pl_job *j, int64_t now) {
         j->why = "bad emoji";
         return PL_STORE_EINVAL;
     }
+    pg_conv *e = pg_conv_find(s, j->conv);
+    if (!e) return PL_STORE_ENOTFOUND;
+    if (e->blocked) {                                 /* store.h invariant 14 */
+        j->why = "blocked";
+        return PL_STORE_EFORBID;
+    }
     const PGresult *r = s->w.res[ss];
     int has = PQgetvalue(r, 0, 0)[0] == 't';
     int64_t kinds = pg_i64(r, 0, 1), count = pg_i64(r, 0, 2);
@@ -317,8 +323,6 @@ static int job_reaction(pg_store *s, pl_job *j, int64_t now) {
         j->why = "too many different reactions on this message";
         return PL_STORE_EINVAL;
     }
-    pg_conv *e = pg_conv_find(s, j->conv);
-    if (!e) return PL_STORE_ENOTFOUND;
     count += remove ? -1 : 1;                         /* users with it after */
     char *data = pl_store__data_reaction(j->seq, j->emoji, remove, count);
     uint64_t id = pl_idgen_next(&s->ids, now);

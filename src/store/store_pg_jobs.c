@@ -124,6 +124,9 @@ pg_conv *pg_conv_created(pg_store *s, int64_t conv, int kind, int64_t members) {
     return e;
 }
 
+/* A pair that has a direct conversation gets it back; a new one is created
+ * under the pair's lock unless either blocks the other (store.h invariant
+ * 14; the lock: store_pg_reports.c). */
 static int job_direct_open(pg_store *s, pl_job *j, int64_t now) {
     if (j->user == j->peer) return PL_STORE_EINVAL;
     char key[48];
@@ -152,23 +155,32 @@ static int job_direct_open(pg_store *s, pl_job *j, int64_t now) {
     char data[96];
     snprintf(data, sizeof data, "{\"kind\":\"direct\",\"members\":[%lld,%lld]}", (long long)j->user,
              (long long)j->peer);
-    pg_params c = {0};
+    pg_params c = {0}, b = {0};
     pg_param_text(&c, key);
     pg_param_i64(&c, now);
     pg_param_i64(&c, j->user);
     pg_param_i64(&c, j->peer);
     pg_param_i64(&c, (int64_t)id);
     pg_param_text(&c, data);
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    int cs = sp < 0 ? sp : pg_w_send(s, W_DIRECT_CREATE, &c, 1);
-    if (cs < 0 || (rc = pg_w_send(s, W_RELEASE, NULL, 0)) < 0) return W_LOST;
+    pg_param_i64(&b, j->user);
+    pg_param_i64(&b, j->peer);
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0), bs = -1, cs = -1;
+    if (sp < 0 || pg_w_send(s, W_PAIR_LOCK, &q, 0) < 0 || (bs = pg_w_send(s, W_BLOCKED_PAIR, &b, 1)) < 0 ||
+        (cs = pg_w_send(s, W_DIRECT_CREATE, &c, 1)) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0)
+        return W_LOST;
     if ((rc = pg_w_sync(s)) != PL_STORE_OK) return pg_sp_failed(s, j, sp, rc);
     if (PQntuples(s->w.res[cs]) != 1) {
-        /* another node created the pair meanwhile and committed (ON CONFLICT
-         * waited for it): that one is the conversation */
+        /* another node created the pair meanwhile and committed (the pair's
+         * lock or ON CONFLICT waited for it): that one is the conversation,
+         * blocked or not; else a block stopped the creation */
+        int blocked = PQgetvalue(s->w.res[bs], 0, 0)[0] == 't';
         PGresult *r = pg_w_query(s, W_CONV_BY_KEY, &q, &rc);
         if (!r) return rc;
-        if (PQntuples(r) != 1) return PL_STORE_EUNAVAIL;
+        if (PQntuples(r) != 1) {
+            if (!blocked) return PL_STORE_EUNAVAIL;
+            j->why = "blocked";
+            return PL_STORE_EFORBID;
+        }
         j->out_id = pg_i64(r, 0, 0);
         return PL_STORE_OK;
     }
@@ -506,7 +518,8 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_CHANNEL_CREATE:
     case PL_JOB_CHANNEL_JOIN:    return pg_job_ws(s, j, now);
     case PL_JOB_REPORT:                                         /* store_pg_reports.c */
-    case PL_JOB_REPORT_RESOLVE:  return pg_job_report(s, j, now);
+    case PL_JOB_REPORT_RESOLVE:
+    case PL_JOB_BLOCK:           return pg_job_report(s, j, now);
     case PL_JOB_RETENTION_SET:                                  /* store_pg_life.c */
     case PL_JOB_HOLD_SET:
     case PL_JOB_RETENTION_PURGE:

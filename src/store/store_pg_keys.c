@@ -188,6 +188,10 @@ static int k_conv(pg_store *s, pl_job *j, int64_t now) {
             return PL_STORE_EFORBID;
         }
         if (e->e2ee) return PL_STORE_OK;                   /* already: no event */
+        if (e->blocked) {                                  /* store.h invariant 14 */
+            j->why = "blocked";
+            return PL_STORE_EFORBID;
+        }
     } else if (!e->e2ee) {
         return PL_STORE_OK;                                /* nothing to say there */
     }

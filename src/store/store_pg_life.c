@@ -101,6 +101,10 @@ static int retention_set(pg_store *s, pl_job *j, int64_t now) {
     pg_conv *e = pg_conv_find(s, j->conv);            /* after a sync */
     if (!e || (!admin && role == PL_ROLE_NONE)) return PL_STORE_ENOTFOUND;
     if (!admin && e->kind != PL_CONV_DIRECT && role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+    if (!admin && e->blocked) {                       /* store.h invariant 14: not by its members */
+        j->why = "blocked";
+        return PL_STORE_EFORBID;
+    }
     char *data = data_seconds(j->value);
     uint64_t id = pl_idgen_next(&s->ids, now);
     pg_params u = {0}, ev = {0};

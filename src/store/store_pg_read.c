@@ -112,7 +112,7 @@ static void login_row(const PGresult *res, pl_login *out) {
 }
 
 /* Columns of CONV_COLUMNS and of EV_COLUMNS (store_pg.c). */
-#define CONV_NCOLS 16
+#define CONV_NCOLS 17
 #define EV_NCOLS 17
 static void conv_row(const PGresult *res, int row, pl_conv *c) {
     memset(c, 0, sizeof *c);
@@ -133,6 +133,7 @@ static void conv_row(const PGresult *res, int row, pl_conv *c) {
     c->e2ee = (int)pg_i64(res, row, 13);
     c->workspace = pg_i64(res, row, 14);
     c->is_private = (int)pg_i64(res, row, 15);
+    c->blocked = (int)pg_i64(res, row, 16);
 }
 
 void pg_conv_row(const PGresult *res, int row, pl_conv *c) { conv_row(res, row, c); }
@@ -591,7 +592,8 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_WORKSPACES:
     case PL_READ_WORKSPACE_GET:
     case PL_READ_CHANNELS:      return pg_read_ws(r, j);        /* store_pg_ws.c */
-    case PL_READ_REPORTS:       return pg_read_reports(r, j);   /* store_pg_reports.c */
+    case PL_READ_REPORTS:                                       /* store_pg_reports.c */
+    case PL_READ_BLOCKS:        return pg_read_reports(r, j);
     case PL_READ_USER_MESSAGES: return pg_read_life(r, j);      /* store_pg_life.c */
     default:                    return PL_STORE_EINVAL;
     }

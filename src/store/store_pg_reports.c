@@ -1,6 +1,6 @@
-/* store_pg_reports.c — reports of messages in the PostgreSQL backend
- * (store.h invariant 12): the report with its snapshot of the message, its
- * resolution, and the admins' list.
+/* store_pg_reports.c — moderation in the PostgreSQL backend: reports of
+ * messages (store.h invariant 12): the report with its snapshot of the
+ * message, its resolution, and the admins' list; and blocks (invariant 14).
  *
  * Owns: running the statements W_REPORT_*, R_REPORT* (store_pg.c). A report
  * locks its conversation with the batch like a message action
@@ -12,6 +12,41 @@
  * one statement (W_REPORT_RESOLVE). Each job writes one statement that
  * cannot fail on the client's input (checked first), so it takes no
  * savepoint. Reports are no events: no log, no outbox, no publishing.
+ *
+ * Blocks: the blocks table, and conversations.blocked of the pair's direct
+ * conversation, which BLOCK sets in its transaction and in the batch's map
+ * (W_BLOCK_*, W_PAIR_LOCK, R_BLOCKS). The send path (store_pg_runs.c), EDIT
+ * and REACTION (store_pg_actions.c), and a member's RETENTION_SET
+ * (store_pg_life.c) and CONV_E2EE (store_pg_keys.c) read the flag from the
+ * map, that is from the conversation's row locked at the start of their
+ * batch; they never read the blocks table. Across nodes (store_pg.c
+ * invariant 16):
+ *   - BLOCK and a send (or another of those jobs) in the pair's direct
+ *     conversation meet on the conversation's row. The block's batch locks that row at
+ *     its start, found by its direct_key, in ascending id with the batch's
+ *     other conversations (pg_block_key, store_pg_write.c w_begin), like any
+ *     job that touches a conversation, and keeps it to COMMIT. A batch
+ *     that locked the row first (any node) commits before the block goes
+ *     on: its sends were before the block. One that locks it after waits
+ *     for the block's COMMIT, and its FOR UPDATE then returns the row the
+ *     block committed (READ COMMITTED follows the update): blocked = 1, its
+ *     sends are refused. No send commits after the block unrefused, none
+ *     is lost or half done (a refused job writes nothing), and the lock
+ *     order (ascending id, at the start) puts the block in no cycle. In one
+ *     batch, the jobs after the block (submission order) see the map's
+ *     flag, which the block sets.
+ *   - BLOCK and DIRECT_OPEN of the same pair: the block's lookup of the
+ *     conversation cannot see one created by a transaction that has not
+ *     committed, nor can that creation's check see a block that has not.
+ *     So both take the pair's lock (W_PAIR_LOCK, an advisory lock to
+ *     COMMIT) before they look: DIRECT_OPEN before it checks the blocks
+ *     and inserts (W_DIRECT_CREATE inserts nothing under a block), BLOCK
+ *     before it writes the flag. Whichever commits second sees the other:
+ *     the open refuses, or the block finds the new conversation and sets
+ *     its flag (its row is then locked by the UPDATE, not at the start of
+ *     the batch: the one wait out of order, for a conversation no batch
+ *     could lock before it existed, and PostgreSQL breaks a cycle it might
+ *     close; store_pg.c invariant 5).
  * Does not own: the reasons' words (the API), the SQLite backend's twin
  * (store_sqlite_reports.c, the reference for each outcome and its order).
  */
@@ -112,10 +147,58 @@ static int r_resolve(pg_store *s, pl_job *j, int64_t now) {
     return PL_STORE_OK;
 }
 
+/* ---- blocks (invariant 14) ------------------------------------------------------ */
+
+/* The direct_key of two users: "<min>:<max>". */
+static void pair_key(int64_t a, int64_t b, char key[48]) {
+    snprintf(key, 48, "%lld:%lld", (long long)(a < b ? a : b), (long long)(a < b ? b : a));
+}
+
+int pg_block_key(const pl_job *j, char key[48]) {
+    if (j->op != PL_JOB_BLOCK || j->user <= 0 || j->peer <= 0 || j->user == j->peer) return 0;
+    pair_key(j->user, j->peer, key);
+    return 1;
+}
+
+/* In one round trip and a savepoint: the pair's lock, the row in or out,
+ * then the flag of their direct conversation where it changes; the map's
+ * entry follows (a conversation of the batch: locked at its start, or
+ * created earlier in it). The checks in the SQLite backend's order. */
+static int r_block(pg_store *s, pl_job *j, int64_t now) {
+    if (j->peer == j->user) return PL_STORE_EINVAL;
+    int remove = (j->flags & PL_JOB_REMOVE) != 0, rc;
+    char key[48];
+    pair_key(j->user, j->peer, key);
+    pg_params k = {0}, w = {0}, f = {0};
+    pg_param_text(&k, key);
+    pg_param_i64(&w, j->user);
+    pg_param_i64(&w, j->peer);
+    if (!remove) pg_param_i64(&w, now);
+    pg_param_i64(&f, j->user);
+    pg_param_i64(&f, j->peer);
+    pg_param_text(&f, key);
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0), ws = -1, fs = -1;
+    if (sp < 0 || pg_w_send(s, W_PAIR_LOCK, &k, 0) < 0 ||
+        (ws = pg_w_send(s, remove ? W_BLOCK_DEL : W_BLOCK_ADD, &w, 1)) < 0 ||
+        (fs = pg_w_send(s, W_BLOCK_FLAG, &f, 1)) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0)
+        return W_LOST;
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) return pg_sp_failed(s, j, sp, rc);
+    const PGresult *r = s->w.res[ws], *x = s->w.res[fs];
+    if (pg_i64(r, 0, 0) == 0) return PL_STORE_ENOTFOUND;     /* no such (live) peer: nothing written */
+    j->out_id = j->peer;
+    j->created = pg_i64(r, 0, 1) > 0;
+    if (PQntuples(x) == 1) {                                /* the flag changed */
+        pg_conv *e = pg_conv_find(s, pg_i64(x, 0, 0));
+        if (e) e->blocked = (int)pg_i64(x, 0, 1);
+    }
+    return PL_STORE_OK;
+}
+
 int pg_job_report(pg_store *s, pl_job *j, int64_t now) {
     switch (j->op) {
     case PL_JOB_REPORT:         return r_report(s, j, now);
     case PL_JOB_REPORT_RESOLVE: return r_resolve(s, j, now);
+    case PL_JOB_BLOCK:          return r_block(s, j, now);
     default:                    return PL_STORE_EINVAL;
     }
 }
@@ -143,10 +226,28 @@ static void report_row(const PGresult *r, int row, pl_report *p) {
     p->resolved_by = pg_i64(r, row, 15);
 }
 
+/* Those user blocks (id, username), by id: one statement. */
+static int r_read_blocks(pg_reader *r, pl_job *j) {
+    pg_params p = {0};
+    pg_param_i64(&p, j->user);
+    int rc;
+    PGresult *res = pg_r_query(r, R_BLOCKS, &p, &rc);
+    if (!res) return rc;
+    size_t n = (size_t)PQntuples(res);
+    if (n) j->users = pl_calloc(n, sizeof *j->users);
+    for (size_t i = 0; i < n; i++) {
+        j->users[i].id = pg_i64(res, (int)i, 0);
+        snprintf(j->users[i].username, sizeof j->users[i].username, "%s", PQgetvalue(res, (int)i, 1));
+    }
+    j->nusers = n;
+    return PL_STORE_OK;
+}
+
 /* A server admin's list is one statement; a conversation admin's is the
  * asker's access and the page in one snapshot and one round trip, the page
- * kept only if the access allows it. */
+ * kept only if the access allows it. READ_BLOCKS: r_read_blocks. */
 int pg_read_reports(pg_reader *r, pl_job *j) {
+    if (j->op == PL_READ_BLOCKS) return r_read_blocks(r, j);
     int admin = (j->flags & PL_READ_ADMIN) != 0, resolved = (j->flags & PL_READ_RESOLVED) != 0;
     if (!j->conv && !admin) return PL_STORE_EINVAL;
     int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;

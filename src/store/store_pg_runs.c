@@ -224,8 +224,6 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
             j->result = PL_STORE_ENOTFOUND;
             continue;
         }
-        if ((j->result = pl_store__e2ee_send_check(e->e2ee, j->ciphertext, &j->why)) != PL_STORE_OK)
-            continue;                                 /* store.h invariant 9 */
         send_parent pa = {0};
         char *pbody = NULL;
         if (j->seq > 0) {
@@ -266,6 +264,13 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
         }
         if (x[i].all && s->large_group > 0 && q->role != PL_ROLE_ADMIN && e->member_count > s->large_group) {
             j->why = "@all and @here need an admin in a large group";
+            j->result = PL_STORE_EFORBID;
+            continue;
+        }
+        if ((j->result = pl_store__e2ee_send_check(e->e2ee, j->ciphertext, &j->why)) != PL_STORE_OK)
+            continue;                                 /* store.h invariant 9 */
+        if (e->blocked) {                             /* invariant 14: the locked row's flag */
+            j->why = "blocked";
             j->result = PL_STORE_EFORBID;
             continue;
         }

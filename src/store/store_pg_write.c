@@ -63,6 +63,7 @@ static void lock_rows(pg_store *s) {
         e->msg_count = pg_i64(r, row, 4);
         e->member_count = pg_i64(r, row, 5);
         e->e2ee = (int)pg_i64(r, row, 6);
+        e->blocked = (int)pg_i64(r, row, 7);
     }
 }
 
@@ -211,33 +212,41 @@ static int touches_conv(int op) {
  * carries them, and their rows fill the map then (pg_w_sync). Then the
  * workspaces whose members or channels the batch changes, ascending too
  * (invariant 13), and with them the "general" channels it joins people to
- * (in the conversations' lock, so in their order). */
+ * and the direct conversations of the pairs it blocks or unblocks
+ * (invariant 16; both in the conversations' lock, so in their order). */
 static int w_begin(pg_store *s, pl_job **jobs, size_t n) {
     if (s->lockids_cap < n) {
         s->lockids_cap = n;
         s->lockids = pl_realloc(s->lockids, n * sizeof *s->lockids);
     }
     size_t m = 0;
-    pg_arr *a = &s->arr[0], *ws = &s->arr[1], *gen = &s->arr[2];
+    pg_arr *a = &s->arr[0], *ws = &s->arr[1], *gen = &s->arr[2], *pairs = &s->arr[3];
     pg_arr_start(ws, PG_INT8);
     pg_arr_start(gen, PG_INT8);
+    pg_arr_start(pairs, PG_TEXT);
     for (size_t i = 0; i < n; i++) {
         int with_general = 0;
+        char key[48];
         int64_t w = pg_ws_lock_of(jobs[i], &with_general);
         if (w) pg_arr_i64(ws, w);              /* duplicates: ANY() takes them */
         if (w && with_general) pg_arr_i64(gen, w);
         if (touches_conv(jobs[i]->op) && jobs[i]->conv) s->lockids[m++] = jobs[i]->conv;
+        if (pg_block_key(jobs[i], key)) pg_arr_bytes(pairs, key, strlen(key));
     }
     qsort(s->lockids, m, sizeof *s->lockids, pg_cmp_i64);
     pg_arr_start(a, PG_INT8);
     for (size_t i = 0; i < m; i++)
         if (i == 0 || s->lockids[i] != s->lockids[i - 1]) pg_arr_i64(a, s->lockids[i]);
     if (pg_w_send(s, W_BEGIN, NULL, 0) < 0) return W_LOST;
-    if (a->n || gen->n) {
+    if (a->n || gen->n || pairs->n) {
+        int more = gen->n || pairs->n;
         pg_params p = {0};
         pg_param_arr(&p, a);
-        if (gen->n) pg_param_arr(&p, gen);
-        int slot = pg_w_send(s, gen->n ? W_WS_CONV_LOCK : W_CONV_LOCK, &p, 1);
+        if (more) {
+            pg_param_arr(&p, gen);
+            pg_param_arr(&p, pairs);
+        }
+        int slot = pg_w_send(s, more ? W_CONV_LOCK_MORE : W_CONV_LOCK, &p, 1);
         if (slot < 0) return slot;
         s->lock_slot = slot;                      /* its rows: at the next sync */
     }

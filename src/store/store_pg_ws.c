@@ -16,7 +16,7 @@
  *     (workspaces.member_count, channel_count) and a channel's name are
  *     checked and changed one job after the other, on any node. Its
  *     "general" channel, which WORKSPACE_ADD appends to, is locked with
- *     the batch's conversations (W_WS_CONV_LOCK), in their order.
+ *     the batch's conversations (W_CONV_LOCK_MORE), in their order.
  *   - a job that puts someone into a channel because it is in the
  *     workspace (MEMBER_ADD, CHANNEL_JOIN) keeps that workspace_members row
  *     (FOR KEY SHARE, W_WS_CONV) to its COMMIT; WORKSPACE_REMOVE's delete

@@ -13,7 +13,8 @@
  * directory), a differential test against the SQLite backend (the
  * reference; $PARLEY_PG_DIFF_SEED picks other random jobs), the purge on
  * two nodes among sends, edits and deletes, migration 12 -> 13 (the data
- * lifecycle) with data, and a throughput measurement run only with
+ * lifecycle) with data, blocks racing sends and direct opens on two nodes,
+ * migration 13 -> 14 (blocks), and a throughput measurement run only with
  * $PARLEY_PG_BENCH set.
  *
  * Jobs complete the way the server completes them: each store's notify()
@@ -579,7 +580,7 @@ TEST(store_pg_open) {
     PGconn *q = sql_conn(url);
     CHECK(q != NULL);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM parley_schema"), 1);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 13);  /* ..., push, workspaces, reports, lifecycle */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);  /* ..., workspaces, reports, lifecycle, blocks */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases"), N);
     PQfinish(q);
     for (int i = 0; i < N; i++) n_close(op[i].n);
@@ -1004,7 +1005,7 @@ TEST(store_pg_migration_1_to_2) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 13);  /* ..., push, workspaces, reports, lifecycle */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);  /* ..., workspaces, reports, lifecycle, blocks */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM events WHERE ref = 0 AND edited_ts = 0 AND deleted_ts = 0"
                         " AND pinned_ts = 0"), 3);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_ref', 'events_pinned',"
@@ -1351,6 +1352,13 @@ static void gen_job(pl_job *j, pwait *w, int nusers, int64_t maxconv, int64_t *m
         j->limit = PL_STORE_PAGE_MAX * 50;
         return;
     }
+    if (rnd() % 16 == 0) {                       /* blocks (store.h invariant 14): unblocks as often */
+        j_init(j, w, PL_JOB_BLOCK);
+        j->user = u;
+        j->peer = rnd() % 12 == 0 ? 999 : v;     /* self: EINVAL; 999: ENOTFOUND */
+        j->flags = rnd() % 2 ? PL_JOB_REMOVE : 0;
+        return;
+    }
     if (rnd() % 3 == 0) {                        /* message actions: a third of the rest */
         static const pl_job_op acts[] = {PL_JOB_MESSAGE_EDIT, PL_JOB_MESSAGE_DELETE, PL_JOB_REACTION,
                                          PL_JOB_REACTION, PL_JOB_PIN, PL_JOB_NOTIFY_SET};
@@ -1488,7 +1496,7 @@ static int same_conv(const pl_conv *x, const pl_conv *y) {
              x->last_seq == y->last_seq && x->member_count == y->member_count && x->role == y->role &&
              x->joined_seq == y->joined_seq && x->delivered_seq == y->delivered_seq &&
              x->read_seq == y->read_seq && x->unread == y->unread && !x->last == !y->last &&
-             x->unread_mentions == y->unread_mentions && x->notify == y->notify &&
+             x->unread_mentions == y->unread_mentions && x->notify == y->notify && x->blocked == y->blocked &&
              (!x->last || x->last->seq == y->last->seq) && x->nmembers == y->nmembers;
     for (size_t i = 0; ok && i < x->nmembers; i++)
         ok = x->members[i].user == y->members[i].user && x->members[i].role == y->members[i].role &&
@@ -1497,9 +1505,10 @@ static int same_conv(const pl_conv *x, const pl_conv *y) {
              x->members[i].delivered_seq == y->members[i].delivered_seq;
     if (!ok)
         fprintf(stderr, "  conv %lld differs: unread %lld/%lld last_seq %lld/%lld members %lld/%lld"
-                " mentions %lld/%lld\n", (long long)x->id, (long long)x->unread, (long long)y->unread,
+                " mentions %lld/%lld blocked %d/%d\n", (long long)x->id, (long long)x->unread, (long long)y->unread,
                 (long long)x->last_seq, (long long)y->last_seq, (long long)x->member_count,
-                (long long)y->member_count, (long long)x->unread_mentions, (long long)y->unread_mentions);
+                (long long)y->member_count, (long long)x->unread_mentions, (long long)y->unread_mentions,
+                x->blocked, y->blocked);
     return ok;
 }
 
@@ -1551,7 +1560,7 @@ TEST(store_pg_matches_sqlite) {
     w_init(&wp);
     int life[2] = {0};
     int64_t purged = 0;
-    int jobs_total = 0, bad = 0, acts[3] = {0}, replies = 0, mentions = 0, whys = 0;
+    int jobs_total = 0, bad = 0, acts[3] = {0}, replies = 0, mentions = 0, whys = 0, blocks[2] = {0}, refused = 0;
     for (int b = 0; b < BATCHES && !bad; b++) {
         size_t n = 1 + rnd() % (b % 10 == 0 ? 400 : 60);
         pl_job *jq = calloc(n, sizeof *jq), *jp = calloc(n, sizeof *jp);
@@ -1570,6 +1579,8 @@ TEST(store_pg_matches_sqlite) {
             if (send && jq[i].event.ref > 0 && !jq[i].dup) replies++;
             if (send && jq[i].event.data && strstr(jq[i].event.data, "mention")) mentions++;
             if (jq[i].why) whys++;
+            if (jq[i].op == PL_JOB_BLOCK) blocks[jq[i].result == PL_STORE_OK ? 0 : 1]++;
+            if (jq[i].why && strcmp(jq[i].why, "blocked") == 0) refused++;
             if (jq[i].op >= PL_JOB_RETENTION_SET && jq[i].op <= PL_JOB_ACCOUNT_DELETE)
                 life[jq[i].result == PL_STORE_OK ? 0 : 1]++;
             if (jq[i].op == PL_JOB_RETENTION_PURGE && jq[i].result == PL_STORE_OK) purged += jq[i].out_id;
@@ -1615,6 +1626,18 @@ TEST(store_pg_matches_sqlite) {
         }
         pl_job_release(&lq);
         pl_job_release(&lp);
+        j_init(&lq, &wq, PL_READ_BLOCKS);                /* whom u blocks */
+        lq.user = u;
+        lp = lq;
+        lp.data = &wp;
+        CHECK_EQ(n_run(sq, &lq, 1), 0);
+        CHECK_EQ(n_run(pg, &lp, 1), 0);
+        if (lq.result != lp.result || lq.nusers != lp.nusers) bad = 1;
+        for (size_t i = 0; i < lq.nusers && !bad; i++)
+            if (lq.users[i].id != lp.users[i].id || strcmp(lq.users[i].username, lp.users[i].username) != 0) bad = 1;
+        if (bad) fprintf(stderr, "  the blocks of user %lld differ\n", (long long)u);
+        pl_job_release(&lq);
+        pl_job_release(&lp);
     }
     CHECK_EQ(bad, 0);
     for (int64_t c = 1; c <= maxconv && !bad; c++) {
@@ -1636,9 +1659,10 @@ TEST(store_pg_matches_sqlite) {
     }
     CHECK_EQ(bad, 0);
     fprintf(stderr, "  (%d jobs, %lld conversations agree; actions: %d changed, %d not, %d refused;"
-            " %d replies, %d with mentions, %d reasons; lifecycle: %d done, %d refused, %lld purged)\n",
+            " %d replies, %d with mentions, %d reasons; lifecycle: %d done, %d refused, %lld purged;"
+            " blocks: %d done, %d refused, %d jobs refused \"blocked\")\n",
             jobs_total, (long long)maxconv, acts[1], acts[0], acts[2], replies, mentions, whys, life[0], life[1],
-            (long long)purged);
+            (long long)purged, blocks[0], blocks[1], refused);
     n_close(sq);
     n_close(pg);
     rm_sqlite_dir(root);
@@ -2631,7 +2655,7 @@ TEST(store_pg_migration_12_to_13) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 13);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_sender', 'users_deleted',"
                         " 'conversations_retention', 'conversations_purge')"), 4);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM users WHERE deleted = 0"), 3);
@@ -2675,7 +2699,7 @@ TEST(store_pg_migration_12_to_13) {
     CHECK_EQ(sql_int(q, "UPDATE parley_schema SET version = 12"), 1);
     pnode *d = n_slot();
     CHECK_EQ(n_open(d, url, 1, 0), 0);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 13);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);
     snprintf(sql, sizeof sql, "SELECT retention FROM conversations WHERE id = %lld", (long long)g);
     CHECK_EQ(sql_int(q, sql), 1);
     CHECK_EQ(n_purge(d, &w, wall_ms() + 60000, 100), 0);
@@ -2684,4 +2708,338 @@ TEST(store_pg_migration_12_to_13) {
     CHECK_EQ(count, 6);                                     /* created, 3 messages, a delete, retention */
     PQfinish(q);
     n_close(d);
+}
+
+/* ---- blocks (store.h invariant 14; store_pg.c invariant 16) ---------------------- */
+
+static int64_t n_block(pnode *n, int64_t user, int64_t peer, int remove) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_JOB_BLOCK);
+    j.user = user;
+    j.peer = peer;
+    j.flags = remove ? PL_JOB_REMOVE : 0;
+    if (n_run(n, &j, 1)) return -99;
+    pl_job_release(&j);
+    return j.result ? j.result : j.out_id;
+}
+
+enum { BSENDERS = 4, BBURSTS = 30, BBURST = 6 };
+
+/* A sender of store_pg_block_races_sends: bursts over the direct
+ * conversation and the two groups, so its batches lock several
+ * conversations. */
+typedef struct bsender {
+    pnode   *node;
+    int64_t  direct, g[2], user[2];   /* user[k]: the direct one's two members */
+    int      idx;
+    pl_job   jobs[BBURSTS * BBURST];
+    char     cmid[BBURSTS * BBURST][24];
+    pwait    w;
+} bsender;
+
+static void *bsender_main(void *arg) {
+    bsender *x = arg;
+    w_init(&x->w);
+    for (int b = 0; b < BBURSTS; b++) {
+        for (int k = 0; k < BBURST; k++) {
+            int i = b * BBURST + k;
+            int64_t conv = k % 3 == 0 ? x->g[(b + k) % 2] : x->direct;
+            snprintf(x->cmid[i], sizeof x->cmid[0], "s%d-%d", x->idx, i);
+            send_init(&x->jobs[i], &x->w, conv, x->user[(x->idx + i) % 2], x->cmid[i], "hey");
+            pl_store_submit(x->node->s, &x->jobs[i]);
+        }
+        if (w_wait(&x->w, (b + 1) * BBURST)) break;
+        sleep_ms(b % 3);
+    }
+    return NULL;
+}
+
+/* A block on one node and sends on the other, racing. Node 2 blocks and
+ * unblocks the pair again and again, each time in a batch that also sends
+ * to the two groups (so it locks them and the direct conversation in
+ * one order); node 1 sends bursts over the direct conversation and the
+ * groups. A trigger of the test logs each change of the flag with the
+ * conversation's last seq at that moment (the block holds the row's lock:
+ * every send committed before it is at or below that seq, every send
+ * committed after it above). Every send acknowledged in the direct
+ * conversation lies where the flag was off, every other one was refused
+ * "blocked" and left nothing; the log stays contiguous, nothing
+ * deadlocks (pg_stat_database) and both nodes read the same flag. */
+TEST(store_pg_block_races_sends) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    int64_t ann = n_user(a, "ann"), bob = n_user(b, "bob"), cid = n_user(a, "cid");
+    pwait w;
+    w_init(&w);
+    pl_job o;
+    j_init(&o, &w, PL_JOB_DIRECT_OPEN);
+    o.user = ann;
+    o.peer = bob;
+    CHECK_EQ(n_run(b, &o, 1), 0);
+    int64_t d = o.out_id;
+    pl_job_release(&o);
+    int64_t m2[] = {bob, cid};
+    int64_t g0 = n_group(a, ann, m2, 2), g1 = n_group(b, bob, &ann, 1);
+    /* the direct one first in the lock order: a block that locked it after
+     * the groups of its batch would close cycles with the senders' batches */
+    CHECK(d > 0 && g0 > d && g1 > d);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "CREATE TABLE flag_log(n BIGSERIAL PRIMARY KEY, conv BIGINT, last_seq BIGINT, v INT)"), 0);
+    CHECK_EQ(sql_int(q, "CREATE FUNCTION flag_log() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                        " INSERT INTO flag_log(conv, last_seq, v) VALUES(NEW.id, NEW.last_seq, NEW.blocked);"
+                        " RETURN NULL; END $$"), 0);
+    CHECK_EQ(sql_int(q, "CREATE TRIGGER flag_log AFTER UPDATE OF blocked ON conversations FOR EACH ROW"
+                        " WHEN (OLD.blocked <> NEW.blocked) EXECUTE FUNCTION flag_log()"), 0);
+    long long deadlocks = sql_int(q, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+
+    bsender *x = calloc(BSENDERS, sizeof *x);
+    pthread_t th[BSENDERS];
+    for (int i = 0; i < BSENDERS; i++) {
+        x[i] = (bsender){.node = a, .direct = d, .g = {g0, g1}, .user = {ann, bob}, .idx = i};
+        pthread_create(&th[i], NULL, bsender_main, &x[i]);
+    }
+    /* the blocker: [send to g0, (un)block, send to g1] as one batch of node 2 */
+    int rounds = 0, bad = 0;
+    for (int running = 1; running;) {
+        running = 0;
+        for (int i = 0; i < BSENDERS; i++) {
+            pthread_mutex_lock(&x[i].w.mu);
+            running |= x[i].w.done < BBURSTS * BBURST;
+            pthread_mutex_unlock(&x[i].w.mu);
+        }
+        pl_job jb[3];
+        char k0[24], k1[24];
+        snprintf(k0, sizeof k0, "b%d-0", rounds);
+        snprintf(k1, sizeof k1, "b%d-1", rounds);
+        send_init(&jb[0], &w, g0, cid, k0, "by");
+        j_init(&jb[1], &w, PL_JOB_BLOCK);
+        jb[1].user = rounds % 4 < 2 ? ann : bob;     /* ann's block, then bob's */
+        jb[1].peer = rounds % 4 < 2 ? bob : ann;
+        jb[1].flags = rounds % 2 ? PL_JOB_REMOVE : 0;
+        send_init(&jb[2], &w, g1, bob, k1, "by");
+        if (n_run_batch(b, jb, 3)) bad++;
+        for (int i = 0; i < 3; i++) {
+            if (jb[i].result != PL_STORE_OK || (i == 1 && jb[i].created != 1)) bad++;
+            pl_job_release(&jb[i]);
+        }
+        rounds++;
+        sleep_ms(1 + rounds % 4);
+    }
+    for (int i = 0; i < BSENDERS; i++) pthread_join(th[i], NULL);
+    CHECK_EQ(bad, 0);
+    CHECK(rounds >= 4);
+
+    /* the flag's changes, in the order they took the row's lock */
+    enum { FMAX = 4096 };
+    static int64_t fseq[FMAX];
+    static int fv[FMAX];
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT last_seq, v FROM flag_log WHERE conv = %lld ORDER BY n", (long long)d);
+    PGresult *r = PQexec(q, sql);
+    CHECK_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
+    int nf = PQntuples(r) < FMAX ? PQntuples(r) : FMAX;
+    for (int i = 0; i < nf; i++) {
+        fseq[i] = atoll(PQgetvalue(r, i, 0));
+        fv[i] = atoi(PQgetvalue(r, i, 1));
+    }
+    PQclear(r);
+    CHECK_EQ(nf, rounds);                          /* each (un)block changed it */
+    int ok_direct = 0, refused = 0, after_unblock = 0, wrong = 0;
+    for (int i = 0; i < BSENDERS; i++)
+        for (int k = 0; k < BBURSTS * BBURST; k++) {
+            pl_job *j = &x[i].jobs[k];
+            if (j->conv != d) {
+                if (j->result != PL_STORE_OK) wrong++;
+            } else if (j->result == PL_STORE_OK) {
+                int64_t s = j->event.seq;
+                int f = -1;                        /* the last change below s */
+                for (int c = 0; c < nf; c++)
+                    if (fseq[c] < s) f = c;
+                if (j->dup || !j->has_event || (f >= 0 && fv[f] != 0)) {
+                    fprintf(stderr, "  send at seq %lld acknowledged under a block (change %d)\n", (long long)s, f);
+                    wrong++;
+                }
+                ok_direct++;
+                after_unblock += f >= 1;
+            } else if (j->result == PL_STORE_EFORBID && j->why && strcmp(j->why, "blocked") == 0 && !j->has_event) {
+                refused++;
+            } else {
+                fprintf(stderr, "  send: result %d (%s)\n", j->result, j->why ? j->why : "-");
+                wrong++;
+            }
+            pl_job_release(j);
+        }
+    free(x);
+    fprintf(stderr, "  (%d (un)blocks; %d sends to the direct one acknowledged, %d after an unblock, %d refused)\n",
+            rounds, ok_direct, after_unblock, refused);
+    CHECK_EQ(wrong, 0);
+    CHECK(refused > 0);
+    /* nothing lost, nothing half done: the messages are exactly the acknowledged ones */
+    size_t count = 0;
+    CHECK(check_log(a, d, &count));
+    CHECK_EQ(count, (size_t)ok_direct + 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM events WHERE conv_id = %lld AND kind = 2", (long long)d);
+    CHECK_EQ(sql_int(q, sql), ok_direct);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM blocks WHERE (user_id = %lld AND blocked_id = %lld)"
+             " OR (user_id = %lld AND blocked_id = %lld)", (long long)ann, (long long)bob, (long long)bob,
+             (long long)ann);
+    long long blocked = sql_int(q, sql);
+    CHECK_EQ(blocked, rounds % 2);
+    pl_conv ca, cb;
+    CHECK_EQ(n_conv(a, d, ann, &ca), 0);
+    CHECK_EQ(n_conv(b, d, bob, &cb), 0);
+    int fa = ca.blocked, fb = cb.blocked;
+    pl_conv_release(&ca);
+    pl_conv_release(&cb);
+    CHECK_EQ(fa, (int)blocked);
+    CHECK_EQ(fb, (int)blocked);
+    n_close(a);
+    n_close(b);                                    /* their backends' statistics flushed on exit */
+    long long after = deadlocks;
+    for (int i = 0; i < 10 && after == deadlocks; i++, sleep_ms(100))
+        after = sql_int(q, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+    PQfinish(q);
+    CHECK_EQ(after, deadlocks);
+}
+
+/* A block on one node and the opening of the pair's direct conversation on
+ * the other, at once, for many pairs (a few at a time, both nodes' batches
+ * queued behind a hold and released together, one or the other first):
+ * each pair ends with no conversation (the open refused "blocked") or with
+ * one whose flag is set; never an unflagged conversation between two users
+ * who block each other. */
+TEST(store_pg_block_races_direct_open) {
+    PG_ONLY();
+    enum { PAIRS = 48, PER = 4 };
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    CHECK_EQ(n_open(b, url, 2, 0), 0);
+    int64_t u[PAIRS], v[PAIRS];
+    for (int i = 0; i < PAIRS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "u%d", i);
+        CHECK((u[i] = n_user(a, name)) > 0);
+        snprintf(name, sizeof name, "v%d", i);
+        CHECK((v[i] = n_user(b, name)) > 0);
+    }
+    pwait w;
+    w_init(&w);
+    pl_job op[PAIRS], bl[PAIRS];
+    for (int i = 0; i < PAIRS; i++) {
+        j_init(&op[i], &w, PL_JOB_DIRECT_OPEN);
+        op[i].user = u[i];
+        op[i].peer = v[i];
+        j_init(&bl[i], &w, PL_JOB_BLOCK);
+        bl[i].user = i % 2 ? u[i] : v[i];
+        bl[i].peer = i % 2 ? v[i] : u[i];
+    }
+    pl_job ha, hb;
+    for (int i = 0; i < PAIRS; i += PER) {
+        j_init(&ha, &w, PL_JOB_OUTBOX_ACK);           /* both held, released together */
+        j_init(&hb, &w, PL_JOB_OUTBOX_ACK);
+        int target = w.done + 2 + 2 * PER;
+        pl_store_pg__hold(a->s, 1);
+        pl_store_pg__hold(b->s, 1);
+        pl_store_submit(a->s, &ha);
+        pl_store_submit(b->s, &hb);
+        while (!pl_store_pg__held(a->s) || !pl_store_pg__held(b->s)) sleep_ms(1);
+        for (int k = i; k < i + PER; k++) {
+            pl_store_submit(a->s, &op[k]);
+            pl_store_submit(b->s, &bl[k]);
+        }
+        int first = (i / PER) % 2;
+        pl_store_pg__hold((first ? a : b)->s, 0);
+        pl_store_pg__hold((first ? b : a)->s, 0);
+        CHECK_EQ(w_wait(&w, target), 0);
+    }
+    int opened = 0, refused = 0, wrong = 0;
+    for (int i = 0; i < PAIRS; i++) {
+        if (bl[i].result != PL_STORE_OK || bl[i].created != 1) wrong++;
+        if (op[i].result == PL_STORE_OK) {
+            opened++;
+            pl_conv c;
+            if (n_conv(b, op[i].out_id, v[i], &c)) wrong++;
+            else {
+                if (!c.blocked) wrong++;
+                pl_conv_release(&c);
+            }
+        } else if (op[i].result == PL_STORE_EFORBID && op[i].why && strcmp(op[i].why, "blocked") == 0) {
+            refused++;
+        } else {
+            wrong++;
+        }
+        pl_job_release(&op[i]);
+        pl_job_release(&bl[i]);
+    }
+    fprintf(stderr, "  (%d opened before the block, %d refused)\n", opened, refused);
+    CHECK_EQ(wrong, 0);
+    CHECK_EQ(opened + refused, PAIRS);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM conversations c WHERE c.kind = 1 AND c.blocked <> (EXISTS"
+                        " (SELECT 1 FROM blocks b WHERE b.user_id || ':' || b.blocked_id = c.direct_key"
+                        "  OR b.blocked_id || ':' || b.user_id = c.direct_key))::int"), 0);
+    CHECK_EQ(sql_int(q, "SELECT count(*) FROM conversations WHERE kind = 1"), opened);
+    PQfinish(q);
+    n_close(a);
+    n_close(b);
+}
+
+/* Schema 13 -> 14 on a database with a direct conversation: the table and
+ * the flag come (0: no block yet), the conversation goes on as before and
+ * takes a block; running it again changes nothing. */
+TEST(store_pg_migration_13_to_14) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    int64_t ann = n_user(a, "ann"), bob = n_user(a, "bob");
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_JOB_DIRECT_OPEN);
+    j.user = ann;
+    j.peer = bob;
+    CHECK_EQ(n_run(a, &j, 1), 0);
+    int64_t d = j.out_id;
+    pl_job_release(&j);
+    CHECK(d > 0);
+    CHECK_EQ(n_say(a, d, bob, "m1", "hi"), 2);
+    n_close(a);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    CHECK_EQ(sql_int(q, "BEGIN"), 0);
+    CHECK_EQ(sql_int(q, "DROP TABLE blocks"), 0);
+    CHECK_EQ(sql_int(q, "ALTER TABLE conversations DROP COLUMN blocked"), 0);
+    CHECK_EQ(sql_int(q, "UPDATE parley_schema SET version = 13"), 1);
+    CHECK_EQ(sql_int(q, "COMMIT"), 0);
+    for (int round = 0; round < 2; round++) {       /* migrates; then finds it done */
+        pnode *b = n_slot();
+        CHECK_EQ(n_open(b, url, 1, 0), 0);
+        CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);
+        CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname = 'blocks_blocked'"), 1);
+        pl_conv c;
+        CHECK_EQ(n_conv(b, d, ann, &c), 0);
+        int flag = c.blocked;
+        pl_conv_release(&c);
+        CHECK_EQ(flag, round);
+        if (round == 0) {
+            CHECK_EQ(n_say(b, d, ann, "m2", "hello"), 3);
+            CHECK_EQ(n_block(b, bob, ann, 0), ann);
+            CHECK_EQ(n_say(b, d, ann, "m3", "still there?"), PL_STORE_EFORBID);
+            CHECK_EQ(sql_int(q, "UPDATE parley_schema SET version = 13"), 1);
+        }
+        n_close(b);
+    }
+    PQfinish(q);
 }
