@@ -396,6 +396,11 @@ static const char *const migrations[] = {
      * (store_sqlite_life.c): erased once the hold is released */
     "CREATE TABLE erasure_held(user_id INTEGER NOT NULL, conv_id INTEGER NOT NULL,"
     "  PRIMARY KEY(user_id, conv_id)) WITHOUT ROWID;",
+    /* 17 -> 18: the MESSAGEs without a client_msg_id (the store allows
+     * them; the API never stores one), for the deleted users' erasure,
+     * which finds the others through events_idem. Partial: a send with a
+     * client_msg_id writes nothing to it. */
+    "CREATE INDEX events_no_cmid ON events(conv_id, sender) WHERE client_msg_id IS NULL AND kind = 2;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -25,6 +25,17 @@
 
 static int l_fatal(sq_store *s, int src) { return sq_w_fatal(s, src, "lifecycle statement"); }
 
+/* A user's live MESSAGEs in a conversation: through events_idem (conv_id,
+ * sender, client_msg_id), and events_no_cmid for those without a
+ * client_msg_id (migration 17 -> 18). INDEXED BY: without statistics the
+ * planner prefers the primary key's conv_id range, a scan of the whole
+ * conversation. */
+static const char SENDER_MESSAGES[] =
+    "SELECT seq FROM events INDEXED BY events_idem WHERE conv_id = ?1 AND sender = ?2"
+    " AND client_msg_id IS NOT NULL AND kind = 2 AND deleted_ts = 0"
+    " UNION ALL SELECT seq FROM events INDEXED BY events_no_cmid WHERE conv_id = ?1 AND sender = ?2"
+    " AND client_msg_id IS NULL AND kind = 2 AND deleted_ts = 0 LIMIT ?3";
+
 /* ---- retention and hold ------------------------------------------------------ */
 
 static int ws_role(sq_store *s, int64_t ws, int64_t user, int *role) {
@@ -223,11 +234,7 @@ static int purge_deleted(sq_store *s, int64_t now, int *left, int *erased) {
             return l_fatal(s, src);
         return PL_STORE_OK;
     }
-    /* events_idem (conv_id, sender, client_msg_id) finds them: every
-     * MESSAGE has a client_msg_id */
-    sqlite3_stmt *ms = sq_prep(s->wdb, "SELECT seq FROM events WHERE conv_id = ?1 AND sender = ?2"
-                                       " AND client_msg_id IS NOT NULL AND kind = 2 AND deleted_ts = 0 LIMIT ?3",
-                               &src);
+    sqlite3_stmt *ms = sq_prep(s->wdb, SENDER_MESSAGES, &src);
     if (!ms) return l_fatal(s, src);
     int64_t *seqs = pl_malloc((size_t)*left * sizeof *seqs);
     rc = PL_STORE_OK;
@@ -275,9 +282,7 @@ static int purge_released(sq_store *s, int64_t now, int *left, int *erased) {
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return l_fatal(s, rc);
-    sqlite3_stmt *ms = sq_prep(s->wdb, "SELECT seq FROM events WHERE conv_id = ?1 AND sender = ?2"
-                                       " AND client_msg_id IS NOT NULL AND kind = 2 AND deleted_ts = 0 LIMIT ?3",
-                               &src);
+    sqlite3_stmt *ms = sq_prep(s->wdb, SENDER_MESSAGES, &src);
     if (!ms) return l_fatal(s, src);
     int64_t *seqs = pl_malloc((size_t)*left * sizeof *seqs);
     rc = PL_STORE_OK;

@@ -356,10 +356,10 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 17);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 18);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
                                     * insert triggers to code, push, workspaces, reports, lifecycle,
-                                    * blocks, held erasures */
+                                    * blocks, held erasures, events_no_cmid */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2703,6 +2703,7 @@ TEST(store_search_migration_backfills) {
                               " DROP TRIGGER events_media_keep;"   /* media (10 -> 11 dropped events_media_ai) */
                               " DROP TRIGGER events_media_del; DROP TRIGGER events_media_ad;"
                               " DROP TABLE media; DROP TABLE media_refs;"
+                              " DROP INDEX events_no_cmid;"                                           /* 17 -> 18 */
                               " DROP TABLE erasure_held;"                                             /* 16 -> 17 */
                               " DROP TABLE blocks; ALTER TABLE conversations DROP COLUMN blocked;"   /* 15 -> 16 */
                               " DROP INDEX conversations_retention; DROP TABLE erasures;"         /* 14 -> 15 */
@@ -3610,6 +3611,7 @@ TEST(store_event_insert_queues_and_references_once) {
                           " BEGIN INSERT OR IGNORE INTO media_refs(media_id, conv_id, seq)"
                           " SELECT json_extract(a.value, '$.id'), new.conv_id, new.seq"
                           " FROM json_each(new.data, '$.attachments') a; END;"
+                          "DROP INDEX events_no_cmid;"                                           /* 17 -> 18 */
                           "DROP TABLE erasure_held;"                                             /* 16 -> 17 */
                           "DROP TABLE blocks; ALTER TABLE conversations DROP COLUMN blocked;"   /* 15 -> 16 */
                           "DROP INDEX conversations_retention; DROP TABLE erasures;"         /* 14 -> 15 */
