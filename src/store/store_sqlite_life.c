@@ -36,6 +36,24 @@ static const char SENDER_MESSAGES[] =
     " UNION ALL SELECT seq FROM events INDEXED BY events_no_cmid WHERE conv_id = ?1 AND sender = ?2"
     " AND client_msg_id IS NULL AND kind = 2 AND deleted_ts = 0 LIMIT ?3";
 
+/* Erases up to *left of user's live MESSAGEs in conv (ms: SENDER_MESSAGES,
+ * seqs: room for *left); *n: how many. */
+static int erase_sender(sq_store *s, sqlite3_stmt *ms, int64_t *seqs, int64_t conv, int64_t user, int64_t now,
+                        int *left, int *erased, int *n) {
+    int step, rc = PL_STORE_OK;
+    *n = 0;
+    sqlite3_bind_int64(ms, 1, conv);
+    sqlite3_bind_int64(ms, 2, user);
+    sqlite3_bind_int64(ms, 3, *left);
+    while ((step = sqlite3_step(ms)) == SQLITE_ROW) seqs[(*n)++] = sqlite3_column_int64(ms, 0);
+    sqlite3_reset(ms);
+    if (step != SQLITE_DONE) return l_fatal(s, step);
+    for (int k = 0; k < *n && rc == PL_STORE_OK; k++) rc = sq_w_erase(s, conv, seqs[k], now);
+    *left -= *n;
+    *erased += *n;
+    return rc;
+}
+
 /* ---- retention and hold ------------------------------------------------------ */
 
 static int ws_role(sq_store *s, int64_t ws, int64_t user, int *role) {
@@ -239,20 +257,9 @@ static int purge_deleted(sq_store *s, int64_t now, int *left, int *erased) {
     int64_t *seqs = pl_malloc((size_t)*left * sizeof *seqs);
     rc = PL_STORE_OK;
     for (int i = 0; i < nconvs && rc == PL_STORE_OK; i++) {
-        int n = 0, step;
-        sqlite3_bind_int64(ms, 1, convs[i]);
-        sqlite3_bind_int64(ms, 2, user);
-        sqlite3_bind_int64(ms, 3, *left);
-        while ((step = sqlite3_step(ms)) == SQLITE_ROW) seqs[n++] = sqlite3_column_int64(ms, 0);
-        sqlite3_reset(ms);
-        if (step != SQLITE_DONE) {
-            rc = l_fatal(s, step);
-            break;
-        }
-        for (int k = 0; k < n && rc == PL_STORE_OK; k++) rc = sq_w_erase(s, convs[i], seqs[k], now);
-        *left -= n;
-        *erased += n;
-        if (*left == 0) {                      /* this conversation again next time */
+        int n = 0;
+        rc = erase_sender(s, ms, seqs, convs[i], user, now, left, erased, &n);
+        if (rc == PL_STORE_OK && *left == 0) { /* this conversation again next time */
             last = convs[i] - 1;
             break;
         }
@@ -287,23 +294,12 @@ static int purge_released(sq_store *s, int64_t now, int *left, int *erased) {
     int64_t *seqs = pl_malloc((size_t)*left * sizeof *seqs);
     rc = PL_STORE_OK;
     for (int i = 0; i < n && *left > 0 && rc == PL_STORE_OK; i++) {
-        int k = 0, step;
-        sqlite3_bind_int64(ms, 1, convs[i]);
-        sqlite3_bind_int64(ms, 2, users[i]);
-        sqlite3_bind_int64(ms, 3, *left);
-        while ((step = sqlite3_step(ms)) == SQLITE_ROW) seqs[k++] = sqlite3_column_int64(ms, 0);
-        sqlite3_reset(ms);
-        if (step != SQLITE_DONE) {
-            rc = l_fatal(s, step);
-            break;
-        }
-        for (int x = 0; x < k && rc == PL_STORE_OK; x++) rc = sq_w_erase(s, convs[i], seqs[x], now);
-        if (rc == PL_STORE_OK && k < *left &&           /* all of them: done with the pair */
+        int k = 0, asked = *left;
+        rc = erase_sender(s, ms, seqs, convs[i], users[i], now, left, erased, &k);
+        if (rc == PL_STORE_OK && k < asked &&             /* all of them: done with the pair */
             sq_run(s->wdb, &src, NULL, "DELETE FROM erasure_held WHERE user_id = ?1 AND conv_id = ?2", "ii",
                    users[i], convs[i]) < 0)
             rc = l_fatal(s, src);
-        *left -= k;
-        *erased += k;
     }
     sqlite3_finalize(ms);
     free(seqs);

@@ -302,26 +302,36 @@ static int r_events(sq_reader *r, pl_job *j) {
     return r_event_list(r, j, st, limit, top, 1);
 }
 
+/* Steps st (bound, at most limit + 1 rows of EVENT_COLUMNS from column
+ * k) into *list and *xs (allocated), *len of them; *more when there was
+ * one row past limit. The events' conversation: column 0 when k > 0, else
+ * conv. Returns SQLite's last step code; st is reset. */
+static int r_step_events(sqlite3_stmt *st, int k, int64_t conv, int limit, pl_event **list, ev_extra **xs,
+                         size_t *len, int *more) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*len == (size_t)limit) {
+            *more = 1;
+            continue;
+        }
+        if (!*list) {
+            *list = pl_malloc((size_t)limit * sizeof **list);
+            *xs = pl_malloc((size_t)limit * sizeof **xs);
+        }
+        event_row_x(st, k, k ? sqlite3_column_int64(st, 0) : conv, &(*list)[*len], &(*xs)[*len]);
+        (*len)++;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
 /* Steps st (bound, at most limit + 1 rows) into j->events with their
  * current form; top: the rows came highest first (reversed here). */
 static int r_event_list(sq_reader *r, pl_job *j, sqlite3_stmt *st, int limit, int top, int contiguous) {
     pl_event *list = NULL;
     ev_extra *xs = NULL;
     size_t len = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == (size_t)limit) {
-            j->more = 1;
-            continue;
-        }
-        if (!list) {
-            list = pl_malloc((size_t)limit * sizeof *list);
-            xs = pl_malloc((size_t)limit * sizeof *xs);
-        }
-        event_row_x(st, 0, j->conv, &list[len], &xs[len]);
-        len++;
-    }
-    sqlite3_reset(st);
+    int rc = r_step_events(st, 0, j->conv, limit, &list, &xs, &len, &j->more);
     if (rc == SQLITE_DONE && top) {           /* always ascending for callers */
         for (size_t i = 0; i < len / 2; i++) {
             pl_event t = list[i];
@@ -591,21 +601,8 @@ static int r_user_messages(sq_reader *r, pl_job *j) {
     pl_event *list = NULL;
     ev_extra *xs = NULL;
     size_t len = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == (size_t)limit) {
-            j->more = 1;
-            break;
-        }
-        if (!list) {
-            list = pl_malloc((size_t)limit * sizeof *list);
-            xs = pl_malloc((size_t)limit * sizeof *xs);
-        }
-        event_row_x(st, 1, sqlite3_column_int64(st, 0), &list[len], &xs[len]);
-        len++;
-    }
-    sqlite3_reset(st);
-    int bad = rc != SQLITE_ROW && rc != SQLITE_DONE;
+    int rc = r_step_events(st, 1, 0, limit, &list, &xs, &len, &j->more);
+    int bad = rc != SQLITE_DONE;
     for (size_t i = 0; i < len; i++) {          /* each its own conversation's reactions */
         if (bad) free(xs[i].p_body);
         else if (annotate(r, list[i].conv, 0, &list[i], &xs[i], 1, 1) != PL_STORE_OK) bad = 1;

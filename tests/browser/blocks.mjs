@@ -12,20 +12,11 @@
 
 import {
   run, person, register, startDm, openConv, send, waitBodies, waitFor, check, shot, log, waitOnline,
+  openDetails, closeDetails,
 } from './lib.mjs';
 
 const visible = (p, id) => p.page.getByTestId(id).isVisible();
 const text = async (p, id) => (await p.page.getByTestId(id).textContent()).trim();
-
-async function openDetails(p) {
-  await p.page.getByTestId('members-button').click();
-  await p.page.getByTestId('members-dialog').waitFor({ state: 'visible' });
-}
-
-async function closeDetails(p) {
-  await p.page.getByTestId('members-close').click();
-  await p.page.getByTestId('members-dialog').waitFor({ state: 'hidden' });
-}
 
 /** POST a message with the page's own token: the HTTP status and error. */
 async function apiSend(p, conv, body) {

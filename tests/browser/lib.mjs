@@ -241,3 +241,15 @@ export async function run(title, fn, budgetMs = 100_000) {
   }
   process.exit(ok ? 0 : 1);
 }
+
+/** Opens / closes the conversation's details dialog (members, retention,
+ *  block). */
+export async function openDetails(p) {
+  await p.page.getByTestId('members-button').click();
+  await p.page.getByTestId('members-dialog').waitFor({ state: 'visible' });
+}
+
+export async function closeDetails(p) {
+  await p.page.getByTestId('members-close').click();
+  await p.page.getByTestId('members-dialog').waitFor({ state: 'hidden' });
+}

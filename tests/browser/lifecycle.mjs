@@ -18,6 +18,7 @@
 import { readFileSync } from 'node:fs';
 import {
   run, person, register, startDm, createGroup, openConv, send, waitBodies, waitFor, check, shot, log, waitOnline,
+  openDetails, closeDetails,
   PASSWORD,
 } from './lib.mjs';
 
@@ -25,16 +26,6 @@ const sysLines = (p, kind) => p.page.locator(`[data-testid="system-event"]${kind
 
 async function sysTexts(p, kind) {
   return (await sysLines(p, kind).allTextContents()).map((t) => t.trim());
-}
-
-async function openDetails(p) {
-  await p.page.getByTestId('members-button').click();
-  await p.page.getByTestId('members-dialog').waitFor({ state: 'visible' });
-}
-
-async function closeDetails(p) {
-  await p.page.getByTestId('members-close').click();
-  await p.page.getByTestId('members-dialog').waitFor({ state: 'hidden' });
 }
 
 async function retentionText(p) {
