@@ -115,7 +115,7 @@ json_t *api_body_object(pl_http_ctx *ctx) {
  * all digits but above 2^53 - 1 (the client's integer is out of range:
  * 400, not 404). */
 int64_t api_parse_id(const char *s, size_t n) {
-    if (n == 0) return 0;
+    if (n == 0 || (n > 1 && s[0] == '0')) return 0;   /* "01" names nothing */
     int64_t v = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return 0;

@@ -211,7 +211,7 @@ void h_me_messages(pl_http_ctx *ctx) {
     if (!bad && pl_http_query_get(ctx->req.query, "after", after, sizeof after)) {
         char *end;
         cursor = strtoull(after, &end, 10);
-        bad = !after[0] || *end || after[0] == '-' || after[0] == '+' || cursor > (unsigned long long)INT64_MAX;
+        bad = after[0] < '0' || after[0] > '9' || *end || cursor > (unsigned long long)INT64_MAX;   /* digits only */
     }
     if (bad) {
         pl_http_error(ctx, 400, "bad_request", "\"after\" must be a message id and \"limit\" 1-200");

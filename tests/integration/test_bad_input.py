@@ -344,6 +344,9 @@ async def test_bad_http_requests(server):
             assert r.status == 400 and r.code == "bad_request", f"{method} {path}: {r!r}"
         r = await api.req("GET", f"/api/v1/conversations/{big - 1}", token=tok)
         assert r.status == 404 and r.code == "not_found", r
+        # an id is digits without a leading zero: "0{cid}" names nothing
+        r = await api.req("GET", f"/api/v1/conversations/0{cid}", token=tok)
+        assert r.status == 404 and r.code == "not_found", r
         r = await api.req("GET", "/nothing/here/at-all")
         assert r.status == 404, r
         r = await api.req("GET", "/api/v1/auth/register")

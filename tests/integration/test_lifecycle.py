@@ -178,7 +178,8 @@ async def test_export_and_account_deletion(server_factory):
         assert [(m["conversation"], m["seq"], m["body"]) for m in got] == \
             [(m["conversation"], m["seq"], b) for m, b in zip(sent, ["bob in the dm", "bob in g", "bob in general"])], got
         assert all(m["sender"] == bob.id and m["kind"] == "message" for m in got), got
-        for bad in ("after=x", "after=-1", "limit=0", "limit=201", "after=99999999999999999999"):
+        for bad in ("after=x", "after=-1", "after=+5", "after=%205", "limit=0", "limit=201",
+                    "after=99999999999999999999"):
             await api.expect(400, "GET", f"/api/v1/me/messages?{bad}", token=bob.token)
         await api.expect(401, "GET", "/api/v1/me/export")
 
