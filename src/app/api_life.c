@@ -71,14 +71,19 @@ static void hold_set(pl_job *j) {
     api_op_free(op);
 }
 
+/* 1 after answering a read that failed (its row must exist: a missing one
+ * is the store's failure, 503) and freeing op; 0 when it did not fail. */
+static int read_failed(api_op *op, pl_job *j) {
+    if (!j->result) return 0;
+    api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
+    api_op_free(op);
+    return 1;
+}
+
 /* The asker's name read: server admin or not, then the job. */
 static void asker_read(pl_job *j) {
     api_op *op = j->data;
-    if (j->result) {
-        api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
-        api_op_free(op);
-        return;
-    }
+    if (read_failed(op, j)) return;
     int admin = api_is_server_admin(j->user_out.username);
     int64_t ws = op->user, value = op->login;
     if (op->status != T_RETENTION && !admin) {
@@ -133,16 +138,9 @@ static void export_step(api_op *op, pl_job_op next, pl_job_cb done) {
     api_submit(op);
 }
 
-static int export_failed(api_op *op, pl_job *j) {
-    if (!j->result) return 0;
-    api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
-    api_op_free(op);
-    return 1;
-}
-
 static void export_devices(pl_job *j) {
     api_op *op = j->data;
-    if (export_failed(op, j)) return;
+    if (read_failed(op, j)) return;
     json_object_set_new(op->root, "push_devices", api_push_devices_json(j, op->ctx->login));
     json_object_set_new(op->root, "messages", json_string("/api/v1/me/messages"));
     pl_http_respond_json(op->ctx, 200, json_incref(op->root));
@@ -151,21 +149,21 @@ static void export_devices(pl_job *j) {
 
 static void export_workspaces(pl_job *j) {
     api_op *op = j->data;
-    if (export_failed(op, j)) return;
+    if (read_failed(op, j)) return;
     json_object_set_new(op->root, "workspaces", api_ws_list_json(j));
     export_step(op, PL_READ_PUSH_DEVICES, export_devices);
 }
 
 static void export_convs(pl_job *j) {
     api_op *op = j->data;
-    if (export_failed(op, j)) return;
+    if (read_failed(op, j)) return;
     json_object_set_new(op->root, "conversations", api_conv_list_json(j));
     export_step(op, PL_READ_WORKSPACES, export_workspaces);
 }
 
 static void export_user(pl_job *j) {
     api_op *op = j->data;
-    if (export_failed(op, j)) return;
+    if (read_failed(op, j)) return;
     op->root = json_pack("{s:I,s:{s:I,s:s}}", "exported", (json_int_t)pl_now_ms(), "user", "id",
                          (json_int_t)j->user_out.id, "username", j->user_out.username);
     export_step(op, PL_READ_CONV_LIST, export_convs);
@@ -304,11 +302,7 @@ static void take_list(api_op *op, size_t n) {
 
 static void ws_listed(pl_job *j) {
     api_op *op = j->data;
-    if (j->result) {
-        api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
-        api_op_free(op);
-        return;
-    }
+    if (read_failed(op, j)) return;
     take_list(op, j->nworkspaces);
     for (size_t i = 0; i < j->nworkspaces; i++) op->members[op->created++] = j->workspaces[i].id;
     leave_next(op);
@@ -316,11 +310,7 @@ static void ws_listed(pl_job *j) {
 
 static void convs_listed(pl_job *j) {
     api_op *op = j->data;
-    if (j->result) {
-        api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
-        api_op_free(op);
-        return;
-    }
+    if (read_failed(op, j)) return;
     take_list(op, j->nconvs);
     for (size_t i = 0; i < j->nconvs; i++) {
         const pl_conv *c = &j->convs[i];
@@ -368,11 +358,7 @@ static void hash_read(pl_job *j) {
 
 static void name_read(pl_job *j) {
     api_op *op = j->data;
-    if (j->result) {
-        api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
-        api_op_free(op);
-        return;
-    }
+    if (read_failed(op, j)) return;
     snprintf(op->username, sizeof op->username, "%s", j->user_out.username);
     if (api_is_server_admin(op->username)) {
         /* the role follows the name, which deletion frees: whoever
