@@ -76,7 +76,8 @@ static void report_line(pl_sbuf *s, json_t *r) {
                    (long long)int_of(r, "seq"), when, json_is_integer(json_object_get(r, "resolved")) ? "resolved" : "open");
     const char *reason = pc_jstr(r, "reason");
     pc_format_text(s, reason, strlen(reason), 1);
-    const char *reporter = pc_jstr(json_object_get(r, "reporter"), "username");
+    json_t *by = json_object_get(r, "reporter");
+    const char *reporter = json_is_object(by) ? pc_jstr(by, "username") : "(content filter)";
     const char *sender = pc_jstr(json_object_get(r, "sender"), "username");
     pl_sbuf_adds(s, "  by ");
     pc_format_text(s, reporter, strlen(reporter), 1);

@@ -187,6 +187,7 @@ function explain(err, what) {
       if (what.startsWith('delete')) return 'Only its author or an admin of the group or channel can delete a message.';
       return `You are not allowed to ${what}.`;
     case 'rate_limited': return 'Slow down a little — try again in a moment.';
+    case 'filtered': return `Could not ${what}: the server’s content filter refused the text.`;
     case 'bad_request': return `Could not ${what}${err.message && err.message !== code ? `: ${err.message}` : '.'}`;
     default: return `Could not ${what}${err && err.message ? ` (${err.message})` : ''}.`;
   }

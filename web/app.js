@@ -374,6 +374,7 @@ function onError(m) {
         toast(`Not sent: ${BLOCKED_TEXT.charAt(0).toLowerCase()}${BLOCKED_TEXT.slice(1)}`, 'error');
         onBlockedRefusal(S.convs.get(o.conv));
       } else if (m.code === 'forbidden') toast(`Not sent: ${m.message || 'not allowed here'}.`, 'error');
+      else if (m.code === 'filtered') toast('Not sent: the server’s content filter refused this message. Edit it and try again.', 'error');
       else if (m.code === 'not_found' && o.replyTo) toast('Not sent: the message you replied to is not available.', 'error');
       render('msgs');
     }

@@ -223,7 +223,7 @@ function reportItem(rv, r) {
   const loaded = findMsg(c, r.seq);
   const gone = r.deletedHere || (loaded && loaded.deleted);
   const sender = r.sender ? r.sender.username : 'someone';
-  const reporter = r.reporter ? r.reporter.username : 'someone';
+  const reporter = r.reporter ? r.reporter.username : 'the content filter';
   const reason = REASON_LABEL[r.reason] || r.reason;
   const body = r.message && typeof r.message.body === 'string' ? r.message.body : null;
   return el('li', { class: 'report-item', 'data-testid': 'report-item', 'data-report': r.id, 'data-seq': r.seq },

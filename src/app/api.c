@@ -38,6 +38,7 @@ void api_op_free(api_op *op) {
     }
     free(op->members);
     free(op->ciphertext);
+    free(op->masked);
     free(op->attach_json);
     free(op);
 }

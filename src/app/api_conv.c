@@ -459,11 +459,28 @@ static void job_error(pl_http_ctx *ctx, const pl_job *j) {
     pl_http_error(ctx, status, code, msg);
 }
 
+/* The content filter on a send's or edit's text (chat/content.c): 0 to go
+ * on (the text to store maybe replaced), -1 after answering 422. */
+static int api_filter(api_op *op) {
+    pl_filter_hit fh;
+    if (pl_chat_filter(op->job.body, op->job.body_len, &fh)) {
+        pl_http_error(op->ctx, 422, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
+        return -1;
+    }
+    if (fh.masked) {
+        op->job.body = op->masked = fh.masked;
+        op->job.body_len = fh.masked_len;
+    }
+    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
+    return 0;
+}
+
 static void http_sent(pl_job *j) {
     api_op *op = j->data;
     if (j->result) job_error(op->ctx, j);
     else {
         pl_chat_sent(j, op->t0_us);           /* the event was published just before */
+        if (op->flag_line && !j->dup) pl_chat_filter_report(j->user, j->conv, j->event.seq, op->flag_line);
         pl_sbuf s;
         pl_sbuf_init(&s);
         pl_proto_sent(&s, &j->event, j->dup, NULL, 1);
@@ -562,6 +579,10 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
     op->job.body_len = ct || !b ? 0 : json_string_length(b);
     op->job.ciphertext = op->ciphertext = ct;
     op->job.seq = reply_to;
+    if (api_filter(op)) {
+        api_op_free(op);
+        return;
+    }
     if (nattach) {                           /* media: resolve them first (chat/attach.h) */
         pl_attach_resolve(A.store, ctx->user, attach, nattach, send_attached, op);
         return;
@@ -576,6 +597,7 @@ static void action_done(pl_job *j) {
     if (j->result) {
         job_error(op->ctx, j);
     } else {
+        if (op->flag_line && j->has_event) pl_chat_filter_report(j->user, j->conv, j->seq, op->flag_line);
         int changed = j->op == PL_JOB_NOTIFY_SET || j->has_event;   /* notify: no event */
         pl_sbuf s;
         pl_sbuf_init(&s);
@@ -619,7 +641,7 @@ void h_action(pl_http_ctx *ctx, int64_t conv, int64_t seq, pl_job_op what, int r
     op->job.user = ctx->user;
     op->job.seq = seq;
     op->job.flags = remove ? PL_JOB_REMOVE : 0;
-    if (with_body && action_fields(ctx, op, o)) {
+    if ((with_body && action_fields(ctx, op, o)) || (what == PL_JOB_MESSAGE_EDIT && api_filter(op))) {
         api_op_free(op);
         return;
     }

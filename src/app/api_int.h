@@ -51,6 +51,8 @@ typedef struct api_op {
     char        *attach_json;     /* send: the attachments (chat/attach.h)  */
     char        *ciphertext;      /* a ciphertext send's payloads (owned; chat/e2ee.h) */
     int64_t      t0_us;           /* send: when the request was complete (pl_mono_us) */
+    char        *masked;          /* send, edit: the text as the content filter left it */
+    int          flag_line;       /* a flag rule matched: report after the commit */
 } api_op;
 
 api_op *api_op_new(pl_http_ctx *ctx, json_t *root);

@@ -51,6 +51,7 @@ static json_t *report_json(const pl_report *r) {
                           r->reporter_name, "sender", "id", (json_int_t)r->sender, "username", r->sender_name,
                           "reason", r->reason ? r->reason : "", "message", "id", id, "ts", (json_int_t)r->msg_ts,
                           "created", (json_int_t)r->created);
+    if (!r->reporter) json_object_set_new(o, "reporter", json_null());   /* filed by the content filter */
     json_object_set_new(o, "note", r->note ? json_string(r->note) : json_null());
     json_object_set_new(json_object_get(o, "message"), "body", r->body ? json_string(r->body) : json_null());
     json_object_set_new(o, "resolved", r->resolved ? json_integer((json_int_t)r->resolved) : json_null());

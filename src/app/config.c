@@ -40,6 +40,7 @@ static const setting table[] = {
     I("store-readers", store_readers, 0, 64, "0", "store reader threads (0: 2 for SQLite, 4 for PostgreSQL)"),
     I("max-group-members", max_group_members, 2, 1000000, "10000", "members a group may be created with"),
     S("admins", admins, "", "usernames of the server's admins, comma-separated: they read and resolve every report (docs/protocol.md \"Reports\")"),
+    S("content-filter", content_filter, "", "file of content filter rules checked against every message and edit (docs/protocol.md \"Content filter\"); reread on SIGHUP"),
     I("workspace-max-members", workspace_max_members, 0, 100000000, "100000", "members a workspace may have (0: no limit)"),
     I("workspace-max-channels", workspace_max_channels, 0, 10000000, "10000", "channels a workspace may have, private ones and general included (0: no limit)"),
     I("retention", retention, 0, 2147483647, "0", "seconds a message is kept where neither its conversation nor its workspace sets a retention (0: for ever; docs/protocol.md \"Data lifecycle\")"),

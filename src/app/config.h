@@ -28,6 +28,7 @@ typedef struct pl_config {
     int  store_readers;       /* reader threads/connections; 0: default      */
     int  max_group_members;
     char admins[1024];        /* server admins' usernames, comma-separated   */
+    char content_filter[1024]; /* rules file (chat/filter.h); "" = none      */
     int  workspace_max_members;  /* quotas per workspace (0: none) */
     int  workspace_max_channels;
     int  retention;           /* seconds messages are kept where nothing else says (0: for ever) */

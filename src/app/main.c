@@ -155,6 +155,9 @@ static void on_signal(uv_signal_t *s, int signum) {
  * open ones keep theirs. A bad pair keeps the old one. */
 static void on_sighup(uv_signal_t *s, int signum) {
     char err[512], desc[512];
+    if (cfg.content_filter[0] && pl_chat_filter_load(cfg.content_filter, err, sizeof err))
+        pl_log(PL_LOG_ERROR, 0, "content filter reload failed: keeping the previous rules", "\"reason\":\"%s\"",
+               err);
     if (!tls) {
         pl_log(PL_LOG_INFO, 0, "sighup: no TLS to reload", "%s", "");
         return;
@@ -310,6 +313,11 @@ int main(int argc, char **argv) {
 
     pl_chat_hooks ch = {pl_api_conv_changed};
     pl_chat_init(loop, store, &cfg, &ch);
+    if (pl_chat_filter_load(cfg.content_filter, err, sizeof err)) {
+        fprintf(stderr, "parleyd: --content-filter %s: %s\n", cfg.content_filter, err);
+        pl_store_close(&store);
+        return 2;
+    }
     pl_bus_handlers bh;
     pl_chat_bus_handlers(&bh);
     if (cfg.redis[0]) {

@@ -50,10 +50,13 @@ typedef struct action_op {
     pl_conn *conn;                /* a reference                             */
     json_t  *root;                /* keeps the message's strings alive       */
     json_t  *req;
+    char    *masked;              /* an edit's text as the content filter left it */
+    int      flag_line;           /* a flag rule matched the edit: report it */
 } action_op;
 
 static void action_free(action_op *op) {
     pl_job_release(&op->job);
+    free(op->masked);
     json_decref(op->root);
     CO.unref(op->conn);
     free(op);
@@ -68,6 +71,7 @@ static void action_done(pl_job *j) {
         const char *code = pl_chat_job_error(j, &st, &msg);
         chat_send_error(op->conn, op->req, code, msg);
     } else {
+        if (op->flag_line && j->has_event) pl_chat_filter_report(j->user, j->conv, j->seq, op->flag_line);
         /* notify writes no event: a level set is always a change */
         int changed = j->op == PL_JOB_NOTIFY_SET || j->has_event;
         pl_sbuf b;
@@ -128,8 +132,18 @@ void do_action(session *s, pl_msg *m) {
         chat_send_error(s->conn, m->req, "not_found", "no such conversation or message");
         return;
     }
+    pl_filter_hit fh = {0};
+    if (m->type == PL_MSG_EDIT && pl_chat_filter(m->body, m->body_len, &fh)) {   /* content.c */
+        chat_send_error(s->conn, m->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
+        return;
+    }
     action_op *op = pl_calloc(1, sizeof *op);
     action_job(&op->job, m, s->user);
+    if (fh.masked) {
+        op->job.body = op->masked = fh.masked;
+        op->job.body_len = fh.masked_len;
+    }
+    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
     op->job.done = action_done;
     op->conn = s->conn;
     CO.ref(s->conn);

@@ -32,6 +32,7 @@
 #include "../net/conn.h"
 #include "../proto/cursor_id.h"
 #include "../store/store.h"
+#include "filter.h"
 
 /* Close codes of the protocol (docs/protocol.md section 5). */
 #define PL_CLOSE_IDLE           4002
@@ -116,6 +117,22 @@ int  pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat
  * online[i] for ids[i], maybe before this returns; after shutdown, all 0. */
 typedef void (*pl_chat_online_cb)(void *arg, const uint8_t *online, size_t n);
 void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, void *arg);
+
+/* The content filter (filter.h; docs/protocol.md "Content filter";
+ * content.c). pl_chat_filter_load reads the rules file at path ("" or
+ * NULL: no filter) and makes it the active one: 0, or -1 with err when the
+ * file is bad, the active rules unchanged (at start: exit; on SIGHUP: keep
+ * them). pl_chat_filter checks a send's or edit's text before it is
+ * submitted: -1 when a block rule matched (answer PL_CHAT_FILTERED, 422);
+ * else 0, with h->masked set (the text to store instead) when a mask rule
+ * matched and h->actions & PL_FILTER_FLAG when pl_chat_filter_report must
+ * follow the commit, with the sender and the message's seq. Release h. */
+#define PL_CHAT_FILTERED     "filtered"
+#define PL_CHAT_FILTERED_MSG "the message was refused by the server's content filter"
+int  pl_chat_filter_load(const char *path, char *err, size_t errlen);
+void pl_chat_filter_free(void);
+int  pl_chat_filter(const char *text, size_t len, pl_filter_hit *h);
+void pl_chat_filter_report(int64_t sender, int64_t conv, int64_t seq, int line);
 
 /* Rate limits on sends (per user, then per conversation; shared by all
  * nodes in cluster mode). cb(arg, 0, NULL) admitted, else the wait in ms

@@ -142,6 +142,8 @@ typedef struct send_op {
     int64_t  t0;                  /* mono us when the send arrived           */
     char    *ciphertext;          /* the payloads of a ciphertext send (e2ee.h) */
     char    *attach_json;         /* the attachments (attach.h), or NULL     */
+    char    *masked;              /* the text as the content filter left it  */
+    int      flag_line;           /* a flag rule matched: report after the commit */
 } send_op;
 
 void pl_chat_sent(const pl_job *j, int64_t t0_us) {
@@ -161,6 +163,7 @@ static void send_free_op(send_op *op) {
     json_decref(op->req);
     CO.unref(op->conn);
     free(op->ciphertext);
+    free(op->masked);
     free(op->attach_json);
     free(op);
 }
@@ -170,6 +173,7 @@ static void send_done(pl_job *j) {
     pl_conn *c = op->conn;
     if (j->result == PL_STORE_OK) {
         pl_chat_sent(j, op->t0);              /* the event was published just before */
+        if (op->flag_line && !j->dup) pl_chat_filter_report(j->user, j->conv, j->event.seq, op->flag_line);
         if (pl_conn_alive(c)) {
             pl_sbuf s;
             pl_sbuf_init(&s);
@@ -245,6 +249,11 @@ void do_send(session *s, pl_msg *m) {
             return;
         }
     }
+    pl_filter_hit fh;
+    if (pl_chat_filter(m->body, m->body_len, &fh)) {   /* content.c */
+        chat_send_error(s->conn, m->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
+        return;
+    }
     send_op *op = pl_calloc(1, sizeof *op);
     op->job.ciphertext = op->ciphertext = ct;
     op->t0 = pl_mono_us();
@@ -254,6 +263,11 @@ void do_send(session *s, pl_msg *m) {
     op->job.client_msg_id = m->client_msg_id;
     op->job.body = m->body;
     op->job.body_len = m->body_len;
+    if (fh.masked) {                          /* stored as the filter left it */
+        op->job.body = op->masked = fh.masked;
+        op->job.body_len = fh.masked_len;
+    }
+    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
     op->job.seq = m->reply_to;                /* 0: not a reply */
     op->job.done = send_done;
     op->conn = s->conn;

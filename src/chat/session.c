@@ -718,6 +718,7 @@ void pl_chat_shutdown(void) {
 }
 
 void pl_chat_free(void) {
+    pl_chat_filter_free();
     sse_free();
     deliver_free();
     send_free();

@@ -13,7 +13,7 @@ pl_counter pl_m_ws_messages_in, pl_m_sends, pl_m_sends_dup, pl_m_frames_out, pl_
     pl_m_bus_received, pl_m_bus_reconnects, pl_m_bus_publish_failures, pl_m_bus_resyncs,
     pl_m_gap_fills, pl_m_gap_events, pl_m_store_reads, pl_m_store_read_failures, pl_m_flow_held,
     pl_m_ckpt_background, pl_m_ckpt_writer, pl_m_push_sent, pl_m_push_gone, pl_m_push_retry, pl_m_push_failed,
-    pl_m_push_online, pl_m_push_dropped;
+    pl_m_push_online, pl_m_push_dropped, pl_m_filter_blocked, pl_m_filter_flagged, pl_m_filter_masked;
 pl_hist pl_m_commit_batch_size = {.bounds = size_bounds};
 pl_hist pl_m_commit_seconds = {.bounds = time_bounds};
 pl_hist pl_m_delivery_seconds = {.bounds = time_bounds};
@@ -88,6 +88,10 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
     counter(o, "parley_rate_limited_total", NULL, "{scope=\"conversation\"}", &pl_m_rate_limited_conv, 0);
     counter(o, "parley_rate_limited_total", NULL, "{scope=\"ip\"}", &pl_m_rate_limited_ip, 0);
     counter(o, "parley_rate_limited_total", NULL, "{scope=\"signal\"}", &pl_m_rate_limited_signal, 0);
+    counter(o, "parley_content_filter_total", "Sends and edits a content filter rule matched, by the action taken.",
+            "{action=\"block\"}", &pl_m_filter_blocked, 1);
+    counter(o, "parley_content_filter_total", NULL, "{action=\"flag\"}", &pl_m_filter_flagged, 0);
+    counter(o, "parley_content_filter_total", NULL, "{action=\"mask\"}", &pl_m_filter_masked, 0);
     counter(o, "parley_connections_refused_total", "Connections refused over the per-IP cap.", NULL,
             &pl_m_conn_refused_ip, 1);
     gauge(o, "parley_store_up", "1 while the store's connections are up.", (uint64_t)g->store_up);

@@ -31,6 +31,7 @@ void pl_observe(pl_hist *h, double v);
 extern pl_counter pl_m_ws_messages_in;       /* client WebSocket messages        */
 extern pl_counter pl_m_sends;                /* messages acknowledged (new)      */
 extern pl_counter pl_m_sends_dup;            /* retries answered from the store  */
+extern pl_counter pl_m_filter_blocked, pl_m_filter_flagged, pl_m_filter_masked;   /* content filter */
 extern pl_counter pl_m_frames_out;           /* event frames queued to sessions  */
 extern pl_counter pl_m_http_requests;
 extern pl_counter pl_m_commit_batches;

@@ -824,6 +824,11 @@ _Static_assert(PL_JOB__WRITE_END <= PL_READ_USER_BY_NAME, "a write op among the 
 #define PL_JOB_PRIVATE     2   /* CHANNEL_CREATE: a private channel           */
 #define PL_JOB_EVICT       4   /* MEMBER_REMOVE: see there                    */
 #define PL_JOB_ADMIN       8   /* REPORT_RESOLVE, RETENTION_SET: by a server admin */
+#define PL_JOB_FILTER     16   /* REPORT: filed by the content filter: user is the
+                                * message's sender (its membership is checked as
+                                * a reporter's), the report's reporter is 0, and
+                                * "your own message" does not apply; a repeat
+                                * (the same message) returns the first one    */
 
 #define PL_RETENTION_MAX  3155760000LL  /* seconds: a century (100 x 365.25 days) */
 

@@ -969,12 +969,13 @@ const char *const pg_w_sql[W__COUNT] = {
         " w AS (UPDATE workspaces SET channel_count = channel_count + 1 FROM c WHERE workspaces.id = $8::bigint)"
         " SELECT id FROM c",
     /* ---- reports (store_pg_reports.c, store.h invariant 12) ---- */
-    /* $1 conv, $2 reporter, $3 seq: the reporter's joined_seq (no row: not
-     * a member), the target (NULLs: none) and the reporter's report of it */
+    /* $1 conv, $2 user, $3 seq, $4 reporter (0: the content filter, user
+     * the sender): user's joined_seq (no row: not a member), the target
+     * (NULLs: none) and the reporter's report of it */
     [W_REPORT_TARGET] = "SELECT m.joined_seq, e.kind, e.sender, e.deleted_ts, r.id FROM members m"
                         " LEFT JOIN events e ON e.conv_id = $1::bigint AND e.seq = $3::bigint"
                         " LEFT JOIN reports r ON r.conv_id = $1::bigint AND r.seq = $3::bigint"
-                        "   AND r.reporter = $2::bigint"
+                        "   AND r.reporter = $4::bigint"
                         " WHERE m.conv_id = $1::bigint AND m.user_id = $2::bigint",
     /* $1 conv, $2 seq, $3 reporter, $4 reason, $5 note, $6 now: the
      * snapshot is the message's row as it is (an empty body: none) */

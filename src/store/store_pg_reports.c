@@ -77,10 +77,13 @@ static int r_report(pg_store *s, pl_job *j, int64_t now) {
         j->why = "bad note";
         return PL_STORE_EINVAL;
     }
+    int filter = (j->flags & PL_JOB_FILTER) != 0;
+    int64_t reporter = filter ? 0 : j->user;       /* the filter's: 0 */
     pg_params t = {0};
     pg_param_i64(&t, j->conv);
     pg_param_i64(&t, j->user);
     pg_param_i64(&t, j->seq);
+    pg_param_i64(&t, reporter);
     int rc;
     PGresult *r = pg_w_query(s, W_REPORT_TARGET, &t, &rc);
     if (!r) return rc;
@@ -100,7 +103,7 @@ static int r_report(pg_store *s, pl_job *j, int64_t now) {
         j->why = "message deleted";
         return PL_STORE_EGONE;
     }
-    if (pg_i64(r, 0, 2) == j->user) {
+    if (!filter && pg_i64(r, 0, 2) == j->user) {
         j->why = "your own message";
         return PL_STORE_EINVAL;
     }
@@ -117,7 +120,7 @@ static int r_report(pg_store *s, pl_job *j, int64_t now) {
     pg_params w = {0};
     pg_param_i64(&w, j->conv);
     pg_param_i64(&w, j->seq);
-    pg_param_i64(&w, j->user);
+    pg_param_i64(&w, reporter);
     pg_param_text(&w, j->title);
     pg_param_text(&w, note);
     pg_param_i64(&w, now);

@@ -33,9 +33,11 @@ static int report(sq_store *s, pl_job *j, int64_t now) {
         j->why = "bad note";
         return PL_STORE_EINVAL;
     }
+    int filter = (j->flags & PL_JOB_FILTER) != 0;
+    int64_t reporter = filter ? 0 : j->user;       /* the filter's: 0 */
     sq_target t;
     int rc = sq_w_target_load(s, j, j->seq, &t);
-    if (rc == PL_STORE_OK && t.sender == j->user) {
+    if (rc == PL_STORE_OK && !filter && t.sender == j->user) {
         j->why = "your own message";
         rc = PL_STORE_EINVAL;
     }
@@ -43,7 +45,7 @@ static int report(sq_store *s, pl_job *j, int64_t now) {
     int64_t id = 0, msg_id = 0;
     if (rc == PL_STORE_OK) {
         int found = sq_run(s->wdb, &src, &id, "SELECT id FROM reports WHERE conv_id = ?1 AND seq = ?2 AND reporter = ?3",
-                           "iii", j->conv, j->seq, j->user);
+                           "iii", j->conv, j->seq, reporter);
         if (found < 0) rc = r_fatal(s, src);
         else if (found) j->out_id = id;             /* a repeat: the first one */
         else if (sq_run(s->wdb, &src, &msg_id, "SELECT id FROM events WHERE conv_id = ?1 AND seq = ?2", "ii", j->conv,
@@ -62,7 +64,7 @@ static int report(sq_store *s, pl_job *j, int64_t now) {
         } else {
             sqlite3_bind_int64(st, 1, j->conv);
             sqlite3_bind_int64(st, 2, j->seq);
-            sqlite3_bind_int64(st, 3, j->user);
+            sqlite3_bind_int64(st, 3, reporter);
             sqlite3_bind_int64(st, 4, t.sender);
             sqlite3_bind_text(st, 5, j->title, (int)rlen, SQLITE_STATIC);
             if (nlen) sqlite3_bind_text(st, 6, j->body, (int)nlen, SQLITE_STATIC);

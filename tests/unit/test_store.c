@@ -5175,6 +5175,65 @@ static int64_t t_direct(tstore *t, int64_t a, int64_t b) {
     return rc == PL_STORE_OK ? j.out_id : rc;
 }
 
+/* REPORT with PL_JOB_FILTER (the content filter's): filed in the sender's
+ * name for its own message, stored with reporter 0, apart from members'
+ * reports; a repeat returns it; the sender must still be a member. */
+static int t_filter_report(tstore *t, int64_t conv, int64_t sender, int64_t seq, int64_t *id, int *created) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_REPORT);
+    j.conv = conv;
+    j.user = sender;
+    j.seq = seq;
+    j.flags = PL_JOB_FILTER;
+    j.title = "content filter";
+    j.body = "rule at line 3 of the content filter";
+    j.body_len = strlen(j.body);
+    if (t_run(t, &j, 1) != 0) return -99;
+    *id = j.out_id;
+    *created = j.created;
+    int rc = j.result;
+    pl_job_release(&j);
+    return rc;
+}
+
+TEST(store_report_by_the_content_filter) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK(g > 0);
+    CHECK_EQ(t_say(&t, g, b, "free crypto", 0, NULL, NULL), 2);
+    int64_t r1 = 0, r2 = 0, mine = 0;
+    int created = -1;
+    CHECK_EQ(t_filter_report(&t, g, b, 2, &r1, &created), PL_STORE_OK);   /* its own message: fine */
+    CHECK(r1 > 0);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_filter_report(&t, g, b, 2, &r2, &created), PL_STORE_OK);
+    CHECK_EQ(r2, r1);
+    CHECK_EQ(created, 0);
+    /* the sender still may not report its own message itself */
+    CHECK_EQ(t_report(&t, g, b, 2, "spam", NULL, &mine, &created, NULL), PL_STORE_EINVAL);
+    /* a member's report is another one */
+    CHECK_EQ(t_report(&t, g, a, 2, "spam", NULL, &mine, &created, NULL), PL_STORE_OK);
+    CHECK(mine != r1);
+    CHECK_EQ(t_last_seq(&t, g, a), 2);                          /* no event */
+    pl_report *l;
+    size_t n;
+    int more = -1;
+    CHECK_EQ(rd_reports(&t, g, a, 0, 0, 10, &l, &n, &more), PL_STORE_OK);
+    int ok = n == 2 && l[1].id == r1 && l[1].reporter == 0 && l[1].reporter_name[0] == '\0' && l[1].sender == b &&
+             l[1].reason && strcmp(l[1].reason, "content filter") == 0 && l[1].note &&
+             strcmp(l[1].note, "rule at line 3 of the content filter") == 0 && l[1].body &&
+             strcmp(l[1].body, "free crypto") == 0 && l[0].reporter == a;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+    /* not a member (any more): not found, as for any reporter */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, b, 0, NULL), PL_STORE_OK);
+    CHECK_EQ(t_filter_report(&t, g, b, 2, &r2, &created), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
 /* The report keeps the message as it was reported: an edit or a delete
  * after it changes nothing of it; one report per (message, reporter). */
 TEST(store_report_snapshot_and_repeat) {

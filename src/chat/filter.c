@@ -1,0 +1,362 @@
+/* filter.c — the content filter (filter.h): parsing a rules file, and
+ * checking a text against it.
+ *
+ * Owns: the compiled rules. Terms are kept sorted by their first word, so a
+ * text is checked in one pass over its words with a binary search per word
+ * (a thousand terms cost ten comparisons a word); regexes are run one by
+ * one over a NUL-terminated copy, which is why a file holds at most
+ * PL_FILTER_REGEX_MAX of them. Words are compared after ASCII lowercasing,
+ * with invisible code points (zero-width spaces and joiners, soft hyphens:
+ * core/utf8.h pl_utf8_invisible) skipped, so "f\u200bree" is "free".
+ * Nothing here is shared or locked: the event loop is the only caller.
+ */
+#include "filter.h"
+
+#include <regex.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/utf8.h"
+
+typedef struct term {
+    char  *words;              /* lowercase words, each NUL-terminated, back to back */
+    size_t nwords;
+    int    action, line;
+} term;
+
+typedef struct rx_rule {
+    regex_t re;
+    int     action, line;
+} rx_rule;
+
+struct pl_filter {
+    term    *terms;            /* sorted by first word (strcmp)              */
+    size_t   nterms;
+    rx_rule *rx;
+    size_t   nrx;
+};
+
+typedef struct span { size_t start, end; } span;
+
+/* ---- code points and words ----------------------------------------------------- */
+
+/* The code point at p (valid UTF-8, at least one byte) and its length. */
+static uint32_t cp_at(const uint8_t *p, size_t n, size_t *len) {
+    uint32_t c = p[0];
+    size_t k = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (k > n) k = n;
+    if (k == 1) { *len = 1; return c; }
+    c &= 0x3Fu >> (k - 1);
+    for (size_t i = 1; i < k; i++) c = (c << 6) | (p[i] & 0x3Fu);
+    *len = k;
+    return c;
+}
+
+static int is_word_cp(uint32_t c) {
+    if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    return !pl_utf8_space_or_control(c);
+}
+
+/* The words of t[0..n): spans appended to *out (grown as needed). */
+static size_t words_of(const char *t, size_t n, span **out, size_t *cap) {
+    const uint8_t *p = (const uint8_t *)t;
+    size_t i = 0, nw = 0, k;
+    while (i < n) {
+        uint32_t c = cp_at(p + i, n - i, &k);
+        if (!is_word_cp(c)) {
+            i += k;
+            continue;
+        }
+        size_t start = i;
+        while (i < n && is_word_cp(cp_at(p + i, n - i, &k))) i += k;
+        if (nw == *cap) {
+            *cap = *cap ? *cap * 2 : 64;
+            *out = pl_realloc(*out, *cap * sizeof **out);
+        }
+        (*out)[nw++] = (span){start, i};
+    }
+    return nw;
+}
+
+/* A word's normal form appended to dst: ASCII lowercased, invisible code
+ * points left out. Returns the bytes written. */
+static size_t normal_word(char *dst, const char *w, size_t n) {
+    const uint8_t *p = (const uint8_t *)w;
+    size_t o = 0, k;
+    for (size_t i = 0; i < n; i += k) {
+        uint32_t c = cp_at(p + i, n - i, &k);
+        if (c >= 0x80 && pl_utf8_invisible(c)) continue;
+        for (size_t j = 0; j < k; j++) {
+            uint8_t b = p[i + j];
+            dst[o++] = (char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
+        }
+    }
+    return o;
+}
+
+/* Compares a rule's word (normal, NUL-terminated) with a word of the text
+ * in its normal form, as strcmp would compare the two. */
+static int word_cmp(const char *rule, const char *tok, size_t n) {
+    const uint8_t *r = (const uint8_t *)rule, *p = (const uint8_t *)tok;
+    size_t k;
+    for (size_t i = 0; i < n; i += k) {
+        uint32_t c = cp_at(p + i, n - i, &k);
+        if (c >= 0x80 && pl_utf8_invisible(c)) continue;
+        for (size_t j = 0; j < k; j++) {
+            uint8_t b = p[i + j];
+            if (b >= 'A' && b <= 'Z') b += 32;
+            if (*r != b) return *r ? (int)*r - (int)b : -1;
+            r++;
+        }
+    }
+    return *r ? 1 : 0;
+}
+
+/* ---- parsing ------------------------------------------------------------------- */
+
+static int term_cmp(const void *a, const void *b) {
+    return strcmp(((const term *)a)->words, ((const term *)b)->words);
+}
+
+static void fail(char *err, size_t errlen, int line, const char *why, const char *what) {
+    if (line) snprintf(err, errlen, "line %d: %s%s", line, why, what ? what : "");
+    else snprintf(err, errlen, "%s", why);
+}
+
+/* One rule line, trimmed and not empty: into f. 0, or -1 with err set. */
+static int parse_rule(pl_filter *f, const char *l, size_t n, int line, size_t *capt, char *err, size_t errlen) {
+    size_t a = 0;
+    while (a < n && l[a] != ' ' && l[a] != '\t') a++;
+    int action = a == 5 && !memcmp(l, "block", 5) ? PL_FILTER_BLOCK
+               : a == 4 && !memcmp(l, "flag", 4)  ? PL_FILTER_FLAG
+               : a == 4 && !memcmp(l, "mask", 4)  ? PL_FILTER_MASK : 0;
+    if (!action) {
+        char what[40];
+        snprintf(what, sizeof what, "'%.*s' (block, flag or mask)", (int)(a > 20 ? 20 : a), l);
+        fail(err, errlen, line, "unknown action ", what);
+        return -1;
+    }
+    const char *p = l + a;
+    size_t m = n - a;
+    while (m && (*p == ' ' || *p == '\t')) p++, m--;
+    if (!m) {
+        fail(err, errlen, line, "no pattern after the action", NULL);
+        return -1;
+    }
+    if (m >= 3 && p[0] == '/' && p[m - 1] == '/') {          /* a regex */
+        if (f->nrx == PL_FILTER_REGEX_MAX) {
+            fail(err, errlen, line, "too many regexes (at most 256)", NULL);
+            return -1;
+        }
+        char *src = pl_strndup(p + 1, m - 2);
+        rx_rule *r = &f->rx[f->nrx];
+        int flags = REG_EXTENDED | REG_ICASE | (action == PL_FILTER_MASK ? 0 : REG_NOSUB);
+        int rc = regcomp(&r->re, src, flags);
+        free(src);
+        if (rc) {
+            char why[128];
+            regerror(rc, &r->re, why, sizeof why);
+            fail(err, errlen, line, "bad regex: ", why);
+            return -1;
+        }
+        r->action = action;
+        r->line = line;
+        f->nrx++;
+        return 0;
+    }
+    span *ws = NULL;
+    size_t wcap = 0, nw = words_of(p, m, &ws, &wcap);
+    char *buf = pl_malloc(m + nw + 1), *o = buf;
+    size_t kept = 0;
+    for (size_t i = 0; i < nw; i++) {
+        size_t w = normal_word(o, p + ws[i].start, ws[i].end - ws[i].start);
+        if (!w) continue;                                    /* invisible only */
+        o[w] = '\0';
+        o += w + 1;
+        kept++;
+    }
+    free(ws);
+    if (!kept) {
+        free(buf);
+        fail(err, errlen, line, "a term needs a letter or a digit", NULL);
+        return -1;
+    }
+    if (f->nterms == *capt) {
+        *capt = *capt ? *capt * 2 : 16;
+        f->terms = pl_realloc(f->terms, *capt * sizeof *f->terms);
+    }
+    f->terms[f->nterms++] = (term){buf, kept, action, line};
+    return 0;
+}
+
+pl_filter *pl_filter_parse(const char *text, size_t len, char *err, size_t errlen) {
+    if (len > PL_FILTER_FILE_MAX) {
+        fail(err, errlen, 0, "the file is over 1 MiB", NULL);
+        return NULL;
+    }
+    if (memchr(text, '\0', len) || !pl_utf8_valid((const uint8_t *)text, len)) {
+        fail(err, errlen, 0, "the file is not UTF-8 text", NULL);
+        return NULL;
+    }
+    pl_filter *f = pl_calloc(1, sizeof *f);
+    f->rx = pl_calloc(PL_FILTER_REGEX_MAX, sizeof *f->rx);
+    size_t capt = 0, pos = 0;
+    int line = 0;
+    while (pos < len) {
+        const char *l = text + pos, *nl = memchr(l, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - l) : len - pos;
+        pos += n + (nl != NULL);
+        line++;
+        if (n > PL_FILTER_LINE_MAX) {
+            fail(err, errlen, line, "longer than 1024 bytes", NULL);
+            goto bad;
+        }
+        while (n && (l[n - 1] == '\r' || l[n - 1] == ' ' || l[n - 1] == '\t')) n--;
+        while (n && (*l == ' ' || *l == '\t')) l++, n--;
+        if (!n || *l == '#') continue;
+        if (parse_rule(f, l, n, line, &capt, err, errlen)) goto bad;
+    }
+    if (f->nterms) qsort(f->terms, f->nterms, sizeof *f->terms, term_cmp);
+    return f;
+bad:
+    pl_filter_free(f);
+    return NULL;
+}
+
+pl_filter *pl_filter_load(const char *path, char *err, size_t errlen) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(err, errlen, "cannot open %s", path);
+        return NULL;
+    }
+    char *buf = pl_malloc(PL_FILTER_FILE_MAX + 1);
+    size_t n = fread(buf, 1, PL_FILTER_FILE_MAX + 1, fp);
+    int bad = ferror(fp);
+    fclose(fp);
+    pl_filter *f = NULL;
+    if (bad) snprintf(err, errlen, "cannot read %s", path);
+    else f = pl_filter_parse(buf, n, err, errlen);
+    free(buf);
+    return f;
+}
+
+void pl_filter_free(pl_filter *f) {
+    if (!f) return;
+    for (size_t i = 0; i < f->nterms; i++) free(f->terms[i].words);
+    for (size_t i = 0; i < f->nrx; i++) regfree(&f->rx[i].re);
+    free(f->terms);
+    free(f->rx);
+    free(f);
+}
+
+size_t pl_filter_rules(const pl_filter *f) { return f ? f->nterms + f->nrx : 0; }
+
+/* ---- checking ------------------------------------------------------------------ */
+
+typedef struct check {
+    const char *text;
+    size_t      len;
+    uint8_t    *marks;         /* MASK: bytes to mask, allocated on first use */
+    int         actions, line[3];   /* the first deciding line per action: mask, flag, block */
+} check;
+
+static int slot(int action) { return action == PL_FILTER_MASK ? 0 : action == PL_FILTER_FLAG ? 1 : 2; }
+
+static void matched(check *c, int action, int line, size_t start, size_t end) {
+    c->actions |= action;
+    int *l = &c->line[slot(action)];
+    if (!*l || line < *l) *l = line;
+    if (action == PL_FILTER_MASK) {
+        if (!c->marks) c->marks = pl_calloc(c->len ? c->len : 1, 1);
+        memset(c->marks + start, 1, end - start);
+    }
+}
+
+/* Does term t match the words from w[i] on? */
+static int term_at(const term *t, const check *c, const span *w, size_t nw, size_t i) {
+    if (i + t->nwords > nw) return 0;
+    const char *r = t->words;
+    for (size_t k = 0; k < t->nwords; k++) {
+        if (word_cmp(r, c->text + w[i + k].start, w[i + k].end - w[i + k].start)) return 0;
+        r += strlen(r) + 1;
+    }
+    return 1;
+}
+
+static void check_terms(const pl_filter *f, check *c) {
+    span *w = NULL;
+    size_t cap = 0, nw = words_of(c->text, c->len, &w, &cap);
+    for (size_t i = 0; i < nw && !(c->actions & PL_FILTER_BLOCK); i++) {
+        const char *tok = c->text + w[i].start;
+        size_t tl = w[i].end - w[i].start, lo = 0, hi = f->nterms;
+        while (lo < hi) {                                    /* the first term >= the word */
+            size_t mid = (lo + hi) / 2;
+            if (word_cmp(f->terms[mid].words, tok, tl) < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        for (size_t t = lo; t < f->nterms && !word_cmp(f->terms[t].words, tok, tl); t++) {
+            const term *r = &f->terms[t];
+            if (term_at(r, c, w, nw, i)) matched(c, r->action, r->line, w[i].start, w[i + r->nwords - 1].end);
+        }
+    }
+    free(w);
+}
+
+static void check_regexes(const pl_filter *f, check *c) {
+    char *s = pl_malloc(c->len + 1);
+    memcpy(s, c->text, c->len);
+    s[c->len] = '\0';
+    for (size_t i = 0; i < f->nrx && !(c->actions & PL_FILTER_BLOCK); i++) {
+        const rx_rule *r = &f->rx[i];
+        if (r->action != PL_FILTER_MASK) {
+            if (!regexec(&r->re, s, 0, NULL, 0)) matched(c, r->action, r->line, 0, 0);
+            continue;
+        }
+        size_t at = 0;
+        regmatch_t m;
+        while (at <= c->len && !regexec(&r->re, s + at, 1, &m, at ? REG_NOTBOL : 0)) {
+            size_t a = at + (size_t)m.rm_so, b = at + (size_t)m.rm_eo;
+            if (b > a) matched(c, PL_FILTER_MASK, r->line, a, b);
+            at = b > at ? b : at + 1;                        /* an empty match moves on */
+        }
+    }
+    free(s);
+}
+
+/* The text with every character that has a marked byte replaced by '*'. */
+static char *mask_text(const check *c, size_t *outlen) {
+    const uint8_t *p = (const uint8_t *)c->text;
+    char *o = pl_malloc(c->len + 1);
+    size_t n = 0, k;
+    for (size_t i = 0; i < c->len; i += k) {
+        cp_at(p + i, c->len - i, &k);
+        int hit = 0;
+        for (size_t j = 0; j < k; j++) hit |= c->marks[i + j];
+        if (hit) o[n++] = '*';
+        else memcpy(o + n, p + i, k), n += k;
+    }
+    o[n] = '\0';
+    *outlen = n;
+    return o;
+}
+
+int pl_filter_check(const pl_filter *f, const char *text, size_t len, pl_filter_hit *h) {
+    memset(h, 0, sizeof *h);
+    if (!f || !len) return 0;
+    check c = {.text = text, .len = len};
+    if (f->nterms) check_terms(f, &c);
+    if (f->nrx && !(c.actions & PL_FILTER_BLOCK)) check_regexes(f, &c);
+    h->actions = c.actions;
+    h->line = c.actions & PL_FILTER_BLOCK ? c.line[2] : c.actions & PL_FILTER_FLAG ? c.line[1] : c.line[0];
+    if ((c.actions & PL_FILTER_MASK) && !(c.actions & PL_FILTER_BLOCK)) h->masked = mask_text(&c, &h->masked_len);
+    free(c.marks);
+    return h->actions;
+}
+
+void pl_filter_hit_release(pl_filter_hit *h) {
+    free(h->masked);
+    h->masked = NULL;
+}
