@@ -103,7 +103,12 @@ json_t *api_body_object(pl_http_ctx *ctx) {
         pl_http_error(ctx, 400, "bad_json", "a JSON object body is required");
         return NULL;
     }
-    json_t *o = json_loadb((const char *)ctx->body, ctx->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+    json_error_t jerr;
+    json_t *o = json_loadb((const char *)ctx->body, ctx->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!o && json_error_code(&jerr) == json_error_numeric_overflow) {   /* valid JSON, too big for us */
+        pl_http_error(ctx, 400, "bad_request", "a number is out of range");
+        return NULL;
+    }
     if (!o || !json_is_object(o)) {
         json_decref(o);
         pl_http_error(ctx, 400, "bad_json", "body must be a JSON object");

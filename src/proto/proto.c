@@ -646,6 +646,8 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
     m->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!m->root && strstr(jerr.text, "duplicate"))
         return fail(e, "bad_json", "%s", "message repeats a key");
+    if (!m->root && json_error_code(&jerr) == json_error_numeric_overflow)   /* valid JSON, too big for us */
+        return fail(e, "bad_request", "%s", "a number is out of range");
     if (!m->root || !json_is_object(m->root))
         return fail(e, "bad_json", "%s", "message must be a JSON object");
     json_t *req = json_object_get(m->root, "req");

@@ -138,6 +138,13 @@ async def test_bad_messages_get_errors_and_cost_nothing(server):
                       {"bad_request"}, r))
         r = next(R)
         cases.append((json.dumps({"type": "history", "req": r, "conversation": "x"}), {"bad_request"}, r))
+        # valid JSON with an integer beyond 64 bits: out of range, not bad JSON
+        # (the message cannot be read, so no req comes back)
+        r = next(R)
+        cases.append((json.dumps({"type": "send", "req": r, "conversation": 10 ** 30, "client_msg_id": "big",
+                                  "body": "x"}), {"bad_request"}, None))
+        cases.append(('{"type": "history", "conversation": %d, "limit": 184467440737095516150}' % cid,
+                      {"bad_request"}, None))
         r = next(R)
         cases.append((json.dumps({"type": "sync", "req": r, "cursors": "all"}), {"bad_request"}, r))
         r = next(R)
@@ -168,6 +175,14 @@ async def test_bad_messages_get_errors_and_cost_nothing(server):
             assert hist.body["events"][0]["body"] == "a\u0000b", hist
         else:
             assert rep["code"] in ("bad_json", "bad_request"), rep
+
+        # The same over REST: 400 bad_request, not bad_json.
+        for path, body in (("/api/v1/conversations", {"kind": "direct", "user": 10 ** 30}),
+                           (f"/api/v1/conversations/{cid}/messages", {"client_msg_id": "big", "body": "x",
+                                                                       "reply_to": -(10 ** 25)})):
+            rr = await api.req("POST", path, token=x_u.token, json_body=body)
+            assert rr.status == 400 and rr.body["error"]["code"] == "bad_request", (path, rr)
+            assert rr.body["error"]["message"] == "a number is out of range", rr
 
         # The bad client is still fine.
         ack = await x.send_msg(cid, "x is still here")
