@@ -117,9 +117,10 @@ int  pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat
 typedef void (*pl_chat_online_cb)(void *arg, const uint8_t *online, size_t n);
 void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, void *arg);
 
-/* Rate limits on sends (per user, then per conversation; shared by all
- * nodes in cluster mode). cb(arg, 0, NULL) admitted, else the wait in ms
- * and the limit's scope ("user", "conversation"). */
+/* Rate limits on sends (per user, then per conversation, then, in a
+ * channel, per workspace; shared by all nodes in cluster mode). cb(arg, 0,
+ * NULL) admitted, else the wait in ms and the limit's scope ("user",
+ * "conversation", "workspace"). */
 typedef void (*pl_chat_admit_cb)(void *arg, int64_t retry_ms, const char *scope);
 int  pl_chat_admit_send(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *arg);
 /* A send job finished: count it. t0_us: mono us when it arrived (0 = unknown). */
