@@ -9,7 +9,8 @@
  * registry per process, on the event loop thread. Files: session.c (auth, lifecycle, dispatch,
  * liveness), deliver.c (conversation streams, subscriptions, replay, sync,
  * history), sse.c (Server-Sent Events sessions: the transport
- * besides WebSocket), send.c, actions.c (edits, deletes, reactions, pins, notification
+ * besides WebSocket), send.c, wsrate.c (the per-workspace rate limit's
+ * lookups), actions.c (edits, deletes, reactions, pins, notification
  * levels), receipts.c, presence.c, typing.c; chat_int.h holds what they
  * share.
  * Does not own: storage (store/), transport between nodes (bus/), REST
