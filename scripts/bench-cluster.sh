@@ -71,7 +71,7 @@ done
 
 # The bench-friendly flags: those parley-bench gives its own parleyd (see
 # start_server in bench/main.c), plus quieter logs.
-BENCH_FLAGS="--argon2-ops 1 --argon2-mem 64 --log-level warn --rate-user-msgs 0 --rate-conv-msgs 0 --max-outbound 67108864"
+BENCH_FLAGS="--argon2-ops 1 --argon2-mem 64 --log-level warn --rate-user-msgs 0 --rate-conv-msgs 0 --rate-workspace-msgs 0 --max-outbound 67108864"
 export PARLEYD
 export PARLEYD_ARGS="$BENCH_FLAGS ${PARLEYD_ARGS:-}"
 

@@ -27,7 +27,7 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer
 CHEAP_HASH = ["--argon2-ops", "1", "--argon2-mem", "64",
               # bulk senders in tests would trip the message limits; the
               # rate-limit tests pass their own (later flags win)
-              "--rate-user-msgs", "0", "--rate-conv-msgs", "0"]
+              "--rate-user-msgs", "0", "--rate-conv-msgs", "0", "--rate-workspace-msgs", "0"]
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
 

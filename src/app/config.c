@@ -54,6 +54,8 @@ static const setting table[] = {
     I("rate-user-burst", rate_user_burst, 1, 1000000, "100", "messages a user may send at once"),
     I("rate-conv-msgs", rate_conv_msgs, 0, 1000000, "200", "messages per second per conversation (0: no limit)"),
     I("rate-conv-burst", rate_conv_burst, 1, 1000000, "400", "messages a conversation takes at once"),
+    I("rate-workspace-msgs", rate_workspace_msgs, 0, 1000000, "1000", "messages per second per workspace, in all its channels (0: no limit)"),
+    I("rate-workspace-burst", rate_workspace_burst, 1, 1000000, "2000", "messages a workspace's channels take at once"),
     I("rate-ip-requests", rate_ip_requests, 0, 1000000, "100", "HTTP requests and WebSocket opens per second per IP (0: no limit)"),
     I("rate-ip-burst", rate_ip_burst, 1, 1000000, "200", "requests an IP may make at once"),
     I("rate-ip-auth", rate_ip_auth, 0, 1000000, "60", "register/login/refresh per minute per IP (0: no limit)"),

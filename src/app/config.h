@@ -43,6 +43,8 @@ typedef struct pl_config {
     int  rate_user_burst;
     int  rate_conv_msgs;      /* messages per second per conversation        */
     int  rate_conv_burst;
+    int  rate_workspace_msgs; /* messages per second per workspace (its channels) */
+    int  rate_workspace_burst;
     int  rate_ip_requests;    /* HTTP requests and WebSocket opens per second per IP */
     int  rate_ip_burst;
     int  rate_ip_auth;        /* register/login/refresh per minute per IP    */

@@ -329,6 +329,8 @@ int main(int argc, char **argv) {
             .user_burst = cfg.rate_user_burst,
             .conv_rate = cfg.rate_conv_msgs,
             .conv_burst = cfg.rate_conv_burst,
+            .ws_rate = cfg.rate_workspace_msgs,
+            .ws_burst = cfg.rate_workspace_burst,
         };
         bus = pl_bus_redis_new(loop, &ro, &bh, err, sizeof err);
         if (!bus) {

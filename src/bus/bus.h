@@ -111,10 +111,11 @@ typedef struct pl_bus_ops {
      * heads, typing and receipts, or a user's joins and revocations */
     void (*subscribe_conv)(pl_bus *b, int64_t conv, int on);
     void (*subscribe_user)(pl_bus *b, int64_t user, int on);
-    /* shared token buckets: one send by user into conv (rates per second and
-     * bursts as in the configuration; 0 rate = no limit). cb is always
-     * called later, on the loop, never inline. */
-    void (*rate_take)(pl_bus *b, int64_t user, int64_t conv, pl_bus_rate_cb cb, void *arg);
+    /* shared token buckets: one send by user into conv, a conversation of
+     * workspace ws (a channel's; 0: none, and no workspace bucket is
+     * touched), rates per second and bursts as in the configuration (0 rate
+     * = no limit). cb is always called later, on the loop, never inline. */
+    void (*rate_take)(pl_bus *b, int64_t user, int64_t conv, int64_t ws, pl_bus_rate_cb cb, void *arg);
     /* every fresh view of these users, from all nodes; cb later, never inline */
     void (*presence_get)(pl_bus *b, const int64_t *users, size_t n, pl_bus_presence_cb cb, void *arg);
     /* 1 while connected (readyz) */
@@ -140,6 +141,7 @@ typedef struct pl_bus_redis_opts {
     const char *prefix;        /* key and channel prefix ("" = none)      */
     double      user_rate, user_burst;  /* sends per second per user       */
     double      conv_rate, conv_burst;  /* sends per second per conversation */
+    double      ws_rate, ws_burst;      /* sends per second per workspace  */
 } pl_bus_redis_opts;
 
 struct uv_loop_s;
@@ -158,7 +160,9 @@ static inline void pl_bus_publish_receipt(pl_bus *b, const pl_bus_receipt *r) { 
 static inline void pl_bus_publish_presence(pl_bus *b, const pl_bus_presence *p) { b->ops->publish_presence(b, p); }
 static inline void pl_bus_subscribe_conv(pl_bus *b, int64_t c, int on) { b->ops->subscribe_conv(b, c, on); }
 static inline void pl_bus_subscribe_user(pl_bus *b, int64_t u, int on) { b->ops->subscribe_user(b, u, on); }
-static inline void pl_bus_rate_take(pl_bus *b, int64_t u, int64_t c, pl_bus_rate_cb cb, void *a) { b->ops->rate_take(b, u, c, cb, a); }
+static inline void pl_bus_rate_take(pl_bus *b, int64_t u, int64_t c, int64_t ws, pl_bus_rate_cb cb, void *a) {
+    b->ops->rate_take(b, u, c, ws, cb, a);
+}
 static inline void pl_bus_presence_get(pl_bus *b, const int64_t *u, size_t n, pl_bus_presence_cb cb, void *a) { b->ops->presence_get(b, u, n, cb, a); }
 static inline int  pl_bus_healthy(pl_bus *b) { return b->ops->healthy(b); }
 void pl_bus_close(pl_bus **b);

@@ -28,8 +28,8 @@ static void l_sub_conv(pl_bus *b, int64_t id, int on) {
 static void l_sub_user(pl_bus *b, int64_t id, int on) {
     if (on && b->h.user_ready) b->h.user_ready(b->h.ud, id);
 }
-static void l_rate(pl_bus *b, int64_t u, int64_t c, pl_bus_rate_cb cb, void *arg) {
-    (void)b, (void)u, (void)c, (void)cb, (void)arg;
+static void l_rate(pl_bus *b, int64_t u, int64_t c, int64_t ws, pl_bus_rate_cb cb, void *arg) {
+    (void)b, (void)u, (void)c, (void)ws, (void)cb, (void)arg;
     abort();                                /* bus.h: never called on the local bus */
 }
 static void l_pget(pl_bus *b, const int64_t *u, size_t n, pl_bus_presence_cb cb, void *arg) {

@@ -125,12 +125,14 @@
  *
  * Shared rate limits. One Lua script (EVALSHA, loaded at connect; EVAL
  * when the SHA is not known yet or Redis answers NOSCRIPT) on keys
- * rl:u:<user> and rl:c:<conv>: token buckets with Redis' TIME as the clock,
+ * rl:u:<user>, rl:c:<conv> and, for a channel, rl:w:<workspace> (DMs and
+ * groups send no third key): token buckets with Redis' TIME as the clock,
  * stored as "deficit:last_ms" with a PX expiry at the moment the bucket is
  * full again (a missing key is a full bucket). The user bucket is checked
- * first, then the conversation's; a send is admitted only if both have a
- * token, and then takes one from each; a refusal takes nothing from
- * either and names the first bucket that refused with its wait. Rate 0 =
+ * first, then the conversation's, then the workspace's; a send is admitted
+ * only if each has a token, and then takes one from each; a refusal takes
+ * nothing from any and names the first bucket that refused with its wait
+ * (the reply's code: 1 user, 2 conversation, 3 workspace). Rate 0 =
  * no limit for that scope. Fail open: while cmd is down, on an error
  * reply, or with no answer within 1 s, a send is admitted (a Redis outage
  * must not stop messaging; chat/'s per-node limits still apply).
@@ -393,6 +395,8 @@ pl_bus *pl_bus_redis_new(struct uv_loop_s *loop, const pl_bus_redis_opts *o, con
     b->uburst = o->user_burst > 1 ? o->user_burst : 1;
     b->crate = o->conv_rate > 0 ? o->conv_rate : 0;
     b->cburst = o->conv_burst > 1 ? o->conv_burst : 1;
+    b->wrate = o->ws_rate > 0 ? o->ws_rate : 0;
+    b->wburst = o->ws_burst > 1 ? o->ws_burst : 1;
     pl_sbuf_init(&b->enc);
     ring_init(&b->pubs, sizeof(pub_ent));
     ring_init(&b->batches, sizeof(batch_rec));

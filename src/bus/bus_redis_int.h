@@ -87,7 +87,7 @@ typedef struct op {               /* a rate_take or presence_get             */
     void               *arg;
     /* OP_RATE */
     pl_bus_rate_cb      rcb;
-    int64_t             user, conv, wait;
+    int64_t             user, conv, ws, wait;
     const char         *scope;
     /* OP_PGET */
     pl_bus_presence_cb  pcb;
@@ -103,7 +103,7 @@ typedef struct pl_bus_redis {
     pl_redis_addr   addr;
     char            prefix[PREFIX_MAX + 1];
     size_t          plen;
-    double          urate, uburst, crate, cburst;
+    double          urate, uburst, crate, cburst, wrate, wburst;
     pl_rconn        cmd, sub;
     char            cmd_name[32], sub_name[32];  /* CLIENT SETNAME: parley-n<node>-cmd */
     uv_timer_t      tick;
@@ -222,7 +222,7 @@ void pl_bus__redis_beat_rx(pl_bus_redis *b, int64_t n);  /* own heartbeat n arri
 /* ---- bus_redis_req.c -------------------------------------------------------- */
 
 void pl_bus__redis_presence(pl_bus *pb, const pl_bus_presence *p);
-void pl_bus__redis_rate(pl_bus *pb, int64_t user, int64_t conv, pl_bus_rate_cb cb, void *arg);
+void pl_bus__redis_rate(pl_bus *pb, int64_t user, int64_t conv, int64_t ws, pl_bus_rate_cb cb, void *arg);
 void pl_bus__redis_presence_get(pl_bus *pb, const int64_t *users, size_t n, pl_bus_presence_cb cb, void *arg);
 void pl_bus__redis_scripts_init(pl_bus_redis *b);
 void pl_bus__redis_scripts_load(pl_bus_redis *b);   /* at every cmd connect */

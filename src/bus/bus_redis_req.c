@@ -31,7 +31,9 @@ static const char RATE_LUA[] =
     "end\n"
     "local ur, ub = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local cr, cb = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-    "local ud, cd = 0, 0\n"
+    "local wr, wb = tonumber(ARGV[5] or '0'), tonumber(ARGV[6] or '1')\n"
+    "if not KEYS[3] then wr = 0 end\n"
+    "local ud, cd, wd = 0, 0, 0\n"
     "if ur > 0 then\n"
     "  ud = level(KEYS[1], ur) + 1\n"
     "  if ud > ub then return {1, math.floor((ud - ub) * 1000 / ur) + 1} end\n"
@@ -40,8 +42,13 @@ static const char RATE_LUA[] =
     "  cd = level(KEYS[2], cr) + 1\n"
     "  if cd > cb then return {2, math.floor((cd - cb) * 1000 / cr) + 1} end\n"
     "end\n"
+    "if wr > 0 then\n"
+    "  wd = level(KEYS[3], wr) + 1\n"
+    "  if wd > wb then return {3, math.floor((wd - wb) * 1000 / wr) + 1} end\n"
+    "end\n"
     "if ur > 0 then store(KEYS[1], ud, ur) end\n"
     "if cr > 0 then store(KEYS[2], cd, cr) end\n"
+    "if wr > 0 then store(KEYS[3], wd, wr) end\n"
     "return {0, 0}\n";
 
 static const char PRES_LUA[] =
@@ -203,15 +210,25 @@ static int op_reply_gone(op *o) {
 
 static void rate_cb(redisAsyncContext *ac, void *r, void *priv);
 
+/* Keys rl:u:<user>, rl:c:<conv> and, for a channel with a workspace limit,
+ * rl:w:<workspace>; a DM or group sends two keys and four arguments, as
+ * before workspaces had limits. */
 static int rate_send(pl_bus_redis *b, op *o) {
-    char uk[NAME_MAX_LEN], ck[NAME_MAX_LEN], a[4][32];
-    const char *args[6] = {uk, ck, a[0], a[1], a[2], a[3]};
-    size_t lens[6];
-    lens[0] = pl_bus__redis_name(b, uk, "rl:u:", o->user);
-    lens[1] = pl_bus__redis_name(b, ck, "rl:c:", o->conv);
-    double v[4] = {b->urate, b->uburst, b->crate, b->cburst};
-    for (int i = 0; i < 4; i++) lens[2 + i] = (size_t)snprintf(a[i], sizeof a[i], "%.17g", v[i]);
-    if (script_call(b, S_RATE, rate_cb, o, 2, args, lens, 6)) return -1;
+    char uk[NAME_MAX_LEN], ck[NAME_MAX_LEN], wk[NAME_MAX_LEN], a[6][32];
+    int ws = o->ws > 0 && b->wrate > 0;
+    const char *args[9];
+    size_t lens[9];
+    int n = 0;
+    args[n] = uk, lens[n++] = pl_bus__redis_name(b, uk, "rl:u:", o->user);
+    args[n] = ck, lens[n++] = pl_bus__redis_name(b, ck, "rl:c:", o->conv);
+    if (ws) args[n] = wk, lens[n++] = pl_bus__redis_name(b, wk, "rl:w:", o->ws);
+    int nkeys = n;
+    double v[6] = {b->urate, b->uburst, b->crate, b->cburst, b->wrate, b->wburst};
+    for (int i = 0; i < (ws ? 6 : 4); i++, n++) {
+        args[n] = a[i];
+        lens[n] = (size_t)snprintf(a[i], sizeof a[i], "%.17g", v[i]);
+    }
+    if (script_call(b, S_RATE, rate_cb, o, nkeys, args, lens, n)) return -1;
     o->refs++;
     return 0;
 }
@@ -229,9 +246,9 @@ static void rate_cb(redisAsyncContext *ac, void *r, void *priv) {
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[1]->type == REDIS_REPLY_INTEGER) {
         long long code = reply->element[0]->integer, wait = reply->element[1]->integer;
-        if (code == 1 || code == 2) {
+        if (code >= 1 && code <= 3) {
             o->wait = wait > 0 ? wait : 1;
-            o->scope = code == 1 ? "user" : "conversation";
+            o->scope = code == 1 ? "user" : code == 2 ? "conversation" : "workspace";
         }
     } else if (reply) {
         pl_bus__redis_log_error(b, "rate script", reply);  /* fail open */
@@ -239,13 +256,15 @@ static void rate_cb(redisAsyncContext *ac, void *r, void *priv) {
     op_finish(b, o);
 }
 
-void pl_bus__redis_rate(pl_bus *pb, int64_t user, int64_t conv, pl_bus_rate_cb cb, void *arg) {
+void pl_bus__redis_rate(pl_bus *pb, int64_t user, int64_t conv, int64_t ws, pl_bus_rate_cb cb, void *arg) {
     pl_bus_redis *b = B(pb);
     op *o = op_new(b, OP_RATE, arg);
     o->rcb = cb;
     o->user = user;
     o->conv = conv;
-    if (b->stopping || (b->urate <= 0 && b->crate <= 0) || rate_send(b, o)) op_finish(b, o);
+    o->ws = ws;
+    if (b->stopping || (b->urate <= 0 && b->crate <= 0 && (ws <= 0 || b->wrate <= 0)) || rate_send(b, o))
+        op_finish(b, o);
 }
 
 /* "status|last_active|expires" */

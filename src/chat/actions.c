@@ -6,7 +6,8 @@
  * `pins` replies, and how a failed send or action is reported (the store's
  * result and job->why become a protocol error; REST shares it through
  * pl_chat_job_error and pl_chat_pins). Edits, deletes, reactions and pins
- * are rate-limited like sends (chat_admit: per user, per conversation);
+ * are rate-limited like sends (chat_admit: per user, per conversation, per
+ * workspace in a channel);
  * `pins` and `notify` write no event and are not.
  * Does not own: publishing or delivering the events an action appends: the
  * store's commit hook publishes them (send.c) and streams deliver them like

@@ -9,7 +9,8 @@
  * registry per process, on the event loop thread. Files: session.c (auth, lifecycle, dispatch,
  * liveness), deliver.c (conversation streams, subscriptions, replay, sync,
  * history), sse.c (Server-Sent Events sessions: the transport
- * besides WebSocket), send.c, actions.c (edits, deletes, reactions, pins, notification
+ * besides WebSocket), send.c, wsrate.c (the per-workspace rate limit's
+ * lookups), actions.c (edits, deletes, reactions, pins, notification
  * levels), receipts.c, presence.c, typing.c; chat_int.h holds what they
  * share.
  * Does not own: storage (store/), transport between nodes (bus/), REST
@@ -134,9 +135,10 @@ void pl_chat_filter_free(void);
 int  pl_chat_filter(const char *text, size_t len, pl_filter_hit *h);
 void pl_chat_filter_report(int64_t sender, int64_t conv, int64_t seq, int line);
 
-/* Rate limits on sends (per user, then per conversation; shared by all
- * nodes in cluster mode). cb(arg, 0, NULL) admitted, else the wait in ms
- * and the limit's scope ("user", "conversation"). */
+/* Rate limits on sends (per user, then per conversation, then, in a
+ * channel, per workspace; shared by all nodes in cluster mode). cb(arg, 0,
+ * NULL) admitted, else the wait in ms and the limit's scope ("user",
+ * "conversation", "workspace"). */
 typedef void (*pl_chat_admit_cb)(void *arg, int64_t retry_ms, const char *scope);
 int  pl_chat_admit_send(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *arg);
 /* A send job finished: count it. t0_us: mono us when it arrived (0 = unknown). */

@@ -348,15 +348,33 @@ void do_search(session *s, pl_msg *m);
 void send_init(void);
 void send_free(void);
 void do_send(session *s, pl_msg *m);
-/* 0 admitted now; 1 refused now (*retry_ms, *scope set); 2 asked the bus:
- * cb(arg, ...) runs later. */
+/* 0 admitted now; 1 refused now (*retry_ms, *scope set); 2 asked the bus
+ * or the store (the conversation's workspace, wsrate.c): cb(arg, ...) runs
+ * later. */
 int  chat_admit(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope,
                 pl_chat_admit_cb cb, void *arg);
+/* As chat_admit with conv's workspace known (ws: 0 none). */
+int  chat_admit_ws(int64_t user, int64_t conv, int64_t ws, int64_t *retry_ms, const char **scope,
+                   pl_chat_admit_cb cb, void *arg);
 /* Counts a refusal and answers it with a rate_limited error. */
 void chat_rate_limited(pl_conn *c, json_t *req, int64_t retry_ms, const char *scope);
 void chat_outbox_acked(void *ud, int64_t batch);
 void chat_outbox_start(void);   /* cluster mode: take over dead nodes' outboxes */
 void chat_outbox_stop(void);
+
+/* wsrate.c: the per-workspace rate limit (its design note) */
+void    wsrate_init(void);
+void    wsrate_free(void);
+/* conv's workspace: 0 none (not a channel, or no workspace limit), > 0 the
+ * workspace, -1 not known on this node: wsrate_lookup. */
+int64_t wsrate_of(int64_t conv);
+/* A channel's workspace (ws 0: conv is no channel), as a read said. */
+void    wsrate_learn(int64_t conv, int64_t ws);
+/* Reads conv's workspace on a reader thread (one read for the waiters of a
+ * conversation), then admits as chat_admit_ws; cb runs later, once. */
+void    wsrate_lookup(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *arg);
+/* Embedded mode: takes a token of ws's bucket; 0, or ms until one. */
+int64_t wsrate_take(int64_t ws, int64_t now_ms);
 
 /* receipts.c */
 void do_receipt(session *s, pl_msg *m);

@@ -1000,6 +1000,8 @@ static void join_created(chat_conv *cv, const pl_event *ev) {
                  : strcmp(kind, "channel") == 0 ? PL_CONV_CHANNEL : PL_CONV_DIRECT;
         cv->members = (int64_t)json_array_size(members);
         cv->members_seq = ev->seq;
+        if (cv->kind == PL_CONV_CHANNEL)          /* the per-workspace rate limit (wsrate.c) */
+            wsrate_learn(cv->id, json_integer_value(json_object_get(d, "workspace")));
     }
     json_decref(d);
 }

@@ -46,13 +46,24 @@ void send_free(void) {
 
 /* ---- rate limits ------------------------------------------------------------ */
 /* Sends and message actions (edit, delete, react, pin: each appends an
- * event) take from the same buckets, per user and per conversation. */
+ * event) take from the same buckets, per user, per conversation and, in a
+ * channel, per workspace (wsrate.c says which, maybe after a read). */
 
 int chat_admit(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope,
                pl_chat_admit_cb cb, void *arg) {
-    if (!C.cfg->rate_user_msgs && !C.cfg->rate_conv_msgs) return 0;
+    int64_t ws = wsrate_of(conv);             /* 0 none, -1 not known here yet */
+    if (ws < 0 && !C.stopping) {
+        wsrate_lookup(user, conv, cb, arg);   /* then chat_admit_ws, cb later */
+        return 2;
+    }
+    return chat_admit_ws(user, conv, ws > 0 ? ws : 0, retry_ms, scope, cb, arg);
+}
+
+int chat_admit_ws(int64_t user, int64_t conv, int64_t ws, int64_t *retry_ms, const char **scope,
+                  pl_chat_admit_cb cb, void *arg) {
+    if (!C.cfg->rate_user_msgs && !C.cfg->rate_conv_msgs && !ws) return 0;
     if (C.bus->shared) {                      /* one bucket for all nodes */
-        pl_bus_rate_take(C.bus, user, conv, cb, arg);
+        pl_bus_rate_take(C.bus, user, conv, ws, cb, arg);
         return 2;
     }
     int64_t now = pl_mono_ms();
@@ -73,12 +84,18 @@ int chat_admit(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope
         *scope = "conversation";
         return 1;
     }
+    if (ws && (w = wsrate_take(ws, now)) != 0) {
+        *retry_ms = w;
+        *scope = "workspace";
+        return 1;
+    }
     return 0;
 }
 
 static void count_limited(const char *scope) {
     if (!scope) return;
-    pl_count(scope[0] == 'u' ? &pl_m_rate_limited_user : &pl_m_rate_limited_conv, 1);
+    pl_count(scope[0] == 'u' ? &pl_m_rate_limited_user
+             : scope[0] == 'w' ? &pl_m_rate_limited_ws : &pl_m_rate_limited_conv, 1);
 }
 
 typedef struct admit_wait {

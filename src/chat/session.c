@@ -68,6 +68,7 @@ void pl_chat_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg, const 
     deliver_init();
     presence_init();
     send_init();
+    wsrate_init();
     uv_timer_init(loop, &C.ticker);
     uv_timer_start(&C.ticker, tick, TICK_MS, TICK_MS);
     uv_unref((uv_handle_t *)&C.ticker);
@@ -420,6 +421,7 @@ static void auth_done(pl_job *j) {
         x->acked_delivered = cv->delivered_seq;
         x->acked_read = cv->read_seq;
         conv_learn(x->conv, cv->kind, cv->member_count, cv->last_seq);
+        if (cv->kind == PL_CONV_CHANNEL) wsrate_learn(cv->id, cv->workspace);
         pl_sbuf_printf(&b, "%s{\"id\":%lld,\"last_seq\":%lld,\"unread\":%lld,\"unread_mentions\":%lld,"
                        "\"notify\":\"%s\"}", i ? "," : "", (long long)cv->id, (long long)x->sent_seq,
                        (long long)cv->unread, (long long)cv->unread_mentions, pl_proto_notify_name(cv->notify));
@@ -722,6 +724,7 @@ void pl_chat_free(void) {
     sse_free();
     deliver_free();
     send_free();
+    wsrate_free();
     pl_map_release(&C.users);
     uv_close((uv_handle_t *)&C.ticker, NULL);
 }

@@ -42,6 +42,7 @@ extern pl_counter pl_m_slow_consumer_closes;
 extern pl_counter pl_m_flow_held;           /* acks held by flow control (chat/flow.c) */
 extern pl_counter pl_m_rate_limited_user;
 extern pl_counter pl_m_rate_limited_conv;
+extern pl_counter pl_m_rate_limited_ws;
 extern pl_counter pl_m_rate_limited_ip;
 extern pl_counter pl_m_rate_limited_signal;
 extern pl_counter pl_m_conn_refused_ip;      /* over the per-IP connection cap   */

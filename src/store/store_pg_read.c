@@ -591,7 +591,8 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_PUSH_TARGETS:  return pg_read_push(r, j);      /* store_pg_push.c */
     case PL_READ_WORKSPACES:
     case PL_READ_WORKSPACE_GET:
-    case PL_READ_CHANNELS:      return pg_read_ws(r, j);        /* store_pg_ws.c */
+    case PL_READ_CHANNELS:
+    case PL_READ_CONV_WORKSPACE: return pg_read_ws(r, j);       /* store_pg_ws.c */
     case PL_READ_REPORTS:                                       /* store_pg_reports.c */
     case PL_READ_BLOCKS:        return pg_read_reports(r, j);
     case PL_READ_USER_MESSAGES: return pg_read_life(r, j);      /* store_pg_life.c */

@@ -465,6 +465,18 @@ static int r_workspace(pg_reader *r, pl_job *j) {
     return PL_STORE_OK;
 }
 
+/* A channel's workspace (0: not a channel, or none). */
+static int r_conv_workspace(pg_reader *r, pl_job *j) {
+    pg_params p = {0};
+    pg_param_i64(&p, j->conv);
+    int rc;
+    PGresult *res = pg_r_query(r, R_CONV_WORKSPACE, &p, &rc);
+    if (!res) return rc;
+    j->out_id = PQntuples(res) == 1 ? pg_i64(res, 0, 0) : 0;
+    return PL_STORE_OK;
+}
+
 int pg_read_ws(pg_reader *r, pl_job *j) {
+    if (j->op == PL_READ_CONV_WORKSPACE) return r_conv_workspace(r, j);
     return j->op == PL_READ_WORKSPACES ? r_workspaces(r, j) : r_workspace(r, j);
 }

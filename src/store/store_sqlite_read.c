@@ -673,6 +673,7 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
     case PL_READ_WORKSPACES:              /* store_sqlite_ws.c */
     case PL_READ_WORKSPACE_GET:
     case PL_READ_CHANNELS:
+    case PL_READ_CONV_WORKSPACE:
         return sq_read_ws(r, j);
     case PL_READ_REPORTS:                 /* store_sqlite_reports.c */
     case PL_READ_BLOCKS:

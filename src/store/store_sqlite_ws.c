@@ -377,8 +377,19 @@ static int r_channels(sq_reader *r, pl_job *j) {
     return rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
 }
 
+/* A channel's workspace (0: not a channel, or none). */
+static int r_conv_workspace(sq_reader *r, pl_job *j) {
+    int src = 0;
+    int64_t ws = 0;
+    int rc = sq_run(r->db, &src, &ws, "SELECT workspace FROM conversations WHERE id = ?1 AND kind = 3", "i", j->conv);
+    if (rc < 0) return PL_STORE_EUNAVAIL;
+    j->out_id = rc ? ws : 0;
+    return PL_STORE_OK;
+}
+
 int sq_read_ws(sq_reader *r, pl_job *j) {
     switch (j->op) {
+    case PL_READ_CONV_WORKSPACE: return r_conv_workspace(r, j);
     case PL_READ_WORKSPACES:    return r_workspaces(r, j, 0);
     case PL_READ_WORKSPACE_GET: return r_workspaces(r, j, 1);
     case PL_READ_CHANNELS:      return r_channels(r, j);

@@ -561,6 +561,8 @@ static void pump(ctx *c, int ms) {
     while (pl_mono_ms() < end) uv_run(&c->loop, UV_RUN_ONCE);
 }
 
+static double ws_rate, ws_burst = 1;      /* the workspace bucket: only t_rate_workspace sets it */
+
 static pl_bus *node_bus(ctx *c, int i, double urate, double uburst, double crate, double cburst) {
     char url[64], err[256];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", c->rs.port);
@@ -570,7 +572,8 @@ static pl_bus *node_bus(ctx *c, int i, double urate, double uburst, double crate
         .user_ready = h_user_ready, .outbox_acked = h_acked, .ud = &c->n[i],
     };
     pl_bus_redis_opts o = {.url = url, .node = i + 1, .prefix = "t:", .user_rate = urate,
-                           .user_burst = uburst, .conv_rate = crate, .conv_burst = cburst};
+                           .user_burst = uburst, .conv_rate = crate, .conv_burst = cburst,
+                           .ws_rate = ws_rate, .ws_burst = ws_burst};
     pl_bus *b = pl_bus_redis_new(&c->loop, &o, &h, err, sizeof err);
     if (!b) fprintf(stderr, "  pl_bus_redis_new: %s\n", err);
     return b;
@@ -932,11 +935,13 @@ static void rate_cb(void *arg, int64_t wait_ms, const char *scope) {
     if (i >= 0 && i < 32) R.scope[i] = scope, R.wait[i] = wait_ms;
 }
 
-static void take(pl_bus *b, int64_t user, int64_t conv, int i) {
+static void take_ws(pl_bus *b, int64_t user, int64_t conv, int64_t ws, int i) {
     in_call = 1;
-    pl_bus_rate_take(b, user, conv, rate_cb, (void *)(intptr_t)i);
+    pl_bus_rate_take(b, user, conv, ws, rate_cb, (void *)(intptr_t)i);
     in_call = 0;
 }
+
+static void take(pl_bus *b, int64_t user, int64_t conv, int i) { take_ws(b, user, conv, 0, i); }
 
 static void t_rate(ctx *c) {
     node *a = &c->n[0], *b = &c->n[1];
@@ -1006,6 +1011,51 @@ static void t_rate_unlimited(ctx *c) {
     CHECK(R.admitted == 20 && R.inline_calls == 0);
 }
 TEST(bus_redis_rate_unlimited) { run_bus_test(t_rate_unlimited, 0, 0, 0, 0); }
+
+/* The workspace bucket (burst 4): shared by the channels of one workspace
+ * across nodes, checked after the user's and the conversation's; a send
+ * with no workspace (a DM, a group) never touches it. */
+static void t_rate_workspace(ctx *c) {
+    node *a = &c->n[0], *b = &c->n[1];
+    memset(&R, 0, sizeof R);
+    for (int i = 0; i < 6; i++) take_ws(i % 2 ? b->bus : a->bus, 100 + i, 500 + i % 3, 7, i);
+    CHECK_EQ(R.answered, 0);                               /* never inline */
+    WAIT_CHECK(c, R.answered == 6, 5000);
+    CHECK(R.admitted == 4 && R.refused == 2 && R.inline_calls == 0);
+    for (int i = 0; i < 6; i++)
+        if (R.scope[i]) CHECK(strcmp(R.scope[i], "workspace") == 0 && R.wait[i] > 0);
+
+    memset(&R, 0, sizeof R);                               /* another workspace, no workspace */
+    take_ws(a->bus, 200, 600, 8, 0);
+    for (int i = 1; i <= 5; i++) take_ws(b->bus, 200 + i, 700 + i, 0, i);
+    WAIT_CHECK(c, R.answered == 6, 5000);
+    CHECK_EQ(R.admitted, 6);
+
+    memset(&R, 0, sizeof R);                               /* user before workspace; nothing taken */
+    take_ws(a->bus, 300, 800, 9, 0);
+    WAIT_CHECK(c, R.answered == 1, 5000);
+    take_ws(a->bus, 300, 801, 9, 1);                       /* user 300's burst is 1 (below) */
+    WAIT_CHECK(c, R.answered == 2, 5000);
+    CHECK(!R.scope[0] && R.scope[1] && strcmp(R.scope[1], "user") == 0);
+    for (int i = 2; i < 5; i++) take_ws(b->bus, 300 + i, 800 + i, 9, i);
+    WAIT_CHECK(c, R.answered == 5, 5000);
+    CHECK_EQ(R.admitted, 4);                               /* 1 + 3: the refusal took nothing */
+
+    redisContext *adm = admin(c->rs.port);                 /* the key's name and expiry */
+    CHECK(adm);
+    redisReply *r = adm ? redisCommand(adm, "PTTL t:rl:w:9") : NULL;
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer > 0);
+    if (r) freeReplyObject(r);
+    r = adm ? redisCommand(adm, "EXISTS t:rl:w:0") : NULL;
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+    if (r) freeReplyObject(r);
+    if (adm) redisFree(adm);
+}
+TEST(bus_redis_rate_workspace) {
+    ws_rate = 0.001, ws_burst = 4;
+    run_bus_test(t_rate_workspace, 0.001, 1, 0.001, 3);
+    ws_rate = 0, ws_burst = 1;
+}
 
 /* ---- presence_get --------------------------------------------------------------- */
 
@@ -1188,8 +1238,8 @@ static void t_close_inside(ctx *c) {
     memset(&R, 0, sizeof R);
     close_me = a->bus;
     a->bus = NULL;
-    pl_bus_rate_take(close_me, 1, 1, rate_close_cb, (void *)0);
-    pl_bus_rate_take(close_me, 1, 1, rate_cb, (void *)1);
+    pl_bus_rate_take(close_me, 1, 1, 0, rate_close_cb, (void *)0);
+    pl_bus_rate_take(close_me, 1, 1, 0, rate_cb, (void *)1);
     WAIT_CHECK(c, close_me == NULL, 5000);
     CHECK_EQ(R.answered, 2);                               /* the second: answered by close */
     pump(c, 50);

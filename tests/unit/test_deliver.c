@@ -285,6 +285,9 @@ typedef struct harness {
 
 static harness H;
 static int64_t session_members;   /* member_count the session read says (0: 2) */
+/* The session read says conversation c (< 64) is a channel of
+ * channel_ws[c] when that is non-zero (h_start clears it). */
+static int64_t channel_ws[64];
 
 static void turn(void) {
     for (int i = 0; i < 4; i++) uv_run(&H.loop, UV_RUN_NOWAIT);
@@ -296,6 +299,7 @@ static void h_start(int shared) {
     memset(log_subject, 0, sizeof log_subject);
     big_body = 0;
     session_members = 0;
+    memset(channel_ws, 0, sizeof channel_ws);
     uv_loop_init(&H.loop);
     H.store.base.ops = &fs_ops;
     H.store.base.node_id = 1;
@@ -358,7 +362,9 @@ static int h_answer_session(int64_t user, int64_t login, const conv_spec *convs,
         j->convs[i].id = convs[i].id;
         j->convs[i].last_seq = convs[i].last_seq;
         j->convs[i].joined_seq = convs[i].joined_seq ? convs[i].joined_seq : 1;
-        j->convs[i].kind = PL_CONV_GROUP;
+        int64_t ws = convs[i].id >= 0 && convs[i].id < 64 ? channel_ws[convs[i].id] : 0;
+        j->convs[i].kind = ws ? PL_CONV_CHANNEL : PL_CONV_GROUP;
+        j->convs[i].workspace = ws;
         j->convs[i].member_count = session_members ? session_members : 2;
     }
     j->nconvs = n;
@@ -2379,4 +2385,132 @@ TEST(presence_tick_handles_changes_at_once_and_the_rest_in_slices) {
     CHECK_EQ(offline, OTHERS);                /* within one sweep period */
     CHECK_EQ(presence_frames(bob, 1, "offline"), 1);
     h_stop(all, OTHERS + 3);
+}
+
+/* ---- the per-workspace rate limit (wsrate.c) ------------------------------------ */
+
+#include "core/metrics.h"
+
+static struct {
+    int     answered;
+    int64_t retry;
+    const char *scope;
+} AW[4];
+
+static void ws_admitted(void *arg, int64_t retry, const char *scope) {
+    int i = (int)(intptr_t)arg;
+    AW[i].answered++;
+    AW[i].retry = retry;
+    AW[i].scope = scope;
+}
+
+static void ws_send(fconn *f, int req, int64_t conv) {
+    h_text(f, "{\"type\":\"send\",\"req\":%d,\"conversation\":%lld,\"client_msg_id\":\"w%d\",\"body\":\"b\"}",
+           req, (long long)conv, req);
+}
+
+/* The error frame answering req, or NULL. */
+static json_t *error_for(fconn *f, int req) {
+    size_t at = 0;
+    json_t *e;
+    while ((e = next_frame(f, &at, "error")) != NULL) {
+        if (json_integer_value(json_object_get(e, "req")) == req) return e;
+        json_decref(e);
+    }
+    return NULL;
+}
+
+/* Channels of one workspace share its bucket (burst 2 here); a group and
+ * a DM never look their workspace up; a conversation this node knows
+ * nothing of is read once, by one read for all its waiting sends, then
+ * remembered. */
+TEST(wsrate_channels_share_their_workspace_bucket) {
+    h_start(0);
+    H.cfg.rate_workspace_msgs = 1;
+    H.cfg.rate_workspace_burst = 2;
+    wsrate_free();                                 /* again, with the limit on */
+    wsrate_init();
+    uint64_t limited0 = pl_m_rate_limited_ws.v;
+    channel_ws[10] = channel_ws[11] = 7;
+    channel_ws[13] = 8;
+    conv_spec cs[] = {{10, 1, 1}, {11, 1, 1}, {12, 1, 1}, {13, 1, 1}};
+    fconn *s = h_session(2, 1, cs, 4, 0);
+    CHECK(s != NULL);
+    ws_send(s, 1, 10);
+    ws_send(s, 2, 11);
+    ws_send(s, 3, 10);                             /* the workspace's third in a burst of 2 */
+    for (int i = 4; i < 8; i++) ws_send(s, i, 12); /* a group: no workspace */
+    ws_send(s, 8, 13);                             /* another workspace */
+    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 0);   /* the session read said it all */
+    CHECK_EQ(fs_count(&H.store, PL_JOB_MESSAGE_SEND), 7);
+    json_t *e = error_for(s, 3);
+    CHECK(e != NULL);
+    int ok = e && strcmp(json_string_value(json_object_get(e, "code")), "rate_limited") == 0 &&
+             strcmp(json_string_value(json_object_get(e, "message")), "too many messages (workspace)") == 0 &&
+             json_real_value(json_object_get(e, "retry_after")) > 0;
+    json_decref(e);
+    CHECK(ok);
+    CHECK_EQ(pl_m_rate_limited_ws.v, limited0 + 1);
+
+    /* not followed here (a REST send): one read for both, then the bucket */
+    memset(AW, 0, sizeof AW);
+    CHECK_EQ(pl_chat_admit_send(3, 30, ws_admitted, (void *)0), 0);
+    CHECK_EQ(pl_chat_admit_send(4, 30, ws_admitted, (void *)1), 0);
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 1);
+    CHECK(AW[0].answered == 0 && AW[1].answered == 0);
+    pl_job *j = fs_take(&H.store, PL_READ_CONV_WORKSPACE, 30);
+    CHECK(j != NULL);
+    if (j) {
+        j->result = PL_STORE_OK;
+        j->out_id = 7;                             /* a channel of workspace 7: empty bucket */
+        j->done(j);
+    }
+    turn();
+    CHECK(AW[0].answered == 1 && AW[1].answered == 1);
+    CHECK(AW[0].retry > 0 && AW[0].scope && strcmp(AW[0].scope, "workspace") == 0);
+    CHECK(AW[1].retry > 0 && AW[1].scope && strcmp(AW[1].scope, "workspace") == 0);
+    CHECK_EQ(pl_m_rate_limited_ws.v, limited0 + 3);
+    CHECK_EQ(pl_chat_admit_send(3, 30, ws_admitted, (void *)2), 0);   /* remembered */
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 0);
+    CHECK(AW[2].answered == 1 && AW[2].scope && strcmp(AW[2].scope, "workspace") == 0);
+
+    /* not a channel: admitted, remembered as none */
+    CHECK_EQ(pl_chat_admit_send(3, 31, ws_admitted, (void *)3), 0);
+    turn();
+    j = fs_take(&H.store, PL_READ_CONV_WORKSPACE, 31);
+    CHECK(j != NULL);
+    if (j) {
+        j->result = PL_STORE_OK;
+        j->out_id = 0;
+        j->done(j);
+    }
+    turn();
+    CHECK(AW[3].answered == 1 && AW[3].retry == 0 && !AW[3].scope);
+    memset(AW, 0, sizeof AW);
+    for (int i = 0; i < 3; i++) CHECK_EQ(pl_chat_admit_send(3, 31, ws_admitted, (void *)(intptr_t)i), 0);
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 0);
+    CHECK(AW[0].answered == 1 && AW[1].answered == 1 && AW[2].answered == 1 && !AW[2].scope);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* Off (--rate-workspace-msgs 0): nothing is read, nothing is limited. */
+TEST(wsrate_off_reads_nothing) {
+    h_start(0);
+    channel_ws[10] = 7;
+    conv_spec cs[] = {{10, 1, 1}};
+    fconn *s = h_session(2, 1, cs, 1, 0);
+    CHECK(s != NULL);
+    for (int i = 1; i <= 5; i++) ws_send(s, i, 10);
+    memset(AW, 0, sizeof AW);
+    CHECK_EQ(pl_chat_admit_send(3, 40, ws_admitted, (void *)0), 0);
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 0);
+    CHECK_EQ(fs_count(&H.store, PL_JOB_MESSAGE_SEND), 5);
+    CHECK(AW[0].answered == 1 && !AW[0].scope);
+    fconn *all[] = {s};
+    h_stop(all, 1);
 }

@@ -4317,6 +4317,17 @@ static int rd_workspace(tstore *t, int64_t ws, int64_t user, pl_workspace **w) {
     return rc;
 }
 
+/* CONV_WORKSPACE: the workspace of conv (0: not a channel), or -(error). */
+static int64_t rd_conv_ws(tstore *t, int64_t conv) {
+    pl_job j;
+    t_init(t, &j, PL_READ_CONV_WORKSPACE);
+    j.conv = conv;
+    int rc = t_read(t, &j);
+    int64_t ws = rc == PL_STORE_OK ? j.out_id : -(int64_t)(rc < 0 ? -rc : rc + 1000);
+    pl_job_release(&j);
+    return ws;
+}
+
 static int rd_channels(tstore *t, int64_t ws, int64_t user, pl_conv **list, size_t *n) {
     pl_job j;
     t_init(t, &j, PL_READ_CHANNELS);
@@ -4979,6 +4990,14 @@ TEST(store_channel_reads) {
     /* a private channel is invisible to others, as one that does not exist */
     pl_conv cv;
     CHECK_EQ(rd_conv_get(&t, hidden, b, &cv), PL_STORE_ENOTFOUND);
+    /* CONV_WORKSPACE: a channel's workspace, private ones too; else 0 */
+    CHECK_EQ(rd_conv_ws(&t, zeta), w);
+    CHECK_EQ(rd_conv_ws(&t, hidden), w);
+    CHECK_EQ(rd_conv_ws(&t, gen2), w2);
+    int64_t plain = t_group(&t, a, "g", &c, 1);
+    CHECK(plain > 0);
+    CHECK_EQ(rd_conv_ws(&t, plain), 0);
+    CHECK_EQ(rd_conv_ws(&t, 987654321), 0);
 
     /* WORKSPACES: b's, by id, with its role and the counts */
     pl_workspace *ws;
