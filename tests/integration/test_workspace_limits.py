@@ -58,17 +58,22 @@ async def test_channels_of_a_workspace_share_its_bucket(server_factory):
 
         # Two channels of one workspace: one burst between them, then refusals
         # that name the workspace, over the WebSocket.
+        # The first sender takes the whole burst in one channel; the second,
+        # in the other channel (on another node in a cluster), finds the
+        # workspace's bucket empty: at most what refilled meanwhile passes.
         t0 = time.monotonic()
-        replies = await flood(conns, [c1, c2], 3 * BURST, "w1")
+        first = await flood(conns[:1], [c1], BURST, "w1")
+        assert not refused(first), refused(first)[:3]
+        replies = await flood(conns[1:], [c2], 2 * BURST, "w1")
         elapsed = time.monotonic() - t0
         sent = [r for r in replies if r.get("type") == "sent"]
         no = refused(replies)
         assert len(sent) + len(no) == len(replies), replies
         print(f"workspace bucket: {len(sent)} of {len(replies)} admitted in {elapsed:.2f}s")
-        assert BURST <= len(sent) <= BURST + RATE * elapsed + 2, (len(sent), elapsed)
-        assert {r["conversation"] for r in sent} == {c1, c2}, sent
+        assert len(sent) <= RATE * elapsed + 2, (len(sent), elapsed)
         assert no and all(r["code"] == "rate_limited" and r["message"] == "too many messages (workspace)"
                           and r["retry_after"] > 0 for r in no), no[:3]
+        sent = first + sent
 
         # Another workspace's channel, a group and a DM are not limited by it
         # (each gets more than the workspace burst, still inside w1's wait).
