@@ -223,10 +223,15 @@ void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
 
 static void blocked(pl_job *j) {
     api_op *op = j->data;
-    if (j->result == PL_STORE_EINVAL) pl_http_error(op->ctx, 400, "bad_request", "you cannot block yourself");
-    else if (j->result) api_store_error(op->ctx, j->result, "no such user");
-    else pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:b,s:b}", "user", (json_int_t)j->peer, "blocked",
-                                                      !(j->flags & PL_JOB_REMOVE), "changed", j->created));
+    if (j->result == PL_STORE_EINVAL) {
+        pl_http_error(op->ctx, 400, "bad_request", "you cannot block yourself");
+    } else if (j->result) {
+        api_store_error(op->ctx, j->result, "no such user");
+    } else {
+        if (j->conv_out.id) pl_chat_conv_blocked(j->conv_out.id, j->conv_out.blocked);   /* typing stops */
+        pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:b,s:b}", "user", (json_int_t)j->peer, "blocked",
+                                                     !(j->flags & PL_JOB_REMOVE), "changed", j->created));
+    }
     api_op_free(op);
 }
 

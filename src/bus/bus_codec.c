@@ -88,6 +88,13 @@ void pl_bus__enc_typing(pl_sbuf *s, int origin, int64_t conv, int64_t user, int 
     enc_end(s);
 }
 
+void pl_bus__enc_blocked(pl_sbuf *s, int origin, int64_t conv, int blocked) {
+    enc_head(s, PL_BM_BLOCKED, origin);
+    f_int(s, conv);
+    f_int(s, blocked ? 1 : 0);
+    enc_end(s);
+}
+
 void pl_bus__enc_receipt(pl_sbuf *s, int origin, const pl_bus_receipt *r) {
     enc_head(s, PL_BM_RECEIPT, origin);
     f_int(s, r->conv);
@@ -279,6 +286,11 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
     case PL_BM_TYPING:
         if (r_i64(&r, &m->typing.conv) || r_i64(&r, &m->typing.user) || r_int(&r, &m->typing.start) ||
             (m->typing.start != 0 && m->typing.start != 1))    /* a flag: exactly 0 or 1 */
+            goto bad;
+        break;
+    case PL_BM_BLOCKED:
+        if (r_i64(&r, &m->blocked.conv) || r_int(&r, &m->blocked.blocked) ||
+            (m->blocked.blocked != 0 && m->blocked.blocked != 1))
             goto bad;
         break;
     case PL_BM_RECEIPT: {

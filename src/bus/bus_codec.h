@@ -22,6 +22,7 @@
  *   J origin|user|conv|seq                    join
  *   R origin|user|login                       revocation
  *   T origin|conv|user|start                  typing
+ *   B origin|conv|blocked                     a direct conversation's block flag
  *   C origin|conv|user|delivered|read|unread|members|peer      receipt
  *   P origin|user|status|last_active|expires|n|conv_1|...|conv_n presence
  *   Z origin|n                                heartbeat (a node to itself)
@@ -52,6 +53,7 @@ enum {
     PL_BM_JOIN = 'J',
     PL_BM_REVOKE = 'R',
     PL_BM_TYPING = 'T',
+    PL_BM_BLOCKED = 'B',
     PL_BM_RECEIPT = 'C',
     PL_BM_PRESENCE = 'P',
     PL_BM_KEYS_LOW = 'K',
@@ -69,6 +71,7 @@ typedef struct pl_bus_msg {
         struct { int64_t user, conv, seq; } join;         /* J                 */
         struct { int64_t user, login; } revoke;           /* R                 */
         struct { int64_t conv, user; int start; } typing; /* T                 */
+        struct { int64_t conv; int blocked; } blocked;    /* B                 */
         pl_bus_receipt receipt;                           /* C                 */
         pl_bus_presence presence;                         /* P (node = origin) */
         struct { int64_t n; } beat;                       /* Z                 */
@@ -82,6 +85,7 @@ void pl_bus__enc_head(pl_sbuf *s, int origin, int64_t conv, int64_t seq);
 void pl_bus__enc_join(pl_sbuf *s, int origin, int64_t user, int64_t conv, int64_t seq);
 void pl_bus__enc_revoke(pl_sbuf *s, int origin, int64_t user, int64_t login);
 void pl_bus__enc_typing(pl_sbuf *s, int origin, int64_t conv, int64_t user, int start);
+void pl_bus__enc_blocked(pl_sbuf *s, int origin, int64_t conv, int blocked);
 void pl_bus__enc_receipt(pl_sbuf *s, int origin, const pl_bus_receipt *r);
 void pl_bus__enc_presence(pl_sbuf *s, int origin, const pl_bus_presence *p);
 void pl_bus__enc_beat(pl_sbuf *s, int origin, int64_t n);

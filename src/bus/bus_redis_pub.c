@@ -244,6 +244,16 @@ void pl_bus__redis_typing(pl_bus *pb, int64_t conv, int64_t user, int start) {
     pl_bus__redis_pub_send(b, "c:", conv, &e);
 }
 
+void pl_bus__redis_conv_blocked(pl_bus *pb, int64_t conv, int blocked) {
+    pl_bus_redis *b = B(pb);
+    if (b->base.h.conv_blocked) b->base.h.conv_blocked(b->base.h.ud, conv, blocked);
+    if (b->closing || !pl_rconn_is_up(&b->cmd)) return;
+    pl_bus__redis_enc_reset(b);
+    pl_bus__enc_blocked(&b->enc, b->base.node, conv, blocked);
+    pub_ent e = {0, 0, 0, 0, PUB_EPHEMERAL};
+    pl_bus__redis_pub_send(b, "c:", conv, &e);
+}
+
 void pl_bus__redis_receipt(pl_bus *pb, const pl_bus_receipt *r) {
     pl_bus_redis *b = B(pb);
     if (b->base.h.receipt) b->base.h.receipt(b->base.h.ud, r);

@@ -167,6 +167,9 @@ static void on_message(pl_bus_redis *b, redisReply *payload) {
     case PL_BM_TYPING:
         if (h->typing) h->typing(h->ud, m.typing.conv, m.typing.user, m.typing.start, m.origin);
         break;
+    case PL_BM_BLOCKED:
+        if (h->conv_blocked) h->conv_blocked(h->ud, m.blocked.conv, m.blocked.blocked);
+        break;
     case PL_BM_RECEIPT:
         if (h->receipt) h->receipt(h->ud, &m.receipt);
         break;

@@ -119,6 +119,11 @@ int  pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat
 typedef void (*pl_chat_online_cb)(void *arg, const uint8_t *online, size_t n);
 void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, void *arg);
 
+/* A block changed the flag of direct conversation conv (PL_JOB_BLOCK's
+ * conv_out): every node stops its typing indicators there, and takes none
+ * while it is blocked. */
+void pl_chat_conv_blocked(int64_t conv, int blocked);
+
 /* The content filter (filter.h; docs/protocol.md "Content filter";
  * content.c). pl_chat_filter_load reads the rules file at path ("" or
  * NULL: no filter) and makes it the active one: 0, or -1 with err when the

@@ -167,6 +167,9 @@ struct chat_conv {
     uint8_t     flow_on : 1;      /* pushing back on senders (flow.c)        */
     uint8_t     flow_evaluated : 1; /* flow_on was computed at flow_turn     */
     uint8_t     has_ring : 1;     /* keeps its recent frames (deliver.c)     */
+    uint8_t     blocked : 1;      /* a direct one under a block: no typing
+                                   * (typing.c; learned from the session
+                                   * read and the bus's conv_blocked)      */
 };
 
 typedef struct chat_user {
@@ -398,6 +401,8 @@ void e2ee_on_keys_low(void *ud, int64_t user, int64_t device, int64_t count);
 
 /* typing.c */
 void typing_clear_conv(chat_conv *cv);
+/* The bus's conv_blocked: a block set or lifted conv's flag. */
+void typing_conv_blocked(void *ud, int64_t conv, int blocked);
 void typing_stop(chat_conv *cv, int64_t user);
 void typing_tick(int64_t now);
 void do_typing(session *s, pl_msg *m);

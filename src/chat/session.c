@@ -81,6 +81,7 @@ void pl_chat_bus_handlers(pl_bus_handlers *h) {
     h->join = deliver_on_join;
     h->revoke = on_revoke;
     h->typing = typing_on_bus;
+    h->conv_blocked = typing_conv_blocked;
     h->receipt = receipts_on_bus;
     h->presence = presence_on_bus;
     h->resync = deliver_on_resync;
@@ -421,6 +422,7 @@ static void auth_done(pl_job *j) {
         x->acked_delivered = cv->delivered_seq;
         x->acked_read = cv->read_seq;
         conv_learn(x->conv, cv->kind, cv->member_count, cv->last_seq);
+        if (cv->kind == PL_CONV_DIRECT) x->conv->blocked = cv->blocked ? 1 : 0;
         if (cv->kind == PL_CONV_CHANNEL) wsrate_learn(cv->id, cv->workspace);
         pl_sbuf_printf(&b, "%s{\"id\":%lld,\"last_seq\":%lld,\"unread\":%lld,\"unread_mentions\":%lld,"
                        "\"notify\":\"%s\"}", i ? "," : "", (long long)cv->id, (long long)x->sent_seq,

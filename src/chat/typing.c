@@ -86,10 +86,26 @@ void typing_clear_conv(chat_conv *cv) {
     cv->ntyping = cv->captyping = 0;
 }
 
+/* A block in a direct conversation: its indicators stop now, and no more
+ * are taken or forwarded while it lasts (docs/protocol.md "Blocking a
+ * user"). From any node, this one first. */
+void typing_conv_blocked(void *ud, int64_t conv, int blocked) {
+    (void)ud;
+    chat_conv *cv = conv_find(conv);
+    if (!cv) return;
+    cv->blocked = blocked ? 1 : 0;
+    while (blocked && cv->ntyping) typing_remove_at(cv, cv->ntyping - 1, 1);
+}
+
+void pl_chat_conv_blocked(int64_t conv, int blocked) {
+    if (C.bus) pl_bus_publish_conv_blocked(C.bus, conv, blocked);
+}
+
 /* A typing signal from any node (this one first). */
 void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin) {
     chat_conv *cv = conv_find(conv);
     if (!cv || cv->dying) return;
+    if (cv->blocked && start) return;         /* its node may not know yet */
     if (!start) {
         typing_stop(cv, user);
         return;
@@ -128,9 +144,13 @@ void do_typing(session *s, pl_msg *m) {
         chat_send_error(s->conn, m->req, "not_found", "no such conversation");
         return;
     }
+    chat_conv *cv = x->conv;
+    if (cv->blocked) {                        /* as a send there would be */
+        chat_send_error(s->conn, m->req, "forbidden", "blocked");
+        return;
+    }
     chat_user *u = chat_user_get(s->user);
     if (!u || chat_limit_signal(s, m->req, &u->typing_tb, TYPING_RATE, TYPING_BURST)) return;
-    chat_conv *cv = x->conv;
     typing_ent *t = typing_find(cv, s->user);
     int64_t now = pl_mono_ms();
     if (t && t->expires <= now) {             /* expired, not yet swept: a new start */

@@ -707,7 +707,10 @@ typedef enum pl_job_op {
                                * deleted) peer when blocking (unblocking one
                                * that is not blocked is OK, created = 0). No
                                * event. out: out_id = peer, created = 1 if it
-                               * changed anything.                          */
+                               * changed anything; conv_out.id and .blocked:
+                               * the pair's direct conversation and its flag
+                               * now (conv_out.id 0: none, or the flag did
+                               * not change), for chat/ to announce.       */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */

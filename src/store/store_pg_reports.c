@@ -193,6 +193,8 @@ static int r_block(pg_store *s, pl_job *j, int64_t now) {
     if (PQntuples(x) == 1) {                                /* the flag changed */
         pg_conv *e = pg_conv_find(s, pg_i64(x, 0, 0));
         if (e) e->blocked = (int)pg_i64(x, 0, 1);
+        j->conv_out.id = pg_i64(x, 0, 0);                  /* announced by chat/ */
+        j->conv_out.blocked = (int)pg_i64(x, 0, 1);
     }
     return PL_STORE_OK;
 }

@@ -141,9 +141,13 @@ static int block(sq_store *s, pl_job *j, int64_t now) {
     if (rc <= 0) return rc < 0 ? r_fatal(s, src) : PL_STORE_OK;
     int blocked = sq_blocked_pair(s, j->user, j->peer);
     if (blocked < 0) return blocked;
-    if (sq_run(s->wdb, &src, NULL, "UPDATE conversations SET blocked = ?1 WHERE id = ?2", "ii", (int64_t)blocked,
-               conv) < 0)
-        return r_fatal(s, src);
+    int changed = sq_run(s->wdb, &src, NULL, "UPDATE conversations SET blocked = ?1 WHERE id = ?2 AND blocked <> ?1"
+                         " RETURNING 1", "ii", (int64_t)blocked, conv);
+    if (changed < 0) return r_fatal(s, src);
+    if (changed) {                                  /* announced by chat/ */
+        j->conv_out.id = conv;
+        j->conv_out.blocked = blocked;
+    }
     int err = PL_STORE_OK;
     pl_conv_state *e = sq_w_conv_state(s, conv, &err);
     if (!e) return err;
