@@ -497,6 +497,12 @@ static void send_admitted(void *arg, int64_t retry, const char *scope) {
         api_op_free(op);
         return;
     }
+    /* admitted: a send's or edit's text through the content filter, after
+     * the rate limits (probing it costs tokens) */
+    if ((op->job.op == PL_JOB_MESSAGE_SEND || op->job.op == PL_JOB_MESSAGE_EDIT) && api_filter(op)) {
+        api_op_free(op);
+        return;
+    }
     api_submit(op);
 }
 
@@ -579,10 +585,6 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
     op->job.body_len = ct || !b ? 0 : json_string_length(b);
     op->job.ciphertext = op->ciphertext = ct;
     op->job.seq = reply_to;
-    if (api_filter(op)) {
-        api_op_free(op);
-        return;
-    }
     if (nattach) {                           /* media: resolve them first (chat/attach.h) */
         pl_attach_resolve(A.store, ctx->user, attach, nattach, send_attached, op);
         return;
@@ -641,7 +643,7 @@ void h_action(pl_http_ctx *ctx, int64_t conv, int64_t seq, pl_job_op what, int r
     op->job.user = ctx->user;
     op->job.seq = seq;
     op->job.flags = remove ? PL_JOB_REMOVE : 0;
-    if ((with_body && action_fields(ctx, op, o)) || (what == PL_JOB_MESSAGE_EDIT && api_filter(op))) {
+    if (with_body && action_fields(ctx, op, o)) {
         api_op_free(op);
         return;
     }

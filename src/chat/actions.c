@@ -84,6 +84,23 @@ static void action_done(pl_job *j) {
     action_free(op);
 }
 
+/* Admitted: an edit's text through the content filter (content.c), then
+ * the store. */
+static void action_submit(action_op *op) {
+    pl_filter_hit fh = {0};
+    if (op->job.op == PL_JOB_MESSAGE_EDIT && pl_chat_filter(op->job.body, op->job.body_len, &fh)) {
+        if (pl_conn_alive(op->conn)) chat_send_error(op->conn, op->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
+        action_free(op);
+        return;
+    }
+    if (fh.masked) {
+        op->job.body = op->masked = fh.masked;
+        op->job.body_len = fh.masked_len;
+    }
+    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
+    pl_store_submit(C.store, &op->job);
+}
+
 static void action_admitted(void *arg, int64_t retry, const char *scope) {
     action_op *op = arg;
     if (retry) {
@@ -93,7 +110,7 @@ static void action_admitted(void *arg, int64_t retry, const char *scope) {
         if (pl_conn_alive(op->conn)) chat_send_error(op->conn, op->req, "unavailable", "shutting down");
         action_free(op);
     } else {
-        pl_store_submit(C.store, &op->job);
+        action_submit(op);
     }
 }
 
@@ -133,18 +150,8 @@ void do_action(session *s, pl_msg *m) {
         chat_send_error(s->conn, m->req, "not_found", "no such conversation or message");
         return;
     }
-    pl_filter_hit fh = {0};
-    if (m->type == PL_MSG_EDIT && pl_chat_filter(m->body, m->body_len, &fh)) {   /* content.c */
-        chat_send_error(s->conn, m->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
-        return;
-    }
     action_op *op = pl_calloc(1, sizeof *op);
     action_job(&op->job, m, s->user);
-    if (fh.masked) {
-        op->job.body = op->masked = fh.masked;
-        op->job.body_len = fh.masked_len;
-    }
-    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
     op->job.done = action_done;
     op->conn = s->conn;
     CO.ref(s->conn);
@@ -158,7 +165,7 @@ void do_action(session *s, pl_msg *m) {
     const char *scope = NULL;
     switch (chat_admit(s->user, m->conv, &retry, &scope, action_admitted, op)) {
     case 0:
-        pl_store_submit(C.store, &op->job);
+        action_submit(op);
         break;
     case 1:
         chat_rate_limited(op->conn, op->req, retry, scope);

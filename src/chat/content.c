@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "../core/alloc.h"
+#include "../core/clock.h"
 #include "../core/log.h"
 #include "../core/metrics.h"
 #include "chat_int.h"
@@ -39,6 +40,12 @@ int pl_chat_filter(const char *text, size_t len, pl_filter_hit *h) {
         return 0;
     }
     int a = pl_filter_check(active, text, len, h);
+    static int64_t warned_at = -60000;      /* mono ms; at most one line a minute */
+    if (h->limited && pl_mono_ms() - warned_at >= 60000) {
+        warned_at = pl_mono_ms();
+        pl_log(PL_LOG_WARN, 0, "content filter regex gave up at its match limit: counted as no match",
+               "\"line\":%d", h->limited);
+    }
     if (a & PL_FILTER_BLOCK) {
         pl_count(&pl_m_filter_blocked, 1);
         return -1;

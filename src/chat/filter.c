@@ -3,16 +3,24 @@
  *
  * Owns: the compiled rules. Terms are kept sorted by their first word, so a
  * text is checked in one pass over its words with a binary search per word
- * (a thousand terms cost ten comparisons a word); regexes are run one by
- * one over a NUL-terminated copy, which is why a file holds at most
- * PL_FILTER_REGEX_MAX of them. Words are compared after ASCII lowercasing,
- * with invisible code points (zero-width spaces and joiners, soft hyphens:
- * core/utf8.h pl_utf8_invisible) skipped, so "f\u200bree" is "free".
- * Nothing here is shared or locked: the event loop is the only caller.
+ * (a thousand terms cost ten comparisons a word). Regexes are PCRE2's,
+ * JIT-compiled, run one by one with a match limit, which is why a file
+ * holds at most PL_FILTER_REGEX_MAX of them and why no pattern can hold
+ * the event loop for long: glibc's POSIX regexec took 0.4-2 s on a 16 KiB
+ * message for ordinary patterns (the filter audit), PCRE2's JIT takes
+ * microseconds, and a pattern that backtracks without end stops at
+ * PL_FILTER_MATCH_LIMIT and counts as no match (h->limited says which).
+ * Ignorable code points (invisible ones: zero-width spaces and joiners,
+ * soft hyphens, core/utf8.h pl_utf8_invisible; and combining marks) are
+ * left out before anything is compared, for terms and regexes alike, so
+ * "f\u200bree" and "fre\u0301e" are "free". Words are compared after ASCII
+ * lowercasing. Nothing here is shared or locked: the event loop is the
+ * only caller.
  */
 #include "filter.h"
 
-#include <regex.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +36,8 @@ typedef struct term {
 } term;
 
 typedef struct rx_rule {
-    regex_t re;
-    int     action, line;
+    pcre2_code *re;
+    int         action, line;
 } rx_rule;
 
 struct pl_filter {
@@ -37,6 +45,8 @@ struct pl_filter {
     size_t   nterms;
     rx_rule *rx;
     size_t   nrx;
+    pcre2_match_context *mctx;     /* the match limit                         */
+    pcre2_match_data    *md;       /* one match's offsets (the loop is the only caller) */
 };
 
 typedef struct span { size_t start, end; } span;
@@ -55,9 +65,33 @@ static uint32_t cp_at(const uint8_t *p, size_t n, size_t *len) {
     return c;
 }
 
-static int is_word_cp(uint32_t c) {
+/* Left out before comparing: invisible code points that are no spaces
+ * or controls (those separate words), and combining marks. */
+static int ignorable(uint32_t c) {
+    return c >= 0x80 && !pl_utf8_space_or_control(c) && (pl_utf8_invisible(c) || (c >= 0x300 && c <= 0x36F) || (c >= 0x1AB0 && c <= 0x1AFF) ||
+                         (c >= 0x1DC0 && c <= 0x1DFF) || (c >= 0x20D0 && c <= 0x20FF) ||
+                         (c >= 0xFE20 && c <= 0xFE2F));
+}
+
+/* Punctuation and symbols outside ASCII, by block: they separate words
+ * as ASCII's do (smart quotes, dashes, ellipses, CJK and fullwidth
+ * punctuation, arrows, shapes, Braille, emoji). Latin-1's ordinals,
+ * superscripts, fractions and micro sign stay word characters. */
+static int punct_or_symbol(uint32_t c) {
+    if (c <= 0xBF) return c >= 0xA1 && c != 0xAA && c != 0xB2 && c != 0xB3 && c != 0xB5 && c != 0xB9 && c != 0xBA &&
+                          !(c >= 0xBC && c <= 0xBE);
+    return c == 0xD7 || c == 0xF7 || (c >= 0x2010 && c <= 0x205E) || (c >= 0x20A0 && c <= 0x20CF) ||
+           (c >= 0x2190 && c <= 0x2BFF) || (c >= 0x2E00 && c <= 0x2E7F) || (c >= 0x3000 && c <= 0x3004) ||
+           (c >= 0x3008 && c <= 0x303F) || (c >= 0xFE10 && c <= 0xFE1F) || (c >= 0xFE30 && c <= 0xFE6F) ||
+           (c >= 0xFF01 && c <= 0xFF0F) || (c >= 0xFF1A && c <= 0xFF20) || (c >= 0xFF3B && c <= 0xFF40) ||
+           (c >= 0xFF5B && c <= 0xFF65) || (c >= 0x1F000 && c <= 0x1FAFF);
+}
+
+/* 1 word, 0 separator, 2 ignorable (inside a word, left out). */
+static int cp_class(uint32_t c) {
     if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    return !pl_utf8_space_or_control(c);
+    if (ignorable(c)) return 2;
+    return !pl_utf8_space_or_control(c) && !punct_or_symbol(c);
 }
 
 /* The words of t[0..n): spans appended to *out (grown as needed). */
@@ -65,13 +99,18 @@ static size_t words_of(const char *t, size_t n, span **out, size_t *cap) {
     const uint8_t *p = (const uint8_t *)t;
     size_t i = 0, nw = 0, k;
     while (i < n) {
-        uint32_t c = cp_at(p + i, n - i, &k);
-        if (!is_word_cp(c)) {
+        int cl = cp_class(cp_at(p + i, n - i, &k));
+        if (!cl) {
             i += k;
             continue;
         }
         size_t start = i;
-        while (i < n && is_word_cp(cp_at(p + i, n - i, &k))) i += k;
+        int seen = 0;                          /* a word character, not only ignorables */
+        while (i < n && (cl = cp_class(cp_at(p + i, n - i, &k))) != 0) {
+            seen |= cl == 1;
+            i += k;
+        }
+        if (!seen) continue;
         if (nw == *cap) {
             *cap = *cap ? *cap * 2 : 64;
             *out = pl_realloc(*out, *cap * sizeof **out);
@@ -87,8 +126,7 @@ static size_t normal_word(char *dst, const char *w, size_t n) {
     const uint8_t *p = (const uint8_t *)w;
     size_t o = 0, k;
     for (size_t i = 0; i < n; i += k) {
-        uint32_t c = cp_at(p + i, n - i, &k);
-        if (c >= 0x80 && pl_utf8_invisible(c)) continue;
+        if (ignorable(cp_at(p + i, n - i, &k))) continue;
         for (size_t j = 0; j < k; j++) {
             uint8_t b = p[i + j];
             dst[o++] = (char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
@@ -103,8 +141,7 @@ static int word_cmp(const char *rule, const char *tok, size_t n) {
     const uint8_t *r = (const uint8_t *)rule, *p = (const uint8_t *)tok;
     size_t k;
     for (size_t i = 0; i < n; i += k) {
-        uint32_t c = cp_at(p + i, n - i, &k);
-        if (c >= 0x80 && pl_utf8_invisible(c)) continue;
+        if (ignorable(cp_at(p + i, n - i, &k))) continue;
         for (size_t j = 0; j < k; j++) {
             uint8_t b = p[i + j];
             if (b >= 'A' && b <= 'Z') b += 32;
@@ -146,27 +183,40 @@ static int parse_rule(pl_filter *f, const char *l, size_t n, int line, size_t *c
         fail(err, errlen, line, "no pattern after the action", NULL);
         return -1;
     }
-    if (m >= 3 && p[0] == '/' && p[m - 1] == '/') {          /* a regex */
+    if (p[0] == '/') {                                       /* a regex */
+        if (m < 2 || p[m - 1] != '/') {
+            fail(err, errlen, line, "a regex must end with '/' (a term cannot start with one)", NULL);
+            return -1;
+        }
+        if (m == 2) {
+            fail(err, errlen, line, "an empty regex", NULL);
+            return -1;
+        }
         if (f->nrx == PL_FILTER_REGEX_MAX) {
             fail(err, errlen, line, "too many regexes (at most 256)", NULL);
             return -1;
         }
-        char *src = pl_strndup(p + 1, m - 2);
-        rx_rule *r = &f->rx[f->nrx];
-        int flags = REG_EXTENDED | REG_ICASE | (action == PL_FILTER_MASK ? 0 : REG_NOSUB);
-        int rc = regcomp(&r->re, src, flags);
-        free(src);
-        if (rc) {
-            char why[128];
-            regerror(rc, &r->re, why, sizeof why);
+        int ec;
+        PCRE2_SIZE eo;
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR)(p + 1), m - 2, PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS, &ec, &eo,
+                                       NULL);
+        if (!re) {
+            char why[160];
+            PCRE2_UCHAR msg[120];
+            pcre2_get_error_message(ec, msg, sizeof msg);
+            snprintf(why, sizeof why, "%s (at offset %zu)", (const char *)msg, (size_t)eo);
             fail(err, errlen, line, "bad regex: ", why);
             return -1;
         }
-        r->action = action;
-        r->line = line;
-        f->nrx++;
+        pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);          /* else the interpreter */
+        f->rx[f->nrx++] = (rx_rule){re, action, line};
         return 0;
     }
+    for (size_t i = 0; i + 1 < m; i++)
+        if ((p[i] == ' ' || p[i] == '\t') && p[i + 1] == '#') {
+            fail(err, errlen, line, "a comment must be on a line of its own", NULL);
+            return -1;
+        }
     span *ws = NULL;
     size_t wcap = 0, nw = words_of(p, m, &ws, &wcap);
     char *buf = pl_malloc(m + nw + 1), *o = buf;
@@ -197,12 +247,21 @@ pl_filter *pl_filter_parse(const char *text, size_t len, char *err, size_t errle
         fail(err, errlen, 0, "the file is over 1 MiB", NULL);
         return NULL;
     }
+    if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) {         /* a byte-order mark */
+        text += 3;
+        len -= 3;
+    }
     if (memchr(text, '\0', len) || !pl_utf8_valid((const uint8_t *)text, len)) {
         fail(err, errlen, 0, "the file is not UTF-8 text", NULL);
         return NULL;
     }
     pl_filter *f = pl_calloc(1, sizeof *f);
     f->rx = pl_calloc(PL_FILTER_REGEX_MAX, sizeof *f->rx);
+    f->mctx = pcre2_match_context_create(NULL);
+    f->md = pcre2_match_data_create(1, NULL);
+    if (!f->mctx || !f->md) abort();                         /* out of memory, as pl_malloc */
+    pcre2_set_match_limit(f->mctx, PL_FILTER_MATCH_LIMIT);
+    pcre2_set_depth_limit(f->mctx, PL_FILTER_MATCH_LIMIT);
     size_t capt = 0, pos = 0;
     int line = 0;
     while (pos < len) {
@@ -246,7 +305,9 @@ pl_filter *pl_filter_load(const char *path, char *err, size_t errlen) {
 void pl_filter_free(pl_filter *f) {
     if (!f) return;
     for (size_t i = 0; i < f->nterms; i++) free(f->terms[i].words);
-    for (size_t i = 0; i < f->nrx; i++) regfree(&f->rx[i].re);
+    for (size_t i = 0; i < f->nrx; i++) pcre2_code_free(f->rx[i].re);
+    pcre2_match_context_free(f->mctx);
+    pcre2_match_data_free(f->md);
     free(f->terms);
     free(f->rx);
     free(f);
@@ -261,6 +322,7 @@ typedef struct check {
     size_t      len;
     uint8_t    *marks;         /* MASK: bytes to mask, allocated on first use */
     int         actions, line[3];   /* the first deciding line per action: mask, flag, block */
+    int         limited;       /* a regex's line that stopped at its match limit */
 } check;
 
 static int slot(int action) { return action == PL_FILTER_MASK ? 0 : action == PL_FILTER_FLAG ? 1 : 2; }
@@ -305,24 +367,41 @@ static void check_terms(const pl_filter *f, check *c) {
     free(w);
 }
 
+/* The regexes run on the text with its ignorable code points left out;
+ * at[i] is where byte i of that came from, for masks. */
 static void check_regexes(const pl_filter *f, check *c) {
+    const uint8_t *p = (const uint8_t *)c->text;
     char *s = pl_malloc(c->len + 1);
-    memcpy(s, c->text, c->len);
-    s[c->len] = '\0';
+    size_t *at = pl_malloc((c->len + 1) * sizeof *at), n = 0, k;
+    for (size_t i = 0; i < c->len; i += k)
+        if (!ignorable(cp_at(p + i, c->len - i, &k)))
+            for (size_t j = 0; j < k; j++) at[n] = i + j, s[n++] = (char)p[i + j];
+    s[n] = '\0';
     for (size_t i = 0; i < f->nrx && !(c->actions & PL_FILTER_BLOCK); i++) {
         const rx_rule *r = &f->rx[i];
-        if (r->action != PL_FILTER_MASK) {
-            if (!regexec(&r->re, s, 0, NULL, 0)) matched(c, r->action, r->line, 0, 0);
-            continue;
+        size_t from = 0;
+        int rc;
+        while (from <= n && (rc = pcre2_match(r->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, f->md,
+                                              f->mctx)) >= 0) {
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(f->md);
+            size_t a = ov[0], b = ov[1];
+            if (r->action != PL_FILTER_MASK) {
+                matched(c, r->action, r->line, 0, 0);
+                break;
+            }
+            if (b > a) matched(c, PL_FILTER_MASK, r->line, at[a], at[b - 1] + 1);
+            if (b > from) {
+                from = b;
+            } else {                                          /* an empty match moves on a character */
+                from = b + 1;
+                while (from < n && ((uint8_t)s[from] & 0xC0) == 0x80) from++;
+            }
         }
-        size_t at = 0;
-        regmatch_t m;
-        while (at <= c->len && !regexec(&r->re, s + at, 1, &m, at ? REG_NOTBOL : 0)) {
-            size_t a = at + (size_t)m.rm_so, b = at + (size_t)m.rm_eo;
-            if (b > a) matched(c, PL_FILTER_MASK, r->line, a, b);
-            at = b > at ? b : at + 1;                        /* an empty match moves on */
-        }
+        if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT ||
+            rc == PCRE2_ERROR_JIT_STACKLIMIT)
+            if (!c->limited) c->limited = r->line;
     }
+    free(at);
     free(s);
 }
 
@@ -350,6 +429,7 @@ int pl_filter_check(const pl_filter *f, const char *text, size_t len, pl_filter_
     if (f->nterms) check_terms(f, &c);
     if (f->nrx && !(c.actions & PL_FILTER_BLOCK)) check_regexes(f, &c);
     h->actions = c.actions;
+    h->limited = c.limited;
     h->line = c.actions & PL_FILTER_BLOCK ? c.line[2] : c.actions & PL_FILTER_FLAG ? c.line[1] : c.line[0];
     if ((c.actions & PL_FILTER_MASK) && !(c.actions & PL_FILTER_BLOCK)) h->masked = mask_text(&c, &h->masked_len);
     free(c.marks);

@@ -10,12 +10,14 @@
  *     flag   /free +(money|crypto)/ store it, and file a report for the moderators
  *     mask   darn                   store it with the match replaced by '*'
  *
- * A pattern is a term (one or more words) or, between slashes, a POSIX
- * extended regular expression. Both ignore ASCII case. A term matches whole
- * words: text and term are cut into words the same way (a word is a run of
- * ASCII letters and digits and non-ASCII characters; anything else separates
- * words), so `e-mail` in a rule matches "e mail", "E-Mail" and "e.mail", and
- * never "emails". A regex matches bytes anywhere.
+ * A pattern is a term (one or more words) or, between slashes, a
+ * Perl-compatible regular expression (PCRE2, Unicode). A term matches whole
+ * words, ignoring ASCII case: text and term are cut into words the same way
+ * (a word is a run of letters and digits of any script; spaces, controls,
+ * punctuation and symbols separate words), so `e-mail` in a rule matches
+ * "e mail", "E-Mail" and "e.mail", and never "emails". A regex matches
+ * anywhere, ignoring case. Invisible characters and combining marks are
+ * left out of the text before either looks at it.
  */
 #ifndef PL_FILTER_H
 #define PL_FILTER_H
@@ -27,6 +29,9 @@ enum { PL_FILTER_MASK = 1, PL_FILTER_FLAG = 2, PL_FILTER_BLOCK = 4 };
 #define PL_FILTER_FILE_MAX   (1 << 20)   /* bytes of a rules file            */
 #define PL_FILTER_LINE_MAX   1024        /* bytes of one rule line           */
 #define PL_FILTER_REGEX_MAX  256         /* regex rules in a file            */
+#define PL_FILTER_MATCH_LIMIT 100000     /* PCRE2 match and depth limits per
+                                          * match: a pattern past it counts as
+                                          * no match (h->limited)            */
 
 typedef struct pl_filter pl_filter;
 
@@ -36,6 +41,8 @@ typedef struct pl_filter_hit {
                               * check stops at the first block it finds),
                               * else the first flag's, else the first mask's */
     char  *masked;           /* actions & MASK: the text to store (malloc)  */
+    int    limited;          /* a regex's line that gave up at the match
+                              * limit on this text (0: none): log it      */
     size_t masked_len;
 } pl_filter_hit;
 

@@ -221,6 +221,23 @@ void chat_rate_limited(pl_conn *c, json_t *req, int64_t retry, const char *scope
     }
 }
 
+/* Admitted: the content filter (content.c; after the rate limits, so
+ * probing it costs tokens), then the store. */
+static void send_submit(send_op *op) {
+    pl_filter_hit fh;
+    if (pl_chat_filter(op->job.body, op->job.body_len, &fh)) {
+        if (pl_conn_alive(op->conn)) chat_send_error(op->conn, op->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
+        send_free_op(op);
+        return;
+    }
+    if (fh.masked) {                          /* stored as the filter left it */
+        op->job.body = op->masked = fh.masked;
+        op->job.body_len = fh.masked_len;
+    }
+    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
+    pl_store_submit(C.store, &op->job);
+}
+
 static void send_admitted(void *arg, int64_t retry, const char *scope) {
     send_op *op = arg;
     if (retry) {
@@ -230,7 +247,7 @@ static void send_admitted(void *arg, int64_t retry, const char *scope) {
         if (pl_conn_alive(op->conn)) chat_send_error(op->conn, op->req, "unavailable", "shutting down");
         send_free_op(op);
     } else {
-        pl_store_submit(C.store, &op->job);
+        send_submit(op);
     }
 }
 
@@ -266,11 +283,6 @@ void do_send(session *s, pl_msg *m) {
             return;
         }
     }
-    pl_filter_hit fh;
-    if (pl_chat_filter(m->body, m->body_len, &fh)) {   /* content.c */
-        chat_send_error(s->conn, m->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
-        return;
-    }
     send_op *op = pl_calloc(1, sizeof *op);
     op->job.ciphertext = op->ciphertext = ct;
     op->t0 = pl_mono_us();
@@ -280,11 +292,6 @@ void do_send(session *s, pl_msg *m) {
     op->job.client_msg_id = m->client_msg_id;
     op->job.body = m->body;
     op->job.body_len = m->body_len;
-    if (fh.masked) {                          /* stored as the filter left it */
-        op->job.body = op->masked = fh.masked;
-        op->job.body_len = fh.masked_len;
-    }
-    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
     op->job.seq = m->reply_to;                /* 0: not a reply */
     op->job.done = send_done;
     op->conn = s->conn;
@@ -310,7 +317,7 @@ static void send_admit(send_op *op) {
     }
     switch (chat_admit(op->job.user, op->job.conv, &retry, &scope, send_admitted, op)) {
     case 0:
-        pl_store_submit(C.store, &op->job);
+        send_submit(op);
         break;
     case 1:
         chat_rate_limited(op->conn, op->req, retry, scope);

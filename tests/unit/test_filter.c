@@ -140,3 +140,78 @@ TEST(filter_bad_files_are_refused_whole) {
     pl_filter_free(f);
     CHECK_EQ(pl_filter_check(NULL, "x", 1, &h), 0);
 }
+
+/* The filter audit's evasions: punctuation and symbols outside ASCII
+ * separate words, combining marks and invisible characters are left out,
+ * for regexes too. */
+TEST(filter_unicode_punctuation_marks_and_regex_normalization) {
+    char err[200] = "";
+    pl_filter *f = parse("block followers\nblock buy followers\nflag /free +(money|crypto)/\nmask /\xc3\x89" "cole/\n", err);
+    CHECK(f);
+    pl_filter_hit h;
+    static const char *const evasions[] = {
+        "\xe2\x80\x9c" "followers\xe2\x80\x9d",      /* smart quotes */
+        "followers\xe2\x80\xa6",                     /* an ellipsis */
+        "followers\xe2\x80\x94yes",                  /* an em dash */
+        "followers\xe2\x80\x99s",                    /* a typographic apostrophe */
+        "followers\xe3\x80\x82",                     /* an ideographic full stop */
+        "fo\xcc\x81llowers",                         /* a combining acute accent */
+        "buy\xe2\xa0\x80" "followers",               /* a blank Braille pattern */
+        "followers\xf0\x9f\x98\x80",                 /* an emoji right after */
+        "\xef\xbc\x81" "followers",                  /* a fullwidth exclamation mark */
+        "buy \xe2\x80\x8b followers",                /* a word of invisibles only */
+    };
+    for (size_t i = 0; i < sizeof evasions / sizeof evasions[0]; i++) {
+        if (!(check(f, evasions[i], &h) & PL_FILTER_BLOCK)) fprintf(stderr, "  evasion %zu passed\n", i);
+        CHECK(h.actions & PL_FILTER_BLOCK);
+    }
+    CHECK_EQ(check(f, "follower\xc2\xb2s", &h), 0);        /* a superscript two is part of the word */
+    CHECK_EQ(check(f, "get fr\xe2\x80\x8b" "ee  MONEY", &h), PL_FILTER_FLAG);
+    CHECK_EQ(h.line, 3);
+    CHECK_EQ(check(f, "l'\xc3\xa9" "COLE est finie", &h), PL_FILTER_MASK);   /* case of any script */
+    CHECK_STR(h.masked, "l'***** est finie");
+    pl_filter_hit_release(&h);
+    CHECK_EQ(check(f, "\xc3\xa9" "co\xe2\x80\x8d" "le", &h), PL_FILTER_MASK);  /* the joiner is masked too */
+    CHECK_STR(h.masked, "******");
+    pl_filter_hit_release(&h);
+    pl_filter_free(f);
+}
+
+/* A pattern that backtracks without end stops at the match limit: it
+ * counts as no match, and the hit says which rule gave up. */
+TEST(filter_regex_match_limit) {
+    char err[200] = "";
+    pl_filter *f = parse("block spam\n\nflag /(a|aa)+$/\n", err);
+    CHECK(f);
+    size_t n = 16000;
+    char *t = malloc(n + 2);
+    memset(t, 'a', n);
+    t[n] = 'b';
+    t[n + 1] = '\0';
+    pl_filter_hit h;
+    CHECK_EQ(check(f, t, &h), 0);
+    CHECK_EQ(h.limited, 3);
+    CHECK_EQ(check(f, "aaaa", &h), PL_FILTER_FLAG);
+    CHECK_EQ(h.limited, 0);
+    free(t);
+    pl_filter_free(f);
+}
+
+TEST(filter_rules_file_typos_are_refused) {
+    char err[200];
+    CHECK(!parse("block /unclosed(regex\n", err));
+    CHECK_STR(err, "line 1: a regex must end with '/' (a term cannot start with one)");
+    CHECK(!parse("mask /x\n", err));
+    CHECK_STR(err, "line 1: a regex must end with '/' (a term cannot start with one)");
+    CHECK(!parse("flag /a/ b\n", err));
+    CHECK(!strncmp(err, "line 1: a regex must end", 24));
+    CHECK(!parse("block //\n", err));
+    CHECK_STR(err, "line 1: an empty regex");
+    CHECK(!parse("block\tfoo # a comment\n", err));
+    CHECK_STR(err, "line 1: a comment must be on a line of its own");
+    pl_filter *f = parse("\xef\xbb\xbf" "block spam\n", err);   /* a byte-order mark first */
+    CHECK(f);
+    pl_filter_hit h;
+    CHECK_EQ(check(f, "SPAM", &h), PL_FILTER_BLOCK);
+    pl_filter_free(f);
+}
