@@ -1144,8 +1144,7 @@ def test_export_and_delete_account(cli_bin, server_factory, workdir):
     assert "not confirmed" in p.stderr and "nothing was deleted" in p.stderr, p.stderr
     alice.run("delete-account", input="someone else\n", expect=2)
     p = alice.run("delete-account", "--yes", env={"PARLEY_PASSWORD": "not the password"}, expect=1)
-    assert p.stderr.startswith("parley: delete-account: 403 forbidden") and \
-        p.stderr.endswith("(wrong password: nothing was deleted)\n"), p.stderr
+    assert p.stderr == "parley: delete-account: 403 forbidden: wrong password (nothing was deleted)\n", p.stderr
     p = alice.run("delete-account", input=f"{a}\n", env={"PARLEY_PASSWORD": None}, expect=2)   # no password line
     assert "no password" in p.stderr, p.stderr
     assert alice.out("whoami") == f"{a} (user {alice.id})\n"          # all of that changed nothing
@@ -1165,3 +1164,16 @@ def test_export_and_delete_account(cli_bin, server_factory, workdir):
     # the name is free again
     again = Cli(cli_bin, srv, str(workdir), alice.name).register()
     assert again.id != alice.id
+
+
+def test_delete_account_hints_wrong_password_only_for_one(cli_bin, server_factory, workdir):
+    """A 403 that is not a wrong password (a server admin's account, README
+    "--admins") is printed as the server says it, with no word of a wrong
+    password (test_export_and_delete_account has the wrong password's line)."""
+    boss = "adm" + secrets.token_hex(4)
+    srv = server_factory(["--admins", boss])
+    admin = Cli(cli_bin, srv, str(workdir), boss).register()
+    p = admin.run("delete-account", "--yes", expect=1)                      # the right password
+    assert p.stderr.startswith("parley: delete-account: 403 forbidden: ") and "password" not in p.stderr, p.stderr
+    assert p.stderr.endswith(" (nothing was deleted)\n"), p.stderr
+    assert admin.out("whoami") == f"{boss} (user {admin.id})\n"
