@@ -1,10 +1,11 @@
 # Parley — build, run and test.
-#   make run    install missing packages, build, start parleyd (embedded) on 127.0.0.1:8080
+#   make run    install missing packages, build parleyd and parley, start parleyd (embedded)
+#               on 127.0.0.1:8080
 #   make test   install missing packages, build with ASan+UBSan, run every test suite:
 #               unit tests (SQLite), the store contract tests against PostgreSQL,
 #               then one pytest run (integration suite in embedded and cluster
 #               mode, browser, bench smoke, fuzz smoke)
-#   make        release build only (build/release/parleyd)
+#   make        release build only (build/release/: parleyd, parley, parley-bench)
 #   make release  the release parleyd and parley-bench (the benchmarks' build)
 
 ifeq ($(origin CC),default)
@@ -77,8 +78,9 @@ build/asan/unit-tests: tests/unit/main.c $(UNIT_SRC) build/asan/list.h $(ASAN_LI
 
 asan: build/asan/parleyd build/asan/unit-tests
 
+# builds the command line too: the README's examples use it beside the server
 run: deps
-	@$(MAKE) --no-print-directory build/release/parleyd
+	@$(MAKE) --no-print-directory build/release/parleyd build/release/parley
 	build/release/parleyd$(if $(LISTEN), --listen $(LISTEN))$(if $(DATA_DIR), --data-dir $(DATA_DIR))
 
 unit: build/asan/unit-tests

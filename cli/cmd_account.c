@@ -256,7 +256,9 @@ int pc_cmd_delete_account(pc_client *c, int argc, char **argv) {
     explicit_bzero(body.p, body.cap);
     pl_sbuf_release(&body);
     if (r.status == 403) {
-        rc = pc_fail_hint(cmd, &r, " (wrong password: nothing was deleted)");
+        /* a wrong password, or an account that may not go (a server admin's):
+         * the server's message says which, and nothing was deleted either way */
+        rc = pc_fail_hint(cmd, &r, " (nothing was deleted)");
     } else if (r.status == 503) {
         rc = pc_fail_hint(cmd, &r, " (part of it may be done: run delete-account again)");
     } else if (pc_exit_of(&r)) {

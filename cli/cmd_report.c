@@ -9,8 +9,10 @@
  *
  * Owns: the human line of a report and paging through a report list (pages
  * of PAGE_MAX, newest first, `before` the last id of the previous page).
- * Does not own: who may see or resolve what, nor the list of reasons: the
- * server decides and its refusal is printed as it comes.
+ * Does not own: who may see or resolve what: the server decides and its
+ * refusal is printed as it comes. The reasons are protocol.md's closed list,
+ * checked here too so that a misspelt one is a usage error (exit 2) like any
+ * other malformed argument; the server checks them again.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,14 @@
 
 static int64_t int_of(json_t *o, const char *key) { return json_integer_value(json_object_get(o, key)); }
 
+static const char *const reasons[] = {"spam", "abuse", "harassment", "illegal", "other"};
+
+static int reason_ok(const char *r) {
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (strcmp(r, reasons[i]) == 0) return 1;
+    return 0;
+}
+
 /* ---- report --------------------------------------------------------------------- */
 
 int pc_cmd_report(pc_client *c, int argc, char **argv) {
@@ -35,7 +45,8 @@ int pc_cmd_report(pc_client *c, int argc, char **argv) {
     char *note = NULL;
     if (rc == 0 && npos < 3) rc = pc_usage_error("report", "give CONV, SEQ and REASON (and optionally a NOTE)");
     if (rc == 0) rc = pc_num("report", "SEQ", pos[1], 1, &seq);
-    if (rc == 0 && !pc_utf8(pos[2], strlen(pos[2]))) rc = pc_usage_error("report", "REASON is not valid UTF-8");
+    if (rc == 0 && !reason_ok(pos[2]))
+        rc = pc_usage_error("report", "REASON must be spam, abuse, harassment, illegal or other");
     if (rc == 0 && npos > 3) {
         note = pc_join(pos + 3, npos - 3);
         if (!pc_utf8(note, strlen(note))) rc = pc_usage_error("report", "the note is not valid UTF-8");

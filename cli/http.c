@@ -20,6 +20,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,14 @@ int pc_client_init(pc_client *c, const char *server_opt, const char *cacert, int
         fprintf(stderr, "parley: bad server URL \"%s\": it must start with http:// or https://\n", s);
         return PC_EXIT_USAGE;
     }
+    /* checked whatever the scheme (README: exit 3), not only when an https
+     * handshake first needs it: a typo is found before it matters */
+    FILE *ca = cacert ? fopen(cacert, "r") : NULL;
+    if (cacert && !ca) {
+        fprintf(stderr, "parley: cannot read the --cacert file %s: %s\n", cacert, strerror(errno));
+        return PC_EXIT_DOWN;
+    }
+    if (ca) fclose(ca);
     if (loaded && c->sess.server && strcmp(c->sess.server, c->server) == 0) c->has_session = 1;
     else if (loaded && c->sess.server) c->other_server = pl_strdup(c->sess.server);
     c->curl = curl_easy_init();

@@ -20,9 +20,10 @@
 #include <stddef.h>
 
 #include "core/buf.h"
+#include "core/version.h"
 #include "session.h"
 
-#define PC_VERSION "1.0.0"
+#define PC_VERSION PL_VERSION
 
 enum { PC_EXIT_OK = 0, PC_EXIT_REFUSED = 1, PC_EXIT_USAGE = 2, PC_EXIT_DOWN = 3 };
 

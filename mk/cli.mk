@@ -12,7 +12,7 @@
 # with the server's objects. It links nothing else of the server's.
 
 CLI_SRC       := $(sort $(wildcard cli/*.c))
-CLI_HDR       := $(wildcard cli/*.h) src/core/alloc.h src/core/buf.h src/core/utf8.h src/core/codec.h
+CLI_HDR       := $(wildcard cli/*.h) src/core/alloc.h src/core/buf.h src/core/utf8.h src/core/codec.h src/core/version.h
 CLI_CORE      := core/alloc.o core/buf.o core/utf8.o
 CLI_CFLAGS    := -Isrc $(shell pkg-config --cflags libcurl jansson 2>/dev/null)
 CLI_LDLIBS    := $(shell pkg-config --libs libcurl jansson 2>/dev/null)

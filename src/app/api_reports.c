@@ -129,8 +129,9 @@ static void resolved(pl_job *j) {
     if (j->result) {
         api_store_error(op->ctx, j->result, "no such report");
     } else {
-        pl_log(PL_LOG_INFO, 0, "report resolved", "\"report\":%lld,\"by\":%lld,\"server_admin\":%s",
-               (long long)j->id, (long long)j->user, (j->flags & PL_JOB_ADMIN) ? "true" : "false");
+        if (j->created)          /* it changed now: a repeat resolves nothing */
+            pl_log(PL_LOG_INFO, 0, "report resolved", "\"report\":%lld,\"by\":%lld,\"server_admin\":%s",
+                   (long long)j->id, (long long)j->user, (j->flags & PL_JOB_ADMIN) ? "true" : "false");
         pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:b}", "id", (json_int_t)j->id, "changed", j->created));
     }
     api_op_free(op);

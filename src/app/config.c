@@ -1,6 +1,9 @@
 /* config.c — the settings table and its readers (see config.h). */
 #include "config.h"
 
+#include "../core/version.h"
+#include "../proto/proto.h"
+
 #include <ctype.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -77,7 +80,7 @@ static const setting table[] = {
     S("tls-cert", tls_cert, "", "PEM certificate chain: serve https/wss (with --tls-key); reread on SIGHUP"),
     S("tls-key", tls_key, "", "PEM private key of --tls-cert; reread on SIGHUP"),
     S("tls-min", tls_min, "1.3", "lowest TLS version accepted: 1.3 or 1.2"),
-    I("tls-openssl-records", tls_openssl_records, 0, 1, "0", "1: keep OpenSSL's record layer after TLS 1.3 handshakes (~15 KB more per connection; default 0: Parley's own)"),
+    I("tls-openssl-records", tls_openssl_records, 0, 1, "0", "1: keep OpenSSL's record layer after TLS 1.3 handshakes (~15 KB more per connection); 0: Parley's own takes over"),
     I("hsts-max-age", hsts_max_age, 0, 315360000, "31536000", "Strict-Transport-Security max-age on https responses, seconds (0: no header)"),
     /* Server-Sent Events (GET /api/v1/events, chat/sse.c) */
     I("sse-heartbeat", sse_heartbeat, 1, 3600, "15", "seconds between heartbeat comments on a Server-Sent Events stream"),
@@ -102,7 +105,7 @@ static const setting table[] = {
     S("push-apns-key-id", push_apns_key_id, "", "the key id of --push-apns-key (the JWT's kid)"),
     S("push-apns-team-id", push_apns_team_id, "", "the Apple team id (the JWT's iss)"),
     S("push-apns-token", push_apns_token, "", "APNs provider token (a JWT) sent as is, when --push-apns-key is not set"),
-    I("push-previews", push_previews, 0, 1, "0", "1: notifications carry the sender's name, the conversation's title and the first 100 characters of the text (default 0: no text)"),
+    I("push-previews", push_previews, 0, 1, "0", "1: notifications carry the sender's name, the conversation's title and the first 100 characters of the text; 0: no text"),
 };
 #define NSET (sizeof table / sizeof table[0])
 
@@ -166,25 +169,37 @@ static int load_file(pl_config *cfg, const char *path) {
     return rc;
 }
 
+/* Each setting, its default and, for a number, the range set() accepts. */
 static void usage(void) {
-    printf("usage: parleyd [--name value ...]\n\nsettings (also PARLEY_NAME in the environment):\n");
+    printf("usage: parleyd [--name value ...]    (also --version)\n\n"
+           "settings (also PARLEY_NAME in the environment, or `name value` lines in --config FILE;\n"
+           "a value out of its range, or not understood, stops the start with exit 2):\n");
     for (size_t i = 0; i < NSET; i++) {
-        if (strstr(table[i].help, "(default:"))    /* the help says it */
-            printf("  --%-18s %s\n", table[i].name, table[i].help);
+        const setting *s = &table[i];
+        if (s->is_int && s->min == 0 && s->max == 1)
+            printf("  --%-18s %s (default: %s; 0 or 1)\n", s->name, s->help, s->def);
+        else if (s->is_int)
+            printf("  --%-18s %s (default: %s; %ld to %ld)\n", s->name, s->help, s->def, s->min, s->max);
+        else if (strstr(s->help, "(default:"))    /* the help says it */
+            printf("  --%-18s %s\n", s->name, s->help);
         else
-            printf("  --%-18s %s (default: %s)\n", table[i].name, table[i].help,
-                   table[i].def[0] ? table[i].def : "none");
+            printf("  --%-18s %s (default: %s)\n", s->name, s->help, s->def[0] ? s->def : "none");
     }
 }
 
 int pl_config_load(pl_config *cfg, int argc, char **argv) {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < NSET; i++) set(cfg, &table[i], table[i].def, "default");
-    for (int i = 1; i < argc; i++)      /* help first: whatever the rest says */
+    for (int i = 1; i < argc; i++) {    /* help and version first: whatever the rest says */
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage();
             return 1;
         }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("parleyd %s (protocol %d)\n", PL_VERSION, PL_PROTO_VERSION);
+            return 1;
+        }
+    }
     /* the config file's path may come from the env or the flags */
     const char *file = getenv("PARLEY_CONFIG");
     for (int i = 1; i < argc; i++) {

@@ -92,8 +92,8 @@ typedef struct pl_config {
     int  push_previews;       /* 1: notifications carry the sender, title and text */
 } pl_config;
 
-/* Fills cfg from all sources. Returns 0, 1 if --help was printed, or -1
- * after printing an error. */
+/* Fills cfg from all sources. Returns 0, 1 if --help or --version was
+ * printed, or -1 after printing an error. */
 int pl_config_load(pl_config *cfg, int argc, char **argv);
 
 #endif

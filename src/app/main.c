@@ -253,6 +253,34 @@ static int is_postgres(const char *url) {
     return strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
 }
 
+/* What a setting's table bounds cannot say, checked before anything is
+ * opened so that every bad value is exit 2 (README "Configuration"); a
+ * well-formed address that cannot be bound later is exit 1, as a store that
+ * cannot be reached. 0, or -1 after saying why. */
+static int settings_check(void) {
+    int r = pl_net_check_addr(cfg.listen);
+    if (r) {
+        fprintf(stderr, "parleyd: --listen %s: %s\n", cfg.listen,
+                r == UV_EAI_NONAME ? "no such host" : "not host:port or [v6]:port (a port from 0 to 65535)");
+        return -1;
+    }
+    if (cfg.store[0] && !is_postgres(cfg.store) && strcmp(cfg.store, "sqlite") != 0) {
+        fprintf(stderr, "parleyd: --store %s: unknown store (empty for SQLite in --data-dir, or postgres://...)\n",
+                cfg.store);
+        return -1;
+    }
+    struct stat st;
+    if (cfg.web_root[0] && stat(cfg.web_root, &st) != 0) {
+        fprintf(stderr, "parleyd: --web-root %s: %s\n", cfg.web_root, strerror(errno));
+        return -1;
+    }
+    if (cfg.web_root[0] && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "parleyd: --web-root %s: not a directory\n", cfg.web_root);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int r = pl_config_load(&cfg, argc, argv);
     if (r) return r > 0 ? 0 : 2;
@@ -266,7 +294,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "parleyd: --redis needs --store postgres://... (with SQLite one process owns the data)\n");
         return 2;
     }
-    if (push_check()) return 2;
+    if (push_check() || settings_check()) return 2;
     char gerr[256];
     if (pl_api_guard_init(&cfg, gerr, sizeof gerr)) {
         fprintf(stderr, "parleyd: %s\n", gerr);

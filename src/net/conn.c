@@ -735,6 +735,11 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
     return UV_EAI_NONAME;
 }
 
+int pl_net_check_addr(const char *addr) {
+    struct sockaddr_storage ss;
+    return parse_addr(addr, &ss);
+}
+
 /* A listening socket on ss: the fd, or a negative errno. */
 static int listen_on(const struct sockaddr_storage *ss) {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -125,6 +125,10 @@ struct pl_conn {
     pl_tls_conn *tls;          /* TLS state, NULL on a plaintext listener    */
 };
 
+/* Checks addr as pl_net_listen reads it ("host:port", "[v6]:port", a host
+ * name resolved now), binding nothing: 0, UV_EINVAL for a malformed address
+ * or port, UV_EAI_NONAME for a name that does not resolve. */
+int  pl_net_check_addr(const char *addr);
 /* Creates the network layer on loop, listening on addr ("host:port",
  * "[v6]:port"). Returns 0 or a negative uv error. */
 int  pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,

@@ -814,6 +814,11 @@ def test_errors_and_exit_statuses(cli, server):
     p = alice.run("conversations", env={"PARLEY_SERVER": down}, expect=3)
     assert "cannot reach" in p.stderr
     assert alice.run("--server", "ftp://x", "whoami", expect=2).returncode == 2
+    # a --cacert file that cannot be read: exit 3 on http too, before any request
+    for args, env in ((["--cacert", "/nonexistent/ca.pem"], None), ([], {"PARLEY_CACERT": "/nonexistent/ca.pem"})):
+        p = alice.run(*args, "whoami", env=env, expect=3)
+        assert p.stderr == "parley: cannot read the --cacert file /nonexistent/ca.pem: No such file or directory\n", \
+            p.stderr
     # --server wins over the environment; a trailing slash is the same server
     assert alice.out("--server", server.base_url + "/", "whoami", env={"PARLEY_SERVER": down})
 
@@ -919,9 +924,11 @@ def test_reports(cli_bin, server_factory, workdir):
     assert m, out
     rid = int(m.group(1))
     assert carol.out("report", str(g), str(seq), "abuse") == f"already reported {g}#{seq} (report {rid})\n"
-    # refused by the server (exit 1), bad usage (exit 2)
-    assert carol.run("report", str(g), str(seq), "boring", expect=1).stderr.startswith(
-        "parley: report: 400 bad_request: \"reason\" must be")
+    # bad usage (exit 2, the usage after the line: REASON is a closed list), refused by the server (exit 1)
+    for bad in ("boring", "Spam", ""):
+        p = carol.run("report", str(g), str(seq), bad, expect=2)
+        assert p.stderr.startswith("parley: report: REASON must be spam, abuse, harassment, illegal or other\n") \
+            and "usage: parley" in p.stderr, p.stderr
     assert bob.run("report", str(g), str(seq), "spam", expect=1).stderr.startswith(
         "parley: report: 400 bad_request")                             # his own message
     assert carol.run("report", str(g), "999", "spam", expect=1).stderr.startswith("parley: report: 404 not_found")
@@ -1144,8 +1151,7 @@ def test_export_and_delete_account(cli_bin, server_factory, workdir):
     assert "not confirmed" in p.stderr and "nothing was deleted" in p.stderr, p.stderr
     alice.run("delete-account", input="someone else\n", expect=2)
     p = alice.run("delete-account", "--yes", env={"PARLEY_PASSWORD": "not the password"}, expect=1)
-    assert p.stderr.startswith("parley: delete-account: 403 forbidden") and \
-        p.stderr.endswith("(wrong password: nothing was deleted)\n"), p.stderr
+    assert p.stderr == "parley: delete-account: 403 forbidden: wrong password (nothing was deleted)\n", p.stderr
     p = alice.run("delete-account", input=f"{a}\n", env={"PARLEY_PASSWORD": None}, expect=2)   # no password line
     assert "no password" in p.stderr, p.stderr
     assert alice.out("whoami") == f"{a} (user {alice.id})\n"          # all of that changed nothing
@@ -1165,3 +1171,16 @@ def test_export_and_delete_account(cli_bin, server_factory, workdir):
     # the name is free again
     again = Cli(cli_bin, srv, str(workdir), alice.name).register()
     assert again.id != alice.id
+
+
+def test_delete_account_hints_wrong_password_only_for_one(cli_bin, server_factory, workdir):
+    """A 403 that is not a wrong password (a server admin's account, README
+    "--admins") is printed as the server says it, with no word of a wrong
+    password (test_export_and_delete_account has the wrong password's line)."""
+    boss = "adm" + secrets.token_hex(4)
+    srv = server_factory(["--admins", boss])
+    admin = Cli(cli_bin, srv, str(workdir), boss).register()
+    p = admin.run("delete-account", "--yes", expect=1)                      # the right password
+    assert p.stderr.startswith("parley: delete-account: 403 forbidden: ") and "password" not in p.stderr, p.stderr
+    assert p.stderr.endswith(" (nothing was deleted)\n"), p.stderr
+    assert admin.out("whoami") == f"{boss} (user {admin.id})\n"

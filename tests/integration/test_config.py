@@ -49,13 +49,26 @@ def test_listen_takes_a_host_name(parleyd_bin):
 
 
 def test_bad_listen_and_data_dir_are_refused_clearly(parleyd_bin):
+    """A malformed or unresolvable --listen, an unknown --store and a
+    --web-root that is no directory are bad values: exit 2, before the data
+    directory is touched (README "Configuration"); a data directory that
+    cannot be made is exit 1."""
     work = tempfile.mkdtemp(prefix="parley-it-")
     try:
-        for listen, why in (("nosuchhost.invalid:8080", "unknown node or service"),
-                            ("127.0.0.1:80x", "invalid argument"),
-                            (":8080", "invalid argument")):
-            p = run(parleyd_bin, "--listen", listen, "--data-dir", work)
-            assert p.returncode == 1 and f"cannot listen on {listen}: {why}" in p.stderr, (listen, p.stderr)
+        data = os.path.join(work, "data")
+        not_addr = "not host:port or [v6]:port (a port from 0 to 65535)"
+        for listen, why in (("nosuchhost.invalid:8080", "no such host"), ("127.0.0.1:80x", not_addr),
+                            (":8080", not_addr), ("127.0.0.1", not_addr), ("127.0.0.1:99999", not_addr)):
+            p = run(parleyd_bin, "--listen", listen, "--data-dir", data)
+            assert p.returncode == 2 and p.stderr == f"parleyd: --listen {listen}: {why}\n", (listen, p.stderr)
+        port = f"127.0.0.1:{free_port()}"
+        p = run(parleyd_bin, "--listen", port, "--data-dir", data, "--store", "mysql://x")
+        assert p.returncode == 2 and p.stderr.startswith("parleyd: --store mysql://x: unknown store"), p.stderr
+        for root, why in ((os.path.join(work, "nope"), "No such file or directory"), (REPO + "/README.md",
+                                                                                      "not a directory")):
+            p = run(parleyd_bin, "--listen", port, "--data-dir", data, "--web-root", root)
+            assert p.returncode == 2 and p.stderr == f"parleyd: --web-root {root}: {why}\n", p.stderr
+        assert not os.path.exists(data)
         missing = os.path.join(work, "no", "such", "dir")
         p = run(parleyd_bin, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", missing)
         assert p.returncode == 1, p.stderr
@@ -74,6 +87,23 @@ def test_help_wins_over_bad_settings(parleyd_bin):
     for env, args in (({"PARLEY_ACCESS_TTL": "abc"}, ["--help"]), ({}, ["--bogus", "--help"])):
         p = run(parleyd_bin, *args, env=env)
         assert p.returncode == 0 and p.stdout.startswith("usage: parleyd"), (env, args, p.stderr)
+
+
+def test_version_and_help_ranges(parleyd_bin):
+    """--version as parley's; --help gives each number's range and each
+    default once."""
+    p = run(parleyd_bin, "--version")
+    assert p.returncode == 0 and p.stdout == "parleyd 1.0.0 (protocol 1)\n", p
+    out = run(parleyd_bin, "--help").stdout
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  --")}
+    assert lines["--access-ttl"].endswith("(default: 900; 1 to 86400)"), lines["--access-ttl"]
+    assert lines["--node-id"].endswith("(default: -1; -1 to 1023)"), lines["--node-id"]
+    assert lines["--push-previews"].endswith("(default: 0; 0 or 1)"), lines["--push-previews"]
+    assert lines["--listen"].endswith("(default: 127.0.0.1:8080)"), lines["--listen"]
+    assert all(ln.count("(default") == 1 for ln in lines.values()), [ln for ln in lines.values()
+                                                                     if ln.count("(default") != 1]
+    p = run(parleyd_bin, "--access-ttl", "172800")
+    assert p.returncode == 2 and "access-ttl must be an integer in [1, 86400]" in p.stderr, p.stderr
 
 
 def test_make_run_passes_only_the_settings_given():

@@ -71,6 +71,10 @@ async def test_reports_reviewed_by_admins(server_factory):
         assert ok == {"id": r1["id"], "changed": True}, ok
         again = (await api.expect(200, "POST", f"/api/v1/reports/{r1['id']}/resolve", token=alice.token)).body
         assert again["changed"] is False, again
+        # the log says it once: a repeat resolved nothing
+        logged = [ln for ln in s.log_text().splitlines()
+                  if '"msg":"report resolved"' in ln and f'"report":{r1["id"]},' in ln]
+        assert len(logged) == 1, logged
         assert (await api.expect(200, "GET", f"/api/v1/conversations/{g}/reports",
                                  token=alice.token)).body["reports"] == []
         done = (await api.expect(200, "GET", f"/api/v1/conversations/{g}/reports?resolved=1",
