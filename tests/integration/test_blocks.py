@@ -3,7 +3,9 @@ block stops the pair's direct messages, edits and reactions, and new
 direct conversations; groups go on; the blocked user learns it only by
 the answer. Both modes."""
 
-from pclient import Harness, async_test
+import asyncio
+
+from pclient import WS, Harness, async_test
 
 
 @async_test(90)
@@ -70,3 +72,53 @@ async def test_a_block_stops_the_direct_conversation_both_ways(server):
         assert (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=bob.token)).body["blocked"] is False
         m = await wb.send_msg(d, "thanks")
         await wa.wait_seq(d, m["seq"])
+
+
+@async_test(90)
+async def test_a_block_stops_typing_in_the_direct_conversation(server_factory):
+    """Typing in the pair's direct conversation: an indicator in progress
+    ends when the block comes, new ones are refused while it lasts (in a
+    cluster the two are on different nodes), groups go on, and an unblock
+    lets them through again."""
+    server = server_factory(["--typing-ttl", "30000"])
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "bty")
+        d = (await api.open_dm(alice, bob.id))["id"]
+        g = (await api.create_group(alice, [bob.id], title="g"))["id"]
+        urls = getattr(server, "node_ws_urls", [server.ws_url])
+        wa = WS(urls[0], alice.token, name="alice")
+        wb = WS(urls[-1], bob.token, name="bob")
+        for c in (wa, wb):
+            h.clients.append(c)
+            await c.connect()
+
+        def typing(conv, state):
+            return lambda m: m.get("type") == "typing" and m.get("conversation") == conv and m.get("state") == state
+
+        await wb.send_json({"type": "typing", "conversation": d, "state": "start"})
+        await wa.wait_for(typing(d, "start"))
+        n = len(wa.msgs)
+        await api.expect(200, "PUT", f"/api/v1/users/{bob.id}/block", token=alice.token)
+        await wa.wait_for(typing(d, "stop"), start=n)          # long before the 30 s expiry
+
+        e = await wb.request({"type": "typing", "conversation": d, "state": "start"})
+        assert e["type"] == "error" and e["code"] == "forbidden" and e["message"] == "blocked", e
+        e = await wa.request({"type": "typing", "conversation": d, "state": "start"})   # the blocker too
+        assert e["type"] == "error" and e["code"] == "forbidden", e
+        n = len(wa.msgs)
+        await wb.send_json({"type": "typing", "conversation": g, "state": "start"})
+        await wa.wait_for(typing(g, "start"), start=n)          # the group goes on
+        assert not [m for m in wa.msgs[n:] if m.get("type") == "typing" and m.get("conversation") == d]
+
+        await api.expect(200, "DELETE", f"/api/v1/users/{bob.id}/block", token=alice.token)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:                                             # the flag travels on the bus
+            n = len(wa.msgs)
+            await wb.send_json({"type": "typing", "conversation": d, "state": "start"})
+            try:
+                await wa.wait_for(typing(d, "start"), start=n, timeout=1)
+                break
+            except AssertionError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
