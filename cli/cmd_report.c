@@ -88,7 +88,7 @@ static void report_line(pl_sbuf *s, json_t *r) {
     const char *reason = pc_jstr(r, "reason");
     pc_format_text(s, reason, strlen(reason), 1);
     json_t *by = json_object_get(r, "reporter");
-    const char *reporter = json_is_object(by) ? pc_jstr(by, "username") : "(content filter)";
+    const char *reporter = json_is_object(by) ? pc_jstr(by, "username") : "(filter)";
     const char *sender = pc_jstr(json_object_get(r, "sender"), "username");
     pl_sbuf_adds(s, "  by ");
     pc_format_text(s, reporter, strlen(reporter), 1);

@@ -672,7 +672,8 @@ typedef enum pl_job_op {
                                * No event.                                      */
     PL_JOB_REPORT_RESOLVE,    /* in: id (report), user, flags PL_JOB_ADMIN (a server
                                * admin: any report). Else user must be an admin of
-                               * the report's conversation (a group or a channel):
+                               * the report's conversation (a group or a channel),
+                               * and the report not about a message of user's:
                                * ENOTFOUND otherwise (no such report included).
                                * out: out_id = id, created = 1; already resolved:
                                * created = 0.                                   */
@@ -811,7 +812,9 @@ typedef enum pl_job_op {
                                * (1..PL_STORE_PAGE_MAX). Without PL_READ_ADMIN user
                                * must be an admin of conv, a group or channel
                                * (ENOTFOUND: not a member, or a direct one;
-                               * EFORBID: a member, not an admin). out: reports
+                               * EFORBID: a member, not an admin), and the
+                               * reports of user's own messages are left out
+                               * (the server admins see them). out: reports
                                * (newest id first), more.                    */
     /* data lifecycle (invariant 13; explicit value) */
     PL_READ_USER_MESSAGES = 180, /* in: user, cursor (event id; 0: from the

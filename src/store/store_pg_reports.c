@@ -263,6 +263,7 @@ int pg_read_reports(pg_reader *r, pl_job *j) {
     if (j->conv) {
         pg_param_i64(&p, j->conv);
         pg_param_text(&p, resolved ? "t" : "f");
+        pg_param_i64(&p, admin ? 0 : j->user);      /* not the reports of one's own messages */
         stmt = R_REPORTS_CONV;
     } else if (!resolved) {
         stmt = R_REPORTS_OPEN;

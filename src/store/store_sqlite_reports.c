@@ -98,6 +98,10 @@ static int resolve(sq_store *s, pl_job *j, int64_t now) {
         int role = sq_w_member_role(s, conv, j->user);
         if (role < 0) return role;
         if (kind == PL_CONV_DIRECT || role != PL_ROLE_ADMIN) return PL_STORE_ENOTFOUND;
+        int64_t sender = 0;                          /* not a report of one's own message */
+        if (sq_run(s->wdb, &src, &sender, "SELECT sender FROM reports WHERE id = ?1", "i", j->id) < 0)
+            return r_fatal(s, src);
+        if (sender == j->user) return PL_STORE_ENOTFOUND;
     }
     j->out_id = j->id;
     if (sq_run(s->wdb, &src, &resolved, "SELECT resolved FROM reports WHERE id = ?1", "i", j->id) < 0)
@@ -199,12 +203,13 @@ int sq_read_reports(sq_reader *r, pl_job *j) {
                  " FROM reports r JOIN conversations c ON c.id = r.conv_id"
                  " LEFT JOIN users ur ON ur.id = r.reporter LEFT JOIN users us ON us.id = r.sender"
                  " WHERE (?1 = 0 OR r.conv_id = ?1) AND (?2 OR r.resolved = 0) AND (?3 = 0 OR r.id < ?3)"
-                 " ORDER BY r.id DESC LIMIT ?4", &src);
+                 " AND r.sender <> ?5 ORDER BY r.id DESC LIMIT ?4", &src);
     if (!st) return PL_STORE_EUNAVAIL;
     sqlite3_bind_int64(st, 1, j->conv);
     sqlite3_bind_int(st, 2, (j->flags & PL_READ_RESOLVED) != 0);
     sqlite3_bind_int64(st, 3, j->cursor);
     sqlite3_bind_int(st, 4, limit + 1);
+    sqlite3_bind_int64(st, 5, admin ? 0 : j->user);   /* not the reports of one's own messages */
     j->reports = pl_calloc((size_t)limit, sizeof *j->reports);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (j->nreports == (size_t)limit) {

@@ -5435,6 +5435,35 @@ TEST(store_report_target_and_input_errors) {
 
 /* Only the conversation's admins (a group or a channel) or a server admin
  * resolve; anyone else cannot tell the report exists. */
+/* A group's admin does not see, nor resolve, the reports of its own
+ * messages (it could bury them): the server's admins do. */
+TEST(store_report_of_an_admins_own_message) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    CHECK(g > 0);
+    CHECK_EQ(t_say(&t, g, a, "admin's rant", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, b, "member's rant", 0, NULL, NULL), 3);
+    int64_t r1 = 0, r2 = 0;
+    CHECK_EQ(t_report(&t, g, c, 2, "abuse", NULL, &r1, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_report(&t, g, c, 3, "abuse", NULL, &r2, NULL, NULL), PL_STORE_OK);
+    pl_report *l;
+    size_t n;
+    CHECK_EQ(rd_reports(&t, g, a, 0, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    int ok = n == 1 && l[0].id == r2;                           /* not r1 */
+    pl_report_list_free(l, n);
+    CHECK(ok);
+    CHECK_EQ(t_resolve(&t, r1, a, 0, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_reports(&t, g, 0, PL_READ_ADMIN, 0, 10, &l, &n, NULL), PL_STORE_OK);
+    ok = n == 2 && l[0].id == r2 && l[1].id == r1 && l[1].resolved == 0;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+    CHECK_EQ(t_resolve(&t, r1, a, PL_JOB_ADMIN, NULL), PL_STORE_OK);   /* as a server admin */
+    t_finish(&t);
+}
+
 TEST(store_report_resolve) {
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);
