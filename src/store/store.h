@@ -839,7 +839,9 @@ _Static_assert(PL_JOB__WRITE_END <= PL_READ_USER_BY_NAME, "a write op among the 
                                 * message's sender (its membership is checked as
                                 * a reporter's), the report's reporter is 0, and
                                 * "your own message" does not apply; a repeat
-                                * (the same message) returns the first one    */
+                                * (the same message) returns the first one,
+                                * opened again (resolved 0, the message's text
+                                * as it is now; created = 1) if resolved     */
 
 #define PL_RETENTION_MAX  3155760000LL  /* seconds: a century (100 x 365.25 days) */
 

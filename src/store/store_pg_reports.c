@@ -109,6 +109,12 @@ static int r_report(pg_store *s, pl_job *j, int64_t now) {
     }
     if (!pg_null(r, 0, 4)) {                       /* a repeat: the first one */
         j->out_id = pg_i64(r, 0, 4);
+        if (!filter) return PL_STORE_OK;
+        pg_params o = {0};                          /* the filter's, resolved: open again */
+        pg_param_i64(&o, j->out_id);
+        PGresult *x = pg_w_query(s, W_REPORT_REOPEN, &o, &rc);
+        if (!x) return rc;
+        j->created = PQntuples(x) == 1;
         return PL_STORE_OK;
     }
     char *note = NULL;

@@ -22,6 +22,24 @@
 
 static int r_fatal(sq_store *s, int src) { return sq_w_fatal(s, src, "report statement"); }
 
+/* The content filter flagged a message it had reported before (an edit):
+ * its report, if resolved, is open again with the text as it is now. */
+static int reopen(sq_store *s, pl_job *j, int64_t id, const sq_target *t) {
+    int src = 0;
+    j->out_id = id;
+    sqlite3_stmt *st = sq_prep(s->wdb, "UPDATE reports SET resolved = 0, resolved_by = 0, body = ?2"
+                                       " WHERE id = ?1 AND resolved <> 0 RETURNING 1", &src);
+    if (!st) return r_fatal(s, src);
+    sqlite3_bind_int64(st, 1, id);
+    if (t->body && t->body_len) sqlite3_bind_text(st, 2, t->body, (int)t->body_len, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 2);
+    int step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_ROW && step != SQLITE_DONE) return r_fatal(s, step);
+    j->created = step == SQLITE_ROW;
+    return PL_STORE_OK;
+}
+
 static int report(sq_store *s, pl_job *j, int64_t now) {
     size_t rlen = j->title ? strlen(j->title) : 0;
     if (!rlen || rlen > REPORT_REASON_MAX || !pl_utf8_valid((const uint8_t *)j->title, rlen)) {
@@ -47,6 +65,7 @@ static int report(sq_store *s, pl_job *j, int64_t now) {
         int found = sq_run(s->wdb, &src, &id, "SELECT id FROM reports WHERE conv_id = ?1 AND seq = ?2 AND reporter = ?3",
                            "iii", j->conv, j->seq, reporter);
         if (found < 0) rc = r_fatal(s, src);
+        else if (found && filter) rc = reopen(s, j, id, &t);   /* the filter's: open again */
         else if (found) j->out_id = id;             /* a repeat: the first one */
         else if (sq_run(s->wdb, &src, &msg_id, "SELECT id FROM events WHERE conv_id = ?1 AND seq = ?2", "ii", j->conv,
                         j->seq) < 0)

@@ -5247,6 +5247,25 @@ TEST(store_report_by_the_content_filter) {
              strcmp(l[1].body, "free crypto") == 0 && l[0].reporter == a;
     pl_report_list_free(l, n);
     CHECK(ok);
+    /* resolved, then edited into something the filter flags again: the
+     * same report, open again, with the text as it is now */
+    CHECK_EQ(t_resolve(&t, r1, a, 0, &created), PL_STORE_OK);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, g, b, 2, "free crypto, really", 0, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_filter_report(&t, g, b, 2, &r2, &created), PL_STORE_OK);
+    CHECK_EQ(r2, r1);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(t_filter_report(&t, g, b, 2, &r2, &created), PL_STORE_OK);   /* open: nothing */
+    CHECK_EQ(created, 0);
+    CHECK_EQ(rd_reports(&t, g, a, 0, 0, 10, &l, &n, &more), PL_STORE_OK);
+    ok = n == 2 && l[1].id == r1 && l[1].resolved == 0 && l[1].resolved_by == 0 && l[1].body &&
+         strcmp(l[1].body, "free crypto, really") == 0;
+    pl_report_list_free(l, n);
+    CHECK(ok);
+    /* a member's report is not opened again by its repeat */
+    CHECK_EQ(t_resolve(&t, mine, a, 0, &created), PL_STORE_OK);
+    CHECK_EQ(t_report(&t, g, a, 2, "spam", NULL, &r2, &created, NULL), PL_STORE_OK);
+    CHECK_EQ(created, 0);
     /* not a member (any more): not found, as for any reporter */
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, b, 0, NULL), PL_STORE_OK);
     CHECK_EQ(t_filter_report(&t, g, b, 2, &r2, &created), PL_STORE_ENOTFOUND);
