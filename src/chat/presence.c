@@ -314,7 +314,7 @@ static void announce_to(const int64_t *convs, size_t n, int64_t user, pl_rbuf **
                         uint32_t mark) {
     for (size_t i = 0; i < n; i++) {
         chat_conv *cv = conv_find(convs[i]);
-        if (!cv || cv->nsubs > PRESENCE_FANOUT_MAX) continue;
+        if (!cv || cv->nsubs > PRESENCE_FANOUT_MAX || cv->blocked) continue;   /* not through a block */
         for (sub *x = cv->subs; x; x = x->next) {
             session *s = x->sess;
             if (s->user == user || s->mark == mark) continue;

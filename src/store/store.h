@@ -737,7 +737,8 @@ typedef enum pl_job_op {
                                * (ENOTFOUND if user is not a member), and events/nevents
                                * = the event at seq if it exists and user may see it.  */
     PL_READ_USERS_VISIBLE,    /* in: user (asker), ids[nids]. out: users/nusers: those of
-                               * ids that are the asker or share a conversation with it. */
+                               * ids that are the asker or share a conversation with it
+                               * that is not blocked (invariant 14). */
     PL_READ_CONV_HEADS,       /* in: ids[nids] (conversations). out: heads[nids]: last_seq
                                * of each (0 when it does not exist).          */
     PL_READ_MEMBERSHIPS,      /* in: ids[nids] (users). out: mships/nmships: every

@@ -1253,7 +1253,8 @@ const char *const pg_r_sql[R__COUNT] = {
     [R_USERS_VISIBLE] = "SELECT u.id, u.username, u.last_seen"
                        " FROM unnest($2::bigint[]) WITH ORDINALITY AS x(id, i) JOIN users u ON u.id = x.id"
                        " WHERE x.id = $1::bigint OR EXISTS (SELECT 1 FROM members a JOIN members b"
-                       "   ON b.conv_id = a.conv_id AND b.user_id = x.id WHERE a.user_id = $1::bigint)"
+                       "   ON b.conv_id = a.conv_id AND b.user_id = x.id JOIN conversations c ON c.id = a.conv_id"
+                       "   AND c.blocked = 0 WHERE a.user_id = $1::bigint)"
                        " ORDER BY x.i",
     /* These two look rows up per id through LATERAL subqueries that the
      * planner may not flatten (OFFSET 0): without statistics (a database

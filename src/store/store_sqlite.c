@@ -576,7 +576,8 @@ const char *const sq_r_sql[R__COUNT] = {
                        "   ON b.conv_id = a.conv_id WHERE a.user_id = ?1))"
                        " ORDER BY instr(username, ?2) > 1, username LIMIT ?3",
     [R_SHARES]       = "SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id"
-                       " AND b.user_id = ?2 WHERE a.user_id = ?1 LIMIT 1",
+                       " AND b.user_id = ?2 JOIN conversations c ON c.id = a.conv_id AND c.blocked = 0"
+                       " WHERE a.user_id = ?1 LIMIT 1",
     [R_USER_SHORT]   = "SELECT id, username, last_seen FROM users WHERE id = ?1",
     [R_CONV_HEAD]    = "SELECT last_seq FROM conversations WHERE id = ?1",
     [R_MEMBERSHIPS]  = "SELECT m.conv_id, m.joined_seq, c.last_seq FROM members m"

@@ -122,3 +122,71 @@ async def test_a_block_stops_typing_in_the_direct_conversation(server_factory):
             except AssertionError:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
+
+
+@async_test(90)
+async def test_a_block_hides_presence_between_the_pair(server_factory):
+    """Presence between two users who share only their direct conversation:
+    no changes pushed and no query answer while a block exists, either way;
+    an unblock brings it back. A third user sharing a group still sees."""
+    server = server_factory(["--presence-coalesce", "100"])
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "bpr")
+        await api.open_dm(alice, bob.id)
+        await api.create_group(alice, [carol.id], title="g")
+        urls = getattr(server, "node_ws_urls", [server.ws_url])
+        wb = WS(urls[-1], bob.token, name="bob")
+        wc = WS(urls[-1], carol.token, name="carol")
+        for c in (wb, wc):
+            h.clients.append(c)
+            await c.connect()
+
+        def status_of(w, uid, status):
+            return lambda m: m.get("type") == "presence" and m.get("user") == uid and m.get("status") == status
+
+        wa = WS(urls[0], alice.token, name="alice")
+        h.clients.append(wa)
+        await wa.connect()
+        await wb.wait_for(status_of(wb, alice.id, "online"))
+        r = await wb.request({"type": "presence_query", "users": [alice.id]})
+        assert [u["user"] for u in r["users"]] == [alice.id], r
+
+        await api.expect(200, "PUT", f"/api/v1/users/{alice.id}/block", token=bob.token)
+        for who, other in ((wb, alice), (wa, bob)):
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:                                     # the flag reaches every node
+                r = await who.request({"type": "presence_query", "users": [other.id]})
+                if r["users"] == [] or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert r["users"] == [], r
+        nb, nc = len(wb.msgs), len(wc.msgs)
+        await wa.send_json({"type": "presence", "status": "away"})
+        await wc.wait_for(status_of(wc, alice.id, "away"), start=nc)    # carol, in the group, sees it
+        await wb.ping()
+        assert not [m for m in wb.msgs[nb:] if m.get("type") == "presence" and m.get("user") == alice.id], wb.msgs[nb:]
+        r = await api.expect(200, "GET", f"/api/v1/presence?users={alice.id}", token=bob.token)
+        assert r.body == {"users": []}, r.body
+
+        await api.expect(200, "DELETE", f"/api/v1/users/{alice.id}/block", token=bob.token)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            r = await wb.request({"type": "presence_query", "users": [alice.id]})
+            if r["users"] or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert [(u["user"], u["status"]) for u in r["users"]] == [(alice.id, "away")], r
+        deadline = asyncio.get_running_loop().time() + 10
+        k = 0
+        while True:                                         # pushed changes flow again
+            k += 1
+            status = "online" if k % 2 else "away"          # a change each time (alice is away now)
+            nb = len(wb.msgs)
+            await wa.send_json({"type": "presence", "status": status})
+            try:
+                await wb.wait_for(status_of(wb, alice.id, status), start=nb, timeout=1.5)
+                break
+            except AssertionError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise

@@ -6136,6 +6136,50 @@ static int rd_blocked_flag(tstore *t, int64_t conv, int64_t user) {
 /* A block, either way, stops sends, edits and reactions in the pair's
  * direct conversation and the creation of one; groups go on; unblocking
  * (both ways) lets it go on. */
+/* BLOCK's conv_out: the pair's direct conversation and its flag, when the
+ * flag changed (chat/ announces it); 0 when nothing changed. */
+static int64_t t_block_conv(tstore *t, int64_t user, int64_t peer, int remove, int *blocked) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_BLOCK);
+    j.user = user;
+    j.peer = peer;
+    j.flags = remove ? PL_JOB_REMOVE : 0;
+    if (t_run(t, &j, 1) != 0) return -99;
+    int64_t conv = j.result == PL_STORE_OK ? j.conv_out.id : -j.result - 1000;
+    *blocked = j.conv_out.blocked;
+    pl_job_release(&j);
+    return conv;
+}
+
+/* A block hides the pair from each other's presence queries unless they
+ * share another conversation. */
+TEST(store_block_announces_its_dm_and_hides_presence) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t d = t_direct(&t, a, b), dc = t_direct(&t, a, c);
+    int64_t m[] = {c};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK(d > 0 && dc > 0 && g > 0);
+    CHECK_EQ(rd_shares(&t, b, a), 1);
+    int bl = -1;
+    CHECK_EQ(t_block_conv(&t, a, b, 0, &bl), d);
+    CHECK_EQ(bl, 1);
+    CHECK_EQ(rd_shares(&t, b, a), 0);
+    CHECK_EQ(rd_shares(&t, a, b), 0);
+    CHECK_EQ(t_block_conv(&t, b, a, 0, &bl), 0);                   /* already blocked: no change */
+    CHECK_EQ(t_block_conv(&t, a, b, 1, &bl), 0);                   /* b still blocks a */
+    CHECK_EQ(rd_shares(&t, b, a), 0);
+    CHECK_EQ(t_block_conv(&t, b, a, 1, &bl), d);                   /* neither now */
+    CHECK_EQ(bl, 0);
+    CHECK_EQ(rd_shares(&t, b, a), 1);
+    CHECK_EQ(t_block_conv(&t, a, c, 0, &bl), dc);
+    CHECK_EQ(rd_shares(&t, c, a), 1);                              /* they share the group */
+    int64_t e = t_user(&t, "eve");
+    CHECK_EQ(t_block_conv(&t, a, e, 0, &bl), 0);                   /* no direct conversation */
+    t_finish(&t);
+}
+
 TEST(store_block_direct) {
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);
