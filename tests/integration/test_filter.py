@@ -48,6 +48,17 @@ async def ws_send(w, conv, body):
                             "body": body})
 
 
+async def eventually(fetch, done, timeout=15):
+    """fetch() again until done(answer) or timeout: the last answer. For
+    what follows an ack (the filter's reports are filed just after it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await fetch()
+        if done(got) or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.1)
+
+
 @async_test(120)
 async def test_content_filter_blocks_masks_and_flags(server_factory):
     boss = "mod" + secrets.token_hex(4)
@@ -99,12 +110,13 @@ async def test_content_filter_blocks_masks_and_flags(server_factory):
         # flag: stored as written, and a report from the filter (no reporter)
         assert not (await api.expect(200, "GET", f"/api/v1/conversations/{g}/reports", token=alice.token)).body["reports"]
         f1 = await wb.send_msg(g, "get FREE  crypto now")
-        deadline = time.monotonic() + 15
-        while True:
-            lst = (await api.expect(200, "GET", f"/api/v1/conversations/{g}/reports", token=alice.token)).body
-            if lst["reports"] or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+
+        async def reports_of(conv):
+            return (await api.expect(200, "GET", f"/api/v1/conversations/{conv}/reports", token=alice.token)).body
+
+        async def all_reports():
+            return (await api.expect(200, "GET", "/api/v1/reports", token=mod.token)).body["reports"]
+        lst = await eventually(lambda: reports_of(g), lambda x: x["reports"])
         assert len(lst["reports"]) == 1, lst
         rep = lst["reports"][0]
         assert rep["reporter"] is None and rep["reason"] == "content filter", rep
@@ -120,12 +132,7 @@ async def test_content_filter_blocks_masks_and_flags(server_factory):
         # edited after the review into something flagged again: the report is open again
         await api.expect(200, "PATCH", f"/api/v1/conversations/{g}/messages/{f1['seq']}", token=bob.token,
                          json_body={"body": "free crypto, edited"})
-        deadline = time.monotonic() + 15
-        while True:
-            lst = (await api.expect(200, "GET", f"/api/v1/conversations/{g}/reports", token=alice.token)).body
-            if lst["reports"] or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+        lst = await eventually(lambda: reports_of(g), lambda x: x["reports"])
         assert [(x["id"], x["resolved"], x["message"]["body"]) for x in lst["reports"]] == \
             [(rep["id"], None, "free crypto, edited")], lst
         # a member's own report of the same message is its own
@@ -135,12 +142,7 @@ async def test_content_filter_blocks_masks_and_flags(server_factory):
         # a direct conversation has no admins: only the server's see its filter reports
         d = (await api.open_dm(alice, bob.id))["id"]
         f2 = await wa.send_msg(d, "free crypto for you")
-        deadline = time.monotonic() + 15
-        while True:
-            all_ = (await api.expect(200, "GET", "/api/v1/reports", token=mod.token)).body["reports"]
-            if any(x["conversation"] == d for x in all_) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+        all_ = await eventually(all_reports, lambda x: any(r["conversation"] == d for r in x))
         mine = [x for x in all_ if x["conversation"] == d]
         assert len(mine) == 1 and mine[0]["seq"] == f2["seq"] and mine[0]["reporter"] is None, all_
 
