@@ -223,7 +223,7 @@ static int rate_send(pl_bus_redis *b, op *o) {
     args[n] = ck, lens[n++] = pl_bus__redis_name(b, ck, "rl:c:", o->conv);
     if (ws) args[n] = wk, lens[n++] = pl_bus__redis_name(b, wk, "rl:w:", o->ws);
     int nkeys = n;
-    double v[6] = {b->urate, b->uburst, b->crate, b->cburst, b->wrate, b->wburst};
+    double v[6] = {b->urate, b->uburst, o->conv > 0 ? b->crate : 0, b->cburst, b->wrate, b->wburst};
     for (int i = 0; i < (ws ? 6 : 4); i++, n++) {
         args[n] = a[i];
         lens[n] = (size_t)snprintf(a[i], sizeof a[i], "%.17g", v[i]);

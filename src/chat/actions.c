@@ -163,7 +163,8 @@ void do_action(session *s, pl_msg *m) {
     }
     int64_t retry = 0;
     const char *scope = NULL;
-    switch (chat_admit(s->user, m->conv, &retry, &scope, action_admitted, op)) {
+    sub *x = sub_find(s, m->conv);            /* a member takes from the conversation's buckets */
+    switch (chat_admit(s->user, x && !x->end_seq ? m->conv : 0, &retry, &scope, action_admitted, op)) {
     case 0:
         action_submit(op);
         break;

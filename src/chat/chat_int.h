@@ -376,6 +376,10 @@ void    wsrate_learn(int64_t conv, int64_t ws);
 /* Reads conv's workspace on a reader thread (one read for the waiters of a
  * conversation), then admits as chat_admit_ws; cb runs later, once. */
 void    wsrate_lookup(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *arg);
+/* REST: whether user is a member of conv (and conv's workspace), one
+ * reader read, then admits as chat_admit_ws, a member on every bucket,
+ * anyone else on the user's alone; cb runs later, once. */
+void    wsrate_member_lookup(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *arg);
 /* Embedded mode: takes a token of ws's bucket; 0, or ms until one. */
 int64_t wsrate_take(int64_t ws, int64_t now_ms);
 

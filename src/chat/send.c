@@ -47,10 +47,14 @@ void send_free(void) {
 /* ---- rate limits ------------------------------------------------------------ */
 /* Sends and message actions (edit, delete, react, pin: each appends an
  * event) take from the same buckets, per user, per conversation and, in a
- * channel, per workspace (wsrate.c says which, maybe after a read). */
+ * channel, per workspace (wsrate.c says which, maybe after a read). Only
+ * a member takes from a conversation's and its workspace's buckets:
+ * anyone else's request fails in the store anyway, and must not starve
+ * the members (the second audit). conv 0: the user's bucket alone. */
 
 int chat_admit(int64_t user, int64_t conv, int64_t *retry_ms, const char **scope,
                pl_chat_admit_cb cb, void *arg) {
+    if (!conv) return chat_admit_ws(user, 0, 0, retry_ms, scope, cb, arg);
     int64_t ws = wsrate_of(conv);             /* 0 none, -1 not known here yet */
     if (ws < 0 && !C.stopping) {
         wsrate_lookup(user, conv, cb, arg);   /* then chat_admit_ws, cb later */
@@ -78,7 +82,7 @@ int chat_admit_ws(int64_t user, int64_t conv, int64_t ws, int64_t *retry_ms, con
         *scope = "user";
         return 1;
     }
-    w = pl_limiter_take(&C.conv_sends, conv, 1, now);
+    w = conv ? pl_limiter_take(&C.conv_sends, conv, 1, now) : 0;
     if (w) {
         *retry_ms = w;
         *scope = "conversation";
@@ -133,7 +137,11 @@ int pl_chat_admit_send(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *ar
     admit_wait *w = pl_malloc(sizeof *w);
     w->cb = cb;
     w->arg = arg;
-    int r = chat_admit(user, conv, &retry, &scope, admit_later, w);
+    if (C.cfg->rate_conv_msgs || C.cfg->rate_workspace_msgs) {   /* a member? one read says */
+        wsrate_member_lookup(user, conv, admit_later, w);
+        return 0;
+    }
+    int r = chat_admit(user, 0, &retry, &scope, admit_later, w);
     if (r == 2) return 0;
     free(w);
     count_limited(r ? scope : NULL);
@@ -161,6 +169,7 @@ typedef struct send_op {
     char    *attach_json;         /* the attachments (attach.h), or NULL     */
     char    *masked;              /* the text as the content filter left it  */
     int      flag_line;           /* a flag rule matched: report after the commit */
+    int      member;              /* the session follows the conversation    */
 } send_op;
 
 void pl_chat_sent(const pl_job *j, int64_t t0_us) {
@@ -295,6 +304,8 @@ void do_send(session *s, pl_msg *m) {
     op->job.seq = m->reply_to;                /* 0: not a reply */
     op->job.done = send_done;
     op->conn = s->conn;
+    sub *x = sub_find(s, m->conv);            /* a member takes from the conversation's buckets */
+    op->member = x && !x->end_seq;
     CO.ref(s->conn);
     op->root = json_incref(m->root);
     op->own = m->own;                         /* taken over */
@@ -315,7 +326,7 @@ static void send_admit(send_op *op) {
         send_free_op(op);
         return;
     }
-    switch (chat_admit(op->job.user, op->job.conv, &retry, &scope, send_admitted, op)) {
+    switch (chat_admit(op->job.user, op->member ? op->job.conv : 0, &retry, &scope, send_admitted, op)) {
     case 0:
         send_submit(op);
         break;

@@ -118,6 +118,41 @@ static void lookup_done(pl_job *j) {
     free(l);
 }
 
+typedef struct member_lookup {
+    pl_job           job;             /* first: the store hands back &job        */
+    pl_chat_admit_cb cb;
+    void            *arg;
+} member_lookup;
+
+static void member_done(pl_job *j) {
+    member_lookup *l = (member_lookup *)j;
+    int64_t conv = j->conv, ws = 0, retry = 0;
+    int member = 1;                           /* a failed read: as a member (fail open) */
+    if (j->result == PL_STORE_OK) {
+        ws = j->out_id;
+        member = j->created;
+        if (C.cfg->rate_workspace_msgs) wsrate_learn(conv, ws);
+    }
+    const char *scope = NULL;
+    int r = C.stopping ? 0 : chat_admit_ws(j->user, member ? conv : 0, member && C.cfg->rate_workspace_msgs ? ws : 0,
+                                           &retry, &scope, l->cb, l->arg);
+    if (r == 0) l->cb(l->arg, 0, NULL);
+    else if (r == 1) l->cb(l->arg, retry, scope);
+    pl_job_release(j);
+    free(l);
+}
+
+void wsrate_member_lookup(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *arg) {
+    member_lookup *l = pl_calloc(1, sizeof *l);
+    l->cb = cb;
+    l->arg = arg;
+    l->job.op = PL_READ_CONV_WORKSPACE;
+    l->job.conv = conv;
+    l->job.user = user;
+    l->job.done = member_done;
+    pl_store_submit(C.store, &l->job);
+}
+
 void wsrate_lookup(int64_t user, int64_t conv, pl_chat_admit_cb cb, void *arg) {
     ws_wait *w = pl_calloc(1, sizeof *w);
     w->user = user;

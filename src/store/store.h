@@ -799,11 +799,12 @@ typedef enum pl_job_op {
                                * role = user's (PL_ROLE_NONE: not in it; then the
                                * other per-user fields are 0). ENOTFOUND unless
                                * user is in the workspace.                    */
-    PL_READ_CONV_WORKSPACE,   /* in: conv. out: out_id = its workspace if it is a
-                               * channel, else 0 (a direct conversation, a group,
-                               * none). No membership check: what the send
-                               * path's per-workspace rate limit needs (chat/
-                               * send.c), one indexed row.                   */
+    PL_READ_CONV_WORKSPACE,   /* in: conv, user (0: none). out: out_id = its
+                               * workspace if it is a channel, else 0 (a direct
+                               * conversation, a group, none); created = 1 if
+                               * user is a member of conv. Never ENOTFOUND:
+                               * what the send path's rate limits need (chat/
+                               * wsrate.c), two indexed rows.                */
     /* reports (invariant 12; explicit value) */
     PL_READ_REPORTS = 170,    /* in: conv (0: every conversation, only with
                                * PL_READ_ADMIN), user, flags PL_READ_ADMIN (a server

@@ -1384,7 +1384,10 @@ const char *const pg_r_sql[R__COUNT] = {
                        "   AND m.user_id = $2::bigint"
                        " WHERE c.workspace = $1::bigint AND c.kind = 3 AND (c.private = 0 OR m.user_id IS NOT NULL)"
                        " ORDER BY c.title COLLATE \"C\", c.id",
-    [R_CONV_WORKSPACE] = "SELECT workspace FROM conversations WHERE id = $1::bigint AND kind = 3",
+    /* $1 conv, $2 user: a channel's workspace (NULL: not a channel), and
+     * whether user is a member */
+    [R_CONV_WORKSPACE] = "SELECT (SELECT workspace FROM conversations WHERE id = $1::bigint AND kind = 3),"
+                         " EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint)",
     /* reports (store_pg_reports.c): $1 conv, $2 user: the conversation's
      * kind and user's role (no row: not a member) */
     [R_REPORT_ACCESS] = "SELECT c.kind, m.role FROM members m JOIN conversations c ON c.id = m.conv_id"

@@ -469,10 +469,12 @@ static int r_workspace(pg_reader *r, pl_job *j) {
 static int r_conv_workspace(pg_reader *r, pl_job *j) {
     pg_params p = {0};
     pg_param_i64(&p, j->conv);
+    pg_param_i64(&p, j->user);
     int rc;
     PGresult *res = pg_r_query(r, R_CONV_WORKSPACE, &p, &rc);
     if (!res) return rc;
-    j->out_id = PQntuples(res) == 1 ? pg_i64(res, 0, 0) : 0;
+    j->out_id = PQntuples(res) == 1 && !pg_null(res, 0, 0) ? pg_i64(res, 0, 0) : 0;
+    j->created = PQntuples(res) == 1 && PQgetvalue(res, 0, 1)[0] == 't';
     return PL_STORE_OK;
 }
 

@@ -384,6 +384,12 @@ static int r_conv_workspace(sq_reader *r, pl_job *j) {
     int rc = sq_run(r->db, &src, &ws, "SELECT workspace FROM conversations WHERE id = ?1 AND kind = 3", "i", j->conv);
     if (rc < 0) return PL_STORE_EUNAVAIL;
     j->out_id = rc ? ws : 0;
+    if (j->user > 0) {
+        rc = sq_run(r->db, &src, NULL, "SELECT 1 FROM members WHERE conv_id = ?1 AND user_id = ?2", "ii", j->conv,
+                    j->user);
+        if (rc < 0) return PL_STORE_EUNAVAIL;
+        j->created = rc;
+    }
     return PL_STORE_OK;
 }
 

@@ -108,3 +108,31 @@ async def test_channels_of_a_workspace_share_its_bucket(server_factory):
         for scope in ("user", "conversation"):
             key = f'parley_rate_limited_total{{scope="{scope}"}}'
             assert after[key] == before[key], key
+
+
+@async_test(120)
+async def test_strangers_cannot_empty_a_conversations_or_workspaces_bucket(server_factory):
+    """Only members take from a conversation's and a workspace's buckets:
+    a user in neither is answered not_found (and limited by its own bucket
+    alone), over the WebSocket and REST, and the members go on."""
+    server = server_factory(["--rate-workspace-msgs", "1", "--rate-workspace-burst", "3",
+                             "--rate-conv-msgs", "1", "--rate-conv-burst", "3",
+                             "--rate-user-msgs", "1000", "--rate-user-burst", "1000"])
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, eve = await api.register_many(3, "wss")
+        w1 = await ws_create(api, alice, "Private")
+        c1 = (await channel_create(api, alice, w1["id"], "secret", private=True))["id"]
+        grp = (await api.create_group(alice, [bob.id]))["id"]
+        we = await h.ws(eve, name="eve")
+        for conv in (c1, grp):
+            replies = await flood([we], [conv], 10, "intruder")
+            assert all(r.get("type") == "error" and r["code"] == "not_found" for r in replies), replies[:3]
+            for k in range(5):
+                r = await api.req("POST", f"/api/v1/conversations/{conv}/messages", token=eve.token,
+                                  json_body={"client_msg_id": cmid(), "body": "x"})
+                assert r.status == 404, r
+        wa = await h.ws(alice, name="alice")
+        for conv in (c1, grp):                            # the members' buckets are whole
+            ok = await flood([wa], [conv], 3, "member")
+            assert not refused(ok), refused(ok)[:3]

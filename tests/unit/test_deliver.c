@@ -2452,18 +2452,20 @@ TEST(wsrate_channels_share_their_workspace_bucket) {
     CHECK(ok);
     CHECK_EQ(pl_m_rate_limited_ws.v, limited0 + 1);
 
-    /* not followed here (a REST send): one read for both, then the bucket */
+    /* a REST send: one read each says whether the sender is a member, and
+     * the workspace; a member takes from the workspace's bucket */
     memset(AW, 0, sizeof AW);
     CHECK_EQ(pl_chat_admit_send(3, 30, ws_admitted, (void *)0), 0);
     CHECK_EQ(pl_chat_admit_send(4, 30, ws_admitted, (void *)1), 0);
     turn();
-    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 1);
+    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 2);
     CHECK(AW[0].answered == 0 && AW[1].answered == 0);
-    pl_job *j = fs_take(&H.store, PL_READ_CONV_WORKSPACE, 30);
-    CHECK(j != NULL);
-    if (j) {
+    for (int i = 0; i < 2; i++) {
+        pl_job *j = fs_take(&H.store, PL_READ_CONV_WORKSPACE, 30);
+        CHECK(j != NULL);
         j->result = PL_STORE_OK;
         j->out_id = 7;                             /* a channel of workspace 7: empty bucket */
+        j->created = 1;                            /* a member */
         j->done(j);
     }
     turn();
@@ -2471,28 +2473,39 @@ TEST(wsrate_channels_share_their_workspace_bucket) {
     CHECK(AW[0].retry > 0 && AW[0].scope && strcmp(AW[0].scope, "workspace") == 0);
     CHECK(AW[1].retry > 0 && AW[1].scope && strcmp(AW[1].scope, "workspace") == 0);
     CHECK_EQ(pl_m_rate_limited_ws.v, limited0 + 3);
-    CHECK_EQ(pl_chat_admit_send(3, 30, ws_admitted, (void *)2), 0);   /* remembered */
-    turn();
-    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 0);
-    CHECK(AW[2].answered == 1 && AW[2].scope && strcmp(AW[2].scope, "workspace") == 0);
 
-    /* not a channel: admitted, remembered as none */
+    /* not a member: the user's bucket alone (the store refuses it next),
+     * so no stranger can empty a conversation's or a workspace's bucket */
+    CHECK_EQ(pl_chat_admit_send(5, 30, ws_admitted, (void *)2), 0);
+    turn();
+    pl_job *j = fs_take(&H.store, PL_READ_CONV_WORKSPACE, 30);
+    CHECK(j != NULL);
+    j->result = PL_STORE_OK;
+    j->out_id = 7;
+    j->created = 0;
+    j->done(j);
+    turn();
+    CHECK(AW[2].answered == 1 && AW[2].retry == 0 && !AW[2].scope);
+    CHECK_EQ(pl_m_rate_limited_ws.v, limited0 + 3);
+    /* and over the WebSocket: a conversation the session does not follow */
+    channel_ws[14] = 7;                            /* a channel of workspace 7 it is not in */
+    size_t sends = fs_count(&H.store, PL_JOB_MESSAGE_SEND);
+    ws_send(s, 9, 14);
+    CHECK(error_for(s, 9) == NULL);                /* to the store, which answers not_found */
+    CHECK_EQ(fs_count(&H.store, PL_JOB_MESSAGE_SEND), sends + 1);
+    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 0);
+
+    /* not a channel: admitted */
     CHECK_EQ(pl_chat_admit_send(3, 31, ws_admitted, (void *)3), 0);
     turn();
     j = fs_take(&H.store, PL_READ_CONV_WORKSPACE, 31);
     CHECK(j != NULL);
-    if (j) {
-        j->result = PL_STORE_OK;
-        j->out_id = 0;
-        j->done(j);
-    }
+    j->result = PL_STORE_OK;
+    j->out_id = 0;
+    j->created = 1;
+    j->done(j);
     turn();
     CHECK(AW[3].answered == 1 && AW[3].retry == 0 && !AW[3].scope);
-    memset(AW, 0, sizeof AW);
-    for (int i = 0; i < 3; i++) CHECK_EQ(pl_chat_admit_send(3, 31, ws_admitted, (void *)(intptr_t)i), 0);
-    turn();
-    CHECK_EQ(fs_count(&H.store, PL_READ_CONV_WORKSPACE), 0);
-    CHECK(AW[0].answered == 1 && AW[1].answered == 1 && AW[2].answered == 1 && !AW[2].scope);
     fconn *all[] = {s};
     h_stop(all, 1);
 }
