@@ -33,6 +33,18 @@ void pl_chat_filter_free(void) {
     active = NULL;
 }
 
+/* A regex that gave up: logged at most once a minute per rule line. */
+static void warn_limited(int line) {
+    static struct { int line; int64_t at; } seen[64];
+    int64_t now = pl_mono_ms();
+    size_t i = (size_t)line % 64;
+    if (seen[i].line == line && now - seen[i].at < 60000) return;
+    seen[i].line = line;
+    seen[i].at = now;
+    pl_log(PL_LOG_WARN, 0, "content filter regex gave up at its match limit: counted as no match",
+           "\"line\":%d", line);
+}
+
 int pl_chat_filter(const char *text, size_t len, pl_filter_hit *h) {
     if (!active) {
         h->actions = 0;
@@ -40,12 +52,7 @@ int pl_chat_filter(const char *text, size_t len, pl_filter_hit *h) {
         return 0;
     }
     int a = pl_filter_check(active, text, len, h);
-    static int64_t warned_at = -60000;      /* mono ms; at most one line a minute */
-    if (h->limited && pl_mono_ms() - warned_at >= 60000) {
-        warned_at = pl_mono_ms();
-        pl_log(PL_LOG_WARN, 0, "content filter regex gave up at its match limit: counted as no match",
-               "\"line\":%d", h->limited);
-    }
+    if (h->limited) warn_limited(h->limited);
     if (a & PL_FILTER_BLOCK) {
         pl_count(&pl_m_filter_blocked, 1);
         return -1;

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/clock.h"
 #include "../core/utf8.h"
 
 typedef struct term {
@@ -120,17 +121,59 @@ static size_t words_of(const char *t, size_t n, span **out, size_t *cap) {
     return nw;
 }
 
-/* A word's normal form appended to dst: ASCII lowercased, invisible code
- * points left out. Returns the bytes written. */
+/* Base letters of Latin-1's and Latin Extended-A's letters ('?': the
+ * letter itself, lowercased when it is a capital). */
+static const char latin1_base[] = "aaaaaa?ceeeeiiiidnooooo?ouuuuy??aaaaaa?ceeeeiiiidnooooo?ouuuuy?y";
+static const char latin_a_base[] =
+    "aaaaaaccccccccddddeeeeeeeeeegggggggghhhhiiiiiiiiii??jjkkkllllllllllnnnnnnn??oooooo??rrrrrrssssssss"
+    "ttttttuuuuuuuuuuuuwwyyyzzzzzzs";
+
+/* A code point as words compare it: capitals of ASCII, Cyrillic and Greek
+ * lowercased, Latin letters with diacritics (Latin-1, Latin Extended-A)
+ * taken to their base letter, so "CAFÉ", "café" and "cafe\u0301" (its mark
+ * left out before) are one word. */
+static uint32_t fold(uint32_t c) {
+    if (c < 0x80) return c >= 'A' && c <= 'Z' ? c + 32 : c;
+    if (c >= 0xC0 && c <= 0xFF) {
+        char b = latin1_base[c - 0xC0];
+        return b != '?' ? (uint32_t)b : c <= 0xDE && c != 0xD7 && c != 0xDF ? c + 0x20 : c;
+    }
+    if (c >= 0x100 && c <= 0x17F) {
+        char b = latin_a_base[c - 0x100];
+        return b != '?' ? (uint32_t)b : c | 1;
+    }
+    if (c >= 0x410 && c <= 0x42F) return c + 0x20;            /* Cyrillic */
+    if (c >= 0x400 && c <= 0x40F) return c + 0x50;
+    if (c >= 0x391 && c <= 0x3AB && c != 0x3A2) return c + 0x20;   /* Greek */
+    return c;
+}
+
+/* c in UTF-8 into out (4 bytes at most); its length. */
+static size_t put_cp(uint32_t c, uint8_t *out) {
+    if (c < 0x80) return out[0] = (uint8_t)c, 1;
+    if (c < 0x800) return out[0] = (uint8_t)(0xC0 | c >> 6), out[1] = (uint8_t)(0x80 | (c & 0x3F)), 2;
+    if (c < 0x10000) {
+        out[0] = (uint8_t)(0xE0 | c >> 12);
+        out[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        out[2] = (uint8_t)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    out[0] = (uint8_t)(0xF0 | c >> 18);
+    out[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+    out[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+    out[3] = (uint8_t)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+/* A word's normal form appended to dst (never longer than the word:
+ * folding only shortens or keeps a character's bytes): ignorable code
+ * points left out, the rest folded. Returns the bytes written. */
 static size_t normal_word(char *dst, const char *w, size_t n) {
     const uint8_t *p = (const uint8_t *)w;
     size_t o = 0, k;
     for (size_t i = 0; i < n; i += k) {
-        if (ignorable(cp_at(p + i, n - i, &k))) continue;
-        for (size_t j = 0; j < k; j++) {
-            uint8_t b = p[i + j];
-            dst[o++] = (char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
-        }
+        uint32_t c = cp_at(p + i, n - i, &k);
+        if (!ignorable(c)) o += put_cp(fold(c), (uint8_t *)dst + o);
     }
     return o;
 }
@@ -139,13 +182,14 @@ static size_t normal_word(char *dst, const char *w, size_t n) {
  * in its normal form, as strcmp would compare the two. */
 static int word_cmp(const char *rule, const char *tok, size_t n) {
     const uint8_t *r = (const uint8_t *)rule, *p = (const uint8_t *)tok;
+    uint8_t f[4];
     size_t k;
     for (size_t i = 0; i < n; i += k) {
-        if (ignorable(cp_at(p + i, n - i, &k))) continue;
-        for (size_t j = 0; j < k; j++) {
-            uint8_t b = p[i + j];
-            if (b >= 'A' && b <= 'Z') b += 32;
-            if (*r != b) return *r ? (int)*r - (int)b : -1;
+        uint32_t c = cp_at(p + i, n - i, &k);
+        if (ignorable(c)) continue;
+        size_t fl = put_cp(fold(c), f);
+        for (size_t j = 0; j < fl; j++) {
+            if (*r != f[j]) return *r ? (int)*r - (int)f[j] : -1;
             r++;
         }
     }
@@ -252,7 +296,15 @@ pl_filter *pl_filter_parse(const char *text, size_t len, char *err, size_t errle
         len -= 3;
     }
     if (memchr(text, '\0', len) || !pl_utf8_valid((const uint8_t *)text, len)) {
-        fail(err, errlen, 0, "the file is not UTF-8 text", NULL);
+        int line = 1;                                   /* which line: the first bad one */
+        for (size_t at = 0; at < len;) {
+            const char *nl = memchr(text + at, '\n', len - at);
+            size_t n = nl ? (size_t)(nl - text) - at : len - at;
+            if (memchr(text + at, '\0', n) || !pl_utf8_valid((const uint8_t *)text + at, n)) break;
+            at += n + 1;
+            line++;
+        }
+        fail(err, errlen, line, "not UTF-8 text (or a NUL byte)", NULL);
         return NULL;
     }
     pl_filter *f = pl_calloc(1, sizeof *f);
@@ -377,9 +429,12 @@ static void check_regexes(const pl_filter *f, check *c) {
         if (!ignorable(cp_at(p + i, c->len - i, &k)))
             for (size_t j = 0; j < k; j++) at[n] = i + j, s[n++] = (char)p[i + j];
     s[n] = '\0';
-    for (size_t i = 0; i < f->nrx && !(c->actions & PL_FILTER_BLOCK); i++) {
-        const rx_rule *r = &f->rx[i];
+    static const int order[3] = {PL_FILTER_BLOCK, PL_FILTER_FLAG, PL_FILTER_MASK};
+    for (size_t i = 0; i < 3 * f->nrx && !(c->actions & PL_FILTER_BLOCK); i++) {
+        const rx_rule *r = &f->rx[i % f->nrx];               /* blocks first, masks last */
+        if (r->action != order[i / f->nrx]) continue;
         size_t from = 0;
+        int64_t t0 = r->action == PL_FILTER_MASK ? pl_mono_us() : 0;
         int rc;
         while (from <= n && (rc = pcre2_match(r->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, f->md,
                                               f->mctx)) >= 0) {
@@ -390,6 +445,10 @@ static void check_regexes(const pl_filter *f, check *c) {
                 break;
             }
             if (b > a) matched(c, PL_FILTER_MASK, r->line, at[a], at[b - 1] + 1);
+            if (pl_mono_us() - t0 > PL_FILTER_MASK_BUDGET_US) {   /* every match, each under its limit */
+                rc = PCRE2_ERROR_MATCHLIMIT;
+                break;
+            }
             if (b > from) {
                 from = b;
             } else {                                          /* an empty match moves on a character */

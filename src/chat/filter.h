@@ -32,6 +32,9 @@ enum { PL_FILTER_MASK = 1, PL_FILTER_FLAG = 2, PL_FILTER_BLOCK = 4 };
 #define PL_FILTER_MATCH_LIMIT 100000     /* PCRE2 match and depth limits per
                                           * match: a pattern past it counts as
                                           * no match (h->limited)            */
+#define PL_FILTER_MASK_BUDGET_US 1000    /* a mask regex's time for all its
+                                          * matches in one text: past it, the
+                                          * rest is left unmasked (limited)  */
 
 typedef struct pl_filter pl_filter;
 

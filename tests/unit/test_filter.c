@@ -77,7 +77,7 @@ TEST(filter_unicode_words_and_invisible_characters) {
     f = parse("block spam\n", err);
     CHECK(f);
     CHECK_EQ(check(f, "s\xe2\x80\x8bp\xc2\xad" "am", &h), PL_FILTER_BLOCK);   /* zero-width space, soft hyphen */
-    CHECK_EQ(check(f, "sp\xc3\xa4m", &h), 0);
+    CHECK_EQ(check(f, "sp\xc3\xa4m", &h), PL_FILTER_BLOCK);          /* accents fold */
     pl_filter_free(f);
 }
 
@@ -122,7 +122,9 @@ TEST(filter_bad_files_are_refused_whole) {
     CHECK(!parse("block ...\n", err));
     CHECK_STR(err, "line 1: a term needs a letter or a digit");
     CHECK(!parse("block \xff\n", err));
-    CHECK_STR(err, "the file is not UTF-8 text");
+    CHECK_STR(err, "line 1: not UTF-8 text (or a NUL byte)");
+    CHECK(!pl_filter_parse("block a\nmask b\nflag \0c\n", 23, err, sizeof err));
+    CHECK_STR(err, "line 3: not UTF-8 text (or a NUL byte)");
     char *big = malloc(2000);
     memset(big, 'a', 1999);
     memcpy(big, "mask ", 5);
@@ -213,5 +215,45 @@ TEST(filter_rules_file_typos_are_refused) {
     CHECK(f);
     pl_filter_hit h;
     CHECK_EQ(check(f, "SPAM", &h), PL_FILTER_BLOCK);
+    pl_filter_free(f);
+}
+
+/* Letters fold: ASCII, Cyrillic and Greek capitals to small, Latin letters
+ * with diacritics to their base letter, whether precomposed or decomposed. */
+TEST(filter_terms_fold_case_and_accents) {
+    char err[200] = "";
+    pl_filter *f = parse("mask caf\xc3\xa9\nblock \xd0\xb4\xd1\x83\xd1\x80\xd0\xb0\xd0\xba\nflag \xce\xb1\xce\xb2\n", err);
+    CHECK(f);
+    pl_filter_hit h;
+    static const char *const cafes[] = {"CAF\xc3\x89", "cafe\xcc\x81", "cafe", "Caf\xc3\xa8"};
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_EQ(check(f, cafes[i], &h), PL_FILTER_MASK);
+        pl_filter_hit_release(&h);
+    }
+    CHECK_EQ(check(f, "\xd0\x94\xd0\xa3\xd0\xa0\xd0\x90\xd0\x9a!", &h), PL_FILTER_BLOCK);   /* ДУРАК */
+    CHECK_EQ(check(f, "\xce\x91\xce\x92", &h), PL_FILTER_FLAG);                              /* ΑΒ */
+    CHECK_EQ(check(f, "cafes", &h), 0);
+    pl_filter_free(f);
+}
+
+/* A mask regex that matches all over a long text, each match just under
+ * the match limit (the second audit's freeze): it stops at its time
+ * budget, the check returns, and block rules ran first anyway. */
+TEST(filter_mask_regex_stops_at_its_budget) {
+    char err[200] = "";
+    pl_filter *f = parse("mask /(?:a|a){1,15}z|a/\nblock /b{3}/\n", err);
+    CHECK(f);
+    size_t n = 16000;
+    char *t = malloc(n + 4);
+    memset(t, 'a', n);
+    memcpy(t + n, "bbb", 4);
+    pl_filter_hit h;
+    CHECK_EQ(check(f, t, &h), PL_FILTER_BLOCK);                   /* the block regex ran first */
+    t[n] = '\0';
+    CHECK_EQ(check(f, t, &h), PL_FILTER_MASK);
+    CHECK_EQ(h.limited, 1);
+    CHECK(h.masked && h.masked[0] == '*');
+    pl_filter_hit_release(&h);
+    free(t);
     pl_filter_free(f);
 }
