@@ -459,11 +459,36 @@ static void job_error(pl_http_ctx *ctx, const pl_job *j) {
     pl_http_error(ctx, status, code, msg);
 }
 
+/* A send the filter blocked, after PL_READ_SEND_CHECK (as chat/send.c's
+ * send_checked): a retry's original answer, a stranger's 404, else 422. */
+static void http_checked(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result == PL_STORE_OK && j->dup) {
+        pl_sbuf s;
+        pl_sbuf_init(&s);
+        pl_proto_sent(&s, &j->event, 1, NULL, 1);
+        pl_http_respond(op->ctx, 200, "application/json", s.p, s.len, NULL);
+        pl_sbuf_release(&s);
+    } else if (j->result == PL_STORE_ENOTFOUND) {
+        pl_http_error(op->ctx, 404, "not_found", "no such conversation");
+    } else {
+        pl_http_error(op->ctx, 422, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
+    }
+    api_op_free(op);
+}
+
 /* The content filter on a send's or edit's text (chat/content.c): 0 to go
- * on (the text to store maybe replaced), -1 after answering 422. */
+ * on (the text to store maybe replaced), 1 when a blocked send went to
+ * the check above, -1 after answering 422 (a blocked edit). */
 static int api_filter(api_op *op) {
     pl_filter_hit fh;
     if (pl_chat_filter(op->job.body, op->job.body_len, &fh)) {
+        if (op->job.op == PL_JOB_MESSAGE_SEND) {
+            op->job.op = PL_READ_SEND_CHECK;   /* what the store would say first */
+            op->job.done = http_checked;
+            api_submit(op);
+            return 1;
+        }
         pl_http_error(op->ctx, 422, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
         return -1;
     }
@@ -499,8 +524,9 @@ static void send_admitted(void *arg, int64_t retry, const char *scope) {
     }
     /* admitted: a send's or edit's text through the content filter, after
      * the rate limits (probing it costs tokens) */
-    if ((op->job.op == PL_JOB_MESSAGE_SEND || op->job.op == PL_JOB_MESSAGE_EDIT) && api_filter(op)) {
-        api_op_free(op);
+    int f = op->job.op == PL_JOB_MESSAGE_SEND || op->job.op == PL_JOB_MESSAGE_EDIT ? api_filter(op) : 0;
+    if (f) {
+        if (f < 0) api_op_free(op);           /* else the check answers */
         return;
     }
     api_submit(op);

@@ -230,13 +230,34 @@ void chat_rate_limited(pl_conn *c, json_t *req, int64_t retry, const char *scope
     }
 }
 
+/* A send the filter blocked, after PL_READ_SEND_CHECK: a retry of a
+ * stored send gets its original ack (idempotency first), a stranger the
+ * store's not_found; only then `filtered`. */
+static void send_checked(pl_job *j) {
+    send_op *op = (send_op *)j;
+    if (!pl_conn_alive(op->conn)) {
+    } else if (j->result == PL_STORE_OK && j->dup) {
+        pl_sbuf s;
+        pl_sbuf_init(&s);
+        pl_proto_sent(&s, &j->event, 1, op->req, 1);
+        chat_send_text(op->conn, s.p, s.len, 1);
+        pl_sbuf_release(&s);
+    } else if (j->result == PL_STORE_ENOTFOUND) {
+        chat_send_error(op->conn, op->req, "not_found", "no such conversation");
+    } else {                                  /* a failed read too: nothing was stored */
+        chat_send_error(op->conn, op->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
+    }
+    send_free_op(op);
+}
+
 /* Admitted: the content filter (content.c; after the rate limits, so
  * probing it costs tokens), then the store. */
 static void send_submit(send_op *op) {
     pl_filter_hit fh;
     if (pl_chat_filter(op->job.body, op->job.body_len, &fh)) {
-        if (pl_conn_alive(op->conn)) chat_send_error(op->conn, op->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
-        send_free_op(op);
+        op->job.op = PL_READ_SEND_CHECK;      /* what the store would say first */
+        op->job.done = send_checked;
+        pl_store_submit(C.store, &op->job);
         return;
     }
     if (fh.masked) {                          /* stored as the filter left it */

@@ -826,8 +826,16 @@ typedef enum pl_job_op {
                                * (annot as PL_READ_EVENTS without a viewer),
                                * each with its conv; more.                   */
     /* blocks (invariant 14; explicit value) */
-    PL_READ_BLOCKS = 190      /* in: user. out: users/nusers: those user blocks
+    PL_READ_BLOCKS = 190,     /* in: user. out: users/nusers: those user blocks
                                * (id, username), by id.                      */
+    PL_READ_SEND_CHECK = 200  /* in: conv, user, client_msg_id (NULL: none). What
+                               * a send the content filter blocked would have
+                               * met first: a stored send of user with that key
+                               * (a retry): OK, dup = 1, has_event, event (conv,
+                               * seq, id, ts, sender, client_msg_id) as SEND's
+                               * answer to a retry; else ENOTFOUND (why "no
+                               * such conversation") when user is no member of
+                               * conv; else OK, dup = 0. chat/ content.c.    */
 } pl_job_op;
 
 /* writes take the values below the reads: pl_job_is_read() */

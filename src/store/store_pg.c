@@ -1386,6 +1386,11 @@ const char *const pg_r_sql[R__COUNT] = {
                        " ORDER BY c.title COLLATE \"C\", c.id",
     /* $1 conv, $2 user: a channel's workspace (NULL: not a channel), and
      * whether user is a member */
+    /* $1 conv, $2 user, $3 client_msg_id (NULL: none): one row, whether
+     * user is a member and its stored send with that key (NULLs: none) */
+    [R_SEND_CHECK] = "SELECT EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint),"
+                     " e.seq, e.id, e.ts FROM (SELECT 1) x LEFT JOIN events e ON e.conv_id = $1::bigint"
+                     " AND e.sender = $2::bigint AND e.client_msg_id = $3::text",
     [R_CONV_WORKSPACE] = "SELECT (SELECT workspace FROM conversations WHERE id = $1::bigint AND kind = 3),"
                          " EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint)",
     /* reports (store_pg_reports.c): $1 conv, $2 user: the conversation's

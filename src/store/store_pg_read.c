@@ -567,6 +567,33 @@ static int r_memberships(pg_reader *r, pl_job *j) {
     return PL_STORE_OK;
 }
 
+/* PL_READ_SEND_CHECK: store.h. */
+static int r_send_check(pg_reader *r, pl_job *j) {
+    pg_params p = {0};
+    pg_param_i64(&p, j->conv);
+    pg_param_i64(&p, j->user);
+    pg_param_text(&p, j->client_msg_id);
+    int rc;
+    PGresult *res = r_query(r, R_SEND_CHECK, &p, &rc);
+    if (!res) return rc;
+    if (PQntuples(res) != 1) return PL_STORE_EUNAVAIL;
+    if (!pg_null(res, 0, 1)) {                    /* a retry: the original's answer */
+        j->dup = 1;
+        j->has_event = 1;
+        j->event.conv = j->conv;
+        j->event.seq = pg_i64(res, 0, 1);
+        j->event.id = (uint64_t)pg_i64(res, 0, 2);
+        j->event.ts = pg_i64(res, 0, 3);
+        j->event.kind = PL_EV_MESSAGE;
+        j->event.sender = j->user;
+        j->event.client_msg_id = pl_strdup(j->client_msg_id);
+        return PL_STORE_OK;
+    }
+    if (PQgetvalue(res, 0, 0)[0] == 't') return PL_STORE_OK;
+    j->why = "no such conversation";
+    return PL_STORE_ENOTFOUND;
+}
+
 static int r_dispatch(pg_reader *r, pl_job *j) {
     switch ((int)j->op) {
     case PL_READ_USER_BY_NAME:  return r_user_by_name(r, j);
@@ -578,6 +605,7 @@ static int r_dispatch(pg_reader *r, pl_job *j) {
     case PL_READ_EVENTS:        return r_events(r, j);
     case PL_READ_RECEIPTS:      return r_conv_get(r, j, 1);
     case PL_READ_USERS_VISIBLE: return r_users_visible(r, j);
+    case PL_READ_SEND_CHECK:    return r_send_check(r, j);
     case PL_READ_CONV_HEADS:    return r_conv_heads(r, j);
     case PL_READ_MEMBERSHIPS:   return r_memberships(r, j);
     case PL_READ_PINS:          return r_pins(r, j);

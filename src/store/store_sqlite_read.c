@@ -400,6 +400,38 @@ static int r_receipts(sq_reader *r, pl_job *j) {
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_STORE_OK : PL_STORE_EUNAVAIL;
 }
 
+static int r_send_check(sq_reader *r, pl_job *j) {
+    int src = 0;
+    if (j->client_msg_id) {
+        sqlite3_stmt *st = sq_prep(r->db, "SELECT seq, id, ts FROM events"
+                                          " WHERE conv_id = ?1 AND sender = ?2 AND client_msg_id = ?3", &src);
+        if (!st) return PL_STORE_EUNAVAIL;
+        sqlite3_bind_int64(st, 1, j->conv);
+        sqlite3_bind_int64(st, 2, j->user);
+        sqlite3_bind_text(st, 3, j->client_msg_id, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            j->dup = 1;
+            j->has_event = 1;
+            j->event.conv = j->conv;
+            j->event.seq = sqlite3_column_int64(st, 0);
+            j->event.id = (uint64_t)sqlite3_column_int64(st, 1);
+            j->event.ts = sqlite3_column_int64(st, 2);
+            j->event.kind = PL_EV_MESSAGE;
+            j->event.sender = j->user;
+            j->event.client_msg_id = pl_strdup(j->client_msg_id);
+        }
+        sqlite3_finalize(st);
+        if (rc == SQLITE_ROW) return PL_STORE_OK;
+        if (rc != SQLITE_DONE) return PL_STORE_EUNAVAIL;
+    }
+    int rc = sq_run(r->db, &src, NULL, "SELECT 1 FROM members WHERE conv_id = ?1 AND user_id = ?2", "ii", j->conv,
+                    j->user);
+    if (rc < 0) return PL_STORE_EUNAVAIL;
+    if (!rc) j->why = "no such conversation";
+    return rc ? PL_STORE_OK : PL_STORE_ENOTFOUND;
+}
+
 static int r_users_visible(sq_reader *r, pl_job *j) {
     j->users = pl_calloc(j->nids ? j->nids : 1, sizeof *j->users);
     for (size_t i = 0; i < j->nids; i++) {
@@ -650,6 +682,8 @@ static int r_dispatch(sq_reader *r, pl_job *j) {
         return r_receipts(r, j);
     case PL_READ_USERS_VISIBLE:
         return r_users_visible(r, j);
+    case PL_READ_SEND_CHECK:
+        return r_send_check(r, j);
     case PL_READ_CONV_HEADS:
         return r_conv_heads(r, j);
     case PL_READ_MEMBERSHIPS:

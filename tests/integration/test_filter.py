@@ -43,8 +43,8 @@ async def last_seq(api, user, conv):
     return (await api.expect(200, "GET", f"/api/v1/conversations/{conv}", token=user.token)).body["last_seq"]
 
 
-async def ws_send(w, conv, body):
-    return await w.request({"type": "send", "conversation": conv, "client_msg_id": secrets.token_hex(8),
+async def ws_send(w, conv, body, cmid=None):
+    return await w.request({"type": "send", "conversation": conv, "client_msg_id": cmid or secrets.token_hex(8),
                             "body": body})
 
 
@@ -164,7 +164,11 @@ async def test_content_filter_reread_on_sighup(server_factory):
         g = (await api.create_group(alice, [bob.id], title="g"))["id"]
         wa = await h.ws(alice, name="alice")
         assert (await ws_send(wa, g, "alpha"))["code"] == "filtered"
-        assert (await ws_send(wa, g, "beta"))["type"] == "sent"
+        first = await ws_send(wa, g, "beta", cmid="beta-1")
+        assert first["type"] == "sent", first
+        r = await api.req("POST", f"/api/v1/conversations/{g}/messages", token=alice.token,
+                          json_body={"client_msg_id": "beta-2", "body": "beta"})
+        assert r.status == 201, r
 
         with open(path, "w") as f:
             f.write("block beta\n")
@@ -178,6 +182,20 @@ async def test_content_filter_reread_on_sighup(server_factory):
             await asyncio.sleep(0.1)
         assert all(t == "error" for t in results), results
         assert (await ws_send(wa, g, "alpha"))["type"] == "sent"
+        # a retry of a send stored before the rule: its original ack, not `filtered`
+        again = await ws_send(wa, g, "beta", cmid="beta-1")
+        assert again["type"] == "sent" and again["duplicate"] is True and again["seq"] == first["seq"], again
+        r = await api.req("POST", f"/api/v1/conversations/{g}/messages", token=alice.token,
+                          json_body={"client_msg_id": "beta-2", "body": "beta"})
+        assert r.status == 200 and r.body["duplicate"] is True, r
+        # a stranger's blocked send: not_found first, as without the filter
+        eve, = await api.register_many(1, "fle")
+        we = await h.ws(eve, name="eve")
+        e = await ws_send(we, g, "beta")
+        assert e["type"] == "error" and e["code"] == "not_found", e
+        r = await api.req("POST", f"/api/v1/conversations/{g}/messages", token=eve.token,
+                          json_body={"client_msg_id": "e-1", "body": "beta"})
+        assert r.status == 404, r
 
         # a bad file: the rules in force stay, and the log says why
         with open(path, "w") as f:

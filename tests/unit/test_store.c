@@ -5215,6 +5215,50 @@ static int t_filter_report(tstore *t, int64_t conv, int64_t sender, int64_t seq,
     return rc;
 }
 
+/* SEND_CHECK: what a send the content filter blocked would have met
+ * first: its retry's original answer, a stranger's ENOTFOUND, else OK. */
+static int rd_send_check(tstore *t, int64_t conv, int64_t user, const char *cmid, int64_t *seq) {
+    pl_job j;
+    t_init(t, &j, PL_READ_SEND_CHECK);
+    j.conv = conv;
+    j.user = user;
+    j.client_msg_id = cmid;
+    int rc = t_read(t, &j);
+    *seq = j.dup && j.has_event && j.event.client_msg_id && strcmp(j.event.client_msg_id, cmid) == 0 ? j.event.seq
+                                                                                                  : -1;
+    pl_job_release(&j);
+    return rc;
+}
+
+TEST(store_send_check) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), e = t_user(&t, "eve");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK(g > 0);
+    pl_job j;
+    t_send_init(&t, &j, g, b, "k-1", "free crypto");
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    int64_t sent = j.event.seq;
+    pl_job_release(&j);
+    int64_t seq = 0;
+    CHECK_EQ(rd_send_check(&t, g, b, "k-1", &seq), PL_STORE_OK);      /* a retry */
+    CHECK_EQ(seq, sent);
+    CHECK_EQ(rd_send_check(&t, g, b, "k-2", &seq), PL_STORE_OK);      /* new: the filter answers */
+    CHECK_EQ(seq, -1);
+    CHECK_EQ(rd_send_check(&t, g, a, "k-1", &seq), PL_STORE_OK);      /* another sender's key */
+    CHECK_EQ(seq, -1);
+    CHECK_EQ(rd_send_check(&t, g, e, "k-1", &seq), PL_STORE_ENOTFOUND);
+    CHECK_EQ(rd_send_check(&t, 999999, b, "k-1", &seq), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, b, 0, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_send_check(&t, g, b, "k-1", &seq), PL_STORE_OK);      /* a retry after leaving: as SEND */
+    CHECK_EQ(seq, sent);
+    CHECK_EQ(rd_send_check(&t, g, b, "k-3", &seq), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
 TEST(store_report_by_the_content_filter) {
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);
