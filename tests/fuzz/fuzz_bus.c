@@ -24,6 +24,7 @@ static void encode(pl_sbuf *s, const pl_bus_msg *m) {
     case PL_BM_JOIN:     pl_bus__enc_join(s, m->origin, m->join.user, m->join.conv, m->join.seq); break;
     case PL_BM_REVOKE:   pl_bus__enc_revoke(s, m->origin, m->revoke.user, m->revoke.login); break;
     case PL_BM_TYPING:   pl_bus__enc_typing(s, m->origin, m->typing.conv, m->typing.user, m->typing.start); break;
+    case PL_BM_BLOCKED:  pl_bus__enc_blocked(s, m->origin, m->blocked.conv, m->blocked.blocked); break;
     case PL_BM_RECEIPT:  pl_bus__enc_receipt(s, m->origin, &m->receipt); break;
     case PL_BM_PRESENCE: pl_bus__enc_presence(s, m->origin, &m->presence); break;
     case PL_BM_BEAT:     pl_bus__enc_beat(s, m->origin, m->beat.n); break;
@@ -103,6 +104,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case PL_BM_KEYS_LOW:
         FZ_CHECK(m2.keys_low.user == m.keys_low.user && m2.keys_low.device == m.keys_low.device &&
                  m2.keys_low.count == m.keys_low.count);
+        break;
+    case PL_BM_BLOCKED:
+        FZ_CHECK(m2.blocked.conv == m.blocked.conv && m2.blocked.blocked == m.blocked.blocked);
         break;
     default:
         FZ_CHECK(m2.beat.n == m.beat.n);

@@ -133,6 +133,12 @@ TEST(bus_codec_roundtrip) {
     CHECK(m.type == PL_BM_TYPING && m.origin == 4 && m.typing.conv == 31 && m.typing.user == 32 &&
           m.typing.start == 1);
 
+    s.len = 0;                                        /* a block's flag of a direct conversation */
+    pl_bus__enc_blocked(&s, 6, 33, 1);
+    CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
+    free(copy);
+    CHECK(m.type == PL_BM_BLOCKED && m.origin == 6 && m.blocked.conv == 33 && m.blocked.blocked == 1);
+
     pl_bus_receipt rc = {.conv = 41, .user = 42, .delivered = 43, .read = 44, .unread = 0, .members = 46,
                          .peer = 47};
     s.len = 0;
@@ -240,7 +246,7 @@ TEST(bus_codec_malformed) {
     pl_event e = {.conv = 10, .seq = 11, .id = 12, .ts = 13, .kind = 2, .sender = 14, .client_msg_id = "k",
                   .body = "b|9:.", .body_len = 5, .data = "{}"};
     /* every proper prefix of every message type is refused */
-    for (int t = 0; t < 8; t++) {
+    for (int t = 0; t < 9; t++) {
         s.len = 0;
         switch (t) {
         case 0: pl_bus__enc_event(&s, 1, &e); break;
@@ -251,12 +257,13 @@ TEST(bus_codec_malformed) {
         case 5: pl_bus__enc_receipt(&s, 1, &rc); break;
         case 6: pl_bus__enc_presence(&s, 1, &p); break;
         case 7: pl_bus__enc_beat(&s, 1, 77); break;
+        case 8: pl_bus__enc_blocked(&s, 1, 5, 0); break;
         }
         CHECK_EQ(dec_str(s.p, s.len), 0);
         for (size_t n = 0; n < s.len; n++) CHECK_EQ(dec_str(s.p, n), -1);
     }
     static const struct { const char *m; size_t n; } bad[] = {
-        {"", 0}, {".", 1}, {"H.", 2}, {"X1|2.", 5}, {"H1|2|3", 6}, {"H1|2|3|4.", 9}, {"H1|2.", 5},
+        {"", 0}, {".", 1}, {"B1|33|2.", 8}, {"H.", 2}, {"X1|2.", 5}, {"H1|2|3", 6}, {"H1|2|3|4.", 9}, {"H1|2.", 5},
         {"H1|-|3.", 7}, {"H1||3.", 6}, {"H1|2|3x.", 8}, {"H1|99999999999999999999|3.", 26},
         {"H1|9223372036854775808|3.", 25}, {"H-1|2|3.", 8}, {"H99999999999|2|3.", 17}, {"H1|2|3..", 8},
         {"E1|1|1|1|1|2|1|0|~|9:ab|~.", 26}, {"E1|1|1|1|1|2|1|0|~|2:ab~.", 25},
