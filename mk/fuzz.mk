@@ -14,9 +14,9 @@
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS := http ws proto bus cursor_id tls_rec
+FUZZ_TARGETS := http ws proto bus cursor_id tls_rec filter
 FUZZ_BINS    := $(addprefix build/fuzz/fuzz_,$(FUZZ_TARGETS))
-FUZZ_PKGS    := jansson libsodium libcrypto libssl
+FUZZ_PKGS    := jansson libsodium libcrypto libssl libpcre2-8
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined -Isrc -Itests/fuzz \
@@ -29,6 +29,7 @@ FUZZ_SRC_proto := src/proto/proto.c src/core/utf8.c src/core/buf.c src/core/allo
 FUZZ_SRC_bus   := src/bus/bus_codec.c src/core/buf.c src/core/alloc.c
 FUZZ_SRC_cursor_id := src/proto/cursor_id.c src/core/buf.c src/core/alloc.c
 FUZZ_SRC_tls_rec := src/net/tls_rec.c src/net/tls.c src/core/alloc.c
+FUZZ_SRC_filter := src/chat/filter.c src/core/utf8.c src/core/alloc.c
 
 TEST_PREREQS += $(FUZZ_BINS)
 PYTEST_PATHS += tests/fuzz

@@ -4,12 +4,17 @@
  * Owns: the compiled rules. Terms are kept sorted by their first word, so a
  * text is checked in one pass over its words with a binary search per word
  * (a thousand terms cost ten comparisons a word). Regexes are PCRE2's,
- * JIT-compiled, run one by one with a match limit, which is why a file
- * holds at most PL_FILTER_REGEX_MAX of them and why no pattern can hold
- * the event loop for long: glibc's POSIX regexec took 0.4-2 s on a 16 KiB
- * message for ordinary patterns (the filter audit), PCRE2's JIT takes
- * microseconds, and a pattern that backtracks without end stops at
- * PL_FILTER_MATCH_LIMIT and counts as no match (h->limited says which).
+ * run one by one by its interpreter with a match limit, which is why a
+ * file holds at most PL_FILTER_REGEX_MAX of them and why no pattern can
+ * hold the event loop for long: glibc's POSIX regexec took 0.4-2 s on a
+ * 16 KiB message for ordinary patterns (the filter audit); a pattern that
+ * backtracks without end stops at PL_FILTER_MATCH_LIMIT and counts as no
+ * match (h->limited says which). Not the JIT: the fuzzer found a pattern
+ * (a repeated non-atomic lookahead, `(?*a|a){51}`) whose JIT code ignored
+ * the match limit and ran for minutes on ten bytes; the interpreter gives
+ * up in about a millisecond. Letters and digits are told from the rest by
+ * glibc's Unicode tables (the C.UTF-8 locale's iswalnum), with a few
+ * blocks of punctuation as the fallback should that locale be missing.
  * Ignorable code points (invisible ones: zero-width spaces and joiners,
  * soft hyphens, core/utf8.h pl_utf8_invisible; and combining marks) are
  * left out before anything is compared, for terms and regexes alike, so
@@ -20,11 +25,13 @@
 #include "filter.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <locale.h>
 #include <pcre2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wctype.h>
 
 #include "../core/alloc.h"
 #include "../core/clock.h"
@@ -88,10 +95,14 @@ static int punct_or_symbol(uint32_t c) {
            (c >= 0xFF5B && c <= 0xFF65) || (c >= 0x1F000 && c <= 0x1FAFF);
 }
 
+static locale_t utf8_ctype;            /* C.UTF-8's character classes, or 0 */
+static int utf8_ctype_tried;
+
 /* 1 word, 0 separator, 2 ignorable (inside a word, left out). */
 static int cp_class(uint32_t c) {
     if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
     if (ignorable(c)) return 2;
+    if (utf8_ctype) return iswalnum_l((wint_t)c, utf8_ctype) != 0;
     return !pl_utf8_space_or_control(c) && !punct_or_symbol(c);
 }
 
@@ -128,6 +139,38 @@ static const char latin_a_base[] =
     "aaaaaaccccccccddddeeeeeeeeeegggggggghhhhiiiiiiiiii??jjkkkllllllllllnnnnnnn??oooooo??rrrrrrssssssss"
     "ttttttuuuuuuuuuuuuwwyyyzzzzzzs";
 
+/* Greek: capitals to small, the tonos and dialytika letters to their
+ * vowel, final sigma to sigma. */
+static uint32_t fold_greek(uint32_t c) {
+    switch (c) {
+    case 0x386: case 0x3AC: return 0x3B1;                     /* alpha   */
+    case 0x388: case 0x3AD: return 0x3B5;                     /* epsilon */
+    case 0x389: case 0x3AE: return 0x3B7;                     /* eta     */
+    case 0x38A: case 0x3AF: case 0x390: case 0x3AA: case 0x3CA: return 0x3B9;   /* iota */
+    case 0x38C: case 0x3CC: return 0x3BF;                     /* omicron */
+    case 0x38E: case 0x3CD: case 0x3B0: case 0x3AB: case 0x3CB: return 0x3C5;   /* upsilon */
+    case 0x38F: case 0x3CE: return 0x3C9;                     /* omega   */
+    case 0x3C2: return 0x3C3;                                 /* final sigma */
+    default: return c >= 0x391 && c <= 0x3A9 ? c + 0x20 : c;
+    }
+}
+
+/* Cyrillic: capitals to small, the letters with a diacritic (й, ё, ѐ, ѝ,
+ * ї, ў, ѓ, ќ) to their base letter. */
+static uint32_t fold_cyrillic(uint32_t c) {
+    if (c >= 0x410 && c <= 0x42F) c += 0x20;
+    else if (c >= 0x400 && c <= 0x40F) c += 0x50;
+    switch (c) {
+    case 0x439: case 0x45D: return 0x438;                     /* й ѝ -> и */
+    case 0x451: case 0x450: return 0x435;                     /* ё ѐ -> е */
+    case 0x457: return 0x456;                                 /* ї -> і */
+    case 0x45E: return 0x443;                                 /* ў -> у */
+    case 0x453: return 0x433;                                 /* ѓ -> г */
+    case 0x45C: return 0x43A;                                 /* ќ -> к */
+    default: return c;
+    }
+}
+
 /* A code point as words compare it: capitals of ASCII, Cyrillic and Greek
  * lowercased, Latin letters with diacritics (Latin-1, Latin Extended-A)
  * taken to their base letter, so "CAFÉ", "café" and "cafe\u0301" (its mark
@@ -142,9 +185,8 @@ static uint32_t fold(uint32_t c) {
         char b = latin_a_base[c - 0x100];
         return b != '?' ? (uint32_t)b : c | 1;
     }
-    if (c >= 0x410 && c <= 0x42F) return c + 0x20;            /* Cyrillic */
-    if (c >= 0x400 && c <= 0x40F) return c + 0x50;
-    if (c >= 0x391 && c <= 0x3AB && c != 0x3A2) return c + 0x20;   /* Greek */
+    if (c >= 0x370 && c <= 0x3CE) return fold_greek(c);
+    if (c >= 0x400 && c <= 0x45F) return fold_cyrillic(c);
     return c;
 }
 
@@ -252,8 +294,7 @@ static int parse_rule(pl_filter *f, const char *l, size_t n, int line, size_t *c
             fail(err, errlen, line, "bad regex: ", why);
             return -1;
         }
-        pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);          /* else the interpreter */
-        f->rx[f->nrx++] = (rx_rule){re, action, line};
+        f->rx[f->nrx++] = (rx_rule){re, action, line};     /* interpreted: see the top */
         return 0;
     }
     for (size_t i = 0; i + 1 < m; i++)
@@ -287,6 +328,10 @@ static int parse_rule(pl_filter *f, const char *l, size_t n, int line, size_t *c
 }
 
 pl_filter *pl_filter_parse(const char *text, size_t len, char *err, size_t errlen) {
+    if (!utf8_ctype_tried) {                 /* once; glibc's, freed with the process */
+        utf8_ctype_tried = 1;
+        utf8_ctype = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+    }
     if (len > PL_FILTER_FILE_MAX) {
         fail(err, errlen, 0, "the file is over 1 MiB", NULL);
         return NULL;
@@ -314,6 +359,7 @@ pl_filter *pl_filter_parse(const char *text, size_t len, char *err, size_t errle
     if (!f->mctx || !f->md) abort();                         /* out of memory, as pl_malloc */
     pcre2_set_match_limit(f->mctx, PL_FILTER_MATCH_LIMIT);
     pcre2_set_depth_limit(f->mctx, PL_FILTER_MATCH_LIMIT);
+    pcre2_set_heap_limit(f->mctx, 8192);                     /* KiB of backtracking memory */
     size_t capt = 0, pos = 0;
     int line = 0;
     while (pos < len) {

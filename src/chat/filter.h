@@ -29,7 +29,7 @@ enum { PL_FILTER_MASK = 1, PL_FILTER_FLAG = 2, PL_FILTER_BLOCK = 4 };
 #define PL_FILTER_FILE_MAX   (1 << 20)   /* bytes of a rules file            */
 #define PL_FILTER_LINE_MAX   1024        /* bytes of one rule line           */
 #define PL_FILTER_REGEX_MAX  256         /* regex rules in a file            */
-#define PL_FILTER_MATCH_LIMIT 100000     /* PCRE2 match and depth limits per
+#define PL_FILTER_MATCH_LIMIT 20000      /* PCRE2 match and depth limits per
                                           * match: a pattern past it counts as
                                           * no match (h->limited)            */
 #define PL_FILTER_MASK_BUDGET_US 1000    /* a mask regex's time for all its

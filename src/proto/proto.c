@@ -654,6 +654,8 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
     if (req) {
         if (!json_is_string(req) && !json_is_integer(req))
             return fail(e, "bad_request", "%s", "\"req\" must be a string or an integer");
+        if (json_is_integer(req) && (json_integer_value(req) < 0 || json_integer_value(req) > 9007199254740991LL))
+            return fail(e, "bad_request", "%s", "\"req\" must be an integer from 0 to 2^53 - 1");
         if (json_is_string(req) && json_string_length(req) > PL_PROTO_REQ_MAX - 2)
             return fail(e, "bad_request", "%s", "\"req\" is too long");
         /* NUL is let through the JSON parser so bodies get a clear error;

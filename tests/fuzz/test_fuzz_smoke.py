@@ -21,7 +21,7 @@ SECONDS = int(os.environ.get("FUZZ_SMOKE_SECONDS", "8"))
 ARTIFACT_PREFIXES = ("crash-", "leak-", "timeout-", "oom-", "slow-unit-")
 
 
-@pytest.mark.parametrize("target", ["http", "ws", "proto", "bus", "cursor_id", "tls_rec"])
+@pytest.mark.parametrize("target", ["http", "ws", "proto", "bus", "cursor_id", "tls_rec", "filter"])
 def test_fuzzer_smoke(target):
     binary = os.path.join(BIN_DIR, "fuzz_" + target)
     if not os.access(binary, os.X_OK):

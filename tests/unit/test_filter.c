@@ -241,7 +241,7 @@ TEST(filter_terms_fold_case_and_accents) {
  * budget, the check returns, and block rules ran first anyway. */
 TEST(filter_mask_regex_stops_at_its_budget) {
     char err[200] = "";
-    pl_filter *f = parse("mask /(?:a|a){1,15}z|a/\nblock /b{3}/\n", err);
+    pl_filter *f = parse("mask /(?:a|a){1,12}z|a/\nblock /b{3}/\n", err);
     CHECK(f);
     size_t n = 16000;
     char *t = malloc(n + 4);
@@ -255,5 +255,41 @@ TEST(filter_mask_regex_stops_at_its_budget) {
     CHECK(h.masked && h.masked[0] == '*');
     pl_filter_hit_release(&h);
     free(t);
+    pl_filter_free(f);
+}
+
+/* The third audit's evasions: Greek capitals with tonos and final sigma,
+ * Cyrillic and Greek letters with a separately typed accent, and the
+ * punctuation of other scripts (glibc's Unicode classes tell words). */
+TEST(filter_other_scripts_fold_and_separate) {
+    char err[200] = "";
+    pl_filter *f = parse("block \xce\xb3\xce\xac\xcf\x84\xce\xb1\n"            /* γάτα */
+                         "block \xce\xbb\xcf\x8c\xce\xb3\xce\xbf\xcf\x82\n"    /* λόγος */
+                         "block \xd0\xb9\xd0\xbe\xd0\xb4\n"                    /* йод */
+                         "block buy followers\n", err);
+    CHECK(f);
+    pl_filter_hit h;
+    static const char *const evasions[] = {
+        "\xce\x93\xce\x86\xce\xa4\xce\x91",                        /* ΓΆΤΑ */
+        "\xce\xbb\xcf\x8c\xce\xb3\xce\xbf\xce\xa3",                /* λόγοΣ */
+        "\xce\x9b\xce\x8c\xce\x93\xce\x9f\xce\xa3",                /* ΛΌΓΟΣ */
+        "\xd0\xb8\xcc\x86\xd0\xbe\xd0\xb4",                        /* и + combining breve, од */
+        "buy\xd6\xbe" "followers",                                 /* a Hebrew maqaf */
+        "buy\xd8\x8c" "followers",                                 /* an Arabic comma */
+        "buy\xe2\x84\xa2" "followers",                             /* a trade mark sign */
+        "buy\xe3\x83\xbb" "followers",                             /* a Katakana middle dot */
+    };
+    for (size_t i = 0; i < sizeof evasions / sizeof evasions[0]; i++) {
+        if (!(check(f, evasions[i], &h) & PL_FILTER_BLOCK)) fprintf(stderr, "  evasion %zu passed\n", i);
+        CHECK(h.actions & PL_FILTER_BLOCK);
+    }
+    CHECK_EQ(check(f, "\xce\xb3\xce\xac\xcf\x84\xce\xb5\xcf\x82", &h), 0);   /* γάτες: another word */
+    pl_filter_free(f);
+    /* the fuzzer's pattern whose JIT code ignored the match limit: the
+     * interpreter gives up on it */
+    f = parse("mask /(?*a|a){51}z1a|,/\n", err);
+    CHECK(f);
+    CHECK_EQ(check(f, "Zaa\xef\xbb\xbf" "blocowerl", &h), 0);
+    CHECK_EQ(h.limited, 1);
     pl_filter_free(f);
 }

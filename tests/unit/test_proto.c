@@ -252,6 +252,8 @@ TEST(proto_integers_are_bounded_to_json_safe) {
         "{\"type\":\"sync\",\"cursors\":{\"9007199254740992\":1}}",
         "{\"type\":\"send\",\"conversation\":9223372036854775807,\"client_msg_id\":\"c\",\"body\":\"x\"}",
         "{\"type\":\"presence_query\",\"users\":[9007199254740992]}",
+        "{\"type\":\"ping\",\"req\":9007199254740992}",             /* req too (the third audit) */
+        "{\"type\":\"ping\",\"req\":-5}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         pl_msg m;
