@@ -256,5 +256,8 @@ sqlite3_stmt *sq_prep(sqlite3 *db, const char *sql, int *src);
 
 /* Copies column i as a new NUL-terminated string (NULL for SQL NULL). */
 char *sq_col_text(sqlite3_stmt *st, int i, size_t *len);
+/* A stored send of j->user with j->client_msg_id found, its row's seq, id
+ * and ts in columns 0-2: j answers as SEND answers a retry (dup). */
+void  sq_dup_event(pl_job *j, sqlite3_stmt *st);
 
 #endif

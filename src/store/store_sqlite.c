@@ -623,6 +623,18 @@ int sq_run(sqlite3 *db, int *src, int64_t *out, const char *sql, const char *fmt
     return found;
 }
 
+void sq_dup_event(pl_job *j, sqlite3_stmt *st) {
+    j->dup = 1;
+    j->has_event = 1;
+    j->event.conv = j->conv;
+    j->event.seq = sqlite3_column_int64(st, 0);
+    j->event.id = (uint64_t)sqlite3_column_int64(st, 1);
+    j->event.ts = sqlite3_column_int64(st, 2);
+    j->event.kind = PL_EV_MESSAGE;
+    j->event.sender = j->user;
+    j->event.client_msg_id = pl_strdup(j->client_msg_id);
+}
+
 char *sq_col_text(sqlite3_stmt *st, int i, size_t *len) {
     if (sqlite3_column_type(st, i) == SQLITE_NULL) {
         if (len) *len = 0;

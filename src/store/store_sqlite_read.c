@@ -410,17 +410,7 @@ static int r_send_check(sq_reader *r, pl_job *j) {
         sqlite3_bind_int64(st, 2, j->user);
         sqlite3_bind_text(st, 3, j->client_msg_id, -1, SQLITE_STATIC);
         int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            j->dup = 1;
-            j->has_event = 1;
-            j->event.conv = j->conv;
-            j->event.seq = sqlite3_column_int64(st, 0);
-            j->event.id = (uint64_t)sqlite3_column_int64(st, 1);
-            j->event.ts = sqlite3_column_int64(st, 2);
-            j->event.kind = PL_EV_MESSAGE;
-            j->event.sender = j->user;
-            j->event.client_msg_id = pl_strdup(j->client_msg_id);
-        }
+        if (rc == SQLITE_ROW) sq_dup_event(j, st);
         sqlite3_finalize(st);
         if (rc == SQLITE_ROW) return PL_STORE_OK;
         if (rc != SQLITE_DONE) return PL_STORE_EUNAVAIL;

@@ -468,15 +468,7 @@ static int w_send_stored(sq_store *s, pl_job *j) {
     sqlite3_bind_text(st, 3, j->client_msg_id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        j->dup = 1;
-        j->has_event = 1;
-        j->event.conv = j->conv;
-        j->event.seq = sqlite3_column_int64(st, 0);
-        j->event.id = (uint64_t)sqlite3_column_int64(st, 1);
-        j->event.ts = sqlite3_column_int64(st, 2);
-        j->event.kind = PL_EV_MESSAGE;
-        j->event.sender = j->user;
-        j->event.client_msg_id = pl_strdup(j->client_msg_id);
+        sq_dup_event(j, st);
         j->event.body = sq_col_text(st, 3, &j->event.body_len);
     }
     sqlite3_reset(st);
