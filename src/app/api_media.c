@@ -77,11 +77,13 @@ static int64_t max_limit(void) {
     return m;
 }
 
-/* The wire form of a media row. */
-static json_t *media_json(const pl_media *m) {
+/* The wire form of a media row; its URLs fresh, or expiring at exp (> 0:
+ * a signed URL's ?info=1, which must not renew the capability it was
+ * given: the second audit of old areas found one renewed for ever). */
+static json_t *media_json_at(const pl_media *m, int64_t exp) {
     char url[200];
-    int64_t exp;
-    pl_media_url(m->id, 0, url, sizeof url, &exp);
+    if (exp > 0) pl_media_url_at(m->id, 0, exp, url, sizeof url);
+    else pl_media_url(m->id, 0, url, sizeof url, &exp);
     json_t *o = json_pack("{s:I,s:s,s:s,s:I,s:s,s:s,s:I,s:s,s:I}", "id", (json_int_t)m->id,
                           "kind", pl_media_kind_name(m->kind), "mime", m->mime, "size", (json_int_t)m->size,
                           "name", m->name, "sha256", m->sha256, "created", (json_int_t)m->created,
@@ -92,11 +94,13 @@ static json_t *media_json(const pl_media *m) {
     }
     if (m->placeholder[0]) json_object_set_new(o, "placeholder", json_string(m->placeholder));
     if (m->thumb_sha[0]) {
-        pl_media_url(m->id, 1, url, sizeof url, NULL);
+        pl_media_url_at(m->id, 1, exp, url, sizeof url);
         json_object_set_new(o, "thumb_url", json_string(url));
     }
     return o;
 }
+
+static json_t *media_json(const pl_media *m) { return media_json_at(m, 0); }
 
 /* ---- uploads ------------------------------------------------------------------- */
 
@@ -592,6 +596,7 @@ typedef struct dl_op {
     pl_job       job;          /* first */
     pl_http_ctx *ctx;
     int          signed_url;   /* reached through /media/{id}?exp&sig     */
+    int64_t      signed_exp;   /* ... its exp                             */
     int          thumb;        /* the thumbnail rather than the file      */
 } dl_op;
 
@@ -629,7 +634,7 @@ static void got_media(pl_job *j) {
         if (j->result == PL_STORE_EUNAVAIL) api_store_error(op->ctx, j->result, "");
         else pl_http_error(op->ctx, 404, "not_found", "no such media");
     } else if (op->ctx->req.query.n && pl_http_query_get(op->ctx->req.query, "info", (char[2]){0}, 2)) {
-        pl_http_respond_json(op->ctx, 200, media_json(&j->media[0]));
+        pl_http_respond_json(op->ctx, 200, media_json_at(&j->media[0], op->signed_exp));
     } else {
         serve(op, &j->media[0]);
     }
@@ -637,10 +642,11 @@ static void got_media(pl_job *j) {
     free(op);
 }
 
-static void fetch(pl_http_ctx *ctx, int64_t id, int64_t user, int signed_url) {
+static void fetch(pl_http_ctx *ctx, int64_t id, int64_t user, int64_t signed_exp) {
     dl_op *op = pl_calloc(1, sizeof *op);
     op->ctx = ctx;
-    op->signed_url = signed_url;
+    op->signed_url = signed_exp > 0;
+    op->signed_exp = signed_exp;
     char t[4];
     op->thumb = pl_http_query_get(ctx->req.query, "thumb", t, sizeof t) && t[0] == '1';
     op->job.op = PL_READ_MEDIA_GET;
@@ -668,7 +674,7 @@ void h_media_signed(pl_http_ctx *ctx, const char *idp, size_t idn) {
         pl_http_error(ctx, 403, "forbidden", v == -2 ? "the signed URL has expired" : "bad signature");
         return;
     }
-    fetch(ctx, id, 0, 1);
+    fetch(ctx, id, 0, exp);
 }
 
 /* /api/v1/media[/...]: s[0] is "media", n segments after /api/v1. */

@@ -200,12 +200,16 @@ static int url_ttl = 3600;
 
 void pl_media_set_url_ttl(int ttl_s) { url_ttl = ttl_s > 0 ? ttl_s : 3600; }
 
-void pl_media_url(int64_t id, int thumb, char *out, size_t cap, int64_t *exp_out) {
-    int64_t step = url_ttl < 600 ? url_ttl : 600;
-    int64_t exp = ((int64_t)time(NULL) + url_ttl + step - 1) / step * step;
+void pl_media_url_at(int64_t id, int thumb, int64_t exp, char *out, size_t cap) {
     char sig[48];
     pl_media_sign(id, exp, sig);
     snprintf(out, cap, "/media/%lld?exp=%lld&sig=%s%s", (long long)id, (long long)exp, sig, thumb ? "&thumb=1" : "");
+}
+
+void pl_media_url(int64_t id, int thumb, char *out, size_t cap, int64_t *exp_out) {
+    int64_t step = url_ttl < 600 ? url_ttl : 600;
+    int64_t exp = ((int64_t)time(NULL) + url_ttl + step - 1) / step * step;
+    pl_media_url_at(id, thumb, exp, out, cap);
     if (exp_out) *exp_out = exp;
 }
 

@@ -66,6 +66,9 @@ void pl_media_set_url_ttl(int ttl_s);
  * step (the ttl, at most 10 min), so URLs made close together are equal
  * and browsers cache them. *exp_out (may be NULL) gets the expiry. */
 void pl_media_url(int64_t id, int thumb, char *out, size_t cap, int64_t *exp_out);
+/* The same URL with a given expiry (a signed URL's ?info=1: never later
+ * than the one presented). */
+void pl_media_url_at(int64_t id, int thumb, int64_t exp, char *out, size_t cap);
 /* Appends a MESSAGE's data (JSON object text) with a signed "url" (and
  * "thumb_url" in place of the stored "thumb": true) added to each of data.attachments;
  * data as it is when it has none. Every recipient gets the same URLs (they

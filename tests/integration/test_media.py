@@ -169,6 +169,11 @@ async def check_media_kinds_roundtrip(h, srv):
         check_inert_headers(hd)
         info = await h.api.expect(200, "GET", f"/api/v1/media/{m['id']}?info=1", token=a.token)
         assert info.body["id"] == m["id"] and info.body["sha256"] == m["sha256"], info
+        # info through a signed URL: the same expiry, never a renewed one
+        exp = int(m["url"].split("exp=")[1].split("&")[0])
+        st, body, hd = await get(h.session, srv.base_url + m["url"] + "&info=1")
+        again = json.loads(body)
+        assert st == 200 and again["url_expires"] == exp and f"exp={exp}&" in again["url"], again
     # HEAD: the length, no body
     async with h.session.head(srv.base_url + m["url"]) as r:
         assert r.status == 200 and int(r.headers["Content-Length"]) == len(cases[-1][0])
@@ -740,6 +745,28 @@ async def test_media_access(server_factory, media_dirs):
     srv = media_server(server_factory, media_dirs, "--media-url-ttl", "1")
     async with Harness(srv) as h:
         await check_media_access(h, srv)
+
+
+@async_test(timeout=120)
+async def test_a_signed_url_cannot_renew_itself(server_factory, media_dirs):
+    """?info=1 on a signed URL answers URLs that expire with the one
+    presented: holding a URL must not mean holding the file for ever (an
+    audit renewed one past a removal and a delete)."""
+    srv = media_server(server_factory, media_dirs, "--media-url-ttl", "6")
+    async with Harness(srv) as h:
+        a = await h.api.register("sr")
+        m = await upload(h.api, a, pdf(), "doc.pdf")
+        for attempt in range(2):
+            info = (await h.api.expect(200, "GET", f"/api/v1/media/{m['id']}?info=1", token=a.token)).body
+            exp = info["url_expires"]
+            await asyncio.sleep(6.1)                   # a fresh URL now expires later than this one
+            st, body, hd = await get(h.session, srv.base_url + info["url"] + "&info=1")
+            if st == 403 and attempt == 0:             # it expired first (made just before a step): again
+                continue
+            break
+        assert st == 200, (st, body)
+        again = json.loads(body)
+        assert again["url_expires"] == exp and f"exp={exp}&" in again["url"], (exp, again)
 
 
 @async_test(timeout=180)
