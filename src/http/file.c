@@ -16,6 +16,7 @@
 #include "file.h"
 
 #include <fcntl.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +29,14 @@
 
 /* ---- parsing ------------------------------------------------------------ */
 
+/* Digits as a number; past int64 it saturates at INT64_MAX (a valid
+ * position far beyond any file: RFC 9110 clamps it, it is not an error). */
 static int parse_num(const char **p, const char *end, int64_t *out) {
     const char *s = *p;
     int64_t v = 0;
     while (*p < end && **p >= '0' && **p <= '9') {
-        if (v > (INT64_MAX - 9) / 10) return -1;
-        v = v * 10 + (**p - '0');
+        int d = **p - '0';
+        v = v > (INT64_MAX - d) / 10 ? INT64_MAX : v * 10 + d;
         (*p)++;
     }
     if (*p == s) return -1;
@@ -252,7 +255,9 @@ void pl_http_send_file(pl_http_ctx *ctx, int fd, int64_t size, const pl_http_fil
         pl_sbuf_addc(&h, '\0');
     } else {
         status = 206;
-        snprintf(boundary, sizeof boundary, "parley-%016llx", (unsigned long long)(uintptr_t)fs ^ (unsigned long long)size);
+        uint64_t rnd;                          /* random: no address leaks, no guessing it */
+        randombytes_buf(&rnd, sizeof rnd);
+        snprintf(boundary, sizeof boundary, "parley-%016llx", (unsigned long long)rnd);
         fs->nparts = nr + 1;
         fs->parts = pl_calloc((size_t)fs->nparts, sizeof *fs->parts);
         for (int i = 0; i <= nr; i++) {
