@@ -477,27 +477,21 @@ static void http_checked(pl_job *j) {
     api_op_free(op);
 }
 
-/* The content filter on a send's or edit's text (chat/content.c): 0 to go
- * on (the text to store maybe replaced), 1 when a blocked send went to
- * the check above, -1 after answering 422 (a blocked edit). */
-static int api_filter(api_op *op) {
-    pl_filter_hit fh;
-    if (pl_chat_filter(op->job.body, op->job.body_len, &fh)) {
-        if (op->job.op == PL_JOB_MESSAGE_SEND) {
-            op->job.op = PL_READ_SEND_CHECK;   /* what the store would say first */
-            op->job.done = http_checked;
-            api_submit(op);
-            return 1;
+/* Admitted: a send's or edit's text through the content filter
+ * (chat/content.c; after the rate limits, so probing it costs tokens),
+ * then the store. A blocked send is looked up first (http_checked). */
+static void filter_submit(api_op *op) {
+    int text = op->job.op == PL_JOB_MESSAGE_SEND || op->job.op == PL_JOB_MESSAGE_EDIT;
+    if (text && pl_chat_filter(&op->job, &op->masked, &op->flag_line)) {
+        if (op->job.op == PL_JOB_MESSAGE_EDIT) {
+            pl_http_error(op->ctx, 422, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
+            api_op_free(op);
+            return;
         }
-        pl_http_error(op->ctx, 422, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
-        return -1;
+        op->job.op = PL_READ_SEND_CHECK;
+        op->job.done = http_checked;
     }
-    if (fh.masked) {
-        op->job.body = op->masked = fh.masked;
-        op->job.body_len = fh.masked_len;
-    }
-    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
-    return 0;
+    api_submit(op);
 }
 
 static void http_sent(pl_job *j) {
@@ -522,14 +516,7 @@ static void send_admitted(void *arg, int64_t retry, const char *scope) {
         api_op_free(op);
         return;
     }
-    /* admitted: a send's or edit's text through the content filter, after
-     * the rate limits (probing it costs tokens) */
-    int f = op->job.op == PL_JOB_MESSAGE_SEND || op->job.op == PL_JOB_MESSAGE_EDIT ? api_filter(op) : 0;
-    if (f) {
-        if (f < 0) api_op_free(op);           /* else the check answers */
-        return;
-    }
-    api_submit(op);
+    filter_submit(op);
 }
 
 static void send_go(api_op *op) {

@@ -87,17 +87,11 @@ static void action_done(pl_job *j) {
 /* Admitted: an edit's text through the content filter (content.c), then
  * the store. */
 static void action_submit(action_op *op) {
-    pl_filter_hit fh = {0};
-    if (op->job.op == PL_JOB_MESSAGE_EDIT && pl_chat_filter(op->job.body, op->job.body_len, &fh)) {
+    if (op->job.op == PL_JOB_MESSAGE_EDIT && pl_chat_filter(&op->job, &op->masked, &op->flag_line)) {
         if (pl_conn_alive(op->conn)) chat_send_error(op->conn, op->req, PL_CHAT_FILTERED, PL_CHAT_FILTERED_MSG);
         action_free(op);
         return;
     }
-    if (fh.masked) {
-        op->job.body = op->masked = fh.masked;
-        op->job.body_len = fh.masked_len;
-    }
-    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
     pl_store_submit(C.store, &op->job);
 }
 

@@ -128,16 +128,17 @@ void pl_chat_conv_blocked(int64_t conv, int blocked);
  * content.c). pl_chat_filter_load reads the rules file at path ("" or
  * NULL: no filter) and makes it the active one: 0, or -1 with err when the
  * file is bad, the active rules unchanged (at start: exit; on SIGHUP: keep
- * them). pl_chat_filter checks a send's or edit's text before it is
- * submitted: -1 when a block rule matched (answer PL_CHAT_FILTERED, 422);
- * else 0, with h->masked set (the text to store instead) when a mask rule
- * matched and h->actions & PL_FILTER_FLAG when pl_chat_filter_report must
- * follow the commit, with the sender and the message's seq. Release h. */
+ * them). pl_chat_filter checks the text of j (a send or an edit) before
+ * it is submitted: -1 when a block rule matched (j unchanged; answer
+ * PL_CHAT_FILTERED, 422, or for a send look it up first: PL_READ_SEND_CHECK);
+ * else 0, with j->body the text to store (*masked: the masked copy, the
+ * caller's to free, when a mask rule matched) and *flag_line the rule's
+ * line when pl_chat_filter_report must follow the commit (else 0). */
 #define PL_CHAT_FILTERED     "filtered"
 #define PL_CHAT_FILTERED_MSG "the message was refused by the server's content filter"
 int  pl_chat_filter_load(const char *path, char *err, size_t errlen);
 void pl_chat_filter_free(void);
-int  pl_chat_filter(const char *text, size_t len, pl_filter_hit *h);
+int  pl_chat_filter(pl_job *j, char **masked, int *flag_line);
 void pl_chat_filter_report(int64_t sender, int64_t conv, int64_t seq, int line);
 
 /* Rate limits on sends (per user, then per conversation, then, in a

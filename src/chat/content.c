@@ -45,20 +45,25 @@ static void warn_limited(int line) {
            "\"line\":%d", line);
 }
 
-int pl_chat_filter(const char *text, size_t len, pl_filter_hit *h) {
-    if (!active) {
-        h->actions = 0;
-        h->masked = NULL;
-        return 0;
-    }
-    int a = pl_filter_check(active, text, len, h);
-    if (h->limited) warn_limited(h->limited);
+int pl_chat_filter(pl_job *j, char **masked, int *flag_line) {
+    *flag_line = 0;
+    if (!active) return 0;
+    pl_filter_hit h;
+    int a = pl_filter_check(active, j->body, j->body_len, &h);
+    if (h.limited) warn_limited(h.limited);
     if (a & PL_FILTER_BLOCK) {
         pl_count(&pl_m_filter_blocked, 1);
         return -1;
     }
-    if (a & PL_FILTER_FLAG) pl_count(&pl_m_filter_flagged, 1);
-    if (a & PL_FILTER_MASK) pl_count(&pl_m_filter_masked, 1);
+    if (a & PL_FILTER_FLAG) {
+        pl_count(&pl_m_filter_flagged, 1);
+        *flag_line = h.line;
+    }
+    if (h.masked) {                           /* stored as the filter left it */
+        pl_count(&pl_m_filter_masked, 1);
+        j->body = *masked = h.masked;         /* taken over */
+        j->body_len = h.masked_len;
+    }
     return 0;
 }
 

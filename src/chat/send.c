@@ -253,18 +253,10 @@ static void send_checked(pl_job *j) {
 /* Admitted: the content filter (content.c; after the rate limits, so
  * probing it costs tokens), then the store. */
 static void send_submit(send_op *op) {
-    pl_filter_hit fh;
-    if (pl_chat_filter(op->job.body, op->job.body_len, &fh)) {
+    if (pl_chat_filter(&op->job, &op->masked, &op->flag_line)) {
         op->job.op = PL_READ_SEND_CHECK;      /* what the store would say first */
         op->job.done = send_checked;
-        pl_store_submit(C.store, &op->job);
-        return;
     }
-    if (fh.masked) {                          /* stored as the filter left it */
-        op->job.body = op->masked = fh.masked;
-        op->job.body_len = fh.masked_len;
-    }
-    if (fh.actions & PL_FILTER_FLAG) op->flag_line = fh.line;
     pl_store_submit(C.store, &op->job);
 }
 
