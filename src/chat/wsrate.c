@@ -95,6 +95,17 @@ int64_t wsrate_take(int64_t ws, int64_t now_ms) {
     return pl_limiter_take(&W.sends, ws, 1, now_ms);
 }
 
+/* After a read: admits as chat_admit_ws and answers cb now, unless the bus
+ * answers it later. While stopping: admitted here; the callers refuse what
+ * comes after shutdown themselves (the store is closing). */
+static void admit_after_read(int64_t user, int64_t conv, int64_t ws, pl_chat_admit_cb cb, void *arg) {
+    int64_t retry = 0;
+    const char *scope = NULL;
+    int r = C.stopping ? 0 : chat_admit_ws(user, conv, ws, &retry, &scope, cb, arg);
+    if (r == 0) cb(arg, 0, NULL);
+    else if (r == 1) cb(arg, retry, scope);
+}
+
 static void lookup_done(pl_job *j) {
     ws_lookup *l = (ws_lookup *)j;
     int64_t conv = j->conv, ws = 0;
@@ -105,14 +116,8 @@ static void lookup_done(pl_job *j) {
     }
     for (ws_wait *w = l->waiters, *next; w; w = next) {
         next = w->next;
-        int64_t retry = 0;
-        const char *scope = NULL;
-        /* while stopping: admitted here; the callers refuse what comes after
-         * shutdown themselves (the store is closing) */
-        int r = C.stopping ? 0 : chat_admit_ws(w->user, conv, ws, &retry, &scope, w->cb, w->arg);
-        if (r == 0) w->cb(w->arg, 0, NULL);
-        else if (r == 1) w->cb(w->arg, retry, scope);
-        free(w);                      /* r == 2: the bus answers the caller */
+        admit_after_read(w->user, conv, ws, w->cb, w->arg);
+        free(w);
     }
     pl_job_release(j);
     free(l);
@@ -126,18 +131,14 @@ typedef struct member_lookup {
 
 static void member_done(pl_job *j) {
     member_lookup *l = (member_lookup *)j;
-    int64_t conv = j->conv, ws = 0, retry = 0;
+    int64_t conv = j->conv, ws = 0;
     int member = 1;                           /* a failed read: as a member (fail open) */
     if (j->result == PL_STORE_OK) {
-        ws = j->out_id;
+        ws = C.cfg->rate_workspace_msgs ? j->out_id : 0;
         member = j->created;
-        if (C.cfg->rate_workspace_msgs) wsrate_learn(conv, ws);
+        wsrate_learn(conv, j->out_id);
     }
-    const char *scope = NULL;
-    int r = C.stopping ? 0 : chat_admit_ws(j->user, member ? conv : 0, member && C.cfg->rate_workspace_msgs ? ws : 0,
-                                           &retry, &scope, l->cb, l->arg);
-    if (r == 0) l->cb(l->arg, 0, NULL);
-    else if (r == 1) l->cb(l->arg, retry, scope);
+    admit_after_read(j->user, member ? conv : 0, member ? ws : 0, l->cb, l->arg);
     pl_job_release(j);
     free(l);
 }
