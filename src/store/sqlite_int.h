@@ -120,6 +120,10 @@ typedef struct sq_store {
                                  * 45,000 msg/s) in one batch was 3-8 ms */
 #define SQ_INDEX_CKPT_FRAMES 1000 /* search.db WAL frames, or */
 #define SQ_INDEX_CKPT_MS  1000  /* ms, between the indexer's checkpoints */
+#define SQ_INDEX_CLOSE_MS 2000  /* at close, the indexer goes on with what is
+                                 * queued for this long, then stops, even in
+                                 * the middle of a pass (rolled back: the
+                                 * queue keeps it for the next start) */
 
 /* store_sqlite_write.c */
 void sq_run_batch(void *wctx, pl_job **jobs, size_t n);
@@ -140,6 +144,7 @@ int64_t sq_index_done(sq_store *s);
  * none (store_sqlite_index.c) */
 int     sq_index_yields(int yielding, int64_t lag, int64_t behind_ms);
 void    sq_index_close(sq_store *s);
+void    sq_index_close_in(sq_store *s, int64_t budget_ms);
 /* store_sqlite_read.c */
 void sq_run_read(void *rctx, pl_job *j);
 

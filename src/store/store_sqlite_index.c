@@ -127,11 +127,13 @@ struct sq_indexer {
     int             secure;             /* FTS5 secure-delete is on          */
     pthread_t       thread;
     int             started;
+    pid_t           tid;                /* atomic: the thread's, for its nice */
     pthread_mutex_t mu;
     pthread_cond_t  cv;
     int             kick;               /* atomic; the writer signals cv only
                                          * if mu is free (sq_index_kick)   */
     int             stop;               /* under mu                          */
+    int64_t         deadline;           /* atomic: close's end (mono ms), 0  */
     int64_t         done;               /* atomic: the watermark committed   */
     int64_t         durable;            /* atomic: the watermark on disk     */
     int             frames;             /* indexer thread: search.db's WAL   */
@@ -139,6 +141,14 @@ struct sq_indexer {
     int64_t         lag;                /* indexer thread: queued past done  */
     int             can_idle;           /* SCHED_IDLE can be left again      */
 };
+
+/* SQLite's progress handler on the indexer's connection: a statement still
+ * running when close's budget is over is interrupted (SQLITE_INTERRUPT;
+ * the pass's transaction rolls back and its messages stay queued). */
+static int ix_progress(void *arg) {
+    int64_t dl = __atomic_load_n(&((sq_indexer *)arg)->deadline, __ATOMIC_ACQUIRE);
+    return dl && pl_mono_ms() >= dl;
+}
 
 static int ix_exec(sq_indexer *x, int id) {
     int rc = sqlite3_step(x->st[id]);
@@ -250,6 +260,12 @@ static int ix_pass_as(sq_indexer *x, int replace) {
         rc = ix_exec(x, IX_DONE);
     }
     if (!rc) rc = ix_exec(x, IX_COMMIT);
+    if (rc && (rc & 0xff) == SQLITE_INTERRUPT) {
+        pl_log(PL_LOG_INFO, 0, "store: search indexing stopped by close; the rest is indexed at the next start",
+               "\"from\":%lld", (long long)done);
+        if (!sqlite3_get_autocommit(x->db)) ix_exec(x, IX_ROLLBACK);
+        return -1;
+    }
     if (rc) {
         pl_log(PL_LOG_ERROR, 0, "store: search indexing pass failed", "\"rc\":%d,\"err\":\"%s\"", rc,
                sqlite3_errmsg(x->db));
@@ -325,6 +341,7 @@ static int ix_set_yielding(sq_indexer *x, int yielding) {
 static void *ix_main(void *arg) {
     sq_indexer *x = arg;
     pthread_setname_np(pthread_self(), "pl-indexer");
+    __atomic_store_n(&x->tid, (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
     sq_vfs_background();                    /* its writes leave the disk to commits */
     /* from this thread only: the shim does not buffer a background
      * thread's WAL writes (store_sqlite_vfs.c invariant 2) */
@@ -349,9 +366,8 @@ static void *ix_main(void *arg) {
         int stop = x->stop;
         __atomic_store_n(&x->kick, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&x->mu);
-        if (stop) {                 /* close: what is queued, for up to 2 s */
-            int64_t until = pl_mono_ms() + 2000;
-            while (pl_mono_ms() < until && ix_pass(x) > 0) {}
+        if (stop) {                 /* close: what is queued, within its budget */
+            while (!ix_progress(x) && ix_pass(x) > 0) {}
             break;
         }
         int64_t t = pl_mono_ms();
@@ -395,6 +411,7 @@ int sq_index_open(sq_store *s, const char *search_path, const char *main_path, c
         return -1;
     }
     sqlite3_extended_result_codes(x->db, 1);
+    sqlite3_progress_handler(x->db, 1000, ix_progress, x);
     sqlite3_busy_timeout(x->db, SQ_BUSY_MS);
     char *attach = sqlite3_mprintf("ATTACH %Q AS m", main_path);
     int ok = sqlite3_exec(x->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
@@ -473,9 +490,22 @@ void sq_index_kick(sq_store *s) {
 
 int64_t sq_index_done(sq_store *s) { return s->ix ? __atomic_load_n(&s->ix->durable, __ATOMIC_ACQUIRE) : 0; }
 
-void sq_index_close(sq_store *s) {
+/* The thread finishes within budget_ms (and what SQLite takes to notice,
+ * every 1,000 of its instructions). It may be at SCHED_IDLE in the middle
+ * of a pass, where a busy machine would leave it waiting for a CPU for as
+ * long as the machine stays busy (a drain under load took 11 s here):
+ * first it gets an ordinary share again, as ix_set_yielding would. */
+void sq_index_close_in(sq_store *s, int64_t budget_ms) {
     sq_indexer *x = s->ix;
     if (!x) return;
+    int64_t dl = pl_mono_ms() + (budget_ms > 0 ? budget_ms : 0);
+    __atomic_store_n(&x->deadline, dl > 0 ? dl : 1, __ATOMIC_RELEASE);
+    if (x->started && x->can_idle) {
+        struct sched_param sp = {0};
+        pthread_setschedparam(x->thread, SCHED_OTHER, &sp);
+        pid_t tid = __atomic_load_n(&x->tid, __ATOMIC_ACQUIRE);
+        if (tid) setpriority(PRIO_PROCESS, (id_t)tid, 0);          /* best effort */
+    }
     if (x->started) sq_thread_stop(&x->mu, &x->cv, &x->stop, x->thread);
     for (int i = 0; i < IX__COUNT; i++) sqlite3_finalize(x->st[i]);
     if (x->db) sqlite3_close(x->db);
@@ -484,3 +514,5 @@ void sq_index_close(sq_store *s) {
     free(x);
     s->ix = NULL;
 }
+
+void sq_index_close(sq_store *s) { sq_index_close_in(s, SQ_INDEX_CLOSE_MS); }
