@@ -109,8 +109,13 @@ static const setting table[] = {
 };
 #define NSET (sizeof table / sizeof table[0])
 
+/* Where each setting's value came from ("default", "flag", "config line N"
+ * or PARLEY_NAME): checks made after loading name it (pl_config_src). */
+static char origin[NSET][64];
+
 static int set(pl_config *cfg, const setting *s, const char *val, const char *src) {
     char *field = (char *)cfg + s->off;
+    snprintf(origin[s - table], sizeof origin[0], "%s", src);
     if (!s->is_int) {
         if (strlen(val) >= s->size) {
             fprintf(stderr, "parleyd: %s: value of %s is too long\n", src, s->name);
@@ -238,4 +243,26 @@ int pl_config_load(pl_config *cfg, int argc, char **argv) {
         if (set(cfg, s, val, "flag")) return -1;
     }
     return 0;
+}
+
+/* "" for a flag or the default, else "PARLEY_NAME: " or "config line N: ". */
+const char *pl_config_from(const char *name) {
+    static char buf[4][80];
+    static int next;
+    char *b = buf[next++ & 3];
+    b[0] = '\0';
+    for (size_t i = 0; i < NSET; i++)
+        if (strcmp(table[i].name, name) == 0 && origin[i][0] && strcmp(origin[i], "flag") != 0 &&
+            strcmp(origin[i], "default") != 0)
+            snprintf(b, sizeof buf[0], "%.63s: ", origin[i]);
+    return b;
+}
+
+const char *pl_config_src(const char *name) {
+    static char buf[4][128];
+    static int next;
+    char *b = buf[next++ & 3];
+    const char *from = pl_config_from(name);
+    snprintf(b, sizeof buf[0], "%s%s%s", from, from[0] ? "" : "--", name);
+    return b;
 }

@@ -96,4 +96,13 @@ typedef struct pl_config {
  * printed, or -1 after printing an error. */
 int pl_config_load(pl_config *cfg, int argc, char **argv);
 
+/* How an error after loading names a setting: "--name" when it was a flag
+ * (or the default), "PARLEY_NAME: name" or "config line N: name" when it
+ * came from the environment or the file (README "Configuration"). The
+ * string lasts until the fourth call after. */
+const char *pl_config_src(const char *name);
+/* The same prefix alone: "" for a flag or the default, else "PARLEY_NAME: "
+ * or "config line N: ". */
+const char *pl_config_from(const char *name);
+
 #endif

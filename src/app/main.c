@@ -17,6 +17,7 @@
  * WebSocket gets a reconnect hint and 1001; when they are gone (or after
  * --shutdown-grace) the listener, the bus and the loop close; exit 0.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -174,12 +175,12 @@ static void on_sighup(uv_signal_t *s, int signum) {
 static int tls_setup(void) {
     int minv = strcmp(cfg.tls_min, "1.2") == 0 ? 12 : strcmp(cfg.tls_min, "1.3") == 0 ? 13 : 0;
     if (!minv) {                    /* a bad value is refused with or without TLS */
-        fprintf(stderr, "parleyd: --tls-min must be 1.2 or 1.3\n");
+        fprintf(stderr, "parleyd: %s must be 1.2 or 1.3\n", pl_config_src("tls-min"));
         return -1;
     }
     if (!cfg.tls_cert[0] && !cfg.tls_key[0]) return 0;
     if (!cfg.tls_cert[0] || !cfg.tls_key[0]) {
-        fprintf(stderr, "parleyd: --tls-cert and --tls-key go together\n");
+        fprintf(stderr, "parleyd: %s and %s go together\n", pl_config_src("tls-cert"), pl_config_src("tls-key"));
         return -1;
     }
     uint8_t secret[32];
@@ -212,34 +213,58 @@ static void push_config(pl_push_config *pc) {
                            cfg.push_fcm_credentials, cfg.large_group};
 }
 
-/* An http(s) URL with a host. */
+/* An http(s) URL with a host: http[s]://[userinfo@]host[:port][/...], the
+ * host a name (letters, digits, '-', '.', '_') or [an IPv6 address], the
+ * port 1 to 65535, and no space or control character anywhere: what curl
+ * would refuse at every send is refused at start instead. */
 static int push_url_ok(const char *u) {
     size_t n = strncmp(u, "http://", 7) == 0 ? 7 : strncmp(u, "https://", 8) == 0 ? 8 : 0;
-    return n && u[n] && !strchr("/:?#", u[n]);
+    if (!n) return 0;
+    for (const unsigned char *c = (const unsigned char *)u; *c; c++)
+        if (*c <= ' ' || *c == 0x7f) return 0;
+    const char *h = u + n, *end = h + strcspn(h, "/?#"), *p;
+    for (p = h; p < end; p++)
+        if (*p == '@') h = p + 1;                       /* after the userinfo */
+    p = h;
+    if (*p == '[') {
+        while (++p < end && (isxdigit((unsigned char)*p) || *p == ':' || *p == '.')) {}
+        if (p == h + 1 || p >= end || *p++ != ']') return 0;
+    } else {
+        while (p < end && (isalnum((unsigned char)*p) || strchr("-._", *p))) p++;
+        if (p == h) return 0;
+    }
+    if (p < end && *p == ':') {
+        long port = 0;
+        const char *d = ++p;
+        while (p < end && isdigit((unsigned char)*p) && p - d < 6) port = port * 10 + (*p++ - '0');
+        if (p == d || port < 1 || port > 65535) return 0;
+    }
+    return p == end;
 }
 
 /* The push settings: endpoints are http(s) URLs with a host, and what goes
  * with an endpoint is not given without it. 0, or -1 after saying why. */
 static int push_check(void) {
-    const char *names[] = {"--push-webhook", "--push-fcm-url", "--push-apns-url"};
+    const char *names[] = {"push-webhook", "push-fcm-url", "push-apns-url"};
     const char *urls[] = {cfg.push_webhook, cfg.push_fcm_url, cfg.push_apns_url};
     for (int i = 0; i < 3; i++)
         if (urls[i][0] && !push_url_ok(urls[i])) {
-            fprintf(stderr, "parleyd: %s must be an http:// or https:// URL with a host\n", names[i]);
+            fprintf(stderr, "parleyd: %s must be an http:// or https:// URL with a host (and a port from 1 to 65535)\n",
+                    pl_config_src(names[i]));
             return -1;
         }
     const struct { const char *val, *name, *needs, *needs_val; } deps[] = {
-        {cfg.push_webhook_secret, "--push-webhook-secret", "--push-webhook", cfg.push_webhook},
-        {cfg.push_fcm_token, "--push-fcm-token", "--push-fcm-url", cfg.push_fcm_url},
-        {cfg.push_apns_topic, "--push-apns-topic", "--push-apns-url", cfg.push_apns_url},
-        {cfg.push_apns_token, "--push-apns-token", "--push-apns-url", cfg.push_apns_url},
-        {cfg.push_apns_key, "--push-apns-key", "--push-apns-url", cfg.push_apns_url},
-        {cfg.push_apns_key_id, "--push-apns-key-id", "--push-apns-key", cfg.push_apns_key},
-        {cfg.push_apns_team_id, "--push-apns-team-id", "--push-apns-key", cfg.push_apns_key},
+        {cfg.push_webhook_secret, "push-webhook-secret", "--push-webhook", cfg.push_webhook},
+        {cfg.push_fcm_token, "push-fcm-token", "--push-fcm-url", cfg.push_fcm_url},
+        {cfg.push_apns_topic, "push-apns-topic", "--push-apns-url", cfg.push_apns_url},
+        {cfg.push_apns_token, "push-apns-token", "--push-apns-url", cfg.push_apns_url},
+        {cfg.push_apns_key, "push-apns-key", "--push-apns-url", cfg.push_apns_url},
+        {cfg.push_apns_key_id, "push-apns-key-id", "--push-apns-key", cfg.push_apns_key},
+        {cfg.push_apns_team_id, "push-apns-team-id", "--push-apns-key", cfg.push_apns_key},
     };
     for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++)
         if (deps[i].val[0] && !deps[i].needs_val[0]) {
-            fprintf(stderr, "parleyd: %s needs %s\n", deps[i].name, deps[i].needs);
+            fprintf(stderr, "parleyd: %s needs %s\n", pl_config_src(deps[i].name), deps[i].needs);
             return -1;
         }
     if ((cfg.push_fcm_token[0] && cfg.push_fcm_credentials[0]) || (cfg.push_apns_token[0] && cfg.push_apns_key[0])) {
@@ -260,22 +285,22 @@ static int is_postgres(const char *url) {
 static int settings_check(void) {
     int r = pl_net_check_addr(cfg.listen);
     if (r) {
-        fprintf(stderr, "parleyd: --listen %s: %s\n", cfg.listen,
+        fprintf(stderr, "parleyd: %s %s: %s\n", pl_config_src("listen"), cfg.listen,
                 r == UV_EAI_NONAME ? "no such host" : "not host:port or [v6]:port (a port from 0 to 65535)");
         return -1;
     }
     if (cfg.store[0] && !is_postgres(cfg.store) && strcmp(cfg.store, "sqlite") != 0) {
-        fprintf(stderr, "parleyd: --store %s: unknown store (empty for SQLite in --data-dir, or postgres://...)\n",
-                cfg.store);
+        fprintf(stderr, "parleyd: %s %s: unknown store (empty for SQLite in --data-dir, or postgres://...)\n",
+                pl_config_src("store"), cfg.store);
         return -1;
     }
     struct stat st;
     if (cfg.web_root[0] && stat(cfg.web_root, &st) != 0) {
-        fprintf(stderr, "parleyd: --web-root %s: %s\n", cfg.web_root, strerror(errno));
+        fprintf(stderr, "parleyd: %s %s: %s\n", pl_config_src("web-root"), cfg.web_root, strerror(errno));
         return -1;
     }
     if (cfg.web_root[0] && !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "parleyd: --web-root %s: not a directory\n", cfg.web_root);
+        fprintf(stderr, "parleyd: %s %s: not a directory\n", pl_config_src("web-root"), cfg.web_root);
         return -1;
     }
     return 0;
@@ -286,18 +311,21 @@ int main(int argc, char **argv) {
     if (r) return r > 0 ? 0 : 2;
     int lvl = pl_log_parse_level(cfg.log_level);
     if (lvl < 0) {
-        fprintf(stderr, "parleyd: unknown log level %s\n", cfg.log_level);
+        fprintf(stderr, "parleyd: %s must be debug, info, warn or error, not %s\n", pl_config_src("log-level"),
+                cfg.log_level);
         return 2;
     }
     pl_log_level = lvl;
     if (cfg.redis[0] && !is_postgres(cfg.store)) {
-        fprintf(stderr, "parleyd: --redis needs --store postgres://... (with SQLite one process owns the data)\n");
+        fprintf(stderr, "parleyd: %s needs --store postgres://... (with SQLite one process owns the data)\n",
+                pl_config_src("redis"));
         return 2;
     }
     if (push_check() || settings_check()) return 2;
     char gerr[256];
-    if (pl_api_guard_init(&cfg, gerr, sizeof gerr)) {
-        fprintf(stderr, "parleyd: %s\n", gerr);
+    if (pl_api_guard_init(&cfg, gerr, sizeof gerr)) {   /* its message starts with the setting's name */
+        const char *which = strncmp(gerr, "trusted-proxies", 15) == 0 ? "trusted-proxies" : "allowed-origins";
+        fprintf(stderr, "parleyd: %s%s\n", pl_config_from(which), gerr);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -342,7 +370,7 @@ int main(int argc, char **argv) {
     pl_chat_hooks ch = {pl_api_conv_changed};
     pl_chat_init(loop, store, &cfg, &ch);
     if (pl_chat_filter_load(cfg.content_filter, err, sizeof err)) {
-        fprintf(stderr, "parleyd: --content-filter %s: %s\n", cfg.content_filter, err);
+        fprintf(stderr, "parleyd: %s %s: %s\n", pl_config_src("content-filter"), cfg.content_filter, err);
         pl_store_close(&store);
         return 2;
     }

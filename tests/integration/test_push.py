@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
 import threading
 import time
 
@@ -513,6 +514,21 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
     assert p.returncode == 2 and "--push-apns-url must be an http:// or https:// URL with a host" in p.stderr, p
     p = run("--push-webhook-secret", "s")
     assert p.returncode == 2 and "--push-webhook-secret needs --push-webhook" in p.stderr, p
+    # a port out of range or not a number, a space: curl would refuse every
+    # send; these started and retried each notification 8 times (audit A)
+    for bad in ("http://127.0.0.1:99999/x", "http://host:abc/x", "http://a b/x", "http://x:0/h",
+                "https://exa mple.com/", "http://[zz]/h"):
+        p = run("--push-webhook", bad)
+        assert p.returncode == 2 and "--push-webhook must be an http:// or https:// URL" in p.stderr, (bad, p)
+    # from the environment or a config file the line names where (README "Configuration")
+    p = subprocess.run([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "PARLEY_PUSH_FCM_URL": "http://fcm:99999"})
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: PARLEY_PUSH_FCM_URL: push-fcm-url must be"), p
+    conf = tmp_path / "c.conf"
+    conf.write_text("log-level info\n\npush-webhook-secret s\n")
+    p = run("--config", str(conf))
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: config line 3: push-webhook-secret needs"), p
     p = run("--push-apns-url", "https://apns.example", "--push-apns-token", "t", "--push-apns-key", "k.p8")
     assert p.returncode == 2 and "a token or a key, not both" in p.stderr, p
     p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"),
