@@ -206,10 +206,11 @@ typedef struct pl_chat_conn_ops {
     /* pl_conn_cork / pl_conn_uncork; NULL: never corked */
     void (*cork)(pl_conn *c);
     void (*uncork)(pl_conn *c);
-    /* pl_conn_write_now (before judging a queue full), pl_conn_drop_unsent
-     * (a slow consumer's events, before its close); NULL: not done */
+    /* pl_conn_write_now (before judging a queue full),
+     * pl_conn_drop_unsent_units (a slow consumer's events, before its
+     * close; starts NULL: every entry is a frame); NULL: not done */
     void (*write_now)(pl_conn *c);
-    void (*drop_unsent)(pl_conn *c);
+    void (*drop_unsent)(pl_conn *c, int (*starts)(const uint8_t *p, size_t n));
 } pl_chat_conn_ops;
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops);
 

@@ -288,6 +288,9 @@ size_t   chat_reply_budget(void);
 /* Closes c the way its transport does: a WebSocket close frame with code,
  * or (SSE) a final `close` event with code and reason, then end of stream. */
 void     chat_close(pl_conn *c, int code, const char *reason);
+/* A slow consumer: counted, logged, its unsent events dropped (whole ones
+ * only), then closed with 4008. */
+void     chat_close_slow(pl_conn *c);
 /* A conversation event (x's conversation at seq) for x's session: as
  * chat_deliver, and an SSE session's event also carries its cursor id. */
 int      chat_deliver_event(sub *x, pl_rbuf *frame, int64_t seq);
@@ -302,6 +305,9 @@ int      chat_is_open(const pl_conn *c);   /* frames may still be queued */
 size_t   sse_frame_len(pl_conn *c, pl_rbuf *frame, int id, sub *id_for, int64_t seq);
 void     sse_send(pl_conn *c, pl_rbuf *frame, int id, sub *id_for, int64_t seq);
 void     sse_close(pl_conn *c, int code, const char *reason);
+/* Whether a queue entry of an SSE stream begins an event (for
+ * pl_conn_drop_unsent_units). */
+int      sse_starts_event(const uint8_t *p, size_t n);
 /* After `ready`: applies the Last-Event-ID cursors like a `sync`
  * (conversations it does not name: from their joining; ones the user left:
  * an error) and frees them. */

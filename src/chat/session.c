@@ -50,7 +50,7 @@ _Static_assert(sizeof(session) <= 120, "session must fit a 128-byte malloc chunk
 static void conn_shut(pl_conn *c) { pl_conn_close(c, 1); }
 pl_chat_conn_ops CO = {pl_conn_send, pl_conn_send_copy, pl_wsconn_close, pl_conn_pause,
                        pl_conn_resume, pl_conn_ref, pl_conn_unref, conn_shut, pl_conn_send_part,
-                       pl_conn_cork, pl_conn_uncork, pl_conn_write_now, pl_conn_drop_unsent};
+                       pl_conn_cork, pl_conn_uncork, pl_conn_write_now, pl_conn_drop_unsent_units};
 
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops) { CO = *ops; }
 
@@ -126,13 +126,16 @@ void chat_close(pl_conn *c, int code, const char *reason) {
     else CO.close(c, code, reason);
 }
 
-/* The queued events are of no use to a client that must resync: a
- * WebSocket's are dropped so that the close frame comes next (an SSE
- * event spans queue entries: its queue stays). */
-static void close_slow(pl_conn *c) {
+/* The queued events are of no use to a client that must resync: they are
+ * dropped so that the close comes next, after the frame (WebSocket) or
+ * the event (SSE: its data lines and its end are separate entries) the
+ * client is receiving. Kept, a queue the client does not read would be
+ * cut by the close's timeout in the middle of an event, and the close
+ * event never sent (audit D). */
+void chat_close_slow(pl_conn *c) {
     pl_count(&pl_m_slow_consumer_closes, 1);
     pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);
-    if (!is_sse(c) && CO.drop_unsent) CO.drop_unsent(c);
+    if (CO.drop_unsent) CO.drop_unsent(c, is_sse(c) ? sse_starts_event : NULL);
     chat_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
 }
 
@@ -160,7 +163,7 @@ static void frame_send(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) 
 static int deliver(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) {
     if (!chat_is_open(c)) return -1;
     if (!fits(c, frame_len(c, frame, id, x, seq))) {
-        close_slow(c);
+        chat_close_slow(c);
         return -1;
     }
     frame_send(c, frame, id, x, seq);
@@ -177,7 +180,7 @@ int chat_deliver_event_part(sub *x, pl_rbuf *b, size_t off, size_t len) {
     pl_conn *c = x->sess->conn;
     if (!chat_is_open(c)) return -1;
     if (!fits(c, len)) {
-        close_slow(c);
+        chat_close_slow(c);
         return -1;
     }
     CO.send_part(c, b, off, len);
@@ -187,7 +190,7 @@ int chat_deliver_event_part(sub *x, pl_rbuf *b, size_t off, size_t len) {
 int chat_deliver_reply(pl_conn *c, pl_rbuf *frame) {
     if (!chat_is_open(c)) return -1;
     if (!fits(c, 1)) {
-        close_slow(c);
+        chat_close_slow(c);
         return -1;
     }
     frame_send(c, frame, 0, NULL, 0);
@@ -655,7 +658,7 @@ void pl_chat_ws_timeout(pl_conn *c) {
     int64_t now = pl_mono_ms(), idle = now - c->last_rx;
     int64_t slow_cut = s->drain_since + (int64_t)C.cfg->slow_timeout * 1000;
     if (s->waiting_drain && now >= slow_cut) {
-        close_slow(c);
+        chat_close_slow(c);
         return;
     }
     int64_t ping_ms = (int64_t)C.cfg->ping_interval * 1000, idle_ms = (int64_t)C.cfg->idle_timeout * 1000;

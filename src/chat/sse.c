@@ -137,6 +137,12 @@ void sse_send(pl_conn *c, pl_rbuf *frame, int id, sub *x, int64_t seq) {
     id_conn = NULL;
 }
 
+/* Whether a queue entry begins an event: data lines, a comment (the
+ * heartbeat); not an event's end ("\n" or its "id: " line). */
+int sse_starts_event(const uint8_t *p, size_t n) {
+    return (n >= 5 && memcmp(p, "data:", 5) == 0) || (n >= 1 && p[0] == ':');
+}
+
 /* A last event, then the end of the stream (after what is queued). The
  * client reconnects with its last id, except after 4001 (log in again). */
 void sse_close(pl_conn *c, int code, const char *reason) {
@@ -193,9 +199,7 @@ void pl_chat_sse_timeout(pl_conn *c) {
     int64_t now = pl_mono_ms();
     int64_t slow_cut = s->drain_since + (int64_t)C.cfg->slow_timeout * 1000;
     if (s->waiting_drain && now >= slow_cut) {
-        pl_count(&pl_m_slow_consumer_closes, 1);
-        pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);
-        chat_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
+        chat_close_slow(c);
         return;
     }
     if (!c->high) {                              /* the stream is read: the session is alive */

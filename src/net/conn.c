@@ -420,11 +420,15 @@ void pl_conn_write_now(pl_conn *c) {
     (void)write_queue(c);
 }
 
-void pl_conn_drop_unsent(pl_conn *c) {
+void pl_conn_drop_unsent_units(pl_conn *c, int (*starts)(const uint8_t *p, size_t n)) {
     /* TLS: a write the library must retry may hold bytes of several entries
      * (tls_gather), so nothing is dropped */
     if (c->tls) return;
     uint32_t keep = c->qlen && c->qoff ? 1 : 0;   /* a write began the head */
+    for (; starts && keep < c->qlen; keep++) {    /* the rest of its unit */
+        pl_qent *e = queue_at(c, keep);
+        if (starts(e->b->data + e->off, e->len)) break;
+    }
     while (c->qlen > keep) {
         pl_qent *e = queue_at(c, c->qlen - 1);
         c->qbytes -= e->len - (c->qlen == 1 ? c->qoff : 0);
@@ -432,6 +436,8 @@ void pl_conn_drop_unsent(pl_conn *c) {
         c->qlen--;
     }
 }
+
+void pl_conn_drop_unsent(pl_conn *c) { pl_conn_drop_unsent_units(c, NULL); }
 
 /* ---- TLS I/O -----------------------------------------------------------------
  *

@@ -187,6 +187,11 @@ void pl_conn_write_now(pl_conn *c);
  * is whole (the entry being written stays), and what is queued next goes
  * out right after it (a slow consumer's close frame). TLS: no-op. */
 void pl_conn_drop_unsent(pl_conn *c);
+/* The same for a stream whose units span entries (an SSE event is its
+ * data lines and then its end): the entries after the one being written
+ * stay up to the first that starts a unit (starts(p, n) on its bytes), so
+ * the peer gets whole units; that one and the rest go. TLS: no-op. */
+void pl_conn_drop_unsent_units(pl_conn *c, int (*starts)(const uint8_t *p, size_t n));
 /* Requests a close; if graceful, queued data is written first (bounded by a
  * 5 s timeout). */
 void pl_conn_close(pl_conn *c, int graceful);

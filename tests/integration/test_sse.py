@@ -348,12 +348,10 @@ async def test_a_slow_reader_is_closed_like_a_websocket_one_and_resumes(server_f
                 closed = True
                 break
         assert closed, "a reader that does not read must be closed"
-        deadline = time.monotonic() + 15
-        while metrics(server)["parley_sessions"] > 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert metrics(server)["parley_sessions"] == 1, "the stream is gone"
 
-        # what the sleeper did get, then a resume from its last id: nothing lost, nothing twice
+        # what the sleeper gets when it reads again at once (within the
+        # close's ~7 s): whole events, the last one `close` 4008; then a
+        # resume from its last id: nothing lost, nothing twice
         def drain():
             data = b""
             raw.settimeout(2)
@@ -369,6 +367,12 @@ async def test_a_slow_reader_is_closed_like_a_websocket_one_and_resumes(server_f
             return data
         data = await asyncio.to_thread(drain)
         data = (dechunk(data) if chunked else data).decode(errors="replace")
+        assert data.endswith("\n\n"), data[-200:]
+        assert data.rsplit("\n\n", 2)[-2].startswith('data: {"type":"close","code":4008'), data[-300:]
+        deadline = time.monotonic() + 15
+        while metrics(server)["parley_sessions"] > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert metrics(server)["parley_sessions"] == 1, "the stream is gone"
         seen, last_id, cur_id = [], None, None
         for block in data.split("\n\n")[:-1]:           # complete events only
             d, cur_id = None, None

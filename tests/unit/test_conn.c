@@ -357,6 +357,64 @@ TEST(conn_write_now_and_drop_unsent_keep_the_stream_whole) {
     CHECK_EQ(t_shut(&loop, n), 0);
 }
 
+static int t_starts_unit(const uint8_t *p, size_t n) { return n >= 5 && memcmp(p, "data:", 5) == 0; }
+
+/* Units that span entries (an SSE event: its data lines, then its end):
+ * pl_conn_drop_unsent_units keeps the rest of the unit being written and
+ * drops from the next unit on. Before, the SSE slow-consumer close kept
+ * the whole queue, which the close's timeout then cut in the middle of an
+ * event, and its `close` event never went out (audit D). */
+TEST(conn_drop_unsent_units_keeps_the_unit_being_written_whole) {
+    uv_loop_t loop;
+    pl_net *n;
+    pl_conn *c;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
+    char buf[64];
+
+    /* nothing written: the end of a unit whose start went out stays */
+    pl_conn_send_copy(c, "data: x\n", 8);
+    pl_conn_write_now(c);
+    CHECK_EQ(recv(fd, buf, sizeof buf, MSG_DONTWAIT), 8);
+    pl_conn_send_copy(c, "\n", 1);
+    pl_conn_send_copy(c, "data: y\n", 8);
+    pl_conn_send_copy(c, "\n", 1);
+    pl_conn_drop_unsent_units(c, t_starts_unit);
+    CHECK_EQ(c->qlen, 1);
+    CHECK_EQ(c->qbytes, 1);
+
+    /* a head the kernel took part of, its end, then whole units: those go */
+    size_t big_n = 32u << 20;
+    char *big = malloc(big_n);
+    CHECK(big != NULL);
+    memcpy(big, "data: ", 6);
+    for (size_t i = 6; i < big_n; i++) big[i] = (char)('a' + i % 26);
+    pl_conn_send_copy(c, big, big_n);
+    pl_conn_write_now(c);
+    CHECK(c->writing && c->qoff > 0);
+    pl_conn_send_copy(c, "id: 1\n\n", 7);
+    pl_conn_send_copy(c, "data: dropped\n", 14);
+    pl_conn_send_copy(c, "\n", 1);
+    pl_conn_drop_unsent_units(c, t_starts_unit);
+    CHECK_EQ(c->qlen, 2);
+    pl_conn_send_copy(c, "END", 3);
+    char *got = malloc(big_n + 32);
+    CHECK(got != NULL);
+    size_t want = 1 + big_n + 7 + 3;
+    CHECK_EQ(recv_all(fd, &loop, got, want), want);
+    CHECK(got[0] == '\n');
+    CHECK(memcmp(got + 1, big, big_n) == 0);
+    CHECK(memcmp(got + 1 + big_n, "id: 1\n\nEND", 10) == 0);
+    spin(&loop, 5);
+    CHECK_EQ(recv(fd, buf, sizeof buf, MSG_DONTWAIT), -1);
+    free(got);
+    free(big);
+
+    close(fd);
+    wait_closes(&loop, 1);
+    CHECK_EQ(t_shut(&loop, n), 0);
+}
+
 /* Pausing costs no syscall until input arrives: then EPOLLIN is dropped
  * (the level-triggered poll would report it every turn), nothing reaches
  * on_data, and resume registers it again and delivers what waited. */
