@@ -222,23 +222,43 @@ node_args() {
     fi
 }
 
+launch_node() {
+    local i=$1 port log cmd
+    port=$(node_port "$i")
+    log=$CLUSTER_DIR/node$i.log
+    mkdir -p "$CLUSTER_DIR/node$i" "$CLUSTER_DIR/media"
+    # shellcheck disable=SC2206  # PARLEYD_ARGS is split on blanks on purpose
+    cmd=("$PARLEYD" --listen "$HOST:$port" --data-dir "$CLUSTER_DIR/node$i" $(node_args "$i") $PARLEYD_ARGS)
+    echo "=== cluster.sh $(date -u +%FT%TZ): ${cmd[*]}" >>"$log"
+    (cd "$CLUSTER_DIR/node$i" && exec setsid "${cmd[@]}" >>"$log" 2>&1 </dev/null) &
+    echo $! > "$CLUSTER_DIR/node$i.pid"
+}
+
+# Node i exited during startup. A node killed before this `up` (SIGKILL, a
+# crash) keeps its --node-id leased for up to 10 s: then start it again
+# once a second until the lease has expired (within the deadline).
+relaunch_if_leased() {
+    local i=$1 deadline=$2 log=$CLUSTER_DIR/node$1.log
+    if [ $SECONDS -lt "$deadline" ] && tail -n 3 "$log" | grep -q "is in use by another live parleyd"; then
+        [ -n "${LEASE_NOTE[$i]:-}" ] || echo "cluster: node $i: its id is still leased by a node that died; waiting for the lease to expire (up to 10 s)" >&2
+        LEASE_NOTE[$i]=1
+        sleep 1
+        launch_node "$i"
+        return 0
+    fi
+    tail_log "$log"
+    fail "node $i exited during startup"
+}
+
 start_nodes() {
-    local i port log cmd
-    for ((i = 0; i < N; i++)); do
-        port=$(node_port "$i")
-        log=$CLUSTER_DIR/node$i.log
-        mkdir -p "$CLUSTER_DIR/node$i" "$CLUSTER_DIR/media"
-        # shellcheck disable=SC2206  # PARLEYD_ARGS is split on blanks on purpose
-        cmd=("$PARLEYD" --listen "$HOST:$port" --data-dir "$CLUSTER_DIR/node$i" $(node_args "$i") $PARLEYD_ARGS)
-        echo "=== cluster.sh $(date -u +%FT%TZ): ${cmd[*]}" >>"$log"
-        (cd "$CLUSTER_DIR/node$i" && exec setsid "${cmd[@]}" >>"$log" 2>&1 </dev/null) &
-        echo $! > "$CLUSTER_DIR/node$i.pid"
-    done
+    local i port
+    LEASE_NOTE=()
+    for ((i = 0; i < N; i++)); do launch_node "$i"; done
     local deadline=$((SECONDS + START_TIMEOUT))
     for ((i = 0; i < N; i++)); do
         port=$(node_port "$i")
         until [ "$(http_status "$port" /healthz)" = 200 ]; do
-            alive "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || { tail_log "$CLUSTER_DIR/node$i.log"; fail "node $i exited during startup"; }
+            alive "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || { relaunch_if_leased "$i" "$deadline"; continue; }
             [ $SECONDS -ge $deadline ] && { tail_log "$CLUSTER_DIR/node$i.log"; fail "node $i: /healthz not 200 within ${START_TIMEOUT}s"; }
             sleep 0.05
         done

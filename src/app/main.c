@@ -306,6 +306,17 @@ static int settings_check(void) {
     return 0;
 }
 
+/* A start that fails once the store is open: the store is closed (in
+ * cluster mode that gives the node id's lease back at once, so a retry
+ * with the same --node-id is not refused for the lease's 10 s) and so is
+ * the bus. Returns rc. */
+static int start_failed(int rc) {
+    pl_chat_set_bus(NULL);
+    if (bus) pl_bus_close(&bus);
+    pl_store_close(&store);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     int r = pl_config_load(&cfg, argc, argv);
     if (r) return r > 0 ? 0 : 2;
@@ -401,7 +412,7 @@ int main(int argc, char **argv) {
     pl_api_init(loop, store, &cfg);
     if (pl_api_media_init(loop, &cfg, err, sizeof err)) {   /* media: blob store, libmagic */
         fprintf(stderr, "parleyd: %s\n", err);
-        return 1;
+        return start_failed(1);
     }
     pl_api_life_init(loop, &cfg);               /* the retention purge's timer */
     pl_web_init(&cfg);
@@ -409,22 +420,18 @@ int main(int argc, char **argv) {
     push_config(&pc);
     if (pl_push_start(loop, store, &pc, err, sizeof err)) {
         fprintf(stderr, "parleyd: push: %s\n", err);
-        pl_store_close(&store);
-        return 2;
+        return start_failed(2);
     }
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_ok, NULL};
     pl_http_init(&hh);
     pl_wsconn_hooks wh = {pl_chat_ws_text, pl_chat_ws_timeout};
     pl_wsconn_init(&wh, (uint32_t)cfg.max_ws_message);
     pl_net_handler nh = {on_data, on_close, on_timeout, on_drain};
-    if (tls_setup()) {
-        pl_store_close(&store);
-        return 2;
-    }
+    if (tls_setup()) return start_failed(2);
     r = pl_net_listen(loop, cfg.listen, &nh, NULL, &net);
     if (r) {
         fprintf(stderr, "parleyd: cannot listen on %s: %s\n", cfg.listen, uv_strerror(r));
-        return 1;
+        return start_failed(1);
     }
     pl_net_set_tls(net, tls);    /* before the loop runs: no connection yet */
     pl_net_set_max_per_ip(net, cfg.max_conns_per_ip);

@@ -1222,6 +1222,32 @@ def test_second_node_with_a_leased_node_id_is_refused(server, parleyd_bin, tmp_p
     assert node_id_of(server.nodes[0]) == taken
 
 
+@pytest.mark.cluster_only("node ids are leased in the shared database")
+def test_a_failed_start_gives_its_node_id_back(server, parleyd_bin, tmp_path):
+    """A start that fails after the store opened (a --media-dir whose parent
+    is missing) kept its node id leased for 10 s, so the corrected command
+    with the same --node-id was refused as "in use by another live parleyd"
+    (audit B). The store is now closed on the way out: the id is free."""
+    ids = {node_id_of(n) for n in server.nodes}
+    free = next(i for i in range(1, 1000) if i not in ids)
+    args = ["--store", server.db.url, "--redis", server.redis.url, "--node-id", str(free)]
+    rc, out, p, _ = _run_node(parleyd_bin, str(tmp_path / "bad"),
+                              args + ["--media-dir", str(tmp_path / "missing" / "media")], wait=30)
+    _stop(p)
+    assert rc == 1 and "cannot create" in out, f"status {rc}:\n{out[-2000:]}"
+    rc, out, p, port = _run_node(parleyd_bin, str(tmp_path / "good"),
+                                 args + ["--media-dir", str(tmp_path / "media")], wait=3)
+    try:
+        assert rc is None, f"the corrected start was refused (status {rc}):\n{out[-2000:]}"
+        st, body = readyz(f"http://127.0.0.1:{port}")
+        assert st == 200, (st, body)
+    finally:
+        _stop(p)
+    assert p.returncode == 0
+    hits = [m for m in SANITIZER_MARKERS if m in out]
+    assert not hits, out[-6000:]
+
+
 @pytest.mark.cluster_only("scripts/cluster.sh starts a cluster of its own")
 def test_cluster_script_as_the_readme_runs_it_serves_uploads_from_every_node(mode, parleyd_bin):
     """README "Cluster mode": `scripts/cluster.sh up N`, clients at the `lb`
