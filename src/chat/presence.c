@@ -5,8 +5,8 @@
  * Owns: the presence table. Each node publishes, through the bus, its own
  * view of each of its users (merged over that node's sessions: online if
  * any session is online and heartbeating within --presence-timeout, away if
- * all are away), when it changes and every VIEW_REFRESH_MS while not
- * offline, with an expiry. Every node keeps the fresh views of the users it
+ * all are away), when it changes and every VIEW_REFRESH_MS (or a quarter
+ * of --presence-timeout) while not offline, lasting --presence-timeout. Every node keeps the fresh views of the users it
  * has someone to tell about and computes the user's status as the best of
  * them, so devices on different nodes merge, and a node that dies stops
  * counting when its views expire (about --presence-timeout seconds).
@@ -39,7 +39,8 @@
 #include "../ws/wsconn.h"
 #include "chat_int.h"
 
-#define VIEW_REFRESH_MS 20000         /* a node re-publishes its views this often */
+#define VIEW_REFRESH_MS 20000         /* a node re-publishes its views this often,
+                                       * or every quarter of --presence-timeout */
 #define OFFLINE_KEEP_MS 120000        /* an offline view is kept this long       */
 #define PRESENCE_RATE   1.0           /* presence changes per user: tokens/s, burst */
 #define PRESENCE_BURST  5.0
@@ -250,6 +251,18 @@ static void keep_convs(presence *p, const int64_t *convs, size_t n) {
     p->nconvs = (uint32_t)n;
 }
 
+/* How often a node re-publishes a view that is not offline. A view lasts
+ * --presence-timeout from its publication, so a node that dies stops
+ * counting between a refresh interval short of the timeout and the
+ * timeout after its last publication, like a session whose heartbeats
+ * stopped; a live node's views never lapse (three refreshes fit in one).
+ * Views lasted timeout + 20 s before: 80 s after a crash at the default
+ * 60 s, 30 s at 10 s (audit B). */
+static int64_t view_refresh_ms(void) {
+    int64_t q = (int64_t)C.cfg->presence_timeout * 1000 / 4;
+    return q < VIEW_REFRESH_MS ? q : VIEW_REFRESH_MS;
+}
+
 static void publish_own(presence *p, int status, int64_t last_active, int64_t now) {
     size_t n = 0;
     int64_t *convs = local_convs(p->user, &n);
@@ -259,8 +272,7 @@ static void publish_own(presence *p, int status, int64_t last_active, int64_t no
         .node = C.bus->node,
         .status = status,
         .last_active = last_active,
-        .expires = wall + (status == ST_OFFLINE ? OFFLINE_KEEP_MS
-                                                : (int64_t)C.cfg->presence_timeout * 1000 + VIEW_REFRESH_MS),
+        .expires = wall + (status == ST_OFFLINE ? OFFLINE_KEEP_MS : (int64_t)C.cfg->presence_timeout * 1000),
         .convs = n ? convs : p->convs,        /* offline: whom its sessions could see */
         .nconvs = n ? n : p->nconvs,
     };
@@ -367,7 +379,7 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
         int64_t hb;
         int st = local_status(p->user, now, &hb);
         if (hb) p->local_active = wall - (now - hb);      /* the last heartbeat, in wall time */
-        if (st != p->local_pub || p->dirty || (st != ST_OFFLINE && now - p->pub_at >= VIEW_REFRESH_MS)) {
+        if (st != p->local_pub || p->dirty || (st != ST_OFFLINE && now - p->pub_at >= view_refresh_ms())) {
             int went_offline = st == ST_OFFLINE && p->local_pub != ST_OFFLINE && !has_local;
             publish_own(p, st, p->local_active, now);
             if (went_offline) store_last_seen(p->user, p->local_active);

@@ -1029,6 +1029,42 @@ async def test_presence_and_typing_cross_nodes(server_factory):
 
 
 @pytest.mark.cluster_only(WHY)
+@async_test(90)
+async def test_users_of_a_killed_node_go_offline_after_the_presence_timeout(server_factory):
+    """A node dies (SIGKILL): its users' views stop counting about
+    --presence-timeout after its last publication, as for a session whose
+    heartbeats stopped. They lasted 20 s longer (timeout + 20 s: 80 s
+    after a crash at the default 60 s, 24 s here at 4 s; audit B)."""
+    server = server_factory(["--presence-timeout", "4", "--presence-coalesce", "100"])
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "pk")
+        await h.api.open_dm(alice, bob.id)
+        b = await ws_on(h, U[1], bob, "bob@node1")
+        a = await ws_on(h, U[0], alice, "alice@node0")
+        stop = asyncio.Event()
+        hb = asyncio.ensure_future(heartbeats([a, b], stop))
+        try:
+            await b.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == alice.id
+                             and m.get("status") == "online", what="alice (node 0) online at bob (node 1)")
+            await asyncio.sleep(1.5)                  # a refresh or two of alice's view
+            n = len(b.msgs)
+            killed = time.monotonic()
+            server.nodes[0].kill()
+            await b.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == alice.id
+                             and m.get("status") == "offline", start=n, timeout=20,
+                             what="alice offline after her node died")
+            took = time.monotonic() - killed
+            # the view lasts the timeout (4 s) from its last publication,
+            # noticed within a sweep (0.5 s) and announced after a window
+            assert took < 10, f"alice went offline {took:.1f} s after her node died (timeout 4 s)"
+        finally:
+            stop.set()
+            await hb
+        await asyncio.to_thread(server.start)         # node 0 again, for the teardown
+
+
+@pytest.mark.cluster_only(WHY)
 @async_test(60)
 async def test_typing_refreshed_on_one_node_stays_on_at_the_other_nodes(server_factory):
     """A typist who keeps refreshing `start` (every 0.4 s, ttl 1.5 s) is
