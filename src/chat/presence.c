@@ -465,14 +465,18 @@ typedef struct pquery {
 } pquery;
 
 /* Appends {"user":..,"status":..,"last_seen":..} for u; views from the bus
- * (other nodes, cluster mode) count like this node's. */
+ * (other nodes, cluster mode) count like this node's, and so do u's
+ * sessions here as they are now: a session that has just authenticated
+ * is online at once, not when this node's view is next published (up to
+ * a second later; audit B). */
 static void query_one(pl_sbuf *out, const pl_user *u, const pl_bus_presence *views, size_t nv) {
-    int64_t wall = pl_now_ms(), last = u->last_seen;
-    int st = ST_OFFLINE;
+    int64_t wall = pl_now_ms(), last = u->last_seen, hb;
+    int st = local_status(u->id, pl_mono_ms(), &hb);
     presence *p = pl_map_get(&C.presence, u->id);
     if (p) {
         int64_t l;
-        st = merged_status(p, wall, &l);
+        int m = merged_status(p, wall, &l);
+        if (m > st) st = m;
         if (l > last) last = l;
     }
     for (size_t i = 0; i < nv; i++) {

@@ -5,6 +5,8 @@ delivery alone."""
 import asyncio
 import time
 
+import pytest
+
 from pclient import Harness, async_test
 
 FAST = ["--presence-timeout", "2", "--presence-coalesce", "100", "--typing-ttl", "1500"]
@@ -59,6 +61,23 @@ async def test_presence_merged_over_devices_then_offline_with_last_seen(server_f
         assert r.body["users"] == [], r.body
         r = await api.expect(200, "GET", f"/api/v1/presence?users={bob.id}", token=watcher.token)
         assert r.body["users"][0]["status"] == "away", r.body
+
+
+@pytest.mark.embedded_only("another node's sessions count once its view arrives (a tick later)")
+@async_test(60)
+async def test_presence_query_sees_a_session_that_has_just_authenticated(server):
+    """presence_query answered `offline` for up to a second after the user
+    connected (its view was published at the next tick, after a coalesce
+    window; audit B). The server's own sessions now count as they are."""
+    async with Harness(server) as h:
+        watcher, bob = await h.api.register_many(2, "pq")
+        await h.api.open_dm(watcher, bob.id)
+        w = await h.ws(watcher, name="watcher")
+        await h.ws(bob, name="bob")
+        r = await w.request({"type": "presence_query", "users": [bob.id]})
+        assert r["users"][0]["status"] == "online", r
+        r = await h.api.expect(200, "GET", f"/api/v1/presence?users={bob.id}", token=watcher.token)
+        assert r.body["users"][0]["status"] == "online", r.body
 
 
 @async_test(60)
