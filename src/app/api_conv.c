@@ -38,12 +38,13 @@ static json_t *conv_json(const pl_conv *c, int with_members) {
     json_object_set_new(o, "workspace", c->workspace ? json_integer((json_int_t)c->workspace) : json_null());
     json_object_set_new(o, "private", json_boolean(c->is_private));
     if (c->kind == PL_CONV_DIRECT) json_object_set_new(o, "blocked", json_boolean(c->blocked));
-    if (with_members) {                 /* one conversation (CONV_GET): its retention */
-        int64_t r = c->retention ? c->retention : c->ws_retention ? c->ws_retention : A.cfg->retention;
-        const char *from = c->retention ? "conversation" : c->ws_retention ? "workspace"
-                         : A.cfg->retention ? "server" : NULL;
-        json_object_set_new(o, "retention_seconds", json_integer((json_int_t)r));
-        json_object_set_new(o, "retention_source", from ? json_string(from) : json_null());
+    /* its retention (CONV_GET, and the list read WITH_LAST) */
+    int64_t r = c->retention ? c->retention : c->ws_retention ? c->ws_retention : A.cfg->retention;
+    const char *from = c->retention ? "conversation" : c->ws_retention ? "workspace"
+                     : A.cfg->retention ? "server" : NULL;
+    json_object_set_new(o, "retention_seconds", json_integer((json_int_t)r));
+    json_object_set_new(o, "retention_source", from ? json_string(from) : json_null());
+    if (with_members) {
         json_t *m = json_array();
         for (size_t i = 0; i < c->nmembers; i++)
             json_array_append_new(m, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)c->members[i].user,

@@ -405,9 +405,10 @@ typedef struct pl_conv {
     int        e2ee;          /* end-to-end encrypted (invariant 9)        */
     int64_t    workspace;     /* a channel's workspace, else 0 (invariant 11) */
     int        is_private;    /* a private channel                         */
-    int64_t    retention;     /* CONV_GET: its own retention (seconds, 0: not
-                               * set; invariant 13); other reads leave 0    */
-    int64_t    ws_retention;  /* CONV_GET: its workspace's (channels), else 0 */
+    int64_t    retention;     /* CONV_GET, CONV_LIST with PL_READ_WITH_LAST: its
+                               * own retention (seconds, 0: not set;
+                               * invariant 13); other reads leave 0         */
+    int64_t    ws_retention;  /* the same reads: its workspace's (channels), else 0 */
     int        hold;          /* CONV_GET: held, by itself or its workspace */
     int        blocked;       /* CONV_GET, CONV_LIST: a direct one whose members
                                * block each other, one way or both (invariant 14) */

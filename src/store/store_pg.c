@@ -1132,7 +1132,7 @@ const char *const pg_w_sql[W__COUNT] = {
  * database (1,000 conversations) 0.24-0.27 ms of PostgreSQL's CPU a call
  * against 0.04-0.06, and half of its statement time in the storm. */
 #define CONV_OF_M " CROSS JOIN LATERAL (SELECT c.id, c.kind, c.title, c.last_seq, c.last_ts, c.member_count," \
-    " c.msg_count, c.e2ee, c.workspace, c.private, c.blocked FROM conversations c WHERE c.id = m.conv_id" \
+    " c.msg_count, c.e2ee, c.workspace, c.private, c.blocked, c.retention FROM conversations c WHERE c.id = m.conv_id" \
     " OFFSET 0) c"
 /* An event e with what its current form needs (store_pg_read.c event_row):
  * its marks, and the parent p of a reply (400 bytes hold the preview's 100
@@ -1223,7 +1223,8 @@ const char *const pg_r_sql[R__COUNT] = {
      * it has none of them, only its reply preview */
     [R_CONV_LIST_LAST] = "SELECT " CONV_COLUMNS ", e.seq, e.id, e.ts, e.kind, e.sender,"
                        " e.client_msg_id, e.body, e.data, e.subject, e.ref, e.edited_ts, e.deleted_ts,"
-                       " e.pinned_ts, p.sender, substring(p.body FROM 1 FOR 400), p.deleted_ts, p.seq"
+                       " e.pinned_ts, p.sender, substring(p.body FROM 1 FOR 400), p.deleted_ts, p.seq,"
+                       " c.retention, coalesce((SELECT w.retention FROM workspaces w WHERE w.id = c.workspace), 0)"
                        " FROM members m" CONV_OF_M
                        " LEFT JOIN events e ON e.conv_id = c.id AND e.seq = c.last_seq"
                        "   AND c.last_seq >= m.joined_seq" EV_PARENT

@@ -228,6 +228,10 @@ static void conv_list(const PGresult *res, int with_last, pl_conv **out, size_t 
             c->last = pl_malloc(sizeof *c->last);
             event_row(res, (int)i, CONV_NCOLS, c->id, NULL, c->last);
         }
+        if (with_last) {                          /* after the last event's columns */
+            c->retention = pg_i64(res, (int)i, CONV_NCOLS + EV_NCOLS);
+            c->ws_retention = pg_i64(res, (int)i, CONV_NCOLS + EV_NCOLS + 1);
+        }
     }
     *out = list;
     *n = len;

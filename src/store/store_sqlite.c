@@ -522,7 +522,9 @@ const char *const sq_r_sql[R__COUNT] = {
                        " WHERE m.user_id = ?1 ORDER BY c.last_ts DESC, c.id DESC",
     [R_CONV_LIST_LAST] = "SELECT " CONV_COLUMNS ", l.seq, l.id, l.ts, l.kind, l.sender,"
                        " l.client_msg_id, l.body, l.data, l.subject, l.ref, l.edited_ts,"
-                       " l.deleted_ts, l.pinned_ts, NULL, NULL, NULL, NULL FROM members m"
+                       " l.deleted_ts, l.pinned_ts, NULL, NULL, NULL, NULL, c.retention,"
+                       " coalesce((SELECT w.retention FROM workspaces w WHERE w.id = c.workspace), 0)"
+                       " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
                        " LEFT JOIN events l ON l.conv_id = c.id AND l.seq = c.last_seq"
                        "   AND c.last_seq >= m.joined_seq"

@@ -223,6 +223,10 @@ static int r_conv_list(sq_reader *r, int64_t user, int with_last, pl_conv **out,
             c->last = pl_malloc(sizeof *c->last);
             event_row(st, CONV_NCOLS, c->id, c->last);
         }
+        if (with_last) {                          /* after the 17 of the last event */
+            c->retention = sqlite3_column_int64(st, CONV_NCOLS + 17);
+            c->ws_retention = sqlite3_column_int64(st, CONV_NCOLS + 18);
+        }
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {

@@ -68,6 +68,9 @@ async def test_retention_erases_without_an_event_and_holds_stop_it(server_factor
         conv = await retention(api, alice, f"conversations/{g}", 2)
         assert conv["id"] == g and conv["retention_seconds"] == 2, conv
         assert conv["retention_source"] == "conversation", conv
+        listed = (await api.expect(200, "GET", "/api/v1/conversations", token=alice.token)).body["conversations"]
+        assert [(c["retention_seconds"], c["retention_source"]) for c in listed if c["id"] == g] == \
+            [(2, "conversation")], listed
         ev = await wb.wait_for(lambda m: m.get("type") == "event" and m.get("conversation") == g
                                and m.get("kind") == "retention", what="retention event")
         assert ev["data"] == {"seconds": 2} and ev["sender"] == alice.id, ev
@@ -113,6 +116,10 @@ async def test_retention_erases_without_an_event_and_holds_stop_it(server_factor
         assert ws["id"] == w["id"] and ws["retention_seconds"] == 86400, ws
         gen = (await api.expect(200, "GET", f"/api/v1/conversations/{w['general']}", token=bob.token)).body
         assert gen["retention_seconds"] == 86400 and gen["retention_source"] == "workspace", gen
+        # the list says it too (it did not: clients had to GET each conversation)
+        listed = (await api.expect(200, "GET", "/api/v1/conversations", token=bob.token)).body["conversations"]
+        entry = next(c for c in listed if c["id"] == w["general"])
+        assert entry["retention_seconds"] == 86400 and entry["retention_source"] == "workspace", entry
         await api.expect(403, "PUT", f"/api/v1/workspaces/{w['id']}/hold", token=alice.token)
         wh = (await api.expect(200, "PUT", f"/api/v1/workspaces/{w['id']}/hold", token=admin.token)).body
         assert wh == {"workspace": w["id"], "legal_hold": True}, wh
@@ -129,6 +136,8 @@ async def test_the_servers_retention(server_factory):
         d = (await api.open_dm(alice, bob.id))["id"]
         conv = (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=bob.token)).body
         assert conv["retention_seconds"] == 2 and conv["retention_source"] == "server", conv
+        listed = (await api.expect(200, "GET", "/api/v1/conversations", token=bob.token)).body["conversations"]
+        assert [(c["retention_seconds"], c["retention_source"]) for c in listed if c["id"] == d] == [(2, "server")]
         wa = await h.ws(alice, name="alice")
         m = await wa.send_msg(d, "short lived")
         await retention(api, bob, f"conversations/{d}", 3600)            # either member of a DM
