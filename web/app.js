@@ -239,7 +239,7 @@ function apply(c, e) {
   if (e.kind === 'message') {
     if (mine) {
       const i = S.outbox.findIndex((o) => o.conv === c.id && o.cmid === e.client_msg_id);
-      if (i >= 0) { S.outbox.splice(i, 1); saveOutbox(); }
+      if (i >= 0) { S.outbox.splice(i, 1); saveOutbox(); pumpOutbox(c.id); }
     } else {
       c.typing.delete(e.sender);
       c.lastOther = e.seq;
@@ -305,6 +305,7 @@ function onSent(m) {
   // Already applied (so merged) or older than what we hold: nothing to wait for.
   if (!c || m.seq <= c.applied) S.outbox.splice(S.outbox.indexOf(o), 1);
   saveOutbox();
+  settled(m.conversation, m.client_msg_id);
   if (m.conversation === S.openId) render('msgs');
   render('list');
 }
@@ -365,10 +366,10 @@ function onError(m) {
   if (isSend) {
     if (!o) return;
     if (m.code === 'rate_limited' || m.code === 'unavailable' || m.code === 'internal') {
-      const wait = Math.max(500, (m.retry_after || 1) * 1000);
-      setTimeout(() => sendOne(o), wait);
+      holdOutbox(o.conv, Math.max(500, (m.retry_after || 1) * 1000));
     } else {
       o.failed = m.code || 'error';
+      settled(o.conv, o.cmid);    // the next one goes on
       if (m.code === 'gone') toast('Not sent: the message you replied to was deleted.', 'error');
       else if (m.code === 'forbidden' && m.message === 'blocked') {
         toast(`Not sent: ${BLOCKED_TEXT.charAt(0).toLowerCase()}${BLOCKED_TEXT.slice(1)}`, 'error');
@@ -386,20 +387,64 @@ function onError(m) {
 
 // ------------------------------------------------------ protocol: out ---
 
+// Sends go out one at a time per conversation: the next waits for the
+// previous one's `sent` (or refusal). Pipelined sends could be stored out of
+// order: a rate-limited one retried after the later ones were accepted, or
+// (over REST) parallel requests finishing in any order.
+const inflight = new Map();    // conversation id -> {cmid, at}
+const holdUntil = new Map();   // conversation id -> {until, timer}: rate limited
+const INFLIGHT_RESEND_MS = 15_000;   // no answer for this long: send again (the server deduplicates)
+
 function sendOne(o) {
   if (!S.outbox.includes(o) || o.seq) return;
+  pumpOutbox(o.conv);
+}
+
+/** Sends the first message of conversation convId's outbox that has no seq
+ *  and did not fail, unless one is already on its way or the server asked
+ *  us to wait. */
+function pumpOutbox(convId) {
+  const h = holdUntil.get(convId);
+  if (h && Date.now() < h.until) return;
+  holdUntil.delete(convId);
+  const o = S.outbox.find((x) => x.conv === convId && !x.seq && !x.failed);
+  if (!o) { inflight.delete(convId); return; }
+  const f = inflight.get(convId);
+  if (f && f.cmid === o.cmid && Date.now() - f.at < INFLIGHT_RESEND_MS) return;
   const msg = { type: 'send', req: 'send:' + o.cmid, conversation: o.conv, client_msg_id: o.cmid, body: o.body };
   if (o.replyTo) msg.reply_to = o.replyTo;
   if (o.attachments && o.attachments.length) msg.attachments = o.attachments.map((a) => a.id);
-  conn.send(msg);
+  if (conn.send(msg)) {
+    inflight.set(convId, { cmid: o.cmid, at: Date.now() });
+    setTimeout(() => pumpOutbox(convId), INFLIGHT_RESEND_MS + 100);
+  } else inflight.delete(convId);
+}
+
+/** The server answered the send of cmid: the next one may go. */
+function settled(convId, cmid) {
+  const f = inflight.get(convId);
+  if (f && f.cmid === cmid) inflight.delete(convId);
+  pumpOutbox(convId);
+}
+
+/** The server asked us to wait (rate limited): this conversation's sends
+ *  pause, then go on in order. */
+function holdOutbox(convId, ms) {
+  const prev = holdUntil.get(convId);
+  if (prev) clearTimeout(prev.timer);
+  inflight.delete(convId);
+  holdUntil.set(convId, { until: Date.now() + ms, timer: setTimeout(() => pumpOutbox(convId), ms) });
 }
 
 function flushOutbox() {
+  inflight.clear();             // a new connection: nothing is on its way
+  const convs = new Set();
   for (const o of [...S.outbox]) {
     const c = S.convs.get(o.conv);
     if (o.seq && c && c.streamed && o.seq < c.minLoaded) { S.outbox.splice(S.outbox.indexOf(o), 1); continue; }
-    if (!o.failed) { o.seq = o.seq && c && o.seq > c.applied ? o.seq : undefined; sendOne(o); }
+    if (!o.failed) { o.seq = o.seq && c && o.seq > c.applied ? o.seq : undefined; convs.add(o.conv); }
   }
+  for (const id of convs) pumpOutbox(id);
   saveOutbox();
 }
 
