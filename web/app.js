@@ -67,7 +67,7 @@ import { initReports, canReport, openReport, refreshReportsButton } from './repo
 import {
   initWorkspaces, loadWorkspaces, noteWorkspace, workspacesChanged, resetWorkspaces,
 } from './workspaces.js';
-import { initComposer, autosize, typingStop, closeMentions } from './composer.js';
+import { initComposer, autosize, typingStop, closeMentions, keepDraft, draftOf, resetDrafts } from './composer.js';
 import { initAuth, showAuth } from './auth.js';
 import { initRetention, learnRetention, onRetentionEvent, expire } from './retention.js';
 import { initAccount } from './account.js';
@@ -704,8 +704,9 @@ function openConv(id) {
   closeMentions();
   $('layout').dataset.view = 'conv';
   if (switched) {
+    if (prev) keepDraft(prev.id);     // each conversation keeps its unsent text
     actions.onConvSwitch();
-    $('composer-input').value = '';
+    $('composer-input').value = draftOf(id);
     autosize();
     if (c) {
       c.divider = null;
@@ -842,6 +843,7 @@ function resetState() {
   S.workspaces.clear();
   resetWorkspaces();
   resetBlocks();
+  resetDrafts();
   actions.onConvSwitch();
   closeMenu(false);
   $('conv-list').replaceChildren();
@@ -894,7 +896,8 @@ function startApp() {
 async function logout() {
   typingStop();
   if (conn) { conn.stop(); conn = null; }
-  try { localStorage.removeItem(lsKey('cursors')); localStorage.removeItem(lsKey('outbox')); } catch { /* ignore */ }
+  try { for (const k of ['cursors', 'outbox', 'drafts']) localStorage.removeItem(lsKey(k)); } catch { /* ignore */ }
+  resetDrafts();
   await api.logout();
   resetState();
   showAuth();
@@ -919,7 +922,8 @@ async function deleteAccount(password) {
   // refresh that started then ends in a 401, which must not say "session
   // ended" over what happened
   await api.idle();
-  try { localStorage.removeItem(lsKey('cursors')); localStorage.removeItem(lsKey('outbox')); } catch { /* ignore */ }
+  try { for (const k of ['cursors', 'outbox', 'drafts']) localStorage.removeItem(lsKey(k)); } catch { /* ignore */ }
+  resetDrafts();
   resetState();
   showAuth();
   $('auth-error').textContent = 'Your account was deleted.';

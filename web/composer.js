@@ -12,7 +12,7 @@ import { $ } from './dom.js';
 import * as actions from './actions.js';
 import { attachAutocomplete } from './mentions.js';
 import * as alerts from './alerts.js';
-import { S, isGroupLike } from './state.js';
+import { S, isGroupLike, lsGet, lsSet } from './state.js';
 import { openMenu } from './menu.js';
 import { icon } from './icons.js';
 import * as media from './media.js';
@@ -30,6 +30,40 @@ const TYPING_SEND_EVERY_MS = 2_000;
 let h = null;
 let mentionBox = null;     // the composer's @ autocomplete
 let sendWhenReady = null;  // conversation id: send once the uploads finish
+let drafts = null;         // conversation id -> unsent text (localStorage 'drafts')
+let draftTimer = 0;
+
+function draftMap() {
+  if (!drafts) {
+    drafts = new Map();
+    const saved = lsGet('drafts', {});
+    for (const [k, v] of Object.entries(saved && typeof saved === 'object' ? saved : {})) {
+      if (typeof v === 'string' && v) drafts.set(Number(k), v);
+    }
+  }
+  return drafts;
+}
+
+function saveDraftsSoon() {
+  clearTimeout(draftTimer);
+  draftTimer = setTimeout(() => lsSet('drafts', Object.fromEntries(draftMap())), 300);
+}
+
+/** The text in the composer is conversation convId's draft (an edit's own
+ *  text is not: the draft it put aside is). */
+export function keepDraft(convId) {
+  if (convId == null) return;
+  const mode = actions.composeMode();
+  const text = mode && mode.mode === 'edit' ? mode.draft || '' : $('composer-input').value;
+  if (text.trim()) draftMap().set(convId, text); else draftMap().delete(convId);
+  saveDraftsSoon();
+}
+
+/** Conversation convId's draft ('' when none). */
+export function draftOf(convId) { return draftMap().get(convId) || ''; }
+
+/** Logging out (or another account): forget the drafts in memory. */
+export function resetDrafts() { clearTimeout(draftTimer); drafts = null; }
 
 /** hooks: {api, conn() -> Connection, send(c, body, reply, attachments), loadDetails(c)} */
 export function initComposer(hooks) {
@@ -47,6 +81,7 @@ export function initComposer(hooks) {
     autosize();
     const c = S.convs.get(S.openId);
     if (!c) return;
+    keepDraft(c.id);
     const mode = actions.composeMode();
     if (input.value.trim() && !(mode && mode.mode === 'edit')) typingStart(c);   // editing is not typing
     else typingStop();
@@ -108,6 +143,7 @@ function submitComposer(ev) {
   if (!body && !attachments.length) return;
   t.value = '';
   autosize();
+  if (!editing) keepDraft(c.id);     // sent: no draft left
   typingStop();
   if (mentionBox) mentionBox.close();
   if (editing) {

@@ -4,11 +4,13 @@
 // - a burst of sends over the rate limit is stored in the order typed (the
 //   client sends one at a time per conversation, and a rate-limited one
 //   holds the ones after it);
+// - each conversation keeps its unsent text (a draft) when another is
+//   opened, and over a reload; sending clears it;
 //
 // usage: node polish.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, startDm, openConv, send, waitBodies, check, log,
+  run, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline,
 } from './lib.mjs';
 
 await run('web client polish', async () => {
@@ -26,4 +28,29 @@ await run('web client polish', async () => {
   await waitBodies(bob, burst, 20_000);
   await waitBodies(alice, burst, 5_000);
   log('a burst over the rate limit arrives in order');
+
+  // --- drafts: kept per conversation, over a switch and a reload
+  const box = alice.page.getByTestId('composer-input');
+  await box.fill('half a thought for bob');
+  const group = await createGroup(alice, 'Drafts', ['bob']);
+  check(await box.inputValue() === '', 'a new conversation opens with an empty composer');
+  await box.fill('for the group');
+  await openConv(alice, dm);
+  check(await box.inputValue() === 'half a thought for bob', `the DM's draft is back: ${JSON.stringify(await box.inputValue())}`);
+  await openConv(alice, group);
+  check(await box.inputValue() === 'for the group', 'the group\'s draft is back');
+  await alice.page.waitForTimeout(500);          // drafts are saved shortly after typing
+  await alice.page.reload({ waitUntil: 'domcontentloaded' });
+  await waitOnline(alice);
+  await openConv(alice, dm);
+  check(await box.inputValue() === 'half a thought for bob', 'the draft survives a reload');
+  await box.press('End');
+  await box.type(', finished');
+  await box.press('Enter');
+  await waitBodies(bob, [...burst, 'half a thought for bob, finished']);
+  await openConv(alice, group);
+  await openConv(alice, dm);
+  check(await box.inputValue() === '', 'a sent draft is gone');
+  log('drafts are kept per conversation');
+
 }, 120_000);
