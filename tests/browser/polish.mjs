@@ -6,6 +6,8 @@
 //   holds the ones after it);
 // - each conversation keeps its unsent text (a draft) when another is
 //   opened, and over a reload; sending clears it;
+// - a paste longer than the limit is not cut silently: it stays whole and
+//   the send is refused in words;
 //
 // usage: node polish.mjs http://127.0.0.1:PORT
 
@@ -53,4 +55,15 @@ await run('web client polish', async () => {
   check(await box.inputValue() === '', 'a sent draft is gone');
   log('drafts are kept per conversation');
 
+  // --- a paste over the limit is kept whole and refused in words
+  const huge = 'y'.repeat(20_000);
+  await box.focus();
+  await alice.page.keyboard.insertText(huge);
+  check((await box.inputValue()).length === huge.length,
+    `the pasted text is kept whole (${(await box.inputValue()).length} of ${huge.length} characters)`);
+  await box.press('Enter');
+  check(/too long/.test(await box.evaluate((e) => e.validationMessage)), 'an over-long message is refused in words');
+  check((await box.inputValue()).length === huge.length, 'the refused text stays in the composer');
+  await box.fill('');
+  log('an over-long paste is refused, not cut');
 }, 120_000);

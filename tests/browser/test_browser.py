@@ -59,7 +59,8 @@ playwright-core against a real parleyd (see conftest.py):
   words, and after a reload he has the notice (no "Unblock") and the API
   refuses his send; alice unblocks, bob sends again and she sees it.
 - polish.mjs (audit c): a burst of sends over the rate limit is stored in
-  the order typed; drafts kept per conversation.
+  the order typed; drafts kept per conversation; an over-long paste is
+  refused, not cut.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
