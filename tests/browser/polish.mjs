@@ -8,11 +8,14 @@
 //   opened, and over a reload; sending clears it;
 // - a paste longer than the limit is not cut silently: it stays whole and
 //   the send is refused in words;
+// - a message the content filter refused offers "Edit": its text (and its
+//   reply) goes back into the composer, the failed copy goes away, and the
+//   changed text is sent once;
 //
 // usage: node polish.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline,
+  run, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline, waitFor,
 } from './lib.mjs';
 
 await run('web client polish', async () => {
@@ -66,4 +69,24 @@ await run('web client polish', async () => {
   check((await box.inputValue()).length === huge.length, 'the refused text stays in the composer');
   await box.fill('');
   log('an over-long paste is refused, not cut');
+
+  // --- a filtered message: Edit puts it back in the composer, as a reply
+  const bobsLast = alice.page.locator('[data-testid="message"]', { hasText: 'burst 8' });
+  await bobsLast.hover();
+  await bobsLast.getByTestId('action-reply').click();
+  await send(alice, 'that badword again');
+  const failed = alice.page.locator('[data-testid="message"][data-status="failed"]');
+  await failed.waitFor({ state: 'visible' });
+  await failed.getByTestId('failed-edit').click();
+  await failed.waitFor({ state: 'detached' });
+  check(await box.inputValue() === 'that badword again', `the refused text is back in the composer: ${JSON.stringify(await box.inputValue())}`);
+  check(await alice.page.getByTestId('compose-context').isVisible(), 'still a reply');
+  await box.fill('that word again');
+  await box.press('Enter');
+  await waitBodies(bob, [...burst, 'half a thought for bob, finished', 'that word again']);
+  const quote = bob.page.locator('[data-testid="message"]', { hasText: 'that word again' }).getByTestId('reply-quote');
+  check((await quote.textContent()).includes('burst 8'), 'the edited message went out as the reply');
+  check(await failed.count() === 0, 'no failed copy left');
+  log('a filtered message is edited and sent');
+
 }, 120_000);
