@@ -702,6 +702,7 @@ function openConv(id) {
   const c = S.convs.get(id);
   let atUnread = false;     // openAtUnread places the view (perhaps at once)
   closeMentions();
+  $('new-dm-error').textContent = '';   // a refusal of an earlier try is stale once a conversation opens
   $('layout').dataset.view = 'conv';
   if (switched) {
     if (prev) keepDraft(prev.id);     // each conversation keeps its unsent text
@@ -960,6 +961,8 @@ function wire() {
   initAuth({ api, signedIn: startApp });
   $('logout').addEventListener('click', logout);
   $('new-dm-form').addEventListener('submit', startDm);
+  // an old refusal goes as soon as the name is changed
+  $('new-dm-username').addEventListener('input', () => { $('new-dm-error').textContent = ''; });
   initGroups({
     api, render, openConv, lookupUser, upsertConv, loadDetails,
     queryPresence: (ids) => { if (conn && conn.online) queryPresence(ids); },

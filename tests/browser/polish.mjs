@@ -11,6 +11,8 @@
 // - a message the content filter refused offers "Edit": its text (and its
 //   reply) goes back into the composer, the failed copy goes away, and the
 //   changed text is sent once;
+// - "Find people"'s refusal goes away once the name is changed or a
+//   conversation opens;
 //
 // usage: node polish.mjs http://127.0.0.1:PORT
 
@@ -89,4 +91,18 @@ await run('web client polish', async () => {
   check(await failed.count() === 0, 'no failed copy left');
   log('a filtered message is edited and sent');
 
+  // --- Find people: a refusal goes when the name changes or a conversation opens
+  const who = alice.page.getByTestId('new-dm-username');
+  await who.fill('alice');
+  await alice.page.getByTestId('new-dm-submit').click();
+  const err = alice.page.getByTestId('new-dm-error');
+  await waitFor(async () => (await err.textContent()).includes('That is you'), 'starting a DM with myself is refused');
+  await who.fill('bo');
+  check(await err.textContent() === '', 'the refusal goes once the name is changed');
+  await who.fill('nobody_here');
+  await alice.page.getByTestId('new-dm-submit').click();
+  await waitFor(async () => (await err.textContent()).includes('No user named'), 'an unknown name is refused');
+  await openConv(alice, group);
+  check(await err.textContent() === '', 'the refusal goes once a conversation opens');
+  log('stale refusals go away');
 }, 120_000);

@@ -60,7 +60,8 @@ playwright-core against a real parleyd (see conftest.py):
   refuses his send; alice unblocks, bob sends again and she sees it.
 - polish.mjs (audit c): a burst of sends over the rate limit is stored in
   the order typed; drafts kept per conversation; an over-long paste is
-  refused, not cut; a filtered message edited from its "Edit".
+  refused, not cut; a filtered message edited from its "Edit"; a stale
+  "Find people" refusal cleared.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
