@@ -864,7 +864,9 @@ function startApp() {
   $('layout').dataset.view = 'list';
   // restore the outbox and the stream positions of the last visit
   S.outbox = lsGet('outbox', []).filter((o) => o && o.conv && o.cmid && typeof o.body === 'string')
-    .map((o) => (Number.isSafeInteger(o.replyTo) && o.replyTo > 0 ? o : { ...o, replyTo: undefined, replyPreview: undefined }));
+    .map((o) => (Number.isSafeInteger(o.replyTo) && o.replyTo > 0 ? o : { ...o, replyTo: undefined, replyPreview: undefined }))
+    .map((o) => (o.attachments === undefined || (Array.isArray(o.attachments) &&
+      o.attachments.every((a) => a && (typeof a.id === 'number' || typeof a.id === 'string'))) ? o : { ...o, attachments: undefined }));
   const saved = lsGet('cursors', {});
   for (const [k, v] of Object.entries(saved)) {
     const id = Number(k), seq = Number(v);

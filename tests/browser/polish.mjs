@@ -11,6 +11,8 @@
 // - a message the content filter refused offers "Edit": its text (and its
 //   reply) goes back into the composer, the failed copy goes away, and the
 //   changed text is sent once;
+// - a message with an attachment queued while offline keeps the attachment
+//   when the page is closed and opened again before it went out;
 // - "Find people"'s refusal goes away once the name is changed or a
 //   conversation opens;
 //
@@ -105,4 +107,24 @@ await run('web client polish', async () => {
   await openConv(alice, group);
   check(await err.textContent() === '', 'the refusal goes once a conversation opens');
   log('stale refusals go away');
+
+  // --- queued offline with an attachment, the page closed and opened again
+  await openConv(alice, dm);
+  await alice.page.getByTestId('attach-input').setInputFiles([{ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('notes\n') }]);
+  await waitFor(async () => (await alice.page.locator('[data-testid="attach-chip"]').getAttribute('data-state')) === 'done',
+    'the attachment is uploaded');
+  await alice.ctx.setOffline(true);
+  await waitFor(async () => (await alice.page.getByTestId('conn-state').getAttribute('data-state')) !== 'online', 'alice is offline');
+  await send(alice, 'with notes attached');
+  await alice.page.waitForTimeout(400);       // the outbox is saved
+  await alice.page.close();
+  await alice.ctx.setOffline(false);
+  alice.page = await alice.ctx.newPage();
+  await alice.page.goto(new URL('/', bob.page.url()).href, { waitUntil: 'domcontentloaded' });
+  await waitOnline(alice);
+  await waitBodies(bob, [...burst, 'half a thought for bob, finished', 'that word again', 'with notes attached']);
+  const lastOnBob = bob.page.locator('[data-testid="message"]').last();
+  await lastOnBob.getByTestId('media-file-name').waitFor({ state: 'visible' });
+  check(await lastOnBob.getByTestId('media-file-name').textContent() === 'notes.txt', 'the queued message kept its attachment');
+  log('a queued message keeps its attachment over a new page');
 }, 120_000);

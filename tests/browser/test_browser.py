@@ -61,7 +61,8 @@ playwright-core against a real parleyd (see conftest.py):
 - polish.mjs (audit c): a burst of sends over the rate limit is stored in
   the order typed; drafts kept per conversation; an over-long paste is
   refused, not cut; a filtered message edited from its "Edit"; a stale
-  "Find people" refusal cleared.
+  "Find people" refusal cleared; a queued message keeps its attachment
+  over a new page.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
