@@ -13,6 +13,9 @@
 //   changed text is sent once;
 // - a message with an attachment queued while offline keeps the attachment
 //   when the page is closed and opened again before it went out;
+// - Escape in the search box closes the search dialog (one press, not a
+//   first one that only empties the box), and Ctrl+K does not open the
+//   switcher over it;
 // - "Find people"'s refusal goes away once the name is changed or a
 //   conversation opens;
 //
@@ -107,6 +110,22 @@ await run('web client polish', async () => {
   await openConv(alice, group);
   check(await err.textContent() === '', 'the refusal goes once a conversation opens');
   log('stale refusals go away');
+
+  // --- search: Escape closes it at once; no switcher over it
+  await alice.page.getByTestId('search-button').click();
+  await alice.page.getByTestId('search-dialog').waitFor({ state: 'visible' });
+  await alice.page.getByTestId('search-q').fill('burst');
+  await alice.page.getByTestId('search-q').press('Enter');
+  await alice.page.locator('[data-testid="search-dialog"] mark').first().waitFor({ state: 'visible' });
+  await alice.page.keyboard.press('Control+k');
+  check(!(await alice.page.getByTestId('switcher').isVisible()), 'Ctrl+K does not open the switcher over the search');
+  await alice.page.getByTestId('search-q').press('Escape');
+  await alice.page.getByTestId('search-dialog').waitFor({ state: 'hidden', timeout: 2_000 });
+  await alice.page.keyboard.press('Control+k');
+  await alice.page.getByTestId('switcher').waitFor({ state: 'visible' });
+  await alice.page.keyboard.press('Escape');
+  await alice.page.getByTestId('switcher').waitFor({ state: 'hidden' });
+  log('Escape closes the search at once');
 
   // --- queued offline with an attachment, the page closed and opened again
   await openConv(alice, dm);

@@ -62,7 +62,7 @@ playwright-core against a real parleyd (see conftest.py):
   the order typed; drafts kept per conversation; an over-long paste is
   refused, not cut; a filtered message edited from its "Edit"; a stale
   "Find people" refusal cleared; a queued message keeps its attachment
-  over a new page.
+  over a new page; Escape closes the search at once, no switcher over it.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
