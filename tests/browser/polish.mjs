@@ -16,6 +16,9 @@
 // - Escape in the search box closes the search dialog (one press, not a
 //   first one that only empties the box), and Ctrl+K does not open the
 //   switcher over it;
+// - on a phone the account button (its avatar) is there, so "Export my
+//   data" and "Delete account…" can be reached; a 320 px wide screen has no
+//   sideways scroll;
 // - "Find people"'s refusal goes away once the name is changed or a
 //   conversation opens;
 //
@@ -126,6 +129,23 @@ await run('web client polish', async () => {
   await alice.page.keyboard.press('Escape');
   await alice.page.getByTestId('switcher').waitFor({ state: 'hidden' });
   log('Escape closes the search at once');
+
+  // --- phones: the account menu is reachable; 320 px fits
+  const carol = await person('carol', { viewport: { width: 390, height: 844 } });
+  await register(carol);
+  const acct = carol.page.getByTestId('account-button');
+  const boxAt390 = await acct.boundingBox();
+  check(boxAt390 && boxAt390.width >= 24 && boxAt390.height >= 24, `the account button is there on a phone: ${JSON.stringify(boxAt390)}`);
+  await acct.click();
+  await carol.page.getByTestId('account-export').waitFor({ state: 'visible' });
+  await carol.page.keyboard.press('Escape');
+  await carol.page.setViewportSize({ width: 320, height: 640 });
+  await carol.page.waitForTimeout(100);
+  const sw = await carol.page.evaluate(() => document.documentElement.scrollWidth);
+  check(sw <= 320, `no sideways scroll at 320 px (${sw})`);
+  check(await acct.isVisible() && await carol.page.getByTestId('logout').isVisible(), 'account and log out stay at 320 px');
+  await carol.ctx.close();
+  log('phones reach the account menu; 320 px fits');
 
   // --- queued offline with an attachment, the page closed and opened again
   await openConv(alice, dm);

@@ -62,7 +62,8 @@ playwright-core against a real parleyd (see conftest.py):
   the order typed; drafts kept per conversation; an over-long paste is
   refused, not cut; a filtered message edited from its "Edit"; a stale
   "Find people" refusal cleared; a queued message keeps its attachment
-  over a new page; Escape closes the search at once, no switcher over it.
+  over a new page; Escape closes the search at once, no switcher over it;
+  the account menu on a phone, no sideways scroll at 320 px.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
