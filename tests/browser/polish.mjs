@@ -5,7 +5,8 @@
 //   client sends one at a time per conversation, and a rate-limited one
 //   holds the ones after it);
 // - each conversation keeps its unsent text (a draft) when another is
-//   opened, and over a reload; sending clears it;
+//   opened, and over a reload; sending clears it; the list shows
+//   "Draft: …" for the others;
 // - a paste longer than the limit is not cut silently: it stays whole and
 //   the send is refused in words;
 // - a message the content filter refused offers "Edit": its text (and its
@@ -50,7 +51,12 @@ await run('web client polish', async () => {
   const group = await createGroup(alice, 'Drafts', ['bob']);
   check(await box.inputValue() === '', 'a new conversation opens with an empty composer');
   await box.fill('for the group');
+  const dmPreview = alice.page.locator(`[data-testid="conv-item"][data-conv-id="${dm}"] [data-testid="conv-preview"]`);
+  await waitFor(async () => (await dmPreview.textContent()) === 'Draft: half a thought for bob',
+    'the list shows the DM\'s draft');
   await openConv(alice, dm);
+  check(await alice.page.locator(`[data-testid="conv-item"][data-conv-id="${group}"] [data-testid="conv-draft"]`).count() === 1,
+    'the group\'s draft is in the list now');
   check(await box.inputValue() === 'half a thought for bob', `the DM's draft is back: ${JSON.stringify(await box.inputValue())}`);
   await openConv(alice, group);
   check(await box.inputValue() === 'for the group', 'the group\'s draft is back');
