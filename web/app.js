@@ -263,6 +263,7 @@ function apply(c, e) {
     if (S.me && u === S.me.id && e.kind !== 'member_added') {
       c.left = true;
       c.role = null;
+      if (c.members) c.members = c.members.filter((m) => m.id !== u);   // the header counts the others
       if (c.kind === 'channel') workspacesChanged();   // perhaps out of its workspace too
     } else {
       if (S.me && u === S.me.id) c.left = false;

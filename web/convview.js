@@ -50,9 +50,10 @@ export function renderConvHead() {
   const live = S.conn === 'online';
   if (isGroupLike(c)) {
     const n = c.members ? c.members.length : 0;
-    // everyone online, me included (I am, when connected)
+    // everyone online, me included (I am, when connected); not known once
+    // I have left
     const on = c.members ? c.members.filter((m) => (S.me && m.id === S.me.id) || presenceOf(m.id) === 'online').length : 0;
-    sub = `${c.private ? 'Private · ' : ''}${n} member${n === 1 ? '' : 's'}${!c.members ? '' : !live ? ' · connecting…' : on ? ` · ${on} online` : ''}`;
+    sub = `${c.private ? 'Private · ' : ''}${n} member${n === 1 ? '' : 's'}${!c.members || c.left ? '' : !live ? ' · connecting…' : on ? ` · ${on} online` : ''}`;
     setAttr(sc, 'data-status', null);
   } else {
     const p = peerOf(c);

@@ -20,6 +20,8 @@
 // - on a phone the account button (its avatar) is there, so "Export my
 //   data" and "Delete account…" can be reached; a 320 px wide screen has no
 //   sideways scroll;
+// - leaving a group asks first (Cancel leaves nobody); once left, the
+//   header counts the others and claims no one online;
 // - "Find people"'s refusal goes away once the name is changed or a
 //   conversation opens;
 //
@@ -172,4 +174,23 @@ await run('web client polish', async () => {
   await lastOnBob.getByTestId('media-file-name').waitFor({ state: 'visible' });
   check(await lastOnBob.getByTestId('media-file-name').textContent() === 'notes.txt', 'the queued message kept its attachment');
   log('a queued message keeps its attachment over a new page');
+
+  // --- leaving a group: asked first; the header afterwards
+  await openConv(bob, group);
+  await bob.page.getByTestId('members-button').click();
+  await bob.page.getByTestId('leave-group').click();
+  const confirm = bob.page.getByTestId('confirm-dialog');
+  await confirm.waitFor({ state: 'visible' });
+  check((await confirm.textContent()).includes('Leave “Drafts”?'), `the confirmation names the group: ${await confirm.textContent()}`);
+  await bob.page.getByTestId('confirm-cancel').click();
+  await confirm.waitFor({ state: 'hidden' });
+  check(await bob.page.getByTestId('members-dialog').isVisible(), 'Cancel: still in the members dialog');
+  check(!(await bob.page.getByTestId('left-note').isVisible()), 'Cancel: still a member');
+  await bob.page.getByTestId('leave-group').click();
+  await confirm.waitFor({ state: 'visible' });
+  await bob.page.getByTestId('confirm-delete').click();
+  await bob.page.getByTestId('left-note').waitFor({ state: 'visible' });
+  const sub = await bob.page.getByTestId('conv-sub').textContent();
+  check(sub === '1 member', `the header of a group bob left: ${JSON.stringify(sub)}`);
+  log('leaving a group is confirmed; the header after it');
 }, 120_000);
