@@ -67,7 +67,7 @@ import { initReports, canReport, openReport, refreshReportsButton } from './repo
 import {
   initWorkspaces, loadWorkspaces, noteWorkspace, workspacesChanged, resetWorkspaces,
 } from './workspaces.js';
-import { initComposer, autosize, typingStop, closeMentions, keepDraft, draftOf, resetDrafts } from './composer.js';
+import { initComposer, autosize, typingStop, closeMentions, switchComposer, draftOf, resetDrafts } from './composer.js';
 import { initAuth, showAuth } from './auth.js';
 import { initRetention, learnRetention, onRetentionEvent, expire } from './retention.js';
 import { initAccount } from './account.js';
@@ -706,7 +706,7 @@ function openConv(id) {
   $('new-dm-error').textContent = '';   // a refusal of an earlier try is stale once a conversation opens
   $('layout').dataset.view = 'conv';
   if (switched) {
-    if (prev) keepDraft(prev.id);     // each conversation keeps its unsent text
+    switchComposer(prev ? prev.id : null, id);   // each conversation keeps its unsent text and files
     actions.onConvSwitch();
     $('composer-input').value = draftOf(id);
     autosize();

@@ -62,8 +62,23 @@ export function keepDraft(convId) {
 /** Conversation convId's draft ('' when none). */
 export function draftOf(convId) { return draftMap().get(convId) || ''; }
 
-/** Logging out (or another account): forget the drafts in memory. */
-export function resetDrafts() { clearTimeout(draftTimer); drafts = null; }
+/** Another conversation opens: the composer's text and attachments stay
+ *  with the one left (a send waiting for its uploads waits for the user to
+ *  come back), and the new one's draft and attachments come back. */
+export function switchComposer(fromId, toId) {
+  sendWhenReady = null;
+  if (fromId != null) keepDraft(fromId);
+  media.switchAttachments(fromId, toId);
+}
+
+/** Logging out (or another account): forget the drafts in memory and the
+ *  attachments. */
+export function resetDrafts() {
+  clearTimeout(draftTimer);
+  drafts = null;
+  sendWhenReady = null;
+  media.resetAttachments();
+}
 
 /** hooks: {api, conn() -> Connection, send(c, body, reply, attachments), loadDetails(c)} */
 export function initComposer(hooks) {

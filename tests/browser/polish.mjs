@@ -20,6 +20,8 @@
 // - on a phone the account button (its avatar) is there, so "Export my
 //   data" and "Delete account…" can be reached; a 320 px wide screen has no
 //   sideways scroll;
+// - attachments stay with the conversation they were added in: another
+//   conversation's send does not carry them, and they are back on return;
 // - leaving a group asks first (Cancel leaves nobody); once left, the
 //   header counts the others and claims no one online;
 // - "Find people"'s refusal goes away once the name is changed or a
@@ -174,6 +176,26 @@ await run('web client polish', async () => {
   await lastOnBob.getByTestId('media-file-name').waitFor({ state: 'visible' });
   check(await lastOnBob.getByTestId('media-file-name').textContent() === 'notes.txt', 'the queued message kept its attachment');
   log('a queued message keeps its attachment over a new page');
+
+  // --- attachments stay with their conversation
+  await openConv(alice, dm);
+  await alice.page.getByTestId('attach-input').setInputFiles([{ name: 'for-bob.txt', mimeType: 'text/plain', buffer: Buffer.from('only bob\n') }]);
+  await waitFor(async () => (await alice.page.locator('[data-testid="attach-chip"]').getAttribute('data-state')) === 'done',
+    'the attachment is uploaded');
+  await openConv(alice, group);
+  check(await alice.page.locator('[data-testid="attach-chip"]').count() === 0, 'the DM\'s attachment is not in the group\'s composer');
+  await send(alice, 'group only');
+  const groupMsg = alice.page.locator('[data-testid="message"]', { hasText: 'group only' });
+  await groupMsg.waitFor({ state: 'visible' });
+  await waitFor(async () => (await groupMsg.getAttribute('data-seq')) != null, 'the group message is sent');
+  check(await groupMsg.getByTestId('media-file').count() === 0, 'the group message carries no attachment');
+  await openConv(alice, dm);
+  await waitFor(async () => (await alice.page.locator('[data-testid="attach-chip"]').getAttribute('data-name')) === 'for-bob.txt',
+    'the attachment is back in the DM\'s composer');
+  await send(alice, 'the file');
+  await waitFor(async () => (await bob.page.locator('[data-testid="message"]').last().getByTestId('media-file-name').textContent()
+    .catch(() => '')) === 'for-bob.txt', 'bob gets the file in the DM');
+  log('attachments stay with their conversation');
 
   // --- leaving a group: asked first; the header afterwards
   await openConv(bob, group);

@@ -64,7 +64,8 @@ playwright-core against a real parleyd (see conftest.py):
   "Find people" refusal cleared; a queued message keeps its attachment
   over a new page; Escape closes the search at once, no switcher over it;
   the account menu on a phone, no sideways scroll at 320 px; leaving a
-  group is confirmed, and the header after it.
+  group is confirmed, and the header after it; attachments stay with
+  their conversation.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
