@@ -30,24 +30,38 @@ const TYPING_SEND_EVERY_MS = 2_000;
 let h = null;
 let mentionBox = null;     // the composer's @ autocomplete
 let sendWhenReady = null;  // conversation id: send once the uploads finish
-let drafts = null;         // conversation id -> unsent text (localStorage 'drafts')
+// Drafts live in localStorage ('drafts': conversation id -> text), shared by
+// the account's tabs: each tab writes only the conversations it changed, on
+// the stored map as it is then, so one tab does not erase another's.
+let stored = null;         // the stored map, parsed (dropped when another tab writes it)
+const unsaved = new Map(); // conversation id -> text ('' = none) not written yet
 let draftTimer = 0;
 
-function draftMap() {
-  if (!drafts) {
-    drafts = new Map();
-    const saved = lsGet('drafts', {});
-    for (const [k, v] of Object.entries(saved && typeof saved === 'object' ? saved : {})) {
-      if (typeof v === 'string' && v) drafts.set(Number(k), v);
-    }
+function storedDrafts() {
+  if (!stored) {
+    const v = lsGet('drafts', {});
+    stored = v && typeof v === 'object' && !Array.isArray(v) ? v : {};
   }
-  return drafts;
+  return stored;
 }
 
 function saveDraftsSoon() {
   clearTimeout(draftTimer);
-  draftTimer = setTimeout(() => lsSet('drafts', Object.fromEntries(draftMap())), 300);
+  draftTimer = setTimeout(saveDrafts, 300);
 }
+
+function saveDrafts() {
+  if (!unsaved.size || !S.me) return;
+  stored = null;                                   // as it is now, other tabs' changes included
+  const m = { ...storedDrafts() };
+  for (const [k, v] of unsaved) { if (v) m[k] = v; else delete m[k]; }
+  unsaved.clear();
+  lsSet('drafts', m);
+  stored = m;
+}
+
+addEventListener('storage', (ev) => { if (ev.key && ev.key.startsWith('parley.drafts.')) stored = null; });
+addEventListener('pagehide', saveDrafts);
 
 /** The text in the composer is conversation convId's draft (an edit's own
  *  text is not: the draft it put aside is). */
@@ -55,12 +69,16 @@ export function keepDraft(convId) {
   if (convId == null) return;
   const mode = actions.composeMode();
   const text = mode && mode.mode === 'edit' ? mode.draft || '' : $('composer-input').value;
-  if (text.trim()) draftMap().set(convId, text); else draftMap().delete(convId);
+  unsaved.set(convId, text.trim() ? text : '');
   saveDraftsSoon();
 }
 
 /** Conversation convId's draft ('' when none). */
-export function draftOf(convId) { return draftMap().get(convId) || ''; }
+export function draftOf(convId) {
+  if (unsaved.has(convId)) return unsaved.get(convId);
+  const v = storedDrafts()[convId];
+  return typeof v === 'string' ? v : '';
+}
 
 /** Another conversation opens: the composer's text and attachments stay
  *  with the one left (a send waiting for its uploads waits for the user to
@@ -75,7 +93,8 @@ export function switchComposer(fromId, toId) {
  *  attachments. */
 export function resetDrafts() {
   clearTimeout(draftTimer);
-  drafts = null;
+  stored = null;
+  unsaved.clear();
   sendWhenReady = null;
   media.resetAttachments();
 }

@@ -6,7 +6,8 @@
 //   holds the ones after it);
 // - each conversation keeps its unsent text (a draft) when another is
 //   opened, and over a reload; sending clears it; the list shows
-//   "Draft: …" for the others;
+//   "Draft: …" for the others; two tabs of one account do not erase each
+//   other's drafts;
 // - a paste longer than the limit is not cut silently: it stays whole and
 //   the send is refused in words;
 // - a message the content filter refused offers "Edit": its text (and its
@@ -77,6 +78,28 @@ await run('web client polish', async () => {
   await openConv(alice, dm);
   check(await box.inputValue() === '', 'a sent draft is gone');
   log('drafts are kept per conversation');
+
+  // --- two tabs of one account: neither erases the other's drafts
+  const tab2 = { name: 'alice (tab 2)', page: await alice.ctx.newPage() };
+  await tab2.page.goto(alice.page.url(), { waitUntil: 'domcontentloaded' });
+  await waitOnline(tab2);
+  await openConv(tab2, group);
+  const box2 = tab2.page.getByTestId('composer-input');
+  await box2.fill('from tab two');
+  await tab2.page.waitForTimeout(500);
+  await box.fill('from tab one');
+  await alice.page.waitForTimeout(500);
+  await tab2.page.reload({ waitUntil: 'domcontentloaded' });
+  await waitOnline(tab2);
+  await openConv(tab2, dm);
+  check(await box2.inputValue() === 'from tab one', `tab 2 has tab 1's draft: ${JSON.stringify(await box2.inputValue())}`);
+  await openConv(tab2, group);
+  check(await box2.inputValue() === 'from tab two', `tab 2 kept its own draft: ${JSON.stringify(await box2.inputValue())}`);
+  await box2.fill('');
+  await tab2.page.waitForTimeout(500);
+  await tab2.page.close();
+  await box.fill('');
+  log('two tabs keep each other\'s drafts');
 
   // --- a paste over the limit is kept whole and refused in words
   const huge = 'y'.repeat(20_000);
