@@ -368,6 +368,10 @@ function onError(m) {
     if (!o) return;
     if (m.code === 'rate_limited' || m.code === 'unavailable' || m.code === 'internal') {
       holdOutbox(o.conv, Math.max(500, (m.retry_after || 1) * 1000));
+      if (m.code === 'rate_limited' && Date.now() - slowToastAt > 10_000) {
+        slowToastAt = Date.now();       // said once in a while, not for every held message
+        toast('Sending more slowly: the server limits how fast messages go out. They will go out in order.');
+      }
     } else {
       o.failed = m.code || 'error';
       settled(o.conv, o.cmid);    // the next one goes on
@@ -394,7 +398,8 @@ function onError(m) {
 // (over REST) parallel requests finishing in any order.
 const inflight = new Map();    // conversation id -> {cmid, at}
 const holdUntil = new Map();   // conversation id -> {until, timer}: rate limited
-const INFLIGHT_RESEND_MS = 15_000;   // no answer for this long: send again (the server deduplicates)
+const INFLIGHT_RESEND_MS = 15_000;
+let slowToastAt = 0;           // when the user was last told sends are held back   // no answer for this long: send again (the server deduplicates)
 
 function sendOne(o) {
   if (!S.outbox.includes(o) || o.seq) return;

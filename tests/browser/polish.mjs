@@ -3,7 +3,7 @@
 // and polish-filter.txt as the content filter (test_browser.py):
 // - a burst of sends over the rate limit is stored in the order typed (the
 //   client sends one at a time per conversation, and a rate-limited one
-//   holds the ones after it);
+//   holds the ones after it), and the sender is told they are held back;
 // - each conversation keeps its unsent text (a draft) when another is
 //   opened, and over a reload; sending clears it; the list shows
 //   "Draft: …" for the others; two tabs of one account do not erase each
@@ -46,6 +46,8 @@ await run('web client polish', async () => {
   const burst = [];
   for (let i = 1; i <= 8; i++) burst.push(`burst ${i}`);
   for (const b of burst) await send(alice, b);
+  await waitFor(async () => (await alice.page.getByTestId('toasts').textContent().catch(() => '')).includes('limits how fast'),
+    'alice is told her sends are held back');
   await waitBodies(bob, burst, 20_000);
   await waitBodies(alice, burst, 5_000);
   log('a burst over the rate limit arrives in order');
