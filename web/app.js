@@ -67,7 +67,7 @@ import { initReports, canReport, openReport, refreshReportsButton } from './repo
 import {
   initWorkspaces, loadWorkspaces, noteWorkspace, workspacesChanged, resetWorkspaces,
 } from './workspaces.js';
-import { initComposer, autosize, typingStop, closeMentions } from './composer.js';
+import { initComposer, autosize, typingStop, closeMentions, switchComposer, draftOf, resetDrafts } from './composer.js';
 import { initAuth, showAuth } from './auth.js';
 import { initRetention, learnRetention, onRetentionEvent, expire } from './retention.js';
 import { initAccount } from './account.js';
@@ -239,7 +239,7 @@ function apply(c, e) {
   if (e.kind === 'message') {
     if (mine) {
       const i = S.outbox.findIndex((o) => o.conv === c.id && o.cmid === e.client_msg_id);
-      if (i >= 0) { S.outbox.splice(i, 1); saveOutbox(); }
+      if (i >= 0) { S.outbox.splice(i, 1); saveOutbox(); pumpOutbox(c.id); }
     } else {
       c.typing.delete(e.sender);
       c.lastOther = e.seq;
@@ -263,6 +263,7 @@ function apply(c, e) {
     if (S.me && u === S.me.id && e.kind !== 'member_added') {
       c.left = true;
       c.role = null;
+      if (c.members) c.members = c.members.filter((m) => m.id !== u);   // the header counts the others
       if (c.kind === 'channel') workspacesChanged();   // perhaps out of its workspace too
     } else {
       if (S.me && u === S.me.id) c.left = false;
@@ -305,6 +306,7 @@ function onSent(m) {
   // Already applied (so merged) or older than what we hold: nothing to wait for.
   if (!c || m.seq <= c.applied) S.outbox.splice(S.outbox.indexOf(o), 1);
   saveOutbox();
+  settled(m.conversation, m.client_msg_id);
   if (m.conversation === S.openId) render('msgs');
   render('list');
 }
@@ -365,10 +367,14 @@ function onError(m) {
   if (isSend) {
     if (!o) return;
     if (m.code === 'rate_limited' || m.code === 'unavailable' || m.code === 'internal') {
-      const wait = Math.max(500, (m.retry_after || 1) * 1000);
-      setTimeout(() => sendOne(o), wait);
+      holdOutbox(o.conv, Math.max(500, (m.retry_after || 1) * 1000));
+      if (m.code === 'rate_limited' && Date.now() - slowToastAt > 10_000) {
+        slowToastAt = Date.now();       // said once in a while, not for every held message
+        toast('Sending more slowly: the server limits how fast messages go out. They will go out in order.');
+      }
     } else {
       o.failed = m.code || 'error';
+      settled(o.conv, o.cmid);    // the next one goes on
       if (m.code === 'gone') toast('Not sent: the message you replied to was deleted.', 'error');
       else if (m.code === 'forbidden' && m.message === 'blocked') {
         toast(`Not sent: ${BLOCKED_TEXT.charAt(0).toLowerCase()}${BLOCKED_TEXT.slice(1)}`, 'error');
@@ -386,20 +392,65 @@ function onError(m) {
 
 // ------------------------------------------------------ protocol: out ---
 
+// Sends go out one at a time per conversation: the next waits for the
+// previous one's `sent` (or refusal). Pipelined sends could be stored out of
+// order: a rate-limited one retried after the later ones were accepted, or
+// (over REST) parallel requests finishing in any order.
+const inflight = new Map();    // conversation id -> {cmid, at}
+const holdUntil = new Map();   // conversation id -> {until, timer}: rate limited
+const INFLIGHT_RESEND_MS = 15_000;
+let slowToastAt = 0;           // when the user was last told sends are held back   // no answer for this long: send again (the server deduplicates)
+
 function sendOne(o) {
   if (!S.outbox.includes(o) || o.seq) return;
+  pumpOutbox(o.conv);
+}
+
+/** Sends the first message of conversation convId's outbox that has no seq
+ *  and did not fail, unless one is already on its way or the server asked
+ *  us to wait. */
+function pumpOutbox(convId) {
+  const h = holdUntil.get(convId);
+  if (h && Date.now() < h.until) return;
+  holdUntil.delete(convId);
+  const o = S.outbox.find((x) => x.conv === convId && !x.seq && !x.failed);
+  if (!o) { inflight.delete(convId); return; }
+  const f = inflight.get(convId);
+  if (f && f.cmid === o.cmid && Date.now() - f.at < INFLIGHT_RESEND_MS) return;
   const msg = { type: 'send', req: 'send:' + o.cmid, conversation: o.conv, client_msg_id: o.cmid, body: o.body };
   if (o.replyTo) msg.reply_to = o.replyTo;
   if (o.attachments && o.attachments.length) msg.attachments = o.attachments.map((a) => a.id);
-  conn.send(msg);
+  if (conn.send(msg)) {
+    inflight.set(convId, { cmid: o.cmid, at: Date.now() });
+    setTimeout(() => pumpOutbox(convId), INFLIGHT_RESEND_MS + 100);
+  } else inflight.delete(convId);
+}
+
+/** The server answered the send of cmid: the next one may go. */
+function settled(convId, cmid) {
+  const f = inflight.get(convId);
+  if (f && f.cmid === cmid) inflight.delete(convId);
+  pumpOutbox(convId);
+}
+
+/** The server asked us to wait (rate limited): this conversation's sends
+ *  pause, then go on in order. */
+function holdOutbox(convId, ms) {
+  const prev = holdUntil.get(convId);
+  if (prev) clearTimeout(prev.timer);
+  inflight.delete(convId);
+  holdUntil.set(convId, { until: Date.now() + ms, timer: setTimeout(() => pumpOutbox(convId), ms) });
 }
 
 function flushOutbox() {
+  inflight.clear();             // a new connection: nothing is on its way
+  const convs = new Set();
   for (const o of [...S.outbox]) {
     const c = S.convs.get(o.conv);
     if (o.seq && c && c.streamed && o.seq < c.minLoaded) { S.outbox.splice(S.outbox.indexOf(o), 1); continue; }
-    if (!o.failed) { o.seq = o.seq && c && o.seq > c.applied ? o.seq : undefined; sendOne(o); }
+    if (!o.failed) { o.seq = o.seq && c && o.seq > c.applied ? o.seq : undefined; convs.add(o.conv); }
   }
+  for (const id of convs) pumpOutbox(id);
   saveOutbox();
 }
 
@@ -657,10 +708,12 @@ function openConv(id) {
   const c = S.convs.get(id);
   let atUnread = false;     // openAtUnread places the view (perhaps at once)
   closeMentions();
+  $('new-dm-error').textContent = '';   // a refusal of an earlier try is stale once a conversation opens
   $('layout').dataset.view = 'conv';
   if (switched) {
+    switchComposer(prev ? prev.id : null, id);   // each conversation keeps its unsent text and files
     actions.onConvSwitch();
-    $('composer-input').value = '';
+    $('composer-input').value = draftOf(id);
     autosize();
     if (c) {
       c.divider = null;
@@ -797,6 +850,7 @@ function resetState() {
   S.workspaces.clear();
   resetWorkspaces();
   resetBlocks();
+  resetDrafts();
   actions.onConvSwitch();
   closeMenu(false);
   $('conv-list').replaceChildren();
@@ -816,7 +870,9 @@ function startApp() {
   $('layout').dataset.view = 'list';
   // restore the outbox and the stream positions of the last visit
   S.outbox = lsGet('outbox', []).filter((o) => o && o.conv && o.cmid && typeof o.body === 'string')
-    .map((o) => (Number.isSafeInteger(o.replyTo) && o.replyTo > 0 ? o : { ...o, replyTo: undefined, replyPreview: undefined }));
+    .map((o) => (Number.isSafeInteger(o.replyTo) && o.replyTo > 0 ? o : { ...o, replyTo: undefined, replyPreview: undefined }))
+    .map((o) => (o.attachments === undefined || (Array.isArray(o.attachments) &&
+      o.attachments.every((a) => a && (typeof a.id === 'number' || typeof a.id === 'string'))) ? o : { ...o, attachments: undefined }));
   const saved = lsGet('cursors', {});
   for (const [k, v] of Object.entries(saved)) {
     const id = Number(k), seq = Number(v);
@@ -849,7 +905,8 @@ function startApp() {
 async function logout() {
   typingStop();
   if (conn) { conn.stop(); conn = null; }
-  try { localStorage.removeItem(lsKey('cursors')); localStorage.removeItem(lsKey('outbox')); } catch { /* ignore */ }
+  try { for (const k of ['cursors', 'outbox', 'drafts']) localStorage.removeItem(lsKey(k)); } catch { /* ignore */ }
+  resetDrafts();
   await api.logout();
   resetState();
   showAuth();
@@ -874,7 +931,8 @@ async function deleteAccount(password) {
   // refresh that started then ends in a 401, which must not say "session
   // ended" over what happened
   await api.idle();
-  try { localStorage.removeItem(lsKey('cursors')); localStorage.removeItem(lsKey('outbox')); } catch { /* ignore */ }
+  try { for (const k of ['cursors', 'outbox', 'drafts']) localStorage.removeItem(lsKey(k)); } catch { /* ignore */ }
+  resetDrafts();
   resetState();
   showAuth();
   $('auth-error').textContent = 'Your account was deleted.';
@@ -911,6 +969,8 @@ function wire() {
   initAuth({ api, signedIn: startApp });
   $('logout').addEventListener('click', logout);
   $('new-dm-form').addEventListener('submit', startDm);
+  // an old refusal goes as soon as the name is changed
+  $('new-dm-username').addEventListener('input', () => { $('new-dm-error').textContent = ''; });
   initGroups({
     api, render, openConv, lookupUser, upsertConv, loadDetails,
     queryPresence: (ids) => { if (conn && conn.online) queryPresence(ids); },

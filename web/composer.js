@@ -12,7 +12,7 @@ import { $ } from './dom.js';
 import * as actions from './actions.js';
 import { attachAutocomplete } from './mentions.js';
 import * as alerts from './alerts.js';
-import { S, isGroupLike } from './state.js';
+import { S, isGroupLike, lsGet, lsSet } from './state.js';
 import { openMenu } from './menu.js';
 import { icon } from './icons.js';
 import * as media from './media.js';
@@ -30,6 +30,74 @@ const TYPING_SEND_EVERY_MS = 2_000;
 let h = null;
 let mentionBox = null;     // the composer's @ autocomplete
 let sendWhenReady = null;  // conversation id: send once the uploads finish
+// Drafts live in localStorage ('drafts': conversation id -> text), shared by
+// the account's tabs: each tab writes only the conversations it changed, on
+// the stored map as it is then, so one tab does not erase another's.
+let stored = null;         // the stored map, parsed (dropped when another tab writes it)
+const unsaved = new Map(); // conversation id -> text ('' = none) not written yet
+let draftTimer = 0;
+
+function storedDrafts() {
+  if (!stored) {
+    const v = lsGet('drafts', {});
+    stored = v && typeof v === 'object' && !Array.isArray(v) ? v : {};
+  }
+  return stored;
+}
+
+function saveDraftsSoon() {
+  clearTimeout(draftTimer);
+  draftTimer = setTimeout(saveDrafts, 300);
+}
+
+function saveDrafts() {
+  if (!unsaved.size || !S.me) return;
+  stored = null;                                   // as it is now, other tabs' changes included
+  const m = { ...storedDrafts() };
+  for (const [k, v] of unsaved) { if (v) m[k] = v; else delete m[k]; }
+  unsaved.clear();
+  lsSet('drafts', m);
+  stored = m;
+}
+
+addEventListener('storage', (ev) => { if (ev.key && ev.key.startsWith('parley.drafts.')) stored = null; });
+addEventListener('pagehide', saveDrafts);
+
+/** The text in the composer is conversation convId's draft (an edit's own
+ *  text is not: the draft it put aside is). */
+export function keepDraft(convId) {
+  if (convId == null) return;
+  const mode = actions.composeMode();
+  const text = mode && mode.mode === 'edit' ? mode.draft || '' : $('composer-input').value;
+  unsaved.set(convId, text.trim() ? text : '');
+  saveDraftsSoon();
+}
+
+/** Conversation convId's draft ('' when none). */
+export function draftOf(convId) {
+  if (unsaved.has(convId)) return unsaved.get(convId);
+  const v = storedDrafts()[convId];
+  return typeof v === 'string' ? v : '';
+}
+
+/** Another conversation opens: the composer's text and attachments stay
+ *  with the one left (a send waiting for its uploads waits for the user to
+ *  come back), and the new one's draft and attachments come back. */
+export function switchComposer(fromId, toId) {
+  sendWhenReady = null;
+  if (fromId != null) keepDraft(fromId);
+  media.switchAttachments(fromId, toId);
+}
+
+/** Logging out (or another account): forget the drafts in memory and the
+ *  attachments. */
+export function resetDrafts() {
+  clearTimeout(draftTimer);
+  stored = null;
+  unsaved.clear();
+  sendWhenReady = null;
+  media.resetAttachments();
+}
 
 /** hooks: {api, conn() -> Connection, send(c, body, reply, attachments), loadDetails(c)} */
 export function initComposer(hooks) {
@@ -47,6 +115,7 @@ export function initComposer(hooks) {
     autosize();
     const c = S.convs.get(S.openId);
     if (!c) return;
+    keepDraft(c.id);
     const mode = actions.composeMode();
     if (input.value.trim() && !(mode && mode.mode === 'edit')) typingStart(c);   // editing is not typing
     else typingStop();
@@ -108,6 +177,7 @@ function submitComposer(ev) {
   if (!body && !attachments.length) return;
   t.value = '';
   autosize();
+  if (!editing) keepDraft(c.id);     // sent: no draft left
   typingStop();
   if (mentionBox) mentionBox.close();
   if (editing) {

@@ -10,6 +10,7 @@ import { badgesOf } from './notify.js';
 import { setBadge } from './alerts.js';
 import { plainText } from './richtext.js';
 import { attachmentsSummary } from './media.js';
+import { draftOf } from './composer.js';
 import { S, titleOf, nameOf, peerOf, unreadOf, mentionsOf, systemText, isGroupLike, avatarOf } from './state.js';
 
 let openConv = () => {};
@@ -32,6 +33,9 @@ export function previewOf(c) {
   const pend = S.outbox.filter((o) => o.conv === c.id);
   const typers = [...c.typing.keys()];
   if (typers.length && c.id !== S.openId) return { text: typers.length === 1 && c.kind === 'direct' ? 'typing…' : `${nameOf(typers[0])} is typing…`, typing: true };
+  // unsent text left in another conversation, as Slack and WhatsApp show it
+  const draft = c.id !== S.openId && !c.left ? draftOf(c.id) : '';
+  if (draft.trim()) return { who: 'Draft: ', text: plainText(draft), draft: true };
   if (pend.length && (!c.lastEvent || pend[pend.length - 1].ts >= (c.lastEvent.ts || 0))) {
     const o = pend[pend.length - 1];
     return { who: 'You: ', text: plainText(o.body) || attachmentsSummary(o.attachments) };
@@ -144,10 +148,13 @@ export function updateConvItem(li, c) {
   const pre = btn.querySelector('.conv-preview');
   // the sender's name, then the message in its own direction (isolated:
   // an Arabic or Hebrew message reads right to left after "You: ")
-  const key = (pv.who || '') + '\u0000' + pv.text;
+  const key = (pv.draft ? 'd' : '') + (pv.who || '') + '\u0000' + pv.text;
   if (pre._key !== key) {
     pre._key = key;
-    if (pv.who) pre.replaceChildren(el('span', { class: 'preview-who', text: pv.who }), el('bdi', { text: pv.text }));
+    if (pv.who) {
+      pre.replaceChildren(el('span', { class: pv.draft ? 'preview-who preview-draft' : 'preview-who', 'data-testid': pv.draft ? 'conv-draft' : null, text: pv.who }),
+        el('bdi', { text: pv.text }));
+    }
     else pre.textContent = pv.text;
   }
   pre.classList.toggle('is-typing', !!pv.typing);

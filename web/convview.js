@@ -50,9 +50,10 @@ export function renderConvHead() {
   const live = S.conn === 'online';
   if (isGroupLike(c)) {
     const n = c.members ? c.members.length : 0;
-    // everyone online, me included (I am, when connected)
+    // everyone online, me included (I am, when connected); not known once
+    // I have left
     const on = c.members ? c.members.filter((m) => (S.me && m.id === S.me.id) || presenceOf(m.id) === 'online').length : 0;
-    sub = `${c.private ? 'Private · ' : ''}${n} member${n === 1 ? '' : 's'}${!c.members ? '' : !live ? ' · connecting…' : on ? ` · ${on} online` : ''}`;
+    sub = `${c.private ? 'Private · ' : ''}${n} member${n === 1 ? '' : 's'}${!c.members || c.left ? '' : !live ? ' · connecting…' : on ? ` · ${on} online` : ''}`;
     setAttr(sc, 'data-status', null);
   } else {
     const p = peerOf(c);
@@ -254,12 +255,38 @@ export function updateItem(li, it) {
   if (it.status === 'failed') {
     if (!retry) {
       retry = el('span', { class: 'retry' },
-        el('button', { type: 'button', class: 'linkbtn', text: 'Retry', onclick: () => { it.pending.failed = null; hooks.sendOne(it.pending); hooks.render('msgs'); } }),
-        el('button', { type: 'button', class: 'linkbtn', text: 'Discard', onclick: () => {
+        el('button', { type: 'button', class: 'linkbtn', text: 'Retry', 'data-testid': 'failed-retry', onclick: () => { it.pending.failed = null; hooks.sendOne(it.pending); hooks.render('msgs'); } }),
+        it.pending.attachments && it.pending.attachments.length ? null
+          : el('button', { type: 'button', class: 'linkbtn', text: 'Edit', 'data-testid': 'failed-edit',
+            title: 'Put the text back in the composer to change it', onclick: () => editFailed(it.pending) }),
+        el('button', { type: 'button', class: 'linkbtn', text: 'Discard', 'data-testid': 'failed-discard', onclick: () => {
           S.outbox.splice(S.outbox.indexOf(it.pending), 1); saveOutbox(); hooks.render('msgs'); hooks.render('list'); } }));
       li.querySelector('.bubble').append(retry);
     }
   } else if (retry) retry.remove();
+}
+
+/** A message the server refused (its content filter, say): its text goes
+ *  back into the composer (before whatever is there), as a reply again when
+ *  it was one, and the failed copy leaves the list. Attachments stay with
+ *  the failed copy's retry only, so a message with them is not offered. */
+function editFailed(o) {
+  const c = S.convs.get(o.conv);
+  if (!c || S.openId !== c.id) return;
+  const mode = actions.composeMode();
+  if (mode && mode.mode === 'edit') actions.cancelCompose(true);
+  const i = S.outbox.indexOf(o);
+  if (i >= 0) { S.outbox.splice(i, 1); saveOutbox(); }
+  const input = $('composer-input');
+  const rest = input.value.trim() ? '\n' + input.value : '';
+  input.value = o.body + rest;
+  const parent = o.replyTo ? actions.findMsg(c, o.replyTo) : null;
+  if (parent && !parent.deleted) actions.startReply(c, parent);
+  input.dispatchEvent(new Event('input', { bubbles: true }));   // size, draft
+  input.focus();
+  input.setSelectionRange(o.body.length, o.body.length);
+  hooks.render('msgs');
+  hooks.render('list');
 }
 
 export function renderMessages() {

@@ -10,11 +10,12 @@
 // leaving).
 
 import { el, $, paintUserAvatar, setText } from './dom.js';
-import { S, nameOf, learnMembers } from './state.js';
+import { S, nameOf, learnMembers, titleOf } from './state.js';
 import { presenceOf } from './convlist.js';
 import { attachPeoplePicker } from './people.js';
 import { renderRetention } from './retention.js';
 import { renderBlock } from './blocks.js';
+import { confirmDialog } from './actions.js';
 
 let h = null;
 
@@ -155,9 +156,21 @@ async function leaveGroup() {
   const err = $('members-error');
   err.textContent = '';
   if (!c) return;
+  // a group or a private channel takes someone adding you back: asked first
+  // (a public channel is joined again from its workspace)
+  if (c.kind !== 'channel' || c.private) {
+    const what = c.kind === 'channel' ? 'channel' : 'group';
+    const ok = await confirmDialog({
+      title: `Leave ${c.kind === 'channel' ? titleOf(c) : `“${titleOf(c)}”`}?`,
+      text: `You will no longer get its messages. To come back, someone in the ${what} has to add you again.`,
+      ok: `Leave ${what}`, opener: $('leave-group'),
+    });
+    if (!ok || S.openId !== c.id || c.left) return;
+  }
   try {
     await h.api.call('POST', `/api/v1/conversations/${c.id}/leave`);
     c.left = true;
+    if (S.me && c.members) c.members = c.members.filter((m) => m.id !== S.me.id);
     $('members-dialog').close();
     h.render();
   } catch (e) {

@@ -108,6 +108,30 @@ export function addFiles(list) {
   renderChips();
 }
 
+const parked = new Map();  // conversation id -> its attachments while another conversation is open
+
+/** Another conversation opens: the attachments in the composer stay with
+ *  the one they were added in (a file meant for one chat must not go to the
+ *  next with its message), and the new one's come back. Uploads go on. */
+export function switchAttachments(fromId, toId) {
+  if (fromId != null && fromId !== toId) {
+    if (pending.length) parked.set(fromId, pending); else parked.delete(fromId);
+    pending = [];
+  }
+  if (toId != null && parked.has(toId)) { pending = parked.get(toId); parked.delete(toId); }
+  notice('');
+  renderChips();
+}
+
+/** Logging out: every attachment goes (uploads cancelled). */
+export function resetAttachments() {
+  for (const list of [pending, ...parked.values()]) for (const p of list) drop(p);
+  pending = [];
+  parked.clear();
+  notice('');
+  renderChips();
+}
+
 /** The composer's attachments: how many, and whether any is still uploading. */
 export function status() {
   return {

@@ -23,6 +23,11 @@ export function initSearch(hooks) {
   $('search-form').addEventListener('submit', (ev) => { ev.preventDefault(); runSearch(false); });
   $('search-more').addEventListener('click', () => runSearch(true));
   $('search-close').addEventListener('click', () => $('search-dialog').close());
+  // Escape closes the dialog at once: in a type="search" box it would only
+  // clear the words (the results of them staying) and need a second press
+  $('search-q').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && !ev.isComposing) { ev.preventDefault(); $('search-dialog').close(); }
+  });
   for (const id of ['search-conv', 'search-mentions', 'search-media', 'search-after', 'search-before']) {
     $(id).addEventListener('change', () => { if ($('search-q').value.trim()) runSearch(false); });
   }

@@ -79,8 +79,10 @@ export function saveCursorsSoon() {
 }
 
 export function saveOutbox() {
-  lsSet('outbox', S.outbox.map(({ conv: c, cmid, body, ts, seq, replyTo, replyPreview }) =>
-    ({ conv: c, cmid, body, ts, seq, replyTo, replyPreview })));
+  // attachments: the media objects (ids, names, sizes) the send carries; a
+  // reload must not send the text without them
+  lsSet('outbox', S.outbox.map(({ conv: c, cmid, body, ts, seq, replyTo, replyPreview, attachments }) =>
+    ({ conv: c, cmid, body, ts, seq, replyTo, replyPreview, attachments })));
 }
 
 export function cursors() {

@@ -22,6 +22,9 @@ export function initSwitcher(hooks) {
   document.addEventListener('keydown', (ev) => {
     if ((ev.ctrlKey || ev.metaKey) && !ev.altKey && !ev.shiftKey && ev.key.toLowerCase() === 'k') {
       if (!h.enabled()) return;
+      // not over another dialog (search, a group's members…): a conversation
+      // chosen here would open behind it
+      if (!dlg.open && document.querySelector('dialog[open]')) return;
       ev.preventDefault();
       if (dlg.open) dlg.close();
       else openSwitcher();

@@ -58,6 +58,14 @@ playwright-core against a real parleyd (see conftest.py):
   composer gives way to a notice with "Unblock"; bob's send is refused in
   words, and after a reload he has the notice (no "Unblock") and the API
   refuses his send; alice unblocks, bob sends again and she sees it.
+- polish.mjs (audit c): a burst of sends over the rate limit is stored in
+  the order typed; drafts kept per conversation (two tabs included); an
+  over-long paste is refused, not cut; a filtered message edited from its
+  "Edit"; a stale "Find people" refusal cleared; a queued message keeps
+  its attachment over a new page; Escape closes the search at once, no
+  switcher over it; the account menu on a phone, no sideways scroll at
+  320 px; leaving a group is confirmed, and the header after it;
+  attachments stay with their conversation.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
@@ -84,6 +92,9 @@ SCENARIOS = {
     "workspaces": ("--workspace-max-channels", "3"),   # its third channel fills the workspace: 413 quota
     "lifecycle": (),
     "blocks": (),
+    # a low send rate (its burst goes over it) and a content filter
+    "polish": ("--rate-user-msgs", "1", "--rate-user-burst", "3",
+               "--content-filter", os.path.join(HERE, "polish-filter.txt")),
 }
 
 
