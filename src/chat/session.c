@@ -129,9 +129,10 @@ void chat_close(pl_conn *c, int code, const char *reason) {
 /* The queued events are of no use to a client that must resync: they are
  * dropped so that the close comes next, after the frame (WebSocket) or
  * the event (SSE: its data lines and its end are separate entries) the
- * client is receiving. Kept, a queue the client does not read would be
- * cut by the close's timeout in the middle of an event, and the close
- * event never sent (audit D). */
+ * client is receiving. (An SSE stream kept its whole queue, up to
+ * --max-outbound, ahead of its `close` event.) A client that does not read
+ * again within the close's timeout is cut off after what its socket
+ * holds, possibly in the middle of an event (protocol.md). */
 void chat_close_slow(pl_conn *c) {
     pl_count(&pl_m_slow_consumer_closes, 1);
     pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);

@@ -298,6 +298,27 @@ TEST(conn_cork_delays_bytes_and_never_keeps_them) {
     CHECK_EQ(t_shut(&loop, n), 0);
 }
 
+#define BIG_N (32u << 20)                      /* more than the kernel buffers hold */
+
+/* Queues BIG_N bytes (prefix, then letters) on c and writes what the
+ * kernel takes now: the head stays queued, partly written. Returns the
+ * bytes (the caller frees them), or NULL if the write did not stop part
+ * way. */
+static char *t_queue_past_the_kernel(pl_conn *c, const char *prefix) {
+    char *big = malloc(BIG_N);
+    if (!big) return NULL;
+    size_t k = strlen(prefix);
+    memcpy(big, prefix, k);
+    for (size_t i = k; i < BIG_N; i++) big[i] = (char)('a' + i % 26);
+    pl_conn_send_copy(c, big, BIG_N);
+    pl_conn_write_now(c);
+    if (!c->writing || c->qoff == 0 || c->qbytes >= BIG_N) {
+        free(big);
+        return NULL;
+    }
+    return big;
+}
+
 /* pl_conn_write_now writes the queue in the middle of a turn, without the
  * loop; pl_conn_drop_unsent then drops what no write began, keeping the
  * entry a partial write began, so the peer gets whole entries and then
@@ -326,15 +347,10 @@ TEST(conn_write_now_and_drop_unsent_keep_the_stream_whole) {
     CHECK_EQ(c->qbytes, 0);
 
     /* a head the kernel took part of stays; the rest goes */
-    size_t big_n = 32u << 20;                 /* more than the kernel buffers hold */
-    char *big = malloc(big_n);
+    size_t big_n = BIG_N;
+    char *big = t_queue_past_the_kernel(c, "");
     CHECK(big != NULL);
-    for (size_t i = 0; i < big_n; i++) big[i] = (char)('a' + i % 26);
-    pl_conn_send_copy(c, big, big_n);
-    pl_conn_write_now(c);
-    CHECK(c->writing);
     CHECK_EQ(c->qlen, 1);
-    CHECK(c->qoff > 0 && c->qbytes < big_n);
     pl_conn_send_copy(c, "dropped", 7);
     pl_conn_send_copy(c, "dropped too", 11);
     size_t left = c->qbytes - 18;
@@ -362,8 +378,7 @@ static int t_starts_unit(const uint8_t *p, size_t n) { return n >= 5 && memcmp(p
 /* Units that span entries (an SSE event: its data lines, then its end):
  * pl_conn_drop_unsent_units keeps the rest of the unit being written and
  * drops from the next unit on. Before, the SSE slow-consumer close kept
- * the whole queue, which the close's timeout then cut in the middle of an
- * event, and its `close` event never went out (audit D). */
+ * its whole queue (up to --max-outbound) ahead of its `close` event. */
 TEST(conn_drop_unsent_units_keeps_the_unit_being_written_whole) {
     uv_loop_t loop;
     pl_net *n;
@@ -384,14 +399,9 @@ TEST(conn_drop_unsent_units_keeps_the_unit_being_written_whole) {
     CHECK_EQ(c->qbytes, 1);
 
     /* a head the kernel took part of, its end, then whole units: those go */
-    size_t big_n = 32u << 20;
-    char *big = malloc(big_n);
+    size_t big_n = BIG_N;
+    char *big = t_queue_past_the_kernel(c, "data: ");
     CHECK(big != NULL);
-    memcpy(big, "data: ", 6);
-    for (size_t i = 6; i < big_n; i++) big[i] = (char)('a' + i % 26);
-    pl_conn_send_copy(c, big, big_n);
-    pl_conn_write_now(c);
-    CHECK(c->writing && c->qoff > 0);
     pl_conn_send_copy(c, "id: 1\n\n", 7);
     pl_conn_send_copy(c, "data: dropped\n", 14);
     pl_conn_send_copy(c, "\n", 1);
