@@ -319,8 +319,9 @@ static void authed_route(pl_http_ctx *ctx) {
     }
     if (n == 4 && api_seg_is(s[2], "members")) {
         int64_t peer = api_parse_id(s[3].p, s[3].n);
-        if (m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else if (api_path_id_ok(ctx, peer, "no such member")) h_member_op(ctx, conv, PL_JOB_MEMBER_REMOVE, peer);
+        if (m != PL_HTTP_DELETE && m != PL_HTTP_PATCH) api_method_not_allowed(ctx);
+        else if (api_path_id_ok(ctx, peer, "no such member"))
+            h_member_op(ctx, conv, m == PL_HTTP_PATCH ? PL_JOB_MEMBER_ROLE : PL_JOB_MEMBER_REMOVE, peer);
         return;
     }
     if (n == 3 && (api_seg_is(s[2], "read") || api_seg_is(s[2], "delivered"))) {

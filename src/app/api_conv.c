@@ -119,15 +119,16 @@ void api_conv_changed(pl_job *j) {
     }
     pl_job_op what = j->op;
     int64_t conv = what == PL_JOB_MEMBER_ADD || what == PL_JOB_MEMBER_REMOVE ||
-                   what == PL_JOB_MEMBER_LEAVE ? j->conv : j->out_id;
+                   what == PL_JOB_MEMBER_LEAVE || what == PL_JOB_MEMBER_ROLE ? j->conv : j->out_id;
     if (what == PL_JOB_MEMBER_REMOVE || what == PL_JOB_MEMBER_LEAVE) {
         pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
         api_op_free(op);
         return;
     }
-    int status = what == PL_JOB_MEMBER_ADD || what == PL_JOB_CHANNEL_JOIN ? 200
+    int status = what == PL_JOB_MEMBER_ADD || what == PL_JOB_CHANNEL_JOIN || what == PL_JOB_MEMBER_ROLE ? 200
                : (what == PL_JOB_DIRECT_OPEN && !j->created) ? 200 : 201;
-    if (what != PL_JOB_MEMBER_ADD && what != PL_JOB_CHANNEL_JOIN && op->root && json_is_true(json_object_get(op->root, "e2ee"))) {
+    if (what != PL_JOB_MEMBER_ADD && what != PL_JOB_CHANNEL_JOIN && what != PL_JOB_MEMBER_ROLE && op->root &&
+        json_is_true(json_object_get(op->root, "e2ee"))) {
         op->status = status;
         api_job_reset(op, PL_JOB_CONV_E2EE, created_marked);
         op->job.conv = conv;
@@ -323,11 +324,24 @@ void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
         }
         peer = json_integer_value(u);
     }
+    int role = 0;
+    if (what == PL_JOB_MEMBER_ROLE) {             /* {"role": "admin" | "member"} */
+        o = api_body_object(ctx);
+        if (!o) return;
+        const char *r = json_string_value(json_object_get(o, "role"));
+        role = !r ? 0 : strcmp(r, "admin") == 0 ? PL_ROLE_ADMIN : strcmp(r, "member") == 0 ? PL_ROLE_MEMBER : 0;
+        if (!role) {
+            json_decref(o);
+            pl_http_error(ctx, 400, "bad_request", "\"role\" must be \"admin\" or \"member\"");
+            return;
+        }
+    }
     api_op *op = api_op_new(ctx, o);
     api_job_reset(op, what, api_conv_changed);
     op->job.conv = conv;
     op->job.user = ctx->user;
     op->job.peer = peer;
+    op->job.level = role;
     api_submit(op);
 }
 

@@ -806,6 +806,7 @@ const char *pl_proto_kind_name(int kind) {
     case PL_EV_PIN:            return "pin";
     case PL_EV_E2EE:           return "e2ee";
     case PL_EV_RETENTION:      return "retention";
+    case PL_EV_MEMBER_ROLE:    return "member_role";
     default:                   return "unknown";
     }
 }

@@ -214,8 +214,10 @@ typedef enum pl_event_kind {
                                * {"op":"enabled"} (the conversation was marked)
                                * or {"op":"devices","user":N} (N's device list
                                * changed); subject = N for "devices"          */
-    PL_EV_RETENTION = 11      /* the conversation's own retention was set
+    PL_EV_RETENTION = 11,     /* the conversation's own retention was set
                                * (invariant 13): data {"seconds":N} (0: unset) */
+    PL_EV_MEMBER_ROLE = 12    /* data: {"user":N,"role":"admin"|"member"};
+                               * subject N, sender the admin who changed it */
 } pl_event_kind;
 
 /* ---- end-to-end encryption (invariant 9) -------------------------------- */
@@ -713,6 +715,15 @@ typedef enum pl_job_op {
                                * the pair's direct conversation and its flag
                                * now (conv_out.id 0: none, or the flag did
                                * not change), for chat/ to announce.       */
+    PL_JOB_MEMBER_ROLE = 96,  /* in: conv, user (actor), peer, level (the new
+                               * pl_role: PL_ROLE_ADMIN or PL_ROLE_MEMBER).
+                               * Checks as MEMBER_REMOVE's (ENOTFOUND: no
+                               * such conversation, or the actor or peer not
+                               * a member; EINVAL: a direct one; EFORBID: the
+                               * actor is not an admin); EINVAL (why) when it
+                               * would leave no admin. out: out_id = conv;
+                               * created = 1 and event (a MEMBER_ROLE) when
+                               * the role changed, else nothing appended. */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */

@@ -17,6 +17,8 @@
 
 /* {"user":N} (member events), a new string. */
 char *pl_store__data_user(int64_t user);
+/* A MEMBER_ROLE's data: {"user":N,"role":"admin"|"member"} (malloc'd). */
+char *pl_store__data_role(int64_t user, int role);
 /* {"kind":"group","title":..,"members":[creator, others..]}, a new string,
  * or NULL if the title is not valid UTF-8. */
 char *pl_store__data_group(const char *title, int64_t creator, const int64_t *others, size_t n);

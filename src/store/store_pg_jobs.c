@@ -428,6 +428,48 @@ static int job_member_remove(pg_store *s, pl_job *j, int64_t now) {
     return w_member_out(s, j, e, j->peer, PL_EV_MEMBER_REMOVED, now);
 }
 
+/* MEMBER_ROLE: the checks of a removal, in the SQLite backend's order;
+ * no change is no event; demoting the last admin is refused. */
+static int job_member_role(pg_store *s, pl_job *j, int64_t now) {
+    int arole = 0, prole = 0, pexists = 0, rc;
+    if ((rc = w_member_check(s, W_MEMBER_CHECK, j->conv, j->user, j->peer, &arole, &prole, &pexists)))
+        return rc;
+    pg_conv *e = pg_conv_find(s, j->conv);
+    if ((rc = w_check_admin(e, arole)) != PL_STORE_OK) return rc;
+    if (prole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    j->out_id = j->conv;
+    if (prole == j->level) return PL_STORE_OK;
+    pg_params p = {0};
+    pg_param_i64(&p, j->conv);
+    pg_param_i64(&p, j->peer);
+    if (j->level != PL_ROLE_ADMIN) {
+        PGresult *r = pg_w_query(s, W_MEMBER_OTHER_ADMIN, &p, &rc);
+        if (!r) return rc;
+        if (PQgetvalue(r, 0, 0)[0] != 't') {
+            j->why = "the last admin: make another member admin first";
+            return PL_STORE_EINVAL;
+        }
+    }
+    pg_param_i64(&p, j->level);
+    uint64_t id = pl_idgen_next(&s->ids, now);
+    char *data = pl_store__data_role(j->peer, j->level);
+    pg_params ev = {0};
+    pg_event_params(&ev, e, id, now, PL_EV_MEMBER_ROLE, j->user, j->peer, data, 0, NULL, 0);
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
+    if (sp < 0 || pg_w_send(s, W_MEMBER_SET_ROLE, &p, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 ||
+        pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
+        free(data);
+        return W_LOST;
+    }
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
+        free(data);
+        return pg_sp_failed(s, j, sp, rc);
+    }
+    pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_MEMBER_ROLE, j->user, j->peer, NULL, NULL, 0, data);
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
 static int job_member_leave(pg_store *s, pl_job *j, int64_t now) {
     int arole = 0, prole = 0, pexists = 0, rc;
     if ((rc = w_member_check(s, W_MEMBER_CHECK, j->conv, j->user, j->user, &arole, &prole, &pexists)))
@@ -492,6 +534,7 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_MEMBER_ADD:      return job_member_add(s, j, now);
     case PL_JOB_MEMBER_REMOVE:   return job_member_remove(s, j, now);
     case PL_JOB_MEMBER_LEAVE:    return job_member_leave(s, j, now);
+    case PL_JOB_MEMBER_ROLE:     return job_member_role(s, j, now);
     case PL_JOB_LAST_SEEN:       return job_last_seen(s, j);
     case PL_JOB_OUTBOX_ACK:      return job_outbox_ack(s, j);
     case PL_JOB_OUTBOX_TAKEOVER: return job_outbox_takeover(s, j);

@@ -200,7 +200,8 @@ int pg_cmp_i64(const void *a, const void *b) {
  * locks its conversations itself, SKIP LOCKED (store_pg_life.c). */
 static int touches_conv(int op) {
     return op == PL_JOB_MESSAGE_SEND || op == PL_JOB_RECEIPT || op == PL_JOB_MEMBER_ADD ||
-           op == PL_JOB_MEMBER_REMOVE || op == PL_JOB_MEMBER_LEAVE || op == PL_JOB_MESSAGE_EDIT ||
+           op == PL_JOB_MEMBER_REMOVE || op == PL_JOB_MEMBER_LEAVE || op == PL_JOB_MEMBER_ROLE ||
+           op == PL_JOB_MESSAGE_EDIT ||
            op == PL_JOB_MESSAGE_DELETE || op == PL_JOB_REACTION || op == PL_JOB_PIN ||
            op == PL_JOB_NOTIFY_SET || op == PL_JOB_CONV_E2EE || op == PL_JOB_DEVICES_ANNOUNCE ||
            op == PL_JOB_CHANNEL_JOIN || op == PL_JOB_REPORT || op == PL_JOB_RETENTION_SET ||

@@ -438,6 +438,7 @@ const char *const sq_w_sql[W__COUNT] = {
     [W_MEMBER_HAS_ADMIN] = "SELECT 1 FROM members WHERE conv_id = ?1 AND role = 2 LIMIT 1",
     [W_MEMBER_OLDEST] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY joined LIMIT 1",
     [W_MEMBER_SET_ROLE] = "UPDATE members SET role = ?1 WHERE conv_id = ?2 AND user_id = ?3",
+    [W_MEMBER_OTHER_ADMIN] = "SELECT 1 FROM members WHERE conv_id = ?1 AND role = 2 AND user_id <> ?2 LIMIT 1",
     [W_EVENT_DUP]   = "SELECT seq, id, ts, body FROM events"
                       " WHERE conv_id = ?1 AND sender = ?2 AND client_msg_id = ?3",
     [W_EVENT_INSERT] = "INSERT INTO events(conv_id, seq, id, ts, kind, sender, client_msg_id,"

@@ -935,6 +935,32 @@ static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
                     pl_store__data_user(j->peer));
 }
 
+static int job_member_role(sq_store *s, pl_job *j, int64_t now) {
+    int rc = w_check_admin(s, j);
+    if (rc != PL_STORE_OK) return rc;
+    int prole = w_member_role(s, j->conv, j->peer);
+    if (prole <= 0) return prole < 0 ? prole : PL_STORE_ENOTFOUND;
+    j->out_id = j->conv;
+    if (prole == j->level) return PL_STORE_OK;               /* no change, no event */
+    if (j->level != PL_ROLE_ADMIN) {                         /* someone stays admin */
+        sqlite3_bind_int64(s->w[W_MEMBER_OTHER_ADMIN], 1, j->conv);
+        sqlite3_bind_int64(s->w[W_MEMBER_OTHER_ADMIN], 2, j->peer);
+        if ((rc = w_lookup(s, W_MEMBER_OTHER_ADMIN, NULL)) <= 0) {
+            if (rc < 0) return rc;
+            j->why = "the last admin: make another member admin first";
+            return PL_STORE_EINVAL;
+        }
+    }
+    sqlite3_stmt *st = s->w[W_MEMBER_SET_ROLE];
+    sqlite3_bind_int(st, 1, j->level);
+    sqlite3_bind_int64(st, 2, j->conv);
+    sqlite3_bind_int64(st, 3, j->peer);
+    if ((rc = w_write(s, W_MEMBER_SET_ROLE)) != PL_STORE_OK) return rc;
+    j->created = 1;
+    return w_append(s, j, now, j->conv, PL_EV_MEMBER_ROLE, j->user, j->peer, 0, NULL, NULL, 0,
+                    pl_store__data_role(j->peer, j->level));
+}
+
 static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
     int kind = w_conv_kind(s, j->conv);
     if (kind <= 0) return kind < 0 ? kind : PL_STORE_ENOTFOUND;
@@ -1091,6 +1117,7 @@ static int w_run_job_op(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_MEMBER_ADD:    return w_in_savepoint(s, j, now, job_member_add);
     case PL_JOB_MEMBER_REMOVE: return w_in_savepoint(s, j, now, job_member_remove);
     case PL_JOB_MEMBER_LEAVE:  return w_in_savepoint(s, j, now, job_member_leave);
+    case PL_JOB_MEMBER_ROLE:   return w_in_savepoint(s, j, now, job_member_role);
     case PL_JOB_MESSAGE_EDIT:  return w_in_savepoint(s, j, now, job_edit);
     case PL_JOB_MESSAGE_DELETE: return w_in_savepoint(s, j, now, job_delete);
     case PL_JOB_REACTION:      return w_in_savepoint(s, j, now, job_reaction);

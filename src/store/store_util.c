@@ -15,6 +15,13 @@ char *pl_store__data_user(int64_t user) {
     return pl_strdup(buf);
 }
 
+char *pl_store__data_role(int64_t user, int role) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "{\"user\":%lld,\"role\":\"%s\"}", (long long)user,
+             role == PL_ROLE_ADMIN ? "admin" : "member");
+    return pl_strdup(buf);
+}
+
 /* The CREATED data of a group (workspace 0) or a channel. */
 static char *data_created(const char *title, int64_t creator, const int64_t *others, size_t n,
                           int64_t workspace, int is_private) {

@@ -772,6 +772,77 @@ TEST(store_member_leave_promotes_admin) {
     t_finish(&t);
 }
 
+/* MEMBER_ROLE (audit G: there was no way to make someone else an admin):
+ * admins only, members only, no change no event, the last admin stays. */
+static int t_role(tstore *t, int64_t conv, int64_t actor, int64_t peer, int role, int *changed,
+                  const char **why) {
+    pl_job j;
+    t_init(t, &j, PL_JOB_MEMBER_ROLE);
+    j.conv = conv; j.user = actor; j.peer = peer; j.level = role;
+    if (t_run(t, &j, 1)) return -100;
+    if (changed) *changed = j.created;
+    if (why) *why = j.why;
+    if (j.has_event) pl_event_release(&j.event);
+    return j.result;
+}
+
+TEST(store_member_role_changes_are_events) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol"),
+            d = t_user(&t, "dave");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    CHECK(g > 0);
+    int changed = -1;
+    const char *why = NULL;
+    CHECK_EQ(t_role(&t, g, b, c, PL_ROLE_ADMIN, NULL, NULL), PL_STORE_EFORBID);   /* not an admin */
+    CHECK_EQ(t_role(&t, g, d, c, PL_ROLE_ADMIN, NULL, NULL), PL_STORE_ENOTFOUND); /* not a member */
+    CHECK_EQ(t_role(&t, g, a, d, PL_ROLE_ADMIN, NULL, NULL), PL_STORE_ENOTFOUND); /* peer not one */
+    CHECK_EQ(t_role(&t, 777, a, b, PL_ROLE_ADMIN, NULL, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_last_seq(&t, g, a), 1);
+
+    pl_job j;
+    t_init(&t, &j, PL_JOB_MEMBER_ROLE);
+    j.conv = g; j.user = a; j.peer = b; j.level = PL_ROLE_ADMIN;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    CHECK_EQ(j.created, 1);
+    CHECK_EQ(j.has_event, 1);
+    CHECK_EQ(j.event.kind, PL_EV_MEMBER_ROLE);
+    CHECK_EQ(j.event.seq, 2);
+    CHECK_EQ(j.event.sender, a);
+    CHECK_EQ(j.event.subject, b);
+    char want[64];
+    snprintf(want, sizeof want, "{\"user\":%lld,\"role\":\"admin\"}", (long long)b);
+    CHECK_STR(j.event.data, want);
+    pl_event_release(&j.event);
+    CHECK_EQ(rd_role(&t, g, b), PL_ROLE_ADMIN);
+
+    CHECK_EQ(t_role(&t, g, a, b, PL_ROLE_ADMIN, &changed, NULL), PL_STORE_OK);    /* no change */
+    CHECK_EQ(changed, 0);
+    CHECK_EQ(t_last_seq(&t, g, a), 2);
+    /* the new admin can act as one; demoting another admin is allowed */
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, b, d, NULL), PL_STORE_OK);
+    CHECK_EQ(t_role(&t, g, b, a, PL_ROLE_MEMBER, &changed, NULL), PL_STORE_OK);
+    CHECK_EQ(changed, 1);
+    CHECK_EQ(rd_role(&t, g, a), PL_ROLE_MEMBER);
+    CHECK_EQ(t_role(&t, g, a, c, PL_ROLE_ADMIN, NULL, NULL), PL_STORE_EFORBID);   /* a is not now */
+    /* the last admin cannot step down: someone must stay admin */
+    CHECK_EQ(t_role(&t, g, b, b, PL_ROLE_MEMBER, NULL, &why), PL_STORE_EINVAL);
+    CHECK(why != NULL && strstr(why, "last admin") != NULL);
+    CHECK_EQ(rd_role(&t, g, b), PL_ROLE_ADMIN);
+    CHECK_EQ(t_count_contiguous(&t, g), 4);
+
+    /* a direct conversation has no roles to change */
+    pl_job dj;
+    t_init(&t, &dj, PL_JOB_DIRECT_OPEN);
+    dj.user = a; dj.peer = b;
+    CHECK_EQ(t_run1(&t, &dj), PL_STORE_OK);
+    CHECK_EQ(t_role(&t, dj.out_id, a, b, PL_ROLE_ADMIN, NULL, NULL), PL_STORE_EINVAL);
+    t_finish(&t);
+}
+
 /* ---- sends, seqs, group commit ------------------------------------------ */
 
 TEST(store_seq_contiguous_across_batches) {
