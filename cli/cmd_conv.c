@@ -219,14 +219,38 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
     return 0;
 }
 
+/* group role CONV USER admin|member */
+static int group_role(pc_client *c, int argc, char **argv, char **pos) {
+    const char *cmd = "group role";
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 3, "give CONV, USER and admin or member");
+    if (rc) return rc;
+    if (strcmp(pos[2], "admin") != 0 && strcmp(pos[2], "member") != 0)
+        return pc_usage_error(cmd, "the role is admin or member, not \"%s\"", pos[2]);
+    int64_t conv, user;
+    if ((rc = pc_conv_arg(c, cmd, pos[0], &conv)) || (rc = pc_user_arg(c, cmd, pos[1], &user))) return rc;
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/conversations/%lld/members/%lld", (long long)conv, (long long)user);
+    json_t *b = json_pack("{s:s}", "role", pos[2]), *o = NULL;
+    rc = pc_call(c, cmd, "PATCH", path, b, &o);
+    json_decref(b);
+    if (rc) return rc;
+    if (c->json && o) pc_print_json(o);
+    else if (!c->json)
+        printf("%s is %s of %lld\n", bare_name(pos[1]), strcmp(pos[2], "admin") == 0 ? "an admin" : "a member",
+               (long long)conv);
+    json_decref(o);
+    return 0;
+}
+
 int pc_cmd_group(pc_client *c, int argc, char **argv) {
-    if (argc < 2) return pc_usage_error("group", "create, add or remove?");
+    if (argc < 2) return pc_usage_error("group", "create, add, remove or role?");
     char **pos = pl_calloc((size_t)argc, sizeof *pos);
     int rc;
     if (strcmp(argv[1], "create") == 0) rc = group_create(c, argc - 1, argv + 1, pos);
     else if (strcmp(argv[1], "add") == 0) rc = group_member(c, argc - 1, argv + 1, pos, 1);
     else if (strcmp(argv[1], "remove") == 0) rc = group_member(c, argc - 1, argv + 1, pos, 0);
-    else rc = pc_usage_error("group", "unknown subcommand \"%s\" (create, add or remove)", argv[1]);
+    else if (strcmp(argv[1], "role") == 0) rc = group_role(c, argc - 1, argv + 1, pos);
+    else rc = pc_usage_error("group", "unknown subcommand \"%s\" (create, add, remove or role)", argv[1]);
     free(pos);
     return rc;
 }

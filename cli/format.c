@@ -124,6 +124,11 @@ static void event_text(pl_sbuf *s, json_t *ev, pc_names *names, int one_line) {
     } else if (strcmp(kind, "member_added") == 0 || strcmp(kind, "member_removed") == 0) {
         pl_sbuf_adds(s, kind[7] == 'a' ? " added " : " removed ");
         add_name(s, names, conv, user);
+    } else if (strcmp(kind, "member_role") == 0) {
+        const char *role = str_of(data, "role");
+        pl_sbuf_adds(s, " made ");
+        add_name(s, names, conv, user);
+        pl_sbuf_adds(s, role && strcmp(role, "admin") == 0 ? " an admin" : " a member");
     } else if (strcmp(kind, "created") == 0) {
         json_t *title = json_object_get(data, "title");
         const char *ckind = str_of(data, "kind");

@@ -41,6 +41,7 @@ void pc_usage(FILE *f) {
 "  group create TITLE [USER...]  create a group; prints its id\n"
 "  group add CONV USER           add a member (admins)\n"
 "  group remove CONV USER        remove a member (admins)\n"
+"  group role CONV USER ROLE     make a member admin or member (admins)\n"
 "  leave CONV                    leave a group or a channel\n"
 "  members CONV                  one `id username role` per line\n"
 "  read CONV [SEQ]               mark read up to SEQ (default: the last event)\n"

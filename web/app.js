@@ -258,6 +258,11 @@ function apply(c, e) {
     }
   } else if (e.kind === 'retention') {
     onRetentionEvent(c, e);
+  } else if (e.kind === 'member_role') {
+    const u = e.data && e.data.user;
+    if (c.members) { const m = c.members.find((x) => x.id === u); if (m) m.role = e.data.role; }
+    if (S.me && u === S.me.id) c.role = e.data.role;
+    loadDetails(c, true);
   } else if (e.kind === 'member_added' || e.kind === 'member_removed' || e.kind === 'member_left') {
     const u = e.data && e.data.user;
     if (S.me && u === S.me.id && e.kind !== 'member_added') {

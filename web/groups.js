@@ -83,9 +83,25 @@ export function renderMembers() {
         'aria-label': `${name}${me ? ' (you)' : ''}: show profile`, onclick: () => h.openProfile(m.id) }, name + (me ? ' (you)' : '')),
       el('span', { class: 'role', text: m.role === 'admin' ? 'Admin' : 'Member' }),
       el('span', { class: 'sr-only', text: pres === 'unknown' ? '' : `, ${pres}` }),
+      admin && !me ? el('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'member-role',
+        'aria-label': m.role === 'admin' ? `Make ${name} a member` : `Make ${name} an admin`,
+        text: m.role === 'admin' ? 'Make member' : 'Make admin',
+        onclick: () => setRole(c, m.id, m.role === 'admin' ? 'member' : 'admin') }) : null,
       admin && !me ? el('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'remove-member',
         'aria-label': `Remove ${name}`, text: 'Remove', onclick: () => removeMember(c, m.id) }) : null);
   }));
+}
+
+async function setRole(c, uid, role) {
+  const err = $('members-error');
+  err.textContent = '';
+  try {
+    const d = await h.api.call('PATCH', `/api/v1/conversations/${c.id}/members/${uid}`, { role });
+    if (d && d.members) learnMembers(c, d.members);
+    renderMembers();
+  } catch (e) {
+    err.textContent = e.status === 403 ? 'Only admins can change roles.' : (e.message || 'Could not change the role.');
+  }
 }
 
 async function createGroup(ev) {

@@ -200,6 +200,7 @@ export function systemText(e) {
       if (e.sender !== d.user) return `${who} removed ${nameOf(d.user)}`;
       return (S.convs.get(e.conversation) || {}).kind === 'channel' ? `${who} left the workspace` : `${who} left`;
     case 'member_left': return `${nameOf(d.user != null ? d.user : e.sender)} left`;
+    case 'member_role': return `${who} made ${nameOf(d.user)} ${d.role === 'admin' ? 'an admin' : 'a member'}`;
     case 'retention':
       return Number.isSafeInteger(d.seconds) && d.seconds > 0
         ? `${who} set messages to disappear after ${fmtDuration(d.seconds)}` : `${who} turned off disappearing messages`;

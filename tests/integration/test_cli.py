@@ -344,9 +344,16 @@ def test_groups_and_members(cli):
     g = int(alice.out("group", "create", "Ops team", bob.name).strip())
     assert alice.out("members", str(g)) == f"{alice.id} {a} admin\n{bob.id} {b} member\n"
     assert alice.out("group", "add", str(g), "@" + carol.name) == f"added {c} to {g}\n"
+    # roles: an admin makes a member admin and back (the event in history)
+    assert alice.out("group", "role", str(g), carol.name, "admin") == f"{c} is an admin of {g}\n"
+    assert alice.out("group", "role", str(g), carol.name, "member") == f"{c} is a member of {g}\n"
+    assert alice.run("group", "role", str(g), carol.name, "owner", expect=2).returncode == 2
+    assert bob.run("group", "role", str(g), carol.name, "admin", expect=1).stderr.startswith(
+        "parley: group role: 403 forbidden")
     # the log in the human format, names from the member list
     evs = parse_lines(alice.out("history", str(g)))
-    assert [(x, s, t) for x, s, t in evs] == [(g, 1, f'* {a} created "Ops team"'), (g, 2, f"* {a} added {c}")]
+    assert [(x, s, t) for x, s, t in evs] == [(g, 1, f'* {a} created "Ops team"'), (g, 2, f"* {a} added {c}"),
+                                              (g, 3, f"* {a} made {c} an admin"), (g, 4, f"* {a} made {c} a member")]
     # people search finds who shares a conversation
     assert f"{carol.id} {c}\n" in alice.out("users", c[:6])
     assert alice.out("group", "remove", str(g), bob.name) == f"removed {b} from {g}\n"
@@ -362,8 +369,8 @@ def test_groups_and_members(cli):
     assert alice.out("members", str(g)) == f"{alice.id} {a} admin\n"
     # who is no longer a member has no name to show (the API looks users up
     # by name only): "user N"
-    evs = parse_lines(alice.out("history", str(g), "--after", "2"))
-    assert [(s, t) for _, s, t in evs] == [(3, f"* {a} removed user {bob.id}"), (4, f"* user {carol.id} left")]
+    evs = parse_lines(alice.out("history", str(g), "--after", "4"))
+    assert [(s, t) for _, s, t in evs] == [(5, f"* {a} removed user {bob.id}"), (6, f"* user {carol.id} left")]
     # unknown users and conversations
     assert alice.run("group", "add", str(g), "nobody_" + a[:10], expect=1).stderr.startswith(
         "parley: group add: 404 not_found")

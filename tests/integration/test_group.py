@@ -160,3 +160,56 @@ async def test_group_member_management(server):
         assert_contiguous(seqs(hist), 1, "history seqs")
         assert [e["kind"] for e in hist if e["seq"] in (added_seq, removed_seq)] == \
             ["member_added", "member_removed"], hist
+
+
+@async_test(90)
+async def test_admins_make_members_admins_and_back(server):
+    """PATCH .../members/{user} {"role": ...}: there was no way to make
+    someone else an admin (audit G). Admins only; a member_role event to
+    everyone when it changes, nothing when it does not; the last admin stays
+    one."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol, dave = await api.register_many(4, "role")
+        cid = (await api.create_group(alice, [bob.id, carol.id], title="roles"))["id"]
+        wb = await h.ws(bob, name="bob")
+        path = f"/api/v1/conversations/{cid}/members"
+
+        r = await api.req("PATCH", f"{path}/{carol.id}", token=bob.token, json_body={"role": "admin"})
+        assert r.status == 403 and r.code == "forbidden", r
+        for bad in ({}, {"role": "owner"}, {"role": 2}):
+            r = await api.req("PATCH", f"{path}/{bob.id}", token=alice.token, json_body=bad)
+            assert r.status == 400 and r.code == "bad_request", (bad, r)
+        r = await api.req("PATCH", f"{path}/{dave.id}", token=alice.token, json_body={"role": "admin"})
+        assert r.status == 404, r
+        r = await api.req("PATCH", f"{path}/{bob.id}", token=dave.token, json_body={"role": "admin"})
+        assert r.status == 404, r
+
+        r = await api.expect(200, "PATCH", f"{path}/{bob.id}", token=alice.token, json_body={"role": "admin"})
+        assert {m["id"]: m["role"] for m in r.body["members"]}[bob.id] == "admin", r.body
+        ev = await wb.wait_for(lambda m: m.get("type") == "event" and m.get("kind") == "member_role",
+                               what="member_role event")
+        assert ev["sender"] == alice.id and ev["data"] == {"user": bob.id, "role": "admin"}, ev
+        head = r.body["last_seq"]
+        r = await api.expect(200, "PATCH", f"{path}/{bob.id}", token=alice.token, json_body={"role": "admin"})
+        assert r.body["last_seq"] == head, "the same role again appends nothing"
+
+        # bob acts as an admin, and makes alice a member again
+        await api.expect(200, "POST", path, token=bob.token, json_body={"user": dave.id})
+        r = await api.expect(200, "PATCH", f"{path}/{alice.id}", token=bob.token, json_body={"role": "member"})
+        assert {m["id"]: m["role"] for m in r.body["members"]}[alice.id] == "member", r.body
+        r = await api.req("PATCH", f"{path}/{carol.id}", token=alice.token, json_body={"role": "admin"})
+        assert r.status == 403, r
+        # the last admin cannot step down
+        r = await api.req("PATCH", f"{path}/{bob.id}", token=bob.token, json_body={"role": "member"})
+        assert r.status == 400 and "last admin" in r.body["error"]["message"], r
+        hist = await api.history_all(carol, cid)
+        roles = [(e["sender"], e["data"]) for e in hist if e["kind"] == "member_role"]
+        assert roles == [(alice.id, {"user": bob.id, "role": "admin"}),
+                         (bob.id, {"user": alice.id, "role": "member"})], roles
+
+        # a direct conversation has no roles to change
+        d = (await api.open_dm(alice, bob.id))["id"]
+        r = await api.req("PATCH", f"/api/v1/conversations/{d}/members/{bob.id}", token=alice.token,
+                          json_body={"role": "admin"})
+        assert r.status == 400, r
