@@ -999,7 +999,8 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_REPORT_RESOLVE] =
         "WITH r AS (SELECT r.id, $3::bool OR EXISTS (SELECT 1 FROM members m JOIN conversations c"
         "   ON c.id = m.conv_id WHERE m.conv_id = r.conv_id AND m.user_id = $2::bigint AND m.role = 2"
-        "   AND c.kind <> 1 AND r.sender <> $2::bigint) AS may FROM reports r WHERE r.id = $1::bigint),"
+        "   AND c.kind <> 1 AND r.sender <> $2::bigint AND r.seq >= m.joined_seq) AS may"
+        "   FROM reports r WHERE r.id = $1::bigint),"
         " u AS (UPDATE reports SET resolved = $4::bigint, resolved_by = $2::bigint"
         "   WHERE id = $1::bigint AND resolved = 0 AND (SELECT may FROM r) RETURNING id)"
         " SELECT r.may, (SELECT count(*) FROM u) FROM r",
@@ -1403,9 +1404,12 @@ const char *const pg_r_sql[R__COUNT] = {
                        " WHERE m.conv_id = $1::bigint AND m.user_id = $2::bigint",
     /* newest first, ids below $1, at most $2 (_CONV: of conversation $3,
      * resolved ones too if $4, none about messages of $5, a conversation
-     * admin who is no server admin); each through the index its order reads */
+     * admin who is no server admin, nor about messages from before $5
+     * joined); each through the index its order reads */
     [R_REPORTS_CONV] = "SELECT " REPORT_COLUMNS " FROM reports r WHERE r.conv_id = $3::bigint"
                        " AND r.id < $1::bigint AND ($4::bool OR r.resolved = 0) AND r.sender <> $5::bigint"
+                       " AND ($5::bigint = 0 OR r.seq >= (SELECT m.joined_seq FROM members m"
+                       "   WHERE m.conv_id = $3::bigint AND m.user_id = $5::bigint))"
                        " ORDER BY r.id DESC LIMIT $2::int",
     [R_REPORTS_OPEN] = "SELECT " REPORT_COLUMNS " FROM reports r WHERE r.resolved = 0 AND r.id < $1::bigint"
                        " ORDER BY r.id DESC LIMIT $2::int",

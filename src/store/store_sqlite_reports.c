@@ -121,6 +121,11 @@ static int resolve(sq_store *s, pl_job *j, int64_t now) {
         if (sq_run(s->wdb, &src, &sender, "SELECT sender FROM reports WHERE id = ?1", "i", j->id) < 0)
             return r_fatal(s, src);
         if (sender == j->user) return PL_STORE_ENOTFOUND;
+        int64_t seen = 0;                            /* nor of a message from before it joined */
+        if (sq_run(s->wdb, &src, &seen, "SELECT r.seq >= m.joined_seq FROM reports r JOIN members m"
+                   " ON m.conv_id = r.conv_id AND m.user_id = ?2 WHERE r.id = ?1", "ii", j->id, j->user) < 0)
+            return r_fatal(s, src);
+        if (!seen) return PL_STORE_ENOTFOUND;
     }
     j->out_id = j->id;
     if (sq_run(s->wdb, &src, &resolved, "SELECT resolved FROM reports WHERE id = ?1", "i", j->id) < 0)
@@ -222,7 +227,8 @@ int sq_read_reports(sq_reader *r, pl_job *j) {
                  " FROM reports r JOIN conversations c ON c.id = r.conv_id"
                  " LEFT JOIN users ur ON ur.id = r.reporter LEFT JOIN users us ON us.id = r.sender"
                  " WHERE (?1 = 0 OR r.conv_id = ?1) AND (?2 OR r.resolved = 0) AND (?3 = 0 OR r.id < ?3)"
-                 " AND r.sender <> ?5 ORDER BY r.id DESC LIMIT ?4", &src);
+                 " AND r.sender <> ?5 AND (?5 = 0 OR r.seq >= (SELECT m.joined_seq FROM members m"
+                 "   WHERE m.conv_id = r.conv_id AND m.user_id = ?5)) ORDER BY r.id DESC LIMIT ?4", &src);
     if (!st) return PL_STORE_EUNAVAIL;
     sqlite3_bind_int64(st, 1, j->conv);
     sqlite3_bind_int(st, 2, (j->flags & PL_READ_RESOLVED) != 0);

@@ -5330,6 +5330,46 @@ TEST(store_send_check) {
     t_finish(&t);
 }
 
+/* An admin who joined later (made admin, or the longest-standing member
+ * when the last admin left) neither lists nor resolves the reports of
+ * messages from before it joined: history hides those messages from it
+ * (audit E: the report carried their text and reporter). */
+TEST(store_reports_of_messages_before_an_admin_joined) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);
+    CHECK(g > 0);
+    pl_job j;
+    t_send_init(&t, &j, g, b, "old-1", "said before cid came");
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    int64_t old_seq = j.event.seq;
+    pl_job_release(&j);
+    int64_t old_id = 0, new_id = 0;
+    CHECK_EQ(t_report(&t, g, a, old_seq, "spam", NULL, &old_id, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, c, NULL), PL_STORE_OK);
+    t_send_init(&t, &j, g, b, "new-1", "said after");
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    int64_t new_seq = j.event.seq;
+    pl_job_release(&j);
+    CHECK_EQ(t_report(&t, g, a, new_seq, "spam", NULL, &new_id, NULL, NULL), PL_STORE_OK);
+    CHECK_EQ(t_role(&t, g, a, c, PL_ROLE_ADMIN, NULL, NULL), PL_STORE_OK);
+
+    int64_t ids[4];
+    size_t n = 0;
+    int more = 0;
+    CHECK_EQ(rd_report_ids(&t, g, c, 0, 0, 10, ids, 4, &n, &more), PL_STORE_OK);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(ids[0], new_id);
+    CHECK_EQ(rd_report_ids(&t, g, a, 0, 0, 10, ids, 4, &n, &more), PL_STORE_OK);   /* ann saw both */
+    CHECK_EQ(n, 2);
+    CHECK_EQ(t_resolve(&t, old_id, c, 0, NULL), PL_STORE_ENOTFOUND);
+    CHECK_EQ(t_resolve(&t, new_id, c, 0, NULL), PL_STORE_OK);
+    CHECK_EQ(t_resolve(&t, old_id, a, 0, NULL), PL_STORE_OK);
+    t_finish(&t);
+}
+
 TEST(store_report_by_the_content_filter) {
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);
