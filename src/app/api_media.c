@@ -563,12 +563,15 @@ static void h_session_patch(pl_http_ctx *ctx, pl_str uid) {
     up_op *op = up_new(ctx);
     if (session_load(ctx, op, uid)) { up_free(op); return; }
     pl_str ov = pl_http_header_get(&ctx->req, "upload-offset");
-    int64_t at = ov.p ? api_parse_id(ov.p, ov.n) : -1;
-    if (ov.p && ov.n == 1 && ov.p[0] == '0') at = 0;
+    /* digits only ("abc", "-1", "0x0", "1e0", "0, 5" were read as 0) */
+    int64_t at = !ov.p ? -1 : ov.n == 1 && ov.p[0] == '0' ? 0 : api_parse_id(ov.p, ov.n);
     int64_t cl = ctx->req.content_length;
-    if (at < 0 || cl < 0) {
+    const char *bad = !ov.p || cl < 0 ? "Upload-Offset and Content-Length are required"
+                    : at == 0 && !(ov.n == 1 && ov.p[0] == '0') ? "Upload-Offset must be a byte offset: digits only"
+                    : at < 0 ? "Upload-Offset is out of range" : NULL;
+    if (bad) {
         op->path[0] = '\0';
-        up_fail(op, 400, "bad_request", "Upload-Offset and Content-Length are required");
+        up_fail(op, 400, "bad_request", bad);
         return;
     }
     if (session_lock(ctx, op)) { up_free(op); return; }

@@ -395,6 +395,15 @@ async def check_media_resumable(h, srv):
     # a PATCH at the wrong offset is refused with where it stands
     r = await patch_when_free(h, a.token, path, b"xx", 1)
     assert r.status == 409 and r.body["error"]["code"] == "offset_mismatch" and r.body["error"]["offset"] == off
+    # an offset that is not digits is refused, not read as 0 (audit E: "abc"
+    # stored the bytes at 0 when the upload stood there)
+    for bad in ("abc", "", "-1", "0x0", "1e0", "0, 5", "99999999999999999999"):
+        r = await h.api.req("PATCH", path, token=a.token, data=b"zz",
+                            headers={"Upload-Offset": bad, "Content-Type": "application/octet-stream"})
+        assert r.status == 400 and r.body["error"]["code"] == "bad_request", (bad, r)
+        assert "Upload-Offset" in r.body["error"]["message"] and "required" not in r.body["error"]["message"], r
+    r = await h.api.req("HEAD", path, token=a.token)
+    assert int(hdr(r, "Upload-Offset")) == off, "a refused PATCH changed the upload"
     # a middle part, then the rest
     mid = off + 100_000
     r = await h.api.req("PATCH", path, token=a.token, data=data[off:mid],
