@@ -94,6 +94,12 @@ await run('group of three: messages, typing, receipts, members', async () => {
   await alice.page.getByTestId('add-member-username').fill('carol');
   await alice.page.getByTestId('add-member-submit').click();
   await waitFor(async () => (await alice.page.getByTestId('member').count()) === 3, 'carol added back');
+  // roles: alice makes carol an admin; carol's members dialog then offers her the admin's buttons
+  await alice.page.locator(`[data-testid="member"][data-user="${carol.id}"] [data-testid="member-role"]`).click();
+  await waitFor(async () => (await alice.page.locator(`[data-testid="member"][data-user="${carol.id}"]`)
+    .getAttribute('data-role')) === 'admin', 'carol shown as an admin');
+  await waitFor(async () => (await carol.page.locator('.system', { hasText: 'an admin' }).count()) >= 1 ||
+    (await carol.page.getByText(/made .* an admin/).count()) >= 1, 'carol sees the member_role line');
   await alice.page.getByTestId('members-close').click();
   await carol.page.getByTestId('composer').waitFor({ state: 'visible' });
   await send(carol, 'Back again.');
