@@ -268,6 +268,29 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     return 0;
 }
 
+/* workspace role WS USER admin|member */
+static int ws_role(pc_client *c, int argc, char **argv, char **pos) {
+    const char *cmd = "workspace role";
+    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 3, "give WS, USER and admin or member");
+    if (rc) return rc;
+    if (strcmp(pos[2], "admin") != 0 && strcmp(pos[2], "member") != 0)
+        return pc_usage_error(cmd, "the role is admin or member, not \"%s\"", pos[2]);
+    int64_t ws, uid;
+    if ((rc = pc_ws_arg(c, cmd, pos[0], &ws)) || (rc = pc_user_arg(c, cmd, pos[1], &uid))) return rc;
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/workspaces/%lld/members/%lld", (long long)ws, (long long)uid);
+    json_t *b = json_pack("{s:s}", "role", pos[2]), *o = NULL;
+    rc = pc_call(c, cmd, "PATCH", path, b, &o);
+    json_decref(b);
+    if (rc) return rc;
+    if (c->json && o) pc_print_json(o);
+    else if (!c->json)
+        printf("%s is %s of workspace %lld\n", pos[1][0] == '@' ? pos[1] + 1 : pos[1],
+               strcmp(pos[2], "admin") == 0 ? "an admin" : "a member", (long long)ws);
+    json_decref(o);
+    return 0;
+}
+
 static int ws_leave(pc_client *c, int argc, char **argv, char **pos) {
     const char *cmd = "workspace leave";
     int64_t ws;
@@ -290,7 +313,7 @@ int pc_cmd_workspaces(pc_client *c, int argc, char **argv) {
 }
 
 int pc_cmd_workspace(pc_client *c, int argc, char **argv) {
-    if (argc < 2) return pc_usage_error("workspace", "create, list, show, add, remove or leave?");
+    if (argc < 2) return pc_usage_error("workspace", "create, list, show, add, remove, role or leave?");
     char **pos = pl_calloc((size_t)argc, sizeof *pos);
     const char *sub = argv[1];
     int rc;
@@ -300,7 +323,9 @@ int pc_cmd_workspace(pc_client *c, int argc, char **argv) {
     else if (strcmp(sub, "add") == 0) rc = ws_member(c, argc - 1, argv + 1, pos, 1);
     else if (strcmp(sub, "remove") == 0) rc = ws_member(c, argc - 1, argv + 1, pos, 0);
     else if (strcmp(sub, "leave") == 0) rc = ws_leave(c, argc - 1, argv + 1, pos);
-    else rc = pc_usage_error("workspace", "unknown subcommand \"%s\" (create, list, show, add, remove or leave)", sub);
+    else if (strcmp(sub, "role") == 0) rc = ws_role(c, argc - 1, argv + 1, pos);
+    else rc = pc_usage_error("workspace", "unknown subcommand \"%s\" (create, list, show, add, remove, role or leave)",
+                             sub);
     free(pos);
     return rc;
 }

@@ -51,6 +51,7 @@ void pc_usage(FILE *f) {
 "  workspace show WS             its members: `id username role` per line\n"
 "  workspace add WS USER         add a member (admins); also joins #general\n"
 "  workspace remove WS USER      remove a member from it and its channels (admins)\n"
+"  workspace role WS USER ROLE   make a member admin or member (admins)\n"
 "  workspace leave WS            leave it and its channels\n"
 "  channels WS (or channel list WS)\n"
 "                                id, #name, public/private, joined or -, members\n"

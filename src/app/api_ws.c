@@ -279,6 +279,36 @@ static void h_ws_add(pl_http_ctx *ctx, int64_t ws) {
     api_submit(op);
 }
 
+static void ws_role_changed(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        ws_error(op->ctx, j, j->result == PL_STORE_EFORBID ? "admins only" : "no such workspace or member");
+        api_op_free(op);
+        return;
+    }
+    api_respond_ws(op, j->id, 200);
+}
+
+/* PATCH .../members/{user} {"role": "admin" | "member"} */
+static void h_ws_role(pl_http_ctx *ctx, int64_t ws, int64_t peer) {
+    json_t *o = api_body_object(ctx);
+    if (!o) return;
+    const char *r = json_string_value(json_object_get(o, "role"));
+    int role = !r ? 0 : strcmp(r, "admin") == 0 ? PL_ROLE_ADMIN : strcmp(r, "member") == 0 ? PL_ROLE_MEMBER : 0;
+    if (!role) {
+        json_decref(o);
+        pl_http_error(ctx, 400, "bad_request", "\"role\" must be \"admin\" or \"member\"");
+        return;
+    }
+    api_op *op = api_op_new(ctx, o);
+    api_job_reset(op, PL_JOB_WORKSPACE_ROLE, ws_role_changed);
+    op->job.id = ws;
+    op->job.user = ctx->user;
+    op->job.peer = peer;
+    op->job.level = role;
+    api_submit(op);
+}
+
 static void h_channel_create(pl_http_ctx *ctx, int64_t ws) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
@@ -343,8 +373,10 @@ void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
         else h_ws_add(ctx, ws);
     } else if (n == 4 && api_seg_is(s[2], "members")) {
         int64_t peer = api_parse_id(s[3].p, s[3].n);
-        if (m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else if (api_path_id_ok(ctx, peer, "no such member")) ws_remove(ctx, ws, peer);
+        if (m != PL_HTTP_DELETE && m != PL_HTTP_PATCH) api_method_not_allowed(ctx);
+        else if (!api_path_id_ok(ctx, peer, "no such member")) return;
+        else if (m == PL_HTTP_PATCH) h_ws_role(ctx, ws, peer);
+        else ws_remove(ctx, ws, peer);
     } else if (n == 3 && api_seg_is(s[2], "leave")) {
         if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
         else ws_remove(ctx, ws, ctx->user);

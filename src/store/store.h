@@ -724,6 +724,14 @@ typedef enum pl_job_op {
                                * would leave no admin. out: out_id = conv;
                                * created = 1 and event (a MEMBER_ROLE) when
                                * the role changed, else nothing appended. */
+    PL_JOB_WORKSPACE_ROLE = 97, /* in: id (the workspace), user (actor), peer,
+                               * level (PL_ROLE_ADMIN or PL_ROLE_MEMBER).
+                               * ENOTFOUND: no such workspace, or the actor
+                               * or peer not in it; EFORBID: the actor is not
+                               * its admin; EINVAL (why) when it would leave
+                               * no admin. out: out_id = id; created = 1 when
+                               * the role changed. No event (invariant 11:
+                               * workspaces have no log). */
     PL_JOB__WRITE_END,
 
     /* reads: reader threads, any order ------------------------------------ */

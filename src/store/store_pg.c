@@ -651,6 +651,10 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_MEMBER_OTHER_ADMIN] = "SELECT EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND role = 2"
                        " AND user_id <> $2::bigint)",
     [W_MEMBER_SET_ROLE] = "UPDATE members SET role = $3::int WHERE conv_id = $1::bigint AND user_id = $2::bigint",
+    [W_WS_OTHER_ADMIN] = "SELECT EXISTS (SELECT 1 FROM workspace_members WHERE workspace_id = $1::bigint"
+                       " AND role = 2 AND user_id <> $2::bigint)",
+    [W_WS_SET_ROLE] = "UPDATE workspace_members SET role = $3::int WHERE workspace_id = $1::bigint"
+                      " AND user_id = $2::bigint",
     /* every event but MESSAGE: $10 ref, $11 body (EDIT only) */
     [W_EVENT_INSERT] = "INSERT INTO events(" EVENT_INSERT_COLS ", ref) VALUES($1::bigint, $2::bigint,"
                        " $3::bigint, $4::bigint, $5::int, $6::bigint, $7::bigint, $8::bigint, NULL,"

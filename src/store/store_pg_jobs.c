@@ -558,6 +558,7 @@ int pg_run_job(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_WORKSPACE_CREATE:                               /* store_pg_ws.c */
     case PL_JOB_WORKSPACE_ADD:
     case PL_JOB_WORKSPACE_REMOVE:
+    case PL_JOB_WORKSPACE_ROLE:
     case PL_JOB_CHANNEL_CREATE:
     case PL_JOB_CHANNEL_JOIN:    return pg_job_ws(s, j, now);
     case PL_JOB_REPORT:                                         /* store_pg_reports.c */

@@ -48,6 +48,7 @@ int64_t pg_ws_lock_of(const pl_job *j, int *with_general) {
         *with_general = j->id > 0;
         return j->id > 0 ? j->id : 0;
     case PL_JOB_WORKSPACE_REMOVE:
+    case PL_JOB_WORKSPACE_ROLE:
     case PL_JOB_CHANNEL_CREATE:
         return j->id > 0 ? j->id : 0;
     case PL_JOB_RETENTION_SET:             /* a workspace's (store_pg_life.c) */
@@ -283,6 +284,34 @@ static int ws_remove(pg_store *s, pl_job *j) {
     return PL_STORE_OK;
 }
 
+/* WORKSPACE_ROLE: the SQLite backend's checks in its order, under the
+ * workspace's lock. */
+static int ws_role_set(pg_store *s, pl_job *j) {
+    ws_state st;
+    int rc = ws_state_get(s, j->id, j->user, j->peer, NULL, NULL, &st);
+    if (rc) return rc;
+    if (!st.found || st.arole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    if (st.arole != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+    if (st.prole == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    j->out_id = j->id;
+    if (st.prole == j->level) return PL_STORE_OK;
+    pg_params p = {0};
+    pg_param_i64(&p, j->id);
+    pg_param_i64(&p, j->peer);
+    if (j->level != PL_ROLE_ADMIN) {
+        PGresult *r = pg_w_query(s, W_WS_OTHER_ADMIN, &p, &rc);
+        if (!r) return rc;
+        if (PQgetvalue(r, 0, 0)[0] != 't') {
+            j->why = "the last admin: make another member admin first";
+            return PL_STORE_EINVAL;
+        }
+    }
+    pg_param_i64(&p, j->level);
+    if (!pg_w_query(s, W_WS_SET_ROLE, &p, &rc)) return rc;
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
 /* As GROUP_CREATE (the other members deduplicated in first-seen order, the
  * creator skipped), inside a workspace: the checks of store.h in its
  * order, under the workspace's lock. */
@@ -390,6 +419,7 @@ int pg_job_ws(pg_store *s, pl_job *j, int64_t now) {
     case PL_JOB_WORKSPACE_CREATE: return ws_create(s, j, now);
     case PL_JOB_WORKSPACE_ADD:    return ws_add(s, j, now);
     case PL_JOB_WORKSPACE_REMOVE: return ws_remove(s, j);
+    case PL_JOB_WORKSPACE_ROLE:   return ws_role_set(s, j);
     case PL_JOB_CHANNEL_CREATE:   return channel_create(s, j, now);
     case PL_JOB_CHANNEL_JOIN:     return channel_join(s, j, now);
     default:                      return PL_STORE_EINVAL;

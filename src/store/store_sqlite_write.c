@@ -1142,6 +1142,7 @@ static int w_run_job_op(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_WORKSPACE_CREATE:                          /* store_sqlite_ws.c */
     case PL_JOB_WORKSPACE_ADD:
     case PL_JOB_WORKSPACE_REMOVE:
+    case PL_JOB_WORKSPACE_ROLE:
     case PL_JOB_CHANNEL_CREATE:
     case PL_JOB_CHANNEL_JOIN:  return w_in_savepoint(s, j, now, sq_job_ws);
     case PL_JOB_REPORT:                                    /* store_sqlite_reports.c */

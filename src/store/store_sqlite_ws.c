@@ -206,6 +206,32 @@ static int channel_join(sq_store *s, pl_job *j, int64_t now) {
     return PL_STORE_OK;
 }
 
+static int ws_role_set(sq_store *s, pl_job *j) {
+    int src = 0;
+    int rc = sq_run(s->wdb, &src, NULL, "SELECT 1 FROM workspaces WHERE id = ?1", "i", j->id);
+    if (rc <= 0) return rc < 0 ? ws_fatal(s, src) : PL_STORE_ENOTFOUND;
+    int role = ws_role(s, j->id, j->user);
+    if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
+    if (role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+    if ((role = ws_role(s, j->id, j->peer)) <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
+    j->out_id = j->id;
+    if (role == j->level) return PL_STORE_OK;                  /* no change */
+    if (j->level != PL_ROLE_ADMIN) {
+        rc = sq_run(s->wdb, &src, NULL, "SELECT 1 FROM workspace_members WHERE workspace_id = ?1 AND role = 2"
+                    " AND user_id <> ?2 LIMIT 1", "ii", j->id, j->peer);
+        if (rc < 0) return ws_fatal(s, src);
+        if (!rc) {
+            j->why = "the last admin: make another member admin first";
+            return PL_STORE_EINVAL;
+        }
+    }
+    if (sq_run(s->wdb, &src, NULL, "UPDATE workspace_members SET role = ?1 WHERE workspace_id = ?2 AND user_id = ?3",
+               "iii", (int64_t)j->level, j->id, j->peer) < 0)
+        return ws_fatal(s, src);
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
 int sq_ws_is_general(sq_store *s, int64_t conv) {
     int src = 0;
     int rc = sq_run(s->wdb, &src, NULL, "SELECT 1 FROM workspaces WHERE general = ?1", "i", conv);
@@ -217,6 +243,7 @@ int sq_job_ws(sq_store *s, pl_job *j, int64_t now) {
     case PL_JOB_WORKSPACE_CREATE: return ws_create(s, j, now);
     case PL_JOB_WORKSPACE_ADD:    return ws_add(s, j, now);
     case PL_JOB_WORKSPACE_REMOVE: return ws_remove(s, j);
+    case PL_JOB_WORKSPACE_ROLE:   return ws_role_set(s, j);
     case PL_JOB_CHANNEL_CREATE:   return channel_create(s, j, now);
     case PL_JOB_CHANNEL_JOIN:     return channel_join(s, j, now);
     default:                      return PL_STORE_EINVAL;

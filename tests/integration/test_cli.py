@@ -405,6 +405,11 @@ def test_workspaces_and_channels(cli):
                                                       f"{carol.id} {c} member\n")
     assert bob.run("workspace", "add", "Acme", "@" + alice.name, expect=1).stderr.startswith(
         "parley: workspace add: 403 forbidden")
+    assert bob.run("workspace", "role", "Acme", carol.name, "admin", expect=1).stderr.startswith(
+        "parley: workspace role: 403 forbidden")
+    assert alice.out("workspace", "role", "Acme", carol.name, "admin") == f"{carol.name} is an admin of workspace {ws}\n"
+    assert alice.out("workspace", "role", str(ws), "@" + carol.name, "member") == \
+        f"{carol.name} is a member of workspace {ws}\n"
 
     # channels: create (public, private with a member), list, join by WS/#name
     r = int(alice.out("channel", "create", "Acme", "random").strip())

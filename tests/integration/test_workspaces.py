@@ -241,3 +241,35 @@ async def test_workspace_quotas_and_bad_input(server_factory):
         w2 = (await api.expect(200, "GET", f"/api/v1/workspaces/{wid}", token=alice.token)).body
         assert w2["member_count"] == 2 and w2["channel_count"] == 2, w2
         assert len((await api.expect(200, "GET", "/api/v1/workspaces", token=alice.token)).body["workspaces"]) == 1
+
+
+@async_test(60)
+async def test_workspace_admins_make_admins(server):
+    """PATCH /workspaces/{id}/members/{user} {"role": ...} (audit G: a
+    workspace could not have two admins, nor hand the role over without
+    the admin leaving)."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, eve = await api.register_many(3, "wsr")
+        w = await ws_create(api, alice, "Roles Inc")
+        path = f"/api/v1/workspaces/{w['id']}/members"
+        await api.expect(200, "POST", path, token=alice.token, json_body={"user": bob.id})
+        r = await api.req("PATCH", f"{path}/{alice.id}", token=bob.token, json_body={"role": "member"})
+        assert r.status == 403, r
+        r = await api.req("PATCH", f"{path}/{bob.id}", token=alice.token, json_body={"role": "boss"})
+        assert r.status == 400, r
+        r = await api.req("PATCH", f"{path}/{eve.id}", token=alice.token, json_body={"role": "admin"})
+        assert r.status == 404, r
+        r = await api.req("PATCH", f"{path}/{bob.id}", token=eve.token, json_body={"role": "admin"})
+        assert r.status == 404, r
+        r = await api.req("PATCH", f"{path}/{alice.id}", token=alice.token, json_body={"role": "member"})
+        assert r.status == 400 and "last admin" in r.body["error"]["message"], r
+        r = await api.expect(200, "PATCH", f"{path}/{bob.id}", token=alice.token, json_body={"role": "admin"})
+        assert {m["id"]: m["role"] for m in r.body["members"]} == {alice.id: "admin", bob.id: "admin"}, r.body
+        # bob, now an admin, adds eve and hands alice back to member
+        await api.expect(200, "POST", path, token=bob.token, json_body={"user": eve.id})
+        r = await api.expect(200, "PATCH", f"{path}/{alice.id}", token=bob.token, json_body={"role": "member"})
+        assert {m["id"]: m["role"] for m in r.body["members"]}[alice.id] == "member", r.body
+        listed = (await api.expect(200, "GET", "/api/v1/workspaces", token=alice.token)).body["workspaces"]
+        assert listed[0]["role"] == "member", listed
+

@@ -843,6 +843,46 @@ TEST(store_member_role_changes_are_events) {
     t_finish(&t);
 }
 
+TEST(store_workspace_roles) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice"), b = t_user(&t, "bob"), c = t_user(&t, "carol");
+    pl_job j;
+    t_init(&t, &j, PL_JOB_WORKSPACE_CREATE);
+    j.user = a;
+    j.title = "acme";
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    int64_t ws = j.out_id;
+    t_init(&t, &j, PL_JOB_WORKSPACE_ADD);
+    j.id = ws; j.user = a; j.peer = b;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_OK);
+    pl_job_release(&j);
+    struct { int64_t actor, peer; int role, want, changed; } steps[] = {
+        {b, a, PL_ROLE_MEMBER, PL_STORE_EFORBID, 0},     /* not an admin */
+        {c, b, PL_ROLE_ADMIN, PL_STORE_ENOTFOUND, 0},    /* not in it */
+        {a, c, PL_ROLE_ADMIN, PL_STORE_ENOTFOUND, 0},    /* peer not in it */
+        {a, a, PL_ROLE_MEMBER, PL_STORE_EINVAL, 0},      /* the last admin */
+        {a, b, PL_ROLE_ADMIN, PL_STORE_OK, 1},
+        {a, b, PL_ROLE_ADMIN, PL_STORE_OK, 0},           /* no change */
+        {b, a, PL_ROLE_MEMBER, PL_STORE_OK, 1},          /* bob is an admin now */
+        {a, b, PL_ROLE_MEMBER, PL_STORE_EFORBID, 0},     /* alice is not */
+        {b, b, PL_ROLE_MEMBER, PL_STORE_EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        t_init(&t, &j, PL_JOB_WORKSPACE_ROLE);
+        j.id = ws;
+        j.user = steps[i].actor; j.peer = steps[i].peer; j.level = steps[i].role;
+        CHECK_EQ(t_run1(&t, &j), steps[i].want);
+        if (steps[i].want == PL_STORE_OK) CHECK_EQ(j.created, steps[i].changed);
+        CHECK_EQ(j.has_event, 0);
+        pl_job_release(&j);
+    }
+    t_init(&t, &j, PL_JOB_WORKSPACE_ROLE);
+    j.id = ws + 1000; j.user = a; j.peer = b; j.level = PL_ROLE_ADMIN;
+    CHECK_EQ(t_run1(&t, &j), PL_STORE_ENOTFOUND);
+    t_finish(&t);
+}
+
 /* ---- sends, seqs, group commit ------------------------------------------ */
 
 TEST(store_seq_contiguous_across_batches) {
