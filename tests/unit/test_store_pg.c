@@ -1374,13 +1374,14 @@ static void gen_job(pl_job *j, pwait *w, int nusers, int64_t maxconv, int64_t *m
         j->level = (int)(rnd() % 4);
         return;
     }
-    pl_job_op op = r < 70 ? PL_JOB_RECEIPT : r < 79 ? PL_JOB_MEMBER_ADD : r < 84 ? PL_JOB_MEMBER_REMOVE
-                 : r < 87 ? PL_JOB_MEMBER_LEAVE : r < 91 ? PL_JOB_DIRECT_OPEN : r < 95 ? PL_JOB_LAST_SEEN
-                 : r < 97 ? PL_JOB_GROUP_CREATE : PL_JOB_LOGIN_CREATE;
+    pl_job_op op = r < 70 ? PL_JOB_RECEIPT : r < 78 ? PL_JOB_MEMBER_ADD : r < 82 ? PL_JOB_MEMBER_REMOVE
+                 : r < 84 ? PL_JOB_MEMBER_ROLE : r < 87 ? PL_JOB_MEMBER_LEAVE : r < 91 ? PL_JOB_DIRECT_OPEN
+                 : r < 95 ? PL_JOB_LAST_SEEN : r < 97 ? PL_JOB_GROUP_CREATE : PL_JOB_LOGIN_CREATE;
     j_init(j, w, op);
     j->conv = c;
     j->user = u;
     j->peer = v;
+    if (op == PL_JOB_MEMBER_ROLE) j->level = rnd() % 2 ? PL_ROLE_ADMIN : PL_ROLE_MEMBER;
     j->delivered = rnd() % 3 ? (int64_t)(rnd() % 40) : 0;
     j->read = rnd() % 2 ? (int64_t)(rnd() % 40) : 0;
     j->expires = op == PL_JOB_LOGIN_CREATE ? 4102444800000LL : (int64_t)rnd();
