@@ -542,6 +542,13 @@ static const char *const migrations[] = {
     "  PRIMARY KEY(user_id, blocked_id));"
     "CREATE INDEX IF NOT EXISTS blocks_blocked ON blocks(blocked_id);"
     "ALTER TABLE conversations ADD COLUMN IF NOT EXISTS blocked SMALLINT NOT NULL DEFAULT 0;",
+    /* 14 -> 15: own_unread recounted where a member joined after the
+     * start: a receipt took a re-joined member's messages of its earlier
+     * membership out of it (store_pg_runs.c now counts from joined_seq).
+     * A recount: idempotent. */
+    "UPDATE members m SET own_unread = (SELECT count(*) FROM events e WHERE e.conv_id = m.conv_id"
+    "  AND e.seq > greatest(m.read_seq, m.joined_seq - 1) AND e.kind = 2 AND e.sender = m.user_id)"
+    "  WHERE m.joined_seq > 1;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -401,6 +401,13 @@ static const char *const migrations[] = {
      * which finds the others through events_idem. Partial: a send with a
      * client_msg_id writes nothing to it. */
     "CREATE INDEX events_no_cmid ON events(conv_id, sender) WHERE client_msg_id IS NULL AND kind = 2;",
+    /* 18 -> 19: own_unread recounted where a member joined after the
+     * start (joined_seq > 1): a receipt took a re-joined member's messages
+     * of its earlier membership out of it, which it never counted (below
+     * zero, unread stuck too high; job_receipt now counts from joined_seq) */
+    "UPDATE members SET own_unread = (SELECT count(*) FROM events e WHERE e.conv_id = members.conv_id"
+    "  AND e.seq > max(members.read_seq, members.joined_seq - 1) AND e.kind = 2 AND e.sender = members.user_id)"
+    "  WHERE joined_seq > 1;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

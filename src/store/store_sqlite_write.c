@@ -1029,7 +1029,11 @@ static int job_receipt(sq_store *s, pl_job *j, int64_t now) {
         int64_t passed = 0;
         st = s->w[W_OWN_IN_RANGE];
         sqlite3_bind_int64(st, 1, j->conv);
-        sqlite3_bind_int64(st, 2, cr);
+        /* from where own_unread starts: a re-joined member's row is new
+         * (read_seq 0), and its messages of an earlier membership, before
+         * joined_seq, were never counted in it (audit F: they were taken
+         * out, own_unread went below zero and unread stuck too high) */
+        sqlite3_bind_int64(st, 2, cr > joined - 1 ? cr : joined - 1);
         sqlite3_bind_int64(st, 3, nr);
         sqlite3_bind_int64(st, 4, j->user);
         if ((rc = w_lookup(s, W_OWN_IN_RANGE, &passed)) < 0) return rc;

@@ -1480,6 +1480,42 @@ static int64_t t_unread(tstore *t, int64_t conv, int64_t user) {
     return lu == u ? u : -4;                     /* list and get agree */
 }
 
+/* A member removed and added again: its own messages from before count
+ * for nothing in its new membership. Reading took them out of own_unread
+ * anyway (counted from read_seq, 0 in the new row, not from joined_seq),
+ * so own_unread went below zero and unread stayed too high for good, even
+ * read up to the head (audit F, under membership churn). */
+TEST(store_unread_after_a_member_is_added_again) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t m[] = {b, c};
+    int64_t g = t_group(&t, a, "g", m, 2);
+    CHECK(g > 0);
+    char cmid[16];
+    for (int i = 0; i < 3; i++) {                   /* cid's own messages, then he goes */
+        snprintf(cmid, sizeof cmid, "c%d", i);
+        CHECK(t_send(&t, g, c, cmid) > 0);
+    }
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_REMOVE, g, a, c, NULL), PL_STORE_OK);
+    CHECK(t_send(&t, g, b, "b-away") > 0);
+    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_ADD, g, a, c, NULL), PL_STORE_OK);
+    CHECK(t_send(&t, g, b, "b-1") > 0);
+    CHECK(t_send(&t, g, c, "c-back") > 0);
+    int64_t head = t_send(&t, g, a, "a-1");
+    CHECK(head > 0);
+    CHECK_EQ(t_unread(&t, g, c), 2);                /* b-1 and a-1 */
+    pl_job j;
+    CHECK_EQ(t_receipt(&t, g, c, head, head, &j), PL_STORE_OK);
+    CHECK_EQ(j.out_unread, 0);
+    pl_job_release(&j);
+    CHECK_EQ(t_unread(&t, g, c), 0);
+    CHECK(t_send(&t, g, b, "b-2") > 0);
+    CHECK_EQ(t_unread(&t, g, c), 1);
+    t_finish(&t);
+}
+
+
 TEST(store_unread_counters_exact) {
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);

@@ -580,7 +580,7 @@ TEST(store_pg_open) {
     PGconn *q = sql_conn(url);
     CHECK(q != NULL);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM parley_schema"), 1);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);  /* ..., workspaces, reports, lifecycle, blocks */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 15);  /* ..., workspaces, reports, lifecycle, blocks */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases"), N);
     PQfinish(q);
     for (int i = 0; i < N; i++) n_close(op[i].n);
@@ -1005,7 +1005,7 @@ TEST(store_pg_migration_1_to_2) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);  /* ..., workspaces, reports, lifecycle, blocks */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 15);  /* ..., workspaces, reports, lifecycle, blocks */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM events WHERE ref = 0 AND edited_ts = 0 AND deleted_ts = 0"
                         " AND pinned_ts = 0"), 3);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_ref', 'events_pinned',"
@@ -2656,7 +2656,7 @@ TEST(store_pg_migration_12_to_13) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 15);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_sender', 'users_deleted',"
                         " 'conversations_retention', 'conversations_purge')"), 4);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM users WHERE deleted = 0"), 3);
@@ -2700,7 +2700,7 @@ TEST(store_pg_migration_12_to_13) {
     CHECK_EQ(sql_int(q, "UPDATE parley_schema SET version = 12"), 1);
     pnode *d = n_slot();
     CHECK_EQ(n_open(d, url, 1, 0), 0);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 15);
     snprintf(sql, sizeof sql, "SELECT retention FROM conversations WHERE id = %lld", (long long)g);
     CHECK_EQ(sql_int(q, sql), 1);
     CHECK_EQ(n_purge(d, &w, wall_ms() + 60000, 100), 0);
@@ -3027,7 +3027,7 @@ TEST(store_pg_migration_13_to_14) {
     for (int round = 0; round < 2; round++) {       /* migrates; then finds it done */
         pnode *b = n_slot();
         CHECK_EQ(n_open(b, url, 1, 0), 0);
-        CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 14);
+        CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 15);
         CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname = 'blocks_blocked'"), 1);
         pl_conv c;
         CHECK_EQ(n_conv(b, d, ann, &c), 0);
@@ -3042,5 +3042,41 @@ TEST(store_pg_migration_13_to_14) {
         }
         n_close(b);
     }
+    PQfinish(q);
+}
+
+/* Schema 14 -> 15: own_unread recounted for members who joined after the
+ * start (a receipt had taken a re-joined member's earlier messages out of
+ * it: below zero, unread stuck too high; audit F). */
+TEST(store_pg_migration_14_to_15) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot();
+    CHECK_EQ(n_open(a, url, 1, 0), 0);
+    int64_t ann = n_user(a, "ann"), bob = n_user(a, "bob");
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_JOB_DIRECT_OPEN);
+    j.user = ann;
+    j.peer = bob;
+    CHECK_EQ(n_run(a, &j, 1), 0);
+    int64_t d = j.out_id;
+    pl_job_release(&j);
+    CHECK(d > 0);
+    CHECK_EQ(n_say(a, d, bob, "m1", "hi"), 2);
+    CHECK_EQ(n_say(a, d, bob, "m2", "again"), 3);
+    n_close(a);
+    PGconn *q = sql_conn(url);
+    CHECK(q != NULL);
+    /* bob as a member who joined at seq 2 with a broken count */
+    CHECK_EQ(sql_int(q, "UPDATE members SET joined_seq = 2, own_unread = -7 WHERE user_id = 2"), 1);
+    CHECK_EQ(sql_int(q, "UPDATE parley_schema SET version = 14"), 1);
+    pnode *b = n_slot();
+    CHECK_EQ(n_open(b, url, 1, 0), 0);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 15);
+    CHECK_EQ(sql_int(q, "SELECT own_unread FROM members WHERE user_id = 2"), 2);   /* seqs 2, 3 */
+    n_close(b);
     PQfinish(q);
 }
