@@ -249,9 +249,7 @@ static void h_ws_create(pl_http_ctx *ctx) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
     json_t *name = json_object_get(o, "name");
-    if (!json_is_string(name) || memchr(json_string_value(name), 0, json_string_length(name)) ||
-        !pl_store__workspace_name_ok(json_string_value(name))) {
-        pl_http_error(ctx, 400, "bad_request", "\"name\" must be 1-64 bytes, no control characters");
+    if (!api_name_ok(ctx, name, "name", PL_WORKSPACE_NAME_MAX)) {
         json_decref(o);
         return;
     }

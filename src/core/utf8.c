@@ -73,9 +73,9 @@ int pl_utf8_space_or_control(uint32_t cp) {
     }
 }
 
-/* 1 if p[0..n) holds a code point pred accepts (a lone byte of invalid
- * UTF-8 is taken as the code point it would start). */
-static int has_cp(const uint8_t *p, size_t n, int (*pred)(uint32_t)) {
+int pl_utf8_control(uint32_t cp) { return cp <= 0x1f || (cp >= 0x7f && cp <= 0x9f); }
+
+int pl_utf8_has(const uint8_t *p, size_t n, int (*pred)(uint32_t)) {
     size_t i = 0;
     while (i < n) {
         uint8_t c = p[i];
@@ -89,7 +89,9 @@ static int has_cp(const uint8_t *p, size_t n, int (*pred)(uint32_t)) {
     return 0;
 }
 
-int pl_utf8_has_space_or_control(const uint8_t *p, size_t n) { return has_cp(p, n, pl_utf8_space_or_control); }
+int pl_utf8_has_space_or_control(const uint8_t *p, size_t n) {
+    return pl_utf8_has(p, n, pl_utf8_space_or_control);
+}
 
 int pl_utf8_invisible(uint32_t cp) {
     if (cp != 0x20 && pl_utf8_space_or_control(cp)) return 1;
@@ -106,7 +108,7 @@ int pl_utf8_invisible(uint32_t cp) {
     }
 }
 
-int pl_utf8_has_invisible(const uint8_t *p, size_t n) { return has_cp(p, n, pl_utf8_invisible); }
+int pl_utf8_has_invisible(const uint8_t *p, size_t n) { return pl_utf8_has(p, n, pl_utf8_invisible); }
 
 size_t pl_utf8_prefix(const char *s, size_t len, size_t chars) {
     size_t i = 0;

@@ -23,6 +23,12 @@ int  pl_utf8_valid(const uint8_t *p, size_t n);
  * U+0085, U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F,
  * U+3000) or a control character (Cc: U+0000..U+001F, U+007F..U+009F). */
 int  pl_utf8_space_or_control(uint32_t cp);
+/* 1 if code point cp is a control character (Cc: U+0000..U+001F,
+ * U+007F..U+009F). */
+int  pl_utf8_control(uint32_t cp);
+/* 1 if p[0..n) holds a code point pred accepts (a lone byte of invalid
+ * UTF-8 is taken as the code point it would start). */
+int  pl_utf8_has(const uint8_t *p, size_t n, int (*pred)(uint32_t));
 /* 1 if p[0..n), valid UTF-8, holds a code point of pl_utf8_space_or_control
  * (or, not being valid UTF-8, a lone byte that decodes as one). */
 int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);

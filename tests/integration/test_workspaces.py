@@ -241,3 +241,33 @@ async def test_workspace_quotas_and_bad_input(server_factory):
         w2 = (await api.expect(200, "GET", f"/api/v1/workspaces/{wid}", token=alice.token)).body
         assert w2["member_count"] == 2 and w2["channel_count"] == 2, w2
         assert len((await api.expect(200, "GET", "/api/v1/workspaces", token=alice.token)).body["workspaces"]) == 1
+
+
+@async_test(60)
+async def test_workspace_name_errors_name_the_rule_broken(server):
+    """Each refused name is told the rule it broke (protocol.md "POST /api/v1/workspaces")."""
+    async with Harness(server) as h:
+        api = h.api
+        (alice,) = await api.register_many(1, "wsn")
+        cases = {
+            "Acme ": "\"name\" must not start or end with a space",
+            " Acme": "\"name\" must not start or end with a space",
+            "Ac\u200bme": "\"name\" must not contain invisible formatting characters "
+                          "(zero-width characters, direction marks and overrides)",
+            "x\u202ey": "\"name\" must not contain invisible formatting characters "
+                        "(zero-width characters, direction marks and overrides)",
+            "a\u0001b": "\"name\" must not contain control characters",
+            "\u0000": "\"name\" must not contain control characters",
+            "x\u0085y": "\"name\" must not contain control characters",
+            "a\u00a0b": "\"name\" must not contain spaces other than the plain one",
+            "\u3000": "\"name\" must not contain spaces other than the plain one",
+            "": "\"name\" must be 1-64 bytes",
+            "x" * 65: "\"name\" must be 1-64 bytes",
+        }
+        for name, message in cases.items():
+            r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body={"name": name})
+            assert r.status == 400 and r.body["error"] == {"code": "bad_request", "message": message}, (name, r)
+        r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body={"name": 5})
+        assert r.status == 400 and r.body["error"]["message"] == "\"name\" must be a string", r
+        await ws_create(api, alice, "x" * 64)
+        await ws_create(api, alice, "Acme Corp")
