@@ -271,3 +271,20 @@ async def test_workspace_name_errors_name_the_rule_broken(server):
         assert r.status == 400 and r.body["error"]["message"] == "\"name\" must be a string", r
         await ws_create(api, alice, "x" * 64)
         await ws_create(api, alice, "Acme Corp")
+
+
+@async_test(60)
+async def test_channel_name_error_states_the_documented_rule(server):
+    """Non-ASCII letters are allowed (protocol.md), so the message says so."""
+    async with Harness(server) as h:
+        api = h.api
+        (alice,) = await api.register_many(1, "chn")
+        wid = (await ws_create(api, alice))["id"]
+        rule = ("\"name\" must be 1-80 bytes: lowercase ASCII letters, digits, '-', '_', '.' and non-ASCII "
+                "characters other than spaces, control and invisible formatting characters")
+        for name in ("Random", "has space", "", "x" * 81, "a\u200bb", 5):
+            r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token,
+                              json_body={"name": name})
+            assert r.status == 400 and r.body["error"] == {"code": "bad_request", "message": rule}, (name, r)
+        for name in ("café", "日本語"):
+            assert (await channel_create(api, alice, wid, name))["title"] == name
