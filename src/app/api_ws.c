@@ -236,7 +236,7 @@ static void channel_created(pl_job *j) {
     api_op *op = j->data;
     if (j->result) {
         ws_error(op->ctx, j, j->result != PL_STORE_ENOTFOUND ? ""
-                             : j->op == PL_JOB_CHANNEL_JOIN ? "no such channel" : "no such workspace or user");
+                             : j->op == PL_JOB_CHANNEL_JOIN ? "no such channel" : "no such workspace");
         api_op_free(op);
         return;
     }

@@ -288,3 +288,15 @@ async def test_channel_name_error_states_the_documented_rule(server):
             assert r.status == 400 and r.body["error"] == {"code": "bad_request", "message": rule}, (name, r)
         for name in ("café", "日本語"):
             assert (await channel_create(api, alice, wid, name))["title"] == name
+
+
+@async_test(60)
+async def test_channel_create_outside_the_workspace_is_no_such_workspace(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, eve = await api.register_many(2, "chw")
+        wid = (await ws_create(api, alice))["id"]
+        for ws in (wid, wid + 1000):
+            r = await api.req("POST", f"/api/v1/workspaces/{ws}/channels", token=eve.token,
+                              json_body={"name": "intruders"})
+            assert r.status == 404 and r.body["error"] == {"code": "not_found", "message": "no such workspace"}, r
