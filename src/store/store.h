@@ -451,6 +451,8 @@ typedef struct pl_media {
 /* ---- workspaces and channels (invariant 11) ------------------------------ */
 
 #define PL_WORKSPACE_NAME_MAX 64  /* bytes of a workspace name (1.., UTF-8)   */
+#define PL_GROUP_TITLE_MAX   128  /* bytes of a group's title (1.., UTF-8; the
+                                   * rules of pl_store__name_rule)            */
 #define PL_CHANNEL_NAME_MAX   80  /* bytes of a channel name: a-z 0-9 - _ . and
                                    * visible non-ASCII characters (UTF-8)     */
 
