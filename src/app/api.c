@@ -134,6 +134,7 @@ int api_name_ok(pl_http_ctx *ctx, json_t *v, const char *field, size_t max) {
                    "overrides)";
             break;
         case PL_NAME_EDGE_SPACE: rule = "must not start or end with a space"; break;
+        case PL_NAME_COMBINING:  rule = "must not start with a combining mark"; break;
         }
     }
     if (rule) snprintf(msg, sizeof msg, "\"%s\" %s", field, rule);

@@ -40,6 +40,11 @@ int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);
 int  pl_utf8_invisible(uint32_t cp);
 /* 1 if p[0..n) holds a pl_utf8_invisible code point (as has_space_or_control). */
 int  pl_utf8_has_invisible(const uint8_t *p, size_t n);
+/* 1 if cp is a combining mark (Unicode general category Mn, Mc or Me, as
+ * of Unicode 14.0: U+0301 COMBINING ACUTE ACCENT, ...). */
+int  pl_utf8_combining(uint32_t cp);
+/* The first code point of valid UTF-8 s[0..len) (0 when len is 0). */
+uint32_t pl_utf8_first(const char *s, size_t len);
 /* The bytes of the first `chars` code points of valid UTF-8 s[0..len)
  * (len when it has fewer): a prefix that never cuts one in two. */
 size_t pl_utf8_prefix(const char *s, size_t len, size_t chars);

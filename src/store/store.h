@@ -487,6 +487,8 @@ enum {
                                * format characters, direction marks and
                                * overrides                                 */
     PL_NAME_EDGE_SPACE,       /* a space first or last                     */
+    PL_NAME_COMBINING,        /* a combining mark first (pl_utf8_combining:
+                               * it would sit on whatever is shown before)  */
 };
 /* Which rule name[0..len) (borrowed; NUL allowed inside, as a character)
  * breaks as a name of at most max bytes, or PL_NAME_OK. */

@@ -77,6 +77,7 @@ int pl_store__name_rule(const char *name, size_t len, size_t max) {
     if (pl_utf8_has(p, len, other_space)) return PL_NAME_SPACE;
     if (pl_utf8_has_invisible(p, len)) return PL_NAME_INVISIBLE;
     if (name[0] == ' ' || name[len - 1] == ' ') return PL_NAME_EDGE_SPACE;
+    if (pl_utf8_combining(pl_utf8_first(name, len))) return PL_NAME_COMBINING;
     return PL_NAME_OK;
 }
 

@@ -179,6 +179,7 @@ async def test_group_title_follows_the_workspace_name_rules(server):
             "O\u200bps": invisible,
             "\u2066Ops\u2069": invisible,
             "a\u00a0b": "\"title\" must not contain spaces other than the plain one",
+            "\u0301": "\"title\" must not start with a combining mark",
             " Ops": "\"title\" must not start or end with a space",
             "Ops ": "\"title\" must not start or end with a space",
             "": "\"title\" must be 1-128 bytes",

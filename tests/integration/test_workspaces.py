@@ -274,6 +274,20 @@ async def test_workspace_name_errors_name_the_rule_broken(server):
 
 
 @async_test(60)
+async def test_workspace_name_may_not_start_with_a_combining_mark(server):
+    """A mark first would sit on whatever is shown before the name."""
+    async with Harness(server) as h:
+        api = h.api
+        (alice,) = await api.register_many(1, "wsm")
+        for name in ("\u0301", "\u0301Acme", "\u20ddx", "\u093e"):
+            r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body={"name": name})
+            assert r.status == 400 and r.body["error"] == {
+                "code": "bad_request", "message": "\"name\" must not start with a combining mark"}, (name, r)
+        for name in ("Cafe\u0301", "e\u0301", "Ac\u0301me"):                 # marks after a letter are fine
+            assert (await ws_create(api, alice, name))["name"] == name
+
+
+@async_test(60)
 async def test_channel_name_error_states_the_documented_rule(server):
     """Non-ASCII letters are allowed (protocol.md), so the message says so."""
     async with Harness(server) as h:
