@@ -444,6 +444,15 @@ TEST(http_query_get_bad_escapes) {
     CHECK_STR(v, "%zzA");
     CHECK(pl_http_query_get(S("a=x%00y"), "a", v, sizeof v));  /* no hidden NUL */
     CHECK_STR(v, "x%00y");
+    size_t n = 99;                                     /* ... but getn tells of it */
+    CHECK(pl_http_query_getn(S("a=x%00y"), "a", v, sizeof v, &n));
+    CHECK_EQ(n, 3);
+    CHECK(memcmp(v, "x\0y\0", 4) == 0);
+    CHECK(pl_http_query_getn(S("a=%41%2"), "a", v, sizeof v, &n));
+    CHECK_EQ(n, 3);
+    CHECK_STR(v, "A%2");
+    CHECK(!pl_http_query_getn(S("b=1"), "a", v, sizeof v, &n));
+    CHECK_EQ(n, 0);
     CHECK(pl_http_query_get(S("a=%%41"), "a", v, sizeof v));
     CHECK_STR(v, "%A");
     /* The value ends at the query's length even if the bytes go on. */
