@@ -462,6 +462,10 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         pl_http_error(ctx, 403, "forbidden", "Origin not allowed");   /* protocol.md "Origin checks" */
         return;
     }
+    if (!pl_api_authorization_ok(&ctx->req)) {                          /* the same section */
+        pl_http_error(ctx, 403, "forbidden", PL_API_TWO_AUTHORIZATIONS);
+        return;
+    }
     if (n == 1 && (api_seg_is(seg[0], "healthz") || api_seg_is(seg[0], "readyz") || api_seg_is(seg[0], "metrics"))) {
         if (m != PL_HTTP_GET && m != PL_HTTP_HEAD) api_method_not_allowed(ctx);
         else operations(ctx, seg[0]);

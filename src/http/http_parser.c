@@ -293,6 +293,13 @@ pl_str pl_http_header_get(const pl_http_req *req, const char *name) {
     return (pl_str){ NULL, 0 };
 }
 
+size_t pl_http_header_count(const pl_http_req *req, const char *name) {
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        n += str_ieq(req->headers[i].name.p, req->headers[i].name.n, name) != 0;
+    return n;
+}
+
 /* Decodes one byte of form-urlencoded text at s[*i], s[0..n): "+" is a space,
  * "%XX" a byte. A "%" not followed by two hex digits stays a literal "%", and
  * so does "%00" (which would cut a C string short) unless nul (the caller

@@ -73,6 +73,8 @@ int pl_http_parse(const char *buf, size_t len, pl_http_req *req);
 
 /* Case-insensitive lookup; returns the first value, or a pl_str with p NULL. */
 pl_str pl_http_header_get(const pl_http_req *req, const char *name);
+/* How many header fields are named name (case-insensitive). */
+size_t pl_http_header_count(const pl_http_req *req, const char *name);
 
 /* Finds query parameter name in a query string; percent-decodes its value
  * into out (NUL-terminated, truncated to cap-1). Returns 1 if present.

@@ -190,6 +190,9 @@ TEST(http_parse_websocket_upgrade) {
     CHECK(str_is(r.host, "chat.example:8080"));
     CHECK(str_is(pl_http_header_get(&r, "sec-websocket-protocol"), "parley.v1, chat"));
     CHECK_EQ(r.nheaders, 8);
+    CHECK_EQ(pl_http_header_count(&r, "SEC-WEBSOCKET-PROTOCOL"), 2);
+    CHECK_EQ(pl_http_header_count(&r, "origin"), 1);
+    CHECK_EQ(pl_http_header_count(&r, "authorization"), 0);
 }
 
 TEST(http_parse_upgrade_case_and_spread) {
