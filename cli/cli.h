@@ -60,8 +60,10 @@ int pc_utf8(const char *s, size_t n);
 /* ---- CONV and USER arguments, conversations (cmd_conv.c) ---- */
 
 /* A CONV argument: a conversation id, @username (the direct
- * conversation with that user, opened if needed), or WS/#NAME (a channel:
- * pc_channel_arg). 0, or the exit status after the error line. */
+ * conversation with that user, opened if needed), @deleted#ID (my direct
+ * conversation with that deleted account, as `ls` names it; never opened),
+ * or WS/#NAME (a channel: pc_channel_arg). 0, or the exit status after the
+ * error line. */
 int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv);
 /* A USER argument (a username, "@" allowed in front) to its id. */
 int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id);

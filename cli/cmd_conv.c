@@ -26,7 +26,52 @@ static int open_direct(pc_client *c, const char *cmd, const char *name, json_t *
     return rc;
 }
 
+/* The id N of "@deleted#N", the name `ls` shows for a deleted account
+ * (protocol.md: renamed "deleted#<id>"), else 0. */
+static int64_t deleted_user(const char *arg) {
+    static const char pre[] = "@deleted#";
+    if (strncmp(arg, pre, sizeof pre - 1) != 0) return 0;
+    const char *p = arg + sizeof pre - 1;
+    if (*p < '1' || *p > '9' || strlen(p) > 16) return 0;
+    int64_t id = 0;
+    for (; *p >= '0' && *p <= '9'; p++) id = id * 10 + (*p - '0');
+    return *p || id > PC_JSON_INT_MAX ? 0 : id;
+}
+
+/* My direct conversation with deleted user `user`: no one can open one
+ * with that name (it is no username), so it is looked for among my direct
+ * conversations, by their members, as `ls` names them. */
+static int deleted_direct(pc_client *c, const char *cmd, int64_t user, int64_t *conv) {
+    json_t *list;
+    int rc = pc_call(c, cmd, "GET", "/api/v1/conversations", NULL, &list);
+    if (rc) return rc;
+    size_t i, k;
+    json_t *cv, *m;
+    *conv = 0;
+    json_array_foreach(json_object_get(list, "conversations"), i, cv) {
+        const char *kind = json_string_value(json_object_get(cv, "kind"));
+        if (!kind || strcmp(kind, "direct") != 0) continue;
+        json_t *full;
+        int64_t id = json_integer_value(json_object_get(cv, "id"));
+        if ((rc = pc_conv_get(c, cmd, id, &full))) break;
+        json_array_foreach(json_object_get(full, "members"), k, m) {
+            if (json_integer_value(json_object_get(m, "id")) == user) *conv = id;
+        }
+        json_decref(full);
+        if (*conv) break;
+    }
+    json_decref(list);
+    if (rc == 0 && !*conv) {
+        fprintf(stderr, "parley: %s: no direct conversation with deleted#%lld (parley ls lists them)\n", cmd,
+                (long long)user);
+        rc = PC_EXIT_REFUSED;
+    }
+    return rc;
+}
+
 int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv) {
+    int64_t gone = deleted_user(arg);
+    if (gone) return deleted_direct(c, cmd, gone, conv);
     if (arg[0] == '@') {
         if (!arg[1] || !pc_utf8(arg, strlen(arg)))
             return pc_usage_error(cmd, "\"%s\" is not a conversation (an id, @username or WS/#channel)", arg);

@@ -117,6 +117,32 @@ json_t *api_body_object(pl_http_ctx *ctx) {
     return o;
 }
 
+int api_name_ok(pl_http_ctx *ctx, json_t *v, const char *field, size_t max) {
+    char msg[160];
+    const char *rule = NULL;
+    if (!json_is_string(v)) {
+        rule = "must be a string";
+    } else {
+        switch (pl_store__name_rule(json_string_value(v), json_string_length(v), max)) {
+        case PL_NAME_OK:         return 1;
+        case PL_NAME_LENGTH:     break;
+        case PL_NAME_UTF8:       rule = "must be UTF-8"; break;
+        case PL_NAME_CONTROL:    rule = "must not contain control characters"; break;
+        case PL_NAME_SPACE:      rule = "must not contain spaces other than the plain one"; break;
+        case PL_NAME_INVISIBLE:
+            rule = "must not contain invisible formatting characters (zero-width characters, direction marks and "
+                   "overrides)";
+            break;
+        case PL_NAME_EDGE_SPACE: rule = "must not start or end with a space"; break;
+        case PL_NAME_COMBINING:  rule = "must not start with a combining mark"; break;
+        }
+    }
+    if (rule) snprintf(msg, sizeof msg, "\"%s\" %s", field, rule);
+    else snprintf(msg, sizeof msg, "\"%s\" must be 1-%zu bytes", field, max);
+    pl_http_error(ctx, 400, "bad_request", msg);
+    return 0;
+}
+
 /* A positive decimal id of at most 2^53 - 1; 0 if not a number, -1 if
  * all digits but above 2^53 - 1 (the client's integer is out of range:
  * 400, not 404). */
@@ -434,6 +460,10 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     pl_count(&pl_m_http_requests, 1);
     if (pl_api_state_changing(&ctx->req) && !pl_api_origin_ok(ctx->conn, &ctx->req)) {
         pl_http_error(ctx, 403, "forbidden", "Origin not allowed");   /* protocol.md "Origin checks" */
+        return;
+    }
+    if (!pl_api_authorization_ok(&ctx->req)) {                          /* the same section */
+        pl_http_error(ctx, 403, "forbidden", PL_API_TWO_AUTHORIZATIONS);
         return;
     }
     if (n == 1 && (api_seg_is(seg[0], "healthz") || api_seg_is(seg[0], "readyz") || api_seg_is(seg[0], "metrics"))) {

@@ -37,6 +37,11 @@ void pl_api_set_ready(int (*fn)(const char **why));
 int  pl_api_guard_init(const pl_config *cfg, char *err, size_t errlen);
 /* 1 if the request on c has no Origin, or an allowed one; 0: refuse (403). */
 int  pl_api_origin_ok(pl_conn *c, const pl_http_req *r);
+/* 1 if the request has at most one Authorization header; 0: refuse it
+ * (403 forbidden, PL_API_TWO_AUTHORIZATIONS), whatever its method, as two
+ * Origin headers are: which one would count is not for a server to guess. */
+int  pl_api_authorization_ok(const pl_http_req *r);
+#define PL_API_TWO_AUTHORIZATIONS "more than one Authorization header"
 /* 1 for POST, PUT, PATCH and DELETE: the requests the Origin check covers. */
 int  pl_api_state_changing(const pl_http_req *r);
 /* pl_http_hooks.on_request */

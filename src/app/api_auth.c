@@ -71,6 +71,14 @@ static int read_credentials(pl_http_ctx *ctx, json_t *o, api_op *op, int login) 
         pl_http_error(ctx, 400, "bad_request", "username must be 3-32 of A-Z a-z 0-9 _ . -");
         return -1;
     }
+    /* A mention ends at a trailing '.' or '-' (@alice. is alice): a name
+     * ending so could not be mentioned, and passes for its stem. New names
+     * only: login keeps the older rule for accounts made before. */
+    char last = op->username[strlen(op->username) - 1];
+    if (!login && (last == '.' || last == '-')) {
+        pl_http_error(ctx, 400, "bad_request", "username must not end in '.' or '-'");
+        return -1;
+    }
     if (bad_password) {
         pl_http_error(ctx, 400, "bad_request", "password must be 8-256 bytes");
         return -1;

@@ -255,9 +255,7 @@ void h_conv_create(pl_http_ctx *ctx) {
         }
     } else if (kind && strcmp(kind, "group") == 0) {
         json_t *t = json_object_get(o, "title");
-        if (!json_is_string(t) || json_string_length(t) < 1 || json_string_length(t) > 128 ||
-            memchr(json_string_value(t), 0, json_string_length(t))) {
-            pl_http_error(ctx, 400, "bad_request", "\"title\" must be 1-128 bytes");
+        if (!api_name_ok(ctx, t, "title", PL_GROUP_TITLE_MAX)) {
             api_op_free(op);
             return;
         }

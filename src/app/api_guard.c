@@ -1,7 +1,8 @@
 /* api_guard.c — the Origin allow-list for WebSocket upgrades and
  * state-changing REST requests (docs/protocol.md "Origin checks"): the
  * settings --allowed-origins and --trusted-proxies read once, and the check
- * for one request with its peer's address. */
+ * for one request with its peer's address; and the refusal of a request
+ * with two Authorization headers (the same section). */
 #include <string.h>
 #include <uv.h>
 
@@ -24,6 +25,10 @@ int pl_api_origin_ok(pl_conn *c, const pl_http_req *r) {
     if (pl_origin_allowed(&policy, r, sa, c->tls != NULL)) return 1;
     pl_log(PL_LOG_INFO, c->id, "origin refused", "\"origin_len\":%zu", r->origin.n);
     return 0;
+}
+
+int pl_api_authorization_ok(const pl_http_req *r) {
+    return pl_http_header_count(r, "authorization") <= 1;
 }
 
 int pl_api_state_changing(const pl_http_req *r) {

@@ -65,6 +65,10 @@ void    api_too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *what, const
 /* The body as a JSON object, or NULL after answering 400 (or 411 when the
  * request had no Content-Length at all). */
 json_t *api_body_object(pl_http_ctx *ctx);
+/* 1 if v is a string that may be a workspace name or a group title of at
+ * most max bytes (pl_store__name_rule); else 0 after answering 400 with
+ * the rule it breaks, naming the field ("name", "title"). */
+int     api_name_ok(pl_http_ctx *ctx, json_t *v, const char *field, size_t max);
 int64_t api_parse_id(const char *s, size_t n);
 /* Answers 404 (not a number: missing says what) or 400 (above 2^53 - 1)
  * for a bad path id (api_parse_id's); 1 if id is good. */

@@ -21,10 +21,9 @@ void h_search(pl_http_ctx *ctx) {
     char q[PL_STORE_QUERY_MAX + 2], cur[24], ment[8];
     pl_search_args a = {0};
     int64_t limit = 0;
-    if (pl_http_query_get(ctx->req.query, "q", q, sizeof q)) {
-        a.q = q;
-        a.q_len = strlen(q);        /* PL_STORE_QUERY_MAX + 1 when longer: too long */
-    }
+    if (pl_http_query_getn(ctx->req.query, "q", q, sizeof q, &a.q_len))
+        a.q = q;                    /* q_len PL_STORE_QUERY_MAX + 1 when longer: too long; a NUL
+                                     * ("%00") counts, for pl_proto_search_check to refuse */
     if (api_query_int(ctx, "conversation", &a.conv) || api_query_int(ctx, "sender", &a.sender)) {
         bad(ctx, "\"conversation\" and \"sender\" must be ids");
         return;
@@ -71,14 +70,15 @@ void h_search(pl_http_ctx *ctx) {
 
 void h_user_search(pl_http_ctx *ctx) {
     char q[PL_STORE_QUERY_MAX + 2];
+    size_t qlen = 0;
     int64_t limit = 0;
-    if (!pl_http_query_get(ctx->req.query, "q", q, sizeof q) || !q[0]) {
+    if (!pl_http_query_getn(ctx->req.query, "q", q, sizeof q, &qlen) || !qlen) {
         bad(ctx, "\"q\" must not be empty");
         return;
     }
-    pl_search_args a = {.q = q, .q_len = strlen(q)};
+    pl_search_args a = {.q = q, .q_len = qlen};
     pl_proto_err e = {0};
-    if (pl_proto_search_check(&a, &e)) {  /* UTF-8, not only spaces, <= 256 bytes */
+    if (pl_proto_search_check(&a, &e)) {  /* UTF-8 without NUL, not only spaces, <= 256 bytes */
         bad(ctx, e.message);
         return;
     }

@@ -236,7 +236,7 @@ static void channel_created(pl_job *j) {
     api_op *op = j->data;
     if (j->result) {
         ws_error(op->ctx, j, j->result != PL_STORE_ENOTFOUND ? ""
-                             : j->op == PL_JOB_CHANNEL_JOIN ? "no such channel" : "no such workspace or user");
+                             : j->op == PL_JOB_CHANNEL_JOIN ? "no such channel" : "no such workspace");
         api_op_free(op);
         return;
     }
@@ -249,9 +249,7 @@ static void h_ws_create(pl_http_ctx *ctx) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
     json_t *name = json_object_get(o, "name");
-    if (!json_is_string(name) || memchr(json_string_value(name), 0, json_string_length(name)) ||
-        !pl_store__workspace_name_ok(json_string_value(name))) {
-        pl_http_error(ctx, 400, "bad_request", "\"name\" must be 1-64 bytes, no control characters");
+    if (!api_name_ok(ctx, name, "name", PL_WORKSPACE_NAME_MAX)) {
         json_decref(o);
         return;
     }
@@ -317,7 +315,8 @@ static void h_channel_create(pl_http_ctx *ctx, int64_t ws) {
     const char *why = NULL;
     if (!json_is_string(name) || memchr(json_string_value(name), 0, json_string_length(name)) ||
         !pl_store__channel_name_ok(json_string_value(name)))
-        why = "\"name\" must be 1-80 bytes: lowercase letters, digits, '-', '_' and '.'";
+        why = "\"name\" must be 1-80 bytes: lowercase ASCII letters, digits, '-', '_', '.' and non-ASCII "
+              "characters other than spaces, control and invisible formatting characters";
     else if (priv && !json_is_boolean(priv))
         why = "\"private\" must be true or false";
     else if (e2ee && !json_is_boolean(e2ee))

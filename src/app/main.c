@@ -85,7 +85,11 @@ static void on_ws_open(pl_conn *c, const char *tok, size_t len, void *ud) {
     pl_chat_ws_open(c, tok, len);
 }
 
-static int upgrade_ok(pl_conn *c, const pl_http_req *r, void *ud) { return pl_api_origin_ok(c, r); }
+static const char *upgrade_refused(pl_conn *c, const pl_http_req *r, void *ud) {
+    if (!pl_api_origin_ok(c, r)) return "Origin not allowed";
+    if (!pl_api_authorization_ok(r)) return PL_API_TWO_AUTHORIZATIONS;
+    return NULL;
+}
 
 static void sample_gauges(pl_metrics_gauges *g) {
     g->connections = pl_net_count(net);
@@ -422,7 +426,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "parleyd: push: %s\n", err);
         return start_failed(2);
     }
-    pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_ok, NULL};
+    pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_refused, NULL};
     pl_http_init(&hh);
     pl_wsconn_hooks wh = {pl_chat_ws_text, pl_chat_ws_timeout};
     pl_wsconn_init(&wh, (uint32_t)cfg.max_ws_message);

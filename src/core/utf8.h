@@ -23,6 +23,12 @@ int  pl_utf8_valid(const uint8_t *p, size_t n);
  * U+0085, U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F,
  * U+3000) or a control character (Cc: U+0000..U+001F, U+007F..U+009F). */
 int  pl_utf8_space_or_control(uint32_t cp);
+/* 1 if code point cp is a control character (Cc: U+0000..U+001F,
+ * U+007F..U+009F). */
+int  pl_utf8_control(uint32_t cp);
+/* 1 if p[0..n) holds a code point pred accepts (a lone byte of invalid
+ * UTF-8 is taken as the code point it would start). */
+int  pl_utf8_has(const uint8_t *p, size_t n, int (*pred)(uint32_t));
 /* 1 if p[0..n), valid UTF-8, holds a code point of pl_utf8_space_or_control
  * (or, not being valid UTF-8, a lone byte that decodes as one). */
 int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);
@@ -34,6 +40,11 @@ int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);
 int  pl_utf8_invisible(uint32_t cp);
 /* 1 if p[0..n) holds a pl_utf8_invisible code point (as has_space_or_control). */
 int  pl_utf8_has_invisible(const uint8_t *p, size_t n);
+/* 1 if cp is a combining mark (Unicode general category Mn, Mc or Me, as
+ * of Unicode 14.0: U+0301 COMBINING ACUTE ACCENT, ...). */
+int  pl_utf8_combining(uint32_t cp);
+/* The first code point of valid UTF-8 s[0..len) (0 when len is 0). */
+uint32_t pl_utf8_first(const char *s, size_t len);
 /* The bytes of the first `chars` code points of valid UTF-8 s[0..len)
  * (len when it has fewer): a prefix that never cuts one in two. */
 size_t pl_utf8_prefix(const char *s, size_t len, size_t chars);

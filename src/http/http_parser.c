@@ -293,16 +293,24 @@ pl_str pl_http_header_get(const pl_http_req *req, const char *name) {
     return (pl_str){ NULL, 0 };
 }
 
+size_t pl_http_header_count(const pl_http_req *req, const char *name) {
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        n += str_ieq(req->headers[i].name.p, req->headers[i].name.n, name) != 0;
+    return n;
+}
+
 /* Decodes one byte of form-urlencoded text at s[*i], s[0..n): "+" is a space,
- * "%XX" a byte. A "%" not followed by two hex digits, or "%00" (which would
- * cut a C string short), stays a literal "%". */
-static unsigned char decode_at(const char *s, size_t n, size_t *i) {
+ * "%XX" a byte. A "%" not followed by two hex digits stays a literal "%", and
+ * so does "%00" (which would cut a C string short) unless nul (the caller
+ * keeps the length, and so sees the NUL). */
+static unsigned char decode_at(const char *s, size_t n, size_t *i, int nul) {
     unsigned char c = (unsigned char)s[*i];
     (*i)++;
     if (c == '+') return ' ';
     if (c == '%' && *i + 2 <= n) {
         int hi = hexval((unsigned char)s[*i]), lo = hexval((unsigned char)s[*i + 1]);
-        if (hi >= 0 && lo >= 0 && (hi | lo) != 0) {
+        if (hi >= 0 && lo >= 0 && (nul || (hi | lo) != 0)) {
             *i += 2;
             return (unsigned char)(hi << 4 | lo);
         }
@@ -315,14 +323,19 @@ static int key_eq(const char *s, size_t n, const char *name) {
     size_t i = 0, j = 0;
     while (i < n) {
         if (name[j] == '\0') return 0;
-        if (decode_at(s, n, &i) != (unsigned char)name[j]) return 0;
+        if (decode_at(s, n, &i, 0) != (unsigned char)name[j]) return 0;
         j++;
     }
     return name[j] == '\0';
 }
 
 int pl_http_query_get(pl_str query, const char *name, char *out, size_t cap) {
+    return pl_http_query_getn(query, name, out, cap, NULL);
+}
+
+int pl_http_query_getn(pl_str query, const char *name, char *out, size_t cap, size_t *len) {
     size_t pos = 0;
+    if (len) *len = 0;
     if (!query.p || !name) return 0;
     while (pos < query.n) {
         const char *seg = query.p + pos;
@@ -338,8 +351,9 @@ int pl_http_query_get(pl_str query, const char *name, char *out, size_t cap) {
         if (out && cap > 0) {
             const char *v = eq ? eq + 1 : seg + sn;
             size_t vn = (size_t)(seg + sn - v), i = 0, o = 0;
-            while (i < vn && o + 1 < cap) out[o++] = (char)decode_at(v, vn, &i);
+            while (i < vn && o + 1 < cap) out[o++] = (char)decode_at(v, vn, &i, len != NULL);
             out[o] = '\0';
+            if (len) *len = o;
         }
         return 1;
     }

@@ -73,10 +73,17 @@ int pl_http_parse(const char *buf, size_t len, pl_http_req *req);
 
 /* Case-insensitive lookup; returns the first value, or a pl_str with p NULL. */
 pl_str pl_http_header_get(const pl_http_req *req, const char *name);
+/* How many header fields are named name (case-insensitive). */
+size_t pl_http_header_count(const pl_http_req *req, const char *name);
 
 /* Finds query parameter name in a query string; percent-decodes its value
- * into out (NUL-terminated, truncated to cap-1). Returns 1 if present. */
+ * into out (NUL-terminated, truncated to cap-1). Returns 1 if present.
+ * "%00" stays the three characters, so that no NUL hides in out. */
 int pl_http_query_get(pl_str query, const char *name, char *out, size_t cap);
+/* The same, but "%00" decodes to a NUL byte and *len (not NULL) is the
+ * value's decoded length (bytes written before the terminating NUL), for a
+ * caller that refuses a NUL in the value as a JSON string with one is. */
+int pl_http_query_getn(pl_str query, const char *name, char *out, size_t cap, size_t *len);
 
 /* 1 if the comma-separated header value v contains token t (case-insensitive). */
 int pl_http_has_token(pl_str v, const char *t);

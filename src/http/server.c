@@ -241,8 +241,9 @@ static int upgrade(pl_conn *c, http_state *st) {
     pl_http_ctx *hctx = st->ctx;
     pl_http_req *r = &hctx->req;
     char accept[29];
-    if (hooks.upgrade_ok && !hooks.upgrade_ok(c, r, hooks.ud)) {   /* Origin before anything else */
-        error_and_close(c, 403, "forbidden", "Origin not allowed");
+    const char *why = hooks.upgrade_refused ? hooks.upgrade_refused(c, r, hooks.ud) : NULL;
+    if (why) {                                          /* Origin before anything else */
+        error_and_close(c, 403, "forbidden", why);
         return refuse(c, hctx);
     }
     if (r->method != PL_HTTP_GET) {

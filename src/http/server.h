@@ -57,10 +57,11 @@ typedef struct pl_http_hooks {
      * or only spaces after it, or "bearer."): that fails at once (4001);
      * borrowed for the call. */
     void (*on_ws_open)(pl_conn *c, const char *token, size_t token_len, void *ud);
-    /* Asked before a WebSocket handshake is answered: 0 refuses it with 403
-     * forbidden (an Origin that is not allowed, docs/protocol.md "Origin
-     * checks"). NULL: every handshake may proceed. */
-    int  (*upgrade_ok)(pl_conn *c, const pl_http_req *req, void *ud);
+    /* Asked before a WebSocket handshake is answered: NULL lets it proceed,
+     * a message (static) refuses it with 403 forbidden and that message (an
+     * Origin that is not allowed, two Authorization headers: docs/protocol.md
+     * "Origin checks"). A NULL hook: every handshake may proceed. */
+    const char *(*upgrade_refused)(pl_conn *c, const pl_http_req *req, void *ud);
     void *ud;
 } pl_http_hooks;
 

@@ -451,6 +451,8 @@ typedef struct pl_media {
 /* ---- workspaces and channels (invariant 11) ------------------------------ */
 
 #define PL_WORKSPACE_NAME_MAX 64  /* bytes of a workspace name (1.., UTF-8)   */
+#define PL_GROUP_TITLE_MAX   128  /* bytes of a group's title (1.., UTF-8; the
+                                   * rules of pl_store__name_rule)            */
 #define PL_CHANNEL_NAME_MAX   80  /* bytes of a channel name: a-z 0-9 - _ . and
                                    * visible non-ASCII characters (UTF-8)     */
 
@@ -472,9 +474,27 @@ typedef struct pl_workspace {
 
 void pl_workspace_list_free(pl_workspace *list, size_t n);
 
-/* 1 if name (NUL-terminated) may name a workspace: 1..PL_WORKSPACE_NAME_MAX
- * bytes of valid UTF-8, no invisible character (pl_utf8_invisible: spaces
- * other than U+0020, controls, format characters), no space first or last. */
+/* The rules of a workspace name and a group title (docs/protocol.md "POST
+ * /api/v1/workspaces"), in the order pl_store__name_rule checks them: the
+ * first one broken is the one returned, so that an answer names it. */
+enum {
+    PL_NAME_OK = 0,
+    PL_NAME_LENGTH,           /* empty, or more than max bytes             */
+    PL_NAME_UTF8,             /* not valid UTF-8                           */
+    PL_NAME_CONTROL,          /* a control character (NUL included)        */
+    PL_NAME_SPACE,            /* a space other than U+0020 (U+00A0, ...)   */
+    PL_NAME_INVISIBLE,        /* another pl_utf8_invisible: zero-width and
+                               * format characters, direction marks and
+                               * overrides                                 */
+    PL_NAME_EDGE_SPACE,       /* a space first or last                     */
+    PL_NAME_COMBINING,        /* a combining mark first (pl_utf8_combining:
+                               * it would sit on whatever is shown before)  */
+};
+/* Which rule name[0..len) (borrowed; NUL allowed inside, as a character)
+ * breaks as a name of at most max bytes, or PL_NAME_OK. */
+int pl_store__name_rule(const char *name, size_t len, size_t max);
+/* 1 if name (NUL-terminated) may name a workspace: pl_store__name_rule
+ * with PL_WORKSPACE_NAME_MAX is PL_NAME_OK. */
 int pl_store__workspace_name_ok(const char *name);
 /* 1 if name (NUL-terminated) may name a channel: 1..PL_CHANNEL_NAME_MAX
  * bytes of valid UTF-8, ASCII only as a-z, 0-9, '-', '_', '.', and no

@@ -65,11 +65,24 @@ char *pl_store__data_channel(const char *name, int64_t creator, const int64_t *o
     return data_created(name, creator, others, n, workspace, is_private);
 }
 
+static int other_space(uint32_t cp) {
+    return cp != 0x20 && pl_utf8_space_or_control(cp) && !pl_utf8_control(cp);
+}
+
+int pl_store__name_rule(const char *name, size_t len, size_t max) {
+    const uint8_t *p = (const uint8_t *)name;
+    if (!name || len == 0 || len > max) return PL_NAME_LENGTH;
+    if (!pl_utf8_valid(p, len)) return PL_NAME_UTF8;
+    if (pl_utf8_has(p, len, pl_utf8_control)) return PL_NAME_CONTROL;
+    if (pl_utf8_has(p, len, other_space)) return PL_NAME_SPACE;
+    if (pl_utf8_has_invisible(p, len)) return PL_NAME_INVISIBLE;
+    if (name[0] == ' ' || name[len - 1] == ' ') return PL_NAME_EDGE_SPACE;
+    if (pl_utf8_combining(pl_utf8_first(name, len))) return PL_NAME_COMBINING;
+    return PL_NAME_OK;
+}
+
 int pl_store__workspace_name_ok(const char *name) {
-    size_t len = name ? strlen(name) : 0;
-    if (len == 0 || len > PL_WORKSPACE_NAME_MAX || !pl_utf8_valid((const uint8_t *)name, len)) return 0;
-    if (name[0] == ' ' || name[len - 1] == ' ') return 0;
-    return !pl_utf8_has_invisible((const uint8_t *)name, len);
+    return name && pl_store__name_rule(name, strlen(name), PL_WORKSPACE_NAME_MAX) == PL_NAME_OK;
 }
 
 int pl_store__channel_name_ok(const char *name) {

@@ -3,6 +3,7 @@ tokens (missing, forged, expired, revoked), WebSocket close 4001, refresh
 rotation and logout."""
 
 import asyncio
+import secrets
 
 import websockets.exceptions
 
@@ -276,3 +277,24 @@ async def test_account_errors(server):
         r = await api.req("POST", "/api/v1/auth/login",
                           json_body={"username": alice.username.upper(), "password": alice.password})
         assert r.status == 200 and r.body["user"]["id"] == alice.id, r
+
+
+@async_test(60)
+async def test_register_refuses_a_username_ending_in_dot_or_dash(server):
+    """`@alice.` mentions `alice`: a name ending in `.` or `-` could never be
+    mentioned, and would pass for its stem. New registrations are refused;
+    login keeps its rule (accounts registered before keep working)."""
+    async with Harness(server) as h:
+        api = h.api
+        for name in ("alice.", "alice-", "bob.-", "a.b-", "ab-"):
+            r = await api.req("POST", "/api/v1/auth/register",
+                              json_body={"username": name, "password": "long enough pw"})
+            assert r.status == 400 and r.body["error"] == {
+                "code": "bad_request", "message": "username must not end in '.' or '-'"}, (name, r)
+            r = await api.req("POST", "/api/v1/auth/login",
+                              json_body={"username": name, "password": "long enough pw"})
+            assert r.status == 401 and r.code == "unauthorized", (name, r)
+        for name in ("a.b_c-d", "x-y.z", "end_"):
+            r = await api.req("POST", "/api/v1/auth/register",
+                              json_body={"username": secrets.token_hex(3) + name, "password": "long enough pw"})
+            assert r.status == 201, (name, r)

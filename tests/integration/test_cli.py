@@ -1198,3 +1198,28 @@ def test_delete_account_hints_wrong_password_only_for_one(cli_bin, server_factor
     assert p.stderr.startswith("parley: delete-account: 403 forbidden: ") and "password" not in p.stderr, p.stderr
     assert p.stderr.endswith(" (nothing was deleted)\n"), p.stderr
     assert admin.out("whoami") == f"{boss} (user {admin.id})\n"
+
+
+def test_a_deleted_accounts_direct_conversation_is_named_as_ls_prints_it(cli):
+    """`ls` shows a direct conversation with a deleted account as
+    @deleted#ID; that name, typed back as CONV, is the same conversation
+    (README "CONV"), and names no other."""
+    alice, bob, carol = cli().register(), cli().register(), cli().register()
+    dm = int(alice.out("dm", bob.name).strip())
+    alice.out("send", str(dm), "hello bob")
+    bob.out("send", str(dm), "bye")
+    carol_dm = int(carol.out("dm", alice.name).strip())
+    bob.run("delete-account", "--yes")
+    line = next(ln for ln in alice.out("ls").splitlines() if ln.split()[0] == str(dm))
+    assert line.split()[2] == f"@deleted#{bob.id}", line
+    hist = parse_lines(alice.out("history", f"@deleted#{bob.id}"))
+    assert [t for _, _, t in hist if t.endswith("hello bob")], hist
+    assert {c for c, _, _ in hist} == {dm}, hist
+    alice.out("read", f"@deleted#{bob.id}")
+    assert alice.out("members", f"@deleted#{bob.id}") == alice.out("members", str(dm))
+    # someone with whom I have no conversation, and a deleted account that was never there
+    p = carol.run("history", f"@deleted#{bob.id}", expect=1)
+    assert p.stderr == f"parley: history: no direct conversation with deleted#{bob.id} (parley ls lists them)\n", p.stderr
+    assert "@deleted#" not in carol.out("ls") and carol_dm > 0
+    p = alice.run("history", "@deleted#999999999", expect=1)
+    assert p.stderr.startswith("parley: history: no direct conversation with deleted#999999999"), p.stderr

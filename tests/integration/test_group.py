@@ -213,3 +213,38 @@ async def test_admins_make_members_admins_and_back(server):
         r = await api.req("PATCH", f"/api/v1/conversations/{d}/members/{bob.id}", token=alice.token,
                           json_body={"role": "admin"})
         assert r.status == 400, r
+
+
+@async_test(60)
+async def test_group_title_follows_the_workspace_name_rules(server):
+    """A title is held to a workspace name's rules, up to 128 bytes, and a
+    refusal names the rule broken (protocol.md "POST /api/v1/conversations")."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "gtt")
+        invisible = ("\"title\" must not contain invisible formatting characters "
+                     "(zero-width characters, direction marks and overrides)")
+        cases = {
+            "\u0000": "\"title\" must not contain control characters",
+            "Ops\u0007": "\"title\" must not contain control characters",
+            "a\nb": "\"title\" must not contain control characters",
+            "evil\u202etxt.exe": invisible,
+            "O\u200bps": invisible,
+            "\u2066Ops\u2069": invisible,
+            "a\u00a0b": "\"title\" must not contain spaces other than the plain one",
+            "\u0301": "\"title\" must not start with a combining mark",
+            " Ops": "\"title\" must not start or end with a space",
+            "Ops ": "\"title\" must not start or end with a space",
+            "": "\"title\" must be 1-128 bytes",
+            "t" * 129: "\"title\" must be 1-128 bytes",
+        }
+        for title, message in cases.items():
+            r = await api.req("POST", "/api/v1/conversations", token=alice.token,
+                              json_body={"kind": "group", "title": title, "members": [bob.id]})
+            assert r.status == 400 and r.body["error"] == {"code": "bad_request", "message": message}, (title, r)
+        r = await api.req("POST", "/api/v1/conversations", token=alice.token,
+                          json_body={"kind": "group", "title": 7, "members": [bob.id]})
+        assert r.status == 400 and r.body["error"]["message"] == "\"title\" must be a string", r
+        for title in ("Ops team", "t" * 128, "café 日本語"):
+            conv = await api.create_group(alice, [bob.id], title=title)
+            assert conv["title"] == title, conv

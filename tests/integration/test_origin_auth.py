@@ -6,6 +6,7 @@ closing with 4001 at once, common passwords refused at register, and
 refresh-token reuse revoking the login session outside the grace period."""
 
 import asyncio
+import json
 import time
 
 import websockets
@@ -297,3 +298,35 @@ async def test_refresh_reuse_revokes_session(server_factory):
         r = await api.refresh(rt_c)
         assert r.status == 200, f"session 2 must still refresh: {r!r}"
         assert not ws2.closed.is_set(), f"session 2 closed: {ws2.close_code}"
+
+
+@async_test(60)
+async def test_two_authorization_headers_are_refused_as_two_origins_are(server):
+    """protocol.md "Origin checks": a request with two Authorization headers
+    is refused (403 forbidden, before anything else), whichever comes first
+    and whatever the method; the WebSocket handshake before any upgrade."""
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "auth2")
+        want = {"code": "forbidden", "message": "more than one Authorization header"}
+        host = f"Host: {server.host}:{server.port}"
+        for first, second in ((alice.token, bob.token), (alice.token, "bogus"), ("bogus", alice.token),
+                              (alice.token, alice.token)):
+            for lines in (["GET /api/v1/me HTTP/1.1"], ["GET /api/v1/conversations HTTP/1.1"],
+                          ["GET /api/v1/events HTTP/1.1"],
+                          ["POST /api/v1/conversations HTTP/1.1", "Content-Type: application/json",
+                           "Content-Length: 2"]):
+                head = "\r\n".join(lines + [host, "Connection: close", f"Authorization: Bearer {first}",
+                                            f"authorization: Bearer {second}"])
+                st, rh, body = await raw_http(server.host, server.port, head, b"{}")
+                assert st == 403 and json.loads(body)["error"] == want, (lines[0], st, rh, body)
+            r = await raw_upgrade(h, {"Authorization": f"Bearer {first}", "authorization": f"Bearer {second}"})
+            assert r.status == 403, r.response_head
+            n = int(next(l.split(":", 1)[1] for l in r.response_head.split("\r\n")
+                         if l.lower().startswith("content-length:")))
+            body = await asyncio.wait_for(r.reader.readexactly(n), 5)
+            assert json.loads(body)["error"] == want, body
+        # one is fine, as before
+        r = await h.api.req("GET", "/api/v1/me", token=alice.token)
+        assert r.status == 200 and r.body["id"] == alice.id, r
+        c = await h.ws(alice)
+        assert c.ready["user"]["id"] == alice.id

@@ -353,3 +353,30 @@ async def test_search_randomized_isolation(server):
             for cid in convs:
                 one = await search_all(api, u, q=w, conversation=cid, limit=50)
                 assert keys(one) == {k for k in want if k[0] == cid}, (i, cid)
+
+
+@async_test()
+async def test_rest_search_refuses_a_nul_in_q_as_the_websocket_does(server):
+    """`q` with a NUL (%00) is bad_request on every transport (protocol.md:
+    REST and the WebSocket give the same answers), not a search for its
+    part before the NUL."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "nul")
+        g = (await api.create_group(alice, [bob.id], title="n"))["id"]
+        w = word()
+        await say(api, alice, g, f"found {w}")
+        await found_within(api, alice, w, 1)
+        want = {"code": "bad_request", "message": "\"q\" must be UTF-8 text without NUL"}
+        ws = await h.ws(alice)
+        rep = await ws.request({"type": "search", "q": w + "\u0000x"})
+        assert rep.get("type") == "error" and rep.get("code") == want["code"], rep
+        assert rep.get("message") == want["message"], rep
+        for q in (w + "%00x", "%00" + w, w + "%00"):
+            r = await api.req("GET", f"/api/v1/search?q={q}", token=alice.token)
+            assert r.status == 400 and r.body["error"] == want, (q, r)
+        for q in (bob.username + "%00", "%00", "a%00b"):
+            r = await api.req("GET", f"/api/v1/users?q={q}", token=alice.token)
+            assert r.status == 400 and r.body["error"] == want, (q, r)
+        r = await api.expect(200, "GET", "/api/v1/users?q=" + bob.username, token=alice.token)
+        assert r.body["users"] == [{"id": bob.id, "username": bob.username}], r

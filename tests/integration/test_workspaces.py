@@ -273,3 +273,74 @@ async def test_workspace_admins_make_admins(server):
         listed = (await api.expect(200, "GET", "/api/v1/workspaces", token=alice.token)).body["workspaces"]
         assert listed[0]["role"] == "member", listed
 
+
+async def test_workspace_name_errors_name_the_rule_broken(server):
+    """Each refused name is told the rule it broke (protocol.md "POST /api/v1/workspaces")."""
+    async with Harness(server) as h:
+        api = h.api
+        (alice,) = await api.register_many(1, "wsn")
+        cases = {
+            "Acme ": "\"name\" must not start or end with a space",
+            " Acme": "\"name\" must not start or end with a space",
+            "Ac\u200bme": "\"name\" must not contain invisible formatting characters "
+                          "(zero-width characters, direction marks and overrides)",
+            "x\u202ey": "\"name\" must not contain invisible formatting characters "
+                        "(zero-width characters, direction marks and overrides)",
+            "a\u0001b": "\"name\" must not contain control characters",
+            "\u0000": "\"name\" must not contain control characters",
+            "x\u0085y": "\"name\" must not contain control characters",
+            "a\u00a0b": "\"name\" must not contain spaces other than the plain one",
+            "\u3000": "\"name\" must not contain spaces other than the plain one",
+            "": "\"name\" must be 1-64 bytes",
+            "x" * 65: "\"name\" must be 1-64 bytes",
+        }
+        for name, message in cases.items():
+            r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body={"name": name})
+            assert r.status == 400 and r.body["error"] == {"code": "bad_request", "message": message}, (name, r)
+        r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body={"name": 5})
+        assert r.status == 400 and r.body["error"]["message"] == "\"name\" must be a string", r
+        await ws_create(api, alice, "x" * 64)
+        await ws_create(api, alice, "Acme Corp")
+
+
+@async_test(60)
+async def test_workspace_name_may_not_start_with_a_combining_mark(server):
+    """A mark first would sit on whatever is shown before the name."""
+    async with Harness(server) as h:
+        api = h.api
+        (alice,) = await api.register_many(1, "wsm")
+        for name in ("\u0301", "\u0301Acme", "\u20ddx", "\u093e"):
+            r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body={"name": name})
+            assert r.status == 400 and r.body["error"] == {
+                "code": "bad_request", "message": "\"name\" must not start with a combining mark"}, (name, r)
+        for name in ("Cafe\u0301", "e\u0301", "Ac\u0301me"):                 # marks after a letter are fine
+            assert (await ws_create(api, alice, name))["name"] == name
+
+
+@async_test(60)
+async def test_channel_name_error_states_the_documented_rule(server):
+    """Non-ASCII letters are allowed (protocol.md), so the message says so."""
+    async with Harness(server) as h:
+        api = h.api
+        (alice,) = await api.register_many(1, "chn")
+        wid = (await ws_create(api, alice))["id"]
+        rule = ("\"name\" must be 1-80 bytes: lowercase ASCII letters, digits, '-', '_', '.' and non-ASCII "
+                "characters other than spaces, control and invisible formatting characters")
+        for name in ("Random", "has space", "", "x" * 81, "a\u200bb", 5):
+            r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token,
+                              json_body={"name": name})
+            assert r.status == 400 and r.body["error"] == {"code": "bad_request", "message": rule}, (name, r)
+        for name in ("café", "日本語"):
+            assert (await channel_create(api, alice, wid, name))["title"] == name
+
+
+@async_test(60)
+async def test_channel_create_outside_the_workspace_is_no_such_workspace(server):
+    async with Harness(server) as h:
+        api = h.api
+        alice, eve = await api.register_many(2, "chw")
+        wid = (await ws_create(api, alice))["id"]
+        for ws in (wid, wid + 1000):
+            r = await api.req("POST", f"/api/v1/workspaces/{ws}/channels", token=eve.token,
+                              json_body={"name": "intruders"})
+            assert r.status == 404 and r.body["error"] == {"code": "not_found", "message": "no such workspace"}, r

@@ -105,3 +105,21 @@ TEST(sbuf_integers) {
     CHECK_STR(pl_sbuf_cstr(&s), "0 -9223372036854775808 18446744073709551615 1234567");
     pl_sbuf_release(&s);
 }
+
+#include "core/utf8.h"
+
+/* pl_utf8_combining against a few marks of each kind and their neighbours;
+ * pl_utf8_first decodes 1- to 4-byte code points. */
+TEST(utf8_combining_marks) {
+    static const uint32_t marks[] = {0x300, 0x301, 0x36f, 0x483, 0x489 /* Me */, 0x93e /* Mc */, 0x1ab0,
+                                     0x1dc0, 0x20d0, 0x20dd /* Me */, 0xfe20, 0xfe0f, 0x1d165, 0xe0100, 0xe01ef};
+    static const uint32_t others[] = {0, 'a', 0x2ff, 0x370, 0xe9, 0x482, 0x48a, 0x905, 0x200b, 0x202e,
+                                      0x3042, 0x1f44d, 0xe01f0, 0x10ffff};
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) CHECK(pl_utf8_combining(marks[i]));
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) CHECK(!pl_utf8_combining(others[i]));
+    CHECK_EQ(pl_utf8_first("", 0), 0);
+    CHECK_EQ(pl_utf8_first("A", 1), 'A');
+    CHECK_EQ(pl_utf8_first("\xcc\x81x", 3), 0x301);
+    CHECK_EQ(pl_utf8_first("\xe6\x97\xa5", 3), 0x65e5);
+    CHECK_EQ(pl_utf8_first("\xf0\x9f\x91\x8d", 4), 0x1f44d);
+}

@@ -190,6 +190,9 @@ TEST(http_parse_websocket_upgrade) {
     CHECK(str_is(r.host, "chat.example:8080"));
     CHECK(str_is(pl_http_header_get(&r, "sec-websocket-protocol"), "parley.v1, chat"));
     CHECK_EQ(r.nheaders, 8);
+    CHECK_EQ(pl_http_header_count(&r, "SEC-WEBSOCKET-PROTOCOL"), 2);
+    CHECK_EQ(pl_http_header_count(&r, "origin"), 1);
+    CHECK_EQ(pl_http_header_count(&r, "authorization"), 0);
 }
 
 TEST(http_parse_upgrade_case_and_spread) {
@@ -444,6 +447,15 @@ TEST(http_query_get_bad_escapes) {
     CHECK_STR(v, "%zzA");
     CHECK(pl_http_query_get(S("a=x%00y"), "a", v, sizeof v));  /* no hidden NUL */
     CHECK_STR(v, "x%00y");
+    size_t n = 99;                                     /* ... but getn tells of it */
+    CHECK(pl_http_query_getn(S("a=x%00y"), "a", v, sizeof v, &n));
+    CHECK_EQ(n, 3);
+    CHECK(memcmp(v, "x\0y\0", 4) == 0);
+    CHECK(pl_http_query_getn(S("a=%41%2"), "a", v, sizeof v, &n));
+    CHECK_EQ(n, 3);
+    CHECK_STR(v, "A%2");
+    CHECK(!pl_http_query_getn(S("b=1"), "a", v, sizeof v, &n));
+    CHECK_EQ(n, 0);
     CHECK(pl_http_query_get(S("a=%%41"), "a", v, sizeof v));
     CHECK_STR(v, "%A");
     /* The value ends at the query's length even if the bytes go on. */
