@@ -43,7 +43,9 @@ async function submitAuth(ev) {
   const p = $('auth-password').value;
   const err = $('auth-error');
   err.textContent = '';
-  if (!/^[A-Za-z0-9_.-]{3,32}$/.test(u)) { err.textContent = 'Usernames are 3–32 letters, digits, _ . or -.'; $('auth-username').focus(); return; }
+  if (!/^[A-Za-z0-9_.-]{3,32}$/.test(u) || (authMode === 'register' && /[.-]$/.test(u))) {
+    err.textContent = 'Usernames are 3–32 letters, digits, _ . or -, not ending in . or -.'; $('auth-username').focus(); return;
+  }
   if (p.length < 8) { err.textContent = 'Passwords have at least 8 characters.'; $('auth-password').focus(); return; }
   const btn = $('auth-submit');
   btn.disabled = true;

@@ -339,8 +339,9 @@ function errorText(e, op, x = {}) {
   if (e.status === 0) return 'You are offline — nothing was changed. Try again when connected.';
   switch (e.status) {
     case 400:
-      if (op === 'workspace') return 'A workspace name is 1–64 bytes, without control characters.';
-      if (op === 'channel') return `“${x.name}” is not a valid channel name: use lowercase letters, digits, - _ and . only (no spaces, no capitals).`;
+      // the server's message names the rule the name broke
+      if (op === 'workspace') return e.message ? `Not a workspace name: ${e.message}.` : 'A workspace name is 1–64 bytes, without control characters.';
+      if (op === 'channel') return `“${x.name}” is not a valid channel name: ${e.message || 'use lowercase letters, digits, - _ and . only (no spaces, no capitals)'}.`;
       break;
     case 403:
       if (op === 'member') return `Only admins of ${ws} can add members.`;
