@@ -69,6 +69,11 @@ int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv);
 int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id);
 /* The same, *user the server's {"id", "username"} (a new reference). */
 int pc_user_lookup(pc_client *c, const char *cmd, const char *arg, json_t **user);
+/* `group role` and `workspace role`: pos[0] its target (CONV, or WS when
+ * ws), pos[1] USER, pos[2] admin or member; PATCHes the user's role there
+ * and prints "bob is an admin of 12" ("of workspace 3"). 0, or the exit
+ * status after the error line. */
+int pc_role_set(pc_client *c, const char *cmd, char **pos, int ws);
 /* GET /api/v1/conversations/{conv}: *out a new reference. */
 int pc_conv_get(pc_client *c, const char *cmd, int64_t conv, json_t **out);
 

@@ -264,27 +264,31 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
     return 0;
 }
 
-/* group role CONV USER admin|member */
-static int group_role(pc_client *c, int argc, char **argv, char **pos) {
-    const char *cmd = "group role";
-    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 3, "give CONV, USER and admin or member");
-    if (rc) return rc;
+int pc_role_set(pc_client *c, const char *cmd, char **pos, int ws) {
     if (strcmp(pos[2], "admin") != 0 && strcmp(pos[2], "member") != 0)
         return pc_usage_error(cmd, "the role is admin or member, not \"%s\"", pos[2]);
-    int64_t conv, user;
-    if ((rc = pc_conv_arg(c, cmd, pos[0], &conv)) || (rc = pc_user_arg(c, cmd, pos[1], &user))) return rc;
+    int64_t id, user;
+    int rc = ws ? pc_ws_arg(c, cmd, pos[0], &id) : pc_conv_arg(c, cmd, pos[0], &id);
+    if (rc || (rc = pc_user_arg(c, cmd, pos[1], &user))) return rc;
     char path[96];
-    snprintf(path, sizeof path, "/api/v1/conversations/%lld/members/%lld", (long long)conv, (long long)user);
+    snprintf(path, sizeof path, "/api/v1/%s/%lld/members/%lld", ws ? "workspaces" : "conversations",
+             (long long)id, (long long)user);
     json_t *b = json_pack("{s:s}", "role", pos[2]), *o = NULL;
     rc = pc_call(c, cmd, "PATCH", path, b, &o);
     json_decref(b);
     if (rc) return rc;
     if (c->json && o) pc_print_json(o);
     else if (!c->json)
-        printf("%s is %s of %lld\n", bare_name(pos[1]), strcmp(pos[2], "admin") == 0 ? "an admin" : "a member",
-               (long long)conv);
+        printf("%s is %s of %s%lld\n", bare_name(pos[1]), strcmp(pos[2], "admin") == 0 ? "an admin" : "a member",
+               ws ? "workspace " : "", (long long)id);
     json_decref(o);
     return 0;
+}
+
+/* group role CONV USER admin|member */
+static int group_role(pc_client *c, int argc, char **argv, char **pos) {
+    int npos, rc = pc_plain_args("group role", argc, argv, pos, &npos, 3, "give CONV, USER and admin or member");
+    return rc ? rc : pc_role_set(c, "group role", pos, 0);
 }
 
 int pc_cmd_group(pc_client *c, int argc, char **argv) {

@@ -270,25 +270,8 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
 
 /* workspace role WS USER admin|member */
 static int ws_role(pc_client *c, int argc, char **argv, char **pos) {
-    const char *cmd = "workspace role";
-    int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 3, "give WS, USER and admin or member");
-    if (rc) return rc;
-    if (strcmp(pos[2], "admin") != 0 && strcmp(pos[2], "member") != 0)
-        return pc_usage_error(cmd, "the role is admin or member, not \"%s\"", pos[2]);
-    int64_t ws, uid;
-    if ((rc = pc_ws_arg(c, cmd, pos[0], &ws)) || (rc = pc_user_arg(c, cmd, pos[1], &uid))) return rc;
-    char path[96];
-    snprintf(path, sizeof path, "/api/v1/workspaces/%lld/members/%lld", (long long)ws, (long long)uid);
-    json_t *b = json_pack("{s:s}", "role", pos[2]), *o = NULL;
-    rc = pc_call(c, cmd, "PATCH", path, b, &o);
-    json_decref(b);
-    if (rc) return rc;
-    if (c->json && o) pc_print_json(o);
-    else if (!c->json)
-        printf("%s is %s of workspace %lld\n", pos[1][0] == '@' ? pos[1] + 1 : pos[1],
-               strcmp(pos[2], "admin") == 0 ? "an admin" : "a member", (long long)ws);
-    json_decref(o);
-    return 0;
+    int npos, rc = pc_plain_args("workspace role", argc, argv, pos, &npos, 3, "give WS, USER and admin or member");
+    return rc ? rc : pc_role_set(c, "workspace role", pos, 1);
 }
 
 static int ws_leave(pc_client *c, int argc, char **argv, char **pos) {

@@ -309,6 +309,16 @@ void h_conv_list(pl_http_ctx *ctx) {
     api_submit(op);
 }
 
+int api_role_arg(pl_http_ctx *ctx, json_t *o) {
+    const char *r = json_string_value(json_object_get(o, "role"));
+    int role = !r ? 0 : strcmp(r, "admin") == 0 ? PL_ROLE_ADMIN : strcmp(r, "member") == 0 ? PL_ROLE_MEMBER : 0;
+    if (!role) {
+        json_decref(o);
+        pl_http_error(ctx, 400, "bad_request", "\"role\" must be \"admin\" or \"member\"");
+    }
+    return role;
+}
+
 void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
     json_t *o = NULL;
     if (what == PL_JOB_MEMBER_ADD) {
@@ -323,17 +333,7 @@ void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
         peer = json_integer_value(u);
     }
     int role = 0;
-    if (what == PL_JOB_MEMBER_ROLE) {             /* {"role": "admin" | "member"} */
-        o = api_body_object(ctx);
-        if (!o) return;
-        const char *r = json_string_value(json_object_get(o, "role"));
-        role = !r ? 0 : strcmp(r, "admin") == 0 ? PL_ROLE_ADMIN : strcmp(r, "member") == 0 ? PL_ROLE_MEMBER : 0;
-        if (!role) {
-            json_decref(o);
-            pl_http_error(ctx, 400, "bad_request", "\"role\" must be \"admin\" or \"member\"");
-            return;
-        }
-    }
+    if (what == PL_JOB_MEMBER_ROLE && (!(o = api_body_object(ctx)) || !(role = api_role_arg(ctx, o)))) return;
     api_op *op = api_op_new(ctx, o);
     api_job_reset(op, what, api_conv_changed);
     op->job.conv = conv;

@@ -94,6 +94,9 @@ void h_conv_list(pl_http_ctx *ctx);
 void h_conv_create(pl_http_ctx *ctx);
 void h_conv_get(pl_http_ctx *ctx, int64_t conv);
 void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer);
+/* The body's {"role": "admin" | "member"}: PL_ROLE_ADMIN or PL_ROLE_MEMBER,
+ * or 0 after answering 400 (o is then released). */
+int  api_role_arg(pl_http_ctx *ctx, json_t *o);
 /* api_conv.c, for api_ws.c: the conversation object's kind; answering
  * with the conversation as op's user sees it; the done() of jobs that
  * create or change a conversation (answers with it, or the error: j->why

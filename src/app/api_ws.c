@@ -290,14 +290,8 @@ static void ws_role_changed(pl_job *j) {
 /* PATCH .../members/{user} {"role": "admin" | "member"} */
 static void h_ws_role(pl_http_ctx *ctx, int64_t ws, int64_t peer) {
     json_t *o = api_body_object(ctx);
-    if (!o) return;
-    const char *r = json_string_value(json_object_get(o, "role"));
-    int role = !r ? 0 : strcmp(r, "admin") == 0 ? PL_ROLE_ADMIN : strcmp(r, "member") == 0 ? PL_ROLE_MEMBER : 0;
-    if (!role) {
-        json_decref(o);
-        pl_http_error(ctx, 400, "bad_request", "\"role\" must be \"admin\" or \"member\"");
-        return;
-    }
+    int role;
+    if (!o || !(role = api_role_arg(ctx, o))) return;
     api_op *op = api_op_new(ctx, o);
     api_job_reset(op, PL_JOB_WORKSPACE_ROLE, ws_role_changed);
     op->job.id = ws;
