@@ -288,6 +288,12 @@ void     pg_reset_outputs(pl_job *j);
 void     pg_appended(pg_store *s, pg_conv *e, pl_job *j, int64_t seq, uint64_t id, int64_t now,
                      int kind, int64_t sender, int64_t subject, const char *cmid, const char *body,
                      size_t body_len, char *data);
+/* A job's one write and its event, in a SAVEPOINT: stmt with p (none when
+ * stmt < 0), then e's next event (kind, by j->user, about subject, data
+ * taken over), one round trip; on success the event is appended
+ * (pg_appended) and j->created set. W_LOST, or pg_sp_failed's answer. */
+int      pg_write_and_append(pg_store *s, pl_job *j, pg_conv *e, int stmt, const pg_params *p, int kind,
+                             int64_t subject, char *data, int64_t now);
 /* store_pg_jobs.c: one job that is neither a send nor a receipt */
 int  pg_run_job(pg_store *s, pl_job *j, int64_t now);
 /* A conversation this batch created (its row holds its final counters and

@@ -451,23 +451,8 @@ static int job_member_role(pg_store *s, pl_job *j, int64_t now) {
         }
     }
     pg_param_i64(&p, j->level);
-    uint64_t id = pl_idgen_next(&s->ids, now);
-    char *data = pl_store__data_role(j->peer, j->level);
-    pg_params ev = {0};
-    pg_event_params(&ev, e, id, now, PL_EV_MEMBER_ROLE, j->user, j->peer, data, 0, NULL, 0);
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    if (sp < 0 || pg_w_send(s, W_MEMBER_SET_ROLE, &p, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 ||
-        pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
-        free(data);
-        return W_LOST;
-    }
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
-        free(data);
-        return pg_sp_failed(s, j, sp, rc);
-    }
-    pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_MEMBER_ROLE, j->user, j->peer, NULL, NULL, 0, data);
-    j->created = 1;
-    return PL_STORE_OK;
+    return pg_write_and_append(s, j, e, W_MEMBER_SET_ROLE, &p, PL_EV_MEMBER_ROLE, j->peer,
+                               pl_store__data_role(j->peer, j->level), now);
 }
 
 static int job_member_leave(pg_store *s, pl_job *j, int64_t now) {

@@ -196,25 +196,12 @@ static int k_conv(pg_store *s, pl_job *j, int64_t now) {
         return PL_STORE_OK;                                /* nothing to say there */
     }
     int64_t subject = mark ? 0 : j->user;
-    uint64_t id = pl_idgen_next(&s->ids, now);
-    char *data = pl_store__data_e2ee(subject);
-    pg_params c = {0}, ev = {0};
+    pg_params c = {0};
     pg_param_i64(&c, j->conv);
-    pg_event_params(&ev, e, id, now, PL_EV_E2EE, j->user, subject, data, 0, NULL, 0);
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    if (sp < 0 || (mark && pg_w_send(s, W_CONV_E2EE, &c, 0) < 0) ||
-        pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
-        free(data);
-        return W_LOST;
-    }
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
-        free(data);
-        return pg_sp_failed(s, j, sp, rc);
-    }
-    if (mark) e->e2ee = 1;
-    j->created = 1;
-    pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_E2EE, j->user, subject, NULL, NULL, 0, data);
-    return PL_STORE_OK;
+    rc = pg_write_and_append(s, j, e, mark ? W_CONV_E2EE : -1, &c, PL_EV_E2EE, subject,
+                             pl_store__data_e2ee(subject), now);
+    if (rc == PL_STORE_OK && mark) e->e2ee = 1;
+    return rc;
 }
 
 int pg_job_e2ee(pg_store *s, pl_job *j, int64_t now) {

@@ -105,26 +105,12 @@ static int retention_set(pg_store *s, pl_job *j, int64_t now) {
         j->why = "blocked";
         return PL_STORE_EFORBID;
     }
-    char *data = data_seconds(j->value);
-    uint64_t id = pl_idgen_next(&s->ids, now);
-    pg_params u = {0}, ev = {0};
+    pg_params u = {0};
     pg_param_i64(&u, j->conv);
     pg_param_i64(&u, j->value);
-    pg_event_params(&ev, e, id, now, PL_EV_RETENTION, j->user, 0, data, 0, NULL, 0);
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    if (sp < 0 || pg_w_send(s, W_LIFE_CONV_RETENTION, &u, 0) < 0 || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 ||
-        pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
-        free(data);
-        return W_LOST;
-    }
-    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
-        free(data);
-        return pg_sp_failed(s, j, sp, rc);
-    }
-    pg_appended(s, e, j, e->last_seq + 1, id, now, PL_EV_RETENTION, j->user, 0, NULL, NULL, 0, data);
-    j->out_id = j->conv;
-    j->created = 1;
-    return PL_STORE_OK;
+    rc = pg_write_and_append(s, j, e, W_LIFE_CONV_RETENTION, &u, PL_EV_RETENTION, 0, data_seconds(j->value), now);
+    if (rc == PL_STORE_OK) j->out_id = j->conv;
+    return rc;
 }
 
 /* The caller checked the asker is a server admin. A conversation's is

@@ -150,6 +150,26 @@ void pg_appended(pg_store *s, pg_conv *e, pl_job *j, int64_t seq, uint64_t id, i
     j->event.data = data;
 }
 
+int pg_write_and_append(pg_store *s, pl_job *j, pg_conv *e, int stmt, const pg_params *p, int kind,
+                        int64_t subject, char *data, int64_t now) {
+    uint64_t id = pl_idgen_next(&s->ids, now);
+    pg_params ev = {0};
+    pg_event_params(&ev, e, id, now, kind, j->user, subject, data, 0, NULL, 0);
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0), rc;
+    if (sp < 0 || (stmt >= 0 && pg_w_send(s, stmt, p, 0) < 0) || pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 ||
+        pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
+        free(data);
+        return W_LOST;
+    }
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) {
+        free(data);
+        return pg_sp_failed(s, j, sp, rc);
+    }
+    pg_appended(s, e, j, e->last_seq + 1, id, now, kind, j->user, subject, NULL, NULL, 0, data);
+    j->created = 1;
+    return PL_STORE_OK;
+}
+
 /* ---- small sets of the runs ------------------------------------------------ */
 
 void pg_kset_init(pg_kset *k, size_t n) {
