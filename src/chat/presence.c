@@ -6,9 +6,9 @@
  * view of each of its users (merged over that node's sessions: online if
  * any session is online and heartbeating within --presence-timeout, away if
  * all are away), when it changes and every VIEW_REFRESH_MS (or a quarter
- * of --presence-timeout) while not offline, lasting --presence-timeout. Every node keeps the fresh views of the users it
- * has someone to tell about and computes the user's status as the best of
- * them, so devices on different nodes merge, and a node that dies stops
+ * of --presence-timeout) while not offline, lasting --presence-timeout.
+ * Every node keeps the fresh views of the users it has someone to tell
+ * about and computes the user's status as the best of them, so devices on different nodes merge, and a node that dies stops
  * counting when its views expire (about --presence-timeout seconds).
  *
  * Announcements: at most once per --presence-coalesce ms per user, with the
