@@ -61,8 +61,11 @@ build/asan/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_CFLAGS) -c $< -o $@
 
+# The release server allocates with mimalloc (docs/design.md "Dependencies"):
+# linked first, it takes malloc and free for every library in the process.
+# The ASan build keeps the sanitizer's allocator.
 build/release/parleyd: $(REL_OBJ)
-	$(CC) $(REL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(REL_CFLAGS) -o $@ $^ -lmimalloc $(LDLIBS)
 
 build/asan/parleyd: $(ASAN_OBJ)
 	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)

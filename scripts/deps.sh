@@ -5,6 +5,7 @@
 set -e
 PKGS="gcc make pkg-config libuv1-dev libjansson-dev libsodium-dev libsqlite3-dev
 libssl-dev libpq-dev libhiredis-dev libmagic-dev libvips-dev libcurl4-openssl-dev libpcre2-dev
+libmimalloc-dev
 python3-pytest python3-pytest-xdist python3-websockets python3-aiohttp openssl curl
 python3-nacl"
 [ $# -gt 0 ] && PKGS="$*"
