@@ -248,3 +248,40 @@ async def test_group_title_follows_the_workspace_name_rules(server):
         for title in ("Ops team", "t" * 128, "café 日本語"):
             conv = await api.create_group(alice, [bob.id], title=title)
             assert conv["title"] == title, conv
+
+
+@async_test(60)
+async def test_a_member_removed_while_offline_resumes_without_the_conversation(server):
+    """docs/protocol.md "Events": removed while no session was connected, a
+    user's resume answers not_found for the conversation, ready leaves it
+    out and REST reads are 404; its other conversations resume as usual."""
+    async with Harness(server) as h:
+        api = h.api
+        admin, gone, other = await api.register_many(3, "offrm")
+        cid = (await api.create_group(admin, [gone.id, other.id], title="Offline"))["id"]
+        keep = (await api.create_group(other, [gone.id], title="Kept"))["id"]
+        ca = await h.ws(admin, name="admin")
+        cg = await h.ws(gone, name="gone")
+        m1 = await ca.send_msg(cid, "before")
+        await cg.wait_seq(cid, m1["seq"])
+        head_keep = {x["id"]: x["last_seq"] for x in cg.ready["conversations"]}[keep]
+        await cg.close()
+
+        await ca.send_msg(cid, "while offline, still a member")
+        r = await api.remove_member(admin, cid, gone.id)
+        assert r.status == 204, r
+        co = await h.ws(other, name="other")
+        k2 = await co.send_msg(keep, "in the kept group")
+
+        back = await h.ws(gone, auth="first", name="gone-back",
+                          cursors={cid: m1["seq"], keep: head_keep})
+        assert cid not in [x["id"] for x in back.ready["conversations"]], back.ready
+        err = await back.wait_for(lambda m: m.get("type") == "error" and m.get("conversation") == cid)
+        assert err["code"] == "not_found", err
+        synced = await back.wait_for(lambda m: m.get("type") == "synced" and m.get("conversation") == keep)
+        assert synced["seq"] == k2["seq"], synced
+        assert seqs(back.conv_events(keep)) == list(range(head_keep + 1, k2["seq"] + 1))
+        await back.ping()
+        assert back.conv_events(cid) == [], back.conv_events(cid)
+        r = await api.history(gone, cid)
+        assert r.status == 404 and r.code == "not_found", r
