@@ -20,6 +20,7 @@ A test that cannot apply to one mode says why:
   @pytest.mark.cluster_only("why")    skipped in embedded mode
 """
 
+import inspect
 import os
 import sys
 import tempfile
@@ -61,6 +62,15 @@ def session_pg():
         pg.start()
         _pg["pg"] = pg
     return _pg["pg"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """A test written `async def` without @async_test is skipped by pytest
+    with only a warning, so it could never fail: refuse to run such a suite."""
+    bare = [i.nodeid for i in items if inspect.iscoroutinefunction(getattr(i, "function", None))]
+    if bare:
+        raise pytest.UsageError("async tests without @async_test (pytest would skip them): "
+                                + ", ".join(bare))
 
 
 def pytest_sessionfinish(session, exitstatus):

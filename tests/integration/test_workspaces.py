@@ -274,6 +274,7 @@ async def test_workspace_admins_make_admins(server):
         assert listed[0]["role"] == "member", listed
 
 
+@async_test(60)
 async def test_workspace_name_errors_name_the_rule_broken(server):
     """Each refused name is told the rule it broke (protocol.md "POST /api/v1/workspaces")."""
     async with Harness(server) as h:
