@@ -713,9 +713,9 @@ void h_receipt(pl_http_ctx *ctx, int64_t conv, int read) {
     json_t *o = api_body_object(ctx);
     if (!o) return;
     json_t *sq = json_object_get(o, "seq");
-    if (!json_is_integer(sq) || json_integer_value(sq) <= 0 || json_integer_value(sq) > PL_JSON_INT_MAX) {
+    if (!json_is_integer(sq) || json_integer_value(sq) < 0 || json_integer_value(sq) > PL_JSON_INT_MAX) {
         json_decref(o);
-        pl_http_error(ctx, 400, "bad_request", "\"seq\" must be a positive integer (at most 2^53-1)");
+        pl_http_error(ctx, 400, "bad_request", "\"seq\" must be a non-negative integer (at most 2^53-1)");
         return;
     }
     api_op *op = api_op_new(ctx, o);

@@ -729,7 +729,7 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
     if (strcmp(type, "delivered") == 0 || strcmp(type, "read") == 0) {
         m->type = type[0] == 'd' ? PL_MSG_DELIVERED : PL_MSG_READ;
         if (get_id(m->root, "conversation", &m->conv, e)) return -1;
-        return get_id(m->root, "seq", &m->seq, e);
+        return get_seq(m->root, "seq", &m->seq, e);   /* 0: below every cursor, a no-op */
     }
     if (strcmp(type, "receipts") == 0) {
         m->type = PL_MSG_RECEIPTS;

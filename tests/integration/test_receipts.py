@@ -143,3 +143,34 @@ async def test_rest_read_marks(server):
         assert r["read_seq"] == seq, r
         await api.expect(400, "POST", f"/api/v1/conversations/{cid}/read", token=bob.token,
                          json_body={"seq": "x"})
+
+
+@async_test(30)
+async def test_a_receipt_at_seq_0_is_a_no_op(server):
+    """protocol.md "Receipts": a value at or below the stored cursor changes
+    nothing and sends nothing; 0 is such a value, over REST and WebSocket
+    (audit I: it was bad_request). A non-member still gets not_found."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, eve = await api.register_many(3, "rz")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice, name="alice")
+        b = await h.ws(bob, name="bob")
+        await a.send_msg(cid, "hello")
+        for kind in ("read", "delivered"):
+            await api.expect(204, "POST", f"/api/v1/conversations/{cid}/{kind}", token=bob.token,
+                             json_body={"seq": 0})
+            await api.expect(404, "POST", f"/api/v1/conversations/{cid}/{kind}", token=eve.token,
+                             json_body={"seq": 0})
+            await api.expect(400, "POST", f"/api/v1/conversations/{cid}/{kind}", token=bob.token,
+                             json_body={"seq": -1})
+            start = len(b.msgs)
+            await b.send_json({"type": kind, "req": 77, "conversation": cid, "seq": 0})
+            await b.ping()
+            assert [m for m in b.msgs[start:] if m.get("req") == 77] == [], b.msgs[start:]
+        await a.ping()
+        assert [m for m in a.msgs if m.get("type") == "receipt"] == [], a.msgs
+        r = await api.req("GET", f"/api/v1/conversations/{cid}/receipts", token=alice.token)
+        assert r.status == 200, r
+        mine = [m for m in r.body.get("members", []) if m.get("user") == bob.id]
+        assert mine and (mine[0]["delivered_seq"], mine[0]["read_seq"]) == (0, 0), r.body

@@ -176,7 +176,14 @@ TEST(proto_receipts_presence_typing) {
     CHECK_EQ(m.type, PL_MSG_READ);
     CHECK_EQ(m.seq, 9);
     pl_msg_release(&m);
-    CHECK_EQ(decode("{\"type\":\"delivered\",\"conversation\":4,\"seq\":0}", &m, &e), -1);
+    /* 0 is below every cursor: accepted, a no-op (protocol.md "Receipts") */
+    CHECK_EQ(decode("{\"type\":\"delivered\",\"conversation\":4,\"seq\":0}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_DELIVERED);
+    CHECK_EQ(m.seq, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"read\",\"conversation\":4,\"seq\":-1}", &m, &e), -1);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"read\",\"conversation\":4}", &m, &e), -1);
     pl_msg_release(&m);
     CHECK_EQ(decode("{\"type\":\"receipts\",\"conversation\":4}", &m, &e), 0);
     CHECK_EQ(m.seq, 0);
