@@ -168,9 +168,15 @@ int api_query_int(pl_http_ctx *ctx, const char *name, int64_t *out) {
     char buf[24];
     *out = 0;
     if (!pl_http_query_get(ctx->req.query, name, buf, sizeof buf)) return 0;
-    char *end;
-    long long v = strtoll(buf, &end, 10);
-    if (!buf[0] || *end || v < 0 || v > PL_JSON_INT_MAX) return -1;
+    /* plain decimal digits, as a path id: no sign, space or leading zero */
+    size_t len = strlen(buf);
+    if (len == 0 || len > 16 || (buf[0] == '0' && len > 1)) return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i] < '0' || buf[i] > '9') return -1;
+        v = v * 10 + (buf[i] - '0');
+    }
+    if (v > PL_JSON_INT_MAX) return -1;
     *out = v;
     return 0;
 }
@@ -215,7 +221,7 @@ void api_method_not_allowed(pl_http_ctx *ctx) {
 /* .../messages/{seq}[/reactions] and .../pins/{seq}: the message actions
  * (s[0] is "messages" or "pins"). */
 static void message_route(pl_http_ctx *ctx, int64_t conv, pl_str *s, size_t n) {
-    int m = ctx->req.method;
+    int m = api_method(ctx);
     int pins = api_seg_is(s[0], "pins");
     int report = n == 3 && !pins && api_seg_is(s[2], "report");
     if (n == 3 && (pins || (!api_seg_is(s[2], "reactions") && !report))) {
@@ -245,7 +251,7 @@ static void authed_route(pl_http_ctx *ctx) {
     pl_str seg[8];
     size_t n = split_path(ctx->req.path, seg, 8) - 2;
     pl_str *s = seg + 2;
-    int m = ctx->req.method;
+    int m = api_method(ctx);
     if (api_seg_is(s[0], "media")) {             /* api_media.c */
         h_media_route(ctx, s, n);
         return;

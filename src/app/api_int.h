@@ -76,7 +76,14 @@ int     api_path_id_ok(pl_http_ctx *ctx, int64_t id, const char *missing);
 /* 1 if the path segment s is lit. */
 static inline int api_seg_is(pl_str s, const char *lit) { return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0; }
 void    api_method_not_allowed(pl_http_ctx *ctx);    /* 405 */
-/* Reads ?name=N (0..2^53-1); 0 absent or ok, -1 invalid. */
+/* The method a route dispatches on: HEAD is routed as GET, and
+ * pl_http_respond sends a HEAD only the answer's head (RFC 9110 9.3.2).
+ * The media routes and the SSE stream look at ctx->req.method themselves. */
+static inline int api_method(const pl_http_ctx *ctx) {
+    return ctx->req.method == PL_HTTP_HEAD ? PL_HTTP_GET : ctx->req.method;
+}
+/* Reads ?name=N (0..2^53-1, plain decimal digits without a sign or a
+ * leading zero); 0 absent or ok, -1 invalid. */
 int     api_query_int(pl_http_ctx *ctx, const char *name, int64_t *out);
 /* Answers with {<json members>}, or the store error. */
 void    api_respond_members(pl_http_ctx *ctx, int result, const char *json, size_t len, const char *what);

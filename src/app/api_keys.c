@@ -113,7 +113,7 @@ static void mine_read(pl_job *j) {
 }
 
 void h_keys(pl_http_ctx *ctx) {
-    int m = ctx->req.method;
+    int m = api_method(ctx);
     if (m == PL_HTTP_GET || m == PL_HTTP_DELETE) {
         keys_op *k = keys_op_new(ctx, NULL, m == PL_HTTP_GET ? PL_READ_DEVICES : PL_JOB_KEYS_DELETE,
                                  m == PL_HTTP_GET ? mine_read : deleted);

@@ -60,7 +60,7 @@ static void unregistered(pl_job *j) {
 }
 
 void h_push_devices(pl_http_ctx *ctx) {
-    int m = ctx->req.method;
+    int m = api_method(ctx);
     if (m == PL_HTTP_GET) {
         api_op *op = api_op_new(ctx, NULL);
         api_job_reset(op, PL_READ_PUSH_DEVICES, listed);

@@ -204,7 +204,7 @@ static void start(pl_http_ctx *ctx, int what, int64_t id) {
 void h_conv_reports(pl_http_ctx *ctx, int64_t conv) { start(ctx, R_LIST_CONV, conv); }
 
 void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
-    int m = ctx->req.method;
+    int m = api_method(ctx);
     if (n == 1) {
         if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
         else start(ctx, R_LIST_ALL, 0);

@@ -342,7 +342,7 @@ void h_channel_join(pl_http_ctx *ctx, int64_t conv) {
 }
 
 void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
-    int m = ctx->req.method;
+    int m = api_method(ctx);
     if (n == 1) {
         if (m == PL_HTTP_POST) {
             h_ws_create(ctx);

@@ -506,3 +506,43 @@ async def test_operations_endpoints_take_get_and_head_only(server):
                                             f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0")
             assert st == 405, (method, path, head)
             assert json.loads(body)["error"]["code"] == "method_not_allowed", body
+
+
+@async_test(30)
+async def test_head_works_wherever_get_does(server):
+    """protocol.md "Origin checks" counts GET and HEAD as reads: HEAD on a
+    REST read answers GET's status and Content-Length with no body; a route
+    without GET still answers 405 (audit I)."""
+    async with Harness(server) as h:
+        api = h.api
+        a, b = await api.register_many(2, "headr")
+        cid = (await api.open_dm(a, b.id))["id"]
+        for path in ("/api/v1/me", "/api/v1/conversations", f"/api/v1/conversations/{cid}",
+                     f"/api/v1/conversations/{cid}/messages?limit=2", "/api/v1/blocks"):
+            g = await api.req("GET", path, token=a.token)
+            hd = await api.req("HEAD", path, token=a.token)
+            assert g.status == 200 and hd.status == 200, (path, g, hd)
+            assert hd.text == "", (path, hd.text)
+            assert int(hd.headers["Content-Length"]) == len(g.text.encode()), (path, hd.headers)
+        r = await api.req("HEAD", "/api/v1/me")
+        assert r.status == 401, r
+        r = await api.req("HEAD", f"/api/v1/conversations/{cid}/read", token=a.token)
+        assert r.status == 405, r
+
+
+@async_test(30)
+async def test_query_integers_are_plain_digits(server):
+    """Query integers are read like path ids: decimal digits without a sign,
+    a space or a leading zero; anything else is 400 (audit I)."""
+    async with Harness(server) as h:
+        api = h.api
+        a, b = await api.register_many(2, "qint")
+        cid = (await api.open_dm(a, b.id))["id"]
+        base = f"/api/v1/conversations/{cid}/messages"
+        for q in ("limit=5", "limit=0", "after=0", "after=1&limit=200"):
+            r = await api.req("GET", f"{base}?{q}", token=a.token)
+            assert r.status == 200, (q, r)
+        for q in ("limit=+5", "limit=%205", "limit=5%20", "limit=05", "after=-0", "limit=-0",
+                  "after=00", "limit=5x", "after=0x5", "after=", "limit=1e1", "after=99999999999999999"):
+            r = await api.req("GET", f"{base}?{q}", token=a.token)
+            assert r.status == 400 and r.body["error"]["code"] == "bad_request", (q, r)
