@@ -166,8 +166,10 @@ static void export_user(pl_job *j) {
     if (read_failed(op, j)) return;
     op->root = json_pack("{s:I,s:{s:I,s:s}}", "exported", (json_int_t)pl_now_ms(), "user", "id",
                          (json_int_t)j->user_out.id, "username", j->user_out.username);
-    export_step(op, PL_READ_CONV_LIST, export_convs);
+    api_job_reset(op, PL_READ_CONV_LIST, export_convs);   /* export_step, with the flag set before submitting */
+    op->job.user = op->ctx->user;
     op->job.flags = PL_READ_WITH_LAST;
+    api_submit(op);
 }
 
 void h_me_export(pl_http_ctx *ctx) {

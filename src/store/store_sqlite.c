@@ -530,12 +530,14 @@ const char *const sq_r_sql[R__COUNT] = {
                        " WHERE m.user_id = ?1 ORDER BY c.last_ts DESC, c.id DESC",
     [R_CONV_LIST_LAST] = "SELECT " CONV_COLUMNS ", l.seq, l.id, l.ts, l.kind, l.sender,"
                        " l.client_msg_id, l.body, l.data, l.subject, l.ref, l.edited_ts,"
-                       " l.deleted_ts, l.pinned_ts, NULL, NULL, NULL, NULL, c.retention,"
+                       " l.deleted_ts, l.pinned_ts, p.sender, p.body, p.deleted_ts, p.kind, c.retention,"
                        " coalesce((SELECT w.retention FROM workspaces w WHERE w.id = c.workspace), 0)"
                        " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"
                        " LEFT JOIN events l ON l.conv_id = c.id AND l.seq = c.last_seq"
                        "   AND c.last_seq >= m.joined_seq"
+                       " LEFT JOIN events p ON l.kind = 2 AND l.ref > 0 AND p.conv_id = l.conv_id"
+                       "   AND p.seq = l.ref"
                        " WHERE m.user_id = ?1 ORDER BY c.last_ts DESC, c.id DESC",
     [R_CONV_GET]     = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"

@@ -106,11 +106,21 @@ typedef struct ev_extra {
 
 /* EVENT_COLUMNS starting at column k; x (may be NULL) gets the marks. */
 static void event_row_x(sqlite3_stmt *st, int k, int64_t conv, pl_event *e, ev_extra *x);
-static void event_row(sqlite3_stmt *st, int k, int64_t conv, pl_event *e) {
+/* The event with its marks and, with reply (the statement selects the
+ * parent's columns), its reply preview; no reactions (a conversation
+ * list's last event, as the PostgreSQL store gives it). */
+static void event_row(sqlite3_stmt *st, int k, int64_t conv, pl_event *e, int reply) {
     ev_extra x;
     event_row_x(st, k, conv, e, &x);
     pl_annot a = {.edited_ts = x.edited_ts, .deleted = x.deleted_ts > 0, .pinned = x.pinned_ts > 0};
     if (e->kind == PL_EV_EDIT) a.deleted = !e->body;
+    if (reply && e->kind == PL_EV_MESSAGE && e->ref > 0) {
+        a.reply_seq = e->ref;
+        a.reply_deleted = !x.has_parent || x.p_deleted > 0 || !x.p_body;
+        a.reply_sender = x.p_sender;
+        a.reply_body = x.p_body;
+        a.reply_len = x.p_len;
+    }
     if (e->kind == PL_EV_MESSAGE || e->kind == PL_EV_EDIT) e->annot = pl_store__annot(&a);
     free(x.p_body);
 }
@@ -221,7 +231,7 @@ static int r_conv_list(sq_reader *r, int64_t user, int with_last, pl_conv **out,
         conv_row(st, c);
         if (with_last && sqlite3_column_type(st, CONV_NCOLS) != SQLITE_NULL) {
             c->last = pl_malloc(sizeof *c->last);
-            event_row(st, CONV_NCOLS, c->id, c->last);
+            event_row(st, CONV_NCOLS, c->id, c->last, 1);
         }
         if (with_last) {                          /* after the 17 of the last event */
             c->retention = sqlite3_column_int64(st, CONV_NCOLS + 17);
@@ -397,7 +407,7 @@ static int r_receipts(sq_reader *r, pl_job *j) {
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         j->events = pl_malloc(sizeof *j->events);
-        event_row(st, 0, j->conv, &j->events[0]);
+        event_row(st, 0, j->conv, &j->events[0], 0);
         j->nevents = 1;
     }
     sqlite3_reset(st);

@@ -234,3 +234,28 @@ async def test_export_and_account_deletion(server_factory):
                          json_body={"kind": "direct", "user": bob.id})
         r = await api.add_member(alice, g, bob.id)
         assert r.status == 404, r
+
+
+@async_test(60)
+async def test_export_lists_conversations_with_last_as_the_list_does(server):
+    """protocol.md "Export": conversations as GET /api/v1/conversations lists
+    them (with last). The export's read was submitted before its "with
+    last" flag was set, so last was null at random (audit K); and the
+    embedded store left a reply's reply_preview out of last."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "exlast")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice, name="alice")
+        b = await h.ws(bob, name="bob")
+        first = await a.send_msg(cid, "first")
+        rep = await b.request({"type": "send", "conversation": cid, "client_msg_id": "r1",
+                               "body": "second", "reply_to": first["seq"]})
+        assert rep["type"] == "sent", rep
+        lst = (await api.expect(200, "GET", "/api/v1/conversations", token=alice.token)).body
+        last = lst["conversations"][0]["last"]
+        assert last and last["seq"] == rep["seq"] and last["body"] == "second", last
+        assert last["reply_preview"] == {"seq": first["seq"], "sender": alice.id, "body": "first"}, last
+        for _ in range(12):
+            ex = (await api.expect(200, "GET", "/api/v1/me/export", token=alice.token)).body
+            assert ex["conversations"] == lst["conversations"], (ex["conversations"], lst["conversations"])

@@ -6512,3 +6512,24 @@ TEST(store_block_in_one_batch) {
     CHECK(ok);
     t_finish(&t);
 }
+
+/* A conversation list's last event is the event in its current form, as
+ * history gives it: a reply carries its parent's preview, in both stores
+ * (audit K: SQLite left it out). */
+TEST(store_conv_list_last_carries_the_reply_preview) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "lra"), b = t_user(&t, "lrb");
+    int64_t g = t_group(&t, a, "g", &b, 1);
+    CHECK_EQ(t_say(&t, g, a, "first", 0, NULL, NULL), 2);
+    CHECK_EQ(t_say(&t, g, b, "second", 2, NULL, NULL), 3);
+    pl_conv *list;
+    size_t n;
+    CHECK_EQ(rd_conv_list(&t, a, PL_READ_WITH_LAST, &list, &n), PL_STORE_OK);
+    int ok = n == 1 && list[0].last && list[0].last->seq == 3 && list[0].last->annot &&
+             strstr(list[0].last->annot, "\"reply_preview\":{\"seq\":2,\"sender\":1,\"body\":\"first\"}");
+    if (!ok && n == 1 && list[0].last) fprintf(stderr, "annot: %s\n", list[0].last->annot ? list[0].last->annot : "(null)");
+    pl_conv_list_free(list, n);
+    CHECK(ok);
+    t_finish(&t);
+}
