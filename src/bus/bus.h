@@ -57,6 +57,7 @@ typedef struct pl_bus_presence {
     int            status;        /* 0 offline, 1 away, 2 online              */
     int64_t        last_active;   /* wall ms                                  */
     int64_t        expires;       /* wall ms after which this view is stale   */
+    int            refresh;       /* 1: re-published unchanged (presence.c)   */
     const int64_t *convs;         /* the user's conversations (borrowed)      */
     size_t         nconvs;
 } pl_bus_presence;

@@ -113,6 +113,7 @@ void pl_bus__enc_presence(pl_sbuf *s, int origin, const pl_bus_presence *p) {
     f_int(s, p->status);
     f_int(s, p->last_active);
     f_int(s, p->expires);
+    f_int(s, p->refresh ? 1 : 0);
     size_t n = p->convs ? p->nconvs : 0;
     f_int(s, (int64_t)n);
     pl_sbuf_reserve(s, n * 12);
@@ -304,9 +305,10 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
         pl_bus_presence *p = &m->presence;
         int64_t n;
         if (r_i64(&r, &p->user) || r_int(&r, &p->status) || r_i64(&r, &p->last_active) ||
-            r_i64(&r, &p->expires) || r_i64(&r, &n))
+            r_i64(&r, &p->expires) || r_int(&r, &p->refresh) || r_i64(&r, &n))
             goto bad;
         if (p->status < 0 || p->status > 2) { fail(&r, "bad status"); goto bad; }  /* offline/away/online */
+        if (p->refresh < 0 || p->refresh > 1) { fail(&r, "bad refresh"); goto bad; }
         /* each conversation takes at least 2 bytes ("|" and a digit): a
          * count beyond that is a lie, refused before allocating for it */
         if (n < 0 || (uint64_t)n > (uint64_t)(r.end - r.p) / 2) { fail(&r, "bad count"); goto bad; }

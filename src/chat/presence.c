@@ -263,7 +263,7 @@ static int64_t view_refresh_ms(void) {
     return q < VIEW_REFRESH_MS ? q : VIEW_REFRESH_MS;
 }
 
-static void publish_own(presence *p, int status, int64_t last_active, int64_t now) {
+static void publish_own(presence *p, int status, int64_t last_active, int64_t now, int refresh) {
     size_t n = 0;
     int64_t *convs = local_convs(p->user, &n);
     int64_t wall = pl_now_ms();
@@ -273,6 +273,7 @@ static void publish_own(presence *p, int status, int64_t last_active, int64_t no
         .status = status,
         .last_active = last_active,
         .expires = wall + (status == ST_OFFLINE ? OFFLINE_KEEP_MS : (int64_t)C.cfg->presence_timeout * 1000),
+        .refresh = refresh,
         .convs = n ? convs : p->convs,        /* offline: whom its sessions could see */
         .nconvs = n ? n : p->nconvs,
     };
@@ -287,7 +288,7 @@ static void publish_own(presence *p, int status, int64_t last_active, int64_t no
 void presence_on_bus(void *ud, const pl_bus_presence *v) {
     if (C.stopping) return;
     presence *p = pl_map_get(&C.presence, v->user);
-    int own = v->node == C.bus->node;
+    int own = v->node == C.bus->node, created = !p;
     if (!p) {
         int relevant = own;
         for (size_t i = 0; !relevant && i < v->nconvs; i++) relevant = conv_find(v->convs[i]) != NULL;
@@ -314,6 +315,16 @@ void presence_on_bus(void *ud, const pl_bus_presence *v) {
         p->nviews++;
     }
     *view_at(p, i) = (pview){v->node, (uint8_t)v->status, v->last_active, v->expires};
+    /* A view this node starts keeping only now (a conversation shared with
+     * the user appeared since its last change) that its node re-publishes
+     * unchanged: the state is older than this node's interest in it, and
+     * nobody here is told of it, as a new co-member is not told in embedded
+     * mode (audit K: the 15 s refresh announced "online" to sessions whose
+     * view of the user had not changed). Later changes are announced. */
+    if (created && !own && v->refresh) {
+        int64_t last;
+        p->sent = (uint8_t)merged_status(p, pl_now_ms(), &last);
+    }
     mark_hot(p);
 }
 
@@ -381,7 +392,7 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
         if (hb) p->local_active = wall - (now - hb);      /* the last heartbeat, in wall time */
         if (st != p->local_pub || p->dirty || (st != ST_OFFLINE && now - p->pub_at >= view_refresh_ms())) {
             int went_offline = st == ST_OFFLINE && p->local_pub != ST_OFFLINE && !has_local;
-            publish_own(p, st, p->local_active, now);
+            publish_own(p, st, p->local_active, now, st == p->local_pub);   /* unchanged: a refresh */
             if (went_offline) store_last_seen(p->user, p->local_active);
         }
     }

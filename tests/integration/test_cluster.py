@@ -1066,6 +1066,38 @@ async def test_users_of_a_killed_node_go_offline_after_the_presence_timeout(serv
 
 @pytest.mark.cluster_only(WHY)
 @async_test(60)
+async def test_a_view_refresh_announces_nothing_to_new_co_members(server_factory):
+    """Bob is online on node 1 before he shares a conversation with alice
+    (node 0). Once they share one, his node's periodic re-publication of his
+    unchanged view must not announce him "online" to alice, as embedded mode
+    never does (protocol.md "Presence": none when the state ends where it
+    started). It did, at the first refresh (audit K). A real change still is."""
+    server = server_factory(["--presence-timeout", "4", "--presence-coalesce", "100"])
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "pvr")
+        b = await ws_on(h, U[1], bob, "bob@node1")
+        a = await ws_on(h, U[0], alice, "alice@node0")
+        stop = asyncio.Event()
+        hb = asyncio.ensure_future(heartbeats([a, b], stop))
+        try:
+            await asyncio.sleep(0.5)
+            cid = (await h.api.create_group(alice, [bob.id], title="later"))["id"]
+            await a.wait_seq(cid, 1)
+            await b.wait_seq(cid, 1)
+            await asyncio.sleep(3.5)          # three refreshes of bob's view (every 1 s here)
+            assert presence_of(a, bob.id) == [], presence_of(a, bob.id)
+            n = len(a.msgs)
+            await b.send_json({"type": "presence", "status": "away"})
+            await a.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                             and m.get("status") == "away", start=n, what="bob away at alice")
+        finally:
+            stop.set()
+            await hb
+
+
+@pytest.mark.cluster_only(WHY)
+@async_test(60)
 async def test_typing_refreshed_on_one_node_stays_on_at_the_other_nodes(server_factory):
     """A typist who keeps refreshing `start` (every 0.4 s, ttl 1.5 s) is
     typing for everyone until it stops: no `stop` in between, on any node."""

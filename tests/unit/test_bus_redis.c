@@ -166,7 +166,14 @@ TEST(bus_codec_roundtrip) {
     pl_bus__enc_presence(&s, 6, &p);
     CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
     free(copy);
-    CHECK(m.presence.nconvs == 0 && m.presence.convs == NULL);
+    CHECK(m.presence.nconvs == 0 && m.presence.convs == NULL && m.presence.refresh == 0);
+
+    p.refresh = 1;                                  /* a view re-published unchanged */
+    s.len = 0;
+    pl_bus__enc_presence(&s, 6, &p);
+    CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
+    free(copy);
+    CHECK(m.presence.refresh == 1 && m.presence.status == 2);
 
     s.len = 0;
     pl_bus__enc_beat(&s, 7, 99);
