@@ -62,7 +62,7 @@ alive() {
     [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
     st=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
     [ "$st" != Z ] || return 1
-    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"
+    { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -q -- "$name"   # it may exit meanwhile
 }
 
 pidof_file() { [ -f "$1" ] && head -n1 "$1" || true; }
@@ -250,12 +250,15 @@ relaunch_if_leased() {
     fail "node $i exited during startup"
 }
 
+# start_nodes [I...]: starts nodes I... (all N without arguments) and waits
+# until each is healthy and ready.
 start_nodes() {
-    local i port
+    local i port ids=("$@")
+    [ ${#ids[@]} -gt 0 ] || for ((i = 0; i < N; i++)); do ids+=("$i"); done
     LEASE_NOTE=()
-    for ((i = 0; i < N; i++)); do launch_node "$i"; done
+    for i in "${ids[@]}"; do launch_node "$i"; done
     local deadline=$((SECONDS + START_TIMEOUT))
-    for ((i = 0; i < N; i++)); do
+    for i in "${ids[@]}"; do
         port=$(node_port "$i")
         until [ "$(http_status "$port" /healthz)" = 200 ]; do
             alive "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || { relaunch_if_leased "$i" "$deadline"; continue; }
@@ -264,7 +267,7 @@ start_nodes() {
         done
     done
     # Ready: /readyz 200 (in cluster mode: its database and Redis reachable).
-    for ((i = 0; i < N; i++)); do
+    for i in "${ids[@]}"; do
         port=$(node_port "$i")
         until [ "$(http_status "$port" /readyz)" = 200 ]; do
             alive "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || { tail_log "$CLUSTER_DIR/node$i.log"; fail "node $i exited during startup"; }
@@ -342,6 +345,25 @@ print_lines() {
 }
 
 # count_alive: how many of our pid files name a live process of ours.
+# PostgreSQL, Redis and HAProxy all running.
+services_alive() {
+    alive "$(pidof_file "$CLUSTER_DIR/postgres.pid")" postgres &&
+        alive "$(pidof_file "$CLUSTER_DIR/redis.pid")" redis-server &&
+        alive "$(pidof_file "$CLUSTER_DIR/haproxy.pid")" haproxy
+}
+
+# `up N` on a cluster of N whose only missing processes are nodes (killed,
+# crashed): starts those again, on their ports, the rest serving on.
+restart_dead_nodes() {
+    local i dead=()
+    for ((i = 0; i < N; i++)); do
+        alive "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || dead+=("$i")
+    done
+    say "restarting node${dead[1]:+s} ${dead[*]} (the others keep serving)"
+    start_nodes "${dead[@]}"
+    print_lines
+}
+
 count_alive() {
     local n=0 f
     alive "$(pidof_file "$CLUSTER_DIR/postgres.pid")" postgres && n=$((n + 1))
@@ -402,6 +424,10 @@ cmd_up() {
             if [ "$live" -eq "$want" ] && [ "$running" -eq "$asked" ]; then
                 say "already up ($CLUSTER_DIR); \`$0 down\` first to restart"
                 print_lines
+                return 0
+            fi
+            if [ "$running" -eq "$asked" ] && services_alive; then
+                restart_dead_nodes
                 return 0
             fi
             print_lines || true

@@ -32,6 +32,7 @@ import asyncio
 import collections
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -1361,6 +1362,21 @@ def test_cluster_script_as_the_readme_runs_it_serves_uploads_from_every_node(mod
             assert st == 200 and b == b"one blob store", (st, node, b)
             nodes.add(node)
         assert len(nodes) == 2, nodes          # HAProxy spread the reads over both nodes
+
+        # A node killed with SIGKILL comes back with `up 2`, on its port, while
+        # the other keeps serving (audit K: `up` refused until `down`).
+        pids = {ln.split()[1]: int(ln.split()[4]) for ln in up.stdout.splitlines() if ln.startswith("node ")}
+        os.kill(pids["0"], signal.SIGKILL)
+        again = subprocess.run([script, "up", "2"], env=env, capture_output=True, text=True, timeout=180)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "restarting node 0" in again.stderr and "No such file" not in again.stderr, again.stderr
+        now = {ln.split()[1]: (ln.split()[2], int(ln.split()[4]))
+               for ln in again.stdout.splitlines() if ln.startswith("node ")}
+        assert now["1"][1] == pids["1"] and now["0"][1] != pids["0"], (pids, now)
+        with urllib.request.urlopen(f"http://{now['0'][0]}/readyz", timeout=10) as resp:
+            assert resp.status == 200
+        st, _, b = call("GET", f"/api/v1/media/{mid}", token=tok)
+        assert st == 200 and b == b"one blob store", (st, b)
     finally:
         down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=120)
         shutil.rmtree(scratch, ignore_errors=True)
