@@ -79,7 +79,7 @@ static int send_one(pc_client *c, int64_t conv, const char *body, size_t len, co
                 "be stored; send again with --id %s to be sure\n", r.status, cmid);
         rc = PC_EXIT_DOWN;
     } else if (rc) {
-        rc = pc_fail("send", &r);
+        rc = pc_fail_hint("send", &r, r.status == 401 ? pc_login_hint(c) : NULL);
     } else if (c->json) {
         pc_print_json(r.body);
     } else {

@@ -311,6 +311,13 @@ int pc_fail_hint(const char *what, const pc_resp *r, const char *hint) {
 
 int pc_fail(const char *what, const pc_resp *r) { return pc_fail_hint(what, r, NULL); }
 
+const char *pc_login_hint(const pc_client *c) {
+    if (c->env_token) return NULL;
+    return c->switched ? " (the session file was logged in to another user meanwhile; this command never "
+                         "changes accounts: log in again: parley login USERNAME)"
+                       : PC_LOGIN_AGAIN;
+}
+
 int pc_not_logged_in(const pc_client *c, const char *what) {
     if (c->other_server)
         fprintf(stderr, "parley: %s: not logged in to %s (the session file is for %s: use --server %s, "
@@ -337,7 +344,7 @@ int pc_call(pc_client *c, const char *what, const char *method, const char *path
     if (rc && r.status == 401 && anonymous) {
         rc = pc_not_logged_in(c, what);
     } else if (rc) {
-        rc = pc_fail_hint(what, &r, r.status == 401 && !c->env_token ? PC_LOGIN_AGAIN : NULL);
+        rc = pc_fail_hint(what, &r, r.status == 401 ? pc_login_hint(c) : NULL);
     } else {
         *out = r.body;
         r.body = NULL;
@@ -357,6 +364,8 @@ int pc_refresh(pc_client *c, const char *failed, int *adopted, pc_resp *out) {
     int loaded = pc_session_load(c->session_path, &disk) == 0;
     int rc = PC_EXIT_REFUSED;
     if (!loaded || !disk.server || strcmp(disk.server, c->server) != 0 || disk.user_id != c->sess.user_id) {
+        c->switched = loaded && disk.server && strcmp(disk.server, c->server) == 0 && disk.user_id &&
+                      disk.user_id != c->sess.user_id;
         c->has_session = 0;                       /* logged out, away, or another user logged in */
     } else if (failed && disk.access_token && strcmp(disk.access_token, failed) != 0) {
         pc_session_release(&c->sess);             /* another process refreshed */

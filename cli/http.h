@@ -37,6 +37,8 @@ typedef struct pc_client {
     char       *session_path;    /* owned                                     */
     pc_session  sess;            /* the file's contents (see has_session)     */
     int         has_session;     /* sess holds credentials for `server`       */
+    int         switched;        /* the session file was logged in to another
+                                  * user while this ran (pc_refresh saw it)   */
     char       *other_server;    /* a session for another server, or NULL     */
 } pc_client;
 
@@ -83,6 +85,10 @@ int  pc_fail(const char *what, const pc_resp *r);
 /* The same with hint appended to the line (NULL: none). */
 int  pc_fail_hint(const char *what, const pc_resp *r, const char *hint);
 #define PC_LOGIN_AGAIN " (log in again: parley login USERNAME)"
+/* What a refused request (401) should add: PC_LOGIN_AGAIN, saying why when
+ * the session file now holds another user's login; NULL with PARLEY_TOKEN
+ * (no login of ours to redo). */
+const char *pc_login_hint(const pc_client *c);
 /* The exit status of a response: 0 for 2xx, 1 for other 1xx-4xx, 3 for 5xx
  * and no answer. */
 int  pc_exit_of(const pc_resp *r);

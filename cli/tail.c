@@ -316,7 +316,7 @@ int pc_cmd_tail(pc_client *c, int argc, char **argv) {
             if (x == PC_EXIT_DOWN) {
                 wait = next_backoff(&backoff);                 /* the server is away: later */
             } else if (x) {
-                const char *hint = c->env_token ? NULL : PC_LOGIN_AGAIN;   /* PARLEY_TOKEN wins over a login */
+                const char *hint = pc_login_hint(c);          /* NULL: PARLEY_TOKEN wins over a login */
                 if (rr.status) rc = pc_fail_hint("tail", &rr, hint);
                 else if (r.status == 401) rc = pc_fail_hint("tail", &r, hint);
                 else {

@@ -116,9 +116,13 @@ static char origin[NSET][64];
 static int set(pl_config *cfg, const setting *s, const char *val, const char *src) {
     char *field = (char *)cfg + s->off;
     snprintf(origin[s - table], sizeof origin[0], "%s", src);
+    /* named as pl_config_src names it: "--name", "PARLEY_NAME: name" or
+     * "config line N: name" */
+    int flag = strcmp(src, "flag") == 0;
+    const char *from = flag ? "" : src, *sep = flag ? "--" : ": ";
     if (!s->is_int) {
         if (strlen(val) >= s->size) {
-            fprintf(stderr, "parleyd: %s: value of %s is too long\n", src, s->name);
+            fprintf(stderr, "parleyd: %s%s%s: the value is too long\n", from, sep, s->name);
             return -1;
         }
         strcpy(field, val);
@@ -127,7 +131,7 @@ static int set(pl_config *cfg, const setting *s, const char *val, const char *sr
     char *end;
     long v = strtol(val, &end, 10);
     if (!*val || *end || v < s->min || v > s->max) {
-        fprintf(stderr, "parleyd: %s: %s must be an integer in [%ld, %ld]\n", src, s->name, s->min, s->max);
+        fprintf(stderr, "parleyd: %s%s%s must be an integer in [%ld, %ld]\n", from, sep, s->name, s->min, s->max);
         return -1;
     }
     *(int *)field = (int)v;
@@ -165,6 +169,11 @@ static int load_file(pl_config *cfg, const char *path) {
         snprintf(src, sizeof src, "config line %d", lineno);
         if (!s) {
             fprintf(stderr, "parleyd: %s: unknown setting %.*s\n", src, (int)nlen, name);
+            rc = -1;
+            break;
+        }
+        if (strcmp(s->name, "config") == 0) {   /* one file: a nested one would be ignored */
+            fprintf(stderr, "parleyd: %s: config cannot name another file (give one --config)\n", src);
             rc = -1;
             break;
         }

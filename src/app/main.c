@@ -175,9 +175,15 @@ static void on_sighup(uv_signal_t *s, int signum) {
     pl_log(PL_LOG_INFO, 0, "tls reloaded", "\"certificate\":\"%s\"", desc);
 }
 
-/* --tls-cert/--tls-key: 0 (tls set, or plaintext), or -1 after printing why. */
-static int tls_setup(void) {
-    int minv = strcmp(cfg.tls_min, "1.2") == 0 ? 12 : strcmp(cfg.tls_min, "1.3") == 0 ? 13 : 0;
+static int tls_min_version(void) {
+    return strcmp(cfg.tls_min, "1.2") == 0 ? 12 : strcmp(cfg.tls_min, "1.3") == 0 ? 13 : 0;
+}
+
+/* Before anything is opened: --tls-min, and that --tls-cert and --tls-key
+ * go together and load (a context built and dropped). 0, or -1 after
+ * printing why. */
+static int tls_check(void) {
+    int minv = tls_min_version();
     if (!minv) {                    /* a bad value is refused with or without TLS */
         fprintf(stderr, "parleyd: %s must be 1.2 or 1.3\n", pl_config_src("tls-min"));
         return -1;
@@ -187,14 +193,29 @@ static int tls_setup(void) {
         fprintf(stderr, "parleyd: %s and %s go together\n", pl_config_src("tls-cert"), pl_config_src("tls-key"));
         return -1;
     }
+    pl_tls_opts o = {cfg.tls_cert, cfg.tls_key, minv, NULL, cfg.tls_openssl_records};
+    pl_tls *t = NULL;
+    char err[512];
+    if (pl_tls_new(&o, &t, err, sizeof err)) {
+        fprintf(stderr, "parleyd: %s, %s: %s\n", pl_config_src("tls-cert"), pl_config_src("tls-key"), err);
+        return -1;
+    }
+    pl_tls_free(&t);
+    return 0;
+}
+
+/* --tls-cert/--tls-key (checked by tls_check), with the ticket key the
+ * store shares: 0 (tls set, or plaintext), or -1 after printing why. */
+static int tls_setup(void) {
+    if (!cfg.tls_cert[0]) return 0;
     uint8_t secret[32];
     int shared = pl_store_shared_secret(store, "tls-ticket-key", secret) == PL_STORE_OK;
-    pl_tls_opts o = {cfg.tls_cert, cfg.tls_key, minv, shared ? secret : NULL, cfg.tls_openssl_records};
+    pl_tls_opts o = {cfg.tls_cert, cfg.tls_key, tls_min_version(), shared ? secret : NULL, cfg.tls_openssl_records};
     char err[512], desc[512];
     int r = pl_tls_new(&o, &tls, err, sizeof err);
     memset(secret, 0, sizeof secret);
     if (r) {
-        fprintf(stderr, "parleyd: TLS: %s\n", err);
+        fprintf(stderr, "parleyd: %s, %s: %s\n", pl_config_src("tls-cert"), pl_config_src("tls-key"), err);
         return -1;
     }
     pl_tls_describe(tls, desc, sizeof desc);
@@ -336,7 +357,19 @@ int main(int argc, char **argv) {
                 pl_config_src("redis"));
         return 2;
     }
-    if (push_check() || settings_check()) return 2;
+    if (push_check() || settings_check() || tls_check()) return 2;
+    /* the settings that name files: read now, before anything is opened */
+    char ferr[512];
+    if (pl_chat_filter_load(cfg.content_filter, ferr, sizeof ferr)) {
+        fprintf(stderr, "parleyd: %s %s: %s\n", pl_config_src("content-filter"), cfg.content_filter, ferr);
+        return 2;
+    }
+    pl_push_config pc;
+    push_config(&pc);
+    if (pl_push_configure(&pc, ferr, sizeof ferr)) {
+        fprintf(stderr, "parleyd: push: %s\n", ferr);
+        return 2;
+    }
     char gerr[256];
     if (pl_api_guard_init(&cfg, gerr, sizeof gerr)) {   /* its message starts with the setting's name */
         const char *which = strncmp(gerr, "trusted-proxies", 15) == 0 ? "trusted-proxies" : "allowed-origins";
@@ -374,6 +407,11 @@ int main(int argc, char **argv) {
         .notify = store_notify,
         .committed = on_committed,
     };
+    if (cfg.redis[0] && pl_bus_redis_probe(cfg.redis, err, sizeof err)) {   /* README: exit 1 */
+        fprintf(stderr, "parleyd: %s: %s\n", pl_config_src("redis"), err);
+        pl_log(PL_LOG_ERROR, 0, "cannot reach Redis", "\"reason\":\"%s\"", err);
+        return 1;
+    }
     if (pl_store_open(&so, &store, err, sizeof err)) {
         fprintf(stderr, "parleyd: cannot open the store: %s\n", err);
         pl_log(PL_LOG_ERROR, 0, "cannot open the store", "\"reason\":\"%s\"", err);
@@ -384,11 +422,6 @@ int main(int argc, char **argv) {
 
     pl_chat_hooks ch = {pl_api_conv_changed};
     pl_chat_init(loop, store, &cfg, &ch);
-    if (pl_chat_filter_load(cfg.content_filter, err, sizeof err)) {
-        fprintf(stderr, "parleyd: %s %s: %s\n", pl_config_src("content-filter"), cfg.content_filter, err);
-        pl_store_close(&store);
-        return 2;
-    }
     pl_bus_handlers bh;
     pl_chat_bus_handlers(&bh);
     if (cfg.redis[0]) {
@@ -420,11 +453,9 @@ int main(int argc, char **argv) {
     }
     pl_api_life_init(loop, &cfg);               /* the retention purge's timer */
     pl_web_init(&cfg);
-    pl_push_config pc;
-    push_config(&pc);
-    if (pl_push_start(loop, store, &pc, err, sizeof err)) {
+    if (pl_push_start(loop, store, err, sizeof err)) {
         fprintf(stderr, "parleyd: push: %s\n", err);
-        return start_failed(2);
+        return start_failed(1);
     }
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_refused, NULL};
     pl_http_init(&hh);

@@ -149,6 +149,10 @@ typedef struct pl_bus_redis_opts {
     double      ws_rate, ws_burst;      /* sends per second per workspace  */
 } pl_bus_redis_opts;
 
+/* At start, before the bus: whether the Redis at url answers (AUTH or
+ * PING) within a few seconds, blocking. 0, or -1 with why in err. */
+int pl_bus_redis_probe(const char *url, char *err, size_t errlen);
+
 struct uv_loop_s;
 /* The Redis bus; connects in the background (healthy() says when). NULL
  * with err set when the options are unusable. */

@@ -366,6 +366,10 @@ static const pl_bus_ops redis_ops = {
     .close = r_close,
 };
 
+#define PROBE_MS 5000      /* what a start waits for Redis to answer */
+
+int pl_bus_redis_probe(const char *url, char *err, size_t errlen) { return pl_redis_probe(url, PROBE_MS, err, errlen); }
+
 pl_bus *pl_bus_redis_new(struct uv_loop_s *loop, const pl_bus_redis_opts *o, const pl_bus_handlers *h,
                          char *err, size_t errlen) {
     if (!loop || !o || !h) {

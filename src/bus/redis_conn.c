@@ -424,3 +424,29 @@ void pl_rconn_close(pl_rconn *c) {
     if (c->gai_busy) uv_cancel((uv_req_t *)&c->gai);
     uv_close((uv_handle_t *)&c->timer, timer_closed);
 }
+
+int pl_redis_probe(const char *url, int timeout_ms, char *err, size_t errlen) {
+    pl_redis_addr a;
+    if (pl_redis__parse_url(url, &a, err, errlen)) return -1;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(a.host, a.port, tv);
+    if (!c || c->err) {
+        snprintf(err, errlen, "cannot connect to Redis at %s:%d: %s", a.host, a.port,
+                 c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        return -1;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r;
+    if (a.pass[0])
+        r = a.user[0] ? redisCommand(c, "AUTH %s %s", a.user, a.pass) : redisCommand(c, "AUTH %s", a.pass);
+    else
+        r = redisCommand(c, "PING");
+    int ok = r && r->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        snprintf(err, errlen, "Redis at %s:%d %s: %s", a.host, a.port, a.pass[0] ? "refused the password" : "does not answer PING",
+                 r ? r->str : c->errstr);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return ok ? 0 : -1;
+}

@@ -62,6 +62,9 @@ typedef struct pl_redis_addr {
 
 /* 0, or -1 with a message in err. */
 int pl_redis__parse_url(const char *url, pl_redis_addr *a, char *err, size_t errlen);
+/* At start: connects to url and PINGs (AUTHs, with a password) within
+ * timeout_ms, blocking. 0, or -1 with why in err. */
+int pl_redis_probe(const char *url, int timeout_ms, char *err, size_t errlen);
 
 enum { RC_DOWN, RC_RESOLVING, RC_CONNECTING, RC_UP, RC_CLOSED };
 

@@ -25,9 +25,13 @@
 #define PL_PUSH_TICK_MS    1000    /* the worker looks at the outbox this often
                                     * (and when a message commits here)     */
 
-/* Starts the worker when cfg has any endpoint (copied). 0, or -1 with the
- * reason in err (an APNs key that cannot be used, no thread). */
-int  pl_push_start(uv_loop_t *loop, pl_store *store, const pl_push_config *cfg, char *err, size_t errlen);
+/* Takes cfg (copied) when it has any endpoint, and reads its key files
+ * (the APNs key, the FCM service account): 0, or -1 with the reason in err.
+ * Called before anything is opened, so a bad file stops the start first. */
+int  pl_push_configure(const pl_push_config *cfg, char *err, size_t errlen);
+/* Starts the worker configured above (nothing when push is off): 0, or -1
+ * with the reason in err (no thread). */
+int  pl_push_start(uv_loop_t *loop, pl_store *store, char *err, size_t errlen);
 /* 1 while started: messages fill the outbox, devices may register. */
 int  pl_push_enabled(void);
 /* The configuration in use (platforms enabled, for the REST routes). */

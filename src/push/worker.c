@@ -60,7 +60,7 @@ static struct {
     pl_push_sender *sender;
     uv_timer_t      tick, soon;
     uv_async_t      wake;
-    int             started, stopping, soon_armed;
+    int             configured, started, stopping, soon_armed;
     int             again;        /* a pass is wanted when one can start      */
     int             claim_rows;   /* rows the next pass claims (adapts)        */
     pass           *cur;          /* the pass claiming, reading, asking who is on */
@@ -450,13 +450,11 @@ static int fcm_credentials_load(char *err, size_t errlen) {
     return rc;
 }
 
-int pl_push_start(uv_loop_t *loop, pl_store *store, const pl_push_config *cfg, char *err, size_t errlen) {
+int pl_push_configure(const pl_push_config *cfg, char *err, size_t errlen) {
     if (!pl_push_platform_enabled(cfg, PL_PUSH_WEBHOOK) && !pl_push_platform_enabled(cfg, PL_PUSH_FCM) &&
         !pl_push_platform_enabled(cfg, PL_PUSH_APNS) && !(cfg->fcm_credentials && cfg->fcm_credentials[0]))
         return 0;
-    W.loop = loop;
-    W.store = store;
-    W.claim_rows = 64;
+    W.configured = 1;
     W.cfg.webhook = keep(0, cfg->webhook);
     W.cfg.webhook_secret = keep(1, cfg->webhook_secret);
     W.cfg.fcm_url = keep(2, cfg->fcm_url);
@@ -483,6 +481,14 @@ int pl_push_start(uv_loop_t *loop, pl_store *store, const pl_push_config *cfg, c
     }
     W.cfg.fcm_credentials = keep(10, cfg->fcm_credentials);
     if (W.cfg.fcm_credentials[0] && fcm_credentials_load(err, errlen)) return -1;
+    return 0;
+}
+
+int pl_push_start(uv_loop_t *loop, pl_store *store, char *err, size_t errlen) {
+    if (!W.configured) return 0;
+    W.loop = loop;
+    W.store = store;
+    W.claim_rows = 64;
     uv_async_init(loop, &W.wake, on_wake);     /* before the thread can wake it */
     W.sender = pl_push_sender_start(sender_wake, NULL);
     if (!W.sender) {

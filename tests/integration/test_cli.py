@@ -731,6 +731,8 @@ async def test_a_running_parley_never_becomes_another_user(cli_bin, server_facto
     rc, rest = await asyncio.to_thread(t.finish, 60)
     assert rc == 1 and rest == [], (rc, rest, t.err)
     assert not any(x and "secret" in x for x in t.err), t.err
+    # and it says why (audit H: a bare "401 unauthorized" read like a server fault)
+    assert any(x and "logged in to another user meanwhile" in x for x in t.err), t.err
 
 
 def test_send_needs_a_login_before_any_text_leaves(cli, server):

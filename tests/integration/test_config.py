@@ -121,3 +121,53 @@ def test_make_run_passes_only_the_settings_given():
     assert dry() == "build/release/parleyd"
     assert dry("LISTEN=127.0.0.1:9", "DATA_DIR=/tmp/d") == \
         "build/release/parleyd --listen 127.0.0.1:9 --data-dir /tmp/d"
+
+
+def test_settings_that_name_files_are_checked_before_anything_is_opened(parleyd_bin, tmp_path):
+    """README "Configuration": a bad value stops the start before anything
+    is opened, exit 2 naming the setting. A bad content filter, TLS pair or
+    push key file was read only after the data directory and the store were
+    opened (a fresh parley.db left behind; exit 1 "in use" when the data
+    directory was busy; the TLS error did not name the setting: audit H)."""
+    bad_filter = tmp_path / "bad.filter"
+    bad_filter.write_text("bogus x\n")
+    bad_fcm = tmp_path / "fcm.json"
+    bad_fcm.write_text("{}")
+    cases = [
+        (["--content-filter", str(bad_filter)], "--content-filter"),
+        (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "--tls-cert, --tls-key"),
+        (["--push-fcm-credentials", str(bad_fcm)], "client_email"),
+    ]
+    for args, said in cases:
+        data = tmp_path / "data"
+        p = run(parleyd_bin, "--data-dir", str(data), "--listen", f"127.0.0.1:{free_port()}", *args)
+        assert p.returncode == 2 and said in p.stderr, (args, p.returncode, p.stderr)
+        assert not data.exists(), (args, sorted(os.listdir(data)))
+
+
+def test_config_file_rules(parleyd_bin, tmp_path):
+    """A config file cannot name another one (it was silently ignored, even
+    `config /nonexistent`: audit H); flags are named --name in errors, as
+    the environment and file lines are named by their source."""
+    conf = tmp_path / "c.conf"
+    conf.write_text("# nested\nconfig /nonexistent\n")
+    p = run(parleyd_bin, "--config", str(conf), "--data-dir", str(tmp_path / "d"))
+    assert p.returncode == 2 and "config line 2: config cannot name another file" in p.stderr, p.stderr
+    p = run(parleyd_bin, "--access-ttl", "0")
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: --access-ttl must be an integer"), p.stderr
+    p = run(parleyd_bin, env={"PARLEY_ACCESS_TTL": "0"})
+    assert p.returncode == 2 and "PARLEY_ACCESS_TTL: access-ttl must be an integer" in p.stderr, p.stderr
+
+
+def test_an_unreachable_redis_stops_the_start(parleyd_bin, tmp_path):
+    """README "Configuration": a database or Redis that cannot be reached is
+    exit 1. With Redis down a node started, retried for ever and answered
+    /readyz 503 (audit H)."""
+    dead = free_port()
+    t0 = time.monotonic()
+    p = run(parleyd_bin, "--data-dir", str(tmp_path / "d"), "--listen", f"127.0.0.1:{free_port()}",
+            "--store", f"postgres://parley@127.0.0.1:{free_port()}/parley",
+            "--redis", f"redis://127.0.0.1:{dead}", timeout=30)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert f"--redis: cannot connect to Redis at 127.0.0.1:{dead}" in p.stderr, p.stderr
+    assert time.monotonic() - t0 < 15
