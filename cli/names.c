@@ -1,10 +1,13 @@
 /* names.c — the member-name cache (see names.h).
  *
- * User ids are global, so one id -> name table serves every conversation:
- * a conversation's member list is fetched once, when one of its events
- * first needs a name, and adds to the table; a name still missing then
- * causes one more fetch of that conversation per unknown user (someone
- * added since), and after that the caller shows "user 5".
+ * Names are kept per conversation: a user is named in a conversation's
+ * events only by that conversation's member list (README: "Names come
+ * from the conversation's member list"), never by another conversation's
+ * that happened to be fetched first, so every command names the same
+ * event the same way. A member list is fetched once, when one of its
+ * events first needs a name; a name still missing then causes one more
+ * fetch of that conversation per unknown user (someone added since), and
+ * after that the caller shows "user 5".
  */
 #include "names.h"
 
@@ -15,6 +18,7 @@
 #include "core/alloc.h"
 
 typedef struct name {
+    int64_t conv;                /* the member list it came from            */
     int64_t id;
     char   *name;                /* owned                                  */
 } name;
@@ -27,7 +31,7 @@ typedef struct conv_state {
 
 struct pc_names {
     pc_client  *c;               /* borrowed                                */
-    name       *v;               /* every name learned, any conversation    */
+    name       *v;               /* every (conversation, user) name learned */
     size_t      n, cap;
     conv_state *convs;           /* conversations fetched (or seeded)       */
     size_t      nconvs, capconvs;
@@ -50,19 +54,19 @@ void pc_names_free(pc_names **np) {
     *np = NULL;
 }
 
-static const char *find(const pc_names *n, int64_t user) {
+static const char *find(const pc_names *n, int64_t conv, int64_t user) {
     for (size_t i = 0; i < n->n; i++)
-        if (n->v[i].id == user) return n->v[i].name;
+        if (n->v[i].conv == conv && n->v[i].id == user) return n->v[i].name;
     return NULL;
 }
 
-static void learn(pc_names *n, int64_t id, const char *nm) {
-    if (find(n, id)) return;
+static void learn(pc_names *n, int64_t conv, int64_t id, const char *nm) {
+    if (find(n, conv, id)) return;
     if (n->n == n->cap) {
         n->cap = n->cap ? n->cap * 2 : 16;
         n->v = pl_realloc(n->v, n->cap * sizeof *n->v);
     }
-    n->v[n->n++] = (name){.id = id, .name = pl_strdup(nm)};
+    n->v[n->n++] = (name){.conv = conv, .id = id, .name = pl_strdup(nm)};
 }
 
 static conv_state *state(pc_names *n, int64_t conv, int create) {
@@ -82,13 +86,14 @@ static conv_state *state(pc_names *n, int64_t conv, int create) {
 void pc_names_seed(pc_names *n, json_t *conv) {
     json_t *id = json_object_get(conv, "id");
     if (!json_is_integer(id)) return;
-    state(n, json_integer_value(id), 1);
+    int64_t cid = json_integer_value(id);
+    state(n, cid, 1);
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(conv, "members"), i, m) {
         json_t *uid = json_object_get(m, "id");
         const char *nm = json_string_value(json_object_get(m, "username"));
-        if (json_is_integer(uid) && nm) learn(n, json_integer_value(uid), nm);
+        if (json_is_integer(uid) && nm) learn(n, cid, json_integer_value(uid), nm);
     }
 }
 
@@ -104,17 +109,17 @@ static void fetch(pc_names *n, int64_t conv) {
 }
 
 const char *pc_names_get(pc_names *n, int64_t conv, int64_t user) {
-    const char *nm = find(n, user);
+    const char *nm = find(n, conv, user);
     if (nm || user <= 0) return nm;
     conv_state *cs = state(n, conv, 0);
     if (!cs) {
         fetch(n, conv);
-        return find(n, user);
+        return find(n, conv, user);
     }
     for (size_t i = 0; i < cs->ntried; i++)
         if (cs->tried[i] == user) return NULL;
     cs->tried = pl_realloc(cs->tried, (cs->ntried + 1) * sizeof *cs->tried);
     cs->tried[cs->ntried++] = user;
     fetch(n, conv);                          /* someone who joined since */
-    return find(n, user);
+    return find(n, conv, user);
 }

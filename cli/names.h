@@ -1,12 +1,13 @@
-/* names.h — who "user 5" is: usernames for the human output, learned from
- * conversations' member lists (GET /api/v1/conversations/{id}), each
- * fetched once per command.
+/* names.h — who "user 5" is: usernames for the human output, each
+ * conversation's events named by its own member list (GET
+ * /api/v1/conversations/{id}), fetched once per command.
  *
  * Owns: the cache and when it asks the server. A name that is missing
  * (someone added after the fetch) causes one more fetch of that
- * conversation per unknown user; someone in none of the member lists seen
- * (a member who left or was removed) stays unknown, as the API has no
- * lookup by id, and is shown as "user 5".
+ * conversation per unknown user; someone not in the conversation's member
+ * list (a member who left or was removed) stays unknown there, as the API
+ * has no lookup by id, and is shown as "user 5", whatever other
+ * conversations' lists say.
  */
 #ifndef PC_NAMES_H
 #define PC_NAMES_H

@@ -1411,8 +1411,8 @@ const char *const pg_r_sql[R__COUNT] = {
                          " EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND user_id = $2::bigint)",
     /* reports (store_pg_reports.c): $1 conv, $2 user: the conversation's
      * kind and user's role (no row: not a member) */
-    [R_REPORT_ACCESS] = "SELECT c.kind, m.role FROM members m JOIN conversations c ON c.id = m.conv_id"
-                       " WHERE m.conv_id = $1::bigint AND m.user_id = $2::bigint",
+    [R_REPORT_ACCESS] = "SELECT c.kind, m.role FROM conversations c LEFT JOIN members m ON m.conv_id = c.id"
+                       " AND m.user_id = $2::bigint WHERE c.id = $1::bigint",
     /* newest first, ids below $1, at most $2 (_CONV: of conversation $3,
      * resolved ones too if $4, none about messages of $5, a conversation
      * admin who is no server admin, nor about messages from before $5

@@ -275,9 +275,9 @@ int pg_read_reports(pg_reader *r, pl_job *j) {
         stmt = R_REPORTS_OPEN;
     }
     int as = -1, ls, rc;
-    if (admin) {
+    if (!j->conv) {                                 /* a server admin's list of every conversation */
         if ((ls = pgc_send(&r->c, stmt, &p, 1)) < 0) return W_LOST;
-    } else {
+    } else {                                        /* a server admin's too: the conversation must exist */
         pg_param_i64(&a, j->conv);
         pg_param_i64(&a, j->user);
         if (pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (as = pgc_send(&r->c, R_REPORT_ACCESS, &a, 1)) < 0 ||
@@ -287,8 +287,9 @@ int pg_read_reports(pg_reader *r, pl_job *j) {
     if ((rc = pg_r_sync(r)) != PL_STORE_OK) return rc;
     if (as >= 0) {
         const PGresult *x = r->c.res[as];
-        if (PQntuples(x) != 1 || pg_i64(x, 0, 0) == PL_CONV_DIRECT) return PL_STORE_ENOTFOUND;
-        if (pg_i64(x, 0, 1) != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+        if (PQntuples(x) != 1) return PL_STORE_ENOTFOUND;
+        if (!admin && (pg_null(x, 0, 1) || pg_i64(x, 0, 0) == PL_CONV_DIRECT)) return PL_STORE_ENOTFOUND;
+        if (!admin && pg_i64(x, 0, 1) != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
     }
     const PGresult *l = r->c.res[ls];
     int rows = PQntuples(l);

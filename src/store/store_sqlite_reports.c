@@ -203,22 +203,24 @@ int sq_read_reports(sq_reader *r, pl_job *j) {
     int admin = (j->flags & PL_READ_ADMIN) != 0, src = 0, rc;
     if (!j->conv && !admin) return PL_STORE_EINVAL;
     sqlite3_stmt *st;
-    if (!admin) {
-        st = sq_prep(r->db, "SELECT c.kind, m.role FROM conversations c JOIN members m ON m.conv_id = c.id"
+    if (j->conv) {          /* a server admin's too: a conversation that does not exist is not found */
+        st = sq_prep(r->db, "SELECT c.kind, m.role FROM conversations c LEFT JOIN members m ON m.conv_id = c.id"
                             " AND m.user_id = ?2 WHERE c.id = ?1", &src);
         if (!st) return PL_STORE_EUNAVAIL;
         sqlite3_bind_int64(st, 1, j->conv);
         sqlite3_bind_int64(st, 2, j->user);
-        int kind = 0, role = PL_ROLE_NONE;
+        int kind = 0, member = 0, role = PL_ROLE_NONE;
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             kind = sqlite3_column_int(st, 0);
+            member = sqlite3_column_type(st, 1) != SQLITE_NULL;
             role = sqlite3_column_int(st, 1);
         }
         sqlite3_finalize(st);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) return PL_STORE_EUNAVAIL;
-        if (rc == SQLITE_DONE || kind == PL_CONV_DIRECT) return PL_STORE_ENOTFOUND;
-        if (role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
+        if (rc == SQLITE_DONE) return PL_STORE_ENOTFOUND;
+        if (!admin && (!member || kind == PL_CONV_DIRECT)) return PL_STORE_ENOTFOUND;
+        if (!admin && role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
     }
     int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;
     st = sq_prep(r->db,

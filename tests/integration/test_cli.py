@@ -1225,3 +1225,22 @@ def test_a_deleted_accounts_direct_conversation_is_named_as_ls_prints_it(cli):
     assert "@deleted#" not in carol.out("ls") and carol_dm > 0
     p = alice.run("history", "@deleted#999999999", expect=1)
     assert p.stderr.startswith("parley: history: no direct conversation with deleted#999999999"), p.stderr
+
+
+def test_a_member_who_left_is_named_the_same_in_every_listing(cli):
+    """README: names come from the conversation's member list. `ls` named a
+    member who left a group by another conversation's list when that one
+    came first ("* xeno left"), else "* user 6 left" (audit O): now each
+    conversation's events are named by its own list only."""
+    dana, xeno = cli().register(), cli().register()
+    g = int(dana.out("group", "create", "LsG", xeno.name).strip())
+    dm = int(dana.out("dm", xeno.name).strip())
+    xeno.out("send", str(dm), "hello dana")
+    xeno.out("leave", str(g))                          # the group is the most recent
+    want = f"* user {xeno.id} left"
+    rows = {int(ln.split()[0]): ln for ln in dana.out("ls").splitlines()}
+    assert rows[g].endswith(want), rows
+    dana.out("send", str(dm), "ping")                  # now the DM comes first
+    rows2 = {int(ln.split()[0]): ln for ln in dana.out("ls").splitlines()}
+    assert rows2[g].endswith(want), rows2
+    assert dana.out("history", str(g)).splitlines()[-1].endswith(want)

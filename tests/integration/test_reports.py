@@ -89,6 +89,9 @@ async def test_reports_reviewed_by_admins(server_factory):
         await api.expect(404, "GET", f"/api/v1/conversations/{dm}/reports", token=eve.token)
         await api.expect(403, "GET", "/api/v1/reports", token=alice.token)
         await api.expect(404, "POST", f"/api/v1/reports/{r3['id']}/resolve", token=eve.token)
+        # a server admin's mistyped id is not found, not "no reports" (audit O)
+        r = await api.req("GET", f"/api/v1/conversations/{dm + 987654}/reports", token=mod.token)
+        assert r.status == 404 and r.body["error"]["message"] == "no such conversation", r
         # The message is deleted after the report: the report still has it.
         r = await api.req("DELETE", f"/api/v1/conversations/{dm}/messages/{rude['seq']}", token=dave.token)
         assert r.status == 200, r

@@ -5711,6 +5711,9 @@ TEST(store_report_of_an_admins_own_message) {
     pl_report_list_free(l, n);
     CHECK(ok);
     CHECK_EQ(t_resolve(&t, r1, a, PL_JOB_ADMIN, NULL), PL_STORE_OK);   /* as a server admin */
+    /* a server admin asking for a conversation that does not exist: not
+     * found, not an empty list (audit O) */
+    CHECK_EQ(rd_reports(&t, g + 1000, 0, PL_READ_ADMIN, 0, 10, &l, &n, NULL), PL_STORE_ENOTFOUND);
     t_finish(&t);
 }
 
