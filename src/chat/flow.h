@@ -3,8 +3,9 @@
  * conversation's subscriptions on this node lag behind its head, the acks
  * of WebSocket sends to it are held until they catch up: a send is still
  * durable when its ack is sent, the ack only waits. A sender that goes on
- * sending without waiting for its acks is refused once it has
- * FLOW_CONN_HELD_MAX acks held (rate_limited, nothing stored).
+ * sending without waiting for its acks is refused once it is owed
+ * FLOW_CONN_HELD_MAX acks (held, or of sends still being stored), while it
+ * is pushed back on (rate_limited, nothing stored).
  */
 #ifndef PL_CHAT_FLOW_H
 #define PL_CHAT_FLOW_H
@@ -14,7 +15,7 @@
 
 #include "../net/conn.h"
 
-#define FLOW_CONN_HELD_MAX 256    /* held acks per connection before refusals */
+#define FLOW_CONN_HELD_MAX 256    /* acks owed per connection before refusals */
 #define FLOW_HOLD_MAX_MS   5000   /* an ack is never held longer than this    */
 #define FLOW_RETRY_MS      250    /* the retry_after of a refusal             */
 #define FLOW_TICK_MS       20     /* re-evaluation while acks are held        */
@@ -33,9 +34,14 @@ void flow_free(void);
  * while held). */
 void flow_ack(pl_conn *c, int64_t conv, const char *json, size_t len);
 
-/* Before a send to conv from c is stored: 0 to go on, or the retry_after
- * (ms) of a refusal, when c already has FLOW_CONN_HELD_MAX acks held. */
+/* Before a send to conv from c is stored: 0 to go on (the send is then
+ * counted as owed an ack until flow_settled), or the retry_after (ms) of a
+ * refusal, when c is owed FLOW_CONN_HELD_MAX acks (held, or of sends still
+ * being stored) while conv pushes back or one of c's acks is held. */
 int64_t flow_admit(pl_conn *c, int64_t conv);
+/* A send flow_admit let through ended (acked, held or refused by the
+ * store): c is owed one fewer ack. */
+void flow_settled(pl_conn *c);
 
 /* 1 if cv pushes back on its senders now (evaluated at most once per loop
  * turn; the state machine in flow.c). */

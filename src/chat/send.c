@@ -99,7 +99,8 @@ int chat_admit_ws(int64_t user, int64_t conv, int64_t ws, int64_t *retry_ms, con
 static void count_limited(const char *scope) {
     if (!scope) return;
     pl_count(scope[0] == 'u' ? &pl_m_rate_limited_user
-             : scope[0] == 'w' ? &pl_m_rate_limited_ws : &pl_m_rate_limited_conv, 1);
+             : scope[0] == 'w' ? &pl_m_rate_limited_ws
+             : scope[0] == 'o' ? &pl_m_rate_limited_overload : &pl_m_rate_limited_conv, 1);
 }
 
 typedef struct admit_wait {
@@ -170,6 +171,7 @@ typedef struct send_op {
     char    *masked;              /* the text as the content filter left it  */
     int      flag_line;           /* a flag rule matched: report after the commit */
     int      member;              /* the session follows the conversation    */
+    int      flowed;              /* counted by flow_admit: flow_settled at the end */
 } send_op;
 
 void pl_chat_sent(const pl_job *j, int64_t t0_us) {
@@ -183,6 +185,7 @@ void pl_chat_sent(const pl_job *j, int64_t t0_us) {
 }
 
 static void send_free_op(send_op *op) {
+    if (op->flowed) flow_settled(op->conn);
     pl_job_release(&op->job);
     json_decref(op->root);
     free(op->own);
@@ -332,13 +335,14 @@ void do_send(session *s, pl_msg *m) {
 }
 
 static void send_admit(send_op *op) {
-    int64_t retry = flow_admit(op->conn, op->job.conv);   /* too many acks held (flow.h) */
+    int64_t retry = flow_admit(op->conn, op->job.conv);   /* too many acks owed (flow.h) */
     const char *scope = NULL;
     if (retry) {
         chat_rate_limited(op->conn, op->req, retry, "overloaded");
         send_free_op(op);
         return;
     }
+    op->flowed = 1;
     switch (chat_admit(op->job.user, op->member ? op->job.conv : 0, &retry, &scope, send_admitted, op)) {
     case 0:
         send_submit(op);

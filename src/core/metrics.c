@@ -9,7 +9,7 @@ static const double time_bounds[PL_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.0
 pl_counter pl_m_ws_messages_in, pl_m_sends, pl_m_sends_dup, pl_m_frames_out, pl_m_http_requests,
     pl_m_commit_batches, pl_m_commit_jobs, pl_m_commit_failures, pl_m_dropped_ephemeral,
     pl_m_slow_consumer_closes, pl_m_rate_limited_user, pl_m_rate_limited_conv, pl_m_rate_limited_ws, pl_m_rate_limited_ip,
-    pl_m_rate_limited_signal, pl_m_conn_refused_ip, pl_m_idle_closes, pl_m_bus_published,
+    pl_m_rate_limited_signal, pl_m_rate_limited_overload, pl_m_conn_refused_ip, pl_m_idle_closes, pl_m_bus_published,
     pl_m_bus_received, pl_m_bus_reconnects, pl_m_bus_publish_failures, pl_m_bus_resyncs,
     pl_m_gap_fills, pl_m_gap_events, pl_m_store_reads, pl_m_store_read_failures, pl_m_flow_held,
     pl_m_ckpt_background, pl_m_ckpt_writer, pl_m_push_sent, pl_m_push_gone, pl_m_push_retry, pl_m_push_failed,
@@ -89,6 +89,7 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
     counter(o, "parley_rate_limited_total", NULL, "{scope=\"workspace\"}", &pl_m_rate_limited_ws, 0);
     counter(o, "parley_rate_limited_total", NULL, "{scope=\"ip\"}", &pl_m_rate_limited_ip, 0);
     counter(o, "parley_rate_limited_total", NULL, "{scope=\"signal\"}", &pl_m_rate_limited_signal, 0);
+    counter(o, "parley_rate_limited_total", NULL, "{scope=\"overloaded\"}", &pl_m_rate_limited_overload, 0);
     counter(o, "parley_content_filter_total", "Sends and edits a content filter rule matched, by the action taken.",
             "{action=\"block\"}", &pl_m_filter_blocked, 1);
     counter(o, "parley_content_filter_total", NULL, "{action=\"flag\"}", &pl_m_filter_flagged, 0);

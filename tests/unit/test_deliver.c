@@ -2281,6 +2281,63 @@ TEST(flow_acks_are_sent_once_in_order) {
     flow_stop(all, 3);
 }
 
+/* A burst written without waiting: every send arrives before any of its
+ * acks can be held (none has committed yet). While the conversation pushes
+ * back, only FLOW_CONN_HELD_MAX of them are taken; the rest are refused
+ * with nothing stored (audit L: 400 in 30 ms were all taken). A burst into
+ * a conversation that does not push back is all taken. */
+TEST(flow_a_burst_is_refused_past_the_owed_acks) {
+    fconn *s, *r1, *r2;
+    flow_setup(&s, &r1, &r2, 4);
+    CHECK(s && r1 && r2);
+    CHECK(flow_engaged(conv_find(10)));
+    size_t before = H.store.submitted;
+    for (int i = 1; i <= FLOW_CONN_HELD_MAX + 40; i++)
+        h_text(s, "{\"type\":\"send\",\"req\":%d,\"conversation\":10,\"client_msg_id\":\"b%d\",\"body\":\"b\"}",
+               i, i);
+    CHECK_EQ(H.store.submitted - before, FLOW_CONN_HELD_MAX);   /* all still being stored */
+    size_t at = 0, refused = 0;
+    json_t *e;
+    while ((e = next_frame(s, &at, "error")) != NULL) {
+        refused += strcmp(json_string_value(json_object_get(e, "code")), "rate_limited") == 0 &&
+                   strstr(json_string_value(json_object_get(e, "message")), "overloaded") != NULL;
+        json_decref(e);
+    }
+    CHECK_EQ(refused, 40);
+    /* they commit (acks held): still owed, still refused */
+    int64_t seq = 5;
+    pl_job *j;
+    while ((j = fs_take(&H.store, PL_JOB_MESSAGE_SEND, 10)) != NULL) {
+        h_publish(10, ++seq, PL_EV_MESSAGE, 0);
+        j->result = PL_STORE_OK;
+        make_event(&j->event, 10, seq, PL_EV_MESSAGE, 1, 0);
+        j->done(j);
+    }
+    CHECK_EQ(flow_held(), FLOW_CONN_HELD_MAX);
+    CHECK(!flow_send(s, 9999, 10, seq + 1));
+    /* the readers catch up: the acks go, and sends are taken again */
+    flow_catch_up(10, 2, seq);
+    flow_catch_up(10, 3, seq);
+    fturn();
+    CHECK_EQ(flow_held(), 0);
+    CHECK(flow_send(s, 10000, 10, ++seq));
+    /* conversation 11 does not push back: a burst there is all taken */
+    before = H.store.submitted;
+    for (int i = 1; i <= FLOW_CONN_HELD_MAX + 40; i++)
+        h_text(s, "{\"type\":\"send\",\"req\":%d,\"conversation\":11,\"client_msg_id\":\"c%d\",\"body\":\"b\"}",
+               20000 + i, i);
+    CHECK_EQ(H.store.submitted - before, FLOW_CONN_HELD_MAX + 40);
+    int64_t s11 = 0;
+    while ((j = fs_take(&H.store, PL_JOB_MESSAGE_SEND, 11)) != NULL) {
+        h_publish(11, ++s11, PL_EV_MESSAGE, 0);
+        j->result = PL_STORE_OK;
+        make_event(&j->event, 11, s11, PL_EV_MESSAGE, 1, 0);
+        j->done(j);
+    }
+    fconn *all[] = {s, r1, r2};
+    flow_stop(all, 3);
+}
+
 /* Off (--flow-lag 0): nothing is ever held. */
 TEST(flow_off_holds_nothing) {
     fconn *s, *r1, *r2;
