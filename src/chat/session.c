@@ -458,6 +458,7 @@ static void auth_done(pl_job *j) {
         dispatch(s, p->data, p->len);
         free(p);
     }
+    s->pq_len = 0;
 out:
     if (op->root) json_decref(op->root);
     pl_job_release(j);
@@ -567,8 +568,12 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pl_msg m;
         pl_proto_err e;
         int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
-        if (r || m.type != PL_MSG_AUTH) CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
-        else auth_start(s, m.token, m.token_len, m.root ? m.root : m.cursors, m.cursors, 0, NULL, NULL);
+        if (r || m.type != PL_MSG_AUTH) {
+            CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
+        } else {
+            s->pq_len = 1;                    /* the `auth` is one of the 64 before `ready` */
+            auth_start(s, m.token, m.token_len, m.root ? m.root : m.cursors, m.cursors, 0, NULL, NULL);
+        }
         pl_msg_release(&m);
         return;
     }

@@ -5,7 +5,7 @@ same conversation, and every one of their messages arrives and is stored."""
 import asyncio
 import json
 
-from pclient import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Harness,
+from pclient import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Harness, RawWS,
                      async_test, assert_contiguous, build_frame, is_reply, msg_events, raw_http, seqs)
 
 MAX_BODY = 16384
@@ -546,3 +546,33 @@ async def test_query_integers_are_plain_digits(server):
                   "after=00", "limit=5x", "after=0x5", "after=", "limit=1e1", "after=99999999999999999"):
             r = await api.req("GET", f"{base}?{q}", token=a.token)
             assert r.status == 400 and r.body["error"]["code"] == "bad_request", (q, r)
+
+
+@async_test(60)
+async def test_an_auth_message_counts_among_the_64_messages_before_ready(server):
+    """protocol.md section 5, 1008: more than 64 messages sent before
+    `ready`. With an `auth` message, that message was not counted: auth and
+    64 more (65) were taken (audit L). Everything is written in one go, so
+    it is all in the server's buffer before the token is checked. (With the
+    token at the handshake the frames would have to share the upgrade's
+    write to come before `ready`.)"""
+    async with Harness(server) as h:
+        (u,) = await h.api.register_many(1, "preready")
+        pings = lambda n: b"".join(build_frame(OP_TEXT, json.dumps({"type": "ping", "req": i}).encode())
+                                   for i in range(n))
+        auth = build_frame(OP_TEXT, json.dumps({"type": "auth", "token": u.token}).encode())
+        for token, first, extra, closed in ((None, auth, 63, False), (None, auth, 64, True)):
+            ws = RawWS(server.host, server.port, token=token)
+            await ws.connect()
+            await ws.send_raw(first + pings(extra))
+            if closed:
+                code, reason, _ = await ws.read_until_close(10)
+                assert code == 1008 and "before authentication" in reason, (token is None, extra, code, reason)
+            else:
+                got = []
+                while len(got) < extra:
+                    m = await ws.read_json(10)
+                    if m.get("type") != "ready":
+                        got.append(m)
+                assert [m["type"] for m in got] == ["pong"] * extra, (token is None, extra, got[-3:])
+            await ws.close()
