@@ -342,8 +342,12 @@ typedef struct auth_op {
     uint64_t mlog_at;             /* the membership log when the read was submitted */
 } auth_op;
 
+/* The next look at a quiet connection: its ping, or its idle timeout when
+ * that comes first (--idle-timeout below --ping-interval; audit P: the
+ * close waited for the first ping). */
 static void liveness_arm(pl_conn *c) {
-    c->deadline = c->last_rx + (int64_t)C.cfg->ping_interval * 1000;
+    int64_t ping = (int64_t)C.cfg->ping_interval * 1000, idle = (int64_t)C.cfg->idle_timeout * 1000;
+    c->deadline = c->last_rx + (ping < idle ? ping : idle);
 }
 
 static void pq_free(session *s) {

@@ -475,3 +475,19 @@ async def test_a_burst_over_the_bound_does_not_close_clients_that_read(server_fa
         assert wa.close_code is None and wb.close_code is None, (wa.close_code, wb.close_code)
         m = metrics(server)
         assert m["parley_slow_consumer_closes_total"] == 0, m["parley_slow_consumer_closes_total"]
+
+
+@async_test(60)
+async def test_an_idle_timeout_shorter_than_the_ping_interval_is_kept(server_factory):
+    """protocol.md: a connection silent for --idle-timeout seconds is closed
+    with 4002, whatever --ping-interval says. With the idle timeout below the
+    ping interval, the close waited for the first ping (10 s here; audit P)."""
+    server = server_factory(["--ping-interval", "10", "--idle-timeout", "2"])
+    async with Harness(server) as h:
+        u, = await h.api.register_many(1, "lvs")
+        raw = RawWS(server.host, server.port, token=u.token)
+        await raw.connect()
+        t0 = time.monotonic()
+        code, _, _ = await raw.read_until_close(timeout=8)
+        took = time.monotonic() - t0
+        assert code == 4002 and took < 6, (code, took)
