@@ -198,20 +198,24 @@ void api_respond_members(pl_http_ctx *ctx, int result, const char *json, size_t 
 /* ---- routing --------------------------------------------------------------- */
 
 /* Splits path into up to max segments (no allocation); max + 1 if more. */
+/* The path's segments: "/a/b" is a, b and "/" none. An empty segment (a
+ * doubled or a trailing slash) or more than max is max + 1: no route has
+ * it (protocol.md "Identifiers": paths are exact; audit P found
+ * "/api/v1//me/" reaching /api/v1/me). */
 static size_t split_path(pl_str path, pl_str *seg, size_t max) {
     size_t n = 0;
     const char *p = path.p, *end = path.p + path.n;
-    while (p < end && n < max) {
-        while (p < end && *p == '/') p++;
-        if (p >= end) break;
+    if (p < end && *p == '/') p++;
+    while (p < end) {
         const char *s = p;
         while (p < end && *p != '/') p++;
+        if (p == s || n == max) return max + 1;
         seg[n].p = s;
         seg[n].n = (size_t)(p - s);
         n++;
+        if (p < end && ++p == end) return max + 1;   /* a trailing slash */
     }
-    while (p < end && *p == '/') p++;
-    return p < end ? max + 1 : n;
+    return n;
 }
 
 void api_method_not_allowed(pl_http_ctx *ctx) {
@@ -524,7 +528,8 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
                             api_seg_is(s[0], "presence") || api_seg_is(s[0], "search") ||
                             api_seg_is(s[0], "users"))) ||
                 (n == 2 && (api_seg_is(s[0], "users") || api_seg_is(s[0], "conversations"))) ||
-                (n == 2 && api_seg_is(s[0], "me")) ||                           /* api_life.c */
+                (n == 2 && api_seg_is(s[0], "me") &&                            /* api_life.c */
+                 (api_seg_is(s[1], "export") || api_seg_is(s[1], "messages"))) ||
                 (n >= 3 && n <= 5 && api_seg_is(s[0], "conversations")) ||
                 (n == 1 && api_seg_is(s[0], "keys")) ||                       /* e2ee: api_keys.c */
                 (n == 1 && api_seg_is(s[0], "blocks")) ||                     /* api_reports.c */

@@ -576,3 +576,25 @@ async def test_an_auth_message_counts_among_the_64_messages_before_ready(server)
                         got.append(m)
                 assert [m["type"] for m in got] == ["pong"] * extra, (token is None, extra, got[-3:])
             await ws.close()
+
+
+@async_test(30)
+async def test_paths_are_exact(server):
+    """protocol.md "Identifiers": a path is exact. A doubled or trailing
+    slash reached the route (`DELETE /api/v1/me/` deleted the account), and
+    /api/v1/me/anything answered "no such conversation" (audit P)."""
+    async with Harness(server) as h:
+        api = h.api
+        (u,) = await api.register_many(1, "paths")
+        r = await api.req("GET", "/api/v1/me", token=u.token)
+        assert r.status == 200, r
+        for path in ("/api/v1/me/", "/api/v1//me", "/api/v1/conversations//", "//api/v1/me",
+                     "/api/v1/me/foo", "/api/v1/conversations/"):
+            r = await api.req("GET", path, token=u.token)
+            assert r.status == 404 and r.body["error"]["message"] == "no such route", (path, r)
+        r = await api.req("GET", "/api/v1/me/foo")
+        assert r.status == 404, r                      # unknown before the token, as every route
+        r = await api.req("DELETE", "/api/v1/me/", token=u.token, json_body={"password": u.password})
+        assert r.status == 404, r
+        r = await api.req("GET", "/api/v1/me", token=u.token)
+        assert r.status == 200, r
