@@ -1096,6 +1096,7 @@ else showAuth();
 window.parley = {
   state: S,
   connState: () => (conn ? conn.state : 'stopped'),
+  transport: () => (conn ? conn.transport : null),   // 'ws', or 'sse' (the HTTP fallback)
   // closes the socket as a network failure would (the client then reconnects)
   dropConnection: () => { if (conn && conn.ws) conn.ws.close(); },
   alerts: alerts.stats,

@@ -12,7 +12,9 @@
 // public: docs/protocol.md "Server-Sent Events").
 //
 // Transport: WebSocket first. After WS_FAILS_FOR_SSE dials in a row that
-// never reached `ready` (blocked by a proxy, say), the stream is read with
+// never reached `ready` while the server answered plain HTTP (blocked by a
+// proxy, say; a dial that fails while the server is away, restarting, is no
+// such sign and does not count), the stream is read with
 // fetch() (which, unlike EventSource, sends the Authorization header: the
 // token never goes into a URL), and every WS_PROBE_EVERY_MS a WebSocket is
 // tried again; one that opens takes over. On SSE, `online` stays false (the
@@ -219,16 +221,15 @@ export class Connection {
       this.ws = null;
       this._drop(1000, '');
       if (ev.code === 4001) this._authFailed();
-      else {
-        if (!gotReady) this.wsFails++;
-        this._scheduleRetry();
-      }
+      else if (!gotReady) this._wsFailed(this.gen);
+      else this._scheduleRetry();
     };
     ws.onerror = () => { /* onclose follows */ };
   }
 
   /** A message from the server, either transport. */
   _onMessage(msg) {
+    if (msg.type === 'reconnect') { this._serverLeaving(msg); return; }
     if (msg.type === 'ready') {
       clearTimeout(this.readyTimer);
       this.attempt = 0;
@@ -247,9 +248,40 @@ export class Connection {
   }
 
   _lost() {
-    if (this.transport === 'ws' && this.state !== 'online') this.wsFails++;   // no `ready` in time
+    const noReady = this.transport === 'ws' && this.state !== 'online';   // no `ready` in time
     this._drop(4000, 'no answer');
+    if (noReady) this._wsFailed(this.gen);
+    else this._scheduleRetry();
+  }
+
+  /** A WebSocket dial that never reached `ready`. It counts toward the HTTP
+   *  fallback only if plain HTTP gets through to the server meanwhile: when
+   *  the server itself is away (a restart), WebSocket is not what is wrong,
+   *  and the fallback (no typing, no presence) would outlast the outage by
+   *  up to WS_PROBE_EVERY_MS. */
+  async _wsFailed(gen) {
+    let reachable = false;
+    try {
+      const r = await fetch('/healthz', { cache: 'no-store', credentials: 'omit' });
+      reachable = r.ok;
+    } catch { /* the server is away */ }
+    if (gen !== this.gen || this.stopped) return;
+    if (reachable) this.wsFails++;
     this._scheduleRetry();
+  }
+
+  /** The server drains (`reconnect`, docs/protocol.md): everything we sent
+   *  that it received is acknowledged already; leave now and dial again
+   *  after retry_after_ms, showing "reconnecting" meanwhile (sends wait in
+   *  the outbox and go out, with their keys, once back). */
+  _serverLeaving(msg) {
+    const wait = Math.max(0, Number(msg.retry_after_ms) || 1000);
+    this._drop(1000, 'server going away');
+    this.attempt = 0;
+    const at = Math.round(wait + Math.random() * wait / 2);
+    this._setState('reconnecting', { retryAt: Date.now() + at });
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this._dial(), at);
   }
 
   // ---- the HTTP fallback: Server-Sent Events in, REST out -----------------

@@ -31,9 +31,19 @@ export function setAttr(e, k, v) {
 
 export function setText(e, s) { if (e.textContent !== s) e.textContent = s; }
 
+/** The first character a reader sees of s: a whole grapheme (an emoji with
+ *  its modifiers and joiners, a letter with its accents), never half of a
+ *  surrogate pair (which showed as "T\uFFFD" for "Team \u{1F680}"). */
+const graphemes = typeof Intl !== 'undefined' && Intl.Segmenter
+  ? new Intl.Segmenter(undefined, { granularity: 'grapheme' }) : null;
+function firstGrapheme(s) {
+  if (graphemes) for (const g of graphemes.segment(s)) return g.segment;
+  return Array.from(s)[0] || '';
+}
+
 export function initials(name) {
   const parts = String(name).replace(/^user #/, '#').split(/[\s._-]+/).filter(Boolean);
-  const s = (parts[0] || '?')[0] + (parts[1] ? parts[1][0] : '');
+  const s = firstGrapheme(parts[0] || '?') + (parts[1] ? firstGrapheme(parts[1]) : '');
   return s.toUpperCase();
 }
 

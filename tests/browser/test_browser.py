@@ -66,12 +66,19 @@ playwright-core against a real parleyd (see conftest.py):
   switcher over it; the account menu on a phone, no sideways scroll at
   320 px; leaving a group is confirmed, and the header after it;
   attachments stay with their conversation.
+- restart.mjs (audit R): the server stops (SIGTERM) and comes back 7 s
+  later: the page says "reconnecting" as soon as the `reconnect` frame
+  comes, resumes over WebSocket (not the HTTP fallback, which has no
+  typing), and typing and messages work at once; what was sent meanwhile
+  arrives once.
 
 Screenshots of the main screens are written to test-artifacts/screenshots/.
 """
 
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -95,7 +102,37 @@ SCENARIOS = {
     # a low send rate (its burst goes over it) and a content filter
     "polish": ("--rate-user-msgs", "1", "--rate-user-burst", "3",
                "--content-filter", os.path.join(HERE, "polish-filter.txt")),
+    "restart": ("--shutdown-grace", "3"),  # the server stops (SIGTERM) and starts again
 }
+
+
+def _run_scenario(node, script, parleyd, env):
+    """Runs a scenario; a line `@@restart N` on its stdout stops the server
+    (SIGTERM, a graceful drain), keeps it down N seconds, starts it again on
+    the same port and data directory, and answers `@@restarted` on the
+    script's stdin. Returns (returncode, output)."""
+    p = subprocess.Popen([node, script, parleyd.base_url], cwd=HERE, env=env, text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, deadline = [], time.monotonic() + SCENARIO_TIMEOUT
+    timer = threading.Timer(SCENARIO_TIMEOUT, p.kill)
+    timer.start()
+    try:
+        for line in p.stdout:
+            out.append(line)
+            if line.startswith("@@restart"):
+                down = float(line.split()[1]) if len(line.split()) > 1 else 1.0
+                parleyd.stop()
+                time.sleep(down)
+                parleyd.start()
+                p.stdin.write("@@restarted\n")
+                p.stdin.flush()
+        rc = p.wait()
+    finally:
+        timer.cancel()
+    if time.monotonic() > deadline:
+        pytest.fail(f"{os.path.basename(script)} did not finish within {SCENARIO_TIMEOUT}s\n"
+                    f"{''.join(out)[-4000:]}", pytrace=False)
+    return rc, "".join(out)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -104,14 +141,8 @@ def test_browser(scenario, parleyd_factory, browser_deps):
     script = os.path.join(HERE, scenario + ".mjs")
     env = dict(os.environ)
     env["CHROMIUM"] = browser_deps["chromium"]
-    try:
-        r = subprocess.run([browser_deps["node"], script, parleyd.base_url], cwd=HERE, env=env,
-                           capture_output=True, text=True, timeout=SCENARIO_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode("utf-8", "replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        pytest.fail(f"{scenario}.mjs did not finish within {SCENARIO_TIMEOUT}s\n{out[-4000:]}", pytrace=False)
-    output = (r.stdout or "") + (r.stderr or "")
-    if r.returncode == 3:
+    rc, output = _run_scenario(browser_deps["node"], script, parleyd, env)
+    if rc == 3:
         pytest.fail(f"playwright-core is not installed (run scripts/deps-browser.sh):\n{output[-4000:]}",
                     pytrace=False)
-    assert r.returncode == 0, f"{scenario}.mjs failed (exit {r.returncode}):\n{output[-6000:]}\n{parleyd.log_tail(40)}"
+    assert rc == 0, f"{scenario}.mjs failed (exit {rc}):\n{output[-6000:]}\n{parleyd.log_tail(40)}"
