@@ -114,7 +114,8 @@ int  pl_chat_receipts(int64_t conv, int64_t user, int64_t seq, pl_chat_json_cb c
 int  pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat_json_cb cb, void *arg);
 /* Whether each of ids is reachable live (push notifications go to users
  * who are not): a session authenticated on this node, or a status other
- * than offline from any node's view (cluster mode asks the bus). cb gets
+ * than offline from another node's view (cluster mode asks the bus; this
+ * node's own view is not asked, its sessions are). cb gets
  * online[i] for ids[i], maybe before this returns; after shutdown, all 0. */
 typedef void (*pl_chat_online_cb)(void *arg, const uint8_t *online, size_t n);
 void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, void *arg);

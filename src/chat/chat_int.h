@@ -398,6 +398,9 @@ void receipts_on_bus(void *ud, const pl_bus_receipt *r);
 void presence_init(void);
 void presence_session_added(session *s);
 void presence_session_gone(session *s);
+/* After a session of user was detached: with none left here, this node's
+ * view goes out now instead of at the next tick (push reads it). */
+void presence_user_detached(int64_t user);
 void presence_resync(void);
 void presence_tick(int64_t now);
 void presence_shutdown(void);

@@ -180,6 +180,19 @@ void presence_session_gone(session *s) {
     mark_hot(p);
 }
 
+static int tick_one(presence *p, int64_t now, int64_t wall);
+
+void presence_user_detached(int64_t user) {
+    if (C.stopping || chat_user_get(user)) return;   /* sessions left here */
+    presence *p = pl_map_get(&C.presence, user);
+    /* Publishes the offline view now (tick_one's first step; the entry
+     * stays hot, so the tick still announces and forgets it as usual):
+     * every node's push worker asks the views whether the user is
+     * connected, and a message sent just after the close was taken for
+     * "online" for up to a tick (audit Q). */
+    if (p) tick_one(p, pl_mono_ms(), pl_now_ms());
+}
+
 void do_presence_set(session *s, pl_msg *m) {
     chat_user *u = chat_user_get(s->user);
     if (!u || chat_limit_signal(s, m->req, &u->presence_tb, PRESENCE_RATE, PRESENCE_BURST)) return;
@@ -568,6 +581,7 @@ static void online_answer(oquery *q, const pl_bus_presence *views, size_t nv) {
     int64_t wall = pl_now_ms();
     for (size_t i = 0; i < nv; i++) {
         if (views[i].expires <= wall || views[i].status == ST_OFFLINE) continue;
+        if (C.bus && views[i].node == C.bus->node) continue;   /* ours: the sessions, looked at */
         for (size_t k = 0; k < q->n; k++)
             if (q->ids[k] == views[i].user) q->online[k] = 1;
     }
@@ -587,13 +601,21 @@ void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, vo
     q->ids = pl_malloc((n ? n : 1) * sizeof *q->ids);
     q->online = pl_calloc(n ? n : 1, 1);
     if (n) memcpy(q->ids, ids, n * sizeof *ids);
-    int64_t wall = pl_now_ms(), last;
+    int64_t wall = pl_now_ms();
+    int self = C.bus ? C.bus->node : -1;
     for (size_t i = 0; i < n && !C.stopping; i++) {
         chat_user *u = chat_user_get(ids[i]);
         for (session *s = u ? u->sessions : NULL; s && !q->online[i]; s = s->unext)
             if (s->state == S_AUTHED) q->online[i] = 1;
+        /* Other nodes' views only: this node's own lags its sessions by up
+         * to a presence tick, so a message sent just after the user's last
+         * session here closed was taken for "online" and never pushed
+         * (audit Q). */
         presence *p = pl_map_get(&C.presence, ids[i]);
-        if (p && merged_status(p, wall, &last) != ST_OFFLINE) q->online[i] = 1;
+        for (uint32_t k = 0; p && k < p->nviews && !q->online[i]; k++) {
+            const pview *v = view_at(p, k);
+            if (v->node != self && v->expires > wall && v->status != ST_OFFLINE) q->online[i] = 1;
+        }
     }
     if (n && C.bus && C.bus->shared && !C.stopping) {     /* other nodes' views */
         pl_bus_presence_get(C.bus, q->ids, n, online_views, q);

@@ -541,6 +541,7 @@ void pl_chat_conn_closed(pl_conn *c) {
         presence_session_gone(s);
         sub_release_all(s);
         user_detach(s);
+        presence_user_detached(s->user);
     }
     C.nsessions--;
     free(s);

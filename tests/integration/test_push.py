@@ -225,6 +225,27 @@ async def test_push_skips_connected_users(server_factory, sink):
 
 
 @async_test(timeout=90)
+async def test_push_right_after_the_last_session_closed(server_factory, sink):
+    """protocol.md: no notification only while the user is connected. A
+    message sent just after the user's last session closed was taken for
+    "online" (this node's presence view lags its sessions by up to a tick)
+    and never pushed, 5 times of 5 (audit Q)."""
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, conv = await pair(h, "pclose")
+        tok = "tok-" + b.username
+        await register_device(h.api, b, "webhook", tok)
+        sent = []
+        for i in range(3):
+            ws = await h.ws(b, name=f"b{i}")
+            await asyncio.sleep(0.3)
+            await ws.close()
+            sent.append((await send(h.api, a, conv, f"just after closing {i}"))["seq"])
+            got = await sink.wait_for(tok, n=i + 1)
+            assert sorted(note(r)["seq"] for r in got) == sent, (got, sent)
+
+
+@async_test(timeout=90)
 async def test_push_levels(server_factory, sink):
     srv = server_factory(sink.args())
     async with Harness(srv) as h:
