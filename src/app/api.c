@@ -168,15 +168,9 @@ int api_query_int(pl_http_ctx *ctx, const char *name, int64_t *out) {
     char buf[24];
     *out = 0;
     if (!pl_http_query_get(ctx->req.query, name, buf, sizeof buf)) return 0;
-    /* plain decimal digits, as a path id: no sign, space or leading zero */
-    size_t len = strlen(buf);
-    if (len == 0 || len > 16 || (buf[0] == '0' && len > 1)) return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (buf[i] < '0' || buf[i] > '9') return -1;
-        v = v * 10 + (buf[i] - '0');
-    }
-    if (v > PL_JSON_INT_MAX) return -1;
+    if (strcmp(buf, "0") == 0) return 0;
+    int64_t v = api_parse_id(buf, strlen(buf));   /* as a path id: no sign, space or leading zero */
+    if (v <= 0) return -1;
     *out = v;
     return 0;
 }

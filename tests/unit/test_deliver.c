@@ -2281,6 +2281,18 @@ TEST(flow_acks_are_sent_once_in_order) {
     flow_stop(all, 3);
 }
 
+/* Commits every queued send to conv in order, at *seq + 1, ...: published
+ * as the commit hook does, then completed. */
+static void flow_commit_queued(int64_t conv, int64_t *seq) {
+    pl_job *j;
+    while ((j = fs_take(&H.store, PL_JOB_MESSAGE_SEND, conv)) != NULL) {
+        h_publish(conv, ++*seq, PL_EV_MESSAGE, 0);
+        j->result = PL_STORE_OK;
+        make_event(&j->event, conv, *seq, PL_EV_MESSAGE, 1, 0);
+        j->done(j);
+    }
+}
+
 /* A burst written without waiting: every send arrives before any of its
  * acks can be held (none has committed yet). While the conversation pushes
  * back, only FLOW_CONN_HELD_MAX of them are taken; the rest are refused
@@ -2306,13 +2318,7 @@ TEST(flow_a_burst_is_refused_past_the_owed_acks) {
     CHECK_EQ(refused, 40);
     /* they commit (acks held): still owed, still refused */
     int64_t seq = 5;
-    pl_job *j;
-    while ((j = fs_take(&H.store, PL_JOB_MESSAGE_SEND, 10)) != NULL) {
-        h_publish(10, ++seq, PL_EV_MESSAGE, 0);
-        j->result = PL_STORE_OK;
-        make_event(&j->event, 10, seq, PL_EV_MESSAGE, 1, 0);
-        j->done(j);
-    }
+    flow_commit_queued(10, &seq);
     CHECK_EQ(flow_held(), FLOW_CONN_HELD_MAX);
     CHECK(!flow_send(s, 9999, 10, seq + 1));
     /* the readers catch up: the acks go, and sends are taken again */
@@ -2328,12 +2334,7 @@ TEST(flow_a_burst_is_refused_past_the_owed_acks) {
                20000 + i, i);
     CHECK_EQ(H.store.submitted - before, FLOW_CONN_HELD_MAX + 40);
     int64_t s11 = 0;
-    while ((j = fs_take(&H.store, PL_JOB_MESSAGE_SEND, 11)) != NULL) {
-        h_publish(11, ++s11, PL_EV_MESSAGE, 0);
-        j->result = PL_STORE_OK;
-        make_event(&j->event, 11, s11, PL_EV_MESSAGE, 1, 0);
-        j->done(j);
-    }
+    flow_commit_queued(11, &s11);
     fconn *all[] = {s, r1, r2};
     flow_stop(all, 3);
 }
