@@ -153,13 +153,13 @@ struct chat_conv {
     chat_conv  *tnext, *tprev;    /* the list of streams with typing         */
     uint32_t    nsubs;
     uint32_t    watchers;         /* long-polls                              */
-    uint32_t    nheld, capheld;
-    uint32_t    ntyping, captyping;
     uint32_t    flow_turn;
+    uint16_t    nheld, capheld;   /* at most HELD_MAX                        */
+    uint8_t     ntyping, captyping; /* at most TYPISTS_MAX                   */
     uint8_t     kind;             /* pl_conv_kind; 0 unknown                 */
-    /* flags as bits: a node holds one of these per conversation it follows
-     * (a DM per pair of users online); the assertion in deliver.c keeps it
-     * within a 144-byte malloc chunk */
+    /* small counts and flags as bits: a node holds one of these per
+     * conversation it follows (a DM per pair of users online); the
+     * assertion in deliver.c keeps it within a 128-byte allocator block */
     uint8_t     in_gaps : 1;
     uint8_t     filling : 1;      /* a fill read is in flight                */
     uint8_t     dying : 1;        /* released: freed when its fill returns   */

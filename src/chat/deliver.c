@@ -19,7 +19,8 @@
 #include "chat_int.h"
 #include "flow.h"
 
-_Static_assert(sizeof(chat_conv) <= 136, "chat_conv must fit a 144-byte malloc chunk (chat_int.h)");
+_Static_assert(sizeof(chat_conv) <= 128, "chat_conv must fit a 128-byte allocator block (chat_int.h)");
+_Static_assert(HELD_MAX <= 32768 && TYPISTS_MAX <= 128, "chat_conv's held and typing counts (doubling capacities) must fit their fields");
 
 static void conv_process(chat_conv *cv, const pl_event *ev);
 static void conv_head(chat_conv *cv, int64_t seq);

@@ -64,16 +64,19 @@ struct presence {
                                    * sessions here (kept after they are gone, so that going
                                    * offline reaches the same people) or from other nodes' views */
     uint32_t nconvs;
+    /* the bytes share nconvs's word: one entry per user online, so the
+     * struct stays within 96 bytes (the assertion below) */
     uint8_t  local_pub;           /* status of this node's last published view */
-    int64_t  pub_at;              /* mono ms of that publish                  */
-    int64_t  local_active;        /* wall ms: last heartbeat or disconnect here */
     uint8_t  dirty;               /* publish at the next tick                 */
     uint8_t  hot;                 /* on the hot list (the next tick looks)     */
     uint8_t  sent;                /* status last announced                    */
-    int64_t  sent_at;             /* mono ms                                  */
+    int64_t  pub_at;              /* mono ms of that publish (local_pub)      */
+    int64_t  local_active;        /* wall ms: last heartbeat or disconnect here */
+    int64_t  sent_at;             /* mono ms (sent)                           */
     int64_t  offline_since;       /* mono ms the merged status first read offline
                                    * while `sent` was not; 0 otherwise           */
 };
+_Static_assert(sizeof(presence) <= 96, "presence must fit a 96-byte allocator block");
 
 /* ---- rate limits on ephemeral signals (shared with typing.c) ------------- */
 

@@ -135,7 +135,7 @@ void chat_close(pl_conn *c, int code, const char *reason) {
  * holds, possibly in the middle of an event (protocol.md). */
 void chat_close_slow(pl_conn *c) {
     pl_count(&pl_m_slow_consumer_closes, 1);
-    pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%zu", c->qbytes);
+    pl_log(PL_LOG_INFO, c->id, "slow consumer closed", "\"queued\":%u", c->qbytes);
     if (CO.drop_unsent) CO.drop_unsent(c, is_sse(c) ? sse_starts_event : NULL);
     chat_close(c, PL_CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and sync");
 }
@@ -347,7 +347,7 @@ typedef struct auth_op {
  * close waited for the first ping). */
 static void liveness_arm(pl_conn *c) {
     int64_t ping = (int64_t)C.cfg->ping_interval * 1000, idle = (int64_t)C.cfg->idle_timeout * 1000;
-    c->deadline = c->last_rx + (ping < idle ? ping : idle);
+    c->deadline = pl_conn_last_rx(c, pl_mono_ms()) + (ping < idle ? ping : idle);
 }
 
 static void pq_free(session *s) {
@@ -666,7 +666,7 @@ void pl_chat_ws_timeout(pl_conn *c) {
         liveness_arm(c);
         return;
     }
-    int64_t now = pl_mono_ms(), idle = now - c->last_rx;
+    int64_t now = pl_mono_ms(), last_rx = pl_conn_last_rx(c, now), idle = now - last_rx;
     int64_t slow_cut = s->drain_since + (int64_t)C.cfg->slow_timeout * 1000;
     if (s->waiting_drain && now >= slow_cut) {
         chat_close_slow(c);
@@ -684,7 +684,7 @@ void pl_chat_ws_timeout(pl_conn *c) {
         uint8_t hdr[14];
         size_t h = pl_ws_header(hdr, PL_WS_OP_PING, 0, NULL);
         CO.send_copy(c, hdr, h);
-        c->deadline = now + ping_ms < c->last_rx + idle_ms ? now + ping_ms : c->last_rx + idle_ms;
+        c->deadline = now + ping_ms < last_rx + idle_ms ? now + ping_ms : last_rx + idle_ms;
     }
     if (s->waiting_drain && slow_cut < c->deadline) c->deadline = slow_cut;
 }

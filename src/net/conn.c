@@ -63,7 +63,7 @@ struct pl_net {
 };
 
 #if defined(__x86_64__)
-_Static_assert(sizeof(pl_conn) <= 136, "pl_conn must fit a 144-byte malloc chunk (conn.h)");
+_Static_assert(sizeof(pl_conn) <= 128, "pl_conn must fit a 128-byte allocator block (conn.h)");
 #endif
 
 static uint8_t read_buf[READ_BUF_SIZE];   /* shared: the loop is one thread */
@@ -218,7 +218,7 @@ static void conn_read(pl_conn *c) {
         ssize_t r = read(c->fd, read_buf, sizeof read_buf);
         if (r > 0) {
             if (c->closing) continue;          /* lingering: discarded */
-            c->last_rx = pl_mono_ms();
+            c->last_rx = (uint32_t)pl_mono_ms();
             pl_conn_ref(c);
             if (c->tls) tls_read(c, read_buf, (size_t)r);
             else c->net->h.on_data(c, read_buf, (size_t)r);
@@ -284,8 +284,19 @@ counted:
     }
 }
 
+/* Whether n more bytes fit the queue's 32-bit count; if not the
+ * connection is cut (no upper layer queues 4 GiB: the slow-consumer bound
+ * and the streamed file bodies stop far below). */
+static int queue_room(pl_conn *c, size_t n) {
+    if (n <= (size_t)(UINT32_MAX - c->qbytes)) return 1;
+    pl_log(PL_LOG_WARN, c->id, "write queue over 4 GiB: connection closed", "\"queued\":%u", c->qbytes);
+    pl_conn_close(c, 0);
+    return 0;
+}
+
 void pl_conn_send(pl_conn *c, pl_rbuf *b) {
     if (c->closing || b->len == 0) return;
+    if (!queue_room(c, b->len)) return;
     queue_push(c, b, 0, b->len, 0);
     schedule_flush(c);
 }
@@ -317,7 +328,7 @@ static void queue_copy(pl_conn *c, const uint8_t *p, size_t n) {
  * the whole shared buffer alive (64 KiB of deliver.c's frame arena, mostly
  * other connections' frames) for a few bytes: the range is copied. */
 void pl_conn_send_part(pl_conn *c, pl_rbuf *b, size_t off, size_t len) {
-    if (c->closing || len == 0) return;
+    if (c->closing || len == 0 || !queue_room(c, len)) return;
     const pl_qent *t = c->qlen ? queue_at(c, c->qlen - 1) : NULL;
     int extends = t && t->b == b && (size_t)t->off + t->len == off;
     if ((c->writing || c->corked) && !extends && len < b->len) queue_copy(c, b->data + off, len);
@@ -326,7 +337,7 @@ void pl_conn_send_part(pl_conn *c, pl_rbuf *b, size_t off, size_t len) {
 }
 
 void pl_conn_send_copy(pl_conn *c, const void *p, size_t n) {
-    if (c->closing || n == 0) return;
+    if (c->closing || n == 0 || !queue_room(c, n)) return;
     queue_push(c, pl_rbuf_copy(p, n), 0, n, 1);
     schedule_flush(c);
 }
@@ -645,7 +656,7 @@ static void conn_accepted(pl_net *n, int fd, const struct sockaddr_storage *peer
     c->fd = fd;
     c->ev_in = 1;
     ip_count(n, c->ip_key, 1);
-    c->last_rx = pl_mono_ms();
+    c->last_rx = (uint32_t)pl_mono_ms();
     c->id = (uint32_t)++n->next_id;
     c->net = n;
     c->refs = 1;                           /* dropped in conn_release */

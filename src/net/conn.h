@@ -91,10 +91,20 @@ struct pl_conn {
     pl_conn     *next, *prev;  /* all connections (deadline sweep)           */
     pl_conn     *flush_next;   /* pending-flush list                         */
     int64_t      deadline;     /* monotonic ms; 0 = none                     */
+    int64_t      ip_key;       /* the peer address as a map key (non-zero)  */
+    pl_qent     *q;            /* write queue ring; NULL until used, and again
+                                * once empty at a sweep (on_sweep)          */
+    void        *http;         /* http/ state while a request is in progress */
+    void        *session;      /* chat/ session once a WebSocket authenticated */
+    pl_ws_reader *ws;          /* WebSocket reader while a frame or message
+                                * is partly read (mode WS), else NULL: see
+                                * pl_wsconn_on_data                          */
+    pl_tls_conn *tls;          /* TLS state, NULL on a plaintext listener    */
+    /* One per connection, idle ones included: the rest are 32-bit and bit
+     * fields, so the struct stays within a 128-byte allocator block (the
+     * assertion in conn.c). */
     uint8_t      mode;         /* PL_CONN_HTTP / PL_CONN_WS / PL_CONN_SSE    */
     uint8_t      ws_state;     /* ws/wsconn.c: open, close sent, ...        */
-    /* Flags as bits: one per connection, idle ones included (the struct
-     * stays within a 144-byte malloc chunk; the assertion in conn.c). */
     uint8_t      closing : 1;  /* close requested: input discarded, no queueing */
     uint8_t      closed : 1;   /* the fd is closed; on_close is pending or ran */
     uint8_t      released : 1; /* on_close ran                               */
@@ -110,20 +120,19 @@ struct pl_conn {
     uint8_t      corked : 1;   /* queued bytes wait for pl_conn_uncork        */
     uint8_t      cork_aged : 1; /* a sweep saw it corked (the next uncorks)  */
     uint32_t     id;           /* for logs                                   */
-    int64_t      ip_key;       /* the peer address as a map key (non-zero)  */
-    int64_t      last_rx;      /* monotonic ms of the last bytes received   */
-    pl_qent     *q;            /* write queue ring; NULL until used, and again
-                                * once empty at a sweep (on_sweep)          */
+    uint32_t     last_rx;      /* monotonic ms of the last bytes received, the
+                                * low 32 bits: read it with pl_conn_last_rx */
     uint32_t     qhead, qlen, qcap;   /* qcap: 0 or a power of two           */
     uint32_t     qoff;         /* bytes of q[qhead] already written          */
-    size_t       qbytes;       /* bytes queued, not yet written              */
-    void        *http;         /* http/ state while a request is in progress */
-    void        *session;      /* chat/ session once a WebSocket authenticated */
-    pl_ws_reader *ws;          /* WebSocket reader while a frame or message
-                                * is partly read (mode WS), else NULL: see
-                                * pl_wsconn_on_data                          */
-    pl_tls_conn *tls;          /* TLS state, NULL on a plaintext listener    */
+    uint32_t     qbytes;       /* bytes queued, not yet written (a queue that
+                                * would pass 4 GiB closes the connection)   */
 };
+
+/* The monotonic ms (pl_mono_ms) of c's last received bytes, given now:
+ * exact while the connection has been silent less than 49 days. */
+static inline int64_t pl_conn_last_rx(const pl_conn *c, int64_t now) {
+    return now - (int64_t)(uint32_t)((uint32_t)now - c->last_rx);
+}
 
 /* Checks addr as pl_net_listen reads it ("host:port", "[v6]:port", a host
  * name resolved now), binding nothing: 0, UV_EINVAL for a malformed address

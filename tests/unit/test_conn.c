@@ -481,6 +481,37 @@ TEST(conn_net_close_releases_connections_on_the_next_turn) {
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+/* The connection keeps its receive time and queue count in 32 bits (one
+ * allocator block per connection): the time reads back exactly across the
+ * 32-bit wrap, and a queue that would pass 4 GiB cuts the connection
+ * instead of wrapping its count. */
+TEST(conn_32_bit_fields_wrap_and_overflow_safely) {
+    pl_conn k = {0};
+    int64_t now = ((int64_t)7 << 32) + 1000;     /* just past a wrap */
+    k.last_rx = (uint32_t)(now - 3000);            /* 3 s earlier: before the wrap */
+    CHECK_EQ(pl_conn_last_rx(&k, now), now - 3000);
+    k.last_rx = (uint32_t)now;
+    CHECK_EQ(pl_conn_last_rx(&k, now), now);
+    now = ((int64_t)1 << 40) + 123456789;
+    k.last_rx = (uint32_t)(now - (int64_t)40 * 86400 * 1000);   /* 40 days */
+    CHECK_EQ(pl_conn_last_rx(&k, now), now - (int64_t)40 * 86400 * 1000);
+
+    uv_loop_t loop;
+    pl_net *n;
+    pl_conn *c;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
+    c->qbytes = UINT32_MAX - 4;                  /* as if 4 GiB were waiting */
+    pl_conn_send_copy(c, "12345678", 8);
+    CHECK(c->closed);
+    CHECK_EQ(c->qlen, 0);
+    c->qbytes = 0;
+    wait_closes(&loop, 1);
+    CHECK_EQ(closes, 1);
+    close(fd);
+    CHECK_EQ(t_shut(&loop, n), 0);
+}
+
 /* Out of descriptors, the listener would stay readable and the loop spin:
  * waiting connects are accepted with the reserve descriptor and closed,
  * and once descriptors free up, connections are accepted again. */

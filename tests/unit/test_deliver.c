@@ -115,7 +115,7 @@ static fconn *fconn_new(void) {
     f->c.mode = PL_CONN_WS;
     f->c.ws_state = PL_WSS_OPEN;
     f->c.refs = 1;
-    f->c.last_rx = pl_mono_ms();
+    f->c.last_rx = (uint32_t)pl_mono_ms();
     return f;
 }
 
@@ -2044,7 +2044,7 @@ TEST(sse_slow_consumer_and_refusals) {
     conv_spec cs = {10, 1, 1};
     fconn *f = h_sse(2, 1, &cs, 1, 0, NULL, 0);
     CHECK(f != NULL);
-    f->c.qbytes = (size_t)H.cfg.max_outbound - 10;   /* nearly full, not read */
+    f->c.qbytes = (uint32_t)H.cfg.max_outbound - 10;   /* nearly full, not read */
     h_publish(10, 2, PL_EV_MESSAGE, 0);
     sse_ev ev[8];
     size_t n = sse_events(f, ev, 8);
