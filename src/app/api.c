@@ -212,8 +212,10 @@ static size_t split_path(pl_str path, pl_str *seg, size_t max) {
     return n;
 }
 
-void api_method_not_allowed(pl_http_ctx *ctx) {
-    pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
+int api_allow(pl_http_ctx *ctx, unsigned allow) {
+    if (allow & PL_HTTP_M(ctx->req.method)) return 1;
+    pl_http_method_not_allowed(ctx, allow, "method not allowed on this route");
+    return 0;
 }
 
 /* .../messages/{seq}[/reactions] and .../pins/{seq}: the message actions
@@ -228,19 +230,17 @@ static void message_route(pl_http_ctx *ctx, int64_t conv, pl_str *s, size_t n) {
     }
     int64_t seq = api_parse_id(s[1].p, s[1].n);
     if (report) {                                     /* api_reports.c */
-        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else if (api_path_id_ok(ctx, seq, "no such message")) h_report(ctx, conv, seq);
+        if (api_allow(ctx, API_POST) && api_path_id_ok(ctx, seq, "no such message")) h_report(ctx, conv, seq);
         return;
     }
     if (n == 3) {
-        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else if (api_path_id_ok(ctx, seq, "no such message")) h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
+        if (api_allow(ctx, API_POST) && api_path_id_ok(ctx, seq, "no such message"))
+            h_action(ctx, conv, seq, PL_JOB_REACTION, 0);
         return;
     }
-    int allowed = m == PL_HTTP_DELETE || (pins ? m == PL_HTTP_PUT : m == PL_HTTP_PATCH);
-    if (!allowed) api_method_not_allowed(ctx);
-    else if (!api_path_id_ok(ctx, seq, "no such message")) return;
-    else if (pins) h_action(ctx, conv, seq, PL_JOB_PIN, m == PL_HTTP_DELETE);
+    if (!api_allow(ctx, API_DELETE | (pins ? API_PUT : API_PATCH)) || !api_path_id_ok(ctx, seq, "no such message"))
+        return;
+    if (pins) h_action(ctx, conv, seq, PL_JOB_PIN, m == PL_HTTP_DELETE);
     else h_action(ctx, conv, seq, m == PL_HTTP_DELETE ? PL_JOB_MESSAGE_DELETE : PL_JOB_MESSAGE_EDIT, 0);
 }
 
@@ -263,28 +263,26 @@ static void authed_route(pl_http_ctx *ctx) {
         return;
     }
     if (n == 1 && api_seg_is(s[0], "me")) {
+        if (!api_allow(ctx, API_GET | API_DELETE)) return;
         if (m == PL_HTTP_GET) h_me(ctx);
-        else if (m == PL_HTTP_DELETE) h_me_delete(ctx);   /* api_life.c */
-        else api_method_not_allowed(ctx);
+        else h_me_delete(ctx);                             /* api_life.c */
         return;
     }
     if (n == 2 && api_seg_is(s[0], "me") && (api_seg_is(s[1], "export") || api_seg_is(s[1], "messages"))) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else if (api_seg_is(s[1], "export")) h_me_export(ctx);
+        if (!api_allow(ctx, API_GET)) return;
+        if (api_seg_is(s[1], "export")) h_me_export(ctx);
         else h_me_messages(ctx);
         return;
     }
     if (n == 2 && api_seg_is(s[0], "users")) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else h_user(ctx, s[1].p, s[1].n);
+        if (api_allow(ctx, API_GET)) h_user(ctx, s[1].p, s[1].n);
         return;
     }
     /* push notification devices (api_push.c) */
     if (n >= 2 && api_seg_is(s[0], "push") && api_seg_is(s[1], "devices")) {
         int64_t id = n == 3 ? api_parse_id(s[2].p, s[2].n) : 0;
         if (n == 2) h_push_devices(ctx);
-        else if (ctx->req.method != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else if (api_path_id_ok(ctx, id, "no such device")) h_push_device(ctx, id);
+        else if (api_allow(ctx, API_DELETE) && api_path_id_ok(ctx, id, "no such device")) h_push_device(ctx, id);
         return;
     }
     /* end-to-end encryption (api_keys.c) */
@@ -294,114 +292,98 @@ static void authed_route(pl_http_ctx *ctx) {
     }
     if (n == 3 && api_seg_is(s[0], "users") && api_seg_is(s[2], "block")) {   /* api_reports.c */
         int64_t peer = api_parse_id(s[1].p, s[1].n);
-        if (m != PL_HTTP_PUT && m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else if (api_path_id_ok(ctx, peer, "no such user")) h_block(ctx, peer, m == PL_HTTP_DELETE);
+        if (api_allow(ctx, API_PUT | API_DELETE) && api_path_id_ok(ctx, peer, "no such user"))
+            h_block(ctx, peer, m == PL_HTTP_DELETE);
         return;
     }
     if (n == 1 && api_seg_is(s[0], "blocks")) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else h_blocks(ctx);
+        if (api_allow(ctx, API_GET)) h_blocks(ctx);
         return;
     }
     if (n == 3 && api_seg_is(s[0], "users")) {
         int64_t peer = api_parse_id(s[1].p, s[1].n);
         int bundle = api_seg_is(s[2], "bundle");
-        if (m != (bundle ? PL_HTTP_POST : PL_HTTP_GET)) api_method_not_allowed(ctx);
-        else if (!api_path_id_ok(ctx, peer, "no such user")) return;
-        else if (bundle) h_bundle(ctx, peer);
+        if (!api_allow(ctx, bundle ? API_POST : API_GET) || !api_path_id_ok(ctx, peer, "no such user")) return;
+        if (bundle) h_bundle(ctx, peer);
         else h_devices(ctx, peer);
         return;
     }
     if (n == 1 && api_seg_is(s[0], "presence")) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else h_presence(ctx);
+        if (api_allow(ctx, API_GET)) h_presence(ctx);
         return;
     }
     if (n == 1 && (api_seg_is(s[0], "search") || api_seg_is(s[0], "users"))) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else if (api_seg_is(s[0], "search")) h_search(ctx);
+        if (!api_allow(ctx, API_GET)) return;
+        if (api_seg_is(s[0], "search")) h_search(ctx);
         else h_user_search(ctx);
         return;
     }
     if (n == 1) {
+        if (!api_allow(ctx, API_GET | API_POST)) return;
         if (m == PL_HTTP_GET) h_conv_list(ctx);
-        else if (m == PL_HTTP_POST) h_conv_create(ctx);
-        else api_method_not_allowed(ctx);
+        else h_conv_create(ctx);
         return;
     }
     int64_t conv = api_parse_id(s[1].p, s[1].n);
     if (!api_path_id_ok(ctx, conv, "no such conversation")) return;
     if (n == 2) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else h_conv_get(ctx, conv);
+        if (api_allow(ctx, API_GET)) h_conv_get(ctx, conv);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "messages")) {
+        if (!api_allow(ctx, API_GET | API_POST)) return;
         if (m == PL_HTTP_GET) h_history(ctx, conv);
-        else if (m == PL_HTTP_POST) h_send(ctx, conv);
-        else api_method_not_allowed(ctx);
+        else h_send(ctx, conv);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "members")) {
-        if (m == PL_HTTP_POST) h_member_op(ctx, conv, PL_JOB_MEMBER_ADD, 0);
-        else api_method_not_allowed(ctx);
+        if (api_allow(ctx, API_POST)) h_member_op(ctx, conv, PL_JOB_MEMBER_ADD, 0);
         return;
     }
     if (n == 4 && api_seg_is(s[2], "members")) {
         int64_t peer = api_parse_id(s[3].p, s[3].n);
-        if (m != PL_HTTP_DELETE && m != PL_HTTP_PATCH) api_method_not_allowed(ctx);
-        else if (api_path_id_ok(ctx, peer, "no such member"))
+        if (api_allow(ctx, API_DELETE | API_PATCH) && api_path_id_ok(ctx, peer, "no such member"))
             h_member_op(ctx, conv, m == PL_HTTP_PATCH ? PL_JOB_MEMBER_ROLE : PL_JOB_MEMBER_REMOVE, peer);
         return;
     }
     if (n == 3 && (api_seg_is(s[2], "read") || api_seg_is(s[2], "delivered"))) {
-        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else h_receipt(ctx, conv, api_seg_is(s[2], "read"));
+        if (api_allow(ctx, API_POST)) h_receipt(ctx, conv, api_seg_is(s[2], "read"));
         return;
     }
     if (n == 3 && api_seg_is(s[2], "receipts")) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else h_receipts(ctx, conv);
+        if (api_allow(ctx, API_GET)) h_receipts(ctx, conv);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "reports")) {  /* api_reports.c */
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else h_conv_reports(ctx, conv);
+        if (api_allow(ctx, API_GET)) h_conv_reports(ctx, conv);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "join")) {     /* api_ws.c */
-        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else h_channel_join(ctx, conv);
+        if (api_allow(ctx, API_POST)) h_channel_join(ctx, conv);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "leave")) {
-        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else h_member_op(ctx, conv, PL_JOB_MEMBER_LEAVE, 0);
+        if (api_allow(ctx, API_POST)) h_member_op(ctx, conv, PL_JOB_MEMBER_LEAVE, 0);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "e2ee")) {         /* api_keys.c */
-        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else h_conv_e2ee(ctx, conv);
+        if (api_allow(ctx, API_POST)) h_conv_e2ee(ctx, conv);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "pins")) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else h_pins(ctx, conv);
+        if (api_allow(ctx, API_GET)) h_pins(ctx, conv);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "retention")) {    /* api_life.c */
-        if (m != PL_HTTP_PUT) api_method_not_allowed(ctx);
-        else h_retention(ctx, conv, 0);
+        if (api_allow(ctx, API_PUT)) h_retention(ctx, conv, 0);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "hold")) {
-        if (m != PL_HTTP_PUT && m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else h_hold(ctx, conv, 0, m == PL_HTTP_DELETE);
+        if (api_allow(ctx, API_PUT | API_DELETE)) h_hold(ctx, conv, 0, m == PL_HTTP_DELETE);
         return;
     }
     if (n == 3 && api_seg_is(s[2], "notify")) {
-        if (m != PL_HTTP_PUT) api_method_not_allowed(ctx);
-        else h_action(ctx, conv, 0, PL_JOB_NOTIFY_SET, 0);
+        if (api_allow(ctx, API_PUT)) h_action(ctx, conv, 0, PL_JOB_NOTIFY_SET, 0);
         return;
     }
     if (n >= 4 && (api_seg_is(s[2], "messages") || api_seg_is(s[2], "pins"))) {
@@ -471,8 +453,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         return;
     }
     if (n == 1 && (api_seg_is(seg[0], "healthz") || api_seg_is(seg[0], "readyz") || api_seg_is(seg[0], "metrics"))) {
-        if (m != PL_HTTP_GET && m != PL_HTTP_HEAD) api_method_not_allowed(ctx);
-        else operations(ctx, seg[0]);
+        if (api_allow(ctx, API_GET)) operations(ctx, seg[0]);
         return;
     }
     int auth_route = n == 4 && api_seg_is(seg[2], "auth");
@@ -506,7 +487,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         int known_auth = api_seg_is(s[1], "register") || api_seg_is(s[1], "login") ||
                          api_seg_is(s[1], "refresh") || api_seg_is(s[1], "logout");
         if (!known_auth) { pl_http_error(ctx, 404, "not_found", "no such route"); return; }
-        if (m != PL_HTTP_POST) { api_method_not_allowed(ctx); return; }
+        if (!api_allow(ctx, API_POST)) return;
         if (api_seg_is(s[1], "register")) h_register(ctx);
         else if (api_seg_is(s[1], "login")) h_login(ctx);
         else if (api_seg_is(s[1], "refresh")) h_refresh(ctx);

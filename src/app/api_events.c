@@ -50,8 +50,9 @@ static void started(void *arg, int result) {
 }
 
 void h_events(pl_http_ctx *ctx) {
-    if (ctx->req.method != PL_HTTP_GET) {
-        pl_http_error(ctx, 405, "method_not_allowed", "GET only");
+    const unsigned allow = PL_HTTP_M(PL_HTTP_GET);   /* not HEAD: a stream has no head of its own */
+    if (!(allow & PL_HTTP_M(ctx->req.method))) {
+        pl_http_method_not_allowed(ctx, allow, "GET only");
         return;
     }
     pl_str a = ctx->req.authorization;

@@ -75,13 +75,25 @@ int64_t api_parse_id(const char *s, size_t n);
 int     api_path_id_ok(pl_http_ctx *ctx, int64_t id, const char *missing);
 /* 1 if the path segment s is lit. */
 static inline int api_seg_is(pl_str s, const char *lit) { return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0; }
-void    api_method_not_allowed(pl_http_ctx *ctx);    /* 405 */
 /* The method a route dispatches on: HEAD is routed as GET, and
  * pl_http_respond sends a HEAD only the answer's head (RFC 9110 9.3.2).
  * The media routes and the SSE stream look at ctx->req.method themselves. */
 static inline int api_method(const pl_http_ctx *ctx) {
     return ctx->req.method == PL_HTTP_HEAD ? PL_HTTP_GET : ctx->req.method;
 }
+/* The methods a route answers, as a set for api_allow. A route that
+ * answers GET answers HEAD (api_method), so API_GET is both. No route
+ * answers OPTIONS: Parley answers no CORS preflight (protocol.md "Origin
+ * checks"). */
+#define API_GET    (PL_HTTP_M(PL_HTTP_GET) | PL_HTTP_M(PL_HTTP_HEAD))
+#define API_POST   PL_HTTP_M(PL_HTTP_POST)
+#define API_PUT    PL_HTTP_M(PL_HTTP_PUT)
+#define API_PATCH  PL_HTTP_M(PL_HTTP_PATCH)
+#define API_DELETE PL_HTTP_M(PL_HTTP_DELETE)
+/* A route states its methods once, here: 1 if the request's method is in
+ * allow (API_* ored), else 0 after answering 405 method_not_allowed with
+ * Allow listing them. */
+int     api_allow(pl_http_ctx *ctx, unsigned allow);
 /* Reads ?name=N (0..2^53-1, plain decimal digits without a sign or a
  * leading zero); 0 absent or ok, -1 invalid. */
 int     api_query_int(pl_http_ctx *ctx, const char *name, int64_t *out);

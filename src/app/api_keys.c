@@ -113,6 +113,7 @@ static void mine_read(pl_job *j) {
 }
 
 void h_keys(pl_http_ctx *ctx) {
+    if (!api_allow(ctx, API_GET | API_PUT | API_DELETE)) return;
     int m = api_method(ctx);
     if (m == PL_HTTP_GET || m == PL_HTTP_DELETE) {
         keys_op *k = keys_op_new(ctx, NULL, m == PL_HTTP_GET ? PL_READ_DEVICES : PL_JOB_KEYS_DELETE,
@@ -120,10 +121,6 @@ void h_keys(pl_http_ctx *ctx) {
         k->job.peer = ctx->user;
         k->job.id = ctx->login;
         keys_submit(k);
-        return;
-    }
-    if (m != PL_HTTP_PUT) {
-        pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
         return;
     }
     json_t *o = api_body_object(ctx);

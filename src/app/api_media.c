@@ -684,26 +684,23 @@ void h_media_signed(pl_http_ctx *ctx, const char *idp, size_t idn) {
 void h_media_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
     int m = ctx->req.method;
     if (n == 1) {
-        if (m == PL_HTTP_POST) h_upload(ctx);
-        else pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
+        if (api_allow(ctx, API_POST)) h_upload(ctx);
         return;
     }
     if (n == 2 && s[1].n == 7 && memcmp(s[1].p, "uploads", 7) == 0) {
-        if (m == PL_HTTP_POST) h_session_create(ctx);
-        else pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
+        if (api_allow(ctx, API_POST)) h_session_create(ctx);
         return;
     }
     if (n == 3 && s[1].n == 7 && memcmp(s[1].p, "uploads", 7) == 0) {
+        if (!api_allow(ctx, API_GET | API_PATCH)) return;   /* HEAD: h_session_get's own answer */
         if (m == PL_HTTP_PATCH) h_session_patch(ctx, s[2]);
-        else if (m == PL_HTTP_HEAD || m == PL_HTTP_GET) h_session_get(ctx, s[2]);
-        else pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
+        else h_session_get(ctx, s[2]);
         return;
     }
     if (n == 2) {
         int64_t id = api_parse_id(s[1].p, s[1].n);
-        if (m != PL_HTTP_GET && m != PL_HTTP_HEAD)
-            pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
-        else if (id <= 0) pl_http_error(ctx, 404, "not_found", "no such media");
+        if (!api_allow(ctx, API_GET)) return;
+        if (id <= 0) pl_http_error(ctx, 404, "not_found", "no such media");
         else fetch(ctx, id, ctx->user, 0);
         return;
     }

@@ -60,16 +60,12 @@ static void unregistered(pl_job *j) {
 }
 
 void h_push_devices(pl_http_ctx *ctx) {
-    int m = api_method(ctx);
-    if (m == PL_HTTP_GET) {
+    if (!api_allow(ctx, API_GET | API_POST)) return;
+    if (api_method(ctx) == PL_HTTP_GET) {
         api_op *op = api_op_new(ctx, NULL);
         api_job_reset(op, PL_READ_PUSH_DEVICES, listed);
         op->job.user = ctx->user;
         api_submit(op);
-        return;
-    }
-    if (m != PL_HTTP_POST) {
-        pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
         return;
     }
     json_t *o = api_body_object(ctx);
@@ -97,10 +93,6 @@ void h_push_devices(pl_http_ctx *ctx) {
 }
 
 void h_push_device(pl_http_ctx *ctx, int64_t id) {
-    if (ctx->req.method != PL_HTTP_DELETE) {
-        pl_http_error(ctx, 405, "method_not_allowed", "method not allowed on this route");
-        return;
-    }
     api_op *op = api_op_new(ctx, NULL);
     api_job_reset(op, PL_JOB_PUSH_UNREGISTER, unregistered);
     op->job.user = ctx->user;

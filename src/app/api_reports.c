@@ -204,18 +204,14 @@ static void start(pl_http_ctx *ctx, int what, int64_t id) {
 void h_conv_reports(pl_http_ctx *ctx, int64_t conv) { start(ctx, R_LIST_CONV, conv); }
 
 void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
-    int m = api_method(ctx);
     if (n == 1) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else start(ctx, R_LIST_ALL, 0);
+        if (api_allow(ctx, API_GET)) start(ctx, R_LIST_ALL, 0);
         return;
     }
     int64_t id = api_parse_id(s[1].p, s[1].n);
     if (n != 3 || !api_seg_is(s[2], "resolve")) {
         pl_http_error(ctx, 404, "not_found", "no such route");
-    } else if (m != PL_HTTP_POST) {
-        api_method_not_allowed(ctx);
-    } else if (api_path_id_ok(ctx, id, "no such report")) {
+    } else if (api_allow(ctx, API_POST) && api_path_id_ok(ctx, id, "no such report")) {
         start(ctx, R_RESOLVE, id);
     }
 }

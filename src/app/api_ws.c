@@ -344,52 +344,44 @@ void h_channel_join(pl_http_ctx *ctx, int64_t conv) {
 void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
     int m = api_method(ctx);
     if (n == 1) {
+        if (!api_allow(ctx, API_GET | API_POST)) return;
         if (m == PL_HTTP_POST) {
             h_ws_create(ctx);
-        } else if (m == PL_HTTP_GET) {
+        } else {
             api_op *op = api_op_new(ctx, NULL);
             api_job_reset(op, PL_READ_WORKSPACES, ws_read);
             op->job.user = ctx->user;
             api_submit(op);
-        } else {
-            api_method_not_allowed(ctx);
         }
         return;
     }
     int64_t ws = api_parse_id(s[1].p, s[1].n);
     if (!api_path_id_ok(ctx, ws, "no such workspace")) return;
     if (n == 2) {
-        if (m != PL_HTTP_GET) api_method_not_allowed(ctx);
-        else api_respond_ws(api_op_new(ctx, NULL), ws, 200);
+        if (api_allow(ctx, API_GET)) api_respond_ws(api_op_new(ctx, NULL), ws, 200);
     } else if (n == 3 && api_seg_is(s[2], "members")) {
-        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else h_ws_add(ctx, ws);
+        if (api_allow(ctx, API_POST)) h_ws_add(ctx, ws);
     } else if (n == 4 && api_seg_is(s[2], "members")) {
         int64_t peer = api_parse_id(s[3].p, s[3].n);
-        if (m != PL_HTTP_DELETE && m != PL_HTTP_PATCH) api_method_not_allowed(ctx);
-        else if (!api_path_id_ok(ctx, peer, "no such member")) return;
-        else if (m == PL_HTTP_PATCH) h_ws_role(ctx, ws, peer);
+        if (!api_allow(ctx, API_DELETE | API_PATCH) || !api_path_id_ok(ctx, peer, "no such member")) return;
+        if (m == PL_HTTP_PATCH) h_ws_role(ctx, ws, peer);
         else ws_remove(ctx, ws, peer);
     } else if (n == 3 && api_seg_is(s[2], "leave")) {
-        if (m != PL_HTTP_POST) api_method_not_allowed(ctx);
-        else ws_remove(ctx, ws, ctx->user);
+        if (api_allow(ctx, API_POST)) ws_remove(ctx, ws, ctx->user);
     } else if (n == 3 && api_seg_is(s[2], "retention")) {     /* api_life.c */
-        if (m != PL_HTTP_PUT) api_method_not_allowed(ctx);
-        else h_retention(ctx, 0, ws);
+        if (api_allow(ctx, API_PUT)) h_retention(ctx, 0, ws);
     } else if (n == 3 && api_seg_is(s[2], "hold")) {
-        if (m != PL_HTTP_PUT && m != PL_HTTP_DELETE) api_method_not_allowed(ctx);
-        else h_hold(ctx, 0, ws, m == PL_HTTP_DELETE);
+        if (api_allow(ctx, API_PUT | API_DELETE)) h_hold(ctx, 0, ws, m == PL_HTTP_DELETE);
     } else if (n == 3 && api_seg_is(s[2], "channels")) {
+        if (!api_allow(ctx, API_GET | API_POST)) return;
         if (m == PL_HTTP_POST) {
             h_channel_create(ctx, ws);
-        } else if (m == PL_HTTP_GET) {
+        } else {
             api_op *op = api_op_new(ctx, NULL);
             api_job_reset(op, PL_READ_CHANNELS, channels_read);
             op->job.id = ws;
             op->job.user = ctx->user;
             api_submit(op);
-        } else {
-            api_method_not_allowed(ctx);
         }
     } else {
         pl_http_error(ctx, 404, "not_found", "no such route");

@@ -115,12 +115,33 @@ static void write_response(pl_conn *c, int status, const char *ctype, const void
     write_head_body(c, status, ctype, body ? body : "", (int64_t)len, extra, keep_alive);
 }
 
-static void error_and_close(pl_conn *c, int status, const char *code, const char *msg) {
+static void error_and_close_x(pl_conn *c, int status, const char *code, const char *msg, const char *extra) {
     char body[256];
     int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
-    write_response(c, status, "application/json", body, (size_t)n, NULL, 0);
+    write_response(c, status, "application/json", body, (size_t)n, extra, 0);
     state_free(c);
     pl_conn_close(c, 1);
+}
+
+static void error_and_close(pl_conn *c, int status, const char *code, const char *msg) {
+    error_and_close_x(c, status, code, msg, NULL);
+}
+
+/* "Allow: GET, HEAD\r\n" for the method set allow (PL_HTTP_M bits). */
+#define ALLOW_LINE_MAX 64
+static void allow_line(unsigned allow, char out[ALLOW_LINE_MAX]) {
+    static const char *const names[] = {
+        [PL_HTTP_GET] = "GET", [PL_HTTP_HEAD] = "HEAD", [PL_HTTP_POST] = "POST", [PL_HTTP_PUT] = "PUT",
+        [PL_HTTP_DELETE] = "DELETE", [PL_HTTP_PATCH] = "PATCH", [PL_HTTP_OPTIONS] = "OPTIONS",
+    };
+    size_t n = (size_t)snprintf(out, ALLOW_LINE_MAX, "Allow:");
+    const char *sep = " ";
+    for (size_t m = 0; m < sizeof names / sizeof names[0]; m++) {
+        if (!names[m] || !(allow & PL_HTTP_M(m))) continue;
+        n += (size_t)snprintf(out + n, ALLOW_LINE_MAX - n, "%s%s", sep, names[m]);
+        sep = ", ";
+    }
+    snprintf(out + n, ALLOW_LINE_MAX - n, "\r\n");
 }
 
 static void process(pl_conn *c);
@@ -194,6 +215,16 @@ void pl_http_error(pl_http_ctx *ctx, int status, const char *code, const char *m
     pl_http_respond_json(ctx, status, o);
 }
 
+void pl_http_method_not_allowed(pl_http_ctx *ctx, unsigned allow, const char *msg) {
+    char extra[ALLOW_LINE_MAX];
+    allow_line(allow, extra);
+    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", "method_not_allowed", "message", msg);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    pl_http_respond(ctx, 405, "application/json", s, strlen(s), extra);
+    free(s);
+}
+
 /* Extracts the access token offered at the handshake, if any. An empty
  * one ("Authorization: Bearer" with nothing or only spaces after it, the
  * value being trimmed; or the subprotocol "bearer.") is offered all the
@@ -247,7 +278,9 @@ static int upgrade(pl_conn *c, http_state *st) {
         return refuse(c, hctx);
     }
     if (r->method != PL_HTTP_GET) {
-        error_and_close(c, 405, "method_not_allowed", "WebSocket needs GET");
+        char allow[ALLOW_LINE_MAX];
+        allow_line(PL_HTTP_M(PL_HTTP_GET), allow);
+        error_and_close_x(c, 405, "method_not_allowed", "WebSocket needs GET", allow);
         return refuse(c, hctx);
     }
     if (r->ws_version.n != 2 || memcmp(r->ws_version.p, "13", 2) != 0) {

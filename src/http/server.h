@@ -79,6 +79,12 @@ void pl_http_respond(pl_http_ctx *ctx, int status, const char *content_type,
 void pl_http_respond_json(pl_http_ctx *ctx, int status, json_t *obj);
 /* {"error":{"code":code,"message":msg}} with status. */
 void pl_http_error(pl_http_ctx *ctx, int status, const char *code, const char *msg);
+/* A set of methods: PL_HTTP_M(PL_HTTP_GET) | PL_HTTP_M(PL_HTTP_HEAD) ... */
+#define PL_HTTP_M(m) (1u << (m))
+/* 405 method_not_allowed (body as pl_http_error's, with msg) carrying
+ * Allow: the methods of the set allow, in pl_http_method order (RFC 9110
+ * 15.5.6: a 405 lists the target's methods). */
+void pl_http_method_not_allowed(pl_http_ctx *ctx, unsigned allow, const char *msg);
 
 const char *pl_http_status_text(int status);
 /* Every response on a TLS connection carries Strict-Transport-Security:

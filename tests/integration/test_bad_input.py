@@ -598,3 +598,100 @@ async def test_paths_are_exact(server):
         assert r.status == 404, r
         r = await api.req("GET", "/api/v1/me", token=u.token)
         assert r.status == 200, r
+
+
+# Every route and the methods it answers (protocol.md section 4,
+# `method_not_allowed`): a route that answers GET answers HEAD; no route
+# answers OPTIONS. Ids are of nothing that exists, so that a method the
+# route takes is answered by the handler (400, 401, 403, 404, ...) and
+# changes nothing. {none} is such an id.
+_GET = ("GET", "HEAD")
+_ROUTES = [
+    ("/healthz", _GET), ("/readyz", _GET), ("/metrics", _GET),
+    ("/api/v1/auth/register", ("POST",)), ("/api/v1/auth/login", ("POST",)),
+    ("/api/v1/auth/refresh", ("POST",)), ("/api/v1/auth/logout", ("POST",)),
+    ("/api/v1/events", ("GET",)),
+    ("/api/v1/me", _GET + ("DELETE",)), ("/api/v1/me/export", _GET), ("/api/v1/me/messages", _GET),
+    ("/api/v1/users", _GET), ("/api/v1/users/nobody-here", _GET),
+    ("/api/v1/users/{none}/devices", _GET), ("/api/v1/users/{none}/bundle", ("POST",)),
+    ("/api/v1/users/{none}/block", ("PUT", "DELETE")), ("/api/v1/blocks", _GET),
+    ("/api/v1/presence", _GET), ("/api/v1/search", _GET),
+    ("/api/v1/keys", _GET + ("PUT", "DELETE")),
+    ("/api/v1/push/devices", _GET + ("POST",)), ("/api/v1/push/devices/{none}", ("DELETE",)),
+    ("/api/v1/conversations", _GET + ("POST",)), ("/api/v1/conversations/{none}", _GET),
+    ("/api/v1/conversations/{none}/messages", _GET + ("POST",)),
+    ("/api/v1/conversations/{none}/members", ("POST",)),
+    ("/api/v1/conversations/{none}/members/{none}", ("PATCH", "DELETE")),
+    ("/api/v1/conversations/{none}/read", ("POST",)),
+    ("/api/v1/conversations/{none}/delivered", ("POST",)),
+    ("/api/v1/conversations/{none}/receipts", _GET),
+    ("/api/v1/conversations/{none}/reports", _GET),
+    ("/api/v1/conversations/{none}/join", ("POST",)),
+    ("/api/v1/conversations/{none}/leave", ("POST",)),
+    ("/api/v1/conversations/{none}/e2ee", ("POST",)),
+    ("/api/v1/conversations/{none}/pins", _GET),
+    ("/api/v1/conversations/{none}/retention", ("PUT",)),
+    ("/api/v1/conversations/{none}/hold", ("PUT", "DELETE")),
+    ("/api/v1/conversations/{none}/notify", ("PUT",)),
+    ("/api/v1/conversations/{none}/messages/1", ("PATCH", "DELETE")),
+    ("/api/v1/conversations/{none}/messages/1/reactions", ("POST",)),
+    ("/api/v1/conversations/{none}/messages/1/report", ("POST",)),
+    ("/api/v1/conversations/{none}/pins/1", ("PUT", "DELETE")),
+    ("/api/v1/workspaces", _GET + ("POST",)), ("/api/v1/workspaces/{none}", _GET),
+    ("/api/v1/workspaces/{none}/members", ("POST",)),
+    ("/api/v1/workspaces/{none}/members/{none}", ("PATCH", "DELETE")),
+    ("/api/v1/workspaces/{none}/leave", ("POST",)),
+    ("/api/v1/workspaces/{none}/retention", ("PUT",)),
+    ("/api/v1/workspaces/{none}/hold", ("PUT", "DELETE")),
+    ("/api/v1/workspaces/{none}/channels", _GET + ("POST",)),
+    ("/api/v1/reports", _GET), ("/api/v1/reports/{none}/resolve", ("POST",)),
+    ("/api/v1/media", ("POST",)), ("/api/v1/media/uploads", ("POST",)),
+    ("/api/v1/media/uploads/0123456789abcdef0123456789abcdef", _GET + ("PATCH",)),
+    ("/api/v1/media/{none}", _GET),
+]
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+async def _ask(h, method, path, token, read=True):
+    """(status, headers, body) of one request; read=False leaves the body
+    unread (GET /api/v1/events never ends)."""
+    import aiohttp
+    hd = {"Authorization": f"Bearer {token}"} if token else {}
+    async with h.session.request(method, h.server.base_url + path, headers=hd,
+                                 timeout=aiohttp.ClientTimeout(total=10)) as r:
+        return r.status, r.headers, (await r.read() if read else b"")
+
+
+@async_test(120)
+async def test_a_405_says_which_methods_the_route_allows(server):
+    """RFC 9110 15.5.6: a 405 carries Allow with the target's methods. Every
+    route's 405, for every method it does not take, lists exactly its
+    methods (HEAD with GET, never OPTIONS); and each method listed is
+    answered by the route, not with 405. Before, no 405 carried Allow."""
+    async with Harness(server) as h:
+        (u,) = await h.api.register_many(1, "allow")
+        none = 2 ** 53 - 1
+        for tmpl, allowed in _ROUTES:
+            path = tmpl.replace("{none}", str(none))
+            token = None if "/auth/" in path else u.token      # logout with a token would end it
+            for method in _METHODS:
+                st, hd, body = await _ask(h, method, path, token, read=method != "GET" or "events" not in path)
+                if method in allowed:
+                    assert st != 405, (method, path, st, body)
+                    continue
+                assert st == 405, (method, path, st, body)
+                got = [m.strip() for m in hd.get("Allow", "").split(",") if m.strip()]
+                assert sorted(got) == sorted(allowed) and len(set(got)) == len(got), \
+                    (method, path, hd.get("Allow"), allowed)
+                if method != "HEAD":
+                    assert json.loads(body)["error"]["code"] == "method_not_allowed", (method, path, body)
+        # the token still works: nothing above ended the session
+        st, _, _ = await _ask(h, "GET", "/api/v1/me", u.token)
+        assert st == 200, st
+        # A WebSocket handshake is GET only (its 405 comes before any route).
+        st, head, body = await raw_http(server.host, server.port,
+                                        "POST /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 0")
+        allow = [ln.split(":", 1)[1].strip() for ln in head.split("\r\n") if ln.lower().startswith("allow:")]
+        assert st == 405 and allow == ["GET"], (st, head)
