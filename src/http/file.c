@@ -104,6 +104,12 @@ int pl_http_etag_match(const char *v, size_t n, const char *etag) {
     return 0;
 }
 
+int pl_http_if_range_match(const char *v, size_t n, const char *etag) {
+    if (!etag) return 0;
+    size_t el = strlen(etag);
+    return n == el + 2 && v[0] == '"' && v[n - 1] == '"' && memcmp(v + 1, etag, el) == 0;
+}
+
 /* ---- sending -------------------------------------------------------------- */
 
 typedef struct part {
@@ -217,6 +223,8 @@ void pl_http_send_file(pl_http_ctx *ctx, int fd, int64_t size, const pl_http_fil
     pl_http_range rg[PL_HTTP_RANGES_MAX];
     int nr = PL_HTTP_RANGE_IGNORE;
     pl_str rv = pl_http_header_get(&ctx->req, "range");
+    pl_str ir = pl_http_header_get(&ctx->req, "if-range");
+    if (ir.p && !pl_http_if_range_match(ir.p, ir.n, f->etag)) rv.p = NULL;   /* another version: all of it */
     if (rv.p) nr = pl_http_range_parse(rv.p, rv.n, size, rg, PL_HTTP_RANGES_MAX);
     if (nr < 0) {
         close_fd(fd);

@@ -1,7 +1,8 @@
 /* file.h — serving a file's bytes as an HTTP response: Range, ETag,
  * conditional requests, and writing as the connection drains.
  *
- * Owns: parsing the Range header (RFC 9110 14.2), choosing 200/206/304/416,
+ * Owns: parsing the Range header (RFC 9110 14.2) and judging If-Range
+ * (13.1.5), choosing 200/206/304/416,
  * multipart/byteranges for several ranges, and reading the file off the
  * loop (libuv's thread pool) in PL_HTTP_FILE_CHUNK pieces, one at a time,
  * only while the connection's write queue is below its high-water mark —
@@ -34,6 +35,11 @@ int pl_http_range_parse(const char *v, size_t n, int64_t size, pl_http_range *ou
 
 /* 1 if an If-None-Match value v names etag (as "etag", W/"etag" or *). */
 int pl_http_etag_match(const char *v, size_t n, const char *etag);
+/* 1 if an If-Range value v lets the Range apply: v is exactly the strong
+ * entity-tag "etag" (RFC 9110 13.1.5, strong comparison). A weak tag, a
+ * list, "*", an HTTP-date (a file response sends no Last-Modified to
+ * compare it with) or a NULL etag: 0, and the whole file is sent. */
+int pl_http_if_range_match(const char *v, size_t n, const char *etag);
 
 typedef struct pl_http_file {
     const char *ctype;        /* Content-Type of the bytes                      */
@@ -42,7 +48,8 @@ typedef struct pl_http_file {
 } pl_http_file;
 
 /* Answers ctx (GET or HEAD) with the file fd of size bytes: 304 when
- * If-None-Match names the etag; 206 for one range, 206
+ * If-None-Match names the etag; a Range is ignored (200) when an If-Range
+ * does not match (pl_http_if_range_match); 206 for one range, 206
  * multipart/byteranges for several, 416 (with Content-Range: bytes * /size)
  * when none is satisfiable or more than PL_HTTP_RANGES_MAX are asked; else
  * 200. Takes over fd (closed when done) and ctx->data; strings of f are

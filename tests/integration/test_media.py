@@ -19,6 +19,8 @@ Written from the document:
     are cut to their last part (check_media_inert_serving);
   * Range: first bytes, middle, suffix, several (multipart/byteranges),
     unsatisfiable 416; ETag/If-None-Match 304 (check_media_ranges);
+    If-Range: the strong ETag lets the range apply, anything else (a weak
+    or other tag, a date) gets the whole file (check_media_if_range);
   * signed URLs: forged, tampered and expired ones 403; other users 404
     (check_media_access);
   * a resumable upload resumes after a dropped connection (check_media_resumable);
@@ -301,6 +303,36 @@ async def check_media_ranges(h, srv):
     # several downloads at once on one server, each whole
     res = await asyncio.gather(*[get(h.session, url) for _ in range(4)])
     assert all(r[0] == 200 and r[1] == data for r in res)
+
+
+async def check_media_if_range(h, srv):
+    """RFC 9110 13.1.5: a Range with an If-Range that does not match the
+    file's current validator is ignored (200, all of it); only the strong
+    ETag matches (downloads send no Last-Modified, so no date does). Before,
+    every If-Range got the range."""
+    a = await h.api.register("ifr")
+    data = os.urandom(50_000)
+    m = await upload(h.api, a, data, "ir.bin")
+    etag = f"\"{m['sha256']}\""
+    for url in (srv.base_url + m["url"], srv.base_url + f"/api/v1/media/{m['id']}"):
+        auth = {} if "/api/" not in url else {"Authorization": f"Bearer {a.token}"}
+        st, body, hd = await get(h.session, url, {**auth, "Range": "bytes=0-99", "If-Range": etag})
+        assert st == 206 and body == data[:100] and hd["Content-Range"] == "bytes 0-99/50000", (url, st, hd)
+        st, body, hd = await get(h.session, url, {**auth, "Range": "bytes=0-9,-5", "If-Range": etag})
+        assert st == 206 and hd["Content-Type"].startswith("multipart/byteranges"), (url, st, hd)
+        for stale in ("W/" + etag, "\"0123\"", f"\"{'0' * 64}\"", "*", f"{etag}, \"x\"",
+                      "Wed, 21 Oct 2015 07:28:00 GMT", "Fri, 01 Jan 2100 00:00:00 GMT"):
+            st, body, hd = await get(h.session, url, {**auth, "Range": "bytes=0-99", "If-Range": stale})
+            assert st == 200 and body == data and "Content-Range" not in hd, (url, stale, st, hd)
+            assert hd["ETag"] == etag, hd
+        # ignored with the Range it guards: an unsatisfiable one is not 416 then
+        st, body, hd = await get(h.session, url, {**auth, "Range": "bytes=90000-", "If-Range": "W/" + etag})
+        assert st == 200 and body == data, (url, st)
+        st, body, hd = await get(h.session, url, {**auth, "Range": "bytes=90000-", "If-Range": etag})
+        assert st == 416, (url, st)
+        # without a Range, If-Range changes nothing
+        st, body, hd = await get(h.session, url, {**auth, "If-Range": "W/" + etag})
+        assert st == 200 and body == data, (url, st)
 
 
 async def check_media_access(h, srv):
@@ -735,6 +767,7 @@ async def test_media_default_server(server_factory, media_dirs):
         await check_media_dedup_and_digest(h, srv)
         await check_media_inert_serving(h, srv)
         await check_media_ranges(h, srv)
+        await check_media_if_range(h, srv)
         await check_media_resumable(h, srv)
         await check_media_patch_one_at_a_time(h, srv)
         await check_media_pipelined(h, srv)

@@ -66,6 +66,24 @@ TEST(http_etag_match) {
     CHECK(!pl_http_etag_match("", 0, e));
 }
 
+/* If-Range compares strongly (RFC 9110 13.1.5): only the exact strong tag. */
+static int ir(const char *v, const char *etag) { return pl_http_if_range_match(v, strlen(v), etag); }
+
+TEST(http_if_range_match) {
+    const char *e = "abc123";
+    CHECK(ir("\"abc123\"", e));
+    CHECK(!ir("W/\"abc123\"", e));                  /* weak: never */
+    CHECK(!ir("\"abc12\"", e));
+    CHECK(!ir("\"abc1234\"", e));
+    CHECK(!ir("\"x\", \"abc123\"", e));            /* one tag, not a list */
+    CHECK(!ir("*", e));
+    CHECK(!ir("abc123", e));
+    CHECK(!ir("\"", e));
+    CHECK(!ir("", e));
+    CHECK(!ir("Wed, 21 Oct 2015 07:28:00 GMT", e));  /* no Last-Modified to compare a date with */
+    CHECK(!ir("\"abc123\"", NULL));
+}
+
 TEST(media_kinds_and_inert_types) {
     CHECK_EQ(pl_media_kind_of("image/png"), PL_MEDIA_IMAGE);
     CHECK_EQ(pl_media_kind_of("image/svg+xml"), PL_MEDIA_FILE);   /* scriptable */
