@@ -59,7 +59,7 @@ enum {
     W_MEDIA_SUM, W_MEDIA_INSERT, W_MEDIA_THUMB, W_MEDIA_GC,   /* media (store_pg_media.c) */
     /* push notifications (store_pg_push.c) */
     W_PUSH_USER_LOCK, W_PUSH_STATE, W_PUSH_REGISTER, W_PUSH_UNREGISTER, W_PUSH_DROP, W_PUSH_CLAIM,
-    W_PUSH_FINISH, W_PUSH_DEAD, W_PUSH_RETRY,
+    W_PUSH_FINISH, W_PUSH_DEAD, W_PUSH_RETRY, W_PUSH_DRAINER, W_PUSH_UNLEASE,
     /* workspaces and channels (store_pg_ws.c) */
     W_CONV_LOCK_MORE, W_WS_LOCK, W_WS_STATE, W_WS_CONV, W_WS_INSERT, W_WS_FOUNDER, W_WS_JOIN, W_WS_LEAVE,
     W_WS_PROMOTE, W_WS_CHANNELS_OF, W_WS_IS_GENERAL, W_CHANNEL_CREATE,
@@ -239,6 +239,9 @@ struct pg_store {
     unsigned      connect_gen;     /* bumped by every successful connect    */
     int           probes;          /* probe reads in flight                 */
     int           hold;            /* test hook: 1 wait, 2 the writer waits */
+    /* writer thread only: push (store_pg_push.c) */
+    int           push_drainer;    /* the writer's session holds PUSH_DRAINER_LOCK */
+    unsigned      push_drainer_gen;/* ... taken on this connect_gen         */
 };
 
 /* Open addressing over int64 pairs (a, b) with an int value (-1: empty

@@ -106,6 +106,9 @@ void pl_job_release(pl_job *j) {
     free(j->out_ids);
     j->out_ids = NULL;
     j->nout = 0;
+    free(j->push_dropped);
+    j->push_dropped = NULL;
+    j->npush_dropped = 0;
     free(j->users);
     j->users = NULL;
     j->nusers = 0;

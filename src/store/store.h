@@ -304,6 +304,10 @@ typedef struct pl_push_retry {  /* PUSH_DONE: an outbox row to send again   */
     int64_t        id;          /* the row                                  */
     const int64_t *devices;     /* only to these devices                    */
     size_t         ndevices;
+    int64_t        expires;     /* leased until (ms); 0: the job's expires  */
+    int            refund;      /* 1: none of them was tried (each waited for
+                                 * an earlier notification of its device):
+                                 * the claim's attempt is given back         */
 } pl_push_retry;
 
 void pl_push_device_list_free(pl_push_device *list, size_t n);
@@ -636,11 +640,16 @@ typedef enum pl_job_op {
                                * the oldest rows whose lease is over (attempts + 1);
                                * rows already claimed PL_PUSH_ATTEMPTS times are
                                * deleted instead. out: out_ids/nout: the rows;
-                               * created: how many were deleted so.            */
+                               * created: how many were deleted so, push_dropped:
+                               * which. PostgreSQL: only the node holding the
+                               * push drainer lock claims (others get no rows);
+                               * taking it clears every lease (the previous
+                               * holder's session is gone).                    */
     PL_JOB_PUSH_DONE,         /* in: ids/nids: rows finished (deleted); dead/ndead:
                                * devices the push service refused for good
                                * (deleted); retries/nretries: rows to send again to
-                               * those devices only, leased until expires.      */
+                               * those devices only, leased until their expires
+                               * (0: the job's), an attempt given back if refund. */
     /* ---- workspaces and channels (invariant 11; explicit value) ------- */
     PL_JOB_WORKSPACE_CREATE = 70, /* in: user, title (the name, 1..NAME_MAX bytes
                                * of UTF-8, else EINVAL). Creates the workspace, user
@@ -1011,6 +1020,8 @@ struct pl_job {
     size_t      npush_devices;
     pl_push    *pushes;       /* out: READ_PUSH_TARGETS (owned)            */
     size_t      npushes;
+    int64_t    *push_dropped; /* out: PUSH_CLAIM: rows dropped (owned)     */
+    size_t      npush_dropped;
     /* workspaces (invariant 11) */
     pl_workspace *workspaces; /* out: READ_WORKSPACES, READ_WORKSPACE_GET (owned) */
     size_t      nworkspaces;

@@ -208,6 +208,11 @@
  * from MIGRATION_LOCK's. A hash: two pairs may share a lock, and then
  * only wait for each other. */
 #define PAIR_LOCK "1347174987"
+/* pg_try_advisory_lock(PUSH_DRAINER_LOCK): session-level, held by the one
+ * node whose push worker claims from push_outbox (store.h PL_JOB_PUSH_CLAIM;
+ * docs/design.md "Push notifications", "Order"). Released when its session
+ * ends. */
+#define PUSH_DRAINER_LOCK "7523094288207667810"
 /* whether $1 or $2 blocks the other (through the primary key, both ways) */
 #define BLOCKED_PAIR "EXISTS (SELECT 1 FROM blocks WHERE (user_id = $1::bigint AND blocked_id = $2::bigint)" \
     " OR (user_id = $2::bigint AND blocked_id = $1::bigint))"
@@ -893,7 +898,7 @@ const char *const pg_w_sql[W__COUNT] = {
     /* $1 now, $2 attempts: rows out of attempts whose lease is over */
     [W_PUSH_DROP]   = "DELETE FROM push_outbox WHERE id IN (SELECT id FROM push_outbox"
                       "   WHERE lease < $1::bigint ORDER BY id LIMIT $3::int FOR UPDATE SKIP LOCKED)"
-                      " AND attempts >= $2::int",
+                      " AND attempts >= $2::int RETURNING id",
     /* $1 now, $2 lease end, $3 limit: the oldest rows whose lease is over;
      * SKIP LOCKED passes over rows another transaction is claiming, so no
      * two nodes hold a row at once */
@@ -902,9 +907,16 @@ const char *const pg_w_sql[W__COUNT] = {
                       "   LIMIT $3::int FOR UPDATE SKIP LOCKED) RETURNING id",
     [W_PUSH_FINISH] = "DELETE FROM push_outbox WHERE id = ANY($1::bigint[])",
     [W_PUSH_DEAD]   = "DELETE FROM push_devices WHERE id = ANY($1::bigint[])",
-    /* $1 lease end, $2 rows, $3 their device lists */
-    [W_PUSH_RETRY]  = "UPDATE push_outbox o SET lease = $1::bigint, only_devices = x.d"
-                      " FROM unnest($2::bigint[], $3::text[]) AS x(id, d) WHERE o.id = x.id",
+    /* $1 rows, $2 their device lists, $3 their lease ends, $4 attempts
+     * given back (0 or 1) */
+    [W_PUSH_RETRY]  = "UPDATE push_outbox o SET lease = x.l, only_devices = x.d,"
+                      " attempts = greatest(o.attempts - x.r, 0)"
+                      " FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS x(id, d, l, r)"
+                      " WHERE o.id = x.id",
+    /* the push drainer's lock (session-level): true when this session holds it */
+    [W_PUSH_DRAINER] = "SELECT pg_try_advisory_lock(" PUSH_DRAINER_LOCK ")",
+    /* the new drainer's first claim: every lease is a previous drainer's */
+    [W_PUSH_UNLEASE] = "UPDATE push_outbox SET lease = 0 WHERE lease > 0",
     /* ---- workspaces and channels (store_pg_ws.c, store.h invariant 11) ---- */
     /* the batch's lock (W_CONV_LOCK) when it holds WORKSPACE_ADDs or BLOCKs:
      * also the "general" channels of the workspaces $2 and the direct

@@ -81,9 +81,34 @@ static int p_unregister(pg_store *s, pl_job *j) {
     return pg_cmd_tuples(r) > 0 ? PL_STORE_OK : PL_STORE_ENOTFOUND;
 }
 
+/* 1 when this node is the push drainer (store.h PL_JOB_PUSH_CLAIM): the
+ * writer's session holds PUSH_DRAINER_LOCK, taken here (a round trip) when
+ * it did not on this connection yet; 0 when another session holds it;
+ * -1: the query failed (*rc: W_LOST, W_RETRY, W_FATAL). *fresh = 1 when
+ * it was taken just now. One
+ * drainer at a time is what keeps a device's notifications in order across
+ * nodes (docs/design.md "Push notifications", "Order"). */
+static int p_drainer(pg_store *s, int *fresh, int *rc) {
+    unsigned gen = __atomic_load_n(&s->connect_gen, __ATOMIC_ACQUIRE);
+    *fresh = 0;
+    if (s->push_drainer && s->push_drainer_gen == gen) return 1;
+    PGresult *r = pg_w_query(s, W_PUSH_DRAINER, NULL, rc);
+    if (!r) return -1;
+    if (PQntuples(r) != 1 || PQgetvalue(r, 0, 0)[0] != 't') return 0;
+    s->push_drainer = 1;
+    s->push_drainer_gen = gen;
+    *fresh = 1;
+    pl_log(PL_LOG_INFO, 0, "push: this node drains the push outbox", "\"node\":%d", s->base.node_id);
+    return 1;
+}
+
 /* Drops the rows out of attempts whose lease is over, then leases the
- * oldest free ones until j->expires: one round trip. */
+ * oldest free ones until j->expires: one round trip (two when this node
+ * has just become the drainer: its first claim clears every lease). */
 static int p_claim(pg_store *s, pl_job *j, int64_t now) {
+    int fresh, drc = 0, dr = p_drainer(s, &fresh, &drc);
+    if (dr < 0) return drc;
+    if (!dr) return PL_STORE_OK;                 /* another node drains: no rows */
     pg_params d = {0}, c = {0};
     pg_param_i64(&d, now);                       /* among the rows a claim takes: */
     pg_param_i64(&d, PL_PUSH_ATTEMPTS);          /* never a scan of the whole outbox */
@@ -92,12 +117,19 @@ static int p_claim(pg_store *s, pl_job *j, int64_t now) {
     pg_param_i64(&c, j->expires);
     pg_param_i64(&c, j->limit > 0 ? j->limit : 1);
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    int ds = sp < 0 ? sp : pg_w_send(s, W_PUSH_DROP, &d, 1);
+    int us = sp < 0 || !fresh ? sp : pg_w_send(s, W_PUSH_UNLEASE, NULL, 0);
+    int ds = us < 0 ? us : pg_w_send(s, W_PUSH_DROP, &d, 1);
     int cs = ds < 0 ? ds : pg_w_send(s, W_PUSH_CLAIM, &c, 1);
     if (cs < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) return W_LOST;
     int rc = pg_w_sync(s);
     if (rc) return pg_sp_failed(s, j, sp, rc);
-    int64_t dropped = pg_cmd_tuples(s->w.res[ds]);
+    const PGresult *dr_res = s->w.res[ds];
+    int64_t dropped = PQntuples(dr_res);
+    if (dropped > 0) {
+        j->push_dropped = pl_malloc((size_t)dropped * sizeof *j->push_dropped);
+        for (int i = 0; i < (int)dropped; i++) j->push_dropped[i] = pg_i64(dr_res, i, 0);
+        j->npush_dropped = (size_t)dropped;
+    }
     j->created = (int)dropped;
     if (dropped > 0)
         pl_log(PL_LOG_WARN, 0, "push: notifications dropped after their last attempt", "\"rows\":%lld",
@@ -116,25 +148,31 @@ static int p_claim(pg_store *s, pl_job *j, int64_t now) {
 /* Rows finished, devices dead, rows to retry: one round trip. */
 static int p_done(pg_store *s, pl_job *j) {
     pg_arr *ids = &s->arr[0], *dead = &s->arr[1], *rid = &s->arr[2], *rdev = &s->arr[3];
+    pg_arr *rlease = &s->arr[4], *rrefund = &s->arr[5];
     pg_arr_start(ids, PG_INT8);
     pg_arr_start(dead, PG_INT8);
     pg_arr_start(rid, PG_INT8);
     pg_arr_start(rdev, PG_TEXT);
+    pg_arr_start(rlease, PG_INT8);
+    pg_arr_start(rrefund, PG_INT8);
     for (size_t i = 0; i < j->nids; i++) pg_arr_i64(ids, j->ids[i]);
     for (size_t i = 0; i < j->ndead; i++) pg_arr_i64(dead, j->dead[i]);
     for (size_t i = 0; i < j->nretries; i++) {
         char *list = pl_store__id_list(j->retries[i].devices, j->retries[i].ndevices);
         pg_arr_i64(rid, j->retries[i].id);
         pg_arr_bytes(rdev, list, strlen(list));
+        pg_arr_i64(rlease, j->retries[i].expires ? j->retries[i].expires : j->expires);
+        pg_arr_i64(rrefund, j->retries[i].refund != 0);
         free(list);
     }
     if (!ids->n && !dead->n && !rid->n) return PL_STORE_OK;
     pg_params f = {0}, d = {0}, r = {0};
     pg_param_arr(&f, ids);
     pg_param_arr(&d, dead);
-    pg_param_i64(&r, j->expires);
     pg_param_arr(&r, rid);
     pg_param_arr(&r, rdev);
+    pg_param_arr(&r, rlease);
+    pg_param_arr(&r, rrefund);
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
     if (sp < 0 || (ids->n && pg_w_send(s, W_PUSH_FINISH, &f, 0) < 0) ||
         (dead->n && pg_w_send(s, W_PUSH_DEAD, &d, 0) < 0) || (rid->n && pg_w_send(s, W_PUSH_RETRY, &r, 0) < 0) ||

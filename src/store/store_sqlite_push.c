@@ -75,18 +75,25 @@ static int p_unregister(sq_store *s, pl_job *j) {
 
 static int p_claim(sq_store *s, pl_job *j, int64_t now) {
     int src = 0;
-    int64_t dropped = 0;
     int64_t limit = j->limit > 0 ? j->limit : 1;
     /* out of attempts, among the rows this claim takes (never a scan of
-     * the whole outbox, which may be long behind a busy server) */
-    if (sq_run(s->wdb, &src, &dropped,
-              "SELECT count(*) FROM (SELECT attempts FROM push_outbox WHERE lease < ?1 ORDER BY id LIMIT ?3)"
-              " WHERE attempts >= ?2", "iii", now, (int64_t)PL_PUSH_ATTEMPTS, limit) < 0 ||
-        (dropped && sq_run(s->wdb, &src, NULL,
-                          "DELETE FROM push_outbox WHERE id IN (SELECT id FROM push_outbox WHERE lease < ?1"
-                          " ORDER BY id LIMIT ?3) AND attempts >= ?2", "iii", now, (int64_t)PL_PUSH_ATTEMPTS,
-                          limit) < 0))
-        return p_fatal(s, src);
+     * the whole outbox, which may be long behind a busy server); their ids
+     * go back, so the worker stops holding devices for them */
+    sqlite3_stmt *dst = sq_prep(s->wdb,
+                               "DELETE FROM push_outbox WHERE id IN (SELECT id FROM push_outbox WHERE lease < ?1"
+                               " ORDER BY id LIMIT ?3) AND attempts >= ?2 RETURNING id", &src);
+    if (!dst) return p_fatal(s, src);
+    sqlite3_bind_int64(dst, 1, now);
+    sqlite3_bind_int64(dst, 2, PL_PUSH_ATTEMPTS);
+    sqlite3_bind_int64(dst, 3, limit);
+    int drc;
+    while ((drc = sqlite3_step(dst)) == SQLITE_ROW) {
+        j->push_dropped = pl_realloc(j->push_dropped, (j->npush_dropped + 1) * sizeof *j->push_dropped);
+        j->push_dropped[j->npush_dropped++] = sqlite3_column_int64(dst, 0);
+    }
+    sqlite3_finalize(dst);
+    if (drc != SQLITE_DONE) return p_fatal(s, drc);
+    int64_t dropped = (int64_t)j->npush_dropped;
     j->created = (int)dropped;
     if (dropped)
         pl_log(PL_LOG_WARN, 0, "push: notifications dropped after their last attempt", "\"rows\":%lld",
@@ -158,8 +165,10 @@ static int p_done(sq_store *s, pl_job *j) {
     for (size_t i = 0; i < j->nretries; i++) {
         const pl_push_retry *r = &j->retries[i];
         char *only = pl_store__id_list(r->devices, r->ndevices);
-        int rc = sq_run(s->wdb, &src, NULL, "UPDATE push_outbox SET lease = ?1, only_devices = ?2 WHERE id = ?3", "iti",
-                       j->expires, only, r->id);
+        int rc = sq_run(s->wdb, &src, NULL,
+                       "UPDATE push_outbox SET lease = ?1, only_devices = ?2, attempts = max(attempts - ?4, 0)"
+                       " WHERE id = ?3", "itii", r->expires ? r->expires : j->expires, only, r->id,
+                       (int64_t)(r->refund != 0));
         free(only);
         if (rc < 0) return p_fatal(s, src);
     }

@@ -2124,11 +2124,65 @@ TEST(store_pg_push_claims_across_nodes) {
     for (size_t x = 0; x < total; x++)
         for (size_t y = x + 1; y < total; y++) dup += all[x] == all[y];
     free(all);
+    size_t by_a = 0, by_b = 0;
+    for (int i = 0; i < PUSH_CLAIMERS; i++) *(c[i].node == a ? &by_a : &by_b) += c[i].ngot;
     n_close(a);
     n_close(b);
     CHECK_EQ(failed, 0);
     CHECK_EQ(dup, 0);
     CHECK_EQ(total, PUSH_MSGS);                        /* one row per message, each once */
+    CHECK(by_a == 0 || by_b == 0);                     /* one node drains (the drainer lock) */
+}
+
+/* Claims once through n: the number of rows (leased far ahead), -1 on error. */
+static long n_claim(pnode *n) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_JOB_PUSH_CLAIM);
+    j.limit = 1000;
+    j.expires = 4102444800000LL;
+    long got = n_run(n, &j, 1) || j.result ? -1 : (long)j.nout;
+    pl_job_release(&j);
+    return got;
+}
+
+/* One node at a time claims from the push outbox (the drainer, docs/design.md
+ * "Push notifications", "Order"), so two nodes never send one device's
+ * notifications at once; when the drainer's session ends another node
+ * takes over, and its first claim takes back every row the old one held. */
+TEST(store_pg_push_one_drainer) {
+    PG_ONLY();
+    char url[256];
+    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
+    pnode *a = n_slot(), *b = n_slot();
+    open_push = 1;
+    int ra = n_open(a, url, 1, 0), rb = ra ? -1 : n_open(b, url, 2, 0);
+    open_push = 0;
+    CHECK_EQ(ra, 0);
+    CHECK_EQ(rb, 0);
+    int64_t alice = n_user(a, "alice"), bob = n_user(b, "bob");
+    int64_t g = n_group(a, alice, &bob, 1);
+    CHECK(g > 0);
+    pwait w;
+    w_init(&w);
+    static pl_job sends[6];
+    static char ids[6][16];
+    for (int i = 0; i < 6; i++) {
+        snprintf(ids[i], sizeof ids[i], "d%d", i);
+        send_init(&sends[i], &w, g, alice, ids[i], "hello");
+        pl_store_submit(i < 3 ? a->s : b->s, &sends[i]);
+    }
+    CHECK_EQ(w_wait(&w, 6), 0);
+    for (int i = 0; i < 6; i++) pl_job_release(&sends[i]);
+    long first = n_claim(a), other = n_claim(b), again = n_claim(a);
+    n_close(a);                                        /* the drainer's session ends */
+    long takeover = n_claim(b);
+    n_close(b);
+    CHECK_EQ(first, 6);
+    CHECK_EQ(other, 0);                                /* b is not the drainer */
+    CHECK_EQ(again, 0);                                /* a holds every row */
+    CHECK_EQ(takeover, 6);                             /* b drains, a's leases cleared */
 }
 
 /* ---- workspaces and channels across nodes (store.h invariant 11) ------------ */
