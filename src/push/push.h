@@ -22,6 +22,15 @@
 #define PL_PUSH_PASSES_MAX 8       /* passes with requests out at once: a slow
                                     * service holds up only its own pass     */
 #define PL_PUSH_RETRY_MS   10000   /* a row to retry is claimed again after  */
+#define PL_PUSH_DEFER_MS   2000    /* a row deferred (an earlier notification of
+                                    * its device comes first) is claimed again
+                                    * after this, its attempt given back      */
+#define PL_PUSH_CHAIN_MS   10000   /* a pass starts no request this long after
+                                    * it handed off: its device's rest waits
+                                    * for a later pass (bounds a pass by about
+                                    * two request timeouts, under its lease) */
+#define PL_PUSH_DEFERRED   5       /* a pass's outcome (beside pl_push_outcome):
+                                    * not sent, kept for a later pass         */
 #define PL_PUSH_TICK_MS    1000    /* the worker looks at the outbox this often
                                     * (and when a message commits here)     */
 
@@ -40,10 +49,13 @@ const pl_push_config *pl_push_config_get(void);
 void pl_push_kick(void);
 /* What a pass's outcomes mean for the outbox (PUSH_DONE's inputs): rows
  * whose every notification was sent, refused for good or not needed (the
- * user was connected) are done; a row with transient failures is retried
- * to those devices only; devices the service called gone are dead (each
- * once). pushes are in row order (as READ_PUSH_TARGETS gives them);
- * outcome[i] is pushes[i]'s pl_push_outcome, 0 when not sent. */
+ * user was connected) are done; a row with transient failures or deferred
+ * notifications (PL_PUSH_DEFERRED) is kept for those devices only, and
+ * when every one of them was deferred (none tried) its retry has refund
+ * set; devices the service called gone are dead (each once). pushes are
+ * in row order (as READ_PUSH_TARGETS gives them); outcome[i] is
+ * pushes[i]'s pl_push_outcome or PL_PUSH_DEFERRED, 0 when not sent. The
+ * retries' expires are left 0 (the caller's). */
 typedef struct pl_push_settled {
     int64_t       *done;
     size_t         ndone;

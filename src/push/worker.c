@@ -7,7 +7,12 @@
  * -> the requests of the others go to the sender thread -> PUSH_DONE
  * (finished rows deleted, rows with a transient failure kept for their
  * failed devices and leased PL_PUSH_RETRY_MS, dead devices deleted). A
- * pass that claimed a full page starts the next at once. A crash anywhere
+ * pass that claimed a full page starts the next at once. One device's
+ * requests go one at a time in row order (order.h decides which may go;
+ * the rest of a device's notifications in a pass wait for its request in
+ * flight, and those another pass or an earlier kept row holds back are
+ * deferred: kept in the outbox for the device, PL_PUSH_DEFER_MS, their
+ * attempt given back). A crash anywhere
  * leaves the rows leased: they are sent again after the lease, so a
  * notification is sent at least once (a retry may repeat one; APNs
  * collapses repeats by apns-collapse-id).
@@ -26,6 +31,7 @@
 #include "../core/log.h"
 #include "../core/metrics.h"
 #include "jwt.h"
+#include "order.h"
 #include "sender.h"
 
 typedef struct pass {
@@ -36,7 +42,9 @@ typedef struct pass {
     pl_push  *pushes;             /* taken from the targets read (owned)      */
     size_t    npushes;
     uint8_t  *outcome;            /* per push: pl_push_outcome, 0 = not sent  */
-    size_t    pending;            /* requests at the sender                   */
+    size_t    pending;            /* requests at the sender or waiting behind
+                                   * their device's (order.h)                 */
+    int64_t   handed;             /* mono ms its requests went to the sender  */
     int64_t  *users;              /* the recipients, sorted, once (owned)      */
     pl_push_settled settled;      /* PUSH_DONE's inputs (owned)               */
     int       sending;            /* on W.sending (requests at the sender)    */
@@ -58,6 +66,7 @@ static struct {
     char           *apns_jwt;     /* (owned) every PL_JWT_RENEW_S             */
     int64_t         apns_jwt_at;  /* mono ms it was minted                    */
     pl_push_sender *sender;
+    pl_push_order  *order;        /* which device's notification may go now    */
     uv_timer_t      tick, soon;
     uv_async_t      wake;
     int             configured, started, stopping, soon_armed;
@@ -195,10 +204,16 @@ void pl_push_settle(const int64_t *rows, size_t nrows, const pl_push *pushes, co
     for (size_t r = 0; r < nrows; r++) {              /* one walk: pushes are in row order */
         size_t first = ndevs;
         while (i < npushes && pushes[i].outbox < rows[r]) i++;
-        for (; i < npushes && pushes[i].outbox == rows[r]; i++)
-            if (outcome[i] == PL_PUSH_RETRY) out->retry_devs[ndevs++] = pushes[i].device;
+        int tried = 0;
+        for (; i < npushes && pushes[i].outbox == rows[r]; i++) {
+            if (outcome[i] != PL_PUSH_RETRY && outcome[i] != PL_PUSH_DEFERRED) continue;
+            out->retry_devs[ndevs++] = pushes[i].device;
+            tried |= outcome[i] == PL_PUSH_RETRY;
+        }
         if (ndevs == first) out->done[out->ndone++] = rows[r];
-        else out->retries[out->nretries++] = (pl_push_retry){rows[r], out->retry_devs + first, ndevs - first};
+        else
+            out->retries[out->nretries++] =
+                (pl_push_retry){rows[r], out->retry_devs + first, ndevs - first, 0, !tried};
     }
 }
 
@@ -219,6 +234,10 @@ static void finish(pass *p) {
     pl_job_release(j);
     memset(j, 0, sizeof *j);
     pl_push_settle(p->rows, p->nrows, p->pushes, p->outcome, p->npushes, &p->settled);
+    int64_t now = pl_now_ms();
+    for (size_t i = 0; i < p->settled.nretries; i++)   /* deferred: back soon, the attempt given back */
+        p->settled.retries[i].expires = now + (p->settled.retries[i].refund ? PL_PUSH_DEFER_MS : PL_PUSH_RETRY_MS);
+    pl_push_order_rows_done(W.order, p->rows, p->nrows, p->settled.retries, p->settled.nretries);
     j->op = PL_JOB_PUSH_DONE;
     j->ids = p->settled.done;
     j->nids = p->settled.ndone;
@@ -226,9 +245,54 @@ static void finish(pass *p) {
     j->ndead = p->settled.ndead;
     j->retries = p->settled.retries;
     j->nretries = p->settled.nretries;
-    j->expires = pl_now_ms() + PL_PUSH_RETRY_MS;
+    j->expires = now + PL_PUSH_RETRY_MS;
     j->done = recorded;
     pl_store_submit(W.store, j);
+}
+
+/* pushes[i]'s turn on its device (order.h GO): its request goes on *list
+ * (1), or it cannot be made (0: outcome set, its device told). */
+static int go(pass *p, size_t i, pl_push_req **list) {
+    const pl_push *x = &p->pushes[i];
+    pl_push_req *r = NULL;
+    if (x->platform == PL_PUSH_FCM && !fcm_ready()) {      /* no OAuth token yet */
+        p->outcome[i] = PL_PUSH_RETRY;
+        pl_count(&pl_m_push_retry, 1);
+    } else {
+        r = pl_calloc(1, sizeof *r);
+        if (pl_push_build(&W.cfg, x, &r->http) != 0) {     /* its platform is off now */
+            free(r);
+            r = NULL;
+            p->outcome[i] = PL_PUSH_FAILED;
+            pl_count(&pl_m_push_failed, 1);
+        }
+    }
+    if (!r) {
+        pl_push_order_settled(W.order, x->device, x->outbox, p->outcome[i] == PL_PUSH_RETRY, pl_mono_ms());
+        return 0;
+    }
+    r->arg = p;
+    r->index = i;
+    r->lane = x->platform;                /* 1..3; lane 0 is the OAuth exchange */
+    r->next = *list;
+    *list = r;
+    return 1;
+}
+
+/* device's request of p completed (settled): its next notification in p
+ * goes on *list, or the rest of them are deferred (an earlier one was
+ * kept, or p is past PL_PUSH_CHAIN_MS). The one that completed is still
+ * in p->pending. */
+static void advance(pass *p, int64_t device, pl_push_req **list) {
+    int64_t now = pl_mono_ms();
+    int stop = now - p->handed > PL_PUSH_CHAIN_MS;
+    size_t k;
+    int v;
+    while ((v = pl_push_order_next(W.order, device, stop, &k, now))) {
+        if (v == PL_PUSH_ORDER_GO && go(p, k, list)) return;
+        if (v == PL_PUSH_ORDER_DEFER) p->outcome[k] = PL_PUSH_DEFERRED;
+        p->pending--;
+    }
 }
 
 /* The sender thread finished requests (loop thread, through W.wake). */
@@ -254,6 +318,10 @@ static void on_wake(uv_async_t *a) {
                        pl_push_platform_name(x->platform), r->status, (long long)x->device);
                 break;
             }
+            pl_push_order_settled(W.order, x->device, x->outbox, o == PL_PUSH_RETRY, pl_mono_ms());
+            pl_push_req *more = NULL;
+            advance(p, x->device, &more);
+            if (more) pl_push_sender_submit(W.sender, more);
             if (--p->pending == 0) {
                 sending_remove(p);
                 finish(p);
@@ -276,31 +344,30 @@ static void onlined(void *arg, const uint8_t *online, size_t n) {
     }
     const int64_t *users = p->users;
     pl_push_req *list = NULL;
-    for (size_t i = 0; i < p->npushes; i++) {
+    int64_t now = pl_mono_ms();
+    p->handed = now;
+    for (size_t i = 0; i < p->npushes; i++) {   /* in row order, as order.h wants */
         const pl_push *x = &p->pushes[i];
         const int64_t *at = bsearch(&x->user, users, n, sizeof *users, cmp_i64);
         if (at && online[at - users]) {
             pl_count(&pl_m_push_online, 1);
             continue;
         }
-        if (x->platform == PL_PUSH_FCM && !fcm_ready()) {  /* no OAuth token yet */
-            p->outcome[i] = PL_PUSH_RETRY;
-            pl_count(&pl_m_push_retry, 1);
-            continue;
+        switch (pl_push_order_offer(W.order, x->device, x->outbox, p, i, now)) {
+        case PL_PUSH_ORDER_DEFER:
+            p->outcome[i] = PL_PUSH_DEFERRED;
+            break;
+        case PL_PUSH_ORDER_WAIT:
+            p->pending++;
+            break;
+        default:
+            p->pending++;
+            if (!go(p, i, &list)) {
+                advance(p, x->device, &list);   /* nothing waits behind it yet: the chain ends */
+                p->pending--;
+            }
+            break;
         }
-        pl_push_req *r = pl_calloc(1, sizeof *r);
-        if (pl_push_build(&W.cfg, x, &r->http) != 0) {   /* its platform is off now */
-            free(r);
-            p->outcome[i] = PL_PUSH_FAILED;
-            pl_count(&pl_m_push_failed, 1);
-            continue;
-        }
-        r->arg = p;
-        r->index = i;
-        r->lane = x->platform;            /* 1..3; lane 0 is the OAuth exchange */
-        r->next = list;
-        list = r;
-        p->pending++;
     }
     W.cur = NULL;                         /* hand-off: the next pass may start */
     W.npasses++;
@@ -349,6 +416,7 @@ static void targeted(pl_job *j) {
 static void claimed(pl_job *j) {
     pass *p = (pass *)j;
     if (!j->result && j->created > 0) pl_count(&pl_m_push_dropped, (uint64_t)j->created);
+    if (!j->result && W.order) pl_push_order_forget(W.order, j->push_dropped, j->npush_dropped);
     if (W.stopping || j->result || j->nout == 0) {
         end_pass(p, 0);
         return;
@@ -489,6 +557,7 @@ int pl_push_start(uv_loop_t *loop, pl_store *store, char *err, size_t errlen) {
     W.loop = loop;
     W.store = store;
     W.claim_rows = 64;
+    W.order = pl_push_order_new();
     uv_async_init(loop, &W.wake, on_wake);     /* before the thread can wake it */
     W.sender = pl_push_sender_start(sender_wake, NULL);
     if (!W.sender) {
@@ -531,5 +600,6 @@ void pl_push_stop(void) {
         sending_remove(p);
         end_pass(p, 0);
     }
+    pl_push_order_free(&W.order);         /* after the passes: it points at none now */
     /* W.cfg's strings stay: REST handlers may still look until exit */
 }

@@ -412,3 +412,127 @@ TEST(push_sender_hung_service_leaves_slots_to_others) {
     CHECK_EQ(others, 0);                          /* every /hang was still out */
     free(first);
 }
+
+/* A deferred notification keeps its row for its device like a retry; a
+ * row whose kept devices were all deferred (none tried) gets its attempt
+ * back (refund), one with a real failure does not. */
+TEST(push_settle_deferred_refunds) {
+    int64_t rows[] = {20, 21};
+    pl_push p[3];
+    memset(p, 0, sizeof p);
+    int64_t outbox[] = {20, 21, 21}, device[] = {1, 1, 2};
+    uint8_t outcome[] = {PL_PUSH_DEFERRED, PL_PUSH_DEFERRED, PL_PUSH_RETRY};
+    for (int i = 0; i < 3; i++) {
+        p[i].outbox = outbox[i];
+        p[i].device = device[i];
+    }
+    pl_push_settled s;
+    pl_push_settle(rows, 2, p, outcome, 3, &s);
+    CHECK_EQ(s.ndone, 0);
+    CHECK_EQ(s.nretries, 2);
+    CHECK_EQ(s.retries[0].id, 20);
+    CHECK_EQ(s.retries[0].refund, 1);             /* only deferred: not an attempt */
+    CHECK_EQ(s.retries[1].id, 21);
+    CHECK_EQ(s.retries[1].ndevices, 2);
+    CHECK_EQ(s.retries[1].refund, 0);             /* device 2 was tried */
+    pl_push_settled_release(&s);
+}
+
+/* ---- one device's order (src/push/order.c; protocol.md "Order") -------------- */
+
+#include "push/order.h"
+
+static int P1, P2, P3;                            /* three passes (only compared) */
+
+/* One pass, two devices: each device's notifications go one at a time in
+ * row order; the devices do not wait for each other. */
+TEST(push_order_one_at_a_time_per_device) {
+    pl_push_order *o = pl_push_order_new();
+    size_t k = 99;
+    CHECK_EQ(pl_push_order_offer(o, 7, 1, &P1, 0, 0), PL_PUSH_ORDER_GO);
+    CHECK_EQ(pl_push_order_offer(o, 8, 1, &P1, 1, 0), PL_PUSH_ORDER_GO);     /* another device */
+    CHECK_EQ(pl_push_order_offer(o, 7, 2, &P1, 2, 0), PL_PUSH_ORDER_WAIT);
+    CHECK_EQ(pl_push_order_offer(o, 7, 3, &P1, 3, 0), PL_PUSH_ORDER_WAIT);
+    CHECK_EQ(pl_push_order_offer(o, 8, 2, &P1, 4, 0), PL_PUSH_ORDER_WAIT);
+    pl_push_order_settled(o, 7, 1, 0, 1);
+    CHECK_EQ(pl_push_order_next(o, 7, 0, &k, 1), PL_PUSH_ORDER_GO);
+    CHECK_EQ(k, 2);
+    pl_push_order_settled(o, 8, 1, 0, 1);                                   /* 8 goes on meanwhile */
+    CHECK_EQ(pl_push_order_next(o, 8, 0, &k, 1), PL_PUSH_ORDER_GO);
+    CHECK_EQ(k, 4);
+    pl_push_order_settled(o, 7, 2, 0, 2);
+    CHECK_EQ(pl_push_order_next(o, 7, 0, &k, 2), PL_PUSH_ORDER_GO);
+    CHECK_EQ(k, 3);
+    pl_push_order_settled(o, 7, 3, 0, 3);
+    CHECK_EQ(pl_push_order_next(o, 7, 0, &k, 3), 0);                        /* its chain is over */
+    pl_push_order_settled(o, 8, 2, 0, 3);
+    CHECK_EQ(pl_push_order_next(o, 8, 0, &k, 3), 0);
+    CHECK_EQ(pl_push_order_devices(o), 0);
+    pl_push_order_free(&o);
+    CHECK(o == NULL);
+}
+
+/* A transient failure holds back every later notification of its device,
+ * in this pass and in others, until it is sent; then they go in order. */
+TEST(push_order_retry_comes_first) {
+    pl_push_order *o = pl_push_order_new();
+    size_t k = 99;
+    CHECK_EQ(pl_push_order_offer(o, 7, 1, &P1, 0, 0), PL_PUSH_ORDER_GO);
+    CHECK_EQ(pl_push_order_offer(o, 7, 2, &P1, 1, 0), PL_PUSH_ORDER_WAIT);
+    CHECK_EQ(pl_push_order_offer(o, 7, 3, &P2, 0, 0), PL_PUSH_ORDER_DEFER); /* another pass: not behind P1's */
+    CHECK_EQ(pl_push_order_offer(o, 8, 3, &P2, 1, 0), PL_PUSH_ORDER_GO);    /* another device goes */
+    pl_push_order_settled(o, 7, 1, 1, 1);                                   /* 500: kept for a retry */
+    CHECK_EQ(pl_push_order_next(o, 7, 0, &k, 1), PL_PUSH_ORDER_DEFER);      /* 2 waits for 1 */
+    CHECK_EQ(k, 1);
+    CHECK_EQ(pl_push_order_next(o, 7, 0, &k, 1), 0);
+    /* P1's outcomes are recorded: rows 1 and 2 kept for device 7 */
+    int64_t rows1[] = {1, 2}, dev7[] = {7};
+    pl_push_retry kept1[] = {{1, dev7, 1, 0, 0}, {2, dev7, 1, 0, 1}};
+    pl_push_order_rows_done(o, rows1, 2, kept1, 2);
+    /* a deferred row back before the retry: deferred again */
+    CHECK_EQ(pl_push_order_offer(o, 7, 2, &P3, 0, 2), PL_PUSH_ORDER_DEFER);
+    CHECK_EQ(pl_push_order_offer(o, 7, 9, &P3, 1, 2), PL_PUSH_ORDER_DEFER); /* a new one too */
+    /* the retry and the rest come back together: in row order, one at a time */
+    pl_push_order_settled(o, 8, 3, 0, 3);
+    CHECK_EQ(pl_push_order_next(o, 8, 0, &k, 3), 0);
+    CHECK_EQ(pl_push_order_offer(o, 7, 1, &P3, 0, 4), PL_PUSH_ORDER_GO);
+    CHECK_EQ(pl_push_order_offer(o, 7, 2, &P3, 1, 4), PL_PUSH_ORDER_WAIT);
+    CHECK_EQ(pl_push_order_offer(o, 7, 3, &P3, 2, 4), PL_PUSH_ORDER_WAIT);
+    CHECK_EQ(pl_push_order_offer(o, 7, 9, &P3, 3, 4), PL_PUSH_ORDER_WAIT);
+    int64_t sent[] = {1, 2, 3};                    /* rows completing; then P3's next index */
+    for (size_t i = 0; i < 3; i++) {
+        pl_push_order_settled(o, 7, sent[i], 0, 5);
+        CHECK_EQ(pl_push_order_next(o, 7, 0, &k, 5), PL_PUSH_ORDER_GO);
+        CHECK_EQ(k, i + 1);
+    }
+    pl_push_order_settled(o, 7, 9, 0, 6);
+    CHECK_EQ(pl_push_order_next(o, 7, 0, &k, 6), 0);
+    CHECK_EQ(pl_push_order_devices(o), 0);
+    pl_push_order_free(&o);
+}
+
+/* A device is not held back for good: a held row that was dropped (out of
+ * attempts), finished without it, or not seen for PL_PUSH_HOLD_MS lets
+ * the later ones go; a pass past its time defers its chain's rest. */
+TEST(push_order_given_up_lets_the_rest_go) {
+    pl_push_order *o = pl_push_order_new();
+    size_t k = 99;
+    pl_push_order_keep(o, 7, 1, 0);                                         /* e.g. no FCM token yet */
+    CHECK_EQ(pl_push_order_offer(o, 7, 2, &P1, 0, 0), PL_PUSH_ORDER_DEFER);
+    int64_t dropped[] = {1};
+    pl_push_order_forget(o, dropped, 1);                                    /* the claim dropped row 1 */
+    CHECK_EQ(pl_push_order_offer(o, 7, 2, &P2, 0, 1), PL_PUSH_ORDER_GO);
+    CHECK_EQ(pl_push_order_offer(o, 7, 3, &P2, 1, 1), PL_PUSH_ORDER_WAIT);
+    pl_push_order_settled(o, 7, 2, 0, 2);
+    CHECK_EQ(pl_push_order_next(o, 7, 1, &k, 2), PL_PUSH_ORDER_DEFER);      /* stop: P2 is too old */
+    CHECK_EQ(k, 1);
+    CHECK_EQ(pl_push_order_next(o, 7, 0, &k, 2), 0);
+    int64_t rows[] = {2, 3};
+    pl_push_order_rows_done(o, rows, 2, NULL, 0);                           /* e.g. the message was deleted */
+    CHECK_EQ(pl_push_order_devices(o), 0);
+    pl_push_order_keep(o, 7, 5, 0);                                         /* a hold nobody settles */
+    CHECK_EQ(pl_push_order_offer(o, 7, 6, &P1, 0, PL_PUSH_HOLD_MS - 1), PL_PUSH_ORDER_DEFER);
+    CHECK_EQ(pl_push_order_offer(o, 7, 7, &P1, 1, PL_PUSH_HOLD_MS), PL_PUSH_ORDER_DEFER);  /* 6 is held now */
+    CHECK_EQ(pl_push_order_offer(o, 7, 6, &P1, 2, 2 * PL_PUSH_HOLD_MS), PL_PUSH_ORDER_GO);
+    pl_push_order_free(&o);                                                 /* frees what is left */
+}
