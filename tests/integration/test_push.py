@@ -20,6 +20,9 @@ Written from the document:
     (test_push_dead_token_and_retry); a service that is slow to answer
     holds up no one else's notifications
     (test_push_slow_service_holds_up_no_one_else);
+  * one device's notifications go out one at a time in message order, also
+    across a retry (test_push_one_device_in_message_order,
+    test_push_retry_keeps_device_order);
   * logout forgets the session's devices; a token registered by another
     account moves (test_push_devices_follow_logins);
   * bad input and authorization (test_push_bad_input);
@@ -59,6 +62,9 @@ class PushSink:
         self.answers = {}            # token -> list of statuses to answer in turn
         self.hold = {}               # token -> threading.Event the answer waits for
         self.answered = set()        # tokens whose held answer went out
+        self.delay = {}              # token -> seconds each answer takes (a slow service)
+        self.inflight = {}           # token -> requests being answered now
+        self.overlapped = set()      # tokens that had two requests in flight at once
         sink = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -71,11 +77,18 @@ class PushSink:
                     body = json.loads(raw)
                 except ValueError:
                     body = None
+                tok = sink._token_of(self.path, body)
+                with sink.lock:
+                    sink.inflight[tok] = sink.inflight.get(tok, 0) + 1
+                    if sink.inflight[tok] > 1:
+                        sink.overlapped.add(tok)
                 status = sink._record(self.path, dict(self.headers), raw, body)
-                held = sink.hold.get(sink._token_of(self.path, body))
+                held = sink.hold.get(tok)
                 if held:
                     held.wait(9)                    # a slow service (under the 10 s timeout)
-                    sink.answered.add(sink._token_of(self.path, body))
+                    sink.answered.add(tok)
+                if sink.delay.get(tok):
+                    time.sleep(sink.delay[tok])
                 out = b'{"reason":"Unregistered"}' if status == 410 else b"{}"
                 if self.path == "/token":          # an OAuth 2 token endpoint (RFC 7523)
                     out = json.dumps({"access_token": "ya29.minted", "expires_in": 3599,
@@ -83,6 +96,8 @@ class PushSink:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
+                with sink.lock:                    # done before the client can see the answer
+                    sink.inflight[tok] -= 1
                 self.end_headers()
                 self.wfile.write(out)
 
@@ -308,6 +323,57 @@ async def test_push_slow_service_holds_up_no_one_else(server_factory, sink):
             assert slow not in sink.answered, "b is notified while c's service still holds its answer"
         finally:
             sink.hold[slow].set()
+
+
+BURST = 8   # messages sent back to back to one offline user
+
+
+async def burst(api, a, conv, n=BURST):
+    return [(await send(api, a, conv, f"burst {i}"))["seq"] for i in range(n)]
+
+
+@async_test(timeout=90)
+async def test_push_one_device_in_message_order(server_factory, sink):
+    """protocol.md "Order": one device's notifications go out one at a
+    time, in the order of their messages; two devices do not wait for each
+    other. Each answer takes 50 ms, so requests sent at once overlap."""
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, conv = await pair(h, "pord")
+        toks = ["ord1-" + b.username, "ord2-" + b.username]
+        for t in toks:
+            sink.delay[t] = 0.05
+            await register_device(h.api, b, "webhook", t)
+        seqs = await burst(h.api, a, conv)
+        for t in toks:
+            got = await sink.wait_for(t, BURST)
+            assert [note(r)["seq"] for r in got] == seqs, f"{t}: out of order"
+            assert t not in sink.overlapped, f"{t}: two requests in flight at once"
+        await asyncio.sleep(QUIET)
+        for t in toks:
+            assert len(sink.for_token(t)) == BURST, "one request per message and device"
+
+
+@async_test(timeout=120)
+async def test_push_retry_keeps_device_order(server_factory, sink):
+    """A notification the service answered 500 is retried before the ones
+    after it on the same device are sent; another device of the same user
+    is not held up by it."""
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, conv = await pair(h, "pret")
+        flaky, fine = "oflaky-" + b.username, "ofine-" + b.username
+        sink.answers[flaky] = [500]
+        for t in (flaky, fine):
+            await register_device(h.api, b, "webhook", t)
+        seqs = await burst(h.api, a, conv)
+        got = await sink.wait_for(fine, BURST)
+        assert [note(r)["seq"] for r in got] == seqs
+        assert len(sink.for_token(flaky)) == 1, "the later ones wait for the retry"
+        got = await sink.wait_for(flaky, BURST + 1, timeout=60)
+        assert [note(r)["seq"] for r in got] == seqs[:1] + seqs, "the retry comes first"
+        assert [r["status"] for r in got] == [500] + [200] * BURST
+        assert flaky not in sink.overlapped
 
 
 @async_test(timeout=90)
