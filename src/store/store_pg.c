@@ -703,9 +703,10 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_SEND_INSERT] = SEND_INSERT,
     /* the same with opts.push (store.h invariant 10): each MESSAGE's outbox
      * row from the rows inserted, in the same statement (no parameter is
-     * sent twice, no extra statement in the pipeline) */
+     * sent twice, no extra statement in the pipeline), ids given in seq
+     * order: a device's notifications go in outbox id order (push/order.h) */
     [W_SEND_INSERT_PUSH] = "WITH e AS (" SEND_INSERT " RETURNING conv_id, seq)"
-                      " INSERT INTO push_outbox(conv_id, seq) SELECT conv_id, seq FROM e",
+                      " INSERT INTO push_outbox(conv_id, seq) SELECT conv_id, seq FROM e ORDER BY conv_id, seq",
     /* mention rows (store.h invariant 7): ($1 conv, $2 user, $3 seq)...; with
      * @all every member of $1 but the sender $2 */
     [W_MENTION_INSERT] = "INSERT INTO mentions(conv_id, user_id, seq)"
