@@ -4,8 +4,10 @@
  * (store.h invariant 10): claims rows, reads who is to be notified on which
  * device, leaves out users connected to any node, hands the requests to
  * the sender thread (sender.h) and records the outcomes (rows done or to
- * retry, dead tokens forgotten). Every node runs one; the claims' leases
- * keep two nodes off the same row. docs/design.md "Push notifications".
+ * retry, dead tokens forgotten). One device's notifications go out one at
+ * a time in message order (order.h). Every node runs one; in cluster mode
+ * only the node holding the store's push drainer lock gets rows, so one
+ * node sends at a time. docs/design.md "Push notifications".
  */
 #ifndef PL_PUSH_H
 #define PL_PUSH_H

@@ -94,7 +94,8 @@
  *      push_outbox row (conv, seq): the transactional outbox the push
  *      worker drains, so a committed message is pushed even if the process
  *      dies right after its commit, on whichever node claims the row.
- *      PL_JOB_PUSH_CLAIM leases rows (PostgreSQL: FOR UPDATE SKIP LOCKED,
+ *      PL_JOB_PUSH_CLAIM leases rows (PostgreSQL: only on the node holding
+ *      the push drainer lock, and FOR UPDATE SKIP LOCKED,
  *      so two nodes never hold the same row at once); a row whose lease
  *      ran out (its claimer died, or PUSH_DONE asked for a retry) is
  *      claimed again, and one claimed PL_PUSH_ATTEMPTS times is dropped.

@@ -5,9 +5,12 @@
  * Owns: running the statements W_PUSH_*, R_PUSH_* (store_pg.c). The outbox
  * row a MESSAGE's append writes is part of the run's INSERT
  * (W_SEND_INSERT_PUSH, store_pg_runs.c), and a revoked login's devices go
- * in its revoke (W_LOGIN_REVOKE, store_pg_jobs.c). A claim leases rows with
- * FOR UPDATE SKIP LOCKED, so two nodes never hold one row at once; a batch
- * that rolls back gives its rows back. Claims and completions write in a
+ * in its revoke (W_LOGIN_REVOKE, store_pg_jobs.c). Only the node whose
+ * writer session holds the push drainer lock claims (p_drainer: one node
+ * sends, so a device's notifications keep their order across nodes); a
+ * claim leases rows with FOR UPDATE SKIP LOCKED all the same, so two
+ * sessions never hold one row at once; a batch that rolls back gives its
+ * rows back. Claims and completions write in a
  * savepoint (pg_sp_failed); a registration's single write cannot fail on
  * the client's input (checked first), so it takes none.
  * Does not own: sending (src/push/), the SQLite backend's twin
