@@ -442,7 +442,6 @@ static void operations(pl_http_ctx *ctx, pl_str what) {
 void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     pl_str seg[8];
     size_t n = split_path(ctx->req.path, seg, 8);
-    int m = ctx->req.method;
     pl_count(&pl_m_http_requests, 1);
     if (pl_api_state_changing(&ctx->req) && !pl_api_origin_ok(ctx->conn, &ctx->req)) {
         pl_http_error(ctx, 403, "forbidden", "Origin not allowed");   /* protocol.md "Origin checks" */
@@ -472,12 +471,13 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
                         "Upgrade: websocket\r\nConnection: Upgrade\r\n");
         return;
     }
-    if (n == 2 && api_seg_is(seg[0], "media") && (m == PL_HTTP_GET || m == PL_HTTP_HEAD)) {
-        h_media_signed(ctx, seg[1].p, seg[1].n);   /* a signed URL: no token (api_media.c) */
+    if (n == 2 && api_seg_is(seg[0], "media")) {
+        /* a signed URL: no token (api_media.c) */
+        if (api_allow(ctx, API_GET)) h_media_signed(ctx, seg[1].p, seg[1].n);
         return;
     }
     if (n < 2 || n > 8 || !api_seg_is(seg[0], "api") || !api_seg_is(seg[1], "v1")) {
-        if ((m == PL_HTTP_GET || m == PL_HTTP_HEAD) && pl_web_serve(ctx, A.cfg) == 0) return;
+        if (pl_web_serve(ctx, A.cfg) == 0) return;   /* a file of the web client (405 if not GET/HEAD) */
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;
     }

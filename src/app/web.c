@@ -145,6 +145,11 @@ int pl_web_serve(pl_http_ctx *ctx, const pl_config *cfg) {
     }
     const web_file *w = cached(rel);
     if (!w) return -1;
+    if (ctx->req.method != PL_HTTP_GET && ctx->req.method != PL_HTTP_HEAD) {   /* the file exists: 405 */
+        pl_http_method_not_allowed(ctx, PL_HTTP_M(PL_HTTP_GET) | PL_HTTP_M(PL_HTTP_HEAD),
+                                   "method not allowed on this route");
+        return 0;
+    }
     /* connect-src 'self': the client talks to its own origin only; CSP 3's
      * 'self' also matches ws:/wss: to the same host and port (protocol.md
      * "Response headers") */

@@ -7,7 +7,9 @@
 
 /* Finds the web root and reads its files into memory (before the loop runs). */
 void pl_web_init(const pl_config *cfg);
-/* Answers GET/HEAD of a file of the web client; -1 if there is none. */
+/* Answers a request for a file of the web client: GET/HEAD with the file,
+ * any other method with 405 (Allow: GET, HEAD); -1, answering nothing, if
+ * there is no such file. */
 int  pl_web_serve(pl_http_ctx *ctx, const pl_config *cfg);
 
 #endif

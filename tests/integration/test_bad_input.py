@@ -604,7 +604,8 @@ async def test_paths_are_exact(server):
 # `method_not_allowed`): a route that answers GET answers HEAD; no route
 # answers OPTIONS. Ids are of nothing that exists, so that a method the
 # route takes is answered by the handler (400, 401, 403, 404, ...) and
-# changes nothing. {none} is such an id.
+# changes nothing. {none} is such an id. The signed media URL and the web
+# client's files are routes too (GET and HEAD).
 _GET = ("GET", "HEAD")
 _ROUTES = [
     ("/healthz", _GET), ("/readyz", _GET), ("/metrics", _GET),
@@ -648,6 +649,8 @@ _ROUTES = [
     ("/api/v1/media", ("POST",)), ("/api/v1/media/uploads", ("POST",)),
     ("/api/v1/media/uploads/0123456789abcdef0123456789abcdef", _GET + ("PATCH",)),
     ("/api/v1/media/{none}", _GET),
+    ("/media/{none}", _GET), ("/media/{none}?exp=1&sig=x", _GET),
+    ("/", _GET), ("/index.html", _GET), ("/app.js", _GET), ("/style.css", _GET), ("/favicon.svg", _GET),
 ]
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -695,3 +698,17 @@ async def test_a_405_says_which_methods_the_route_allows(server):
                                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 0")
         allow = [ln.split(":", 1)[1].strip() for ln in head.split("\r\n") if ln.lower().startswith("allow:")]
         assert st == 405 and allow == ["GET"], (st, head)
+
+
+@async_test(60)
+async def test_a_path_that_names_nothing_is_404_whatever_the_method(server):
+    """A 405 is for a path that exists (above); one that names no route
+    and no file of the web client is 404 for every method, also beside
+    /media/{id} and the web client's files."""
+    async with Harness(server) as h:
+        for path in ("/nope.js", "/no/such/file.css", "/.hidden", "/app.js/", "/media", "/media/1/x",
+                     "/media/1/", "/api/v1/nope", "/api"):
+            for method in _METHODS:
+                st, hd, body = await _ask(h, method, path, None)
+                assert st == 404, (method, path, st, body)
+                assert "Allow" not in hd, (method, path, hd)

@@ -21,6 +21,8 @@ Written from the document:
     unsatisfiable 416; ETag/If-None-Match 304 (check_media_ranges);
     If-Range: the strong ETag lets the range apply, anything else (a weak
     or other tag, a date) gets the whole file (check_media_if_range);
+  * a download URL answers another method than GET/HEAD with 405 and
+    Allow: GET, HEAD (check_media_download_methods);
   * signed URLs: forged, tampered and expired ones 403; other users 404
     (check_media_access);
   * a resumable upload resumes after a dropped connection (check_media_resumable);
@@ -333,6 +335,28 @@ async def check_media_if_range(h, srv):
         # without a Range, If-Range changes nothing
         st, body, hd = await get(h.session, url, {**auth, "If-Range": "W/" + etag})
         assert st == 200 and body == data, (url, st)
+
+
+async def check_media_download_methods(h, srv):
+    """A download URL answers GET and HEAD only: another method is 405 with
+    Allow: GET, HEAD (before, the signed URL answered 404, as if it named
+    nothing); a path beside it that names nothing stays 404."""
+    a = await h.api.register("dlm")
+    m = await upload(h.api, a, os.urandom(1000), "m.bin")
+    for url in (srv.base_url + m["url"], srv.base_url + f"/api/v1/media/{m['id']}"):
+        auth = {} if "/api/" not in url else {"Authorization": f"Bearer {a.token}"}
+        for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+            async with h.session.request(method, url, headers=auth, data=b"",
+                                         timeout=aiohttp.ClientTimeout(total=30)) as r:
+                body = await r.read()
+                assert r.status == 405, (method, url, r.status, body)
+                allow = sorted(x.strip() for x in r.headers.get("Allow", "").split(","))
+                assert allow == ["GET", "HEAD"], (method, url, r.headers)
+                assert json.loads(body)["error"]["code"] == "method_not_allowed", body
+    for path in ("/media", f"/media/{m['id']}/x", f"/media/{m['id']}/"):
+        for method in ("GET", "POST", "DELETE"):
+            async with h.session.request(method, srv.base_url + path, data=b"") as r:
+                assert r.status == 404, (method, path, r.status)
 
 
 async def check_media_access(h, srv):
@@ -760,7 +784,7 @@ async def check_media_attachments(h, srv):
 
 @async_test(timeout=240)
 async def test_media_default_server(server_factory, media_dirs):
-    """kinds, dedup and digest, inert serving, Range, resumable uploads (one PATCH at a time), thumbnails"""
+    """kinds, dedup and digest, inert serving, Range, 405s, resumable uploads (one PATCH at a time), thumbnails"""
     srv = media_server(server_factory, media_dirs)
     async with Harness(srv) as h:
         await check_media_kinds_roundtrip(h, srv)
@@ -768,6 +792,7 @@ async def test_media_default_server(server_factory, media_dirs):
         await check_media_inert_serving(h, srv)
         await check_media_ranges(h, srv)
         await check_media_if_range(h, srv)
+        await check_media_download_methods(h, srv)
         await check_media_resumable(h, srv)
         await check_media_patch_one_at_a_time(h, srv)
         await check_media_pipelined(h, srv)
