@@ -222,7 +222,9 @@ void pl_http_send_file(pl_http_ctx *ctx, int fd, int64_t size, const pl_http_fil
     }
     pl_http_range rg[PL_HTTP_RANGES_MAX];
     int nr = PL_HTTP_RANGE_IGNORE;
-    pl_str rv = pl_http_header_get(&ctx->req, "range");
+    /* RFC 9110 14.2: Range is defined for GET only; a HEAD answers what a
+     * GET without it would (200, the whole length). */
+    pl_str rv = ctx->req.method == PL_HTTP_GET ? pl_http_header_get(&ctx->req, "range") : (pl_str){0};
     pl_str ir = pl_http_header_get(&ctx->req, "if-range");
     if (ir.p && !pl_http_if_range_match(ir.p, ir.n, f->etag)) rv.p = NULL;   /* another version: all of it */
     if (rv.p) nr = pl_http_range_parse(rv.p, rv.n, size, rg, PL_HTTP_RANGES_MAX);

@@ -48,7 +48,8 @@ typedef struct pl_http_file {
 } pl_http_file;
 
 /* Answers ctx (GET or HEAD) with the file fd of size bytes: 304 when
- * If-None-Match names the etag; a Range is ignored (200) when an If-Range
+ * If-None-Match names the etag; a Range is ignored (200) on a HEAD (RFC
+ * 9110 14.2: range handling is defined for GET only) and when an If-Range
  * does not match (pl_http_if_range_match); 206 for one range, 206
  * multipart/byteranges for several, 416 (with Content-Range: bytes * /size)
  * when none is satisfiable or more than PL_HTTP_RANGES_MAX are asked; else

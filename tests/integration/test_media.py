@@ -20,7 +20,8 @@ Written from the document:
   * Range: first bytes, middle, suffix, several (multipart/byteranges),
     unsatisfiable 416; ETag/If-None-Match 304 (check_media_ranges);
     If-Range: the strong ETag lets the range apply, anything else (a weak
-    or other tag, a date) gets the whole file (check_media_if_range);
+    or other tag, a date) gets the whole file (check_media_if_range); a
+    HEAD ignores Range: 200, the whole length (check_media_head_ignores_range);
   * a download URL answers another method than GET/HEAD with 405 and
     Allow: GET, HEAD (check_media_download_methods);
   * signed URLs: forged, tampered and expired ones 403; other users 404
@@ -335,6 +336,33 @@ async def check_media_if_range(h, srv):
         # without a Range, If-Range changes nothing
         st, body, hd = await get(h.session, url, {**auth, "If-Range": "W/" + etag})
         assert st == 200 and body == data, (url, st)
+
+
+async def check_media_head_ignores_range(h, srv):
+    """RFC 9110 14.2: Range is defined for GET only, so a HEAD with one
+    answers what a GET without it would: 200, the whole Content-Length, no
+    Content-Range (before, 206 or 416)."""
+    a = await h.api.register("hdr")
+    data = os.urandom(30_000)
+    m = await upload(h.api, a, data, "h.bin")
+    etag = f"\"{m['sha256']}\""
+    for url in (srv.base_url + m["url"], srv.base_url + f"/api/v1/media/{m['id']}"):
+        auth = {} if "/api/" not in url else {"Authorization": f"Bearer {a.token}"}
+        for rng in ("bytes=0-99", "bytes=0-9,-5", "bytes=90000-", "bytes=" + ",".join(f"{i}-{i}" for i in range(20))):
+            for extra in ({}, {"If-Range": etag}):
+                async with h.session.head(url, headers={**auth, "Range": rng, **extra}) as r:
+                    assert r.status == 200, (url, rng, extra, r.status, r.headers)
+                    assert int(r.headers["Content-Length"]) == len(data), (url, rng, r.headers)
+                    assert "Content-Range" not in r.headers, (url, rng, r.headers)
+                    assert not r.headers.get("Content-Type", "").startswith("multipart/"), r.headers
+                    assert r.headers["ETag"] == etag and r.headers["Accept-Ranges"] == "bytes", r.headers
+                    assert await r.read() == b""
+        # the same Range on a GET still applies
+        st, body, hd = await get(h.session, url, {**auth, "Range": "bytes=0-99"})
+        assert st == 206 and body == data[:100], (url, st)
+        # If-None-Match on a HEAD is still a 304
+        async with h.session.head(url, headers={**auth, "If-None-Match": etag, "Range": "bytes=0-9"}) as r:
+            assert r.status == 304, (url, r.status)
 
 
 async def check_media_download_methods(h, srv):
@@ -784,7 +812,7 @@ async def check_media_attachments(h, srv):
 
 @async_test(timeout=240)
 async def test_media_default_server(server_factory, media_dirs):
-    """kinds, dedup and digest, inert serving, Range, 405s, resumable uploads (one PATCH at a time), thumbnails"""
+    """kinds, dedup and digest, inert serving, Range (and HEAD, 405s), resumable uploads (one PATCH at a time), thumbnails"""
     srv = media_server(server_factory, media_dirs)
     async with Harness(srv) as h:
         await check_media_kinds_roundtrip(h, srv)
@@ -792,6 +820,7 @@ async def test_media_default_server(server_factory, media_dirs):
         await check_media_inert_serving(h, srv)
         await check_media_ranges(h, srv)
         await check_media_if_range(h, srv)
+        await check_media_head_ignores_range(h, srv)
         await check_media_download_methods(h, srv)
         await check_media_resumable(h, srv)
         await check_media_patch_one_at_a_time(h, srv)
