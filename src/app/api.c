@@ -109,7 +109,11 @@ json_t *api_body_object(pl_http_ctx *ctx) {
         pl_http_error(ctx, 400, "bad_request", "a number is out of range");
         return NULL;
     }
-    if (!o || !json_is_object(o)) {
+    if (!o) {                 /* e.g. half of a surrogate pair: an object, but not JSON */
+        pl_http_error(ctx, 400, "bad_json", "body is not valid JSON (UTF-8 text; an escaped character must be whole)");
+        return NULL;
+    }
+    if (!json_is_object(o)) {
         json_decref(o);
         pl_http_error(ctx, 400, "bad_json", "body must be a JSON object");
         return NULL;

@@ -648,7 +648,9 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
         return fail(e, "bad_json", "%s", "message repeats a key");
     if (!m->root && json_error_code(&jerr) == json_error_numeric_overflow)   /* valid JSON, too big for us */
         return fail(e, "bad_request", "%s", "a number is out of range");
-    if (!m->root || !json_is_object(m->root))
+    if (!m->root)            /* e.g. half of a surrogate pair: an object, but not JSON */
+        return fail(e, "bad_json", "%s", "message is not valid JSON (UTF-8 text; an escaped character must be whole)");
+    if (!json_is_object(m->root))
         return fail(e, "bad_json", "%s", "message must be a JSON object");
     json_t *req = json_object_get(m->root, "req");
     if (req) {

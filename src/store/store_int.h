@@ -51,8 +51,9 @@ pl_mention_name *pl_store__mention_names(const char *body, size_t len, int *n, i
 /* MESSAGE data: {"reply_to":N,"mentions":[..],"mention_all":".."}, each key
  * only when set; NULL when none is. */
 char *pl_store__data_message(int64_t reply_to, const int64_t *ids, size_t n, int all);
-/* EDIT data: {"target":N} plus "mentions" when n > 0. */
-char *pl_store__data_edit(int64_t target, const int64_t *ids, size_t n);
+/* EDIT data: {"target":N} plus "mentions" when n > 0 and "mention_all"
+ * ("all" or "here") when all is 1 or 2, as the message's own data. */
+char *pl_store__data_edit(int64_t target, const int64_t *ids, size_t n, int all);
 /* DELETE data {"target":N}; PIN data {"target":N,"op":"pin"|"unpin"}. */
 char *pl_store__data_target(int64_t target, const char *op);
 /* REACTION data {"target":N,"emoji":"..","op":"add"|"remove","count":N}. */

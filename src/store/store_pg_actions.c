@@ -224,7 +224,7 @@ static int job_edit(pg_store *s, pl_job *j, int64_t now) {
     int64_t ids[PL_STORE_MENTIONS_MAX];
     size_t n = ns >= 0 ? names_ids(s->w.res[ns], nn, j->user, ids) : 0;
     data = pl_store__data_message(t.ref, ids, n, all);    /* the message's, reply_to kept */
-    edata = pl_store__data_edit(j->seq, ids, n);
+    edata = pl_store__data_edit(j->seq, ids, n, all);
     uint64_t id = pl_idgen_next(&s->ids, now);
     pg_params u = {0}, d = {0};
     pg_param_bytes(&u, j->body, j->body_len);

@@ -607,7 +607,7 @@ static int job_edit(sq_store *s, pl_job *j, int64_t now) {
     if ((rc = w_exec(s, W_MENTION_DELETE)) != PL_STORE_OK) goto out;
     if ((rc = w_mention_rows(s, j->conv, j->seq, j->user, ids, n, all, parent_sender)) != PL_STORE_OK)
         goto out;
-    edata = pl_store__data_edit(j->seq, ids, n);
+    edata = pl_store__data_edit(j->seq, ids, n, all);
     rc = w_append(s, j, now, j->conv, PL_EV_EDIT, j->user, 0, j->seq, NULL, j->body, j->body_len, edata);
     edata = NULL;
     if (rc == PL_STORE_OK) j->created = 1;

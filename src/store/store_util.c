@@ -290,10 +290,11 @@ char *pl_store__data_message(int64_t reply_to, const int64_t *ids, size_t n, int
     return dump_free(o);
 }
 
-char *pl_store__data_edit(int64_t target, const int64_t *ids, size_t n) {
+char *pl_store__data_edit(int64_t target, const int64_t *ids, size_t n, int all) {
     json_t *o = json_object();
     json_object_set_new(o, "target", json_integer(target));
     if (n) add_ids(o, "mentions", ids, n);
+    if (all) json_object_set_new(o, "mention_all", json_string(all == 1 ? "all" : "here"));
     return dump_free(o);
 }
 

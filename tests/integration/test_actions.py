@@ -856,6 +856,30 @@ async def test_retry_with_a_mention_mentions_nothing(server):
         await wait_mentions(api, bob, g, 1)                 # the real one alone
         assert await mention_counts(api, bob, g) == (1, 1), real
 
+@async_test(60)
+async def test_an_edit_event_says_it_mentions_everyone(server):
+    """An edit to a body with @all or @here carries data.mention_all as the
+    message does, live and in history (audit S: only the message's stored
+    data had it, so a live client could not tell)."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "eall")
+        g = (await api.create_group(alice, [bob.id], title="edit all"))["id"]
+        a = await connect(h, alice, "alice")
+        b = await connect(h, bob, "bob")
+        m1 = (await sendm(a, g, "plain"))["seq"]
+        m2 = (await sendm(a, g, "plain too"))["seq"]
+        e1 = (await ok(a, edit(g, m1, "@all plain")))["seq"]
+        e2 = (await ok(a, edit(g, m2, f"@here and @{bob.username}")))["seq"]
+        await b.wait_seq(g, e2)
+        live = {e["seq"]: e for e in b.conv_events(g)}
+        assert live[e1].get("data") == {"target": m1, "mention_all": "all"}, live[e1]
+        assert live[e2].get("data") == {"target": m2, "mentions": [bob.id], "mention_all": "here"}, live[e2]
+        hist = await history_map(api, bob, g)
+        assert hist[e1].get("data") == live[e1]["data"], hist[e1]
+        assert hist[m1].get("data") == {"mention_all": "all"}, hist[m1]
+        await wait_mentions(api, bob, g, 2)
+
 @async_test(90)
 async def test_mentions_and_unread_mentions(server):
     async with Harness(server) as h:

@@ -41,6 +41,12 @@ TEST(proto_bad_json_and_types) {
     CHECK_STR(e.code, "bad_json");
     CHECK_STR(e.message, "message repeats a key");   /* not "must be a JSON object" */
     pl_msg_release(&m);
+    /* half of a surrogate pair: not JSON, though an object (audit S: the
+     * error said "must be a JSON object") */
+    CHECK_EQ(decode("{\"type\":\"send\",\"body\":\"\\ud83d\"}", &m, &e), -1);
+    CHECK_STR(e.code, "bad_json");
+    CHECK(strstr(e.message, "not valid JSON") != NULL);
+    pl_msg_release(&m);
 }
 
 TEST(proto_send_validation) {
