@@ -125,6 +125,11 @@ typedef struct pl_bus_ops {
     void (*presence_get)(pl_bus *b, const int64_t *users, size_t n, pl_bus_presence_cb cb, void *arg);
     /* 1 while connected (readyz) */
     int  (*healthy)(pl_bus *b);
+    /* 1 when node is known to be gone: this node has heard every node's
+     * liveness beat for a while and none from node lately (a node killed
+     * without closing). 0 when it is alive or when this node cannot tell
+     * (not subscribed, or not for long enough). NULL: never gone. */
+    int  (*node_gone)(pl_bus *b, int node);
     void (*close)(pl_bus *b);
 } pl_bus_ops;
 
@@ -168,6 +173,7 @@ static inline void pl_bus_publish_conv_blocked(pl_bus *b, int64_t c, int bl) { b
 static inline void pl_bus_publish_keys_low(pl_bus *b, int64_t u, int64_t d, int64_t n) { b->ops->publish_keys_low(b, u, d, n); }
 static inline void pl_bus_publish_receipt(pl_bus *b, const pl_bus_receipt *r) { b->ops->publish_receipt(b, r); }
 static inline void pl_bus_publish_presence(pl_bus *b, const pl_bus_presence *p) { b->ops->publish_presence(b, p); }
+static inline int  pl_bus_node_gone(pl_bus *b, int node) { return b->ops->node_gone ? b->ops->node_gone(b, node) : 0; }
 static inline void pl_bus_subscribe_conv(pl_bus *b, int64_t c, int on) { b->ops->subscribe_conv(b, c, on); }
 static inline void pl_bus_subscribe_user(pl_bus *b, int64_t u, int on) { b->ops->subscribe_user(b, u, on); }
 static inline void pl_bus_rate_take(pl_bus *b, int64_t u, int64_t c, int64_t ws, pl_bus_rate_cb cb, void *a) {

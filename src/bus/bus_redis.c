@@ -22,7 +22,7 @@
  * the prefix is what separates clusters sharing one Redis):
  *   c:<conv>   events, heads, typing, receipts of a conversation
  *   u:<user>   joins and revocations of a user
- *   p          presence, every node, always
+ *   p          presence, and every node's liveness beat, every node, always
  *   n:<node>   this node's heartbeat to itself, always (see liveness)
  * A node subscribes to c:/u: only while chat/ wants them (subscribe_conv /
  * subscribe_user). One channel per conversation rather than one per node:
@@ -97,6 +97,11 @@
  * means Redis no longer holds this node's subscriptions, and a heartbeat
  * Redis delivered that sub has not received within 10 s means sub is
  * half-open or 10 s behind; either way sub reconnects (and resyncs).
+ * Other nodes: every tick each node also PUBLISHes a beat on "p"; a node
+ * subscribed for NODE_GONE_MS that heard none from node N for as long
+ * takes N for gone (node_gone: a node killed without closing). The push
+ * worker then no longer trusts N's presence views, which otherwise stay
+ * until they expire (--presence-timeout).
  *
  * Failures:
  *   - Redis restarted or killed: both connections drop (EOF / RST), every
@@ -289,6 +294,15 @@ static void tick_cmd(pl_bus_redis *b) {
             b->beat_gen = b->sub_gen;
         }
     }
+    /* this node is alive, to every node (node_gone); n 0 moves no node's
+     * own heartbeat count */
+    char ch[NAME_MAX_LEN];
+    size_t chlen = pl_bus__redis_name(b, ch, "p", -1);
+    pl_bus__redis_enc_reset(b);
+    pl_bus__enc_beat(&b->enc, b->base.node, 0);
+    const char *argv[] = {"PUBLISH", ch, b->enc.p};
+    size_t lens[] = {7, chlen, b->enc.len};
+    pl_bus__redis_cmd_send(b, ping_cb, b, 3, argv, lens);
 }
 
 static void tick_cb(uv_timer_t *t) {
@@ -363,6 +377,7 @@ static const pl_bus_ops redis_ops = {
     .rate_take = pl_bus__redis_rate,
     .presence_get = pl_bus__redis_presence_get,
     .healthy = r_healthy,
+    .node_gone = pl_bus__redis_node_gone,
     .close = r_close,
 };
 

@@ -24,6 +24,8 @@
 #define TICK_MS              1000
 #define STALL_TICKS          10          /* cmd: ticks without a reply        */
 #define BEAT_LAG_MS          10000       /* sub: heartbeat not received        */
+#define NODE_GONE_MS         3000        /* no liveness beat from a node: gone */
+#define NODE_IDS             1024        /* node ids 0..1023 (--node-id)       */
 #define PUB_BYTES_MAX        (64u << 20) /* unanswered publish payloads       */
 #define RETRY_MAX            65536       /* joins/revocations kept for retry  */
 #define SUB_CHUNK            1000        /* channels per SUBSCRIBE command    */
@@ -142,6 +144,10 @@ typedef struct pl_bus_redis {
     int             beat_busy;
     uint64_t        beat_gen;         /* sub_gen when the beat was sent     */
 
+    /* other nodes' liveness: every node PUBLISHes a beat on "p" each tick */
+    int64_t         sub_ready_at;     /* mono ms the last round completed   */
+    int64_t         node_seen[NODE_IDS]; /* mono ms of node i's last beat, 0 never */
+
     /* requests */
     op             *live_head, *live_tail;
     op             *done_head, *done_tail;
@@ -219,6 +225,7 @@ void pl_bus__redis_sub_up(void *ud);        /* pl_rconn up/down of sub */
 void pl_bus__redis_sub_down(void *ud);
 void pl_bus__redis_sub_release(pl_bus_redis *b);
 void pl_bus__redis_beat_rx(pl_bus_redis *b, int64_t n);  /* own heartbeat n arrived */
+int  pl_bus__redis_node_gone(pl_bus *pb, int node);       /* bus.h node_gone */
 
 /* ---- bus_redis_req.c -------------------------------------------------------- */
 

@@ -69,6 +69,7 @@ static void round_done(pl_bus_redis *b) {
     if (!b->round_active || b->round_left) return;
     b->round_active = 0;
     b->sub_ready = 1;
+    b->sub_ready_at = pl_mono_ms();
     b->beat_lag_since = 0;
     if (b->need_resync) {
         b->need_resync = 0;
@@ -117,6 +118,17 @@ static void on_confirm(pl_bus_redis *b, const redisReply *name, int subscribed) 
     if (was_round && !b->closing) round_done(b);
 }
 
+/* A node is gone once this node has been subscribed to "p" for longer than
+ * NODE_GONE_MS (so it would have heard every live node's beats, one a
+ * second) and heard none from it for as long. */
+int pl_bus__redis_node_gone(pl_bus *pb, int node) {
+    pl_bus_redis *b = (pl_bus_redis *)pb;
+    if (node == b->base.node || node < 0 || node >= NODE_IDS || !b->sub_ready) return 0;
+    int64_t now = pl_mono_ms();
+    if (now - b->sub_ready_at < NODE_GONE_MS) return 0;
+    return now - b->node_seen[node] >= NODE_GONE_MS;
+}
+
 void pl_bus__redis_beat_rx(pl_bus_redis *b, int64_t n) {
     if (n > b->beat_rx) b->beat_rx = n;
     if (b->beat_rx >= b->beat_acked) b->beat_lag_since = 0;
@@ -142,7 +154,8 @@ static void on_message(pl_bus_redis *b, redisReply *payload) {
         return;
     }
     if (m.type == PL_BM_BEAT) {
-        if (m.origin == b->base.node) pl_bus__redis_beat_rx(b, m.beat.n);
+        if (m.origin == b->base.node) pl_bus__redis_beat_rx(b, m.beat.n);   /* on n:<node> or p */
+        else if (m.origin >= 0 && m.origin < NODE_IDS) b->node_seen[m.origin] = pl_mono_ms();
         return;
     }
     if (m.origin == b->base.node) return;          /* guarantee 1: had it already */

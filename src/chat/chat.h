@@ -115,7 +115,8 @@ int  pl_chat_presence_query(int64_t asker, const int64_t *ids, size_t n, pl_chat
 /* Whether each of ids is reachable live (push notifications go to users
  * who are not): a session authenticated on this node, or a status other
  * than offline from another node's view (cluster mode asks the bus; this
- * node's own view is not asked, its sessions are). cb gets
+ * node's own view is not asked, its sessions are; the views of a node the
+ * bus knows is gone are not trusted, pl_bus_node_gone). cb gets
  * online[i] for ids[i], maybe before this returns; after shutdown, all 0. */
 typedef void (*pl_chat_online_cb)(void *arg, const uint8_t *online, size_t n);
 void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, void *arg);

@@ -585,6 +585,7 @@ static void online_answer(oquery *q, const pl_bus_presence *views, size_t nv) {
     for (size_t i = 0; i < nv; i++) {
         if (views[i].expires <= wall || views[i].status == ST_OFFLINE) continue;
         if (C.bus && views[i].node == C.bus->node) continue;   /* ours: the sessions, looked at */
+        if (C.bus && pl_bus_node_gone(C.bus, views[i].node)) continue;   /* killed: its views linger */
         for (size_t k = 0; k < q->n; k++)
             if (q->ids[k] == views[i].user) q->online[k] = 1;
     }
@@ -617,7 +618,8 @@ void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, vo
         presence *p = pl_map_get(&C.presence, ids[i]);
         for (uint32_t k = 0; p && k < p->nviews && !q->online[i]; k++) {
             const pview *v = view_at(p, k);
-            if (v->node != self && v->expires > wall && v->status != ST_OFFLINE) q->online[i] = 1;
+            if (v->node != self && v->expires > wall && v->status != ST_OFFLINE && !pl_bus_node_gone(C.bus, v->node))
+                q->online[i] = 1;
         }
     }
     if (n && C.bus && C.bus->shared && !C.stopping) {     /* other nodes' views */

@@ -46,7 +46,7 @@ import time
 
 import pytest
 
-from pclient import Harness, async_test, cmid
+from pclient import WS, Api, Harness, async_test, cmid
 
 SECRET = "sink-secret"
 APNS_TOKEN = "ab" * 32
@@ -236,6 +236,36 @@ async def test_push_skips_connected_users(server_factory, sink):
         await asyncio.sleep(1.5)            # its view goes offline on every node
         second = await send(h.api, a, conv, "after leaving")
         got = await sink.wait_for(tok)
+        assert [note(r)["seq"] for r in got] == [second["seq"]]
+
+
+@pytest.mark.cluster_only("a node killed without closing")
+@async_test(timeout=90)
+async def test_push_after_the_users_node_was_killed(server_factory, sink):
+    """protocol.md: no notification only while the user is connected. A user
+    whose only node was killed (kill -9: it never said goodbye) counted as
+    connected until that node's presence views expired, ~60 s: messages
+    sent meanwhile were never pushed (audit T). The other nodes now take a
+    node that stopped beating on the bus for gone within seconds."""
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, conv = await pair(h, "pkill")
+        tok = "tok-" + b.username
+        await register_device(h.api, b, "webhook", tok)
+        node1 = srv.node_urls[1]
+        ws = WS(node1.replace("http://", "ws://") + "/ws", b.token, name="b@node1")
+        h.clients.append(ws)
+        await ws.connect()
+        api0 = Api(srv.node_urls[0], h.session)
+        await asyncio.sleep(1.0)            # its view reaches every node
+        first = await send(api0, a, conv, "while connected")
+        await ws.wait_seq(conv, first["seq"])
+        await asyncio.sleep(QUIET)
+        assert sink.for_token(tok) == [], "a connected user gets no push"
+        srv.nodes[1].kill()
+        await asyncio.sleep(4.5)            # its beats stop: gone after 3 s
+        second = await send(api0, a, conv, "after its node died")
+        got = await sink.wait_for(tok, timeout=15)
         assert [note(r)["seq"] for r in got] == [second["seq"]]
 
 
