@@ -308,17 +308,24 @@ async def check_media_ranges(h, srv):
     assert all(r[0] == 200 and r[1] == data for r in res)
 
 
+async def one_file_two_urls(h, srv, prefix, size):
+    """A new user's upload of size random bytes: (data, its strong ETag,
+    [(url, headers)] for the signed URL and the token URL)."""
+    a = await h.api.register(prefix)
+    data = os.urandom(size)
+    m = await upload(h.api, a, data, prefix + ".bin")
+    return data, f"\"{m['sha256']}\"", [(srv.base_url + m["url"], {}),
+                                         (srv.base_url + f"/api/v1/media/{m['id']}",
+                                          {"Authorization": f"Bearer {a.token}"})]
+
+
 async def check_media_if_range(h, srv):
     """RFC 9110 13.1.5: a Range with an If-Range that does not match the
     file's current validator is ignored (200, all of it); only the strong
     ETag matches (downloads send no Last-Modified, so no date does). Before,
     every If-Range got the range."""
-    a = await h.api.register("ifr")
-    data = os.urandom(50_000)
-    m = await upload(h.api, a, data, "ir.bin")
-    etag = f"\"{m['sha256']}\""
-    for url in (srv.base_url + m["url"], srv.base_url + f"/api/v1/media/{m['id']}"):
-        auth = {} if "/api/" not in url else {"Authorization": f"Bearer {a.token}"}
+    data, etag, urls = await one_file_two_urls(h, srv, "ifr", 50_000)
+    for url, auth in urls:
         st, body, hd = await get(h.session, url, {**auth, "Range": "bytes=0-99", "If-Range": etag})
         assert st == 206 and body == data[:100] and hd["Content-Range"] == "bytes 0-99/50000", (url, st, hd)
         st, body, hd = await get(h.session, url, {**auth, "Range": "bytes=0-9,-5", "If-Range": etag})
@@ -342,12 +349,8 @@ async def check_media_head_ignores_range(h, srv):
     """RFC 9110 14.2: Range is defined for GET only, so a HEAD with one
     answers what a GET without it would: 200, the whole Content-Length, no
     Content-Range (before, 206 or 416)."""
-    a = await h.api.register("hdr")
-    data = os.urandom(30_000)
-    m = await upload(h.api, a, data, "h.bin")
-    etag = f"\"{m['sha256']}\""
-    for url in (srv.base_url + m["url"], srv.base_url + f"/api/v1/media/{m['id']}"):
-        auth = {} if "/api/" not in url else {"Authorization": f"Bearer {a.token}"}
+    data, etag, urls = await one_file_two_urls(h, srv, "hdr", 30_000)
+    for url, auth in urls:
         for rng in ("bytes=0-99", "bytes=0-9,-5", "bytes=90000-", "bytes=" + ",".join(f"{i}-{i}" for i in range(20))):
             for extra in ({}, {"If-Range": etag}):
                 async with h.session.head(url, headers={**auth, "Range": rng, **extra}) as r:

@@ -2077,33 +2077,48 @@ static void *pclaimer_main(void *arg) {
 /* Four threads claim the push outbox through two nodes at once: every row
  * is claimed exactly once (SKIP LOCKED: a row another node is claiming is
  * passed over, never taken twice or waited on). */
-TEST(store_pg_push_claims_across_nodes) {
-    PG_ONLY();
+/* Two nodes of a fresh database with push on (*a id 1, *b id 2), a group of
+ * alice (on a) and bob (on b), and n messages in it, the first `on_a` sent
+ * through a and the rest through b (on_a < 0: alternating, alice's through
+ * a, bob's through b). 0, or -1 (the nodes stay open, as a failing CHECK
+ * leaves them: n_slot). */
+static int push_nodes_with_messages(pnode **a, pnode **b, int n, int on_a) {
     char url[256];
-    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
-    pnode *a = n_slot(), *b = n_slot();
+    if (t_pg_fresh_url(pg_base(), url, sizeof url)) return -1;
+    *a = n_slot();
+    *b = n_slot();
     open_push = 1;
-    int ra = n_open(a, url, 1, 0), rb = ra ? -1 : n_open(b, url, 2, 0);
+    int ra = n_open(*a, url, 1, 0), rb = ra ? -1 : n_open(*b, url, 2, 0);
     open_push = 0;
-    CHECK_EQ(ra, 0);
-    CHECK_EQ(rb, 0);
-    int64_t alice = n_user(a, "alice"), bob = n_user(b, "bob");
-    int64_t g = n_group(a, alice, &bob, 1);
-    CHECK(g > 0);
+    if (ra || rb) return -1;
+    int64_t alice = n_user(*a, "alice"), bob = n_user(*b, "bob");
+    int64_t g = n_group(*a, alice, &bob, 1);
+    if (g <= 0) return -1;
     pwait w;
     w_init(&w);
-    static pl_job sends[PUSH_MSGS];
-    static char ids[PUSH_MSGS][16];
-    for (int i = 0; i < PUSH_MSGS; i++) {
+    pl_job *sends = calloc((size_t)n, sizeof *sends);
+    char (*ids)[16] = calloc((size_t)n, sizeof *ids);
+    for (int i = 0; i < n; i++) {
+        int via_a = on_a < 0 ? i % 2 == 0 : i < on_a;
         snprintf(ids[i], sizeof ids[i], "m%d", i);
-        send_init(&sends[i], &w, g, i % 2 ? bob : alice, ids[i], "hello");
-        pl_store_submit(i % 2 ? b->s : a->s, &sends[i]);
+        send_init(&sends[i], &w, g, via_a ? alice : bob, ids[i], "hello");
+        pl_store_submit(via_a ? (*a)->s : (*b)->s, &sends[i]);
     }
-    CHECK_EQ(w_wait(&w, PUSH_MSGS), 0);
-    for (int i = 0; i < PUSH_MSGS; i++) {
-        CHECK_EQ(sends[i].result, PL_STORE_OK);
+    if (w_wait(&w, n)) return -1;            /* jobs may be in flight: sends stays */
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        rc |= sends[i].result != PL_STORE_OK;
         pl_job_release(&sends[i]);
     }
+    free(sends);
+    free(ids);
+    return rc ? -1 : 0;
+}
+
+TEST(store_pg_push_claims_across_nodes) {
+    PG_ONLY();
+    pnode *a, *b;
+    CHECK_EQ(push_nodes_with_messages(&a, &b, PUSH_MSGS, -1), 0);
     pclaimer c[PUSH_CLAIMERS];
     pthread_t th[PUSH_CLAIMERS];
     memset(c, 0, sizeof c);
@@ -2153,28 +2168,8 @@ static long n_claim(pnode *n) {
  * takes over, and its first claim takes back every row the old one held. */
 TEST(store_pg_push_one_drainer) {
     PG_ONLY();
-    char url[256];
-    CHECK_EQ(t_pg_fresh_url(pg_base(), url, sizeof url), 0);
-    pnode *a = n_slot(), *b = n_slot();
-    open_push = 1;
-    int ra = n_open(a, url, 1, 0), rb = ra ? -1 : n_open(b, url, 2, 0);
-    open_push = 0;
-    CHECK_EQ(ra, 0);
-    CHECK_EQ(rb, 0);
-    int64_t alice = n_user(a, "alice"), bob = n_user(b, "bob");
-    int64_t g = n_group(a, alice, &bob, 1);
-    CHECK(g > 0);
-    pwait w;
-    w_init(&w);
-    static pl_job sends[6];
-    static char ids[6][16];
-    for (int i = 0; i < 6; i++) {
-        snprintf(ids[i], sizeof ids[i], "d%d", i);
-        send_init(&sends[i], &w, g, alice, ids[i], "hello");
-        pl_store_submit(i < 3 ? a->s : b->s, &sends[i]);
-    }
-    CHECK_EQ(w_wait(&w, 6), 0);
-    for (int i = 0; i < 6; i++) pl_job_release(&sends[i]);
+    pnode *a, *b;
+    CHECK_EQ(push_nodes_with_messages(&a, &b, 6, 3), 0);
     long first = n_claim(a), other = n_claim(b), again = n_claim(a);
     n_close(a);                                        /* the drainer's session ends */
     long takeover = n_claim(b);
