@@ -41,7 +41,7 @@
 
 import { Api, ApiError } from './api.js';
 import { Connection } from './conn.js';
-import { el, $, setText, paintUserAvatar, toast } from './dom.js';
+import { el, $, setText, paintUserAvatar, toast, readable } from './dom.js';
 import { closeMenu } from './menu.js';
 import { icon } from './icons.js';
 import * as actions from './actions.js';
@@ -817,7 +817,7 @@ async function startDm(ev) {
   } catch (e) {
     err.textContent = e.status === 403 && e.message === 'blocked'
       ? 'You can’t start a conversation with this user: one of you has blocked the other.'
-      : e.message || 'Could not start the conversation.';
+      : readable(e.message) || 'Could not start the conversation.';
   }
 }
 

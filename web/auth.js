@@ -3,7 +3,7 @@
 // rules) and its errors; api.js keeps the session. After a sign-in the
 // app starts (app.js startApp).
 
-import { $ } from './dom.js';
+import { $, readable } from './dom.js';
 import { setBadge } from './alerts.js';
 
 let h = null;
@@ -58,7 +58,7 @@ async function submitAuth(ev) {
     if (e.status === 401) err.textContent = 'Wrong username or password.';
     else if (e.status === 409) err.textContent = 'That username is taken.';
     else if (e.status === 429) err.textContent = 'Too many attempts — wait a moment and try again.';
-    else err.textContent = e.message || 'Something went wrong.';
+    else err.textContent = readable(e.message) || 'Something went wrong.';
   } finally {
     btn.disabled = false;
   }

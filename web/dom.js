@@ -31,6 +31,19 @@ export function setAttr(e, k, v) {
 
 export function setText(e, s) { if (e.textContent !== s) e.textContent = s; }
 
+// A server's refusal as text for the UI: the protocol's `"title" must ...`
+// names the field in words, and the sentence starts with a capital letter
+// and ends with a stop (audit R: they showed word for word, lower-case,
+// field names in JSON quotes, next to the client's own friendly messages).
+const FIELDS = { title: 'The name', name: 'The name', username: 'The username', password: 'The password',
+  body: 'The message', display_name: 'The display name' };
+export function readable(msg) {
+  if (!msg) return msg;
+  const s = msg.replace(/^"([a-z_]+)"\s/, (m, f) => `${FIELDS[f] || 'The ' + f.replace(/_/g, ' ')} `);
+  const t = s.charAt(0).toUpperCase() + s.slice(1);
+  return /[.!?…]$/.test(t) ? t : t + '.';
+}
+
 /** The first character a reader sees of s: a whole grapheme (an emoji with
  *  its modifiers and joiners, a letter with its accents), never half of a
  *  surrogate pair (which showed as "T\uFFFD" for "Team \u{1F680}"). */

@@ -9,7 +9,7 @@
 // members, the retention and blocking the other, blocks.js: no adding, no
 // leaving).
 
-import { el, $, paintUserAvatar, setText } from './dom.js';
+import { el, $, paintUserAvatar, setText, readable } from './dom.js';
 import { S, nameOf, learnMembers, titleOf } from './state.js';
 import { presenceOf } from './convlist.js';
 import { attachPeoplePicker } from './people.js';
@@ -100,7 +100,7 @@ async function setRole(c, uid, role) {
     if (d && d.members) learnMembers(c, d.members);
     renderMembers();
   } catch (e) {
-    err.textContent = e.status === 403 ? 'Only admins can change roles.' : (e.message || 'Could not change the role.');
+    err.textContent = e.status === 403 ? 'Only admins can change roles.' : (readable(e.message) || 'Could not change the role.');
   }
 }
 
@@ -120,7 +120,7 @@ async function createGroup(ev) {
     h.queryPresence(ids);
     h.openConv(c.id);
   } catch (e) {
-    err.textContent = e.message || 'Could not create the group.';
+    err.textContent = readable(e.message) || 'Could not create the group.';
   }
 }
 
@@ -151,7 +151,7 @@ function addError(c, e, name) {
     return `${name} is not a member of ${w ? `the workspace “${w.name}”` : 'this workspace'}: a workspace admin must add them to it first.`;
   }
   if (e.status === 403) return 'Only admins can add members.';
-  return e.message || 'Could not add the member.';
+  return readable(e.message) || 'Could not add the member.';
 }
 
 async function removeMember(c, uid) {
@@ -163,7 +163,7 @@ async function removeMember(c, uid) {
     renderMembers();
     h.render('conv');
   } catch (e) {
-    err.textContent = e.status === 403 ? 'Only admins can remove members.' : (e.message || 'Could not remove the member.');
+    err.textContent = e.status === 403 ? 'Only admins can remove members.' : (readable(e.message) || 'Could not remove the member.');
   }
 }
 
@@ -190,6 +190,6 @@ async function leaveGroup() {
     $('members-dialog').close();
     h.render();
   } catch (e) {
-    err.textContent = e.message || `Could not leave the ${c.kind === 'channel' ? 'channel' : 'group'}.`;
+    err.textContent = readable(e.message) || `Could not leave the ${c.kind === 'channel' ? 'channel' : 'group'}.`;
   }
 }

@@ -9,7 +9,7 @@
 // Escape closes. Enter with nothing chosen submits the form, which looks the
 // exact username up (anyone, also people I share nothing with).
 
-import { el, $, setAttr, setText, paintUserAvatar, fmtAgo } from './dom.js';
+import { el, $, setAttr, setText, paintUserAvatar, fmtAgo, readable } from './dom.js';
 
 const DEBOUNCE_MS = 120;
 const LIMIT = 8;
@@ -34,7 +34,7 @@ export function initPeople(hooks) {
       await h.openDm(uid);
       $('profile-dialog').close();
     } catch (e) {
-      setText($('profile-error'), e.message || 'Could not open the conversation.');
+      setText($('profile-error'), readable(e.message) || 'Could not open the conversation.');
     }
   });
 }

@@ -86,5 +86,13 @@ await run('access tokens expire and are refreshed; logout', async () => {
   await alice.page.getByTestId('auth-password').fill('not the password');
   await alice.page.getByTestId('auth-submit').click();
   await waitFor(async () => (await alice.page.getByTestId('auth-error').textContent()).includes('Wrong'), 'wrong password shown');
+  // a refusal worded by the server reads as a sentence (audit R: it showed
+  // "this password is one of ..." word for word)
+  await alice.page.getByTestId('tab-register').click();
+  await alice.page.getByTestId('auth-username').fill('newcomer');
+  await alice.page.getByTestId('auth-password').fill('password');
+  await alice.page.getByTestId('auth-submit').click();
+  await waitFor(async () => (await alice.page.getByTestId('auth-error').textContent()) ===
+    'This password is one of the 10,000 most common ones: choose another.', 'a common password refused as a sentence');
   log('logout and login errors ok');
 });
