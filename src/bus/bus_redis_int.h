@@ -25,6 +25,7 @@
 #define STALL_TICKS          10          /* cmd: ticks without a reply        */
 #define BEAT_LAG_MS          10000       /* sub: heartbeat not received        */
 #define NODE_GONE_MS         3000        /* no liveness beat from a node: gone */
+#define NODE_OWN_BEAT_MS     2500        /* ... while this node's own came back */
 #define NODE_IDS             1024        /* node ids 0..1023 (--node-id)       */
 #define PUB_BYTES_MAX        (64u << 20) /* unanswered publish payloads       */
 #define RETRY_MAX            65536       /* joins/revocations kept for retry  */

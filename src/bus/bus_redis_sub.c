@@ -120,12 +120,15 @@ static void on_confirm(pl_bus_redis *b, const redisReply *name, int subscribed) 
 
 /* A node is gone once this node has been subscribed to "p" for longer than
  * NODE_GONE_MS (so it would have heard every live node's beats, one a
- * second) and heard none from it for as long. */
+ * second) and heard none from it for as long, while its own beats keep
+ * coming back on "p" (so it is not this node's subscription that lags:
+ * Redis delivers a channel's messages in the order it took them). */
 int pl_bus__redis_node_gone(pl_bus *pb, int node) {
     pl_bus_redis *b = (pl_bus_redis *)pb;
-    if (node == b->base.node || node < 0 || node >= NODE_IDS || !b->sub_ready) return 0;
+    int self = b->base.node;
+    if (node == self || node < 0 || node >= NODE_IDS || !b->sub_ready) return 0;
     int64_t now = pl_mono_ms();
-    if (now - b->sub_ready_at < NODE_GONE_MS) return 0;
+    if (now - b->sub_ready_at < NODE_GONE_MS || now - b->node_seen[self] > NODE_OWN_BEAT_MS) return 0;
     return now - b->node_seen[node] >= NODE_GONE_MS;
 }
 
@@ -154,8 +157,8 @@ static void on_message(pl_bus_redis *b, redisReply *payload) {
         return;
     }
     if (m.type == PL_BM_BEAT) {
+        if (m.origin >= 0 && m.origin < NODE_IDS) b->node_seen[m.origin] = pl_mono_ms();
         if (m.origin == b->base.node) pl_bus__redis_beat_rx(b, m.beat.n);   /* on n:<node> or p */
-        else if (m.origin >= 0 && m.origin < NODE_IDS) b->node_seen[m.origin] = pl_mono_ms();
         return;
     }
     if (m.origin == b->base.node) return;          /* guarantee 1: had it already */

@@ -1144,6 +1144,29 @@ static void t_presence(ctx *c) {
 }
 TEST(bus_redis_presence) { run_bus_test(t_presence, 0, 1, 0, 1); }
 
+/* Every node beats on "p" each second; one that has heard none from a node
+ * for 3 s, while its own come back, takes it for gone (node_gone: a node
+ * killed without closing; audit T). Never while it cannot tell: not
+ * subscribed long enough, or Redis gone. */
+static void t_node_gone(ctx *c) {
+    node *a = &c->n[0], *b = &c->n[1];
+    CHECK(!pl_bus_node_gone(a->bus, 2) && !pl_bus_node_gone(a->bus, 7));   /* too early to tell */
+    pump(c, 3600);
+    CHECK(!pl_bus_node_gone(a->bus, 2));                  /* b beats */
+    CHECK(!pl_bus_node_gone(b->bus, 1));
+    CHECK(!pl_bus_node_gone(a->bus, 1));                  /* itself */
+    CHECK(pl_bus_node_gone(a->bus, 7));                   /* never heard of */
+    CHECK(!pl_bus_node_gone(a->bus, -1) && !pl_bus_node_gone(a->bus, 5000));
+    pl_bus_close(&b->bus);                                /* no goodbye: as a kill */
+    pump(c, 1500);
+    CHECK(!pl_bus_node_gone(a->bus, 2));
+    WAIT_CHECK(c, pl_bus_node_gone(a->bus, 2), 4000);
+    rs_kill(&c->rs, SIGKILL);                             /* a cannot tell any more */
+    WAIT_CHECK(c, !pl_bus_healthy(a->bus), 5000);
+    CHECK(!pl_bus_node_gone(a->bus, 2) && !pl_bus_node_gone(a->bus, 7));
+}
+TEST(bus_redis_node_gone) { run_bus_test(t_node_gone, 0, 1, 0, 1); }
+
 /* ---- close, malformed input, many channels ----------------------------------- */
 
 static void t_close(ctx *c) {
