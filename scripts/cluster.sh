@@ -118,7 +118,9 @@ http_status() {
 
 port_open() { { exec 3<>"/dev/tcp/$HOST/$1"; } 2>/dev/null || return 1; exec 3<&- 3>&-; }
 
-# haproxy_states SOCKET: "name status" per parleyd server, from `show stat`.
+# haproxy_states SOCKET: "name status" per server of backend parleyd (the
+# ready nodes), from `show stat`; backend parleyd_fallback, the same nodes
+# used only while none is ready, is left out.
 haproxy_states() {
     "$PY" - "$1" <<'EOF'
 import socket, sys
@@ -277,6 +279,8 @@ start_nodes() {
     done
 }
 
+# The config from deploy/haproxy.cfg: every __SERVERS__ line (one per
+# backend) becomes the same server lines, as in tests/cluster_proc.py.
 start_haproxy() {
     local cfg=$CLUSTER_DIR/haproxy.cfg log=$CLUSTER_DIR/haproxy.log servers="" i
     for ((i = 0; i < N; i++)); do

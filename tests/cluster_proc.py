@@ -10,7 +10,11 @@ The pieces, by lifetime:
                (SIGKILL) and restart on the same port.
   HAProxy      one per test, its config generated from deploy/haproxy.cfg
                (the shipped config) with the node list; its log and its admin
-               socket (server states, drain, maint).
+               socket (server states, drain, maint). The config has two
+               backends over the same nodes: `parleyd` (the ready nodes,
+               /readyz checks) and `parleyd_fallback` (the running ones, used
+               only while no node is ready); the state readers are about
+               `parleyd` unless told otherwise.
   Cluster      the per-test object. It has the attributes tests use on
                parleyd_proc.Server (host, port, base_url, ws_url: HAProxy's
                frontend; start, stop, kill, restart, log_text, log_tail,
@@ -60,7 +64,9 @@ from parleyd_proc import ARTIFACTS, REPO, Server, free_port
 
 HOST = "127.0.0.1"
 TEMPLATE = os.path.join(REPO, "deploy", "haproxy.cfg")
-BACKEND = "parleyd"                    # the backend's name in deploy/haproxy.cfg
+BACKEND = "parleyd"                    # the backend of ready nodes in deploy/haproxy.cfg
+FALLBACK = "parleyd_fallback"          # the same nodes while none is ready (fail open)
+FRONTENDS = ("parley", "parley_tls")   # haproxy.cfg's and haproxy-tls.cfg's
 NODES = int(os.environ.get("PARLEY_CLUSTER_NODES", "3"))
 NODE_MODE = os.environ.get("PARLEY_CLUSTER_NODE_MODE", "cluster")   # or "embedded"
 DB_USER = "parley"
@@ -596,9 +602,10 @@ class HAProxy:
                 data += c
         return data.decode()
 
-    def stats(self):
-        """`show stat` rows of the nodes: {name: {column: value}} (status,
-        scur: current sessions, stot: total sessions, check_status, ...)."""
+    def stats(self, backend=BACKEND):
+        """`show stat` rows of the nodes in backend (the ready nodes' by
+        default): {name: {column: value}} (status, scur: current sessions,
+        stot: total sessions, check_status, ...)."""
         text = self.admin("show stat")
         lines = text.splitlines()
         if not lines or not lines[0].startswith("#"):
@@ -607,33 +614,37 @@ class HAProxy:
         out = {}
         for ln in lines[1:]:
             row = dict(zip(cols, ln.split(",")))
-            if row.get("pxname") == BACKEND and row.get("svname") not in ("BACKEND", None):
+            if row.get("pxname") == backend and row.get("svname") not in ("BACKEND", None):
                 out[row["svname"]] = row
         return out
 
-    def server_states(self):
+    def server_states(self, backend=BACKEND):
         """{name: status}: "UP", "UP 1/2" (up, checks pending or failing),
         "DOWN", "DOWN 1/2", "NOLB" (drain), "MAINT", ..."""
-        return {n: r["status"] for n, r in self.stats().items()}
+        return {n: r["status"] for n, r in self.stats(backend).items()}
 
-    def sessions(self):
+    def sessions(self, backend=BACKEND):
         """{name: current sessions} (open proxied connections per node)."""
-        return {n: int(r["scur"] or 0) for n, r in self.stats().items()}
+        return {n: int(r["scur"] or 0) for n, r in self.stats(backend).items()}
 
-    def wait_state(self, name, prefix, timeout=10.0):
-        _wait(lambda: self.server_states().get(name, "").startswith(prefix), timeout,
-              f"{name} not {prefix} in HAProxy", lambda: f"states: {self.server_states()}")
+    def wait_state(self, name, prefix, timeout=10.0, backend=BACKEND):
+        _wait(lambda: self.server_states(backend).get(name, "").startswith(prefix), timeout,
+              f"{name} not {prefix} in HAProxy's {backend}",
+              lambda: f"states: {self.server_states(backend)}")
 
     def set_state(self, name, state):
-        """ready, drain or maint (the runtime API's `set server ... state`)."""
-        ans = self.admin(f"set server {BACKEND}/{name} state {state}")
-        assert not ans.strip(), ans
+        """ready, drain or maint (the runtime API's `set server ... state`),
+        in both backends: the node is in or out, ready or not."""
+        for be in (BACKEND, FALLBACK):
+            ans = self.admin(f"set server {be}/{name} state {state}")
+            assert not ans.strip(), ans
 
     def set_health_up(self, name):
-        """Mark a server UP now, without waiting for its next check (for
-        a node the caller just saw ready)."""
-        ans = self.admin(f"set server {BACKEND}/{name} health up")
-        assert not ans.strip(), ans
+        """Mark a server UP now in both backends, without waiting for its
+        next check (for a node the caller just saw ready)."""
+        for be in (BACKEND, FALLBACK):
+            ans = self.admin(f"set server {be}/{name} health up")
+            assert not ans.strip(), ans
 
     # ---- logs ----
     def log_text(self):
@@ -646,16 +657,25 @@ class HAProxy:
     def log_tail(self, n=40):
         return _tail(self.log_path, n, "haproxy log")
 
-    def served_by(self):
-        """Per request logged so far, the node that served it, in order
-        (from the httplog lines: `... parley parleyd/node1 ...`)."""
+    def routes(self):
+        """Per request logged so far, (backend, node) in order, from the
+        httplog lines: `... parley parleyd/node1 ...`, or
+        `parleyd_fallback/node1` for one sent while no node was ready."""
         out = []
         for line in self.log_text().splitlines():
-            for w in line.split():
-                if w.startswith(BACKEND + "/"):
-                    out.append(w.split("/", 1)[1])
+            words = line.split()
+            # an httplog line: client [date] frontend backend/server ...;
+            # health-check lines name servers too, never after a frontend
+            for prev, w in zip(words, words[1:]):
+                if prev in FRONTENDS and w.startswith((BACKEND + "/", FALLBACK + "/")):
+                    out.append(tuple(w.split("/", 1)))
                     break
         return out
+
+    def served_by(self):
+        """Per request logged so far, the node that served it, in order
+        (whichever backend sent it there)."""
+        return [node for _, node in self.routes()]
 
 
 # --------------------------------------------------------------------------

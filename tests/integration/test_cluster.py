@@ -41,6 +41,7 @@ import urllib.request
 import pytest
 import websockets.exceptions
 
+from cluster_proc import FALLBACK
 from parleyd_proc import CHEAP_HASH, SANITIZER_MARKERS, free_port
 from pclient import (WS, Api, Harness, User, assert_contiguous, async_test, cmid, msg_events,
                      pipeline_send, seq_ids, seqs)
@@ -904,6 +905,116 @@ async def test_postgres_restart_and_outage_no_false_ack_and_convergence(server):
 
 
 # --------------------------------------------------------------------------
+# 6b. the load balancer fails open (audit T 2)
+
+
+def lb_has_no_ready_node(server):
+    return not any(st.startswith("UP") for st in server.haproxy.server_states().values())
+
+
+def lb_node(r):
+    """The node HAProxy sent a REST request to (X-Parley-Node; HAProxy
+    lowercases header names)."""
+    return {k.lower(): v for k, v in r.headers.items()}.get("x-parley-node")
+
+
+async def lb_setup(h, server, prefix):
+    """Two users and their DM, made through the lb; a REST send helper."""
+    lb = Api(server.base_url, h.session)
+    a, b = await lb.register_many(2, prefix)
+    dm = (await lb.open_dm(a, b.id))["id"]
+
+    async def send(user, text):
+        return await lb.req("POST", f"/api/v1/conversations/{dm}/messages", token=user.token,
+                            json_body={"client_msg_id": cmid(), "body": text})
+    return lb, a, b, dm, send
+
+
+async def lb_back_to_ready_nodes(server, lb, user):
+    """Every node ready and in `parleyd` again, and the lb sends there."""
+    await wait_readyz(server.node_urls, 200, "ready", timeout=40)
+    await until(lambda: all(st.startswith("UP") for st in server.haproxy.server_states().values()),
+                15, f"every node back in `parleyd`: {server.haproxy.server_states()}")
+    r = await lb.expect(200, "GET", "/api/v1/me", token=user.token)
+    assert r.body["id"] == user.id
+    await until(lambda: server.haproxy.routes()[-1:] == [("parleyd", lb_node(r))], 5,
+                f"the last request logged as sent by `parleyd`: {server.haproxy.routes()[-3:]}")
+
+
+@pytest.mark.cluster_only(WHY)
+@async_test(120)
+async def test_lb_fails_open_while_redis_is_down(server):
+    """While Redis is down every node's /readyz is 503, so HAProxy has no
+    ready node; it still sends requests to the nodes that are running
+    (deploy/haproxy.cfg, backend parleyd_fallback), where commits go on:
+    through the lb a REST send is 201 and a new WebSocket authenticates
+    (before: HAProxy's HTML 503 for both). A node that dies meanwhile gets
+    nothing: its refused connects are retried on the others."""
+    async with Harness(server) as h:
+        lb, a, b, dm, lb_send = await lb_setup(h, server, "fo")
+
+        server.redis.kill()
+        await wait_readyz(server.node_urls, 503, "bus unavailable", timeout=20)
+        await until(lambda: lb_has_no_ready_node(server), 15,
+                    f"HAProxy to take every node out of `parleyd`: {server.haproxy.server_states()}")
+        served = []
+        for i in range(6):
+            r = await lb_send(a, f"redis down {i}")
+            assert r.status == 201 and r.body["type"] == "sent", f"REST send via the lb, Redis down: {r!r}"
+            served.append(lb_node(r))
+        assert set(served) <= {"node0", "node1", "node2"} and len(set(served)) >= 2, served
+        ws = await ws_on(h, server.ws_url, b, "b@lb")          # auth header, waits for `ready`
+        assert node_of(ws) in ("node0", "node1", "node2"), node_of(ws)
+        rep = await ws.request({"type": "send", "conversation": dm, "client_msg_id": cmid(),
+                                "body": "ws via the lb, Redis down"})
+        assert rep["type"] == "sent", rep
+
+        server.nodes[2].kill()
+        for i in range(9):
+            r = await lb_send(a, f"redis down, node 2 dead {i}")
+            assert r.status == 201, f"REST send via the lb, Redis down, node 2 killed: {r!r}"
+            assert lb_node(r) in ("node0", "node1"), r.headers
+        await asyncio.to_thread(server.haproxy.wait_state, "node2", "DOWN", 10, FALLBACK)
+        assert {be for be, _ in server.haproxy.routes()[-15:]} == {FALLBACK}, server.haproxy.log_tail()
+
+        await asyncio.to_thread(server.start)                 # Redis, then node 2 again
+        await lb_back_to_ready_nodes(server, lb, a)
+        r = await lb.expect(200, "GET", f"/api/v1/conversations/{dm}/messages?after=0&limit=100",
+                            token=a.token)
+        texts = [e.get("body") for e in msg_events(r.body["events"])]
+        assert len(texts) == 16 and "ws via the lb, Redis down" in texts, texts
+
+
+@pytest.mark.cluster_only(WHY)
+@async_test(120)
+async def test_lb_fails_open_while_postgres_is_down(server):
+    """While PostgreSQL is down no node is ready either; through the lb a
+    REST call gets the node's documented JSON 503 `unavailable`, which
+    clients know to retry (before: HAProxy's HTML 503 page)."""
+    pg = server.pg
+    async with Harness(server) as h:
+        lb, a, b, dm, lb_send = await lb_setup(h, server, "fopg")
+        await asyncio.to_thread(pg.stop)
+        try:
+            await wait_readyz(server.node_urls, 503, "store unavailable", timeout=20)
+            await until(lambda: lb_has_no_ready_node(server), 15,
+                        f"HAProxy to take every node out of `parleyd`: {server.haproxy.server_states()}")
+            for what, call in (("GET /api/v1/me", lb.req("GET", "/api/v1/me", token=a.token)),
+                               ("REST send", lb_send(a, "pg down")),
+                               ("login", lb.req("POST", "/api/v1/auth/login",
+                                                json_body={"username": b.username,
+                                                           "password": b.password}))):
+                r = await call
+                assert r.status == 503 and r.code == "unavailable", \
+                    f"{what} via the lb, PostgreSQL down: {r!r}"
+                ctype = {k.lower(): v for k, v in r.headers.items()}.get("content-type", "")
+                assert ctype.startswith("application/json") and lb_node(r), r.headers
+        finally:
+            await asyncio.to_thread(pg.start)
+        await lb_back_to_ready_nodes(server, lb, a)
+
+
+# --------------------------------------------------------------------------
 # 7. presence, typing, rate limits, logout across nodes
 
 
@@ -1335,6 +1446,19 @@ def test_cluster_script_as_the_readme_runs_it_serves_uploads_from_every_node(mod
         lb = [ln.split()[1] for ln in up.stdout.splitlines() if ln.startswith("lb ")]
         assert lb, up.stdout
         base = f"http://{lb[0]}"
+        # the script and the test harness make the same server lines (both
+        # backends) from deploy/haproxy.cfg
+        from cluster_proc import HAProxy
+        ports = [(ln.split()[1], int(ln.split()[2].rsplit(":", 1)[1]))
+                 for ln in up.stdout.splitlines() if ln.startswith("node ")]
+        mine = HAProxy(os.path.join(scratch, "h"), [(f"node{i}", "127.0.0.1", p) for i, p in ports])
+        with open(os.path.join(scratch, "cl", "haproxy.cfg")) as f:
+            theirs = f.read()
+
+        def server_lines(text):
+            return [ln for ln in text.splitlines() if ln.lstrip().startswith("server ")]
+        assert server_lines(theirs) == server_lines(mine.render()) and len(server_lines(theirs)) == 4, \
+            (server_lines(theirs), server_lines(mine.render()))
 
         def call(method, path, body=None, token=None, data=None, ctype="application/json"):
             h = {"Content-Type": ctype}

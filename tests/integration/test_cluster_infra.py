@@ -339,13 +339,28 @@ def test_sigterm_node_leaves_rotation_and_its_clients_land_elsewhere(cluster):
 
 def test_requests_survive_a_node_killed_with_sigkill(cluster):
     """kill -9 of a node: connects to it are refused, retried on another node
-    (retries + redispatch), and observe layer4 takes it out at once."""
+    (retries + redispatch), and observe layer4 takes it out at once. The
+    other nodes are ready, so the fail-open backend (parleyd_fallback) is
+    not used: every request goes to a ready, live node."""
     c = cluster
+    logged = len(c.haproxy.routes())
     c.nodes[2].kill()
+    served = []
     for _ in range(20):
         st, headers, _ = _get(c.base_url + "/healthz")
         assert st == 200 and headers["X-Parley-Node"] != "node2"
+        served.append(headers["X-Parley-Node"])
     c.haproxy.wait_state("node2", "DOWN", 5)
+    for _ in range(10):
+        st, headers, _ = _get(c.base_url + "/healthz")
+        assert st == 200 and headers["X-Parley-Node"] != "node2"
+        served.append(headers["X-Parley-Node"])
+    assert set(served) == {"node0", "node1"}, served
+    deadline = time.monotonic() + 5            # logged when each session ends
+    while len(c.haproxy.routes()) < logged + 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    routes = c.haproxy.routes()[logged:]
+    assert len(routes) == 30 and {be for be, _ in routes} == {"parleyd"}, routes
     c.start()                                   # starts node 2 again, back into rotation
     assert c.haproxy.server_states()["node2"].startswith("UP")
 
@@ -412,8 +427,20 @@ def test_haproxy_config_is_the_shipped_one_and_valid(tmp_path):
     for must in ("balance leastconn", "option httpchk GET /readyz", "http-check expect status 200",
                  "timeout tunnel 1h", "timeout http-request 10s", "option redispatch", "retries",
                  "option forwardfor", "inter 1s fall 2 rise 1", f"bind 127.0.0.1:{h.port}",
-                 "server node0 127.0.0.1:1", "server node1 127.0.0.1:2", "maxconn 9900"):
+                 "server node0 127.0.0.1:1", "server node1 127.0.0.1:2", "maxconn 9900",
+                 "use_backend parleyd_fallback if { nbsrv(parleyd) eq 0 }"):
         assert must in cfg, must
+    # fail open: the same nodes in both backends; only `parleyd` checks /readyz
+    sections = {}
+    for line in cfg.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            cur = sections.setdefault(line.strip(), [])
+        elif line.strip() and not line.strip().startswith("#"):
+            cur.append(line.strip())
+    servers = ["server node0 127.0.0.1:1", "server node1 127.0.0.1:2"]
+    for be in ("backend parleyd", "backend parleyd_fallback"):
+        assert [ln for ln in sections[be] if ln.startswith("server ")] == servers, sections[be]
+    assert not any("httpchk" in ln or "http-check" in ln for ln in sections["backend parleyd_fallback"])
     with open(h.cfg_path, "w") as f:
         f.write(cfg)
     r = subprocess.run(["haproxy", "-c", "-f", h.cfg_path], capture_output=True, text=True)
