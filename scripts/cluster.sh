@@ -2,7 +2,9 @@
 # cluster.sh — a Parley cluster on this machine, on loopback, in the background.
 #
 #   scripts/cluster.sh up N     start PostgreSQL, Redis, N parleyd nodes and
-#                               HAProxy in front; print one line per component
+#                               HAProxy in front; print one line per component.
+#                               On a running cluster of N: start again the
+#                               nodes that died or are draining (SIGTERM)
 #   scripts/cluster.sh status   print the same lines for what is running
 #   scripts/cluster.sh down     stop everything `up` started (parleyd first,
 #                               with SIGTERM, so it drains); keep data and logs
@@ -368,6 +370,25 @@ restart_dead_nodes() {
     print_lines
 }
 
+# `up N` right after a node's SIGTERM: the node drains (up to its
+# --shutdown-grace, ~2 s with clients that answer the close) before it
+# exits, so it is still alive, yet it will be gone in a moment. A node whose
+# process is alive but whose port refuses connections is such a node: parleyd
+# closes its listener only when it stops. Wait for it to exit, so that
+# restart_dead_nodes starts it again; if it does not exit within
+# STOP_TIMEOUT, say so and stop (it is not killed: it is finishing its work).
+wait_draining_nodes() {
+    local i pid
+    for ((i = 0; i < N; i++)); do
+        pid=$(pidof_file "$CLUSTER_DIR/node$i.pid")
+        alive "$pid" parleyd || continue
+        port_open "$(node_port "$i")" && continue
+        say "node $i (pid $pid) is draining (its port $(node_port "$i") is closed): waiting for it to exit (up to ${STOP_TIMEOUT}s), then starting it again"
+        wait_gone "$pid" parleyd "$STOP_TIMEOUT" \
+            || die "node $i (pid $pid) is still draining after ${STOP_TIMEOUT}s: run \`$0 up $N\` again once it has exited"
+    done
+}
+
 count_alive() {
     local n=0 f
     alive "$(pidof_file "$CLUSTER_DIR/postgres.pid")" postgres && n=$((n + 1))
@@ -425,6 +446,10 @@ cmd_up() {
             local running=${N_RUNNING:-0} asked=$N
             want=$((running + 3))
             N=$running
+            if [ "$running" -eq "$asked" ]; then
+                wait_draining_nodes
+                live=$(count_alive)
+            fi
             if [ "$live" -eq "$want" ] && [ "$running" -eq "$asked" ]; then
                 say "already up ($CLUSTER_DIR); \`$0 down\` first to restart"
                 print_lines

@@ -1434,6 +1434,7 @@ def test_cluster_script_as_the_readme_runs_it_serves_uploads_from_every_node(mod
     address. Any node serves any user: an upload made through one node is
     there on every node (the script gives the nodes one --media-dir)."""
     import shutil
+    import socket
     import tempfile
     repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     scratch = tempfile.mkdtemp(prefix="parley-clsh-")   # the postgres user must reach it
@@ -1501,6 +1502,49 @@ def test_cluster_script_as_the_readme_runs_it_serves_uploads_from_every_node(mod
             assert resp.status == 200
         st, _, b = call("GET", f"/api/v1/media/{mid}", token=tok)
         assert st == 200 and b == b"one blob store", (st, b)
+
+        # Right after its SIGTERM a node is still draining: alive, its port
+        # closed. `up 2` then waits for it to exit and starts it again
+        # (audit T 4; before: "already up" with the draining node listed,
+        # which exited a moment later and left the cluster short).
+        held = now["1"][1]
+        host1, port1 = now["1"][0].rsplit(":", 1)
+        ws = socket.create_connection((host1, int(port1)), timeout=10)   # never answers the close:
+        ws.sendall(f"GET /ws HTTP/1.1\r\nHost: {now['1'][0]}\r\nUpgrade: websocket\r\n"  # a ~2 s drain
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert ws.recv(4096).startswith(b"HTTP/1.1 101"), "WebSocket to node 1"
+        os.kill(held, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection((host1, int(port1)), timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "node 1 still accepts 5 s after SIGTERM"
+            time.sleep(0.005)
+        os.kill(held, signal.SIGSTOP)            # hold the drain, so the script cannot race its end
+        try:
+            upping = subprocess.Popen([script, "up", "2"], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            try:
+                out, err = upping.communicate(timeout=5)       # the old script answered at once
+            except subprocess.TimeoutExpired:                 # waiting for node 1: let it end
+                os.kill(held, signal.SIGCONT)
+                out, err = upping.communicate(timeout=120)
+        finally:
+            try:
+                os.kill(held, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            ws.close()
+        assert upping.returncode == 0, out + err
+        assert f"node 1 (pid {held}) is draining" in err and "restarting node 1" in err, err
+        after = {ln.split()[1]: (ln.split()[2], int(ln.split()[4]))
+                 for ln in out.splitlines() if ln.startswith("node ")}
+        assert after["1"][1] != held and after["0"] == now["0"], (now, after, err)
+        with urllib.request.urlopen(f"http://{after['1'][0]}/readyz", timeout=10) as resp:
+            assert resp.status == 200
     finally:
         down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=120)
         shutil.rmtree(scratch, ignore_errors=True)
