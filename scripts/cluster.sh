@@ -163,7 +163,7 @@ start_postgres() {
         as_pg test -w "$pgdata" || die "the postgres user cannot write $pgdata (is a parent directory private?): set CLUSTER_DIR to a directory it can reach, e.g. /tmp/parley-cluster"
         say "initdb $pgdata"
         as_pg "$PGBIN/initdb" -D "$pgdata" -U postgres --auth-local=trust --auth-host=trust \
-            -E UTF8 --no-locale --no-instructions >"$CLUSTER_DIR/initdb.log" 2>&1 \
+            -E UTF8 --locale=C --lc-ctype=C.UTF-8 --no-instructions >"$CLUSTER_DIR/initdb.log" 2>&1 \
             || { tail_log "$CLUSTER_DIR/initdb.log"; die "initdb failed"; }
     fi
     touch "$log"

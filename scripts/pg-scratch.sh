@@ -50,7 +50,7 @@ init() {
     as_pg test -w "$DIR" || die "the postgres user cannot write $DIR (is a parent directory private?)"
     [ -f "$DATA/PG_VERSION" ] && return 0
     say "initdb $DATA"
-    as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --no-locale \
+    as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C --lc-ctype=C.UTF-8 \
         --no-instructions >"$DIR/initdb.log" 2>&1 \
         || { tail -n 20 "$DIR/initdb.log" >&2; die "initdb failed"; }
 }

@@ -202,7 +202,7 @@ class PgServer:
         # --no-sync: initdb's own fsyncs only (a scratch cluster); the server
         # itself runs with fsync on.
         r = subprocess.run([os.path.join(self.bindir, "initdb"), "-D", self.data_dir, "-U", "postgres",
-                            "--auth-local=trust", "--auth-host=trust", "-E", "UTF8", "--no-locale",
+                            "--auth-local=trust", "--auth-host=trust", "-E", "UTF8", "--locale=C", "--lc-ctype=C.UTF-8",
                             "--no-sync", "--no-instructions"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/",
                            **self._popen_kw())

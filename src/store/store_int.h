@@ -89,9 +89,10 @@ char *pl_store__id_list(const int64_t *ids, size_t n);
 /* ---- search (store.h invariant 8) ---------------------------------------- */
 
 #define PL_STORE_SEARCH_TERMS 32  /* words of a query that count             */
-/* The FTS5 MATCH expression of a user's query q: each whitespace-separated
- * word holding a letter or digit becomes a quoted phrase ('"' doubled, so
- * no FTS5 syntax gets through), the phrases ANDed; at most
+/* The FTS5 MATCH expression of a user's query q: each word (a run of ASCII
+ * letters and digits and non-ASCII bytes: whitespace and ASCII punctuation
+ * separate words, as in the index) becomes a quoted string (no FTS5 syntax
+ * gets through: a word holds no '"'), the strings ANDed; at most
  * PL_STORE_SEARCH_TERMS of them. Returns their number (0: q has no word and
  * matches nothing). cap >= 4 * PL_STORE_QUERY_MAX + 8 holds any query. */
 int   pl_store__fts5_query(const char *q, char *out, size_t cap);

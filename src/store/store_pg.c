@@ -1734,6 +1734,20 @@ static int pg_healthy(pl_store *base) {
 static void pg_submit(pl_store *base, pl_job *j) { pl_pipeline_submit(((pg_store *)base)->pipe, j); }
 static void pg_drain(pl_store *base) { pl_pipeline_drain(((pg_store *)base)->pipe); }
 
+/* Search folds case and tells letters from punctuation by the database's
+ * LC_CTYPE ('simple' text search: lower() and the parser's character
+ * classes). Under C or POSIX only ASCII letters fold, so `привет` would not
+ * find `Привет` and the apostrophe phones type (U+2019) would join words
+ * (audit U): said once at open, with what to do. */
+static void check_ctype(PGconn *c) {
+    PGresult *r = PQexec(c, "SELECT current_setting('lc_ctype')");
+    const char *ct = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : NULL;
+    if (ct && (!strcmp(ct, "C") || !strcmp(ct, "POSIX")))
+        pl_log(PL_LOG_WARN, 0, "store: the database's LC_CTYPE is C: search folds the case of ASCII letters only;"
+               " create the database with LC_CTYPE C.UTF-8 (README, Cluster mode)", "\"lc_ctype\":\"%s\"", ct);
+    PQclear(r);
+}
+
 /* Frees everything but the pipeline (not started, or stopped); releases the
  * lease if this store holds it. */
 static void pg_free(pg_store *s) {
@@ -1812,6 +1826,7 @@ int pl_store_pg_open(const pl_store_opts *o, pl_store **out, char *err, size_t e
     if (pgc_open(&s->w, s->url, 'w', err, errlen) != 0 || migrate(s->w.pq, err, errlen) != 0 ||
         pgc_prepare(&s->w, err, errlen) != 0 || lease_acquire(s, o->node_id, err, errlen) != 0)
         goto fail;
+    check_ctype(s->w.pq);
     pl_idgen_init(&s->ids, s->base.node_id);
     s->w_up = 1;
     s->connect_gen = 1;

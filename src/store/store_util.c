@@ -387,23 +387,21 @@ int pl_store__fts5_query(const char *q, char *out, size_t cap) {
     int n = 0;
     out[0] = '\0';
     const char *p = q;
+    /* A word is a run of ASCII letters and digits and non-ASCII bytes:
+     * ASCII punctuation separates words as it does in the index, so
+     * `mango,kiwi` asks for both words, not for the two side by side
+     * (audit U; protocol.md "every word"). Non-ASCII punctuation stays in
+     * the quoted string, where FTS5's tokenizer splits it likewise. */
     while (*p && n < PL_STORE_SEARCH_TERMS) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v') p++;
+        while (*p && !word_byte((unsigned char)*p)) p++;
         const char *s = p;
-        int word = 0;
-        while (*p && !(*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')) {
-            word |= word_byte((unsigned char)*p);
-            p++;
-        }
-        if (!word) continue;
-        /* worst case: '"' doubled, two quotes and a space */
-        if (o + 2 * (size_t)(p - s) + 4 > cap) break;
+        while (word_byte((unsigned char)*p)) p++;
+        if (p == s) continue;
+        if (o + (size_t)(p - s) + 4 > cap) break;   /* a space, two quotes, the NUL */
         if (n) out[o++] = ' ';
         out[o++] = '"';
-        for (const char *c = s; c < p; c++) {
-            if (*c == '"') out[o++] = '"';
-            out[o++] = *c == PL_STORE_SNIPPET_START || *c == PL_STORE_SNIPPET_END ? ' ' : *c;
-        }
+        memcpy(out + o, s, (size_t)(p - s));
+        o += (size_t)(p - s);
         out[o++] = '"';
         out[o] = '\0';
         n++;

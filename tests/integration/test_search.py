@@ -131,6 +131,31 @@ async def test_search_rest_and_ws(server):
 
 
 @async_test()
+async def test_search_folds_case_beyond_ascii_and_splits_at_a_typed_apostrophe(server):
+    """protocol.md: case-insensitive, punctuation separates words. In
+    cluster mode PostgreSQL folds case and classes characters by the
+    database's LC_CTYPE: under C, `привет` did not find `Привет` nor `café`
+    `CAFÉ`, and a phone's apostrophe (U+2019) joined `don’t` into one word
+    (audit U). The suite's database, as cluster.sh's, is C.UTF-8 now. And
+    embedded mode looked for `mango,kiwi` as the two words side by side."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, = await api.register_many(1, "fold")
+        g = (await api.create_group(alice, [], title="fold"))["id"]
+        tag = word()
+        m1 = await say(api, alice, g, f"{tag} Привет МИР and CAFÉ ÄPFEL")
+        m2 = await say(api, alice, g, f"{tag} I don\u2019t know")
+        m3 = await say(api, alice, g, f"{tag} kiwi, then mango")
+        await found_within(api, alice, tag, 3, timeout=3.0)
+        for q, want in (("привет", m1), ("мир", m1), ("café", m1), ("äpfel", m1), ("ПРИВЕТ café", m1),
+                        ("don", m2), ("don\u2019t", m2), ("don't", m2),
+                        ("mango,kiwi", m3), ("kiwi;mango!", m3)):   # punctuation separates words
+            b = await search(api, alice, q=f"{tag} {q}")
+            assert [r["id"] for r in b["results"]] == [want["id"]], (q, b)
+            assert START in b["results"][0]["snippet"], (q, b)
+
+
+@async_test()
 async def test_search_membership(server):
     async with Harness(server) as h:
         api = h.api

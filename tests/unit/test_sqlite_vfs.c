@@ -242,3 +242,21 @@ TEST(sqlite_indexer_yields_within_its_lag_bound) {
     CHECK(!sq_index_yields(0, SQ_INDEX_LAG_MAX / 4, 0));
     CHECK(sq_index_yields(0, 0, 0));
 }
+
+/* The embedded search's MATCH words: whitespace and ASCII punctuation
+ * separate words, as the index's tokenizer does, so `mango,kiwi` asks for
+ * both words anywhere, not for the two side by side (audit U: it found
+ * `mango,kiwi` but not `kiwi, mango`); no FTS5 syntax gets through. */
+TEST(sqlite_search_query_words) {
+    char out[4 * PL_STORE_QUERY_MAX + 8];
+    CHECK_EQ(pl_store__fts5_query("mango,kiwi", out, sizeof out), 2);
+    CHECK_STR(out, "\"mango\" \"kiwi\"");
+    CHECK_EQ(pl_store__fts5_query("  don't  e-mail\ta.b.c ", out, sizeof out), 7);
+    CHECK_STR(out, "\"don\" \"t\" \"e\" \"mail\" \"a\" \"b\" \"c\"");
+    CHECK_EQ(pl_store__fts5_query("\"NEAR(a b)\" OR x* ^y", out, sizeof out), 6);
+    CHECK_STR(out, "\"NEAR\" \"a\" \"b\" \"OR\" \"x\" \"y\"");
+    CHECK_EQ(pl_store__fts5_query("caf\xc3\xa9 don\xe2\x80\x99t", out, sizeof out), 2);   /* non-ASCII stays */
+    CHECK_STR(out, "\"caf\xc3\xa9\" \"don\xe2\x80\x99t\"");
+    CHECK_EQ(pl_store__fts5_query("\x02 ,;- \x03", out, sizeof out), 0);
+    CHECK_STR(out, "");
+}
