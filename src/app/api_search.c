@@ -42,19 +42,19 @@ void h_search(pl_http_ctx *ctx) {
     a.limit = (int)limit;
     if (pl_http_query_get(ctx->req.query, "mentions", ment, sizeof ment)) {
         if (strcmp(ment, "1") == 0 || strcmp(ment, "true") == 0) a.mentions = 1;
-        else if (strcmp(ment, "0") && strcmp(ment, "false") && ment[0]) {
-            bad(ctx, "\"mentions\" must be 1 or 0");
+        else if (strcmp(ment, "0") && strcmp(ment, "false")) {   /* empty too (audit U) */
+            bad(ctx, "\"mentions\" must be 1, 0, true or false");
             return;
         }
     }
     if (pl_http_query_get(ctx->req.query, "has_media", ment, sizeof ment)) {   /* media */
         if (strcmp(ment, "1") == 0 || strcmp(ment, "true") == 0) a.has_media = 1;
-        else if (strcmp(ment, "0") && strcmp(ment, "false") && ment[0]) {
-            bad(ctx, "\"has_media\" must be 1 or 0");
+        else if (strcmp(ment, "0") && strcmp(ment, "false")) {
+            bad(ctx, "\"has_media\" must be 1, 0, true or false");
             return;
         }
     }
-    if (pl_http_query_get(ctx->req.query, "cursor", cur, sizeof cur) && cur[0] &&
+    if (pl_http_query_get(ctx->req.query, "cursor", cur, sizeof cur) &&   /* empty: as the WebSocket */
         pl_proto_search_cursor(cur, strlen(cur), &a.cursor)) {
         bad(ctx, "\"cursor\" must be a next_cursor of an earlier search");
         return;

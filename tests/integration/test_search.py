@@ -273,7 +273,9 @@ async def test_search_bad_input(server):
         bad = [{}, {"q": ""}, {"q": "   "}, {"q": "a" * 257}, {"q": "a", "limit": 0},
                {"q": "a", "limit": 51}, {"q": "a", "limit": "x"}, {"q": "a", "after": 10, "before": 10},
                {"q": "a", "after": -1}, {"q": "a", "cursor": "abc"}, {"q": "a", "cursor": "0"},
-               {"q": "a", "conversation": "x"}, {"q": "a", "sender": -3}, {"q": "a", "mentions": "maybe"}]
+               {"q": "a", "conversation": "x"}, {"q": "a", "sender": -3}, {"q": "a", "mentions": "maybe"},
+               # empty values are not booleans nor a next_cursor (audit U: they were ignored)
+               {"q": "a", "mentions": ""}, {"q": "a", "has_media": ""}, {"q": "a", "cursor": ""}]
         for p in bad:
             await search(api, alice, status=400, **p)
         assert (await search(api, alice, q="a" * 256))["results"] == []
