@@ -96,6 +96,12 @@ char *pl_store__id_list(const int64_t *ids, size_t n);
  * PL_STORE_SEARCH_TERMS of them. Returns their number (0: q has no word and
  * matches nothing). cap >= 4 * PL_STORE_QUERY_MAX + 8 holds any query. */
 int   pl_store__fts5_query(const char *q, char *out, size_t cap);
+/* PostgreSQL's search text is the body with the snippet markers, '<', '>'
+ * and '&' each blanked to one space (parley_body_tsv, R_SEARCH), so its
+ * ts_headline snippet is a piece of that text with markers inserted: puts
+ * the body's '<', '>' and '&' back where the piece lies in body[0..len).
+ * A snippet that is no such piece is left as it is. */
+void  pl_store__snippet_restore(char *snippet, const char *body, size_t len);
 /* The username search key of q: ASCII lower-cased (usernames are stored in
  * lower case), cut to PL_STORE_QUERY_MAX bytes. */
 void  pl_store__name_query(const char *q, char out[PL_STORE_QUERY_MAX + 1]);

@@ -554,6 +554,19 @@ static const char *const migrations[] = {
     "UPDATE members m SET own_unread = (SELECT count(*) FROM events e WHERE e.conv_id = m.conv_id"
     "  AND e.seq > greatest(m.read_seq, m.joined_seq - 1) AND e.kind = 2 AND e.sender = m.user_id)"
     "  WHERE m.joined_seq > 1;",
+    /* 15 -> 16: the search text blanks '<', '>' and '&' as well as the
+     * snippet markers: the 'simple' parser took `<div>` and `&lt;` for an
+     * HTML tag and entity and left them out, so a chat about markup found
+     * nothing of it (audit U; embedded mode indexes `div` and `lt`). Each
+     * is one byte for one space, so a snippet maps back onto the body
+     * byte for byte (pl_store__snippet_restore). The index is rebuilt:
+     * its function changed. */
+    "CREATE OR REPLACE FUNCTION parley_body_tsv(b bytea) RETURNS tsvector"
+    "  LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$ BEGIN"
+    "  IF position('\\x00'::bytea IN b) <> 0 THEN RETURN NULL; END IF;"
+    "  RETURN to_tsvector('simple'::regconfig, translate(convert_from(b, 'UTF8'), E'\\x02\\x03<>&', '     '));"
+    "  END $f$;"
+    "REINDEX INDEX events_fts;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1317,9 +1330,9 @@ const char *const pg_r_sql[R__COUNT] = {
      * (0: any), $6 <= ts < $7, $8 mentions of $1 only, $9 limit. Membership
      * and joined_seq are part of the join (store.h invariant 8). */
     [R_SEARCH]       = "SELECT e.conv_id, ts_headline('simple'::regconfig,"
-                       "   translate(convert_from(e.body, 'UTF8'), E'\\x02\\x03', '  '), q.q,"
+                       "   translate(convert_from(e.body, 'UTF8'), E'\\x02\\x03<>&', '     '), q.q,"
                        "   'StartSel=\x02, StopSel=\x03, MaxWords=24, MinWords=12, ShortWord=0'), " EV_COLUMNS
-                       " FROM plainto_tsquery('simple'::regconfig, translate($2::text, E'\\x02\\x03', '  '))"
+                       " FROM plainto_tsquery('simple'::regconfig, translate($2::text, E'\\x02\\x03<>&', '     '))"
                        "   AS q(q), events e"
                        " JOIN members m ON m.conv_id = e.conv_id AND m.user_id = $1::bigint"
                        "   AND e.seq >= m.joined_seq" EV_PARENT

@@ -500,6 +500,7 @@ static int r_search(pg_reader *r, pl_job *j) {
         event_row(res, (int)i, 2, pg_i64(res, (int)i, 0), NULL, &j->events[i]);
         j->snippets[i] = pg_text(res, (int)i, 1, NULL);
         if (!j->snippets[i]) j->snippets[i] = pl_strdup("");
+        pl_store__snippet_restore(j->snippets[i], j->events[i].body, j->events[i].body_len);
     }
     j->nevents = len;
     if (j->more) j->out_id = (int64_t)j->events[len - 1].id;

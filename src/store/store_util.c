@@ -409,6 +409,31 @@ int pl_store__fts5_query(const char *q, char *out, size_t cap) {
     return n;
 }
 
+static char search_byte(char c) {
+    return c == PL_STORE_SNIPPET_START || c == PL_STORE_SNIPPET_END || c == '<' || c == '>' || c == '&' ? ' ' : c;
+}
+
+void pl_store__snippet_restore(char *snippet, const char *body, size_t len) {
+    if (!body || (!memchr(body, '<', len) && !memchr(body, '>', len) && !memchr(body, '&', len))) return;
+    size_t n = strlen(snippet), fl = 0;
+    char *f = pl_malloc(n + 1);                   /* the piece, markers out */
+    for (size_t i = 0; i < n; i++)
+        if (snippet[i] != PL_STORE_SNIPPET_START && snippet[i] != PL_STORE_SNIPPET_END) f[fl++] = snippet[i];
+    size_t at = SIZE_MAX;
+    for (size_t o = 0; fl && o + fl <= len && at == SIZE_MAX; o++) {
+        size_t i = 0;
+        while (i < fl && search_byte(body[o + i]) == f[i]) i++;
+        if (i == fl) at = o;
+    }
+    free(f);
+    if (at == SIZE_MAX) return;
+    for (size_t i = 0, k = at; i < n; i++) {
+        if (snippet[i] == PL_STORE_SNIPPET_START || snippet[i] == PL_STORE_SNIPPET_END) continue;
+        char b = body[k++];
+        if (b == '<' || b == '>' || b == '&') snippet[i] = b;
+    }
+}
+
 void pl_store__name_query(const char *q, char out[PL_STORE_QUERY_MAX + 1]) {
     size_t i = 0;
     for (; q[i] && i < PL_STORE_QUERY_MAX; i++)

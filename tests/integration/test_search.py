@@ -131,7 +131,7 @@ async def test_search_rest_and_ws(server):
 
 
 @async_test()
-async def test_search_folds_case_beyond_ascii_and_splits_at_a_typed_apostrophe(server):
+async def test_search_folds_case_splits_at_punctuation_and_keeps_markup(server):
     """protocol.md: case-insensitive, punctuation separates words. In
     cluster mode PostgreSQL folds case and classes characters by the
     database's LC_CTYPE: under C, `привет` did not find `Привет` nor `café`
@@ -146,13 +146,21 @@ async def test_search_folds_case_beyond_ascii_and_splits_at_a_typed_apostrophe(s
         m1 = await say(api, alice, g, f"{tag} Привет МИР and CAFÉ ÄPFEL")
         m2 = await say(api, alice, g, f"{tag} I don\u2019t know")
         m3 = await say(api, alice, g, f"{tag} kiwi, then mango")
-        await found_within(api, alice, tag, 3, timeout=3.0)
+        m4 = await say(api, alice, g, f"{tag} wrap it in a <div> &amp; done")
+        await found_within(api, alice, tag, 4, timeout=3.0)
         for q, want in (("привет", m1), ("мир", m1), ("café", m1), ("äpfel", m1), ("ПРИВЕТ café", m1),
                         ("don", m2), ("don\u2019t", m2), ("don't", m2),
                         ("mango,kiwi", m3), ("kiwi;mango!", m3)):   # punctuation separates words
             b = await search(api, alice, q=f"{tag} {q}")
             assert [r["id"] for r in b["results"]] == [want["id"]], (q, b)
             assert START in b["results"][0]["snippet"], (q, b)
+        # markup is text: found, and shown as the body has it (cluster mode
+        # dropped `<div>` and `&amp;` as a tag and an entity)
+        for q in ("div", "amp", "<div>", "DIV done"):
+            b = await search(api, alice, q=f"{tag} {q}")
+            assert [r["id"] for r in b["results"]] == [m4["id"]], (q, b)
+        snip = b["results"][0]["snippet"]
+        assert f"<{START}div{END}> &amp; {START}done{END}" in snip, snip
 
 
 @async_test()

@@ -260,3 +260,22 @@ TEST(sqlite_search_query_words) {
     CHECK_EQ(pl_store__fts5_query("\x02 ,;- \x03", out, sizeof out), 0);
     CHECK_STR(out, "");
 }
+
+/* PostgreSQL's snippet comes from the body with '<', '>' and '&' blanked
+ * (audit U: the parser dropped `<div>` and `&lt;` as markup): they are put
+ * back from the body, byte for byte, markers kept. */
+TEST(pg_snippet_restore) {
+    const char *body = "use the <div> & <b>bold</b> tags";
+    char s1[] = "use the  \x02" "div\x03     \x02" "b\x03 bold /b  tags";    /* the whole text */
+    pl_store__snippet_restore(s1, body, strlen(body));
+    CHECK_STR(s1, "use the <\x02" "div\x03> & <\x02" "b\x03>bold</b> tags");
+    char s2[] = " \x02" "bold\x03 /b  tags";                          /* a piece from the middle */
+    pl_store__snippet_restore(s2, body, strlen(body));
+    CHECK_STR(s2, ">\x02" "bold\x03</b> tags");
+    char s3[] = "no such piece";
+    pl_store__snippet_restore(s3, body, strlen(body));
+    CHECK_STR(s3, "no such piece");
+    char s4[] = "plain \x02" "text\x03";
+    pl_store__snippet_restore(s4, "plain text", 10);
+    CHECK_STR(s4, "plain \x02" "text\x03");
+}
