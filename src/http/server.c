@@ -203,26 +203,28 @@ static void finish(pl_http_ctx *ctx) {
     pl_conn_unref(c);
 }
 
-void pl_http_respond_json(pl_http_ctx *ctx, int status, json_t *obj) {
+/* Answers obj (consumed) as JSON, with extra header lines (or NULL). */
+static void respond_json_x(pl_http_ctx *ctx, int status, json_t *obj, const char *extra) {
     char *s = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
-    pl_http_respond(ctx, status, "application/json", s, strlen(s), NULL);
+    pl_http_respond(ctx, status, "application/json", s, strlen(s), extra);
     free(s);
 }
 
+void pl_http_respond_json(pl_http_ctx *ctx, int status, json_t *obj) { respond_json_x(ctx, status, obj, NULL); }
+
+static json_t *error_body(const char *code, const char *msg) {
+    return json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+}
+
 void pl_http_error(pl_http_ctx *ctx, int status, const char *code, const char *msg) {
-    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
-    pl_http_respond_json(ctx, status, o);
+    respond_json_x(ctx, status, error_body(code, msg), NULL);
 }
 
 void pl_http_method_not_allowed(pl_http_ctx *ctx, unsigned allow, const char *msg) {
     char extra[ALLOW_LINE_MAX];
     allow_line(allow, extra);
-    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", "method_not_allowed", "message", msg);
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    pl_http_respond(ctx, 405, "application/json", s, strlen(s), extra);
-    free(s);
+    respond_json_x(ctx, 405, error_body("method_not_allowed", msg), extra);
 }
 
 /* Extracts the access token offered at the handshake, if any. An empty
