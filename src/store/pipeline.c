@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../core/alloc.h"
+#include "../core/clock.h"
 #include "../core/metrics.h"
 
 typedef struct jqueue {
@@ -51,6 +52,8 @@ struct pl_pipeline {
     pl_job        **batch;         /* writer thread only                      */
     size_t          wq_len;        /* writes in wq                            */
     size_t          last_n;        /* writes in the previous batch            */
+    int64_t         wq_since;      /* mono µs the oldest queued write came in
+                                    * (0: long ago, i.e. do not wait for it) */
     int             lingering;     /* the writer waits for more (invariant 5):
                                     * submit wakes it only at linger_until   */
 };
@@ -64,12 +67,20 @@ static void complete(pl_pipeline *p, pl_job **jobs, size_t n) {
 }
 
 /* The group-commit delay (invariant 5), under mu: waits until linger_until
- * writes are queued, linger_us passed, or stop began. */
+ * writes are queued, the oldest of them has waited linger_us, or stop
+ * began. Counting from the oldest write's arrival, not from the end of the
+ * previous batch, means that writes which came in while that batch ran
+ * (and waited for it) are not held back a full delay more: a busy writer
+ * whose batches take longer than the delay never waits, and at moderate
+ * load a transaction starts about every linger_us (docs/benchmarks.md
+ * "Issue 11: a group-commit delay counted from the oldest write"). */
 static void linger(pl_pipeline *p) {
+    int64_t left = p->wq_since + p->cfg.linger_us - p->cfg.clock_us();
+    if (left <= 0) return;
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_nsec += p->cfg.linger_us % 1000000L * 1000L;
-    dl.tv_sec += p->cfg.linger_us / 1000000L + dl.tv_nsec / 1000000000L;
+    dl.tv_nsec += (long)(left % 1000000L) * 1000L;
+    dl.tv_sec += (time_t)(left / 1000000L) + dl.tv_nsec / 1000000000L;
     dl.tv_nsec %= 1000000000L;
     p->lingering = 1;
     while (p->wq_len < p->cfg.linger_until && !p->stopping)
@@ -106,6 +117,7 @@ static void *writer_main(void *arg) {
         pl_job *j;
         while (n < p->cfg.batch_max && (j = jq_pop(&p->wq)) != NULL) p->batch[n++] = j;
         p->wq_len -= n;
+        p->wq_since = 0;               /* any left (a full batch) came in before now */
         p->last_n = n;
         pthread_mutex_unlock(&p->mu);
         p->cfg.run_batch(p->cfg.wctx, p->batch, n);
@@ -147,6 +159,7 @@ static void *reader_main(void *arg) {
 pl_pipeline *pl_pipeline_start(const pl_pipeline_cfg *cfg) {
     pl_pipeline *p = pl_calloc(1, sizeof *p);
     p->cfg = *cfg;
+    if (!p->cfg.clock_us) p->cfg.clock_us = pl_mono_us;
     if (p->cfg.batch_max < 1) p->cfg.batch_max = 1;
     if (p->cfg.nreaders < 1) p->cfg.nreaders = 1;
     pthread_mutex_init(&p->mu, NULL);
@@ -180,6 +193,7 @@ void pl_pipeline_submit(pl_pipeline *p, pl_job *j) {
         p->cfg.notify(p->cfg.notify_arg);
         return;
     }
+    if (write && !p->wq.head) p->wq_since = p->cfg.clock_us();
     jq_push(write ? &p->wq : &p->rq, j);
     if (!write) pthread_cond_signal(&p->rcv);
     else if (++p->wq_len >= p->cfg.linger_until || !p->lingering) pthread_cond_signal(&p->wcv);

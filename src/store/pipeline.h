@@ -21,13 +21,15 @@
  *   4. notify() is called after jobs are appended to the done-queue; the
  *      loop must then call drain(). Calls may coalesce.
  *   5. The group-commit delay (cfg.linger_us) only postpones the start of
- *      a batch, by at most linger_us; it never splits, reorders or holds
- *      back a batch once taken, and stop() ends it at once.
+ *      a batch, until its oldest write is at most linger_us old; it never
+ *      splits, reorders or holds back a batch once taken, and stop() ends
+ *      it at once.
  */
 #ifndef PL_STORE_PIPELINE_H
 #define PL_STORE_PIPELINE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store.h"
 
@@ -42,11 +44,14 @@ typedef struct pl_pipeline_cfg {
     void  (*run_batch)(void *wctx, pl_job **jobs, size_t n);
     /* group-commit delay (0: none): when the previous batch had at least
      * linger_from writes and fewer than linger_until are queued, the
-     * writer waits up to linger_us for more before it starts the next
-     * batch. Busy writers then commit less often; a lone write never waits
-     * (its previous batch was small). */
+     * writer waits for more until the oldest queued write is linger_us
+     * old before it starts the next batch. Writers at moderate load then
+     * commit less often; a lone write never waits (its previous batch was
+     * small), nor do writes that already waited through a long batch. */
     long    linger_us;
     size_t  linger_from, linger_until;
+    /* monotonic µs for the delay (NULL: the system's; tests pass a fake) */
+    int64_t (*clock_us)(void);
     /* writer thread, when no write came for idle_ms (0: never) */
     void  (*idle)(void *wctx);
     int     idle_ms;

@@ -72,7 +72,11 @@ static int f_wait_done(fake *f, pl_pipeline *p, int want) {
     return 0;
 }
 
-static pl_pipeline *f_start(fake *f, long linger_us, size_t from, size_t until) {
+/* The delay's clock, moved by hand (f_start_clocked). */
+static int64_t f_now_us;
+static int64_t f_clock(void) { return __atomic_load_n(&f_now_us, __ATOMIC_ACQUIRE); }
+
+static pl_pipeline *f_start_cfg(fake *f, long linger_us, size_t from, size_t until, int64_t (*clock_us)(void)) {
     memset(f, 0, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
@@ -80,9 +84,13 @@ static pl_pipeline *f_start(fake *f, long linger_us, size_t from, size_t until) 
     pl_pipeline_cfg cfg = {
         .batch_max = 100, .nreaders = 1, .wctx = f, .rctx = rctx, .run_batch = f_run_batch,
         .run_read = f_run_read, .notify = f_notify, .linger_us = linger_us, .linger_from = from,
-        .linger_until = until,
+        .linger_until = until, .clock_us = clock_us,
     };
     return pl_pipeline_start(&cfg);
+}
+
+static pl_pipeline *f_start(fake *f, long linger_us, size_t from, size_t until) {
+    return f_start_cfg(f, linger_us, from, until, NULL);
 }
 
 static void f_submit(fake *f, pl_pipeline *p, pl_job *jobs, int from, int to) {
@@ -128,6 +136,34 @@ TEST(pipeline_group_commit_delay_waits_for_more_after_a_busy_batch) {
     CHECK_EQ(f.sizes[1], 8);
     CHECK_EQ(f.sizes[2], 10);
     CHECK_EQ(f.sizes[3], 1);
+}
+
+/* The delay counts from the oldest queued write's arrival: writes that
+ * came in while the previous batch ran, and waited for it longer than the
+ * delay, start at once instead of waiting a whole delay more (on the
+ * delay's own clock, moved by hand: an hour's delay, and two hours pass
+ * while batch 2 runs). */
+TEST(pipeline_group_commit_delay_counts_from_the_oldest_write) {
+    fake f;
+    __atomic_store_n(&f_now_us, 1000000, __ATOMIC_RELEASE);
+    pl_pipeline *p = f_start_cfg(&f, 3600L * 1000000L, 8, 10, f_clock);
+    CHECK(p != NULL);
+    pl_job jobs[32];
+    f_set(&f, &f.held, 1);
+    f_submit(&f, p, jobs, 0, 1);                 /* batch 1: alone */
+    CHECK_EQ(f_wait_running(&f, 1), 0);
+    f_submit(&f, p, jobs, 1, 9);                 /* batch 2: 8 writes, a busy batch */
+    f_set(&f, &f.hold_batch, 2);                 /* batch 2 runs ... */
+    f_set(&f, &f.held, 0);
+    CHECK_EQ(f_wait_running(&f, 2), 0);
+    f_submit(&f, p, jobs, 9, 12);                /* ... while 3 writes come in */
+    __atomic_store_n(&f_now_us, 1000000 + 7200L * 1000000L, __ATOMIC_RELEASE);
+    f_set(&f, &f.hold_batch, 0);                 /* two hours later it ends */
+    CHECK_EQ(f_wait_done(&f, p, 12), 0);         /* batch 3 did not wait the hour */
+    pl_pipeline_stop(&p);
+    CHECK_EQ(f.nbatches, 3);
+    CHECK_EQ(f.sizes[1], 8);
+    CHECK_EQ(f.sizes[2], 3);
 }
 
 /* Small batches never wait: each write queued alone after a batch smaller
