@@ -109,6 +109,10 @@ json_t *api_body_object(pl_http_ctx *ctx) {
         pl_http_error(ctx, 400, "bad_request", "a number is out of range");
         return NULL;
     }
+    if (!o && json_error_code(&jerr) == json_error_duplicate_key) {   /* as the WebSocket says it */
+        pl_http_error(ctx, 400, "bad_json", "body repeats a key");
+        return NULL;
+    }
     if (!o) {                 /* e.g. half of a surrogate pair: an object, but not JSON */
         pl_http_error(ctx, 400, "bad_json", "body is not valid JSON (UTF-8 text; an escaped character must be whole)");
         return NULL;

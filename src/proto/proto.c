@@ -64,7 +64,7 @@ static int check_cursors(json_t *c, pl_proto_err *e) {
     json_t *v;
     json_object_foreach(c, k, v) {
         size_t kl = strlen(k);
-        int digits = kl > 0 && kl <= 16;
+        int digits = kl > 0 && kl <= 16 && k[0] != '0';   /* as a path id: no leading zero */
         for (size_t i = 0; digits && i < kl; i++) digits = k[i] >= '0' && k[i] <= '9';
         long long id = digits ? strtoll(k, NULL, 10) : 0;
         if (id <= 0 || id > PL_JSON_INT_MAX)
@@ -601,7 +601,7 @@ static int fast_auth(const char *data, size_t len, pl_msg *m) {
             while (cmore) {                  /* "<conversation id>": <seq> */
                 const char *ck;
                 size_t cl, digits = 0;
-                if (fs_key(&p, end, &ck, &cl) || cl < 1 || cl > 16) goto no;
+                if (fs_key(&p, end, &ck, &cl) || cl < 1 || cl > 16 || ck[0] == '0') goto no;
                 while (digits < cl && ck[digits] >= '0' && ck[digits] <= '9') digits++;
                 if (digits != cl) goto no;
                 char key[17];
@@ -644,7 +644,7 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
     if (pl_proto_fast && fast_auth(data, len, m)) return 0;
     json_error_t jerr;
     m->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (!m->root && strstr(jerr.text, "duplicate"))
+    if (!m->root && json_error_code(&jerr) == json_error_duplicate_key)
         return fail(e, "bad_json", "%s", "message repeats a key");
     if (!m->root && json_error_code(&jerr) == json_error_numeric_overflow)   /* valid JSON, too big for us */
         return fail(e, "bad_request", "%s", "a number is out of range");

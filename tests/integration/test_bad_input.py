@@ -712,3 +712,33 @@ async def test_a_path_that_names_nothing_is_404_whatever_the_method(server):
                 st, hd, body = await _ask(h, method, path, None)
                 assert st == 404, (method, path, st, body)
                 assert "Allow" not in hd, (method, path, hd)
+
+
+@async_test(60)
+async def test_a_repeated_key_and_a_zero_led_cursor_key_are_refused_as_such(server):
+    """Audit V: a REST body that repeats a key is told so (it was told "not
+    valid JSON (UTF-8 text; an escaped character must be whole)"), as the
+    WebSocket tells it, and stores nothing; a cursor key with a leading
+    zero is bad_request like a path id (`"02"` was conversation 2)."""
+    async with Harness(server) as h:
+        api = h.api
+        a, b = await api.register_many(2, "rkey")
+        cid = (await api.open_dm(a, b.id))["id"]
+        base = f"/api/v1/conversations/{cid}/messages"
+        raw = b'{"client_msg_id": "rk1", "body": "x", "client_msg_id": "rk2"}'
+        r = await api.req("POST", base, token=a.token, data=raw)
+        assert r.status == 400 and r.body["error"]["code"] == "bad_json", r
+        assert "repeats a key" in r.body["error"]["message"], r
+        nested = b'{"client_msg_id": "rk3", "body": "x", "data": {"k": 1, "k": 2}}'
+        r = await api.req("POST", base, token=a.token, data=nested)
+        assert r.status == 400 and "repeats a key" in r.body["error"]["message"], r
+        r = await api.req("GET", base, token=a.token)
+        assert r.status == 200 and not [e for e in r.body["events"] if e["kind"] == "message"], r
+        ws = await h.ws(a)
+        for key in ("0" + str(cid), "00" + str(cid)):
+            reply = await ws.request({"type": "sync", "cursors": {key: 0}})
+            assert reply["type"] == "error" and reply["code"] == "bad_request", (key, reply)
+        mark = len(ws.msgs)
+        await ws.send_json({"type": "sync", "cursors": {str(cid): 0}})
+        synced = await ws.wait_for(lambda m: m.get("type") in ("synced", "error"), start=mark)
+        assert synced["type"] == "synced" and synced["conversation"] == cid, synced

@@ -231,9 +231,14 @@ TEST(proto_cursor_keys_are_plain_digits) {
     pl_proto_err e;
     const char *bad[] = {"{\"type\":\"sync\",\"cursors\":{\" 12\":1}}", "{\"type\":\"sync\",\"cursors\":{\"+12\":1}}",
                          "{\"type\":\"sync\",\"cursors\":{\"99999999999999999999\":1}}",
-                         "{\"type\":\"sync\",\"cursors\":{\"0\":1}}", "{\"type\":\"sync\",\"cursors\":{\"\":1}}"};
+                         "{\"type\":\"sync\",\"cursors\":{\"0\":1}}", "{\"type\":\"sync\",\"cursors\":{\"\":1}}",
+                         /* a leading zero, as in a path (audit V: "02" was conversation 2) */
+                         "{\"type\":\"sync\",\"cursors\":{\"02\":1}}",
+                         "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"02\":1}}",
+                         "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"7\":1,\"007\":2}}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_EQ(decode(bad[i], &m, &e), -1);
+        CHECK_STR(e.code, "bad_request");
         pl_msg_release(&m);
     }
 }
@@ -746,7 +751,7 @@ TEST(proto_auth_fast_path_agrees_with_jansson) {
         "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"12\":0,\"7\":41,\"9007199254740991\":9007199254740991}}",
         " { \"cursors\" : { } , \"token\" : \"a\\/b\" , \"type\" : \"auth\" } ",
         "{\"token\":\"\",\"type\":\"auth\",\"cursors\":null}",
-        "{\"type\":\"auth\",\"token\":\"caf\xc3\xa9\",\"cursors\":{\"0012\":3}}",
+        "{\"type\":\"auth\",\"token\":\"caf\xc3\xa9\",\"cursors\":{\"12\":3}}",
     };
     CHECK_EQ(paths_differ(taken, sizeof taken / sizeof *taken, 1), 0);   /* these are the fast path's */
     static const char *const left[] = {          /* jansson decides, as before */
@@ -756,6 +761,7 @@ TEST(proto_auth_fast_path_agrees_with_jansson) {
         "{\"type\":\"auth\"}",
         "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"1\":1,\"1\":2}}",
         "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"0\":1}}",
+        "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"0012\":3}}",
         "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"x\":1}}",
         "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"1\":-1}}",
         "{\"type\":\"auth\",\"token\":\"t\",\"cursors\":{\"1\":1.5}}",
