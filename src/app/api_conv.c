@@ -182,6 +182,11 @@ int api_user_read_failed(api_op *op) {
 
 int api_user_arg(api_op *op, json_t *o, int64_t *peer, pl_job_cb by_name_done) {
     json_t *u = json_object_get(o, "user"), *un = json_object_get(o, "username");
+    if (u && un) {                       /* which one? never a silent choice (audit V) */
+        pl_http_error(op->ctx, 400, "bad_request", "give \"user\" or \"username\", not both");
+        api_op_free(op);
+        return -1;
+    }
     if (json_is_integer(u) && json_integer_value(u) > 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
         *peer = json_integer_value(u);
         return 1;
@@ -319,18 +324,37 @@ int api_role_arg(pl_http_ctx *ctx, json_t *o) {
     return role;
 }
 
+/* POST /members with a username: the user found, the add as with an id. */
+static void member_add_peer_read(pl_job *j) {
+    api_op *op = j->data;
+    if (api_user_read_failed(op)) return;
+    int64_t peer = j->user_out.id;
+    api_job_reset(op, PL_JOB_MEMBER_ADD, api_conv_changed);
+    op->job.conv = op->conv;
+    op->job.user = op->ctx->user;
+    op->job.peer = peer;
+    api_submit(op);
+}
+
 void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
     json_t *o = NULL;
     if (what == PL_JOB_MEMBER_ADD) {
         o = api_body_object(ctx);
         if (!o) return;
-        json_t *u = json_object_get(o, "user");
-        if (!json_is_integer(u) || json_integer_value(u) <= 0 || json_integer_value(u) > PL_JSON_INT_MAX) {
-            json_decref(o);
-            pl_http_error(ctx, 400, "bad_request", "\"user\" must be a user id");
+        api_op *op = api_op_new(ctx, o);
+        op->conv = conv;
+        int by = api_user_arg(op, o, &peer, member_add_peer_read);
+        if (by < 0) return;
+        if (by == 0) {                   /* {"username": ...}: looked up first */
+            api_submit(op);
             return;
         }
-        peer = json_integer_value(u);
+        api_job_reset(op, what, api_conv_changed);
+        op->job.conv = conv;
+        op->job.user = ctx->user;
+        op->job.peer = peer;
+        api_submit(op);
+        return;
     }
     int role = 0;
     if (what == PL_JOB_MEMBER_ROLE && (!(o = api_body_object(ctx)) || !(role = api_role_arg(ctx, o)))) return;

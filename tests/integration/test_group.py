@@ -285,3 +285,29 @@ async def test_a_member_removed_while_offline_resumes_without_the_conversation(s
         assert back.conv_events(cid) == [], back.conv_events(cid)
         r = await api.history(gone, cid)
         assert r.status == 404 and r.code == "not_found", r
+
+
+@async_test(60)
+async def test_members_are_added_by_id_or_username_never_both(server):
+    """POST /members takes {"username": ...} as workspaces and direct
+    conversations do (it was ignored for a group, and with "user" beside it
+    the id silently won: audit V); both at once is 400 and adds no one; a
+    stranger naming a user gets the same 404 as for a missing group."""
+    async with Harness(server) as h:
+        api = h.api
+        a, b, c, d, x = await api.register_many(5, "addn")
+        conv = await api.create_group(a, [b.id], title="Names")
+        base = f"/api/v1/conversations/{conv['id']}/members"
+        r = await api.req("POST", base, token=a.token, json_body={"username": c.username.upper()})
+        assert r.status == 200, r
+        assert c.id in [m["id"] for m in r.body["members"]], r
+        r = await api.req("POST", base, token=a.token, json_body={"username": d.username, "user": x.id})
+        assert r.status == 400 and r.body["error"]["code"] == "bad_request", r
+        r = await api.req("POST", base, token=a.token, json_body={"username": "no-such-user-here"})
+        assert r.status == 404, r
+        r = await api.req("POST", base, token=a.token, json_body={"username": 7})
+        assert r.status == 400, r
+        r = await api.req("POST", base, token=x.token, json_body={"username": d.username})
+        assert r.status == 404 and r.body["error"]["code"] == "not_found", r
+        got = (await api.expect(200, "GET", f"/api/v1/conversations/{conv['id']}", token=a.token)).body
+        assert sorted(m["id"] for m in got["members"]) == sorted([a.id, b.id, c.id]), got
