@@ -573,7 +573,11 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pl_msg m;
         pl_proto_err e;
         int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
-        if (r || m.type != PL_MSG_AUTH) {
+        if (r && m.type == PL_MSG_AUTH) {     /* an `auth`, but not a valid one: say why */
+            char why[124];
+            snprintf(why, sizeof why, "bad auth message: %s", e.message);
+            CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, why);
+        } else if (r || m.type != PL_MSG_AUTH) {
             CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "authenticate first");
         } else {
             s->pq_len = 1;                    /* the `auth` is one of the 64 before `ready` */

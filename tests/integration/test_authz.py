@@ -162,7 +162,22 @@ async def test_anything_before_auth_is_refused(server):
                 await c.send_json(first)
             code = await c.wait_closed(timeout=15)
             assert code == 4001, f"first message {first!r}: close {code}, msgs {c.msgs}"
+            assert c.close_reason == "authenticate first", c.close_reason
             assert not [m for m in c.msgs if m.get("type") in ("ready", "sent", "pong", "event")], c.msgs
+        # an `auth` that is not a valid one is told why (audit W: it was
+        # "authenticate first" though the client did authenticate first)
+        for first, why in (({"type": "auth", "token": bob.token, "cursors": {str(cid): -1}}, "cursor values"),
+                           ({"type": "auth", "token": bob.token, "cursors": {"0" + str(cid): 0}}, "cursor keys"),
+                           ({"type": "auth", "token": bob.token, "cursors": [1]}, "\"cursors\""),
+                           ({"type": "auth", "token": 5}, "\"token\"")):
+            c = WS(server.ws_url, None, auth=None, name="badauth")
+            h.clients.append(c)
+            await c.connect(expect_ready=False)
+            await c.send_json(first)
+            code = await c.wait_closed(timeout=15)
+            assert code == 4001, f"first message {first!r}: close {code}, msgs {c.msgs}"
+            assert c.close_reason.startswith("bad auth message: ") and why in c.close_reason, (first, c.close_reason)
+            assert not [m for m in c.msgs if m.get("type") == "ready"], c.msgs
         await b.ping()
         assert not b.conv_events(cid), f"a pre-auth send was delivered: {b.conv_events(cid)}"
         hist = await api.history_all(bob, cid)
