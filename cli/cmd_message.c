@@ -95,12 +95,14 @@ static int send_one(pc_client *c, int64_t conv, const char *body, size_t len, co
 /* Checks and sends one body with a fresh key (or the given one). */
 static int send_text(pc_client *c, int64_t conv, const char *text, size_t len, const char *id,
                      int64_t reply_to, const char *which) {
+    /* --lines: the lines before this one were sent (README) */
+    const char *unsent = strncmp(which, "line ", 5) == 0 ? "not sent, nor any line after it" : "nothing sent";
     if (len == 0) {
-        fprintf(stderr, "parley: send: %s is empty: nothing sent\n", which);
+        fprintf(stderr, "parley: send: %s is empty: %s\n", which, unsent);
         return PC_EXIT_USAGE;
     }
     if (!pc_utf8(text, len) || memchr(text, '\0', len)) {
-        fprintf(stderr, "parley: send: %s is not valid UTF-8 text: nothing sent\n", which);
+        fprintf(stderr, "parley: send: %s is not valid UTF-8 text: %s\n", which, unsent);
         return PC_EXIT_USAGE;
     }
     char cmid[40];

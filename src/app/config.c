@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <stddef.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,8 +130,12 @@ static int set(pl_config *cfg, const setting *s, const char *val, const char *sr
         return 0;
     }
     char *end;
-    long v = strtol(val, &end, 10);
-    if (!*val || *end || v < s->min || v > s->max) {
+    /* plain digits, a '-' before them at most: no blank, no '+' (strtol
+     * would take " 5" and "+5" but not "5 ") */
+    int plain = (val[0] >= '0' && val[0] <= '9') || (val[0] == '-' && val[1] >= '0' && val[1] <= '9');
+    errno = 0;
+    long v = plain ? strtol(val, &end, 10) : 0;
+    if (!plain || *end || errno || v < s->min || v > s->max) {
         fprintf(stderr, "parleyd: %s%s%s must be an integer in [%ld, %ld]\n", from, sep, s->name, s->min, s->max);
         return -1;
     }

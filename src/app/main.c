@@ -481,8 +481,15 @@ int main(int argc, char **argv) {
     uv_signal_init(loop, &sighup);
     uv_signal_start(&sighup, on_sighup, SIGHUP);
     uv_timer_init(loop, &stop_timer);
+    /* port 0: the kernel chose one, and this line is where a user finds it */
+    char listen_at[sizeof cfg.listen + 8];
+    size_t ll = strlen(cfg.listen);
+    if (ll >= 2 && strcmp(cfg.listen + ll - 2, ":0") == 0)
+        snprintf(listen_at, sizeof listen_at, "%.*s:%d", (int)(ll - 2), cfg.listen, pl_net_port(net));
+    else
+        snprintf(listen_at, sizeof listen_at, "%s", cfg.listen);
     pl_log(PL_LOG_INFO, 0, "listening",
-           "\"listen\":\"%s\",\"data_dir\":\"%s\",\"store\":\"%s\",\"bus\":\"%s\",\"node\":%d", cfg.listen,
+           "\"listen\":\"%s\",\"data_dir\":\"%s\",\"store\":\"%s\",\"bus\":\"%s\",\"node\":%d", listen_at,
            cfg.data_dir, pl_store_name(store), bus->ops->name, store->node_id);
 
     uv_run(loop, UV_RUN_DEFAULT);

@@ -814,6 +814,14 @@ int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
     return 0;
 }
 
+int pl_net_port(pl_net *n) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(n->listen_fd, (struct sockaddr *)&ss, &sl) != 0) return -1;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
 void pl_net_set_max_per_ip(pl_net *n, int cap) { n->max_per_ip = cap; }
 
 void pl_net_set_tls(pl_net *n, pl_tls *t) { n->tls = t; }

@@ -143,6 +143,8 @@ int  pl_net_check_addr(const char *addr);
 int  pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
                    void *ud, pl_net **out);
 void *pl_net_data(pl_net *n);
+/* The port the listener is bound to (the one the kernel chose for port 0). */
+int   pl_net_port(pl_net *n);
 /* Stops accepting new connections (drain). */
 void pl_net_stop_accepting(pl_net *n);
 /* Closes every connection immediately and the listener; frees when done. */

@@ -333,6 +333,16 @@ async def test_send_modes_and_idempotency(server, cli):
         await ws.wait_seq(conv, n + 2)
         assert ws.conv_events(conv)[-1]["body"] == "--bogus -5"
 
+        # --lines stops at a line that is not UTF-8: the lines before it
+        # were sent, and the error says so (audit X: it said "nothing sent")
+        p = subprocess.run([alice.binary, "send", str(conv), "--lines"], input=b"kept\n\xff\xfe bad\nafter\n",
+                           capture_output=True, env=alice.env(None), timeout=TIMEOUT)
+        err = p.stderr.decode()
+        assert p.returncode == 2 and "line 2 is not valid UTF-8 text: not sent, nor any line after it" in err, err
+        assert p.stdout.decode() == f"{conv}#{n + 3}\n", p.stdout
+        await ws.wait_seq(conv, n + 3)
+        assert ws.conv_events(conv)[-1]["body"] == "kept"
+
 
 # --------------------------------------------------------------------------
 # groups

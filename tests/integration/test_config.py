@@ -48,6 +48,39 @@ def test_listen_takes_a_host_name(parleyd_bin):
     assert "ERROR: AddressSanitizer" not in err and "runtime error" not in err, err
 
 
+def test_port_0_takes_a_free_port_and_the_log_names_it(parleyd_bin):
+    """`--listen 127.0.0.1:0` serves on a port the kernel picks, and the
+    `listening` line names that port (audit X: it said `127.0.0.1:0`)."""
+    import json
+    work = tempfile.mkdtemp(prefix="parley-it-")
+    p = subprocess.Popen([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", work],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        listen = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and listen is None:
+            line = p.stdout.readline()
+            if not line:
+                break
+            if '"listening"' in line:
+                listen = json.loads(line)["listen"]
+        assert listen and listen.startswith("127.0.0.1:"), listen
+        port = int(listen.rsplit(":", 1)[1])
+        assert port > 0, listen
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            out, _ = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        shutil.rmtree(work, ignore_errors=True)
+    assert p.returncode == 0, out
+    assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out
+
+
 def test_bad_listen_and_data_dir_are_refused_clearly(parleyd_bin):
     """A malformed or unresolvable --listen, an unknown --store and a
     --web-root that is no directory are bad values: exit 2, before the data
@@ -157,6 +190,12 @@ def test_config_file_rules(parleyd_bin, tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("parleyd: --access-ttl must be an integer"), p.stderr
     p = run(parleyd_bin, env={"PARLEY_ACCESS_TTL": "0"})
     assert p.returncode == 2 and "PARLEY_ACCESS_TTL: access-ttl must be an integer" in p.stderr, p.stderr
+    # an integer is plain digits: " 5" and "+5" were taken, "5 " was not (audit X)
+    for v in (" 5", "+5", "5 ", "5x", "", "-", "0x10", "99999999999999999999"):
+        p = run(parleyd_bin, "--access-ttl", v)
+        assert p.returncode == 2 and "--access-ttl must be an integer" in p.stderr, (v, p.stderr)
+        p = run(parleyd_bin, env={"PARLEY_ACCESS_TTL": v})
+        assert p.returncode == 2 and "access-ttl must be an integer" in p.stderr, (v, p.stderr)
 
 
 def test_an_unreachable_redis_stops_the_start(parleyd_bin, tmp_path):
