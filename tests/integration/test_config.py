@@ -2,6 +2,7 @@
 directory, --help, and what `make run` passes. Each test starts parleyd
 itself (no fixture server: these are about starting)."""
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,19 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 def run(parleyd_bin, *args, env=None, timeout=20):
     return subprocess.run([parleyd_bin, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def stop(p, work):
+    """SIGTERM to a parleyd started here (kill after 20 s), its data
+    directory removed; returns what it wrote on its one captured stream."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        out, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    shutil.rmtree(work, ignore_errors=True)
+    return err if err is not None else out
 
 
 def test_listen_takes_a_host_name(parleyd_bin):
@@ -37,13 +51,7 @@ def test_listen_takes_a_host_name(parleyd_bin):
                 time.sleep(0.1)
         assert status == 200, (p.poll(), p.stderr.read() if p.poll() is not None else "")
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            _, err = p.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            _, err = p.communicate()
-        shutil.rmtree(work, ignore_errors=True)
+        err = stop(p, work)
     assert p.returncode == 0, err
     assert "ERROR: AddressSanitizer" not in err and "runtime error" not in err, err
 
@@ -51,7 +59,6 @@ def test_listen_takes_a_host_name(parleyd_bin):
 def test_port_0_takes_a_free_port_and_the_log_names_it(parleyd_bin):
     """`--listen 127.0.0.1:0` serves on a port the kernel picks, and the
     `listening` line names that port (audit X: it said `127.0.0.1:0`)."""
-    import json
     work = tempfile.mkdtemp(prefix="parley-it-")
     p = subprocess.Popen([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", work],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,13 +77,7 @@ def test_port_0_takes_a_free_port_and_the_log_names_it(parleyd_bin):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
             assert r.status == 200
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            out, _ = p.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-        shutil.rmtree(work, ignore_errors=True)
+        out = stop(p, work)
     assert p.returncode == 0, out
     assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out
 
