@@ -12,8 +12,9 @@
  * counting when its views expire (about --presence-timeout seconds).
  *
  * Announcements: at most once per --presence-coalesce ms per user, with the
- * state at that time; a state that returns to what was last announced is
- * not announced at all (a flapping connection is invisible). Streams with
+ * state at that time, and only once a change has lasted that long; a state
+ * that returns to what was last announced is not announced at all (a
+ * flapping connection is invisible). Streams with
  * more than PRESENCE_FANOUT_MAX live sessions get none (clients query).
  * Last seen is written to the store when a user's last local session goes
  * offline, and at shutdown.
@@ -73,8 +74,8 @@ struct presence {
     int64_t  pub_at;              /* mono ms of that publish (local_pub)      */
     int64_t  local_active;        /* wall ms: last heartbeat or disconnect here */
     int64_t  sent_at;             /* mono ms (sent)                           */
-    int64_t  offline_since;       /* mono ms the merged status first read offline
-                                   * while `sent` was not; 0 otherwise           */
+    int64_t  changed_since;       /* mono ms the merged status first read other
+                                   * than `sent`; 0 while they agree            */
 };
 _Static_assert(sizeof(presence) <= 96, "presence must fit a 96-byte allocator block");
 
@@ -414,13 +415,17 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
     }
     int64_t last;
     int st = merged_status(p, wall, &last);
-    /* Going offline must hold for a coalesce window first: a device
-     * closing on one node just as another connected elsewhere reads as
-     * offline here until the other node's view arrives, and a flap
-     * that ends where it started sends nothing (protocol.md). */
-    if (st != ST_OFFLINE || st == p->sent) p->offline_since = 0;
-    else if (!p->offline_since) p->offline_since = now;
-    int settled = st != ST_OFFLINE || now - p->offline_since >= C.cfg->presence_coalesce;
+    /* A change must hold for a coalesce window before it is announced
+     * (protocol.md "Presence"): a flap that ends where it started (away
+     * and back, a second device that connects and closes, a device
+     * closing on one node just as another connected elsewhere, which
+     * reads as offline here until the other node's view arrives) sends
+     * nothing, and a change announced is one that lasted. Audit Y: only
+     * going offline waited, so away-and-back within 0.2 s was announced
+     * twice, `away` at once and `online` a window later. */
+    if (st == p->sent) p->changed_since = 0;
+    else if (!p->changed_since) p->changed_since = now;
+    int settled = st != p->sent && now - p->changed_since >= C.cfg->presence_coalesce;
     if (st != p->sent && settled && now - p->sent_at >= C.cfg->presence_coalesce) {
         p->sent = (uint8_t)st;
         p->sent_at = now;

@@ -127,6 +127,44 @@ async def test_flapping_connection_is_coalesced(server_factory):
 
 
 @async_test(60)
+async def test_a_change_undone_within_the_window_is_never_announced(server_factory):
+    """protocol.md "Presence": none when the state ends where it started.
+    Audit Y: `away` and back within 0.2 s was announced twice (`away` at
+    once, `online` a window later), and so was an away user's second device
+    connecting and closing (`online`, then `away`)."""
+    server = server_factory(["--presence-coalesce", "1000"])
+    async with Harness(server) as h:
+        api = h.api
+        watcher, bob = await api.register_many(2, "un")
+        await api.open_dm(watcher, bob.id)
+        w = await h.ws(watcher, name="watcher")
+        b = await h.ws(bob, name="bob")
+        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                         and m.get("status") == "online", what="bob online")
+        await asyncio.sleep(1.2)                      # past the window of that announcement
+        for _ in range(3):
+            await b.send_json({"type": "presence", "status": "away"})
+            await asyncio.sleep(0.2)
+            await b.send_json({"type": "presence", "status": "online"})
+            await asyncio.sleep(1.5)
+        await w.ping()
+        assert [m["status"] for m in presence_of(w, bob.id)] == ["online"], presence_of(w, bob.id)
+        # a change that lasts is announced, once
+        await b.send_json({"type": "presence", "status": "away"})
+        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                         and m.get("status") == "away", what="bob away")
+        await asyncio.sleep(1.2)
+        for i in range(3):                             # a second device, there and gone
+            x = await h.ws(bob, name=f"blip{i}")
+            await asyncio.sleep(0.1)
+            await x.close()
+            await asyncio.sleep(1.5)
+        await w.ping()
+        assert [m["status"] for m in presence_of(w, bob.id)] == ["online", "away"], presence_of(w, bob.id)
+        await b.ping()
+
+
+@async_test(60)
 async def test_typing_reaches_others_not_typist_and_expires(server_factory):
     server = server_factory(FAST)
     async with Harness(server) as h:
