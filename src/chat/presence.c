@@ -43,6 +43,9 @@
 #define VIEW_REFRESH_MS 20000         /* a node re-publishes its views this often,
                                        * or every quarter of --presence-timeout */
 #define OFFLINE_KEEP_MS 120000        /* an offline view is kept this long       */
+#define LAST_SEEN_EVERY_MS 300000     /* an online user's last seen is stored this
+                                       * often (at a view refresh), so a crash
+                                       * loses at most this much of it           */
 #define PRESENCE_RATE   1.0           /* presence changes per user: tokens/s, burst */
 #define PRESENCE_BURST  5.0
 
@@ -409,8 +412,14 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
         if (hb) p->local_active = wall - (now - hb);      /* the last heartbeat, in wall time */
         if (st != p->local_pub || p->dirty || (st != ST_OFFLINE && now - p->pub_at >= view_refresh_ms())) {
             int went_offline = st == ST_OFFLINE && p->local_pub != ST_OFFLINE && !has_local;
+            /* Last seen survives a crash (audit Y: kill -9 left 0 for whoever
+             * was online): written when the user comes online here, and
+             * while online each time a refresh crosses a LAST_SEEN_EVERY_MS
+             * boundary, besides when the user goes offline. */
+            int keep = st != ST_OFFLINE && (p->local_pub == ST_OFFLINE ||
+                                             now / LAST_SEEN_EVERY_MS != p->pub_at / LAST_SEEN_EVERY_MS);
             publish_own(p, st, p->local_active, now, st == p->local_pub);   /* unchanged: a refresh */
-            if (went_offline) store_last_seen(p->user, p->local_active);
+            if (went_offline || (keep && p->local_active > 0)) store_last_seen(p->user, p->local_active);
         }
     }
     int64_t last;
@@ -430,6 +439,9 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
         p->sent = (uint8_t)st;
         p->sent_at = now;
         announce(p, st, last);
+        /* offline from another node's views (that node may be dead and
+         * never write it): what presence_query reads later */
+        if (st == ST_OFFLINE && !has_local && last > p->local_active) store_last_seen(p->user, last);
     }
     if (st != p->sent || p->dirty) mark_hot(p);         /* waits for its window */
     return st == ST_OFFLINE && p->sent == ST_OFFLINE && !has_local && p->local_pub == ST_OFFLINE;

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pclient import Harness, async_test
+from pclient import WS, Api, Harness, async_test
 
 FAST = ["--presence-timeout", "2", "--presence-coalesce", "100", "--typing-ttl", "1500"]
 
@@ -162,6 +162,62 @@ async def test_a_change_undone_within_the_window_is_never_announced(server_facto
         await w.ping()
         assert [m["status"] for m in presence_of(w, bob.id)] == ["online", "away"], presence_of(w, bob.id)
         await b.ping()
+
+
+@pytest.mark.embedded_only("a cluster node's crash leaves its views in Redis until they expire "
+                            "(test_cluster.py covers the push that does not wait for them)")
+@async_test(90)
+async def test_last_seen_survives_a_crash(server):
+    """Audit Y: after kill -9, presence_query and GET /presence said
+    `"last_seen": 0` (1970) for a user who was online at the crash; last
+    seen is now stored when a user comes online (and every 5 minutes while
+    online), so it is at worst when they connected."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "ls")
+        await api.open_dm(alice, bob.id)
+        before = int(time.time() * 1000)
+        a = await h.ws(alice, name="alice")
+        await a.send_json({"type": "heartbeat"})
+        await asyncio.sleep(1.5)                   # a presence tick, and its write committed
+        await server.arestart()                    # SIGKILL while alice is online, then start again
+        r = await api.expect(200, "GET", f"/api/v1/presence?users={alice.id}", token=bob.token)
+        u = r.body["users"][0]
+        assert u["status"] == "offline", u
+        assert before - 1000 <= u["last_seen"] <= int(time.time() * 1000), (before, u)
+
+
+@pytest.mark.cluster_only("a node killed without closing")
+@async_test(90)
+async def test_last_seen_of_a_user_whose_node_was_killed(server_factory):
+    """Audit Y: when a user's only node was killed, the other nodes announced
+    `offline` with the right `last_seen` once its views expired, but
+    presence_query and GET /presence said 0 for ever after (nobody wrote
+    it). The node that announces it now stores it."""
+    srv = server_factory(["--presence-timeout", "2", "--presence-coalesce", "200"])
+    async with Harness(srv) as h:
+        api = h.api
+        a, b = await api.register_many(2, "lsk")
+        await api.open_dm(a, b.id)
+        w = WS(srv.node_urls[0].replace("http://", "ws://") + "/ws", a.token, name="a@node0")
+        h.clients.append(w)
+        await w.connect()
+        x = WS(srv.node_urls[1].replace("http://", "ws://") + "/ws", b.token, name="b@node1")
+        h.clients.append(x)
+        await x.connect()
+        for _ in range(6):                          # heartbeats for 3 s: the view's last active moves
+            await x.send_json({"type": "heartbeat"})
+            await asyncio.sleep(0.5)
+        last_beat = int(time.time() * 1000)
+        srv.nodes[1].kill()
+        m = await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == b.id
+                             and m.get("status") == "offline", timeout=20, what="b offline")
+        api0 = Api(srv.node_urls[0], h.session)
+        await asyncio.sleep(0.5)                    # the write after the announcement
+        r = await api0.expect(200, "GET", f"/api/v1/presence?users={b.id}", token=a.token)
+        u = r.body["users"][0]
+        assert u["status"] == "offline" and u["last_seen"] == m["last_seen"], (u, m)
+        assert u["last_seen"] >= last_beat - 1500, (u, last_beat)
 
 
 @async_test(60)
