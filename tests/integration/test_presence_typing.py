@@ -17,18 +17,29 @@ def presence_of(ws, uid):
             and m.get("user") == uid]
 
 
+async def wait_status(ws, uid, status, timeout=10):
+    """The next presence update about uid with that status."""
+    return await ws.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == uid
+                             and m.get("status") == status, timeout=timeout, what=f"{uid} {status}")
+
+
+async def watched(h, prefix, name="b1"):
+    """A watcher and bob sharing a DM, both connected, bob seen online by
+    the watcher: (watcher, bob, watcher's ws, bob's ws)."""
+    watcher, bob = await h.api.register_many(2, prefix)
+    await h.api.open_dm(watcher, bob.id)
+    w = await h.ws(watcher, name="watcher")
+    b = await h.ws(bob, name=name)
+    await wait_status(w, bob.id, "online")
+    return watcher, bob, w, b
+
+
 @async_test(60)
 async def test_presence_merged_over_devices_then_offline_with_last_seen(server_factory):
     server = server_factory(FAST)
     async with Harness(server) as h:
         api = h.api
-        watcher, bob = await api.register_many(2, "pr")
-        await api.open_dm(watcher, bob.id)
-        w = await h.ws(watcher, name="watcher")
-
-        b1 = await h.ws(bob, name="b1")
-        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
-                         and m.get("status") == "online", what="bob online")
+        watcher, bob, w, b1 = await watched(h, "pr")
         b2 = await h.ws(bob, name="b2")
 
         # b1 goes away and disconnects; b2 keeps heartbeating: still online
@@ -134,13 +145,7 @@ async def test_a_change_undone_within_the_window_is_never_announced(server_facto
     connecting and closing (`online`, then `away`)."""
     server = server_factory(["--presence-coalesce", "1000"])
     async with Harness(server) as h:
-        api = h.api
-        watcher, bob = await api.register_many(2, "un")
-        await api.open_dm(watcher, bob.id)
-        w = await h.ws(watcher, name="watcher")
-        b = await h.ws(bob, name="bob")
-        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
-                         and m.get("status") == "online", what="bob online")
+        watcher, bob, w, b = await watched(h, "un")
         await asyncio.sleep(1.2)                      # past the window of that announcement
         for _ in range(3):
             await b.send_json({"type": "presence", "status": "away"})
@@ -151,8 +156,7 @@ async def test_a_change_undone_within_the_window_is_never_announced(server_facto
         assert [m["status"] for m in presence_of(w, bob.id)] == ["online"], presence_of(w, bob.id)
         # a change that lasts is announced, once
         await b.send_json({"type": "presence", "status": "away"})
-        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
-                         and m.get("status") == "away", what="bob away")
+        await wait_status(w, bob.id, "away")
         await asyncio.sleep(1.2)
         for i in range(3):                             # a second device, there and gone
             x = await h.ws(bob, name=f"blip{i}")
@@ -210,8 +214,7 @@ async def test_last_seen_of_a_user_whose_node_was_killed(server_factory):
             await asyncio.sleep(0.5)
         last_beat = int(time.time() * 1000)
         srv.nodes[1].kill()
-        m = await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == b.id
-                             and m.get("status") == "offline", timeout=20, what="b offline")
+        m = await wait_status(w, b.id, "offline", timeout=20)
         api0 = Api(srv.node_urls[0], h.session)
         await asyncio.sleep(0.5)                    # the write after the announcement
         r = await api0.expect(200, "GET", f"/api/v1/presence?users={b.id}", token=a.token)
