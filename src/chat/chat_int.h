@@ -417,6 +417,9 @@ void typing_clear_conv(chat_conv *cv);
 /* The bus's conv_blocked: a block set or lifted conv's flag. */
 void typing_conv_blocked(void *ud, int64_t conv, int blocked);
 void typing_stop(chat_conv *cv, int64_t user);
+/* s is closing: its user stops typing where no other session of theirs here
+ * follows the conversation (audit Y: the indicator stayed until it expired). */
+void typing_session_gone(session *s);
 void typing_tick(int64_t now);
 void do_typing(session *s, pl_msg *m);
 void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin);

@@ -539,6 +539,7 @@ void pl_chat_conn_closed(pl_conn *c) {
     pq_free(s);
     if (s->state == S_AUTHED) {
         presence_session_gone(s);
+        typing_session_gone(s);
         sub_release_all(s);
         user_detach(s);
         presence_user_detached(s->user);

@@ -79,6 +79,18 @@ void typing_stop(chat_conv *cv, int64_t user) {
         }
 }
 
+void typing_session_gone(session *s) {
+    chat_user *u = chat_user_get(s->user);
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        chat_conv *cv = s->subs[i]->conv;
+        if (!cv->ntyping || !typing_find(cv, s->user)) continue;
+        int others = 0;
+        for (session *o = u ? u->sessions : NULL; o && !others; o = o->unext)
+            others = o != s && sub_find(o, cv->id) != NULL;
+        if (!others) pl_bus_publish_typing(C.bus, cv->id, s->user, 0);
+    }
+}
+
 void typing_clear_conv(chat_conv *cv) {
     typing_list_remove(cv);
     free(cv->typing);

@@ -259,6 +259,39 @@ async def test_typing_reaches_others_not_typist_and_expires(server_factory):
         assert e["type"] == "error" and e["code"] == "not_found", e
 
 
+@async_test(60)
+async def test_typing_stops_when_the_typist_disconnects(server_factory):
+    """Audit Y: "typing..." stayed until --typing-ttl ran out after the
+    typist's connection closed; it now stops at the close, unless another
+    of the typist's sessions on that node follows the conversation."""
+    server = server_factory(["--typing-ttl", "20000"])
+    async with Harness(server) as h:
+        api = h.api
+        a, b = await api.register_many(2, "tgone")
+        cid = (await api.open_dm(a, b.id))["id"]
+        wb = await h.ws(b, name="bob")
+
+        def typing(state):
+            return lambda m: (m.get("type") == "typing" and m.get("conversation") == cid
+                              and m.get("user") == a.id and m.get("state") == state)
+
+        a1 = await h.ws(a, name="a1")
+        a2 = await h.ws(a, name="a2")
+        await a1.send_json({"type": "typing", "conversation": cid, "state": "start"})
+        await wb.wait_for(typing("start"), what="alice typing")
+        await a1.close()                               # a2 still follows the DM
+        await asyncio.sleep(1.0)
+        await wb.ping()
+        if len(getattr(server, "node_urls", None) or [0]) == 1:
+            # one node: it knows a2 is there (across nodes a close stops the
+            # indicator, and a typist elsewhere starts it again within 3 s)
+            assert not [m for m in wb.msgs if typing("stop")(m)], wb.msgs
+        t0 = time.monotonic()
+        await a2.close()                               # the last one
+        await wb.wait_for(typing("stop"), timeout=10, what="alice stopped typing")
+        assert time.monotonic() - t0 < 5, "the stop came from the close, not the 20 s expiry"
+
+
 @async_test(90)
 async def test_signal_spam_is_limited_without_hurting_messages(server):
     async with Harness(server) as h:
