@@ -324,16 +324,20 @@ int api_role_arg(pl_http_ctx *ctx, json_t *o) {
     return role;
 }
 
-/* POST /members with a username: the user found, the add as with an id. */
-static void member_add_peer_read(pl_job *j) {
-    api_op *op = j->data;
-    if (api_user_read_failed(op)) return;
-    int64_t peer = j->user_out.id;
+/* POST /members: adds peer to op->conv. */
+static void member_add_submit(api_op *op, int64_t peer) {
     api_job_reset(op, PL_JOB_MEMBER_ADD, api_conv_changed);
     op->job.conv = op->conv;
     op->job.user = op->ctx->user;
     op->job.peer = peer;
     api_submit(op);
+}
+
+/* POST /members with a username: the user found, the add as with an id. */
+static void member_add_peer_read(pl_job *j) {
+    api_op *op = j->data;
+    if (api_user_read_failed(op)) return;
+    member_add_submit(op, j->user_out.id);
 }
 
 void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
@@ -345,15 +349,8 @@ void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
         op->conv = conv;
         int by = api_user_arg(op, o, &peer, member_add_peer_read);
         if (by < 0) return;
-        if (by == 0) {                   /* {"username": ...}: looked up first */
-            api_submit(op);
-            return;
-        }
-        api_job_reset(op, what, api_conv_changed);
-        op->job.conv = conv;
-        op->job.user = ctx->user;
-        op->job.peer = peer;
-        api_submit(op);
+        if (by == 0) api_submit(op);     /* {"username": ...}: looked up first */
+        else member_add_submit(op, peer);
         return;
     }
     int role = 0;

@@ -17,7 +17,9 @@
  * flapping connection is invisible). Streams with
  * more than PRESENCE_FANOUT_MAX live sessions get none (clients query).
  * Last seen is written to the store when a user's last local session goes
- * offline, and at shutdown.
+ * offline, when a user comes online here, every LAST_SEEN_EVERY_MS while
+ * online, by a node that announces offline from another node's views, and
+ * at shutdown (so a crash leaves it at most LAST_SEEN_EVERY_MS early).
  *
  * The tick (every 250 ms) does not walk the whole table: it handles the
  * "hot" entries (something happened to them: a session came or went, a
@@ -434,7 +436,7 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
      * twice, `away` at once and `online` a window later. */
     if (st == p->sent) p->changed_since = 0;
     else if (!p->changed_since) p->changed_since = now;
-    int settled = st != p->sent && now - p->changed_since >= C.cfg->presence_coalesce;
+    int settled = now - p->changed_since >= C.cfg->presence_coalesce;
     if (st != p->sent && settled && now - p->sent_at >= C.cfg->presence_coalesce) {
         p->sent = (uint8_t)st;
         p->sent_at = now;
