@@ -180,7 +180,7 @@ static void check_msg(const pl_msg *m, size_t max_body) {
         break;
     case PL_MSG_DELIVERED:
     case PL_MSG_READ:
-        FZ_CHECK(m->conv > 0 && m->seq > 0);
+        FZ_CHECK(m->conv > 0 && m->seq >= 0);   /* 0: a no-op, below every cursor */
         break;
     case PL_MSG_RECEIPTS:
         FZ_CHECK(m->conv > 0 && m->seq >= 0);

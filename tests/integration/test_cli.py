@@ -784,11 +784,12 @@ def test_tail_refuses_bad_arguments(cli):
 
 
 def test_token_refresh(cli_bin, server_factory, workdir):
-    srv = server_factory(["--access-ttl", "1"])        # seconds (README: access-ttl)
+    srv = server_factory(["--access-ttl", "3"])        # seconds (README: access-ttl); at 1 a
+    # token refreshed late in a second could expire before the retry used it (a CI flake)
     alice = Cli(cli_bin, srv, str(workdir))
     alice.register()
     before = alice.saved()
-    time.sleep(2.2)                                    # past the access token's life
+    time.sleep(3.2)                                    # past the access token's life
     assert alice.run("whoami", env={"PARLEY_TOKEN": before["access_token"]}, expect=1).stderr.startswith(
         "parley: whoami: 401 unauthorized")           # an env token is never refreshed
     assert alice.out("whoami") == f"{alice.name.lower()} (user {alice.id})\n"
@@ -799,7 +800,7 @@ def test_token_refresh(cli_bin, server_factory, workdir):
 
     # two processes needing a refresh at once: one rotates, the other takes
     # the saved pair (presenting the replaced token would be refused)
-    time.sleep(2.2)
+    time.sleep(3.2)
     procs = [subprocess.Popen([cli_bin, "whoami"], env=alice.env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, encoding="utf-8") for _ in range(2)]
     for p in procs:
