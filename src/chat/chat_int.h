@@ -318,6 +318,7 @@ void     sse_free(void);
 
 /* deliver.c */
 void       deliver_init(void);
+void       deliver_ring_min_subs(uint32_t n);   /* tests: subscriptions a ring needs (deliver_init: 3) */
 void       deliver_shutdown(void);
 void       deliver_free(void);
 sub       *sub_find(session *s, int64_t conv);

@@ -36,10 +36,13 @@ static void ring_free(chat_conv *cv);
 static int64_t sub_target(const sub *x);
 
 static pl_map rings;               /* conv id -> frame_ring (busy conversations) */
+#define RING_MIN_SUBS 3            /* subscriptions a ring needs (the ring's note) */
+static uint32_t ring_min_subs;     /* RING_MIN_SUBS; tests may raise it       */
 
 void deliver_init(void) {
     pl_map_init(&C.convs);
     pl_map_init(&rings);
+    ring_min_subs = RING_MIN_SUBS;
     uv_idle_init(C.loop, &C.replayer);
     uv_timer_init(C.loop, &C.gap_timer);
     uv_unref((uv_handle_t *)&C.gap_timer);
@@ -418,9 +421,16 @@ static void fill_done(pl_job *j) {
 /* ---- recent frames of busy conversations ---------------------------------
  *
  * A conversation with at least RING_MIN_SUBS subscriptions here keeps the
- * frames of its last RING_FRAMES published events (at most RING_BYTES). A
+ * frames of its last RING_FRAMES published events, at most RING_SUB_BYTES
+ * per subscription (at the most it has had; RING_BYTES at most), all rings
+ * together at most RING_TOTAL bytes (the budget: a ring that would pass it drops
+ * its oldest frames, and no new ring starts while it is spent). A
  * subscription catching up whose next seq is among them gets the rest from
  * here, as the live subscriptions got it, instead of another store read.
+ * Three subscriptions, not only big groups: when a node's clients all come
+ * back at once (a storm), every member of every group read its missed
+ * events from the store, one read per member (docs/benchmarks.md "a
+ * storm's replays from memory").
  * Without this, in a busy group the members that fell behind each read a
  * page, the stream moved on during the read, and they read again: a read
  * per member per round that never converged while the store was the
@@ -437,21 +447,26 @@ static void fill_done(pl_job *j) {
  *   3. A message with attachments is held as a hole: its frame carries
  *      signed media URLs that expire (--media-url-ttl), and a replay signs
  *      them afresh (docs/protocol.md "Attachments in messages"). */
-#define RING_MIN_SUBS 16
-#define RING_FRAMES   256
-#define RING_BYTES    (128 * 1024)
+#define RING_FRAMES    256
+#define RING_BYTES     (128 * 1024)
+#define RING_SUB_BYTES (8 * 1024)
+#define RING_TOTAL     ((size_t)64 * 1024 * 1024)
 
 typedef struct frame_ring {
     int64_t  first;               /* seq of fr[head]                         */
     uint32_t head, n;
     size_t   bytes;
+    size_t   cap;                 /* its bytes at most: grows with nsubs     */
     pl_rbuf *fr[RING_FRAMES];     /* NULL: dropped (invariant 2)             */
     int64_t  ref[RING_FRAMES];    /* the event's ref: a reply's parent, an action's target */
 } frame_ring;
 
+static size_t ring_total;           /* every ring's struct and frames (the budget) */
+
 static void ring_drop(frame_ring *r, uint32_t i) {
     if (!r->fr[i]) return;
     r->bytes -= r->fr[i]->len;
+    ring_total -= r->fr[i]->len;
     pl_rbuf_unref(&r->fr[i]);
 }
 
@@ -462,10 +477,13 @@ static void ring_drop_oldest(frame_ring *r) {
     r->first++;
 }
 
+void deliver_ring_min_subs(uint32_t n) { ring_min_subs = n; }
+
 static void ring_free(chat_conv *cv) {
     if (!cv->has_ring) return;
     frame_ring *r = pl_map_get(&rings, cv->id);
     while (r && r->n) ring_drop_oldest(r);
+    if (r) ring_total -= sizeof *r;
     free(r);
     pl_map_del(&rings, cv->id);
     cv->has_ring = 0;
@@ -476,11 +494,14 @@ static void ring_free(chat_conv *cv) {
 static void ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off, uint32_t len, int whole) {
     frame_ring *r = cv->has_ring ? pl_map_get(&rings, cv->id) : NULL;
     if (!r) {
-        if (cv->nsubs < RING_MIN_SUBS) return;
+        if (cv->nsubs < ring_min_subs || ring_total + sizeof *r > RING_TOTAL) return;
         r = pl_calloc(1, sizeof *r);
+        ring_total += sizeof *r;
         pl_map_put(&rings, cv->id, r);
         cv->has_ring = 1;
     }
+    size_t cap = (size_t)cv->nsubs * RING_SUB_BYTES;
+    if (cap > r->cap) r->cap = cap < RING_BYTES ? cap : RING_BYTES;
     if (r->n && r->first + r->n != ev->seq)   /* the stream's head jumped: start again */
         while (r->n) ring_drop_oldest(r);
     int action = ev->kind == PL_EV_EDIT || ev->kind == PL_EV_DELETE || ev->kind == PL_EV_REACTION ||
@@ -508,12 +529,18 @@ static void ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off
         return;
     }
     size_t flen = f ? f->len : 0;
-    while (r->n && (r->n == RING_FRAMES || r->bytes + flen > RING_BYTES)) ring_drop_oldest(r);
+    while (r->n && (r->n == RING_FRAMES || r->bytes + flen > r->cap || ring_total + flen > RING_TOTAL))
+        ring_drop_oldest(r);
+    if (flen > r->cap || ring_total + flen > RING_TOTAL) {   /* no room: not kept, and no hole */
+        pl_rbuf_unref(&f);
+        return;
+    }
     if (!r->n) r->first = ev->seq;
     r->fr[(r->head + r->n) % RING_FRAMES] = f;
     r->ref[(r->head + r->n) % RING_FRAMES] = ev->ref;
     r->n++;
     r->bytes += flen;
+    ring_total += flen;
 }
 
 /* Sends x what the ring holds from its next seq on, up to its target or a
@@ -1088,7 +1115,7 @@ static void conv_process(chat_conv *cv, const pl_event *ev) {
         }
     }
     if (queued) pl_count(&pl_m_frames_out, queued);
-    if (cv->has_ring || cv->nsubs >= RING_MIN_SUBS) {
+    if (cv->has_ring || cv->nsubs >= ring_min_subs) {
         if (frame) ring_add(cv, ev, frame, 0, 0, 1);
         else ring_add(cv, ev, ab, aoff, alen, 0);
     }

@@ -580,6 +580,59 @@ TEST(deliver_catch_up_near_the_head_comes_from_recent_frames) {
     h_stop(all, 19);
 }
 
+/* Three subscriptions are enough for recent frames (before: 16). In a
+ * storm every member of every group comes back at once, and each read its
+ * missed events from the store (docs/benchmarks.md "a storm's replays from
+ * memory"). Two are not: a direct conversation's frames are not kept. */
+TEST(deliver_three_subscriptions_keep_recent_frames) {
+    h_start(0);
+    conv_spec group = {30, 1, 1}, dm = {31, 1, 1};
+    fconn *all[5];
+    all[0] = h_session(100, 100, &group, 1, 0);
+    all[1] = h_session(101, 101, &group, 1, 0);
+    fconn *late = all[2] = h_session(102, 102, &group, 1, 1);   /* held until its sync */
+    all[3] = h_session(103, 103, &dm, 1, 0);
+    fconn *dm_late = all[4] = h_session(104, 104, &dm, 1, 1);
+    CHECK(all[0] && all[1] && late && all[3] && dm_late);
+    for (int64_t seq = 2; seq <= 10; seq++) {
+        h_publish(30, seq, PL_EV_MESSAGE, 0);
+        h_publish(31, seq, PL_EV_MESSAGE, 0);
+    }
+    h_text(late, "{\"type\":\"sync\",\"cursors\":{\"30\":5}}");
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    CHECK(is_run(late, 30, 6, 5));
+    CHECK(has_frame(late, "synced"));
+    h_text(dm_late, "{\"type\":\"sync\",\"cursors\":{\"31\":5}}");
+    CHECK_EQ(h_replay_read(31, 5, 10), 0);        /* two: from the store */
+    CHECK(is_run(dm_late, 31, 6, 5));
+    h_stop(all, 5);
+}
+
+/* A small group's frames take at most RING_SUB_BYTES (8 KiB) per
+ * subscription: three keep the newest ~24 KiB, and a subscription further
+ * behind reads the rest from the store first. */
+TEST(deliver_recent_frames_of_a_small_group_are_bounded) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1};
+    fconn *all[3];
+    all[0] = h_session(100, 100, &cs, 1, 0);
+    all[1] = h_session(101, 101, &cs, 1, 0);
+    fconn *late = all[2] = h_session(102, 102, &cs, 1, 1);
+    CHECK(all[0] && all[1] && late);
+    big_body = 500;                               /* \u0001 each: frames of ~3 KiB */
+    for (int64_t seq = 2; seq <= 20; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
+    CHECK(all[0]->nframes > 0 && strlen(all[0]->frames[all[0]->nframes - 1]) > 3000 &&
+          strlen(all[0]->frames[all[0]->nframes - 1]) < 3300);
+    h_text(late, "{\"type\":\"sync\",\"cursors\":{\"30\":1}}");
+    CHECK_EQ(h_replay_read(30, 1, 13), 0);        /* 14..20 (7 frames) are kept */
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    CHECK(is_run(late, 30, 2, 19));
+    CHECK(has_frame(late, "synced"));
+    big_body = 0;
+    h_stop(all, 3);
+}
+
 /* A message with attachments is not replayed from the recent frames: its
  * frame's signed media URLs may have expired; the store's copy is signed
  * afresh (before: a replay from the frames carried the live frame's URLs). */
@@ -2153,6 +2206,7 @@ static void flow_start(int lag) {
     h_start(0);
     H.cfg.flow_lag = lag;
     H.cfg.flow_share = 25;
+    deliver_ring_min_subs(1000);    /* members catch up from the store, not from recent frames */
 }
 static void flow_stop(fconn **conns, size_t n) { h_stop(conns, n); }
 
