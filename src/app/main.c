@@ -459,8 +459,8 @@ int main(int argc, char **argv) {
     }
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_refused, NULL};
     pl_http_init(&hh);
-    pl_wsconn_hooks wh = {pl_chat_ws_text, pl_chat_ws_timeout};
-    pl_wsconn_init(&wh, (uint32_t)cfg.max_ws_message);
+    pl_wsconn_hooks wh = {pl_chat_ws_text, pl_chat_ws_timeout, pl_chat_ws_slow};
+    pl_wsconn_init(&wh, (uint32_t)cfg.max_ws_message, (size_t)cfg.max_outbound);
     pl_net_handler nh = {on_data, on_close, on_timeout, on_drain};
     if (tls_setup()) return start_failed(2);
     r = pl_net_listen(loop, cfg.listen, &nh, NULL, &net);

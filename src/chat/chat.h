@@ -61,6 +61,7 @@ void pl_chat_committed(void *arg, pl_job *j);
 void pl_chat_ws_open(pl_conn *c, const char *token, size_t len);
 void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n);
 void pl_chat_ws_timeout(pl_conn *c);
+void pl_chat_ws_slow(pl_conn *c);
 void pl_chat_conn_closed(pl_conn *c);
 void pl_chat_on_drain(pl_conn *c);
 

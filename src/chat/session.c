@@ -655,6 +655,9 @@ static void dispatch(session *s, const uint8_t *p, size_t n) {
  * connection's single deadline holds the next check; any byte received
  * moves last_rx, so a pong re-arms it. */
 
+/* A ping's pong would pass --max-outbound (wsconn.h): as for any frame. */
+void pl_chat_ws_slow(pl_conn *c) { chat_close_slow(c); }
+
 void pl_chat_ws_timeout(pl_conn *c) {
     session *s = c->session;
     if (!s) return;

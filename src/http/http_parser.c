@@ -20,14 +20,16 @@
  *   4. The first error found wins, scanning left to right; the semantic checks
  *      that need every header (Host, keep-alive, upgrade) run last.
  *
- * Known limits, on purpose: only origin-form targets ("/...") and "*" for
- * OPTIONS (no absolute-form, which RFC 9112 3.2.2 says a server MUST accept;
- * Parley is not a proxy and no browser sends it to an origin server); the
- * target must be visible ASCII; chunked bodies are refused (ECHUNKED -> 411).
+ * Targets: origin-form ("/..."), "*" for OPTIONS, and absolute-form
+ * ("http://host/...", which RFC 9112 3.2.2 says a server MUST accept; audit
+ * Z): its path and query are the request's, and one without a path is
+ * EBAD. Known limits, on purpose: the target must be visible ASCII; chunked
+ * bodies are refused (ECHUNKED -> 411).
  */
 #include "http_parser.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* ---- Character classes ------------------------------------------------- */
 
@@ -144,7 +146,13 @@ static int parse_request_line(const char *s, size_t n, pl_http_req *req) {
     if (s[t0] == '*' && t1 - t0 == 1) {
         if (req->method != PL_HTTP_OPTIONS) return PL_HTTP_EBAD;
     } else if (s[t0] != '/') {
-        return PL_HTTP_EBAD;
+        size_t sch = t1 - t0 >= 8 && strncasecmp(s + t0, "https://", 8) == 0 ? 8
+                   : t1 - t0 >= 7 && strncasecmp(s + t0, "http://", 7) == 0  ? 7 : 0;
+        const char *slash = sch ? memchr(s + t0 + sch, '/', t1 - t0 - sch) : NULL;
+        const char *qm = sch ? memchr(s + t0 + sch, '?', t1 - t0 - sch) : NULL;
+        if (!slash || (qm && qm < slash)) return PL_HTTP_EBAD;   /* not absolute-form, or no path */
+        t0 = (size_t)(slash - s);
+        req->target = (pl_str){ s + t0, t1 - t0 };
     }
     const char *q = memchr(s + t0, '?', t1 - t0);
     if (q) {

@@ -14,6 +14,11 @@
  *   HANDLER: reading is paused; the context holds a connection reference.
  *         pl_http_respond() frees the context, drops the request's bytes,
  *         resumes reading and re-runs the loop on what is left (pipelining).
+ *   Answers unread: while the connection's queue is above its high-water
+ *         mark, no further request is taken and reading stays paused;
+ *         pl_http_on_drain goes on once the client read (audit Z: a client
+ *         that pipelined requests and read nothing had 583 MB queued). One
+ *         that reads nothing for PL_HTTP_IDLE_TIMEOUT_MS is closed.
  *
  * Streamed request bodies (uploads) skip BODY: the handler takes the body
  * in chunks while in HANDLER; streamed responses (files) stay in HANDLER
@@ -42,6 +47,7 @@ typedef struct http_state {
     size_t       head_len;   /* 0 until the head is complete                */
     pl_http_ctx *ctx;        /* the request being answered, or NULL         */
     int          in_process; /* process() is on the stack: respond must not re-enter */
+    int          continued;  /* this request's 100 Continue was sent          */
 } http_state;
 
 static pl_http_hooks hooks;
@@ -189,6 +195,7 @@ static void finish(pl_http_ctx *ctx) {
         st->len -= used;
         st->scan = 0;
         st->head_len = 0;
+        st->continued = 0;
         st->ctx = NULL;
         if (!keep) {
             state_free(c);
@@ -351,6 +358,11 @@ static const char *parse_error_status(int e, int *status, const char **code) {
 static void process(pl_conn *c) {
     http_state *st;
     while ((st = c->http) && !st->ctx && pl_conn_alive(c) && c->mode == PL_CONN_HTTP) {
+        if (c->high) {                     /* answers unread: pl_http_on_drain goes on */
+            pl_conn_pause(c);
+            c->deadline = pl_mono_ms() + PL_HTTP_IDLE_TIMEOUT_MS;
+            return;
+        }
         if (!st->head_len) {
             size_t h = pl_http_head_end(st->buf, st->len, &st->scan);
             if (!h) {
@@ -392,6 +404,13 @@ static void process(pl_conn *c) {
         }
         if (cl < 0) cl = 0;
         if (st->len - st->head_len < (size_t)cl) {   /* body still coming */
+            /* RFC 9110 10.1.1: a client that asked waits for this first */
+            pl_str ex = pl_http_header_get(&ctx->req, "expect");
+            if (!st->continued && st->len == st->head_len && ex.p && ex.n == 12 &&
+                strncasecmp(ex.p, "100-continue", 12) == 0) {
+                pl_conn_send_copy(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                st->continued = 1;
+            }
             free(ctx);
             return;
         }
@@ -589,7 +608,14 @@ void pl_http_respond_end(pl_http_ctx *ctx) {
 
 void pl_http_on_drain(pl_conn *c) {
     http_state *st = c->http;
-    if (st && st->ctx && st->ctx->on_drain) st->ctx->on_drain(st->ctx);
+    if (st && st->ctx) {
+        if (st->ctx->on_drain) st->ctx->on_drain(st->ctx);   /* a streamed response */
+        return;
+    }
+    if (!pl_conn_alive(c) || !c->paused || c->mode != PL_CONN_HTTP) return;
+    pl_conn_resume(c);                   /* the answers were read: the next request */
+    c->deadline = pl_mono_ms() + (st && st->len ? PL_HTTP_HEAD_TIMEOUT_MS : PL_HTTP_IDLE_TIMEOUT_MS);
+    if (st && !st->in_process) process(c);
 }
 
 /* ---- Event streams (server.h) --------------------------------------------

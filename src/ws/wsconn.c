@@ -13,10 +13,12 @@
 
 static pl_wsconn_hooks hooks;
 static uint32_t max_msg = 1024 * 1024;
+static size_t max_queue = 1024 * 1024;
 
-void pl_wsconn_init(const pl_wsconn_hooks *h, uint32_t max_message) {
+void pl_wsconn_init(const pl_wsconn_hooks *h, uint32_t max_message, size_t max_queued) {
     hooks = *h;
     max_msg = max_message;
+    max_queue = max_queued;
 }
 
 void pl_wsconn_open(pl_conn *c) {
@@ -82,7 +84,18 @@ static int on_frame(void *ud, const pl_ws_msg *m) {
         hooks.on_text(c, m->data, m->len);
         return 0;
     case PL_WS_PING:
-        if (c->ws_state == PL_WSS_OPEN) send_frame(c, PL_WS_OP_PONG, m->data, m->len);
+        /* Pongs count against the queue's bound like every frame: a client
+         * that pinged and read nothing had 149 MB of them queued, and was
+         * never closed (audit Z). */
+        if (c->ws_state != PL_WSS_OPEN) return 0;
+        if (c->qbytes + m->len + 2 > max_queue) {
+            pl_conn_write_now(c);            /* what the kernel takes now first */
+            if (c->qbytes + m->len + 2 > max_queue) {
+                if (hooks.on_slow) hooks.on_slow(c);
+                return 0;
+            }
+        }
+        send_frame(c, PL_WS_OP_PONG, m->data, m->len);
         return 0;
     case PL_WS_PONG:
         return 0;

@@ -30,9 +30,13 @@ typedef struct pl_wsconn_hooks {
     void (*on_text)(pl_conn *c, const uint8_t *data, size_t len);
     /* The connection's deadline passed while open (auth timeout, idle). */
     void (*on_timeout)(pl_conn *c);
+    /* A pong would take the queue past max_queue: the peer does not read
+     * (it is closed as a slow consumer; NULL: the pong is not sent). */
+    void (*on_slow)(pl_conn *c);
 } pl_wsconn_hooks;
 
-void pl_wsconn_init(const pl_wsconn_hooks *h, uint32_t max_message);
+/* max_queue: the bytes a pong may find queued (--max-outbound). */
+void pl_wsconn_init(const pl_wsconn_hooks *h, uint32_t max_message, size_t max_queue);
 
 /* Switches a connection to WebSocket mode (called after the 101). */
 void pl_wsconn_open(pl_conn *c);

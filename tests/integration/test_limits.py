@@ -491,3 +491,59 @@ async def test_an_idle_timeout_shorter_than_the_ping_interval_is_kept(server_fac
         code, _, _ = await raw.read_until_close(timeout=8)
         took = time.monotonic() - t0
         assert code == 4002 and took < 6, (code, took)
+
+
+def test_pipelined_requests_wait_for_their_answers_to_be_read(server):
+    """Audit Z: a client that pipelines requests and reads nothing had every
+    answer queued (583 MB from 0.5 MB of `GET /`). Past the high-water mark
+    (--max-outbound / 4) no further request is taken until the client reads;
+    when it does, every answer comes, in order."""
+    n = 3000
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((server.host, server.port))
+    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    sender = __import__("threading").Thread(target=lambda: s.sendall(req * n), daemon=True)
+    sender.start()                           # it blocks once the server stops reading
+    time.sleep(2)
+    queued = metrics(server)["parley_outbound_queue_bytes"]
+    assert queued < 1024 * 1024, queued      # ~29 KB an answer (the web client): unbounded, ~87 MB
+    s.settimeout(20)
+    got, buf = 0, b""
+    while got < n:
+        d = s.recv(1 << 20)
+        assert d, f"EOF after {got} answers"
+        buf += d
+        while True:                           # count whole answers
+            h = buf.find(b"\r\n\r\n")
+            if h < 0:
+                break
+            head = buf[:h].decode("latin-1")
+            assert head.startswith("HTTP/1.1 200"), head[:80]
+            ln = int(re.search(r"(?im)^content-length: *(\d+)", head).group(1))
+            if len(buf) < h + 4 + ln:
+                break
+            buf = buf[h + 4 + ln:]
+            got += 1
+    sender.join(5)
+    s.close()
+    assert got == n
+
+
+def test_expect_100_continue_is_answered_before_the_body(server):
+    """Audit Z: RFC 9110 10.1.1: a client that sends `Expect: 100-continue`
+    waits for `100 Continue` before its body (curl gives up after 1 s). Only
+    media uploads answered it; every route with a body does now."""
+    body = json.dumps({"username": "exp_" + str(time.monotonic_ns())[-9:],
+                       "password": "correct horse battery"}).encode()
+    s = socket.create_connection((server.host, server.port), timeout=5)
+    s.sendall(b"POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+    first = s.recv(4096)
+    assert first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), first[:80]
+    s.sendall(body)
+    rest = first[25:]
+    while b"\r\n\r\n" not in rest:
+        rest += s.recv(4096)
+    assert rest.startswith(b"HTTP/1.1 201"), rest[:80]
+    s.close()

@@ -1136,3 +1136,33 @@ def test_ping_frame_before_auth_answered(wsd):
         assert f.op == OP_PONG and f.payload == b"early", f
     finally:
         c.close()
+
+
+def test_ping_flood_without_reading_is_a_slow_consumer(wsd):
+    """Audit Z: pongs count against --max-outbound like every frame. A client
+    that pinged and read nothing had 149 MB of pongs queued and was never
+    closed; now, past the bound, it gets the slow consumer's 4008
+    (protocol.md "Backpressure"), before authentication too."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # the kernel holds little for us
+    s.connect((wsd.host, wsd.port))
+    c = WS.__new__(WS)
+    c.sock, c.buf = s, bytearray()
+    c.send(b"GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+           % (wsd.host.encode(), wsd.port, SAMPLE_KEY.encode()))
+    deadline = time.monotonic() + READ_TIMEOUT
+    while b"\r\n\r\n" not in c.buf:
+        c._fill(deadline)
+    assert c.buf.startswith(b"HTTP/1.1 101 "), bytes(c.buf[:80])
+    del c.buf[:c.buf.index(b"\r\n\r\n") + 4]
+    n = 60000                                   # 7.6 MB of pongs: past 1 MiB and the kernel's buffers
+    batch = frame(OP_PING, b"p" * 125) * 1000
+    for _ in range(n // 1000):
+        c.send_tolerant(batch)
+    try:
+        got, cf = c.read_until_close(timeout=20)
+        assert cf.close_code() == 4008, cf
+        assert all(f.op == OP_PONG for f in got) and len(got) < n, len(got)
+    finally:
+        c.close()

@@ -945,8 +945,8 @@ static void wsc_feed(pl_conn *c, const uint8_t *p, size_t n) {
  * inside a frame or a fragmented message, and goes once one ends on a
  * message boundary (memory per idle connection, issue 11). */
 TEST(wsconn_reader_only_while_a_frame_is_partial) {
-    pl_wsconn_hooks h = {wsc_on_text, wsc_on_timeout};
-    pl_wsconn_init(&h, 1 << 20);
+    pl_wsconn_hooks h = {wsc_on_text, wsc_on_timeout, NULL};
+    pl_wsconn_init(&h, 1 << 20, 1 << 20);
     pl_conn *c = calloc(1, sizeof *c);
     pl_wsconn_open(c);
     CHECK(c->ws == NULL);
