@@ -41,6 +41,9 @@ struct pl_net {
     uv_loop_t     *loop;
     int            epfd;           /* our epoll: the listener and connections */
     int            listen_fd;      /* -1 once stopped                        */
+    int            nodelay;        /* accepted sockets inherit the listener's
+                                      TCP_NODELAY: -1 not known yet, 1 yes,
+                                      0 no (set on each, a syscall a client) */
     int            reserve_fd;     /* spent to shed connects at EMFILE       */
     uv_poll_t      poller;         /* the loop's watch on epfd               */
     uv_prepare_t   flusher;        /* flushes pending writes before polling,
@@ -645,8 +648,12 @@ static void conn_accepted(pl_net *n, int fd, const struct sockaddr_storage *peer
         free(c);
         return;
     }
-    int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (n->nodelay != 1) {                 /* Linux: inherited from the listener */
+        int v = 0;
+        socklen_t vl = sizeof v;
+        if (n->nodelay < 0) n->nodelay = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &vl) == 0 && v;
+        if (!n->nodelay) (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    }
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(n->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
         close(fd);
@@ -764,6 +771,7 @@ static int listen_on(const struct sockaddr_storage *ss) {
     int one = 1, zero = 0;
     socklen_t sl = sizeof(struct sockaddr_in);
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);   /* the accepted inherit it */
     if (ss->ss_family == AF_INET6) {            /* dual stack, as libuv binds */
         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
         sl = sizeof(struct sockaddr_in6);
@@ -798,6 +806,7 @@ int pl_net_listen(uv_loop_t *loop, const char *addr, const pl_net_handler *h,
     n->all.next = n->all.prev = &n->all;
     n->epfd = epfd;
     n->listen_fd = lfd;
+    n->nodelay = -1;
     n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     n->high_water = 256 * 1024;
     n->low_water = 64 * 1024;

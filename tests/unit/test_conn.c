@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -457,6 +458,24 @@ TEST(conn_pause_holds_input_until_resume) {
     close(fd);
     wait_closes(&loop, 1);
     CHECK_EQ(closes, 1);
+    CHECK_EQ(t_shut(&loop, n), 0);
+}
+
+/* Accepted sockets have TCP_NODELAY (every frame goes out at once): the
+ * listener's, inherited on Linux, so the accept path skips a setsockopt a
+ * client (a reconnect storm's worth); the first accept checks it. */
+TEST(conn_accepted_sockets_have_nodelay) {
+    uv_loop_t loop;
+    pl_net *n;
+    pl_conn *c;
+    int fd = t_connect(&loop, &n, &c);
+    CHECK(fd >= 0 && c != NULL);
+    int v = 0;
+    socklen_t vl = sizeof v;
+    CHECK_EQ(getsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &v, &vl), 0);
+    CHECK_EQ(v, 1);
+    close(fd);
+    wait_closes(&loop, 1);
     CHECK_EQ(t_shut(&loop, n), 0);
 }
 
