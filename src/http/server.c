@@ -300,7 +300,8 @@ static int upgrade(pl_conn *c, http_state *st) {
         pl_conn_close(c, 1);
         return refuse(c, hctx);
     }
-    if (pl_ws_accept_key(r->ws_key.p, r->ws_key.n, accept) != 0) {
+    /* RFC 6455 11.3.1: the header MUST NOT appear more than once (audit Z) */
+    if (pl_http_header_count(r, "sec-websocket-key") != 1 || pl_ws_accept_key(r->ws_key.p, r->ws_key.n, accept) != 0) {
         error_and_close(c, 400, "bad_request", "bad Sec-WebSocket-Key");
         return refuse(c, hctx);
     }

@@ -422,10 +422,12 @@ def test_handshake_wrong_version(wsd):
     ({}, ("Sec-WebSocket-Key",)),                        # no key
     ({"Sec-WebSocket-Key": "abc"}, ()),                   # not 16 bytes of base64
     ({"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ"}, ()),  # 23 chars
-], ids=["no-key", "short-key", "unpadded-key"])
+    ({"sec-websocket-key": SAMPLE_KEY}, ()),              # the header twice (audit Z)
+], ids=["no-key", "short-key", "unpadded-key", "two-keys"])
 def test_handshake_bad_key(wsd, fields, omit):
     """RFC 4.2.1 item 5: Sec-WebSocket-Key is base64 of 16 bytes; a request
-    without a valid one is not a handshake: 400, no upgrade (RFC 4.2.2)."""
+    without a valid one is not a handshake: 400, no upgrade (RFC 4.2.2).
+    RFC 11.3.1: the header MUST NOT appear more than once."""
     status, _ = _handshake(wsd, fields=fields, omit=omit)
     assert status == 400
 
