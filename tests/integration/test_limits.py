@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import socket
+import threading
 import time
 import urllib.request
 
@@ -503,7 +504,7 @@ def test_pipelined_requests_wait_for_their_answers_to_be_read(server):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((server.host, server.port))
     req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    sender = __import__("threading").Thread(target=lambda: s.sendall(req * n), daemon=True)
+    sender = threading.Thread(target=lambda: s.sendall(req * n), daemon=True)
     sender.start()                           # it blocks once the server stops reading
     time.sleep(2)
     queued = metrics(server)["parley_outbound_queue_bytes"]
