@@ -95,6 +95,8 @@
 #define TICK_MS              250      /* presence and typing sweep            */
 #define HOLD_MS              1000     /* handshake sessions wait this long for `sync` */
 #define AUTH_QUEUE_MAX       64       /* messages kept while authenticating   */
+#define BUS_WAIT_MS          1000     /* longest `ready` waits for the bus (session.c) */
+#define BUS_WAIT_TICK_MS     50       /* ... looked at this often, and on each confirmation */
 #define PRESENCE_FANOUT_MAX  200      /* live sessions above which a stream gets no presence */
 #define TYPING_FANOUT_MAX    200      /* ... and no typing                    */
 #define TYPISTS_MAX          8        /* typing entries kept per conversation */
@@ -170,6 +172,8 @@ struct chat_conv {
     uint8_t     blocked : 1;      /* a direct one under a block: no typing
                                    * (typing.c; learned from the session
                                    * read and the bus's conv_blocked)      */
+    uint8_t     bus_live : 1;     /* the bus confirmed its subscription     */
+    uint16_t    pins;             /* sessions waiting for bus_live (session.c) */
 };
 
 typedef struct chat_user {
@@ -296,6 +300,9 @@ void     chat_close_slow(pl_conn *c);
 int      chat_deliver_event(sub *x, pl_rbuf *frame, int64_t seq);
 int      chat_deliver_event_part(sub *x, pl_rbuf *b, size_t off, size_t len);   /* WebSocket only */
 int      chat_is_open(const pl_conn *c);   /* frames may still be queued */
+/* A conversation's bus subscription was confirmed: sessions waiting for it
+ * (their `ready`) are looked at on the next loop turn. */
+void     session_bus_live(void);
 
 /* sse.c */
 /* Queues frame (a WebSocket text frame) on SSE connection c; id: the
@@ -333,6 +340,12 @@ void       deliver_sync(session *s, json_t *cursors, json_t *req);
 void       deliver_on_event(void *ud, const pl_event *ev);
 void       deliver_on_head(void *ud, int64_t conv, int64_t seq);
 void       deliver_on_join(void *ud, int64_t user, int64_t conv, int64_t seq);
+/* The stream of conv (opened at seq if absent, and so subscribed on the
+ * bus), kept while an authenticating session waits for the bus to confirm
+ * that subscription; NULL when it already did (or the count is full: no
+ * wait then). deliver_conv_unpin releases it. */
+chat_conv *deliver_conv_pin(int64_t conv, int64_t seq);
+void       deliver_conv_unpin(chat_conv *cv);
 /* The membership log (deliver.c): changes an authenticating session's read
  * may predate. */
 uint64_t   deliver_mlog_mark(void);

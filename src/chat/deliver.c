@@ -272,7 +272,7 @@ static int processing;            /* conv_process is on the stack */
  * is not used afterwards; inside conv_process it waits for the caller
  * (every entry point ends with it). */
 static void conv_maybe_release(chat_conv *cv) {
-    if (cv->nsubs || cv->watchers || cv->dying || processing) return;
+    if (cv->nsubs || cv->watchers || cv->pins || cv->dying || processing) return;
     pl_map_del(&C.convs, cv->id);
     if (C.bus) pl_bus_subscribe_conv(C.bus, cv->id, 0);
     gaps_remove(cv);
@@ -1193,7 +1193,30 @@ void deliver_on_join(void *ud, int64_t user, int64_t conv, int64_t seq) {
 }
 
 void deliver_on_conv_ready(void *ud, int64_t conv) {
-    if (conv_find(conv) && !C.stopping) verify_add(conv);
+    chat_conv *cv = conv_find(conv);
+    if (!cv || C.stopping) return;
+    verify_add(conv);
+    if (!cv->bus_live) {
+        cv->bus_live = 1;
+        if (cv->pins) session_bus_live();
+    }
+}
+
+chat_conv *deliver_conv_pin(int64_t conv, int64_t seq) {
+    chat_conv *cv = conv_find(conv);
+    if (cv && (cv->bus_live || cv->pins == UINT16_MAX)) return NULL;
+    if (!cv) cv = conv_open(conv, seq);       /* the local bus confirms inside */
+    if (cv->bus_live) {
+        conv_maybe_release(cv);
+        return NULL;
+    }
+    cv->pins++;
+    return cv;
+}
+
+void deliver_conv_unpin(chat_conv *cv) {
+    cv->pins--;
+    conv_maybe_release(cv);
 }
 
 void deliver_on_user_ready(void *ud, int64_t user) {

@@ -55,6 +55,9 @@ pl_chat_conn_ops CO = {pl_conn_send, pl_conn_send_copy, pl_wsconn_close, pl_conn
 void pl_chat_set_conn_ops(const pl_chat_conn_ops *ops) { CO = *ops; }
 
 static void tick(uv_timer_t *t);
+static void bus_wait_check(uv_timer_t *t);
+static struct auth_op *bus_waiters;       /* sessions whose `ready` waits for the bus */
+static uv_timer_t      bus_wait_timer;
 static void dispatch(session *s, const uint8_t *p, size_t n);
 static void on_revoke(void *ud, int64_t user, int64_t login);
 
@@ -72,6 +75,8 @@ void pl_chat_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg, const 
     uv_timer_init(loop, &C.ticker);
     uv_timer_start(&C.ticker, tick, TICK_MS, TICK_MS);
     uv_unref((uv_handle_t *)&C.ticker);
+    bus_waiters = NULL;
+    uv_timer_init(loop, &bus_wait_timer);     /* active only while sessions wait */
 }
 
 void pl_chat_bus_handlers(pl_bus_handlers *h) {
@@ -340,7 +345,14 @@ typedef struct auth_op {
     pl_chat_sse_cb sse_cb;        /* SSE: told how authentication ended     */
     void    *sse_arg;
     uint64_t mlog_at;             /* the membership log when the read was submitted */
+    /* waiting for the bus (auth_wait_bus) */
+    session    *sess;
+    struct auth_op *wnext;
+    chat_conv **pinned;           /* streams whose subscription is unconfirmed */
+    uint32_t    npinned, nlive;   /* nlive: pinned[0..nlive) are confirmed   */
+    int64_t     until;            /* mono ms: `ready` goes out anyway         */
 } auth_op;
+
 
 /* The next look at a quiet connection: its ping, or its idle timeout when
  * that comes first (--idle-timeout below --ping-interval; audit P: the
@@ -383,12 +395,81 @@ static int sse_auth_result(auth_op *op, session *s, pl_job *j) {
     return r == PL_STORE_OK && c->session == s && chat_is_open(c);
 }
 
+static void auth_release(auth_op *op) {
+    for (uint32_t i = 0; i < op->npinned; i++) deliver_conv_unpin(op->pinned[i]);
+    free(op->pinned);
+    if (op->root) json_decref(op->root);
+    pl_job_release(&op->job);
+    CO.unref(op->conn);
+    free(op);
+}
+
+static void auth_ready(auth_op *op);
+
+/* Cluster mode: `ready` promises that whatever is published from then on
+ * reaches the session, ephemeral frames (typing, receipts) included, so it
+ * waits until the bus confirmed the subscription of every conversation
+ * the session is in (a node already subscribed has nothing to wait for).
+ * The wait is bounded by BUS_WAIT_MS and skipped while the bus is down;
+ * events are never at stake (the heads check after the subscription fills
+ * them in). 1 if op now waits (auth_ready follows), 0 to go on at once. */
+static int auth_wait_bus(auth_op *op) {
+    pl_job *j = &op->job;
+    if (!C.bus || !C.bus->shared || !j->nconvs || !pl_bus_healthy(C.bus)) return 0;
+    for (size_t i = 0; i < j->nconvs; i++) {
+        chat_conv *cv = deliver_conv_pin(j->convs[i].id, j->convs[i].last_seq);
+        if (!cv) continue;
+        if (!op->pinned) op->pinned = pl_malloc((j->nconvs - i) * sizeof *op->pinned);
+        op->pinned[op->npinned++] = cv;
+    }
+    if (!op->npinned) return 0;
+    op->until = pl_mono_ms() + BUS_WAIT_MS;
+    op->wnext = bus_waiters;
+    bus_waiters = op;
+    if (!uv_is_active((uv_handle_t *)&bus_wait_timer)) uv_timer_start(&bus_wait_timer, bus_wait_check, BUS_WAIT_TICK_MS, 0);
+    return 1;
+}
+
+/* Sends the `ready` of every waiting session whose subscriptions are all
+ * confirmed, or whose wait is over. */
+static void bus_wait_check(uv_timer_t *t) {
+    (void)t;
+    int64_t now = pl_mono_ms();
+    int up = C.bus && pl_bus_healthy(C.bus);
+    auth_op *go = NULL;
+    for (auth_op **pp = &bus_waiters; *pp;) {
+        auth_op *op = *pp;
+        int alive = pl_conn_alive(op->conn) && op->conn->session == op->sess;
+        while (op->nlive < op->npinned && op->pinned[op->nlive]->bus_live) op->nlive++;
+        if (op->nlive < op->npinned && now < op->until && up && alive && !C.stopping) {
+            pp = &op->wnext;
+            continue;
+        }
+        if (op->nlive < op->npinned && alive && !C.stopping) pl_count(&pl_m_ready_bus_timeouts, 1);
+        *pp = op->wnext;
+        op->wnext = go;
+        go = op;
+    }
+    while (go) {                              /* off the list first: auth_ready may add */
+        auth_op *op = go;
+        go = op->wnext;
+        auth_ready(op);
+    }
+    if (bus_waiters && !C.stopping) uv_timer_start(&bus_wait_timer, bus_wait_check, BUS_WAIT_TICK_MS, 0);
+}
+
+void session_bus_live(void) {
+    if (bus_waiters && !C.stopping) uv_timer_start(&bus_wait_timer, bus_wait_check, 0, 0);
+}
+
 /* The store confirmed (or not) the login: register the session, subscribe
- * it to its conversations, send `ready`, then handle what came meanwhile. */
+ * it to its conversations, send `ready` (auth_ready), then handle what came
+ * meanwhile. */
 static void auth_done(pl_job *j) {
     auth_op *op = (auth_op *)j;
     pl_conn *c = op->conn;
     session *s = c->session;
+    op->sess = s;
     if (op->sse_cb) {
         if (!sse_auth_result(op, s, j)) goto out;
     } else if (!s || !pl_conn_alive(c) || C.stopping) {
@@ -400,6 +481,18 @@ static void auth_done(pl_job *j) {
         CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         goto out;
     }
+    if (auth_wait_bus(op)) return;
+    auth_ready(op);
+    return;
+out:
+    auth_release(op);
+}
+
+static void auth_ready(auth_op *op) {
+    pl_job *j = &op->job;
+    pl_conn *c = op->conn;
+    session *s = op->sess;
+    if (!pl_conn_alive(c) || c->session != s || C.stopping) goto out;
     s->user = j->user;
     s->login = j->id;
     s->state = S_AUTHED;
@@ -464,10 +557,7 @@ static void auth_done(pl_job *j) {
     }
     s->pq_len = 0;
 out:
-    if (op->root) json_decref(op->root);
-    pl_job_release(j);
-    CO.unref(c);
-    free(op);
+    auth_release(op);
 }
 
 /* Checks the token's signature now and the login session in the store.
@@ -738,6 +828,8 @@ void pl_chat_close_all(pl_net *net, int code) { pl_net_each(net, close_one, &cod
 void pl_chat_shutdown(void) {
     C.stopping = 1;
     uv_timer_stop(&C.ticker);
+    bus_wait_check(NULL);            /* the waiting sessions give up (no `ready`) */
+    uv_timer_stop(&bus_wait_timer);
     chat_outbox_stop();
     deliver_shutdown();
     presence_shutdown();             /* queues last seen: the store is still open */
@@ -751,6 +843,7 @@ void pl_chat_free(void) {
     wsrate_free();
     pl_map_release(&C.users);
     uv_close((uv_handle_t *)&C.ticker, NULL);
+    uv_close((uv_handle_t *)&bus_wait_timer, NULL);
 }
 
 static void tick(uv_timer_t *t) {

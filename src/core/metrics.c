@@ -10,7 +10,7 @@ pl_counter pl_m_ws_messages_in, pl_m_sends, pl_m_sends_dup, pl_m_frames_out, pl_
     pl_m_commit_batches, pl_m_commit_jobs, pl_m_commit_failures, pl_m_dropped_ephemeral,
     pl_m_slow_consumer_closes, pl_m_rate_limited_user, pl_m_rate_limited_conv, pl_m_rate_limited_ws, pl_m_rate_limited_ip,
     pl_m_rate_limited_signal, pl_m_rate_limited_overload, pl_m_conn_refused_ip, pl_m_idle_closes, pl_m_bus_published,
-    pl_m_bus_received, pl_m_bus_reconnects, pl_m_bus_publish_failures, pl_m_bus_resyncs,
+    pl_m_bus_received, pl_m_bus_reconnects, pl_m_bus_publish_failures, pl_m_bus_resyncs, pl_m_ready_bus_timeouts,
     pl_m_gap_fills, pl_m_gap_events, pl_m_store_reads, pl_m_store_read_failures, pl_m_flow_held,
     pl_m_ckpt_background, pl_m_ckpt_writer, pl_m_push_sent, pl_m_push_gone, pl_m_push_retry, pl_m_push_failed,
     pl_m_push_online, pl_m_push_dropped, pl_m_filter_blocked, pl_m_filter_flagged, pl_m_filter_masked;
@@ -109,6 +109,9 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
             NULL, &pl_m_bus_publish_failures, 1);
     counter(o, "parley_bus_resyncs_total", "Head and membership checks after the bus may have lost messages.",
             NULL, &pl_m_bus_resyncs, 1);
+    counter(o, "parley_ready_bus_timeouts_total",
+            "Sessions whose ready went out before the bus confirmed their conversations' subscriptions.", NULL,
+            &pl_m_ready_bus_timeouts, 1);
     counter(o, "parley_gap_fills_total", "Store reads of conversation events the bus did not bring.", NULL,
             &pl_m_gap_fills, 1);
     counter(o, "parley_gap_events_total", "Events found by gap fills.", NULL, &pl_m_gap_events, 1);

@@ -53,6 +53,7 @@ extern pl_counter pl_m_bus_received;        /* messages from other nodes       *
 extern pl_counter pl_m_bus_reconnects;      /* transport connections re-established */
 extern pl_counter pl_m_bus_publish_failures;/* publishes not handed over (retried as heads) */
 extern pl_counter pl_m_bus_resyncs;         /* head/membership checks after a bus loss */
+extern pl_counter pl_m_ready_bus_timeouts;  /* `ready` sent before the bus confirmed */
 extern pl_counter pl_m_gap_fills;           /* reads of events the bus did not bring */
 extern pl_counter pl_m_gap_events;          /* events those reads found        */
 extern pl_counter pl_m_store_reads;         /* read jobs completed             */

@@ -23,6 +23,7 @@
 #include "chat/chat_int.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/metrics.h"
 #include "ws/wsconn.h"
 
 /* ---- fake connections ------------------------------------------------------ */
@@ -1168,6 +1169,117 @@ TEST(deliver_out_of_order_bus_events_are_reordered) {
     CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
     fconn *all[] = {s};
     h_stop(all, 1);
+}
+
+/* A cluster bus whose subscriptions are confirmed only when a test says
+ * (bus_confirm), as Redis confirms a SUBSCRIBE a round trip later. */
+static pl_bus_ops slow_bus_ops;
+static int64_t    slow_bus_asked[16];
+static size_t     slow_bus_nasked;
+
+static void slow_sub_conv(pl_bus *b, int64_t conv, int on) {
+    (void)b;
+    if (on && slow_bus_nasked < 16) slow_bus_asked[slow_bus_nasked++] = conv;
+}
+
+static void h_slow_bus(void) {
+    slow_bus_ops = *H.bus->ops;
+    slow_bus_ops.subscribe_conv = slow_sub_conv;
+    H.bus->ops = &slow_bus_ops;
+    slow_bus_nasked = 0;
+}
+
+static void bus_confirm(int64_t conv) {
+    H.bus->h.conv_ready(H.bus->h.ud, conv);
+    turn();
+}
+
+/* Cluster mode (CI flake of test_signal_spam_is_limited_without_hurting_
+ * messages): a typing frame published right after `ready` was lost when
+ * the node's subscription to the conversation was not yet confirmed.
+ * `ready` now waits for the confirmation; a second session of the same
+ * conversation on the node does not wait. */
+TEST(deliver_ready_waits_for_the_bus_subscription) {
+    h_start(1);
+    h_slow_bus();
+    conv_spec cs[] = {{10, 5, 1}, {11, 3, 1}};
+    fconn *a = h_auth_begin(2, 1, 0);
+    CHECK_EQ(h_answer_session(2, 1, cs, 2), 0);
+    turn();
+    CHECK_EQ(slow_bus_nasked, 2);
+    CHECK(!has_frame(a, "ready"));
+    bus_confirm(10);
+    CHECK(!has_frame(a, "ready"));              /* 11 is not confirmed yet */
+    h_text(a, "{\"type\":\"ping\",\"req\":\"p1\"}");   /* kept for after `ready` */
+    CHECK(!has_frame(a, "pong"));
+    bus_confirm(11);
+    CHECK(has_frame(a, "ready"));
+    CHECK(has_frame(a, "pong"));
+    size_t at = 0;
+    json_t *o = next_frame(a, &at, NULL);         /* `ready` first */
+    CHECK_STR(json_string_value(json_object_get(o, "type")), "ready");
+    json_decref(o);
+    /* live now: a typing frame from another node reaches it */
+    H.bus->h.typing(H.bus->h.ud, 10, 9, 1, 2);
+    CHECK(has_frame(a, "typing"));
+    /* a second session of conversation 10 on this node: nothing to wait for */
+    fconn *b = h_auth_begin(3, 2, 0);
+    CHECK_EQ(h_answer_session(3, 2, cs, 1), 0);
+    turn();
+    CHECK(has_frame(b, "ready"));
+    fconn *all[] = {a, b};
+    h_stop(all, 2);
+}
+
+/* The wait is bounded: an unconfirmed subscription delays `ready` by
+ * BUS_WAIT_MS at most (counted), and a session closed while waiting
+ * leaves no stream behind. */
+TEST(deliver_ready_waits_for_the_bus_within_a_bound) {
+    h_start(1);
+    h_slow_bus();
+    uint64_t timeouts0 = pl_m_ready_bus_timeouts.v;
+    conv_spec cs = {10, 5, 1}, cs2 = {12, 1, 1};
+    fconn *a = h_auth_begin(2, 1, 0);
+    CHECK_EQ(h_answer_session(2, 1, &cs, 1), 0);
+    fconn *gone = h_auth_begin(4, 3, 0);
+    CHECK_EQ(h_answer_session(4, 3, &cs2, 1), 0);
+    turn();
+    CHECK(!has_frame(a, "ready"));
+    CHECK(conv_find(12) != NULL);
+    gone->c.closing = 1;
+    pl_chat_conn_closed(&gone->c);
+    int64_t t0 = pl_mono_ms();
+    while (!has_frame(a, "ready") && pl_mono_ms() - t0 < 5 * BUS_WAIT_MS) {
+        uv_sleep(20);
+        turn();
+    }
+    CHECK(has_frame(a, "ready"));
+    CHECK(pl_mono_ms() - t0 >= BUS_WAIT_MS - 100);
+    CHECK_EQ(pl_m_ready_bus_timeouts.v, timeouts0 + 1);   /* the closed one is not counted */
+    CHECK(conv_find(12) == NULL);
+    CHECK(!has_frame(gone, "ready"));
+    fconn *all[] = {a, NULL};
+    h_stop(all, 2);
+    fconn_free(gone);
+}
+
+/* Shutdown while a session waits for the bus: it gets no `ready`, and
+ * nothing leaks (ASan). */
+TEST(deliver_shutdown_while_ready_waits_for_the_bus) {
+    h_start(1);
+    h_slow_bus();
+    conv_spec cs = {10, 5, 1};
+    fconn *a = h_auth_begin(2, 1, 0);
+    CHECK_EQ(h_answer_session(2, 1, &cs, 1), 0);
+    turn();
+    CHECK(!has_frame(a, "ready"));
+    fconn *none[] = {NULL};
+    h_stop(none, 1);                            /* a is still open at the shutdown */
+    CHECK(!has_frame(a, "ready"));
+    CHECK_EQ(a->c.refs, 1);                     /* the wait let go of it */
+    a->c.closing = 1;
+    pl_chat_conn_closed(&a->c);
+    fconn_free(a);
 }
 
 /* Issue 11: live frames for WebSocket sessions are ranges of one shared
@@ -2504,8 +2616,6 @@ TEST(presence_tick_handles_changes_at_once_and_the_rest_in_slices) {
 }
 
 /* ---- the per-workspace rate limit (wsrate.c) ------------------------------------ */
-
-#include "core/metrics.h"
 
 static struct {
     int     answered;
