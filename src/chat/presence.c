@@ -232,14 +232,23 @@ static int local_status(int64_t user, int64_t now, int64_t *newest_hb) {
 
 static pview *view_at(presence *p, uint32_t i) { return i ? &p->more[i - 1] : &p->view0; }
 
-/* The best fresh view; *last gets the latest activity any view reports. */
+/* Whether a view still counts: not expired, and not from another node the
+ * bus knows is gone (killed without closing: its views would otherwise
+ * keep its users online for up to --presence-timeout). */
+static int view_counts(int node, int64_t expires, int64_t wall) {
+    if (expires <= wall) return 0;
+    return !C.bus || node == C.bus->node || !pl_bus_node_gone(C.bus, node);
+}
+
+/* The best view that counts; *last gets the latest activity any view
+ * reports. */
 static int merged_status(presence *p, int64_t wall, int64_t *last) {
     int st = ST_OFFLINE;
     *last = 0;
     for (uint32_t i = 0; i < p->nviews; i++) {
         const pview *v = view_at(p, i);
         if (v->last_active > *last) *last = v->last_active;
-        if (v->expires > wall && v->status > st) st = v->status;
+        if (v->status > st && view_counts(v->node, v->expires, wall)) st = v->status;
     }
     return st;
 }
@@ -527,7 +536,7 @@ static void query_one(pl_sbuf *out, const pl_user *u, const pl_bus_presence *vie
     }
     for (size_t i = 0; i < nv; i++) {
         if (views[i].user != u->id) continue;
-        if (views[i].expires > wall && views[i].status > st) st = views[i].status;
+        if (views[i].status > st && view_counts(views[i].node, views[i].expires, wall)) st = views[i].status;
         if (views[i].last_active > last) last = views[i].last_active;
     }
     if (st != ST_OFFLINE) last = wall;
@@ -602,9 +611,8 @@ typedef struct oquery {
 static void online_answer(oquery *q, const pl_bus_presence *views, size_t nv) {
     int64_t wall = pl_now_ms();
     for (size_t i = 0; i < nv; i++) {
-        if (views[i].expires <= wall || views[i].status == ST_OFFLINE) continue;
+        if (views[i].status == ST_OFFLINE || !view_counts(views[i].node, views[i].expires, wall)) continue;
         if (C.bus && views[i].node == C.bus->node) continue;   /* ours: the sessions, looked at */
-        if (C.bus && pl_bus_node_gone(C.bus, views[i].node)) continue;   /* killed: its views linger */
         for (size_t k = 0; k < q->n; k++)
             if (q->ids[k] == views[i].user) q->online[k] = 1;
     }
@@ -637,7 +645,7 @@ void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, vo
         presence *p = pl_map_get(&C.presence, ids[i]);
         for (uint32_t k = 0; p && k < p->nviews && !q->online[i]; k++) {
             const pview *v = view_at(p, k);
-            if (v->node != self && v->expires > wall && v->status != ST_OFFLINE && !pl_bus_node_gone(C.bus, v->node))
+            if (v->node != self && v->status != ST_OFFLINE && view_counts(v->node, v->expires, wall))
                 q->online[i] = 1;
         }
     }

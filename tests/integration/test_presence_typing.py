@@ -223,6 +223,35 @@ async def test_last_seen_of_a_user_whose_node_was_killed(server_factory):
         assert u["last_seen"] >= last_beat - 1500, (u, last_beat)
 
 
+@pytest.mark.cluster_only("a node killed without closing")
+@async_test(90)
+async def test_users_of_a_killed_node_go_offline_without_waiting_for_the_timeout(server_factory):
+    """The other nodes took a killed node's users for online until their
+    views expired (--presence-timeout, 60 s by default). A node whose
+    liveness beats stopped (3 s) is gone: its views no longer count, and
+    its users are announced offline within seconds, as presence queries
+    and GET /presence say."""
+    srv = server_factory(["--presence-coalesce", "200"])     # the default 60 s timeout
+    async with Harness(srv) as h:
+        api = h.api
+        a, b = await api.register_many(2, "kgo")
+        await api.open_dm(a, b.id)
+        w = WS(srv.node_urls[0].replace("http://", "ws://") + "/ws", a.token, name="a@node0")
+        h.clients.append(w)
+        await w.connect()
+        x = WS(srv.node_urls[1].replace("http://", "ws://") + "/ws", b.token, name="b@node1")
+        h.clients.append(x)
+        await x.connect()
+        await wait_status(w, b.id, "online")
+        srv.nodes[1].kill()
+        await wait_status(w, b.id, "offline", timeout=20)
+        r = await w.request({"type": "presence_query", "users": [b.id]})
+        assert r["users"][0]["status"] == "offline", r
+        api0 = Api(srv.node_urls[0], h.session)
+        r = await api0.expect(200, "GET", f"/api/v1/presence?users={b.id}", token=a.token)
+        assert r.body["users"][0]["status"] == "offline", r.body
+
+
 @async_test(60)
 async def test_typing_reaches_others_not_typist_and_expires(server_factory):
     server = server_factory(FAST)

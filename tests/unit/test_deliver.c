@@ -2615,6 +2615,49 @@ TEST(presence_tick_handles_changes_at_once_and_the_rest_in_slices) {
     h_stop(all, OTHERS + 3);
 }
 
+/* Cluster mode: the views of a node the bus knows is gone (killed without
+ * closing) stop counting at once, so its users are announced offline by
+ * the next slices instead of when their views expire (--presence-timeout
+ * later), with the last activity their views reported. */
+static int gone_node;
+static int gone_node_fn(pl_bus *b, int node) { (void)b; return node == gone_node; }
+
+TEST(presence_views_of_a_gone_node_stop_counting) {
+    h_start(1);
+    H.cfg.presence_coalesce = 0;
+    static pl_bus_ops ops;
+    ops = *H.bus->ops;
+    ops.node_gone = gone_node_fn;
+    H.bus->ops = &ops;
+    gone_node = 0;
+    conv_spec cs = {10, 1, 1};
+    fconn *watcher = h_session(3, 3, &cs, 1, 0);
+    CHECK(watcher != NULL);
+    int64_t wall = pl_now_ms(), t = pl_mono_ms() + 1000;
+    int64_t convs[] = {10};
+    pl_bus_presence v = {.user = 7, .node = 2, .status = 2, .last_active = wall - 5000,
+                         .expires = wall + 60000, .convs = convs, .nconvs = 1};
+    H.bus->h.presence(H.bus->h.ud, &v);
+    presence_tick(t);
+    CHECK_EQ(presence_frames(watcher, 7, "online"), 1);
+    for (int k = 0; k < 16; k++) presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "offline"), 0);   /* node 2 is alive: still online */
+    gone_node = 2;
+    for (int k = 0; k < 16 && !presence_frames(watcher, 7, "offline"); k++) presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "offline"), 1);
+    size_t at = 0;
+    json_t *o;
+    int64_t last_seen = 0;
+    while ((o = next_frame(watcher, &at, "presence")) != NULL) {
+        if (!strcmp(json_string_value(json_object_get(o, "status")), "offline"))
+            last_seen = json_integer_value(json_object_get(o, "last_seen"));
+        json_decref(o);
+    }
+    CHECK_EQ(last_seen, wall - 5000);
+    fconn *all[] = {watcher};
+    h_stop(all, 1);
+}
+
 /* ---- the per-workspace rate limit (wsrate.c) ------------------------------------ */
 
 static struct {
