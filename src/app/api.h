@@ -56,6 +56,8 @@ void pl_api_media_shutdown(void);
 /* The purge of messages past their retention and of deleted accounts'
  * (api_life.c): a timer every cfg->purge_interval seconds; shutdown stops it. */
 void pl_api_life_init(uv_loop_t *loop, const pl_config *cfg);
+/* Warns (log) about --admins names nobody has registered (api_reports.c). */
+void pl_api_admins_check(void);
 void pl_api_life_shutdown(void);
 int  pl_api_media_stream_pred(const pl_http_req *r);
 

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../chat/auth.h"
 #include "../core/alloc.h"
 #include "../core/log.h"
 
@@ -40,6 +41,50 @@ int api_is_server_admin(const char *name) {
         p = e;
     }
     return 0;
+}
+
+/* ---- --admins names nobody has registered ------------------------------------- */
+
+typedef struct admin_check {
+    pl_job job;
+    char   name[33];
+} admin_check;
+
+static void admin_checked(pl_job *j) {
+    admin_check *c = (admin_check *)j;
+    if (j->result == PL_STORE_ENOTFOUND)
+        pl_log(PL_LOG_WARN, 0, "--admins names a user who has not registered: whoever registers that name first "
+               "is a server admin", "\"name\":\"%s\"", c->name);
+    pl_job_release(j);
+    free(c);
+}
+
+/* At start: warns about each --admins name that is not (yet) a user's
+ * (the name goes to its first registrant), and about one that cannot be a
+ * username at all. */
+void pl_api_admins_check(void) {
+    const char *p = A.cfg->admins;
+    while (*p) {
+        while (*p == ',' || *p == ' ') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ') t--;
+        if (t > p) {
+            admin_check *c = pl_calloc(1, sizeof *c);
+            if (pl_auth_normalize_username(p, (size_t)(t - p), c->name)) {
+                pl_log(PL_LOG_WARN, 0, "--admins names something that cannot be a username (3 to 32 letters, "
+                       "digits, '_', '.', '-'): nobody can be that admin", "\"position\":%d", (int)(p - A.cfg->admins));
+                free(c);
+            } else {
+                c->job.op = PL_READ_USER_BY_NAME;
+                c->job.username = c->name;
+                c->job.done = admin_checked;
+                pl_store_submit(A.store, &c->job);
+            }
+        }
+        p = e;
+    }
 }
 
 static json_t *report_json(const pl_report *r) {

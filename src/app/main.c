@@ -452,6 +452,7 @@ int main(int argc, char **argv) {
         return start_failed(1);
     }
     pl_api_life_init(loop, &cfg);               /* the retention purge's timer */
+    pl_api_admins_check();
     pl_web_init(&cfg);
     if (pl_push_start(loop, store, err, sizeof err)) {
         fprintf(stderr, "parleyd: push: %s\n", err);

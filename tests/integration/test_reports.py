@@ -2,7 +2,11 @@
 group's admins and the server's admins (--admins) review and resolve; the
 report keeps the message as it was; nothing of it enters the log."""
 
+import asyncio
 import secrets
+import time
+
+import pytest
 
 from pclient import PASSWORD, Harness, User, async_test
 
@@ -118,3 +122,34 @@ async def test_reports_reviewed_by_admins(server_factory):
         r = await api.req("POST", f"/api/v1/conversations/{g}/messages/{spam['seq']}/report", token=carol.token,
                           data=b"nope")
         assert r.status == 400, r
+
+
+def wait_log(s, text, count=1, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while s.log_text().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not logged {count} times\n{s.log_tail()}"
+        time.sleep(0.05)
+
+
+@pytest.mark.embedded_only("one process's log (a cluster's nodes each check)")
+def test_admins_nobody_registered_are_warned_about_at_start(server_factory):
+    """An --admins name nobody holds goes to its first registrant: the start
+    says so for each such name (and for one that cannot be a username), and
+    not for a name that is registered."""
+    ghost = "ghost" + secrets.token_hex(4)
+    s = server_factory(["--admins", f"{ghost.upper()}, no way!"])
+    wait_log(s, "--admins names something that cannot be a username")
+    wait_log(s, f'"name":"{ghost}"')
+    lines = [line for line in s.log_text().splitlines() if "has not registered" in line]
+    assert len(lines) == 1 and ghost in lines[0], lines
+
+    async def claim():
+        async with Harness(s) as h:
+            await register_as(h.api, ghost)
+    asyncio.run(claim())
+    s.restart()
+    wait_log(s, '"msg":"listening"', count=2)
+    wait_log(s, "cannot be a username", count=2)    # the second start's checks ran
+    time.sleep(0.5)                                 # ... the read's answer comes after
+    assert s.log_text().count("has not registered") == 1, s.log_tail()
+
