@@ -351,6 +351,7 @@ typedef struct auth_op {
     chat_conv **pinned;           /* streams whose subscription is unconfirmed */
     uint32_t    npinned, nlive;   /* nlive: pinned[0..nlive) are confirmed   */
     int64_t     until;            /* mono ms: `ready` goes out anyway         */
+    const char *revoked;          /* its login was revoked meanwhile: why     */
 } auth_op;
 
 
@@ -493,6 +494,10 @@ static void auth_ready(auth_op *op) {
     pl_conn *c = op->conn;
     session *s = op->sess;
     if (!pl_conn_alive(c) || c->session != s || C.stopping) goto out;
+    if (op->revoked) {                        /* while it waited for the bus */
+        chat_close(c, PL_WS_CLOSE_UNAUTHORIZED, op->revoked);
+        goto out;
+    }
     s->user = j->user;
     s->login = j->id;
     s->state = S_AUTHED;
@@ -795,10 +800,12 @@ void pl_chat_on_drain(pl_conn *c) {
 /* ---- logout --------------------------------------------------------------------- */
 
 static void on_revoke(void *ud, int64_t user, int64_t login) {
+    const char *why = login ? "logged out" : "account deleted";
     chat_user *cu = pl_map_get(&C.users, user);
     for (session *s = cu ? cu->sessions : NULL; s; s = s->unext)
-        if (!login || s->login == login)
-            chat_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, login ? "logged out" : "account deleted");
+        if (!login || s->login == login) chat_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, why);
+    for (auth_op *op = bus_waiters; op; op = op->wnext)   /* read before the revocation */
+        if (op->job.user == user && (!login || op->job.id == login)) op->revoked = why;
 }
 
 void pl_chat_revoke_login(int64_t user, int64_t login) {

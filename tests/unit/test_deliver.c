@@ -1231,6 +1231,28 @@ TEST(deliver_ready_waits_for_the_bus_subscription) {
     h_stop(all, 2);
 }
 
+/* A logout (or account deletion) while `ready` waits for the bus: the
+ * session read came before it, so the revocation must still close it. */
+TEST(deliver_revoked_while_ready_waits_for_the_bus) {
+    h_start(1);
+    h_slow_bus();
+    conv_spec cs = {10, 5, 1};
+    fconn *a = h_auth_begin(2, 1, 0);
+    fconn *b = h_auth_begin(2, 7, 0);            /* another login of the same user */
+    CHECK_EQ(h_answer_session(2, 1, &cs, 1), 0);
+    CHECK_EQ(h_answer_session(2, 7, &cs, 1), 0);
+    turn();
+    CHECK(!has_frame(a, "ready") && !has_frame(b, "ready"));
+    H.bus->h.revoke(H.bus->h.ud, 2, 1);          /* login 1 logged out */
+    bus_confirm(10);
+    CHECK(!has_frame(a, "ready"));
+    CHECK_EQ(a->close_code, PL_WS_CLOSE_UNAUTHORIZED);
+    CHECK(has_frame(b, "ready"));
+    CHECK_EQ(b->close_code, 0);
+    fconn *all[] = {a, b};
+    h_stop(all, 2);
+}
+
 /* The wait is bounded: an unconfirmed subscription delays `ready` by
  * BUS_WAIT_MS at most (counted), and a session closed while waiting
  * leaves no stream behind. */
