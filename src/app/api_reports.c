@@ -26,20 +26,29 @@ static int reason_ok(const char *r) {
     return 0;
 }
 
-/* 1 if name is one of --admins (comma-separated, spaces around ignored,
- * case-insensitive: usernames are stored in lower case). */
+/* The next name of --admins (comma-separated, spaces around ignored) from
+ * *p: its start, with its length in *len (0 for an empty entry); NULL at
+ * the end. */
+static const char *admins_next(const char **p, size_t *len) {
+    const char *s = *p;
+    while (*s == ',' || *s == ' ') s++;
+    if (!*s) return NULL;
+    const char *e = s;
+    while (*e && *e != ',') e++;
+    const char *t = e;
+    while (t > s && t[-1] == ' ') t--;
+    *len = (size_t)(t - s);
+    *p = e;
+    return s;
+}
+
+/* 1 if name is one of --admins (case-insensitive: usernames are stored in
+ * lower case). */
 int api_is_server_admin(const char *name) {
-    const char *p = A.cfg->admins;
-    size_t n = strlen(name);
-    while (*p) {
-        while (*p == ',' || *p == ' ') p++;
-        const char *e = p;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ') t--;
-        if ((size_t)(t - p) == n && n && strncasecmp(p, name, n) == 0) return 1;
-        p = e;
-    }
+    const char *p = A.cfg->admins, *a;
+    size_t n = strlen(name), len;
+    while ((a = admins_next(&p, &len)) != NULL)
+        if (len == n && n && strncasecmp(a, name, n) == 0) return 1;
     return 0;
 }
 
@@ -63,27 +72,21 @@ static void admin_checked(pl_job *j) {
  * (the name goes to its first registrant), and about one that cannot be a
  * username at all. */
 void pl_api_admins_check(void) {
-    const char *p = A.cfg->admins;
-    while (*p) {
-        while (*p == ',' || *p == ' ') p++;
-        const char *e = p;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ') t--;
-        if (t > p) {
-            admin_check *c = pl_calloc(1, sizeof *c);
-            if (pl_auth_normalize_username(p, (size_t)(t - p), c->name)) {
-                pl_log(PL_LOG_WARN, 0, "--admins names something that cannot be a username (3 to 32 letters, "
-                       "digits, '_', '.', '-'): nobody can be that admin", "\"position\":%d", (int)(p - A.cfg->admins));
-                free(c);
-            } else {
-                c->job.op = PL_READ_USER_BY_NAME;
-                c->job.username = c->name;
-                c->job.done = admin_checked;
-                pl_store_submit(A.store, &c->job);
-            }
+    const char *p = A.cfg->admins, *a;
+    size_t len;
+    while ((a = admins_next(&p, &len)) != NULL) {
+        if (!len) continue;
+        admin_check *c = pl_calloc(1, sizeof *c);
+        if (pl_auth_normalize_username(a, len, c->name)) {
+            pl_log(PL_LOG_WARN, 0, "--admins names something that cannot be a username (3 to 32 letters, "
+                   "digits, '_', '.', '-'): nobody can be that admin", "\"position\":%d", (int)(a - A.cfg->admins));
+            free(c);
+            continue;
         }
-        p = e;
+        c->job.op = PL_READ_USER_BY_NAME;
+        c->job.username = c->name;
+        c->job.done = admin_checked;
+        pl_store_submit(A.store, &c->job);
     }
 }
 

@@ -191,6 +191,20 @@ async def test_last_seen_survives_a_crash(server):
         assert before - 1000 <= u["last_seen"] <= int(time.time() * 1000), (before, u)
 
 
+async def dm_across_two_nodes(h, srv, prefix):
+    """Users a and b sharing a DM, a connected to node 0 and b to node 1:
+    (a, b, a's ws, b's ws)."""
+    a, b = await h.api.register_many(2, prefix)
+    await h.api.open_dm(a, b.id)
+    w = WS(srv.node_urls[0].replace("http://", "ws://") + "/ws", a.token, name="a@node0")
+    h.clients.append(w)
+    await w.connect()
+    x = WS(srv.node_urls[1].replace("http://", "ws://") + "/ws", b.token, name="b@node1")
+    h.clients.append(x)
+    await x.connect()
+    return a, b, w, x
+
+
 @pytest.mark.cluster_only("a node killed without closing")
 @async_test(90)
 async def test_last_seen_of_a_user_whose_node_was_killed(server_factory):
@@ -200,15 +214,7 @@ async def test_last_seen_of_a_user_whose_node_was_killed(server_factory):
     it). The node that announces it now stores it."""
     srv = server_factory(["--presence-timeout", "2", "--presence-coalesce", "200"])
     async with Harness(srv) as h:
-        api = h.api
-        a, b = await api.register_many(2, "lsk")
-        await api.open_dm(a, b.id)
-        w = WS(srv.node_urls[0].replace("http://", "ws://") + "/ws", a.token, name="a@node0")
-        h.clients.append(w)
-        await w.connect()
-        x = WS(srv.node_urls[1].replace("http://", "ws://") + "/ws", b.token, name="b@node1")
-        h.clients.append(x)
-        await x.connect()
+        a, b, w, x = await dm_across_two_nodes(h, srv, "lsk")
         for _ in range(6):                          # heartbeats for 3 s: the view's last active moves
             await x.send_json({"type": "heartbeat"})
             await asyncio.sleep(0.5)
@@ -233,15 +239,7 @@ async def test_users_of_a_killed_node_go_offline_without_waiting_for_the_timeout
     and GET /presence say."""
     srv = server_factory(["--presence-coalesce", "200"])     # the default 60 s timeout
     async with Harness(srv) as h:
-        api = h.api
-        a, b = await api.register_many(2, "kgo")
-        await api.open_dm(a, b.id)
-        w = WS(srv.node_urls[0].replace("http://", "ws://") + "/ws", a.token, name="a@node0")
-        h.clients.append(w)
-        await w.connect()
-        x = WS(srv.node_urls[1].replace("http://", "ws://") + "/ws", b.token, name="b@node1")
-        h.clients.append(x)
-        await x.connect()
+        a, b, w, x = await dm_across_two_nodes(h, srv, "kgo")
         await wait_status(w, b.id, "online")
         srv.nodes[1].kill()
         await wait_status(w, b.id, "offline", timeout=20)
