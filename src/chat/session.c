@@ -5,7 +5,9 @@
  * Session states:
  *
  *   NEW --auth (first frame) or a token at the handshake--> AUTHING
- *   AUTHING --the store confirms the login session--> AUTHED (ready sent)
+ *   AUTHING --the store confirms the login session (in cluster mode, and
+ *             the bus its conversations' subscriptions: auth_wait_bus)
+ *             --> AUTHED (ready sent)
  *   AUTHING --bad token, revoked, unknown user, timeout--> closed 4001
  *
  * While AUTHING the connection does not read; messages that were already
@@ -346,14 +348,13 @@ typedef struct auth_op {
     void    *sse_arg;
     uint64_t mlog_at;             /* the membership log when the read was submitted */
     /* waiting for the bus (auth_wait_bus) */
-    session    *sess;
-    struct auth_op *wnext;
+    session    *sess;             /* the connection's when the read came back */
+    struct auth_op *wnext;        /* bus_waiters                              */
     chat_conv **pinned;           /* streams whose subscription is unconfirmed */
     uint32_t    npinned, nlive;   /* nlive: pinned[0..nlive) are confirmed   */
     int64_t     until;            /* mono ms: `ready` goes out anyway         */
     const char *revoked;          /* its login was revoked meanwhile: why     */
 } auth_op;
-
 
 /* The next look at a quiet connection: its ping, or its idle timeout when
  * that comes first (--idle-timeout below --ping-interval; audit P: the
