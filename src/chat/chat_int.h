@@ -303,6 +303,9 @@ int      chat_is_open(const pl_conn *c);   /* frames may still be queued */
 /* A conversation's bus subscription was confirmed: sessions waiting for it
  * (their `ready`) are looked at on the next loop turn. */
 void     session_bus_live(void);
+/* The bus confirmed user's channel: the logins of its sessions here are
+ * read again (a revocation published before may never have arrived). */
+void     session_check_logins(int64_t user);
 
 /* sse.c */
 /* Queues frame (a WebSocket text frame) on SSE connection c; id: the

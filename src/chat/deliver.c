@@ -1220,7 +1220,9 @@ void deliver_conv_unpin(chat_conv *cv) {
 }
 
 void deliver_on_user_ready(void *ud, int64_t user) {
-    if (C.bus && C.bus->shared && !C.stopping) reconcile_add(user);
+    if (!C.bus || !C.bus->shared || C.stopping) return;
+    reconcile_add(user);
+    session_check_logins(user);
 }
 
 void deliver_on_resync(void *ud) {

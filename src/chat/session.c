@@ -809,6 +809,38 @@ static void on_revoke(void *ud, int64_t user, int64_t login) {
         if (op->job.user == user && (!login || op->job.id == login)) op->revoked = why;
 }
 
+/* Cluster mode: a revocation published on the user's channel before this
+ * node listened to it (a session authenticating here while its login was
+ * revoked on another node, or any revocation during a Redis outage) never
+ * arrives, so when the channel's subscription is confirmed the logins of
+ * the user's sessions here are read again (deliver_on_user_ready). */
+typedef struct login_check {
+    pl_job job;
+} login_check;
+
+static void login_checked(pl_job *j) {
+    if (!C.stopping && (j->result == PL_STORE_ENOTFOUND ||
+                        (j->result == PL_STORE_OK && (j->login_out.revoked || j->login_out.user != j->user))))
+        on_revoke(NULL, j->user, j->id);
+    pl_job_release(j);
+    free(j);
+}
+
+void session_check_logins(int64_t user) {
+    chat_user *cu = pl_map_get(&C.users, user);
+    for (session *s = cu ? cu->sessions : NULL; s && !C.stopping; s = s->unext) {
+        int dup = 0;                              /* one read per login */
+        for (session *o = cu->sessions; o != s && !dup; o = o->unext) dup = o->login == s->login;
+        if (dup) continue;
+        login_check *k = pl_calloc(1, sizeof *k);
+        k->job.op = PL_READ_LOGIN;
+        k->job.id = s->login;
+        k->job.user = user;
+        k->job.done = login_checked;
+        pl_store_submit(C.store, &k->job);
+    }
+}
+
 void pl_chat_revoke_login(int64_t user, int64_t login) {
     if (C.bus) pl_bus_publish_revoke(C.bus, user, login);
     if (login) pl_e2ee_device_gone(user, login);   /* its keys go too (e2ee.c) */

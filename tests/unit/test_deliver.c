@@ -1253,6 +1253,45 @@ TEST(deliver_revoked_while_ready_waits_for_the_bus) {
     h_stop(all, 2);
 }
 
+/* Cluster mode: a logout on another node published before this node
+ * listened to the user's channel never arrives here, so when the channel
+ * is confirmed (user_ready: after the first session's attach, and after
+ * every Redis reconnect) the logins of the user's sessions are read again,
+ * once per login, and a revoked one is closed with 4001. */
+TEST(deliver_logins_are_read_again_when_the_user_channel_is_confirmed) {
+    h_start(1);
+    conv_spec cs = {10, 5, 1};
+    fconn *a = h_session(2, 1, &cs, 1, 0);
+    fconn *a2 = h_session(2, 1, &cs, 1, 0);      /* a second socket of login 1 */
+    fconn *b = h_session(2, 7, &cs, 1, 0);
+    CHECK(a && a2 && b);
+    CHECK_EQ(fs_count(&H.store, PL_READ_LOGIN), 0);
+    H.bus->h.user_ready(H.bus->h.ud, 2);
+    CHECK_EQ(fs_count(&H.store, PL_READ_LOGIN), 2);
+    pl_job *j;
+    while ((j = fs_take(&H.store, PL_READ_LOGIN, 0)) != NULL) {
+        j->login_out.id = j->id;
+        j->login_out.user = j->user;
+        j->login_out.revoked = j->id == 1;
+        j->result = PL_STORE_OK;
+        j->done(j);
+    }
+    turn();
+    CHECK_EQ(a->close_code, PL_WS_CLOSE_UNAUTHORIZED);
+    CHECK_EQ(a2->close_code, PL_WS_CLOSE_UNAUTHORIZED);
+    CHECK_EQ(b->close_code, 0);
+    /* the store cannot tell: nothing is closed */
+    H.bus->h.user_ready(H.bus->h.ud, 2);
+    CHECK(fs_count(&H.store, PL_READ_LOGIN) >= 1);
+    while ((j = fs_take(&H.store, PL_READ_LOGIN, 0)) != NULL) {
+        j->result = PL_STORE_EUNAVAIL;
+        j->done(j);
+    }
+    CHECK_EQ(b->close_code, 0);
+    fconn *all[] = {a, a2, b};
+    h_stop(all, 3);
+}
+
 /* The wait is bounded: an unconfirmed subscription delays `ready` by
  * BUS_WAIT_MS at most (counted), and a session closed while waiting
  * leaves no stream behind. */
