@@ -455,7 +455,17 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
         if (st == ST_OFFLINE && !has_local && last > p->local_active) store_last_seen(p->user, last);
     }
     if (st != p->sent || p->dirty) mark_hot(p);         /* waits for its window */
-    return st == ST_OFFLINE && p->sent == ST_OFFLINE && !has_local && p->local_pub == ST_OFFLINE;
+    if (st != ST_OFFLINE || p->sent != ST_OFFLINE || has_local || p->local_pub != ST_OFFLINE) return 0;
+    /* Kept while a view of a node taken for gone has not expired: a node
+     * that was only paused comes back with its users still online, and
+     * they are announced online again (audit A2: the entry was forgotten,
+     * the node's next refresh was taken as known state, and its users
+     * stayed offline for everyone else). */
+    for (uint32_t i = 0; i < p->nviews; i++) {
+        const pview *v = view_at(p, i);
+        if (v->status != ST_OFFLINE && v->expires > wall) return 0;
+    }
+    return 1;
 }
 
 void presence_tick(int64_t now) {

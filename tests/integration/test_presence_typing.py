@@ -3,6 +3,8 @@
 delivery alone."""
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -248,6 +250,28 @@ async def test_users_of_a_killed_node_go_offline_without_waiting_for_the_timeout
         api0 = Api(srv.node_urls[0], h.session)
         r = await api0.expect(200, "GET", f"/api/v1/presence?users={b.id}", token=a.token)
         assert r.body["users"][0]["status"] == "offline", r.body
+
+
+@pytest.mark.cluster_only("a node paused without closing")
+@async_test(90)
+async def test_users_of_a_paused_node_come_back_online(server_factory):
+    """Audit A2: a node paused (SIGSTOP) for longer than it takes to be taken
+    for gone had its users announced offline, and when it resumed they were
+    never announced online again (the other nodes had forgotten them, and
+    took its next refresh for known state)."""
+    srv = server_factory(["--presence-coalesce", "200"])
+    async with Harness(srv) as h:
+        a, b, w, x = await dm_across_two_nodes(h, srv, "pau")
+        await wait_status(w, b.id, "online")
+        pid = srv.nodes[1].proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await wait_status(w, b.id, "offline", timeout=20)
+            n = len(w.msgs)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == b.id
+                         and m.get("status") == "online", timeout=15, start=n, what="online again")
 
 
 @async_test(60)

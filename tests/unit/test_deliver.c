@@ -2715,6 +2715,12 @@ TEST(presence_views_of_a_gone_node_stop_counting) {
         json_decref(o);
     }
     CHECK_EQ(last_seen, wall - 5000);
+    /* node 2 was only paused: its beats resume, its views count again, and
+     * the user is announced online again (audit A2: never was) */
+    for (int k = 0; k < 16; k++) presence_tick(t += 250);   /* sweeps that could forget the user */
+    gone_node = 0;
+    for (int k = 0; k < 16 && presence_frames(watcher, 7, "online") < 2; k++) presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "online"), 2);
     fconn *all[] = {watcher};
     h_stop(all, 1);
 }
