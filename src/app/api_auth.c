@@ -18,7 +18,7 @@
 static void respond_tokens(pl_http_ctx *ctx, int status, int64_t user, const char *username,
                            int64_t login, const char *refresh) {
     char access[PL_AUTH_TOKEN_MAX];
-    int64_t exp = pl_now_ms() / 1000 + A.cfg->access_ttl;
+    int64_t exp = pl_auth_access_expiry(pl_now_ms(), A.cfg->access_ttl);
     pl_auth_access_token(user, login, exp, access);
     json_t *o = json_pack("{s:{s:I,s:s},s:s,s:i,s:s}", "user", "id", (json_int_t)user,
                           "username", username, "access_token", access,

@@ -53,6 +53,10 @@ static void sign(const char *msg, size_t len, char out[48]) {
     sodium_bin2base64(out, 48, mac, sizeof mac, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
+int64_t pl_auth_access_expiry(int64_t now_ms, int ttl_s) {
+    return (now_ms + 999) / 1000 + ttl_s;
+}
+
 void pl_auth_access_token(int64_t user, int64_t login, int64_t expires_s, char *out) {
     uint8_t nonce[8];
     char nb[16];

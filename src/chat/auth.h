@@ -28,6 +28,11 @@ void pl_auth_set_key(const uint8_t k[32]);
  * is set (it follows pl_auth_set_key only if called again). */
 void pl_auth_derive_key(const char *label, uint8_t out[32]);
 
+/* The expiry (seconds) of an access token issued at now_ms that must live
+ * ttl_s seconds: rounded up, so it never lives less (a token is expired
+ * from its expiry second on, and rounding down would leave a one-second
+ * token as little as a millisecond). */
+int64_t pl_auth_access_expiry(int64_t now_ms, int ttl_s);
 /* out gets a NUL-terminated access token (at most PL_AUTH_TOKEN_MAX). */
 void pl_auth_access_token(int64_t user, int64_t login, int64_t expires_s, char *out);
 

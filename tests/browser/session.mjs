@@ -74,7 +74,7 @@ await run('access tokens expire and are refreshed; logout', async () => {
     check(await t.page.getByTestId('app-screen').isVisible(), `${t.name} stays logged in after the race`);
   const rts = await Promise.all([alice2, tab2].map((t) => t.page.evaluate(() => localStorage.getItem('parley.auth'))));
   check(rts[0] && rts[0] === rts[1], 'one stored session after the race');
-  await tab2.page.waitForTimeout(2500);            // access tokens expire again
+  await tab2.page.waitForTimeout(3200);            // access tokens (2-3 s) expire again
   await openConv(tab2, convId);
   await send(tab2, 'four');
   await waitBodies(bob, ['one', 'two', 'three', 'four']);

@@ -28,6 +28,25 @@ TEST(auth_access_roundtrip) {
     CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 2000, &u, &l), PL_AUTH_EXPIRED);
 }
 
+TEST(auth_access_token_lives_its_whole_ttl) {
+    /* issued late in a second, a one-second token was expired at the next
+     * second boundary: a refresh and its retry could straddle it (the CI
+     * flake in test_tail_refreshes_its_token_to_reconnect) */
+    for (int64_t ms = 5000; ms < 6000; ms += 37) {
+        for (int ttl = 1; ttl <= 3; ttl++) {
+            int64_t exp = pl_auth_access_expiry(ms, ttl);
+            CHECK(exp * 1000 - ms >= ttl * 1000);        /* valid while now_s < exp */
+            CHECK(exp * 1000 - ms < (ttl + 1) * 1000);
+        }
+    }
+    CHECK_EQ(init_once(), 0);
+    char tok[PL_AUTH_TOKEN_MAX];
+    pl_auth_access_token(7, 3, pl_auth_access_expiry(5999, 1), tok);
+    int64_t u, l;
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 6, &u, &l), PL_AUTH_OK);
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 7, &u, &l), PL_AUTH_EXPIRED);
+}
+
 TEST(auth_forged_tokens_fail) {
     CHECK_EQ(init_once(), 0);
     char tok[PL_AUTH_TOKEN_MAX];
