@@ -48,6 +48,9 @@
 #define LAST_SEEN_EVERY_MS 300000     /* an online user's last seen is stored this
                                        * often (at a view refresh), so a crash
                                        * loses at most this much of it           */
+#define PRESENCE_STALL_MS 3000       /* a gap between ticks that makes the other
+                                       * nodes take this one for gone (the bus's
+                                       * NODE_GONE_MS): views published again  */
 #define PRESENCE_RATE   1.0           /* presence changes per user: tokens/s, burst */
 #define PRESENCE_BURST  5.0
 
@@ -120,6 +123,8 @@ static struct {
     size_t   n, cap;
     size_t   sweep_at;            /* the slice's next slot                    */
     int64_t  swept;               /* mono ms of the last slice                */
+    int64_t  ticked;              /* mono ms of the last tick                 */
+    uint8_t  as_changes;          /* the next tick publishes views as changes  */
 } H;
 
 static void mark_hot(presence *p) {
@@ -161,9 +166,16 @@ void presence_session_added(session *s) {
     mark_hot(p);
 }
 
-/* The bus may have lost messages, or Redis its stored views (a restart):
- * every local view is published again at the next tick. */
+/* The bus may have lost messages, or Redis its stored views (a restart),
+ * or this node was stalled (presence_tick): every local view is published
+ * again at the next tick, as a change, not a refresh. The other nodes may
+ * have forgotten these users meanwhile (their views expired, and they were
+ * announced offline): a refresh would be taken there for state the
+ * sessions already know, and the users would stay offline for everyone
+ * (audit A2); a change is announced. Where nothing was forgotten the view
+ * is what the node holds already, and nothing is announced. */
 void presence_resync(void) {
+    H.as_changes = 1;
     for (size_t i = 0; i < C.presence.cap; i++) {
         if (!C.presence.slots || !C.presence.slots[i].key) continue;
         presence *p = C.presence.slots[i].val;
@@ -429,7 +441,7 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
              * boundary, besides when the user goes offline. */
             int keep = st != ST_OFFLINE && (p->local_pub == ST_OFFLINE ||
                                              now / LAST_SEEN_EVERY_MS != p->pub_at / LAST_SEEN_EVERY_MS);
-            publish_own(p, st, p->local_active, now, st == p->local_pub);   /* unchanged: a refresh */
+            publish_own(p, st, p->local_active, now, st == p->local_pub && !H.as_changes);   /* unchanged: a refresh */
             if (went_offline || (keep && p->local_active > 0)) store_last_seen(p->user, p->local_active);
         }
     }
@@ -472,6 +484,15 @@ void presence_tick(int64_t now) {
     int64_t wall = pl_now_ms();
     size_t ndead = 0;
     int64_t dead[64];
+    /* This node was stalled (SIGSTOP, a VM paused, swapped out) for as long
+     * as the other nodes take a silent node for gone: they announced its
+     * users offline and, past the views' life, forgot them. */
+    if (H.ticked && now - H.ticked >= PRESENCE_STALL_MS && C.bus && C.bus->shared) {
+        pl_log(PL_LOG_WARN, 0, "the event loop stalled: presence views published again",
+               "\"stalled_ms\":%lld", (long long)(now - H.ticked));
+        presence_resync();
+    }
+    H.ticked = now;
     /* the hot ones (the list is taken: tick_one may start the next one) */
     int64_t *ids = H.ids;
     size_t n = H.n;
@@ -484,6 +505,7 @@ void presence_tick(int64_t now) {
         if (tick_one(p, now, wall) && ndead < 64) dead[ndead++] = p->user;
     }
     free(ids);
+    H.as_changes = 0;                 /* resync's entries were all hot */
     /* a slice: the whole table once per sweep period */
     int64_t sweep_ms = (int64_t)C.cfg->presence_timeout * 1000 / 8;
     if (sweep_ms < 250) sweep_ms = 250;

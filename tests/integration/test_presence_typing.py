@@ -274,6 +274,45 @@ async def test_users_of_a_paused_node_come_back_online(server_factory):
                          and m.get("status") == "online", timeout=15, start=n, what="online again")
 
 
+@pytest.mark.cluster_only("a node paused without closing")
+@async_test(90)
+async def test_users_of_a_node_paused_past_the_presence_timeout_come_back_online(server_factory):
+    """Audit A2, the part left: a pause longer than the views' life
+    (--presence-timeout) ended with the node's users offline for everyone.
+    The other nodes had forgotten them, and the resumed node's views were
+    refreshes, taken for state already known. A node whose loop stalled
+    now publishes its views again as changes. (The old code can pass here:
+    after SIGCONT the paused node may tick before it reads the buffered
+    heartbeats, take its sessions for timed out, and publish offline, then
+    online, as changes. The unit test presence_views_are_published_as_
+    changes_after_a_stall is the one that fails without the fix.)"""
+    srv = server_factory(["--presence-timeout", "3", "--presence-coalesce", "200"])
+    async with Harness(srv) as h:
+        a, b, w, x = await dm_across_two_nodes(h, srv, "pap")
+        stop = asyncio.Event()
+
+        async def heartbeats():                     # b's device keeps beating: buffered while paused
+            while not stop.is_set():
+                await x.send_json({"type": "heartbeat"})
+                await asyncio.sleep(1)
+        beat = asyncio.create_task(heartbeats())
+        try:
+            await wait_status(w, b.id, "online")
+            pid = srv.nodes[1].proc.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await wait_status(w, b.id, "offline", timeout=20)
+                n = len(w.msgs)
+                await asyncio.sleep(3.5)            # past the views' life: node 0 forgets b
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == b.id
+                             and m.get("status") == "online", timeout=15, start=n, what="online again")
+        finally:
+            stop.set()
+            await beat
+
+
 @async_test(60)
 async def test_typing_reaches_others_not_typist_and_expires(server_factory):
     server = server_factory(FAST)

@@ -2733,6 +2733,64 @@ TEST(presence_views_of_a_gone_node_stop_counting) {
     h_stop(all, 1);
 }
 
+/* Cluster mode: a node whose loop stalled (SIGSTOP, a paused VM) for as
+ * long as the other nodes take a silent node for gone publishes its views
+ * again as changes, not refreshes: those nodes announced its users offline
+ * and, past the views' life, forgot them, and a refresh is taken there for
+ * state already known (audit A2: after a pause longer than
+ * --presence-timeout the users stayed offline for everyone). A resync
+ * (Redis came back) does the same. */
+static int pub_refresh[8], pub_status[8], npub;
+static void (*pub_next)(pl_bus *b, const pl_bus_presence *p);
+static void pub_spy(pl_bus *b, const pl_bus_presence *p) {
+    if (npub < 8) {
+        pub_refresh[npub] = p->refresh;
+        pub_status[npub] = p->status;
+    }
+    npub++;
+    pub_next(b, p);
+}
+
+TEST(presence_views_are_published_as_changes_after_a_stall) {
+    h_start(1);
+    H.cfg.presence_timeout = 600;                 /* the session's heartbeat stays fresh */
+    static pl_bus_ops ops;
+    ops = *H.bus->ops;
+    pub_next = ops.publish_presence;
+    ops.publish_presence = pub_spy;
+    H.bus->ops = &ops;
+    npub = 0;
+    conv_spec cs = {10, 1, 1};
+    fconn *alice = h_session(1, 1, &cs, 1, 0);
+    CHECK(alice != NULL);
+    int64_t t = pl_mono_ms() + 1000;
+    presence_tick(t);
+    CHECK_EQ(npub, 1);
+    CHECK(pub_refresh[0] == 0 && pub_status[0] == 2);   /* came online: a change */
+    for (int k = 0; k < 4; k++) presence_tick(t += 250);
+    CHECK_EQ(npub, 1);                            /* nothing new to say */
+    presence_tick(t += 2500);                     /* a late tick, not a stall */
+    CHECK_EQ(npub, 1);
+    presence_tick(t += 9000);                     /* 9 s without a tick */
+    CHECK_EQ(npub, 2);
+    CHECK(pub_refresh[1] == 0 && pub_status[1] == 2);
+    for (int k = 0; k < 4; k++) presence_tick(t += 250);
+    CHECK_EQ(npub, 2);
+    presence_tick(t += 20000);                    /* a stall the length of a refresh */
+    CHECK_EQ(npub, 3);
+    CHECK(pub_refresh[2] == 0);
+    presence_tick(t += 250);
+    presence_resync();                            /* Redis came back */
+    presence_tick(t += 250);
+    CHECK_EQ(npub, 4);
+    CHECK(pub_refresh[3] == 0 && pub_status[3] == 2);
+    for (int k = 0; k < 96; k++) presence_tick(t += 250);   /* 24 s: a plain refresh (20 s, in slices of 2 s) */
+    CHECK_EQ(npub, 5);
+    CHECK(pub_refresh[4] == 1);
+    fconn *all[] = {alice};
+    h_stop(all, 1);
+}
+
 /* ---- the per-workspace rate limit (wsrate.c) ------------------------------------ */
 
 static struct {
