@@ -12,6 +12,7 @@ what went wrong (the caller fails the test with it).
 import asyncio
 import collections
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,28 +45,50 @@ def _worker_slot():
     return 0, 1
 
 
+def _ephemeral_range():
+    """The kernel's range for ports it picks itself (bind to port 0, and the
+    source port of every connect)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    """A port nothing listens on now and that this process has not handed
-    out recently: the kernel may offer a released port again at once, and a
-    cluster picks its load balancer's port before its nodes bind theirs
-    (two of them got the same port once, and HAProxy could not bind).
-    Under pytest-xdist each worker takes only the ports whose half
-    (Linux's bind() to port 0 hands out odd ports) modulo the worker count
-    is its index, so two workers never hand out the same port between
-    picking it and binding it."""
+    """A port nothing listens on now, that this process has not handed out
+    recently, and that nothing else will take before the server binds it.
+
+    The ports come from below the kernel's ephemeral range: anything that
+    lets the kernel pick (a fake push endpoint or the bench's own parleyd
+    binding port 0, any client's connect) never lands on one of ours
+    between picking it and binding it. From inside that range, a cluster's
+    HAProxy once found its port held by another worker's bench server,
+    which even answered its /healthz, and could not bind. Under
+    pytest-xdist each worker takes only the ports whose value modulo the
+    worker count is its index, so two workers never hand out the same
+    port; within a worker the recent ones are not handed out again (the
+    kernel may offer a released port again at once, and a cluster picks
+    its load balancer's port before its nodes bind theirs)."""
     index, count = _worker_slot()
-    for _ in range(100 * count):
+    lo, hi = 20000, _ephemeral_range()[0] - 1
+    if hi - lo < 1000 * count:                 # an unusual range: share it, as before
+        lo, hi = 1024, 65535
+    for _ in range(1000):
+        port = random.randrange(lo, hi + 1)
+        port -= (port - index) % count
+        if port < lo or port in _recent_ports:
+            continue
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
         finally:
             s.close()
-        if (port >> 1) % count != index:     # bind(0) hands out odd ports
-            continue
-        if port not in _recent_ports:
-            _recent_ports.append(port)
-            return port
+        _recent_ports.append(port)
+        return port
     raise RuntimeError("no free port that was not handed out recently")
 
 

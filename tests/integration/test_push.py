@@ -46,6 +46,7 @@ import time
 
 import pytest
 
+from parleyd_proc import free_port
 from pclient import WS, Api, Harness, async_test, cmid
 
 SECRET = "sink-secret"
@@ -104,7 +105,7 @@ class PushSink:
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), H)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
