@@ -252,6 +252,23 @@ async def test_users_of_a_killed_node_go_offline_without_waiting_for_the_timeout
         assert r.body["users"][0]["status"] == "offline", r.body
 
 
+async def pause_node1_until_offline(srv, w, b, longer=0.0):
+    """Pauses node 1 (SIGSTOP) until w (on node 0) hears b go offline, and
+    `longer` seconds more; resumes it, and waits until w hears b online
+    again."""
+    await wait_status(w, b.id, "online")
+    pid = srv.nodes[1].proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await wait_status(w, b.id, "offline", timeout=20)
+        n = len(w.msgs)
+        await asyncio.sleep(longer)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == b.id
+                     and m.get("status") == "online", timeout=15, start=n, what="online again")
+
+
 @pytest.mark.cluster_only("a node paused without closing")
 @async_test(90)
 async def test_users_of_a_paused_node_come_back_online(server_factory):
@@ -262,16 +279,7 @@ async def test_users_of_a_paused_node_come_back_online(server_factory):
     srv = server_factory(["--presence-coalesce", "200"])
     async with Harness(srv) as h:
         a, b, w, x = await dm_across_two_nodes(h, srv, "pau")
-        await wait_status(w, b.id, "online")
-        pid = srv.nodes[1].proc.pid
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            await wait_status(w, b.id, "offline", timeout=20)
-            n = len(w.msgs)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == b.id
-                         and m.get("status") == "online", timeout=15, start=n, what="online again")
+        await pause_node1_until_offline(srv, w, b)
 
 
 @pytest.mark.cluster_only("a node paused without closing")
@@ -297,17 +305,7 @@ async def test_users_of_a_node_paused_past_the_presence_timeout_come_back_online
                 await asyncio.sleep(1)
         beat = asyncio.create_task(heartbeats())
         try:
-            await wait_status(w, b.id, "online")
-            pid = srv.nodes[1].proc.pid
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                await wait_status(w, b.id, "offline", timeout=20)
-                n = len(w.msgs)
-                await asyncio.sleep(3.5)            # past the views' life: node 0 forgets b
-            finally:
-                os.kill(pid, signal.SIGCONT)
-            await w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == b.id
-                             and m.get("status") == "online", timeout=15, start=n, what="online again")
+            await pause_node1_until_offline(srv, w, b, longer=3.5)   # past the views' life: node 0 forgets b
         finally:
             stop.set()
             await beat
