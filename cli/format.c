@@ -43,6 +43,15 @@ static void add_name(pl_sbuf *s, pc_names *names, int64_t conv, int64_t user) {
     else pl_sbuf_printf(s, "user %lld", (long long)user);
 }
 
+/* "; dave is now an admin" after a departure that promoted dave (the
+ * last admin left: data.new_admin). */
+static void add_new_admin(pl_sbuf *s, pc_names *names, int64_t conv, int64_t new_admin) {
+    if (!new_admin) return;
+    pl_sbuf_adds(s, "; ");
+    add_name(s, names, conv, new_admin);
+    pl_sbuf_adds(s, " is now an admin");
+}
+
 static void add_str(pl_sbuf *s, json_t *v, int one_line) {
     const char *t = json_string_value(v);
     if (t) pc_format_text(s, t, json_string_length(v), one_line);
@@ -90,9 +99,11 @@ static void event_text(pl_sbuf *s, json_t *ev, pc_names *names, int one_line) {
         return;
     }
     pl_sbuf_adds(s, "* ");
+    int64_t new_admin = int_of(data, "new_admin");    /* the last admin left */
     if (strcmp(kind, "member_left") == 0) {
         add_name(s, names, conv, user ? user : sender);
         pl_sbuf_adds(s, " left");
+        add_new_admin(s, names, conv, new_admin);
         return;
     }
     if (strcmp(kind, "e2ee") == 0 && op && strcmp(op, "devices") == 0) {
@@ -121,6 +132,7 @@ static void event_text(pl_sbuf *s, json_t *ev, pc_names *names, int one_line) {
         pl_sbuf_adds(s, " joined");                  /* a public channel, by itself */
     } else if (strcmp(kind, "member_removed") == 0 && user == sender) {
         pl_sbuf_adds(s, " left");                    /* its workspace, or an admin naming itself */
+        add_new_admin(s, names, conv, new_admin);
     } else if (strcmp(kind, "member_added") == 0 || strcmp(kind, "member_removed") == 0) {
         pl_sbuf_adds(s, kind[7] == 'a' ? " added " : " removed ");
         add_name(s, names, conv, user);

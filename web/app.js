@@ -278,6 +278,12 @@ function apply(c, e) {
       }
       loadDetails(c, true);
     }
+    // the last admin left: the longest-standing member is admin now
+    const na = e.data && e.data.new_admin;
+    if (na) {
+      if (c.members) { const m = c.members.find((x) => x.id === na); if (m) m.role = 'admin'; }
+      if (S.me && na === S.me.id) c.role = 'admin';
+    }
   }
   saveCursorsSoon();
   if (c.id === S.openId) { markRead(c); render('msgs'); render('conv'); }

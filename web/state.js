@@ -194,12 +194,15 @@ export function systemText(e) {
       if (d.kind === 'channel') return `${who} created the ${d.private ? 'private ' : ''}channel #${d.title || ''}`;
       return d.kind === 'group' ? `${who} created the group “${d.title || ''}”` : `${who} started the conversation`;
     case 'member_added': return e.sender === d.user ? `${who} joined` : `${who} added ${nameOf(d.user)}`;
-    case 'member_removed':
+    case 'member_removed': {
       // a member removing itself: an admin leaving a group, or (in a
       // channel) someone who left the workspace
-      if (e.sender !== d.user) return `${who} removed ${nameOf(d.user)}`;
-      return (S.convs.get(e.conversation) || {}).kind === 'channel' ? `${who} left the workspace` : `${who} left`;
-    case 'member_left': return `${nameOf(d.user != null ? d.user : e.sender)} left`;
+      const na = d.new_admin ? `; ${nameOf(d.new_admin)} is now an admin` : '';
+      if (e.sender !== d.user) return `${who} removed ${nameOf(d.user)}${na}`;
+      return ((S.convs.get(e.conversation) || {}).kind === 'channel' ? `${who} left the workspace` : `${who} left`) + na;
+    }
+    case 'member_left':
+      return `${nameOf(d.user != null ? d.user : e.sender)} left` + (d.new_admin ? `; ${nameOf(d.new_admin)} is now an admin` : '');
     case 'member_role': return `${who} made ${nameOf(d.user)} ${d.role === 'admin' ? 'an admin' : 'a member'}`;
     case 'retention':
       return Number.isSafeInteger(d.seconds) && d.seconds > 0

@@ -17,6 +17,9 @@
 
 /* {"user":N} (member events), a new string. */
 char *pl_store__data_user(int64_t user);
+/* {"user":U} or, when the departure made another member admin (the last
+ * admin left), {"user":U,"new_admin":A} */
+char *pl_store__data_departure(int64_t user, int64_t new_admin);
 /* A MEMBER_ROLE's data: {"user":N,"role":"admin"|"member"} (malloc'd). */
 char *pl_store__data_role(int64_t user, int role);
 /* {"kind":"group","title":..,"members":[creator, others..]}, a new string,

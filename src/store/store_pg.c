@@ -673,6 +673,11 @@ const char *const pg_w_sql[W__COUNT] = {
                       " AND user_id = (SELECT user_id FROM members WHERE conv_id = $1::bigint"
                       "   ORDER BY joined LIMIT 1)"
                       " AND NOT EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND role = 2)",
+    /* $1 conv, $2 the member leaving: whom W_PROMOTE would make admin */
+    [W_PROMOTE_WHO] = "SELECT user_id FROM members WHERE conv_id = $1::bigint AND user_id <> $2::bigint"
+                      " AND NOT EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND role = 2"
+                      "   AND user_id <> $2::bigint)"
+                      " ORDER BY joined LIMIT 1",
     [W_MEMBER_OTHER_ADMIN] = "SELECT EXISTS (SELECT 1 FROM members WHERE conv_id = $1::bigint AND role = 2"
                        " AND user_id <> $2::bigint)",
     [W_MEMBER_SET_ROLE] = "UPDATE members SET role = $3::int WHERE conv_id = $1::bigint AND user_id = $2::bigint",

@@ -355,18 +355,27 @@ static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
 }
 
 /* Removes peer (by actor; peer == actor for a leave): the row goes, the
- * earliest-joined member becomes admin if none is left, the event is
- * appended. */
+ * earliest-joined member becomes admin if none is left (the event's data
+ * names it: pl_store__data_departure), the event is appended. Who that is
+ * is read first: the conversation's lock keeps the members as they are. */
 static int w_member_out(pg_store *s, pl_job *j, pg_conv *e, int64_t peer, int kind, int64_t now) {
-    uint64_t id = pl_idgen_next(&s->ids, now);
-    char *data = pl_store__data_user(peer);
     pg_params d = {0}, pr = {0}, ev = {0};
     pg_param_i64(&d, j->conv);
     pg_param_i64(&d, peer);
+    int rc;
+    PGresult *r = pg_w_query(s, W_PROMOTE_WHO, &d, &rc);
+    if (!r) return rc;
+    int64_t promoted = PQntuples(r) ? pg_i64(r, 0, 0) : 0;
+    if (!(e = pg_conv_find(s, j->conv))) return PL_STORE_ENOTFOUND;   /* after a sync */
+    uint64_t id = pl_idgen_next(&s->ids, now);
+    char *data = pl_store__data_departure(peer, promoted);
     pg_param_i64(&pr, j->conv);
+    pg_param_i64(&pr, promoted);
+    pg_param_i64(&pr, PL_ROLE_ADMIN);
     pg_event_params(&ev, e, id, now, kind, j->user, peer, data, 0, NULL, 0);
-    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0), rc;
-    if (sp < 0 || pg_w_send(s, W_MEMBER_DELETE, &d, 0) < 0 || pg_w_send(s, W_PROMOTE, &pr, 0) < 0 ||
+    int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
+    if (sp < 0 || pg_w_send(s, W_MEMBER_DELETE, &d, 0) < 0 ||
+        (promoted && pg_w_send(s, W_MEMBER_SET_ROLE, &pr, 0) < 0) ||
         pg_w_send(s, W_EVENT_INSERT, &ev, 0) < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) {
         free(data);
         return W_LOST;

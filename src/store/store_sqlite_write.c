@@ -842,8 +842,10 @@ out:
 static int job_group_create(sq_store *s, pl_job *j, int64_t now) { return w_group_create(s, j, now, 0, 0); }
 
 /* After a member left or was removed: if members remain and none is an
- * admin, the earliest-joined one becomes admin. */
-static int w_promote_if_needed(sq_store *s, int64_t conv) {
+ * admin, the earliest-joined one becomes admin (*promoted gets it, else 0;
+ * the departure's event says so: pl_store__data_departure). */
+static int w_promote_if_needed(sq_store *s, int64_t conv, int64_t *promoted) {
+    if (promoted) *promoted = 0;
     sqlite3_bind_int64(s->w[W_MEMBER_HAS_ADMIN], 1, conv);
     int rc = w_lookup(s, W_MEMBER_HAS_ADMIN, NULL);
     if (rc != 0) return rc < 0 ? rc : PL_STORE_OK;
@@ -855,7 +857,8 @@ static int w_promote_if_needed(sq_store *s, int64_t conv) {
     sqlite3_bind_int(st, 1, PL_ROLE_ADMIN);
     sqlite3_bind_int64(st, 2, conv);
     sqlite3_bind_int64(st, 3, oldest);
-    return w_write(s, W_MEMBER_SET_ROLE);
+    if ((rc = w_write(s, W_MEMBER_SET_ROLE)) == PL_STORE_OK && promoted) *promoted = oldest;
+    return rc;
 }
 
 static int w_member_delete(sq_store *s, int64_t conv, int64_t user) {
@@ -926,13 +929,14 @@ static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
     if (rc != PL_STORE_OK) return rc;
     rc = w_member_role(s, j->conv, j->peer);
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    int64_t promoted = 0;
     if ((rc = w_member_delete(s, j->conv, j->peer)) ||
-        (rc = w_promote_if_needed(s, j->conv)) ||
+        (rc = w_promote_if_needed(s, j->conv, &promoted)) ||
         (rc = w_member_count(s, j->conv, -1)))
         return rc;
     j->out_id = j->conv;
     return w_append(s, j, now, j->conv, PL_EV_MEMBER_REMOVED, j->user, j->peer, 0, NULL, NULL, 0,
-                    pl_store__data_user(j->peer));
+                    pl_store__data_departure(j->peer, promoted));
 }
 
 static int job_member_role(sq_store *s, pl_job *j, int64_t now) {
@@ -968,13 +972,14 @@ static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
     if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
     if (kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
     if ((rc = w_not_general(s, j)) != PL_STORE_OK) return rc;
+    int64_t promoted = 0;
     if ((rc = w_member_delete(s, j->conv, j->user)) ||
-        (rc = w_promote_if_needed(s, j->conv)) ||
+        (rc = w_promote_if_needed(s, j->conv, &promoted)) ||
         (rc = w_member_count(s, j->conv, -1)))
         return rc;
     j->out_id = j->conv;
     return w_append(s, j, now, j->conv, PL_EV_MEMBER_LEFT, j->user, j->user, 0, NULL, NULL, 0,
-                    pl_store__data_user(j->user));
+                    pl_store__data_departure(j->user, promoted));
 }
 
 /* Looks up kind, sender and msg_no of the event at seq (0 < seq). Returns
@@ -1186,7 +1191,7 @@ int sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t 
 }
 int sq_w_user_exists(sq_store *s, int64_t user) { return w_user_exists(s, user); }
 int sq_w_erase(sq_store *s, int64_t conv, int64_t seq, int64_t now) { return w_erase(s, conv, seq, now); }
-int sq_w_promote_if_needed(sq_store *s, int64_t conv) { return w_promote_if_needed(s, conv); }
+int sq_w_promote_if_needed(sq_store *s, int64_t conv) { return w_promote_if_needed(s, conv, NULL); }
 int sq_w_target_load(sq_store *s, pl_job *j, int64_t seq, sq_target *t) { return w_target_load(s, j, seq, t); }
 
 /* Writes the conversation state and own_unread deltas the batch moved. */

@@ -15,6 +15,13 @@ char *pl_store__data_user(int64_t user) {
     return pl_strdup(buf);
 }
 
+char *pl_store__data_departure(int64_t user, int64_t new_admin) {
+    if (!new_admin) return pl_store__data_user(user);
+    char buf[80];
+    snprintf(buf, sizeof buf, "{\"user\":%lld,\"new_admin\":%lld}", (long long)user, (long long)new_admin);
+    return pl_strdup(buf);
+}
+
 char *pl_store__data_role(int64_t user, int role) {
     char buf[64];
     snprintf(buf, sizeof buf, "{\"user\":%lld,\"role\":\"%s\"}", (long long)user,

@@ -1193,7 +1193,8 @@ def test_export_and_delete_account(cli_bin, server_factory, workdir):
         "parley: whoami: 401 unauthorized")
     # bob: alice left the group; the direct conversation keeps her, renamed
     assert [ln.split()[:2] for ln in bob.out("members", str(g)).splitlines()] == [[str(bob.id), bob.name.lower()]]
-    assert parse_lines(bob.out("history", str(g), "--limit", "1"))[0][2] == f"* user {alice.id} left"
+    assert parse_lines(bob.out("history", str(g), "--limit", "1"))[0][2] == \
+        f"* user {alice.id} left; {bob.name.lower()} is now an admin"       # she was its admin
     assert f"{alice.id} deleted#{alice.id} " in bob.out("members", str(dm))
     # the name is free again
     again = Cli(cli_bin, srv, str(workdir), alice.name).register()

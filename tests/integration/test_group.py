@@ -216,6 +216,33 @@ async def test_admins_make_members_admins_and_back(server):
 
 
 @async_test(60)
+async def test_the_last_admin_leaving_names_the_new_admin_in_its_event(server):
+    """Audit B2: when the last admin left (or removed itself) the
+    longest-standing member became admin with no event saying so, so a
+    client keeping roles from the log saw a group without an admin. The
+    departure's event now carries data.new_admin."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "lad")
+        cid = (await api.create_group(alice, [bob.id, carol.id], title="lad"))["id"]
+        wc = await h.ws(carol, name="carol")
+        await api.expect(204, "POST", f"/api/v1/conversations/{cid}/leave", token=alice.token)
+        ev = await wc.wait_for(lambda m: m.get("type") == "event" and m.get("kind") == "member_left",
+                               what="member_left")
+        assert ev["data"] == {"user": alice.id, "new_admin": bob.id}, ev
+        # bob, admin now, removes himself: carol is promoted
+        await api.expect(204, "DELETE", f"/api/v1/conversations/{cid}/members/{bob.id}", token=bob.token)
+        ev = await wc.wait_for(lambda m: m.get("type") == "event" and m.get("kind") == "member_removed",
+                               what="member_removed")
+        assert ev["sender"] == bob.id and ev["data"] == {"user": bob.id, "new_admin": carol.id}, ev
+        r = await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=carol.token)
+        assert {m["id"]: m["role"] for m in r.body["members"]} == {carol.id: "admin"}, r.body
+        hist = await api.history_all(carol, cid)
+        assert [e.get("data") for e in hist if e["kind"] in ("member_left", "member_removed")] == \
+            [{"user": alice.id, "new_admin": bob.id}, {"user": bob.id, "new_admin": carol.id}], hist
+
+
+@async_test(60)
 async def test_group_title_follows_the_workspace_name_rules(server):
     """A title is held to a workspace name's rules, up to 128 bytes, and a
     refusal names the rule broken (protocol.md "POST /api/v1/conversations")."""

@@ -752,6 +752,11 @@ TEST(store_member_leave_promotes_admin) {
     CHECK_EQ(j.event.kind, PL_EV_MEMBER_LEFT);
     CHECK_EQ(j.event.sender, a);
     CHECK_EQ(j.event.seq, 3);
+    /* the promotion is in the log, with the departure (audit B2: it was
+     * in no event, and a client replaying the log saw no admin) */
+    char want[80];
+    snprintf(want, sizeof want, "{\"user\":%lld,\"new_admin\":%lld}", (long long)a, (long long)c);
+    CHECK_STR(j.event.data, want);
     pl_event_release(&j.event);
     CHECK_EQ(rd_role(&t, g, a), PL_ROLE_NONE);
     CHECK_EQ(rd_role(&t, g, c), PL_ROLE_ADMIN);
@@ -759,13 +764,37 @@ TEST(store_member_leave_promotes_admin) {
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, a, 0, NULL), PL_STORE_ENOTFOUND);
 
     /* a member leaving changes no roles */
-    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, b, 0, NULL), PL_STORE_OK);
+    t_init(&t, &j, PL_JOB_MEMBER_LEAVE);
+    j.conv = g;
+    j.user = b;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    snprintf(want, sizeof want, "{\"user\":%lld}", (long long)b);
+    CHECK_STR(j.event.data, want);
+    pl_event_release(&j.event);
     CHECK_EQ(rd_role(&t, g, c), PL_ROLE_ADMIN);
     CHECK_EQ(rd_role(&t, g, d), PL_ROLE_MEMBER);
-    /* the last admin leaves: the only remaining member (d) is promoted */
-    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, c, 0, NULL), PL_STORE_OK);
+    /* the last admin is removed by itself: the only remaining member (d)
+     * is promoted */
+    t_init(&t, &j, PL_JOB_MEMBER_REMOVE);
+    j.conv = g;
+    j.user = c;
+    j.peer = c;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    CHECK_EQ(j.event.kind, PL_EV_MEMBER_REMOVED);
+    snprintf(want, sizeof want, "{\"user\":%lld,\"new_admin\":%lld}", (long long)c, (long long)d);
+    CHECK_STR(j.event.data, want);
+    pl_event_release(&j.event);
     CHECK_EQ(rd_role(&t, g, d), PL_ROLE_ADMIN);
-    CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, d, 0, NULL), PL_STORE_OK);
+    t_init(&t, &j, PL_JOB_MEMBER_LEAVE);           /* nobody left to promote */
+    j.conv = g;
+    j.user = d;
+    CHECK_EQ(t_run(&t, &j, 1), 0);
+    CHECK_EQ(j.result, PL_STORE_OK);
+    snprintf(want, sizeof want, "{\"user\":%lld}", (long long)d);
+    CHECK_STR(j.event.data, want);
+    pl_event_release(&j.event);
     int64_t everyone[] = {a, b, c, d};
     for (int i = 0; i < 4; i++) CHECK_EQ(rd_role(&t, g, everyone[i]), PL_ROLE_NONE);
     CHECK_EQ(t_count_contiguous(&t, g), 6);       /* the log stays */
