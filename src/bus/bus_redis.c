@@ -16,7 +16,8 @@
  * 2 s; TCP keepalive): `cmd` carries every command (PUBLISH, EVAL/EVALSHA,
  * HGETALL, PING), `sub` only SUBSCRIBE/UNSUBSCRIBE and what they bring.
  * healthy() is 1 while cmd is up and sub is up with every wanted channel
- * confirmed (the resubscription round done).
+ * confirmed (the resubscription round done), and cmd's commands have not
+ * gone unanswered for UNHEALTHY_MS (a hung Redis keeps its connections).
  *
  * Channels (names prefixed with opts->prefix; pub/sub ignores SELECT, so
  * the prefix is what separates clusters sharing one Redis):
@@ -115,7 +116,8 @@
  *   - Redis slow: replies and messages come late (guarantee 1 allows it);
  *     past 64 MiB of unanswered publishes, events degrade to pending heads
  *     (memory stays bounded); no reply at all for 10 s drops cmd.
- *   - Redis hung (SIGSTOP in the tests): rate_take admits after 1 s,
+ *   - Redis hung (SIGSTOP in the tests): unhealthy after 2 s without a
+ *     reply (/readyz 503), rate_take admits after 1 s,
  *     presence_get answers after 2 s, publishes wait (and are delivered if
  *     Redis resumes within 10 s; else cmd drops and they become heads).
  *   - A slow node: Redis disconnects a subscriber whose output buffer
@@ -229,6 +231,7 @@ void pl_bus__redis_log_error(pl_bus_redis *b, const char *what, const redisReply
 redisReply *pl_bus__redis_cmd_reply(pl_bus_redis *b, redisAsyncContext *ac, void *r) {
     if (!r || ac != b->cmd.ac) return NULL;
     b->cmd_replied++;
+    b->unanswered_since = 0;
     return r;
 }
 
@@ -272,11 +275,14 @@ static void tick_cmd(pl_bus_redis *b) {
         pl_bus__redis_cmd_send(b, ping_cb, b, 1, argv, lens);
     } else if (b->cmd_replied != b->cmd_seen) {
         b->stall_ticks = 0;
-    } else if (++b->stall_ticks >= STALL_TICKS) {
-        pl_log(PL_LOG_WARN, 0, "redis not answering, reconnecting", "\"in_flight\":%llu",
-               (unsigned long long)(b->cmd_sent - b->cmd_replied));
-        pl_rconn_drop(&b->cmd, "no reply for 10 s");
-        return;
+    } else {                                       /* no reply since the last tick */
+        if (!b->unanswered_since) b->unanswered_since = pl_mono_ms() - TICK_MS;
+        if (++b->stall_ticks >= STALL_TICKS) {
+            pl_log(PL_LOG_WARN, 0, "redis not answering, reconnecting", "\"in_flight\":%llu",
+                   (unsigned long long)(b->cmd_sent - b->cmd_replied));
+            pl_rconn_drop(&b->cmd, "no reply for 10 s");
+            return;
+        }
     }
     b->cmd_seen = b->cmd_replied;
     if ((b->pending.len || b->nretry) && !b->flush_inflight) pl_bus__redis_flush(b);
@@ -343,7 +349,11 @@ static void handle_closed(uv_handle_t *h) { maybe_free(h->data); }
 
 static int r_healthy(pl_bus *pb) {
     pl_bus_redis *b = B(pb);
-    return pl_rconn_is_up(&b->cmd) && pl_rconn_is_up(&b->sub) && b->sub_ready;
+    /* connected is not enough: a hung Redis (SIGSTOP, swapped out) keeps
+     * the connections and accepts new ones, and answers nothing (audit C2:
+     * /readyz said ready for 25-30 s while nothing crossed nodes) */
+    int answering = !b->unanswered_since || pl_mono_ms() - b->unanswered_since < UNHEALTHY_MS;
+    return pl_rconn_is_up(&b->cmd) && pl_rconn_is_up(&b->sub) && b->sub_ready && answering;
 }
 
 static void r_close(pl_bus *pb) {

@@ -23,6 +23,7 @@
 
 #define TICK_MS              1000
 #define STALL_TICKS          10          /* cmd: ticks without a reply        */
+#define UNHEALTHY_MS         2000        /* cmd: no reply this long: unhealthy */
 #define BEAT_LAG_MS          10000       /* sub: heartbeat not received        */
 #define NODE_GONE_MS         3000        /* no liveness beat from a node: gone */
 #define NODE_OWN_BEAT_MS     2500        /* ... while this node's own came back */
@@ -128,6 +129,9 @@ typedef struct pl_bus_redis {
     int64_t         retry_log_at;
     uint64_t        cmd_sent, cmd_replied, cmd_seen;  /* stall detection    */
     int             stall_ticks;
+    int64_t         unanswered_since; /* mono ms since cmd's commands got no
+                                       * reply (over reconnects: a hung Redis
+                                       * accepts them); 0 after any reply    */
     int64_t         err_log_at;       /* error replies, logged sparingly    */
     script          scripts[S_COUNT];
 

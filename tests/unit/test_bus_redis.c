@@ -1289,6 +1289,7 @@ static void t_hung(ctx *c) {
     node *a = &c->n[0], *b = &c->n[1];
     pl_bus_subscribe_conv(b->bus, 100, 1);
     WAIT_CHECK(c, b->nconv_ready == 1, 5000);
+    CHECK(pl_bus_healthy(a->bus) && pl_bus_healthy(b->bus));
     kill(c->rs.pid, SIGSTOP);
     memset(&R, 0, sizeof R);
     int64_t t0 = pl_mono_ms(), users[1] = {42};
@@ -1298,6 +1299,9 @@ static void t_hung(ctx *c) {
     pl_bus_publish_event(a->bus, &e, 1);
     WAIT(c, R.answered == 1 && P.answered == 1, 5000);
     int64_t took = pl_mono_ms() - t0;
+    /* connected, but answering nothing: not healthy (/readyz 503) within
+     * a few seconds (audit C2: it stayed healthy while nothing crossed) */
+    WAIT_CHECK(c, !pl_bus_healthy(a->bus) && !pl_bus_healthy(b->bus), 5000);
     kill(c->rs.pid, SIGCONT);
     CHECK(R.answered == 1 && R.admitted == 1);             /* fail open after ~1 s */
     CHECK(P.answered == 1 && P.n == 0);
@@ -1306,7 +1310,7 @@ static void t_hung(ctx *c) {
     WAIT_CHECK(c, last_ack(a) == 1, 5000);
     pump(c, 100);
     CHECK_EQ(R.answered, 1);                               /* the late reply is ignored */
-    CHECK(pl_bus_healthy(a->bus) && pl_bus_healthy(b->bus));
+    WAIT_CHECK(c, pl_bus_healthy(a->bus) && pl_bus_healthy(b->bus), 5000);
 }
 TEST(bus_redis_hung) { run_bus_test(t_hung, 0.001, 5, 0, 1); }
 
