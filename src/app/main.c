@@ -366,8 +366,9 @@ int main(int argc, char **argv) {
     }
     pl_push_config pc;
     push_config(&pc);
-    if (pl_push_configure(&pc, ferr, sizeof ferr)) {
-        fprintf(stderr, "parleyd: push: %s\n", ferr);
+    const char *setting;
+    if (pl_push_configure(&pc, &setting, ferr, sizeof ferr)) {   /* a file: named as every bad setting is */
+        fprintf(stderr, "parleyd: %s: %s\n", setting ? pl_config_src(setting) : "push", ferr);
         return 2;
     }
     char gerr[256];

@@ -37,9 +37,11 @@
                                     * (and when a message commits here)     */
 
 /* Takes cfg (copied) when it has any endpoint, and reads its key files
- * (the APNs key, the FCM service account): 0, or -1 with the reason in err.
- * Called before anything is opened, so a bad file stops the start first. */
-int  pl_push_configure(const pl_push_config *cfg, char *err, size_t errlen);
+ * (the APNs key, the FCM service account): 0, or -1 with the reason in err
+ * and, when a file is at fault, *setting naming its setting
+ * ("push-apns-key", "push-fcm-credentials"; else NULL). Called before
+ * anything is opened, so a bad file stops the start first. */
+int  pl_push_configure(const pl_push_config *cfg, const char **setting, char *err, size_t errlen);
 /* Starts the worker configured above (nothing when push is off): 0, or -1
  * with the reason in err (no thread). */
 int  pl_push_start(uv_loop_t *loop, pl_store *store, char *err, size_t errlen);

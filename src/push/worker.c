@@ -518,7 +518,8 @@ static int fcm_credentials_load(char *err, size_t errlen) {
     return rc;
 }
 
-int pl_push_configure(const pl_push_config *cfg, char *err, size_t errlen) {
+int pl_push_configure(const pl_push_config *cfg, const char **setting, char *err, size_t errlen) {
+    *setting = NULL;
     if (!pl_push_platform_enabled(cfg, PL_PUSH_WEBHOOK) && !pl_push_platform_enabled(cfg, PL_PUSH_FCM) &&
         !pl_push_platform_enabled(cfg, PL_PUSH_APNS) && !(cfg->fcm_credentials && cfg->fcm_credentials[0]))
         return 0;
@@ -540,15 +541,20 @@ int pl_push_configure(const pl_push_config *cfg, char *err, size_t errlen) {
             snprintf(err, errlen, "--push-apns-key needs --push-apns-key-id and --push-apns-team-id");
             return -1;
         }
+        *setting = "push-apns-key";
         if (!(W.apns_key = pl_jwt_key_load(W.cfg.apns_key_file, err, errlen))) return -1;
         renew_apns_token();
         if (!W.apns_jwt) {
             snprintf(err, errlen, "cannot sign with %s", W.cfg.apns_key_file);
             return -1;
         }
+        *setting = NULL;
     }
     W.cfg.fcm_credentials = keep(10, cfg->fcm_credentials);
-    if (W.cfg.fcm_credentials[0] && fcm_credentials_load(err, errlen)) return -1;
+    if (W.cfg.fcm_credentials[0] && fcm_credentials_load(err, errlen)) {
+        *setting = "push-fcm-credentials";
+        return -1;
+    }
     return 0;
 }
 

@@ -651,7 +651,7 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
     assert p.returncode == 2 and "a token or a key, not both" in p.stderr, p
     p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"),
             "--push-apns-key-id", "K", "--push-apns-team-id", "T")
-    assert p.returncode == 2 and "cannot read" in p.stderr, p
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: --push-apns-key: cannot read"), p
     p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"))
     assert p.returncode == 2 and "--push-apns-key-id" in p.stderr, p
     creds = tmp_path / "creds.json"
@@ -660,7 +660,19 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
     assert p.returncode == 2 and "no client_email or private_key" in p.stderr, p
     creds.write_text(json.dumps({"client_email": "a@b", "private_key": "not a key", "project_id": "p"}))
     p = run("--push-fcm-credentials", str(creds))
-    assert p.returncode == 2 and "not a PEM RSA key" in p.stderr, p
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: --push-fcm-credentials: ") and \
+        "not a PEM RSA key" in p.stderr, p
+    # a file's setting is named with where it came from, as any other's
+    # (audit C2: "parleyd: push: ..." named neither)
+    p = subprocess.run([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "PARLEY_PUSH_FCM_CREDENTIALS": str(creds)})
+    assert p.returncode == 2 and p.stderr.startswith(
+        "parleyd: PARLEY_PUSH_FCM_CREDENTIALS: push-fcm-credentials: "), p
+    conf.write_text(f"push-apns-url https://apns.example\npush-apns-key {tmp_path / 'none.p8'}\n"
+                    "push-apns-key-id K\npush-apns-team-id T\n")
+    p = run("--config", str(conf))
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: config line 2: push-apns-key: cannot read"), p
 
 
 @async_test(timeout=90)
