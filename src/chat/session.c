@@ -670,6 +670,9 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pl_msg m;
         pl_proto_err e;
         int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
+        json_t *type = r && m.root ? json_object_get(m.root, "type") : NULL;
+        if (json_is_string(type) && strcmp(json_string_value(type), "auth") == 0)
+            m.type = PL_MSG_AUTH;             /* refused before its type was read (a bad req) */
         if (r && m.type == PL_MSG_AUTH) {     /* an `auth`, but not a valid one: say why */
             char why[124];
             snprintf(why, sizeof why, "bad auth message: %s", e.message);

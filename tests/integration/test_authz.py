@@ -169,7 +169,10 @@ async def test_anything_before_auth_is_refused(server):
         for first, why in (({"type": "auth", "token": bob.token, "cursors": {str(cid): -1}}, "cursor values"),
                            ({"type": "auth", "token": bob.token, "cursors": {"0" + str(cid): 0}}, "cursor keys"),
                            ({"type": "auth", "token": bob.token, "cursors": [1]}, "\"cursors\""),
-                           ({"type": "auth", "token": 5}, "\"token\"")):
+                           ({"type": "auth", "token": 5}, "\"token\""),
+                           # a bad req is refused before the type is read (audit B2)
+                           ({"type": "auth", "req": [1], "token": bob.token}, "\"req\""),
+                           ({"type": "auth", "req": -1, "token": bob.token}, "\"req\"")):
             c = WS(server.ws_url, None, auth=None, name="badauth")
             h.clients.append(c)
             await c.connect(expect_ready=False)
