@@ -804,7 +804,7 @@ void pl_chat_on_drain(pl_conn *c) {
 /* ---- logout --------------------------------------------------------------------- */
 
 static void on_revoke(void *ud, int64_t user, int64_t login) {
-    const char *why = login ? "logged out" : "account deleted";
+    const char *why = login ? "session revoked" : "account deleted";   /* logout or a reused refresh token */
     chat_user *cu = pl_map_get(&C.users, user);
     for (session *s = cu ? cu->sessions : NULL; s; s = s->unext)
         if (!login || s->login == login) chat_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, why);

@@ -250,6 +250,7 @@ async def test_refresh_rotation_and_logout(server):
             assert r.status == 401, f"an access token of a logged-out session still works: {r!r}"
         code = await ws1.wait_closed(timeout=10)
         assert code == 4001, f"live WebSocket of the revoked session: close {code}"
+        assert ws1.close_reason == "session revoked", ws1.close_reason   # also for a reused refresh token
         await _ws_refused(h, t2, "header", "revoked session")
         await ws2.ping()
         assert (await api.req("GET", "/api/v1/me", token=other["access_token"])).status == 200
