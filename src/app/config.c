@@ -19,15 +19,23 @@ typedef struct setting {
     size_t      off;
     size_t      size;     /* for strings */
     const char *help;
+    const char *const *choices;   /* a string from a list: the list (NULL-ended) */
+    const char *choices_text;     /* ... as the refusal says it              */
 } setting;
 
-#define S(n, f, d, h) {n, 0, 0, 0, d, offsetof(pl_config, f), sizeof(((pl_config *)0)->f), h}
-#define I(n, f, lo, hi, d, h) {n, 1, lo, hi, d, offsetof(pl_config, f), 0, h}
+#define S(n, f, d, h) {n, 0, 0, 0, d, offsetof(pl_config, f), sizeof(((pl_config *)0)->f), h, NULL, NULL}
+#define L(n, f, d, h, list, text) {n, 0, 0, 0, d, offsetof(pl_config, f), sizeof(((pl_config *)0)->f), h, list, text}
+#define I(n, f, lo, hi, d, h) {n, 1, lo, hi, d, offsetof(pl_config, f), 0, h, NULL, NULL}
+
+/* Checked where they are read, like numbers, so that a bad value in the
+ * environment or the file is refused even when a flag overrides it. */
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const tls_versions[] = {"1.3", "1.2", NULL};
 
 static const setting table[] = {
     S("listen", listen, "127.0.0.1:8080", "address and port to serve on (host:port, [v6]:port)"),
     S("data-dir", data_dir, "./parley-data", "directory for the database and the token key"),
-    S("log-level", log_level, "info", "debug, info, warn or error"),
+    L("log-level", log_level, "info", "debug, info, warn or error", log_levels, "debug, info, warn or error"),
     S("config", config_file, "", "optional file of `name value` lines"),
     S("web-root", web_root, "", "directory of the web client (default: ./web next to the binary's tree)"),
     I("access-ttl", access_ttl, 1, 86400, "900", "access token lifetime, seconds"),
@@ -80,7 +88,7 @@ static const setting table[] = {
     /* TLS (net/tls.c): https and wss on --listen when both files are set */
     S("tls-cert", tls_cert, "", "PEM certificate chain: serve https/wss (with --tls-key); reread on SIGHUP"),
     S("tls-key", tls_key, "", "PEM private key of --tls-cert; reread on SIGHUP"),
-    S("tls-min", tls_min, "1.3", "lowest TLS version accepted: 1.3 or 1.2"),
+    L("tls-min", tls_min, "1.3", "lowest TLS version accepted: 1.3 or 1.2", tls_versions, "1.2 or 1.3"),
     I("tls-openssl-records", tls_openssl_records, 0, 1, "0", "1: keep OpenSSL's record layer after TLS 1.3 handshakes (~15 KB more per connection); 0: Parley's own takes over"),
     I("hsts-max-age", hsts_max_age, 0, 315360000, "31536000", "Strict-Transport-Security max-age on https responses, seconds (0: no header)"),
     /* Server-Sent Events (GET /api/v1/events, chat/sse.c) */
@@ -124,6 +132,12 @@ static int set(pl_config *cfg, const setting *s, const char *val, const char *sr
     if (!s->is_int) {
         if (strlen(val) >= s->size) {
             fprintf(stderr, "parleyd: %s%s%s: the value is too long\n", from, sep, s->name);
+            return -1;
+        }
+        const char *const *c = s->choices;
+        while (c && *c && strcmp(*c, val) != 0) c++;
+        if (c && !*c) {
+            fprintf(stderr, "parleyd: %s%s%s must be %s, not %s\n", from, sep, s->name, s->choices_text, val);
             return -1;
         }
         strcpy(field, val);

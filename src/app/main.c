@@ -179,15 +179,10 @@ static int tls_min_version(void) {
     return strcmp(cfg.tls_min, "1.2") == 0 ? 12 : strcmp(cfg.tls_min, "1.3") == 0 ? 13 : 0;
 }
 
-/* Before anything is opened: --tls-min, and that --tls-cert and --tls-key
- * go together and load (a context built and dropped). 0, or -1 after
- * printing why. */
+/* Before anything is opened: that --tls-cert and --tls-key go together
+ * and load (a context built and dropped). 0, or -1 after printing why. */
 static int tls_check(void) {
-    int minv = tls_min_version();
-    if (!minv) {                    /* a bad value is refused with or without TLS */
-        fprintf(stderr, "parleyd: %s must be 1.2 or 1.3\n", pl_config_src("tls-min"));
-        return -1;
-    }
+    int minv = tls_min_version();   /* 1.2 or 1.3: config.c refused anything else */
     if (!cfg.tls_cert[0] && !cfg.tls_key[0]) return 0;
     if (!cfg.tls_cert[0] || !cfg.tls_key[0]) {
         fprintf(stderr, "parleyd: %s and %s go together\n", pl_config_src("tls-cert"), pl_config_src("tls-key"));
@@ -345,13 +340,7 @@ static int start_failed(int rc) {
 int main(int argc, char **argv) {
     int r = pl_config_load(&cfg, argc, argv);
     if (r) return r > 0 ? 0 : 2;
-    int lvl = pl_log_parse_level(cfg.log_level);
-    if (lvl < 0) {
-        fprintf(stderr, "parleyd: %s must be debug, info, warn or error, not %s\n", pl_config_src("log-level"),
-                cfg.log_level);
-        return 2;
-    }
-    pl_log_level = lvl;
+    pl_log_level = pl_log_parse_level(cfg.log_level);    /* one of the list: config.c checked it */
     if (cfg.redis[0] && !is_postgres(cfg.store)) {
         fprintf(stderr, "parleyd: %s needs --store postgres://... (with SQLite one process owns the data)\n",
                 pl_config_src("redis"));

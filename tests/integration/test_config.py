@@ -197,6 +197,16 @@ def test_config_file_rules(parleyd_bin, tmp_path):
         assert p.returncode == 2 and "--access-ttl must be an integer" in p.stderr, (v, p.stderr)
         p = run(parleyd_bin, env={"PARLEY_ACCESS_TTL": v})
         assert p.returncode == 2 and "access-ttl must be an integer" in p.stderr, (v, p.stderr)
+    # a value not in a setting's list is refused wherever it is, as a bad
+    # number is, even when a flag overrides it (audit C2: it was ignored then)
+    p = run(parleyd_bin, "--log-level", "info", env={"PARLEY_LOG_LEVEL": "LOUD"})
+    assert p.returncode == 2 and p.stderr == \
+        "parleyd: PARLEY_LOG_LEVEL: log-level must be debug, info, warn or error, not LOUD\n", p.stderr
+    conf.write_text("tls-min 1.1\n")
+    p = run(parleyd_bin, "--config", str(conf), "--tls-min", "1.3")
+    assert p.returncode == 2 and p.stderr == "parleyd: config line 1: tls-min must be 1.2 or 1.3, not 1.1\n", p.stderr
+    p = run(parleyd_bin, "--tls-min", "1.1")
+    assert p.returncode == 2 and p.stderr == "parleyd: --tls-min must be 1.2 or 1.3, not 1.1\n", p.stderr
 
 
 def test_an_unreachable_redis_stops_the_start(parleyd_bin, tmp_path):
