@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "../core/alloc.h"
+#include "../core/log.h"
 #include "web.h"
 
 #define WEB_MAX_FILE (4 * 1024 * 1024)
@@ -125,6 +126,9 @@ static void find_root(const pl_config *cfg) {
 void pl_web_init(const pl_config *cfg) {
     find_root(cfg);
     preload("", 0);
+    if (!cached("index.html"))          /* a binary copied out of its tree: say why / is 404 */
+        pl_log(PL_LOG_WARN, 0, "no web client: / answers 404 (set --web-root to the tree's web/)",
+               "\"web_root\":\"%s\"", root);
 }
 
 int pl_web_serve(pl_http_ctx *ctx, const pl_config *cfg) {

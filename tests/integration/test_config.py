@@ -221,3 +221,25 @@ def test_an_unreachable_redis_stops_the_start(parleyd_bin, tmp_path):
     assert p.returncode == 1, (p.returncode, p.stderr)
     assert f"--redis: cannot connect to Redis at 127.0.0.1:{dead}" in p.stderr, p.stderr
     assert time.monotonic() - t0 < 15
+
+
+def test_a_binary_without_its_web_client_says_so_at_start(parleyd_bin, tmp_path):
+    """A parleyd copied out of its tree finds no web client: it started
+    without a word and / answered 404 (audit C2). It warns now."""
+    exe = tmp_path / "bin" / "parleyd"
+    exe.parent.mkdir()
+    shutil.copy(parleyd_bin, exe)
+    port = free_port()
+    p = subprocess.Popen([str(exe), "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d")],
+                         cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in p.stderr:
+            lines.append(line)
+            if '"listening"' in line:
+                break
+        assert any('"no web client: / answers 404' in ln for ln in lines), lines
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=20)
+    assert p.returncode == 0
