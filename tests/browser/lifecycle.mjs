@@ -200,7 +200,9 @@ await run('lifecycle: retention, export, account deletion', async () => {
   check(!(await A.evaluate(() => localStorage.getItem('parley.auth'))), 'alice: the tokens are gone');
   // bob: alice left the group; after a reload their DM is with deleted#N
   await openConv(bob, g);
-  await waitFor(async () => (await sysTexts(bob)).includes('alice left'), 'bob: "alice left" in the group');
+  // (she was its admin: bob, the longest-standing member left, is now)
+  await waitFor(async () => (await sysTexts(bob)).includes('alice left; bob is now an admin'),
+    'bob: "alice left; bob is now an admin" in the group');
   await openDetails(bob);
   await waitFor(async () => (await B.getByTestId('member').count()) === 1, 'bob: alone in the group');
   await closeDetails(bob);
