@@ -29,6 +29,7 @@
 #include "../bus/bus.h"
 #include "../chat/auth.h"
 #include "../chat/chat.h"
+#include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
 #include "../http/server.h"
@@ -338,6 +339,7 @@ static int start_failed(int rc) {
 }
 
 int main(int argc, char **argv) {
+    pl_alloc_tune();
     int r = pl_config_load(&cfg, argc, argv);
     if (r) return r > 0 ? 0 : 2;
     pl_log_level = pl_log_parse_level(cfg.log_level);    /* one of the list: config.c checked it */

@@ -15,4 +15,14 @@ void *pl_realloc(void *p, size_t n);
 char *pl_strdup(const char *s);
 char *pl_strndup(const char *s, size_t n);
 
+/* Called once at the start of main: mimalloc (the release build's allocator)
+ * gives a span of free memory back to the kernel at once instead of 25 ms
+ * later. Its delayed decommit runs only when the same segment is touched
+ * again, so a server that goes quiet after a wave of connections kept the
+ * wave's transient buffers resident: ~200 bytes per idle connection
+ * (docs/benchmarks.md "idle memory: mimalloc's delayed decommit"). The
+ * MIMALLOC_DECOMMIT_DELAY environment variable, when set, wins. No-op
+ * without mimalloc. */
+void pl_alloc_tune(void);
+
 #endif
