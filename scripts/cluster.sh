@@ -288,14 +288,14 @@ start_haproxy() {
     for ((i = 0; i < N; i++)); do
         servers+="    server node$i $HOST:$(node_port "$i")"$'\n'
     done
-    SERVERS="$servers" awk -v port="$LB_PORT" -v sock="$SOCK_DIR/haproxy.sock" '
+    SERVERS="$servers" awk -v port="$LB_PORT" -v sock="$SOCK_DIR/haproxy.sock" -v errs="$ROOT/deploy/errors" '
         $0 == "__SERVERS__" { printf "%s", ENVIRON["SERVERS"]; next }
         /^[ \t]*#/ { print; next }
-        { gsub(/__LB_PORT__/, port); gsub(/__STATS_SOCKET__/, sock); print }
+        { gsub(/__LB_PORT__/, port); gsub(/__STATS_SOCKET__/, sock); gsub(/__ERRORS_DIR__/, errs); print }
     ' "$ROOT/deploy/haproxy.cfg" > "$cfg"
     local unknown
     unknown=$(grep -v '^[[:space:]]*#' "$ROOT/deploy/haproxy.cfg" | grep -o '__[A-Z][A-Z_]*__' \
-              | grep -vx -e __LB_PORT__ -e __STATS_SOCKET__ -e __SERVERS__ || true)
+              | grep -vx -e __LB_PORT__ -e __STATS_SOCKET__ -e __SERVERS__ -e __ERRORS_DIR__ || true)
     [ -z "$unknown" ] || fail "deploy/haproxy.cfg has placeholders this script does not fill in: $(echo $unknown)"
     haproxy -c -q -f "$cfg" >&2 || fail "HAProxy refuses $cfg"
     setsid haproxy -db -f "$cfg" >>"$log" 2>&1 </dev/null &

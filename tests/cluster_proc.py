@@ -503,7 +503,7 @@ class HAProxy:
     def base_url(self):
         return f"http://{self.host}:{self.port}"
 
-    PLACEHOLDERS = ("__LB_PORT__", "__STATS_SOCKET__", "__SERVERS__")
+    PLACEHOLDERS = ("__LB_PORT__", "__STATS_SOCKET__", "__SERVERS__", "__ERRORS_DIR__")
 
     def render(self):
         with open(self.template) as f:
@@ -521,7 +521,8 @@ class HAProxy:
                 out.append(line)
             else:
                 out.append(line.replace("__LB_PORT__", str(self.port))
-                           .replace("__STATS_SOCKET__", self.sock_path))
+                           .replace("__STATS_SOCKET__", self.sock_path)
+                           .replace("__ERRORS_DIR__", os.path.join(REPO, "deploy", "errors")))
         return "".join(out)
 
     def start(self, wait_routing=True):
