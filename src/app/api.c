@@ -258,6 +258,10 @@ static void authed_route(pl_http_ctx *ctx) {
     size_t n = split_path(ctx->req.path, seg, 8) - 2;
     pl_str *s = seg + 2;
     int m = api_method(ctx);
+    if (n == 1 && api_seg_is(s[0], "events")) {  /* GET went to h_events: any other method */
+        pl_http_method_not_allowed(ctx, PL_HTTP_M(PL_HTTP_GET), "GET only");
+        return;
+    }
     if (api_seg_is(s[0], "media")) {             /* api_media.c */
         h_media_route(ctx, s, n);
         return;
@@ -502,12 +506,13 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         else h_logout(ctx);
         return;
     }
-    if (n == 1 && api_seg_is(s[0], "events")) {   /* the SSE stream authenticates itself */
-        h_events(ctx);
+    if (n == 1 && api_seg_is(s[0], "events") && ctx->req.method == PL_HTTP_GET) {
+        h_events(ctx);             /* the SSE stream authenticates itself */
         return;
     }
     /* everything else needs an access token */
-    int known = (n == 1 && (api_seg_is(s[0], "me") || api_seg_is(s[0], "conversations") ||
+    int known = (n == 1 && api_seg_is(s[0], "events")) ||   /* another method: 405 once the token is good */
+                (n == 1 && (api_seg_is(s[0], "me") || api_seg_is(s[0], "conversations") ||
                             api_seg_is(s[0], "presence") || api_seg_is(s[0], "search") ||
                             api_seg_is(s[0], "users"))) ||
                 (n == 2 && (api_seg_is(s[0], "users") || api_seg_is(s[0], "conversations"))) ||

@@ -287,7 +287,16 @@ async def test_refusals_are_clear(server):
             assert s.status == 400 and s.error()["code"] == "bad_request", (bad, s.status, s.body)
             assert "Last-Event-ID" in s.error()["message"], s.error()
         r = await api.req("POST", "/api/v1/events", token=bob.token, json_body={})
-        assert r.status == 405, r
+        assert r.status == 405 and r.headers.get("Allow") == "GET", r
+        # the token first, as on every route behind one (audit E2 F8): any
+        # method without a valid token is 401, with one a method not GET 405
+        for method in ("POST", "DELETE", "OPTIONS", "HEAD"):
+            r = await api.req(method, "/api/v1/events")
+            assert r.status == 401, (method, r)
+            r = await api.req(method, "/api/v1/events", token=bob.token + "x")
+            assert r.status == 401, (method, r)
+            r = await api.req(method, "/api/v1/events", token=bob.token)
+            assert r.status == 405, (method, r)
         # logout ends the stream with a last `close` event (4001)
         s = await sse(server, bob.token)
         await s.wait_until(lambda: s.datas("ready"))
