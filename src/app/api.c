@@ -104,13 +104,22 @@ json_t *api_body_object(pl_http_ctx *ctx) {
         return NULL;
     }
     json_error_t jerr;
-    json_t *o = json_loadb((const char *)ctx->body, ctx->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    json_t *o = json_loadb((const char *)ctx->body, ctx->body_len,
+                           JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (!o && json_error_code(&jerr) == json_error_numeric_overflow) {   /* valid JSON, too big for us */
         pl_http_error(ctx, 400, "bad_request", "a number is out of range");
         return NULL;
     }
     if (!o && json_error_code(&jerr) == json_error_duplicate_key) {   /* as the WebSocket says it */
         pl_http_error(ctx, 400, "bad_json", "body repeats a key");
+        return NULL;
+    }
+    if (!o && json_error_code(&jerr) == json_error_stack_overflow) {
+        pl_http_error(ctx, 400, "bad_json", "body nests arrays and objects deeper than 2048 levels");
+        return NULL;
+    }
+    if (!o && json_error_code(&jerr) == json_error_null_byte_in_key) {
+        pl_http_error(ctx, 400, "bad_json", "a key contains NUL");
         return NULL;
     }
     if (!o) {                 /* e.g. half of a surrogate pair: an object, but not JSON */

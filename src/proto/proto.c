@@ -643,9 +643,13 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
     }
     if (pl_proto_fast && fast_auth(data, len, m)) return 0;
     json_error_t jerr;
-    m->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    m->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (!m->root && json_error_code(&jerr) == json_error_duplicate_key)
         return fail(e, "bad_json", "%s", "message repeats a key");
+    if (!m->root && json_error_code(&jerr) == json_error_stack_overflow)
+        return fail(e, "bad_json", "%s", "message nests arrays and objects deeper than 2048 levels");
+    if (!m->root && json_error_code(&jerr) == json_error_null_byte_in_key)
+        return fail(e, "bad_json", "%s", "a key contains NUL");
     if (!m->root && json_error_code(&jerr) == json_error_numeric_overflow)   /* valid JSON, too big for us */
         return fail(e, "bad_request", "%s", "a number is out of range");
     if (!m->root)            /* e.g. half of a surrogate pair: an object, but not JSON */
@@ -667,15 +671,19 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
         m->req = e->req = req;
     }
     json_t *t = json_object_get(m->root, "type");
-    if (!t || !json_is_string(t) || memchr(json_string_value(t), 0, json_string_length(t)))
+    if (!t || !json_is_string(t))
         return fail(e, "bad_request", "%s", "\"type\" must be a string");
+    if (memchr(json_string_value(t), 0, json_string_length(t)))
+        return fail(e, "bad_request", "%s", "\"type\" must not contain NUL");
     const char *type = json_string_value(t);
     if (strcmp(type, "send") == 0) {
         m->type = PL_MSG_SEND;
         if (get_id(m->root, "conversation", &m->conv, e)) return -1;
         if (get_str(m->root, "client_msg_id", &m->client_msg_id, &m->cmid_len, e)) return -1;
         if (m->cmid_len < 1 || m->cmid_len > PL_PROTO_CMID_MAX || memchr(m->client_msg_id, 0, m->cmid_len))
-            return fail(e, "bad_request", "%s", "\"client_msg_id\" must be 1-64 bytes");
+            return fail(e, "bad_request", "%s",
+                        m->cmid_len >= 1 && m->cmid_len <= PL_PROTO_CMID_MAX ? "\"client_msg_id\" must not contain NUL"
+                                                                            : "\"client_msg_id\" must be 1-64 bytes");
         int ciphertext;                   /* end-to-end encryption: payloads, no body */
         if (pl_proto_send_kind(m->root, &ciphertext, e)) return -1;
         if (pl_proto_attachments(m->root, m->attach, &m->nattach, e)) return -1;   /* media */

@@ -49,6 +49,45 @@ TEST(proto_bad_json_and_types) {
     pl_msg_release(&m);
 }
 
+/* Each malformed message's error names the rule it broke (audit D2 L13:
+ * a scalar, deep nesting and a NUL in a key were "not valid JSON", a NUL
+ * in client_msg_id "must be 1-64 bytes", a NUL in type "must be a string"). */
+TEST(proto_error_messages_name_the_rule) {
+    pl_msg m;
+    pl_proto_err e;
+    const char *scalars[] = {"null", "5", "\"str\"", "true"};
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_EQ(decode(scalars[i], &m, &e), -1);
+        CHECK_STR(e.code, "bad_json");
+        CHECK_STR(e.message, "message must be a JSON object");
+        pl_msg_release(&m);
+    }
+    size_t depth = 2500;
+    char *deep = malloc(2 * depth + 64);
+    size_t n = (size_t)sprintf(deep, "{\"type\":\"ping\",\"x\":");
+    for (size_t i = 0; i < depth; i++) deep[n++] = '[';
+    for (size_t i = 0; i < depth; i++) deep[n++] = ']';
+    deep[n++] = '}';
+    deep[n] = '\0';
+    CHECK_EQ(decode(deep, &m, &e), -1);
+    CHECK_STR(e.code, "bad_json");
+    CHECK(strstr(e.message, "deeper than 2048") != NULL);
+    pl_msg_release(&m);
+    free(deep);
+    CHECK_EQ(decode("{\"type\":\"ping\",\"req\":1,\"a\\u0000\":1}", &m, &e), -1);
+    CHECK_STR(e.code, "bad_json");
+    CHECK_STR(e.message, "a key contains NUL");
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"a\\u0000b\",\"body\":\"x\"}", &m, &e), -1);
+    CHECK_STR(e.code, "bad_request");
+    CHECK_STR(e.message, "\"client_msg_id\" must not contain NUL");
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"ping\\u0000\"}", &m, &e), -1);
+    CHECK_STR(e.code, "bad_request");
+    CHECK_STR(e.message, "\"type\" must not contain NUL");
+    pl_msg_release(&m);
+}
+
 TEST(proto_send_validation) {
     pl_msg m;
     pl_proto_err e;
