@@ -148,7 +148,7 @@ int api_name_ok(pl_http_ctx *ctx, json_t *v, const char *field, size_t max) {
         case PL_NAME_SPACE:      rule = "must not contain spaces other than the plain one"; break;
         case PL_NAME_INVISIBLE:
             rule = "must not contain invisible formatting characters (zero-width characters, direction marks and "
-                   "overrides)";
+                   "overrides; emoji selectors and joiners are fine)";
             break;
         case PL_NAME_EDGE_SPACE: rule = "must not start or end with a space"; break;
         case PL_NAME_COMBINING:  rule = "must not start with a combining mark"; break;

@@ -310,7 +310,8 @@ static void h_channel_create(pl_http_ctx *ctx, int64_t ws) {
     if (!json_is_string(name) || memchr(json_string_value(name), 0, json_string_length(name)) ||
         !pl_store__channel_name_ok(json_string_value(name)))
         why = "\"name\" must be 1-80 bytes: lowercase ASCII letters, digits, '-', '_', '.' and non-ASCII "
-              "characters other than spaces, control and invisible formatting characters";
+              "characters other than spaces, control and invisible formatting characters, not starting with a "
+              "combining mark";
     else if (priv && !json_is_boolean(priv))
         why = "\"private\" must be true or false";
     else if (e2ee && !json_is_boolean(e2ee))

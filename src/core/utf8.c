@@ -111,6 +111,47 @@ int pl_utf8_invisible(uint32_t cp) {
 
 int pl_utf8_has_invisible(const uint8_t *p, size_t n) { return pl_utf8_has(p, n, pl_utf8_invisible); }
 
+/* Pictographs and symbols that take a variation selector or sit in a
+ * ZWJ sequence: the emoji blocks, arrows, technical and miscellaneous
+ * symbols, dingbats, and the few Latin-1/letterlike ones (©, ®, ™, ℹ). */
+static int emoji_like(uint32_t cp) {
+    return (cp >= 0x1f000 && cp <= 0x1faff) || (cp >= 0x2190 && cp <= 0x21ff) || (cp >= 0x2300 && cp <= 0x23ff) ||
+           (cp >= 0x25a0 && cp <= 0x27bf) || (cp >= 0x2900 && cp <= 0x297f) || (cp >= 0x2b00 && cp <= 0x2bff) ||
+           cp == 0xa9 || cp == 0xae || cp == 0x203c || cp == 0x2049 || cp == 0x2122 || cp == 0x2139 ||
+           cp == 0x3030 || cp == 0x303d || cp == 0x3297 || cp == 0x3299;
+}
+
+static uint32_t next_cp(const uint8_t *p, size_t n, size_t *i) {
+    uint8_t c = p[*i];
+    size_t len = c < 0xc0 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+    if (len > n - *i) len = 1;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1fu : len == 3 ? c & 0x0fu : c & 0x07u;
+    for (size_t k = 1; k < len; k++) cp = cp << 6 | (p[*i + k] & 0x3fu);
+    *i += len;
+    return cp;
+}
+
+int pl_utf8_has_invisible_outside_emoji(const uint8_t *p, size_t n) {
+    uint32_t prev = 0;             /* 0: the start */
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp = next_cp(p, n, &i);
+        if (pl_utf8_invisible(cp)) {
+            int ok = 0;
+            if (cp == 0xfe0e || cp == 0xfe0f) {          /* text or emoji style of what precedes */
+                ok = prev != 0 && prev != 0x20 && !pl_utf8_invisible(prev);
+            } else if (cp == 0x200d && i < n) {          /* a ZWJ between two pictographs */
+                size_t j = i;
+                uint32_t next = next_cp(p, n, &j);
+                ok = (emoji_like(prev) || prev == 0xfe0f) && emoji_like(next);
+            }
+            if (!ok) return 1;
+        }
+        prev = cp;
+    }
+    return 0;
+}
+
 /* The combining marks (general categories Mn, Mc, Me) of Unicode 14.0, as
  * inclusive ranges in order (generated from Python's unicodedata). */
 static const uint32_t marks[][2] = {

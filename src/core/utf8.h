@@ -40,6 +40,10 @@ int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);
 int  pl_utf8_invisible(uint32_t cp);
 /* 1 if p[0..n) holds a pl_utf8_invisible code point (as has_space_or_control). */
 int  pl_utf8_has_invisible(const uint8_t *p, size_t n);
+/* As has_invisible, but a variation selector (U+FE0E, U+FE0F) after a
+ * visible character and a zero-width joiner between two pictographs (the
+ * emoji of a keyboard: "❤️", "👨‍👩‍👧") are not counted: for names. */
+int  pl_utf8_has_invisible_outside_emoji(const uint8_t *p, size_t n);
 /* 1 if cp is a combining mark (Unicode general category Mn, Mc or Me, as
  * of Unicode 14.0: U+0301 COMBINING ACUTE ACCENT, ...). */
 int  pl_utf8_combining(uint32_t cp);

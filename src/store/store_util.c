@@ -82,7 +82,7 @@ int pl_store__name_rule(const char *name, size_t len, size_t max) {
     if (!pl_utf8_valid(p, len)) return PL_NAME_UTF8;
     if (pl_utf8_has(p, len, pl_utf8_control)) return PL_NAME_CONTROL;
     if (pl_utf8_has(p, len, other_space)) return PL_NAME_SPACE;
-    if (pl_utf8_has_invisible(p, len)) return PL_NAME_INVISIBLE;
+    if (pl_utf8_has_invisible_outside_emoji(p, len)) return PL_NAME_INVISIBLE;
     if (name[0] == ' ' || name[len - 1] == ' ') return PL_NAME_EDGE_SPACE;
     if (pl_utf8_combining(pl_utf8_first(name, len))) return PL_NAME_COMBINING;
     return PL_NAME_OK;
@@ -100,7 +100,8 @@ int pl_store__channel_name_ok(const char *name) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
             return 0;
     }
-    return !pl_utf8_has_invisible((const uint8_t *)name, len);
+    return !pl_utf8_has_invisible_outside_emoji((const uint8_t *)name, len) &&
+           !pl_utf8_combining(pl_utf8_first(name, len));
 }
 
 size_t pl_store__slot(int64_t a, int64_t b, size_t cap) {

@@ -250,7 +250,7 @@ async def test_group_title_follows_the_workspace_name_rules(server):
         api = h.api
         alice, bob = await api.register_many(2, "gtt")
         invisible = ("\"title\" must not contain invisible formatting characters "
-                     "(zero-width characters, direction marks and overrides)")
+                     "(zero-width characters, direction marks and overrides; emoji selectors and joiners are fine)")
         cases = {
             "\u0000": "\"title\" must not contain control characters",
             "Ops\u0007": "\"title\" must not contain control characters",

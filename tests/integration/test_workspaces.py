@@ -284,9 +284,9 @@ async def test_workspace_name_errors_name_the_rule_broken(server):
             "Acme ": "\"name\" must not start or end with a space",
             " Acme": "\"name\" must not start or end with a space",
             "Ac\u200bme": "\"name\" must not contain invisible formatting characters "
-                          "(zero-width characters, direction marks and overrides)",
+                          "(zero-width characters, direction marks and overrides; emoji selectors and joiners are fine)",
             "x\u202ey": "\"name\" must not contain invisible formatting characters "
-                        "(zero-width characters, direction marks and overrides)",
+                        "(zero-width characters, direction marks and overrides; emoji selectors and joiners are fine)",
             "a\u0001b": "\"name\" must not contain control characters",
             "\u0000": "\"name\" must not contain control characters",
             "x\u0085y": "\"name\" must not contain control characters",
@@ -326,13 +326,35 @@ async def test_channel_name_error_states_the_documented_rule(server):
         (alice,) = await api.register_many(1, "chn")
         wid = (await ws_create(api, alice))["id"]
         rule = ("\"name\" must be 1-80 bytes: lowercase ASCII letters, digits, '-', '_', '.' and non-ASCII "
-                "characters other than spaces, control and invisible formatting characters")
-        for name in ("Random", "has space", "", "x" * 81, "a\u200bb", 5):
+                "characters other than spaces, control and invisible formatting characters, not starting with a "
+                "combining mark")
+        for name in ("Random", "has space", "", "x" * 81, "a\u200bb", 5, "\u0301x", "x\ufe0f\u200dy"):
             r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token,
                               json_body={"name": name})
             assert r.status == 400 and r.body["error"] == {"code": "bad_request", "message": rule}, (name, r)
-        for name in ("café", "日本語"):
+        for name in ("café", "日本語", "\u2764\ufe0f-team", "fam-\U0001f468\u200d\U0001f469\u200d\U0001f467"):
             assert (await channel_create(api, alice, wid, name))["title"] == name
+
+
+@async_test(60)
+async def test_names_take_emoji_with_selectors_and_joiners(server):
+    """An emoji keyboard's "❤️" is U+2764 U+FE0F and a family a ZWJ sequence:
+    fine in a workspace name and a group title; a selector or joiner
+    anywhere else is still invisible formatting (audit G2)."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "wse")
+        for name in ("\u2764\ufe0f Team", "\U0001f468\u200d\U0001f469\u200d\U0001f467 fam", "1\ufe0f\u20e3 one",
+                     "\u2764\ufe0f\u200d\U0001f525 hot"):
+            assert (await ws_create(api, alice, name))["name"] == name
+            r = await api.req("POST", "/api/v1/conversations", token=alice.token,
+                              json_body={"kind": "group", "title": name, "members": [bob.id]})
+            assert r.status == 201 and r.body["title"] == name, (name, r)
+        invisible = ("\"name\" must not contain invisible formatting characters (zero-width characters, direction "
+                     "marks and overrides; emoji selectors and joiners are fine)")
+        for name in ("\ufe0fTeam", "a \ufe0f b", "a\u200db", "\u2764\u200d x", "x\u200d\u2764"):
+            r = await api.req("POST", "/api/v1/workspaces", token=alice.token, json_body={"name": name})
+            assert r.status == 400 and r.body["error"] == {"code": "bad_request", "message": invisible}, (name, r)
 
 
 @async_test(60)

@@ -123,3 +123,24 @@ TEST(utf8_combining_marks) {
     CHECK_EQ(pl_utf8_first("\xe6\x97\xa5", 3), 0x65e5);
     CHECK_EQ(pl_utf8_first("\xf0\x9f\x91\x8d", 4), 0x1f44d);
 }
+
+/* Names take the emoji a keyboard sends (a selector after a character, a
+ * ZWJ between pictographs) but no other invisible formatting (audit G2). */
+TEST(utf8_invisible_outside_emoji) {
+    const char *ok[] = {"\xe2\x9d\xa4\xef\xb8\x8f Team",                                  /* ❤️ */
+                        "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9",                  /* 👨‍👩 */
+                        "\xe2\x9d\xa4\xef\xb8\x8f\xe2\x80\x8d\xf0\x9f\x94\xa5",          /* ❤️‍🔥 */
+                        "1\xef\xb8\x8f\xe2\x83\xa3", "plain", ""};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        CHECK_EQ(pl_utf8_has_invisible_outside_emoji((const uint8_t *)ok[i], strlen(ok[i])), 0);
+    const char *bad[] = {"\xef\xb8\x8fx",                        /* a selector first */
+                         "a \xef\xb8\x8f",                       /* after a space */
+                         "a\xe2\x80\x8d" "b",                    /* ZWJ between letters */
+                         "\xe2\x9d\xa4\xe2\x80\x8d",             /* ZWJ last */
+                         "\xe2\x80\x8d\xe2\x9d\xa4",             /* ZWJ first */
+                         "a\xe2\x80\x8b" "b",                    /* ZWSP */
+                         "\xe2\x80\xae" "evil",                  /* RLO */
+                         "\xe2\x9d\xa4\xef\xb8\x8f\xef\xb8\x8f"};/* a selector after a selector */
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_EQ(pl_utf8_has_invisible_outside_emoji((const uint8_t *)bad[i], strlen(bad[i])), 1);
+}
