@@ -1029,11 +1029,15 @@ const char *const pg_w_sql[W__COUNT] = {
                         " nullif(e.body, ''::bytea), e.id, e.ts, $6::bigint FROM events e"
                         " WHERE e.conv_id = $1::bigint AND e.seq = $2::bigint"
                         " ON CONFLICT (conv_id, seq, reporter) DO NOTHING RETURNING id",
-    /* $1 report: the content filter's, resolved, open again with the
-     * message's text as it is now (an edit flagged again) */
-    [W_REPORT_REOPEN] = "UPDATE reports r SET resolved = 0, resolved_by = 0, body = nullif(e.body, ''::bytea)"
-                        " FROM events e WHERE r.id = $1::bigint AND r.resolved <> 0 AND e.conv_id = r.conv_id"
-                        " AND e.seq = r.seq RETURNING r.id",
+    /* $1 report: the content filter's, with the message's text as it is
+     * now (an edit flagged again), and open again if it was resolved: a
+     * row only then. An open one gets the new text too, so no moderator
+     * reviews a text the message no longer has. */
+    [W_REPORT_REOPEN] = "WITH o AS (SELECT resolved FROM reports WHERE id = $1::bigint FOR UPDATE),"
+                        " u AS (UPDATE reports r SET resolved = 0, resolved_by = 0, body = nullif(e.body, ''::bytea)"
+                        "   FROM events e WHERE r.id = $1::bigint AND e.conv_id = r.conv_id AND e.seq = r.seq"
+                        "   RETURNING r.id)"
+                        " SELECT u.id FROM u, o WHERE o.resolved <> 0",
     /* $1 report, $2 user, $3 a server admin, $4 now: whether it exists and
      * user may resolve it (an admin of its group or channel), and whether
      * this statement resolved it (a concurrent resolution, any node, makes

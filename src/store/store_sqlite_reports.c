@@ -23,20 +23,24 @@
 static int r_fatal(sq_store *s, int src) { return sq_w_fatal(s, src, "report statement"); }
 
 /* The content filter flagged a message it had reported before (an edit):
- * its report, if resolved, is open again with the text as it is now. */
+ * its report gets the text as it is now, open or not (no moderator
+ * reviews a text the message no longer has), and is open again if it was
+ * resolved (created = 1 only then). */
 static int reopen(sq_store *s, pl_job *j, int64_t id, const sq_target *t) {
     int src = 0;
     j->out_id = id;
-    sqlite3_stmt *st = sq_prep(s->wdb, "UPDATE reports SET resolved = 0, resolved_by = 0, body = ?2"
-                                       " WHERE id = ?1 AND resolved <> 0 RETURNING 1", &src);
+    int64_t was = 0;
+    if (sq_run(s->wdb, &src, &was, "SELECT resolved FROM reports WHERE id = ?1", "i", id) < 0) return r_fatal(s, src);
+    sqlite3_stmt *st = sq_prep(s->wdb, "UPDATE reports SET resolved = 0, resolved_by = 0, body = ?2 WHERE id = ?1",
+                               &src);
     if (!st) return r_fatal(s, src);
     sqlite3_bind_int64(st, 1, id);
     if (t->body && t->body_len) sqlite3_bind_text(st, 2, t->body, (int)t->body_len, SQLITE_STATIC);
     else sqlite3_bind_null(st, 2);
     int step = sqlite3_step(st);
     sqlite3_finalize(st);
-    if (step != SQLITE_ROW && step != SQLITE_DONE) return r_fatal(s, step);
-    j->created = step == SQLITE_ROW;
+    if (step != SQLITE_DONE) return r_fatal(s, step);
+    j->created = was != 0;
     return PL_STORE_OK;
 }
 

@@ -135,6 +135,14 @@ async def test_content_filter_blocks_masks_and_flags(server_factory):
         lst = await eventually(lambda: reports_of(g), lambda x: x["reports"])
         assert [(x["id"], x["resolved"], x["message"]["body"]) for x in lst["reports"]] == \
             [(rep["id"], None, "free crypto, edited")], lst
+        # edited again before anyone reviewed it: the open report shows the
+        # text the message has now, not the one flagged first (audit G2)
+        await api.expect(200, "PATCH", f"/api/v1/conversations/{g}/messages/{f1['seq']}", token=bob.token,
+                         json_body={"body": "free  crypto, edited twice"})
+        lst = await eventually(lambda: reports_of(g),
+                               lambda x: x["reports"] and x["reports"][0]["message"]["body"] != "free crypto, edited")
+        assert [(x["id"], x["resolved"], x["message"]["body"]) for x in lst["reports"]] == \
+            [(rep["id"], None, "free  crypto, edited twice")], lst
         # a member's own report of the same message is its own
         await api.expect(201, "POST", f"/api/v1/conversations/{g}/messages/{f1['seq']}/report", token=alice.token,
                          json_body={"reason": "spam"})
@@ -150,7 +158,7 @@ async def test_content_filter_blocks_masks_and_flags(server_factory):
         m = metrics(s)
         assert m['parley_content_filter_total{action="block"}'] == 4, m
         assert m['parley_content_filter_total{action="mask"}'] == 3, m
-        assert m['parley_content_filter_total{action="flag"}'] == 3, m
+        assert m['parley_content_filter_total{action="flag"}'] == 4, m
     os.unlink(path)
 
 
