@@ -462,7 +462,7 @@ int main(int argc, char **argv) {
         return start_failed(1);
     }
     pl_net_set_tls(net, tls);    /* before the loop runs: no connection yet */
-    pl_net_set_max_per_ip(net, cfg.max_conns_per_ip);
+    pl_net_set_max_per_ip(net, cfg.max_conns_per_ip, cfg.rate_ip_loopback);
     /* shed and pause well before the hard bound closes a slow consumer */
     pl_net_set_queue_marks(net, (size_t)cfg.max_outbound / 4, (size_t)cfg.max_outbound / 16);
     pl_api_set_gauges(sample_gauges);

@@ -59,6 +59,7 @@ struct pl_net {
     int            closing;
     int            handles_open;   /* for pl_net_close                      */
     int            max_per_ip;     /* 0 = no cap                            */
+    int            max_per_ip_lo;  /* 1: loopback peers are capped too      */
     size_t         high_water;     /* queue bytes that set conn->high       */
     size_t         low_water;      /* ... and that clear it (on_drain)      */
     pl_map         per_ip;         /* ip_key -> open connections (as intptr) */
@@ -642,7 +643,8 @@ static void peer_key(pl_conn *c, const struct sockaddr_storage *peer) {
 static void conn_accepted(pl_net *n, int fd, const struct sockaddr_storage *peer) {
     pl_conn *c = pl_calloc(1, sizeof *c);
     peer_key(c, peer);
-    if (n->max_per_ip && (intptr_t)pl_map_get(&n->per_ip, c->ip_key) >= n->max_per_ip) {
+    if (n->max_per_ip && (!c->loopback || n->max_per_ip_lo) &&
+        (intptr_t)pl_map_get(&n->per_ip, c->ip_key) >= n->max_per_ip) {
         pl_count(&pl_m_conn_refused_ip, 1);
         close(fd);
         free(c);
@@ -831,7 +833,10 @@ int pl_net_port(pl_net *n) {
                                           : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
-void pl_net_set_max_per_ip(pl_net *n, int cap) { n->max_per_ip = cap; }
+void pl_net_set_max_per_ip(pl_net *n, int cap, int loopback_too) {
+    n->max_per_ip = cap;
+    n->max_per_ip_lo = loopback_too;
+}
 
 void pl_net_set_tls(pl_net *n, pl_tls *t) { n->tls = t; }
 

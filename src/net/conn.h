@@ -157,8 +157,9 @@ size_t pl_net_active(pl_net *n);
  * (borrowed: t outlives n; NULL: plaintext). */
 void pl_net_set_tls(pl_net *n, pl_tls *t);
 /* Caps open connections per client IP (0 = no cap); over it, a new
- * connection is closed at once. */
-void pl_net_set_max_per_ip(pl_net *n, int cap);
+ * connection is closed at once. Loopback peers only if loopback_too (a
+ * local proxy makes every client loopback: --rate-ip-loopback). */
+void pl_net_set_max_per_ip(pl_net *n, int cap, int loopback_too);
 /* A connection's queue above `high` bytes sets conn->high (ephemeral
  * frames are shed, replays pause); below `low` it clears and on_drain runs.
  * Defaults 256 KiB and 64 KiB. */

@@ -100,6 +100,10 @@ int pl_cursor_id_decode(const char *id, size_t len, pl_cursor **out, size_t *n, 
             *why = "Last-Event-ID is truncated";
             goto out;
         }
+        if (d == 0 && i > 0) {                 /* ids ascend: a zero step repeats one */
+            *why = "Last-Event-ID repeats a conversation";
+            goto out;
+        }
         if (d == 0 || d > (uint64_t)(JSON_MAX - prev) || seq > (uint64_t)JSON_MAX) {
             *why = "Last-Event-ID has a cursor out of range";
             goto out;

@@ -211,6 +211,26 @@ async def test_silent_connections_are_pinged_then_closed(server_factory):
         assert metrics(server)["parley_idle_closes_total"] == 1
 
 
+@pytest.mark.embedded_only("a node's own listener: the test's clients are its loopback peers")
+def test_loopback_clients_are_not_capped_per_ip_unless_asked(server_factory):
+    """--max-conns-per-ip is an IP limit like the others: a local proxy
+    (HAProxy in cluster mode) makes every client 127.0.0.1, so loopback
+    peers are exempt unless --rate-ip-loopback 1 (audit H2: they were
+    capped, which held a node behind HAProxy to 10,000 connections)."""
+    server = server_factory(["--max-conns-per-ip", "2"])
+    socks = []
+    try:
+        for _ in range(5):
+            socks.append(socket.create_connection((server.host, server.port), timeout=5))
+        for s in socks:                          # all five are served
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(5)
+            assert s.recv(64).startswith(b"HTTP/1.1 200"), "a loopback connection over the cap was closed"
+    finally:
+        for s in socks:
+            s.close()
+
+
 @async_test(60)
 @pytest.mark.embedded_only("behind HAProxy every client is 127.0.0.1 and HAProxy holds idle "
                             "TCP connections itself; per-IP limits belong in the proxy there")

@@ -151,6 +151,20 @@ TEST(cursor_id_bad_input) {
         CHECK(refused(f, strlen(f)));
         free(f);
     }
+    /* each says which problem it is (audit H2) */
+    const char *whys[] = {"Last-Event-ID repeats a conversation", "Last-Event-ID has a cursor out of range",
+                          "Last-Event-ID is truncated", "Last-Event-ID has trailing bytes",
+                          "Last-Event-ID has a cursor out of range", "Last-Event-ID holds too many cursors"};
+    for (size_t i = 0; i < 6; i++) {
+        char *f = forge(bad[i], lens[i]);
+        pl_cursor *o = NULL;
+        size_t k = 0;
+        const char *w = NULL;
+        CHECK_EQ(pl_cursor_id_decode(f, strlen(f), &o, &k, &w), -1);
+        CHECK_STR(w, whys[i]);
+        free(o);
+        free(f);
+    }
     static const uint8_t good[] = {1, 12, 40};                    /* the forger itself is right */
     char *f = forge(good, sizeof good);
     pl_cursor *out;
