@@ -1033,7 +1033,9 @@ const char *const pg_w_sql[W__COUNT] = {
      * now (an edit flagged again), and open again if it was resolved: a
      * row only then. An open one gets the new text too, so no moderator
      * reviews a text the message no longer has. */
-    [W_REPORT_REOPEN] = "WITH o AS (SELECT resolved FROM reports WHERE id = $1::bigint FOR UPDATE),"
+    /* (no FOR UPDATE in o: a row locked and updated by one statement is
+     * skipped by the UPDATE; the UPDATE takes the lock itself) */
+    [W_REPORT_REOPEN] = "WITH o AS (SELECT resolved FROM reports WHERE id = $1::bigint),"
                         " u AS (UPDATE reports r SET resolved = 0, resolved_by = 0, body = nullif(e.body, ''::bytea)"
                         "   FROM events e WHERE r.id = $1::bigint AND e.conv_id = r.conv_id AND e.seq = r.seq"
                         "   RETURNING r.id)"
