@@ -54,7 +54,7 @@
 #define PRESENCE_RATE   1.0           /* presence changes per user: tokens/s, burst */
 #define PRESENCE_BURST  5.0
 
-enum { ST_OFFLINE = 0, ST_AWAY = 1, ST_ONLINE = 2 };
+enum { ST_OFFLINE = 0, ST_AWAY = 1, ST_ONLINE = 2, ST_UNKNOWN = 3 };   /* UNKNOWN: `sent` only */
 static const char *const status_names[] = {"offline", "away", "online"};
 
 typedef struct pview {
@@ -367,6 +367,17 @@ void presence_on_bus(void *ud, const pl_bus_presence *v) {
     if (created && !own && v->refresh) {
         int64_t last;
         p->sent = (uint8_t)merged_status(p, pl_now_ms(), &last);
+    }
+    /* A change to offline from a node this one keeps no entry for: what
+     * its sessions last learned is unknown (presence_query said online,
+     * if the user came online there before anyone here shared a
+     * conversation with it; an announcement said offline, if this node
+     * had forgotten the user), so whatever the state is once the window
+     * has passed is announced (audit I2: the default `sent`, offline, made
+     * it no change, and a session on another node kept seeing the user
+     * online for good). */
+    else if (created && !own && v->status == ST_OFFLINE) {
+        p->sent = ST_UNKNOWN;
     }
     mark_hot(p);
 }

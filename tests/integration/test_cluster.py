@@ -1211,6 +1211,29 @@ async def test_a_view_refresh_announces_nothing_to_new_co_members(server_factory
 
 @pytest.mark.cluster_only(WHY)
 @async_test(60)
+async def test_offline_reaches_a_session_on_another_node_that_came_after(server_factory):
+    """Alice (node 0) is online before bob connects to node 1; she leaves:
+    bob is told she is offline, as in embedded mode (protocol.md
+    "Presence"). Node 1 had no view of alice before her change to
+    offline, took offline for no change and announced nothing, ever
+    (audit I2)."""
+    server = server_factory(["--presence-coalesce", "100"])
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "pof")
+        await h.api.open_dm(alice, bob.id)
+        a = await ws_on(h, U[0], alice, "alice@node0")
+        await asyncio.sleep(1.0)
+        b = await ws_on(h, U[1], bob, "bob@node1")
+        await asyncio.sleep(1.0)
+        n = len(b.msgs)
+        await a.close()
+        await b.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == alice.id
+                         and m.get("status") == "offline", start=n, timeout=10, what="alice offline at bob")
+
+
+@pytest.mark.cluster_only(WHY)
+@async_test(60)
 async def test_typing_refreshed_on_one_node_stays_on_at_the_other_nodes(server_factory):
     """A typist who keeps refreshing `start` (every 0.4 s, ttl 1.5 s) is
     typing for everyone until it stops: no `stop` in between, on any node."""
