@@ -855,9 +855,11 @@ const char *const pg_w_sql[W__COUNT] = {
                       "   RETURNING device),"
                       " o AS (DELETE FROM e2ee_otks WHERE device IN (SELECT device FROM d))"
                       " SELECT count(*) FROM d",
-    /* $1 asker, $2 peer: may the asker see the peer's keys? */
+    /* $1 asker, $2 peer: may the asker see the peer's keys? (a direct
+     * conversation under a block is not shared for this) */
     [W_KEYS_SHARES] = "SELECT $1::bigint = $2::bigint OR EXISTS (SELECT 1 FROM members a JOIN members b"
-                      " ON b.conv_id = a.conv_id AND b.user_id = $2::bigint WHERE a.user_id = $1::bigint)",
+                      " ON b.conv_id = a.conv_id AND b.user_id = $2::bigint"
+                      " JOIN conversations c ON c.id = a.conv_id AND c.blocked = 0 WHERE a.user_id = $1::bigint)",
     /* $1 peer, $2 now: each live device with one one-time prekey taken out;
      * SKIP LOCKED passes over a key another transaction is taking, so no
      * two claims (any nodes) get the same one. The count is of the
@@ -1358,7 +1360,8 @@ const char *const pg_r_sql[R__COUNT] = {
                        " ORDER BY e.id DESC LIMIT $9::int",
     /* end-to-end encryption (store_pg_keys.c): $1 asker, $2 peer; $1 peer, $2 now */
     [R_KEYS_SHARES]  = "SELECT $1::bigint = $2::bigint OR EXISTS (SELECT 1 FROM members a JOIN members b"
-                       " ON b.conv_id = a.conv_id AND b.user_id = $2::bigint WHERE a.user_id = $1::bigint)",
+                       " ON b.conv_id = a.conv_id AND b.user_id = $2::bigint"
+                       " JOIN conversations c ON c.id = a.conv_id AND c.blocked = 0 WHERE a.user_id = $1::bigint)",
     [R_DEVICES]      = "SELECT d.device, d.identity, d.spk_id, d.spk, d.spk_sig, d.updated, NULL, NULL,"
                        " (SELECT count(*) FROM e2ee_otks c WHERE c.device = d.device)"
                        " FROM e2ee_devices d JOIN logins l ON l.id = d.device AND l.revoked = 0"

@@ -48,13 +48,14 @@ static int k_run(sqlite3 *db, const char *sql, int64_t a, int64_t b, int64_t c, 
 /* ---- listing and claiming (shared by the writer's claim and the read) ----- */
 
 /* j->devices: peer's live devices (asker must be peer or share a
- * conversation with it), each with one one-time prekey taken when take. */
+ * conversation with it, a direct one under a block not counting), each with one one-time prekey taken when take. */
 static int k_devices(sqlite3 *db, pl_job *j, int take, int *src) {
     int64_t now = pl_now_ms();
     int rc;
     if (j->user != j->peer) {
         rc = k_run(db, "SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id"
-                       " AND b.user_id = ?2 WHERE a.user_id = ?1 LIMIT 1",
+                       " AND b.user_id = ?2 JOIN conversations c ON c.id = a.conv_id AND c.blocked = 0"
+                       " WHERE a.user_id = ?1 LIMIT 1",
                    j->user, j->peer, 0, NULL, NULL, NULL, src);
         if (rc <= 0) {
             j->why = "no such user, or no conversation shared with it";

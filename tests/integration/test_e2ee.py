@@ -337,6 +337,39 @@ async def test_e2ee_authz(server):
 
 
 @async_test(60)
+async def test_e2ee_a_block_closes_the_key_directory_between_the_pair(server):
+    """A direct conversation under a block is not a shared conversation for
+    the key directory (as for presence_query): the blocked user cannot list
+    the blocker's devices or drain their one-time prekeys; a shared group
+    still opens it, and an unblock restores it (audit L2 F1)."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, eve, carol = await api.register_many(3, "kb")
+        await api.open_dm(alice, eve.id)
+        d = Device()
+        await d.upload(api, alice.token)
+        await api.expect(200, "GET", f"/api/v1/users/{alice.id}/devices", token=eve.token)
+        await api.expect(200, "PUT", f"/api/v1/users/{eve.id}/block", token=alice.token)
+        for who, peer in ((eve, alice), (alice, eve)):
+            for method, path in (("GET", f"/api/v1/users/{peer.id}/devices"),
+                                 ("POST", f"/api/v1/users/{peer.id}/bundle")):
+                r = await api.req(method, path, token=who.token)
+                assert r.status == 404 and r.code == "not_found", (method, path, r)
+        r = await api.expect(200, "GET", f"/api/v1/users/{alice.id}/devices", token=alice.token)
+        assert r.body["devices"][0]["one_time_prekeys"] == 5, r       # nothing was taken
+        # a group they share still counts
+        g = (await api.create_group(carol, [alice.id, eve.id], title="both"))["id"]
+        r = await api.expect(200, "POST", f"/api/v1/users/{alice.id}/bundle", token=eve.token)
+        assert r.body["devices"][0]["one_time_prekey"] is not None, r
+        await api.expect(204, "POST", f"/api/v1/conversations/{g}/leave", token=eve.token)
+        r = await api.req("GET", f"/api/v1/users/{alice.id}/devices", token=eve.token)
+        assert r.status == 404, r
+        await api.expect(200, "DELETE", f"/api/v1/users/{eve.id}/block", token=alice.token)
+        r = await api.expect(200, "GET", f"/api/v1/users/{alice.id}/devices", token=eve.token)
+        assert r.body["devices"][0]["one_time_prekeys"] == 4, r
+
+
+@async_test(60)
 async def test_e2ee_bad_input(server):
     async with Harness(server) as h:
         api = h.api
