@@ -164,6 +164,15 @@ const char *sq_vfs(void);
 void          sq_vfs_background(void);
 unsigned long sq_vfs_waits(void);
 
+/* store_sqlite_pcache.c: wraps SQLite's default page cache so that a
+ * commit's truncation is skipped when nothing is cached past the database
+ * (its invariant 1). install: before SQLite's first use (0, or -1 when
+ * SQLite is already initialised: the default then stays); counts: the
+ * truncations skipped and passed on, and the b-tree's swaps through the
+ * temporary page number, so far (tests). */
+int  sq_pcache_install(void);
+void sq_pcache_counts(unsigned long *skipped, unsigned long *passed, unsigned long *swaps);
+
 /* store_sqlite_ckpt.c: parley.db's WAL checkpoints off the writer's
  * commits (store_sqlite.c invariant 7). open: after the writer connection
  * (installs its WAL hook); start: the thread; after_batch: the pipeline's

@@ -773,9 +773,13 @@ static void sq_free(sq_store *s) {
  * With them (Debian's default), every sqlite3_malloc and free takes one
  * process-wide mutex, which the writer and every reader contend for; the
  * statistics are never read here (docs/benchmarks.md, "SQLite memory
- * statistics"). Later calls are refused by SQLite (already initialised),
+ * statistics"); and the page-cache wrapper (store_sqlite_pcache.c). Later calls are refused by SQLite (already initialised),
  * which is harmless. */
-static void sqlite_config_once(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+static void sqlite_config_once(void) {
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    if (sq_pcache_install() != 0)
+        pl_log(PL_LOG_DEBUG, 0, "store: SQLite was initialised before the page-cache wrapper", "%s", "");
+}
 
 static int open_conn(const char *path, int flags, sqlite3 **db) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;

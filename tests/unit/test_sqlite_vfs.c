@@ -1,7 +1,7 @@
 /* test_sqlite_vfs.c — the SQLite backend below the store contract: the VFS
  * shim that writes a commit's WAL frames at once (store_sqlite_vfs.c), the
  * checkpointer that keeps WAL copies out of the writer's commits
- * (store_sqlite_ckpt.c), on raw connections in a mkdtemp directory, and
+ * (store_sqlite_ckpt.c), the page-cache wrapper (store_sqlite_pcache.c), on raw connections in a mkdtemp directory, and
  * the search indexer's scheduling rule (store_sqlite_index.c). */
 #include "test.h"
 
@@ -90,6 +90,61 @@ TEST(sqlite_vfs_large_commit_reaches_other_connections) {
     CHECK_EQ(v_int(again, sum), want);
     CHECK(v_ok(again));
     sqlite3_close(again);
+    v_rm(dir);
+}
+
+/* store_sqlite_pcache.c invariant 1: commits after b-tree splits that
+ * swapped page numbers through the lock-byte page skip the page cache's
+ * truncation (which walked the whole cache), and a rollback that shrinks
+ * the database still has its pages dropped: the data stays right. */
+TEST(sqlite_pcache_skips_only_truncations_with_nothing_to_drop) {
+    /* the wrapper must be configured before SQLite initialises; earlier
+     * tests in this process closed every connection they opened */
+    sqlite3_shutdown();
+    CHECK_EQ(sq_pcache_install(), 0);
+    CHECK_EQ(sqlite3_initialize(), SQLITE_OK);
+    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/p.db", dir);
+    sqlite3 *db = v_open(path, sq_vfs()), *other = v_open(path, NULL);
+    CHECK(db && other);
+    CHECK_EQ(sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;"
+                              " CREATE TABLE r(k BLOB PRIMARY KEY, v TEXT) WITHOUT ROWID;",
+                          NULL, NULL, NULL), SQLITE_OK);
+    unsigned long sk0, pa0, sw0, sk1, pa1, sw1, sk2, pa2, sw2;
+    sq_pcache_counts(&sk0, &pa0, &sw0);
+    /* random keys split leaves in the middle of the tree, commit by commit */
+    for (int i = 0; i < 200; i++)
+        CHECK_EQ(sqlite3_exec(db, "INSERT INTO r SELECT randomblob(16), hex(randomblob(40))"
+                                  " FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n"
+                                  " WHERE x < 50) SELECT x FROM n)", NULL, NULL, NULL), SQLITE_OK);
+    sq_pcache_counts(&sk1, &pa1, &sw1);
+    CHECK(sw1 > sw0);                     /* the swaps that made every commit walk the cache */
+    CHECK(sk1 - sk0 >= 150);              /* ... and now those commits skip it */
+    CHECK_EQ(v_int(db, "SELECT count(*) FROM r"), 10000);
+    CHECK_EQ(v_int(other, "SELECT count(*) FROM r"), 10000);
+    /* a transaction that grows the file and rolls back: its pages past
+     * the old end are dropped (the truncation is passed on) */
+    int64_t pages = v_int(db, "PRAGMA page_count");
+    CHECK_EQ(sqlite3_exec(db, "BEGIN; INSERT INTO r SELECT randomblob(16), hex(randomblob(1500))"
+                              " FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n"
+                              " WHERE x < 2000) SELECT x FROM n);", NULL, NULL, NULL), SQLITE_OK);
+    CHECK(v_int(db, "PRAGMA page_count") > pages + 1000);
+    CHECK_EQ(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sq_pcache_counts(&sk2, &pa2, &sw2);
+    CHECK(pa2 > pa1);
+    CHECK_EQ(v_int(db, "PRAGMA page_count"), pages);
+    CHECK_EQ(v_int(db, "SELECT count(*) FROM r"), 10000);
+    /* the pages the rollback dropped are allocated again, with new contents */
+    CHECK_EQ(sqlite3_exec(db, "INSERT INTO r SELECT randomblob(16), 'after' FROM (WITH RECURSIVE n(x) AS"
+                              " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000) SELECT x FROM n)",
+                          NULL, NULL, NULL), SQLITE_OK);
+    CHECK_EQ(v_int(db, "SELECT count(*) FROM r WHERE v = 'after'"), 3000);
+    CHECK_EQ(v_int(other, "SELECT count(*) FROM r WHERE v = 'after'"), 3000);
+    CHECK(v_ok(db));
+    CHECK(v_ok(other));
+    sqlite3_close(db);
+    sqlite3_close(other);
     v_rm(dir);
 }
 
