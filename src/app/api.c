@@ -460,6 +460,15 @@ static void operations(pl_http_ctx *ctx, pl_str what) {
     }
 }
 
+/* Before a 100 Continue (server.h pl_http_set_head_check): the Origin
+ * check, which comes first for every request, answers before the body. */
+static int api_head_check(pl_conn *c, const pl_http_req *r, const char **code, const char **msg) {
+    if (!pl_api_state_changing(r) || pl_api_origin_ok(c, r)) return 0;
+    *code = "forbidden";
+    *msg = "Origin not allowed";
+    return 403;
+}
+
 void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     pl_str seg[8];
     size_t n = split_path(ctx->req.path, seg, 8);
@@ -487,6 +496,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         return;
     }
     if (n == 1 && api_seg_is(seg[0], "ws")) {   /* a WebSocket URL asked for without the upgrade */
+        if (!api_allow(ctx, API_GET)) return;
         static const char body[] = "{\"error\":{\"code\":\"bad_request\",\"message\":\"WebSocket upgrade required\"}}";
         pl_http_respond(ctx, 426, "application/json", body, sizeof body - 1,
                         "Upgrade: websocket\r\nConnection: Upgrade\r\n");
@@ -565,6 +575,7 @@ void pl_api_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg) {
     A.loop = loop;
     A.store = store;
     A.cfg = cfg;
+    pl_http_set_head_check(api_head_check);
     pl_limiter_init(&A.ip_requests, cfg->rate_ip_requests, cfg->rate_ip_burst);
     pl_limiter_init(&A.ip_auth, cfg->rate_ip_auth / 60.0, cfg->rate_ip_auth ? cfg->rate_ip_auth : 1);
     /* a real argon2id string with the configured cost, for unknown users */

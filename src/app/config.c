@@ -198,6 +198,10 @@ static int load_file(pl_config *cfg, const char *path) {
         }
         if (set(cfg, s, val, src)) { rc = -1; break; }
     }
+    if (!rc && ferror(f)) {                     /* a directory opens, then reads EISDIR */
+        fprintf(stderr, "parleyd: cannot read config file %s: %s\n", path, strerror(errno));
+        rc = -1;
+    }
     fclose(f);
     return rc;
 }

@@ -108,8 +108,17 @@ static void write_head_body(pl_conn *c, int status, const char *ctype, const voi
     if (!extra || !strcasestr(extra, "Cache-Control:")) pl_sbuf_adds(&s, "Cache-Control: no-store\r\n");
     pl_sbuf_adds(&s, "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n");
     if (c->tls && hsts_max_age) pl_sbuf_printf(&s, "Strict-Transport-Security: max-age=%d\r\n", hsts_max_age);
-    if (!keep_alive) pl_sbuf_adds(&s, "Connection: close\r\n");
-    if (extra) pl_sbuf_adds(&s, extra);
+    /* one Connection header: a 426's "Connection: Upgrade" (RFC 9110 7.8)
+     * and the close of a connection that ends go together */
+    static const char upg[] = "Connection: Upgrade\r\n";
+    const char *u = extra ? strstr(extra, upg) : NULL;
+    if (!keep_alive) pl_sbuf_adds(&s, u ? "Connection: Upgrade, close\r\n" : "Connection: close\r\n");
+    if (extra && u && !keep_alive) {
+        pl_sbuf_add(&s, extra, (size_t)(u - extra));
+        pl_sbuf_adds(&s, u + sizeof upg - 1);
+    } else if (extra) {
+        pl_sbuf_adds(&s, extra);
+    }
     pl_sbuf_adds(&s, "\r\n");
     if (body && len) pl_sbuf_add(&s, body, (size_t)len);
     pl_conn_send_copy(c, s.p, s.len);
@@ -152,6 +161,7 @@ static void allow_line(unsigned allow, char out[ALLOW_LINE_MAX]) {
 
 static void process(pl_conn *c);
 static int (*stream_pred)(const pl_http_req *req);
+static int (*head_check)(pl_conn *c, const pl_http_req *req, const char **code, const char **msg);
 static void stream_dispatch(pl_conn *c, http_state *st, pl_http_ctx *ctx);
 static size_t stream_feed(pl_http_ctx *ctx, const uint8_t *p, size_t n);
 static void stream_closed(pl_http_ctx *ctx);
@@ -409,6 +419,13 @@ static void process(pl_conn *c) {
             pl_str ex = pl_http_header_get(&ctx->req, "expect");
             if (!st->continued && st->len == st->head_len && ex.p && ex.n == 12 &&
                 strncasecmp(ex.p, "100-continue", 12) == 0) {
+                const char *code, *msg;
+                int status = head_check ? head_check(c, &ctx->req, &code, &msg) : 0;
+                if (status) {                     /* its final answer instead */
+                    free(ctx);
+                    error_and_close(c, status, code, msg);
+                    return;
+                }
                 pl_conn_send_copy(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
                 st->continued = 1;
             }
@@ -517,6 +534,11 @@ void pl_http_on_timeout(pl_conn *c) {
 #define PL_HTTP_BODY_IDLE_MS 60000   /* a body that stalls this long is cut off */
 
 void pl_http_set_stream_pred(int (*pred)(const pl_http_req *req)) { stream_pred = pred; }
+
+void pl_http_set_head_check(int (*check)(pl_conn *c, const pl_http_req *req, const char **code,
+                                         const char **msg)) {
+    head_check = check;
+}
 
 static void stream_dispatch(pl_conn *c, http_state *st, pl_http_ctx *ctx) {
     ctx->conn = c;

@@ -91,6 +91,14 @@ const char *pl_http_status_text(int status);
  * max-age=max_age (0: none; the 101 of an upgrade has none). */
 void pl_http_set_hsts(int max_age);
 
+/* A request that asks `Expect: 100-continue` before a body still to come
+ * is first shown to check (if set): a status it returns (with an error
+ * code and message) is the request's answer instead of the 100, and the
+ * connection is closed (RFC 9110 10.1.1: a refused request gets its final
+ * status, not an invitation to send the body). 0: the 100 goes out. */
+void pl_http_set_head_check(int (*check)(pl_conn *c, const pl_http_req *req, const char **code,
+                                         const char **msg));
+
 /* ---- streaming bodies and responses (media uploads and downloads) -------
  *
  * A route the predicate claims (pl_http_set_stream_pred) is dispatched as

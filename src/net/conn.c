@@ -737,9 +737,14 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
     if (hl >= sizeof host) return UV_EINVAL;
     memcpy(host, addr, hl);
     host[hl] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535) return UV_EINVAL;
+    /* the port: plain digits (no sign, no blank); a host with a colon
+     * must be bracketed ([::1]:8080) */
+    long port = 0;
+    for (const char *p = colon + 1; *p; p++) {
+        if (*p < '0' || *p > '9' || p - colon > 5) return UV_EINVAL;
+        port = port * 10 + (*p - '0');
+    }
+    if (port > 65535 || (host[0] != '[' && strchr(host, ':'))) return UV_EINVAL;
     if (host[0] == '[') {
         size_t l = strlen(host);
         if (l < 2 || host[l - 1] != ']') return UV_EINVAL;

@@ -412,6 +412,57 @@ def test_plain_get_of_the_websocket_url_is_told_to_upgrade(server):
         assert e.headers["Upgrade"] == "websocket"
 
 
+def _raw_answer(server, req):
+    """One raw request on a new connection; the answer's status line and
+    header lines (names lower-cased), read until the connection closes or
+    the head is complete."""
+    import socket
+    import urllib.parse
+    u = urllib.parse.urlparse(server.base_url)
+    with socket.create_connection((u.hostname, u.port), timeout=5) as sock:
+        sock.sendall(req.encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = sock.recv(65536)
+            if not d:
+                break
+            got += d
+    lines = got.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return lines[0], [(ln.split(":", 1)[0].lower(), ln.split(":", 1)[1].strip()) for ln in lines[1:] if ":" in ln]
+
+
+def test_the_websocket_url_without_an_upgrade_by_method(server, mode):
+    """/ws without Upgrade: GET and HEAD are 426 with one Connection header
+    (it had both "Connection: close" and "Connection: Upgrade" when the
+    client closed); another method is 405 with Allow, as for any route
+    (it was 426: audit K2 F3)."""
+    for method in ("POST", "PUT", "DELETE"):
+        status, hdrs = _raw_answer(server, f"{method} /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert status.startswith("HTTP/1.1 405"), (method, status)
+        assert ("allow", "GET, HEAD") in hdrs, hdrs
+    for extra, conn in (("", "Upgrade"), ("Connection: close\r\n", "Upgrade, close")):
+        status, hdrs = _raw_answer(server, f"GET /ws HTTP/1.1\r\nHost: x\r\n{extra}\r\n")
+        assert status.startswith("HTTP/1.1 426"), status
+        got = [v for k, v in hdrs if k == "connection"]
+        # through the cluster's HAProxy the Connection header is its own
+        assert got == [conn] if mode == "embedded" else len(got) == 1 and "Upgrade" in got[0], hdrs
+        assert ("upgrade", "websocket") in hdrs, hdrs
+
+
+def test_a_refused_origin_is_answered_before_the_body_is_asked_for(server):
+    """Expect: 100-continue from an Origin that is not allowed gets its 403
+    at once, not a 100 Continue first (audit K2 F7)."""
+    status, hdrs = _raw_answer(server, "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+                                       "Origin: http://evil.example\r\nContent-Type: application/json\r\n"
+                                       "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    assert status.startswith("HTTP/1.1 403"), status
+    # an allowed request is still invited to send its body
+    status, _ = _raw_answer(server, "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+                                    "Content-Type: application/json\r\nContent-Length: 2\r\n"
+                                    "Expect: 100-continue\r\n\r\n")
+    assert status.startswith("HTTP/1.1 100"), status
+
+
 def test_an_answer_before_the_body_survives_the_rest_of_the_body(server):
     """A request refused before its body was read (413 here) is answered, and
     the client may go on sending the body it had started: the server reads

@@ -92,7 +92,10 @@ def test_bad_listen_and_data_dir_are_refused_clearly(parleyd_bin):
         data = os.path.join(work, "data")
         not_addr = "not host:port or [v6]:port (a port from 0 to 65535)"
         for listen, why in (("nosuchhost.invalid:8080", "no such host"), ("127.0.0.1:80x", not_addr),
-                            (":8080", not_addr), ("127.0.0.1", not_addr), ("127.0.0.1:99999", not_addr)):
+                            (":8080", not_addr), ("127.0.0.1", not_addr), ("127.0.0.1:99999", not_addr),
+                            # a sign, a blank, an IPv6 address without brackets (they were taken: audit K2 F4)
+                            ("127.0.0.1:+8080", not_addr), ("127.0.0.1:-1", not_addr), ("127.0.0.1: 8080", not_addr),
+                            ("::1:8080", not_addr)):
             p = run(parleyd_bin, "--listen", listen, "--data-dir", data)
             assert p.returncode == 2 and p.stderr == f"parleyd: --listen {listen}: {why}\n", (listen, p.stderr)
         port = f"127.0.0.1:{free_port()}"
@@ -187,6 +190,13 @@ def test_config_file_rules(parleyd_bin, tmp_path):
     conf.write_text("# nested\nconfig /nonexistent\n")
     p = run(parleyd_bin, "--config", str(conf), "--data-dir", str(tmp_path / "d"))
     assert p.returncode == 2 and "config line 2: config cannot name another file" in p.stderr, p.stderr
+    # a directory opens as a file and reads nothing: it was taken as an empty config (audit K2 F2)
+    for how in ("flag", "env"):
+        args, env = (["--config", str(tmp_path)], None) if how == "flag" else ([], {"PARLEY_CONFIG": str(tmp_path)})
+        p = run(parleyd_bin, *args, "--data-dir", str(tmp_path / "d"), env=env)
+        assert p.returncode == 2 and p.stderr == f"parleyd: cannot read config file {tmp_path}: Is a directory\n", \
+            (how, p.stderr)
+    assert not (tmp_path / "d").exists()
     p = run(parleyd_bin, "--access-ttl", "0")
     assert p.returncode == 2 and p.stderr.startswith("parleyd: --access-ttl must be an integer"), p.stderr
     p = run(parleyd_bin, env={"PARLEY_ACCESS_TTL": "0"})
