@@ -2,7 +2,8 @@
  * the WebSocket reader (text frames, close reasons) and the protocol's send
  * fast path (proto.c); the white-space/control check of reaction emoji
  * (proto.c, store_util.c); the character classes of names (store_util.c:
- * controls, invisible characters, combining marks). */
+ * controls, invisible characters, combining marks); what a file name
+ * keeps (media.c, pl_utf8_visible). */
 #include "utf8.h"
 
 #include <string.h>
@@ -150,6 +151,34 @@ int pl_utf8_has_invisible_outside_emoji(const uint8_t *p, size_t n) {
         prev = cp;
     }
     return 0;
+}
+
+size_t pl_utf8_visible(uint8_t *p, size_t n) {
+    uint32_t prev = 0;             /* the last code point kept; 0: none */
+    size_t i = 0, o = 0;
+    while (i < n) {
+        size_t at = i;
+        uint32_t cp = next_cp(p, n, &i);
+        if (pl_utf8_invisible(cp)) {
+            int keep = 0;
+            if (cp == 0xfe0e || cp == 0xfe0f) {
+                keep = prev != 0 && prev != 0x20 && !pl_utf8_invisible(prev);
+            } else if (cp == 0x200d && i < n) {
+                size_t j = i;
+                uint32_t next = next_cp(p, n, &j);
+                keep = (emoji_like(prev) || prev == 0xfe0f) && emoji_like(next);
+            } else if (pl_utf8_space_or_control(cp) && !pl_utf8_control(cp)) {
+                p[o++] = ' ';      /* a no-break, ideographic, ... space */
+                prev = 0x20;
+                continue;
+            }
+            if (!keep) continue;
+        }
+        memmove(p + o, p + at, i - at);
+        o += i - at;
+        prev = cp;
+    }
+    return o;
 }
 
 /* The combining marks (general categories Mn, Mc, Me) of Unicode 14.0, as

@@ -166,6 +166,99 @@ static int upload_trylock(const char *path) {
     return fd;
 }
 
+/* ---- resumable uploads by owner (the quota) --------------------------------- */
+
+static void owner_dir(const pl_blob_store *b, int64_t owner, char *out, size_t cap) {
+    snprintf(out, cap, "%s/uploads/owners/%lld", b->root, (long long)owner);
+}
+
+int pl_blob_upload_mark(pl_blob_store *b, int64_t owner, const char *uid, int64_t length) {
+    char dir[1200], p[1300];
+    for (int tries = 0; tries < 3; tries++) {            /* the sweep may rmdir an empty one */
+        snprintf(dir, sizeof dir, "%s/uploads/owners", b->root);
+        if (mkdir_ok(dir)) return -errno;
+        owner_dir(b, owner, dir, sizeof dir);
+        if (mkdir_ok(dir)) return -errno;
+        snprintf(p, sizeof p, "%s/%s.%lld", dir, uid, (long long)length);
+        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            close(fd);
+            return 0;
+        }
+        if (errno != ENOENT) return -errno;
+    }
+    return -ENOENT;
+}
+
+void pl_blob_upload_unmark(pl_blob_store *b, int64_t owner, const char *uid, int64_t length) {
+    char dir[1200], p[1300];
+    owner_dir(b, owner, dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/%s.%lld", dir, uid, (long long)length);
+    unlink(p);
+}
+
+/* 1 if marker name "<uid>.<length>" is stale: its upload's
+ * .json is gone (completed, failed or swept); *uid_len gets the uid's. */
+static int marker_stale(const pl_blob_store *b, const char *name, size_t *uid_len) {
+    const char *dot = strchr(name, '.');
+    char meta[1200];
+    struct stat st;
+    *uid_len = dot ? (size_t)(dot - name) : strlen(name);
+    snprintf(meta, sizeof meta, "%s/uploads/%.*s.json", b->root, (int)*uid_len, name);
+    return !dot || stat(meta, &st) != 0;
+}
+
+int pl_blob_uploads_of(pl_blob_store *b, int64_t owner, const char *except, int64_t *bytes) {
+    char dir[1200], p[1500];
+    int n = 0;
+    *bytes = 0;
+    owner_dir(b, owner, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t ul;
+        if (e->d_name[0] == '.') continue;
+        if (marker_stale(b, e->d_name, &ul)) {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+            continue;
+        }
+        if (except && strlen(except) == ul && strncmp(e->d_name, except, ul) == 0) continue;
+        n++;
+        *bytes += strtoll(e->d_name + ul + 1, NULL, 10);
+    }
+    closedir(d);
+    return n;
+}
+
+/* The sweep's part for markers: stale ones go, then empty owner dirs. */
+static int sweep_markers(pl_blob_store *b) {
+    char root[1100], dir[1400], p[1700];
+    int removed = 0;
+    snprintf(root, sizeof root, "%s/uploads/owners", b->root);
+    DIR *d = opendir(root);
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        DIR *o = opendir(dir);
+        if (!o) continue;
+        struct dirent *m;
+        while ((m = readdir(o))) {
+            size_t ul;
+            if (m->d_name[0] == '.' || !marker_stale(b, m->d_name, &ul)) continue;
+            snprintf(p, sizeof p, "%s/%s", dir, m->d_name);
+            if (unlink(p) == 0) removed++;
+        }
+        closedir(o);
+        rmdir(dir);                                      /* only if empty */
+    }
+    closedir(d);
+    return removed;
+}
+
 int pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms) {
     static const char *const subs[] = {"tmp", "uploads"};
     int removed = 0;
@@ -202,7 +295,7 @@ int pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms) {
         }
         closedir(d);
     }
-    return removed;
+    return removed + sweep_markers(b);
 }
 
 int pl_blob_remove(pl_blob_store *b, const char *sha, int64_t min_age_ms) {

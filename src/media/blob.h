@@ -6,6 +6,11 @@
  *   <root>/ab/cd/<sha256>   a blob (immutable; "ab", "cd" its first hex digits)
  *   <root>/tmp/             single uploads being written
  *   <root>/uploads/<id>     resumable uploads (bytes so far) and <id>.json
+ *   <root>/uploads/owners/<user>/<id>.<length>
+ *                           an empty marker per resumable upload in
+ *                           progress, for its owner's quota (made after
+ *                           <id>.json, removed after it; one whose
+ *                           <id>.json is gone is stale and removed)
  * A blob is written to a temp file, fsynced, renamed into place and its
  * directory fsynced, so a blob's path names complete content or nothing;
  * two uploads of the same content rename onto the same path (same bytes).
@@ -55,5 +60,15 @@ int  pl_blob_remove(pl_blob_store *b, const char *sha, int64_t min_age_ms);
  * whose data file a PATCH holds locked is kept). Returns how many files
  * went. */
 int  pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms);
+
+/* Resumable uploads in progress, by owner (the quota counts their declared
+ * length from their creation, api_media.c). mark: after <uid>.json is
+ * written; 0 or -errno. unmark: after <uid>.json is removed (the marker
+ * goes anyway once stale). uploads_of: how many of owner's uploads are in
+ * progress, other than except (a uid, or NULL), and the sum of their
+ * declared lengths in *bytes; removes stale markers on the way. */
+int  pl_blob_upload_mark(pl_blob_store *b, int64_t owner, const char *uid, int64_t length);
+void pl_blob_upload_unmark(pl_blob_store *b, int64_t owner, const char *uid, int64_t length);
+int  pl_blob_uploads_of(pl_blob_store *b, int64_t owner, const char *except, int64_t *bytes);
 
 #endif

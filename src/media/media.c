@@ -12,6 +12,9 @@
 #include <strings.h>
 #include <time.h>
 
+#include "../core/clock.h"
+#include "../core/utf8.h"
+
 const char *pl_media_kind_name(int kind) {
     switch (kind) {
     case PL_MEDIA_IMAGE: return "image";
@@ -63,6 +66,32 @@ static int type_token(const char *in, char *out, size_t cap) {
     return slash == 1 && n > 2 && out[0] != '/' && out[n - 1] != '/';
 }
 
+/* Words of a subtype that name markup, a script or a program: a declared
+ * type holding one (as a whole word between '.', '+' and '-') is active. */
+static const char *const active_words[] = {
+    "html", "xhtml", "xml", "svg", "javascript", "ecmascript", "jscript", "vbscript", "script",
+    "shellscript", "sh", "csh", "ksh", "bash", "zsh", "php", "python", "perl", "ruby", "tcl", "lua",
+    "bat", "cmd", "hta", "ps1", "powershell", "executable", "msdownload", "msdos", "elf", "mach",
+    "wasm", "java", "jar", "apk", "msi", "dosexec", "sharedlib", NULL,
+};
+
+/* 1 if a declared type (a lower-case type_token) may name active content,
+ * so that only libmagic's word can make it the kept type: an unregistered
+ * "x-" subtype (application/x-*, text/x-*: whatever the uploader chose),
+ * anything saying script, or a subtype with a word of active_words. */
+static int active_type(const char *d) {
+    const char *sub = strchr(d, '/') + 1;
+    if (strncmp(sub, "x-", 2) == 0 || strstr(sub, "script") != NULL) return 1;
+    for (const char *w = sub; *w;) {
+        size_t n = strcspn(w, ".+-");
+        for (int i = 0; active_words[i]; i++)
+            if (strlen(active_words[i]) == n && strncmp(w, active_words[i], n) == 0) return 1;
+        w += n;
+        if (*w) w++;
+    }
+    return 0;
+}
+
 void pl_media_pick_type(const char *declared, const char *sniffed, char *out, size_t cap) {
     char d[128];
     snprintf(out, cap, "%s", sniffed && *sniffed ? sniffed : "application/octet-stream");
@@ -74,9 +103,7 @@ void pl_media_pick_type(const char *declared, const char *sniffed, char *out, si
     if (av && ss && strcmp(ds, ss) == 0) { snprintf(out, cap, "%s", d); return; }
     /* a vague sniff keeps a more precise declared type, if it is inert */
     int vague = strcmp(out, "application/octet-stream") == 0 || strcmp(out, "text/plain") == 0;
-    if (vague && pl_media_kind_of(d) == PL_MEDIA_FILE && strstr(d, "html") == NULL &&
-        strstr(d, "xml") == NULL && strstr(d, "script") == NULL && strncmp(d, "image/", 6) != 0 &&
-        strstr(d, "executable") == NULL)
+    if (vague && pl_media_kind_of(d) == PL_MEDIA_FILE && strncmp(d, "image/", 6) != 0 && !active_type(d))
         snprintf(out, cap, "%s", d);
 }
 
@@ -149,6 +176,13 @@ size_t pl_media_sanitize_name(const char *in, size_t n, char *out, size_t cap) {
         o += l;
         p += l;
     }
+    /* only what is seen: no invisible formatting (a U+202E that shows
+     * "gnp.exe" as "exe.png"), C1 controls, or spaces but the plain one */
+    o = pl_utf8_visible((uint8_t *)out, o);
+    size_t lead = 0;
+    while (lead < o && (out[lead] == '.' || out[lead] == ' ')) lead++;
+    memmove(out, out + lead, o - lead);
+    o -= lead;
     while (o && (out[o - 1] == ' ' || out[o - 1] == '.')) o--;
     if (!o) o = (size_t)snprintf(out, cap, "file");
     out[o] = '\0';
@@ -172,6 +206,15 @@ void pl_media_disposition(pl_sbuf *s, const char *name, int attachment) {
         }
     }
     pl_sbuf_adds(s, "\r\n");
+}
+
+void pl_media_thumb_name(const char *name, const char *ext, char *out, size_t cap) {
+    const char *dot = strrchr(name, '.');
+    size_t n = dot && dot != name ? (size_t)(dot - name) : strlen(name);
+    size_t el = strlen(ext) + 1;
+    if (n + el >= cap) n = cap > el ? cap - el - 1 : 0;
+    while (n && ((const unsigned char *)name)[n] >= 0x80 && ((const unsigned char *)name)[n] < 0xc0) n--;
+    snprintf(out, cap, "%.*s.%s", (int)n, name, ext);
 }
 
 /* ---- signed URLs ----------------------------------------------------------------- */
@@ -206,9 +249,12 @@ void pl_media_url_at(int64_t id, int thumb, int64_t exp, char *out, size_t cap) 
     snprintf(out, cap, "/media/%lld?exp=%lld&sig=%s%s", (long long)id, (long long)exp, sig, thumb ? "&thumb=1" : "");
 }
 
+/* exp is now + ttl rounded up, in milliseconds, to a whole step: never a
+ * moment short of the ttl (the third audit of media found up to a second
+ * lost when the current second was truncated first). */
 void pl_media_url(int64_t id, int thumb, char *out, size_t cap, int64_t *exp_out) {
-    int64_t step = url_ttl < 600 ? url_ttl : 600;
-    int64_t exp = ((int64_t)time(NULL) + url_ttl + step - 1) / step * step;
+    int64_t step_ms = (url_ttl < 600 ? url_ttl : 600) * 1000LL;
+    int64_t exp = (pl_now_ms() + url_ttl * 1000LL + step_ms - 1) / step_ms * (step_ms / 1000);
     pl_media_url_at(id, thumb, exp, out, cap);
     if (exp_out) *exp_out = exp;
 }

@@ -36,7 +36,8 @@ const char *pl_media_serve_type(const char *mime);
  * (audio/webm vs video/webm: a voice note), and a generic sniff
  * (application/octet-stream, text/plain) keeps a declared type of the same
  * inert sort only for non-inline kinds (never upgrading to image/video/
- * audio or to an active type). out: cap >= 128. */
+ * audio or to an active type: markup, a script or a program, or any
+ * unregistered "x-" subtype, which only libmagic may confirm). out: cap >= 128. */
 void pl_media_pick_type(const char *declared, const char *sniffed, char *out, size_t cap);
 
 /* Initialises libmagic (once; 0 or -1). Sniffs p[0..n): out gets a MIME
@@ -46,13 +47,20 @@ int  pl_media_sniff_init(void);
 void pl_media_sniff(const void *p, size_t n, char *out, size_t cap);
 
 /* A file name fit to store and send back: the part after the last '/' or
- * '\', control characters and quotes dropped, leading dots and spaces
- * trimmed, invalid UTF-8 replaced by '_', at most cap - 1 bytes cut on a
- * character boundary; "file" when nothing is left. Returns the length. */
+ * '\', control characters and quotes dropped, invalid UTF-8 replaced by
+ * '_', invisible formatting characters dropped and other spaces made plain
+ * (pl_utf8_visible), leading dots and spaces trimmed, at most cap - 1
+ * bytes cut on a character boundary; "file" when nothing is left. in may
+ * hold NUL bytes (a decoded %00: dropped). Returns the length. */
 size_t pl_media_sanitize_name(const char *in, size_t n, char *out, size_t cap);
 /* Appends "Content-Disposition: <inline|attachment>; filename=\"ascii\";
  * filename*=UTF-8''<pct-encoded>\r\n" (RFC 6266 / 8187) to s. */
 void pl_media_disposition(pl_sbuf *s, const char *name, int attachment);
+
+/* The name a thumbnail is served as: name with its extension (if any)
+ * replaced by ext ("green.png", "jpg" -> "green.jpg"), cut on a character
+ * boundary to fit cap. */
+void pl_media_thumb_name(const char *name, const char *ext, char *out, size_t cap);
 
 /* Signed URLs: sig = base64url(HMAC-SHA-256(key, "<id>.<exp>")), key from
  * pl_auth_derive_key("media-url") so every node of a cluster agrees. */
@@ -62,9 +70,10 @@ void pl_media_sign(int64_t id, int64_t exp_s, char out[48]);
 int  pl_media_verify(int64_t id, int64_t exp_s, const char *sig, size_t n, int64_t now_s);
 /* How long URLs made by pl_media_url last (seconds; default 3600). */
 void pl_media_set_url_ttl(int ttl_s);
-/* "/media/<id>?exp=..&sig=..[&thumb=1]": the expiry is rounded up to a
- * step (the ttl, at most 10 min), so URLs made close together are equal
- * and browsers cache them. *exp_out (may be NULL) gets the expiry. */
+/* "/media/<id>?exp=..&sig=..[&thumb=1]": the expiry is now + ttl (never
+ * less, to the millisecond) rounded up to a step (the ttl, at most 10
+ * min), so URLs made close together are equal and browsers cache them.
+ * *exp_out (may be NULL) gets the expiry. */
 void pl_media_url(int64_t id, int thumb, char *out, size_t cap, int64_t *exp_out);
 /* The same URL with a given expiry (a signed URL's ?info=1: never later
  * than the one presented). */

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "http/file.h"
 #include "media/blob.h"
 #include "media/media.h"
@@ -109,6 +110,24 @@ TEST(media_kinds_and_inert_types) {
     CHECK_STR(out, "text/csv");
     pl_media_pick_type("bad type!", "image/png", out, sizeof out);
     CHECK_STR(out, "image/png");
+    /* scripts, programs and unregistered x- types only libmagic may name
+     * (audit J2 F1: application/x-sh was kept over text/plain) */
+    static const char *const active[] = {
+        "application/x-sh", "text/x-sh", "text/x-python", "application/x-php", "application/x-httpd-php",
+        "text/x-perl", "application/x-tcl", "application/x-bat", "application/hta", "text/vbscript",
+        "application/javascript", "application/xhtml+xml", "application/vnd.microsoft.portable-executable",
+        "application/x-anything", "application/java-archive", "application/wasm", NULL,
+    };
+    for (int i = 0; active[i]; i++) {
+        pl_media_pick_type(active[i], "text/plain", out, sizeof out);
+        CHECK_STR(out, "text/plain");
+    }
+    pl_media_pick_type("application/x-sh", "text/x-shellscript", out, sizeof out);   /* libmagic says so */
+    CHECK_STR(out, "text/x-shellscript");
+    pl_media_pick_type("application/pdf", "application/octet-stream", out, sizeof out);
+    CHECK_STR(out, "application/pdf");
+    pl_media_pick_type("text/markdown", "text/plain", out, sizeof out);
+    CHECK_STR(out, "text/markdown");
 }
 
 TEST(media_sniff) {
@@ -144,6 +163,32 @@ TEST(media_sanitize_name) {
     char small[6];
     pl_media_sanitize_name("\xc3\xa9\xc3\xa9\xc3\xa9", 6, small, sizeof small);  /* cut on a character */
     CHECK_STR(small, "\xc3\xa9\xc3\xa9");
+    /* audit J2 F4, F7.4: a decoded NUL, C1 controls and invisible
+     * formatting go; other spaces become plain; an emoji keeps its own */
+    pl_media_sanitize_name("nul\0x.txt", 9, out, sizeof out);
+    CHECK_STR(out, "nulx.txt");
+    pl_media_sanitize_name("\xe2\x80\xaegnp.exe", 10, out, sizeof out);          /* U+202E */
+    CHECK_STR(out, "gnp.exe");
+    pl_media_sanitize_name("a\xe2\x81\xa6" "b\xe2\x81\xa9\xe2\x80\x8b\xc2\x85.txt", 17, out, sizeof out);
+    CHECK_STR(out, "ab.txt");
+    pl_media_sanitize_name("\xef\xbb\xbf\xc2\xa0.a\xc2\xa0" "b \xe3\x80\x80", 14, out, sizeof out);
+    CHECK_STR(out, "a b");
+    pl_media_sanitize_name("\xe2\x9d\xa4\xef\xb8\x8f.png", 10, out, sizeof out);  /* ❤️ */
+    CHECK_STR(out, "\xe2\x9d\xa4\xef\xb8\x8f.png");
+    pl_media_sanitize_name("\xe2\x80\x8e", 3, out, sizeof out);
+    CHECK_STR(out, "file");
+    /* a thumbnail's name (F7.5) */
+    pl_media_thumb_name("green.png", "jpg", out, sizeof out);
+    CHECK_STR(out, "green.jpg");
+    pl_media_thumb_name("photo", "webp", out, sizeof out);
+    CHECK_STR(out, "photo.webp");
+    pl_media_thumb_name("a.b.tar", "jpg", out, sizeof out);
+    CHECK_STR(out, "a.b.jpg");
+    char seven[7];
+    pl_media_thumb_name("\xc3\xa9\xc3\xa9\xc3\xa9.png", "jpg", seven, sizeof seven);   /* cut whole */
+    CHECK_STR(seven, "\xc3\xa9.jpg");
+    pl_media_thumb_name("\xc3\xa9\xc3\xa9\xc3\xa9.png", "jpg", small, sizeof small);   /* no room */
+    CHECK_STR(small, ".jpg");
     pl_sbuf s;
     pl_sbuf_init(&s);
     pl_media_disposition(&s, "r\xc3\xa9sum\xc3\xa9 \"x\".pdf", 1);
@@ -171,6 +216,20 @@ TEST(media_signed_urls) {
     memset(k, 8, sizeof k);                  /* another deployment's key */
     pl_media_set_key(k);
     CHECK_EQ(pl_media_verify(12345, 2000, sig, strlen(sig), 1999), -1);
+    /* the expiry is never less than now + ttl (audit J2 F5: the current
+     * second was truncated first, up to a second was lost) */
+    char url[200];
+    int64_t exp;
+    pl_media_set_url_ttl(2);
+    for (int i = 0; i < 12; i++) {
+        int64_t before = pl_now_ms();
+        pl_media_url(1, 0, url, sizeof url, &exp);
+        CHECK(exp * 1000 >= before + 2000);
+        CHECK(exp * 1000 <= pl_now_ms() + 2000 + 2000);
+        struct timespec ts = {0, 170 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    pl_media_set_url_ttl(3600);
 }
 
 TEST(media_blob_store_dedup) {
@@ -250,6 +309,47 @@ TEST(media_blob_sweep_abandoned) {
     close(lk);                                                   /* the PATCH ended */
     CHECK_EQ(pl_blob_sweep(b, 0), 2);
     CHECK(access(p, F_OK) != 0);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK_EQ(system(cmd), 0);
+    pl_blob_close(&b);
+}
+
+/* Resumable uploads in progress by owner, for the quota (audit J2 F2):
+ * counted with their declared length while their .json exists; a marker
+ * whose .json is gone is stale and removed (by the count or the sweep). */
+TEST(media_blob_uploads_by_owner) {
+    char root[] = "/tmp/pl-blob-XXXXXX", p[300], err[128];
+    CHECK(mkdtemp(root) != NULL);
+    pl_blob_store *b;
+    CHECK_EQ(pl_blob_open(root, &b, err, sizeof err), 0);
+    static const char *const uid[] = {"aaaa", "bbbb", "cccc"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/uploads/%s.json", root, uid[i]);
+        FILE *f = fopen(p, "w");
+        CHECK(f != NULL);
+        fclose(f);
+        CHECK_EQ(pl_blob_upload_mark(b, i < 2 ? 7 : 8, uid[i], 1000 * (i + 1)), 0);
+    }
+    int64_t bytes;
+    CHECK_EQ(pl_blob_uploads_of(b, 7, NULL, &bytes), 2);
+    CHECK_EQ(bytes, 3000);
+    CHECK_EQ(pl_blob_uploads_of(b, 7, "aaaa", &bytes), 1);        /* the one completing */
+    CHECK_EQ(bytes, 2000);
+    CHECK_EQ(pl_blob_uploads_of(b, 8, NULL, &bytes), 1);
+    CHECK_EQ(bytes, 3000);
+    CHECK_EQ(pl_blob_uploads_of(b, 9, NULL, &bytes), 0);
+    pl_blob_upload_unmark(b, 7, "aaaa", 1000);                   /* completed */
+    CHECK_EQ(pl_blob_uploads_of(b, 7, NULL, &bytes), 1);
+    CHECK_EQ(bytes, 2000);
+    snprintf(p, sizeof p, "%s/uploads/bbbb.json", root);         /* swept: the marker is stale */
+    unlink(p);
+    CHECK_EQ(pl_blob_uploads_of(b, 7, NULL, &bytes), 0);
+    snprintf(p, sizeof p, "%s/uploads/cccc.json", root);
+    unlink(p);
+    CHECK_EQ(pl_blob_sweep(b, 0), 2);                            /* aaaa.json alone, cccc's marker */
+    snprintf(p, sizeof p, "%s/uploads/owners/8", root);
+    CHECK(access(p, F_OK) != 0);                                 /* empty: gone */
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     CHECK_EQ(system(cmd), 0);
