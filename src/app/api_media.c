@@ -23,6 +23,9 @@
  *      bytes until committed, until its last PATCH fails (the data and
  *      its .json both go), or until the collector sweeps it after an hour
  *      without writes (pl_blob_sweep; never while a PATCH holds it).
+ *      While its .json exists it reserves its declared length against
+ *      its owner's quota (blob.h's marker, counted by FINALIZE of every
+ *      upload of that owner and by the creation of another).
  *   4. One PATCH at a time per resumable upload, on every node sharing the
  *      media dir: a PATCH holds a lock on the upload's data file from its
  *      head until its op is freed (session_lock); another gets 409 conflict.
@@ -49,6 +52,7 @@
 
 #define SNIFF_BYTES   8192
 #define GC_BATCH      500
+#define UPLOADS_MAX   16     /* resumable uploads in progress per user */
 
 static struct {
     pl_blob_store *blobs;
@@ -119,6 +123,10 @@ typedef struct up_op {
     int          err;          /* work result: 0 or -errno                   */
     int64_t      offset;       /* bytes in the file before this request      */
     int64_t      length;       /* resumable: the declared total              */
+    int64_t      owner;        /* the caller (ctx->user, for the thread pool) */
+    int64_t      pending;      /* declared lengths of the owner's other
+                                * resumable uploads in progress (the quota) */
+    int          npending;     /* ... how many                               */
     char         declared[128];
     char         want_sha[65];
     int          status;       /* finalize's refusal: status, code, message  */
@@ -178,6 +186,7 @@ static void w_finalize(uv_work_t *w) {
         op->status = 400, op->code = "digest_mismatch", op->msg = "the content does not match the sha256 given";
     }
     if (op->status) unlink(op->path);
+    else op->npending = pl_blob_uploads_of(M.blobs, op->owner, op->resumable ? op->uid : NULL, &op->pending);
 }
 
 static void w_commit(uv_work_t *w) {
@@ -187,6 +196,7 @@ static void w_commit(uv_work_t *w) {
         char meta[1300];
         snprintf(meta, sizeof meta, "%s.json", op->path);
         unlink(meta);
+        pl_blob_upload_unmark(M.blobs, op->owner, op->uid, op->length);
     }
 }
 
@@ -232,15 +242,20 @@ static void after_commit(uv_work_t *w, int status) {
     up_free(op);
 }
 
+/* A resumable upload is over: its metadata goes, then its owner's marker
+ * (blob.h: it no longer counts against the quota). */
+static void session_end(up_op *op) {
+    char meta[1300];
+    snprintf(meta, sizeof meta, "%s.json", op->path);
+    unlink(meta);
+    pl_blob_upload_unmark(M.blobs, op->owner, op->uid, op->length);
+}
+
 /* The upload is over without a blob: its bytes, and a resumable one's
  * metadata, go (invariant 3). */
 static void up_discard(up_op *op) {
     unlink(op->path);
-    if (op->resumable) {
-        char meta[1300];
-        snprintf(meta, sizeof meta, "%s.json", op->path);
-        unlink(meta);
-    }
+    if (op->resumable) session_end(op);
 }
 
 static void created(pl_job *j) {
@@ -270,13 +285,15 @@ static void after_finalize(uv_work_t *w, int status) {
         return;
     }
     if (op->status) {
-        if (op->resumable) {                 /* the upload is over: its metadata too */
-            char meta[1300];
-            snprintf(meta, sizeof meta, "%s.json", op->path);
-            unlink(meta);
-        }
+        if (op->resumable) session_end(op);  /* the upload is over: its metadata too */
         op->path[0] = '\0';                  /* finalize removed it */
         up_fail(op, op->status, op->code, op->msg);
+        return;
+    }
+    int64_t quota = (int64_t)A.cfg->media_quota_mb * 1024 * 1024;
+    if (quota > 0 && op->pending + op->m.size > quota) {   /* uploads in progress hold the rest */
+        up_discard(op);
+        up_fail(op, 413, "quota", "the storage quota would be exceeded");
         return;
     }
     if (op->m.kind == PL_MEDIA_IMAGE) {      /* the thumbnail first: the row carries it */
@@ -313,7 +330,9 @@ static void up_create(up_op *op) {
     op->job.done = created;
     op->job.data = op;
     op->job.media_in = &op->m;
-    op->job.expires = (int64_t)A.cfg->media_quota_mb * 1024 * 1024;
+    /* the quota less what the owner's other uploads in progress reserve
+     * (> 0: after_finalize refused the upload that did not fit) */
+    op->job.expires = A.cfg->media_quota_mb ? (int64_t)A.cfg->media_quota_mb * 1024 * 1024 - op->pending : 0;
     pl_store_submit(A.store, &op->job);
 }
 
@@ -360,6 +379,7 @@ static void up_chunk(pl_http_ctx *ctx, const uint8_t *p, size_t n, int fin, void
 static up_op *up_new(pl_http_ctx *ctx) {
     up_op *op = pl_calloc(1, sizeof *op);
     op->ctx = ctx;
+    op->owner = ctx->user;
     op->fd = -1;
     op->lock = -1;
     op->job.data = op;
@@ -371,8 +391,9 @@ static up_op *up_new(pl_http_ctx *ctx) {
  * 0, or -1 after answering 400. */
 static int up_params(pl_http_ctx *ctx, up_op *op, char *name, size_t cap) {
     char raw[1024], sha[80] = "";
-    if (!pl_http_query_get(ctx->req.query, "name", raw, sizeof raw)) raw[0] = '\0';
-    pl_media_sanitize_name(raw, strlen(raw), name, cap);
+    size_t rl = 0;                           /* %00 decoded: a NUL, dropped as a control */
+    pl_http_query_getn(ctx->req.query, "name", raw, sizeof raw, &rl);
+    pl_media_sanitize_name(raw, rl, name, cap);
     if (!pl_http_query_get(ctx->req.query, "type", op->declared, sizeof op->declared)) {
         pl_str ct = ctx->req.content_type;
         snprintf(op->declared, sizeof op->declared, "%.*s", (int)(ct.n < 127 ? ct.n : 127), ct.p ? ct.p : "");
@@ -471,7 +492,101 @@ static void respond_state(pl_http_ctx *ctx, int status, const char *uid, int64_t
     free(body);
 }
 
-/* POST /api/v1/media/uploads?length=N&name=&type=&sha256= */
+/* POST /api/v1/media/uploads?length=N&name=&type=&sha256=
+ *
+ * An upload in progress reserves its whole length against its owner's
+ * quota from here until it completes, fails or is swept (protocol.md
+ * "Resumable uploads"), and an owner has at most UPLOADS_MAX of them:
+ *
+ *   head: params, kind limit --CREATE (thread pool: data file, .json,
+ *   marker; count the owner's others)--> cap, quota less the others
+ *   --PL_JOB_MEDIA_CREATE with id 0 (the owner's media + this length
+ *   within what is left, in the writer's transaction)--> 201
+ *
+ * The files are made before the others are counted, so two creations
+ * racing each other each count the other (both may be refused, never
+ * both taken over the quota). Known limit: the marker is counted by
+ * whoever reads the directory after it is made, so a plain upload whose
+ * FINALIZE counted just before a creation made its marker may pass with
+ * it; the excess is at most one upload and lasts until one of them ends. */
+static void session_created(up_op *op) {
+    char extra[160];
+    snprintf(extra, sizeof extra, "Location: /api/v1/media/uploads/%s\r\nUpload-Offset: 0\r\n", op->uid);
+    respond_state(op->ctx, 201, op->uid, 0, op->length, extra);
+    up_free(op);
+}
+
+static void w_session_create(uv_work_t *w) {
+    up_op *op = w->data;
+    char meta[1300];
+    snprintf(meta, sizeof meta, "%s.json", op->path);
+    json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s}", "owner", (json_int_t)op->owner, "length",
+                          (json_int_t)op->length, "name", op->m.name, "type", op->declared, "sha256", op->want_sha);
+    int fd = open(op->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    op->err = fd >= 0 && json_dump_file(o, meta, JSON_COMPACT) == 0 ? 0 : -1;
+    if (fd >= 0) close(fd);
+    json_decref(o);
+    if (!op->err) op->err = pl_blob_upload_mark(M.blobs, op->owner, op->uid, op->length);
+    if (!op->err) op->npending = pl_blob_uploads_of(M.blobs, op->owner, op->uid, &op->pending);
+}
+
+static void session_reserved(pl_job *j) {
+    up_op *op = j->data;
+    if (j->result) {
+        up_discard(op);
+        if (j->result == PL_STORE_EFORBID) up_fail(op, 413, "quota", "the storage quota would be exceeded");
+        else {
+            api_store_error(op->ctx, j->result, "could not reserve the upload");
+            up_free(op);
+        }
+        return;
+    }
+    session_created(op);
+}
+
+static void after_session_create(uv_work_t *w, int status) {
+    up_op *op = w->data;
+    int64_t quota = (int64_t)A.cfg->media_quota_mb * 1024 * 1024;
+    if (op->err) {
+        up_discard(op);
+        up_fail(op, 500, "internal", "cannot create the upload");
+        return;
+    }
+    if (op->npending >= UPLOADS_MAX) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "too many uploads in progress (%d): complete one, or wait until one is dropped",
+                 UPLOADS_MAX);
+        up_discard(op);
+        up_fail(op, 413, "quota", msg);
+        return;
+    }
+    if (quota > 0 && op->pending + op->length > quota) {
+        up_discard(op);
+        up_fail(op, 413, "quota", "the storage quota would be exceeded");
+        return;
+    }
+    if (quota == 0) {
+        session_created(op);
+        return;
+    }
+    if (!A.store) {
+        up_discard(op);
+        up_fail(op, 503, "unavailable", "shutting down");
+        return;
+    }
+    pl_job_release(&op->job);
+    memset(&op->job, 0, sizeof op->job);
+    op->m.id = 0;                            /* the quota only, no row */
+    op->m.owner = op->owner;
+    op->m.size = op->length;
+    op->job.op = PL_JOB_MEDIA_CREATE;
+    op->job.done = session_reserved;
+    op->job.data = op;
+    op->job.media_in = &op->m;
+    op->job.expires = quota - op->pending;
+    pl_store_submit(A.store, &op->job);
+}
+
 static void h_session_create(pl_http_ctx *ctx) {
     up_op *op = up_new(ctx);
     int64_t len = 0;
@@ -486,25 +601,9 @@ static void h_session_create(pl_http_ctx *ctx) {
     randombytes_buf(r, sizeof r);
     sodium_bin2hex(op->uid, sizeof op->uid, r, sizeof r);
     snprintf(op->path, sizeof op->path, "%s/uploads/%s", pl_blob_root(M.blobs), op->uid);
-    char meta[1300];
-    snprintf(meta, sizeof meta, "%s.json", op->path);
-    json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s}", "owner", (json_int_t)ctx->user, "length", (json_int_t)len,
-                          "name", op->m.name, "type", op->declared, "sha256", op->want_sha);
-    int fd = open(op->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    int ok = fd >= 0 && json_dump_file(o, meta, JSON_COMPACT) == 0;
-    if (fd >= 0) close(fd);
-    json_decref(o);
-    if (!ok) {
-        unlink(op->path);
-        unlink(meta);
-        pl_http_error(ctx, 500, "internal", "cannot create the upload");
-        up_free(op);
-        return;
-    }
-    char extra[160];
-    snprintf(extra, sizeof extra, "Location: /api/v1/media/uploads/%s\r\nUpload-Offset: 0\r\n", op->uid);
-    respond_state(ctx, 201, op->uid, 0, len, extra);
-    up_free(op);
+    op->resumable = 1;
+    op->length = len;
+    uv_queue_work(M.loop, &op->work, w_session_create, after_session_create);
 }
 
 /* HEAD/GET .../uploads/{uid}: where it stands. */
@@ -563,11 +662,18 @@ static void h_session_patch(pl_http_ctx *ctx, pl_str uid) {
     up_op *op = up_new(ctx);
     if (session_load(ctx, op, uid)) { up_free(op); return; }
     pl_str ov = pl_http_header_get(&ctx->req, "upload-offset");
-    /* digits only ("abc", "-1", "0x0", "1e0", "0, 5" were read as 0) */
+    /* digits only ("abc", "-1", "0x0", "1e0", "0, 5" were read as 0), and
+     * as every integer of the protocol no leading zero ("00") */
     int64_t at = !ov.p ? -1 : ov.n == 1 && ov.p[0] == '0' ? 0 : api_parse_id(ov.p, ov.n);
     int64_t cl = ctx->req.content_length;
-    const char *bad = !ov.p || cl < 0 ? "Upload-Offset and Content-Length are required"
-                    : at == 0 && !(ov.n == 1 && ov.p[0] == '0') ? "Upload-Offset must be a byte offset: digits only"
+    if (cl < 0) {                            /* as every body (protocol.md "HTTP limits") */
+        op->path[0] = '\0';
+        up_fail(op, 411, "length_required", "Content-Length is required");
+        return;
+    }
+    const char *bad = !ov.p ? "Upload-Offset is required"
+                    : at == 0 && !(ov.n == 1 && ov.p[0] == '0')
+                        ? "Upload-Offset must be a byte offset: digits only, no leading zero"
                     : at < 0 ? "Upload-Offset is out of range" : NULL;
     if (bad) {
         op->path[0] = '\0';
@@ -600,7 +706,8 @@ typedef struct dl_op {
     pl_http_ctx *ctx;
     int          signed_url;   /* reached through /media/{id}?exp&sig     */
     int64_t      signed_exp;   /* ... its exp                             */
-    int          thumb;        /* the thumbnail rather than the file      */
+    int          thumb;        /* ?thumb=: the thumbnail, not the file    */
+    int          info;         /* ?info=: the media object, not the bytes */
 } dl_op;
 
 static void serve(dl_op *op, const pl_media *m) {
@@ -612,11 +719,14 @@ static void serve(dl_op *op, const pl_media *m) {
         pl_http_error(ctx, 404, "not_found", "no such media");
         return;
     }
-    const char *ctype = pl_media_serve_type(m->mime);
+    const char *ctype = pl_media_serve_type(m->mime), *name = m->name;
+    char tname[PL_MEDIA_NAME_MAX + 8];
     if (op->thumb) {                         /* ours: a JPEG, or a WebP when transparent */
         uint8_t magic[12] = {0};
-        ctype = pread(fd, magic, sizeof magic, 0) == 12 && memcmp(magic + 8, "WEBP", 4) == 0
-                    ? "image/webp" : "image/jpeg";
+        int webp = pread(fd, magic, sizeof magic, 0) == 12 && memcmp(magic + 8, "WEBP", 4) == 0;
+        ctype = webp ? "image/webp" : "image/jpeg";
+        pl_media_thumb_name(m->name, webp ? "webp" : "jpg", tname, sizeof tname);   /* saved as what it is */
+        name = tname;
     }
     pl_sbuf h;
     pl_sbuf_init(&h);
@@ -624,7 +734,7 @@ static void serve(dl_op *op, const pl_media *m) {
                      "Cross-Origin-Resource-Policy: same-origin\r\n");
     pl_sbuf_printf(&h, "Cache-Control: private, max-age=%d, immutable\r\n",
                    op->signed_url ? A.cfg->media_url_ttl : 3600);
-    pl_media_disposition(&h, m->name, op->thumb ? 0 : !pl_media_inline_ok(m->mime));
+    pl_media_disposition(&h, name, op->thumb ? 0 : !pl_media_inline_ok(m->mime));
     pl_sbuf_addc(&h, '\0');
     pl_http_file f = {ctype, sha, h.p};
     pl_http_send_file(ctx, fd, size, &f);
@@ -636,7 +746,7 @@ static void got_media(pl_job *j) {
     if (j->result || !j->nmedia) {
         if (j->result == PL_STORE_EUNAVAIL) api_store_error(op->ctx, j->result, "");
         else pl_http_error(op->ctx, 404, "not_found", "no such media");
-    } else if (op->ctx->req.query.n && pl_http_query_get(op->ctx->req.query, "info", (char[2]){0}, 2)) {
+    } else if (op->info) {
         pl_http_respond_json(op->ctx, 200, media_json_at(&j->media[0], op->signed_exp));
     } else {
         serve(op, &j->media[0]);
@@ -645,13 +755,30 @@ static void got_media(pl_job *j) {
     free(op);
 }
 
+/* ?name= as a boolean, as search's flags: 1 or true, 0 or false (or
+ * absent: 0); 0, or -1 after answering 400 for anything else. */
+static int query_flag(pl_http_ctx *ctx, const char *name, int *out) {
+    char v[16], msg[64];
+    *out = 0;
+    if (!pl_http_query_get(ctx->req.query, name, v, sizeof v)) return 0;
+    if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0) *out = 1;
+    else if (strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
+        snprintf(msg, sizeof msg, "\"%s\" must be 1, 0, true or false", name);
+        pl_http_error(ctx, 400, "bad_request", msg);
+        return -1;
+    }
+    return 0;
+}
+
 static void fetch(pl_http_ctx *ctx, int64_t id, int64_t user, int64_t signed_exp) {
+    int thumb, info;
+    if (query_flag(ctx, "info", &info) || query_flag(ctx, "thumb", &thumb)) return;
     dl_op *op = pl_calloc(1, sizeof *op);
     op->ctx = ctx;
     op->signed_url = signed_exp > 0;
     op->signed_exp = signed_exp;
-    char t[4];
-    op->thumb = pl_http_query_get(ctx->req.query, "thumb", t, sizeof t) && t[0] == '1';
+    op->thumb = thumb;
+    op->info = info;
     op->job.op = PL_READ_MEDIA_GET;
     op->job.id = id;
     op->job.user = user;
@@ -664,10 +791,7 @@ static void fetch(pl_http_ctx *ctx, int64_t id, int64_t user, int64_t signed_exp
 void h_media_signed(pl_http_ctx *ctx, const char *idp, size_t idn) {
     int64_t id = api_parse_id(idp, idn), exp = 0;
     char sig[64] = "";
-    if (id <= 0) {
-        pl_http_error(ctx, 404, "not_found", "no such media");
-        return;
-    }
+    if (!api_path_id_ok(ctx, id, "no such media")) return;   /* above 2^53 - 1: 400 */
     if (api_query_int(ctx, "exp", &exp) || !exp || !pl_http_query_get(ctx->req.query, "sig", sig, sizeof sig)) {
         pl_http_error(ctx, 403, "forbidden", "a signed URL needs exp and sig");
         return;
@@ -699,9 +823,7 @@ void h_media_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
     }
     if (n == 2) {
         int64_t id = api_parse_id(s[1].p, s[1].n);
-        if (!api_allow(ctx, API_GET)) return;
-        if (id <= 0) pl_http_error(ctx, 404, "not_found", "no such media");
-        else fetch(ctx, id, ctx->user, 0);
+        if (api_allow(ctx, API_GET) && api_path_id_ok(ctx, id, "no such media")) fetch(ctx, id, ctx->user, 0);
         return;
     }
     pl_http_error(ctx, 404, "not_found", "no such route");

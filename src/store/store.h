@@ -621,8 +621,11 @@ typedef enum pl_job_op {
                                * else no event, created = 0 (ENOTFOUND if not a member) */
     PL_JOB_MEDIA_CREATE,      /* in: media_in (all but created; width, height,
                                * placeholder, thumb_sha may be 0/""),
-                               * expires = the owner's quota in bytes (0: none). EFORBID
-                               * (why "quota") when the owner's media would exceed it. */
+                               * expires = the owner's quota in bytes (0: none) less
+                               * what its uploads in progress reserve. EFORBID (why
+                               * "quota") when the owner's media would exceed it.
+                               * media_in->id 0: the check alone, no row (a resumable
+                               * upload reserving its length, media_in->size). */
     PL_JOB_MEDIA_THUMB,       /* in: media_in (id, width, height, placeholder, thumb_sha).
                                * ENOTFOUND if the row is gone.               */
     PL_JOB_MEDIA_GC,          /* in: expires (cutoff ms), limit (rows). Deletes rows no

@@ -23,7 +23,7 @@ static void copy_val(const PGresult *r, int row, int col, char *out, size_t cap)
 
 static int job_create(pg_store *s, pl_job *j, int64_t now) {
     const pl_media *m = j->media_in;
-    if (!m || m->id <= 0 || m->owner <= 0 || m->size < 0 || !pg_utf8_ok(m->name) || !pg_utf8_ok(m->mime) ||
+    if (!m || m->id < 0 || m->owner <= 0 || m->size < 0 || !pg_utf8_ok(m->name) || !pg_utf8_ok(m->mime) ||
         !pg_utf8_ok(m->placeholder) || !pg_utf8_ok(m->thumb_sha))
         return PL_STORE_EINVAL;
     int rc;
@@ -38,6 +38,7 @@ static int job_create(pg_store *s, pl_job *j, int64_t now) {
             return PL_STORE_EFORBID;
         }
     }
+    if (m->id == 0) return PL_STORE_OK;      /* a resumable upload's reservation: no row */
     pg_params p = {0};
     pg_param_i64(&p, m->id);
     pg_param_i64(&p, m->owner);

@@ -54,7 +54,7 @@ static sqlite3_stmt *prep(sqlite3 *db, const char *sql) {
 
 static int job_create(sq_store *s, pl_job *j, int64_t now) {
     const pl_media *m = j->media_in;
-    if (!m || m->id <= 0 || m->owner <= 0 || m->size < 0) return PL_STORE_EINVAL;
+    if (!m || m->id < 0 || m->owner <= 0 || m->size < 0) return PL_STORE_EINVAL;
     sqlite3_stmt *st;
     if (j->expires > 0) {
         if (!(st = prep(s->wdb, "SELECT coalesce(sum(size), 0) FROM media WHERE owner = ?1"))) return W_FATAL;
@@ -66,6 +66,7 @@ static int job_create(sq_store *s, pl_job *j, int64_t now) {
             return PL_STORE_EFORBID;
         }
     }
+    if (m->id == 0) return PL_STORE_OK;      /* a resumable upload's reservation: no row */
     if (!(st = prep(s->wdb, "INSERT INTO media(id, owner, sha256, size, mime, kind, name, created, gc_after,"
                             " width, height, placeholder, thumb_sha)"
                             " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, nullif(?11, ''), nullif(?12, ''))")))

@@ -882,3 +882,160 @@ async def test_media_upload_memory_bounded(server_factory, media_dirs):
     async with Harness(srv) as h:
         await check_media_upload_memory_bounded(h, srv)
 
+
+
+# ---- audit J2 (media, black box): each check failed before its fix -------------------
+
+
+async def check_media_declared_scripts_not_kept(h, srv):
+    """F1: a script or executable type the uploader declares is never kept
+    when libmagic only says text/plain: it falls back to the sniffed type,
+    as HTML, XML and JavaScript did; an inert precise type still is kept."""
+    a = await h.api.register("scr")
+    for declared in ("application/x-sh", "text/x-sh", "text/x-python", "application/x-python",
+                     "text/x-perl", "application/x-php", "text/x-php", "application/x-httpd-php",
+                     "application/x-bat", "application/hta", "application/x-tcl", "application/x-csh",
+                     "application/x-msdownload", "text/vbscript", "application/x-anything"):
+        m = await upload(h.api, a, b"just some words\n", "x", declared)
+        assert m["mime"] == "text/plain" and m["kind"] == "file", (declared, m)
+    m = await upload(h.api, a, b"a,b\n1,2\n", "t.csv", "text/csv")
+    assert m["mime"] == "text/csv", m
+
+
+async def check_media_uploads_in_progress_count(h, srv):
+    """F2: an unfinished resumable upload holds its declared length against
+    the quota (1 MiB here) from its creation; one user has at most 16 in
+    progress."""
+    a = await h.api.register("rq")
+    uids = []
+    for _ in range(2):                                   # 800,000 bytes reserved
+        r = await h.api.expect(201, "POST", "/api/v1/media/uploads?length=400000", token=a.token)
+        uids.append(r.body["upload_id"])
+    r = await h.api.req("POST", "/api/v1/media/uploads?length=400000", token=a.token)
+    assert r.status == 413 and r.code == "quota", r
+    r = await upload(h.api, a, os.urandom(300_000), "big.bin", status=413)
+    assert r["error"]["code"] == "quota", r
+    await upload(h.api, a, os.urandom(200_000), "fits.bin")          # 1,000,000 in all
+    data = os.urandom(400_000)                           # completing one converts its reservation
+    r = await h.api.req("PATCH", f"/api/v1/media/uploads/{uids[0]}", token=a.token, data=data,
+                        headers={"Upload-Offset": "0", "Content-Type": "application/octet-stream"})
+    assert r.status == 201 and r.body["size"] == len(data), r
+    r = await h.api.req("POST", "/api/v1/media/uploads?length=100000", token=a.token)
+    assert r.status == 413 and r.code == "quota", r
+    # at most 16 in progress
+    b = await h.api.register("rq")
+    made = []
+    for _ in range(16):
+        r = await h.api.expect(201, "POST", "/api/v1/media/uploads?length=10", token=b.token)
+        made.append(r.body["upload_id"])
+    r = await h.api.req("POST", "/api/v1/media/uploads?length=10", token=b.token)
+    assert r.status == 413 and r.code == "quota" and "in progress" in r.body["error"]["message"], r
+    r = await h.api.req("PATCH", f"/api/v1/media/uploads/{made[0]}", token=b.token, data=b"0123456789",
+                        headers={"Upload-Offset": "0", "Content-Type": "application/octet-stream"})
+    assert r.status == 201, r
+    await h.api.expect(201, "POST", "/api/v1/media/uploads?length=10", token=b.token)
+
+
+async def check_media_path_id_range(h, srv):
+    """F3: a media id above 2^53 - 1 in the path is 400, as for conversations."""
+    a = await h.api.register("pid")
+    for path in ("/api/v1/media/9007199254740992", "/api/v1/media/99999999999999999999",
+                 "/api/v1/media/9007199254740992?info=1"):
+        r = await h.api.req("GET", path, token=a.token)
+        assert r.status == 400 and r.code == "bad_request", (path, r)
+    st, body, _ = await get(h.session, srv.base_url + "/media/9007199254740992?exp=1&sig=x")
+    assert st == 400, (st, body)
+    r = await h.api.req("GET", "/api/v1/media/9007199254740991", token=a.token)
+    assert r.status == 404, r
+
+
+async def check_media_name_rules(h, srv):
+    """F4, F7.4: %00 in a name is dropped as every control character;
+    invisible formatting characters (a U+202E that shows "gnp.exe" as
+    "exe.png", zero-width ones) go, other spaces become plain ones, an
+    emoji keeps its own."""
+    a = await h.api.register("nm")
+    for raw, want in [("nul\x00x.txt", "nulx.txt"),
+                      ("\u202egnp.exe", "gnp.exe"),
+                      ("a\u2066b\u2069\u200b.txt", "ab.txt"),
+                      ("\ufeffa\u00a0b.txt", "a b.txt"),
+                      ("\u00a0.hidden", "hidden"),
+                      ("\u2764\ufe0f.txt", "\u2764\ufe0f.txt")]:
+        m = await upload(h.api, a, b"hello\n", raw, "text/plain")
+        assert m["name"] == want, (raw, m)
+
+
+async def check_media_url_expiry_at_least_ttl(h, srv):
+    """F5: url_expires is never less than now + --media-url-ttl (2 s here)."""
+    a = await h.api.register("ttl")
+    m = await upload(h.api, a, pdf(), "d.pdf")
+    for _ in range(8):
+        t0 = time.time()
+        info = (await h.api.expect(200, "GET", f"/api/v1/media/{m['id']}?info=1", token=a.token)).body
+        t1 = time.time()
+        assert t0 + 2 <= info["url_expires"] <= t1 + 2 + 2 + 1, (t0, info["url_expires"])
+        await asyncio.sleep(0.29)
+
+
+async def check_media_flags(h, srv):
+    """F6: ?info= and ?thumb= are booleans as search's: 1/true, 0/false,
+    anything else 400; F7.5: a thumbnail is named with its own extension."""
+    a = await h.api.register("flg")
+    data = png(8, 6)
+    m = await upload(h.api, a, data, "green.png", "image/png")
+    assert "thumb_url" in m, m
+    bearer = {"Authorization": f"Bearer {a.token}"}
+    base = f"{srv.base_url}/api/v1/media/{m['id']}"
+    for q in ("info=0", "info=false", "thumb=0", "thumb=false"):
+        st, body, hd = await get(h.session, f"{base}?{q}", bearer)
+        assert st == 200 and body == data, (q, st, hd)
+    for q in ("info=1", "info=true"):
+        st, body, hd = await get(h.session, f"{base}?{q}", bearer)
+        assert st == 200 and json.loads(body)["id"] == m["id"], (q, st)
+    for q in ("thumb=1", "thumb=true"):
+        st, body, hd = await get(h.session, f"{base}?{q}", bearer)
+        assert st == 200 and hd["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8", (q, st, hd)
+        assert hd["Content-Disposition"] == ("inline; filename=\"green.jpg\"; filename*=UTF-8''green.jpg"), hd
+    for q in ("info=", "info=yes", "thumb=", "thumb=2", "info=TRUE"):
+        st, body, hd = await get(h.session, f"{base}?{q}", bearer)
+        assert st == 400 and json.loads(body)["error"]["code"] == "bad_request", (q, st, body)
+    st, body, hd = await get(h.session, srv.base_url + m["thumb_url"])
+    assert st == 200 and "filename=\"green.jpg\"" in hd["Content-Disposition"], hd
+
+
+async def check_media_resumable_edges(h, srv):
+    """F7.1-F7.3: a completing PATCH refused (413 here) discards the upload
+    (404 after); Upload-Offset is written as every integer (no leading
+    zero); a PATCH without Content-Length is 411 as every body."""
+    a = await h.api.register("edg")
+    big = png(40, 40)                                    # over --media-max-image 2000
+    r = await h.api.expect(201, "POST", f"/api/v1/media/uploads?length={len(big)}", token=a.token)
+    path = f"/api/v1/media/uploads/{r.body['upload_id']}"
+    r = await h.api.req("PATCH", path, token=a.token, data=big,
+                        headers={"Upload-Offset": "00", "Content-Type": "application/octet-stream"})
+    assert r.status == 400 and r.code == "bad_request", r
+    head = (f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.token}\r\n"
+            f"Upload-Offset: 0\r\nConnection: close\r\n\r\n")
+    resp = await raw_request(srv, head, b"")
+    assert resp.startswith(b"HTTP/1.1 411") and b"length_required" in resp, resp[:300]
+    r = await h.api.req("PATCH", path, token=a.token, data=big,
+                        headers={"Upload-Offset": "0", "Content-Type": "application/octet-stream"})
+    assert r.status == 413 and r.code == "too_large", r
+    r = await h.api.req("HEAD", path, token=a.token)
+    assert r.status == 404, r
+
+
+@async_test(timeout=180)
+async def test_media_audit_j2(server_factory, media_dirs):
+    """script types, uploads in progress and the quota, path id range, names,
+    URL expiry, info/thumb booleans and the thumbnail's name, resumable edges"""
+    srv = media_server(server_factory, media_dirs, "--media-quota-mb", "1", "--media-url-ttl", "2",
+                       "--media-max-image", "2000", "--media-max-file", "700000")
+    async with Harness(srv) as h:
+        await check_media_declared_scripts_not_kept(h, srv)
+        await check_media_uploads_in_progress_count(h, srv)
+        await check_media_path_id_range(h, srv)
+        await check_media_name_rules(h, srv)
+        await check_media_url_expiry_at_least_ttl(h, srv)
+        await check_media_flags(h, srv)
+        await check_media_resumable_edges(h, srv)
