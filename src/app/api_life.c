@@ -245,12 +245,18 @@ static void closed(pl_job *j) {
     }
     if (j->result == PL_STORE_ECONFLICT) {
         pl_http_error(op->ctx, 409, "conflict", "still a member of a conversation: send the request again");
-    } else if (j->result) {
-        api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
+    } else if (j->result && j->result != PL_STORE_ENOTFOUND) {
+        api_store_error(op->ctx, j->result, "");
     } else {
+        /* ENOTFOUND: the account, there when this request was signed in,
+         * was deleted meanwhile by another request of the same user (two
+         * devices at once): what was asked for is done, so 204 here too
+         * (it was a 503 "nothing was changed": audit P2 F2) */
         pl_chat_revoke_login(op->ctx->user, 0);         /* every session, on every node: 4001 */
-        pl_e2ee_announce(op->ctx->user);                /* its keys went: e2ee direct ones say so */
-        pl_log(PL_LOG_INFO, 0, "account deleted", "\"user\":%lld", (long long)op->ctx->user);
+        if (!j->result) {
+            pl_e2ee_announce(op->ctx->user);            /* its keys went: e2ee direct ones say so */
+            pl_log(PL_LOG_INFO, 0, "account deleted", "\"user\":%lld", (long long)op->ctx->user);
+        }
         pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
     }
     api_op_free(op);

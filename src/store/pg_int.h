@@ -56,7 +56,7 @@ enum {
     /* end-to-end encryption (store_pg_keys.c) */
     W_KEYS_STATE, W_KEYS_DEVICE, W_KEYS_DROP, W_KEYS_ADD, W_KEYS_COUNT, W_KEYS_DELETE,
     W_KEYS_SHARES, W_KEYS_CLAIM, W_CONV_E2EE,
-    W_MEDIA_SUM, W_MEDIA_INSERT, W_MEDIA_THUMB, W_MEDIA_GC,   /* media (store_pg_media.c) */
+    W_MEDIA_LOCK, W_MEDIA_SUM, W_MEDIA_INSERT, W_MEDIA_THUMB, W_MEDIA_GC,   /* media (store_pg_media.c) */
     /* push notifications (store_pg_push.c) */
     W_PUSH_USER_LOCK, W_PUSH_STATE, W_PUSH_REGISTER, W_PUSH_UNREGISTER, W_PUSH_DROP, W_PUSH_CLAIM,
     W_PUSH_FINISH, W_PUSH_DEAD, W_PUSH_RETRY, W_PUSH_DRAINER, W_PUSH_UNLEASE,

@@ -877,11 +877,15 @@ const char *const pg_w_sql[W__COUNT] = {
                       "   - (del.device IS NOT NULL)::int"
                       " FROM d LEFT JOIN del ON del.device = d.device ORDER BY d.device",
     [W_CONV_E2EE]   = "UPDATE conversations SET e2ee = 1 WHERE id = $1::bigint",
-    /* media (store_pg_media.c); the quota sum locks the owner's row first so
-     * two uploads of one user are checked one after the other (NO KEY
-     * UPDATE: a join's KEY SHARE of the row, W_USERS_EXIST, does not wait) */
-    [W_MEDIA_SUM]   = "SELECT coalesce((SELECT sum(size) FROM media WHERE owner = $1::bigint), 0)"
-                      " FROM users WHERE id = $1::bigint FOR NO KEY UPDATE",
+    /* media (store_pg_media.c): the quota check locks the owner's row, then
+     * sums in a statement of its own, so that the sum's snapshot is taken
+     * after the lock: two uploads of one user are checked one after the
+     * other. (One statement took its snapshot before it waited for the
+     * lock, and missed the row the other upload had just committed: both
+     * nodes let their upload in, audit P2 F1.) NO KEY UPDATE: a join's KEY
+     * SHARE of the row (W_USERS_EXIST) does not wait. */
+    [W_MEDIA_LOCK]  = "SELECT 1 FROM users WHERE id = $1::bigint FOR NO KEY UPDATE",
+    [W_MEDIA_SUM]   = "SELECT coalesce(sum(size), 0) FROM media WHERE owner = $1::bigint",
     [W_MEDIA_INSERT] = "INSERT INTO media(id, owner, sha256, size, mime, kind, name, created, gc_after,"
                        " width, height, placeholder, thumb_sha)"
                        " VALUES($1::bigint, $2::bigint, $3::text, $4::bigint, $5::text, $6::smallint,"

@@ -5,8 +5,10 @@
  * R_MEDIA_GET) and turning their rows into pl_media. Each job is a single
  * statement or two that cannot fail on a client's input (names and types
  * arrive sanitized, valid UTF-8), so no savepoint is taken. The quota check
- * locks the owner's users row, so two nodes' uploads for one user are
- * checked one after the other.
+ * locks the owner's users row and then sums (W_MEDIA_LOCK, W_MEDIA_SUM:
+ * two statements, so the sum sees what committed before the lock was
+ * granted), so two nodes' uploads for one user are checked one after the
+ * other.
  * Does not own: the bytes (media/blob.c).
  */
 #include "pg_int.h"
@@ -28,12 +30,14 @@ static int job_create(pg_store *s, pl_job *j, int64_t now) {
         return PL_STORE_EINVAL;
     int rc;
     PGresult *r;
-    if (j->expires > 0) {
+    if (j->expires > 0) {               /* the lock, then the sum: one round trip */
         pg_params q = {0};
         pg_param_i64(&q, m->owner);
-        if (!(r = pg_w_query(s, W_MEDIA_SUM, &q, &rc))) return rc;
-        if (PQntuples(r) != 1) return PL_STORE_ENOTFOUND;      /* no such user */
-        if (pg_i64(r, 0, 0) + m->size > j->expires) {
+        int ls = pg_w_send(s, W_MEDIA_LOCK, &q, 1), ss = ls < 0 ? ls : pg_w_send(s, W_MEDIA_SUM, &q, 1);
+        if (ss < 0) return W_LOST;
+        if ((rc = pg_w_sync(s)) != PL_STORE_OK) return rc;
+        if (PQntuples(s->w.res[ls]) != 1) return PL_STORE_ENOTFOUND;      /* no such user */
+        if (pg_i64(s->w.res[ss], 0, 0) + m->size > j->expires) {
             j->why = "quota";
             return PL_STORE_EFORBID;
         }

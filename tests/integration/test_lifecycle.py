@@ -259,3 +259,23 @@ async def test_export_lists_conversations_with_last_as_the_list_does(server):
         for _ in range(12):
             ex = (await api.expect(200, "GET", "/api/v1/me/export", token=alice.token)).body
             assert ex["conversations"] == lst["conversations"], (ex["conversations"], lst["conversations"])
+
+
+@async_test(60)
+async def test_two_devices_deleting_the_account_at_once_both_hear_it_is_done(server):
+    """DELETE /api/v1/me from two sessions at once: the account goes once,
+    and both answers say so (204); the second was a 503 "nothing was
+    changed, try again" although the account was gone (audit P2 F2).
+    A member of a group, so that each request has leaving to do first."""
+    async with Harness(server) as h:
+        api = h.api
+        for _ in range(3):
+            alice, carol = await api.register_many(2, "dd")
+            await api.create_group(carol, [alice.id], title="g")
+            second = (await api.login(alice))["access_token"]
+            rs = await asyncio.gather(*[api.req("DELETE", "/api/v1/me", token=t,
+                                                json_body={"password": alice.password})
+                                        for t in (alice.token, second)])
+            assert sorted(r.status for r in rs) == [204, 204], [(r.status, r.body) for r in rs]
+            await api.expect(404, "GET", f"/api/v1/users/{alice.username}", token=carol.token)
+            await api.expect(401, "GET", "/api/v1/me", token=second)

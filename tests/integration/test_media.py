@@ -1039,3 +1039,38 @@ async def test_media_audit_j2(server_factory, media_dirs):
         await check_media_url_expiry_at_least_ttl(h, srv)
         await check_media_flags(h, srv)
         await check_media_resumable_edges(h, srv)
+
+
+@pytest.mark.cluster_only("two nodes checking one user's quota at the same moment")
+@async_test(timeout=120)
+async def test_media_quota_holds_for_uploads_finishing_together_on_two_nodes(server_factory, media_dirs):
+    """Two uploads of one user that together go over the quota, their last
+    bytes sent to two nodes at the same moment: one is refused (413 quota).
+    Both were taken: the quota sum's snapshot was older than the lock it
+    waited for, so it missed the row the other node had just committed
+    (audit P2 F1)."""
+    srv = media_server(server_factory, media_dirs, "--media-quota-mb", "2")
+    n = int(1.2 * (1 << 20))
+    async with Harness(srv) as h:
+        for attempt in range(3):
+            a = await h.api.register("qr")
+            conns = []
+            for i, node in enumerate(srv.nodes[:2]):
+                reader, writer = await asyncio.open_connection(node.host, node.port)
+                writer.write((f"POST /api/v1/media?name=c{i}.pdf&type=application/pdf HTTP/1.1\r\nHost: x\r\n"
+                              f"Authorization: Bearer {a.token}\r\nContent-Length: {n}\r\n"
+                              "Connection: close\r\n\r\n").encode())
+                body = pdf() + os.urandom(n - len(pdf()))
+                writer.write(body[:-10])
+                await writer.drain()
+                conns.append((reader, writer, body[-10:]))
+            await asyncio.sleep(0.5)
+            for _, writer, tail in conns:
+                writer.write(tail)
+            answers = []
+            for reader, writer, _ in conns:
+                await writer.drain()
+                answers.append((await asyncio.wait_for(reader.read(), 30)).split(b"\r\n", 1)[0])
+                writer.close()
+            assert sorted(a[:12] for a in answers) == [b"HTTP/1.1 201", b"HTTP/1.1 413"], \
+                (attempt, answers)
