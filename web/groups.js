@@ -83,12 +83,13 @@ export function renderMembers() {
         'aria-label': `${name}${me ? ' (you)' : ''}: show profile`, onclick: () => h.openProfile(m.id) }, name + (me ? ' (you)' : '')),
       el('span', { class: 'role', text: m.role === 'admin' ? 'Admin' : 'Member' }),
       el('span', { class: 'sr-only', text: pres === 'unknown' ? '' : `, ${pres}` }),
-      admin && !me ? el('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'member-role',
-        'aria-label': m.role === 'admin' ? `Make ${name} a member` : `Make ${name} an admin`,
-        text: m.role === 'admin' ? 'Make member' : 'Make admin',
-        onclick: () => setRole(c, m.id, m.role === 'admin' ? 'member' : 'admin') }) : null,
-      admin && !me ? el('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'remove-member',
-        'aria-label': `Remove ${name}`, text: 'Remove', onclick: () => removeMember(c, m.id) }) : null);
+      admin && !me ? el('span', { class: 'member-actions' },
+        el('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'member-role',
+          'aria-label': m.role === 'admin' ? `Make ${name} a member` : `Make ${name} an admin`,
+          text: m.role === 'admin' ? 'Make member' : 'Make admin',
+          onclick: () => setRole(c, m.id, m.role === 'admin' ? 'member' : 'admin') }),
+        el('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'remove-member',
+          'aria-label': `Remove ${name}`, text: 'Remove', onclick: (ev) => removeMember(c, m.id, ev.currentTarget) })) : null);
   }));
 }
 
@@ -154,9 +155,19 @@ function addError(c, e, name) {
   return readable(e.message) || 'Could not add the member.';
 }
 
-async function removeMember(c, uid) {
+/** Removes a member, asked first (as leaving is): a mis-tap must not put
+ *  someone out of the conversation. */
+async function removeMember(c, uid, opener) {
   const err = $('members-error');
   err.textContent = '';
+  const name = nameOf(uid);
+  const where = c.kind === 'channel' ? titleOf(c) : `“${titleOf(c)}”`;
+  const ok = await confirmDialog({
+    title: `Remove ${name} from ${where}?`,
+    text: `${name} will no longer get its messages. To bring ${name} back, an admin has to add them again.`,
+    ok: 'Remove', opener,
+  });
+  if (!ok || S.openId !== c.id || !(c.members || []).some((m) => m.id === uid)) return;
   try {
     await h.api.call('DELETE', `/api/v1/conversations/${c.id}/members/${uid}`);
     if (c.members) c.members = c.members.filter((m) => m.id !== uid);

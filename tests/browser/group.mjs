@@ -83,12 +83,14 @@ await run('group of three: messages, typing, receipts, members', async () => {
   await openConv(carol, convId);
   await waitStatus(alice, 'One more thing: bring the slides.', 'read');
 
-  // members dialog: alice (admin) removes carol, adds her back
+  // members dialog: alice (admin) removes carol (confirmed), adds her back
   await alice.page.getByTestId('members-button').click();
   await alice.page.getByTestId('members-dialog').waitFor({ state: 'visible' });
   await waitFor(async () => (await alice.page.getByTestId('member').count()) === 3, 'three members listed');
   await shot(alice, '12-group-members');
   await alice.page.locator(`[data-testid="member"][data-user="${carol.id}"] [data-testid="remove-member"]`).click();
+  await alice.page.getByTestId('confirm-dialog').waitFor({ state: 'visible' });     // asked first
+  await alice.page.getByTestId('confirm-delete').click();
   await waitFor(async () => (await alice.page.getByTestId('member').count()) === 2, 'carol removed');
   await carol.page.getByTestId('left-note').waitFor({ state: 'visible' });
   await alice.page.getByTestId('add-member-username').fill('carol');
