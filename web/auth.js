@@ -46,7 +46,15 @@ async function submitAuth(ev) {
   if (!/^[A-Za-z0-9_.-]{3,32}$/.test(u) || (authMode === 'register' && /[.-]$/.test(u))) {
     err.textContent = 'Usernames are 3–32 letters, digits, _ . or -, not ending in . or -.'; $('auth-username').focus(); return;
   }
-  if (p.length < 8) { err.textContent = 'Passwords have at least 8 characters.'; $('auth-password').focus(); return; }
+  // the server counts a password's UTF-8 bytes (8-256): so does this check,
+  // and it says so (the field's maxlength counts characters)
+  const bytes = new TextEncoder().encode(p).length;
+  if (bytes < 8 || bytes > 256) {
+    err.textContent = bytes < 8 ? 'Passwords have at least 8 bytes: 8 plain letters or digits (an accented or non-Latin letter counts 2–4).'
+      : `Passwords have at most 256 bytes (an accented or non-Latin letter counts 2–4): this one has ${bytes}.`;
+    $('auth-password').focus();
+    return;
+  }
   const btn = $('auth-submit');
   btn.disabled = true;
   try {

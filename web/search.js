@@ -11,6 +11,7 @@
 import { el, $, setText, fmtFull } from './dom.js';
 
 const PAGE = 20;
+const MAX_Q_BYTES = 256;   // the API's limit on q (docs/protocol.md "Search")
 let h = null;
 let last = null;         // the params of the shown results
 let cursor = null;
@@ -52,6 +53,9 @@ function dayStart(v) {
 async function params() {
   const q = $('search-q').value.trim();
   if (!q) throw new Error('Type a word to search for.');
+  // the server takes 256 bytes of words (UTF-8: an accented or non-Latin
+  // letter is 2 to 4): said here, in words a user can act on
+  if (new TextEncoder().encode(q).length > MAX_Q_BYTES) throw new Error('Search words are too long: shorten them.');
   const p = new URLSearchParams({ q, limit: String(PAGE) });
   const conv = $('search-conv').value;
   if (conv) p.set('conversation', conv);
@@ -93,7 +97,9 @@ async function runSearch(more) {
     r = await h.api.call('GET', '/api/v1/search?' + p.toString());
   } catch (e) {
     if (my !== gen) return;
-    setText(state, e.status === 0 ? 'You are offline — search needs the server.' : `Search failed${e.message ? `: ${e.message}` : ''}.`);
+    setText(state, e.status === 0 ? 'You are offline — search needs the server.'
+      : e.status === 400 ? 'Search failed: these words or filters cannot be searched.'
+        : `Search failed${e.status ? ` (error ${e.status})` : ''}: try again.`);
     return;
   }
   if (my !== gen) return;
