@@ -262,6 +262,23 @@ export async function submitEdit(c, seq, body) {
   }
 }
 
+/** Saving an edit with no text: a message can't be empty, so (as Slack
+ *  does) the user is asked whether to delete it instead; Cancel goes back
+ *  to the edit. */
+export async function emptyEdit(c, seq) {
+  const m = findMsg(c, seq);
+  if (!m || m.deleted) { cancelCompose(true); toast('That message was deleted.', 'error'); return; }
+  const input = $('composer-input');
+  const ok = await confirmDialog({
+    title: 'Delete this message?',
+    text: 'A message can’t be empty. Delete it instead? It will be deleted for everyone in this conversation.',
+    quote: snippet(m.body || '', 140), ok: 'Delete', opener: input,
+  });
+  if (!ok || !compose || compose.mode !== 'edit' || compose.seq !== seq || ctx.S.openId !== c.id) return;
+  cancelCompose(true);
+  await act(c, { type: 'delete', seq }, ACTION_VERB.delete);
+}
+
 // --------------------------------------------------------- permissions ---
 
 export function canEdit(c, m) {

@@ -160,10 +160,22 @@ function submitComposer(ev) {
   const st = media.status();
   const withMedia = !editing && st.count > 0;
   sendWhenReady = null;
-  if (!c || c.left || (!body.trim() && !(withMedia && (st.ready || st.uploading)))) return;
+  if (!c || c.left) return;
+  if (editing && !body.trim()) {
+    // a message can't be empty: offer to delete it instead (as Slack does)
+    actions.emptyEdit(c, mode.seq);
+    return;
+  }
+  if (!body.trim() && !(withMedia && (st.ready || st.uploading || st.failed))) return;
+  if (withMedia && st.failed) {
+    // a refused file does not go quietly: the send waits until it is removed
+    const n = st.failedNames;
+    media.notice(`${n.length === 1 ? `“${n[0]}” was` : `${n.length} files were`} not attached: remove ${n.length === 1 ? 'it' : 'them'} (×), then send again.`);
+    return;
+  }
   if (withMedia && st.uploading) {
     sendWhenReady = c.id;
-    media.notice(st.failed ? 'Remove the attachments that failed, or wait for the uploads.' : 'Sending when the uploads finish…');
+    media.notice('Sending when the uploads finish…');
     return;
   }
   if (!body.trim()) body = '';

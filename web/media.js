@@ -10,9 +10,10 @@
 // config.resumableOver, else the resumable routes (`POST .../uploads`, then
 // PATCHes of config.chunk bytes; a dropped connection asks `HEAD` where the
 // upload stands and goes on from there, a few times with backoff). The
-// server's refusals (413 too_large / quota, 415, ...) stay on the chip as
-// an error until removed. composer.js asks takeReady() for the finished
-// uploads when a message is sent (failed chips are dropped then, not sent).
+// server's refusals (413 too_large / quota, 415, ...), and an empty file
+// (refused here, never uploaded), stay on the chip as an error until
+// removed; a send waits until they are (composer.js). composer.js asks
+// takeReady() for the finished uploads when a message is sent.
 //
 // Message side: renderAttachments() fills a message's `.msg-media` box from
 // `data.attachments`: images as thumbnails in a box sized from
@@ -101,8 +102,15 @@ export function addFiles(list) {
   for (const file of files.slice(0, Math.max(0, room))) {
     const p = { key: nextKey++, file, name: file.name || 'file', size: file.size, type: file.type || '',
       state: 'uploading', loaded: 0, media: null, error: null, xhr: null, url: null, chip: null, cancelled: false };
-    if (/^image\/(png|jpeg|gif|webp|avif|bmp)$/.test(p.type)) p.url = URL.createObjectURL(file);
     pending.push(p);
+    if (!p.size) {
+      // nothing to send (the server refuses an empty upload): said on the
+      // chip at once, in the client's words
+      p.state = 'error';
+      p.error = 'Not attached: this file is empty.';
+      continue;
+    }
+    if (/^image\/(png|jpeg|gif|webp|avif|bmp)$/.test(p.type)) p.url = URL.createObjectURL(file);
     upload(p);
   }
   renderChips();
@@ -132,9 +140,11 @@ export function resetAttachments() {
   renderChips();
 }
 
-/** The composer's attachments: how many, and whether any is still uploading. */
+/** The composer's attachments: how many, and whether any is still
+ *  uploading; failedNames: the names of the refused ones. */
 export function status() {
   return {
+    failedNames: pending.filter((p) => p.state === 'error').map((p) => p.name),
     count: pending.length,
     uploading: pending.filter((p) => p.state === 'uploading').length,
     ready: pending.filter((p) => p.state === 'done').length,
@@ -143,7 +153,7 @@ export function status() {
 }
 
 /** The finished uploads' media objects, in the order added; clears the
- *  composer's attachments (failed ones are dropped). */
+ *  composer's attachments (composer.js sends none while one has failed). */
 export function takeReady() {
   const out = pending.filter((p) => p.state === 'done').map((p) => p.media);
   for (const p of pending) drop(p);
