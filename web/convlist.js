@@ -52,10 +52,14 @@ export function previewOf(c) {
     if (e.expired) e = null;
   }
   if (!e) return { text: isGroupLike(c) ? 'No messages yet' : 'Say hello 👋' };
+  // a deleted message reads the same whether we hold it (a tombstone) or
+  // only know the delete (after a reload, before the history is loaded);
+  // no name: the one who deleted is not always its sender (an admin)
+  if ((e.kind === 'message' && e.deleted) || e.kind === 'delete') return { text: 'Message deleted' };
   if (e.kind === 'message') {
     const mine = S.me && e.sender === S.me.id;
     const who = mine ? 'You: ' : isGroupLike(c) ? nameOf(e.sender) + ': ' : '';
-    return { who, text: e.deleted ? 'Message deleted' : plainText(e.body || '') || attachmentsSummary(e.data && e.data.attachments) };
+    return { who, text: plainText(e.body || '') || attachmentsSummary(e.data && e.data.attachments) };
   }
   return { text: systemText(e) };
 }
@@ -94,7 +98,7 @@ export function createConvItem(c, key) {
         el('span', { class: 'conv-name', 'data-testid': 'conv-name', dir: 'auto' }),
         el('span', { class: 'lock-mark', 'data-testid': 'private-mark', title: 'Private channel', 'aria-hidden': 'true', hidden: true }, icon('lock', 13)),
         el('span', { class: 'muted-icon', 'data-testid': 'muted-icon', 'aria-hidden': 'true', hidden: true }, icon('bell-off', 14)),
-        el('time', { class: 'conv-time' })),
+        el('time', { class: 'conv-time', 'data-testid': 'conv-time' })),
       el('span', { class: 'conv-bottom' },
         el('span', { class: 'conv-preview', 'data-testid': 'conv-preview', dir: 'auto' }),
         el('span', { class: 'badge badge-at', 'data-testid': 'mention-badge', 'aria-hidden': 'true', hidden: true }),

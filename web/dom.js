@@ -93,10 +93,14 @@ export function fmtTime(ts) {
   return F.time.format(new Date(ts));
 }
 
+/** A list's date: the time today, "Yesterday" (as the conversation's
+ *  separator says), the weekday within the week, else the date. */
 export function fmtShort(ts) {
   if (!ts) return '';
   const d = new Date(ts), now = new Date();
   if (d.toDateString() === now.toDateString()) return fmtTime(ts);
+  const y = new Date(now); y.setDate(now.getDate() - 1);
+  if (d.toDateString() === y.toDateString()) return 'Yesterday';
   const diff = (now - d) / 86_400_000;
   if (diff < 6) return F.weekday.format(d);
   return d.getFullYear() === now.getFullYear() ? F.monthDay.format(d) : F.date.format(d);
@@ -126,7 +130,8 @@ export function fmtAgo(ts) {
   if (s < 60) return 'just now';
   if (s < 3600) return `${Math.floor(s / 60)} min ago`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return fmtShort(ts);
+  const d = fmtShort(ts);
+  return d === 'Yesterday' ? 'yesterday' : d;      // "Last seen yesterday"
 }
 
 /** A duration in words, in the largest unit that divides it exactly
