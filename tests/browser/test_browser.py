@@ -66,6 +66,12 @@ playwright-core against a real parleyd (see conftest.py):
   switcher over it; the account menu on a phone, no sideways scroll at
   320 px; leaving a group is confirmed, and the header after it;
   attachments stay with their conversation.
+- polish2.mjs (audit q2): a long code block scrolls inside its bubble and
+  code in my own bubble is readable; the members dialog fits 390 px and
+  removing a member asks first; over-long search words, an empty file, an
+  empty edit and an over-long password are refused in the client's words;
+  a deleted last message's preview is the same after a reload; "Yesterday"
+  in the list.
 - restart.mjs (audit R): the server stops (SIGTERM) and comes back 7 s
   later: the page says "reconnecting" as soon as the `reconnect` frame
   comes, resumes over WebSocket (not the HTTP fallback, which has no
@@ -103,6 +109,7 @@ SCENARIOS = {
     "polish": ("--rate-user-msgs", "1", "--rate-user-burst", "3",
                "--content-filter", os.path.join(HERE, "polish-filter.txt")),
     "restart": ("--shutdown-grace", "3"),  # the server stops (SIGTERM) and starts again
+    "polish2": (),
 }
 
 

@@ -1,0 +1,330 @@
+// polish2.mjs — audit q2: ten things a user of Slack or WhatsApp expects
+// of the web client, each checked the way the audit found it wrong:
+// - a code block with a long line scrolls inside its bubble: the bubble
+//   stays inside the message column (both sides; 1180 px and 390 px);
+// - code in my own bubble is readable in light mode (contrast ≥ 4.5:1);
+// - at 390 px the members dialog's rows fit: "Remove" and "Make admin"
+//   inside the dialog, no sideways scroll in the list;
+// - removing a member asks first (Cancel removes nobody);
+// - search words over 256 bytes are refused in the client's words, before
+//   any request (never the server's `"q" is too long`);
+// - an empty file is refused on its chip in the client's words, and a send
+//   neither drops the chip nor the refusal silently;
+// - saving an edit with no text says a message can't be empty (and offers
+//   to delete it); Cancel keeps the message;
+// - the sign-up form's hint gives the password's upper limit, and a
+//   400-byte password is refused by the form itself, in its own words;
+// - the list's preview of a deleted last message is the same live and
+//   after a reload;
+// - a message from yesterday says "Yesterday" in the list as in the
+//   conversation (the page's clock moved a day on).
+// POLISH2_SOFT=1 runs every section even after a failure (to see each fail
+// against an old client).
+//
+// usage: node polish2.mjs http://127.0.0.1:PORT
+
+import {
+  run, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline, waitFor,
+  CheckError, convItem, openDetails, closeDetails, BASE, shot,
+} from './lib.mjs';
+
+const SOFT = process.env.POLISH2_SOFT === '1';
+const failed = [];
+let pages = [];            // closed dialogs and a desktop size after a failed section
+
+async function section(name, fn) {
+  try {
+    await fn();
+    log(`ok: ${name}`);
+  } catch (e) {
+    if (!SOFT || !(e instanceof CheckError)) throw e;
+    failed.push(`${name}: ${e.message}`);
+    log(`FAILED: ${name}: ${e.message}`);
+    for (const page of pages) {
+      for (const dlg of await page.locator('dialog[open]').all()) await dlg.evaluate((d) => d.close()).catch(() => {});
+      await page.setViewportSize({ width: 1180, height: 760 }).catch(() => {});
+    }
+  }
+}
+
+/** Where a message's bubble and its code block sit, against the message
+ *  list's visible box. */
+function codeGeometry(p, text) {
+  return p.page.locator('[data-testid="message"]', { hasText: text }).first().evaluate((li) => {
+    const r = (e) => { const b = e.getBoundingClientRect(); return { left: Math.round(b.left), right: Math.round(b.right), width: Math.round(b.width) }; };
+    const pre = li.querySelector('pre');
+    const col = document.getElementById('messages');
+    return {
+      bubble: r(li.querySelector('.bubble')), msg: r(li), col: r(col),
+      preScroll: pre.scrollWidth, preClient: pre.clientWidth, colScroll: col.scrollWidth, colClient: col.clientWidth,
+    };
+  });
+}
+
+function checkCodeFits(who, g) {
+  const desc = `${who}: ${JSON.stringify(g)}`;
+  check(g.bubble.left >= g.col.left - 1 && g.bubble.right <= g.col.right + 1, `the bubble stays inside the message column (${desc})`);
+  check(g.bubble.width <= g.msg.width + 1, `the bubble is no wider than its message (${desc})`);
+  check(g.preScroll > g.preClient, `the code block scrolls inside the bubble (${desc})`);
+  check(g.colScroll <= g.colClient + 1, `the message column does not scroll sideways (${desc})`);
+}
+
+/** The contrast of the text of `sel` in the last message with `text`
+ *  against what is painted behind it (backgrounds composited up to the
+ *  first opaque one). */
+function contrastOf(p, text, sel) {
+  return p.page.locator('[data-testid="message"]', { hasText: text }).last().locator(sel).first().evaluate((node) => {
+    const parse = (s) => { const m = s.match(/[\d.]+/g).map(Number); return { r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1 }; };
+    const layers = [];
+    for (let e = node; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c.a > 0) layers.push(c);
+      if (c.a >= 1) break;
+    }
+    let bg = { r: 255, g: 255, b: 255 };
+    for (const c of layers.reverse()) bg = { r: c.r * c.a + bg.r * (1 - c.a), g: c.g * c.a + bg.g * (1 - c.a), b: c.b * c.a + bg.b * (1 - c.a) };
+    const fgc = parse(getComputedStyle(node).color);
+    const fg = { r: fgc.r * fgc.a + bg.r * (1 - fgc.a), g: fgc.g * fgc.a + bg.g * (1 - fgc.a), b: fgc.b * fgc.a + bg.b * (1 - fgc.a) };
+    const lum = (c) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+    };
+    const [l1, l2] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    return { ratio: (l1 + 0.05) / (l2 + 0.05), fg: getComputedStyle(node).color, bg };
+  });
+}
+
+await run('web client polish (audit q2)', async () => {
+  const alice = await person('alice');
+  const bob = await person('bob');
+  const carol = await person('carol');
+  await register(alice);
+  await register(bob);
+  await register(carol);
+  await carol.ctx.close();
+  pages = [alice.page, bob.page];
+  const dm = await startDm(alice, 'bob');
+  await openConv(bob, dm);
+  const sent = [];
+
+  // --- 1 and 2: a long code block; code in my own bubble in light mode
+  const line = 'const x = 1; '.repeat(40).trim();
+  await section('long code blocks', async () => {
+    await send(alice, '```\n' + line + '\n```');
+    sent.push(line);
+    await waitBodies(bob, sent);
+    await waitBodies(alice, sent);
+    checkCodeFits('bob, 1180 px', await codeGeometry(bob, 'const x = 1;'));
+    checkCodeFits('alice, 1180 px', await codeGeometry(alice, 'const x = 1;'));
+    await alice.page.setViewportSize({ width: 390, height: 844 });
+    await alice.page.waitForTimeout(200);
+    checkCodeFits('alice, 390 px', await codeGeometry(alice, 'const x = 1;'));
+    await shot(alice, 'polish2-code-390');
+    await alice.page.setViewportSize({ width: 1180, height: 760 });
+  });
+  await section('code in my own bubble', async () => {
+    await send(alice, '```\nconst answer = 42;\n```');
+    sent.push('const answer = 42;');
+    await waitBodies(alice, sent);
+    const own = await contrastOf(alice, 'const answer = 42;', 'pre code');
+    check(own.ratio >= 4.5, `code in my own bubble is readable in light mode: ${JSON.stringify(own)}`);
+    const theirs = await contrastOf(bob, 'const answer = 42;', 'pre code');
+    check(theirs.ratio >= 4.5, `code in their bubble is readable: ${JSON.stringify(theirs)}`);
+  });
+
+  // --- 3 and 4: the members dialog at 390 px; removing asks first
+  const group = await createGroup(alice, 'Crew', ['bob', 'carol']);
+  await section('members dialog at 390 px', async () => {
+    await alice.page.setViewportSize({ width: 390, height: 844 });
+    await alice.page.waitForTimeout(200);
+    await openDetails(alice);
+    const g = await alice.page.getByTestId('members-dialog').evaluate((dlg) => {
+      const d = dlg.getBoundingClientRect();
+      const list = dlg.querySelector('[data-testid="member-list"]');
+      const out = { dialog: [Math.round(d.left), Math.round(d.right)], listScroll: list.scrollWidth, listClient: list.clientWidth, parts: [] };
+      for (const sel of ['[data-testid="remove-member"]', '[data-testid="member-role"]', '.role', '[data-testid="member-name"]']) {
+        for (const e of dlg.querySelectorAll(sel)) {
+          const b = e.getBoundingClientRect();
+          out.parts.push({ sel, text: e.textContent, left: Math.round(b.left), right: Math.round(b.right) });
+        }
+      }
+      return out;
+    });
+    await shot(alice, 'polish2-members-390');
+    check(g.parts.filter((x) => x.sel.includes('remove')).length === 2, `two Remove buttons: ${JSON.stringify(g)}`);
+    check(g.listScroll <= g.listClient + 1, `the member list does not scroll sideways: ${JSON.stringify(g)}`);
+    for (const x of g.parts) {
+      check(x.left >= g.dialog[0] && x.right <= g.dialog[1], `"${x.text}" is inside the dialog at 390 px: ${JSON.stringify(x)} in ${JSON.stringify(g.dialog)}`);
+    }
+    await closeDetails(alice);
+    await alice.page.setViewportSize({ width: 1180, height: 760 });
+  });
+
+  await section('removing a member asks first', async () => {
+    await openDetails(alice);
+    const carolRow = alice.page.locator('[data-testid="member"]', { hasText: 'carol' });
+    await carolRow.getByTestId('remove-member').click();
+    const confirm = alice.page.getByTestId('confirm-dialog');
+    await waitFor(async () => await confirm.isVisible() || (await carolRow.count()) === 0, 'a confirmation or the removal');
+    check(await confirm.isVisible(), 'removing carol asks first');
+    check((await confirm.textContent()).includes('carol'), `the confirmation names her: ${await confirm.textContent()}`);
+    await alice.page.getByTestId('confirm-cancel').click();
+    await confirm.waitFor({ state: 'hidden' });
+    await alice.page.waitForTimeout(300);
+    check(await carolRow.count() === 1, 'Cancel: carol is still a member');
+    check(await alice.page.getByTestId('members-dialog').isVisible(), 'Cancel: back in the members dialog');
+    await carolRow.getByTestId('remove-member').click();
+    await confirm.waitFor({ state: 'visible' });
+    await alice.page.getByTestId('confirm-delete').click();
+    await carolRow.waitFor({ state: 'detached' });
+    check(await alice.page.locator('[data-testid="member"]', { hasText: 'bob' }).count() === 1, 'bob is still a member');
+    await closeDetails(alice);
+  });
+
+  // --- 5: search words over 256 bytes
+  await section('long search words', async () => {
+    const searches = [];
+    const onReq = (r) => { if (r.url().includes('/api/v1/search')) searches.push(r.url()); };
+    alice.page.on('request', onReq);
+    await alice.page.getByTestId('search-button').click();
+    await alice.page.getByTestId('search-dialog').waitFor({ state: 'visible' });
+    await alice.page.getByTestId('search-q').fill('ü'.repeat(150));
+    await alice.page.getByTestId('search-q').press('Enter');
+    const state = alice.page.getByTestId('search-state');
+    await waitFor(async () => { const t = await state.textContent(); return t && !t.startsWith('Searching') && t; }, 'the search answers');
+    const said = await state.textContent();
+    alice.page.off('request', onReq);
+    await alice.page.getByTestId('search-q').press('Escape');
+    check(/too long/i.test(said), `over-long search words are refused: ${JSON.stringify(said)}`);
+    check(!/"q"|bytes/.test(said), `in the client's own words, not the server's: ${JSON.stringify(said)}`);
+    check(searches.length === 0, `nothing was asked of the server: ${JSON.stringify(searches)}`);
+  });
+
+  // --- 6: an empty file
+  await section('an empty file', async () => {
+    await openConv(alice, dm);
+    await alice.page.getByTestId('attach-input').setInputFiles([
+      { name: 'empty.txt', mimeType: 'text/plain', buffer: Buffer.alloc(0) },
+      { name: 'n1.txt', mimeType: 'text/plain', buffer: Buffer.from('one\n') },
+    ]);
+    const emptyChip = alice.page.locator('[data-testid="attach-chip"][data-name="empty.txt"]');
+    const okChip = alice.page.locator('[data-testid="attach-chip"][data-name="n1.txt"]');
+    await waitFor(async () => (await okChip.getAttribute('data-state')) === 'done' && (await emptyChip.getAttribute('data-state')) === 'error',
+      'n1.txt uploaded, empty.txt refused');
+    const why = await emptyChip.getByTestId('attach-status').textContent();
+    check(/empty/i.test(why) && !/body/.test(why), `the chip says the file is empty, in the client's words: ${JSON.stringify(why)}`);
+    await send(alice, 'with files');
+    await alice.page.waitForTimeout(1500);
+    const notice = await alice.page.getByTestId('attach-notice').textContent();
+    check(await emptyChip.count() === 1 || /empty\.txt|not attached|not uploaded|left out/i.test(notice),
+      `the refused file neither vanished silently at send: chip gone, notice ${JSON.stringify(notice)}`);
+    if (await emptyChip.count()) await emptyChip.getByTestId('attach-remove').click();
+    if (await alice.page.getByTestId('composer-input').inputValue()) await alice.page.getByTestId('composer-input').press('Enter');
+    sent.push('with files');
+    await waitBodies(bob, sent);
+    const names = await bob.page.locator('[data-testid="message"]').last().getByTestId('media-file-name').allTextContents();
+    check(JSON.stringify(names) === '["n1.txt"]', `bob gets n1.txt alone: ${JSON.stringify(names)}`);
+  });
+  await alice.page.locator('[data-testid="attach-chip"] [data-testid="attach-remove"]').first().click({ timeout: 500 }).catch(() => {});
+
+  // --- 7: an edit saved with no text
+  await section('an empty edit', async () => {
+    await openConv(alice, dm);
+    await send(alice, 'keep me');
+    sent.push('keep me');
+    await waitBodies(alice, sent);
+    const box = alice.page.getByTestId('composer-input');
+    await box.press('ArrowUp');
+    await alice.page.getByTestId('compose-context').waitFor({ state: 'visible' });
+    await box.fill('   ');
+    await alice.page.getByTestId('composer-send').click();
+    const confirm = alice.page.getByTestId('confirm-dialog');
+    const toasts = alice.page.getByTestId('toasts');
+    let said = '';
+    try {
+      await waitFor(async () => {
+        if (await confirm.isVisible()) said = await confirm.textContent();
+        else said = (await toasts.textContent()) || await box.evaluate((e) => e.validationMessage);
+        return /empty/i.test(said);
+      }, 'the client says a message cannot be empty', 3_000);
+    } catch (e) {
+      throw new CheckError(`saving an empty edit is not silent: ${JSON.stringify(said)}`);
+    }
+    if (await confirm.isVisible()) {
+      check(/delete/i.test(await alice.page.getByTestId('confirm-delete').textContent()), 'it offers to delete the message');
+      await alice.page.getByTestId('confirm-cancel').click();
+      await confirm.waitFor({ state: 'hidden' });
+    }
+    check(await alice.page.getByTestId('compose-context').isVisible(), 'Cancel: still editing');
+    await box.press('Escape');
+    await waitBodies(bob, sent);
+  });
+
+  // --- 9: the preview of a deleted last message, live and after a reload
+  await section('a deleted last message in the list', async () => {
+    await openConv(bob, group);
+    const last = alice.page.locator('[data-testid="message"]', { hasText: 'keep me' });
+    await last.hover();
+    await alice.page.getByTestId('composer-input').focus();
+    await alice.page.getByTestId('composer-input').press('ArrowUp');
+    await alice.page.getByTestId('compose-context').waitFor({ state: 'visible' });
+    await alice.page.getByTestId('composer-input').fill('');
+    await alice.page.getByTestId('composer-send').click();
+    const confirm = alice.page.getByTestId('confirm-dialog');
+    if (await confirm.isVisible().catch(() => false) || await confirm.waitFor({ state: 'visible', timeout: 1500 }).then(() => true, () => false)) {
+      await alice.page.getByTestId('confirm-delete').click();
+    } else {
+      // the old client: delete from the message's menu
+      await alice.page.keyboard.press('Escape');
+      await last.hover();
+      await last.getByTestId('action-more').click();
+      await alice.page.getByTestId('menu-delete').click();
+      await alice.page.getByTestId('confirm-delete').click();
+    }
+    await alice.page.locator('[data-testid="message"][data-deleted]').last().waitFor({ state: 'attached' });
+    const preview = bob.page.locator(`[data-testid="conv-item"][data-conv-id="${dm}"] [data-testid="conv-preview"]`);
+    const live = await waitFor(async () => { const t = await preview.textContent(); return /delete/i.test(t) && t; }, 'bob\'s list says the message was deleted');
+    await bob.page.reload({ waitUntil: 'domcontentloaded' });
+    await waitOnline(bob);
+    await waitFor(async () => /delete/i.test(await preview.textContent()), 'bob\'s list after the reload');
+    const after = await preview.textContent();
+    check(after === live, `the same words live and after a reload: ${JSON.stringify(live)} then ${JSON.stringify(after)}`);
+  });
+
+  // --- 8: the password's limits on the sign-up form
+  await section('password limits', async () => {
+    const dave = await person('dave');
+    const reqs = [];
+    dave.page.on('request', (r) => { if (r.url().includes('/api/v1/auth/')) reqs.push(r.url()); });
+    await dave.page.getByTestId('auth-screen').waitFor({ state: 'visible' });
+    await dave.page.getByTestId('tab-register').click();
+    const hint = await dave.page.locator('#auth-hint').textContent();
+    check(/256/.test(hint), `the hint gives the password's upper limit: ${JSON.stringify(hint)}`);
+    await dave.page.getByTestId('auth-username').fill('dave');
+    await dave.page.getByTestId('auth-password').fill('é'.repeat(200));
+    await dave.page.getByTestId('auth-submit').click();
+    const err = dave.page.getByTestId('auth-error');
+    await waitFor(async () => (await err.textContent()) || (await dave.page.getByTestId('app-screen').isVisible()), 'the form answers');
+    const said = await err.textContent();
+    check(/256/.test(said) && said !== 'Password must be 8-256 bytes.', `a 400-byte password is refused in the form's words: ${JSON.stringify(said)}`);
+    check(reqs.length === 0, `the form refused it itself: ${JSON.stringify(reqs)}`);
+    await dave.ctx.close();
+  });
+
+  // --- 10: "Yesterday" in the list as in the conversation
+  await section('yesterday', async () => {
+    await bob.page.clock.setSystemTime(new Date(Date.now() + 86_400_000));
+    await bob.page.reload({ waitUntil: 'domcontentloaded' });
+    await waitOnline(bob);
+    const when = convItem(bob, dm).locator('.conv-time');
+    await waitFor(async () => (await when.textContent()) !== '', 'the list shows a date');
+    const listSays = await when.textContent();
+    await openConv(bob, dm);
+    await bob.page.locator('#msg-list .day').first().waitFor({ state: 'attached' });
+    const days = await bob.page.locator('#msg-list .day').allTextContents();
+    check(days.includes('Yesterday'), `the conversation says "Yesterday": ${JSON.stringify(days)}`);
+    check(listSays === 'Yesterday', `the list says "Yesterday" too: ${JSON.stringify(listSays)}`);
+  });
+
+  check(failed.length === 0, `${failed.length} section(s) failed:\n  ${failed.join('\n  ')}`);
+}, 120_000);
