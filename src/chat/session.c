@@ -673,7 +673,10 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         json_t *type = r && m.root ? json_object_get(m.root, "type") : NULL;
         if (json_is_string(type) && strcmp(json_string_value(type), "auth") == 0)
             m.type = PL_MSG_AUTH;             /* refused before its type was read (a bad req) */
-        if (r && m.type == PL_MSG_AUTH) {     /* an `auth`, but not a valid one: say why */
+        /* an `auth`, but not a valid one, or a message that is not JSON at
+         * all (a repeated key, say: it was "authenticate first", which
+         * misled a client that had sent an `auth`): say why */
+        if (r && (m.type == PL_MSG_AUTH || (e.code && strcmp(e.code, "bad_json") == 0))) {
             char why[124];
             snprintf(why, sizeof why, "bad auth message: %s", e.message);
             CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, why);

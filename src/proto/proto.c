@@ -266,7 +266,8 @@ static int decode_search(pl_msg *m, pl_proto_err *e) {
     if (v && !json_is_null(v) &&
         (!json_is_string(v) || pl_proto_search_cursor(json_string_value(v), json_string_length(v), &a->cursor)))
         return fail(e, "bad_request", "%s", "\"cursor\" must be a next_cursor of an earlier search");
-    if (json_object_get(m->root, "limit") && limit == 0)
+    v = json_object_get(m->root, "limit");           /* null: left out, as every optional field */
+    if (v && !json_is_null(v) && limit == 0)
         return fail(e, "bad_request", "%s", "\"limit\" must be 1..50");
     return pl_proto_search_check(a, e);
 }

@@ -151,8 +151,7 @@ async def test_anything_before_auth_is_refused(server):
         b = await h.ws(bob)
         for first in ({"type": "send", "conversation": cid, "client_msg_id": "pre-auth", "body": "x"},
                       {"type": "ping", "req": 1},
-                      {"type": "sync", "cursors": {str(cid): 0}},
-                      "not json at all"):
+                      {"type": "sync", "cursors": {str(cid): 0}}):
             c = WS(server.ws_url, None, auth=None, name="unauth")
             h.clients.append(c)
             await c.connect(expect_ready=False)
@@ -172,11 +171,18 @@ async def test_anything_before_auth_is_refused(server):
                            ({"type": "auth", "token": 5}, "\"token\""),
                            # a bad req is refused before the type is read (audit B2)
                            ({"type": "auth", "req": [1], "token": bob.token}, "\"req\""),
-                           ({"type": "auth", "req": -1, "token": bob.token}, "\"req\"")):
+                           ({"type": "auth", "req": -1, "token": bob.token}, "\"req\""),
+                           # a first message that is not JSON, or repeats a key, is no
+                           # valid `auth` either (it was "authenticate first": audit R2 F2)
+                           ("not json at all", "JSON"),
+                           ('{"type":"auth","token":"%s","req":"A","req":"B"}' % bob.token, "repeats a key")):
             c = WS(server.ws_url, None, auth=None, name="badauth")
             h.clients.append(c)
             await c.connect(expect_ready=False)
-            await c.send_json(first)
+            if isinstance(first, str):
+                await c.send_text(first)
+            else:
+                await c.send_json(first)
             code = await c.wait_closed(timeout=15)
             assert code == 4001, f"first message {first!r}: close {code}, msgs {c.msgs}"
             assert c.close_reason.startswith("bad auth message: ") and why in c.close_reason, (first, c.close_reason)

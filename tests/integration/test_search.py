@@ -326,8 +326,11 @@ async def test_search_before_zero(server):
                   {"type": "search", "q": w, "after": 7, "before": 0}):
             rep = await ws.request(m)
             assert rep.get("type") == "error" and rep.get("code") == "bad_request", (m, rep)
+        # null is "left out" for every optional field, limit too (it was
+        # bad_request "limit must be 1..50": audit R2 F3)
         for m in ({"type": "search", "q": w, "before": None}, {"type": "search", "q": w, "after": 0},
-                  {"type": "search", "q": w, "after": None, "before": None}):
+                  {"type": "search", "q": w, "after": None, "before": None},
+                  {"type": "search", "q": w, "limit": None}):
             rep = await ws.request(m)
             assert rep.get("type") == "search" and len(rep["results"]) == 1, (m, rep)
 
