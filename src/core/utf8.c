@@ -132,22 +132,26 @@ static uint32_t next_cp(const uint8_t *p, size_t n, size_t *i) {
     return cp;
 }
 
+/* 1 if invisible cp belongs to an emoji: a variation selector after a
+ * visible character (prev; 0 at the start), or a ZWJ between two
+ * pictographs (the next code point starts at p[i]). */
+static int emoji_own(uint32_t prev, uint32_t cp, const uint8_t *p, size_t n, size_t i) {
+    if (cp == 0xfe0e || cp == 0xfe0f)                     /* text or emoji style of what precedes */
+        return prev != 0 && prev != 0x20 && !pl_utf8_invisible(prev);
+    if (cp == 0x200d && i < n) {                          /* a ZWJ between two pictographs */
+        size_t j = i;
+        uint32_t next = next_cp(p, n, &j);
+        return (emoji_like(prev) || prev == 0xfe0f) && emoji_like(next);
+    }
+    return 0;
+}
+
 int pl_utf8_has_invisible_outside_emoji(const uint8_t *p, size_t n) {
     uint32_t prev = 0;             /* 0: the start */
     size_t i = 0;
     while (i < n) {
         uint32_t cp = next_cp(p, n, &i);
-        if (pl_utf8_invisible(cp)) {
-            int ok = 0;
-            if (cp == 0xfe0e || cp == 0xfe0f) {          /* text or emoji style of what precedes */
-                ok = prev != 0 && prev != 0x20 && !pl_utf8_invisible(prev);
-            } else if (cp == 0x200d && i < n) {          /* a ZWJ between two pictographs */
-                size_t j = i;
-                uint32_t next = next_cp(p, n, &j);
-                ok = (emoji_like(prev) || prev == 0xfe0f) && emoji_like(next);
-            }
-            if (!ok) return 1;
-        }
+        if (pl_utf8_invisible(cp) && !emoji_own(prev, cp, p, n, i)) return 1;
         prev = cp;
     }
     return 0;
@@ -159,20 +163,12 @@ size_t pl_utf8_visible(uint8_t *p, size_t n) {
     while (i < n) {
         size_t at = i;
         uint32_t cp = next_cp(p, n, &i);
-        if (pl_utf8_invisible(cp)) {
-            int keep = 0;
-            if (cp == 0xfe0e || cp == 0xfe0f) {
-                keep = prev != 0 && prev != 0x20 && !pl_utf8_invisible(prev);
-            } else if (cp == 0x200d && i < n) {
-                size_t j = i;
-                uint32_t next = next_cp(p, n, &j);
-                keep = (emoji_like(prev) || prev == 0xfe0f) && emoji_like(next);
-            } else if (pl_utf8_space_or_control(cp) && !pl_utf8_control(cp)) {
+        if (pl_utf8_invisible(cp) && !emoji_own(prev, cp, p, n, i)) {
+            if (pl_utf8_space_or_control(cp) && !pl_utf8_control(cp)) {
                 p[o++] = ' ';      /* a no-break, ideographic, ... space */
                 prev = 0x20;
-                continue;
             }
-            if (!keep) continue;
+            continue;
         }
         memmove(p + o, p + at, i - at);
         o += i - at;
