@@ -355,20 +355,33 @@ static void logout_bearer_checked(void *arg, int result, int64_t user, int64_t l
     revoke_login(op);
 }
 
+/* The body's refresh_token, when there is one, names the login to end
+ * (checked: 400, 401); without one, the Bearer token's login ends. A
+ * client sending both means the refresh token: answering 204 for the
+ * header's login and leaving the named one live would be a logout that
+ * did not happen (audit S2). */
 void h_logout(pl_http_ctx *ctx) {
-    pl_str a = ctx->req.authorization;
-    if (a.n > 7 && strncasecmp(a.p, "Bearer ", 7) == 0) {
-        int rc = pl_chat_check_token(a.p + 7, a.n - 7, logout_bearer_checked, ctx);
+    json_t *o = NULL;
+    if (ctx->body_len) {
+        if (!(o = api_body_object(ctx))) return;
+        json_t *t = json_object_get(o, "refresh_token");
+        if (t && !json_is_null(t)) {
+            with_refresh_token(ctx, o, logout_refresh_read);
+            return;
+        }
+    }
+    pl_str tok;
+    if (api_bearer(&ctx->req, &tok)) {
+        int rc = pl_chat_check_token(tok.p, tok.n, logout_bearer_checked, ctx);
+        if (rc == 0 || rc == PL_STORE_EUNAVAIL) json_decref(o);
         if (rc == 0) return;
         if (rc == PL_STORE_EUNAVAIL) {
             pl_http_error(ctx, 503, "unavailable", "shutting down");
             return;
         }
-        /* not a valid access token: a refresh token in the body may still do */
     }
-    if (ctx->body_len) {
-        json_t *o = api_body_object(ctx);
-        if (o) with_refresh_token(ctx, o, logout_refresh_read);
+    if (o) {                           /* a body without a refresh token */
+        with_refresh_token(ctx, o, logout_refresh_read);
         return;
     }
     pl_http_error(ctx, 401, "unauthorized", "a valid refresh or access token is required");

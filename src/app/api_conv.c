@@ -187,6 +187,11 @@ int api_user_arg(api_op *op, json_t *o, int64_t *peer, pl_job_cb by_name_done) {
         api_op_free(op);
         return -1;
     }
+    if (json_is_integer(u) && json_integer_value(u) == 0) {   /* an id no user has, as 999 is */
+        pl_http_error(op->ctx, 404, "not_found", "no such user");
+        api_op_free(op);
+        return -1;
+    }
     if (json_is_integer(u) && json_integer_value(u) > 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
         *peer = json_integer_value(u);
         return 1;
@@ -217,7 +222,8 @@ int api_group_members(api_op *op, json_t *m, size_t *nout) {
     op->members = pl_calloc(n ? n : 1, sizeof *op->members);
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(m, i);
-        if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > PL_JSON_INT_MAX) {
+        /* 0 is an id no user has: the store answers for it as for 999 */
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > PL_JSON_INT_MAX) {
             pl_http_error(ctx, 400, "bad_request", "\"members\" must be an array of user ids");
             api_op_free(op);
             return -1;
@@ -582,8 +588,10 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
     json_t *cm = json_object_get(o, "client_msg_id"), *b = json_object_get(o, "body");
     if (!json_is_string(cm) || json_string_length(cm) < 1 || json_string_length(cm) > PL_PROTO_CMID_MAX ||
         memchr(json_string_value(cm), 0, json_string_length(cm))) {
+        int nul = json_is_string(cm) && json_string_length(cm) >= 1 && json_string_length(cm) <= PL_PROTO_CMID_MAX;
         json_decref(o);
-        pl_http_error(ctx, 400, "bad_request", "\"client_msg_id\" must be 1-64 bytes");
+        pl_http_error(ctx, 400, "bad_request",   /* the words the WebSocket uses (proto.c) */
+                      nul ? "\"client_msg_id\" must not contain NUL" : "\"client_msg_id\" must be 1-64 bytes");
         return;
     }
     int64_t reply_to, attach[PL_PROTO_ATTACH_MAX];

@@ -55,14 +55,8 @@ void h_events(pl_http_ctx *ctx) {
         pl_http_method_not_allowed(ctx, allow, "GET only");
         return;
     }
-    pl_str a = ctx->req.authorization;
-    if (a.n <= 7 || strncasecmp(a.p, "Bearer ", 7) != 0) {
-        unauthorized(ctx, "a valid access token is required (Authorization: Bearer)");
-        return;
-    }
-    size_t i = 7;
-    while (i < a.n && (a.p[i] == ' ' || a.p[i] == '\t')) i++;
-    if (i == a.n) {
+    pl_str tok;
+    if (!api_bearer(&ctx->req, &tok)) {
         unauthorized(ctx, "a valid access token is required (Authorization: Bearer)");
         return;
     }
@@ -77,7 +71,7 @@ void h_events(pl_http_ctx *ctx) {
             return;
         }
     }
-    int rc = pl_chat_sse_open(ctx->conn, a.p + i, a.n - i, resuming, cur, n, started, ctx);
+    int rc = pl_chat_sse_open(ctx->conn, tok.p, tok.n, resuming, cur, n, started, ctx);
     if (rc == PL_STORE_ENOTFOUND) unauthorized(ctx, "bad, expired or revoked access token");
     else if (rc) pl_http_error(ctx, 503, "unavailable", "shutting down");
 }

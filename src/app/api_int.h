@@ -64,6 +64,10 @@ void    api_store_error(pl_http_ctx *ctx, int r, const char *what);
 void    api_too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *what, const char *scope);
 /* The body as a JSON object, or NULL after answering 400 (or 411 when the
  * request had no Content-Length at all). */
+/* The token of an "Authorization: Bearer <token>" header (the scheme in
+ * any case, then one or more spaces or tabs, RFC 9110 11.6.2): 1 with it
+ * in *tok, 0 if there is none or it is empty. */
+int api_bearer(const pl_http_req *r, pl_str *tok);
 json_t *api_body_object(pl_http_ctx *ctx);
 /* 1 if v is a string that may be a workspace name or a group title of at
  * most max bytes (pl_store__name_rule); else 0 after answering 400 with
@@ -97,6 +101,9 @@ int     api_allow(pl_http_ctx *ctx, unsigned allow);
 /* Reads ?name=N (0..2^53-1, plain decimal digits without a sign or a
  * leading zero); 0 absent or ok, -1 invalid. */
 int     api_query_int(pl_http_ctx *ctx, const char *name, int64_t *out);
+/* ?name= as a boolean: 1 or true, 0 or false (absent: 0); 0, or -1 after
+ * answering 400 naming it for anything else. */
+int     api_query_flag(pl_http_ctx *ctx, const char *name, int *out);
 /* Answers with {<json members>}, or the store error. */
 void    api_respond_members(pl_http_ctx *ctx, int result, const char *json, size_t len, const char *what);
 

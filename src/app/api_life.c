@@ -206,15 +206,21 @@ void h_me_messages(pl_http_ctx *ctx) {
     int64_t limit = EXPORT_PAGE;
     unsigned long long cursor = 0;
     int bad = 0;
-    if (pl_http_query_get(ctx->req.query, "limit", after, sizeof after))
-        bad = api_query_int(ctx, "limit", &limit) || limit < 1 || limit > PL_STORE_PAGE_MAX;
-    if (!bad && pl_http_query_get(ctx->req.query, "after", after, sizeof after)) {
+    if (pl_http_query_get(ctx->req.query, "limit", after, sizeof after) &&
+        (api_query_int(ctx, "limit", &limit) || limit < 1 || limit > PL_STORE_PAGE_MAX)) {
+        pl_http_error(ctx, 400, "bad_request", "\"limit\" must be 1-200");
+        return;
+    }
+    if (pl_http_query_get(ctx->req.query, "after", after, sizeof after)) {
         char *end;
         cursor = strtoull(after, &end, 10);
-        bad = after[0] < '0' || after[0] > '9' || *end || cursor > (unsigned long long)INT64_MAX;   /* digits only */
+        /* digits only, without a leading zero, as every query integer (protocol.md) */
+        bad = after[0] < '0' || after[0] > '9' || (after[0] == '0' && after[1]) || *end ||
+              cursor > (unsigned long long)INT64_MAX;
     }
     if (bad) {
-        pl_http_error(ctx, 400, "bad_request", "\"after\" must be a message id and \"limit\" 1-200");
+        pl_http_error(ctx, 400, "bad_request",
+                      "\"after\" must be a message id (digits without a leading zero, at most 2^63 - 1)");
         return;
     }
     api_op *op = api_op_new(ctx, NULL);

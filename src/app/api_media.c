@@ -592,7 +592,11 @@ static void h_session_create(pl_http_ctx *ctx) {
     int64_t len = 0;
     if (up_params(ctx, op, op->m.name, sizeof op->m.name)) { up_free(op); return; }
     if (api_query_int(ctx, "length", &len) || len <= 0) {
-        pl_http_error(ctx, 400, "bad_request", "length (the file's size in bytes) is required");
+        char given[8];
+        pl_http_error(ctx, 400, "bad_request",
+                      pl_http_query_get(ctx->req.query, "length", given, sizeof given)
+                          ? "length (the file's size in bytes) must be 1 to 2^53 - 1, digits without a leading zero"
+                          : "length (the file's size in bytes) is required");
         up_free(op);
         return;
     }
@@ -755,24 +759,9 @@ static void got_media(pl_job *j) {
     free(op);
 }
 
-/* ?name= as a boolean, as search's flags: 1 or true, 0 or false (or
- * absent: 0); 0, or -1 after answering 400 for anything else. */
-static int query_flag(pl_http_ctx *ctx, const char *name, int *out) {
-    char v[16], msg[64];
-    *out = 0;
-    if (!pl_http_query_get(ctx->req.query, name, v, sizeof v)) return 0;
-    if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0) *out = 1;
-    else if (strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
-        snprintf(msg, sizeof msg, "\"%s\" must be 1, 0, true or false", name);
-        pl_http_error(ctx, 400, "bad_request", msg);
-        return -1;
-    }
-    return 0;
-}
-
 static void fetch(pl_http_ctx *ctx, int64_t id, int64_t user, int64_t signed_exp) {
     int thumb, info;
-    if (query_flag(ctx, "info", &info) || query_flag(ctx, "thumb", &thumb)) return;
+    if (api_query_flag(ctx, "info", &info) || api_query_flag(ctx, "thumb", &thumb)) return;
     dl_op *op = pl_calloc(1, sizeof *op);
     op->ctx = ctx;
     op->signed_url = signed_exp > 0;

@@ -224,13 +224,20 @@ static void start(pl_http_ctx *ctx, int what, int64_t id) {
     op->status = what;
     op->conv = id;
     if (what != R_RESOLVE) {
-        int64_t before = 0, limit = 0, all = 0;
-        int bad = api_query_int(ctx, "before", &before) || api_query_int(ctx, "limit", &limit) ||
-                  api_query_int(ctx, "resolved", &all);
+        int64_t before = 0, limit = 0;
+        int all = 0;
+        const char *why = NULL;
         char given[24];
+        if (api_query_int(ctx, "before", &before)) why = "\"before\" must be a report id";
+        else if (api_query_int(ctx, "limit", &limit)) why = "\"limit\" must be 1-200";
         if (!pl_http_query_get(ctx->req.query, "limit", given, sizeof given)) limit = 50;   /* the default */
-        if (bad || limit < 1 || limit > PL_STORE_PAGE_MAX || all > 1) {
-            pl_http_error(ctx, 400, "bad_request", "before, limit (1-200) and resolved (0 or 1) are integers");
+        if (!why && (limit < 1 || limit > PL_STORE_PAGE_MAX)) why = "\"limit\" must be 1-200";
+        if (why) {
+            pl_http_error(ctx, 400, "bad_request", why);
+            api_op_free(op);
+            return;
+        }
+        if (api_query_flag(ctx, "resolved", &all)) {   /* as search's and media's flags */
             api_op_free(op);
             return;
         }

@@ -18,7 +18,7 @@ static void search_answered(void *arg, int result, const char *json, size_t len)
 static void bad(pl_http_ctx *ctx, const char *msg) { pl_http_error(ctx, 400, "bad_request", msg); }
 
 void h_search(pl_http_ctx *ctx) {
-    char q[PL_STORE_QUERY_MAX + 2], cur[24], ment[8];
+    char q[PL_STORE_QUERY_MAX + 2], cur[24];
     pl_search_args a = {0};
     int64_t limit = 0;
     if (pl_http_query_getn(ctx->req.query, "q", q, sizeof q, &a.q_len))
@@ -40,20 +40,11 @@ void h_search(pl_http_ctx *ctx) {
         return;
     }
     a.limit = (int)limit;
-    if (pl_http_query_get(ctx->req.query, "mentions", ment, sizeof ment)) {
-        if (strcmp(ment, "1") == 0 || strcmp(ment, "true") == 0) a.mentions = 1;
-        else if (strcmp(ment, "0") && strcmp(ment, "false")) {   /* empty too (audit U) */
-            bad(ctx, "\"mentions\" must be 1, 0, true or false");
-            return;
-        }
-    }
-    if (pl_http_query_get(ctx->req.query, "has_media", ment, sizeof ment)) {   /* media */
-        if (strcmp(ment, "1") == 0 || strcmp(ment, "true") == 0) a.has_media = 1;
-        else if (strcmp(ment, "0") && strcmp(ment, "false")) {
-            bad(ctx, "\"has_media\" must be 1, 0, true or false");
-            return;
-        }
-    }
+    int flag;
+    if (api_query_flag(ctx, "mentions", &flag)) return;
+    a.mentions = flag;
+    if (api_query_flag(ctx, "has_media", &flag)) return;   /* media */
+    a.has_media = flag;
     if (pl_http_query_get(ctx->req.query, "cursor", cur, sizeof cur) &&   /* empty: as the WebSocket */
         pl_proto_search_cursor(cur, strlen(cur), &a.cursor)) {
         bad(ctx, "\"cursor\" must be a next_cursor of an earlier search");

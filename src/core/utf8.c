@@ -138,6 +138,8 @@ static uint32_t next_cp(const uint8_t *p, size_t n, size_t *i) {
 static int emoji_own(uint32_t prev, uint32_t cp, const uint8_t *p, size_t n, size_t i) {
     if (cp == 0xfe0e || cp == 0xfe0f)                     /* text or emoji style of what precedes */
         return prev != 0 && prev != 0x20 && !pl_utf8_invisible(prev);
+    if (cp >= 0xe0020 && cp <= 0xe007f)                   /* a subdivision flag's tags: 🏴 and tags */
+        return prev == 0x1f3f4 || (prev >= 0xe0020 && prev <= 0xe007e);
     if (cp == 0x200d && i < n) {                          /* a ZWJ between two pictographs */
         size_t j = i;
         uint32_t next = next_cp(p, n, &j);

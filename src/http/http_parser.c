@@ -28,6 +28,7 @@
  */
 #include "http_parser.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -364,6 +365,42 @@ int pl_http_query_getn(pl_str query, const char *name, char *out, size_t cap, si
             if (len) *len = o;
         }
         return 1;
+    }
+    return 0;
+}
+
+/* Decoded key of the segment at seg (up to '=' or its end) into out. */
+static size_t query_key(const char *seg, size_t sn, char *out, size_t cap) {
+    const char *eq = memchr(seg, '=', sn);
+    size_t kn = eq ? (size_t)(eq - seg) : sn, i = 0, o = 0;
+    while (i < kn && o + 1 < cap) out[o++] = (char)decode_at(seg, kn, &i, 0);
+    out[o] = '\0';
+    return o;
+}
+
+int pl_http_query_check(pl_str query, char *dup, size_t cap) {
+    enum { MAX_PARAMS = 64, KEY_MAX = 64 };
+    char keys[MAX_PARAMS][KEY_MAX];
+    size_t nk = 0, pos = 0;
+    if (cap) dup[0] = '\0';
+    while (query.p && pos < query.n) {
+        const char *seg = query.p + pos;
+        const char *amp = memchr(seg, '&', query.n - pos);
+        size_t sn = amp ? (size_t)(amp - seg) : query.n - pos;
+        pos += sn + 1;
+        if (sn == 0) continue;
+        if (nk == MAX_PARAMS) return -1;
+        query_key(seg, sn, keys[nk], KEY_MAX);
+        for (size_t k = 0; k < nk; k++) {
+            if (strcmp(keys[k], keys[nk]) == 0) {
+                size_t o = 0;          /* printable ASCII: it goes into a message */
+                for (const char *q = keys[nk]; *q && o + 1 < cap; q++)
+                    dup[o++] = (*q >= 0x20 && *q < 0x7f) ? *q : '?';
+                if (cap) dup[o] = '\0';
+                return 1;
+            }
+        }
+        nk++;
     }
     return 0;
 }

@@ -85,6 +85,11 @@ int pl_http_query_get(pl_str query, const char *name, char *out, size_t cap);
  * caller that refuses a NUL in the value as a JSON string with one is. */
 int pl_http_query_getn(pl_str query, const char *name, char *out, size_t cap, size_t *len);
 
+/* Checks a query string's parameter names: 0 if each appears once, 1 if
+ * one repeats (its decoded name, truncated, into dup), -1 if there are
+ * more than 64 parameters. */
+int pl_http_query_check(pl_str query, char *dup, size_t cap);
+
 /* 1 if the comma-separated header value v contains token t (case-insensitive). */
 int pl_http_has_token(pl_str v, const char *t);
 

@@ -137,8 +137,12 @@ int pl_proto_emoji_ok(const char *p, size_t n) {
     int non_ascii = 0;
     for (size_t i = 0; i < n && !non_ascii; i++) non_ascii = (unsigned char)p[i] >= 0x80;
     /* JSON strings are valid UTF-8 already; no Unicode space or control
-     * (U+00A0, U+3000, U+2028, C1 ..), but ZWJ and variation selectors are fine */
-    return non_ascii && !pl_utf8_has_space_or_control((const uint8_t *)p, n);
+     * (U+00A0, U+3000, U+2028, C1 ..), and no invisible character but an
+     * emoji's own (a ZWJ between pictographs, a variation selector after a
+     * character, a flag's tags), as in titles: a reaction of U+200B or one
+     * that turns the text right to left is not an emoji (audit T2) */
+    return non_ascii && !pl_utf8_has_space_or_control((const uint8_t *)p, n) &&
+           !pl_utf8_has_invisible_outside_emoji((const uint8_t *)p, n);
 }
 
 /* An optional string field that is one of two words: *second = 1 for the
@@ -163,7 +167,7 @@ int pl_proto_reaction(json_t *o, const char **emoji, int *remove, pl_proto_err *
     if (!json_is_string(v) || memchr(json_string_value(v), 0, json_string_length(v)) ||
         !pl_proto_emoji_ok(json_string_value(v), json_string_length(v)))
         return fail(e, "bad_request", "%s",
-                    "\"emoji\" must be 1-32 bytes with a non-ASCII character and no spaces");
+                    "\"emoji\" must be 1-32 bytes, an emoji: no spaces, no invisible characters");
     *emoji = json_string_value(v);
     return get_op(o, "add", "remove", remove, e);
 }
@@ -658,7 +662,7 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
     if (!json_is_object(m->root))
         return fail(e, "bad_json", "%s", "message must be a JSON object");
     json_t *req = json_object_get(m->root, "req");
-    if (req) {
+    if (req && !json_is_null(req)) {      /* null: left out, as every optional field */
         if (!json_is_string(req) && !json_is_integer(req))
             return fail(e, "bad_request", "%s", "\"req\" must be a string or an integer");
         if (json_is_integer(req) && (json_integer_value(req) < 0 || json_integer_value(req) > 9007199254740991LL))

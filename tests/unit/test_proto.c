@@ -467,11 +467,24 @@ TEST(proto_react_and_pin) {
     CHECK(!pl_proto_emoji_ok("\xc2\xa0\xf0\x9f\x91\x8d", 6));             /* U+00A0 first */
     CHECK(!pl_proto_emoji_ok("\xe3\x80\x80", 3));                         /* U+3000 alone */
     CHECK(!pl_proto_emoji_ok("\xf0\x9f\x91\x8d\xc2\x85", 6));             /* NEL (C1) */
-    /* ZWJ sequences and variation selectors are emoji; U+200B is no White_Space */
+    /* ZWJ sequences, variation selectors and a flag's tags are emoji */
     CHECK(pl_proto_emoji_ok("\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7", 18));
     CHECK(pl_proto_emoji_ok("\xe2\x9d\xa4\xef\xb8\x8f", 6));
     CHECK(pl_proto_emoji_ok("\xf0\x9f\x8f\xb3\xef\xb8\x8f\xe2\x80\x8d\xf0\x9f\x8c\x88", 14));
-    CHECK(pl_proto_emoji_ok("\xe2\x80\x8b\xf0\x9f\x91\x8d", 7));
+    CHECK(pl_proto_emoji_ok("1\xef\xb8\x8f\xe2\x83\xa3", 7));                            /* keycap 1 */
+    const char eng[] = "\xf0\x9f\x8f\xb4\xf3\xa0\x81\xa7\xf3\xa0\x81\xa2\xf3\xa0\x81\xa5"
+                       "\xf3\xa0\x81\xae\xf3\xa0\x81\xa7\xf3\xa0\x81\xbf";                   /* England */
+    CHECK(pl_proto_emoji_ok(eng, sizeof eng - 1));
+    /* but no other invisible character: U+200B, a lone ZWJ or selector, a
+     * soft hyphen, a word joiner, a bidi override (audit T2) */
+    CHECK(!pl_proto_emoji_ok("\xe2\x80\x8b\xf0\x9f\x91\x8d", 7));
+    CHECK(!pl_proto_emoji_ok("\xe2\x80\x8d", 3));
+    CHECK(!pl_proto_emoji_ok("\xef\xb8\x8f", 3));
+    CHECK(!pl_proto_emoji_ok("\xc2\xad", 2));
+    CHECK(!pl_proto_emoji_ok("\xe2\x81\xa0", 3));
+    CHECK(!pl_proto_emoji_ok("\xe2\x80\xae", 3));
+    CHECK(!pl_proto_emoji_ok("\xe2\x80\xae" "abc", 6));
+    CHECK(!pl_proto_emoji_ok("\xf3\xa0\x81\xa7\xf0\x9f\x91\x8d", 8));                  /* a tag alone */
     /* the code point check itself: every White_Space and Cc, nothing else */
     for (uint32_t cp = 0; cp <= 0x10ffff; cp++) {
         int want = cp <= 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
