@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -87,8 +88,9 @@ static void usage(FILE *f) {
 "  --addrs N              loopback source addresses 127.0.0.2.. (default 8)\n"
 "  --duration S           measured seconds (default 10)\n"
 "  --warmup S             seconds before measuring; storm: before the drop (default 1)\n"
-"  --rate R|max|P%%        total messages/s; max = each sender keeps --window in\n"
+"  --rate R|max|P%%        total messages/s (R > 0); max = each sender keeps --window in\n"
 "                         flight; P%% = probe max for --probe s, then run at P%% of it\n"
+"                         (1 <= P <= 100)\n"
 "                         (default: max; storm: 2000)\n"
 "  --probe S              seconds of the max probe for --rate P%% (default 5)\n"
 "  --window N             in-flight sends per sender at max (default 4)\n"
@@ -109,7 +111,8 @@ static void usage(FILE *f) {
 "  --server HOST:PORT[,HOST:PORT...]\n"
 "                         use running servers instead of starting one; with a\n"
 "                         list (a cluster's nodes) client i connects to the\n"
-"                         (i mod count)th, and the REST set-up spreads too\n"
+"                         (i mod count)th, and the REST set-up spreads too;\n"
+"                         HOST: a numeric IPv4 address or a name (its IPv4)\n"
 "  --server-pid PID[,PID...]\n"
 "                         their processes, for RSS, CPU and fd counts (summed,\n"
 "                         and reported per process); a run fails if one exits\n"
@@ -122,21 +125,72 @@ static void usage(FILE *f) {
 "  -v                     progress on stderr\n");
 }
 
-static double parse_rate(const char *s) {
+/* Strict numbers (audit V2 #1): the whole argument is a decimal number in
+ * [min, max], else a line naming the option and -1. */
+static int opt_int(const char *opt, const char *s, long min, long max, int *out) {
+    char *end;
+    errno = 0;
+    long v = s[0] >= '0' && s[0] <= '9' ? strtol(s, &end, 10) : 0;   /* digits only: no sign, no blank */
+    if (s[0] < '0' || s[0] > '9' || *end || errno || v < min || v > max) {
+        fprintf(stderr, "parley-bench: %s %s: must be an integer in [%ld, %ld]\n", opt, s, min, max);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* A plain decimal number: digits with at most one '.', nothing else (no
+ * sign, blank, exponent, hex, inf or nan). 1 with *v, else 0. */
+static int plain_number(const char *s, double *v) {
+    int digits = 0, dots = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p >= '0' && *p <= '9') digits++;
+        else if (*p == '.' && !dots) dots++;
+        else return 0;
+    }
+    if (!digits) return 0;
+    *v = strtod(s, NULL);
+    return 1;
+}
+
+/* A number of seconds in [min, max] (min_open: above min, not at it). */
+static int opt_secs(const char *opt, const char *s, double min, int min_open, double max, double *out) {
+    double v;
+    if (!plain_number(s, &v) || (min_open ? v <= min : v < min) || v > max) {
+        fprintf(stderr, "parley-bench: %s %s: must be a number of seconds %s %g, at most %.0f\n", opt, s,
+                min_open ? "above" : "from", min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* --rate: a positive number of messages/s, max, or P% with 1 <= P <= 100. */
+static int parse_rate(const char *s) {
     size_t n = strlen(s);
+    double v;
+    char tmp[32];
     if (!strcmp(s, "max")) {
         O.rate = 0;
         O.rate_frac = 0;
         return 0;
     }
-    if (n && s[n - 1] == '%') {
-        O.rate = 0;
-        O.rate_frac = atof(s) / 100.0;
+    if (n > 1 && n < sizeof tmp && s[n - 1] == '%') {
+        memcpy(tmp, s, n - 1);
+        tmp[n - 1] = '\0';
+        if (plain_number(tmp, &v) && v >= 1 && v <= 100) {
+            O.rate = 0;
+            O.rate_frac = v / 100.0;
+            return 0;
+        }
+    } else if (plain_number(s, &v) && v > 0 && v <= 1e9) {
+        O.rate = v;
+        O.rate_frac = 0;
         return 0;
     }
-    O.rate = atof(s);
-    O.rate_frac = 0;
-    return O.rate;
+    fprintf(stderr, "parley-bench: --rate %s: give a positive number of messages/s, max, or P%% with "
+            "1 <= P <= 100\n", s);
+    return -1;
 }
 
 static int parse_opts(int argc, char **argv) {
@@ -189,25 +243,25 @@ static int parse_opts(int argc, char **argv) {
         {"server-args", 1, 0, o_server_args}, {"json", 1, 0, o_json}, {"label", 1, 0, o_label},
         {"keep-data", 0, 0, o_keep}, {"tls", 0, 0, o_tls}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 2;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "n:vh", lo, NULL)) != -1) {
+    int ch, bad = 0;
+    while (!bad && (ch = getopt_long(argc, argv, "n:vh", lo, NULL)) != -1) {
         switch (ch) {
-        case 'n': O.clients = atoi(optarg); break;
+        case 'n': bad = opt_int("-n", optarg, 1, 10000000, &O.clients); break;
         case 'v': O.verbose = 1; break;
         case 'h': usage(stdout); return 1;
-        case o_workers: O.workers = atoi(optarg); break;
-        case o_per_worker: O.per_worker = atoi(optarg); break;
-        case o_addrs: O.addrs = atoi(optarg); break;
-        case o_duration: O.duration = atof(optarg); break;
-        case o_warmup: O.warmup = atof(optarg); break;
-        case o_rate: parse_rate(optarg); break;
-        case o_probe: O.probe = atof(optarg); break;
-        case o_window: O.window = atoi(optarg); break;
-        case o_senders: O.senders = atoi(optarg); break;
-        case o_group_size: O.group_size = atoi(optarg); break;
-        case o_body: O.body_size = atoi(optarg); break;
-        case o_hold: O.hold = atof(optarg); break;
-        case o_offline: O.offline = atof(optarg); break;
+        case o_workers: bad = opt_int("--workers", optarg, 0, 4096, &O.workers); break;
+        case o_per_worker: bad = opt_int("--per-worker", optarg, 1, 10000000, &O.per_worker); break;
+        case o_addrs: bad = opt_int("--addrs", optarg, 1, 250, &O.addrs); break;
+        case o_duration: bad = opt_secs("--duration", optarg, 0, 1, 1e6, &O.duration); break;
+        case o_warmup: bad = opt_secs("--warmup", optarg, 0, 0, 1e6, &O.warmup); break;
+        case o_rate: bad = parse_rate(optarg); break;
+        case o_probe: bad = opt_secs("--probe", optarg, 0, 1, 1e6, &O.probe); break;
+        case o_window: bad = opt_int("--window", optarg, 1, 1000000, &O.window); break;
+        case o_senders: bad = opt_int("--senders", optarg, 1, 10000000, &O.senders); break;
+        case o_group_size: bad = opt_int("--group-size", optarg, 1, 10000000, &O.group_size); break;
+        case o_body: bad = opt_int("--body", optarg, 24, 16000, &O.body_size); break;
+        case o_hold: bad = opt_secs("--hold", optarg, 0, 0, 1e6, &O.hold); break;
+        case o_offline: bad = opt_secs("--offline", optarg, 0, 0, 1e6, &O.offline); break;
         case o_resume:
             if (!strcmp(optarg, "auth")) O.resume = RESUME_AUTH;
             else if (!strcmp(optarg, "sync")) O.resume = RESUME_SYNC;
@@ -217,9 +271,9 @@ static int parse_opts(int argc, char **argv) {
             }
             break;
         case o_no_idle_convs: O.idle_convs = 0; break;
-        case o_connect_conc: O.connect_conc = atoi(optarg); break;
-        case o_reconnect_conc: O.reconnect_conc = atoi(optarg); break;
-        case o_http_conc: O.http_conc = atoi(optarg); break;
+        case o_connect_conc: bad = opt_int("--connect-conc", optarg, 1, 10000000, &O.connect_conc); break;
+        case o_reconnect_conc: bad = opt_int("--reconnect-conc", optarg, 0, 10000000, &O.reconnect_conc); break;
+        case o_http_conc: bad = opt_int("--http-conc", optarg, 1, 100000, &O.http_conc); break;
         case o_tls:
             O.tls = 1;
             if (pb_tls_init() != 0) {
@@ -227,19 +281,20 @@ static int parse_opts(int argc, char **argv) {
                 return -1;
             }
             break;
-        case o_timeout: O.timeout = atof(optarg); break;
+        case o_timeout: bad = opt_secs("--timeout", optarg, 0, 1, 1e6, &O.timeout); break;
         case o_server: snprintf(O.server, sizeof O.server, "%s", optarg); break;
         case o_server_pid: {
             char tmp[4096];
             snprintf(tmp, sizeof tmp, "%s", optarg);
             O.nserver_pids = 0;
             for (char *t = strtok(tmp, ", "); t; t = strtok(NULL, ", ")) {
-                if (O.nserver_pids == PB_MAX_SERVERS || atoi(t) <= 0) {
+                if (O.nserver_pids == PB_MAX_SERVERS) {
                     fprintf(stderr, "parley-bench: --server-pid: up to %d positive pids, comma-separated\n",
                             PB_MAX_SERVERS);
                     return -1;
                 }
-                O.server_pids[O.nserver_pids++] = atoi(t);
+                if (opt_int("--server-pid", t, 1, INT_MAX, &O.server_pids[O.nserver_pids]) != 0) return -1;
+                O.nserver_pids++;
             }
             break;
         }
@@ -251,6 +306,7 @@ static int parse_opts(int argc, char **argv) {
         default: usage(stderr); return -1;
         }
     }
+    if (bad) return -1;
     if (O.rate < 0) {
         O.rate = O.wl == WL_STORM ? 2000 : 0;
         if (O.rate_frac > 0) O.rate = 0;
@@ -959,26 +1015,39 @@ static const char *wl_name(void) {
     return names[O.wl];
 }
 
-/* --server's list into P.servers (numeric IPv4 hosts, or localhost). */
+/* --server's list into P.servers: HOST:PORT, HOST a numeric IPv4 address or
+ * a name resolved here to its first IPv4 address (localhost included). */
 static int parse_servers(void) {
     char tmp[sizeof O.server];
     snprintf(tmp, sizeof tmp, "%s", O.server);
     P.nservers = 0;
     for (char *t = strtok(tmp, ", "); t; t = strtok(NULL, ", ")) {
         char *colon = strrchr(t, ':');
-        struct in_addr a;
-        if (P.nservers == PB_MAX_SERVERS || !colon || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535) {
+        int port = 0;
+        if (P.nservers == PB_MAX_SERVERS || !colon || colon == t) {
             fprintf(stderr, "parley-bench: --server HOST:PORT[,HOST:PORT...] (up to %d)\n", PB_MAX_SERVERS);
             return -1;
         }
-        struct pb_server *sv = &P.servers[P.nservers];
-        snprintf(sv->host, sizeof sv->host, "%.*s", (int)(colon - t), t);
-        if (!strcmp(sv->host, "localhost")) snprintf(sv->host, sizeof sv->host, "127.0.0.1");
-        if (inet_pton(AF_INET, sv->host, &a) != 1) {
-            fprintf(stderr, "parley-bench: --server %s: the host must be a numeric IPv4 address\n", t);
+        char *pend;
+        long pv = colon[1] >= '0' && colon[1] <= '9' ? strtol(colon + 1, &pend, 10) : 0;
+        if (colon[1] < '0' || colon[1] > '9' || *pend || pv < 1 || pv > 65535) {
+            fprintf(stderr, "parley-bench: --server %s: the port must be an integer in [1, 65535]\n", t);
             return -1;
         }
-        sv->port = atoi(colon + 1);
+        port = (int)pv;
+        struct pb_server *sv = &P.servers[P.nservers];
+        char host[256];
+        snprintf(host, sizeof host, "%.*s", (int)(colon - t), t);
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+        int gai = getaddrinfo(host, NULL, &hints, &ai);
+        if (gai != 0 || !ai) {
+            fprintf(stderr, "parley-bench: --server %s: the host %s has no IPv4 address (%s)\n", t, host,
+                    gai ? gai_strerror(gai) : "none");
+            return -1;
+        }
+        inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, sv->host, sizeof sv->host);
+        freeaddrinfo(ai);
+        sv->port = port;
         P.nservers++;
     }
     if (!P.nservers) {
@@ -1375,7 +1444,20 @@ int main(int argc, char **argv) {
         CHECK0("unacked", "sends never acknowledged");
         CHECK0("dup_acks", "acks flagged duplicate for first sends");
         CHECK0("ack_reordered", "acks out of order for one sender");
-        CHECK0("errors", "error replies from the server");
+        if (sum_i("errors")) {                /* named by code: rate_limited x 24 (audit V2 #9) */
+            pl_sbuf m;
+            pl_sbuf_init(&m);
+            pl_sbuf_printf(&m, "%lld error replies from the server:", (long long)sum_i("errors"));
+            const char *code;
+            json_t *cnt;
+            int first = 1;
+            json_object_foreach(codes, code, cnt) {
+                pl_sbuf_printf(&m, "%s %s x %lld", first ? "" : ",", code, (long long)json_integer_value(cnt));
+                first = 0;
+            }
+            json_array_append_new(probs, json_string(m.p));
+            pl_sbuf_release(&m);
+        }
         CHECK0("sync_mismatch", "`synced` seqs that did not match the last replayed event");
         CHECK0("unexpected", "events for conversations the client is not in");
         CHECK0("ready_missing", "`ready` messages missing one of the client's conversations");

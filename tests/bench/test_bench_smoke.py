@@ -121,6 +121,59 @@ def test_dm_at_a_fraction_of_the_probed_peak(tmp_path):
     assert v["deliveries"] == 2 * v["acked"]
 
 
+
+@pytest.mark.parametrize("args", [
+    ["-n", "x"], ["-n", "4x"], ["-n", "0"], ["--duration", "1s"], ["--duration", "0"],
+    ["--warmup", "-1"], ["--rate", "10k"], ["--rate", "fast"], ["--rate", "0"], ["--rate", "-5"],
+    ["--rate", "150%"], ["--rate", "0%"], ["--rate", "%"], ["--window", "4 "], ["--body", "1e3"],
+    ["--probe", "nan"], ["--timeout", "inf"], ["--server-pid", "12a"], ["--server", "127.0.0.1:8x"],
+])
+def test_a_malformed_number_is_refused_before_anything_runs(tmp_path, args):
+    """Audit V2 #1: the whole argument must be a number in range (no atoi
+    reading "10k" as 10 or "fast" as max): exit 2, a line naming the option,
+    no server started, no JSON written."""
+    out = tmp_path / "r.json"
+    p = subprocess.run([BENCH, "dm", "--parleyd", PARLEYD, "--json", str(out), "--duration", "1",
+                        "-n", "2", *args], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 2, (args, p.stdout, p.stderr)
+    assert p.stderr.startswith(f"parley-bench: {args[0]} "), (args, p.stderr)
+    assert p.stdout == "" and not out.exists(), (args, p.stdout)
+
+
+def test_the_well_formed_numbers_still_run(tmp_path):
+    proc, res = run_bench(tmp_path, "dm", "-n", "2", "--rate", "100.5", "--warmup", "0",
+                          "--duration", ".5", "--window", "2")
+    assert_clean(proc, res, 2)
+    assert res["params"]["rate"] == 100.5 and res["params"]["duration"] == 0.5
+
+
+def test_error_replies_are_named_by_code_and_a_host_name_is_a_server(tmp_path):
+    """Audit V2 #9 and #11: against a server with its default message limits
+    (given as `localhost:PORT`, a name), the problem line names the codes
+    the server answered (`rate_limited x N`), as the README's explanation
+    does."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from parleyd_proc import Server
+    srv = Server(PARLEYD, str(tmp_path), ["--rate-user-msgs", "20", "--rate-conv-msgs", "200"])
+    srv.start()                                # later flags win: the default limits again
+    try:
+        out = tmp_path / "r.json"
+        p = subprocess.run([BENCH, "dm", "-n", "4", "--rate", "max", "--warmup", "0", "--duration", "1",
+                            "--server", f"localhost:{srv.port}", "--server-pid", str(srv.proc.pid),
+                            "--json", str(out)], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        with open(out) as f:
+            res = json.load(f)
+    finally:
+        srv.stop()
+    detail = f"\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    codes = res["verify"]["error_codes"]
+    assert p.returncode == 1 and codes.get("rate_limited", 0) > 0, detail
+    n = res["verify"]["errors"]
+    line = f"{n} error replies from the server: " + ", ".join(f"{k} x {v}" for k, v in codes.items())
+    assert line in res["verify"]["problems"], res["verify"]["problems"]
+    assert line in p.stdout, detail
+
+
 def test_group_fans_out_every_message_to_every_member(tmp_path):
     proc, res = run_bench(tmp_path, "group", "-n", "60", "--workers", "2", "--senders", "4",
                           "--warmup", "0.2", "--duration", "1")
