@@ -162,6 +162,10 @@ int pc_cmd_whoami(pc_client *c, int argc, char **argv) {
     if (npos) return pc_usage_error(argv[0], "takes no arguments");
     json_t *me;
     if ((rc = pc_call(c, "whoami", "GET", "/api/v1/me", NULL, &me))) return rc;
+    if ((rc = pc_want("whoami", me, "id", JSON_INTEGER)) || (rc = pc_want("whoami", me, "username", JSON_STRING))) {
+        json_decref(me);
+        return rc;
+    }
     if (c->json) pc_print_json(me);
     else printf("%s (user %lld)\n", pc_jstr(me, "username"),
                 (long long)json_integer_value(json_object_get(me, "id")));
@@ -183,6 +187,7 @@ int pc_cmd_users(pc_client *c, int argc, char **argv) {
     json_t *ans;
     rc = pc_call(c, "users", "GET", path.p, NULL, &ans);
     pl_sbuf_release(&path);
+    if (rc == 0 && (rc = pc_want("users", ans, "users", JSON_ARRAY))) json_decref(ans);
     if (rc) return rc;
     size_t i;
     json_t *u;

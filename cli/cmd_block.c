@@ -52,6 +52,10 @@ int pc_cmd_blocks(pc_client *c, int argc, char **argv) {
     if (rc) return rc;
     json_t *ans;
     if ((rc = pc_call(c, "blocks", "GET", "/api/v1/blocks", NULL, &ans))) return rc;
+    if ((rc = pc_want("blocks", ans, "blocked", JSON_ARRAY))) {
+        json_decref(ans);
+        return rc;
+    }
     size_t i;
     json_t *u;
     json_array_foreach(json_object_get(ans, "blocked"), i, u) {

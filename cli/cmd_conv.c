@@ -155,6 +155,10 @@ int pc_cmd_conversations(pc_client *c, int argc, char **argv) {
     if (rc) return rc;
     json_t *ans;
     if ((rc = pc_call(c, argv[0], "GET", "/api/v1/conversations", NULL, &ans))) return rc;
+    if ((rc = pc_want(argv[0], ans, "conversations", JSON_ARRAY))) {
+        json_decref(ans);
+        return rc;
+    }
     pc_names *names = c->json ? NULL : pc_names_new(c);
     int64_t me = c->json ? 0 : self_id(c);
     json_t *workspaces = NULL;                /* fetched for the first channel */
@@ -181,6 +185,8 @@ int pc_cmd_conversations(pc_client *c, int argc, char **argv) {
             pl_sbuf_addc(&line, '"');
         } else {
             direct_name(&line, c, names, id, me);
+            /* either member's block (protocol.md "Blocking a user") */
+            if (json_is_true(json_object_get(cv, "blocked"))) pl_sbuf_adds(&line, "  blocked");
         }
         pl_sbuf_printf(&line, "  unread %lld  ", (long long)json_integer_value(json_object_get(cv, "unread")));
         json_t *last = json_object_get(cv, "last");

@@ -7,7 +7,8 @@
  * its first try (--id, or "cli-" and 16 random bytes in hex), and every
  * retry of that message reuses it, so a retry after a lost answer is
  * answered `duplicate` and stores nothing. Retried: no answer (network
- * error), 5xx and 429 (after Retry-After), at most SEND_TRIES tries within
+ * error), 5xx and 429 (after their Retry-After when they have one, else
+ * after a backoff from 0.5 s doubling), at most SEND_TRIES tries within
  * about SEND_BUDGET_MS; any other 4xx ends the command.
  */
 #include <stdlib.h>
@@ -26,6 +27,8 @@
 #define SEND_BUDGET_MS 30000
 #define PAGE_MAX       200       /* the server's largest history page */
 #define HISTORY_LIMIT  50        /* history without --limit */
+#define SEARCH_PAGE    50        /* the server's largest search page */
+#define SEARCH_LIMIT   20        /* search without --limit (the server's default page) */
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -65,7 +68,8 @@ static int send_one(pc_client *c, int64_t conv, const char *body, size_t len, co
         pc_request(c, "POST", path, b, 1, &r);
         int again = r.status == 0 || r.status >= 500 || r.status == 429;
         if (!again || tries == SEND_TRIES) break;
-        int64_t w = r.status == 429 && r.retry_after >= 0 ? r.retry_after * 1000 : wait;
+        /* an answer's Retry-After, on a 5xx (HAProxy's 503) as on a 429 */
+        int64_t w = r.status && r.retry_after >= 0 ? r.retry_after * 1000 : wait;
         if (now_ms() - start + w > SEND_BUDGET_MS) break;
         pc_resp_release(&r);
         sleep_ms(w);
@@ -202,6 +206,10 @@ int pc_history(pc_client *c, const char *cmd, int64_t conv, int64_t after, int64
                      (long long)conv, (long long)after, (long long)before, (long long)want);
         json_t *page;
         if ((rc = pc_call(c, cmd, "GET", path, NULL, &page))) break;
+        if ((rc = pc_want(cmd, page, "events", JSON_ARRAY))) {
+            json_decref(page);
+            break;
+        }
         json_t *evs = json_object_get(page, "events");
         size_t n = json_array_size(evs);
         int more = json_is_true(json_object_get(page, "has_more")) && n > 0;
@@ -295,19 +303,43 @@ int pc_cmd_search(pc_client *c, int argc, char **argv) {
         free(q);
         return rc;
     }
-    pl_sbuf path;
-    pl_sbuf_init(&path);
-    pc_path_add(c, &path, "/api/v1/search?q=", q);
-    free(q);
-    if (conv) pl_sbuf_printf(&path, "&conversation=%lld", (long long)conv);
-    if (limit) pl_sbuf_printf(&path, "&limit=%lld", (long long)limit);
-    json_t *ans;
-    rc = pc_call(c, "search", "GET", path.p, NULL, &ans);
-    pl_sbuf_release(&path);
-    if (rc) return rc;
+    /* pages of up to SEARCH_PAGE, following next_cursor until limit
+     * results (protocol.md "Search": never a repeat or a gap) */
+    if (!o[1].set) limit = SEARCH_LIMIT;
     pc_names *names = pc_names_new(c);
-    print_events(c, json_object_get(ans, "results"), names);
+    char *cursor = NULL;
+    for (int64_t got = 0; got < limit;) {
+        int64_t want = limit - got < SEARCH_PAGE ? limit - got : SEARCH_PAGE;
+        pl_sbuf path;
+        pl_sbuf_init(&path);
+        pc_path_add(c, &path, "/api/v1/search?q=", q);
+        if (conv) pl_sbuf_printf(&path, "&conversation=%lld", (long long)conv);
+        pl_sbuf_printf(&path, "&limit=%lld", (long long)want);
+        if (cursor) pc_path_add(c, &path, "&cursor=", cursor);
+        json_t *ans;
+        rc = pc_call(c, "search", "GET", path.p, NULL, &ans);
+        pl_sbuf_release(&path);
+        if (rc) break;
+        if ((rc = pc_want("search", ans, "results", JSON_ARRAY))) {
+            json_decref(ans);
+            break;
+        }
+        json_t *results = json_object_get(ans, "results");
+        size_t n = json_array_size(results);
+        while ((int64_t)json_array_size(results) > want)      /* never more than asked */
+            json_array_remove(results, json_array_size(results) - 1);
+        n = json_array_size(results);
+        print_events(c, results, names);
+        fflush(stdout);
+        got += (int64_t)n;
+        const char *next = json_string_value(json_object_get(ans, "next_cursor"));
+        free(cursor);
+        cursor = next && *next && n ? pl_strdup(next) : NULL;
+        json_decref(ans);
+        if (!cursor) break;
+    }
+    free(cursor);
+    free(q);
     pc_names_free(&names);
-    json_decref(ans);
-    return 0;
+    return rc;
 }

@@ -136,6 +136,10 @@ int pc_cmd_reports(pc_client *c, int argc, char **argv) {
         if (before) snprintf(path + n, sizeof path - (size_t)n, "&before=%lld", (long long)before);
         json_t *page;
         if ((rc = pc_call(c, "reports", "GET", path, NULL, &page))) break;
+        if ((rc = pc_want("reports", page, "reports", JSON_ARRAY))) {
+            json_decref(page);
+            break;
+        }
         json_t *reports = json_object_get(page, "reports"), *r;
         size_t i;
         json_array_foreach(reports, i, r) {

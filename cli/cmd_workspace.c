@@ -39,11 +39,11 @@ static int ws_list_get(pc_client *c, const char *cmd, json_t **out) {
     json_t *ans;
     int rc = pc_call(c, cmd, "GET", "/api/v1/workspaces", NULL, &ans);
     if (rc) return rc;
-    *out = json_incref(json_object_get(ans, "workspaces"));
-    if (!json_is_array(*out)) {
-        json_decref(*out);
-        *out = json_array();
+    if ((rc = pc_want(cmd, ans, "workspaces", JSON_ARRAY))) {
+        json_decref(ans);
+        return rc;
     }
+    *out = json_incref(json_object_get(ans, "workspaces"));
     json_decref(ans);
     return 0;
 }

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -49,6 +50,48 @@ static int valid_server(const char *s) {
     return 1;
 }
 
+/* Why the --cacert file cannot serve (NULL: it can): it must be a readable
+ * regular file holding a PEM certificate, what libcurl's OpenSSL loads (a
+ * directory opens for reading, and an empty or garbage file would
+ * otherwise surface as an unreachable server at the first https request;
+ * audit V2 #3). */
+#define CACERT_MAX (16 << 20)
+static const char *cacert_problem(const char *path) {
+    static char why[128];
+    FILE *f = fopen(path, "r");
+    if (!f) return strerror(errno);
+    struct stat st;
+    const char *r = NULL;
+    if (fstat(fileno(f), &st) != 0) {
+        r = strerror(errno);
+    } else if (S_ISDIR(st.st_mode)) {
+        r = strerror(EISDIR);
+    } else if (!S_ISREG(st.st_mode)) {
+        r = "not a regular file";
+    } else if (st.st_size > CACERT_MAX) {
+        r = "larger than 16 MiB: not a certificate file";
+    } else {
+        pl_sbuf b;
+        pl_sbuf_init(&b);
+        char buf[8192];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0 && b.len < CACERT_MAX) pl_sbuf_add(&b, buf, n);
+        if (ferror(f)) {
+            snprintf(why, sizeof why, "%s", strerror(errno ? errno : EIO));
+            r = why;
+        } else if (b.len == 0) {
+            r = "the file is empty (a PEM certificate, -----BEGIN CERTIFICATE-----, is needed)";
+        } else {
+            pl_sbuf_addc(&b, '\0');
+            if (!strstr(b.p, "-----BEGIN CERTIFICATE-----") && !strstr(b.p, "-----BEGIN TRUSTED CERTIFICATE-----"))
+                r = "no PEM certificate (-----BEGIN CERTIFICATE-----) in it";
+        }
+        pl_sbuf_release(&b);
+    }
+    fclose(f);
+    return r;
+}
+
 int pc_client_init(pc_client *c, const char *server_opt, const char *cacert, int json) {
     memset(c, 0, sizeof *c);
     c->json = json;
@@ -70,12 +113,13 @@ int pc_client_init(pc_client *c, const char *server_opt, const char *cacert, int
     }
     /* checked whatever the scheme (README: exit 3), not only when an https
      * handshake first needs it: a typo is found before it matters */
-    FILE *ca = cacert ? fopen(cacert, "r") : NULL;
-    if (cacert && !ca) {
-        fprintf(stderr, "parley: cannot read the --cacert file %s: %s\n", cacert, strerror(errno));
-        return PC_EXIT_DOWN;
+    if (cacert) {
+        const char *why = cacert_problem(cacert);
+        if (why) {
+            fprintf(stderr, "parley: cannot read the --cacert file %s: %s\n", cacert, why);
+            return PC_EXIT_DOWN;
+        }
     }
-    if (ca) fclose(ca);
     if (loaded && c->sess.server && strcmp(c->sess.server, c->server) == 0) c->has_session = 1;
     else if (loaded && c->sess.server) c->other_server = pl_strdup(c->sess.server);
     c->curl = curl_easy_init();
@@ -209,7 +253,10 @@ static struct curl_slist *add_auth(struct curl_slist *hd, const char *token) {
 static void finish(pc_client *c, CURL *h, CURLcode rc, xfer *x, const char *errbuf, pc_resp *r) {
     memset(r, 0, sizeof *r);
     r->retry_after = x->retry_after;
-    if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && x->stopped)) {
+    if (rc == CURLE_SSL_CACERT_BADFILE) {         /* PEM-looking, but OpenSSL took no certificate from it */
+        snprintf(r->err, sizeof r->err, "cannot use the --cacert file %s: %s", c->cacert ? c->cacert : "?",
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    } else if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && x->stopped)) {
         snprintf(r->err, sizeof r->err, "cannot reach %s: %s", c->server,
                  errbuf[0] ? errbuf : curl_easy_strerror(rc));
         size_t n = strlen(r->err);
@@ -327,6 +374,27 @@ int pc_not_logged_in(const pc_client *c, const char *what) {
     return PC_EXIT_REFUSED;
 }
 
+/* A 2xx answer must be the API's: a JSON object, or no body at all only
+ * for 204 (audit V2 #5: a proxy's or another program's "200 OK" is not a
+ * success). */
+int pc_answer_ok(const char *what, const pc_resp *r) {
+    if (r->status == 204 && r->len == 0) return 1;
+    if (json_is_object(r->body)) return 1;
+    size_t n = 0;
+    while (n < r->len && n < 200 && r->text[n] != '\n' && r->text[n] != '\r') n++;
+    fprintf(stderr, "parley: %s: the server's answer (HTTP %ld) is not the API's JSON: %s%.*s\n", what, r->status,
+            r->len ? "" : "(no body)", (int)n, r->len ? r->text : "");
+    return 0;
+}
+
+int pc_want(const char *what, json_t *o, const char *key, json_type type) {
+    json_t *v = json_object_get(o, key);
+    if (v && (json_typeof(v) == type || (type == JSON_TRUE && json_is_boolean(v)))) return 0;
+    fprintf(stderr, "parley: %s: the server's answer is not the API's: %s \"%s\"\n", what,
+            v ? "a wrong type for" : "no", key);
+    return PC_EXIT_DOWN;
+}
+
 int pc_call(pc_client *c, const char *what, const char *method, const char *path, json_t *body,
             json_t **out) {
     *out = NULL;
@@ -341,7 +409,9 @@ int pc_call(pc_client *c, const char *what, const char *method, const char *path
         sleep((unsigned)wait);
     }
     int rc = pc_exit_of(&r);
-    if (rc && r.status == 401 && anonymous) {
+    if (rc == 0 && !pc_answer_ok(what, &r)) {
+        rc = PC_EXIT_DOWN;
+    } else if (rc && r.status == 401 && anonymous) {
         rc = pc_not_logged_in(c, what);
     } else if (rc) {
         rc = pc_fail_hint(what, &r, r.status == 401 ? pc_login_hint(c) : NULL);

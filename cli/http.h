@@ -9,8 +9,8 @@
  * format (session.c), the SSE framing (sse.c), what a command prints.
  *
  * Exit statuses (docs in README): 0 success, 1 the server refused (4xx, or
- * not logged in), 2 bad usage, 3 the server could not be reached or
- * answered 5xx.
+ * not logged in), 2 bad usage, 3 the server could not be reached, answered
+ * 5xx, or answered 2xx with something that is not the API's answer.
  */
 #ifndef PC_HTTP_H
 #define PC_HTTP_H
@@ -101,6 +101,16 @@ int  pc_exit_of(const pc_resp *r);
 int  pc_not_logged_in(const pc_client *c, const char *what);
 int  pc_call(pc_client *c, const char *what, const char *method, const char *path, json_t *body,
              json_t **out);
+
+/* 1 when a 2xx answer is the API's (a JSON object; no body only for a
+ * 204), else 0 after `parley: what: the server's answer (HTTP 200) is not
+ * the API's JSON: ...` on stderr (exit status PC_EXIT_DOWN). pc_call checks
+ * it. */
+int  pc_answer_ok(const char *what, const pc_resp *r);
+/* 0 when o[key] is of that type (JSON_TRUE: a boolean), else
+ * PC_EXIT_DOWN after `parley: what: the server's answer is not the API's:
+ * no "key"` on stderr: what a command prints must be there. */
+int  pc_want(const char *what, json_t *o, const char *key, json_type type);
 
 /* After a 401 with access token `failed`: takes the session lock, adopts
  * the tokens another process saved when they differ from `failed`

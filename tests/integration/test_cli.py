@@ -873,6 +873,11 @@ async def test_https_with_cacert(cli_bin, parleyd_bin, mode, workdir):
         bob.run("--cacert", crt, "register", bob.name)
         p = alice.run("whoami", expect=3)                     # not trusted without the CA
         assert p.stderr.startswith(f"parley: whoami: cannot reach {s.base_url}: ") and "certificate" in p.stderr
+        # PEM-looking but not loadable: the file is named, not the server (audit V2 #3)
+        bad = workdir / "bad.pem"
+        bad.write_text("-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n")
+        p = alice.run("--cacert", str(bad), "whoami", expect=3)
+        assert p.stderr.startswith(f"parley: whoami: cannot use the --cacert file {bad}: "), p.stderr
         conv = int(alice.out("--cacert", crt, "dm", bob.name).strip())
         t = bob.bg("tail", str(conv), "--last", "1", "--count", "2", env={"PARLEY_CACERT": crt})
         assert parse_lines(t.line())[0][1] == 1                # the stream over https too
@@ -927,7 +932,7 @@ def test_search(cli):
     assert parse_lines(bob.out("search", word)) == [(conv, 2, f"{alice.name.lower()}: lunch {word} friday")]
     assert bob.out("search", word, "--conversation", "@" + alice.name, "--limit", "5").count("\n") == 1
     assert bob.out("search", word, "absentword") == ""
-    assert bob.run("search", word, "--limit", "99", expect=1).stderr.startswith("parley: search: 400 bad_request")
+    assert bob.out("search", word, "--limit", "99").count("\n") == 1   # past one page: paged (audit V2 #2)
 
 
 # --------------------------------------------------------------------------
@@ -1256,3 +1261,152 @@ def test_a_member_who_left_is_named_the_same_in_every_listing(cli):
     rows2 = {int(ln.split()[0]): ln for ln in dana.out("ls").splitlines()}
     assert rows2[g].endswith(want), rows2
     assert dana.out("history", str(g)).splitlines()[-1].endswith(want)
+
+
+# --------------------------------------------------------------------------
+# audit V2: what the CLI does with odd answers and odd arguments
+
+
+class Stub:
+    """A fake server on a free loopback port: answer(method, path) gives
+    (status, headers, body) per request; each request's time is kept."""
+
+    def __init__(self, answer):
+        import http.server
+        stub = self
+        self.answer, self.times, self.paths = answer, [], []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                stub.times.append(time.monotonic())
+                stub.paths.append((self.command, self.path))
+                status, headers, body = stub.answer(self.command, self.path)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.embedded_only("a stub server: nothing of the cluster's")
+def test_send_honours_retry_after_on_503_as_on_429(cli_bin, workdir):
+    """Audit V2 #4: a 503 with Retry-After (HAProxy's when no node is up)
+    is waited out as a 429's is, not retried at the 0.5 s backoff."""
+    ack = json.dumps({"conversation": 12, "seq": 7, "duplicate": False}).encode()
+    for status in (503, 429):
+        calls = []
+
+        def answer(method, path):
+            calls.append(path)
+            if len(calls) == 1:
+                return status, {"Retry-After": "2", "Content-Type": "application/json"}, \
+                    b'{"error":{"code":"x_code","message":"try later"}}'
+            return 201, {"Content-Type": "application/json"}, ack
+        stub = Stub(answer)
+        try:
+            u = Cli(cli_bin, stub, str(workdir))
+            p = u.run("send", "12", "hello", env={"PARLEY_TOKEN": "t"})
+            assert p.stdout == "12#7\n", p.stdout
+            assert len(stub.times) == 2, stub.paths
+            gap = stub.times[1] - stub.times[0]
+            assert gap >= 1.9, (status, gap)               # not the 0.5 s backoff
+        finally:
+            stub.close()
+
+
+@pytest.mark.embedded_only("a stub server: nothing of the cluster's")
+def test_a_2xx_that_is_not_the_apis_json_is_exit_3(cli_bin, workdir):
+    """Audit V2 #5: `200 OK` with `not json` (a proxy, another program on
+    the port) is no success: exit 3 and a line saying so, nothing on
+    stdout; nor is a JSON object without what the command prints."""
+    body = {"b": b"not json"}
+    stub = Stub(lambda m, p: (200, {"Content-Type": "text/plain"}, body["b"]))
+    try:
+        u = Cli(cli_bin, stub, str(workdir))
+        env = {"PARLEY_TOKEN": "t"}
+        for args in (["whoami"], ["ls"], ["history", "12"], ["blocks"], ["workspaces"], ["search", "x"]):
+            p = u.run(*args, env=env, expect=3)
+            assert p.stdout == "", (args, p.stdout)
+            assert p.stderr == f"parley: {args[0]}: the server's answer (HTTP 200) is not the API's JSON: not json\n", \
+                (args, p.stderr)
+        body["b"] = b""
+        p = u.run("whoami", env=env, expect=3)
+        assert p.stderr == "parley: whoami: the server's answer (HTTP 200) is not the API's JSON: (no body)\n", p.stderr
+        body["b"] = b'{"foo": 1}'
+        p = u.run("whoami", env=env, expect=3)
+        assert p.stderr == 'parley: whoami: the server\'s answer is not the API\'s: no "id"\n', p.stderr
+        p = u.run("ls", env=env, expect=3)
+        assert p.stderr == 'parley: ls: the server\'s answer is not the API\'s: no "conversations"\n', p.stderr
+    finally:
+        stub.close()
+
+
+def test_cacert_that_is_a_directory_or_not_a_certificate_is_refused_up_front(cli, workdir):
+    """Audit V2 #3: a directory, an empty file and a file with no PEM
+    certificate are refused as README says (exit 3, before any request,
+    over http too), not ignored or reported as an unreachable server."""
+    alice = cli().register()
+    empty, garbage = workdir / "empty.pem", workdir / "garbage.pem"
+    empty.write_text("")
+    garbage.write_text("garbage\n")
+    cases = ((str(workdir), "Is a directory"),
+             (str(empty), "the file is empty (a PEM certificate, -----BEGIN CERTIFICATE-----, is needed)"),
+             (str(garbage), "no PEM certificate (-----BEGIN CERTIFICATE-----) in it"))
+    for path, why in cases:
+        for args, env in ((["--cacert", path], None), ([], {"PARLEY_CACERT": path})):
+            p = alice.run(*args, "whoami", env=env, expect=3)
+            assert p.stderr == f"parley: cannot read the --cacert file {path}: {why}\n", p.stderr
+            assert p.stdout == ""
+
+
+def test_ls_marks_a_blocked_direct_conversation_for_both(cli):
+    """Audit V2 #6: README says the other user sees `blocked` on the direct
+    conversation; `ls` shows it to both members while the block lasts."""
+    alice, bob = cli().register(), cli().register()
+    conv = int(alice.out("dm", bob.name).strip())
+    bob.out("send", str(conv), "hi")
+    plain = f"{conv}  direct  @{alice.name.lower()}  unread 0  "
+    assert plain in bob.out("ls")
+    alice.out("block", bob.name)
+    assert f"{conv}  direct  @{alice.name.lower()}  blocked  unread 0  " in bob.out("ls")
+    assert f"{conv}  direct  @{bob.name.lower()}  blocked  unread 1  " in alice.out("ls")
+    alice.out("unblock", bob.name)
+    assert plain in bob.out("ls") and "blocked" not in bob.out("ls")
+
+
+def test_search_pages_through_the_cursor_past_50(cli):
+    """Audit V2 #2: --limit beyond the server's page of 50 follows
+    next_cursor, newest first, no repeat; without --limit: 20."""
+    alice, bob = cli().register(), cli().register()
+    conv = int(alice.out("dm", bob.name).strip())
+    word = "z" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
+    alice.run("send", str(conv), "--lines", input="".join(f"{word} {i}\n" for i in range(60)))
+    deadline = time.monotonic() + 10                   # embedded indexing is asynchronous
+    while True:
+        lines = bob.out("--json", "search", word, "--limit", "500").splitlines()
+        if len(lines) >= 60 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    seqs = [json.loads(x)["seq"] for x in lines]
+    assert seqs == list(range(61, 1, -1)), seqs            # all 60, newest first, once each
+    assert [json.loads(x)["seq"] for x in bob.out("--json", "search", word, "--limit", "55").splitlines()] == \
+        list(range(61, 6, -1))
+    assert len(parse_lines(bob.out("search", word))) == 20
+    assert len(parse_lines(bob.out("search", word, "--limit", "51"))) == 51
