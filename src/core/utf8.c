@@ -259,11 +259,31 @@ uint32_t pl_utf8_first(const char *s, size_t len) {
     return cp;
 }
 
+static int regional_indicator(uint32_t cp) { return cp >= 0x1f1e6 && cp <= 0x1f1ff; }
+
+/* 1 if cp continues the character prev belongs to (a simplified UAX #29
+ * extended grapheme cluster: marks, joiners and selectors, skin tones,
+ * tags, a pictograph after a ZWJ; regional indicators pair up in
+ * pl_utf8_prefix). */
+static int extends_char(uint32_t prev, uint32_t cp) {
+    return pl_utf8_combining(cp) || cp == 0x200d || (cp >= 0xfe00 && cp <= 0xfe0f) ||
+           (cp >= 0xe0100 && cp <= 0xe01ef) || (cp >= 0x1f3fb && cp <= 0x1f3ff) ||
+           (cp >= 0xe0020 && cp <= 0xe007f) || (prev == 0x200d && emoji_like(cp));
+}
+
 size_t pl_utf8_prefix(const char *s, size_t len, size_t chars) {
-    size_t i = 0;
-    for (size_t c = 0; i < len && c < chars; c++) {
-        i++;
-        while (i < len && ((unsigned char)s[i] & 0xC0) == 0x80) i++;
+    const uint8_t *p = (const uint8_t *)s;
+    size_t i = 0, c = 0;
+    uint32_t prev = 0;
+    unsigned ri = 0;                   /* regional indicators in a row, ending at prev */
+    while (i < len) {
+        size_t at = i;
+        uint32_t cp = next_cp(p, len, &i);
+        int joins = at > 0 && (regional_indicator(cp) && regional_indicator(prev) ? ri % 2 == 1
+                                                                                  : extends_char(prev, cp));
+        if (!joins && c++ == chars) return at;
+        ri = regional_indicator(cp) ? ri + 1 : 0;
+        prev = cp;
     }
-    return i;
+    return len;
 }

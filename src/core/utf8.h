@@ -55,8 +55,11 @@ size_t pl_utf8_visible(uint8_t *p, size_t n);
 int  pl_utf8_combining(uint32_t cp);
 /* The first code point of valid UTF-8 s[0..len) (0 when len is 0). */
 uint32_t pl_utf8_first(const char *s, size_t len);
-/* The bytes of the first `chars` code points of valid UTF-8 s[0..len)
- * (len when it has fewer): a prefix that never cuts one in two. */
+/* The bytes of the first `chars` characters of valid UTF-8 s[0..len)
+ * (len when it has fewer), a character being what a reader sees as one:
+ * a prefix that never cuts a code point, an accent from its letter, an
+ * emoji's ZWJ sequence, skin tone or selector, or a flag in two
+ * (audit U2: "é" as e + U+0301, 👨‍👩‍👧, 🇫🇷). */
 size_t pl_utf8_prefix(const char *s, size_t len, size_t chars);
 
 #endif

@@ -408,6 +408,25 @@ static const char *const migrations[] = {
     "UPDATE members SET own_unread = (SELECT count(*) FROM events e WHERE e.conv_id = members.conv_id"
     "  AND e.seq > max(members.read_seq, members.joined_seq - 1) AND e.kind = 2 AND e.sender = members.user_id)"
     "  WHERE joined_seq > 1;",
+    /* 19 -> 20: push device ids never come back (AUTOINCREMENT): a rowid
+     * table hands the largest id out again once its row is deleted, so a
+     * relay keyed on `device`, or a client unregistering an id it kept,
+     * met another user's device (audit U2). PostgreSQL's identity column
+     * never reuses one. */
+    "CREATE TABLE push_devices_new("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  user_id INTEGER NOT NULL,"
+    "  login INTEGER NOT NULL,"
+    "  platform INTEGER NOT NULL,"
+    "  token TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  UNIQUE(platform, token));"
+    "INSERT INTO push_devices_new(id, user_id, login, platform, token, created)"
+    "  SELECT id, user_id, login, platform, token, created FROM push_devices;"
+    "DROP TABLE push_devices;"
+    "ALTER TABLE push_devices_new RENAME TO push_devices;"
+    "CREATE INDEX push_devices_user ON push_devices(user_id);"
+    "CREATE INDEX push_devices_login ON push_devices(login);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

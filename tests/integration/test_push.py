@@ -712,3 +712,37 @@ async def test_push_fcm_oauth_from_service_account(server_factory, sink, tmp_pat
         v = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(pub), "-signature",
                             str(tmp_path / "sig"), str(tmp_path / "signed")], capture_output=True, text=True)
         assert v.returncode == 0 and "Verified OK" in v.stdout, v
+
+
+@async_test(timeout=90)
+async def test_push_device_ids_are_never_handed_out_again(server_factory, sink):
+    """Audit U2: the newest device's id, once deleted, went to the next
+    registration, another user's too: a relay keyed on `device` mixed them."""
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        x, y = await h.api.register_many(2, "pid")
+        seen = set()
+        for who in (x, y, x):
+            dev = await register_device(h.api, who, "webhook", f"tok-{who.username}-{len(seen)}")
+            assert dev["id"] not in seen, (dev, seen)
+            seen.add(dev["id"])
+            r = await h.api.req("DELETE", f"/api/v1/push/devices/{dev['id']}", token=who.token)
+            assert r.status == 204, r
+
+
+@async_test(timeout=90)
+async def test_push_preview_cuts_between_characters(server_factory, sink):
+    """Audit U2: 100 code points cut an accent from its letter, a family
+    emoji after its first ZWJ, a flag in two."""
+    srv = server_factory(sink.args(previews=True))
+    async with Harness(srv) as h:
+        a, b, conv = await pair(h, "pcut")
+        await register_device(h.api, b, "webhook", "tok-cut-" + b.username)
+        family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+        cases = [("a" + "e\u0301" * 120, "a" + "e\u0301" * 99 + "\u2026"),
+                 ("a" * 98 + family + "bb", "a" * 98 + family + "b\u2026"),
+                 ("b" * 99 + "\U0001f1eb\U0001f1f7" * 2, "b" * 99 + "\U0001f1eb\U0001f1f7\u2026")]
+        for i, (body, want) in enumerate(cases):
+            await send(h.api, a, conv, body)
+            got = await sink.wait_for("tok-cut-" + b.username, n=i + 1)
+            assert note(got[i])["text"] == want, (note(got[i])["text"], want)

@@ -144,3 +144,26 @@ TEST(utf8_invisible_outside_emoji) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECK_EQ(pl_utf8_has_invisible_outside_emoji((const uint8_t *)bad[i], strlen(bad[i])), 1);
 }
+
+/* A preview's "first N characters" are what a reader sees as N: never an
+ * accent without its letter, half a ZWJ family, half a flag (audit U2). */
+TEST(utf8_prefix_cuts_between_characters) {
+    CHECK_EQ(pl_utf8_prefix("abc", 3, 2), 2);
+    CHECK_EQ(pl_utf8_prefix("abc", 3, 5), 3);
+    CHECK_EQ(pl_utf8_prefix("\xc3\xa9" "x", 3, 1), 2);                         /* é precomposed */
+    CHECK_EQ(pl_utf8_prefix("e\xcc\x81" "x", 4, 1), 3);                        /* e + U+0301 */
+    const char fam[] = "a\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7" "b";
+    CHECK_EQ(pl_utf8_prefix(fam, sizeof fam - 1, 2), sizeof fam - 2);          /* a + the family */
+    CHECK_EQ(pl_utf8_prefix(fam, sizeof fam - 1, 1), 1);
+    const char flags[] = "\xf0\x9f\x87\xab\xf0\x9f\x87\xb7\xf0\x9f\x87\xab\xf0\x9f\x87\xb7";   /* 🇫🇷🇫🇷 */
+    CHECK_EQ(pl_utf8_prefix(flags, sizeof flags - 1, 1), 8);
+    CHECK_EQ(pl_utf8_prefix(flags, sizeof flags - 1, 2), 16);
+    const char odd[] = "\xf0\x9f\x87\xab\xf0\x9f\x87\xb7\xf0\x9f\x87\xab";   /* a flag and a lone indicator */
+    CHECK_EQ(pl_utf8_prefix(odd, sizeof odd - 1, 1), 8);
+    const char tone[] = "\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd" "x";              /* 👍🏽 */
+    CHECK_EQ(pl_utf8_prefix(tone, sizeof tone - 1, 1), 8);
+    const char heart[] = "\xe2\x9d\xa4\xef\xb8\x8f" "x";                     /* ❤️ */
+    CHECK_EQ(pl_utf8_prefix(heart, sizeof heart - 1, 1), 6);
+    const char key[] = "1\xef\xb8\x8f\xe2\x83\xa3" "x";                       /* 1️⃣ */
+    CHECK_EQ(pl_utf8_prefix(key, sizeof key - 1, 1), 7);
+}

@@ -356,10 +356,11 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 19);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 20);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
                                     * insert triggers to code, push, workspaces, reports, lifecycle,
-                                    * blocks, held erasures, events_no_cmid, own_unread recount */
+                                    * blocks, held erasures, events_no_cmid, own_unread recount,
+                                    * push device ids never reused */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -4079,8 +4080,14 @@ TEST(store_push_devices) {
     CHECK_EQ(t_push_unreg(&t, b, d2), PL_STORE_ENOTFOUND);
     CHECK_EQ(t_push_unreg(&t, a, d2), PL_STORE_OK);
     CHECK_EQ(t_push_unreg(&t, a, d2), PL_STORE_ENOTFOUND);
-    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_WEBHOOK, "room again", NULL, &created, NULL), PL_STORE_OK);
+    int64_t last = 0, next = 0;
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_WEBHOOK, "room again", &last, &created, NULL), PL_STORE_OK);
     CHECK_EQ(created, 1);
+    /* an id is never handed out again, the largest one either (audit U2:
+     * a rowid table gave a deleted newest device's id to the next one) */
+    CHECK_EQ(t_push_unreg(&t, a, last), PL_STORE_OK);
+    CHECK_EQ(t_push_reg(&t, a, la, PL_PUSH_WEBHOOK, "room once more", &next, &created, NULL), PL_STORE_OK);
+    CHECK(next > last);
 
     /* rotating a login's refresh token keeps its devices */
     CHECK_EQ(t_push_devices(&t, &j, a), PL_STORE_OK);
