@@ -5,8 +5,14 @@
  * session is published through the bus (this node's handler runs first);
  * every node keeps its own entries from what it receives, forwards them to
  * its sessions of that conversation other than the typist's, and expires
- * them by itself (a `stop` after --typing-ttl without a refresh), so a node
- * that dies leaves no indicator stuck anywhere.
+ * them by itself, so a node that dies leaves no indicator stuck anywhere.
+ * The typist's node (the one that published the start) is the clock: it
+ * expires its entry --typing-ttl after the typist's last refresh and then
+ * publishes the `stop` to every node. The others hear only every
+ * republish_ms() of refreshes, so they keep an entry that long beyond the
+ * TTL and end it at that `stop` (audit X2: they expired it at the TTL
+ * after the last start they heard, up to 2.5 s before the typist's node);
+ * only when the typist's node is gone do they end it by themselves.
  *
  * Bounds: a user's starts are published at most every TYPING_REFWD_MS per
  * conversation (refreshes in between only extend the entry); at most
@@ -113,6 +119,8 @@ void pl_chat_conv_blocked(int64_t conv, int blocked) {
     if (C.bus) pl_bus_publish_conv_blocked(C.bus, conv, blocked);
 }
 
+static int64_t republish_ms(void);
+
 /* A typing signal from any node (this one first). */
 void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin) {
     chat_conv *cv = conv_find(conv);
@@ -123,9 +131,11 @@ void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin) 
         return;
     }
     int64_t now = pl_mono_ms();
+    /* another node's typist: its node sends the stop (see the top) */
+    int64_t ttl = C.cfg->typing_ttl + (C.bus && origin != C.bus->node ? republish_ms() : 0);
     typing_ent *t = typing_find(cv, user);
     if (t) {
-        t->expires = now + C.cfg->typing_ttl;
+        t->expires = now + ttl;
         if (now - t->forwarded >= TYPING_REFWD_MS) {
             t->forwarded = now;
             typing_forward(cv, user, 1);
@@ -137,7 +147,7 @@ void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin) 
         cv->captyping = cv->captyping ? cv->captyping * 2 : 2;
         cv->typing = pl_realloc(cv->typing, cv->captyping * sizeof *cv->typing);
     }
-    cv->typing[cv->ntyping++] = (typing_ent){user, now + C.cfg->typing_ttl, now, 0};
+    cv->typing[cv->ntyping++] = (typing_ent){user, now + ttl, now, 0};
     typing_list_add(cv);
     typing_forward(cv, user, 1);
 }
@@ -181,8 +191,16 @@ void do_typing(session *s, pl_msg *m) {
 void typing_tick(int64_t now) {
     for (chat_conv *cv = C.typing, *nx; cv; cv = nx) {
         nx = cv->tnext;
-        for (uint32_t i = 0; i < cv->ntyping;)
-            if (cv->typing[i].expires <= now) typing_remove_at(cv, i, 1);
-            else i++;
+        for (uint32_t i = 0; i < cv->ntyping;) {
+            if (cv->typing[i].expires > now) {
+                i++;
+                continue;
+            }
+            int64_t user = cv->typing[i].user;
+            int ours = cv->typing[i].published != 0;   /* this node published its starts */
+            typing_remove_at(cv, i, 1);
+            /* the other nodes wait for this stop; here it finds nothing left */
+            if (ours && C.bus) pl_bus_publish_typing(C.bus, cv->id, user, 0);
+        }
     }
 }

@@ -1264,6 +1264,40 @@ async def test_typing_refreshed_on_one_node_stays_on_at_the_other_nodes(server_f
                              start=n, timeout=10, what="typing expired")
 
 
+@pytest.mark.cluster_only(WHY)
+@async_test(60)
+async def test_typing_ends_on_every_node_a_ttl_after_the_last_refresh(server_factory):
+    """Audit X2: refreshes between two republished starts (every ttl/2 at
+    most) never reached the other nodes, which ended the indicator a ttl
+    after the last start they heard: up to ttl/2 before the typist's node
+    did. Refreshing every 0.7 s (ttl 1.5 s: republished every 0.75 s) makes
+    the last refresh an unpublished one."""
+    server = server_factory(["--typing-ttl", "1500"])
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "tt")
+        cid = (await h.api.open_dm(alice, bob.id))["id"]
+        a = await ws_on(h, U[0], alice, "alice@node0")
+        b0 = await ws_on(h, U[0], bob, "bob@node0")
+        b1 = await ws_on(h, U[1], bob, "bob@node1")
+        n0, n1 = len(b0.msgs), len(b1.msgs)
+        for _ in range(6):
+            await a.send_json({"type": "typing", "conversation": cid, "state": "start"})
+            last = time.monotonic()
+            await asyncio.sleep(0.7)
+        ended = {}
+
+        async def stop_at(c, n, key):
+            await c.wait_for(lambda m: m.get("type") == "typing" and m.get("state") == "stop",
+                             start=n, timeout=10, what="typing expired")
+            ended[key] = time.monotonic() - last
+
+        await asyncio.gather(stop_at(b0, n0, "same node"), stop_at(b1, n1, "other node"))
+        for key, after in ended.items():
+            assert 1.2 <= after <= 3.0, f"bob on the {key} saw stop {after:.2f} s after the last refresh " \
+                                        f"(ttl 1.5 s): {ended}"
+
+
 RATE, BURST = 2, 5
 
 
