@@ -501,6 +501,18 @@ static int api_head_check(pl_conn *c, const pl_http_req *r, const char **code, c
     return 403;
 }
 
+/* 0 after answering 400 for a query string that gives a parameter twice
+ * (which of two values counts is not for us to guess) or more than 64. */
+static int query_ok(pl_http_ctx *ctx) {
+    char dup[40], msg[96];
+    int qc = pl_http_query_check(ctx->req.query, dup, sizeof dup);
+    if (!qc) return 1;
+    if (qc < 0) snprintf(msg, sizeof msg, "the query has more than 64 parameters");
+    else snprintf(msg, sizeof msg, "the query gives \"%s\" more than once", dup);
+    pl_http_error(ctx, 400, "bad_request", msg);
+    return 0;
+}
+
 void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     pl_str seg[8];
     size_t n = split_path(ctx->req.path, seg, 8);
@@ -558,7 +570,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         return;
     }
     if (n == 1 && api_seg_is(s[0], "events") && ctx->req.method == PL_HTTP_GET) {
-        h_events(ctx);             /* the SSE stream authenticates itself */
+        if (query_ok(ctx)) h_events(ctx);   /* the SSE stream authenticates itself */
         return;
     }
     /* everything else needs an access token */
@@ -582,14 +594,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         pl_http_error(ctx, 404, "not_found", "no such route");
         return;
     }
-    char dup[40], msg[96];
-    int qc = pl_http_query_check(ctx->req.query, dup, sizeof dup);
-    if (qc) {                /* which of two values counts is not for us to guess */
-        if (qc < 0) snprintf(msg, sizeof msg, "the query has more than 64 parameters");
-        else snprintf(msg, sizeof msg, "the query gives \"%s\" more than once", dup);
-        pl_http_error(ctx, 400, "bad_request", msg);
-        return;
-    }
+    if (!query_ok(ctx)) return;
     pl_str tok;
     if (!api_bearer(&ctx->req, &tok)) {
         unauthorized(ctx);

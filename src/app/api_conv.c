@@ -777,14 +777,15 @@ void h_presence(pl_http_ctx *ctx) {
         return;
     }
     int64_t ids[PL_PROTO_PRESENCE_QUERY_MAX];
-    size_t count = 0;
+    size_t count = 0, given = 0;
     for (char *p = list, *tok; (tok = strsep(&p, ",")) != NULL;) {
-        int64_t id = api_parse_id(tok, strlen(tok));
-        if (id <= 0 || count == PL_PROTO_PRESENCE_QUERY_MAX) {
+        int zero = strcmp(tok, "0") == 0;      /* an id no user has: left out, as 999 is */
+        int64_t id = zero ? 0 : api_parse_id(tok, strlen(tok));
+        if ((!zero && id <= 0) || given++ == PL_PROTO_PRESENCE_QUERY_MAX) {
             pl_http_error(ctx, 400, "bad_request", "\"users\" must be up to 200 comma-separated ids");
             return;
         }
-        ids[count++] = id;
+        if (!zero) ids[count++] = id;
     }
     int r = pl_chat_presence_query(ctx->user, ids, count, members_answered, ctx);
     if (r) api_store_error(ctx, r, "");

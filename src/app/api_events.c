@@ -63,7 +63,7 @@ void h_events(pl_http_ctx *ctx) {
     pl_cursor *cur = NULL;
     size_t n = 0;
     pl_str lei = pl_http_header_get(&ctx->req, "last-event-id");
-    int resuming = lei.p != NULL;
+    int resuming = lei.p != NULL && lei.n > 0;   /* an empty one: a first connect (some libraries send it) */
     if (resuming) {
         const char *why;
         if (pl_cursor_id_decode(lei.p, lei.n, &cur, &n, &why)) {

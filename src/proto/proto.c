@@ -776,7 +776,7 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
             return fail(e, "too_large", "%s", "at most 200 users per presence_query");
         size_t i;
         json_t *v;
-        json_array_foreach(u, i, v) if (!json_safe(v) || json_integer_value(v) == 0)
+        json_array_foreach(u, i, v) if (!json_safe(v))   /* 0 is an id no user has: left out */
             return fail(e, "bad_request", "%s", "\"users\" must be an array of user ids");
         m->users = u;
         return 0;

@@ -189,3 +189,43 @@ async def test_a_reaction_is_an_emoji_not_an_invisible_character(server):
                       "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"):
             r = await ws.request({"type": "react", "conversation": g["id"], "seq": ack["seq"], "emoji": emoji})
             assert r.get("type") != "error", (emoji, r)
+
+
+@async_test(60)
+async def test_presence_of_user_id_zero_is_left_out_as_any_unknown_id(server):
+    """Audit X2: [47, 0] was bad_request for the whole query."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "pz")
+        await api.open_dm(alice, bob.id)
+        ws = await h.ws(alice)
+        r = await ws.request({"type": "presence_query", "users": [bob.id, 0]})
+        assert r.get("type") == "presence" or "users" in r, r
+        assert [u["user"] for u in r["users"]] == [bob.id], r
+        r = await ws.request({"type": "presence_query", "users": [0]})
+        assert r.get("users") == [], r
+        r = await api.req("GET", f"/api/v1/presence?users={bob.id},0", token=alice.token)
+        assert r.status == 200 and [u["user"] for u in r.body["users"]] == [bob.id], r
+        r = await api.req("GET", "/api/v1/presence?users=0", token=alice.token)
+        assert r.status == 200 and r.body["users"] == [], r
+        r = await api.req("GET", "/api/v1/presence?users=00", token=alice.token)
+        assert r.status == 400, r
+
+
+@async_test(60)
+async def test_the_event_stream_checks_its_query_and_takes_an_empty_last_event_id(server):
+    """Audit W2: /api/v1/events skipped the repeated-parameter check, and an
+    empty Last-Event-ID (some SSE libraries' first connect) was 400."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, = await api.register_many(1, "sse")
+        r = await api.req("GET", "/api/v1/events?x=1&x=2", token=alice.token)
+        assert r.status == 400 and '"x"' in _msg(r), r
+        async with api.session.get(api.base + "/api/v1/events",
+                                   headers={"Authorization": f"Bearer {alice.token}",
+                                            "Last-Event-ID": ""}) as resp:
+            assert resp.status == 200, resp.status
+            line = await resp.content.readline()
+            while line in (b"\n", b"\r\n") or line.startswith(b":"):
+                line = await resp.content.readline()
+            assert line.startswith(b"id:") or line.startswith(b"data:"), line
