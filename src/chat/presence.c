@@ -538,14 +538,23 @@ void presence_tick(int64_t now) {
 }
 
 /* Everyone here is about to go offline: keep their last seen. Views are not
- * withdrawn: clients reconnect elsewhere, and the views expire. */
+ * withdrawn: clients reconnect elsewhere (no offline-online flap for them),
+ * and the views end when this node is taken for gone. They are published
+ * once more with the drain's start as their last activity, the last seen
+ * stored here, so that the other nodes announce a user who does not come
+ * back with that one time, not the view's older one (audit X2: the pushed
+ * last_seen was the connect time, earlier than presence_query's). */
 void presence_shutdown(void) {
-    int64_t wall = pl_now_ms();
+    int64_t wall = pl_now_ms(), now = pl_mono_ms();
     for (size_t i = 0; i < C.presence.cap; i++) {
         if (!C.presence.slots[i].key) continue;
         presence *p = C.presence.slots[i].val;
-        if (chat_user_get(p->user)) store_last_seen(p->user, wall);
-        else if (p->local_pub != ST_OFFLINE) store_last_seen(p->user, p->local_active);
+        if (chat_user_get(p->user)) {
+            store_last_seen(p->user, wall);
+            int64_t hb;
+            int st = local_status(p->user, now, &hb);
+            if (C.bus && st != ST_OFFLINE) publish_own(p, st, wall, now, 1);
+        } else if (p->local_pub != ST_OFFLINE) store_last_seen(p->user, p->local_active);
         presence_free(p);
     }
     pl_map_release(&C.presence);

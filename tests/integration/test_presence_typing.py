@@ -231,6 +231,30 @@ async def test_last_seen_of_a_user_whose_node_was_killed(server_factory):
         assert u["last_seen"] >= last_beat - 1500, (u, last_beat)
 
 
+@pytest.mark.cluster_only("a node drained while its user stays away")
+@async_test(90)
+async def test_a_drained_nodes_user_who_does_not_return_goes_offline_with_the_drains_time(server_factory):
+    """Audit X2: after a SIGTERM, a user who did not reconnect was announced
+    offline with the view's old last activity (its connect time), earlier
+    than what presence_query then said (the drain's start)."""
+    srv = server_factory(["--presence-coalesce", "200"])
+    async with Harness(srv) as h:
+        a, b, w, x = await dm_across_two_nodes(h, srv, "drn")
+        await wait_status(w, b.id, "online")
+        await asyncio.sleep(1.5)                    # the view's last activity is older than the drain
+        drained = int(time.time() * 1000)
+        node = srv.nodes[1]
+        node.killed_on_purpose = True               # it exits by itself: not a problem at teardown
+        node.proc.send_signal(signal.SIGTERM)
+        m = await wait_status(w, b.id, "offline", timeout=30)
+        assert await asyncio.to_thread(node.proc.wait, 20) == 0, "the drain did not end cleanly"
+        assert m["last_seen"] >= drained - 300, (m, drained)
+        api0 = Api(srv.node_urls[0], h.session)
+        r = await api0.expect(200, "GET", f"/api/v1/presence?users={b.id}", token=a.token)
+        u = r.body["users"][0]
+        assert u["status"] == "offline" and abs(u["last_seen"] - m["last_seen"]) <= 300, (u, m)
+
+
 @pytest.mark.cluster_only("a node killed without closing")
 @async_test(90)
 async def test_users_of_a_killed_node_go_offline_without_waiting_for_the_timeout(server_factory):
