@@ -459,11 +459,13 @@ void h_history(pl_http_ctx *ctx, int64_t conv) {
     int64_t after, before, limit, wait;
     int lim;
     const char *bad = "after";
+    int digits = 1;                    /* the value is not written as an integer at all */
     if (api_query_int(ctx, "after", &after) || (bad = "before", api_query_int(ctx, "before", &before)) ||
         (bad = "limit", api_query_int(ctx, "limit", &limit)) || (bad = "wait", api_query_int(ctx, "wait", &wait)) ||
-        wait > POLL_WAIT_MAX || pl_proto_paging(after, before, limit, &lim, &bad)) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "\"%s\" is out of range", bad);
+        (digits = 0, wait > POLL_WAIT_MAX) || pl_proto_paging(after, before, limit, &lim, &bad)) {
+        char msg[96];
+        if (digits) snprintf(msg, sizeof msg, "\"%s\" must be an integer 0 to 2^53 - 1 (digits, no sign or leading zero)", bad);
+        else snprintf(msg, sizeof msg, "\"%s\" is out of range", bad);
         pl_http_error(ctx, 400, "bad_request", msg);
         return;
     }

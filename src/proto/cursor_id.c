@@ -97,7 +97,7 @@ int pl_cursor_id_decode(const char *id, size_t len, pl_cursor **out, size_t *n, 
     for (size_t i = 0; i < count; i++) {
         uint64_t d, seq;
         if (get_varint(bin, blen, &at, &d) || get_varint(bin, blen, &at, &seq)) {
-            *why = "Last-Event-ID is truncated";
+            *why = "Last-Event-ID is truncated or has a malformed number";
             goto out;
         }
         if (d == 0 && i > 0) {                 /* ids ascend: a zero step repeats one */

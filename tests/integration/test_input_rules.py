@@ -163,6 +163,9 @@ async def test_query_flags_and_messages_name_the_parameter(server):
         for q in ("after=01", "after=00000000000000000000001"):
             r = await api.req("GET", f"/api/v1/me/messages?{q}", token=alice.token)
             assert r.status == 400 and '"after"' in _msg(r), (q, r)
+        for q, word in (("wait=abc", "integer"), ("after=-1", "integer"), ("wait=31", "out of range")):
+            r = await api.req("GET", f"/api/v1/conversations/{g['id']}/messages?{q}", token=alice.token)
+            assert r.status == 400 and word in _msg(r), (q, r)       # audit W2: "out of range" for "abc"
         r = await api.req("GET", "/api/v1/me/messages?limit=0", token=alice.token)
         assert r.status == 400 and '"limit"' in _msg(r), r
         r = await api.req("POST", "/api/v1/media/uploads?length=0&name=a.txt&type=text/plain",

@@ -153,7 +153,7 @@ TEST(cursor_id_bad_input) {
     }
     /* each says which problem it is (audit H2) */
     const char *whys[] = {"Last-Event-ID repeats a conversation", "Last-Event-ID has a cursor out of range",
-                          "Last-Event-ID is truncated", "Last-Event-ID has trailing bytes",
+                          "Last-Event-ID is truncated or has a malformed number", "Last-Event-ID has trailing bytes",
                           "Last-Event-ID has a cursor out of range", "Last-Event-ID holds too many cursors"};
     for (size_t i = 0; i < 6; i++) {
         char *f = forge(bad[i], lens[i]);
