@@ -187,12 +187,8 @@ int api_user_arg(api_op *op, json_t *o, int64_t *peer, pl_job_cb by_name_done) {
         api_op_free(op);
         return -1;
     }
-    if (json_is_integer(u) && json_integer_value(u) == 0) {   /* an id no user has, as 999 is */
-        pl_http_error(op->ctx, 404, "not_found", "no such user");
-        api_op_free(op);
-        return -1;
-    }
-    if (json_is_integer(u) && json_integer_value(u) > 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
+    /* 0 is an id no user has: the store answers for it as for 999 */
+    if (json_is_integer(u) && json_integer_value(u) >= 0 && json_integer_value(u) <= PL_JSON_INT_MAX) {
         *peer = json_integer_value(u);
         return 1;
     }

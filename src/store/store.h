@@ -109,7 +109,9 @@
  *      private. A channel behaves as a group (roles, add, remove, leave,
  *      large groups) except that only members of its workspace may be in
  *      it: CHANNEL_CREATE and MEMBER_ADD refuse anyone else, and any
- *      member of the workspace may join a public channel (CHANNEL_JOIN).
+ *      member of the workspace may join a public channel (CHANNEL_JOIN),
+ *      and a workspace admin a private one that everyone left (so none is
+ *      lost for good with its name and its quota slot).
  *      Every workspace has the public channel "general", created with it;
  *      joining the workspace joins it, and only leaving the workspace
  *      leaves it (MEMBER_LEAVE, and MEMBER_REMOVE but with PL_JOB_EVICT:
@@ -692,8 +694,9 @@ typedef enum pl_job_op {
                                * {"kind":"channel","title":..,"members":[..],
                                *  "workspace":W,"private":B}                   */
     PL_JOB_CHANNEL_JOIN,      /* in: conv, user. A public channel of a workspace
-                               * user is in (else ENOTFOUND, private channels
-                               * included). out: out_id = conv; event MEMBER_ADDED
+                               * user is in, or a private one with no member
+                               * left for a workspace admin (else ENOTFOUND,
+                               * other private channels included). out: out_id = conv; event MEMBER_ADDED
                                * (sender = subject = user), created = 1; already a
                                * member: nothing, created = 0.                 */
     /* ---- reports (invariant 12; explicit value) ------------------------ */

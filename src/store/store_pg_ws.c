@@ -406,7 +406,9 @@ static int channel_join(pg_store *s, pl_job *j, int64_t now) {
     if (e->kind != PL_CONV_CHANNEL || !c.found) return PL_STORE_ENOTFOUND;
     j->out_id = j->conv;
     if (c.role != PL_ROLE_NONE) return PL_STORE_OK;            /* already */
-    if (c.is_private || c.ws_role == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    if (c.ws_role == PL_ROLE_NONE) return PL_STORE_ENOTFOUND;
+    /* a private one everyone left: a workspace admin takes it back (invariant 11) */
+    if (c.is_private && (c.ws_role != PL_ROLE_ADMIN || e->member_count > 0)) return PL_STORE_ENOTFOUND;
     pg_params pr = {0};
     pg_param_i64(&pr, j->conv);                              /* an empty channel: its admin now */
     rc = pg_member_join(s, j, e, j->user, now, 1, -1, NULL, W_PROMOTE, &pr);

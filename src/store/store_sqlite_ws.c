@@ -188,8 +188,8 @@ static int channel_join(sq_store *s, pl_job *j, int64_t now) {
     int64_t ws = 0, priv = 0;
     int rc = sq_run(s->wdb, &src, &ws, "SELECT workspace FROM conversations WHERE id = ?1 AND kind = 3", "i", j->conv);
     if (rc <= 0) return rc < 0 ? ws_fatal(s, src) : PL_STORE_ENOTFOUND;
-    int role = ws_role(s, ws, j->user);
-    if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
+    int wsrole = ws_role(s, ws, j->user), role;
+    if (wsrole <= 0) return wsrole < 0 ? wsrole : PL_STORE_ENOTFOUND;
     if ((role = sq_w_member_role(s, j->conv, j->user)) != PL_ROLE_NONE) {
         if (role < 0) return role;
         j->out_id = j->conv;                   /* already in it */
@@ -197,7 +197,12 @@ static int channel_join(sq_store *s, pl_job *j, int64_t now) {
     }
     if (sq_run(s->wdb, &src, &priv, "SELECT private FROM conversations WHERE id = ?1", "i", j->conv) < 0)
         return ws_fatal(s, src);
-    if (priv) return PL_STORE_ENOTFOUND;
+    if (priv) {        /* one everyone left: a workspace admin takes it back (invariant 11) */
+        int err = 0;
+        pl_conv_state *e = sq_w_conv_state(s, j->conv, &err);
+        if (!e) return err;
+        if (wsrole != PL_ROLE_ADMIN || e->member_count > 0) return PL_STORE_ENOTFOUND;
+    }
     j->out_id = j->conv;
     if ((rc = sq_w_member_join(s, j, now, j->conv, j->user, j->user)) != PL_STORE_OK ||
         (rc = sq_w_promote_if_needed(s, j->conv)) != PL_STORE_OK)      /* an empty channel: its admin now */

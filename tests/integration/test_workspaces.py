@@ -367,3 +367,33 @@ async def test_channel_create_outside_the_workspace_is_no_such_workspace(server)
             r = await api.req("POST", f"/api/v1/workspaces/{ws}/channels", token=eve.token,
                               json_body={"name": "intruders"})
             assert r.status == 404 and r.body["error"] == {"code": "not_found", "message": "no such workspace"}, r
+
+
+@async_test(60)
+async def test_a_private_channel_everyone_left_is_taken_back_by_a_workspace_admin(server):
+    """Audit Y2: once its last member left, a private channel could never be
+    joined again, kept its name and its place in the quota for good."""
+    async with Harness(server) as h:
+        api = h.api
+        owner, carol, dave = await api.register_many(3, "pvl")
+        ws = (await ws_create(api, owner, "Orphans"))["id"]
+        for u in (carol, dave):
+            await ws_add(api, owner, ws, {"user": u.id})
+        ch = await channel_create(api, carol, ws, "plans", private=True)
+        cid = ch["id"]
+        # while carol is in it, nobody else may join it, a workspace admin neither
+        for u in (owner, dave):
+            r = await api.req("POST", f"/api/v1/conversations/{cid}/join", token=u.token)
+            assert r.status == 404, r
+        r = await api.req("POST", f"/api/v1/conversations/{cid}/leave", token=carol.token)
+        assert r.status in (200, 204), r
+        r = await api.req("POST", f"/api/v1/conversations/{cid}/join", token=dave.token)
+        assert r.status == 404, f"a plain member joined an empty private channel: {r!r}"
+        r = await api.req("POST", f"/api/v1/conversations/{cid}/join", token=owner.token)
+        assert r.status in (200, 201), f"the workspace admin could not take it back: {r!r}"
+        conv = await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=owner.token)
+        me = [m for m in conv.body["members"] if m["id"] == owner.id]
+        assert me and me[0]["role"] == "admin", conv.body
+        # now its admin can add members again
+        r = await api.add_member(owner, cid, carol.id)
+        assert r.status in (200, 201), r
