@@ -197,7 +197,7 @@ static void check_msg(const pl_msg *m, size_t max_body) {
         FZ_CHECK(json_is_array(m->users));
         FZ_CHECK(json_array_size(m->users) <= PL_PROTO_PRESENCE_QUERY_MAX);
         json_array_foreach(m->users, i, v)
-            FZ_CHECK(json_is_integer(v) && json_integer_value(v) > 0);
+            FZ_CHECK(json_is_integer(v) && json_integer_value(v) >= 0);   /* 0: an id no user has, left out */
         break;
     }
     default:

@@ -500,3 +500,28 @@ TEST(http_has_token_edges) {
     const char *s = "close";
     CHECK(!pl_http_has_token((pl_str){ s, 4 }, "close"));
 }
+
+/* A query's parameter names: each once (audit S2: the first of two was
+ * taken silently), compared decoded; more than 64 is refused outright. */
+TEST(http_query_check_finds_a_repeated_name) {
+    char dup[16];
+    pl_str q = {"limit=1&after=2", 15};
+    CHECK_EQ(pl_http_query_check(q, dup, sizeof dup), 0);
+    pl_str q2 = {"limit=1&after=2&limit=3", 23};
+    CHECK_EQ(pl_http_query_check(q2, dup, sizeof dup), 1);
+    CHECK_STR(dup, "limit");
+    pl_str q3 = {"lim%69t=1&&limit", 16};                  /* decoded, empty segments skipped */
+    CHECK_EQ(pl_http_query_check(q3, dup, sizeof dup), 1);
+    pl_str q4 = {"a%01b=1&a%01b=2", 15};                   /* a control byte shown as '?' */
+    CHECK_EQ(pl_http_query_check(q4, dup, sizeof dup), 1);
+    CHECK_STR(dup, "a?b");
+    pl_str none = {NULL, 0};
+    CHECK_EQ(pl_http_query_check(none, dup, sizeof dup), 0);
+    char many[64 * 6 + 8];
+    size_t n = 0;
+    for (int i = 0; i < 65; i++) n += (size_t)snprintf(many + n, sizeof many - n, "%sp%d", i ? "&" : "", i);
+    pl_str q5 = {many, n};
+    CHECK_EQ(pl_http_query_check(q5, dup, sizeof dup), -1);
+    q5.n = (size_t)(strstr(many, "&p64") - many);                  /* 64 exactly */
+    CHECK_EQ(pl_http_query_check(q5, dup, sizeof dup), 0);
+}
