@@ -174,3 +174,33 @@ async def test_a_receipt_at_seq_0_is_a_no_op(server):
         assert r.status == 200, r
         mine = [m for m in r.body.get("members", []) if m.get("user") == bob.id]
         assert mine and (mine[0]["delivered_seq"], mine[0]["read_seq"]) == (0, 0), r.body
+
+
+@async_test(30)
+async def test_a_receipt_below_the_members_joining_moves_nothing(server):
+    """Audit E3: a member added at seq 5 that marked seq 2 read had read_seq
+    2 sent to everyone and listed, a message it cannot see."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "rj")
+        g = await api.create_group(alice, [bob.id])
+        cid = g["id"]
+        a = await h.ws(alice, name="alice")
+        for i in range(4):
+            await a.send_msg(cid, f"before carol {i}")
+        r = await api.add_member(alice, cid, carol.id)
+        assert r.status in (200, 201), r
+        joined = (await a.send_msg(cid, "after carol"))["seq"] - 1      # carol's member_added
+        for kind in ("read", "delivered"):
+            await api.expect(204, "POST", f"/api/v1/conversations/{cid}/{kind}", token=carol.token,
+                             json_body={"seq": 2})
+        await a.ping()
+        assert receipts_of(a, cid, carol.id) == [], receipts_of(a, cid, carol.id)
+        r = await api.expect(200, "GET", f"/api/v1/conversations/{cid}/receipts", token=alice.token)
+        mine = [m for m in r.body["members"] if m["user"] == carol.id]
+        assert not mine or (mine[0]["read_seq"] in (0, joined - 1) and mine[0]["delivered_seq"] in (0, joined - 1)), r.body
+        # a read at or above its joining still works
+        await api.expect(204, "POST", f"/api/v1/conversations/{cid}/read", token=carol.token,
+                         json_body={"seq": joined + 1})
+        got = await a.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == carol.id)
+        assert got["read_seq"] == joined + 1, got
