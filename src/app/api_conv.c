@@ -245,6 +245,18 @@ void h_conv_create(pl_http_ctx *ctx) {
         json_decref(o);
         return;
     }
+    /* a field of the other kind: a client that meant the other one, told
+     * so rather than given a conversation it did not ask for (audit E3) */
+    const char *stray = NULL;
+    if (kind && strcmp(kind, "group") == 0 && (json_object_get(o, "user") || json_object_get(o, "username")))
+        stray = "a group takes \"members\" (ids), not \"user\" or \"username\"";
+    else if (kind && strcmp(kind, "direct") == 0 && (json_object_get(o, "members") || json_object_get(o, "title")))
+        stray = "a direct conversation takes \"user\" or \"username\", not \"members\" or \"title\"";
+    if (stray) {
+        pl_http_error(ctx, 400, "bad_request", stray);
+        json_decref(o);
+        return;
+    }
     api_op *op = api_op_new(ctx, o);
     if (kind && strcmp(kind, "direct") == 0) {
         int64_t peer = 0;

@@ -232,3 +232,24 @@ async def test_the_event_stream_checks_its_query_and_takes_an_empty_last_event_i
             while line in (b"\n", b"\r\n") or line.startswith(b":"):
                 line = await resp.content.readline()
             assert line.startswith(b"id:") or line.startswith(b"data:"), line
+
+
+@async_test(60)
+async def test_a_field_of_the_other_kind_of_conversation_is_bad_request(server):
+    """Audit E3: {"kind": "group", "user": 56} made a group of the creator
+    alone; a direct conversation's title and members were dropped."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "okd")
+        for body in ({"kind": "group", "title": "Ops", "user": bob.id},
+                     {"kind": "group", "title": "Ops", "username": bob.username},
+                     {"kind": "direct", "user": bob.id, "title": "us"},
+                     {"kind": "direct", "user": bob.id, "members": [bob.id]}):
+            r = await api.req("POST", "/api/v1/conversations", token=alice.token, json_body=body)
+            assert r.status == 400 and r.code == "bad_request", (body, r)
+        r = await api.req("GET", "/api/v1/conversations", token=alice.token)
+        assert r.body["conversations"] == [], r.body
+        # null is left out, so these are fine
+        r = await api.req("POST", "/api/v1/conversations", token=alice.token,
+                          json_body={"kind": "direct", "user": bob.id, "title": None, "members": None})
+        assert r.status == 201, r
