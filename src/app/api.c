@@ -529,7 +529,9 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
         if (api_allow(ctx, API_GET)) operations(ctx, seg[0]);
         return;
     }
-    int auth_route = n == 4 && api_seg_is(seg[2], "auth");
+    /* register, login and refresh: not logout, which must never be
+     * refused for want of a login budget (audit B3) */
+    int auth_route = n == 4 && api_seg_is(seg[2], "auth") && !api_seg_is(seg[3], "logout");
     int64_t wait = pl_api_admit_ip(ctx->conn, auth_route);
     if (wait) {
         api_too_many(ctx, wait, "requests", "ip");

@@ -568,3 +568,42 @@ def test_expect_100_continue_is_answered_before_the_body(server):
         rest += s.recv(4096)
     assert rest.startswith(b"HTTP/1.1 201"), rest[:80]
     s.close()
+
+
+@async_test(60)
+async def test_one_event_larger_than_the_outbound_bound_reaches_every_member(server_factory):
+    """Audit B3: with --max-body above --max-outbound, one big message closed
+    every member with 4008, and every resume again at the same event."""
+    from pclient import cmid
+    server = server_factory(["--max-body", "100000", "--max-outbound", "65536"])
+    async with Harness(server) as h:
+        a, b = await h.api.register_many(2, "big")
+        cid = (await h.api.open_dm(a, b.id))["id"]
+        wb = await h.ws(b, name="b")
+        body = "x" * 90000
+        r = await h.api.expect(201, "POST", f"/api/v1/conversations/{cid}/messages", token=a.token,
+                               json_body={"client_msg_id": cmid(), "body": body})
+        ev = await wb.wait_for(lambda m: m.get("type") == "event" and m.get("seq") == r.body["seq"], timeout=10)
+        assert ev.get("body", (ev.get("data") or {}).get("body")) == body, {k: v for k, v in ev.items() if k != "body"}
+        await wb.ping()
+        assert wb.close_code is None, wb.close_code
+        # and a resume from before it gets past it
+        w2 = await h.ws(b, name="b2", auth="first", cursors={str(cid): 0})
+        await w2.wait_for(lambda m: m.get("type") == "synced" and m.get("conversation") == cid, timeout=10)
+        assert w2.close_code is None, w2.close_code
+
+
+@async_test(60)
+async def test_logout_is_not_counted_as_a_login(server_factory):
+    """Audit B3: logout was in --rate-ip-auth's bucket: a logout could be
+    refused with 429, leaving the session live, and logouts used up logins."""
+    server = server_factory(["--rate-ip-loopback", "1", "--rate-ip-auth", "2"])
+    async with Harness(server) as h:
+        u, = await h.api.register_many(1, "lgt")                  # one of the two
+        for _ in range(3):
+            r = await h.api.req("POST", "/api/v1/auth/logout", json_body={"refresh_token": "1.abc"})
+            assert r.status == 401, r
+        r = await h.api.req("POST", "/api/v1/auth/logout", token=u.token)
+        assert r.status == 204, r
+        r = await h.api.req("POST", "/api/v1/auth/login", json_body={"username": u.username, "password": u.password})
+        assert r.status == 200, f"logouts used up the login budget: {r!r}"
