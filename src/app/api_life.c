@@ -357,8 +357,25 @@ static void verified(uv_work_t *w, int status) {
     delete_list(op);
 }
 
+/* The account went while this request was on its way, deleted by another
+ * request of the same user (two devices at once): what was asked for is
+ * done, so 204, as closed() answers a deletion that lost the race at its
+ * last step. The fresh-clone CI met the race between the name and the
+ * hash reads (a 503 "nothing was changed" for a deleted account). */
+static void already_deleted(api_op *op) {
+    pl_chat_revoke_login(op->ctx->user, 0);
+    pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
+    api_op_free(op);
+}
+
+static int deleted_name(const char *name) { return strncmp(name, "deleted#", 8) == 0; }
+
 static void hash_read(pl_job *j) {
     api_op *op = j->data;
+    if (j->result == PL_STORE_ENOTFOUND || (!j->result && deleted_name(j->user_out.username))) {
+        already_deleted(op);                   /* renamed deleted#<id> meanwhile */
+        return;
+    }
     if (j->result || !j->user_out.pwhash || j->user_out.id != op->ctx->user) {
         api_store_error(op->ctx, j->result && j->result != PL_STORE_ENOTFOUND ? j->result : PL_STORE_EUNAVAIL, "");
         api_op_free(op);
@@ -372,6 +389,10 @@ static void hash_read(pl_job *j) {
 
 static void name_read(pl_job *j) {
     api_op *op = j->data;
+    if (!j->result && deleted_name(j->user_out.username)) {
+        already_deleted(op);
+        return;
+    }
     if (read_failed(op, j)) return;
     snprintf(op->username, sizeof op->username, "%s", j->user_out.username);
     if (api_is_server_admin(op->username)) {
