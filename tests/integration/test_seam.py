@@ -380,6 +380,10 @@ async def test_removed_member_held_session_gets_its_member_removed_and_nothing_a
                                and m.get("kind") == "member_removed", timeout=10,
                                what="B's own member_removed")
         assert got["data"]["user"] == b_user.id and got["seq"] == R, got
+        # the sync still ends with its synced, at the member_removed
+        synced = await b.wait_for(lambda m: m.get("type") == "synced" and m.get("conversation") == cid,
+                                  timeout=10, what="B's synced")
+        assert synced["seq"] == R, synced
         # later traffic never reaches B
         m3 = await a.send_msg(cid, "later still")
         await a.wait_seq(cid, m3["seq"])
