@@ -550,7 +550,7 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     }
     if (n == 2 && api_seg_is(seg[0], "media")) {
         /* a signed URL: no token (api_media.c) */
-        if (api_allow(ctx, API_GET)) h_media_signed(ctx, seg[1].p, seg[1].n);
+        if (api_allow(ctx, API_GET) && query_ok(ctx)) h_media_signed(ctx, seg[1].p, seg[1].n);
         return;
     }
     if (n < 2 || n > 8 || !api_seg_is(seg[0], "api") || !api_seg_is(seg[1], "v1")) {

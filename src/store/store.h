@@ -547,7 +547,8 @@ typedef enum pl_job_op {
     PL_JOB_MEMBER_ADD,        /* in: conv, user (actor), peer. out: out_id, event
                                * (no event if peer is already a member). A
                                * channel: EFORBID (why "not in the workspace")
-                               * unless peer is a member of its workspace.  */
+                               * unless peer is a member of its workspace
+                               * (an id no user has included).             */
     PL_JOB_MEMBER_REMOVE,     /* in: conv, user (actor), peer. out: out_id, event.
                                * flags PL_JOB_EVICT: conv is a channel, peer a
                                * member of it, and peer out of its workspace, or

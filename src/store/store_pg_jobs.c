@@ -339,8 +339,8 @@ static int job_member_add(pg_store *s, pl_job *j, int64_t now) {
         return rc;
     pg_conv *e = pg_conv_find(s, j->conv);                   /* after a sync */
     if ((rc = w_check_admin(e, arole)) != PL_STORE_OK) return rc;
-    if (!pexists) return PL_STORE_ENOTFOUND;
-    if (e->kind == PL_CONV_CHANNEL) {
+    if (!pexists && e->kind != PL_CONV_CHANNEL) return PL_STORE_ENOTFOUND;
+    if (e->kind == PL_CONV_CHANNEL) {             /* an id no user has: not in it either */
         int in_ws = 0;
         if ((rc = pg_ws_member_of_conv(s, j->conv, j->peer, &in_ws)) != PL_STORE_OK) return rc;
         if (!in_ws) {

@@ -904,12 +904,14 @@ static int w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int6
 static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
     int rc = w_check_admin(s, j);
     if (rc != PL_STORE_OK) return rc;
-    rc = w_user_exists(s, j->peer);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
+    /* the workspace first: to a channel an id no user has is "not in the
+     * workspace" (403), as when the channel is created with it */
     if ((rc = sq_ws_channel_admits(s, j->conv, j->peer)) != PL_STORE_OK) {
         if (rc == PL_STORE_EFORBID) j->why = "not in the workspace";
         return rc;
     }
+    rc = w_user_exists(s, j->peer);
+    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
     j->out_id = j->conv;
     return w_member_join(s, j, now, j->conv, j->user, j->peer);
 }

@@ -866,6 +866,13 @@ async def test_a_signed_url_cannot_renew_itself(server_factory, media_dirs):
         assert st == 200, (st, body)
         again = json.loads(body)
         assert again["url_expires"] == exp and f"exp={exp}&" in again["url"], (exp, again)
+        # a parameter given twice is 400 here too (audit O3: the URL was served)
+        fresh = (await h.api.expect(200, "GET", f"/api/v1/media/{m['id']}?info=1", token=a.token)).body["url"]
+        st, body, hd = await get(h.session, srv.base_url + fresh)
+        assert st == 200, (st, body)
+        for extra in ("&info=1&info=0", "&exp=" + fresh.split("exp=")[1].split("&")[0]):
+            st, body, hd = await get(h.session, srv.base_url + fresh + extra)
+            assert st == 400 and b"more than once" in body, (extra, st, body)
 
 
 @async_test(timeout=180)

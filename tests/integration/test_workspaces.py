@@ -142,6 +142,10 @@ async def test_channels_public_private_and_join(server):
         # Adding to a channel: workspace members only.
         r = await api.add_member(alice, cid, eve.id)
         assert r.status == 403 and r.body["error"]["code"] == "forbidden", r
+        # an id no user has is not in the workspace either, as at creation (audit O3)
+        for nobody in (999999, 0):
+            r = await api.add_member(alice, cid, nobody)
+            assert r.status == 403 and r.body["error"]["message"] == "not in the workspace", (nobody, r)
         r = await api.add_member(alice, sec["id"], bob.id)
         assert r.status == 200, r
         assert "secret" in await channels(api, bob, wid)
