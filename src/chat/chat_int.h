@@ -139,6 +139,7 @@ typedef struct typing_ent {
     int64_t expires;              /* mono ms                                 */
     int64_t forwarded;            /* mono ms of the last forwarded start     */
     int64_t published;            /* mono ms of the last start this node published */
+    int32_t origin;               /* the node that published the last start  */
 } typing_ent;
 
 struct chat_conv {

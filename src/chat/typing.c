@@ -12,7 +12,10 @@
  * republish_ms() of refreshes, so they keep an entry that long beyond the
  * TTL and end it at that `stop` (audit X2: they expired it at the TTL
  * after the last start they heard, up to 2.5 s before the typist's node);
- * only when the typist's node is gone do they end it by themselves.
+ * when the typist's node is gone (the bus's node_gone) no `stop` will come,
+ * so they end it themselves at the TTL after the last start they heard, or
+ * at once if that has passed (audit G3: a killed node's typist kept typing
+ * at the others for TTL + republish_ms, after being announced offline).
  *
  * Bounds: a user's starts are published at most every TYPING_REFWD_MS per
  * conversation (refreshes in between only extend the entry); at most
@@ -136,6 +139,7 @@ void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin) 
     typing_ent *t = typing_find(cv, user);
     if (t) {
         t->expires = now + ttl;
+        t->origin = origin;
         if (now - t->forwarded >= TYPING_REFWD_MS) {
             t->forwarded = now;
             typing_forward(cv, user, 1);
@@ -147,7 +151,7 @@ void typing_on_bus(void *ud, int64_t conv, int64_t user, int start, int origin) 
         cv->captyping = cv->captyping ? cv->captyping * 2 : 2;
         cv->typing = pl_realloc(cv->typing, cv->captyping * sizeof *cv->typing);
     }
-    cv->typing[cv->ntyping++] = (typing_ent){user, now + ttl, now, 0};
+    cv->typing[cv->ntyping++] = (typing_ent){user, now + ttl, now, 0, origin};
     typing_list_add(cv);
     typing_forward(cv, user, 1);
 }
@@ -192,7 +196,13 @@ void typing_tick(int64_t now) {
     for (chat_conv *cv = C.typing, *nx; cv; cv = nx) {
         nx = cv->tnext;
         for (uint32_t i = 0; i < cv->ntyping;) {
-            if (cv->typing[i].expires > now) {
+            typing_ent *t = &cv->typing[i];
+            if (t->expires > now && C.bus && t->origin != C.bus->node &&
+                pl_bus_node_gone(C.bus, t->origin)) {
+                t->expires -= republish_ms();     /* the TTL after the last start heard */
+                t->origin = C.bus->node;          /* ... once: no stop will come */
+            }
+            if (t->expires > now) {
                 i++;
                 continue;
             }

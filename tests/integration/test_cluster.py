@@ -1178,6 +1178,40 @@ async def test_users_of_a_killed_node_go_offline_after_the_presence_timeout(serv
 
 
 @pytest.mark.cluster_only(WHY)
+@async_test(90)
+async def test_a_killed_nodes_typist_stops_typing_at_the_ttl(server_factory):
+    """Audit G3: the typist's node is the clock of a typing entry (it sends
+    the stop), so the other nodes keep theirs republish_ms past the TTL;
+    when that node was killed the stop never came and the indicator lasted
+    TTL + republish_ms (7.5 s at the default 5 s; 6 s here), after the
+    typist had already been announced offline. Now a node that takes the
+    typist's node for gone ends the entry at the TTL after the last start
+    it heard."""
+    ttl = 4.0
+    server = server_factory(["--typing-ttl", str(int(ttl * 1000))])
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "tk")
+        cid = (await h.api.open_dm(alice, bob.id))["id"]
+        b = await ws_on(h, U[1], bob, "bob@node1")
+        a = await ws_on(h, U[0], alice, "alice@node0")
+        await a.ping()
+        await b.ping()
+        n = len(b.msgs)
+        await a.send_json({"type": "typing", "conversation": cid, "state": "start"})
+        await b.wait_for(lambda m: m.get("type") == "typing" and m.get("state") == "start",
+                         start=n, what="typing start from node 0")
+        started = time.monotonic()
+        await asyncio.sleep(0.3)
+        server.nodes[0].kill()
+        await b.wait_for(lambda m: m.get("type") == "typing" and m.get("state") == "stop",
+                         start=n, timeout=15, what="typing stop after the typist's node died")
+        took = time.monotonic() - started
+        assert took < ttl + 1.0, f"the stop came {took:.2f} s after the start (ttl {ttl} s)"
+        await asyncio.to_thread(server.start)         # node 0 again, for the teardown
+
+
+@pytest.mark.cluster_only(WHY)
 @async_test(60)
 async def test_a_view_refresh_announces_nothing_to_new_co_members(server_factory):
     """Bob is online on node 1 before he shares a conversation with alice
