@@ -40,6 +40,7 @@ void api_op_free(api_op *op) {
     free(op->ciphertext);
     free(op->masked);
     free(op->attach_json);
+    pl_event_list_free(op->events, op->nevents);
     free(op);
 }
 

@@ -53,6 +53,9 @@ typedef struct api_op {
     int64_t      t0_us;           /* send: when the request was complete (pl_mono_us) */
     char        *masked;          /* send, edit: the text as the content filter left it */
     int          flag_line;       /* a flag rule matched: report after the commit */
+    pl_event    *events;          /* GET /me/messages: the page, held while the
+                                   * memberships are read (api_life.c)      */
+    size_t       nevents;
 } api_op;
 
 api_op *api_op_new(pl_http_ctx *ctx, json_t *root);

@@ -177,7 +177,26 @@ void h_me_export(pl_http_ctx *ctx) {
     export_step(op, PL_READ_USER_BY_ID, export_user);
 }
 
-static void messages_read(pl_job *j) {
+/* In a conversation the user has left or was removed from, its own
+ * message keeps only what is its own: what others did after it was gone
+ * (the parent's later edit quoted in reply_preview, reactions, a pin) is
+ * not for it to read (protocol.md: access ends at the removal; audit L3).
+ * Its own edits are kept: they were made while it was a member. */
+static void own_form_only(pl_event *e) {
+    if (!e->annot) return;
+    char *wrapped = NULL;
+    if (asprintf(&wrapped, "{%s}", e->annot) < 0) wrapped = NULL;
+    json_t *o = wrapped ? json_loads(wrapped, 0, NULL) : NULL;
+    free(wrapped);
+    json_t *ed = o ? json_object_get(o, "edited_ts") : NULL;
+    free(e->annot);
+    e->annot = NULL;
+    if (json_is_integer(ed) && asprintf(&e->annot, "\"edited_ts\":%lld", (long long)json_integer_value(ed)) < 0)
+        e->annot = NULL;
+    json_decref(o);
+}
+
+static void memberships_read(pl_job *j) {
     api_op *op = j->data;
     if (j->result) {
         api_store_error(op->ctx, j->result, "");
@@ -187,18 +206,42 @@ static void messages_read(pl_job *j) {
     pl_sbuf s;
     pl_sbuf_init(&s);
     pl_sbuf_adds(&s, "{\"messages\":[");
-    for (size_t i = 0; i < j->nevents; i++) {
-        pl_sbuf_printf(&s, "%s{\"conversation\":%lld,", i ? "," : "", (long long)j->events[i].conv);
-        pl_proto_event_fields(&s, &j->events[i]);
+    for (size_t i = 0; i < op->nevents; i++) {
+        pl_event *e = &op->events[i];
+        int member = 0;
+        for (size_t k = 0; k < j->nmships && !member; k++) member = j->mships[k].conv == e->conv;
+        if (!member) own_form_only(e);
+        pl_sbuf_printf(&s, "%s{\"conversation\":%lld,", i ? "," : "", (long long)e->conv);
+        pl_proto_event_fields(&s, e);
         pl_sbuf_addc(&s, '}');
     }
-    if (j->more && j->nevents)
-        pl_sbuf_printf(&s, "],\"next\":\"%llu\"}", (unsigned long long)j->events[j->nevents - 1].id);
+    if (op->created && op->nevents)
+        pl_sbuf_printf(&s, "],\"next\":\"%llu\"}", (unsigned long long)op->events[op->nevents - 1].id);
     else
         pl_sbuf_adds(&s, "],\"next\":null}");
     pl_http_respond(op->ctx, 200, "application/json", s.p, s.len, NULL);
     pl_sbuf_release(&s);
     api_op_free(op);
+}
+
+/* The page first, then the user's memberships: a conversation left
+ * between the two reads counts as left (the safe side). */
+static void messages_read(pl_job *j) {
+    api_op *op = j->data;
+    if (j->result) {
+        api_store_error(op->ctx, j->result, "");
+        api_op_free(op);
+        return;
+    }
+    op->events = j->events;                 /* held across the next read */
+    op->nevents = j->nevents;
+    op->created = j->more;
+    j->events = NULL;
+    j->nevents = 0;
+    api_job_reset(op, PL_READ_MEMBERSHIPS, memberships_read);
+    op->job.ids = &op->user;
+    op->job.nids = 1;
+    api_submit(op);
 }
 
 void h_me_messages(pl_http_ctx *ctx) {
@@ -224,6 +267,7 @@ void h_me_messages(pl_http_ctx *ctx) {
         return;
     }
     api_op *op = api_op_new(ctx, NULL);
+    op->user = ctx->user;
     api_job_reset(op, PL_READ_USER_MESSAGES, messages_read);
     op->job.user = ctx->user;
     op->job.cursor = (int64_t)cursor;

@@ -4,6 +4,7 @@ legal holds (server admins) that stop it; a user's export; account
 deletion. Every test runs embedded and as a cluster."""
 
 import asyncio
+import json
 import secrets
 import time
 import urllib.parse
@@ -279,3 +280,54 @@ async def test_two_devices_deleting_the_account_at_once_both_hear_it_is_done(ser
             assert sorted(r.status for r in rs) == [204, 204], [(r.status, r.body) for r in rs]
             await api.expect(404, "GET", f"/api/v1/users/{alice.username}", token=carol.token)
             await api.expect(401, "GET", "/api/v1/me", token=second)
+
+
+@async_test(60)
+async def test_my_messages_in_a_conversation_i_left_show_nothing_done_after(server):
+    """Audit L3 (high): /me/messages gave a member who had left (or was
+    removed) its old reply with the parent's *current* text in
+    reply_preview (an edit made after it left), and reactions and pins
+    added after it was gone. Now such a message keeps only its own part;
+    in a conversation it is still in, the current form as before."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, ivy, jon = await api.register_many(3, "left")
+        g = (await api.create_group(alice, [ivy.id, jon.id], title="k"))["id"]
+        still = (await api.create_group(alice, [ivy.id], title="still"))["id"]
+
+        async def send(u, conv, body, **kw):
+            r = await api.expect(201, "POST", f"/api/v1/conversations/{conv}/messages", token=u.token,
+                                 json_body={"client_msg_id": body, "body": body, **kw})
+            return r.body["seq"]
+
+        parent = await send(alice, g, "plan v1")
+        reply = await send(ivy, g, "ivy replies", reply_to=parent)
+        mine = await send(ivy, g, "ivy plain")
+        await api.expect(200, "PATCH", f"/api/v1/conversations/{g}/messages/{mine}", token=ivy.token,
+                         json_body={"body": "ivy plain, edited by ivy"})
+        p2 = await send(alice, still, "still v1")
+        r2 = await send(ivy, still, "ivy replies where she stays", reply_to=p2)
+        await api.expect(204, "POST", f"/api/v1/conversations/{g}/leave", token=ivy.token)
+        # after ivy is gone: an edit of the parent, a reaction and a pin on her reply
+        await api.expect(200, "PATCH", f"/api/v1/conversations/{g}/messages/{parent}", token=alice.token,
+                         json_body={"body": "plan v2: the office code is 4711"})
+        await api.expect(200, "POST", f"/api/v1/conversations/{g}/messages/{reply}/reactions",
+                         token=jon.token, json_body={"emoji": "👎"})
+        await api.expect(200, "PUT", f"/api/v1/conversations/{g}/pins/{reply}", token=alice.token)
+        # the same in the conversation she is still in: she sees it, as history does
+        await api.expect(200, "PATCH", f"/api/v1/conversations/{still}/messages/{p2}", token=alice.token,
+                         json_body={"body": "still v2"})
+        await api.expect(200, "POST", f"/api/v1/conversations/{still}/messages/{r2}/reactions",
+                         token=alice.token, json_body={"emoji": "👍"})
+
+        got = (await api.expect(200, "GET", "/api/v1/me/messages", token=ivy.token)).body["messages"]
+        by = {(m["conversation"], m["seq"]): m for m in got}
+        left_reply, left_plain = by[(g, reply)], by[(g, mine)]
+        assert left_reply["body"] == "ivy replies" and left_reply["data"]["reply_to"] == parent, left_reply
+        for key in ("reply_preview", "reactions", "pinned"):
+            assert key not in left_reply, (key, left_reply)
+        assert "4711" not in json.dumps(got), got
+        assert left_plain["body"] == "ivy plain, edited by ivy" and left_plain["edited_ts"] > 0, left_plain
+        kept = by[(still, r2)]
+        assert kept["reply_preview"]["body"] == "still v2", kept
+        assert [(x["emoji"], x["count"]) for x in kept["reactions"]] == [("👍", 1)], kept
