@@ -235,6 +235,10 @@ void chat_send_error(pl_conn *c, json_t *req, const char *code, const char *msg)
     pl_sbuf s;
     pl_sbuf_init(&s);
     pl_proto_error(&s, req, code, msg);
+    if (strcmp(code, "unavailable") == 0 && s.len && s.p[s.len - 1] == '}') {
+        s.len--;                                /* when to try again, as REST's Retry-After */
+        pl_sbuf_adds(&s, ",\"retry_after\":1}");
+    }
     chat_send_text(c, s.p, s.len, 1);
     pl_sbuf_release(&s);
 }

@@ -234,8 +234,10 @@ static json_t *error_body(const char *code, const char *msg) {
     return json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
 }
 
+/* A 503 (the store or the process is unavailable) says when to try again,
+ * as HAProxy's own 503 does (protocol.md, `unavailable`). */
 void pl_http_error(pl_http_ctx *ctx, int status, const char *code, const char *msg) {
-    respond_json_x(ctx, status, error_body(code, msg), NULL);
+    respond_json_x(ctx, status, error_body(code, msg), status == 503 ? "Retry-After: 1\r\n" : NULL);
 }
 
 void pl_http_method_not_allowed(pl_http_ctx *ctx, unsigned allow, const char *msg) {

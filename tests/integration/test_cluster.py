@@ -892,6 +892,9 @@ async def test_postgres_restart_and_outage_no_false_ack_and_convergence(server):
             bad_errors = [(d.name, rep) for d in senders for _, _, _, rep in d.error_log
                           if rep.get("code") != "unavailable"]
             assert not bad_errors, f"errors other than `unavailable`: {bad_errors[:5]}"
+            no_hint = [(d.name, rep) for d in senders for _, _, _, rep in d.error_log
+                       if rep.get("retry_after") != 1]
+            assert not no_hint, f"`unavailable` without retry_after 1 (audit G3): {no_hint[:5]}"
             bad_closes = [(d.name, code, reason) for d in devices for _, code, reason in d.closes
                           if code != 1013]
             assert not bad_closes, f"closes other than 1013 (try again later): {bad_closes[:5]}"
@@ -1729,6 +1732,8 @@ async def test_a_token_the_store_cannot_check_is_unavailable_not_unauthorized(se
                                  ("POST", "/api/v1/auth/logout")):
                 r = await api.req(method, path, token=a.token)
                 assert r.status == 503 and r.body["error"]["code"] == "unavailable", (method, path, r)
+                # when to try again, as HAProxy's own 503 says (audit G3)
+                assert {k.lower(): v for k, v in r.headers.items()}.get("retry-after") == "1", r.headers
             r = await api.req("GET", "/api/v1/me", token="v1.1.1.1.forged")
             assert r.status == 401, r                       # a bad token is still a bad token
         finally:
