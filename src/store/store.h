@@ -850,7 +850,8 @@ typedef enum pl_job_op {
     PL_READ_WORKSPACE_GET,    /* in: id (workspace), user. out: workspaces[0] with
                                * members. ENOTFOUND unless user is in it.    */
     PL_READ_CHANNELS,         /* in: id (workspace), user. out: convs: its public
-                               * channels and the private ones user is in, by
+                               * channels and the private ones user is in (or,
+                               * user a workspace admin, that have no member), by
                                * title; each with id, kind, title, workspace,
                                * is_private, last_seq, last_ts, member_count and
                                * role = user's (PL_ROLE_NONE: not in it; then the

@@ -1438,11 +1438,14 @@ const char *const pg_r_sql[R__COUNT] = {
                        " WHERE m.workspace_id = $1::bigint AND m.user_id = $2::bigint",
     [R_WS_MEMBERS]   = "SELECT m.user_id, m.role, u.username FROM workspace_members m JOIN users u ON u.id = m.user_id"
                        " WHERE m.workspace_id = $1::bigint ORDER BY m.joined",
-    /* its public channels and the private ones $2 is in, by name (bytes, as
-     * SQLite orders them); the conversations_channel index holds them */
+    /* its public channels and the private ones $2 is in (or, for a
+     * workspace admin, that everyone has left: to rescue them), by name
+     * (bytes, as SQLite orders them); the conversations_channel index holds them */
     [R_CHANNELS]     = "SELECT " CONV_COLUMNS " FROM conversations c LEFT JOIN members m ON m.conv_id = c.id"
                        "   AND m.user_id = $2::bigint"
-                       " WHERE c.workspace = $1::bigint AND c.kind = 3 AND (c.private = 0 OR m.user_id IS NOT NULL)"
+                       " WHERE c.workspace = $1::bigint AND c.kind = 3 AND (c.private = 0 OR m.user_id IS NOT NULL"
+                       "   OR (c.member_count = 0 AND EXISTS (SELECT 1 FROM workspace_members w"
+                       "     WHERE w.workspace_id = $1::bigint AND w.user_id = $2::bigint AND w.role = 2)))"
                        " ORDER BY c.title COLLATE \"C\", c.id",
     /* $1 conv, $2 user: a channel's workspace (NULL: not a channel), and
      * whether user is a member */

@@ -378,7 +378,9 @@ static int r_channels(sq_reader *r, pl_job *j) {
                  " coalesce(m.joined_seq, 0), coalesce(m.delivered_seq, 0), coalesce(m.read_seq, 0),"
                  " coalesce(m.notify, 0)"
                  " FROM conversations c LEFT JOIN members m ON m.conv_id = c.id AND m.user_id = ?2"
-                 " WHERE c.workspace = ?1 AND c.kind = 3 AND (c.private = 0 OR m.user_id IS NOT NULL)"
+                 " WHERE c.workspace = ?1 AND c.kind = 3 AND (c.private = 0 OR m.user_id IS NOT NULL"
+                 "   OR (c.member_count = 0 AND EXISTS (SELECT 1 FROM workspace_members w"   /* to rescue it */
+                 "     WHERE w.workspace_id = ?1 AND w.user_id = ?2 AND w.role = 2)))"
                  " ORDER BY c.title", &src);
     if (!st) return PL_STORE_EUNAVAIL;
     sqlite3_bind_int64(st, 1, j->id);

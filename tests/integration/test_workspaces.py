@@ -393,6 +393,14 @@ async def test_a_private_channel_everyone_left_is_taken_back_by_a_workspace_admi
         assert r.status in (200, 204), r
         r = await api.req("POST", f"/api/v1/conversations/{cid}/join", token=dave.token)
         assert r.status == 404, f"a plain member joined an empty private channel: {r!r}"
+        # the workspace admin finds it in the channel list (audit L3: only its
+        # id could name it); a plain member still does not see it
+        listed = (await api.expect(200, "GET", f"/api/v1/workspaces/{ws}/channels", token=owner.token)).body
+        mine = [c for c in listed["channels"] if c["id"] == cid]
+        assert mine and mine[0]["private"] is True and mine[0]["member_count"] == 0 \
+            and mine[0]["joined"] is False, listed
+        listed = (await api.expect(200, "GET", f"/api/v1/workspaces/{ws}/channels", token=dave.token)).body
+        assert cid not in [c["id"] for c in listed["channels"]], listed
         r = await api.req("POST", f"/api/v1/conversations/{cid}/join", token=owner.token)
         assert r.status in (200, 201), f"the workspace admin could not take it back: {r!r}"
         conv = await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=owner.token)
