@@ -92,7 +92,10 @@ function refreshReplyPreviews(c, m) {
 /** Applies an action event (already appended to c.events) to its target. */
 export function applyAction(c, e) {
   const d = e.data || {};
-  const t = findMsg(c, d.target);
+  // the message the list previews when no history is held (app.js
+  // fillPreview) follows its edits and deletes too
+  const pm = c.previewMsg && c.previewMsg.event;
+  const t = findMsg(c, d.target) || (pm && pm.kind === 'message' && pm.seq === d.target ? pm : null);
   const me = ctx.S.me && ctx.S.me.id;
   switch (e.kind) {
     case 'edit': {

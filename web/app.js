@@ -48,9 +48,9 @@ import * as actions from './actions.js';
 import { openNotifyMenu } from './notify.js';
 import {
   S, conv, lsKey, lsGet, saveCursorsSoon, saveOutbox, cursors, nameOf, unreadOf,
-  learnCounts, learnMembers, visible, titleOf, learnChannel, avatarOf,
+  learnCounts, learnMembers, visible, titleOf, learnChannel, avatarOf, channelWsName,
 } from './state.js';
-import { initConvList, renderList, presenceOf } from './convlist.js';
+import { initConvList, renderList, presenceOf, previewable } from './convlist.js';
 import {
   initConvView, renderConvHead, renderHistoryState, renderMessages, renderTyping, renderPill,
 } from './convview.js';
@@ -580,10 +580,34 @@ async function refreshConversations() {
     learnBlocked(c, rc);
     if (rc.last && (!c.lastEvent || rc.last.seq > c.lastEvent.seq)) c.lastEvent = rc.last;
     c.lastTs = Math.max(c.lastTs, rc.last_ts || 0, (rc.last && rc.last.ts) || 0);
+    fillPreview(c);
     if (!c.members) loadDetails(c);
   }
   S.listLoaded = true;
   render();
+}
+
+/** After a reload the list knows a conversation's latest event only. When
+ *  that is an edit, a delete, a reaction or a pin, the list shows the
+ *  latest message in its current form, as it did live (convlist.js
+ *  previewOf): fetched here (the page just below that event) when no
+ *  history is held. */
+function fillPreview(c) {
+  const e = c.lastEvent;
+  if (!e || !actions.isAction(e) || c.left) return;
+  if (c.previewMsg && c.previewMsg.at === e.seq) return;        // done, or under way
+  if (c.events.some(previewable)) return;
+  const at = e.seq;
+  const pm = { at, event: null };
+  c.previewMsg = pm;
+  api.call('GET', `/api/v1/conversations/${c.id}/messages?before=${at}&limit=50`).then((r) => {
+    if (c.previewMsg !== pm) return;
+    const evs = ((r && r.events) || []).filter((x) => x.seq < at).sort((a, b) => a.seq - b.seq);
+    for (let i = evs.length - 1; i >= 0; i--) if (previewable(evs[i])) { pm.event = evs[i]; break; }
+    // actions that came live meanwhile (an edit of that message)
+    for (const x of c.events) if (pm.event && x.seq > pm.event.seq && actions.isAction(x)) actions.applyAction(c, x);
+    render('list');
+  }).catch(() => { if (c.previewMsg === pm) c.previewMsg = null; });
 }
 
 function loadDetails(c, force) {
@@ -827,6 +851,22 @@ async function startDm(ev) {
   }
 }
 
+// This browser's other tabs of the same account follow a notification
+// level chosen here at once (the server tells other devices only when they
+// next fetch the list: docs/protocol.md), as they share drafts and logout.
+const tabs = typeof BroadcastChannel === 'function' ? new BroadcastChannel('parley') : null;
+if (tabs) {
+  tabs.onmessage = (ev) => {
+    const m = ev.data || {};
+    if (m.kind !== 'notify' || !S.me || m.user !== S.me.id || typeof m.level !== 'string') return;
+    const c = S.convs.get(m.conv);
+    if (!c || c.notify === m.level) return;
+    c.notify = m.level;
+    render('list');
+    render('conv');
+  };
+}
+
 async function setNotify(c, level) {
   const prev = c.notify;
   c.notify = level;
@@ -835,6 +875,7 @@ async function setNotify(c, level) {
   try {
     const r = await api.call('PUT', `/api/v1/conversations/${c.id}/notify`, { level });
     if (r && typeof r.notify === 'string') c.notify = r.notify;
+    if (tabs && S.me) tabs.postMessage({ kind: 'notify', user: S.me.id, conv: c.id, level: c.notify });
     toast(level === 'none' ? 'Conversation muted.' : level === 'mentions' ? 'You will be notified of mentions and replies only.'
       : 'You will be notified of all messages.');
   } catch (e) {
@@ -1028,13 +1069,18 @@ function wire() {
     .sort((a, b) => (b.lastTs - a.lastTs) || (b.id - a.id))
     .map((c) => {
       const a = avatarOf(c);
-      return { id: c.id, title: titleOf(c), kind: c.kind, unread: unreadOf(c), private: c.kind === 'channel' && c.private,
+      return { id: c.id, title: titleOf(c), ws: channelWsName(c), kind: c.kind, unread: unreadOf(c), private: c.kind === 'channel' && c.private,
         avatarKey: a.key, avatarLabel: a.label, square: a.square };
     });
   initSwitcher({ convs: convChoices, open: openConv, enabled: () => !!conn && !$('app-screen').hidden });
   initSearch({
     api, convs: convChoices, lookupUser, nameOf: (uid) => (S.me && uid === S.me.id ? 'You' : nameOf(uid)),
-    titleOf: (id) => (S.convs.has(id) ? titleOf(S.convs.get(id)) : `Conversation ${id}`), jump: jumpToMessage,
+    titleOf: (id) => {
+      if (!S.convs.has(id)) return `Conversation ${id}`;
+      const c = S.convs.get(id), ws = channelWsName(c);
+      return ws ? `${titleOf(c)} · ${ws}` : titleOf(c);
+    },
+    jump: jumpToMessage,
   });
   actions.initActions({
     S, api, conn: () => conn, render, nameOf, loadOlder, autosize,

@@ -11,7 +11,7 @@ import { setBadge } from './alerts.js';
 import { plainText } from './richtext.js';
 import { attachmentsSummary } from './media.js';
 import { draftOf } from './composer.js';
-import { S, titleOf, nameOf, peerOf, unreadOf, mentionsOf, systemText, isGroupLike, avatarOf } from './state.js';
+import { S, titleOf, nameOf, peerOf, unreadOf, mentionsOf, systemText, isGroupLike, avatarOf, channelWsName } from './state.js';
 
 let openConv = () => {};
 
@@ -27,6 +27,12 @@ export function convPresence(c) {
   const p = peerOf(c);
   if (p != null) return presenceOf(p);
   return null;
+}
+
+/** An event the list can preview (a message or a system line; not an
+ *  edit, delete, reaction or pin, nor one past the retention). */
+export function previewable(x) {
+  return !actions.isAction(x) && !x.expired && (x.kind === 'message' || !!systemText(x));
 }
 
 export function previewOf(c) {
@@ -45,10 +51,16 @@ export function previewOf(c) {
     // an edit, delete, reaction or pin: show the latest message (current
     // form) when we hold it, else say what happened; nothing past the
     // retention (retention.js) nor a kind this client does not know
+    let found = null;
     for (let i = c.events.length - 1; i >= 0; i--) {
-      const x = c.events[i];
-      if (!actions.isAction(x) && !x.expired && (x.kind === 'message' || systemText(x))) { e = x; break; }
+      if (previewable(c.events[i])) { found = c.events[i]; break; }
     }
+    // none held (after a reload the list knows only the action): the latest
+    // message as fetched for the list (app.js fillPreview), so the preview
+    // reads as it did live ("lunch at 1?", not "dan edited a message")
+    const held = c.previewMsg && c.previewMsg.event;
+    if (!found && held && held.seq < e.seq && previewable(held)) found = held;
+    if (found) e = found;
     if (e.expired) e = null;
   }
   if (!e) return { text: isGroupLike(c) ? 'No messages yet' : 'Say hello 👋' };
@@ -97,6 +109,8 @@ export function createConvItem(c, key) {
       el('span', { class: 'conv-top' },
         el('span', { class: 'conv-name', 'data-testid': 'conv-name', dir: 'auto' }),
         el('span', { class: 'lock-mark', 'data-testid': 'private-mark', title: 'Private channel', 'aria-hidden': 'true', hidden: true }, icon('lock', 13)),
+        // a channel's workspace ("#general · Acme"): two channels of one name tell apart
+        el('span', { class: 'conv-ws', 'data-testid': 'conv-workspace', dir: 'auto', 'aria-hidden': 'true', hidden: true }),
         el('span', { class: 'muted-icon', 'data-testid': 'muted-icon', 'aria-hidden': 'true', hidden: true }, icon('bell-off', 14)),
         el('time', { class: 'conv-time', 'data-testid': 'conv-time' })),
       el('span', { class: 'conv-bottom' },
@@ -146,6 +160,11 @@ export function updateConvItem(li, c) {
   setAttr(dot, 'data-status', pres || '');
   setAttr(dot, 'data-testid', 'presence-dot');
   setText(btn.querySelector('.conv-name'), title);
+  const wsShown = channelWsName(c);
+  const wsEl = btn.querySelector('.conv-ws');
+  setText(wsEl, wsShown ? `· ${wsShown}` : '');
+  wsEl.hidden = !wsShown;
+  setAttr(btn, 'data-workspace', wsShown || null);
   const time = btn.querySelector('.conv-time');
   setText(time, fmtShort(c.lastTs));
   if (c.lastTs) setAttr(time, 'datetime', new Date(c.lastTs).toISOString());

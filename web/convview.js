@@ -39,9 +39,13 @@ export function renderConvHead() {
   const channel = c.kind === 'channel';
   const ws = channel ? S.workspaces.get(c.workspace) : null;
   $('conv-lock').hidden = !(channel && c.private);
-  $('ws-btn').hidden = !channel || c.workspace == null;
-  setText($('ws-btn-label'), ws ? ws.name : 'Workspace');
-  setAttr($('ws-btn'), 'aria-label', `${ws ? ws.name : 'Workspace'}: browse channels and members`);
+  // the way back to its workspace: a button beside the title, on a phone
+  // (style.css) a small link before the member count
+  for (const [b, label] of [['ws-btn', 'ws-btn-label'], ['ws-link', 'ws-link-label']]) {
+    $(b).hidden = !channel || c.workspace == null;
+    setText($(label), ws ? ws.name : 'Workspace');
+    setAttr($(b), 'aria-label', `${ws ? ws.name : 'Workspace'}: browse channels and members`);
+  }
   let sub = '';
   const sc = $('conv-sub');
   // Presence is only known while we are connected ourselves: when our own

@@ -16,6 +16,12 @@ import { attachPeoplePicker } from './people.js';
 import { renderRetention } from './retention.js';
 import { renderBlock } from './blocks.js';
 import { confirmDialog } from './actions.js';
+import { leaveWorkspace } from './workspaces.js';
+
+/** A workspace's #general: everyone in the workspace is in it, and only
+ *  leaving the workspace leaves it (docs/protocol.md). Channel names are
+ *  unique in a workspace and each has its general. */
+const isGeneral = (c) => c.kind === 'channel' && c.title === 'general';
 
 let h = null;
 
@@ -68,7 +74,10 @@ export function renderMembers() {
   $('leave-group').hidden = c.left || c.kind === 'direct';
   renderRetention(c);
   renderBlock(c);
-  setText($('leave-group'), c.kind === 'channel' ? 'Leave channel' : 'Leave group');
+  // #general cannot be left alone: its button leaves the workspace (asked first)
+  setText($('leave-group'), isGeneral(c) ? 'Leave workspace' : c.kind === 'channel' ? 'Leave channel' : 'Leave group');
+  const ws = isGeneral(c) ? S.workspaces.get(c.workspace) : null;
+  $('leave-group').setAttribute('aria-label', isGeneral(c) ? `Leave the workspace${ws ? ` ${ws.name}` : ''} (and so #general)` : $('leave-group').textContent);
   const members = (c.members || []).slice().sort((a, b) => (a.role === b.role ? nameOf(a.id).localeCompare(nameOf(b.id)) : a.role === 'admin' ? -1 : 1));
   ul.replaceChildren(...members.map((m) => {
     const name = nameOf(m.id);
@@ -183,6 +192,7 @@ async function leaveGroup() {
   const err = $('members-error');
   err.textContent = '';
   if (!c) return;
+  if (isGeneral(c)) { await leaveWorkspace(c.workspace, $('leave-group'), err); return; }
   // a group or a private channel takes someone adding you back: asked first
   // (a public channel is joined again from its workspace)
   if (c.kind !== 'channel' || c.private) {

@@ -241,14 +241,19 @@ export function renderRich(body, text = (s) => [document.createTextNode(expandSh
 
 const plainCache = new Map();
 /** body as it reads once rendered (marks dropped, shortcodes expanded): for
- *  previews and notifications. Cached (bounded). */
+ *  previews, drafts and notifications. Blocks (a quote, a code block, the
+ *  text around them) and lines are parted by a space, so their words do
+ *  not run together ("what you said my answer"). Cached (bounded). */
 export function plainText(body) {
   const key = String(body || '');
   let v = plainCache.get(key);
   if (v === undefined) {
-    const frag = document.createDocumentFragment();
-    frag.append(...renderRich(key));
-    v = frag.textContent;
+    v = blocks(key).map((b) => {
+      if (b.type === 'code') return b.text;
+      const frag = document.createDocumentFragment();
+      frag.append(...inline(b.text, b.type === 'quote' ? 1 : 0, (s) => [document.createTextNode(expandShortcodes(s))], false));
+      return frag.textContent;
+    }).map((t) => t.replace(/\s*\n\s*/g, ' ').trim()).filter(Boolean).join(' ');
     if (plainCache.size >= 500) plainCache.delete(plainCache.keys().next().value);
     plainCache.set(key, v);
   }

@@ -17,7 +17,7 @@ let last = null;         // the params of the shown results
 let cursor = null;
 let gen = 0;
 
-/** hooks: {api, convs() -> [{id, title}], lookupUser(name) -> Promise<{id}>, nameOf(uid), titleOf(convId),
+/** hooks: {api, convs() -> [{id, title, ws}], lookupUser(name) -> Promise<{id}>, nameOf(uid), titleOf(convId),
  *  jump(convId, seq)} */
 export function initSearch(hooks) {
   h = hooks;
@@ -38,7 +38,7 @@ export function openSearch() {
   const sel = $('search-conv');
   const prev = sel.value;
   sel.replaceChildren(el('option', { value: '', text: 'All conversations' }),
-    ...h.convs().map((c) => el('option', { value: String(c.id), text: c.title })));
+    ...h.convs().map((c) => el('option', { value: String(c.id), text: c.ws ? `${c.title} · ${c.ws}` : c.title })));
   sel.value = prev && [...sel.options].some((o) => o.value === prev) ? prev : '';
   $('search-dialog').showModal();
   $('search-q').focus();

@@ -131,6 +131,21 @@ export function titleOf(c) {
   return c.kind === 'direct' ? 'Direct message' : 'Conversation';
 }
 
+/** The name of a channel's workspace, to show beside it ("#general ·
+ *  Acme") where channels are listed: when I am in more than one workspace
+ *  (every one has a #general) or another channel I hold has its name; ''
+ *  otherwise, and for anything but a channel of a workspace I know. */
+export function channelWsName(c) {
+  if (!c || c.kind !== 'channel') return '';
+  const w = S.workspaces.get(c.workspace);
+  if (!w) return '';
+  if (S.workspaces.size > 1) return w.name;
+  for (const o of S.convs.values()) {
+    if (o !== c && o.kind === 'channel' && o.title === c.title && o.workspace !== c.workspace) return w.name;
+  }
+  return '';
+}
+
 export function othersOf(c) {
   const ids = new Set();
   if (c.members) for (const m of c.members) ids.add(m.id);

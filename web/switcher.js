@@ -13,8 +13,9 @@ let opts = [];
 let active = 0;
 let back = null;
 
-/** hooks: {convs() -> [{id, title, kind, unread, avatarKey, avatarLabel,
- *  square, private}] (most recent first), open(id), enabled() -> bool} */
+/** hooks: {convs() -> [{id, title, ws (a channel's workspace name to show,
+ *  or ''), kind, unread, avatarKey, avatarLabel, square, private}] (most
+ *  recent first), open(id), enabled() -> bool} */
 export function initSwitcher(hooks) {
   h = hooks;
   const dlg = $('switcher-dialog');
@@ -67,7 +68,7 @@ function matches(q) {
   for (const c of all) {
     const t = c.title.toLowerCase().replace(/^#/, '');
     if (t.startsWith(q)) starts.push(c);
-    else if (t.includes(q)) contains.push(c);
+    else if (t.includes(q) || (c.ws && c.ws.toLowerCase().includes(q))) contains.push(c);
   }
   return starts.concat(contains).slice(0, MAX);
 }
@@ -86,6 +87,8 @@ function paint(refilter = true) {
       onpointerdown: (ev) => { ev.preventDefault(); choose(i); },
     }, av, el('span', { class: 'switcher-name', dir: 'auto', text: c.title }),
     c.private ? el('span', { class: 'lock-mark', role: 'img', 'aria-label': 'private channel' }, icon('lock', 13)) : null,
+    // the channel's workspace: two #general tell apart
+    c.ws ? el('span', { class: 'switcher-ws', dir: 'auto', 'data-testid': 'switcher-workspace', text: `· ${c.ws}` }) : null,
     c.unread ? el('span', { class: 'badge', text: c.unread > 99 ? '99+' : String(c.unread), 'aria-label': `${c.unread} unread` }) : null);
   }));
   if (!opts.length) list.append(el('li', { class: 'switcher-empty', role: 'presentation', text: 'No conversation by that name.' }));

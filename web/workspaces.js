@@ -26,6 +26,7 @@ import { el, $, setText, setAttr, paintAvatar, paintUserAvatar, toast } from './
 import { icon } from './icons.js';
 import { S, nameOf } from './state.js';
 import { attachPeoplePicker } from './people.js';
+import { confirmDialog } from './actions.js';
 
 const RELOAD_SOON_MS = 300;
 
@@ -35,6 +36,7 @@ let busy = false;           // a create / join / add is under way
 let reloadTimer = 0;
 let reloadGen = 0;
 let loaded = false;         // S.workspaces has been loaded once
+let shownMembers = null;    // {id, list}: the members last shown in the workspace dialog
 
 const cap = (s) => s.charAt(0).toUpperCase() + s.slice(1);
 
@@ -48,15 +50,18 @@ export function initWorkspaces(hooks) {
   $('workspace-close').addEventListener('click', () => $('workspace-dialog').close());
   $('ws-back').addEventListener('click', () => { $('workspace-dialog').close(); openWorkspaces(); });
   $('channel-form').addEventListener('submit', createChannel);
+  $('ws-leave').addEventListener('click', (ev) => leaveWorkspace(shownId, ev.currentTarget, $('ws-members-error')));
   $('ws-add-form').addEventListener('submit', addMember);
   attachPeoplePicker($('ws-add-username'), $('ws-people-list'), (u) => {
     $('ws-add-username').value = u.username;
     $('ws-add-form').requestSubmit();
   });
-  $('ws-btn').addEventListener('click', () => {
-    const c = S.convs.get(S.openId);
-    if (c && c.workspace != null) openWorkspace(c.workspace);
-  });
+  for (const b of ['ws-btn', 'ws-link']) {
+    $(b).addEventListener('click', () => {
+      const c = S.convs.get(S.openId);
+      if (c && c.workspace != null) openWorkspace(c.workspace);
+    });
+  }
 }
 
 // ------------------------------------------------------------- the list ---
@@ -83,6 +88,7 @@ export function resetWorkspaces() {
   reloadGen++;
   loaded = false;
   shownId = null;
+  shownMembers = null;
   for (const d of ['workspaces-dialog', 'workspace-dialog']) if ($(d).open) $(d).close();
 }
 
@@ -213,6 +219,7 @@ function paintWorkspace(w) {
   $('ws-add-form').hidden = !admin;
   $('ws-add-note').hidden = admin;
   if (!w.members) return;
+  shownMembers = { id: w.id, list: w.members };
   const members = w.members.slice().sort((a, b) => (a.role === b.role ? 0 : a.role === 'admin' ? -1 : 1));
   $('ws-members').replaceChildren(...members.map((m) => {
     const me = S.me && m.id === S.me.id;
@@ -314,12 +321,26 @@ async function addMember(ev) {
   if (!username) { setText(err, 'Type the username of the person to add.'); input.focus(); return; }
   if (busy) return;
   busy = true;
+  const lower = username.toLowerCase();
+  const isMe = !!(S.me && S.me.username && S.me.username.toLowerCase() === lower);
+  // who was in before: adding a member again is a 200 that changes nothing
+  // (docs/protocol.md), so "was added" is said only when they were not
+  const known = shownMembers && shownMembers.id === shownId ? shownMembers.list : null;
+  const before = S.workspaces.get(shownId);
+  const countBefore = before && typeof before.member_count === 'number' ? before.member_count : null;
   try {
     const w = await h.api.call('POST', `/api/v1/workspaces/${shownId}/members`, { username });
     input.value = '';
+    const added = (w.members || []).find((m) => m.username && m.username.toLowerCase() === lower);
+    const already = isMe || (known ? known.some((m) => m.username && m.username.toLowerCase() === lower)
+      : countBefore != null && w.member_count === countBefore);
     learnWorkspace(w);
     paintWorkspace(w);
-    const added = (w.members || []).find((m) => m.username && m.username.toLowerCase() === username.toLowerCase());
+    if (already) {
+      setText(err, isMe ? `You are already a member of ${w.name}.`
+        : `${added ? added.username : username} is already a member of ${w.name}.`);
+      return;
+    }
     if (added) h.queryPresence([added.id]);
     refreshWorkspace(w);                    // #general's member count
     toast(`${added ? added.username : username} was added to ${w.name} and its #general channel.`);
@@ -328,7 +349,69 @@ async function addMember(ev) {
   } finally { busy = false; }
 }
 
+// ------------------------------------------------------------- leaving ---
+
+/** Leaves workspace id, and so each of its channels, #general included
+ *  (the only way out of #general: docs/protocol.md), after a confirmation.
+ *  opener: where focus goes back; errEl: the alert line for a refusal.
+ *  Resolves true once left. */
+export async function leaveWorkspace(id, opener, errEl) {
+  if (id == null) return false;
+  const w = S.workspaces.get(id);
+  const name = w ? w.name : 'this workspace';
+  if (errEl) setText(errEl, '');
+  const ok = await confirmDialog({
+    title: w ? `Leave ${w.name}?` : 'Leave this workspace?',
+    text: `You will leave every channel of ${name}, #general too, and no longer get their messages. ` +
+      `To come back, an admin of ${name} has to add you again.`,
+    ok: 'Leave workspace', opener,
+  });
+  if (!ok || busy) return false;
+  busy = true;
+  try {
+    await h.api.call('POST', `/api/v1/workspaces/${id}/leave`);
+  } catch (e) {
+    if (errEl) setText(errEl, e.status === 404 ? 'You are no longer a member of it.' : errorText(e, 'leave'));
+    return false;
+  } finally { busy = false; }
+  S.workspaces.delete(id);
+  for (const c of S.convs.values()) {
+    if (c.kind !== 'channel' || c.workspace !== id || c.left) continue;
+    c.left = true;                    // its member_removed events say so too
+    if (S.me && c.members) c.members = c.members.filter((m) => m.id !== S.me.id);
+  }
+  for (const d of ['workspace-dialog', 'members-dialog']) if ($(d).open) $(d).close();
+  if (shownId === id) shownId = null;
+  toast(`You left ${name}.`);
+  h.render();
+  loadWorkspacesSoon();
+  return true;
+}
+
 // -------------------------------------------------------------- errors ---
+
+/** A channel name close to what was typed that the server takes (ASCII
+ *  capitals lowered, spaces as "-", what a name cannot hold left out, 80
+ *  bytes at most), or '' when nothing is left or it is what was typed. */
+function channelNameLike(name) {
+  const s = String(name).normalize('NFC')
+    .replace(/[A-Z]/g, (ch) => ch.toLowerCase())
+    .replace(/\s+/gu, '-')
+    .replace(/[\u0000-\u007f]/g, (ch) => (/[a-z0-9._-]/.test(ch) ? ch : ''))
+    .replace(/[\p{Cc}\p{Cf}\p{Z}]/gu, '')
+    .replace(/^\p{M}+/u, '')
+    .replace(/-{2,}/g, '-')
+    .replace(/^-+|-+$/g, '');
+  const enc = new TextEncoder();
+  let out = '', bytes = 0;
+  for (const ch of s) {
+    const n = enc.encode(ch).length;
+    if (bytes + n > 80) break;
+    out += ch;
+    bytes += n;
+  }
+  return out && out !== name ? out : '';
+}
 
 /** A server refusal in words. op: workspace (creating one), open (a
  *  workspace), channel (creating one), join, open-channel, member (adding
@@ -341,7 +424,13 @@ function errorText(e, op, x = {}) {
     case 400:
       // the server's message names the rule the name broke
       if (op === 'workspace') return e.message ? `Not a workspace name: ${e.message}.` : 'A workspace name is 1–64 bytes, without control characters.';
-      if (op === 'channel') return `“${x.name}” is not a valid channel name: ${e.message || 'use lowercase letters, digits, - _ and . only (no spaces, no capitals)'}.`;
+      // the rule in plain words (never the API's: "bytes", quoted field
+      // names, "combining mark"), and a name that would do
+      if (op === 'channel') {
+        const like = channelNameLike(x.name);
+        return `“${x.name}” can’t be a channel name. Channel names use lowercase letters, digits, - _ and . ` +
+          `(letters of other scripts too), with no spaces${like ? `: try “${like}”.` : '.'}`;
+      }
       break;
     case 403:
       if (op === 'member') return `Only admins of ${ws} can add members.`;

@@ -18,6 +18,13 @@
 //   after a reload;
 // - a message from yesterday says "Yesterday" in the list as in the
 //   conversation (the page's clock moved a day on).
+// And audit q3:
+// - a preview (and a draft, and a notification's text) keeps a space
+//   between a quote or a code block and the text after it;
+// - the preview after an edit (of the last message, or of an older one)
+//   reads the same live and after a reload: the latest message as it is;
+// - two tabs of one account: a bell level chosen in one is followed by
+//   the other at once.
 // POLISH2_SOFT=1 runs every section even after a failure (to see each fail
 // against an old client).
 //
@@ -289,6 +296,99 @@ await run('web client polish (audit q2)', async () => {
     await waitFor(async () => /delete/i.test(await preview.textContent()), 'bob\'s list after the reload');
     const after = await preview.textContent();
     check(after === live, `the same words live and after a reload: ${JSON.stringify(live)} then ${JSON.stringify(after)}`);
+  });
+
+  // --- q3 2: blocks in previews, drafts and notifications
+  const dmPreview = bob.page.locator(`[data-testid="conv-item"][data-conv-id="${dm}"] [data-testid="conv-preview"]`);
+  const groupPreview = bob.page.locator(`[data-testid="conv-item"][data-conv-id="${group}"] [data-testid="conv-preview"]`);
+  await section('quotes and code blocks in previews', async () => {
+    await openConv(bob, group);
+    await openConv(alice, dm);
+    for (const [body, want] of [['> what you said\nmy answer', 'what you said my answer'],
+      ['```\nmake test\n```\nthen push', 'make test then push'], ['**bold**\n*italic*', 'bold italic']]) {
+      await send(alice, body);
+      await waitFor(async () => (await dmPreview.textContent()) === want, `bob's preview of ${JSON.stringify(body)} is ${JSON.stringify(want)}`);
+    }
+    // a draft left in the group
+    await bob.page.getByTestId('composer-input').fill('> draft quote\ndraft answer');
+    await openConv(bob, dm);
+    await waitFor(async () => (await groupPreview.textContent()) === 'Draft: draft quote draft answer',
+      'bob\'s draft reads "Draft: draft quote draft answer"');
+    await openConv(bob, group);
+    await bob.page.getByTestId('composer-input').fill('');
+    // a notification's text is made by the same function (alerts.js)
+    const plain = await bob.page.evaluate(async () => (await import('/richtext.js')).plainText('> quoted\n```\ncode\n```\nafter'));
+    check(plain === 'quoted code after', `a notification's text keeps the blocks apart: ${JSON.stringify(plain)}`);
+  });
+
+  // --- q3 3: an edit's preview, live and after a reload
+  // The reload as on a new device: without the page's saved cursors, so
+  // nothing is replayed and the list knows only the latest event (the edit)
+  const freshReload = async () => {
+    await bob.page.waitForTimeout(500);          // the cursors' save has run
+    await bob.page.evaluate(() => { for (const k of Object.keys(localStorage)) if (k.startsWith('parley.cursors.')) localStorage.removeItem(k); });
+    await bob.page.reload({ waitUntil: 'domcontentloaded' });
+    await waitOnline(bob);
+  };
+  await section('an edited message in the list', async () => {
+    await openConv(bob, group);
+    await openConv(alice, dm);
+    const box = alice.page.getByTestId('composer-input');
+    await send(alice, 'lunch at 12?');
+    await waitFor(async () => (await dmPreview.textContent()) === 'lunch at 12?', 'bob\'s preview: lunch at 12?');
+    await alice.page.locator('[data-testid="message"]', { hasText: 'lunch at 12?' }).waitFor({ state: 'visible' });
+    await box.press('ArrowUp');
+    await alice.page.getByTestId('compose-context').waitFor({ state: 'visible' });
+    await box.fill('lunch at 1?');
+    await box.press('Enter');
+    await waitFor(async () => (await dmPreview.textContent()) === 'lunch at 1?', 'bob\'s preview follows the edit live');
+    await freshReload();
+    let got = '';
+    try {
+      await waitFor(async () => (got = await dmPreview.textContent()) === 'lunch at 1?', 'after the reload', 4_000);
+    } catch { /* said below */ }
+    check(got === 'lunch at 1?', `the edited last message, live and after a reload: "lunch at 1?" then ${JSON.stringify(got)}`);
+    // an older message edited: the list still shows the latest one
+    await send(alice, 'msg B');
+    await waitFor(async () => (await dmPreview.textContent()) === 'msg B', 'bob\'s preview: msg B');
+    const older = alice.page.locator('[data-testid="message"]', { hasText: 'lunch at 1?' });
+    await older.hover();
+    await older.getByTestId('action-more').click();
+    await alice.page.getByTestId('menu-edit').click();
+    await alice.page.getByTestId('compose-context').waitFor({ state: 'visible' });
+    await box.fill('lunch at one?');
+    await box.press('Enter');
+    await alice.page.locator('[data-testid="message"]', { hasText: 'lunch at one?' }).waitFor({ state: 'visible' });
+    await bob.page.waitForTimeout(500);
+    const live = await dmPreview.textContent();
+    await freshReload();
+    try {
+      await waitFor(async () => (got = await dmPreview.textContent()) === live, 'after the reload', 4_000);
+    } catch { /* said below */ }
+    check(live === 'msg B' && got === live, `an older message edited: live ${JSON.stringify(live)}, after a reload ${JSON.stringify(got)}`);
+  });
+
+  // --- q3 8: two tabs of one account follow each other's bell
+  await section('two tabs follow a mute', async () => {
+    await openConv(bob, dm);
+    const tab2 = await bob.ctx.newPage();
+    await tab2.goto(BASE + '/', { waitUntil: 'domcontentloaded' });
+    const bob2 = { name: 'bob (tab 2)', page: tab2, ctx: bob.ctx };
+    await waitOnline(bob2);
+    const level2 = () => convItem(bob2, dm).getAttribute('data-notify');
+    await waitFor(async () => (await level2()) === 'all', 'tab 2: the DM notifies of all');
+    for (const level of ['none', 'mentions', 'all']) {
+      await bob.page.getByTestId('notify-button').click();
+      await bob.page.getByTestId('notify-menu').waitFor({ state: 'visible' });
+      await bob.page.getByTestId('notify-' + level).click();
+      await waitFor(async () => (await bob.page.getByTestId('notify-button').getAttribute('data-level')) === level, `tab 1: ${level}`);
+      let got = '';
+      try {
+        await waitFor(async () => (got = await level2()) === level, `tab 2 follows: ${level}`, 3_000);
+      } catch { /* said below */ }
+      check(got === level, `tab 2 follows tab 1's "${level}" without a reload: ${JSON.stringify(got)}`);
+    }
+    await tab2.close();
   });
 
   // --- 8: the password's limits on the sign-up form

@@ -46,7 +46,10 @@ playwright-core against a real parleyd (see conftest.py):
   words), add a member
   by username (its #general appears live), browse (the private channel is
   not listed for a non-member), join a public channel (history from the
-  join), messages both ways.
+  join), messages both ways. Audit q3: a malformed name refused in plain
+  words, "already a member", two #general told apart by their workspace
+  (list, Ctrl+K, search), the workspace link at 390 px, leaving a
+  workspace (from #general too), confirmed.
 - lifecycle.mjs: the data lifecycle: a DM's retention set from its details
   dialog and seen live by the other member (system line, dialog), only a
   group's admin may change it, a refusal in words; messages past a short
@@ -71,7 +74,9 @@ playwright-core against a real parleyd (see conftest.py):
   removing a member asks first; over-long search words, an empty file, an
   empty edit and an over-long password are refused in the client's words;
   a deleted last message's preview is the same after a reload; "Yesterday"
-  in the list.
+  in the list. Audit q3: previews keep blocks apart (quotes, code, drafts,
+  notification text); an edit's preview is the same live and after a
+  reload; a second tab follows a bell level.
 - restart.mjs (audit R): the server stops (SIGTERM) and comes back 7 s
   later: the page says "reconnecting" as soon as the `reconnect` frame
   comes, resumes over WebSocket (not the HTTP fallback, which has no
