@@ -263,17 +263,23 @@ static void handshake_token(const pl_http_req *r, const char **tok, size_t *tlen
         *tok = i < a.n ? a.p + i : empty;
         *tlen = a.n - i;
     }
-    /* Sec-WebSocket-Protocol: parley.v1, bearer.<token> */
-    const char *p = r->ws_protocol.p, *end = p + r->ws_protocol.n;
-    while (p && p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
-        const char *s = p;
-        while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
-        size_t n = (size_t)(p - s);
-        if (n == 9 && memcmp(s, "parley.v1", 9) == 0) *want_proto = 1;
-        else if (n >= 7 && memcmp(s, "bearer.", 7) == 0 && !*tok) {
-            *tok = n > 7 ? s + 7 : empty;
-            *tlen = n - 7;
+    /* Sec-WebSocket-Protocol: parley.v1, bearer.<token>; on one line or on
+     * several, which mean the same (RFC 6455 11.3.4; audit C3: a second
+     * line was not read) */
+    for (size_t h = 0; h < r->nheaders; h++) {
+        pl_str nm = r->headers[h].name;
+        if (nm.n != 22 || strncasecmp(nm.p, "sec-websocket-protocol", 22) != 0) continue;
+        const char *p = r->headers[h].value.p, *end = p + r->headers[h].value.n;
+        while (p && p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
+            const char *s = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
+            size_t n = (size_t)(p - s);
+            if (n == 9 && memcmp(s, "parley.v1", 9) == 0) *want_proto = 1;
+            else if (n >= 7 && memcmp(s, "bearer.", 7) == 0 && !*tok) {
+                *tok = n > 7 ? s + 7 : empty;
+                *tlen = n - 7;
+            }
         }
     }
 }

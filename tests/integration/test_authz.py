@@ -140,6 +140,44 @@ async def test_missing_and_forged_tokens(server):
         assert c.ready["user"]["id"] == alice.id
         c = await h.ws(alice, auth="first", name="first-frame")
         assert c.ready["user"]["id"] == alice.id
+        # the subprotocols on two header lines mean the same as on one (RFC
+        # 6455 11.3.4; audit C3: the token on the second line was not read and
+        # the socket waited for the auth timeout)
+        first = await asyncio.to_thread(_split_subprotocol_first_frame, server.ws_url, alice.token)
+        assert first.get("type") == "ready" and first["user"]["id"] == alice.id, first
+
+
+def _split_subprotocol_first_frame(ws_url, token):
+    import base64, json as _json, os, socket, urllib.parse
+    u = urllib.parse.urlsplit(ws_url)
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: parley.v1\r\nSec-WebSocket-Protocol: bearer.{token}\r\n\r\n")
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(head.encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(65536)
+            assert d, buf
+            buf += d
+        head_in, buf = buf.split(b"\r\n\r\n", 1)
+        assert head_in.startswith(b"HTTP/1.1 101"), head_in
+        assert b"parley.v1" in head_in.lower(), head_in
+        s.settimeout(3)                      # well under the 10 s auth timeout
+        while True:
+            if len(buf) >= 2:
+                n, off = buf[1] & 0x7F, 2
+                if n == 126:
+                    n, off = int.from_bytes(buf[2:4], "big"), 4
+                elif n == 127:
+                    n, off = int.from_bytes(buf[2:10], "big"), 10
+                if len(buf) >= off + n:
+                    assert buf[0] & 0x0F == 1, buf[:2]     # a text frame
+                    return _json.loads(buf[off:off + n])
+            d = s.recv(65536)
+            assert d, "closed before the first frame"
+            buf += d
 
 
 @async_test(60)

@@ -104,6 +104,13 @@ async def test_logout_with_a_body_ends_the_login_it_names(server):
                           json_body={"refresh_token": 123})
         assert r.status == 400 and r.code == "bad_request", r
         assert (await api.req("GET", "/api/v1/me", token=carol.token)).status == 200
+        # no token at all, or a bad header, with a body naming none: 401 (audit C3: 400)
+        for body in ({}, {"refresh_token": None}, {"x": 1}):
+            r = await api.req("POST", "/api/v1/auth/logout", json_body=body)
+            assert r.status == 401 and r.code == "unauthorized", (body, r)
+            r = await api.req("POST", "/api/v1/auth/logout", json_body=body,
+                              headers={"Authorization": "Bearer not-a-token"})
+            assert r.status == 401 and r.code == "unauthorized", (body, r)
         # no refresh token in the body: the header's login ends
         r = await api.req("POST", "/api/v1/auth/logout", token=carol.token, json_body={})
         assert r.status == 204, r

@@ -330,3 +330,26 @@ async def test_two_authorization_headers_are_refused_as_two_origins_are(server):
         assert r.status == 200 and r.body["id"] == alice.id, r
         c = await h.ws(alice)
         assert c.ready["user"]["id"] == alice.id
+
+
+@async_test(60)
+async def test_refreshes_at_the_same_moment_get_the_two_tabs_answer(server):
+    """Audit C3: two refreshes with one token sent at once both found it
+    valid, and the one whose rotation came second was told "refresh token
+    is not valid", not the documented two-tabs answer. Each round: one 200,
+    the other 401 "refresh token was just rotated: use the newer one"; the
+    login stays."""
+    async with Harness(server) as h:
+        api = h.api
+        alice = await api.register("tabs")
+        rt = alice.refresh_token
+        for round_ in range(6):
+            a, b = await asyncio.gather(api.refresh(rt), api.refresh(rt))
+            ok = [r for r in (a, b) if r.status == 200]
+            refused = [r for r in (a, b) if r.status != 200]
+            assert len(ok) == 1 and len(refused) == 1, (round_, a, b)
+            r = refused[0]
+            assert r.status == 401 and r.body["error"]["message"] == \
+                "refresh token was just rotated: use the newer one", (round_, r)
+            rt = ok[0].body["refresh_token"]
+            assert (await api.req("GET", "/api/v1/me", token=ok[0].body["access_token"])).status == 200
