@@ -111,6 +111,11 @@ int pc_client_init(pc_client *c, const char *server_opt, const char *cacert, int
         fprintf(stderr, "parley: bad server URL \"%s\": it must start with http:// or https://\n", s);
         return PC_EXIT_USAGE;
     }
+    if (loaded && c->sess.server && strcmp(c->sess.server, c->server) == 0) c->has_session = 1;
+    else if (loaded && c->sess.server) c->other_server = pl_strdup(c->sess.server);
+    /* the CA file the login of this server's session used (audit C3: a
+     * plain `parley whoami` after `--cacert ... login` failed) */
+    if (!cacert && c->has_session && c->sess.cacert) c->cacert = cacert = c->cacert_own = pl_strdup(c->sess.cacert);
     /* checked whatever the scheme (README: exit 3), not only when an https
      * handshake first needs it: a typo is found before it matters */
     if (cacert) {
@@ -120,8 +125,6 @@ int pc_client_init(pc_client *c, const char *server_opt, const char *cacert, int
             return PC_EXIT_DOWN;
         }
     }
-    if (loaded && c->sess.server && strcmp(c->sess.server, c->server) == 0) c->has_session = 1;
-    else if (loaded && c->sess.server) c->other_server = pl_strdup(c->sess.server);
     c->curl = curl_easy_init();
     if (!c->curl) {
         fprintf(stderr, "parley: libcurl could not start\n");
@@ -136,6 +139,7 @@ void pc_client_release(pc_client *c) {
     free(c->server);
     free(c->session_path);
     free(c->other_server);
+    free(c->cacert_own);
     pc_session_release(&c->sess);
     memset(c, 0, sizeof *c);
 }
@@ -159,6 +163,11 @@ static int session_from_answer(const pc_client *c, json_t *answer, pc_session *s
     s->username = pl_strdup(name);
     s->access_token = pl_strdup(at);
     s->refresh_token = pl_strdup(rt);
+    if (c->cacert) {                       /* kept for the commands after this one */
+        char *abs = realpath(c->cacert, NULL);
+        s->cacert = abs ? pl_strdup(abs) : NULL;
+        free(abs);
+    }
     return 0;
 }
 

@@ -31,7 +31,9 @@ typedef struct pc_client {
     CURL       *curl;            /* REST requests (keeps its connection)      */
     CURL       *stream;          /* the event stream (tail), made on first use */
     char       *server;          /* base URL, no trailing '/' (owned)         */
-    const char *cacert;          /* CA file for https, or NULL (borrowed)     */
+    const char *cacert;          /* CA file for https, or NULL (borrowed, or
+                                  * cacert_own: the session file's)          */
+    char       *cacert_own;
     int         json;            /* --json: print the server's objects        */
     const char *env_token;       /* $PARLEY_TOKEN: used as is, never saved    */
     char       *session_path;    /* owned                                     */

@@ -41,6 +41,7 @@ void pc_session_release(pc_session *s) {
     if (s->refresh_token) explicit_bzero(s->refresh_token, strlen(s->refresh_token));
     free(s->access_token);
     free(s->refresh_token);
+    free(s->cacert);
     memset(s, 0, sizeof *s);
 }
 
@@ -69,6 +70,7 @@ int pc_session_load(const char *path, pc_session *s) {
     s->server = dup_field(o, "server");
     s->access_token = dup_field(o, "access_token");
     s->refresh_token = dup_field(o, "refresh_token");
+    s->cacert = dup_field(o, "cacert");
     json_t *u = json_object_get(o, "user");
     if (json_is_object(u)) {
         json_t *id = json_object_get(u, "id");
@@ -123,6 +125,7 @@ int pc_session_save(const char *path, const pc_session *s) {
                                              "username", s->username ? s->username : ""));
     json_object_set_new(o, "access_token", json_string(s->access_token ? s->access_token : ""));
     json_object_set_new(o, "refresh_token", json_string(s->refresh_token ? s->refresh_token : ""));
+    if (s->cacert) json_object_set_new(o, "cacert", json_string(s->cacert));
     char *text = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
     size_t len = strlen(text);

@@ -21,6 +21,7 @@ typedef struct pc_session {
     char   *username;        /* owned, or NULL                               */
     char   *access_token;    /* owned, or NULL                               */
     char   *refresh_token;   /* owned, or NULL                               */
+    char   *cacert;          /* the --cacert the login used, absolute (owned), or NULL */
 } pc_session;
 
 /* The session file's path: a new string (free() it). */

@@ -871,8 +871,13 @@ async def test_https_with_cacert(cli_bin, parleyd_bin, mode, workdir):
         alice, bob = Cli(cli_bin, s, str(workdir)), Cli(cli_bin, s, str(workdir))
         alice.run("register", alice.name, env={"PARLEY_CACERT": crt})
         bob.run("--cacert", crt, "register", bob.name)
-        p = alice.run("whoami", expect=3)                     # not trusted without the CA
-        assert p.stderr.startswith(f"parley: whoami: cannot reach {s.base_url}: ") and "certificate" in p.stderr
+        # the session file keeps the CA its login used (audit C3: a plain
+        # `whoami` after `--cacert ... login` failed); without one, not trusted
+        p = alice.run("whoami")
+        assert alice.name.lower() in p.stdout, p.stdout
+        carol = Cli(cli_bin, s, str(workdir))
+        p = carol.run("register", carol.name, expect=3)
+        assert p.stderr.startswith(f"parley: register: cannot reach {s.base_url}: ") and "certificate" in p.stderr
         # PEM-looking but not loadable: the file is named, not the server (audit V2 #3)
         bad = workdir / "bad.pem"
         bad.write_text("-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n")
