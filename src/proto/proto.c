@@ -232,7 +232,7 @@ int pl_proto_search_check(pl_search_args *a, pl_proto_err *e) {
 }
 
 int pl_proto_search_cursor(const char *s, size_t n, int64_t *out) {
-    if (n < 1 || n > 19) return -1;
+    if (n < 1 || n > 19 || s[0] == '0') return -1;   /* no leading zero, as every integer (audit I3) */
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return -1;

@@ -881,7 +881,7 @@ typedef enum pl_job_op {
                                * first), limit (1..PL_STORE_PAGE_MAX). out:
                                * events: the MESSAGEs user sent with ids above
                                * cursor, not deleted, in id order, current form
-                               * (annot as PL_READ_EVENTS without a viewer),
+                               * (annot as PL_READ_EVENTS with user the viewer),
                                * each with its conv; more.                   */
     /* blocks (invariant 14; explicit value) */
     PL_READ_BLOCKS = 190,     /* in: user. out: users/nusers: those user blocks

@@ -1475,15 +1475,15 @@ const char *const pg_r_sql[R__COUNT] = {
                        " ORDER BY r.id DESC LIMIT $2::int",
     /* the data lifecycle (store_pg_life.c): $1 user, $2 ids above, $3 at
      * most: its live MESSAGEs by id (events_sender), each with its
-     * conversation; their reactions (no viewer: me false) per message and
+     * conversation; their reactions ("me": $1's own) per message and
      * emoji, by conversation and seq, then in order of first use */
     [R_USER_MESSAGES] = "SELECT e.conv_id, " EV_COLUMNS EV_FROM " WHERE e.sender = $1::bigint AND e.kind = 2"
                        " AND e.deleted_ts = 0 AND e.id > $2::bigint ORDER BY e.id LIMIT $3::int",
     [R_USER_MESSAGES_REACT] =
-        "SELECT p.conv_id, p.seq, r.emoji, count(*), false, min(r.first_seq) AS f"
+        "SELECT p.conv_id, p.seq, r.emoji, count(*), bool_or(r.user_id = $1::bigint), min(r.first_seq) AS f"
         " FROM (SELECT e.conv_id, e.seq FROM events e WHERE e.sender = $1::bigint AND e.kind = 2"
         "   AND e.deleted_ts = 0 AND e.id > $2::bigint ORDER BY e.id LIMIT $3::int) p"
-        " CROSS JOIN LATERAL (SELECT r.emoji, r.first_seq FROM reactions r WHERE r.conv_id = p.conv_id"
+        " CROSS JOIN LATERAL (SELECT r.emoji, r.first_seq, r.user_id FROM reactions r WHERE r.conv_id = p.conv_id"
         "   AND r.seq = p.seq OFFSET 0) r"
         " GROUP BY p.conv_id, p.seq, r.emoji ORDER BY p.conv_id, p.seq, f, r.emoji COLLATE \"C\"",
     /* blocks (store_pg_reports.c): $1 user: those it blocks, by id */

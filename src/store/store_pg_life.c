@@ -382,7 +382,7 @@ static void react_range(const PGresult *x, int64_t conv, int64_t seq, int *lo, i
 }
 
 /* The page and its reactions in one snapshot and one round trip; each
- * message's current form as PL_READ_EVENTS gives it without a viewer. A
+ * message's current form as PL_READ_EVENTS gives it to the user (its reactions' "me"). A
  * limit out of 1..PL_STORE_PAGE_MAX is taken as the nearest one. */
 static int r_user_messages(pg_reader *r, pl_job *j) {
     int limit = j->limit < 1 ? 1 : j->limit > PL_STORE_PAGE_MAX ? PL_STORE_PAGE_MAX : j->limit;

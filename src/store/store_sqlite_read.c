@@ -641,7 +641,7 @@ static int r_user_messages(sq_reader *r, pl_job *j) {
     int bad = rc != SQLITE_DONE;
     for (size_t i = 0; i < len; i++) {          /* each its own conversation's reactions */
         if (bad) free(xs[i].p_body);
-        else if (annotate(r, list[i].conv, 0, &list[i], &xs[i], 1, 1) != PL_STORE_OK) bad = 1;
+        else if (annotate(r, list[i].conv, j->user, &list[i], &xs[i], 1, 1) != PL_STORE_OK) bad = 1;
     }
     free(xs);
     if (bad) {

@@ -319,6 +319,8 @@ async def test_my_messages_in_a_conversation_i_left_show_nothing_done_after(serv
                          json_body={"body": "still v2"})
         await api.expect(200, "POST", f"/api/v1/conversations/{still}/messages/{r2}/reactions",
                          token=alice.token, json_body={"emoji": "👍"})
+        await api.expect(200, "POST", f"/api/v1/conversations/{still}/messages/{r2}/reactions",
+                         token=ivy.token, json_body={"emoji": "🎉"})
 
         got = (await api.expect(200, "GET", "/api/v1/me/messages", token=ivy.token)).body["messages"]
         by = {(m["conversation"], m["seq"]): m for m in got}
@@ -330,4 +332,6 @@ async def test_my_messages_in_a_conversation_i_left_show_nothing_done_after(serv
         assert left_plain["body"] == "ivy plain, edited by ivy" and left_plain["edited_ts"] > 0, left_plain
         kept = by[(still, r2)]
         assert kept["reply_preview"]["body"] == "still v2", kept
-        assert [(x["emoji"], x["count"]) for x in kept["reactions"]] == [("👍", 1)], kept
+        # "me" is the caller's, as in history (audit I3: always false here)
+        assert [(x["emoji"], x["count"], x["me"]) for x in kept["reactions"]] == \
+            [("👍", 1, False), ("🎉", 1, True)], kept

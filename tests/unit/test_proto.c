@@ -617,7 +617,7 @@ TEST(proto_search) {
         "{\"type\":\"search\",\"q\":\"a\",\"after\":5,\"before\":5}",
         "{\"type\":\"search\",\"q\":\"a\",\"after\":0,\"before\":0}",
         "{\"type\":\"search\",\"q\":\"a\",\"after\":3,\"before\":0}",
-        "{\"type\":\"search\",\"q\":\"a\",\"after\":-1}", "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"0\"}",
+        "{\"type\":\"search\",\"q\":\"a\",\"after\":-1}", "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"0\"}", "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"01\"}",
         "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"9223372036854775808\"}",
         "{\"type\":\"search\",\"q\":\"a\",\"cursor\":\"12a\"}", "{\"type\":\"search\",\"q\":\"a\",\"cursor\":12}",
         "{\"type\":\"search\",\"q\":\"a\",\"mentions\":1}", "{\"type\":\"search\",\"q\":\"a\",\"sender\":\"x\"}",
