@@ -146,7 +146,8 @@ static int set(pl_config *cfg, const setting *s, const char *val, const char *sr
     char *end;
     /* plain digits, a '-' before them at most: no blank, no '+' (strtol
      * would take " 5" and "+5" but not "5 ") */
-    int plain = (val[0] >= '0' && val[0] <= '9') || (val[0] == '-' && val[1] >= '0' && val[1] <= '9');
+    int plain = (val[0] >= '0' && val[0] <= '9') ||
+                (val[0] == '-' && s->min < 0 && val[1] >= '0' && val[1] <= '9');   /* "-0" too (audit K3) */
     errno = 0;
     long v = plain ? strtol(val, &end, 10) : 0;
     if (!plain || *end || errno || v < s->min || v > s->max) {

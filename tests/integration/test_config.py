@@ -141,6 +141,10 @@ def test_version_and_help_ranges(parleyd_bin):
                                                                      if ln.count("(default") != 1]
     p = run(parleyd_bin, "--access-ttl", "172800")
     assert p.returncode == 2 and "access-ttl must be an integer in [1, 86400]" in p.stderr, p.stderr
+    # a '-' only where the range goes below 0: "-0" too (audit K3)
+    for args, env in ((["--retention", "-0"], None), ([], {"PARLEY_RATE_IP_LOOPBACK": "-0"})):
+        p = run(parleyd_bin, *args, "--data-dir", "/nonexistent/never-created", env=env)
+        assert p.returncode == 2 and "must be an integer in [0," in p.stderr, (args, env, p.stderr)
 
 
 def test_make_run_passes_only_the_settings_given():
