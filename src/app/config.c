@@ -167,7 +167,7 @@ static const setting *find(const char *name, size_t n) {
 static int load_file(pl_config *cfg, const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) {
-        fprintf(stderr, "parleyd: cannot open config file %s\n", path);
+        fprintf(stderr, "parleyd: cannot open config file %s: %s\n", path, strerror(errno));
         return -1;
     }
     char line[2048];
