@@ -436,7 +436,7 @@ fail() {
 
 cmd_up() {
     N=${1:-}
-    case "$N" in ''|*[!0-9]*) die "usage: $0 up N   (N nodes, 1..1024)" ;; esac
+    case "$N" in ''|*[!0-9]*) { say "usage: $0 up N   (N nodes, 1..1024)"; exit 2; } ;; esac
     [ "$N" -ge 1 ] && [ "$N" -le 1024 ] || die "N must be 1..1024 (node ids 0..1023)"
     if [ -f "$STATE" ] || ls "$CLUSTER_DIR"/*.pid >/dev/null 2>&1; then
         local live want
