@@ -51,6 +51,11 @@ void pc_usage(FILE *f);
  * `what`. */
 int pc_num(const char *cmd, const char *what, const char *s, int64_t min, int64_t *out);
 
+/* A QUERY (users, search) must hold something other than blanks (space,
+ * tab, CR, LF, FF, VT), as the server's search requires: 0, or a usage
+ * error naming QUERY. */
+int pc_query_arg(const char *cmd, const char *q);
+
 /* args[0..n) joined by single spaces: a new string. */
 char *pc_join(char **args, int n);
 

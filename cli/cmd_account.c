@@ -180,6 +180,7 @@ int pc_cmd_users(pc_client *c, int argc, char **argv) {
     free(pos);
     if (rc) return rc;
     if (!q) return pc_usage_error(argv[0], "give one QUERY (part of a username)");
+    if ((rc = pc_query_arg(argv[0], q))) return rc;
     if (!pc_utf8(q, strlen(q))) return pc_usage_error(argv[0], "the query is not valid UTF-8");
     pl_sbuf path;
     pl_sbuf_init(&path);

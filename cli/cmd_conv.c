@@ -224,7 +224,8 @@ static int group_create(pc_client *c, int argc, char **argv, char **pos) {
     int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, -1, "give a TITLE (and USERs to add)");
     if (rc) return rc;
     const char *title = pos[0];
-    if (!*title || !pc_utf8(title, strlen(title))) return pc_usage_error(cmd, "the title must be non-empty UTF-8");
+    if (!*title) return pc_usage_error(cmd, "TITLE must not be empty");
+    if (!pc_utf8(title, strlen(title))) return pc_usage_error(cmd, "the title must be UTF-8");
     json_t *members = json_array();
     for (int i = 1; i < npos && rc == 0; i++) {
         int64_t id;
@@ -245,7 +246,9 @@ static int group_create(pc_client *c, int argc, char **argv, char **pos) {
     return 0;
 }
 
-/* group add|remove CONV USER */
+/* group add|remove CONV USER. Adding a member again changes nothing (the
+ * server answers 200 all the same): "bob was already a member of 12",
+ * found in the member list read before the add. */
 static int group_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     const char *cmd = add ? "group add" : "group remove";
     int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 2, "give CONV and USER");
@@ -254,7 +257,15 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
     if ((rc = pc_conv_arg(c, cmd, pos[0], &conv)) || (rc = pc_user_arg(c, cmd, pos[1], &user))) return rc;
     char path[96];
     json_t *o = NULL;
+    int was = 0;
     if (add) {
+        json_t *cv, *m;
+        size_t i;
+        if ((rc = pc_conv_get(c, cmd, conv, &cv))) return rc;
+        json_array_foreach(json_object_get(cv, "members"), i, m) {
+            if (json_integer_value(json_object_get(m, "id")) == user) was = 1;
+        }
+        json_decref(cv);
         snprintf(path, sizeof path, "/api/v1/conversations/%lld/members", (long long)conv);
         json_t *b = json_pack("{s:I}", "user", (json_int_t)user);
         rc = pc_call(c, cmd, "POST", path, b, &o);
@@ -265,6 +276,7 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
     }
     if (rc) return rc;
     if (c->json && o) pc_print_json(o);
+    else if (!c->json && was) printf("%s was already a member of %lld\n", bare_name(pos[1]), (long long)conv);
     else if (!c->json) printf(add ? "added %s to %lld\n" : "removed %s from %lld\n", bare_name(pos[1]), (long long)conv);
     json_decref(o);
     return 0;

@@ -295,6 +295,7 @@ int pc_cmd_search(pc_client *c, int argc, char **argv) {
     if (rc == 0) {
         q = pc_join(pos, npos);
         if (!pc_utf8(q, strlen(q))) rc = pc_usage_error("search", "the query is not valid UTF-8");
+        else rc = pc_query_arg("search", q);
     }
     if (rc == 0 && o[1].set) rc = pc_num("search", "--limit", o[1].value, 1, &limit);
     if (rc == 0 && o[0].set) rc = pc_conv_arg(c, "search", o[0].value, &conv);

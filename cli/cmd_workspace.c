@@ -207,6 +207,7 @@ static int ws_create(pc_client *c, int argc, char **argv, char **pos) {
     const char *cmd = "workspace create";
     int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 1, "give one NAME (quote a name with spaces)");
     if (rc) return rc;
+    if (!*pos[0]) return pc_usage_error(cmd, "NAME must not be empty");
     if (!pc_utf8(pos[0], strlen(pos[0]))) return pc_usage_error(cmd, "the name must be UTF-8");
     json_t *b = json_pack("{s:s}", "name", pos[0]), *o;
     rc = pc_call(c, cmd, "POST", "/api/v1/workspaces", b, &o);
@@ -239,7 +240,28 @@ static int ws_show(pc_client *c, int argc, char **argv, char **pos) {
     return 0;
 }
 
-/* workspace add|remove WS USER */
+/* 1 when workspace ws has a member named user (ASCII case aside, as
+ * usernames compare), 0 when not; -1 with *rc the exit status after the
+ * error line. */
+static int ws_has_member(pc_client *c, const char *cmd, int64_t ws, const char *user, int *rc) {
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/workspaces/%lld", (long long)ws);
+    json_t *o;
+    if ((*rc = pc_call(c, cmd, "GET", path, NULL, &o))) return -1;
+    int found = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(o, "members"), i, m) {
+        const char *n = json_string_value(json_object_get(m, "username"));
+        if (n && strcasecmp(n, user) == 0) found = 1;
+    }
+    json_decref(o);
+    return found;
+}
+
+/* workspace add|remove WS USER. Adding a member again changes nothing (the
+ * server answers 200 all the same): "bob was already a member of workspace
+ * 3", found in the members read before the add. */
 static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     const char *cmd = add ? "workspace add" : "workspace remove";
     int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 2, "give WS and USER");
@@ -250,6 +272,8 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     if ((rc = pc_ws_arg(c, cmd, pos[0], &ws))) return rc;
     char path[96];
     json_t *o = NULL;
+    int was = 0;
+    if (add && (was = ws_has_member(c, cmd, ws, user, &rc)) < 0) return rc;
     if (add) {
         snprintf(path, sizeof path, "/api/v1/workspaces/%lld/members", (long long)ws);
         json_t *b = json_pack("{s:s}", "username", user);
@@ -262,6 +286,7 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     }
     if (rc) return rc;
     if (c->json && o) pc_print_json(o);
+    else if (!c->json && was) printf("%s was already a member of workspace %lld\n", user, (long long)ws);
     else if (!c->json)
         printf(add ? "added %s to workspace %lld\n" : "removed %s from workspace %lld\n", user, (long long)ws);
     json_decref(o);
@@ -354,7 +379,8 @@ static int ch_create(pc_client *c, int argc, char **argv, char **pos) {
     if (rc) return rc;
     if (npos < 2) return pc_usage_error(cmd, "give WS and NAME (and USERs to add)");
     const char *name = pos[1][0] == '#' ? pos[1] + 1 : pos[1];
-    if (!*name || !pc_utf8(name, strlen(name))) return pc_usage_error(cmd, "\"%s\" is not a channel name", pos[1]);
+    if (!*name) return pc_usage_error(cmd, "NAME must not be empty");
+    if (!pc_utf8(name, strlen(name))) return pc_usage_error(cmd, "\"%s\" is not a channel name", pos[1]);
     int64_t ws;
     if ((rc = pc_ws_arg(c, cmd, pos[0], &ws))) return rc;
     json_t *members = json_array();
@@ -377,12 +403,26 @@ static int ch_create(pc_client *c, int argc, char **argv, char **pos) {
     return 0;
 }
 
-/* channel join CONV, channel leave CONV */
+/* channel join CONV, channel leave CONV (a channel only: anything else is
+ * "404 not_found: no such channel", the server's answer to a join of it) */
 static int ch_join_leave(pc_client *c, int argc, char **argv, char **pos, int join) {
     const char *cmd = join ? "channel join" : "channel leave";
     int64_t conv;
     int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 1, "give one channel (an id or WS/#NAME)");
     if (rc || (rc = pc_conv_arg(c, cmd, pos[0], &conv))) return rc;
+    if (!join) {
+        /* only a channel: a group or a direct conversation is refused as
+         * join refuses it (the server's leave would take any of them) */
+        json_t *cv;
+        if ((rc = pc_conv_get(c, cmd, conv, &cv))) return rc;
+        const char *kind = json_string_value(json_object_get(cv, "kind"));
+        int channel = kind && strcmp(kind, "channel") == 0;
+        json_decref(cv);
+        if (!channel) {
+            fprintf(stderr, "parley: %s: 404 not_found: no such channel\n", cmd);
+            return PC_EXIT_REFUSED;
+        }
+    }
     char path[96];
     snprintf(path, sizeof path, "/api/v1/conversations/%lld/%s", (long long)conv, join ? "join" : "leave");
     json_t *o;

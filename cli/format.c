@@ -16,24 +16,72 @@ static const char *str_of(json_t *o, const char *key) {
     return json_string_value(json_object_get(o, key));
 }
 
+/* 1 when code point cp (after prev, the code point before it as shown;
+ * 0 at the start) is shown as U+FFFD: a C1 control, or an invisible
+ * Unicode format character that can reorder or hide text on a terminal:
+ * the bidirectional marks, embeddings, overrides and isolates (U+061C,
+ * U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), the line and paragraph
+ * separators (U+2028, U+2029), and the other invisible format characters
+ * (Unicode category Cf): soft hyphen U+00AD, U+180E, zero-width space
+ * U+200B, word joiner and invisible operators U+2060-U+2064, U+206A-U+206F,
+ * BOM U+FEFF, interlinear annotation U+FFF9-U+FFFB, U+1BCA0-U+1BCA3,
+ * U+1D173-U+1D17A, and the tags U+E0001, U+E0020-U+E007F except in an
+ * emoji flag (after U+1F3F4 or another tag). Kept: the zero-width
+ * non-joiner and joiner (U+200C, U+200D), which words of some scripts and
+ * emoji sequences need, variation selectors (not format characters), and
+ * the visible format characters of scripts (the Arabic number signs ...). */
+static int hidden(uint32_t cp, uint32_t prev) {
+    if (cp >= 0xe0020 && cp <= 0xe007f) return !(prev == 0x1f3f4 || (prev >= 0xe0020 && prev <= 0xe007e));
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x00ad || cp == 0x061c || cp == 0x180e ||
+           cp == 0x200b || cp == 0x200e || cp == 0x200f || cp == 0x2028 || cp == 0x2029 ||
+           (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff ||
+           (cp >= 0xfff9 && cp <= 0xfffb) || (cp >= 0x1bca0 && cp <= 0x1bca3) ||
+           (cp >= 0x1d173 && cp <= 0x1d17a) || cp == 0xe0001;
+}
+
 void pc_format_text(pl_sbuf *s, const char *t, size_t n, int one_line) {
     static const char repl[] = "\xef\xbf\xbd";       /* U+FFFD */
+    uint32_t prev = 0;                                /* the code point before, as shown */
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)t[i];
-        if (ch == '\r' || ch == '\n') {
-            if (ch == '\r' && i + 1 < n && t[i + 1] == '\n') i++;
-            pl_sbuf_adds(s, one_line ? " " : "\n" CONT);
-        } else if (ch == '\t') {
-            pl_sbuf_addc(s, one_line ? ' ' : '\t');
-        } else if (ch < 0x20 || ch == 0x7f) {
-            pl_sbuf_adds(s, repl);
-        } else if (ch == 0xc2 && i + 1 < n && (unsigned char)t[i + 1] >= 0x80 &&
-                   (unsigned char)t[i + 1] <= 0x9f) {
-            pl_sbuf_adds(s, repl);                    /* C1 controls (CSI...) */
-            i++;
-        } else {
-            pl_sbuf_addc(s, (char)ch);
+        if (ch < 0x80) {
+            if (ch == '\r' || ch == '\n') {
+                if (ch == '\r' && i + 1 < n && t[i + 1] == '\n') i++;
+                pl_sbuf_adds(s, one_line ? " " : "\n" CONT);
+            } else if (ch == '\t') {
+                pl_sbuf_addc(s, one_line ? ' ' : '\t');
+            } else if (ch < 0x20 || ch == 0x7f) {
+                pl_sbuf_adds(s, repl);
+            } else {
+                pl_sbuf_addc(s, (char)ch);
+            }
+            prev = ch;
+            continue;
         }
+        /* a multi-byte sequence (JSON text is valid UTF-8; anything else
+         * is copied a byte at a time, as before) */
+        size_t len = ch >= 0xf0 ? 4 : ch >= 0xe0 ? 3 : ch >= 0xc0 ? 2 : 1;
+        uint32_t cp = len == 2 ? ch & 0x1fu : len == 3 ? ch & 0x0fu : ch & 0x07u;
+        for (size_t k = 1; k < len; k++) {
+            if (i + k >= n || ((unsigned char)t[i + k] & 0xc0) != 0x80) {
+                len = 1;
+                break;
+            }
+            cp = cp << 6 | ((unsigned char)t[i + k] & 0x3fu);
+        }
+        if (len == 1) {
+            pl_sbuf_addc(s, (char)ch);
+            prev = 0;
+            continue;
+        }
+        if (hidden(cp, prev)) {
+            pl_sbuf_adds(s, repl);
+            prev = 0xfffd;
+        } else {
+            pl_sbuf_add(s, t + i, len);
+            prev = cp;
+        }
+        i += len - 1;
     }
 }
 

@@ -5,9 +5,11 @@
  *     12#59 15:04:07 * alice edited #58: new text
  *
  * Owns: the wording of each event kind, local HH:MM:SS times, and making
- * server text safe for a terminal (control characters shown as U+FFFD; a
- * body's line breaks become indented continuation lines, so every line
- * that starts with a digit starts an event). Does not own: JSON output
+ * server text safe for a terminal (control characters, and the invisible
+ * format characters that can reorder or hide text: bidirectional controls,
+ * U+2028/U+2029, zero-width spaces ..., shown as U+FFFD; a body's line
+ * breaks become indented continuation lines, so every line that starts
+ * with a digit starts an event). Does not own: JSON output
  * (--json prints the server's objects untouched) or names (names.c).
  */
 #ifndef PC_FORMAT_H

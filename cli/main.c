@@ -29,7 +29,8 @@ void pc_usage(FILE *f) {
 "  login USERNAME                log in (saves the session)\n"
 "  logout                        end the session; removes the session file\n"
 "  whoami                        the logged-in user\n"
-"  users QUERY                   people you share a conversation with, by name\n"
+"  users QUERY                   you and the people you share a conversation with\n"
+"                                whose name contains QUERY (at most 20)\n"
 "  export [FILE]                 your data and every message you sent, as one JSON\n"
 "                                document, to FILE (else stdout)\n"
 "  delete-account [--yes]        delete your account: type the username to confirm\n"
@@ -101,8 +102,8 @@ void pc_usage(FILE *f) {
 "environment: PARLEY_TOKEN (an access token, used as is), PARLEY_PASSWORD\n"
 "  (else one line of stdin), PARLEY_SESSION (the session file, else\n"
 "  $XDG_CONFIG_HOME/parley/session.json or ~/.config/parley/session.json)\n"
-"exit status: 0 ok, 1 refused by the server (4xx), 2 bad usage,\n"
-"  3 server unreachable or failing (5xx)\n", f);
+"exit status: 0 ok, 1 refused by the server (4xx, or not logged in),\n"
+"  2 bad usage, 3 server unreachable or failing (5xx)\n", f);
 }
 
 int pc_usage_error(const char *cmd, const char *fmt, ...) {
@@ -154,6 +155,12 @@ int pc_plain_args(const char *cmd, int argc, char **argv, char **pos, int *npos,
     int rc = pc_args(cmd, argc, argv, NULL, 0, pos, npos);
     if (rc) return rc;
     if (want >= 0 ? *npos != want : *npos < 1) return pc_usage_error(cmd, "%s", what);
+    return 0;
+}
+
+int pc_query_arg(const char *cmd, const char *q) {
+    if (!*q) return pc_usage_error(cmd, "QUERY must not be empty");
+    if (!q[strspn(q, " \t\r\n\f\v")]) return pc_usage_error(cmd, "QUERY must not be only spaces");
     return 0;
 }
 

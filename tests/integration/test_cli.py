@@ -40,7 +40,11 @@ PARLEY_PASSWORD or stdin.
     (test_retention_and_hold); export to a file and stdout past one page of
     /me/messages, delete-account's confirmation, wrong password, the
     forgotten session, what the other member then sees
-    (test_export_and_delete_account).
+    (test_export_and_delete_account);
+  * audit K3: channel leave refuses a group or DM as join does, adding a
+    current member says "already a member", an empty QUERY/TITLE/NAME is a
+    usage error naming it, invisible format characters (bidi controls,
+    U+2028/9, zero-width ...) shown as U+FFFD, --help agrees with README.
 """
 
 import asyncio
@@ -1415,3 +1419,144 @@ def test_search_pages_through_the_cursor_past_50(cli):
         list(range(61, 6, -1))
     assert len(parse_lines(bob.out("search", word))) == 20
     assert len(parse_lines(bob.out("search", word, "--limit", "51"))) == 51
+
+
+# --------------------------------------------------------------------------
+# audit K3: channel leave of a group, adding a member again, empty arguments,
+# invisible format characters, --help's wording
+
+
+def test_channel_leave_refuses_what_is_not_a_channel_as_join_does(cli):
+    """Audit K3 F2: `channel leave CONV` left a plain group (`left 17`)
+    while `channel join` of it is refused 404 "no such channel": now leave
+    reads the conversation first and refuses a group or a direct one the
+    same way, changing nothing."""
+    alice, bob = cli().register(), cli().register()
+    a, b = alice.name.lower(), bob.name.lower()
+    g = int(alice.out("group", "create", "Tmp", bob.name).strip())
+    dm = int(alice.out("dm", bob.name).strip())
+    p = bob.run("channel", "join", str(g), expect=1)
+    assert p.stderr == "parley: channel join: 404 not_found: no such channel\n", p.stderr
+    for who, conv in ((bob, str(g)), (alice, str(g)), (alice, str(dm)), (bob, "@" + alice.name)):
+        for args in (["channel", "leave", conv], ["--json", "channel", "leave", conv]):
+            p = who.run(*args, expect=1)
+            assert (p.stdout, p.stderr) == ("", "parley: channel leave: 404 not_found: no such channel\n"), (args, p)
+    assert alice.out("members", str(g)) == f"{alice.id} {a} admin\n{bob.id} {b} member\n"
+    assert [t for _, _, t in parse_lines(alice.out("history", str(g)))] == [f'* {a} created "Tmp"']
+    assert bob.out("members", str(dm)) == alice.out("members", str(dm))
+    # a channel is still left, by id or WS/#name; then it is the server's 404
+    ws = int(alice.out("workspace", "create", "LeaveCo").strip())
+    alice.out("workspace", "add", str(ws), bob.name)
+    r = int(alice.out("channel", "create", str(ws), "random").strip())
+    assert bob.out("channel", "join", f"{ws}/#random") == f"joined {r}\n"
+    assert bob.out("channel", "leave", str(r)) == f"left {r}\n"
+    assert bob.run("channel", "leave", str(r), expect=1).stderr == \
+        "parley: channel leave: 404 not_found: no such conversation\n"
+    assert bob.out("channel", "join", f"{ws}/#random") == f"joined {r}\n"
+    assert bob.out("--json", "channel", "leave", "LeaveCo/#random") == ""
+    assert f"{r}  #random  public   -       members 1" in bob.out("channels", str(ws))
+    # leave (not channel leave) still leaves a group
+    assert bob.out("leave", str(g)) == f"left {g}\n"
+
+
+def test_adding_a_member_again_says_nothing_changed(cli):
+    """Audit K3 F4: `group add` and `workspace add` of a current member
+    printed `added bob to ...` (the server answers 200 either way and
+    changes nothing); now they say `bob was already a member of ...`, as
+    block/report/resolve say when nothing changed. --json: the server's
+    object both times."""
+    alice, bob, carol = cli().register(), cli().register(), cli().register()
+    a, b, c = alice.name.lower(), bob.name.lower(), carol.name.lower()
+    g = int(alice.out("group", "create", "Again", bob.name).strip())
+    assert alice.out("group", "add", str(g), bob.name) == f"{b} was already a member of {g}\n"
+    assert alice.out("group", "add", str(g), "@" + alice.name) == f"{a} was already a member of {g}\n"
+    assert alice.out("group", "add", str(g), carol.name) == f"added {c} to {g}\n"
+    assert alice.out("group", "add", str(g), "@" + carol.name.upper()) == f"{c.upper()} was already a member of {g}\n"
+    j1 = json.loads(alice.out("--json", "group", "add", str(g), carol.name))
+    assert j1["id"] == g and [m["id"] for m in j1["members"]] == [alice.id, bob.id, carol.id], j1
+    # a member who may not add is refused as before, already a member or not
+    assert bob.run("group", "add", str(g), carol.name, expect=1).stderr.startswith("parley: group add: 403 forbidden")
+    assert [t for _, _, t in parse_lines(alice.out("history", str(g)))] == [f'* {a} created "Again"',
+                                                                          f"* {a} added {c}"]
+    ws = int(alice.out("workspace", "create", "AgainCo").strip())
+    assert alice.out("workspace", "add", str(ws), bob.name) == f"added {b} to workspace {ws}\n"
+    assert alice.out("workspace", "add", "AgainCo", "@" + bob.name) == f"{b} was already a member of workspace {ws}\n"
+    assert alice.out("workspace", "add", str(ws), bob.name.upper()) == \
+        f"{b.upper()} was already a member of workspace {ws}\n"
+    assert alice.out("workspace", "add", str(ws), alice.name) == f"{a} was already a member of workspace {ws}\n"
+    w = json.loads(alice.out("--json", "workspace", "add", str(ws), bob.name))
+    assert w["id"] == ws and [m["id"] for m in w["members"]] == [alice.id, bob.id], w
+    assert alice.out("workspace", "show", str(ws)) == f"{alice.id} {a} admin\n{bob.id} {b} member\n"
+    assert alice.run("workspace", "add", str(ws), "nobody_" + a[:10], expect=1).stderr.startswith(
+        "parley: workspace add: 404 not_found")
+
+
+def test_an_empty_argument_is_a_usage_error_naming_it(cli):
+    """Audit K3 F5: `users ''`, `search ''` and `workspace create ''` were
+    sent to the server (exit 1, `400 bad_request: "q" must not be empty`, a
+    parameter the user never sees); `group create ''` and `channel create
+    WS ''` were usage errors worded otherwise. Now each is exit 2, the usage,
+    and a line naming the argument."""
+    alice = cli().register()
+    ws = alice.out("workspace", "create", "EmptyCo").strip()
+    for args, cmd, what in ((["users", ""], "users", "QUERY"), (["users", "  "], "users", "QUERY"),
+                            (["search", ""], "search", "QUERY"), (["search", "", " "], "search", "QUERY"),
+                            (["search", "\t", "--limit", "3"], "search", "QUERY"),
+                            (["workspace", "create", ""], "workspace create", "NAME"),
+                            (["group", "create", ""], "group create", "TITLE"),
+                            (["group", "create", "", alice.name], "group create", "TITLE"),
+                            (["channel", "create", ws, ""], "channel create", "NAME"),
+                            (["channel", "create", ws, "#"], "channel create", "NAME")):
+        p = alice.run(*args, expect=2)
+        lines = p.stderr.splitlines()
+        assert p.stdout == "" and lines[0].startswith(f"parley: {cmd}: {what} must not be "), (args, p.stderr)
+        assert lines[1].startswith("usage: parley"), (args, p.stderr)
+    assert alice.out("workspaces") == f'{ws}  "EmptyCo"  admin  members 1  channels 1\n'
+    assert alice.out("ls").count("\n") == 1                 # #general only: nothing was created
+
+
+def test_invisible_format_characters_are_shown_as_replacement(cli):
+    """Audit K3 F3: U+202E and the other bidirectional controls, U+2028/9
+    and invisible format characters went to the terminal as they were (a
+    message could read backwards or hide text). Now they are shown as U+FFFD,
+    as control characters are; what words and emoji need (ZWJ, ZWNJ,
+    variation selectors, a flag's tags) stays."""
+    alice, bob = cli().register(), cli().register()
+    a = alice.name.lower()
+    conv = int(alice.out("dm", bob.name).strip())
+    bad = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
+           "\u200e", "\u200f", "\u061c", "\u2028", "\u2029", "\u200b", "\u2060", "\u2063", "\u2064",
+           "\u206a", "\u206f", "\ufeff", "\u00ad", "\u180e", "\ufff9", "\ufffb", "\U000e0001", "\U000e0041"]
+    keep = ("family \U0001f468\u200d\U0001f469\u200d\U0001f467 heart \u2764\ufe0f "
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 "
+            "flag \U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f \u00e9\u0301")
+    alice.out("send", str(conv), "".join(f"<{ch}>" for ch in bad))
+    alice.out("send", str(conv), keep)
+    alice.out("send", str(conv), "pay to \u202emoc.live\u202c now")
+    want = ["".join("<\ufffd>" for _ in bad), keep, "pay to \ufffdmoc.live\ufffd now"]
+    for out in (bob.out("history", str(conv)), bob.out("tail", str(conv), "--last", "3", "--count", "3")):
+        shown = [f"U+{ord(ch):04X}" for ch in bad if ch in out]
+        assert not shown, f"printed as they are: {shown}"
+        evs = parse_lines(out)
+        assert [t for _, _, t in evs[-3:]] == [f"{a}: {w}" for w in want], out
+    row = [ln for ln in bob.out("ls").splitlines() if ln.startswith(f"{conv}  ")][0]
+    assert row.endswith(f"{a}: pay to \ufffdmoc.live\ufffd now"), row
+    # --json is the server's text, untouched (U+2028 too: split at "\n" only)
+    bodies = [json.loads(x)["body"] for x in bob.out("--json", "history", str(conv)).split("\n")[-4:-1]]
+    assert bodies == ["".join(f"<{ch}>" for ch in bad), keep, "pay to \u202emoc.live\u202c now"]
+
+
+def test_help_says_what_readme_says(cli):
+    """Audit K3 F6: --help's `users` line left out that you find yourself
+    too, and its exit status line left out "not logged in" (exit 1)."""
+    alice = cli()
+    h = alice.out("--help")
+    assert "users QUERY                   you and the people you share a conversation with" in h, h
+    assert "1 refused by the server (4xx, or not logged in)" in " ".join(h.split()), h
+    # and README says the same
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = " ".join(f.read().split())
+    assert "| `users QUERY` | you and the people you share a conversation with" in readme
+    assert "1 the server refused (4xx, or not logged in)" in readme
+    p = alice.run("whoami", expect=1)                       # no session: exit 1 as documented
+    assert "not logged in" in p.stderr, p.stderr
