@@ -443,7 +443,10 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
     if (has_local || p->local_pub != ST_OFFLINE || p->dirty) {
         int64_t hb;
         int st = local_status(p->user, now, &hb);
-        if (hb) p->local_active = wall - (now - hb);      /* the last heartbeat, in wall time */
+        /* the last heartbeat, in wall time; never backwards: a closed
+         * session's later activity still counts (audit X3: an `away` after
+         * a second device closed carried the first device's older time) */
+        if (hb && wall - (now - hb) > p->local_active) p->local_active = wall - (now - hb);
         if (st != p->local_pub || p->dirty || (st != ST_OFFLINE && now - p->pub_at >= view_refresh_ms())) {
             int went_offline = st == ST_OFFLINE && p->local_pub != ST_OFFLINE && !has_local;
             /* Last seen survives a crash (audit Y: kill -9 left 0 for whoever
@@ -577,8 +580,9 @@ typedef struct pquery {
  * is online at once, not when this node's view is next published (up to
  * a second later; audit B). */
 static void query_one(pl_sbuf *out, const pl_user *u, const pl_bus_presence *views, size_t nv) {
-    int64_t wall = pl_now_ms(), last = u->last_seen, hb;
-    int st = local_status(u->id, pl_mono_ms(), &hb);
+    int64_t wall = pl_now_ms(), mono = pl_mono_ms(), last = u->last_seen, hb;
+    int st = local_status(u->id, mono, &hb);
+    if (hb && wall - (mono - hb) > last) last = wall - (mono - hb);
     presence *p = pl_map_get(&C.presence, u->id);
     if (p) {
         int64_t l;
@@ -591,7 +595,8 @@ static void query_one(pl_sbuf *out, const pl_user *u, const pl_bus_presence *vie
         if (views[i].status > st && view_counts(views[i].node, views[i].expires, wall)) st = views[i].status;
         if (views[i].last_active > last) last = views[i].last_active;
     }
-    if (st != ST_OFFLINE) last = wall;
+    /* online and away: the latest activity known, as the pushed frames
+     * say (audit X3: it was the query's own time) */
     pl_sbuf_addc(out, '{');
     frame_fields(out, u->id, st, last);
     pl_sbuf_addc(out, '}');

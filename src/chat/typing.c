@@ -95,7 +95,7 @@ void typing_session_gone(session *s) {
         if (!cv->ntyping || !typing_find(cv, s->user)) continue;
         int others = 0;
         for (session *o = u ? u->sessions : NULL; o && !others; o = o->unext)
-            others = o != s && sub_find(o, cv->id) != NULL;
+            others = o != s && o->tp != TP_SSE && sub_find(o, cv->id) != NULL;   /* a stream cannot type */
         if (!others) pl_bus_publish_typing(C.bus, cv->id, s->user, 0);
     }
 }

@@ -435,3 +435,71 @@ async def test_signal_spam_is_limited_without_hurting_messages(server):
         assert 0 < len(typing) < 100, len(typing)
         got = [m["seq"] for m in f.conv_events(cid) if m["kind"] == "message"]
         assert got == seqs, (got, seqs)
+
+
+@async_test(60)
+async def test_last_seen_never_goes_back_and_a_query_says_the_same(server_factory):
+    """Audit X3. (1) bob goes away on b1; b2 connects (online) and is
+    active, then closes: the `away` pushed then carried b1's older time,
+    earlier than the `online` before it. (2) presence_query answered the
+    query's own time as an online user's last_seen, where the pushed frames
+    say the latest activity the server knows of."""
+    server = server_factory(["--presence-timeout", "20", "--presence-coalesce", "100"])
+    async with Harness(server) as h:
+        watcher, bob, w, b1 = await watched(h, "lsb")
+        def next_status(status):
+            n = len(w.msgs)
+            return w.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == bob.id
+                              and m.get("status") == status, start=n, what=f"bob {status}")
+        pending = next_status("away")
+        await b1.send_json({"type": "presence", "status": "away"})
+        away1 = await pending
+        await asyncio.sleep(1.0)
+        pending = next_status("online")
+        b2 = await h.ws(bob, name="b2")
+        online = await pending
+        assert online["last_seen"] >= away1["last_seen"], (away1, online)
+        await asyncio.sleep(0.5)
+        await b2.send_json({"type": "heartbeat"})
+        active_at = int(time.time() * 1000)
+        await asyncio.sleep(0.3)
+        pending = next_status("away")
+        await b2.close()
+        away2 = await pending
+        assert away2["last_seen"] >= online["last_seen"], (online, away2)
+        assert away2["last_seen"] >= active_at - 500, (active_at, away2)
+        # the query agrees with the pushed frame; it is not the query's time
+        await asyncio.sleep(1.5)
+        r = await w.request({"type": "presence_query", "users": [bob.id]})
+        u = r["users"][0]
+        assert u["status"] == "away" and u["last_seen"] == away2["last_seen"], (u, away2)
+        assert u["last_seen"] <= int(time.time() * 1000) - 1000, u
+
+
+@async_test(60)
+async def test_typing_stops_at_once_when_the_typist_closes_beside_an_event_stream(server_factory):
+    """Audit X3: alice types on a WebSocket and closes it while her event
+    stream (SSE, which cannot type) stays open: the `stop` waited for the
+    typing TTL, the stream counting as a session that still follows the
+    conversation. Now it comes at once, as without the stream."""
+    from test_sse import sse
+    server = server_factory(["--typing-ttl", "10000"])
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "tsse")
+        cid = (await h.api.open_dm(alice, bob.id))["id"]
+        s = await sse(server, alice.token)
+        await s.wait_until(lambda: s.datas("ready"), what="the stream's ready")
+        b = await h.ws(bob, name="bob")
+        a = await h.ws(alice, name="alice")
+        await a.ping()
+        n = len(b.msgs)
+        await a.send_json({"type": "typing", "conversation": cid, "state": "start"})
+        await b.wait_for(lambda m: m.get("type") == "typing" and m.get("state") == "start", start=n,
+                         what="alice typing")
+        t0 = time.monotonic()
+        await a.close()
+        await b.wait_for(lambda m: m.get("type") == "typing" and m.get("state") == "stop", start=n,
+                         timeout=15, what="alice's typing stop")
+        took = time.monotonic() - t0
+        assert took < 3.0, f"the stop came {took:.1f} s after her WebSocket closed (ttl 10 s)"
+        await s.close()
