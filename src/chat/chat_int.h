@@ -123,8 +123,8 @@ struct sub {
     uint8_t    state;             /* SUB_*                                   */
     uint8_t    queued;            /* in the replay queue                     */
     uint8_t    reading;           /* a replay read is in flight              */
-    uint8_t    report_synced;     /* send `synced` when caught up (sync) and
-                                   * sent_seq reached synced_at             */
+    uint8_t    report_synced;     /* how many `synced` to send when caught up
+                                   * (one per sync) and sent_seq reached synced_at */
     uint8_t    detached;          /* its session is gone; freed when the read returns */
     uint8_t    online_only;       /* `synced` says online_only (a large group) */
     uint8_t    mention_pending;   /* a large group's sync: read its mentions first */

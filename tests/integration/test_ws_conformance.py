@@ -1168,3 +1168,44 @@ def test_ping_flood_without_reading_is_a_slow_consumer(wsd):
         assert all(f.op == OP_PONG for f in got) and len(got) < n, len(got)
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------
+# two syncs in one read (audit R3)
+
+
+def _rest(srv, method, path, body=None):
+    req = urllib.request.Request(srv.base_url + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": "Bearer " + srv.token,
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"null")
+
+
+def test_two_syncs_in_one_write_each_get_their_replay_and_synced(wsd):
+    """Audit R3: `sync {G:0}` and `sync {G:15}` arriving in one TCP write:
+    the second moved the replay the first had started past 1..15, and only
+    one `synced` came, so a client counting them waited for ever. Now the
+    replay goes on from where the first left it, and each sync gets its
+    `synced` after every event it asked for."""
+    conv = _rest(wsd, "POST", "/api/v1/conversations", {"kind": "group", "title": "two syncs", "members": []})["id"]
+    for i in range(20):
+        _rest(wsd, "POST", f"/api/v1/conversations/{conv}/messages", {"client_msg_id": f"ts{i}", "body": f"m{i}"})
+    last = _rest(wsd, "GET", f"/api/v1/conversations/{conv}")["last_seq"]
+    for _ in range(3):
+        ws = WS(wsd)
+        one = json.dumps({"type": "sync", "cursors": {str(conv): 0}}).encode()
+        two = json.dumps({"type": "sync", "cursors": {str(conv): 15}}).encode()
+        ws.send(frame(OP_TEXT, one) + frame(OP_TEXT, two))
+        seqs, synced = [], []
+        while len(synced) < 2:
+            f = ws.read_frame()
+            m = f.json()
+            if m.get("type") == "event" and m.get("conversation") == conv:
+                seqs.append(m["seq"])
+            elif m.get("type") == "synced" and m.get("conversation") == conv:
+                synced.append(m["seq"])
+        assert synced == [last, last], synced
+        assert set(range(1, last + 1)) <= set(seqs), f"the first sync's events are missing: {seqs}"
+        ws.sock.close()
