@@ -213,7 +213,9 @@ async def test_anything_before_auth_is_refused(server):
                            # a first message that is not JSON, or repeats a key, is no
                            # valid `auth` either (it was "authenticate first": audit R2 F2)
                            ("not json at all", "JSON"),
-                           ('{"type":"auth","token":"%s","req":"A","req":"B"}' % bob.token, "repeats a key")):
+                           ('{"type":"auth","token":"%s","req":"A","req":"B"}' % bob.token, "repeats a key"),
+                           # a number past 64 bits (audit R3: "authenticate first")
+                           ('{"type":"auth","token":"%s","n":1e400}' % bob.token, "out of range")):
             c = WS(server.ws_url, None, auth=None, name="badauth")
             h.clients.append(c)
             await c.connect(expect_ready=False)
