@@ -357,7 +357,10 @@ static void authed_route(pl_http_ctx *ctx) {
     if (n == 3 && api_seg_is(s[0], "users")) {
         int64_t peer = api_parse_id(s[1].p, s[1].n);
         int bundle = api_seg_is(s[2], "bundle");
-        if (!api_allow(ctx, bundle ? API_POST : API_GET) || !api_path_id_ok(ctx, peer, "no such user")) return;
+        /* id 0 as any id no user has (the store's answer; audit Z3) */
+        if (!api_allow(ctx, bundle ? API_POST : API_GET) ||
+            !api_path_id_ok(ctx, peer, "no such user, or no conversation shared with it"))
+            return;
         if (bundle) h_bundle(ctx, peer);
         else h_devices(ctx, peer);
         return;

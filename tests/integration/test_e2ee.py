@@ -322,6 +322,11 @@ async def test_e2ee_authz(server):
             assert r.status == 401, r
         r = await api.req("GET", "/api/v1/users/999999999/devices", token=alice.token)
         assert r.status == 404, r
+        # id 0 is answered as any id no user has, the same message (audit Z3)
+        for method, what in (("GET", "devices"), ("POST", "bundle")):
+            r0 = await api.req(method, f"/api/v1/users/0/{what}", token=alice.token)
+            r9 = await api.req(method, f"/api/v1/users/999999999/{what}", token=alice.token)
+            assert r0.status == r9.status == 404 and r0.body == r9.body, (what, r0, r9)
         # mallory deleting "her" keys touches only her device
         r = await api.req("DELETE", "/api/v1/keys", token=mallory.token)
         assert r.status == 204, r
