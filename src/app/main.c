@@ -340,6 +340,7 @@ static int start_failed(int rc) {
 
 int main(int argc, char **argv) {
     pl_alloc_tune();
+    umask(077);                  /* the database, index, key and media: ours alone (audit N3) */
     int r = pl_config_load(&cfg, argc, argv);
     if (r) return r > 0 ? 0 : 2;
     pl_log_level = pl_log_parse_level(cfg.log_level);    /* one of the list: config.c checked it */
@@ -481,9 +482,10 @@ int main(int argc, char **argv) {
         snprintf(listen_at, sizeof listen_at, "%.*s:%d", (int)(ll - 2), cfg.listen, pl_net_port(net));
     else
         snprintf(listen_at, sizeof listen_at, "%s", cfg.listen);
-    pl_log(PL_LOG_INFO, 0, "listening",
-           "\"listen\":\"%s\",\"data_dir\":\"%s\",\"store\":\"%s\",\"bus\":\"%s\",\"node\":%d", listen_at,
-           cfg.data_dir, pl_store_name(store), bus->ops->name, store->node_id);
+    /* at every --log-level: it is how a port 0 is found (README; audit N3) */
+    pl_log_write(PL_LOG_INFO, 0, "listening",
+                 "\"listen\":\"%s\",\"data_dir\":\"%s\",\"store\":\"%s\",\"bus\":\"%s\",\"node\":%d", listen_at,
+                 cfg.data_dir, pl_store_name(store), bus->ops->name, store->node_id);
 
     uv_run(loop, UV_RUN_DEFAULT);
 

@@ -4,12 +4,16 @@ itself (no fixture server: these are about starting)."""
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
+
+import pytest
 
 from parleyd_proc import free_port
 
@@ -56,17 +60,28 @@ def test_listen_takes_a_host_name(parleyd_bin):
     assert "ERROR: AddressSanitizer" not in err and "runtime error" not in err, err
 
 
-def test_port_0_takes_a_free_port_and_the_log_names_it(parleyd_bin):
+@pytest.mark.parametrize("level", ["info", "error"])
+def test_port_0_takes_a_free_port_and_the_log_names_it(parleyd_bin, level):
     """`--listen 127.0.0.1:0` serves on a port the kernel picks, and the
-    `listening` line names that port (audit X: it said `127.0.0.1:0`)."""
+    `listening` line names that port (audit X: it said `127.0.0.1:0`), at
+    every --log-level (audit N3: not at warn or error). The files it makes
+    in a data directory made by someone else are its own user's alone
+    (audit N3: 0644)."""
     work = tempfile.mkdtemp(prefix="parley-it-")
-    p = subprocess.Popen([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", work],
+    os.chmod(work, 0o755)
+    p = subprocess.Popen([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", work, "--log-level", level],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         listen = None
         deadline = time.monotonic() + 20
+        lines = queue.Queue()                          # a reader thread: fail in time, never hang
+        threading.Thread(target=lambda: [lines.put(ln) for ln in iter(p.stdout.readline, "")] and None,
+                         daemon=True).start()
         while time.monotonic() < deadline and listen is None:
-            line = p.stdout.readline()
+            try:
+                line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
             if not line:
                 break
             if '"listening"' in line:
@@ -76,6 +91,9 @@ def test_port_0_takes_a_free_port_and_the_log_names_it(parleyd_bin):
         assert port > 0, listen
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
             assert r.status == 200
+        for f in ("parley.db", "search.db", "token.key"):
+            mode = os.stat(os.path.join(work, f)).st_mode & 0o777
+            assert mode & 0o077 == 0, (f, oct(mode))
     finally:
         out = stop(p, work)
     assert p.returncode == 0, out
