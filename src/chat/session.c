@@ -876,6 +876,11 @@ static void close_one(pl_conn *c, void *arg) {
     if (chat_is_open(c)) frame_send(c, f, 0, NULL, 0);   /* even past the bound: the last frame */
     pl_rbuf_unref(&f);
     chat_close(c, *code, "server shutting down");
+    /* the drain paused every reader: read again to take the client's close
+     * reply (data frames are discarded once ours is sent) and end the TCP
+     * connection cleanly, not reset it when the close wait runs out
+     * (audit N3) */
+    if (c->mode == PL_CONN_WS) CO.resume(c);
 }
 
 void pl_chat_close_all(pl_net *net, int code) { pl_net_each(net, close_one, &code); }

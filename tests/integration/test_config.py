@@ -275,3 +275,62 @@ def test_a_binary_without_its_web_client_says_so_at_start(parleyd_bin, tmp_path)
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=20)
     assert p.returncode == 0
+
+
+def test_a_drain_takes_the_clients_close_reply(parleyd_bin):
+    """Audit N3: at SIGTERM the server paused every reader, so a client's
+    answer to the 1001 close was never read and the connection was reset
+    ~2 s later instead of ending cleanly. Now the reply is read and the TCP
+    connection ends with a FIN at once."""
+    import base64
+    import socket
+    work = tempfile.mkdtemp(prefix="parley-it-")
+    port = free_port()
+    p = subprocess.Popen([parleyd_bin, "--listen", f"127.0.0.1:{port}", "--data-dir", work],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "parleyd did not start"
+                time.sleep(0.1)
+        body = json.dumps({"username": "drain" + os.urandom(3).hex(), "password": "correct horse battery"})
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/auth/register", method="POST",
+                                     data=body.encode())
+        tok = json.loads(urllib.request.urlopen(req, timeout=10).read())["access_token"]
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall((f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                   f"Authorization: Bearer {tok}\r\n\r\n").encode())
+        buf = b""
+        while b'"ready"' not in buf:
+            d = s.recv(65536)
+            assert d, buf
+            buf += d
+        p.send_signal(signal.SIGTERM)
+        buf = b""
+        while b"\x88" not in buf:                      # our close frame (1001)
+            d = s.recv(65536)
+            assert d, buf
+            buf += d
+        answered = time.monotonic()
+        mask = os.urandom(4)
+        s.sendall(bytes([0x88, 0x82]) + mask + bytes(a ^ b for a, b in zip(b"\x03\xe9", mask)))
+        try:
+            while s.recv(65536):
+                pass
+            ended = "FIN"
+        except ConnectionResetError:
+            ended = "RST"
+        took = time.monotonic() - answered
+        assert ended == "FIN" and took < 1.0, f"{ended} {took:.2f} s after the client's close reply"
+        s.close()
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        shutil.rmtree(work, ignore_errors=True)
