@@ -38,6 +38,29 @@ export function log(...a) {
 
 export class CheckError extends Error {}
 
+/** The sections of a scenario. With soft on, a failed check is noted in
+ *  `failed` and the scenario goes on: the open dialogs of `pages` are
+ *  closed (unless keepDialogs) and they get a desktop size again; the
+ *  scenario checks `failed` at its end. Without it a failure ends the run. */
+export function sections(soft) {
+  const s = { failed: [], pages: [] };
+  s.section = async (name, fn, keepDialogs = false) => {
+    try {
+      await fn();
+      log(`ok: ${name}`);
+    } catch (e) {
+      if (!soft || !(e instanceof CheckError)) throw e;
+      s.failed.push(`${name}: ${e.message}`);
+      log(`FAILED: ${name}: ${e.message}`);
+      for (const page of s.pages) {
+        if (!keepDialogs) for (const dlg of await page.locator('dialog[open]').all()) await dlg.evaluate((d) => d.close()).catch(() => {});
+        await page.setViewportSize({ width: 1180, height: 760 }).catch(() => {});
+      }
+    }
+  };
+  return s;
+}
+
 export function check(cond, msg) {
   if (!cond) throw new CheckError(msg);
 }

@@ -31,28 +31,12 @@
 // usage: node polish2.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline, waitFor,
+  run, sections, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline, waitFor,
   CheckError, convItem, openDetails, closeDetails, BASE, shot,
 } from './lib.mjs';
 
-const SOFT = process.env.POLISH2_SOFT === '1';
-const failed = [];
-let pages = [];            // closed dialogs and a desktop size after a failed section
-
-async function section(name, fn) {
-  try {
-    await fn();
-    log(`ok: ${name}`);
-  } catch (e) {
-    if (!SOFT || !(e instanceof CheckError)) throw e;
-    failed.push(`${name}: ${e.message}`);
-    log(`FAILED: ${name}: ${e.message}`);
-    for (const page of pages) {
-      for (const dlg of await page.locator('dialog[open]').all()) await dlg.evaluate((d) => d.close()).catch(() => {});
-      await page.setViewportSize({ width: 1180, height: 760 }).catch(() => {});
-    }
-  }
-}
+const steps = sections(process.env.POLISH2_SOFT === '1');
+const { section, failed } = steps;
 
 /** Where a message's bubble and its code block sit, against the message
  *  list's visible box. */
@@ -109,7 +93,7 @@ await run('web client polish (audit q2)', async () => {
   await register(bob);
   await register(carol);
   await carol.ctx.close();
-  pages = [alice.page, bob.page];
+  steps.pages = [alice.page, bob.page];
   const dm = await startDm(alice, 'bob');
   await openConv(bob, dm);
   const sent = [];

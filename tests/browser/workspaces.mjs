@@ -19,29 +19,11 @@
 // usage: node workspaces.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, openConv, send, waitBodies, waitFor, check, shot, log, CheckError,
+  run, sections, person, register, openConv, send, waitBodies, waitFor, check, shot, log,
 } from './lib.mjs';
 
-const SOFT = process.env.WORKSPACES_SOFT === '1';
-const failed = [];
-let pages = [];
-
-/** An audit q3 check; with WORKSPACES_SOFT=1 a failure is noted and the
- *  scenario goes on (dialogs closed unless keepDialogs, desktop size). */
-async function section(name, fn, keepDialogs = false) {
-  try {
-    await fn();
-    log(`ok: ${name}`);
-  } catch (e) {
-    if (!SOFT || !(e instanceof CheckError)) throw e;
-    failed.push(`${name}: ${e.message}`);
-    log(`FAILED: ${name}: ${e.message}`);
-    for (const page of pages) {
-      if (!keepDialogs) for (const dlg of await page.locator('dialog[open]').all()) await dlg.evaluate((d) => d.close()).catch(() => {});
-      await page.setViewportSize({ width: 1180, height: 760 }).catch(() => {});
-    }
-  }
-}
+const steps = sections(process.env.WORKSPACES_SOFT === '1');
+const { section, failed } = steps;
 
 const item = (p, title) => p.page.locator(`[data-testid="conv-item"][data-title="${title}"]`);
 const channelRow = (p, name) => p.page.locator(`[data-testid="channel-item"][data-name="${name}"]`);
@@ -107,7 +89,7 @@ await run('workspaces: create, channels, add a member, browse, join, private', a
   const bob = await person('bob');
   for (const p of [alice, bob]) await register(p);
   const A = alice.page, B = bob.page;
-  pages = [A, B];
+  steps.pages = [A, B];
 
   // alice creates a workspace: its dialog opens, #general (joined) listed
   await A.getByTestId('workspaces-button').click();
