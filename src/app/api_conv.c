@@ -397,6 +397,7 @@ typedef struct poll_wait {
 } poll_wait;
 
 static pl_map polls;                   /* conv -> first poll_wait */
+static int    polls_closing;           /* api_polls_shutdown: no login re-read */
 
 static void history_answered(void *arg, int result, const char *json, size_t len) {
     api_respond_members(arg, result, json, len, "no such conversation");
@@ -409,6 +410,24 @@ static void history_answer(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_
 
 static void poll_free(uv_handle_t *h) { free(h->data); }
 
+/* A parked request's login is read again before it is answered: a logout
+ * or an account deletion while it waited ends it with 401, not with the
+ * events sent after (audit L4). op: user = after, login = before, status
+ * = limit. */
+static void poll_login_read(pl_job *j) {
+    api_op *op = j->data;
+    pl_http_ctx *ctx = op->ctx;
+    int64_t conv = op->conv, after = op->user, before = op->login;
+    int lim = op->status;
+    int r = j->result;
+    if (r == PL_STORE_OK && (j->login_out.revoked || j->login_out.user != ctx->user)) r = PL_STORE_ENOTFOUND;
+    api_op_free(op);
+    if (r == PL_STORE_ENOTFOUND)
+        pl_http_error(ctx, 401, "unauthorized", "bad, expired or revoked access token");
+    else if (r) api_store_error(ctx, r, "");
+    else history_answer(ctx, conv, after, before, lim);
+}
+
 static void poll_finish(poll_wait *w) {
     if (w->prev) w->prev->next = w->next;
     else if (w->next) pl_map_put(&polls, w->conv, w->next);
@@ -416,8 +435,20 @@ static void poll_finish(poll_wait *w) {
     if (w->next) w->next->prev = w->prev;
     uv_timer_stop(&w->timer);
     pl_chat_watch(w->conv, 0, 0);
-    if (A.store) history_answer(w->ctx, w->conv, w->after, w->before, w->limit);
-    else pl_http_error(w->ctx, 503, "unavailable", "shutting down");
+    if (A.store && polls_closing) {         /* a drain: answered at once, as after a timeout */
+        history_answer(w->ctx, w->conv, w->after, w->before, w->limit);
+    } else if (A.store) {
+        api_op *op = api_op_new(w->ctx, NULL);
+        op->conv = w->conv;
+        op->user = w->after;
+        op->login = w->before;
+        op->status = w->limit;
+        api_job_reset(op, PL_READ_LOGIN, poll_login_read);
+        op->job.id = w->ctx->login;
+        api_submit(op);
+    } else {
+        pl_http_error(w->ctx, 503, "unavailable", "shutting down");
+    }
     uv_close((uv_handle_t *)&w->timer, poll_free);
 }
 
@@ -445,6 +476,7 @@ static void poll_park(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t bef
 }
 
 void api_polls_shutdown(void) {
+    polls_closing = 1;
     for (size_t i = 0; i < polls.cap; i++)
         while (polls.slots && polls.slots[i].key) pl_api_conv_changed(polls.slots[i].key);
     pl_map_release(&polls);

@@ -177,7 +177,8 @@ void h_me_export(pl_http_ctx *ctx) {
     export_step(op, PL_READ_USER_BY_ID, export_user);
 }
 
-/* In a conversation the user has left or was removed from, its own
+/* In a conversation the user has left or was removed from (or rejoined
+ * since: a message from before its latest joining; audit L4), its own
  * message keeps only what is its own: what others did after it was gone
  * (the parent's later edit quoted in reply_preview, reactions, a pin) is
  * not for it to read (protocol.md: access ends at the removal; audit L3).
@@ -208,8 +209,9 @@ static void memberships_read(pl_job *j) {
     pl_sbuf_adds(&s, "{\"messages\":[");
     for (size_t i = 0; i < op->nevents; i++) {
         pl_event *e = &op->events[i];
-        int member = 0;
-        for (size_t k = 0; k < j->nmships && !member; k++) member = j->mships[k].conv == e->conv;
+        int member = 0;                     /* and the message after its (latest) joining */
+        for (size_t k = 0; k < j->nmships && !member; k++)
+            member = j->mships[k].conv == e->conv && e->seq > j->mships[k].joined_seq;
         if (!member) own_form_only(e);
         pl_sbuf_printf(&s, "%s{\"conversation\":%lld,", i ? "," : "", (long long)e->conv);
         pl_proto_event_fields(&s, e);

@@ -192,8 +192,8 @@ static int k_conv(pg_store *s, pl_job *j, int64_t now) {
             j->why = "blocked";
             return PL_STORE_EFORBID;
         }
-    } else if (!e->e2ee) {
-        return PL_STORE_OK;                                /* nothing to say there */
+    } else if (!e->e2ee || e->blocked) {
+        return PL_STORE_OK;                                /* nothing to say there (a block: audit L4) */
     }
     int64_t subject = mark ? 0 : j->user;
     pg_params c = {0};

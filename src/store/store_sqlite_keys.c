@@ -238,7 +238,9 @@ static int k_conv(sq_store *s, pl_job *j, int64_t now) {
     if (!e) return err;
     j->out_id = j->conv;
     if (j->op == PL_JOB_DEVICES_ANNOUNCE) {
-        if (!e->e2ee) return PL_STORE_OK;                 /* nothing to say there */
+        /* nothing to say there; under a block the two share nothing, not
+         * even when the other's devices change (audit L4) */
+        if (!e->e2ee || e->blocked) return PL_STORE_OK;
         int rc = sq_w_append(s, j, now, j->conv, PL_EV_E2EE, j->user, j->user, pl_store__data_e2ee(j->user));
         j->created = rc == PL_STORE_OK;
         return rc;

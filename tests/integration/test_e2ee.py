@@ -350,11 +350,19 @@ async def test_e2ee_a_block_closes_the_key_directory_between_the_pair(server):
     async with Harness(server) as h:
         api = h.api
         alice, eve, carol = await api.register_many(3, "kb")
-        await api.open_dm(alice, eve.id)
+        dm = (await api.open_dm(alice, eve.id))["id"]
+        await api.expect(200, "POST", f"/api/v1/conversations/{dm}/e2ee", token=alice.token)
         d = Device()
         await d.upload(api, alice.token)
         await api.expect(200, "GET", f"/api/v1/users/{alice.id}/devices", token=eve.token)
         await api.expect(200, "PUT", f"/api/v1/users/{eve.id}/block", token=alice.token)
+        # under the block a device change of either is no event there (audit L4)
+        before = (await api.history_all(eve, dm))[-1]["seq"]
+        d2 = Device()
+        await d2.upload(api, (await api.login(alice))["access_token"])
+        await asyncio.sleep(0.5)                      # the announcement follows the answer
+        after = await api.history_all(eve, dm)
+        assert after[-1]["seq"] == before, [e for e in after if e["seq"] > before]
         for who, peer in ((eve, alice), (alice, eve)):
             for method, path in (("GET", f"/api/v1/users/{peer.id}/devices"),
                                  ("POST", f"/api/v1/users/{peer.id}/bundle")):

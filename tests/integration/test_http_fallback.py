@@ -51,3 +51,26 @@ async def test_long_poll_receives_what_is_sent(server):
         # as after a timeout (protocol.md, long-poll): the client loops
         assert got.status == 200 and got.body["events"] == [] and got.body["has_more"] is False, got
         await asyncio.to_thread(server.start)      # the fixture checks a running server at teardown
+
+
+@async_test(60)
+async def test_a_parked_poll_ends_with_its_login(server):
+    """Audit L4 (high): a long-poll parked before a logout (or an account
+    deletion) went on, and answered the message sent after it with 200.
+    Now the login is read again before the answer: 401."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "lpo")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        base = (await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=bob.token)).body["last_seq"]
+        poll = asyncio.ensure_future(api.req(
+            "GET", f"/api/v1/conversations/{cid}/messages?after={base}&wait=20", token=bob.token))
+        await asyncio.sleep(0.5)
+        assert not poll.done()
+        r = await api.req("POST", "/api/v1/auth/logout", token=bob.token)
+        assert r.status == 204, r
+        r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=alice.token,
+                          json_body={"client_msg_id": "after-logout", "body": "not for a logged-out poll"})
+        assert r.status == 201, r
+        got = await asyncio.wait_for(poll, 10)
+        assert got.status == 401 and "not for a logged-out poll" not in str(got.body), got

@@ -330,6 +330,14 @@ async def test_my_messages_in_a_conversation_i_left_show_nothing_done_after(serv
             assert key not in left_reply, (key, left_reply)
         assert "4711" not in json.dumps(got), got
         assert left_plain["body"] == "ivy plain, edited by ivy" and left_plain["edited_ts"] > 0, left_plain
+        # added back: its old reply still shows nothing of the gap (audit L4)
+        await api.expect(200, "POST", f"/api/v1/conversations/{g}/members", token=alice.token,
+                         json_body={"user": ivy.id})
+        again = {(m["conversation"], m["seq"]): m
+                 for m in (await api.expect(200, "GET", "/api/v1/me/messages", token=ivy.token)).body["messages"]}
+        for key in ("reply_preview", "reactions", "pinned"):
+            assert key not in again[(g, reply)], (key, again[(g, reply)])
+        assert "4711" not in json.dumps(list(again.values())), again
         kept = by[(still, r2)]
         assert kept["reply_preview"]["body"] == "still v2", kept
         # "me" is the caller's, as in history (audit I3: always false here)
