@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/utf8.h"
+
 #define CONT "   "                          /* a body's continuation line starts so */
 
 static int64_t int_of(json_t *o, const char *key) {
@@ -17,26 +19,22 @@ static const char *str_of(json_t *o, const char *key) {
 }
 
 /* 1 when code point cp (after prev, the code point before it as shown;
- * 0 at the start) is shown as U+FFFD: a C1 control, or an invisible
- * Unicode format character that can reorder or hide text on a terminal:
- * the bidirectional marks, embeddings, overrides and isolates (U+061C,
- * U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), the line and paragraph
- * separators (U+2028, U+2029), and the other invisible format characters
- * (Unicode category Cf): soft hyphen U+00AD, U+180E, zero-width space
- * U+200B, word joiner and invisible operators U+2060-U+2064, U+206A-U+206F,
- * BOM U+FEFF, interlinear annotation U+FFF9-U+FFFB, U+1BCA0-U+1BCA3,
- * U+1D173-U+1D17A, and the tags U+E0001, U+E0020-U+E007F except in an
- * emoji flag (after U+1F3F4 or another tag). Kept: the zero-width
- * non-joiner and joiner (U+200C, U+200D), which words of some scripts and
- * emoji sequences need, variation selectors (not format characters), and
- * the visible format characters of scripts (the Arabic number signs ...). */
+ * 0 at the start) is shown as U+FFFD: a control character, the line and
+ * paragraph separators, or what core/utf8.c's pl_utf8_invisible counts as
+ * showing nothing or moving text around (bidirectional marks, embeddings,
+ * overrides and isolates, zero-width spaces, word joiners, BOM, soft
+ * hyphen, Hangul fillers, tags, ...; the server refuses them in names),
+ * plus the shorthand format controls U+1BCA0-U+1BCA3. Kept, as a message's
+ * text needs them: Unicode spaces, the zero-width non-joiner and joiner,
+ * variation selectors, and the tags of an emoji flag (after U+1F3F4 or
+ * another tag). */
 static int hidden(uint32_t cp, uint32_t prev) {
     if (cp >= 0xe0020 && cp <= 0xe007f) return !(prev == 0x1f3f4 || (prev >= 0xe0020 && prev <= 0xe007e));
-    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x00ad || cp == 0x061c || cp == 0x180e ||
-           cp == 0x200b || cp == 0x200e || cp == 0x200f || cp == 0x2028 || cp == 0x2029 ||
-           (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff ||
-           (cp >= 0xfff9 && cp <= 0xfffb) || (cp >= 0x1bca0 && cp <= 0x1bca3) ||
-           (cp >= 0x1d173 && cp <= 0x1d17a) || cp == 0xe0001;
+    if (cp == 0x200c || cp == 0x200d || (cp >= 0xfe00 && cp <= 0xfe0f) || (cp >= 0xe0100 && cp <= 0xe01ef) ||
+        (cp >= 0x180b && cp <= 0x180f && cp != 0x180e))
+        return 0;
+    if (pl_utf8_control(cp) || cp == 0x2028 || cp == 0x2029 || (cp >= 0x1bca0 && cp <= 0x1bca3)) return 1;
+    return pl_utf8_invisible(cp) && !pl_utf8_space_or_control(cp);
 }
 
 void pc_format_text(pl_sbuf *s, const char *t, size_t n, int one_line) {
