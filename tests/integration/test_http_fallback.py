@@ -6,19 +6,25 @@ import asyncio
 from pclient import Harness, async_test
 
 
+async def dm_with_a_parked_poll(api, prefix):
+    """alice and bob in a DM; bob's long-poll (wait 20 s) parked above the
+    head: (alice, bob, cid, base, the poll's future)."""
+    alice, bob = await api.register_many(2, prefix)
+    cid = (await api.open_dm(alice, bob.id))["id"]
+    base = (await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=bob.token)).body["last_seq"]
+    poll = asyncio.ensure_future(api.req(
+        "GET", f"/api/v1/conversations/{cid}/messages?after={base}&wait=20", token=bob.token))
+    await asyncio.sleep(0.5)
+    assert not poll.done(), "a poll with nothing new must wait"
+    return alice, bob, cid, base, poll
+
+
 @async_test(60)
 async def test_long_poll_receives_what_is_sent(server):
     async with Harness(server) as h:
         api = h.api
-        alice, bob = await api.register_many(2, "lp")
-        cid = (await api.open_dm(alice, bob.id))["id"]
-        base = (await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=bob.token)).body["last_seq"]
-
         # bob parks a poll; alice sends over HTTP; the poll answers with it
-        poll = asyncio.ensure_future(api.req(
-            "GET", f"/api/v1/conversations/{cid}/messages?after={base}&wait=20", token=bob.token))
-        await asyncio.sleep(0.5)
-        assert not poll.done(), "a poll with nothing new must wait"
+        alice, bob, cid, base, poll = await dm_with_a_parked_poll(api, "lp")
         r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=alice.token,
                           json_body={"client_msg_id": "lp-1", "body": "over plain HTTP"})
         assert r.status == 201, r
@@ -60,13 +66,7 @@ async def test_a_parked_poll_ends_with_its_login(server):
     Now the login is read again before the answer: 401."""
     async with Harness(server) as h:
         api = h.api
-        alice, bob = await api.register_many(2, "lpo")
-        cid = (await api.open_dm(alice, bob.id))["id"]
-        base = (await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=bob.token)).body["last_seq"]
-        poll = asyncio.ensure_future(api.req(
-            "GET", f"/api/v1/conversations/{cid}/messages?after={base}&wait=20", token=bob.token))
-        await asyncio.sleep(0.5)
-        assert not poll.done()
+        alice, bob, cid, base, poll = await dm_with_a_parked_poll(api, "lpo")
         r = await api.req("POST", "/api/v1/auth/logout", token=bob.token)
         assert r.status == 204, r
         r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=alice.token,
