@@ -180,7 +180,18 @@ int api_user_read_failed(api_op *op) {
     return 1;
 }
 
-int api_user_arg(api_op *op, json_t *o, int64_t *peer, pl_job_cb by_name_done) {
+int64_t api_user_read_or_id0(api_op *op) {
+    int r = op->job.result;
+    if (r == PL_STORE_ENOTFOUND) return 0;
+    if (r) {
+        api_store_error(op->ctx, r, "");
+        api_op_free(op);
+        return -1;
+    }
+    return op->job.user_out.id;
+}
+
+int api_user_arg(api_op *op, json_t *o, int64_t *peer, pl_job_cb by_name_done, int as_id0) {
     json_t *u = json_object_get(o, "user"), *un = json_object_get(o, "username");
     if (u && un) {                       /* which one? never a silent choice (audit V) */
         pl_http_error(op->ctx, 400, "bad_request", "give \"user\" or \"username\", not both");
@@ -194,6 +205,10 @@ int api_user_arg(api_op *op, json_t *o, int64_t *peer, pl_job_cb by_name_done) {
     }
     if (json_is_string(un)) {
         if (pl_auth_normalize_username(json_string_value(un), json_string_length(un), op->username)) {
+            if (as_id0) {
+                *peer = 0;
+                return 1;
+            }
             pl_http_error(op->ctx, 404, "not_found", "no such user");
             api_op_free(op);
             return -1;
@@ -260,7 +275,7 @@ void h_conv_create(pl_http_ctx *ctx) {
     api_op *op = api_op_new(ctx, o);
     if (kind && strcmp(kind, "direct") == 0) {
         int64_t peer = 0;
-        int by = api_user_arg(op, o, &peer, direct_peer_read);
+        int by = api_user_arg(op, o, &peer, direct_peer_read, 0);
         if (by < 0) return;
         if (by == 1) {
             if (peer == ctx->user) {
@@ -350,8 +365,8 @@ static void member_add_submit(api_op *op, int64_t peer) {
 /* POST /members with a username: the user found, the add as with an id. */
 static void member_add_peer_read(pl_job *j) {
     api_op *op = j->data;
-    if (api_user_read_failed(op)) return;
-    member_add_submit(op, j->user_out.id);
+    int64_t peer = api_user_read_or_id0(op);
+    if (peer >= 0) member_add_submit(op, peer);
 }
 
 void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
@@ -361,7 +376,7 @@ void h_member_op(pl_http_ctx *ctx, int64_t conv, pl_job_op what, int64_t peer) {
         if (!o) return;
         api_op *op = api_op_new(ctx, o);
         op->conv = conv;
-        int by = api_user_arg(op, o, &peer, member_add_peer_read);
+        int by = api_user_arg(op, o, &peer, member_add_peer_read, 1);
         if (by < 0) return;
         if (by == 0) api_submit(op);     /* {"username": ...}: looked up first */
         else member_add_submit(op, peer);

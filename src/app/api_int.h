@@ -144,11 +144,17 @@ int  api_group_members(api_op *op, json_t *members, size_t *n);
 /* The user a body names, {"user": id} or {"username": name}: 1 with *peer
  * set; 0 with op's job reset to read the name (PL_READ_USER_BY_NAME,
  * by_name_done) for the caller to submit; -1 after answering 400/404 and
- * freeing op. */
-int  api_user_arg(api_op *op, json_t *body, int64_t *peer, pl_job_cb by_name_done);
+ * freeing op. With as_id0, a name no user can have is 1 with *peer 0 (an
+ * id no user has: the store answers for it, after its own checks). */
+int  api_user_arg(api_op *op, json_t *body, int64_t *peer, pl_job_cb by_name_done, int as_id0);
 /* In by_name_done: 1 after answering a failed read (404 no such user, or
  * the store's error) and freeing op; 0 when j->user_out is the user. */
 int  api_user_read_failed(api_op *op);
+/* In by_name_done of a member add: the user found, 0 for no such user (the
+ * store answers for id 0 as for any unknown id, after its role checks:
+ * "admins only" comes first, audit Y3), or -1 after answering the store's
+ * error and freeing op. */
+int64_t api_user_read_or_id0(api_op *op);
 /* api_ws.c: /api/v1/workspaces/... (s[0] == "workspaces"), and
  * POST /api/v1/conversations/{id}/join */
 void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n);

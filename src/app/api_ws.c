@@ -133,8 +133,8 @@ static void ws_added(pl_job *j) {
 
 static void ws_add_peer_read(pl_job *j) {
     api_op *op = j->data;
-    if (api_user_read_failed(op)) return;
-    int64_t peer = j->user_out.id;
+    int64_t peer = api_user_read_or_id0(op);
+    if (peer < 0) return;
     api_job_reset(op, PL_JOB_WORKSPACE_ADD, ws_added);
     op->job.id = op->conv;                      /* the workspace */
     op->job.user = op->ctx->user;
@@ -266,7 +266,7 @@ static void h_ws_add(pl_http_ctx *ctx, int64_t ws) {
     api_op *op = api_op_new(ctx, o);
     op->conv = ws;
     int64_t peer = 0;
-    int by = api_user_arg(op, o, &peer, ws_add_peer_read);
+    int by = api_user_arg(op, o, &peer, ws_add_peer_read, 1);
     if (by < 0) return;
     if (by == 1) {
         api_job_reset(op, PL_JOB_WORKSPACE_ADD, ws_added);

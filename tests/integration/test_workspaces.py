@@ -409,3 +409,44 @@ async def test_a_private_channel_everyone_left_is_taken_back_by_a_workspace_admi
         # now its admin can add members again
         r = await api.add_member(owner, cid, carol.id)
         assert r.status in (200, 201), r
+
+
+@async_test(90)
+async def test_an_unknown_user_is_answered_alike_by_id_and_by_username(server):
+    """Adding someone who does not exist: the same answer whether named by
+    id or by username, and a non-admin's "admins only" first (audit Y3 #1:
+    a username was looked up before the admin check, so a member got 404
+    by name and 403 by id)."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "wsu")
+        w = await ws_create(api, alice, "Unknowns")
+        await ws_add(api, alice, w["id"], {"user": bob.id})
+        path = f"/api/v1/workspaces/{w['id']}/members"
+        ghost = "nosuch" + alice.username[-8:]
+        for body in ({"username": ghost}, {"user": 99999999}, {"username": carol.username},
+                     {"username": "x"}):
+            r = await api.req("POST", path, token=bob.token, json_body=body)
+            assert (r.status, r.body["error"]["message"]) == (403, "admins only"), (body, r)
+        answers = set()
+        for body in ({"username": ghost}, {"user": 99999999}, {"username": "x"}):
+            r = await api.req("POST", path, token=alice.token, json_body=body)
+            assert r.status == 404, (body, r)
+            answers.add(r.body["error"]["message"])
+        assert len(answers) == 1, answers
+        ch = await channel_create(api, alice, w["id"], "unk")
+        cpath = f"/api/v1/conversations/{ch['id']}/members"
+        for body in ({"username": ghost}, {"user": 99999999}, {"username": carol.username}):
+            r = await api.req("POST", cpath, token=alice.token, json_body=body)
+            assert (r.status, r.body["error"]["message"]) == (403, "not in the workspace"), (body, r)
+        g = await api.create_group(alice, [bob.id], title="unk group")
+        gpath = f"/api/v1/conversations/{g['id']}/members"
+        for body in ({"username": ghost}, {"user": 99999999}, {"username": carol.username}):
+            r = await api.req("POST", gpath, token=bob.token, json_body=body)
+            assert r.status == 403, (body, r)
+        answers = set()
+        for body in ({"username": ghost}, {"user": 99999999}):
+            r = await api.req("POST", gpath, token=alice.token, json_body=body)
+            assert r.status == 404, (body, r)
+            answers.add(r.body["error"]["message"])
+        assert len(answers) == 1, answers
