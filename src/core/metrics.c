@@ -13,7 +13,7 @@ pl_counter pl_m_ws_messages_in, pl_m_sends, pl_m_sends_dup, pl_m_frames_out, pl_
     pl_m_bus_received, pl_m_bus_reconnects, pl_m_bus_publish_failures, pl_m_bus_resyncs, pl_m_ready_bus_timeouts,
     pl_m_gap_fills, pl_m_gap_events, pl_m_store_reads, pl_m_store_read_failures, pl_m_flow_held,
     pl_m_ckpt_background, pl_m_ckpt_writer, pl_m_push_sent, pl_m_push_gone, pl_m_push_retry, pl_m_push_failed,
-    pl_m_push_online, pl_m_push_dropped, pl_m_filter_blocked, pl_m_filter_flagged, pl_m_filter_masked;
+    pl_m_push_online, pl_m_push_dropped, pl_m_push_cancelled, pl_m_filter_blocked, pl_m_filter_flagged, pl_m_filter_masked;
 pl_hist pl_m_commit_batch_size = {.bounds = size_bounds};
 pl_hist pl_m_commit_seconds = {.bounds = time_bounds};
 pl_hist pl_m_delivery_seconds = {.bounds = time_bounds};
@@ -76,6 +76,7 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
     counter(o, "parley_push_total", NULL, "{outcome=\"failed\"}", &pl_m_push_failed, 0);
     counter(o, "parley_push_total", NULL, "{outcome=\"online\"}", &pl_m_push_online, 0);
     counter(o, "parley_push_total", NULL, "{outcome=\"dropped\"}", &pl_m_push_dropped, 0);
+    counter(o, "parley_push_total", NULL, "{outcome=\"cancelled\"}", &pl_m_push_cancelled, 0);
     counter(o, "parley_dropped_total", "Ephemeral frames dropped for slow consumers.", "{kind=\"ephemeral\"}",
             &pl_m_dropped_ephemeral, 1);
     counter(o, "parley_slow_consumer_closes_total", "Connections closed because they did not read.", NULL,

@@ -66,6 +66,7 @@ extern pl_counter pl_m_push_retry;          /* ... to be tried again            
 extern pl_counter pl_m_push_failed;         /* ... refused otherwise            */
 extern pl_counter pl_m_push_online;         /* not sent: the user was connected */
 extern pl_counter pl_m_push_dropped;        /* given up after the last attempt  */
+extern pl_counter pl_m_push_cancelled;      /* a retry's device no longer told  */
 extern pl_hist    pl_m_commit_batch_size;    /* jobs per transaction            */
 extern pl_hist    pl_m_commit_seconds;       /* BEGIN..COMMIT                   */
 extern pl_hist    pl_m_delivery_seconds;     /* send received -> frames queued  */

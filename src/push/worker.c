@@ -42,6 +42,7 @@ typedef struct pass {
     pl_push  *pushes;             /* taken from the targets read (owned)      */
     size_t    npushes;
     uint8_t  *outcome;            /* per push: pl_push_outcome, 0 = not sent  */
+    int64_t  *failed_at;          /* per push: wall ms of a RETRY outcome     */
     size_t    pending;            /* requests at the sender or waiting behind
                                    * their device's (order.h)                 */
     int64_t   handed;             /* mono ms its requests went to the sender  */
@@ -141,6 +142,7 @@ static void pass_free(pass *p) {
     free(p->rows);
     pl_push_list_free(p->pushes, p->npushes);
     free(p->outcome);
+    free(p->failed_at);
     free(p->users);
     pl_push_settled_release(&p->settled);
     free(p);
@@ -235,8 +237,21 @@ static void finish(pass *p) {
     memset(j, 0, sizeof *j);
     pl_push_settle(p->rows, p->nrows, p->pushes, p->outcome, p->npushes, &p->settled);
     int64_t now = pl_now_ms();
-    for (size_t i = 0; i < p->settled.nretries; i++)   /* deferred: back soon, the attempt given back */
-        p->settled.retries[i].expires = now + (p->settled.retries[i].refund ? PL_PUSH_DEFER_MS : PL_PUSH_RETRY_MS);
+    /* a failed attempt is tried again PL_PUSH_RETRY_MS after its answer,
+     * not after the pass's last answer (a request that hangs to its
+     * timeout would double every other device's wait, audit U3); a row's
+     * devices go together, after the first of their failures (so no
+     * device's attempts begin further apart than that).
+     * Deferred ones: back soon, the attempt given back. */
+    for (size_t i = 0, k = 0; i < p->settled.nretries; i++) {
+        pl_push_retry *r = &p->settled.retries[i];
+        int64_t failed = 0;
+        while (k < p->npushes && p->pushes[k].outbox < r->id) k++;      /* both in row order */
+        for (; k < p->npushes && p->pushes[k].outbox == r->id; k++)
+            if (p->outcome[k] == PL_PUSH_RETRY && p->failed_at[k] && (!failed || p->failed_at[k] < failed))
+                failed = p->failed_at[k];
+        r->expires = r->refund ? now + PL_PUSH_DEFER_MS : (failed ? failed : now) + PL_PUSH_RETRY_MS;
+    }
     pl_push_order_rows_done(W.order, p->rows, p->nrows, p->settled.retries, p->settled.nretries);
     j->op = PL_JOB_PUSH_DONE;
     j->ids = p->settled.done;
@@ -257,6 +272,7 @@ static int go(pass *p, size_t i, pl_push_req **list) {
     pl_push_req *r = NULL;
     if (x->platform == PL_PUSH_FCM && !fcm_ready()) {      /* no OAuth token yet */
         p->outcome[i] = PL_PUSH_RETRY;
+        p->failed_at[i] = pl_now_ms();
         pl_count(&pl_m_push_retry, 1);
     } else {
         r = pl_calloc(1, sizeof *r);
@@ -308,6 +324,7 @@ static void on_wake(uv_async_t *a) {
             const pl_push *x = &p->pushes[i];
             pl_push_outcome o = pl_push_classify(x->platform, r->status, r->answer, r->answer_len);
             p->outcome[i] = (uint8_t)o;
+            if (o == PL_PUSH_RETRY) p->failed_at[i] = pl_now_ms();
             switch (o) {
             case PL_PUSH_SENT: pl_count(&pl_m_push_sent, 1); break;
             case PL_PUSH_GONE: pl_count(&pl_m_push_gone, 1); break;
@@ -390,6 +407,11 @@ static void targeted(pl_job *j) {
         end_pass(p, 0);
         return;
     }
+    if (j->created > 0) {                            /* retries their recipients no longer get */
+        pl_count(&pl_m_push_cancelled, (uint64_t)j->created);
+        pl_log(PL_LOG_INFO, 0, "push: retries cancelled (recipient left, message deleted, or device gone)",
+               "\"devices\":%d", j->created);
+    }
     p->pushes = j->pushes;                           /* take them over */
     p->npushes = j->npushes;
     /* the next claim: more rows while they give few notifications (a
@@ -400,6 +422,7 @@ static void targeted(pl_job *j) {
     j->pushes = NULL;
     j->npushes = 0;
     p->outcome = pl_calloc(p->npushes ? p->npushes : 1, 1);
+    p->failed_at = pl_calloc(p->npushes ? p->npushes : 1, sizeof *p->failed_at);
     int64_t *users = p->users = pl_malloc((p->npushes ? p->npushes : 1) * sizeof *users);
     size_t n = 0;
     for (size_t i = 0; i < p->npushes; i++) users[n++] = p->pushes[i].user;

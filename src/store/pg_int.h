@@ -83,7 +83,7 @@ enum {
     R_SEARCH, R_USER_SEARCH,
     R_KEYS_SHARES, R_DEVICES,           /* end-to-end encryption (store_pg_keys.c) */
     R_MEDIA_GET, R_MEDIA_OWNED,         /* media (store_pg_media.c) */
-    R_PUSH_DEVICES, R_PUSH_MSGS, R_PUSH_TARGETS, R_PUSH_BADGES, /* push notifications (store_pg_push.c) */
+    R_PUSH_DEVICES, R_PUSH_MSGS, R_PUSH_TARGETS, R_PUSH_ONLY, R_PUSH_BADGES, /* push notifications (store_pg_push.c) */
     R_WORKSPACES, R_WORKSPACE_GET, R_WS_MEMBERS, R_CHANNELS, R_CONV_WORKSPACE, /* workspaces (store_pg_ws.c) */
     R_SEND_CHECK,                                            /* store_pg_read.c */
     R_REPORT_ACCESS, R_REPORTS_CONV, R_REPORTS_OPEN, R_REPORTS_ALL, /* reports (store_pg_reports.c) */

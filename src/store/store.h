@@ -843,7 +843,10 @@ typedef enum pl_job_op {
                                * than the sender who joined at or before it and
                                * whose level notifies (all; mentions: when mention),
                                * rows in id order. Rows whose message is gone give
-                               * none.                                          */
+                               * none. created: how many devices a retried row
+                               * named get none now (their user left, the message
+                               * was deleted, the device or login went: the
+                               * retry is cancelled for them).                  */
     /* workspaces and channels (invariant 11; explicit values) */
     PL_READ_WORKSPACES = 160, /* in: user. out: workspaces: those user is in (no
                                * members), by id                             */

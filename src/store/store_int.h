@@ -88,6 +88,10 @@ size_t pl_store__preview_len(const char *s, size_t len);
 /* "1,2,3": a push retry's devices as push_outbox.only_devices holds them
  * (store.h invariant 10); a new string. */
 char *pl_store__id_list(const int64_t *ids, size_t n);
+/* How many devices of only (a retried row's only_devices; NULL: none)
+ * have no push of outbox row `outbox` among pushes[n]: the retry's
+ * cancelled ones (PL_READ_PUSH_TARGETS' created). */
+size_t pl_store__push_cancelled(int64_t outbox, const char *only, const pl_push *pushes, size_t n);
 
 /* ---- search (store.h invariant 8) ---------------------------------------- */
 

@@ -1399,6 +1399,9 @@ const char *const pg_r_sql[R__COUNT] = {
      * at or before it and whose level lets it through (0 all; 1 mentions:
      * when a mentions row names it, store.h invariant 7), times each of
      * its devices of a live login (a retried row: only its devices) */
+    /* $1 outbox ids: the retried ones and their devices */
+    [R_PUSH_ONLY]    = "SELECT id, only_devices FROM push_outbox WHERE id = ANY($1::bigint[])"
+                       " AND only_devices IS NOT NULL",
     [R_PUSH_TARGETS] = "SELECT o.id, m.user_id, m.mention, d.id, d.platform, d.token"
                        " FROM push_outbox o" PUSH_OUTBOX_MSG
                        " CROSS JOIN LATERAL (SELECT m.user_id, m.notify, EXISTS (SELECT 1 FROM mentions x"

@@ -269,14 +269,16 @@ static int p_read_targets(pg_reader *r, pl_job *j) {
     pg_arr a = {0};
     pg_arr_start(&a, PG_INT8);
     for (size_t i = 0; i < j->nids; i++) pg_arr_i64(&a, j->ids[i]);
-    pg_params m = {0}, t = {0};
+    pg_params m = {0}, t = {0}, o = {0};
     pg_param_arr(&m, &a);
+    pg_param_arr(&o, &a);
     pg_param_arr(&t, &a);
     pg_param_i64(&t, pl_now_ms());
     pg_param_i64(&t, j->after > 0 ? j->after : 0);
-    int ms = -1, ts = -1;
+    int ms = -1, ts = -1, os = -1;
     int lost = pgc_send(&r->c, R_BEGIN, NULL, 0) < 0 || (ms = pgc_send(&r->c, R_PUSH_MSGS, &m, 1)) < 0 ||
-               (ts = pgc_send(&r->c, R_PUSH_TARGETS, &t, 1)) < 0 || pgc_send(&r->c, R_COMMIT, NULL, 0) < 0;
+               (ts = pgc_send(&r->c, R_PUSH_TARGETS, &t, 1)) < 0 || (os = pgc_send(&r->c, R_PUSH_ONLY, &o, 1)) < 0 ||
+               pgc_send(&r->c, R_COMMIT, NULL, 0) < 0;
     pg_arr_free(&a);
     if (lost) return W_LOST;
     int rc = pg_r_sync(r);
@@ -318,6 +320,10 @@ static int p_read_targets(pg_reader *r, pl_job *j) {
         p->token = pg_text(tr, row, 5, NULL);
     }
     free(body);
+    const PGresult *orr = r->c.res[os];
+    for (int row = 0; row < PQntuples(orr); row++)
+        j->created += (int)pl_store__push_cancelled(pg_i64(orr, row, 0), PQgetvalue(orr, row, 1), j->pushes,
+                                                    j->npushes);
     return p_badges(r, j);
 }
 

@@ -289,6 +289,26 @@ static int p_badges(sqlite3 *db, pl_job *j) {
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* The retried rows among ids[j->nids] (sorted): their devices that got no
+ * push are counted in j->created (PL_READ_PUSH_TARGETS). Retries are rare:
+ * one statement over the ids' range, filtered to the rows claimed. */
+static int p_count_cancelled(sqlite3 *db, pl_job *j, const int64_t *ids) {
+    int src = 0, rc;
+    sqlite3_stmt *st = sq_prep(db, "SELECT id, only_devices FROM push_outbox WHERE id BETWEEN ?1 AND ?2"
+                                   " AND only_devices IS NOT NULL", &src);
+    if (!st) return src ? src : SQLITE_ERROR;
+    sqlite3_bind_int64(st, 1, ids[0]);
+    sqlite3_bind_int64(st, 2, ids[j->nids - 1]);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        if (!bsearch(&id, ids, j->nids, sizeof *ids, cmp_i64)) continue;   /* another pass's */
+        j->created += (int)pl_store__push_cancelled(id, (const char *)sqlite3_column_text(st, 1), j->pushes,
+                                                    j->npushes);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static int p_read_targets(sq_reader *r, pl_job *j) {
     int src = 0;
     sqlite3_stmt *st = sq_prep(r->db, targets_sql, &src);
@@ -347,8 +367,9 @@ static int p_read_targets(sq_reader *r, pl_job *j) {
             j->npushes++;
         }
     }
-    free(ids);
     sqlite3_finalize(st);
+    if (rc == SQLITE_DONE && j->nids) rc = p_count_cancelled(r->db, j, ids);
+    free(ids);
     if (rc == SQLITE_DONE && p_badges(r->db, j) != 0) rc = SQLITE_ERROR;
     if (rc != SQLITE_DONE) {
         pl_log(PL_LOG_ERROR, 0, "store: push targets read failed", "\"err\":\"%s\"", sqlite3_errmsg(r->db));

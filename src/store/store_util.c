@@ -344,6 +344,20 @@ char *pl_store__id_list(const int64_t *ids, size_t n) {
     return out;
 }
 
+size_t pl_store__push_cancelled(int64_t outbox, const char *only, const pl_push *pushes, size_t n) {
+    size_t cancelled = 0;
+    for (const char *p = only; p && *p;) {
+        char *end;
+        long long dev = strtoll(p, &end, 10);
+        if (end == p) break;                         /* not ours: written by pl_store__id_list */
+        size_t i = 0;
+        while (i < n && !(pushes[i].outbox == outbox && pushes[i].device == dev)) i++;
+        cancelled += i == n;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return cancelled;
+}
+
 char *pl_store__annot(const pl_annot *a) {
     json_t *o = json_object();
     if (a->deleted) json_object_set_new(o, "deleted", json_true());

@@ -127,7 +127,7 @@ class PushSink:
             seq = self.answers.get(tok)
             status = seq.pop(0) if seq else 200
             self.requests.append({"path": path, "headers": headers, "raw": raw, "body": body,
-                                  "token": tok, "status": status})
+                                  "token": tok, "status": status, "t": time.monotonic()})
         return status
 
     def url(self, path):
@@ -746,3 +746,59 @@ async def test_push_preview_cuts_between_characters(server_factory, sink):
             await send(h.api, a, conv, body)
             got = await sink.wait_for("tok-cut-" + b.username, n=i + 1)
             assert note(got[i])["text"] == want, (note(got[i])["text"], want)
+
+
+@async_test(timeout=90)
+async def test_push_retry_cancelled_for_a_member_who_left(server_factory, sink):
+    """A notification waiting for its retry is not sent to a member who left
+    meanwhile, and is counted as `cancelled`; the member still in gets the
+    retry in the message's current form (audit L4 #4)."""
+    from test_seam import metrics
+    srv = server_factory(sink.args(previews=True))
+    async with Harness(srv) as h:
+        a, b, c = await h.api.register_many(3, "pc")
+        conv = (await h.api.create_group(a, [b.id, c.id], title="cancel"))["id"]
+        gone, stays = "left-" + b.username, "stays-" + c.username
+        sink.answers[gone] = [503]
+        sink.answers[stays] = [503]
+        await register_device(h.api, b, "webhook", gone)
+        await register_device(h.api, c, "webhook", stays)
+        before = metrics(srv).get('parley_push_total{outcome="cancelled"}', 0)
+        m = await send(h.api, a, conv, "first text")
+        await sink.wait_for(gone)
+        await sink.wait_for(stays)
+        await h.api.expect(204, "POST", f"/api/v1/conversations/{conv}/leave", token=b.token)
+        await h.api.expect(200, "PATCH", f"/api/v1/conversations/{conv}/messages/{m['seq']}", token=a.token,
+                           json_body={"body": "edited text"})
+        got = await sink.wait_for(stays, 2, timeout=40)
+        assert [x["status"] for x in got] == [503, 200]
+        assert note(got[1])["seq"] == m["seq"] and note(got[1])["text"] == "edited text", note(got[1])
+        await asyncio.sleep(QUIET)
+        assert len(sink.for_token(gone)) == 1, "no retry for a member who left"
+        for _ in range(50):
+            if metrics(srv).get('parley_push_total{outcome="cancelled"}', 0) == before + 1:
+                break
+            await asyncio.sleep(0.1)
+        assert metrics(srv).get('parley_push_total{outcome="cancelled"}', 0) == before + 1
+
+
+@async_test(timeout=120)
+async def test_push_retry_not_held_back_by_a_hanging_device(server_factory, sink):
+    """A device whose service answers 503 is tried again about 10 s later,
+    even when another device of the same notification hangs to the 10 s
+    timeout (audit U3 #1: the retry was timed from the end of the whole
+    pass, 20 s after the 503)."""
+    srv = server_factory(sink.args())
+    async with Harness(srv) as h:
+        a, b, c = await h.api.register_many(3, "ph")
+        conv = (await h.api.create_group(a, [b.id, c.id], title="hang"))["id"]
+        hangs, flaky = "hangs-" + b.username, "flaky-" + c.username
+        sink.delay[hangs] = 11
+        sink.answers[flaky] = [503]
+        await register_device(h.api, b, "webhook", hangs)
+        await register_device(h.api, c, "webhook", flaky)
+        await send(h.api, a, conv, "one")
+        got = await sink.wait_for(flaky, 2, timeout=40)
+        assert [x["status"] for x in got] == [503, 200]
+        gap = got[1]["t"] - got[0]["t"]
+        assert 9 <= gap < 15, f"retried {gap:.1f} s after the 503"
