@@ -11,7 +11,7 @@
 ifeq ($(origin CC),default)
 CC := gcc
 endif
-PKGS    := libuv jansson libsodium sqlite3 libssl libcrypto libpq hiredis libmagic vips libcurl libpcre2-8
+PKGS    := libuv jansson libsodium sqlite3 libssl libcrypto libpq hiredis libmagic vips libcurl libpcre2-8 icu-uc icu-i18n
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
                  -Wno-unused-parameter -g -pthread \
                  $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

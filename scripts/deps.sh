@@ -4,7 +4,7 @@
 # With arguments, installs those packages instead (scripts/deps-fuzz.sh).
 set -e
 PKGS="gcc make pkg-config libuv1-dev libjansson-dev libsodium-dev libsqlite3-dev
-libssl-dev libpq-dev libhiredis-dev libmagic-dev libvips-dev libcurl4-openssl-dev libpcre2-dev
+libssl-dev libpq-dev libhiredis-dev libmagic-dev libvips-dev libcurl4-openssl-dev libpcre2-dev libicu-dev
 libmimalloc-dev
 python3-pytest python3-pytest-xdist python3-websockets python3-aiohttp openssl curl
 python3-nacl"

@@ -45,7 +45,9 @@ static void ws_error(pl_http_ctx *ctx, const pl_job *j, const char *what) {
         (strcmp(j->why, "workspace full") == 0 || strcmp(j->why, "too many channels") == 0))
         pl_http_error(ctx, 413, "quota", j->why);
     else if (j->result == PL_STORE_ECONFLICT)
-        pl_http_error(ctx, 409, "conflict", "a channel of that name exists in this workspace");
+        pl_http_error(ctx, 409, "conflict",
+                      j->why && strstr(j->why, "looks like") ? j->why
+                                                             : "a channel of that name exists in this workspace");
     else
         api_store_error(ctx, j->result, j->why ? j->why : what);
 }

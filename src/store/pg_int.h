@@ -62,7 +62,7 @@ enum {
     W_PUSH_FINISH, W_PUSH_DEAD, W_PUSH_RETRY, W_PUSH_DRAINER, W_PUSH_UNLEASE,
     /* workspaces and channels (store_pg_ws.c) */
     W_CONV_LOCK_MORE, W_WS_LOCK, W_WS_STATE, W_WS_CONV, W_WS_INSERT, W_WS_FOUNDER, W_WS_JOIN, W_WS_LEAVE,
-    W_WS_PROMOTE, W_WS_CHANNELS_OF, W_WS_IS_GENERAL, W_CHANNEL_CREATE,
+    W_WS_PROMOTE, W_WS_CHANNELS_OF, W_WS_IS_GENERAL, W_CHANNEL_KEYS, W_CHANNEL_CREATE,
     W_REPORT_TARGET, W_REPORT_INSERT, W_REPORT_REOPEN, W_REPORT_RESOLVE,   /* reports (store_pg_reports.c) */
     W_PAIR_LOCK, W_BLOCKED_PAIR, W_BLOCK_ADD, W_BLOCK_DEL, W_BLOCK_FLAG,   /* blocks (store_pg_reports.c) */
     /* the data lifecycle (store_pg_life.c) */

@@ -105,8 +105,11 @@
  *  11. Workspaces and channels (M1, P10; docs/design.md "Workspaces"). A
  *      workspace has members (admin or member) and channels: conversations
  *      of kind PL_CONV_CHANNEL with a workspace and a name (the title;
- *      pl_store__channel_name_ok; unique in the workspace), public or
- *      private. A channel behaves as a group (roles, add, remove, leave,
+ *      pl_store__channel_name_ok; unique in the workspace, and so is its
+ *      lookalike key, core/lookalike.h, between names not both ASCII:
+ *      CHANNEL_CREATE is ECONFLICT with why "the name looks like another
+ *      channel's"; conversations.name_key, NULL for channels made before
+ *      it was kept, worked out when needed), public or private. A channel behaves as a group (roles, add, remove, leave,
  *      large groups) except that only members of its workspace may be in
  *      it: CHANNEL_CREATE and MEMBER_ADD refuse anyone else, and any
  *      member of the workspace may join a public channel (CHANNEL_JOIN),

@@ -567,6 +567,14 @@ static const char *const migrations[] = {
     "  RETURN to_tsvector('simple'::regconfig, translate(convert_from(b, 'UTF8'), E'\\x02\\x03<>&', '     '));"
     "  END $f$;"
     "REINDEX INDEX events_fts;",
+    /* 16 -> 17: a channel's lookalike key (core/lookalike.h, store.h
+     * invariant 11): a name that looks like another channel's is a
+     * conflict. Channels made before keep NULL; their keys are worked out
+     * when a channel is made in their workspace (store_pg_ws.c; not
+     * written back: that would lock conversation rows out of the writer's
+     * order). Idempotent, like the migrations before it. */
+    "ALTER TABLE conversations ADD COLUMN IF NOT EXISTS name_key TEXT;"
+    "CREATE INDEX IF NOT EXISTS conversations_channel_key ON conversations(workspace, name_key) WHERE kind = 3;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1006,11 +1014,15 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_WS_IS_GENERAL] = "SELECT 1 FROM workspaces WHERE general = $1::bigint",
     /* as W_GROUP_CREATE, and $8 workspace, $9 private; no row when the name
      * is taken in the workspace */
+    /* $1 workspace, $2 a lookalike key: its channels of that key, and
+     * those whose key is not known yet (made before keys were kept) */
+    [W_CHANNEL_KEYS] = "SELECT title, name_key FROM conversations WHERE workspace = $1::bigint AND kind = 3"
+                       " AND (name_key = $2::text OR name_key IS NULL)",
     [W_CHANNEL_CREATE] =
         "WITH c AS (INSERT INTO conversations(kind, title, direct_key, last_seq, last_ts, next_join,"
-        "           created, msg_count, member_count, workspace, private)"
+        "           created, msg_count, member_count, workspace, private, name_key)"
         "         VALUES(3, $1::text, NULL, 1, $2::bigint, $3::bigint, $2::bigint, 0, $3::bigint, $8::bigint,"
-        "           $9::smallint)"
+        "           $9::smallint, $10::text)"
         "         ON CONFLICT (workspace, title) WHERE kind = 3 DO NOTHING RETURNING id),"
         " m AS (INSERT INTO members(conv_id, user_id, role, joined, joined_seq)"
         "         SELECT c.id, x.u, CASE WHEN x.j = 1 THEN 2 ELSE 1 END, x.j - 1, 1"

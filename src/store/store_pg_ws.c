@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/lookalike.h"
 
 #define WS_GENERAL "general"    /* the public channel every workspace has */
 
@@ -164,7 +165,38 @@ static int channel_send(pg_store *s, const char *name, int64_t now, pg_arr *memb
     pg_param_text(&c, data);
     pg_param_i64(&c, ws);
     pg_param_i64(&c, is_private);
-    return pg_w_send(s, W_CHANNEL_CREATE, &c, 1);
+    char *key = pl_lookalike_key(name, strlen(name));
+    pg_param_text(&c, key);                         /* NULL: worked out later */
+    int slot = pg_w_send(s, W_CHANNEL_CREATE, &c, 1);
+    free(key);
+    return slot;
+}
+
+/* Whether a channel of workspace ws has a name that looks like name
+ * (core/lookalike.h) without being it: 1 (j->why set), 0, or the
+ * store's error. Two all-ASCII names are told apart as typed. */
+static int lookalike_taken(pg_store *s, pl_job *j, int64_t ws, const char *name) {
+    char *key = pl_lookalike_key(name, strlen(name));
+    if (!key) return 0;
+    pg_params p = {0};
+    pg_param_i64(&p, ws);
+    pg_param_text(&p, key);
+    int rc, taken = 0;
+    PGresult *r = pg_w_query(s, W_CHANNEL_KEYS, &p, &rc);
+    if (!r) {
+        free(key);
+        return rc;
+    }
+    for (int row = 0; row < PQntuples(r) && !taken; row++) {
+        const char *title = PQgetvalue(r, row, 0);
+        char *made = PQgetisnull(r, row, 1) ? pl_lookalike_key(title, strlen(title)) : NULL;
+        const char *k = made ? made : PQgetisnull(r, row, 1) ? NULL : PQgetvalue(r, row, 1);
+        taken = k && !strcmp(k, key) && strcmp(title, name) && !pl_lookalike_both_ascii(title, name);
+        free(made);
+    }
+    free(key);
+    if (taken) j->why = "the name looks like another channel's";
+    return taken;
 }
 
 /* ---- jobs -------------------------------------------------------------------- */
@@ -355,6 +387,11 @@ static int channel_create(pg_store *s, pl_job *j, int64_t now) {
     }
     rc = PL_STORE_ECONFLICT;
     if (st.name_taken) goto out;
+    if ((rc = lookalike_taken(s, j, j->id, j->title)) != 0) {
+        if (rc > 0) rc = PL_STORE_ECONFLICT;
+        goto out;
+    }
+    rc = PL_STORE_ECONFLICT;
     if (s->ws_channels > 0 && st.channel_count >= s->ws_channels) {
         j->why = "too many channels";
         rc = PL_STORE_EINVAL;

@@ -427,6 +427,12 @@ static const char *const migrations[] = {
     "ALTER TABLE push_devices_new RENAME TO push_devices;"
     "CREATE INDEX push_devices_user ON push_devices(user_id);"
     "CREATE INDEX push_devices_login ON push_devices(login);",
+    /* 20 -> 21: a channel's lookalike key (core/lookalike.h, store.h
+     * invariant 11): a name that looks like another channel's is a
+     * conflict. Channels made before get theirs when a channel is next
+     * made in their workspace (store_sqlite_ws.c lookalike_taken). */
+    "ALTER TABLE conversations ADD COLUMN name_key TEXT;"
+    "CREATE INDEX conversations_channel_key ON conversations(workspace, name_key) WHERE kind = 3;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

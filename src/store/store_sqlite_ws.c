@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/lookalike.h"
 
 static int ws_fatal(sq_store *s, int src) { return sq_w_fatal(s, src, "workspace statement"); }
 
@@ -144,6 +145,49 @@ static int ws_remove(sq_store *s, pl_job *j) {
     return PL_STORE_OK;
 }
 
+/* Whether a channel of workspace ws has a name that looks like title
+ * (key: its pl_lookalike_key) without being it: 1 (j->why set), 0, or
+ * W_FATAL. Two all-ASCII names are told apart as typed. Channels made
+ * before the keys were kept (name_key NULL) get theirs on the way. */
+static int lookalike_taken(sq_store *s, pl_job *j, int64_t ws, const char *key) {
+    int src = 0, rc, taken = 0;
+    sqlite3_stmt *st = sq_prep(s->wdb, "SELECT id, title, name_key FROM conversations WHERE workspace = ?1"
+                                       " AND kind = 3 AND (name_key = ?2 OR name_key IS NULL)", &src);
+    if (!st) return ws_fatal(s, src);
+    sqlite3_bind_int64(st, 1, ws);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    int64_t *ids = NULL;
+    char **keys = NULL;
+    size_t n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *title = (const char *)sqlite3_column_text(st, 1);
+        const char *k = (const char *)sqlite3_column_text(st, 2);
+        char *made = NULL;
+        if (!k && title) {
+            k = made = pl_lookalike_key(title, strlen(title));
+            if (made) {
+                ids = pl_realloc(ids, (n + 1) * sizeof *ids);
+                keys = pl_realloc(keys, (n + 1) * sizeof *keys);
+                ids[n] = sqlite3_column_int64(st, 0);
+                keys[n++] = made;
+            }
+        }
+        if (k && title && !strcmp(k, key) && strcmp(title, j->title) && !pl_lookalike_both_ascii(title, j->title))
+            taken = 1;
+    }
+    sqlite3_finalize(st);
+    for (size_t i = 0; i < n && rc == SQLITE_DONE; i++)
+        if (sq_run(s->wdb, &src, NULL, "UPDATE conversations SET name_key = ?1 WHERE id = ?2", "ti", keys[i],
+                   ids[i]) < 0)
+            rc = src ? src : SQLITE_ERROR;
+    for (size_t i = 0; i < n; i++) free(keys[i]);
+    free(keys);
+    free(ids);
+    if (rc != SQLITE_DONE) return ws_fatal(s, rc);
+    if (taken) j->why = "the name looks like another channel's";
+    return taken;
+}
+
 static int channel_create(sq_store *s, pl_job *j, int64_t now) {
     int src = 0;
     int rc = sq_run(s->wdb, &src, NULL, "SELECT 1 FROM workspaces WHERE id = ?1", "i", j->id);
@@ -180,7 +224,17 @@ static int channel_create(sq_store *s, pl_job *j, int64_t now) {
         j->why = "name taken";                 /* the job's own conflict (w_in_savepoint) */
         return PL_STORE_ECONFLICT;
     }
-    return sq_w_group_create(s, j, now, j->id, (j->flags & PL_JOB_PRIVATE) != 0);
+    char *key = pl_lookalike_key(j->title, strlen(j->title));
+    if (key && (rc = lookalike_taken(s, j, j->id, key)) != 0) {
+        free(key);
+        return rc < 0 ? rc : PL_STORE_ECONFLICT;
+    }
+    rc = sq_w_group_create(s, j, now, j->id, (j->flags & PL_JOB_PRIVATE) != 0);
+    if (rc == PL_STORE_OK && key &&
+        sq_run(s->wdb, &src, NULL, "UPDATE conversations SET name_key = ?1 WHERE id = ?2", "ti", key, j->out_id) < 0)
+        rc = ws_fatal(s, src);
+    free(key);
+    return rc;
 }
 
 static int channel_join(sq_store *s, pl_job *j, int64_t now) {

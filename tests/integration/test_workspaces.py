@@ -450,3 +450,33 @@ async def test_an_unknown_user_is_answered_alike_by_id_and_by_username(server):
             assert r.status == 404, (body, r)
             answers.add(r.body["error"]["message"])
         assert len(answers) == 1, answers
+
+
+@async_test(90)
+async def test_a_channel_name_that_looks_like_another_is_a_conflict(server):
+    """Names that look alike are one name (audit Y3 #2: "gеneral" with a
+    Cyrillic е, a fullwidth "ｇｅｎｅｒａｌ" and "café" typed as e + U+0301
+    were new channels beside the real ones); two all-ASCII names are told
+    apart as typed."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "wsl")
+        w = await ws_create(api, alice, "Lookalikes")
+        await ws_add(api, alice, w["id"], {"user": bob.id})
+        path = f"/api/v1/workspaces/{w['id']}/channels"
+        for name in ("g\u0435neral", "\uff47\uff45\uff4e\uff45\uff52\uff41\uff4c", "\u210aeneral"):
+            r = await api.req("POST", path, token=bob.token, json_body={"name": name})
+            assert r.status == 409, (name, r)
+            assert r.body["error"]["message"] == "the name looks like another channel's", r
+        await channel_create(api, alice, w["id"], "caf\u00e9")
+        await channel_create(api, bob, w["id"], "cafe\u0301", status=409)
+        await channel_create(api, alice, w["id"], "team1")
+        await channel_create(api, alice, w["id"], "teaml")          # ASCII: as typed
+        await channel_create(api, alice, w["id"], "\ufb01le")
+        await channel_create(api, bob, w["id"], "file", status=409)
+        await channel_create(api, alice, w["id"], "secret", private=True)
+        await channel_create(api, bob, w["id"], "\u0455ecret", status=409)
+        names = set(await channels(api, alice, w["id"]))
+        assert names == {"general", "caf\u00e9", "team1", "teaml", "\ufb01le", "secret"}, names
+        other = await ws_create(api, bob, "Elsewhere")
+        await channel_create(api, bob, other["id"], "cafe\u0301")    # another workspace's own

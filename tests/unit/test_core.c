@@ -1,9 +1,12 @@
-/* test_core.c — src/core: the int64 map, refcounted buffers, JSON escaping. */
+/* test_core.c — src/core: the int64 map, refcounted buffers, JSON escaping,
+ * the lookalike key of names. */
 #include "test.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/buf.h"
+#include "core/lookalike.h"
 #include "core/map.h"
 
 TEST(map_put_get_del) {
@@ -166,4 +169,30 @@ TEST(utf8_prefix_cuts_between_characters) {
     CHECK_EQ(pl_utf8_prefix(heart, sizeof heart - 1, 1), 6);
     const char key[] = "1\xef\xb8\x8f\xe2\x83\xa3" "x";                       /* 1️⃣ */
     CHECK_EQ(pl_utf8_prefix(key, sizeof key - 1, 1), 7);
+}
+
+/* Same key: names that look alike. The key is not for showing. */
+static int same_key(const char *a, const char *b) {
+    char *ka = pl_lookalike_key(a, strlen(a)), *kb = pl_lookalike_key(b, strlen(b));
+    int same = ka && kb && !strcmp(ka, kb);
+    free(ka);
+    free(kb);
+    return same;
+}
+
+TEST(lookalike_keys) {
+    CHECK(same_key("general", "g\xd0\xb5" "neral"));                     /* Cyrillic ie */
+    CHECK(same_key("general", "\xef\xbd\x87\xef\xbd\x85\xef\xbd\x8e\xef\xbd\x85\xef\xbd\x92"
+                              "\xef\xbd\x81\xef\xbd\x8c"));                     /* fullwidth */
+    CHECK(same_key("general", "\xe2\x84\x8a" "eneral"));                 /* U+210A script g */
+    CHECK(same_key("caf\xc3\xa9", "cafe\xcc\x81"));                   /* NFC and NFD */
+    CHECK(same_key("file", "\xef\xac\x81" "le"));                        /* the fi ligature */
+    CHECK(same_key("stra\xc3\x9f" "e", "strasse"));                    /* case folding */
+    CHECK(same_key("team1", "teaml"));         /* alike, but ASCII pairs are told apart: */
+    CHECK(pl_lookalike_both_ascii("team1", "teaml"));
+    CHECK(!pl_lookalike_both_ascii("general", "g\xd0\xb5" "neral"));
+    CHECK(!same_key("general", "generals"));
+    CHECK(!same_key("general", "general."));
+    CHECK(!same_key("\xe6\x97\xa5\xe6\x9c\xac", "\xe6\x97\xa5"));
+    CHECK(pl_lookalike_key("\xff", 1) == NULL);                       /* not UTF-8 */
 }

@@ -356,11 +356,11 @@ TEST(store_open_creates_dir_and_schema) {
     int wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     sqlite3_close(db);
-    CHECK_EQ(version, 20);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
+    CHECK_EQ(version, 21);         /* migrations: base schema, last_seen, counters, actions, refresh reuse,
                                     * search, reaction order, e2ee key directory, media, search.db,
                                     * insert triggers to code, push, workspaces, reports, lifecycle,
                                     * blocks, held erasures, events_no_cmid, own_unread recount,
-                                    * push device ids never reused */
+                                    * push device ids never reused, channel lookalike keys */
     CHECK(wal);
     CHECK_EQ(t_reopen(&t), PL_STORE_OK);          /* migration is idempotent */
     CHECK(t_user(&t, "alice") > 0);
@@ -2872,7 +2872,9 @@ TEST(store_search_migration_backfills) {
     int64_t gone = t_say(&t, g, a, "old heron deleted", 0, NULL, NULL);
     CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_DELETE, g, a, gone, NULL, 0, NULL, NULL), PL_STORE_OK);
     CHECK_EQ(t_closed_sql(&t, "parley.db",
-                          "DROP TRIGGER events_fts_au;"  /* 9 -> 10, 5 -> 6 (10 -> 11 dropped events_fts_ai) */
+                          "DROP INDEX conversations_channel_key;"                                 /* 20 -> 21 */
+                              " ALTER TABLE conversations DROP COLUMN name_key;"
+                              " DROP TRIGGER events_fts_au;"  /* 9 -> 10, 5 -> 6 (10 -> 11 dropped events_fts_ai) */
                               " DROP TRIGGER events_fts_ad; DROP TABLE fts_queue; DROP TABLE search_pair;"
                               " ALTER TABLE reactions RENAME COLUMN first_seq TO first_ts;"
                               " DROP TABLE e2ee_devices; DROP TABLE e2ee_otks;"     /* 7 -> 8 */
@@ -3780,6 +3782,8 @@ TEST(store_event_insert_queues_and_references_once) {
     CHECK(g > 0);
     /* back to schema 10: the two insert triggers as they were */
     CHECK_EQ(t_closed_sql(&t, "parley.db",
+                          "DROP INDEX conversations_channel_key;"
+                          "ALTER TABLE conversations DROP COLUMN name_key;"
                           "CREATE TRIGGER events_fts_ai AFTER INSERT ON events WHEN new.kind = 2"
                           " AND new.body IS NOT NULL BEGIN INSERT INTO fts_queue(id, conv_id, seq, op)"
                           " VALUES(new.id, new.conv_id, new.seq, 0); END;"
@@ -4973,6 +4977,56 @@ TEST(store_channel_create_rules) {
     ok = ws->channel_count == 5;            /* general, dev, xxx.., café.., secret */
     pl_workspace_list_free(ws, 1);
     CHECK(ok);
+    t_finish(&t);
+}
+
+/* Runs sql on the store's database from a connection of its own (the
+ * store stays open: SQLite's WAL lets a second writer in between batches).
+ * The number of rows changed, or -1. */
+static int t_sql_changes(tstore *t, const char *sql) {
+    if (t_backend()) {
+        PGconn *c = PQconnectdb(t->url);
+        PGresult *r = PQexec(c, sql);
+        int n = PQresultStatus(r) == PGRES_COMMAND_OK ? atoi(PQcmdTuples(r)) : -1;
+        PQclear(r);
+        PQfinish(c);
+        return n;
+    }
+    char p[160];
+    snprintf(p, sizeof p, "%s/parley.db", t->dir);
+    sqlite3 *db;
+    if (sqlite3_open_v2(p, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) return -1;
+    sqlite3_busy_timeout(db, 5000);
+    int n = sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? sqlite3_changes(db) : -1;
+    sqlite3_close(db);
+    return n;
+}
+
+/* A name that looks like another channel's is a conflict (audit Y3), also
+ * against channels made before the keys were kept (name_key NULL); two
+ * all-ASCII names are told apart as typed. */
+TEST(store_channel_lookalike_names) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "alice");
+    int64_t ws = t_ws(&t, a, "Acme", NULL);
+    CHECK(ws > 0);
+    const char *why = NULL;
+    CHECK(t_channel(&t, ws, a, "caf\xc3\xa9", NULL, 0, 0, NULL) > 0);
+    CHECK_EQ(t_channel(&t, ws, a, "cafe\xcc\x81", NULL, 0, 0, &why), PL_STORE_ECONFLICT);
+    CHECK_STR(why, "the name looks like another channel's");
+    CHECK_EQ(t_channel(&t, ws, a, "g\xd0\xb5" "neral", NULL, 0, 0, &why), PL_STORE_ECONFLICT);
+    CHECK(t_channel(&t, ws, a, "team1", NULL, 0, 0, NULL) > 0);
+    CHECK(t_channel(&t, ws, a, "teaml", NULL, 0, 0, NULL) > 0);
+    /* as if made by an older parleyd: no keys */
+    CHECK_EQ(t_sql_changes(&t, "UPDATE conversations SET name_key = NULL WHERE kind = 3"), 4);
+    CHECK_EQ(t_channel(&t, ws, a, "cafe\xcc\x81", NULL, 0, 0, &why), PL_STORE_ECONFLICT);
+    CHECK_EQ(t_channel(&t, ws, a, "\xef\xbd\x87" "eneral", NULL, 0, 0, &why), PL_STORE_ECONFLICT);
+    CHECK(t_channel(&t, ws, a, "random", NULL, 0, 0, NULL) > 0);
+    /* SQLite writes the keys it worked out back; PostgreSQL leaves them
+     * (store_pg_ws.c: no conversation row locked out of order) */
+    CHECK_EQ(t_sql_changes(&t, "UPDATE conversations SET title = title WHERE kind = 3 AND name_key IS NULL"),
+             t_backend() ? 4 : 0);
     t_finish(&t);
 }
 
