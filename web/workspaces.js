@@ -441,6 +441,8 @@ function errorText(e, op, x = {}) {
       if (op === 'join' || op === 'open-channel') return `#${x.name} no longer exists, is private, or you are no longer in ${ws}.`;
       return `${cap(ws)} does not exist or you are no longer a member of it.`;
     case 409:
+      if (op === 'channel' && /looks like/.test(e.message || ''))
+        return `#${x.name} looks too much like the name of a channel already in ${ws}: pick another name.`;
       if (op === 'channel') return `A channel named #${x.name} already exists in ${ws}: pick another name.`;
       break;
     case 413:

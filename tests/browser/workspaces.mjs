@@ -109,6 +109,7 @@ await run('workspaces: create, channels, add a member, browse, join, private', a
     check(!/bytes|combining|"name"|ASCII/.test(bad), `not the API's wording: ${JSON.stringify(bad)}`);
   }, true);
   await channelError(alice, 'general', /already exists in “Acme”/);
+  await channelError(alice, 'g\u0435neral', /looks too much like the name of a channel already in “Acme”/);
   const launch = await createChannel(alice, 'launch', false);
   await send(alice, 'Before bob came');
   await waitBodies(alice, ['Before bob came']);
