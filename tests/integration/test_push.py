@@ -186,6 +186,22 @@ async def send(api, user, conv, text):
     return r.body
 
 
+async def group_with_two_devices(h, sink, prefix, names, answers):
+    """a and a group with b and c, each with a webhook device named
+    names[i] + its username, answering answers[i] (a list of statuses, or
+    None): (a, b, c, conv, token of b, token of c)."""
+    a, b, c = await h.api.register_many(3, prefix)
+    conv = (await h.api.create_group(a, [b.id, c.id], title=prefix))["id"]
+    toks = []
+    for user, name, ans in ((b, names[0], answers[0]), (c, names[1], answers[1])):
+        tok = name + user.username
+        if ans is not None:
+            sink.answers[tok] = list(ans)
+        await register_device(h.api, user, "webhook", tok)
+        toks.append(tok)
+    return a, b, c, conv, toks[0], toks[1]
+
+
 QUIET = 1.5   # seconds a test waits to see that nothing more was pushed
 
 
@@ -462,13 +478,8 @@ async def test_push_previews(server_factory, sink):
 async def test_push_dead_token_and_retry(server_factory, sink):
     srv = server_factory(sink.args())
     async with Harness(srv) as h:
-        a, b, c = await h.api.register_many(3, "pd")
-        conv = (await h.api.create_group(a, [b.id, c.id], title="dead"))["id"]
-        dead, flaky = "gone-" + b.username, "flaky-" + c.username
-        sink.answers[dead] = [410]
-        sink.answers[flaky] = [500]
-        await register_device(h.api, b, "webhook", dead)
-        await register_device(h.api, c, "webhook", flaky)
+        a, b, c, conv, dead, flaky = await group_with_two_devices(h, sink, "pd", ("gone-", "flaky-"),
+                                                                  ([410], [500]))
         await send(h.api, a, conv, "one")
         await sink.wait_for(dead)
         for _ in range(100):
@@ -756,13 +767,8 @@ async def test_push_retry_cancelled_for_a_member_who_left(server_factory, sink):
     from test_seam import metrics
     srv = server_factory(sink.args(previews=True))
     async with Harness(srv) as h:
-        a, b, c = await h.api.register_many(3, "pc")
-        conv = (await h.api.create_group(a, [b.id, c.id], title="cancel"))["id"]
-        gone, stays = "left-" + b.username, "stays-" + c.username
-        sink.answers[gone] = [503]
-        sink.answers[stays] = [503]
-        await register_device(h.api, b, "webhook", gone)
-        await register_device(h.api, c, "webhook", stays)
+        a, b, c, conv, gone, stays = await group_with_two_devices(h, sink, "pc", ("left-", "stays-"),
+                                                                  ([503], [503]))
         before = metrics(srv).get('parley_push_total{outcome="cancelled"}', 0)
         m = await send(h.api, a, conv, "first text")
         await sink.wait_for(gone)
@@ -790,13 +796,9 @@ async def test_push_retry_not_held_back_by_a_hanging_device(server_factory, sink
     pass, 20 s after the 503)."""
     srv = server_factory(sink.args())
     async with Harness(srv) as h:
-        a, b, c = await h.api.register_many(3, "ph")
-        conv = (await h.api.create_group(a, [b.id, c.id], title="hang"))["id"]
-        hangs, flaky = "hangs-" + b.username, "flaky-" + c.username
+        a, b, c, conv, hangs, flaky = await group_with_two_devices(h, sink, "ph", ("hangs-", "flaky-"),
+                                                                   (None, [503]))
         sink.delay[hangs] = 11
-        sink.answers[flaky] = [503]
-        await register_device(h.api, b, "webhook", hangs)
-        await register_device(h.api, c, "webhook", flaky)
         await send(h.api, a, conv, "one")
         got = await sink.wait_for(flaky, 2, timeout=40)
         assert [x["status"] for x in got] == [503, 200]
