@@ -97,17 +97,18 @@ size_t pl_store__push_cancelled(int64_t outbox, const char *only, const pl_push 
 
 #define PL_STORE_SEARCH_TERMS 32  /* words of a query that count             */
 /* The FTS5 MATCH expression of a user's query q: each word (a run of ASCII
- * letters and digits and non-ASCII bytes: whitespace and ASCII punctuation
- * separate words, as in the index) becomes a quoted string (no FTS5 syntax
+ * letters and digits and non-ASCII characters: white space, Unicode's
+ * included, and ASCII punctuation separate words, as in the index) becomes a quoted string (no FTS5 syntax
  * gets through: a word holds no '"'), the strings ANDed; at most
  * PL_STORE_SEARCH_TERMS of them. Returns their number (0: q has no word and
  * matches nothing). cap >= 4 * PL_STORE_QUERY_MAX + 8 holds any query. */
 int   pl_store__fts5_query(const char *q, char *out, size_t cap);
-/* PostgreSQL's search text is the body with the snippet markers, '<', '>'
- * and '&' each blanked to one space (parley_body_tsv, R_SEARCH), so its
- * ts_headline snippet is a piece of that text with markers inserted: puts
- * the body's '<', '>' and '&' back where the piece lies in body[0..len).
- * A snippet that is no such piece is left as it is. */
+/* PostgreSQL's search text is the body with the snippet markers, '<', '>',
+ * '&' and '/' each blanked to one space and a final sigma made a sigma
+ * (parley_body_tsv, R_SEARCH: byte for byte), so its ts_headline snippet is
+ * a piece of that text with markers inserted: puts the body's bytes back
+ * where the piece lies in body[0..len). A snippet that is no such piece is
+ * left as it is. */
 void  pl_store__snippet_restore(char *snippet, const char *body, size_t len);
 /* The username search key of q: ASCII lower-cased (usernames are stored in
  * lower case), cut to PL_STORE_QUERY_MAX bytes. */

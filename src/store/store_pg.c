@@ -217,6 +217,12 @@
 #define BLOCKED_PAIR "EXISTS (SELECT 1 FROM blocks WHERE (user_id = $1::bigint AND blocked_id = $2::bigint)" \
     " OR (user_id = $2::bigint AND blocked_id = $1::bigint))"
 
+/* The search text's translate() arguments: the snippet markers, '<', '>',
+ * '&' and '/' become spaces, a final sigma a sigma (byte for byte; the
+ * body, R_SEARCH's headline and its query alike; pl_store__snippet_restore
+ * undoes it). */
+#define SEARCH_BLANKS "E'\\x02\\x03<>&/\xcf\x82', '      \xcf\x83'"
+
 /* migrations[v] takes a database from version v to v + 1. Append only.
  * Version 1 is SQLite's version 3 plus what cluster mode adds. */
 static const char *const migrations[] = {
@@ -575,6 +581,18 @@ static const char *const migrations[] = {
      * order). Idempotent, like the migrations before it. */
     "ALTER TABLE conversations ADD COLUMN IF NOT EXISTS name_key TEXT;"
     "CREATE INDEX IF NOT EXISTS conversations_channel_key ON conversations(workspace, name_key) WHERE kind = 3;",
+    /* 17 -> 18: the search text also blanks '/' (the 'simple' parser kept
+     * `yes/no`, `TCP/IP` and the `/div` of `</div>` as one file-name word,
+     * so `no` or `div` found nothing there: embedded mode splits them) and
+     * makes a final sigma a sigma (lower() of `ΟΔΥΣΣΕΎΣ` ends in σ, the
+     * lower-case word in ς), audit J3. Byte for byte, as before
+     * (pl_store__snippet_restore). The index is rebuilt. */
+    "CREATE OR REPLACE FUNCTION parley_body_tsv(b bytea) RETURNS tsvector"
+    "  LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$ BEGIN"
+    "  IF position('\\x00'::bytea IN b) <> 0 THEN RETURN NULL; END IF;"
+    "  RETURN to_tsvector('simple'::regconfig, translate(convert_from(b, 'UTF8'), " SEARCH_BLANKS "));"
+    "  END $f$;"
+    "REINDEX INDEX events_fts;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1359,9 +1377,9 @@ const char *const pg_r_sql[R__COUNT] = {
      * (0: any), $6 <= ts < $7, $8 mentions of $1 only, $9 limit. Membership
      * and joined_seq are part of the join (store.h invariant 8). */
     [R_SEARCH]       = "SELECT e.conv_id, ts_headline('simple'::regconfig,"
-                       "   translate(convert_from(e.body, 'UTF8'), E'\\x02\\x03<>&', '     '), q.q,"
+                       "   translate(convert_from(e.body, 'UTF8'), " SEARCH_BLANKS "), q.q,"
                        "   'StartSel=\x02, StopSel=\x03, MaxWords=24, MinWords=12, ShortWord=0'), " EV_COLUMNS
-                       " FROM plainto_tsquery('simple'::regconfig, translate($2::text, E'\\x02\\x03<>&', '     '))"
+                       " FROM plainto_tsquery('simple'::regconfig, translate($2::text, " SEARCH_BLANKS "))"
                        "   AS q(q), events e"
                        " JOIN members m ON m.conv_id = e.conv_id AND m.user_id = $1::bigint"
                        "   AND e.seq >= m.joined_seq" EV_PARENT

@@ -400,8 +400,22 @@ char *pl_store__annot(const pl_annot *a) {
 
 /* ---- search (store.h invariant 8) --------------------------------------------- */
 
-static int word_byte(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
+/* The bytes of the character at p (valid UTF-8, not at its end) when it
+ * is part of a word: an ASCII letter or digit, or a non-ASCII character
+ * that is not white space (U+3000, U+00A0, U+2003 separate words as the
+ * space does, audit J3); else 0. */
+static size_t char_len(const char *p) {      /* never past a NUL */
+    unsigned char c = (unsigned char)*p;
+    size_t n = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2, i = 1;
+    while (i < n && p[i]) i++;
+    return i;
+}
+
+static size_t word_char(const char *p) {
+    unsigned char c = (unsigned char)*p;
+    if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    size_t n = char_len(p);
+    return pl_utf8_space_or_control(pl_utf8_first(p, n)) ? 0 : n;
 }
 
 int pl_store__fts5_query(const char *q, char *out, size_t cap) {
@@ -409,15 +423,17 @@ int pl_store__fts5_query(const char *q, char *out, size_t cap) {
     int n = 0;
     out[0] = '\0';
     const char *p = q;
-    /* A word is a run of ASCII letters and digits and non-ASCII bytes:
-     * ASCII punctuation separates words as it does in the index, so
+    /* A word is a run of ASCII letters and digits and non-ASCII
+     * characters but white space: ASCII punctuation separates words as it
+     * does in the index, so
      * `mango,kiwi` asks for both words, not for the two side by side
      * (audit U; protocol.md "every word"). Non-ASCII punctuation stays in
      * the quoted string, where FTS5's tokenizer splits it likewise. */
     while (*p && n < PL_STORE_SEARCH_TERMS) {
-        while (*p && !word_byte((unsigned char)*p)) p++;
+        size_t w;
+        while (*p && !word_char(p)) p += char_len(p);
         const char *s = p;
-        while (word_byte((unsigned char)*p)) p++;
+        while (*p && (w = word_char(p)) > 0) p += w;
         if (p == s) continue;
         if (o + (size_t)(p - s) + 4 > cap) break;   /* a space, two quotes, the NUL */
         if (n) out[o++] = ' ';
@@ -431,12 +447,22 @@ int pl_store__fts5_query(const char *q, char *out, size_t cap) {
     return n;
 }
 
-static char search_byte(char c) {
-    return c == PL_STORE_SNIPPET_START || c == PL_STORE_SNIPPET_END || c == '<' || c == '>' || c == '&' ? ' ' : c;
+/* Byte i of body as PostgreSQL's search text has it (R_SEARCH,
+ * parley_body_tsv): the snippet markers, '<', '>', '&' and '/' blanked, a
+ * final sigma (U+03C2, CF 82) made a sigma (U+03C3, CF 83), byte for byte. */
+static char search_byte(const char *body, size_t i) {
+    char c = body[i];
+    if (c == PL_STORE_SNIPPET_START || c == PL_STORE_SNIPPET_END || c == '<' || c == '>' || c == '&' || c == '/')
+        return ' ';
+    if (c == '\x82' && i > 0 && body[i - 1] == '\xcf') return '\x83';
+    return c;
 }
 
 void pl_store__snippet_restore(char *snippet, const char *body, size_t len) {
-    if (!body || (!memchr(body, '<', len) && !memchr(body, '>', len) && !memchr(body, '&', len))) return;
+    if (!body) return;
+    size_t d = 0;
+    while (d < len && search_byte(body, d) == body[d]) d++;
+    if (d == len) return;                         /* the search text is the body */
     size_t n = strlen(snippet), fl = 0;
     char *f = pl_malloc(n + 1);                   /* the piece, markers out */
     for (size_t i = 0; i < n; i++)
@@ -444,15 +470,14 @@ void pl_store__snippet_restore(char *snippet, const char *body, size_t len) {
     size_t at = SIZE_MAX;
     for (size_t o = 0; fl && o + fl <= len && at == SIZE_MAX; o++) {
         size_t i = 0;
-        while (i < fl && search_byte(body[o + i]) == f[i]) i++;
+        while (i < fl && search_byte(body, o + i) == f[i]) i++;
         if (i == fl) at = o;
     }
     free(f);
     if (at == SIZE_MAX) return;
     for (size_t i = 0, k = at; i < n; i++) {
         if (snippet[i] == PL_STORE_SNIPPET_START || snippet[i] == PL_STORE_SNIPPET_END) continue;
-        char b = body[k++];
-        if (b == '<' || b == '>' || b == '&') snippet[i] = b;
+        snippet[i] = body[k++];
     }
 }
 

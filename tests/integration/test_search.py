@@ -418,3 +418,33 @@ async def test_rest_search_refuses_a_nul_in_q_as_the_websocket_does(server):
             assert r.status == 400 and r.body["error"] == want, (q, r)
         r = await api.expect(200, "GET", "/api/v1/users?q=" + bob.username, token=alice.token)
         assert r.body["users"] == [{"id": bob.id, "username": bob.username}], r
+
+
+@async_test()
+async def test_search_slashes_final_sigma_and_unicode_spaces_as_in_both_modes(server):
+    """Audit J3: cluster mode kept `yes/no` and the `/div` of `</div>` as
+    one word and left `ΟΔΥΣΣΕΎΣ` (lower-cased with σ) apart from `Οδυσσεύς`
+    (ς); embedded mode took `lunch　friday` (U+3000 between) for a phrase,
+    and a `q` of U+3000 alone was an empty search, not `bad_request`."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, = await api.register_many(1, "slash")
+        g = (await api.create_group(alice, [], title="slash"))["id"]
+        tag = word()
+        m1 = await say(api, alice, g, f"{tag} yes/no over TCP/IP, close the </div>")
+        m2 = await say(api, alice, g, f"{tag} ΟΔΥΣΣΕΎΣ sailed")
+        m3 = await say(api, alice, g, f"{tag} Οδυσσεύς came home")
+        m4 = await say(api, alice, g, f"{tag} lunch plans for friday")
+        await found_within(api, alice, tag, 4, timeout=3.0)
+        for q, want in (("no", [m1]), ("ip", [m1]), ("div", [m1]), ("yes/no", [m1]),
+                        ("οδυσσεύς", [m3, m2]), ("ΟΔΥΣΣΕΎΣ", [m3, m2]),
+                        ("lunch\u3000friday", [m4]), ("friday\u00a0lunch", [m4])):
+            b = await search(api, alice, q=f"{tag} {q}")
+            assert [r["id"] for r in b["results"]] == [m["id"] for m in want], (q, b)
+        b = await search(api, alice, q=f"{tag} div")
+        snip = b["results"][0]["snippet"]
+        assert f"yes/no over TCP/IP, close the </{START}div{END}>" in snip, snip
+        b = await search(api, alice, q=f"{tag} sailed")
+        assert f"ΟΔΥΣΣΕΎΣ {START}sailed{END}" in b["results"][0]["snippet"], b
+        for q in ("\u3000", "\u00a0\u2003 "):
+            await search(api, alice, 400, q=q)

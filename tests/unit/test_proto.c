@@ -635,6 +635,12 @@ TEST(proto_search) {
     /* invalid UTF-8 (REST decodes %xx into arbitrary bytes) */
     pl_search_args a = {.q = "a\xff", .q_len = 2};
     CHECK_EQ(pl_proto_search_check(&a, &e), -1);
+    /* white space of other scripts alone is empty, as spaces are (audit J3) */
+    pl_search_args ws = {.q = "\xe3\x80\x80\xc2\xa0 ", .q_len = 6};
+    CHECK_EQ(pl_proto_search_check(&ws, &e), -1);
+    CHECK_STR(e.message, "\"q\" must not be empty");
+    pl_search_args cjk = {.q = "\xe3\x80\x80\xe6\x97\xa5", .q_len = 6};
+    CHECK_EQ(pl_proto_search_check(&cjk, &e), 0);
     /* the answer */
     pl_event ev = {.conv = 3, .seq = 4, .id = 99, .ts = 5, .kind = PL_EV_MESSAGE, .sender = 6, .body = "a b"};
     char *snip[] = {"a \x02" "b\x03"};

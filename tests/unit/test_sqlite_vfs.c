@@ -314,17 +314,22 @@ TEST(sqlite_search_query_words) {
     CHECK_STR(out, "\"caf\xc3\xa9\" \"don\xe2\x80\x99t\"");
     CHECK_EQ(pl_store__fts5_query("\x02 ,;- \x03", out, sizeof out), 0);
     CHECK_STR(out, "");
+    /* white space of other scripts separates words too (audit J3) */
+    CHECK_EQ(pl_store__fts5_query("lunch\xe3\x80\x80" "friday\xc2\xa0" "plans\xe2\x80\x83x", out, sizeof out), 4);
+    CHECK_STR(out, "\"lunch\" \"friday\" \"plans\" \"x\"");
+    CHECK_EQ(pl_store__fts5_query("\xe3\x80\x80\xc2\xa0", out, sizeof out), 0);
 }
 
-/* PostgreSQL's snippet comes from the body with '<', '>' and '&' blanked
- * (audit U: the parser dropped `<div>` and `&lt;` as markup): they are put
+/* PostgreSQL's snippet comes from the body with '<', '>', '&' and '/'
+ * blanked (audit U: the parser dropped `<div>` and `&lt;` as markup; audit
+ * J3: `yes/no` was one word) and a final sigma made a sigma: they are put
  * back from the body, byte for byte, markers kept. */
 TEST(pg_snippet_restore) {
     const char *body = "use the <div> & <b>bold</b> tags";
-    char s1[] = "use the  \x02" "div\x03     \x02" "b\x03 bold /b  tags";    /* the whole text */
+    char s1[] = "use the  \x02" "div\x03     \x02" "b\x03 bold  b  tags";    /* the whole text */
     pl_store__snippet_restore(s1, body, strlen(body));
     CHECK_STR(s1, "use the <\x02" "div\x03> & <\x02" "b\x03>bold</b> tags");
-    char s2[] = " \x02" "bold\x03 /b  tags";                          /* a piece from the middle */
+    char s2[] = " \x02" "bold\x03  b  tags";                          /* a piece from the middle */
     pl_store__snippet_restore(s2, body, strlen(body));
     CHECK_STR(s2, ">\x02" "bold\x03</b> tags");
     char s3[] = "no such piece";
@@ -333,4 +338,9 @@ TEST(pg_snippet_restore) {
     char s4[] = "plain \x02" "text\x03";
     pl_store__snippet_restore(s4, "plain text", 10);
     CHECK_STR(s4, "plain \x02" "text\x03");
+    /* '/' blanked and a final sigma made a sigma (audit J3) */
+    const char *greek = "yes/no \xce\x9f\xce\xb4\xcf\x85\xcf\x83\xcf\x82";            /* Οδυσς */
+    char s5[] = "yes \x02" "no\x03 \xce\x9f\xce\xb4\xcf\x85\xcf\x83\xcf\x83";
+    pl_store__snippet_restore(s5, greek, strlen(greek));
+    CHECK_STR(s5, "yes/\x02" "no\x03 \xce\x9f\xce\xb4\xcf\x85\xcf\x83\xcf\x82");
 }

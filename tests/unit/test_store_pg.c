@@ -580,7 +580,7 @@ TEST(store_pg_open) {
     PGconn *q = sql_conn(url);
     CHECK(q != NULL);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM parley_schema"), 1);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 17);  /* ..., workspaces, reports, lifecycle, blocks */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 18);  /* ..., workspaces, reports, lifecycle, blocks */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM node_leases"), N);
     PQfinish(q);
     for (int i = 0; i < N; i++) n_close(op[i].n);
@@ -1005,7 +1005,7 @@ TEST(store_pg_migration_1_to_2) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 17);  /* ..., workspaces, reports, lifecycle, blocks */
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 18);  /* ..., workspaces, reports, lifecycle, blocks */
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM events WHERE ref = 0 AND edited_ts = 0 AND deleted_ts = 0"
                         " AND pinned_ts = 0"), 3);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_ref', 'events_pinned',"
@@ -2705,7 +2705,7 @@ TEST(store_pg_migration_12_to_13) {
     pnode *b = n_slot(), *c = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);                      /* migrates */
     CHECK_EQ(n_open(c, url, 2, 0), 0);                      /* finds it done */
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 17);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 18);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('events_sender', 'users_deleted',"
                         " 'conversations_retention', 'conversations_purge')"), 4);
     CHECK_EQ(sql_int(q, "SELECT count(*) FROM users WHERE deleted = 0"), 3);
@@ -2749,7 +2749,7 @@ TEST(store_pg_migration_12_to_13) {
     CHECK_EQ(sql_int(q, "UPDATE parley_schema SET version = 12"), 1);
     pnode *d = n_slot();
     CHECK_EQ(n_open(d, url, 1, 0), 0);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 17);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 18);
     snprintf(sql, sizeof sql, "SELECT retention FROM conversations WHERE id = %lld", (long long)g);
     CHECK_EQ(sql_int(q, sql), 1);
     CHECK_EQ(n_purge(d, &w, wall_ms() + 60000, 100), 0);
@@ -3076,7 +3076,7 @@ TEST(store_pg_migration_13_to_14) {
     for (int round = 0; round < 2; round++) {       /* migrates; then finds it done */
         pnode *b = n_slot();
         CHECK_EQ(n_open(b, url, 1, 0), 0);
-        CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 17);
+        CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 18);
         CHECK_EQ(sql_int(q, "SELECT count(*) FROM pg_indexes WHERE indexname = 'blocks_blocked'"), 1);
         pl_conv c;
         CHECK_EQ(n_conv(b, d, ann, &c), 0);
@@ -3124,7 +3124,7 @@ TEST(store_pg_migration_14_to_15) {
     CHECK_EQ(sql_int(q, "UPDATE parley_schema SET version = 14"), 1);
     pnode *b = n_slot();
     CHECK_EQ(n_open(b, url, 1, 0), 0);
-    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 17);
+    CHECK_EQ(sql_int(q, "SELECT version FROM parley_schema"), 18);
     CHECK_EQ(sql_int(q, "SELECT own_unread FROM members WHERE user_id = 2"), 2);   /* seqs 2, 3 */
     n_close(b);
     PQfinish(q);
