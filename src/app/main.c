@@ -19,6 +19,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,6 +339,31 @@ static int start_failed(int rc) {
     return rc;
 }
 
+/* Data files an older parleyd (before umask 077) left readable by other
+ * users are made its user's alone: SQLite gives a new -wal and -shm the
+ * database file's mode, so an upgraded data directory kept writing recent
+ * messages where anyone could read them (audit V3). A directory others
+ * may read is not changed (it may be the operator's doing): a warning. */
+static void tighten_data_files(const char *dir) {
+    static const char *const files[] = {"parley.db", "parley.db-wal", "parley.db-shm", "search.db",
+                                        "search.db-wal", "search.db-shm", "token.key", "parley.lock"};
+    char path[PATH_MAX];
+    struct stat st;
+    int n = 0;
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) &&
+            chmod(path, st.st_mode & 0700) == 0)
+            n++;
+    }
+    if (n)
+        pl_log(PL_LOG_WARN, 0, "data files were readable by other users: now by the server's user only",
+               "\"files\":%d", n);
+    if (stat(dir, &st) == 0 && (st.st_mode & 077))
+        pl_log(PL_LOG_WARN, 0, "the data directory is open to other users (chmod 700 it)", "\"mode\":\"%03o\"",
+               (unsigned)(st.st_mode & 0777));
+}
+
 int main(int argc, char **argv) {
     pl_alloc_tune();
     umask(077);                  /* the database, index, key and media: ours alone (audit N3) */
@@ -376,6 +402,7 @@ int main(int argc, char **argv) {
                 errno == EEXIST ? "not a directory" : strerror(errno));
         return 1;
     }
+    tighten_data_files(cfg.data_dir);
     const char *aerr = NULL;
     if (pl_auth_init(cfg.data_dir, &aerr)) {
         fprintf(stderr, "parleyd: %s\n", aerr);

@@ -732,6 +732,7 @@ static int migrate(sqlite3 *db, char *err, size_t errlen) {
         snprintf(err, errlen, "the database was written by a newer Parley (schema %lld)", (long long)v);
         return -1;
     }
+    int64_t from = v;
     for (; v < SCHEMA_VERSION; v++) {
         char setv[48];
         snprintf(setv, sizeof setv, "PRAGMA user_version = %d", (int)v + 1);
@@ -748,6 +749,9 @@ static int migrate(sqlite3 *db, char *err, size_t errlen) {
             return -1;
         }
     }
+    if (from < SCHEMA_VERSION)                      /* one way: an older parleyd refuses it now */
+        pl_log(PL_LOG_INFO, 0, from ? "store: schema migrated" : "store: schema created", "\"from\":%lld,\"to\":%d",
+               (long long)from, SCHEMA_VERSION);
     return 0;
 }
 

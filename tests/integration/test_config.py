@@ -334,3 +334,47 @@ def test_a_drain_takes_the_clients_close_reply(parleyd_bin):
         if p.poll() is None:
             p.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_data_files_an_older_parleyd_left_open_are_tightened(parleyd_bin, tmp_path):
+    """A data directory from before umask 077 kept parley.db, search.db and
+    token.key at 0644, and SQLite made the new -wal and -shm as open
+    (audit V3): at start they become the server user's alone, and a
+    directory others may enter is named in a warning (left as it is)."""
+    work = str(tmp_path / "data")
+
+    def start_and_stop():
+        p = subprocess.Popen([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", work],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lines, deadline = [], time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = p.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if '"listening"' in line:
+                break
+        p.send_signal(signal.SIGTERM)
+        try:
+            _, rest = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, rest = p.communicate()
+        assert p.returncode == 0, "".join(lines) + rest
+        return "".join(lines) + rest
+
+    first = start_and_stop()
+    assert "open to other users" not in first, first
+    os.chmod(work, 0o755)
+    for f in ("parley.db", "search.db", "token.key"):
+        os.chmod(os.path.join(work, f), 0o644)
+    out = start_and_stop()
+    for f in os.listdir(work):
+        mode = os.stat(os.path.join(work, f)).st_mode & 0o777
+        assert mode & 0o077 == 0, (f, oct(mode))
+    warned = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{") and '"warn"' in ln]
+    msgs = {w["msg"] for w in warned}
+    assert "data files were readable by other users: now by the server's user only" in msgs, out
+    assert "the data directory is open to other users (chmod 700 it)" in msgs, out
+    assert os.stat(work).st_mode & 0o777 == 0o755
+    assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out
