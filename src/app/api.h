@@ -28,6 +28,9 @@ int  pl_api_admit_ip(pl_conn *c, int auth);
 /* chat's conv_changed hook: a conversation may have new events; parked
  * long-polls re-check it. */
 void pl_api_conv_changed(int64_t conv);
+/* A login was revoked (0: every login of user): its parked long-polls are
+ * answered now, 401 (audit W3: at the end of their wait before). */
+void pl_api_login_revoked(int64_t user, int64_t login);
 /* Sets the function that samples gauges for /metrics. */
 void pl_api_set_gauges(void (*fn)(pl_metrics_gauges *g));
 /* Sets the readiness check for /readyz: 1 ready, else 0 with a reason. */

@@ -408,8 +408,16 @@ typedef struct poll_wait {
     pl_http_ctx      *ctx;
     int64_t           conv, after, before;
     int               limit;
+    int64_t           deadline;         /* mono ms: the end of its wait           */
+    int               checking;         /* a login check (cluster mode) is out    */
+    int               finished;         /* answered; freed when the check is back */
+    pl_job            check;
     struct poll_wait *next, *prev;
 } poll_wait;
+
+#define POLL_LOGIN_CHECK_MS 2000        /* cluster mode: a parked poll's login read
+                                         * this often (its node may have no session
+                                         * of the user, so no revocation reaches it) */
 
 static pl_map polls;                   /* conv -> first poll_wait */
 static int    polls_closing;           /* api_polls_shutdown: no login re-read */
@@ -423,7 +431,11 @@ static void history_answer(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_
     if (r) api_store_error(ctx, r, "history unavailable");
 }
 
-static void poll_free(uv_handle_t *h) { free(h->data); }
+static void poll_free(uv_handle_t *h) {
+    poll_wait *w = h->data;
+    pl_job_release(&w->check);
+    free(w);
+}
 
 /* A parked request's login is read again before it is answered: a logout
  * or an account deletion while it waited ends it with 401, not with the
@@ -464,14 +476,60 @@ static void poll_finish(poll_wait *w) {
     } else {
         pl_http_error(w->ctx, 503, "unavailable", "shutting down");
     }
-    uv_close((uv_handle_t *)&w->timer, poll_free);
+    w->finished = 1;
+    if (!w->checking) uv_close((uv_handle_t *)&w->timer, poll_free);   /* else when the check is back */
 }
 
-static void poll_timeout(uv_timer_t *t) { poll_finish(t->data); }
+/* Cluster mode's check of a parked poll's login (POLL_LOGIN_CHECK_MS). */
+static void poll_login_checked(pl_job *j) {
+    poll_wait *w = j->data;
+    w->checking = 0;
+    if (w->finished) {
+        uv_close((uv_handle_t *)&w->timer, poll_free);
+        return;
+    }
+    if (j->result == PL_STORE_ENOTFOUND ||
+        (j->result == PL_STORE_OK && (j->login_out.revoked || j->login_out.user != w->ctx->user)))
+        poll_finish(w);                     /* read once more there: 401 */
+}
+
+static void poll_timeout(uv_timer_t *t) {
+    poll_wait *w = t->data;
+    int64_t left = w->deadline - pl_mono_ms();
+    if (left <= 0 || !A.cfg->redis[0]) {
+        poll_finish(w);
+        return;
+    }
+    uv_timer_start(&w->timer, poll_timeout, (uint64_t)(left < POLL_LOGIN_CHECK_MS ? left : POLL_LOGIN_CHECK_MS), 0);
+    if (w->checking || !A.store) return;
+    pl_job_release(&w->check);
+    memset(&w->check, 0, sizeof w->check);
+    w->check.op = PL_READ_LOGIN;
+    w->check.id = w->ctx->login;
+    w->check.data = w;
+    w->check.done = poll_login_checked;
+    w->checking = 1;
+    pl_store_submit(A.store, &w->check);
+}
 
 void pl_api_conv_changed(int64_t conv) {
     poll_wait *w;
     while ((w = pl_map_get(&polls, conv)) != NULL) poll_finish(w);
+}
+
+void pl_api_login_revoked(int64_t user, int64_t login) {
+    size_t n = 0, cap = 0;
+    poll_wait **hit = NULL;
+    for (size_t i = 0; polls.slots && i < polls.cap; i++) {
+        if (!polls.slots[i].key) continue;
+        for (poll_wait *w = polls.slots[i].val; w; w = w->next)
+            if (w->ctx->user == user && (!login || w->ctx->login == login)) {
+                if (n == cap) hit = pl_realloc(hit, (cap = cap ? cap * 2 : 8) * sizeof *hit);
+                hit[n++] = w;
+            }
+    }
+    for (size_t i = 0; i < n; i++) poll_finish(hit[i]);     /* its login read again: 401 */
+    free(hit);
 }
 
 static void poll_park(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t before, int lim, int64_t wait) {
@@ -486,7 +544,10 @@ static void poll_park(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t bef
     pl_map_put(&polls, conv, w);
     uv_timer_init(A.loop, &w->timer);
     w->timer.data = w;
-    uv_timer_start(&w->timer, poll_timeout, (uint64_t)wait * 1000, 0);
+    w->deadline = pl_mono_ms() + wait * 1000;
+    uint64_t first = (uint64_t)wait * 1000;
+    if (A.cfg->redis[0] && first > POLL_LOGIN_CHECK_MS) first = POLL_LOGIN_CHECK_MS;
+    uv_timer_start(&w->timer, poll_timeout, first, 0);
     pl_chat_watch(conv, after, 1);          /* last: it may report at once */
 }
 

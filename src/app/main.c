@@ -440,7 +440,7 @@ int main(int argc, char **argv) {
     uint8_t shared[32];
     if (pl_store_shared_secret(store, "token-key", shared) == PL_STORE_OK) pl_auth_set_key(shared);
 
-    pl_chat_hooks ch = {pl_api_conv_changed};
+    pl_chat_hooks ch = {pl_api_conv_changed, pl_api_login_revoked};
     pl_chat_init(loop, store, &cfg, &ch);
     pl_bus_handlers bh;
     pl_chat_bus_handlers(&bh);

@@ -44,6 +44,9 @@ typedef struct pl_chat_hooks {
     /* a conversation got events (or may have: a head moved); parked
      * long-polls re-check it */
     void (*conv_changed)(int64_t conv);
+    /* a login was revoked (login 0: every login of the user, the account
+     * deleted); parked long-polls of it are answered now (401) */
+    void (*login_revoked)(int64_t user, int64_t login);
 } pl_chat_hooks;
 
 void pl_chat_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg, const pl_chat_hooks *hooks);

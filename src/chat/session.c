@@ -822,6 +822,7 @@ static void on_revoke(void *ud, int64_t user, int64_t login) {
         if (!login || s->login == login) chat_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, why);
     for (auth_op *op = bus_waiters; op; op = op->wnext)   /* read before the revocation */
         if (op->job.user == user && (!login || op->job.id == login)) op->revoked = why;
+    if (C.hooks.login_revoked) C.hooks.login_revoked(user, login);
 }
 
 /* Cluster mode: a revocation published on the user's channel before this

@@ -207,16 +207,6 @@ static int channel_create(sq_store *s, pl_job *j, int64_t now) {
         j->why = "not in the workspace";                /* no such user included */
         return PL_STORE_EFORBID;
     }
-    if (s->workspace_channels > 0) {
-        int64_t count = 0;
-        if (sq_run(s->wdb, &src, &count, "SELECT count(*) FROM conversations WHERE workspace = ?1 AND kind = 3",
-                   "i", j->id) < 0)
-            return ws_fatal(s, src);
-        if (count >= s->workspace_channels) {
-            j->why = "too many channels";
-            return PL_STORE_EINVAL;
-        }
-    }
     rc = sq_run(s->wdb, &src, NULL, "SELECT 1 FROM conversations WHERE workspace = ?1 AND kind = 3 AND title = ?2",
                 "it", j->id, j->title);
     if (rc < 0) return ws_fatal(s, src);
@@ -228,6 +218,17 @@ static int channel_create(sq_store *s, pl_job *j, int64_t now) {
     if (key && (rc = lookalike_taken(s, j, j->id, key)) != 0) {
         free(key);
         return rc < 0 ? rc : PL_STORE_ECONFLICT;
+    }
+    if (s->workspace_channels > 0) {                /* after a taken name (409 before 413, as PostgreSQL's) */
+        int64_t count = 0;
+        rc = sq_run(s->wdb, &src, &count, "SELECT count(*) FROM conversations WHERE workspace = ?1 AND kind = 3",
+                    "i", j->id);
+        if (rc < 0 || count >= s->workspace_channels) {
+            free(key);
+            if (rc < 0) return ws_fatal(s, src);
+            j->why = "too many channels";
+            return PL_STORE_EINVAL;
+        }
     }
     rc = sq_w_group_create(s, j, now, j->id, (j->flags & PL_JOB_PRIVATE) != 0);
     if (rc == PL_STORE_OK && key &&

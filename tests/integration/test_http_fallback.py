@@ -74,3 +74,28 @@ async def test_a_parked_poll_ends_with_its_login(server):
         assert r.status == 201, r
         got = await asyncio.wait_for(poll, 10)
         assert got.status == 401 and "not for a logged-out poll" not in str(got.body), got
+
+
+@async_test(60)
+async def test_a_parked_poll_is_answered_at_its_logout(server):
+    """Audit W3: a long-poll parked before a logout was answered 401 only at
+    the end of its wait (20 s here); now at once, as the login's event
+    stream is closed at once. The same for an account deletion."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, cid, base, poll = await dm_with_a_parked_poll(api, "lpl")
+        r = await api.req("POST", "/api/v1/auth/logout", token=bob.token)
+        assert r.status == 204, r
+        got = await asyncio.wait_for(poll, 5)
+        assert got.status == 401, got
+        # the other user's poll on the same conversation waits on
+        other = asyncio.ensure_future(api.req(
+            "GET", f"/api/v1/conversations/{cid}/messages?after={base}&wait=20", token=alice.token))
+        carol, dave, cid2, base2, gone = await dm_with_a_parked_poll(api, "lpd")
+        r = await api.req("DELETE", "/api/v1/me", token=dave.token,
+                          json_body={"password": dave.password})
+        assert r.status in (200, 202, 204), r
+        got = await asyncio.wait_for(gone, 5)
+        assert got.status == 401, got
+        assert not other.done(), "a poll of another login is not ended"
+        other.cancel()
