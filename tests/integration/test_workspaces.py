@@ -215,6 +215,10 @@ async def test_workspace_quotas_and_bad_input(server_factory):
         r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token,
                           json_body={"name": "third"})
         assert r.status == 413 and r.body["error"]["code"] == "quota", r
+        for taken in ("second", "s\u0435cond"):     # a taken name first, in both stores (audit W4)
+            r = await api.req("POST", f"/api/v1/workspaces/{wid}/channels", token=alice.token,
+                              json_body={"name": taken})
+            assert r.status == 409 and r.body["error"]["code"] == "conflict", (taken, r)
         assert (await channels(api, alice, wid)).keys() == {"general", "second"}
 
         for body in ({}, {"name": ""}, {"name": "x" * 65}, {"name": 5}, {"name": "a\u0001b"}, {"name": "x\u0085y"},
