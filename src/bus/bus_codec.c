@@ -249,6 +249,34 @@ static int r_str(rd *r, char **out, size_t *outlen) {
     return 0;
 }
 
+/* One field of any kind, read and dropped: a field a newer version
+ * appended (a number, a str or nil; each as well-formed as if it were
+ * known). */
+static int skip_field(rd *r) {
+    if (sep(r)) return -1;
+    if (r->p < r->end && *r->p == '~') {
+        r->p++;
+        return r->p == r->end || *r->p == '|' ? 0 : fail(r, "bad nil");
+    }
+    const char *q = r->p;
+    while (q < r->end && *q >= '0' && *q <= '9') q++;
+    if (q < r->end && *q == ':' && q > r->p) {       /* a str: len ":" octets */
+        uint64_t n = 0;
+        for (const char *d = r->p; d < q; d++) {
+            n = n * 10 + (uint64_t)(*d - '0');
+            if (n > (uint64_t)(r->end - q)) return fail(r, "string past the end");
+        }
+        const char *s = q + 1;
+        if (n > (uint64_t)(r->end - s)) return fail(r, "string past the end");
+        r->p = (char *)s + n;
+        if (r->p < r->end && *r->p != '|') return fail(r, "bad string length");
+        return pl_bus__utf8_ok(s, (size_t)n) ? 0 : fail(r, "string not UTF-8 or holds NUL");
+    }
+    uint64_t v;
+    int neg;
+    return num(r, 1, (uint64_t)INT64_MAX, &v, &neg);
+}
+
 int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t *convs_cap,
                    const char **why) {
     rd r = {buf, buf + len - 1, NULL, {0}, 0};   /* end: the final "." */
@@ -332,6 +360,8 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
         fail(&r, "unknown type");
         goto bad;
     }
+    while (r.p < r.end && *r.p == '|')             /* fields a newer version added: dropped */
+        if (skip_field(&r)) goto bad;
     if (r.p != r.end) { fail(&r, "trailing bytes"); goto bad; }
     for (int i = 0; i < r.nterm; i++) *r.term[i] = '\0';
     return 0;

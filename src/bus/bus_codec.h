@@ -36,7 +36,11 @@
  * would otherwise read as a smaller number). A decoder that finds anything
  * but exactly one well-formed message (wrong type, a number out of range,
  * a length past the end, invalid UTF-8, a NUL, trailing bytes, no final
- * ".") rejects the whole payload.
+ * ".") rejects the whole payload. Fields after a type's last one are read
+ * (each must be a well-formed number, str or nil) and dropped: a newer
+ * version may append fields to a type, and a node of this version still
+ * understands the message (what makes a rolling upgrade possible from
+ * this version on; appending is the only change allowed to a type).
  */
 #ifndef PL_BUS_CODEC_H
 #define PL_BUS_CODEC_H

@@ -270,7 +270,9 @@ TEST(bus_codec_malformed) {
         for (size_t n = 0; n < s.len; n++) CHECK_EQ(dec_str(s.p, n), -1);
     }
     static const struct { const char *m; size_t n; } bad[] = {
-        {"", 0}, {".", 1}, {"B1|33|2.", 8}, {"H.", 2}, {"X1|2.", 5}, {"H1|2|3", 6}, {"H1|2|3|4.", 9}, {"H1|2.", 5},
+        {"", 0}, {".", 1}, {"B1|33|2.", 8}, {"H.", 2}, {"X1|2.", 5}, {"H1|2|3", 6}, {"H1|2.", 5},
+        {"H1|2|3|x.", 9}, {"H1|2|3|4:ab.", 12}, {"H1|2|3|2:\xc0\x80.", 12}, {"H1|2|3|~x.", 10}, {"H1|2|3||.", 9},
+        {"H1|2|3|99999999999999999999.", 28},
         {"H1|-|3.", 7}, {"H1||3.", 6}, {"H1|2|3x.", 8}, {"H1|99999999999999999999|3.", 26},
         {"H1|9223372036854775808|3.", 25}, {"H-1|2|3.", 8}, {"H99999999999|2|3.", 17}, {"H1|2|3..", 8},
         {"E1|1|1|1|1|2|1|0|~|9:ab|~.", 26}, {"E1|1|1|1|1|2|1|0|~|2:ab~.", 25},
@@ -283,6 +285,27 @@ TEST(bus_codec_malformed) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (dec_str(bad[i].m, bad[i].n) != -1) fprintf(stderr, "  accepted bad[%zu]\n", i);
         CHECK_EQ(dec_str(bad[i].m, bad[i].n), -1);
+    }
+    /* fields appended by a newer version are read and dropped (a rolling
+     * upgrade that only appends fields) */
+    static const char *const newer[] = {"H1|2|3|4.", "H1|2|3|-4|2:ab|~|0:.", "R1|5|6|3:x|y."};
+    for (size_t i = 0; i < sizeof newer / sizeof *newer; i++) CHECK_EQ(dec_str(newer[i], strlen(newer[i])), 0);
+    s.len = 0;
+    pl_bus__enc_receipt(&s, 1, &rc);
+    s.len--;                                          /* the final "." */
+    pl_sbuf_adds(&s, "|42|5:extra.");
+    {
+        pl_bus_msg m;
+        int64_t *cv = NULL;
+        size_t cap = 0;
+        const char *why = NULL;
+        char *copy = pl_malloc(s.len);
+        memcpy(copy, s.p, s.len);
+        CHECK_EQ(pl_bus__decode(copy, s.len, &m, &cv, &cap, &why), 0);
+        CHECK_EQ(m.receipt.unread, 5);
+        CHECK_EQ(m.receipt.peer, 7);
+        free(copy);
+        free(cv);
     }
     /* random corruption of valid messages: refused or decoded, never a crash */
     uint64_t x = 0x9e3779b97f4a7c15ULL;
