@@ -284,13 +284,38 @@ static int push_check(void) {
         {cfg.push_apns_key_id, "push-apns-key-id", "--push-apns-key", cfg.push_apns_key},
         {cfg.push_apns_team_id, "push-apns-team-id", "--push-apns-key", cfg.push_apns_key},
     };
+    /* both ways of authenticating to one service: which one is meant is not
+     * for the server to guess (said first: "needs --push-fcm-url" named
+     * the wrong setting for credentials and a token, audit U4) */
+    if (cfg.push_fcm_token[0] && cfg.push_fcm_credentials[0]) {
+        fprintf(stderr, "parleyd: %s and --push-fcm-credentials: give one of them, not both\n",
+                pl_config_src("push-fcm-token"));
+        return -1;
+    }
+    if (cfg.push_apns_token[0] && cfg.push_apns_key[0]) {
+        fprintf(stderr, "parleyd: %s and --push-apns-key: give one of them, not both\n",
+                pl_config_src("push-apns-token"));
+        return -1;
+    }
     for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++)
         if (deps[i].val[0] && !deps[i].needs_val[0]) {
             fprintf(stderr, "parleyd: %s needs %s\n", pl_config_src(deps[i].name), deps[i].needs);
             return -1;
         }
-    if ((cfg.push_fcm_token[0] && cfg.push_fcm_credentials[0]) || (cfg.push_apns_token[0] && cfg.push_apns_key[0])) {
-        fprintf(stderr, "parleyd: give a push service a token or a key, not both\n");
+    /* a service without what it authenticates with would refuse every
+     * request, and refusals are dropped: no device ever told (audit U4) */
+    if (cfg.push_fcm_url[0] && !cfg.push_fcm_token[0] && !cfg.push_fcm_credentials[0]) {
+        fprintf(stderr, "parleyd: %s needs --push-fcm-credentials or --push-fcm-token\n",
+                pl_config_src("push-fcm-url"));
+        return -1;
+    }
+    if (cfg.push_apns_url[0] && !cfg.push_apns_topic[0]) {
+        fprintf(stderr, "parleyd: %s needs --push-apns-topic (the app's bundle id)\n", pl_config_src("push-apns-url"));
+        return -1;
+    }
+    if (cfg.push_apns_url[0] && !cfg.push_apns_token[0] && !cfg.push_apns_key[0]) {
+        fprintf(stderr, "parleyd: %s needs --push-apns-key (with --push-apns-key-id and --push-apns-team-id) or "
+                        "--push-apns-token\n", pl_config_src("push-apns-url"));
         return -1;
     }
     return 0;

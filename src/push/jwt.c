@@ -6,6 +6,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <sodium.h>
@@ -20,16 +21,40 @@ struct pl_jwt_key {
     EVP_PKEY *pkey;
 };
 
+/* The pass phrase callback of the PEM reads: none. OpenSSL's default asks
+ * for one on the terminal, so an encrypted key held the start at a prompt
+ * (audit U4); without one, its read fails and the start says why. */
+static int no_pass_phrase(char *buf, int size, int rwflag, void *u) {
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}
+
+/* 1 if the PEM text says its key is encrypted (PKCS#8 or the legacy form). */
+static int pem_encrypted(const char *pem) {
+    return pem && (strstr(pem, "BEGIN ENCRYPTED PRIVATE KEY") || strstr(pem, "Proc-Type: 4,ENCRYPTED"));
+}
+
 pl_jwt_key *pl_jwt_key_load(const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(err, errlen, "cannot read %s", path);
         return NULL;
     }
-    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    char head[4096];
+    size_t hn = fread(head, 1, sizeof head - 1, f);
+    head[hn] = '\0';
+    rewind(f);
+    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, no_pass_phrase, NULL);
     fclose(f);
+    if (!pk && pem_encrypted(head)) {
+        ERR_clear_error();
+        snprintf(err, errlen, "%s is encrypted: give the key without a pass phrase (openssl pkey -in it -out plain.p8)",
+                 path);
+        return NULL;
+    }
     if (!pk || EVP_PKEY_get_id(pk) != EVP_PKEY_EC || EVP_PKEY_get_bits(pk) != 256) {
         EVP_PKEY_free(pk);
+        ERR_clear_error();
         snprintf(err, errlen, "%s is not a PEM EC P-256 private key (an APNs .p8 file)", path);
         return NULL;
     }
@@ -54,10 +79,16 @@ static void add_b64(pl_sbuf *b, const uint8_t *p, size_t n) {
 
 pl_jwt_key *pl_jwt_rsa_parse(const char *pem, char *err, size_t errlen) {
     BIO *b = BIO_new_mem_buf(pem, -1);
-    EVP_PKEY *pk = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *pk = b ? PEM_read_bio_PrivateKey(b, NULL, no_pass_phrase, NULL) : NULL;
     BIO_free(b);
+    if (!pk && pem_encrypted(pem)) {
+        ERR_clear_error();
+        snprintf(err, errlen, "the private_key is encrypted: a service account's key has no pass phrase");
+        return NULL;
+    }
     if (!pk || EVP_PKEY_get_id(pk) != EVP_PKEY_RSA || EVP_PKEY_get_bits(pk) < 2048) {
         EVP_PKEY_free(pk);
+        ERR_clear_error();
         snprintf(err, errlen, "the private_key is not a PEM RSA key of at least 2048 bits");
         return NULL;
     }

@@ -122,12 +122,30 @@ static void fcm_token_ask(void) {
     pl_push_sender_submit(W.sender, r);
 }
 
+/* The start of a service's answer as a JSON string for a log line (what
+ * APNs and FCM say about a refusal: "BadTopic", "UNAUTHENTICATED"); the
+ * caller frees it. */
+static char *answer_excerpt(const pl_push_req *r) {
+    pl_sbuf b;
+    pl_sbuf_init(&b);
+    size_t n = r->answer_len < 200 ? r->answer_len : 200;
+    pl_sbuf_add_json_str(&b, r->answer, n);
+    pl_sbuf_addc(&b, '\0');
+    return b.p;
+}
+
 static void fcm_token_answer(const pl_push_req *r) {
     W.fcm_asking = 0;
     json_t *o = r->status == 200 ? json_loadb(r->answer, r->answer_len, 0, NULL) : NULL;
     json_t *t = json_object_get(o, "access_token"), *e = json_object_get(o, "expires_in");
     if (!json_is_string(t) || !json_is_integer(e) || json_integer_value(e) <= 0) {
-        pl_log(PL_LOG_ERROR, 0, "push: the FCM token request was refused", "\"status\":%ld", r->status);
+        char *a = answer_excerpt(r);
+        pl_log(PL_LOG_ERROR, 0,
+               r->status == 0     ? "push: the FCM token request got no answer"
+               : r->status == 200 ? "push: the FCM token answer has no access_token and expires_in"
+                                  : "push: the FCM token request was refused",
+               "\"status\":%ld,\"answer\":%s", r->status, a);
+        free(a);
     } else {
         free(W.fcm_token);
         W.fcm_token = pl_strdup(json_string_value(t));
@@ -323,17 +341,32 @@ static void on_wake(uv_async_t *a) {
         } else if (p && p->sending && i < p->npushes) {
             const pl_push *x = &p->pushes[i];
             pl_push_outcome o = pl_push_classify(x->platform, r->status, r->answer, r->answer_len);
+            /* a token the service no longer takes, where the server mints
+             * them: a fresh one, and the notification retried (audit U4) */
+            if (o == PL_PUSH_FAILED && x->platform == PL_PUSH_FCM && r->status == 401 && W.fcm_key) {
+                W.fcm_expires = 0;
+                fcm_token_ask();
+                o = PL_PUSH_RETRY;
+            } else if (o == PL_PUSH_FAILED && x->platform == PL_PUSH_APNS && r->status == 403 && W.apns_key &&
+                       memmem(r->answer, r->answer_len, "ExpiredProviderToken", 20)) {
+                W.apns_jwt_at = -(int64_t)PL_JWT_RENEW_S * 1000;   /* renewed at the next pass */
+                o = PL_PUSH_RETRY;
+            }
             p->outcome[i] = (uint8_t)o;
             if (o == PL_PUSH_RETRY) p->failed_at[i] = pl_now_ms();
             switch (o) {
             case PL_PUSH_SENT: pl_count(&pl_m_push_sent, 1); break;
             case PL_PUSH_GONE: pl_count(&pl_m_push_gone, 1); break;
             case PL_PUSH_RETRY: pl_count(&pl_m_push_retry, 1); break;
-            default:
+            default: {
+                char *said = answer_excerpt(r);
                 pl_count(&pl_m_push_failed, 1);
-                pl_log(PL_LOG_WARN, 0, "push: refused", "\"platform\":\"%s\",\"status\":%ld,\"device\":%lld",
-                       pl_push_platform_name(x->platform), r->status, (long long)x->device);
+                pl_log(PL_LOG_WARN, 0, "push: refused",
+                       "\"platform\":\"%s\",\"status\":%ld,\"device\":%lld,\"answer\":%s",
+                       pl_push_platform_name(x->platform), r->status, (long long)x->device, said);
+                free(said);
                 break;
+            }
             }
             pl_push_order_settled(W.order, x->device, x->outbox, o == PL_PUSH_RETRY, pl_mono_ms());
             pl_push_req *more = NULL;

@@ -658,13 +658,32 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
     conf.write_text("log-level info\n\npush-webhook-secret s\n")
     p = run("--config", str(conf))
     assert p.returncode == 2 and p.stderr.startswith("parleyd: config line 3: push-webhook-secret needs"), p
-    p = run("--push-apns-url", "https://apns.example", "--push-apns-token", "t", "--push-apns-key", "k.p8")
-    assert p.returncode == 2 and "a token or a key, not both" in p.stderr, p
+    topic = ("--push-apns-topic", "chat.parley.app")
+    p = run("--push-apns-url", "https://apns.example", "--push-apns-token", "t", "--push-apns-key", "k.p8", *topic)
+    assert p.returncode == 2 and "--push-apns-token and --push-apns-key: give one of them, not both" in p.stderr, p
     p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"),
-            "--push-apns-key-id", "K", "--push-apns-team-id", "T")
+            "--push-apns-key-id", "K", "--push-apns-team-id", "T", *topic)
     assert p.returncode == 2 and p.stderr.startswith("parleyd: --push-apns-key: cannot read"), p
-    p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"))
+    p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"), *topic)
     assert p.returncode == 2 and "--push-apns-key-id" in p.stderr, p
+    # a service without what it authenticates with, or APNs without its
+    # topic, refused every request and dropped every notification (audit U4)
+    p = run("--push-apns-url", "https://apns.example", *topic)
+    assert p.returncode == 2 and "--push-apns-url needs --push-apns-key (with" in p.stderr, p
+    p = run("--push-apns-url", "https://apns.example", "--push-apns-token", "t")
+    assert p.returncode == 2 and "--push-apns-url needs --push-apns-topic" in p.stderr, p
+    p = run("--push-fcm-url", "https://fcm.example/send")
+    assert p.returncode == 2 and "--push-fcm-url needs --push-fcm-credentials or --push-fcm-token" in p.stderr, p
+    # an encrypted key: refused with a line, never a pass phrase prompt (audit U4)
+    enc = tmp_path / "enc.p8"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-aes-128-cbc", "-pass", "pass:secret", "-out", str(enc)], check=True, capture_output=True)
+    p = subprocess.run([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"),
+                        "--push-apns-url", "https://apns.example", "--push-apns-key", str(enc),
+                        "--push-apns-key-id", "K", "--push-apns-team-id", "T", *topic],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "is encrypted: give the key without a pass phrase" in p.stderr, p
+    assert "pass phrase:" not in p.stderr and p.stderr.count("\n") <= 2, p
     creds = tmp_path / "creds.json"
     creds.write_text(json.dumps({"type": "service_account", "project_id": "p"}))
     p = run("--push-fcm-credentials", str(creds))
@@ -673,6 +692,8 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
     p = run("--push-fcm-credentials", str(creds))
     assert p.returncode == 2 and p.stderr.startswith("parleyd: --push-fcm-credentials: ") and \
         "not a PEM RSA key" in p.stderr, p
+    p = run("--push-fcm-credentials", str(creds), "--push-fcm-token", "t")
+    assert p.returncode == 2 and "--push-fcm-token and --push-fcm-credentials: give one of them" in p.stderr, p
     # a file's setting is named with where it came from, as any other's
     # (audit C2: "parleyd: push: ..." named neither)
     p = subprocess.run([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")],
@@ -681,7 +702,7 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
     assert p.returncode == 2 and p.stderr.startswith(
         "parleyd: PARLEY_PUSH_FCM_CREDENTIALS: push-fcm-credentials: "), p
     conf.write_text(f"push-apns-url https://apns.example\npush-apns-key {tmp_path / 'none.p8'}\n"
-                    "push-apns-key-id K\npush-apns-team-id T\n")
+                    "push-apns-key-id K\npush-apns-team-id T\npush-apns-topic chat.parley.app\n")
     p = run("--config", str(conf))
     assert p.returncode == 2 and p.stderr.startswith("parleyd: config line 2: push-apns-key: cannot read"), p
 
