@@ -107,8 +107,9 @@ int   pl_store__fts5_query(const char *q, char *out, size_t cap);
  * '&' and '/' each blanked to one space and a final sigma made a sigma
  * (parley_body_tsv, R_SEARCH: byte for byte), so its ts_headline snippet is
  * a piece of that text with markers inserted: puts the body's bytes back
- * where the piece lies in body[0..len). A snippet that is no such piece is
- * left as it is. */
+ * where the piece lies in body[0..len), but for the body's own marker
+ * bytes, which stay spaces. A snippet that is no such piece is left as it
+ * is. */
 void  pl_store__snippet_restore(char *snippet, const char *body, size_t len);
 /* The username search key of q: ASCII lower-cased (usernames are stored in
  * lower case), cut to PL_STORE_QUERY_MAX bytes. */

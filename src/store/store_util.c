@@ -477,7 +477,8 @@ void pl_store__snippet_restore(char *snippet, const char *body, size_t len) {
     if (at == SIZE_MAX) return;
     for (size_t i = 0, k = at; i < n; i++) {
         if (snippet[i] == PL_STORE_SNIPPET_START || snippet[i] == PL_STORE_SNIPPET_END) continue;
-        snippet[i] = body[k++];
+        char b = body[k++];                       /* the body's own markers stay blanked (audit O4) */
+        if (b != PL_STORE_SNIPPET_START && b != PL_STORE_SNIPPET_END) snippet[i] = b;
     }
 }
 

@@ -448,3 +448,10 @@ async def test_search_slashes_final_sigma_and_unicode_spaces_as_in_both_modes(se
         assert f"ΟΔΥΣΣΕΎΣ {START}sailed{END}" in b["results"][0]["snippet"], b
         for q in ("\u3000", "\u00a0\u2003 "):
             await search(api, alice, 400, q=q)
+        # a body's own marker characters stay spaces in a snippet beside a
+        # '/' (audit O4: put back with the slashes, they made highlights)
+        m5 = await say(api, alice, g, f"{tag} and/or \u0002fake\u0003 quokka")
+        b = await found_within(api, alice, f"{tag} quokka", 1, timeout=3.0)
+        snip = b["results"][0]["snippet"]
+        assert b["results"][0]["id"] == m5["id"] and snip.count(START) == 2, snip     # the tag and quokka
+        assert f"and/or  fake  {START}quokka{END}" in snip, snip

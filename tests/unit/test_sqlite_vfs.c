@@ -343,4 +343,10 @@ TEST(pg_snippet_restore) {
     char s5[] = "yes \x02" "no\x03 \xce\x9f\xce\xb4\xcf\x85\xcf\x83\xcf\x83";
     pl_store__snippet_restore(s5, greek, strlen(greek));
     CHECK_STR(s5, "yes/\x02" "no\x03 \xce\x9f\xce\xb4\xcf\x85\xcf\x83\xcf\x82");
+    /* a body's own marker bytes stay spaces: no highlight of its sender's
+     * making (audit O4) */
+    const char *fake = "a/b \x02" "fake\x03 real";
+    char s6[] = "a b  fake  \x02" "real\x03";
+    pl_store__snippet_restore(s6, fake, strlen(fake));
+    CHECK_STR(s6, "a/b  fake  \x02" "real\x03");
 }
