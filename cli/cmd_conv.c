@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "core/alloc.h"
@@ -248,26 +249,32 @@ static int group_create(pc_client *c, int argc, char **argv, char **pos) {
 
 /* group add|remove CONV USER. Adding a member again changes nothing (the
  * server answers 200 all the same): "bob was already a member of 12",
- * found in the member list read before the add. */
+ * found in the member list read before the add. An add names the user to
+ * the server by name, so its answer for one that does not exist comes
+ * after its admin check, as the REST route's (audit O4: a non-admin got
+ * the lookup's "no such user" here, 403 there). */
 static int group_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     const char *cmd = add ? "group add" : "group remove";
     int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 2, "give CONV and USER");
     if (rc) return rc;
-    int64_t conv, user;
-    if ((rc = pc_conv_arg(c, cmd, pos[0], &conv)) || (rc = pc_user_arg(c, cmd, pos[1], &user))) return rc;
+    int64_t conv, user = 0;
+    if ((rc = pc_conv_arg(c, cmd, pos[0], &conv)) || (!add && (rc = pc_user_arg(c, cmd, pos[1], &user))))
+        return rc;
     char path[96];
     json_t *o = NULL;
     int was = 0;
     if (add) {
         json_t *cv, *m;
         size_t i;
+        const char *name = bare_name(pos[1]);
         if ((rc = pc_conv_get(c, cmd, conv, &cv))) return rc;
         json_array_foreach(json_object_get(cv, "members"), i, m) {
-            if (json_integer_value(json_object_get(m, "id")) == user) was = 1;
+            const char *u = json_string_value(json_object_get(m, "username"));
+            if (u && strcasecmp(u, name) == 0) was = 1;      /* usernames compare case-insensitively */
         }
         json_decref(cv);
         snprintf(path, sizeof path, "/api/v1/conversations/%lld/members", (long long)conv);
-        json_t *b = json_pack("{s:I}", "user", (json_int_t)user);
+        json_t *b = json_pack("{s:s}", "username", name);
         rc = pc_call(c, cmd, "POST", path, b, &o);
         json_decref(b);
     } else {

@@ -69,7 +69,9 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
     counter(o, "parley_wal_checkpoints_total", "SQLite WAL checkpoints (embedded mode), by the thread that ran them.",
             "{by=\"background\"}", &pl_m_ckpt_background, 1);
     counter(o, "parley_wal_checkpoints_total", NULL, "{by=\"writer\"}", &pl_m_ckpt_writer, 0);
-    counter(o, "parley_push_total", "Push notification requests by outcome (online: not sent, the user was connected).",
+    counter(o, "parley_push_total",
+            "Push notification requests by outcome, one per device and attempt (dropped: notifications given up, "
+            "one each; online: not sent, the user was connected).",
             "{outcome=\"sent\"}", &pl_m_push_sent, 1);
     counter(o, "parley_push_total", NULL, "{outcome=\"gone\"}", &pl_m_push_gone, 0);
     counter(o, "parley_push_total", NULL, "{outcome=\"retry\"}", &pl_m_push_retry, 0);

@@ -1476,6 +1476,12 @@ def test_adding_a_member_again_says_nothing_changed(cli):
     assert j1["id"] == g and [m["id"] for m in j1["members"]] == [alice.id, bob.id, carol.id], j1
     # a member who may not add is refused as before, already a member or not
     assert bob.run("group", "add", str(g), carol.name, expect=1).stderr.startswith("parley: group add: 403 forbidden")
+    # whoever it names: the server's admin check comes first (audit O4: the
+    # CLI looked the name up itself, 404 "no such user")
+    assert bob.run("group", "add", str(g), "nobody_" + a[:10], expect=1).stderr.startswith(
+        "parley: group add: 403 forbidden")
+    assert alice.run("group", "add", str(g), "nobody_" + a[:10], expect=1).stderr.startswith(
+        "parley: group add: 404 not_found")
     assert [t for _, _, t in parse_lines(alice.out("history", str(g)))] == [f'* {a} created "Again"',
                                                                           f"* {a} added {c}"]
     ws = int(alice.out("workspace", "create", "AgainCo").strip())
