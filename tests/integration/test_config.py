@@ -25,16 +25,18 @@ def run(parleyd_bin, *args, env=None, timeout=20):
                           env={**os.environ, **(env or {})})
 
 
-def stop(p, work):
+def stop(p, work, keep=False):
     """SIGTERM to a parleyd started here (kill after 20 s), its data
-    directory removed; returns what it wrote on its one captured stream."""
+    directory removed (unless keep); returns what it wrote on its one
+    captured stream."""
     p.send_signal(signal.SIGTERM)
     try:
         out, err = p.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         p.kill()
         out, err = p.communicate()
-    shutil.rmtree(work, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
     return err if err is not None else out
 
 
@@ -354,12 +356,7 @@ def test_data_files_an_older_parleyd_left_open_are_tightened(parleyd_bin, tmp_pa
             lines.append(line)
             if '"listening"' in line:
                 break
-        p.send_signal(signal.SIGTERM)
-        try:
-            _, rest = p.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            _, rest = p.communicate()
+        rest = stop(p, work, keep=True)
         assert p.returncode == 0, "".join(lines) + rest
         return "".join(lines) + rest
 

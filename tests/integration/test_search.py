@@ -86,6 +86,18 @@ async def found_within(api, user, q, want, timeout=2.0, **params):
         await asyncio.sleep(0.05)
 
 
+async def tagged_messages(api, prefix, *bodies):
+    """A new user in a group of its own says each body after a fresh word
+    (the tag), and waits until all are found: (user, group id, tag, the
+    messages)."""
+    user, = await api.register_many(1, prefix)
+    g = (await api.create_group(user, [], title=prefix))["id"]
+    tag = word()
+    msgs = [await say(api, user, g, f"{tag} {b}") for b in bodies]
+    await found_within(api, user, tag, len(bodies), timeout=3.0)
+    return user, g, tag, msgs
+
+
 async def settle(api, user, cid):
     """Waits until everything sent so far is searchable: embedded mode
     indexes asynchronously, in commit order, so once a message sent now is
@@ -140,14 +152,9 @@ async def test_search_folds_case_splits_at_punctuation_and_keeps_markup(server):
     embedded mode looked for `mango,kiwi` as the two words side by side."""
     async with Harness(server) as h:
         api = h.api
-        alice, = await api.register_many(1, "fold")
-        g = (await api.create_group(alice, [], title="fold"))["id"]
-        tag = word()
-        m1 = await say(api, alice, g, f"{tag} Привет МИР and CAFÉ ÄPFEL")
-        m2 = await say(api, alice, g, f"{tag} I don\u2019t know")
-        m3 = await say(api, alice, g, f"{tag} kiwi, then mango")
-        m4 = await say(api, alice, g, f"{tag} wrap it in a <div> &amp; done")
-        await found_within(api, alice, tag, 4, timeout=3.0)
+        alice, g, tag, (m1, m2, m3, m4) = await tagged_messages(
+            api, "fold", "Привет МИР and CAFÉ ÄPFEL", "I don\u2019t know", "kiwi, then mango",
+            "wrap it in a <div> &amp; done")
         for q, want in (("привет", m1), ("мир", m1), ("café", m1), ("äpfel", m1), ("ПРИВЕТ café", m1),
                         ("don", m2), ("don\u2019t", m2), ("don't", m2),
                         ("mango,kiwi", m3), ("kiwi;mango!", m3)):   # punctuation separates words
@@ -428,14 +435,9 @@ async def test_search_slashes_final_sigma_and_unicode_spaces_as_in_both_modes(se
     and a `q` of U+3000 alone was an empty search, not `bad_request`."""
     async with Harness(server) as h:
         api = h.api
-        alice, = await api.register_many(1, "slash")
-        g = (await api.create_group(alice, [], title="slash"))["id"]
-        tag = word()
-        m1 = await say(api, alice, g, f"{tag} yes/no over TCP/IP, close the </div>")
-        m2 = await say(api, alice, g, f"{tag} ΟΔΥΣΣΕΎΣ sailed")
-        m3 = await say(api, alice, g, f"{tag} Οδυσσεύς came home")
-        m4 = await say(api, alice, g, f"{tag} lunch plans for friday")
-        await found_within(api, alice, tag, 4, timeout=3.0)
+        alice, g, tag, (m1, m2, m3, m4) = await tagged_messages(
+            api, "slash", "yes/no over TCP/IP, close the </div>", "ΟΔΥΣΣΕΎΣ sailed", "Οδυσσεύς came home",
+            "lunch plans for friday")
         for q, want in (("no", [m1]), ("ip", [m1]), ("div", [m1]), ("yes/no", [m1]),
                         ("οδυσσεύς", [m3, m2]), ("ΟΔΥΣΣΕΎΣ", [m3, m2]),
                         ("lunch\u3000friday", [m4]), ("friday\u00a0lunch", [m4])):
