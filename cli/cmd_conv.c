@@ -263,6 +263,8 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
     char path[96];
     json_t *o = NULL;
     int was = 0;
+    char shown[64];                                   /* the name as stored, once known */
+    snprintf(shown, sizeof shown, "%s", bare_name(pos[1]));
     if (add) {
         json_t *cv, *m;
         size_t i;
@@ -270,7 +272,10 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
         if ((rc = pc_conv_get(c, cmd, conv, &cv))) return rc;
         json_array_foreach(json_object_get(cv, "members"), i, m) {
             const char *u = json_string_value(json_object_get(m, "username"));
-            if (u && strcasecmp(u, name) == 0) was = 1;      /* usernames compare case-insensitively */
+            if (u && strcasecmp(u, name) == 0) {          /* usernames compare case-insensitively */
+                was = 1;
+                snprintf(shown, sizeof shown, "%s", u);
+            }
         }
         json_decref(cv);
         snprintf(path, sizeof path, "/api/v1/conversations/%lld/members", (long long)conv);
@@ -282,9 +287,17 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
         rc = pc_call(c, cmd, "DELETE", path, NULL, &o);
     }
     if (rc) return rc;
+    if (add && o && !was) {                           /* the new member's stored name */
+        json_t *m;
+        size_t i;
+        json_array_foreach(json_object_get(o, "members"), i, m) {
+            const char *u = json_string_value(json_object_get(m, "username"));
+            if (u && strcasecmp(u, bare_name(pos[1])) == 0) snprintf(shown, sizeof shown, "%s", u);
+        }
+    }
     if (c->json && o) pc_print_json(o);
-    else if (!c->json && was) printf("%s was already a member of %lld\n", bare_name(pos[1]), (long long)conv);
-    else if (!c->json) printf(add ? "added %s to %lld\n" : "removed %s from %lld\n", bare_name(pos[1]), (long long)conv);
+    else if (!c->json && was) printf("%s was already a member of %lld\n", shown, (long long)conv);
+    else if (!c->json) printf(add ? "added %s to %lld\n" : "removed %s from %lld\n", shown, (long long)conv);
     json_decref(o);
     return 0;
 }

@@ -285,6 +285,12 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
         rc = pc_call(c, cmd, "DELETE", path, NULL, &o);
     }
     if (rc) return rc;
+    json_t *m;
+    size_t i;
+    json_array_foreach(json_object_get(o, "members"), i, m) {     /* the name as stored (audit O5) */
+        const char *n = json_string_value(json_object_get(m, "username"));
+        if (add && n && strcasecmp(n, user) == 0) user = n;
+    }
     if (c->json && o) pc_print_json(o);
     else if (!c->json && was) printf("%s was already a member of workspace %lld\n", user, (long long)ws);
     else if (!c->json)

@@ -31,7 +31,8 @@ static const char *str_of(json_t *o, const char *key) {
 static int hidden(uint32_t cp, uint32_t prev) {
     if (cp >= 0xe0020 && cp <= 0xe007f) return !(prev == 0x1f3f4 || (prev >= 0xe0020 && prev <= 0xe007e));
     if (cp == 0x200c || cp == 0x200d || (cp >= 0xfe00 && cp <= 0xfe0f) || (cp >= 0xe0100 && cp <= 0xe01ef) ||
-        (cp >= 0x180b && cp <= 0x180f && cp != 0x180e))
+        (cp >= 0x180b && cp <= 0x180f && cp != 0x180e) ||
+        cp == 0x2800 || (cp >= 0x13430 && cp <= 0x1343f))   /* braille art, hieroglyphs: names only refuse them */
         return 0;
     if (pl_utf8_control(cp) || cp == 0x2028 || cp == 0x2029 || (cp >= 0x1bca0 && cp <= 0x1bca3)) return 1;
     return pl_utf8_invisible(cp) && !pl_utf8_space_or_control(cp);

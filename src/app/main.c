@@ -302,6 +302,11 @@ static int push_check(void) {
             fprintf(stderr, "parleyd: %s needs %s\n", pl_config_src(deps[i].name), deps[i].needs);
             return -1;
         }
+    if (cfg.push_apns_key[0] && (!cfg.push_apns_key_id[0] || !cfg.push_apns_team_id[0])) {
+        fprintf(stderr, "parleyd: %s needs --push-apns-key-id and --push-apns-team-id\n",
+                pl_config_src("push-apns-key"));
+        return -1;
+    }
     /* a service without what it authenticates with would refuse every
      * request, and refusals are dropped: no device ever told (audit U4) */
     if (cfg.push_fcm_url[0] && !cfg.push_fcm_token[0] && !cfg.push_fcm_credentials[0]) {

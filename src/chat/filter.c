@@ -74,11 +74,12 @@ static uint32_t cp_at(const uint8_t *p, size_t n, size_t *len) {
 }
 
 /* Left out before comparing: invisible code points that are no spaces
- * or controls (those separate words), and combining marks. */
+ * or controls (those separate words), and combining marks. The blank
+ * braille pattern U+2800 shows as a space: it separates words as one. */
 static int ignorable(uint32_t c) {
-    return c >= 0x80 && !pl_utf8_space_or_control(c) && (pl_utf8_invisible(c) || (c >= 0x300 && c <= 0x36F) || (c >= 0x1AB0 && c <= 0x1AFF) ||
-                         (c >= 0x1DC0 && c <= 0x1DFF) || (c >= 0x20D0 && c <= 0x20FF) ||
-                         (c >= 0xFE20 && c <= 0xFE2F));
+    return c >= 0x80 && c != 0x2800 && !pl_utf8_space_or_control(c) &&
+           (pl_utf8_invisible(c) || (c >= 0x300 && c <= 0x36F) || (c >= 0x1AB0 && c <= 0x1AFF) ||
+            (c >= 0x1DC0 && c <= 0x1DFF) || (c >= 0x20D0 && c <= 0x20FF) || (c >= 0xFE20 && c <= 0xFE2F));
 }
 
 /* Punctuation and symbols outside ASCII, by block: they separate words

@@ -99,11 +99,13 @@ int pl_utf8_invisible(uint32_t cp) {
     if (cp != 0x20 && pl_utf8_space_or_control(cp)) return 1;
     if ((cp >= 0x200b && cp <= 0x200f) || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x206f) ||
         (cp >= 0x180b && cp <= 0x180f) || (cp >= 0xfe00 && cp <= 0xfe0f) || (cp >= 0xfff0 && cp <= 0xfffb) ||
-        (cp >= 0x1d173 && cp <= 0x1d17a) || (cp >= 0xe0000 && cp <= 0xe0fff))
+        (cp >= 0x1d173 && cp <= 0x1d17a) || (cp >= 0xe0000 && cp <= 0xe0fff) ||
+        (cp >= 0x13430 && cp <= 0x1343f) || (cp >= 0x1bca0 && cp <= 0x1bca3))  /* format controls (audit O5) */
         return 1;
     switch (cp) {
     case 0x00ad: case 0x034f: case 0x061c: case 0x115f: case 0x1160: case 0x17b4: case 0x17b5:
     case 0x3164: case 0xfeff: case 0xffa0:
+    case 0x2800:                       /* the blank braille pattern: shows as a space (audit O5) */
         return 1;
     default:
         return 0;

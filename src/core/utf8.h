@@ -35,8 +35,9 @@ int  pl_utf8_has_space_or_control(const uint8_t *p, size_t n);
 /* 1 if cp shows nothing, or moves text around, where a name is read: a
  * pl_utf8_space_or_control code point other than U+0020, a format
  * character (zero-width spaces and joiners, bidirectional marks, embeddings
- * and overrides, word joiners, BOM, soft hyphen, variation selectors, tags)
- * or a Hangul filler. */
+ * and overrides, word joiners, BOM, soft hyphen, variation selectors, tags,
+ * Egyptian hieroglyph and shorthand format controls), a Hangul filler or
+ * the blank braille pattern U+2800. */
 int  pl_utf8_invisible(uint32_t cp);
 /* 1 if p[0..n) holds a pl_utf8_invisible code point (as has_space_or_control). */
 int  pl_utf8_has_invisible(const uint8_t *p, size_t n);

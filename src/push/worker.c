@@ -19,6 +19,7 @@
  */
 #include "push.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,16 +123,29 @@ static void fcm_token_ask(void) {
     pl_push_sender_submit(W.sender, r);
 }
 
-/* The start of a service's answer as a JSON string for a log line (what
- * APNs and FCM say about a refusal: "BadTopic", "UNAUTHENTICATED"); the
- * caller frees it. */
-static char *answer_excerpt(const pl_push_req *r) {
-    pl_sbuf b;
-    pl_sbuf_init(&b);
-    size_t n = r->answer_len < 200 ? r->answer_len : 200;
-    pl_sbuf_add_json_str(&b, r->answer, n);
-    pl_sbuf_addc(&b, '\0');
-    return b.p;
+/* What a service's answer says about a refusal, for a log line: only a
+ * word of its own vocabulary, never the answer's text, which may quote what
+ * was sent (a device token, a message's text) or, from the token endpoint,
+ * a token (audit O5; README: logs hold no tokens or message text). The
+ * value of the first of the keys "reason" (APNs), "errorCode" and "status"
+ * (FCM) and "error" (OAuth 2) that is a short identifier (letters, digits,
+ * '_', '-', '.'), as a JSON string; "" when none is. */
+static void answer_reason(const pl_push_req *r, char out[80]) {
+    static const char *const keys[] = {"\"reason\"", "\"errorCode\"", "\"status\"", "\"error\""};
+    snprintf(out, 80, "\"\"");
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        size_t kl = strlen(keys[k]);
+        const char *p = memmem(r->answer, r->answer_len, keys[k], kl), *end = r->answer + r->answer_len;
+        if (!p) continue;
+        p += kl;
+        while (p < end && (*p == ' ' || *p == ':')) p++;
+        if (p >= end || *p != '"') continue;
+        const char *v = ++p;
+        while (p < end && p - v < 64 && (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.')) p++;
+        if (p == v || p >= end || *p != '"') continue;
+        snprintf(out, 80, "\"%.*s\"", (int)(p - v), v);
+        return;
+    }
 }
 
 static void fcm_token_answer(const pl_push_req *r) {
@@ -139,13 +153,13 @@ static void fcm_token_answer(const pl_push_req *r) {
     json_t *o = r->status == 200 ? json_loadb(r->answer, r->answer_len, 0, NULL) : NULL;
     json_t *t = json_object_get(o, "access_token"), *e = json_object_get(o, "expires_in");
     if (!json_is_string(t) || !json_is_integer(e) || json_integer_value(e) <= 0) {
-        char *a = answer_excerpt(r);
+        char why[80];
+        answer_reason(r, why);
         pl_log(PL_LOG_ERROR, 0,
                r->status == 0     ? "push: the FCM token request got no answer"
-               : r->status == 200 ? "push: the FCM token answer has no access_token and expires_in"
+               : r->status == 200 ? "push: the FCM token answer is not an access_token with a positive expires_in"
                                   : "push: the FCM token request was refused",
-               "\"status\":%ld,\"answer\":%s", r->status, a);
-        free(a);
+               "\"status\":%ld,\"reason\":%s", r->status, why);
     } else {
         free(W.fcm_token);
         W.fcm_token = pl_strdup(json_string_value(t));
@@ -359,12 +373,12 @@ static void on_wake(uv_async_t *a) {
             case PL_PUSH_GONE: pl_count(&pl_m_push_gone, 1); break;
             case PL_PUSH_RETRY: pl_count(&pl_m_push_retry, 1); break;
             default: {
-                char *said = answer_excerpt(r);
+                char why[80];
+                answer_reason(r, why);
                 pl_count(&pl_m_push_failed, 1);
                 pl_log(PL_LOG_WARN, 0, "push: refused",
-                       "\"platform\":\"%s\",\"status\":%ld,\"device\":%lld,\"answer\":%s",
-                       pl_push_platform_name(x->platform), r->status, (long long)x->device, said);
-                free(said);
+                       "\"platform\":\"%s\",\"status\":%ld,\"device\":%lld,\"reason\":%s",
+                       pl_push_platform_name(x->platform), r->status, (long long)x->device, why);
                 break;
             }
             }

@@ -64,6 +64,7 @@ class PushSink:
         self.hold = {}               # token -> threading.Event the answer waits for
         self.answered = set()        # tokens whose held answer went out
         self.delay = {}              # token -> seconds each answer takes (a slow service)
+        self.bodies = {}             # token -> the body its answers carry (bytes)
         self.inflight = {}           # token -> requests being answered now
         self.overlapped = set()      # tokens that had two requests in flight at once
         sink = self
@@ -91,6 +92,7 @@ class PushSink:
                 if sink.delay.get(tok):
                     time.sleep(sink.delay[tok])
                 out = b'{"reason":"Unregistered"}' if status == 410 else b"{}"
+                out = sink.bodies.get(tok, out)
                 if self.path == "/token":          # an OAuth 2 token endpoint (RFC 7523)
                     out = json.dumps({"access_token": "ya29.minted", "expires_in": 3599,
                                       "token_type": "Bearer"}).encode()
@@ -665,7 +667,8 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
             "--push-apns-key-id", "K", "--push-apns-team-id", "T", *topic)
     assert p.returncode == 2 and p.stderr.startswith("parleyd: --push-apns-key: cannot read"), p
     p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"), *topic)
-    assert p.returncode == 2 and "--push-apns-key-id" in p.stderr, p
+    assert p.returncode == 2 and p.stderr.startswith(
+        "parleyd: --push-apns-key needs --push-apns-key-id and --push-apns-team-id"), p   # as every setting's line (O5)
     # a service without what it authenticates with, or APNs without its
     # topic, refused every request and dropped every notification (audit U4)
     p = run("--push-apns-url", "https://apns.example", *topic)
@@ -825,3 +828,29 @@ async def test_push_retry_not_held_back_by_a_hanging_device(server_factory, sink
         assert [x["status"] for x in got] == [503, 200]
         gap = got[1]["t"] - got[0]["t"]
         assert 9 <= gap < 15, f"retried {gap:.1f} s after the 503"
+
+
+@async_test(timeout=90)
+async def test_push_refusal_logs_the_reason_never_what_was_sent(server_factory, sink):
+    """A refusal's log line names the service's reason; an answer that quotes
+    the request back (the device token, the message's text) is never logged
+    (audit O5: the answer's first 200 bytes were, against README's "logs
+    never contain message text, tokens or passwords")."""
+    srv = server_factory(sink.args(previews=True))
+    async with Harness(srv) as h:
+        a, b, conv = await pair(h, "pq")
+        tok = "quoted-" + b.username
+        sink.answers[tok] = [400]
+        sink.bodies[tok] = json.dumps({"reason": "BadThing", "echo": f"{tok} sesame-{b.username}"}).encode()
+        await register_device(h.api, b, "webhook", tok)
+        await send(h.api, a, conv, f"sesame-{b.username}")
+        await sink.wait_for(tok)
+        log = ""
+        for _ in range(50):
+            log = "".join(n.log_text() for n in getattr(srv, "nodes", [srv]))
+            if '"push: refused"' in log:
+                break
+            await asyncio.sleep(0.1)
+        lines = [ln for ln in log.splitlines() if '"push: refused"' in ln]
+        assert lines and '"reason":"BadThing"' in lines[0], lines
+        assert tok not in log and f"sesame-{b.username}" not in log, lines

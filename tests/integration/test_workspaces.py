@@ -472,6 +472,8 @@ async def test_a_channel_name_that_looks_like_another_is_a_conflict(server):
             r = await api.req("POST", path, token=bob.token, json_body={"name": name})
             assert r.status == 409, (name, r)
             assert r.body["error"]["message"] == "the name looks like another channel's", r
+        for name in ("general\u2800", "\u2800", "general\U00013430", "general\U0001bca0"):   # blank or invisible (O5)
+            await channel_create(api, bob, w["id"], name, status=400)
         await channel_create(api, alice, w["id"], "caf\u00e9")
         await channel_create(api, bob, w["id"], "cafe\u0301", status=409)
         await channel_create(api, alice, w["id"], "team1")

@@ -143,7 +143,10 @@ TEST(utf8_invisible_outside_emoji) {
                          "\xe2\x80\x8d\xe2\x9d\xa4",             /* ZWJ first */
                          "a\xe2\x80\x8b" "b",                    /* ZWSP */
                          "\xe2\x80\xae" "evil",                  /* RLO */
-                         "\xe2\x9d\xa4\xef\xb8\x8f\xef\xb8\x8f"};/* a selector after a selector */
+                         "\xe2\x9d\xa4\xef\xb8\x8f\xef\xb8\x8f", /* a selector after a selector */
+                         "general\xe2\xa0\x80",                /* U+2800, blank braille (audit O5) */
+                         "general\xf0\x93\x90\xb0",           /* U+13430, a hieroglyph format control */
+                         "general\xf0\x9b\xb2\xa0"};          /* U+1BCA0, a shorthand format control */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECK_EQ(pl_utf8_has_invisible_outside_emoji((const uint8_t *)bad[i], strlen(bad[i])), 1);
 }
