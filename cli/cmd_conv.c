@@ -258,13 +258,20 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
     int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 2, "give CONV and USER");
     if (rc) return rc;
     int64_t conv, user = 0;
-    if ((rc = pc_conv_arg(c, cmd, pos[0], &conv)) || (!add && (rc = pc_user_arg(c, cmd, pos[1], &user))))
-        return rc;
+    char shown[64];                                   /* the name as stored, once known */
+    snprintf(shown, sizeof shown, "%s", bare_name(pos[1]));
+    if ((rc = pc_conv_arg(c, cmd, pos[0], &conv))) return rc;
+    if (!add) {
+        json_t *u;
+        if ((rc = pc_user_lookup(c, cmd, pos[1], &u))) return rc;
+        user = json_integer_value(json_object_get(u, "id"));
+        const char *n = json_string_value(json_object_get(u, "username"));
+        if (n) snprintf(shown, sizeof shown, "%s", n);
+        json_decref(u);
+    }
     char path[96];
     json_t *o = NULL;
     int was = 0;
-    char shown[64];                                   /* the name as stored, once known */
-    snprintf(shown, sizeof shown, "%s", bare_name(pos[1]));
     if (add) {
         json_t *cv, *m;
         size_t i;

@@ -269,6 +269,7 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     const char *user = pos[1][0] == '@' ? pos[1] + 1 : pos[1];
     if (!*user || !pc_utf8(user, strlen(user))) return pc_usage_error(cmd, "\"%s\" is not a username", pos[1]);
     int64_t ws, uid;
+    char stored[64];
     if ((rc = pc_ws_arg(c, cmd, pos[0], &ws))) return rc;
     char path[96];
     json_t *o = NULL;
@@ -280,7 +281,15 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
         rc = pc_call(c, cmd, "POST", path, b, &o);
         json_decref(b);
     } else {
-        if ((rc = pc_user_arg(c, cmd, pos[1], &uid))) return rc;
+        json_t *u;
+        if ((rc = pc_user_lookup(c, cmd, pos[1], &u))) return rc;
+        uid = json_integer_value(json_object_get(u, "id"));
+        const char *n = json_string_value(json_object_get(u, "username"));
+        if (n) {                                      /* printed as stored (audit O6) */
+            snprintf(stored, sizeof stored, "%s", n);
+            user = stored;
+        }
+        json_decref(u);
         snprintf(path, sizeof path, "/api/v1/workspaces/%lld/members/%lld", (long long)ws, (long long)uid);
         rc = pc_call(c, cmd, "DELETE", path, NULL, &o);
     }

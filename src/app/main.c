@@ -288,12 +288,12 @@ static int push_check(void) {
      * for the server to guess (said first: "needs --push-fcm-url" named
      * the wrong setting for credentials and a token, audit U4) */
     if (cfg.push_fcm_token[0] && cfg.push_fcm_credentials[0]) {
-        fprintf(stderr, "parleyd: %s and --push-fcm-credentials: give one of them, not both\n",
+        fprintf(stderr, "parleyd: %s and push-fcm-credentials: give one of them, not both\n",
                 pl_config_src("push-fcm-token"));
         return -1;
     }
     if (cfg.push_apns_token[0] && cfg.push_apns_key[0]) {
-        fprintf(stderr, "parleyd: %s and --push-apns-key: give one of them, not both\n",
+        fprintf(stderr, "parleyd: %s and push-apns-key: give one of them, not both\n",
                 pl_config_src("push-apns-token"));
         return -1;
     }

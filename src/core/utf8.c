@@ -168,8 +168,8 @@ size_t pl_utf8_visible(uint8_t *p, size_t n) {
         size_t at = i;
         uint32_t cp = next_cp(p, n, &i);
         if (pl_utf8_invisible(cp) && !emoji_own(prev, cp, p, n, i)) {
-            if (pl_utf8_space_or_control(cp) && !pl_utf8_control(cp)) {
-                p[o++] = ' ';      /* a no-break, ideographic, ... space */
+            if ((pl_utf8_space_or_control(cp) && !pl_utf8_control(cp)) || cp == 0x2800) {
+                p[o++] = ' ';      /* a no-break, ideographic, ... space; the blank braille pattern */
                 prev = 0x20;
             }
             continue;

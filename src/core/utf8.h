@@ -47,7 +47,7 @@ int  pl_utf8_has_invisible(const uint8_t *p, size_t n);
 int  pl_utf8_has_invisible_outside_emoji(const uint8_t *p, size_t n);
 /* Rewrites valid UTF-8 p[0..n) in place keeping what a reader sees: a
  * pl_utf8_invisible code point is dropped, except that Unicode white space
- * becomes U+0020 and that a variation selector after a visible character
+ * and the blank braille pattern U+2800 become U+0020 and that a variation selector after a visible character
  * and a ZWJ between two pictographs stay (as has_invisible_outside_emoji).
  * Returns the new length (<= n). For file names (media/media.c). */
 size_t pl_utf8_visible(uint8_t *p, size_t n);

@@ -19,7 +19,6 @@
  */
 #include "push.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,16 +122,34 @@ static void fcm_token_ask(void) {
     pl_push_sender_submit(W.sender, r);
 }
 
-/* What a service's answer says about a refusal, for a log line: only a
- * word of its own vocabulary, never the answer's text, which may quote what
- * was sent (a device token, a message's text) or, from the token endpoint,
- * a token (audit O5; README: logs hold no tokens or message text). The
- * value of the first of the keys "reason" (APNs), "errorCode" and "status"
- * (FCM) and "error" (OAuth 2) that is a short identifier (letters, digits,
- * '_', '-', '.'), as a JSON string; "" when none is. */
-static void answer_reason(const pl_push_req *r, char out[80]) {
+/* What a service's answer says about a refusal, for a log line: one word
+ * of the services' published vocabularies, never the answer's text, which
+ * may quote what was sent (a device token, a message's text) or, from the
+ * token endpoint, a token (audits O5, O6; README: logs hold no tokens or
+ * message text). The value of the first of the keys "reason" (APNs),
+ * "errorCode" and "status" (FCM) and "error" (OAuth 2) that is one of the
+ * words below, as a JSON string; "other" when the answer names something
+ * else, "" when it names nothing. */
+static const char *const known_reasons[] = {
+    /* APNs */
+    "BadCollapseId", "BadDeviceToken", "BadExpirationDate", "BadMessageId", "BadPriority", "BadTopic",
+    "DeviceTokenNotForTopic", "DuplicateHeaders", "IdleTimeout", "InvalidPushType", "MissingDeviceToken",
+    "MissingTopic", "PayloadEmpty", "TopicDisallowed", "BadCertificate", "BadCertificateEnvironment",
+    "ExpiredProviderToken", "Forbidden", "InvalidProviderToken", "MissingProviderToken",
+    "UnrelatedKeyIdInToken", "BadPath", "MethodNotAllowed", "ExpiredToken", "Unregistered", "PayloadTooLarge",
+    "TooManyProviderTokenUpdates", "TooManyRequests", "InternalServerError", "ServiceUnavailable", "Shutdown",
+    /* FCM error codes and google.rpc statuses */
+    "UNSPECIFIED_ERROR", "INVALID_ARGUMENT", "UNREGISTERED", "SENDER_ID_MISMATCH", "QUOTA_EXCEEDED", "UNAVAILABLE",
+    "INTERNAL", "THIRD_PARTY_AUTH_ERROR", "PERMISSION_DENIED", "UNAUTHENTICATED", "NOT_FOUND",
+    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "DEADLINE_EXCEEDED", "ABORTED", "ALREADY_EXISTS",
+    /* OAuth 2 (RFC 6749 5.2) */
+    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
+    "invalid_scope",
+};
+
+static void answer_reason(const pl_push_req *r, char out[48]) {
     static const char *const keys[] = {"\"reason\"", "\"errorCode\"", "\"status\"", "\"error\""};
-    snprintf(out, 80, "\"\"");
+    snprintf(out, 48, "\"\"");
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
         size_t kl = strlen(keys[k]);
         const char *p = memmem(r->answer, r->answer_len, keys[k], kl), *end = r->answer + r->answer_len;
@@ -141,10 +158,14 @@ static void answer_reason(const pl_push_req *r, char out[80]) {
         while (p < end && (*p == ' ' || *p == ':')) p++;
         if (p >= end || *p != '"') continue;
         const char *v = ++p;
-        while (p < end && p - v < 64 && (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.')) p++;
-        if (p == v || p >= end || *p != '"') continue;
-        snprintf(out, 80, "\"%.*s\"", (int)(p - v), v);
-        return;
+        while (p < end && *p != '"') p++;
+        snprintf(out, 48, "\"other\"");
+        for (size_t i = 0; i < sizeof known_reasons / sizeof *known_reasons; i++)
+            if ((size_t)(p - v) == strlen(known_reasons[i]) && memcmp(v, known_reasons[i], (size_t)(p - v)) == 0) {
+                snprintf(out, 48, "\"%s\"", known_reasons[i]);
+                return;
+            }
+        if (p < end) return;
     }
 }
 
@@ -153,7 +174,7 @@ static void fcm_token_answer(const pl_push_req *r) {
     json_t *o = r->status == 200 ? json_loadb(r->answer, r->answer_len, 0, NULL) : NULL;
     json_t *t = json_object_get(o, "access_token"), *e = json_object_get(o, "expires_in");
     if (!json_is_string(t) || !json_is_integer(e) || json_integer_value(e) <= 0) {
-        char why[80];
+        char why[48];
         answer_reason(r, why);
         pl_log(PL_LOG_ERROR, 0,
                r->status == 0     ? "push: the FCM token request got no answer"
@@ -373,7 +394,7 @@ static void on_wake(uv_async_t *a) {
             case PL_PUSH_GONE: pl_count(&pl_m_push_gone, 1); break;
             case PL_PUSH_RETRY: pl_count(&pl_m_push_retry, 1); break;
             default: {
-                char why[80];
+                char why[48];
                 answer_reason(r, why);
                 pl_count(&pl_m_push_failed, 1);
                 pl_log(PL_LOG_WARN, 0, "push: refused",

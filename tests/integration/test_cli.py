@@ -1490,6 +1490,8 @@ def test_adding_a_member_again_says_nothing_changed(cli):
     assert alice.out("workspace", "add", str(ws), bob.name.upper()) == \
         f"{b} was already a member of workspace {ws}\n"                 # as stored (audit O5)
     assert alice.out("workspace", "add", str(ws), alice.name) == f"{a} was already a member of workspace {ws}\n"
+    # remove prints the stored name too (audit O6)
+    assert alice.out("group", "remove", str(g), carol.name.upper()) == f"removed {c} from {g}\n"
     w = json.loads(alice.out("--json", "workspace", "add", str(ws), bob.name))
     assert w["id"] == ws and [m["id"] for m in w["members"]] == [alice.id, bob.id], w
     assert alice.out("workspace", "show", str(ws)) == f"{alice.id} {a} admin\n{bob.id} {b} member\n"

@@ -662,7 +662,7 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("parleyd: config line 3: push-webhook-secret needs"), p
     topic = ("--push-apns-topic", "chat.parley.app")
     p = run("--push-apns-url", "https://apns.example", "--push-apns-token", "t", "--push-apns-key", "k.p8", *topic)
-    assert p.returncode == 2 and "--push-apns-token and --push-apns-key: give one of them, not both" in p.stderr, p
+    assert p.returncode == 2 and "--push-apns-token and push-apns-key: give one of them, not both" in p.stderr, p
     p = run("--push-apns-url", "https://apns.example", "--push-apns-key", str(tmp_path / "none.p8"),
             "--push-apns-key-id", "K", "--push-apns-team-id", "T", *topic)
     assert p.returncode == 2 and p.stderr.startswith("parleyd: --push-apns-key: cannot read"), p
@@ -696,7 +696,7 @@ def test_push_settings_refused_clearly(parleyd_bin, tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("parleyd: --push-fcm-credentials: ") and \
         "not a PEM RSA key" in p.stderr, p
     p = run("--push-fcm-credentials", str(creds), "--push-fcm-token", "t")
-    assert p.returncode == 2 and "--push-fcm-token and --push-fcm-credentials: give one of them" in p.stderr, p
+    assert p.returncode == 2 and "--push-fcm-token and push-fcm-credentials: give one of them" in p.stderr, p
     # a file's setting is named with where it came from, as any other's
     # (audit C2: "parleyd: push: ..." named neither)
     p = subprocess.run([parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")],
@@ -841,7 +841,7 @@ async def test_push_refusal_logs_the_reason_never_what_was_sent(server_factory, 
         a, b, conv = await pair(h, "pq")
         tok = "quoted-" + b.username
         sink.answers[tok] = [400]
-        sink.bodies[tok] = json.dumps({"reason": "BadThing", "echo": f"{tok} sesame-{b.username}"}).encode()
+        sink.bodies[tok] = json.dumps({"reason": "BadTopic", "echo": f"{tok} sesame-{b.username}"}).encode()
         await register_device(h.api, b, "webhook", tok)
         await send(h.api, a, conv, f"sesame-{b.username}")
         await sink.wait_for(tok)
@@ -852,5 +852,19 @@ async def test_push_refusal_logs_the_reason_never_what_was_sent(server_factory, 
                 break
             await asyncio.sleep(0.1)
         lines = [ln for ln in log.splitlines() if '"push: refused"' in ln]
-        assert lines and '"reason":"BadThing"' in lines[0], lines
+        assert lines and '"reason":"BadTopic"' in lines[0], lines
         assert tok not in log and f"sesame-{b.username}" not in log, lines
+        # a reason the services do not have is "other", whatever it says
+        # (audit O6: an identifier-looking token or word got through)
+        sink.answers[tok] = [400]
+        sink.bodies[tok] = json.dumps({"reason": f"sesame_{b.username}"}).encode()
+        await send(h.api, a, conv, "second")
+        await sink.wait_for(tok, 2)
+        for _ in range(50):
+            log = "".join(n.log_text() for n in getattr(srv, "nodes", [srv]))
+            if log.count('"push: refused"') >= 2:
+                break
+            await asyncio.sleep(0.1)
+        lines = [ln for ln in log.splitlines() if '"push: refused"' in ln]
+        assert len(lines) == 2 and '"reason":"other"' in lines[1], lines
+        assert f"sesame_{b.username}" not in log, lines
