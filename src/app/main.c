@@ -422,7 +422,8 @@ int main(int argc, char **argv) {
     char gerr[256];
     if (pl_api_guard_init(&cfg, gerr, sizeof gerr)) {   /* its message starts with the setting's name */
         const char *which = strncmp(gerr, "trusted-proxies", 15) == 0 ? "trusted-proxies" : "allowed-origins";
-        fprintf(stderr, "parleyd: %s%s\n", pl_config_from(which), gerr);
+        const char *from = pl_config_from(which);        /* a flag is "--name", as every other (audit K4) */
+        fprintf(stderr, "parleyd: %s%s%s\n", from, from[0] ? "" : "--", gerr);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);

@@ -375,3 +375,15 @@ def test_data_files_an_older_parleyd_left_open_are_tightened(parleyd_bin, tmp_pa
     assert "the data directory is open to other users (chmod 700 it)" in msgs, out
     assert os.stat(work).st_mode & 0o777 == 0o755
     assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out
+
+
+def test_list_settings_are_named_as_every_flag(parleyd_bin, tmp_path):
+    """Audit K4: a bad --allowed-origins or --trusted-proxies was named
+    `allowed-origins ...` where every other flag's line says `--name`."""
+    data = str(tmp_path / "d")
+    p = run(parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", data, "--allowed-origins", "notanorigin")
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: --allowed-origins "), p
+    p = run(parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", data, "--trusted-proxies", "999.1.1.1")
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: --trusted-proxies "), p
+    p = run(parleyd_bin, "--listen", "127.0.0.1:0", "--data-dir", data, env={"PARLEY_TRUSTED_PROXIES": "999.1.1.1"})
+    assert p.returncode == 2 and p.stderr.startswith("parleyd: PARLEY_TRUSTED_PROXIES: trusted-proxies "), p
