@@ -208,6 +208,8 @@ static int utf8_ok(const unsigned char *p, size_t n) {
     return 1;
 }
 
+static int shows_something(uint32_t cp) { return !pl_utf8_space_or_control(cp); }
+
 int pl_proto_search_check(pl_search_args *a, pl_proto_err *e) {
     if (!a->q) return fail(e, "bad_request", "%s", "\"q\" must be a string");
     if (a->q_len > PL_STORE_QUERY_MAX)
@@ -215,15 +217,8 @@ int pl_proto_search_check(pl_search_args *a, pl_proto_err *e) {
     if (memchr(a->q, 0, a->q_len) || !utf8_ok((const unsigned char *)a->q, a->q_len))
         return fail(e, "bad_request", "%s", "\"q\" must be UTF-8 text without NUL");
     /* white space of every script counts as none (U+3000, U+00A0) */
-    int text = 0;
-    for (size_t i = 0; i < a->q_len && !text;) {
-        unsigned char c = (unsigned char)a->q[i];
-        size_t n = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-        if (n > a->q_len - i) n = a->q_len - i;
-        text = !pl_utf8_space_or_control(pl_utf8_first(a->q + i, n));
-        i += n;
-    }
-    if (!text) return fail(e, "bad_request", "%s", "\"q\" must not be empty");
+    if (!pl_utf8_has((const uint8_t *)a->q, a->q_len, shows_something))
+        return fail(e, "bad_request", "%s", "\"q\" must not be empty");
     if (a->after < 0 || a->after > PL_JSON_INT_MAX)
         return fail(e, "bad_request", "%s", "\"after\" must be a time in ms (0..2^53-1)");
     if (a->before < 0 || a->before > PL_JSON_INT_MAX)

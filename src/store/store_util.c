@@ -400,17 +400,18 @@ char *pl_store__annot(const pl_annot *a) {
 
 /* ---- search (store.h invariant 8) --------------------------------------------- */
 
-/* The bytes of the character at p (valid UTF-8, not at its end) when it
- * is part of a word: an ASCII letter or digit, or a non-ASCII character
- * that is not white space (U+3000, U+00A0, U+2003 separate words as the
- * space does, audit J3); else 0. */
-static size_t char_len(const char *p) {      /* never past a NUL */
+/* The bytes of the UTF-8 character at p, never past a NUL. */
+static size_t char_len(const char *p) {
     unsigned char c = (unsigned char)*p;
     size_t n = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2, i = 1;
     while (i < n && p[i]) i++;
     return i;
 }
 
+/* The bytes of the character at p (valid UTF-8, not at its end) when it
+ * is part of a word: an ASCII letter or digit, or a non-ASCII character
+ * that is not white space (U+3000, U+00A0, U+2003 separate words as the
+ * space does, audit J3); else 0. */
 static size_t word_char(const char *p) {
     unsigned char c = (unsigned char)*p;
     if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
