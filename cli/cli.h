@@ -74,6 +74,13 @@ int pc_conv_arg(pc_client *c, const char *cmd, const char *arg, int64_t *conv);
 int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id);
 /* The same, *user the server's {"id", "username"} (a new reference). */
 int pc_user_lookup(pc_client *c, const char *cmd, const char *arg, json_t **user);
+/* The same, with the name as the server stores it (for what is printed)
+ * copied into stored[size]. */
+int pc_user_stored(pc_client *c, const char *cmd, const char *arg, int64_t *id, char *stored, size_t size);
+/* The stored username of the member of members (a borrowed JSON array of
+ * {"username", ...}) named name, ASCII case aside as usernames compare;
+ * NULL when none is. */
+const char *pc_member_named(json_t *members, const char *name);
 /* `group role` and `workspace role`: pos[0] its target (CONV, or WS when
  * ws), pos[1] USER, pos[2] admin or member; PATCHes the user's role there
  * and prints "bob is an admin of 12" ("of workspace 3"). 0, or the exit

@@ -102,13 +102,31 @@ int pc_user_lookup(pc_client *c, const char *cmd, const char *arg, json_t **user
     return rc;
 }
 
-int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id) {
+int pc_user_stored(pc_client *c, const char *cmd, const char *arg, int64_t *id, char *stored, size_t size) {
     json_t *u;
     int rc = pc_user_lookup(c, cmd, arg, &u);
     if (rc) return rc;
     *id = json_integer_value(json_object_get(u, "id"));
+    const char *n = json_string_value(json_object_get(u, "username"));
+    snprintf(stored, size, "%s", n ? n : bare_name(arg));
     json_decref(u);
     return 0;
+}
+
+int pc_user_arg(pc_client *c, const char *cmd, const char *arg, int64_t *id) {
+    char stored[64];
+    return pc_user_stored(c, cmd, arg, id, stored, sizeof stored);
+}
+
+const char *pc_member_named(json_t *members, const char *name) {
+    const char *found = NULL;
+    size_t i;
+    json_t *m;
+    json_array_foreach(members, i, m) {
+        const char *u = json_string_value(json_object_get(m, "username"));
+        if (u && strcasecmp(u, name) == 0) found = u;
+    }
+    return found;
 }
 
 int pc_conv_get(pc_client *c, const char *cmd, int64_t conv, json_t **out) {
@@ -261,28 +279,17 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
     char shown[64];                                   /* the name as stored, once known */
     snprintf(shown, sizeof shown, "%s", bare_name(pos[1]));
     if ((rc = pc_conv_arg(c, cmd, pos[0], &conv))) return rc;
-    if (!add) {
-        json_t *u;
-        if ((rc = pc_user_lookup(c, cmd, pos[1], &u))) return rc;
-        user = json_integer_value(json_object_get(u, "id"));
-        const char *n = json_string_value(json_object_get(u, "username"));
-        if (n) snprintf(shown, sizeof shown, "%s", n);
-        json_decref(u);
-    }
+    if (!add && (rc = pc_user_stored(c, cmd, pos[1], &user, shown, sizeof shown))) return rc;
     char path[96];
     json_t *o = NULL;
     int was = 0;
     if (add) {
-        json_t *cv, *m;
-        size_t i;
-        const char *name = bare_name(pos[1]);
+        json_t *cv;
+        const char *name = bare_name(pos[1]), *n;
         if ((rc = pc_conv_get(c, cmd, conv, &cv))) return rc;
-        json_array_foreach(json_object_get(cv, "members"), i, m) {
-            const char *u = json_string_value(json_object_get(m, "username"));
-            if (u && strcasecmp(u, name) == 0) {          /* usernames compare case-insensitively */
-                was = 1;
-                snprintf(shown, sizeof shown, "%s", u);
-            }
+        if ((n = pc_member_named(json_object_get(cv, "members"), name))) {
+            was = 1;
+            snprintf(shown, sizeof shown, "%s", n);
         }
         json_decref(cv);
         snprintf(path, sizeof path, "/api/v1/conversations/%lld/members", (long long)conv);
@@ -294,14 +301,9 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
         rc = pc_call(c, cmd, "DELETE", path, NULL, &o);
     }
     if (rc) return rc;
-    if (add && o && !was) {                           /* the new member's stored name */
-        json_t *m;
-        size_t i;
-        json_array_foreach(json_object_get(o, "members"), i, m) {
-            const char *u = json_string_value(json_object_get(m, "username"));
-            if (u && strcasecmp(u, bare_name(pos[1])) == 0) snprintf(shown, sizeof shown, "%s", u);
-        }
-    }
+    const char *n;
+    if (add && o && !was && (n = pc_member_named(json_object_get(o, "members"), bare_name(pos[1]))))
+        snprintf(shown, sizeof shown, "%s", n);             /* the new member's stored name */
     if (c->json && o) pc_print_json(o);
     else if (!c->json && was) printf("%s was already a member of %lld\n", shown, (long long)conv);
     else if (!c->json) printf(add ? "added %s to %lld\n" : "removed %s from %lld\n", shown, (long long)conv);
@@ -313,8 +315,9 @@ int pc_role_set(pc_client *c, const char *cmd, char **pos, int ws) {
     if (strcmp(pos[2], "admin") != 0 && strcmp(pos[2], "member") != 0)
         return pc_usage_error(cmd, "the role is admin or member, not \"%s\"", pos[2]);
     int64_t id, user;
+    char shown[64];                                   /* the name as stored */
     int rc = ws ? pc_ws_arg(c, cmd, pos[0], &id) : pc_conv_arg(c, cmd, pos[0], &id);
-    if (rc || (rc = pc_user_arg(c, cmd, pos[1], &user))) return rc;
+    if (rc || (rc = pc_user_stored(c, cmd, pos[1], &user, shown, sizeof shown))) return rc;
     char path[96];
     snprintf(path, sizeof path, "/api/v1/%s/%lld/members/%lld", ws ? "workspaces" : "conversations",
              (long long)id, (long long)user);
@@ -324,7 +327,7 @@ int pc_role_set(pc_client *c, const char *cmd, char **pos, int ws) {
     if (rc) return rc;
     if (c->json && o) pc_print_json(o);
     else if (!c->json)
-        printf("%s is %s of %s%lld\n", bare_name(pos[1]), strcmp(pos[2], "admin") == 0 ? "an admin" : "a member",
+        printf("%s is %s of %s%lld\n", shown, strcmp(pos[2], "admin") == 0 ? "an admin" : "a member",
                ws ? "workspace " : "", (long long)id);
     json_decref(o);
     return 0;

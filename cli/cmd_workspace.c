@@ -240,23 +240,19 @@ static int ws_show(pc_client *c, int argc, char **argv, char **pos) {
     return 0;
 }
 
-/* 1 when workspace ws has a member named user (ASCII case aside, as
- * usernames compare), 0 when not; -1 with *rc the exit status after the
- * error line. */
-static int ws_has_member(pc_client *c, const char *cmd, int64_t ws, const char *user, int *rc) {
+/* 1 when workspace ws has a member named user, with its stored name
+ * copied into stored[size]; 0 when not; -1 with *rc the exit status after
+ * the error line. */
+static int ws_has_member(pc_client *c, const char *cmd, int64_t ws, const char *user, char *stored, size_t size,
+                         int *rc) {
     char path[64];
     snprintf(path, sizeof path, "/api/v1/workspaces/%lld", (long long)ws);
     json_t *o;
     if ((*rc = pc_call(c, cmd, "GET", path, NULL, &o))) return -1;
-    int found = 0;
-    size_t i;
-    json_t *m;
-    json_array_foreach(json_object_get(o, "members"), i, m) {
-        const char *n = json_string_value(json_object_get(m, "username"));
-        if (n && strcasecmp(n, user) == 0) found = 1;
-    }
+    const char *n = pc_member_named(json_object_get(o, "members"), user);
+    if (n) snprintf(stored, size, "%s", n);
     json_decref(o);
-    return found;
+    return n != NULL;
 }
 
 /* workspace add|remove WS USER. Adding a member again changes nothing (the
@@ -269,37 +265,28 @@ static int ws_member(pc_client *c, int argc, char **argv, char **pos, int add) {
     const char *user = pos[1][0] == '@' ? pos[1] + 1 : pos[1];
     if (!*user || !pc_utf8(user, strlen(user))) return pc_usage_error(cmd, "\"%s\" is not a username", pos[1]);
     int64_t ws, uid;
-    char stored[64];
+    char stored[64];                                  /* the name as stored, once known */
+    snprintf(stored, sizeof stored, "%s", user);
     if ((rc = pc_ws_arg(c, cmd, pos[0], &ws))) return rc;
     char path[96];
     json_t *o = NULL;
     int was = 0;
-    if (add && (was = ws_has_member(c, cmd, ws, user, &rc)) < 0) return rc;
+    if (add && (was = ws_has_member(c, cmd, ws, user, stored, sizeof stored, &rc)) < 0) return rc;
     if (add) {
         snprintf(path, sizeof path, "/api/v1/workspaces/%lld/members", (long long)ws);
         json_t *b = json_pack("{s:s}", "username", user);
         rc = pc_call(c, cmd, "POST", path, b, &o);
         json_decref(b);
     } else {
-        json_t *u;
-        if ((rc = pc_user_lookup(c, cmd, pos[1], &u))) return rc;
-        uid = json_integer_value(json_object_get(u, "id"));
-        const char *n = json_string_value(json_object_get(u, "username"));
-        if (n) {                                      /* printed as stored (audit O6) */
-            snprintf(stored, sizeof stored, "%s", n);
-            user = stored;
-        }
-        json_decref(u);
+        if ((rc = pc_user_stored(c, cmd, pos[1], &uid, stored, sizeof stored))) return rc;
         snprintf(path, sizeof path, "/api/v1/workspaces/%lld/members/%lld", (long long)ws, (long long)uid);
         rc = pc_call(c, cmd, "DELETE", path, NULL, &o);
     }
     if (rc) return rc;
-    json_t *m;
-    size_t i;
-    json_array_foreach(json_object_get(o, "members"), i, m) {     /* the name as stored (audit O5) */
-        const char *n = json_string_value(json_object_get(m, "username"));
-        if (add && n && strcasecmp(n, user) == 0) user = n;
-    }
+    const char *n;
+    if (add && o && !was && (n = pc_member_named(json_object_get(o, "members"), user)))
+        snprintf(stored, sizeof stored, "%s", n);           /* the new member's stored name (audit O5) */
+    user = stored;
     if (c->json && o) pc_print_json(o);
     else if (!c->json && was) printf("%s was already a member of workspace %lld\n", user, (long long)ws);
     else if (!c->json)

@@ -1497,6 +1497,10 @@ def test_adding_a_member_again_says_nothing_changed(cli):
     assert alice.out("workspace", "show", str(ws)) == f"{alice.id} {a} admin\n{bob.id} {b} member\n"
     assert alice.run("workspace", "add", str(ws), "nobody_" + a[:10], expect=1).stderr.startswith(
         "parley: workspace add: 404 not_found")
+    # a role change names the member as stored too
+    assert alice.out("workspace", "role", str(ws), bob.name.upper(), "admin") == f"{b} is an admin of workspace {ws}\n"
+    assert alice.out("group", "role", str(g), "@" + bob.name.upper(), "admin") == f"{b} is an admin of {g}\n"
+    assert alice.out("workspace", "remove", str(ws), bob.name.upper()) == f"removed {b} from workspace {ws}\n"
 
 
 def test_an_empty_argument_is_a_usage_error_naming_it(cli):
