@@ -48,6 +48,8 @@ typedef struct pl_bus_receipt {
     int64_t unread;           /* the user's unread count now (own sessions)   */
     int64_t members;          /* the conversation's member count              */
     int64_t peer;             /* author of the message read onto, or 0        */
+    int64_t unread_mentions;  /* the user's unread mentions now; -1: unknown
+                               * (from a node of a version before it)       */
 } pl_bus_receipt;
 
 /* A user's presence as one node sees it (merged over that node's sessions). */

@@ -104,6 +104,7 @@ void pl_bus__enc_receipt(pl_sbuf *s, int origin, const pl_bus_receipt *r) {
     f_int(s, r->unread);
     f_int(s, r->members);
     f_int(s, r->peer);
+    f_int(s, r->unread_mentions);               /* appended: older nodes drop it */
     enc_end(s);
 }
 
@@ -327,6 +328,9 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
         if (r_i64(&r, &c->conv) || r_i64(&r, &c->user) || r_i64(&r, &c->delivered) ||
             r_i64(&r, &c->read) || r_i64(&r, &c->unread) || r_i64(&r, &c->members) || r_i64(&r, &c->peer))
             goto bad;
+        c->unread_mentions = -1;                /* an older node's: not sent */
+        if (r.p < r.end && *r.p == '|' && r_i64(&r, &c->unread_mentions)) goto bad;
+        if (c->unread_mentions < -1) { fail(&r, "bad unread_mentions"); goto bad; }
         break;
     }
     case PL_BM_PRESENCE: {

@@ -28,7 +28,7 @@
 void pl_chat_receipt_done(const pl_job *j) {
     if (j->result || !j->created || !C.bus) return;
     pl_bus_receipt r = {j->conv, j->user, j->out_delivered, j->out_read, j->out_unread,
-                        j->out_members, j->out_peer};
+                        j->out_members, j->out_peer, j->out_unread_mentions};
     pl_bus_publish_receipt(C.bus, &r);
 }
 
@@ -94,14 +94,17 @@ void do_receipt(session *s, pl_msg *m) {
 void receipts_on_bus(void *ud, const pl_bus_receipt *r) {
     chat_conv *cv = conv_find(r->conv);
     if (!cv) return;
-    char other[192], own[224];
+    char other[192], own[256];
     int on = snprintf(other, sizeof other,
                       "{\"type\":\"receipt\",\"conversation\":%lld,\"user\":%lld,\"delivered_seq\":%lld,\"read_seq\":%lld}",
                       (long long)r->conv, (long long)r->user, (long long)r->delivered, (long long)r->read);
     int wn = snprintf(own, sizeof own,
-                      "{\"type\":\"receipt\",\"conversation\":%lld,\"user\":%lld,\"delivered_seq\":%lld,\"read_seq\":%lld,\"unread\":%lld}",
+                      "{\"type\":\"receipt\",\"conversation\":%lld,\"user\":%lld,\"delivered_seq\":%lld,\"read_seq\":%lld,\"unread\":%lld",
                       (long long)r->conv, (long long)r->user, (long long)r->delivered, (long long)r->read,
                       (long long)r->unread);
+    if (r->unread_mentions >= 0)        /* unknown from a node of an older version */
+        wn += snprintf(own + wn, sizeof own - (size_t)wn, ",\"unread_mentions\":%lld", (long long)r->unread_mentions);
+    own[wn++] = '}';
     int everyone = r->members <= C.cfg->receipt_fanout_max;
     pl_rbuf *fo = NULL, *fw = NULL;
     for (sub *x = cv->subs; x; x = x->next) {

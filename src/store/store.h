@@ -592,7 +592,8 @@ typedef enum pl_job_op {
     PL_JOB_RECEIPT,           /* in: conv, user, delivered, read (seqs; 0 = no change).
                                * Cursors only move up; values above last_seq are clamped;
                                * read implies delivered. out: out_delivered, out_read,
-                               * out_unread, out_members (member count), out_peer
+                               * out_unread, out_unread_mentions (when a cursor
+                               * moved), out_members (member count), out_peer
                                * (sender of the MESSAGE at out_read if the read cursor
                                * moved onto another user's message, else 0),
                                * created = 1 if a cursor moved.            */
@@ -985,6 +986,7 @@ struct pl_job {
     int64_t    out_delivered; /* receipt: the user's cursors after the job */
     int64_t    out_read;
     int64_t    out_unread;    /* receipt: messages from others above out_read */
+    int64_t    out_unread_mentions; /* receipt: mentions of the user above it */
     int64_t    out_members;   /* receipt: the conversation's member count  */
     int64_t    out_peer;      /* receipt: see PL_JOB_RECEIPT               */
     int64_t    out_batch;     /* writes with an event: the backend's outbox id of

@@ -496,6 +496,7 @@ int pg_run_receipts(pg_store *s, pl_job **jobs, size_t n) {
             j->out_unread = e->msg_count - msg_no - own;
             if (j->out_unread < 0) j->out_unread = 0;
             j->out_members = e->member_count;
+            j->out_unread_mentions = pg_i64(r, row, 5);
         }
         free(row_of);
     }

@@ -102,7 +102,7 @@ void pg_reset_outputs(pl_job *j) {
     j->out_id = 0;
     j->created = 0;
     j->dup = 0;
-    j->out_delivered = j->out_read = j->out_unread = j->out_members = j->out_peer = 0;
+    j->out_delivered = j->out_read = j->out_unread = j->out_unread_mentions = j->out_members = j->out_peer = 0;
     j->out_batch = 0;
     j->why = NULL;
     memset(&j->event, 0, sizeof j->event);

@@ -483,6 +483,7 @@ const char *const sq_w_sql[W__COUNT] = {
                          " WHERE conv_id = ?1 AND user_id = ?2",
     [W_MEMBER_SET_CURSORS] = "UPDATE members SET delivered_seq = ?1, read_seq = ?2"
                              " WHERE conv_id = ?3 AND user_id = ?4",
+    [W_MENTIONS_ABOVE] = "SELECT count(*) FROM mentions WHERE conv_id = ?1 AND user_id = ?2 AND seq > ?3",
     [W_OWN_IN_RANGE] = "SELECT count(*) FROM events WHERE conv_id = ?1 AND seq > ?2 AND seq <= ?3"
                        " AND kind = 2 AND sender = ?4",
     [W_OWN_UNREAD_ADD] = "UPDATE members SET own_unread = own_unread + ?1 WHERE conv_id = ?2 AND user_id = ?3",

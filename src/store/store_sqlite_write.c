@@ -1072,6 +1072,13 @@ static int job_receipt(sq_store *s, pl_job *j, int64_t now) {
     j->out_unread = e->msg_count - msg_no - own;
     if (j->out_unread < 0) j->out_unread = 0;
     j->out_members = e->member_count;
+    if (j->created) {                  /* announced: with its unread mentions */
+        st = s->w[W_MENTIONS_ABOVE];
+        sqlite3_bind_int64(st, 1, j->conv);
+        sqlite3_bind_int64(st, 2, j->user);
+        sqlite3_bind_int64(st, 3, base);
+        if ((rc = w_lookup(s, W_MENTIONS_ABOVE, &j->out_unread_mentions)) < 0) return rc;
+    }
     return PL_STORE_OK;
 }
 
@@ -1090,7 +1097,7 @@ static void reset_outputs(pl_job *j) {
     j->out_id = 0;
     j->created = 0;
     j->dup = 0;
-    j->out_delivered = j->out_read = j->out_unread = j->out_members = j->out_peer = 0;
+    j->out_delivered = j->out_read = j->out_unread = j->out_unread_mentions = j->out_members = j->out_peer = 0;
     j->out_batch = 0;
     j->why = NULL;
     memset(&j->event, 0, sizeof j->event);

@@ -130,6 +130,36 @@ async def test_read_on_one_device_clears_unread_on_the_other(server):
 
 
 @async_test(60)
+async def test_own_receipt_carries_unread_mentions(server):
+    """A read on one device tells the user's other devices its unread
+    mentions too (protocol.md "Receipts"); other members' frames carry
+    neither count. Over REST's read mark as well."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "um")
+        cid = (await api.create_group(alice, [bob.id, carol.id]))["id"]
+        a = await h.ws(alice)
+        phone = await h.ws(bob, name="phone")
+        laptop = await h.ws(bob, name="laptop")
+        seqs = [(await a.send_msg(cid, body))["seq"]
+                for body in (f"hi @{bob.username}", "plain", f"again @{bob.username}", "more")]
+        await phone.wait_seq(cid, seqs[-1])
+        await laptop.wait_seq(cid, seqs[-1])
+        await phone.send_json({"type": "read", "conversation": cid, "seq": seqs[1]})
+        m = await laptop.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == bob.id
+                                  and m.get("read_seq") == seqs[1], what="read sync on the laptop")
+        assert m["unread"] == 2 and m["unread_mentions"] == 1, m
+        r = await a.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == bob.id
+                             and m.get("read_seq") == seqs[1], what="bob's read at alice")
+        assert "unread" not in r and "unread_mentions" not in r, r
+        await api.expect(204, "POST", f"/api/v1/conversations/{cid}/read", token=bob.token,
+                         json_body={"seq": seqs[-1]})
+        m = await laptop.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == bob.id
+                                  and m.get("read_seq") == seqs[-1], what="REST read on the laptop")
+        assert m["unread"] == 0 and m["unread_mentions"] == 0, m
+
+
+@async_test(60)
 async def test_rest_read_marks(server):
     async with Harness(server) as h:
         api = h.api

@@ -140,12 +140,18 @@ TEST(bus_codec_roundtrip) {
     CHECK(m.type == PL_BM_BLOCKED && m.origin == 6 && m.blocked.conv == 33 && m.blocked.blocked == 1);
 
     pl_bus_receipt rc = {.conv = 41, .user = 42, .delivered = 43, .read = 44, .unread = 0, .members = 46,
-                         .peer = 47};
+                         .peer = 47, .unread_mentions = 2};
     s.len = 0;
     pl_bus__enc_receipt(&s, 5, &rc);
     CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
     free(copy);
     CHECK(m.type == PL_BM_RECEIPT && memcmp(&m.receipt, &rc, sizeof rc) == 0);
+    /* an older node's receipt, without unread_mentions: decoded, marked unknown */
+    s.len = 0;
+    pl_sbuf_adds(&s, "C5|41|42|43|44|0|46|47.");
+    CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
+    free(copy);
+    CHECK(m.type == PL_BM_RECEIPT && m.receipt.peer == 47 && m.receipt.unread_mentions == -1);
 
     int64_t pc[40];
     for (int i = 0; i < 40; i++) pc[i] = 1000 + i * 7919;
@@ -249,7 +255,7 @@ TEST(bus_codec_malformed) {
     pl_sbuf_init(&s);
     int64_t pc[3] = {1, 2, 3};
     pl_bus_presence p = {.user = 1, .status = 1, .last_active = 2, .expires = 3, .convs = pc, .nconvs = 3};
-    pl_bus_receipt rc = {1, 2, 3, 4, 5, 6, 7};
+    pl_bus_receipt rc = {1, 2, 3, 4, 5, 6, 7, 8};
     pl_event e = {.conv = 10, .seq = 11, .id = 12, .ts = 13, .kind = 2, .sender = 14, .client_msg_id = "k",
                   .body = "b|9:.", .body_len = 5, .data = "{}"};
     /* every proper prefix of every message type is refused */
@@ -281,6 +287,7 @@ TEST(bus_codec_malformed) {
         {"E1|1|1|1|1|99999999999|1|0|~|~|~.", 34}, {"E1|1|1|-1|1|2|1|0|~|~|~.", 25},
         {"E1|1|1|1|1|2|1|0|~x|~|~.", 24}, {"P1|2|2|3|4|1000000|1.", 21}, {"P1|2|2|3|4|-1.", 14},
         {"P1|2|2|3|4|2|1.", 15}, {"Z1.", 3}, {"T1|2|3|99999999999.", 19},
+        {"C1|1|2|3|4|5|6|7|-2.", 20},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (dec_str(bad[i].m, bad[i].n) != -1) fprintf(stderr, "  accepted bad[%zu]\n", i);
@@ -304,6 +311,7 @@ TEST(bus_codec_malformed) {
         CHECK_EQ(pl_bus__decode(copy, s.len, &m, &cv, &cap, &why), 0);
         CHECK_EQ(m.receipt.unread, 5);
         CHECK_EQ(m.receipt.peer, 7);
+        CHECK_EQ(m.receipt.unread_mentions, 8);
         free(copy);
         free(cv);
     }
@@ -851,7 +859,7 @@ static void t_signals(ctx *c) {
     CHECK_EQ(b->typing[1].start, 0);
 
     pl_bus_receipt rc = {.conv = 100, .user = 42, .delivered = 9, .read = 8, .unread = 3, .members = 12,
-                         .peer = 7};
+                         .peer = 7, .unread_mentions = 1};
     pl_bus_publish_receipt(a->bus, &rc);
     CHECK_EQ(a->nreceipt, 1);
     WAIT_CHECK(c, b->nreceipt == 1, 5000);

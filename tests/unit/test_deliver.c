@@ -1117,19 +1117,32 @@ TEST(receipts_in_large_groups_reach_reader_and_author) {
     fconn *author = h_session(1, 1, &cs, 1, 0), *reader = h_session(2, 2, &cs, 1, 0),
           *bystander = h_session(3, 3, &cs, 1, 0);
     CHECK(author && reader && bystander);
-    pl_bus_receipt r = {10, 2, 5, 5, 0, 4, 1};     /* 4 members > 2; read onto user 1's */
+    pl_bus_receipt r = {10, 2, 5, 5, 0, 4, 1, 3};  /* 4 members > 2; read onto user 1's */
     pl_bus_publish_receipt(H.bus, &r);
     CHECK(has_frame(author, "receipt"));
     CHECK(has_frame(reader, "receipt"));
     CHECK(!has_frame(bystander, "receipt"));
     size_t at = 0;
     json_t *own = next_frame(reader, &at, "receipt");
-    int with_unread = json_object_get(own, "unread") != NULL;
+    int with_unread = json_object_get(own, "unread") != NULL &&
+                      json_integer_value(json_object_get(own, "unread_mentions")) == 3;
     json_decref(own);
     CHECK(with_unread);
-    pl_bus_receipt small = {10, 2, 5, 5, 0, 2, 0};  /* 2 members: everyone */
+    at = 0;                                        /* the reader's counts are its own */
+    json_t *theirs = next_frame(author, &at, "receipt");
+    int bare = theirs && !json_object_get(theirs, "unread") && !json_object_get(theirs, "unread_mentions");
+    json_decref(theirs);
+    CHECK(bare);
+    pl_bus_receipt small = {10, 2, 6, 6, 0, 2, 0, -1};  /* 2 members: everyone; an older node's */
     pl_bus_publish_receipt(H.bus, &small);
     CHECK(has_frame(bystander, "receipt"));
+    at = 0;
+    json_t *f = next_frame(reader, &at, "receipt");
+    json_decref(f);
+    f = next_frame(reader, &at, "receipt");
+    int unknown = f && json_object_get(f, "unread") && !json_object_get(f, "unread_mentions");
+    json_decref(f);
+    CHECK(unknown);
     fconn *all[] = {author, reader, bystander};
     h_stop(all, 3);
 }

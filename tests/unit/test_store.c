@@ -1546,6 +1546,38 @@ TEST(store_unread_after_a_member_is_added_again) {
 }
 
 
+/* A receipt that moves a cursor says the reader's unread mentions after it,
+ * as a conversation's unread_mentions would (own sessions' frames). */
+TEST(store_receipt_unread_mentions) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "mann"), b = t_user(&t, "mbob");
+    int64_t m[] = {b};
+    int64_t g = t_group(&t, a, "g", m, 1);                   /* seq 1 */
+    CHECK_EQ(t_send(&t, g, a, "hi @mbob"), 2);
+    CHECK_EQ(t_send(&t, g, a, "plain"), 3);
+    CHECK_EQ(t_send(&t, g, a, "again @mbob"), 4);
+    pl_job r;
+    CHECK_EQ(t_receipt_job(&t, g, b, 0, 2, &r), PL_STORE_OK);
+    CHECK(r.created);
+    CHECK_EQ(r.out_unread, 2);
+    CHECK_EQ(r.out_unread_mentions, 1);                      /* seq 4 */
+    CHECK_EQ(t_receipt_job(&t, g, b, 0, 4, &r), PL_STORE_OK);
+    CHECK_EQ(r.out_unread_mentions, 0);
+    /* a mention sent in the batch before the read it is above */
+    pl_job j[3];
+    t_send_init(&t, &j[0], g, a, "x1", "@mbob one");            /* seq 5 */
+    t_send_init(&t, &j[1], g, a, "x2", "@mbob two");            /* seq 6 */
+    t_init(&t, &j[2], PL_JOB_RECEIPT);
+    j[2].conv = g; j[2].user = b; j[2].read = 5;
+    CHECK_EQ(t_run(&t, j, 3), 0);
+    CHECK_EQ(j[2].result, PL_STORE_OK);
+    CHECK_EQ(j[2].out_unread, 1);
+    CHECK_EQ(j[2].out_unread_mentions, 1);                   /* seq 6 */
+    for (int i = 0; i < 3; i++) pl_job_release(&j[i]);
+    t_finish(&t);
+}
+
 TEST(store_unread_counters_exact) {
     tstore t;
     CHECK_EQ(t_open(&t), PL_STORE_OK);
