@@ -1315,6 +1315,14 @@ void sq_run_batch(void *wctx, pl_job **jobs, size_t n) {
         w_fatal(s, SQLITE_IOERR_FSYNC, "COMMIT (fault hook)");
         goto fail;
     }
+    /* parley.db unlinked or replaced under us (its directory removed, say):
+     * the commit would go to a file no restart finds (audit E4). One stat. */
+    int moved = 0;
+    if (sqlite3_file_control(s->wdb, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || moved) {
+        pl_log(PL_LOG_ERROR, 0, "store: parley.db was removed or replaced while open; restart parleyd", NULL);
+        w_fatal(s, SQLITE_READONLY_DBMOVED, "COMMIT (the database file is gone)");
+        goto fail;
+    }
     if (w_exec(s, W_COMMIT) == PL_STORE_OK) {
         pl_count(&pl_m_commit_batches, 1);
         pl_count(&pl_m_commit_jobs, n);

@@ -7,7 +7,10 @@ event a recipient saw before the crash exists, and new sends continue at the
 next seq. Five rounds, accumulating."""
 
 import random
+import shutil
 import time
+
+import pytest
 
 from pclient import Harness, async_test, assert_contiguous, msg_events, pipeline_send, seqs
 
@@ -131,3 +134,28 @@ async def test_kill9_loses_no_acknowledged_message(server):
             mine = [e for e in msg_events(hist) if e["client_msg_id"].startswith(f"r{rnd}-")]
             nums = [int(e["client_msg_id"].split("-")[1]) for e in mine]
             assert nums == sorted(nums), f"round {rnd}: one connection's sends were reordered"
+
+
+@pytest.mark.embedded_only("parleyd's own SQLite files")
+@async_test(60)
+async def test_a_removed_data_directory_stops_acknowledging(server):
+    """Audit E4 F1: after `rm -rf` of the data directory, sends were still
+    acknowledged (into files no restart finds) and /readyz stayed ready.
+    Now the first commit after it fails: writes `unavailable`, /readyz 503,
+    an error log line; nothing is acknowledged that a restart would lose."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "rmd")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice)
+        await a.send_msg(cid, "before")
+        shutil.rmtree(server.data_dir)
+        r = await a.request({"type": "send", "conversation": cid, "client_msg_id": "after-rm", "body": "after"})
+        assert r["type"] == "error" and r["code"] == "unavailable", r
+        await api.expect(503, "POST", f"/api/v1/conversations/{cid}/messages", token=bob.token,
+                         json_body={"client_msg_id": "after-rm-2", "body": "after"})
+        await api.expect(503, "POST", "/api/v1/auth/register",
+                         json_body={"username": "rmd_late", "password": "correct horse battery"})
+        r = await api.expect(503, "GET", "/readyz")
+        assert "store unavailable" in r.text, r
+        assert "parley.db was removed or replaced while open" in server.log_text()
