@@ -31,6 +31,7 @@
 #include "../chat/auth.h"
 #include "../chat/chat.h"
 #include "../core/alloc.h"
+#include "../core/buf.h"
 #include "../core/clock.h"
 #include "../core/log.h"
 #include "../http/server.h"
@@ -394,6 +395,16 @@ static void tighten_data_files(const char *dir) {
                (unsigned)(st.st_mode & 0777));
 }
 
+/* A start error's JSON log line, its reason escaped (a path may hold a '"'). */
+static void log_reason(const char *msg, const char *reason) {
+    pl_sbuf f;
+    pl_sbuf_init(&f);
+    pl_sbuf_adds(&f, "\"reason\":");
+    pl_sbuf_add_json_str(&f, reason, strlen(reason));
+    pl_log(PL_LOG_ERROR, 0, msg, "%s", pl_sbuf_cstr(&f));
+    pl_sbuf_release(&f);
+}
+
 int main(int argc, char **argv) {
     pl_alloc_tune();
     umask(077);                  /* the database, index, key and media: ours alone (audit N3) */
@@ -434,9 +445,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     tighten_data_files(cfg.data_dir);
-    const char *aerr = NULL;
-    if (pl_auth_init(cfg.data_dir, &aerr)) {
+    char aerr[4400];
+    if (pl_auth_init(cfg.data_dir, aerr, sizeof aerr)) {
         fprintf(stderr, "parleyd: %s\n", aerr);
+        log_reason("cannot start", aerr);
         return 1;
     }
     loop = uv_default_loop();
@@ -460,12 +472,12 @@ int main(int argc, char **argv) {
     };
     if (cfg.redis[0] && pl_bus_redis_probe(cfg.redis, err, sizeof err)) {   /* README: exit 1 */
         fprintf(stderr, "parleyd: %s: %s\n", pl_config_src("redis"), err);
-        pl_log(PL_LOG_ERROR, 0, "cannot reach Redis", "\"reason\":\"%s\"", err);
+        log_reason("cannot reach Redis", err);
         return 1;
     }
     if (pl_store_open(&so, &store, err, sizeof err)) {
         fprintf(stderr, "parleyd: cannot open the store: %s\n", err);
-        pl_log(PL_LOG_ERROR, 0, "cannot open the store", "\"reason\":\"%s\"", err);
+        log_reason("cannot open the store", err);
         return 1;
     }
     uint8_t shared[32];

@@ -20,30 +20,36 @@ void pl_auth_derive_key(const char *label, uint8_t out[32]) {
     crypto_auth_hmacsha256(out, (const uint8_t *)label, strlen(label), key);
 }
 
-int pl_auth_init(const char *data_dir, const char **err) {
-    if (sodium_init() < 0) { *err = "libsodium init failed"; return -1; }
+int pl_auth_init(const char *data_dir, char *err, size_t errlen) {
+    if (sodium_init() < 0) { snprintf(err, errlen, "libsodium init failed"); return -1; }
     char path[4096];
     snprintf(path, sizeof path, "%s/token.key", data_dir);
     int fd = open(path, O_RDONLY);
     if (fd >= 0) {
         ssize_t n = read(fd, key, sizeof key);
         close(fd);
-        if (n != (ssize_t)sizeof key) { *err = "token.key is damaged"; return -1; }
+        if (n != (ssize_t)sizeof key) { snprintf(err, errlen, "%s is damaged", path); return -1; }
         return 0;
     }
-    if (errno != ENOENT) { *err = "cannot read token.key"; return -1; }
+    if (errno != ENOENT) { snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno)); return -1; }
     randombytes_buf(key, sizeof key);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0) { *err = "cannot create token.key"; return -1; }
-    if (write(fd, key, sizeof key) != (ssize_t)sizeof key || fsync(fd) != 0) {
+    if (fd < 0) { snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno)); return -1; }
+    ssize_t n = write(fd, key, sizeof key);
+    if (n != (ssize_t)sizeof key || fsync(fd) != 0) {          /* a full disk, say (audit E4) */
+        snprintf(err, errlen, "cannot write %s: %s", path, n >= 0 && n < (ssize_t)sizeof key ? strerror(ENOSPC) : strerror(errno));
         close(fd);
-        *err = "cannot write token.key";
+        unlink(tmp);
         return -1;
     }
     close(fd);
-    if (rename(tmp, path) != 0) { *err = "cannot create token.key"; return -1; }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
     return 0;
 }
 

@@ -20,7 +20,7 @@
 #define PL_AUTH_PWHASH_MAX  128   /* crypto_pwhash_STRBYTES                */
 
 /* Initialises libsodium and loads/creates the key. 0 or -1 with *err. */
-int  pl_auth_init(const char *data_dir, const char **err);
+int  pl_auth_init(const char *data_dir, char *err, size_t errlen);
 /* Replaces the key (cluster mode: one key shared by every node, kept in the
  * database, so any node verifies any node's tokens). */
 void pl_auth_set_key(const uint8_t k[32]);

@@ -11,10 +11,18 @@ static int init_once(void) {
     if (done) return 0;
     char dir[] = "/tmp/pl-auth-XXXXXX";
     if (!mkdtemp(dir)) return -1;
-    const char *err;
-    if (pl_auth_init(dir, &err)) return -1;
+    char err[300];
+    if (pl_auth_init(dir, err, sizeof err)) return -1;
     done = 1;
     return 0;
+}
+
+/* A key that cannot be made says where and why (audit E4 F5: "cannot
+ * create token.key" alone). */
+TEST(auth_init_error_names_path_and_reason) {
+    char err[300] = "";
+    CHECK_EQ(pl_auth_init("/nonexistent-parley-dir", err, sizeof err), -1);
+    CHECK_STR(err, "cannot create /nonexistent-parley-dir/token.key: No such file or directory");
 }
 
 TEST(auth_access_roundtrip) {
