@@ -97,7 +97,7 @@ void pl_metrics_render(pl_sbuf *o, const pl_metrics_gauges *g) {
             "{action=\"block\"}", &pl_m_filter_blocked, 1);
     counter(o, "parley_content_filter_total", NULL, "{action=\"flag\"}", &pl_m_filter_flagged, 0);
     counter(o, "parley_content_filter_total", NULL, "{action=\"mask\"}", &pl_m_filter_masked, 0);
-    counter(o, "parley_connections_refused_total", "Connections refused over the per-IP cap.", NULL,
+    counter(o, "parley_connections_refused_total", "Connections refused: over the per-IP cap, or closed unanswered while out of file descriptors.", NULL,
             &pl_m_conn_refused_ip, 1);
     gauge(o, "parley_store_up", "1 while the store's connections are up.", (uint64_t)g->store_up);
     gauge(o, "parley_bus_up", "1 while the bus (Redis in cluster mode) is connected.", (uint64_t)g->bus_up);

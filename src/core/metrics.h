@@ -46,7 +46,7 @@ extern pl_counter pl_m_rate_limited_ws;
 extern pl_counter pl_m_rate_limited_ip;
 extern pl_counter pl_m_rate_limited_signal;
 extern pl_counter pl_m_rate_limited_overload;   /* flow control's refusals (flow.h) */
-extern pl_counter pl_m_conn_refused_ip;      /* over the per-IP connection cap   */
+extern pl_counter pl_m_conn_refused_ip;      /* over the per-IP cap, or no fds   */
 extern pl_counter pl_m_idle_closes;
 extern pl_counter pl_m_bus_published;       /* messages handed to the bus transport */
 extern pl_counter pl_m_bus_received;        /* messages from other nodes       */

@@ -682,7 +682,7 @@ static void conn_accepted(pl_net *n, int fd, const struct sockaddr_storage *peer
  * waits, so the listener does not stay readable (and the loop busy) until
  * a descriptor frees up. */
 static void shed_connects(pl_net *n) {
-    static int64_t logged;
+    static int64_t logged, unlogged;     /* a line a second, counting what the others saw */
     if (n->reserve_fd < 0) return;
     close(n->reserve_fd);
     int fd, shed = 0;
@@ -691,10 +691,14 @@ static void shed_connects(pl_net *n) {
         shed++;
     }
     n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pl_count(&pl_m_conn_refused_ip, (uint64_t)shed);
+    unlogged += shed;
     int64_t now = pl_mono_ms();
-    if (now - logged >= 1000) {
+    if (now - logged >= 1000 && unlogged > 0) {
         logged = now;
-        pl_log(PL_LOG_WARN, 0, "out of file descriptors: connections refused", "\"refused\":%d", shed);
+        pl_log(PL_LOG_WARN, 0, "out of file descriptors: connections refused", "\"refused\":%lld",
+               (long long)unlogged);
+        unlogged = 0;
     }
 }
 

@@ -4,6 +4,7 @@ headers, the SIGTERM drain, and /metrics."""
 
 import asyncio
 import json
+import os
 import re
 import socket
 import threading
@@ -229,6 +230,55 @@ def test_loopback_clients_are_not_capped_per_ip_unless_asked(server_factory):
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.mark.embedded_only("the process limit of one parleyd")
+def test_out_of_descriptors_new_connections_are_counted_and_logged(server):
+    """protocol.md "Rate limits": a server out of file descriptors closes new
+    connections at once, keeps serving those it has, and counts them in
+    parley_connections_refused_total (audit E4 F6: the metric stayed 0 and
+    the log's count missed the refusals of the lines it held back)."""
+    import resource
+    pid = server.proc.pid
+    kept = socket.create_connection((server.host, server.port), timeout=5)
+    socks = []
+    old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    try:
+        used = len(os.listdir(f"/proc/{pid}/fd"))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (used + 4, old[1]))
+        refused = 0
+        for _ in range(20):
+            s = socket.create_connection((server.host, server.port), timeout=5)
+            socks.append(s)
+        time.sleep(0.5)
+        for s in socks:                          # accepted and closed unanswered, or still held
+            s.settimeout(0.2)
+            try:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                if s.recv(64) == b"":
+                    refused += 1
+            except (ConnectionResetError, BrokenPipeError):
+                refused += 1
+            except socket.timeout:
+                pass
+        assert refused >= 10, refused
+        kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        kept.settimeout(5)
+        body = b""
+        while b"parley_connections_refused_total " not in body or not body.endswith(b"\n"):
+            chunk = kept.recv(65536)
+            assert chunk, body[-200:]
+            body += chunk
+        n = int(re.search(rb"\nparley_connections_refused_total (\d+)", body).group(1))
+        assert n >= refused, (n, refused)
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+        for s in socks:
+            s.close()
+        kept.close()
+    logged = [int(m) for m in re.findall(r'out of file descriptors: connections refused","refused":(\d+)',
+                                         server.log_text())]
+    assert logged and min(logged) > 0, logged    # a line a second, never "refused": 0
 
 
 @async_test(60)
