@@ -108,6 +108,8 @@ typedef struct sq_store {
                                  * this often without being woken */
 #define SQ_INDEX_GAP_MS   50    /* and starts a pass at most this often
                                  * unless it is behind */
+#define SQ_INDEX_FAIL_MS  1000  /* after failing passes (a full disk), one
+                                 * try this often; one log line a minute */
 #define SQ_INDEX_NICE     10    /* the indexer thread's nice value once it
                                  * stopped yielding: */
 #define SQ_INDEX_LAG_MAX  200000 /* queued messages, or */

@@ -139,6 +139,8 @@ struct sq_indexer {
     int             frames;             /* indexer thread: search.db's WAL   */
     int64_t         ckpt_ms;            /* indexer thread: its last checkpoint */
     int64_t         lag;                /* indexer thread: queued past done  */
+    int64_t         failed;             /* indexer thread: passes failed in a row */
+    int64_t         failed_logged;      /* indexer thread: when it said so   */
     int             can_idle;           /* SCHED_IDLE can be left again      */
 };
 
@@ -267,11 +269,19 @@ static int ix_pass_as(sq_indexer *x, int replace) {
         return -1;
     }
     if (rc) {
-        pl_log(PL_LOG_ERROR, 0, "store: search indexing pass failed", "\"rc\":%d,\"err\":\"%s\"", rc,
-               sqlite3_errmsg(x->db));
+        int64_t now = pl_mono_ms();        /* a line a minute while it lasts (audit E4: 12 a second) */
+        if (x->failed++ == 0 || now - x->failed_logged >= 60000) {
+            x->failed_logged = now;
+            pl_log(PL_LOG_ERROR, 0, "store: search indexing pass failed", "\"rc\":%d,\"err\":\"%s\",\"failed\":%lld",
+                   rc, sqlite3_errmsg(x->db), (long long)x->failed);
+        }
         if (!sqlite3_get_autocommit(x->db)) ix_exec(x, IX_ROLLBACK);
         ix_clear(x);
         return -1;
+    }
+    if (x->failed) {
+        pl_log(PL_LOG_INFO, 0, "store: search indexing works again", "\"failed\":%lld", (long long)x->failed);
+        x->failed = 0;
     }
     ix_clear(x);
     __atomic_store_n(&x->done, high, __ATOMIC_RELEASE);
@@ -359,7 +369,11 @@ static void *ix_main(void *arg) {
     for (;;) {
         pthread_mutex_lock(&x->mu);
         if (!behind) {
-            if (!__atomic_load_n(&x->kick, __ATOMIC_ACQUIRE) && !x->stop) ix_wait(x, SQ_INDEX_EVERY_MS);
+            if (errors >= 3)                /* failing: no kick makes it try sooner */
+                for (int64_t t0 = pl_mono_ms(), now; !x->stop && (now = pl_mono_ms()) < t0 + SQ_INDEX_FAIL_MS;)
+                    ix_wait(x, t0 + SQ_INDEX_FAIL_MS - now);
+            else if (!__atomic_load_n(&x->kick, __ATOMIC_ACQUIRE) && !x->stop)
+                ix_wait(x, SQ_INDEX_EVERY_MS);
             for (int64_t now; !x->stop && (now = pl_mono_ms()) < last + SQ_INDEX_GAP_MS;)
                 ix_wait(x, last + SQ_INDEX_GAP_MS - now);
         }

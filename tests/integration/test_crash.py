@@ -6,8 +6,12 @@ history with the same seq, id and ts, the log is contiguous from 1, every
 event a recipient saw before the crash exists, and new sends continue at the
 next seq. Five rounds, accumulating."""
 
+import asyncio
+import os
 import random
 import shutil
+import subprocess
+import tempfile
 import time
 
 import pytest
@@ -159,3 +163,78 @@ async def test_a_removed_data_directory_stops_acknowledging(server):
         r = await api.expect(503, "GET", "/readyz")
         assert "store unavailable" in r.text, r
         assert "parley.db was removed or replaced while open" in server.log_text()
+
+
+@pytest.fixture
+def small_disk():
+    """An 8 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    d = tempfile.mkdtemp(prefix="parley-small-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", d], capture_output=True)
+    if r.returncode != 0:
+        os.rmdir(d)
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    yield d
+    subprocess.run(["umount", "-l", d])
+    os.rmdir(d)
+
+
+@pytest.mark.embedded_only("parleyd's own SQLite files on a small disk")
+@async_test(90)
+async def test_a_full_disk_loses_no_acknowledged_message(server_factory, small_disk):
+    """protocol.md `unavailable`: a commit that fails on a full disk stops
+    the writes (`unavailable` with retry_after, /readyz 503) and nothing
+    acknowledged is lost: after space is freed and parleyd restarted every
+    acknowledged send is there, seqs contiguous, and a retry of one answers
+    `duplicate`. The search indexer says it failed once, not a dozen times
+    a second (audit E4 F7)."""
+    data = os.path.join(small_disk, "data")
+    server = server_factory(["--data-dir", data])
+    filler = os.path.join(small_disk, "filler")
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "full")
+        cid = (await api.open_dm(alice, bob.id))["id"]
+        a = await h.ws(alice)
+        st = os.statvfs(small_disk)
+        with open(filler, "wb") as f:               # leave ~1 MiB
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - (1 << 20)))
+        acked, err = {}, None
+        for i in range(2000):
+            r = await a.request({"type": "send", "conversation": cid, "client_msg_id": f"f{i}",
+                                 "body": f"{i} " + "x" * 3900})
+            if r["type"] == "sent":
+                acked[f"f{i}"] = r["seq"]
+                continue
+            err = r
+            break
+        assert err and err["type"] == "error" and err["code"] == "unavailable" and err["retry_after"] > 0, err
+        assert acked, "the disk filled before any send"
+        r = await api.expect(503, "GET", "/readyz")
+        assert "store unavailable" in r.text, r
+        await asyncio.sleep(3)
+        fails = server.log_text().count("search indexing pass failed")
+        assert fails <= 2, f"{fails} indexing failure lines in 3 s"
+    os.unlink(filler)
+    server.stop()
+    server.start()
+    async with Harness(server) as h:
+        api = h.api
+        events, after = [], 0
+        while True:
+            r = await api.expect(200, "GET", f"/api/v1/conversations/{cid}/messages?limit=200&after={after}",
+                                 token=bob.token)
+            events += r.body["events"]
+            if not r.body["has_more"]:
+                break
+            after = events[-1]["seq"]
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        got = {e["client_msg_id"]: e["seq"] for e in events if e.get("client_msg_id")}
+        for c, seq in acked.items():
+            assert got.get(c) == seq, (c, seq, got.get(c))
+        assert len(got) == len(acked), "a send answered `unavailable` was stored"
+        a = await h.ws(alice)
+        c = max(acked, key=acked.get)
+        r = await a.request({"type": "send", "conversation": cid, "client_msg_id": c, "body": "again"})
+        assert r["type"] == "sent" and r["seq"] == acked[c] and r.get("duplicate") is True, r
+        r = await a.send_msg(cid, "after the restart")
+        assert r["seq"] == max(acked.values()) + 1, r
