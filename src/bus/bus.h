@@ -132,6 +132,11 @@ typedef struct pl_bus_ops {
      * without closing). 0 when it is alive or when this node cannot tell
      * (not subscribed, or not for long enough). NULL: never gone. */
     int  (*node_gone)(pl_bus *b, int node);
+    /* When node's current process started (wall ms, by its own clock, as
+     * its liveness beats say), 0 unknown; NULL: never known. A view node
+     * published before then is a previous process's, whose sessions are
+     * gone (a node restarted with the same id). */
+    int64_t (*node_since)(pl_bus *b, int node);
     void (*close)(pl_bus *b);
 } pl_bus_ops;
 
@@ -176,6 +181,9 @@ static inline void pl_bus_publish_keys_low(pl_bus *b, int64_t u, int64_t d, int6
 static inline void pl_bus_publish_receipt(pl_bus *b, const pl_bus_receipt *r) { b->ops->publish_receipt(b, r); }
 static inline void pl_bus_publish_presence(pl_bus *b, const pl_bus_presence *p) { b->ops->publish_presence(b, p); }
 static inline int  pl_bus_node_gone(pl_bus *b, int node) { return b->ops->node_gone ? b->ops->node_gone(b, node) : 0; }
+static inline int64_t pl_bus_node_since(pl_bus *b, int node) {
+    return b->ops->node_since ? b->ops->node_since(b, node) : 0;
+}
 static inline void pl_bus_subscribe_conv(pl_bus *b, int64_t c, int on) { b->ops->subscribe_conv(b, c, on); }
 static inline void pl_bus_subscribe_user(pl_bus *b, int64_t u, int on) { b->ops->subscribe_user(b, u, on); }
 static inline void pl_bus_rate_take(pl_bus *b, int64_t u, int64_t c, int64_t ws, pl_bus_rate_cb cb, void *a) {

@@ -122,9 +122,10 @@ void pl_bus__enc_presence(pl_sbuf *s, int origin, const pl_bus_presence *p) {
     enc_end(s);
 }
 
-void pl_bus__enc_beat(pl_sbuf *s, int origin, int64_t n) {
+void pl_bus__enc_beat(pl_sbuf *s, int origin, int64_t n, int64_t since) {
     enc_head(s, PL_BM_BEAT, origin);
     f_int(s, n);
+    f_int(s, since);                            /* appended: older nodes drop it */
     enc_end(s);
 }
 
@@ -359,6 +360,8 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
     }
     case PL_BM_BEAT:
         if (r_i64(&r, &m->beat.n)) goto bad;
+        if (r.p < r.end && *r.p == '|' && r_i64(&r, &m->beat.since)) goto bad;   /* else 0 (memset) */
+        if (m->beat.since < 0) { fail(&r, "bad since"); goto bad; }
         break;
     default:
         fail(&r, "unknown type");

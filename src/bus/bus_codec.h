@@ -25,7 +25,8 @@
  *   B origin|conv|blocked                     a direct conversation's block flag
  *   C origin|conv|user|delivered|read|unread|members|peer      receipt
  *   P origin|user|status|last_active|expires|n|conv_1|...|conv_n presence
- *   Z origin|n                                heartbeat (a node to itself)
+ *   Z origin|n[|since]                        heartbeat; since: the node's start, wall ms
+ *                                             (appended: 0 when absent)
  *
  *   e.g. node 3, a head of conversation 100 at seq 7:   H3|100|7.
  *        an event with body "a|b", no client_msg_id:   E3|100|8|...|~|3:a|b|~.
@@ -78,7 +79,7 @@ typedef struct pl_bus_msg {
         struct { int64_t conv; int blocked; } blocked;    /* B                 */
         pl_bus_receipt receipt;                           /* C                 */
         pl_bus_presence presence;                         /* P (node = origin) */
-        struct { int64_t n; } beat;                       /* Z                 */
+        struct { int64_t n, since; } beat;                /* Z                 */
         struct { int64_t user, device, count; } keys_low; /* K                 */
     };
 } pl_bus_msg;
@@ -92,7 +93,7 @@ void pl_bus__enc_typing(pl_sbuf *s, int origin, int64_t conv, int64_t user, int 
 void pl_bus__enc_blocked(pl_sbuf *s, int origin, int64_t conv, int blocked);
 void pl_bus__enc_receipt(pl_sbuf *s, int origin, const pl_bus_receipt *r);
 void pl_bus__enc_presence(pl_sbuf *s, int origin, const pl_bus_presence *p);
-void pl_bus__enc_beat(pl_sbuf *s, int origin, int64_t n);
+void pl_bus__enc_beat(pl_sbuf *s, int origin, int64_t n, int64_t since);
 void pl_bus__enc_keys_low(pl_sbuf *s, int origin, int64_t user, int64_t device, int64_t count);
 
 /* Decodes buf[0..len) into m, in place: the separator after each string

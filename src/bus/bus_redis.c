@@ -291,7 +291,7 @@ static void tick_cmd(pl_bus_redis *b) {
         char ch[NAME_MAX_LEN];
         size_t chlen = pl_bus__redis_name(b, ch, "n:", b->base.node);
         pl_bus__redis_enc_reset(b);
-        pl_bus__enc_beat(&b->enc, b->base.node, b->beat_sent + 1);
+        pl_bus__enc_beat(&b->enc, b->base.node, b->beat_sent + 1, b->started);
         const char *argv[] = {"PUBLISH", ch, b->enc.p};
         size_t lens[] = {7, chlen, b->enc.len};
         if (pl_bus__redis_cmd_send(b, beat_cb, b, 3, argv, lens) == 0) {
@@ -305,7 +305,7 @@ static void tick_cmd(pl_bus_redis *b) {
     char ch[NAME_MAX_LEN];
     size_t chlen = pl_bus__redis_name(b, ch, "p", -1);
     pl_bus__redis_enc_reset(b);
-    pl_bus__enc_beat(&b->enc, b->base.node, 0);
+    pl_bus__enc_beat(&b->enc, b->base.node, 0, b->started);
     const char *argv[] = {"PUBLISH", ch, b->enc.p};
     size_t lens[] = {7, chlen, b->enc.len};
     pl_bus__redis_cmd_send(b, ping_cb, b, 3, argv, lens);
@@ -388,6 +388,7 @@ static const pl_bus_ops redis_ops = {
     .presence_get = pl_bus__redis_presence_get,
     .healthy = r_healthy,
     .node_gone = pl_bus__redis_node_gone,
+    .node_since = pl_bus__redis_node_since,
     .close = r_close,
 };
 
@@ -416,6 +417,7 @@ pl_bus *pl_bus_redis_new(struct uv_loop_s *loop, const pl_bus_redis_opts *o, con
     b->base.ops = &redis_ops;
     b->base.h = *h;
     b->base.node = o->node;
+    b->started = pl_now_ms();
     b->base.shared = 1;
     b->loop = loop;
     b->addr = addr;

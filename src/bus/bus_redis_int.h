@@ -152,6 +152,8 @@ typedef struct pl_bus_redis {
     /* other nodes' liveness: every node PUBLISHes a beat on "p" each tick */
     int64_t         sub_ready_at;     /* mono ms the last round completed   */
     int64_t         node_seen[NODE_IDS]; /* mono ms of node i's last beat, 0 never */
+    int64_t         node_since[NODE_IDS]; /* node i's start (wall ms) its beats say, 0 unknown */
+    int64_t         started;             /* this node's start, wall ms (its beats say it) */
 
     /* requests */
     op             *live_head, *live_tail;
@@ -231,6 +233,7 @@ void pl_bus__redis_sub_down(void *ud);
 void pl_bus__redis_sub_release(pl_bus_redis *b);
 void pl_bus__redis_beat_rx(pl_bus_redis *b, int64_t n);  /* own heartbeat n arrived */
 int  pl_bus__redis_node_gone(pl_bus *pb, int node);       /* bus.h node_gone */
+int64_t pl_bus__redis_node_since(pl_bus *pb, int node);  /* bus.h node_since */
 
 /* ---- bus_redis_req.c -------------------------------------------------------- */
 

@@ -132,6 +132,11 @@ int pl_bus__redis_node_gone(pl_bus *pb, int node) {
     return now - b->node_seen[node] >= NODE_GONE_MS;
 }
 
+int64_t pl_bus__redis_node_since(pl_bus *pb, int node) {
+    pl_bus_redis *b = (pl_bus_redis *)pb;
+    return node >= 0 && node < NODE_IDS ? b->node_since[node] : 0;
+}
+
 void pl_bus__redis_beat_rx(pl_bus_redis *b, int64_t n) {
     if (n > b->beat_rx) b->beat_rx = n;
     if (b->beat_rx >= b->beat_acked) b->beat_lag_since = 0;
@@ -157,7 +162,10 @@ static void on_message(pl_bus_redis *b, redisReply *payload) {
         return;
     }
     if (m.type == PL_BM_BEAT) {
-        if (m.origin >= 0 && m.origin < NODE_IDS) b->node_seen[m.origin] = pl_mono_ms();
+        if (m.origin >= 0 && m.origin < NODE_IDS) {
+            b->node_seen[m.origin] = pl_mono_ms();
+            if (m.beat.since) b->node_since[m.origin] = m.beat.since;
+        }
         if (m.origin == b->base.node) pl_bus__redis_beat_rx(b, m.beat.n);   /* on n:<node> or p */
         return;
     }

@@ -244,12 +244,19 @@ static int local_status(int64_t user, int64_t now, int64_t *newest_hb) {
 
 static pview *view_at(presence *p, uint32_t i) { return i ? &p->more[i - 1] : &p->view0; }
 
-/* Whether a view still counts: not expired, and not from another node the
- * bus knows is gone (killed without closing: its views would otherwise
- * keep its users online for up to --presence-timeout). */
+/* Whether a view still counts: not expired, not from another node the bus
+ * knows is gone (killed without closing: its views would otherwise keep its
+ * users online for up to --presence-timeout), and not published by an
+ * earlier process of a node since restarted with the same id (audit G4: its
+ * users came back online for a minute, and went without push). A view's
+ * publication is its expiry less --presence-timeout, both by its node's
+ * clock, as is the start its beats say. */
 static int view_counts(int node, int64_t expires, int64_t wall) {
     if (expires <= wall) return 0;
-    return !C.bus || node == C.bus->node || !pl_bus_node_gone(C.bus, node);
+    if (!C.bus || node == C.bus->node) return 1;
+    int64_t since = pl_bus_node_since(C.bus, node);
+    if (since && expires - (int64_t)C.cfg->presence_timeout * 1000 < since) return 0;
+    return !pl_bus_node_gone(C.bus, node);
 }
 
 /* The best view that counts; *last gets the latest activity any view

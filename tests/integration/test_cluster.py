@@ -32,6 +32,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -1178,6 +1179,45 @@ async def test_users_of_a_killed_node_go_offline_after_the_presence_timeout(serv
             stop.set()
             await hb
         await asyncio.to_thread(server.start)         # node 0 again, for the teardown
+
+
+@pytest.mark.cluster_only(WHY)
+@async_test(90)
+async def test_a_restarted_node_does_not_bring_back_its_dead_users(server_factory):
+    """Audit G4 F1: a node killed and started again with the same id made
+    its vanished users online again (their views of the dead process had a
+    minute left) on every node, and their push notifications were dropped
+    as "online". A view published before its node's current process
+    started no longer counts."""
+    server = server_factory(["--presence-coalesce", "100"])
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "rs")
+        await h.api.open_dm(alice, bob.id)
+        b = await ws_on(h, U[1], bob, "bob@node1")
+        a = await ws_on(h, U[0], alice, "alice@node0")
+        await b.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == alice.id
+                         and m.get("status") == "online", what="alice (node 0) online at bob (node 1)")
+        node = server.nodes[0]
+        nid = int(re.findall(r'"msg":"listening".*?"node":(\d+)', node.log_text())[-1])
+        n = len(b.msgs)
+        node.kill()
+        await b.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == alice.id
+                         and m.get("status") == "offline", start=n, timeout=20,
+                         what="alice offline after her node died")
+        await asyncio.sleep(10.5)                     # the dead process's node id lease expires
+        n = len(b.msgs)
+        node.extra_args = server.node_args(0) + ["--node-id", str(nid)]   # the same id, as cluster.sh
+        await asyncio.to_thread(node.start)
+        await asyncio.to_thread(server._wait_node_ready, 0)
+        await asyncio.sleep(3)                        # its beats are heard again
+        await b.ping()
+        back = [m for m in b.msgs[n:] if m.get("type") == "presence" and m.get("user") == alice.id]
+        assert back == [], f"alice announced again after her node restarted: {back}"
+        r = await b.request({"type": "presence_query", "users": [alice.id]})
+        assert r["users"][0]["status"] == "offline", r
+        r = await h.api.expect(200, "GET", f"/api/v1/presence?users={alice.id}", token=bob.token)
+        assert r.body["users"][0]["status"] == "offline", r.body
 
 
 @pytest.mark.cluster_only(WHY)

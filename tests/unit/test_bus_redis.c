@@ -182,10 +182,15 @@ TEST(bus_codec_roundtrip) {
     CHECK(m.presence.refresh == 1 && m.presence.status == 2);
 
     s.len = 0;
-    pl_bus__enc_beat(&s, 7, 99);
+    pl_bus__enc_beat(&s, 7, 99, 1796400000123);
     CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
     free(copy);
-    CHECK(m.type == PL_BM_BEAT && m.origin == 7 && m.beat.n == 99);
+    CHECK(m.type == PL_BM_BEAT && m.origin == 7 && m.beat.n == 99 && m.beat.since == 1796400000123);
+    s.len = 0;                                        /* an older node's beat: no start */
+    pl_sbuf_adds(&s, "Z7|99.");
+    CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
+    free(copy);
+    CHECK(m.type == PL_BM_BEAT && m.beat.n == 99 && m.beat.since == 0);
     free(convs);
     pl_sbuf_release(&s);
 }
@@ -269,7 +274,7 @@ TEST(bus_codec_malformed) {
         case 4: pl_bus__enc_typing(&s, 1, 1, 2, 0); break;
         case 5: pl_bus__enc_receipt(&s, 1, &rc); break;
         case 6: pl_bus__enc_presence(&s, 1, &p); break;
-        case 7: pl_bus__enc_beat(&s, 1, 77); break;
+        case 7: pl_bus__enc_beat(&s, 1, 77, 5); break;
         case 8: pl_bus__enc_blocked(&s, 1, 5, 0); break;
         }
         CHECK_EQ(dec_str(s.p, s.len), 0);
