@@ -8,7 +8,8 @@
  *
  * An upload (one POST, or the last PATCH of a resumable one):
  *
- *   head: auth, limits --body_start--> chunk --write (thread pool)--> body_next ...
+ *   head: auth, limits --ROOM (thread pool: the reserve; a POST's temp file)
+ *     --body_start--> chunk --WRITE (thread pool: the reserve, write)--> body_next ...
  *   last chunk --> FINALIZE (thread pool: SHA-256, sniff, kind limit, digest)
  *     --> PL_JOB_MEDIA_CREATE (quota, in the writer's transaction)
  *     --> COMMIT (thread pool: fsync, rename into the blob store) --> 201
@@ -28,7 +29,17 @@
  *      upload of that owner and by the creation of another).
  *   4. One PATCH at a time per resumable upload, on every node sharing the
  *      media dir: a PATCH holds a lock on the upload's data file from its
- *      head until its op is freed (session_lock); another gets 409 conflict.
+ *      head until its op is freed (session_lock); another gets 409 conflict,
+ *      and so does a DELETE (pl_blob_upload_drop takes the same lock).
+ *   5. Uploads leave --media-reserve MiB free on the media dir's disk (the
+ *      database's too, by default): checked before the body is read (its
+ *      Content-Length; a resumable upload's whole length at its creation)
+ *      and before each chunk is written (uploads racing each other), and
+ *      answered as a write that failed with ENOSPC: 507.
+ *   6. The disk failing (EIO, EROFS, EACCES) or the process out of
+ *      descriptors (EMFILE, ENFILE) is an outage, not a bug and not a
+ *      missing file: 503 unavailable with Retry-After (io_answer), logged
+ *      at most once a second per kind (log_due). Only ENOENT is 404.
  */
 #include "api_int.h"
 
@@ -54,6 +65,14 @@
 #define GC_BATCH      500
 #define UPLOADS_MAX   16     /* resumable uploads in progress per user */
 
+/* A log line that may come with every request (a refused or failed
+ * upload or download) comes at most once a second per kind, so a flood of
+ * them cannot flood the log; each says how many were held back before it. */
+typedef struct log_limit {
+    int64_t at;                  /* mono ms of the last line written         */
+    int     held;                /* lines held back since                    */
+} log_limit;
+
 static struct {
     pl_blob_store *blobs;
     uv_loop_t     *loop;
@@ -61,7 +80,66 @@ static struct {
     int            gc_busy;
     int            up;
     int64_t        swept_at;     /* mono ms of the last sweep of abandoned uploads */
+    int64_t        reserve;      /* bytes uploads leave free (--media-reserve)  */
+    log_limit      log_full;     /* uploads refused for lack of space        */
+    log_limit      log_io;       /* uploads failed on the disk or descriptors */
+    log_limit      log_read;     /* downloads that could not open their file */
 } M;
+
+/* 1 if a line of l's kind may be written now (on the loop thread only),
+ * with *held the lines held back since the last one; 0 counts this one. */
+static int log_due(log_limit *l, int *held) {
+    int64_t now = pl_mono_ms();
+    if (l->at && now - l->at < 1000) {
+        l->held++;
+        return 0;
+    }
+    l->at = now;
+    *held = l->held;
+    l->held = 0;
+    return 1;
+}
+
+/* 1 if an I/O error (-errno) means the disk is full: 507, not 503. */
+static int io_full(int err) { return err == -ENOSPC || err == -EDQUOT; }
+
+/* Answers an I/O failure (invariant 6): err (-errno) ENOSPC or EDQUOT is
+ * 507 insufficient_storage, anything else 503 unavailable with
+ * Retry-After: 1 and msg. extra: more header lines (or NULL). */
+static void io_answer(pl_http_ctx *ctx, int err, const char *msg, const char *extra) {
+    int full = io_full(err);
+    char head[160];
+    snprintf(head, sizeof head, "%s%s", full ? "" : "Retry-After: 1\r\n", extra ? extra : "");
+    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", full ? "insufficient_storage" : "unavailable",
+                          "message", full ? "the server's disk is too full to take this upload" : msg);
+    char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    pl_http_respond(ctx, full ? 507 : 503, "application/json", body, strlen(body), head);
+    free(body);
+}
+
+/* Logs an upload's I/O failure or refusal in step (rate-limited): the
+ * errno, the user and the upload (uid) or media id; never a file name.
+ * avail: the free bytes pl_blob_room found (-1 unknown). */
+static void io_log(const pl_http_ctx *ctx, const char *step, int err, const char *uid, int64_t media,
+                   int64_t avail) {
+    int full = io_full(err), held;
+    if (!log_due(full ? &M.log_full : &M.log_io, &held)) return;
+    char name[32], why[80], id[64] = "";
+    uv_err_name_r(err, name, sizeof name);
+    uv_strerror_r(err, why, sizeof why);
+    if (uid && uid[0]) snprintf(id, sizeof id, ",\"upload\":\"%s\"", uid);
+    else if (media) snprintf(id, sizeof id, ",\"media\":%lld", (long long)media);
+    if (full)
+        pl_log(PL_LOG_WARN, ctx->conn->id, "media: upload refused, the disk is too full",
+               "\"step\":\"%s\",\"errno\":\"%s\",\"user\":%lld%s,\"free_bytes\":%lld,\"reserve_bytes\":%lld,"
+               "\"held_back\":%d", step, name, (long long)ctx->user, id, (long long)avail,
+               (long long)M.reserve, held);
+    else
+        pl_log(PL_LOG_ERROR, ctx->conn->id, "media: upload failed on the disk",
+               "\"step\":\"%s\",\"errno\":\"%s\",\"error\":\"%s\",\"user\":%lld%s,\"held_back\":%d", step,
+               name, why, (long long)ctx->user, id, held);
+}
 
 /* ---- limits and objects ----------------------------------------------------- */
 
@@ -117,12 +195,18 @@ typedef struct up_op {
     char         path[1200];   /* the file being written                     */
     int          fd;
     int          lock;         /* PATCH: holds the upload's lock (session_lock) */
+    int          locked;       /* ... taken: offset is where the upload stands */
     uint8_t     *chunk;        /* the chunk being written (owned, reused)    */
     size_t       chunk_len, chunk_cap;
     int          fin;
     int          err;          /* work result: 0 or -errno                   */
-    int64_t      offset;       /* bytes in the file before this request      */
+    const char  *step;         /* ... the step that failed (for the log)     */
+    size_t       wrote;        /* w_write: bytes of the chunk written        */
+    int64_t      avail;        /* free bytes pl_blob_room saw (-1 unknown)   */
+    int64_t      offset;       /* bytes in the file before this request (a
+                                * PATCH: and its chunks written so far)     */
     int64_t      length;       /* resumable: the declared total              */
+    int64_t      need;         /* the body's length (its Content-Length)     */
     int64_t      owner;        /* the caller (ctx->user, for the thread pool) */
     int64_t      pending;      /* declared lengths of the owner's other
                                 * resumable uploads in progress (the quota) */
@@ -142,28 +226,45 @@ static void up_free(up_op *op) {
     free(op);
 }
 
-/* Answers an error, removes a single upload's temp file, frees op. */
-static void up_fail(up_op *op, int status, const char *code, const char *msg) {
+/* Closes the file being written and removes a single upload's temp file
+ * (a resumable upload keeps its bytes: invariant 3). */
+static void up_drop_temp(up_op *op) {
     if (op->fd >= 0) { close(op->fd); op->fd = -1; }
     if (!op->resumable && op->path[0]) unlink(op->path);
+}
+
+/* Answers an error, removes a single upload's temp file, frees op. */
+static void up_fail(up_op *op, int status, const char *code, const char *msg) {
+    up_drop_temp(op);
     pl_http_error(op->ctx, status, code, msg);
+    up_free(op);
+}
+
+/* up_fail for an I/O failure (-errno) in step (invariants 5, 6): logged;
+ * a PATCH's answer says where its upload stands (Upload-Offset). */
+static void up_io_fail(up_op *op, const char *step, int err) {
+    char extra[64] = "";
+    up_drop_temp(op);
+    io_log(op->ctx, step, err, op->resumable ? op->uid : NULL, op->m.id, op->avail);
+    if (op->locked) snprintf(extra, sizeof extra, "Upload-Offset: %lld\r\n", (long long)op->offset);
+    io_answer(op->ctx, err, "the server cannot store the upload now; try again", extra);
     up_free(op);
 }
 
 static void up_chunk(pl_http_ctx *ctx, const uint8_t *p, size_t n, int fin, void *ud);
 
+/* WRITE (thread pool): the chunk, unless it would eat into the reserve
+ * (invariant 5: other uploads may have taken the room since the head's
+ * check). op->wrote: how much of it went, also when a write failed. */
 static void w_write(uv_work_t *w) {
     up_op *op = w->data;
-    size_t off = 0;
-    op->err = 0;
-    while (off < op->chunk_len) {
-        ssize_t k = write(op->fd, op->chunk + off, op->chunk_len - off);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            op->err = -errno;
-            return;
-        }
-        off += (size_t)k;
+    op->wrote = 0;
+    op->err = pl_blob_room(M.blobs, (int64_t)op->chunk_len, M.reserve, &op->avail);
+    op->step = op->err ? "reserve" : "write";
+    while (!op->err && op->wrote < op->chunk_len) {
+        ssize_t k = write(op->fd, op->chunk + op->wrote, op->chunk_len - op->wrote);
+        if (k < 0 && errno != EINTR) op->err = -errno;
+        else if (k > 0) op->wrote += (size_t)k;
     }
 }
 
@@ -174,9 +275,12 @@ static void w_finalize(uv_work_t *w) {
     size_t hl = 0;
     char sniffed[128];
     op->status = 0;
+    op->step = "sync";
     if (op->fd >= 0 && fdatasync(op->fd) != 0) op->err = -errno;
     if (op->fd >= 0) { close(op->fd); op->fd = -1; }
-    if (op->err || (op->err = pl_blob_digest(op->path, op->m.sha256, &op->m.size, head, sizeof head, &hl))) return;
+    if (op->err) return;
+    op->step = "read back";
+    if ((op->err = pl_blob_digest(op->path, op->m.sha256, &op->m.size, head, sizeof head, &hl))) return;
     pl_media_sniff(head, hl, sniffed, sizeof sniffed);
     pl_media_pick_type(op->declared, sniffed, op->m.mime, sizeof op->m.mime);
     op->m.kind = pl_media_kind_of(op->m.mime);
@@ -233,9 +337,8 @@ static void make_thumb(const char *src, pl_media *m) {
 
 static void after_commit(uv_work_t *w, int status) {
     up_op *op = w->data;
-    if (op->err) {
-        pl_log(PL_LOG_ERROR, 0, "media: commit failed", "\"err\":%d", op->err);
-        up_fail(op, 500, "internal", "could not store the file");
+    if (op->err) {                           /* its row stays, without bytes (invariant 2) */
+        up_io_fail(op, "commit", op->err);
         return;
     }
     pl_http_respond_json(op->ctx, 201, media_json(&op->m));
@@ -280,8 +383,8 @@ static void up_create(up_op *op);
 
 static void after_finalize(uv_work_t *w, int status) {
     up_op *op = w->data;
-    if (op->err) {
-        up_fail(op, 500, "internal", "could not read back the file");
+    if (op->err) {                           /* a resumable upload stays, complete */
+        up_io_fail(op, op->step, op->err);
         return;
     }
     if (op->status) {
@@ -338,12 +441,11 @@ static void up_create(up_op *op) {
 
 static void after_write(uv_work_t *w, int status) {
     up_op *op = w->data;
+    op->offset += (int64_t)op->wrote;
     if (op->err) {
-        pl_log(PL_LOG_ERROR, 0, "media: write failed", "\"err\":%d", op->err);
-        up_fail(op, 500, "internal", "could not write the file");
+        up_io_fail(op, op->step, op->err);
         return;
     }
-    op->offset += (int64_t)op->chunk_len;
     if (!op->fin) {
         pl_http_body_next(op->ctx);
         return;
@@ -382,6 +484,7 @@ static up_op *up_new(pl_http_ctx *ctx) {
     op->owner = ctx->user;
     op->fd = -1;
     op->lock = -1;
+    op->avail = -1;
     op->job.data = op;
     op->work.data = op;
     return op;
@@ -419,6 +522,28 @@ static int up_size_ok(pl_http_ctx *ctx, const char *declared, int64_t len) {
     return 1;
 }
 
+/* ROOM (thread pool): room for the whole body (invariant 5), then for a
+ * single upload the temp file it goes to (a PATCH has its file). */
+static void w_body_room(uv_work_t *w) {
+    up_op *op = w->data;
+    op->step = "reserve";
+    if ((op->err = pl_blob_room(M.blobs, op->need, M.reserve, &op->avail)) || op->resumable) return;
+    op->step = "create";
+    op->err = pl_blob_temp(M.blobs, op->path, sizeof op->path, &op->fd);
+}
+
+/* Reads the body (nothing of it is read before: a client that sent
+ * Expect: 100-continue gets its refusal instead of the 100). */
+static void after_body_room(uv_work_t *w, int status) {
+    up_op *op = w->data;
+    if (op->err) {
+        if (!op->resumable) op->path[0] = '\0';   /* nothing was made */
+        up_io_fail(op, op->step, op->err);
+        return;
+    }
+    pl_http_body_start(op->ctx, up_chunk, op);
+}
+
 /* POST /api/v1/media */
 static void h_upload(pl_http_ctx *ctx) {
     int64_t cl = ctx->req.content_length;
@@ -435,13 +560,8 @@ static void h_upload(pl_http_ctx *ctx) {
         up_free(op);
         return;
     }
-    int e = pl_blob_temp(M.blobs, op->path, sizeof op->path, &op->fd);
-    if (e) {
-        op->path[0] = '\0';
-        up_fail(op, 500, "internal", "cannot create a file");
-        return;
-    }
-    pl_http_body_start(ctx, up_chunk, op);
+    op->need = cl;
+    uv_queue_work(M.loop, &op->work, w_body_room, after_body_room);
 }
 
 /* ---- resumable uploads ------------------------------------------------------------- */
@@ -453,9 +573,16 @@ static int uid_ok(pl_str s) {
     return 1;
 }
 
+/* Answers for a resumable upload whose files cannot be reached now
+ * (err: -errno, not ENOENT; invariant 6): logged, 503. */
+static void session_unavailable(pl_http_ctx *ctx, up_op *op, const char *step, int err) {
+    io_log(ctx, step, err, op->uid, 0, -1);
+    io_answer(ctx, err, "the upload cannot be reached now; try again", NULL);
+}
+
 /* Loads uploads/<uid>.json into op (and the data file's size into
  * op->offset); answers 404 and returns -1 unless it exists and is the
- * caller's. */
+ * caller's, or 503 when its files cannot be read now. */
 static int session_load(pl_http_ctx *ctx, up_op *op, pl_str uid) {
     if (!uid_ok(uid)) goto missing;
     memcpy(op->uid, uid.p, 32);
@@ -463,7 +590,14 @@ static int session_load(pl_http_ctx *ctx, up_op *op, pl_str uid) {
     snprintf(op->path, sizeof op->path, "%s/uploads/%s", pl_blob_root(M.blobs), op->uid);
     char meta[1300];
     snprintf(meta, sizeof meta, "%s.json", op->path);
-    json_t *o = json_load_file(meta, 0, NULL);
+    int fd = open(meta, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) goto missing;
+        session_unavailable(ctx, op, "open", -errno);
+        return -1;
+    }
+    json_t *o = json_loadfd(fd, 0, NULL);
+    close(fd);
     if (!o) goto missing;
     json_int_t owner = json_integer_value(json_object_get(o, "owner"));
     op->length = json_integer_value(json_object_get(o, "length"));
@@ -472,7 +606,12 @@ static int session_load(pl_http_ctx *ctx, up_op *op, pl_str uid) {
     snprintf(op->want_sha, sizeof op->want_sha, "%s", json_string_value(json_object_get(o, "sha256")) ?: "");
     json_decref(o);
     struct stat st;
-    if (owner != ctx->user || stat(op->path, &st) != 0) goto missing;
+    if (owner != ctx->user) goto missing;
+    if (stat(op->path, &st) != 0) {
+        if (errno == ENOENT) goto missing;
+        session_unavailable(ctx, op, "stat", -errno);
+        return -1;
+    }
     op->offset = st.st_size;
     op->resumable = 1;
     return 0;
@@ -516,15 +655,30 @@ static void session_created(up_op *op) {
     up_free(op);
 }
 
+/* -errno of a failed call that may not have set errno (jansson's). */
+static int neg_errno(void) { return errno ? -errno : -EIO; }
+
+/* CREATE (thread pool): room for the whole length (invariant 5), the data
+ * file, its .json, the owner's marker; then the owner's others counted. */
 static void w_session_create(uv_work_t *w) {
     up_op *op = w->data;
     char meta[1300];
+    op->step = "reserve";
+    if ((op->err = pl_blob_room(M.blobs, op->length, M.reserve, &op->avail))) return;
+    op->step = "create";
+    int fd = open(op->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        op->err = -errno;
+        return;
+    }
+    close(fd);
     snprintf(meta, sizeof meta, "%s.json", op->path);
     json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s}", "owner", (json_int_t)op->owner, "length",
                           (json_int_t)op->length, "name", op->m.name, "type", op->declared, "sha256", op->want_sha);
-    int fd = open(op->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    op->err = fd >= 0 && json_dump_file(o, meta, JSON_COMPACT) == 0 ? 0 : -1;
-    if (fd >= 0) close(fd);
+    errno = 0;
+    fd = open(meta, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || json_dumpfd(o, fd, JSON_COMPACT) != 0) op->err = neg_errno();
+    if (fd >= 0 && close(fd) != 0 && !op->err) op->err = neg_errno();
     json_decref(o);
     if (!op->err) op->err = pl_blob_upload_mark(M.blobs, op->owner, op->uid, op->length);
     if (!op->err) op->npending = pl_blob_uploads_of(M.blobs, op->owner, op->uid, &op->pending);
@@ -547,9 +701,9 @@ static void session_reserved(pl_job *j) {
 static void after_session_create(uv_work_t *w, int status) {
     up_op *op = w->data;
     int64_t quota = (int64_t)A.cfg->media_quota_mb * 1024 * 1024;
-    if (op->err) {
+    if (op->err) {                           /* what was made goes */
         up_discard(op);
-        up_fail(op, 500, "internal", "cannot create the upload");
+        up_io_fail(op, op->step, op->err);
         return;
     }
     if (op->npending >= UPLOADS_MAX) {
@@ -625,6 +779,31 @@ static void h_session_get(pl_http_ctx *ctx, pl_str uid) {
     up_free(op);
 }
 
+/* DROP (thread pool): the upload's files and marker, under its lock. */
+static void w_session_drop(uv_work_t *w) {
+    up_op *op = w->data;
+    op->err = pl_blob_upload_drop(M.blobs, op->owner, op->uid, op->length);
+}
+
+static void after_session_drop(uv_work_t *w, int status) {
+    up_op *op = w->data;
+    if (!op->err) pl_http_respond(op->ctx, 204, NULL, NULL, 0, NULL);
+    else if (op->err == -ENOENT) pl_http_error(op->ctx, 404, "not_found", "no such upload");
+    else if (op->err == -EBUSY) pl_http_error(op->ctx, 409, "conflict", "a PATCH of this upload is in progress");
+    else session_unavailable(op->ctx, op, "drop", op->err);
+    up_free(op);
+}
+
+/* DELETE .../uploads/{uid}: its owner abandons an upload in progress; its
+ * bytes and its reservation of the quota go at once (not after
+ * --media-gc-grace). 404 as GET answers (not the caller's, completed,
+ * unknown); 409 while a PATCH holds it (invariant 4). */
+static void h_session_delete(pl_http_ctx *ctx, pl_str uid) {
+    up_op *op = up_new(ctx);
+    if (session_load(ctx, op, uid)) { up_free(op); return; }
+    uv_queue_work(M.loop, &op->work, w_session_drop, after_session_drop);
+}
+
 /* Takes the upload's lock (invariant 4): an exclusive OFD lock (owned by
  * the open file, not the process, so two PATCHes in one process conflict
  * as well as two nodes) on its data file, opened into op->fd for the
@@ -632,13 +811,14 @@ static void h_session_get(pl_http_ctx *ctx, pl_str uid) {
  * keeps the lock when finalize closes op->fd. The kernel drops the lock
  * with the last of the two, in up_free, however the PATCH ends (answered,
  * client gone, timed out, failed). Sets op->offset to the file's size
- * under the lock. 0, or -1 after answering (404: the upload was completed
- * or dropped since session_load; 409 conflict; 500); the caller frees op. */
+ * under the lock (op->locked). 0, or -1 after answering (404: the upload
+ * was completed or dropped since session_load; 409 conflict; 503: its file
+ * cannot be opened now); the caller frees op. */
 static int session_lock(pl_http_ctx *ctx, up_op *op) {
     op->fd = open(op->path, O_WRONLY | O_APPEND | O_CLOEXEC);
     if (op->fd < 0) {
         if (errno == ENOENT) goto missing;
-        pl_http_error(ctx, 500, "internal", "cannot open the upload");
+        session_unavailable(ctx, op, "open", -errno);
         return -1;
     }
     op->lock = fcntl(op->fd, F_DUPFD_CLOEXEC, 0);
@@ -647,14 +827,18 @@ static int session_lock(pl_http_ctx *ctx, up_op *op) {
         if (op->lock >= 0 && (errno == EAGAIN || errno == EACCES))
             pl_http_error(ctx, 409, "conflict", "another PATCH of this upload is in progress");
         else
-            pl_http_error(ctx, 500, "internal", "cannot lock the upload");
+            session_unavailable(ctx, op, "lock", -errno);
         return -1;
     }
     struct stat held, now;                   /* still the upload's file, not a committed blob */
-    if (fstat(op->fd, &held) != 0 || stat(op->path, &now) != 0 || held.st_ino != now.st_ino ||
-        held.st_dev != now.st_dev)
-        goto missing;
+    if (fstat(op->fd, &held) != 0 || stat(op->path, &now) != 0) {
+        if (errno == ENOENT) goto missing;
+        session_unavailable(ctx, op, "stat", -errno);
+        return -1;
+    }
+    if (held.st_ino != now.st_ino || held.st_dev != now.st_dev) goto missing;
     op->offset = held.st_size;
+    op->locked = 1;
     return 0;
 missing:
     pl_http_error(ctx, 404, "not_found", "no such upload");
@@ -700,7 +884,8 @@ static void h_session_patch(pl_http_ctx *ctx, pl_str uid) {
         up_fail(op, 413, "too_large", "more bytes than the upload's length");
         return;
     }
-    pl_http_body_start(ctx, up_chunk, op);
+    op->need = cl;
+    uv_queue_work(M.loop, &op->work, w_body_room, after_body_room);
 }
 
 /* ---- downloads ------------------------------------------------------------------ */
@@ -714,13 +899,33 @@ typedef struct dl_op {
     int          info;         /* ?info=: the media object, not the bytes */
 } dl_op;
 
+/* A file that cannot be opened now (err: -errno; invariant 6): logged,
+ * 503. Only a missing one is 404 (the caller's). */
+static void serve_unavailable(dl_op *op, const pl_media *m, int err) {
+    int held;
+    if (log_due(&M.log_read, &held)) {
+        char name[32], why[80];
+        uv_err_name_r(err, name, sizeof name);
+        uv_strerror_r(err, why, sizeof why);
+        pl_log(PL_LOG_ERROR, op->ctx->conn->id, "media: cannot open a file to serve",
+               "\"step\":\"open\",\"errno\":\"%s\",\"error\":\"%s\",\"media\":%lld,\"thumb\":%s,"
+               "\"held_back\":%d", name, why, (long long)m->id, op->thumb ? "true" : "false", held);
+    }
+    pl_http_error(op->ctx, 503, "unavailable", "the file cannot be read now; try again");
+}
+
 static void serve(dl_op *op, const pl_media *m) {
     pl_http_ctx *ctx = op->ctx;
     const char *sha = op->thumb ? m->thumb_sha : m->sha256;
-    int fd;
+    int fd, e = -ENOENT;
     int64_t size;
-    if (!sha[0] || pl_blob_open_read(M.blobs, sha, &fd, &size) != 0) {
+    if (sha[0]) e = pl_blob_open_read(M.blobs, sha, &fd, &size);
+    if (e == -ENOENT || e == -EINVAL) {      /* no thumbnail, no bytes (invariant 2), a bad digest */
         pl_http_error(ctx, 404, "not_found", "no such media");
+        return;
+    }
+    if (e) {
+        serve_unavailable(op, m, e);
         return;
     }
     const char *ctype = pl_media_serve_type(m->mime), *name = m->name;
@@ -805,8 +1010,9 @@ void h_media_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
         return;
     }
     if (n == 3 && s[1].n == 7 && memcmp(s[1].p, "uploads", 7) == 0) {
-        if (!api_allow(ctx, API_GET | API_PATCH)) return;   /* HEAD: h_session_get's own answer */
+        if (!api_allow(ctx, API_GET | API_PATCH | API_DELETE)) return;   /* HEAD: h_session_get's own answer */
         if (m == PL_HTTP_PATCH) h_session_patch(ctx, s[2]);
+        else if (m == PL_HTTP_DELETE) h_session_delete(ctx, s[2]);
         else h_session_get(ctx, s[2]);
         return;
     }
@@ -908,6 +1114,7 @@ int pl_api_media_init(uv_loop_t *loop, const pl_config *cfg, char *err, size_t e
     sodium_memzero(k, sizeof k);
     M.loop = loop;
     M.up = 1;
+    M.reserve = (int64_t)cfg->media_reserve * 1024 * 1024;
     M.swept_at = pl_mono_ms() - SWEEP_EVERY_MS;   /* the first pass sweeps */
     uv_timer_init(loop, &M.gc_timer);
     int64_t every = (int64_t)cfg->media_gc_grace * 500;

@@ -77,6 +77,7 @@ typedef struct pl_config {
     int  media_quota_mb;      /* MiB of uploads a user may own (0: no quota)  */
     int  media_url_ttl;       /* seconds a signed media URL lasts             */
     int  media_gc_grace;      /* seconds an unreferenced upload is kept       */
+    int  media_reserve;       /* MiB an upload must leave free on media_dir's disk (0: none) */
     /* push notifications (push/): on when any endpoint is set            */
     char push_webhook[1024];  /* URL every webhook device's notification is POSTed to */
     char push_webhook_secret[256]; /* HMAC-SHA-256 key of X-Parley-Signature ("" = none) */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -151,19 +152,38 @@ static int64_t age_ms(const struct stat *st) {
     return ((int64_t)now.tv_sec - st->st_mtim.tv_sec) * 1000 + ((int64_t)now.tv_nsec - st->st_mtim.tv_nsec) / 1000000;
 }
 
+int pl_blob_room(const pl_blob_store *b, int64_t need, int64_t reserve, int64_t *avail) {
+    struct statvfs vs;
+    if (avail) *avail = -1;
+    if (need <= 0 || reserve <= 0 || statvfs(b->root, &vs) != 0) return 0;
+    unsigned long long room = (unsigned long long)vs.f_bavail * vs.f_frsize;
+    if (room > INT64_MAX) room = INT64_MAX;
+    if (avail) *avail = (int64_t)room;
+    return (int64_t)room < reserve || (int64_t)room - reserve < need ? -ENOSPC : 0;
+}
+
 /* The OFD lock a PATCH holds on a resumable upload's data file
- * (api_media.c invariant 4), taken without waiting: the descriptor, or -1
- * when a PATCH holds it (or the file cannot be opened). A PATCH that locks
- * after the sweep unlinked the file finds its path gone and answers 404. */
-static int upload_trylock(const char *path) {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);           /* a write lock needs a writer */
-    if (fd < 0) return -1;
+ * (api_media.c invariant 4), taken without waiting: 0 with the descriptor
+ * in *fd, -EBUSY when a PATCH holds it, or -errno when the file cannot be
+ * opened (-ENOENT: gone). A PATCH that locks after the sweep (or a drop)
+ * unlinked the file finds its path gone and answers 404. */
+static int upload_lock(const char *path, int *fd) {
+    *fd = open(path, O_WRONLY | O_CLOEXEC);              /* a write lock needs a writer */
+    if (*fd < 0) return -errno;
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};   /* the whole file */
-    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
-        close(fd);
-        return -1;
+    if (fcntl(*fd, F_OFD_SETLK, &fl) != 0) {
+        int e = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+        close(*fd);
+        *fd = -1;
+        return e;
     }
-    return fd;
+    return 0;
+}
+
+/* upload_lock for the sweep: the descriptor, or -1 for any failure. */
+static int upload_trylock(const char *path) {
+    int fd;
+    return upload_lock(path, &fd) ? -1 : fd;
 }
 
 /* ---- resumable uploads by owner (the quota) --------------------------------- */
@@ -230,6 +250,25 @@ int pl_blob_uploads_of(pl_blob_store *b, int64_t owner, const char *except, int6
     }
     closedir(d);
     return n;
+}
+
+int pl_blob_upload_drop(pl_blob_store *b, int64_t owner, const char *uid, int64_t length) {
+    char p[1200], meta[1300];
+    int fd, rc;
+    snprintf(p, sizeof p, "%s/uploads/%s", b->root, uid);
+    snprintf(meta, sizeof meta, "%s.json", p);
+    if ((rc = upload_lock(p, &fd))) return rc;
+    struct stat held, now;                   /* still the upload's file, not a blob it became */
+    if (fstat(fd, &held) != 0) rc = -errno;
+    else if (stat(p, &now) != 0) rc = -errno;
+    else if (held.st_ino != now.st_ino || held.st_dev != now.st_dev) rc = -ENOENT;
+    if (!rc && unlink(meta) != 0) rc = -errno;       /* -ENOENT: completed or swept */
+    if (!rc) {
+        unlink(p);
+        pl_blob_upload_unmark(b, owner, uid, length);
+    }
+    close(fd);
+    return rc;
 }
 
 /* The sweep's part for markers: stale ones go, then empty owner dirs. */

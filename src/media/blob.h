@@ -49,6 +49,13 @@ int  pl_blob_digest(const char *path, char sha[65], int64_t *size, void *head, s
 int  pl_blob_commit(pl_blob_store *b, const char *tmp, const char *sha);
 /* Opens blob sha for reading: fd and size. 0 or -errno (-ENOENT). */
 int  pl_blob_open_read(const pl_blob_store *b, const char *sha, int *fd, int64_t *size);
+/* Whether need more bytes fit on root's file system leaving reserve bytes
+ * free (statvfs: f_bavail * f_frsize, what an unprivileged writer may
+ * take; the store's database shares this disk by default): 0, or -ENOSPC
+ * when they would leave less. 0 when need or reserve is 0, or when
+ * statvfs fails (the write itself then says). *avail (may be NULL) gets
+ * the free bytes, -1 when unknown. One statvfs: cheap on a local disk. */
+int  pl_blob_room(const pl_blob_store *b, int64_t need, int64_t reserve, int64_t *avail);
 /* Removes blob sha unless it was written (or rewritten by a commit) less
  * than min_age_ms ago: an upload committing the same content while the
  * collector decided keeps it. 1 removed, 0 kept or absent, -errno. */
@@ -70,5 +77,14 @@ int  pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms);
 int  pl_blob_upload_mark(pl_blob_store *b, int64_t owner, const char *uid, int64_t length);
 void pl_blob_upload_unmark(pl_blob_store *b, int64_t owner, const char *uid, int64_t length);
 int  pl_blob_uploads_of(pl_blob_store *b, int64_t owner, const char *except, int64_t *bytes);
+/* Drops owner's resumable upload uid (length: its declared length, for
+ * its marker) before it completes: its <uid>.json, then its data file and
+ * marker go, under the upload's lock (api_media.c invariant 4), so a
+ * PATCH under way is never cut short. 0 dropped; -ENOENT no such upload in
+ * progress (completed, dropped or swept since); -EBUSY a PATCH holds it;
+ * another -errno when it cannot be opened or its .json removed now (then
+ * nothing changed). A data file whose unlink fails after its .json went is
+ * no longer an upload: the sweep takes it. */
+int  pl_blob_upload_drop(pl_blob_store *b, int64_t owner, const char *uid, int64_t length);
 
 #endif
