@@ -102,7 +102,7 @@ static const setting table[] = {
     I("media-quota-mb", media_quota_mb, 0, 1048576, "1024", "MiB of uploads one user may own (0: no quota)"),
     I("media-url-ttl", media_url_ttl, 1, 604800, "3600", "seconds a signed media URL stays valid"),
     I("media-gc-grace", media_gc_grace, 1, 31536000, "86400", "seconds an upload no message references is kept before it is deleted"),
-    I("media-reserve", media_reserve, 0, 2147483647, "256", "MiB an upload must leave free on the media directory's disk, for the database when it shares that disk: an upload that would leave less is refused (507 insufficient_storage; 0: no reserve)"),
+    I("media-reserve", media_reserve, 0, 2147483647, "64", "MiB an upload must leave free on the media directory's disk, for the database when it shares that disk: an upload that would leave less is refused (507 insufficient_storage; 0: no reserve)"),
     /* push notifications (push/, docs/protocol.md "Push notifications") */
     S("push-webhook", push_webhook, "", "URL the notifications of webhook devices are POSTed to (http or https; enables push)"),
     S("push-webhook-secret", push_webhook_secret, "", "key of the HMAC-SHA-256 X-Parley-Signature header on webhook posts (empty: no header)"),

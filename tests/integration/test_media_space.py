@@ -81,7 +81,8 @@ async def test_media_reserve_keeps_the_disk_for_the_store(server_factory, media_
     d = tempfile.mkdtemp(prefix="parley-media-")
     media_dirs.append(d)
     reserve = free_mib(d) - 300                     # room for 300 MiB of uploads now
-    assert reserve > 256, "the test needs about 3 GiB free on /tmp"
+    if reserve <= 256:
+        pytest.skip("the test needs about 3 GiB free on /tmp")
     srv = media_server(server_factory, media_dirs, "--media-reserve", str(reserve))
     d = srv.media_dir
     filler = os.path.join(d, ".filler")
