@@ -734,7 +734,10 @@ async function openAtUnread(c) {
 
 // ------------------------------------------------------------- actions ---
 
-function openConv(id) {
+/** Opens conversation id (its screen, on a phone). at: a seq the caller
+ *  shows next (a search result, jumpToMessage): the view is not put at the
+ *  bottom nor the composer focused, so nothing below it is taken as seen. */
+function openConv(id, { at = null } = {}) {
   if (S.typingOut && S.typingOut.conv !== id) typingStop();
   const switched = S.openId !== id;
   const prev = switched && S.openId != null ? S.convs.get(S.openId) : null;
@@ -764,6 +767,7 @@ function openConv(id) {
     ensureHistory(c);
     markRead(c);
   }
+  if (at != null) return;
   queueMicrotask(() => {
     const b = $('messages');
     if (!atUnread) b.scrollTop = b.scrollHeight;
@@ -815,10 +819,12 @@ async function openDm(uid) {
 
 /** Opens conversation convId at message seq (a search result): loads the
  *  history back to a little before it, then scrolls it into view and
- *  focuses it (actions.jumpTo). */
+ *  focuses it (actions.jumpTo). It always goes through openConv: the
+ *  conversation may be the open one yet not on screen (a phone's back
+ *  button shows the list and keeps S.openId). */
 async function jumpToMessage(convId, seq) {
   const c = conv(convId);
-  if (S.openId !== convId) openConv(convId);
+  openConv(convId, { at: seq });
   for (let n = 0; n < 100 && S.openId === convId && (c.positioning || !c.streamed); n++) {
     await new Promise((r) => setTimeout(r, 50));
   }

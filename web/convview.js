@@ -69,7 +69,9 @@ export function renderConvHead() {
   setText(sc, sub);
   // a group's members, or a direct conversation's details (its retention)
   $('members-btn').hidden = !isGroupLike(c) && c.kind !== 'direct';
-  setText($('members-btn'), c.kind === 'direct' ? 'Details' : 'Members');
+  // a word on a wide screen, an icon on a phone (style.css)
+  setText($('members-label'), c.kind === 'direct' ? 'Details' : 'Members');
+  setIcon($('members-icon'), c.kind === 'direct' ? 'info' : 'users', 18);
   const li = levelInfo(c.notify);
   const nb = $('notify-btn');
   setAttr(nb, 'data-level', li.level);

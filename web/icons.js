@@ -39,6 +39,10 @@ const PATHS = {
   read: [{ fill: 'M12 1.5a10.5 10.5 0 1 1 0 21 10.5 10.5 0 0 1 0-21z' },
     { knock: 'M5 12.5l3 3 6.5-6.5' }, { knock: 'M11 14.5l1 1 6.5-6.5' }],
   alert: ['M20 12a8 8 0 1 1-16 0 8 8 0 0 1 16 0z', 'M12 8v4.5', 'M12 16h.01'],
+  // the header's members / details button on a phone (convview.js)
+  users: ['M15 19.5v-1.5a3.5 3.5 0 0 0-3.5-3.5h-5A3.5 3.5 0 0 0 3 18v1.5', 'M12.5 7.5a3.5 3.5 0 1 1-7 0 3.5 3.5 0 0 1 7 0z',
+    'M21 19.5v-1.5a3.5 3.5 0 0 0-2.6-3.4', 'M15.5 4.1a3.5 3.5 0 0 1 0 6.8'],
+  info: ['M21 12a9 9 0 1 1-18 0 9 9 0 0 1 18 0z', 'M12 16.5V11', 'M12 7.5h.01'],
 };
 
 /** An <svg> icon element (class "icon icon-<name>"). */

@@ -223,17 +223,19 @@ export function blocks(body) {
 
 /**
  * The nodes of body rendered. text(str) -> [nodes] renders a plain run
- * (default: shortcodes expanded, as a Text node).
+ * (default: shortcodes expanded, as a Text node). links: false shows links
+ * as their text (no <a>: where the body sits inside a button, as a search
+ * result does).
  */
-export function renderRich(body, text = (s) => [document.createTextNode(expandShortcodes(s))]) {
+export function renderRich(body, text = (s) => [document.createTextNode(expandShortcodes(s))], { links = true } = {}) {
   const nodes = [];
   for (const b of blocks(body)) {
     if (b.type === 'code') {
       nodes.push(elem('pre', 'md-pre', [elem('code', null, [document.createTextNode(b.text)])]));
     } else if (b.type === 'quote') {
-      nodes.push(elem('blockquote', 'md-quote', inline(b.text, 1, text, false)));
+      nodes.push(elem('blockquote', 'md-quote', inline(b.text, 1, text, !links)));
     } else {
-      nodes.push(...inline(b.text, 0, text, false));
+      nodes.push(...inline(b.text, 0, text, !links));
     }
   }
   return nodes;

@@ -5,10 +5,14 @@
 // (app.js jumpToMessage). The API is docs/protocol.md "Search"
 // (GET /api/v1/search).
 //
-// A snippet marks matched words with U+0002 ... U+0003: those become <mark>
-// elements; every piece of text is a Text node (never parsed as HTML).
+// A snippet is rendered as the conversation renders a body (richtext.js:
+// the Markdown subset, quotes, code blocks, :shortcodes:), links shown as
+// text (a result is one button). It marks matched words with U+0002 ...
+// U+0003, the only markup the server adds: those become <mark> elements;
+// every piece of text is a Text node (never parsed as HTML).
 
 import { el, $, setText, fmtFull } from './dom.js';
+import { renderRich, plainText, SHORTCODES } from './richtext.js';
 
 const PAGE = 20;
 const MAX_Q_BYTES = 256;   // the API's limit on q (docs/protocol.md "Search")
@@ -111,16 +115,37 @@ async function runSearch(more) {
   $('search-more').hidden = !cursor;
 }
 
-/** The snippet's text with the marked words as <mark>. */
+// a shortcode, also one whose name is a match (":\u0002smile\u0003:": the
+// emoji, highlighted)
+const SHORTCODE = /:(\u0002?)([a-z0-9_+-]{1,32})(\u0003?):/g;
+const emoji = (run) => run.replace(SHORTCODE,
+  (m, open, k, close) => (Object.hasOwn(SHORTCODES, k) && !open === !close ? open + SHORTCODES[k] + close : m));
+
+/**
+ * The snippet rendered (richtext.js) with the marked words as <mark>. The
+ * markers go through the renderer inside the text (a match is a word, and
+ * punctuation parts words, so a marker never sits inside a Markdown mark);
+ * then every Text node of the result, code included, is split at them:
+ * what lies between a start and an end (across nodes too) is a <mark>, and
+ * an unpaired marker is dropped.
+ */
 function snippetNodes(s) {
-  const out = [];
-  const parts = String(s || '').split(/(\u0002[^\u0003]*\u0003)/);
-  for (const part of parts) {
-    if (!part) continue;
-    if (part[0] === '\u0002') out.push(el('mark', { text: part.slice(1, -1) }));
-    else out.push(document.createTextNode(part.replace(/[\u0002\u0003]/g, '')));
+  const box = document.createElement('span');
+  box.append(...renderRich(String(s || ''), (run) => [document.createTextNode(emoji(run))], { links: false }));
+  const texts = [];
+  const walk = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) texts.push(walk.currentNode);
+  let marked = false;
+  for (const t of texts) {
+    if (!/[\u0002\u0003]/.test(t.data) && !marked) continue;
+    const pieces = [];
+    for (const part of t.data.split(/([\u0002\u0003])/)) {
+      if (part === '\u0002' || part === '\u0003') marked = part === '\u0002';
+      else if (part) pieces.push(marked ? el('mark', { text: part }) : document.createTextNode(part));
+    }
+    t.replaceWith(...pieces);
   }
-  return out;
+  return [...box.childNodes];
 }
 
 function resultItem(m) {
@@ -129,7 +154,7 @@ function resultItem(m) {
   const open = () => { $('search-dialog').close(); h.jump(m.conversation, m.seq); };
   return el('li', { class: 'search-result', 'data-testid': 'search-result', 'data-conv-id': m.conversation, 'data-seq': m.seq },
     el('button', { type: 'button', class: 'search-open', onclick: open,
-      'aria-label': `${who} in ${title}, ${fmtFull(m.ts)}: ${String(m.snippet || m.body || '').replace(/[\u0002\u0003]/g, '')}. Show in the conversation` },
+      'aria-label': `${who} in ${title}, ${fmtFull(m.ts)}: ${plainText(String(m.snippet || m.body || '').replace(/[\u0002\u0003]/g, ''))}. Show in the conversation` },
     el('span', { class: 'search-meta' },
       el('span', { class: 'search-conv', dir: 'auto', text: title }),
       el('span', { class: 'search-who', dir: 'auto', text: who }),

@@ -25,6 +25,16 @@
 //   reads the same live and after a reload: the latest message as it is;
 // - two tabs of one account: a bell level chosen in one is followed by
 //   the other at once.
+// And audit q4, on a 375 px phone:
+// - a search result in the conversation just left (back to the list)
+//   shows that conversation, at the message (the page itself not
+//   scrolled), and marks it read;
+// - a group's and a DM's header keep their name and member/online count
+//   whole (not cut by an ellipsis);
+// - search snippets are rendered as the conversation renders them
+//   (Markdown, quotes, code blocks, :shortcodes:), their matches still
+//   highlighted, with no element or attribute from the text and no link
+//   inside the result's button.
 // POLISH2_SOFT=1 runs every section even after a failure (to see each fail
 // against an old client).
 //
@@ -373,6 +383,116 @@ await run('web client polish (audit q2)', async () => {
       check(got === level, `tab 2 follows tab 1's "${level}" without a reload: ${JSON.stringify(got)}`);
     }
     await tab2.close();
+  });
+
+  // --- audit q4: a phone (375 px), search and the conversation's header
+  /** Searches for q in p's search dialog until n results show. */
+  const searchFor = async (p, q, n) => {
+    if (!(await p.page.getByTestId('search-dialog').isVisible())) {
+      await p.page.getByTestId('search-button').click();
+      await p.page.getByTestId('search-dialog').waitFor({ state: 'visible' });
+    }
+    await p.page.getByTestId('search-q').fill(q);
+    await waitFor(async () => {
+      await p.page.getByTestId('search-submit').click();
+      await p.page.waitForTimeout(150);
+      return (await p.page.getByTestId('search-result').count()) === n;
+    }, `${p.name}: the search for "${q}" finds ${n}`);
+  };
+  /** A 375 px phone showing the list. */
+  const phoneList = async (p) => {
+    await p.page.setViewportSize({ width: 375, height: 740 });
+    await p.page.waitForTimeout(100);
+    if (await p.page.getByTestId('back').isVisible()) await p.page.getByTestId('back').click();
+    await p.page.locator('#layout[data-view="list"]').waitFor({ state: 'attached' });
+  };
+  /** Whether the header's title and subtitle show whole (not cut by an
+   *  ellipsis), its parts on screen, and the page without sideways scroll. */
+  const headerFit = (p) => p.page.evaluate(() => {
+    const cut = (e) => ({ text: e.textContent, scroll: e.scrollWidth, client: e.clientWidth, cut: e.scrollWidth > e.clientWidth });
+    const out = { title: cut(document.getElementById('conv-title')), sub: cut(document.getElementById('conv-sub')), off: [],
+      pageScroll: document.documentElement.scrollWidth, pageClient: document.documentElement.clientWidth };
+    for (const e of document.querySelectorAll('.conv-head > *, #ws-link')) {
+      const b = e.getBoundingClientRect();
+      if (b.width && (b.left < 0 || b.right > document.documentElement.clientWidth)) out.off.push(e.id || e.className);
+    }
+    return out;
+  });
+  await section('q4: a search result in the conversation just left (375 px)', async () => {
+    await openConv(alice, dm);
+    await phoneList(bob);
+    await convItem(bob, dm).click();
+    await bob.page.getByTestId('conversation').waitFor({ state: 'visible' });
+    await bob.page.getByTestId('back').click();
+    await convItem(bob, dm).waitFor({ state: 'visible' });
+    await send(alice, 'the okapi came back');
+    await waitFor(async () => (await convItem(bob, dm).getAttribute('data-unread')) === '1', 'bob, on the list: the DM has 1 unread');
+    await searchFor(bob, 'okapi', 1);
+    const seq = Number(await bob.page.getByTestId('search-result').first().getAttribute('data-seq'));
+    await bob.page.locator('[data-testid="search-result"] button').first().click();
+    await bob.page.getByTestId('search-dialog').waitFor({ state: 'hidden' });
+    let got = null;
+    try {
+      await waitFor(async () => (got = await bob.page.evaluate((seq) => {
+        const a = document.activeElement, box = document.getElementById('messages').getBoundingClientRect();
+        const r = a && a.getBoundingClientRect();
+        return { view: document.getElementById('layout').dataset.view, shown: !!document.getElementById('conv').offsetParent,
+          focused: !!a && a.dataset.seq === String(seq), inView: !!r && r.height > 0 && r.top >= box.top - 1 && r.bottom <= box.bottom + 1,
+          pageY: window.scrollY };
+      }, seq)).view === 'conv' && got.shown && got.focused && got.inView, 'the result shows', 4_000);
+    } catch { /* said below */ }
+    await shot(bob, 'polish2-q4-search-same-conv-375');
+    check(got && got.view === 'conv' && got.shown, `375 px: a result in the conversation just left shows that conversation: ${JSON.stringify(got)}`);
+    check(got.focused && got.inView, `the found message is in view and focused: ${JSON.stringify(got)}`);
+    check(got.pageY === 0, `the jump scrolls the messages, not the page (the top bar stays): ${JSON.stringify(got)}`);
+    await waitFor(async () => (await convItem(bob, dm).getAttribute('data-unread')) === '0', 'what it shows is read: the DM has no unread');
+  });
+  await section('q4: the header fits at 375 px', async () => {
+    await phoneList(bob);
+    for (const [id, title] of [[group, 'Crew'], [dm, 'alice']]) {
+      await convItem(bob, id).click();
+      await waitFor(async () => (await bob.page.getByTestId('conv-title').textContent()) === title && /\S/.test(await bob.page.getByTestId('conv-sub').textContent()),
+        `bob, 375 px: ${title}'s header`);
+      await bob.page.waitForTimeout(100);
+      const fit = await headerFit(bob);
+      if (id === group) await shot(bob, 'polish2-q4-header-375');
+      check(!fit.title.cut && !fit.sub.cut, `375 px: ${title}'s name and count are not cut: ${JSON.stringify(fit)}`);
+      check(!fit.off.length && fit.pageScroll <= fit.pageClient, `375 px: ${title}'s header is on screen: ${JSON.stringify(fit)}`);
+      await bob.page.getByTestId('back').click();
+    }
+    await bob.page.setViewportSize({ width: 1180, height: 760 });
+  });
+  await section('q4: search snippets are rendered as messages are', async () => {
+    await openConv(alice, dm);
+    await send(alice, '**bold tapir** and *it tapir* `tapir code` ~~tapir~~ :smile: https://tapir.example/x');
+    await send(alice, '> quoted tapir\n```\n<script>tapir()</script>\n```\nafter <b>the tapir</b>');
+    await searchFor(bob, 'tapir', 2);
+    await shot(bob, 'polish2-q4-search-rich');
+    const snips = await bob.page.$$eval('[data-testid="search-result"]', (lis) => lis.map((li) => {
+      const s = li.querySelector('[data-testid="search-snippet"]');
+      const attrs = [];
+      for (const e of s.querySelectorAll('*')) for (const a of e.attributes) if (a.name !== 'class') attrs.push(`${e.tagName}.${a.name}`);
+      const q = (sel) => [...s.querySelectorAll(sel)].map((e) => e.textContent);
+      return { text: s.textContent, tags: [...new Set([...s.querySelectorAll('*')].map((e) => e.tagName))].sort(), attrs,
+        marks: q('mark'), strong: q('strong'), em: q('em'), code: q('code'), del: q('del'), quote: q('blockquote'), pre: q('pre'),
+        label: li.querySelector('button').getAttribute('aria-label') };
+    }));
+    const [blocks, spans] = snips;
+    const desc = JSON.stringify(snips);
+    check(spans && spans.strong.includes('bold tapir') && spans.em.includes('it tapir') && spans.code.includes('tapir code') && spans.del.includes('tapir'),
+      `bold, italic, code and strike are rendered: ${desc}`);
+    check(!/\*\*|~~|`|:smile:/.test(spans.text) && spans.text.includes('😄'), `no Markdown marks, the shortcode as its emoji: ${desc}`);
+    check(blocks && blocks.quote.some((t) => t.includes('quoted tapir')) && blocks.pre.some((t) => t.includes('<script>tapir()</script>')),
+      `the quote and the code block are rendered: ${desc}`);
+    check(!/^>|```/.test(blocks.text) && blocks.text.includes('<b>the tapir</b>'), `no block marks; HTML stays text: ${desc}`);
+    for (const x of snips) {
+      check(x.marks.length >= 1 && x.marks.every((m) => m.toLowerCase() === 'tapir'), `the matches are highlighted: ${desc}`);
+      check(x.tags.every((t) => ['MARK', 'STRONG', 'EM', 'DEL', 'CODE', 'PRE', 'BLOCKQUOTE', 'SPAN'].includes(t)) && !x.attrs.length,
+        `only the renderer's elements, no link inside the result's button, no attribute from the text: ${desc}`);
+      check(!/\*\*|```|:smile:|[\u0002\u0003]/.test(x.label), `the result's label reads as the snippet shows: ${desc}`);
+    }
+    await bob.page.getByTestId('search-q').press('Escape');
+    await bob.page.getByTestId('search-dialog').waitFor({ state: 'hidden' });
   });
 
   // --- 8: the password's limits on the sign-up form

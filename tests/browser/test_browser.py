@@ -49,7 +49,8 @@ playwright-core against a real parleyd (see conftest.py):
   join), messages both ways. Audit q3: a malformed name refused in plain
   words, "already a member", two #general told apart by their workspace
   (list, Ctrl+K, search), the workspace link at 390 px, leaving a
-  workspace (from #general too), confirmed.
+  workspace (from #general too), confirmed. Audit q4: at 375 px the
+  channel's name and member count are not cut beside the link.
 - lifecycle.mjs: the data lifecycle: a DM's retention set from its details
   dialog and seen live by the other member (system line, dialog), only a
   group's admin may change it, a refusal in words; messages past a short
@@ -76,7 +77,10 @@ playwright-core against a real parleyd (see conftest.py):
   a deleted last message's preview is the same after a reload; "Yesterday"
   in the list. Audit q3: previews keep blocks apart (quotes, code, drafts,
   notification text); an edit's preview is the same live and after a
-  reload; a second tab follows a bell level.
+  reload; a second tab follows a bell level. Audit q4 (375 px): a search
+  result in the conversation just left opens it and marks it read; the
+  header keeps the name and the member count whole; search snippets
+  rendered as messages are, matches highlighted.
 - restart.mjs (audit R): the server stops (SIGTERM) and comes back 7 s
   later: the page says "reconnecting" as soon as the `reconnect` frame
   comes, resumes over WebSocket (not the HTTP fallback, which has no

@@ -13,7 +13,9 @@
 // "In" filter; at 390 px the channel's header still leads to its workspace
 // and the list item fits; #general offers "Leave workspace", not "Leave
 // channel", and the workspace dialog has "Leave workspace" (both asked
-// first; Cancel leaves nothing). WORKSPACES_SOFT=1 runs each of these
+// first; Cancel leaves nothing). Audit q4: at 375 px the channel's header
+// keeps its name and member count whole beside the workspace's link.
+// WORKSPACES_SOFT=1 runs each of these
 // sections even after one failed (to see each fail against an old client).
 //
 // usage: node workspaces.mjs http://127.0.0.1:PORT
@@ -266,6 +268,34 @@ await run('workspaces: create, channels, add a member, browse, join, private', a
     await waitFor(async () => (await B.getByTestId('workspace-title').textContent()) === 'Beta', 'bob, 390 px: the link opens Beta');
     check(await B.getByTestId('workspace-leave').isVisible(), 'the workspace dialog offers "Leave workspace"');
     await B.getByTestId('workspace-close').click();
+    await B.setViewportSize({ width: 1180, height: 760 });
+  });
+
+  // audit q4: at 375 px the workspace's link took the room of the channel's
+  // name and of its count ("#gene…", "2 …")
+  await section('375 px: the channel\'s header keeps its name and count', async () => {
+    await B.setViewportSize({ width: 375, height: 740 });
+    await B.waitForTimeout(100);
+    if (await B.getByTestId('back').isVisible()) await B.getByTestId('back').click();
+    await B.locator(`[data-testid="conv-item"][data-conv-id="${betaGeneral}"]`).click();
+    await waitFor(async () => (await B.getByTestId('conv-title').textContent()) === '#general' && await B.getByTestId('conversation').isVisible() &&
+      /online/.test(await B.getByTestId('conv-sub').textContent()), 'bob, 375 px: Beta\'s #general and its count');
+    await B.waitForTimeout(100);
+    const fit = await B.evaluate(() => {
+      const cut = (e) => ({ text: e.textContent, scroll: e.scrollWidth, client: e.clientWidth, cut: e.scrollWidth > e.clientWidth });
+      const w = document.documentElement.clientWidth, off = [];
+      for (const e of document.querySelectorAll('.conv-head > *, #ws-link')) {
+        const b = e.getBoundingClientRect();
+        if (b.width && (b.left < 0 || b.right > w)) off.push(e.id || e.className);
+      }
+      return { title: cut(document.getElementById('conv-title')), sub: cut(document.getElementById('conv-sub')),
+        link: cut(document.getElementById('ws-link')), linkShown: !!document.getElementById('ws-link').offsetParent, off,
+        pageScroll: document.documentElement.scrollWidth, pageClient: w };
+    });
+    await shot(bob, '34-channel-375-header');
+    check(!fit.title.cut && !fit.sub.cut, `375 px: the channel's name and its member count are not cut: ${JSON.stringify(fit)}`);
+    check(fit.linkShown && fit.link.scroll > 0, `375 px: the header still leads to the workspace: ${JSON.stringify(fit)}`);
+    check(!fit.off.length && fit.pageScroll <= fit.pageClient, `375 px: the header is on screen, no sideways scroll: ${JSON.stringify(fit)}`);
     await B.setViewportSize({ width: 1180, height: 760 });
   });
 
