@@ -231,6 +231,7 @@ launch_node() {
     port=$(node_port "$i")
     log=$CLUSTER_DIR/node$i.log
     mkdir -p "$CLUSTER_DIR/node$i" "$CLUSTER_DIR/media"
+    chmod 700 "$CLUSTER_DIR/node$i" "$CLUSTER_DIR/media"    # parleyd warns of an open data directory
     # shellcheck disable=SC2206  # PARLEYD_ARGS is split on blanks on purpose
     cmd=("$PARLEYD" --listen "$HOST:$port" --data-dir "$CLUSTER_DIR/node$i" $(node_args "$i") $PARLEYD_ARGS)
     echo "=== cluster.sh $(date -u +%FT%TZ): ${cmd[*]}" >>"$log"

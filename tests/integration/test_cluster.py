@@ -1579,6 +1579,9 @@ def test_cluster_script_as_the_readme_runs_it_serves_uploads_from_every_node(mod
     up = subprocess.run([script, "up", "2"], env=env, capture_output=True, text=True, timeout=180)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
+        for i in range(2):                     # the script's data directories are the nodes' own (audit G4)
+            with open(os.path.join(scratch, "cl", f"node{i}.log")) as f:
+                assert "open to other users" not in f.read()
         lb = [ln.split()[1] for ln in up.stdout.splitlines() if ln.startswith("lb ")]
         assert lb, up.stdout
         base = f"http://{lb[0]}"
