@@ -48,13 +48,30 @@ static void remember(pl_conn *c, int64_t conv, int64_t delivered, int64_t read) 
     if (read > x->acked_read) x->acked_read = read;
 }
 
+/* A receipt's error names the receipt (audit G4: without a req, which a
+ * receipt needs none of, a client could not tell which to send again). */
+static void receipt_error(pl_conn *c, json_t *req, const char *code, const char *msg, const char *type,
+                          int64_t conv, int64_t seq) {
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_proto_error(&s, req, code, msg);
+    if (s.len && s.p[s.len - 1] == '}') {
+        s.len--;
+        pl_sbuf_printf(&s, ",\"receipt\":\"%s\",\"conversation\":%lld,\"seq\":%lld%s}", type, (long long)conv,
+                       (long long)seq, strcmp(code, "unavailable") == 0 ? ",\"retry_after\":1" : "");
+    }
+    chat_send_text(c, s.p, s.len, 1);
+    pl_sbuf_release(&s);
+}
+
 static void receipt_done(pl_job *j) {
     receipt_op *op = (receipt_op *)j;
     if (j->result) {
         if (pl_conn_alive(op->conn)) {
-            int st;
-            chat_send_error(op->conn, op->req, pl_chat_error_code(j->result, &st),
-                            j->result == PL_STORE_ENOTFOUND ? "no such conversation" : "receipt not stored");
+            int st, read = j->read != 0;
+            receipt_error(op->conn, op->req, pl_chat_error_code(j->result, &st),
+                          j->result == PL_STORE_ENOTFOUND ? "no such conversation" : "receipt not stored",
+                          read ? "read" : "delivered", j->conv, read ? j->read : j->delivered);
         }
     } else {
         remember(op->conn, j->conv, j->out_delivered, j->out_read);
@@ -69,7 +86,8 @@ static void receipt_done(pl_job *j) {
 void do_receipt(session *s, pl_msg *m) {
     sub *x = sub_find(s, m->conv);
     if (!x) {
-        chat_send_error(s->conn, m->req, "not_found", "no such conversation");
+        receipt_error(s->conn, m->req, "not_found", "no such conversation",
+                      m->type == PL_MSG_READ ? "read" : "delivered", m->conv, m->seq);
         return;
     }
     int read = m->type == PL_MSG_READ;

@@ -1097,6 +1097,15 @@ TEST(receipts_remember_the_store_result_not_the_request) {
     j->done(j);
     turn();
     CHECK(has_frame(s, "error"));
+    size_t at = 0;                                 /* which receipt to send again (audit G4) */
+    json_t *e = next_frame(s, &at, "error");
+    int named = e && strcmp(json_string_value(json_object_get(e, "code")), "unavailable") == 0 &&
+                strcmp(json_string_value(json_object_get(e, "receipt")), "read") == 0 &&
+                json_integer_value(json_object_get(e, "conversation")) == 10 &&
+                json_integer_value(json_object_get(e, "seq")) == 7 &&
+                json_integer_value(json_object_get(e, "retry_after")) == 1;
+    json_decref(e);
+    CHECK(named);
     h_text(s, "{\"type\":\"read\",\"conversation\":10,\"seq\":7}");   /* so it is retried */
     j = fs_take(&H.store, PL_JOB_RECEIPT, 10);
     CHECK(j != NULL);
