@@ -134,6 +134,7 @@ int pl_bus__redis_node_gone(pl_bus *pb, int node) {
 
 int64_t pl_bus__redis_node_since(pl_bus *pb, int node) {
     pl_bus_redis *b = (pl_bus_redis *)pb;
+    if (node == b->base.node) return b->started;
     return node >= 0 && node < NODE_IDS ? b->node_since[node] : 0;
 }
 

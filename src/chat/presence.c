@@ -253,10 +253,12 @@ static pview *view_at(presence *p, uint32_t i) { return i ? &p->more[i - 1] : &p
  * clock, as is the start its beats say. */
 static int view_counts(int node, int64_t expires, int64_t wall) {
     if (expires <= wall) return 0;
-    if (!C.bus || node == C.bus->node) return 1;
+    if (!C.bus) return 1;
+    /* this node's own id too: Redis hands back the dead process's views
+     * to the new one (audit O7) */
     int64_t since = pl_bus_node_since(C.bus, node);
     if (since && expires - (int64_t)C.cfg->presence_timeout * 1000 < since) return 0;
-    return !pl_bus_node_gone(C.bus, node);
+    return node == C.bus->node || !pl_bus_node_gone(C.bus, node);
 }
 
 /* The best view that counts; *last gets the latest activity any view
