@@ -45,6 +45,8 @@ struct pl_net {
                                       TCP_NODELAY: -1 not known yet, 1 yes,
                                       0 no (set on each, a syscall a client) */
     int            reserve_fd;     /* spent to shed connects at EMFILE       */
+    int64_t        shed_logged;    /* mono ms of the last "out of file descriptors" line */
+    int64_t        shed_unlogged;  /* connections shed since (said by the next line) */
     uv_poll_t      poller;         /* the loop's watch on epfd               */
     uv_prepare_t   flusher;        /* flushes pending writes before polling,
                                       and releases closed connections        */
@@ -575,9 +577,12 @@ static void on_prepare(uv_prepare_t *p) {
     if (n->closing == 1 && n->count == 0) net_shut(n);
 }
 
+static void shed_log(pl_net *n, int64_t now);
+
 static void on_sweep(uv_timer_t *t) {
     pl_net *n = t->data;
     int64_t now = pl_mono_ms();
+    shed_log(n, now);                /* the refusals since the last line */
     for (pl_conn *c = n->all.next, *nx; c != &n->all; c = nx) {
         nx = c->next;
         if (c->corked) {           /* a cork lasts at most two sweeps */
@@ -678,11 +683,20 @@ static void conn_accepted(pl_net *n, int fd, const struct sockaddr_storage *peer
     n->h.on_data(c, NULL, 0);               /* lets the upper layer arm timers */
 }
 
+/* The "out of file descriptors" line: at most one a second, each saying
+ * how many were shed since the one before (the sweep says the last). */
+static void shed_log(pl_net *n, int64_t now) {
+    if (n->shed_unlogged <= 0 || now - n->shed_logged < 1000) return;
+    n->shed_logged = now;
+    pl_log(PL_LOG_WARN, 0, "out of file descriptors: connections refused", "\"refused\":%lld",
+           (long long)n->shed_unlogged);
+    n->shed_unlogged = 0;
+}
+
 /* Out of descriptors: the reserve one is spent to accept and close what
  * waits, so the listener does not stay readable (and the loop busy) until
  * a descriptor frees up. */
 static void shed_connects(pl_net *n) {
-    static int64_t logged, unlogged;     /* a line a second, counting what the others saw */
     if (n->reserve_fd < 0) return;
     close(n->reserve_fd);
     int fd, shed = 0;
@@ -692,14 +706,8 @@ static void shed_connects(pl_net *n) {
     }
     n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pl_count(&pl_m_conn_refused_ip, (uint64_t)shed);
-    unlogged += shed;
-    int64_t now = pl_mono_ms();
-    if (now - logged >= 1000 && unlogged > 0) {
-        logged = now;
-        pl_log(PL_LOG_WARN, 0, "out of file descriptors: connections refused", "\"refused\":%lld",
-               (long long)unlogged);
-        unlogged = 0;
-    }
+    n->shed_unlogged += shed;
+    shed_log(n, pl_mono_ms());
 }
 
 static void net_accept(pl_net *n) {
