@@ -27,7 +27,9 @@ int pl_auth_init(const char *data_dir, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY);
     if (fd >= 0) {
         ssize_t n = read(fd, key, sizeof key);
+        int e = errno;
         close(fd);
+        if (n < 0) { snprintf(err, errlen, "cannot read %s: %s", path, strerror(e)); return -1; }   /* a directory, say */
         if (n != (ssize_t)sizeof key) { snprintf(err, errlen, "%s is damaged", path); return -1; }
         return 0;
     }

@@ -2,6 +2,7 @@
 #include "test.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chat/auth.h"
@@ -23,6 +24,14 @@ TEST(auth_init_error_names_path_and_reason) {
     char err[300] = "";
     CHECK_EQ(pl_auth_init("/nonexistent-parley-dir", err, sizeof err), -1);
     CHECK_STR(err, "cannot create /nonexistent-parley-dir/token.key: No such file or directory");
+    char dir[] = "/tmp/pl-auth-XXXXXX", sub[64];     /* a directory where the key should be */
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(sub, sizeof sub, "%s/token.key", dir);
+    CHECK_EQ(mkdir(sub, 0700), 0);
+    CHECK_EQ(pl_auth_init(dir, err, sizeof err), -1);
+    CHECK(strstr(err, "cannot read") && strstr(err, "Is a directory"));
+    rmdir(sub);
+    rmdir(dir);
 }
 
 TEST(auth_access_roundtrip) {
