@@ -698,7 +698,7 @@ _ROUTES = [
     ("/api/v1/workspaces/{none}/channels", _GET + ("POST",)),
     ("/api/v1/reports", _GET), ("/api/v1/reports/{none}/resolve", ("POST",)),
     ("/api/v1/media", ("POST",)), ("/api/v1/media/uploads", ("POST",)),
-    ("/api/v1/media/uploads/0123456789abcdef0123456789abcdef", _GET + ("PATCH",)),
+    ("/api/v1/media/uploads/0123456789abcdef0123456789abcdef", _GET + ("DELETE", "PATCH")),
     ("/api/v1/media/{none}", _GET),
     ("/media/{none}", _GET), ("/media/{none}?exp=1&sig=x", _GET),
     ("/", _GET), ("/index.html", _GET), ("/app.js", _GET), ("/style.css", _GET), ("/favicon.svg", _GET),
