@@ -163,7 +163,7 @@ int pl_blob_room(const pl_blob_store *b, int64_t need, int64_t reserve, int64_t 
 }
 
 /* The OFD lock a PATCH holds on a resumable upload's data file
- * (api_media.c invariant 4), taken without waiting: 0 with the descriptor
+ * (api_upload.c invariant 4), taken without waiting: 0 with the descriptor
  * in *fd, -EBUSY when a PATCH holds it, or -errno when the file cannot be
  * opened (-ENOENT: gone). A PATCH that locks after the sweep (or a drop)
  * unlinked the file finds its path gone and answers 404. */

@@ -69,7 +69,7 @@ int  pl_blob_remove(pl_blob_store *b, const char *sha, int64_t min_age_ms);
 int  pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms);
 
 /* Resumable uploads in progress, by owner (the quota counts their declared
- * length from their creation, api_media.c). mark: after <uid>.json is
+ * length from their creation, api_upload.c). mark: after <uid>.json is
  * written; 0 or -errno. unmark: after <uid>.json is removed (the marker
  * goes anyway once stale). uploads_of: how many of owner's uploads are in
  * progress, other than except (a uid, or NULL), and the sum of their
@@ -79,7 +79,7 @@ void pl_blob_upload_unmark(pl_blob_store *b, int64_t owner, const char *uid, int
 int  pl_blob_uploads_of(pl_blob_store *b, int64_t owner, const char *except, int64_t *bytes);
 /* Drops owner's resumable upload uid (length: its declared length, for
  * its marker) before it completes: its <uid>.json, then its data file and
- * marker go, under the upload's lock (api_media.c invariant 4), so a
+ * marker go, under the upload's lock (api_upload.c invariant 4), so a
  * PATCH under way is never cut short. 0 dropped; -ENOENT no such upload in
  * progress (completed, dropped or swept since); -EBUSY a PATCH holds it;
  * another -errno when it cannot be opened or its .json removed now (then
