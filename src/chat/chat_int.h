@@ -134,6 +134,12 @@ struct sub {
                                    * stream may not have published it yet) */
 };
 
+/* 1 once x's user was removed from (or left) its conversation and not
+ * added again: its stream ends at end_seq, and no ephemeral frame of the
+ * conversation (typing, receipts, presence) reaches it any more, also
+ * while its replay has not yet reached the removal (audit L5). */
+static inline int sub_removed(const sub *x) { return x->end_seq && !x->rejoin_seq; }
+
 typedef struct typing_ent {
     int64_t user;
     int64_t expires;              /* mono ms                                 */
@@ -214,7 +220,10 @@ struct session {
     int64_t    last_hb;           /* mono ms of the last message (heartbeat) */
     int64_t    drain_since;       /* mono ms the wait began                  */
     pending_msg *pq_head;         /* messages that came while authenticating */
-    pl_cursor *resume;            /* SSE: the Last-Event-ID cursors, until applied */
+    pl_cursor *resume;            /* SSE: the Last-Event-ID cursors, until applied;
+                                   * a held WebSocket session: the conversations
+                                   * it was removed from during the hold, at
+                                   * their member_removed (deliver.c end_finish) */
     uint32_t   nresume;
     uint32_t   pq_len;
     uint32_t   mark;              /* dedup generation for fan-out            */

@@ -746,6 +746,11 @@ void sub_catch_up(sub *x, int report_synced) {
 void session_release_hold(session *s) {
     if (!s->held) return;
     s->held = 0;
+    if (s->tp == TP_WS) {                     /* the hold's removals (end_finish) */
+        free(s->resume);
+        s->resume = NULL;
+        s->nresume = 0;
+    }
     for (uint32_t i = 0; i < s->nsubs;) {     /* a sub may end and leave the array */
         sub *x = s->subs[i];
         uint32_t n = s->nsubs;
@@ -1073,13 +1078,35 @@ static void end_mark(chat_conv *cv, int64_t user, int64_t seq) {
 }
 
 /* ... and after it was delivered: LIVE subscriptions that got it end now;
- * the others end when their replay reaches it. */
+ * the others end when their replay reaches it. A HELD one (a handshake
+ * session waiting for its first message) leaves its hold for this
+ * conversation now: the ring holds the events up to the removal as they
+ * are now, before any later one changed them (audit L5: released a second
+ * later, they carried edits, reactions and pins made after the removal). */
 static void end_finish(chat_conv *cv, int64_t user, int64_t seq) {
     chat_user *u = pl_map_get(&C.users, user);
     for (session *s = u ? u->sessions : NULL; s; s = s->unext) {
         sub *x = sub_find(s, cv->id);
-        if (x && x->end_seq == seq && x->state == SUB_LIVE && x->sent_seq >= seq) sub_caught_up(x);
+        if (!x || x->end_seq != seq) continue;
+        if (x->state == SUB_LIVE && x->sent_seq >= seq) {
+            sub_caught_up(x);
+        } else if (x->state == SUB_HELD && s->tp == TP_WS) {
+            /* the `sync` it may still send is answered `synced` at the
+             * removal (deliver_sync), as if it had come first */
+            s->resume = pl_realloc(s->resume, (s->nresume + 1) * sizeof *s->resume);
+            s->resume[s->nresume++] = (pl_cursor){cv->id, seq};
+            sub_catch_up(x, 0);
+        }
     }
+}
+
+/* The member_removed seq of conv if s (a held WebSocket session) was
+ * removed from it during its hold (end_finish), else 0. */
+static int64_t held_end(const session *s, int64_t conv) {
+    if (s->tp != TP_WS) return 0;
+    for (uint32_t i = 0; i < s->nresume; i++)
+        if (s->resume[i].conv == conv) return s->resume[i].seq;
+    return 0;
 }
 
 static void conv_process(chat_conv *cv, const pl_event *ev) {
@@ -1408,6 +1435,14 @@ void deliver_sync(session *s, json_t *cursors, json_t *req) {
     sub **catch_up = cap ? pl_malloc(cap * sizeof *catch_up) : NULL;
     while (pl_proto_cursor(cursors, &it, &conv, &seq) == 0) {
         sub *x = sub_find(s, conv);
+        int64_t ended = x ? 0 : held_end(s, conv);
+        if (ended) {                             /* its stream ended at the removal, sent */
+            char msg[96];
+            int len = snprintf(msg, sizeof msg, "{\"type\":\"synced\",\"conversation\":%lld,\"seq\":%lld}",
+                               (long long)conv, (long long)ended);
+            chat_send_text(s->conn, msg, (size_t)len, 1);
+            continue;
+        }
         if (!x) {
             pl_sbuf b;
             pl_sbuf_init(&b);

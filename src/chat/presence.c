@@ -403,7 +403,7 @@ static void announce_to(const int64_t *convs, size_t n, int64_t user, pl_rbuf **
         if (!cv || cv->nsubs > PRESENCE_FANOUT_MAX || cv->blocked) continue;   /* not through a block */
         for (sub *x = cv->subs; x; x = x->next) {
             session *s = x->sess;
-            if (s->user == user || s->mark == mark) continue;
+            if (s->user == user || s->mark == mark || sub_removed(x)) continue;
             s->mark = mark;
             if (!*frame) *frame = pl_ws_text_frame(b->p, b->len);
             chat_deliver_ephemeral(s->conn, *frame);

@@ -126,6 +126,7 @@ void receipts_on_bus(void *ud, const pl_bus_receipt *r) {
     int everyone = r->members <= C.cfg->receipt_fanout_max;
     pl_rbuf *fo = NULL, *fw = NULL;
     for (sub *x = cv->subs; x; x = x->next) {
+        if (sub_removed(x)) continue;         /* no longer a member */
         if (x->sess->user == r->user) {
             if (r->delivered > x->acked_delivered) x->acked_delivered = r->delivered;
             if (r->read > x->acked_read) x->acked_read = r->read;

@@ -60,7 +60,7 @@ static void typing_forward(chat_conv *cv, int64_t user, int start) {
                      (long long)cv->id, (long long)user, start ? "start" : "stop");
     pl_rbuf *frame = NULL;
     for (sub *x = cv->subs; x; x = x->next) {
-        if (x->sess->user == user) continue;
+        if (x->sess->user == user || sub_removed(x)) continue;
         if (!frame) frame = pl_ws_text_frame(msg, (size_t)n);
         chat_deliver_ephemeral(x->sess->conn, frame);
     }

@@ -338,3 +338,39 @@ async def test_members_are_added_by_id_or_username_never_both(server):
         assert r.status == 404 and r.body["error"]["code"] == "not_found", r
         got = (await api.expect(200, "GET", f"/api/v1/conversations/{conv['id']}", token=a.token)).body
         assert sorted(m["id"] for m in got["members"]) == sorted([a.id, b.id, c.id]), got
+
+
+@async_test(60)
+async def test_a_held_handshake_session_ends_at_its_removal(server):
+    """protocol.md "What a member sees": a removed user receives its
+    `member_removed`, then nothing more, also a session that had not sent
+    its first message (authenticated at the handshake: its live delivery
+    is held up to 1 s). Audit L5: such a session got the typing, receipt
+    and presence frames of the conversation sent after the removal, and,
+    when the hold ended, a message in the form an edit, a reaction and a
+    pin made after the removal gave it."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "hr")
+        g = (await api.create_group(alice, [bob.id, carol.id]))["id"]
+        b = await h.ws(bob, name="bob-held")          # token at the handshake; sends nothing
+        sent = await api.expect(201, "POST", f"/api/v1/conversations/{g}/messages", token=alice.token,
+                                json_body={"client_msg_id": "hr1", "body": "plan v1"})
+        seq = sent.body["seq"]
+        await api.remove_member(alice, g, bob.id)
+        await api.expect(200, "PATCH", f"/api/v1/conversations/{g}/messages/{seq}", token=alice.token,
+                         json_body={"body": "plan v2, written after bob left"})
+        await api.expect((200, 201), "POST", f"/api/v1/conversations/{g}/messages/{seq}/reactions",
+                         token=carol.token, json_body={"emoji": "👍"})
+        await api.expect((200, 204), "PUT", f"/api/v1/conversations/{g}/pins/{seq}", token=alice.token)
+        c = await h.ws(carol, auth="first", name="carol")    # online, typing, reading: after the removal
+        await c.send_json({"type": "typing", "conversation": g, "state": "start"})
+        await c.send_json({"type": "read", "conversation": g, "seq": seq})
+        await c.ping()
+        await asyncio.sleep(1.5)                       # past the hold
+        mine = [m for m in b.msgs if m.get("conversation") == g or
+                (m.get("type") == "presence" and m.get("user") == carol.id)]
+        kinds = [(m.get("type"), m.get("kind")) for m in mine]
+        assert kinds == [("event", "message"), ("event", "member_removed")], mine
+        assert mine[0]["body"] == "plan v1" and "edited_ts" not in mine[0] and not mine[0].get("pinned") \
+            and not mine[0].get("reactions"), mine[0]

@@ -1804,8 +1804,9 @@ TEST(deliver_group_becomes_large_when_it_grows) {
     h_stop(all, 1);
 }
 
-/* A member removed from a large group before its sync still gets its own
- * member_removed (the cursor stops just before it), then nothing. */
+/* A member removed from a large group while its sync is under way still
+ * gets its own member_removed (the cursor stops just before it), then
+ * nothing. */
 TEST(deliver_large_group_sync_still_ends_at_the_removal) {
     h_start(0);
     H.cfg.large_group = 3;
@@ -1814,12 +1815,12 @@ TEST(deliver_large_group_sync_still_ends_at_the_removal) {
     fconn *s = h_session(2, 1, &cs, 1, 1);
     CHECK(s != NULL);
     h_publish(10, 31, PL_EV_MESSAGE, 0);
-    h_publish(10, 32, PL_EV_MEMBER_REMOVED, 2);
-    h_publish(10, 33, PL_EV_MESSAGE, 0);
     size_t at = s->nframes;
     h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":10}}");
     pl_job *j = fs_take(&H.store, PL_READ_MENTIONS, 10);
     CHECK(j != NULL);
+    h_publish(10, 32, PL_EV_MEMBER_REMOVED, 2);
+    h_publish(10, 33, PL_EV_MESSAGE, 0);
     int64_t ms[] = {12, 31};
     fs_answer_mentions(j, ms, 2, 0);
     turn();
@@ -1833,6 +1834,43 @@ TEST(deliver_large_group_sync_still_ends_at_the_removal) {
     frame_trace(s, at, trace, sizeof trace);
     CHECK_STR(trace, "mention:12 mention:31 event:32 synced:32:online_only");
     CHECK(sub_find(s->c.session, 10) == NULL);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* A handshake session held for its first message whose user is removed
+ * meanwhile leaves the hold for that conversation at the removal: what
+ * came up to it is read now (its form as of the removal, not a second
+ * later), then member_removed, then nothing: no receipt or typing frame of
+ * the conversation reaches it after the removal (audit L5). */
+TEST(deliver_a_held_session_ends_at_its_removal_at_once) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 1);             /* held */
+    CHECK(s != NULL);
+    size_t at = s->nframes;
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    h_publish(10, 7, PL_EV_MEMBER_REMOVED, 2);
+    turn();
+    pl_job *r = fs_take(&H.store, PL_READ_EVENTS, 10);  /* now, not when the hold ends */
+    CHECK(r != NULL);
+    CHECK_EQ(r->after, 5);
+    pl_bus_receipt rc = {10, 3, 6, 6, 0, 3, 0, -1};     /* another member reads, after it */
+    pl_bus_publish_receipt(H.bus, &rc);
+    turn();
+    fs_answer_events(r, 7);
+    turn();
+    char trace[128];
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "event:6 event:7");
+    CHECK(!has_frame(s, "receipt"));
+    CHECK(sub_find(s->c.session, 10) == NULL);
+    /* its first message, a sync: synced at the removal, as if it came first */
+    h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":5}}");
+    turn();
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "event:6 event:7 synced:7");
+    CHECK(!has_frame(s, "error"));
     fconn *all[] = {s};
     h_stop(all, 1);
 }
