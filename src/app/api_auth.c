@@ -16,10 +16,10 @@
 #include "../core/log.h"
 
 static void respond_tokens(pl_http_ctx *ctx, int status, int64_t user, const char *username,
-                           int64_t login, const char *refresh) {
+                           int64_t login, int64_t login_created, const char *refresh) {
     char access[PL_AUTH_TOKEN_MAX];
     int64_t exp = pl_auth_access_expiry(pl_now_ms(), A.cfg->access_ttl);
-    pl_auth_access_token(user, login, exp, access);
+    pl_auth_access_token(user, login, login_created, exp, access);
     json_t *o = json_pack("{s:{s:I,s:s},s:s,s:i,s:s}", "user", "id", (json_int_t)user,
                           "username", username, "access_token", access,
                           "expires_in", A.cfg->access_ttl, "refresh_token", refresh);
@@ -34,7 +34,8 @@ static void login_created(pl_job *j) {
          * covers only the secret after the dot */
         char tok[PL_AUTH_TOKEN_MAX];
         snprintf(tok, sizeof tok, "%lld.%s", (long long)j->out_id, strchr(op->refresh, '.') + 1);
-        respond_tokens(op->ctx, op->created ? 201 : 200, op->user, op->username, j->out_id, tok);
+        respond_tokens(op->ctx, op->created ? 201 : 200, op->user, op->username, j->out_id,
+                       j->login_out.created, tok);
     }
     api_op_free(op);
 }
@@ -187,7 +188,7 @@ void h_login(pl_http_ctx *ctx) {
 static void refreshed_user(pl_job *j) {
     api_op *op = j->data;
     if (j->result) api_store_error(op->ctx, j->result == PL_STORE_ENOTFOUND ? PL_STORE_EUNAVAIL : j->result, "");
-    else respond_tokens(op->ctx, 200, op->user, j->user_out.username, op->login, op->refresh);
+    else respond_tokens(op->ctx, 200, op->user, j->user_out.username, op->login, op->login_created, op->refresh);
     api_op_free(op);
 }
 
@@ -284,6 +285,7 @@ static void refresh_login_read(pl_job *j) {
     }
     op->user = j->login_out.user;
     op->login = j->login_out.id;
+    op->login_created = j->login_out.created;
     api_job_reset(op, PL_JOB_LOGIN_ROTATE, rotated);
     op->job.id = op->login;
     memcpy(op->job.hash, hash, 32);

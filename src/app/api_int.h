@@ -45,6 +45,7 @@ typedef struct api_op {
     char         refresh[PL_AUTH_TOKEN_MAX];
     int64_t      user;
     int64_t      login;
+    int64_t      login_created;   /* the login row's `created` (its tokens' stamp) */
     int64_t      conv;
     int64_t     *members;
     int          status;          /* the answer's status when it is ready   */

@@ -65,10 +65,19 @@ int64_t pl_auth_access_expiry(int64_t now_ms, int ttl_s) {
     return (now_ms + 999) / 1000 + ttl_s;
 }
 
-void pl_auth_access_token(int64_t user, int64_t login, int64_t expires_s, char *out) {
+/* The login's stamp: its creation second, modulo 2^32. */
+static uint32_t login_stamp(int64_t created) { return (uint32_t)((uint64_t)(created / 1000) & 0xffffffffu); }
+
+int pl_auth_stamp_ok(uint32_t stamp, int64_t created) { return stamp == login_stamp(created); }
+
+/* The nonce part: 4 random bytes (no two tokens alike), then the login's
+ * stamp, big-endian; signed with the rest. */
+void pl_auth_access_token(int64_t user, int64_t login, int64_t login_created, int64_t expires_s, char *out) {
     uint8_t nonce[8];
     char nb[16];
-    randombytes_buf(nonce, sizeof nonce);
+    randombytes_buf(nonce, 4);
+    uint32_t st = login_stamp(login_created);
+    for (int i = 0; i < 4; i++) nonce[4 + i] = (uint8_t)(st >> (24 - 8 * i));
     sodium_bin2base64(nb, sizeof nb, nonce, sizeof nonce, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     int n = snprintf(out, PL_AUTH_TOKEN_MAX, "v1.%lld.%lld.%lld.%s", (long long)user,
                      (long long)login, (long long)expires_s, nb);
@@ -89,7 +98,8 @@ static int parse_i64(const char *p, const char *end, int64_t *v) {
     return 0;
 }
 
-int pl_auth_verify_access(const char *tok, size_t len, int64_t now_s, int64_t *user, int64_t *login) {
+int pl_auth_verify_access(const char *tok, size_t len, int64_t now_s, int64_t *user, int64_t *login,
+                          uint32_t *stamp) {
     if (len < 10 || len >= PL_AUTH_TOKEN_MAX || memcmp(tok, "v1.", 3) != 0) return PL_AUTH_BAD;
     const char *dots[5];
     int nd = 0;
@@ -105,6 +115,12 @@ int pl_auth_verify_access(const char *tok, size_t len, int64_t now_s, int64_t *u
     if (parse_i64(dots[0] + 1, dots[1], user) || parse_i64(dots[1] + 1, dots[2], login) ||
         parse_i64(dots[2] + 1, dots[3], &exp))
         return PL_AUTH_BAD;
+    uint8_t nonce[8];
+    size_t nn = 0;
+    if (sodium_base642bin(nonce, sizeof nonce, dots[3] + 1, (size_t)(dots[4] - dots[3] - 1), NULL, &nn, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || nn != sizeof nonce)
+        return PL_AUTH_BAD;
+    *stamp = (uint32_t)nonce[4] << 24 | (uint32_t)nonce[5] << 16 | (uint32_t)nonce[6] << 8 | nonce[7];
     if (exp <= now_s) return PL_AUTH_EXPIRED;
     return PL_AUTH_OK;
 }

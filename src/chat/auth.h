@@ -33,13 +33,21 @@ void pl_auth_derive_key(const char *label, uint8_t out[32]);
  * from its expiry second on, and rounding down would leave a one-second
  * token as little as a millisecond). */
 int64_t pl_auth_access_expiry(int64_t now_ms, int ttl_s);
-/* out gets a NUL-terminated access token (at most PL_AUTH_TOKEN_MAX). */
-void pl_auth_access_token(int64_t user, int64_t login, int64_t expires_s, char *out);
+/* out gets a NUL-terminated access token (at most PL_AUTH_TOKEN_MAX) of
+ * login, created at login_created (ms: the login row's `created`, which the
+ * token carries as a stamp, pl_auth_stamp_ok). */
+void pl_auth_access_token(int64_t user, int64_t login, int64_t login_created, int64_t expires_s, char *out);
 
 enum { PL_AUTH_OK = 0, PL_AUTH_BAD = -1, PL_AUTH_EXPIRED = -2 };
-/* Verifies signature and expiry (against now_s). */
+/* Verifies signature and expiry (against now_s); *stamp gets the login's
+ * stamp the token carries. */
 int  pl_auth_verify_access(const char *tok, size_t len, int64_t now_s,
-                           int64_t *user, int64_t *login);
+                           int64_t *user, int64_t *login, uint32_t *stamp);
+/* 1 if a token's stamp is that of the login row created at created (ms):
+ * the row is the one the token was issued for, not a later login that
+ * took its id (a database restored from a backup, or made anew beside the
+ * same token key, numbers logins again: audit N4). */
+int  pl_auth_stamp_ok(uint32_t stamp, int64_t created);
 
 /* A new refresh secret for login: out gets the token, hash its SHA-256. */
 void pl_auth_refresh_token(int64_t login, char *out, uint8_t hash[32]);

@@ -316,12 +316,20 @@ typedef struct token_op {
     pl_job           job;
     pl_chat_token_cb cb;
     void            *arg;
+    uint32_t         stamp;       /* the token's login stamp (auth.h)        */
 } token_op;
+
+/* 1 if the login row read for a token is that token's: its user's, not
+ * revoked, and the login it was issued for, not a later one given its id
+ * (a database restored from a backup: audit N4). */
+static int login_is_tokens(const pl_job *j, uint32_t stamp) {
+    return !j->login_out.revoked && j->login_out.user == j->user && pl_auth_stamp_ok(stamp, j->login_out.created);
+}
 
 static void token_done(pl_job *j) {
     token_op *op = (token_op *)j;
     int r = j->result;
-    if (r == PL_STORE_OK && (j->login_out.revoked || j->login_out.user != j->user)) r = PL_STORE_ENOTFOUND;
+    if (r == PL_STORE_OK && !login_is_tokens(j, op->stamp)) r = PL_STORE_ENOTFOUND;
     op->cb(op->arg, r, j->user, j->id);
     pl_job_release(j);
     free(op);
@@ -329,12 +337,14 @@ static void token_done(pl_job *j) {
 
 int pl_chat_check_token(const char *tok, size_t len, pl_chat_token_cb cb, void *arg) {
     int64_t user, login;
+    uint32_t stamp;
     if (C.stopping) return PL_STORE_EUNAVAIL;
-    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login) != PL_AUTH_OK)
+    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login, &stamp) != PL_AUTH_OK)
         return PL_STORE_ENOTFOUND;
     token_op *op = pl_calloc(1, sizeof *op);
     op->cb = cb;
     op->arg = arg;
+    op->stamp = stamp;
     op->job.op = PL_READ_LOGIN;
     op->job.id = login;
     op->job.user = user;
@@ -352,6 +362,7 @@ typedef struct auth_op {
                                    * message, or (fast path) cursors itself  */
     json_t  *cursors;
     int      hold;
+    uint32_t stamp;               /* the token's login stamp (auth.h)        */
     pl_chat_sse_cb sse_cb;        /* SSE: told how authentication ended     */
     void    *sse_arg;
     uint64_t mlog_at;             /* the membership log when the read was submitted */
@@ -399,7 +410,7 @@ static int sse_auth_result(auth_op *op, session *s, pl_job *j) {
     pl_conn *c = op->conn;
     int r = PL_STORE_OK;
     if (!s || !pl_conn_alive(c) || C.stopping || j->result == PL_STORE_EUNAVAIL) r = PL_STORE_EUNAVAIL;
-    else if (j->result || j->login_out.revoked || j->login_out.user != j->user) r = PL_STORE_ENOTFOUND;
+    else if (j->result || !login_is_tokens(j, op->stamp)) r = PL_STORE_ENOTFOUND;
     if (r && s && c->session == s) session_discard(c);
     op->sse_cb(op->sse_arg, r);
     return r == PL_STORE_OK && c->session == s && chat_is_open(c);
@@ -487,7 +498,7 @@ static void auth_done(pl_job *j) {
     } else if (j->result == PL_STORE_EUNAVAIL) {
         CO.close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect later");
         goto out;
-    } else if (j->result || j->login_out.revoked || j->login_out.user != j->user) {
+    } else if (j->result || !login_is_tokens(j, op->stamp)) {
         CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         goto out;
     }
@@ -579,12 +590,13 @@ out:
 static int auth_start(session *s, const char *tok, size_t len, json_t *root, json_t *cursors, int hold,
                       pl_chat_sse_cb sse_cb, void *sse_arg) {
     int64_t user, login;
+    uint32_t stamp;
     if (C.stopping) {
         if (sse_cb) return PL_STORE_EUNAVAIL;
         CO.close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         return 0;
     }
-    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login) != PL_AUTH_OK) {
+    if (pl_auth_verify_access(tok, len, pl_now_ms() / 1000, &user, &login, &stamp) != PL_AUTH_OK) {
         if (sse_cb) return PL_STORE_ENOTFOUND;
         CO.close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
         return 0;
@@ -601,6 +613,7 @@ static int auth_start(session *s, const char *tok, size_t len, json_t *root, jso
     op->root = root ? json_incref(root) : NULL;
     op->cursors = cursors;
     op->hold = hold;
+    op->stamp = stamp;
     op->sse_cb = sse_cb;
     op->sse_arg = sse_arg;
     op->job.op = PL_READ_SESSION;

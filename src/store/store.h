@@ -388,6 +388,7 @@ typedef struct pl_login {     /* a login session (refresh token family)   */
     uint8_t prev_hash[32];    /* the refresh hash before the last rotation
                                * (all zero if never rotated): reuse detection */
     int64_t rotated;          /* ms since epoch of the last rotation, 0 if none */
+    int64_t created;          /* ms since epoch (access tokens carry its stamp) */
 } pl_login;
 
 typedef struct pl_member {

@@ -1305,7 +1305,7 @@ const char *const pg_r_sql[R__COUNT] = {
     [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = $1::text"
                        " AND deleted = 0",                        /* store.h invariant 13 */
     [R_USER_BY_ID]   = "SELECT id, username, pwhash, last_seen FROM users WHERE id = $1::bigint",
-    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked, prev_hash, rotated"
+    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked, prev_hash, rotated, created"
                        " FROM logins WHERE id = $1::bigint",
     [R_CONV_LIST]    = "SELECT " CONV_COLUMNS " FROM members m" CONV_OF_M
                        " WHERE m.user_id = $1::bigint ORDER BY c.last_ts DESC, c.id DESC",

@@ -84,6 +84,7 @@ static int job_login_create(pg_store *s, pl_job *j, int64_t now) {
     if (!r) return rc;
     if (PQntuples(r) != 1) return PL_STORE_ENOTFOUND;   /* no such user */
     j->out_id = pg_i64(r, 0, 0);
+    j->login_out.created = now;                 /* its access tokens' stamp */
     return PL_STORE_OK;
 }
 

@@ -109,6 +109,7 @@ static void login_row(const PGresult *res, pl_login *out) {
     if (h && n == sizeof out->prev_hash) memcpy(out->prev_hash, h, n);
     free(h);
     out->rotated = pg_i64(res, 0, 6);
+    out->created = pg_i64(res, 0, 7);
 }
 
 /* Columns of CONV_COLUMNS and of EV_COLUMNS (store_pg.c). */

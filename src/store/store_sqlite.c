@@ -549,7 +549,7 @@ const char *const sq_r_sql[R__COUNT] = {
     [R_COMMIT]       = "COMMIT",
     [R_USER_BY_NAME] = "SELECT id, username, pwhash, last_seen FROM users WHERE username = ?1 AND deleted = 0",
     [R_USER_BY_ID]   = "SELECT id, username, pwhash, last_seen FROM users WHERE id = ?1",
-    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked, prev_hash, rotated"
+    [R_LOGIN]        = "SELECT id, user_id, refresh_hash, expires, revoked, prev_hash, rotated, created"
                        " FROM logins WHERE id = ?1",
     [R_CONV_LIST]    = "SELECT " CONV_COLUMNS " FROM members m"
                        " JOIN conversations c ON c.id = m.conv_id"

@@ -65,6 +65,7 @@ static int r_login(sq_reader *r, int64_t id, pl_login *out) {
         if (ph && sqlite3_column_bytes(st, 5) == (int)sizeof out->prev_hash)
             memcpy(out->prev_hash, ph, sizeof out->prev_hash);
         out->rotated = sqlite3_column_int64(st, 6);
+        out->created = sqlite3_column_int64(st, 7);
     }
     sqlite3_reset(st);
     return rc == SQLITE_ROW ? PL_STORE_OK : RD_ERR(rc);

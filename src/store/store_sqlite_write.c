@@ -327,7 +327,10 @@ static int job_login_create(sq_store *s, pl_job *j, int64_t now) {
     sqlite3_bind_int64(st, 3, j->expires);
     sqlite3_bind_int64(st, 4, now);
     rc = w_write(s, W_LOGIN_INSERT);
-    if (rc == PL_STORE_OK) j->out_id = sqlite3_last_insert_rowid(s->wdb);
+    if (rc == PL_STORE_OK) {
+        j->out_id = sqlite3_last_insert_rowid(s->wdb);
+        j->login_out.created = now;            /* its access tokens' stamp */
+    }
     return rc;
 }
 

@@ -238,3 +238,46 @@ async def test_a_full_disk_loses_no_acknowledged_message(server_factory, small_d
         assert r["type"] == "sent" and r["seq"] == acked[c] and r.get("duplicate") is True, r
         r = await a.send_msg(cid, "after the restart")
         assert r["seq"] == max(acked.values()) + 1, r
+
+
+@pytest.mark.embedded_only("parleyd's own SQLite files, restored from a backup")
+@async_test(60)
+async def test_a_restored_database_refuses_tokens_of_logins_it_does_not_have(server):
+    """Audit N4: README's restore (parley.db from a backup, the same
+    token.key) numbers users and logins again from the backup's, so an
+    access token issued after the backup named a login id the next login
+    took, and answered as that user (another user's DMs). A token carries
+    its login's stamp (its creation) and is refused when the login with its
+    id is not the one it was issued for."""
+    import sqlite3
+    backup = os.path.join(server.workdir, "backup.db")
+    async with Harness(server) as h:
+        api = h.api
+        alice = await api.register("rst")
+        src = sqlite3.connect(os.path.join(server.data_dir, "parley.db"))
+        dst = sqlite3.connect(backup)
+        src.backup(dst)                               # README: sqlite3 ... ".backup"
+        dst.close()
+        src.close()
+        eve = await api.register("rst")               # after the backup: not in it
+        await api.expect(200, "GET", "/api/v1/me", token=eve.token)
+    server.stop()
+    for f in ("parley.db", "parley.db-wal", "parley.db-shm", "search.db", "search.db-wal", "search.db-shm"):
+        try:
+            os.unlink(os.path.join(server.data_dir, f))
+        except FileNotFoundError:
+            pass
+    shutil.copy(backup, os.path.join(server.data_dir, "parley.db"))
+    server.start()
+    await asyncio.sleep(1.1)                          # another second than eve's login
+    async with Harness(server) as h:
+        api = h.api
+        frank = await api.register("rst")
+        assert frank.id == eve.id, (frank.id, eve.id)  # the ids are given again
+        r = await api.req("GET", "/api/v1/me", token=eve.token)
+        assert r.status == 401, r
+        await api.expect(200, "GET", "/api/v1/me", token=frank.token)
+        await api.expect(200, "GET", "/api/v1/me", token=alice.token)   # issued before the backup
+        ws = await h.ws(eve, expect_ready=False, name="eve-old")
+        await ws.closed.wait()
+        assert ws.close_code == 4001, ws.close_code

@@ -37,12 +37,18 @@ TEST(auth_init_error_names_path_and_reason) {
 TEST(auth_access_roundtrip) {
     CHECK_EQ(init_once(), 0);
     char tok[PL_AUTH_TOKEN_MAX];
-    pl_auth_access_token(7, 3, 2000, tok);
+    pl_auth_access_token(7, 3, 1796400000123, 2000, tok);
     int64_t u = 0, l = 0;
-    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 1000, &u, &l), PL_AUTH_OK);
+    uint32_t st = 0;
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 1000, &u, &l, &st), PL_AUTH_OK);
     CHECK_EQ(u, 7);
     CHECK_EQ(l, 3);
-    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 2000, &u, &l), PL_AUTH_EXPIRED);
+    /* the login it was issued for, not another with its id (audit N4) */
+    CHECK(pl_auth_stamp_ok(st, 1796400000123));
+    CHECK(pl_auth_stamp_ok(st, 1796400000999));          /* the same second */
+    CHECK(!pl_auth_stamp_ok(st, 1796400001000));
+    CHECK(!pl_auth_stamp_ok(st, 0));
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 2000, &u, &l, &st), PL_AUTH_EXPIRED);
 }
 
 TEST(auth_access_token_lives_its_whole_ttl) {
@@ -58,30 +64,32 @@ TEST(auth_access_token_lives_its_whole_ttl) {
     }
     CHECK_EQ(init_once(), 0);
     char tok[PL_AUTH_TOKEN_MAX];
-    pl_auth_access_token(7, 3, pl_auth_access_expiry(5999, 1), tok);
+    pl_auth_access_token(7, 3, 1796400000123, pl_auth_access_expiry(5999, 1), tok);
     int64_t u, l;
-    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 6, &u, &l), PL_AUTH_OK);
-    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 7, &u, &l), PL_AUTH_EXPIRED);
+    uint32_t st;
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 6, &u, &l, &st), PL_AUTH_OK);
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok), 7, &u, &l, &st), PL_AUTH_EXPIRED);
 }
 
 TEST(auth_forged_tokens_fail) {
     CHECK_EQ(init_once(), 0);
     char tok[PL_AUTH_TOKEN_MAX];
-    pl_auth_access_token(7, 3, 2000, tok);
+    pl_auth_access_token(7, 3, 1796400000123, 2000, tok);
     int64_t u, l;
+    uint32_t st;
     char bad[PL_AUTH_TOKEN_MAX];
     /* change the user id and keep the signature */
     strcpy(bad, tok);
     bad[3] = '8';
-    CHECK_EQ(pl_auth_verify_access(bad, strlen(bad), 1000, &u, &l), PL_AUTH_BAD);
+    CHECK_EQ(pl_auth_verify_access(bad, strlen(bad), 1000, &u, &l, &st), PL_AUTH_BAD);
     /* flip the last signature char */
     strcpy(bad, tok);
     bad[strlen(bad) - 1] = bad[strlen(bad) - 1] == 'A' ? 'B' : 'A';
-    CHECK_EQ(pl_auth_verify_access(bad, strlen(bad), 1000, &u, &l), PL_AUTH_BAD);
+    CHECK_EQ(pl_auth_verify_access(bad, strlen(bad), 1000, &u, &l, &st), PL_AUTH_BAD);
     /* truncated, empty, garbage */
-    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok) - 1, 1000, &u, &l), PL_AUTH_BAD);
-    CHECK_EQ(pl_auth_verify_access("", 0, 1000, &u, &l), PL_AUTH_BAD);
-    CHECK_EQ(pl_auth_verify_access("v1.a.b.c.d.e", 12, 1000, &u, &l), PL_AUTH_BAD);
+    CHECK_EQ(pl_auth_verify_access(tok, strlen(tok) - 1, 1000, &u, &l, &st), PL_AUTH_BAD);
+    CHECK_EQ(pl_auth_verify_access("", 0, 1000, &u, &l, &st), PL_AUTH_BAD);
+    CHECK_EQ(pl_auth_verify_access("v1.a.b.c.d.e", 12, 1000, &u, &l, &st), PL_AUTH_BAD);
 }
 
 TEST(auth_refresh_token) {

@@ -383,7 +383,7 @@ static int h_answer_session(int64_t user, int64_t login, const conv_spec *convs,
 static fconn *h_auth_begin(int64_t user, int64_t login, int held) {
     fconn *f = fconn_new();
     char tok[PL_AUTH_TOKEN_MAX];
-    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
+    pl_auth_access_token(user, login, 0, pl_now_ms() / 1000 + 600, tok);
     if (held) {
         pl_chat_ws_open(&f->c, tok, strlen(tok));
     } else {
@@ -1498,7 +1498,7 @@ TEST(session_messages_during_authentication_are_kept_in_order) {
     h_start(0);
     fconn *f = fconn_new();
     char tok[PL_AUTH_TOKEN_MAX];
-    pl_auth_access_token(2, 1, pl_now_ms() / 1000 + 600, tok);
+    pl_auth_access_token(2, 1, 0, pl_now_ms() / 1000 + 600, tok);
     pl_chat_ws_open(&f->c, NULL, 0);
     char msg[256];
     int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\"}", tok);
@@ -1543,7 +1543,7 @@ TEST(session_messages_during_authentication_are_kept_in_order) {
 static fconn *h_resume(int64_t user, int64_t login, int64_t cursor) {
     fconn *f = fconn_new();
     char tok[PL_AUTH_TOKEN_MAX], msg[512];
-    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
+    pl_auth_access_token(user, login, 0, pl_now_ms() / 1000 + 600, tok);
     pl_chat_ws_open(&f->c, NULL, 0);
     int len = snprintf(msg, sizeof msg, "{\"type\":\"auth\",\"token\":\"%s\",\"cursors\":{\"10\":%lld}}", tok,
                        (long long)cursor);
@@ -2173,7 +2173,7 @@ static fconn *h_sse(int64_t user, int64_t login, const conv_spec *convs, size_t 
     f->sse = 1;
     f->c.mode = PL_CONN_SSE;
     char tok[PL_AUTH_TOKEN_MAX];
-    pl_auth_access_token(user, login, pl_now_ms() / 1000 + 600, tok);
+    pl_auth_access_token(user, login, 0, pl_now_ms() / 1000 + 600, tok);
     pl_cursor *r = nresume ? pl_malloc(nresume * sizeof *r) : NULL;
     if (nresume) memcpy(r, resume, nresume * sizeof *r);
     sse_result = 99;
@@ -2365,7 +2365,7 @@ TEST(sse_slow_consumer_and_refusals) {
     CHECK_EQ(pl_chat_session_count(), before);
     /* a revoked login: the callback says so, the session is gone */
     char tok[PL_AUTH_TOKEN_MAX];
-    pl_auth_access_token(3, 7, pl_now_ms() / 1000 + 600, tok);
+    pl_auth_access_token(3, 7, 0, pl_now_ms() / 1000 + 600, tok);
     CHECK_EQ(pl_chat_sse_open(&g->c, tok, strlen(tok), 0, NULL, 0, sse_cb, &sse_result), 0);
     pl_job *j = fs_take(&H.store, PL_READ_SESSION, 0);
     CHECK(j != NULL);
