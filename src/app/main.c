@@ -440,8 +440,11 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     struct stat dst;
     if (mkdir(cfg.data_dir, 0700) != 0 && (errno != EEXIST || stat(cfg.data_dir, &dst) != 0 || !S_ISDIR(dst.st_mode))) {
-        fprintf(stderr, "parleyd: cannot create the data directory %s: %s\n", cfg.data_dir,
-                errno == EEXIST ? "not a directory" : strerror(errno));
+        char why[4400];
+        snprintf(why, sizeof why, "cannot create the data directory %s: %s", cfg.data_dir,
+                 errno == EEXIST ? "not a directory" : strerror(errno));
+        fprintf(stderr, "parleyd: %s\n", why);
+        log_reason("cannot start", why);
         return 1;
     }
     tighten_data_files(cfg.data_dir);
@@ -502,6 +505,7 @@ int main(int argc, char **argv) {
         bus = pl_bus_redis_new(loop, &ro, &bh, err, sizeof err);
         if (!bus) {
             fprintf(stderr, "parleyd: cannot use Redis: %s\n", err);
+            log_reason("cannot use Redis", err);
             pl_store_close(&store);
             return 1;
         }
@@ -512,6 +516,7 @@ int main(int argc, char **argv) {
     pl_api_init(loop, store, &cfg);
     if (pl_api_media_init(loop, &cfg, err, sizeof err)) {   /* media: blob store, libmagic */
         fprintf(stderr, "parleyd: %s\n", err);
+        log_reason("cannot start", err);
         return start_failed(1);
     }
     pl_api_life_init(loop, &cfg);               /* the retention purge's timer */
@@ -519,6 +524,7 @@ int main(int argc, char **argv) {
     pl_web_init(&cfg);
     if (pl_push_start(loop, store, err, sizeof err)) {
         fprintf(stderr, "parleyd: push: %s\n", err);
+        log_reason("cannot start push", err);
         return start_failed(1);
     }
     pl_http_hooks hh = {pl_api_on_request, on_ws_open, upgrade_refused, NULL};
@@ -530,6 +536,8 @@ int main(int argc, char **argv) {
     r = pl_net_listen(loop, cfg.listen, &nh, NULL, &net);
     if (r) {
         fprintf(stderr, "parleyd: cannot listen on %s: %s\n", cfg.listen, uv_strerror(r));
+        snprintf(err, sizeof err, "cannot listen on %s: %s", cfg.listen, uv_strerror(r));
+        log_reason("cannot start", err);
         return start_failed(1);
     }
     pl_net_set_tls(net, tls);    /* before the loop runs: no connection yet */

@@ -7,6 +7,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -134,6 +135,23 @@ def test_bad_listen_and_data_dir_are_refused_clearly(parleyd_bin):
         open(afile, "w").close()
         p = run(parleyd_bin, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", afile)
         assert p.returncode == 1 and "not a directory" in p.stderr, p.stderr
+        # each such error is in the JSON log too (README: "also written first as
+        # one plain line"; audit N4: these three were plain lines only)
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        badmedia = os.path.join(afile, "media")
+        for args, why in ((["--listen", f"127.0.0.1:{free_port()}", "--data-dir", missing],
+                           "cannot create the data directory"),
+                          (["--listen", taken, "--data-dir", data], "cannot listen on"),
+                          (["--listen", f"127.0.0.1:{free_port()}", "--data-dir", data, "--media-dir", badmedia],
+                           badmedia)):
+            p = run(parleyd_bin, *args)
+            assert p.returncode == 1, p.stderr
+            lines = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
+            assert any(ln["level"] == "error" and why in ln.get("reason", "") for ln in lines), (args, p.stderr)
+        busy.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

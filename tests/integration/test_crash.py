@@ -162,7 +162,7 @@ async def test_a_removed_data_directory_stops_acknowledging(server):
                          json_body={"username": "rmd_late", "password": "correct horse battery"})
         r = await api.expect(503, "GET", "/readyz")
         assert "store unavailable" in r.text, r
-        assert "parley.db was removed or replaced while open" in server.log_text()
+        assert "parley.db was removed or replaced while open: writes stopped" in server.log_text()
 
 
 @pytest.fixture
