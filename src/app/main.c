@@ -448,12 +448,19 @@ int main(int argc, char **argv) {
         return 1;
     }
     tighten_data_files(cfg.data_dir);
-    char aerr[4400];
-    if (pl_auth_init(cfg.data_dir, aerr, sizeof aerr)) {
+    char aerr[4400], dbpath[4200];
+    struct stat dbst;
+    snprintf(dbpath, sizeof dbpath, "%s/parley.db", cfg.data_dir);
+    int had_db = !cfg.store[0] && stat(dbpath, &dbst) == 0;   /* embedded: the key lives beside it */
+    int key_made = 0;
+    if (pl_auth_init(cfg.data_dir, aerr, sizeof aerr, &key_made)) {
         fprintf(stderr, "parleyd: %s\n", aerr);
         log_reason("cannot start", aerr);
         return 1;
     }
+    if (key_made && had_db)              /* audit N4: every client then got 401, unexplained */
+        pl_log(PL_LOG_WARN, 0, "token.key was missing beside parley.db: a new key was made; access tokens "
+               "issued before are refused (clients refresh)", NULL);
     loop = uv_default_loop();
     uv_async_init(loop, &store_wakeup, on_store_wakeup);
 

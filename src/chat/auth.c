@@ -20,7 +20,8 @@ void pl_auth_derive_key(const char *label, uint8_t out[32]) {
     crypto_auth_hmacsha256(out, (const uint8_t *)label, strlen(label), key);
 }
 
-int pl_auth_init(const char *data_dir, char *err, size_t errlen) {
+int pl_auth_init(const char *data_dir, char *err, size_t errlen, int *made) {
+    *made = 0;
     if (sodium_init() < 0) { snprintf(err, errlen, "libsodium init failed"); return -1; }
     char path[4096];
     snprintf(path, sizeof path, "%s/token.key", data_dir);
@@ -52,6 +53,7 @@ int pl_auth_init(const char *data_dir, char *err, size_t errlen) {
         unlink(tmp);
         return -1;
     }
+    *made = 1;
     return 0;
 }
 

@@ -19,8 +19,9 @@
 #define PL_AUTH_TOKEN_MAX   160   /* room for any token we issue, with NUL */
 #define PL_AUTH_PWHASH_MAX  128   /* crypto_pwhash_STRBYTES                */
 
-/* Initialises libsodium and loads/creates the key. 0 or -1 with *err. */
-int  pl_auth_init(const char *data_dir, char *err, size_t errlen);
+/* Initialises libsodium and loads/creates the key (*made: 1 when created
+ * now). 0 or -1 with err. */
+int  pl_auth_init(const char *data_dir, char *err, size_t errlen, int *made);
 /* Replaces the key (cluster mode: one key shared by every node, kept in the
  * database, so any node verifies any node's tokens). */
 void pl_auth_set_key(const uint8_t k[32]);

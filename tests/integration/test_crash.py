@@ -281,3 +281,23 @@ async def test_a_restored_database_refuses_tokens_of_logins_it_does_not_have(ser
         ws = await h.ws(eve, expect_ready=False, name="eve-old")
         await ws.closed.wait()
         assert ws.close_code == 4001, ws.close_code
+
+
+@pytest.mark.embedded_only("the data directory's token.key")
+@async_test(60)
+async def test_a_new_token_key_beside_a_database_is_logged_and_refreshed_past(server):
+    """Audit N4: a token.key made anew beside an existing parley.db (lost,
+    or left out of a restore) made every client's access token 401 with
+    nothing in the log. Now a warning says so; refresh tokens, which live
+    in parley.db, still work."""
+    async with Harness(server) as h:
+        alice = await h.api.register("nk")
+    server.stop()
+    os.unlink(os.path.join(server.data_dir, "token.key"))
+    server.start()
+    assert "token.key was missing beside parley.db: a new key was made" in server.log_text()
+    async with Harness(server) as h:
+        await h.api.expect(401, "GET", "/api/v1/me", token=alice.token)
+        r = await h.api.expect(200, "POST", "/api/v1/auth/refresh",
+                               json_body={"refresh_token": alice.refresh_token})
+        await h.api.expect(200, "GET", "/api/v1/me", token=r.body["access_token"])

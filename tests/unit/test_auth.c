@@ -13,7 +13,8 @@ static int init_once(void) {
     char dir[] = "/tmp/pl-auth-XXXXXX";
     if (!mkdtemp(dir)) return -1;
     char err[300];
-    if (pl_auth_init(dir, err, sizeof err)) return -1;
+    int made;
+    if (pl_auth_init(dir, err, sizeof err, &made) || !made) return -1;
     done = 1;
     return 0;
 }
@@ -22,13 +23,14 @@ static int init_once(void) {
  * create token.key" alone). */
 TEST(auth_init_error_names_path_and_reason) {
     char err[300] = "";
-    CHECK_EQ(pl_auth_init("/nonexistent-parley-dir", err, sizeof err), -1);
+    int made;
+    CHECK_EQ(pl_auth_init("/nonexistent-parley-dir", err, sizeof err, &made), -1);
     CHECK_STR(err, "cannot create /nonexistent-parley-dir/token.key: No such file or directory");
     char dir[] = "/tmp/pl-auth-XXXXXX", sub[64];     /* a directory where the key should be */
     CHECK(mkdtemp(dir) != NULL);
     snprintf(sub, sizeof sub, "%s/token.key", dir);
     CHECK_EQ(mkdir(sub, 0700), 0);
-    CHECK_EQ(pl_auth_init(dir, err, sizeof err), -1);
+    CHECK_EQ(pl_auth_init(dir, err, sizeof err, &made), -1);
     CHECK(strstr(err, "cannot read") && strstr(err, "Is a directory"));
     rmdir(sub);
     rmdir(dir);
