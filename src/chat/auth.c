@@ -67,8 +67,8 @@ int64_t pl_auth_access_expiry(int64_t now_ms, int ttl_s) {
     return (now_ms + 999) / 1000 + ttl_s;
 }
 
-/* The login's stamp: its creation second, modulo 2^32. */
-static uint32_t login_stamp(int64_t created) { return (uint32_t)((uint64_t)(created / 1000) & 0xffffffffu); }
+/* The login's stamp: its creation millisecond, modulo 2^32 (49.7 days). */
+static uint32_t login_stamp(int64_t created) { return (uint32_t)((uint64_t)created & 0xffffffffu); }
 
 int pl_auth_stamp_ok(uint32_t stamp, int64_t created) { return stamp == login_stamp(created); }
 

@@ -44,7 +44,8 @@ enum { PL_AUTH_OK = 0, PL_AUTH_BAD = -1, PL_AUTH_EXPIRED = -2 };
  * stamp the token carries. */
 int  pl_auth_verify_access(const char *tok, size_t len, int64_t now_s,
                            int64_t *user, int64_t *login, uint32_t *stamp);
-/* 1 if a token's stamp is that of the login row created at created (ms):
+/* 1 if a token's stamp is that of the login row created at created (ms,
+ * compared modulo 2^32):
  * the row is the one the token was issued for, not a later login that
  * took its id (a database restored from a backup, or made anew beside the
  * same token key, numbers logins again: audit N4). */

@@ -223,7 +223,8 @@ struct session {
     pl_cursor *resume;            /* SSE: the Last-Event-ID cursors, until applied;
                                    * a held WebSocket session: the conversations
                                    * it was removed from during the hold, at
-                                   * their member_removed (deliver.c end_finish) */
+                                   * their member_removed (deliver.c end_finish),
+                                   * until its first message */
     uint32_t   nresume;
     uint32_t   pq_len;
     uint32_t   mark;              /* dedup generation for fan-out            */

@@ -745,12 +745,8 @@ void sub_catch_up(sub *x, int report_synced) {
 
 void session_release_hold(session *s) {
     if (!s->held) return;
-    s->held = 0;
-    if (s->tp == TP_WS) {                     /* the hold's removals (end_finish) */
-        free(s->resume);
-        s->resume = NULL;
-        s->nresume = 0;
-    }
+    s->held = 0;                              /* its removals (end_finish) wait for its
+                                               * first message (session.c dispatch) */
     for (uint32_t i = 0; i < s->nsubs;) {     /* a sub may end and leave the array */
         sub *x = s->subs[i];
         uint32_t n = s->nsubs;
@@ -1091,8 +1087,8 @@ static void end_finish(chat_conv *cv, int64_t user, int64_t seq) {
         if (x->state == SUB_LIVE && x->sent_seq >= seq) {
             sub_caught_up(x);
         } else if (x->state == SUB_HELD && s->tp == TP_WS) {
-            /* the `sync` it may still send is answered `synced` at the
-             * removal (deliver_sync), as if it had come first */
+            /* the `sync` it may still send first (within the hold or
+             * after) is answered `synced` at the removal (deliver_sync) */
             s->resume = pl_realloc(s->resume, (s->nresume + 1) * sizeof *s->resume);
             s->resume[s->nresume++] = (pl_cursor){cv->id, seq};
             sub_catch_up(x, 0);

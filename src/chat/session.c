@@ -725,7 +725,21 @@ static void do_ping(session *s, pl_msg *m) {
 }
 
 /* One message of an authenticated session. */
+static void dispatch_msg(session *s, const uint8_t *p, size_t n);
+
+/* A WebSocket session's message. Its first ends what a hold kept for it:
+ * the conversations it was removed from meanwhile (s->resume, deliver.c
+ * end_finish), which that message, were it a `sync`, was answered from. */
 static void dispatch(session *s, const uint8_t *p, size_t n) {
+    dispatch_msg(s, p, n);
+    if (s->tp == TP_WS && s->resume) {
+        free(s->resume);
+        s->resume = NULL;
+        s->nresume = 0;
+    }
+}
+
+static void dispatch_msg(session *s, const uint8_t *p, size_t n) {
     pl_conn *c = s->conn;
     pl_msg m;
     pl_proto_err e;

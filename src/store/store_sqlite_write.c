@@ -1323,7 +1323,7 @@ void sq_run_batch(void *wctx, pl_job **jobs, size_t n) {
     int moved = 0;
     if (sqlite3_file_control(s->wdb, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || moved) {
         pl_log(PL_LOG_ERROR, 0, "store: parley.db was removed or replaced while open: writes stopped; "
-               "copy its open files back before stopping parleyd (README \"Backups\")", NULL);
+               "copy its open files back before stopping parleyd (README, Backups)", NULL);
         w_fatal(s, SQLITE_READONLY_DBMOVED, "COMMIT (the database file is gone)");
         goto fail;
     }

@@ -374,3 +374,10 @@ async def test_a_held_handshake_session_ends_at_its_removal(server):
         assert kinds == [("event", "message"), ("event", "member_removed")], mine
         assert mine[0]["body"] == "plan v1" and "edited_ts" not in mine[0] and not mine[0].get("pinned") \
             and not mine[0].get("reactions"), mine[0]
+        # its first message, a sync after the hold ran out, still ends with a
+        # synced at its member_removed (audit O8: it was not_found)
+        ready_seq = next(c["last_seq"] for c in b.ready["conversations"] if c["id"] == g)
+        await b.send_json({"type": "sync", "cursors": {str(g): ready_seq}})
+        s = await b.wait_for(lambda m: m.get("type") in ("synced", "error") and m.get("conversation") == g,
+                             what="the sync's answer")
+        assert s["type"] == "synced" and s["seq"] == mine[1]["seq"], s
