@@ -7,6 +7,7 @@ event a recipient saw before the crash exists, and new sends continue at the
 next seq. Five rounds, accumulating."""
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -163,6 +164,9 @@ async def test_a_removed_data_directory_stops_acknowledging(server):
         r = await api.expect(503, "GET", "/readyz")
         assert "store unavailable" in r.text, r
         assert "parley.db was removed or replaced while open: writes stopped" in server.log_text()
+        for line in server.log_text().splitlines():    # each a JSON object (audit O8: its quotes)
+            if line.startswith("{"):
+                json.loads(line)
 
 
 @pytest.fixture
