@@ -724,7 +724,6 @@ static void do_ping(session *s, pl_msg *m) {
     pl_sbuf_release(&b);
 }
 
-/* One message of an authenticated session. */
 static void dispatch_msg(session *s, const uint8_t *p, size_t n);
 
 /* A WebSocket session's message. Its first ends what a hold kept for it:
@@ -739,6 +738,7 @@ static void dispatch(session *s, const uint8_t *p, size_t n) {
     }
 }
 
+/* One message of an authenticated session. */
 static void dispatch_msg(session *s, const uint8_t *p, size_t n) {
     pl_conn *c = s->conn;
     pl_msg m;
