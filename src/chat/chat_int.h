@@ -298,6 +298,9 @@ int      chat_deliver_reply(pl_conn *c, pl_rbuf *frame);    /* a reply: see sess
 void     chat_deliver_ephemeral(pl_conn *c, pl_rbuf *frame);
 void     chat_send_text(pl_conn *c, const char *s, size_t n, int reply);
 void     chat_send_error(pl_conn *c, json_t *req, const char *code, const char *msg);
+/* The same with more fields (",\"k\":v..." JSON text, or NULL) before the
+ * closing brace (and an `unavailable`'s retry_after). */
+void     chat_send_error_with(pl_conn *c, json_t *req, const char *code, const char *msg, const char *fields);
 chat_user *chat_user_get(int64_t id);
 size_t   chat_reply_budget(void);
 /* Closes c the way its transport does: a WebSocket close frame with code,

@@ -52,16 +52,10 @@ static void remember(pl_conn *c, int64_t conv, int64_t delivered, int64_t read) 
  * receipt needs none of, a client could not tell which to send again). */
 static void receipt_error(pl_conn *c, json_t *req, const char *code, const char *msg, const char *type,
                           int64_t conv, int64_t seq) {
-    pl_sbuf s;
-    pl_sbuf_init(&s);
-    pl_proto_error(&s, req, code, msg);
-    if (s.len && s.p[s.len - 1] == '}') {
-        s.len--;
-        pl_sbuf_printf(&s, ",\"receipt\":\"%s\",\"conversation\":%lld,\"seq\":%lld%s}", type, (long long)conv,
-                       (long long)seq, strcmp(code, "unavailable") == 0 ? ",\"retry_after\":1" : "");
-    }
-    chat_send_text(c, s.p, s.len, 1);
-    pl_sbuf_release(&s);
+    char fields[96];
+    snprintf(fields, sizeof fields, ",\"receipt\":\"%s\",\"conversation\":%lld,\"seq\":%lld", type,
+             (long long)conv, (long long)seq);
+    chat_send_error_with(c, req, code, msg, fields);
 }
 
 static void receipt_done(pl_job *j) {

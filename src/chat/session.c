@@ -231,16 +231,22 @@ void chat_send_text(pl_conn *c, const char *s, size_t n, int reply) {
     pl_rbuf_unref(&b);
 }
 
-void chat_send_error(pl_conn *c, json_t *req, const char *code, const char *msg) {
+void chat_send_error_with(pl_conn *c, json_t *req, const char *code, const char *msg, const char *fields) {
     pl_sbuf s;
     pl_sbuf_init(&s);
     pl_proto_error(&s, req, code, msg);
-    if (strcmp(code, "unavailable") == 0 && s.len && s.p[s.len - 1] == '}') {
-        s.len--;                                /* when to try again, as REST's Retry-After */
-        pl_sbuf_adds(&s, ",\"retry_after\":1}");
+    int retry = strcmp(code, "unavailable") == 0;   /* when to try again, as REST's Retry-After */
+    if ((retry || fields) && s.len && s.p[s.len - 1] == '}') {
+        s.len--;
+        if (fields) pl_sbuf_adds(&s, fields);
+        pl_sbuf_adds(&s, retry ? ",\"retry_after\":1}" : "}");
     }
     chat_send_text(c, s.p, s.len, 1);
     pl_sbuf_release(&s);
+}
+
+void chat_send_error(pl_conn *c, json_t *req, const char *code, const char *msg) {
+    chat_send_error_with(c, req, code, msg, NULL);
 }
 
 /* ---- asynchronous replies ------------------------------------------------------ */
