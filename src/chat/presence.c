@@ -125,6 +125,7 @@ static struct {
     int64_t  swept;               /* mono ms of the last slice                */
     int64_t  ticked;              /* mono ms of the last tick                 */
     uint8_t  as_changes;          /* the next tick publishes views as changes  */
+    uint8_t  held;                /* this tick came late: it announces nothing */
 } H;
 
 static void mark_hot(presence *p) {
@@ -480,10 +481,16 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
      * twice, `away` at once and `online` a window later. */
     if (st == p->sent) p->changed_since = 0;
     else if (!p->changed_since) p->changed_since = now;
-    int settled = now - p->changed_since >= C.cfg->presence_coalesce;
+    int settled = !H.held && now - p->changed_since >= C.cfg->presence_coalesce;
     if (st != p->sent && settled && now - p->sent_at >= C.cfg->presence_coalesce) {
         p->sent = (uint8_t)st;
         p->sent_at = now;
+        /* the entry leaves the hot list now: the next change starts its
+         * own window (CI: left set, the first change after an
+         * announcement, until a slice came round, was taken for one that
+         * had lasted and announced at once; `away` and back in 0.2 s
+         * announced twice) */
+        p->changed_since = 0;
         announce(p, st, last);
         /* offline from another node's views (that node may be dead and
          * never write it): what presence_query reads later */
@@ -515,6 +522,15 @@ void presence_tick(int64_t now) {
                "\"stalled_ms\":%lld", (long long)(now - H.ticked));
         presence_resync();
     }
+    /* A late tick (this loop was busy, descheduled or stopped): libuv runs
+     * timers before it reads the sockets, so the views that arrived
+     * meanwhile are still unread, and a change waiting for its window
+     * would be taken for one that lasted (`away` and back within 0.2 s
+     * was announced when the loop was busy for a second). The time the
+     * loop did not look does not count toward a change's window, and this
+     * tick announces nothing: the next one does, with the views read. */
+    int64_t late = H.ticked ? now - H.ticked - TICK_MS : 0;
+    H.held = late > TICK_MS;
     H.ticked = now;
     /* the hot ones (the list is taken: tick_one may start the next one) */
     int64_t *ids = H.ids;
@@ -525,6 +541,7 @@ void presence_tick(int64_t now) {
         presence *p = pl_map_get(&C.presence, ids[i]);
         if (!p) continue;
         p->hot = 0;
+        if (H.held && p->changed_since) p->changed_since += late;
         if (tick_one(p, now, wall) && ndead < 64) dead[ndead++] = p->user;
     }
     free(ids);

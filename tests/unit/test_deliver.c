@@ -2795,6 +2795,78 @@ TEST(presence_views_of_a_gone_node_stop_counting) {
     h_stop(all, 1);
 }
 
+/* A view of user from another node, as the bus hands it over. */
+static void view_from(int64_t user, int node, int status, int64_t wall) {
+    static int64_t convs[] = {10};
+    pl_bus_presence v = {.user = user, .node = node, .status = status, .last_active = wall,
+                         .expires = wall + 60000, .convs = convs, .nconvs = 1};
+    H.bus->h.presence(H.bus->h.ud, &v);
+}
+
+/* A change that comes a window or more after the last announcement, before
+ * a slice of the table has come round to its user again, waits its own
+ * window like any other (CI: the announcement left its change's start set
+ * until a slice reset it, so the next change counted from then: `away` and
+ * back within 0.2 s, 1.3 s after `online` was announced, was announced
+ * twice). Forty users, so that slices miss some of them. */
+TEST(presence_a_change_after_an_announcement_waits_its_own_window) {
+    h_start(1);
+    H.cfg.presence_coalesce = 1000;
+    enum { N = 40 };
+    conv_spec cs = {10, 1, 1};
+    fconn *watcher = h_session(3, 3, &cs, 1, 0);
+    CHECK(watcher != NULL);
+    int64_t wall = pl_now_ms(), t = pl_mono_ms() + 1000;
+    for (int u = 0; u < N; u++) view_from(200 + u, 2, 2, wall);
+    for (int k = 0; k < 9; k++) presence_tick(t += 250);      /* announced; slices go round */
+    size_t online = 0, away = 0;
+    for (int u = 0; u < N; u++) online += presence_frames(watcher, 200 + u, "online");
+    CHECK_EQ(online, N);
+    for (int u = 0; u < N; u++) view_from(200 + u, 2, 1, wall + 2250);   /* away ... */
+    presence_tick(t += 250);
+    for (int u = 0; u < N; u++) view_from(200 + u, 2, 2, wall + 2450);   /* ... and back */
+    for (int k = 0; k < 8; k++) presence_tick(t += 250);
+    for (int u = 0; u < N; u++) away += presence_frames(watcher, 200 + u, "away");
+    CHECK_EQ(away, 0);
+    fconn *all[] = {watcher};
+    h_stop(all, 1);
+}
+
+/* A tick that comes late (the loop was busy or descheduled) runs before
+ * the sockets are read, so a view that undid a change may be waiting
+ * unread: the time the loop did not look does not count toward the
+ * change's window, and the late tick announces nothing (before, a loop
+ * busy for a second announced an `away` undone 0.2 s later). A change
+ * that lasts is still announced, a stall later. */
+TEST(presence_a_late_tick_does_not_count_toward_the_window) {
+    h_start(1);
+    H.cfg.presence_coalesce = 1000;
+    conv_spec cs = {10, 1, 1};
+    fconn *watcher = h_session(3, 3, &cs, 1, 0);
+    CHECK(watcher != NULL);
+    int64_t wall = pl_now_ms(), t = pl_mono_ms() + 1000;
+    view_from(7, 2, 2, wall);                          /* online on node 2 */
+    for (int k = 0; k < 6; k++) presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "online"), 1);
+    view_from(7, 2, 1, wall + 1500);                   /* away ... */
+    presence_tick(t += 250);
+    presence_tick(t += 1500);                          /* the loop stalled 1.25 s */
+    view_from(7, 2, 2, wall + 1700);                   /* ... and back, read after the stall */
+    for (int k = 0; k < 8; k++) presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "away"), 0);
+    CHECK_EQ(presence_frames(watcher, 7, "online"), 1);
+    view_from(7, 2, 1, wall + 5000);                   /* away for good, a stall within */
+    presence_tick(t += 250);
+    presence_tick(t += 1500);
+    CHECK_EQ(presence_frames(watcher, 7, "away"), 0);
+    for (int k = 0; k < 2; k++) presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "away"), 0);  /* 0.5 s seen: not yet */
+    for (int k = 0; k < 4; k++) presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "away"), 1);
+    fconn *all[] = {watcher};
+    h_stop(all, 1);
+}
+
 /* Cluster mode: a node whose loop stalled (SIGSTOP, a paused VM) for as
  * long as the other nodes take a silent node for gone publishes its views
  * again as changes, not refreshes: those nodes announced its users offline
