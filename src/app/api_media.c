@@ -13,7 +13,7 @@
  * This file relies on two of them: 2 (a row may be without its blob,
  * served 404; the collector only removes blobs no row names) and 6 (a
  * file that cannot be opened now is 503, logged at most once a second per
- * kind by api_media_log_due; only ENOENT is 404).
+ * kind, MEDIA_LOG_EVERY_MS, through M's pl_log_limit; only ENOENT is 404).
  */
 #include "api_media_int.h"
 
@@ -35,20 +35,6 @@
 #define GC_BATCH      500
 
 api_media_state M;               /* set by pl_api_media_init (api_media_int.h) */
-
-/* 1 if a line of l's kind may be written now (on the loop thread only),
- * with *held the lines held back since the last one; 0 counts this one. */
-int api_media_log_due(log_limit *l, int *held) {
-    int64_t now = pl_mono_ms();
-    if (l->at && now - l->at < 1000) {
-        l->held++;
-        return 0;
-    }
-    l->at = now;
-    *held = l->held;
-    l->held = 0;
-    return 1;
-}
 
 /* ---- media objects ------------------------------------------------------------- */
 
@@ -89,14 +75,14 @@ typedef struct dl_op {
 /* A file that cannot be opened now (err: -errno; api_upload.c invariant
  * 6): logged, 503. Only a missing one is 404 (the caller's). */
 static void serve_unavailable(dl_op *op, const pl_media *m, int err) {
-    int held;
-    if (api_media_log_due(&M.log_read, &held)) {
+    int64_t held;
+    if (pl_log_due(&M.log_read, MEDIA_LOG_EVERY_MS, pl_mono_ms(), &held)) {
         char name[32], why[80];
         uv_err_name_r(err, name, sizeof name);
         uv_strerror_r(err, why, sizeof why);
         pl_log(PL_LOG_ERROR, op->ctx->conn->id, "media: cannot open a file to serve",
                "\"step\":\"open\",\"errno\":\"%s\",\"error\":\"%s\",\"media\":%lld,\"thumb\":%s,"
-               "\"held_back\":%d", name, why, (long long)m->id, op->thumb ? "true" : "false", held);
+               "\"held_back\":%lld", name, why, (long long)m->id, op->thumb ? "true" : "false", (long long)held);
     }
     pl_http_error(op->ctx, 503, "unavailable", "the file cannot be read now; try again");
 }

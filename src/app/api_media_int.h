@@ -8,15 +8,14 @@
 
 #include "api_int.h"
 
+#include "../core/log.h"
 #include "../media/blob.h"
 
 /* A log line that may come with every request (a refused or failed
- * upload or download) comes at most once a second per kind, so a flood of
- * them cannot flood the log; each says how many were held back before it. */
-typedef struct log_limit {
-    int64_t at;                  /* mono ms of the last line written         */
-    int     held;                /* lines held back since                    */
-} log_limit;
+ * upload or download) comes at most once a second per kind (pl_log_due),
+ * so a flood of them cannot flood the log; each says how many were held
+ * back before it ("held_back"). */
+#define MEDIA_LOG_EVERY_MS 1000
 
 typedef struct api_media_state {
     pl_blob_store *blobs;
@@ -26,9 +25,9 @@ typedef struct api_media_state {
     int            up;
     int64_t        swept_at;     /* mono ms of the last sweep of abandoned uploads */
     int64_t        reserve;      /* bytes uploads leave free (--media-reserve)  */
-    log_limit      log_full;     /* uploads refused for lack of space        */
-    log_limit      log_io;       /* uploads failed on the disk or descriptors */
-    log_limit      log_read;     /* downloads that could not open their file */
+    pl_log_limit   log_full;     /* uploads refused for lack of space        */
+    pl_log_limit   log_io;       /* uploads failed on the disk or descriptors */
+    pl_log_limit   log_read;     /* downloads that could not open their file */
 } api_media_state;
 
 /* The module's state, one for the process, as A is for the REST handlers.
@@ -36,12 +35,9 @@ typedef struct api_media_state {
  * before any request, and nothing changes them after, so api_upload.c
  * reads them on the loop and in the thread pool; the collector's fields
  * (gc_*, up, swept_at) are api_media.c's alone. The log limits are
- * touched only through api_media_log_due, on the loop thread. */
+ * touched only through pl_log_due, on the loop thread. */
 extern api_media_state M;
 
-/* 1 if a line of l's kind may be written now (on the loop thread only),
- * with *held the lines held back since the last one; 0 counts this one. */
-int     api_media_log_due(log_limit *l, int *held);
 /* The wire form of a media row (a new reference); its URLs fresh (exp 0),
  * or expiring at exp (> 0: a signed URL's ?info=1). m: borrowed. */
 json_t *api_media_json(const pl_media *m, int64_t exp);

@@ -43,7 +43,7 @@
  *   6. The disk failing (EIO, EROFS, EACCES) or the process out of
  *      descriptors (EMFILE, ENFILE) is an outage, not a bug and not a
  *      missing file: 503 unavailable with Retry-After (io_answer), logged
- *      at most once a second per kind (api_media_log_due). Only ENOENT
+ *      at most once a second per kind (MEDIA_LOG_EVERY_MS). Only ENOENT
  *      is 404.
  */
 #include "api_media_int.h"
@@ -91,8 +91,9 @@ static void io_answer(pl_http_ctx *ctx, int err, const char *msg, const char *ex
  * avail: the free bytes pl_blob_room found (-1 unknown). */
 static void io_log(const pl_http_ctx *ctx, const char *step, int err, const char *uid, int64_t media,
                    int64_t avail) {
-    int full = io_full(err), held;
-    if (!api_media_log_due(full ? &M.log_full : &M.log_io, &held)) return;
+    int full = io_full(err);
+    int64_t held;
+    if (!pl_log_due(full ? &M.log_full : &M.log_io, MEDIA_LOG_EVERY_MS, pl_mono_ms(), &held)) return;
     char name[32], why[80], id[64] = "";
     uv_err_name_r(err, name, sizeof name);
     uv_strerror_r(err, why, sizeof why);
@@ -101,12 +102,12 @@ static void io_log(const pl_http_ctx *ctx, const char *step, int err, const char
     if (full)
         pl_log(PL_LOG_WARN, ctx->conn->id, "media: upload refused, the disk is too full",
                "\"step\":\"%s\",\"errno\":\"%s\",\"user\":%lld%s,\"free_bytes\":%lld,\"reserve_bytes\":%lld,"
-               "\"held_back\":%d", step, name, (long long)ctx->user, id, (long long)avail,
-               (long long)M.reserve, held);
+               "\"held_back\":%lld", step, name, (long long)ctx->user, id, (long long)avail,
+               (long long)M.reserve, (long long)held);
     else
         pl_log(PL_LOG_ERROR, ctx->conn->id, "media: upload failed on the disk",
-               "\"step\":\"%s\",\"errno\":\"%s\",\"error\":\"%s\",\"user\":%lld%s,\"held_back\":%d", step,
-               name, why, (long long)ctx->user, id, held);
+               "\"step\":\"%s\",\"errno\":\"%s\",\"error\":\"%s\",\"user\":%lld%s,\"held_back\":%lld", step,
+               name, why, (long long)ctx->user, id, (long long)held);
 }
 
 /* ---- limits ---------------------------------------------------------------------- */

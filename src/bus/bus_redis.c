@@ -208,15 +208,8 @@ size_t pl_bus__redis_name(const pl_bus_redis *b, char *out, const char *tag, int
     return n;
 }
 
-int pl_bus__redis_log_due(int64_t *at) {
-    int64_t now = pl_mono_ms();
-    if (*at && now - *at < LOG_EVERY_MS) return 0;
-    *at = now;
-    return 1;
-}
-
 void pl_bus__redis_log_error(pl_bus_redis *b, const char *what, const redisReply *r) {
-    if (!pl_bus__redis_log_due(&b->err_log_at)) return;
+    if (!pl_log_due(&b->err_log, LOG_EVERY_MS, pl_mono_ms(), NULL)) return;
     char e[120];
     size_t j = 0;
     for (size_t i = 0; r && r->str && i < r->len && j + 1 < sizeof e; i++) {

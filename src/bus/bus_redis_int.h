@@ -17,6 +17,7 @@
 
 #include "../core/alloc.h"
 #include "../core/buf.h"
+#include "../core/log.h"
 #include "../core/map.h"
 #include "bus.h"
 #include "redis_conn.h"
@@ -126,13 +127,13 @@ typedef struct pl_bus_redis {
     size_t          flush_inflight;   /* pending heads sent, not replied    */
     pub_ent        *retry;            /* joins/revocations (note 6)         */
     size_t          nretry, retry_cap;
-    int64_t         retry_log_at;
+    pl_log_limit    retry_log;        /* "retry queue full", LOG_EVERY_MS   */
     uint64_t        cmd_sent, cmd_replied, cmd_seen;  /* stall detection    */
     int             stall_ticks;
     int64_t         unanswered_since; /* mono ms since cmd's commands got no
                                        * reply (over reconnects: a hung Redis
                                        * accepts them); 0 after any reply    */
-    int64_t         err_log_at;       /* error replies, logged sparingly    */
+    pl_log_limit    err_log;          /* error replies, every LOG_EVERY_MS  */
     script          scripts[S_COUNT];
 
     /* subscriptions */
@@ -162,8 +163,8 @@ typedef struct pl_bus_redis {
     /* receiving */
     int64_t        *convs_scratch;
     size_t          convs_cap;
-    uint64_t        malformed, malformed_logged;
-    int64_t         malformed_log_at;
+    uint64_t        malformed;        /* messages dropped, in all           */
+    pl_log_limit    malformed_log;    /* their line, every LOG_EVERY_MS     */
 } pl_bus_redis;
 
 #define B(pb) ((pl_bus_redis *)(pb))
@@ -197,8 +198,6 @@ static inline void ring_release(ring *r) { free(r->buf); ring_init(r, r->esz); }
 /* prefix + tag + id into out (NAME_MAX_LEN bytes): ("c:", 17) -> "<prefix>c:17";
  * the tag alone when id < 0. Returns the length. */
 size_t       pl_bus__redis_name(const pl_bus_redis *b, char *out, const char *tag, int64_t id);
-/* 1 at most every LOG_EVERY_MS per *at */
-int          pl_bus__redis_log_due(int64_t *at);
 void         pl_bus__redis_log_error(pl_bus_redis *b, const char *what, const redisReply *r);
 /* The reply if it is a live one on cmd, else NULL (lost, or of a context
  * that is no longer current); counts replies for the stall check. */

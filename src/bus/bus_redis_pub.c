@@ -74,7 +74,7 @@ static void pending_note(pl_bus_redis *b, int64_t conv, int64_t seq) {
 
 static void retry_add(pl_bus_redis *b, const pub_ent *e) {
     if (b->nretry >= RETRY_MAX) {
-        if (pl_bus__redis_log_due(&b->retry_log_at))
+        if (pl_log_due(&b->retry_log, LOG_EVERY_MS, pl_mono_ms(), NULL))
             pl_log(PL_LOG_ERROR, 0, "bus retry queue full: join/revocation dropped", "\"kept\":%zu",
                    b->nretry);
         return;

@@ -144,11 +144,11 @@ void pl_bus__redis_beat_rx(pl_bus_redis *b, int64_t n) {
 }
 
 static void malformed(pl_bus_redis *b, const char *why) {
+    int64_t held;
     b->malformed++;
-    if (!pl_bus__redis_log_due(&b->malformed_log_at)) return;
+    if (!pl_log_due(&b->malformed_log, LOG_EVERY_MS, pl_mono_ms(), &held)) return;
     pl_log(PL_LOG_WARN, 0, "malformed bus messages dropped", "\"count\":%llu,\"total\":%llu,\"last\":\"%s\"",
-           (unsigned long long)(b->malformed - b->malformed_logged), (unsigned long long)b->malformed, why);
-    b->malformed_logged = b->malformed;
+           (unsigned long long)held + 1, (unsigned long long)b->malformed, why);   /* held, and this one */
 }
 
 static void on_message(pl_bus_redis *b, redisReply *payload) {

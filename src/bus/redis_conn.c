@@ -182,13 +182,6 @@ static void retry_cb(uv_timer_t *t) {
     if (c->state == RC_DOWN) attempt(c);
 }
 
-static int log_due(pl_rconn *c) {
-    int64_t now = pl_mono_ms();
-    if (c->last_log && now - c->last_log < RC_LOG_EVERY_MS) return 0;
-    c->last_log = now;
-    return 1;
-}
-
 /* invariant 2: every way down. Logs once per outage, then at most every
  * RC_LOG_EVERY_MS while it lasts (also for a server that accepts and then
  * drops or refuses AUTH: c->flaps). */
@@ -203,15 +196,15 @@ static void gone(pl_rconn *c, const char *why) {
         pl_log(PL_LOG_WARN, 0, "redis connection lost", "\"link\":\"%s\",\"error\":\"%s\"", c->name, e);
         c->backoff_ms = RC_BACKOFF_MIN_MS;
         c->flaps = 0;
-        c->last_log = now;
+        c->log.at = now;                          /* said: the next waits */
     } else if (was_up) {
-        if (++c->flaps == 1) c->last_log = 0;     /* the first of a series: log now */
-        if (log_due(c))
+        if (++c->flaps == 1) c->log = (pl_log_limit){0};   /* the first of a series: log now */
+        if (pl_log_due(&c->log, RC_LOG_EVERY_MS, now, NULL))
             pl_log(PL_LOG_WARN, 0, "redis connection dropped right after connecting",
                    "\"link\":\"%s\",\"times\":%lld,\"error\":\"%s\"", c->name, (long long)c->flaps, e);
     } else {
-        if (++c->fails == 1) c->last_log = 0;
-        if (log_due(c))
+        if (++c->fails == 1) c->log = (pl_log_limit){0};
+        if (pl_log_due(&c->log, RC_LOG_EVERY_MS, now, NULL))
             pl_log(PL_LOG_WARN, 0, "redis unreachable, retrying",
                    "\"link\":\"%s\",\"host\":\"%s\",\"port\":%d,\"attempts\":%lld,\"error\":\"%s\"",
                    c->name, clean(h, sizeof h, c->addr->host), c->addr->port, (long long)c->fails, e);
@@ -227,7 +220,7 @@ static void setup_cb(redisAsyncContext *ac, void *r, void *priv) {
     redisReply *reply = r;
     if (ac != c->ac || !reply || reply->type != REDIS_REPLY_ERROR) return;
     char e[160];
-    if (!c->flaps || log_due(c))
+    if (!c->flaps || pl_log_due(&c->log, RC_LOG_EVERY_MS, pl_mono_ms(), NULL))
         pl_log(PL_LOG_ERROR, 0, "redis refused AUTH or SELECT", "\"link\":\"%s\",\"error\":\"%s\"", c->name,
                clean(e, sizeof e, reply->str));
     pl_rconn_drop(c, "AUTH or SELECT refused");

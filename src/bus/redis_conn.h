@@ -45,6 +45,8 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "../core/log.h"
+
 #define RC_BACKOFF_MIN_MS  50
 #define RC_BACKOFF_MAX_MS  1000
 #define RC_CONNECT_TIMEOUT_MS 2000
@@ -88,7 +90,7 @@ typedef struct pl_rconn {
     int64_t               up_since;   /* mono ms of the last connect         */
     int64_t               fails;      /* failed attempts since the last UP   */
     int64_t               flaps;      /* connections in a row lost within RC_STABLE_MS */
-    int64_t               last_log;   /* mono ms of the last repeated log    */
+    pl_log_limit          log;        /* the repeated lines (RC_LOG_EVERY_MS) */
     uv_timer_t            timer;      /* backoff, connect timeout            */
     uv_getaddrinfo_t      gai;
     char                  ips[RC_MAX_ADDRS][64];  /* the host's addresses, tried in order */

@@ -1,4 +1,4 @@
-/* log.c — JSON-lines logger (see log.h). */
+/* log.c — JSON-lines logger and the line limiter (see log.h). */
 #include "log.h"
 #include "clock.h"
 
@@ -38,4 +38,25 @@ void pl_log_write(int level, uint64_t conn, const char *msg, const char *fmt, ..
                      (long long)pl_now_ms(), names[level], msg, fields[0] ? "," : "", fields);
     if (n > (int)sizeof line - 1) { n = (int)sizeof line - 1; line[n - 1] = '\n'; }
     fwrite(line, 1, (size_t)n, stderr);
+}
+
+int pl_log_due(pl_log_limit *l, int64_t every_ms, int64_t now, int64_t *held) {
+    if (l->at && now - l->at < every_ms) {
+        l->held++;
+        return 0;
+    }
+    l->at = now;
+    if (held) *held = l->held;
+    l->held = 0;
+    return 1;
+}
+
+void pl_log_hold(pl_log_limit *l, int64_t n) { l->held += n; }
+
+int pl_log_flush(pl_log_limit *l, int64_t every_ms, int64_t now, int64_t *held) {
+    if (l->held <= 0 || (l->at && now - l->at < every_ms)) return 0;
+    l->at = now;
+    if (held) *held = l->held;
+    l->held = 0;
+    return 1;
 }

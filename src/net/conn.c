@@ -45,8 +45,8 @@ struct pl_net {
                                       TCP_NODELAY: -1 not known yet, 1 yes,
                                       0 no (set on each, a syscall a client) */
     int            reserve_fd;     /* spent to shed connects at EMFILE       */
-    int64_t        shed_logged;    /* mono ms of the last "out of file descriptors" line */
-    int64_t        shed_unlogged;  /* connections shed since (said by the next line) */
+    pl_log_limit   shed_limit;     /* "out of file descriptors": its last line,
+                                      and the connections shed since (held) */
     uv_poll_t      poller;         /* the loop's watch on epfd               */
     uv_prepare_t   flusher;        /* flushes pending writes before polling,
                                       and releases closed connections        */
@@ -686,11 +686,10 @@ static void conn_accepted(pl_net *n, int fd, const struct sockaddr_storage *peer
 /* The "out of file descriptors" line: at most one a second, each saying
  * how many were shed since the one before (the sweep says the last). */
 static void shed_log(pl_net *n, int64_t now) {
-    if (n->shed_unlogged <= 0 || now - n->shed_logged < 1000) return;
-    n->shed_logged = now;
-    pl_log(PL_LOG_WARN, 0, "out of file descriptors: connections refused", "\"refused\":%lld",
-           (long long)n->shed_unlogged);
-    n->shed_unlogged = 0;
+    int64_t shed;
+    if (pl_log_flush(&n->shed_limit, 1000, now, &shed))
+        pl_log(PL_LOG_WARN, 0, "out of file descriptors: connections refused", "\"refused\":%lld",
+               (long long)shed);
 }
 
 /* Out of descriptors: the reserve one is spent to accept and close what
@@ -706,7 +705,7 @@ static void shed_connects(pl_net *n) {
     }
     n->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pl_count(&pl_m_conn_refused_ip, (uint64_t)shed);
-    n->shed_unlogged += shed;
+    pl_log_hold(&n->shed_limit, shed);
     shed_log(n, pl_mono_ms());
 }
 

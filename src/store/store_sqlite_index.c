@@ -140,7 +140,7 @@ struct sq_indexer {
     int64_t         ckpt_ms;            /* indexer thread: its last checkpoint */
     int64_t         lag;                /* indexer thread: queued past done  */
     int64_t         failed;             /* indexer thread: passes failed in a row */
-    int64_t         failed_logged;      /* indexer thread: when it said so   */
+    pl_log_limit    failed_log;         /* indexer thread: its failure line  */
     int             can_idle;           /* SCHED_IDLE can be left again      */
 };
 
@@ -269,9 +269,9 @@ static int ix_pass_as(sq_indexer *x, int replace) {
         return -1;
     }
     if (rc) {
-        int64_t now = pl_mono_ms();        /* a line a minute while it lasts (audit E4: 12 a second) */
-        if (x->failed++ == 0 || now - x->failed_logged >= 60000) {
-            x->failed_logged = now;
+        /* the first of a series, then a line a minute while it lasts (audit E4: 12 a second) */
+        if (x->failed++ == 0) x->failed_log = (pl_log_limit){0};
+        if (pl_log_due(&x->failed_log, 60000, pl_mono_ms(), NULL)) {
             pl_log(PL_LOG_ERROR, 0, "store: search indexing pass failed", "\"rc\":%d,\"err\":\"%s\",\"failed\":%lld",
                    rc, sqlite3_errmsg(x->db), (long long)x->failed);
         }

@@ -1,5 +1,5 @@
 /* test_core.c — src/core: the int64 map, refcounted buffers, JSON escaping,
- * the lookalike key of names. */
+ * the lookalike key of names, the log line limiter. */
 #include "test.h"
 
 #include <stdlib.h>
@@ -198,4 +198,67 @@ TEST(lookalike_keys) {
     CHECK(!same_key("general", "general."));
     CHECK(!same_key("\xe6\x97\xa5\xe6\x9c\xac", "\xe6\x97\xa5"));
     CHECK(pl_lookalike_key("\xff", 1) == NULL);                       /* not UTF-8 */
+}
+
+#include "core/log.h"
+
+/* pl_log_due: the first line goes, the ones within every_ms are held back
+ * and counted, the next one (at exactly every_ms) says how many, and the
+ * count restarts. Times are from 1000: a mono clock is never 0. */
+TEST(log_limit_due_and_held) {
+    pl_log_limit l = {0};
+    int64_t held = -1;
+    CHECK_EQ(pl_log_due(&l, 1000, 5000, &held), 1);         /* zeroed: due now */
+    CHECK_EQ(held, 0);
+    CHECK_EQ(pl_log_due(&l, 1000, 5000, &held), 0);         /* same ms */
+    CHECK_EQ(pl_log_due(&l, 1000, 5500, &held), 0);
+    CHECK_EQ(pl_log_due(&l, 1000, 5999, &held), 0);         /* 1 ms short */
+    CHECK_EQ(l.held, 3);
+    held = -1;
+    CHECK_EQ(pl_log_due(&l, 1000, 6000, &held), 1);         /* exactly every_ms */
+    CHECK_EQ(held, 3);
+    CHECK_EQ(l.held, 0);                                    /* restarted */
+    CHECK_EQ(pl_log_due(&l, 1000, 6999, &held), 0);         /* measured from 6000 */
+    CHECK_EQ(pl_log_due(&l, 1000, 7000, &held), 1);
+    CHECK_EQ(held, 1);
+    CHECK_EQ(pl_log_due(&l, 1000, 60000, &held), 1);        /* a quiet spell: none held */
+    CHECK_EQ(held, 0);
+    CHECK_EQ(pl_log_due(&l, 1000, 60001, NULL), 0);         /* held may be NULL */
+    CHECK_EQ(pl_log_due(&l, 1000, 61000, NULL), 1);
+    CHECK_EQ(l.held, 0);
+    l = (pl_log_limit){0};                                  /* zeroed again: due again */
+    CHECK_EQ(pl_log_due(&l, 1000, 61001, &held), 1);
+    l.at = 62000;                                           /* said by other means */
+    CHECK_EQ(pl_log_due(&l, 1000, 62999, &held), 0);
+    CHECK_EQ(pl_log_due(&l, 1000, 63000, &held), 1);
+    CHECK_EQ(held, 1);
+}
+
+/* pl_log_hold / pl_log_flush: events in bulk (connections shed n at a
+ * time) are added without a line; a flush writes one only with something
+ * held and every_ms since the last, and a flush that writes none counts
+ * nothing. */
+TEST(log_limit_hold_and_flush) {
+    pl_log_limit l = {0};
+    int64_t held = -1;
+    CHECK_EQ(pl_log_flush(&l, 1000, 5000, &held), 0);       /* nothing held: no line */
+    CHECK_EQ(l.held, 0);
+    CHECK_EQ(l.at, 0);
+    pl_log_hold(&l, 0);
+    CHECK_EQ(pl_log_flush(&l, 1000, 5000, &held), 0);       /* 0 shed: still nothing */
+    pl_log_hold(&l, 7);
+    CHECK_EQ(pl_log_flush(&l, 1000, 5000, &held), 1);
+    CHECK_EQ(held, 7);
+    pl_log_hold(&l, 40);
+    CHECK_EQ(pl_log_flush(&l, 1000, 5100, &held), 0);       /* within the second */
+    pl_log_hold(&l, 2);
+    CHECK_EQ(pl_log_flush(&l, 1000, 5999, &held), 0);
+    CHECK_EQ(l.held, 42);                                   /* flushes counted nothing */
+    held = -1;
+    CHECK_EQ(pl_log_flush(&l, 1000, 6000, &held), 1);       /* exactly every_ms */
+    CHECK_EQ(held, 42);
+    CHECK_EQ(pl_log_flush(&l, 1000, 9000, &held), 0);       /* restarted: nothing left */
+    pl_log_hold(&l, 3);                                     /* mixed with pl_log_due */
+    CHECK_EQ(pl_log_due(&l, 1000, 9000, &held), 1);
+    CHECK_EQ(held, 3);
 }
