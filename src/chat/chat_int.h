@@ -175,7 +175,7 @@ struct chat_conv {
     uint8_t     in_typing : 1;
     uint8_t     flow_on : 1;      /* pushing back on senders (flow.c)        */
     uint8_t     flow_evaluated : 1; /* flow_on was computed at flow_turn     */
-    uint8_t     has_ring : 1;     /* keeps its recent frames (deliver.c)     */
+    uint8_t     has_ring : 1;     /* keeps its recent frames (deliver_ring.c) */
     uint8_t     blocked : 1;      /* a direct one under a block: no typing
                                    * (typing.c; learned from the session
                                    * read and the bus's conv_blocked)      */
@@ -252,7 +252,7 @@ typedef struct chat_state {
     pl_map           convs;       /* id -> chat_conv                         */
     size_t           nsessions;
     int              stopping;    /* pl_chat_shutdown ran                    */
-    /* deliver.c */
+    /* deliver.c and deliver_*.c (deliver_int.h) */
     sub             *rq_head, *rq_tail;   /* replay queue                     */
     uint32_t         inflight;    /* replay reads in flight                  */
     uint32_t         inflight_cost; /* events those reads may return (invariant 4) */
@@ -340,7 +340,7 @@ void     sse_resume(session *s);
 void     sse_cursor_id(pl_sbuf *b, session *s, sub *x, int64_t seq);
 void     sse_free(void);
 
-/* deliver.c */
+/* deliver.c and deliver_*.c (deliver_int.h says which file owns what) */
 void       deliver_init(void);
 void       deliver_ring_min_subs(uint32_t n);   /* tests: subscriptions a ring needs (deliver_init: 3) */
 void       deliver_shutdown(void);
@@ -363,7 +363,7 @@ void       deliver_on_join(void *ud, int64_t user, int64_t conv, int64_t seq);
  * wait then). deliver_conv_unpin releases it. */
 chat_conv *deliver_conv_pin(int64_t conv, int64_t seq);
 void       deliver_conv_unpin(chat_conv *cv);
-/* The membership log (deliver.c): changes an authenticating session's read
+/* The membership log (deliver_mlog.c): changes an authenticating session's read
  * may predate. */
 uint64_t   deliver_mlog_mark(void);
 int        deliver_mlog_changed(uint64_t mark, int64_t user, int64_t conv, int64_t seq);

@@ -1,11 +1,14 @@
-/* deliver.c — conversation streams, subscriptions, replay, sync and history
- * (chat_int.h holds the design note and its invariants; this file keeps
- * them).
+/* deliver.c — conversation streams, subscriptions and live delivery
+ * (chat_int.h holds the design note and its invariants; the deliver*.c
+ * files keep them, and deliver_int.h says which file has what).
  *
  * Owns: chat_conv and sub lifecycles, ordering bus events per conversation,
- * gap fills from the store, the replay queue, `sync`, `history`, and the
- * checks that follow a bus subscription or a bus loss (conversation heads,
- * memberships).
+ * gap fills from the store, the frame arena, processing an event in order
+ * (live fan-out, membership changes), the bus handlers, long-poll watchers,
+ * init and shutdown.
+ * Not here: catching up, `sync` and `history` (deliver_sync.c), recent
+ * frames (deliver_ring.c), the membership log (deliver_mlog.c), the checks
+ * that follow a bus subscription or a bus loss (deliver_checks.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -17,31 +20,19 @@
 #include "../ws/ws.h"
 #include "../ws/wsconn.h"
 #include "chat_int.h"
+#include "deliver_int.h"
 #include "flow.h"
 
 _Static_assert(sizeof(chat_conv) <= 128, "chat_conv must fit a 128-byte allocator block (chat_int.h)");
 _Static_assert(HELD_MAX <= 32768 && TYPISTS_MAX <= 128, "chat_conv's held and typing counts (doubling capacities) must fit their fields");
 
 static void conv_process(chat_conv *cv, const pl_event *ev);
-static void conv_head(chat_conv *cv, int64_t seq);
-static void conv_maybe_release(chat_conv *cv);
-static void replay_turn(uv_idle_t *h);
-static void replay_next(sub *x);
-static void mention_read(sub *x);
-static void sub_caught_up(sub *x);
 static void sub_drop(sub *x);
-static void flush_checks(uv_check_t *h);
 static void gap_tick(uv_timer_t *t);
-static void ring_free(chat_conv *cv);
-static int64_t sub_target(const sub *x);
-
-static pl_map rings;               /* conv id -> frame_ring (busy conversations) */
-#define RING_MIN_SUBS 3            /* subscriptions a ring needs (the ring's note) */
-static uint32_t ring_min_subs;     /* RING_MIN_SUBS; tests may raise it       */
 
 void deliver_init(void) {
     pl_map_init(&C.convs);
-    pl_map_init(&rings);
+    pl_map_init(&deliver_rings);
     ring_min_subs = RING_MIN_SUBS;
     uv_idle_init(C.loop, &C.replayer);
     uv_timer_init(C.loop, &C.gap_timer);
@@ -51,7 +42,7 @@ void deliver_init(void) {
     flow_init();
 }
 
-static pl_rbuf *event_frame(const pl_event *ev) {
+pl_rbuf *event_frame(const pl_event *ev) {
     pl_sbuf s;
     pl_sbuf_init(&s);
     pl_proto_event(&s, ev);
@@ -59,8 +50,6 @@ static pl_rbuf *event_frame(const pl_event *ev) {
     pl_sbuf_release(&s);
     return b;
 }
-
-static int is_ws_open(pl_conn *c) { return chat_is_open(c); }   /* either transport */
 
 /* ---- the frame arena ----------------------------------------------------------
  *
@@ -112,7 +101,7 @@ static pl_rbuf *arena_frame(const pl_event *ev, uint32_t *off, uint32_t *len) {
 /* Queues ev to x alone (a replay page): through the arena for a WebSocket
  * session, so a page's frames are one queue entry too and cost no
  * allocation each. Returns chat_deliver_event's result. */
-static int deliver_one(sub *x, const pl_event *ev) {
+int deliver_one(sub *x, const pl_event *ev) {
     uint32_t off, len;
     pl_rbuf *b = NULL;
     int r;
@@ -124,100 +113,6 @@ static int deliver_one(sub *x, const pl_event *ev) {
     }
     pl_rbuf_unref(&b);
     return r;
-}
-
-/* ---- batched checks against the store (subscribe, then read) ------------ */
-
-static void arm_flusher(void) {
-    if (!uv_is_active((uv_handle_t *)&C.flusher)) uv_check_start(&C.flusher, flush_checks);
-}
-
-static void push_id(int64_t **a, size_t *n, size_t *cap, int64_t id) {
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 64;
-        *a = pl_realloc(*a, *cap * sizeof **a);
-    }
-    (*a)[(*n)++] = id;
-}
-
-static void verify_add(int64_t conv) {
-    push_id(&C.verify, &C.nverify, &C.capverify, conv);
-    arm_flusher();
-}
-
-/* Long-poll watchers hear about changes once per loop turn, from the
- * flusher: never from inside a stream's processing (they may release it). */
-static void changed_add(int64_t conv) {
-    if (!C.hooks.conv_changed) return;
-    push_id(&C.changed, &C.nchanged, &C.capchanged, conv);
-    arm_flusher();
-}
-
-static void reconcile_add(int64_t user) {
-    push_id(&C.reconcile, &C.nreconcile, &C.capreconcile, user);
-    arm_flusher();
-}
-
-typedef struct check_op {
-    pl_job   job;                 /* first: the store hands back &job        */
-    int64_t *ids;                 /* owned; job.ids points here              */
-} check_op;
-
-static void heads_done(pl_job *j) {
-    check_op *op = (check_op *)j;
-    if (j->result == PL_STORE_OK && !C.stopping)
-        for (size_t i = 0; i < j->nids; i++) {
-            chat_conv *cv = conv_find(op->ids[i]);
-            if (cv && !cv->dying) {
-                conv_head(cv, j->heads[i]);
-                conv_maybe_release(cv);
-            }
-        }
-    else if (j->result && !C.stopping)           /* try again next turn */
-        for (size_t i = 0; i < j->nids; i++) verify_add(op->ids[i]);
-    pl_job_release(j);
-    free(op->ids);
-    free(op);
-}
-
-static void reconcile_done(pl_job *j);
-
-static void flush_checks(uv_check_t *h) {
-    uv_check_stop(h);
-    if (C.nchanged) {
-        int64_t *ids = C.changed;
-        size_t n = C.nchanged;
-        C.changed = NULL;
-        C.nchanged = C.capchanged = 0;
-        for (size_t i = 0; i < n; i++) C.hooks.conv_changed(ids[i]);
-        free(ids);
-    }
-    if (C.stopping) {
-        C.nverify = C.nreconcile = 0;
-        return;
-    }
-    if (C.nverify) {
-        check_op *op = pl_calloc(1, sizeof *op);
-        op->ids = C.verify;
-        op->job.op = PL_READ_CONV_HEADS;
-        op->job.ids = op->ids;
-        op->job.nids = C.nverify;
-        op->job.done = heads_done;
-        C.verify = NULL;
-        C.nverify = C.capverify = 0;
-        pl_store_submit(C.store, &op->job);
-    }
-    if (C.nreconcile) {
-        check_op *op = pl_calloc(1, sizeof *op);
-        op->ids = C.reconcile;
-        op->job.op = PL_READ_MEMBERSHIPS;
-        op->job.ids = op->ids;
-        op->job.nids = C.nreconcile;
-        op->job.done = reconcile_done;
-        C.reconcile = NULL;
-        C.nreconcile = C.capreconcile = 0;
-        pl_store_submit(C.store, &op->job);
-    }
 }
 
 /* ---- streams ------------------------------------------------------------- */
@@ -271,7 +166,7 @@ static int processing;            /* conv_process is on the stack */
 /* Frees a stream nobody follows any more (invariant 5). Call only where cv
  * is not used afterwards; inside conv_process it waits for the caller
  * (every entry point ends with it). */
-static void conv_maybe_release(chat_conv *cv) {
+void conv_maybe_release(chat_conv *cv) {
     if (cv->nsubs || cv->watchers || cv->pins || cv->dying || processing) return;
     pl_map_del(&C.convs, cv->id);
     if (C.bus) pl_bus_subscribe_conv(C.bus, cv->id, 0);
@@ -379,7 +274,7 @@ static void conv_bus_event(chat_conv *cv, const pl_event *ev) {
     gap_arm(cv);
 }
 
-static void conv_head(chat_conv *cv, int64_t seq) {
+void conv_head(chat_conv *cv, int64_t seq) {
     if (!cv->nsubs) {
         if (seq > cv->published) {
             cv->published = cv->known = seq;
@@ -418,148 +313,6 @@ static void fill_done(pl_job *j) {
     free(op);
 }
 
-/* ---- recent frames of busy conversations ---------------------------------
- *
- * A conversation with at least RING_MIN_SUBS subscriptions here keeps the
- * frames of its last RING_FRAMES published events, at most RING_SUB_BYTES
- * per subscription (at the most it has had; RING_BYTES at most), all rings
- * together at most RING_TOTAL bytes (the budget: a ring that would pass it drops
- * its oldest frames, and no new ring starts while it is spent). A
- * subscription catching up whose next seq is among them gets the rest from
- * here, as the live subscriptions got it, instead of another store read.
- * Three subscriptions, not only big groups: when a node's clients all come
- * back at once (a storm), every member of every group read its missed
- * events from the store, one read per member (docs/benchmarks.md "a
- * storm's replays from memory").
- * Without this, in a busy group the members that fell behind each read a
- * page, the stream moved on during the read, and they read again: a read
- * per member per round that never converged while the store was the
- * bottleneck (benchmarks.md "Cluster mode, third session").
- * Invariants:
- *   1. The frames held are those of seqs first .. first + n - 1,
- *      consecutive and all <= published (added in conv_process, in order).
- *   2. A held frame is a message's current form as a replay would send it
- *      (docs/protocol.md: sync replays carry the current form): an edit,
- *      delete, reaction or pin of seq T drops the frames of T and of every
- *      event naming T (a reply's preview, an earlier edit), so a
- *      subscription that reaches a dropped frame reads from the store. A
- *      deleted message's text is not kept here either.
- *   3. A message with attachments is held as a hole: its frame carries
- *      signed media URLs that expire (--media-url-ttl), and a replay signs
- *      them afresh (docs/protocol.md "Attachments in messages"). */
-#define RING_FRAMES    256
-#define RING_BYTES     (128 * 1024)
-#define RING_SUB_BYTES (8 * 1024)
-#define RING_TOTAL     ((size_t)64 * 1024 * 1024)
-
-typedef struct frame_ring {
-    int64_t  first;               /* seq of fr[head]                         */
-    uint32_t head, n;
-    size_t   bytes;
-    size_t   cap;                 /* its bytes at most: grows with nsubs     */
-    pl_rbuf *fr[RING_FRAMES];     /* NULL: dropped (invariant 2)             */
-    int64_t  ref[RING_FRAMES];    /* the event's ref: a reply's parent, an action's target */
-} frame_ring;
-
-static size_t ring_total;           /* every ring's struct and frames (the budget) */
-
-static void ring_drop(frame_ring *r, uint32_t i) {
-    if (!r->fr[i]) return;
-    r->bytes -= r->fr[i]->len;
-    ring_total -= r->fr[i]->len;
-    pl_rbuf_unref(&r->fr[i]);
-}
-
-static void ring_drop_oldest(frame_ring *r) {
-    ring_drop(r, r->head);
-    r->head = (r->head + 1) % RING_FRAMES;
-    r->n--;
-    r->first++;
-}
-
-void deliver_ring_min_subs(uint32_t n) { ring_min_subs = n; }
-
-static void ring_free(chat_conv *cv) {
-    if (!cv->has_ring) return;
-    frame_ring *r = pl_map_get(&rings, cv->id);
-    while (r && r->n) ring_drop_oldest(r);
-    if (r) ring_total -= sizeof *r;
-    free(r);
-    pl_map_del(&rings, cv->id);
-    cv->has_ring = 0;
-}
-
-/* Keeps ev's frame (bytes [off, off + len) of b when b is an arena, else
- * the whole of b; NULL: encoded here). */
-static void ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off, uint32_t len, int whole) {
-    frame_ring *r = cv->has_ring ? pl_map_get(&rings, cv->id) : NULL;
-    if (!r) {
-        if (cv->nsubs < ring_min_subs || ring_total + sizeof *r > RING_TOTAL) return;
-        r = pl_calloc(1, sizeof *r);
-        ring_total += sizeof *r;
-        pl_map_put(&rings, cv->id, r);
-        cv->has_ring = 1;
-    }
-    size_t cap = (size_t)cv->nsubs * RING_SUB_BYTES;
-    if (cap > r->cap) r->cap = cap < RING_BYTES ? cap : RING_BYTES;
-    if (r->n && r->first + r->n != ev->seq)   /* the stream's head jumped: start again */
-        while (r->n) ring_drop_oldest(r);
-    int action = ev->kind == PL_EV_EDIT || ev->kind == PL_EV_DELETE || ev->kind == PL_EV_REACTION ||
-                 ev->kind == PL_EV_PIN;
-    if (action && ev->ref > 0)                /* invariant 2 */
-        for (uint32_t k = 0; k < r->n; k++) {
-            uint32_t i = (r->head + k) % RING_FRAMES;
-            if (r->first + k == ev->ref || r->ref[i] == ev->ref) ring_drop(r, i);
-        }
-    pl_rbuf *f;
-    if (ev->kind == PL_EV_MESSAGE && ev->data && strstr(ev->data, "\"attachments\"")) {
-        f = NULL;                             /* invariant 3: a hole */
-    } else if (b && whole) {
-        f = pl_rbuf_ref(b);
-    } else if (b) {
-        f = pl_rbuf_new(len);
-        memcpy(f->data, b->data + off, len);
-        f->len = len;
-    } else {
-        f = event_frame(ev);
-    }
-    if (f && f->len > RING_BYTES / 4) {       /* a huge frame: not kept, and no hole */
-        pl_rbuf_unref(&f);
-        while (r->n) ring_drop_oldest(r);
-        return;
-    }
-    size_t flen = f ? f->len : 0;
-    while (r->n && (r->n == RING_FRAMES || r->bytes + flen > r->cap || ring_total + flen > RING_TOTAL))
-        ring_drop_oldest(r);
-    if (flen > r->cap || ring_total + flen > RING_TOTAL) {   /* no room: not kept, and no hole */
-        pl_rbuf_unref(&f);
-        return;
-    }
-    if (!r->n) r->first = ev->seq;
-    r->fr[(r->head + r->n) % RING_FRAMES] = f;
-    r->ref[(r->head + r->n) % RING_FRAMES] = ev->ref;
-    r->n++;
-    r->bytes += flen;
-    ring_total += flen;
-}
-
-/* Sends x what the ring holds from its next seq on, up to its target or a
- * full queue. */
-static void ring_serve(sub *x) {
-    if (!x->conv->has_ring || x->mention_pending) return;
-    frame_ring *r = pl_map_get(&rings, x->conv->id);
-    pl_conn *c = x->sess->conn;
-    int64_t target = sub_target(x);
-    while (r && x->sent_seq < target && !c->high) {
-        int64_t seq = x->sent_seq + 1;
-        if (seq < r->first || seq >= r->first + r->n) return;
-        pl_rbuf *f = r->fr[(r->head + (uint32_t)(seq - r->first)) % RING_FRAMES];
-        if (!f || chat_deliver_event(x, f, seq)) return;
-        pl_count(&pl_m_frames_out, 1);
-        x->sent_seq = seq;
-    }
-}
-
 /* ---- subscriptions --------------------------------------------------------- */
 
 sub *sub_find(session *s, int64_t conv) {
@@ -567,24 +320,6 @@ sub *sub_find(session *s, int64_t conv) {
     for (uint32_t i = 0; i < s->nsubs; i++)
         if (s->subs[i]->conv->id == conv) return s->subs[i];
     return NULL;
-}
-
-/* Adds x to the replay queue (invariant 4). */
-static void rq_push(sub *x) {
-    if (x->queued || x->reading || x->detached) return;
-    x->queued = 1;
-    x->qnext = NULL;
-    if (C.rq_tail) C.rq_tail->qnext = x;
-    else C.rq_head = x;
-    C.rq_tail = x;
-    if (!uv_is_active((uv_handle_t *)&C.replayer)) uv_idle_start(&C.replayer, replay_turn);
-}
-
-/* The last seq x may be sent now. */
-static int64_t sub_target(const sub *x) {
-    int64_t t = x->conv->published;
-    if (x->end_seq && x->end_seq < t) t = x->end_seq;
-    return t;
 }
 
 sub *sub_create(session *s, int64_t conv, int64_t stream_seq, int64_t sent_seq, int64_t floor, int state) {
@@ -688,7 +423,7 @@ static void send_synced(sub *x) {
 }
 
 /* x has everything up to its target. */
-static void sub_caught_up(sub *x) {
+void sub_caught_up(sub *x) {
     if (x->end_seq && x->sent_seq >= x->end_seq) {
         if (x->rejoin_seq) {                  /* removed, then added again */
             x->sent_seq = x->floor = x->rejoin_seq - 1;
@@ -709,294 +444,11 @@ static void sub_caught_up(sub *x) {
     if (x->report_synced && x->sent_seq >= x->synced_at) send_synced(x);
 }
 
-static void session_wait_drain(session *s) {
-    session_uncork(s);                        /* a corked queue cannot drain */
-    if (s->waiting_drain) return;
-    s->waiting_drain = 1;
-    s->drain_since = pl_mono_ms();
-    int64_t cut = s->drain_since + (int64_t)C.cfg->slow_timeout * 1000;
-    if (!s->conn->deadline || cut < s->conn->deadline) s->conn->deadline = cut;
-}
-
-/* Decides x's next step after progress (invariant 4). */
-static void replay_next(sub *x) {
-    if (x->state != SUB_CATCHUP || x->detached) return;
-    ring_serve(x);                            /* the recent part, without a read */
-    if (x->sent_seq >= sub_target(x) && !x->mention_pending) {
-        sub_caught_up(x);
-        return;
-    }
-    pl_conn *c = x->sess->conn;
-    if (!is_ws_open(c)) return;              /* a dead connection stops its replays */
-    if (c->high) {
-        session_wait_drain(x->sess);         /* on_drain queues it again */
-        return;
-    }
-    rq_push(x);
-}
-
-void sub_catch_up(sub *x, int report_synced) {
-    if (report_synced && x->report_synced < UINT8_MAX) x->report_synced++;
-    x->state = SUB_CATCHUP;
-    if (x->reading || x->queued) return;      /* its read's completion decides */
-    if (x->sess->waiting_drain && (x->sent_seq < sub_target(x) || x->mention_pending)) return;
-    replay_next(x);
-}
-
-void session_release_hold(session *s) {
-    if (!s->held) return;
-    s->held = 0;                              /* its removals (end_finish) wait for its
-                                               * first message (session.c dispatch) */
-    for (uint32_t i = 0; i < s->nsubs;) {     /* a sub may end and leave the array */
-        sub *x = s->subs[i];
-        uint32_t n = s->nsubs;
-        if (x->state == SUB_HELD) sub_catch_up(x, 0);
-        if (s->nsubs == n) i++;
-    }
-}
-
-void session_replays_resume(session *s) {
-    if (!s->waiting_drain) return;
-    s->waiting_drain = 0;
-    s->drain_since = 0;
-    for (uint32_t i = 0; i < s->nsubs;) {
-        sub *x = s->subs[i];
-        uint32_t n = s->nsubs;
-        if (x->state == SUB_CATCHUP && !x->queued && !x->reading) replay_next(x);
-        if (s->nsubs == n) i++;
-    }
-}
-
-/* A resume's `ready` and its first replayed page leave in one write: after
- * `ready`, a WebSocket session with a replay read to wait for is corked
- * until the first of its reads completes (or a queued replay turns out to
- * need none, or it must wait for a drain); the connection layer bounds the
- * cork in bytes and time (conn.h). In a reconnect storm that is one write
- * of about four per client, a write being the loop's costliest step there
- * (the kernel's loopback delivery; benchmarks.md "the storm's writes"). */
-void session_cork_for_replay(session *s) {
-    if (s->tp != TP_WS || !CO.cork || s->corked) return;
-    for (uint32_t i = 0; i < s->nsubs; i++)
-        if (s->subs[i]->reading || s->subs[i]->queued) {
-            s->corked = 1;
-            CO.cork(s->conn);
-            return;
-        }
-}
-
-void session_uncork(session *s) {
-    if (!s->corked) return;
-    s->corked = 0;
-    if (CO.uncork) CO.uncork(s->conn);
-}
-
-/* ---- replay ------------------------------------------------------------- */
-
-typedef struct replay_op {
-    pl_job   job;
-    sub     *x;
-    uint32_t cost;                /* its share of C.inflight_cost            */
-} replay_op;
-
-/* The events a read for x may return (invariant 4): a page, or fewer when
- * the gap up to its target is smaller (seqs are unique, so a read of
- * (sent_seq, target] returns at most target - sent_seq events). A storm of
- * resumes, each a few events behind, keeps many small reads in flight
- * instead of waiting a store round trip per REPLAY_INFLIGHT sessions. */
-static uint32_t replay_cost(const sub *x) {
-    if (x->detached || x->state != SUB_CATCHUP) return 1;   /* not read for; its stream may be gone */
-    if (x->mention_pending) return REPLAY_PAGE;
-    int64_t gap = sub_target(x) - x->sent_seq;
-    return gap < 1 ? 1 : gap > REPLAY_PAGE ? REPLAY_PAGE : (uint32_t)gap;
-}
-
-static int replay_fits(const sub *x) {
-    return C.inflight < REPLAY_READS_MAX && C.inflight_cost + replay_cost(x) <= REPLAY_INFLIGHT * REPLAY_PAGE;
-}
-
-/* Replays read as the session's user, so that messages come in their
- * current form for it (reactions' "me"). The store answers such a read as
- * for that user's membership, which may be ahead of the stream's: a
- * removal it has not processed yet (refused), or a removal and a new
- * joining (a page from the new joining on). Then the page is read again as
- * the stream reads (no user: everything up to the removal, contiguous).
- * Returns 1 when it read again (the read slot stays taken). */
-static int replay_read_as_stream(replay_op *op) {
-    pl_job *j = &op->job;
-    if (!j->user || op->x->detached || C.stopping) return 0;
-    int refused = j->result == PL_STORE_ENOTFOUND;
-    int skipped = j->result == PL_STORE_OK && (!j->nevents || j->events[0].seq != j->after + 1);
-    if (!refused && !skipped) return 0;
-    pl_job_release(j);
-    j->user = 0;
-    j->more = 0;
-    j->result = PL_STORE_OK;
-    pl_store_submit(C.store, j);
-    return 1;
-}
-
-static void replay_done(pl_job *j) {
-    replay_op *op = (replay_op *)j;
-    sub *x = op->x;
-    if (replay_read_as_stream(op)) return;
-    C.inflight--;
-    C.inflight_cost -= op->cost;
-    x->reading = 0;
-    if (x->detached || C.stopping) {
-        if (x->detached) free(x);
-        goto out;
-    }
-    pl_conn *c = x->sess->conn;
-    session_uncork(x->sess);                  /* this page leaves with `ready` */
-    if (j->result != PL_STORE_OK) {
-        pl_log(PL_LOG_ERROR, c->id, "replay read failed", "\"conversation\":%lld", (long long)x->conv->id);
-        if (is_ws_open(c)) chat_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
-        goto out;
-    }
-    for (size_t i = 0; i < j->nevents; i++) {
-        const pl_event *ev = &j->events[i];
-        if (ev->seq != x->sent_seq + 1 || ev->seq > sub_target(x)) break;
-        if (deliver_one(x, ev)) goto out;     /* closing: nothing more for it */
-        pl_count(&pl_m_frames_out, 1);
-        x->sent_seq = ev->seq;
-        if (c->high) break;                   /* invariant 4: wait for the drain */
-    }
-    replay_next(x);
-out:
-    pl_job_release(j);
-    free(op);
-    if (C.rq_head && !uv_is_active((uv_handle_t *)&C.replayer))
-        uv_idle_start(&C.replayer, replay_turn);
-}
-
-/* Reads one page for x (its state was checked by the caller). */
-static void replay_read(sub *x) {
-    replay_op *op = pl_calloc(1, sizeof *op);
-    op->x = x;
-    op->job.op = PL_READ_EVENTS;
-    op->job.conv = x->conv->id;
-    op->job.user = x->end_seq ? 0 : x->sess->user;   /* removed: read as the stream */
-    op->job.after = x->sent_seq;
-    op->job.before = sub_target(x) + 1;      /* invariant 2: never above published */
-    op->job.limit = REPLAY_PAGE;
-    op->job.done = replay_done;
-    op->cost = replay_cost(x);
-    x->reading = 1;
-    C.inflight++;
-    C.inflight_cost += op->cost;
-    pl_store_submit(C.store, &op->job);
-}
-
-/* Serves the queue round-robin within invariant 4's bounds. */
-static void replay_turn(uv_idle_t *h) {
-    while (C.rq_head && replay_fits(C.rq_head) && !C.stopping) {
-        sub *x = C.rq_head;
-        C.rq_head = x->qnext;
-        if (!C.rq_head) C.rq_tail = NULL;
-        x->queued = 0;
-        if (x->detached) {
-            free(x);
-            continue;
-        }
-        session *s = x->sess;
-        if (x->state != SUB_CATCHUP) {        /* nothing to read for it after all */
-            session_uncork(s);
-            continue;
-        }
-        if (x->sent_seq >= sub_target(x) && !x->mention_pending) {
-            sub_caught_up(x);                 /* may free x */
-            session_uncork(s);
-            continue;
-        }
-        pl_conn *c = x->sess->conn;
-        if (!is_ws_open(c)) continue;
-        if (c->high) {
-            session_wait_drain(x->sess);
-            continue;
-        }
-        if (x->mention_pending) mention_read(x);
-        else replay_read(x);
-    }
-    if (!C.rq_head || !replay_fits(C.rq_head) || C.stopping) uv_idle_stop(h);
-}
-
-/* ---- the membership log ---------------------------------------------------- */
-
-/* Membership changes this loop processed, the last MLOG_MAX of them. A
- * session reads its conversations (PL_READ_SESSION) while the loop goes on
- * processing events, and is not among its user's sessions until the read
- * is back: a change processed in between reached none of its
- * subscriptions. Its read notes mlog_n when it is submitted and, once
- * authenticated, applies what came since (deliver_mlog_apply): a removal
- * its read predates ends its stream at that removal; an addition its read
- * predates subscribes it from that member_added. Without this, the first
- * left a removed user receiving the conversation and the second lost a
- * conversation for good (embedded mode; cluster mode reconciled additions
- * only). Entries are cheap and changes rare: 1,024 is far more than one
- * authentication's read can see. */
-#define MLOG_MAX 1024
-
-typedef struct mlog_ent {
-    int64_t user, conv, seq;
-    int     add;                            /* 1 member_added/created, 0 removed/left */
-} mlog_ent;
-
-static mlog_ent mlog[MLOG_MAX];
-static uint64_t mlog_n;                     /* entries ever logged */
-
-static void mlog_add(int64_t user, int64_t conv, int64_t seq, int add) {
-    mlog[mlog_n % MLOG_MAX] = (mlog_ent){user, conv, seq, add};
-    mlog_n++;
-}
-
-uint64_t deliver_mlog_mark(void) { return mlog_n; }
-
-/* 1 if a change to user's membership of conv above seq was logged since mark. */
-int deliver_mlog_changed(uint64_t mark, int64_t user, int64_t conv, int64_t seq) {
-    if (mlog_n - mark > MLOG_MAX) return 1;
-    for (uint64_t i = mark; i < mlog_n; i++) {
-        const mlog_ent *e = &mlog[i % MLOG_MAX];
-        if (e->user == user && e->conv == conv && e->seq > seq) return 1;
-    }
-    return 0;
-}
-
-static void join_session(session *s, int64_t conv, int64_t seq);
-static void end_session(session *s, chat_conv *cv, int64_t seq);
-
-/* After `ready`: the changes to s's user logged since mark, in order.
- * More than the log holds: the session cannot know what it missed, and is
- * closed to reconnect (1013). */
-void deliver_mlog_apply(session *s, uint64_t mark) {
-    if (mlog_n == mark) return;
-    if (mlog_n - mark > MLOG_MAX) {
-        chat_close(s->conn, PL_CLOSE_TRY_AGAIN, "membership changed during authentication: reconnect");
-        return;
-    }
-    for (uint64_t i = mark; i < mlog_n && is_ws_open(s->conn); i++) {
-        const mlog_ent *e = &mlog[i % MLOG_MAX];
-        if (e->user != s->user) continue;
-        if (e->add) {
-            join_session(s, e->conv, e->seq);
-            chat_conv *cv = conv_find(e->conv);
-            if (cv) conv_head(cv, e->seq);      /* a stream opened just now reads up to it */
-        } else if (conv_find(e->conv)) {
-            end_session(s, conv_find(e->conv), e->seq);
-        }
-    }
-    /* the events the loop already processed come from the store */
-    for (uint64_t i = mark; i < mlog_n && is_ws_open(s->conn); i++) {
-        const mlog_ent *e = &mlog[i % MLOG_MAX];
-        sub *x = e->user == s->user ? sub_find(s, e->conv) : NULL;
-        if (x && x->state == SUB_LIVE && x->sent_seq < x->conv->published) sub_catch_up(x, 0);
-    }
-}
-
 /* ---- processing an event in order (seq == published + 1) ---------------- */
 
 /* An authenticated session of a user who became a member of conv at seq
  * follows it from seq. */
-static void join_session(session *s, int64_t conv, int64_t seq) {
+void join_session(session *s, int64_t conv, int64_t seq) {
     sub *x = sub_find(s, conv);
     if (x) {
         if (!x->end_seq || x->end_seq >= seq) return;     /* a member already */
@@ -1056,7 +508,7 @@ static void conv_count(chat_conv *cv, const pl_event *ev, int removal) {
 /* A local user's removal (or leaving) at seq, before seq is delivered: its
  * subscriptions get end_seq = seq (invariant 2: nothing above seq can have
  * been sent, since seq is being processed only now). */
-static void end_session(session *s, chat_conv *cv, int64_t seq) {
+void end_session(session *s, chat_conv *cv, int64_t seq) {
     sub *x = sub_find(s, cv->id);
     if (!x || x->sent_seq >= seq || x->floor >= seq) return;   /* an older removal */
     if (x->end_seq && x->end_seq < seq) {      /* removed, re-added, removed while lagging */
@@ -1094,15 +546,6 @@ static void end_finish(chat_conv *cv, int64_t user, int64_t seq) {
             sub_catch_up(x, 0);
         }
     }
-}
-
-/* The member_removed seq of conv if s (a held WebSocket session) was
- * removed from it during its hold (end_finish), else 0. */
-static int64_t held_end(const session *s, int64_t conv) {
-    if (s->tp != TP_WS) return 0;
-    for (uint32_t i = 0; i < s->nresume; i++)
-        if (s->resume[i].conv == conv) return s->resume[i].seq;
-    return 0;
 }
 
 static void conv_process(chat_conv *cv, const pl_event *ev) {
@@ -1261,29 +704,6 @@ void deliver_on_resync(void *ud) {
         if (C.users.slots[i].key) reconcile_add(C.users.slots[i].key);
 }
 
-/* Memberships the bus may not have told us about (cluster mode): a session
- * without a subscription for one of its user's conversations gets one,
- * from the seq its user joined at. Removals come as events (heads). */
-static void reconcile_done(pl_job *j) {
-    check_op *op = (check_op *)j;
-    if (j->result && !C.stopping)
-        for (size_t i = 0; i < j->nids; i++) reconcile_add(op->ids[i]);
-    for (size_t i = 0; j->result == PL_STORE_OK && !C.stopping && i < j->nmships; i++) {
-        const pl_membership *m = &j->mships[i];
-        chat_user *u = pl_map_get(&C.users, m->user);
-        for (session *s = u ? u->sessions : NULL; s; s = s->unext) {
-            if (s->state != S_AUTHED || sub_find(s, m->conv)) continue;
-            sub *x = sub_create(s, m->conv, m->joined_seq - 1, m->joined_seq - 1, m->joined_seq - 1,
-                                s->held ? SUB_HELD : SUB_CATCHUP);
-            if (x->state == SUB_CATCHUP) sub_catch_up(x, 0);
-            conv_head(x->conv, m->last_seq);
-        }
-    }
-    pl_job_release(j);
-    free(op->ids);
-    free(op);
-}
-
 /* ---- watchers (long-polls) ------------------------------------------------ */
 
 void pl_chat_watch(int64_t conv, int64_t after, int on) {
@@ -1298,253 +718,6 @@ void pl_chat_watch(int64_t conv, int64_t after, int on) {
     if (!cv || !cv->watchers) return;
     cv->watchers--;
     conv_maybe_release(cv);
-}
-
-/* ---- sync ------------------------------------------------------------------ */
-
-static int conv_is_large(const chat_conv *cv) {
-    int64_t lg = C.cfg->large_group;
-    return lg > 0 && cv->kind != PL_CONV_DIRECT && cv->members > lg;
-}
-
-/* A large group (the design note): the cursor moves to the head, or to just
- * before the session's own removal so that it still gets that; its
- * mentions above the client's cursor are read first. */
-static void sync_online_only(sub *x, int64_t cursor, int64_t top) {
-    int64_t head = top;
-    if (x->end_seq && head >= x->end_seq) head = x->end_seq - 1;
-    if (head < cursor) head = cursor;
-    x->sent_seq = head;
-    x->online_only = 1;
-    if (cursor < head) {
-        x->mention_pending = 1;
-        x->mention_after = cursor;
-        x->mention_upto = head;
-    }
-}
-
-/* The mentions of one sync, read page by page (ascending); the latest
- * MENTIONS_MAX are kept. The read holds the subscription's read slot
- * (x->reading) and one of the replay queue's. */
-typedef struct mention_op {
-    pl_job   job;
-    sub     *x;
-    int64_t  upto;
-    pl_event keep[MENTIONS_MAX];
-    size_t   nkeep;
-} mention_op;
-
-static void mention_keep(mention_op *op, pl_event *ev) {
-    if (op->nkeep == MENTIONS_MAX) {          /* the oldest goes */
-        pl_event_release(&op->keep[0]);
-        memmove(op->keep, op->keep + 1, (MENTIONS_MAX - 1) * sizeof *op->keep);
-        op->nkeep--;
-    }
-    op->keep[op->nkeep++] = *ev;              /* moved: the job no longer owns it */
-    memset(ev, 0, sizeof *ev);
-}
-
-static void mention_send(sub *x, mention_op *op) {
-    pl_conn *c = x->sess->conn;
-    for (size_t i = 0; i < op->nkeep; i++) {
-        pl_sbuf b;
-        pl_sbuf_init(&b);
-        pl_sbuf_printf(&b, "{\"type\":\"mention\",\"conversation\":%lld,\"event\":{", (long long)x->conv->id);
-        pl_proto_event_fields(&b, &op->keep[i]);
-        pl_sbuf_adds(&b, "}}");
-        pl_rbuf *f = pl_ws_text_frame(b.p, b.len);
-        pl_sbuf_release(&b);
-        int failed = chat_deliver(c, f);
-        pl_rbuf_unref(&f);
-        if (failed) return;                   /* closing: nothing more for it */
-        pl_count(&pl_m_frames_out, 1);
-    }
-}
-
-static void mention_done(pl_job *j) {
-    mention_op *op = (mention_op *)j;
-    sub *x = op->x;
-    int64_t last = j->after;
-    /* not a member as far as the store knows (a removal this stream has
-     * not processed yet): no mentions; the replay ends at the removal */
-    int ok = j->result == PL_STORE_OK || j->result == PL_STORE_ENOTFOUND;
-    for (size_t i = 0; ok && i < j->nevents; i++) {
-        pl_event *ev = &j->events[i];
-        if (ev->seq <= last || ev->seq > op->upto) continue;
-        last = ev->seq;
-        if (!x->end_seq || ev->seq < x->end_seq) mention_keep(op, ev);
-    }
-    int more = ok && j->more && j->nevents && last > j->after && last < op->upto;
-    pl_job_release(j);
-    if (more && !x->detached && !C.stopping && is_ws_open(x->sess->conn)) {
-        j->after = last;                      /* the next page, in the same slot */
-        j->more = 0;
-        j->result = PL_STORE_OK;
-        pl_store_submit(C.store, j);
-        return;
-    }
-    C.inflight--;
-    C.inflight_cost -= REPLAY_PAGE;
-    x->reading = 0;
-    if (x->detached || C.stopping) {
-        if (x->detached) free(x);
-    } else if (!ok) {
-        pl_conn *c = x->sess->conn;
-        pl_log(PL_LOG_ERROR, c->id, "mentions read failed", "\"conversation\":%lld", (long long)x->conv->id);
-        if (is_ws_open(c)) chat_close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect and sync");
-    } else {
-        session_uncork(x->sess);
-        mention_send(x, op);
-        replay_next(x);                       /* what was published meanwhile, then synced */
-    }
-    for (size_t i = 0; i < op->nkeep; i++) pl_event_release(&op->keep[i]);
-    free(op);
-    if (C.rq_head && !uv_is_active((uv_handle_t *)&C.replayer)) uv_idle_start(&C.replayer, replay_turn);
-}
-
-static void mention_read(sub *x) {
-    mention_op *op = pl_calloc(1, sizeof *op);
-    op->x = x;
-    op->upto = x->mention_upto;
-    op->job.op = PL_READ_MENTIONS;
-    op->job.conv = x->conv->id;
-    op->job.user = x->sess->user;
-    op->job.after = x->mention_after;
-    op->job.limit = MENTIONS_MAX;
-    op->job.done = mention_done;
-    x->mention_pending = 0;
-    x->reading = 1;
-    C.inflight++;
-    C.inflight_cost += REPLAY_PAGE;           /* replay_cost of a mention read */
-    pl_store_submit(C.store, &op->job);
-}
-
-/* Every cursor is applied before any replay starts: a replay served from
- * the frame ring goes out at once, and an SSE event's id carries every
- * conversation's sent_seq, so a conversation not yet applied would be
- * named at its head, not at its cursor (a resume from that id lost its
- * events). */
-void deliver_sync(session *s, json_t *cursors, json_t *req) {
-    void *it = NULL;
-    int64_t conv, seq;
-    size_t n = 0, cap = json_object_size(cursors);
-    sub **catch_up = cap ? pl_malloc(cap * sizeof *catch_up) : NULL;
-    while (pl_proto_cursor(cursors, &it, &conv, &seq) == 0) {
-        sub *x = sub_find(s, conv);
-        int64_t ended = x ? 0 : held_end(s, conv);
-        if (ended) {                             /* its stream ended at the removal, sent */
-            char msg[96];
-            int len = snprintf(msg, sizeof msg, "{\"type\":\"synced\",\"conversation\":%lld,\"seq\":%lld}",
-                               (long long)conv, (long long)ended);
-            chat_send_text(s->conn, msg, (size_t)len, 1);
-            continue;
-        }
-        if (!x) {
-            pl_sbuf b;
-            pl_sbuf_init(&b);
-            pl_sbuf_adds(&b, "{\"type\":\"error\"");
-            pl_proto_add_req(&b, req);
-            pl_sbuf_printf(&b, ",\"code\":\"not_found\",\"message\":\"no such conversation\",\"conversation\":%lld}",
-                           (long long)conv);
-            chat_send_text(s->conn, b.p, b.len, 1);
-            pl_sbuf_release(&b);
-            continue;
-        }
-        int64_t top = x->conv->published > x->sent_seq ? x->conv->published : x->sent_seq;
-        if (x->conv->known > top) top = x->conv->known;   /* committed, not yet published */
-        if (seq > top) seq = top;                /* above the last seq: the last seq */
-        x->synced_at = top;
-        if (x->end_seq && x->synced_at > x->end_seq) x->synced_at = x->end_seq;
-        if (seq < x->floor) seq = x->floor;      /* before joining: from joining */
-        if (conv_is_large(x->conv)) sync_online_only(x, seq, top);
-        else {
-            /* A replay still owed to an earlier sync goes on from where it
-             * is: a cursor above it would skip what that sync asked for
-             * (audit R3: two syncs in one read, the first's events lost). */
-            if (x->state != SUB_CATCHUP || seq < x->sent_seq) x->sent_seq = seq;
-            x->online_only = 0;
-        }
-        if (n < cap) catch_up[n++] = x;
-    }
-    for (size_t i = 0; i < n; i++) sub_catch_up(catch_up[i], 1);
-    free(catch_up);
-}
-
-/* ---- history ------------------------------------------------------------------ */
-
-typedef struct hist_op {
-    pl_job          job;
-    pl_chat_json_cb cb;
-    void           *arg;
-} hist_op;
-
-/* Encodes the page within the reply budget: the events nearest the paging
- * start are kept (the lowest for a forward page, the highest for a page
- * from the top), at least one; a page cut short says has_more. */
-static void hist_done(pl_job *j) {
-    hist_op *op = (hist_op *)j;
-    if (j->result != PL_STORE_OK) {
-        op->cb(op->arg, j->result, NULL, 0);
-        goto out;
-    }
-    size_t budget = chat_reply_budget(), n = j->nevents, used = 0;
-    int top = (j->flags & PL_READ_FROM_TOP) != 0;
-    pl_sbuf *enc = n ? pl_calloc(n, sizeof *enc) : NULL;
-    size_t first = 0, last = n;                  /* the kept range [first, last) */
-    for (size_t k = 0; k < n; k++) {
-        size_t i = top ? n - 1 - k : k;
-        pl_sbuf_init(&enc[i]);
-        pl_sbuf_addc(&enc[i], '{');
-        pl_proto_event_fields(&enc[i], &j->events[i]);
-        pl_sbuf_addc(&enc[i], '}');
-        if (k && used + enc[i].len > budget) {
-            if (top) first = i + 1;
-            else last = i;
-            pl_sbuf_release(&enc[i]);
-            break;
-        }
-        used += enc[i].len + 1;
-    }
-    int more = j->more || first > 0 || last < n;
-    pl_sbuf out;
-    pl_sbuf_init(&out);
-    pl_sbuf_printf(&out, "\"conversation\":%lld,\"events\":[", (long long)j->conv);
-    for (size_t i = first; i < last; i++) {
-        if (i > first) pl_sbuf_addc(&out, ',');
-        pl_sbuf_add(&out, enc[i].p, enc[i].len);
-    }
-    for (size_t i = first; i < last; i++) pl_sbuf_release(&enc[i]);
-    free(enc);
-    pl_sbuf_printf(&out, "],\"has_more\":%s", more ? "true" : "false");
-    op->cb(op->arg, PL_STORE_OK, out.p, out.len);
-    pl_sbuf_release(&out);
-out:
-    pl_job_release(j);
-    free(op);
-}
-
-int pl_chat_history(int64_t conv, int64_t user, int64_t after, int64_t before, int limit,
-                    pl_chat_json_cb cb, void *arg) {
-    if (C.stopping) return PL_STORE_EUNAVAIL;
-    hist_op *op = pl_calloc(1, sizeof *op);
-    op->cb = cb;
-    op->arg = arg;
-    op->job.op = PL_READ_EVENTS;
-    op->job.conv = conv;
-    op->job.user = user;
-    op->job.after = after;
-    op->job.before = before;
-    op->job.limit = limit;
-    op->job.flags = before > 0 && after == 0 ? PL_READ_FROM_TOP : 0;
-    op->job.done = hist_done;
-    pl_store_submit(C.store, &op->job);
-    return 0;
-}
-
-void do_history(session *s, pl_msg *m) {
-    ws_reply *r = ws_reply_new(s, m, "history");
-    int rc = pl_chat_history(m->conv, s->user, m->after, m->before, m->limit, ws_reply_json, r);
-    if (rc) ws_reply_json(r, rc, NULL, 0);
 }
 
 /* ---- shutdown ---------------------------------------------------------------- */
@@ -1575,7 +748,7 @@ void deliver_free(void) {
         free(cv);
     }
     pl_map_release(&C.convs);
-    pl_map_release(&rings);
+    pl_map_release(&deliver_rings);
     free(C.verify);
     free(C.reconcile);
     free(C.changed);

@@ -1,0 +1,159 @@
+/* deliver_ring.c — recent frames of busy conversations (the note below).
+ *
+ * Owns: each ring (deliver_rings, conv id -> frame_ring) and the budget of
+ * all of them; keeping a frame as an event is processed (ring_add), serving
+ * a catching-up subscription from it (ring_serve), freeing a stream's ring.
+ * Not here: when a frame is added (conv_process, deliver.c) or served
+ * (replay_next, deliver_sync.c).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/metrics.h"
+#include "chat_int.h"
+#include "deliver_int.h"
+
+/* ---- recent frames of busy conversations ---------------------------------
+ *
+ * A conversation with at least RING_MIN_SUBS subscriptions here keeps the
+ * frames of its last RING_FRAMES published events, at most RING_SUB_BYTES
+ * per subscription (at the most it has had; RING_BYTES at most), all rings
+ * together at most RING_TOTAL bytes (the budget: a ring that would pass it drops
+ * its oldest frames, and no new ring starts while it is spent). A
+ * subscription catching up whose next seq is among them gets the rest from
+ * here, as the live subscriptions got it, instead of another store read.
+ * Three subscriptions, not only big groups: when a node's clients all come
+ * back at once (a storm), every member of every group read its missed
+ * events from the store, one read per member (docs/benchmarks.md "a
+ * storm's replays from memory").
+ * Without this, in a busy group the members that fell behind each read a
+ * page, the stream moved on during the read, and they read again: a read
+ * per member per round that never converged while the store was the
+ * bottleneck (benchmarks.md "Cluster mode, third session").
+ * Invariants:
+ *   1. The frames held are those of seqs first .. first + n - 1,
+ *      consecutive and all <= published (added in conv_process, in order).
+ *   2. A held frame is a message's current form as a replay would send it
+ *      (docs/protocol.md: sync replays carry the current form): an edit,
+ *      delete, reaction or pin of seq T drops the frames of T and of every
+ *      event naming T (a reply's preview, an earlier edit), so a
+ *      subscription that reaches a dropped frame reads from the store. A
+ *      deleted message's text is not kept here either.
+ *   3. A message with attachments is held as a hole: its frame carries
+ *      signed media URLs that expire (--media-url-ttl), and a replay signs
+ *      them afresh (docs/protocol.md "Attachments in messages"). */
+#define RING_FRAMES    256
+#define RING_BYTES     (128 * 1024)
+#define RING_SUB_BYTES (8 * 1024)
+#define RING_TOTAL     ((size_t)64 * 1024 * 1024)
+
+typedef struct frame_ring {
+    int64_t  first;               /* seq of fr[head]                         */
+    uint32_t head, n;
+    size_t   bytes;
+    size_t   cap;                 /* its bytes at most: grows with nsubs     */
+    pl_rbuf *fr[RING_FRAMES];     /* NULL: dropped (invariant 2)             */
+    int64_t  ref[RING_FRAMES];    /* the event's ref: a reply's parent, an action's target */
+} frame_ring;
+
+pl_map deliver_rings;              /* conv id -> frame_ring (busy conversations) */
+uint32_t ring_min_subs;            /* RING_MIN_SUBS; tests may raise it       */
+static size_t ring_total;           /* every ring's struct and frames (the budget) */
+
+static void ring_drop(frame_ring *r, uint32_t i) {
+    if (!r->fr[i]) return;
+    r->bytes -= r->fr[i]->len;
+    ring_total -= r->fr[i]->len;
+    pl_rbuf_unref(&r->fr[i]);
+}
+
+static void ring_drop_oldest(frame_ring *r) {
+    ring_drop(r, r->head);
+    r->head = (r->head + 1) % RING_FRAMES;
+    r->n--;
+    r->first++;
+}
+
+void deliver_ring_min_subs(uint32_t n) { ring_min_subs = n; }
+
+void ring_free(chat_conv *cv) {
+    if (!cv->has_ring) return;
+    frame_ring *r = pl_map_get(&deliver_rings, cv->id);
+    while (r && r->n) ring_drop_oldest(r);
+    if (r) ring_total -= sizeof *r;
+    free(r);
+    pl_map_del(&deliver_rings, cv->id);
+    cv->has_ring = 0;
+}
+
+/* Keeps ev's frame (bytes [off, off + len) of b when b is an arena, else
+ * the whole of b; NULL: encoded here). */
+void ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off, uint32_t len, int whole) {
+    frame_ring *r = cv->has_ring ? pl_map_get(&deliver_rings, cv->id) : NULL;
+    if (!r) {
+        if (cv->nsubs < ring_min_subs || ring_total + sizeof *r > RING_TOTAL) return;
+        r = pl_calloc(1, sizeof *r);
+        ring_total += sizeof *r;
+        pl_map_put(&deliver_rings, cv->id, r);
+        cv->has_ring = 1;
+    }
+    size_t cap = (size_t)cv->nsubs * RING_SUB_BYTES;
+    if (cap > r->cap) r->cap = cap < RING_BYTES ? cap : RING_BYTES;
+    if (r->n && r->first + r->n != ev->seq)   /* the stream's head jumped: start again */
+        while (r->n) ring_drop_oldest(r);
+    int action = ev->kind == PL_EV_EDIT || ev->kind == PL_EV_DELETE || ev->kind == PL_EV_REACTION ||
+                 ev->kind == PL_EV_PIN;
+    if (action && ev->ref > 0)                /* invariant 2 */
+        for (uint32_t k = 0; k < r->n; k++) {
+            uint32_t i = (r->head + k) % RING_FRAMES;
+            if (r->first + k == ev->ref || r->ref[i] == ev->ref) ring_drop(r, i);
+        }
+    pl_rbuf *f;
+    if (ev->kind == PL_EV_MESSAGE && ev->data && strstr(ev->data, "\"attachments\"")) {
+        f = NULL;                             /* invariant 3: a hole */
+    } else if (b && whole) {
+        f = pl_rbuf_ref(b);
+    } else if (b) {
+        f = pl_rbuf_new(len);
+        memcpy(f->data, b->data + off, len);
+        f->len = len;
+    } else {
+        f = event_frame(ev);
+    }
+    if (f && f->len > RING_BYTES / 4) {       /* a huge frame: not kept, and no hole */
+        pl_rbuf_unref(&f);
+        while (r->n) ring_drop_oldest(r);
+        return;
+    }
+    size_t flen = f ? f->len : 0;
+    while (r->n && (r->n == RING_FRAMES || r->bytes + flen > r->cap || ring_total + flen > RING_TOTAL))
+        ring_drop_oldest(r);
+    if (flen > r->cap || ring_total + flen > RING_TOTAL) {   /* no room: not kept, and no hole */
+        pl_rbuf_unref(&f);
+        return;
+    }
+    if (!r->n) r->first = ev->seq;
+    r->fr[(r->head + r->n) % RING_FRAMES] = f;
+    r->ref[(r->head + r->n) % RING_FRAMES] = ev->ref;
+    r->n++;
+    r->bytes += flen;
+    ring_total += flen;
+}
+
+/* Sends x what the ring holds from its next seq on, up to its target or a
+ * full queue. */
+void ring_serve(sub *x) {
+    if (!x->conv->has_ring || x->mention_pending) return;
+    frame_ring *r = pl_map_get(&deliver_rings, x->conv->id);
+    pl_conn *c = x->sess->conn;
+    int64_t target = sub_target(x);
+    while (r && x->sent_seq < target && !c->high) {
+        int64_t seq = x->sent_seq + 1;
+        if (seq < r->first || seq >= r->first + r->n) return;
+        pl_rbuf *f = r->fr[(r->head + (uint32_t)(seq - r->first)) % RING_FRAMES];
+        if (!f || chat_deliver_event(x, f, seq)) return;
+        pl_count(&pl_m_frames_out, 1);
+        x->sent_seq = seq;
+    }
+}
