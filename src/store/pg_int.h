@@ -1,6 +1,7 @@
 /* pg_int.h — shared inside the PostgreSQL backend (store_pg*.c) only.
  *
- * Owns: the backend's struct, its statement tables, the connection wrapper
+ * Owns: the backend's struct, its statement tables' names (their SQL:
+ * store_pg_stmts_w.c, store_pg_stmts_r.c), the connection wrapper
  * (pipelined extended-protocol queries), parameter and array builders, and
  * the writer's per-batch conversation state. See store_pg.c for the design
  * note and its invariants.
@@ -92,6 +93,17 @@ enum {
     R__COUNT
 };
 extern const char *const pg_r_sql[R__COUNT];
+
+/* ---- SQL fragments shared across files: SEARCH_BLANKS by the schema
+ * (store_pg_schema.c) and R_SEARCH, PURGE_WS by both statement tables. */
+
+/* The search text's translate() arguments: the snippet markers, '<', '>',
+ * '&' and '/' become spaces, a final sigma a sigma (byte for byte; the
+ * body, R_SEARCH's headline and its query alike; pl_store__snippet_restore
+ * undoes it). */
+#define SEARCH_BLANKS "E'\\x02\\x03<>&/\xcf\x82', '      \xcf\x83'"
+/* a conversation c's workspace w (channels): the purge's (store_pg_stmts_w.c) and R_CONV_GET's */
+#define PURGE_WS " LEFT JOIN workspaces w ON c.kind = 3 AND w.id = c.workspace"
 
 /* ---- statement parameters ------------------------------------------------ */
 
@@ -258,6 +270,8 @@ void pg_w_drop(pg_store *s, const char *why);   /* writer: close, back off   */
 int  pg_lease_renew(pg_store *s);               /* 1 held, 0 lost, <0 W_*    */
 int  pg_lease_reacquire(pg_store *s);           /* 0 held again, -1 not      */
 void pg_probe_readers(pg_store *s);
+/* store_pg_schema.c: brings the schema up to date at open, 0 or -1 (err) */
+int  pg_migrate(PGconn *pq, char *err, size_t errlen);
 /* store_pg_conn.c: logging (one line fit for a JSON log field) */
 void pg_log_failure(int level, const pg_conn *c, const char *what);
 void pg_clean_msg(char *dst, size_t n, const char *src);
@@ -318,9 +332,9 @@ int  pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now);
 int  pg_run_receipts(pg_store *s, pl_job **jobs, size_t n);
 /* store_pg_read.c */
 void pg_run_read(void *rctx, pl_job *j);
-/* A row of CONV_COLUMNS (store_pg.c) into c (zeroed first). */
+/* A row of CONV_COLUMNS (store_pg_stmts_r.c) into c (zeroed first). */
 void pg_conv_row(const PGresult *res, int row, pl_conv *c);
-/* A row of EV_COLUMNS (store_pg.c) from column k into e, in its current form
+/* A row of EV_COLUMNS (store_pg_stmts_r.c) from column k into e, in its current form
  * (store.h invariant 6), its reactions from rows [lo, hi) of react (NULL:
  * none; columns seq, emoji, count, me from column col on, by seq). */
 void pg_event_row(const PGresult *res, int row, int k, int64_t conv, const PGresult *react, int lo, int hi,

@@ -3,7 +3,7 @@
  * and the conversation mark with its E2EE events.
  *
  * Owns: the jobs over the statements W_KEYS_*, W_CONV_E2EE, R_KEYS_SHARES
- * and R_DEVICES (store_pg.c). Their writes go in one round trip inside a
+ * and R_DEVICES (store_pg_stmts_w.c, _r.c). Their writes go in one round trip inside a
  * savepoint, so a failing statement fails the job alone (pg_sp_failed).
  * A claim deletes the one-time prekeys it hands out in the batch's
  * transaction, skipping keys another transaction holds (FOR UPDATE SKIP

@@ -4,7 +4,8 @@
  * of a user's own messages.
  *
  * Owns: running the statements W_LIFE_*, W_PURGE_* and R_USER_MESSAGES*
- * (store_pg.c; migration 12 -> 13 there has the columns and indexes), and
+ * (store_pg_stmts_w.c, _r.c; migration 12 -> 13 in store_pg_schema.c has
+ * the columns and indexes), and
  * the purge's bookkeeping in each conversation's row:
  *   P1. No MESSAGE of a conversation at or below purge_seq is live: the
  *       purge reads on from there, so it reads the tombstones it left once,
@@ -37,7 +38,7 @@
  *   due leaves its conversation due for the next round). Then the deleted
  *   users' messages: W_PURGE_USERS, one statement a round (find, lock SKIP
  *   LOCKED, erase), until it erases nothing or the limit is reached. The
- *   erasure is a delete's (PURGE_ERASE in store_pg.c) without its event:
+ *   erasure is a delete's (PURGE_ERASE in store_pg_stmts_w.c) without its event:
  *   no seq, no counter and no unread count moves, and UPDATE .. WHERE
  *   deleted_ts = 0 erases a message once whichever node gets to it.
  * Known limit: a seq's ts can be lower than an earlier seq's by the time a

@@ -1,7 +1,7 @@
 /* store_pg_media.c — media rows in the PostgreSQL backend (store.h
  * pl_media, PL_JOB_MEDIA_*, PL_READ_MEDIA_GET).
  *
- * Owns: running the media statements of store_pg.c (W_MEDIA_*,
+ * Owns: running the media statements (store_pg_stmts_w.c, _r.c: W_MEDIA_*,
  * R_MEDIA_GET) and turning their rows into pl_media. Each job is a single
  * statement or two that cannot fail on a client's input (names and types
  * arrive sanitized, valid UTF-8), so no savepoint is taken. The quota check

@@ -2,7 +2,7 @@
  * invariant 10): the devices logins registered, the outbox's claims and
  * completions, and the read that turns claimed rows into notifications.
  *
- * Owns: running the statements W_PUSH_*, R_PUSH_* (store_pg.c). The outbox
+ * Owns: running the statements W_PUSH_*, R_PUSH_* (store_pg_stmts_w.c, _r.c). The outbox
  * row a MESSAGE's append writes is part of the run's INSERT
  * (W_SEND_INSERT_PUSH, store_pg_runs.c), and a revoked login's devices go
  * in its revoke (W_LOGIN_REVOKE, store_pg_jobs.c). Only the node whose

@@ -9,7 +9,7 @@
  * statements (SESSION, CONV_GET, RECEIPTS, PINS, MENTIONS) is one pipeline
  * BEGIN REPEATABLE READ .. COMMIT: one snapshot, one round trip; the others
  * are one statement each (EVENTS, a page with its reactions, too: PAGE in
- * store_pg.c).
+ * store_pg_stmts_r.c).
  */
 #include "pg_int.h"
 
@@ -112,7 +112,7 @@ static void login_row(const PGresult *res, pl_login *out) {
     out->created = pg_i64(res, 0, 7);
 }
 
-/* Columns of CONV_COLUMNS and of EV_COLUMNS (store_pg.c). */
+/* Columns of CONV_COLUMNS and of EV_COLUMNS (store_pg_stmts_r.c). */
 #define CONV_NCOLS 17
 #define EV_NCOLS 17
 static void conv_row(const PGresult *res, int row, pl_conv *c) {
@@ -141,7 +141,7 @@ void pg_conv_row(const PGresult *res, int row, pl_conv *c) { conv_row(res, row, 
 
 /* Reaction rows: rows [lo, hi) of r hold seq, emoji, count, me from column
  * col on, by seq (a whole R_REACT_* result, or the tail of a page's: PAGE
- * in store_pg.c). */
+ * in store_pg_stmts_r.c). */
 typedef struct react_rows {
     const PGresult *r;
     int             lo, hi;       /* the rows                                */
@@ -170,7 +170,7 @@ static size_t reactions_of(const react_rows *x, int64_t seq, pl_annot_reaction *
     return n;
 }
 
-/* EV_COLUMNS (store_pg.c) starting at column k, with the event's current
+/* EV_COLUMNS (store_pg_stmts_r.c) starting at column k, with the event's current
  * form in annot (store.h): a MESSAGE's marks, reply preview and, from
  * react (NULL: none), reactions; "deleted" on the EDIT of a deleted one. */
 static void event_row(const PGresult *res, int row, int k, int64_t conv, const react_rows *react,
@@ -375,7 +375,7 @@ static int r_conv_get(pg_reader *r, pl_job *j, int with_event) {
     return PL_STORE_OK;
 }
 
-/* A page of the log and its reactions: one statement (PAGE in store_pg.c),
+/* A page of the log and its reactions: one statement (PAGE in store_pg_stmts_r.c),
  * so one snapshot and one round trip. */
 static int r_events(pg_reader *r, pl_job *j) {
     int limit = j->limit;

@@ -2,7 +2,7 @@
  * messages (store.h invariant 12): the report with its snapshot of the
  * message, its resolution, and the admins' list; and blocks (invariant 14).
  *
- * Owns: running the statements W_REPORT_*, R_REPORT* (store_pg.c). A report
+ * Owns: running the statements W_REPORT_*, R_REPORT* (store_pg_stmts_w.c, _r.c). A report
  * locks its conversation with the batch like a message action
  * (store_pg_write.c touches_conv), so its checks and the snapshot see the
  * same row on every node: one round trip checks (W_REPORT_TARGET: the
@@ -216,7 +216,7 @@ int pg_job_report(pg_store *s, pl_job *j, int64_t now) {
 
 /* ---- the list ------------------------------------------------------------------ */
 
-/* A row of REPORT_COLUMNS (store_pg.c). */
+/* A row of REPORT_COLUMNS (store_pg_stmts_r.c). */
 static void report_row(const PGresult *r, int row, pl_report *p) {
     memset(p, 0, sizeof *p);
     p->id = pg_i64(r, row, 0);

@@ -4,7 +4,7 @@
  * reads of workspaces and of a workspace's channels.
  *
  * Owns: the jobs and reads over the statements W_WS_*, W_CHANNEL_CREATE
- * and R_WORKSPACE*, R_WS_MEMBERS, R_CHANNELS (store_pg.c), and the locks
+ * and R_WORKSPACE*, R_WS_MEMBERS, R_CHANNELS (store_pg_stmts_w.c, _r.c), and the locks
  * that keep a workspace's members and its channels' members consistent
  * across nodes (store_pg.c invariant 13):
  *   - a job that changes who is in a workspace or what channels it has
@@ -467,7 +467,7 @@ int pg_job_ws(pg_store *s, pl_job *j, int64_t now) {
 
 /* ---- reads ------------------------------------------------------------------- */
 
-/* A row of WS_COLUMNS (store_pg.c). */
+/* A row of WS_COLUMNS (store_pg_stmts_r.c). */
 static void ws_row(const PGresult *r, int row, pl_workspace *w) {
     memset(w, 0, sizeof *w);
     w->id = pg_i64(r, row, 0);
