@@ -129,8 +129,73 @@ typedef struct sq_store {
                                  * the middle of a pass (rolled back: the
                                  * queue keeps it for the next start) */
 
+/* ---- the writer's statement helpers ------------------------------------- */
+/* For the writer's files (store_sqlite_write.c and its job files), on the
+ * writer thread: inline, for the send path. */
+
+/* Records why the batch must fail and returns W_FATAL. */
+static inline int w_fatal(sq_store *s, int rc, const char *what) {
+    s->fatal_rc = rc;
+    s->fatal_what = what;
+    return W_FATAL;
+}
+
+static inline int w_exec(sq_store *s, int id) {
+    int rc = sqlite3_step(s->w[id]);
+    sqlite3_reset(s->w[id]);
+    return rc == SQLITE_DONE ? PL_STORE_OK : w_fatal(s, rc, sq_w_sql[id]);
+}
+
+/* Steps a bound one-row lookup: 1 with *out = column 0 when a row exists,
+ * 0 when none, W_FATAL on error. Resets the statement. */
+static inline int w_lookup(sq_store *s, int id, int64_t *out) {
+    sqlite3_stmt *st = s->w[id];
+    int rc = sqlite3_step(st);
+    int found = rc == SQLITE_ROW;
+    if (found && out) *out = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return w_fatal(s, rc, sq_w_sql[id]);
+    return found;
+}
+
+/* Steps a bound write: PL_STORE_OK, ECONFLICT on a constraint (the statement
+ * was undone by SQLite, the transaction goes on), W_FATAL otherwise. */
+static inline int w_write(sq_store *s, int id) {
+    int rc = sqlite3_step(s->w[id]);
+    sqlite3_reset(s->w[id]);
+    if (rc == SQLITE_DONE) return PL_STORE_OK;
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) return PL_STORE_ECONFLICT;
+    return w_fatal(s, rc, sq_w_sql[id]);
+}
+
 /* store_sqlite_write.c */
 void sq_run_batch(void *wctx, pl_job **jobs, size_t n);
+
+/* ---- jobs -----------------------------------------------------------------
+ * Each returns PL_STORE_OK or a PL_STORE_E* for the job alone, or W_FATAL
+ * when the batch must fail. See store_sqlite.c invariant 4 for what a
+ * failing job wrote. */
+/* store_sqlite_accounts.c: run without a savepoint */
+int  sq_job_user_create(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_login_create(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_login_rotate(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_login_revoke(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_last_seen(sq_store *s, pl_job *j, int64_t now);
+/* store_sqlite_members.c: each in a savepoint, with the role cache off */
+int  sq_job_direct_open(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_group_create(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_member_add(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_member_remove(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_member_role(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_member_leave(sq_store *s, pl_job *j, int64_t now);
+/* store_sqlite_actions.c: in a savepoint but NOTIFY_SET */
+int  sq_job_edit(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_delete(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_reaction(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_pin(sq_store *s, pl_job *j, int64_t now);
+int  sq_job_notify_set(sq_store *s, pl_job *j, int64_t now);
+/* store_sqlite_receipts.c: run without a savepoint */
+int  sq_job_receipt(sq_store *s, pl_job *j, int64_t now);
 /* store_sqlite_index.c: the search index (store.h invariant 8) in
  * search.db, filled by a thread of its own from parley.db's fts_queue.
  * open: after parley.db's migrations, on the writer connection's thread
@@ -231,7 +296,8 @@ int  sq_blocked_pair(sq_store *s, int64_t a, int64_t b);
  * savepoint), and CONV_GET's retention and hold (sq_read_conv_life). */
 int  sq_job_life(sq_store *s, pl_job *j, int64_t now);
 int  sq_read_conv_life(sq_reader *r, pl_conv *c);
-/* store_sqlite_write.c: the writer's helpers, for the files above */
+/* The writer's helpers, for the files above and the job files: in
+ * store_sqlite_write.c unless noted. */
 int  sq_w_fatal(sq_store *s, int rc, const char *what);
 int  sq_w_member_role(sq_store *s, int64_t conv, int64_t user);  /* PL_ROLE_NONE if not */
 pl_conv_state *sq_w_conv_state(sq_store *s, int64_t conv, int *err);
@@ -240,15 +306,18 @@ int  sq_w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, in
                  int64_t subject, char *data);
 
 /* A group, or with workspace a channel (the caller checked the workspace
- * and the name): GROUP_CREATE's work. */
+ * and the name): GROUP_CREATE's work (store_sqlite_members.c). */
 int  sq_w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, int is_private);
 /* Makes peer a member of conv with a MEMBER_ADDED by actor (has_event);
- * nothing if it is one. */
+ * nothing if it is one (store_sqlite_members.c). */
 int  sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer);
-int  sq_w_user_exists(sq_store *s, int64_t user);    /* 1, 0, W_FATAL (deleted: 0) */
-/* Erases the MESSAGE at (conv, seq) as a delete does, without an event. */
+/* 1, 0, W_FATAL (deleted: 0) (store_sqlite_accounts.c) */
+int  sq_w_user_exists(sq_store *s, int64_t user);
+/* Erases the MESSAGE at (conv, seq) as a delete does, without an event
+ * (store_sqlite_actions.c). */
 int  sq_w_erase(sq_store *s, int64_t conv, int64_t seq, int64_t now);
-/* No admin left among conv's members: the earliest-joined becomes one. */
+/* No admin left among conv's members: the earliest-joined becomes one
+ * (store_sqlite_members.c). */
 int  sq_w_promote_if_needed(sq_store *s, int64_t conv);
 /* A message an action targets, as the writer sees it. */
 typedef struct sq_target {
@@ -262,6 +331,23 @@ typedef struct sq_target {
  * message action makes (store.h: target errors; j->why set); t->body is
  * the caller's to free, also on failure. */
 int  sq_w_target_load(sq_store *s, pl_job *j, int64_t seq, sq_target *t);
+/* Kind of conv, 0 if it does not exist, or W_FATAL (store_sqlite_members.c). */
+int  sq_w_conv_kind(sq_store *s, int64_t conv);
+/* member_count of conv moves by d in the conversation map (the entry
+ * exists: checked before). */
+int  sq_w_member_count(sq_store *s, int64_t conv, int64_t d);
+/* The send's helpers, for the message actions (store_sqlite_actions.c) and
+ * the member jobs: the static functions of the same name without sq_
+ * (store_sqlite_write.c says what each does). sq_w_append_full is w_append
+ * with every parameter: the message an event refers to (ref), the
+ * idempotency key (cmid, borrowed) and a body (borrowed); data taken over. */
+int  sq_w_append_full(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
+                      int64_t subject, int64_t ref, const char *cmid, const char *body, size_t body_len,
+                      char *data);
+int  sq_w_mentions(sq_store *s, pl_job *j, const char *body, size_t len, int role, int64_t *ids, size_t *n,
+                   int *all);
+int  sq_w_mention_rows(sq_store *s, int64_t conv, int64_t seq, int64_t sender, const int64_t *ids, size_t n,
+                       int all, int64_t parent_sender);
 /* Runs sql with its parameters given by fmt, one letter each: 'i' an
  * int64_t, 't' a string (borrowed). 1 when it returned a row (*out =
  * column 0 when out), 0 when none, SQ_RUN_ERR on failure (SQLite's code in

@@ -1,7 +1,7 @@
 /* store_pg_actions.c — the PostgreSQL writer's message actions (store.h
  * invariant 6): edit, delete, reaction, pin, and the notification level
  * (see store_pg.c for the invariants; the SQLite backend's
- * store_sqlite_write.c is the reference for each action's checks, their
+ * store_sqlite_actions.c is the reference for each action's checks, their
  * order, the reasons in job->why and the outputs).
  *
  * Owns: each action's statements. An action costs two round trips: the

@@ -3,7 +3,8 @@
  * are handed to store_pg_actions.c, push jobs to store_pg_push.c, reports
  * to store_pg_reports.c, the data lifecycle to store_pg_life.c (see
  * store_pg.c for the invariants; the SQLite backend's store_sqlite_write.c
- * is the reference for each job's checks, their order and their outputs).
+ * and the files beside it (_members, _accounts, _receipts) are the
+ * reference for each job's checks, their order and their outputs).
  *
  * Owns: each job's statements. Job-level outcomes are decided before the
  * writes (or by ON CONFLICT DO NOTHING); a job of several statements runs

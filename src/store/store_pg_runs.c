@@ -453,7 +453,7 @@ int pg_run_receipts(pg_store *s, pl_job **jobs, size_t n) {
         pg_arr_i64(lc, j->conv);
         pg_arr_i64(lu, j->user);
         /* own_unread counts from joined_seq: a re-joined member's earlier
-         * messages are not in it (store_sqlite_write.c job_receipt) */
+         * messages are not in it (store_sqlite_receipts.c sq_job_receipt) */
         pg_arr_i64(llo, moved_read ? (x[i].cr > q->joined - 1 ? x[i].cr : q->joined - 1) : 0);
         pg_arr_i64(lhi, moved_read ? x[i].nr : 0);
         pg_arr_i64(lat, moved_read ? x[i].nr : 0);

@@ -2,14 +2,22 @@
  * on the writer thread (see store_sqlite.c for the pipeline and its
  * invariants, which this file keeps).
  *
- * Owns: the jobs' SQL, the conversation map (last_seq, msg_count,
- * member_count of conversations touched since start) and the own_unread
- * deltas of the open transaction.
+ * Owns: the batch's course (BEGIN, the jobs, flush, COMMIT, failure), the
+ * job dispatch and its savepoints, MESSAGE_SEND's SQL (the hot path: its
+ * helpers stay static here; the other files reach them through the
+ * sq_w_* wrappers), the role cache, the conversation map (last_seq,
+ * msg_count, member_count of conversations touched since start) and the
+ * own_unread deltas of the open transaction.
+ *
+ * Not the other jobs' SQL: accounts, logins and last seen are in
+ * store_sqlite_accounts.c; conversations and members in
+ * store_sqlite_members.c; edits, deletes, reactions, pins and the
+ * notification level in store_sqlite_actions.c; receipts in
+ * store_sqlite_receipts.c; the rest in the files sqlite_int.h lists.
  */
 #include "sqlite_int.h"
 
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,45 +49,8 @@ static void mark_dirty(sq_store *s, pl_conv_state *e) {
 
 static void reset_outputs(pl_job *j);
 
-/* Records why the batch must fail and returns W_FATAL. */
-static int w_fatal(sq_store *s, int rc, const char *what) {
-    s->fatal_rc = rc;
-    s->fatal_what = what;
-    return W_FATAL;
-}
-
-static int w_exec(sq_store *s, int id) {
-    int rc = sqlite3_step(s->w[id]);
-    sqlite3_reset(s->w[id]);
-    return rc == SQLITE_DONE ? PL_STORE_OK : w_fatal(s, rc, sq_w_sql[id]);
-}
-
-/* Steps a bound one-row lookup: 1 with *out = column 0 when a row exists,
- * 0 when none, W_FATAL on error. Resets the statement. */
-static int w_lookup(sq_store *s, int id, int64_t *out) {
-    sqlite3_stmt *st = s->w[id];
-    int rc = sqlite3_step(st);
-    int found = rc == SQLITE_ROW;
-    if (found && out) *out = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return w_fatal(s, rc, sq_w_sql[id]);
-    return found;
-}
-
-/* Steps a bound write: PL_STORE_OK, ECONFLICT on a constraint (the statement
- * was undone by SQLite, the transaction goes on), W_FATAL otherwise. */
-static int w_write(sq_store *s, int id) {
-    int rc = sqlite3_step(s->w[id]);
-    sqlite3_reset(s->w[id]);
-    if (rc == SQLITE_DONE) return PL_STORE_OK;
-    if ((rc & 0xff) == SQLITE_CONSTRAINT) return PL_STORE_ECONFLICT;
-    return w_fatal(s, rc, sq_w_sql[id]);
-}
-
-static int w_user_exists(sq_store *s, int64_t user) {
-    sqlite3_bind_int64(s->w[W_USER_EXISTS], 1, user);
-    return w_lookup(s, W_USER_EXISTS, NULL);
-}
+/* w_fatal, w_exec, w_lookup and w_write: sqlite_int.h (inline, shared with
+ * the job files). */
 
 /* The role cache. Every send checks its sender's membership, which as a
  * statement was ~6 % of the writer's time at the 1:1 peak; members change
@@ -128,45 +99,6 @@ static int w_member_role(sq_store *s, int64_t conv, int64_t user) {
     if (!rc) role = PL_ROLE_NONE;
     if (c) *c = (sq_role){conv, user, (int)role};
     return (int)role;
-}
-
-/* Kind of conv, 0 if it does not exist, or W_FATAL. */
-static int w_conv_kind(sq_store *s, int64_t conv) {
-    int64_t kind = 0;
-    sqlite3_bind_int64(s->w[W_CONV_KIND], 1, conv);
-    int rc = w_lookup(s, W_CONV_KIND, &kind);
-    return rc < 0 ? rc : rc ? (int)kind : 0;
-}
-
-static int w_member_insert(sq_store *s, int64_t conv, int64_t user, int role, int64_t joined,
-                           int64_t joined_seq) {
-    sqlite3_stmt *st = s->w[W_MEMBER_INSERT];
-    sqlite3_bind_int64(st, 1, conv);
-    sqlite3_bind_int64(st, 2, user);
-    sqlite3_bind_int(st, 3, role);
-    sqlite3_bind_int64(st, 4, joined);
-    sqlite3_bind_int64(st, 5, joined_seq);
-    return w_write(s, W_MEMBER_INSERT);
-}
-
-/* Inserts a conversation row; *conv gets its id. */
-static int w_conv_insert(sq_store *s, int kind, const char *title, const char *key,
-                         int64_t next_join, int64_t nmembers, int64_t now, int64_t workspace,
-                         int is_private, int64_t *conv) {
-    sqlite3_stmt *st = s->w[W_CONV_INSERT];
-    sqlite3_bind_int(st, 1, kind);
-    if (title) sqlite3_bind_text(st, 2, title, -1, SQLITE_STATIC);
-    else sqlite3_bind_null(st, 2);
-    if (key) sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
-    else sqlite3_bind_null(st, 3);
-    sqlite3_bind_int64(st, 4, next_join);
-    sqlite3_bind_int64(st, 5, now);
-    sqlite3_bind_int64(st, 6, nmembers);
-    sqlite3_bind_int64(st, 7, workspace);
-    sqlite3_bind_int(st, 8, is_private);
-    int rc = w_write(s, W_CONV_INSERT);
-    if (rc == PL_STORE_OK) *conv = sqlite3_last_insert_rowid(s->wdb);
-    return rc;
 }
 
 /* The map entry of conv, loaded from its row on a miss; NULL with *err =
@@ -294,7 +226,7 @@ static int w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind,
 }
 
 /* member_count of conv moves by d (the map entry exists: checked before). */
-static int w_member_count(sq_store *s, int64_t conv, int64_t d) {
+int sq_w_member_count(sq_store *s, int64_t conv, int64_t d) {
     int err = PL_STORE_OK;
     pl_conv_state *e = w_conv_state(s, conv, &err);
     if (!e) return err;
@@ -303,63 +235,7 @@ static int w_member_count(sq_store *s, int64_t conv, int64_t d) {
     return PL_STORE_OK;
 }
 
-/* ---- jobs -----------------------------------------------------------------
- * Each returns PL_STORE_OK or a PL_STORE_E* for the job alone, or W_FATAL
- * when the batch must fail. See invariant 4 for what a failing job wrote. */
-
-static int job_user_create(sq_store *s, pl_job *j, int64_t now) {
-    if (!j->username || !j->pwhash) return PL_STORE_EINVAL;
-    sqlite3_stmt *st = s->w[W_USER_INSERT];
-    sqlite3_bind_text(st, 1, j->username, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, j->pwhash, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now);
-    int rc = w_write(s, W_USER_INSERT);     /* UNIQUE(username) -> ECONFLICT */
-    if (rc == PL_STORE_OK) j->out_id = sqlite3_last_insert_rowid(s->wdb);
-    return rc;
-}
-
-static int job_login_create(sq_store *s, pl_job *j, int64_t now) {
-    int rc = w_user_exists(s, j->user);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    sqlite3_stmt *st = s->w[W_LOGIN_INSERT];
-    sqlite3_bind_int64(st, 1, j->user);
-    sqlite3_bind_blob(st, 2, j->hash, sizeof j->hash, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, j->expires);
-    sqlite3_bind_int64(st, 4, now);
-    rc = w_write(s, W_LOGIN_INSERT);
-    if (rc == PL_STORE_OK) {
-        j->out_id = sqlite3_last_insert_rowid(s->wdb);
-        j->login_out.created = now;            /* its access tokens' stamp */
-    }
-    return rc;
-}
-
-/* Rotates only a live login presenting its current hash. */
-static int job_login_rotate(sq_store *s, pl_job *j, int64_t now) {
-    sqlite3_stmt *st = s->w[W_LOGIN_ROTATE];
-    sqlite3_bind_blob(st, 1, j->hash2, sizeof j->hash2, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, j->expires);
-    sqlite3_bind_int64(st, 3, j->id);
-    sqlite3_bind_int64(st, 4, now);
-    sqlite3_bind_blob(st, 5, j->hash, sizeof j->hash, SQLITE_STATIC);
-    int rc = w_write(s, W_LOGIN_ROTATE);
-    if (rc != PL_STORE_OK) return rc;
-    if (sqlite3_changes(s->wdb) == 0) return PL_STORE_ENOTFOUND;
-    j->out_id = j->id;
-    return PL_STORE_OK;
-}
-
-static int job_login_revoke(sq_store *s, pl_job *j, int64_t now) {
-    sqlite3_bind_int64(s->w[W_LOGIN_REVOKE], 1, j->id);
-    int rc = w_write(s, W_LOGIN_REVOKE);
-    if (rc != PL_STORE_OK) return rc;
-    if (sqlite3_changes(s->wdb) == 0) return PL_STORE_ENOTFOUND;
-    if ((rc = sq_push_forget_login(s, j->id)) != PL_STORE_OK) return rc;
-    j->out_id = j->id;
-    return PL_STORE_OK;
-}
-
-/* ---- message features (store.h invariants 6 and 7) ------------------------ */
+/* ---- sends (store.h invariant 7) ------------------------------------------ */
 
 typedef sq_target w_target;      /* sqlite_int.h */
 
@@ -559,539 +435,6 @@ static int job_send(sq_store *s, pl_job *j, int64_t now) {
     return rc;
 }
 
-static int job_edit(sq_store *s, pl_job *j, int64_t now) {
-    if (!j->body || j->body_len > INT_MAX) return PL_STORE_EINVAL;
-    w_target t;
-    int rc = w_target_load(s, j, j->seq, &t);
-    char *data = NULL, *edata = NULL;
-    if (rc != PL_STORE_OK) goto out;
-    if (t.sender != j->user) { j->why = "not your message"; rc = PL_STORE_EFORBID; goto out; }
-    int e2err = PL_STORE_OK;                          /* invariant 9: no edits */
-    pl_conv_state *ce = w_conv_state(s, j->conv, &e2err);
-    if (!ce) { rc = e2err; goto out; }
-    if (ce->e2ee || ce->blocked) {
-        j->why = ce->e2ee ? "messages of an end-to-end encrypted conversation cannot be edited" : "blocked";
-        rc = PL_STORE_EFORBID;
-        goto out;
-    }
-    if (s->edit_window_ms > 0 && now - t.ts > s->edit_window_ms) {
-        j->why = "edit window passed";
-        rc = PL_STORE_EFORBID;
-        goto out;
-    }
-    if (t.body && t.body_len == j->body_len && memcmp(t.body, j->body, j->body_len) == 0)
-        goto out;                                     /* unchanged: no event */
-    int64_t ids[PL_STORE_MENTIONS_MAX];
-    size_t n = 0;
-    int all = 0;
-    if ((rc = w_mentions(s, j, j->body, j->body_len, t.role, ids, &n, &all)) != PL_STORE_OK) goto out;
-    int64_t parent_sender = 0;
-    if (t.ref > 0) {                                  /* keep the reply-to-me row */
-        w_target p;
-        int64_t saved = j->seq;
-        int prc = w_target_load(s, j, t.ref, &p);
-        j->seq = saved;
-        j->why = NULL;
-        if (prc == W_FATAL) { free(p.body); rc = W_FATAL; goto out; }
-        parent_sender = p.sender;
-        free(p.body);
-    }
-    data = pl_store__data_message(t.ref, ids, n, all);
-    sqlite3_stmt *st = s->w[W_MSG_EDIT];
-    sqlite3_bind_text(st, 1, j->body, (int)j->body_len, SQLITE_STATIC);
-    if (data) sqlite3_bind_text(st, 2, data, -1, SQLITE_STATIC);
-    else sqlite3_bind_null(st, 2);
-    sqlite3_bind_int64(st, 3, now);
-    sqlite3_bind_int64(st, 4, j->conv);
-    sqlite3_bind_int64(st, 5, j->seq);
-    if ((rc = w_exec(s, W_MSG_EDIT)) != PL_STORE_OK) goto out;
-    sqlite3_bind_int64(s->w[W_MENTION_DELETE], 1, j->conv);
-    sqlite3_bind_int64(s->w[W_MENTION_DELETE], 2, j->seq);
-    if ((rc = w_exec(s, W_MENTION_DELETE)) != PL_STORE_OK) goto out;
-    if ((rc = w_mention_rows(s, j->conv, j->seq, j->user, ids, n, all, parent_sender)) != PL_STORE_OK)
-        goto out;
-    edata = pl_store__data_edit(j->seq, ids, n, all);
-    rc = w_append(s, j, now, j->conv, PL_EV_EDIT, j->user, 0, j->seq, NULL, j->body, j->body_len, edata);
-    edata = NULL;
-    if (rc == PL_STORE_OK) j->created = 1;
-out:
-    free(t.body);
-    free(data);
-    free(edata);
-    return rc;
-}
-
-/* Erases the MESSAGE at seq (invariant 6): body, data, marks, mention rows,
- * reactions, and the bodies of its edit events (its media references and
- * search entry go by trigger). */
-static int w_erase(sq_store *s, int64_t conv, int64_t seq, int64_t now) {
-    sqlite3_stmt *st = s->w[W_MSG_ERASE];
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_int64(st, 2, conv);
-    sqlite3_bind_int64(st, 3, seq);
-    int rc = w_exec(s, W_MSG_ERASE);
-    if (rc != PL_STORE_OK) return rc;
-    static const int erase[] = {W_EDITS_ERASE, W_REACTIONS_ERASE, W_MENTION_DELETE};
-    for (size_t i = 0; i < sizeof erase / sizeof erase[0]; i++) {
-        sqlite3_bind_int64(s->w[erase[i]], 1, conv);
-        sqlite3_bind_int64(s->w[erase[i]], 2, seq);
-        if ((rc = w_exec(s, erase[i])) != PL_STORE_OK) return rc;
-    }
-    s->erased = 1;
-    return PL_STORE_OK;
-}
-
-/* Erases the message at j->seq (invariant 6) with a DELETE event. */
-static int job_delete(sq_store *s, pl_job *j, int64_t now) {
-    w_target t;
-    int rc = w_target_load(s, j, j->seq, &t);
-    free(t.body);
-    if (rc != PL_STORE_OK) return rc;
-    if (t.sender != j->user) {
-        int kind = w_conv_kind(s, j->conv);
-        if (kind < 0) return kind;
-        if (kind == PL_CONV_DIRECT || t.role != PL_ROLE_ADMIN) {
-            j->why = "not your message";
-            return PL_STORE_EFORBID;
-        }
-    }
-    if ((rc = w_erase(s, j->conv, j->seq, now)) != PL_STORE_OK) return rc;
-    rc = w_append(s, j, now, j->conv, PL_EV_DELETE, j->user, 0, j->seq, NULL, NULL, 0,
-                  pl_store__data_target(j->seq, NULL));
-    if (rc == PL_STORE_OK) j->created = 1;
-    return rc;
-}
-
-static int job_reaction(sq_store *s, pl_job *j, int64_t now) {
-    w_target t;
-    int rc = w_target_load(s, j, j->seq, &t);
-    free(t.body);
-    if (rc != PL_STORE_OK) return rc;
-    if (!pl_store__emoji_ok(j->emoji)) { j->why = "bad emoji"; return PL_STORE_EINVAL; }
-    pl_conv_state *ce = w_conv_state(s, j->conv, &rc);
-    if (!ce) return rc;
-    if (ce->blocked) { j->why = "blocked"; return PL_STORE_EFORBID; }   /* invariant 14 */
-    int remove = (j->flags & PL_JOB_REMOVE) != 0;
-    sqlite3_stmt *st = s->w[W_REACTION_HAS];
-    sqlite3_bind_int64(st, 1, j->conv);
-    sqlite3_bind_int64(st, 2, j->seq);
-    sqlite3_bind_text(st, 3, j->emoji, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, j->user);
-    int has = w_lookup(s, W_REACTION_HAS, NULL);
-    if (has < 0) return has;
-    if (has != remove) return PL_STORE_OK;                  /* nothing changes */
-    if (!remove) {
-        st = s->w[W_REACTION_KINDS];
-        sqlite3_bind_int64(st, 1, j->conv);
-        sqlite3_bind_int64(st, 2, j->seq);
-        sqlite3_bind_text(st, 3, j->emoji, -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        int64_t kinds = 0, known = 0;
-        if (rc == SQLITE_ROW) {
-            kinds = sqlite3_column_int64(st, 0);
-            known = sqlite3_column_int64(st, 1);
-        }
-        sqlite3_reset(st);
-        if (rc != SQLITE_ROW) return w_fatal(s, rc, sq_w_sql[W_REACTION_KINDS]);
-        if (!known && kinds >= PL_STORE_REACTIONS_MAX) {
-            j->why = "too many different reactions on this message";
-            return PL_STORE_EINVAL;
-        }
-    }
-    int id = remove ? W_REACTION_DELETE : W_REACTION_INSERT;
-    st = s->w[id];
-    sqlite3_bind_int64(st, 1, j->conv);
-    sqlite3_bind_int64(st, 2, j->seq);
-    sqlite3_bind_text(st, 3, j->emoji, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, j->user);
-    if (!remove) {                                  /* this event's seq: order of first use */
-        int err = PL_STORE_OK;
-        pl_conv_state *e = w_conv_state(s, j->conv, &err);
-        if (!e) return err;
-        sqlite3_bind_int64(st, 5, e->last_seq + 1);
-    }
-    if ((rc = w_exec(s, id)) != PL_STORE_OK) return rc;
-    int64_t count = 0;
-    st = s->w[W_REACTION_COUNT];
-    sqlite3_bind_int64(st, 1, j->conv);
-    sqlite3_bind_int64(st, 2, j->seq);
-    sqlite3_bind_text(st, 3, j->emoji, -1, SQLITE_STATIC);
-    if ((rc = w_lookup(s, W_REACTION_COUNT, &count)) < 0) return rc;
-    rc = w_append(s, j, now, j->conv, PL_EV_REACTION, j->user, 0, j->seq, NULL, NULL, 0,
-                  pl_store__data_reaction(j->seq, j->emoji, remove, count));
-    if (rc == PL_STORE_OK) j->created = 1;
-    return rc;
-}
-
-static int job_pin(sq_store *s, pl_job *j, int64_t now) {
-    w_target t;
-    int rc = w_target_load(s, j, j->seq, &t);
-    free(t.body);
-    if (rc != PL_STORE_OK) return rc;
-    int unpin = (j->flags & PL_JOB_REMOVE) != 0;
-    if ((t.pinned_ts > 0) != unpin) return PL_STORE_OK;     /* nothing changes */
-    if (!unpin) {
-        int64_t pins = 0;
-        sqlite3_bind_int64(s->w[W_PIN_COUNT], 1, j->conv);
-        if ((rc = w_lookup(s, W_PIN_COUNT, &pins)) < 0) return rc;
-        if (pins >= PL_STORE_PINS_MAX) { j->why = "too many pinned messages"; return PL_STORE_EINVAL; }
-    }
-    sqlite3_stmt *st = s->w[W_PIN_SET];
-    sqlite3_bind_int64(st, 1, unpin ? 0 : now);
-    sqlite3_bind_int64(st, 2, j->conv);
-    sqlite3_bind_int64(st, 3, j->seq);
-    if ((rc = w_exec(s, W_PIN_SET)) != PL_STORE_OK) return rc;
-    rc = w_append(s, j, now, j->conv, PL_EV_PIN, j->user, 0, j->seq, NULL, NULL, 0,
-                  pl_store__data_target(j->seq, unpin ? "unpin" : "pin"));
-    if (rc == PL_STORE_OK) j->created = 1;
-    return rc;
-}
-
-static int job_notify_set(sq_store *s, pl_job *j, int64_t now) {
-    if (j->level < PL_NOTIFY_ALL || j->level > PL_NOTIFY_NONE) return PL_STORE_EINVAL;
-    sqlite3_stmt *st = s->w[W_NOTIFY_SET];
-    sqlite3_bind_int(st, 1, j->level);
-    sqlite3_bind_int64(st, 2, j->conv);
-    sqlite3_bind_int64(st, 3, j->user);
-    int rc = w_exec(s, W_NOTIFY_SET);
-    if (rc != PL_STORE_OK) return rc;
-    if (sqlite3_changes(s->wdb) == 0) return PL_STORE_ENOTFOUND;
-    j->created = 1;
-    j->out_id = j->conv;
-    return PL_STORE_OK;
-}
-
-static int job_direct_open(sq_store *s, pl_job *j, int64_t now) {
-    if (j->user == j->peer) return PL_STORE_EINVAL;
-    int rc = w_user_exists(s, j->user);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    rc = w_user_exists(s, j->peer);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-
-    char key[48];
-    int64_t lo = j->user < j->peer ? j->user : j->peer;
-    int64_t hi = j->user < j->peer ? j->peer : j->user;
-    snprintf(key, sizeof key, "%lld:%lld", (long long)lo, (long long)hi);
-    int64_t conv = 0;
-    sqlite3_bind_text(s->w[W_CONV_BY_KEY], 1, key, -1, SQLITE_STATIC);
-    rc = w_lookup(s, W_CONV_BY_KEY, &conv);
-    if (rc < 0) return rc;
-    if (rc) {                                    /* the pair already has one */
-        j->out_id = conv;
-        return PL_STORE_OK;
-    }
-    if ((rc = sq_blocked_pair(s, j->user, j->peer)) != 0) {   /* invariant 14 */
-        if (rc < 0) return rc;
-        j->why = "blocked";
-        return PL_STORE_EFORBID;
-    }
-    if ((rc = w_conv_insert(s, PL_CONV_DIRECT, NULL, key, 2, 2, now, 0, 0, &conv)) ||
-        (rc = w_member_insert(s, conv, j->user, PL_ROLE_MEMBER, 0, 1)) ||
-        (rc = w_member_insert(s, conv, j->peer, PL_ROLE_MEMBER, 1, 1)))
-        return rc;
-    char data[96];
-    snprintf(data, sizeof data, "{\"kind\":\"direct\",\"members\":[%lld,%lld]}",
-             (long long)j->user, (long long)j->peer);
-    rc = w_append(s, j, now, conv, PL_EV_CREATED, j->user, 0, 0, NULL, NULL, 0, pl_strdup(data));
-    if (rc != PL_STORE_OK) return rc;
-    j->out_id = conv;
-    j->created = 1;
-    return PL_STORE_OK;
-}
-
-/* A group, or (workspace != 0) a channel whose checks the caller made
- * (store_sqlite_ws.c). */
-static int w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, int is_private) {
-    if (!j->title || (j->nmembers && !j->members)) return PL_STORE_EINVAL;
-    int rc = w_user_exists(s, j->user);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-
-    /* the other members, deduplicated in first-seen order, creator skipped */
-    int64_t *others = pl_malloc((j->nmembers ? j->nmembers : 1) * sizeof *others);
-    size_t n = 0;
-    char *data = NULL;
-    rc = PL_STORE_OK;
-    for (size_t i = 0; i < j->nmembers; i++) {
-        int64_t u = j->members[i];
-        if (u == j->user) continue;
-        if (u <= 0) { rc = PL_STORE_ENOTFOUND; goto out; }
-        int seen = 0;
-        for (size_t k = 0; k < n && !seen; k++) seen = others[k] == u;
-        if (seen) continue;
-        int ex = w_user_exists(s, u);
-        if (ex <= 0) { rc = ex < 0 ? ex : PL_STORE_ENOTFOUND; goto out; }
-        others[n++] = u;
-    }
-    data = workspace ? pl_store__data_channel(j->title, j->user, others, n, workspace, is_private)
-                     : pl_store__data_group(j->title, j->user, others, n);
-    if (!data) { rc = PL_STORE_EINVAL; goto out; }
-
-    int64_t conv = 0;
-    if ((rc = w_conv_insert(s, workspace ? PL_CONV_CHANNEL : PL_CONV_GROUP, j->title, NULL, (int64_t)n + 1,
-                            (int64_t)n + 1, now, workspace, is_private, &conv)) ||
-        (rc = w_member_insert(s, conv, j->user, PL_ROLE_ADMIN, 0, 1)))
-        goto out;
-    for (size_t i = 0; i < n; i++)
-        if ((rc = w_member_insert(s, conv, others[i], PL_ROLE_MEMBER, (int64_t)i + 1, 1))) goto out;
-    rc = w_append(s, j, now, conv, PL_EV_CREATED, j->user, 0, 0, NULL, NULL, 0, data);
-    data = NULL;                                          /* taken over */
-    if (rc == PL_STORE_OK) j->out_id = conv;
-out:
-    free(data);
-    free(others);
-    return rc;
-}
-
-static int job_group_create(sq_store *s, pl_job *j, int64_t now) { return w_group_create(s, j, now, 0, 0); }
-
-/* After a member left or was removed: if members remain and none is an
- * admin, the earliest-joined one becomes admin (*promoted gets it, else 0;
- * the departure's event says so: pl_store__data_departure). */
-static int w_promote_if_needed(sq_store *s, int64_t conv, int64_t *promoted) {
-    if (promoted) *promoted = 0;
-    sqlite3_bind_int64(s->w[W_MEMBER_HAS_ADMIN], 1, conv);
-    int rc = w_lookup(s, W_MEMBER_HAS_ADMIN, NULL);
-    if (rc != 0) return rc < 0 ? rc : PL_STORE_OK;
-    int64_t oldest = 0;
-    sqlite3_bind_int64(s->w[W_MEMBER_OLDEST], 1, conv);
-    rc = w_lookup(s, W_MEMBER_OLDEST, &oldest);
-    if (rc <= 0) return rc;                                 /* nobody left */
-    sqlite3_stmt *st = s->w[W_MEMBER_SET_ROLE];
-    sqlite3_bind_int(st, 1, PL_ROLE_ADMIN);
-    sqlite3_bind_int64(st, 2, conv);
-    sqlite3_bind_int64(st, 3, oldest);
-    if ((rc = w_write(s, W_MEMBER_SET_ROLE)) == PL_STORE_OK && promoted) *promoted = oldest;
-    return rc;
-}
-
-static int w_member_delete(sq_store *s, int64_t conv, int64_t user) {
-    pl_own_ent *o = pl_own_find(&s->own, conv, user);      /* a later re-join starts from 0 */
-    if (o) o->delta = 0;
-    sqlite3_bind_int64(s->w[W_MEMBER_DELETE], 1, conv);
-    sqlite3_bind_int64(s->w[W_MEMBER_DELETE], 2, user);
-    return w_write(s, W_MEMBER_DELETE);
-}
-
-/* Checks shared by add and remove: conv exists and the actor is a member
- * (else ENOTFOUND: non-members cannot tell), it is a group or a channel
- * (EINVAL), the actor is an admin (EFORBID). */
-static int w_check_admin(sq_store *s, pl_job *j) {
-    int kind = w_conv_kind(s, j->conv);
-    if (kind <= 0) return kind < 0 ? kind : PL_STORE_ENOTFOUND;
-    int role = w_member_role(s, j->conv, j->user);
-    if (role <= 0) return role < 0 ? role : PL_STORE_ENOTFOUND;
-    if (kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
-    if (role != PL_ROLE_ADMIN) return PL_STORE_EFORBID;
-    return PL_STORE_OK;
-}
-
-/* Makes peer a member of conv with a MEMBER_ADDED event by actor (no-op
- * when it is one). */
-static int w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer) {
-    int rc = w_member_role(s, conv, peer);
-    if (rc != PL_ROLE_NONE) return rc < 0 ? rc : PL_STORE_OK;   /* no-op */
-    int err = PL_STORE_OK;
-    pl_conv_state *e = w_conv_state(s, conv, &err);
-    if (!e) return err;
-    int64_t joined_seq = e->last_seq + 1;        /* the member_added event's */
-    int64_t joined = 0;
-    sqlite3_bind_int64(s->w[W_CONV_NEXT_JOIN], 1, conv);
-    rc = w_lookup(s, W_CONV_NEXT_JOIN, &joined);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    if ((rc = w_member_insert(s, conv, peer, PL_ROLE_MEMBER, joined, joined_seq)) ||
-        (rc = w_member_count(s, conv, 1)))
-        return rc;
-    return w_append(s, j, now, conv, PL_EV_MEMBER_ADDED, actor, peer, 0, NULL, NULL, 0, pl_store__data_user(peer));
-}
-
-static int job_member_add(sq_store *s, pl_job *j, int64_t now) {
-    int rc = w_check_admin(s, j);
-    if (rc != PL_STORE_OK) return rc;
-    /* the workspace first: to a channel an id no user has is "not in the
-     * workspace" (403), as when the channel is created with it */
-    if ((rc = sq_ws_channel_admits(s, j->conv, j->peer)) != PL_STORE_OK) {
-        if (rc == PL_STORE_EFORBID) j->why = "not in the workspace";
-        return rc;
-    }
-    rc = w_user_exists(s, j->peer);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    j->out_id = j->conv;
-    return w_member_join(s, j, now, j->conv, j->user, j->peer);
-}
-
-/* EINVAL (why) for a workspace's "general": its members leave it only
- * with the workspace (store.h invariant 11). */
-static int w_not_general(sq_store *s, pl_job *j) {
-    int rc = sq_ws_is_general(s, j->conv);
-    if (rc <= 0) return rc;
-    j->why = "everyone in the workspace is in #general";
-    return PL_STORE_EINVAL;
-}
-
-static int job_member_remove(sq_store *s, pl_job *j, int64_t now) {
-    int rc = j->flags & PL_JOB_EVICT ? sq_ws_evictable(s, j->conv, j->peer, j->user, &j->why) : w_check_admin(s, j);
-    if (rc == PL_STORE_OK && !(j->flags & PL_JOB_EVICT)) rc = w_not_general(s, j);
-    if (rc != PL_STORE_OK) return rc;
-    rc = w_member_role(s, j->conv, j->peer);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    int64_t promoted = 0;
-    if ((rc = w_member_delete(s, j->conv, j->peer)) ||
-        (rc = w_promote_if_needed(s, j->conv, &promoted)) ||
-        (rc = w_member_count(s, j->conv, -1)))
-        return rc;
-    j->out_id = j->conv;
-    return w_append(s, j, now, j->conv, PL_EV_MEMBER_REMOVED, j->user, j->peer, 0, NULL, NULL, 0,
-                    pl_store__data_departure(j->peer, promoted));
-}
-
-static int job_member_role(sq_store *s, pl_job *j, int64_t now) {
-    int rc = w_check_admin(s, j);
-    if (rc != PL_STORE_OK) return rc;
-    int prole = w_member_role(s, j->conv, j->peer);
-    if (prole <= 0) return prole < 0 ? prole : PL_STORE_ENOTFOUND;
-    j->out_id = j->conv;
-    if (prole == j->level) return PL_STORE_OK;               /* no change, no event */
-    if (j->level != PL_ROLE_ADMIN) {                         /* someone stays admin */
-        sqlite3_bind_int64(s->w[W_MEMBER_OTHER_ADMIN], 1, j->conv);
-        sqlite3_bind_int64(s->w[W_MEMBER_OTHER_ADMIN], 2, j->peer);
-        if ((rc = w_lookup(s, W_MEMBER_OTHER_ADMIN, NULL)) <= 0) {
-            if (rc < 0) return rc;
-            j->why = "the last admin: make another member admin first";
-            return PL_STORE_EINVAL;
-        }
-    }
-    sqlite3_stmt *st = s->w[W_MEMBER_SET_ROLE];
-    sqlite3_bind_int(st, 1, j->level);
-    sqlite3_bind_int64(st, 2, j->conv);
-    sqlite3_bind_int64(st, 3, j->peer);
-    if ((rc = w_write(s, W_MEMBER_SET_ROLE)) != PL_STORE_OK) return rc;
-    j->created = 1;
-    return w_append(s, j, now, j->conv, PL_EV_MEMBER_ROLE, j->user, j->peer, 0, NULL, NULL, 0,
-                    pl_store__data_role(j->peer, j->level));
-}
-
-static int job_member_leave(sq_store *s, pl_job *j, int64_t now) {
-    int kind = w_conv_kind(s, j->conv);
-    if (kind <= 0) return kind < 0 ? kind : PL_STORE_ENOTFOUND;
-    int rc = w_member_role(s, j->conv, j->user);
-    if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
-    if (kind == PL_CONV_DIRECT) return PL_STORE_EINVAL;
-    if ((rc = w_not_general(s, j)) != PL_STORE_OK) return rc;
-    int64_t promoted = 0;
-    if ((rc = w_member_delete(s, j->conv, j->user)) ||
-        (rc = w_promote_if_needed(s, j->conv, &promoted)) ||
-        (rc = w_member_count(s, j->conv, -1)))
-        return rc;
-    j->out_id = j->conv;
-    return w_append(s, j, now, j->conv, PL_EV_MEMBER_LEFT, j->user, j->user, 0, NULL, NULL, 0,
-                    pl_store__data_departure(j->user, promoted));
-}
-
-/* Looks up kind, sender and msg_no of the event at seq (0 < seq). Returns
- * 1 found, 0 not, W_FATAL. */
-static int w_event_at(sq_store *s, int64_t conv, int64_t seq, int *kind, int64_t *sender,
-                      int64_t *msg_no) {
-    sqlite3_stmt *st = s->w[W_EVENT_AT];
-    sqlite3_bind_int64(st, 1, conv);
-    sqlite3_bind_int64(st, 2, seq);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *kind = sqlite3_column_int(st, 0);
-        *sender = sqlite3_column_int64(st, 1);
-        *msg_no = sqlite3_column_int64(st, 2);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return w_fatal(s, rc, sq_w_sql[W_EVENT_AT]);
-    return rc == SQLITE_ROW;
-}
-
-/* Receipt cursors: clamp to the log, merge with max, write only if moved;
- * the unread count from the counters (store.h invariant 5). own_unread
- * changes go through the own map like a send's (flushed before COMMIT). */
-static int job_receipt(sq_store *s, pl_job *j, int64_t now) {
-    int err = PL_STORE_OK;
-    pl_conv_state *e = w_conv_state(s, j->conv, &err);
-    if (!e) return err;
-    sqlite3_stmt *st = s->w[W_MEMBER_CURSORS];
-    sqlite3_bind_int64(st, 1, j->conv);
-    sqlite3_bind_int64(st, 2, j->user);
-    int rc = sqlite3_step(st);
-    int64_t cd = 0, cr = 0, joined = 1, own = 0;
-    if (rc == SQLITE_ROW) {
-        cd = sqlite3_column_int64(st, 0);
-        cr = sqlite3_column_int64(st, 1);
-        joined = sqlite3_column_int64(st, 2);
-        own = sqlite3_column_int64(st, 3);
-    }
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE) return PL_STORE_ENOTFOUND;
-    if (rc != SQLITE_ROW) return w_fatal(s, rc, sq_w_sql[W_MEMBER_CURSORS]);
-    pl_own_ent *pending = pl_own_find(&s->own, j->conv, j->user);      /* this batch, not flushed */
-    if (pending) own += pending->delta;
-    int64_t d = j->delivered < e->last_seq ? j->delivered : e->last_seq;
-    int64_t r = j->read < e->last_seq ? j->read : e->last_seq;
-    /* a cursor below where the member joined would show it reading what it
-     * cannot see (audit E3): it moves nothing */
-    if (r < joined - 1) r = 0;
-    if (d < joined - 1) d = 0;
-    if (r > d) d = r;                               /* read implies delivered */
-    int64_t nd = d > cd ? d : cd, nr = r > cr ? r : cr;
-    j->created = nd != cd || nr != cr;
-    int kind = 0;
-    int64_t sender = 0, msg_no = 0;
-    if (nr != cr) {                    /* own messages the cursor passed are read */
-        int64_t passed = 0;
-        st = s->w[W_OWN_IN_RANGE];
-        sqlite3_bind_int64(st, 1, j->conv);
-        /* from where own_unread starts: a re-joined member's row is new
-         * (read_seq 0), and its messages of an earlier membership, before
-         * joined_seq, were never counted in it (audit F: they were taken
-         * out, own_unread went below zero and unread stuck too high) */
-        sqlite3_bind_int64(st, 2, cr > joined - 1 ? cr : joined - 1);
-        sqlite3_bind_int64(st, 3, nr);
-        sqlite3_bind_int64(st, 4, j->user);
-        if ((rc = w_lookup(s, W_OWN_IN_RANGE, &passed)) < 0) return rc;
-        if (passed) {
-            own -= passed;
-            pl_own_add(&s->own, j->conv, j->user, -passed);
-        }
-        if ((rc = w_event_at(s, j->conv, nr, &kind, &sender, &msg_no)) < 0) return rc;
-        if (rc && kind == PL_EV_MESSAGE && sender != j->user) j->out_peer = sender;
-    }
-    if (j->created) {
-        st = s->w[W_MEMBER_SET_CURSORS];
-        sqlite3_bind_int64(st, 1, nd);
-        sqlite3_bind_int64(st, 2, nr);
-        sqlite3_bind_int64(st, 3, j->conv);
-        sqlite3_bind_int64(st, 4, j->user);
-        if (w_exec(s, W_MEMBER_SET_CURSORS) != PL_STORE_OK) return W_FATAL;
-    }
-    /* unread = msg_count - msg_no(max(read, joined - 1)) - own_unread */
-    int64_t base = nr > joined - 1 ? nr : joined - 1;
-    msg_no = 0;
-    if (base > 0 && (rc = w_event_at(s, j->conv, base, &kind, &sender, &msg_no)) < 0) return rc;
-    j->out_delivered = nd;
-    j->out_read = nr;
-    j->out_unread = e->msg_count - msg_no - own;
-    if (j->out_unread < 0) j->out_unread = 0;
-    j->out_members = e->member_count;
-    if (j->created) {                  /* announced: with its unread mentions */
-        st = s->w[W_MENTIONS_ABOVE];
-        sqlite3_bind_int64(st, 1, j->conv);
-        sqlite3_bind_int64(st, 2, j->user);
-        sqlite3_bind_int64(st, 3, base);
-        if ((rc = w_lookup(s, W_MENTIONS_ABOVE, &j->out_unread_mentions)) < 0) return rc;
-    }
-    return PL_STORE_OK;
-}
-
-static int job_last_seen(sq_store *s, pl_job *j, int64_t now) {
-    sqlite3_stmt *st = s->w[W_USER_LAST_SEEN];
-    sqlite3_bind_int64(st, 1, j->expires);
-    sqlite3_bind_int64(st, 2, j->user);
-    return w_exec(s, W_USER_LAST_SEEN) == PL_STORE_OK ? PL_STORE_OK : W_FATAL;
-}
-
 typedef int (*job_fn)(sq_store *s, pl_job *j, int64_t now);
 
 static void reset_outputs(pl_job *j) {
@@ -1133,23 +476,23 @@ static int w_in_savepoint(sq_store *s, pl_job *j, int64_t now, job_fn fn) {
 static int w_run_job_op(sq_store *s, pl_job *j, int64_t now) {
     switch (j->op) {
     case PL_JOB_MESSAGE_SEND:  return job_send(s, j, now);
-    case PL_JOB_USER_CREATE:   return job_user_create(s, j, now);
-    case PL_JOB_LOGIN_CREATE:  return job_login_create(s, j, now);
-    case PL_JOB_LOGIN_ROTATE:  return job_login_rotate(s, j, now);
-    case PL_JOB_LOGIN_REVOKE:  return job_login_revoke(s, j, now);
-    case PL_JOB_DIRECT_OPEN:   return w_in_savepoint(s, j, now, job_direct_open);
-    case PL_JOB_GROUP_CREATE:  return w_in_savepoint(s, j, now, job_group_create);
-    case PL_JOB_MEMBER_ADD:    return w_in_savepoint(s, j, now, job_member_add);
-    case PL_JOB_MEMBER_REMOVE: return w_in_savepoint(s, j, now, job_member_remove);
-    case PL_JOB_MEMBER_LEAVE:  return w_in_savepoint(s, j, now, job_member_leave);
-    case PL_JOB_MEMBER_ROLE:   return w_in_savepoint(s, j, now, job_member_role);
-    case PL_JOB_MESSAGE_EDIT:  return w_in_savepoint(s, j, now, job_edit);
-    case PL_JOB_MESSAGE_DELETE: return w_in_savepoint(s, j, now, job_delete);
-    case PL_JOB_REACTION:      return w_in_savepoint(s, j, now, job_reaction);
-    case PL_JOB_PIN:           return w_in_savepoint(s, j, now, job_pin);
-    case PL_JOB_NOTIFY_SET:    return job_notify_set(s, j, now);
-    case PL_JOB_RECEIPT:       return job_receipt(s, j, now);
-    case PL_JOB_LAST_SEEN:     return job_last_seen(s, j, now);
+    case PL_JOB_USER_CREATE:   return sq_job_user_create(s, j, now);
+    case PL_JOB_LOGIN_CREATE:  return sq_job_login_create(s, j, now);
+    case PL_JOB_LOGIN_ROTATE:  return sq_job_login_rotate(s, j, now);
+    case PL_JOB_LOGIN_REVOKE:  return sq_job_login_revoke(s, j, now);
+    case PL_JOB_DIRECT_OPEN:   return w_in_savepoint(s, j, now, sq_job_direct_open);
+    case PL_JOB_GROUP_CREATE:  return w_in_savepoint(s, j, now, sq_job_group_create);
+    case PL_JOB_MEMBER_ADD:    return w_in_savepoint(s, j, now, sq_job_member_add);
+    case PL_JOB_MEMBER_REMOVE: return w_in_savepoint(s, j, now, sq_job_member_remove);
+    case PL_JOB_MEMBER_LEAVE:  return w_in_savepoint(s, j, now, sq_job_member_leave);
+    case PL_JOB_MEMBER_ROLE:   return w_in_savepoint(s, j, now, sq_job_member_role);
+    case PL_JOB_MESSAGE_EDIT:  return w_in_savepoint(s, j, now, sq_job_edit);
+    case PL_JOB_MESSAGE_DELETE: return w_in_savepoint(s, j, now, sq_job_delete);
+    case PL_JOB_REACTION:      return w_in_savepoint(s, j, now, sq_job_reaction);
+    case PL_JOB_PIN:           return w_in_savepoint(s, j, now, sq_job_pin);
+    case PL_JOB_NOTIFY_SET:    return sq_job_notify_set(s, j, now);
+    case PL_JOB_RECEIPT:       return sq_job_receipt(s, j, now);
+    case PL_JOB_LAST_SEEN:     return sq_job_last_seen(s, j, now);
     case PL_JOB_OUTBOX_ACK:
     case PL_JOB_OUTBOX_TAKEOVER: return PL_STORE_OK;      /* no outbox in embedded mode */
     case PL_JOB_KEYS_UPLOAD:                               /* store_sqlite_keys.c */
@@ -1190,7 +533,7 @@ static int w_run_job(sq_store *s, pl_job *j, int64_t now) {
     return rc;
 }
 
-/* ---- for store_sqlite_keys.c (sqlite_int.h) ------------------------------ */
+/* ---- for the other writer files (sqlite_int.h) -------------------------- */
 
 int sq_w_fatal(sq_store *s, int rc, const char *what) { return w_fatal(s, rc, what); }
 int sq_w_member_role(sq_store *s, int64_t conv, int64_t user) { return w_member_role(s, conv, user); }
@@ -1199,16 +542,20 @@ int sq_w_append(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int
                 int64_t subject, char *data) {
     return w_append(s, j, now, conv, kind, sender, subject, 0, NULL, NULL, 0, data);
 }
-int sq_w_group_create(sq_store *s, pl_job *j, int64_t now, int64_t workspace, int is_private) {
-    return w_group_create(s, j, now, workspace, is_private);
-}
-int sq_w_member_join(sq_store *s, pl_job *j, int64_t now, int64_t conv, int64_t actor, int64_t peer) {
-    return w_member_join(s, j, now, conv, actor, peer);
-}
-int sq_w_user_exists(sq_store *s, int64_t user) { return w_user_exists(s, user); }
-int sq_w_erase(sq_store *s, int64_t conv, int64_t seq, int64_t now) { return w_erase(s, conv, seq, now); }
-int sq_w_promote_if_needed(sq_store *s, int64_t conv) { return w_promote_if_needed(s, conv, NULL); }
 int sq_w_target_load(sq_store *s, pl_job *j, int64_t seq, sq_target *t) { return w_target_load(s, j, seq, t); }
+int sq_w_append_full(sq_store *s, pl_job *j, int64_t now, int64_t conv, int kind, int64_t sender,
+                     int64_t subject, int64_t ref, const char *cmid, const char *body, size_t body_len,
+                     char *data) {
+    return w_append(s, j, now, conv, kind, sender, subject, ref, cmid, body, body_len, data);
+}
+int sq_w_mentions(sq_store *s, pl_job *j, const char *body, size_t len, int role, int64_t *ids, size_t *n,
+                  int *all) {
+    return w_mentions(s, j, body, len, role, ids, n, all);
+}
+int sq_w_mention_rows(sq_store *s, int64_t conv, int64_t seq, int64_t sender, const int64_t *ids, size_t n,
+                      int all, int64_t parent_sender) {
+    return w_mention_rows(s, conv, seq, sender, ids, n, all, parent_sender);
+}
 
 /* Writes the conversation state and own_unread deltas the batch moved. */
 static int w_flush(sq_store *s) {
