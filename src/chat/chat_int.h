@@ -434,6 +434,7 @@ void presence_session_gone(session *s);
 void presence_user_detached(int64_t user);
 void presence_resync(void);
 void presence_tick(int64_t now);
+int64_t presence_tick_ms(void);     /* the ticker's period: TICK_MS, less for small coalesce windows */
 void presence_shutdown(void);
 void do_presence_set(session *s, pl_msg *m);
 void do_presence_query(session *s, pl_msg *m);

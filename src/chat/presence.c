@@ -21,7 +21,8 @@
  * online, by a node that announces offline from another node's views, and
  * at shutdown (so a crash leaves it at most LAST_SEEN_EVERY_MS early).
  *
- * The tick (every 250 ms) does not walk the whole table: it handles the
+ * The tick (every 250 ms; a quarter of --presence-coalesce when that is
+ * under a second, at least 50 ms) does not walk the whole table: it handles the
  * "hot" entries (something happened to them: a session came or went, a
  * status was set, a view arrived from the bus, or an announcement waits
  * for its coalesce window) and a slice of the table, so that every entry
@@ -76,14 +77,17 @@ struct presence {
     /* the bytes share nconvs's word: one entry per user online, so the
      * struct stays within 96 bytes (the assertion below) */
     uint8_t  local_pub;           /* status of this node's last published view */
-    uint8_t  dirty;               /* publish at the next tick                 */
-    uint8_t  hot;                 /* on the hot list (the next tick looks)     */
+    uint8_t  dirty : 1;           /* publish at the next tick                 */
+    uint8_t  hot : 1;             /* on the hot list (the next tick looks)     */
+    uint8_t  since_event : 1;     /* changed_since is an event's time (touch), not
+                                   * yet seen by a tick                       */
     uint8_t  sent;                /* status last announced                    */
     int64_t  pub_at;              /* mono ms of that publish (local_pub)      */
     int64_t  local_active;        /* wall ms: last heartbeat or disconnect here */
     int64_t  sent_at;             /* mono ms (sent)                           */
     int64_t  changed_since;       /* mono ms the merged status first read other
-                                   * than `sent`; 0 while they agree            */
+                                   * than `sent` (the event that made it so,
+                                   * or the tick that saw it); 0 while they agree */
 };
 _Static_assert(sizeof(presence) <= 96, "presence must fit a 96-byte allocator block");
 
@@ -138,6 +142,29 @@ static void mark_hot(presence *p) {
     H.ids[H.n++] = p->user;
 }
 
+/* Something happened to p that may change its merged status (a session came
+ * or went, a status was set, a view arrived): the next tick looks, and a
+ * change it finds started now, not at the tick. A change is announced once
+ * it has lasted the coalesce window from when it happened (audit O9: from
+ * the tick that saw it, with 250 ms ticks, a 300 ms window was 500–750 ms,
+ * and an `away` of 0.6 s was mostly never announced). */
+static void touch(presence *p) {
+    if (!p->changed_since) {
+        p->changed_since = pl_mono_ms();
+        p->since_event = 1;
+    }
+    mark_hot(p);
+}
+
+/* The tick's period: a quarter of the coalesce window, between 50 and
+ * TICK_MS (250) ms, so that a change is announced within a quarter window
+ * of having lasted one; TICK_MS when coalescing is off. */
+int64_t presence_tick_ms(void) {
+    int64_t q = (int64_t)C.cfg->presence_coalesce / 4;
+    if (q <= 0 || q > TICK_MS) return TICK_MS;
+    return q < 50 ? 50 : q;
+}
+
 void presence_init(void) {
     pl_map_init(&C.presence);
     memset(&H, 0, sizeof H);
@@ -164,7 +191,7 @@ void presence_session_added(session *s) {
     presence *p = presence_get(s->user);
     p->local_active = pl_now_ms();
     p->dirty = 1;
-    mark_hot(p);
+    touch(p);
 }
 
 /* The bus may have lost messages, or Redis its stored views (a restart),
@@ -199,7 +226,7 @@ void presence_session_gone(session *s) {
     }
     p->local_active = pl_now_ms();
     p->dirty = 1;
-    mark_hot(p);
+    touch(p);
 }
 
 static int tick_one(presence *p, int64_t now, int64_t wall);
@@ -222,7 +249,7 @@ void do_presence_set(session *s, pl_msg *m) {
     presence *p = pl_map_get(&C.presence, s->user);
     if (p) {
         p->dirty = 1;
-        mark_hot(p);
+        touch(p);
     }
 }
 
@@ -389,7 +416,7 @@ void presence_on_bus(void *ud, const pl_bus_presence *v) {
     else if (created && !own && v->status == ST_OFFLINE) {
         p->sent = ST_UNKNOWN;
     }
-    mark_hot(p);
+    touch(p);
 }
 
 static void frame_fields(pl_sbuf *b, int64_t user, int status, int64_t last_seen) {
@@ -479,6 +506,11 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
      * nothing, and a change announced is one that lasted. Audit Y: only
      * going offline waited, so away-and-back within 0.2 s was announced
      * twice, `away` at once and `online` a window later. */
+    if (p->since_event) {            /* an event's time: at most a tick ago (a late tick shifted it) */
+        int64_t floor = now - presence_tick_ms();
+        if (p->changed_since < floor) p->changed_since = floor;
+        p->since_event = 0;
+    }
     if (st == p->sent) p->changed_since = 0;
     else if (!p->changed_since) p->changed_since = now;
     int settled = !H.held && now - p->changed_since >= C.cfg->presence_coalesce;
@@ -529,7 +561,7 @@ void presence_tick(int64_t now) {
      * was announced when the loop was busy for a second). The time the
      * loop did not look does not count toward a change's window, and this
      * tick announces nothing: the next one does, with the views read. */
-    int64_t late = H.ticked ? now - H.ticked - TICK_MS : 0;
+    int64_t late = H.ticked ? now - H.ticked - presence_tick_ms() : 0;
     H.held = late > TICK_MS;
     H.ticked = now;
     /* the hot ones (the list is taken: tick_one may start the next one) */

@@ -75,7 +75,7 @@ void pl_chat_init(uv_loop_t *loop, pl_store *store, const pl_config *cfg, const 
     send_init();
     wsrate_init();
     uv_timer_init(loop, &C.ticker);
-    uv_timer_start(&C.ticker, tick, TICK_MS, TICK_MS);
+    uv_timer_start(&C.ticker, tick, (uint64_t)presence_tick_ms(), (uint64_t)presence_tick_ms());
     uv_unref((uv_handle_t *)&C.ticker);
     bus_waiters = NULL;
     uv_timer_init(loop, &bus_wait_timer);     /* active only while sessions wait */

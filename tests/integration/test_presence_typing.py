@@ -170,6 +170,33 @@ async def test_a_change_undone_within_the_window_is_never_announced(server_facto
         await b.ping()
 
 
+@async_test(60)
+async def test_a_small_window_announces_what_lasts_it(server_factory, mode):
+    """protocol.md "Presence": a change is announced once it has lasted one
+    coalesce window. Audit O9: at --presence-coalesce 300 an `away` of
+    0.6 s was mostly never announced (the window was counted from a 250 ms
+    tick that saw the change, so it was 500-750 ms). A flap shorter than
+    the window still sends nothing. Cluster mode, watcher and user on
+    different nodes maybe, lasts a little longer for the bus's jitter."""
+    server = server_factory(["--presence-coalesce", "300"])
+    lasting = 0.6 if mode == "embedded" else 0.8
+    async with Harness(server) as h:
+        watcher, bob, w, b = await watched(h, "sw")
+        await asyncio.sleep(0.5)
+        for _ in range(3):
+            await b.send_json({"type": "presence", "status": "away"})
+            await asyncio.sleep(lasting)
+            await b.send_json({"type": "presence", "status": "online"})
+            await asyncio.sleep(1.0)
+        await b.send_json({"type": "presence", "status": "away"})     # a flap: nothing
+        await asyncio.sleep(0.1)
+        await b.send_json({"type": "presence", "status": "online"})
+        await asyncio.sleep(1.0)
+        await w.ping()
+        assert [m["status"] for m in presence_of(w, bob.id)] == ["online"] + ["away", "online"] * 3, \
+            presence_of(w, bob.id)
+
+
 @pytest.mark.embedded_only("a cluster node's crash leaves its views in Redis until they expire "
                             "(test_cluster.py covers the push that does not wait for them)")
 @async_test(90)

@@ -2832,6 +2832,42 @@ TEST(presence_a_change_after_an_announcement_waits_its_own_window) {
     h_stop(all, 1);
 }
 
+/* A change counts from when it happened (the view's arrival, the status
+ * set), not from the tick that saw it, and the ticker runs at a quarter of
+ * a window under a second, so a change is announced within a quarter
+ * window of having lasted one (audit O9: with 250 ms ticks counted from
+ * the tick, a 300 ms window was 500-750 ms, and an `away` of 0.6 s was
+ * mostly never announced). */
+TEST(presence_a_change_counts_from_when_it_happened) {
+    h_start(1);
+    H.cfg.presence_coalesce = 1000;
+    CHECK_EQ(presence_tick_ms(), 250);
+    H.cfg.presence_coalesce = 0;
+    CHECK_EQ(presence_tick_ms(), 250);
+    H.cfg.presence_coalesce = 100;
+    CHECK_EQ(presence_tick_ms(), 50);
+    H.cfg.presence_coalesce = 300;
+    CHECK_EQ(presence_tick_ms(), 75);
+    conv_spec cs = {10, 1, 1};
+    fconn *watcher = h_session(3, 3, &cs, 1, 0);
+    CHECK(watcher != NULL);
+    int64_t wall = pl_now_ms(), t = pl_mono_ms() + 1000;
+    view_from(7, 2, 2, wall);
+    for (int k = 0; k < 12; k++) presence_tick(t += 75);
+    CHECK_EQ(presence_frames(watcher, 7, "online"), 1);
+    view_from(7, 2, 1, wall + 1000);                   /* away, at most a tick before the next */
+    for (int k = 0; k < 3; k++) presence_tick(t += 75);
+    CHECK_EQ(presence_frames(watcher, 7, "away"), 0);  /* 225-300 ms: not yet */
+    presence_tick(t += 75);
+    CHECK_EQ(presence_frames(watcher, 7, "away"), 1);  /* 300-375 ms: lasted a window */
+    for (int k = 0; k < 4; k++) presence_tick(t += 75);
+    view_from(7, 2, 2, wall + 1600);                   /* back after 0.6 s */
+    for (int k = 0; k < 8; k++) presence_tick(t += 75);
+    CHECK_EQ(presence_frames(watcher, 7, "online"), 2);
+    fconn *all[] = {watcher};
+    h_stop(all, 1);
+}
+
 /* A tick that comes late (the loop was busy or descheduled) runs before
  * the sockets are read, so a view that undid a change may be waiting
  * unread: the time the loop did not look does not count toward the
@@ -2859,8 +2895,8 @@ TEST(presence_a_late_tick_does_not_count_toward_the_window) {
     presence_tick(t += 250);
     presence_tick(t += 1500);
     CHECK_EQ(presence_frames(watcher, 7, "away"), 0);
-    for (int k = 0; k < 2; k++) presence_tick(t += 250);
-    CHECK_EQ(presence_frames(watcher, 7, "away"), 0);  /* 0.5 s seen: not yet */
+    presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "away"), 0);  /* 0.75 s seen: not yet */
     for (int k = 0; k < 4; k++) presence_tick(t += 250);
     CHECK_EQ(presence_frames(watcher, 7, "away"), 1);
     fconn *all[] = {watcher};
