@@ -130,6 +130,7 @@ static struct {
     int64_t  ticked;              /* mono ms of the last tick                 */
     uint8_t  as_changes;          /* the next tick publishes views as changes  */
     uint8_t  held;                /* this tick came late: it announces nothing */
+    int64_t  wall_off;            /* wall ms less mono ms (wall_of)           */
 } H;
 
 static void mark_hot(presence *p) {
@@ -140,6 +141,17 @@ static void mark_hot(presence *p) {
         H.ids = pl_realloc(H.ids, H.cap * sizeof *H.ids);
     }
     H.ids[H.n++] = p->user;
+}
+
+/* The wall time of a monotonic one (a session's last message). The offset
+ * between the clocks is kept while it moves by no more than a millisecond
+ * (reading the two clocks one after the other): the frames and
+ * presence_query convert the same heartbeat to the same last_seen (audit
+ * O9: a frame's was sometimes 1 ms below the query's). */
+static int64_t wall_of(int64_t mono) {
+    int64_t off = pl_now_ms() - pl_mono_ms();
+    if (!H.wall_off || off - H.wall_off > 1 || H.wall_off - off > 1) H.wall_off = off;
+    return mono + H.wall_off;
 }
 
 /* Something happened to p that may change its merged status (a session came
@@ -483,7 +495,7 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
         /* the last heartbeat, in wall time; never backwards: a closed
          * session's later activity still counts (audit X3: an `away` after
          * a second device closed carried the first device's older time) */
-        if (hb && wall - (now - hb) > p->local_active) p->local_active = wall - (now - hb);
+        if (hb && wall_of(hb) > p->local_active) p->local_active = wall_of(hb);
         if (st != p->local_pub || p->dirty || (st != ST_OFFLINE && now - p->pub_at >= view_refresh_ms())) {
             int went_offline = st == ST_OFFLINE && p->local_pub != ST_OFFLINE && !has_local;
             /* Last seen survives a crash (audit Y: kill -9 left 0 for whoever
@@ -640,7 +652,7 @@ typedef struct pquery {
 static void query_one(pl_sbuf *out, const pl_user *u, const pl_bus_presence *views, size_t nv) {
     int64_t wall = pl_now_ms(), mono = pl_mono_ms(), last = u->last_seen, hb;
     int st = local_status(u->id, mono, &hb);
-    if (hb && wall - (mono - hb) > last) last = wall - (mono - hb);
+    if (hb && wall_of(hb) > last) last = wall_of(hb);
     presence *p = pl_map_get(&C.presence, u->id);
     if (p) {
         int64_t l;

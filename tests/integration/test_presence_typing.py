@@ -197,6 +197,33 @@ async def test_a_small_window_announces_what_lasts_it(server_factory, mode):
             presence_of(w, bob.id)
 
 
+@async_test(60)
+async def test_frames_and_presence_query_agree_on_last_seen(server_factory):
+    """protocol.md "Presence": every update and presence_query answer carries
+    last_seen, the latest activity the server knows of. Audit O9: an
+    `away`/`online` frame's was often 1 ms below what presence_query and
+    GET /presence answered for the same moment (the monotonic heartbeat
+    converted to wall time at two instants)."""
+    server = server_factory(["--presence-coalesce", "200"])
+    async with Harness(server) as h:
+        watcher, bob, w, b = await watched(h, "ls1")
+        for status in ("away", "online", "away"):
+            await asyncio.sleep(0.5)
+            before = len(presence_of(w, bob.id))
+            await b.send_json({"type": "presence", "status": status})
+            for _ in range(100):
+                if len(presence_of(w, bob.id)) > before:
+                    break
+                await asyncio.sleep(0.05)
+            frame = presence_of(w, bob.id)[-1]
+            assert frame["status"] == status, presence_of(w, bob.id)
+            r = await w.request({"type": "presence_query", "users": [bob.id]})
+            q = r["users"][0]
+            rest = await h.api.expect(200, "GET", f"/api/v1/presence?users={bob.id}", token=watcher.token)
+            assert q["status"] == status and q["last_seen"] == frame["last_seen"], (frame, q)
+            assert rest.body["users"][0]["last_seen"] == frame["last_seen"], (frame, rest.body)
+
+
 @pytest.mark.embedded_only("a cluster node's crash leaves its views in Redis until they expire "
                             "(test_cluster.py covers the push that does not wait for them)")
 @async_test(90)
