@@ -65,6 +65,11 @@ char *pl_store__data_reaction(int64_t target, const char *emoji, int remove, int
  * UTF-8 with at least one non-ASCII character and no Unicode White_Space
  * or control character (C0, DEL, C1: pl_utf8_space_or_control). */
 int   pl_store__emoji_ok(const char *e);
+/* Whether an edit of a message age_ms old is refused, in both backends'
+ * words: PL_STORE_EFORBID with *why (an end-to-end encrypted or blocked
+ * conversation, store.h invariants 9 and 14; past --edit-window when
+ * window_ms > 0), else PL_STORE_OK. */
+int   pl_store__edit_refused(int e2ee, int blocked, int64_t window_ms, int64_t age_ms, const char **why);
 
 /* What a read knows of a message's current form; pl_store__annot turns it
  * into pl_event.annot. */

@@ -204,16 +204,8 @@ static int job_edit(pg_store *s, pl_job *j, int64_t now) {
         rc = PL_STORE_ENOTFOUND;
         goto out;
     }
-    if (e->e2ee || e->blocked) {                      /* store.h invariants 9 and 14 */
-        j->why = e->e2ee ? "messages of an end-to-end encrypted conversation cannot be edited" : "blocked";
-        rc = PL_STORE_EFORBID;
-        goto out;
-    }
-    if (s->edit_window_ms > 0 && now - t.ts > s->edit_window_ms) {
-        j->why = "edit window passed";
-        rc = PL_STORE_EFORBID;
-        goto out;
-    }
+    rc = pl_store__edit_refused(e->e2ee, e->blocked, s->edit_window_ms, now - t.ts, &j->why);   /* invariants 9, 14 */
+    if (rc) goto out;
     if (t.body && t.body_len == j->body_len && memcmp(t.body, j->body, j->body_len) == 0)
         goto out;                                     /* unchanged: no event */
     if (all && s->large_group > 0 && t.role != PL_ROLE_ADMIN && e->member_count > s->large_group) {

@@ -28,16 +28,8 @@ int sq_job_edit(sq_store *s, pl_job *j, int64_t now) {
     int e2err = PL_STORE_OK;                          /* invariant 9: no edits */
     pl_conv_state *ce = sq_w_conv_state(s, j->conv, &e2err);
     if (!ce) { rc = e2err; goto out; }
-    if (ce->e2ee || ce->blocked) {
-        j->why = ce->e2ee ? "messages of an end-to-end encrypted conversation cannot be edited" : "blocked";
-        rc = PL_STORE_EFORBID;
-        goto out;
-    }
-    if (s->edit_window_ms > 0 && now - t.ts > s->edit_window_ms) {
-        j->why = "edit window passed";
-        rc = PL_STORE_EFORBID;
-        goto out;
-    }
+    rc = pl_store__edit_refused(ce->e2ee, ce->blocked, s->edit_window_ms, now - t.ts, &j->why);
+    if (rc) goto out;
     if (t.body && t.body_len == j->body_len && memcmp(t.body, j->body, j->body_len) == 0)
         goto out;                                     /* unchanged: no event */
     int64_t ids[PL_STORE_MENTIONS_MAX];

@@ -322,6 +322,18 @@ char *pl_store__data_reaction(int64_t target, const char *emoji, int remove, int
     return dump_free(o);
 }
 
+int pl_store__edit_refused(int e2ee, int blocked, int64_t window_ms, int64_t age_ms, const char **why) {
+    if (e2ee || blocked) {
+        *why = e2ee ? "messages of an end-to-end encrypted conversation cannot be edited" : "blocked";
+        return PL_STORE_EFORBID;
+    }
+    if (window_ms > 0 && age_ms > window_ms) {
+        *why = "edit window passed";
+        return PL_STORE_EFORBID;
+    }
+    return PL_STORE_OK;
+}
+
 int pl_store__emoji_ok(const char *e) {
     if (!e) return 0;
     size_t n = strlen(e);
