@@ -72,6 +72,21 @@ static void heads_done(pl_job *j) {
 
 static void reconcile_done(pl_job *j);
 
+/* One read of the store for every id in the list (*ids, *n, *cap), which it
+ * takes over: the list starts again empty. */
+static void submit_check(int64_t **ids, size_t *n, size_t *cap, pl_job_op read, void (*done)(pl_job *)) {
+    if (!*n) return;
+    check_op *op = pl_calloc(1, sizeof *op);
+    op->ids = *ids;
+    op->job.op = read;
+    op->job.ids = op->ids;
+    op->job.nids = *n;
+    op->job.done = done;
+    *ids = NULL;
+    *n = *cap = 0;
+    pl_store_submit(C.store, &op->job);
+}
+
 static void flush_checks(uv_check_t *h) {
     uv_check_stop(h);
     if (C.nchanged) {
@@ -86,28 +101,8 @@ static void flush_checks(uv_check_t *h) {
         C.nverify = C.nreconcile = 0;
         return;
     }
-    if (C.nverify) {
-        check_op *op = pl_calloc(1, sizeof *op);
-        op->ids = C.verify;
-        op->job.op = PL_READ_CONV_HEADS;
-        op->job.ids = op->ids;
-        op->job.nids = C.nverify;
-        op->job.done = heads_done;
-        C.verify = NULL;
-        C.nverify = C.capverify = 0;
-        pl_store_submit(C.store, &op->job);
-    }
-    if (C.nreconcile) {
-        check_op *op = pl_calloc(1, sizeof *op);
-        op->ids = C.reconcile;
-        op->job.op = PL_READ_MEMBERSHIPS;
-        op->job.ids = op->ids;
-        op->job.nids = C.nreconcile;
-        op->job.done = reconcile_done;
-        C.reconcile = NULL;
-        C.nreconcile = C.capreconcile = 0;
-        pl_store_submit(C.store, &op->job);
-    }
+    submit_check(&C.verify, &C.nverify, &C.capverify, PL_READ_CONV_HEADS, heads_done);
+    submit_check(&C.reconcile, &C.nreconcile, &C.capreconcile, PL_READ_MEMBERSHIPS, reconcile_done);
 }
 
 /* Memberships the bus may not have told us about (cluster mode): a session
