@@ -283,10 +283,14 @@ void h_me_messages(pl_http_ctx *ctx) {
  * MEMBER_REMOVE with PL_JOB_EVICT, which also takes "general") and id * 2
  * for a group (MEMBER_LEAVE); op->created: how many, op->user: the next.
  * op->status: the pass (1..DELETE_ROUNDS). op->login: 1 while leaving
- * conversations, 2 while leaving workspaces (members: their ids). */
+ * conversations, 2 while leaving workspaces (members: their ids), 3 while
+ * lifting the blocks the user made (members: the blocked users' ids; each
+ * an unblock, so a direct conversation's flag is cleared and announced as
+ * any unblock's). */
 static void leave_next(api_op *op);
 static void delete_list(api_op *op);
 static void ws_listed(pl_job *j);
+static void blocks_listed(pl_job *j);
 
 static void closed(pl_job *j) {
     api_op *op = j->data;
@@ -321,6 +325,8 @@ static void left(pl_job *j) {
         api_op_free(op);
         return;
     }
+    if (op->login == 3 && !j->result && j->conv_out.id)
+        pl_chat_conv_blocked(j->conv_out.id, j->conv_out.blocked);   /* as h_block's unblock */
     leave_next(op);                            /* ENOTFOUND and the like: gone meanwhile */
 }
 
@@ -329,6 +335,14 @@ static void leave_next(api_op *op) {
     if (at < (size_t)op->created) {
         op->user++;
         int64_t v = op->members[at];
+        if (op->login == 3) {
+            api_job_reset(op, PL_JOB_BLOCK, left);
+            op->job.flags = PL_JOB_REMOVE;
+            op->job.user = op->ctx->user;
+            op->job.peer = v;
+            api_submit(op);
+            return;
+        }
         if (op->login == 2) {
             api_job_reset(op, PL_JOB_WORKSPACE_REMOVE, left);
             op->job.id = v;
@@ -344,6 +358,13 @@ static void leave_next(api_op *op) {
     if (op->login == 1) {                      /* then the workspaces */
         api_job_reset(op, PL_READ_WORKSPACES, ws_listed);
         op->login = 2;
+        op->job.user = op->ctx->user;
+        api_submit(op);
+        return;
+    }
+    if (op->login == 2) {                      /* then the blocks */
+        api_job_reset(op, PL_READ_BLOCKS, blocks_listed);
+        op->login = 3;
         op->job.user = op->ctx->user;
         api_submit(op);
         return;
@@ -365,6 +386,14 @@ static void ws_listed(pl_job *j) {
     if (read_failed(op, j)) return;
     take_list(op, j->nworkspaces);
     for (size_t i = 0; i < j->nworkspaces; i++) op->members[op->created++] = j->workspaces[i].id;
+    leave_next(op);
+}
+
+static void blocks_listed(pl_job *j) {
+    api_op *op = j->data;
+    if (read_failed(op, j)) return;
+    take_list(op, j->nusers);
+    for (size_t i = 0; i < j->nusers; i++) op->members[op->created++] = j->users[i].id;
     leave_next(op);
 }
 

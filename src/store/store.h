@@ -745,12 +745,14 @@ typedef enum pl_job_op {
                                * fewer than limit: nothing more to erase now. */
     PL_JOB_ACCOUNT_DELETE,    /* in: user. Invariant 13. ECONFLICT (why: "still
                                * a member") while user is in a group, channel
-                               * or workspace; ENOTFOUND: no such user or
-                               * already deleted. out: out_id = user.         */
+                               * or workspace, (why: "still blocking") while
+                               * it blocks anyone (the caller unblocks each
+                               * first); ENOTFOUND: no such user or already
+                               * deleted. out: out_id = user.                 */
     /* blocks (invariant 14; explicit value) */
     PL_JOB_BLOCK = 95,        /* in: user, peer; flags PL_JOB_REMOVE (unblock).
                                * EINVAL: peer == user; ENOTFOUND: no such (or a
-                               * deleted) peer when blocking (unblocking one
+                               * deleted) peer or user when blocking (unblocking one
                                * that is not blocked is OK, created = 0). No
                                * event. out: out_id = peer, created = 1 if it
                                * changed anything; conv_out.id and .blocked:

@@ -144,7 +144,7 @@ static int hold_set(pg_store *s, pl_job *j) {
  * (W_LIFE_USER_LOCK, W_LIFE_USER_BUSY; one round trip): a join of the user
  * on any node keeps the row (KEY SHARE, W_USERS_EXIST) to its COMMIT, so
  * either this sees the membership, or the join waits and then finds the
- * user deleted. Then everything of store.h's list in one statement, in a
+ * user deleted; a block the user makes does the same (W_BLOCK_ADD). Then everything of store.h's list in one statement, in a
  * savepoint (the new name is unique: a user a test named so fails alone). */
 static int account_delete(pg_store *s, pl_job *j, int64_t now) {
     pg_params p = {0};
@@ -156,6 +156,10 @@ static int account_delete(pg_store *s, pl_job *j, int64_t now) {
     if (PQntuples(l) != 1 || pg_i64(l, 0, 0) != 0) return PL_STORE_ENOTFOUND;   /* none, or deleted */
     if (PQgetvalue(s->w.res[bs], 0, 0)[0] == 't') {
         j->why = "still a member";
+        return PL_STORE_ECONFLICT;
+    }
+    if (PQgetvalue(s->w.res[bs], 0, 1)[0] == 't') {   /* api_life.c unblocks first */
+        j->why = "still blocking";
         return PL_STORE_ECONFLICT;
     }
     pg_params d = {0};

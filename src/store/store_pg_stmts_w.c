@@ -528,10 +528,13 @@ const char *const pg_w_sql[W__COUNT] = {
     /* $1 the pair's direct_key */
     [W_PAIR_LOCK]   = "SELECT pg_advisory_xact_lock(" PAIR_LOCK ", hashtext($1::text))",
     [W_BLOCKED_PAIR] = "SELECT " BLOCKED_PAIR,
-    /* $1 user, $2 peer, $3 now: whether peer is a live user, and how many
-     * rows this inserted (0: it was blocked already); the unblock's $2
-     * whatever, how many it deleted */
-    [W_BLOCK_ADD]   = "WITH p AS (SELECT id FROM users WHERE id = $2::bigint AND deleted = 0),"
+    /* $1 user, $2 peer, $3 now: whether peer is a live user (and user
+     * too, its row kept, KEY SHARE, against an account deletion: that one
+     * sees the block, or this finds user deleted), and how many rows this
+     * inserted (0: it was blocked already); the unblock's $2 whatever, how
+     * many it deleted */
+    [W_BLOCK_ADD]   = "WITH me AS (SELECT id FROM users WHERE id = $1::bigint AND deleted = 0 FOR KEY SHARE),"
+                      " p AS (SELECT id FROM users WHERE id = $2::bigint AND deleted = 0 AND EXISTS (SELECT 1 FROM me)),"
                       " i AS (INSERT INTO blocks(user_id, blocked_id, created) SELECT $1::bigint, p.id, $3::bigint"
                       "   FROM p ON CONFLICT DO NOTHING RETURNING 1)"
                       " SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM i)",
@@ -557,11 +560,12 @@ const char *const pg_w_sql[W__COUNT] = {
     /* ACCOUNT_DELETE: the row locked first (a join's KEY SHARE waits, or
      * this waits for the join's COMMIT), then, a statement of its own (a
      * snapshot after the wait), whether it is in a group, a channel or a
-     * workspace */
+     * workspace, and whether it blocks anyone */
     [W_LIFE_USER_LOCK] = "SELECT deleted FROM users WHERE id = $1::bigint FOR UPDATE",
     [W_LIFE_USER_BUSY] = "SELECT EXISTS (SELECT 1 FROM members m CROSS JOIN LATERAL (SELECT c.kind FROM conversations c"
                          "   WHERE c.id = m.conv_id OFFSET 0) c WHERE m.user_id = $1::bigint AND c.kind IN (2, 3))"
-                         " OR EXISTS (SELECT 1 FROM workspace_members WHERE user_id = $1::bigint)",
+                         " OR EXISTS (SELECT 1 FROM workspace_members WHERE user_id = $1::bigint),"
+                         " EXISTS (SELECT 1 FROM blocks WHERE user_id = $1::bigint)",
     /* $1 user, $2 now: the name no registration can take, no password, no
      * last seen, every login revoked with its push devices, the end-to-end
      * keys of its devices (the logins), its uploads garbage once

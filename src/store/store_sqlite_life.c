@@ -338,6 +338,14 @@ static int account_delete(sq_store *s, pl_job *j, int64_t now) {
         j->why = "still a member";
         return PL_STORE_ECONFLICT;
     }
+    /* the blocks it made go first, each an unblock that clears its direct
+     * conversation's flag (api_life.c): a block is the user's own data */
+    rc = sq_run(s->wdb, &src, NULL, "SELECT 1 FROM blocks WHERE user_id = ?1 LIMIT 1", "i", j->user);
+    if (rc < 0) return l_fatal(s, src);
+    if (rc) {
+        j->why = "still blocking";
+        return PL_STORE_ECONFLICT;
+    }
     static const char *const sql[] = {
         "UPDATE users SET deleted = ?2, username = 'deleted#' || id, pwhash = '', last_seen = 0 WHERE id = ?1",
         "UPDATE logins SET revoked = 1 WHERE user_id = ?1",

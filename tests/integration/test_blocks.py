@@ -5,7 +5,7 @@ the answer. Both modes."""
 
 import asyncio
 
-from pclient import WS, Harness, async_test
+from pclient import PASSWORD, WS, Harness, async_test
 
 
 @async_test(90)
@@ -190,3 +190,34 @@ async def test_a_block_hides_presence_between_the_pair(server_factory):
             except AssertionError:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
+
+
+@async_test(90)
+async def test_an_account_deletion_lifts_the_blocks_it_made(server):
+    """protocol.md "Account deletion": the blocks the account made are
+    lifted (its direct conversation with someone it blocked takes that
+    one's sends again); a block of it by someone else stays theirs. Audit
+    G2 #4: the deleted account's block refused the other's sends for
+    good, and no one could lift it."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "bdel")
+        d = (await api.open_dm(alice, bob.id))["id"]
+        await api.expect(200, "PUT", f"/api/v1/users/{alice.id}/block", token=bob.token)
+        await api.expect(200, "PUT", f"/api/v1/users/{bob.id}/block", token=carol.token)
+        assert (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=alice.token)).body["blocked"] is True
+        await api.expect(204, "DELETE", "/api/v1/me", token=bob.token, json_body={"password": PASSWORD})
+
+        conv = (await api.expect(200, "GET", f"/api/v1/conversations/{d}", token=alice.token)).body
+        assert conv["blocked"] is False, conv
+        r = await api.req("POST", f"/api/v1/conversations/{d}/messages", token=alice.token,
+                          json_body={"client_msg_id": "after-1", "body": "are you gone?"})
+        assert r.status in (200, 201), r
+        wa = await h.ws(alice, name="alice")
+        req = wa.next_req()
+        await wa.send_json({"type": "send", "req": req, "conversation": d, "client_msg_id": "after-2",
+                            "body": "still here"})
+        ack = await wa.wait_reply(req)
+        assert ack["type"] == "sent", ack
+        lst = (await api.expect(200, "GET", "/api/v1/blocks", token=carol.token)).body
+        assert lst == {"blocked": [{"id": bob.id, "username": f"deleted#{bob.id}"}]}, lst

@@ -6638,6 +6638,37 @@ TEST(store_block_in_one_batch) {
     t_finish(&t);
 }
 
+/* An account that blocks someone is not deleted until its blocks are
+ * lifted (api_life.c unblocks each first: its direct conversations' flags
+ * follow); a deleted account cannot block, and a block of it by someone
+ * else stays theirs (audit G2 #4: a deleted account's block refused the
+ * other member's sends for good). */
+TEST(store_life_account_delete_lifts_its_blocks_first) {
+    tstore t;
+    CHECK_EQ(t_open(&t), PL_STORE_OK);
+    int64_t a = t_user(&t, "ann"), b = t_user(&t, "bob"), c = t_user(&t, "cid");
+    int64_t d = t_direct(&t, a, b);
+    CHECK(d > 0);
+    int created = 0, blocked = -1;
+    CHECK_EQ(t_block(&t, b, a, 0, &created), PL_STORE_OK);
+    CHECK_EQ(t_block(&t, c, b, 0, &created), PL_STORE_OK);        /* someone blocks b */
+    CHECK_EQ(rd_blocked_flag(&t, d, a), 1);
+    const char *why = NULL;
+    CHECK_EQ(t_account_delete(&t, b, &why), PL_STORE_ECONFLICT);
+    CHECK(why && strcmp(why, "still blocking") == 0);
+    CHECK_EQ(t_block_conv(&t, b, a, 1, &blocked), d);             /* the unblock: the flag clears */
+    CHECK_EQ(blocked, 0);
+    CHECK_EQ(t_account_delete(&t, b, NULL), PL_STORE_OK);
+    CHECK_EQ(rd_blocked_flag(&t, d, a), 0);
+    CHECK_EQ(t_say(&t, d, a, "to no one", 0, NULL, NULL), 2);      /* a's sends are taken */
+    CHECK_EQ(t_block(&t, b, a, 0, NULL), PL_STORE_ENOTFOUND);       /* the deleted cannot block */
+    int64_t ids[4];
+    CHECK_EQ(rd_blocks(&t, b, ids, 4), 0);
+    CHECK_EQ(rd_blocks(&t, c, ids, 4), 1);                          /* c's block of b stays c's */
+    CHECK_EQ(ids[0], b);
+    t_finish(&t);
+}
+
 /* A conversation list's last event is the event in its current form, as
  * history gives it: a reply carries its parent's preview, in both stores
  * (audit K: SQLite left it out). */
