@@ -2,10 +2,10 @@
  * and downloads, with a bearer token or a signed URL; the collector of
  * unreferenced uploads; the media routes.
  *
- * Owns: the media routes (the upload ones dispatch to api_upload.c), the
+ * Owns: the media routes (the upload ones dispatch to api_upload*.c), the
  * module's state M and its rate-limited log (api_media_int.h), the wire
  * form of a media object, downloads and the collector's timer.
- * Does not own: uploads (api_upload.c), HTTP streaming (http/server.c,
+ * Does not own: uploads (api_upload*.c), HTTP streaming (http/server.c,
  * http/file.c), policy (media/media.c), bytes on disk (media/blob.c),
  * rows (store/).
  *

@@ -1,7 +1,8 @@
 /* api_media_int.h — shared by the media handlers only: api_media.c (the
- * routes, media objects, downloads, the collector) and api_upload.c (the
- * uploads). The rest of the program uses api.h; the other REST handlers,
- * api_int.h.
+ * routes, media objects, downloads, the collector), api_upload.c (the
+ * uploads) and api_upload_resumable.c (resumable uploads; what the two
+ * upload files share is in api_upload_int.h). The rest of the program uses
+ * api.h; the other REST handlers, api_int.h.
  */
 #ifndef PL_API_MEDIA_INT_H
 #define PL_API_MEDIA_INT_H
@@ -32,8 +33,8 @@ typedef struct api_media_state {
 
 /* The module's state, one for the process, as A is for the REST handlers.
  * Owned by api_media.c: pl_api_media_init sets blobs, loop and reserve
- * before any request, and nothing changes them after, so api_upload.c
- * reads them on the loop and in the thread pool; the collector's fields
+ * before any request, and nothing changes them after, so api_upload*.c
+ * read them on the loop and in the thread pool; the collector's fields
  * (gc_*, up, swept_at) are api_media.c's alone. The log limits are
  * touched only through pl_log_due, on the loop thread. */
 extern api_media_state M;
@@ -42,8 +43,9 @@ extern api_media_state M;
  * or expiring at exp (> 0: a signed URL's ?info=1). m: borrowed. */
 json_t *api_media_json(const pl_media *m, int64_t exp);
 
-/* api_upload.c: the upload routes, which h_media_route dispatches to */
+/* The upload routes, which h_media_route dispatches to: api_upload.c */
 void h_upload(pl_http_ctx *ctx);                       /* POST /api/v1/media            */
+/* ... api_upload_resumable.c */
 void h_session_create(pl_http_ctx *ctx);               /* POST .../media/uploads        */
 void h_session_get(pl_http_ctx *ctx, pl_str uid);      /* HEAD, GET .../uploads/{uid}   */
 void h_session_patch(pl_http_ctx *ctx, pl_str uid);    /* PATCH .../uploads/{uid}       */

@@ -69,11 +69,11 @@ int  pl_blob_remove(pl_blob_store *b, const char *sha, int64_t min_age_ms);
 int  pl_blob_sweep(pl_blob_store *b, int64_t min_age_ms);
 
 /* Resumable uploads in progress, by owner (the quota counts their declared
- * length from their creation, api_upload.c). mark: after <uid>.json is
- * written; 0 or -errno. unmark: after <uid>.json is removed (the marker
- * goes anyway once stale). uploads_of: how many of owner's uploads are in
- * progress, other than except (a uid, or NULL), and the sum of their
- * declared lengths in *bytes; removes stale markers on the way. */
+ * length from their creation, api_upload_resumable.c). mark: after
+ * <uid>.json is written; 0 or -errno. unmark: after <uid>.json is removed
+ * (the marker goes anyway once stale). uploads_of: how many of owner's
+ * uploads are in progress, other than except (a uid, or NULL), and the sum
+ * of their declared lengths in *bytes; removes stale markers on the way. */
 int  pl_blob_upload_mark(pl_blob_store *b, int64_t owner, const char *uid, int64_t length);
 void pl_blob_upload_unmark(pl_blob_store *b, int64_t owner, const char *uid, int64_t length);
 int  pl_blob_uploads_of(pl_blob_store *b, int64_t owner, const char *except, int64_t *bytes);

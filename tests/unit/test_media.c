@@ -292,7 +292,7 @@ TEST(media_blob_sweep_abandoned) {
     CHECK_EQ(pl_blob_sweep(b, 0), 4);                            /* temp, data + its .json, a lone .json */
     snprintf(p, sizeof p, "%s/uploads/aaaa.json", root);
     CHECK(access(p, F_OK) != 0);
-    /* an upload a PATCH holds (api_upload.c's lock on its data file) stays */
+    /* an upload a PATCH holds (api_upload_resumable.c's lock on its data file) stays */
     const char *held[] = {"uploads/cccc", "uploads/cccc.json"};
     for (int i = 0; i < 2; i++) {
         snprintf(p, sizeof p, "%s/%s", root, held[i]);
