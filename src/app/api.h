@@ -4,8 +4,8 @@
  * Owns: routing and the REST handlers (docs/protocol.md sections 1-2, 7),
  * split by resource: api.c (routing, authentication, operations
  * endpoints), api_auth.c (accounts and tokens), api_conv.c (conversations,
- * members, history and long-poll, sends, receipts, presence), api_events.c
- * (the Server-Sent Events stream).
+ * members, sends, receipts, presence), api_history.c (history and its
+ * long-poll), api_events.c (the Server-Sent Events stream).
  * Does not own: HTTP mechanics (http/server.c), delivery (chat/), storage.
  */
 #ifndef PL_API_H

@@ -177,7 +177,11 @@ void h_reports_route(pl_http_ctx *ctx, pl_str *s, size_t n);
 /* api_reports.c: PUT/DELETE /api/v1/users/{id}/block, GET /api/v1/blocks */
 void h_block(pl_http_ctx *ctx, int64_t peer, int remove);
 void h_blocks(pl_http_ctx *ctx);
+/* api_history.c: GET /conversations/{id}/messages and its long-poll;
+ * api_polls_shutdown answers the parked requests (pl_api_shutdown) */
 void h_history(pl_http_ctx *ctx, int64_t conv);
+void api_polls_shutdown(void);
+/* api_conv.c: the HTTP send, receipts, message actions, presence */
 void h_send(pl_http_ctx *ctx, int64_t conv);
 void h_receipt(pl_http_ctx *ctx, int64_t conv, int read);
 void h_receipts(pl_http_ctx *ctx, int64_t conv);
@@ -187,7 +191,6 @@ void h_receipts(pl_http_ctx *ctx, int64_t conv);
 void h_action(pl_http_ctx *ctx, int64_t conv, int64_t seq, pl_job_op op, int remove);
 void h_pins(pl_http_ctx *ctx, int64_t conv);
 void h_presence(pl_http_ctx *ctx);
-void api_polls_shutdown(void);
 
 /* api_events.c: GET /api/v1/events (Server-Sent Events) */
 void h_events(pl_http_ctx *ctx);
