@@ -46,7 +46,7 @@ enum {
     W_FTS_PRUNE, W_FTS_QUEUE, W_MEDIA_REFS, W_PUSH_OUTBOX,
     W__COUNT
 };
-extern const char *const sq_w_sql[W__COUNT];
+extern const char *const sq_w_sql[W__COUNT];   /* store_sqlite_stmts.c */
 
 /* ---- reader statements -------------------------------------------------- */
 enum {
@@ -57,7 +57,7 @@ enum {
     R_SEARCH, R_USER_CONVS, R_USER_SEARCH,
     R__COUNT
 };
-extern const char *const sq_r_sql[R__COUNT];
+extern const char *const sq_r_sql[R__COUNT];   /* store_sqlite_stmts.c */
 
 typedef struct sq_reader {
     sqlite3      *db;
@@ -220,6 +220,12 @@ void sq_run_read(void *rctx, pl_job *j);
 /* store_sqlite.c: ends a backend thread (the indexer, the checkpointer)
  * that waits on cv under mu until *stop: sets it, wakes and joins it. */
 void sq_thread_stop(pthread_mutex_t *mu, pthread_cond_t *cv, int *stop, pthread_t thread);
+/* store_sqlite.c: steps sql once on db; 0 with *out = column 0 of its row,
+ * -1 when it cannot be prepared or returned no row. */
+int  sq_db_int(sqlite3 *db, const char *sql, int64_t *out);
+/* store_sqlite_schema.c: brings parley.db's schema up to date at open (on
+ * the writer connection, one transaction per step), 0 or -1 (err). */
+int  sq_migrate(sqlite3 *db, char *err, size_t errlen);
 
 /* store_sqlite_vfs.c: the VFS every connection opens with (NULL: SQLite's
  * default, if the shim could not be registered). Call only after the

@@ -3,7 +3,7 @@
  *
  * Owns: the SQL of the retention and hold columns (conversations,
  * workspaces), the purge's bookkeeping (conversations.purged_seq and
- * purge_next, the erasures table: migration 14 -> 15 in store_sqlite.c says
+ * purge_next, the erasures table: migration 14 -> 15 in store_sqlite_schema.c says
  * why; erasure_held: the conversations a deleted user's pass found held,
  * erased once released), and account deletion. The erasing itself is a delete's
  * (sq_w_erase), without the DELETE event. Rare jobs: statements are

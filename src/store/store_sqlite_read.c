@@ -71,7 +71,7 @@ static int r_login(sq_reader *r, int64_t id, pl_login *out) {
     return rc == SQLITE_ROW ? PL_STORE_OK : RD_ERR(rc);
 }
 
-/* Columns of CONV_COLUMNS (store_sqlite.c). */
+/* Columns of CONV_COLUMNS (store_sqlite_stmts.c). */
 static void conv_row(sqlite3_stmt *st, pl_conv *c) {
     memset(c, 0, sizeof *c);
     c->id = sqlite3_column_int64(st, 0);
