@@ -199,11 +199,25 @@ static void presence_free(presence *p) {
     free(p);
 }
 
+static int tick_one(presence *p, int64_t now, int64_t wall);
+static void publish_local(presence *p, int64_t now, int has_local);
+
+/* In cluster mode a change of this node's view is published at once (the
+ * entry is hot: the tick announces it as usual): the other nodes count its
+ * window from when it arrives, so waiting for this node's next tick made
+ * a change there up to a tick (250 ms) later than here (audit O9). A flap
+ * is published twice, and the other nodes' windows swallow it as this
+ * node's does. Not a session's arrival: its view names the conversations
+ * of its subscriptions, made after (auth_ready). */
+static void publish_at_once(presence *p) {
+    if (C.bus && !C.stopping) publish_local(p, pl_mono_ms(), chat_user_get(p->user) != NULL);
+}
+
 void presence_session_added(session *s) {
     presence *p = presence_get(s->user);
     p->local_active = pl_now_ms();
     p->dirty = 1;
-    touch(p);
+    touch(p);          /* published at the tick: its subscriptions come later */
 }
 
 /* The bus may have lost messages, or Redis its stored views (a restart),
@@ -241,17 +255,17 @@ void presence_session_gone(session *s) {
     touch(p);
 }
 
-static int tick_one(presence *p, int64_t now, int64_t wall);
-
 void presence_user_detached(int64_t user) {
-    if (C.stopping || chat_user_get(user)) return;   /* sessions left here */
     presence *p = pl_map_get(&C.presence, user);
-    /* Publishes the offline view now (tick_one's first step; the entry
-     * stays hot, so the tick still announces and forgets it as usual):
-     * every node's push worker asks the views whether the user is
-     * connected, and a message sent just after the close was taken for
-     * "online" for up to a tick (audit Q). */
-    if (p) tick_one(p, pl_mono_ms(), pl_now_ms());
+    /* The last session here: publishes the offline view now (tick_one's
+     * first step; the entry stays hot, so the tick still announces and
+     * forgets it as usual): every node's push worker asks the views
+     * whether the user is connected, and a message sent just after the
+     * close was taken for "online" for up to a tick (audit Q). Sessions
+     * left here: in cluster mode, what this node's view became. */
+    if (!p || C.stopping) return;
+    if (!chat_user_get(user)) tick_one(p, pl_mono_ms(), pl_now_ms());
+    else publish_at_once(p);
 }
 
 void do_presence_set(session *s, pl_msg *m) {
@@ -262,6 +276,7 @@ void do_presence_set(session *s, pl_msg *m) {
     if (p) {
         p->dirty = 1;
         touch(p);
+        publish_at_once(p);
     }
 }
 
@@ -483,12 +498,9 @@ static void store_last_seen(int64_t user, int64_t when) {
     pl_store_submit(C.store, j);
 }
 
-/* One entry's turn: publishes this node's view when it changed (or is due
- * for a refresh), announces the merged status when it settled. Returns 1
- * when the entry can be forgotten; keeps it hot while an announcement
- * waits. */
-static int tick_one(presence *p, int64_t now, int64_t wall) {
-    int has_local = chat_user_get(p->user) != NULL;
+/* Publishes this node's view of p's user when it changed (or is due for
+ * a refresh). */
+static void publish_local(presence *p, int64_t now, int has_local) {
     if (has_local || p->local_pub != ST_OFFLINE || p->dirty) {
         int64_t hb;
         int st = local_status(p->user, now, &hb);
@@ -508,6 +520,14 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
             if (went_offline || (keep && p->local_active > 0)) store_last_seen(p->user, p->local_active);
         }
     }
+}
+
+/* One entry's turn: publishes this node's view (publish_local), announces
+ * the merged status when it settled. Returns 1 when the entry can be
+ * forgotten; keeps it hot while an announcement waits. */
+static int tick_one(presence *p, int64_t now, int64_t wall) {
+    int has_local = chat_user_get(p->user) != NULL;
+    publish_local(p, now, has_local);
     int64_t last;
     int st = merged_status(p, wall, &last);
     /* A change must hold for a coalesce window before it is announced
