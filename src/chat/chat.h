@@ -6,8 +6,9 @@
  * conversation's events to its sessions, replay on resume, receipts,
  * presence and typing, and the WebSocket client messages (auth, send, sync,
  * history, receipts, presence, typing, ping, the message actions). One
- * registry per process, on the event loop thread. Files: session.c (auth, lifecycle, dispatch,
- * liveness), deliver.c (conversation streams, subscriptions, replay, sync,
+ * registry per process, on the event loop thread. Files: session.c
+ * (lifecycle, dispatch, liveness), session_auth.c (tokens, auth, logout),
+ * deliver.c (conversation streams, subscriptions, replay, sync,
  * history), sse.c (Server-Sent Events sessions: the transport
  * besides WebSocket), send.c, wsrate.c (the per-workspace rate limit's
  * lookups), actions.c (edits, deletes, reactions, pins, notification

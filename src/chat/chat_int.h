@@ -95,7 +95,7 @@
 #define TICK_MS              250      /* presence and typing sweep            */
 #define HOLD_MS              1000     /* handshake sessions wait this long for `sync` */
 #define AUTH_QUEUE_MAX       64       /* messages kept while authenticating   */
-#define BUS_WAIT_MS          1000     /* longest `ready` waits for the bus (session.c) */
+#define BUS_WAIT_MS          1000     /* longest `ready` waits for the bus (session_auth.c) */
 #define BUS_WAIT_TICK_MS     50       /* ... looked at this often, and on each confirmation */
 #define PRESENCE_FANOUT_MAX  200      /* live sessions above which a stream gets no presence */
 #define TYPING_FANOUT_MAX    200      /* ... and no typing                    */
@@ -180,7 +180,7 @@ struct chat_conv {
                                    * (typing.c; learned from the session
                                    * read and the bus's conv_blocked)      */
     uint8_t     bus_live : 1;     /* the bus confirmed its subscription     */
-    uint16_t    pins;             /* sessions waiting for bus_live (session.c) */
+    uint16_t    pins;             /* sessions waiting for bus_live (session_auth.c) */
 };
 
 typedef struct chat_user {
@@ -290,7 +290,7 @@ typedef struct ws_reply {
     const char *type;
 } ws_reply;
 
-/* session.c */
+/* session.c (session_int.h: what it shares with session_auth.c) */
 ws_reply *ws_reply_new(session *s, pl_msg *m, const char *type);
 void      ws_reply_json(void *arg, int result, const char *json, size_t len);
 int      chat_deliver(pl_conn *c, pl_rbuf *frame);          /* 0, or -1 (closed) */
@@ -314,6 +314,8 @@ void     chat_close_slow(pl_conn *c);
 int      chat_deliver_event(sub *x, pl_rbuf *frame, int64_t seq);
 int      chat_deliver_event_part(sub *x, pl_rbuf *b, size_t off, size_t len);   /* WebSocket only */
 int      chat_is_open(const pl_conn *c);   /* frames may still be queued */
+
+/* session_auth.c (session_int.h: what it shares with session.c) */
 /* A conversation's bus subscription was confirmed: sessions waiting for it
  * (their `ready`) are looked at on the next loop turn. */
 void     session_bus_live(void);

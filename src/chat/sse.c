@@ -5,9 +5,10 @@
  * Owns: turning a session's frames into SSE events, the `id:` of
  * conversation events (every cursor of the session, proto/cursor_id.h),
  * resuming from a Last-Event-ID, heartbeats, and the SSE way of closing.
- * Does not own: the session (session.c: authentication, registry, the
- * slow-consumer contract), delivery order (deliver.c), HTTP (the stream's
- * head is http/server.c's, the route app/api_events.c's).
+ * Does not own: the session (session.c: registry, the slow-consumer
+ * contract; session_auth.c: authentication), delivery order
+ * (deliver.c), HTTP (the stream's head is http/server.c's, the route
+ * app/api_events.c's).
  *
  * The rest of chat/ builds every frame once, as a WebSocket text frame
  * shared by all recipients. An SSE session's frame is the same JSON as
