@@ -25,7 +25,7 @@ FUZZ_LDLIBS  := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null)
 
 FUZZ_SRC_http  := src/http/http_parser.c
 FUZZ_SRC_ws    := src/ws/ws.c src/core/utf8.c src/core/alloc.c
-FUZZ_SRC_proto := src/proto/proto.c src/core/utf8.c src/core/buf.c src/core/alloc.c
+FUZZ_SRC_proto := src/proto/proto.c src/proto/proto_actions.c src/proto/proto_search.c src/core/utf8.c src/core/buf.c src/core/alloc.c
 FUZZ_SRC_bus   := src/bus/bus_codec.c src/core/buf.c src/core/alloc.c
 FUZZ_SRC_cursor_id := src/proto/cursor_id.c src/core/buf.c src/core/alloc.c
 FUZZ_SRC_tls_rec := src/net/tls_rec.c src/net/tls.c src/core/alloc.c

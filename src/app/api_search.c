@@ -3,7 +3,7 @@
  * (people it may see, for pickers).
  *
  * Owns: reading the query string into a pl_search_args (checked by
- * proto.c like the WebSocket `search`) and answering. The search itself is
+ * proto_search.c like the WebSocket `search`) and answering. The search itself is
  * chat/search.c's and the store's.
  */
 #include <string.h>

@@ -5,7 +5,7 @@
  * Owns: turning a checked request into a PL_READ_SEARCH / USER_SEARCH job
  * and its answer into JSON. Membership, visibility and ranking are the
  * store's (store.h invariant 8); nothing is filtered here.
- * Does not own: validating the request (proto.c), the HTTP side (api*.c).
+ * Does not own: validating the request (proto_search.c), the HTTP side (api*.c).
  */
 #include <stdlib.h>
 #include <string.h>

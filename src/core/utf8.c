@@ -1,7 +1,7 @@
 /* utf8.c — UTF-8 validation, one-shot and incremental (utf8.h). Used by
  * the WebSocket reader (text frames, close reasons) and the protocol's send
  * fast path (proto.c); the white-space/control check of reaction emoji
- * (proto.c, store_util.c); the character classes of names (store_util.c:
+ * (proto_actions.c, store_util.c); the character classes of names (store_util.c:
  * controls, invisible characters, combining marks); what a file name
  * keeps (media.c, pl_utf8_visible). */
 #include "utf8.h"

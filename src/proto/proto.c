@@ -1,61 +1,15 @@
-/* proto.c — decoding and encoding the client protocol (see proto.h). */
-#include "proto.h"
+/* proto.c — decoding and encoding the client protocol (see proto.h):
+ * pl_proto_decode with the send and auth fast paths, the frames of every
+ * message but the actions (proto_actions.c) and search (proto_search.c),
+ * the fields of a send, and every encoder of what the server sends (events,
+ * sent, ok, error). The per-message path (a send in, its sent and events
+ * out) stays in this file, static, so that it inlines. */
+#include "proto_int.h"
 
 #include "../core/utf8.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(pl_proto_err *e, const char *code, const char *fmt, const char *arg) {
-    e->code = code;
-    snprintf(e->message, sizeof e->message, fmt, arg);
-    return -1;
-}
-
-/* Every integer a client sends is a JSON-safe integer (0..2^53-1): ids and
- * seqs stay exact in every JSON implementation, and arithmetic on them
- * (seq + 1) can never overflow. */
-static int json_safe(json_t *v) {
-    return json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= PL_JSON_INT_MAX;
-}
-
-/* An integer id field: present, an integer, > 0 (and JSON-safe). */
-static int get_id(json_t *o, const char *name, int64_t *out, pl_proto_err *e) {
-    json_t *v = json_object_get(o, name);
-    if (!v || !json_safe(v) || json_integer_value(v) == 0)
-        return fail(e, "bad_request", "\"%s\" must be a positive integer (at most 2^53-1)", name);
-    *out = json_integer_value(v);
-    return 0;
-}
-
-/* An optional non-negative integer; 0 if absent. */
-static int get_opt_seq(json_t *o, const char *name, int64_t *out, pl_proto_err *e) {
-    json_t *v = json_object_get(o, name);
-    *out = 0;
-    if (!v || json_is_null(v)) return 0;
-    if (!json_safe(v))
-        return fail(e, "bad_request", "\"%s\" must be a non-negative integer (at most 2^53-1)", name);
-    *out = json_integer_value(v);
-    return 0;
-}
-
-/* A required non-negative integer. */
-static int get_seq(json_t *o, const char *name, int64_t *out, pl_proto_err *e) {
-    json_t *v = json_object_get(o, name);
-    if (!v || !json_safe(v))
-        return fail(e, "bad_request", "\"%s\" must be a non-negative integer (at most 2^53-1)", name);
-    *out = json_integer_value(v);
-    return 0;
-}
-
-static int get_str(json_t *o, const char *name, const char **p, size_t *n, pl_proto_err *e) {
-    json_t *v = json_object_get(o, name);
-    if (!v || !json_is_string(v)) return fail(e, "bad_request", "\"%s\" must be a string", name);
-    *p = json_string_value(v);
-    *n = json_string_length(v);
-    return 0;
-}
 
 static int check_cursors(json_t *c, pl_proto_err *e) {
     if (!json_is_object(c)) return fail(e, "bad_request", "%s", "\"cursors\" must be an object");
@@ -130,191 +84,6 @@ int pl_proto_reply_to(json_t *o, int64_t *out, pl_proto_err *e) {
     *out = 0;
     if (!v || json_is_null(v)) return 0;
     return get_id(o, "reply_to", out, e);
-}
-
-int pl_proto_emoji_ok(const char *p, size_t n) {
-    if (n == 0 || n > PL_STORE_EMOJI_MAX) return 0;
-    int non_ascii = 0;
-    for (size_t i = 0; i < n && !non_ascii; i++) non_ascii = (unsigned char)p[i] >= 0x80;
-    /* JSON strings are valid UTF-8 already; no Unicode space or control
-     * (U+00A0, U+3000, U+2028, C1 ..), and no invisible character but an
-     * emoji's own (a ZWJ between pictographs, a variation selector after a
-     * character, a flag's tags), as in titles: a reaction of U+200B or one
-     * that turns the text right to left is not an emoji (audit T2) */
-    return non_ascii && !pl_utf8_has_space_or_control((const uint8_t *)p, n) &&
-           !pl_utf8_has_invisible_outside_emoji((const uint8_t *)p, n);
-}
-
-/* An optional string field that is one of two words: *second = 1 for the
- * second, 0 for the first or when absent. */
-static int get_op(json_t *o, const char *first, const char *second, int *is_second, pl_proto_err *e) {
-    json_t *v = json_object_get(o, "op");
-    *is_second = 0;
-    if (!v || json_is_null(v)) return 0;
-    const char *s = json_string_value(v);
-    if (s && strcmp(s, first) == 0) return 0;
-    if (s && strcmp(s, second) == 0) {
-        *is_second = 1;
-        return 0;
-    }
-    e->code = "bad_request";
-    snprintf(e->message, sizeof e->message, "\"op\" must be \"%s\" or \"%s\"", first, second);
-    return -1;
-}
-
-int pl_proto_reaction(json_t *o, const char **emoji, int *remove, pl_proto_err *e) {
-    json_t *v = json_object_get(o, "emoji");
-    if (!json_is_string(v) || memchr(json_string_value(v), 0, json_string_length(v)) ||
-        !pl_proto_emoji_ok(json_string_value(v), json_string_length(v)))
-        return fail(e, "bad_request", "%s",
-                    "\"emoji\" must be 1-32 bytes, an emoji: no spaces, no invisible characters");
-    *emoji = json_string_value(v);
-    return get_op(o, "add", "remove", remove, e);
-}
-
-static const char *const notify_names[] = {"all", "mentions", "none"};
-
-const char *pl_proto_notify_name(int level) {
-    return level >= PL_NOTIFY_ALL && level <= PL_NOTIFY_NONE ? notify_names[level] : "all";
-}
-
-int pl_proto_notify_level(json_t *o, int *level, pl_proto_err *e) {
-    const char *s = json_string_value(json_object_get(o, "level"));
-    for (int i = PL_NOTIFY_ALL; s && i <= PL_NOTIFY_NONE; i++)
-        if (strcmp(s, notify_names[i]) == 0) {
-            *level = i;
-            return 0;
-        }
-    return fail(e, "bad_request", "%s", "\"level\" must be \"all\", \"mentions\" or \"none\"");
-}
-
-/* ---- search ------------------------------------------------------------------ */
-
-static int utf8_ok(const unsigned char *p, size_t n) {
-    for (size_t i = 0; i < n;) {
-        unsigned char c = p[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || i + len > n) return 0;
-        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) return 0;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
-}
-
-static int shows_something(uint32_t cp) { return !pl_utf8_space_or_control(cp); }
-
-int pl_proto_search_check(pl_search_args *a, pl_proto_err *e) {
-    if (!a->q) return fail(e, "bad_request", "%s", "\"q\" must be a string");
-    if (a->q_len > PL_STORE_QUERY_MAX)
-        return fail(e, "bad_request", "%s", "\"q\" is too long (at most 256 bytes)");
-    if (memchr(a->q, 0, a->q_len) || !utf8_ok((const unsigned char *)a->q, a->q_len))
-        return fail(e, "bad_request", "%s", "\"q\" must be UTF-8 text without NUL");
-    /* white space of every script counts as none (U+3000, U+00A0) */
-    if (!pl_utf8_has((const uint8_t *)a->q, a->q_len, shows_something))
-        return fail(e, "bad_request", "%s", "\"q\" must not be empty");
-    if (a->after < 0 || a->after > PL_JSON_INT_MAX)
-        return fail(e, "bad_request", "%s", "\"after\" must be a time in ms (0..2^53-1)");
-    if (a->before < 0 || a->before > PL_JSON_INT_MAX)
-        return fail(e, "bad_request", "%s", "\"before\" must be a time in ms (0..2^53-1)");
-    if (a->has_before && a->has_after && a->after >= a->before)
-        return fail(e, "bad_request", "%s", "\"before\" must be above \"after\"");
-    if (a->conv < 0 || a->conv > PL_JSON_INT_MAX || a->sender < 0 || a->sender > PL_JSON_INT_MAX)
-        return fail(e, "bad_request", "%s", "\"conversation\" and \"sender\" must be ids");
-    if (a->limit == 0) a->limit = PL_PROTO_SEARCH_LIMIT;
-    if (a->limit < 1 || a->limit > PL_STORE_SEARCH_MAX)
-        return fail(e, "bad_request", "%s", "\"limit\" must be 1..50");
-    return 0;
-}
-
-int pl_proto_search_cursor(const char *s, size_t n, int64_t *out) {
-    if (n < 1 || n > 19 || s[0] == '0') return -1;   /* no leading zero, as every integer (audit I3) */
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (v == 0 || v > (uint64_t)INT64_MAX) return -1;
-    *out = (int64_t)v;
-    return 0;
-}
-
-static int decode_search(pl_msg *m, pl_proto_err *e) {
-    pl_search_args *a = &m->search;
-    m->type = PL_MSG_SEARCH;
-    if (get_str(m->root, "q", &a->q, &a->q_len, e)) return -1;
-    int64_t limit;
-    if (get_opt_seq(m->root, "conversation", &a->conv, e) || get_opt_seq(m->root, "sender", &a->sender, e) ||
-        get_opt_seq(m->root, "after", &a->after, e) || get_opt_seq(m->root, "before", &a->before, e) ||
-        get_opt_seq(m->root, "limit", &limit, e))
-        return -1;
-    json_t *v = json_object_get(m->root, "after");   /* given (0 too) or absent/null */
-    a->has_after = v && !json_is_null(v);
-    v = json_object_get(m->root, "before");
-    a->has_before = v && !json_is_null(v);
-    if (limit > PL_STORE_SEARCH_MAX) return fail(e, "bad_request", "%s", "\"limit\" must be 1..50");
-    a->limit = (int)limit;
-    v = json_object_get(m->root, "mentions");
-    if (v && !json_is_null(v) && !json_is_boolean(v))
-        return fail(e, "bad_request", "%s", "\"mentions\" must be a boolean");
-    a->mentions = json_is_true(v);
-    v = json_object_get(m->root, "has_media");
-    if (v && !json_is_null(v) && !json_is_boolean(v))
-        return fail(e, "bad_request", "%s", "\"has_media\" must be a boolean");
-    a->has_media = json_is_true(v);
-    v = json_object_get(m->root, "cursor");
-    if (v && !json_is_null(v) &&
-        (!json_is_string(v) || pl_proto_search_cursor(json_string_value(v), json_string_length(v), &a->cursor)))
-        return fail(e, "bad_request", "%s", "\"cursor\" must be a next_cursor of an earlier search");
-    v = json_object_get(m->root, "limit");           /* null: left out, as every optional field */
-    if (v && !json_is_null(v) && limit == 0)
-        return fail(e, "bad_request", "%s", "\"limit\" must be 1..50");
-    return pl_proto_search_check(a, e);
-}
-
-void pl_proto_search_results(pl_sbuf *s, const pl_event *evs, char *const *snippets, size_t n,
-                             int64_t next_cursor) {
-    pl_sbuf_adds(s, "\"results\":[");
-    for (size_t i = 0; i < n; i++) {
-        pl_sbuf_adds(s, i ? ",{" : "{");
-        pl_proto_event_fields(s, &evs[i]);
-        pl_sbuf_adds(s, ",\"snippet\":");
-        const char *sn = snippets && snippets[i] ? snippets[i] : "";
-        pl_sbuf_add_json_str(s, sn, strlen(sn));
-        pl_sbuf_addc(s, '}');
-    }
-    pl_sbuf_adds(s, "],\"next_cursor\":");
-    if (next_cursor > 0) pl_sbuf_printf(s, "\"%lld\"", (long long)next_cursor);
-    else pl_sbuf_adds(s, "null");
-}
-
-/* The message actions: conversation and target seq, then their own fields. */
-static int decode_action(const char *type, size_t max_body, pl_msg *m, pl_proto_err *e) {
-    if (strcmp(type, "edit") == 0) m->type = PL_MSG_EDIT;
-    else if (strcmp(type, "delete") == 0) m->type = PL_MSG_DELETE;
-    else if (strcmp(type, "react") == 0) m->type = PL_MSG_REACT;
-    else if (strcmp(type, "pin") == 0) m->type = PL_MSG_PIN;
-    else if (strcmp(type, "pins") == 0) m->type = PL_MSG_PINS;
-    else if (strcmp(type, "notify") == 0) m->type = PL_MSG_NOTIFY;
-    else return fail(e, "unknown_type", "%s", "unknown message type");
-    if (get_id(m->root, "conversation", &m->conv, e)) return -1;
-    if (m->type == PL_MSG_PINS) return get_opt_seq(m->root, "offset", &m->after, e);   /* paging */
-    if (m->type == PL_MSG_NOTIFY) return pl_proto_notify_level(m->root, &m->level, e);
-    /* seq 0 names no message: not_found (chat/), as any other missing seq */
-    if (get_seq(m->root, "seq", &m->seq, e)) return -1;
-    switch (m->type) {
-    case PL_MSG_EDIT:  /* "a body out of range" is bad_request for actions */
-        return pl_proto_body(m->root, max_body, "bad_request", &m->body, &m->body_len, e);
-    case PL_MSG_REACT: return pl_proto_reaction(m->root, &m->emoji, &m->remove, e);
-    case PL_MSG_PIN:   return get_op(m->root, "pin", "unpin", &m->remove, e);
-    default:           return 0;
-    }
 }
 
 /* ---- the send fast path ------------------------------------------------------
@@ -783,8 +552,8 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
         m->users = u;
         return 0;
     }
-    if (strcmp(type, "search") == 0) return decode_search(m, e);
-    return decode_action(type, max_body, m, e);
+    if (strcmp(type, "search") == 0) return pl_proto__decode_search(m, e);
+    return pl_proto__decode_action(type, max_body, m, e);
 }
 
 void pl_msg_release(pl_msg *m) {

@@ -3,6 +3,8 @@
  *
  * Owns: message shapes, field limits and error codes. Pure functions, no
  * I/O, no state: unit-tested in tests/unit/test_proto.c and fuzzed.
+ * Defined in proto.c (decoding, the send path, encoding), proto_actions.c
+ * (message actions) and proto_search.c (search); proto_int.h says which.
  * Does not own: what a message does (chat/), transport (ws/, http/).
  */
 #ifndef PL_PROTO_H
