@@ -237,6 +237,8 @@ struct session {
     uint8_t    tp : 1;            /* TP_WS or TP_SSE                         */
     uint8_t    resuming : 1;      /* SSE: opened with a Last-Event-ID        */
     uint8_t    corked : 1;        /* `ready` waits for the first replay page */
+    uint8_t    ended : 1;         /* the server closed it: no longer counts for
+                                   * presence (presence_session_ended)   */
 };
 
 typedef struct presence presence;
@@ -431,6 +433,9 @@ void receipts_on_bus(void *ud, const pl_bus_receipt *r);
 void presence_init(void);
 void presence_session_added(session *s);
 void presence_session_gone(session *s);
+/* s, still attached, was closed by the server (s->ended set): it stops
+ * counting now, with this moment as its last activity. */
+void presence_session_ended(session *s);
 /* After a session of user was detached: with none left here, this node's
  * view goes out now instead of at the next tick (push reads it). */
 void presence_user_detached(int64_t user);

@@ -250,9 +250,18 @@ void presence_session_gone(session *s) {
         keep_convs(p, convs, n);
         free(convs);
     }
+    if (!s->ended) p->local_active = pl_now_ms();   /* ended: counted then */
+    p->dirty = 1;
+    touch(p);
+}
+
+void presence_session_ended(session *s) {
+    presence *p = pl_map_get(&C.presence, s->user);
+    if (!p) return;
     p->local_active = pl_now_ms();
     p->dirty = 1;
     touch(p);
+    publish_at_once(p);
 }
 
 void presence_user_detached(int64_t user) {
@@ -288,7 +297,7 @@ static int local_status(int64_t user, int64_t now, int64_t *newest_hb) {
     if (!u) return st;
     int64_t timeout = (int64_t)C.cfg->presence_timeout * 1000;
     for (session *s = u->sessions; s; s = s->unext) {
-        if (s->state != S_AUTHED) continue;
+        if (s->state != S_AUTHED || s->ended) continue;
         if (s->last_hb > *newest_hb) *newest_hb = s->last_hb;
         if (now - s->last_hb >= timeout) continue;
         if (!s->away) st = ST_ONLINE;
@@ -509,7 +518,9 @@ static void publish_local(presence *p, int64_t now, int has_local) {
          * a second device closed carried the first device's older time) */
         if (hb && wall_of(hb) > p->local_active) p->local_active = wall_of(hb);
         if (st != p->local_pub || p->dirty || (st != ST_OFFLINE && now - p->pub_at >= view_refresh_ms())) {
-            int went_offline = st == ST_OFFLINE && p->local_pub != ST_OFFLINE && !has_local;
+            /* offline with sessions still here: they timed out, or the
+             * server ended them and their sockets linger */
+            int went_offline = st == ST_OFFLINE && p->local_pub != ST_OFFLINE;
             /* Last seen survives a crash (audit Y: kill -9 left 0 for whoever
              * was online): written when the user comes online here, and
              * while online each time a refresh crosses a LAST_SEEN_EVERY_MS
@@ -784,7 +795,7 @@ void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, vo
     for (size_t i = 0; i < n && !C.stopping; i++) {
         chat_user *u = chat_user_get(ids[i]);
         for (session *s = u ? u->sessions : NULL; s && !q->online[i]; s = s->unext)
-            if (s->state == S_AUTHED) q->online[i] = 1;
+            if (s->state == S_AUTHED && !s->ended) q->online[i] = 1;
         /* Other nodes' views only: this node's own lags its sessions by up
          * to a presence tick, so a message sent just after the user's last
          * session here closed was taken for "online" and never pushed

@@ -115,6 +115,16 @@ static int is_sse(const pl_conn *c) {
 }
 
 void chat_close(pl_conn *c, int code, const char *reason) {
+    session *s = c->session;
+    /* A session the server ends stops counting for presence now, not when
+     * its client lets go of the socket, up to CLOSE_LINGER_MS later (audit
+     * W2 F6: a revoked SSE stream whose client kept the socket was
+     * announced offline 5 s late). A drain's 1001 does not: its client
+     * reconnects to another node, and its user stays online there. */
+    if (s && s->state == S_AUTHED && !s->ended && code != PL_WS_CLOSE_GOING_AWAY && chat_is_open(c)) {
+        s->ended = 1;
+        presence_session_ended(s);
+    }
     if (is_sse(c)) sse_close(c, code, reason);
     else CO.close(c, code, reason);
 }

@@ -2961,6 +2961,50 @@ TEST(presence_views_are_published_as_changes_after_a_stall) {
     h_stop(all, 1);
 }
 
+/* A session the server closes (a revoked login: 4001) stops counting for
+ * presence at once, not when its socket is let go (audit W2 F6: an SSE
+ * client that kept its socket after the close was announced offline 5 s
+ * late, with that later last_seen); nor is it taken for reachable by the
+ * push decision meanwhile. A drain's close (1001) keeps it counting. */
+static int online_seen[2];
+static void online_cb(void *arg, const uint8_t *online, size_t n) {
+    (void)arg;
+    for (size_t i = 0; i < n && i < 2; i++) online_seen[i] = online[i];
+}
+
+TEST(presence_a_session_the_server_closed_stops_counting_at_once) {
+    h_start(0);
+    H.cfg.presence_coalesce = 0;
+    conv_spec cs = {10, 1, 1};
+    fconn *watcher = h_session(3, 3, &cs, 1, 0);
+    fconn *bob = h_session(2, 2, &cs, 1, 0);
+    CHECK(watcher && bob);
+    int64_t t = pl_mono_ms() + 1000;
+    presence_tick(t);
+    CHECK_EQ(presence_frames(watcher, 2, "online"), 1);
+    int64_t ids[] = {2, 3};
+    pl_chat_users_online(ids, 2, online_cb, NULL);
+    turn();
+    CHECK(online_seen[0] == 1 && online_seen[1] == 1);
+    pl_chat_revoke_login(2, 0);
+    turn();
+    CHECK_EQ(bob->close_code, PL_WS_CLOSE_UNAUTHORIZED);       /* closed, not freed */
+    presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 2, "offline"), 1);
+    pl_chat_users_online(ids, 2, online_cb, NULL);
+    turn();
+    CHECK(online_seen[0] == 0 && online_seen[1] == 1);
+    /* a drain's close leaves the watcher counting */
+    chat_close(&watcher->c, PL_WS_CLOSE_GOING_AWAY, "server shutting down");
+    CHECK_EQ(watcher->close_code, PL_WS_CLOSE_GOING_AWAY);
+    presence_tick(t += 250);
+    pl_chat_users_online(ids, 2, online_cb, NULL);
+    turn();
+    CHECK_EQ(online_seen[1], 1);
+    fconn *all[] = {watcher, bob};
+    h_stop(all, 2);
+}
+
 /* In cluster mode a status set is published at once, not at the node's
  * next tick: the other nodes count its window from its arrival, so the
  * tick's wait made a change there up to 250 ms later than here (audit O9:
