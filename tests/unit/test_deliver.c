@@ -2921,9 +2921,9 @@ static void pub_spy(pl_bus *b, const pl_bus_presence *p) {
     pub_next(b, p);
 }
 
-TEST(presence_views_are_published_as_changes_after_a_stall) {
-    h_start(1);
-    H.cfg.presence_timeout = 600;                 /* the session's heartbeat stays fresh */
+/* Cluster mode (h_start(1) done): this node's presence publishes counted
+ * by pub_spy, and user 1 authenticated in conversation 10. */
+static fconn *spied_session(void) {
     static pl_bus_ops ops;
     ops = *H.bus->ops;
     pub_next = ops.publish_presence;
@@ -2931,7 +2931,13 @@ TEST(presence_views_are_published_as_changes_after_a_stall) {
     H.bus->ops = &ops;
     npub = 0;
     conv_spec cs = {10, 1, 1};
-    fconn *alice = h_session(1, 1, &cs, 1, 0);
+    return h_session(1, 1, &cs, 1, 0);
+}
+
+TEST(presence_views_are_published_as_changes_after_a_stall) {
+    h_start(1);
+    H.cfg.presence_timeout = 600;                 /* the session's heartbeat stays fresh */
+    fconn *alice = spied_session();
     CHECK(alice != NULL);
     int64_t t = pl_mono_ms() + 1000;
     presence_tick(t);
@@ -3013,14 +3019,7 @@ TEST(presence_a_session_the_server_closed_stops_counting_at_once) {
 TEST(presence_a_status_set_is_published_at_once) {
     h_start(1);
     H.cfg.presence_timeout = 600;
-    static pl_bus_ops ops;
-    ops = *H.bus->ops;
-    pub_next = ops.publish_presence;
-    ops.publish_presence = pub_spy;
-    H.bus->ops = &ops;
-    npub = 0;
-    conv_spec cs = {10, 1, 1};
-    fconn *alice = h_session(1, 1, &cs, 1, 0);
+    fconn *alice = spied_session();
     CHECK(alice != NULL);
     CHECK_EQ(npub, 0);                            /* arrived: at the tick */
     int64_t t = pl_mono_ms() + 1000;
