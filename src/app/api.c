@@ -450,7 +450,7 @@ static void authed_route(pl_http_ctx *ctx) {
     pl_http_error(ctx, 404, "not_found", "no such route");
 }
 
-static void unauthorized(pl_http_ctx *ctx) {
+void api_unauthorized(pl_http_ctx *ctx) {
     static const char body[] =
         "{\"error\":{\"code\":\"unauthorized\",\"message\":\"a valid access token is required\"}}";
     pl_http_respond(ctx, 401, "application/json", body, sizeof body - 1, "WWW-Authenticate: Bearer\r\n");
@@ -459,7 +459,7 @@ static void unauthorized(pl_http_ctx *ctx) {
 static void token_checked(void *arg, int result, int64_t user, int64_t login) {
     pl_http_ctx *ctx = arg;
     if (result == PL_STORE_ENOTFOUND) {
-        unauthorized(ctx);
+        api_unauthorized(ctx);
         return;
     }
     if (result) {                   /* the store could not tell: not the token's fault */
@@ -603,12 +603,12 @@ void pl_api_on_request(pl_http_ctx *ctx, void *ud) {
     if (!query_ok(ctx)) return;
     pl_str tok;
     if (!api_bearer(&ctx->req, &tok)) {
-        unauthorized(ctx);
+        api_unauthorized(ctx);
         return;
     }
     int rc = pl_chat_check_token(tok.p, tok.n, token_checked, ctx);
     if (rc == PL_STORE_EUNAVAIL) pl_http_error(ctx, 503, "unavailable", "shutting down");
-    else if (rc) unauthorized(ctx);
+    else if (rc) api_unauthorized(ctx);
 }
 
 void pl_api_shutdown(void) {

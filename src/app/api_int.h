@@ -66,6 +66,9 @@ void    api_job_reset(api_op *op, pl_job_op o, pl_job_cb done);
 void    api_submit(api_op *op);
 void    api_store_error(pl_http_ctx *ctx, int r, const char *what);
 void    api_too_many(pl_http_ctx *ctx, int64_t retry_ms, const char *what, const char *scope);
+/* 401 unauthorized with WWW-Authenticate: Bearer: the access token is
+ * missing, bad, expired or revoked (api.c). */
+void    api_unauthorized(pl_http_ctx *ctx);
 /* The body as a JSON object, or NULL after answering 400 (or 411 when the
  * request had no Content-Length at all). */
 /* The token of an "Authorization: Bearer <token>" header (the scheme in

@@ -300,7 +300,12 @@ static void closed(pl_job *j) {
         return;
     }
     if (j->result == PL_STORE_ECONFLICT) {
-        pl_http_error(op->ctx, 409, "conflict", "still a member of a conversation: send the request again");
+        /* added to a conversation, or a block made, by another request
+         * at every pass (audit O10: a block said "still a member") */
+        pl_http_error(op->ctx, 409, "conflict",
+                      j->why && !strcmp(j->why, "still blocking")
+                          ? "a block was made meanwhile: send the request again"
+                          : "still a member of a conversation: send the request again");
     } else if (j->result && j->result != PL_STORE_ENOTFOUND) {
         api_store_error(op->ctx, j->result, "");
     } else {

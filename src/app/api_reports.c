@@ -277,6 +277,11 @@ static void blocked(pl_job *j) {
     api_op *op = j->data;
     if (j->result == PL_STORE_EINVAL) {
         pl_http_error(op->ctx, 400, "bad_request", "you cannot block yourself");
+    } else if (j->result == PL_STORE_ENOTFOUND && j->why && !strcmp(j->why, "deleted")) {
+        /* the asker's account was deleted after its token was checked
+         * (audit O10: "no such user", of a peer that exists): its login
+         * is revoked, as the next request would find */
+        api_unauthorized(op->ctx);
     } else if (j->result) {
         api_store_error(op->ctx, j->result, "no such user");
     } else {

@@ -551,7 +551,11 @@ static void dispatch_msg(session *s, const uint8_t *p, size_t n) {
         liveness_arm(c);
     }
     if (r) {
-        chat_send_error(c, e.req, e.code, e.message);
+        /* a second `auth` is refused as one, malformed or not (audit O10:
+         * one without a token was told `"token" must be a string`) */
+        json_t *type = m.root ? json_object_get(m.root, "type") : NULL;
+        int auth = json_is_string(type) && strcmp(json_string_value(type), "auth") == 0;
+        chat_send_error(c, e.req, auth ? "bad_request" : e.code, auth ? "already authenticated" : e.message);
         pl_msg_release(&m);
         return;
     }

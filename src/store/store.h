@@ -752,7 +752,8 @@ typedef enum pl_job_op {
     /* blocks (invariant 14; explicit value) */
     PL_JOB_BLOCK = 95,        /* in: user, peer; flags PL_JOB_REMOVE (unblock).
                                * EINVAL: peer == user; ENOTFOUND: no such (or a
-                               * deleted) peer or user when blocking (unblocking one
+                               * deleted) peer or user when blocking (why
+                               * "deleted": user; unblocking one
                                * that is not blocked is OK, created = 0). No
                                * event. out: out_id = peer, created = 1 if it
                                * changed anything; conv_out.id and .blocked:

@@ -193,7 +193,10 @@ static int r_block(pg_store *s, pl_job *j, int64_t now) {
         return W_LOST;
     if ((rc = pg_w_sync(s)) != PL_STORE_OK) return pg_sp_failed(s, j, sp, rc);
     const PGresult *r = s->w.res[ws], *x = s->w.res[fs];
-    if (pg_i64(r, 0, 0) == 0) return PL_STORE_ENOTFOUND;     /* no such (live) peer: nothing written */
+    if (pg_i64(r, 0, 0) == 0) {                             /* no such (live) peer: nothing written */
+        if (!remove && pg_i64(r, 0, 2) == 0) j->why = "deleted";   /* the blocker, meanwhile */
+        return PL_STORE_ENOTFOUND;
+    }
     j->out_id = j->peer;
     j->created = pg_i64(r, 0, 1) > 0;
     if (PQntuples(x) == 1) {                                /* the flag changed */

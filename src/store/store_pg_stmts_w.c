@@ -530,14 +530,14 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_BLOCKED_PAIR] = "SELECT " BLOCKED_PAIR,
     /* $1 user, $2 peer, $3 now: whether peer is a live user (and user
      * too, its row kept, KEY SHARE, against an account deletion: that one
-     * sees the block, or this finds user deleted), and how many rows this
-     * inserted (0: it was blocked already); the unblock's $2 whatever, how
-     * many it deleted */
+     * sees the block, or this finds user deleted), how many rows this
+     * inserted (0: it was blocked already), whether user is live; the
+     * unblock's $2 whatever, how many it deleted */
     [W_BLOCK_ADD]   = "WITH me AS (SELECT id FROM users WHERE id = $1::bigint AND deleted = 0 FOR KEY SHARE),"
                       " p AS (SELECT id FROM users WHERE id = $2::bigint AND deleted = 0 AND EXISTS (SELECT 1 FROM me)),"
                       " i AS (INSERT INTO blocks(user_id, blocked_id, created) SELECT $1::bigint, p.id, $3::bigint"
                       "   FROM p ON CONFLICT DO NOTHING RETURNING 1)"
-                      " SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM i)",
+                      " SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM i), (SELECT count(*) FROM me)",
     [W_BLOCK_DEL]   = "WITH d AS (DELETE FROM blocks WHERE user_id = $1::bigint AND blocked_id = $2::bigint"
                       "   RETURNING 1)"
                       " SELECT 1, count(*) FROM d",

@@ -155,8 +155,9 @@ static int block(sq_store *s, pl_job *j, int64_t now) {
     if (j->peer == j->user) return PL_STORE_EINVAL;
     int src = 0, rc, remove = (j->flags & PL_JOB_REMOVE) != 0;
     if (!remove) {                                  /* a deleted blocker too: it keeps none */
-        rc = sq_w_user_exists(s, j->peer);
-        if (rc > 0) rc = sq_w_user_exists(s, j->user);
+        rc = sq_w_user_exists(s, j->user);
+        if (rc == 0) j->why = "deleted";
+        if (rc > 0) rc = sq_w_user_exists(s, j->peer);
         if (rc <= 0) return rc < 0 ? rc : PL_STORE_ENOTFOUND;
     }
     rc = remove ? sq_run(s->wdb, &src, NULL, "DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2 RETURNING 1",

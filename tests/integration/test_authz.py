@@ -363,3 +363,22 @@ async def test_register_refuses_a_username_ending_in_dot_or_dash(server):
             r = await api.req("POST", "/api/v1/auth/register",
                               json_body={"username": secrets.token_hex(3) + name, "password": "long enough pw"})
             assert r.status == 201, (name, r)
+
+
+@async_test(60)
+async def test_a_second_auth_is_refused_as_one_whatever_its_form(server):
+    """protocol.md "auth": a second `auth` on an authenticated connection
+    gets `bad_request` "already authenticated" and the connection stays.
+    Audit O10: one without a token, or with a token that is not a string,
+    was told `"token" must be a string`."""
+    async with Harness(server) as h:
+        alice, = await h.api.register_many(1, "auth2")
+        w = await h.ws(alice)
+        for i, again in enumerate(({"token": alice.token}, {}, {"token": 5}, {"token": None},
+                                   {"token": alice.token, "cursors": [1]})):
+            req = 100 + i
+            await w.send_json({"type": "auth", "req": req, **again})
+            err = await w.wait_reply(req)
+            assert err["type"] == "error" and err["code"] == "bad_request" \
+                and err["message"] == "already authenticated", (again, err)
+        await w.ping()
