@@ -47,6 +47,13 @@
  *     the batch: the one wait out of order, for a conversation no batch
  *     could lock before it existed, and PostgreSQL breaks a cycle it might
  *     close; store_pg.c invariant 5).
+ *   - BLOCK and the blocker's ACCOUNT_DELETE: a block keeps the blocker's
+ *     users row (KEY SHARE, W_BLOCK_ADD) to COMMIT, as a join keeps the
+ *     joiner's; the deletion locks that row FOR UPDATE and only then reads
+ *     whether the user blocks anyone (W_LIFE_USER_BUSY). Either it sees
+ *     the block (ECONFLICT "still blocking": the API lifts the blocks and
+ *     asks again), or the block waits and finds its blocker deleted
+ *     (ENOTFOUND, why "deleted"): no block outlives its account.
  * Does not own: the reasons' words (the API), the SQLite backend's twin
  * (store_sqlite_reports.c, the reference for each outcome and its order).
  */
