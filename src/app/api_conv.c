@@ -530,10 +530,13 @@ void h_send(pl_http_ctx *ctx, int64_t conv) {
             pl_http_error(ctx, code[0] == 't' ? 413 : 400, code, why);
             return;
         }
-    } else if (!json_is_string(b) || json_string_length(b) == 0 ||
-               memchr(json_string_value(b), 0, json_string_length(b))) {
+    } else if (!json_is_string(b) || json_string_length(b) == 0) {
         json_decref(o);
         pl_http_error(ctx, 400, "bad_request", "\"body\" must be a non-empty string");
+        return;
+    } else if (memchr(json_string_value(b), 0, json_string_length(b))) {
+        json_decref(o);                             /* as an edit says it (audit S3) */
+        pl_http_error(ctx, 400, "bad_request", "\"body\" must not contain NUL");
         return;
     } else if (json_string_length(b) > (size_t)A.cfg->max_body) {
         json_decref(o);

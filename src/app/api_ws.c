@@ -365,7 +365,7 @@ void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
     } else if (n == 3 && api_seg_is(s[2], "members")) {
         if (api_allow(ctx, API_POST)) h_ws_add(ctx, ws);
     } else if (n == 4 && api_seg_is(s[2], "members")) {
-        int64_t peer = api_parse_id(s[3].p, s[3].n);
+        int64_t peer = api_parse_user_id(s[3].p, s[3].n);
         if (!api_allow(ctx, API_DELETE | API_PATCH) || !api_path_id_ok(ctx, peer, "no such member")) return;
         if (m == PL_HTTP_PATCH) h_ws_role(ctx, ws, peer);
         else ws_remove(ctx, ws, peer);

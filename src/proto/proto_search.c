@@ -33,7 +33,7 @@ static int utf8_ok(const unsigned char *p, size_t n) {
 static int shows_something(uint32_t cp) { return !pl_utf8_space_or_control(cp); }
 
 int pl_proto_search_check(pl_search_args *a, pl_proto_err *e) {
-    if (!a->q) return fail(e, "bad_request", "%s", "\"q\" must be a string");
+    if (!a->q) return fail(e, "bad_request", "%s", "\"q\" (a string: the words to find) is required");
     if (a->q_len > PL_STORE_QUERY_MAX)
         return fail(e, "bad_request", "%s", "\"q\" is too long (at most 256 bytes)");
     if (memchr(a->q, 0, a->q_len) || !utf8_ok((const unsigned char *)a->q, a->q_len))

@@ -159,7 +159,7 @@ void        pl_own_free(pl_own_map *m);
  * and are written back before COMMIT. */
 typedef struct pl_conv_state {
     int64_t conv;             /* key; 0 marks an empty slot                  */
-    int     kind;             /* PostgreSQL: from the locked row             */
+    int     kind;             /* PL_CONV_*: from the (PostgreSQL: locked) row */
     int64_t last_seq;         /* inside the open transaction                 */
     int64_t last_ts;
     int64_t msg_count;
@@ -178,6 +178,13 @@ typedef struct pl_conv_map {  /* open addressing, power-of-two cap, <= 1/2 full 
 pl_conv_state *pl_conv_map_find(pl_conv_map *m, int64_t conv);   /* NULL if absent */
 /* The entry of conv, a new zeroed one if absent; may move entries. */
 pl_conv_state *pl_conv_map_put(pl_conv_map *m, int64_t conv);
+/* 1 if e is a large group (--large-group: a group or channel of more
+ * members than large_group, 0: none is). Never a direct conversation
+ * (audit H4: at --large-group 1 a DM refused @all and pushed mentions
+ * only). */
+static inline int pl_store__large(const pl_conv_state *e, int64_t large_group) {
+    return large_group > 0 && e->kind != PL_CONV_DIRECT && e->member_count > large_group;
+}
 void           pl_conv_map_clear(pl_conv_map *m);
 void           pl_conv_map_free(pl_conv_map *m);
 

@@ -208,7 +208,7 @@ static int job_edit(pg_store *s, pl_job *j, int64_t now) {
     if (rc) goto out;
     if (t.body && t.body_len == j->body_len && memcmp(t.body, j->body, j->body_len) == 0)
         goto out;                                     /* unchanged: no event */
-    if (all && s->large_group > 0 && t.role != PL_ROLE_ADMIN && e->member_count > s->large_group) {
+    if (all && t.role != PL_ROLE_ADMIN && pl_store__large(e, s->large_group)) {
         j->why = "@all and @here need an admin in a large group";
         rc = PL_STORE_EFORBID;
         goto out;

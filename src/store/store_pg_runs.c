@@ -262,7 +262,7 @@ int pg_run_sends(pg_store *s, pl_job **jobs, size_t n, int64_t now) {
                 continue;
             }
         }
-        if (x[i].all && s->large_group > 0 && q->role != PL_ROLE_ADMIN && e->member_count > s->large_group) {
+        if (x[i].all && q->role != PL_ROLE_ADMIN && pl_store__large(e, s->large_group)) {
             j->why = "@all and @here need an admin in a large group";
             j->result = PL_STORE_EFORBID;
             continue;

@@ -253,8 +253,8 @@ const char *const pg_r_sql[R__COUNT] = {
                        "   JOIN logins l ON l.id = d.login AND l.revoked = 0 AND l.expires > $2::bigint"
                        "   WHERE d.user_id = m.user_id OFFSET 0) d"
                        " WHERE o.id = ANY($1::bigint[]) AND (m.notify = 0 OR m.mention)"
-                       " AND (m.mention OR $3::bigint = 0 OR (SELECT c.member_count FROM conversations c"
-                       "   WHERE c.id = o.conv_id) <= $3::bigint)"
+                       " AND (m.mention OR $3::bigint = 0 OR (SELECT c.member_count <= $3::bigint OR c.kind = 1"
+                       "   FROM conversations c WHERE c.id = o.conv_id))"
                        " AND (o.only_devices IS NULL"
                        "   OR d.id = ANY(string_to_array(o.only_devices, ',')::bigint[]))"
                        " ORDER BY o.id, m.user_id, d.id",

@@ -335,7 +335,9 @@ static int p_read_targets(sq_reader *r, pl_job *j) {
             const char *only = (const char *)sqlite3_column_text(st, 0);
             int mentioned = sqlite3_column_int(st, 11);
             if (sqlite3_column_int(st, 15) == PL_NOTIFY_MENTIONS && !mentioned) continue;
-            if (j->after > 0 && sqlite3_column_int64(st, 16) > j->after && !mentioned) continue;
+            if (j->after > 0 && sqlite3_column_int(st, 7) != PL_CONV_DIRECT && sqlite3_column_int64(st, 16) > j->after &&
+                !mentioned)
+                continue;                                /* a large group: mentions only */
             if (!p_only_has(only, sqlite3_column_int64(st, 12))) continue;
             if (j->npushes == cap) {
                 cap = cap ? cap * 2 : 16;

@@ -33,7 +33,8 @@ const char *const sq_w_sql[W__COUNT] = {
                       " next_join, created, msg_count, member_count, workspace, private)"
                       " VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, 0, ?6, ?7, ?8)",
     [W_CONV_KIND]   = "SELECT kind FROM conversations WHERE id = ?1",
-    [W_CONV_STATE]  = "SELECT last_seq, last_ts, msg_count, member_count, e2ee, blocked FROM conversations WHERE id = ?1",
+    [W_CONV_STATE]  = "SELECT last_seq, last_ts, msg_count, member_count, e2ee, blocked, kind FROM conversations"
+                      " WHERE id = ?1",
     [W_CONV_UPDATE] = "UPDATE conversations SET last_seq = ?1, last_ts = ?2, msg_count = ?3,"
                       " member_count = ?4 WHERE id = ?5",
     [W_CONV_NEXT_JOIN] = "UPDATE conversations SET next_join = next_join + 1 WHERE id = ?1"

@@ -117,6 +117,7 @@ static pl_conv_state *w_conv_state(sq_store *s, int64_t conv, int *err) {
         e->member_count = sqlite3_column_int64(st, 3);
         e->e2ee = sqlite3_column_int(st, 4);
         e->blocked = sqlite3_column_int(st, 5);
+        e->kind = sqlite3_column_int(st, 6);
     }
     sqlite3_reset(st);
     if (rc == SQLITE_ROW) return e;
@@ -290,7 +291,7 @@ static int w_mentions(sq_store *s, pl_job *j, const char *body, size_t len, int 
     if (*all && s->large_group > 0 && role != PL_ROLE_ADMIN) {
         pl_conv_state *e = w_conv_state(s, j->conv, &rc);
         if (!e) goto out;
-        if (e->member_count > s->large_group) {
+        if (pl_store__large(e, s->large_group)) {
             j->why = "@all and @here need an admin in a large group";
             rc = PL_STORE_EFORBID;
             goto out;

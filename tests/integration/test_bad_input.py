@@ -793,3 +793,37 @@ async def test_a_repeated_key_and_a_zero_led_cursor_key_are_refused_as_such(serv
         await ws.send_json({"type": "sync", "cursors": {str(cid): 0}})
         synced = await ws.wait_for(lambda m: m.get("type") in ("synced", "error"), start=mark)
         assert synced["type"] == "synced" and synced["conversation"] == cid, synced
+
+
+@async_test(60)
+async def test_user_id_0_in_a_path_is_any_unknown_user(server):
+    """protocol.md: no user has the id 0, and it is answered as any id no
+    user has, with the same status and message. Audit S3: in member paths
+    it was taken for a malformed id ("no such member"), and unblocking 0
+    was 404 where unblocking any other unknown id is 200. Also the words of
+    two refusals: a send's NUL, a search without `q`."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob = await api.register_many(2, "uid0")
+        g = (await api.create_group(alice, [bob.id], title="g"))["id"]
+        ws = (await api.expect(201, "POST", "/api/v1/workspaces", token=alice.token,
+                               json_body={"name": "uid0 ws " + alice.username[-6:]})).body["id"]
+        unknown = 999999
+        for method, path, body in (("PATCH", f"/api/v1/conversations/{g}/members/{{}}", {"role": "admin"}),
+                                   ("DELETE", f"/api/v1/conversations/{g}/members/{{}}", None),
+                                   ("PATCH", f"/api/v1/workspaces/{ws}/members/{{}}", {"role": "admin"}),
+                                   ("DELETE", f"/api/v1/workspaces/{ws}/members/{{}}", None),
+                                   ("PUT", "/api/v1/users/{}/block", None)):
+            zero = await api.req(method, path.format(0), token=alice.token, json_body=body)
+            other = await api.req(method, path.format(unknown), token=alice.token, json_body=body)
+            assert (zero.status, zero.body) == (other.status, other.body), (method, path, zero, other)
+        r = (await api.expect(200, "DELETE", "/api/v1/users/0/block", token=alice.token)).body
+        assert r == {"user": 0, "blocked": False, "changed": False}, r
+        # alice is still in her workspace and group: nothing was changed
+        assert (await api.expect(200, "GET", f"/api/v1/workspaces/{ws}", token=alice.token)).body["id"] == ws
+        assert (await api.expect(200, "GET", f"/api/v1/conversations/{g}", token=alice.token)).body["id"] == g
+        r = await api.req("POST", f"/api/v1/conversations/{g}/messages", token=alice.token,
+                          json_body={"client_msg_id": "nul", "body": "a\u0000b"})
+        assert r.status == 400 and r.body["error"]["message"] == "\"body\" must not contain NUL", r
+        r = await api.req("GET", "/api/v1/search", token=alice.token)
+        assert r.status == 400 and "required" in r.body["error"]["message"], r

@@ -354,6 +354,25 @@ async def test_push_large_groups_notify_mentions_only(server_factory, sink):
 
 
 @async_test(timeout=90)
+async def test_a_direct_conversation_is_never_a_large_group(server_factory, sink):
+    """protocol.md "Large groups": the rule is a group's or a channel's. At
+    --large-group 1 a direct conversation (two members) was taken for a
+    large group (audit H4): a plain message to an offline member was not
+    pushed, and `@all` there (no admin in a DM) was refused."""
+    srv = server_factory(sink.args() + ["--large-group", "1"])
+    async with Harness(srv) as h:
+        a, b = await h.api.register_many(2, "dlg")
+        dm = (await h.api.open_dm(a, b.id))["id"]
+        await register_device(h.api, b, "webhook", "tok-" + b.username)
+        m = await send(h.api, a, dm, "a plain one")
+        got = await sink.wait_for("tok-" + b.username)
+        assert [note(r)["seq"] for r in got] == [m["seq"]], got
+        r = await h.api.req("POST", f"/api/v1/conversations/{dm}/messages", token=a.token,
+                            json_body={"client_msg_id": "dlg-all", "body": "@all hello"})
+        assert r.status in (200, 201), r
+
+
+@async_test(timeout=90)
 async def test_push_slow_service_holds_up_no_one_else(server_factory, sink):
     srv = server_factory(sink.args())
     async with Harness(srv) as h:

@@ -2242,6 +2242,8 @@ TEST(store_msg_pins) {
  * addition, then its send in the same transaction; a removal; an admin's
  * leaving that promotes the oldest member, whose @all in a large group is
  * then allowed. */
+static int64_t t_direct(tstore *t, int64_t a, int64_t b);
+
 TEST(store_membership_changes_reach_sends_at_once) {
     tstore t;
     memset(&t, 0, sizeof t);
@@ -2271,6 +2273,12 @@ TEST(store_membership_changes_reach_sends_at_once) {
     CHECK_EQ(t_member_op(&t, PL_JOB_MEMBER_LEAVE, g, a, 0, NULL), PL_STORE_OK);
     CHECK(t_say(&t, g, b, "@all two", 0, NULL, NULL) > 0);
     CHECK_EQ(t_send(&t, g, a, "a-gone"), PL_STORE_ENOTFOUND);
+    /* a direct conversation is never a large group, whatever the setting
+     * (audit H4: at --large-group 1 its @all was refused: no admin there) */
+    int64_t d = t_direct(&t, b, c), seq = 0;
+    CHECK(d > 0);
+    CHECK_EQ(t_say(&t, d, c, "@all in a DM", 0, NULL, NULL), 2);
+    CHECK_EQ(t_act(&t, PL_JOB_MESSAGE_EDIT, d, c, 2, "@here in a DM", 0, &seq, NULL), PL_STORE_OK);
     t_finish(&t);
 }
 
