@@ -194,8 +194,8 @@ int64_t api_parse_id(const char *s, size_t n) {
     return v <= PL_JSON_INT_MAX ? v : -1;
 }
 
-int64_t api_parse_user_id(const char *s, size_t n) {
-    return n == 1 && s[0] == '0' ? API_NO_USER : api_parse_id(s, n);
+int64_t api_parse_path_id(const char *s, size_t n) {
+    return n == 1 && s[0] == '0' ? API_NO_ID : api_parse_id(s, n);
 }
 
 int api_path_id_ok(pl_http_ctx *ctx, int64_t id, const char *missing) {
@@ -349,7 +349,7 @@ static void authed_route(pl_http_ctx *ctx) {
         return;
     }
     if (n == 3 && api_seg_is(s[0], "users") && api_seg_is(s[2], "block")) {   /* api_reports.c */
-        int64_t peer = api_parse_user_id(s[1].p, s[1].n);
+        int64_t peer = api_parse_path_id(s[1].p, s[1].n);
         if (api_allow(ctx, API_PUT | API_DELETE) && api_path_id_ok(ctx, peer, "no such user"))
             h_block(ctx, peer, m == PL_HTTP_DELETE);
         return;
@@ -385,7 +385,7 @@ static void authed_route(pl_http_ctx *ctx) {
         else h_conv_create(ctx);
         return;
     }
-    int64_t conv = api_parse_id(s[1].p, s[1].n);
+    int64_t conv = api_parse_path_id(s[1].p, s[1].n);
     if (!api_path_id_ok(ctx, conv, "no such conversation")) return;
     if (n == 2) {
         if (api_allow(ctx, API_GET)) h_conv_get(ctx, conv);
@@ -402,7 +402,7 @@ static void authed_route(pl_http_ctx *ctx) {
         return;
     }
     if (n == 4 && api_seg_is(s[2], "members")) {
-        int64_t peer = api_parse_user_id(s[3].p, s[3].n);
+        int64_t peer = api_parse_path_id(s[3].p, s[3].n);
         if (api_allow(ctx, API_DELETE | API_PATCH) && api_path_id_ok(ctx, peer, "no such member"))
             h_member_op(ctx, conv, m == PL_HTTP_PATCH ? PL_JOB_MEMBER_ROLE : PL_JOB_MEMBER_REMOVE, peer);
         return;

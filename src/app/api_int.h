@@ -81,12 +81,13 @@ json_t *api_body_object(pl_http_ctx *ctx);
  * the rule it breaks, naming the field ("name", "title"). */
 int     api_name_ok(pl_http_ctx *ctx, json_t *v, const char *field, size_t max);
 int64_t api_parse_id(const char *s, size_t n);
-/* A user id in a path: as api_parse_id, but "0", which no user has
- * (protocol.md), reads as API_NO_USER, an id no user has either, so that
- * it is answered as any unknown user (audit S3: it was answered as a
- * malformed id, "no such member"; an unblock of 0 was 404, of 999 200). */
-#define API_NO_USER ((int64_t)PL_JSON_INT_MAX)
-int64_t api_parse_user_id(const char *s, size_t n);
+/* The id of a user, conversation or workspace in a path: as api_parse_id,
+ * but "0", which nothing has (protocol.md), reads as API_NO_ID, an id
+ * nothing has either, so that it is answered as any unknown one (audit
+ * S3: it was answered as a malformed id, "no such member" where 999 got
+ * "no such conversation or user"; an unblock of 0 was 404, of 999 200). */
+#define API_NO_ID ((int64_t)PL_JSON_INT_MAX)
+int64_t api_parse_path_id(const char *s, size_t n);
 /* Answers 404 (not a number: missing says what) or 400 (above 2^53 - 1)
  * for a bad path id (api_parse_id's); 1 if id is good. */
 int     api_path_id_ok(pl_http_ctx *ctx, int64_t id, const char *missing);

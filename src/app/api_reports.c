@@ -287,7 +287,7 @@ static void blocked(pl_job *j) {
     } else {
         if (j->conv_out.id) pl_chat_conv_blocked(j->conv_out.id, j->conv_out.blocked);   /* typing stops */
         pl_http_respond_json(op->ctx, 200, json_pack("{s:I,s:b,s:b}", "user",
-                                                     (json_int_t)(j->peer == API_NO_USER ? 0 : j->peer), "blocked",
+                                                     (json_int_t)(j->peer == API_NO_ID ? 0 : j->peer), "blocked",
                                                      !(j->flags & PL_JOB_REMOVE), "changed", j->created));
     }
     api_op_free(op);

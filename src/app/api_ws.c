@@ -358,14 +358,14 @@ void h_ws_route(pl_http_ctx *ctx, pl_str *s, size_t n) {
         }
         return;
     }
-    int64_t ws = api_parse_id(s[1].p, s[1].n);
+    int64_t ws = api_parse_path_id(s[1].p, s[1].n);
     if (!api_path_id_ok(ctx, ws, "no such workspace")) return;
     if (n == 2) {
         if (api_allow(ctx, API_GET)) api_respond_ws(api_op_new(ctx, NULL), ws, 200);
     } else if (n == 3 && api_seg_is(s[2], "members")) {
         if (api_allow(ctx, API_POST)) h_ws_add(ctx, ws);
     } else if (n == 4 && api_seg_is(s[2], "members")) {
-        int64_t peer = api_parse_user_id(s[3].p, s[3].n);
+        int64_t peer = api_parse_path_id(s[3].p, s[3].n);
         if (!api_allow(ctx, API_DELETE | API_PATCH) || !api_path_id_ok(ctx, peer, "no such member")) return;
         if (m == PL_HTTP_PATCH) h_ws_role(ctx, ws, peer);
         else ws_remove(ctx, ws, peer);

@@ -798,10 +798,11 @@ async def test_a_repeated_key_and_a_zero_led_cursor_key_are_refused_as_such(serv
 @async_test(60)
 async def test_user_id_0_in_a_path_is_any_unknown_user(server):
     """protocol.md: no user has the id 0, and it is answered as any id no
-    user has, with the same status and message. Audit S3: in member paths
-    it was taken for a malformed id ("no such member"), and unblocking 0
-    was 404 where unblocking any other unknown id is 200. Also the words of
-    two refusals: a send's NUL, a search without `q`."""
+    user has, with the same status and message; so are a conversation 0
+    and a workspace 0 in a path. Audit S3: in member paths it was taken
+    for a malformed id ("no such member"), and unblocking 0 was 404 where
+    unblocking any other unknown id is 200. Also the words of two
+    refusals: a send's NUL, a search without `q`."""
     async with Harness(server) as h:
         api = h.api
         alice, bob = await api.register_many(2, "uid0")
@@ -817,6 +818,12 @@ async def test_user_id_0_in_a_path_is_any_unknown_user(server):
             zero = await api.req(method, path.format(0), token=alice.token, json_body=body)
             other = await api.req(method, path.format(unknown), token=alice.token, json_body=body)
             assert (zero.status, zero.body) == (other.status, other.body), (method, path, zero, other)
+        for path, body in ((f"/api/v1/conversations/{{}}/members", {"user": bob.id}),
+                           (f"/api/v1/workspaces/{{}}/members", {"user": bob.id}),
+                           (f"/api/v1/conversations/{{}}/messages", {"client_msg_id": "z", "body": "z"})):
+            zero = await api.req("POST", path.format(0), token=alice.token, json_body=body)
+            other = await api.req("POST", path.format(unknown), token=alice.token, json_body=body)
+            assert (zero.status, zero.body) == (other.status, other.body), (path, zero, other)
         r = (await api.expect(200, "DELETE", "/api/v1/users/0/block", token=alice.token)).body
         assert r == {"user": 0, "blocked": False, "changed": False}, r
         # alice is still in her workspace and group: nothing was changed
