@@ -86,7 +86,7 @@ int64_t api_parse_id(const char *s, size_t n);
  * nothing has either, so that it is answered as any unknown one (audit
  * S3: it was answered as a malformed id, "no such member" where 999 got
  * "no such conversation or user"; an unblock of 0 was 404, of 999 200). */
-#define API_NO_ID ((int64_t)PL_JSON_INT_MAX)
+#define API_NO_ID ((int64_t)PL_JSON_INT_MAX + 1)   /* no path gives it: above 2^53 - 1 is 400 */
 int64_t api_parse_path_id(const char *s, size_t n);
 /* Answers 404 (not a number: missing says what) or 400 (above 2^53 - 1)
  * for a bad path id (api_parse_id's); 1 if id is good. */

@@ -70,6 +70,9 @@ int pl_proto_search_cursor(const char *s, size_t n, int64_t *out) {
 int pl_proto__decode_search(pl_msg *m, pl_proto_err *e) {
     pl_search_args *a = &m->search;
     m->type = PL_MSG_SEARCH;
+    json_t *q = json_object_get(m->root, "q");
+    if (!q || json_is_null(q))                        /* as pl_proto_search_check says it for REST */
+        return fail(e, "bad_request", "%s", "\"q\" (a string: the words to find) is required");
     if (get_str(m->root, "q", &a->q, &a->q_len, e)) return -1;
     int64_t limit;
     if (get_opt_seq(m->root, "conversation", &a->conv, e) || get_opt_seq(m->root, "sender", &a->sender, e) ||

@@ -826,6 +826,9 @@ async def test_user_id_0_in_a_path_is_any_unknown_user(server):
             assert (zero.status, zero.body) == (other.status, other.body), (path, zero, other)
         r = (await api.expect(200, "DELETE", "/api/v1/users/0/block", token=alice.token)).body
         assert r == {"user": 0, "blocked": False, "changed": False}, r
+        top = (1 << 53) - 1                      # a valid id, echoed as given (audit O11)
+        r = (await api.expect(200, "DELETE", f"/api/v1/users/{top}/block", token=alice.token)).body
+        assert r == {"user": top, "blocked": False, "changed": False}, r
         # alice is still in her workspace and group: nothing was changed
         assert (await api.expect(200, "GET", f"/api/v1/workspaces/{ws}", token=alice.token)).body["id"] == ws
         assert (await api.expect(200, "GET", f"/api/v1/conversations/{g}", token=alice.token)).body["id"] == g
@@ -834,3 +837,7 @@ async def test_user_id_0_in_a_path_is_any_unknown_user(server):
         assert r.status == 400 and r.body["error"]["message"] == "\"body\" must not contain NUL", r
         r = await api.req("GET", "/api/v1/search", token=alice.token)
         assert r.status == 400 and "required" in r.body["error"]["message"], r
+        w = await h.ws(alice)
+        await w.send_json({"type": "search", "req": 7})
+        err = await w.wait_reply(7)
+        assert err["type"] == "error" and err["message"] == r.body["error"]["message"], (err, r)
