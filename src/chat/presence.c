@@ -345,6 +345,7 @@ static int64_t *local_convs(int64_t user, size_t *n) {
     int64_t *out = NULL;
     for (session *s = u ? u->sessions : NULL; s; s = s->unext)
         for (uint32_t i = 0; i < s->nsubs; i++) {
+            if (sub_removed(s->subs[i])) continue;   /* no longer its conversation */
             int64_t id = s->subs[i]->conv->id;
             int dup = 0;                      /* one session has one sub per conversation */
             for (size_t k = 0; k < len && !dup && s != u->sessions; k++) dup = out[k] == id;
@@ -390,8 +391,12 @@ static void publish_own(presence *p, int status, int64_t last_active, int64_t no
         .last_active = last_active,
         .expires = wall + (status == ST_OFFLINE ? OFFLINE_KEEP_MS : (int64_t)C.cfg->presence_timeout * 1000),
         .refresh = refresh,
-        .convs = n ? convs : p->convs,        /* offline: whom its sessions could see */
-        .nconvs = n ? n : p->nconvs,
+        /* with sessions here, their conversations, none included (audit
+         * E5: a user removed from its only conversation published the
+         * last ones kept, and other nodes went on announcing it there);
+         * without, whom its sessions could see */
+        .convs = chat_user_get(p->user) ? convs : p->convs,
+        .nconvs = chat_user_get(p->user) ? n : p->nconvs,
     };
     p->local_pub = (uint8_t)status;
     p->pub_at = now;
@@ -411,7 +416,10 @@ void presence_on_bus(void *ud, const pl_bus_presence *v) {
         if (!relevant) return;
         p = presence_get(v->user);
     }
-    if (!own && v->nconvs && !chat_user_get(v->user)) {   /* whom we can tell about it */
+    /* whom we can tell about it: none, once it shares nothing here (audit
+     * E5: an empty list kept the old one, and a removed user's changes
+     * went on reaching its former co-members on this node) */
+    if (!own && !chat_user_get(v->user)) {
         free(p->convs);
         p->convs = NULL;
         p->nconvs = 0;

@@ -1788,3 +1788,34 @@ async def test_a_token_the_store_cannot_check_is_unavailable_not_unauthorized(se
         await wait_readyz(server.node_urls, 200, "ready", timeout=40)
         r = await api.expect(200, "GET", "/api/v1/me", token=a.token)
         assert r.body["id"] == a.id
+
+
+@pytest.mark.cluster_only(WHY)
+@async_test(90)
+async def test_a_removed_members_presence_stops_reaching_the_others_on_every_node(server):
+    """protocol.md "Presence": changes go to the users who share a
+    conversation with the user. Audit E5: after c was removed from the only
+    group it shared with b, b on another node went on getting c's `away`
+    and `offline` (c's node published its next view naming no
+    conversation, and b's node kept the list it had)."""
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        api = h.api
+        a, b, c = await api.register_many(3, "rmp")
+        g = (await api.create_group(a, [b.id, c.id], title="presence"))["id"]
+        wb = await ws_on(h, U[0], b, "b@node0")
+        wc = await ws_on(h, U[1], c, "c@node1")
+        await wb.wait_for(lambda m: m.get("type") == "presence" and m.get("user") == c.id
+                          and m.get("status") == "online", timeout=10, what="c online")
+        await api.expect(204, "DELETE", f"/api/v1/conversations/{g}/members/{c.id}", token=a.token)
+        await wb.wait_seq(g, 2)                   # created, then member_removed
+        assert wb.conv_events(g)[-1]["kind"] == "member_removed"
+        n0 = len(wb.msgs)
+        await wc.send_json({"type": "presence", "status": "away"})
+        await asyncio.sleep(2.0)                  # past the window and the bus
+        await wc.close()
+        await asyncio.sleep(2.0)
+        await wb.ping()
+        leaked = [m for m in wb.msgs[n0:] if isinstance(m, dict) and m.get("type") == "presence"
+                  and m.get("user") == c.id]
+        assert leaked == [], leaked

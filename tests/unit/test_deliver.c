@@ -2803,6 +2803,30 @@ static void view_from(int64_t user, int node, int status, int64_t wall) {
     H.bus->h.presence(H.bus->h.ud, &v);
 }
 
+/* A user removed from (or leaving) the only conversation it shared with
+ * this node's sessions: its node's next view names no conversation, and
+ * its changes reach no one here (audit E5: an empty list kept the old
+ * one, and the former co-members on other nodes went on getting its
+ * `away` and `offline`). */
+TEST(presence_a_view_naming_no_conversation_reaches_no_one) {
+    h_start(1);
+    H.cfg.presence_coalesce = 0;
+    conv_spec cs = {10, 1, 1};
+    fconn *watcher = h_session(3, 3, &cs, 1, 0);
+    CHECK(watcher != NULL);
+    int64_t wall = pl_now_ms(), t = pl_mono_ms() + 1000;
+    view_from(7, 2, 2, wall);                        /* in conversation 10: online */
+    presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "online"), 1);
+    pl_bus_presence v = {.user = 7, .node = 2, .status = 1, .last_active = wall + 500,
+                         .expires = wall + 60000, .convs = NULL, .nconvs = 0};
+    H.bus->h.presence(H.bus->h.ud, &v);              /* removed, then away */
+    for (int k = 0; k < 4; k++) presence_tick(t += 250);
+    CHECK_EQ(presence_frames(watcher, 7, "away"), 0);
+    fconn *all[] = {watcher};
+    h_stop(all, 1);
+}
+
 /* A change that comes a window or more after the last announcement, before
  * a slice of the table has come round to its user again, waits its own
  * window like any other (CI: the announcement left its change's start set
