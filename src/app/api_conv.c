@@ -111,9 +111,12 @@ static void created_marked(pl_job *j) {
 void api_conv_changed(pl_job *j) {
     api_op *op = j->data;
     if (j->result) {
+        /* a creation names no conversation: its unknown one is a user, as
+         * when it is named by username (audit E5) */
+        int creating = j->op == PL_JOB_DIRECT_OPEN || j->op == PL_JOB_GROUP_CREATE;
         api_store_error(op->ctx, j->result, j->why ? j->why : j->result == PL_STORE_EFORBID ? "admins only" :
                                             j->result == PL_STORE_EINVAL ? "not possible for this conversation" :
-                                            "no such conversation or user");
+                                            creating ? "no such user" : "no such conversation or user");
         api_op_free(op);
         return;
     }

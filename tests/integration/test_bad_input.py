@@ -826,6 +826,13 @@ async def test_user_id_0_in_a_path_is_any_unknown_user(server):
             assert (zero.status, zero.body) == (other.status, other.body), (path, zero, other)
         r = (await api.expect(200, "DELETE", "/api/v1/users/0/block", token=alice.token)).body
         assert r == {"user": 0, "blocked": False, "changed": False}, r
+        # a direct conversation with an unknown user, by id or by name: one answer (audit E5)
+        by_id = await api.req("POST", "/api/v1/conversations", token=alice.token,
+                              json_body={"kind": "direct", "user": unknown})
+        by_name = await api.req("POST", "/api/v1/conversations", token=alice.token,
+                                json_body={"kind": "direct", "username": "nobody-here-at-all"})
+        assert (by_id.status, by_id.body) == (by_name.status, by_name.body) == \
+            (404, {"error": {"code": "not_found", "message": "no such user"}}), (by_id, by_name)
         top = (1 << 53) - 1                      # a valid id, echoed as given (audit O11)
         r = (await api.expect(200, "DELETE", f"/api/v1/users/{top}/block", token=alice.token)).body
         assert r == {"user": top, "blocked": False, "changed": False}, r
