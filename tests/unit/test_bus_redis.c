@@ -1193,6 +1193,16 @@ static void t_node_gone(ctx *c) {
     CHECK(!pl_bus_node_gone(a->bus, 1));                  /* itself */
     CHECK(pl_bus_node_gone(a->bus, 7));                   /* never heard of */
     CHECK(!pl_bus_node_gone(a->bus, -1) && !pl_bus_node_gone(a->bus, 5000));
+    /* any message of a node says it is alive, not only a beat: a node just
+     * started publishes a presence view before its first beat (audit X4:
+     * its first user was announced online late) */
+    pl_sbuf s;
+    pl_sbuf_init(&s);
+    pl_bus_presence v = {.user = 5, .node = 7, .status = 2, .last_active = 1, .expires = pl_now_ms() + 60000};
+    pl_bus__enc_presence(&s, 7, &v);
+    CHECK_EQ(admin_publish(c->rs.port, "t:p", s.p, s.len), 0);
+    pl_sbuf_release(&s);
+    WAIT_CHECK(c, !pl_bus_node_gone(a->bus, 7), 2000);
     pl_bus_close(&b->bus);                                /* no goodbye: as a kill */
     pump(c, 1500);
     CHECK(!pl_bus_node_gone(a->bus, 2));
