@@ -99,8 +99,9 @@
  * Redis delivered that sub has not received within 10 s means sub is
  * half-open or 10 s behind; either way sub reconnects (and resyncs).
  * Other nodes: every tick each node also PUBLISHes a beat on "p"; a node
- * subscribed for NODE_GONE_MS that heard none from node N for as long
- * takes N for gone (node_gone: a node killed without closing). The push
+ * subscribed for NODE_GONE_MS that heard nothing from node N for as long
+ * (no beat, no other message) takes N for gone (node_gone: a node killed
+ * without closing). The push
  * worker then no longer trusts N's presence views, which otherwise stay
  * until they expire (--presence-timeout).
  *

@@ -120,7 +120,7 @@ static void on_confirm(pl_bus_redis *b, const redisReply *name, int subscribed) 
 
 /* A node is gone once this node has been subscribed to "p" for longer than
  * NODE_GONE_MS (so it would have heard every live node's beats, one a
- * second) and heard none from it for as long, while its own beats keep
+ * second) and heard nothing from it (no beat, no other message) for as long, while its own beats keep
  * coming back on "p" (so it is not this node's subscription that lags:
  * Redis delivers a channel's messages in the order it took them). */
 int pl_bus__redis_node_gone(pl_bus *pb, int node) {
