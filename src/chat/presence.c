@@ -384,6 +384,7 @@ static void publish_own(presence *p, int status, int64_t last_active, int64_t no
     size_t n = 0;
     int64_t *convs = local_convs(p->user, &n);
     int64_t wall = pl_now_ms();
+    int here = chat_user_get(p->user) != NULL;
     pl_bus_presence v = {
         .user = p->user,
         .node = C.bus->node,
@@ -395,8 +396,8 @@ static void publish_own(presence *p, int status, int64_t last_active, int64_t no
          * E5: a user removed from its only conversation published the
          * last ones kept, and other nodes went on announcing it there);
          * without, whom its sessions could see */
-        .convs = chat_user_get(p->user) ? convs : p->convs,
-        .nconvs = chat_user_get(p->user) ? n : p->nconvs,
+        .convs = here ? convs : p->convs,
+        .nconvs = here ? n : p->nconvs,
     };
     p->local_pub = (uint8_t)status;
     p->pub_at = now;

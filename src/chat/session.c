@@ -461,6 +461,12 @@ void pl_chat_conn_closed(pl_conn *c) {
 
 /* ---- messages ------------------------------------------------------------------ */
 
+/* 1 if a message its decoder refused still says `"type": "auth"`. */
+static int says_auth(const pl_msg *m) {
+    json_t *type = m->root ? json_object_get(m->root, "type") : NULL;
+    return json_is_string(type) && strcmp(json_string_value(type), "auth") == 0;
+}
+
 void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
     session *s = c->session;
     if (!s) return;
@@ -485,9 +491,7 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         pl_msg m;
         pl_proto_err e;
         int r = pl_proto_decode((const char *)p, n, (size_t)C.cfg->max_body, &m, &e);
-        json_t *type = r && m.root ? json_object_get(m.root, "type") : NULL;
-        if (json_is_string(type) && strcmp(json_string_value(type), "auth") == 0)
-            m.type = PL_MSG_AUTH;             /* refused before its type was read (a bad req) */
+        if (r && says_auth(&m)) m.type = PL_MSG_AUTH;   /* refused before its type was read (a bad req) */
         /* an `auth`, but not a valid one, or a message that is not JSON at
          * all (a repeated key, say: it was "authenticate first", which
          * misled a client that had sent an `auth`): say why */
@@ -553,8 +557,7 @@ static void dispatch_msg(session *s, const uint8_t *p, size_t n) {
     if (r) {
         /* a second `auth` is refused as one, malformed or not (audit O10:
          * one without a token was told `"token" must be a string`) */
-        json_t *type = m.root ? json_object_get(m.root, "type") : NULL;
-        int auth = json_is_string(type) && strcmp(json_string_value(type), "auth") == 0;
+        int auth = says_auth(&m);
         chat_send_error(c, e.req, auth ? "bad_request" : e.code, auth ? "already authenticated" : e.message);
         pl_msg_release(&m);
         return;
