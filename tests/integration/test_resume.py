@@ -9,7 +9,7 @@ import select
 import socket
 import struct
 
-from pclient import OP_TEXT, Harness, async_test, build_frame, msg_events, pipeline_send, seq_ids, seqs
+from pclient import OP_TEXT, WS, Harness, async_test, build_frame, msg_events, pipeline_send, seq_ids, seqs
 
 GAP = 500
 
@@ -322,3 +322,70 @@ async def test_auth_req_is_copied_into_ready_and_its_errors(server):
         assert [(e["code"], e["conversation"], e.get("req")) for e in errs] == [("not_found", g, "au")], errs
         synced = [m for m in got if m.get("type") == "synced"]
         assert synced[0]["conversation"] == cid and "req" not in synced[0], synced
+
+
+@async_test(120)
+async def test_a_group_everyone_left_resumes_exactly(server):
+    """design.md "Streams that linger": when every member of a busy group
+    on a node has gone, what is committed meanwhile (an edit and a removal
+    included) reaches each member coming back exactly once, in order, in
+    its current form, and a member removed meanwhile gets nothing of it. In
+    cluster mode the members are all on one node and the
+    writes go through the load balancer."""
+    urls = getattr(server, "node_ws_urls", None)
+    url = urls[0] if urls else server.ws_url
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol, dave = await api.register_many(4, "lg")
+        g = (await api.create_group(alice, [bob.id, carol.id, dave.id]))["id"]
+
+        async def connect(user, name):
+            c = WS(url, user.token, name=name)
+            h.clients.append(c)
+            await c.connect()
+            return c
+
+        async def send(body):
+            r = await api.expect(201, "POST", f"/api/v1/conversations/{g}/messages", token=alice.token,
+                                 json_body={"client_msg_id": body, "body": body})
+            return r.body["seq"]
+
+        first = [await connect(u, u.username) for u in (bob, carol, dave)]
+        for i in range(3):
+            S = await send(f"before {i}")
+        for c in first:
+            await c.wait_seq(g, S)
+            await c.close()
+        await asyncio.sleep(0.3)                   # the node has seen them go
+
+        m1 = await send("while away 1")
+        m2 = await send("while away 2")
+        await api.expect(200, "PATCH", f"/api/v1/conversations/{g}/messages/{m2}", token=alice.token,
+                         json_body={"body": "while away 2, edited"})
+        await api.remove_member(alice, g, dave.id)
+        end = await send("after dave left")
+
+        b = await connect(bob, "bob2")
+        d = await connect(dave, "dave2")
+        for c in (b, d):
+            await c.send_json({"type": "sync", "cursors": {str(g): S}})
+        sb = await b.wait_for(lambda m: m.get("type") == "synced" and m.get("conversation") == g, what="bob synced")
+        assert sb["seq"] == end, sb
+        ev = [m for m in b.msgs[:b.msgs.index(sb)] if m.get("type") == "event" and m.get("conversation") == g]
+        assert seqs(ev) == list(range(S + 1, end + 1)), seqs(ev)
+        assert [e["kind"] for e in ev] == ["message", "message", "edit", "member_removed", "message"], ev
+        assert ev[0]["seq"] == m1 and ev[0]["body"] == "while away 1"
+        assert ev[1]["seq"] == m2 and ev[1]["body"] == "while away 2, edited" and "edited_ts" in ev[1], ev[1]
+        assert ev[4]["body"] == "after dave left"
+
+        # dave was removed while no session of his was connected: the
+        # conversation is gone from his `ready` and his cursor is not_found
+        # (protocol.md "What a member sees"), nothing of it is sent
+        sd = await d.wait_for(lambda m: m.get("type") in ("synced", "error") and m.get("conversation") == g,
+                              what="dave's sync answer")
+        assert sd["type"] == "error" and sd["code"] == "not_found", sd
+        assert g not in [c["id"] for c in d.ready["conversations"]], d.ready
+        late = await send("later")
+        await b.wait_seq(g, late)
+        assert not [m for m in d.msgs if m.get("type") == "event" and m.get("conversation") == g], d.msgs[-3:]
+        assert not b.errors(), b.errors()
