@@ -524,7 +524,10 @@ static void purge_submit(void) {
 static void purged(pl_job *j) {
     int again = !j->result && j->out_id >= PURGE_BATCH && L.up;
     if (j->result) pl_log(PL_LOG_WARN, 0, "retention purge failed", "\"rc\":%d", j->result);
-    else if (j->out_id) pl_log(PL_LOG_INFO, 0, "retention: messages erased", "\"count\":%lld", (long long)j->out_id);
+    else if (j->out_id) {
+        pl_log(PL_LOG_INFO, 0, "retention: messages erased", "\"count\":%lld", (long long)j->out_id);
+        pl_chat_erased();                       /* no replay from memory serves them */
+    }
     pl_job_release(j);
     L.busy = 0;
     if (again && A.store) purge_submit();       /* more to do: the next batch at once */

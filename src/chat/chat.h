@@ -131,6 +131,12 @@ void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, vo
  * while it is blocked. */
 void pl_chat_conv_blocked(int64_t conv, int blocked);
 
+/* Messages were erased without an event (a retention purge, a deleted
+ * account's erasure: api_life.c): the recent frames this node keeps for
+ * replays (deliver_ring.c) are dropped, so no replay serves erased text;
+ * catching up reads the store until the rings fill again. */
+void pl_chat_erased(void);
+
 /* The content filter (filter.h; docs/protocol.md "Content filter";
  * content.c). pl_chat_filter_load reads the rules file at path ("" or
  * NULL: no filter) and makes it the active one: 0, or -1 with err when the

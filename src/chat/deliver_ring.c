@@ -2,7 +2,8 @@
  *
  * Owns: each ring (deliver_rings, conv id -> frame_ring) and the budget of
  * all of them; keeping a frame as an event is processed (ring_add), serving
- * a catching-up subscription from it (ring_serve), freeing a stream's ring.
+ * a catching-up subscription from it (ring_serve), freeing a stream's ring,
+ * and every ring when messages were erased without an event (pl_chat_erased).
  * Not here: when a frame is added (conv_process, deliver.c) or served
  * (replay_next, deliver_sync.c).
  */
@@ -40,6 +41,12 @@
  *      event naming T (a reply's preview, an earlier edit), so a
  *      subscription that reaches a dropped frame reads from the store. A
  *      deleted message's text is not kept here either.
+ *      An erasure without an event (retention, a deleted account's
+ *      messages: the store's purge) names nothing here: pl_chat_erased
+ *      drops every ring of the node whose purge erased them (audit L6: a
+ *      replay from the ring gave the text of messages history already
+ *      showed as deleted). In cluster mode another node's rings are not
+ *      told (docs/design.md "Recent frames": a known gap).
  *   3. A message with attachments is held as a hole: its frame carries
  *      signed media URLs that expire (--media-url-ttl), and a replay signs
  *      them afresh (docs/protocol.md "Attachments in messages"). */
@@ -155,5 +162,13 @@ void ring_serve(sub *x) {
         if (!f || chat_deliver_event(x, f, seq)) return;
         pl_count(&pl_m_frames_out, 1);
         x->sent_seq = seq;
+    }
+}
+
+void pl_chat_erased(void) {
+    for (size_t i = 0; i < C.convs.cap; i++) {
+        if (!C.convs.slots || !C.convs.slots[i].key) continue;
+        chat_conv *cv = C.convs.slots[i].val;
+        if (cv->has_ring) ring_free(cv);    /* the next event starts it again */
     }
 }

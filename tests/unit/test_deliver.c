@@ -618,6 +618,34 @@ TEST(deliver_three_subscriptions_keep_recent_frames) {
     h_stop(all, 5);
 }
 
+/* Audit L6: an erasure without an event (a retention purge, a deleted
+ * account's messages) drops the recent frames (pl_chat_erased), so a
+ * subscription catching up reads the store, whose copy is the erased
+ * form; the next event starts the ring again. Before, the ring served the
+ * erased text to every member catching up from it. */
+TEST(deliver_erasure_drops_recent_frames) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1};
+    fconn *all[5];
+    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
+    fconn *late = all[3] = h_session(103, 103, &cs, 1, 1);      /* held until its sync */
+    fconn *later = all[4] = h_session(104, 104, &cs, 1, 1);
+    CHECK(late != NULL && later != NULL);
+    for (int64_t seq = 2; seq <= 6; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
+    pl_chat_erased();
+    h_text(late, "{\"type\":\"sync\",\"cursors\":{\"30\":3}}");
+    CHECK_EQ(h_replay_read(30, 3, 6), 0);         /* the store, not the frames */
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    CHECK(is_run(late, 30, 4, 3));
+    CHECK(has_frame(late, "synced"));
+    h_publish(30, 7, PL_EV_MESSAGE, 0);           /* kept again from here */
+    h_publish(30, 8, PL_EV_MESSAGE, 0);
+    h_text(later, "{\"type\":\"sync\",\"cursors\":{\"30\":6}}");
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    CHECK(is_run(later, 30, 7, 2));
+    h_stop(all, 5);
+}
+
 /* A small group's frames take at most RING_SUB_BYTES (8 KiB) per
  * subscription: three keep the newest ~24 KiB, and a subscription further
  * behind reads the rest from the store first. */
