@@ -74,6 +74,9 @@ typedef struct pl_bus_handlers {
     void (*typing)(void *ud, int64_t conv, int64_t user, int start, int origin_node);
     /* a block set (1) or lifted (0) the flag of direct conversation conv */
     void (*conv_blocked)(void *ud, int64_t conv, int blocked);
+    /* some node's purge erased messages without an event (every node,
+     * this one included; ephemeral: a node that missed it gets a resync) */
+    void (*erased)(void *ud);
     void (*receipt)(void *ud, const pl_bus_receipt *r);
     void (*presence)(void *ud, const pl_bus_presence *p);
     void (*resync)(void *ud);
@@ -108,6 +111,8 @@ typedef struct pl_bus_ops {
     void (*publish_typing)(pl_bus *b, int64_t conv, int64_t user, int start);
     /* to the nodes subscribed to conv, this one included (ephemeral) */
     void (*publish_conv_blocked)(pl_bus *b, int64_t conv, int blocked);
+    /* to every node, this one included (ephemeral): handlers.erased */
+    void (*publish_erased)(pl_bus *b);
     void (*publish_receipt)(pl_bus *b, const pl_bus_receipt *r);
     /* stores p as this node's view of p->user (kept until p->expires) and
      * announces it to every node (including this one) */
@@ -177,6 +182,7 @@ static inline void pl_bus_publish_join(pl_bus *b, int64_t u, int64_t c, int64_t 
 static inline void pl_bus_publish_revoke(pl_bus *b, int64_t u, int64_t l) { b->ops->publish_revoke(b, u, l); }
 static inline void pl_bus_publish_typing(pl_bus *b, int64_t c, int64_t u, int st) { b->ops->publish_typing(b, c, u, st); }
 static inline void pl_bus_publish_conv_blocked(pl_bus *b, int64_t c, int bl) { b->ops->publish_conv_blocked(b, c, bl); }
+static inline void pl_bus_publish_erased(pl_bus *b) { b->ops->publish_erased(b); }
 static inline void pl_bus_publish_keys_low(pl_bus *b, int64_t u, int64_t d, int64_t n) { b->ops->publish_keys_low(b, u, d, n); }
 static inline void pl_bus_publish_receipt(pl_bus *b, const pl_bus_receipt *r) { b->ops->publish_receipt(b, r); }
 static inline void pl_bus_publish_presence(pl_bus *b, const pl_bus_presence *p) { b->ops->publish_presence(b, p); }

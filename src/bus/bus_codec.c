@@ -95,6 +95,11 @@ void pl_bus__enc_blocked(pl_sbuf *s, int origin, int64_t conv, int blocked) {
     enc_end(s);
 }
 
+void pl_bus__enc_erased(pl_sbuf *s, int origin) {
+    enc_head(s, PL_BM_ERASED, origin);
+    enc_end(s);
+}
+
 void pl_bus__enc_receipt(pl_sbuf *s, int origin, const pl_bus_receipt *r) {
     enc_head(s, PL_BM_RECEIPT, origin);
     f_int(s, r->conv);
@@ -358,6 +363,8 @@ int pl_bus__decode(char *buf, size_t len, pl_bus_msg *m, int64_t **convs, size_t
         p->nconvs = (size_t)n;
         break;
     }
+    case PL_BM_ERASED:
+        break;
     case PL_BM_BEAT:
         if (r_i64(&r, &m->beat.n)) goto bad;
         if (r.p < r.end && *r.p == '|' && r_i64(&r, &m->beat.since)) goto bad;   /* else 0 (memset) */

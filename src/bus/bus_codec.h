@@ -23,6 +23,9 @@
  *   R origin|user|login                       revocation
  *   T origin|conv|user|start                  typing
  *   B origin|conv|blocked                     a direct conversation's block flag
+ *   W origin                                  messages were erased without an
+ *                                             event (the purge): drop what is
+ *                                             kept of recent events
  *   C origin|conv|user|delivered|read|unread|members|peer      receipt
  *   P origin|user|status|last_active|expires|n|conv_1|...|conv_n presence
  *   Z origin|n[|since]                        heartbeat; since: the node's start, wall ms
@@ -62,7 +65,8 @@ enum {
     PL_BM_RECEIPT = 'C',
     PL_BM_PRESENCE = 'P',
     PL_BM_KEYS_LOW = 'K',
-    PL_BM_BEAT = 'Z'
+    PL_BM_BEAT = 'Z',
+    PL_BM_ERASED = 'W'
 };
 
 /* A decoded message. Every pointer in it is borrowed: strings point into
@@ -91,6 +95,7 @@ void pl_bus__enc_join(pl_sbuf *s, int origin, int64_t user, int64_t conv, int64_
 void pl_bus__enc_revoke(pl_sbuf *s, int origin, int64_t user, int64_t login);
 void pl_bus__enc_typing(pl_sbuf *s, int origin, int64_t conv, int64_t user, int start);
 void pl_bus__enc_blocked(pl_sbuf *s, int origin, int64_t conv, int blocked);
+void pl_bus__enc_erased(pl_sbuf *s, int origin);
 void pl_bus__enc_receipt(pl_sbuf *s, int origin, const pl_bus_receipt *r);
 void pl_bus__enc_presence(pl_sbuf *s, int origin, const pl_bus_presence *p);
 void pl_bus__enc_beat(pl_sbuf *s, int origin, int64_t n, int64_t since);

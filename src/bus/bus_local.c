@@ -14,6 +14,9 @@ static void l_event(pl_bus *b, const pl_event *ev, int64_t batch) {
 static void l_head(pl_bus *b, int64_t conv, int64_t seq) { b->h.head(b->h.ud, conv, seq); }
 static void l_join(pl_bus *b, int64_t user, int64_t conv, int64_t seq) { b->h.join(b->h.ud, user, conv, seq); }
 static void l_revoke(pl_bus *b, int64_t user, int64_t login) { b->h.revoke(b->h.ud, user, login); }
+static void l_erased(pl_bus *b) {
+    if (b->h.erased) b->h.erased(b->h.ud);
+}
 static void l_conv_blocked(pl_bus *b, int64_t conv, int blocked) {
     if (b->h.conv_blocked) b->h.conv_blocked(b->h.ud, conv, blocked);
 }
@@ -50,6 +53,7 @@ static const pl_bus_ops local_ops = {
     .publish_revoke = l_revoke,
     .publish_typing = l_typing,
     .publish_conv_blocked = l_conv_blocked,
+    .publish_erased = l_erased,
     .publish_receipt = l_receipt,
     .publish_presence = l_presence,
     .publish_keys_low = l_keys_low,

@@ -374,6 +374,7 @@ static const pl_bus_ops redis_ops = {
     .publish_keys_low = pl_bus__redis_keys_low,
     .publish_typing = pl_bus__redis_typing,
     .publish_conv_blocked = pl_bus__redis_conv_blocked,
+    .publish_erased = pl_bus__redis_erased,
     .publish_receipt = pl_bus__redis_receipt,
     .publish_presence = pl_bus__redis_presence,
     .subscribe_conv = pl_bus__redis_sub_conv,

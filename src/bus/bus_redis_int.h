@@ -216,6 +216,7 @@ void pl_bus__redis_revoke(pl_bus *pb, int64_t user, int64_t login);
 void pl_bus__redis_keys_low(pl_bus *pb, int64_t user, int64_t device, int64_t count);
 void pl_bus__redis_typing(pl_bus *pb, int64_t conv, int64_t user, int start);
 void pl_bus__redis_conv_blocked(pl_bus *pb, int64_t conv, int blocked);
+void pl_bus__redis_erased(pl_bus *pb);
 void pl_bus__redis_receipt(pl_bus *pb, const pl_bus_receipt *r);
 /* PUBLISHes b->enc on prefix+tag+id, tracked as e (notes 4-7) */
 void pl_bus__redis_pub_send(pl_bus_redis *b, const char *tag, int64_t id, pub_ent *e);

@@ -254,6 +254,17 @@ void pl_bus__redis_conv_blocked(pl_bus *pb, int64_t conv, int blocked) {
     pl_bus__redis_pub_send(b, "c:", conv, &e);
 }
 
+/* On "p", which every node subscribes to first and keeps (bus_redis.c note 2). */
+void pl_bus__redis_erased(pl_bus *pb) {
+    pl_bus_redis *b = B(pb);
+    if (b->base.h.erased) b->base.h.erased(b->base.h.ud);
+    if (b->closing || !pl_rconn_is_up(&b->cmd)) return;
+    pl_bus__redis_enc_reset(b);
+    pl_bus__enc_erased(&b->enc, b->base.node);
+    pub_ent e = {0, 0, 0, 0, PUB_EPHEMERAL};
+    pl_bus__redis_pub_send(b, "p", -1, &e);
+}
+
 void pl_bus__redis_receipt(pl_bus *pb, const pl_bus_receipt *r) {
     pl_bus_redis *b = B(pb);
     if (b->base.h.receipt) b->base.h.receipt(b->base.h.ud, r);

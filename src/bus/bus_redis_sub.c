@@ -198,6 +198,9 @@ static void on_message(pl_bus_redis *b, redisReply *payload) {
     case PL_BM_BLOCKED:
         if (h->conv_blocked) h->conv_blocked(h->ud, m.blocked.conv, m.blocked.blocked);
         break;
+    case PL_BM_ERASED:
+        if (h->erased) h->erased(h->ud);
+        break;
     case PL_BM_RECEIPT:
         if (h->receipt) h->receipt(h->ud, &m.receipt);
         break;

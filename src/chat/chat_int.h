@@ -373,6 +373,7 @@ uint64_t   deliver_mlog_mark(void);
 int        deliver_mlog_changed(uint64_t mark, int64_t user, int64_t conv, int64_t seq);
 void       deliver_mlog_apply(session *s, uint64_t mark);
 void       deliver_on_resync(void *ud);
+void       deliver_on_erased(void *ud);
 void       deliver_on_conv_ready(void *ud, int64_t conv);
 void       deliver_on_user_ready(void *ud, int64_t user);
 void       deliver_user_added(chat_user *u);

@@ -697,6 +697,7 @@ void deliver_on_user_ready(void *ud, int64_t user) {
 void deliver_on_resync(void *ud) {
     if (C.stopping) return;
     pl_count(&pl_m_bus_resyncs, 1);
+    deliver_on_erased(ud);                    /* an `erased` may have been lost */
     presence_resync();
     for (size_t i = 0; i < C.convs.cap; i++)
         if (C.convs.slots[i].key) verify_add(C.convs.slots[i].key);

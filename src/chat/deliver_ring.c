@@ -42,11 +42,12 @@
  *      subscription that reaches a dropped frame reads from the store. A
  *      deleted message's text is not kept here either.
  *      An erasure without an event (retention, a deleted account's
- *      messages: the store's purge) names nothing here: pl_chat_erased
- *      drops every ring of the node whose purge erased them (audit L6: a
- *      replay from the ring gave the text of messages history already
- *      showed as deleted). In cluster mode another node's rings are not
- *      told (docs/design.md "Recent frames": a known gap).
+ *      messages: the store's purge) names nothing here: the node whose
+ *      purge erased any tells every node (pl_chat_erased, the bus's
+ *      `erased`) and each drops all its rings (audit L6: a replay from the
+ *      ring gave the text of messages history already showed as
+ *      deleted); a node that may have missed that (a bus resync) drops
+ *      them too.
  *   3. A message with attachments is held as a hole: its frame carries
  *      signed media URLs that expire (--media-url-ttl), and a replay signs
  *      them afresh (docs/protocol.md "Attachments in messages"). */
@@ -165,10 +166,18 @@ void ring_serve(sub *x) {
     }
 }
 
-void pl_chat_erased(void) {
+/* Some node's purge erased messages (the bus's `erased`, this node's
+ * included), or this node may have missed that (a bus resync): every ring
+ * goes; the next events start them again. */
+void deliver_on_erased(void *ud) {
     for (size_t i = 0; i < C.convs.cap; i++) {
         if (!C.convs.slots || !C.convs.slots[i].key) continue;
         chat_conv *cv = C.convs.slots[i].val;
-        if (cv->has_ring) ring_free(cv);    /* the next event starts it again */
+        if (cv->has_ring) ring_free(cv);
     }
+}
+
+void pl_chat_erased(void) {
+    if (C.bus) pl_bus_publish_erased(C.bus);  /* here too (bus.h) */
+    else deliver_on_erased(NULL);
 }

@@ -75,6 +75,7 @@ void pl_chat_bus_handlers(pl_bus_handlers *h) {
     h->revoke = session_on_revoke;
     h->typing = typing_on_bus;
     h->conv_blocked = typing_conv_blocked;
+    h->erased = deliver_on_erased;            /* deliver_ring.c */
     h->receipt = receipts_on_bus;
     h->presence = presence_on_bus;
     h->resync = deliver_on_resync;

@@ -139,6 +139,12 @@ TEST(bus_codec_roundtrip) {
     free(copy);
     CHECK(m.type == PL_BM_BLOCKED && m.origin == 6 && m.blocked.conv == 33 && m.blocked.blocked == 1);
 
+    s.len = 0;                                        /* a purge erased messages somewhere */
+    pl_bus__enc_erased(&s, 7);
+    CHECK_EQ(dec(&s, &m, &copy, &convs, &cap), 0);
+    free(copy);
+    CHECK(m.type == PL_BM_ERASED && m.origin == 7);
+
     pl_bus_receipt rc = {.conv = 41, .user = 42, .delivered = 43, .read = 44, .unread = 0, .members = 46,
                          .peer = 47, .unread_mentions = 2};
     s.len = 0;
@@ -264,7 +270,7 @@ TEST(bus_codec_malformed) {
     pl_event e = {.conv = 10, .seq = 11, .id = 12, .ts = 13, .kind = 2, .sender = 14, .client_msg_id = "k",
                   .body = "b|9:.", .body_len = 5, .data = "{}"};
     /* every proper prefix of every message type is refused */
-    for (int t = 0; t < 9; t++) {
+    for (int t = 0; t < 10; t++) {
         s.len = 0;
         switch (t) {
         case 0: pl_bus__enc_event(&s, 1, &e); break;
@@ -276,6 +282,7 @@ TEST(bus_codec_malformed) {
         case 6: pl_bus__enc_presence(&s, 1, &p); break;
         case 7: pl_bus__enc_beat(&s, 1, 77, 5); break;
         case 8: pl_bus__enc_blocked(&s, 1, 5, 0); break;
+        case 9: pl_bus__enc_erased(&s, 1); break;
         }
         CHECK_EQ(dec_str(s.p, s.len), 0);
         for (size_t n = 0; n < s.len; n++) CHECK_EQ(dec_str(s.p, n), -1);
@@ -292,7 +299,7 @@ TEST(bus_codec_malformed) {
         {"E1|1|1|1|1|99999999999|1|0|~|~|~.", 34}, {"E1|1|1|-1|1|2|1|0|~|~|~.", 25},
         {"E1|1|1|1|1|2|1|0|~x|~|~.", 24}, {"P1|2|2|3|4|1000000|1.", 21}, {"P1|2|2|3|4|-1.", 14},
         {"P1|2|2|3|4|2|1.", 15}, {"Z1.", 3}, {"T1|2|3|99999999999.", 19},
-        {"C1|1|2|3|4|5|6|7|-2.", 20},
+        {"C1|1|2|3|4|5|6|7|-2.", 20}, {"W.", 2}, {"W1|x.", 5},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (dec_str(bad[i].m, bad[i].n) != -1) fprintf(stderr, "  accepted bad[%zu]\n", i);
@@ -502,6 +509,7 @@ typedef struct node {
     int64_t   acked[MAXREC];
     size_t    nacked;
     int       close_on;                   /* CLOSE_ON_*: the handler closes the bus */
+    int       nerased;
 } node;
 
 enum { CLOSE_ON_EVENT = 1, CLOSE_ON_ACK = 2, CLOSE_ON_READY = 4 };
@@ -518,6 +526,7 @@ static void h_event(void *ud, const pl_event *ev) {
     d->body = ev->body ? pl_strndup(ev->body, ev->body_len) : NULL;
     if (n->close_on & CLOSE_ON_EVENT) pl_bus_close(&n->bus);
 }
+static void h_erased(void *ud) { ((node *)ud)->nerased++; }
 static void h_head(void *ud, int64_t conv, int64_t seq) {
     node *n = ud;
     if (n->nhead < MAXREC) n->head[n->nhead].conv = conv, n->head[n->nhead].seq = seq, n->nhead++;
@@ -619,7 +628,7 @@ static pl_bus *node_bus(ctx *c, int i, double urate, double uburst, double crate
     pl_bus_handlers h = {
         .event = h_event, .head = h_head, .join = h_join, .revoke = h_revoke, .typing = h_typing,
         .receipt = h_receipt, .presence = h_presence, .resync = h_resync, .conv_ready = h_conv_ready,
-        .user_ready = h_user_ready, .outbox_acked = h_acked, .ud = &c->n[i],
+        .user_ready = h_user_ready, .outbox_acked = h_acked, .erased = h_erased, .ud = &c->n[i],
     };
     pl_bus_redis_opts o = {.url = url, .node = i + 1, .prefix = "t:", .user_rate = urate,
                            .user_burst = uburst, .conv_rate = crate, .conv_burst = cburst,
@@ -860,6 +869,12 @@ static void t_signals(ctx *c) {
     CHECK_EQ(a->nrevoke, 1);
     WAIT_CHECK(c, b->nrevoke == 1, 5000);
     CHECK(b->revoke[0].user == 42 && b->revoke[0].login == 555);
+
+    pl_bus_publish_erased(a->bus);                         /* every node, a first */
+    CHECK_EQ(a->nerased, 1);
+    WAIT_CHECK(c, b->nerased == 1, 5000);
+    pump(c, 50);
+    CHECK_EQ(a->nerased, 1);                               /* not its own twice */
 
     pl_bus_publish_typing(a->bus, 100, 42, 1);
     CHECK(a->ntyping == 1 && a->typing[0].origin == 1);
