@@ -132,9 +132,10 @@ void pl_chat_users_online(const int64_t *ids, size_t n, pl_chat_online_cb cb, vo
 void pl_chat_conv_blocked(int64_t conv, int blocked);
 
 /* Messages were erased without an event (a retention purge, a deleted
- * account's erasure: api_life.c): the recent frames this node keeps for
- * replays (deliver_ring.c) are dropped, so no replay serves erased text;
- * catching up reads the store until the rings fill again. */
+ * account's erasure: api_life.c): the recent frames every node keeps for
+ * replays (deliver_ring.c; this node's at once, the others' through the
+ * bus) are dropped, so no replay serves erased text; catching up reads the
+ * store until the rings fill again. Nothing after pl_chat_shutdown. */
 void pl_chat_erased(void);
 
 /* The content filter (filter.h; docs/protocol.md "Content filter";

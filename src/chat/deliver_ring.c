@@ -178,6 +178,7 @@ void deliver_on_erased(void *ud) {
 }
 
 void pl_chat_erased(void) {
+    if (C.stopping) return;
     if (C.bus) pl_bus_publish_erased(C.bus);  /* here too (bus.h) */
     else deliver_on_erased(NULL);
 }
