@@ -326,11 +326,12 @@ async def test_auth_req_is_copied_into_ready_and_its_errors(server):
 
 @async_test(120)
 async def test_a_group_everyone_left_resumes_exactly(server):
-    """design.md "Streams that linger": when every member of a busy group
-    on a node has gone, what is committed meanwhile (an edit and a removal
-    included) reaches each member coming back exactly once, in order, in
-    its current form, and a member removed meanwhile gets nothing of it. In
-    cluster mode the members are all on one node and the
+    """When every member of a busy group on a node has gone (its stream and
+    recent frames go with them: design.md "Recent frames"; a stream kept a
+    while longer was tried, benchmarks.md "streams that linger"), what is
+    committed meanwhile (an edit and a removal included) reaches each
+    member coming back exactly once, in order, in its current form, and a
+    member removed meanwhile gets nothing of it. In cluster mode the members are all on one node and the
     writes go through the load balancer."""
     urls = getattr(server, "node_ws_urls", None)
     url = urls[0] if urls else server.ws_url
