@@ -28,6 +28,7 @@ static void encode(pl_sbuf *s, const pl_bus_msg *m) {
     case PL_BM_RECEIPT:  pl_bus__enc_receipt(s, m->origin, &m->receipt); break;
     case PL_BM_PRESENCE: pl_bus__enc_presence(s, m->origin, &m->presence); break;
     case PL_BM_BEAT:     pl_bus__enc_beat(s, m->origin, m->beat.n, m->beat.since); break;
+    case PL_BM_ERASED:   pl_bus__enc_erased(s, m->origin); break;
     case PL_BM_KEYS_LOW:
         pl_bus__enc_keys_low(s, m->origin, m->keys_low.user, m->keys_low.device, m->keys_low.count);
         break;
@@ -107,6 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
     case PL_BM_BLOCKED:
         FZ_CHECK(m2.blocked.conv == m.blocked.conv && m2.blocked.blocked == m.blocked.blocked);
+        break;
+    case PL_BM_ERASED:                         /* no fields */
         break;
     default:
         FZ_CHECK(m2.beat.n == m.beat.n);
