@@ -99,10 +99,14 @@ integration: build/asan/parleyd $(TEST_PREREQS)
 	  $(PY) -m pytest -q -p no:cacheprovider --durations=15 \
 	  $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS)) $(PYTEST_PATHS)
 
+# `make test` builds on both cores (the packages first, one apt-get at a
+# time), runs the unit suites side by side (each waits more than it
+# computes; -O keeps each one's output in one piece), then the integration
+# run, whose summary line ends the output.
 test: deps
-	@$(MAKE) --no-print-directory asan build/release/parleyd $(TEST_PREREQS)
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory unit-pg
+	@$(MAKE) --no-print-directory $(filter %-deps,$(TEST_PREREQS)) fuzz-deps
+	@$(MAKE) --no-print-directory -j2 asan build/release/parleyd $(TEST_PREREQS)
+	@$(MAKE) --no-print-directory -j2 -O unit unit-pg
 	@$(MAKE) --no-print-directory integration
 
 clean:

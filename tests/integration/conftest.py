@@ -1,8 +1,9 @@
 """Fixtures for Parley's integration tests: one suite, two modes (S3).
 
 Each test runs twice: against an embedded parleyd (SQLite, one process) and
-against a cluster: 3 nodes on PostgreSQL and Redis behind HAProxy, clients
-spread over the nodes by HAProxy (tests/cluster_proc.py). Test ids say
+against a cluster: 2 nodes on PostgreSQL and Redis behind HAProxy, clients
+spread over the nodes by HAProxy (tests/cluster_proc.py); a module that
+needs more says so (CLUSTER_NODES = 3 in test_cluster.py). Test ids say
 which: test_dm[embedded], test_dm[cluster]. PARLEY_MODES=embedded (or
 cluster) runs one mode only.
 
@@ -104,7 +105,8 @@ def server_factory(parleyd_bin, request, mode):
         workdir = tempfile.mkdtemp(prefix="parley-it-")
         if mode == "cluster":
             from cluster_proc import Cluster
-            s = Cluster(parleyd_bin, workdir, extra_args, nodes=nodes, pg=session_pg())
+            n = nodes if nodes is not None else getattr(request.module, "CLUSTER_NODES", None)
+            s = Cluster(parleyd_bin, workdir, extra_args, nodes=n, pg=session_pg())
         else:
             s = Server(parleyd_bin, workdir, extra_args)
         servers.append(s)

@@ -49,6 +49,7 @@ from pclient import (WS, Api, Harness, User, assert_contiguous, async_test, cmid
                      pipeline_send, seq_ids, seqs)
 
 WHY = "several parleyd nodes on PostgreSQL and Redis behind HAProxy"
+CLUSTER_NODES = 3        # conftest.py: these tests use a third node (the suite's default is 2)
 
 
 # --------------------------------------------------------------------------

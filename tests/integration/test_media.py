@@ -5,7 +5,7 @@ nodes share one --media-dir (the blob store every node reaches) and
 HAProxy spreads the requests over them.
 
 Servers are costly to start (a cluster is PostgreSQL, Redis, HAProxy and
-three nodes), so each test starts one per configuration and runs the
+two nodes), so each test starts one per configuration and runs the
 check_* coroutines below on it in turn.
 
 Written from the document:

@@ -7,7 +7,7 @@ server (PushSink) that records every request.
 Written from the document:
   * an offline member's device gets a notification with no text by
     default; the webhook is signed; nothing for the sender itself; exactly
-    one request per message and device, also with three nodes
+    one request per message and device, also with several nodes
     (test_push_offline_member_is_notified);
   * nothing while the user is connected; again once it is gone
     (test_push_skips_connected_users);
