@@ -89,11 +89,13 @@ run: deps
 unit: build/asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 build/asan/unit-tests
 
-# The suites run on two pytest-xdist workers (the tests wait on servers far
-# more than they compute: 15 min alone, under 10 on two); each worker starts
-# its own PostgreSQL and takes its own half of the free ports
-# (tests/parleyd_proc.py free_port). PYTEST_WORKERS=0 runs them in one process.
-PYTEST_WORKERS ?= 2
+# The suites run on three pytest-xdist workers on two cores (the tests wait
+# on servers more than they compute: on a slow 2-core machine 1,133 s on
+# two workers, 1,081 s on three, the browser scenarios spread through the
+# run: tests/browser/conftest.py); each worker starts its own PostgreSQL
+# and takes its own third of the free ports (tests/parleyd_proc.py
+# free_port). PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 3
 integration: build/asan/parleyd $(TEST_PREREQS)
 	PARLEYD=$(CURDIR)/build/asan/parleyd PARLEYD_RELEASE=$(CURDIR)/build/release/parleyd \
 	  $(PY) -m pytest -q -p no:cacheprovider --durations=15 \
