@@ -530,7 +530,9 @@ static void end_mark(chat_conv *cv, int64_t user, int64_t seq) {
  * session waiting for its first message) leaves its hold for this
  * conversation now: the ring holds the events up to the removal as they
  * are now, before any later one changed them (audit L5: released a second
- * later, they carried edits, reactions and pins made after the removal). */
+ * later, they carried edits, reactions and pins made after the removal; a
+ * conversation with a held subscription keeps a ring for that, the ring's
+ * note 4). */
 static void end_finish(chat_conv *cv, int64_t user, int64_t seq) {
     chat_user *u = pl_map_get(&C.users, user);
     for (session *s = u ? u->sessions : NULL; s; s = s->unext) {
@@ -584,7 +586,7 @@ static void conv_process(chat_conv *cv, const pl_event *ev) {
         }
     }
     if (queued) pl_count(&pl_m_frames_out, queued);
-    if (cv->has_ring || cv->nsubs >= ring_min_subs) {
+    if (ring_wanted(cv)) {
         if (frame) ring_add(cv, ev, frame, 0, 0, 1);
         else ring_add(cv, ev, ab, aoff, alen, 0);
     }

@@ -46,6 +46,7 @@ void     replay_next(sub *x);
 extern pl_map   deliver_rings;     /* conv id -> frame_ring (busy conversations) */
 extern uint32_t ring_min_subs;     /* RING_MIN_SUBS; tests may raise it       */
 void     ring_free(chat_conv *cv);
+int      ring_wanted(const chat_conv *cv);
 void     ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off, uint32_t len, int whole);
 void     ring_serve(sub *x);
 

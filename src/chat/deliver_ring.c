@@ -17,7 +17,8 @@
 
 /* ---- recent frames of busy conversations ---------------------------------
  *
- * A conversation with at least RING_MIN_SUBS subscriptions here keeps the
+ * A conversation with at least RING_MIN_SUBS subscriptions here (or with a
+ * held one: note 4) keeps the
  * frames of its last RING_FRAMES published events, at most RING_SUB_BYTES
  * per subscription (at the most it has had; RING_BYTES at most), all rings
  * together at most RING_TOTAL bytes (the budget: a ring that would pass it drops
@@ -50,7 +51,17 @@
  *      them too.
  *   3. A message with attachments is held as a hole: its frame carries
  *      signed media URLs that expire (--media-url-ttl), and a replay signs
- *      them afresh (docs/protocol.md "Attachments in messages"). */
+ *      them afresh (docs/protocol.md "Attachments in messages").
+ *   4. A conversation with a subscription held for its session's first
+ *      message (a handshake session, deliver_sync.c) keeps a ring too,
+ *      however few follow it: if the user is removed during the hold, the
+ *      subscription leaves it at the removal and is served what came up to
+ *      it from here, as it was then (end_finish, deliver.c). A store read
+ *      instead ran after whatever was committed meanwhile: in a cluster,
+ *      whose node hears of the removal later, it gave a removed user the
+ *      edit made after its removal (audit L5's test, failing now and then).
+ *      Such a ring goes at the first event after no subscription is held
+ *      and fewer than RING_MIN_SUBS follow, so DMs do not keep rings. */
 #define RING_FRAMES    256
 #define RING_BYTES     (128 * 1024)
 #define RING_SUB_BYTES (8 * 1024)
@@ -61,6 +72,7 @@ typedef struct frame_ring {
     uint32_t head, n;
     size_t   bytes;
     size_t   cap;                 /* its bytes at most: grows with nsubs     */
+    uint8_t  for_hold;            /* started for a held subscription (note 4) */
     pl_rbuf *fr[RING_FRAMES];     /* NULL: dropped (invariant 2)             */
     int64_t  ref[RING_FRAMES];    /* the event's ref: a reply's parent, an action's target */
 } frame_ring;
@@ -95,16 +107,39 @@ void ring_free(chat_conv *cv) {
     cv->has_ring = 0;
 }
 
+/* A held subscription of cv (note 4); none when a test raised
+ * ring_min_subs to have its members catch up from the store. */
+static int has_held(const chat_conv *cv) {
+    if (ring_min_subs > RING_MIN_SUBS) return 0;
+    for (const sub *x = cv->subs; x; x = x->next)
+        if (x->state == SUB_HELD) return 1;
+    return 0;
+}
+
+/* Whether cv's events are to be kept: it has a ring, or should start one.
+ * (Below RING_MIN_SUBS the list it scans is that short.) */
+int ring_wanted(const chat_conv *cv) {
+    return cv->has_ring || cv->nsubs >= ring_min_subs || has_held(cv);
+}
+
 /* Keeps ev's frame (bytes [off, off + len) of b when b is an arena, else
  * the whole of b; NULL: encoded here). */
 void ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off, uint32_t len, int whole) {
     frame_ring *r = cv->has_ring ? pl_map_get(&deliver_rings, cv->id) : NULL;
+    int busy = cv->nsubs >= ring_min_subs;
     if (!r) {
-        if (cv->nsubs < ring_min_subs || ring_total + sizeof *r > RING_TOTAL) return;
+        if ((!busy && !has_held(cv)) || ring_total + sizeof *r > RING_TOTAL) return;
         r = pl_calloc(1, sizeof *r);
         ring_total += sizeof *r;
         pl_map_put(&deliver_rings, cv->id, r);
         cv->has_ring = 1;
+        r->for_hold = !busy;
+    } else if (r->for_hold) {                 /* note 4 */
+        if (busy) r->for_hold = 0;
+        else if (!has_held(cv)) {
+            ring_free(cv);
+            return;
+        }
     }
     size_t cap = (size_t)cv->nsubs * RING_SUB_BYTES;
     if (cap > r->cap) r->cap = cap < RING_BYTES ? cap : RING_BYTES;

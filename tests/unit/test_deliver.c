@@ -592,7 +592,9 @@ TEST(deliver_catch_up_near_the_head_comes_from_recent_frames) {
 /* Three subscriptions are enough for recent frames (before: 16). In a
  * storm every member of every group comes back at once, and each read its
  * missed events from the store (docs/benchmarks.md "a storm's replays from
- * memory"). Two are not: a direct conversation's frames are not kept. */
+ * memory"). Two are not: a direct conversation's frames are kept only
+ * while a subscription of it is held (the ring's note 4), and go at the
+ * first event after. */
 TEST(deliver_three_subscriptions_keep_recent_frames) {
     h_start(0);
     conv_spec group = {30, 1, 1}, dm = {31, 1, 1};
@@ -613,8 +615,15 @@ TEST(deliver_three_subscriptions_keep_recent_frames) {
     CHECK(is_run(late, 30, 6, 5));
     CHECK(has_frame(late, "synced"));
     h_text(dm_late, "{\"type\":\"sync\",\"cursors\":{\"31\":5}}");
-    CHECK_EQ(h_replay_read(31, 5, 10), 0);        /* two: from the store */
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);   /* held until now: its ring */
     CHECK(is_run(dm_late, 31, 6, 5));
+    CHECK(conv_find(31)->has_ring);
+    h_publish(31, 11, PL_EV_MESSAGE, 0);           /* two, none held: none kept */
+    CHECK(!conv_find(31)->has_ring);
+    h_publish(31, 12, PL_EV_MESSAGE, 0);
+    CHECK(!conv_find(31)->has_ring);
+    CHECK(is_run(dm_late, 31, 6, 7));
     h_stop(all, 5);
 }
 
@@ -794,7 +803,9 @@ TEST(deliver_addition_during_authentication_subscribes) {
 }
 
 /* Defect 2: a held session (handshake auth, no message yet) removed meanwhile
- * still gets its member_removed after its sync, and nothing above it. */
+ * still gets its member_removed (at the removal, from the recent frames:
+ * deliver_a_held_session_ends_at_its_removal_at_once), and nothing above
+ * it, also after its sync. */
 TEST(deliver_held_session_gets_its_removal) {
     h_start(0);
     conv_spec cs = {10, 3, 1};
@@ -804,11 +815,9 @@ TEST(deliver_held_session_gets_its_removal) {
     h_publish(10, 5, PL_EV_MEMBER_REMOVED, 2);
     h_publish(10, 6, PL_EV_MESSAGE, 0);
     h_text(s, "{\"type\":\"sync\",\"cursors\":{\"10\":3}}");
-    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 10);
-    CHECK(j != NULL);
-    CHECK_EQ(j->before, 6);                        /* up to its removal only */
-    fs_answer_events(j, 6);
     turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    CHECK(has_frame(s, "synced"));
     int64_t seqs[16];
     CHECK_EQ(event_seqs(s, 10, seqs, 16), 2);
     CHECK_EQ(seqs[0], 4);
@@ -1868,9 +1877,13 @@ TEST(deliver_large_group_sync_still_ends_at_the_removal) {
 
 /* A handshake session held for its first message whose user is removed
  * meanwhile leaves the hold for that conversation at the removal: what
- * came up to it is read now (its form as of the removal, not a second
- * later), then member_removed, then nothing: no receipt or typing frame of
- * the conversation reaches it after the removal (audit L5). */
+ * came up to it is sent at once from the conversation's recent frames (its
+ * form as of the removal, not a second later; the ring's note 4), then
+ * member_removed, then nothing: no receipt, typing or edit frame of the
+ * conversation reaches it after the removal (audit L5). A store read at
+ * the removal, as before, ran after the edit committed behind it: in a
+ * cluster the removed user got the edited text (test_group.py's
+ * test_a_held_handshake_session_ends_at_its_removal, now and then). */
 TEST(deliver_a_held_session_ends_at_its_removal_at_once) {
     h_start(0);
     conv_spec cs = {10, 5, 1};
@@ -1878,15 +1891,21 @@ TEST(deliver_a_held_session_ends_at_its_removal_at_once) {
     CHECK(s != NULL);
     size_t at = s->nframes;
     h_publish(10, 6, PL_EV_MESSAGE, 0);
-    h_publish(10, 7, PL_EV_MEMBER_REMOVED, 2);
+    pl_event rm, ed;                                    /* the removal, then an edit of 6, one turn */
+    make_event(&rm, 10, 7, PL_EV_MEMBER_REMOVED, 1, 2);
+    make_event(&ed, 10, 8, PL_EV_EDIT, 1, 0);
+    ed.ref = 6;
+    log_kind[7] = PL_EV_MEMBER_REMOVED;
+    log_subject[7] = 2;
+    log_kind[8] = PL_EV_EDIT;
+    pl_bus_publish_event(H.bus, &rm, 0);
+    pl_bus_publish_event(H.bus, &ed, 0);
+    pl_event_release(&rm);
+    pl_event_release(&ed);
     turn();
-    pl_job *r = fs_take(&H.store, PL_READ_EVENTS, 10);  /* now, not when the hold ends */
-    CHECK(r != NULL);
-    CHECK_EQ(r->after, 5);
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);   /* no read: the frames as published */
     pl_bus_receipt rc = {10, 3, 6, 6, 0, 3, 0, -1};     /* another member reads, after it */
     pl_bus_publish_receipt(H.bus, &rc);
-    turn();
-    fs_answer_events(r, 7);
     turn();
     char trace[128];
     frame_trace(s, at, trace, sizeof trace);
@@ -1901,6 +1920,30 @@ TEST(deliver_a_held_session_ends_at_its_removal_at_once) {
     frame_trace(s, at, trace, sizeof trace);
     CHECK_STR(trace, "event:6 event:7 synced:7");
     CHECK(!has_frame(s, "error"));
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
+/* The ring a held subscription started (the ring's note 4) serves its
+ * catch-up when the hold ends, then goes at the next event: a DM with one
+ * or two sessions does not keep one. */
+TEST(deliver_a_ring_kept_for_a_hold_goes_after_it) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 1);             /* held */
+    CHECK(s != NULL);
+    size_t at = s->nframes;
+    CHECK(!conv_find(10)->has_ring);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    CHECK(conv_find(10)->has_ring);
+    session_release_hold(s->c.session);
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);   /* from the frames */
+    h_publish(10, 7, PL_EV_MESSAGE, 0);
+    CHECK(!conv_find(10)->has_ring);
+    char trace[64];
+    frame_trace(s, at, trace, sizeof trace);
+    CHECK_STR(trace, "event:6 event:7");
     fconn *all[] = {s};
     h_stop(all, 1);
 }
