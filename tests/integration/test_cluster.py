@@ -1811,6 +1811,10 @@ async def test_a_removed_members_presence_stops_reaching_the_others_on_every_nod
         await api.expect(204, "DELETE", f"/api/v1/conversations/{g}/members/{c.id}", token=a.token)
         await wb.wait_seq(g, 2)                   # created, then member_removed
         assert wb.conv_events(g)[-1]["kind"] == "member_removed"
+        # and c's own node has heard of it (protocol.md "Presence": until
+        # then its changes go to the audience it knew; on a loaded machine
+        # the bus reached node 1 after c had sent its `away`)
+        await wc.wait_seq(g, 2)
         n0 = len(wb.msgs)
         await wc.send_json({"type": "presence", "status": "away"})
         await asyncio.sleep(2.0)                  # past the window and the bus
