@@ -102,14 +102,14 @@ integration: build/asan/parleyd $(TEST_PREREQS)
 	  $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS)) $(PYTEST_PATHS)
 
 # `make test` builds on both cores (the packages first, one apt-get at a
-# time), then runs the three suites side by side: the unit suites (a
-# minute or so each, waiting more than they compute) beside the first of
-# the integration run, whose summary line ends the output (each line is
-# printed whole: --output-sync=line).
+# time), then runs the three suites side by side (scripts/test-suites.sh):
+# the unit suites (a minute or so each, waiting more than they compute) in
+# the background beside the first of the integration run, whose output is
+# live and whose summary line ends it.
 test: deps
 	@$(MAKE) --no-print-directory $(filter %-deps,$(TEST_PREREQS)) fuzz-deps
 	@$(MAKE) --no-print-directory -j2 asan build/release/parleyd $(TEST_PREREQS)
-	@$(MAKE) --no-print-directory -j3 --output-sync=line unit unit-pg integration
+	@MAKE="$(MAKE)" scripts/test-suites.sh
 
 clean:
 	rm -rf build
