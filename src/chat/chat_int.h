@@ -55,8 +55,12 @@
  *      write queue is above its high-water mark waits for on_drain (and is
  *      closed with 4008 after slow-timeout); a dead connection stops its
  *      replays.
- *   5. A stream exists while it has subscriptions or long-poll watchers, and
- *      while it exists this node is subscribed to it on the bus.
+ *   5. A stream exists while it has subscriptions, long-poll watchers or
+ *      pins, or lingers (a stream with recent frames, RING_LINGER_MS after
+ *      the last of those went: deliver_ring.c), and while it exists this
+ *      node is subscribed to it on the bus. A stream with subscriptions or
+ *      recent frames is processed in order (`published` as above); one
+ *      with watchers only just follows the head.
  *
  * Replays read as the session's user, so that messages come in their
  * current form for that user (reactions' "me"); when the store's view of
@@ -261,6 +265,7 @@ typedef struct chat_state {
     uv_idle_t        replayer;
     chat_conv       *gaps;        /* streams waiting for a missing event     */
     uv_timer_t       gap_timer;
+    uv_timer_t       linger_timer; /* releases lingering streams (deliver_ring.c) */
     int64_t         *verify;      /* streams to check against the store      */
     size_t           nverify, capverify;
     int64_t         *reconcile;   /* users whose memberships to check        */

@@ -33,10 +33,12 @@ static void gap_tick(uv_timer_t *t);
 void deliver_init(void) {
     pl_map_init(&C.convs);
     pl_map_init(&deliver_rings);
-    ring_min_subs = RING_MIN_SUBS;
+    ring_init();
     uv_idle_init(C.loop, &C.replayer);
     uv_timer_init(C.loop, &C.gap_timer);
     uv_unref((uv_handle_t *)&C.gap_timer);
+    uv_timer_init(C.loop, &C.linger_timer);
+    uv_unref((uv_handle_t *)&C.linger_timer);
     uv_check_init(C.loop, &C.flusher);
     uv_unref((uv_handle_t *)&C.flusher);
     flow_init();
@@ -163,11 +165,12 @@ static void gaps_add(chat_conv *cv, int64_t due) {
 
 static int processing;            /* conv_process is on the stack */
 
-/* Frees a stream nobody follows any more (invariant 5). Call only where cv
- * is not used afterwards; inside conv_process it waits for the caller
- * (every entry point ends with it). */
+/* Frees a stream nobody follows any more (invariant 5), once it no longer
+ * lingers (ring_keep). Call only where cv is not used afterwards; inside
+ * conv_process it waits for the caller (every entry point ends with it). */
 void conv_maybe_release(chat_conv *cv) {
     if (cv->nsubs || cv->watchers || cv->pins || cv->dying || processing) return;
+    if (ring_keep(cv)) return;
     pl_map_del(&C.convs, cv->id);
     if (C.bus) pl_bus_subscribe_conv(C.bus, cv->id, 0);
     gaps_remove(cv);
@@ -255,9 +258,13 @@ static void held_add(chat_conv *cv, const pl_event *ev) {
     cv->nheld++;
 }
 
+/* Whether cv processes its events in order (invariant 5): with
+ * subscriptions, or with recent frames to keep exact (a lingering stream). */
+static int ordered(const chat_conv *cv) { return cv->nsubs || cv->has_ring; }
+
 /* An event from the bus (any order, duplicates, losses: bus.h). */
 static void conv_bus_event(chat_conv *cv, const pl_event *ev) {
-    if (!cv->nsubs) {                         /* watchers only: no order kept */
+    if (!ordered(cv)) {                       /* watchers only: no order kept */
         if (ev->seq <= cv->published) return;
         cv->published = cv->known = ev->seq;
         changed_add(cv->id);
@@ -275,7 +282,7 @@ static void conv_bus_event(chat_conv *cv, const pl_event *ev) {
 }
 
 void conv_head(chat_conv *cv, int64_t seq) {
-    if (!cv->nsubs) {
+    if (!ordered(cv)) {
         if (seq > cv->published) {
             cv->published = cv->known = seq;
             changed_add(cv->id);
@@ -298,14 +305,14 @@ static void fill_done(pl_job *j) {
         gaps_add(cv, pl_mono_ms() + 1000);
     } else {
         pl_count(&pl_m_gap_events, j->nevents);
-        for (size_t i = 0; i < j->nevents && cv->nsubs; i++)
+        for (size_t i = 0; i < j->nevents && ordered(cv); i++)
             if (j->events[i].seq == cv->published + 1) {
                 conv_process(cv, &j->events[i]);
                 held_drain(cv);
             }
         /* the store is the truth: what it does not have (yet) we stop waiting for */
         if (!j->nevents && !j->more && cv->known > cv->published && !cv->nheld) cv->known = cv->published;
-        if (cv->nsubs) gap_arm(cv);
+        if (ordered(cv)) gap_arm(cv);
         if (cv->known > cv->published && j->nevents) fill_start(cv);
         conv_maybe_release(cv);
     }
@@ -327,7 +334,7 @@ sub *sub_create(session *s, int64_t conv, int64_t stream_seq, int64_t sent_seq, 
     if (x) return x;
     chat_conv *cv = conv_find(conv);
     if (!cv) cv = conv_open(conv, stream_seq);
-    else if (!cv->nsubs) {                    /* a watched stream gets an order now */
+    else if (!ordered(cv)) {                  /* a watched stream gets an order now */
         cv->published = cv->known = stream_seq;
         verify_add(conv);
     } else if (stream_seq > cv->known) {
@@ -345,6 +352,7 @@ sub *sub_create(session *s, int64_t conv, int64_t stream_seq, int64_t sent_seq, 
     if (cv->subs) cv->subs->prev = x;
     cv->subs = x;
     cv->nsubs++;
+    ring_followed(cv);
     if (s->nsubs == s->capsubs) {             /* the first lives in the session */
         if (!s->capsubs) {
             s->subs = &s->sub1;
@@ -714,7 +722,7 @@ void pl_chat_watch(int64_t conv, int64_t after, int on) {
     chat_conv *cv = conv_find(conv);
     if (on) {
         if (!cv) cv = conv_open(conv, after);
-        else if (!cv->nsubs && after < cv->published) cv->published = cv->known = after;
+        else if (!ordered(cv) && after < cv->published) cv->published = cv->known = after;
         cv->watchers++;
         return;
     }
@@ -729,6 +737,7 @@ void deliver_shutdown(void) {
     flow_shutdown();                          /* held acks go out before `reconnect` */
     uv_idle_stop(&C.replayer);
     uv_timer_stop(&C.gap_timer);
+    uv_timer_stop(&C.linger_timer);
     uv_check_stop(&C.flusher);
 }
 
@@ -752,12 +761,14 @@ void deliver_free(void) {
     }
     pl_map_release(&C.convs);
     pl_map_release(&deliver_rings);
+    ring_release();
     free(C.verify);
     free(C.reconcile);
     free(C.changed);
     C.verify = C.reconcile = C.changed = NULL;
     uv_close((uv_handle_t *)&C.replayer, NULL);
     uv_close((uv_handle_t *)&C.gap_timer, NULL);
+    uv_close((uv_handle_t *)&C.linger_timer, NULL);
     uv_close((uv_handle_t *)&C.flusher, NULL);
     flow_free();
     pl_rbuf_unref(&arena);

@@ -43,10 +43,18 @@ void     replay_next(sub *x);
 
 /* deliver_ring.c (deliver_init sets both up, deliver_free releases the map) */
 #define RING_MIN_SUBS 3            /* subscriptions a ring needs (the ring's note) */
+#define RING_LINGER_MS 30000       /* a ring's stream, once nothing follows it */
 extern pl_map   deliver_rings;     /* conv id -> frame_ring (busy conversations) */
 extern uint32_t ring_min_subs;     /* RING_MIN_SUBS; tests may raise it       */
+extern uint32_t ring_linger_ms;    /* RING_LINGER_MS; tests may lower it     */
+extern size_t   ring_budget;       /* all rings' bytes at most; tests may lower it */
+void     ring_init(void);
+void     ring_release(void);
 void     ring_free(chat_conv *cv);
 int      ring_wanted(const chat_conv *cv);
+int      ring_keep(chat_conv *cv);
+void     ring_followed(chat_conv *cv);
+void     ring_linger_sweep(void);
 void     ring_add(chat_conv *cv, const pl_event *ev, pl_rbuf *b, uint32_t off, uint32_t len, int whole);
 void     ring_serve(sub *x);
 

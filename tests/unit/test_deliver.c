@@ -21,6 +21,7 @@
 
 #include "chat/auth.h"
 #include "chat/chat_int.h"
+#include "chat/deliver_int.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/metrics.h"
@@ -203,6 +204,8 @@ static size_t fs_count(fstore *f, int op) {
 static void fs_ok_all(fstore *f, int op) {
     pl_job *j;
     while ((j = fs_take(f, op, 0)) != NULL) {
+        if (op == PL_READ_CONV_HEADS && j->nids && !j->heads)   /* heads 0: nothing new */
+            j->heads = pl_calloc(j->nids, sizeof *j->heads);
         j->result = PL_STORE_OK;
         j->done(j);
     }
@@ -653,6 +656,158 @@ TEST(deliver_erasure_drops_recent_frames) {
     CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
     CHECK(is_run(later, 30, 7, 2));
     h_stop(all, 5);
+}
+
+/* Closes f's session as its connection going away would (not h_stop's). */
+static void h_leave(fconn *f) {
+    f->c.closing = 1;
+    pl_chat_conn_closed(&f->c);
+    turn();
+    fconn_free(f);
+}
+
+/* A stream with recent frames outlives its last subscription by
+ * RING_LINGER_MS, following the conversation meanwhile: members who come
+ * back catch up from memory, an edit made while nobody followed still
+ * drops the edited message's frame, and when its time is up (the sweep)
+ * the stream goes. Before, the stream and its frames went with the last
+ * subscription, and each returning member read from the store (a
+ * reconnect storm: one read per member; in cluster mode a PostgreSQL
+ * round trip each). */
+TEST(deliver_a_stream_with_recent_frames_lingers) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1}, back_cs = {30, 9, 1};
+    fconn *all[3], *back[2];
+    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
+    for (int64_t seq = 2; seq <= 5; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
+    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    CHECK(conv_find(30) != NULL);                 /* it lingers */
+    for (int64_t seq = 6; seq <= 8; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
+    pl_event e;                                   /* an edit of 7 meanwhile */
+    make_event(&e, 30, 9, PL_EV_EDIT, 1, 0);
+    e.ref = 7;
+    log_kind[9] = PL_EV_EDIT;
+    pl_bus_publish_event(H.bus, &e, 0);
+    pl_event_release(&e);
+    turn();
+    CHECK_EQ(conv_find(30)->published, 9);
+
+    back[0] = h_session(100, 200, &back_cs, 1, 1);
+    CHECK(back[0] != NULL);
+    h_text(back[0], "{\"type\":\"sync\",\"cursors\":{\"30\":4}}");
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 30);
+    CHECK(j != NULL);
+    CHECK_EQ(j->after, 6);                        /* 5 and 6 came from the frames */
+    fs_answer_events(j, 9);
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);
+    CHECK(is_run(back[0], 30, 5, 5));
+    CHECK(has_frame(back[0], "synced"));
+    h_publish(30, 10, PL_EV_MESSAGE, 0);          /* and live */
+    CHECK(is_run(back[0], 30, 5, 6));
+
+    /* It goes once its time is up, not before. */
+    h_leave(back[0]);
+    ring_linger_sweep();
+    CHECK(conv_find(30) != NULL);
+    ring_linger_ms = 0;
+    ring_linger_sweep();
+    CHECK(conv_find(30) == NULL);
+    back_cs.last_seq = 10;                        /* then a member coming back reads */
+    back[1] = h_session(101, 201, &back_cs, 1, 1);
+    CHECK(back[1] != NULL);
+    h_text(back[1], "{\"type\":\"sync\",\"cursors\":{\"30\":8}}");
+    CHECK_EQ(h_replay_read(30, 8, 10), 0);
+    CHECK(is_run(back[1], 30, 9, 2));
+    fconn *none[1] = {back[1]};
+    h_stop(none, 1);
+}
+
+/* Lingering rings give way: when the budget is spent, a followed stream's
+ * new ring frees the oldest lingering one, and that stream is released at
+ * the next turn (by the sweep's timer: the harness's loop has no other
+ * handle keeping it alive, so the test calls the sweep). */
+TEST(deliver_lingering_frames_give_way_to_followed_streams) {
+    h_start(0);
+    ring_budget = 6000;                           /* one ring's struct (~4.2 KB) and a little */
+    conv_spec a = {30, 1, 1}, b = {31, 1, 1};
+    fconn *all[6];
+    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &a, 1, 0)) != NULL);
+    h_publish(30, 2, PL_EV_MESSAGE, 0);
+    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    CHECK(conv_find(30) != NULL && conv_find(30)->has_ring);
+    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(110 + i, 110 + i, &b, 1, 0)) != NULL);
+    h_publish(31, 2, PL_EV_MESSAGE, 0);           /* 31's ring needs the room */
+    CHECK(conv_find(31)->has_ring);
+    CHECK(conv_find(30) != NULL && !conv_find(30)->has_ring);
+    ring_linger_sweep();                          /* the timer's, at the next turn */
+    CHECK(conv_find(30) == NULL);
+    all[3] = all[4] = all[5] = NULL;
+    h_stop(all, 6);
+}
+
+/* An erasure without an event (pl_chat_erased) while a stream lingers:
+ * its ring goes, and so does the stream (at the sweep's next turn: nothing
+ * holds it now); a member coming back reads the store, whose copy is the
+ * erased form (audit L6, with lingering: the ring had kept the erased text
+ * for members who came back within RING_LINGER_MS). */
+TEST(deliver_erasure_ends_lingering_streams) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1}, back_cs = {30, 6, 1};
+    fconn *all[3];
+    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
+    for (int64_t seq = 2; seq <= 6; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
+    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    CHECK(conv_find(30) != NULL && conv_find(30)->has_ring);      /* it lingers */
+    pl_chat_erased();
+    CHECK(conv_find(30) == NULL || !conv_find(30)->has_ring);
+    ring_linger_sweep();                          /* the timer's, at the next turn */
+    CHECK(conv_find(30) == NULL);
+    fconn *back = h_session(100, 200, &back_cs, 1, 1);
+    CHECK(back != NULL);
+    h_text(back, "{\"type\":\"sync\",\"cursors\":{\"30\":3}}");
+    CHECK_EQ(h_replay_read(30, 3, 6), 0);         /* the store, not the frames */
+    CHECK(is_run(back, 30, 4, 3));
+    fconn *none[1] = {back};
+    h_stop(none, 1);
+}
+
+/* A ring kept for a held subscription (note 4 of deliver_ring.c) does not
+ * make its stream linger: a DM whose held session goes is released at
+ * once, as before lingering. */
+TEST(deliver_a_hold_ring_does_not_linger) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 1);             /* held */
+    CHECK(s != NULL);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);
+    CHECK(conv_find(10)->has_ring);
+    h_leave(s);
+    CHECK(conv_find(10) == NULL);
+    h_stop(NULL, 0);
+}
+
+/* A long-poll that watches a lingering stream holds it past its time: the
+ * sweep then frees the ring (the stream follows the head for the watcher,
+ * without order, as a watched stream always did), and the stream goes with
+ * the watcher. */
+TEST(deliver_a_watched_lingering_stream_drops_its_ring_at_its_time) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1};
+    fconn *all[3];
+    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
+    h_publish(30, 2, PL_EV_MESSAGE, 0);
+    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    pl_chat_watch(30, 2, 1);
+    CHECK(conv_find(30)->has_ring);
+    ring_linger_ms = 0;
+    ring_linger_sweep();
+    CHECK(conv_find(30) != NULL && !conv_find(30)->has_ring);
+    h_publish(30, 3, PL_EV_MESSAGE, 0);
+    CHECK_EQ(conv_find(30)->published, 3);
+    pl_chat_watch(30, 0, 0);
+    CHECK(conv_find(30) == NULL);
+    h_stop(NULL, 0);
 }
 
 /* A small group's frames take at most RING_SUB_BYTES (8 KiB) per
