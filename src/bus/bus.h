@@ -75,7 +75,8 @@ typedef struct pl_bus_handlers {
     /* a block set (1) or lifted (0) the flag of direct conversation conv */
     void (*conv_blocked)(void *ud, int64_t conv, int blocked);
     /* some node's purge erased messages without an event (every node,
-     * this one included; ephemeral: a node that missed it gets a resync) */
+     * this one included; a publish that failed is sent again, and a node
+     * whose subscription dropped gets a resync) */
     void (*erased)(void *ud);
     void (*receipt)(void *ud, const pl_bus_receipt *r);
     void (*presence)(void *ud, const pl_bus_presence *p);
@@ -111,7 +112,8 @@ typedef struct pl_bus_ops {
     void (*publish_typing)(pl_bus *b, int64_t conv, int64_t user, int start);
     /* to the nodes subscribed to conv, this one included (ephemeral) */
     void (*publish_conv_blocked)(pl_bus *b, int64_t conv, int blocked);
-    /* to every node, this one included (ephemeral): handlers.erased */
+    /* to every node, this one included; re-sent when the publish failed
+     * (as a join): handlers.erased */
     void (*publish_erased)(pl_bus *b);
     void (*publish_receipt)(pl_bus *b, const pl_bus_receipt *r);
     /* stores p as this node's view of p->user (kept until p->expires) and

@@ -81,11 +81,12 @@
  *      or in flight (conservative: acks may come later than necessary,
  *      never earlier). While publishes fail, new batches merge into the
  *      failed tail record, so records stay few during a long outage.
- *   6. Joins and revocations that were not handed over are queued (at most
- *      65536, then dropped with a log) and re-published with the pending
- *      heads. Resync would not cover them: when only this node's cmd
- *      connection dropped, the other nodes lost nothing and do not resync,
- *      yet they would never hear of the join or the logout.
+ *   6. Joins, revocations and erasures that were not handed over are
+ *      queued (at most 65536, then dropped with a log) and re-published
+ *      with the pending heads. Resync would not cover them: when only this
+ *      node's cmd connection dropped, the other nodes lost nothing and do
+ *      not resync, yet they would never hear of the join, the logout or
+ *      the purge.
  *   7. Typing, receipts and presence are best effort: not sent while cmd
  *      is down, not retried (guarantee 5).
  *   A cmd reconnect alone does not call resync: what it can lose is this

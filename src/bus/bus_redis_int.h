@@ -48,11 +48,12 @@ typedef struct script {
     struct pl_bus_redis  *b;
 } script;
 
-enum { PUB_EVENT, PUB_HEAD, PUB_FLUSH, PUB_JOIN, PUB_REVOKE, PUB_EPHEMERAL };
+enum { PUB_EVENT, PUB_HEAD, PUB_FLUSH, PUB_JOIN, PUB_REVOKE, PUB_ERASED, PUB_EPHEMERAL };
 
 typedef struct pub_ent {          /* one PUBLISH awaiting its reply           */
     int64_t  a, b, c;             /* EVENT conv,seq,batch; HEAD/FLUSH conv,seq;
-                                   * JOIN user,conv,seq; REVOKE user,login    */
+                                   * JOIN user,conv,seq; REVOKE user,login;
+                                   * ERASED none                              */
     uint32_t bytes;               /* payload size (PUB_BYTES_MAX)             */
     uint8_t  kind;                /* PUB_*                                    */
 } pub_ent;

@@ -75,7 +75,7 @@ static void pending_note(pl_bus_redis *b, int64_t conv, int64_t seq) {
 static void retry_add(pl_bus_redis *b, const pub_ent *e) {
     if (b->nretry >= RETRY_MAX) {
         if (pl_log_due(&b->retry_log, LOG_EVERY_MS, pl_mono_ms(), NULL))
-            pl_log(PL_LOG_ERROR, 0, "bus retry queue full: join/revocation dropped", "\"kept\":%zu",
+            pl_log(PL_LOG_ERROR, 0, "bus retry queue full: join/revocation/erasure dropped", "\"kept\":%zu",
                    b->nretry);
         return;
     }
@@ -101,6 +101,7 @@ static void pub_failed(pl_bus_redis *b, const pub_ent *e) {
         break;
     case PUB_JOIN:
     case PUB_REVOKE:
+    case PUB_ERASED:
         retry_add(b, e);
         break;
     default:
@@ -156,6 +157,11 @@ static void send_head(pl_bus_redis *b, int kind, int64_t conv, int64_t seq) {
 
 static void send_retry(pl_bus_redis *b, pub_ent *e) {
     pl_bus__redis_enc_reset(b);
+    if (e->kind == PUB_ERASED) {                   /* on "p" (bus_redis.c note 2) */
+        pl_bus__enc_erased(&b->enc, b->base.node);
+        pl_bus__redis_pub_send(b, "p", -1, e);
+        return;
+    }
     if (e->kind == PUB_JOIN) pl_bus__enc_join(&b->enc, b->base.node, e->a, e->b, e->c);
     else pl_bus__enc_revoke(&b->enc, b->base.node, e->a, e->b);
     pl_bus__redis_pub_send(b, "u:", e->a, e);
@@ -254,15 +260,16 @@ void pl_bus__redis_conv_blocked(pl_bus *pb, int64_t conv, int blocked) {
     pl_bus__redis_pub_send(b, "c:", conv, &e);
 }
 
-/* On "p", which every node subscribes to first and keeps (bus_redis.c note 2). */
+/* On "p", which every node subscribes to first and keeps (bus_redis.c note
+ * 2); queued and re-sent like a join when not handed over (note 6): the
+ * other nodes, still connected, would not resync, and their rings would
+ * keep the erased text (audit L7). */
 void pl_bus__redis_erased(pl_bus *pb) {
     pl_bus_redis *b = B(pb);
     if (b->base.h.erased) b->base.h.erased(b->base.h.ud);
-    if (b->closing || !pl_rconn_is_up(&b->cmd)) return;
-    pl_bus__redis_enc_reset(b);
-    pl_bus__enc_erased(&b->enc, b->base.node);
-    pub_ent e = {0, 0, 0, 0, PUB_EPHEMERAL};
-    pl_bus__redis_pub_send(b, "p", -1, &e);
+    if (b->closing) return;
+    pub_ent e = {0, 0, 0, 0, PUB_ERASED};
+    send_retry(b, &e);
 }
 
 void pl_bus__redis_receipt(pl_bus *pb, const pl_bus_receipt *r) {

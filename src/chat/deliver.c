@@ -303,6 +303,15 @@ static void fill_done(pl_job *j) {
     } else if (j->result != PL_STORE_OK) {
         pl_log(PL_LOG_WARN, 0, "gap fill failed, retrying", "\"conversation\":%lld", (long long)cv->id);
         gaps_add(cv, pl_mono_ms() + 1000);
+    } else if (!ordered(cv)) {
+        /* it lost its order meanwhile (its last subscription, or a lingering
+         * ring, went; watchers hold it): the head is all it follows now,
+         * and reading the gap again would not close it (audit L7) */
+        int64_t head = cv->known;
+        if (j->nevents && j->events[j->nevents - 1].seq > head) head = j->events[j->nevents - 1].seq;
+        cv->published = cv->known = head;
+        if (cv->watchers) changed_add(cv->id);
+        conv_maybe_release(cv);
     } else {
         pl_count(&pl_m_gap_events, j->nevents);
         for (size_t i = 0; i < j->nevents && ordered(cv); i++)

@@ -303,10 +303,12 @@ void deliver_on_erased(void *ud) {
     }
 }
 
+/* Also while stopping: a purge that ends during a drain (the store's close
+ * runs its callbacks, the bus is still up) must still reach the other
+ * nodes, whose rings would otherwise keep the erased text (audit L7). */
 void pl_chat_erased(void) {
-    if (C.stopping) return;
     if (C.bus) pl_bus_publish_erased(C.bus);  /* here too (bus.h) */
-    else deliver_on_erased(NULL);
+    else if (!C.stopping) deliver_on_erased(NULL);
 }
 
 /* Nothing follows cv any more (conv_maybe_release): 1 while it lingers

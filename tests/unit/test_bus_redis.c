@@ -934,6 +934,11 @@ static void t_conn_loss(ctx *c) {
     pl_bus_publish_join(a->bus, 42, 100, 4);
     WAIT_CHECK(c, b->njoin == 1, 5000);
     CHECK(b->join[0].user == 42 && b->join[0].seq == 4);
+    /* and so is an erasure (audit L7: b would keep the erased text) */
+    CHECK_EQ(kill_client(c->rs.port, "parley-n1-cmd"), 1);
+    int erased0 = b->nerased;
+    pl_bus_publish_erased(a->bus);
+    WAIT_CHECK(c, b->nerased == erased0 + 1, 5000);
     CHECK(a->resyncs == 0 && b->resyncs == 0);             /* a cmd loss alone: no resync */
 
     /* b's sub dies: ready again for each, then one resync */

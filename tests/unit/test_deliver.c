@@ -772,6 +772,23 @@ TEST(deliver_erasure_ends_lingering_streams) {
     h_stop(none, 1);
 }
 
+/* Audit L7: a purge that ends during a drain (the store's close runs its
+ * callback after pl_chat_shutdown) still tells the bus, which is up until
+ * the drain ends; every other node's rings go on hearing it. Before, it
+ * told nobody: another node's lingering ring replayed the erased text. */
+TEST(deliver_erasure_during_a_drain_still_reaches_the_bus) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1};
+    fconn *all[3];
+    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
+    h_publish(30, 2, PL_EV_MESSAGE, 0);
+    CHECK(conv_find(30)->has_ring);
+    pl_chat_shutdown();                           /* the drain began */
+    pl_chat_erased();                             /* the purge's callback */
+    CHECK(!conv_find(30)->has_ring);              /* the (local) bus delivered it */
+    h_stop(all, 3);
+}
+
 /* A ring kept for a held subscription (note 4 of deliver_ring.c) does not
  * make its stream linger: a DM whose held session goes is released at
  * once, as before lingering. */
@@ -805,6 +822,36 @@ TEST(deliver_a_watched_lingering_stream_drops_its_ring_at_its_time) {
     CHECK(conv_find(30) != NULL && !conv_find(30)->has_ring);
     h_publish(30, 3, PL_EV_MESSAGE, 0);
     CHECK_EQ(conv_find(30)->published, 3);
+    pl_chat_watch(30, 0, 0);
+    CHECK(conv_find(30) == NULL);
+    h_stop(NULL, 0);
+}
+
+/* Audit L7: a stream that loses its order while a gap fill is out (its
+ * lingering ring went at its time, a long-poll still watching) takes the
+ * fill's answer as its head. Before, a stream without order processed
+ * nothing of the answer and, still seeing the gap, read the same page
+ * again, and again. */
+TEST(deliver_a_fill_for_a_stream_that_lost_its_order_ends) {
+    h_start(0);
+    conv_spec cs = {30, 1, 1};
+    fconn *all[3];
+    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
+    h_publish(30, 2, PL_EV_MESSAGE, 0);
+    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    pl_chat_watch(30, 2, 1);
+    h_publish(30, 4, PL_EV_MESSAGE, 0);           /* 3 missing: a fill */
+    pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 30);
+    CHECK(j != NULL);
+    CHECK_EQ(conv_find(30)->published, 2);
+    ring_linger_ms = 0;
+    ring_linger_sweep();                          /* the watcher keeps it, without a ring */
+    CHECK(conv_find(30) != NULL && !conv_find(30)->has_ring);
+    fs_answer_events(j, 4);
+    turn();
+    CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);   /* no second read */
+    CHECK_EQ(conv_find(30)->published, 4);
+    CHECK_EQ(conv_find(30)->known, 4);
     pl_chat_watch(30, 0, 0);
     CHECK(conv_find(30) == NULL);
     h_stop(NULL, 0);
