@@ -406,7 +406,6 @@ static void log_reason(const char *msg, const char *reason) {
 }
 
 int main(int argc, char **argv) {
-    pl_alloc_tune();
     umask(077);                  /* the database, index, key and media: ours alone (audit N3) */
     int r = pl_config_load(&cfg, argc, argv);
     if (r) return r > 0 ? 0 : 2;

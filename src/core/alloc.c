@@ -1,5 +1,4 @@
-/* alloc.c — allocation wrappers that abort on failure, and the allocator's
- * one setting (see alloc.h). */
+/* alloc.c — allocation wrappers that abort on failure (see alloc.h). */
 #include "alloc.h"
 
 #include <stdio.h>
@@ -38,25 +37,4 @@ char *pl_strndup(const char *s, size_t n) {
 
 char *pl_strdup(const char *s) {
     return pl_strndup(s, strlen(s));
-}
-
-/* mimalloc's options, when the release build links it. mi_option_set is
- * weak, so the ASan build (the sanitizer's allocator) sees NULL here. */
-#if __has_include(<mimalloc.h>)
-#include <mimalloc.h>
-#pragma weak mi_option_set
-#if MI_MALLOC_VERSION >= 210
-#define PL_MI_DELAY     mi_option_purge_delay
-#define PL_MI_DELAY_ENV "MIMALLOC_PURGE_DELAY"
-#else
-#define PL_MI_DELAY     mi_option_decommit_delay
-#define PL_MI_DELAY_ENV "MIMALLOC_DECOMMIT_DELAY"
-#endif
-#endif
-
-void pl_alloc_tune(void) {
-#ifdef PL_MI_DELAY
-    if (!mi_option_set || getenv(PL_MI_DELAY_ENV)) return;   /* the environment wins */
-    mi_option_set(PL_MI_DELAY, 0);
-#endif
 }

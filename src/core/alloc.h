@@ -15,14 +15,12 @@ void *pl_realloc(void *p, size_t n);
 char *pl_strdup(const char *s);
 char *pl_strndup(const char *s, size_t n);
 
-/* Called once at the start of main: mimalloc (the release build's allocator)
- * gives a span of free memory back to the kernel at once instead of 25 ms
- * later. Its delayed decommit runs only when the same segment is touched
- * again, so a server that goes quiet after a wave of connections kept the
- * wave's transient buffers resident: ~200 bytes per idle connection
- * (docs/benchmarks.md "idle memory: mimalloc's delayed decommit"). The
- * MIMALLOC_DECOMMIT_DELAY environment variable, when set, wins. No-op
- * without mimalloc. */
-void pl_alloc_tune(void);
+/* The release build links mimalloc (docs/design.md "Dependencies") with
+ * its own defaults: a decommit delay of 0 (free spans back to the kernel
+ * at once) saved ~100 bytes per idle connection but cost a madvise, and on
+ * a VM a TLB shootdown across the other core, for every span freed: the
+ * dm peak halved, the storm took a third longer (docs/benchmarks.md
+ * "thirty-third session"). MIMALLOC_DECOMMIT_DELAY=0 in the environment
+ * still chooses that. */
 
 #endif
