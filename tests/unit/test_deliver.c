@@ -666,6 +666,19 @@ static void h_leave(fconn *f) {
     fconn_free(f);
 }
 
+/* Leaves conversation conv lingering: three sessions (users from user on)
+ * follow it, seqs 2..upto are published, and all three go. 0, or -1 when
+ * a session could not be made. */
+static int h_linger(int64_t conv, int64_t upto, int64_t user) {
+    conv_spec cs = {conv, 1, 1};
+    fconn *all[3];
+    for (int i = 0; i < 3; i++)
+        if ((all[i] = h_session(user + i, user + i, &cs, 1, 0)) == NULL) return -1;
+    for (int64_t seq = 2; seq <= upto; seq++) h_publish(conv, seq, PL_EV_MESSAGE, 0);
+    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    return 0;
+}
+
 /* A stream with recent frames outlives its last subscription by
  * RING_LINGER_MS, following the conversation meanwhile: members who come
  * back catch up from memory, an edit made while nobody followed still
@@ -676,11 +689,9 @@ static void h_leave(fconn *f) {
  * round trip each). */
 TEST(deliver_a_stream_with_recent_frames_lingers) {
     h_start(0);
-    conv_spec cs = {30, 1, 1}, back_cs = {30, 9, 1};
-    fconn *all[3], *back[2];
-    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
-    for (int64_t seq = 2; seq <= 5; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
-    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    conv_spec back_cs = {30, 9, 1};
+    fconn *back[2];
+    CHECK_EQ(h_linger(30, 5, 100), 0);
     CHECK(conv_find(30) != NULL);                 /* it lingers */
     for (int64_t seq = 6; seq <= 8; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
     pl_event e;                                   /* an edit of 7 meanwhile */
@@ -730,11 +741,9 @@ TEST(deliver_a_stream_with_recent_frames_lingers) {
 TEST(deliver_lingering_frames_give_way_to_followed_streams) {
     h_start(0);
     ring_budget = 6000;                           /* one ring's struct (~4.2 KB) and a little */
-    conv_spec a = {30, 1, 1}, b = {31, 1, 1};
-    fconn *all[6];
-    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &a, 1, 0)) != NULL);
-    h_publish(30, 2, PL_EV_MESSAGE, 0);
-    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    conv_spec b = {31, 1, 1};
+    fconn *all[3];
+    CHECK_EQ(h_linger(30, 2, 100), 0);
     CHECK(conv_find(30) != NULL && conv_find(30)->has_ring);
     for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(110 + i, 110 + i, &b, 1, 0)) != NULL);
     h_publish(31, 2, PL_EV_MESSAGE, 0);           /* 31's ring needs the room */
@@ -742,8 +751,7 @@ TEST(deliver_lingering_frames_give_way_to_followed_streams) {
     CHECK(conv_find(30) != NULL && !conv_find(30)->has_ring);
     ring_linger_sweep();                          /* the timer's, at the next turn */
     CHECK(conv_find(30) == NULL);
-    all[3] = all[4] = all[5] = NULL;
-    h_stop(all, 6);
+    h_stop(all, 3);
 }
 
 /* An erasure without an event (pl_chat_erased) while a stream lingers:
@@ -753,11 +761,8 @@ TEST(deliver_lingering_frames_give_way_to_followed_streams) {
  * for members who came back within RING_LINGER_MS). */
 TEST(deliver_erasure_ends_lingering_streams) {
     h_start(0);
-    conv_spec cs = {30, 1, 1}, back_cs = {30, 6, 1};
-    fconn *all[3];
-    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
-    for (int64_t seq = 2; seq <= 6; seq++) h_publish(30, seq, PL_EV_MESSAGE, 0);
-    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    conv_spec back_cs = {30, 6, 1};
+    CHECK_EQ(h_linger(30, 6, 100), 0);
     CHECK(conv_find(30) != NULL && conv_find(30)->has_ring);      /* it lingers */
     pl_chat_erased();
     CHECK(conv_find(30) == NULL || !conv_find(30)->has_ring);
@@ -805,40 +810,14 @@ TEST(deliver_a_hold_ring_does_not_linger) {
 }
 
 /* A long-poll that watches a lingering stream holds it past its time: the
- * sweep then frees the ring (the stream follows the head for the watcher,
- * without order, as a watched stream always did), and the stream goes with
- * the watcher. */
-TEST(deliver_a_watched_lingering_stream_drops_its_ring_at_its_time) {
+ * sweep then frees the ring, the stream follows the head for the watcher
+ * without order (as a watched stream always did), and goes with the
+ * watcher. Audit L7: a gap fill that was out meanwhile takes its answer as
+ * the head. Before, a stream without order processed nothing of the answer
+ * and, still seeing the gap, read the same page again, and again. */
+TEST(deliver_a_watched_lingering_stream_drops_its_ring_and_its_fill_ends) {
     h_start(0);
-    conv_spec cs = {30, 1, 1};
-    fconn *all[3];
-    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
-    h_publish(30, 2, PL_EV_MESSAGE, 0);
-    for (int i = 0; i < 3; i++) h_leave(all[i]);
-    pl_chat_watch(30, 2, 1);
-    CHECK(conv_find(30)->has_ring);
-    ring_linger_ms = 0;
-    ring_linger_sweep();
-    CHECK(conv_find(30) != NULL && !conv_find(30)->has_ring);
-    h_publish(30, 3, PL_EV_MESSAGE, 0);
-    CHECK_EQ(conv_find(30)->published, 3);
-    pl_chat_watch(30, 0, 0);
-    CHECK(conv_find(30) == NULL);
-    h_stop(NULL, 0);
-}
-
-/* Audit L7: a stream that loses its order while a gap fill is out (its
- * lingering ring went at its time, a long-poll still watching) takes the
- * fill's answer as its head. Before, a stream without order processed
- * nothing of the answer and, still seeing the gap, read the same page
- * again, and again. */
-TEST(deliver_a_fill_for_a_stream_that_lost_its_order_ends) {
-    h_start(0);
-    conv_spec cs = {30, 1, 1};
-    fconn *all[3];
-    for (int i = 0; i < 3; i++) CHECK((all[i] = h_session(100 + i, 100 + i, &cs, 1, 0)) != NULL);
-    h_publish(30, 2, PL_EV_MESSAGE, 0);
-    for (int i = 0; i < 3; i++) h_leave(all[i]);
+    CHECK_EQ(h_linger(30, 2, 100), 0);
     pl_chat_watch(30, 2, 1);
     h_publish(30, 4, PL_EV_MESSAGE, 0);           /* 3 missing: a fill */
     pl_job *j = fs_take(&H.store, PL_READ_EVENTS, 30);
@@ -852,6 +831,8 @@ TEST(deliver_a_fill_for_a_stream_that_lost_its_order_ends) {
     CHECK_EQ(fs_count(&H.store, PL_READ_EVENTS), 0);   /* no second read */
     CHECK_EQ(conv_find(30)->published, 4);
     CHECK_EQ(conv_find(30)->known, 4);
+    h_publish(30, 5, PL_EV_MESSAGE, 0);           /* the head, as it comes */
+    CHECK_EQ(conv_find(30)->published, 5);
     pl_chat_watch(30, 0, 0);
     CHECK(conv_find(30) == NULL);
     h_stop(NULL, 0);
