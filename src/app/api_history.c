@@ -1,9 +1,10 @@
 /* api_history.c — a conversation's history over REST, GET
  * /conversations/{id}/messages, and its long-poll (?wait=N, the HTTP
- * fallback for receiving, M2): parked requests, their timers, the
- * re-read of their login, and their answer when chat/ reports an event
- * (pl_api_conv_changed), a login is revoked (pl_api_login_revoked) or the
- * server drains (api_polls_shutdown).
+ * fallback for receiving, M2): parked requests, their timers, their
+ * second read of the store (the re-probe), the re-read of their login,
+ * and their answer when chat/ reports an event (pl_api_conv_changed), a
+ * login is revoked (pl_api_login_revoked) or the server drains
+ * (api_polls_shutdown).
  * Does not own: the history read itself (chat/ pl_chat_history), the
  * conversation watch (pl_chat_watch), the other conversation routes
  * (api_conv.c).
@@ -24,7 +25,21 @@
  * answers as a plain history request would. Parked requests hang off a map
  * conversation -> list, each with its own timer (they are few: clients on
  * WebSocket never park); while any is parked on a conversation, chat/
- * follows it (pl_chat_watch) and reports its events (pl_api_conv_changed). */
+ * follows it (pl_chat_watch) and reports its events (pl_api_conv_changed).
+ *
+ * The probe, then the park. The request is parked after a read of the
+ * store (the probe) found nothing above `after`; an event committed after
+ * that read and published before the watch began is not reported to it,
+ * and it would wait for the next event or its whole wait. So the watch
+ * says the head the stream has published; above `after`, the poll, parked
+ * and watching already, reads once more (the re-probe): something there
+ * answers it; nothing (only events this user does not see) leaves it
+ * parked, and an event published meanwhile answers it as any parked poll
+ * is answered. Not answered at once on the head alone: the probe reads as
+ * the user, and a client shown an empty page for events it cannot see
+ * polls again with the same `after`, to the same empty page, forever. A
+ * stream the watch creates knows no head yet; the heads check after its
+ * bus subscription reports what went by (chat.h pl_chat_watch). */
 
 #define POLL_WAIT_MAX 30
 
@@ -34,9 +49,10 @@ typedef struct poll_wait {
     int64_t           conv, after, before;
     int               limit;
     int64_t           deadline;         /* mono ms: the end of its wait           */
-    int               checking;         /* a login check (cluster mode) is out    */
-    int               finished;         /* answered; freed when the check is back */
-    pl_job            check;
+    int               reading;          /* a read is out on job                   */
+    int               finished;         /* answered; freed when the read is back  */
+    pl_job            job;              /* its re-probe, or its login check
+                                         * (cluster mode), one at a time          */
     struct poll_wait *next, *prev;
 } poll_wait;
 
@@ -58,7 +74,7 @@ static void history_answer(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_
 
 static void poll_free(uv_handle_t *h) {
     poll_wait *w = h->data;
-    pl_job_release(&w->check);
+    pl_job_release(&w->job);
     free(w);
 }
 
@@ -102,17 +118,48 @@ static void poll_finish(poll_wait *w) {
         pl_http_error(w->ctx, 503, "unavailable", "shutting down");
     }
     w->finished = 1;
-    if (!w->checking) uv_close((uv_handle_t *)&w->timer, poll_free);   /* else when the check is back */
+    if (!w->reading) uv_close((uv_handle_t *)&w->timer, poll_free);   /* else when the read is back */
+}
+
+/* A read on w->job (done, the callback) as w's user. */
+static void poll_read(poll_wait *w, pl_job_op op, pl_job_cb done) {
+    pl_job_release(&w->job);
+    memset(&w->job, 0, sizeof w->job);
+    w->job.op = op;
+    w->job.data = w;
+    w->job.done = done;
+    w->reading = 1;
+    if (op == PL_READ_LOGIN) {
+        w->job.id = w->ctx->login;
+    } else {
+        w->job.conv = w->conv;
+        w->job.user = w->ctx->user;
+        w->job.after = w->after;
+        w->job.limit = 1;
+    }
+    pl_store_submit(A.store, &w->job);
+}
+
+/* 1 when the read on w->job is back and w, answered meanwhile, is closed. */
+static int poll_read_back(poll_wait *w) {
+    w->reading = 0;
+    if (!w->finished) return 0;
+    uv_close((uv_handle_t *)&w->timer, poll_free);
+    return 1;
+}
+
+/* The re-probe (the note above): answered if it found something (or failed:
+ * the answer's own read says why), else parked on. */
+static void poll_reprobed(pl_job *j) {
+    poll_wait *w = j->data;
+    if (poll_read_back(w)) return;
+    if (j->result != PL_STORE_OK || j->nevents) poll_finish(w);
 }
 
 /* Cluster mode's check of a parked poll's login (POLL_LOGIN_CHECK_MS). */
 static void poll_login_checked(pl_job *j) {
     poll_wait *w = j->data;
-    w->checking = 0;
-    if (w->finished) {
-        uv_close((uv_handle_t *)&w->timer, poll_free);
-        return;
-    }
+    if (poll_read_back(w)) return;
     if (j->result == PL_STORE_ENOTFOUND ||
         (j->result == PL_STORE_OK && (j->login_out.revoked || j->login_out.user != w->ctx->user)))
         poll_finish(w);                     /* read once more there: 401 */
@@ -126,15 +173,8 @@ static void poll_timeout(uv_timer_t *t) {
         return;
     }
     uv_timer_start(&w->timer, poll_timeout, (uint64_t)(left < POLL_LOGIN_CHECK_MS ? left : POLL_LOGIN_CHECK_MS), 0);
-    if (w->checking || !A.store) return;
-    pl_job_release(&w->check);
-    memset(&w->check, 0, sizeof w->check);
-    w->check.op = PL_READ_LOGIN;
-    w->check.id = w->ctx->login;
-    w->check.data = w;
-    w->check.done = poll_login_checked;
-    w->checking = 1;
-    pl_store_submit(A.store, &w->check);
+    if (w->reading || !A.store) return;      /* a re-probe out: checked at the next tick */
+    poll_read(w, PL_READ_LOGIN, poll_login_checked);
 }
 
 void pl_api_conv_changed(int64_t conv) {
@@ -173,7 +213,7 @@ static void poll_park(pl_http_ctx *ctx, int64_t conv, int64_t after, int64_t bef
     uint64_t first = (uint64_t)wait * 1000;
     if (A.cfg->redis[0] && first > POLL_LOGIN_CHECK_MS) first = POLL_LOGIN_CHECK_MS;
     uv_timer_start(&w->timer, poll_timeout, first, 0);
-    pl_chat_watch(conv, after, 1);          /* last: it may report at once */
+    if (pl_chat_watch(conv, after, 1) > after) poll_read(w, PL_READ_EVENTS, poll_reprobed);
 }
 
 void api_polls_shutdown(void) {

@@ -167,9 +167,13 @@ void pl_chat_sent(const pl_job *j, int64_t t0_us);
 void pl_chat_receipt_done(const pl_job *j);
 
 /* Long-polls: while a conversation is watched this node follows its events
- * (in cluster mode, subscribes to them); hooks.conv_changed reports events
- * above `after` (the lowest after of its watchers). on: 1 watch, 0 stop. */
-void pl_chat_watch(int64_t conv, int64_t after, int on);
+ * (in cluster mode, subscribes to them); hooks.conv_changed reports the
+ * ones that reach it from then on. on: 1 watch, 0 stop. Returns, for a new
+ * watch, the last seq the stream has published (`after` for a stream the
+ * watch creates): events up to it may have gone by before the watch and
+ * are not reported, so a caller that read the store before watching reads
+ * again when it is above what that read covered (api_history.c). */
+int64_t pl_chat_watch(int64_t conv, int64_t after, int on);
 
 /* Maps a PL_STORE_* error to a protocol error code and HTTP status. */
 const char *pl_chat_error_code(int store_err, int *http_status);

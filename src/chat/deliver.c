@@ -726,18 +726,28 @@ void deliver_on_resync(void *ud) {
 
 /* ---- watchers (long-polls) ------------------------------------------------ */
 
-void pl_chat_watch(int64_t conv, int64_t after, int on) {
-    if (C.stopping) return;
+/* A new watch is given `published` as it stands: every event the stream
+ * was told of is at or below it, or is reported when it is processed (an
+ * ordered stream's held or missing ones, and those above the head a
+ * stream takes when it gets an order, sub_create). A watch leaves it as
+ * it is: lowered to the watch's `after` (as it once was, so that the
+ * events above would be reported), what lay between would be neither
+ * reported nor below the head the next watch is given. A stream the watch
+ * creates starts at `after`; what went by before its bus subscription,
+ * the heads check after the subscription's confirmation reports
+ * (conv_ready -> verify_add -> conv_head). */
+int64_t pl_chat_watch(int64_t conv, int64_t after, int on) {
+    if (C.stopping) return 0;
     chat_conv *cv = conv_find(conv);
     if (on) {
         if (!cv) cv = conv_open(conv, after);
-        else if (!ordered(cv) && after < cv->published) cv->published = cv->known = after;
         cv->watchers++;
-        return;
+        return cv->published;
     }
-    if (!cv || !cv->watchers) return;
+    if (!cv || !cv->watchers) return 0;
     cv->watchers--;
     conv_maybe_release(cv);
+    return 0;
 }
 
 /* ---- shutdown ---------------------------------------------------------------- */

@@ -12,13 +12,19 @@
  */
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include "app/api_int.h"
 #include "chat/auth.h"
 #include "chat/chat_int.h"
 #include "chat/deliver_int.h"
@@ -835,6 +841,160 @@ TEST(deliver_a_watched_lingering_stream_drops_its_ring_and_its_fill_ends) {
     CHECK_EQ(conv_find(30)->published, 5);
     pl_chat_watch(30, 0, 0);
     CHECK(conv_find(30) == NULL);
+    h_stop(NULL, 0);
+}
+
+/* ---- long-polls over a stream (app/api_history.c) --------------------------
+ * The REST long-poll for real, over a loopback socket, with its reads
+ * answered by the fake store: a test orders them against the stream's
+ * events. The router's token check is skipped (the request is user 1's). */
+
+static pl_net *lp_net;
+
+static void lp_request(pl_http_ctx *ctx, void *ud) {
+    ctx->user = ctx->login = 1;
+    h_history(ctx, 10);
+}
+static void lp_data(pl_conn *c, uint8_t *p, size_t n) { pl_http_on_data(c, p, n); }
+static void lp_close(pl_conn *c) { pl_http_on_close(c); }
+static void lp_timeout(pl_conn *c) { pl_http_on_timeout(c); }
+static void lp_drain(pl_conn *c) { pl_http_on_drain(c); }
+
+/* The REST module on the harness's loop and store, listening: 0 or -1. */
+static int lp_start(void) {
+    A.loop = &H.loop;
+    A.store = &H.store.base;
+    A.cfg = &H.cfg;
+    C.hooks.conv_changed = pl_api_conv_changed;
+    pl_http_hooks hooks = {.on_request = lp_request};
+    pl_http_init(&hooks);
+    pl_net_handler nh = {lp_data, lp_close, lp_timeout, lp_drain};
+    return pl_net_listen(&H.loop, "127.0.0.1:0", &nh, NULL, &lp_net) ? -1 : 0;
+}
+
+static void lp_stop(void) {
+    api_polls_shutdown();                         /* releases the map of parked polls */
+    pl_net_close(lp_net);
+    lp_net = NULL;
+    memset(&A, 0, sizeof A);
+}
+
+/* Sends GET <path> on a new connection: its socket, or -1. */
+static int lp_get(const char *path) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)pl_net_port(lp_net)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char rq[256];
+    int n = snprintf(rq, sizeof rq, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 || send(fd, rq, (size_t)n, 0) != n) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Runs the loop until a job of op (and conv) is queued, then takes it. */
+static pl_job *lp_take(int op, int64_t conv) {
+    pl_job *j = NULL;
+    for (int i = 0; i < 200 && !(j = fs_take(&H.store, op, conv)); i++) {
+        uv_run(&H.loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    return j;
+}
+
+/* What came on fd while the loop ran a little (0 terminated; "" if nothing). */
+static void lp_recv(int fd, char *buf, size_t cap) {
+    size_t n = 0;
+    for (int i = 0; i < 50; i++) {
+        uv_run(&H.loop, UV_RUN_NOWAIT);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 1) == 1) {
+            ssize_t k = recv(fd, buf + n, cap - 1 - n, 0);
+            if (k <= 0) break;
+            n += (size_t)k;
+        }
+    }
+    buf[n] = '\0';
+}
+
+/* Answers a parked poll's login read (user 1's, good), then its history
+ * read with the log up to `have`. */
+static int lp_answer(int64_t have) {
+    pl_job *j = lp_take(PL_READ_LOGIN, 0);
+    if (!j) return -1;
+    j->login_out.id = j->login_out.user = 1;
+    j->result = PL_STORE_OK;
+    j->done(j);
+    if (!(j = lp_take(PL_READ_EVENTS, 10))) return -1;
+    fs_answer_events(j, have);
+    return 0;
+}
+
+/* An event published between a long-poll's probe (the read that found
+ * nothing above `after`) and its park, on a stream that a WebSocket
+ * session keeps, reached the stream before the poll watched it: it was
+ * never reported, and the poll waited for the next event or its whole
+ * wait. Now the watch says the stream's head, and a poll that finds it
+ * above its `after` reads once more. That read finding nothing (events
+ * this user does not see) leaves the poll parked, not answered empty. */
+TEST(deliver_a_long_poll_hears_of_an_event_between_its_probe_and_its_park) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *ws = h_session(2, 2, &cs, 1, 0);       /* keeps the stream, ordered */
+    CHECK(ws != NULL);
+    CHECK_EQ(lp_start(), 0);
+    int fd = lp_get("/api/v1/conversations/10/messages?after=5&wait=20");
+    CHECK(fd >= 0);
+    pl_job *probe = lp_take(PL_READ_EVENTS, 10);
+    CHECK(probe != NULL && probe->after == 5 && probe->limit == 1);
+    h_publish(10, 6, PL_EV_MESSAGE, 0);           /* committed after the probe read */
+    int64_t seqs[4];
+    CHECK_EQ(event_seqs(ws, 10, seqs, 4), 1);
+    fs_answer_events(probe, 5);                   /* the probe saw nothing: parked */
+    pl_job *again = lp_take(PL_READ_EVENTS, 10);
+    CHECK(again != NULL);                         /* before: no read, no answer for 20 s */
+    CHECK_EQ(again->after, 5);
+    fs_answer_events(again, 6);
+    CHECK_EQ(lp_answer(6), 0);
+    char buf[4096];
+    lp_recv(fd, buf, sizeof buf);
+    CHECK(strstr(buf, "HTTP/1.1 200") == buf && strstr(buf, "\"seq\":6") != NULL);
+    close(fd);
+
+    /* the second read sees nothing (6 not visible to this user, say) */
+    fd = lp_get("/api/v1/conversations/10/messages?after=5&wait=20");
+    CHECK(fd >= 0);
+    fs_answer_events(lp_take(PL_READ_EVENTS, 10), 5);
+    again = lp_take(PL_READ_EVENTS, 10);
+    CHECK(again != NULL);
+    fs_answer_events(again, 5);
+    lp_recv(fd, buf, sizeof buf);
+    CHECK_STR(buf, "");                           /* parked on, not answered empty */
+    CHECK_EQ(fs_count(&H.store, PL_READ_LOGIN) + fs_count(&H.store, PL_READ_EVENTS), 0);
+    h_publish(10, 7, PL_EV_MESSAGE, 0);           /* the next event answers it */
+    CHECK_EQ(lp_answer(7), 0);
+    lp_recv(fd, buf, sizeof buf);
+    CHECK(strstr(buf, "HTTP/1.1 200") == buf && strstr(buf, "\"seq\":7") != NULL);
+    close(fd);
+    lp_stop();
+    fconn *all[] = {ws};
+    h_stop(all, 1);
+}
+
+/* The head a watch is given never goes down for a later watcher: a
+ * stream followed by long-polls only once lowered its head to a new
+ * watcher's `after`, and a third watcher between the two was then told a
+ * head below an event that had gone by, so it would not read again. */
+TEST(deliver_a_watch_is_given_the_head_the_stream_published) {
+    h_start(0);
+    CHECK_EQ(pl_chat_watch(20, 4, 1), 4);         /* a new stream: nothing known yet */
+    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
+    h_publish(20, 5, PL_EV_MESSAGE, 0);
+    CHECK_EQ(pl_chat_watch(20, 2, 1), 5);
+    CHECK_EQ(pl_chat_watch(20, 4, 1), 5);         /* once 2: 5 went by unseen */
+    for (int i = 0; i < 3; i++) pl_chat_watch(20, 0, 0);
+    CHECK(conv_find(20) == NULL);
     h_stop(NULL, 0);
 }
 
