@@ -212,6 +212,9 @@ class _Absent:
 ABSENT = _Absent()
 
 
+CURRENT_FORM = {"edited_ts", "deleted", "pinned", "reactions"}   # keys only a message's current form has
+
+
 def events_between(frames, cid):
     return [m for m in frames if m.get("type") == "event" and m.get("conversation") == cid]
 
@@ -287,6 +290,11 @@ async def test_actions_live_in_order_and_replayed(server, mode, busy):
             assert evs[0]["kind"] == "created", evs[0]
             for ev in evs[1:]:
                 kind, sender, fields = appended[ev["seq"]]
+                if mode == "cluster" and kind == "message" and CURRENT_FORM & ev.keys():
+                    # read from the store by a node the bus reached late:
+                    # its current form (protocol.md "Events")
+                    check_event(ev, cid, ev["seq"], kind, sender)
+                    continue
                 check_event(ev, cid, ev["seq"], kind, sender, **fields)
             assert not ws.errors(), f"{ws.name}: {ws.errors()}"
 
