@@ -87,7 +87,11 @@ def node_cluster_args(node_id, db_url, redis_url, mode=None):
         return ["--node-id", str(node_id)]
     if mode != "cluster":
         raise ValueError(f"unknown node mode {mode!r} (cluster or embedded)")
-    return ["--store", db_url, "--redis", redis_url, "--node-id", "-1"]
+    # two PostgreSQL readers per node, not the default four: each is a
+    # backend PostgreSQL starts per node start, and the suites start
+    # hundreds of nodes (a cluster subset took 10 % less time, 14 % less
+    # CPU); the code they run is the same at any count
+    return ["--store", db_url, "--redis", redis_url, "--node-id", "-1", "--store-readers", "2"]
 
 
 # --------------------------------------------------------------------------
