@@ -90,7 +90,11 @@ def node_cluster_args(node_id, db_url, redis_url, mode=None):
     # two PostgreSQL readers per node, not the default four: each is a
     # backend PostgreSQL starts per node start, and the suites start
     # hundreds of nodes (a cluster subset took 10 % less time, 14 % less
-    # CPU); the code they run is the same at any count
+    # CPU); the code they run is the same at any count. A connect timeout
+    # of 10 s, not parleyd's 2: on a loaded machine (make test's three
+    # workers) PostgreSQL once took longer to take a connection, and a
+    # node that cannot connect at start exits
+    db_url += ("&" if "?" in db_url else "?") + "connect_timeout=10"
     return ["--store", db_url, "--redis", redis_url, "--node-id", "-1", "--store-readers", "2"]
 
 
