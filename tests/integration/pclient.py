@@ -64,6 +64,20 @@ def async_test(timeout=60):
     return deco
 
 
+async def until_ok(attempt, seconds=DEFAULT_TIMEOUT):
+    """Awaits attempt() again and again until it returns without an
+    AssertionError (a client wait that timed out, say), for at most
+    `seconds`; returns what it returned. For what reaches another node of a
+    cluster moments later (a change travelling on the bus)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await attempt()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
 _name_counter = itertools.count(1)
 
 

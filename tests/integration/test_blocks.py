@@ -4,8 +4,9 @@ direct conversations; groups go on; the blocked user learns it only by
 the answer. Both modes."""
 
 import asyncio
+import itertools
 
-from pclient import PASSWORD, WS, Harness, async_test
+from pclient import PASSWORD, WS, Harness, async_test, until_ok
 
 
 @async_test(90)
@@ -105,14 +106,8 @@ async def test_a_block_stops_typing_in_the_direct_conversation(server_factory):
         # bob's node hears of the block on the bus, moments after alice's
         # (her stop comes from her own node): until then his start is taken
         # silently, and no node forwards it (the test below checks that)
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
-            try:
-                e = await wb.request({"type": "typing", "conversation": d, "state": "start"}, timeout=0.5)
-                break
-            except AssertionError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
+        e = await until_ok(lambda: wb.request({"type": "typing", "conversation": d, "state": "start"},
+                                              timeout=0.5))
         assert e["type"] == "error" and e["code"] == "forbidden" and e["message"] == "blocked", e
         e = await wa.request({"type": "typing", "conversation": d, "state": "start"})   # the blocker too
         assert e["type"] == "error" and e["code"] == "forbidden", e
@@ -122,16 +117,12 @@ async def test_a_block_stops_typing_in_the_direct_conversation(server_factory):
         assert not [m for m in wa.msgs[n:] if m.get("type") == "typing" and m.get("conversation") == d]
 
         await api.expect(200, "DELETE", f"/api/v1/users/{bob.id}/block", token=alice.token)
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:                                             # the flag travels on the bus
+
+        async def start_reaches_alice():
             n = len(wa.msgs)
             await wb.send_json({"type": "typing", "conversation": d, "state": "start"})
-            try:
-                await wa.wait_for(typing(d, "start"), start=n, timeout=1)
-                break
-            except AssertionError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
+            await wa.wait_for(typing(d, "start"), start=n, timeout=1)
+        await until_ok(start_reaches_alice)                     # the flag travels on the bus
 
 
 @async_test(90)
@@ -187,19 +178,14 @@ async def test_a_block_hides_presence_between_the_pair(server_factory):
                 break
             await asyncio.sleep(0.1)
         assert [(u["user"], u["status"]) for u in r["users"]] == [(alice.id, "away")], r
-        deadline = asyncio.get_running_loop().time() + 10
-        k = 0
-        while True:                                         # pushed changes flow again
-            k += 1
-            status = "online" if k % 2 else "away"          # a change each time (alice is away now)
+        tries = itertools.count(1)
+
+        async def change_reaches_bob():
+            status = "online" if next(tries) % 2 else "away"   # a change each time (alice is away now)
             nb = len(wb.msgs)
             await wa.send_json({"type": "presence", "status": status})
-            try:
-                await wb.wait_for(status_of(wb, alice.id, status), start=nb, timeout=1.5)
-                break
-            except AssertionError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
+            await wb.wait_for(status_of(wb, alice.id, status), start=nb, timeout=1.5)
+        await until_ok(change_reaches_bob)                  # pushed changes flow again
 
 
 @async_test(90)
