@@ -254,6 +254,8 @@ void sq_pcache_counts(unsigned long *skipped, unsigned long *passed, unsigned lo
 #define SQ_CKPT_STEP  2000   /* frames the WAL grows by before a background copy */
 #define SQ_CKPT_RESET 8000   /* the WAL's frames past which the writer restarts it */
 #define SQ_CKPT_TAIL  1000   /* ... once no more than this many are left to copy */
+#define SQ_CKPT_RETRY 500    /* ... and again after one the WAL did not restart
+                              * from (a reader held it) once it grew this much */
 #define SQ_CKPT_MAX   40000  /* ... or in any case (~160 MiB) */
 typedef struct sq_ckpt sq_ckpt;
 typedef struct sq_ckpt_stats {            /* (the checkpoints themselves are

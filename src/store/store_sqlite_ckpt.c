@@ -20,6 +20,16 @@
  * checkpoints whatever is left, which bounds the WAL if the background
  * copy falls behind.
  *
+ * A reader that holds a snapshot when the writer's checkpoint ends keeps
+ * the WAL from restarting (SQLite restarts it only when no reader uses
+ * it); the tail is then one batch again, and the writer would checkpoint
+ * after every batch while that reader lasts, each time copying a batch
+ * and syncing parley.db on the commit path (the search indexer reads
+ * parley.db in short statements, almost back to back at a high rate,
+ * from a thread that yields its CPU). So after a checkpoint of its own
+ * that the WAL did not restart from, the writer tries again only once the
+ * WAL has grown by SQ_CKPT_RETRY frames.
+ *
  * The frame counts: the hook reports the WAL's frames after each commit;
  * a checkpoint reports how many of them it copied. After the WAL restarts
  * the hook's count starts again from below the copied one, which resets
@@ -47,6 +57,8 @@ struct sq_ckpt {
     int64_t         frames;             /* atomic: the WAL's frames          */
     int64_t         copied;             /* atomic: of those, copied          */
     int64_t         writer_left_max;    /* atomic: most frames left to the writer */
+    int64_t         writer_at;          /* writer thread: the WAL's frames at its
+                                         * last checkpoint, 0 once it restarted */
 };
 
 /* A stale count (a copy of the WAL before it restarted) is harmless: the
@@ -145,7 +157,9 @@ void sq_ckpt_after_batch(void *wctx, int queued) {
     if (!c || s->broken) return;
     int64_t frames = __atomic_load_n(&c->frames, __ATOMIC_ACQUIRE);
     int64_t copied = __atomic_load_n(&c->copied, __ATOMIC_ACQUIRE);
+    if (frames < c->writer_at) c->writer_at = 0;          /* the WAL started again */
     if (frames < SQ_CKPT_RESET || (frames - copied > SQ_CKPT_TAIL && frames < SQ_CKPT_MAX)) return;
+    if (c->writer_at && frames < c->writer_at + SQ_CKPT_RETRY && frames < SQ_CKPT_MAX) return;   /* a reader */
     pthread_mutex_lock(&c->mu);
     int running = c->running;
     pthread_mutex_unlock(&c->mu);
@@ -153,6 +167,7 @@ void sq_ckpt_after_batch(void *wctx, int queued) {
     if (frames - copied > c->writer_left_max)   /* written by the writer only */
         __atomic_store_n(&c->writer_left_max, frames - copied, __ATOMIC_RELAXED);
     ck_run(c, s->wdb, &pl_m_ckpt_writer, "writer");
+    c->writer_at = frames;
 }
 
 void sq_ckpt_stats_get(sq_store *s, sq_ckpt_stats *out) {

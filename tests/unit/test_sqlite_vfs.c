@@ -283,6 +283,80 @@ TEST(sqlite_ckpt_copies_off_the_writer_and_restarts_the_wal) {
     v_rm(dir);
 }
 
+/* One batch of ~18 WAL frames on the writer connection, then the
+ * pipeline's after-batch hook. */
+static int v_batch(sq_store *s, int i) {
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 16)"
+             " INSERT INTO t(v) SELECT %d || '-' || hex(zeroblob(1500)) FROM n", i);
+    int rc = sqlite3_exec(s->wdb, sql, NULL, NULL, NULL);
+    sq_ckpt_after_batch(s, 0);
+    return rc;
+}
+
+/* A reader that takes a fresh snapshot between the writer's batches (as
+ * the search indexer's short reads of parley.db do) keeps the WAL from
+ * restarting: every checkpoint can copy only up to its snapshot, one
+ * batch short of the end, and the writer's tail rule saw that one batch
+ * as a tail to checkpoint after every batch, each a copy and a sync of
+ * the database on the commit path. After a checkpoint the WAL did not
+ * restart from, the writer tries again only every SQ_CKPT_RETRY frames;
+ * once the reader is gone, the WAL restarts. */
+TEST(sqlite_ckpt_writer_does_not_checkpoint_every_batch_while_a_reader_holds_the_wal) {
+    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64], err[256] = "";
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/v.db", dir);
+    sq_store *s = calloc(1, sizeof *s);
+    s->wdb = v_open(path, sq_vfs());
+    CHECK(s->wdb);
+    CHECK_EQ(sqlite3_exec(s->wdb, V_SETUP, NULL, NULL, NULL), SQLITE_OK);
+    CHECK_EQ(sq_ckpt_open(s, path, err, sizeof err), 0);
+    CHECK_EQ(sq_ckpt_start(s), 0);
+    sqlite3 *reader = v_open(path, sq_vfs());
+    CHECK(reader);
+    sqlite3_stmt *rd;
+    CHECK_EQ(sqlite3_prepare_v2(reader, "SELECT max(k) FROM t", -1, &rd, NULL), SQLITE_OK);
+    int i = 0, batches = (SQ_CKPT_RESET + 4 * SQ_CKPT_RETRY) / 16 + 50;   /* ~18 frames each */
+    sq_ckpt_stats st;
+    uint64_t wr0 = pl_m_ckpt_writer.v;
+    int64_t last = 0, first_frames = 0;
+    for (int b = 0; b < batches; b++, i++) {
+        sqlite3_reset(rd);                  /* the last snapshot ends, a fresh one begins */
+        CHECK_EQ(sqlite3_step(rd), SQLITE_ROW);
+        CHECK_EQ(v_batch(s, i), SQLITE_OK);
+        sq_ckpt_stats_get(s, &st);
+        CHECK(st.frames >= last);           /* no restart while the reader is there */
+        last = st.frames;
+        if (b == 0) first_frames = st.frames;
+        if (st.copied + SQ_CKPT_STEP < st.frames) usleep(2000);   /* the thread's copy */
+    }
+    uint64_t wr = pl_m_ckpt_writer.v - wr0;
+    int64_t grown = last - first_frames;
+    fprintf(stderr, "  (%d batches beside a reader: WAL %lld frames, %llu checkpoints by the writer)\n", batches,
+            (long long)last, (unsigned long long)wr);
+    CHECK(last >= SQ_CKPT_RESET + 2 * SQ_CKPT_RETRY);
+    CHECK(wr >= 1);                          /* it did try */
+    CHECK(wr <= (uint64_t)(grown / SQ_CKPT_RETRY) + 2);
+    sqlite3_reset(rd);                      /* the reader is done */
+    int restarted = 0;
+    for (int b = 0; b < 2 * SQ_CKPT_RETRY / 18 + 4 && !restarted; b++, i++) {
+        CHECK_EQ(v_batch(s, i), SQLITE_OK);
+        sq_ckpt_stats_get(s, &st);
+        restarted = st.frames < last;
+        last = st.frames;
+        if (st.copied + SQ_CKPT_STEP < st.frames) usleep(2000);
+    }
+    CHECK(restarted);
+    sqlite3_finalize(rd);
+    sqlite3_close(reader);
+    sq_ckpt_close(s);
+    CHECK_EQ(v_int(s->wdb, "SELECT count(*) FROM t"), (int64_t)i * 16);
+    sqlite3_close(s->wdb);
+    free(s);
+    v_rm(dir);
+}
+
 /* The indexer yields the CPU entirely (SCHED_IDLE) while it is at most
  * SQ_INDEX_LAG_MAX messages behind and was last caught up at most
  * SQ_INDEX_BEHIND_MS ago; past either bound it stops yielding until it has
