@@ -496,8 +496,9 @@ void pl_chat_ws_text(pl_conn *c, const uint8_t *p, size_t n) {
         /* an `auth`, but not a valid one, or a message that is not JSON at
          * all (a repeated key, say: it was "authenticate first", which
          * misled a client that had sent an `auth`): say why */
-        if (r && (m.type == PL_MSG_AUTH || !m.root)) {   /* !root: not read as JSON at all
-                                                       * (bad JSON, a number past 64 bits: audit R3) */
+        /* !root: not read as JSON at all (bad JSON, a number past 64 bits:
+         * audit R3); JSON but not an object (`[1]`, `null`: audit M2) */
+        if (r && (m.type == PL_MSG_AUTH || !m.root || !json_is_object(m.root))) {
             char why[124];
             snprintf(why, sizeof why, "bad auth message: %s", e.message);
             CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, why);

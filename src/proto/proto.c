@@ -432,8 +432,19 @@ int pl_proto_decode(const char *data, size_t len, size_t max_body, pl_msg *m, pl
         return fail(e, "bad_json", "%s", "message is not valid JSON (UTF-8 text; an escaped character must be whole)");
     if (!json_is_object(m->root))
         return fail(e, "bad_json", "%s", "message must be a JSON object");
+    /* A field given null is the field left out (protocol.md, as REST's
+     * api.c does): taken out once here, so no reader of the message (the
+     * decoders below, auth_ready's req) can take a null for a value
+     * (audit M2: `"body": null` beside attachments or in a ciphertext
+     * send was refused, an auth's `"req": null` came back in `ready`). */
+    const char *key;
+    json_t *val;
+    void *it;
+    json_object_foreach_safe(m->root, it, key, val) {
+        if (json_is_null(val)) json_object_del(m->root, key);
+    }
     json_t *req = json_object_get(m->root, "req");
-    if (req && !json_is_null(req)) {      /* null: left out, as every optional field */
+    if (req) {
         if (!json_is_string(req) && !json_is_integer(req))
             return fail(e, "bad_request", "%s", "\"req\" must be a string or an integer");
         if (json_is_integer(req) && (json_integer_value(req) < 0 || json_integer_value(req) > 9007199254740991LL))

@@ -215,7 +215,9 @@ async def test_anything_before_auth_is_refused(server):
                            ("not json at all", "JSON"),
                            ('{"type":"auth","token":"%s","req":"A","req":"B"}' % bob.token, "repeats a key"),
                            # a number past 64 bits (audit R3: "authenticate first")
-                           ('{"type":"auth","token":"%s","n":1e400}' % bob.token, "out of range")):
+                           ('{"type":"auth","token":"%s","n":1e400}' % bob.token, "out of range"),
+                           # JSON, but not an object (audit M2: "authenticate first")
+                           ("[1]", "JSON object"), ("null", "JSON object"), ('"auth"', "JSON object")):
             c = WS(server.ws_url, None, auth=None, name="badauth")
             h.clients.append(c)
             await c.connect(expect_ready=False)
@@ -227,6 +229,13 @@ async def test_anything_before_auth_is_refused(server):
             assert code == 4001, f"first message {first!r}: close {code}, msgs {c.msgs}"
             assert c.close_reason.startswith("bad auth message: ") and why in c.close_reason, (first, c.close_reason)
             assert not [m for m in c.msgs if m.get("type") == "ready"], c.msgs
+        # a req given null is no req: not echoed in `ready` (audit M2: `"req": null`)
+        c = WS(server.ws_url, None, auth=None, name="nullreq")
+        h.clients.append(c)
+        await c.connect(expect_ready=False)
+        await c.send_json({"type": "auth", "req": None, "token": bob.token, "cursors": None})
+        ready = await c.wait_for(lambda m: m.get("type") == "ready", what="ready after an auth with req null")
+        assert "req" not in ready, ready
         await b.ping()
         assert not b.conv_events(cid), f"a pre-auth send was delivered: {b.conv_events(cid)}"
         hist = await api.history_all(bob, cid)

@@ -679,6 +679,38 @@ TEST(proto_send_kind) {
     pl_msg_release(&m);
 }
 
+/* A field given null is the field left out (protocol.md "Requests and
+ * replies"), on the WebSocket as on REST (audit M2: a `"body": null`
+ * beside attachments or in a ciphertext send was refused, and an auth's
+ * `"req": null` was echoed into `ready`). */
+TEST(proto_a_null_field_is_a_field_left_out) {
+    pl_msg m;
+    pl_proto_err e;
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"attachments\":[5],"
+                    "\"body\":null}", &m, &e), 0);
+    CHECK_EQ(m.nattach, 1);
+    CHECK_EQ(m.body_len, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"kind\":\"ciphertext\","
+                    "\"payloads\":[],\"body\":null}", &m, &e), 0);
+    CHECK_EQ(m.body_len, 0);
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":\"auth\",\"req\":null,\"token\":\"t\",\"cursors\":null}", &m, &e), 0);
+    CHECK_EQ(m.type, PL_MSG_AUTH);
+    CHECK(m.req == NULL && e.req == NULL);
+    CHECK(json_object_get(m.root, "req") == NULL);   /* what auth_ready echoes */
+    CHECK(m.cursors == NULL);
+    pl_msg_release(&m);
+    /* a required field given null is missing, as left out */
+    CHECK_EQ(decode("{\"type\":\"send\",\"conversation\":1,\"client_msg_id\":\"c\",\"body\":null}", &m, &e), -1);
+    CHECK_STR(e.code, "bad_request");
+    pl_msg_release(&m);
+    CHECK_EQ(decode("{\"type\":null,\"req\":3}", &m, &e), -1);
+    CHECK_STR(e.message, "\"type\" must be a string");
+    CHECK(e.req != NULL);                   /* a good req is still echoed */
+    pl_msg_release(&m);
+}
+
 /* ---- the send fast path (proto.c fast_send) agrees with jansson ---------------- */
 
 /* The outcome of one decode as text: fields, or the error. */
