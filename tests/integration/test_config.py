@@ -122,6 +122,10 @@ def test_bad_listen_and_data_dir_are_refused_clearly(parleyd_bin):
         port = f"127.0.0.1:{free_port()}"
         p = run(parleyd_bin, "--listen", port, "--data-dir", data, "--store", "mysql://x")
         assert p.returncode == 2 and p.stderr.startswith("parleyd: --store mysql://x: unknown store"), p.stderr
+        # libpq's other spelling is a PostgreSQL store (README): not refused as a value
+        p = run(parleyd_bin, "--listen", port, "--data-dir", os.path.join(work, "pgdata"), "--store",
+                f"postgresql://x@127.0.0.1:{free_port()}/d")
+        assert p.returncode == 1 and "cannot connect to PostgreSQL" in p.stderr, p.stderr
         for root, why in ((os.path.join(work, "nope"), "No such file or directory"), (REPO + "/README.md",
                                                                                       "not a directory")):
             p = run(parleyd_bin, "--listen", port, "--data-dir", data, "--web-root", root)
@@ -152,6 +156,23 @@ def test_bad_listen_and_data_dir_are_refused_clearly(parleyd_bin):
             lines = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
             assert any(ln["level"] == "error" and why in ln.get("reason", "") for ln in lines), (args, p.stderr)
         busy.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_push_setting_without_the_one_it_belongs_to_is_refused(parleyd_bin):
+    """README "Configuration": settings that need another are bad values
+    (exit 2, before the data directory is touched), the push ones too
+    (audit M1: README named only the TLS and Redis pairs)."""
+    work = tempfile.mkdtemp(prefix="parley-it-")
+    try:
+        data = os.path.join(work, "data")
+        for flag, needs in (("--push-webhook-secret", "--push-webhook"), ("--push-fcm-token", "--push-fcm-url"),
+                            ("--push-apns-topic", "--push-apns-url"), ("--push-apns-token", "--push-apns-url"),
+                            ("--push-apns-key-id", "--push-apns-key"), ("--push-apns-team-id", "--push-apns-key")):
+            p = run(parleyd_bin, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", data, flag, "x")
+            assert p.returncode == 2 and p.stderr == f"parleyd: {flag} needs {needs}\n", (flag, p.returncode, p.stderr)
+        assert not os.path.exists(data)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
