@@ -23,6 +23,8 @@ static int set_block(pc_client *c, int argc, char **argv, int block) {
     json_t *u = NULL;
     if (rc == 0) rc = pc_user_lookup(c, cmd, pos[0], &u);
     free(pos);
+    if (rc == 0 && ((rc = pc_want(cmd, u, "id", JSON_INTEGER)) || (rc = pc_want(cmd, u, "username", JSON_STRING))))
+        json_decref(u);
     if (rc) return rc;
     /* the server's spelling of the name, not the one typed */
     char *name = pl_strdup(pc_jstr(u, "username"));
@@ -31,6 +33,7 @@ static int set_block(pc_client *c, int argc, char **argv, int block) {
     json_decref(u);
     json_t *o;
     rc = pc_call(c, cmd, block ? "PUT" : "DELETE", path, NULL, &o);
+    if (rc == 0 && (rc = pc_want(cmd, o, "changed", JSON_TRUE))) json_decref(o);
     if (rc == 0) {
         int changed = !json_is_false(json_object_get(o, "changed"));
         if (c->json) pc_print_json(o);

@@ -232,6 +232,10 @@ int pc_cmd_dm(pc_client *c, int argc, char **argv) {
     if (!*name || !pc_utf8(name, strlen(name))) return pc_usage_error(argv[0], "\"%s\" is not a username", user);
     json_t *o;
     if ((rc = open_direct(c, "dm", name, &o))) return rc;
+    if ((rc = pc_want("dm", o, "id", JSON_INTEGER))) {
+        json_decref(o);
+        return rc;
+    }
     if (c->json) pc_print_json(o);
     else printf("%lld\n", (long long)json_integer_value(json_object_get(o, "id")));
     json_decref(o);
@@ -259,6 +263,10 @@ static int group_create(pc_client *c, int argc, char **argv, char **pos) {
     rc = pc_call(c, cmd, "POST", "/api/v1/conversations", b, &o);
     json_decref(b);
     if (rc) return rc;
+    if ((rc = pc_want(cmd, o, "id", JSON_INTEGER))) {
+        json_decref(o);
+        return rc;
+    }
     if (c->json) pc_print_json(o);
     else printf("%lld\n", (long long)json_integer_value(json_object_get(o, "id")));
     json_decref(o);
@@ -382,6 +390,10 @@ int pc_cmd_members(pc_client *c, int argc, char **argv) {
     if (rc) return rc;
     json_t *o;
     if ((rc = pc_conv_get(c, "members", conv, &o))) return rc;
+    if ((rc = pc_want("members", o, "members", JSON_ARRAY))) {
+        json_decref(o);
+        return rc;
+    }
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(o, "members"), i, m) {
@@ -404,6 +416,10 @@ int pc_cmd_read(pc_client *c, int argc, char **argv) {
     if (rc) return rc;
     json_t *cv;                               /* the cursor the server will hold: */
     if ((rc = pc_conv_get(c, "read", conv, &cv))) return rc;
+    if ((rc = pc_want("read", cv, "last_seq", JSON_INTEGER)) || (rc = pc_want("read", cv, "read_seq", JSON_INTEGER))) {
+        json_decref(cv);
+        return rc;
+    }
     int64_t last = json_integer_value(json_object_get(cv, "last_seq"));
     int64_t had = json_integer_value(json_object_get(cv, "read_seq"));
     json_decref(cv);

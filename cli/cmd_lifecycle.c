@@ -106,6 +106,8 @@ int pc_cmd_retention(pc_client *c, int argc, char **argv) {
     } else {
         rc = pc_call(c, cmd, "GET", path, NULL, &ans);
     }
+    /* every conversation and workspace answer has it (retention_source may be null) */
+    if (rc == 0 && (rc = pc_want(cmd, ans, "retention_seconds", JSON_INTEGER))) json_decref(ans);
     if (rc) return rc;
     if (c->json) {
         pc_print_json(ans);
@@ -147,6 +149,10 @@ int pc_cmd_hold(pc_client *c, int argc, char **argv) {
              (long long)id);
     json_t *ans;
     if ((rc = pc_call(c, cmd, release ? "DELETE" : "PUT", path, NULL, &ans))) return rc;
+    if ((rc = pc_want(cmd, ans, "legal_hold", JSON_TRUE))) {
+        json_decref(ans);
+        return rc;
+    }
     if (c->json) pc_print_json(ans);
     else printf("legal hold %s %s%lld\n", release ? "released on" : "on", ws_form ? "workspace " : "", (long long)id);
     json_decref(ans);
@@ -169,6 +175,10 @@ static int my_messages(pc_client *c, json_t **all) {
         if (after) pc_path_add(c, &path, "&after=", after);
         json_t *page;
         if ((rc = pc_call(c, "export", "GET", pl_sbuf_cstr(&path), NULL, &page))) break;
+        if ((rc = pc_want("export", page, "messages", JSON_ARRAY))) {
+            json_decref(page);
+            break;
+        }
         json_t *msgs = json_object_get(page, "messages");
         if (json_is_array(msgs)) json_array_extend(*all, msgs);
         /* a message id is a string; a number is taken too, so that a page
@@ -243,6 +253,7 @@ int pc_cmd_export(pc_client *c, int argc, char **argv) {
         fprintf(stderr, "parley: export: the server's answer is not an export object\n");
         rc = PC_EXIT_DOWN;
     }
+    if (rc == 0) rc = pc_want("export", doc, "conversations", JSON_ARRAY);
     if (rc == 0) rc = my_messages(c, &msgs);
     if (rc == 0) {
         size_t n = json_array_size(msgs);

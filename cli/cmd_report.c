@@ -65,6 +65,9 @@ int pc_cmd_report(pc_client *c, int argc, char **argv) {
     free(note);
     rc = pc_call(c, "report", "POST", path, b, &o);
     json_decref(b);
+    if (rc == 0 &&
+        ((rc = pc_want("report", o, "id", JSON_INTEGER)) || (rc = pc_want("report", o, "created", JSON_TRUE))))
+        json_decref(o);
     if (rc) return rc;
     if (c->json) pc_print_json(o);
     else printf("%s %lld#%lld (report %lld)\n",

@@ -104,8 +104,11 @@ static int channels_of(pc_client *c, const char *cmd, int64_t ws, json_t **out) 
     json_t *ans;
     int rc = pc_call(c, cmd, "GET", path, NULL, &ans);
     if (rc) return rc;
+    if ((rc = pc_want(cmd, ans, "channels", JSON_ARRAY))) {
+        json_decref(ans);
+        return rc;
+    }
     *out = json_incref(json_object_get(ans, "channels"));
-    if (!*out) *out = json_array();
     json_decref(ans);
     return 0;
 }
@@ -181,10 +184,14 @@ static void print_ws_line(json_t *w) {
     pl_sbuf_release(&line);
 }
 
-/* Prints the id of a created object, or with --json the object. */
-static void print_created(pc_client *c, json_t *o) {
+/* Prints the id of a created object, or with --json the object; an
+ * answer without an id is not the API's (pc_want's exit status). */
+static int print_created(pc_client *c, const char *cmd, json_t *o) {
+    int rc = pc_want(cmd, o, "id", JSON_INTEGER);
+    if (rc) return rc;
     if (c->json) pc_print_json(o);
     else printf("%lld\n", (long long)int_of(o, "id"));
+    return 0;
 }
 
 /* ---- workspaces ----------------------------------------------------------------------- */
@@ -213,9 +220,9 @@ static int ws_create(pc_client *c, int argc, char **argv, char **pos) {
     rc = pc_call(c, cmd, "POST", "/api/v1/workspaces", b, &o);
     json_decref(b);
     if (rc) return rc;
-    print_created(c, o);
+    rc = print_created(c, cmd, o);
     json_decref(o);
-    return 0;
+    return rc;
 }
 
 static int ws_show(pc_client *c, int argc, char **argv, char **pos) {
@@ -227,6 +234,10 @@ static int ws_show(pc_client *c, int argc, char **argv, char **pos) {
     snprintf(path, sizeof path, "/api/v1/workspaces/%lld", (long long)ws);
     json_t *o;
     if ((rc = pc_call(c, cmd, "GET", path, NULL, &o))) return rc;
+    if ((rc = pc_want(cmd, o, "members", JSON_ARRAY))) {
+        json_decref(o);
+        return rc;
+    }
     if (c->json) {
         pc_print_json(o);
     } else {
@@ -400,9 +411,9 @@ static int ch_create(pc_client *c, int argc, char **argv, char **pos) {
     rc = pc_call(c, cmd, "POST", path, b, &ch);
     json_decref(b);
     if (rc) return rc;
-    print_created(c, ch);
+    rc = print_created(c, cmd, ch);
     json_decref(ch);
-    return 0;
+    return rc;
 }
 
 /* channel join CONV, channel leave CONV (a channel only: anything else is

@@ -1367,6 +1367,63 @@ def test_a_2xx_that_is_not_the_apis_json_is_exit_3(cli_bin, workdir):
         stub.close()
 
 
+@pytest.mark.embedded_only("a stub server: nothing of the cluster's")
+def test_an_answer_without_what_the_command_prints_is_exit_3(cli_bin, workdir):
+    """Only the list commands checked that the answer had what they print:
+    against `200 {}` the others printed made-up output and exited 0 (`dm
+    bob` printed `0`, `report` "reported 5#1 (report 0)", `block` "blocked
+    ?", `hold` "legal hold on 5", `export` `{"messages": []}`). Now each is
+    exit 3, nothing on stdout, and the line naming the missing field, with
+    and without --json."""
+    stub = Stub(lambda m, p: (200, {"Content-Type": "application/json"}, b"{}"))
+    try:
+        u = Cli(cli_bin, stub, str(workdir))
+        env = {"PARLEY_TOKEN": "t"}
+        for args, cmd, field in ((["dm", "bob"], "dm", "id"), (["group", "create", "X"], "group create", "id"),
+                                 (["workspace", "create", "X"], "workspace create", "id"),
+                                 (["channel", "create", "1", "x"], "channel create", "id"),
+                                 (["report", "5", "1", "spam"], "report", "id"),
+                                 (["block", "bob"], "block", "id"), (["unblock", "bob"], "unblock", "id"),
+                                 (["hold", "5"], "hold", "legal_hold"),
+                                 (["hold", "--release", "--workspace", "1"], "hold", "legal_hold"),
+                                 (["retention", "5"], "retention", "retention_seconds"),
+                                 (["retention", "5", "1d"], "retention", "retention_seconds"),
+                                 (["retention", "--workspace", "1"], "retention", "retention_seconds"),
+                                 (["read", "5"], "read", "last_seq"), (["members", "5"], "members", "members"),
+                                 (["channels", "1"], "channels", "channels"),
+                                 (["channel", "list", "1"], "channel list", "channels"),
+                                 (["send", "1/#x", "hi"], "send", "channels"),
+                                 (["workspace", "show", "1"], "workspace show", "members"),
+                                 (["export"], "export", "conversations")):
+            for json_opt in ([], ["--json"]):
+                p = u.run(*json_opt, *args, env=env, expect=3)
+                assert p.stdout == "", (args, json_opt, p.stdout)
+                assert p.stderr == f'parley: {cmd}: the server\'s answer is not the API\'s: no "{field}"\n', \
+                    (args, json_opt, p.stderr)
+    finally:
+        stub.close()
+    # each of those answered in part: what the command prints is checked too
+    answers = {("GET", "/api/v1/users/bob"): {"id": 2}, ("GET", "/api/v1/conversations/5"): {"last_seq": 3},
+               ("PUT", "/api/v1/users/2/block"): {"user": 2, "blocked": True},
+               ("POST", "/api/v1/conversations/5/messages/1/report"): {"id": 7},
+               ("GET", "/api/v1/me/export"): {"conversations": []}}
+    stub = Stub(lambda m, p: (200, {"Content-Type": "application/json"},
+                              json.dumps(answers.get((m, p.split("?")[0]), {})).encode()))
+    try:
+        u = Cli(cli_bin, stub, str(workdir))
+        for args, field in ((["unblock", "bob"], "username"), (["read", "5"], "read_seq"),
+                            (["report", "5", "1", "spam"], "created"), (["export"], "messages")):
+            p = u.run(*args, env={"PARLEY_TOKEN": "t"}, expect=3)
+            assert p.stdout == "", (args, p.stdout)
+            assert p.stderr == f'parley: {args[0]}: the server\'s answer is not the API\'s: no "{field}"\n', \
+                (args, p.stderr)
+        answers[("GET", "/api/v1/users/bob")]["username"] = "bob"
+        p = u.run("block", "bob", env={"PARLEY_TOKEN": "t"}, expect=3)
+        assert p.stderr == 'parley: block: the server\'s answer is not the API\'s: no "changed"\n', p.stderr
+    finally:
+        stub.close()
+
+
 def test_cacert_that_is_a_directory_or_not_a_certificate_is_refused_up_front(cli, workdir):
     """Audit V2 #3: a directory, an empty file and a file with no PEM
     certificate are refused as README says (exit 3, before any request,
