@@ -78,6 +78,7 @@ static int enter(pc_client *c, int argc, char **argv, int reg) {
     free(pos);
     if (rc) return rc;
     if (npos != 1) return pc_usage_error(cmd, "give one USERNAME");
+    if (!*user) return pc_usage_error(cmd, "\"%s\" is not a username", user);
     if (!pc_utf8(user, strlen(user))) return pc_usage_error(cmd, "the username is not valid UTF-8");
     char *pw = read_password(cmd);
     if (!pw) return PC_EXIT_USAGE;

@@ -283,9 +283,11 @@ static int group_member(pc_client *c, int argc, char **argv, char **pos, int add
     const char *cmd = add ? "group add" : "group remove";
     int npos, rc = pc_plain_args(cmd, argc, argv, pos, &npos, 2, "give CONV and USER");
     if (rc) return rc;
+    const char *bare = bare_name(pos[1]);       /* checked as pc_user_lookup checks it */
+    if (!*bare || !pc_utf8(bare, strlen(bare))) return pc_usage_error(cmd, "\"%s\" is not a username", pos[1]);
     int64_t conv, user = 0;
     char shown[64];                                   /* the name as stored, once known */
-    snprintf(shown, sizeof shown, "%s", bare_name(pos[1]));
+    snprintf(shown, sizeof shown, "%s", bare);
     if ((rc = pc_conv_arg(c, cmd, pos[0], &conv))) return rc;
     if (!add && (rc = pc_user_stored(c, cmd, pos[1], &user, shown, sizeof shown))) return rc;
     char path[96];

@@ -1584,6 +1584,33 @@ def test_an_empty_argument_is_a_usage_error_naming_it(cli):
     assert alice.out("ls").count("\n") == 1                 # #general only: nothing was created
 
 
+def test_an_empty_username_is_a_usage_error_on_every_path(cli):
+    """`register ''` and `login ''` were sent to the server (exit 1, its 400
+    and 401), and so was `group add CONV ''` (exit 1, 404), while `group
+    remove`, `workspace add`, `dm` and `block` said `"" is not a username`
+    (exit 2). Now all of them do, and send nothing; a real name still works
+    on each path."""
+    alice, bob = cli().register(), cli().register()
+    g = alice.out("group", "create", "Empties").strip()
+    ws = alice.out("workspace", "create", "EmptyUsers").strip()
+    for args, cmd, arg in ((["register", ""], "register", ""), (["login", ""], "login", ""),
+                           (["group", "add", g, ""], "group add", ""), (["group", "add", g, "@"], "group add", "@"),
+                           (["group", "remove", g, ""], "group remove", ""),
+                           (["workspace", "add", ws, ""], "workspace add", ""), (["dm", ""], "dm", ""),
+                           (["block", ""], "block", "")):
+        p = alice.run(*args, expect=2)
+        lines = p.stderr.splitlines()
+        assert p.stdout == "" and lines[0] == f'parley: {cmd}: "{arg}" is not a username', (args, p.stderr)
+        assert lines[1].startswith("usage: parley"), (args, p.stderr)
+    assert alice.out("members", g) == f"{alice.id} {alice.name.lower()} admin\n"    # nobody was added
+    assert alice.out("group", "add", g, "@" + bob.name) == f"added {bob.name.lower()} to {g}\n"
+    assert alice.out("group", "remove", g, bob.name) == f"removed {bob.name.lower()} from {g}\n"
+    assert alice.out("group", "add", g, bob.name) == f"added {bob.name.lower()} to {g}\n"
+    assert alice.out("login", alice.name) == f"logged in as {alice.name.lower()} (user {alice.id})\n"
+    carol = cli()
+    assert carol.out("register", carol.name).startswith(f"registered {carol.name.lower()} (user ")
+
+
 def test_invisible_format_characters_are_shown_as_replacement(cli):
     """Audit K3 F3: U+202E and the other bidirectional controls, U+2028/9
     and invisible format characters went to the terminal as they were (a
