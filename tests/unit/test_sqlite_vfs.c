@@ -226,17 +226,27 @@ TEST(sqlite_vfs_paces_background_writes_only) {
     v_rm(dir);
 }
 
+/* A store of just a writer connection on path (WAL, synchronous FULL,
+ * table t) and its checkpointer, started; NULL if any step failed. */
+static sq_store *v_ckpt_store(const char *path) {
+    char err[256] = "";
+    sq_store *s = calloc(1, sizeof *s);
+    s->wdb = v_open(path, sq_vfs());
+    if (!s->wdb || sqlite3_exec(s->wdb, V_SETUP, NULL, NULL, NULL) != SQLITE_OK ||
+        sq_ckpt_open(s, path, err, sizeof err) != 0 || sq_ckpt_start(s) != 0) {
+        fprintf(stderr, "  cannot set up a checkpointed store at %s: %s\n", path, err);
+        return NULL;
+    }
+    return s;
+}
+
 TEST(sqlite_ckpt_copies_off_the_writer_and_restarts_the_wal) {
-    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64], wal[72], err[256] = "";
+    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64], wal[72];
     CHECK(mkdtemp(dir) != NULL);
     snprintf(path, sizeof path, "%s/v.db", dir);
     snprintf(wal, sizeof wal, "%s-wal", path);
-    sq_store *s = calloc(1, sizeof *s);
-    s->wdb = v_open(path, sq_vfs());
-    CHECK(s->wdb);
-    CHECK_EQ(sqlite3_exec(s->wdb, V_SETUP, NULL, NULL, NULL), SQLITE_OK);
-    CHECK_EQ(sq_ckpt_open(s, path, err, sizeof err), 0);
-    CHECK_EQ(sq_ckpt_start(s), 0);
+    sq_store *s = v_ckpt_store(path);
+    CHECK(s);
     uint64_t bg0 = pl_m_ckpt_background.v, wr0 = pl_m_ckpt_writer.v;
     /* ~18 frames a commit, 3x the WAL size at which the writer restarts it */
     int commits = 3 * SQ_CKPT_RESET / 18, restarted = 0;
@@ -304,15 +314,11 @@ static int v_batch(sq_store *s, int i) {
  * restart from, the writer tries again only every SQ_CKPT_RETRY frames;
  * once the reader is gone, the WAL restarts. */
 TEST(sqlite_ckpt_writer_does_not_checkpoint_every_batch_while_a_reader_holds_the_wal) {
-    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64], err[256] = "";
+    char dir[] = "/tmp/pl-vfs-XXXXXX", path[64];
     CHECK(mkdtemp(dir) != NULL);
     snprintf(path, sizeof path, "%s/v.db", dir);
-    sq_store *s = calloc(1, sizeof *s);
-    s->wdb = v_open(path, sq_vfs());
-    CHECK(s->wdb);
-    CHECK_EQ(sqlite3_exec(s->wdb, V_SETUP, NULL, NULL, NULL), SQLITE_OK);
-    CHECK_EQ(sq_ckpt_open(s, path, err, sizeof err), 0);
-    CHECK_EQ(sq_ckpt_start(s), 0);
+    sq_store *s = v_ckpt_store(path);
+    CHECK(s);
     sqlite3 *reader = v_open(path, sq_vfs());
     CHECK(reader);
     sqlite3_stmt *rd;
