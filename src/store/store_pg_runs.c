@@ -437,8 +437,8 @@ int pg_run_receipts(pg_store *s, pl_job **jobs, size_t n) {
         rcpt_pair *q = &pr[x[i].pair];
         int64_t d = j->delivered < e->last_seq ? j->delivered : e->last_seq;
         int64_t r = j->read < e->last_seq ? j->read : e->last_seq;
-        if (r < q->joined - 1) r = 0;                  /* before it joined: moves nothing (audit E3) */
-        if (d < q->joined - 1) d = 0;
+        if (r < q->joined) r = 0;                      /* before it joined: moves nothing (audit E3, M3) */
+        if (d < q->joined) d = 0;
         if (r > d) d = r;                              /* read implies delivered */
         x[i].nd = d > q->cd ? d : q->cd;
         x[i].nr = r > q->cr ? r : q->cr;

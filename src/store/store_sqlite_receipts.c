@@ -53,9 +53,10 @@ int sq_job_receipt(sq_store *s, pl_job *j, int64_t now) {
     int64_t d = j->delivered < e->last_seq ? j->delivered : e->last_seq;
     int64_t r = j->read < e->last_seq ? j->read : e->last_seq;
     /* a cursor below where the member joined would show it reading what it
-     * cannot see (audit E3): it moves nothing */
-    if (r < joined - 1) r = 0;
-    if (d < joined - 1) d = 0;
+     * cannot see (audit E3; one below, joined - 1, too: audit M3): it moves
+     * nothing */
+    if (r < joined) r = 0;
+    if (d < joined) d = 0;
     if (r > d) d = r;                               /* read implies delivered */
     int64_t nd = d > cd ? d : cd, nr = r > cr ? r : cr;
     j->created = nd != cd || nr != cr;
