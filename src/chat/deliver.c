@@ -265,8 +265,11 @@ static int ordered(const chat_conv *cv) { return cv->nsubs || cv->has_ring; }
 /* An event from the bus (any order, duplicates, losses: bus.h). */
 static void conv_bus_event(chat_conv *cv, const pl_event *ev) {
     if (!ordered(cv)) {                       /* watchers only: no order kept */
-        if (ev->seq <= cv->published) return;
-        cv->published = cv->known = ev->seq;
+        if (ev->seq > cv->published) cv->published = cv->known = ev->seq;
+        /* reported at or below the head too: a stream the watch created
+         * starts at its first watcher's `after`, which may be past the
+         * conversation's head (audit M6: a poll with after=50 on a head
+         * of 1 kept every poll on the conversation waiting out its wait) */
         changed_add(cv->id);
         return;
     }

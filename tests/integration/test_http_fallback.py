@@ -99,3 +99,31 @@ async def test_a_parked_poll_is_answered_at_its_logout(server):
         assert got.status == 401, got
         assert not other.done(), "a poll of another login is not ended"
         other.cancel()
+
+
+@async_test(60)
+async def test_a_poll_past_the_head_keeps_no_other_poll_waiting(server):
+    """protocol.md, long-poll: a held poll is answered when the conversation
+    gets an event, with an empty page when that event is at or below an
+    `after` given past the newest seq. Audit M6: the first poll's `after`
+    (50, past the head) became the watch's head, so an event below it woke
+    no poll on the conversation, the other members' included."""
+    async with Harness(server) as h:
+        api = h.api
+        alice, bob, carol = await api.register_many(3, "pp")
+        cid = (await api.create_group(alice, [bob.id, carol.id]))["id"]
+        base = (await api.expect(200, "GET", f"/api/v1/conversations/{cid}", token=bob.token)).body["last_seq"]
+        far = asyncio.ensure_future(api.req(
+            "GET", f"/api/v1/conversations/{cid}/messages?after={base + 50}&wait=20", token=carol.token))
+        await asyncio.sleep(0.3)
+        near = asyncio.ensure_future(api.req(
+            "GET", f"/api/v1/conversations/{cid}/messages?after={base}&wait=20", token=bob.token))
+        await asyncio.sleep(0.5)
+        assert not far.done() and not near.done(), "polls with nothing new must wait"
+        r = await api.req("POST", f"/api/v1/conversations/{cid}/messages", token=alice.token,
+                          json_body={"client_msg_id": "pp-1", "body": "wakes both"})
+        assert r.status == 201, r
+        got = await asyncio.wait_for(near, 10)       # not its whole 20 s
+        assert got.status == 200 and [e["seq"] for e in got.body["events"]] == [base + 1], got.body
+        got = await asyncio.wait_for(far, 10)
+        assert got.status == 200 and got.body["events"] == [], got.body

@@ -998,6 +998,37 @@ TEST(deliver_a_watch_is_given_the_head_the_stream_published) {
     h_stop(NULL, 0);
 }
 
+static int changed_21;
+static void count_changed_21(int64_t conv) { changed_21 += conv == 21; }
+static void keep_alive_cb(uv_timer_t *t) { (void)t; }
+
+/* A stream a watch created starts at its first watcher's `after`, which
+ * may be past the conversation's head; an event at or below it still
+ * reaches the watchers (audit M6: a poll with after=50 on a head of 1 kept
+ * every poll on the conversation waiting out its wait). */
+TEST(deliver_a_watch_past_the_head_hears_of_events_below_it) {
+    h_start(0);
+    C.hooks.conv_changed = count_changed_21;
+    changed_21 = 0;
+    uv_timer_t alive;                             /* the flusher is unref'd: a turn needs */
+    uv_timer_init(&H.loop, &alive);               /* something alive to run at all */
+    uv_timer_start(&alive, keep_alive_cb, 60000, 0);
+    CHECK_EQ(pl_chat_watch(21, 50, 1), 50);
+    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
+    turn();
+    CHECK_EQ(changed_21, 0);                      /* the heads check: 0, below 50, no event */
+    h_publish(21, 2, PL_EV_MESSAGE, 0);
+    CHECK_EQ(changed_21, 1);
+    h_publish(21, 3, PL_EV_MESSAGE, 0);
+    CHECK_EQ(changed_21, 2);
+    CHECK_EQ(pl_chat_watch(21, 1, 1), 50);        /* a later watcher re-reads the store */
+    for (int i = 0; i < 2; i++) pl_chat_watch(21, 0, 0);
+    CHECK(conv_find(21) == NULL);
+    C.hooks.conv_changed = NULL;
+    uv_close((uv_handle_t *)&alive, NULL);
+    h_stop(NULL, 0);
+}
+
 /* A small group's frames take at most RING_SUB_BYTES (8 KiB) per
  * subscription: three keep the newest ~24 KiB, and a subscription further
  * behind reads the rest from the store first. */
