@@ -600,7 +600,11 @@ export async function jumpTo(c, seq) {
   }
   const li = $('msg-list').querySelector(`:scope > li.msg[data-seq="${seq}"]`);
   if (!li) { toast('That message is not available any more.'); return; }
-  li.scrollIntoView({ block: 'center', behavior: matchMedia('(prefers-reduced-motion: reduce)').matches ? 'auto' : 'smooth' });
+  // at once, not smooth: a render right after (openConv's own, receipts,
+  // a read) found the view still at the bottom and stuck it there again,
+  // so a result in the open conversation, or one with unread messages,
+  // stayed off screen (audit M5); the flash shows where it landed
+  li.scrollIntoView({ block: 'center', behavior: 'auto' });
   li.classList.remove('flash');
   void li.offsetWidth;       // restart the animation
   li.classList.add('flash');

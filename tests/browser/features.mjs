@@ -512,6 +512,26 @@ run('features: text, dark mode, notifications, people, density, mobile, search',
     }, seq), 'the result opens in its conversation, loaded back, in view and focused', 15_000);
     const around = await bob.page.evaluate((seq) => [...document.querySelectorAll('[data-testid="message"]')].some((li) => Number(li.dataset.seq) < seq), seq);
     check(around, 'context before the result is loaded too');
+    // again from the bottom of the conversation that is open (audit M5: a
+    // smooth scroll there was undone by the renders after it, 3 of 3)
+    await bob.page.evaluate(() => { const b = document.getElementById('messages'); b.scrollTop = b.scrollHeight; });
+    await bob.page.getByTestId('search-button').click();
+    await bob.page.getByTestId('search-dialog').waitFor({ state: 'visible' });
+    await bob.page.getByTestId('search-q').fill('zebra');
+    await bob.page.getByTestId('search-sender').fill('');
+    await bob.page.getByTestId('search-submit').click();
+    await bob.page.getByTestId('search-result').first().waitFor();
+    await bob.page.locator('[data-testid="search-result"] button').first().click();
+    await bob.page.getByTestId('search-dialog').waitFor({ state: 'hidden' });
+    const inView = (seq) => {
+      const li = document.querySelector(`#msg-list > li.msg[data-seq="${seq}"]`);
+      if (!li) return false;
+      const r = li.getBoundingClientRect(), box = document.getElementById('messages').getBoundingClientRect();
+      return r.top >= box.top - 1 && r.bottom <= box.bottom + 1;
+    };
+    await waitFor(() => bob.page.evaluate(inView, seq), 'a result in the open conversation opens in view', 10_000);
+    await bob.page.waitForTimeout(1000);         // and stays there through the renders after it
+    check(await bob.page.evaluate(inView, seq), 'the result is still in view a second later');
   });
 
   check(failed.length === 0, `sections failed: ${failed.join('; ')}`);
