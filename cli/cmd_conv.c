@@ -106,9 +106,13 @@ int pc_user_stored(pc_client *c, const char *cmd, const char *arg, int64_t *id, 
     json_t *u;
     int rc = pc_user_lookup(c, cmd, arg, &u);
     if (rc) return rc;
+    /* what it goes on with (audit M1: without them, user 0 and the typed name) */
+    if ((rc = pc_want(cmd, u, "id", JSON_INTEGER)) || (rc = pc_want(cmd, u, "username", JSON_STRING))) {
+        json_decref(u);
+        return rc;
+    }
     *id = json_integer_value(json_object_get(u, "id"));
-    const char *n = json_string_value(json_object_get(u, "username"));
-    snprintf(stored, size, "%s", n ? n : bare_name(arg));
+    snprintf(stored, size, "%s", json_string_value(json_object_get(u, "username")));
     json_decref(u);
     return 0;
 }

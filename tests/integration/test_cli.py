@@ -1394,7 +1394,9 @@ def test_an_answer_without_what_the_command_prints_is_exit_3(cli_bin, workdir):
                                  (["channel", "list", "1"], "channel list", "channels"),
                                  (["send", "1/#x", "hi"], "send", "channels"),
                                  (["workspace", "show", "1"], "workspace show", "members"),
-                                 (["export"], "export", "conversations")):
+                                 (["export"], "export", "conversations"),
+                                 (["group", "create", "X", "bob"], "group create", "id"),
+                                 (["group", "remove", "5", "bob"], "group remove", "id")):
             for json_opt in ([], ["--json"]):
                 p = u.run(*json_opt, *args, env=env, expect=3)
                 assert p.stdout == "", (args, json_opt, p.stdout)
@@ -1417,6 +1419,8 @@ def test_an_answer_without_what_the_command_prints_is_exit_3(cli_bin, workdir):
             assert p.stdout == "", (args, p.stdout)
             assert p.stderr == f'parley: {args[0]}: the server\'s answer is not the API\'s: no "{field}"\n', \
                 (args, p.stderr)
+        p = u.run("group", "remove", "5", "bob", env={"PARLEY_TOKEN": "t"}, expect=3)
+        assert p.stderr == 'parley: group remove: the server\'s answer is not the API\'s: no "username"\n', p.stderr
         answers[("GET", "/api/v1/users/bob")]["username"] = "bob"
         p = u.run("block", "bob", env={"PARLEY_TOKEN": "t"}, expect=3)
         assert p.stderr == 'parley: block: the server\'s answer is not the API\'s: no "changed"\n', p.stderr
