@@ -69,6 +69,15 @@ alive() {
 
 pidof_file() { [ -f "$1" ] && head -n1 "$1" || true; }
 
+# starting PID NAME: alive, or still this script's own fork before its exec
+# (the same command line as ours): a check made that early read a launch
+# that had not yet become NAME as one that exited (CI: "redis-server exited",
+# with no log yet, on a loaded machine).
+starting() {
+    alive "$1" "$2" && return 0
+    [ -n "$1" ] && cmp -s "/proc/$1/cmdline" "/proc/$$/cmdline" 2>/dev/null
+}
+
 # wait_gone PID NAME SECONDS: 0 when it exited in time.
 wait_gone() {
     local pid=$1 name=$2 t=$(( $3 * 10 ))
@@ -209,7 +218,7 @@ start_redis() {
     echo $! > "$CLUSTER_DIR/redis.pid"
     local t=$((START_TIMEOUT * 10))
     until [ "$(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; do
-        alive "$(pidof_file "$CLUSTER_DIR/redis.pid")" redis-server || { tail_log "$log"; fail "redis-server exited"; }
+        starting "$(pidof_file "$CLUSTER_DIR/redis.pid")" redis-server || { tail_log "$log"; fail "redis-server exited"; }
         [ $t -le 0 ] && { tail_log "$log"; fail "Redis does not answer PING"; }
         t=$((t - 1)); sleep 0.1
     done
@@ -266,7 +275,7 @@ start_nodes() {
     for i in "${ids[@]}"; do
         port=$(node_port "$i")
         until [ "$(http_status "$port" /healthz)" = 200 ]; do
-            alive "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || { relaunch_if_leased "$i" "$deadline"; continue; }
+            starting "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || { relaunch_if_leased "$i" "$deadline"; continue; }
             [ $SECONDS -ge $deadline ] && { tail_log "$CLUSTER_DIR/node$i.log"; fail "node $i: /healthz not 200 within ${START_TIMEOUT}s"; }
             sleep 0.05
         done
@@ -275,7 +284,7 @@ start_nodes() {
     for i in "${ids[@]}"; do
         port=$(node_port "$i")
         until [ "$(http_status "$port" /readyz)" = 200 ]; do
-            alive "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || { tail_log "$CLUSTER_DIR/node$i.log"; fail "node $i exited during startup"; }
+            starting "$(pidof_file "$CLUSTER_DIR/node$i.pid")" parleyd || { tail_log "$CLUSTER_DIR/node$i.log"; fail "node $i exited during startup"; }
             [ $SECONDS -ge $deadline ] && { tail_log "$CLUSTER_DIR/node$i.log"; fail "node $i: /readyz $(http_status "$port" /readyz), not 200, within ${START_TIMEOUT}s"; }
             sleep 0.05
         done
@@ -303,7 +312,7 @@ start_haproxy() {
     echo $! > "$CLUSTER_DIR/haproxy.pid"
     local deadline=$((SECONDS + START_TIMEOUT))
     until [ "$(http_status "$LB_PORT" /healthz)" = 200 ]; do
-        alive "$(pidof_file "$CLUSTER_DIR/haproxy.pid")" haproxy || { tail_log "$log"; fail "haproxy exited"; }
+        starting "$(pidof_file "$CLUSTER_DIR/haproxy.pid")" haproxy || { tail_log "$log"; fail "haproxy exited"; }
         [ $SECONDS -ge $deadline ] && { tail_log "$log"; fail "no 200 for /healthz through HAProxy within ${START_TIMEOUT}s"; }
         sleep 0.05
     done
