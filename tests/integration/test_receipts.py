@@ -96,6 +96,14 @@ async def test_group_aggregate_shows_exactly_who(server):
         wo = await h.ws(outsider, name="outsider")
         e = await wo.request({"type": "read", "conversation": cid, "seq": seq})
         assert e["type"] == "error" and e["code"] == "not_found", e
+        # a receipt without a subscription is the store's to refuse: an
+        # outsider's and one for no conversation at all move nothing
+        for conv in (cid, 999999, 2**53 - 1):
+            e = await wo.request({"type": "delivered", "conversation": conv, "seq": 1})
+            assert e["type"] == "error" and e["code"] == "not_found", e
+            assert e["receipt"] == "delivered" and e["conversation"] == conv, e
+        r = await ws[0].request({"type": "receipts", "conversation": cid, "seq": seq})
+        assert r["message"] == msg, r
 
 
 @async_test(60)

@@ -1528,6 +1528,43 @@ TEST(receipts_remember_the_store_result_not_the_request) {
     h_stop(all, 1);
 }
 
+/* A receipt for a conversation this session has no subscription for goes
+ * to the store, which knows the membership: in cluster mode a membership
+ * made through another node reaches the session with its event after the
+ * client had its answer (audit N1: `not_found` for a member). A
+ * non-member gets the store's `not_found`. */
+TEST(receipts_without_a_subscription_ask_the_store) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *s = h_session(2, 1, &cs, 1, 0);
+    CHECK(s != NULL);
+    h_text(s, "{\"type\":\"read\",\"conversation\":11,\"seq\":3}");
+    CHECK(!has_frame(s, "error"));
+    pl_job *j = fs_take(&H.store, PL_JOB_RECEIPT, 11);
+    CHECK(j != NULL);
+    j->result = PL_STORE_OK;                       /* a member: the store moved it */
+    j->out_read = j->out_delivered = 3;
+    j->created = 1;
+    j->done(j);
+    turn();
+    CHECK(!has_frame(s, "error"));
+    h_text(s, "{\"type\":\"delivered\",\"conversation\":12,\"seq\":3}");
+    j = fs_take(&H.store, PL_JOB_RECEIPT, 12);
+    CHECK(j != NULL);
+    j->result = PL_STORE_ENOTFOUND;                /* not a member */
+    j->done(j);
+    turn();
+    size_t at = 0;
+    json_t *e = next_frame(s, &at, "error");
+    int named = e && strcmp(json_string_value(json_object_get(e, "code")), "not_found") == 0 &&
+                strcmp(json_string_value(json_object_get(e, "receipt")), "delivered") == 0 &&
+                json_integer_value(json_object_get(e, "conversation")) == 12;
+    json_decref(e);
+    CHECK(named);
+    fconn *all[] = {s};
+    h_stop(all, 1);
+}
+
 /* Defect 9: above --receipt-fanout-max members, a receipt goes to the
  * reader's sessions and to the author it read, nobody else. */
 TEST(receipts_in_large_groups_reach_reader_and_author) {
