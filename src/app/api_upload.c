@@ -12,8 +12,10 @@
  *
  * An upload (one POST, or the last PATCH of a resumable one):
  *
- *   head: auth, limits --ROOM (thread pool: the reserve; a POST's temp file)
- *     --body_start--> chunk --WRITE (thread pool: the reserve, write)--> body_next ...
+ *   head: auth, limits --ROOM (thread pool: the reserve; a POST's temp file
+ *     and the owner's uploads in progress) --a POST's quota by its
+ *     Content-Length (PL_JOB_MEDIA_CREATE with id 0: no row)--> body_start
+ *     --> chunk --WRITE (thread pool: the reserve, write)--> body_next ...
  *   last chunk --> FINALIZE (thread pool: SHA-256, sniff, kind limit, digest)
  *     --> PL_JOB_MEDIA_CREATE (quota, in the writer's transaction)
  *     --> COMMIT (thread pool: fsync, rename into the blob store) --> 201
@@ -440,11 +442,36 @@ void up_w_body_room(uv_work_t *w) {
     op->step = "reserve";
     if ((op->err = pl_blob_room(M.blobs, op->need, M.reserve, &op->avail)) || op->resumable) return;
     op->step = "create";
-    op->err = pl_blob_temp(M.blobs, op->path, sizeof op->path, &op->fd);
+    if ((op->err = pl_blob_temp(M.blobs, op->path, sizeof op->path, &op->fd))) return;
+    op->npending = pl_blob_uploads_of(M.blobs, op->owner, NULL, &op->pending);
+}
+
+static void body_start(up_op *op) { pl_http_body_start(op->ctx, up_chunk, op); }
+
+/* The store's answer to a single upload's quota check by its
+ * Content-Length (up_after_body_room). */
+static void quota_checked(pl_job *j) {
+    up_op *op = j->data;
+    if (j->result == PL_STORE_EFORBID) {
+        up_fail(op, 413, "quota", "the storage quota would be exceeded");
+    } else if (j->result) {
+        up_drop_temp(op);
+        api_store_error(op->ctx, j->result, "could not check the storage quota");
+        up_free(op);
+    } else {
+        pl_job_release(&op->job);
+        memset(&op->job, 0, sizeof op->job);
+        body_start(op);
+    }
 }
 
 /* Reads the body (nothing of it is read before: a client that sent
- * Expect: 100-continue gets its refusal instead of the 100). */
+ * Expect: 100-continue gets its refusal instead of the 100). A single
+ * upload is first checked against its owner's quota by its Content-Length
+ * (the owner's media plus the resumable uploads in progress, as FINALIZE
+ * and the row's write check again at the end): audit N3, a user at the
+ * quota got `100 Continue` and sent the whole body, up to 100 MiB written
+ * to a temp file, before its `413 quota`. */
 void up_after_body_room(uv_work_t *w, int status) {
     up_op *op = w->data;
     if (op->err) {
@@ -452,7 +479,30 @@ void up_after_body_room(uv_work_t *w, int status) {
         up_io_fail(op, op->step, op->err);
         return;
     }
-    pl_http_body_start(op->ctx, up_chunk, op);
+    int64_t quota = (int64_t)A.cfg->media_quota_mb * 1024 * 1024;
+    if (op->resumable || quota <= 0) {
+        body_start(op);
+        return;
+    }
+    if (op->pending + op->need > quota) {
+        up_fail(op, 413, "quota", "the storage quota would be exceeded");
+        return;
+    }
+    if (!A.store) {
+        up_fail(op, 503, "unavailable", "shutting down");
+        return;
+    }
+    op->m.id = 0;                            /* the quota only, no row */
+    op->m.owner = op->owner;
+    op->m.size = op->need;
+    pl_job_release(&op->job);
+    memset(&op->job, 0, sizeof op->job);
+    op->job.op = PL_JOB_MEDIA_CREATE;
+    op->job.done = quota_checked;
+    op->job.data = op;
+    op->job.media_in = &op->m;
+    op->job.expires = quota - op->pending;
+    pl_store_submit(A.store, &op->job);
 }
 
 /* POST /api/v1/media */
