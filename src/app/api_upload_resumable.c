@@ -323,6 +323,7 @@ void h_session_patch(pl_http_ctx *ctx, pl_str uid) {
         return;
     }
     const char *bad = !ov.p ? "Upload-Offset is required"
+                    : pl_http_header_count(&ctx->req, "upload-offset") > 1 ? "Upload-Offset is given twice"
                     : at == 0 && !(ov.n == 1 && ov.p[0] == '0')
                         ? "Upload-Offset must be a byte offset: digits only, no leading zero"
                     : at < 0 ? "Upload-Offset is out of range" : NULL;

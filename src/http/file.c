@@ -227,6 +227,9 @@ void pl_http_send_file(pl_http_ctx *ctx, int fd, int64_t size, const pl_http_fil
     pl_str rv = ctx->req.method == PL_HTTP_GET ? pl_http_header_get(&ctx->req, "range") : (pl_str){0};
     pl_str ir = pl_http_header_get(&ctx->req, "if-range");
     if (ir.p && !pl_http_if_range_match(ir.p, ir.n, f->etag)) rv.p = NULL;   /* another version: all of it */
+    /* given twice: which one counts is not ours to guess, and a Range we
+     * cannot read is ignored (audit N3: the first one was served) */
+    if (rv.p && pl_http_header_count(&ctx->req, "range") > 1) rv.p = NULL;
     if (rv.p) nr = pl_http_range_parse(rv.p, rv.n, size, rg, PL_HTTP_RANGES_MAX);
     if (nr < 0) {
         close_fd(fd);

@@ -72,8 +72,14 @@ static const char *const active_words[] = {
     "html", "xhtml", "xml", "svg", "javascript", "ecmascript", "jscript", "vbscript", "script",
     "shellscript", "sh", "csh", "ksh", "bash", "zsh", "php", "python", "perl", "ruby", "tcl", "lua",
     "bat", "cmd", "hta", "ps1", "powershell", "executable", "msdownload", "msdos", "elf", "mach",
-    "wasm", "java", "jar", "apk", "msi", "dosexec", "sharedlib", NULL,
+    "wasm", "java", "jar", "apk", "msi", "dosexec", "sharedlib", "xsl", "xslt", "wml", "mathml", "xul",
+    "chm", NULL,
 };
+
+/* Fragments that name markup wherever they stand in a subtype
+ * ("vnd.ms-htmlhelp", "xhtmlfoo"): audit N3, text/xsl, text/vnd.wap.wml and
+ * application/vnd.ms-htmlhelp were kept over a sniffed text/plain. */
+static const char *const active_parts[] = {"html", "xml", "xsl", "svg", NULL};
 
 /* 1 if a declared type (a lower-case type_token) may name active content,
  * so that only libmagic's word can make it the kept type: an unregistered
@@ -82,6 +88,8 @@ static const char *const active_words[] = {
 static int active_type(const char *d) {
     const char *sub = strchr(d, '/') + 1;
     if (strncmp(sub, "x-", 2) == 0 || strstr(sub, "script") != NULL) return 1;
+    for (int i = 0; active_parts[i]; i++)
+        if (strstr(sub, active_parts[i])) return 1;
     for (const char *w = sub; *w;) {
         size_t n = strcspn(w, ".+-");
         for (int i = 0; active_words[i]; i++)

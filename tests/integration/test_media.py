@@ -287,6 +287,8 @@ async def check_media_ranges(h, srv):
     url = srv.base_url + m["url"]
     st, body, hd = await get(h.session, url, {"Range": "bytes=0-99"})        # first bytes
     assert st == 206 and body == data[:100] and hd["Content-Range"] == "bytes 0-99/200000", hd
+    st, body, hd = await get(h.session, url, [("Range", "bytes=0-1"), ("Range", "bytes=5-6")])
+    assert st == 200 and body == data and "Content-Range" not in hd, hd      # twice: ignored
     st, body, hd = await get(h.session, url, {"Range": "bytes=100000-150000"})  # middle
     assert st == 206 and body == data[100000:150001], st
     st, body, hd = await get(h.session, url, {"Range": "bytes=-500"})        # suffix
@@ -500,6 +502,11 @@ async def check_media_resumable(h, srv):
                             headers={"Upload-Offset": bad, "Content-Type": "application/octet-stream"})
         assert r.status == 400 and r.body["error"]["code"] == "bad_request", (bad, r)
         assert "Upload-Offset" in r.body["error"]["message"] and "required" not in r.body["error"]["message"], r
+    # given twice, even once right: refused (audit N3: the first one counted)
+    resp = await raw_request(srv, (f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.token}\r\n"
+                                   f"Upload-Offset: {off}\r\nUpload-Offset: {off + 5}\r\nContent-Length: 2\r\n"
+                                   f"Connection: close\r\n\r\n"), b"zz")
+    assert resp.startswith(b"HTTP/1.1 400") and b"given twice" in resp, resp
     r = await h.api.req("HEAD", path, token=a.token)
     assert int(hdr(r, "Upload-Offset")) == off, "a refused PATCH changed the upload"
     # a middle part, then the rest

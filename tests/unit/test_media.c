@@ -116,7 +116,10 @@ TEST(media_kinds_and_inert_types) {
         "application/x-sh", "text/x-sh", "text/x-python", "application/x-php", "application/x-httpd-php",
         "text/x-perl", "application/x-tcl", "application/x-bat", "application/hta", "text/vbscript",
         "application/javascript", "application/xhtml+xml", "application/vnd.microsoft.portable-executable",
-        "application/x-anything", "application/java-archive", "application/wasm", NULL,
+        "application/x-anything", "application/java-archive", "application/wasm",
+        /* markup whose word is not html/xml alone (audit N3: kept as the mime) */
+        "text/xsl", "application/xslt+xml", "text/vnd.wap.wml", "application/vnd.ms-htmlhelp",
+        "application/mathml", "application/vnd.mozilla.xul+xml", NULL,
     };
     for (int i = 0; active[i]; i++) {
         pl_media_pick_type(active[i], "text/plain", out, sizeof out);
