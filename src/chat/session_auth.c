@@ -29,6 +29,12 @@
 #include "session_int.h"
 
 struct auth_op *bus_waiters;       /* sessions whose `ready` waits for the bus */
+/* Authentications whose login read is in flight: a revocation that
+ * commits after the read but is heard before its answer would otherwise
+ * find neither a session nor a waiter to mark, and the session went on
+ * for good with its login logged out (audit N4, embedded mode: `ready`
+ * after the logout's 204, sends acknowledged, never closed). */
+static struct auth_op *reading;
 uv_timer_t      bus_wait_timer;
 
 /* ---- tokens --------------------------------------------------------------------- */
@@ -86,6 +92,13 @@ static int sse_auth_result(auth_op *op, session *s, pl_job *j) {
     if (r && s && c->session == s) session_discard(c);
     op->sse_cb(op->sse_arg, r);
     return r == PL_STORE_OK && c->session == s && chat_is_open(c);
+}
+
+static void reading_remove(auth_op *op) {
+    if (op->rprev) op->rprev->rnext = op->rnext;
+    else if (reading == op) reading = op->rnext;
+    if (op->rnext) op->rnext->rprev = op->rprev;
+    op->rnext = op->rprev = NULL;
 }
 
 void auth_release(auth_op *op) {
@@ -161,6 +174,8 @@ static void auth_done(pl_job *j) {
     pl_conn *c = op->conn;
     session *s = c->session;
     op->sess = s;
+    reading_remove(op);
+    if (op->revoked && j->result == PL_STORE_OK) j->result = PL_STORE_ENOTFOUND;   /* read before it */
     if (op->sse_cb) {
         if (!sse_auth_result(op, s, j)) goto out;
     } else if (!s || !pl_conn_alive(c) || C.stopping) {
@@ -169,7 +184,7 @@ static void auth_done(pl_job *j) {
         CO.close(c, PL_CLOSE_TRY_AGAIN, "store unavailable: reconnect later");
         goto out;
     } else if (j->result || !login_is_tokens(j, op->stamp)) {
-        CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, "bad or expired token");
+        CO.close(c, PL_WS_CLOSE_UNAUTHORIZED, op->revoked ? op->revoked : "bad or expired token");
         goto out;
     }
     if (auth_wait_bus(op)) return;
@@ -215,6 +230,9 @@ int auth_start(session *s, const char *tok, size_t len, json_t *root, json_t *cu
     op->job.user = user;
     op->job.done = auth_done;
     op->mlog_at = deliver_mlog_mark();       /* what the read may predate (auth_done) */
+    op->rnext = reading;
+    if (reading) reading->rprev = op;
+    reading = op;
     pl_store_submit(C.store, &op->job);
     return 0;
 }
@@ -227,6 +245,8 @@ void session_on_revoke(void *ud, int64_t user, int64_t login) {
     for (session *s = cu ? cu->sessions : NULL; s; s = s->unext)
         if (!login || s->login == login) chat_close(s->conn, PL_WS_CLOSE_UNAUTHORIZED, why);
     for (auth_op *op = bus_waiters; op; op = op->wnext)   /* read before the revocation */
+        if (op->job.user == user && (!login || op->job.id == login)) op->revoked = why;
+    for (auth_op *op = reading; op; op = op->rnext)       /* its read may be, too */
         if (op->job.user == user && (!login || op->job.id == login)) op->revoked = why;
     if (C.hooks.login_revoked) C.hooks.login_revoked(user, login);
 }

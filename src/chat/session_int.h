@@ -39,6 +39,7 @@ typedef struct auth_op {
     uint32_t    npinned, nlive;   /* nlive: pinned[0..nlive) are confirmed   */
     int64_t     until;            /* mono ms: `ready` goes out anyway         */
     const char *revoked;          /* its login was revoked meanwhile: why     */
+    struct auth_op *rnext, *rprev;  /* reading: submitted, not yet answered   */
 } auth_op;
 extern auth_op    *bus_waiters;       /* sessions whose `ready` waits for the bus */
 extern uv_timer_t  bus_wait_timer;    /* pl_chat_init, _shutdown and _free drive it */

@@ -1484,6 +1484,28 @@ TEST(deliver_replay_waits_for_drain_under_the_slow_timeout) {
     h_stop(all, 1);
 }
 
+/* A logout heard while a session's login read is in flight (the read made
+ * before the revocation committed, its answer after the revocation was
+ * heard): the session is closed 4001 instead of going on for good with a
+ * logged-out login (audit N4, embedded mode: `ready` after the logout's
+ * 204, its sends acknowledged). The user's other login is not touched. */
+TEST(a_logout_during_the_login_read_closes_the_session) {
+    h_start(0);
+    conv_spec cs = {10, 5, 1};
+    fconn *gone = h_auth_begin(1, 7, 0), *other = h_auth_begin(1, 8, 0);
+    H.bus->h.revoke(H.bus->h.ud, 1, 7);           /* logout of login 7 */
+    CHECK_EQ(h_answer_session(1, 7, &cs, 1), 0);  /* the row as read before it */
+    CHECK_EQ(h_answer_session(1, 8, &cs, 1), 0);
+    fs_ok_all(&H.store, PL_READ_CONV_HEADS);
+    turn();
+    CHECK(!has_frame(gone, "ready"));
+    CHECK_EQ(gone->close_code, 4001);
+    CHECK(has_frame(other, "ready"));
+    CHECK_EQ(other->close_code, 0);
+    fconn *all[] = {gone, other};
+    h_stop(all, 2);
+}
+
 /* Defect 7: the session remembers the store's cursors, not the client's. */
 TEST(receipts_remember_the_store_result_not_the_request) {
     h_start(0);
