@@ -90,7 +90,7 @@ void pl_auth_access_token(int64_t user, int64_t login, int64_t login_created, in
 
 /* Parses a decimal int64 in [p, end) with no sign or leading junk. */
 static int parse_i64(const char *p, const char *end, int64_t *v) {
-    if (p >= end || end - p > 18) return -1;
+    if (p >= end || end - p > 18 || (*p == '0' && end - p > 1)) return -1;   /* no leading zero */
     int64_t x = 0;
     for (; p < end; p++) {
         if (*p < '0' || *p > '9') return -1;

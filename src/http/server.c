@@ -264,6 +264,7 @@ static void handshake_token(const pl_http_req *r, const char **tok, size_t *tlen
         *tok = i < a.n ? a.p + i : empty;
         *tlen = a.n - i;
     }
+    int from_header = *tok != NULL;
     /* Sec-WebSocket-Protocol: parley.v1, bearer.<token>; on one line or on
      * several, which mean the same (RFC 6455 11.3.4; audit C3: a second
      * line was not read) */
@@ -277,9 +278,11 @@ static void handshake_token(const pl_http_req *r, const char **tok, size_t *tlen
             while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
             size_t n = (size_t)(p - s);
             if (n == 9 && memcmp(s, "parley.v1", 9) == 0) *want_proto = 1;
-            else if (n >= 7 && memcmp(s, "bearer.", 7) == 0 && !*tok) {
-                *tok = n > 7 ? s + 7 : empty;
-                *tlen = n - 7;
+            else if (n >= 7 && memcmp(s, "bearer.", 7) == 0 && !from_header) {
+                /* two: which would count is not ours to guess (audit N4:
+                 * the first did), a bad token as an empty one is */
+                *tok = n > 7 && !*tok ? s + 7 : empty;
+                *tlen = *tok == empty ? 0 : n - 7;
             }
         }
     }

@@ -220,6 +220,25 @@ async def test_empty_bearer_closes_at_once(server):
 
 
 @async_test(60)
+async def test_two_bearer_subprotocols_are_a_bad_token(server):
+    """Which of two would count is not for the server to guess (audit N4:
+    the first signed in); with the Authorization header, the header's."""
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "two")
+        two = f"parley.v1, bearer.{alice.token}, bearer.{bob.token}"
+        for hd in ({"Sec-WebSocket-Protocol": two},
+                   {"Sec-WebSocket-Protocol": f"parley.v1, bearer.{alice.token}, bearer.{alice.token}"}):
+            r = await h.raw(extra_headers=hd)
+            assert r.status == 101, r.response_head
+            code, reason, msgs = await r.read_until_close(timeout=4)
+            assert code == 4001 and not [m for m in msgs if m.get("type") == "ready"], (code, reason, msgs)
+        r = await h.raw(extra_headers={"Sec-WebSocket-Protocol": two, "Authorization": f"Bearer {bob.token}"})
+        assert r.status == 101, r.response_head
+        m = await r.read_json(timeout=5)
+        assert m.get("type") == "ready" and m["user"]["id"] == bob.id, m
+
+
+@async_test(60)
 async def test_common_passwords_refused(server):
     async with Harness(server) as h:
         api = h.api

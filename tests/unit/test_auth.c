@@ -105,6 +105,11 @@ TEST(auth_refresh_token) {
     CHECK(memcmp(h1, h2, 32) == 0);
     CHECK_EQ(pl_auth_parse_refresh("42.short", 8, &login, h2), PL_AUTH_BAD);
     CHECK_EQ(pl_auth_parse_refresh("nodot", 5, &login, h2), PL_AUTH_BAD);
+    /* the login id as every integer of the protocol: no leading zero (audit
+     * N4: "031.<secret>" was login 31) */
+    char padded[PL_AUTH_TOKEN_MAX + 2];
+    snprintf(padded, sizeof padded, "0%s", tok);
+    CHECK_EQ(pl_auth_parse_refresh(padded, strlen(padded), &login, h2), PL_AUTH_BAD);
 }
 
 TEST(auth_password_hash) {
