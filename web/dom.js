@@ -77,15 +77,21 @@ export function paintUserAvatar(node, uid, name) {
   paintAvatar(node, 'u' + uid, name);
 }
 
-// Locale-aware formats (the browser's locale), built once.
+// Locale-aware formats (the browser's locale), built once. A time is the
+// locale's own short time ("00:03" in de-DE, "12:03 AM" in en-US); the full
+// form, which cannot take timeStyle with its other fields, writes the hour
+// with the digits the locale's short time uses ('numeric' gave "0:03").
+const SHORT_TIME = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+const HOUR = (SHORT_TIME.formatToParts(new Date(2000, 0, 1, 1, 3)).find((p) => p.type === 'hour') || { value: '' })
+  .value.length === 2 ? '2-digit' : 'numeric';
 const F = {
-  time: new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' }),
+  time: SHORT_TIME,
   weekday: new Intl.DateTimeFormat(undefined, { weekday: 'short' }),
   monthDay: new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' }),
   day: new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long', day: 'numeric' }),
   dayYear: new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long', day: 'numeric', year: 'numeric' }),
   full: new Intl.DateTimeFormat(undefined, { weekday: 'short', month: 'short', day: 'numeric', year: 'numeric',
-    hour: 'numeric', minute: '2-digit' }),
+    hour: HOUR, minute: '2-digit' }),
   date: new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', year: 'numeric' }),
 };
 

@@ -17,8 +17,8 @@
 //    search) and opens the DM; avatars beside others' messages in groups,
 //    a profile card (name, presence, "Message" opens the DM).
 // 5. density: consecutive messages of one sender are grouped (one name and
-//    avatar; the time of the rest on hover), a locale time format, a "Today"
-//    separator, Ctrl+K opens a conversation switcher (filter, arrows, Enter).
+//    avatar; the time of the rest on hover), a locale time format (en-US
+//    "12:03 AM", de-DE "00:03"), a "Today" separator, Ctrl+K opens a conversation switcher (filter, arrows, Enter).
 // 6. a 390x844 phone: list and conversation are separate screens with a back
 //    button.
 // 7. search with filters: results highlight the words; one far back in
@@ -433,6 +433,23 @@ run('features: text, dark mode, notifications, people, density, mobile, search',
     check(sel === 1, `ArrowDown moves the choice: ${sel}`);
     await alice.page.keyboard.press('Escape');
     await alice.page.getByTestId('switcher').waitFor({ state: 'hidden' });
+  });
+
+  await section('5b. times: the locale\'s hour (de-DE 00:03, en-US 12:03 AM)', async () => {
+    const at = Date.UTC(2026, 0, 5, 0, 3);
+    const fmt = (p) => p.page.evaluate(async (at) => {
+      const d = await import('/dom.js');
+      return { time: d.fmtTime(at), full: d.fmtFull(at) };
+    }, at);
+    const de = await person('erin', { locale: 'de-DE' });
+    const t = await fmt(de);
+    await de.ctx.close();
+    log(JSON.stringify(t));
+    check(t.time === '00:03', `de-DE time just after midnight: ${t.time}`);
+    check(t.full.includes('00:03'), `de-DE full date and time: ${t.full}`);
+    const us = await fmt(carol);
+    check(/^12:03\sAM$/.test(us.time), `en-US time just after midnight: ${us.time}`);
+    check(/12:03\sAM/.test(us.full), `en-US full date and time: ${us.full}`);
   });
 
   await section('6. a 390x844 phone', async () => {

@@ -100,12 +100,12 @@ export async function launch() {
 /** A fresh browser context (its own storage: another person) with one page.
  *  opts: viewport, colorScheme ('light' default), permissions (e.g.
  *  ['notifications']), initScript (a function run in every page first, with
- *  initArg). */
+ *  initArg), locale ('en-US' default). */
 export async function person(name, opts = {}) {
   const ctx = await browser.newContext({
     viewport: opts.viewport || { width: 1180, height: 760 },
     deviceScaleFactor: 1,
-    locale: 'en-US',
+    locale: opts.locale || 'en-US',
     timezoneId: 'UTC',
     colorScheme: opts.colorScheme || 'light',
     permissions: opts.permissions || [],

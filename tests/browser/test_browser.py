@@ -31,7 +31,8 @@ playwright-core against a real parleyd (see conftest.py):
   shortcodes, and hostile input that must not become markup; dark mode
   (system and the remembered switch); desktop notifications (hidden tab,
   mentions, levels, sound) and the favicon count; people search, avatars
-  and the profile card; grouped messages, time format, Ctrl+K switcher; a
+  and the profile card; grouped messages, time format (en-US, de-DE),
+  Ctrl+K switcher; a
   390x844 phone; message search with filters jumping into history.
 - sse.mjs: WebSocket blocked in the page (every `new WebSocket` fails): the
   client falls back to Server-Sent Events (fetch) and REST; two people chat,
