@@ -82,6 +82,72 @@ function trimUrl(u) {
 
 const isWordCh = (ch) => !!ch && /[\p{L}\p{N}_]/u.test(ch);
 
+// a backslash before one of these stands for the character itself
+const ESCAPABLE = /^[!-/:-@[-`{-~]$/;
+
+/** The length of the run of s[i] at i. */
+function runAt(s, i) {
+  let k = i;
+  while (s[k] === s[i]) k++;
+  return k - i;
+}
+
+/** The first run of mark characters in s[from, lim) that can close a span
+ *  (not after a space; a single * or a _ not before a letter or digit
+ *  either; not escaped, not in a `code` span) and whose length ok(len)
+ *  accepts: its index, or -1. */
+function findClose(s, mark, from, lim, ok) {
+  for (let k = from; k < lim; k++) {
+    const c = s[k];
+    if (c === '\\') { k++; continue; }
+    if (c === '`') {
+      const j = s.indexOf('`', k + 1);
+      if (j > k + 1 && j < lim) { k = j; continue; }
+    }
+    if (c !== mark) continue;
+    const n = runAt(s, k);
+    const inWord = mark === '_' || (mark === '*' && n === 1);
+    if (k > from && !/\s/.test(s[k - 1]) && !(inWord && isWordCh(s[k + n])) && ok(n)) return k;
+    k += n - 1;
+  }
+  return -1;
+}
+
+/**
+ * The emphasis span opened by the run of * (or a single _) at i, as
+ * {tags: outer first, from, to: the inner text, end: just past the span},
+ * or null. A single mark is em, a double strong, a triple both
+ * (***x*** is <em><strong>); a run closes the first run that fits it:
+ * *a **b** c* and **a *b* c** nest, ***a** b* is <em><strong>a</strong>
+ * b</em>, **a *b*** closes both. Anything else stays text.
+ */
+function emphasis(s, i, lim) {
+  const mark = s[i];
+  const n = runAt(s, i);
+  if (n > 3 || (mark === '_' && n > 1)) return null;
+  if (n === 1 && isWordCh(s[i - 1])) return null;      // 2*3*4, snake_case
+  const open = i + n;
+  if (!s[open] || /\s/.test(s[open])) return null;
+  if (n === 3) {
+    const k = findClose(s, mark, open, lim, () => true);
+    if (k < 0) return null;
+    const m = runAt(s, k);
+    if (m >= 3) return { tags: ['em', 'strong'], from: open, to: k, end: k + 3 };
+    // ***a** b* : the inner ** closes first, so em holds strong; ***a* b**: strong holds em
+    const single = m === 2;
+    const k2 = findClose(s, mark, k + m, lim, single ? (x) => x !== 2 : (x) => x >= 2);
+    if (k2 < 0) return null;
+    return single ? { tags: ['em'], from: i + 1, to: k2, end: k2 + 1 } : { tags: ['strong'], from: i + 2, to: k2, end: k2 + 2 };
+  }
+  // a single mark closes on a run of 1, or of 3 (*a **b*** : its last);
+  // a double on a run of 2, or of 3 (**a *b*** : its last two)
+  const k = findClose(s, mark, open, lim, n === 1 ? (x) => x !== 2 : (x) => x >= 2);
+  if (k < 0) return null;
+  const m = runAt(s, k);
+  const to = k + m - n;           // a longer closing run leaves its first marks inside
+  return { tags: [n === 1 ? 'em' : 'strong'], from: open, to, end: k + m };
+}
+
 /**
  * Inline spans of s, as an array of nodes. text(str) renders a plain run
  * (mentions, shortcodes) and returns nodes; inLink forbids nested links.
@@ -100,6 +166,14 @@ function inline(s, depth, text, inLink) {
     if (lineEnd < i) { lineEnd = s.indexOf('\n', i); if (lineEnd < 0) lineEnd = s.length; }
     const lim = Math.min(lineEnd, i + SPAN_MAX);
     const before = (j) => j >= 0 && j < lim;
+    // \* \_ \` ...: the character itself (as GitHub, Slack and Discord
+    // read it), as plain text that no mark, mention or shortcode takes up
+    if (ch === '\\' && ESCAPABLE.test(s[i + 1] || '')) {
+      flush();
+      out.push(document.createTextNode(s[i + 1]));
+      i += 2;
+      continue;
+    }
     // `code`
     if (ch === '`') {
       const j = s.indexOf('`', i + 1);
@@ -111,34 +185,26 @@ function inline(s, depth, text, inLink) {
       }
     }
     if (depth < MAX_DEPTH) {
-      // **bold**, ~~strike~~
-      let took = false;
-      for (const [mark, tag] of [['**', 'strong'], ['~~', 'del']]) {
-        if (s.startsWith(mark, i) && s[i + 2] && !/\s/.test(s[i + 2])) {
-          const j = s.indexOf(mark, i + 2);
-          if (j > i + 2 && before(j) && !/\s/.test(s[j - 1])) {
-            flush();
-            out.push(elem(tag, null, inline(s.slice(i + 2, j), depth + 1, text, inLink)));
-            i = j + 2;
-            took = true;
-            break;
-          }
+      // ~~strike~~
+      if (s.startsWith('~~', i) && s[i + 2] && !/\s/.test(s[i + 2])) {
+        const j = findClose(s, '~', i + 2, lim, (m) => m === 2);
+        if (j > i + 2) {
+          flush();
+          out.push(elem('del', null, inline(s.slice(i + 2, j), depth + 1, text, inLink)));
+          i = j + 2;
+          continue;
         }
       }
-      if (took) continue;
-      // *italic* / _italic_ (not inside a word: snake_case stays as is)
-      if ((ch === '*' || ch === '_') && s[i + 1] !== ch && !isWordCh(prev) && s[i + 1] && !/\s/.test(s[i + 1])) {
-        let j = i + 1;
-        for (;;) {
-          j = s.indexOf(ch, j);
-          if (!before(j)) { j = -1; break; }
-          if (!/\s/.test(s[j - 1]) && s[j + 1] !== ch && !isWordCh(s[j + 1])) break;
-          j++;
-        }
-        if (j > i + 1) {
+      // *italic*, **bold**, ***both*** and their nestings; _italic_ (not
+      // inside a word: snake_case stays as is)
+      if ((ch === '*' || ch === '_') && prev !== ch) {
+        const span = emphasis(s, i, lim);
+        if (span) {
           flush();
-          out.push(elem('em', null, inline(s.slice(i + 1, j), depth + 1, text, inLink)));
-          i = j + 1;
+          const kids = inline(s.slice(span.from, span.to), depth + 1, text, inLink);
+          const one = (tag, k) => elem(tag, null, k);
+          out.push(span.tags.length === 2 ? one(span.tags[0], [one(span.tags[1], kids)]) : one(span.tags[0], kids));
+          i = span.end;
           continue;
         }
       }

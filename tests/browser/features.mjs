@@ -1,6 +1,8 @@
 // features.mjs — issue 14's gaps, each shown working in the browser:
 //
 // 1. text: **bold**, *italic*, `code`, ``` blocks, > quotes, ~~strike~~,
+//    nested emphasis (***both***, *a **b** c*, **a *b* c**) and backslash
+//    escapes (\*, \_, \`: the character itself),
 //    links (http/https/mailto, rel="noopener noreferrer", target=_blank),
 //    :shortcodes:; and hostile input (HTML, javascript:/data: links,
 //    attribute-injection attempts, nested markdown tricks): no element or
@@ -214,6 +216,47 @@ run('features: text, dark mode, notifications, people, density, mobile, search',
     for (const p of [alice, bob]) check(await p.page.evaluate(() => window.__dialogs) === 0, `${p.name}: a dialog function ran`);
     check(dialogs.length === 0, `dialogs opened: ${JSON.stringify(dialogs)}`);
     await shot(bob, 'features-hostile');
+  });
+
+  await section('1c. text: nested emphasis and backslash escapes', async () => {
+    // the renderer itself (richtext.js), case by case: elements as <tag>,
+    // text with < escaped (so text can never pass for an element)
+    const CASES = [
+      ['***both***', '<em><strong>both</strong></em>'],
+      ['*italic **bold** inside*', '<em>italic <strong>bold</strong> inside</em>'],
+      ['**bold *italic* inside**', '<strong>bold <em>italic</em> inside</strong>'],
+      ['**bold *italic***', '<strong>bold <em>italic</em></strong>'],
+      ['*italic **bold***', '<em>italic <strong>bold</strong></em>'],
+      ['***a** b*', '<em><strong>a</strong> b</em>'],
+      ['***a* b**', '<strong><em>a</em> b</strong>'],
+      ['_a **b** c_', '<em>a <strong>b</strong> c</em>'],
+      ['\\*not italic\\*', '*not italic*'],
+      ['\\_not italic\\_ and \\*\\*not bold\\*\\*', '_not italic_ and **not bold**'],
+      ['a \\` b `code`', 'a ` b <code>code</code>'],
+      ['*a \\* b*', '<em>a * b</em>'],
+      ['\\~~not struck~~', '~~not struck~~'],
+      ['\\\\ and C:\\Users\\x', '\\ and C:\\Users\\x'],
+      ['`a\\*b` stays', '<code>a\\*b</code> stays'],
+      ['\\:smile: \\<b>x\\</b>', ':smile: &lt;b>x&lt;/b>'],
+      ['**a** *b* snake_case_name 2*3*4 **', '<strong>a</strong> <em>b</em> snake_case_name 2*3*4 **'],
+    ];
+    const got = await bob.page.evaluate(async (inputs) => {
+      const { renderRich } = await import('/richtext.js');
+      const shape = (n) => (n.nodeType === Node.TEXT_NODE ? n.textContent.replace(/</g, '&lt;')
+        : `<${n.tagName.toLowerCase()}>${[...n.childNodes].map(shape).join('')}</${n.tagName.toLowerCase()}>`);
+      return inputs.map((t) => renderRich(t).map(shape).join(''));
+    }, CASES.map((c) => c[0]));
+    const wrong = CASES.filter((c, k) => got[k] !== c[1]).map((c) => `${JSON.stringify(c[0])} -> ${JSON.stringify(got[CASES.indexOf(c)])}, expected ${JSON.stringify(c[1])}`);
+    check(wrong.length === 0, `renderer:\n  ${wrong.join('\n  ')}`);
+    // and in a message, as bob sees it
+    await send(alice, '***both*** and \\*literal\\* and *it **bold** it*');
+    await waitFor(async () => (await msg(bob, 'literal').count()) === 1, 'bob sees the nested message');
+    const m = await msg(bob, 'literal').getByTestId('message-body').evaluate((b) => ({
+      text: b.textContent, emStrong: [...b.querySelectorAll('em > strong')].map((e) => e.textContent),
+      ems: b.querySelectorAll('em').length,
+    }));
+    check(m.text === 'both and *literal* and it bold it', `the message reads: ${m.text}`);
+    check(JSON.stringify(m.emStrong) === '["both","bold"]' && m.ems === 2, `strong inside em: ${JSON.stringify(m)}`);
   });
 
   let group;

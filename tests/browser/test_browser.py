@@ -27,7 +27,8 @@ playwright-core against a real parleyd (see conftest.py):
   on messages, names and previews (Arabic, Hebrew); presence unknown while my
   connection is down, "3 online" in a group of three; sent / delivered / read
   marks of different shapes with labels.
-- features.mjs (issue 14's gaps): the safe Markdown subset, links and
+- features.mjs (issue 14's gaps): the safe Markdown subset (nested
+  emphasis, backslash escapes), links and
   shortcodes, and hostile input that must not become markup; dark mode
   (system and the remembered switch); desktop notifications (hidden tab,
   mentions, levels, sound) and the favicon count; people search, avatars
