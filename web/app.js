@@ -584,7 +584,82 @@ async function refreshConversations() {
     if (!c.members) loadDetails(c);
   }
   S.listLoaded = true;
+  restoreRoute(new Set((data.conversations || []).map((rc) => rc.id)));
   render();
+}
+
+// ------------------------------------------------------------- the URL ---
+//
+// The open conversation is in the URL's fragment, #/c/<id>, so a reload or
+// a link (also one followed before signing in) opens it again: once the
+// conversation list has come, and only when the user is in it (else the
+// list, and the fragment goes; nothing is asked about that id). On a phone
+// (the list and the conversation are separate screens) opening one from
+// the list is a history entry of its own, so the browser's Back returns to
+// the list as the back button does (which goes back through that entry);
+// everywhere else the URL is replaced, and Back leaves as before.
+
+const ROUTE = /^#\/c\/([1-9]\d{0,14})$/;
+let pendingRoute = null;    // a conversation id from the URL, opened when the list says we are in it
+
+const routeId = () => { const m = ROUTE.exec(location.hash); return m ? Number(m[1]) : null; };
+const narrow = () => matchMedia('(max-width: 720px)').matches;
+const listUrl = () => location.pathname + location.search;
+const overList = () => !!(history.state && history.state.parley === 'conv' && history.state.overList);
+
+/** The URL names conversation id (openConv): a new entry when it was opened
+ *  from the list on a phone, else the current one replaced. */
+function routeTo(id, fromList) {
+  if (routeId() === id) return;
+  if (fromList && narrow()) history.pushState({ parley: 'conv', overList: true }, '', `#/c/${id}`);
+  else history.replaceState({ parley: 'conv', overList: overList() }, '', `#/c/${id}`);
+}
+
+/** The URL names no conversation (the entry replaced). */
+function routeToList() {
+  if (location.hash) history.replaceState(null, '', listUrl());
+}
+
+/** The list has come (ids: the conversations we are in): the conversation
+ *  the URL named at start, if we are in it, opens; else the fragment goes. */
+function restoreRoute(ids) {
+  const id = pendingRoute;
+  if (id == null) return;
+  pendingRoute = null;
+  if (routeId() !== id || S.openId != null) return;      // opened another meanwhile
+  if (!ids.has(id)) { routeToList(); return; }
+  if (narrow()) {
+    // Back from it leads to the list, as if it had been opened from there
+    history.replaceState(null, '', listUrl());
+    history.pushState({ parley: 'conv', overList: true }, '', `#/c/${id}`);
+  }
+  openConv(id);
+}
+
+/** The list's screen (a phone's back button, or Back in the browser). */
+function showList() {
+  typingStop();
+  $('layout').dataset.view = 'list';
+  const cur = document.querySelector(`.conv-item[data-conv-id="${S.openId}"]`);
+  if (cur) cur.focus();
+}
+
+function onPopState() {
+  if (!S.me) return;
+  const id = routeId();
+  if (id == null) {
+    if ($('layout').dataset.view === 'conv') showList();
+    return;
+  }
+  const c = S.convs.get(id);
+  if (c && c.kind && !c.left) {
+    if (S.openId !== id || $('layout').dataset.view !== 'conv') openConv(id);
+  } else if (!S.listLoaded) {
+    pendingRoute = id;
+  } else {
+    showList();
+    routeToList();
+  }
 }
 
 /** After a reload the list knows a conversation's latest event only. When
@@ -747,7 +822,9 @@ function openConv(id, { at = null } = {}) {
   let atUnread = false;     // openAtUnread places the view (perhaps at once)
   closeMentions();
   $('new-dm-error').textContent = '';   // a refusal of an earlier try is stale once a conversation opens
+  const fromList = $('layout').dataset.view !== 'conv';
   $('layout').dataset.view = 'conv';
+  routeTo(id, fromList);
   if (switched) {
     switchComposer(prev ? prev.id : null, id);   // each conversation keeps its unsent text and files
     actions.onConvSwitch();
@@ -901,6 +978,7 @@ function resetState() {
   S.names.clear();
   S.presence.clear();
   S.openId = null;
+  pendingRoute = null;
   S.outbox = [];
   S.cursorsAtAuth.clear();
   S.typingOut = null;
@@ -926,6 +1004,7 @@ function startApp() {
   setText($('me-name'), S.me.username);
   paintUserAvatar($('me-avatar'), S.me.id, S.me.username);
   $('layout').dataset.view = 'list';
+  pendingRoute = routeId();     // opened once the list says we are in it
   // restore the outbox and the stream positions of the last visit
   S.outbox = lsGet('outbox', []).filter((o) => o && o.conv && o.cmid && typeof o.body === 'string')
     .map((o) => (Number.isSafeInteger(o.replyTo) && o.replyTo > 0 ? o : { ...o, replyTo: undefined, replyPreview: undefined }))
@@ -967,6 +1046,7 @@ async function logout() {
   resetDrafts();
   await api.logout();
   resetState();
+  routeToList();
   showAuth();
 }
 
@@ -992,6 +1072,7 @@ async function deleteAccount(password) {
   try { for (const k of ['cursors', 'outbox', 'drafts']) localStorage.removeItem(lsKey(k)); } catch { /* ignore */ }
   resetDrafts();
   resetState();
+  routeToList();
   showAuth();
   $('auth-error').textContent = 'Your account was deleted.';
   deletingAccount = false;
@@ -1042,11 +1123,13 @@ function wire() {
   });
   $('conv-lock').replaceChildren(icon('lock', 14));
   $('back').addEventListener('click', () => {
-    typingStop();
-    $('layout').dataset.view = 'list';
-    const cur = document.querySelector(`.conv-item[data-conv-id="${S.openId}"]`);
-    if (cur) cur.focus();
+    showList();
+    // the entry opening it pushed over the list's: Back to it, as the
+    // browser's Back does (onPopState); else the URL just drops it
+    if (overList() && routeId() != null) history.back();
+    else routeToList();
   });
+  window.addEventListener('popstate', onPopState);
 
   initComposer({ api, conn: () => conn, send: sendMessage, loadDetails });
   $('notify-btn').addEventListener('click', (ev) => {

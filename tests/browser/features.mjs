@@ -25,13 +25,18 @@
 //    button.
 // 7. search with filters: results highlight the words; one far back in
 //    history opens in its conversation, loaded back to it, focused.
+// 8. the open conversation is in the URL (#/c/<id>): a reload opens it
+//    again, a deep link opens it after signing in, one to a conversation
+//    the user is not in shows the list (asked nothing about it); on a phone
+//    the browser's Back and Forward go between the list and the
+//    conversation as the in-app back button does.
 //
 // FEATURES_SOFT=1 runs every section even after a failure.
 //
 // usage: node features.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, startDm, createGroup, convItem, openConv, send, waitBodies,
+  run, person, register, login, startDm, createGroup, convItem, openConv, send, waitBodies,
   waitFor, check, shot, log, messages, BASE,
 } from './lib.mjs';
 
@@ -495,6 +500,41 @@ run('features: text, dark mode, notifications, people, density, mobile, search',
     check(/12:03\sAM/.test(us.full), `en-US full date and time: ${us.full}`);
   });
 
+  await section('5c. the open conversation in the URL: reload, deep link, not a member', async () => {
+    // alice has Team open (the switcher above)
+    await waitFor(async () => new URL(alice.page.url()).hash === `#/c/${group}`, `the URL says #/c/${group}: ${alice.page.url()}`);
+    await openConv(alice, dm);
+    await waitFor(async () => new URL(alice.page.url()).hash === `#/c/${dm}`, `another conversation: #/c/${dm}: ${alice.page.url()}`);
+    await alice.page.reload();
+    await waitFor(async () => (await alice.page.getByTestId('conv-title').textContent()) === 'bob' &&
+      await alice.page.evaluate((dm) => window.parley.state.openId === dm &&
+        document.getElementById('msg-list').dataset.conv === String(dm), dm),
+      'a reload opens the DM again');
+    await waitFor(async () => (await messages(alice)).length > 0, 'with its messages');
+    check(await alice.page.getByTestId('pane-empty').isHidden(), 'reload: not the empty pane');
+    // a deep link before signing in: the group opens once carol has
+    const carol2 = await person('carol', { hash: `#/c/${group}`, initScript: spies });
+    await login(carol2);
+    await waitFor(async () => (await carol2.page.getByTestId('conv-title').textContent()) === 'Team' &&
+      await carol2.page.evaluate((g) => window.parley.state.openId === g, group), 'the deep link opens Team after signing in');
+    check(new URL(carol2.page.url()).hash === `#/c/${group}`, `the URL keeps it: ${carol2.page.url()}`);
+    // a link to alice and bob's DM, which carol is not in: the list, nothing asked about it
+    const asked = [];
+    carol2.page.on('request', (r) => { if (new RegExp(`/conversations/${dm}(\\b|/|$)`).test(r.url())) asked.push(r.url()); });
+    await carol2.page.evaluate((dm) => history.replaceState(null, '', '#/c/' + dm), dm);
+    await carol2.page.reload();
+    await carol2.page.locator('[data-testid="conn-state"][data-state="online"]').waitFor();
+    await waitFor(() => carol2.page.evaluate(() => window.parley.state.listLoaded), 'the list is loaded');
+    await waitFor(async () => new URL(carol2.page.url()).hash === '', `not a member: the link is dropped: ${carol2.page.url()}`);
+    await carol2.page.waitForTimeout(300);
+    check(await carol2.page.evaluate(() => window.parley.state.openId) === null, 'not a member: nothing open');
+    check(await carol2.page.getByTestId('pane-empty').isVisible(), 'not a member: the empty pane');
+    check(await carol2.page.getByTestId('auth-error').textContent() === '' && await carol2.page.getByTestId('app-screen').isVisible(),
+      'not a member: still signed in, no error');
+    check(asked.length === 0, `not a member: nothing asked about the DM: ${JSON.stringify(asked)}`);
+    await carol2.ctx.close();
+  });
+
   await section('6. a 390x844 phone', async () => {
     const dave = await person('dave', { viewport: { width: 390, height: 844 }, initScript: spies });
     await register(dave);
@@ -506,12 +546,31 @@ run('features: text, dark mode, notifications, people, density, mobile, search',
     const fits = await dave.page.evaluate(() => document.documentElement.scrollWidth <= 390);
     check(fits, 'phone: nothing wider than the screen');
     await shot(dave, 'features-mobile-conversation');
+    const hash = () => new URL(dave.page.url()).hash;
+    const onList = async () => await dave.page.locator('.sidebar').isVisible() && await dave.page.locator('#pane').isHidden();
+    const onConv = async () => await dave.page.locator('.sidebar').isHidden() && await dave.page.getByTestId('conversation').isVisible();
+    check(hash() === `#/c/${d}`, `phone: the URL names the conversation: ${hash()}`);
+    // the browser's Back does what the back button does, Forward undoes it
+    await dave.page.goBack({ waitUntil: 'commit' });
+    await waitFor(onList, 'phone: the browser\'s Back shows the list');
+    check(hash() === '', `phone: back at the list, the URL has no conversation: ${hash()}`);
+    await dave.page.goForward({ waitUntil: 'commit' });
+    await waitFor(onConv, 'phone: Forward shows the conversation again');
     await dave.page.getByTestId('back').click();
     check(await dave.page.locator('.sidebar').isVisible(), 'phone: back shows the list');
     check(await dave.page.locator('#pane').isHidden(), 'phone: the list alone');
+    await waitFor(() => hash() === '', `phone: the back button takes the conversation out of the URL: ${dave.page.url()}`);
     await shot(dave, 'features-mobile-list');
     await convItem(dave, d).click();
     await dave.page.getByTestId('conversation').waitFor({ state: 'visible' });
+    check(hash() === `#/c/${d}`, `phone: opened again: ${hash()}`);
+    // a reload keeps it open, and Back after it still leads to the list
+    await dave.page.reload();
+    await waitFor(async () => await onConv() && (await dave.page.getByTestId('conv-title').textContent()) === 'alice',
+      'phone: a reload opens the conversation again');
+    await dave.page.goBack({ waitUntil: 'commit' });
+    await waitFor(onList, 'phone: Back after a reload shows the list');
+    check(new URL(dave.page.url()).origin === new URL(BASE).origin, `phone: still in Parley: ${dave.page.url()}`);
     await dave.ctx.close();
   });
 

@@ -100,7 +100,8 @@ export async function launch() {
 /** A fresh browser context (its own storage: another person) with one page.
  *  opts: viewport, colorScheme ('light' default), permissions (e.g.
  *  ['notifications']), initScript (a function run in every page first, with
- *  initArg), locale ('en-US' default). */
+ *  initArg), locale ('en-US' default), hash (the first page's URL fragment,
+ *  e.g. '#/c/3': a deep link). */
 export async function person(name, opts = {}) {
   const ctx = await browser.newContext({
     viewport: opts.viewport || { width: 1180, height: 760 },
@@ -119,7 +120,7 @@ export async function person(name, opts = {}) {
       log(`${name} console.error: ${m.text()}`);
     }
   });
-  await page.goto(BASE + '/', { waitUntil: 'domcontentloaded' });
+  await page.goto(BASE + '/' + (opts.hash || ''), { waitUntil: 'domcontentloaded' });
   return { name, ctx, page, id: null };
 }
 
@@ -138,6 +139,18 @@ export async function register(p) {
   await waitOnline(p);
   p.id = await page.evaluate(() => window.parley.state.me.id);
   log(`${p.name} registered as user ${p.id}`);
+}
+
+/** Signs in as an existing account from the sign-in screen. */
+export async function login(p) {
+  const { page } = p;
+  await page.getByTestId('auth-screen').waitFor({ state: 'visible' });
+  await page.getByTestId('tab-login').click();
+  await page.getByTestId('auth-username').fill(p.name);
+  await page.getByTestId('auth-password').fill(PASSWORD);
+  await page.getByTestId('auth-submit').click();
+  await waitOnline(p);
+  p.id = await page.evaluate(() => window.parley.state.me.id);
 }
 
 export async function waitOnline(p, timeout = STEP_MS) {

@@ -33,8 +33,9 @@ playwright-core against a real parleyd (see conftest.py):
   (system and the remembered switch); desktop notifications (hidden tab,
   mentions, levels, sound) and the favicon count; people search, avatars
   and the profile card; grouped messages, time format (en-US, de-DE),
-  Ctrl+K switcher; a
-  390x844 phone; message search with filters jumping into history.
+  Ctrl+K switcher; the open conversation in the URL (reload, deep link
+  after sign-in, not a member); a 390x844 phone (the browser's Back);
+  message search with filters jumping into history.
 - sse.mjs: WebSocket blocked in the page (every `new WebSocket` fails): the
   client falls back to Server-Sent Events (fetch) and REST; two people chat,
   each message once and in order with sent -> delivered -> read marks; one
