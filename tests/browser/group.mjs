@@ -69,8 +69,10 @@ await run('group of three: messages, typing, receipts, members', async () => {
 
   // receipts aggregate: carol closes the conversation (opens nothing else:
   // she goes back to an empty pane by opening another conversation is not
-  // possible, so she reloads onto the list), alice sends, it is delivered to
-  // both but read by one.
+  // possible, so she reloads onto the list: the address without the open
+  // conversation's #/c/<id>, which a reload would open again), alice sends,
+  // it is delivered to both but read by one.
+  await carol.page.evaluate(() => history.replaceState(null, '', location.pathname));
   await carol.page.reload({ waitUntil: 'domcontentloaded' });
   await convItem(carol, convId).waitFor({ state: 'visible' });
   await send(alice, 'One more thing: bring the slides.');
