@@ -320,7 +320,7 @@ int pl_thumb_make(const char *src_path, const char *dst_path, int max_side,
     }
 
     VipsObject *ctx = VIPS_OBJECT(vips_image_new());
-    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 2);
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 4);
     deadline dl = { .at_ms = pl_mono_ms() + pl_thumb_timeout_ms };
     atomic_init(&dl.hit, 0);
     /* libvips 8.14's thumbnail_source ignores its own "fail_on" (a
@@ -341,13 +341,25 @@ int pl_thumb_make(const char *src_path, const char *dst_path, int max_side,
             : fail(PL_THUMB_ECORRUPT, err, errlen, "cannot decode %s", out->mime);
         goto done;
     }
-    int webp = vips_image_hasalpha(t[1]);
-    rc = save_atomically(t[1], webp, dst_path, err, errlen);
+    /* WebP only for an image that shows transparency: libvips loads every
+     * GIF with an alpha band, opaque or not (audit N3: an opaque GIF got a
+     * WebP thumbnail); an alpha band at its maximum everywhere is dropped */
+    VipsImage *im = t[1];
+    int webp = vips_image_hasalpha(im);
+    double lowest = 0;
+    if (webp && vips_extract_band(im, &t[2], vips_image_get_bands(im) - 1, NULL) == 0 &&
+        vips_min(t[2], &lowest, NULL) == 0 && lowest >= (vips_image_get_format(im) == VIPS_FORMAT_USHORT ? 65535 : 255) &&
+        vips_extract_band(im, &t[3], 0, "n", vips_image_get_bands(im) - 1, NULL) == 0) {
+        im = t[3];
+        webp = 0;
+    }
+    vips_error_clear();
+    rc = save_atomically(im, webp, dst_path, err, errlen);
     if (rc != 0) goto done;
-    out->thumb_width = vips_image_get_width(t[1]);
-    out->thumb_height = vips_image_get_height(t[1]);
+    out->thumb_width = vips_image_get_width(im);
+    out->thumb_height = vips_image_get_height(im);
     snprintf(out->thumb_mime, sizeof out->thumb_mime, "%s", webp ? "image/webp" : "image/jpeg");
-    make_placeholder(t[1], out->placeholder, sizeof out->placeholder);
+    make_placeholder(im, out->placeholder, sizeof out->placeholder);
 done:
     g_object_unref(ctx);
     header_release(&h);

@@ -279,6 +279,27 @@ TEST(thumb_gif_first_frame) {
     CHECK_STR(info.mime, "image/gif");
     CHECK_EQ(info.thumb_width, 60);
     CHECK_EQ(info.thumb_height, 30);
+    /* opaque: a JPEG thumbnail (libvips loads a GIF with an alpha band
+     * whatever it holds; audit N3: this one was WebP) */
+    CHECK_STR(info.thumb_mime, "image/jpeg");
+}
+
+/* A GIF with a transparent colour keeps it: WebP. */
+TEST(thumb_gif_transparent_is_webp) {
+    tdir d;
+    CHECK(tdir_init(&d) == 0);
+    char src[128], dst[128], err[256];
+    tdir_path(&d, "t.gif", src, sizeof src);
+    tdir_path(&d, "t.thumb", dst, sizeof dst);
+    VipsImage *img = make_image(120, 60, 4, HALVES, (uint8_t[4]){ 255, 0, 0, 0 });   /* left half clear */
+    int ok = vips_gifsave(img, src, NULL) == 0;
+    g_object_unref(img);
+    pl_thumb_info info;
+    int rc = ok ? pl_thumb_make(src, dst, 60, &info, err, sizeof err) : -100;
+    tdir_release(&d);
+    CHECK(ok);
+    CHECK_EQ(rc, 0);
+    CHECK_STR(info.thumb_mime, "image/webp");
 }
 
 /* WebP, HEIC (HEVC) and AVIF (AV1) originals, the formats phones send. */
