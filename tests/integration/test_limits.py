@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import urllib.parse
 import threading
 import time
 import urllib.request
@@ -340,6 +341,24 @@ def test_slow_headers_are_cut_off(server):
     s.close()
     assert data.startswith(b"HTTP/1.1 408"), data[:100]
     assert time.monotonic() - t0 < 14
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(server):
+    """protocol.md section 6: after 10 s, no bytes back (cluster mode's
+    HAProxy answers such a client its own 408: the node is asked directly)."""
+    host, port = server.host, server.port
+    if getattr(server, "haproxy", None):
+        u = urllib.parse.urlsplit(server.node_urls[0])
+        host, port = u.hostname, u.port
+    s = socket.create_connection((host, port), timeout=20)
+    t0 = time.monotonic()
+    try:
+        data = s.recv(4096)
+    except ConnectionResetError:
+        data = b""
+    s.close()
+    assert data == b"", data[:100]
+    assert 8 < time.monotonic() - t0 < 16
 
 
 @async_test(90)
