@@ -42,8 +42,8 @@ char *pl_store__data_channel(const char *name, int64_t creator, const int64_t *o
 /* The @names of a body, lower-cased, distinct, in order of appearance, at
  * most max (itself at most PL_STORE_MENTION_NAMES_MAX): a name is 3..32 of
  * [A-Za-z0-9_.-] after an '@' that starts the body or follows a character
- * that cannot be part of a name nor is an '@' (so "a@b.com" and "@@bob"
- * mention nobody); a trailing '.' or '-' is not part of it. @all and @here
+ * that cannot be part of a name nor is an '@' or a backslash (so
+ * "a@b.com", "@@bob" and "\\@bob" mention nobody); a trailing '.' or '-' is not part of it. @all and @here
  * are not names: *all becomes 1 (@all) or 2 (@here), also past max.
  * Returns the number of names written to names[]. */
 int   pl_store__mentions_parse(const char *body, size_t len, char names[][33], int max, int *all);

@@ -227,7 +227,7 @@ int pl_store__mentions_parse(const char *body, size_t len, char names[][33], int
     memset(slot, 0, cap * sizeof *slot);
     for (size_t i = 0; i < len; i++) {
         if (body[i] != '@') continue;
-        if (i > 0 && (name_char((unsigned char)body[i - 1]) || body[i - 1] == '@')) continue;
+        if (i > 0 && (name_char((unsigned char)body[i - 1]) || body[i - 1] == '@' || body[i - 1] == '\\')) continue;
         size_t k = i + 1;
         while (k < len && name_char((unsigned char)body[k])) k++;
         size_t nl = k - (i + 1);

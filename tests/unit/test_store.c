@@ -2379,6 +2379,10 @@ TEST(store_mentions_cap_counts_members) {
     CHECK_STR(data, want);
     free(data);
     free(body);
+    /* a backslash escapes the @ (the web client shows \\@bob as "@bob"
+     * text): no mention, and \\@all is not @all */
+    CHECK(t_send_body(&t, g, a, "c1e", "ask \\@bob or \\@all, not @ann", &data) > 0);
+    CHECK(data == NULL);
     /* the names looked up are bounded (the first 256 distinct ones): bob
      * after 300 unknown names is not found, after 250 he is */
     body = t_mention_body(300, "@bob");
