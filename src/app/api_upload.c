@@ -492,13 +492,20 @@ void up_after_body_room(uv_work_t *w, int status) {
         up_fail(op, 503, "unavailable", "shutting down");
         return;
     }
-    op->m.id = 0;                            /* the quota only, no row */
+    up_quota_check(op, op->need, quota, quota_checked);
+}
+
+/* Asks the store whether size more fits op's owner's quota beside the
+ * uploads in progress (op->pending): PL_JOB_MEDIA_CREATE with id 0, the
+ * quota only, no row; done gets PL_STORE_EFORBID when it does not. */
+void up_quota_check(up_op *op, int64_t size, int64_t quota, void (*done)(pl_job *)) {
+    op->m.id = 0;
     op->m.owner = op->owner;
-    op->m.size = op->need;
+    op->m.size = size;
     pl_job_release(&op->job);
     memset(&op->job, 0, sizeof op->job);
     op->job.op = PL_JOB_MEDIA_CREATE;
-    op->job.done = quota_checked;
+    op->job.done = done;
     op->job.data = op;
     op->job.media_in = &op->m;
     op->job.expires = quota - op->pending;

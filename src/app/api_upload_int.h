@@ -51,6 +51,9 @@ void   up_free(up_op *op);
 void   up_fail(up_op *op, int status, const char *code, const char *msg);
 void   up_io_fail(up_op *op, const char *step, int err);
 void   up_discard(up_op *op);
+/* Whether size more fits the owner's quota (less op->pending): a store job
+ * answered to done, PL_STORE_EFORBID when it does not (no row written). */
+void   up_quota_check(up_op *op, int64_t size, int64_t quota, void (*done)(pl_job *));
 int    up_params(pl_http_ctx *ctx, up_op *op, char *name, size_t cap);
 int    up_size_ok(pl_http_ctx *ctx, const char *declared, int64_t len);
 void   up_io_answer(pl_http_ctx *ctx, int err, const char *msg, const char *extra);

@@ -191,17 +191,7 @@ static void after_session_create(uv_work_t *w, int status) {
         up_fail(op, 503, "unavailable", "shutting down");
         return;
     }
-    pl_job_release(&op->job);
-    memset(&op->job, 0, sizeof op->job);
-    op->m.id = 0;                            /* the quota only, no row */
-    op->m.owner = op->owner;
-    op->m.size = op->length;
-    op->job.op = PL_JOB_MEDIA_CREATE;
-    op->job.done = session_reserved;
-    op->job.data = op;
-    op->job.media_in = &op->m;
-    op->job.expires = quota - op->pending;
-    pl_store_submit(A.store, &op->job);
+    up_quota_check(op, op->length, quota, session_reserved);
 }
 
 void h_session_create(pl_http_ctx *ctx) {

@@ -262,20 +262,25 @@ TEST(thumb_alpha_gives_webp) {
     CHECK_EQ(placeholder_dc(&info), 0xFFFFFF);   /* transparent shows as white */
 }
 
-TEST(thumb_gif_first_frame) {
+/* A 120x60 GIF of two halves (rgba the left one's), thumbnailed to 60
+ * wide: 0, or -100 when it could not be made. */
+static int gif_thumb(int bands, const uint8_t rgba[4], pl_thumb_info *info) {
     tdir d;
-    CHECK(tdir_init(&d) == 0);
+    if (tdir_init(&d) != 0) return -100;
     char src[128], dst[128], err[256];
     tdir_path(&d, "a.gif", src, sizeof src);
     tdir_path(&d, "a.thumb", dst, sizeof dst);
-    VipsImage *img = make_image(120, 60, 3, HALVES, (uint8_t[4]){ 255, 0, 0, 255 });
+    VipsImage *img = make_image(120, 60, bands, HALVES, rgba);
     int ok = vips_gifsave(img, src, NULL) == 0;
     g_object_unref(img);
-    pl_thumb_info info;
-    int rc = ok ? pl_thumb_make(src, dst, 60, &info, err, sizeof err) : -100;
+    int rc = ok ? pl_thumb_make(src, dst, 60, info, err, sizeof err) : -100;
     tdir_release(&d);
-    CHECK(ok);
-    CHECK_EQ(rc, 0);
+    return rc;
+}
+
+TEST(thumb_gif_first_frame) {
+    pl_thumb_info info;
+    CHECK_EQ(gif_thumb(3, (uint8_t[4]){ 255, 0, 0, 255 }, &info), 0);
     CHECK_STR(info.mime, "image/gif");
     CHECK_EQ(info.thumb_width, 60);
     CHECK_EQ(info.thumb_height, 30);
@@ -286,19 +291,8 @@ TEST(thumb_gif_first_frame) {
 
 /* A GIF with a transparent colour keeps it: WebP. */
 TEST(thumb_gif_transparent_is_webp) {
-    tdir d;
-    CHECK(tdir_init(&d) == 0);
-    char src[128], dst[128], err[256];
-    tdir_path(&d, "t.gif", src, sizeof src);
-    tdir_path(&d, "t.thumb", dst, sizeof dst);
-    VipsImage *img = make_image(120, 60, 4, HALVES, (uint8_t[4]){ 255, 0, 0, 0 });   /* left half clear */
-    int ok = vips_gifsave(img, src, NULL) == 0;
-    g_object_unref(img);
     pl_thumb_info info;
-    int rc = ok ? pl_thumb_make(src, dst, 60, &info, err, sizeof err) : -100;
-    tdir_release(&d);
-    CHECK(ok);
-    CHECK_EQ(rc, 0);
+    CHECK_EQ(gif_thumb(4, (uint8_t[4]){ 255, 0, 0, 0 }, &info), 0);   /* the left half clear */
     CHECK_STR(info.thumb_mime, "image/webp");
 }
 
