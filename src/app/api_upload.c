@@ -329,6 +329,19 @@ static void w_up_thumb(uv_work_t *w) {
 
 static void after_up_thumb(uv_work_t *w, int status) { up_create(w->data); }
 
+/* PL_JOB_MEDIA_CREATE of op->m (id 0: the quota check only), what may
+ * be stored for its owner in expires (0: no quota), answered to done. */
+static void media_job(up_op *op, void (*done)(pl_job *), int64_t expires) {
+    pl_job_release(&op->job);
+    memset(&op->job, 0, sizeof op->job);
+    op->job.op = PL_JOB_MEDIA_CREATE;
+    op->job.done = done;
+    op->job.data = op;
+    op->job.media_in = &op->m;
+    op->job.expires = expires;
+    pl_store_submit(A.store, &op->job);
+}
+
 /* Writes the row (quota checked in the writer's transaction). */
 static void up_create(up_op *op) {
     if (!A.store) {
@@ -340,16 +353,9 @@ static void up_create(up_op *op) {
     if (op->m.id == 0) op->m.id = 1;
     op->m.owner = op->ctx->user;
     op->m.created = pl_now_ms();
-    pl_job_release(&op->job);
-    memset(&op->job, 0, sizeof op->job);
-    op->job.op = PL_JOB_MEDIA_CREATE;
-    op->job.done = created;
-    op->job.data = op;
-    op->job.media_in = &op->m;
     /* the quota less what the owner's other uploads in progress reserve
      * (> 0: after_finalize refused the upload that did not fit) */
-    op->job.expires = A.cfg->media_quota_mb ? (int64_t)A.cfg->media_quota_mb * 1024 * 1024 - op->pending : 0;
-    pl_store_submit(A.store, &op->job);
+    media_job(op, created, A.cfg->media_quota_mb ? (int64_t)A.cfg->media_quota_mb * 1024 * 1024 - op->pending : 0);
 }
 
 static void after_write(uv_work_t *w, int status) {
@@ -502,14 +508,7 @@ void up_quota_check(up_op *op, int64_t size, int64_t quota, void (*done)(pl_job 
     op->m.id = 0;
     op->m.owner = op->owner;
     op->m.size = size;
-    pl_job_release(&op->job);
-    memset(&op->job, 0, sizeof op->job);
-    op->job.op = PL_JOB_MEDIA_CREATE;
-    op->job.done = done;
-    op->job.data = op;
-    op->job.media_in = &op->m;
-    op->job.expires = quota - op->pending;
-    pl_store_submit(A.store, &op->job);
+    media_job(op, done, quota - op->pending);
 }
 
 /* POST /api/v1/media */
