@@ -81,6 +81,9 @@ struct presence {
     uint8_t  hot : 1;             /* on the hot list (the next tick looks)     */
     uint8_t  since_event : 1;     /* changed_since is an event's time (touch), not
                                    * yet seen by a tick                       */
+    uint8_t  unsure : 1;          /* an offline view published while the bus was
+                                   * down: kept, and published again at the
+                                   * resync (presence_resync)                 */
     uint8_t  sent;                /* status last announced                    */
     int64_t  pub_at;              /* mono ms of that publish (local_pub)      */
     int64_t  local_active;        /* wall ms: last heartbeat or disconnect here */
@@ -233,7 +236,7 @@ void presence_resync(void) {
     for (size_t i = 0; i < C.presence.cap; i++) {
         if (!C.presence.slots || !C.presence.slots[i].key) continue;
         presence *p = C.presence.slots[i].val;
-        if (chat_user_get(p->user) || p->local_pub != ST_OFFLINE) {
+        if (chat_user_get(p->user) || p->local_pub != ST_OFFLINE || p->unsure) {
             p->dirty = 1;
             mark_hot(p);
         }
@@ -402,6 +405,7 @@ static void publish_own(presence *p, int status, int64_t last_active, int64_t no
     p->local_pub = (uint8_t)status;
     p->pub_at = now;
     p->dirty = 0;
+    p->unsure = status == ST_OFFLINE && C.bus->shared && !pl_bus_healthy(C.bus);
     pl_bus_publish_presence(C.bus, &v);
     free(convs);
 }
@@ -581,6 +585,8 @@ static int tick_one(presence *p, int64_t now, int64_t wall) {
         if (st == ST_OFFLINE && !has_local && last > p->local_active) store_last_seen(p->user, last);
     }
     if (st != p->sent || p->dirty) mark_hot(p);         /* waits for its window */
+    /* kept while the other nodes may not have heard its offline view */
+    if (p->unsure) return 0;
     if (st != ST_OFFLINE || p->sent != ST_OFFLINE || has_local || p->local_pub != ST_OFFLINE) return 0;
     /* Kept while a view of a node taken for gone has not expired: a node
      * that was only paused comes back with its users still online, and

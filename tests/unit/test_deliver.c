@@ -3518,6 +3518,45 @@ TEST(presence_views_are_published_as_changes_after_a_stall) {
     h_stop(all, 1);
 }
 
+/* An offline view published while the bus is down may never reach the
+ * other nodes (the Redis publish is dropped): the entry is kept, and the
+ * resync publishes it again (audit N6: a user who disconnected during a
+ * Redis restart stayed online on the other nodes for ~60 s, until its
+ * view expired). Once published with the bus up, it is forgotten. */
+static int bus_down;
+static int healthy_spy(pl_bus *b) { (void)b; return !bus_down; }
+
+TEST(presence_an_offline_view_published_while_the_bus_is_down_is_published_again) {
+    h_start(1);
+    H.cfg.presence_coalesce = 0;
+    fconn *alice = spied_session();
+    CHECK(alice != NULL);
+    static pl_bus_ops ops;
+    ops = *H.bus->ops;
+    ops.healthy = healthy_spy;
+    H.bus->ops = &ops;
+    int64_t t = pl_mono_ms() + 1000;
+    presence_tick(t);
+    CHECK_EQ(npub, 1);                            /* online */
+    bus_down = 1;
+    alice->c.closing = 1;
+    pl_chat_conn_closed(&alice->c);
+    for (int k = 0; k < 20; k++) presence_tick(t += 250);   /* past a sweep period */
+    CHECK_EQ(npub, 2);
+    CHECK_EQ(pub_status[1], 0);                   /* offline, into the outage */
+    bus_down = 0;
+    presence_resync();                            /* Redis came back */
+    presence_tick(t += 250);
+    CHECK_EQ(npub, 3);
+    CHECK_EQ(pub_status[2], 0);                   /* said again */
+    for (int k = 0; k < 20; k++) presence_tick(t += 250);
+    presence_resync();
+    presence_tick(t += 250);
+    CHECK_EQ(npub, 3);                            /* heard: forgotten */
+    h_stop(NULL, 0);
+    fconn_free(alice);
+}
+
 /* A session the server closes (a revoked login: 4001) stops counting for
  * presence at once, not when its socket is let go (audit W2 F6: an SSE
  * client that kept its socket after the close was announced offline 5 s
