@@ -41,7 +41,9 @@
  * Pairing: parley.db holds a random token (search_pair); search.db records
  * the token it was built for. A missing search.db, or one built for another
  * parley.db, is emptied and every message queued again, so a deleted or
- * mismatched index rebuilds itself in the background.
+ * mismatched index rebuilds itself in the background. So is one whose
+ * watermark is past the newest queue row (an older parley.db restored
+ * beside it): that queue's next rows would take qids already counted done.
  *
  * Reads never trust the index alone: PL_READ_SEARCH joins events and keeps
  * a hit only if the indexed text is the message's current text, so an old
@@ -437,11 +439,23 @@ int sq_index_open(sq_store *s, const char *search_path, const char *main_path, c
              ix_text_is(x->db, "SELECT token FROM m.search_pair", mine, sizeof mine) == 0 && mine[0] &&
              ix_text_is(x->db, "SELECT v FROM meta WHERE k = 'pair'", theirs, sizeof theirs) == 0;
     sqlite3_free(attach);
-    if (ok && strcmp(mine, theirs) != 0) {
-        /* new, or built for another parley.db: empty it and queue everything
-         * (in one parley.db transaction of the writer connection, before any
-         * thread runs) */
-        if (theirs[0])
+    /* Ahead: a parley.db restored from a backup beside the search.db that
+     * went on after it. Queue rows never go back below `done` (the writer
+     * keeps the newest), so a queue whose newest row is below `done` is an
+     * older copy: its next messages would take qids the index counts as
+     * done and never be indexed. */
+    char past[8] = "";
+    if (ok && strcmp(mine, theirs) == 0)
+        ok = ix_text_is(x->db, "SELECT CAST(v AS INTEGER) > (SELECT coalesce(max(qid), 0) FROM m.fts_queue)"
+                               " FROM meta WHERE k = 'done'", past, sizeof past) == 0;
+    int ahead = ok && strcmp(past, "1") == 0;
+    if (ok && (strcmp(mine, theirs) != 0 || ahead)) {
+        /* new, built for another parley.db, or ahead of this one: empty it
+         * and queue everything (in one parley.db transaction of the writer
+         * connection, before any thread runs) */
+        if (ahead)
+            pl_log(PL_LOG_WARN, 0, "store: the search index is ahead of the database (parley.db restored from a backup?); rebuilding it", "%s", "");
+        else if (theirs[0])
             pl_log(PL_LOG_WARN, 0, "store: the search index belongs to another database; rebuilding it", "%s", "");
         /* the queue first: a crash in between leaves the tokens apart, and
          * the next start does both again */

@@ -285,6 +285,50 @@ async def test_a_restored_database_refuses_tokens_of_logins_it_does_not_have(ser
         assert ws.close_code == 4001, ws.close_code
 
 
+@pytest.mark.embedded_only("parleyd's own SQLite files, restored from a backup")
+@async_test(60)
+async def test_a_database_restored_beside_a_newer_search_index_rebuilds_it(server):
+    """Audit N7: an older parley.db restored into its data directory beside
+    the search.db that went on after the backup: the index's watermark was
+    past the restored queue, so the next messages took queue ids it counted
+    as done and were never searchable. Now the index is rebuilt, and says
+    so."""
+    import sqlite3
+    from test_search import found_within, say, word
+    backup = os.path.join(server.workdir, "backup-ix.db")
+    async with Harness(server) as h:
+        api = h.api
+        alice, = await api.register_many(1, "rix")
+        g = (await api.create_group(alice, [], title="rix"))["id"]
+        old = word()
+        await say(api, alice, g, f"{old} before the backup")
+        await found_within(api, alice, old, 1, timeout=3.0)
+        src = sqlite3.connect(os.path.join(server.data_dir, "parley.db"))
+        src.execute("VACUUM INTO ?", (backup,))
+        src.close()
+        later = word()
+        for i in range(5):                            # the index goes on past the backup
+            await say(api, alice, g, f"{later} {i}")
+        await found_within(api, alice, later, 5, timeout=3.0)
+    server.stop()
+    for f in ("parley.db", "parley.db-wal", "parley.db-shm"):   # search.db* stay
+        try:
+            os.unlink(os.path.join(server.data_dir, f))
+        except FileNotFoundError:
+            pass
+    shutil.copy(backup, os.path.join(server.data_dir, "parley.db"))
+    server.start()
+    async with Harness(server) as h:
+        api = h.api
+        new = word()
+        for i in range(3):
+            await say(api, alice, g, f"{new} {i}")
+        await found_within(api, alice, new, 3, timeout=5.0)
+        await found_within(api, alice, old, 1, timeout=5.0)
+        await found_within(api, alice, later, 0, timeout=1.0)   # not in the restored database
+    assert "the search index is ahead of the database" in server.log_text()
+
+
 @pytest.mark.embedded_only("the data directory's token.key")
 @async_test(60)
 async def test_a_new_token_key_beside_a_database_is_logged_and_refreshed_past(server):
