@@ -130,6 +130,11 @@ typedef struct pl_bus_ops {
      * touched), rates per second and bursts as in the configuration (0 rate
      * = no limit). cb is always called later, on the loop, never inline. */
     void (*rate_take)(pl_bus *b, int64_t user, int64_t conv, int64_t ws, pl_bus_rate_cb cb, void *arg);
+    /* A drain begins: every rate_take not answered yet is answered now,
+     * inline, admitted (fail open, as on a timeout), so that the sends
+     * waiting on a hung Redis are answered before their connections close.
+     * Later rate_takes are answered as usual. NULL: nothing ever waits. */
+    void (*rate_answer_now)(pl_bus *b);
     /* every fresh view of these users, from all nodes; cb later, never inline */
     void (*presence_get)(pl_bus *b, const int64_t *users, size_t n, pl_bus_presence_cb cb, void *arg);
     /* 1 while connected (readyz) */
@@ -196,6 +201,9 @@ static inline void pl_bus_subscribe_conv(pl_bus *b, int64_t c, int on) { b->ops-
 static inline void pl_bus_subscribe_user(pl_bus *b, int64_t u, int on) { b->ops->subscribe_user(b, u, on); }
 static inline void pl_bus_rate_take(pl_bus *b, int64_t u, int64_t c, int64_t ws, pl_bus_rate_cb cb, void *a) {
     b->ops->rate_take(b, u, c, ws, cb, a);
+}
+static inline void pl_bus_rate_answer_now(pl_bus *b) {
+    if (b->ops->rate_answer_now) b->ops->rate_answer_now(b);
 }
 static inline void pl_bus_presence_get(pl_bus *b, const int64_t *u, size_t n, pl_bus_presence_cb cb, void *a) { b->ops->presence_get(b, u, n, cb, a); }
 static inline int  pl_bus_healthy(pl_bus *b) { return b->ops->healthy(b); }

@@ -155,7 +155,9 @@
  * answers with nothing, after 2 s with what it has.
  *
  * Callbacks. rate_take and presence_get answer from a uv_idle callback on
- * the loop, never inline and never inside a hiredis callback. close()
+ * the loop, never inline and never inside a hiredis callback; the one
+ * exception is rate_answer_now (a drain begins), which answers the waiting
+ * rate takes inline, admitted. close()
  * answers every unanswered one before it returns (rate: admitted;
  * presence: what had arrived, usually nothing), so each request gets
  * exactly one answer and the caller can free its arg there; nothing is
@@ -381,6 +383,7 @@ static const pl_bus_ops redis_ops = {
     .subscribe_conv = pl_bus__redis_sub_conv,
     .subscribe_user = pl_bus__redis_sub_user,
     .rate_take = pl_bus__redis_rate,
+    .rate_answer_now = pl_bus__redis_rate_answer_now,
     .presence_get = pl_bus__redis_presence_get,
     .healthy = r_healthy,
     .node_gone = pl_bus__redis_node_gone,

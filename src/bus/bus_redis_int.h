@@ -240,6 +240,7 @@ int64_t pl_bus__redis_node_since(pl_bus *pb, int node);  /* bus.h node_since */
 
 void pl_bus__redis_presence(pl_bus *pb, const pl_bus_presence *p);
 void pl_bus__redis_rate(pl_bus *pb, int64_t user, int64_t conv, int64_t ws, pl_bus_rate_cb cb, void *arg);
+void pl_bus__redis_rate_answer_now(pl_bus *pb);
 void pl_bus__redis_presence_get(pl_bus *pb, const int64_t *users, size_t n, pl_bus_presence_cb cb, void *arg);
 void pl_bus__redis_scripts_init(pl_bus_redis *b);
 void pl_bus__redis_scripts_load(pl_bus_redis *b);   /* at every cmd connect */

@@ -340,6 +340,44 @@ void pl_bus__redis_req_tick(pl_bus_redis *b, int64_t now) {
     }
 }
 
+/* rate_answer_now(): the rate takes whose answers are queued for the idle
+ * callback, then those still waiting on Redis, answered now in the order
+ * they came (admitted unless Redis had refused them). Presence requests
+ * are left to the idle callback. A waiting one stays allocated until its
+ * hiredis reply comes back (NULL at close), as in close(). */
+void pl_bus__redis_rate_answer_now(pl_bus *pb) {
+    pl_bus_redis *b = B(pb);
+    op *q = b->done_head, *keep = NULL, *keep_tail = NULL;
+    b->done_head = b->done_tail = NULL;
+    while (q) {                                   /* queued answers: rates now */
+        op *o = q;
+        q = o->qnext;
+        if (o->type == OP_RATE) {
+            op_answer(b, o);
+            continue;
+        }
+        o->qnext = NULL;
+        if (keep_tail) keep_tail->qnext = o;
+        else keep = o;
+        keep_tail = o;
+    }
+    if (keep_tail) {                              /* before any queued meanwhile */
+        keep_tail->qnext = b->done_head;
+        if (!b->done_head) b->done_tail = keep_tail;
+        b->done_head = keep;
+    }
+    op *stop = b->live_tail;                      /* not those the answers add */
+    for (op *o = b->live_head, *next; o; o = next) {
+        int last = o == stop;
+        next = o->next;
+        if (o->type == OP_RATE && !o->complete) {
+            o->complete = 1;
+            op_answer(b, o);
+        }
+        if (last) break;
+    }
+}
+
 /* close(): every unanswered request is answered now, before close returns
  * (rate: admitted; presence: what arrived). Answers may add requests
  * (b->stopping: complete at once), answered the same way. Requests still

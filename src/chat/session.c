@@ -670,6 +670,7 @@ void pl_chat_close_all(pl_net *net, int code) { pl_net_each(net, close_one, &cod
 void pl_chat_shutdown(void) {
     C.stopping = 1;
     uv_timer_stop(&C.ticker);
+    if (C.bus) pl_bus_rate_answer_now(C.bus);   /* sends waiting on a hung Redis: "shutting down" */
     bus_wait_check(NULL);            /* the waiting sessions give up (no `ready`) */
     uv_timer_stop(&bus_wait_timer);
     chat_outbox_stop();

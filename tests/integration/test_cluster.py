@@ -1426,6 +1426,47 @@ async def test_per_user_rate_limit_holds_across_nodes(server_factory):
 
 @pytest.mark.cluster_only(WHY)
 @async_test(60)
+async def test_sends_waiting_on_a_hung_redis_when_a_drain_begins_are_answered(server_factory):
+    """Audit N6: a send waiting on the shared rate limit in a hung Redis
+    (SIGSTOP) when its node's drain began got no answer before the close
+    (the bus admits after 1 s, by then the connection was closed). Now the
+    drain answers the waiting rate takes first: the WebSocket send gets
+    `unavailable` "shutting down" and the REST send 503, neither stored."""
+    server = server_factory(["--rate-user-msgs", "50", "--rate-user-burst", "100"])
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        alice, bob = await h.api.register_many(2, "hd")
+        cid = (await h.api.open_dm(alice, bob.id))["id"]
+        a = await ws_on(h, U[0], alice, "alice@node0")
+        await a.send_msg(cid, "before")
+        node0 = Api(server.node_urls[0], h.api.session)
+        redis = server.redis.proc.pid
+        os.kill(redis, signal.SIGSTOP)
+        try:
+            req, _ = await a.send_nowait(cid, "waiting on redis (ws)")
+            rest = asyncio.ensure_future(node0.req(
+                "POST", f"/api/v1/conversations/{cid}/messages", token=alice.token,
+                json_body={"client_msg_id": cmid(), "body": "waiting on redis (rest)"}))
+            await asyncio.sleep(0.3)                  # both wait on the rate take (1 s at most)
+            stopping = asyncio.ensure_future(asyncio.to_thread(server.nodes[0].stop))   # SIGTERM, waits
+            reply = await a.wait_reply(req, 10)
+            r = await rest
+        finally:
+            os.kill(redis, signal.SIGCONT)
+        assert reply.get("type") == "error" and reply.get("code") == "unavailable" \
+            and reply.get("message") == "shutting down", reply
+        assert r.status == 503 and r.body["error"]["code"] == "unavailable", r
+        await a.closed.wait()
+        assert a.close_code == 1001, a.close_code
+        other = Api(server.node_urls[1], h.api.session)
+        hist = await other.history_all(alice, cid)
+        assert [e["body"] for e in msg_events(hist)] == ["before"], hist
+        await stopping                                # a clean exit (checked at the teardown)
+    await asyncio.to_thread(server.start)             # node 0 again, for the teardown
+
+
+@pytest.mark.cluster_only(WHY)
+@async_test(60)
 async def test_logout_on_node0_closes_the_login_on_node2_and_the_token_dies_everywhere(server):
     U = server.node_ws_urls
     async with Harness(server) as h:

@@ -1386,6 +1386,37 @@ static void t_hung(ctx *c) {
 }
 TEST(bus_redis_hung) { run_bus_test(t_hung, 0.001, 5, 0, 1); }
 
+/* A drain with Redis hung (audit N6): rate_answer_now answers the waiting
+ * rate takes at once, inline and admitted, and only them; a take after
+ * it waits as usual; the late replies are ignored. */
+static void t_rate_answer_now(ctx *c) {
+    node *a = &c->n[0];
+    CHECK(pl_bus_healthy(a->bus));
+    kill(c->rs.pid, SIGSTOP);
+    memset(&R, 0, sizeof R);
+    memset(&P, 0, sizeof P);
+    int64_t users[1] = {42};
+    take(a->bus, 77, 100, 0);
+    take(a->bus, 78, 101, 1);
+    pget(a->bus, users, 1);
+    pump(c, 50);
+    CHECK_EQ(R.answered, 0);                               /* still waiting on Redis */
+    pl_bus_rate_answer_now(a->bus);
+    CHECK_EQ(R.answered, 2);                               /* now, inline */
+    CHECK_EQ(R.admitted, 2);
+    CHECK_EQ(P.answered, 0);                               /* presence is left alone */
+    take(a->bus, 79, 102, 2);
+    pump(c, 50);
+    CHECK_EQ(R.answered, 2);                               /* a later take waits as before */
+    WAIT(c, R.answered == 3 && P.answered == 1, 5000);
+    kill(c->rs.pid, SIGCONT);
+    CHECK_EQ(R.admitted, 3);
+    WAIT_CHECK(c, pl_bus_healthy(a->bus), 5000);
+    pump(c, 100);
+    CHECK_EQ(R.answered, 3);                               /* the late replies are ignored */
+}
+TEST(bus_redis_rate_answer_now) { run_bus_test(t_rate_answer_now, 0.001, 5, 0, 1); }
+
 /* AUTH and SELECT from the URL, a host name resolved off the loop (every
  * address tried: localhost may say ::1 first); a wrong password never
  * becomes healthy */
