@@ -434,6 +434,8 @@ int64_t wsrate_take(int64_t ws, int64_t now_ms);
 void do_receipt(session *s, pl_msg *m);
 void do_receipts(session *s, pl_msg *m);
 void receipts_on_bus(void *ud, const pl_bus_receipt *r);
+void receipts_tick(int64_t now);        /* forgets old announced cursors */
+void receipts_free(void);
 
 /* presence.c */
 void presence_init(void);

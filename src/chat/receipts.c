@@ -14,11 +14,16 @@
  * moved onto (its "read" tick), the others fetch aggregates. The decision
  * is made on every node from the same numbers, so it does not depend on
  * where sessions live.
+ *
+ * Also owns (cluster mode) the cursors last announced per user and
+ * conversation, which keep announcements from going backwards (below).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/map.h"
 #include "../ws/ws.h"
 #include "../ws/wsconn.h"
 #include "chat_int.h"
@@ -100,11 +105,75 @@ void do_receipt(session *s, pl_msg *m) {
     pl_store_submit(C.store, &op->job);
 }
 
+/* ---- announced cursors (cluster mode) ----------------------------------------- */
+/* Each node publishes the receipts it committed, so two moves of a user's
+ * cursors committed on two nodes can reach a node in the other order
+ * (audit P2: every session got read_seq 508 and then 506, the own ones
+ * with the older unread count). What is published is the store's cursors
+ * after the move, and those grow in commit order in both fields at once
+ * (each move is a max under the conversation's lock), so a receipt whose
+ * cursors are both at or below the last ones announced here for that user
+ * and conversation is an older one arriving late: it moves nothing and is
+ * dropped. Kept RC_KEEP_MS after the last announcement (far beyond any
+ * reordering on the bus), swept by the ticker. Embedded mode's bus
+ * delivers in commit order: nothing is kept. Ids at or above 2^31 (not met
+ * in practice) are announced as they come, as before. */
+#define RC_KEEP_MS  30000
+#define RC_SWEEP_MS 10000
+
+typedef struct rc_ent {
+    int64_t delivered, read;
+    int64_t at;                   /* mono ms of the last announcement        */
+} rc_ent;
+
+static pl_map  announced;         /* conv << 32 | user -> rc_ent             */
+static int64_t rc_swept;
+
+/* 1 when r is older than what was announced; else records it. */
+static int receipt_stale(const pl_bus_receipt *r) {
+    if (!C.bus || !C.bus->shared || r->conv <= 0 || r->user <= 0 || r->conv >= (1LL << 31) ||
+        r->user >= (1LL << 31))
+        return 0;
+    int64_t key = r->conv << 32 | r->user;
+    rc_ent *e = pl_map_get(&announced, key);
+    if (e && r->delivered <= e->delivered && r->read <= e->read) return 1;
+    if (!e) {
+        e = pl_calloc(1, sizeof *e);
+        pl_map_put(&announced, key, e);
+    }
+    if (r->delivered > e->delivered) e->delivered = r->delivered;
+    if (r->read > e->read) e->read = r->read;
+    e->at = pl_mono_ms();
+    return 0;
+}
+
+void receipts_tick(int64_t now) {
+    if (now - rc_swept < RC_SWEEP_MS || !announced.len) return;
+    rc_swept = now;
+    int64_t *old = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < announced.cap; i++) {
+        rc_ent *e = announced.slots[i].val;
+        if (!announced.slots[i].key || now - e->at < RC_KEEP_MS) continue;
+        if (n == cap) old = pl_realloc(old, (cap = cap ? 2 * cap : 64) * sizeof *old);
+        old[n++] = announced.slots[i].key;
+    }
+    for (size_t i = 0; i < n; i++) free(pl_map_del(&announced, old[i]));  /* deleting moves slots */
+    free(old);
+}
+
+void receipts_free(void) {
+    for (size_t i = 0; i < announced.cap; i++)
+        if (announced.slots[i].key) free(announced.slots[i].val);
+    pl_map_release(&announced);
+    rc_swept = 0;
+}
+
 /* A cursor moved somewhere (this node or another): tell the local sessions
  * that should know (the rules at the top of this file). */
 void receipts_on_bus(void *ud, const pl_bus_receipt *r) {
     chat_conv *cv = conv_find(r->conv);
-    if (!cv) return;
+    if (!cv || receipt_stale(r)) return;
     char other[192], own[256];
     int on = snprintf(other, sizeof other,
                       "{\"type\":\"receipt\",\"conversation\":%lld,\"user\":%lld,\"delivered_seq\":%lld,\"read_seq\":%lld}",

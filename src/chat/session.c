@@ -684,6 +684,7 @@ void pl_chat_free(void) {
     deliver_free();
     send_free();
     wsrate_free();
+    receipts_free();
     pl_map_release(&C.users);
     uv_close((uv_handle_t *)&C.ticker, NULL);
     uv_close((uv_handle_t *)&bus_wait_timer, NULL);
@@ -693,4 +694,5 @@ static void tick(uv_timer_t *t) {
     int64_t now = pl_mono_ms();
     typing_tick(now);
     presence_tick(now);
+    receipts_tick(now);
 }

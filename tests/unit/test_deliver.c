@@ -1626,6 +1626,44 @@ TEST(receipts_in_large_groups_reach_reader_and_author) {
     h_stop(all, 3);
 }
 
+/* Audit P2 (cluster mode): two moves of a user's cursors committed on two
+ * nodes reached the sessions in the other order, and every session got
+ * read_seq 508 and then 506 (the own ones with the older unread). A
+ * receipt at or below what was announced for its user is dropped; one
+ * that moves either cursor goes out; another user's is its own. */
+TEST(receipts_arriving_out_of_commit_order_never_go_backwards) {
+    h_start(1);
+    conv_spec cs = {10, 600, 1};
+    fconn *reader = h_session(1, 1, &cs, 1, 0), *peer = h_session(2, 2, &cs, 1, 0);
+    CHECK(reader && peer);
+    pl_bus_receipt newer = {10, 1, 508, 508, 0, 2, 0, 0}, older = {10, 1, 506, 506, 1, 2, 0, 0};
+    pl_bus_publish_receipt(H.bus, &newer);
+    pl_bus_publish_receipt(H.bus, &older);
+    pl_bus_publish_receipt(H.bus, &newer);         /* the same again: nothing moves */
+    pl_bus_receipt delivered = {10, 1, 510, 508, 0, 2, 0, 0}, theirs = {10, 2, 3, 3, 0, 2, 0, 0};
+    pl_bus_publish_receipt(H.bus, &delivered);     /* delivered moves: announced */
+    pl_bus_publish_receipt(H.bus, &theirs);        /* another user's cursors */
+    fconn *both[] = {reader, peer};
+    for (int i = 0; i < 2; i++) {
+        size_t at = 0;
+        int64_t seen[8][3];
+        int n = 0;
+        json_t *f;
+        while (n < 8 && (f = next_frame(both[i], &at, "receipt")) != NULL) {
+            seen[n][0] = json_integer_value(json_object_get(f, "user"));
+            seen[n][1] = json_integer_value(json_object_get(f, "delivered_seq"));
+            seen[n][2] = json_integer_value(json_object_get(f, "read_seq"));
+            n++;
+            json_decref(f);
+        }
+        CHECK_EQ(n, 3);
+        CHECK(seen[0][0] == 1 && seen[0][1] == 508 && seen[0][2] == 508);
+        CHECK(seen[1][0] == 1 && seen[1][1] == 510 && seen[1][2] == 508);
+        CHECK(seen[2][0] == 2 && seen[2][1] == 3 && seen[2][2] == 3);
+    }
+    h_stop(both, 2);
+}
+
 /* Embedded mode: an event that comes before its predecessors (a stream
  * created between a read and a publish) makes the stream read the gap and
  * deliver in order. */
