@@ -587,6 +587,101 @@ class Harness:
         self.clients.append(r)
         return r
 
+    # ---- pinning to a node (see "absence barriers" below) ----
+    def api_at(self, i):
+        """An Api on node i of a cluster (i modulo the node count), or on the
+        embedded server itself."""
+        return Api(node_urls(self.server, i)[0], self.session)
+
+    async def ws_at(self, i, user_or_token, name=None, expect_ready=True):
+        """A WebSocket (header auth) on node i of a cluster (i modulo the node
+        count), or on the embedded server itself; closed with the harness."""
+        token = user_or_token.token if isinstance(user_or_token, User) else user_or_token
+        nm = name or (user_or_token.username if isinstance(user_or_token, User) else "ws")
+        c = WS(node_urls(self.server, i)[1], token, name=nm)
+        self.clients.append(c)
+        await c.connect(expect_ready=expect_ready)
+        return c
+
+
+# --------------------------------------------------------------------------
+# absence barriers (audit P2 scenario 6)
+#
+# A test that asserts something does NOT reach a session needs a wait after
+# which it would have arrived. One ping() on the receiver's own connection
+# covers only what its own node has queued for it: in cluster mode an event
+# another node published may still be on its way over Redis, and a leak
+# arriving a moment later would pass. The barrier used instead is a MARKER:
+# something the receiver IS entitled to, caused after the action under test
+# by the node that performed it (the same WebSocket, or a REST request pinned
+# to that node with Harness.api_at), and waited for on the receiver's own
+# connection. Why the marker comes after anything the action published:
+#   - a node PUBLISHes everything on one Redis connection (`cmd`,
+#     bus_redis.c), in the order its handlers run: a commit's events, a
+#     receipt and an erasure in their store job's done callback (one writer
+#     thread, jobs handed back in submission order: store/pipeline.c), a
+#     REST receipt before its 204, typing as the frame is read;
+#   - Redis delivers one connection's publishes to a subscriber in that
+#     order, whatever their channels;
+#   - the receiving node reads its one `sub` connection in order, and hands
+#     a receipt or typing frame to its sessions at once and an event in seq
+#     order (seq N only after N-1), so whatever arrived before the marker
+#     was written to the receiver's connection before the marker was.
+# So once the marker is there, an earlier leak would be there too. A marker
+# in a conversation the leak is not in is still ordered (one connection
+# each way, across channels), provided the receiver's node has followed the
+# marker's conversation since before the action (the receiver was connected
+# and a member then: its stream's first head read is long done, so the
+# marker reaches it from the bus, not from a read of the store).
+# Where the acting node is unknown (a job any node may run), every node
+# sends one (every_node_barrier).
+
+
+def node_count(server):
+    """The nodes of a cluster; 1 for an embedded server."""
+    return len(getattr(server, "nodes", None) or ()) or 1
+
+
+def node_urls(server, i):
+    """(base_url, ws_url) of node i (modulo the node count) of a cluster, or
+    of the embedded server."""
+    nodes = getattr(server, "nodes", None)
+    if not nodes:
+        return server.base_url, server.ws_url
+    n = nodes[i % len(nodes)]
+    return n.base_url, n.ws_url
+
+
+async def marker_barrier(conv, senders, receivers, what="barrier marker"):
+    """Each sender (a WS connected to the node whose earlier actions could
+    have published the unwanted frame) sends a marker message to conv, and
+    every receiver (all members of conv) waits for it; returns the markers'
+    seqs. One sender at a time, each marker awaited before the next: a
+    later seq reaching a receiver's node first would make it fill the
+    earlier marker from the store, not from the bus, and prove nothing
+    about that marker's node."""
+    out = []
+    for s in senders:
+        seq = (await s.send_msg(conv, f"{what} from {s.name}"))["seq"]
+        for r in receivers:
+            await r.wait_seq(conv, seq)
+        out.append(seq)
+    return out
+
+
+async def every_node_barrier(h, user, conv, receivers, what="barrier marker"):
+    """marker_barrier from every node (a WS of `user`, a member of conv, on
+    each; closed afterwards): for an action whose node the test does not
+    know, such as a job every node runs."""
+    senders = [await h.ws_at(i, user, name=f"{what} node{i}") for i in range(node_count(h.server))]
+    try:
+        return await marker_barrier(conv, senders, receivers, what)
+    finally:
+        for s in senders:
+            await s.close()
+            if s in h.clients:
+                h.clients.remove(s)
+
 
 # --------------------------------------------------------------------------
 # raw RFC 6455 client (for frames a library will not send)

@@ -7,7 +7,7 @@ import secrets
 
 import websockets.exceptions
 
-from pclient import WS, Harness, async_test
+from pclient import WS, Harness, async_test, marker_barrier
 
 
 def _tamper_char(s, i):
@@ -61,6 +61,8 @@ async def test_non_member_sees_nothing(server):
         alice, bob, carol = await api.register_many(3, "az")
         cid = (await api.open_dm(alice, bob.id))["id"]
         gid = (await api.create_group(alice, [bob.id], title="private"))["id"]
+        # carol's one conversation with them: the absence barrier's markers
+        mk = (await api.create_group(alice, [bob.id, carol.id], title="markers"))["id"]
         cc = await h.ws(carol, name="carol")
         assert not {cid, gid} & {x["id"] for x in cc.ready["conversations"]}, cc.ready
         a = await h.ws(alice, name="a")
@@ -97,6 +99,13 @@ async def test_non_member_sees_nothing(server):
             await a.wait_seq(conv, last[conv])
             await b.wait_seq(conv, last[conv])
         await cc.ping()
+        # Absence barrier (pclient.py): a ping covers carol's node only. a
+        # then b send a marker to mk once their last message was acked: each
+        # marker is committed, so published, after that connection's dm/grp
+        # events by the same node, and carol's node gets a node's publishes
+        # in order; so any of those events leaking to carol would be on her
+        # connection before the marker.
+        await marker_barrier(mk, [a, b], [cc])
         assert not ({cid, gid} & set(cc.events)), f"carol received events: {cc.events}"
         r = await api.expect(200, "GET", "/api/v1/conversations", token=carol.token)
         assert not {cid, gid} & {c["id"] for c in r.body["conversations"]}, r

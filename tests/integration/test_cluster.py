@@ -45,8 +45,8 @@ import websockets.exceptions
 
 from cluster_proc import FALLBACK
 from parleyd_proc import CHEAP_HASH, SANITIZER_MARKERS, free_port
-from pclient import (WS, Api, Harness, User, assert_contiguous, async_test, cmid, msg_events,
-                     pipeline_send, seq_ids, seqs)
+from pclient import (WS, Api, Harness, User, assert_contiguous, async_test, cmid, marker_barrier,
+                     msg_events, pipeline_send, seq_ids, seqs)
 
 WHY = "several parleyd nodes on PostgreSQL and Redis behind HAProxy"
 CLUSTER_NODES = 3        # conftest.py: these tests use a third node (the suite's default is 2)
@@ -1095,6 +1095,11 @@ async def test_presence_and_typing_cross_nodes(server_factory):
                              start=n, what="explicit typing stop")
             await a2.ping()
             await a0.ping()
+            # absence barrier (pclient.py): a2.ping() covers node 2's queue,
+            # not node 0's typing publishes still on the bus. a0's marker
+            # message, sent after every typing frame above, is published by
+            # node 0 after them: a typing frame reaching a2 would come first.
+            await marker_barrier(cid, [a0], [a0, a2])
             for t in (a0, a2):
                 assert not typing_of(t), f"{t.name}: the typist's own device got typing frames"
             # and the other way: bob types on node 1, alice's devices on 0 and 2 see it

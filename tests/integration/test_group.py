@@ -2,7 +2,8 @@
 
 import asyncio
 
-from pclient import (Harness, async_test, assert_contiguous, msg_events, seq_ids, seqs)
+from pclient import (Harness, async_test, assert_contiguous, marker_barrier, msg_events, seq_ids,
+                     seqs)
 
 
 @async_test(90)
@@ -77,6 +78,8 @@ async def test_group_member_management(server):
         api = h.api
         admin, m1, m2, newbie = await api.register_many(4, "mm")
         cid = (await api.create_group(admin, [m1.id, m2.id], title="team"))["id"]
+        # a second group m2 stays in: the absence barrier's markers after its removal
+        mk = (await api.create_group(admin, [m1.id, m2.id, newbie.id], title="markers"))["id"]
         ca = await h.ws(admin, name="admin")
         c1 = await h.ws(m1, name="m1")
         c2 = await h.ws(m2, name="m2")
@@ -140,6 +143,12 @@ async def test_group_member_management(server):
             await c.wait_seq(cid, last)
         await c2.ping()     # let anything still in flight to m2 arrive
         await ca.ping()
+        # ...from other nodes too (absence barrier, pclient.py): each of ca,
+        # c1, cn sends a marker to mk after its "after removal" message was
+        # acked, so its node publishes the marker after that message, and
+        # m2's node, receiving each node's publishes in order, would have
+        # put any of them on c2 before the marker.
+        await marker_barrier(mk, [ca, c1, cn], [c2])
         assert c2.conv_events(cid)[-1]["seq"] == removed_seq, \
             f"a removed member still receives events: {c2.conv_events(cid)[-4:]}"
 

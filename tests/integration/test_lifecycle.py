@@ -10,7 +10,7 @@ import time
 import urllib.parse
 
 
-from pclient import PASSWORD, WS, Harness, User, async_test
+from pclient import PASSWORD, WS, Harness, User, async_test, every_node_barrier
 
 
 async def register_as(api, name):
@@ -55,6 +55,7 @@ async def test_retention_erases_without_an_event_and_holds_stop_it(server_factor
         alice, bob, carol = await api.register_many(3, "ret")
         admin = await register_as(api, boss)
         g = (await api.create_group(alice, [bob.id], title="g"))["id"]
+        mk = (await api.open_dm(alice, bob.id))["id"]      # the absence barrier's markers
         wb = await h.ws(bob, name="bob")
         m1 = await wb.send_msg(g, "zanzibar one")
         m2 = await wb.send_msg(g, "zanzibar two")
@@ -85,6 +86,11 @@ async def test_retention_erases_without_an_event_and_holds_stop_it(server_factor
         assert await search(api, bob, "zanzibar") == []
         # ... and nothing reached the sessions
         await wb.ping()
+        # absence barrier (pclient.py): any node's purge may have erased them
+        # (a store job; an event would be published in its done callback).
+        # A marker from every node, sent after the erasure was seen, is a
+        # later job of that node's writer, so published after it
+        await every_node_barrier(h, alice, mk, [wb])
         assert [m for m in wb.conv_events(g) if m.get("seq", 0) > head] == [], wb.conv_events(g)
 
         # a legal hold (server admins only) stops the purge; a release lets it go on

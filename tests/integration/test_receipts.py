@@ -192,16 +192,20 @@ async def test_a_receipt_at_seq_0_is_a_no_op(server):
         api = h.api
         alice, bob, eve = await api.register_many(3, "rz")
         cid = (await api.open_dm(alice, bob.id))["id"]
-        a = await h.ws(alice, name="alice")
-        b = await h.ws(bob, name="bob")
-        await a.send_msg(cid, "hello")
+        # in a cluster alice on node 1, bob's device and every receipt on
+        # node 0: the receipts cross the bus, and the marker at the end is
+        # ordered after them (one node publishes them all)
+        a = await h.ws_at(1, alice, name="alice")
+        b = await h.ws_at(0, bob, name="bob")
+        api0 = h.api_at(0)
+        hello = (await a.send_msg(cid, "hello"))["seq"]
         for kind in ("read", "delivered"):
-            await api.expect(204, "POST", f"/api/v1/conversations/{cid}/{kind}", token=bob.token,
-                             json_body={"seq": 0})
-            await api.expect(404, "POST", f"/api/v1/conversations/{cid}/{kind}", token=eve.token,
-                             json_body={"seq": 0})
-            await api.expect(400, "POST", f"/api/v1/conversations/{cid}/{kind}", token=bob.token,
-                             json_body={"seq": -1})
+            await api0.expect(204, "POST", f"/api/v1/conversations/{cid}/{kind}", token=bob.token,
+                              json_body={"seq": 0})
+            await api0.expect(404, "POST", f"/api/v1/conversations/{cid}/{kind}", token=eve.token,
+                              json_body={"seq": 0})
+            await api0.expect(400, "POST", f"/api/v1/conversations/{cid}/{kind}", token=bob.token,
+                              json_body={"seq": -1})
             start = len(b.msgs)
             await b.send_json({"type": kind, "req": 77, "conversation": cid, "seq": 0})
             await b.ping()
@@ -212,6 +216,15 @@ async def test_a_receipt_at_seq_0_is_a_no_op(server):
         assert r.status == 200, r
         mine = [m for m in r.body.get("members", []) if m.get("user") == bob.id]
         assert mine and (mine[0]["delivered_seq"], mine[0]["read_seq"]) == (0, 0), r.body
+        # Absence barrier (pclient.py): a receipt alice is entitled to, by the
+        # same path. Each REST receipt above published anything before its
+        # 204, and a WS one on b would have been a store job ahead of this
+        # one in node 0's writer (done callbacks, hence publishes, in order):
+        # a receipt from the seq-0 ones would reach alice before this one.
+        await b.send_json({"type": "read", "conversation": cid, "seq": hello})
+        marker = await a.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == bob.id
+                                  and m.get("read_seq") == hello, what="bob's read receipt (marker)")
+        assert [m for m in a.msgs if m.get("type") == "receipt"] == [marker], a.msgs
 
 
 @async_test(30)
@@ -223,7 +236,10 @@ async def test_a_receipt_below_the_members_joining_moves_nothing(server):
         alice, bob, carol = await api.register_many(3, "rj")
         g = await api.create_group(alice, [bob.id])
         cid = g["id"]
-        a = await h.ws(alice, name="alice")
+        # in a cluster alice on node 1, carol's receipts on node 0: they cross
+        # the bus, and the last one (the marker) is ordered after the others
+        a = await h.ws_at(1, alice, name="alice")
+        api0 = h.api_at(0)
         for i in range(4):
             await a.send_msg(cid, f"before carol {i}")
         r = await api.add_member(alice, cid, carol.id)
@@ -233,15 +249,18 @@ async def test_a_receipt_below_the_members_joining_moves_nothing(server):
         # there and sent a receipt showing seq joined - 1, alice's message, read)
         for seq in (2, joined - 1):
             for kind in ("read", "delivered"):
-                await api.expect(204, "POST", f"/api/v1/conversations/{cid}/{kind}", token=carol.token,
-                                 json_body={"seq": seq})
+                await api0.expect(204, "POST", f"/api/v1/conversations/{cid}/{kind}", token=carol.token,
+                                  json_body={"seq": seq})
         await a.ping()
         assert receipts_of(a, cid, carol.id) == [], receipts_of(a, cid, carol.id)
         r = await api.expect(200, "GET", f"/api/v1/conversations/{cid}/receipts", token=alice.token)
         mine = [m for m in r.body["members"] if m["user"] == carol.id]
         assert not mine or (mine[0]["read_seq"] == 0 and mine[0]["delivered_seq"] == 0), r.body
-        # a read at or above its joining still works
-        await api.expect(204, "POST", f"/api/v1/conversations/{cid}/read", token=carol.token,
-                         json_body={"seq": joined + 1})
+        # a read at or above its joining still works; it is also the absence
+        # barrier (pclient.py): node 0 published anything of the reads below
+        # before their 204s, so before this receipt, which alice does get
+        await api0.expect(204, "POST", f"/api/v1/conversations/{cid}/read", token=carol.token,
+                          json_body={"seq": joined + 1})
         got = await a.wait_for(lambda m: m.get("type") == "receipt" and m.get("user") == carol.id)
         assert got["read_seq"] == joined + 1, got
+        assert receipts_of(a, cid, carol.id) == [got], receipts_of(a, cid, carol.id)

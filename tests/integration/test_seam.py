@@ -26,7 +26,8 @@ import urllib.request
 import pytest
 
 from pclient import (OP_CLOSE, OP_TEXT, Harness, RawWS, async_test, build_frame,
-                     close_info, cmid, msg_events, pipeline_send, raw_http, seqs)
+                     close_info, cmid, marker_barrier, msg_events, pipeline_send, raw_http,
+                     seqs)
 from parleyd_proc import CHEAP_HASH, SANITIZER_MARKERS, free_port
 
 MAX_SAFE = 2 ** 53 - 1            # 9007199254740991, the largest JSON-safe integer
@@ -357,6 +358,8 @@ async def test_removed_member_held_session_gets_its_member_removed_and_nothing_a
         api = h.api
         a_user, b_user = await api.register_many(2, "rm")
         cid = (await api.create_group(a_user, [b_user.id], title="removal"))["id"]
+        # a conversation B stays in: the absence barrier's markers at the end
+        dm = (await api.open_dm(a_user, b_user.id))["id"]
         a = await live(await h.ws(a_user, name="a"))
         for i in range(3):
             ack = await a.send_msg(cid, f"before {i}")
@@ -392,6 +395,11 @@ async def test_removed_member_held_session_gets_its_member_removed_and_nothing_a
         m3 = await a.send_msg(cid, "later still")
         await a.wait_seq(cid, m3["seq"])
         await b.ping()
+        # absence barrier (pclient.py): everything after R in cid (m2, m3)
+        # was sent by A's connection; A's marker in the DM, sent after m3's
+        # ack, is published by the same node after them, so it reaches B's
+        # node after them and B after anything of them that leaked
+        await marker_barrier(dm, [a], [b])
         evs = b.conv_events(cid)
         assert seqs(evs) == list(range(cursor + 1, R + 1)), \
             f"B's stream must be exactly {cursor + 1}..{R}: {seqs(evs)}"
@@ -1075,6 +1083,11 @@ async def test_large_group_receipt_reaches_author_and_reader_only(server_factory
                               and m.get("read_seq") == last, timeout=5,
                               what="the receipt for D's read at the author A")
         assert "unread" not in rc, rc
+        # absence barrier (pclient.py): the receipt was published by D's node
+        # (its store job done, D's own copy handed out in the same call)
+        # before D's marker message, which B and C do get: a receipt leaking
+        # to them would arrive first
+        await marker_barrier(cid, [d], [b, c])
         for w in (b, c):
             await w.ping()
             assert receipts_for(w, cid, d_user.id) == [], (w, receipts_for(w, cid, d_user.id))
