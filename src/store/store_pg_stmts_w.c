@@ -165,6 +165,7 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_SEND_MEMBERS] = "SELECT x.i, m.role, m.joined_seq"
                        " FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(c, u, i)"
                        " CROSS JOIN LATERAL (SELECT m.role, m.joined_seq FROM members m"
+                       "   JOIN users u ON u.id = m.user_id AND u.deleted = 0"
                        "   WHERE m.conv_id = x.c AND m.user_id = x.u OFFSET 0) m",
     /* the messages replied to ($1 convs, $2 seqs): what the checks and the
      * preview need (a preview's 100 characters are at most 400 bytes), and

@@ -1430,6 +1430,35 @@ async def test_per_user_rate_limit_holds_across_nodes(server_factory):
 
 
 @pytest.mark.cluster_only(WHY)
+@async_test(90)
+async def test_a_send_on_another_node_right_after_account_deletion_is_not_stored(server):
+    """Audit P2 finding 2: right after `DELETE /api/v1/me` answered 204 on
+    node 0, the account's WebSocket on node 1 (which had not heard of the
+    revocation yet) could still send into its direct conversation, and the
+    message was stored and delivered from `deleted#id` (11 of 15 rounds).
+    The store's send now refuses a deleted sender; the purge no longer has
+    to clean up after it."""
+    U = server.node_ws_urls
+    async with Harness(server) as h:
+        api0 = Api(server.node_urls[0], h.api.session)
+        alice, = await h.api.register_many(1, "gd")
+        for k in range(8):
+            bob, = await h.api.register_many(1, "gd")
+            dm = (await h.api.open_dm(alice, bob.id))["id"]
+            b1 = await ws_on(h, U[1], bob, f"bob{k}@node1")
+            await b1.send_msg(dm, "before")
+            r = await api0.req("DELETE", "/api/v1/me", token=bob.token, json_body={"password": bob.password})
+            assert r.status == 204, r
+            req, _ = await b1.send_nowait(dm, "after the deletion")
+            await b1.closed.wait()
+            reply = b1.reply(req)
+            assert reply is None or reply.get("type") == "error", (k, reply)
+            hist = await h.api.history_all(alice, dm)
+            msgs = msg_events(hist)                   # "before" (erased by a purge, maybe) alone
+            assert len(msgs) == 1 and msgs[0].get("body") in ("before", None), (k, hist)
+
+
+@pytest.mark.cluster_only(WHY)
 @async_test(60)
 async def test_sends_waiting_on_a_hung_redis_when_a_drain_begins_are_answered(server_factory):
     """Audit N6: a send waiting on the shared rate limit in a hung Redis
