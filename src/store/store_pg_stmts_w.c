@@ -202,7 +202,8 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_TARGET]      = "SELECT m.role, m.joined_seq, e.kind, e.sender, e.ts, e.deleted_ts, e.pinned_ts, e.ref,"
                       " p.sender, EXISTS (SELECT 1 FROM members pm WHERE pm.conv_id = $1::bigint"
                       "   AND pm.user_id = p.sender), CASE WHEN $4::bool THEN e.body END"
-                      " FROM members m LEFT JOIN events e ON e.conv_id = $1::bigint AND e.seq = $3::bigint"
+                      " FROM members m JOIN users u ON u.id = m.user_id AND u.deleted = 0"  /* not deleted */
+                      " LEFT JOIN events e ON e.conv_id = $1::bigint AND e.seq = $3::bigint"
                       " LEFT JOIN events p ON e.kind = 2 AND e.ref > 0 AND p.conv_id = $1::bigint"
                       "   AND p.seq = e.ref"
                       " WHERE m.conv_id = $1::bigint AND m.user_id = $2::bigint",

@@ -1446,16 +1446,20 @@ async def test_a_send_on_another_node_right_after_account_deletion_is_not_stored
             bob, = await h.api.register_many(1, "gd")
             dm = (await h.api.open_dm(alice, bob.id))["id"]
             b1 = await ws_on(h, U[1], bob, f"bob{k}@node1")
-            await b1.send_msg(dm, "before")
+            mine = (await b1.send_msg(dm, "before"))["seq"]
+            theirs = (await h.api.expect(201, "POST", f"/api/v1/conversations/{dm}/messages", token=alice.token,
+                                         json_body={"client_msg_id": cmid(), "body": "to bob"})).body["seq"]
             r = await api0.req("DELETE", "/api/v1/me", token=bob.token, json_body={"password": bob.password})
             assert r.status == 204, r
             req, _ = await b1.send_nowait(dm, "after the deletion")
+            await b1.send_json({"type": "react", "req": "r", "conversation": dm, "seq": theirs, "emoji": "👍"})
             await b1.closed.wait()
             reply = b1.reply(req)
             assert reply is None or reply.get("type") == "error", (k, reply)
             hist = await h.api.history_all(alice, dm)
-            msgs = msg_events(hist)                   # "before" (erased by a purge, maybe) alone
-            assert len(msgs) == 1 and msgs[0].get("body") in ("before", None), (k, hist)
+            msgs = msg_events(hist)                   # "before" (erased by a purge, maybe), "to bob"
+            assert [m["seq"] for m in msgs] == [mine, theirs], (k, hist)
+            assert not [e for e in hist if e.get("kind") == "reaction"], (k, hist)   # nor a reaction
 
 
 @pytest.mark.cluster_only(WHY)
