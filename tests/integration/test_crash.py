@@ -244,6 +244,19 @@ async def test_a_full_disk_loses_no_acknowledged_message(server_factory, small_d
         assert r["seq"] == max(acked.values()) + 1, r
 
 
+def restore(server, backup, remove):
+    """Stops the server, removes those files of its data directory, puts the
+    backup in as parley.db and starts it again."""
+    server.stop()
+    for f in remove:
+        try:
+            os.unlink(os.path.join(server.data_dir, f))
+        except FileNotFoundError:
+            pass
+    shutil.copy(backup, os.path.join(server.data_dir, "parley.db"))
+    server.start()
+
+
 @pytest.mark.embedded_only("parleyd's own SQLite files, restored from a backup")
 @async_test(60)
 async def test_a_restored_database_refuses_tokens_of_logins_it_does_not_have(server):
@@ -263,14 +276,8 @@ async def test_a_restored_database_refuses_tokens_of_logins_it_does_not_have(ser
         src.close()
         eve = await api.register("rst")               # after the backup: not in it
         await api.expect(200, "GET", "/api/v1/me", token=eve.token)
-    server.stop()
-    for f in ("parley.db", "parley.db-wal", "parley.db-shm", "search.db", "search.db-wal", "search.db-shm"):
-        try:
-            os.unlink(os.path.join(server.data_dir, f))
-        except FileNotFoundError:
-            pass
-    shutil.copy(backup, os.path.join(server.data_dir, "parley.db"))
-    server.start()
+    restore(server, backup, ("parley.db", "parley.db-wal", "parley.db-shm",
+                             "search.db", "search.db-wal", "search.db-shm"))
     await asyncio.sleep(1.1)                          # another second than eve's login
     async with Harness(server) as h:
         api = h.api
@@ -310,14 +317,7 @@ async def test_a_database_restored_beside_a_newer_search_index_rebuilds_it(serve
         for i in range(5):                            # the index goes on past the backup
             await say(api, alice, g, f"{later} {i}")
         await found_within(api, alice, later, 5, timeout=3.0)
-    server.stop()
-    for f in ("parley.db", "parley.db-wal", "parley.db-shm"):   # search.db* stay
-        try:
-            os.unlink(os.path.join(server.data_dir, f))
-        except FileNotFoundError:
-            pass
-    shutil.copy(backup, os.path.join(server.data_dir, "parley.db"))
-    server.start()
+    restore(server, backup, ("parley.db", "parley.db-wal", "parley.db-shm"))   # search.db* stay
     async with Harness(server) as h:
         api = h.api
         new = word()
