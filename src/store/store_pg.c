@@ -182,6 +182,14 @@
  *      the pair's advisory lock to COMMIT, so a block never misses a
  *      direct conversation created at the same time on another node, nor
  *      does a creation miss a block.
+ *  17. The key directory (store.h invariant 9; store_pg_keys.c): a claim
+ *      locks the peer's e2ee_devices rows (ascending device) in a
+ *      statement of its own before the statement that takes and counts,
+ *      so claims of one user's keys see what the other nodes committed
+ *      before them (the count a claim returns). Like the other mid-batch
+ *      locks this can deadlock in rare orders (two batches claiming two
+ *      users' keys in opposite orders); PostgreSQL detects it and the
+ *      batch is retried (5).
  */
 #include "pg_int.h"
 

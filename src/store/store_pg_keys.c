@@ -8,7 +8,10 @@
  * A claim deletes the one-time prekeys it hands out in the batch's
  * transaction, skipping keys another transaction holds (FOR UPDATE SKIP
  * LOCKED): two claims, on any nodes, never get the same key; a batch that
- * rolls back gives its keys back.
+ * rolls back gives its keys back. A claim first locks the peer's device
+ * rows (W_KEYS_CLAIM_LOCK), so that the count it returns, from a later
+ * statement, is what it left (keys_low): claims of one device run one
+ * after the other across nodes (audit P1 F1).
  * Does not own: validating keys (src/chat/e2ee.c), the send check
  * (store_e2ee.c, called from store_pg_runs.c).
  */
@@ -166,8 +169,11 @@ static int k_claim(pg_store *s, pl_job *j, int64_t now) {
     pg_params q = {0};
     pg_param_i64(&q, j->peer);
     pg_param_i64(&q, now);
+    pg_params l = {0};
+    pg_param_i64(&l, j->peer);
     int sp = pg_w_send(s, W_SAVEPOINT, NULL, 0);
-    int cs = sp < 0 ? sp : pg_w_send(s, W_KEYS_CLAIM, &q, 1);
+    int ls = sp < 0 ? sp : pg_w_send(s, W_KEYS_CLAIM_LOCK, &l, 0);
+    int cs = ls < 0 ? ls : pg_w_send(s, W_KEYS_CLAIM, &q, 1);
     if (cs < 0 || pg_w_send(s, W_RELEASE, NULL, 0) < 0) return W_LOST;
     if ((rc = pg_w_sync(s)) != PL_STORE_OK) return pg_sp_failed(s, j, sp, rc);
     device_rows(s->w.res[cs], j);

@@ -324,10 +324,20 @@ const char *const pg_w_sql[W__COUNT] = {
     [W_KEYS_SHARES] = "SELECT $1::bigint = $2::bigint OR EXISTS (SELECT 1 FROM members a JOIN members b"
                       " ON b.conv_id = a.conv_id AND b.user_id = $2::bigint"
                       " JOIN conversations c ON c.id = a.conv_id AND c.blocked = 0 WHERE a.user_id = $1::bigint)",
-    /* $1 peer, $2 now: each live device with one one-time prekey taken out;
-     * SKIP LOCKED passes over a key another transaction is taking, so no
-     * two claims (any nodes) get the same one. The count is of the
-     * statement's snapshot, less the key taken. */
+    /* A claim locks the peer's device rows (in device order) and then
+     * claims in a statement of its own, whose snapshot is taken after the
+     * lock: claims of one device (any nodes) count one after the other, so
+     * the count each returns is what it left. (The count of the claim's own
+     * snapshot missed a key another node's claim was taking: two claims
+     * that crossed 10 both reported 10, and no keys_low went out, audit P1
+     * F1.) Uploads of the device lock its row too (W_KEYS_STATE).
+     * $1 peer. */
+    [W_KEYS_CLAIM_LOCK] = "SELECT 1 FROM e2ee_devices WHERE user_id = $1::bigint ORDER BY device"
+                          " FOR NO KEY UPDATE",
+    /* $1 peer, $2 now: each live device with one one-time prekey taken out
+     * and the count it leaves; SKIP LOCKED passes over a key another
+     * transaction is taking (a device the lock above did not see, being
+     * created meanwhile), so no two claims (any nodes) get the same one. */
     [W_KEYS_CLAIM]  = "WITH d AS (SELECT d.device, d.identity, d.spk_id, d.spk, d.spk_sig, d.updated"
                       "   FROM e2ee_devices d JOIN logins l ON l.id = d.device AND l.revoked = 0"
                       "   AND l.expires > $2::bigint WHERE d.user_id = $1::bigint),"

@@ -14,7 +14,9 @@
  * reference; $PARLEY_PG_DIFF_SEED picks other random jobs), the purge on
  * two nodes among sends, edits and deletes, migration 12 -> 13 (the data
  * lifecycle) with data, blocks racing sends and direct opens on two nodes,
- * migration 13 -> 14 (blocks), and a throughput measurement run only with
+ * migration 13 -> 14 (blocks), claims of the E2EE key
+ * directory overlapping on two nodes (kr_race holds a row the first node's
+ * batch waits on), and a throughput measurement run only with
  * $PARLEY_PG_BENCH set.
  *
  * Jobs complete the way the server completes them: each store's notify()
@@ -2032,6 +2034,182 @@ TEST(store_pg_e2ee_claims_across_nodes) {
     CHECK_EQ(none, CLAIMERS * CLAIMS - OTKS);
     n_close(a);
     n_close(b);
+}
+
+/* ---- the key directory's races across nodes (audit P1 F1-F3) ---------------- */
+
+/* Two nodes, alice (in a group with bob) with a live login (her device) and
+ * carol with a device of her own (the blocker's: see kr_race). */
+typedef struct krace {
+    char    url[256];
+    pnode  *a, *b;
+    int64_t alice, bob, carol, dev, dev2;
+} krace;
+
+static int64_t kr_login(pnode *n, int64_t user) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    j_init(&j, &w, PL_JOB_LOGIN_CREATE);
+    j.user = user;
+    j.expires = (int64_t)time(NULL) * 1000 + 3600 * 1000;
+    if (n_run(n, &j, 1) || j.result) return -1;
+    return j.out_id;
+}
+
+/* *j: an upload to device of user of the identity "id" (none if !identity)
+ * and the one-time prekeys first..first+n-1 (in otks, keys); when done,
+ * out_id is the keys held. */
+static void kr_upload_init(pl_job *j, pwait *w, pl_keys_in *k, pl_prekey *otks, char (*keys)[16],
+                           int64_t user, int64_t device, int identity, int first, int n) {
+    for (int i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", first + i);
+        otks[i].id = first + i;
+        otks[i].key = keys[i];
+    }
+    *k = (pl_keys_in){.identity = identity ? "id" : NULL, .spk_id = 1, .spk = "s", .spk_sig = "g",
+                      .otks = otks, .notks = (size_t)n};
+    j_init(j, w, PL_JOB_KEYS_UPLOAD);
+    j->user = user;
+    j->id = device;
+    j->keys = k;
+}
+
+/* Runs such an upload through n: its result. */
+static int kr_upload(pnode *n, int64_t user, int64_t device, int identity, int first, int cnt) {
+    pwait w;
+    w_init(&w);
+    pl_job j;
+    pl_keys_in k;
+    static pl_prekey otks[PL_KEYS_OTK_UPLOAD];
+    static char keys[PL_KEYS_OTK_UPLOAD][16];
+    kr_upload_init(&j, &w, &k, otks, keys, user, device, identity, first, cnt);
+    if (n_run(n, &j, 1)) return -1;
+    return j.result;
+}
+
+static int kr_open(krace *r) {
+    if (t_pg_fresh_url(pg_base(), r->url, sizeof r->url)) return -1;
+    r->a = n_slot();
+    r->b = n_slot();
+    if (n_open(r->a, r->url, 1, 0) || n_open(r->b, r->url, 2, 0)) return -1;
+    r->alice = n_user(r->a, "alice");
+    r->bob = n_user(r->a, "bob");
+    r->carol = n_user(r->a, "carol");
+    if (r->alice <= 0 || r->bob <= 0 || r->carol <= 0 || n_group(r->a, r->alice, &r->bob, 1) <= 0) return -1;
+    r->dev = kr_login(r->a, r->alice);
+    r->dev2 = kr_login(r->a, r->carol);
+    if (r->dev <= 0 || r->dev2 <= 0) return -1;
+    return kr_upload(r->a, r->carol, r->dev2, 1, 1, 1);
+}
+
+/* Sessions of the test's database waiting on a lock. */
+static long long kr_waiting(PGconn *q) {
+    return sql_int(q, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND wait_event_type = 'Lock'");
+}
+
+/* Polls until kr_waiting reaches n or *done reaches target (10 s at most). */
+static int kr_until(PGconn *q, long long n, pwait *w, int target) {
+    for (int i = 0; i < 2000; i++) {
+        if (kr_waiting(q) >= n) return 0;
+        if (w) {
+            pthread_mutex_lock(&w->mu);
+            int d = w->done >= target;
+            pthread_mutex_unlock(&w->mu);
+            if (d) return 0;
+        }
+        sleep_ms(5);
+    }
+    return -1;
+}
+
+/* Forces two jobs of the key directory to overlap across nodes: node a runs
+ * *ja in a batch whose next job (carol deletes her device) waits on a row
+ * the test's own transaction holds, so a's transaction stays open after
+ * *ja ran; node b then runs *jb, which runs through or waits (on a), before
+ * the test lets a commit. Each job has a waiter of its own (data). -1 if
+ * something did not happen in time. */
+static int kr_race(krace *r, pl_job *ja, pl_job *jb) {
+    PGconn *c = sql_conn(r->url), *q = sql_conn(r->url);
+    int rc = -1;
+    pwait w;
+    w_init(&w);
+    pl_job first, del;
+    j_init(&first, &w, PL_JOB_OUTBOX_ACK);
+    j_init(&del, &w, PL_JOB_KEYS_DELETE);
+    del.id = r->dev2;
+    del.user = r->carol;
+    pwait *wa = ja->data, *wb = jb->data;
+    int ta = wa->done + 1, tb = wb->done + 1;
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM (SELECT 1 FROM e2ee_devices WHERE device = %lld FOR UPDATE) x",
+             (long long)r->dev2);
+    if (!c || !q || sql_int(c, "BEGIN") < 0 || sql_int(c, sql) != 1) goto out;
+    pl_store_pg__hold(r->a->s, 1);            /* one batch, as n_run_batch */
+    pl_store_submit(r->a->s, &first);
+    for (int i = 0; i < 5000 && !pl_store_pg__held(r->a->s); i++) sleep_ms(1);
+    pl_store_submit(r->a->s, ja);
+    pl_store_submit(r->a->s, &del);
+    pl_store_pg__hold(r->a->s, 0);
+    int ok = kr_until(q, 1, NULL, 0) == 0;    /* a: del waits on c */
+    if (!ok) fprintf(stderr, "  a's batch did not wait\n");
+    else {
+        pl_store_submit(r->b->s, jb);
+        ok = kr_until(q, 2, wb, tb) == 0;     /* b waits (on a), or is done */
+        if (!ok) fprintf(stderr, "  b neither waited nor finished\n");
+    }
+    sql_int(c, "COMMIT");
+    if (w_wait(&w, 2) || w_wait(wa, ta) || (ok && w_wait(wb, tb))) ok = 0;
+    if (ok && del.result == PL_STORE_OK) rc = 0;
+out:
+    if (c) PQfinish(c);
+    if (q) PQfinish(q);
+    return rc;
+}
+
+static long long kr_held(krace *r) {
+    PGconn *q = sql_conn(r->url);
+    if (!q) return -1;
+    char sql[120];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM e2ee_otks WHERE device = %lld", (long long)r->dev);
+    long long n = sql_int(q, sql);
+    PQfinish(q);
+    return n;
+}
+
+/* Two claims of a device with 11 one-time prekeys overlap on two nodes: the
+ * one that commits second reports the 9 left (below 10: keys_low), not the
+ * 10 of its own snapshot. (Audit P1 F1: both reported 10.) */
+TEST(store_pg_e2ee_claims_count_across_nodes) {
+    PG_ONLY();
+    krace r = {0};
+    CHECK_EQ(kr_open(&r), 0);
+    CHECK_EQ(kr_upload(r.a, r.alice, r.dev, 1, 1, 11), PL_STORE_OK);
+    pwait wa, wb;
+    w_init(&wa);
+    w_init(&wb);
+    pl_job ca, cb;
+    j_init(&ca, &wa, PL_JOB_KEYS_CLAIM);
+    ca.user = r.bob;
+    ca.peer = r.alice;
+    cb = ca;
+    cb.data = &wb;
+    CHECK_EQ(kr_race(&r, &ca, &cb), 0);
+    CHECK_EQ(ca.result, PL_STORE_OK);
+    CHECK_EQ(cb.result, PL_STORE_OK);
+    CHECK(ca.ndevices == 1 && cb.ndevices == 1);
+    CHECK(ca.devices[0].otk && cb.devices[0].otk);
+    CHECK(ca.devices[0].otk_id != cb.devices[0].otk_id);
+    int64_t na = ca.devices[0].otk_count, nb = cb.devices[0].otk_count;
+    fprintf(stderr, "  claims reported %lld and %lld left\n", (long long)na, (long long)nb);
+    pl_job_release(&ca);
+    pl_job_release(&cb);
+    CHECK_EQ(kr_held(&r), 9);
+    CHECK_EQ(na < nb ? na : nb, 9);           /* the later one saw both */
+    CHECK_EQ(na + nb, 19);
+    n_close(r.a);
+    n_close(r.b);
 }
 
 /* ---- push outbox claims across nodes (store.h invariant 10) ---------------- */
