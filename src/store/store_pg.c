@@ -183,13 +183,14 @@
  *      direct conversation created at the same time on another node, nor
  *      does a creation miss a block.
  *  17. The key directory (store.h invariant 9; store_pg_keys.c): a claim
- *      locks the peer's e2ee_devices rows (ascending device) in a
- *      statement of its own before the statement that takes and counts,
- *      so claims of one user's keys see what the other nodes committed
- *      before them (the count a claim returns). Like the other mid-batch
- *      locks this can deadlock in rare orders (two batches claiming two
- *      users' keys in opposite orders); PostgreSQL detects it and the
- *      batch is retried (5).
+ *      locks the peer's e2ee_devices rows (ascending device) and an
+ *      upload the device's logins row, each in a statement of its own
+ *      before the statement that reads, so claims of one user's keys and
+ *      uploads of one device see what the other nodes committed before
+ *      them (the count a claim returns, the keys an upload finds held, a
+ *      new device). Like the other mid-batch locks these can deadlock in
+ *      rare orders (e.g. two batches claiming two users' keys in opposite
+ *      orders); PostgreSQL detects it and the batch is retried (5).
  */
 #include "pg_int.h"
 

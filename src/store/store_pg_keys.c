@@ -10,8 +10,11 @@
  * LOCKED): two claims, on any nodes, never get the same key; a batch that
  * rolls back gives its keys back. A claim first locks the peer's device
  * rows (W_KEYS_CLAIM_LOCK), so that the count it returns, from a later
- * statement, is what it left (keys_low): claims of one device run one
- * after the other across nodes (audit P1 F1).
+ * statement, is what it left (keys_low); an upload first locks the
+ * device's login row (W_KEYS_LOGIN_LOCK), so that what it reads (a new
+ * device?, the keys held) is what committed before it: claims of one
+ * device, and uploads of one device, run one after the other across
+ * nodes (audit P1 F1-F3).
  * Does not own: validating keys (src/chat/e2ee.c), the send check
  * (store_e2ee.c, called from store_pg_runs.c).
  */
@@ -79,22 +82,25 @@ static int k_upload(pg_store *s, pl_job *j, int64_t now) {
     pg_arr up = {0};                             /* the ids uploaded: they replace, not add */
     pg_arr_start(&up, PG_INT8);
     for (size_t i = 0; i < k->notks; i++) pg_arr_i64(&up, k->otks[i].id);
-    pg_params p = {0};
+    pg_params l = {0}, p = {0};                  /* the lock, then the state: one round trip */
+    pg_param_i64(&l, j->id);
+    pg_param_i64(&l, j->user);
+    pg_param_i64(&l, now);
     pg_param_i64(&p, j->id);
-    pg_param_i64(&p, j->user);
-    pg_param_i64(&p, now);
     pg_param_arr(&p, &up);
     int rc;
-    PGresult *r = pg_w_query(s, W_KEYS_STATE, &p, &rc);
+    int ls = pg_w_send(s, W_KEYS_LOGIN_LOCK, &l, 1), ss = ls < 0 ? ls : pg_w_send(s, W_KEYS_STATE, &p, 1);
     pg_arr_free(&up);
-    if (!r) return rc;
-    if (PQgetvalue(r, 0, 0)[0] != 't') {
+    if (ss < 0) return W_LOST;
+    if ((rc = pg_w_sync(s)) != PL_STORE_OK) return rc;
+    if (PQntuples(s->w.res[ls]) != 1) {
         j->why = "no such device";
         return PL_STORE_ENOTFOUND;
     }
-    int had = !pg_null(r, 0, 1);
-    int changed = !had || (k->identity && strcmp(PQgetvalue(r, 0, 1), k->identity) != 0);
-    int64_t held = k->replace_otks ? 0 : pg_i64(r, 0, 2);
+    PGresult *r = s->w.res[ss];
+    int had = !pg_null(r, 0, 0);
+    int changed = !had || (k->identity && strcmp(PQgetvalue(r, 0, 0), k->identity) != 0);
+    int64_t held = k->replace_otks ? 0 : pg_i64(r, 0, 1);
     if (!had && !k->identity) {
         j->why = "upload the identity key and signed prekey first";
         return PL_STORE_EINVAL;

@@ -298,13 +298,25 @@ const char *const pg_w_sql[W__COUNT] = {
                       " WHERE node_id = $1::int",
     [W_LEASE_RELEASE] = "DELETE FROM node_leases WHERE node_id = $1::int AND owner = $2::text",
     /* ---- end-to-end encryption (store_pg_keys.c, store.h invariant 9) ---- */
-    /* $1 device, $2 user, $3 now: a live login of the user?, the device's
-     * identity key (row locked), its one-time prekeys */
-    [W_KEYS_STATE]  = "SELECT EXISTS (SELECT 1 FROM logins WHERE id = $1::bigint AND user_id = $2::bigint"
-                      "   AND revoked = 0 AND expires > $3::bigint),"
-                      " (SELECT identity FROM e2ee_devices WHERE device = $1::bigint FOR UPDATE),"
+    /* An upload locks the device's login row (it always exists, unlike the
+     * e2ee_devices row of a new device) and then reads the device's state in
+     * a statement of its own, so that the read's snapshot is taken after
+     * the lock: two uploads of one device (any nodes) are checked one after
+     * the other. (W_KEYS_STATE alone locked the e2ee_devices row, which a
+     * new device does not have, and its count's snapshot predated its wait:
+     * two nodes both saw a new device and announced it twice, audit P1 F3,
+     * and both let 60 keys in beside 100 held, 220 > 200, audit P1 F2.)
+     * NO KEY UPDATE conflicts with itself and with the login's rotation and
+     * revocation (UPDATE): an upload waits for a revocation in flight and
+     * then finds no live login.
+     * $1 device, $2 user, $3 now: a row if it is a live login of the user. */
+    [W_KEYS_LOGIN_LOCK] = "SELECT 1 FROM logins WHERE id = $1::bigint AND user_id = $2::bigint"
+                          " AND revoked = 0 AND expires > $3::bigint FOR NO KEY UPDATE",
+    /* $1 device: its identity key (row locked, against a delete), its
+     * one-time prekeys */
+    [W_KEYS_STATE]  = "SELECT (SELECT identity FROM e2ee_devices WHERE device = $1::bigint FOR UPDATE),"
                       " (SELECT count(*) FROM e2ee_otks WHERE device = $1::bigint"
-                      "   AND NOT key_id = ANY($4::bigint[]))",      /* held, besides ids re-uploaded */
+                      "   AND NOT key_id = ANY($2::bigint[]))",      /* held, besides ids re-uploaded */
     [W_KEYS_DEVICE] = "INSERT INTO e2ee_devices(device, user_id, identity, spk_id, spk, spk_sig, updated)"
                       " VALUES($1::bigint, $2::bigint, $3::text, $4::bigint, $5::text, $6::text, $7::bigint)"
                       " ON CONFLICT (device) DO UPDATE SET identity = excluded.identity,"

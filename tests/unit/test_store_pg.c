@@ -14,7 +14,7 @@
  * reference; $PARLEY_PG_DIFF_SEED picks other random jobs), the purge on
  * two nodes among sends, edits and deletes, migration 12 -> 13 (the data
  * lifecycle) with data, blocks racing sends and direct opens on two nodes,
- * migration 13 -> 14 (blocks), claims of the E2EE key
+ * migration 13 -> 14 (blocks), claims and uploads of the E2EE key
  * directory overlapping on two nodes (kr_race holds a row the first node's
  * batch waits on), and a throughput measurement run only with
  * $PARLEY_PG_BENCH set.
@@ -2208,6 +2208,61 @@ TEST(store_pg_e2ee_claims_count_across_nodes) {
     CHECK_EQ(kr_held(&r), 9);
     CHECK_EQ(na < nb ? na : nb, 9);           /* the later one saw both */
     CHECK_EQ(na + nb, 19);
+    n_close(r.a);
+    n_close(r.b);
+}
+
+/* Two uploads of 60 new one-time prekeys to a device holding 100 overlap on
+ * two nodes: the second sees the first's keys and is refused, 160 held.
+ * (Audit P1 F2: both went in, 220 held.) */
+TEST(store_pg_e2ee_upload_cap_across_nodes) {
+    PG_ONLY();
+    krace r = {0};
+    CHECK_EQ(kr_open(&r), 0);
+    CHECK_EQ(kr_upload(r.a, r.alice, r.dev, 1, 1, 100), PL_STORE_OK);
+    pwait wa, wb;
+    w_init(&wa);
+    w_init(&wb);
+    pl_job ua, ub;
+    pl_keys_in ka, kb;
+    static pl_prekey oa[60], ob[60];
+    static char keya[60][16], keyb[60][16];
+    kr_upload_init(&ua, &wa, &ka, oa, keya, r.alice, r.dev, 0, 101, 60);
+    kr_upload_init(&ub, &wb, &kb, ob, keyb, r.alice, r.dev, 0, 201, 60);
+    CHECK_EQ(kr_race(&r, &ua, &ub), 0);
+    fprintf(stderr, "  results %d and %d, %lld held\n", ua.result, ub.result, kr_held(&r));
+    CHECK_EQ(ua.result, PL_STORE_OK);
+    CHECK_EQ(ua.out_id, 160);
+    CHECK_EQ(ub.result, PL_STORE_EINVAL);
+    CHECK(ub.why && strcmp(ub.why, "too many one-time prekeys held") == 0);
+    CHECK_EQ(kr_held(&r), 160);
+    n_close(r.a);
+    n_close(r.b);
+}
+
+/* A new device's first upload, sent to two nodes at once: one of them
+ * reports the device list changed (one e2ee devices event), the other
+ * found it there. (Audit P1 F3: both saw no device, two events.) */
+TEST(store_pg_e2ee_new_device_across_nodes) {
+    PG_ONLY();
+    krace r = {0};
+    CHECK_EQ(kr_open(&r), 0);
+    pwait wa, wb;
+    w_init(&wa);
+    w_init(&wb);
+    pl_job ua, ub;
+    pl_keys_in ka, kb;
+    static pl_prekey oa[5], ob[5];
+    static char keya[5][16], keyb[5][16];
+    kr_upload_init(&ua, &wa, &ka, oa, keya, r.alice, r.dev, 1, 1, 5);
+    kr_upload_init(&ub, &wb, &kb, ob, keyb, r.alice, r.dev, 1, 1, 5);
+    CHECK_EQ(kr_race(&r, &ua, &ub), 0);
+    fprintf(stderr, "  created %d and %d\n", ua.created, ub.created);
+    CHECK_EQ(ua.result, PL_STORE_OK);
+    CHECK_EQ(ub.result, PL_STORE_OK);
+    CHECK_EQ(ua.created, 1);
+    CHECK_EQ(ub.created, 0);
+    CHECK_EQ(kr_held(&r), 5);
     n_close(r.a);
     n_close(r.b);
 }
