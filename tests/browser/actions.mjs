@@ -14,7 +14,7 @@
 // usage: node actions.mjs http://127.0.0.1:PORT   (server with --large-group 1)
 
 import {
-  run, person, register, startDm, createGroup, convItem, openConv, send, waitBodies,
+  run, signedIn, startDm, createGroup, convItem, openConv, send, waitBodies,
   waitFor, check, shot, log, messages, waitOnline, connState, BASE,
 } from './lib.mjs';
 
@@ -64,14 +64,12 @@ const badges = (p, convId) => convItem(p, convId).evaluate((b) => ({
 }));
 
 await run('message actions: reply, react, edit, pin, delete, mentions, notification levels', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  await alice.ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
   // what alice's client receives on its WebSocket (to see the large group's frames)
   const aliceFrames = [];
-  alice.page.on('websocket', (ws) => ws.on('framereceived', (f) => aliceFrames.push(String(f.payload))));
-  await register(alice);
-  await register(bob);
+  const [alice, bob] = await signedIn(['alice', {
+    setup: (page) => page.on('websocket', (ws) => ws.on('framereceived', (f) => aliceFrames.push(String(f.payload)))),
+  }], 'bob');
+  await alice.ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
 
   const dm = await startDm(alice, 'bob');
   const Q = 'Shall we ship on Friday?';

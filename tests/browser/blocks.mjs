@@ -11,7 +11,7 @@
 // usage: node blocks.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, startDm, openConv, send, waitBodies, waitFor, check, shot, log, waitOnline,
+  run, signedIn, startDm, openConv, send, waitBodies, waitFor, check, shot, log, waitOnline,
   openDetails, closeDetails,
 } from './lib.mjs';
 
@@ -32,9 +32,7 @@ async function apiSend(p, conv, body) {
 }
 
 await run('blocks: block and unblock from the details dialog', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  for (const p of [alice, bob]) await register(p);
+  const [alice, bob] = await signedIn('alice', 'bob');
   const A = alice.page, B = bob.page;
 
   const dm = await startDm(alice, 'bob');

@@ -26,7 +26,7 @@
 // per-user message rate limit: 330 messages are sent at once)
 
 import {
-  run, person, register, startDm, createGroup, convItem, openConv, send, waitBodies,
+  run, signedIn, apiRegister, sendMany, startDm, createGroup, convItem, openConv, send, waitBodies,
   waitFor, check, shot, log, messages, waitStatus, waitOnline, connState, statusOf,
 } from './lib.mjs';
 
@@ -34,35 +34,20 @@ import {
 const msg = (p, text) => p.page.locator('[data-testid="message"]',
   { has: p.page.locator('[data-testid="message-body"]', { hasText: new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }) });
 
-/** Records the `read` frames a person's page sends on its WebSockets. */
-function recordReads(p) {
-  p.reads = [];
-  p.page.on('websocket', (ws) => ws.on('framesent', (f) => {
+/** Records the `read` frames a page sends on its WebSockets into reads. */
+function recordReads(page, reads) {
+  page.on('websocket', (ws) => ws.on('framesent', (f) => {
     try {
       const m = JSON.parse(typeof f.payload === 'string' ? f.payload : f.payload.toString());
-      if (m.type === 'read') p.reads.push({ conv: m.conversation, seq: m.seq });
+      if (m.type === 'read') reads.push({ conv: m.conversation, seq: m.seq });
     } catch { /* not JSON */ }
   }));
 }
 const readsAbove = (p, convId, seq) => p.reads.filter((r) => r.conv === convId && r.seq >= seq);
 
-/** Sends n messages over REST (the documented HTTP send) from p's page. */
-async function sendMany(p, convId, n, prefix) {
-  return p.page.evaluate(async ({ convId, n, prefix }) => {
-    const tok = JSON.parse(localStorage.getItem('parley.auth')).access_token;
-    const out = [];
-    for (let i = 1; i <= n; i++) {
-      const body = `${prefix} ${String(i).padStart(3, '0')}`;
-      const r = await fetch(`/api/v1/conversations/${convId}/messages`, {
-        method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + tok },
-        body: JSON.stringify({ client_msg_id: `${prefix}-${i}`, body }),
-      });
-      if (r.status !== 201) throw new Error('HTTP send failed: ' + r.status);
-      out.push(body);
-    }
-    return out;
-  }, { convId, n, prefix });
-}
+/** Sends n messages "<prefix> 001".. over REST (the documented HTTP send) as p. */
+const sendNumbered = (p, convId, n, prefix) =>
+  sendMany(p, convId, Array.from({ length: n }, (_, i) => `${prefix} ${String(i + 1).padStart(3, '0')}`), prefix);
 
 const unreadOf = async (p, convId) => Number(await convItem(p, convId).getAttribute('data-unread'));
 
@@ -119,13 +104,10 @@ async function section(name, fn) {
 }
 
 await run('issue 14: read receipts, unread position, pill, RTL, presence, marks', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  const carol = await person('carol');
-  const dave = await person('dave');
-  recordReads(bob);
-  for (const p of [alice, bob, carol, dave]) await register(p);
-  await dave.ctx.close();           // dave is offline from now on: nothing is delivered to him
+  const bobReads = [];
+  const [alice, bob, carol] = await signedIn('alice', ['bob', { setup: (page) => recordReads(page, bobReads) }], 'carol');
+  bob.reads = bobReads;
+  await apiRegister('dave');        // dave never comes online: nothing is delivered to him
   let dm, group;
   const dirOf = (loc) => loc.evaluate((e) => ({ dir: e.getAttribute('dir'), computed: getComputedStyle(e).direction }));
   const pill = bob.page.getByTestId('new-messages-pill');
@@ -195,8 +177,12 @@ await run('issue 14: read receipts, unread position, pill, RTL, presence, marks'
   // ---- 2. 330 unread open at the first of them, read as they are seen ----
   await section('2. open at the first unread', async () => {
     await openConv(bob, group);       // bob looks elsewhere while alice writes
-    const backlog = await sendMany(alice, dm, 330, 'Backlog');
+    // alice too (over REST: her page need not draw the 330 one by one); she
+    // comes back to the DM, to see its marks, once they are all sent
+    await openConv(alice, group);
+    const backlog = await sendNumbered(alice, dm, 330, 'Backlog');
     await waitFor(async () => (await unreadOf(bob, dm)) === 330, 'bob has 330 unread');
+    await openConv(alice, dm);
     // a reload: bob's client holds none of them and loads them back from
     // history (its stream position, saved a moment after the last event, is
     // past them)
@@ -258,7 +244,7 @@ await run('issue 14: read receipts, unread position, pill, RTL, presence, marks'
   // ---- 2. again, with the unread messages already held by the client ----
   await section('2. open at the first unread (already held)', async () => {
     await openConv(bob, group);
-    await sendMany(alice, dm, 40, 'Live');
+    await sendNumbered(alice, dm, 40, 'Live');
     await waitFor(async () => (await unreadOf(bob, dm)) === 40, 'bob has 40 unread (received live)');
     await openConv(bob, dm);
     const divider = bob.page.getByTestId('unread-divider');

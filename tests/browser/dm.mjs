@@ -8,12 +8,12 @@
 
 import {
   run, person, register, startDm, convItem, openConv, send, waitBodies, waitStatus,
-  waitFor, check, shot, log, messages, waitOnline,
+  waitFor, check, shot, log, messages, waitOnline, sendMany,
 } from './lib.mjs';
 
 await run('direct messages between two browsers', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
+  // the one scenario that signs up through the form (the others: signedIn)
+  const [alice, bob] = await Promise.all([person('alice'), person('bob')]);
   await shot(alice, '01-sign-in');
 
   await register(alice);
@@ -77,20 +77,7 @@ await run('direct messages between two browsers', async () => {
   // scroll-back: 120 more messages (sent over REST, the documented HTTP send),
   // then bob signs in on a second device (a fresh context: no cursors) and
   // pages back through the history by scrolling to the top
-  const many = await alice.page.evaluate(async ({ convId, n }) => {
-    const tok = JSON.parse(localStorage.getItem('parley.auth')).access_token;
-    const out = [];
-    for (let i = 1; i <= n; i++) {
-      const body = `History line ${String(i).padStart(3, '0')}`;
-      const r = await fetch(`/api/v1/conversations/${convId}/messages`, {
-        method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + tok },
-        body: JSON.stringify({ client_msg_id: 'h-' + i, body }),
-      });
-      if (r.status !== 201) throw new Error('HTTP send failed: ' + r.status);
-      out.push(body);
-    }
-    return out;
-  }, { convId, n: 120 });
+  const many = await sendMany(alice, convId, Array.from({ length: 120 }, (_, i) => `History line ${String(i + 1).padStart(3, '0')}`), 'h');
   const everything = [...all, ...many];
   await waitBodies(alice, everything);
   const bob2 = await person('bob (second device)');

@@ -36,7 +36,7 @@
 // usage: node features.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, login, startDm, createGroup, convItem, openConv, send, waitBodies,
+  run, signedIn, sendMany, person, login, startDm, createGroup, convItem, openConv, send, waitBodies,
   waitFor, check, shot, log, messages, BASE,
 } from './lib.mjs';
 
@@ -107,14 +107,12 @@ const HOSTILE = [
 ];
 
 run('features: text, dark mode, notifications, people, density, mobile, search', async () => {
-  const alice = await person('alice', { initScript: spies, initArg: true });
-  const bob = await person('bob', { permissions: ['notifications'], initScript: spies });
-  const carol = await person('carol', { initScript: spies });
   const dialogs = [];
-  for (const p of [alice, bob, carol]) p.page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
-  await register(alice);
-  await register(bob);
-  await register(carol);
+  const onDialogs = (page) => page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  const [alice, bob, carol] = await signedIn(
+    ['alice', { initScript: spies, initArg: true, setup: onDialogs }],
+    ['bob', { permissions: ['notifications'], initScript: spies, setup: onDialogs }],
+    ['carol', { initScript: spies, setup: onDialogs }]);
 
   // permission is not asked on load
   check(await alice.page.evaluate(() => window.__asks) === 0, 'no permission prompt on load');
@@ -536,8 +534,7 @@ run('features: text, dark mode, notifications, people, density, mobile, search',
   });
 
   await section('6. a 390x844 phone', async () => {
-    const dave = await person('dave', { viewport: { width: 390, height: 844 }, initScript: spies });
-    await register(dave);
+    const [dave] = await signedIn(['dave', { viewport: { width: 390, height: 844 }, initScript: spies }]);
     const d = await startDm(dave, 'alice');
     await send(dave, 'hi from a phone — see https://example.com and **bold**');
     await waitBodies(dave, ['hi from a phone — see https://example.com and bold']);
@@ -579,16 +576,8 @@ run('features: text, dark mode, notifications, people, density, mobile, search',
     await openConv(alice, dm);
     await send(alice, 'the zebra crossing is at noon');
     await waitFor(async () => (await msg(alice, 'the zebra crossing').getAttribute('data-seq')) != null, 'zebra sent');
-    await alice.page.evaluate(async ({ dm }) => {
-      const tok = JSON.parse(localStorage.getItem('parley.auth')).access_token;
-      for (let i = 1; i <= 150; i++) {
-        const r = await fetch(`/api/v1/conversations/${dm}/messages`, {
-          method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + tok },
-          body: JSON.stringify({ client_msg_id: `filler-${i}`, body: `filler ${i}` }),
-        });
-        if (r.status !== 201) throw new Error('send ' + r.status);
-      }
-    }, { dm });
+    await openConv(alice, group);     // her page need not draw the 150 one by one
+    await sendMany(alice, dm, Array.from({ length: 150 }, (_, i) => `filler ${i + 1}`), 'filler');
     // bob reloads: he holds only the latest page
     await bob.page.reload();
     await bob.page.locator('[data-testid="conn-state"][data-state="online"]').waitFor();

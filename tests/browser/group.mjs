@@ -10,15 +10,12 @@
 // usage: node group.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, createGroup, convItem, openConv, send, waitBodies, waitStatus,
+  run, signedIn, createGroup, convItem, openConv, send, waitBodies, waitStatus,
   waitFor, check, shot, log,
 } from './lib.mjs';
 
 await run('group of three: messages, typing, receipts, members', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  const carol = await person('carol');
-  for (const p of [alice, bob, carol]) await register(p);
+  const [alice, bob, carol] = await signedIn('alice', 'bob', 'carol');
 
   const convId = await createGroup(alice, 'Launch plan', ['bob', 'carol']);
   log(`alice created group ${convId}`);

@@ -101,7 +101,9 @@ export async function launch() {
  *  opts: viewport, colorScheme ('light' default), permissions (e.g.
  *  ['notifications']), initScript (a function run in every page first, with
  *  initArg), locale ('en-US' default), hash (the first page's URL fragment,
- *  e.g. '#/c/3': a deep link). */
+ *  e.g. '#/c/3': a deep link), auth (a session from apiRegister: the page
+ *  opens signed in), setup (a function given the page before its first load:
+ *  to listen to its WebSockets or requests from the start). */
 export async function person(name, opts = {}) {
   const ctx = await browser.newContext({
     viewport: opts.viewport || { width: 1180, height: 760 },
@@ -112,6 +114,20 @@ export async function person(name, opts = {}) {
     permissions: opts.permissions || [],
   });
   ctx.setDefaultTimeout(STEP_MS);
+  // opts.auth (see signedIn): the first page starts with that session where
+  // the client keeps it, as after a sign-in and a reload. Once per context:
+  // later loads (reloads, new tabs) find what the client left there (after
+  // a logout: nothing). (newContext's storageState does the same but opens
+  // a page of its own first: ~3 s a context on a busy machine.)
+  if (opts.auth) {
+    await ctx.addInitScript(({ key, value, origin }) => {
+      try {
+        if (location.origin !== origin || localStorage.getItem('test.seeded')) return;
+        localStorage.setItem('test.seeded', '1');
+        localStorage.setItem(key, value);
+      } catch { /* not our origin */ }
+    }, { key: AUTH_KEY, value: JSON.stringify(opts.auth), origin: BASE });
+  }
   if (opts.initScript) await ctx.addInitScript(opts.initScript, opts.initArg);
   const page = await ctx.newPage();
   page.on('pageerror', (err) => { pageErrors.push(`${name}: ${err.message}`); log(`${name} PAGE ERROR: ${err.message}`); });
@@ -120,6 +136,7 @@ export async function person(name, opts = {}) {
       log(`${name} console.error: ${m.text()}`);
     }
   });
+  if (opts.setup) await opts.setup(page);
   await page.goto(BASE + '/' + (opts.hash || ''), { waitUntil: 'domcontentloaded' });
   return { name, ctx, page, id: null };
 }
@@ -139,6 +156,63 @@ export async function register(p) {
   await waitOnline(p);
   p.id = await page.evaluate(() => window.parley.state.me.id);
   log(`${p.name} registered as user ${p.id}`);
+}
+
+/** Where the client keeps its session (web/api.js): localStorage
+ *  "parley.auth" = { user, access_token, refresh_token, expires_at }. */
+const AUTH_KEY = 'parley.auth';
+
+/** Creates an account over the REST API (what the sign-up form posts:
+ *  POST /api/v1/auth/register) and returns its session in the form the
+ *  client stores it (web/api.js _store). */
+export async function apiRegister(username, password = PASSWORD) {
+  const r = await fetch(BASE + '/api/v1/auth/register', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username, password }),
+  });
+  const body = await r.json().catch(() => null);
+  check(r.ok && body && body.access_token && body.user, `${username}: registration over the API failed: ${r.status} ${JSON.stringify(body)}`);
+  return {
+    user: body.user, access_token: body.access_token, refresh_token: body.refresh_token,
+    expires_at: Date.now() + (body.expires_in || 900) * 1000,
+  };
+}
+
+/** People signed up and in, for the scenarios that do not test signing up
+ *  (dm.mjs and session.mjs go through the forms; register() and login()
+ *  below): each account is created over the REST API, one after another in
+ *  the order given (user ids 1, 2, ... as register() in turn gave them), and
+ *  their contexts open together, each page starting signed in (the session
+ *  in its storage as the client keeps it). specs: names, or [name, opts]
+ *  (opts as person()'s). Resolves, online, in the order given. */
+export async function signedIn(...specs) {
+  const list = specs.map((s) => (Array.isArray(s) ? s : [s, {}]));
+  const auths = [];
+  for (const [name] of list) auths.push(await apiRegister(name));
+  return Promise.all(list.map(async ([name, opts], i) => {
+    const p = await person(name, { ...opts, auth: auths[i] });
+    await waitOnline(p);
+    p.id = auths[i].user.id;
+    const me = await p.page.evaluate(() => window.parley.state.me && window.parley.state.me.id);
+    check(me === p.id, `${name}: the page is signed in as user ${p.id} (${me})`);
+    log(`${p.name} signed up (REST) as user ${p.id}`);
+    return p;
+  }));
+}
+
+/** Sends messages over REST (POST /api/v1/conversations/{id}/messages, the
+ *  documented HTTP send) with p's session, from the test itself rather than
+ *  from p's page (whose main thread is busy drawing what arrives), one after
+ *  another: stored in the order given. Returns the bodies. */
+export async function sendMany(p, convId, bodies, cmidPrefix) {
+  const tok = await p.page.evaluate((k) => JSON.parse(localStorage.getItem(k)).access_token, AUTH_KEY);
+  for (let i = 0; i < bodies.length; i++) {
+    const r = await fetch(`${BASE}/api/v1/conversations/${convId}/messages`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + tok },
+      body: JSON.stringify({ client_msg_id: `${cmidPrefix}-${i + 1}`, body: bodies[i] }),
+    });
+    if (r.status !== 201) throw new Error(`HTTP send failed: ${r.status} ${await r.text()}`);
+  }
+  return bodies;
 }
 
 /** Signs in as an existing account from the sign-in screen. */

@@ -17,7 +17,7 @@
 
 import { readFileSync } from 'node:fs';
 import {
-  run, person, register, startDm, createGroup, openConv, send, waitBodies, waitFor, check, shot, log, waitOnline,
+  run, signedIn, startDm, createGroup, openConv, send, waitBodies, waitFor, check, shot, log, waitOnline,
   openDetails, closeDetails,
   PASSWORD,
 } from './lib.mjs';
@@ -46,9 +46,7 @@ async function putRetention(p, conv, seconds) {
 }
 
 await run('lifecycle: retention, export, account deletion', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  for (const p of [alice, bob]) await register(p);
+  const [alice, bob] = await signedIn('alice', 'bob');
   const A = alice.page, B = bob.page;
 
   // bob's socket goes through a route that rewrites one marked message into

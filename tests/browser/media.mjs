@@ -27,7 +27,7 @@
 
 import { crc32, deflateSync } from 'node:zlib';
 import {
-  run, person, register, startDm, convItem, openConv, send, waitFor, check, shot, log, messages,
+  run, signedIn, startDm, convItem, openConv, send, waitFor, check, shot, log, messages,
 } from './lib.mjs';
 
 /** A valid w×h RGB PNG with a gradient. */
@@ -97,10 +97,7 @@ async function watchProgress(p) {
 const lastMsg = (p) => p.page.locator('[data-testid="message"]').last();
 
 await run('media: attachments in the web client', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  await register(alice);
-  await register(bob);
+  const [alice, bob] = await signedIn('alice', 'bob');
   const convId = await startDm(alice, 'bob');
   await send(alice, 'Quarterly numbers come later');
   await convItem(bob, convId).waitFor({ state: 'visible' });

@@ -8,15 +8,12 @@
 // usage: node offline.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, createGroup, convItem, openConv, send, waitBodies, waitFor, check,
+  run, signedIn, createGroup, convItem, openConv, send, waitBodies, waitFor, check,
   shot, log, messages, connState, waitOnline, STEP_MS,
 } from './lib.mjs';
 
 await run('offline, queue and resume without loss or duplicates', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  const carol = await person('carol');
-  for (const p of [alice, bob, carol]) await register(p);
+  const [alice, bob, carol] = await signedIn('alice', 'bob', 'carol');
 
   const convId = await createGroup(alice, 'Field team', ['bob', 'carol']);
   for (const p of [bob, carol]) { await convItem(p, convId).waitFor({ state: 'visible' }); await openConv(p, convId); }

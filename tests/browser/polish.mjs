@@ -31,14 +31,11 @@
 // usage: node polish.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline, waitFor,
+  run, signedIn, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline, waitFor,
 } from './lib.mjs';
 
 await run('web client polish', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  await register(alice);
-  await register(bob);
+  const [alice, bob] = await signedIn('alice', 'bob');
   const dm = await startDm(alice, 'bob');
   await openConv(bob, dm);
 
@@ -166,8 +163,7 @@ await run('web client polish', async () => {
   log('Escape closes the search at once');
 
   // --- phones: the account menu is reachable; 320 px fits
-  const carol = await person('carol', { viewport: { width: 390, height: 844 } });
-  await register(carol);
+  const [carol] = await signedIn(['carol', { viewport: { width: 390, height: 844 } }]);
   const acct = carol.page.getByTestId('account-button');
   const boxAt390 = await acct.boundingBox();
   check(boxAt390 && boxAt390.width >= 24 && boxAt390.height >= 24, `the account button is there on a phone: ${JSON.stringify(boxAt390)}`);

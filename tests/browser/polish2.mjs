@@ -41,7 +41,7 @@
 // usage: node polish2.mjs http://127.0.0.1:PORT
 
 import {
-  run, sections, person, register, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline, waitFor,
+  run, signedIn, sections, person, startDm, openConv, send, waitBodies, check, log, createGroup, waitOnline, waitFor,
   CheckError, convItem, openDetails, closeDetails, BASE, shot,
 } from './lib.mjs';
 
@@ -96,12 +96,7 @@ function contrastOf(p, text, sel) {
 }
 
 await run('web client polish (audit q2)', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  const carol = await person('carol');
-  await register(alice);
-  await register(bob);
-  await register(carol);
+  const [alice, bob, carol] = await signedIn('alice', 'bob', 'carol');
   await carol.ctx.close();
   steps.pages = [alice.page, bob.page];
   const dm = await startDm(alice, 'bob');

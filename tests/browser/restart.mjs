@@ -11,7 +11,7 @@
 
 import readline from 'node:readline';
 import {
-  run, person, register, startDm, send, waitBodies, waitFor, check, log, connState, waitOnline, STEP_MS,
+  run, signedIn, startDm, send, waitBodies, waitFor, check, log, connState, waitOnline, STEP_MS,
 } from './lib.mjs';
 
 const lines = readline.createInterface({ input: process.stdin });
@@ -21,9 +21,7 @@ const restarted = () => new Promise((resolve) => {
 });
 
 await run('a server restart: reconnect over WebSocket, typing and messages at once', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  for (const p of [alice, bob]) await register(p);
+  const [alice, bob] = await signedIn('alice', 'bob');
   await startDm(alice, 'bob');
   await startDm(bob, 'alice');
   const expected = ['Before the restart.'];

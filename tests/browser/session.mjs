@@ -6,15 +6,12 @@
 // usage: node session.mjs http://127.0.0.1:PORT   (server with --access-ttl 2)
 
 import {
-  run, person, register, startDm, convItem, openConv, send, waitBodies, waitFor, check, log,
+  run, signedIn, apiRegister, person, startDm, convItem, openConv, send, waitBodies, waitFor, check, log,
   waitOnline, STEP_MS, PASSWORD,
 } from './lib.mjs';
 
 await run('access tokens expire and are refreshed; logout', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  await register(alice);
-  await register(bob);
+  const [alice, bob] = await signedIn('alice', 'bob');
   const convId = await startDm(alice, 'bob');
   await send(alice, 'one');
   await convItem(bob, convId).waitFor();
@@ -24,8 +21,7 @@ await run('access tokens expire and are refreshed; logout', async () => {
   const rt0 = await alice.page.evaluate(() => JSON.parse(localStorage.getItem('parley.auth')).refresh_token);
   await alice.page.waitForTimeout(3500);           // the first access token has expired
   // REST with a refreshed token: start another conversation (carol)
-  const carol = await person('carol');
-  await register(carol);
+  await apiRegister('carol');
   const c2 = await startDm(alice, 'carol');
   check(c2 !== convId, 'a second conversation');
   const rt1 = await alice.page.evaluate(() => JSON.parse(localStorage.getItem('parley.auth')).refresh_token);

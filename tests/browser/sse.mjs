@@ -9,7 +9,7 @@
 // usage: node sse.mjs http://127.0.0.1:PORT
 
 import {
-  run, person, register, startDm, convItem, openConv, send, waitBodies, waitStatus,
+  run, signedIn, startDm, convItem, openConv, send, waitBodies, waitStatus,
   waitFor, check, shot, log, waitOnline,
 } from './lib.mjs';
 
@@ -36,16 +36,12 @@ function blockWebSocket() {
 
 await run('chat over Server-Sent Events with WebSocket blocked', async () => {
   const streams = { alice: [], bob: [] };
-  const alice = await person('alice', { initScript: blockWebSocket });
-  const bob = await person('bob', { initScript: blockWebSocket });
-  for (const [p, list] of [[alice, streams.alice], [bob, streams.bob]]) {
-    p.page.on('request', (r) => {
-      if (r.url().endsWith('/api/v1/events')) list.push(r.headers()['last-event-id'] || null);
-    });
-  }
-
-  await register(alice);              // goes online: over SSE, after the WebSocket tries fail
-  await register(bob);
+  const recordStreams = (list) => (page) => page.on('request', (r) => {
+    if (r.url().endsWith('/api/v1/events')) list.push(r.headers()['last-event-id'] || null);
+  });
+  // online: over SSE, after the WebSocket tries fail
+  const [alice, bob] = await signedIn(['alice', { initScript: blockWebSocket, setup: recordStreams(streams.alice) }],
+    ['bob', { initScript: blockWebSocket, setup: recordStreams(streams.bob) }]);
   for (const p of [alice, bob]) {
     const tries = await p.page.evaluate(() => window.__wsTries);
     check(tries >= 3, `${p.name}: tried WebSocket first (${tries} tries)`);

@@ -21,7 +21,7 @@
 // usage: node workspaces.mjs http://127.0.0.1:PORT
 
 import {
-  run, sections, person, register, openConv, send, waitBodies, waitFor, check, shot, log,
+  run, signedIn, sections, openConv, send, waitBodies, waitFor, check, shot, log,
 } from './lib.mjs';
 
 const steps = sections(process.env.WORKSPACES_SOFT === '1');
@@ -87,9 +87,7 @@ function listed(p, title) {
 }
 
 await run('workspaces: create, channels, add a member, browse, join, private', async () => {
-  const alice = await person('alice');
-  const bob = await person('bob');
-  for (const p of [alice, bob]) await register(p);
+  const [alice, bob] = await signedIn('alice', 'bob');
   const A = alice.page, B = bob.page;
   steps.pages = [A, B];
 
