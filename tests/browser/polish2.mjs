@@ -366,6 +366,9 @@ await run('web client polish (audit q2)', async () => {
     await waitOnline(bob2);
     const level2 = () => convItem(bob2, dm).getAttribute('data-notify');
     await waitFor(async () => (await level2()) === 'all', 'tab 2: the DM notifies of all');
+    // bob goes back to his first tab to choose (the new tab had come to the
+    // front: in a background tab each click waited ~2 s for animation frames)
+    await bob.page.bringToFront();
     for (const level of ['none', 'mentions', 'all']) {
       await bob.page.getByTestId('notify-button').click();
       await bob.page.getByTestId('notify-menu').waitFor({ state: 'visible' });
