@@ -178,8 +178,8 @@ export async function apiRegister(username, password = PASSWORD) {
 }
 
 /** People signed up and in, for the scenarios that do not test signing up
- *  (dm.mjs and session.mjs go through the forms; register() and login()
- *  below): each account is created over the REST API, one after another in
+ *  (dm.mjs signs up through the form, register() below; session.mjs and
+ *  features.mjs sign in through it, login()): each account is created over the REST API, one after another in
  *  the order given (user ids 1, 2, ... as register() in turn gave them), and
  *  their contexts open together, each page starting signed in (the session
  *  in its storage as the client keeps it). specs: names, or [name, opts]
