@@ -1454,6 +1454,7 @@ def test_an_answer_without_what_the_command_prints_is_exit_3(cli_bin, workdir):
         stub.close()
 
 
+@pytest.mark.embedded_only("refused before any request, in either mode")
 def test_cacert_that_is_a_directory_or_not_a_certificate_is_refused_up_front(cli, workdir):
     """Audit V2 #3: a directory, an empty file and a file with no PEM
     certificate are refused as README says (exit 3, before any request,
@@ -1590,6 +1591,7 @@ def test_adding_a_member_again_says_nothing_changed(cli):
     assert alice.out("workspace", "remove", str(ws), bob.name.upper()) == f"removed {b} from workspace {ws}\n"
 
 
+@pytest.mark.embedded_only("the CLI's own checks: a usage error sends nothing, in either mode")
 def test_an_empty_argument_is_a_usage_error_naming_it(cli):
     """Audit K3 F5: `users ''`, `search ''` and `workspace create ''` were
     sent to the server (exit 1, `400 bad_request: "q" must not be empty`, a
@@ -1614,6 +1616,7 @@ def test_an_empty_argument_is_a_usage_error_naming_it(cli):
     assert alice.out("ls").count("\n") == 1                 # #general only: nothing was created
 
 
+@pytest.mark.embedded_only("the CLI's own checks: a usage error sends nothing, in either mode")
 def test_an_empty_username_is_a_usage_error_on_every_path(cli):
     """`register ''` and `login ''` were sent to the server (exit 1, its 400
     and 401), and so was `group add CONV ''` (exit 1, 404), while `group
@@ -1641,6 +1644,7 @@ def test_an_empty_username_is_a_usage_error_on_every_path(cli):
     assert carol.out("register", carol.name).startswith(f"registered {carol.name.lower()} (user ")
 
 
+@pytest.mark.embedded_only("how the CLI prints text, whichever mode stored it")
 def test_invisible_format_characters_are_shown_as_replacement(cli):
     """Audit K3 F3: U+202E and the other bidirectional controls, U+2028/9
     and invisible format characters went to the terminal as they were (a
@@ -1672,6 +1676,7 @@ def test_invisible_format_characters_are_shown_as_replacement(cli):
     assert bodies == ["".join(f"<{ch}>" for ch in bad), keep, "pay to \u202emoc.live\u202c now"]
 
 
+@pytest.mark.embedded_only("the CLI's own --help")
 def test_help_says_what_readme_says(cli):
     """Audit K3 F6: --help's `users` line left out that you find yourself
     too, and its exit status line left out "not logged in" (exit 1)."""
